@@ -1,0 +1,325 @@
+//! The built-in layers and functions, each built from the IR's primitive ops.
+//!
+//! Layouts follow PyTorch so weights move between the two by renaming alone: a dense
+//! layer's weight is `[out, in]` and computes `y = x Wᵀ + b`.
+
+use super::args::{BoundArgs, ParamSpec, opt, req};
+use super::value::{Spanned, Value};
+use super::{Elaborator, closest, describe};
+use crate::ir::{BinaryOp, Dim, Init, Op, ReduceOp, Shape, Span, UnaryOp};
+use crate::syntax::ast::Ident;
+use crate::syntax::{Diagnostic, ErrorCode};
+
+static X: &[ParamSpec] = &[req("x")];
+static AXIS: &[ParamSpec] = &[req("x"), opt("axis")];
+static REDUCE: &[ParamSpec] = &[req("x"), opt("axis"), opt("keepdims")];
+static DENSE: &[ParamSpec] = &[req("x"), req("units"), opt("bias"), opt("init")];
+static MATMUL: &[ParamSpec] = &[req("a"), req("b")];
+static RESHAPE: &[ParamSpec] = &[req("x"), req("shape")];
+static TRANSPOSE: &[ParamSpec] = &[req("x"), opt("perm")];
+
+/// The parameter list of a built-in, or None if `name` is not one.
+pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
+    Some(match name {
+        "dense" => DENSE,
+        "matmul" => MATMUL,
+        "relu" | "sigmoid" | "tanh" | "exp" | "log" | "sqrt" | "abs" | "flatten" => X,
+        "softmax" | "log_softmax" => AXIS,
+        "sum" | "mean" | "max" | "min" => REDUCE,
+        "reshape" => RESHAPE,
+        "transpose" => TRANSPOSE,
+        "concat" => AXIS,
+        _ => return None,
+    })
+}
+
+/// Every built-in's name, for suggestions and docs.
+pub const NAMES: &[&str] = &[
+    "dense", "matmul", "relu", "sigmoid", "tanh", "exp", "log", "sqrt", "abs", "flatten",
+    "softmax", "log_softmax", "sum", "mean", "max", "min", "reshape", "transpose", "concat",
+];
+
+pub fn unknown_layer<'a>(callee: &Ident, blocks: impl Iterator<Item = &'a str>) -> Diagnostic {
+    let blocks: Vec<&str> = blocks.collect();
+    let mut d = Diagnostic::error(
+        ErrorCode::UnknownLayer,
+        format!("unknown layer or function `{}`", callee.name),
+        callee.span,
+    )
+    .with_label("not a layer, block or function");
+    let candidates = NAMES.iter().copied().chain(blocks.iter().copied());
+    if let Some(c) = closest(&callee.name, candidates) {
+        d = d.with_help(format!("did you mean `{c}`?"));
+    }
+    d
+}
+
+/// Calls the built-in `callee`. `path` names its parameters (an instance's or a repeat
+/// copy's); layers with parameters take a fresh name otherwise.
+pub(super) fn call_layer(
+    e: &mut Elaborator,
+    callee: &Ident,
+    span: Span,
+    positional: Vec<Spanned>,
+    named: Vec<(String, Span, Spanned)>,
+    path: Option<String>,
+) -> Result<Value, Diagnostic> {
+    let name = callee.name.as_str();
+    let specs = lookup(name).ok_or_else(|| unknown_layer(callee, std::iter::empty()))?;
+    let args = BoundArgs::bind(name, span, specs, positional, named, name == "concat")?;
+    let unary = match name {
+        "relu" => Some(UnaryOp::Relu),
+        "sigmoid" => Some(UnaryOp::Sigmoid),
+        "tanh" => Some(UnaryOp::Tanh),
+        "exp" => Some(UnaryOp::Exp),
+        "log" => Some(UnaryOp::Log),
+        "sqrt" => Some(UnaryOp::Sqrt),
+        "abs" => Some(UnaryOp::Abs),
+        _ => None,
+    };
+    if let Some(op) = unary {
+        let (x, _) = args.tensor("x")?;
+        return Ok(Value::Tensor(e.op(Op::Unary(op), &[x], span)?));
+    }
+    match name {
+        "dense" => dense(e, &args, span, path),
+        "matmul" => {
+            let (a, _) = args.tensor("a")?;
+            let (b, _) = args.tensor("b")?;
+            Ok(Value::Tensor(e.op(Op::MatMul, &[a, b], span)?))
+        }
+        "softmax" | "log_softmax" => softmax(e, &args, span, name == "log_softmax"),
+        "sum" | "mean" | "max" | "min" => reduce(e, &args, span, name),
+        "flatten" => flatten(e, &args, span),
+        "reshape" => reshape(e, &args, span),
+        "transpose" => transpose(e, &args, span),
+        "concat" => concat(e, &args, span),
+        _ => Err(unknown_layer(callee, std::iter::empty())),
+    }
+}
+
+fn dense(e: &mut Elaborator, args: &BoundArgs, span: Span, path: Option<String>) -> Result<Value, Diagnostic> {
+    let (x, xspan) = args.tensor("x")?;
+    let units = args.positive_int("units", None)?;
+    let bias = args.bool("bias", true)?;
+    args.check_word("init")?;
+    let init = match args.word("init") {
+        None => Init::XavierUniform,
+        Some((w, wspan)) => Init::parse(&w).ok_or_else(|| {
+            Diagnostic::error(ErrorCode::BadArgument, format!("unknown initializer `{w}`"), wspan)
+                .with_label("not an initializer")
+                .with_note(format!("initializers: {}", Init::NAMES.join(", ")))
+        })?,
+    };
+    let xty = e.graph.ty(x).clone();
+    let Some(&last) = xty.shape.dims().last() else {
+        return Err(Diagnostic::error(
+            ErrorCode::ShapeMismatch,
+            format!("`dense` needs an input with a feature dimension, got {xty}"),
+            xspan,
+        )
+        .with_label(format!("this is {xty}")));
+    };
+    let Dim::Fixed(inputs) = last else {
+        return Err(Diagnostic::error(
+            ErrorCode::ShapeMismatch,
+            format!("`dense` needs a fixed feature size as the last dimension, got {xty}"),
+            xspan,
+        )
+        .with_label(format!("this is {xty}"))
+        .with_help("the batch dimension comes first: `f32[batch, features]`"));
+    };
+    if xty.shape.rank() < 2 {
+        return Err(Diagnostic::error(
+            ErrorCode::ShapeMismatch,
+            format!("`dense` needs an input of rank >= 2 (`[batch, features]`), got {xty}"),
+            xspan,
+        )
+        .with_label(format!("this is {xty}")));
+    }
+    let path = path.unwrap_or_else(|| e.fresh_path("dense"));
+    let w = e.param(format!("{path}.weight"), vec![units, inputs], init, span)?;
+    let wt = e.op(Op::Transpose { perm: vec![1, 0] }, &[w], span)?;
+    let mut y = e.op(Op::MatMul, &[x, wt], span)?;
+    if bias {
+        let b = e.param(format!("{path}.bias"), vec![units], Init::Zeros, span)?;
+        y = e.op(Op::Binary(BinaryOp::Add), &[y, b], span)?;
+    }
+    Ok(Value::Tensor(y))
+}
+
+/// An axis argument, negative counting from the end, checked against `rank`.
+fn axis(args: &BoundArgs, name: &str, rank: usize, default: i64) -> Result<usize, Diagnostic> {
+    let a = args.int(name, default)?;
+    let r = rank as i64;
+    if a < -r || a >= r {
+        let span = args.get(name).map_or(args.call_span, |s| s.span);
+        return Err(Diagnostic::error(
+            ErrorCode::BadArgument,
+            format!("axis {a} is out of range for a tensor of rank {rank}"),
+            span,
+        )
+        .with_label(format!("valid axes are {} to {}", -r, r - 1)));
+    }
+    Ok(if a < 0 { (a + r) as usize } else { a as usize })
+}
+
+fn softmax(e: &mut Elaborator, args: &BoundArgs, span: Span, log: bool) -> Result<Value, Diagnostic> {
+    let (x, _) = args.tensor("x")?;
+    let rank = e.graph.ty(x).shape.rank();
+    let ax = axis(args, "axis", rank, -1)?;
+    // Subtracting the maximum keeps exp from overflowing; it cancels in the ratio.
+    let m = e.op(Op::Reduce { op: ReduceOp::Max, axes: vec![ax], keep_dims: true }, &[x], span)?;
+    let shifted = e.op(Op::Binary(BinaryOp::Sub), &[x, m], span)?;
+    let ex = e.op(Op::Unary(UnaryOp::Exp), &[shifted], span)?;
+    let s = e.op(Op::Reduce { op: ReduceOp::Sum, axes: vec![ax], keep_dims: true }, &[ex], span)?;
+    let y = if log {
+        let ls = e.op(Op::Unary(UnaryOp::Log), &[s], span)?;
+        e.op(Op::Binary(BinaryOp::Sub), &[shifted, ls], span)?
+    } else {
+        e.op(Op::Binary(BinaryOp::Div), &[ex, s], span)?
+    };
+    Ok(Value::Tensor(y))
+}
+
+fn reduce(e: &mut Elaborator, args: &BoundArgs, span: Span, name: &str) -> Result<Value, Diagnostic> {
+    let (x, xspan) = args.tensor("x")?;
+    let ty = e.graph.ty(x).clone();
+    let rank = ty.shape.rank();
+    let mut axes = match args.get("axis").map(|s| s.value.clone()) {
+        Some(Value::List(items)) => {
+            let mut axes = Vec::new();
+            for it in items {
+                let Value::Number { value, integer: true } = it else {
+                    return Err(Diagnostic::error(ErrorCode::BadArgument, "axes must be integers", args.call_span));
+                };
+                let a = value as i64;
+                if a < -(rank as i64) || a >= rank as i64 {
+                    return Err(Diagnostic::error(
+                        ErrorCode::BadArgument,
+                        format!("axis {a} is out of range for a tensor of rank {rank}"),
+                        args.get("axis").map_or(span, |s| s.span),
+                    ));
+                }
+                axes.push(if a < 0 { (a + rank as i64) as usize } else { a as usize });
+            }
+            axes
+        }
+        _ => vec![axis(args, "axis", rank, -1)?],
+    };
+    axes.sort();
+    axes.dedup();
+    if axes.iter().any(|&a| ty.shape.dims()[a] == Dim::Batch) {
+        return Err(Diagnostic::error(
+            ErrorCode::ShapeMismatch,
+            format!("`{name}` over the batch dimension would mix samples of {ty}"),
+            xspan,
+        )
+        .with_label(format!("this is {ty}")));
+    }
+    let keep_dims = args.bool("keepdims", false)?;
+    let op = match name {
+        "max" => ReduceOp::Max,
+        "min" => ReduceOp::Min,
+        _ => ReduceOp::Sum,
+    };
+    let mut y = e.op(Op::Reduce { op, axes: axes.clone(), keep_dims }, &[x], span)?;
+    if name == "mean" {
+        let n: u64 = axes.iter().map(|&a| ty.shape.dims()[a].fixed().unwrap_or(1)).product();
+        let c = e.constant(1.0 / n as f64, span);
+        y = e.op(Op::Binary(BinaryOp::Mul), &[y, c], span)?;
+    }
+    Ok(Value::Tensor(y))
+}
+
+fn flatten(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Diagnostic> {
+    let (x, xspan) = args.tensor("x")?;
+    let ty = e.graph.ty(x).clone();
+    let dims = ty.shape.dims();
+    if dims.is_empty() {
+        return Err(Diagnostic::error(ErrorCode::ShapeMismatch, "cannot flatten a scalar", xspan));
+    }
+    if dims[1..].contains(&Dim::Batch) {
+        return Err(Diagnostic::error(
+            ErrorCode::ShapeMismatch,
+            format!("`flatten` keeps the first dimension and needs the batch there, got {ty}"),
+            xspan,
+        ));
+    }
+    let rest: u64 = dims[1..].iter().filter_map(|d| d.fixed()).product();
+    let shape = Shape(vec![dims[0], Dim::Fixed(rest)]);
+    Ok(Value::Tensor(e.op(Op::Reshape { shape }, &[x], span)?))
+}
+
+fn reshape(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Diagnostic> {
+    let (x, _) = args.tensor("x")?;
+    let shape_arg = args.get("shape").cloned().expect("required argument");
+    let Value::List(items) = &shape_arg.value else {
+        return Err(Diagnostic::error(
+            ErrorCode::BadArgument,
+            format!("`reshape` needs a shape list like `[batch, 8, 8]`, got {}", describe(&shape_arg.value)),
+            shape_arg.span,
+        ));
+    };
+    let mut dims = Vec::new();
+    for it in items {
+        match it {
+            Value::Symbol(s) if s == "batch" => dims.push(Dim::Batch),
+            Value::Number { value, integer: true } if *value >= 1.0 => dims.push(Dim::Fixed(*value as u64)),
+            v => {
+                return Err(Diagnostic::error(
+                    ErrorCode::BadArgument,
+                    format!("a dimension must be a positive integer or `batch`, got {}", describe(v)),
+                    shape_arg.span,
+                ));
+            }
+        }
+    }
+    Ok(Value::Tensor(e.op(Op::Reshape { shape: Shape(dims) }, &[x], span)?))
+}
+
+fn transpose(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Diagnostic> {
+    let (x, _) = args.tensor("x")?;
+    let rank = e.graph.ty(x).shape.rank();
+    let perm = match args.get("perm") {
+        None => {
+            if rank < 2 {
+                return Err(Diagnostic::error(ErrorCode::ShapeMismatch, "`transpose` needs rank >= 2", span));
+            }
+            let mut p: Vec<usize> = (0..rank).collect();
+            p.swap(rank - 2, rank - 1);
+            p
+        }
+        Some(Spanned { value: Value::List(items), span: pspan }) => items
+            .iter()
+            .map(|v| match v {
+                Value::Number { value, integer: true } if *value >= 0.0 => Ok(*value as usize),
+                _ => Err(Diagnostic::error(ErrorCode::BadArgument, "a permutation lists axes as integers", *pspan)),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(s) => {
+            return Err(Diagnostic::error(ErrorCode::BadArgument, "`perm` must be a list of axes", s.span));
+        }
+    };
+    Ok(Value::Tensor(e.op(Op::Transpose { perm }, &[x], span)?))
+}
+
+fn concat(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Diagnostic> {
+    let (first, _) = args.tensor("x")?;
+    let mut parts = vec![first];
+    for r in &args.rest {
+        match r.value {
+            Value::Tensor(t) => parts.push(t),
+            ref v => {
+                return Err(Diagnostic::error(
+                    ErrorCode::BadArgument,
+                    format!("`concat` joins tensors, got {}", v.kind()),
+                    r.span,
+                ));
+            }
+        }
+    }
+    let rank = e.graph.ty(first).shape.rank();
+    let ax = axis(args, "axis", rank, -1)?;
+    Ok(Value::Tensor(e.op(Op::Concat { axis: ax }, &parts, span)?))
+}

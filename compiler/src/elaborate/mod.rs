@@ -1,0 +1,793 @@
+//! AST -> graph IR: resolves names, hyper-parameters, blocks, `repeat` and layer
+//! instances, builds layers out of primitive ops, and checks shapes and dtypes, reporting
+//! every mistake as a [`Diagnostic`] at its source span.
+//!
+//! # Parameter names
+//! Every parameter gets a stable dotted path, its safetensors key. A layer call gets the
+//! name of its kind and a counter in its scope (`dense0`, `dense1`); a `layer enc = …`
+//! instance is named `enc`; a block call opens a scope named after the block
+//! (`residual0`), and `repeat N` numbers its copies (`residual0.2`). So the weight of the
+//! first dense layer of the third copy is `residual0.2.dense0.weight`. A path used twice
+//! (an instance called twice) is one shared parameter.
+
+pub mod args;
+pub mod layers;
+pub mod value;
+
+use crate::ir::{DType, Dim, Graph, Init, Op, Span, TensorType, ValueId};
+use crate::syntax::ast::*;
+use crate::syntax::{Diagnostic, ErrorCode};
+use std::collections::{HashMap, HashSet};
+use value::{Spanned, Value};
+
+/// What to elaborate and with which hyper-parameter values.
+#[derive(Clone, Debug, Default)]
+pub struct ElaborateOptions {
+    /// The model to build; the file's only (or first) model when `None`.
+    pub model: Option<String>,
+    /// `--set name=value` overrides of the model's hyper-parameters.
+    pub overrides: Vec<(String, String)>,
+}
+
+/// The result of elaboration: the graph and the hyper-parameter values it was built with.
+#[derive(Clone, Debug)]
+pub struct Elaborated {
+    pub graph: Graph,
+    pub hyper_params: Vec<(String, Value)>,
+}
+
+/// Builds the graph of one model of `program`.
+pub fn elaborate(program: &Program, options: &ElaborateOptions) -> Result<Elaborated, Diagnostic> {
+    let model = select_model(program, options.model.as_deref())?;
+    let mut blocks = HashMap::new();
+    for b in &program.blocks {
+        if blocks.insert(b.name.name.clone(), b).is_some() {
+            return Err(Diagnostic::error(
+                ErrorCode::DuplicateBinding,
+                format!("block `{}` is defined twice", b.name.name),
+                b.name.span,
+            )
+            .with_label("defined again here"));
+        }
+    }
+    let mut e = Elaborator {
+        graph: Graph::new(model.name.name.clone()),
+        blocks,
+        params: HashMap::new(),
+        instances: HashMap::new(),
+        scopes: vec![NameScope::default()],
+        block_stack: Vec::new(),
+    };
+    let mut env = Env::default();
+    let mut hyper_params = Vec::new();
+    for (name, _) in &options.overrides {
+        if !model.params.iter().any(|p| &p.name.name == name) {
+            let known: Vec<&str> = model.params.iter().map(|p| p.name.name.as_str()).collect();
+            return Err(Diagnostic::error(
+                ErrorCode::BadHyperParam,
+                format!("model `{}` has no hyper-parameter `{name}`", model.name.name),
+                model.name.span,
+            )
+            .with_label("in this model")
+            .with_note(format!("its hyper-parameters are: {}", known.join(", "))));
+        }
+    }
+    for p in &model.params {
+        let value = match options.overrides.iter().rev().find(|(n, _)| n == &p.name.name) {
+            Some((_, text)) => value::parse_override(text),
+            None => match &p.default {
+                Some(d) => e.expr(d, &mut env)?.value,
+                None => {
+                    return Err(Diagnostic::error(
+                        ErrorCode::BadHyperParam,
+                        format!("hyper-parameter `{}` has no value", p.name.name),
+                        p.name.span,
+                    )
+                    .with_label("no default")
+                    .with_help(format!(
+                        "give it a default (`{} = …`) or set it with `--set {}=…`",
+                        p.name.name, p.name.name
+                    )));
+                }
+            },
+        };
+        if matches!(value, Value::Tensor(_)) {
+            return Err(Diagnostic::error(
+                ErrorCode::BadHyperParam,
+                "a model's hyper-parameters must be constants",
+                p.name.span,
+            ));
+        }
+        hyper_params.push((p.name.name.clone(), value.clone()));
+        env.bind(&p.name, value)?;
+    }
+    let mut outputs = Vec::new();
+    for stmt in &model.body {
+        match stmt {
+            Stmt::Input { name, ty, span } => {
+                let tt = e.tensor_type(ty, &mut env)?;
+                let v = e
+                    .graph
+                    .add_leaf(Op::Input { name: name.name.clone() }, tt, *span);
+                env.bind(name, Value::Tensor(v))?;
+            }
+            Stmt::Output { name, value, span } => {
+                let (v, vspan) = match value {
+                    Some(expr) => {
+                        let s = e.expr(expr, &mut env)?;
+                        (s.value, s.span)
+                    }
+                    None => (env.lookup(name)?.value, name.span),
+                };
+                let Value::Tensor(id) = v else {
+                    return Err(Diagnostic::error(
+                        ErrorCode::BadArgument,
+                        format!("output `{}` must be a tensor, got {}", name.name, v.kind()),
+                        vspan,
+                    ));
+                };
+                if outputs.iter().any(|(n, _): &(String, ValueId)| n == &name.name) {
+                    return Err(Diagnostic::error(
+                        ErrorCode::DuplicateBinding,
+                        format!("output `{}` is declared twice", name.name),
+                        name.span,
+                    )
+                    .with_label("declared again here"));
+                }
+                if value.is_some() {
+                    env.bind(name, Value::Tensor(id))?;
+                }
+                let _ = span;
+                outputs.push((name.name.clone(), id));
+            }
+            other => e.stmt(other, &mut env)?.map_or(Ok(()), |(_, sp)| {
+                Err(Diagnostic::error(
+                    ErrorCode::Misplaced,
+                    "`return` belongs in a block; a model declares `output`s",
+                    sp,
+                ))
+            })?,
+        }
+    }
+    if outputs.is_empty() {
+        return Err(Diagnostic::error(
+            ErrorCode::MissingOutput,
+            format!("model `{}` has no outputs", model.name.name),
+            model.name.span,
+        )
+        .with_label("this model")
+        .with_help("declare one with `output name = expr`"));
+    }
+    e.graph.outputs = outputs;
+    check_inputs_used(&e.graph)?;
+    prune_unreachable(&mut e.graph);
+    Ok(Elaborated {
+        graph: e.graph,
+        hyper_params,
+    })
+}
+
+fn select_model<'p>(program: &'p Program, name: Option<&str>) -> Result<&'p ModelDef, Diagnostic> {
+    match name {
+        Some(n) => program.models.iter().find(|m| m.name.name == n).ok_or_else(|| {
+            let known: Vec<&str> = program.models.iter().map(|m| m.name.name.as_str()).collect();
+            Diagnostic::error(ErrorCode::NoModel, format!("no model named `{n}`"), Span::default())
+                .with_note(format!("models in this file: {}", known.join(", ")))
+        }),
+        None => program.models.first().ok_or_else(|| {
+            Diagnostic::error(ErrorCode::NoModel, "this file defines no model", Span::default())
+                .with_help("start one with `model Name { … }`")
+        }),
+    }
+}
+
+/// Every input must reach an output: an unused input is almost always a wiring mistake.
+fn check_inputs_used(graph: &Graph) -> Result<(), Diagnostic> {
+    let live = reachable_from_outputs(graph);
+    for &i in &graph.inputs {
+        if !live.contains(&i) {
+            let name = match &graph.node(i).op {
+                Op::Input { name } => name.clone(),
+                _ => i.to_string(),
+            };
+            return Err(Diagnostic::error(
+                ErrorCode::UnusedInput,
+                format!("input `{name}` is not used by any output"),
+                graph.node(i).span,
+            )
+            .with_label("declared here")
+            .with_help("use it, or remove the declaration"));
+        }
+    }
+    Ok(())
+}
+
+fn reachable_from_outputs(graph: &Graph) -> HashSet<ValueId> {
+    let mut live = HashSet::new();
+    let mut stack: Vec<ValueId> = graph.outputs.iter().map(|(_, v)| *v).collect();
+    while let Some(v) = stack.pop() {
+        if live.insert(v) {
+            stack.extend(graph.operands(v));
+        }
+    }
+    live
+}
+
+/// Drops values no output depends on (bindings computed but never used).
+fn prune_unreachable(graph: &mut Graph) {
+    let live = reachable_from_outputs(graph);
+    let mut order = graph.topo_order();
+    order.reverse();
+    for v in order {
+        if !live.contains(&v) {
+            graph.remove(v);
+        }
+    }
+}
+
+/// Names bound in one model or block body.
+#[derive(Default)]
+struct Env {
+    bindings: HashMap<String, Spanned>,
+}
+
+impl Env {
+    fn bind(&mut self, name: &Ident, value: Value) -> Result<(), Diagnostic> {
+        if let Some(prev) = self.bindings.get(&name.name) {
+            return Err(Diagnostic::error(
+                ErrorCode::DuplicateBinding,
+                format!("`{}` is already bound", name.name),
+                name.span,
+            )
+            .with_label("bound again here")
+            .with_secondary(prev.span, "first bound here")
+            .with_help("every name is bound once; pick a new name for the new value"));
+        }
+        self.bindings.insert(
+            name.name.clone(),
+            Spanned {
+                value,
+                span: name.span,
+            },
+        );
+        Ok(())
+    }
+
+    fn lookup(&self, name: &Ident) -> Result<Spanned, Diagnostic> {
+        self.bindings.get(&name.name).cloned().ok_or_else(|| {
+            let mut d = Diagnostic::error(
+                ErrorCode::UnknownName,
+                format!("`{}` is not defined", name.name),
+                name.span,
+            )
+            .with_label("not found in this scope");
+            if let Some(close) = closest(&name.name, self.bindings.keys().map(|s| s.as_str())) {
+                d = d.with_help(format!("did you mean `{close}`?"));
+            }
+            d
+        })
+    }
+}
+
+/// The known name closest to `name` by edit distance, if close enough to be a typo.
+pub(crate) fn closest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    }
+    known
+        .map(|k| (distance(name, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3) && *d < name.len().max(1))
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Naming state of one scope: its dotted prefix and per-kind counters.
+#[derive(Default)]
+struct NameScope {
+    prefix: String,
+    counters: HashMap<String, usize>,
+}
+
+/// A `layer name = call(…)` declaration: the call (without its input) and the path its
+/// parameters live under.
+#[derive(Clone)]
+struct InstanceDecl {
+    call: Call,
+    path: String,
+}
+
+struct Elaborator<'p> {
+    graph: Graph,
+    blocks: HashMap<String, &'p ModelDef>,
+    /// Parameters by path, so a path used twice is one shared parameter.
+    params: HashMap<String, ValueId>,
+    instances: HashMap<String, InstanceDecl>,
+    scopes: Vec<NameScope>,
+    block_stack: Vec<String>,
+}
+
+impl<'p> Elaborator<'p> {
+    fn scope(&mut self) -> &mut NameScope {
+        self.scopes.last_mut().expect("the root scope is never popped")
+    }
+
+    /// A fresh name `kindN` in the current scope, as a full dotted path.
+    fn fresh_path(&mut self, kind: &str) -> String {
+        let scope = self.scope();
+        let n = scope.counters.entry(kind.to_string()).or_insert(0);
+        let name = format!("{kind}{n}");
+        *n += 1;
+        self.qualify(&name)
+    }
+
+    fn qualify(&mut self, name: &str) -> String {
+        let prefix = &self.scope().prefix;
+        if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}.{name}")
+        }
+    }
+
+    fn push_scope(&mut self, path: String) {
+        self.scopes.push(NameScope {
+            prefix: path,
+            counters: HashMap::new(),
+        });
+    }
+
+    fn pop_scope(&mut self) {
+        self.scopes.pop();
+    }
+
+    /// The parameter at `path`, created on first use; a later use must agree on shape.
+    fn param(&mut self, path: String, dims: Vec<u64>, init: Init, span: Span) -> Result<ValueId, Diagnostic> {
+        let ty = TensorType::new(DType::F32, dims.iter().map(|&d| Dim::Fixed(d)).collect());
+        if let Some(&v) = self.params.get(&path) {
+            let existing = self.graph.ty(v).clone();
+            if existing != ty {
+                return Err(Diagnostic::error(
+                    ErrorCode::ShapeMismatch,
+                    format!("shared parameter `{path}` is {existing} but this use needs {ty}"),
+                    span,
+                )
+                .with_label(format!("needs {ty}"))
+                .with_secondary(self.graph.node(v).span, format!("first created here as {existing}"))
+                .with_note("a layer instance called twice shares its weights, so its inputs must have the same feature size"));
+            }
+            return Ok(v);
+        }
+        let v = self.graph.add_leaf(Op::Param { path: path.clone(), init }, ty, span);
+        self.params.insert(path, v);
+        Ok(v)
+    }
+
+    /// Adds an op, turning a typing error into a diagnostic at `span` that shows the
+    /// operands' types where they were made.
+    fn op(&mut self, op: Op, operands: &[ValueId], span: Span) -> Result<ValueId, Diagnostic> {
+        let needs_float = !matches!(
+            op,
+            Op::Reshape { .. } | Op::Transpose { .. } | Op::Concat { .. }
+        );
+        if needs_float
+            && let Some(bad) = operands.iter().find(|v| self.graph.ty(**v).dtype != DType::F32)
+        {
+            let ty = self.graph.ty(*bad).clone();
+            return Err(Diagnostic::error(
+                ErrorCode::DTypeMismatch,
+                format!("`{}` needs f32 values, got {ty}", op.mnemonic()),
+                span,
+            )
+            .with_label(format!("this needs f32"))
+            .with_secondary(self.graph.node(*bad).span, format!("this is {ty}")));
+        }
+        let mnemonic = op.mnemonic();
+        self.graph.add(op, operands, span).map_err(|msg| {
+            let mut d = Diagnostic::error(ErrorCode::ShapeMismatch, msg, span)
+                .with_label(format!("in this `{mnemonic}`"));
+            for o in operands {
+                let node = self.graph.node(*o);
+                if node.span != span && node.span != Span::default() {
+                    d = d.with_secondary(node.span, format!("this is {}", node.ty));
+                }
+            }
+            d
+        })
+    }
+
+    fn tensor_type(&mut self, ty: &TypeExpr, env: &mut Env) -> Result<TensorType, Diagnostic> {
+        let Some(dtype) = DType::parse(&ty.dtype.name) else {
+            return Err(Diagnostic::error(
+                ErrorCode::UnknownName,
+                format!("unknown element type `{}`", ty.dtype.name),
+                ty.dtype.span,
+            )
+            .with_label("not an element type")
+            .with_note("element types are f32 and i32"));
+        };
+        let mut dims = Vec::new();
+        for d in &ty.dims {
+            if let ExprKind::Path(p) = &d.kind
+                && p.len() == 1
+                && p[0].name == "batch"
+            {
+                if dims.contains(&Dim::Batch) {
+                    return Err(Diagnostic::error(
+                        ErrorCode::ShapeMismatch,
+                        "`batch` may appear only once in a shape",
+                        d.span,
+                    ));
+                }
+                dims.push(Dim::Batch);
+                continue;
+            }
+            match self.expr(d, env)?.value {
+                Value::Number {
+                    value,
+                    integer: true,
+                } if value >= 1.0 => dims.push(Dim::Fixed(value as u64)),
+                v => {
+                    return Err(Diagnostic::error(
+                        ErrorCode::BadHyperParam,
+                        format!("a dimension must be a positive integer or `batch`, got {}", describe(&v)),
+                        d.span,
+                    )
+                    .with_label("not a valid dimension"));
+                }
+            }
+        }
+        Ok(TensorType::new(dtype, dims))
+    }
+
+    /// Elaborates one body statement (not `input`/`output`). Returns the value of a
+    /// `return`.
+    fn stmt(&mut self, stmt: &Stmt, env: &mut Env) -> Result<Option<(Spanned, Span)>, Diagnostic> {
+        match stmt {
+            Stmt::Let { name, value, .. } => {
+                let v = self.expr(value, env)?;
+                env.bind(name, v.value)?;
+                Ok(None)
+            }
+            Stmt::Layer { name, call, span } => {
+                if layers::lookup(&call.callee.name).is_none() {
+                    return Err(layers::unknown_layer(&call.callee, self.blocks.keys().map(|s| s.as_str())));
+                }
+                let path = self.qualify(&name.name);
+                env.bind(name, Value::Instance(path.clone()))?;
+                self.instances.insert(
+                    path.clone(),
+                    InstanceDecl {
+                        call: call.clone(),
+                        path,
+                    },
+                );
+                let _ = span;
+                Ok(None)
+            }
+            Stmt::Return { value, span } => Ok(Some((self.expr(value, env)?, *span))),
+            Stmt::Input { span, .. } | Stmt::Output { span, .. } => Err(Diagnostic::error(
+                ErrorCode::Misplaced,
+                "a block has no `input`s or `output`s: its inputs are its arguments and it ends with `return`",
+                *span,
+            )),
+        }
+    }
+
+    fn expr(&mut self, expr: &Expr, env: &mut Env) -> Result<Spanned, Diagnostic> {
+        let span = expr.span;
+        let value = match &expr.kind {
+            ExprKind::Number { value, integer } => Value::Number {
+                value: *value,
+                integer: *integer,
+            },
+            ExprKind::Str(s) => Value::Str(s.clone()),
+            ExprKind::List(items) => Value::List(
+                items
+                    .iter()
+                    .map(|i| self.expr(i, env).map(|s| s.value))
+                    .collect::<Result<_, _>>()?,
+            ),
+            ExprKind::Path(parts) => return self.path(parts, env, span),
+            ExprKind::Neg(x) => {
+                let x = self.expr(x, env)?;
+                match x.value {
+                    Value::Number { value, integer } => Value::Number {
+                        value: -value,
+                        integer,
+                    },
+                    Value::Tensor(t) => Value::Tensor(self.op(Op::Unary(crate::ir::UnaryOp::Neg), &[t], span)?),
+                    v => {
+                        return Err(Diagnostic::error(
+                            ErrorCode::BadArgument,
+                            format!("cannot negate {}", v.kind()),
+                            x.span,
+                        ));
+                    }
+                }
+            }
+            ExprKind::Binary(op, a, b) => {
+                let a = self.expr(a, env)?;
+                let b = self.expr(b, env)?;
+                self.arith(*op, a, b, span)?
+            }
+            ExprKind::Call(call) => return self.call(call, None, env),
+            ExprKind::Pipe(input, stage) => {
+                let input = self.expr(input, env)?;
+                return self.stage(stage, input, env, None);
+            }
+        };
+        Ok(Spanned { value, span })
+    }
+
+    fn path(&mut self, parts: &[Ident], env: &mut Env, span: Span) -> Result<Spanned, Diagnostic> {
+        let first = &parts[0];
+        if parts.len() > 1 {
+            return Err(Diagnostic::error(
+                ErrorCode::UnknownName,
+                format!("`{}` is not defined", parts.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(".")),
+                span,
+            )
+            .with_label("dotted names are used only in `train` sections"));
+        }
+        if let Ok(v) = env.lookup(first) {
+            return Ok(Spanned { value: v.value, span });
+        }
+        let value = match first.name.as_str() {
+            "true" => Value::Bool(true),
+            "batch" => Value::Symbol("batch".into()),
+            "false" => Value::Bool(false),
+            name if layers::lookup(name).is_some()
+                || self.blocks.contains_key(name)
+                || Init::parse(name).is_some() =>
+            {
+                Value::Symbol(name.to_string())
+            }
+            _ => return Err(env.lookup(first).expect_err("not bound")),
+        };
+        Ok(Spanned { value, span })
+    }
+
+    fn arith(&mut self, op: BinOp, a: Spanned, b: Spanned, span: Span) -> Result<Value, Diagnostic> {
+        use crate::ir::BinaryOp as B;
+        let ir_op = match op {
+            BinOp::Add => B::Add,
+            BinOp::Sub => B::Sub,
+            BinOp::Mul => B::Mul,
+            BinOp::Div => B::Div,
+        };
+        match (&a.value, &b.value) {
+            (Value::Number { value: x, integer: ix }, Value::Number { value: y, integer: iy }) => {
+                let (x, y) = (*x, *y);
+                let r = match op {
+                    BinOp::Add => x + y,
+                    BinOp::Sub => x - y,
+                    BinOp::Mul => x * y,
+                    BinOp::Div => {
+                        if y == 0.0 {
+                            return Err(Diagnostic::error(ErrorCode::BadHyperParam, "division by zero", b.span));
+                        }
+                        x / y
+                    }
+                };
+                let integer = *ix && *iy && (op != BinOp::Div || r.fract() == 0.0);
+                Ok(Value::Number { value: r, integer })
+            }
+            _ => {
+                let ta = self.as_tensor(&a, op.symbol())?;
+                let tb = self.as_tensor(&b, op.symbol())?;
+                Ok(Value::Tensor(self.op(Op::Binary(ir_op), &[ta, tb], span)?))
+            }
+        }
+    }
+
+    /// A tensor operand: a tensor, or a number made into a constant.
+    fn as_tensor(&mut self, s: &Spanned, context: &str) -> Result<ValueId, Diagnostic> {
+        match &s.value {
+            Value::Tensor(t) => Ok(*t),
+            Value::Number { value, .. } => Ok(self.constant(*value, s.span)),
+            v => Err(Diagnostic::error(
+                ErrorCode::BadArgument,
+                format!("`{context}` needs a tensor or a number, got {}", v.kind()),
+                s.span,
+            )
+            .with_label(format!("this is {}", describe(v)))),
+        }
+    }
+
+    fn constant(&mut self, value: f64, span: Span) -> ValueId {
+        self.graph
+            .add(Op::Const { value }, &[], span)
+            .expect("a constant always types")
+    }
+
+    /// `input |> stage`. `forced_path` names the stage's scope (used by `repeat`).
+    fn stage(&mut self, stage: &Stage, input: Spanned, env: &mut Env, forced_path: Option<String>) -> Result<Spanned, Diagnostic> {
+        match stage {
+            Stage::Call(call) => {
+                let start = input.span.start;
+                let mut s = self.call_named(call, Some(input), env, forced_path)?;
+                s.span = Span { start, end: s.span.end };
+                Ok(s)
+            }
+            Stage::Name(name) => {
+                let call = Call {
+                    callee: name.clone(),
+                    args: Vec::new(),
+                    span: name.span,
+                };
+                let mut s = self.call_named(&call, Some(input.clone()), env, forced_path)?;
+                s.span = Span { start: input.span.start, end: name.span.end };
+                Ok(s)
+            }
+            Stage::Repeat { count, stage, span } => {
+                let c = self.expr(count, env)?;
+                let n = match c.value {
+                    Value::Number { value, integer: true } if value >= 1.0 && value <= 10_000.0 => value as u64,
+                    v => {
+                        return Err(Diagnostic::error(
+                            ErrorCode::BadHyperParam,
+                            format!("`repeat` needs a count between 1 and 10000, got {}", describe(&v)),
+                            c.span,
+                        )
+                        .with_label("not a valid count"));
+                    }
+                };
+                let kind = stage_kind(stage);
+                let base = self.fresh_path(&kind);
+                let mut value = input;
+                for i in 0..n {
+                    value = self.stage(stage, value, env, Some(format!("{base}.{i}")))?;
+                }
+                value.span = Span { start: value.span.start.min(span.start), end: span.end };
+                Ok(value)
+            }
+        }
+    }
+
+    fn call(&mut self, call: &Call, piped: Option<Spanned>, env: &mut Env) -> Result<Spanned, Diagnostic> {
+        self.call_named(call, piped, env, None)
+    }
+
+    /// A call of a layer, block or instance, with an optional piped first argument.
+    fn call_named(&mut self, call: &Call, piped: Option<Spanned>, env: &mut Env, forced_path: Option<String>) -> Result<Spanned, Diagnostic> {
+        let callee = &call.callee;
+        // A layer instance: its declaration's arguments after the call's own.
+        if let Ok(Spanned { value: Value::Instance(path), .. }) = env.lookup(callee) {
+            let decl = self.instances[&path].clone();
+            let mut positional: Vec<Spanned> = piped.into_iter().collect();
+            let mut named = Vec::new();
+            for a in &call.args {
+                let v = self.expr(&a.value, env)?;
+                match &a.name {
+                    Some(n) => named.push((n.name.clone(), n.span, v)),
+                    None => positional.push(v),
+                }
+            }
+            for a in &decl.call.args {
+                let v = self.expr(&a.value, env)?;
+                match &a.name {
+                    Some(n) => named.push((n.name.clone(), n.span, v)),
+                    None => positional.push(v),
+                }
+            }
+            let value = layers::call_layer(self, &decl.call.callee, call.span, positional, named, Some(decl.path.clone()))?;
+            return Ok(Spanned { value, span: call.span });
+        }
+        let mut positional: Vec<Spanned> = piped.into_iter().collect();
+        let mut named = Vec::new();
+        for a in &call.args {
+            let v = self.expr(&a.value, env)?;
+            match &a.name {
+                Some(n) => named.push((n.name.clone(), n.span, v)),
+                None => positional.push(v),
+            }
+        }
+        if let Some(block) = self.blocks.get(&callee.name).copied() {
+            let value = self.call_block(block, call, positional, named, forced_path)?;
+            return Ok(Spanned { value, span: call.span });
+        }
+        if layers::lookup(&callee.name).is_none() {
+            return Err(layers::unknown_layer(callee, self.blocks.keys().map(|s| s.as_str())));
+        }
+        let value = layers::call_layer(self, callee, call.span, positional, named, forced_path)?;
+        Ok(Spanned { value, span: call.span })
+    }
+
+    fn call_block(
+        &mut self,
+        block: &'p ModelDef,
+        call: &Call,
+        positional: Vec<Spanned>,
+        named: Vec<(String, Span, Spanned)>,
+        forced_path: Option<String>,
+    ) -> Result<Value, Diagnostic> {
+        let name = &block.name.name;
+        if self.block_stack.contains(name) {
+            return Err(Diagnostic::error(
+                ErrorCode::Recursion,
+                format!("block `{name}` calls itself"),
+                call.span,
+            )
+            .with_label("recursive call")
+            .with_secondary(block.name.span, "block defined here")
+            .with_help("use `repeat N` to stack copies of a block"));
+        }
+        let specs: Vec<args::ParamSpec> = block
+            .params
+            .iter()
+            .map(|p| args::ParamSpec {
+                name: p.name.name.clone().into(),
+                required: p.default.is_none(),
+            })
+            .collect();
+        let bound = args::BoundArgs::bind(name, call.span, &specs, positional, named, false)?;
+        let path = forced_path.unwrap_or_else(|| self.fresh_path(&name.to_lowercase()));
+        let mut env = Env::default();
+        self.block_stack.push(name.clone());
+        self.push_scope(path);
+        let result = (|| {
+            for p in &block.params {
+                let v = match bound.get(&p.name.name) {
+                    Some(v) => v.value.clone(),
+                    None => {
+                        let d = p.default.as_ref().expect("unbound params are required");
+                        self.expr(d, &mut env)?.value
+                    }
+                };
+                env.bind(&p.name, v)?;
+            }
+            let mut ret = None;
+            for stmt in &block.body {
+                if let Some((v, sp)) = self.stmt(stmt, &mut env)? {
+                    if ret.is_some() {
+                        return Err(Diagnostic::error(ErrorCode::Misplaced, "a block returns once, at its end", sp));
+                    }
+                    ret = Some(v.value);
+                }
+            }
+            ret.ok_or_else(|| {
+                Diagnostic::error(
+                    ErrorCode::MissingOutput,
+                    format!("block `{name}` has no `return`"),
+                    block.name.span,
+                )
+                .with_label("this block")
+                .with_help("end it with `return expr`")
+            })
+        })();
+        self.pop_scope();
+        self.block_stack.pop();
+        result
+    }
+}
+
+/// The scope name a stage's copies are numbered under.
+fn stage_kind(stage: &Stage) -> String {
+    match stage {
+        Stage::Call(c) => c.callee.name.to_lowercase(),
+        Stage::Name(n) => n.name.to_lowercase(),
+        Stage::Repeat { stage, .. } => stage_kind(stage),
+    }
+}
+
+/// A value in words, for messages.
+pub(crate) fn describe(v: &Value) -> String {
+    match v {
+        Value::Number { value, .. } => format!("{value}"),
+        Value::Str(s) => format!("\"{s}\""),
+        Value::Bool(b) => b.to_string(),
+        Value::Symbol(s) => format!("`{s}`"),
+        other => other.kind().to_string(),
+    }
+}

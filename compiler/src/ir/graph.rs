@@ -1,0 +1,257 @@
+//! The graph: a petgraph `StableGraph` of [`Node`]s, edges from operand to user
+//! labelled with the operand's position.
+//!
+//! Invariants (checked by [`Graph::verify`]): acyclic; every node has exactly the
+//! operands its op takes, at positions `0..n`; every node's type is what its op's typing
+//! rule gives for its operands; input and output names are unique.
+
+use super::op::Op;
+use super::types::TensorType;
+use petgraph::Direction;
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::visit::EdgeRef;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A byte range in the model's source file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    pub fn new(start: usize, end: usize) -> Span {
+        Span {
+            start: start as u32,
+            end: end as u32,
+        }
+    }
+
+    pub fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+/// A value of the graph (one node's result). Prints as `%N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValueId(pub NodeIndex<u32>);
+
+impl ValueId {
+    pub fn index(self) -> usize {
+        self.0.index()
+    }
+}
+
+impl fmt::Display for ValueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "%{}", self.0.index())
+    }
+}
+
+/// One operation and its result type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub op: Op,
+    pub ty: TensorType,
+    /// Where in the source the value comes from.
+    pub span: Span,
+}
+
+/// A model's dataflow graph.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    pub name: String,
+    graph: StableDiGraph<Node, u32, u32>,
+    /// Input values in declaration order.
+    pub inputs: Vec<ValueId>,
+    /// Named outputs in declaration order.
+    pub outputs: Vec<(String, ValueId)>,
+}
+
+impl Graph {
+    pub fn new(name: impl Into<String>) -> Graph {
+        Graph {
+            name: name.into(),
+            ..Graph::default()
+        }
+    }
+
+    /// Adds a leaf (input or parameter) with its declared type.
+    pub fn add_leaf(&mut self, op: Op, ty: TensorType, span: Span) -> ValueId {
+        debug_assert_eq!(op.arity(), Some(0));
+        let is_input = matches!(op, Op::Input { .. });
+        let id = ValueId(self.graph.add_node(Node { op, ty, span }));
+        if is_input {
+            self.inputs.push(id);
+        }
+        id
+    }
+
+    /// Adds an op over `operands`, its type given by the op's typing rule.
+    pub fn add(&mut self, op: Op, operands: &[ValueId], span: Span) -> Result<ValueId, String> {
+        let tys: Vec<&TensorType> = operands.iter().map(|v| &self.graph[v.0].ty).collect();
+        let ty = op.infer(&tys)?;
+        let id = ValueId(self.graph.add_node(Node { op, ty, span }));
+        for (pos, v) in operands.iter().enumerate() {
+            self.graph.add_edge(v.0, id.0, pos as u32);
+        }
+        Ok(id)
+    }
+
+    pub fn node(&self, v: ValueId) -> &Node {
+        &self.graph[v.0]
+    }
+
+    pub fn ty(&self, v: ValueId) -> &TensorType {
+        &self.graph[v.0].ty
+    }
+
+    pub fn contains(&self, v: ValueId) -> bool {
+        self.graph.contains_node(v.0)
+    }
+
+    /// The operands of `v`, in position order.
+    pub fn operands(&self, v: ValueId) -> Vec<ValueId> {
+        let mut edges: Vec<(u32, ValueId)> = self
+            .graph
+            .edges_directed(v.0, Direction::Incoming)
+            .map(|e| (*e.weight(), ValueId(e.source())))
+            .collect();
+        edges.sort();
+        edges.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// The values that use `v` (each once, in id order).
+    pub fn users(&self, v: ValueId) -> Vec<ValueId> {
+        let mut users: Vec<ValueId> = self
+            .graph
+            .neighbors_directed(v.0, Direction::Outgoing)
+            .map(ValueId)
+            .collect();
+        users.sort();
+        users.dedup();
+        users
+    }
+
+    /// Every value, in id order.
+    pub fn values(&self) -> Vec<ValueId> {
+        let mut ids: Vec<ValueId> = self.graph.node_indices().map(ValueId).collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn len(&self) -> usize {
+        self.graph.node_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.graph.node_count() == 0
+    }
+
+    /// Values in a topological order, ties broken by id so the order is stable.
+    pub fn topo_order(&self) -> Vec<ValueId> {
+        let values = self.values();
+        let mut pending: std::collections::HashMap<ValueId, usize> = values
+            .iter()
+            .map(|&v| {
+                (
+                    v,
+                    self.graph.edges_directed(v.0, Direction::Incoming).count(),
+                )
+            })
+            .collect();
+        let mut ready: std::collections::BTreeSet<ValueId> = values
+            .iter()
+            .copied()
+            .filter(|v| pending[v] == 0)
+            .collect();
+        let mut order = Vec::with_capacity(values.len());
+        while let Some(v) = ready.pop_first() {
+            order.push(v);
+            for e in self.graph.edges_directed(v.0, Direction::Outgoing) {
+                let u = ValueId(e.target());
+                let n = pending.get_mut(&u).expect("every node is pending");
+                *n -= 1;
+                if *n == 0 {
+                    ready.insert(u);
+                }
+            }
+        }
+        order
+    }
+
+    /// Parameter values with their paths, in id order.
+    pub fn params(&self) -> Vec<(ValueId, &str)> {
+        self.values()
+            .into_iter()
+            .filter_map(|v| match &self.graph[v.0].op {
+                Op::Param { path, .. } => Some((v, path.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Removes `v`; it must have no users.
+    pub fn remove(&mut self, v: ValueId) {
+        debug_assert!(self.users(v).is_empty());
+        self.graph.remove_node(v.0);
+        self.inputs.retain(|i| *i != v);
+    }
+
+    /// Checks the invariants listed in the module docs.
+    pub fn verify(&self) -> Result<(), String> {
+        let order = self.topo_order();
+        if order.len() != self.graph.node_count() {
+            return Err("the graph has a cycle".into());
+        }
+        for v in order {
+            let node = &self.graph[v.0];
+            let operands = self.operands(v);
+            let positions: Vec<u32> = {
+                let mut p: Vec<u32> = self
+                    .graph
+                    .edges_directed(v.0, Direction::Incoming)
+                    .map(|e| *e.weight())
+                    .collect();
+                p.sort();
+                p
+            };
+            if positions.iter().enumerate().any(|(i, p)| *p as usize != i) {
+                return Err(format!("{v}: operand positions {positions:?} are not 0..n"));
+            }
+            match node.op {
+                Op::Input { .. } | Op::Param { .. } => {
+                    if !operands.is_empty() {
+                        return Err(format!("{v}: a leaf with operands"));
+                    }
+                }
+                _ => {
+                    let tys: Vec<&TensorType> = operands.iter().map(|o| self.ty(*o)).collect();
+                    let ty = node
+                        .op
+                        .infer(&tys)
+                        .map_err(|e| format!("{v} ({}): {e}", node.op.mnemonic()))?;
+                    if ty != node.ty {
+                        return Err(format!(
+                            "{v} ({}): recorded type {} but its operands give {ty}",
+                            node.op.mnemonic(),
+                            node.ty
+                        ));
+                    }
+                }
+            }
+        }
+        for (name, v) in &self.outputs {
+            if !self.contains(*v) {
+                return Err(format!("output `{name}` refers to a removed value"));
+            }
+        }
+        let mut names: Vec<&str> = self.outputs.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return Err("duplicate output names".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,330 @@
+//! The numeric kernels of the reference interpreter: one function per op kind over dense
+//! row-major `f64` tensors. Each checks its operands' concrete shapes and returns a
+//! message, never panics, on a mismatch; sums run sequentially in row-major order.
+
+use super::{Tensor, concrete_shape, dims_text, element_count};
+use crate::ir::op::{BinaryOp, Op, ReduceOp, UnaryOp};
+
+/// Evaluates a non-leaf op on its operands' values.
+pub(super) fn apply(op: &Op, operands: &[&Tensor], batch: Option<usize>) -> Result<Tensor, String> {
+    let operand = |i: usize| -> Result<&Tensor, String> {
+        operands
+            .get(i)
+            .copied()
+            .ok_or_else(|| format!("expected operand {i}, got {}", operands.len()))
+    };
+    match op {
+        Op::Input { .. } | Op::Param { .. } => Err("leaves are looked up, not applied".into()),
+        Op::Const { value } => Ok(Tensor::scalar(*value)),
+        Op::Unary(u) => {
+            let x = operand(0)?;
+            Ok(Tensor {
+                shape: x.shape.clone(),
+                data: x.data.iter().map(|&a| unary(*u, a)).collect(),
+            })
+        }
+        Op::Binary(b) => broadcast(operand(0)?, operand(1)?, |x, y| binary(*b, x, y)),
+        Op::MatMul => matmul(operand(0)?, operand(1)?),
+        Op::Reduce {
+            op,
+            axes,
+            keep_dims,
+        } => reduce(operand(0)?, *op, axes, *keep_dims),
+        Op::Reshape { shape } => {
+            let x = operand(0)?;
+            let target = concrete_shape(shape, batch)
+                .ok_or_else(|| format!("target {shape} needs the batch size"))?;
+            if element_count(&target) != Some(x.len()) {
+                return Err(format!(
+                    "cannot reshape {} ({} elements) into {}",
+                    dims_text(&x.shape),
+                    x.len(),
+                    dims_text(&target)
+                ));
+            }
+            Ok(Tensor {
+                shape: target,
+                data: x.data.clone(),
+            })
+        }
+        Op::Transpose { perm } => transpose(operand(0)?, perm),
+        Op::Concat { axis } => concat(operands, *axis),
+    }
+}
+
+fn unary(op: UnaryOp, x: f64) -> f64 {
+    match op {
+        UnaryOp::Neg => -x,
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Exp => x.exp(),
+        UnaryOp::Log => x.ln(),
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Recip => 1.0 / x,
+        UnaryOp::Tanh => x.tanh(),
+        // Two forms so that exp never overflows.
+        UnaryOp::Sigmoid if x >= 0.0 => 1.0 / (1.0 + (-x).exp()),
+        UnaryOp::Sigmoid => {
+            let e = x.exp();
+            e / (1.0 + e)
+        }
+        UnaryOp::Relu if x < 0.0 => 0.0,
+        UnaryOp::Relu => x,
+    }
+}
+
+fn binary(op: BinaryOp, x: f64, y: f64) -> f64 {
+    let truth = |b: bool| if b { 1.0 } else { 0.0 };
+    match op {
+        BinaryOp::Add => x + y,
+        BinaryOp::Sub => x - y,
+        BinaryOp::Mul => x * y,
+        BinaryOp::Div => x / y,
+        BinaryOp::Max | BinaryOp::Min if x.is_nan() || y.is_nan() => f64::NAN,
+        BinaryOp::Max => x.max(y),
+        BinaryOp::Min => x.min(y),
+        BinaryOp::Pow => x.powf(y),
+        BinaryOp::Lt => truth(x < y),
+        BinaryOp::Le => truth(x <= y),
+        BinaryOp::Gt => truth(x > y),
+        BinaryOp::Ge => truth(x >= y),
+        BinaryOp::Eq => truth(x == y),
+    }
+}
+
+/// Row-major strides (in elements) of `shape`.
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        s[d] = s[d + 1] * shape[d + 1];
+    }
+    s
+}
+
+/// Calls `visit` with one flat offset per operand for every index of `shape`, in
+/// row-major order; operand `k`'s offset advances by `strides[k][d]` along dimension `d`.
+fn walk<const K: usize>(
+    shape: &[usize],
+    strides: [&[usize]; K],
+    mut visit: impl FnMut([usize; K]),
+) {
+    if shape.contains(&0) {
+        return;
+    }
+    let mut index = vec![0usize; shape.len()];
+    let mut offsets = [0usize; K];
+    loop {
+        visit(offsets);
+        let mut d = shape.len();
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            index[d] += 1;
+            for k in 0..K {
+                offsets[k] += strides[k][d];
+            }
+            if index[d] < shape[d] {
+                break;
+            }
+            for k in 0..K {
+                offsets[k] -= strides[k][d] * shape[d];
+            }
+            index[d] = 0;
+        }
+    }
+}
+
+/// NumPy broadcasting: align from the right, a dimension of 1 stretches.
+fn broadcast(a: &Tensor, b: &Tensor, f: impl Fn(f64, f64) -> f64) -> Result<Tensor, String> {
+    let rank = a.rank().max(b.rank());
+    // Each operand's shape padded with leading 1s to `rank`.
+    let pad = |t: &Tensor| -> Vec<usize> {
+        let mut s = vec![1; rank - t.rank()];
+        s.extend_from_slice(&t.shape);
+        s
+    };
+    let (pa, pb) = (pad(a), pad(b));
+    let mut shape = Vec::with_capacity(rank);
+    for (&x, &y) in pa.iter().zip(&pb) {
+        shape.push(match (x, y) {
+            _ if x == y => x,
+            (1, _) => y,
+            (_, 1) => x,
+            _ => {
+                return Err(format!(
+                    "shapes {} and {} do not broadcast",
+                    dims_text(&a.shape),
+                    dims_text(&b.shape)
+                ));
+            }
+        });
+    }
+    let stretched = |padded: &[usize]| -> Vec<usize> {
+        strides(padded)
+            .into_iter()
+            .zip(padded)
+            .zip(&shape)
+            .map(|((s, &d), &out)| if d == 1 && out != 1 { 0 } else { s })
+            .collect()
+    };
+    let (sa, sb) = (stretched(&pa), stretched(&pb));
+    let mut data = Vec::with_capacity(element_count(&shape).unwrap_or(0));
+    walk(&shape, [&sa, &sb], |[i, j]| {
+        data.push(f(a.data[i], b.data[j]))
+    });
+    Ok(Tensor { shape, data })
+}
+
+/// `a[..., m, k] x b[..., k, n]`, `b` of rank 2 shared by every leading index of `a`.
+fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
+    let (ra, rb) = (a.rank(), b.rank());
+    let mismatch = || {
+        format!(
+            "cannot multiply {} by {}",
+            dims_text(&a.shape),
+            dims_text(&b.shape)
+        )
+    };
+    if ra < 2 || rb < 2 {
+        return Err(mismatch());
+    }
+    let (m, k) = (a.shape[ra - 2], a.shape[ra - 1]);
+    let (k2, n) = (b.shape[rb - 2], b.shape[rb - 1]);
+    let shared = rb == 2;
+    if k != k2 || (!shared && a.shape[..ra - 2] != b.shape[..rb - 2]) {
+        return Err(mismatch());
+    }
+    let lead = &a.shape[..ra - 2];
+    let batches: usize = lead.iter().product();
+    let mut shape = lead.to_vec();
+    shape.extend([m, n]);
+    let mut data = vec![0.0; batches * m * n];
+    for bi in 0..batches {
+        let a_off = bi * m * k;
+        let b_off = if shared { 0 } else { bi * k * n };
+        let out = &mut data[bi * m * n..(bi + 1) * m * n];
+        for i in 0..m {
+            let row = &mut out[i * n..(i + 1) * n];
+            // Sum over p in order for every (i, j).
+            for p in 0..k {
+                let x = a.data[a_off + i * k + p];
+                let b_row = &b.data[b_off + p * n..b_off + (p + 1) * n];
+                for (acc, &y) in row.iter_mut().zip(b_row) {
+                    *acc += x * y;
+                }
+            }
+        }
+    }
+    Ok(Tensor { shape, data })
+}
+
+/// Folds `axes` (sorted, distinct, non-empty) of `x` in row-major order.
+fn reduce(x: &Tensor, op: ReduceOp, axes: &[usize], keep_dims: bool) -> Result<Tensor, String> {
+    if axes.is_empty()
+        || axes.windows(2).any(|w| w[0] >= w[1])
+        || axes.iter().any(|&a| a >= x.rank())
+    {
+        return Err(format!(
+            "axes {axes:?} are not sorted, distinct, non-empty axes of {}",
+            dims_text(&x.shape)
+        ));
+    }
+    let kept: Vec<usize> = x
+        .shape
+        .iter()
+        .enumerate()
+        .map(|(d, &n)| if axes.contains(&d) { 1 } else { n })
+        .collect();
+    // Reduced dimensions do not move the output offset.
+    let out_strides: Vec<usize> = strides(&kept)
+        .into_iter()
+        .enumerate()
+        .map(|(d, s)| if axes.contains(&d) { 0 } else { s })
+        .collect();
+    let (init, fold): (f64, fn(f64, f64) -> f64) = match op {
+        ReduceOp::Sum => (0.0, |acc, v| acc + v),
+        ReduceOp::Max => (f64::NEG_INFINITY, |acc, v| {
+            if v > acc || v.is_nan() { v } else { acc }
+        }),
+        ReduceOp::Min => (
+            f64::INFINITY,
+            |acc, v| {
+                if v < acc || v.is_nan() { v } else { acc }
+            },
+        ),
+    };
+    let mut data = vec![init; kept.iter().product()];
+    walk(&x.shape, [&strides(&x.shape), &out_strides], |[i, o]| {
+        data[o] = fold(data[o], x.data[i]);
+    });
+    let shape = if keep_dims {
+        kept
+    } else {
+        x.shape
+            .iter()
+            .enumerate()
+            .filter(|(d, _)| !axes.contains(d))
+            .map(|(_, &n)| n)
+            .collect()
+    };
+    Ok(Tensor { shape, data })
+}
+
+/// Output dimension `i` is input dimension `perm[i]`.
+fn transpose(x: &Tensor, perm: &[usize]) -> Result<Tensor, String> {
+    let mut seen = vec![false; x.rank()];
+    if perm.len() != x.rank()
+        || perm
+            .iter()
+            .any(|&p| p >= x.rank() || std::mem::replace(&mut seen[p], true))
+    {
+        return Err(format!(
+            "{perm:?} is not a permutation of the dimensions of {}",
+            dims_text(&x.shape)
+        ));
+    }
+    let in_strides = strides(&x.shape);
+    let shape: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
+    let gather: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
+    let mut data = Vec::with_capacity(x.len());
+    walk(&shape, [&gather], |[i]| data.push(x.data[i]));
+    Ok(Tensor { shape, data })
+}
+
+/// Joins `operands` along `axis`; every other dimension must agree.
+fn concat(operands: &[&Tensor], axis: usize) -> Result<Tensor, String> {
+    let Some(first) = operands.first() else {
+        return Err("concat needs at least one operand".into());
+    };
+    if axis >= first.rank() {
+        return Err(format!(
+            "axis {axis} is out of range for {}",
+            dims_text(&first.shape)
+        ));
+    }
+    let mut shape = first.shape.clone();
+    shape[axis] = 0;
+    for t in operands {
+        let fits = t.rank() == first.rank()
+            && (0..t.rank()).all(|d| d == axis || t.shape[d] == first.shape[d]);
+        if !fits {
+            return Err(format!(
+                "cannot concat {} and {} along axis {axis}",
+                dims_text(&first.shape),
+                dims_text(&t.shape)
+            ));
+        }
+        shape[axis] += t.shape[axis];
+    }
+    let outer: usize = first.shape[..axis].iter().product();
+    let inner: usize = first.shape[axis + 1..].iter().product();
+    let mut data = Vec::with_capacity(element_count(&shape).unwrap_or(0));
+    for o in 0..outer {
+        for t in operands {
+            let chunk = t.shape[axis] * inner;
+            data.extend_from_slice(&t.data[o * chunk..(o + 1) * chunk]);
+        }
+    }
+    Ok(Tensor { shape, data })
+}

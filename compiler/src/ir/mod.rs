@@ -1,0 +1,20 @@
+//! The graph IR: a petgraph graph of ops with tensor types and source spans.
+//!
+//! - [`types`]: element types, dimensions (with the symbolic batch), shapes.
+//! - [`op`]: the op set and each op's typing rule.
+//! - [`graph`]: the graph, its invariants and [`Graph::verify`].
+//! - [`print`] / [`dot`]: the text form and Graphviz output.
+//! - [`init`]: parameter initial values (seeded).
+//! - [`interpret`]: the reference interpreter (f64), the oracle for every pass and backend.
+
+pub mod dot;
+pub mod graph;
+pub mod init;
+pub mod interpret;
+pub mod op;
+pub mod print;
+pub mod types;
+
+pub use graph::{Graph, Node, Span, ValueId};
+pub use op::{BinaryOp, Init, Op, ReduceOp, UnaryOp};
+pub use types::{DType, Dim, Shape, TensorType};

@@ -1,0 +1,428 @@
+//! The operations of the graph IR and their typing rules.
+//!
+//! The set is small and orthogonal: layers (`dense`, `softmax`, …) are built from these
+//! during elaboration, so autodiff, fusion and the backends see few kinds of op.
+
+use super::types::{DType, Dim, Shape, TensorType};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// How a parameter's initial value is drawn. `fan_in`/`fan_out` come from the layer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Init {
+    Zeros,
+    Ones,
+    Constant(f64),
+    /// U(-a, a) with a = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010).
+    XavierUniform,
+    /// N(0, 2 / (fan_in + fan_out)).
+    XavierNormal,
+    /// U(-a, a) with a = sqrt(6 / fan_in) (He et al. 2015, PyTorch's kaiming_uniform_ with relu gain).
+    HeUniform,
+    /// N(0, 2 / fan_in).
+    HeNormal,
+    Uniform(f64),
+    Normal(f64),
+}
+
+impl Init {
+    pub fn parse(s: &str) -> Option<Init> {
+        Some(match s {
+            "zeros" => Init::Zeros,
+            "ones" => Init::Ones,
+            "xavier_uniform" | "glorot_uniform" => Init::XavierUniform,
+            "xavier_normal" | "glorot_normal" => Init::XavierNormal,
+            "he_uniform" | "kaiming_uniform" => Init::HeUniform,
+            "he_normal" | "kaiming_normal" => Init::HeNormal,
+            _ => return None,
+        })
+    }
+
+    pub const NAMES: &'static [&'static str] = &[
+        "zeros",
+        "ones",
+        "xavier_uniform",
+        "xavier_normal",
+        "he_uniform",
+        "he_normal",
+    ];
+}
+
+impl fmt::Display for Init {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Init::Zeros => f.write_str("zeros"),
+            Init::Ones => f.write_str("ones"),
+            Init::Constant(c) => write!(f, "constant({c})"),
+            Init::XavierUniform => f.write_str("xavier_uniform"),
+            Init::XavierNormal => f.write_str("xavier_normal"),
+            Init::HeUniform => f.write_str("he_uniform"),
+            Init::HeNormal => f.write_str("he_normal"),
+            Init::Uniform(a) => write!(f, "uniform({a})"),
+            Init::Normal(s) => write!(f, "normal({s})"),
+        }
+    }
+}
+
+/// Element-wise functions of one operand. Typing: f32 in, same type out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum UnaryOp {
+    Neg,
+    Abs,
+    Exp,
+    Log,
+    Sqrt,
+    Recip,
+    Tanh,
+    Sigmoid,
+    Relu,
+}
+
+impl UnaryOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Log => "log",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Recip => "recip",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Relu => "relu",
+        }
+    }
+
+    pub const ALL: [UnaryOp; 9] = [
+        UnaryOp::Neg,
+        UnaryOp::Abs,
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Sqrt,
+        UnaryOp::Recip,
+        UnaryOp::Tanh,
+        UnaryOp::Sigmoid,
+        UnaryOp::Relu,
+    ];
+}
+
+/// Element-wise functions of two operands with NumPy broadcasting. Typing: both f32,
+/// result shape the broadcast of both. Comparisons give 1.0 or 0.0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+    Pow,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+}
+
+impl BinaryOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+            BinaryOp::Div => "div",
+            BinaryOp::Max => "max",
+            BinaryOp::Min => "min",
+            BinaryOp::Pow => "pow",
+            BinaryOp::Lt => "lt",
+            BinaryOp::Le => "le",
+            BinaryOp::Gt => "gt",
+            BinaryOp::Ge => "ge",
+            BinaryOp::Eq => "eq",
+        }
+    }
+
+    pub const ALL: [BinaryOp; 12] = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Max,
+        BinaryOp::Min,
+        BinaryOp::Pow,
+        BinaryOp::Lt,
+        BinaryOp::Le,
+        BinaryOp::Gt,
+        BinaryOp::Ge,
+        BinaryOp::Eq,
+    ];
+}
+
+/// How a reduction folds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReduceOp {
+    Sum,
+    Max,
+    Min,
+}
+
+impl ReduceOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReduceOp::Sum => "sum",
+            ReduceOp::Max => "max",
+            ReduceOp::Min => "min",
+        }
+    }
+}
+
+/// One operation of the graph IR.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// A model input. Typing: the declared type.
+    Input { name: String },
+    /// A trainable parameter with a stable dotted path (its safetensors key).
+    /// Typing: the declared type; never has the batch dimension.
+    Param { path: String, init: Init },
+    /// A scalar constant. Typing: `f32[]`.
+    Const { value: f64 },
+    /// Typing: operand type.
+    Unary(UnaryOp),
+    /// Typing: broadcast of the two operand shapes (NumPy rules).
+    Binary(BinaryOp),
+    /// `a[..., m, k] x b[..., k, n] -> [..., m, n]`; `b` may be rank 2 and is then shared
+    /// by every leading index of `a`; otherwise the leading dims must be equal.
+    MatMul,
+    /// Fold over `axes` (sorted, distinct), dropping them unless `keep_dims`.
+    Reduce {
+        op: ReduceOp,
+        axes: Vec<usize>,
+        keep_dims: bool,
+    },
+    /// Same elements, new shape (same element count; the batch stays the batch).
+    Reshape { shape: Shape },
+    /// Permute dimensions: output dim `i` is input dim `perm[i]`.
+    Transpose { perm: Vec<usize> },
+    /// Join operands along `axis`; other dims must be equal.
+    Concat { axis: usize },
+}
+
+impl Op {
+    /// The op's mnemonic in the text form.
+    pub fn mnemonic(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Param { .. } => "param",
+            Op::Const { .. } => "const",
+            Op::Unary(u) => u.name(),
+            Op::Binary(b) => b.name(),
+            Op::MatMul => "matmul",
+            Op::Reduce { op, .. } => match op {
+                ReduceOp::Sum => "reduce_sum",
+                ReduceOp::Max => "reduce_max",
+                ReduceOp::Min => "reduce_min",
+            },
+            Op::Reshape { .. } => "reshape",
+            Op::Transpose { .. } => "transpose",
+            Op::Concat { .. } => "concat",
+        }
+    }
+
+    /// Number of operands, or None if variadic.
+    pub fn arity(&self) -> Option<usize> {
+        match self {
+            Op::Input { .. } | Op::Param { .. } | Op::Const { .. } => Some(0),
+            Op::Unary(_) | Op::Reduce { .. } | Op::Reshape { .. } | Op::Transpose { .. } => {
+                Some(1)
+            }
+            Op::Binary(_) | Op::MatMul => Some(2),
+            Op::Concat { .. } => None,
+        }
+    }
+
+    /// The typing rule: the result type from the operand types, or why they don't fit.
+    /// Leaf ops (input, param) carry their type elsewhere and are not inferred here.
+    pub fn infer(&self, operands: &[&TensorType]) -> Result<TensorType, String> {
+        if let Some(n) = self.arity()
+            && operands.len() != n
+        {
+            return Err(format!(
+                "`{}` takes {n} operand(s), got {}",
+                self.mnemonic(),
+                operands.len()
+            ));
+        }
+        let float = |t: &TensorType| -> Result<(), String> {
+            if t.dtype == DType::F32 {
+                Ok(())
+            } else {
+                Err(format!("`{}` needs f32 operands, got {t}", self.mnemonic()))
+            }
+        };
+        match self {
+            Op::Input { .. } | Op::Param { .. } => {
+                Err("leaf values carry their declared type".into())
+            }
+            Op::Const { .. } => Ok(TensorType::f32(vec![])),
+            Op::Unary(_) => {
+                float(operands[0])?;
+                Ok(operands[0].clone())
+            }
+            Op::Binary(_) => {
+                float(operands[0])?;
+                float(operands[1])?;
+                let shape = broadcast_shapes(&operands[0].shape, &operands[1].shape)?;
+                Ok(TensorType {
+                    dtype: DType::F32,
+                    shape,
+                })
+            }
+            Op::MatMul => {
+                let (a, b) = (operands[0], operands[1]);
+                float(a)?;
+                float(b)?;
+                let (ra, rb) = (a.shape.rank(), b.shape.rank());
+                if ra < 2 || rb < 2 {
+                    return Err(format!("matmul needs operands of rank >= 2, got {a} and {b}"));
+                }
+                let (m, k) = (a.shape.0[ra - 2], a.shape.0[ra - 1]);
+                let (k2, n) = (b.shape.0[rb - 2], b.shape.0[rb - 1]);
+                if k != k2 {
+                    return Err(format!(
+                        "matmul inner dimensions differ: {a} x {b} ({k} vs {k2})"
+                    ));
+                }
+                if k == Dim::Batch {
+                    return Err("matmul cannot contract over the batch dimension".into());
+                }
+                if rb != 2 && a.shape.0[..ra - 2] != b.shape.0[..rb - 2] {
+                    return Err(format!("matmul batch dimensions differ: {a} x {b}"));
+                }
+                let mut dims = a.shape.0[..ra - 2].to_vec();
+                dims.push(m);
+                dims.push(n);
+                checked_shape(Shape(dims)).map(|shape| TensorType {
+                    dtype: DType::F32,
+                    shape,
+                })
+            }
+            Op::Reduce {
+                axes, keep_dims, ..
+            } => {
+                let t = operands[0];
+                float(t)?;
+                let rank = t.shape.rank();
+                if axes.is_empty() || axes.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err("reduction axes must be sorted, distinct and not empty".into());
+                }
+                if let Some(a) = axes.iter().find(|a| **a >= rank) {
+                    return Err(format!("reduction axis {a} is out of range for {t}"));
+                }
+                let dims = t
+                    .shape
+                    .0
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, d)| match (axes.contains(&i), keep_dims) {
+                        (false, _) => Some(*d),
+                        (true, true) => Some(Dim::Fixed(1)),
+                        (true, false) => None,
+                    })
+                    .collect();
+                Ok(TensorType::f32(dims))
+            }
+            Op::Reshape { shape } => {
+                let t = operands[0];
+                if t.shape.has_batch() != shape.has_batch()
+                    || t.shape.fixed_elements() != shape.fixed_elements()
+                {
+                    return Err(format!(
+                        "cannot reshape {} into {shape}: element counts differ",
+                        t.shape
+                    ));
+                }
+                checked_shape(shape.clone()).map(|shape| TensorType {
+                    dtype: t.dtype,
+                    shape,
+                })
+            }
+            Op::Transpose { perm } => {
+                let t = operands[0];
+                let rank = t.shape.rank();
+                let mut seen = vec![false; rank];
+                if perm.len() != rank
+                    || perm
+                        .iter()
+                        .any(|&p| p >= rank || std::mem::replace(&mut seen[p], true))
+                {
+                    return Err(format!(
+                        "{perm:?} is not a permutation of the {rank} dimensions of {t}"
+                    ));
+                }
+                Ok(TensorType {
+                    dtype: t.dtype,
+                    shape: Shape(perm.iter().map(|&p| t.shape.0[p]).collect()),
+                })
+            }
+            Op::Concat { axis } => {
+                let Some(first) = operands.first() else {
+                    return Err("concat needs at least one operand".into());
+                };
+                let rank = first.shape.rank();
+                if *axis >= rank {
+                    return Err(format!("concat axis {axis} is out of range for {first}"));
+                }
+                let mut total = 0u64;
+                for t in operands {
+                    if t.dtype != first.dtype || t.shape.rank() != rank {
+                        return Err(format!("cannot concat {first} and {t}"));
+                    }
+                    for (i, (a, b)) in first.shape.0.iter().zip(&t.shape.0).enumerate() {
+                        if i != *axis && a != b {
+                            return Err(format!(
+                                "cannot concat {first} and {t} along axis {axis}: dimension {i} differs"
+                            ));
+                        }
+                    }
+                    match t.shape.0[*axis] {
+                        Dim::Fixed(n) => total += n,
+                        Dim::Batch => {
+                            return Err("cannot concat along the batch dimension".into());
+                        }
+                    }
+                }
+                let mut dims = first.shape.0.clone();
+                dims[*axis] = Dim::Fixed(total);
+                Ok(TensorType {
+                    dtype: first.dtype,
+                    shape: Shape(dims),
+                })
+            }
+        }
+    }
+}
+
+fn checked_shape(shape: Shape) -> Result<Shape, String> {
+    if shape.0.iter().filter(|d| **d == Dim::Batch).count() > 1 {
+        return Err(format!("{shape} holds the batch dimension twice"));
+    }
+    Ok(shape)
+}
+
+/// NumPy broadcasting: align from the right; a dimension of 1 stretches.
+pub fn broadcast_shapes(a: &Shape, b: &Shape) -> Result<Shape, String> {
+    let rank = a.rank().max(b.rank());
+    let mut dims = Vec::with_capacity(rank);
+    for i in 0..rank {
+        let da = (i + a.rank()).checked_sub(rank).map(|j| a.0[j]);
+        let db = (i + b.rank()).checked_sub(rank).map(|j| b.0[j]);
+        dims.push(match (da, db) {
+            (Some(x), None) | (None, Some(x)) => x,
+            (Some(x), Some(y)) if x == y => x,
+            (Some(Dim::Fixed(1)), Some(y)) => y,
+            (Some(x), Some(Dim::Fixed(1))) => x,
+            _ => return Err(format!("shapes {a} and {b} do not broadcast")),
+        });
+    }
+    checked_shape(Shape(dims))
+}

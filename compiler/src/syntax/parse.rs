@@ -1,0 +1,339 @@
+//! Text -> AST, with the pest grammar in `strata.pest`. Syntax errors become
+//! [`Diagnostic`]s pointing at the offending position.
+
+use super::ast::*;
+use super::diagnostic::{Diagnostic, ErrorCode};
+use crate::ir::Span;
+use pest::Parser;
+use pest::iterators::Pair;
+
+#[derive(pest_derive::Parser)]
+#[grammar = "syntax/strata.pest"]
+struct StrataParser;
+
+/// Parses a whole model file.
+pub fn parse(text: &str) -> Result<Program, Diagnostic> {
+    let mut pairs = StrataParser::parse(Rule::file, text).map_err(syntax_error)?;
+    let mut program = Program::default();
+    let Some(file) = pairs.next() else {
+        return Ok(program);
+    };
+    for item in file.into_inner() {
+        match item.as_rule() {
+            Rule::model_def => program.models.push(model_def(item)?),
+            Rule::block_def => program.blocks.push(model_def(item)?),
+            Rule::train_def => program.trains.push(train_def(item)?),
+            _ => {}
+        }
+    }
+    Ok(program)
+}
+
+fn span(pair: &Pair<Rule>) -> Span {
+    let s = pair.as_span();
+    Span::new(s.start(), s.end())
+}
+
+fn ident(pair: Pair<Rule>) -> Ident {
+    Ident {
+        name: pair.as_str().to_string(),
+        span: span(&pair),
+    }
+}
+
+fn model_def(pair: Pair<Rule>) -> Result<ModelDef, Diagnostic> {
+    let sp = span(&pair);
+    let mut inner = pair.into_inner();
+    let name = ident(inner.next().expect("grammar: a definition has a name"));
+    let mut params = Vec::new();
+    let mut body = Vec::new();
+    for p in inner {
+        match p.as_rule() {
+            Rule::hparams => {
+                for hp in p.into_inner() {
+                    let mut it = hp.into_inner();
+                    let name = ident(it.next().expect("grammar: hparam name"));
+                    let default = it.next().map(expr).transpose()?;
+                    params.push(HyperParam { name, default });
+                }
+            }
+            _ => body.push(stmt(p)?),
+        }
+    }
+    Ok(ModelDef {
+        name,
+        params,
+        body,
+        span: sp,
+    })
+}
+
+fn type_expr(pair: Pair<Rule>) -> Result<TypeExpr, Diagnostic> {
+    let sp = span(&pair);
+    let mut it = pair.into_inner();
+    let dtype = ident(it.next().expect("grammar: dtype"));
+    let dims = it.map(expr).collect::<Result<_, _>>()?;
+    Ok(TypeExpr {
+        dtype,
+        dims,
+        span: sp,
+    })
+}
+
+fn stmt(pair: Pair<Rule>) -> Result<Stmt, Diagnostic> {
+    let sp = span(&pair);
+    let rule = pair.as_rule();
+    let mut it = pair.into_inner();
+    Ok(match rule {
+        Rule::input_stmt => Stmt::Input {
+            name: ident(it.next().expect("grammar: input name")),
+            ty: type_expr(it.next().expect("grammar: input type"))?,
+            span: sp,
+        },
+        Rule::output_stmt => Stmt::Output {
+            name: ident(it.next().expect("grammar: output name")),
+            value: it.next().map(expr).transpose()?,
+            span: sp,
+        },
+        Rule::layer_stmt => Stmt::Layer {
+            name: ident(it.next().expect("grammar: layer name")),
+            call: call(it.next().expect("grammar: layer call"))?,
+            span: sp,
+        },
+        Rule::return_stmt => Stmt::Return {
+            value: expr(it.next().expect("grammar: return value"))?,
+            span: sp,
+        },
+        Rule::let_stmt => Stmt::Let {
+            name: ident(it.next().expect("grammar: binding name")),
+            value: expr(it.next().expect("grammar: binding value"))?,
+            span: sp,
+        },
+        r => unreachable!("grammar: unexpected statement {r:?}"),
+    })
+}
+
+fn train_def(pair: Pair<Rule>) -> Result<TrainDef, Diagnostic> {
+    let sp = span(&pair);
+    let mut it = pair.into_inner();
+    let model = ident(it.next().expect("grammar: train model name"));
+    let mut items = Vec::new();
+    for p in it {
+        let psp = span(&p);
+        items.push(match p.as_rule() {
+            Rule::label_stmt => {
+                let mut i = p.into_inner();
+                TrainItem::Label {
+                    name: ident(i.next().expect("grammar: label name")),
+                    ty: type_expr(i.next().expect("grammar: label type"))?,
+                    span: psp,
+                }
+            }
+            Rule::setting => {
+                let mut i = p.into_inner();
+                TrainItem::Setting {
+                    key: ident(i.next().expect("grammar: setting key")),
+                    value: expr(i.next().expect("grammar: setting value"))?,
+                    span: psp,
+                }
+            }
+            _ => TrainItem::Call(call(p)?),
+        });
+    }
+    Ok(TrainDef {
+        model,
+        items,
+        span: sp,
+    })
+}
+
+fn expr(pair: Pair<Rule>) -> Result<Expr, Diagnostic> {
+    let sp = span(&pair);
+    match pair.as_rule() {
+        Rule::expr => expr(pair.into_inner().next().expect("grammar: expr body")),
+        Rule::pipeline => {
+            let mut it = pair.into_inner();
+            let mut value = expr(it.next().expect("grammar: pipeline head"))?;
+            for st in it {
+                let stage = stage(st)?;
+                let span = Span {
+                    start: value.span.start,
+                    end: stage.span().end,
+                };
+                value = Expr {
+                    kind: ExprKind::Pipe(Box::new(value), stage),
+                    span,
+                };
+            }
+            Ok(value)
+        }
+        Rule::arith | Rule::term => {
+            let mut it = pair.into_inner();
+            let mut value = expr(it.next().expect("grammar: operand"))?;
+            while let Some(op) = it.next() {
+                let op = match op.as_str() {
+                    "+" => BinOp::Add,
+                    "-" => BinOp::Sub,
+                    "*" => BinOp::Mul,
+                    _ => BinOp::Div,
+                };
+                let rhs = expr(it.next().expect("grammar: right operand"))?;
+                let span = Span {
+                    start: value.span.start,
+                    end: rhs.span.end,
+                };
+                value = Expr {
+                    kind: ExprKind::Binary(op, Box::new(value), Box::new(rhs)),
+                    span,
+                };
+            }
+            Ok(value)
+        }
+        Rule::unary => {
+            let parts: Vec<Pair<Rule>> = pair.into_inner().collect();
+            let (negs, atom) = parts.split_at(parts.len() - 1);
+            let mut value = expr(atom[0].clone())?;
+            for n in negs.iter().rev() {
+                value = Expr {
+                    span: Span {
+                        start: span(n).start,
+                        end: value.span.end,
+                    },
+                    kind: ExprKind::Neg(Box::new(value)),
+                };
+            }
+            Ok(value)
+        }
+        Rule::number => {
+            let text = pair.as_str();
+            let integer = !text.contains(['.', 'e', 'E']);
+            let value: f64 = text.parse().map_err(|_| {
+                Diagnostic::error(ErrorCode::Syntax, format!("`{text}` is not a number"), sp)
+            })?;
+            Ok(Expr {
+                kind: ExprKind::Number { value, integer },
+                span: sp,
+            })
+        }
+        Rule::string => Ok(Expr {
+            kind: ExprKind::Str(
+                pair.into_inner()
+                    .next()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_default(),
+            ),
+            span: sp,
+        }),
+        Rule::list => Ok(Expr {
+            kind: ExprKind::List(pair.into_inner().map(expr).collect::<Result<_, _>>()?),
+            span: sp,
+        }),
+        Rule::call => Ok(Expr {
+            kind: ExprKind::Call(call(pair)?),
+            span: sp,
+        }),
+        Rule::path => Ok(Expr {
+            kind: ExprKind::Path(pair.into_inner().map(ident).collect()),
+            span: sp,
+        }),
+        r => unreachable!("grammar: unexpected expression {r:?}"),
+    }
+}
+
+fn path_ident(pair: Pair<Rule>) -> Ident {
+    // A callee or stage name: a dotted path kept as one name (`std.encoder`).
+    ident(pair)
+}
+
+fn call(pair: Pair<Rule>) -> Result<Call, Diagnostic> {
+    let sp = span(&pair);
+    let mut it = pair.into_inner();
+    let callee = path_ident(it.next().expect("grammar: callee"));
+    let mut args = Vec::new();
+    for a in it {
+        let mut parts: Vec<Pair<Rule>> = a.into_inner().collect();
+        let value = expr(parts.pop().expect("grammar: argument value"))?;
+        let name = parts.pop().map(ident);
+        args.push(Arg { name, value });
+    }
+    Ok(Call {
+        callee,
+        args,
+        span: sp,
+    })
+}
+
+fn stage(pair: Pair<Rule>) -> Result<Stage, Diagnostic> {
+    let sp = span(&pair);
+    let inner = pair.into_inner().next().expect("grammar: stage body");
+    match inner.as_rule() {
+        Rule::call => Ok(Stage::Call(call(inner)?)),
+        Rule::path => Ok(Stage::Name(path_ident(inner))),
+        Rule::repeat => {
+            let mut it = inner.into_inner();
+            let count = expr(it.next().expect("grammar: repeat count"))?;
+            let stage = stage(it.next().expect("grammar: repeat stage"))?;
+            Ok(Stage::Repeat {
+                count: Box::new(count),
+                stage: Box::new(stage),
+                span: sp,
+            })
+        }
+        r => unreachable!("grammar: unexpected stage {r:?}"),
+    }
+}
+
+/// Describes what the parser wanted, in words rather than rule names.
+fn rule_words(rule: &Rule) -> &'static str {
+    match rule {
+        Rule::EOI => "end of file",
+        Rule::model_def => "`model`",
+        Rule::block_def => "`block`",
+        Rule::train_def => "`train`",
+        Rule::ident | Rule::path => "a name",
+        Rule::hparams => "`(`",
+        Rule::hparam => "a hyper-parameter",
+        Rule::input_stmt | Rule::output_stmt | Rule::layer_stmt | Rule::return_stmt => {
+            "a statement"
+        }
+        Rule::let_stmt => "a binding `name = …`",
+        Rule::tensor_type => "a tensor type like `f32[batch, 64]`",
+        Rule::label_stmt | Rule::setting => "a train setting",
+        Rule::expr | Rule::pipeline | Rule::arith | Rule::term | Rule::unary => "an expression",
+        Rule::stage | Rule::repeat => "a layer after `|>`",
+        Rule::add_op => "`+` or `-`",
+        Rule::mul_op => "`*` or `/`",
+        Rule::neg => "`-`",
+        Rule::call => "a call",
+        Rule::arg => "an argument",
+        Rule::list => "a list",
+        Rule::number => "a number",
+        Rule::string | Rule::string_inner => "a string",
+        Rule::keyword => "a keyword",
+        _ => "more input",
+    }
+}
+
+fn syntax_error(e: pest::error::Error<Rule>) -> Diagnostic {
+    let (start, end) = match e.location {
+        pest::error::InputLocation::Pos(p) => (p, p),
+        pest::error::InputLocation::Span((s, e)) => (s, e),
+    };
+    let message = match &e.variant {
+        pest::error::ErrorVariant::ParsingError { positives, .. } if !positives.is_empty() => {
+            let mut words: Vec<&str> = positives.iter().map(rule_words).collect();
+            words.sort();
+            words.dedup();
+            let expected = match words.as_slice() {
+                [one] => one.to_string(),
+                [init @ .., last] => format!("{} or {last}", init.join(", ")),
+                [] => String::new(),
+            };
+            format!("expected {expected}")
+        }
+        pest::error::ErrorVariant::ParsingError { .. } => "unexpected input".to_string(),
+        pest::error::ErrorVariant::CustomError { message } => message.clone(),
+    };
+    Diagnostic::error(ErrorCode::Syntax, format!("syntax error: {message}"), Span::new(start, end.max(start + 1)))
+        .with_label(message)
+}

@@ -1,0 +1,556 @@
+//! The walk from one [`Kernel`] to the body of its CLIF function: loop nests, index
+//! arithmetic and scalar expressions (the conventions are in the parent module's docs).
+
+use super::math;
+use crate::ir::{
+    BinaryOp, Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError, ReduceOp,
+    ScalarType, Store, UnaryOp,
+};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{
+    BlockArg, Function, InstBuilder, MemFlagsData, Value, types,
+};
+use cranelift_codegen::isa::TargetFrontendConfig;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use std::collections::HashMap;
+
+type LowerResult<T> = Result<T, KernelError>;
+
+/// Fills `func` (whose signature is already the kernel signature) with `kernel`'s code.
+pub(super) fn lower_kernel(
+    kernel: &Kernel,
+    func: &mut Function,
+    frontend: TargetFrontendConfig,
+) -> LowerResult<()> {
+    let mut ctx = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(func, &mut ctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let &[bufs, batch, start, end] = b.block_params(entry) else {
+        return Err(KernelError {
+            kernel: kernel.name.clone(),
+            message: "kernel signature must have 4 parameters (emitter bug)".into(),
+        });
+    };
+    // Base pointers of the slots the kernel touches, loaded once.
+    let mut bases = vec![None; kernel.buffers.len()];
+    for slot in used_slots(kernel) {
+        let offset = i32::try_from(slot * 8).map_err(|_| KernelError {
+            kernel: kernel.name.clone(),
+            message: "too many buffers".into(),
+        })?;
+        bases[slot] = Some(b.ins().load(types::I64, MemFlagsData::new(), bufs, offset));
+    }
+    let mut lowering = Lowering {
+        kernel,
+        b,
+        bases,
+        batch,
+        vars: Vec::new(),
+        memo: Memo::default(),
+    };
+    lowering.body(start, end)?;
+    lowering.b.ins().return_(&[]);
+    lowering.b.seal_all_blocks();
+    lowering.b.finalize(frontend);
+    Ok(())
+}
+
+/// Buffer slots that the kernel loads from or stores to, in order.
+fn used_slots(kernel: &Kernel) -> Vec<usize> {
+    let mut used = vec![false; kernel.buffers.len()];
+    let mut mark = |slot: usize, _: &Index| {
+        if let Some(u) = used.get_mut(slot) {
+            *u = true;
+        }
+    };
+    match &kernel.body {
+        KernelBody::Map { stores, .. } => {
+            for s in stores {
+                mark(s.buf, &s.index);
+                s.value.visit_loads(&mut mark);
+            }
+        }
+        KernelBody::Reduce { value, out, .. } => {
+            value.visit_loads(&mut mark);
+            mark(out.buf, &out.index);
+            out.value.visit_loads(&mut mark);
+        }
+        KernelBody::Contract(c) => {
+            mark(c.out, &Index::Const(0));
+            c.epilogue.visit_loads(&mut mark);
+        }
+    }
+    (0..used.len()).filter(|&s| used[s]).collect()
+}
+
+/// Values already computed at the current point, shared by identical index expressions
+/// and loads. Only values that dominate the current insertion point are in it: it is
+/// cleared at each point and saved/restored around the arms of a branching `Select`.
+#[derive(Clone, Default)]
+struct Memo {
+    indices: HashMap<Index, Value>,
+    loads: HashMap<(usize, Index), Value>,
+}
+
+struct Lowering<'k, 'f> {
+    kernel: &'k Kernel,
+    b: FunctionBuilder<'f>,
+    /// Base pointer of each used buffer slot.
+    bases: Vec<Option<Value>>,
+    batch: Value,
+    /// The loop variables in scope, outermost first.
+    vars: Vec<Value>,
+    memo: Memo,
+}
+
+/// A loop body: called with the lowering positioned inside the loop.
+type Body<'a, 'k, 'f> = dyn FnMut(&mut Lowering<'k, 'f>) -> LowerResult<()> + 'a;
+
+impl<'k, 'f> Lowering<'k, 'f> {
+    fn error(&self, message: impl Into<String>) -> KernelError {
+        KernelError {
+            kernel: self.kernel.name.clone(),
+            message: message.into(),
+        }
+    }
+
+    fn body(&mut self, start: Value, end: Value) -> LowerResult<()> {
+        let kernel = self.kernel;
+        match &kernel.body {
+            KernelBody::Map { space, stores } => {
+                self.rows(space, start, end, &mut |l| l.map_point(stores))
+            }
+            KernelBody::Reduce {
+                space,
+                reduce,
+                op,
+                value,
+                out,
+            } => self.rows(space, start, end, &mut |l| {
+                l.reduce_point(reduce, *op, value, out)
+            }),
+            KernelBody::Contract(c) => {
+                let space = c.space();
+                let vars: Vec<Index> = (0..space.len()).map(Index::Var).collect();
+                let out_index = Index::row_major(&vars, &space);
+                self.rows(&space, start, end, &mut |l| l.epilogue_point(c, &out_index))
+            }
+        }
+    }
+
+    /// The loop nest over `space`, its outermost dimension restricted to `start..end`.
+    fn rows(
+        &mut self,
+        space: &[Dim],
+        start: Value,
+        end: Value,
+        body: &mut Body<'_, 'k, 'f>,
+    ) -> LowerResult<()> {
+        let zero = self.b.ins().iconst(types::I64, 0);
+        let lo = self.b.ins().smax(start, zero);
+        match space.split_first() {
+            // Rank 0: one point, in row 0.
+            None => {
+                let one = self.b.ins().iconst(types::I64, 1);
+                let hi = self.b.ins().smin(end, one);
+                self.counted_loop(lo, hi, false, body)
+            }
+            Some((outer, inner)) => {
+                let extent = self.extent(*outer);
+                let hi = self.b.ins().smin(end, extent);
+                self.counted_loop(lo, hi, true, &mut |l| l.nest(inner, body))
+            }
+        }
+    }
+
+    /// Loops over every point of `dims`, pushing one loop variable per dimension.
+    fn nest(&mut self, dims: &[Dim], body: &mut Body<'_, 'k, 'f>) -> LowerResult<()> {
+        match dims.split_first() {
+            None => body(self),
+            Some((d, rest)) => {
+                let lo = self.b.ins().iconst(types::I64, 0);
+                let hi = self.extent(*d);
+                self.counted_loop(lo, hi, true, &mut |l| l.nest(rest, body))
+            }
+        }
+    }
+
+    /// `for i in lo..hi { body }`, leaving the builder in the loop's exit block.
+    fn counted_loop(
+        &mut self,
+        lo: Value,
+        hi: Value,
+        is_var: bool,
+        body: &mut Body<'_, 'k, 'f>,
+    ) -> LowerResult<()> {
+        let header = self.b.create_block();
+        let i = self.b.append_block_param(header, types::I64);
+        let inside = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.ins().jump(header, &[BlockArg::Value(lo)]);
+        self.b.switch_to_block(header);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, i, hi);
+        self.b.ins().brif(more, inside, &[], exit, &[]);
+        self.b.switch_to_block(inside);
+        if is_var {
+            self.vars.push(i);
+        }
+        body(self)?;
+        if is_var {
+            self.vars.pop();
+        }
+        let next = self.b.ins().iadd_imm_s(i, 1);
+        self.b.ins().jump(header, &[BlockArg::Value(next)]);
+        self.b.switch_to_block(exit);
+        Ok(())
+    }
+
+    fn extent(&mut self, d: Dim) -> Value {
+        match d {
+            Dim::Fixed(n) => self.b.ins().iconst(types::I64, n as i64),
+            Dim::Batch => self.batch,
+        }
+    }
+
+    fn map_point(&mut self, stores: &[Store]) -> LowerResult<()> {
+        self.memo = Memo::default();
+        let values = stores
+            .iter()
+            .map(|s| self.expr(&s.value, None))
+            .collect::<LowerResult<Vec<_>>>()?;
+        for (s, v) in stores.iter().zip(values) {
+            self.store(s.buf, &s.index, v)?;
+        }
+        Ok(())
+    }
+
+    fn reduce_point(
+        &mut self,
+        reduce: &[Dim],
+        op: ReduceOp,
+        value: &Expr,
+        out: &Store,
+    ) -> LowerResult<()> {
+        // Sums accumulate in f64: cheap here, and the order of a long sum matters less.
+        let acc_type = match op {
+            ReduceOp::Sum => types::F64,
+            ReduceOp::Max | ReduceOp::Min => types::F32,
+        };
+        let acc = self.b.declare_var(acc_type);
+        let init = match op {
+            ReduceOp::Sum => self.b.ins().f64const(0.0),
+            ReduceOp::Max => self.b.ins().f32const(f32::NEG_INFINITY),
+            ReduceOp::Min => self.b.ins().f32const(f32::INFINITY),
+        };
+        self.b.def_var(acc, init);
+        self.nest(reduce, &mut |l| {
+            l.memo = Memo::default();
+            let v = l.expr(value, None)?;
+            let a = l.b.use_var(acc);
+            let folded = match op {
+                ReduceOp::Sum => {
+                    let v = l.b.ins().fpromote(types::F64, v);
+                    l.b.ins().fadd(a, v)
+                }
+                ReduceOp::Max => l.b.ins().fmax(a, v),
+                ReduceOp::Min => l.b.ins().fmin(a, v),
+            };
+            l.b.def_var(acc, folded);
+            Ok(())
+        })?;
+        self.memo = Memo::default();
+        let mut a = self.b.use_var(acc);
+        if acc_type == types::F64 {
+            a = self.b.ins().fdemote(types::F32, a);
+        }
+        let v = self.expr(&out.value, Some(a))?;
+        self.store(out.buf, &out.index, v)
+    }
+
+    fn epilogue_point(&mut self, c: &Contraction, out_index: &Index) -> LowerResult<()> {
+        self.memo = Memo::default();
+        let acc = self.load(c.out, out_index)?;
+        let v = self.expr(&c.epilogue, Some(acc))?;
+        self.store(c.out, out_index, v)
+    }
+
+    /// The address of element `index` of buffer `buf`.
+    fn address(&mut self, buf: usize, index: &Index) -> LowerResult<Value> {
+        let base = self
+            .bases
+            .get(buf)
+            .copied()
+            .flatten()
+            .ok_or_else(|| self.error(format!("buffer slot {buf} not bound (emitter bug)")))?;
+        let i = self.index(index)?;
+        let offset = self.b.ins().ishl_imm_u(i, 2);
+        Ok(self.b.ins().iadd(base, offset))
+    }
+
+    fn load(&mut self, buf: usize, index: &Index) -> LowerResult<Value> {
+        let key = (buf, index.clone());
+        if let Some(v) = self.memo.loads.get(&key) {
+            return Ok(*v);
+        }
+        let addr = self.address(buf, index)?;
+        let v = match self.kernel.buffers[buf].dtype {
+            ScalarType::F32 => self.b.ins().load(types::F32, MemFlagsData::new(), addr, 0),
+            ScalarType::I32 => {
+                let i = self.b.ins().load(types::I32, MemFlagsData::new(), addr, 0);
+                self.b.ins().fcvt_from_sint(types::F32, i)
+            }
+        };
+        self.memo.loads.insert(key, v);
+        Ok(v)
+    }
+
+    fn store(&mut self, buf: usize, index: &Index, value: Value) -> LowerResult<()> {
+        let addr = self.address(buf, index)?;
+        let value = match self.kernel.buffers[buf].dtype {
+            ScalarType::F32 => value,
+            ScalarType::I32 => self.b.ins().fcvt_to_sint_sat(types::I32, value),
+        };
+        self.b.ins().store(MemFlagsData::new(), value, addr, 0);
+        // Nothing loads after a point's stores today; drop the cached value anyway so that
+        // no later load could see a stale one.
+        self.memo.loads.remove(&(buf, index.clone()));
+        Ok(())
+    }
+
+    /// An index expression as an `i64` value.
+    fn index(&mut self, ix: &Index) -> LowerResult<Value> {
+        if let Some(v) = self.memo.indices.get(ix) {
+            return Ok(*v);
+        }
+        let v = match ix {
+            Index::Var(v) => *self
+                .vars
+                .get(*v)
+                .ok_or_else(|| self.error(format!("loop variable {v} out of scope")))?,
+            Index::Const(c) => self.b.ins().iconst(types::I64, *c),
+            Index::Batch => self.batch,
+            Index::Add(a, b) => {
+                let a = self.index(a)?;
+                let b = self.index(b)?;
+                self.b.ins().iadd(a, b)
+            }
+            Index::Mul(a, b) => {
+                let a = self.index(a)?;
+                let b = self.index(b)?;
+                self.b.ins().imul(a, b)
+            }
+            Index::Div(a, d) => {
+                let a = self.index(a)?;
+                self.floor_div(a, *d)?
+            }
+            Index::Rem(a, d) => {
+                let a = self.index(a)?;
+                self.euclid_rem(a, *d)?
+            }
+        };
+        self.memo.indices.insert(ix.clone(), v);
+        Ok(v)
+    }
+
+    /// `a.div_euclid(d)` for a positive constant `d`: a shift for powers of two, else a
+    /// truncating division corrected towards negative infinity.
+    fn floor_div(&mut self, a: Value, d: i64) -> LowerResult<Value> {
+        if d <= 0 {
+            return Err(self.error(format!("index divided by non-positive constant {d}")));
+        }
+        if d.count_ones() == 1 {
+            return Ok(self.b.ins().sshr_imm_u(a, i64::from(d.trailing_zeros())));
+        }
+        let dv = self.b.ins().iconst(types::I64, d);
+        let q = self.b.ins().sdiv(a, dv);
+        let qd = self.b.ins().imul(q, dv);
+        let r = self.b.ins().isub(a, qd);
+        let negative = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, r, 0);
+        let q1 = self.b.ins().iadd_imm_s(q, -1);
+        Ok(self.b.ins().select(negative, q1, q))
+    }
+
+    /// `a.rem_euclid(d)` for a positive constant `d`.
+    fn euclid_rem(&mut self, a: Value, d: i64) -> LowerResult<Value> {
+        if d <= 0 {
+            return Err(self.error(format!("index divided by non-positive constant {d}")));
+        }
+        if d.count_ones() == 1 {
+            return Ok(self.b.ins().band_imm_u(a, d - 1));
+        }
+        let dv = self.b.ins().iconst(types::I64, d);
+        let r = self.b.ins().srem(a, dv);
+        let negative = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, r, 0);
+        let r1 = self.b.ins().iadd(r, dv);
+        Ok(self.b.ins().select(negative, r1, r))
+    }
+
+    fn f32const(&mut self, x: f32) -> Value {
+        self.b.ins().f32const(x)
+    }
+
+    /// A scalar expression as an `f32` value; `acc` is the value of [`Expr::Acc`].
+    fn expr(&mut self, e: &Expr, acc: Option<Value>) -> LowerResult<Value> {
+        Ok(match e {
+            Expr::Load { buf, index } => self.load(*buf, index)?,
+            Expr::Const(c) => self.f32const(*c as f32),
+            Expr::Acc => acc.ok_or_else(|| self.error("`acc` outside an epilogue"))?,
+            Expr::IndexValue(ix) => {
+                let i = self.index(ix)?;
+                self.b.ins().fcvt_from_sint(types::F32, i)
+            }
+            Expr::Unary(op, x) => {
+                let x = self.expr(x, acc)?;
+                self.unary(*op, x)
+            }
+            Expr::Binary(BinaryOp::Pow, a, b) => {
+                let a = self.expr(a, acc)?;
+                match **b {
+                    Expr::Const(c) => self.pow_const(a, c),
+                    _ => {
+                        let b = self.expr(b, acc)?;
+                        math::pow(&mut self.b, a, b)
+                    }
+                }
+            }
+            Expr::Binary(op, a, b) => {
+                let a = self.expr(a, acc)?;
+                let b = self.expr(b, acc)?;
+                self.binary(*op, a, b)
+            }
+            Expr::Select {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let cond = self.expr(cond, acc)?;
+                let zero = self.f32const(0.0);
+                // `NotEqual` is true for NaN too, as `cond != 0.0` is.
+                let taken = self.b.ins().fcmp(FloatCC::NotEqual, cond, zero);
+                if has_load(then) || has_load(otherwise) {
+                    self.branch(taken, then, otherwise, acc)?
+                } else {
+                    let t = self.expr(then, acc)?;
+                    let o = self.expr(otherwise, acc)?;
+                    self.b.ins().select(taken, t, o)
+                }
+            }
+        })
+    }
+
+    /// `if taken { then } else { otherwise }` with real control flow, so that only the
+    /// taken arm's loads execute.
+    fn branch(
+        &mut self,
+        taken: Value,
+        then: &Expr,
+        otherwise: &Expr,
+        acc: Option<Value>,
+    ) -> LowerResult<Value> {
+        let then_block = self.b.create_block();
+        let else_block = self.b.create_block();
+        let merge = self.b.create_block();
+        let result = self.b.append_block_param(merge, types::F32);
+        self.b.ins().brif(taken, then_block, &[], else_block, &[]);
+        let saved = self.memo.clone();
+        for (block, arm) in [(then_block, then), (else_block, otherwise)] {
+            self.b.switch_to_block(block);
+            let v = self.expr(arm, acc)?;
+            self.b.ins().jump(merge, &[BlockArg::Value(v)]);
+            self.memo = saved.clone();
+        }
+        self.b.switch_to_block(merge);
+        Ok(result)
+    }
+
+    fn unary(&mut self, op: UnaryOp, x: Value) -> Value {
+        match op {
+            UnaryOp::Neg => self.b.ins().fneg(x),
+            UnaryOp::Abs => self.b.ins().fabs(x),
+            UnaryOp::Exp => math::exp(&mut self.b, x),
+            UnaryOp::Log => math::log(&mut self.b, x),
+            UnaryOp::Sqrt => self.b.ins().sqrt(x),
+            UnaryOp::Recip => {
+                let one = self.f32const(1.0);
+                self.b.ins().fdiv(one, x)
+            }
+            UnaryOp::Tanh => math::tanh(&mut self.b, x),
+            UnaryOp::Sigmoid => math::sigmoid(&mut self.b, x),
+            UnaryOp::Relu => {
+                let zero = self.f32const(0.0);
+                self.b.ins().fmax(x, zero)
+            }
+        }
+    }
+
+    fn binary(&mut self, op: BinaryOp, a: Value, b: Value) -> Value {
+        let cc = match op {
+            BinaryOp::Add => return self.b.ins().fadd(a, b),
+            BinaryOp::Sub => return self.b.ins().fsub(a, b),
+            BinaryOp::Mul => return self.b.ins().fmul(a, b),
+            BinaryOp::Div => return self.b.ins().fdiv(a, b),
+            BinaryOp::Max => return self.b.ins().fmax(a, b),
+            BinaryOp::Min => return self.b.ins().fmin(a, b),
+            BinaryOp::Pow => return math::pow(&mut self.b, a, b),
+            BinaryOp::Lt => FloatCC::LessThan,
+            BinaryOp::Le => FloatCC::LessThanOrEqual,
+            BinaryOp::Gt => FloatCC::GreaterThan,
+            BinaryOp::Ge => FloatCC::GreaterThanOrEqual,
+            BinaryOp::Eq => FloatCC::Equal,
+        };
+        let holds = self.b.ins().fcmp(cc, a, b);
+        let one = self.f32const(1.0);
+        let zero = self.f32const(0.0);
+        self.b.ins().select(holds, one, zero)
+    }
+
+    /// `a ** c` for a constant exponent: multiplications and square roots for the common
+    /// exponents (exact to an ulp or two, unlike `exp(c * log a)`), else [`math::pow`].
+    ///
+    /// `x ** 0.5` becomes `sqrt(x)`, which differs from C's `powf` only at `-0` (`-0`
+    /// instead of `+0`) and `-inf` (NaN instead of `+inf`).
+    fn pow_const(&mut self, a: Value, c: f64) -> Value {
+        let one = |l: &mut Self| l.f32const(1.0);
+        match c {
+            0.0 => one(self),
+            1.0 => a,
+            2.0 => self.b.ins().fmul(a, a),
+            3.0 => {
+                let sq = self.b.ins().fmul(a, a);
+                self.b.ins().fmul(sq, a)
+            }
+            4.0 => {
+                let sq = self.b.ins().fmul(a, a);
+                self.b.ins().fmul(sq, sq)
+            }
+            -1.0 => {
+                let o = one(self);
+                self.b.ins().fdiv(o, a)
+            }
+            -2.0 => {
+                let sq = self.b.ins().fmul(a, a);
+                let o = one(self);
+                self.b.ins().fdiv(o, sq)
+            }
+            0.5 => self.b.ins().sqrt(a),
+            -0.5 => {
+                let s = self.b.ins().sqrt(a);
+                let o = one(self);
+                self.b.ins().fdiv(o, s)
+            }
+            _ => {
+                let cv = self.f32const(c as f32);
+                math::pow(&mut self.b, a, cv)
+            }
+        }
+    }
+}
+
+/// Whether evaluating `e` reads memory.
+fn has_load(e: &Expr) -> bool {
+    let mut any = false;
+    e.visit_loads(&mut |_, _| any = true);
+    any
+}

@@ -1,0 +1,173 @@
+//! Kernel IR -> Cranelift IR (CLIF text), one function per kernel.
+//!
+//! # Calling convention
+//! Every function is `(bufs: i64, batch: i64, start: i64, end: i64)` with no result, in
+//! the x86-64 System V convention:
+//!
+//! - `bufs` points to an array of buffer base pointers, one per buffer slot of the kernel;
+//!   element `i` of slot `s` is at `bufs[s] + 4 * i`;
+//! - `batch` is the value of [`Dim::Batch`](crate::ir::Dim::Batch);
+//! - the function runs the points whose *outermost* coordinate of
+//!   [`Kernel::space`] lies in `start..end` (clamped to the extent), all the other
+//!   dimensions fully. A rank-0 space has the single outermost row `0..1`.
+//!
+//! So the runtime can split a kernel across threads by rows, and a reduction's folded
+//! dimensions are never split.
+//!
+//! # What is generated
+//! - Map: a loop nest over the space; at each point every store's value is computed, then
+//!   every store is written (so in-place updates read the old values).
+//! - Reduce: a loop nest over the space, inside it one over the reduced dimensions folding
+//!   `value` (sums in `f64`, max/min in `f32`), then the epilogue with `Acc` bound to the
+//!   folded value.
+//! - Contract: *only the epilogue*, a map over `[batch..., m, n]` doing
+//!   `out[idx] = epilogue` with `Acc = out[idx]`. The runtime computes the product into
+//!   `out` with the `gemm` crate first, then calls this function on the same rows.
+//!
+//! The loops are simple and already scheduled: scalar `f32` code, indices recomputed at each
+//! point (identical index expressions and loads are shared within a point), no reliance on
+//! Cranelift's optimizer. Memory accesses carry no `aligned` flag. Loads of `i32` buffers
+//! are converted with `fcvt_from_sint`; stores to them with `fcvt_to_sint_sat`
+//! (truncating, saturating, NaN -> 0). Comparisons give 1.0 or 0.0; `Select` takes `then`
+//! when `cond != 0` (NaN included) and branches when an arm loads memory, so a guarded
+//! out-of-range load is never executed. `exp`, `log`, `tanh`, `sigmoid` and `pow` are
+//! polynomial approximations in CLIF: see [`math`].
+//!
+//! Beyond [`Kernel::validate`], this emitter refuses index divisions by a non-positive
+//! constant, contraction operands that are not `f32`, and contractions whose output is
+//! also an operand (the product is written into `out` before the epilogue runs).
+
+mod lower;
+pub mod math;
+
+#[cfg(test)]
+mod tests;
+
+use crate::ir::{Expr, Index, Kernel, KernelBody, KernelError, ScalarType};
+use cranelift_codegen::ir::{AbiParam, Function, Signature, UserFuncName, types};
+use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
+use cranelift_codegen::settings;
+
+/// Emits every kernel as one CLIF function named after it (`%name`); returns the
+/// functions' text, which `cranelift_reader::parse_functions` reads back.
+pub fn emit_clif(kernels: &[Kernel]) -> Result<String, KernelError> {
+    let mut text = String::new();
+    for kernel in kernels {
+        let func = emit_function(kernel)?;
+        text.push_str(&func.display().to_string());
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// What the emitter needs to know of the target (x86-64): the frontend config and the
+/// flags that the verifier checks against.
+struct Target {
+    frontend: TargetFrontendConfig,
+    flags: settings::Flags,
+}
+
+impl Target {
+    fn x86_64() -> Result<Target, String> {
+        let flags = settings::Flags::new(settings::builder());
+        let isa = cranelift_codegen::isa::lookup_by_name("x86_64")
+            .map_err(|e| format!("no x86-64 backend in this build of Cranelift: {e}"))?
+            .finish(flags.clone())
+            .map_err(|e| format!("x86-64 backend: {e}"))?;
+        Ok(Target {
+            frontend: isa.frontend_config(),
+            flags,
+        })
+    }
+}
+
+/// The signature every kernel function has (see the module docs).
+fn kernel_signature() -> Signature {
+    let mut sig = Signature::new(CallConv::SystemV);
+    sig.params.extend([AbiParam::new(types::I64); 4]);
+    sig
+}
+
+fn emit_function(kernel: &Kernel) -> Result<Function, KernelError> {
+    kernel.validate()?;
+    check_cpu_constraints(kernel)?;
+    let target = Target::x86_64().map_err(|message| KernelError {
+        kernel: kernel.name.clone(),
+        message,
+    })?;
+    let mut func =
+        Function::with_name_signature(UserFuncName::testcase(&kernel.name), kernel_signature());
+    lower::lower_kernel(kernel, &mut func, target.frontend)?;
+    cranelift_codegen::verify_function(&func, &target.flags).map_err(|errors| KernelError {
+        kernel: kernel.name.clone(),
+        message: format!("generated CLIF does not verify (emitter bug): {errors}"),
+    })?;
+    Ok(func)
+}
+
+/// The constraints this emitter adds to [`Kernel::validate`] (see the module docs).
+fn check_cpu_constraints(kernel: &Kernel) -> Result<(), KernelError> {
+    let err = |message: String| KernelError {
+        kernel: kernel.name.clone(),
+        message,
+    };
+    let mut indices: Vec<&Index> = Vec::new();
+    let mut exprs: Vec<&Expr> = Vec::new();
+    match &kernel.body {
+        KernelBody::Map { stores, .. } => {
+            for s in stores {
+                indices.push(&s.index);
+                exprs.push(&s.value);
+            }
+        }
+        KernelBody::Reduce { value, out, .. } => {
+            exprs.push(value);
+            exprs.push(&out.value);
+            indices.push(&out.index);
+        }
+        KernelBody::Contract(c) => {
+            exprs.push(&c.epilogue);
+            for op in [&c.a, &c.b] {
+                indices.extend([&op.offset, &op.row_stride, &op.col_stride]);
+                if kernel.buffers[op.buf].dtype != ScalarType::F32 {
+                    return Err(err(format!(
+                        "contraction operand `{}` is not f32",
+                        kernel.buffers[op.buf].name
+                    )));
+                }
+                if op.buf == c.out {
+                    return Err(err(format!(
+                        "contraction output `{}` is also an operand",
+                        kernel.buffers[op.buf].name
+                    )));
+                }
+            }
+        }
+    }
+    while let Some(e) = exprs.pop() {
+        match e {
+            Expr::Load { index, .. } | Expr::IndexValue(index) => indices.push(index),
+            Expr::Const(_) | Expr::Acc => {}
+            Expr::Unary(_, x) => exprs.push(x),
+            Expr::Binary(_, a, b) => exprs.extend([&**a, &**b]),
+            Expr::Select {
+                cond,
+                then,
+                otherwise,
+            } => exprs.extend([&**cond, &**then, &**otherwise]),
+        }
+    }
+    while let Some(ix) = indices.pop() {
+        match ix {
+            Index::Var(_) | Index::Const(_) | Index::Batch => {}
+            Index::Add(a, b) | Index::Mul(a, b) => indices.extend([&**a, &**b]),
+            Index::Div(a, d) | Index::Rem(a, d) => {
+                if *d <= 0 {
+                    return Err(err(format!("index divided by non-positive constant {d}")));
+                }
+                indices.push(a);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,616 @@
+//! Reference evaluator of the kernel IR, in `f64`.
+//!
+//! [`eval_kernel`] runs one [`Kernel`] over buffers of `f64` elements, point by point, in
+//! the plain row-major order of its iteration space. It exists to test the lowering (graph
+//! IR -> kernel IR) apart from the emitters, and to be the oracle the emitters are
+//! compared against, so it favours obviousness over speed.
+//!
+//! # Semantics it fixes
+//! - Every index is checked: a negative or too-large element index, a division by a
+//!   non-positive constant or an overflowing index is a [`KernelError`], never a panic.
+//! - `Select` evaluates only the branch it takes, so a guarded out-of-range load (padding,
+//!   concatenation) is fine.
+//! - `Max`/`Min` (binary and reductions) and `Relu` propagate NaN, as the CPU code does.
+//! - Storing to an `i32` buffer truncates towards zero and saturates (NaN -> 0), as the
+//!   CPU code's `fcvt_to_sint_sat` does; loads of `i32` buffers give their integer value.
+//! - Values stored to `f32` buffers keep their `f64` precision: this is the exact answer
+//!   the `f32` code approximates.
+
+use crate::ir::{
+    BinaryOp, Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError, MatrixOperand,
+    ReduceOp, ScalarType, Store, UnaryOp,
+};
+
+/// Runs `kernel` over `buffers` (`buffers[slot]` holds the elements of buffer slot `slot`;
+/// `i32` buffers hold integer values as `f64`) for the given batch size.
+///
+/// Each buffer must hold exactly as many elements as its declared shape at `batch`.
+pub fn eval_kernel(kernel: &Kernel, buffers: &mut [Vec<f64>], batch: u64) -> Result<(), KernelError> {
+    kernel.validate()?;
+    let eval = Evaluator::new(kernel, buffers, batch)?;
+    match &kernel.body {
+        KernelBody::Map { space, stores } => eval.map(space, stores),
+        KernelBody::Reduce {
+            space,
+            reduce,
+            op,
+            value,
+            out,
+        } => eval.reduce(space, reduce, *op, value, out),
+        KernelBody::Contract(c) => eval.contract(c),
+    }
+}
+
+/// The state of one evaluation: the kernel (for error messages and dtypes), its buffers and
+/// the batch size.
+struct Evaluator<'k, 'b> {
+    kernel: &'k Kernel,
+    buffers: &'b mut [Vec<f64>],
+    batch: i64,
+}
+
+impl<'k, 'b> Evaluator<'k, 'b> {
+    fn new(
+        kernel: &'k Kernel,
+        buffers: &'b mut [Vec<f64>],
+        batch: u64,
+    ) -> Result<Self, KernelError> {
+        let err = |message: String| KernelError {
+            kernel: kernel.name.clone(),
+            message,
+        };
+        let batch = i64::try_from(batch).map_err(|_| err(format!("batch {batch} too large")))?;
+        if buffers.len() != kernel.buffers.len() {
+            return Err(err(format!(
+                "{} buffers given for {} declared",
+                buffers.len(),
+                kernel.buffers.len()
+            )));
+        }
+        let eval = Evaluator {
+            kernel,
+            buffers,
+            batch,
+        };
+        for (slot, decl) in kernel.buffers.iter().enumerate() {
+            let expected = eval.extent_product(&decl.shape)?;
+            let len = eval.buffers[slot].len();
+            if u64::try_from(len).ok() != Some(expected) {
+                return Err(eval.error(format!(
+                    "buffer `{}` holds {len} elements, its shape needs {expected}",
+                    decl.name
+                )));
+            }
+        }
+        Ok(eval)
+    }
+
+    fn error(&self, message: String) -> KernelError {
+        KernelError {
+            kernel: self.kernel.name.clone(),
+            message,
+        }
+    }
+
+    fn extent(&self, d: Dim) -> u64 {
+        d.resolve(self.batch as u64)
+    }
+
+    fn extent_product(&self, dims: &[Dim]) -> Result<u64, KernelError> {
+        dims.iter()
+            .try_fold(1u64, |acc, d| acc.checked_mul(self.extent(*d)))
+            .ok_or_else(|| self.error("iteration space or buffer size overflows".into()))
+    }
+
+    /// The points of `dims`, in row-major order.
+    fn points(&self, dims: &[Dim]) -> Result<Points, KernelError> {
+        let extents = dims
+            .iter()
+            .map(|d| i64::try_from(self.extent(*d)))
+            .collect::<Result<_, _>>()
+            .map_err(|_| self.error("extent too large".into()))?;
+        Ok(Points::new(extents))
+    }
+
+    fn index(&self, ix: &Index, vars: &[i64]) -> Result<i64, KernelError> {
+        let overflow = || self.error(format!("index overflows: {ix:?}"));
+        Ok(match ix {
+            Index::Var(v) => *vars
+                .get(*v)
+                .ok_or_else(|| self.error(format!("loop variable {v} out of scope")))?,
+            Index::Const(c) => *c,
+            Index::Batch => self.batch,
+            Index::Add(a, b) => self
+                .index(a, vars)?
+                .checked_add(self.index(b, vars)?)
+                .ok_or_else(overflow)?,
+            Index::Mul(a, b) => self
+                .index(a, vars)?
+                .checked_mul(self.index(b, vars)?)
+                .ok_or_else(overflow)?,
+            Index::Div(a, d) | Index::Rem(a, d) => {
+                if *d <= 0 {
+                    return Err(self.error(format!("index divided by non-positive {d}")));
+                }
+                let a = self.index(a, vars)?;
+                if matches!(ix, Index::Div(..)) {
+                    a.div_euclid(*d)
+                } else {
+                    a.rem_euclid(*d)
+                }
+            }
+        })
+    }
+
+    /// The element position of `index` in buffer `buf`, checked against its length.
+    fn element(&self, buf: usize, index: &Index, vars: &[i64]) -> Result<usize, KernelError> {
+        let i = self.index(index, vars)?;
+        let len = self.buffers.get(buf).map_or(0, Vec::len);
+        match usize::try_from(i) {
+            Ok(u) if u < len => Ok(u),
+            _ => Err(self.error(format!(
+                "index {i} out of range for buffer `{}` of {len} elements",
+                self.kernel.buffers.get(buf).map_or("?", |b| b.name.as_str())
+            ))),
+        }
+    }
+
+    fn expr(&self, e: &Expr, vars: &[i64], acc: Option<f64>) -> Result<f64, KernelError> {
+        Ok(match e {
+            Expr::Load { buf, index } => self.buffers[*buf][self.element(*buf, index, vars)?],
+            Expr::Const(c) => *c,
+            Expr::Acc => acc.ok_or_else(|| self.error("`acc` outside an epilogue".into()))?,
+            Expr::IndexValue(ix) => self.index(ix, vars)? as f64,
+            Expr::Unary(op, x) => unary(*op, self.expr(x, vars, acc)?),
+            Expr::Binary(op, a, b) => {
+                binary(*op, self.expr(a, vars, acc)?, self.expr(b, vars, acc)?)
+            }
+            Expr::Select {
+                cond,
+                then,
+                otherwise,
+            } => {
+                if self.expr(cond, vars, acc)? != 0.0 {
+                    self.expr(then, vars, acc)?
+                } else {
+                    self.expr(otherwise, vars, acc)?
+                }
+            }
+        })
+    }
+
+    fn write(&mut self, buf: usize, index: &Index, vars: &[i64], value: f64) -> Result<(), KernelError> {
+        let at = self.element(buf, index, vars)?;
+        self.buffers[buf][at] = match self.kernel.buffers[buf].dtype {
+            ScalarType::F32 => value,
+            // Truncating, saturating, NaN -> 0: Rust's `as` is exactly `fcvt_to_sint_sat`.
+            ScalarType::I32 => f64::from(value as i32),
+        };
+        Ok(())
+    }
+
+    fn map(mut self, space: &[Dim], stores: &[Store]) -> Result<(), KernelError> {
+        let mut values = Vec::with_capacity(stores.len());
+        let mut points = self.points(space)?;
+        while let Some(p) = points.next_point() {
+            values.clear();
+            for s in stores {
+                values.push(self.expr(&s.value, p, None)?);
+            }
+            for (s, v) in stores.iter().zip(&values) {
+                self.write(s.buf, &s.index, p, *v)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn reduce(
+        mut self,
+        space: &[Dim],
+        reduce: &[Dim],
+        op: ReduceOp,
+        value: &Expr,
+        out: &Store,
+    ) -> Result<(), KernelError> {
+        let mut points = self.points(space)?;
+        let mut vars = Vec::with_capacity(space.len() + reduce.len());
+        while let Some(p) = points.next_point() {
+            let mut acc = op.identity();
+            let mut folded = self.points(reduce)?;
+            while let Some(r) = folded.next_point() {
+                vars.clear();
+                vars.extend_from_slice(p);
+                vars.extend_from_slice(r);
+                let v = self.expr(value, &vars, None)?;
+                acc = match op {
+                    ReduceOp::Sum => acc + v,
+                    ReduceOp::Max => nan_max(acc, v),
+                    ReduceOp::Min => nan_min(acc, v),
+                };
+            }
+            let v = self.expr(&out.value, p, Some(acc))?;
+            self.write(out.buf, &out.index, p, v)?;
+        }
+        Ok(())
+    }
+
+    fn contract(mut self, c: &Contraction) -> Result<(), KernelError> {
+        let (m, n, k) = (self.extent(c.m), self.extent(c.n), self.extent(c.k));
+        // Every product first, then the epilogue over them: the epilogue sees `Acc` as the
+        // finished product even if it also loads from the operands.
+        let mut products = Vec::new();
+        let mut batches = self.points(&c.batch)?;
+        while let Some(b) = batches.next_point() {
+            for row in 0..m as i64 {
+                for col in 0..n as i64 {
+                    let mut sum = 0.0;
+                    for depth in 0..k as i64 {
+                        sum += self.operand(&c.a, b, row, depth)? * self.operand(&c.b, b, depth, col)?;
+                    }
+                    products.push(sum);
+                }
+            }
+        }
+        let space = c.space();
+        let out_index = Index::row_major(
+            &(0..space.len()).map(Index::Var).collect::<Vec<_>>(),
+            &space,
+        );
+        let mut products = products.into_iter();
+        let mut points = self.points(&space)?;
+        while let Some(p) = points.next_point() {
+            let acc = products
+                .next()
+                .ok_or_else(|| self.error("contraction space mismatch".into()))?;
+            let v = self.expr(&c.epilogue, p, Some(acc))?;
+            self.write(c.out, &out_index, p, v)?;
+        }
+        Ok(())
+    }
+
+    /// Element `(row, col)` of a contraction operand at batch coordinates `b`.
+    fn operand(&self, op: &MatrixOperand, b: &[i64], row: i64, col: i64) -> Result<f64, KernelError> {
+        let at = Index::Const(row)
+            .mul(op.row_stride.clone())
+            .add(Index::Const(col).mul(op.col_stride.clone()))
+            .add(op.offset.clone());
+        Ok(self.buffers[op.buf][self.element(op.buf, &at, b)?])
+    }
+}
+
+/// The points of an iteration space in row-major order, as an odometer (a lending
+/// iterator: each point is borrowed until the next call).
+struct Points {
+    extents: Vec<i64>,
+    point: Vec<i64>,
+    /// `None` before the first point, `Some(false)` while running, `Some(true)` when done.
+    done: Option<bool>,
+}
+
+impl Points {
+    fn new(extents: Vec<i64>) -> Points {
+        let point = vec![0; extents.len()];
+        // An empty space has no points; a rank-0 space has exactly one.
+        let done = extents.contains(&0).then_some(true);
+        Points {
+            extents,
+            point,
+            done,
+        }
+    }
+
+    fn next_point(&mut self) -> Option<&[i64]> {
+        match self.done {
+            Some(true) => return None,
+            None => {
+                self.done = Some(false);
+                return Some(&self.point);
+            }
+            Some(false) => {}
+        }
+        // Advance from the innermost coordinate.
+        for d in (0..self.extents.len()).rev() {
+            self.point[d] += 1;
+            if self.point[d] < self.extents[d] {
+                return Some(&self.point);
+            }
+            self.point[d] = 0;
+        }
+        self.done = Some(true);
+        None
+    }
+}
+
+/// `max` that propagates NaN (IEEE 754-2019 `maximum`, Cranelift's `fmax`).
+fn nan_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(b) }
+}
+
+/// `min` that propagates NaN (IEEE 754-2019 `minimum`, Cranelift's `fmin`).
+fn nan_min(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() { f64::NAN } else { a.min(b) }
+}
+
+fn bool_value(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}
+
+fn unary(op: UnaryOp, x: f64) -> f64 {
+    match op {
+        UnaryOp::Neg => -x,
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Exp => x.exp(),
+        UnaryOp::Log => x.ln(),
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Recip => 1.0 / x,
+        UnaryOp::Tanh => x.tanh(),
+        UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        UnaryOp::Relu => nan_max(x, 0.0),
+    }
+}
+
+fn binary(op: BinaryOp, a: f64, b: f64) -> f64 {
+    match op {
+        BinaryOp::Add => a + b,
+        BinaryOp::Sub => a - b,
+        BinaryOp::Mul => a * b,
+        BinaryOp::Div => a / b,
+        BinaryOp::Max => nan_max(a, b),
+        BinaryOp::Min => nan_min(a, b),
+        BinaryOp::Pow => a.powf(b),
+        BinaryOp::Lt => bool_value(a < b),
+        BinaryOp::Le => bool_value(a <= b),
+        BinaryOp::Gt => bool_value(a > b),
+        BinaryOp::Ge => bool_value(a >= b),
+        BinaryOp::Eq => bool_value(a == b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Access, BufferDecl};
+
+    fn buffer(name: &str, shape: &[Dim], access: Access) -> BufferDecl {
+        BufferDecl {
+            name: name.into(),
+            dtype: ScalarType::F32,
+            shape: shape.to_vec(),
+            access,
+        }
+    }
+
+    fn var(v: usize) -> Index {
+        Index::Var(v)
+    }
+
+    fn row_major(shape: &[Dim]) -> Index {
+        Index::row_major(&(0..shape.len()).map(var).collect::<Vec<_>>(), shape)
+    }
+
+    /// `out[i, j] = x[i, j] + bias[j]` over `[rows, 3]`.
+    fn bias_add(rows: Dim) -> Kernel {
+        let shape = [rows, Dim::Fixed(3)];
+        Kernel {
+            name: "bias_add".into(),
+            buffers: vec![
+                buffer("x", &shape, Access::Read),
+                buffer("bias", &[Dim::Fixed(3)], Access::Read),
+                buffer("out", &shape, Access::Write),
+            ],
+            body: KernelBody::Map {
+                space: shape.to_vec(),
+                stores: vec![Store {
+                    buf: 2,
+                    index: row_major(&shape),
+                    value: Expr::binary(
+                        BinaryOp::Add,
+                        Expr::load(0, row_major(&shape)),
+                        Expr::load(1, var(1)),
+                    ),
+                }],
+            },
+        }
+    }
+
+    #[test]
+    fn map_broadcasts_a_bias_over_batch_rows() {
+        let mut bufs = vec![
+            vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            vec![10.0, 20.0, 30.0],
+            vec![0.0; 6],
+        ];
+        eval_kernel(&bias_add(Dim::Batch), &mut bufs, 2).unwrap();
+        assert_eq!(bufs[2], [11.0, 22.0, 33.0, 14.0, 25.0, 36.0]);
+    }
+
+    #[test]
+    fn map_evaluates_every_store_before_writing() {
+        // Swap two elements in place: both values are read before either is written.
+        let kernel = Kernel {
+            name: "swap".into(),
+            buffers: vec![buffer("x", &[Dim::Fixed(2)], Access::ReadWrite)],
+            body: KernelBody::Map {
+                space: vec![],
+                stores: vec![
+                    Store {
+                        buf: 0,
+                        index: Index::Const(0),
+                        value: Expr::load(0, Index::Const(1)),
+                    },
+                    Store {
+                        buf: 0,
+                        index: Index::Const(1),
+                        value: Expr::load(0, Index::Const(0)),
+                    },
+                ],
+            },
+        };
+        let mut bufs = vec![vec![1.0, 2.0]];
+        eval_kernel(&kernel, &mut bufs, 1).unwrap();
+        assert_eq!(bufs[0], [2.0, 1.0]);
+    }
+
+    #[test]
+    fn reduce_folds_each_row_then_applies_the_epilogue() {
+        // out[i] = 2 * max_j x[i, j]
+        let kernel = Kernel {
+            name: "row_max".into(),
+            buffers: vec![
+                buffer("x", &[Dim::Fixed(2), Dim::Fixed(3)], Access::Read),
+                buffer("out", &[Dim::Fixed(2)], Access::Write),
+            ],
+            body: KernelBody::Reduce {
+                space: vec![Dim::Fixed(2)],
+                reduce: vec![Dim::Fixed(3)],
+                op: ReduceOp::Max,
+                value: Expr::load(0, var(0).mul(Index::Const(3)).add(var(1))),
+                out: Store {
+                    buf: 1,
+                    index: var(0),
+                    value: Expr::binary(BinaryOp::Mul, Expr::Const(2.0), Expr::Acc),
+                },
+            },
+        };
+        let mut bufs = vec![vec![1.0, 5.0, 2.0, -4.0, -3.0, -9.0], vec![0.0; 2]];
+        eval_kernel(&kernel, &mut bufs, 1).unwrap();
+        assert_eq!(bufs[1], [10.0, -6.0]);
+    }
+
+    #[test]
+    fn contract_multiplies_strided_operands_then_applies_the_epilogue() {
+        // out = relu(a x bᵀ) with b stored as [n, k].
+        let (m, n, k) = (2, 2, 3);
+        let kernel = Kernel {
+            name: "matmul_t".into(),
+            buffers: vec![
+                buffer("a", &[Dim::Fixed(m), Dim::Fixed(k)], Access::Read),
+                buffer("b", &[Dim::Fixed(n), Dim::Fixed(k)], Access::Read),
+                buffer("out", &[Dim::Fixed(m), Dim::Fixed(n)], Access::Write),
+            ],
+            body: KernelBody::Contract(Contraction {
+                batch: vec![],
+                m: Dim::Fixed(m),
+                n: Dim::Fixed(n),
+                k: Dim::Fixed(k),
+                a: MatrixOperand {
+                    buf: 0,
+                    offset: Index::Const(0),
+                    row_stride: Index::Const(k as i64),
+                    col_stride: Index::Const(1),
+                },
+                b: MatrixOperand {
+                    buf: 1,
+                    offset: Index::Const(0),
+                    row_stride: Index::Const(1),
+                    col_stride: Index::Const(k as i64),
+                },
+                out: 2,
+                epilogue: Expr::unary(UnaryOp::Relu, Expr::Acc),
+            }),
+        };
+        let mut bufs = vec![
+            vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            vec![1.0, 0.0, 0.0, -1.0, -1.0, -1.0],
+            vec![0.0; 4],
+        ];
+        eval_kernel(&kernel, &mut bufs, 1).unwrap();
+        assert_eq!(bufs[2], [1.0, 0.0, 4.0, 0.0]);
+    }
+
+    #[test]
+    fn select_evaluates_only_the_branch_it_takes() {
+        // Concatenation: out[i] = i < 2 ? a[i] : b[i - 2]; each side is out of range for
+        // the other half.
+        let kernel = Kernel {
+            name: "concat".into(),
+            buffers: vec![
+                buffer("a", &[Dim::Fixed(2)], Access::Read),
+                buffer("b", &[Dim::Fixed(1)], Access::Read),
+                buffer("out", &[Dim::Fixed(3)], Access::Write),
+            ],
+            body: KernelBody::Map {
+                space: vec![Dim::Fixed(3)],
+                stores: vec![Store {
+                    buf: 2,
+                    index: var(0),
+                    value: Expr::Select {
+                        cond: Box::new(Expr::binary(
+                            BinaryOp::Lt,
+                            Expr::IndexValue(var(0)),
+                            Expr::Const(2.0),
+                        )),
+                        then: Box::new(Expr::load(0, var(0))),
+                        otherwise: Box::new(Expr::load(1, var(0).add(Index::Const(-2)))),
+                    },
+                }],
+            },
+        };
+        let mut bufs = vec![vec![1.0, 2.0], vec![3.0], vec![0.0; 3]];
+        eval_kernel(&kernel, &mut bufs, 1).unwrap();
+        assert_eq!(bufs[2], [1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn i32_stores_truncate_and_saturate() {
+        let kernel = Kernel {
+            name: "to_int".into(),
+            buffers: vec![
+                buffer("x", &[Dim::Fixed(4)], Access::Read),
+                BufferDecl {
+                    name: "out".into(),
+                    dtype: ScalarType::I32,
+                    shape: vec![Dim::Fixed(4)],
+                    access: Access::Write,
+                },
+            ],
+            body: KernelBody::Map {
+                space: vec![Dim::Fixed(4)],
+                stores: vec![Store {
+                    buf: 1,
+                    index: var(0),
+                    value: Expr::load(0, var(0)),
+                }],
+            },
+        };
+        let mut bufs = vec![vec![2.7, -2.7, 1e12, f64::NAN], vec![0.0; 4]];
+        eval_kernel(&kernel, &mut bufs, 1).unwrap();
+        assert_eq!(bufs[1], [2.0, -2.0, f64::from(i32::MAX), 0.0]);
+    }
+
+    #[test]
+    fn out_of_range_load_is_an_error() {
+        let mut kernel = bias_add(Dim::Fixed(2));
+        if let KernelBody::Map { stores, .. } = &mut kernel.body {
+            stores[0].value = Expr::load(1, var(1).add(Index::Const(1)));
+        }
+        let mut bufs = vec![vec![0.0; 6], vec![0.0; 3], vec![0.0; 6]];
+        let e = eval_kernel(&kernel, &mut bufs, 1).unwrap_err();
+        assert!(e.message.contains("index 3 out of range for buffer `bias`"), "{e}");
+    }
+
+    #[test]
+    fn division_by_zero_in_an_index_is_an_error() {
+        let mut kernel = bias_add(Dim::Fixed(2));
+        if let KernelBody::Map { stores, .. } = &mut kernel.body {
+            stores[0].value = Expr::load(1, Index::Div(Box::new(var(1)), 0));
+        }
+        let mut bufs = vec![vec![0.0; 6], vec![0.0; 3], vec![0.0; 6]];
+        let e = eval_kernel(&kernel, &mut bufs, 1).unwrap_err();
+        assert!(e.message.contains("non-positive"), "{e}");
+    }
+
+    #[test]
+    fn wrongly_sized_buffer_is_an_error() {
+        let mut bufs = vec![vec![0.0; 6], vec![0.0; 3], vec![0.0; 5]];
+        let e = eval_kernel(&bias_add(Dim::Batch), &mut bufs, 2).unwrap_err();
+        assert!(e.message.contains("holds 5 elements"), "{e}");
+    }
+
+    #[test]
+    fn max_propagates_nan() {
+        assert!(binary(BinaryOp::Max, f64::NAN, 1.0).is_nan());
+        assert!(unary(UnaryOp::Relu, f64::NAN).is_nan());
+        assert_eq!(unary(UnaryOp::Relu, -3.0), 0.0);
+    }
+}

@@ -1,0 +1,518 @@
+//! The kernel IR: what one generated kernel computes, independent of any backend.
+//!
+//! A [`Kernel`] is an iteration space, the buffers it binds, and what it computes at
+//! every point of that space:
+//!
+//! - [`KernelBody::Map`]: for every point `i` of `space`, evaluate each [`Store`]'s
+//!   expression and write it at the store's index. Element-wise ops, broadcasts,
+//!   transposes, concatenation and fused chains of them are all maps.
+//! - [`KernelBody::Reduce`]: for every point `i` of `space`, fold `value(i, r)` over every
+//!   point `r` of `reduce` with `op`, then write `epilogue` (where [`Expr::Acc`] is the
+//!   folded value) at `out`.
+//! - [`KernelBody::Contract`]: a (batched) matrix product `C = A x B` with strided
+//!   operands, followed by an element-wise epilogue over `C` (bias, activation, residual).
+//!
+//! # Loop variables
+//! Expressions and indices refer to loop variables by position ([`Index::Var`]). In a map,
+//! variable `d` is the coordinate along `space[d]`. In a reduction, variables
+//! `0..space.len()` are the output coordinates and `space.len()..` the reduced ones. In a
+//! contraction's epilogue the variables are `batch..., m, n`.
+//!
+//! # Sizes
+//! A dimension is either fixed or the symbolic batch ([`Dim::Batch`]), known only when the
+//! kernel runs; [`Index::Batch`] lets strides depend on it. Every buffer holds `f32` or
+//! `i32` elements, row-major, addressed by a flat element index.
+//!
+//! # Invariants (checked by [`Kernel::validate`])
+//! Every buffer reference names a declared buffer, every variable is in scope, stores
+//! write only to buffers declared writable, and `Acc` appears only in epilogues.
+//!
+//! Neither the DSL nor the graph IR is known here: both emitters (CPU and GPU) walk this
+//! IR and nothing else.
+
+use serde::{Deserialize, Serialize};
+
+/// One extent of an iteration space or buffer shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Dim {
+    /// A size known when the kernel is generated.
+    Fixed(u64),
+    /// The batch size, passed to the kernel when it runs.
+    Batch,
+}
+
+impl Dim {
+    /// The concrete extent for a given batch size.
+    pub fn resolve(self, batch: u64) -> u64 {
+        match self {
+            Dim::Fixed(n) => n,
+            Dim::Batch => batch,
+        }
+    }
+}
+
+impl std::fmt::Display for Dim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dim::Fixed(n) => write!(f, "{n}"),
+            Dim::Batch => write!(f, "batch"),
+        }
+    }
+}
+
+/// Element type of a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ScalarType {
+    F32,
+    I32,
+}
+
+impl ScalarType {
+    pub fn size_bytes(self) -> u64 {
+        4
+    }
+}
+
+/// How a kernel uses a buffer it binds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Access {
+    Read,
+    Write,
+    ReadWrite,
+}
+
+/// A buffer binding of a kernel. The kernel addresses it by its position in
+/// [`Kernel::buffers`] (its slot).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BufferDecl {
+    /// A readable name, used in generated code and error messages.
+    pub name: String,
+    pub dtype: ScalarType,
+    /// Logical shape; the buffer holds the product of these extents, row-major.
+    pub shape: Vec<Dim>,
+    pub access: Access,
+}
+
+/// A flat element index into a buffer, computed from loop variables.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Index {
+    /// The loop variable at this position.
+    Var(usize),
+    Const(i64),
+    /// The batch size of this run.
+    Batch,
+    Add(Box<Index>, Box<Index>),
+    Mul(Box<Index>, Box<Index>),
+    /// Integer division by a positive constant (floor, operands are never negative).
+    Div(Box<Index>, i64),
+    /// Remainder by a positive constant.
+    Rem(Box<Index>, i64),
+}
+
+impl Index {
+    pub fn var(v: usize) -> Index {
+        Index::Var(v)
+    }
+
+    /// `self + other`, folding constants.
+    pub fn add(self, other: Index) -> Index {
+        match (self, other) {
+            (Index::Const(0), x) | (x, Index::Const(0)) => x,
+            (Index::Const(a), Index::Const(b)) => Index::Const(a + b),
+            (a, b) => Index::Add(Box::new(a), Box::new(b)),
+        }
+    }
+
+    /// `self * other`, folding constants.
+    pub fn mul(self, other: Index) -> Index {
+        match (self, other) {
+            (Index::Const(0), _) | (_, Index::Const(0)) => Index::Const(0),
+            (Index::Const(1), x) | (x, Index::Const(1)) => x,
+            (Index::Const(a), Index::Const(b)) => Index::Const(a * b),
+            (a, b) => Index::Mul(Box::new(a), Box::new(b)),
+        }
+    }
+
+    /// The index expression of a dimension's extent.
+    pub fn of_dim(d: Dim) -> Index {
+        match d {
+            Dim::Fixed(n) => Index::Const(n as i64),
+            Dim::Batch => Index::Batch,
+        }
+    }
+
+    /// Row-major flat index of `coords` (one index per dimension of `shape`).
+    pub fn row_major(coords: &[Index], shape: &[Dim]) -> Index {
+        assert_eq!(coords.len(), shape.len(), "one coordinate per dimension");
+        let mut flat = Index::Const(0);
+        for (c, d) in coords.iter().zip(shape) {
+            flat = flat.mul(Index::of_dim(*d)).add(c.clone());
+        }
+        flat
+    }
+
+    /// Evaluate with concrete loop variables and batch size.
+    pub fn eval(&self, vars: &[i64], batch: i64) -> i64 {
+        match self {
+            Index::Var(v) => vars[*v],
+            Index::Const(c) => *c,
+            Index::Batch => batch,
+            Index::Add(a, b) => a.eval(vars, batch) + b.eval(vars, batch),
+            Index::Mul(a, b) => a.eval(vars, batch) * b.eval(vars, batch),
+            Index::Div(a, d) => a.eval(vars, batch).div_euclid(*d),
+            Index::Rem(a, d) => a.eval(vars, batch).rem_euclid(*d),
+        }
+    }
+
+    fn max_var(&self) -> Option<usize> {
+        match self {
+            Index::Var(v) => Some(*v),
+            Index::Const(_) | Index::Batch => None,
+            Index::Add(a, b) | Index::Mul(a, b) => a.max_var().max(b.max_var()),
+            Index::Div(a, _) | Index::Rem(a, _) => a.max_var(),
+        }
+    }
+}
+
+/// A scalar function of one `f32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum UnaryOp {
+    Neg,
+    Abs,
+    Exp,
+    Log,
+    Sqrt,
+    /// 1 / x
+    Recip,
+    Tanh,
+    /// 1 / (1 + exp(-x))
+    Sigmoid,
+    /// max(x, 0)
+    Relu,
+}
+
+/// A scalar function of two `f32`s. Comparisons give 1.0 (true) or 0.0 (false).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+    /// `a ** b`
+    Pow,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+}
+
+/// How a reduction folds values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReduceOp {
+    Sum,
+    Max,
+    Min,
+}
+
+impl ReduceOp {
+    /// The fold's starting value.
+    pub fn identity(self) -> f64 {
+        match self {
+            ReduceOp::Sum => 0.0,
+            ReduceOp::Max => f64::NEG_INFINITY,
+            ReduceOp::Min => f64::INFINITY,
+        }
+    }
+}
+
+/// A scalar `f32` expression evaluated at one point of the iteration space.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Expr {
+    /// Element `index` of buffer slot `buf` (an `i32` buffer's element is converted to f32).
+    Load { buf: usize, index: Index },
+    Const(f64),
+    /// The folded value of a reduction, or the product of a contraction; only in epilogues.
+    Acc,
+    /// A loop index (or any index expression) as a float.
+    IndexValue(Index),
+    Unary(UnaryOp, Box<Expr>),
+    Binary(BinaryOp, Box<Expr>, Box<Expr>),
+    /// `if cond != 0 { then } else { otherwise }`
+    Select {
+        cond: Box<Expr>,
+        then: Box<Expr>,
+        otherwise: Box<Expr>,
+    },
+}
+
+impl Expr {
+    pub fn load(buf: usize, index: Index) -> Expr {
+        Expr::Load { buf, index }
+    }
+
+    pub fn unary(op: UnaryOp, x: Expr) -> Expr {
+        Expr::Unary(op, Box::new(x))
+    }
+
+    pub fn binary(op: BinaryOp, a: Expr, b: Expr) -> Expr {
+        Expr::Binary(op, Box::new(a), Box::new(b))
+    }
+
+    /// Calls `f` on every load in the expression.
+    pub fn visit_loads(&self, f: &mut impl FnMut(usize, &Index)) {
+        match self {
+            Expr::Load { buf, index } => f(*buf, index),
+            Expr::Const(_) | Expr::Acc | Expr::IndexValue(_) => {}
+            Expr::Unary(_, x) => x.visit_loads(f),
+            Expr::Binary(_, a, b) => {
+                a.visit_loads(f);
+                b.visit_loads(f);
+            }
+            Expr::Select {
+                cond,
+                then,
+                otherwise,
+            } => {
+                cond.visit_loads(f);
+                then.visit_loads(f);
+                otherwise.visit_loads(f);
+            }
+        }
+    }
+
+    fn uses_acc(&self) -> bool {
+        match self {
+            Expr::Acc => true,
+            Expr::Load { .. } | Expr::Const(_) | Expr::IndexValue(_) => false,
+            Expr::Unary(_, x) => x.uses_acc(),
+            Expr::Binary(_, a, b) => a.uses_acc() || b.uses_acc(),
+            Expr::Select {
+                cond,
+                then,
+                otherwise,
+            } => cond.uses_acc() || then.uses_acc() || otherwise.uses_acc(),
+        }
+    }
+
+    fn max_var(&self) -> Option<usize> {
+        let mut m: Option<usize> = None;
+        self.visit_loads(&mut |_, ix| m = m.max(ix.max_var()));
+        self.visit_index_values(&mut |ix| m = m.max(ix.max_var()));
+        m
+    }
+
+    fn visit_index_values(&self, f: &mut impl FnMut(&Index)) {
+        match self {
+            Expr::IndexValue(ix) => f(ix),
+            Expr::Load { .. } | Expr::Const(_) | Expr::Acc => {}
+            Expr::Unary(_, x) => x.visit_index_values(f),
+            Expr::Binary(_, a, b) => {
+                a.visit_index_values(f);
+                b.visit_index_values(f);
+            }
+            Expr::Select {
+                cond,
+                then,
+                otherwise,
+            } => {
+                cond.visit_index_values(f);
+                then.visit_index_values(f);
+                otherwise.visit_index_values(f);
+            }
+        }
+    }
+}
+
+/// Write `value` to element `index` of buffer slot `buf`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Store {
+    pub buf: usize,
+    pub index: Index,
+    pub value: Expr,
+}
+
+/// One operand of a contraction: a (batched) strided matrix inside a buffer.
+///
+/// Element `(b..., row, col)` is at `offset(b...) + row * row_stride + col * col_stride`,
+/// where `offset` is an index over the contraction's batch variables.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MatrixOperand {
+    pub buf: usize,
+    pub offset: Index,
+    pub row_stride: Index,
+    pub col_stride: Index,
+}
+
+/// `out[b..., m, n] = epilogue(sum_k a[b..., m, k] * b[b..., k, n])`.
+///
+/// `out` is contiguous `[batch..., m, n]`. The epilogue's variables are `batch..., m, n`
+/// and [`Expr::Acc`] is the product's element; with no fusion it is just `Acc`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Contraction {
+    pub batch: Vec<Dim>,
+    pub m: Dim,
+    pub n: Dim,
+    pub k: Dim,
+    pub a: MatrixOperand,
+    pub b: MatrixOperand,
+    pub out: usize,
+    pub epilogue: Expr,
+}
+
+impl Contraction {
+    /// The epilogue's iteration space: `batch..., m, n`.
+    pub fn space(&self) -> Vec<Dim> {
+        let mut s = self.batch.clone();
+        s.push(self.m);
+        s.push(self.n);
+        s
+    }
+}
+
+/// What a kernel computes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum KernelBody {
+    Map {
+        space: Vec<Dim>,
+        stores: Vec<Store>,
+    },
+    Reduce {
+        space: Vec<Dim>,
+        reduce: Vec<Dim>,
+        op: ReduceOp,
+        value: Expr,
+        /// Written at `out.index` with `Acc` bound to the folded value; `out.value` is the
+        /// epilogue.
+        out: Store,
+    },
+    Contract(Contraction),
+}
+
+/// One kernel: writes its outputs over an iteration space.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Kernel {
+    /// Unique within an artifact; a valid identifier (`[A-Za-z_][A-Za-z0-9_]*`).
+    pub name: String,
+    pub buffers: Vec<BufferDecl>,
+    pub body: KernelBody,
+}
+
+/// A kernel that breaks an invariant of this IR.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("kernel `{kernel}`: {message}")]
+pub struct KernelError {
+    pub kernel: String,
+    pub message: String,
+}
+
+impl Kernel {
+    /// The iteration space whose outermost dimension the runtime splits into row ranges.
+    pub fn space(&self) -> Vec<Dim> {
+        match &self.body {
+            KernelBody::Map { space, .. } | KernelBody::Reduce { space, .. } => space.clone(),
+            KernelBody::Contract(c) => c.space(),
+        }
+    }
+
+    /// Checks the invariants listed in the module docs.
+    pub fn validate(&self) -> Result<(), KernelError> {
+        let err = |message: String| KernelError {
+            kernel: self.name.clone(),
+            message,
+        };
+        let valid_name = self
+            .name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            return Err(err(format!("`{}` is not an identifier", self.name)));
+        }
+        let check_expr = |e: &Expr, nvars: usize, acc_ok: bool| -> Result<(), KernelError> {
+            if !acc_ok && e.uses_acc() {
+                return Err(err("`acc` outside an epilogue".into()));
+            }
+            if let Some(v) = e.max_var()
+                && v >= nvars
+            {
+                return Err(err(format!("loop variable {v} out of scope ({nvars} in scope)")));
+            }
+            let mut bad = None;
+            e.visit_loads(&mut |b, _| {
+                if b >= self.buffers.len() {
+                    bad = Some(b);
+                }
+            });
+            match bad {
+                Some(b) => Err(err(format!("load from undeclared buffer slot {b}"))),
+                None => Ok(()),
+            }
+        };
+        let check_store = |s: &Store, nvars: usize, acc_ok: bool| -> Result<(), KernelError> {
+            let Some(decl) = self.buffers.get(s.buf) else {
+                return Err(err(format!("store to undeclared buffer slot {}", s.buf)));
+            };
+            if decl.access == Access::Read {
+                return Err(err(format!("store to read-only buffer `{}`", decl.name)));
+            }
+            if let Some(v) = s.index.max_var()
+                && v >= nvars
+            {
+                return Err(err(format!("loop variable {v} out of scope ({nvars} in scope)")));
+            }
+            check_expr(&s.value, nvars, acc_ok)
+        };
+        match &self.body {
+            KernelBody::Map { space, stores } => {
+                if stores.is_empty() {
+                    return Err(err("a map with no stores".into()));
+                }
+                for s in stores {
+                    check_store(s, space.len(), false)?;
+                }
+            }
+            KernelBody::Reduce {
+                space,
+                reduce,
+                value,
+                out,
+                ..
+            } => {
+                check_expr(value, space.len() + reduce.len(), false)?;
+                check_store(out, space.len(), true)?;
+            }
+            KernelBody::Contract(c) => {
+                let nvars = c.batch.len() + 2;
+                for op in [&c.a, &c.b] {
+                    if op.buf >= self.buffers.len() {
+                        return Err(err(format!("operand from undeclared slot {}", op.buf)));
+                    }
+                    for ix in [&op.offset, &op.row_stride, &op.col_stride] {
+                        if let Some(v) = ix.max_var()
+                            && v >= c.batch.len()
+                        {
+                            return Err(err("operand offset uses a non-batch variable".into()));
+                        }
+                    }
+                }
+                let out = Store {
+                    buf: c.out,
+                    index: Index::Const(0),
+                    value: c.epilogue.clone(),
+                };
+                check_store(&out, nvars, true)?;
+                if self.buffers[c.out].dtype != ScalarType::F32 {
+                    return Err(err("contraction output must be f32".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+}

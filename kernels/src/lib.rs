@@ -1,0 +1,14 @@
+//! Strata's kernel IR and its emitters.
+//!
+//! - [`ir`]: the backend-neutral kernel IR (iteration spaces, scalar expressions,
+//!   contractions).
+//! - [`eval`]: a reference evaluator of the kernel IR (f64), which tests the lowering
+//!   apart from the emitters.
+//! - [`cpu`]: kernel IR -> Cranelift IR (CLIF text).
+//!
+//! This crate knows nothing of the DSL or of the graph IR.
+
+pub mod cpu;
+pub mod eval;
+pub mod ir;
+pub mod rng;

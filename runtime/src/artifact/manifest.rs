@@ -1,0 +1,114 @@
+//! The manifest: everything the runtime needs to know about a compiled model, apart
+//! from the generated code and the weights.
+//!
+//! The compiler writes it (serde JSON inside the artifact); the runtime reads and
+//! validates it before running anything. Buffers are referred to by [`BufferId`] (their
+//! position in [`Manifest::buffers`]), kernels by their position in [`Manifest::kernels`].
+
+use serde::{Deserialize, Serialize};
+use strata_kernels::ir::{Dim, Kernel, ScalarType};
+
+/// Position of a buffer in [`Manifest::buffers`].
+pub type BufferId = usize;
+
+/// A byte size or offset that may grow with the batch: `fixed + per_batch * batch`.
+///
+/// Every buffer whose shape holds the batch dimension has a size proportional to it, so a
+/// memory plan made in these units is valid for every batch size at once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Extent {
+    pub fixed: u64,
+    pub per_batch: u64,
+}
+
+impl Extent {
+    pub fn resolve(self, batch: u64) -> Option<u64> {
+        self.per_batch.checked_mul(batch)?.checked_add(self.fixed)
+    }
+}
+
+/// Where a buffer's storage lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Location {
+    /// Scratch memory at this byte offset of the arena (valid during one entry run).
+    Arena { offset: Extent },
+    /// Persistent state (a parameter, later optimizer state) stored under this key in the
+    /// weights (safetensors) section.
+    Persistent { key: String },
+}
+
+/// One buffer of the compiled model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BufferInfo {
+    pub name: String,
+    pub dtype: ScalarType,
+    pub shape: Vec<Dim>,
+    pub location: Location,
+}
+
+impl BufferInfo {
+    /// Number of elements for a batch size (None on overflow).
+    pub fn elements(&self, batch: u64) -> Option<u64> {
+        self.shape
+            .iter()
+            .try_fold(1u64, |acc, d| acc.checked_mul(d.resolve(batch)))
+    }
+
+    /// The buffer's size in bytes as an [`Extent`] (None if the batch appears twice).
+    pub fn byte_size(&self) -> Option<Extent> {
+        let fixed: u64 = self
+            .shape
+            .iter()
+            .filter_map(|d| match d {
+                Dim::Fixed(n) => Some(*n),
+                Dim::Batch => None,
+            })
+            .product::<u64>()
+            * self.dtype.size_bytes();
+        match self.shape.iter().filter(|d| **d == Dim::Batch).count() {
+            0 => Some(Extent { fixed, per_batch: 0 }),
+            1 => Some(Extent { fixed: 0, per_batch: fixed }),
+            _ => None,
+        }
+    }
+}
+
+/// A named input or output of an entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EntryPort {
+    pub name: String,
+    pub buffer: BufferId,
+}
+
+/// One kernel launch: the kernel and, for each of its buffer slots, the buffer it binds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Launch {
+    pub kernel: usize,
+    pub bindings: Vec<BufferId>,
+}
+
+/// An entry point of the model (`infer`; later `train_step`, `eval`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub name: String,
+    pub inputs: Vec<EntryPort>,
+    pub outputs: Vec<EntryPort>,
+    /// Kernels in the order they run.
+    pub launches: Vec<Launch>,
+}
+
+/// Everything about a compiled model except its code text and its weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The model's name in its source file.
+    pub model: String,
+    /// Version of the compiler that wrote it, for messages.
+    pub compiler: String,
+    pub buffers: Vec<BufferInfo>,
+    /// The kernel IR of every kernel; the generated CPU code for kernel `k` is the CLIF
+    /// function named `kernels[k].name`.
+    pub kernels: Vec<Kernel>,
+    pub entries: Vec<Entry>,
+    /// Size of the scratch arena.
+    pub arena: Extent,
+}

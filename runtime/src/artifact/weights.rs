@@ -1,0 +1,152 @@
+//! Weights: a safetensors file whose tensors are exactly the model's persistent buffers.
+//!
+//! Each [`Location::Persistent`] buffer is stored under its key, with the buffer's dtype
+//! (`F32` or `I32`) and its (batch-free) shape. A weights file must hold every key and
+//! nothing else: a missing parameter would leave the model half-initialized and an extra
+//! one almost always means the file belongs to another model.
+
+use std::collections::BTreeSet;
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use strata_kernels::ir::{Dim, ScalarType};
+
+use super::manifest::{BufferId, Location, Manifest};
+use crate::error::WeightsError;
+use crate::tensor::{HostTensor, TensorData, dtype_name};
+
+/// The persistent buffers of a manifest: `(buffer, key)` in buffer order.
+pub fn persistent_buffers(manifest: &Manifest) -> Vec<(BufferId, &str)> {
+    manifest
+        .buffers
+        .iter()
+        .enumerate()
+        .filter_map(|(id, b)| match &b.location {
+            Location::Persistent { key } => Some((id, key.as_str())),
+            Location::Arena { .. } => None,
+        })
+        .collect()
+}
+
+/// The shape of a persistent buffer, or None if it (wrongly) depends on the batch.
+pub fn fixed_shape(shape: &[Dim]) -> Option<Vec<u64>> {
+    shape
+        .iter()
+        .map(|d| match d {
+            Dim::Fixed(n) => Some(*n),
+            Dim::Batch => None,
+        })
+        .collect()
+}
+
+/// Checks `bytes` against the persistent buffers of `manifest` and returns, for each
+/// persistent buffer in order, a view of its tensor.
+pub fn match_weights<'a>(
+    manifest: &Manifest,
+    bytes: &'a [u8],
+) -> Result<Vec<(BufferId, TensorView<'a>)>, WeightsError> {
+    let file = SafeTensors::deserialize(bytes).map_err(WeightsError::NotSafetensors)?;
+    let persistent = persistent_buffers(manifest);
+    let expected: BTreeSet<&str> = persistent.iter().map(|(_, key)| *key).collect();
+    let present: BTreeSet<&str> = file.names().into_iter().collect();
+
+    let missing: Vec<String> = expected
+        .difference(&present)
+        .map(|k| k.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(WeightsError::Missing { keys: missing });
+    }
+    let unknown: Vec<String> = present
+        .difference(&expected)
+        .map(|k| k.to_string())
+        .collect();
+    if !unknown.is_empty() {
+        return Err(WeightsError::Unknown {
+            keys: unknown,
+            expected: expected.iter().map(|k| k.to_string()).collect(),
+        });
+    }
+
+    let mut views = Vec::with_capacity(persistent.len());
+    for (id, key) in persistent {
+        let Some(info) = manifest.buffers.get(id) else {
+            continue;
+        };
+        let view = file
+            .tensor(key)
+            .map_err(|_| WeightsError::Missing {
+                keys: vec![key.to_string()],
+            })?;
+        let expected_dtype = match info.dtype {
+            ScalarType::F32 => Dtype::F32,
+            ScalarType::I32 => Dtype::I32,
+        };
+        if view.dtype() != expected_dtype {
+            return Err(WeightsError::Dtype {
+                key: key.to_string(),
+                expected: dtype_name(info.dtype).to_string(),
+                found: format!("{:?}", view.dtype()).to_lowercase(),
+            });
+        }
+        let found: Vec<u64> = view.shape().iter().map(|&d| d as u64).collect();
+        let Some(expected_shape) = fixed_shape(&info.shape) else {
+            return Err(WeightsError::BatchDependent {
+                key: key.to_string(),
+            });
+        };
+        if found != expected_shape {
+            return Err(WeightsError::Shape {
+                key: key.to_string(),
+                expected: expected_shape,
+                found,
+            });
+        }
+        views.push((id, view));
+    }
+    Ok(views)
+}
+
+/// Copies a (checked) tensor view into a host tensor.
+pub fn to_host_tensor(view: &TensorView<'_>) -> HostTensor {
+    let shape = view.shape().iter().map(|&d| d as u64).collect();
+    let words = view
+        .data()
+        .chunks_exact(4)
+        .filter_map(|c| c.first_chunk::<4>().copied());
+    let data = match view.dtype() {
+        Dtype::I32 => TensorData::I32(words.map(i32::from_le_bytes).collect()),
+        _ => TensorData::F32(words.map(f32::from_le_bytes).collect()),
+    };
+    HostTensor { shape, data }
+}
+
+/// Writes named host tensors as a safetensors file.
+pub fn encode_weights<'t>(
+    tensors: impl IntoIterator<Item = (&'t str, &'t HostTensor)>,
+) -> Result<Vec<u8>, WeightsError> {
+    let mut owned = Vec::new();
+    for (key, tensor) in tensors {
+        tensor.check_len().map_err(|source| WeightsError::Tensor {
+            key: key.to_string(),
+            source,
+        })?;
+        let bytes: Vec<u8> = match &tensor.data {
+            TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        };
+        let dtype = match tensor.dtype() {
+            ScalarType::F32 => Dtype::F32,
+            ScalarType::I32 => Dtype::I32,
+        };
+        let shape: Vec<usize> = tensor.shape.iter().map(|&d| d as usize).collect();
+        owned.push((key, dtype, shape, bytes));
+    }
+    let mut views = Vec::with_capacity(owned.len());
+    for (key, dtype, shape, bytes) in &owned {
+        let view = TensorView::new(*dtype, shape.clone(), bytes)
+            .map_err(WeightsError::Serialize)?;
+        views.push((*key, view));
+    }
+    safetensors::serialize(views, None).map_err(WeightsError::Serialize)
+}

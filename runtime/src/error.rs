@@ -1,0 +1,265 @@
+//! The runtime's error types: one enum per thing that can go wrong for a user, each
+//! variant a message that names what was expected and what was found.
+//!
+//! - [`ArtifactError`]: an artifact file (or an executable's appended artifact) that is
+//!   corrupt, from another format version, or internally inconsistent.
+//! - [`WeightsError`]: a safetensors blob that does not fit the model's parameters.
+//! - [`SessionError`]: a valid artifact whose code cannot be compiled or set up.
+//! - [`RunError`]: inputs that do not fit an entry.
+//! - [`NpyError`]: a `.npy` file that cannot be read or written (names the file).
+//! - [`TensorError`]: a host tensor whose shape and data disagree.
+
+use std::path::PathBuf;
+
+use strata_kernels::ir::KernelError;
+
+use crate::artifact::manifest::Extent;
+
+/// Shape as text for messages: `[2, 3]`.
+pub(crate) fn shape_text<T: std::fmt::Display>(shape: &[T]) -> String {
+    let dims: Vec<String> = shape.iter().map(T::to_string).collect();
+    format!("[{}]", dims.join(", "))
+}
+
+fn names_text(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    quoted.join(", ")
+}
+
+fn extent_text(e: &Extent) -> String {
+    match (e.fixed, e.per_batch) {
+        (f, 0) => format!("{f}"),
+        (0, p) => format!("{p}*batch"),
+        (f, p) => format!("{f} + {p}*batch"),
+    }
+}
+
+/// Why an artifact was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("not a Strata artifact (its first bytes are {found:02x?}, not the Strata magic)")]
+    BadMagic { found: Vec<u8> },
+    #[error(
+        "artifact format version {found} is not supported: this runtime reads version \
+         {supported} (rebuild the model with a matching `strata`)"
+    )]
+    UnsupportedVersion { found: u32, supported: u32 },
+    #[error("artifact is truncated: its header and sections need {needed} bytes, the file has {got}")]
+    Truncated { needed: u64, got: u64 },
+    #[error("artifact has {extra} unexpected bytes after its checksum")]
+    TrailingBytes { extra: u64 },
+    #[error(
+        "artifact is corrupt: checksum {computed:#010x} does not match the stored {stored:#010x}"
+    )]
+    Checksum { stored: u32, computed: u32 },
+    #[error("artifact's {section} section is not valid UTF-8: {source}")]
+    NotUtf8 {
+        section: &'static str,
+        source: std::str::Utf8Error,
+    },
+    #[error("artifact's manifest is not valid: {0}")]
+    ManifestJson(#[source] serde_json::Error),
+    #[error("cannot store the manifest: {0}")]
+    Unrepresentable(String),
+    #[error("executable trailer is corrupt: it announces a {announced}-byte artifact in a {available}-byte file")]
+    BadTrailer { announced: u64, available: u64 },
+
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error("kernel name `{name}` is used twice")]
+    DuplicateKernel { name: String },
+    #[error("entry name `{name}` is used twice")]
+    DuplicateEntry { name: String },
+    #[error("entry `{entry}`: {side} `{name}` is declared twice")]
+    DuplicatePort {
+        entry: String,
+        side: &'static str,
+        name: String,
+    },
+    #[error("{context}: buffer #{buffer} does not exist (the manifest has {count} buffers)")]
+    UnknownBuffer {
+        context: String,
+        buffer: usize,
+        count: usize,
+    },
+    #[error("entry `{entry}`: input `{name}` must live in the arena")]
+    InputNotInArena { entry: String, name: String },
+    #[error("entry `{entry}`, launch {launch}: kernel #{kernel} does not exist (the manifest has {count} kernels)")]
+    UnknownKernel {
+        entry: String,
+        launch: usize,
+        kernel: usize,
+        count: usize,
+    },
+    #[error(
+        "entry `{entry}`, launch {launch}: kernel `{kernel}` has {expected} buffer slots but \
+         the launch binds {got}"
+    )]
+    LaunchArity {
+        entry: String,
+        launch: usize,
+        kernel: String,
+        expected: usize,
+        got: usize,
+    },
+    #[error(
+        "entry `{entry}`, launch {launch}: slot `{slot}` of kernel `{kernel}` is {expected} \
+         but is bound to buffer `{buffer}` of type {found}"
+    )]
+    BindingType {
+        entry: String,
+        launch: usize,
+        kernel: String,
+        slot: String,
+        buffer: String,
+        expected: String,
+        found: String,
+    },
+    #[error("buffer `{buffer}` has the batch dimension more than once")]
+    RepeatedBatch { buffer: String },
+    #[error("persistent buffer `{buffer}` has a batch dimension")]
+    BatchInPersistent { buffer: String },
+    #[error("buffer `{buffer}` is too large to address")]
+    SizeOverflow { buffer: String },
+    #[error("buffer `{buffer}`: offset {} is not a multiple of its element size", extent_text(offset))]
+    MisalignedBuffer { buffer: String, offset: Extent },
+    #[error(
+        "buffer `{buffer}` ({} bytes at offset {}) does not fit in the arena ({} bytes)",
+        extent_text(size), extent_text(offset), extent_text(arena)
+    )]
+    OutsideArena {
+        buffer: String,
+        offset: Extent,
+        size: Extent,
+        arena: Extent,
+    },
+    #[error("weight key `{key}` is used by two buffers")]
+    DuplicateWeightKey { key: String },
+    #[error("artifact's weights: {0}")]
+    Weights(#[from] WeightsError),
+    #[error("the CLIF section defines no function `%{kernel}` for kernel `{kernel}`")]
+    MissingFunction { kernel: String },
+}
+
+/// A set of weights that does not fit the model's persistent buffers.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("not a valid safetensors file: {0}")]
+    NotSafetensors(#[source] safetensors::SafeTensorError),
+    #[error("missing tensors {}", names_text(keys))]
+    Missing { keys: Vec<String> },
+    #[error("unknown tensors {} (the model's parameters are {})", names_text(keys), names_text(expected))]
+    Unknown {
+        keys: Vec<String>,
+        expected: Vec<String>,
+    },
+    #[error("tensor `{key}`: expected dtype {expected}, got {found}")]
+    Dtype {
+        key: String,
+        expected: String,
+        found: String,
+    },
+    #[error("tensor `{key}`: expected shape {}, got {}", shape_text(expected), shape_text(found))]
+    Shape {
+        key: String,
+        expected: Vec<u64>,
+        found: Vec<u64>,
+    },
+    #[error("tensor `{key}` depends on the batch size, which persistent buffers cannot")]
+    BatchDependent { key: String },
+    #[error("tensor `{key}`: {source}")]
+    Tensor { key: String, source: TensorError },
+    #[error("cannot write safetensors: {0}")]
+    Serialize(#[source] safetensors::SafeTensorError),
+}
+
+/// A valid artifact that cannot be made ready to run.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error("cannot compile the model's CPU code: {0}")]
+    Jit(#[from] crate::cpu::JitError),
+    #[error("the compiled code has no function `{kernel}`")]
+    MissingFunction { kernel: String },
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+}
+
+/// Inputs that do not fit an entry, or a run that cannot be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("no entry `{name}` (the model has {})", names_text(available))]
+    UnknownEntry {
+        name: String,
+        available: Vec<String>,
+    },
+    #[error("entry `{entry}` has no input `{name}` (its inputs are {})", names_text(expected))]
+    UnknownInput {
+        entry: String,
+        name: String,
+        expected: Vec<String>,
+    },
+    #[error("input `{name}` is given twice")]
+    DuplicateInput { name: String },
+    #[error("missing inputs {}", names_text(names))]
+    MissingInputs { names: Vec<String> },
+    #[error("input `{name}`: expected {expected}, got {found}")]
+    InputType {
+        name: String,
+        expected: String,
+        found: String,
+    },
+    #[error("input `{name}`: {source}")]
+    InputData {
+        name: String,
+        source: TensorError,
+    },
+    #[error(
+        "input `{name}` has batch size {found}, but input `{first}` has batch size {expected}"
+    )]
+    BatchMismatch {
+        name: String,
+        first: String,
+        expected: u64,
+        found: u64,
+    },
+    #[error("batch size must be at least 1")]
+    EmptyBatch,
+    #[error("batch size {batch} is too large: {what} does not fit in memory")]
+    TooLarge { batch: u64, what: String },
+    /// A broken invariant of a validated manifest: a bug, reported rather than trusted.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A `.npy` file that cannot be read or written; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum NpyError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not a valid .npy file: {message}", path.display())]
+    Format { path: PathBuf, message: String },
+    #[error("{}: arrays of dtype `{dtype}` are not supported (use float32, float64, int32 or int64)", path.display())]
+    UnsupportedDtype { path: PathBuf, dtype: String },
+    #[error("{}: Fortran-ordered arrays are not supported (save it with np.ascontiguousarray)", path.display())]
+    FortranOrder { path: PathBuf },
+    #[error("{}: element {index} is {value}, which does not fit in i32", path.display())]
+    OutOfRange {
+        path: PathBuf,
+        index: usize,
+        value: i64,
+    },
+}
+
+/// A host tensor whose shape and data disagree.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TensorError {
+    #[error("shape {} holds a different number of elements than the {len} given", shape_text(shape))]
+    LengthMismatch { shape: Vec<u64>, len: usize },
+    #[error("shape {} is too large", shape_text(shape))]
+    TooLarge { shape: Vec<u64> },
+}

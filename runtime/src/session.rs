@@ -1,0 +1,458 @@
+//! A loaded model, ready to run: compiled kernels, persistent buffers, and an arena.
+//!
+//! A [`Session`] owns everything a run touches. Building one validates the artifact
+//! (again: an artifact built in memory may not have been), JIT-compiles its CLIF once and
+//! copies the initial weights into owned storage. [`Session::run`] then checks the inputs
+//! against the entry, sizes the arena for their batch, copies them in, launches the
+//! entry's kernels in order and copies the outputs out.
+//!
+//! # Safety argument
+//! Kernels get raw pointers. Validation guarantees that every launch binds, per kernel
+//! slot, a buffer of exactly the slot's dtype and shape, and that every arena buffer lies
+//! inside the arena for every batch size; the arena is allocated for the run's batch and
+//! persistent buffers hold exactly their elements. So every pointer handed to a kernel
+//! points at storage as large as the kernel's declaration of that slot. That the
+//! generated code stays inside its declared buffers is the compiler's guarantee.
+//!
+//! The arena is 64-byte aligned, grows when a larger batch needs it and is kept between
+//! runs; it is not cleared between runs (kernels write before they read).
+
+use bytemuck::{Pod, Zeroable};
+use strata_kernels::ir::Dim;
+
+use crate::artifact::manifest::{Entry, Location, Manifest};
+use crate::artifact::weights::{encode_weights, match_weights, to_host_tensor};
+use crate::artifact::{Artifact, ModelInfo};
+use crate::cpu::{self, JitCode, KernelFn};
+use crate::error::{RunError, SessionError, WeightsError};
+use crate::tensor::{HostTensor, TensorData, type_string};
+
+/// One cache line of arena storage; a `Vec` of these is a 64-byte aligned allocation.
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C, align(64))]
+struct ArenaLine([u8; 64]);
+
+/// A model ready to run on the CPU.
+pub struct Session {
+    manifest: Manifest,
+    /// Compiled code of every kernel, by kernel position; valid while `code` lives.
+    functions: Vec<KernelFn>,
+    code: JitCode,
+    /// Storage of each persistent buffer, by buffer id (None for arena buffers).
+    persistent: Vec<Option<HostTensor>>,
+    arena: Vec<ArenaLine>,
+}
+
+impl Session {
+    /// Validates `artifact`, compiles its code and loads its initial weights.
+    pub fn new(artifact: &Artifact) -> Result<Session, SessionError> {
+        artifact.validate()?;
+        let manifest = artifact.manifest.clone();
+        let code = JitCode::compile(&artifact.clif)?;
+        let functions = manifest
+            .kernels
+            .iter()
+            .map(|k| {
+                code.get(&k.name).ok_or_else(|| SessionError::MissingFunction {
+                    kernel: k.name.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut persistent = vec![None; manifest.buffers.len()];
+        for (id, view) in match_weights(&manifest, &artifact.weights)? {
+            if let Some(slot) = persistent.get_mut(id) {
+                *slot = Some(to_host_tensor(&view));
+            }
+        }
+        Ok(Session {
+            manifest,
+            functions,
+            code,
+            persistent,
+            arena: Vec::new(),
+        })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The compiled code (kept alive as long as the session).
+    pub fn code(&self) -> &JitCode {
+        &self.code
+    }
+
+    pub fn info(&self) -> ModelInfo {
+        ModelInfo::from_manifest(&self.manifest)
+    }
+
+    /// The current value of every persistent buffer, by weight key, in buffer order.
+    pub fn weights(&self) -> impl Iterator<Item = (&str, &HostTensor)> {
+        self.manifest
+            .buffers
+            .iter()
+            .zip(&self.persistent)
+            .filter_map(|(info, storage)| match (&info.location, storage) {
+                (Location::Persistent { key }, Some(t)) => Some((key.as_str(), t)),
+                _ => None,
+            })
+    }
+
+    /// Replaces every persistent buffer with the tensor of the same key in a safetensors
+    /// file. The file must hold every key of the model, with the same dtype and shape,
+    /// and no other; on error nothing is replaced.
+    pub fn load_weights(&mut self, safetensors_bytes: &[u8]) -> Result<(), WeightsError> {
+        let views = match_weights(&self.manifest, safetensors_bytes)?;
+        for (id, view) in views {
+            if let Some(slot) = self.persistent.get_mut(id) {
+                *slot = Some(to_host_tensor(&view));
+            }
+        }
+        Ok(())
+    }
+
+    /// The current weights as a safetensors file (loadable by [`Session::load_weights`]).
+    pub fn save_weights(&self) -> Result<Vec<u8>, WeightsError> {
+        encode_weights(self.weights())
+    }
+
+    /// Runs entry `entry` on `inputs` (each input of the entry exactly once, by name) and
+    /// returns its outputs in the entry's order.
+    pub fn run(
+        &mut self,
+        entry: &str,
+        inputs: &[(&str, HostTensor)],
+    ) -> Result<Vec<(String, HostTensor)>, RunError> {
+        let Some(entry) = self.manifest.entries.iter().find(|e| e.name == entry) else {
+            return Err(RunError::UnknownEntry {
+                name: entry.to_string(),
+                available: self.manifest.entries.iter().map(|e| e.name.clone()).collect(),
+            });
+        };
+        let bound = bind_inputs(&self.manifest, entry, inputs)?;
+        let batch = bound.batch;
+
+        let too_large = |what: &str| RunError::TooLarge {
+            batch,
+            what: what.to_string(),
+        };
+        let arena_bytes = self
+            .manifest
+            .arena
+            .resolve(batch)
+            .and_then(|b| usize::try_from(b).ok())
+            .ok_or_else(|| too_large("the arena"))?;
+        let lines = arena_bytes.div_ceil(size_of::<ArenaLine>());
+        if self.arena.len() < lines {
+            self.arena
+                .try_reserve_exact(lines - self.arena.len())
+                .map_err(|_| too_large("the arena"))?;
+            self.arena.resize(lines, ArenaLine([0; 64]));
+        }
+        let arena: &mut [u8] = bytemuck::cast_slice_mut(&mut self.arena);
+
+        for (port, tensor) in entry.inputs.iter().zip(&bound.tensors) {
+            let region = arena_region(&self.manifest, port.buffer, batch)
+                .and_then(|(offset, len)| arena.get_mut(offset..offset.checked_add(len)?))
+                .ok_or_else(|| internal(format!("input `{}` is outside the arena", port.name)))?;
+            let bytes = tensor.data.as_bytes();
+            if region.len() != bytes.len() {
+                return Err(internal(format!("input `{}` has the wrong size", port.name)));
+            }
+            region.copy_from_slice(bytes);
+        }
+
+        let base = arena.as_mut_ptr();
+        let arena_len = arena.len();
+        for launch in &entry.launches {
+            let kernel = self
+                .manifest
+                .kernels
+                .get(launch.kernel)
+                .ok_or_else(|| internal(format!("no kernel #{}", launch.kernel)))?;
+            let f = *self
+                .functions
+                .get(launch.kernel)
+                .ok_or_else(|| internal(format!("no code for kernel `{}`", kernel.name)))?;
+            let mut pointers = Vec::with_capacity(launch.bindings.len());
+            for &id in &launch.bindings {
+                let info = self
+                    .manifest
+                    .buffers
+                    .get(id)
+                    .ok_or_else(|| internal(format!("no buffer #{id}")))?;
+                let pointer = match &info.location {
+                    Location::Arena { .. } => {
+                        let (offset, len) = arena_region(&self.manifest, id, batch)
+                            .ok_or_else(|| too_large(&info.name))?;
+                        if offset.checked_add(len).is_none_or(|end| end > arena_len) {
+                            return Err(internal(format!("`{}` is outside the arena", info.name)));
+                        }
+                        // In bounds of the arena allocation, checked just above.
+                        base.wrapping_add(offset)
+                    }
+                    Location::Persistent { .. } => self
+                        .persistent
+                        .get_mut(id)
+                        .and_then(Option::as_mut)
+                        .map(|t| t.data.as_bytes_mut().as_mut_ptr())
+                        .ok_or_else(|| internal(format!("no storage for `{}`", info.name)))?,
+                };
+                pointers.push(pointer);
+            }
+            // SAFETY: see the module docs: each pointer addresses storage of at least the
+            // size of the slot it is bound to at `batch`, and `f` is `kernel`'s code.
+            unsafe { cpu::launch(kernel, f, &pointers, batch) };
+        }
+
+        let arena: &[u8] = bytemuck::cast_slice(&self.arena);
+        let mut outputs = Vec::with_capacity(entry.outputs.len());
+        for port in &entry.outputs {
+            let info = self
+                .manifest
+                .buffers
+                .get(port.buffer)
+                .ok_or_else(|| internal(format!("no buffer #{}", port.buffer)))?;
+            let shape: Vec<u64> = info.shape.iter().map(|d| d.resolve(batch)).collect();
+            let tensor = match &info.location {
+                Location::Arena { .. } => {
+                    let bytes = arena_region(&self.manifest, port.buffer, batch)
+                        .and_then(|(offset, len)| arena.get(offset..offset.checked_add(len)?))
+                        .ok_or_else(|| {
+                            internal(format!("output `{}` is outside the arena", port.name))
+                        })?;
+                    HostTensor {
+                        shape,
+                        data: TensorData::from_ne_bytes(info.dtype, bytes),
+                    }
+                }
+                Location::Persistent { .. } => self
+                    .persistent
+                    .get(port.buffer)
+                    .and_then(Option::clone)
+                    .ok_or_else(|| internal(format!("no storage for `{}`", info.name)))?,
+            };
+            outputs.push((port.name.clone(), tensor));
+        }
+        Ok(outputs)
+    }
+}
+
+fn internal(message: String) -> RunError {
+    RunError::Internal(message)
+}
+
+/// Byte offset and length of arena buffer `id` at `batch` (None if not in the arena or
+/// too large to address).
+fn arena_region(manifest: &Manifest, id: usize, batch: u64) -> Option<(usize, usize)> {
+    let info = manifest.buffers.get(id)?;
+    let Location::Arena { offset } = &info.location else {
+        return None;
+    };
+    let offset = usize::try_from(offset.resolve(batch)?).ok()?;
+    let len = info
+        .elements(batch)?
+        .checked_mul(info.dtype.size_bytes())?;
+    Some((offset, usize::try_from(len).ok()?))
+}
+
+/// An entry's inputs, matched to its ports.
+struct BoundInputs<'a> {
+    batch: u64,
+    /// One tensor per input port, in the entry's order.
+    tensors: Vec<&'a HostTensor>,
+}
+
+/// Checks that `inputs` give every input of `entry` exactly once, with its dtype and
+/// shape, and one batch size across all inputs (1 if no input has a batch dimension).
+fn bind_inputs<'a>(
+    manifest: &Manifest,
+    entry: &Entry,
+    inputs: &'a [(&str, HostTensor)],
+) -> Result<BoundInputs<'a>, RunError> {
+    let mut given: Vec<Option<&HostTensor>> = vec![None; entry.inputs.len()];
+    for (name, tensor) in inputs {
+        let Some(index) = entry.inputs.iter().position(|p| p.name == *name) else {
+            return Err(RunError::UnknownInput {
+                entry: entry.name.clone(),
+                name: name.to_string(),
+                expected: entry.inputs.iter().map(|p| p.name.clone()).collect(),
+            });
+        };
+        if given[index].replace(tensor).is_some() {
+            return Err(RunError::DuplicateInput {
+                name: name.to_string(),
+            });
+        }
+    }
+    let missing: Vec<String> = entry
+        .inputs
+        .iter()
+        .zip(&given)
+        .filter(|(_, t)| t.is_none())
+        .map(|(p, _)| p.name.clone())
+        .collect();
+    if !missing.is_empty() {
+        return Err(RunError::MissingInputs { names: missing });
+    }
+
+    let mut batch: Option<(&str, u64)> = None;
+    let mut tensors = Vec::with_capacity(given.len());
+    for (port, tensor) in entry.inputs.iter().zip(given) {
+        let Some(tensor) = tensor else { continue };
+        let info = manifest
+            .buffers
+            .get(port.buffer)
+            .ok_or_else(|| internal(format!("no buffer #{}", port.buffer)))?;
+        let type_error = || RunError::InputType {
+            name: port.name.clone(),
+            expected: type_string(info.dtype, &info.shape),
+            found: tensor.type_string(),
+        };
+        if tensor.dtype() != info.dtype || tensor.shape.len() != info.shape.len() {
+            return Err(type_error());
+        }
+        for (dim, &extent) in info.shape.iter().zip(&tensor.shape) {
+            match dim {
+                Dim::Fixed(n) if *n != extent => return Err(type_error()),
+                Dim::Fixed(_) => {}
+                Dim::Batch => match batch {
+                    None => batch = Some((&port.name, extent)),
+                    Some((first, expected)) if expected != extent => {
+                        return Err(RunError::BatchMismatch {
+                            name: port.name.clone(),
+                            first: first.to_string(),
+                            expected,
+                            found: extent,
+                        });
+                    }
+                    Some(_) => {}
+                },
+            }
+        }
+        tensor.check_len().map_err(|source| RunError::InputData {
+            name: port.name.clone(),
+            source,
+        })?;
+        tensors.push(tensor);
+    }
+    let batch = batch.map_or(1, |(_, b)| b);
+    if batch == 0 {
+        return Err(RunError::EmptyBatch);
+    }
+    Ok(BoundInputs { batch, tensors })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_kernels::ir::ScalarType;
+    use crate::artifact::manifest::{BufferInfo, EntryPort, Extent};
+
+    fn manifest() -> Manifest {
+        let arena = |fixed, per_batch| Location::Arena {
+            offset: Extent { fixed, per_batch },
+        };
+        Manifest {
+            model: "M".into(),
+            compiler: "test".into(),
+            buffers: vec![
+                BufferInfo {
+                    name: "x".into(),
+                    dtype: ScalarType::F32,
+                    shape: vec![Dim::Batch, Dim::Fixed(64)],
+                    location: arena(0, 0),
+                },
+                BufferInfo {
+                    name: "labels".into(),
+                    dtype: ScalarType::I32,
+                    shape: vec![Dim::Batch],
+                    location: arena(0, 256),
+                },
+            ],
+            kernels: vec![],
+            entries: vec![Entry {
+                name: "infer".into(),
+                inputs: vec![
+                    EntryPort {
+                        name: "x".into(),
+                        buffer: 0,
+                    },
+                    EntryPort {
+                        name: "labels".into(),
+                        buffer: 1,
+                    },
+                ],
+                outputs: vec![],
+                launches: vec![],
+            }],
+            arena: Extent {
+                fixed: 0,
+                per_batch: 260,
+            },
+        }
+    }
+
+    fn x(rows: u64, cols: u64) -> HostTensor {
+        HostTensor::zeros(ScalarType::F32, vec![rows, cols]).unwrap()
+    }
+
+    fn labels(rows: u64) -> HostTensor {
+        HostTensor::zeros(ScalarType::I32, vec![rows]).unwrap()
+    }
+
+    fn bind(inputs: &[(&str, HostTensor)]) -> Result<u64, String> {
+        let m = manifest();
+        bind_inputs(&m, &m.entries[0], inputs)
+            .map(|b| b.batch)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn takes_the_batch_size_from_the_inputs() {
+        assert_eq!(bind(&[("labels", labels(5)), ("x", x(5, 64))]), Ok(5));
+    }
+
+    #[test]
+    fn names_the_input_and_both_types_on_a_shape_mismatch() {
+        let err = bind(&[("x", x(5, 63)), ("labels", labels(5))]).unwrap_err();
+        assert_eq!(err, "input `x`: expected f32[batch, 64], got f32[5, 63]");
+    }
+
+    #[test]
+    fn refuses_a_wrong_dtype() {
+        let wrong = HostTensor::zeros(ScalarType::F32, vec![5]).unwrap();
+        let err = bind(&[("x", x(5, 64)), ("labels", wrong)]).unwrap_err();
+        assert_eq!(err, "input `labels`: expected i32[batch], got f32[5]");
+    }
+
+    #[test]
+    fn refuses_different_batch_sizes() {
+        let err = bind(&[("x", x(5, 64)), ("labels", labels(4))]).unwrap_err();
+        assert!(err.contains("batch size 4"), "{err}");
+    }
+
+    #[test]
+    fn refuses_missing_unknown_and_repeated_inputs() {
+        let err = bind(&[("x", x(5, 64))]).unwrap_err();
+        assert_eq!(err, "missing inputs `labels`");
+        let err = bind(&[("x", x(5, 64)), ("y", labels(5))]).unwrap_err();
+        assert!(err.starts_with("entry `infer` has no input `y`"), "{err}");
+        let err = bind(&[("x", x(5, 64)), ("x", x(5, 64))]).unwrap_err();
+        assert_eq!(err, "input `x` is given twice");
+    }
+
+    #[test]
+    fn refuses_an_empty_batch() {
+        let err = bind(&[("x", x(0, 64)), ("labels", labels(0))]).unwrap_err();
+        assert_eq!(err, "batch size must be at least 1");
+    }
+
+    #[test]
+    fn refuses_data_that_does_not_fill_the_shape() {
+        let mut bad = x(2, 64);
+        bad.data = TensorData::F32(vec![0.0; 5]);
+        let err = bind(&[("x", bad), ("labels", labels(2))]).unwrap_err();
+        assert!(err.starts_with("input `x`: shape [2, 64]"), "{err}");
+    }
+}

@@ -1,0 +1,296 @@
+//! The command line of a standalone model executable (`strata build` output).
+//!
+//! The executable is the runtime's stub binary with an artifact appended (see
+//! [`crate::artifact::executable`]). At start it reads its own file, finds and validates
+//! the artifact, and runs one command:
+//!
+//! ```text
+//! ./mlp info
+//! ./mlp infer --input x=x.npy [--input NAME=PATH ...] [--output logits=out.npy ...]
+//!             [--weights trained.safetensors] [--entry infer]
+//! ```
+//!
+//! With a single input (or output) the `NAME=` may be left out. Without `--output`, the
+//! outputs' shapes and first values are printed. Errors are printed as `error: ...`;
+//! the exit code is 2 for a usage error (bad arguments, names or shapes the model does
+//! not take) and 1 for anything else (unreadable files, a corrupt executable).
+
+use std::ffi::OsString;
+use std::fmt::Display;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::artifact::{Artifact, ModelInfo, find_in_executable};
+use crate::error::RunError;
+use crate::npy::{read_npy, write_npy};
+use crate::session::Session;
+use crate::tensor::{HostTensor, TensorData};
+
+/// How many values of each output `infer` prints without `--output`.
+const PREVIEW_VALUES: usize = 8;
+
+#[derive(Parser, Debug)]
+#[command(about = "A neural network compiled by Strata", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the model's entries, their inputs and outputs, its parameter count and memory.
+    Info,
+    /// Run the model on inputs read from .npy files.
+    Infer(InferArgs),
+}
+
+#[derive(Args, Debug)]
+struct InferArgs {
+    /// An input, as NAME=PATH.npy (just PATH.npy if the entry has one input); repeat per input.
+    #[arg(long = "input", short = 'i', value_name = "NAME=PATH", required = true)]
+    inputs: Vec<String>,
+    /// Where to write outputs, as NAME=PATH.npy (just PATH.npy if the entry has one output).
+    /// Without it, the outputs' shapes and first values are printed.
+    #[arg(long = "output", short = 'o', value_name = "NAME=PATH")]
+    outputs: Vec<String>,
+    /// Weights to use instead of the built-in ones (a safetensors file).
+    #[arg(long, value_name = "PATH")]
+    weights: Option<PathBuf>,
+    /// The entry to run.
+    #[arg(long, default_value = "infer")]
+    entry: String,
+}
+
+/// Why a command failed, and with which exit code.
+enum Failure {
+    /// The arguments do not fit the model (exit code 2).
+    Usage(String),
+    /// Anything else (exit code 1).
+    Runtime(String),
+}
+
+fn runtime(e: impl Display) -> Failure {
+    Failure::Runtime(e.to_string())
+}
+
+/// The executable's `main`: runs the command line against the artifact appended to the
+/// running executable.
+pub fn main() -> ExitCode {
+    let load = || {
+        let path = std::env::current_exe()
+            .map_err(|e| format!("cannot locate this executable: {e}"))?;
+        std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    run_cli(
+        std::env::args_os(),
+        load,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )
+}
+
+/// Runs the command line `args` (program name first) against the executable whose bytes
+/// `load_executable` returns, writing to `out` and `err`. `main` without the process.
+pub fn run_cli(
+    args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+    load_executable: impl FnOnce() -> Result<Vec<u8>, String>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let text = e.render().to_string();
+            let sink: &mut dyn Write = if e.use_stderr() { err } else { out };
+            let _ = write!(sink, "{text}");
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    let result = load_executable()
+        .map_err(Failure::Runtime)
+        .and_then(|exe| execute(cli, &exe, out));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            let (message, code) = match failure {
+                Failure::Usage(m) => (m, 2),
+                Failure::Runtime(m) => (m, 1),
+            };
+            let _ = writeln!(err, "error: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn execute(cli: Cli, exe: &[u8], out: &mut dyn Write) -> Result<(), Failure> {
+    let bytes = find_in_executable(exe).map_err(runtime)?.ok_or_else(|| {
+        Failure::Runtime(
+            "this executable holds no compiled model (build one with `strata build`)".into(),
+        )
+    })?;
+    let artifact = Artifact::from_bytes(bytes).map_err(runtime)?;
+    match cli.command {
+        Command::Info => {
+            let info = ModelInfo::from_manifest(&artifact.manifest);
+            writeln!(out, "{info}").map_err(runtime)
+        }
+        Command::Infer(args) => infer(&artifact, args, out),
+    }
+}
+
+fn infer(artifact: &Artifact, args: InferArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let manifest = &artifact.manifest;
+    let Some(entry) = manifest.entries.iter().find(|e| e.name == args.entry) else {
+        let names: Vec<&str> = manifest.entries.iter().map(|e| e.name.as_str()).collect();
+        return Err(Failure::Usage(format!(
+            "the model has no entry `{}` (it has {})",
+            args.entry,
+            names.join(", ")
+        )));
+    };
+    let input_names: Vec<&str> = entry.inputs.iter().map(|p| p.name.as_str()).collect();
+    let output_names: Vec<&str> = entry.outputs.iter().map(|p| p.name.as_str()).collect();
+    let inputs = bind_input_args(&input_names, &args.inputs).map_err(Failure::Usage)?;
+    let outputs = bind_output_args(&output_names, &args.outputs).map_err(Failure::Usage)?;
+
+    let tensors = inputs
+        .iter()
+        .map(|(name, path)| Ok((name.as_str(), read_npy(path).map_err(runtime)?)))
+        .collect::<Result<Vec<(&str, HostTensor)>, Failure>>()?;
+    let mut session = Session::new(artifact).map_err(runtime)?;
+    if let Some(path) = &args.weights {
+        let bytes = std::fs::read(path)
+            .map_err(|e| Failure::Runtime(format!("{}: {e}", path.display())))?;
+        session
+            .load_weights(&bytes)
+            .map_err(|e| Failure::Runtime(format!("{}: {e}", path.display())))?;
+    }
+    let results = session.run(&args.entry, &tensors).map_err(|e| match e {
+        RunError::Internal(_) | RunError::TooLarge { .. } => runtime(e),
+        _ => Failure::Usage(e.to_string()),
+    })?;
+
+    if outputs.is_empty() {
+        for (name, tensor) in &results {
+            writeln!(out, "{name}: {}", preview(tensor)).map_err(runtime)?;
+        }
+        return Ok(());
+    }
+    for (name, path) in &outputs {
+        if let Some((_, tensor)) = results.iter().find(|(n, _)| n == name) {
+            write_npy(path, tensor).map_err(runtime)?;
+        }
+    }
+    Ok(())
+}
+
+/// `f32[2, 3] = [0.5, 1, -2, 0, 0, 3]`, with at most [`PREVIEW_VALUES`] values.
+fn preview(tensor: &HostTensor) -> String {
+    let values: Vec<String> = match &tensor.data {
+        TensorData::F32(v) => v.iter().take(PREVIEW_VALUES).map(f32::to_string).collect(),
+        TensorData::I32(v) => v.iter().take(PREVIEW_VALUES).map(i32::to_string).collect(),
+    };
+    let more = if tensor.data.len() > PREVIEW_VALUES {
+        format!(", ... ({} values)", tensor.data.len())
+    } else {
+        String::new()
+    };
+    format!("{} = [{}{more}]", tensor.type_string(), values.join(", "))
+}
+
+/// Parses `NAME=PATH` (as given to `--input`).
+pub fn parse_input_arg(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => {
+            Ok((name.to_string(), PathBuf::from(path)))
+        }
+        _ => Err(format!("expected NAME=PATH, got `{s}`")),
+    }
+}
+
+/// True if `arg` is `NAME=...` for one of `names`.
+fn is_named(arg: &str, names: &[&str]) -> bool {
+    arg.split_once('=').is_some_and(|(n, _)| names.contains(&n))
+}
+
+/// Matches `--input` arguments to an entry's inputs: each is `NAME=PATH`, or, when the
+/// entry has a single input, a lone `PATH`. Unknown names are left for the session to
+/// report (it lists the entry's inputs).
+pub fn bind_input_args(
+    input_names: &[&str],
+    args: &[String],
+) -> Result<Vec<(String, PathBuf)>, String> {
+    if let ([only], [arg]) = (input_names, args)
+        && !is_named(arg, input_names)
+    {
+        return Ok(vec![(only.to_string(), PathBuf::from(arg))]);
+    }
+    args.iter().map(|a| parse_input_arg(a)).collect()
+}
+
+/// Matches `--output` arguments to an entry's outputs: each is `NAME=PATH` with a known
+/// name, or, when the entry has a single output, a lone `PATH`.
+pub fn bind_output_args(
+    output_names: &[&str],
+    args: &[String],
+) -> Result<Vec<(String, PathBuf)>, String> {
+    if let ([only], [arg]) = (output_names, args)
+        && !is_named(arg, output_names)
+    {
+        return Ok(vec![(only.to_string(), PathBuf::from(arg))]);
+    }
+    let mut bound: Vec<(String, PathBuf)> = Vec::with_capacity(args.len());
+    for arg in args {
+        if !is_named(arg, output_names) {
+            return Err(format!(
+                "--output `{arg}`: expected NAME=PATH with NAME one of {}",
+                output_names.join(", ")
+            ));
+        }
+        let (name, path) = parse_input_arg(arg)?;
+        if bound.iter().any(|(n, _)| *n == name) {
+            return Err(format!("--output `{name}` is given twice"));
+        }
+        bound.push((name, path));
+    }
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_name_equals_path() {
+        assert_eq!(
+            parse_input_arg("x=data/x.npy"),
+            Ok(("x".to_string(), PathBuf::from("data/x.npy")))
+        );
+        assert!(parse_input_arg("x.npy").is_err());
+        assert!(parse_input_arg("=x.npy").is_err());
+        assert!(parse_input_arg("x=").is_err());
+    }
+
+    #[test]
+    fn a_single_input_needs_no_name() {
+        let bound = bind_input_args(&["x"], &["a=b.npy".to_string()]).unwrap();
+        assert_eq!(bound, vec![("x".to_string(), PathBuf::from("a=b.npy"))]);
+        let bound = bind_input_args(&["x"], &["x=b.npy".to_string()]).unwrap();
+        assert_eq!(bound, vec![("x".to_string(), PathBuf::from("b.npy"))]);
+        assert!(bind_input_args(&["x", "y"], &["b.npy".to_string()]).is_err());
+    }
+
+    #[test]
+    fn outputs_must_be_named_when_there_are_several() {
+        let names = ["a", "b"];
+        assert!(bind_output_args(&names, &["out.npy".to_string()]).is_err());
+        assert!(bind_output_args(&names, &["c=out.npy".to_string()]).is_err());
+        let twice = ["a=1.npy".to_string(), "a=2.npy".to_string()];
+        assert!(bind_output_args(&names, &twice).is_err());
+        let bound = bind_output_args(&names, &["b=out.npy".to_string()]).unwrap();
+        assert_eq!(bound, vec![("b".to_string(), PathBuf::from("out.npy"))]);
+    }
+}
