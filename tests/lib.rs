@@ -1,1 +1,52 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for Strata's end-to-end tests.
+
+use std::path::{Path, PathBuf};
+use strata_compiler::syntax::SourceFile;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Every model file in `dsl-examples/`, sorted by name.
+pub fn example_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("dsl-examples"))
+        .expect("dsl-examples/ exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "strata"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A model file loaded under its short name (`mlp.strata`), so snapshots do not depend on
+/// where the checkout lives.
+pub fn load_example(path: &Path) -> SourceFile {
+    let text = std::fs::read_to_string(path).expect("example is readable");
+    let name = path.file_name().expect("a file").to_string_lossy().to_string();
+    SourceFile::new(name, text)
+}
+
+/// A small deterministic generator for test inputs (xorshift64*), so tests need no
+/// random-number crate and fail the same way every run.
+pub struct TestRng(u64);
+
+impl TestRng {
+    pub fn new(seed: u64) -> TestRng {
+        TestRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn uniform(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}

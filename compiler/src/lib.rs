@@ -5,6 +5,12 @@
 //! [`lower`] (graph -> kernel IR + memory plan) -> [`artifact`] (manifest, CLIF, weights;
 //! executables). [`driver`] strings them together for the `strata` command.
 
+pub mod artifact;
+pub mod cli;
+pub mod driver;
 pub mod elaborate;
 pub mod ir;
+pub mod lower;
+pub mod passes;
+pub mod plan;
 pub mod syntax;

@@ -11,4 +11,5 @@
 pub mod cpu;
 pub mod eval;
 pub mod ir;
+pub mod print;
 pub mod rng;

@@ -44,7 +44,9 @@ pub enum ArtifactError {
          {supported} (rebuild the model with a matching `strata`)"
     )]
     UnsupportedVersion { found: u32, supported: u32 },
-    #[error("artifact is truncated: its header and sections need {needed} bytes, the file has {got}")]
+    #[error(
+        "artifact is truncated: its header and sections need {needed} bytes, the file has {got}"
+    )]
     Truncated { needed: u64, got: u64 },
     #[error("artifact has {extra} unexpected bytes after its checksum")]
     TrailingBytes { extra: u64 },
@@ -61,7 +63,9 @@ pub enum ArtifactError {
     ManifestJson(#[source] serde_json::Error),
     #[error("cannot store the manifest: {0}")]
     Unrepresentable(String),
-    #[error("executable trailer is corrupt: it announces a {announced}-byte artifact in a {available}-byte file")]
+    #[error(
+        "executable trailer is corrupt: it announces a {announced}-byte artifact in a {available}-byte file"
+    )]
     BadTrailer { announced: u64, available: u64 },
 
     #[error(transparent)]
@@ -84,7 +88,9 @@ pub enum ArtifactError {
     },
     #[error("entry `{entry}`: input `{name}` must live in the arena")]
     InputNotInArena { entry: String, name: String },
-    #[error("entry `{entry}`, launch {launch}: kernel #{kernel} does not exist (the manifest has {count} kernels)")]
+    #[error(
+        "entry `{entry}`, launch {launch}: kernel #{kernel} does not exist (the manifest has {count} kernels)"
+    )]
     UnknownKernel {
         entry: String,
         launch: usize,
@@ -102,18 +108,24 @@ pub enum ArtifactError {
         expected: usize,
         got: usize,
     },
-    #[error(
-        "entry `{entry}`, launch {launch}: slot `{slot}` of kernel `{kernel}` is {expected} \
-         but is bound to buffer `{buffer}` of type {found}"
-    )]
+    /// `site` is e.g. ``entry `infer`, launch 0: slot `x` of kernel `dense` ``.
+    #[error("{site} is {expected} but is bound to buffer `{buffer}` of type {found}")]
     BindingType {
-        entry: String,
-        launch: usize,
-        kernel: String,
-        slot: String,
+        site: String,
         buffer: String,
         expected: String,
         found: String,
+    },
+    #[error(
+        "entry `{entry}`, launch {launch}: contraction `{kernel}` writes `{out}`, which \
+         overlaps its operand `{operand}`"
+    )]
+    AliasedContraction {
+        entry: String,
+        launch: usize,
+        kernel: String,
+        operand: String,
+        out: String,
     },
     #[error("buffer `{buffer}` has the batch dimension more than once")]
     RepeatedBatch { buffer: String },
@@ -121,11 +133,16 @@ pub enum ArtifactError {
     BatchInPersistent { buffer: String },
     #[error("buffer `{buffer}` is too large to address")]
     SizeOverflow { buffer: String },
-    #[error("buffer `{buffer}`: offset {} is not a multiple of its element size", extent_text(offset))]
+    #[error(
+        "buffer `{buffer}`: offset {} is not a multiple of its element size",
+        extent_text(offset)
+    )]
     MisalignedBuffer { buffer: String, offset: Extent },
     #[error(
         "buffer `{buffer}` ({} bytes at offset {}) does not fit in the arena ({} bytes)",
-        extent_text(size), extent_text(offset), extent_text(arena)
+        extent_text(size),
+        extent_text(offset),
+        extent_text(arena)
     )]
     OutsideArena {
         buffer: String,
@@ -148,7 +165,11 @@ pub enum WeightsError {
     NotSafetensors(#[source] safetensors::SafeTensorError),
     #[error("missing tensors {}", names_text(keys))]
     Missing { keys: Vec<String> },
-    #[error("unknown tensors {} (the model's parameters are {})", names_text(keys), names_text(expected))]
+    #[error(
+        "unknown tensors {} (the model's parameters are {})",
+        names_text(keys),
+        names_text(expected)
+    )]
     Unknown {
         keys: Vec<String>,
         expected: Vec<String>,
@@ -159,7 +180,11 @@ pub enum WeightsError {
         expected: String,
         found: String,
     },
-    #[error("tensor `{key}`: expected shape {}, got {}", shape_text(expected), shape_text(found))]
+    #[error(
+        "tensor `{key}`: expected shape {}, got {}",
+        shape_text(expected),
+        shape_text(found)
+    )]
     Shape {
         key: String,
         expected: Vec<u64>,
@@ -194,7 +219,10 @@ pub enum RunError {
         name: String,
         available: Vec<String>,
     },
-    #[error("entry `{entry}` has no input `{name}` (its inputs are {})", names_text(expected))]
+    #[error(
+        "entry `{entry}` has no input `{name}` (its inputs are {})",
+        names_text(expected)
+    )]
     UnknownInput {
         entry: String,
         name: String,
@@ -211,13 +239,8 @@ pub enum RunError {
         found: String,
     },
     #[error("input `{name}`: {source}")]
-    InputData {
-        name: String,
-        source: TensorError,
-    },
-    #[error(
-        "input `{name}` has batch size {found}, but input `{first}` has batch size {expected}"
-    )]
+    InputData { name: String, source: TensorError },
+    #[error("input `{name}` has batch size {found}, but input `{first}` has batch size {expected}")]
     BatchMismatch {
         name: String,
         first: String,
@@ -258,7 +281,10 @@ pub enum NpyError {
 /// A host tensor whose shape and data disagree.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TensorError {
-    #[error("shape {} holds a different number of elements than the {len} given", shape_text(shape))]
+    #[error(
+        "shape {} holds a different number of elements than the {len} given",
+        shape_text(shape)
+    )]
     LengthMismatch { shape: Vec<u64>, len: usize },
     #[error("shape {} is too large", shape_text(shape))]
     TooLarge { shape: Vec<u64> },

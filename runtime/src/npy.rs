@@ -174,7 +174,10 @@ fn precheck_header(bytes: &[u8]) -> Result<HeaderFacts, String> {
         }
         2 | 3 => {
             let b = bytes.get(8..12).ok_or("the header is truncated")?;
-            (u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])), 12u64)
+            (
+                u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                12u64,
+            )
         }
         v => return Err(format!("format version {v} is not supported")),
     };

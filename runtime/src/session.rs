@@ -53,9 +53,10 @@ impl Session {
             .kernels
             .iter()
             .map(|k| {
-                code.get(&k.name).ok_or_else(|| SessionError::MissingFunction {
-                    kernel: k.name.clone(),
-                })
+                code.get(&k.name)
+                    .ok_or_else(|| SessionError::MissingFunction {
+                        kernel: k.name.clone(),
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut persistent = vec![None; manifest.buffers.len()];
@@ -126,7 +127,12 @@ impl Session {
         let Some(entry) = self.manifest.entries.iter().find(|e| e.name == entry) else {
             return Err(RunError::UnknownEntry {
                 name: entry.to_string(),
-                available: self.manifest.entries.iter().map(|e| e.name.clone()).collect(),
+                available: self
+                    .manifest
+                    .entries
+                    .iter()
+                    .map(|e| e.name.clone())
+                    .collect(),
             });
         };
         let bound = bind_inputs(&self.manifest, entry, inputs)?;
@@ -157,7 +163,10 @@ impl Session {
                 .ok_or_else(|| internal(format!("input `{}` is outside the arena", port.name)))?;
             let bytes = tensor.data.as_bytes();
             if region.len() != bytes.len() {
-                return Err(internal(format!("input `{}` has the wrong size", port.name)));
+                return Err(internal(format!(
+                    "input `{}` has the wrong size",
+                    port.name
+                )));
             }
             region.copy_from_slice(bytes);
         }
@@ -250,9 +259,7 @@ fn arena_region(manifest: &Manifest, id: usize, batch: u64) -> Option<(usize, us
         return None;
     };
     let offset = usize::try_from(offset.resolve(batch)?).ok()?;
-    let len = info
-        .elements(batch)?
-        .checked_mul(info.dtype.size_bytes())?;
+    let len = info.elements(batch)?.checked_mul(info.dtype.size_bytes())?;
     Some((offset, usize::try_from(len).ok()?))
 }
 
@@ -346,8 +353,8 @@ fn bind_inputs<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_kernels::ir::ScalarType;
     use crate::artifact::manifest::{BufferInfo, EntryPort, Extent};
+    use strata_kernels::ir::ScalarType;
 
     fn manifest() -> Manifest {
         let arena = |fixed, per_batch| Location::Arena {

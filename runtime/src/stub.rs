@@ -80,8 +80,8 @@ fn runtime(e: impl Display) -> Failure {
 /// running executable.
 pub fn main() -> ExitCode {
     let load = || {
-        let path = std::env::current_exe()
-            .map_err(|e| format!("cannot locate this executable: {e}"))?;
+        let path =
+            std::env::current_exe().map_err(|e| format!("cannot locate this executable: {e}"))?;
         std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
     run_cli(

@@ -13,7 +13,8 @@ struct StrataParser;
 
 /// Parses a whole model file.
 pub fn parse(text: &str) -> Result<Program, Diagnostic> {
-    let mut pairs = StrataParser::parse(Rule::file, text).map_err(syntax_error)?;
+    let mut pairs = StrataParser::parse(Rule::file, text)
+        .map_err(|e| check_delimiters(text).err().unwrap_or_else(|| syntax_error(e)))?;
     let mut program = Program::default();
     let Some(file) = pairs.next() else {
         return Ok(program);
@@ -336,4 +337,66 @@ fn syntax_error(e: pest::error::Error<Rule>) -> Diagnostic {
     };
     Diagnostic::error(ErrorCode::Syntax, format!("syntax error: {message}"), Span::new(start, end.max(start + 1)))
         .with_label(message)
+}
+
+/// Finds the first unbalanced bracket, which explains a parse error better than the
+/// grammar's view of the next token can ("unclosed `[`" at the opener).
+fn check_delimiters(text: &str) -> Result<(), Diagnostic> {
+    let mut stack: Vec<(char, usize)> = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '/' if chars.peek().is_some_and(|(_, n)| *n == '/') => {
+                while chars.next_if(|(_, n)| *n != '\n').is_some() {}
+            }
+            '#' => while chars.next_if(|(_, n)| *n != '\n').is_some() {},
+            '"' => while chars.next_if(|(_, n)| *n != '"' && *n != '\n').is_some() {},
+            '(' | '[' | '{' => stack.push((c, i)),
+            ')' | ']' | '}' => {
+                let open = match c {
+                    ')' => '(',
+                    ']' => '[',
+                    _ => '{',
+                };
+                match stack.pop() {
+                    Some((o, _)) if o == open => {}
+                    Some((o, at)) => {
+                        return Err(Diagnostic::error(
+                            ErrorCode::Syntax,
+                            format!("syntax error: `{c}` does not close `{o}`"),
+                            Span::new(i, i + 1),
+                        )
+                        .with_label(format!("expected `{}` first", closer(o)))
+                        .with_secondary(Span::new(at, at + 1), "unclosed delimiter"));
+                    }
+                    None => {
+                        return Err(Diagnostic::error(
+                            ErrorCode::Syntax,
+                            format!("syntax error: unexpected `{c}`"),
+                            Span::new(i, i + 1),
+                        )
+                        .with_label("nothing to close here"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    match stack.pop() {
+        Some((o, at)) => Err(Diagnostic::error(
+            ErrorCode::Syntax,
+            format!("syntax error: unclosed `{o}`"),
+            Span::new(at, at + 1),
+        )
+        .with_label(format!("this `{o}` is never closed with `{}`", closer(o)))),
+        None => Ok(()),
+    }
+}
+
+fn closer(open: char) -> char {
+    match open {
+        '(' => ')',
+        '[' => ']',
+        _ => '}',
+    }
 }

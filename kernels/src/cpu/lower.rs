@@ -91,6 +91,8 @@ fn used_slots(kernel: &Kernel) -> Vec<usize> {
 #[derive(Clone, Default)]
 struct Memo {
     indices: HashMap<Index, Value>,
+    /// Byte offsets (`4 * index`).
+    offsets: HashMap<Index, Value>,
     loads: HashMap<(usize, Index), Value>,
 }
 
@@ -284,8 +286,15 @@ impl<'k, 'f> Lowering<'k, 'f> {
             .copied()
             .flatten()
             .ok_or_else(|| self.error(format!("buffer slot {buf} not bound (emitter bug)")))?;
-        let i = self.index(index)?;
-        let offset = self.b.ins().ishl_imm_u(i, 2);
+        let offset = match self.memo.offsets.get(index) {
+            Some(v) => *v,
+            None => {
+                let i = self.index(index)?;
+                let v = self.b.ins().ishl_imm_u(i, 2);
+                self.memo.offsets.insert(index.clone(), v);
+                v
+            }
+        };
         Ok(self.b.ins().iadd(base, offset))
     }
 

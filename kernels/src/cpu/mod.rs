@@ -98,6 +98,8 @@ fn emit_function(kernel: &Kernel) -> Result<Function, KernelError> {
     let mut func =
         Function::with_name_signature(UserFuncName::testcase(&kernel.name), kernel_signature());
     lower::lower_kernel(kernel, &mut func, target.frontend)?;
+    // The SSA builder leaves value aliases behind; resolving them keeps the text plain.
+    func.dfg.resolve_all_aliases();
     cranelift_codegen::verify_function(&func, &target.flags).map_err(|errors| KernelError {
         kernel: kernel.name.clone(),
         message: format!("generated CLIF does not verify (emitter bug): {errors}"),

@@ -105,7 +105,9 @@ impl Artifact {
             return Err(ArtifactError::Truncated { needed, got });
         }
         if needed < got {
-            return Err(ArtifactError::TrailingBytes { extra: got - needed });
+            return Err(ArtifactError::TrailingBytes {
+                extra: got - needed,
+            });
         }
         // `needed == got` fits in usize, so every length below does too.
         let body_len = bytes.len() - CHECKSUM_LEN;

@@ -54,20 +54,26 @@ impl BufferInfo {
             .try_fold(1u64, |acc, d| acc.checked_mul(d.resolve(batch)))
     }
 
-    /// The buffer's size in bytes as an [`Extent`] (None if the batch appears twice).
+    /// The buffer's size in bytes as an [`Extent`] (None if the batch appears twice or the
+    /// size overflows `u64`).
     pub fn byte_size(&self) -> Option<Extent> {
-        let fixed: u64 = self
-            .shape
-            .iter()
-            .filter_map(|d| match d {
-                Dim::Fixed(n) => Some(*n),
-                Dim::Batch => None,
-            })
-            .product::<u64>()
-            * self.dtype.size_bytes();
-        match self.shape.iter().filter(|d| **d == Dim::Batch).count() {
-            0 => Some(Extent { fixed, per_batch: 0 }),
-            1 => Some(Extent { fixed: 0, per_batch: fixed }),
+        let mut fixed = self.dtype.size_bytes();
+        let mut batch_dims = 0;
+        for d in &self.shape {
+            match d {
+                Dim::Fixed(n) => fixed = fixed.checked_mul(*n)?,
+                Dim::Batch => batch_dims += 1,
+            }
+        }
+        match batch_dims {
+            0 => Some(Extent {
+                fixed,
+                per_batch: 0,
+            }),
+            1 => Some(Extent {
+                fixed: 0,
+                per_batch: fixed,
+            }),
             _ => None,
         }
     }

@@ -12,7 +12,9 @@
 //! 4. entries have unique names, their ports unique names and existing buffers, and
 //!    inputs live in the arena;
 //! 5. every launch names an existing kernel and binds exactly one buffer per kernel slot,
-//!    of the slot's dtype and shape (so a kernel's view of its buffers is the buffers);
+//!    of the slot's dtype and shape (so a kernel's view of its buffers is the buffers),
+//!    and a contraction's output shares no byte with its operands (the product is
+//!    written into the output while the operands are read);
 //! 6. the weights hold exactly the persistent buffers, with their dtypes and shapes;
 //! 7. the CLIF text defines a function for every kernel (a textual check; compile errors
 //!    come when a session compiles it).
@@ -33,7 +35,7 @@
 
 use std::collections::HashSet;
 
-use strata_kernels::ir::Dim;
+use strata_kernels::ir::{Dim, KernelBody};
 
 use super::Artifact;
 use super::manifest::{BufferInfo, Extent, Location, Manifest};
@@ -51,30 +53,6 @@ impl Artifact {
         weights::match_weights(manifest, &self.weights)?;
         validate_clif(manifest, &self.clif)?;
         Ok(())
-    }
-}
-
-/// A buffer's size in bytes as an [`Extent`], or None if its batch dimension repeats or
-/// the size overflows. (Unlike `BufferInfo::byte_size`, never overflows silently.)
-pub fn checked_byte_size(info: &BufferInfo) -> Option<Extent> {
-    let mut fixed = info.dtype.size_bytes();
-    let mut batch_dims = 0;
-    for d in &info.shape {
-        match d {
-            Dim::Fixed(n) => fixed = fixed.checked_mul(*n)?,
-            Dim::Batch => batch_dims += 1,
-        }
-    }
-    match batch_dims {
-        0 => Some(Extent {
-            fixed,
-            per_batch: 0,
-        }),
-        1 => Some(Extent {
-            fixed: 0,
-            per_batch: fixed,
-        }),
-        _ => None,
     }
 }
 
@@ -98,9 +76,9 @@ fn validate_buffers(manifest: &Manifest) -> Result<(), ArtifactError> {
         if info.shape.iter().filter(|d| **d == Dim::Batch).count() > 1 {
             return Err(ArtifactError::RepeatedBatch { buffer: buffer() });
         }
-        let size = checked_byte_size(info).ok_or_else(|| ArtifactError::SizeOverflow {
-            buffer: buffer(),
-        })?;
+        let size = info
+            .byte_size()
+            .ok_or_else(|| ArtifactError::SizeOverflow { buffer: buffer() })?;
         match &info.location {
             Location::Persistent { key } => {
                 if info.shape.contains(&Dim::Batch) {
@@ -195,19 +173,68 @@ fn validate_entries(manifest: &Manifest) -> Result<(), ArtifactError> {
                 })?;
                 if info.dtype != slot.dtype || info.shape != slot.shape {
                     return Err(ArtifactError::BindingType {
-                        entry: entry.name.clone(),
-                        launch: index,
-                        kernel: kernel.name.clone(),
-                        slot: slot.name.clone(),
+                        site: format!(
+                            "entry `{}`, launch {index}: slot `{}` of kernel `{}`",
+                            entry.name, slot.name, kernel.name
+                        ),
                         buffer: info.name.clone(),
                         expected: type_string(slot.dtype, &slot.shape),
                         found: type_string(info.dtype, &info.shape),
                     });
                 }
             }
+            if let KernelBody::Contract(c) = &kernel.body {
+                let bound = |slot: usize| launch.bindings.get(slot).copied();
+                for operand in [c.a.buf, c.b.buf] {
+                    let (Some(out), Some(input)) = (bound(c.out), bound(operand)) else {
+                        continue;
+                    };
+                    if may_overlap(manifest, out, input) {
+                        return Err(ArtifactError::AliasedContraction {
+                            entry: entry.name.clone(),
+                            launch: index,
+                            kernel: kernel.name.clone(),
+                            operand: name_of(manifest, input),
+                            out: name_of(manifest, out),
+                        });
+                    }
+                }
+            }
         }
     }
     Ok(())
+}
+
+fn name_of(manifest: &Manifest, id: usize) -> String {
+    manifest
+        .buffers
+        .get(id)
+        .map_or_else(|| format!("#{id}"), |b| b.name.clone())
+}
+
+/// Whether buffers `a` and `b` may share bytes at some batch size. Distinct persistent
+/// buffers never do; arena buffers do unless one ends before the other starts in both
+/// parts of their extents (the arena rule's reasoning, applied to two buffers).
+fn may_overlap(manifest: &Manifest, a: usize, b: usize) -> bool {
+    if a == b {
+        return true;
+    }
+    let region = |id: usize| {
+        let info = manifest.buffers.get(id)?;
+        match &info.location {
+            Location::Arena { offset } => Some((*offset, info.byte_size()?)),
+            Location::Persistent { .. } => None,
+        }
+    };
+    let (Some((oa, sa)), Some((ob, sb))) = (region(a), region(b)) else {
+        return false;
+    };
+    let empty = |s: Extent| s.fixed == 0 && s.per_batch == 0;
+    let before = |o1: Extent, s1: Extent, o2: Extent| {
+        o1.fixed.saturating_add(s1.fixed) <= o2.fixed
+            && o1.per_batch.saturating_add(s1.per_batch) <= o2.per_batch
+    };
+    !(empty(sa) || empty(sb) || before(oa, sa, ob) || before(ob, sb, oa))
 }
 
 fn buffer(
@@ -248,4 +275,3 @@ fn validate_clif(manifest: &Manifest, clif: &str) -> Result<(), ArtifactError> {
     }
     Ok(())
 }
-

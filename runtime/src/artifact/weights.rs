@@ -73,11 +73,9 @@ pub fn match_weights<'a>(
         let Some(info) = manifest.buffers.get(id) else {
             continue;
         };
-        let view = file
-            .tensor(key)
-            .map_err(|_| WeightsError::Missing {
-                keys: vec![key.to_string()],
-            })?;
+        let view = file.tensor(key).map_err(|_| WeightsError::Missing {
+            keys: vec![key.to_string()],
+        })?;
         let expected_dtype = match info.dtype {
             ScalarType::F32 => Dtype::F32,
             ScalarType::I32 => Dtype::I32,
@@ -144,8 +142,8 @@ pub fn encode_weights<'t>(
     }
     let mut views = Vec::with_capacity(owned.len());
     for (key, dtype, shape, bytes) in &owned {
-        let view = TensorView::new(*dtype, shape.clone(), bytes)
-            .map_err(WeightsError::Serialize)?;
+        let view =
+            TensorView::new(*dtype, shape.clone(), bytes).map_err(WeightsError::Serialize)?;
         views.push((*key, view));
     }
     safetensors::serialize(views, None).map_err(WeightsError::Serialize)

@@ -1,0 +1,364 @@
+//! The `strata` command line.
+//!
+//! ```text
+//! strata check FILE                 diagnostics only; exit 1 on error
+//! strata ir    FILE [--stage typed|optimized|kernels|plan] [--format text|dot|json] [--emit clif]
+//! strata build FILE -o OUT          a standalone native executable
+//! strata run   FILE --input x=x.npy compile and run the `infer` entry in one go
+//! ```
+//! Every command takes `--model NAME` (when a file holds several), `--set name=value`
+//! (hyper-parameter overrides) and `--error-format human|json`.
+
+use crate::driver::{CompileError, CompileOptions, Compiled, check, compile};
+use crate::elaborate::ElaborateOptions;
+use crate::ir::{dot::graph_to_dot, print::print_graph};
+use crate::syntax::{Diagnostic, SourceFile};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "strata", version, about = "A compiler for neural networks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check a model file and report every mistake.
+    Check(Common),
+    /// Print the IR of a model at a stage of the pipeline.
+    Ir(IrArgs),
+    /// Compile a model into a standalone executable.
+    Build(BuildArgs),
+    /// Compile a model and run its `infer` entry on .npy inputs.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct Common {
+    /// The model file (`.strata`).
+    file: PathBuf,
+    /// Which model of the file (default: the first).
+    #[arg(long)]
+    model: Option<String>,
+    /// Override a hyper-parameter: `--set hidden=256` (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    set: Vec<String>,
+    /// Seed of the parameters' initial values.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// How to print diagnostics.
+    #[arg(long, value_enum, default_value_t = ErrorFormat::Human)]
+    error_format: ErrorFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ErrorFormat {
+    Human,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// The graph as elaborated from the source, with types.
+    Typed,
+    /// After the optimization passes.
+    Optimized,
+    /// The kernels the graph lowers to.
+    Kernels,
+    /// The memory plan: every buffer's lifetime and arena offset.
+    Plan,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Text,
+    Dot,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Emit {
+    /// The generated Cranelift IR of every kernel.
+    Clif,
+}
+
+#[derive(Args, Debug)]
+struct IrArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, value_enum, default_value_t = Stage::Typed)]
+    stage: Stage,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Print generated code instead of the IR.
+    #[arg(long, value_enum)]
+    emit: Option<Emit>,
+}
+
+#[derive(Args, Debug)]
+struct BuildArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The executable to write.
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    output: PathBuf,
+    /// Use these weights (safetensors) instead of freshly initialized ones.
+    #[arg(long, value_name = "PATH")]
+    weights: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    common: Common,
+    /// An input as NAME=PATH.npy (repeatable).
+    #[arg(long = "input", short = 'i', value_name = "NAME=PATH", required = true)]
+    inputs: Vec<String>,
+    /// Where to write an output, as NAME=PATH.npy (repeatable); printed otherwise.
+    #[arg(long = "output", value_name = "NAME=PATH")]
+    outputs: Vec<String>,
+    /// Weights to use (safetensors).
+    #[arg(long, value_name = "PATH")]
+    weights: Option<PathBuf>,
+}
+
+/// The process entry of `strata`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(c) => cmd_check(&c),
+        Command::Ir(a) => cmd_ir(&a),
+        Command::Build(a) => cmd_build(&a),
+        Command::Run(a) => cmd_run(&a),
+    }
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+fn load_source(path: &Path) -> Result<SourceFile, ExitCode> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(SourceFile::new(path.display().to_string(), text)),
+        Err(e) => Err(fail(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+fn options(c: &Common) -> Result<CompileOptions, ExitCode> {
+    let mut overrides = Vec::new();
+    for s in &c.set {
+        match s.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                overrides.push((k.trim().to_string(), v.trim().to_string()));
+            }
+            _ => return Err(fail(format!("--set takes NAME=VALUE, got `{s}`"))),
+        }
+    }
+    Ok(CompileOptions {
+        elaborate: ElaborateOptions {
+            model: c.model.clone(),
+            overrides,
+        },
+        seed: c.seed,
+    })
+}
+
+fn report(d: &Diagnostic, source: &SourceFile, format: ErrorFormat) {
+    match format {
+        ErrorFormat::Human => eprint!("{}", d.render(source)),
+        ErrorFormat::Json => eprintln!("{}", d.to_json(source)),
+    }
+}
+
+fn compile_or_report(c: &Common) -> Result<(SourceFile, Compiled), ExitCode> {
+    let source = load_source(&c.file)?;
+    let opts = options(c)?;
+    match compile(&source, &opts) {
+        Ok(compiled) => Ok((source, compiled)),
+        Err(CompileError::User(d)) => {
+            report(&d, &source, c.error_format);
+            Err(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprint!("{}", e.render(&source));
+            Err(ExitCode::from(3))
+        }
+    }
+}
+
+fn cmd_check(c: &Common) -> ExitCode {
+    let source = match load_source(&c.file) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let opts = match options(c) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    match check(&source, &opts.elaborate) {
+        Ok(e) => {
+            let params: u64 = e
+                .graph
+                .params()
+                .iter()
+                .map(|(v, _)| e.graph.ty(*v).shape.fixed_elements())
+                .sum();
+            println!(
+                "{}: model `{}` is well-formed ({} ops, {} parameters)",
+                source.name,
+                e.graph.name,
+                e.graph.len(),
+                params
+            );
+            ExitCode::SUCCESS
+        }
+        Err(d) => {
+            report(&d, &source, c.error_format);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cmd_ir(a: &IrArgs) -> ExitCode {
+    let (source, compiled) = match compile_or_report(&a.common) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let text = match a.emit {
+        Some(Emit::Clif) => compiled.clif.clone(),
+        None => match (a.stage, a.format) {
+            (Stage::Typed, Format::Text) => print_graph(&compiled.typed, Some(&source)),
+            (Stage::Optimized, Format::Text) => print_graph(&compiled.optimized, Some(&source)),
+            (Stage::Typed, Format::Dot) => graph_to_dot(&compiled.typed),
+            (Stage::Optimized, Format::Dot) => graph_to_dot(&compiled.optimized),
+            (Stage::Kernels, Format::Text) => crate::lower::print::print_kernels(&compiled.lowered),
+            (Stage::Plan, Format::Text) => crate::plan::print::print_plan(&compiled.lowered, &compiled.plan),
+            (Stage::Kernels | Stage::Plan | Stage::Typed | Stage::Optimized, Format::Json) => {
+                match serde_json::to_string_pretty(&compiled.artifact.manifest) {
+                    Ok(s) => s + "\n",
+                    Err(e) => return fail(e),
+                }
+            }
+            (Stage::Kernels | Stage::Plan, Format::Dot) => {
+                return fail("--format dot draws graphs: use it with --stage typed or optimized");
+            }
+        },
+    };
+    let mut out = std::io::stdout().lock();
+    if out.write_all(text.as_bytes()).is_err() {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// The runtime stub binary: `strata-stub` beside this executable.
+fn stub_path() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot locate strata itself: {e}"))?;
+    let dir = exe.parent().ok_or("strata's directory is unknown")?;
+    let stub = dir.join(format!("strata-stub{}", std::env::consts::EXE_SUFFIX));
+    if stub.is_file() {
+        Ok(stub)
+    } else {
+        Err(format!(
+            "the runtime stub `{}` is missing (it is built with strata: `cargo build --bins`)",
+            stub.display()
+        ))
+    }
+}
+
+fn with_weights(compiled: &mut Compiled, weights: Option<&Path>) -> Result<(), String> {
+    let Some(path) = weights else { return Ok(()) };
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    // Check names and shapes against the model by loading them into a session's store.
+    strata_runtime::artifact::weights::match_weights(&compiled.artifact.manifest, &bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    compiled.artifact.weights = bytes;
+    compiled
+        .artifact
+        .validate()
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn cmd_build(a: &BuildArgs) -> ExitCode {
+    let (_, mut compiled) = match compile_or_report(&a.common) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    if let Err(e) = with_weights(&mut compiled, a.weights.as_deref()) {
+        return fail(e);
+    }
+    let stub = match stub_path().and_then(|p| std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let exe = match crate::artifact::pack_executable(&stub, &compiled.artifact) {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = write_executable(&a.output, &exe) {
+        return fail(format!("cannot write {}: {e}", a.output.display()));
+    }
+    eprintln!(
+        "wrote {} ({} kernels, {} bytes)",
+        a.output.display(),
+        compiled.lowered.kernels.len(),
+        exe.len()
+    );
+    ExitCode::SUCCESS
+}
+
+/// Writes to a temporary file beside `path`, marks it executable, then renames it, so a
+/// failed build never leaves a half-written executable.
+fn write_executable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    }
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+fn cmd_run(a: &RunArgs) -> ExitCode {
+    let (_, mut compiled) = match compile_or_report(&a.common) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    if let Err(e) = with_weights(&mut compiled, a.weights.as_deref()) {
+        return fail(e);
+    }
+    let bytes = match compiled.artifact.to_bytes() {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    let mut args: Vec<String> = vec!["strata run".into(), "infer".into()];
+    for i in &a.inputs {
+        args.push("--input".into());
+        args.push(i.clone());
+    }
+    for o in &a.outputs {
+        args.push("--output".into());
+        args.push(o.clone());
+    }
+    let exe = strata_runtime::artifact::append_to_executable(&[], &bytes);
+    strata_runtime::stub::run_cli(
+        args,
+        || Ok(exe),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )
+}

@@ -1,0 +1,287 @@
+//! The kernel of each op: how one graph op becomes one (or, for concat, a few) kernels.
+
+use super::{BufferId, LowerError, Lowerer, LoweredLaunch, Storage, kernel_dims};
+use crate::ir::{self, Op, ValueId};
+use strata_kernels::ir::{
+    Access, BinaryOp, BufferDecl, Contraction, Dim, Expr, Index, Kernel, KernelBody, MatrixOperand,
+    ReduceOp, Store, UnaryOp,
+};
+
+/// Buffer slots of the kernel being built and the buffers bound to them.
+struct Slots {
+    decls: Vec<BufferDecl>,
+    bindings: Vec<BufferId>,
+}
+
+impl Slots {
+    fn new() -> Slots {
+        Slots {
+            decls: Vec::new(),
+            bindings: Vec::new(),
+        }
+    }
+
+    fn slot(&mut self, l: &Lowerer, b: BufferId, access: Access) -> usize {
+        if let Some(i) = self.bindings.iter().position(|x| *x == b) {
+            if self.decls[i].access != access {
+                self.decls[i].access = Access::ReadWrite;
+            }
+            return i;
+        }
+        let buf = &l.out.buffers[b];
+        self.decls.push(BufferDecl {
+            name: buf.name.replace('.', "_"),
+            dtype: buf.dtype,
+            shape: buf.shape.clone(),
+            access,
+        });
+        self.bindings.push(b);
+        self.decls.len() - 1
+    }
+}
+
+fn push_kernel(l: &mut Lowerer, what: &str, slots: Slots, body: KernelBody) -> Result<(), LowerError> {
+    let kernel = Kernel {
+        name: format!("k{}_{what}", l.out.kernels.len()),
+        buffers: slots.decls,
+        body,
+    };
+    kernel.validate().map_err(|e| LowerError(e.to_string()))?;
+    l.out.kernels.push(kernel);
+    l.out.launches.push(LoweredLaunch {
+        kernel: l.out.kernels.len() - 1,
+        bindings: slots.bindings,
+    });
+    Ok(())
+}
+
+fn vars(n: usize) -> Vec<Index> {
+    (0..n).map(Index::Var).collect()
+}
+
+/// The element of `v` at `coords` (one per dimension of `v`).
+fn element(l: &Lowerer, slots: &mut Slots, v: ValueId, coords: &[Index]) -> Result<Expr, LowerError> {
+    match l.storage.get(&v).copied() {
+        Some(Storage::Const(c)) => Ok(Expr::Const(c)),
+        Some(Storage::Buffer(b)) => {
+            let shape = l.out.buffers[b].shape.clone();
+            let s = slots.slot(l, b, Access::Read);
+            Ok(Expr::load(s, Index::row_major(coords, &shape)))
+        }
+        Some(Storage::TransposedView(b)) => {
+            let shape = l.out.buffers[b].shape.clone();
+            let mut c = coords.to_vec();
+            let r = c.len();
+            c.swap(r - 2, r - 1);
+            let s = slots.slot(l, b, Access::Read);
+            Ok(Expr::load(s, Index::row_major(&c, &shape)))
+        }
+        None => Err(LowerError(format!("{v} used before it is lowered"))),
+    }
+}
+
+/// The element of `v` broadcast into an iteration space of rank `rank` (NumPy rules).
+fn broadcast_element(l: &Lowerer, slots: &mut Slots, v: ValueId, rank: usize) -> Result<Expr, LowerError> {
+    let shape = l.graph.ty(v).shape.clone();
+    let r = shape.rank();
+    let coords: Vec<Index> = shape
+        .dims()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            if *d == ir::Dim::Fixed(1) {
+                Index::Const(0)
+            } else {
+                Index::Var(rank - r + i)
+            }
+        })
+        .collect();
+    element(l, slots, v, &coords)
+}
+
+fn unary(op: ir::UnaryOp) -> UnaryOp {
+    match op {
+        ir::UnaryOp::Neg => UnaryOp::Neg,
+        ir::UnaryOp::Abs => UnaryOp::Abs,
+        ir::UnaryOp::Exp => UnaryOp::Exp,
+        ir::UnaryOp::Log => UnaryOp::Log,
+        ir::UnaryOp::Sqrt => UnaryOp::Sqrt,
+        ir::UnaryOp::Recip => UnaryOp::Recip,
+        ir::UnaryOp::Tanh => UnaryOp::Tanh,
+        ir::UnaryOp::Sigmoid => UnaryOp::Sigmoid,
+        ir::UnaryOp::Relu => UnaryOp::Relu,
+    }
+}
+
+fn binary(op: ir::BinaryOp) -> BinaryOp {
+    match op {
+        ir::BinaryOp::Add => BinaryOp::Add,
+        ir::BinaryOp::Sub => BinaryOp::Sub,
+        ir::BinaryOp::Mul => BinaryOp::Mul,
+        ir::BinaryOp::Div => BinaryOp::Div,
+        ir::BinaryOp::Max => BinaryOp::Max,
+        ir::BinaryOp::Min => BinaryOp::Min,
+        ir::BinaryOp::Pow => BinaryOp::Pow,
+        ir::BinaryOp::Lt => BinaryOp::Lt,
+        ir::BinaryOp::Le => BinaryOp::Le,
+        ir::BinaryOp::Gt => BinaryOp::Gt,
+        ir::BinaryOp::Ge => BinaryOp::Ge,
+        ir::BinaryOp::Eq => BinaryOp::Eq,
+    }
+}
+
+fn reduce_op(op: ir::ReduceOp) -> ReduceOp {
+    match op {
+        ir::ReduceOp::Sum => ReduceOp::Sum,
+        ir::ReduceOp::Max => ReduceOp::Max,
+        ir::ReduceOp::Min => ReduceOp::Min,
+    }
+}
+
+/// Emits the kernel(s) computing `v` into buffer `out`.
+pub(super) fn emit(l: &mut Lowerer, v: ValueId, out: BufferId) -> Result<(), LowerError> {
+    let node = l.graph.node(v);
+    let operands = l.graph.operands(v);
+    let space = kernel_dims(&node.ty.shape);
+    let rank = space.len();
+    let mut slots = Slots::new();
+    let out_index = Index::row_major(&vars(rank), &space);
+    match &node.op {
+        Op::Unary(op) => {
+            let x = broadcast_element(l, &mut slots, operands[0], rank)?;
+            let o = slots.slot(l, out, Access::Write);
+            let stores = vec![Store { buf: o, index: out_index, value: Expr::unary(unary(*op), x) }];
+            push_kernel(l, op.name(), slots, KernelBody::Map { space, stores })
+        }
+        Op::Binary(op) => {
+            let a = broadcast_element(l, &mut slots, operands[0], rank)?;
+            let b = broadcast_element(l, &mut slots, operands[1], rank)?;
+            let o = slots.slot(l, out, Access::Write);
+            let stores = vec![Store { buf: o, index: out_index, value: Expr::binary(binary(*op), a, b) }];
+            push_kernel(l, op.name(), slots, KernelBody::Map { space, stores })
+        }
+        Op::Transpose { perm } => {
+            let mut coords = vec![Index::Const(0); rank];
+            for (i, p) in perm.iter().enumerate() {
+                coords[*p] = Index::Var(i);
+            }
+            let x = element(l, &mut slots, operands[0], &coords)?;
+            let o = slots.slot(l, out, Access::Write);
+            let stores = vec![Store { buf: o, index: out_index, value: x }];
+            push_kernel(l, "transpose", slots, KernelBody::Map { space, stores })
+        }
+        Op::Reduce { op, axes, keep_dims } => {
+            let in_shape = l.graph.ty(operands[0]).shape.clone();
+            let mut coords = Vec::new();
+            let mut reduce = Vec::new();
+            let mut out_pos = 0;
+            for (i, d) in in_shape.dims().iter().enumerate() {
+                if axes.contains(&i) {
+                    coords.push(Index::Var(rank + reduce.len()));
+                    reduce.push(super::kernel_dim(*d));
+                    if *keep_dims {
+                        out_pos += 1;
+                    }
+                } else {
+                    coords.push(Index::Var(out_pos));
+                    out_pos += 1;
+                }
+            }
+            let value = element(l, &mut slots, operands[0], &coords)?;
+            let o = slots.slot(l, out, Access::Write);
+            let body = KernelBody::Reduce {
+                space,
+                reduce,
+                op: reduce_op(*op),
+                value,
+                out: Store { buf: o, index: out_index, value: Expr::Acc },
+            };
+            push_kernel(l, op.name(), slots, body)
+        }
+        Op::MatMul => {
+            let c = contraction(l, &mut slots, operands[0], operands[1], &space, out)?;
+            push_kernel(l, "matmul", slots, KernelBody::Contract(c))
+        }
+        Op::Concat { axis } => {
+            let mut offset = 0i64;
+            for o in operands {
+                let mut slots = Slots::new();
+                let part_dims = kernel_dims(&l.graph.ty(o).shape);
+                let x = element(l, &mut slots, o, &vars(rank))?;
+                let mut coords = vars(rank);
+                coords[*axis] = Index::Var(*axis).add(Index::Const(offset));
+                let ob = slots.slot(l, out, Access::Write);
+                let stores = vec![Store { buf: ob, index: Index::row_major(&coords, &space), value: x }];
+                offset += match part_dims[*axis] {
+                    Dim::Fixed(n) => n as i64,
+                    Dim::Batch => return Err(LowerError("concat along the batch".into())),
+                };
+                push_kernel(l, "concat", slots, KernelBody::Map { space: part_dims, stores })?;
+            }
+            Ok(())
+        }
+        other => Err(LowerError(format!("no kernel for `{}`", other.mnemonic()))),
+    }
+}
+
+/// A copy of a constant or a view into its own buffer.
+pub(super) fn emit_copy(l: &mut Lowerer, v: ValueId, out: BufferId) -> Result<(), LowerError> {
+    let space = kernel_dims(&l.graph.ty(v).shape);
+    let rank = space.len();
+    let mut slots = Slots::new();
+    let x = element(l, &mut slots, v, &vars(rank))?;
+    let o = slots.slot(l, out, Access::Write);
+    let stores = vec![Store { buf: o, index: Index::row_major(&vars(rank), &space), value: x }];
+    push_kernel(l, "copy", slots, KernelBody::Map { space, stores })
+}
+
+/// A matrix operand over the contraction's batch variables: `v`'s element
+/// `(b..., row, col)`, with `v` of rank 2 shared across the batch.
+fn matrix_operand(l: &Lowerer, slots: &mut Slots, v: ValueId, n_batch: usize) -> Result<MatrixOperand, LowerError> {
+    let (buf, transposed) = match l.storage.get(&v).copied() {
+        Some(Storage::Buffer(b)) => (b, false),
+        Some(Storage::TransposedView(b)) => (b, true),
+        _ => return Err(LowerError(format!("{v}: a matrix operand needs storage"))),
+    };
+    let shape = l.out.buffers[buf].shape.clone();
+    let r = shape.len();
+    let own_batch = r - 2;
+    // Batch coordinates: the operand's leading dims align with the last of the
+    // contraction's batch variables (rank 2 operands have none).
+    let mut coords: Vec<Index> = (0..own_batch).map(|i| Index::Var(n_batch - own_batch + i)).collect();
+    coords.push(Index::Const(0));
+    coords.push(Index::Const(0));
+    let offset = Index::row_major(&coords, &shape);
+    let inner = Index::of_dim(shape[r - 1]);
+    let (row_stride, col_stride) = if transposed {
+        (Index::Const(1), inner)
+    } else {
+        (inner, Index::Const(1))
+    };
+    Ok(MatrixOperand { buf: slots.slot(l, buf, Access::Read), offset, row_stride, col_stride })
+}
+
+fn contraction(
+    l: &Lowerer,
+    slots: &mut Slots,
+    a: ValueId,
+    b: ValueId,
+    space: &[Dim],
+    out: BufferId,
+) -> Result<Contraction, LowerError> {
+    let r = space.len();
+    let a_shape = kernel_dims(&l.graph.ty(a).shape);
+    let k = a_shape[a_shape.len() - 1];
+    let a_op = matrix_operand(l, slots, a, r - 2)?;
+    let b_op = matrix_operand(l, slots, b, r - 2)?;
+    Ok(Contraction {
+        batch: space[..r - 2].to_vec(),
+        m: space[r - 2],
+        n: space[r - 1],
+        k,
+        a: a_op,
+        b: b_op,
+        out: slots.slot(l, out, Access::Write),
+        epilogue: Expr::Acc,
+    })
+}

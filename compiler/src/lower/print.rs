@@ -1,0 +1,31 @@
+//! Text form of the lowered program: buffers, then kernels in launch order.
+
+use super::{BufferRole, Lowered};
+use std::fmt::Write;
+
+pub fn print_kernels(l: &Lowered) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# {} buffers, {} kernels", l.buffers.len(), l.kernels.len());
+    for (i, b) in l.buffers.iter().enumerate() {
+        let role = match &b.role {
+            BufferRole::Input(_) => "input",
+            BufferRole::Param(_) => "param",
+            BufferRole::Temp => "temp",
+        };
+        let dims: Vec<String> = b.shape.iter().map(|d| d.to_string()).collect();
+        let _ = writeln!(out, "buffer b{i} {} : {:?}[{}] {role}", b.name, b.dtype, dims.join(", "));
+    }
+    for (name, b) in &l.inputs {
+        let _ = writeln!(out, "input {name} = b{b}");
+    }
+    for (name, b) in &l.outputs {
+        let _ = writeln!(out, "output {name} = b{b}");
+    }
+    for launch in &l.launches {
+        out.push('\n');
+        let _ = write!(out, "{}", l.kernels[launch.kernel]);
+        let binds: Vec<String> = launch.bindings.iter().map(|b| format!("b{b}")).collect();
+        let _ = writeln!(out, "  bound to ({})", binds.join(", "));
+    }
+    out
+}

@@ -1,0 +1,167 @@
+//! A readable text form of the kernel IR, for `strata ir --stage kernels` and snapshots.
+//!
+//! ```text
+//! kernel k3_add map [batch, 128] (t2: f32[batch, 128] r, dense0_bias: f32[128] r, t3: f32[batch, 128] w) {
+//!   t3[i0 * 128 + i1] = (t2[i0 * 128 + i1] + dense0_bias[i1])
+//! }
+//! ```
+
+use crate::ir::*;
+use std::fmt::{self, Display, Formatter};
+
+fn dims(d: &[Dim]) -> String {
+    let parts: Vec<String> = d.iter().map(|x| x.to_string()).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+struct IndexText<'a>(&'a Index);
+
+impl Display for IndexText<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Index::Var(v) => write!(f, "i{v}"),
+            Index::Const(c) => write!(f, "{c}"),
+            Index::Batch => f.write_str("batch"),
+            Index::Add(a, b) => write!(f, "{} + {}", IndexText(a), IndexText(b)),
+            Index::Mul(a, b) => {
+                let wrap = |x: &Index| matches!(x, Index::Add(..));
+                let text = |x: &Index| {
+                    if wrap(x) {
+                        format!("({})", IndexText(x))
+                    } else {
+                        IndexText(x).to_string()
+                    }
+                };
+                write!(f, "{} * {}", text(a), text(b))
+            }
+            Index::Div(a, d) => write!(f, "({}) / {d}", IndexText(a)),
+            Index::Rem(a, d) => write!(f, "({}) % {d}", IndexText(a)),
+        }
+    }
+}
+
+struct ExprText<'a> {
+    expr: &'a Expr,
+    buffers: &'a [BufferDecl],
+}
+
+impl<'a> Display for ExprText<'a> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let sub = |e: &'a Expr| ExprText {
+            expr: e,
+            buffers: self.buffers,
+        };
+        match self.expr {
+            Expr::Load { buf, index } => {
+                let name = self.buffers.get(*buf).map_or("?", |b| b.name.as_str());
+                write!(f, "{name}[{}]", IndexText(index))
+            }
+            Expr::Const(c) => write!(f, "{c:?}"),
+            Expr::Acc => f.write_str("acc"),
+            Expr::IndexValue(i) => write!(f, "float({})", IndexText(i)),
+            Expr::Unary(op, x) => write!(f, "{}({})", format!("{op:?}").to_lowercase(), sub(x)),
+            Expr::Binary(op, a, b) => {
+                let sym = match op {
+                    BinaryOp::Add => "+",
+                    BinaryOp::Sub => "-",
+                    BinaryOp::Mul => "*",
+                    BinaryOp::Div => "/",
+                    BinaryOp::Lt => "<",
+                    BinaryOp::Le => "<=",
+                    BinaryOp::Gt => ">",
+                    BinaryOp::Ge => ">=",
+                    BinaryOp::Eq => "==",
+                    BinaryOp::Max | BinaryOp::Min | BinaryOp::Pow => {
+                        return write!(f, "{}({}, {})", format!("{op:?}").to_lowercase(), sub(a), sub(b));
+                    }
+                };
+                write!(f, "({} {sym} {})", sub(a), sub(b))
+            }
+            Expr::Select {
+                cond,
+                then,
+                otherwise,
+            } => write!(f, "select({}, {}, {})", sub(cond), sub(then), sub(otherwise)),
+        }
+    }
+}
+
+impl Display for Kernel {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let params: Vec<String> = self
+            .buffers
+            .iter()
+            .map(|b| {
+                let access = match b.access {
+                    Access::Read => "r",
+                    Access::Write => "w",
+                    Access::ReadWrite => "rw",
+                };
+                let ty = match b.dtype {
+                    ScalarType::F32 => "f32",
+                    ScalarType::I32 => "i32",
+                };
+                format!("{}: {ty}{} {access}", b.name, dims(&b.shape))
+            })
+            .collect();
+        let e = |x: &'_ Expr| {
+            ExprText {
+                expr: x,
+                buffers: &self.buffers,
+            }
+            .to_string()
+        };
+        let name = |b: usize| self.buffers.get(b).map_or("?", |d| d.name.as_str());
+        match &self.body {
+            KernelBody::Map { space, stores } => {
+                writeln!(f, "kernel {} map {} ({}) {{", self.name, dims(space), params.join(", "))?;
+                for s in stores {
+                    writeln!(f, "  {}[{}] = {}", name(s.buf), IndexText(&s.index), e(&s.value))?;
+                }
+            }
+            KernelBody::Reduce {
+                space,
+                reduce,
+                op,
+                value,
+                out,
+            } => {
+                writeln!(
+                    f,
+                    "kernel {} reduce {} over {} ({}) {{",
+                    self.name,
+                    dims(space),
+                    dims(reduce),
+                    params.join(", ")
+                )?;
+                writeln!(f, "  acc = {}({})", format!("{op:?}").to_lowercase(), e(value))?;
+                writeln!(f, "  {}[{}] = {}", name(out.buf), IndexText(&out.index), e(&out.value))?;
+            }
+            KernelBody::Contract(c) => {
+                writeln!(
+                    f,
+                    "kernel {} contract batch {} m {} n {} k {} ({}) {{",
+                    self.name,
+                    dims(&c.batch),
+                    c.m,
+                    c.n,
+                    c.k,
+                    params.join(", ")
+                )?;
+                for (label, op) in [("a", &c.a), ("b", &c.b)] {
+                    writeln!(
+                        f,
+                        "  {label} = {}[{} + row * {} + col * {}]",
+                        name(op.buf),
+                        IndexText(&op.offset),
+                        IndexText(&op.row_stride),
+                        IndexText(&op.col_stride)
+                    )?;
+                }
+                writeln!(f, "  acc = sum_k a[m, k] * b[k, n]")?;
+                writeln!(f, "  {}[row-major] = {}", name(c.out), e(&c.epilogue))?;
+            }
+        }
+        f.write_str("}\n")
+    }
+}

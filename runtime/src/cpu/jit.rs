@@ -1,0 +1,186 @@
+//! CLIF text -> native code for this host, with cranelift-jit.
+//!
+//! The text comes from an artifact, so everything about it is checked before any of it
+//! runs: it must parse, every function must have a name and the kernel signature, call
+//! nothing, and compile. The code stays mapped as long as the [`JitCode`] lives.
+
+use super::KernelFn;
+use cranelift_codegen::ir::{UserFuncName, types};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::ir::Function;
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{Linkage, Module, default_libcall_names};
+use std::collections::HashMap;
+use std::mem::ManuallyDrop;
+
+/// Cranelift's optimization level for kernels. The CLIF is already simple, scheduled
+/// loops; "speed" still pays off (measured on the kernels of `tests/cpu_kernels.rs`):
+/// its e-graph pass hoists loop-invariant index arithmetic and constants out of the inner
+/// loops and shares the repeated constants of the math polynomials.
+const OPT_LEVEL: &str = "speed";
+
+/// Native code for a set of CLIF functions.
+pub struct JitCode {
+    /// Owns the executable memory, freed by `drop` (a `JITModule` alone never frees it).
+    module: ManuallyDrop<JITModule>,
+    functions: HashMap<String, KernelFn>,
+}
+
+/// Why CLIF text could not be turned into native code.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct JitError(pub String);
+
+impl JitCode {
+    /// Parses CLIF text holding one or more functions and compiles them for this host.
+    pub fn compile(clif_text: &str) -> Result<JitCode, JitError> {
+        let funcs = cranelift_reader::parse_functions(clif_text)
+            .map_err(|e| JitError(format!("CLIF text does not parse: {e}")))?;
+        // Built first, so that its memory is freed if anything below fails.
+        let mut code = JitCode {
+            module: ManuallyDrop::new(JITModule::new(JITBuilder::with_isa(
+                host_isa()?,
+                default_libcall_names(),
+            ))),
+            functions: HashMap::new(),
+        };
+        let module = &mut *code.module;
+        let mut ctx = module.make_context();
+        let mut defined = Vec::with_capacity(funcs.len());
+        for func in funcs {
+            let name = kernel_name(&func)?;
+            check_kernel_function(&name, &func)?;
+            let mut signature = func.signature.clone();
+            // The functions are called as `extern "C"`, this host's default convention.
+            signature.call_conv = module.isa().default_call_conv();
+            let id = module
+                .declare_function(&name, Linkage::Export, &signature)
+                .map_err(|e| JitError(format!("function `{name}`: {e}")))?;
+            ctx.func = func;
+            ctx.func.signature = signature;
+            module
+                .define_function(id, &mut ctx)
+                .map_err(|e| JitError(format!("function `{name}` does not compile: {e}")))?;
+            module.clear_context(&mut ctx);
+            defined.push((name, id));
+        }
+        module
+            .finalize_definitions()
+            .map_err(|e| JitError(format!("linking the compiled kernels: {e}")))?;
+        for (name, id) in defined {
+            let ptr = module.get_finalized_function(id);
+            // SAFETY: `ptr` is the entry of a function compiled from CLIF whose signature
+            // `check_kernel_function` checked to be `(i64, i64, i64, i64)` with no result,
+            // in this host's default calling convention, which is what `extern "C"` with
+            // pointer-sized integer arguments is.
+            let f = unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) };
+            code.functions.insert(name, f);
+        }
+        Ok(code)
+    }
+
+    /// The compiled function named `name`.
+    ///
+    /// The pointer is valid as long as this `JitCode` lives: calling it after the
+    /// `JitCode` is dropped is undefined behaviour.
+    pub fn get(&self, name: &str) -> Option<KernelFn> {
+        self.functions.get(name).copied()
+    }
+}
+
+impl Drop for JitCode {
+    fn drop(&mut self) {
+        // SAFETY: `self.module` is never used again. The only pointers into its memory
+        // are the `KernelFn`s that `get` handed out, documented to die with this `JitCode`.
+        unsafe { ManuallyDrop::take(&mut self.module).free_memory() };
+    }
+}
+
+/// The ISA of this host, with the flags cranelift-jit needs.
+fn host_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa, JitError> {
+    let mut flags = settings::builder();
+    for (name, value) in [
+        ("opt_level", OPT_LEVEL),
+        // cranelift-jit needs non-PIC code and absolute libcalls.
+        ("is_pic", "false"),
+        ("use_colocated_libcalls", "false"),
+    ] {
+        flags
+            .set(name, value)
+            .map_err(|e| JitError(format!("Cranelift setting {name}={value}: {e}")))?;
+    }
+    cranelift_native::builder()
+        .map_err(|msg| JitError(format!("this host is not supported by Cranelift: {msg}")))?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| JitError(format!("Cranelift for this host: {e}")))
+}
+
+/// A kernel function's name: its testcase name (`function %name`).
+fn kernel_name(func: &Function) -> Result<String, JitError> {
+    match &func.name {
+        UserFuncName::Testcase(name) => std::str::from_utf8(name.raw())
+            .map(str::to_owned)
+            .map_err(|_| JitError(format!("function {} has a non-UTF-8 name", func.name))),
+        UserFuncName::User(_) => Err(JitError(format!(
+            "function {} has no kernel name (expected `function %name`)",
+            func.name
+        ))),
+    }
+}
+
+/// Refuses functions that could not be called as a [`KernelFn`], or that call out.
+fn check_kernel_function(name: &str, func: &Function) -> Result<(), JitError> {
+    let sig = &func.signature;
+    let params_ok =
+        sig.params.len() == 4 && sig.params.iter().all(|p| p.value_type == types::I64);
+    if !params_ok || !sig.returns.is_empty() {
+        return Err(JitError(format!(
+            "function `{name}` has signature {sig}, expected (i64, i64, i64, i64)"
+        )));
+    }
+    // Kernels are leaf functions; a call could reach any symbol of the process.
+    if !func.dfg.ext_funcs.is_empty() {
+        return Err(JitError(format!("function `{name}` calls other functions")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOOP: &str = "function %noop(i64, i64, i64, i64) system_v {\nblock0(v0: i64, v1: i64, v2: i64, v3: i64):\n    return\n}\n";
+
+    #[test]
+    fn compiles_and_finds_a_function_by_name() {
+        let code = JitCode::compile(NOOP).unwrap();
+        let f = code.get("noop").unwrap();
+        // SAFETY: `noop` ignores its arguments and returns.
+        unsafe { f(std::ptr::null(), 0, 0, 0) };
+        assert!(code.get("other").is_none());
+    }
+
+    #[test]
+    fn refuses_text_that_does_not_parse() {
+        let e = JitCode::compile("function %broken(").err().unwrap();
+        assert!(e.0.starts_with("CLIF text does not parse"), "{e}");
+    }
+
+    #[test]
+    fn refuses_a_function_with_another_signature() {
+        let text = "function %f(i32) system_v {\nblock0(v0: i32):\n    return\n}\n";
+        let e = JitCode::compile(text).err().unwrap();
+        assert!(e.0.contains("function `f` has signature"), "{e}");
+    }
+
+    #[test]
+    fn names_the_function_that_does_not_compile() {
+        // Uses v9, which is never defined: the verifier refuses it.
+        let text = "function %bad(i64, i64, i64, i64) system_v {\nblock0(v0: i64, v1: i64, v2: i64, v3: i64):\n    v4 = iadd v0, v9\n    return\n}\n";
+        let e = match JitCode::compile(text) {
+            Ok(_) => panic!("compiled"),
+            Err(e) => e,
+        };
+        assert!(e.0.contains("bad"), "{e}");
+    }
+}

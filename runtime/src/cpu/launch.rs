@@ -1,0 +1,339 @@
+//! Running one compiled kernel over its iteration space, split across threads.
+//!
+//! The generated function runs a range of rows of the outermost dimension of the kernel's
+//! space (see `strata_kernels::cpu`), so a launch cuts that dimension into contiguous
+//! ranges, one per thread. A point's result never depends on how the rows are cut: a map
+//! point is computed alone, and a reduction's folded dimensions are never split (only the
+//! output rows are). So results are bitwise identical for any thread count.
+//!
+//! # Contractions
+//! The matrix product of a contraction is a call into the `gemm` crate, not generated
+//! code: on this CPU (AMD Zen 5, AVX-512) `gemm`'s micro-kernels reach ~93% of the f32 peak
+//! of a core, while the best Cranelift matmul reached ~20%, since Cranelift's vectors stop
+//! at 128 bits (see DESIGN.md, "Kernel IR and emitters"). The product is computed block by
+//! block of output rows, and the generated epilogue runs on each block right after its
+//! product, while the block is still in cache. The blocks are a function of the shapes
+//! only, and each `gemm` call is single-threaded, so the thread count does not change
+//! the results there either.
+
+use super::KernelFn;
+use gemm::Parallelism;
+use std::sync::OnceLock;
+use strata_kernels::ir::{Contraction, Dim, Kernel, KernelBody, MatrixOperand};
+
+/// How a launch may use threads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchOptions {
+    /// The most threads a launch uses (the calling thread included).
+    pub threads: usize,
+    /// A launch uses one more thread per this much work (points of the space, times the
+    /// reduced points or the contraction's depth).
+    pub min_work_per_thread: u64,
+}
+
+impl Default for LaunchOptions {
+    /// All the cores, and threads only for work large enough to pay for starting them.
+    fn default() -> Self {
+        LaunchOptions {
+            threads: host_threads(),
+            min_work_per_thread: 1 << 16,
+        }
+    }
+}
+
+/// The number of threads this host runs in parallel, asked once: it does not change
+/// while the process runs, and asking reads files under /proc and /sys.
+fn host_threads() -> usize {
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Rows of `m` per `gemm` call in an unbatched contraction (with `out` rows of up to a
+/// few thousand floats, a block stays in L2 for its epilogue).
+const CONTRACT_ROW_BLOCK: u64 = 64;
+
+/// Runs one kernel over its whole iteration space, with [`LaunchOptions::default`].
+///
+/// # Safety
+/// `bufs[slot]` must point to storage for the kernel's buffer `slot`, large enough for its
+/// shape at `batch`, and `f` must be the compiled code of `kernel` (from a `JitCode` that
+/// is still alive). Points of different outermost rows must not store to the same element
+/// (true of every kernel whose stores are indexed by its space).
+pub unsafe fn launch(kernel: &Kernel, f: KernelFn, bufs: &[*mut u8], batch: u64) {
+    // SAFETY: the caller upholds the same contract.
+    unsafe { launch_with(kernel, f, bufs, batch, &LaunchOptions::default()) }
+}
+
+/// [`launch`] with explicit threading options.
+///
+/// # Safety
+/// As for [`launch`].
+pub unsafe fn launch_with(
+    kernel: &Kernel,
+    f: KernelFn,
+    bufs: &[*mut u8],
+    batch: u64,
+    options: &LaunchOptions,
+) {
+    let bufs = SharedBuffers(bufs);
+    let batch_arg = batch as i64;
+    match &kernel.body {
+        KernelBody::Map { space, .. } => {
+            let work = points(space, batch);
+            let rows = outer_rows(space, batch);
+            split(rows, thread_count(options, rows, work), |start, end| {
+                // SAFETY: the caller guarantees `f` and `bufs` fit the kernel; rows
+                // `start..end` are this thread's alone.
+                unsafe { f(bufs.as_ptr(), batch_arg, start as i64, end as i64) }
+            });
+        }
+        KernelBody::Reduce { space, reduce, .. } => {
+            let work = points(space, batch).saturating_mul(points(reduce, batch));
+            let rows = outer_rows(space, batch);
+            split(rows, thread_count(options, rows, work), |start, end| {
+                // SAFETY: as for a map.
+                unsafe { f(bufs.as_ptr(), batch_arg, start as i64, end as i64) }
+            });
+        }
+        KernelBody::Contract(c) => {
+            let plan = ContractPlan::new(c, batch);
+            let work = plan.work();
+            let blocks = plan.blocks();
+            split(blocks, thread_count(options, blocks, work), |first, last| {
+                for block in first..last {
+                    let (start, end) = plan.block_rows(block);
+                    // SAFETY: the caller guarantees the buffers hold the operands and the
+                    // output at this batch size; the block's output rows are this thread's
+                    // alone, and no operand is the output (the emitter refuses that).
+                    unsafe { plan.product(&bufs, start, end) };
+                    // SAFETY: as for a map; the epilogue reads the rows just written.
+                    unsafe { f(bufs.as_ptr(), batch_arg, start as i64, end as i64) };
+                }
+            });
+        }
+    }
+}
+
+/// The buffer pointers, shared by the threads of one launch.
+#[derive(Clone, Copy)]
+struct SharedBuffers<'a>(&'a [*mut u8]);
+
+// SAFETY: the pointers are only dereferenced by kernel code and `gemm`, each thread on
+// its own rows of the outputs (see `launch`'s contract), while the launch holds the
+// borrow of `bufs`.
+unsafe impl Send for SharedBuffers<'_> {}
+// SAFETY: as for `Send`; the slice itself is never written.
+unsafe impl Sync for SharedBuffers<'_> {}
+
+impl SharedBuffers<'_> {
+    fn as_ptr(&self) -> *const *mut u8 {
+        self.0.as_ptr()
+    }
+
+    fn f32_ptr(&self, slot: usize) -> *mut f32 {
+        self.0[slot].cast::<f32>()
+    }
+}
+
+fn points(dims: &[Dim], batch: u64) -> u64 {
+    dims.iter()
+        .fold(1u64, |acc, d| acc.saturating_mul(d.resolve(batch)))
+}
+
+/// The extent of the outermost dimension; a rank-0 space has one row.
+fn outer_rows(space: &[Dim], batch: u64) -> u64 {
+    space.first().map_or(1, |d| d.resolve(batch))
+}
+
+/// How many threads `work` spread over `rows` rows deserves.
+fn thread_count(options: &LaunchOptions, rows: u64, work: u64) -> u64 {
+    let by_work = work / options.min_work_per_thread.max(1);
+    (options.threads as u64).min(rows).min(by_work).max(1)
+}
+
+/// Calls `run(start, end)` on `threads` contiguous ranges covering `0..rows`, the last one
+/// on the calling thread.
+fn split(rows: u64, threads: u64, run: impl Fn(u64, u64) + Sync) {
+    let bound = |t: u64| (u128::from(rows) * u128::from(t) / u128::from(threads)) as u64;
+    if threads <= 1 {
+        if rows > 0 {
+            run(0, rows);
+        }
+        return;
+    }
+    std::thread::scope(|scope| {
+        let run = &run;
+        for t in 0..threads - 1 {
+            let (start, end) = (bound(t), bound(t + 1));
+            scope.spawn(move || run(start, end));
+        }
+        run(bound(threads - 1), rows);
+    });
+}
+
+/// Advances `index` to the next tuple of `extents` in row-major order; false after the last.
+fn next_index(index: &mut [i64], extents: &[u64]) -> bool {
+    for d in (0..index.len()).rev() {
+        index[d] += 1;
+        if (index[d] as u64) < extents[d] {
+            return true;
+        }
+        index[d] = 0;
+    }
+    false
+}
+
+/// How a contraction's product is cut into `gemm` calls.
+///
+/// Without batch dimensions, a block is [`CONTRACT_ROW_BLOCK`] rows of `m` (the outermost
+/// dimension of the epilogue's space); with them, a block is one index of the outermost
+/// batch dimension, all its inner batch indices and whole `m x n` matrices.
+struct ContractPlan<'c> {
+    c: &'c Contraction,
+    batch: u64,
+    m: u64,
+    n: u64,
+    k: u64,
+    /// Extents of the batch dimensions.
+    batch_extents: Vec<u64>,
+}
+
+impl<'c> ContractPlan<'c> {
+    fn new(c: &'c Contraction, batch: u64) -> ContractPlan<'c> {
+        ContractPlan {
+            c,
+            batch,
+            m: c.m.resolve(batch),
+            n: c.n.resolve(batch),
+            k: c.k.resolve(batch),
+            batch_extents: c.batch.iter().map(|d| d.resolve(batch)).collect(),
+        }
+    }
+
+    fn work(&self) -> u64 {
+        self.batch_extents
+            .iter()
+            .fold(self.m, |acc, b| acc.saturating_mul(*b))
+            .saturating_mul(self.n)
+            .saturating_mul(self.k.max(1))
+    }
+
+    fn blocks(&self) -> u64 {
+        match self.batch_extents.first() {
+            None => self.m.div_ceil(CONTRACT_ROW_BLOCK),
+            Some(&outer) => outer,
+        }
+    }
+
+    /// The rows of the outermost dimension of the epilogue's space that a block covers.
+    fn block_rows(&self, block: u64) -> (u64, u64) {
+        match self.batch_extents.first() {
+            None => {
+                let start = block * CONTRACT_ROW_BLOCK;
+                (start, (start + CONTRACT_ROW_BLOCK).min(self.m))
+            }
+            Some(_) => (block, block + 1),
+        }
+    }
+
+    /// Writes the product into `out` for outermost rows `start..end`.
+    ///
+    /// # Safety
+    /// The buffers must hold the operands and the output at this batch size, and no other
+    /// thread may access these rows of `out` meanwhile.
+    unsafe fn product(&self, bufs: &SharedBuffers<'_>, start: u64, end: u64) {
+        if self.m == 0 || self.n == 0 {
+            return;
+        }
+        if self.batch_extents.is_empty() {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.matrix_product(bufs, &[], start, end) };
+            return;
+        }
+        // Every batch index tuple whose outermost index is in `start..end`.
+        let inner_extents = &self.batch_extents[1..];
+        if inner_extents.contains(&0) {
+            return;
+        }
+        let mut vars = vec![0i64; self.batch_extents.len()];
+        for outer in start..end {
+            vars.fill(0);
+            vars[0] = outer as i64;
+            loop {
+                // SAFETY: forwarded from the caller.
+                unsafe { self.matrix_product(bufs, &vars, 0, self.m) };
+                if !next_index(&mut vars[1..], inner_extents) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Rows `rows_start..rows_end` of the product at batch index tuple `vars`.
+    ///
+    /// # Safety
+    /// As for [`ContractPlan::product`].
+    unsafe fn matrix_product(
+        &self,
+        bufs: &SharedBuffers<'_>,
+        vars: &[i64],
+        rows_start: u64,
+        rows_end: u64,
+    ) {
+        let batch = self.batch as i64;
+        let operand = |op: &MatrixOperand| {
+            (
+                op.offset.eval(vars, batch) as isize,
+                op.row_stride.eval(vars, batch) as isize,
+                op.col_stride.eval(vars, batch) as isize,
+            )
+        };
+        let (a_offset, a_rs, a_cs) = operand(&self.c.a);
+        let (b_offset, b_rs, b_cs) = operand(&self.c.b);
+        // `out` is contiguous [batch..., m, n].
+        let flat_batch = vars
+            .iter()
+            .zip(&self.batch_extents)
+            .fold(0i64, |acc, (v, e)| acc * *e as i64 + v);
+        let (m, n) = (self.m as isize, self.n as isize);
+        let rows = rows_start as isize;
+        let dst = bufs
+            .f32_ptr(self.c.out)
+            .wrapping_offset((flat_batch as isize * m + rows) * n);
+        let lhs = bufs
+            .f32_ptr(self.c.a.buf)
+            .cast_const()
+            .wrapping_offset(a_offset + rows * a_rs);
+        let rhs = bufs
+            .f32_ptr(self.c.b.buf)
+            .cast_const()
+            .wrapping_offset(b_offset);
+        // SAFETY: the caller guarantees these rows of `dst` and the operands' elements
+        // (addressed with the kernel's own offsets and strides) are valid, and that nobody
+        // else writes `dst` meanwhile. `read_dst = false` makes `dst := 1 * lhs * rhs`
+        // (alpha is ignored), so `out` need not be initialised.
+        unsafe {
+            gemm::gemm(
+                (rows_end - rows_start) as usize,
+                self.n as usize,
+                self.k as usize,
+                dst,
+                1,
+                n,
+                false,
+                lhs,
+                a_cs,
+                a_rs,
+                rhs,
+                b_cs,
+                b_rs,
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            )
+        };
+    }
+}

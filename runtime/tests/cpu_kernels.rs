@@ -1,0 +1,778 @@
+//! The CPU backend end to end: kernels built by hand, emitted as CLIF, JIT-compiled,
+//! launched, and compared with the reference evaluator (`strata_kernels::eval`).
+
+use strata_kernels::cpu::emit_clif;
+use strata_kernels::eval::eval_kernel;
+use strata_kernels::ir::{
+    Access, BinaryOp, BufferDecl, Contraction, Dim, Expr, Index, Kernel, KernelBody,
+    MatrixOperand, ReduceOp, ScalarType, Store, UnaryOp,
+};
+use strata_runtime::cpu::{JitCode, LaunchOptions, launch, launch_with};
+
+// ---------------------------------------------------------------------------------------
+// Harness
+
+/// Runs `kernel` on the CPU backend; `buffers[slot]` holds each slot's initial contents
+/// (rounded to the slot's dtype) and comes back with the results.
+fn run_cpu(kernel: &Kernel, buffers: &[Vec<f64>], batch: u64, options: Option<&LaunchOptions>) -> Vec<Vec<f64>> {
+    let text = emit_clif(std::slice::from_ref(kernel)).unwrap();
+    let code = JitCode::compile(&text).unwrap();
+    let f = code.get(&kernel.name).unwrap();
+    let mut storage: Vec<Vec<u32>> = kernel
+        .buffers
+        .iter()
+        .zip(buffers)
+        .map(|(decl, values)| values.iter().map(|v| to_bits(decl.dtype, *v)).collect())
+        .collect();
+    let ptrs: Vec<*mut u8> = storage.iter_mut().map(|b| b.as_mut_ptr().cast()).collect();
+    // SAFETY: each buffer has exactly its declared size at `batch` (checked by the
+    // reference run on the same data), and `f` was compiled from `kernel` by `code`, alive.
+    unsafe {
+        match options {
+            Some(o) => launch_with(kernel, f, &ptrs, batch, o),
+            None => launch(kernel, f, &ptrs, batch),
+        }
+    }
+    kernel
+        .buffers
+        .iter()
+        .zip(&storage)
+        .map(|(decl, bits)| bits.iter().map(|b| from_bits(decl.dtype, *b)).collect())
+        .collect()
+}
+
+fn to_bits(dtype: ScalarType, v: f64) -> u32 {
+    match dtype {
+        ScalarType::F32 => (v as f32).to_bits(),
+        ScalarType::I32 => (v as i32) as u32,
+    }
+}
+
+fn from_bits(dtype: ScalarType, b: u32) -> f64 {
+    match dtype {
+        ScalarType::F32 => f64::from(f32::from_bits(b)),
+        ScalarType::I32 => f64::from(b as i32),
+    }
+}
+
+/// The reference results, from the same inputs rounded to their dtype.
+fn run_reference(kernel: &Kernel, buffers: &[Vec<f64>], batch: u64) -> Vec<Vec<f64>> {
+    let mut rounded: Vec<Vec<f64>> = kernel
+        .buffers
+        .iter()
+        .zip(buffers)
+        .map(|(decl, values)| {
+            values
+                .iter()
+                .map(|v| from_bits(decl.dtype, to_bits(decl.dtype, *v)))
+                .collect()
+        })
+        .collect();
+    eval_kernel(kernel, &mut rounded, batch).unwrap();
+    rounded
+}
+
+/// `|got - want| <= rel * |want| + abs` element-wise on every written buffer, where `want`
+/// is the exact result rounded to f32 (so beyond f32's range it is an infinity); NaN
+/// matches NaN and infinities match exactly.
+fn assert_matches_reference(kernel: &Kernel, buffers: &[Vec<f64>], batch: u64, rel: f64, abs: f64) {
+    let want = run_reference(kernel, buffers, batch);
+    let got = run_cpu(kernel, buffers, batch, None);
+    for (slot, decl) in kernel.buffers.iter().enumerate() {
+        if decl.access == Access::Read {
+            continue;
+        }
+        for (i, (g, w)) in got[slot].iter().zip(&want[slot]).enumerate() {
+            let w = &f64::from(*w as f32);
+            let ok = (g.is_nan() && w.is_nan())
+                || g == w
+                || (g - w).abs() <= rel * w.abs() + abs;
+            assert!(
+                ok,
+                "{} batch {batch}: `{}`[{i}] = {g}, reference {w}",
+                kernel.name, decl.name
+            );
+        }
+    }
+}
+
+/// Deterministic pseudo-random values in `lo..hi` (xorshift64*).
+fn values(n: usize, lo: f64, hi: f64, seed: u64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            let u = (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+            lo + (hi - lo) * u
+        })
+        .collect()
+}
+
+fn buffer(name: &str, shape: &[Dim], access: Access) -> BufferDecl {
+    BufferDecl {
+        name: name.into(),
+        dtype: ScalarType::F32,
+        shape: shape.to_vec(),
+        access,
+    }
+}
+
+fn var(v: usize) -> Index {
+    Index::Var(v)
+}
+
+fn row_major(coords: &[Index], shape: &[Dim]) -> Index {
+    Index::row_major(coords, shape)
+}
+
+fn identity_index(shape: &[Dim]) -> Index {
+    row_major(&(0..shape.len()).map(var).collect::<Vec<_>>(), shape)
+}
+
+fn numel(shape: &[Dim], batch: u64) -> usize {
+    shape.iter().map(|d| d.resolve(batch) as usize).product()
+}
+
+/// Zero-filled (output) or random (input) contents for every buffer of `kernel`.
+fn inputs(kernel: &Kernel, batch: u64, lo: f64, hi: f64) -> Vec<Vec<f64>> {
+    kernel
+        .buffers
+        .iter()
+        .enumerate()
+        .map(|(slot, decl)| {
+            let n = numel(&decl.shape, batch);
+            match decl.access {
+                Access::Write => vec![0.0; n],
+                _ => values(n, lo, hi, slot as u64 + 1),
+            }
+        })
+        .collect()
+}
+
+fn map_kernel(name: &str, buffers: Vec<BufferDecl>, space: &[Dim], stores: Vec<Store>) -> Kernel {
+    Kernel {
+        name: name.into(),
+        buffers,
+        body: KernelBody::Map {
+            space: space.to_vec(),
+            stores,
+        },
+    }
+}
+
+/// `out[i] = op(x[i])` over `n` elements.
+fn unary_map(op: UnaryOp, n: u64) -> Kernel {
+    let shape = [Dim::Fixed(n)];
+    map_kernel(
+        &format!("{op:?}").to_lowercase(),
+        vec![buffer("x", &shape, Access::Read), buffer("out", &shape, Access::Write)],
+        &shape,
+        vec![Store {
+            buf: 1,
+            index: var(0),
+            value: Expr::unary(op, Expr::load(0, var(0))),
+        }],
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Maps
+
+/// `out[b, j] = x[b, j] + bias[j]` over `[batch, 5]`.
+fn bias_add() -> Kernel {
+    let shape = [Dim::Batch, Dim::Fixed(5)];
+    map_kernel(
+        "bias_add",
+        vec![
+            buffer("x", &shape, Access::Read),
+            buffer("bias", &[Dim::Fixed(5)], Access::Read),
+            buffer("out", &shape, Access::Write),
+        ],
+        &shape,
+        vec![Store {
+            buf: 2,
+            index: identity_index(&shape),
+            value: Expr::binary(
+                BinaryOp::Add,
+                Expr::load(0, identity_index(&shape)),
+                Expr::load(1, var(1)),
+            ),
+        }],
+    )
+}
+
+#[test]
+fn broadcast_add_over_the_batch_matches_the_reference() {
+    let kernel = bias_add();
+    for batch in [1, 7, 33] {
+        let bufs = inputs(&kernel, batch, -10.0, 10.0);
+        assert_matches_reference(&kernel, &bufs, batch, 1e-6, 0.0);
+    }
+}
+
+#[test]
+fn zero_batch_runs_nothing() {
+    let kernel = bias_add();
+    let bufs = inputs(&kernel, 0, -1.0, 1.0);
+    let got = run_cpu(&kernel, &bufs, 0, None);
+    assert!(got[2].is_empty());
+}
+
+#[test]
+fn transpose_map_matches_the_reference() {
+    let (rows, cols) = (Dim::Fixed(37), Dim::Fixed(19));
+    let kernel = map_kernel(
+        "transpose",
+        vec![
+            buffer("x", &[rows, cols], Access::Read),
+            buffer("out", &[cols, rows], Access::Write),
+        ],
+        &[rows, cols],
+        vec![Store {
+            buf: 1,
+            index: row_major(&[var(1), var(0)], &[cols, rows]),
+            value: Expr::load(0, identity_index(&[rows, cols])),
+        }],
+    );
+    let bufs = inputs(&kernel, 1, -1.0, 1.0);
+    assert_matches_reference(&kernel, &bufs, 1, 0.0, 0.0);
+}
+
+#[test]
+fn elementwise_activations_match_the_reference() {
+    let n = 4096;
+    for (op, lo, hi) in [
+        (UnaryOp::Relu, -5.0, 5.0),
+        (UnaryOp::Exp, -80.0, 80.0),
+        (UnaryOp::Log, 1e-30, 1e30),
+        (UnaryOp::Tanh, -12.0, 12.0),
+        (UnaryOp::Sigmoid, -80.0, 80.0),
+        (UnaryOp::Sqrt, 0.0, 1e6),
+        (UnaryOp::Recip, 0.1, 1e3),
+        (UnaryOp::Neg, -1.0, 1.0),
+        (UnaryOp::Abs, -1.0, 1.0),
+    ] {
+        let kernel = unary_map(op, n);
+        let mut bufs = inputs(&kernel, 1, lo, hi);
+        // Extremes and special values at the front.
+        let specials = [0.0, -0.0, 1.0, -1.0, f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 1e-40, -1e-40, 3e38, -3e38];
+        bufs[0][..specials.len()].copy_from_slice(&specials);
+        assert_matches_reference(&kernel, &bufs, 1, 1e-6, 0.0);
+    }
+}
+
+/// A map with two stores into an `i32` and an `f32` buffer, a comparison of an `i32` load
+/// with a loop index (one-hot) and a guarded select whose arms load out of range for the
+/// other half (concatenation).
+#[test]
+fn one_hot_concat_and_integer_stores_match_the_reference() {
+    let (rows, classes) = (Dim::Fixed(9), Dim::Fixed(4));
+    let labels = BufferDecl {
+        name: "labels".into(),
+        dtype: ScalarType::I32,
+        shape: vec![rows],
+        access: Access::Read,
+    };
+    let counts = BufferDecl {
+        name: "scaled".into(),
+        dtype: ScalarType::I32,
+        shape: vec![rows, classes],
+        access: Access::Write,
+    };
+    let one_hot = Expr::binary(BinaryOp::Eq, Expr::load(0, var(0)), Expr::IndexValue(var(1)));
+    // concat along columns: j < 2 ? a[i, j] : b[i, j - 2]
+    let concat = Expr::Select {
+        cond: Box::new(Expr::binary(BinaryOp::Lt, Expr::IndexValue(var(1)), Expr::Const(2.0))),
+        then: Box::new(Expr::load(1, row_major(&[var(0), var(1)], &[rows, Dim::Fixed(2)]))),
+        otherwise: Box::new(Expr::load(
+            2,
+            row_major(&[var(0), var(1).add(Index::Const(-2))], &[rows, Dim::Fixed(2)]),
+        )),
+    };
+    let kernel = map_kernel(
+        "one_hot_concat",
+        vec![
+            labels,
+            buffer("a", &[rows, Dim::Fixed(2)], Access::Read),
+            buffer("b", &[rows, Dim::Fixed(2)], Access::Read),
+            buffer("one_hot", &[rows, classes], Access::Write),
+            buffer("concat", &[rows, classes], Access::Write),
+            counts,
+        ],
+        &[rows, classes],
+        vec![
+            Store {
+                buf: 3,
+                index: identity_index(&[rows, classes]),
+                value: one_hot,
+            },
+            Store {
+                buf: 4,
+                index: identity_index(&[rows, classes]),
+                value: concat.clone(),
+            },
+            Store {
+                buf: 5,
+                index: identity_index(&[rows, classes]),
+                value: Expr::binary(BinaryOp::Mul, concat, Expr::Const(10.0)),
+            },
+        ],
+    );
+    let mut bufs = inputs(&kernel, 1, -3.0, 3.0);
+    bufs[0] = (0..9).map(|i| f64::from(i % 4)).collect();
+    assert_matches_reference(&kernel, &bufs, 1, 0.0, 0.0);
+}
+
+#[test]
+fn index_division_and_remainder_match_the_reference() {
+    // out[i] = x[i / 3] * 10 + x[i % 5] + x[(i / 4) % 2], from a flat space of 30.
+    let n = Dim::Fixed(30);
+    let div = |i: Index, d| Index::Div(Box::new(i), d);
+    let rem = |i: Index, d| Index::Rem(Box::new(i), d);
+    let value = Expr::binary(
+        BinaryOp::Add,
+        Expr::binary(BinaryOp::Mul, Expr::load(0, div(var(0), 3)), Expr::Const(10.0)),
+        Expr::binary(
+            BinaryOp::Add,
+            Expr::load(0, rem(var(0), 5)),
+            Expr::load(0, rem(div(var(0), 4), 2)),
+        ),
+    );
+    let kernel = map_kernel(
+        "div_rem",
+        vec![buffer("x", &[Dim::Fixed(10)], Access::Read), buffer("out", &[n], Access::Write)],
+        &[n],
+        vec![Store {
+            buf: 1,
+            index: var(0),
+            value,
+        }],
+    );
+    let bufs = inputs(&kernel, 1, -1.0, 1.0);
+    assert_matches_reference(&kernel, &bufs, 1, 1e-6, 0.0);
+}
+
+#[test]
+fn pow_matches_the_reference() {
+    let n = Dim::Fixed(512);
+    let x = || Expr::load(0, var(0));
+    let y = || Expr::load(1, var(0));
+    let stores = [
+        Expr::binary(BinaryOp::Pow, x(), Expr::Const(2.0)),
+        Expr::binary(BinaryOp::Pow, x(), Expr::Const(3.0)),
+        Expr::binary(BinaryOp::Pow, x(), Expr::Const(-1.0)),
+        Expr::binary(BinaryOp::Pow, Expr::unary(UnaryOp::Abs, x()), Expr::Const(0.5)),
+        Expr::binary(BinaryOp::Pow, Expr::unary(UnaryOp::Abs, x()), Expr::Const(-0.5)),
+        Expr::binary(BinaryOp::Pow, Expr::unary(UnaryOp::Abs, x()), Expr::Const(1.7)),
+        Expr::binary(BinaryOp::Pow, Expr::unary(UnaryOp::Abs, x()), y()),
+        // Negative bases with integer exponents.
+        Expr::binary(BinaryOp::Pow, x(), Expr::unary(UnaryOp::Neg, Expr::Const(3.0))),
+    ];
+    let mut buffers = vec![buffer("x", &[n], Access::Read), buffer("y", &[n], Access::Read)];
+    let mut kernel_stores = Vec::new();
+    for (i, value) in stores.into_iter().enumerate() {
+        buffers.push(buffer(&format!("out{i}"), &[n], Access::Write));
+        kernel_stores.push(Store {
+            buf: i + 2,
+            index: var(0),
+            value,
+        });
+    }
+    let kernel = map_kernel("pow", buffers, &[n], kernel_stores);
+    let mut bufs = inputs(&kernel, 1, -4.0, 4.0);
+    bufs[0][0] = 0.0;
+    bufs[1][1] = 0.0;
+    // |b log a| <= 4 * 1.4 here: pow's error bound is ~|b log a| * 6e-8.
+    assert_matches_reference(&kernel, &bufs, 1, 2e-6, 1e-30);
+}
+
+// ---------------------------------------------------------------------------------------
+// Math accuracy against f64, over the f32 range where the result is normal.
+
+/// Distance in f32 ulps between `got` and the exact `want`, measured in units of the
+/// spacing of f32 numbers at `want`.
+fn ulps(got: f32, want: f64) -> f64 {
+    if got as f64 == want {
+        return 0.0;
+    }
+    let w = want as f32;
+    let spacing = if w.is_finite() && w != 0.0 {
+        let bits = w.abs().to_bits();
+        f64::from(f32::from_bits(bits + 1)) - f64::from(f32::from_bits(bits))
+    } else {
+        f64::from(f32::MIN_POSITIVE) * f64::from(f32::EPSILON)
+    };
+    (f64::from(got) - want).abs() / spacing
+}
+
+struct Accuracy {
+    max_ulps: f64,
+    max_rel: f64,
+    worst_x: f32,
+}
+
+/// Runs `op` on the CPU over `xs` and measures it against `reference` in f64.
+fn measure(op: UnaryOp, xs: &[f32], reference: fn(f64) -> f64) -> Accuracy {
+    let kernel = unary_map(op, xs.len() as u64);
+    let bufs = vec![xs.iter().map(|x| f64::from(*x)).collect(), vec![0.0; xs.len()]];
+    let got = run_cpu(&kernel, &bufs, 1, None);
+    let mut acc = Accuracy {
+        max_ulps: 0.0,
+        max_rel: 0.0,
+        worst_x: 0.0,
+    };
+    for (x, g) in xs.iter().zip(&got[1]) {
+        let want = reference(f64::from(*x));
+        if want.abs() < f64::from(f32::MIN_POSITIVE) || want.abs() > f64::from(f32::MAX) {
+            continue;
+        }
+        let u = ulps(*g as f32, want);
+        if u > acc.max_ulps {
+            acc.max_ulps = u;
+            acc.worst_x = *x;
+        }
+        acc.max_rel = acc.max_rel.max((g - want).abs() / want.abs());
+    }
+    eprintln!(
+        "{op:?}: max {:.2} ulp (at x = {:e}), max relative error {:.2e}",
+        acc.max_ulps, acc.worst_x, acc.max_rel
+    );
+    acc
+}
+
+/// `n` f32 values evenly spread over `lo..hi`, plus every 4099th f32 bit pattern inside
+/// that range (so every exponent, with many mantissas).
+fn sweep(lo: f32, hi: f32, n: usize) -> Vec<f32> {
+    let mut xs: Vec<f32> = (0..n)
+        .map(|i| lo + (hi - lo) * (i as f32 / (n - 1) as f32))
+        .collect();
+    for bits in (0..u32::MAX).step_by(4099) {
+        let x = f32::from_bits(bits);
+        if x >= lo && x <= hi {
+            xs.push(x);
+        }
+    }
+    xs
+}
+
+#[test]
+fn exp_is_within_2_ulp() {
+    let acc = measure(UnaryOp::Exp, &sweep(-87.0, 88.7, 200_000), f64::exp);
+    assert!(acc.max_ulps <= 2.0 && acc.max_rel < 1e-6);
+}
+
+#[test]
+fn log_is_within_2_ulp() {
+    let acc = measure(UnaryOp::Log, &sweep(0.0, f32::MAX, 200_000), f64::ln);
+    assert!(acc.max_ulps <= 2.0 && acc.max_rel < 1e-6);
+}
+
+#[test]
+fn tanh_is_within_2_ulp() {
+    let acc = measure(UnaryOp::Tanh, &sweep(-20.0, 20.0, 200_000), f64::tanh);
+    assert!(acc.max_ulps <= 2.0 && acc.max_rel < 1e-6);
+}
+
+#[test]
+fn sigmoid_is_within_2_5_ulp() {
+    let acc = measure(UnaryOp::Sigmoid, &sweep(-87.0, 40.0, 200_000), |x| 1.0 / (1.0 + (-x).exp()));
+    // exp, an addition and a division: one more rounding than tanh's large-|x| path.
+    assert!(acc.max_ulps <= 2.5 && acc.max_rel < 1e-6);
+}
+
+#[test]
+fn math_special_cases() {
+    let inf = f64::INFINITY;
+    let cases: [(UnaryOp, f64, f64); 20] = [
+        (UnaryOp::Exp, inf, inf),
+        (UnaryOp::Exp, -inf, 0.0),
+        (UnaryOp::Exp, 89.0, inf),
+        (UnaryOp::Exp, -104.0, 0.0),
+        (UnaryOp::Exp, 0.0, 1.0),
+        (UnaryOp::Log, 0.0, -inf),
+        (UnaryOp::Log, -0.0, -inf),
+        (UnaryOp::Log, -1.0, f64::NAN),
+        (UnaryOp::Log, inf, inf),
+        (UnaryOp::Log, -inf, f64::NAN),
+        (UnaryOp::Log, 1.0, 0.0),
+        (UnaryOp::Tanh, inf, 1.0),
+        (UnaryOp::Tanh, -inf, -1.0),
+        (UnaryOp::Tanh, 100.0, 1.0),
+        (UnaryOp::Tanh, -0.0, -0.0),
+        (UnaryOp::Sigmoid, inf, 1.0),
+        (UnaryOp::Sigmoid, -inf, 0.0),
+        (UnaryOp::Sigmoid, 0.0, 0.5),
+        (UnaryOp::Relu, -0.0, 0.0),
+        (UnaryOp::Relu, -inf, 0.0),
+    ];
+    for (op, x, want) in cases {
+        let kernel = unary_map(op, 1);
+        let got = run_cpu(&kernel, &[vec![x], vec![0.0]], 1, None)[1][0];
+        let ok = (got.is_nan() && want.is_nan())
+            || (got == want && got.is_sign_negative() == want.is_sign_negative());
+        assert!(ok, "{op:?}({x}) = {got}, expected {want}");
+    }
+    for op in [UnaryOp::Exp, UnaryOp::Log, UnaryOp::Tanh, UnaryOp::Sigmoid] {
+        let kernel = unary_map(op, 1);
+        let got = run_cpu(&kernel, &[vec![f64::NAN], vec![0.0]], 1, None)[1][0];
+        assert!(got.is_nan(), "{op:?}(NaN) = {got}");
+    }
+    // Subnormal results and inputs.
+    let kernel = unary_map(UnaryOp::Exp, 1);
+    let got = run_cpu(&kernel, &[vec![-100.0], vec![0.0]], 1, None)[1][0];
+    assert_eq!(got as f32, (-100f64).exp() as f32);
+    let kernel = unary_map(UnaryOp::Log, 1);
+    let got = run_cpu(&kernel, &[vec![1e-40], vec![0.0]], 1, None)[1][0];
+    assert!((got - (1e-40f32 as f64).ln()).abs() < 1e-5, "log(1e-40) = {got}");
+    let kernel = unary_map(UnaryOp::Sigmoid, 1);
+    let got = run_cpu(&kernel, &[vec![-100.0], vec![0.0]], 1, None)[1][0];
+    assert_eq!(got as f32, (-100f64).exp() as f32);
+}
+
+// ---------------------------------------------------------------------------------------
+// Reductions
+
+/// `out[i] = log(sum_j exp(x[i, j] - max[i])) + max[i]` after `max[i] = max_j x[i, j]`.
+fn log_sum_exp(rows: Dim, cols: Dim) -> (Kernel, Kernel) {
+    let shape = [rows, cols];
+    let x = || Expr::load(0, row_major(&[var(0), var(1)], &shape));
+    let row_max = Kernel {
+        name: "row_max".into(),
+        buffers: vec![buffer("x", &shape, Access::Read), buffer("max", &[rows], Access::Write)],
+        body: KernelBody::Reduce {
+            space: vec![rows],
+            reduce: vec![cols],
+            op: ReduceOp::Max,
+            value: x(),
+            out: Store {
+                buf: 1,
+                index: var(0),
+                value: Expr::Acc,
+            },
+        },
+    };
+    let max = || Expr::load(1, var(0));
+    let lse = Kernel {
+        name: "log_sum_exp".into(),
+        buffers: vec![
+            buffer("x", &shape, Access::Read),
+            buffer("max", &[rows], Access::Read),
+            buffer("out", &[rows], Access::Write),
+        ],
+        body: KernelBody::Reduce {
+            space: vec![rows],
+            reduce: vec![cols],
+            op: ReduceOp::Sum,
+            value: Expr::unary(UnaryOp::Exp, Expr::binary(BinaryOp::Sub, x(), max())),
+            out: Store {
+                buf: 2,
+                index: var(0),
+                value: Expr::binary(BinaryOp::Add, Expr::unary(UnaryOp::Log, Expr::Acc), max()),
+            },
+        },
+    };
+    (row_max, lse)
+}
+
+#[test]
+fn softmax_style_max_then_sum_matches_the_reference() {
+    let (rows, cols) = (Dim::Batch, Dim::Fixed(100));
+    let (row_max, lse) = log_sum_exp(rows, cols);
+    for batch in [1, 7, 33] {
+        let x = values(numel(&[rows, cols], batch), -30.0, 30.0, 7);
+        let max_bufs = vec![x.clone(), vec![0.0; batch as usize]];
+        assert_matches_reference(&row_max, &max_bufs, batch, 0.0, 0.0);
+        let max = run_reference(&row_max, &max_bufs, batch).remove(1);
+        let lse_bufs = vec![x, max, vec![0.0; batch as usize]];
+        assert_matches_reference(&lse, &lse_bufs, batch, 1e-6, 0.0);
+    }
+}
+
+#[test]
+fn sum_over_the_middle_axis_matches_the_reference() {
+    // out[i, k] = sum_j x[i, j, k] over x: [4, 6, 5]; variables: i = 0, k = 1, j = 2.
+    let shape = [Dim::Fixed(4), Dim::Fixed(6), Dim::Fixed(5)];
+    let kernel = Kernel {
+        name: "sum_axis1".into(),
+        buffers: vec![
+            buffer("x", &shape, Access::Read),
+            buffer("out", &[shape[0], shape[2]], Access::Write),
+        ],
+        body: KernelBody::Reduce {
+            space: vec![shape[0], shape[2]],
+            reduce: vec![shape[1]],
+            op: ReduceOp::Sum,
+            value: Expr::load(0, row_major(&[var(0), var(2), var(1)], &shape)),
+            out: Store {
+                buf: 1,
+                index: identity_index(&[shape[0], shape[2]]),
+                value: Expr::Acc,
+            },
+        },
+    };
+    let bufs = inputs(&kernel, 1, -1.0, 1.0);
+    assert_matches_reference(&kernel, &bufs, 1, 1e-6, 1e-7);
+}
+
+#[test]
+fn full_reduction_to_a_scalar_matches_the_reference() {
+    let shape = [Dim::Fixed(300), Dim::Fixed(7)];
+    let kernel = Kernel {
+        name: "min_all".into(),
+        buffers: vec![buffer("x", &shape, Access::Read), buffer("out", &[], Access::Write)],
+        body: KernelBody::Reduce {
+            space: vec![],
+            reduce: shape.to_vec(),
+            op: ReduceOp::Min,
+            value: Expr::load(0, identity_index(&shape)),
+            out: Store {
+                buf: 1,
+                index: Index::Const(0),
+                value: Expr::Acc,
+            },
+        },
+    };
+    let bufs = inputs(&kernel, 1, -5.0, 5.0);
+    assert_matches_reference(&kernel, &bufs, 1, 0.0, 0.0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Contractions
+
+fn operand(buf: usize, offset: Index, row_stride: i64, col_stride: i64) -> MatrixOperand {
+    MatrixOperand {
+        buf,
+        offset,
+        row_stride: Index::Const(row_stride),
+        col_stride: Index::Const(col_stride),
+    }
+}
+
+/// `out = relu(x @ w + bias)` with `x: [m, k]`, `w: [k, n]`.
+fn dense_relu(m: Dim, n: u64, k: u64) -> Kernel {
+    Kernel {
+        name: "dense_relu".into(),
+        buffers: vec![
+            buffer("x", &[m, Dim::Fixed(k)], Access::Read),
+            buffer("w", &[Dim::Fixed(k), Dim::Fixed(n)], Access::Read),
+            buffer("bias", &[Dim::Fixed(n)], Access::Read),
+            buffer("out", &[m, Dim::Fixed(n)], Access::Write),
+        ],
+        body: KernelBody::Contract(Contraction {
+            batch: vec![],
+            m,
+            n: Dim::Fixed(n),
+            k: Dim::Fixed(k),
+            a: operand(0, Index::Const(0), k as i64, 1),
+            b: operand(1, Index::Const(0), n as i64, 1),
+            out: 3,
+            epilogue: Expr::unary(
+                UnaryOp::Relu,
+                Expr::binary(BinaryOp::Add, Expr::Acc, Expr::load(2, var(1))),
+            ),
+        }),
+    }
+}
+
+#[test]
+fn contraction_with_bias_relu_epilogue_matches_the_reference() {
+    // 150 rows: two full row blocks and a partial one.
+    let kernel = dense_relu(Dim::Fixed(150), 37, 29);
+    let bufs = inputs(&kernel, 1, -1.0, 1.0);
+    assert_matches_reference(&kernel, &bufs, 1, 1e-5, 1e-5);
+}
+
+#[test]
+fn contraction_over_the_batch_matches_the_reference() {
+    let kernel = dense_relu(Dim::Batch, 8, 16);
+    for batch in [1, 7, 33] {
+        let bufs = inputs(&kernel, batch, -1.0, 1.0);
+        assert_matches_reference(&kernel, &bufs, batch, 1e-5, 1e-5);
+    }
+}
+
+/// `out[b, h] = q[b, h] @ kᵀ[b, h] * scale` with `k` stored `[b, h, n, d]` (transposed by
+/// its strides), plus a residual shared across the outer batch.
+fn batched_attention_scores(heads: u64, m: u64, n: u64, d: u64) -> Kernel {
+    let (b, h) = (Dim::Batch, Dim::Fixed(heads));
+    let (md, nd, dd) = (Dim::Fixed(m), Dim::Fixed(n), Dim::Fixed(d));
+    let matrix = |rows, cols| {
+        row_major(&[var(0), var(1)], &[b, h]).mul(Index::Const((rows * cols) as i64))
+    };
+    Kernel {
+        name: "attention_scores".into(),
+        buffers: vec![
+            buffer("q", &[b, h, md, dd], Access::Read),
+            buffer("k", &[b, h, nd, dd], Access::Read),
+            buffer("mask", &[h, md, nd], Access::Read),
+            buffer("out", &[b, h, md, nd], Access::Write),
+        ],
+        body: KernelBody::Contract(Contraction {
+            batch: vec![b, h],
+            m: md,
+            n: nd,
+            k: dd,
+            a: operand(0, matrix(m, d), d as i64, 1),
+            b: operand(1, matrix(n, d), 1, d as i64),
+            out: 3,
+            epilogue: Expr::binary(
+                BinaryOp::Add,
+                Expr::binary(BinaryOp::Mul, Expr::Acc, Expr::Const(0.25)),
+                Expr::load(2, row_major(&[var(1), var(2), var(3)], &[h, md, nd])),
+            ),
+        }),
+    }
+}
+
+#[test]
+fn batched_contraction_with_a_transposed_operand_matches_the_reference() {
+    let kernel = batched_attention_scores(3, 5, 6, 16);
+    for batch in [1, 7, 33] {
+        let bufs = inputs(&kernel, batch, -1.0, 1.0);
+        assert_matches_reference(&kernel, &bufs, batch, 1e-5, 1e-5);
+    }
+}
+
+#[test]
+fn contraction_with_zero_depth_gives_the_epilogue_of_zero() {
+    let kernel = dense_relu(Dim::Fixed(3), 4, 0);
+    let mut bufs = inputs(&kernel, 1, -1.0, 1.0);
+    bufs[3] = vec![f64::NAN; 12];
+    assert_matches_reference(&kernel, &bufs, 1, 0.0, 0.0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Threads
+
+/// Runs `kernel` with one thread and with several, and checks the bits agree.
+fn assert_thread_count_invariant(kernel: &Kernel, batch: u64) {
+    let bufs = inputs(kernel, batch, -2.0, 2.0);
+    let one = LaunchOptions {
+        threads: 1,
+        min_work_per_thread: 1,
+    };
+    let single = run_cpu(kernel, &bufs, batch, Some(&one));
+    for threads in [2, 3, 8] {
+        let many = LaunchOptions {
+            threads,
+            min_work_per_thread: 1,
+        };
+        let multi = run_cpu(kernel, &bufs, batch, Some(&many));
+        for (a, b) in single.iter().zip(&multi) {
+            let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{}: {threads} threads differ from 1", kernel.name);
+        }
+    }
+}
+
+#[test]
+fn multithreaded_launches_are_bitwise_identical_to_single_threaded() {
+    assert_thread_count_invariant(&unary_map(UnaryOp::Tanh, 100_003), 1);
+    assert_thread_count_invariant(&log_sum_exp(Dim::Batch, Dim::Fixed(257)).0, 101);
+    let (_, lse) = log_sum_exp(Dim::Batch, Dim::Fixed(257));
+    assert_thread_count_invariant(&lse, 101);
+    assert_thread_count_invariant(&dense_relu(Dim::Batch, 70, 300), 333);
+    assert_thread_count_invariant(&batched_attention_scores(2, 33, 40, 24), 9);
+}

@@ -1,0 +1,408 @@
+//! Sessions running real generated code: hand-built manifests and kernel IR, CLIF from
+//! `strata_kernels::cpu::emit_clif`, outputs compared with values computed by hand.
+
+use strata_kernels::ir::{
+    Access, BinaryOp, BufferDecl, Contraction, Dim, Expr, Index, Kernel, KernelBody, MatrixOperand,
+    ScalarType, Store, UnaryOp,
+};
+use strata_runtime::artifact::manifest::{
+    BufferInfo, Entry, EntryPort, Extent, Launch, Location, Manifest,
+};
+use strata_runtime::artifact::weights::encode_weights;
+use strata_runtime::artifact::{Artifact, append_to_executable};
+use strata_runtime::npy::{read_npy, write_npy};
+use strata_runtime::{HostTensor, Session};
+
+// ---------------------------------------------------------------------------------------
+// Fixture: a dense layer then a biased relu, one entry, two launches.
+//
+//   h = x W^T + c      (Contract; W stored [out, in] = [2, 3] as in PyTorch)
+//   y = relu(h + b)    (Map)
+//
+// x: f32[batch, 3], h, y: f32[batch, 2] in the arena; W, c, b persistent.
+
+fn decl(name: &str, shape: Vec<Dim>, access: Access) -> BufferDecl {
+    BufferDecl {
+        name: name.into(),
+        dtype: ScalarType::F32,
+        shape,
+        access,
+    }
+}
+
+fn dense_kernel() -> Kernel {
+    Kernel {
+        name: "dense".into(),
+        buffers: vec![
+            decl("x", vec![Dim::Batch, Dim::Fixed(3)], Access::Read),
+            decl("w", vec![Dim::Fixed(2), Dim::Fixed(3)], Access::Read),
+            decl("c", vec![Dim::Fixed(2)], Access::Read),
+            decl("h", vec![Dim::Batch, Dim::Fixed(2)], Access::Write),
+        ],
+        body: KernelBody::Contract(Contraction {
+            batch: vec![],
+            m: Dim::Batch,
+            n: Dim::Fixed(2),
+            k: Dim::Fixed(3),
+            // a[m, k] = x[m * 3 + k]
+            a: MatrixOperand {
+                buf: 0,
+                offset: Index::Const(0),
+                row_stride: Index::Const(3),
+                col_stride: Index::Const(1),
+            },
+            // b[k, n] = W[n, k] = w[n * 3 + k]: row (k) stride 1, column (n) stride `in`.
+            b: MatrixOperand {
+                buf: 1,
+                offset: Index::Const(0),
+                row_stride: Index::Const(1),
+                col_stride: Index::Const(3),
+            },
+            out: 3,
+            epilogue: Expr::binary(BinaryOp::Add, Expr::Acc, Expr::load(2, Index::Var(1))),
+        }),
+    }
+}
+
+fn bias_relu_kernel() -> Kernel {
+    let at = Index::row_major(
+        &[Index::Var(0), Index::Var(1)],
+        &[Dim::Batch, Dim::Fixed(2)],
+    );
+    Kernel {
+        name: "bias_relu".into(),
+        buffers: vec![
+            decl("h", vec![Dim::Batch, Dim::Fixed(2)], Access::Read),
+            decl("b", vec![Dim::Fixed(2)], Access::Read),
+            decl("y", vec![Dim::Batch, Dim::Fixed(2)], Access::Write),
+        ],
+        body: KernelBody::Map {
+            space: vec![Dim::Batch, Dim::Fixed(2)],
+            stores: vec![Store {
+                buf: 2,
+                index: at.clone(),
+                value: Expr::unary(
+                    UnaryOp::Relu,
+                    Expr::binary(
+                        BinaryOp::Add,
+                        Expr::load(0, at),
+                        Expr::load(1, Index::Var(1)),
+                    ),
+                ),
+            }],
+        },
+    }
+}
+
+fn buffer(name: &str, shape: Vec<Dim>, location: Location) -> BufferInfo {
+    BufferInfo {
+        name: name.into(),
+        dtype: ScalarType::F32,
+        shape,
+        location,
+    }
+}
+
+fn arena_at(per_batch: u64) -> Location {
+    Location::Arena {
+        offset: Extent {
+            fixed: 0,
+            per_batch,
+        },
+    }
+}
+
+fn persistent(key: &str) -> Location {
+    Location::Persistent { key: key.into() }
+}
+
+fn manifest() -> Manifest {
+    Manifest {
+        model: "DenseRelu".into(),
+        compiler: "strata test".into(),
+        buffers: vec![
+            // 0..12*batch: x, 12..20: h, 20..28: y
+            buffer("x", vec![Dim::Batch, Dim::Fixed(3)], arena_at(0)),
+            buffer(
+                "w",
+                vec![Dim::Fixed(2), Dim::Fixed(3)],
+                persistent("dense.weight"),
+            ),
+            buffer("c", vec![Dim::Fixed(2)], persistent("dense.bias")),
+            buffer("h", vec![Dim::Batch, Dim::Fixed(2)], arena_at(12)),
+            buffer("b", vec![Dim::Fixed(2)], persistent("shift")),
+            buffer("y", vec![Dim::Batch, Dim::Fixed(2)], arena_at(20)),
+        ],
+        kernels: vec![dense_kernel(), bias_relu_kernel()],
+        entries: vec![Entry {
+            name: "infer".into(),
+            inputs: vec![EntryPort {
+                name: "x".into(),
+                buffer: 0,
+            }],
+            outputs: vec![
+                EntryPort {
+                    name: "h".into(),
+                    buffer: 3,
+                },
+                EntryPort {
+                    name: "y".into(),
+                    buffer: 5,
+                },
+            ],
+            launches: vec![
+                Launch {
+                    kernel: 0,
+                    bindings: vec![0, 1, 2, 3],
+                },
+                Launch {
+                    kernel: 1,
+                    bindings: vec![3, 4, 5],
+                },
+            ],
+        }],
+        arena: Extent {
+            fixed: 0,
+            per_batch: 28,
+        },
+    }
+}
+
+/// Model parameters: W (row-major [out, in]), c, b.
+struct Params {
+    w: [f32; 6],
+    c: [f32; 2],
+    b: [f32; 2],
+}
+
+const PARAMS: Params = Params {
+    w: [1.0, 2.0, 3.0, -1.0, 0.5, 0.0],
+    c: [0.25, -0.5],
+    b: [-10.0, 1.0],
+};
+
+fn weights(p: &Params) -> Vec<u8> {
+    let w = HostTensor::f32(vec![2, 3], p.w.to_vec()).unwrap();
+    let c = HostTensor::f32(vec![2], p.c.to_vec()).unwrap();
+    let b = HostTensor::f32(vec![2], p.b.to_vec()).unwrap();
+    encode_weights([("dense.weight", &w), ("dense.bias", &c), ("shift", &b)]).unwrap()
+}
+
+fn artifact() -> Artifact {
+    let manifest = manifest();
+    let clif = strata_kernels::cpu::emit_clif(&manifest.kernels).unwrap();
+    Artifact {
+        manifest,
+        clif,
+        weights: weights(&PARAMS),
+    }
+}
+
+fn session() -> Session {
+    Session::new(&artifact()).unwrap()
+}
+
+/// `h = x W^T + c` and `y = relu(h + b)`, row by row, computed here.
+fn expected(p: &Params, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let mut h = Vec::new();
+    let mut y = Vec::new();
+    for row in x.chunks(3) {
+        for o in 0..2 {
+            let dot: f32 = (0..3).map(|i| row[i] * p.w[o * 3 + i]).sum();
+            let v = dot + p.c[o];
+            h.push(v);
+            y.push((v + p.b[o]).max(0.0));
+        }
+    }
+    (h, y)
+}
+
+fn input(rows: u64) -> HostTensor {
+    let data = (0..rows * 3).map(|i| i as f32 * 0.5 - 2.0).collect();
+    HostTensor::f32(vec![rows, 3], data).unwrap()
+}
+
+fn assert_close(got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+            "{got:?} vs {want:?}"
+        );
+    }
+}
+
+fn run(session: &mut Session, x: HostTensor) -> (HostTensor, HostTensor) {
+    let mut out = session.run("infer", &[("x", x)]).unwrap();
+    assert_eq!(out.len(), 2);
+    let (name_y, y) = out.pop().unwrap();
+    let (name_h, h) = out.pop().unwrap();
+    assert_eq!((name_h.as_str(), name_y.as_str()), ("h", "y"));
+    (h, y)
+}
+
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn runs_a_contraction_with_transposed_weights_and_a_bias_epilogue() {
+    let mut s = session();
+    let x = input(4);
+    let (want_h, _) = expected(&PARAMS, x.as_f32().unwrap());
+    let (h, _) = run(&mut s, x);
+    assert_eq!(h.shape, vec![4, 2]);
+    assert_close(h.as_f32().unwrap(), &want_h);
+}
+
+#[test]
+fn runs_a_map_with_a_persistent_bias_after_it() {
+    let mut s = session();
+    let x = input(3);
+    let (_, want_y) = expected(&PARAMS, x.as_f32().unwrap());
+    let (_, y) = run(&mut s, x);
+    assert_eq!(y.shape, vec![3, 2]);
+    assert_close(y.as_f32().unwrap(), &want_y);
+    assert!(want_y.contains(&0.0) && want_y.iter().any(|&v| v > 0.0));
+}
+
+#[test]
+fn runs_any_batch_size_reusing_the_arena() {
+    let mut s = session();
+    for rows in [1, 7, 2, 33, 1] {
+        let x = input(rows);
+        let (want_h, want_y) = expected(&PARAMS, x.as_f32().unwrap());
+        let (h, y) = run(&mut s, x);
+        assert_close(h.as_f32().unwrap(), &want_h);
+        assert_close(y.as_f32().unwrap(), &want_y);
+    }
+}
+
+#[test]
+fn loaded_weights_replace_the_built_in_ones() {
+    let mut s = session();
+    let other = Params {
+        w: [0.0, 1.0, 0.0, 1.0, 1.0, 1.0],
+        c: [1.0, 2.0],
+        b: [0.0, -100.0],
+    };
+    s.load_weights(&weights(&other)).unwrap();
+    let x = input(2);
+    let (want_h, want_y) = expected(&other, x.as_f32().unwrap());
+    let (h, y) = run(&mut s, x);
+    assert_close(h.as_f32().unwrap(), &want_h);
+    assert_close(y.as_f32().unwrap(), &want_y);
+}
+
+#[test]
+fn saved_weights_load_back() {
+    let s = session();
+    let saved = s.save_weights().unwrap();
+    let mut t = session();
+    t.load_weights(&saved).unwrap();
+    let a: Vec<_> = s
+        .weights()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let b: Vec<_> = t
+        .weights()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    assert_eq!(a, b);
+    assert_eq!(a.len(), 3);
+}
+
+#[test]
+fn refuses_weights_that_do_not_fit_naming_keys_and_shapes() {
+    let mut s = session();
+    let w = HostTensor::f32(vec![3, 2], vec![0.0; 6]).unwrap();
+    let c = HostTensor::f32(vec![2], vec![0.0; 2]).unwrap();
+    let bytes = encode_weights([("dense.weight", &w), ("dense.bias", &c), ("shift", &c)]).unwrap();
+    let err = s.load_weights(&bytes).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "tensor `dense.weight`: expected shape [2, 3], got [3, 2]"
+    );
+
+    let bytes = encode_weights([("dense.bias", &c), ("shift", &c)]).unwrap();
+    let err = s.load_weights(&bytes).unwrap_err().to_string();
+    assert_eq!(err, "missing tensors `dense.weight`");
+
+    let w = HostTensor::f32(vec![2, 3], vec![0.0; 6]).unwrap();
+    let bytes = encode_weights([
+        ("dense.weight", &w),
+        ("dense.bias", &c),
+        ("shift", &c),
+        ("extra", &c),
+    ])
+    .unwrap();
+    let err = s.load_weights(&bytes).unwrap_err().to_string();
+    assert!(err.starts_with("unknown tensors `extra`"), "{err}");
+
+    // Nothing was replaced by the refused files.
+    let x = input(2);
+    let (want_h, _) = expected(&PARAMS, x.as_f32().unwrap());
+    let (h, _) = run(&mut s, x);
+    assert_close(h.as_f32().unwrap(), &want_h);
+}
+
+#[test]
+fn refuses_inputs_that_do_not_fit_the_entry() {
+    let mut s = session();
+    let bad = HostTensor::f32(vec![5, 4], vec![0.0; 20]).unwrap();
+    let err = s.run("infer", &[("x", bad)]).unwrap_err().to_string();
+    assert_eq!(err, "input `x`: expected f32[batch, 3], got f32[5, 4]");
+    let err = s.run("train", &[("x", input(1))]).unwrap_err().to_string();
+    assert_eq!(err, "no entry `train` (the model has `infer`)");
+    let err = s.run("infer", &[]).unwrap_err().to_string();
+    assert_eq!(err, "missing inputs `x`");
+}
+
+#[test]
+fn refuses_an_artifact_whose_code_lacks_a_kernel() {
+    let mut a = artifact();
+    a.manifest.kernels[1].name = "renamed".into();
+    a.manifest.entries[0].launches.pop();
+    assert!(Session::new(&a).is_err());
+}
+
+#[test]
+fn the_executable_runs_inference_on_npy_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let x_path = dir.path().join("x.npy");
+    let y_path = dir.path().join("y.npy");
+    let x = input(3);
+    write_npy(&x_path, &x).unwrap();
+    let exe = append_to_executable(b"stub", &artifact().to_bytes().unwrap());
+    let args = [
+        "model".to_string(),
+        "infer".into(),
+        "--input".into(),
+        format!("x={}", x_path.display()),
+        "--output".into(),
+        format!("y={}", y_path.display()),
+    ];
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let exe_bytes = exe.clone();
+    let code = strata_runtime::stub::run_cli(args, || Ok(exe_bytes), &mut out, &mut err);
+    assert_eq!(
+        code,
+        std::process::ExitCode::SUCCESS,
+        "{}",
+        String::from_utf8_lossy(&err)
+    );
+    let (_, want_y) = expected(&PARAMS, x.as_f32().unwrap());
+    assert_close(read_npy(&y_path).unwrap().as_f32().unwrap(), &want_y);
+
+    // Without --output it prints a preview; a single input needs no name.
+    let args = [
+        "model".to_string(),
+        "infer".into(),
+        "-i".into(),
+        x_path.display().to_string(),
+    ];
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = strata_runtime::stub::run_cli(args, || Ok(exe), &mut out, &mut err);
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("h: f32[3, 2] = ["), "{out}");
+    assert!(out.contains("y: f32[3, 2] = ["), "{out}");
+}
