@@ -23,7 +23,11 @@ pub fn example_files() -> Vec<PathBuf> {
 /// where the checkout lives.
 pub fn load_example(path: &Path) -> SourceFile {
     let text = std::fs::read_to_string(path).expect("example is readable");
-    let name = path.file_name().expect("a file").to_string_lossy().to_string();
+    let name = path
+        .file_name()
+        .expect("a file")
+        .to_string_lossy()
+        .to_string();
     SourceFile::new(name, text)
 }
 

@@ -237,7 +237,9 @@ fn cmd_ir(a: &IrArgs) -> ExitCode {
             (Stage::Typed, Format::Dot) => graph_to_dot(&compiled.typed),
             (Stage::Optimized, Format::Dot) => graph_to_dot(&compiled.optimized),
             (Stage::Kernels, Format::Text) => crate::lower::print::print_kernels(&compiled.lowered),
-            (Stage::Plan, Format::Text) => crate::plan::print::print_plan(&compiled.lowered, &compiled.plan),
+            (Stage::Plan, Format::Text) => {
+                crate::plan::print::print_plan(&compiled.lowered, &compiled.plan)
+            }
             (Stage::Kernels | Stage::Plan | Stage::Typed | Stage::Optimized, Format::Json) => {
                 match serde_json::to_string_pretty(&compiled.artifact.manifest) {
                     Ok(s) => s + "\n",
@@ -292,7 +294,9 @@ fn cmd_build(a: &BuildArgs) -> ExitCode {
     if let Err(e) = with_weights(&mut compiled, a.weights.as_deref()) {
         return fail(e);
     }
-    let stub = match stub_path().and_then(|p| std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))) {
+    let stub = match stub_path()
+        .and_then(|p| std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display())))
+    {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
@@ -315,8 +319,14 @@ fn cmd_build(a: &BuildArgs) -> ExitCode {
 /// Writes to a temporary file beside `path`, marks it executable, then renames it, so a
 /// failed build never leaves a half-written executable.
 fn write_executable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     {
         let mut f = std::fs::File::create(&tmp)?;

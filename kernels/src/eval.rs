@@ -25,7 +25,11 @@ use crate::ir::{
 /// `i32` buffers hold integer values as `f64`) for the given batch size.
 ///
 /// Each buffer must hold exactly as many elements as its declared shape at `batch`.
-pub fn eval_kernel(kernel: &Kernel, buffers: &mut [Vec<f64>], batch: u64) -> Result<(), KernelError> {
+pub fn eval_kernel(
+    kernel: &Kernel,
+    buffers: &mut [Vec<f64>],
+    batch: u64,
+) -> Result<(), KernelError> {
     kernel.validate()?;
     let eval = Evaluator::new(kernel, buffers, batch)?;
     match &kernel.body {
@@ -150,7 +154,10 @@ impl<'k, 'b> Evaluator<'k, 'b> {
             Ok(u) if u < len => Ok(u),
             _ => Err(self.error(format!(
                 "index {i} out of range for buffer `{}` of {len} elements",
-                self.kernel.buffers.get(buf).map_or("?", |b| b.name.as_str())
+                self.kernel
+                    .buffers
+                    .get(buf)
+                    .map_or("?", |b| b.name.as_str())
             ))),
         }
     }
@@ -179,7 +186,13 @@ impl<'k, 'b> Evaluator<'k, 'b> {
         })
     }
 
-    fn write(&mut self, buf: usize, index: &Index, vars: &[i64], value: f64) -> Result<(), KernelError> {
+    fn write(
+        &mut self,
+        buf: usize,
+        index: &Index,
+        vars: &[i64],
+        value: f64,
+    ) -> Result<(), KernelError> {
         let at = self.element(buf, index, vars)?;
         self.buffers[buf][at] = match self.kernel.buffers[buf].dtype {
             ScalarType::F32 => value,
@@ -245,7 +258,8 @@ impl<'k, 'b> Evaluator<'k, 'b> {
                 for col in 0..n as i64 {
                     let mut sum = 0.0;
                     for depth in 0..k as i64 {
-                        sum += self.operand(&c.a, b, row, depth)? * self.operand(&c.b, b, depth, col)?;
+                        sum += self.operand(&c.a, b, row, depth)?
+                            * self.operand(&c.b, b, depth, col)?;
                     }
                     products.push(sum);
                 }
@@ -269,7 +283,13 @@ impl<'k, 'b> Evaluator<'k, 'b> {
     }
 
     /// Element `(row, col)` of a contraction operand at batch coordinates `b`.
-    fn operand(&self, op: &MatrixOperand, b: &[i64], row: i64, col: i64) -> Result<f64, KernelError> {
+    fn operand(
+        &self,
+        op: &MatrixOperand,
+        b: &[i64],
+        row: i64,
+        col: i64,
+    ) -> Result<f64, KernelError> {
         let at = Index::Const(row)
             .mul(op.row_stride.clone())
             .add(Index::Const(col).mul(op.col_stride.clone()))
@@ -323,12 +343,20 @@ impl Points {
 
 /// `max` that propagates NaN (IEEE 754-2019 `maximum`, Cranelift's `fmax`).
 fn nan_max(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(b) }
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
 }
 
 /// `min` that propagates NaN (IEEE 754-2019 `minimum`, Cranelift's `fmin`).
 fn nan_min(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() { f64::NAN } else { a.min(b) }
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
 }
 
 fn bool_value(b: bool) -> f64 {
@@ -586,7 +614,10 @@ mod tests {
         }
         let mut bufs = vec![vec![0.0; 6], vec![0.0; 3], vec![0.0; 6]];
         let e = eval_kernel(&kernel, &mut bufs, 1).unwrap_err();
-        assert!(e.message.contains("index 3 out of range for buffer `bias`"), "{e}");
+        assert!(
+            e.message.contains("index 3 out of range for buffer `bias`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -232,7 +232,10 @@ impl ReduceOp {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Expr {
     /// Element `index` of buffer slot `buf` (an `i32` buffer's element is converted to f32).
-    Load { buf: usize, index: Index },
+    Load {
+        buf: usize,
+        index: Index,
+    },
     Const(f64),
     /// The folded value of a reduction, or the product of a contraction; only in epilogues.
     Acc,
@@ -442,7 +445,9 @@ impl Kernel {
             if let Some(v) = e.max_var()
                 && v >= nvars
             {
-                return Err(err(format!("loop variable {v} out of scope ({nvars} in scope)")));
+                return Err(err(format!(
+                    "loop variable {v} out of scope ({nvars} in scope)"
+                )));
             }
             let mut bad = None;
             e.visit_loads(&mut |b, _| {
@@ -465,7 +470,9 @@ impl Kernel {
             if let Some(v) = s.index.max_var()
                 && v >= nvars
             {
-                return Err(err(format!("loop variable {v} out of scope ({nvars} in scope)")));
+                return Err(err(format!(
+                    "loop variable {v} out of scope ({nvars} in scope)"
+                )));
             }
             check_expr(&s.value, nvars, acc_ok)
         };

@@ -72,7 +72,13 @@ impl<'a> Display for ExprText<'a> {
                     BinaryOp::Ge => ">=",
                     BinaryOp::Eq => "==",
                     BinaryOp::Max | BinaryOp::Min | BinaryOp::Pow => {
-                        return write!(f, "{}({}, {})", format!("{op:?}").to_lowercase(), sub(a), sub(b));
+                        return write!(
+                            f,
+                            "{}({}, {})",
+                            format!("{op:?}").to_lowercase(),
+                            sub(a),
+                            sub(b)
+                        );
                     }
                 };
                 write!(f, "({} {sym} {})", sub(a), sub(b))
@@ -81,7 +87,13 @@ impl<'a> Display for ExprText<'a> {
                 cond,
                 then,
                 otherwise,
-            } => write!(f, "select({}, {}, {})", sub(cond), sub(then), sub(otherwise)),
+            } => write!(
+                f,
+                "select({}, {}, {})",
+                sub(cond),
+                sub(then),
+                sub(otherwise)
+            ),
         }
     }
 }
@@ -114,9 +126,21 @@ impl Display for Kernel {
         let name = |b: usize| self.buffers.get(b).map_or("?", |d| d.name.as_str());
         match &self.body {
             KernelBody::Map { space, stores } => {
-                writeln!(f, "kernel {} map {} ({}) {{", self.name, dims(space), params.join(", "))?;
+                writeln!(
+                    f,
+                    "kernel {} map {} ({}) {{",
+                    self.name,
+                    dims(space),
+                    params.join(", ")
+                )?;
                 for s in stores {
-                    writeln!(f, "  {}[{}] = {}", name(s.buf), IndexText(&s.index), e(&s.value))?;
+                    writeln!(
+                        f,
+                        "  {}[{}] = {}",
+                        name(s.buf),
+                        IndexText(&s.index),
+                        e(&s.value)
+                    )?;
                 }
             }
             KernelBody::Reduce {
@@ -134,8 +158,19 @@ impl Display for Kernel {
                     dims(reduce),
                     params.join(", ")
                 )?;
-                writeln!(f, "  acc = {}({})", format!("{op:?}").to_lowercase(), e(value))?;
-                writeln!(f, "  {}[{}] = {}", name(out.buf), IndexText(&out.index), e(&out.value))?;
+                writeln!(
+                    f,
+                    "  acc = {}({})",
+                    format!("{op:?}").to_lowercase(),
+                    e(value)
+                )?;
+                writeln!(
+                    f,
+                    "  {}[{}] = {}",
+                    name(out.buf),
+                    IndexText(&out.index),
+                    e(&out.value)
+                )?;
             }
             KernelBody::Contract(c) => {
                 writeln!(

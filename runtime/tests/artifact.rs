@@ -764,6 +764,19 @@ fn npy_refuses_garbage_truncation_and_huge_shapes() {
 }
 
 #[test]
+fn npy_survives_altered_bytes() {
+    let good = npy_of(&[2, 3], &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], false);
+    let path = Path::new("x.npy");
+    for pos in 0..good.len() {
+        for value in [0u8, b'9', b'(', b')', b',', b'\'', 0xff] {
+            let mut bad = good.clone();
+            bad[pos] = value;
+            let _ = read_npy_bytes(&bad, path);
+        }
+    }
+}
+
+#[test]
 fn npy_errors_name_the_file() {
     let err = read_npy(Path::new("/nonexistent/inputs.npy")).unwrap_err();
     assert!(

@@ -4,8 +4,8 @@
 use strata_kernels::cpu::emit_clif;
 use strata_kernels::eval::eval_kernel;
 use strata_kernels::ir::{
-    Access, BinaryOp, BufferDecl, Contraction, Dim, Expr, Index, Kernel, KernelBody,
-    MatrixOperand, ReduceOp, ScalarType, Store, UnaryOp,
+    Access, BinaryOp, BufferDecl, Contraction, Dim, Expr, Index, Kernel, KernelBody, MatrixOperand,
+    ReduceOp, ScalarType, Store, UnaryOp,
 };
 use strata_runtime::cpu::{JitCode, LaunchOptions, launch, launch_with};
 
@@ -14,7 +14,12 @@ use strata_runtime::cpu::{JitCode, LaunchOptions, launch, launch_with};
 
 /// Runs `kernel` on the CPU backend; `buffers[slot]` holds each slot's initial contents
 /// (rounded to the slot's dtype) and comes back with the results.
-fn run_cpu(kernel: &Kernel, buffers: &[Vec<f64>], batch: u64, options: Option<&LaunchOptions>) -> Vec<Vec<f64>> {
+fn run_cpu(
+    kernel: &Kernel,
+    buffers: &[Vec<f64>],
+    batch: u64,
+    options: Option<&LaunchOptions>,
+) -> Vec<Vec<f64>> {
     let text = emit_clif(std::slice::from_ref(kernel)).unwrap();
     let code = JitCode::compile(&text).unwrap();
     let f = code.get(&kernel.name).unwrap();
@@ -84,9 +89,7 @@ fn assert_matches_reference(kernel: &Kernel, buffers: &[Vec<f64>], batch: u64, r
         }
         for (i, (g, w)) in got[slot].iter().zip(&want[slot]).enumerate() {
             let w = &f64::from(*w as f32);
-            let ok = (g.is_nan() && w.is_nan())
-                || g == w
-                || (g - w).abs() <= rel * w.abs() + abs;
+            let ok = (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= rel * w.abs() + abs;
             assert!(
                 ok,
                 "{} batch {batch}: `{}`[{i}] = {g}, reference {w}",
@@ -167,7 +170,10 @@ fn unary_map(op: UnaryOp, n: u64) -> Kernel {
     let shape = [Dim::Fixed(n)];
     map_kernel(
         &format!("{op:?}").to_lowercase(),
-        vec![buffer("x", &shape, Access::Read), buffer("out", &shape, Access::Write)],
+        vec![
+            buffer("x", &shape, Access::Read),
+            buffer("out", &shape, Access::Write),
+        ],
         &shape,
         vec![Store {
             buf: 1,
@@ -257,7 +263,19 @@ fn elementwise_activations_match_the_reference() {
         let kernel = unary_map(op, n);
         let mut bufs = inputs(&kernel, 1, lo, hi);
         // Extremes and special values at the front.
-        let specials = [0.0, -0.0, 1.0, -1.0, f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 1e-40, -1e-40, 3e38, -3e38];
+        let specials = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            1e-40,
+            -1e-40,
+            3e38,
+            -3e38,
+        ];
         bufs[0][..specials.len()].copy_from_slice(&specials);
         assert_matches_reference(&kernel, &bufs, 1, 1e-6, 0.0);
     }
@@ -281,14 +299,28 @@ fn one_hot_concat_and_integer_stores_match_the_reference() {
         shape: vec![rows, classes],
         access: Access::Write,
     };
-    let one_hot = Expr::binary(BinaryOp::Eq, Expr::load(0, var(0)), Expr::IndexValue(var(1)));
+    let one_hot = Expr::binary(
+        BinaryOp::Eq,
+        Expr::load(0, var(0)),
+        Expr::IndexValue(var(1)),
+    );
     // concat along columns: j < 2 ? a[i, j] : b[i, j - 2]
     let concat = Expr::Select {
-        cond: Box::new(Expr::binary(BinaryOp::Lt, Expr::IndexValue(var(1)), Expr::Const(2.0))),
-        then: Box::new(Expr::load(1, row_major(&[var(0), var(1)], &[rows, Dim::Fixed(2)]))),
+        cond: Box::new(Expr::binary(
+            BinaryOp::Lt,
+            Expr::IndexValue(var(1)),
+            Expr::Const(2.0),
+        )),
+        then: Box::new(Expr::load(
+            1,
+            row_major(&[var(0), var(1)], &[rows, Dim::Fixed(2)]),
+        )),
         otherwise: Box::new(Expr::load(
             2,
-            row_major(&[var(0), var(1).add(Index::Const(-2))], &[rows, Dim::Fixed(2)]),
+            row_major(
+                &[var(0), var(1).add(Index::Const(-2))],
+                &[rows, Dim::Fixed(2)],
+            ),
         )),
     };
     let kernel = map_kernel(
@@ -333,7 +365,11 @@ fn index_division_and_remainder_match_the_reference() {
     let rem = |i: Index, d| Index::Rem(Box::new(i), d);
     let value = Expr::binary(
         BinaryOp::Add,
-        Expr::binary(BinaryOp::Mul, Expr::load(0, div(var(0), 3)), Expr::Const(10.0)),
+        Expr::binary(
+            BinaryOp::Mul,
+            Expr::load(0, div(var(0), 3)),
+            Expr::Const(10.0),
+        ),
         Expr::binary(
             BinaryOp::Add,
             Expr::load(0, rem(var(0), 5)),
@@ -342,7 +378,10 @@ fn index_division_and_remainder_match_the_reference() {
     );
     let kernel = map_kernel(
         "div_rem",
-        vec![buffer("x", &[Dim::Fixed(10)], Access::Read), buffer("out", &[n], Access::Write)],
+        vec![
+            buffer("x", &[Dim::Fixed(10)], Access::Read),
+            buffer("out", &[n], Access::Write),
+        ],
         &[n],
         vec![Store {
             buf: 1,
@@ -363,14 +402,33 @@ fn pow_matches_the_reference() {
         Expr::binary(BinaryOp::Pow, x(), Expr::Const(2.0)),
         Expr::binary(BinaryOp::Pow, x(), Expr::Const(3.0)),
         Expr::binary(BinaryOp::Pow, x(), Expr::Const(-1.0)),
-        Expr::binary(BinaryOp::Pow, Expr::unary(UnaryOp::Abs, x()), Expr::Const(0.5)),
-        Expr::binary(BinaryOp::Pow, Expr::unary(UnaryOp::Abs, x()), Expr::Const(-0.5)),
-        Expr::binary(BinaryOp::Pow, Expr::unary(UnaryOp::Abs, x()), Expr::Const(1.7)),
+        Expr::binary(
+            BinaryOp::Pow,
+            Expr::unary(UnaryOp::Abs, x()),
+            Expr::Const(0.5),
+        ),
+        Expr::binary(
+            BinaryOp::Pow,
+            Expr::unary(UnaryOp::Abs, x()),
+            Expr::Const(-0.5),
+        ),
+        Expr::binary(
+            BinaryOp::Pow,
+            Expr::unary(UnaryOp::Abs, x()),
+            Expr::Const(1.7),
+        ),
         Expr::binary(BinaryOp::Pow, Expr::unary(UnaryOp::Abs, x()), y()),
         // Negative bases with integer exponents.
-        Expr::binary(BinaryOp::Pow, x(), Expr::unary(UnaryOp::Neg, Expr::Const(3.0))),
+        Expr::binary(
+            BinaryOp::Pow,
+            x(),
+            Expr::unary(UnaryOp::Neg, Expr::Const(3.0)),
+        ),
     ];
-    let mut buffers = vec![buffer("x", &[n], Access::Read), buffer("y", &[n], Access::Read)];
+    let mut buffers = vec![
+        buffer("x", &[n], Access::Read),
+        buffer("y", &[n], Access::Read),
+    ];
     let mut kernel_stores = Vec::new();
     for (i, value) in stores.into_iter().enumerate() {
         buffers.push(buffer(&format!("out{i}"), &[n], Access::Write));
@@ -416,7 +474,10 @@ struct Accuracy {
 /// Runs `op` on the CPU over `xs` and measures it against `reference` in f64.
 fn measure(op: UnaryOp, xs: &[f32], reference: fn(f64) -> f64) -> Accuracy {
     let kernel = unary_map(op, xs.len() as u64);
-    let bufs = vec![xs.iter().map(|x| f64::from(*x)).collect(), vec![0.0; xs.len()]];
+    let bufs = vec![
+        xs.iter().map(|x| f64::from(*x)).collect(),
+        vec![0.0; xs.len()],
+    ];
     let got = run_cpu(&kernel, &bufs, 1, None);
     let mut acc = Accuracy {
         max_ulps: 0.0,
@@ -477,7 +538,9 @@ fn tanh_is_within_2_ulp() {
 
 #[test]
 fn sigmoid_is_within_2_5_ulp() {
-    let acc = measure(UnaryOp::Sigmoid, &sweep(-87.0, 40.0, 200_000), |x| 1.0 / (1.0 + (-x).exp()));
+    let acc = measure(UnaryOp::Sigmoid, &sweep(-87.0, 40.0, 200_000), |x| {
+        1.0 / (1.0 + (-x).exp())
+    });
     // exp, an addition and a division: one more rounding than tanh's large-|x| path.
     assert!(acc.max_ulps <= 2.5 && acc.max_rel < 1e-6);
 }
@@ -525,7 +588,10 @@ fn math_special_cases() {
     assert_eq!(got as f32, (-100f64).exp() as f32);
     let kernel = unary_map(UnaryOp::Log, 1);
     let got = run_cpu(&kernel, &[vec![1e-40], vec![0.0]], 1, None)[1][0];
-    assert!((got - (1e-40f32 as f64).ln()).abs() < 1e-5, "log(1e-40) = {got}");
+    assert!(
+        (got - (1e-40f32 as f64).ln()).abs() < 1e-5,
+        "log(1e-40) = {got}"
+    );
     let kernel = unary_map(UnaryOp::Sigmoid, 1);
     let got = run_cpu(&kernel, &[vec![-100.0], vec![0.0]], 1, None)[1][0];
     assert_eq!(got as f32, (-100f64).exp() as f32);
@@ -540,7 +606,10 @@ fn log_sum_exp(rows: Dim, cols: Dim) -> (Kernel, Kernel) {
     let x = || Expr::load(0, row_major(&[var(0), var(1)], &shape));
     let row_max = Kernel {
         name: "row_max".into(),
-        buffers: vec![buffer("x", &shape, Access::Read), buffer("max", &[rows], Access::Write)],
+        buffers: vec![
+            buffer("x", &shape, Access::Read),
+            buffer("max", &[rows], Access::Write),
+        ],
         body: KernelBody::Reduce {
             space: vec![rows],
             reduce: vec![cols],
@@ -621,7 +690,10 @@ fn full_reduction_to_a_scalar_matches_the_reference() {
     let shape = [Dim::Fixed(300), Dim::Fixed(7)];
     let kernel = Kernel {
         name: "min_all".into(),
-        buffers: vec![buffer("x", &shape, Access::Read), buffer("out", &[], Access::Write)],
+        buffers: vec![
+            buffer("x", &shape, Access::Read),
+            buffer("out", &[], Access::Write),
+        ],
         body: KernelBody::Reduce {
             space: vec![],
             reduce: shape.to_vec(),
@@ -698,9 +770,8 @@ fn contraction_over_the_batch_matches_the_reference() {
 fn batched_attention_scores(heads: u64, m: u64, n: u64, d: u64) -> Kernel {
     let (b, h) = (Dim::Batch, Dim::Fixed(heads));
     let (md, nd, dd) = (Dim::Fixed(m), Dim::Fixed(n), Dim::Fixed(d));
-    let matrix = |rows, cols| {
-        row_major(&[var(0), var(1)], &[b, h]).mul(Index::Const((rows * cols) as i64))
-    };
+    let matrix =
+        |rows, cols| row_major(&[var(0), var(1)], &[b, h]).mul(Index::Const((rows * cols) as i64));
     Kernel {
         name: "attention_scores".into(),
         buffers: vec![

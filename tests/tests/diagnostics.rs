@@ -9,7 +9,10 @@ fn diagnose(name: &str, text: &str, overrides: &[(&str, &str)]) -> (ErrorCode, S
     let source = SourceFile::new(format!("{name}.strata"), text);
     let options = ElaborateOptions {
         model: None,
-        overrides: overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        overrides: overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     };
     match check(&source, &options) {
         Ok(_) => panic!("{name}: expected an error"),
@@ -31,112 +34,173 @@ macro_rules! diagnostic_case {
     };
 }
 
-diagnostic_case!(syntax_error_missing_bracket, ErrorCode::Syntax, r#"
+diagnostic_case!(
+    syntax_error_missing_bracket,
+    ErrorCode::Syntax,
+    r#"
 model M {
     input x: f32[batch, 4
     output y = x
 }
-"#);
+"#
+);
 
-diagnostic_case!(syntax_error_stray_token, ErrorCode::Syntax, r#"
+diagnostic_case!(
+    syntax_error_stray_token,
+    ErrorCode::Syntax,
+    r#"
 model M {
     input x: f32[batch, 4]
     output y = x |> relu )
 }
-"#);
+"#
+);
 
-diagnostic_case!(unknown_name_with_suggestion, ErrorCode::UnknownName, r#"
+diagnostic_case!(
+    unknown_name_with_suggestion,
+    ErrorCode::UnknownName,
+    r#"
 model M {
     input x: f32[batch, 4]
     hidden = x |> dense(8) |> relu
     output y = hiden |> dense(2)
 }
-"#);
+"#
+);
 
-diagnostic_case!(unknown_layer_with_suggestion, ErrorCode::UnknownLayer, r#"
+diagnostic_case!(
+    unknown_layer_with_suggestion,
+    ErrorCode::UnknownLayer,
+    r#"
 model M {
     input x: f32[batch, 4]
     output y = x |> dense(8) |> rellu
 }
-"#);
+"#
+);
 
-diagnostic_case!(too_many_arguments, ErrorCode::Arity, r#"
+diagnostic_case!(
+    too_many_arguments,
+    ErrorCode::Arity,
+    r#"
 model M {
     input x: f32[batch, 4]
     output y = x |> dense(8, true, xavier_uniform, 3)
 }
-"#);
+"#
+);
 
-diagnostic_case!(missing_argument, ErrorCode::Arity, r#"
+diagnostic_case!(
+    missing_argument,
+    ErrorCode::Arity,
+    r#"
 model M {
     input x: f32[batch, 4]
     output y = dense(x)
 }
-"#);
+"#
+);
 
-diagnostic_case!(unknown_named_argument, ErrorCode::BadArgument, r#"
+diagnostic_case!(
+    unknown_named_argument,
+    ErrorCode::BadArgument,
+    r#"
 model M {
     input x: f32[batch, 4]
     output y = x |> dense(8, activation = relu)
 }
-"#);
+"#
+);
 
-diagnostic_case!(shape_mismatch_in_add, ErrorCode::ShapeMismatch, r#"
+diagnostic_case!(
+    shape_mismatch_in_add,
+    ErrorCode::ShapeMismatch,
+    r#"
 model M {
     input x: f32[batch, 4]
     h = x |> dense(8)
     output y = h + x
 }
-"#);
+"#
+);
 
-diagnostic_case!(shape_mismatch_in_matmul, ErrorCode::ShapeMismatch, r#"
+diagnostic_case!(
+    shape_mismatch_in_matmul,
+    ErrorCode::ShapeMismatch,
+    r#"
 model M {
     input a: f32[batch, 4]
     input b: f32[5, 3]
     output y = matmul(a, b)
 }
-"#);
+"#
+);
 
-diagnostic_case!(dtype_mismatch, ErrorCode::DTypeMismatch, r#"
+diagnostic_case!(
+    dtype_mismatch,
+    ErrorCode::DTypeMismatch,
+    r#"
 model M {
     input x: f32[batch, 4]
     input ids: i32[batch, 4]
     output y = x + ids
 }
-"#);
+"#
+);
 
-diagnostic_case!(duplicate_binding, ErrorCode::DuplicateBinding, r#"
+diagnostic_case!(
+    duplicate_binding,
+    ErrorCode::DuplicateBinding,
+    r#"
 model M {
     input x: f32[batch, 4]
     h = x |> dense(8)
     h = h |> relu
     output y = h
 }
-"#);
+"#
+);
 
-diagnostic_case!(unused_input, ErrorCode::UnusedInput, r#"
+diagnostic_case!(
+    unused_input,
+    ErrorCode::UnusedInput,
+    r#"
 model M {
     input x: f32[batch, 4]
     input mask: f32[batch, 4]
     output y = x |> dense(2)
 }
-"#);
+"#
+);
 
-diagnostic_case!(bad_hyper_parameter_value, ErrorCode::BadHyperParam, r#"
+diagnostic_case!(
+    bad_hyper_parameter_value,
+    ErrorCode::BadHyperParam,
+    r#"
 model M(hidden = 8) {
     input x: f32[batch, 4]
     output y = x |> dense(hidden)
 }
-"#, &[("hidden", "-3")]);
+"#,
+    &[("hidden", "-3")]
+);
 
-diagnostic_case!(unknown_hyper_parameter_override, ErrorCode::BadHyperParam, r#"
+diagnostic_case!(
+    unknown_hyper_parameter_override,
+    ErrorCode::BadHyperParam,
+    r#"
 model M(hidden = 8) {
     input x: f32[batch, 4]
     output y = x |> dense(hidden)
 }
-"#, &[("hiden", "16")]);
+"#,
+    &[("hiden", "16")]
+);
 
-diagnostic_case!(recursive_block, ErrorCode::Recursion, r#"
+diagnostic_case!(
+    recursive_block,
+    ErrorCode::Recursion,
+    r#"
 block Loop(x) {
     return x |> Loop
 }
@@ -144,34 +208,50 @@ model M {
     input x: f32[batch, 4]
     output y = x |> Loop
 }
-"#);
+"#
+);
 
-diagnostic_case!(shared_layer_with_different_input_sizes, ErrorCode::ShapeMismatch, r#"
+diagnostic_case!(
+    shared_layer_with_different_input_sizes,
+    ErrorCode::ShapeMismatch,
+    r#"
 model M {
     input a: f32[batch, 4]
     input b: f32[batch, 6]
     layer enc = dense(8)
     output y = enc(a) + enc(b)
 }
-"#);
+"#
+);
 
-diagnostic_case!(model_without_outputs, ErrorCode::MissingOutput, r#"
+diagnostic_case!(
+    model_without_outputs,
+    ErrorCode::MissingOutput,
+    r#"
 model M {
     input x: f32[batch, 4]
     h = x |> relu
 }
-"#);
+"#
+);
 
-diagnostic_case!(reduction_over_batch, ErrorCode::ShapeMismatch, r#"
+diagnostic_case!(
+    reduction_over_batch,
+    ErrorCode::ShapeMismatch,
+    r#"
 model M {
     input x: f32[batch, 4]
     output y = sum(x, axis = 0)
 }
-"#);
+"#
+);
 
 #[test]
 fn json_format_carries_code_and_position() {
-    let source = SourceFile::new("m.strata", "model M {\n    input x: f32[batch, 4]\n    output y = x |> rellu\n}\n");
+    let source = SourceFile::new(
+        "m.strata",
+        "model M {\n    input x: f32[batch, 4]\n    output y = x |> rellu\n}\n",
+    );
     let d = check(&source, &ElaborateOptions::default()).expect_err("unknown layer");
     let json = d.to_json(&source);
     assert_eq!(json["code"], "E0003");

@@ -94,13 +94,16 @@ pub fn build_artifact(
         entries: vec![infer],
         arena: plan.arena,
     };
-    let weights = encode_weights(weights.iter().map(|(k, t)| (k.as_str(), t))).map_err(|e| e.to_string())?;
+    let weights =
+        encode_weights(weights.iter().map(|(k, t)| (k.as_str(), t))).map_err(|e| e.to_string())?;
     let artifact = Artifact {
         manifest,
         clif,
         weights,
     };
-    artifact.validate().map_err(|e| format!("the compiled artifact is invalid: {e}"))?;
+    artifact
+        .validate()
+        .map_err(|e| format!("the compiled artifact is invalid: {e}"))?;
     Ok(artifact)
 }
 

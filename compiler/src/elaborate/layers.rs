@@ -35,8 +35,25 @@ pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
 
 /// Every built-in's name, for suggestions and docs.
 pub const NAMES: &[&str] = &[
-    "dense", "matmul", "relu", "sigmoid", "tanh", "exp", "log", "sqrt", "abs", "flatten",
-    "softmax", "log_softmax", "sum", "mean", "max", "min", "reshape", "transpose", "concat",
+    "dense",
+    "matmul",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "exp",
+    "log",
+    "sqrt",
+    "abs",
+    "flatten",
+    "softmax",
+    "log_softmax",
+    "sum",
+    "mean",
+    "max",
+    "min",
+    "reshape",
+    "transpose",
+    "concat",
 ];
 
 pub fn unknown_layer<'a>(callee: &Ident, blocks: impl Iterator<Item = &'a str>) -> Diagnostic {
@@ -98,7 +115,12 @@ pub(super) fn call_layer(
     }
 }
 
-fn dense(e: &mut Elaborator, args: &BoundArgs, span: Span, path: Option<String>) -> Result<Value, Diagnostic> {
+fn dense(
+    e: &mut Elaborator,
+    args: &BoundArgs,
+    span: Span,
+    path: Option<String>,
+) -> Result<Value, Diagnostic> {
     let (x, xspan) = args.tensor("x")?;
     let units = args.positive_int("units", None)?;
     let bias = args.bool("bias", true)?;
@@ -106,9 +128,13 @@ fn dense(e: &mut Elaborator, args: &BoundArgs, span: Span, path: Option<String>)
     let init = match args.word("init") {
         None => Init::XavierUniform,
         Some((w, wspan)) => Init::parse(&w).ok_or_else(|| {
-            Diagnostic::error(ErrorCode::BadArgument, format!("unknown initializer `{w}`"), wspan)
-                .with_label("not an initializer")
-                .with_note(format!("initializers: {}", Init::NAMES.join(", ")))
+            Diagnostic::error(
+                ErrorCode::BadArgument,
+                format!("unknown initializer `{w}`"),
+                wspan,
+            )
+            .with_label("not an initializer")
+            .with_note(format!("initializers: {}", Init::NAMES.join(", ")))
         })?,
     };
     let xty = e.graph.ty(x).clone();
@@ -164,15 +190,36 @@ fn axis(args: &BoundArgs, name: &str, rank: usize, default: i64) -> Result<usize
     Ok(if a < 0 { (a + r) as usize } else { a as usize })
 }
 
-fn softmax(e: &mut Elaborator, args: &BoundArgs, span: Span, log: bool) -> Result<Value, Diagnostic> {
+fn softmax(
+    e: &mut Elaborator,
+    args: &BoundArgs,
+    span: Span,
+    log: bool,
+) -> Result<Value, Diagnostic> {
     let (x, _) = args.tensor("x")?;
     let rank = e.graph.ty(x).shape.rank();
     let ax = axis(args, "axis", rank, -1)?;
     // Subtracting the maximum keeps exp from overflowing; it cancels in the ratio.
-    let m = e.op(Op::Reduce { op: ReduceOp::Max, axes: vec![ax], keep_dims: true }, &[x], span)?;
+    let m = e.op(
+        Op::Reduce {
+            op: ReduceOp::Max,
+            axes: vec![ax],
+            keep_dims: true,
+        },
+        &[x],
+        span,
+    )?;
     let shifted = e.op(Op::Binary(BinaryOp::Sub), &[x, m], span)?;
     let ex = e.op(Op::Unary(UnaryOp::Exp), &[shifted], span)?;
-    let s = e.op(Op::Reduce { op: ReduceOp::Sum, axes: vec![ax], keep_dims: true }, &[ex], span)?;
+    let s = e.op(
+        Op::Reduce {
+            op: ReduceOp::Sum,
+            axes: vec![ax],
+            keep_dims: true,
+        },
+        &[ex],
+        span,
+    )?;
     let y = if log {
         let ls = e.op(Op::Unary(UnaryOp::Log), &[s], span)?;
         e.op(Op::Binary(BinaryOp::Sub), &[shifted, ls], span)?
@@ -182,7 +229,12 @@ fn softmax(e: &mut Elaborator, args: &BoundArgs, span: Span, log: bool) -> Resul
     Ok(Value::Tensor(y))
 }
 
-fn reduce(e: &mut Elaborator, args: &BoundArgs, span: Span, name: &str) -> Result<Value, Diagnostic> {
+fn reduce(
+    e: &mut Elaborator,
+    args: &BoundArgs,
+    span: Span,
+    name: &str,
+) -> Result<Value, Diagnostic> {
     let (x, xspan) = args.tensor("x")?;
     let ty = e.graph.ty(x).clone();
     let rank = ty.shape.rank();
@@ -190,8 +242,16 @@ fn reduce(e: &mut Elaborator, args: &BoundArgs, span: Span, name: &str) -> Resul
         Some(Value::List(items)) => {
             let mut axes = Vec::new();
             for it in items {
-                let Value::Number { value, integer: true } = it else {
-                    return Err(Diagnostic::error(ErrorCode::BadArgument, "axes must be integers", args.call_span));
+                let Value::Number {
+                    value,
+                    integer: true,
+                } = it
+                else {
+                    return Err(Diagnostic::error(
+                        ErrorCode::BadArgument,
+                        "axes must be integers",
+                        args.call_span,
+                    ));
                 };
                 let a = value as i64;
                 if a < -(rank as i64) || a >= rank as i64 {
@@ -201,7 +261,11 @@ fn reduce(e: &mut Elaborator, args: &BoundArgs, span: Span, name: &str) -> Resul
                         args.get("axis").map_or(span, |s| s.span),
                     ));
                 }
-                axes.push(if a < 0 { (a + rank as i64) as usize } else { a as usize });
+                axes.push(if a < 0 {
+                    (a + rank as i64) as usize
+                } else {
+                    a as usize
+                });
             }
             axes
         }
@@ -223,9 +287,20 @@ fn reduce(e: &mut Elaborator, args: &BoundArgs, span: Span, name: &str) -> Resul
         "min" => ReduceOp::Min,
         _ => ReduceOp::Sum,
     };
-    let mut y = e.op(Op::Reduce { op, axes: axes.clone(), keep_dims }, &[x], span)?;
+    let mut y = e.op(
+        Op::Reduce {
+            op,
+            axes: axes.clone(),
+            keep_dims,
+        },
+        &[x],
+        span,
+    )?;
     if name == "mean" {
-        let n: u64 = axes.iter().map(|&a| ty.shape.dims()[a].fixed().unwrap_or(1)).product();
+        let n: u64 = axes
+            .iter()
+            .map(|&a| ty.shape.dims()[a].fixed().unwrap_or(1))
+            .product();
         let c = e.constant(1.0 / n as f64, span);
         y = e.op(Op::Binary(BinaryOp::Mul), &[y, c], span)?;
     }
@@ -237,7 +312,11 @@ fn flatten(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Di
     let ty = e.graph.ty(x).clone();
     let dims = ty.shape.dims();
     if dims.is_empty() {
-        return Err(Diagnostic::error(ErrorCode::ShapeMismatch, "cannot flatten a scalar", xspan));
+        return Err(Diagnostic::error(
+            ErrorCode::ShapeMismatch,
+            "cannot flatten a scalar",
+            xspan,
+        ));
     }
     if dims[1..].contains(&Dim::Batch) {
         return Err(Diagnostic::error(
@@ -257,7 +336,10 @@ fn reshape(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Di
     let Value::List(items) = &shape_arg.value else {
         return Err(Diagnostic::error(
             ErrorCode::BadArgument,
-            format!("`reshape` needs a shape list like `[batch, 8, 8]`, got {}", describe(&shape_arg.value)),
+            format!(
+                "`reshape` needs a shape list like `[batch, 8, 8]`, got {}",
+                describe(&shape_arg.value)
+            ),
             shape_arg.span,
         ));
     };
@@ -265,17 +347,27 @@ fn reshape(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Di
     for it in items {
         match it {
             Value::Symbol(s) if s == "batch" => dims.push(Dim::Batch),
-            Value::Number { value, integer: true } if *value >= 1.0 => dims.push(Dim::Fixed(*value as u64)),
+            Value::Number {
+                value,
+                integer: true,
+            } if *value >= 1.0 => dims.push(Dim::Fixed(*value as u64)),
             v => {
                 return Err(Diagnostic::error(
                     ErrorCode::BadArgument,
-                    format!("a dimension must be a positive integer or `batch`, got {}", describe(v)),
+                    format!(
+                        "a dimension must be a positive integer or `batch`, got {}",
+                        describe(v)
+                    ),
                     shape_arg.span,
                 ));
             }
         }
     }
-    Ok(Value::Tensor(e.op(Op::Reshape { shape: Shape(dims) }, &[x], span)?))
+    Ok(Value::Tensor(e.op(
+        Op::Reshape { shape: Shape(dims) },
+        &[x],
+        span,
+    )?))
 }
 
 fn transpose(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Diagnostic> {
@@ -284,21 +376,39 @@ fn transpose(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, 
     let perm = match args.get("perm") {
         None => {
             if rank < 2 {
-                return Err(Diagnostic::error(ErrorCode::ShapeMismatch, "`transpose` needs rank >= 2", span));
+                return Err(Diagnostic::error(
+                    ErrorCode::ShapeMismatch,
+                    "`transpose` needs rank >= 2",
+                    span,
+                ));
             }
             let mut p: Vec<usize> = (0..rank).collect();
             p.swap(rank - 2, rank - 1);
             p
         }
-        Some(Spanned { value: Value::List(items), span: pspan }) => items
+        Some(Spanned {
+            value: Value::List(items),
+            span: pspan,
+        }) => items
             .iter()
             .map(|v| match v {
-                Value::Number { value, integer: true } if *value >= 0.0 => Ok(*value as usize),
-                _ => Err(Diagnostic::error(ErrorCode::BadArgument, "a permutation lists axes as integers", *pspan)),
+                Value::Number {
+                    value,
+                    integer: true,
+                } if *value >= 0.0 => Ok(*value as usize),
+                _ => Err(Diagnostic::error(
+                    ErrorCode::BadArgument,
+                    "a permutation lists axes as integers",
+                    *pspan,
+                )),
             })
             .collect::<Result<_, _>>()?,
         Some(s) => {
-            return Err(Diagnostic::error(ErrorCode::BadArgument, "`perm` must be a list of axes", s.span));
+            return Err(Diagnostic::error(
+                ErrorCode::BadArgument,
+                "`perm` must be a list of axes",
+                s.span,
+            ));
         }
     };
     Ok(Value::Tensor(e.op(Op::Transpose { perm }, &[x], span)?))
@@ -321,5 +431,9 @@ fn concat(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Dia
     }
     let rank = e.graph.ty(first).shape.rank();
     let ax = axis(args, "axis", rank, -1)?;
-    Ok(Value::Tensor(e.op(Op::Concat { axis: ax }, &parts, span)?))
+    Ok(Value::Tensor(e.op(
+        Op::Concat { axis: ax },
+        &parts,
+        span,
+    )?))
 }

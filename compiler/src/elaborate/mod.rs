@@ -65,7 +65,10 @@ pub fn elaborate(program: &Program, options: &ElaborateOptions) -> Result<Elabor
             let known: Vec<&str> = model.params.iter().map(|p| p.name.name.as_str()).collect();
             return Err(Diagnostic::error(
                 ErrorCode::BadHyperParam,
-                format!("model `{}` has no hyper-parameter `{name}`", model.name.name),
+                format!(
+                    "model `{}` has no hyper-parameter `{name}`",
+                    model.name.name
+                ),
                 model.name.span,
             )
             .with_label("in this model")
@@ -73,7 +76,12 @@ pub fn elaborate(program: &Program, options: &ElaborateOptions) -> Result<Elabor
         }
     }
     for p in &model.params {
-        let value = match options.overrides.iter().rev().find(|(n, _)| n == &p.name.name) {
+        let value = match options
+            .overrides
+            .iter()
+            .rev()
+            .find(|(n, _)| n == &p.name.name)
+        {
             Some((_, text)) => value::parse_override(text),
             None => match &p.default {
                 Some(d) => e.expr(d, &mut env)?.value,
@@ -106,9 +114,13 @@ pub fn elaborate(program: &Program, options: &ElaborateOptions) -> Result<Elabor
         match stmt {
             Stmt::Input { name, ty, span } => {
                 let tt = e.tensor_type(ty, &mut env)?;
-                let v = e
-                    .graph
-                    .add_leaf(Op::Input { name: name.name.clone() }, tt, *span);
+                let v = e.graph.add_leaf(
+                    Op::Input {
+                        name: name.name.clone(),
+                    },
+                    tt,
+                    *span,
+                );
                 env.bind(name, Value::Tensor(v))?;
             }
             Stmt::Output { name, value, span } => {
@@ -126,7 +138,10 @@ pub fn elaborate(program: &Program, options: &ElaborateOptions) -> Result<Elabor
                         vspan,
                     ));
                 };
-                if outputs.iter().any(|(n, _): &(String, ValueId)| n == &name.name) {
+                if outputs
+                    .iter()
+                    .any(|(n, _): &(String, ValueId)| n == &name.name)
+                {
                     return Err(Diagnostic::error(
                         ErrorCode::DuplicateBinding,
                         format!("output `{}` is declared twice", name.name),
@@ -169,14 +184,30 @@ pub fn elaborate(program: &Program, options: &ElaborateOptions) -> Result<Elabor
 
 fn select_model<'p>(program: &'p Program, name: Option<&str>) -> Result<&'p ModelDef, Diagnostic> {
     match name {
-        Some(n) => program.models.iter().find(|m| m.name.name == n).ok_or_else(|| {
-            let known: Vec<&str> = program.models.iter().map(|m| m.name.name.as_str()).collect();
-            Diagnostic::error(ErrorCode::NoModel, format!("no model named `{n}`"), Span::default())
+        Some(n) => program
+            .models
+            .iter()
+            .find(|m| m.name.name == n)
+            .ok_or_else(|| {
+                let known: Vec<&str> = program
+                    .models
+                    .iter()
+                    .map(|m| m.name.name.as_str())
+                    .collect();
+                Diagnostic::error(
+                    ErrorCode::NoModel,
+                    format!("no model named `{n}`"),
+                    Span::default(),
+                )
                 .with_note(format!("models in this file: {}", known.join(", ")))
-        }),
+            }),
         None => program.models.first().ok_or_else(|| {
-            Diagnostic::error(ErrorCode::NoModel, "this file defines no model", Span::default())
-                .with_help("start one with `model Name { … }`")
+            Diagnostic::error(
+                ErrorCode::NoModel,
+                "this file defines no model",
+                Span::default(),
+            )
+            .with_help("start one with `model Name { … }`")
         }),
     }
 }
@@ -319,7 +350,9 @@ struct Elaborator<'p> {
 
 impl<'p> Elaborator<'p> {
     fn scope(&mut self) -> &mut NameScope {
-        self.scopes.last_mut().expect("the root scope is never popped")
+        self.scopes
+            .last_mut()
+            .expect("the root scope is never popped")
     }
 
     /// A fresh name `kindN` in the current scope, as a full dotted path.
@@ -352,7 +385,13 @@ impl<'p> Elaborator<'p> {
     }
 
     /// The parameter at `path`, created on first use; a later use must agree on shape.
-    fn param(&mut self, path: String, dims: Vec<u64>, init: Init, span: Span) -> Result<ValueId, Diagnostic> {
+    fn param(
+        &mut self,
+        path: String,
+        dims: Vec<u64>,
+        init: Init,
+        span: Span,
+    ) -> Result<ValueId, Diagnostic> {
         let ty = TensorType::new(DType::F32, dims.iter().map(|&d| Dim::Fixed(d)).collect());
         if let Some(&v) = self.params.get(&path) {
             let existing = self.graph.ty(v).clone();
@@ -368,7 +407,14 @@ impl<'p> Elaborator<'p> {
             }
             return Ok(v);
         }
-        let v = self.graph.add_leaf(Op::Param { path: path.clone(), init }, ty, span);
+        let v = self.graph.add_leaf(
+            Op::Param {
+                path: path.clone(),
+                init,
+            },
+            ty,
+            span,
+        );
         self.params.insert(path, v);
         Ok(v)
     }
@@ -381,7 +427,9 @@ impl<'p> Elaborator<'p> {
             Op::Reshape { .. } | Op::Transpose { .. } | Op::Concat { .. }
         );
         if needs_float
-            && let Some(bad) = operands.iter().find(|v| self.graph.ty(**v).dtype != DType::F32)
+            && let Some(bad) = operands
+                .iter()
+                .find(|v| self.graph.ty(**v).dtype != DType::F32)
         {
             let ty = self.graph.ty(*bad).clone();
             return Err(Diagnostic::error(
@@ -440,7 +488,10 @@ impl<'p> Elaborator<'p> {
                 v => {
                     return Err(Diagnostic::error(
                         ErrorCode::BadHyperParam,
-                        format!("a dimension must be a positive integer or `batch`, got {}", describe(&v)),
+                        format!(
+                            "a dimension must be a positive integer or `batch`, got {}",
+                            describe(&v)
+                        ),
                         d.span,
                     )
                     .with_label("not a valid dimension"));
@@ -461,7 +512,10 @@ impl<'p> Elaborator<'p> {
             }
             Stmt::Layer { name, call, span } => {
                 if layers::lookup(&call.callee.name).is_none() {
-                    return Err(layers::unknown_layer(&call.callee, self.blocks.keys().map(|s| s.as_str())));
+                    return Err(layers::unknown_layer(
+                        &call.callee,
+                        self.blocks.keys().map(|s| s.as_str()),
+                    ));
                 }
                 let path = self.qualify(&name.name);
                 env.bind(name, Value::Instance(path.clone()))?;
@@ -506,7 +560,9 @@ impl<'p> Elaborator<'p> {
                         value: -value,
                         integer,
                     },
-                    Value::Tensor(t) => Value::Tensor(self.op(Op::Unary(crate::ir::UnaryOp::Neg), &[t], span)?),
+                    Value::Tensor(t) => {
+                        Value::Tensor(self.op(Op::Unary(crate::ir::UnaryOp::Neg), &[t], span)?)
+                    }
                     v => {
                         return Err(Diagnostic::error(
                             ErrorCode::BadArgument,
@@ -535,13 +591,23 @@ impl<'p> Elaborator<'p> {
         if parts.len() > 1 {
             return Err(Diagnostic::error(
                 ErrorCode::UnknownName,
-                format!("`{}` is not defined", parts.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(".")),
+                format!(
+                    "`{}` is not defined",
+                    parts
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(".")
+                ),
                 span,
             )
             .with_label("dotted names are used only in `train` sections"));
         }
         if let Ok(v) = env.lookup(first) {
-            return Ok(Spanned { value: v.value, span });
+            return Ok(Spanned {
+                value: v.value,
+                span,
+            });
         }
         let value = match first.name.as_str() {
             "true" => Value::Bool(true),
@@ -558,7 +624,13 @@ impl<'p> Elaborator<'p> {
         Ok(Spanned { value, span })
     }
 
-    fn arith(&mut self, op: BinOp, a: Spanned, b: Spanned, span: Span) -> Result<Value, Diagnostic> {
+    fn arith(
+        &mut self,
+        op: BinOp,
+        a: Spanned,
+        b: Spanned,
+        span: Span,
+    ) -> Result<Value, Diagnostic> {
         use crate::ir::BinaryOp as B;
         let ir_op = match op {
             BinOp::Add => B::Add,
@@ -567,7 +639,16 @@ impl<'p> Elaborator<'p> {
             BinOp::Div => B::Div,
         };
         match (&a.value, &b.value) {
-            (Value::Number { value: x, integer: ix }, Value::Number { value: y, integer: iy }) => {
+            (
+                Value::Number {
+                    value: x,
+                    integer: ix,
+                },
+                Value::Number {
+                    value: y,
+                    integer: iy,
+                },
+            ) => {
                 let (x, y) = (*x, *y);
                 let r = match op {
                     BinOp::Add => x + y,
@@ -575,7 +656,11 @@ impl<'p> Elaborator<'p> {
                     BinOp::Mul => x * y,
                     BinOp::Div => {
                         if y == 0.0 {
-                            return Err(Diagnostic::error(ErrorCode::BadHyperParam, "division by zero", b.span));
+                            return Err(Diagnostic::error(
+                                ErrorCode::BadHyperParam,
+                                "division by zero",
+                                b.span,
+                            ));
                         }
                         x / y
                     }
@@ -586,7 +671,11 @@ impl<'p> Elaborator<'p> {
             _ => {
                 let ta = self.as_tensor(&a, op.symbol())?;
                 let tb = self.as_tensor(&b, op.symbol())?;
-                Ok(Value::Tensor(self.op(Op::Binary(ir_op), &[ta, tb], span)?))
+                Ok(Value::Tensor(self.op(
+                    Op::Binary(ir_op),
+                    &[ta, tb],
+                    span,
+                )?))
             }
         }
     }
@@ -612,12 +701,21 @@ impl<'p> Elaborator<'p> {
     }
 
     /// `input |> stage`. `forced_path` names the stage's scope (used by `repeat`).
-    fn stage(&mut self, stage: &Stage, input: Spanned, env: &mut Env, forced_path: Option<String>) -> Result<Spanned, Diagnostic> {
+    fn stage(
+        &mut self,
+        stage: &Stage,
+        input: Spanned,
+        env: &mut Env,
+        forced_path: Option<String>,
+    ) -> Result<Spanned, Diagnostic> {
         match stage {
             Stage::Call(call) => {
                 let start = input.span.start;
                 let mut s = self.call_named(call, Some(input), env, forced_path)?;
-                s.span = Span { start, end: s.span.end };
+                s.span = Span {
+                    start,
+                    end: s.span.end,
+                };
                 Ok(s)
             }
             Stage::Name(name) => {
@@ -627,17 +725,26 @@ impl<'p> Elaborator<'p> {
                     span: name.span,
                 };
                 let mut s = self.call_named(&call, Some(input.clone()), env, forced_path)?;
-                s.span = Span { start: input.span.start, end: name.span.end };
+                s.span = Span {
+                    start: input.span.start,
+                    end: name.span.end,
+                };
                 Ok(s)
             }
             Stage::Repeat { count, stage, span } => {
                 let c = self.expr(count, env)?;
                 let n = match c.value {
-                    Value::Number { value, integer: true } if value >= 1.0 && value <= 10_000.0 => value as u64,
+                    Value::Number {
+                        value,
+                        integer: true,
+                    } if value >= 1.0 && value <= 10_000.0 => value as u64,
                     v => {
                         return Err(Diagnostic::error(
                             ErrorCode::BadHyperParam,
-                            format!("`repeat` needs a count between 1 and 10000, got {}", describe(&v)),
+                            format!(
+                                "`repeat` needs a count between 1 and 10000, got {}",
+                                describe(&v)
+                            ),
                             c.span,
                         )
                         .with_label("not a valid count"));
@@ -649,21 +756,39 @@ impl<'p> Elaborator<'p> {
                 for i in 0..n {
                     value = self.stage(stage, value, env, Some(format!("{base}.{i}")))?;
                 }
-                value.span = Span { start: value.span.start.min(span.start), end: span.end };
+                value.span = Span {
+                    start: value.span.start.min(span.start),
+                    end: span.end,
+                };
                 Ok(value)
             }
         }
     }
 
-    fn call(&mut self, call: &Call, piped: Option<Spanned>, env: &mut Env) -> Result<Spanned, Diagnostic> {
+    fn call(
+        &mut self,
+        call: &Call,
+        piped: Option<Spanned>,
+        env: &mut Env,
+    ) -> Result<Spanned, Diagnostic> {
         self.call_named(call, piped, env, None)
     }
 
     /// A call of a layer, block or instance, with an optional piped first argument.
-    fn call_named(&mut self, call: &Call, piped: Option<Spanned>, env: &mut Env, forced_path: Option<String>) -> Result<Spanned, Diagnostic> {
+    fn call_named(
+        &mut self,
+        call: &Call,
+        piped: Option<Spanned>,
+        env: &mut Env,
+        forced_path: Option<String>,
+    ) -> Result<Spanned, Diagnostic> {
         let callee = &call.callee;
         // A layer instance: its declaration's arguments after the call's own.
-        if let Ok(Spanned { value: Value::Instance(path), .. }) = env.lookup(callee) {
+        if let Ok(Spanned {
+            value: Value::Instance(path),
+            ..
+        }) = env.lookup(callee)
+        {
             let decl = self.instances[&path].clone();
             let mut positional: Vec<Spanned> = piped.into_iter().collect();
             let mut named = Vec::new();
@@ -681,8 +806,18 @@ impl<'p> Elaborator<'p> {
                     None => positional.push(v),
                 }
             }
-            let value = layers::call_layer(self, &decl.call.callee, call.span, positional, named, Some(decl.path.clone()))?;
-            return Ok(Spanned { value, span: call.span });
+            let value = layers::call_layer(
+                self,
+                &decl.call.callee,
+                call.span,
+                positional,
+                named,
+                Some(decl.path.clone()),
+            )?;
+            return Ok(Spanned {
+                value,
+                span: call.span,
+            });
         }
         let mut positional: Vec<Spanned> = piped.into_iter().collect();
         let mut named = Vec::new();
@@ -695,13 +830,22 @@ impl<'p> Elaborator<'p> {
         }
         if let Some(block) = self.blocks.get(&callee.name).copied() {
             let value = self.call_block(block, call, positional, named, forced_path)?;
-            return Ok(Spanned { value, span: call.span });
+            return Ok(Spanned {
+                value,
+                span: call.span,
+            });
         }
         if layers::lookup(&callee.name).is_none() {
-            return Err(layers::unknown_layer(callee, self.blocks.keys().map(|s| s.as_str())));
+            return Err(layers::unknown_layer(
+                callee,
+                self.blocks.keys().map(|s| s.as_str()),
+            ));
         }
         let value = layers::call_layer(self, callee, call.span, positional, named, forced_path)?;
-        Ok(Spanned { value, span: call.span })
+        Ok(Spanned {
+            value,
+            span: call.span,
+        })
     }
 
     fn call_block(
@@ -751,7 +895,11 @@ impl<'p> Elaborator<'p> {
             for stmt in &block.body {
                 if let Some((v, sp)) = self.stmt(stmt, &mut env)? {
                     if ret.is_some() {
-                        return Err(Diagnostic::error(ErrorCode::Misplaced, "a block returns once, at its end", sp));
+                        return Err(Diagnostic::error(
+                            ErrorCode::Misplaced,
+                            "a block returns once, at its end",
+                            sp,
+                        ));
                     }
                     ret = Some(v.value);
                 }

@@ -8,7 +8,10 @@ pub enum Value {
     /// A tensor: a value of the graph being built.
     Tensor(ValueId),
     /// A compile-time number (hyper-parameters, literals, arithmetic on them).
-    Number { value: f64, integer: bool },
+    Number {
+        value: f64,
+        integer: bool,
+    },
     Str(String),
     Bool(bool),
     List(Vec<Value>),

@@ -23,8 +23,18 @@ pub fn graph_to_dot(graph: &Graph) -> String {
             Op::MatMul => ", style=filled, fillcolor=\"#ffe2b8\"",
             _ => "",
         };
-        let label = format!("{} = {}\\n{}", value_name(graph, v), op_text(&node.op), node.ty);
-        let _ = writeln!(out, "  n{} [label=\"{}\"{style}];", v.index(), escape(&label).replace("\\\\n", "\\n"));
+        let label = format!(
+            "{} = {}\\n{}",
+            value_name(graph, v),
+            op_text(&node.op),
+            node.ty
+        );
+        let _ = writeln!(
+            out,
+            "  n{} [label=\"{}\"{style}];",
+            v.index(),
+            escape(&label).replace("\\\\n", "\\n")
+        );
         let operands = graph.operands(v);
         for (pos, o) in operands.iter().enumerate() {
             if operands.len() > 1 {

@@ -161,11 +161,8 @@ impl Graph {
                 )
             })
             .collect();
-        let mut ready: std::collections::BTreeSet<ValueId> = values
-            .iter()
-            .copied()
-            .filter(|v| pending[v] == 0)
-            .collect();
+        let mut ready: std::collections::BTreeSet<ValueId> =
+            values.iter().copied().filter(|v| pending[v] == 0).collect();
         let mut order = Vec::with_capacity(values.len());
         while let Some(v) = ready.pop_first() {
             order.push(v);

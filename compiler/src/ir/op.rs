@@ -232,9 +232,7 @@ impl Op {
     pub fn arity(&self) -> Option<usize> {
         match self {
             Op::Input { .. } | Op::Param { .. } | Op::Const { .. } => Some(0),
-            Op::Unary(_) | Op::Reduce { .. } | Op::Reshape { .. } | Op::Transpose { .. } => {
-                Some(1)
-            }
+            Op::Unary(_) | Op::Reduce { .. } | Op::Reshape { .. } | Op::Transpose { .. } => Some(1),
             Op::Binary(_) | Op::MatMul => Some(2),
             Op::Concat { .. } => None,
         }
@@ -283,7 +281,9 @@ impl Op {
                 float(b)?;
                 let (ra, rb) = (a.shape.rank(), b.shape.rank());
                 if ra < 2 || rb < 2 {
-                    return Err(format!("matmul needs operands of rank >= 2, got {a} and {b}"));
+                    return Err(format!(
+                        "matmul needs operands of rank >= 2, got {a} and {b}"
+                    ));
                 }
                 let (m, k) = (a.shape.0[ra - 2], a.shape.0[ra - 1]);
                 let (k2, n) = (b.shape.0[rb - 2], b.shape.0[rb - 1]);

@@ -67,7 +67,12 @@ pub fn print_graph(graph: &Graph, source: Option<&SourceFile>) -> String {
             .into_iter()
             .map(|o| value_name(graph, o))
             .collect();
-        let mut text = format!("{} : {} = {}", value_name(graph, v), node.ty, op_text(&node.op));
+        let mut text = format!(
+            "{} : {} = {}",
+            value_name(graph, v),
+            node.ty,
+            op_text(&node.op)
+        );
         if !operands.is_empty() {
             text.push(' ');
             text.push_str(&operands.join(", "));

@@ -1,6 +1,6 @@
 //! The kernel of each op: how one graph op becomes one (or, for concat, a few) kernels.
 
-use super::{BufferId, LowerError, Lowerer, LoweredLaunch, Storage, kernel_dims};
+use super::{BufferId, LowerError, LoweredLaunch, Lowerer, Storage, kernel_dims};
 use crate::ir::{self, Op, ValueId};
 use strata_kernels::ir::{
     Access, BinaryOp, BufferDecl, Contraction, Dim, Expr, Index, Kernel, KernelBody, MatrixOperand,
@@ -40,7 +40,12 @@ impl Slots {
     }
 }
 
-fn push_kernel(l: &mut Lowerer, what: &str, slots: Slots, body: KernelBody) -> Result<(), LowerError> {
+fn push_kernel(
+    l: &mut Lowerer,
+    what: &str,
+    slots: Slots,
+    body: KernelBody,
+) -> Result<(), LowerError> {
     let kernel = Kernel {
         name: format!("k{}_{what}", l.out.kernels.len()),
         buffers: slots.decls,
@@ -60,7 +65,12 @@ fn vars(n: usize) -> Vec<Index> {
 }
 
 /// The element of `v` at `coords` (one per dimension of `v`).
-fn element(l: &Lowerer, slots: &mut Slots, v: ValueId, coords: &[Index]) -> Result<Expr, LowerError> {
+fn element(
+    l: &Lowerer,
+    slots: &mut Slots,
+    v: ValueId,
+    coords: &[Index],
+) -> Result<Expr, LowerError> {
     match l.storage.get(&v).copied() {
         Some(Storage::Const(c)) => Ok(Expr::Const(c)),
         Some(Storage::Buffer(b)) => {
@@ -81,7 +91,12 @@ fn element(l: &Lowerer, slots: &mut Slots, v: ValueId, coords: &[Index]) -> Resu
 }
 
 /// The element of `v` broadcast into an iteration space of rank `rank` (NumPy rules).
-fn broadcast_element(l: &Lowerer, slots: &mut Slots, v: ValueId, rank: usize) -> Result<Expr, LowerError> {
+fn broadcast_element(
+    l: &Lowerer,
+    slots: &mut Slots,
+    v: ValueId,
+    rank: usize,
+) -> Result<Expr, LowerError> {
     let shape = l.graph.ty(v).shape.clone();
     let r = shape.rank();
     let coords: Vec<Index> = shape
@@ -150,14 +165,22 @@ pub(super) fn emit(l: &mut Lowerer, v: ValueId, out: BufferId) -> Result<(), Low
         Op::Unary(op) => {
             let x = broadcast_element(l, &mut slots, operands[0], rank)?;
             let o = slots.slot(l, out, Access::Write);
-            let stores = vec![Store { buf: o, index: out_index, value: Expr::unary(unary(*op), x) }];
+            let stores = vec![Store {
+                buf: o,
+                index: out_index,
+                value: Expr::unary(unary(*op), x),
+            }];
             push_kernel(l, op.name(), slots, KernelBody::Map { space, stores })
         }
         Op::Binary(op) => {
             let a = broadcast_element(l, &mut slots, operands[0], rank)?;
             let b = broadcast_element(l, &mut slots, operands[1], rank)?;
             let o = slots.slot(l, out, Access::Write);
-            let stores = vec![Store { buf: o, index: out_index, value: Expr::binary(binary(*op), a, b) }];
+            let stores = vec![Store {
+                buf: o,
+                index: out_index,
+                value: Expr::binary(binary(*op), a, b),
+            }];
             push_kernel(l, op.name(), slots, KernelBody::Map { space, stores })
         }
         Op::Transpose { perm } => {
@@ -167,10 +190,18 @@ pub(super) fn emit(l: &mut Lowerer, v: ValueId, out: BufferId) -> Result<(), Low
             }
             let x = element(l, &mut slots, operands[0], &coords)?;
             let o = slots.slot(l, out, Access::Write);
-            let stores = vec![Store { buf: o, index: out_index, value: x }];
+            let stores = vec![Store {
+                buf: o,
+                index: out_index,
+                value: x,
+            }];
             push_kernel(l, "transpose", slots, KernelBody::Map { space, stores })
         }
-        Op::Reduce { op, axes, keep_dims } => {
+        Op::Reduce {
+            op,
+            axes,
+            keep_dims,
+        } => {
             let in_shape = l.graph.ty(operands[0]).shape.clone();
             let mut coords = Vec::new();
             let mut reduce = Vec::new();
@@ -194,7 +225,11 @@ pub(super) fn emit(l: &mut Lowerer, v: ValueId, out: BufferId) -> Result<(), Low
                 reduce,
                 op: reduce_op(*op),
                 value,
-                out: Store { buf: o, index: out_index, value: Expr::Acc },
+                out: Store {
+                    buf: o,
+                    index: out_index,
+                    value: Expr::Acc,
+                },
             };
             push_kernel(l, op.name(), slots, body)
         }
@@ -211,12 +246,24 @@ pub(super) fn emit(l: &mut Lowerer, v: ValueId, out: BufferId) -> Result<(), Low
                 let mut coords = vars(rank);
                 coords[*axis] = Index::Var(*axis).add(Index::Const(offset));
                 let ob = slots.slot(l, out, Access::Write);
-                let stores = vec![Store { buf: ob, index: Index::row_major(&coords, &space), value: x }];
+                let stores = vec![Store {
+                    buf: ob,
+                    index: Index::row_major(&coords, &space),
+                    value: x,
+                }];
                 offset += match part_dims[*axis] {
                     Dim::Fixed(n) => n as i64,
                     Dim::Batch => return Err(LowerError("concat along the batch".into())),
                 };
-                push_kernel(l, "concat", slots, KernelBody::Map { space: part_dims, stores })?;
+                push_kernel(
+                    l,
+                    "concat",
+                    slots,
+                    KernelBody::Map {
+                        space: part_dims,
+                        stores,
+                    },
+                )?;
             }
             Ok(())
         }
@@ -231,13 +278,22 @@ pub(super) fn emit_copy(l: &mut Lowerer, v: ValueId, out: BufferId) -> Result<()
     let mut slots = Slots::new();
     let x = element(l, &mut slots, v, &vars(rank))?;
     let o = slots.slot(l, out, Access::Write);
-    let stores = vec![Store { buf: o, index: Index::row_major(&vars(rank), &space), value: x }];
+    let stores = vec![Store {
+        buf: o,
+        index: Index::row_major(&vars(rank), &space),
+        value: x,
+    }];
     push_kernel(l, "copy", slots, KernelBody::Map { space, stores })
 }
 
 /// A matrix operand over the contraction's batch variables: `v`'s element
 /// `(b..., row, col)`, with `v` of rank 2 shared across the batch.
-fn matrix_operand(l: &Lowerer, slots: &mut Slots, v: ValueId, n_batch: usize) -> Result<MatrixOperand, LowerError> {
+fn matrix_operand(
+    l: &Lowerer,
+    slots: &mut Slots,
+    v: ValueId,
+    n_batch: usize,
+) -> Result<MatrixOperand, LowerError> {
     let (buf, transposed) = match l.storage.get(&v).copied() {
         Some(Storage::Buffer(b)) => (b, false),
         Some(Storage::TransposedView(b)) => (b, true),
@@ -248,7 +304,9 @@ fn matrix_operand(l: &Lowerer, slots: &mut Slots, v: ValueId, n_batch: usize) ->
     let own_batch = r - 2;
     // Batch coordinates: the operand's leading dims align with the last of the
     // contraction's batch variables (rank 2 operands have none).
-    let mut coords: Vec<Index> = (0..own_batch).map(|i| Index::Var(n_batch - own_batch + i)).collect();
+    let mut coords: Vec<Index> = (0..own_batch)
+        .map(|i| Index::Var(n_batch - own_batch + i))
+        .collect();
     coords.push(Index::Const(0));
     coords.push(Index::Const(0));
     let offset = Index::row_major(&coords, &shape);
@@ -258,7 +316,12 @@ fn matrix_operand(l: &Lowerer, slots: &mut Slots, v: ValueId, n_batch: usize) ->
     } else {
         (inner, Index::Const(1))
     };
-    Ok(MatrixOperand { buf: slots.slot(l, buf, Access::Read), offset, row_stride, col_stride })
+    Ok(MatrixOperand {
+        buf: slots.slot(l, buf, Access::Read),
+        offset,
+        row_stride,
+        col_stride,
+    })
 }
 
 fn contraction(

@@ -104,7 +104,9 @@ pub fn lower(graph: &Graph) -> Result<Lowered, LowerError> {
         l.value(v)?;
     }
     for &i in &graph.inputs {
-        if let (Op::Input { name }, Some(Storage::Buffer(b))) = (&graph.node(i).op, l.storage.get(&i)) {
+        if let (Op::Input { name }, Some(Storage::Buffer(b))) =
+            (&graph.node(i).op, l.storage.get(&i))
+        {
             l.out.inputs.push((name.clone(), *b));
         }
     }
@@ -141,8 +143,12 @@ impl<'g> Lowerer<'g> {
     fn value(&mut self, v: ValueId) -> Result<(), LowerError> {
         let node = self.graph.node(v);
         let storage = match &node.op {
-            Op::Input { name } => Storage::Buffer(self.new_buffer(v, BufferRole::Input(name.clone()))),
-            Op::Param { path, .. } => Storage::Buffer(self.new_buffer(v, BufferRole::Param(path.clone()))),
+            Op::Input { name } => {
+                Storage::Buffer(self.new_buffer(v, BufferRole::Input(name.clone())))
+            }
+            Op::Param { path, .. } => {
+                Storage::Buffer(self.new_buffer(v, BufferRole::Param(path.clone())))
+            }
             Op::Const { value } => Storage::Const(*value),
             Op::Reshape { .. } => {
                 let src = self.graph.operands(v)[0];

@@ -5,7 +5,12 @@ use std::fmt::Write;
 
 pub fn print_kernels(l: &Lowered) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "# {} buffers, {} kernels", l.buffers.len(), l.kernels.len());
+    let _ = writeln!(
+        out,
+        "# {} buffers, {} kernels",
+        l.buffers.len(),
+        l.kernels.len()
+    );
     for (i, b) in l.buffers.iter().enumerate() {
         let role = match &b.role {
             BufferRole::Input(_) => "input",
@@ -13,7 +18,13 @@ pub fn print_kernels(l: &Lowered) -> String {
             BufferRole::Temp => "temp",
         };
         let dims: Vec<String> = b.shape.iter().map(|d| d.to_string()).collect();
-        let _ = writeln!(out, "buffer b{i} {} : {:?}[{}] {role}", b.name, b.dtype, dims.join(", "));
+        let _ = writeln!(
+            out,
+            "buffer b{i} {} : {:?}[{}] {role}",
+            b.name,
+            b.dtype,
+            dims.join(", ")
+        );
     }
     for (name, b) in &l.inputs {
         let _ = writeln!(out, "input {name} = b{b}");

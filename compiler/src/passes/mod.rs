@@ -21,7 +21,10 @@ pub fn pipeline() -> Vec<Pass> {
 
 /// Runs every pass, verifying after each in debug builds; `observe` sees the graph after
 /// each pass (for `--dump-dir`).
-pub fn run_pipeline(graph: &mut Graph, mut observe: impl FnMut(&str, &Graph)) -> Result<(), String> {
+pub fn run_pipeline(
+    graph: &mut Graph,
+    mut observe: impl FnMut(&str, &Graph),
+) -> Result<(), String> {
     for pass in pipeline() {
         (pass.run)(graph).map_err(|e| format!("pass `{}`: {e}", pass.name))?;
         if cfg!(debug_assertions) {

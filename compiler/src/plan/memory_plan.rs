@@ -69,7 +69,10 @@ fn size_of(shape: &[Dim]) -> (u64, bool) {
 pub fn lifetimes(l: &Lowered) -> Vec<Option<Lifetime>> {
     let mut life: Vec<Option<Lifetime>> = vec![None; l.buffers.len()];
     let mut touch = |b: usize, step: usize| {
-        let lt = life[b].get_or_insert(Lifetime { first: step, last: step });
+        let lt = life[b].get_or_insert(Lifetime {
+            first: step,
+            last: step,
+        });
         lt.first = lt.first.min(step);
         lt.last = lt.last.max(step);
     };
@@ -140,9 +143,15 @@ pub fn plan_memory(l: &Lowered) -> MemoryPlan {
         .map(|(b, o)| {
             o.map(|off| {
                 if size_of(&l.buffers[b].shape).1 {
-                    Extent { fixed: fixed_region, per_batch: off }
+                    Extent {
+                        fixed: fixed_region,
+                        per_batch: off,
+                    }
                 } else {
-                    Extent { fixed: off, per_batch: 0 }
+                    Extent {
+                        fixed: off,
+                        per_batch: 0,
+                    }
                 }
             })
         })
@@ -151,8 +160,14 @@ pub fn plan_memory(l: &Lowered) -> MemoryPlan {
     MemoryPlan {
         offsets,
         lifetimes,
-        arena: Extent { fixed: region_size[0], per_batch: region_size[1] },
-        naive: Extent { fixed: naive[0], per_batch: naive[1] },
+        arena: Extent {
+            fixed: region_size[0],
+            per_batch: region_size[1],
+        },
+        naive: Extent {
+            fixed: naive[0],
+            per_batch: naive[1],
+        },
         lower_bound,
     }
 }
@@ -191,22 +206,36 @@ pub fn check_plan(l: &Lowered, plan: &MemoryPlan) -> Result<(), String> {
                 let (size, batched) = size_of(&buf.shape);
                 let (start, region) = if batched {
                     if off.fixed != plan.arena.fixed {
-                        return Err(format!("`{}` is batched but outside the batch region", buf.name));
+                        return Err(format!(
+                            "`{}` is batched but outside the batch region",
+                            buf.name
+                        ));
                     }
                     (off.per_batch, plan.arena.per_batch)
                 } else {
                     if off.per_batch != 0 {
-                        return Err(format!("`{}` is fixed-size but has a batch offset", buf.name));
+                        return Err(format!(
+                            "`{}` is fixed-size but has a batch offset",
+                            buf.name
+                        ));
                     }
                     (off.fixed, plan.arena.fixed)
                 };
                 if start % ALIGN != 0 || start + size > region {
-                    return Err(format!("`{}` lies outside the arena or is misaligned", buf.name));
+                    return Err(format!(
+                        "`{}` lies outside the arena or is misaligned",
+                        buf.name
+                    ));
                 }
                 spans.push((b, batched, start, size, lt));
             }
             (None, None) => {}
-            _ => return Err(format!("`{}` has a lifetime without an offset or the reverse", buf.name)),
+            _ => {
+                return Err(format!(
+                    "`{}` has a lifetime without an offset or the reverse",
+                    buf.name
+                ));
+            }
         }
     }
     for (i, a) in spans.iter().enumerate() {

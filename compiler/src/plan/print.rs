@@ -15,21 +15,37 @@ fn extent(e: Extent) -> String {
 
 pub fn print_plan(l: &Lowered, plan: &MemoryPlan) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<24} {:>10} {:>22}  lifetime", "buffer", "size", "offset");
+    let _ = writeln!(
+        out,
+        "{:<24} {:>10} {:>22}  lifetime",
+        "buffer", "size", "offset"
+    );
     for (b, buf) in l.buffers.iter().enumerate() {
         let (Some(off), Some(lt)) = (plan.offsets[b], plan.lifetimes[b]) else {
             continue;
         };
-        let elems: u64 = buf.shape.iter().map(|d| match d {
-            strata_kernels::ir::Dim::Fixed(n) => *n,
-            strata_kernels::ir::Dim::Batch => 1,
-        }).product();
+        let elems: u64 = buf
+            .shape
+            .iter()
+            .map(|d| match d {
+                strata_kernels::ir::Dim::Fixed(n) => *n,
+                strata_kernels::ir::Dim::Batch => 1,
+            })
+            .product();
         let size = if buf.shape.contains(&strata_kernels::ir::Dim::Batch) {
             format!("{}*batch", elems * 4)
         } else {
             format!("{}", elems * 4)
         };
-        let _ = writeln!(out, "{:<24} {:>10} {:>22}  {}..={}", buf.name, size, extent(off), lt.first, lt.last);
+        let _ = writeln!(
+            out,
+            "{:<24} {:>10} {:>22}  {}..={}",
+            buf.name,
+            size,
+            extent(off),
+            lt.first,
+            lt.last
+        );
     }
     let _ = writeln!(out, "arena bytes:       {}", extent(plan.arena));
     let _ = writeln!(out, "naive sum:         {}", extent(plan.naive));

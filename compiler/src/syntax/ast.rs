@@ -45,7 +45,11 @@ pub struct TypeExpr {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stmt {
     /// `input x: f32[batch, 64]`
-    Input { name: Ident, ty: TypeExpr, span: Span },
+    Input {
+        name: Ident,
+        ty: TypeExpr,
+        span: Span,
+    },
     /// `output y = expr`, or `output y` for an existing binding.
     Output {
         name: Ident,
@@ -57,7 +61,11 @@ pub enum Stmt {
     /// `return expr` (blocks only).
     Return { value: Expr, span: Span },
     /// `name = expr`
-    Let { name: Ident, value: Expr, span: Span },
+    Let {
+        name: Ident,
+        value: Expr,
+        span: Span,
+    },
 }
 
 /// A `train Model { … }` section, kept as written; the training driver interprets it.
@@ -71,7 +79,11 @@ pub struct TrainDef {
 #[derive(Clone, Debug, PartialEq)]
 pub enum TrainItem {
     /// `label y: i32[batch]`
-    Label { name: Ident, ty: TypeExpr, span: Span },
+    Label {
+        name: Ident,
+        ty: TypeExpr,
+        span: Span,
+    },
     /// `key = expr`
     Setting { key: Ident, value: Expr, span: Span },
     /// `early_stop(on = val.loss, patience = 3)`
@@ -106,7 +118,10 @@ pub struct Expr {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ExprKind {
     /// A number literal; `integer` when written without a point or exponent.
-    Number { value: f64, integer: bool },
+    Number {
+        value: f64,
+        integer: bool,
+    },
     Str(String),
     /// A name or a dotted path (`val.loss`).
     Path(Vec<Ident>),

@@ -13,8 +13,11 @@ struct StrataParser;
 
 /// Parses a whole model file.
 pub fn parse(text: &str) -> Result<Program, Diagnostic> {
-    let mut pairs = StrataParser::parse(Rule::file, text)
-        .map_err(|e| check_delimiters(text).err().unwrap_or_else(|| syntax_error(e)))?;
+    let mut pairs = StrataParser::parse(Rule::file, text).map_err(|e| {
+        check_delimiters(text)
+            .err()
+            .unwrap_or_else(|| syntax_error(e))
+    })?;
     let mut program = Program::default();
     let Some(file) = pairs.next() else {
         return Ok(program);
@@ -335,8 +338,12 @@ fn syntax_error(e: pest::error::Error<Rule>) -> Diagnostic {
         pest::error::ErrorVariant::ParsingError { .. } => "unexpected input".to_string(),
         pest::error::ErrorVariant::CustomError { message } => message.clone(),
     };
-    Diagnostic::error(ErrorCode::Syntax, format!("syntax error: {message}"), Span::new(start, end.max(start + 1)))
-        .with_label(message)
+    Diagnostic::error(
+        ErrorCode::Syntax,
+        format!("syntax error: {message}"),
+        Span::new(start, end.max(start + 1)),
+    )
+    .with_label(message)
 }
 
 /// Finds the first unbalanced bracket, which explains a parse error better than the

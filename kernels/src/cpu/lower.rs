@@ -3,13 +3,11 @@
 
 use super::math;
 use crate::ir::{
-    BinaryOp, Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError, ReduceOp,
-    ScalarType, Store, UnaryOp,
+    BinaryOp, Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError, ReduceOp, ScalarType,
+    Store, UnaryOp,
 };
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{
-    BlockArg, Function, InstBuilder, MemFlagsData, Value, types,
-};
+use cranelift_codegen::ir::{BlockArg, Function, InstBuilder, MemFlagsData, Value, types};
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use std::collections::HashMap;

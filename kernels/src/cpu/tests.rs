@@ -3,8 +3,8 @@
 
 use super::emit_clif;
 use crate::ir::{
-    Access, BinaryOp, BufferDecl, Contraction, Dim, Expr, Index, Kernel, KernelBody,
-    MatrixOperand, ReduceOp, ScalarType, Store, UnaryOp,
+    Access, BinaryOp, BufferDecl, Contraction, Dim, Expr, Index, Kernel, KernelBody, MatrixOperand,
+    ReduceOp, ScalarType, Store, UnaryOp,
 };
 
 fn buffer(name: &str, dtype: ScalarType, shape: &[Dim], access: Access) -> BufferDecl {
@@ -141,7 +141,11 @@ fn every_operator() -> Kernel {
         value = Expr::binary(op, value, idx());
     }
     let guarded = Expr::Select {
-        cond: Box::new(Expr::binary(BinaryOp::Lt, Expr::IndexValue(Index::Var(0)), Expr::Const(2.0))),
+        cond: Box::new(Expr::binary(
+            BinaryOp::Lt,
+            Expr::IndexValue(Index::Var(0)),
+            Expr::Const(2.0),
+        )),
         then: Box::new(Expr::load(0, Index::Div(Box::new(Index::Var(0)), 3))),
         otherwise: Box::new(Expr::load(0, Index::Rem(Box::new(Index::Var(0)), 4))),
     };
@@ -192,7 +196,10 @@ fn clif_text_round_trips_through_the_reader() {
     let text = emit_clif(&kernels).unwrap();
     let funcs = cranelift_reader::parse_functions(&text).unwrap();
     let names: Vec<String> = funcs.iter().map(|f| f.name.to_string()).collect();
-    assert_eq!(names, ["%bias_add", "%row_sum", "%dense_relu", "%every_operator"]);
+    assert_eq!(
+        names,
+        ["%bias_add", "%row_sum", "%dense_relu", "%every_operator"]
+    );
     let reprinted: String = funcs.iter().map(|f| format!("{}\n", f.display())).collect();
     assert_eq!(reprinted, text);
 }
@@ -204,7 +211,10 @@ fn refuses_an_index_divided_by_zero() {
         stores[0].value = Expr::load(1, Index::Rem(Box::new(Index::Var(1)), 0));
     }
     let e = emit_clif(&[kernel]).unwrap_err();
-    assert_eq!(e.to_string(), "kernel `bias_add`: index divided by non-positive constant 0");
+    assert_eq!(
+        e.to_string(),
+        "kernel `bias_add`: index divided by non-positive constant 0"
+    );
 }
 
 #[test]
@@ -212,7 +222,10 @@ fn refuses_an_integer_contraction_operand() {
     let mut kernel = dense_relu();
     kernel.buffers[1].dtype = ScalarType::I32;
     let e = emit_clif(&[kernel]).unwrap_err();
-    assert_eq!(e.to_string(), "kernel `dense_relu`: contraction operand `w` is not f32");
+    assert_eq!(
+        e.to_string(),
+        "kernel `dense_relu`: contraction operand `w` is not f32"
+    );
 }
 
 #[test]

@@ -5,9 +5,9 @@
 //! nothing, and compile. The code stays mapped as long as the [`JitCode`] lives.
 
 use super::KernelFn;
+use cranelift_codegen::ir::Function;
 use cranelift_codegen::ir::{UserFuncName, types};
 use cranelift_codegen::settings::{self, Configurable};
-use cranelift_codegen::ir::Function;
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
 use std::collections::HashMap;
@@ -131,8 +131,7 @@ fn kernel_name(func: &Function) -> Result<String, JitError> {
 /// Refuses functions that could not be called as a [`KernelFn`], or that call out.
 fn check_kernel_function(name: &str, func: &Function) -> Result<(), JitError> {
     let sig = &func.signature;
-    let params_ok =
-        sig.params.len() == 4 && sig.params.iter().all(|p| p.value_type == types::I64);
+    let params_ok = sig.params.len() == 4 && sig.params.iter().all(|p| p.value_type == types::I64);
     if !params_ok || !sig.returns.is_empty() {
         return Err(JitError(format!(
             "function `{name}` has signature {sig}, expected (i64, i64, i64, i64)"

@@ -99,17 +99,21 @@ pub unsafe fn launch_with(
             let plan = ContractPlan::new(c, batch);
             let work = plan.work();
             let blocks = plan.blocks();
-            split(blocks, thread_count(options, blocks, work), |first, last| {
-                for block in first..last {
-                    let (start, end) = plan.block_rows(block);
-                    // SAFETY: the caller guarantees the buffers hold the operands and the
-                    // output at this batch size; the block's output rows are this thread's
-                    // alone, and no operand is the output (the emitter refuses that).
-                    unsafe { plan.product(&bufs, start, end) };
-                    // SAFETY: as for a map; the epilogue reads the rows just written.
-                    unsafe { f(bufs.as_ptr(), batch_arg, start as i64, end as i64) };
-                }
-            });
+            split(
+                blocks,
+                thread_count(options, blocks, work),
+                |first, last| {
+                    for block in first..last {
+                        let (start, end) = plan.block_rows(block);
+                        // SAFETY: the caller guarantees the buffers hold the operands and the
+                        // output at this batch size; the block's output rows are this thread's
+                        // alone, and no operand is the output (the emitter refuses that).
+                        unsafe { plan.product(&bufs, start, end) };
+                        // SAFETY: as for a map; the epilogue reads the rows just written.
+                        unsafe { f(bufs.as_ptr(), batch_arg, start as i64, end as i64) };
+                    }
+                },
+            );
         }
     }
 }
