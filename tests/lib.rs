@@ -54,3 +54,43 @@ impl TestRng {
         ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 }
+
+/// The bodies of the fuzz targets in `fuzz/`, shared with the corpus-replay test so the
+/// normal suite runs exactly what the fuzzer runs. Each must return without panicking
+/// for any input.
+pub mod fuzz_bodies {
+    use strata_compiler::driver::{CompileOptions, check, compile};
+    use strata_compiler::syntax::SourceFile;
+
+    fn source(data: &[u8]) -> Option<SourceFile> {
+        std::str::from_utf8(data)
+            .ok()
+            .map(|text| SourceFile::new("fuzz.strata", text))
+    }
+
+    /// Parser and checker: any text gives a graph or a diagnostic, and rendering the
+    /// diagnostic works.
+    pub fn check_text(data: &[u8]) {
+        if let Some(src) = source(data)
+            && let Err(d) = check(&src, &Default::default())
+        {
+            let _ = d.render(&src);
+            let _ = d.to_json(&src);
+        }
+    }
+
+    /// The whole compile pipeline down to an artifact (no execution).
+    pub fn compile_text(data: &[u8]) {
+        if let Some(src) = source(data)
+            && let Err(e) = compile(&src, &CompileOptions::default())
+        {
+            let _ = e.render(&src);
+        }
+    }
+
+    /// The artifact loader: arbitrary bytes are a valid artifact or an error.
+    pub fn load_artifact(data: &[u8]) {
+        let _ = strata_runtime::Artifact::from_bytes(data);
+        let _ = strata_runtime::artifact::find_in_executable(data);
+    }
+}

@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! strata check FILE                 diagnostics only; exit 1 on error
-//! strata ir    FILE [--stage typed|optimized|kernels|plan] [--format text|dot|json] [--emit clif]
-//! strata build FILE -o OUT          a standalone native executable
-//! strata run   FILE --input x=x.npy compile and run the `infer` entry in one go
+//! strata ir    FILE [--stage typed|optimized|kernels|plan] [--format text|dot|json] [--emit clif|wgsl]
+//! strata build FILE -o OUT [--target cpu|gpu]           a standalone native executable
+//! strata run   FILE --input x=x.npy [--target cpu|gpu]  compile and run `infer` in one go
 //! ```
 //! Every command takes `--model NAME` (when a file holds several), `--set name=value`
 //! (hyper-parameter overrides) and `--error-format human|json`.
@@ -53,6 +53,16 @@ struct Common {
     /// How to print diagnostics.
     #[arg(long, value_enum, default_value_t = ErrorFormat::Human)]
     error_format: ErrorFormat,
+    /// The device to compile for (build, run): `gpu` adds WGSL kernels and makes the GPU
+    /// the executable's default device.
+    #[arg(long, value_enum, default_value_t = Target::Cpu)]
+    target: Target,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Cpu,
+    Gpu,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +94,8 @@ enum Format {
 enum Emit {
     /// The generated Cranelift IR of every kernel.
     Clif,
+    /// The generated WGSL of every kernel (validated by naga).
+    Wgsl,
 }
 
 #[derive(Args, Debug)]
@@ -159,12 +171,23 @@ fn options(c: &Common) -> Result<CompileOptions, ExitCode> {
             _ => return Err(fail(format!("--set takes NAME=VALUE, got `{s}`"))),
         }
     }
+    // Training settings (`lr`, `epochs`, …) go to the train section; the rest are the
+    // model's hyper-parameters.
+    let (train_overrides, overrides): (Vec<_>, Vec<_>) = overrides
+        .into_iter()
+        .partition(|(k, _)| crate::train::OVERRIDABLE.contains(&k.as_str()));
     Ok(CompileOptions {
+        train_overrides,
         elaborate: ElaborateOptions {
             model: c.model.clone(),
             overrides,
+            train: true,
         },
         seed: c.seed,
+        target: match c.target {
+            Target::Cpu => crate::driver::Backend::Cpu,
+            Target::Gpu => crate::driver::Backend::Gpu,
+        },
     })
 }
 
@@ -231,6 +254,13 @@ fn cmd_ir(a: &IrArgs) -> ExitCode {
     };
     let text = match a.emit {
         Some(Emit::Clif) => compiled.clif.clone(),
+        Some(Emit::Wgsl) => match strata_kernels::gpu::emit_wgsl(&compiled.lowered.kernels) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("internal compiler error: {e}");
+                return ExitCode::from(3);
+            }
+        },
         None => match (a.stage, a.format) {
             (Stage::Typed, Format::Text) => print_graph(&compiled.typed, Some(&source)),
             (Stage::Optimized, Format::Text) => print_graph(&compiled.optimized, Some(&source)),

@@ -1,13 +1,16 @@
-//! The whole pipeline in one place: source -> AST -> graph -> passes -> kernels ->
-//! plan -> CLIF -> artifact. Every stage's value is kept for inspection.
+//! The whole pipeline in one place: source -> AST -> graph -> (training graphs) ->
+//! passes -> kernels -> plan -> CLIF -> artifact. Every stage's value is kept for
+//! inspection.
 
-use crate::artifact::build_artifact;
+use crate::artifact::{EntryBuild, build_artifact};
 use crate::elaborate::{ElaborateOptions, Elaborated, elaborate};
 use crate::ir::Graph;
 use crate::lower::{Lowered, lower};
 use crate::plan::{MemoryPlan, check_plan, plan_memory};
 use crate::syntax::{Diagnostic, SourceFile, parse};
 use strata_runtime::Artifact;
+use strata_runtime::artifact::train_config::TrainConfig;
+pub use strata_runtime::session::Backend;
 
 /// What to compile and how.
 #[derive(Clone, Debug, Default)]
@@ -15,6 +18,11 @@ pub struct CompileOptions {
     pub elaborate: ElaborateOptions,
     /// Seed of the parameters' initial values.
     pub seed: u64,
+    /// The device the artifact is for: `Gpu` adds WGSL (validated by naga) to the CPU
+    /// code and makes the GPU the executable's default device.
+    pub target: Backend,
+    /// Command-line overrides of `train` settings (`lr`, `epochs`, …).
+    pub train_overrides: Vec<(String, String)>,
 }
 
 /// Why compilation stopped.
@@ -42,14 +50,27 @@ impl From<Diagnostic> for CompileError {
     }
 }
 
-/// Every stage of one compilation.
-pub struct Compiled {
-    /// The graph as elaborated (the `typed` stage).
-    pub typed: Graph,
-    /// After the pass pipeline.
-    pub optimized: Graph,
+/// One entry's graph after the passes, its kernels and its memory plan.
+pub struct CompiledEntry {
+    pub name: String,
+    pub graph: Graph,
     pub lowered: Lowered,
     pub plan: MemoryPlan,
+}
+
+/// Every stage of one compilation.
+pub struct Compiled {
+    /// The graph as elaborated (the `typed` stage); with a train section it also holds
+    /// the label input and the loss.
+    pub typed: Graph,
+    /// The `infer` entry after the pass pipeline.
+    pub optimized: Graph,
+    /// The `infer` entry's kernels and plan.
+    pub lowered: Lowered,
+    pub plan: MemoryPlan,
+    /// `train_step` and `eval`, when the model has a train section.
+    pub training: Vec<CompiledEntry>,
+    pub train_config: Option<TrainConfig>,
     pub clif: String,
     pub artifact: Artifact,
 }
@@ -60,24 +81,56 @@ pub fn check(source: &SourceFile, options: &ElaborateOptions) -> Result<Elaborat
     elaborate(&program, options)
 }
 
-/// Compiles a model file all the way to an artifact.
+/// Passes, lowering (kernels named `{prefix}k…`) and memory planning of one entry.
+fn compile_entry(name: &str, mut graph: Graph, prefix: &str) -> Result<CompiledEntry, CompileError> {
+    crate::passes::run_pipeline(&mut graph, |_, _| {}).map_err(CompileError::Internal)?;
+    let mut lowered = lower(&graph).map_err(|e| CompileError::Internal(format!("{name}: {e}")))?;
+    for k in &mut lowered.kernels {
+        k.name = format!("{prefix}{}", k.name);
+    }
+    let plan = plan_memory(&lowered);
+    check_plan(&lowered, &plan).map_err(|e| CompileError::Internal(format!("{name}: memory plan: {e}")))?;
+    Ok(CompiledEntry { name: name.to_string(), graph, lowered, plan })
+}
+
+/// Compiles a model file all the way to an artifact. With `elaborate.train` and a
+/// `train` section, the artifact also has the `train_step` and `eval` entries.
 pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled, CompileError> {
     let elaborated = check(source, &options.elaborate)?;
-    let typed = elaborated.graph;
-    let mut optimized = typed.clone();
-    crate::passes::run_pipeline(&mut optimized, |_, _| {}).map_err(CompileError::Internal)?;
-    let lowered = lower(&optimized).map_err(|e| CompileError::Internal(e.to_string()))?;
-    let plan = plan_memory(&lowered);
-    check_plan(&lowered, &plan).map_err(|e| CompileError::Internal(format!("memory plan: {e}")))?;
-    let clif = strata_kernels::cpu::emit_clif(&lowered.kernels)
-        .map_err(|e| CompileError::Internal(e.to_string()))?;
-    let artifact = build_artifact(&optimized, &lowered, &plan, clif.clone(), options.seed)
+    let typed = elaborated.graph.clone();
+    let (infer_graph, extra, train_config) = if elaborated.train.is_some() {
+        let tg = crate::train::build(&elaborated, &options.train_overrides)?;
+        (tg.infer, vec![("train_step", tg.train_step), ("eval", tg.eval)], Some(tg.config))
+    } else {
+        (typed.clone(), Vec::new(), None)
+    };
+    let infer = compile_entry("infer", infer_graph, "")?;
+    let training = extra
+        .into_iter()
+        .map(|(name, g)| compile_entry(name, g, &format!("{name}_")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let all_kernels: Vec<strata_kernels::ir::Kernel> = std::iter::once(&infer)
+        .chain(&training)
+        .flat_map(|e| e.lowered.kernels.iter().cloned())
+        .collect();
+    let clif = strata_kernels::cpu::emit_clif(&all_kernels).map_err(|e| CompileError::Internal(e.to_string()))?;
+    let entries: Vec<EntryBuild> = std::iter::once(&infer)
+        .chain(&training)
+        .map(|e| EntryBuild { name: &e.name, graph: &e.graph, lowered: &e.lowered, plan: &e.plan })
+        .collect();
+    let mut artifact = build_artifact(&entries, clif.clone(), options.seed, train_config.clone())
         .map_err(CompileError::Internal)?;
+    if options.target == Backend::Gpu {
+        // A module naga refuses is a compiler bug: the error names the kernel.
+        artifact.wgsl = strata_kernels::gpu::emit_wgsl(&all_kernels).map_err(|e| CompileError::Internal(e.to_string()))?;
+    }
     Ok(Compiled {
         typed,
-        optimized,
-        lowered,
-        plan,
+        optimized: infer.graph,
+        lowered: infer.lowered,
+        plan: infer.plan,
+        training,
+        train_config,
         clif,
         artifact,
     })

@@ -14,3 +14,4 @@ pub mod lower;
 pub mod passes;
 pub mod plan;
 pub mod syntax;
+pub mod train;

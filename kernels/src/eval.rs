@@ -303,30 +303,42 @@ impl<'k, 'b> Evaluator<'k, 'b> {
 struct Points {
     extents: Vec<i64>,
     point: Vec<i64>,
-    /// `None` before the first point, `Some(false)` while running, `Some(true)` when done.
-    done: Option<bool>,
+    state: PointsState,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PointsState {
+    /// `point` is the first point, not yet returned.
+    First,
+    /// `point` was returned; the next one follows it.
+    Running,
+    Done,
 }
 
 impl Points {
     fn new(extents: Vec<i64>) -> Points {
         let point = vec![0; extents.len()];
-        // An empty space has no points; a rank-0 space has exactly one.
-        let done = extents.contains(&0).then_some(true);
+        // A space with an empty dimension has no points; a rank-0 space has exactly one.
+        let state = if extents.contains(&0) {
+            PointsState::Done
+        } else {
+            PointsState::First
+        };
         Points {
             extents,
             point,
-            done,
+            state,
         }
     }
 
     fn next_point(&mut self) -> Option<&[i64]> {
-        match self.done {
-            Some(true) => return None,
-            None => {
-                self.done = Some(false);
+        match self.state {
+            PointsState::Done => return None,
+            PointsState::First => {
+                self.state = PointsState::Running;
                 return Some(&self.point);
             }
-            Some(false) => {}
+            PointsState::Running => {}
         }
         // Advance from the innermost coordinate.
         for d in (0..self.extents.len()).rev() {
@@ -336,7 +348,7 @@ impl Points {
             }
             self.point[d] = 0;
         }
-        self.done = Some(true);
+        self.state = PointsState::Done;
         None
     }
 }

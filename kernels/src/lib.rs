@@ -5,11 +5,13 @@
 //! - [`eval`]: a reference evaluator of the kernel IR (f64), which tests the lowering
 //!   apart from the emitters.
 //! - [`cpu`]: kernel IR -> Cranelift IR (CLIF text).
+//! - [`gpu`]: kernel IR -> WGSL compute shaders, validated by naga.
 //!
 //! This crate knows nothing of the DSL or of the graph IR.
 
 pub mod cpu;
 pub mod eval;
+pub mod gpu;
 pub mod ir;
 pub mod print;
 pub mod rng;

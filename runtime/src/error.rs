@@ -156,6 +156,8 @@ pub enum ArtifactError {
     Weights(#[from] WeightsError),
     #[error("the CLIF section defines no function `%{kernel}` for kernel `{kernel}`")]
     MissingFunction { kernel: String },
+    #[error("the WGSL section has no module for kernel `{kernel}`")]
+    MissingWgslModule { kernel: String },
 }
 
 /// A set of weights that does not fit the model's persistent buffers.
@@ -209,6 +211,8 @@ pub enum SessionError {
     MissingFunction { kernel: String },
     #[error(transparent)]
     Weights(#[from] WeightsError),
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
 }
 
 /// Inputs that do not fit an entry, or a run that cannot be carried out.
@@ -254,6 +258,9 @@ pub enum RunError {
     /// A broken invariant of a validated manifest: a bug, reported rather than trusted.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The GPU failed, timed out or lacks room for this run.
+    #[error(transparent)]
+    Gpu(crate::gpu::GpuError),
 }
 
 /// A `.npy` file that cannot be read or written; every variant names the file.

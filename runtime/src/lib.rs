@@ -6,17 +6,21 @@
 //! - [`artifact`]: the compiled-model file, its validation, and executable packing.
 //! - [`session`]: a loaded model: compiled kernels, weights, arena; runs entries.
 //! - [`cpu`]: the CPU backend (JIT of CLIF text, kernel launch).
+//! - [`gpu`]: the GPU backend (WGSL pipelines through wgpu).
 //! - [`tensor`], [`npy`]: host tensors and `.npy` files.
 //! - [`stub`]: the standalone executable's command line.
+//! - [`train`]: training support: datasets, loaders, metrics, checkpoints, logs.
 //! - [`error`]: the error types.
 
 pub mod artifact;
 pub mod cpu;
 pub mod error;
+pub mod gpu;
 pub mod npy;
 pub mod session;
 pub mod stub;
 pub mod tensor;
+pub mod train;
 
 pub use artifact::{Artifact, ModelInfo};
 pub use error::{ArtifactError, NpyError, RunError, SessionError, TensorError, WeightsError};

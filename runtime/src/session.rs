@@ -1,5 +1,8 @@
 //! A loaded model, ready to run: compiled kernels, persistent buffers, and an arena.
 //!
+//! A session runs on a [`Backend`]: the CPU (JIT-compiled CLIF, the rest of this page)
+//! or a GPU (the artifact's WGSL through wgpu; see [`crate::gpu`]).
+//!
 //! A [`Session`] owns everything a run touches. Building one validates the artifact
 //! (again: an artifact built in memory may not have been), JIT-compiles its CLIF once and
 //! copies the initial weights into owned storage. [`Session::run`] then checks the inputs
@@ -25,6 +28,7 @@ use crate::artifact::weights::{encode_weights, match_weights, to_host_tensor};
 use crate::artifact::{Artifact, ModelInfo};
 use crate::cpu::{self, JitCode, KernelFn};
 use crate::error::{RunError, SessionError, WeightsError};
+use crate::gpu::{AdapterSummary, GpuEngine, GpuOptions};
 use crate::tensor::{HostTensor, TensorData, type_string};
 
 /// One cache line of arena storage; a `Vec` of these is a 64-byte aligned allocation.
@@ -32,22 +36,106 @@ use crate::tensor::{HostTensor, TensorData, type_string};
 #[repr(C, align(64))]
 struct ArenaLine([u8; 64]);
 
-/// A model ready to run on the CPU.
+/// Which device runs a session's kernels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// The artifact's CLIF, JIT-compiled for this CPU.
+    #[default]
+    Cpu,
+    /// The artifact's WGSL, through wgpu on the adapter `GpuOptions` selects.
+    Gpu,
+}
+
+impl Backend {
+    /// The backend an artifact runs on unless told otherwise: the GPU when it holds GPU
+    /// code (it was built with `--target gpu`), else the CPU.
+    pub fn default_for(artifact: &Artifact) -> Backend {
+        if artifact.wgsl.is_empty() {
+            Backend::Cpu
+        } else {
+            Backend::Gpu
+        }
+    }
+}
+
+/// What runs the kernels.
+enum Engine {
+    Cpu {
+        /// Compiled code of every kernel, by kernel position; valid while `code` lives.
+        functions: Vec<KernelFn>,
+        code: JitCode,
+        arena: Vec<ArenaLine>,
+    },
+    Gpu(Box<GpuEngine>),
+}
+
+/// A model ready to run, on the CPU or a GPU.
+///
+/// The persistent buffers' values are kept on the host in both cases; a GPU session
+/// uploads them to the device at its first run and again after [`Session::load_weights`].
 pub struct Session {
     manifest: Manifest,
-    /// Compiled code of every kernel, by kernel position; valid while `code` lives.
-    functions: Vec<KernelFn>,
-    code: JitCode,
+    engine: Engine,
     /// Storage of each persistent buffer, by buffer id (None for arena buffers).
     persistent: Vec<Option<HostTensor>>,
-    arena: Vec<ArenaLine>,
 }
 
 impl Session {
-    /// Validates `artifact`, compiles its code and loads its initial weights.
+    /// Validates `artifact`, compiles its code for the CPU and loads its initial weights.
     pub fn new(artifact: &Artifact) -> Result<Session, SessionError> {
+        Session::new_with(artifact, Backend::Cpu)
+    }
+
+    /// [`Session::new`] on a chosen backend; the GPU's adapter comes from
+    /// [`GpuOptions::from_env`].
+    pub fn new_with(artifact: &Artifact, backend: Backend) -> Result<Session, SessionError> {
+        Session::new_with_options(artifact, backend, &GpuOptions::from_env())
+    }
+
+    /// [`Session::new_with`] with explicit GPU options.
+    pub fn new_with_options(
+        artifact: &Artifact,
+        backend: Backend,
+        gpu: &GpuOptions,
+    ) -> Result<Session, SessionError> {
         artifact.validate()?;
         let manifest = artifact.manifest.clone();
+        let mut persistent = vec![None; manifest.buffers.len()];
+        for (id, view) in match_weights(&manifest, &artifact.weights)? {
+            if let Some(slot) = persistent.get_mut(id) {
+                *slot = Some(to_host_tensor(&view));
+            }
+        }
+        let engine = match backend {
+            Backend::Cpu => cpu_engine(artifact, &manifest)?,
+            Backend::Gpu => Engine::Gpu(Box::new(GpuEngine::new(&manifest, &artifact.wgsl, gpu)?)),
+        };
+        Ok(Session {
+            manifest,
+            engine,
+            persistent,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.engine {
+            Engine::Cpu { .. } => Backend::Cpu,
+            Engine::Gpu(_) => Backend::Gpu,
+        }
+    }
+
+    /// The GPU adapter a GPU session runs on.
+    pub fn adapter(&self) -> Option<&AdapterSummary> {
+        match &self.engine {
+            Engine::Cpu { .. } => None,
+            Engine::Gpu(g) => Some(g.adapter()),
+        }
+    }
+}
+
+/// JIT-compiles the artifact's CLIF.
+fn cpu_engine(artifact: &Artifact, manifest: &Manifest) -> Result<Engine, SessionError> {
+    {
         let code = JitCode::compile(&artifact.clif)?;
         let functions = manifest
             .kernels
@@ -59,28 +147,25 @@ impl Session {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut persistent = vec![None; manifest.buffers.len()];
-        for (id, view) in match_weights(&manifest, &artifact.weights)? {
-            if let Some(slot) = persistent.get_mut(id) {
-                *slot = Some(to_host_tensor(&view));
-            }
-        }
-        Ok(Session {
-            manifest,
+        Ok(Engine::Cpu {
             functions,
             code,
-            persistent,
             arena: Vec::new(),
         })
     }
+}
 
+impl Session {
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
 
-    /// The compiled code (kept alive as long as the session).
-    pub fn code(&self) -> &JitCode {
-        &self.code
+    /// The compiled CPU code (kept alive as long as the session); None on the GPU.
+    pub fn code(&self) -> Option<&JitCode> {
+        match &self.engine {
+            Engine::Cpu { code, .. } => Some(code),
+            Engine::Gpu(_) => None,
+        }
     }
 
     pub fn info(&self) -> ModelInfo {
@@ -109,6 +194,9 @@ impl Session {
                 *slot = Some(to_host_tensor(&view));
             }
         }
+        if let Engine::Gpu(gpu) = &mut self.engine {
+            gpu.weights_changed();
+        }
         Ok(())
     }
 
@@ -124,7 +212,7 @@ impl Session {
         entry: &str,
         inputs: &[(&str, HostTensor)],
     ) -> Result<Vec<(String, HostTensor)>, RunError> {
-        let Some(entry) = self.manifest.entries.iter().find(|e| e.name == entry) else {
+        let Some(entry_index) = self.manifest.entries.iter().position(|e| e.name == entry) else {
             return Err(RunError::UnknownEntry {
                 name: entry.to_string(),
                 available: self
@@ -135,8 +223,38 @@ impl Session {
                     .collect(),
             });
         };
+        let entry = &self.manifest.entries[entry_index];
         let bound = bind_inputs(&self.manifest, entry, inputs)?;
         let batch = bound.batch;
+        let (functions, arena_lines) = match &mut self.engine {
+            Engine::Cpu {
+                functions, arena, ..
+            } => (&*functions, arena),
+            Engine::Gpu(gpu) => {
+                let results = gpu
+                    .run(
+                        &self.manifest,
+                        entry_index,
+                        &bound.tensors,
+                        batch,
+                        &self.persistent,
+                    )
+                    .map_err(RunError::Gpu)?;
+                let mut outputs = Vec::with_capacity(entry.outputs.len());
+                for (port, result) in entry.outputs.iter().zip(results) {
+                    let tensor = match result {
+                        Some(t) => t,
+                        None => self
+                            .persistent
+                            .get(port.buffer)
+                            .and_then(Option::clone)
+                            .ok_or_else(|| internal(format!("no storage for `{}`", port.name)))?,
+                    };
+                    outputs.push((port.name.clone(), tensor));
+                }
+                return Ok(outputs);
+            }
+        };
 
         let too_large = |what: &str| RunError::TooLarge {
             batch,
@@ -149,13 +267,13 @@ impl Session {
             .and_then(|b| usize::try_from(b).ok())
             .ok_or_else(|| too_large("the arena"))?;
         let lines = arena_bytes.div_ceil(size_of::<ArenaLine>());
-        if self.arena.len() < lines {
-            self.arena
-                .try_reserve_exact(lines - self.arena.len())
+        if arena_lines.len() < lines {
+            arena_lines
+                .try_reserve_exact(lines - arena_lines.len())
                 .map_err(|_| too_large("the arena"))?;
-            self.arena.resize(lines, ArenaLine([0; 64]));
+            arena_lines.resize(lines, ArenaLine([0; 64]));
         }
-        let arena: &mut [u8] = bytemuck::cast_slice_mut(&mut self.arena);
+        let arena: &mut [u8] = bytemuck::cast_slice_mut(arena_lines);
 
         for (port, tensor) in entry.inputs.iter().zip(&bound.tensors) {
             let region = arena_region(&self.manifest, port.buffer, batch)
@@ -179,8 +297,7 @@ impl Session {
                 .kernels
                 .get(launch.kernel)
                 .ok_or_else(|| internal(format!("no kernel #{}", launch.kernel)))?;
-            let f = *self
-                .functions
+            let f = *functions
                 .get(launch.kernel)
                 .ok_or_else(|| internal(format!("no code for kernel `{}`", kernel.name)))?;
             let mut pointers = Vec::with_capacity(launch.bindings.len());
@@ -214,7 +331,7 @@ impl Session {
             unsafe { cpu::launch(kernel, f, &pointers, batch) };
         }
 
-        let arena: &[u8] = bytemuck::cast_slice(&self.arena);
+        let arena: &[u8] = bytemuck::cast_slice(arena_lines);
         let mut outputs = Vec::with_capacity(entry.outputs.len());
         for port in &entry.outputs {
             let info = self
@@ -397,6 +514,7 @@ mod tests {
                 fixed: 0,
                 per_batch: 260,
             },
+            train: None,
         }
     }
 

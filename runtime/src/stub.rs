@@ -7,8 +7,13 @@
 //! ```text
 //! ./mlp info
 //! ./mlp infer --input x=x.npy [--input NAME=PATH ...] [--output logits=out.npy ...]
-//!             [--weights trained.safetensors] [--entry infer]
+//!             [--weights trained.safetensors] [--entry infer] [--device cpu|gpu]
 //! ```
+//!
+//! A model built with `--target gpu` runs on the GPU by default (`--device cpu` runs its
+//! CPU code instead), and `info` names the adapter it would use (`STRATA_ADAPTER` picks
+//! one by a substring of its name). A missing adapter or a failing GPU is a runtime error
+//! (exit code 1) with a message saying so.
 //!
 //! With a single input (or output) the `NAME=` may be left out. Without `--output`, the
 //! outputs' shapes and first values are printed. Errors are printed as `error: ...`;
@@ -25,8 +30,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::artifact::{Artifact, ModelInfo, find_in_executable};
 use crate::error::RunError;
+use crate::gpu::{GpuOptions, describe_adapter};
 use crate::npy::{read_npy, write_npy};
-use crate::session::Session;
+use crate::session::{Backend, Session};
 use crate::tensor::{HostTensor, TensorData};
 
 /// How many values of each output `infer` prints without `--output`.
@@ -62,6 +68,15 @@ struct InferArgs {
     /// The entry to run.
     #[arg(long, default_value = "infer")]
     entry: String,
+    /// Where to run: the GPU if the model was built with GPU code, else the CPU.
+    #[arg(long, value_enum)]
+    device: Option<Device>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Device {
+    Cpu,
+    Gpu,
 }
 
 /// Why a command failed, and with which exit code.
@@ -135,7 +150,8 @@ fn execute(cli: Cli, exe: &[u8], out: &mut dyn Write) -> Result<(), Failure> {
     match cli.command {
         Command::Info => {
             let info = ModelInfo::from_manifest(&artifact.manifest);
-            writeln!(out, "{info}").map_err(runtime)
+            writeln!(out, "{info}").map_err(runtime)?;
+            writeln!(out, "\n{}", device_line(&artifact)).map_err(runtime)
         }
         Command::Infer(args) => infer(&artifact, args, out),
     }
@@ -160,7 +176,12 @@ fn infer(artifact: &Artifact, args: InferArgs, out: &mut dyn Write) -> Result<()
         .iter()
         .map(|(name, path)| Ok((name.as_str(), read_npy(path).map_err(runtime)?)))
         .collect::<Result<Vec<(&str, HostTensor)>, Failure>>()?;
-    let mut session = Session::new(artifact).map_err(runtime)?;
+    let backend = match args.device {
+        None => Backend::default_for(artifact),
+        Some(Device::Cpu) => Backend::Cpu,
+        Some(Device::Gpu) => Backend::Gpu,
+    };
+    let mut session = Session::new_with(artifact, backend).map_err(runtime)?;
     if let Some(path) = &args.weights {
         let bytes = std::fs::read(path)
             .map_err(|e| Failure::Runtime(format!("{}: {e}", path.display())))?;
@@ -169,7 +190,7 @@ fn infer(artifact: &Artifact, args: InferArgs, out: &mut dyn Write) -> Result<()
             .map_err(|e| Failure::Runtime(format!("{}: {e}", path.display())))?;
     }
     let results = session.run(&args.entry, &tensors).map_err(|e| match e {
-        RunError::Internal(_) | RunError::TooLarge { .. } => runtime(e),
+        RunError::Internal(_) | RunError::TooLarge { .. } | RunError::Gpu(_) => runtime(e),
         _ => Failure::Usage(e.to_string()),
     })?;
 
@@ -185,6 +206,17 @@ fn infer(artifact: &Artifact, args: InferArgs, out: &mut dyn Write) -> Result<()
         }
     }
     Ok(())
+}
+
+/// `device  gpu: llvmpipe (...)`: where `infer` runs by default, and on which adapter.
+fn device_line(artifact: &Artifact) -> String {
+    match Backend::default_for(artifact) {
+        Backend::Cpu => "device      cpu (built without GPU code)".to_string(),
+        Backend::Gpu => match describe_adapter(&GpuOptions::from_env()) {
+            Ok(adapter) => format!("device      gpu: {adapter}"),
+            Err(e) => format!("device      gpu, unavailable: {e}"),
+        },
+    }
 }
 
 /// `f32[2, 3] = [0.5, 1, -2, 0, 0, 3]`, with at most [`PREVIEW_VALUES`] values.

@@ -109,6 +109,7 @@ fn manifest() -> Manifest {
             fixed: 0,
             per_batch: 32,
         },
+        train: None,
     }
 }
 
@@ -128,20 +129,32 @@ fn artifact() -> Artifact {
     Artifact {
         manifest: manifest(),
         clif: CLIF.into(),
+        wgsl: String::new(),
         weights: weights(&[("layer.b", bias())]),
     }
 }
 
-/// Lays out a container by hand, with a correct checksum, as the format docs describe.
+/// Lays out a container by hand, with a correct checksum, as the format docs describe
+/// (with an empty WGSL section).
 fn pack(version: u32, manifest: &[u8], clif: &[u8], weights: &[u8]) -> Vec<u8> {
+    pack_with_wgsl(version, manifest, clif, b"", weights)
+}
+
+fn pack_with_wgsl(
+    version: u32,
+    manifest: &[u8],
+    clif: &[u8],
+    wgsl: &[u8],
+    weights: &[u8],
+) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
     out.extend_from_slice(&version.to_le_bytes());
-    for section in [manifest, clif, weights] {
+    for section in [manifest, clif, wgsl, weights] {
         out.extend_from_slice(&(section.len() as u64).to_le_bytes());
     }
-    out.extend_from_slice(manifest);
-    out.extend_from_slice(clif);
-    out.extend_from_slice(weights);
+    for section in [manifest, clif, wgsl, weights] {
+        out.extend_from_slice(section);
+    }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -279,6 +292,43 @@ fn refuses_clif_that_is_not_utf8() {
             err,
             ArtifactError::NotUtf8 {
                 section: "CLIF",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn carries_gpu_code_and_wants_a_module_per_kernel() {
+    let mut a = artifact();
+    a.wgsl = strata_kernels::gpu::emit_wgsl(&a.manifest.kernels).unwrap();
+    let back = Artifact::from_bytes(&a.to_bytes().unwrap()).unwrap();
+    assert_eq!(back, a);
+
+    let manifest = serde_json::to_vec(&a.manifest).unwrap();
+    let bytes = pack_with_wgsl(
+        FORMAT_VERSION,
+        &manifest,
+        a.clif.as_bytes(),
+        b"// @kernel other\n",
+        &a.weights,
+    );
+    let err = Artifact::from_bytes(&bytes).unwrap_err().to_string();
+    assert_eq!(err, "the WGSL section has no module for kernel `add_relu`");
+    let bytes = pack_with_wgsl(
+        FORMAT_VERSION,
+        &manifest,
+        a.clif.as_bytes(),
+        b"\xff",
+        &a.weights,
+    );
+    let err = Artifact::from_bytes(&bytes).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ArtifactError::NotUtf8 {
+                section: "WGSL",
                 ..
             }
         ),

@@ -165,6 +165,7 @@ fn manifest() -> Manifest {
             fixed: 0,
             per_batch: 28,
         },
+        train: None,
     }
 }
 
@@ -194,6 +195,7 @@ fn artifact() -> Artifact {
     Artifact {
         manifest,
         clif,
+        wgsl: String::new(),
         weights: weights(&PARAMS),
     }
 }

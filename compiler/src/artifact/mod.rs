@@ -1,109 +1,134 @@
-//! Compiled model -> artifact: the manifest (buffers with their planned locations,
-//! kernels, the `infer` entry), the generated CLIF, and the initial weights.
+//! Compiled entries -> artifact: the manifest (buffers with their planned locations,
+//! kernels, entries, the training configuration), the generated CLIF, and the initial
+//! weights (parameters and optimizer state).
 //!
 //! The container format itself belongs to the runtime (`strata_runtime::artifact`),
 //! which is the one that must read it; this module fills it in. Executables are the
 //! runtime's stub binary with the artifact appended ([`pack_executable`]).
+//!
+//! Entries share persistent buffers by key (a parameter is one buffer whichever entry
+//! uses it) and share the scratch arena: entries never run at the same time, so the arena
+//! is as large as the largest entry's plan.
 
-use crate::ir::{Graph, Op, init::init_param};
+use crate::ir::{Graph, Init, Op, init::init_param};
 use crate::lower::{BufferRole, Lowered};
 use crate::plan::MemoryPlan;
 use std::collections::HashMap;
 use strata_kernels::ir::Dim;
-use strata_runtime::artifact::manifest::{
-    BufferInfo, Entry, EntryPort, Launch, Location, Manifest,
-};
+use strata_runtime::artifact::manifest::{BufferInfo, Entry, EntryPort, Extent, Launch, Location, Manifest};
+use strata_runtime::artifact::train_config::TrainConfig;
 use strata_runtime::artifact::{Artifact, append_to_executable, weights::encode_weights};
 use strata_runtime::tensor::HostTensor;
 
-/// Fills in an artifact for a lowered and planned graph. Parameters take their initial
-/// values from their initializers with `seed`.
-pub fn build_artifact(
-    graph: &Graph,
-    lowered: &Lowered,
-    plan: &MemoryPlan,
-    clif: String,
-    seed: u64,
-) -> Result<Artifact, String> {
-    let inits: HashMap<&str, &crate::ir::Init> = graph
-        .values()
-        .into_iter()
-        .filter_map(|v| match &graph.node(v).op {
-            Op::Param { path, init } => Some((path.as_str(), init)),
-            _ => None,
-        })
-        .collect();
-    let mut buffers = Vec::with_capacity(lowered.buffers.len());
+/// One entry to put in the artifact: its graph (for initializers), kernels and plan.
+pub struct EntryBuild<'a> {
+    pub name: &'a str,
+    pub graph: &'a Graph,
+    pub lowered: &'a Lowered,
+    pub plan: &'a MemoryPlan,
+}
+
+/// Fills in an artifact. Parameters take their initial values from their initializers
+/// with `seed`; kernels of all entries must have distinct names and `clif` must define
+/// them all.
+pub fn build_artifact(entries: &[EntryBuild], clif: String, seed: u64, train: Option<TrainConfig>) -> Result<Artifact, String> {
+    let mut buffers: Vec<BufferInfo> = Vec::new();
+    let mut persistent: HashMap<String, usize> = HashMap::new();
     let mut weights: Vec<(String, HostTensor)> = Vec::new();
-    for (b, buf) in lowered.buffers.iter().enumerate() {
-        let location = match &buf.role {
-            BufferRole::Param(path) => {
-                let shape: Vec<u64> = buf
-                    .shape
-                    .iter()
-                    .map(|d| match d {
-                        Dim::Fixed(n) => Ok(*n),
-                        Dim::Batch => Err(format!("parameter `{path}` has a batch dimension")),
-                    })
-                    .collect::<Result<_, _>>()?;
-                let init = inits
-                    .get(path.as_str())
-                    .ok_or_else(|| format!("parameter `{path}` has no initializer"))?;
-                let values = init_param(path, init, &shape, seed);
-                let tensor = HostTensor::f32(shape, values).map_err(|e| e.to_string())?;
-                weights.push((path.clone(), tensor));
-                Location::Persistent { key: path.clone() }
-            }
-            _ => Location::Arena {
-                offset: plan.offsets[b].unwrap_or_default(),
-            },
+    let mut kernels = Vec::new();
+    let mut manifest_entries = Vec::new();
+    let mut arena = Extent::default();
+    for entry in entries {
+        let inits: HashMap<&str, &Init> = entry
+            .graph
+            .values()
+            .into_iter()
+            .filter_map(|v| match &entry.graph.node(v).op {
+                Op::Param { path, init } => Some((path.as_str(), init)),
+                _ => None,
+            })
+            .collect();
+        let mut global = Vec::with_capacity(entry.lowered.buffers.len());
+        for (b, buf) in entry.lowered.buffers.iter().enumerate() {
+            let id = match &buf.role {
+                BufferRole::Param(path) => {
+                    if let Some(&id) = persistent.get(path) {
+                        if buffers[id].shape != buf.shape {
+                            return Err(format!("parameter `{path}` has different shapes in different entries"));
+                        }
+                        id
+                    } else {
+                        let shape: Vec<u64> = buf
+                            .shape
+                            .iter()
+                            .map(|d| match d {
+                                Dim::Fixed(n) => Ok(*n),
+                                Dim::Batch => Err(format!("parameter `{path}` has a batch dimension")),
+                            })
+                            .collect::<Result<_, _>>()?;
+                        let init = inits.get(path.as_str()).ok_or_else(|| format!("parameter `{path}` has no initializer"))?;
+                        let values = init_param(path, init, &shape, seed);
+                        weights.push((path.clone(), HostTensor::f32(shape, values).map_err(|e| e.to_string())?));
+                        buffers.push(BufferInfo {
+                            name: buf.name.clone(),
+                            dtype: buf.dtype,
+                            shape: buf.shape.clone(),
+                            location: Location::Persistent { key: path.clone() },
+                        });
+                        persistent.insert(path.clone(), buffers.len() - 1);
+                        buffers.len() - 1
+                    }
+                }
+                _ => {
+                    buffers.push(BufferInfo {
+                        name: buf.name.clone(),
+                        dtype: buf.dtype,
+                        shape: buf.shape.clone(),
+                        location: Location::Arena { offset: entry.plan.offsets[b].unwrap_or_default() },
+                    });
+                    buffers.len() - 1
+                }
+            };
+            global.push(id);
+        }
+        let base = kernels.len();
+        kernels.extend(entry.lowered.kernels.iter().cloned());
+        let ports = |list: &[(String, usize)]| -> Vec<EntryPort> {
+            list.iter().map(|(name, b)| EntryPort { name: name.clone(), buffer: global[*b] }).collect()
         };
-        buffers.push(BufferInfo {
-            name: buf.name.clone(),
-            dtype: buf.dtype,
-            shape: buf.shape.clone(),
-            location,
+        manifest_entries.push(Entry {
+            name: entry.name.to_string(),
+            inputs: ports(&entry.lowered.inputs),
+            outputs: ports(&entry.lowered.outputs),
+            launches: entry
+                .lowered
+                .launches
+                .iter()
+                .map(|l| Launch { kernel: base + l.kernel, bindings: l.bindings.iter().map(|b| global[*b]).collect() })
+                .collect(),
         });
+        arena.fixed = arena.fixed.max(entry.plan.arena.fixed);
+        arena.per_batch = arena.per_batch.max(entry.plan.arena.per_batch);
     }
-    let ports = |list: &[(String, usize)]| -> Vec<EntryPort> {
-        list.iter()
-            .map(|(name, b)| EntryPort {
-                name: name.clone(),
-                buffer: *b,
-            })
-            .collect()
-    };
-    let infer = Entry {
-        name: "infer".into(),
-        inputs: ports(&lowered.inputs),
-        outputs: ports(&lowered.outputs),
-        launches: lowered
-            .launches
-            .iter()
-            .map(|l| Launch {
-                kernel: l.kernel,
-                bindings: l.bindings.clone(),
-            })
-            .collect(),
-    };
+    let model = entries.first().map(|e| e.graph.name.clone()).unwrap_or_default();
     let manifest = Manifest {
-        model: graph.name.clone(),
+        model,
         compiler: format!("strata {}", env!("CARGO_PKG_VERSION")),
         buffers,
-        kernels: lowered.kernels.clone(),
-        entries: vec![infer],
-        arena: plan.arena,
+        kernels,
+        entries: manifest_entries,
+        arena,
+        train,
     };
-    let weights =
-        encode_weights(weights.iter().map(|(k, t)| (k.as_str(), t))).map_err(|e| e.to_string())?;
+    let weights = encode_weights(weights.iter().map(|(k, t)| (k.as_str(), t))).map_err(|e| e.to_string())?;
     let artifact = Artifact {
         manifest,
         clif,
+        // Filled in by the driver when the target is the GPU.
+        wgsl: String::new(),
         weights,
     };
-    artifact
-        .validate()
-        .map_err(|e| format!("the compiled artifact is invalid: {e}"))?;
+    artifact.validate().map_err(|e| format!("the compiled artifact is invalid: {e}"))?;
     Ok(artifact)
 }
 

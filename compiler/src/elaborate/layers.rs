@@ -17,6 +17,10 @@ static DENSE: &[ParamSpec] = &[req("x"), req("units"), opt("bias"), opt("init")]
 static MATMUL: &[ParamSpec] = &[req("a"), req("b")];
 static RESHAPE: &[ParamSpec] = &[req("x"), req("shape")];
 static TRANSPOSE: &[ParamSpec] = &[req("x"), opt("perm")];
+static CROSS_ENTROPY: &[ParamSpec] = &[req("logits"), req("labels")];
+static BCE: &[ParamSpec] = &[req("logits"), req("targets")];
+static REGRESSION: &[ParamSpec] = &[req("predictions"), req("targets")];
+static PENALTY: &[ParamSpec] = &[req("params")];
 
 /// The parameter list of a built-in, or None if `name` is not one.
 pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
@@ -29,6 +33,10 @@ pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
         "reshape" => RESHAPE,
         "transpose" => TRANSPOSE,
         "concat" => AXIS,
+        "cross_entropy" => CROSS_ENTROPY,
+        "binary_cross_entropy" => BCE,
+        "mse" | "mae" => REGRESSION,
+        "l1" | "l2" => PENALTY,
         _ => return None,
     })
 }
@@ -111,6 +119,10 @@ pub(super) fn call_layer(
         "reshape" => reshape(e, &args, span),
         "transpose" => transpose(e, &args, span),
         "concat" => concat(e, &args, span),
+        "cross_entropy" => super::losses::cross_entropy(e, &args, span),
+        "binary_cross_entropy" => super::losses::binary_cross_entropy(e, &args, span),
+        "mse" | "mae" => super::losses::regression(e, &args, span, name == "mse"),
+        "l1" | "l2" => super::losses::penalty(e, &args, span, name == "l2"),
         _ => Err(unknown_layer(callee, std::iter::empty())),
     }
 }

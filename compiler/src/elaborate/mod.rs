@@ -12,6 +12,7 @@
 
 pub mod args;
 pub mod layers;
+mod losses;
 pub mod value;
 
 use crate::ir::{DType, Dim, Graph, Init, Op, Span, TensorType, ValueId};
@@ -27,6 +28,24 @@ pub struct ElaborateOptions {
     pub model: Option<String>,
     /// `--set name=value` overrides of the model's hyper-parameters.
     pub overrides: Vec<(String, String)>,
+    /// Also elaborate the model's `train` section, if it has one: its label input and
+    /// its loss.
+    pub train: bool,
+}
+
+/// A model's `train` section, elaborated into the model's graph.
+#[derive(Clone, Debug)]
+pub struct TrainElab {
+    /// The section as written (settings other than the loss are read by `train::`).
+    pub section: TrainDef,
+    /// The label input's name.
+    pub label: String,
+    /// The scalar loss.
+    pub loss: ValueId,
+    /// The model's own outputs (the graph's outputs also hold `loss`).
+    pub model_outputs: Vec<(String, ValueId)>,
+    /// The model's trainable parameters, in creation order.
+    pub params: Vec<ValueId>,
 }
 
 /// The result of elaboration: the graph and the hyper-parameter values it was built with.
@@ -34,6 +53,8 @@ pub struct ElaborateOptions {
 pub struct Elaborated {
     pub graph: Graph,
     pub hyper_params: Vec<(String, Value)>,
+    /// With [`ElaborateOptions::train`]: the loss and label, in `graph`.
+    pub train: Option<TrainElab>,
 }
 
 /// Builds the graph of one model of `program`.
@@ -173,12 +194,22 @@ pub fn elaborate(program: &Program, options: &ElaborateOptions) -> Result<Elabor
         .with_label("this model")
         .with_help("declare one with `output name = expr`"));
     }
+    let section = program.trains.iter().find(|t| t.model.name == model.name.name);
+    let train = match (options.train, section) {
+        (true, Some(section)) => {
+            let t = e.train_section(section, &mut env, &outputs)?;
+            outputs.push(("loss".to_string(), t.loss));
+            Some(t)
+        }
+        _ => None,
+    };
     e.graph.outputs = outputs;
     check_inputs_used(&e.graph)?;
     prune_unreachable(&mut e.graph);
     Ok(Elaborated {
         graph: e.graph,
         hyper_params,
+        train,
     })
 }
 
@@ -349,6 +380,102 @@ struct Elaborator<'p> {
 }
 
 impl<'p> Elaborator<'p> {
+    /// Binds the label input and `params`/`weights`, then builds the loss.
+    fn train_section(
+        &mut self,
+        section: &TrainDef,
+        env: &mut Env,
+        outputs: &[(String, ValueId)],
+    ) -> Result<TrainElab, Diagnostic> {
+        let mut label = None;
+        let mut loss_expr = None;
+        for item in &section.items {
+            match item {
+                TrainItem::Label { name, ty, span } => {
+                    if label.is_some() {
+                        return Err(Diagnostic::error(
+                            ErrorCode::DuplicateBinding,
+                            "a train section has one `label`",
+                            *span,
+                        ));
+                    }
+                    let tt = self.tensor_type(ty, env)?;
+                    let v = self.graph.add_leaf(
+                        Op::Input {
+                            name: name.name.clone(),
+                        },
+                        tt,
+                        *span,
+                    );
+                    env.bind(name, Value::Tensor(v))?;
+                    label = Some(name.name.clone());
+                }
+                TrainItem::Setting { key, value, .. } if key.name == "loss" => {
+                    loss_expr = Some((key, value))
+                }
+                _ => {}
+            }
+        }
+        let Some(label) = label else {
+            return Err(Diagnostic::error(
+                ErrorCode::MissingOutput,
+                "the train section declares no `label`",
+                section.model.span,
+            )
+            .with_help("declare the targets, e.g. `label y: i32[batch]`"));
+        };
+        let Some((key, loss_expr)) = loss_expr else {
+            return Err(Diagnostic::error(
+                ErrorCode::MissingOutput,
+                "the train section has no `loss`",
+                section.model.span,
+            )
+            .with_help("e.g. `loss = cross_entropy(logits, y)`"));
+        };
+        let params: Vec<ValueId> = self.graph.params().into_iter().map(|(v, _)| v).collect();
+        let weights: Vec<Value> = self
+            .graph
+            .params()
+            .into_iter()
+            .filter(|(_, p)| p.ends_with(".weight"))
+            .map(|(v, _)| Value::Tensor(v))
+            .collect();
+        let at = |name: &str| Ident {
+            name: name.to_string(),
+            span: key.span,
+        };
+        env.bind(
+            &at("params"),
+            Value::List(params.iter().map(|v| Value::Tensor(*v)).collect()),
+        )?;
+        env.bind(&at("weights"), Value::List(weights))?;
+        let loss = self.expr(loss_expr, env)?;
+        let Value::Tensor(loss_v) = loss.value else {
+            return Err(Diagnostic::error(
+                ErrorCode::BadArgument,
+                "the loss must be a tensor",
+                loss.span,
+            ));
+        };
+        let ty = self.graph.ty(loss_v).clone();
+        if ty.shape.rank() != 0 || ty.dtype != DType::F32 {
+            return Err(Diagnostic::error(
+                ErrorCode::ShapeMismatch,
+                format!("the loss must be a scalar f32[], got {ty}"),
+                loss.span,
+            )
+            .with_label(format!("this is {ty}"))
+            .with_help("losses like `cross_entropy` and `mse` already average over the batch"));
+        }
+        Ok(TrainElab {
+            section: section.clone(),
+            label,
+            loss: loss_v,
+            model_outputs: outputs.to_vec(),
+            params,
+        })
+    }
+
     fn scope(&mut self) -> &mut NameScope {
         self.scopes
             .last_mut()
@@ -424,7 +551,12 @@ impl<'p> Elaborator<'p> {
     fn op(&mut self, op: Op, operands: &[ValueId], span: Span) -> Result<ValueId, Diagnostic> {
         let needs_float = !matches!(
             op,
-            Op::Reshape { .. } | Op::Transpose { .. } | Op::Concat { .. }
+            Op::Reshape { .. }
+                | Op::Transpose { .. }
+                | Op::Concat { .. }
+                | Op::Slice { .. }
+                | Op::StopGradient
+                | Op::OneHot { .. }
         );
         if needs_float
             && let Some(bad) = operands
@@ -441,7 +573,11 @@ impl<'p> Elaborator<'p> {
             .with_secondary(self.graph.node(*bad).span, format!("this is {ty}")));
         }
         let mnemonic = op.mnemonic();
-        self.graph.add(op, operands, span).map_err(|msg| {
+        let result = self.graph.add(op, operands, span);
+        if let Ok(v) = result {
+            check_size(self.graph.ty(v), span)?;
+        }
+        result.map_err(|msg| {
             let mut d = Diagnostic::error(ErrorCode::ShapeMismatch, msg, span)
                 .with_label(format!("in this `{mnemonic}`"));
             for o in operands {
@@ -454,7 +590,8 @@ impl<'p> Elaborator<'p> {
         })
     }
 
-    fn tensor_type(&mut self, ty: &TypeExpr, env: &mut Env) -> Result<TensorType, Diagnostic> {
+    fn tensor_type(&mut self, ty_expr: &TypeExpr, env: &mut Env) -> Result<TensorType, Diagnostic> {
+        let ty = ty_expr;
         let Some(dtype) = DType::parse(&ty.dtype.name) else {
             return Err(Diagnostic::error(
                 ErrorCode::UnknownName,
@@ -498,7 +635,9 @@ impl<'p> Elaborator<'p> {
                 }
             }
         }
-        Ok(TensorType::new(dtype, dims))
+        let ty = TensorType::new(dtype, dims);
+        check_size(&ty, ty_expr.span)?;
+        Ok(ty)
     }
 
     /// Elaborates one body statement (not `input`/`output`). Returns the value of a
@@ -926,6 +1065,28 @@ fn stage_kind(stage: &Stage) -> String {
         Stage::Call(c) => c.callee.name.to_lowercase(),
         Stage::Name(n) => n.name.to_lowercase(),
         Stage::Repeat { stage, .. } => stage_kind(stage),
+    }
+}
+
+/// The most elements one tensor may hold (per batch row, for batched tensors): 2^31,
+/// so every index fits the generated code's arithmetic with room to spare.
+pub const MAX_ELEMENTS: u64 = 1 << 31;
+
+/// Refuses tensors too large to index, before any later stage multiplies their sizes.
+fn check_size(ty: &TensorType, span: Span) -> Result<(), Diagnostic> {
+    let elements = ty
+        .shape
+        .dims()
+        .iter()
+        .try_fold(1u64, |acc, d| acc.checked_mul(d.fixed().unwrap_or(1)));
+    match elements {
+        Some(n) if n <= MAX_ELEMENTS => Ok(()),
+        _ => Err(Diagnostic::error(
+            ErrorCode::BadHyperParam,
+            format!("{ty} is too large: a tensor holds at most 2^31 elements per batch row"),
+            span,
+        )
+        .with_label("too large")),
     }
 }
 

@@ -67,6 +67,10 @@ pub struct Graph {
     pub inputs: Vec<ValueId>,
     /// Named outputs in declaration order.
     pub outputs: Vec<(String, ValueId)>,
+    /// Persistent values this graph replaces when it runs: `(param, new value)`. A
+    /// training step's parameter and optimizer-state updates. Every read of the old
+    /// value happens before the new one is stored.
+    pub updates: Vec<(ValueId, ValueId)>,
 }
 
 impl Graph {
@@ -242,6 +246,21 @@ impl Graph {
         for (name, v) in &self.outputs {
             if !self.contains(*v) {
                 return Err(format!("output `{name}` refers to a removed value"));
+            }
+        }
+        for (param, new) in &self.updates {
+            if !self.contains(*param) || !self.contains(*new) {
+                return Err(format!("update of {param} refers to a removed value"));
+            }
+            if !matches!(self.node(*param).op, Op::Param { .. }) {
+                return Err(format!("update of {param}: only parameters are persistent"));
+            }
+            if self.ty(*param) != self.ty(*new) {
+                return Err(format!(
+                    "update of {param}: {} replaced by {}",
+                    self.ty(*param),
+                    self.ty(*new)
+                ));
             }
         }
         let mut names: Vec<&str> = self.outputs.iter().map(|(n, _)| n.as_str()).collect();

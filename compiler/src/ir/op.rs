@@ -191,7 +191,8 @@ pub enum Op {
     /// Typing: broadcast of the two operand shapes (NumPy rules).
     Binary(BinaryOp),
     /// `a[..., m, k] x b[..., k, n] -> [..., m, n]`; `b` may be rank 2 and is then shared
-    /// by every leading index of `a`; otherwise the leading dims must be equal.
+    /// by every leading index of `a`; otherwise the leading dims must be equal. `k` may be
+    /// the batch: the product then sums over it and the result has no batch.
     MatMul,
     /// Fold over `axes` (sorted, distinct), dropping them unless `keep_dims`.
     Reduce {
@@ -205,6 +206,23 @@ pub enum Op {
     Transpose { perm: Vec<usize> },
     /// Join operands along `axis`; other dims must be equal.
     Concat { axis: usize },
+    /// Elements `start..start + len` along `axis` (the inverse of one operand's part of a
+    /// [`Op::Concat`]). Typing: operand dims with dim `axis` replaced by `len`; the axis
+    /// must be fixed (not the batch) with `start + len` within it. Any dtype.
+    Slice { axis: usize, start: u64, len: u64 },
+    /// The identity forward; autodiff sends no gradient through it (a GAN's
+    /// generator output fed to the discriminator's loss, a target network).
+    /// Typing: operand type, any dtype.
+    StopGradient,
+    /// Stretch the operand to `shape` by NumPy broadcasting (align from the right, dims
+    /// of 1 stretch, missing leading dims are added). Typing: the broadcast of the
+    /// operand's shape with `shape` must be `shape` itself; result `f32[shape]`.
+    Broadcast { shape: Shape },
+    /// Integer labels to one-hot rows: `out[..., c] = 1.0 if labels[...] == c else 0.0`.
+    /// A label outside `0..classes` gives a row of zeros. Typing: `i32[dims]` ->
+    /// `f32[dims, classes]`, `classes >= 1`. Not differentiable (its operand is an
+    /// integer), so autodiff never sends a gradient through it.
+    OneHot { classes: u64 },
 }
 
 impl Op {
@@ -225,6 +243,10 @@ impl Op {
             Op::Reshape { .. } => "reshape",
             Op::Transpose { .. } => "transpose",
             Op::Concat { .. } => "concat",
+            Op::Slice { .. } => "slice",
+            Op::StopGradient => "stop_gradient",
+            Op::Broadcast { .. } => "broadcast",
+            Op::OneHot { .. } => "one_hot",
         }
     }
 
@@ -232,7 +254,14 @@ impl Op {
     pub fn arity(&self) -> Option<usize> {
         match self {
             Op::Input { .. } | Op::Param { .. } | Op::Const { .. } => Some(0),
-            Op::Unary(_) | Op::Reduce { .. } | Op::Reshape { .. } | Op::Transpose { .. } => Some(1),
+            Op::Unary(_)
+            | Op::Reduce { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Slice { .. }
+            | Op::StopGradient
+            | Op::Broadcast { .. }
+            | Op::OneHot { .. } => Some(1),
             Op::Binary(_) | Op::MatMul => Some(2),
             Op::Concat { .. } => None,
         }
@@ -292,9 +321,9 @@ impl Op {
                         "matmul inner dimensions differ: {a} x {b} ({k} vs {k2})"
                     ));
                 }
-                if k == Dim::Batch {
-                    return Err("matmul cannot contract over the batch dimension".into());
-                }
+                // k may be the batch (both operands hold it there): the product then sums
+                // over the batch, as a dense weight's gradient `xᵀ x dy` does, and has
+                // no batch dimension itself.
                 if rb != 2 && a.shape.0[..ra - 2] != b.shape.0[..rb - 2] {
                     return Err(format!("matmul batch dimensions differ: {a} x {b}"));
                 }
@@ -397,6 +426,52 @@ impl Op {
                     dtype: first.dtype,
                     shape: Shape(dims),
                 })
+            }
+            Op::Slice { axis, start, len } => {
+                let t = operands[0];
+                let Some(dim) = t.shape.0.get(*axis) else {
+                    return Err(format!("slice axis {axis} is out of range for {t}"));
+                };
+                let Dim::Fixed(n) = *dim else {
+                    return Err("cannot slice along the batch dimension".into());
+                };
+                if start.checked_add(*len).is_none_or(|end| end > n) {
+                    return Err(format!(
+                        "slice {start}..{} of axis {axis} is out of range for {t}",
+                        start.saturating_add(*len)
+                    ));
+                }
+                let mut dims = t.shape.0.clone();
+                dims[*axis] = Dim::Fixed(*len);
+                Ok(TensorType {
+                    dtype: t.dtype,
+                    shape: Shape(dims),
+                })
+            }
+            Op::StopGradient => Ok(operands[0].clone()),
+            Op::Broadcast { shape } => {
+                let t = operands[0];
+                float(t)?;
+                let shape = checked_shape(shape.clone())?;
+                if broadcast_shapes(&t.shape, &shape)? != shape {
+                    return Err(format!("cannot broadcast {t} to {shape}"));
+                }
+                Ok(TensorType {
+                    dtype: DType::F32,
+                    shape,
+                })
+            }
+            Op::OneHot { classes } => {
+                let t = operands[0];
+                if t.dtype != DType::I32 {
+                    return Err(format!("`one_hot` needs i32 labels, got {t}"));
+                }
+                if *classes == 0 {
+                    return Err("`one_hot` needs at least one class".into());
+                }
+                let mut dims = t.shape.0.clone();
+                dims.push(Dim::Fixed(*classes));
+                Ok(TensorType::f32(dims))
             }
         }
     }

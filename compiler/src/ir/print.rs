@@ -41,6 +41,9 @@ pub fn op_text(op: &Op) -> String {
         Op::Reshape { shape } => format!("reshape {shape}"),
         Op::Transpose { perm } => format!("transpose perm={perm:?}"),
         Op::Concat { axis } => format!("concat axis={axis}"),
+        Op::Slice { axis, start, len } => format!("slice axis={axis} start={start} len={len}"),
+        Op::Broadcast { shape } => format!("broadcast {shape}"),
+        Op::OneHot { classes } => format!("one_hot classes={classes}"),
         _ => op.mnemonic().into(),
     }
 }
@@ -95,6 +98,14 @@ pub fn print_graph(graph: &Graph, source: Option<&SourceFile>) -> String {
     }
     for (name, v) in &graph.outputs {
         let _ = writeln!(out, "  output {name} = {}", value_name(graph, *v));
+    }
+    for (param, new) in &graph.updates {
+        let _ = writeln!(
+            out,
+            "  update {} = {}",
+            value_name(graph, *param),
+            value_name(graph, *new)
+        );
     }
     out.push_str("}\n");
     out

@@ -87,13 +87,20 @@ impl Shape {
     }
 
     /// Product of the fixed dimensions (the elements per batch row if it has a batch).
+    /// Saturates at `u64::MAX` instead of overflowing.
     pub fn fixed_elements(&self) -> u64 {
-        self.0.iter().filter_map(|d| d.fixed()).product()
+        self.0
+            .iter()
+            .filter_map(|d| d.fixed())
+            .fold(1u64, |acc, d| acc.saturating_mul(d))
     }
 
     /// Number of elements for a concrete batch size.
+    /// Saturates at `u64::MAX` instead of overflowing.
     pub fn elements(&self, batch: u64) -> u64 {
-        self.0.iter().map(|d| d.resolve(batch)).product()
+        self.0
+            .iter()
+            .fold(1u64, |acc, d| acc.saturating_mul(d.resolve(batch)))
     }
 
     /// Concrete extents for a batch size.

@@ -64,27 +64,29 @@ fn vars(n: usize) -> Vec<Index> {
     (0..n).map(Index::Var).collect()
 }
 
-/// The element of `v` at `coords` (one per dimension of `v`).
+/// The element of `v` at `coords` (one per dimension of `v`). A view (a reshape, a
+/// folded transpose) is addressed through its own shape: a reshape keeps the row-major
+/// order, so the flat index in the value's shape is the flat index in the buffer.
 fn element(
     l: &Lowerer,
     slots: &mut Slots,
     v: ValueId,
     coords: &[Index],
 ) -> Result<Expr, LowerError> {
+    let shape = kernel_dims(&l.graph.ty(v).shape);
     match l.storage.get(&v).copied() {
         Some(Storage::Const(c)) => Ok(Expr::Const(c)),
         Some(Storage::Buffer(b)) => {
-            let shape = l.out.buffers[b].shape.clone();
             let s = slots.slot(l, b, Access::Read);
             Ok(Expr::load(s, Index::row_major(coords, &shape)))
         }
         Some(Storage::TransposedView(b)) => {
-            let shape = l.out.buffers[b].shape.clone();
-            let mut c = coords.to_vec();
+            let (mut c, mut src_shape) = (coords.to_vec(), shape);
             let r = c.len();
             c.swap(r - 2, r - 1);
+            src_shape.swap(r - 2, r - 1);
             let s = slots.slot(l, b, Access::Read);
-            Ok(Expr::load(s, Index::row_major(&c, &shape)))
+            Ok(Expr::load(s, Index::row_major(&c, &src_shape)))
         }
         None => Err(LowerError(format!("{v} used before it is lowered"))),
     }
@@ -267,6 +269,51 @@ pub(super) fn emit(l: &mut Lowerer, v: ValueId, out: BufferId) -> Result<(), Low
             }
             Ok(())
         }
+        Op::Slice { axis, start, .. } => {
+            let mut coords = vars(rank);
+            coords[*axis] = Index::Var(*axis).add(Index::Const(*start as i64));
+            let x = element(l, &mut slots, operands[0], &coords)?;
+            let o = slots.slot(l, out, Access::Write);
+            let stores = vec![Store {
+                buf: o,
+                index: out_index,
+                value: x,
+            }];
+            push_kernel(l, "slice", slots, KernelBody::Map { space, stores })
+        }
+        // The identity: a copy (simplification may drop it once autodiff has run).
+        Op::StopGradient => {
+            let x = element(l, &mut slots, operands[0], &vars(rank))?;
+            let o = slots.slot(l, out, Access::Write);
+            let stores = vec![Store {
+                buf: o,
+                index: out_index,
+                value: x,
+            }];
+            push_kernel(l, "stop_gradient", slots, KernelBody::Map { space, stores })
+        }
+        Op::Broadcast { .. } => {
+            let x = broadcast_element(l, &mut slots, operands[0], rank)?;
+            let o = slots.slot(l, out, Access::Write);
+            let stores = vec![Store {
+                buf: o,
+                index: out_index,
+                value: x,
+            }];
+            push_kernel(l, "broadcast", slots, KernelBody::Map { space, stores })
+        }
+        // out[i..., c] = (c == labels[i...]): the comparison gives 1.0 or 0.0, and a label
+        // outside 0..classes matches no c.
+        Op::OneHot { .. } => {
+            let label = element(l, &mut slots, operands[0], &vars(rank - 1))?;
+            let o = slots.slot(l, out, Access::Write);
+            let stores = vec![Store {
+                buf: o,
+                index: out_index,
+                value: Expr::binary(BinaryOp::Eq, Expr::IndexValue(Index::Var(rank - 1)), label),
+            }];
+            push_kernel(l, "one_hot", slots, KernelBody::Map { space, stores })
+        }
         other => Err(LowerError(format!("no kernel for `{}`", other.mnemonic()))),
     }
 }
@@ -299,8 +346,12 @@ fn matrix_operand(
         Some(Storage::TransposedView(b)) => (b, true),
         _ => return Err(LowerError(format!("{v}: a matrix operand needs storage"))),
     };
-    let shape = l.out.buffers[buf].shape.clone();
+    // The operand's own shape (its buffer may be a reshape's), untransposed.
+    let mut shape = kernel_dims(&l.graph.ty(v).shape);
     let r = shape.len();
+    if transposed {
+        shape.swap(r - 2, r - 1);
+    }
     let own_batch = r - 2;
     // Batch coordinates: the operand's leading dims align with the last of the
     // contraction's batch variables (rank 2 operands have none).

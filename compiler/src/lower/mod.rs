@@ -111,8 +111,19 @@ pub fn lower(graph: &Graph) -> Result<Lowered, LowerError> {
         }
     }
     for (name, v) in &graph.outputs {
-        let b = l.materialize(*v)?;
+        let b = l.output_buffer(*v)?;
         l.out.outputs.push((name.clone(), b));
+    }
+    // Updates last: every kernel that reads a parameter's old value has run by then.
+    for (param, new) in &graph.updates {
+        let Some(Storage::Buffer(target)) = l.storage.get(param).copied() else {
+            return Err(LowerError(format!("update of {param}: not a parameter buffer")));
+        };
+        if l.out.buffers[target].role == BufferRole::Temp {
+            return Err(LowerError(format!("update of {param}: not a parameter buffer")));
+        }
+        l.materialize(*new)?;
+        kernels_of::emit_copy(&mut l, *new, target)?;
     }
     Ok(l.out)
 }
@@ -183,6 +194,19 @@ impl<'g> Lowerer<'g> {
                 .users(v)
                 .iter()
                 .all(|u| matches!(self.graph.node(*u).op, Op::MatMul))
+    }
+
+    /// A scratch buffer holding exactly output `v` (its own shape), copying it out of an
+    /// input, a parameter or a view of another shape if need be.
+    fn output_buffer(&mut self, v: ValueId) -> Result<BufferId, LowerError> {
+        let b = self.materialize(v)?;
+        let buf = &self.out.buffers[b];
+        if buf.role == BufferRole::Temp && buf.shape == kernel_dims(&self.graph.ty(v).shape) {
+            return Ok(b);
+        }
+        let out = self.new_buffer(v, BufferRole::Temp);
+        kernels_of::emit_copy(self, v, out)?;
+        Ok(out)
     }
 
     /// The buffer holding `v` in its own layout, computing it with a copy kernel if it is

@@ -3,6 +3,9 @@
 //! Each pass lives in its own file. In debug builds and tests the graph is verified
 //! after every pass.
 
+pub mod autodiff;
+pub mod dce;
+
 use crate::ir::Graph;
 
 /// One named pass over the graph.

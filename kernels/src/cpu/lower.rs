@@ -89,8 +89,8 @@ fn used_slots(kernel: &Kernel) -> Vec<usize> {
 #[derive(Clone, Default)]
 struct Memo {
     indices: HashMap<Index, Value>,
-    /// Byte offsets (`4 * index`).
-    offsets: HashMap<Index, Value>,
+    /// Element addresses, by buffer slot and index.
+    addresses: HashMap<(usize, Index), Value>,
     loads: HashMap<(usize, Index), Value>,
 }
 
@@ -178,6 +178,9 @@ impl<'k, 'f> Lowering<'k, 'f> {
     }
 
     /// `for i in lo..hi { body }`, leaving the builder in the loop's exit block.
+    ///
+    /// The loop is rotated: one test before it, then one at the bottom of each iteration,
+    /// so an iteration takes a single branch.
     fn counted_loop(
         &mut self,
         lo: Value,
@@ -185,14 +188,13 @@ impl<'k, 'f> Lowering<'k, 'f> {
         is_var: bool,
         body: &mut Body<'_, 'k, 'f>,
     ) -> LowerResult<()> {
-        let header = self.b.create_block();
-        let i = self.b.append_block_param(header, types::I64);
         let inside = self.b.create_block();
+        let i = self.b.append_block_param(inside, types::I64);
         let exit = self.b.create_block();
-        self.b.ins().jump(header, &[BlockArg::Value(lo)]);
-        self.b.switch_to_block(header);
-        let more = self.b.ins().icmp(IntCC::SignedLessThan, i, hi);
-        self.b.ins().brif(more, inside, &[], exit, &[]);
+        let any = self.b.ins().icmp(IntCC::SignedLessThan, lo, hi);
+        self.b
+            .ins()
+            .brif(any, inside, &[BlockArg::Value(lo)], exit, &[]);
         self.b.switch_to_block(inside);
         if is_var {
             self.vars.push(i);
@@ -202,7 +204,10 @@ impl<'k, 'f> Lowering<'k, 'f> {
             self.vars.pop();
         }
         let next = self.b.ins().iadd_imm_s(i, 1);
-        self.b.ins().jump(header, &[BlockArg::Value(next)]);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, next, hi);
+        self.b
+            .ins()
+            .brif(more, inside, &[BlockArg::Value(next)], exit, &[]);
         self.b.switch_to_block(exit);
         Ok(())
     }
@@ -278,22 +283,21 @@ impl<'k, 'f> Lowering<'k, 'f> {
 
     /// The address of element `index` of buffer `buf`.
     fn address(&mut self, buf: usize, index: &Index) -> LowerResult<Value> {
+        let key = (buf, index.clone());
+        if let Some(v) = self.memo.addresses.get(&key) {
+            return Ok(*v);
+        }
         let base = self
             .bases
             .get(buf)
             .copied()
             .flatten()
             .ok_or_else(|| self.error(format!("buffer slot {buf} not bound (emitter bug)")))?;
-        let offset = match self.memo.offsets.get(index) {
-            Some(v) => *v,
-            None => {
-                let i = self.index(index)?;
-                let v = self.b.ins().ishl_imm_u(i, 2);
-                self.memo.offsets.insert(index.clone(), v);
-                v
-            }
-        };
-        Ok(self.b.ins().iadd(base, offset))
+        let i = self.index(index)?;
+        let offset = self.b.ins().ishl_imm_u(i, 2);
+        let address = self.b.ins().iadd(base, offset);
+        self.memo.addresses.insert(key, address);
+        Ok(address)
     }
 
     fn load(&mut self, buf: usize, index: &Index) -> LowerResult<Value> {

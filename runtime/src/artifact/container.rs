@@ -6,12 +6,16 @@
 //! 8           4     format version, u32 LE (FORMAT_VERSION)
 //! 12          8     manifest length M, u64 LE
 //! 20          8     CLIF length C, u64 LE
-//! 28          8     weights length W, u64 LE
-//! 36          M     manifest, JSON (UTF-8)
-//! 36+M        C     CLIF text (UTF-8)
-//! 36+M+C      W     weights, a safetensors file
-//! 36+M+C+W    4     CRC-32 (IEEE) of every byte before it, u32 LE
+//! 28          8     WGSL length G, u64 LE (0: no GPU code)
+//! 36          8     weights length W, u64 LE
+//! 44          M     manifest, JSON (UTF-8)
+//! 44+M        C     CLIF text (UTF-8)
+//! 44+M+C      G     WGSL text (UTF-8)
+//! 44+M+C+G    W     weights, a safetensors file
+//! 44+M+C+G+W  4     CRC-32 (IEEE) of every byte before it, u32 LE
 //! ```
+//!
+//! Version 2 added the WGSL section; version 1 files are refused (rebuild them).
 //!
 //! The magic follows PNG's trick: a high first byte catches 7-bit transfers and the
 //! trailing `\n` catches newline conversion. The version is read before the checksum, so
@@ -27,9 +31,9 @@ use crate::error::ArtifactError;
 pub const MAGIC: [u8; 8] = *b"\x89STRATA\n";
 
 /// The layout version this runtime writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
-const HEADER_LEN: usize = 8 + 4 + 3 * 8;
+const HEADER_LEN: usize = 8 + 4 + 4 * 8;
 const CHECKSUM_LEN: usize = 4;
 
 impl Artifact {
@@ -41,19 +45,22 @@ impl Artifact {
         check_representable(self)?;
         let manifest = serde_json::to_vec(&self.manifest)
             .map_err(|e| ArtifactError::Unrepresentable(e.to_string()))?;
-        let clif = self.clif.as_bytes();
-        let weights = &self.weights;
-        let mut out = Vec::with_capacity(
-            HEADER_LEN + manifest.len() + clif.len() + weights.len() + CHECKSUM_LEN,
-        );
+        let sections = [
+            &manifest[..],
+            self.clif.as_bytes(),
+            self.wgsl.as_bytes(),
+            &self.weights,
+        ];
+        let body: usize = sections.iter().map(|s| s.len()).sum();
+        let mut out = Vec::with_capacity(HEADER_LEN + body + CHECKSUM_LEN);
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        for section in [&manifest[..], clif, weights] {
+        for section in sections {
             out.extend_from_slice(&(section.len() as u64).to_le_bytes());
         }
-        out.extend_from_slice(&manifest);
-        out.extend_from_slice(clif);
-        out.extend_from_slice(weights);
+        for section in sections {
+            out.extend_from_slice(section);
+        }
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         Ok(out)
@@ -88,7 +95,7 @@ impl Artifact {
                 supported: FORMAT_VERSION,
             });
         }
-        let mut lengths = [0u64; 3];
+        let mut lengths = [0u64; 4];
         for len in &mut lengths {
             *len = reader.u64().ok_or(ArtifactError::Truncated {
                 needed: (HEADER_LEN + CHECKSUM_LEN) as u64,
@@ -117,9 +124,10 @@ impl Artifact {
         if stored != computed {
             return Err(ArtifactError::Checksum { stored, computed });
         }
-        let [manifest_len, clif_len, weights_len] = lengths.map(|l| l as usize);
+        let [manifest_len, clif_len, wgsl_len, weights_len] = lengths.map(|l| l as usize);
         let manifest = reader.take(manifest_len).unwrap_or_default();
         let clif = reader.take(clif_len).unwrap_or_default();
+        let wgsl = reader.take(wgsl_len).unwrap_or_default();
         let weights = reader.take(weights_len).unwrap_or_default();
 
         let manifest = std::str::from_utf8(manifest).map_err(|source| ArtifactError::NotUtf8 {
@@ -131,9 +139,14 @@ impl Artifact {
             section: "CLIF",
             source,
         })?;
+        let wgsl = std::str::from_utf8(wgsl).map_err(|source| ArtifactError::NotUtf8 {
+            section: "WGSL",
+            source,
+        })?;
         let artifact = Artifact {
             manifest,
             clif: clif.to_owned(),
+            wgsl: wgsl.to_owned(),
             weights: weights.to_vec(),
         };
         artifact.validate()?;

@@ -117,4 +117,7 @@ pub struct Manifest {
     pub entries: Vec<Entry>,
     /// Size of the scratch arena.
     pub arena: Extent,
+    /// How to train the model, if its source has a `train` section.
+    #[serde(default)]
+    pub train: Option<super::train_config::TrainConfig>,
 }

@@ -15,6 +15,7 @@ pub mod container;
 pub mod executable;
 pub mod info;
 pub mod manifest;
+pub mod train_config;
 pub mod validate;
 pub mod weights;
 
@@ -29,6 +30,10 @@ pub struct Artifact {
     pub manifest: Manifest,
     /// The CPU code: one CLIF function per kernel, named after it (`function %name(...)`).
     pub clif: String,
+    /// The GPU code: one WGSL module per kernel (`strata_kernels::gpu::emit_wgsl`), or
+    /// empty when the model was built for the CPU only. A model with GPU code runs on the
+    /// GPU by default.
+    pub wgsl: String,
     /// The initial value of every persistent buffer, as a safetensors file.
     pub weights: Vec<u8>,
 }

@@ -52,6 +52,7 @@ impl Artifact {
         validate_entries(manifest)?;
         weights::match_weights(manifest, &self.weights)?;
         validate_clif(manifest, &self.clif)?;
+        validate_wgsl(manifest, &self.wgsl)?;
         Ok(())
     }
 }
@@ -269,6 +270,26 @@ fn validate_clif(manifest: &Manifest, clif: &str) -> Result<(), ArtifactError> {
     for kernel in &manifest.kernels {
         if !defined.contains(kernel.name.as_str()) {
             return Err(ArtifactError::MissingFunction {
+                kernel: kernel.name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// GPU code is optional; when present it must hold one module per kernel. (Each module
+/// was validated by naga when it was generated; wgpu validates it again at load.)
+fn validate_wgsl(manifest: &Manifest, wgsl: &str) -> Result<(), ArtifactError> {
+    if wgsl.is_empty() {
+        return Ok(());
+    }
+    let defined: HashSet<&str> = strata_kernels::gpu::split_modules(wgsl)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    for kernel in &manifest.kernels {
+        if !defined.contains(kernel.name.as_str()) {
+            return Err(ArtifactError::MissingWgslModule {
                 kernel: kernel.name.clone(),
             });
         }

@@ -13,10 +13,12 @@ use cranelift_module::{Linkage, Module, default_libcall_names};
 use std::collections::HashMap;
 use std::mem::ManuallyDrop;
 
-/// Cranelift's optimization level for kernels. The CLIF is already simple, scheduled
-/// loops; "speed" still pays off (measured on the kernels of `tests/cpu_kernels.rs`):
-/// its e-graph pass hoists loop-invariant index arithmetic and constants out of the inner
-/// loops and shares the repeated constants of the math polynomials.
+/// Cranelift's optimization level for kernels. The emitter already writes simple,
+/// scheduled loops, and on them "speed" and "none" run at the same speed (measured on
+/// 2048 x 2048 maps, reductions and transposes: within noise). "speed" is kept because its
+/// mid-end turns index divisions by constants into multiplications (an `idiv` per point
+/// otherwise) and multiplications by powers of two into shifts; it compiles about 15%
+/// slower (a few milliseconds for a model's kernels).
 const OPT_LEVEL: &str = "speed";
 
 /// Native code for a set of CLIF functions.
@@ -174,12 +176,13 @@ mod tests {
 
     #[test]
     fn names_the_function_that_does_not_compile() {
-        // Uses v9, which is never defined: the verifier refuses it.
-        let text = "function %bad(i64, i64, i64, i64) system_v {\nblock0(v0: i64, v1: i64, v2: i64, v3: i64):\n    v4 = iadd v0, v9\n    return\n}\n";
+        // Parses, but jumps to a block with the wrong number of arguments: the verifier
+        // refuses it.
+        let text = "function %bad(i64, i64, i64, i64) system_v {\nblock0(v0: i64, v1: i64, v2: i64, v3: i64):\n    jump block1(v0)\n\nblock1:\n    return\n}\n";
         let e = match JitCode::compile(text) {
             Ok(_) => panic!("compiled"),
             Err(e) => e,
         };
-        assert!(e.0.contains("bad"), "{e}");
+        assert!(e.0.starts_with("function `bad` does not compile"), "{e}");
     }
 }

@@ -49,6 +49,23 @@ pub(super) fn apply(op: &Op, operands: &[&Tensor], batch: Option<usize>) -> Resu
         }
         Op::Transpose { perm } => transpose(operand(0)?, perm),
         Op::Concat { axis } => concat(operands, *axis),
+        Op::Slice { axis, start, len } => slice(operand(0)?, *axis, *start, *len),
+        Op::StopGradient => Ok(operand(0)?.clone()),
+        Op::Broadcast { shape } => {
+            let target = concrete_shape(shape, batch)
+                .ok_or_else(|| format!("target {shape} needs the batch size"))?;
+            let x = operand(0)?;
+            let out = broadcast(x, &Tensor::zeros(target.clone()), |x, _| x)?;
+            if out.shape != target {
+                return Err(format!(
+                    "cannot broadcast {} to {}",
+                    dims_text(&x.shape),
+                    dims_text(&target)
+                ));
+            }
+            Ok(out)
+        }
+        Op::OneHot { classes } => one_hot(operand(0)?, *classes),
     }
 }
 
@@ -324,6 +341,45 @@ fn concat(operands: &[&Tensor], axis: usize) -> Result<Tensor, String> {
         for t in operands {
             let chunk = t.shape[axis] * inner;
             data.extend_from_slice(&t.data[o * chunk..(o + 1) * chunk]);
+        }
+    }
+    Ok(Tensor { shape, data })
+}
+
+/// Elements `start..start + len` of `x` along `axis`.
+fn slice(x: &Tensor, axis: usize, start: u64, len: u64) -> Result<Tensor, String> {
+    let (start, len) = (start as usize, len as usize);
+    if axis >= x.rank() || start.checked_add(len).is_none_or(|end| end > x.shape[axis]) {
+        return Err(format!(
+            "cannot take {start}..{} of axis {axis} of {}",
+            start.saturating_add(len),
+            dims_text(&x.shape)
+        ));
+    }
+    let outer: usize = x.shape[..axis].iter().product();
+    let inner: usize = x.shape[axis + 1..].iter().product();
+    let row = x.shape[axis] * inner;
+    let mut shape = x.shape.clone();
+    shape[axis] = len;
+    let mut data = Vec::with_capacity(outer * len * inner);
+    for o in 0..outer {
+        let base = o * row + start * inner;
+        data.extend_from_slice(&x.data[base..base + len * inner]);
+    }
+    Ok(Tensor { shape, data })
+}
+
+/// `out[..., c] = 1.0` where `labels[...] == c`, else 0.0 (so out-of-range labels give a
+/// row of zeros).
+fn one_hot(labels: &Tensor, classes: u64) -> Result<Tensor, String> {
+    let classes = usize::try_from(classes).map_err(|_| "too many classes".to_string())?;
+    let mut shape = labels.shape.clone();
+    shape.push(classes);
+    let n = element_count(&shape).ok_or_else(|| "the one-hot tensor is too large".to_string())?;
+    let mut data = vec![0.0; n];
+    for (i, &label) in labels.data.iter().enumerate() {
+        if label >= 0.0 && label < classes as f64 && label.fract() == 0.0 {
+            data[i * classes + label as usize] = 1.0;
         }
     }
     Ok(Tensor { shape, data })

@@ -483,3 +483,107 @@ fn error_measures_treat_nan_and_shape_mismatch_as_infinite() {
 fn assert_close_to(actual: f64, expected: f64) {
     assert!((actual - expected).abs() < 1e-12, "{actual} vs {expected}");
 }
+
+#[test]
+fn slice_takes_a_range_of_one_axis() {
+    let x = t(&[2, 4], &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+    let op = Op::Slice {
+        axis: 1,
+        start: 1,
+        len: 2,
+    };
+    assert_close(&run(op, &[x]), &t(&[2, 2], &[1.0, 2.0, 5.0, 6.0]));
+}
+
+#[test]
+fn broadcast_stretches_to_the_target_shape() {
+    let x = t(&[2, 1], &[1.0, 2.0]);
+    let op = Op::Broadcast {
+        shape: Shape(fixed(&[3, 2, 2])),
+    };
+    let expected = t(&[3, 2, 2], &[1.0, 1.0, 2.0, 2.0].repeat(3));
+    assert_close(&run(op, &[x]), &expected);
+}
+
+#[test]
+fn stop_gradient_is_the_identity() {
+    let x = t(&[3], &[1.0, -2.0, 3.0]);
+    assert_close(&run(Op::StopGradient, std::slice::from_ref(&x)), &x);
+}
+
+#[test]
+fn one_hot_marks_each_label_column_and_nothing_for_out_of_range_labels() {
+    let mut g = Graph::new("t");
+    let labels = g.add_leaf(
+        Op::Input { name: "y".into() },
+        TensorType::new(crate::ir::DType::I32, vec![Dim::Batch]),
+        Span::default(),
+    );
+    let y = g
+        .add(Op::OneHot { classes: 3 }, &[labels], Span::default())
+        .expect("well-typed");
+    assert_eq!(g.ty(y), &TensorType::f32(vec![Dim::Batch, Dim::Fixed(3)]));
+    g.outputs.push(("y".into(), y));
+    let out = interpret(
+        &g,
+        &feeds(&[("y", t(&[3], &[2.0, 0.0, 7.0]))]),
+        &HashMap::new(),
+    )
+    .expect("evaluates");
+    let expected = t(&[3, 3], &[0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    assert_close(&out["y"], &expected);
+}
+
+#[test]
+fn matmul_may_contract_over_the_batch() {
+    let mut g = Graph::new("t");
+    let a = input(&mut g, "a", vec![Dim::Batch, Dim::Fixed(2)]);
+    let b = input(&mut g, "b", vec![Dim::Batch, Dim::Fixed(3)]);
+    let at = g
+        .add(Op::Transpose { perm: vec![1, 0] }, &[a], Span::default())
+        .expect("well-typed");
+    let c = g
+        .add(Op::MatMul, &[at, b], Span::default())
+        .expect("k may be the batch");
+    assert_eq!(g.ty(c), &TensorType::f32(fixed(&[2, 3])));
+    g.outputs.push(("c".into(), c));
+    let a_val = t(&[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+    let b_val = t(&[2, 3], &[1.0, 0.0, 1.0, 0.0, 1.0, 1.0]);
+    let out =
+        interpret(&g, &feeds(&[("a", a_val), ("b", b_val)]), &HashMap::new()).expect("evaluates");
+    // aᵀ b = [[1, 3], [2, 4]] x [[1, 0, 1], [0, 1, 1]]
+    assert_close(&out["c"], &t(&[2, 3], &[1.0, 3.0, 4.0, 2.0, 4.0, 6.0]));
+}
+
+#[test]
+fn new_ops_reject_ill_typed_operands() {
+    let f = |dims: &[u64]| TensorType::f32(fixed(dims));
+    let slice = Op::Slice {
+        axis: 1,
+        start: 2,
+        len: 3,
+    };
+    assert!(slice.infer(&[&f(&[2, 4])]).is_err());
+    assert!(slice.infer(&[&f(&[2, 5])]).is_ok());
+    let batch_slice = Op::Slice {
+        axis: 0,
+        start: 0,
+        len: 1,
+    };
+    assert!(
+        batch_slice
+            .infer(&[&TensorType::f32(vec![Dim::Batch])])
+            .is_err()
+    );
+    let broadcast = Op::Broadcast {
+        shape: Shape(fixed(&[3, 2])),
+    };
+    assert!(broadcast.infer(&[&f(&[2, 2])]).is_err());
+    assert!(broadcast.infer(&[&f(&[3, 1])]).is_ok());
+    assert!(Op::OneHot { classes: 3 }.infer(&[&f(&[2])]).is_err());
+    assert!(
+        Op::OneHot { classes: 0 }
+            .infer(&[&TensorType::new(crate::ir::DType::I32, fixed(&[2]))])
+            .is_err()
+    );
+}

@@ -1,0 +1,250 @@
+//! From a model with a `train` section to the graphs of its three entries:
+//!
+//! - `train_step`: forward, loss, backward (autodiff), gradient clipping and the
+//!   optimizer update, as ONE graph whose updates replace the parameters and optimizer
+//!   state in place;
+//! - `eval`: forward and loss, plus the prediction output the metrics use;
+//! - `infer`: the model alone.
+//!
+//! plus the [`TrainConfig`] the runtime's training driver follows.
+
+pub mod optimizer;
+pub mod section;
+
+use crate::elaborate::{Elaborated, TrainElab};
+use crate::ir::{DType, Dim, Graph, Op, TensorType};
+use crate::passes::{autodiff, dce};
+use crate::syntax::{Diagnostic, ErrorCode};
+use section::Setting;
+use std::collections::HashMap;
+use strata_runtime::artifact::train_config::{Schedule, Task, TrainConfig};
+
+/// The graphs of a trainable model's entries.
+pub struct TrainingGraphs {
+    pub train_step: Graph,
+    pub eval: Graph,
+    pub infer: Graph,
+    pub config: TrainConfig,
+}
+
+/// Settings the command line may override (`--set lr=3e-3`): these keys belong to the
+/// `train` section, not to the model's hyper-parameters.
+pub const OVERRIDABLE: &[&str] = &["lr", "epochs", "batch", "seed", "patience", "data"];
+
+fn err(span: crate::ir::Span, msg: impl Into<String>) -> Diagnostic {
+    Diagnostic::error(ErrorCode::BadArgument, msg, span)
+}
+
+/// Builds the entries' graphs. `overrides` are the command line's train settings.
+pub fn build(elab: &Elaborated, overrides: &[(String, String)]) -> Result<TrainingGraphs, Diagnostic> {
+    let t: &TrainElab = elab.train.as_ref().expect("elaborated with train = true");
+    let hyper: HashMap<String, crate::elaborate::value::Value> = elab.hyper_params.iter().cloned().collect();
+    let settings = section::settings(&t.section, &hyper)?;
+    let at = t.section.model.span;
+    let get = |k: &str| settings.get(k);
+    let number = |k: &str, default: f64| -> Result<f64, Diagnostic> {
+        if let Some((_, v)) = overrides.iter().rev().find(|(key, _)| key == k) {
+            return v.parse().map_err(|_| err(at, format!("--set {k}={v}: not a number")));
+        }
+        match get(k) {
+            None => Ok(default),
+            Some((Setting::Number(v), _)) => Ok(*v),
+            Some((_, span)) => Err(err(*span, format!("`{k}` must be a number"))),
+        }
+    };
+    let positive = |k: &str, default: f64| -> Result<u64, Diagnostic> {
+        let v = number(k, default)?;
+        if v < 1.0 || v.fract() != 0.0 {
+            let span = get(k).map_or(at, |(_, s)| *s);
+            return Err(Diagnostic::error(ErrorCode::BadHyperParam, format!("`{k}` must be a positive integer, got {v}"), span));
+        }
+        Ok(v as u64)
+    };
+    let batch = positive("batch", 32.0)?;
+    let epochs = positive("epochs", 10.0)?;
+    let seed = number("seed", 0.0)? as u64;
+    let data = match overrides.iter().rev().find(|(k, _)| k == "data") {
+        Some((_, v)) => v.clone(),
+        None => match get("data") {
+            None => "digits".to_string(),
+            Some((Setting::Word(w), _)) => w.clone(),
+            Some((Setting::Call { name, args }, span)) => {
+                let parts: Vec<String> = args
+                    .iter()
+                    .map(|(k, v)| match (k, v) {
+                        (None, Setting::Word(w)) => Ok(w.clone()),
+                        (Some(k), Setting::Word(w)) => Ok(format!("{k}={w}")),
+                        (Some(k), Setting::Number(n)) => Ok(format!("{k}={n}")),
+                        (None, Setting::Number(n)) => Ok(format!("{n}")),
+                        _ => Err(err(*span, "data source arguments are paths and options")),
+                    })
+                    .collect::<Result<_, _>>()?;
+                format!("{name}:{}", parts.join(","))
+            }
+            Some((_, span)) => return Err(err(*span, "`data` is a dataset name or a source like csv(\"file.csv\")")),
+        },
+    };
+    let split = match get("split") {
+        None => [0.8, 0.1, 0.1],
+        Some((Setting::List(items), span)) if items.len() == 3 => {
+            let mut out = [0.0; 3];
+            for (o, i) in out.iter_mut().zip(items) {
+                let Setting::Number(v) = i else { return Err(err(*span, "split fractions are numbers")) };
+                *o = *v;
+            }
+            if out.iter().any(|f| *f < 0.0) || (out.iter().sum::<f64>() - 1.0).abs() > 1e-6 || out[0] <= 0.0 {
+                return Err(Diagnostic::error(ErrorCode::BadHyperParam, "split fractions must be >= 0, sum to 1, and train on something", *span));
+            }
+            out
+        }
+        Some((_, span)) => return Err(err(*span, "`split` is train / val / test fractions, e.g. 0.8 / 0.1 / 0.1")),
+    };
+    let (opt, mut lr) = match get("optimizer") {
+        None => (optimizer::Optimizer::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false }, 1e-3),
+        Some((s, span)) => section::optimizer(s, *span)?,
+    };
+    if let Some((_, v)) = overrides.iter().rev().find(|(k, _)| k == "lr") {
+        lr = v.parse().map_err(|_| err(at, format!("--set lr={v}: not a number")))?;
+    }
+    let schedule = match get("schedule") {
+        None => Schedule::Constant,
+        Some((s, span)) => section::schedule(s, *span)?,
+    };
+    let clip = match get("clip") {
+        None => None,
+        Some((Setting::Number(v), _)) if *v > 0.0 => Some(*v),
+        Some((_, span)) => return Err(err(*span, "`clip` is a positive maximum gradient norm")),
+    };
+    let metrics = match get("metrics") {
+        None => Vec::new(),
+        Some((Setting::List(items), span)) => items
+            .iter()
+            .map(|i| match i {
+                Setting::Word(w) if ["accuracy", "precision", "recall", "f1", "auc", "mae", "mse"].contains(&w.as_str()) => Ok(w.clone()),
+                _ => Err(err(*span, "metrics are: accuracy, precision, recall, f1, auc, mae, mse")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some((_, span)) => return Err(err(*span, "`metrics` is a list, e.g. [accuracy, f1]")),
+    };
+    let mut early_stop = match get("early_stop") {
+        None => None,
+        Some((s, span)) => Some(section::early_stop(s, *span)?),
+    };
+    if let (Some(es), Some((_, v))) = (early_stop.as_mut(), overrides.iter().rev().find(|(k, _)| k == "patience")) {
+        es.patience = v.parse().map_err(|_| err(at, format!("--set patience={v}: not an integer")))?;
+    }
+    let normalize = match get("normalize") {
+        None => "none".to_string(),
+        Some((Setting::Word(w), _)) if ["none", "standardize", "minmax"].contains(&w.as_str()) => w.clone(),
+        Some((Setting::Call { name, args }, _)) if name == "scale" && args.len() == 1 => match &args[0].1 {
+            Setting::Number(k) => format!("scale:{k}"),
+            _ => return Err(err(at, "scale(K) divides features by K")),
+        },
+        Some((_, span)) => return Err(err(*span, "`normalize` is none, standardize, minmax or scale(K)")),
+    };
+    let checkpoint_every = number("checkpoint_every", 0.0)? as u64;
+
+    // Which model input gets the features, which output the metrics read.
+    let graph = &elab.graph;
+    let model_inputs: Vec<(String, crate::ir::ValueId)> = graph
+        .inputs
+        .iter()
+        .filter_map(|&i| match &graph.node(i).op {
+            Op::Input { name } if *name != t.label => Some((name.clone(), i)),
+            _ => None,
+        })
+        .collect();
+    let features_input = match get("features") {
+        Some((Setting::Word(w), span)) => {
+            if !model_inputs.iter().any(|(n, _)| n == w) {
+                return Err(err(*span, format!("the model has no input `{w}`")));
+            }
+            w.clone()
+        }
+        _ if model_inputs.len() == 1 => model_inputs[0].0.clone(),
+        _ => return Err(err(at, "the model has several inputs: say which takes the data with `features = NAME`")),
+    };
+    let prediction = match get("predict") {
+        Some((Setting::Word(w), span)) => {
+            if !t.model_outputs.iter().any(|(n, _)| n == w) {
+                return Err(err(*span, format!("the model has no output `{w}`")));
+            }
+            w.clone()
+        }
+        _ => t.model_outputs[0].0.clone(),
+    };
+    let label_v = graph.inputs.iter().copied().find(|&i| matches!(&graph.node(i).op, Op::Input { name } if *name == t.label)).expect("label input");
+    let label_ty = graph.ty(label_v).clone();
+    let pred_v = t.model_outputs.iter().find(|(n, _)| *n == prediction).map(|(_, v)| *v).expect("checked above");
+    let pred_ty = graph.ty(pred_v).clone();
+    let task = match label_ty.dtype {
+        DType::I32 => {
+            let classes = match pred_ty.shape.dims().last() {
+                Some(Dim::Fixed(1)) => 2,
+                Some(Dim::Fixed(c)) => *c,
+                _ => return Err(err(at, format!("the prediction `{prediction}` needs a class dimension, got {pred_ty}"))),
+            };
+            Task::Classification { classes }
+        }
+        DType::F32 => Task::Regression { width: label_ty.shape.fixed_elements() },
+    };
+
+    // train_step: loss, gradients, clipping, update.
+    let mut train_step = graph.clone();
+    let scalar = TensorType::new(DType::F32, vec![]);
+    let lr_v = train_step.add_leaf(Op::Input { name: "lr".into() }, scalar.clone(), at);
+    let step_v = train_step.add_leaf(Op::Input { name: "step".into() }, scalar, at);
+    let params: Vec<(crate::ir::ValueId, String)> = t
+        .params
+        .iter()
+        .map(|&p| match &graph.node(p).op {
+            Op::Param { path, .. } => (p, path.clone()),
+            _ => unreachable!("params are Param ops"),
+        })
+        .collect();
+    let wrt: Vec<crate::ir::ValueId> = params.iter().map(|(v, _)| *v).collect();
+    let internal = |e: String| Diagnostic::error(ErrorCode::ShapeMismatch, format!("cannot differentiate this model: {e}"), at);
+    let mut grads = autodiff::gradients(&mut train_step, t.loss, &wrt).map_err(internal)?;
+    if let Some(max_norm) = clip {
+        grads = optimizer::clip_by_global_norm(&mut train_step, &grads, max_norm, at).map_err(internal)?;
+    }
+    let triples: Vec<_> = params.iter().zip(&grads).map(|((w, p), g)| (*w, p.clone(), *g)).collect();
+    optimizer::apply(&mut train_step, &opt, &triples, lr_v, step_v, at).map_err(internal)?;
+    train_step.outputs = vec![("loss".into(), t.loss)];
+    dce::eliminate_dead_code(&mut train_step, false);
+
+    let mut eval = graph.clone();
+    eval.outputs = vec![("loss".into(), t.loss), (prediction.clone(), pred_v)];
+    dce::eliminate_dead_code(&mut eval, false);
+
+    let mut infer = graph.clone();
+    infer.outputs = t.model_outputs.clone();
+    dce::eliminate_dead_code(&mut infer, false);
+    if infer.contains(label_v) && infer.users(label_v).is_empty() {
+        infer.remove(label_v);
+    }
+
+    Ok(TrainingGraphs {
+        train_step,
+        eval,
+        infer,
+        config: TrainConfig {
+            data,
+            features_input,
+            label_input: t.label.clone(),
+            prediction,
+            task,
+            batch,
+            epochs,
+            split,
+            seed,
+            normalize,
+            optimizer: opt.name().to_string(),
+            lr,
+            schedule,
+            metrics,
+            early_stop,
+            checkpoint_every,
+        },
+    })
+}

@@ -1,0 +1,754 @@
+//! The walk from one [`Kernel`] to its WGSL module: the bindings, the entry point of its
+//! [`Strategy`], index arithmetic and scalar expressions (the conventions are in the
+//! parent module's docs).
+
+use super::{Strategy, TILE, WORKGROUP_SIZE, strategy};
+use crate::ir::{
+    BinaryOp, Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError, ReduceOp, ScalarType,
+    Store, UnaryOp,
+};
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
+
+type EmitResult<T> = Result<T, KernelError>;
+
+/// A WGSL function the body calls, written once before the entry point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Helper {
+    DivFloor,
+    RemEuclid,
+    MaxNan,
+    MinNan,
+    Tanh,
+    Sigmoid,
+    Pow,
+    ToI32,
+}
+
+impl Helper {
+    fn source(self) -> &'static str {
+        match self {
+            Helper::DivFloor => {
+                "// Floor division by a positive constant.\n\
+                 fn div_floor(a: i32, d: i32) -> i32 {\n    \
+                     let q = a / d;\n    \
+                     return select(q, q - 1, a - q * d < 0);\n\
+                 }\n"
+            }
+            Helper::RemEuclid => {
+                "// Euclidean remainder by a positive constant.\n\
+                 fn rem_euclid(a: i32, d: i32) -> i32 {\n    \
+                     let r = a % d;\n    \
+                     return select(r, r + d, r < 0);\n\
+                 }\n"
+            }
+            Helper::MaxNan => {
+                "// max that propagates NaN.\n\
+                 fn max_nan(a: f32, b: f32) -> f32 {\n    \
+                     return select(max(a, b), a + b, a != a || b != b);\n\
+                 }\n"
+            }
+            Helper::MinNan => {
+                "// min that propagates NaN.\n\
+                 fn min_nan(a: f32, b: f32) -> f32 {\n    \
+                     return select(min(a, b), a + b, a != a || b != b);\n\
+                 }\n"
+            }
+            Helper::Tanh => {
+                "// tanh as Cephes' tanhf: a polynomial near 0, exp beyond.\n\
+                 fn tanh_f(x: f32) -> f32 {\n    \
+                     let z = x * x;\n    \
+                     let p = ((((-5.70498872745e-3 * z + 2.06390887954e-2) * z - 5.37397155531e-2) * z\n        \
+                         + 1.33314422036e-1) * z - 3.33332819422e-1) * z * x + x;\n    \
+                     let big = 1.0 - 2.0 / (exp(2.0 * min(abs(x), 44.0)) + 1.0);\n    \
+                     return select(p, sign(x) * big, abs(x) >= 0.625);\n\
+                 }\n"
+            }
+            Helper::Sigmoid => {
+                "// sigmoid without overflow: e / (1 + e) with e = exp(-|x|), flipped for x >= 0.\n\
+                 fn sigmoid_f(x: f32) -> f32 {\n    \
+                     let e = exp(-abs(x));\n    \
+                     let s = 1.0 / (1.0 + e);\n    \
+                     return select(e * s, s, x >= 0.0);\n\
+                 }\n"
+            }
+            Helper::Pow => {
+                "// a ** b as exp(b * log|a|), with C's special cases.\n\
+                 fn pow_f(a: f32, b: f32) -> f32 {\n    \
+                     if (b == 0.0 || a == 1.0 || (a == -1.0 && abs(b) > 3.4028235e38)) {\n        \
+                         return 1.0;\n    \
+                     }\n    \
+                     let r = exp(b * log(abs(a)));\n    \
+                     if (a < 0.0) {\n        \
+                         if (floor(b) != b) {\n            \
+                             return sqrt(a); // NaN\n        \
+                         }\n        \
+                         return select(r, -r, b - 2.0 * floor(b * 0.5) == 1.0);\n    \
+                     }\n    \
+                     return r;\n\
+                 }\n"
+            }
+            Helper::ToI32 => {
+                "// f32 -> i32 truncating and saturating, NaN -> 0.\n\
+                 fn to_i32(x: f32) -> i32 {\n    \
+                     let c = clamp(x, -2147483648.0, 2147483520.0);\n    \
+                     return select(select(i32(c), 2147483647, x >= 2147483648.0), 0, x != x);\n\
+                 }\n"
+            }
+        }
+    }
+}
+
+/// Emits `kernel`'s module (the kernel is already validated).
+pub(super) fn emit_module(kernel: &Kernel) -> EmitResult<String> {
+    check_gpu_constraints(kernel)?;
+    let mut w = Writer {
+        kernel,
+        helpers: BTreeSet::new(),
+        loads: BTreeSet::new(),
+        stores: BTreeSet::new(),
+        body: String::new(),
+        indent: 1,
+        temps: 0,
+        vars: 0,
+        memo: Memo::default(),
+    };
+    let strategy = strategy(kernel);
+    match (&kernel.body, strategy) {
+        (KernelBody::Map { space, stores }, _) => w.map(space, stores)?,
+        (
+            KernelBody::Reduce {
+                space,
+                reduce,
+                op,
+                value,
+                out,
+            },
+            Strategy::ReduceLoop,
+        ) => w.reduce_loop(space, reduce, *op, value, out)?,
+        (
+            KernelBody::Reduce {
+                space,
+                reduce,
+                op,
+                value,
+                out,
+            },
+            _,
+        ) => w.reduce_tree(space, reduce, *op, value, out)?,
+        (KernelBody::Contract(c), _) => w.contract(c)?,
+    }
+    Ok(w.finish(strategy))
+}
+
+/// The constraints this emitter adds to [`Kernel::validate`] (see the module docs).
+fn check_gpu_constraints(kernel: &Kernel) -> EmitResult<()> {
+    let err = |message: String| KernelError {
+        kernel: kernel.name.clone(),
+        message,
+    };
+    if let KernelBody::Contract(c) = &kernel.body {
+        for op in [&c.a, &c.b] {
+            if kernel.buffers[op.buf].dtype != ScalarType::F32 {
+                return Err(err(format!(
+                    "contraction operand `{}` is not f32",
+                    kernel.buffers[op.buf].name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Names already bound at the current point, shared by identical index expressions and
+/// loads.
+#[derive(Clone, Default)]
+struct Memo {
+    indices: HashMap<Index, String>,
+    loads: HashMap<(usize, Index), String>,
+}
+
+struct Writer<'k> {
+    kernel: &'k Kernel,
+    helpers: BTreeSet<Helper>,
+    /// Slots read and written, for the accessor functions.
+    loads: BTreeSet<usize>,
+    stores: BTreeSet<usize>,
+    body: String,
+    indent: usize,
+    /// Counter of `let` names.
+    temps: usize,
+    /// Loop variables in scope (`x0..x{vars}`).
+    vars: usize,
+    memo: Memo,
+}
+
+impl Writer<'_> {
+    fn error(&self, message: impl Into<String>) -> KernelError {
+        KernelError {
+            kernel: self.kernel.name.clone(),
+            message: message.into(),
+        }
+    }
+
+    fn line(&mut self, text: &str) {
+        for _ in 0..self.indent {
+            self.body.push_str("    ");
+        }
+        self.body.push_str(text);
+        self.body.push('\n');
+    }
+
+    /// Binds `value` to a fresh name with prefix `prefix` and returns the name.
+    fn bind(&mut self, prefix: &str, value: &str) -> String {
+        let name = format!("{prefix}{}", self.temps);
+        self.temps += 1;
+        self.line(&format!("let {name} = {value};"));
+        name
+    }
+
+    /// `let x{v} = ...` for the coordinates of the linear `point` (a `u32` name) in
+    /// `dims`, row-major, as loop variables `first..first + dims.len()`.
+    fn coordinates(&mut self, point: &str, dims: &[Dim], first: usize) {
+        let mut rest = point.to_string();
+        for (d, dim) in dims.iter().enumerate().rev() {
+            let v = first + d;
+            if d == 0 {
+                self.line(&format!("let x{v} = i32({rest});"));
+            } else {
+                let e = extent_u32(*dim);
+                self.line(&format!("let x{v} = i32({rest} % {e});"));
+                rest = self.bind("q", &format!("{rest} / {e}"));
+            }
+        }
+        self.vars = first + dims.len();
+    }
+
+    /// The `u32` expression of the number of points of `dims`.
+    fn count(&mut self, dims: &[Dim]) -> String {
+        if let Some(n) = dims.iter().try_fold(1u64, |acc, d| match d {
+            Dim::Fixed(n) => acc.checked_mul(*n).filter(|p| *p <= u64::from(u32::MAX)),
+            Dim::Batch => None,
+        }) {
+            return format!("{n}u");
+        }
+        let product: Vec<String> = dims.iter().map(|d| extent_u32(*d)).collect();
+        self.bind("n", &product.join(" * "))
+    }
+
+    fn map(&mut self, space: &[Dim], stores: &[Store]) -> EmitResult<()> {
+        let total = self.count(space);
+        self.line(&format!(
+            "let point = (wid.y * nwg.x + wid.x) * {WORKGROUP_SIZE}u + lid;"
+        ));
+        self.line(&format!("if (point >= {total}) {{"));
+        self.line("    return;");
+        self.line("}");
+        self.coordinates("point", space, 0);
+        let values = stores
+            .iter()
+            .map(|s| self.expr(&s.value, None))
+            .collect::<EmitResult<Vec<_>>>()?;
+        for (s, v) in stores.iter().zip(values) {
+            self.store(s.buf, &s.index, &v)?;
+        }
+        Ok(())
+    }
+
+    fn fold(&mut self, op: ReduceOp, acc: &str, v: &str) -> String {
+        match op {
+            ReduceOp::Sum => format!("{acc} + {v}"),
+            ReduceOp::Max => {
+                self.helpers.insert(Helper::MaxNan);
+                format!("max_nan({acc}, {v})")
+            }
+            ReduceOp::Min => {
+                self.helpers.insert(Helper::MinNan);
+                format!("min_nan({acc}, {v})")
+            }
+        }
+    }
+
+    /// The folded value of `value` over `reduce` for the points `start, start + step, ...`,
+    /// into `var acc` (the output coordinates are bound).
+    fn fold_loop(
+        &mut self,
+        reduce: &[Dim],
+        op: ReduceOp,
+        value: &Expr,
+        start: &str,
+        step: &str,
+    ) -> EmitResult<()> {
+        let outer = self.vars;
+        let saved = std::mem::take(&mut self.memo);
+        let folded = self.count(reduce);
+        self.line(&format!("var acc: f32 = {};", f32_literal(op.identity())));
+        self.line(&format!(
+            "for (var r: u32 = {start}; r < {folded}; r = r + {step}) {{"
+        ));
+        self.indent += 1;
+        self.coordinates("r", reduce, outer);
+        let v = self.expr(value, None)?;
+        let folded = self.fold(op, "acc", &v);
+        self.line(&format!("acc = {folded};"));
+        self.indent -= 1;
+        self.line("}");
+        self.vars = outer;
+        self.memo = saved;
+        Ok(())
+    }
+
+    fn reduce_loop(
+        &mut self,
+        space: &[Dim],
+        reduce: &[Dim],
+        op: ReduceOp,
+        value: &Expr,
+        out: &Store,
+    ) -> EmitResult<()> {
+        let total = self.count(space);
+        self.line(&format!(
+            "let point = (wid.y * nwg.x + wid.x) * {WORKGROUP_SIZE}u + lid;"
+        ));
+        self.line(&format!("if (point >= {total}) {{"));
+        self.line("    return;");
+        self.line("}");
+        self.coordinates("point", space, 0);
+        self.fold_loop(reduce, op, value, "0u", "1u")?;
+        let v = self.expr(&out.value, Some("acc"))?;
+        self.store(out.buf, &out.index, &v)
+    }
+
+    fn reduce_tree(
+        &mut self,
+        space: &[Dim],
+        reduce: &[Dim],
+        op: ReduceOp,
+        value: &Expr,
+        out: &Store,
+    ) -> EmitResult<()> {
+        let total = self.count(space);
+        // The workgroup's output point is uniform across it; surplus workgroups of the
+        // folded grid compute nothing but still meet every barrier.
+        self.line("let point = wid.y * nwg.x + wid.x;");
+        self.line(&format!("let live = point < {total};"));
+        self.coordinates("select(0u, point, live)", space, 0);
+        self.line(&format!("var part: f32 = {};", f32_literal(op.identity())));
+        self.line("if (live) {");
+        self.indent += 1;
+        self.fold_loop(reduce, op, value, "lid", &format!("{WORKGROUP_SIZE}u"))?;
+        self.line("part = acc;");
+        self.indent -= 1;
+        self.line("}");
+        self.line("partial[lid] = part;");
+        self.line("workgroupBarrier();");
+        self.line(&format!(
+            "for (var s: u32 = {}u; s > 0u; s = s >> 1u) {{",
+            WORKGROUP_SIZE / 2
+        ));
+        self.indent += 1;
+        self.line("if (lid < s) {");
+        let folded = self.fold(op, "partial[lid]", "partial[lid + s]");
+        self.line(&format!("    partial[lid] = {folded};"));
+        self.line("}");
+        self.line("workgroupBarrier();");
+        self.indent -= 1;
+        self.line("}");
+        self.line("if (live && lid == 0u) {");
+        self.indent += 1;
+        self.line("let total = partial[0];");
+        let v = self.expr(&out.value, Some("total"))?;
+        self.store(out.buf, &out.index, &v)?;
+        self.indent -= 1;
+        self.line("}");
+        Ok(())
+    }
+
+    fn contract(&mut self, c: &Contraction) -> EmitResult<()> {
+        let nb = c.batch.len();
+        let m = self.bind("m", &extent_i32(c.m));
+        let n = self.bind("n", &extent_i32(c.n));
+        let k = self.bind("k", &extent_i32(c.k));
+        let batches = self.count(&c.batch);
+        self.line(&format!("let tiles_n = u32({n} + {}) / {TILE}u;", TILE - 1));
+        self.line(&format!("let tiles_m = u32({m} + {}) / {TILE}u;", TILE - 1));
+        self.line("let tile = wid.y * nwg.x + wid.x;");
+        self.line("let tile_col = tile % tiles_n;");
+        self.line("let tile_row = (tile / tiles_n) % tiles_m;");
+        self.line("let flat_batch = tile / tiles_n / tiles_m;");
+        // Uniform across the workgroup: surplus workgroups still meet every barrier.
+        self.line(&format!("let live = flat_batch < {batches};"));
+        self.coordinates("select(0u, flat_batch, live)", &c.batch, 0);
+        self.line(&format!("let row = i32(tile_row * {TILE}u + lid.y);"));
+        self.line(&format!("let col = i32(tile_col * {TILE}u + lid.x);"));
+        let operand = |w: &mut Self, o: &crate::ir::MatrixOperand| -> EmitResult<_> {
+            Ok((
+                w.index(&o.offset)?,
+                w.index(&o.row_stride)?,
+                w.index(&o.col_stride)?,
+            ))
+        };
+        let (a_off, a_rs, a_cs) = operand(self, &c.a)?;
+        let (b_off, b_rs, b_cs) = operand(self, &c.b)?;
+        self.loads.insert(c.a.buf);
+        self.loads.insert(c.b.buf);
+        let (la, lb) = (c.a.buf, c.b.buf);
+        self.line("var sum: f32 = 0.0;");
+        self.line(&format!(
+            "for (var k0: i32 = 0; k0 < {k}; k0 = k0 + {TILE}) {{"
+        ));
+        self.indent += 1;
+        for line in [
+            "let ka = k0 + i32(lid.x);".to_string(),
+            "var a: f32 = 0.0;".to_string(),
+            format!("if (live && row < {m} && ka < {k}) {{"),
+            format!("    a = load{la}({a_off} + row * {a_rs} + ka * {a_cs});"),
+            "}".to_string(),
+            "tile_a[lid.y][lid.x] = a;".to_string(),
+            "let kb = k0 + i32(lid.y);".to_string(),
+            "var b: f32 = 0.0;".to_string(),
+            format!("if (live && kb < {k} && col < {n}) {{"),
+            format!("    b = load{lb}({b_off} + kb * {b_rs} + col * {b_cs});"),
+            "}".to_string(),
+            "tile_b[lid.y][lid.x] = b;".to_string(),
+            "workgroupBarrier();".to_string(),
+            format!("for (var kk: u32 = 0u; kk < {TILE}u; kk = kk + 1u) {{"),
+            "    sum = sum + tile_a[lid.y][kk] * tile_b[kk][lid.x];".to_string(),
+            "}".to_string(),
+            "workgroupBarrier();".to_string(),
+        ] {
+            self.line(&line);
+        }
+        self.indent -= 1;
+        self.line("}");
+        self.line(&format!("if (live && row < {m} && col < {n}) {{"));
+        self.indent += 1;
+        self.line(&format!("let x{nb} = row;"));
+        self.line(&format!("let x{} = col;", nb + 1));
+        self.vars = nb + 2;
+        self.memo = Memo::default();
+        let space = c.space();
+        let vars: Vec<Index> = (0..space.len()).map(Index::Var).collect();
+        let out_index = Index::row_major(&vars, &space);
+        let v = self.expr(&c.epilogue, Some("sum"))?;
+        self.store(c.out, &out_index, &v)?;
+        self.indent -= 1;
+        self.line("}");
+        Ok(())
+    }
+
+    fn store(&mut self, buf: usize, index: &Index, value: &str) -> EmitResult<()> {
+        let i = self.index(index)?;
+        self.stores.insert(buf);
+        if self.kernel.buffers[buf].dtype == ScalarType::I32 {
+            self.helpers.insert(Helper::ToI32);
+        }
+        self.line(&format!("store{buf}({i}, {value});"));
+        self.memo.loads.remove(&(buf, index.clone()));
+        Ok(())
+    }
+
+    /// An index expression as an `i32` WGSL expression (a name or a literal).
+    fn index(&mut self, ix: &Index) -> EmitResult<String> {
+        if let Some(name) = self.memo.indices.get(ix) {
+            return Ok(name.clone());
+        }
+        let text = match ix {
+            Index::Var(v) => {
+                if *v >= self.vars {
+                    return Err(self.error(format!("loop variable {v} out of scope")));
+                }
+                return Ok(format!("x{v}"));
+            }
+            Index::Const(c) => {
+                return i32::try_from(*c)
+                    .ok()
+                    .filter(|c| *c != i32::MIN)
+                    .map(|c| {
+                        if c < 0 {
+                            format!("({c})")
+                        } else {
+                            c.to_string()
+                        }
+                    })
+                    .ok_or_else(|| self.error(format!("index constant {c} does not fit in i32")));
+            }
+            Index::Batch => return Ok("batch".into()),
+            Index::Add(a, b) => format!("{} + {}", self.index(a)?, self.index(b)?),
+            Index::Mul(a, b) => format!("{} * {}", self.index(a)?, self.index(b)?),
+            Index::Div(a, d) | Index::Rem(a, d) => {
+                if *d <= 0 {
+                    return Err(self.error(format!("index divided by non-positive constant {d}")));
+                }
+                let d = i32::try_from(*d)
+                    .map_err(|_| self.error(format!("index divisor {d} does not fit in i32")))?;
+                let a = self.index(a)?;
+                let pow2 = d.count_ones() == 1;
+                match (ix, pow2) {
+                    (Index::Div(..), true) => format!("{a} >> {}u", d.trailing_zeros()),
+                    (Index::Rem(..), true) => format!("{a} & {}", d - 1),
+                    (Index::Div(..), false) => {
+                        self.helpers.insert(Helper::DivFloor);
+                        format!("div_floor({a}, {d})")
+                    }
+                    _ => {
+                        self.helpers.insert(Helper::RemEuclid);
+                        format!("rem_euclid({a}, {d})")
+                    }
+                }
+            }
+        };
+        let name = self.bind("i", &text);
+        self.memo.indices.insert(ix.clone(), name.clone());
+        Ok(name)
+    }
+
+    fn load(&mut self, buf: usize, index: &Index) -> EmitResult<String> {
+        let key = (buf, index.clone());
+        if let Some(name) = self.memo.loads.get(&key) {
+            return Ok(name.clone());
+        }
+        let i = self.index(index)?;
+        self.loads.insert(buf);
+        let name = self.bind("v", &format!("load{buf}({i})"));
+        self.memo.loads.insert(key, name.clone());
+        Ok(name)
+    }
+
+    /// A scalar expression as an `f32` WGSL expression (a name or a literal); `acc` names
+    /// the value of [`Expr::Acc`].
+    fn expr(&mut self, e: &Expr, acc: Option<&str>) -> EmitResult<String> {
+        let text = match e {
+            Expr::Load { buf, index } => return self.load(*buf, index),
+            Expr::Const(c) => return Ok(f32_literal(*c)),
+            Expr::Acc => {
+                return acc
+                    .map(str::to_string)
+                    .ok_or_else(|| self.error("`acc` outside an epilogue"));
+            }
+            Expr::IndexValue(ix) => format!("f32({})", self.index(ix)?),
+            Expr::Unary(op, x) => {
+                let x = self.expr(x, acc)?;
+                self.unary(*op, &x)
+            }
+            Expr::Binary(BinaryOp::Pow, a, b) => {
+                let a = self.expr(a, acc)?;
+                match **b {
+                    Expr::Const(c) => self.pow_const(&a, c),
+                    _ => {
+                        let b = self.expr(b, acc)?;
+                        self.helpers.insert(Helper::Pow);
+                        format!("pow_f({a}, {b})")
+                    }
+                }
+            }
+            Expr::Binary(op, a, b) => {
+                let a = self.expr(a, acc)?;
+                let b = self.expr(b, acc)?;
+                self.binary(*op, &a, &b)
+            }
+            Expr::Select {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let c = self.expr(cond, acc)?;
+                let t = self.expr(then, acc)?;
+                let o = self.expr(otherwise, acc)?;
+                // `!=` is true for NaN, as `cond != 0` is.
+                format!("select({o}, {t}, {c} != 0.0)")
+            }
+        };
+        Ok(self.bind("v", &text))
+    }
+
+    fn unary(&mut self, op: UnaryOp, x: &str) -> String {
+        match op {
+            UnaryOp::Neg => format!("-{x}"),
+            UnaryOp::Abs => format!("abs({x})"),
+            UnaryOp::Exp => format!("exp({x})"),
+            UnaryOp::Log => format!("log({x})"),
+            UnaryOp::Sqrt => format!("sqrt({x})"),
+            UnaryOp::Recip => format!("1.0 / {x}"),
+            UnaryOp::Tanh => {
+                self.helpers.insert(Helper::Tanh);
+                format!("tanh_f({x})")
+            }
+            UnaryOp::Sigmoid => {
+                self.helpers.insert(Helper::Sigmoid);
+                format!("sigmoid_f({x})")
+            }
+            UnaryOp::Relu => {
+                self.helpers.insert(Helper::MaxNan);
+                format!("max_nan({x}, 0.0)")
+            }
+        }
+    }
+
+    fn binary(&mut self, op: BinaryOp, a: &str, b: &str) -> String {
+        let cmp = match op {
+            BinaryOp::Add => return format!("{a} + {b}"),
+            BinaryOp::Sub => return format!("{a} - {b}"),
+            BinaryOp::Mul => return format!("{a} * {b}"),
+            BinaryOp::Div => return format!("{a} / {b}"),
+            BinaryOp::Max => {
+                self.helpers.insert(Helper::MaxNan);
+                return format!("max_nan({a}, {b})");
+            }
+            BinaryOp::Min => {
+                self.helpers.insert(Helper::MinNan);
+                return format!("min_nan({a}, {b})");
+            }
+            BinaryOp::Pow => {
+                self.helpers.insert(Helper::Pow);
+                return format!("pow_f({a}, {b})");
+            }
+            BinaryOp::Lt => "<",
+            BinaryOp::Le => "<=",
+            BinaryOp::Gt => ">",
+            BinaryOp::Ge => ">=",
+            BinaryOp::Eq => "==",
+        };
+        format!("select(0.0, 1.0, {a} {cmp} {b})")
+    }
+
+    /// `a ** c` for a constant exponent: the CPU emitter's shortcuts, else `pow_f`.
+    fn pow_const(&mut self, a: &str, c: f64) -> String {
+        match c {
+            0.0 => "1.0".into(),
+            1.0 => a.into(),
+            2.0 => format!("{a} * {a}"),
+            3.0 => format!("{a} * {a} * {a}"),
+            4.0 => format!("({a} * {a}) * ({a} * {a})"),
+            -1.0 => format!("1.0 / {a}"),
+            -2.0 => format!("1.0 / ({a} * {a})"),
+            0.5 => format!("sqrt({a})"),
+            -0.5 => format!("1.0 / sqrt({a})"),
+            _ => {
+                self.helpers.insert(Helper::Pow);
+                format!("pow_f({a}, {})", f32_literal(c))
+            }
+        }
+    }
+
+    /// The whole module: header, bindings, helpers, accessors, entry point.
+    fn finish(self, strategy: Strategy) -> String {
+        let k = self.kernel;
+        let mut s = String::new();
+        let what = match strategy {
+            Strategy::Map => "map, one invocation per point",
+            Strategy::ReduceLoop => "reduction, one invocation per output point",
+            Strategy::ReduceTree => "reduction, one workgroup per output point",
+            Strategy::Contract => "contraction, one workgroup per output tile",
+        };
+        let _ = writeln!(s, "// Strata kernel `{}`: {what}.", k.name);
+        s.push_str("struct Params {\n    batch: u32,\n");
+        for (slot, b) in k.buffers.iter().enumerate() {
+            let _ = writeln!(s, "    off{slot}: u32, // `{}`", b.name.replace('\n', " "));
+        }
+        s.push_str("}\n\n");
+        s.push_str("@group(0) @binding(0) var<uniform> p: Params;\n");
+        s.push_str("@group(0) @binding(1) var<storage, read_write> mem: array<u32>;\n");
+        match strategy {
+            Strategy::ReduceTree => {
+                let _ = writeln!(s, "var<workgroup> partial: array<f32, {WORKGROUP_SIZE}>;");
+            }
+            Strategy::Contract => {
+                let _ = writeln!(
+                    s,
+                    "var<workgroup> tile_a: array<array<f32, {TILE}>, {TILE}>;\n\
+                     var<workgroup> tile_b: array<array<f32, {TILE}>, {TILE}>;"
+                );
+            }
+            Strategy::Map | Strategy::ReduceLoop => {}
+        }
+        for h in &self.helpers {
+            s.push('\n');
+            s.push_str(h.source());
+        }
+        for &slot in &self.loads {
+            let read = match k.buffers[slot].dtype {
+                ScalarType::F32 => "bitcast<f32>(mem[p.off{slot} + u32(i)])",
+                ScalarType::I32 => "f32(bitcast<i32>(mem[p.off{slot} + u32(i)]))",
+            }
+            .replace("{slot}", &slot.to_string());
+            let _ = write!(
+                s,
+                "\nfn load{slot}(i: i32) -> f32 {{\n    return {read};\n}}\n"
+            );
+        }
+        for &slot in &self.stores {
+            let write = match k.buffers[slot].dtype {
+                ScalarType::F32 => "bitcast<u32>(v)",
+                ScalarType::I32 => "bitcast<u32>(to_i32(v))",
+            };
+            let _ = write!(
+                s,
+                "\nfn store{slot}(i: i32, v: f32) {{\n    mem[p.off{slot} + u32(i)] = {write};\n}}\n"
+            );
+        }
+        let (size, local) = match strategy {
+            Strategy::Contract => (
+                format!("{TILE}, {TILE}"),
+                "@builtin(local_invocation_id) lid: vec3<u32>",
+            ),
+            _ => (
+                WORKGROUP_SIZE.to_string(),
+                "@builtin(local_invocation_index) lid: u32",
+            ),
+        };
+        let _ = write!(
+            s,
+            "\n@compute @workgroup_size({size})\n\
+             fn main(\n    \
+                 @builtin(workgroup_id) wid: vec3<u32>,\n    \
+                 @builtin(num_workgroups) nwg: vec3<u32>,\n    \
+                 {local},\n\
+             ) {{\n    \
+                 let batch = i32(p.batch);\n"
+        );
+        s.push_str(&self.body);
+        s.push_str("}\n");
+        s
+    }
+}
+
+/// A dimension's extent as a `u32` WGSL expression.
+fn extent_u32(d: Dim) -> String {
+    match d {
+        Dim::Fixed(n) => format!("{n}u"),
+        Dim::Batch => "p.batch".into(),
+    }
+}
+
+/// A dimension's extent as an `i32` WGSL expression.
+fn extent_i32(d: Dim) -> String {
+    match d {
+        Dim::Fixed(n) => format!("{}", n.min(i32::MAX as u64)),
+        Dim::Batch => "batch".into(),
+    }
+}
+
+/// An `f32` literal: the shortest text that reads back as the same `f32`; infinities and
+/// NaN, which WGSL has no literal for, as bit patterns.
+fn f32_literal(c: f64) -> String {
+    let x = c as f32;
+    if x.is_nan() {
+        "bitcast<f32>(0x7fc00000u)".into()
+    } else if x.is_infinite() {
+        let bits = if x > 0.0 { 0x7f80_0000u32 } else { 0xff80_0000 };
+        format!("bitcast<f32>({bits:#010x}u)")
+    } else {
+        let text = format!("{x:?}");
+        let text = if text.contains(['.', 'e']) {
+            text
+        } else {
+            format!("{text}.0")
+        };
+        if x.is_sign_negative() {
+            format!("({text})")
+        } else {
+            text
+        }
+    }
+}

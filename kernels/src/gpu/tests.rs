@@ -1,0 +1,335 @@
+//! Snapshots of the WGSL of tiny kernels, naga validation of every strategy and operator,
+//! and the emitter's refusals.
+
+use super::{Strategy, emit_kernel, emit_wgsl, split_modules, strategy, workgroups};
+use crate::ir::{
+    Access, BinaryOp, BufferDecl, Contraction, Dim, Expr, Index, Kernel, KernelBody, MatrixOperand,
+    ReduceOp, ScalarType, Store, UnaryOp,
+};
+
+fn buffer(name: &str, dtype: ScalarType, shape: &[Dim], access: Access) -> BufferDecl {
+    BufferDecl {
+        name: name.into(),
+        dtype,
+        shape: shape.to_vec(),
+        access,
+    }
+}
+
+fn f32_buffer(name: &str, shape: &[Dim], access: Access) -> BufferDecl {
+    buffer(name, ScalarType::F32, shape, access)
+}
+
+fn row_major(shape: &[Dim]) -> Index {
+    Index::row_major(&(0..shape.len()).map(Index::Var).collect::<Vec<_>>(), shape)
+}
+
+/// `out[i, j] = x[i, j] + bias[j]` over `[batch, 3]`.
+fn bias_add() -> Kernel {
+    let shape = [Dim::Batch, Dim::Fixed(3)];
+    Kernel {
+        name: "bias_add".into(),
+        buffers: vec![
+            f32_buffer("x", &shape, Access::Read),
+            f32_buffer("bias", &[Dim::Fixed(3)], Access::Read),
+            f32_buffer("out", &shape, Access::Write),
+        ],
+        body: KernelBody::Map {
+            space: shape.to_vec(),
+            stores: vec![Store {
+                buf: 2,
+                index: row_major(&shape),
+                value: Expr::binary(
+                    BinaryOp::Add,
+                    Expr::load(0, row_major(&shape)),
+                    Expr::load(1, Index::Var(1)),
+                ),
+            }],
+        },
+    }
+}
+
+/// `out[i] = op_j x[i, j]` over `[4, cols]`.
+fn row_reduce(name: &str, cols: u64, op: ReduceOp) -> Kernel {
+    let shape = [Dim::Fixed(4), Dim::Fixed(cols)];
+    Kernel {
+        name: name.into(),
+        buffers: vec![
+            f32_buffer("x", &shape, Access::Read),
+            f32_buffer("out", &[Dim::Fixed(4)], Access::Write),
+        ],
+        body: KernelBody::Reduce {
+            space: vec![Dim::Fixed(4)],
+            reduce: vec![Dim::Fixed(cols)],
+            op,
+            value: Expr::load(0, row_major(&shape)),
+            out: Store {
+                buf: 1,
+                index: Index::Var(0),
+                value: Expr::binary(BinaryOp::Mul, Expr::Acc, Expr::Const(0.5)),
+            },
+        },
+    }
+}
+
+/// `out = relu(x @ w + bias)` with `x: [batch, 4]`, `w: [4, 2]`.
+fn dense_relu() -> Kernel {
+    Kernel {
+        name: "dense_relu".into(),
+        buffers: vec![
+            f32_buffer("x", &[Dim::Batch, Dim::Fixed(4)], Access::Read),
+            f32_buffer("w", &[Dim::Fixed(4), Dim::Fixed(2)], Access::Read),
+            f32_buffer("bias", &[Dim::Fixed(2)], Access::Read),
+            f32_buffer("out", &[Dim::Batch, Dim::Fixed(2)], Access::Write),
+        ],
+        body: KernelBody::Contract(Contraction {
+            batch: vec![],
+            m: Dim::Batch,
+            n: Dim::Fixed(2),
+            k: Dim::Fixed(4),
+            a: MatrixOperand {
+                buf: 0,
+                offset: Index::Const(0),
+                row_stride: Index::Const(4),
+                col_stride: Index::Const(1),
+            },
+            b: MatrixOperand {
+                buf: 1,
+                offset: Index::Const(0),
+                row_stride: Index::Const(2),
+                col_stride: Index::Const(1),
+            },
+            out: 3,
+            epilogue: Expr::unary(
+                UnaryOp::Relu,
+                Expr::binary(BinaryOp::Add, Expr::Acc, Expr::load(2, Index::Var(1))),
+            ),
+        }),
+    }
+}
+
+/// A batched contraction `out[b] = a[b] x w[b]ᵀ` with a batch of `batch` matrices.
+fn batched_transposed() -> Kernel {
+    let (m, n, k) = (5i64, 3i64, 7i64);
+    Kernel {
+        name: "batched_bt".into(),
+        buffers: vec![
+            f32_buffer(
+                "a",
+                &[Dim::Batch, Dim::Fixed(m as u64), Dim::Fixed(k as u64)],
+                Access::Read,
+            ),
+            f32_buffer(
+                "w",
+                &[Dim::Batch, Dim::Fixed(n as u64), Dim::Fixed(k as u64)],
+                Access::Read,
+            ),
+            f32_buffer(
+                "out",
+                &[Dim::Batch, Dim::Fixed(m as u64), Dim::Fixed(n as u64)],
+                Access::Write,
+            ),
+        ],
+        body: KernelBody::Contract(Contraction {
+            batch: vec![Dim::Batch],
+            m: Dim::Fixed(m as u64),
+            n: Dim::Fixed(n as u64),
+            k: Dim::Fixed(k as u64),
+            a: MatrixOperand {
+                buf: 0,
+                offset: Index::Var(0).mul(Index::Const(m * k)),
+                row_stride: Index::Const(k),
+                col_stride: Index::Const(1),
+            },
+            b: MatrixOperand {
+                buf: 1,
+                offset: Index::Var(0).mul(Index::Const(n * k)),
+                row_stride: Index::Const(1),
+                col_stride: Index::Const(k),
+            },
+            out: 2,
+            epilogue: Expr::Acc,
+        }),
+    }
+}
+
+/// A map that uses every operator, an `i32` buffer, a guarded select, non-finite
+/// constants and both kinds of index division.
+fn every_operator() -> Kernel {
+    let x = || Expr::load(0, Index::Var(0));
+    let idx = || Expr::load(1, Index::Var(0));
+    let mut value = x();
+    for op in [
+        UnaryOp::Neg,
+        UnaryOp::Abs,
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Sqrt,
+        UnaryOp::Recip,
+        UnaryOp::Tanh,
+        UnaryOp::Sigmoid,
+        UnaryOp::Relu,
+    ] {
+        value = Expr::binary(BinaryOp::Add, value, Expr::unary(op, x()));
+    }
+    for op in [
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Max,
+        BinaryOp::Min,
+        BinaryOp::Pow,
+        BinaryOp::Lt,
+        BinaryOp::Le,
+        BinaryOp::Gt,
+        BinaryOp::Ge,
+        BinaryOp::Eq,
+    ] {
+        value = Expr::binary(op, value, idx());
+    }
+    let guarded = Expr::Select {
+        cond: Box::new(Expr::binary(
+            BinaryOp::Lt,
+            Expr::IndexValue(Index::Var(0)),
+            Expr::Const(2.0),
+        )),
+        then: Box::new(Expr::load(0, Index::Div(Box::new(Index::Var(0)), 3))),
+        otherwise: Box::new(Expr::load(0, Index::Rem(Box::new(Index::Var(0)), 4))),
+    };
+    let extremes = Expr::binary(
+        BinaryOp::Max,
+        Expr::Const(f64::NEG_INFINITY),
+        Expr::binary(BinaryOp::Pow, x(), Expr::Const(1.5)),
+    );
+    Kernel {
+        name: "every_operator".into(),
+        buffers: vec![
+            f32_buffer("x", &[Dim::Fixed(5)], Access::Read),
+            buffer("idx", ScalarType::I32, &[Dim::Fixed(5)], Access::Read),
+            f32_buffer("out", &[Dim::Fixed(5)], Access::Write),
+            buffer("count", ScalarType::I32, &[Dim::Fixed(5)], Access::Write),
+        ],
+        body: KernelBody::Map {
+            space: vec![Dim::Fixed(5)],
+            stores: vec![
+                Store {
+                    buf: 2,
+                    index: Index::Var(0),
+                    value: Expr::binary(
+                        BinaryOp::Add,
+                        Expr::binary(BinaryOp::Add, value, guarded),
+                        extremes,
+                    ),
+                },
+                Store {
+                    buf: 3,
+                    index: Index::Div(Box::new(Index::Var(0).add(Index::Const(2))), 2),
+                    value: Expr::binary(BinaryOp::Pow, x(), Expr::Const(2.0)),
+                },
+            ],
+        },
+    }
+}
+
+#[test]
+fn bias_add_map_wgsl() {
+    insta::assert_snapshot!(emit_kernel(&bias_add()).unwrap());
+}
+
+#[test]
+fn short_row_sum_loops_in_one_invocation() {
+    let kernel = row_reduce("row_sum", 8, ReduceOp::Sum);
+    assert_eq!(strategy(&kernel), Strategy::ReduceLoop);
+    insta::assert_snapshot!(emit_kernel(&kernel).unwrap());
+}
+
+#[test]
+fn long_row_max_reduces_in_a_workgroup_tree() {
+    let kernel = row_reduce("row_max", 300, ReduceOp::Max);
+    assert_eq!(strategy(&kernel), Strategy::ReduceTree);
+    assert_eq!(workgroups(&kernel, 1), Some(4));
+    insta::assert_snapshot!(emit_kernel(&kernel).unwrap());
+}
+
+#[test]
+fn contraction_tiles_and_fuses_its_epilogue() {
+    insta::assert_snapshot!(emit_kernel(&dense_relu()).unwrap());
+}
+
+#[test]
+fn every_strategy_and_operator_validates() {
+    let kernels = [
+        bias_add(),
+        row_reduce("row_sum", 8, ReduceOp::Sum),
+        row_reduce("row_min", 1000, ReduceOp::Min),
+        dense_relu(),
+        batched_transposed(),
+        every_operator(),
+    ];
+    let text = emit_wgsl(&kernels).unwrap_or_else(|e| panic!("{e}"));
+    let modules = split_modules(&text);
+    let names: Vec<&str> = modules.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        [
+            "bias_add",
+            "row_sum",
+            "row_min",
+            "dense_relu",
+            "batched_bt",
+            "every_operator"
+        ]
+    );
+    for ((_, module), kernel) in modules.iter().zip(&kernels) {
+        assert_eq!(*module, emit_kernel(kernel).unwrap());
+    }
+}
+
+#[test]
+fn a_batched_contraction_launches_a_workgroup_per_tile_and_matrix() {
+    // 5x3 output fits one 16x16 tile; one per batch point.
+    assert_eq!(workgroups(&batched_transposed(), 33), Some(33));
+    assert_eq!(workgroups(&dense_relu(), 33), Some(3));
+    assert_eq!(workgroups(&bias_add(), 100), Some(2));
+}
+
+#[test]
+fn refuses_an_index_divided_by_zero() {
+    let mut kernel = bias_add();
+    if let KernelBody::Map { stores, .. } = &mut kernel.body {
+        stores[0].value = Expr::load(1, Index::Rem(Box::new(Index::Var(1)), 0));
+    }
+    let e = emit_kernel(&kernel).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "kernel `bias_add`: index divided by non-positive constant 0"
+    );
+}
+
+#[test]
+fn refuses_an_index_constant_beyond_i32() {
+    let mut kernel = bias_add();
+    if let KernelBody::Map { stores, .. } = &mut kernel.body {
+        stores[0].value = Expr::load(1, Index::Const(1 << 40));
+    }
+    let e = emit_kernel(&kernel).unwrap_err();
+    assert!(e.message.contains("does not fit in i32"), "{e}");
+}
+
+#[test]
+fn refuses_an_integer_contraction_operand() {
+    let mut kernel = dense_relu();
+    kernel.buffers[1].dtype = ScalarType::I32;
+    let e = emit_kernel(&kernel).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "kernel `dense_relu`: contraction operand `w` is not f32"
+    );
+}
+
+#[test]
+fn naga_errors_name_the_kernel() {
+    let e = super::validate_wgsl("broken", "fn main( {").unwrap_err();
+    assert_eq!(e.kernel, "broken");
+    assert!(e.message.contains("does not parse"), "{e}");
+}

@@ -1,0 +1,80 @@
+//! How to train a compiled model: the `train` section of its source, resolved by the
+//! compiler and carried in the manifest, so a built executable trains without the source.
+//!
+//! Entries a trainable artifact has, by convention:
+//! - `train_step`: inputs = the model's inputs, the label input, `lr` (f32[], the
+//!   learning rate of this step) and `step` (f32[], 1 for the first step); outputs =
+//!   `loss` (f32[]). Running it updates the parameters and the optimizer state in place.
+//! - `eval`: inputs = the model's inputs and the label; outputs = `loss` and the
+//!   prediction output named by [`TrainConfig::prediction`].
+//! - `infer`: the model's inputs and outputs.
+
+use serde::{Deserialize, Serialize};
+
+/// What the model learns to predict.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Task {
+    /// Integer labels `0..classes`; the prediction holds one score per class (or one
+    /// logit for binary classification with `classes == 2`).
+    Classification { classes: u64 },
+    /// Real-valued targets, `width` per sample.
+    Regression { width: u64 },
+}
+
+/// A learning-rate schedule over steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Schedule {
+    Constant,
+    /// Multiply by `gamma` every `every` epochs.
+    Step {
+        every: u64,
+        gamma: f64,
+    },
+    /// Cosine decay to zero over the whole run, after `warmup` steps of linear warm-up.
+    Cosine {
+        warmup: u64,
+    },
+}
+
+/// Stop when the monitored value has not improved for `patience` epochs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStop {
+    /// `val.loss` or `val.<metric>`.
+    pub monitor: String,
+    pub patience: u64,
+    /// Whether larger is better (metrics) or smaller (losses).
+    pub maximize: bool,
+    pub min_delta: f64,
+    /// Put the best epoch's weights back at the end.
+    pub restore_best: bool,
+}
+
+/// The `train` section, resolved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// A data source spec: `digits`, `csv:PATH[,label=N]`, `npy:X,Y`, `idx:IMAGES,LABELS`, …
+    pub data: String,
+    /// The model input fed with the features.
+    pub features_input: String,
+    /// The label input of `train_step` and `eval`.
+    pub label_input: String,
+    /// The model output whose values the metrics are computed from.
+    pub prediction: String,
+    pub task: Task,
+    pub batch: u64,
+    pub epochs: u64,
+    /// Train / validation / test fractions.
+    pub split: [f64; 3],
+    pub seed: u64,
+    /// How features are normalized: `none`, `standardize`, `minmax`, `scale:K`.
+    pub normalize: String,
+    /// The optimizer's name, for messages (its update is in the `train_step` graph).
+    pub optimizer: String,
+    pub lr: f64,
+    pub schedule: Schedule,
+    /// Metric names: `accuracy`, `precision`, `recall`, `f1`, `auc`, `mae`, `mse`.
+    pub metrics: Vec<String>,
+    pub early_stop: Option<EarlyStop>,
+    /// Write a checkpoint every this many epochs (0: only the best and the last).
+    pub checkpoint_every: u64,
+}

@@ -1,0 +1,30 @@
+//! Training support for the driver that runs a compiled training step: the data it
+//! feeds, the metrics it reports, the checkpoints it saves and resumes from, and the
+//! log and plot of its progress. Nothing here runs a model; the driver owns the loop.
+//!
+//! - [`dataset`]: an in-memory [`Dataset`], seeded splits, normalization, batches.
+//! - [`builtin`](mod@builtin): the small real datasets embedded in the binary (`digits`, `iris`, …).
+//! - [`loaders`]: CSV, NPY, IDX and safetensors files, and [`DataSource`] specs from
+//!   the command line.
+//! - [`metrics`]: accuracy, precision/recall/F1, confusion matrix, AUC-ROC, MAE, MSE.
+//! - [`checkpoint`]: a [`Checkpoint`] as one safetensors file, saved atomically.
+//! - [`log`]: the JSON-lines metrics log and the SVG training-curve plot.
+//! - [`error`]: the error types.
+
+pub mod builtin;
+pub mod checkpoint;
+pub mod dataset;
+pub mod error;
+pub mod loaders;
+pub mod log;
+pub mod metrics;
+
+pub use builtin::{BUILTIN_DATASETS, builtin, builtin_series};
+pub use checkpoint::Checkpoint;
+pub use dataset::{
+    Batch, Batches, Dataset, Labels, Normalization, Normalizer, epoch_shuffle_seed,
+    normalize_splits, windowed,
+};
+pub use error::{CheckpointError, DataError, Location, LogError, MetricError};
+pub use loaders::{CsvOptions, DataSource};
+pub use log::{EpochRecord, MetricsLog, plot_curves};

@@ -1,0 +1,64 @@
+//! Every example in docs/language.md compiles, or fails with exactly the error it claims.
+
+use strata_compiler::driver::{CompileOptions, compile};
+use strata_compiler::syntax::SourceFile;
+use strata_tests::root;
+
+struct DocExample {
+    line: usize,
+    expect_error: Option<String>,
+    text: String,
+}
+
+fn examples(markdown: &str) -> Vec<DocExample> {
+    let mut out = Vec::new();
+    let mut current: Option<DocExample> = None;
+    for (i, line) in markdown.lines().enumerate() {
+        if let Some(ex) = current.as_mut() {
+            if line.trim_start().starts_with("```") {
+                out.push(current.take().expect("open block"));
+            } else {
+                ex.text.push_str(line);
+                ex.text.push('\n');
+            }
+        } else if let Some(info) = line.strip_prefix("```strata") {
+            let expect_error = info
+                .trim()
+                .strip_prefix("error=")
+                .map(|s| s.trim().to_string());
+            current = Some(DocExample {
+                line: i + 1,
+                expect_error,
+                text: String::new(),
+            });
+        }
+    }
+    assert!(current.is_none(), "an example block is never closed");
+    out
+}
+
+#[test]
+fn every_language_doc_example_compiles_or_fails_as_claimed() {
+    let markdown = std::fs::read_to_string(root().join("docs/language.md")).expect("docs exist");
+    let examples = examples(&markdown);
+    assert!(examples.len() >= 15, "found {} examples", examples.len());
+    for ex in examples {
+        let source = SourceFile::new(format!("language.md:{}", ex.line), ex.text.clone());
+        let result = compile(&source, &CompileOptions::default());
+        match (&ex.expect_error, result) {
+            (None, Ok(_)) => {}
+            (None, Err(e)) => panic!("example at line {} fails:\n{}", ex.line, e.render(&source)),
+            (Some(code), Ok(_)) => panic!("example at line {} should fail with {code}", ex.line),
+            (Some(code), Err(strata_compiler::driver::CompileError::User(d))) => {
+                assert_eq!(
+                    d.code.code(),
+                    code,
+                    "example at line {}:\n{}",
+                    ex.line,
+                    d.render(&source)
+                );
+            }
+            (Some(_), Err(e)) => panic!("example at line {}: {}", ex.line, e.render(&source)),
+        }
+    }
+}
