@@ -66,7 +66,7 @@ enum Engine {
         code: JitCode,
         arena: Vec<ArenaLine>,
     },
-    Gpu(Box<GpuEngine>),
+    Gpu(GpuEngine),
 }
 
 /// A model ready to run, on the CPU or a GPU.
@@ -108,7 +108,7 @@ impl Session {
         }
         let engine = match backend {
             Backend::Cpu => cpu_engine(artifact, &manifest)?,
-            Backend::Gpu => Engine::Gpu(Box::new(GpuEngine::new(&manifest, &artifact.wgsl, gpu)?)),
+            Backend::Gpu => Engine::Gpu(GpuEngine::new(&manifest, &artifact.wgsl, gpu)?)),
         };
         Ok(Session {
             manifest,

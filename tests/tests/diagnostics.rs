@@ -13,6 +13,7 @@ fn diagnose(name: &str, text: &str, overrides: &[(&str, &str)]) -> (ErrorCode, S
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        train: true,
     };
     match check(&source, &options) {
         Ok(_) => panic!("{name}: expected an error"),
