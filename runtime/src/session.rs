@@ -108,7 +108,7 @@ impl Session {
         }
         let engine = match backend {
             Backend::Cpu => cpu_engine(artifact, &manifest)?,
-            Backend::Gpu => Engine::Gpu(GpuEngine::new(&manifest, &artifact.wgsl, gpu)?)),
+            Backend::Gpu => Engine::Gpu(GpuEngine::new(&manifest, &artifact.wgsl, gpu)?),
         };
         Ok(Session {
             manifest,

@@ -3,7 +3,7 @@
 //! against finite differences in the compiler's unit tests.)
 
 use std::collections::HashMap;
-use strata_compiler::artifact::build_artifact;
+use strata_compiler::artifact::{EntryBuild, build_artifact};
 use strata_compiler::ir::interpret::{Tensor, interpret};
 use strata_compiler::ir::{
     BinaryOp, DType, Dim, Graph, Init, Op, ReduceOp, Shape, Span, TensorType, UnaryOp, ValueId,
@@ -107,7 +107,13 @@ fn compile(graph: &Graph) -> Artifact {
     let plan = plan_memory(&lowered);
     check_plan(&lowered, &plan).expect("a valid memory plan");
     let clif = strata_kernels::cpu::emit_clif(&lowered.kernels).expect("CLIF");
-    build_artifact(graph, &lowered, &plan, clif, 7).expect("an artifact")
+    let entry = EntryBuild {
+        name: "infer",
+        graph,
+        lowered: &lowered,
+        plan: &plan,
+    };
+    build_artifact(&[entry], clif, 7, None).expect("an artifact")
 }
 
 /// Runs the compiled graph's `infer` entry and the interpreter on the same inputs and

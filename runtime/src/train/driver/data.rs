@@ -1,0 +1,262 @@
+//! What the driver feeds the model: the entry ports the train conventions name, and the
+//! dataset loaded, shaped, split and normalized for them.
+
+use strata_kernels::ir::{Dim, ScalarType};
+
+use super::TrainError;
+use crate::artifact::manifest::{Entry, Manifest};
+use crate::artifact::train_config::{Task, TrainConfig};
+use crate::tensor::{HostTensor, TensorData, dtype_name};
+use crate::train::{Batch, DataSource, Dataset, Labels, Normalization, Normalizer, normalize_splits};
+
+/// The entry an artifact trains with, and the one it evaluates with.
+pub const TRAIN_ENTRY: &str = "train_step";
+pub const EVAL_ENTRY: &str = "eval";
+
+/// The ports of the `eval` (and `train_step`) entries the driver feeds and reads, with
+/// the per-sample shapes the manifest gives them.
+#[derive(Clone, Debug)]
+pub(super) struct Ports {
+    pub features: String,
+    /// The features input's shape without its leading batch dimension.
+    pub sample_shape: Vec<u64>,
+    pub label: String,
+    pub label_dtype: ScalarType,
+    /// The label input's shape without its leading batch dimension.
+    pub label_sample_shape: Vec<u64>,
+    pub prediction: String,
+    /// Values of the prediction per sample (classes, or 1 for a binary logit).
+    pub prediction_width: usize,
+    pub task: Task,
+}
+
+fn model_error(message: String) -> TrainError {
+    TrainError::Model(message)
+}
+
+fn entry<'m>(manifest: &'m Manifest, name: &str) -> Result<&'m Entry, TrainError> {
+    manifest.entries.iter().find(|e| e.name == name).ok_or_else(|| {
+        model_error(format!(
+            "the artifact has no `{name}` entry (it has {}); rebuild it from a model file \
+             with a train section",
+            manifest.entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+/// `(dtype, shape)` of the buffer behind `entry`'s input (or output) `name`.
+fn port_type<'m>(
+    manifest: &'m Manifest,
+    entry: &Entry,
+    name: &str,
+    output: bool,
+) -> Result<(ScalarType, &'m [Dim]), TrainError> {
+    let ports = if output { &entry.outputs } else { &entry.inputs };
+    let side = if output { "output" } else { "input" };
+    let port = ports.iter().find(|p| p.name == name).ok_or_else(|| {
+        model_error(format!("entry `{}` has no {side} `{name}`", entry.name))
+    })?;
+    let buffer = manifest.buffers.get(port.buffer).ok_or_else(|| {
+        model_error(format!("entry `{}`: {side} `{name}` has no buffer", entry.name))
+    })?;
+    Ok((buffer.dtype, &buffer.shape))
+}
+
+/// A `[batch, d1, d2, …]` shape's fixed tail `[d1, d2, …]`.
+fn per_sample(what: &str, shape: &[Dim]) -> Result<Vec<u64>, TrainError> {
+    let shown = || {
+        shape
+            .iter()
+            .map(|d| match d {
+                Dim::Batch => "batch".to_string(),
+                Dim::Fixed(n) => n.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match shape.split_first() {
+        Some((Dim::Batch, rest)) => rest
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => Ok(*n),
+                Dim::Batch => Err(()),
+            })
+            .collect::<Result<Vec<u64>, ()>>()
+            .map_err(|()| model_error(format!("{what} [{}] has the batch dimension twice", shown()))),
+        _ => Err(model_error(format!(
+            "{what} is [{}]; training needs the batch as its first dimension",
+            shown()
+        ))),
+    }
+}
+
+impl Ports {
+    /// The ports of `eval`, checked against `config`; with `training`, `train_step`'s too.
+    pub fn of(manifest: &Manifest, config: &TrainConfig, training: bool) -> Result<Ports, TrainError> {
+        let eval = entry(manifest, EVAL_ENTRY)?;
+        let (features_dtype, features_shape) = port_type(manifest, eval, &config.features_input, false)?;
+        if features_dtype != ScalarType::F32 {
+            return Err(model_error(format!(
+                "the features input `{}` is {}; data features are f32",
+                config.features_input,
+                dtype_name(features_dtype)
+            )));
+        }
+        let sample_shape = per_sample(&format!("the features input `{}`", config.features_input), features_shape)?;
+        let (label_dtype, label_shape) = port_type(manifest, eval, &config.label_input, false)?;
+        let label_sample_shape = per_sample(&format!("the label input `{}`", config.label_input), label_shape)?;
+        port_type(manifest, eval, "loss", true)?;
+        let (_, prediction_shape) = port_type(manifest, eval, &config.prediction, true)?;
+        let prediction_width = per_sample(&format!("the prediction `{}`", config.prediction), prediction_shape)?
+            .iter()
+            .product::<u64>() as usize;
+        if training {
+            let step = entry(manifest, TRAIN_ENTRY)?;
+            for name in [config.features_input.as_str(), config.label_input.as_str(), "lr", "step"] {
+                port_type(manifest, step, name, false)?;
+            }
+            port_type(manifest, step, "loss", true)?;
+        }
+        Ok(Ports {
+            features: config.features_input.clone(),
+            sample_shape,
+            label: config.label_input.clone(),
+            label_dtype,
+            label_sample_shape,
+            prediction: config.prediction.clone(),
+            prediction_width,
+            task: config.task.clone(),
+        })
+    }
+
+    /// Checks that `data`'s labels suit the label input and the task: class indices in
+    /// range for an i32 label, the right number of targets for an f32 one.
+    pub fn check_labels(&self, data: &Dataset, spec: &str) -> Result<(), TrainError> {
+        let per_sample: u64 = self.label_sample_shape.iter().product();
+        match (&data.labels, self.label_dtype) {
+            (Labels::Classes { classes, .. }, ScalarType::I32) => {
+                let model_classes = match self.task {
+                    Task::Classification { classes } => classes,
+                    Task::Regression { .. } => 0,
+                };
+                if per_sample != 1 {
+                    return Err(TrainError::Config(format!(
+                        "the label input `{}` takes {per_sample} values per sample; class labels are one",
+                        self.label
+                    )));
+                }
+                if *classes as u64 > model_classes {
+                    return Err(TrainError::Config(format!(
+                        "data `{spec}` has labels up to {} but the model predicts {model_classes} classes",
+                        classes - 1
+                    )));
+                }
+                Ok(())
+            }
+            (Labels::Targets { width, .. }, ScalarType::F32) if *width as u64 == per_sample => Ok(()),
+            (Labels::Targets { width, .. }, ScalarType::F32) => Err(TrainError::Config(format!(
+                "data `{spec}` has {width} target(s) per sample but the label input `{}` takes {per_sample}",
+                self.label
+            ))),
+            (Labels::Classes { .. }, dtype) | (Labels::Targets { .. }, dtype) => {
+                let (have, want) = match data.labels {
+                    Labels::Classes { .. } => ("class indices", "real-valued targets"),
+                    Labels::Targets { .. } => ("real-valued targets", "class indices"),
+                };
+                Err(TrainError::Config(format!(
+                    "data `{spec}` has {have} but the label input `{}` is {} ({want})",
+                    self.label,
+                    dtype_name(dtype)
+                )))
+            }
+        }
+    }
+
+    /// The features and label of `batch` as the inputs of `eval` (labels reshaped to the
+    /// label input's shape).
+    pub fn inputs(&self, batch: Batch) -> Result<Vec<(&str, HostTensor)>, TrainError> {
+        let mut shape = vec![batch.len as u64];
+        shape.extend_from_slice(&self.label_sample_shape);
+        let labels = HostTensor::new(shape, batch.labels.data)
+            .map_err(|e| TrainError::Config(format!("labels do not fit `{}`: {e}", self.label)))?;
+        Ok(vec![(self.features.as_str(), batch.features), (self.label.as_str(), labels)])
+    }
+
+    /// The inputs of `train_step` for `batch` at learning rate `lr` and 1-based `step`.
+    pub fn train_inputs(&self, batch: Batch, lr: f32, step: u64) -> Result<Vec<(&str, HostTensor)>, TrainError> {
+        let mut inputs = self.inputs(batch)?;
+        inputs.push(("lr", scalar(lr)));
+        inputs.push(("step", scalar(step as f32)));
+        Ok(inputs)
+    }
+}
+
+fn scalar(value: f32) -> HostTensor {
+    HostTensor { shape: Vec::new(), data: TensorData::F32(vec![value]) }
+}
+
+/// The normalization a train section's `normalize` names: `none`, `standardize`,
+/// `minmax` or `scale:K`.
+pub(super) fn parse_normalization(text: &str) -> Result<Normalization, TrainError> {
+    match text {
+        "" | "none" => Ok(Normalization::None),
+        "standardize" => Ok(Normalization::Standardize),
+        "minmax" => Ok(Normalization::MinMax),
+        _ => text
+            .strip_prefix("scale:")
+            .and_then(|k| k.parse::<f32>().ok())
+            .map(Normalization::Scale)
+            .ok_or_else(|| {
+                TrainError::Config(format!(
+                    "normalize `{text}` is not one of none, standardize, minmax, scale:K"
+                ))
+            }),
+    }
+}
+
+/// The train, validation and test splits, normalized with statistics of the train split.
+pub(super) struct Splits {
+    /// The data source spec the splits came from.
+    pub spec: String,
+    pub train: Dataset,
+    pub val: Dataset,
+    pub test: Dataset,
+    pub normalizer: Normalizer,
+    pub class_names: Vec<String>,
+}
+
+/// Loads `spec`, views each sample with the features input's shape, splits it by the
+/// config's fractions and seed, and normalizes (fitted on the train split only).
+pub(super) fn load_splits(spec: &str, config: &TrainConfig, ports: &Ports) -> Result<Splits, TrainError> {
+    if spec.trim().is_empty() {
+        return Err(TrainError::Config(
+            "the train section names no data: pass one with --data (e.g. --data digits)".into(),
+        ));
+    }
+    let mut data = DataSource::parse(spec)?.load()?;
+    data.reshape_features(&ports.sample_shape).map_err(|e| {
+        TrainError::Config(format!(
+            "data `{spec}` does not fit the features input `{}`: {e}",
+            ports.features
+        ))
+    })?;
+    ports.check_labels(&data, spec)?;
+    let [a, b, c] = config.split;
+    let (mut train, mut val, mut test) = data.split((a, b, c), config.seed)?;
+    if train.is_empty() {
+        return Err(TrainError::Config(format!(
+            "the train split of `{spec}` is empty ({} samples, split {a} / {b} / {c})",
+            data.len
+        )));
+    }
+    let method = parse_normalization(&config.normalize)?;
+    let normalizer = normalize_splits(method, &mut train, &mut [&mut val, &mut test])?;
+    Ok(Splits {
+        spec: spec.to_string(),
+        train,
+        val,
+        test,
+        normalizer,
+        class_names: data.class_names,
+    })
+}

@@ -1,0 +1,254 @@
+//! Evaluating a model on a split: the `eval` entry run batch by batch, the loss averaged
+//! over samples, and the metrics computed from the concatenated predictions.
+
+use std::fmt;
+
+use super::TrainError;
+use super::data::{EVAL_ENTRY, Ports, load_splits};
+use crate::artifact::train_config::{Task, TrainConfig};
+use crate::session::Session;
+use crate::train::metrics::{ClassificationReport, RegressionReport};
+use crate::train::{Dataset, Labels};
+
+/// Which samples [`evaluate`] scores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvalSplit {
+    /// The held-out test split (what training never saw).
+    Test,
+    /// The validation split (what early stopping watched).
+    Val,
+    /// Every sample of the data.
+    All,
+}
+
+impl fmt::Display for EvalSplit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EvalSplit::Test => "test",
+            EvalSplit::Val => "validation",
+            EvalSplit::All => "all",
+        })
+    }
+}
+
+/// The metrics of one evaluation, by task.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Metrics {
+    Classification(ClassificationReport),
+    Regression(RegressionReport),
+}
+
+impl Metrics {
+    /// A metric by its train-section name (`accuracy`, `precision`, `recall`, `f1`,
+    /// `auc`, `mae`, `mse`); None if the task has no such metric or it is undefined
+    /// (AUC of a split with one class).
+    pub fn value(&self, name: &str) -> Option<f64> {
+        match (self, name) {
+            (Metrics::Classification(r), "accuracy") => Some(r.accuracy),
+            (Metrics::Classification(r), "precision") => Some(r.macro_precision),
+            (Metrics::Classification(r), "recall") => Some(r.macro_recall),
+            (Metrics::Classification(r), "f1") => Some(r.macro_f1),
+            (Metrics::Classification(r), "auc") => r.auc_roc,
+            (Metrics::Regression(r), "mae") => Some(r.mae),
+            (Metrics::Regression(r), "mse") => Some(r.mse),
+            _ => None,
+        }
+    }
+
+    /// Every metric the task has, by train-section name.
+    pub fn names(&self) -> &'static [&'static str] {
+        match self {
+            Metrics::Classification(_) => &["accuracy", "precision", "recall", "f1", "auc"],
+            Metrics::Regression(_) => &["mae", "mse"],
+        }
+    }
+}
+
+/// Whether `task` has the metric `name`.
+pub(super) fn task_has_metric(task: &Task, name: &str) -> bool {
+    match task {
+        Task::Classification { .. } => ["accuracy", "precision", "recall", "f1", "auc"].contains(&name),
+        Task::Regression { .. } => ["mae", "mse"].contains(&name),
+    }
+}
+
+/// The result of evaluating a model on a split.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalReport {
+    pub split: EvalSplit,
+    pub samples: usize,
+    /// The loss averaged over samples (each batch's mean loss weighted by its size).
+    pub loss: f64,
+    pub metrics: Metrics,
+    /// The metrics the train section asks for, in its order (every metric of the task
+    /// when it names none).
+    pub selected: Vec<String>,
+    /// Class names, where the data has them (for the confusion matrix).
+    pub class_names: Vec<String>,
+}
+
+impl EvalReport {
+    /// The selected metrics' values (NaN where undefined).
+    pub fn scalars(&self) -> Vec<(String, f64)> {
+        self.selected
+            .iter()
+            .map(|name| (name.clone(), self.metrics.value(name).unwrap_or(f64::NAN)))
+            .collect()
+    }
+}
+
+impl fmt::Display for EvalReport {
+    /// Loss, every metric of the task, and for classification the confusion matrix.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} split: {} samples", self.split, self.samples)?;
+        writeln!(f, "  {:<10} {:.4}", "loss", self.loss)?;
+        for name in self.metrics.names() {
+            match self.metrics.value(name) {
+                Some(v) => writeln!(f, "  {name:<10} {v:.4}")?,
+                None => writeln!(f, "  {name:<10} undefined")?,
+            }
+        }
+        if let Metrics::Classification(report) = &self.metrics {
+            write_confusion(f, report, &self.class_names)?;
+        }
+        Ok(())
+    }
+}
+
+/// The confusion matrix, rows the true classes and columns the predicted ones.
+fn write_confusion(
+    f: &mut fmt::Formatter<'_>,
+    report: &ClassificationReport,
+    names: &[String],
+) -> fmt::Result {
+    let matrix = &report.confusion;
+    let label = |c: usize| names.get(c).cloned().unwrap_or_else(|| c.to_string());
+    let label_width = (0..matrix.classes).map(|c| label(c).len()).max().unwrap_or(1).max(4);
+    let cell = matrix.counts.iter().map(|n| n.to_string().len()).max().unwrap_or(1).max(3);
+    writeln!(f, "confusion matrix (rows: true class, columns: predicted)")?;
+    write!(f, "  {:>label_width$}", "")?;
+    for c in 0..matrix.classes {
+        // Column heads are indices: names are too wide for a grid.
+        write!(f, " {:>cell$}", c)?;
+    }
+    writeln!(f)?;
+    for t in 0..matrix.classes {
+        write!(f, "  {:>label_width$}", label(t))?;
+        for p in 0..matrix.classes {
+            write!(f, " {:>cell$}", matrix.get(t, p))?;
+        }
+        writeln!(f)?;
+    }
+    Ok(())
+}
+
+/// The `eval` entry over a dataset, in order.
+pub(super) struct EvalPass {
+    pub loss: f64,
+    /// The prediction output of every sample, concatenated.
+    pub predictions: Vec<f32>,
+}
+
+/// Runs `eval` over `data` in batches of `batch`.
+pub(super) fn eval_pass(
+    session: &mut Session,
+    ports: &Ports,
+    data: &Dataset,
+    batch: usize,
+) -> Result<EvalPass, TrainError> {
+    let mut loss_sum = 0.0;
+    let mut predictions = Vec::with_capacity(data.len * ports.prediction_width);
+    for b in data.batches(batch, None)? {
+        let len = b.len;
+        let outputs = session
+            .run(EVAL_ENTRY, &ports.inputs(b)?)
+            .map_err(|source| TrainError::Run { entry: EVAL_ENTRY, source })?;
+        let (loss, prediction) = (find(&outputs, "loss")?, find(&outputs, &ports.prediction)?);
+        loss_sum += f64::from(loss.first().copied().unwrap_or(f32::NAN)) * len as f64;
+        predictions.extend_from_slice(prediction);
+    }
+    Ok(EvalPass {
+        loss: loss_sum / data.len.max(1) as f64,
+        predictions,
+    })
+}
+
+fn find<'o>(outputs: &'o [(String, crate::HostTensor)], name: &str) -> Result<&'o [f32], TrainError> {
+    outputs
+        .iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, t)| t.as_f32())
+        .ok_or_else(|| TrainError::Model(format!("`{EVAL_ENTRY}` returned no f32 output `{name}`")))
+}
+
+/// Evaluates the session's current weights on `data`: loss and metrics.
+pub(super) fn score(
+    session: &mut Session,
+    ports: &Ports,
+    config: &TrainConfig,
+    data: &Dataset,
+    split: EvalSplit,
+    class_names: &[String],
+) -> Result<EvalReport, TrainError> {
+    let pass = eval_pass(session, ports, data, config.batch.max(1) as usize)?;
+    let metrics = match &data.labels {
+        Labels::Classes { values, .. } => Metrics::Classification(ClassificationReport::from_logits(
+            &pass.predictions,
+            ports.prediction_width,
+            values,
+        )?),
+        Labels::Targets { values, .. } => Metrics::Regression(RegressionReport::new(&pass.predictions, values)?),
+    };
+    let selected = if config.metrics.is_empty() {
+        metrics.names().iter().map(|s| s.to_string()).collect()
+    } else {
+        config.metrics.clone()
+    };
+    Ok(EvalReport {
+        split,
+        samples: data.len,
+        loss: pass.loss,
+        metrics,
+        selected,
+        class_names: class_names.to_vec(),
+    })
+}
+
+/// Evaluates the session's current weights on a split of `data` (default: the train
+/// section's data). The split and the normalization are recomputed exactly as training
+/// did them (same fractions, same seed, statistics of the train split), so `Test` scores
+/// the samples training held out.
+pub fn evaluate(
+    session: &mut Session,
+    config: &TrainConfig,
+    data: Option<&str>,
+    split: EvalSplit,
+) -> Result<EvalReport, TrainError> {
+    let ports = Ports::of(session.manifest(), config, false)?;
+    let splits = load_splits(data.unwrap_or(&config.data), config, &ports)?;
+    let chosen = match split {
+        EvalSplit::Test => splits.test,
+        EvalSplit::Val => splits.val,
+        EvalSplit::All => {
+            // The three splits hold every sample once; their order does not matter.
+            let mut all = splits.train;
+            for part in [splits.val, splits.test] {
+                all.features.extend_from_slice(&part.features);
+                match (&mut all.labels, part.labels) {
+                    (Labels::Classes { values, .. }, Labels::Classes { values: more, .. }) => values.extend(more),
+                    (Labels::Targets { values, .. }, Labels::Targets { values: more, .. }) => values.extend(more),
+                    _ => return Err(TrainError::Model("splits disagree on their labels".into())),
+                }
+                all.len += part.len;
+            }
+            all
+        }
+    };
+    if chosen.is_empty() {
+        return Err(TrainError::Config(format!(
+            "the {split} split of `{}` is empty (split {:?})",
+            splits.spec, config.split
+        )));
+    }
+    score(session, &ports, config, &chosen, split, &splits.class_names)
+}
