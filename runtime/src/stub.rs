@@ -8,7 +8,16 @@
 //! ./mlp info
 //! ./mlp infer --input x=x.npy [--input NAME=PATH ...] [--output logits=out.npy ...]
 //!             [--weights trained.safetensors] [--entry infer] [--device cpu|gpu]
+//! ./mlp train [--data SPEC] [--epochs N] [--run-dir DIR] [--resume] [--quiet]
+//! ./mlp eval  [--data SPEC] [--weights best.safetensors|last.ckpt] [--split test|val|all]
 //! ```
+//!
+//! `train` and `eval` need a model built from a file with a `train` section (see
+//! [`crate::train::driver`]). `train` writes its run directory (default `runs/<model>`):
+//! `last.ckpt`, `best.safetensors`, `metrics.jsonl`, `curves.svg`; Ctrl-C saves
+//! `last.ckpt` and exits with code 130, and `--resume` continues from it. `--weights`
+//! of `infer` and `eval` takes parameters alone (`best.safetensors`), full weights, or
+//! (for `eval`) a checkpoint.
 //!
 //! A model built with `--target gpu` runs on the GPU by default (`--device cpu` runs its
 //! CPU code instead), and `info` names the adapter it would use (`STRATA_ADAPTER` picks
@@ -23,17 +32,23 @@
 use std::ffi::OsString;
 use std::fmt::Display;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::artifact::train_config::TrainConfig;
 use crate::artifact::{Artifact, ModelInfo, find_in_executable};
 use crate::error::RunError;
 use crate::gpu::{GpuOptions, describe_adapter};
 use crate::npy::{read_npy, write_npy};
 use crate::session::{Backend, Session};
 use crate::tensor::{HostTensor, TensorData};
+use crate::train::driver::load_params;
+use crate::train::{
+    Checkpoint, DataError, EvalSplit, StopReason, TrainError, TrainOptions, evaluate,
+    interrupt_on_ctrl_c,
+};
 
 /// How many values of each output `infer` prints without `--output`.
 const PREVIEW_VALUES: usize = 8;
@@ -51,6 +66,54 @@ enum Command {
     Info,
     /// Run the model on inputs read from .npy files.
     Infer(InferArgs),
+    /// Train the model on the data of its train section (or --data).
+    Train(TrainArgs),
+    /// Score the model (its built-in or given weights) on held-out data.
+    Eval(EvalArgs),
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// A data source instead of the train section's: digits, csv:PATH[,label=N],
+    /// npy:X.npy,Y.npy, idx:IMAGES,LABELS, safetensors:PATH.
+    #[arg(long, value_name = "SPEC")]
+    data: Option<String>,
+    /// Train this many epochs in all instead of the train section's count.
+    #[arg(long, value_name = "N")]
+    epochs: Option<u64>,
+    /// Where checkpoints, the metrics log and the curves go [default: runs/<model>].
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    /// Continue the run in the run directory from its last.ckpt.
+    #[arg(long)]
+    resume: bool,
+    /// Print nothing but errors.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// A data source instead of the train section's.
+    #[arg(long, value_name = "SPEC")]
+    data: Option<String>,
+    /// Weights to score instead of the built-in ones: parameters (best.safetensors),
+    /// full weights, or a checkpoint (last.ckpt).
+    #[arg(long, value_name = "PATH")]
+    weights: Option<PathBuf>,
+    /// Which samples to score: the held-out test split, the validation split, or all.
+    #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+    split: SplitArg,
+    /// Where to run: the GPU if the model was built with GPU code, else the CPU.
+    #[arg(long, value_enum)]
+    device: Option<Device>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum SplitArg {
+    Test,
+    Val,
+    All,
 }
 
 #[derive(Args, Debug)]
@@ -85,6 +148,9 @@ enum Failure {
     Usage(String),
     /// Anything else (exit code 1).
     Runtime(String),
+    /// Stopped by Ctrl-C (exit code 130, as a shell reports SIGINT); the message says
+    /// how to resume.
+    Interrupted(String),
 }
 
 fn runtime(e: impl Display) -> Failure {
@@ -133,6 +199,7 @@ pub fn run_cli(
             let (message, code) = match failure {
                 Failure::Usage(m) => (m, 2),
                 Failure::Runtime(m) => (m, 1),
+                Failure::Interrupted(m) => (m, 130),
             };
             let _ = writeln!(err, "error: {message}");
             ExitCode::from(code)
@@ -154,7 +221,101 @@ fn execute(cli: Cli, exe: &[u8], out: &mut dyn Write) -> Result<(), Failure> {
             writeln!(out, "\n{}", device_line(&artifact)).map_err(runtime)
         }
         Command::Infer(args) => infer(&artifact, args, out),
+        Command::Train(args) => train(&artifact, args, out),
+        Command::Eval(args) => eval(&artifact, args, out),
     }
+}
+
+/// The train section, or the error every training command gives without one.
+fn train_config(artifact: &Artifact) -> Result<&TrainConfig, Failure> {
+    artifact.manifest.train.as_ref().ok_or_else(|| {
+        Failure::Usage(format!(
+            "this model has no train section: `{}` was built from a file without `train {}`",
+            artifact.manifest.model, artifact.manifest.model
+        ))
+    })
+}
+
+/// Exit code 2 for what the user can fix in the command line or the settings.
+fn train_failure(e: TrainError) -> Failure {
+    match e {
+        TrainError::Config(_)
+        | TrainError::Data(DataError::BadSpec { .. } | DataError::UnknownBuiltin { .. }) => {
+            Failure::Usage(e.to_string())
+        }
+        _ => Failure::Runtime(e.to_string()),
+    }
+}
+
+fn train(artifact: &Artifact, args: TrainArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let config = train_config(artifact)?;
+    let run_dir = args
+        .run_dir
+        .unwrap_or_else(|| PathBuf::from("runs").join(artifact.manifest.model.to_lowercase()));
+    let interrupt = interrupt_on_ctrl_c().map_err(Failure::Runtime)?;
+    let options = TrainOptions {
+        run_dir,
+        data_override: args.data,
+        epochs_override: args.epochs,
+        resume: args.resume,
+        progress: true,
+        quiet: args.quiet,
+        interrupt: Some(interrupt),
+    };
+    // Training runs on the CPU (see `train::driver`).
+    let mut session = Session::new(artifact).map_err(runtime)?;
+    let summary = crate::train::train(&mut session, config, &options).map_err(train_failure)?;
+    if let StopReason::Interrupted { step, epoch } = summary.stop {
+        return Err(Failure::Interrupted(format!(
+            "interrupted at step {step} (epoch {epoch}); {} is saved: continue with `train --resume`",
+            summary.paths.last.display()
+        )));
+    }
+    if !args.quiet {
+        writeln!(
+            out,
+            "use the trained weights with `--weights {}`",
+            summary.paths.best.display()
+        )
+        .map_err(runtime)?;
+    }
+    Ok(())
+}
+
+fn eval(artifact: &Artifact, args: EvalArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let config = train_config(artifact)?;
+    let mut session = Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
+    if let Some(path) = &args.weights {
+        load_weights_file(&mut session, path, true)?;
+    }
+    let split = match args.split {
+        SplitArg::Test => EvalSplit::Test,
+        SplitArg::Val => EvalSplit::Val,
+        SplitArg::All => EvalSplit::All,
+    };
+    let report = evaluate(&mut session, config, args.data.as_deref(), split).map_err(train_failure)?;
+    write!(out, "{report}").map_err(runtime)
+}
+
+/// The backend `--device` picks (default: the artifact's).
+fn backend(artifact: &Artifact, device: Option<Device>) -> Backend {
+    match device {
+        None => Backend::default_for(artifact),
+        Some(Device::Cpu) => Backend::Cpu,
+        Some(Device::Gpu) => Backend::Gpu,
+    }
+}
+
+/// Loads `--weights`: parameters alone (the optimizer state stays), full weights, or,
+/// with `checkpoints`, a training checkpoint.
+fn load_weights_file(session: &mut Session, path: &Path, checkpoints: bool) -> Result<(), Failure> {
+    let failure = |e: &dyn Display| Failure::Runtime(format!("{}: {e}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| failure(&e))?;
+    if checkpoints && let Ok(checkpoint) = Checkpoint::from_bytes(&bytes, path) {
+        let weights = checkpoint.weights_safetensors().map_err(|e| failure(&e))?;
+        return session.load_weights(&weights).map_err(|e| failure(&e));
+    }
+    load_params(session, &bytes).map_err(|e| failure(&e))
 }
 
 fn infer(artifact: &Artifact, args: InferArgs, out: &mut dyn Write) -> Result<(), Failure> {
@@ -176,18 +337,10 @@ fn infer(artifact: &Artifact, args: InferArgs, out: &mut dyn Write) -> Result<()
         .iter()
         .map(|(name, path)| Ok((name.as_str(), read_npy(path).map_err(runtime)?)))
         .collect::<Result<Vec<(&str, HostTensor)>, Failure>>()?;
-    let backend = match args.device {
-        None => Backend::default_for(artifact),
-        Some(Device::Cpu) => Backend::Cpu,
-        Some(Device::Gpu) => Backend::Gpu,
-    };
-    let mut session = Session::new_with(artifact, backend).map_err(runtime)?;
+    let mut session =
+        Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
     if let Some(path) = &args.weights {
-        let bytes = std::fs::read(path)
-            .map_err(|e| Failure::Runtime(format!("{}: {e}", path.display())))?;
-        session
-            .load_weights(&bytes)
-            .map_err(|e| Failure::Runtime(format!("{}: {e}", path.display())))?;
+        load_weights_file(&mut session, path, false)?;
     }
     let results = session.run(&args.entry, &tensors).map_err(|e| match e {
         RunError::Internal(_) | RunError::TooLarge { .. } | RunError::Gpu(_) => runtime(e),

@@ -159,7 +159,18 @@ pub(super) fn binary_cross_entropy(
     span: Span,
 ) -> Result<Value, Diagnostic> {
     let x = args.tensor("logits")?;
-    let t = args.tensor("targets")?;
+    let mut t = args.tensor("targets")?;
+    // Integer labels `i32[batch]` with logits `f32[batch, 1]` are classes 0 and 1.
+    let (xt, tt) = (e.graph.ty(x.0).clone(), e.graph.ty(t.0).clone());
+    let rank = xt.shape.rank();
+    if tt.dtype == DType::I32
+        && rank >= 1
+        && xt.shape.dims()[rank - 1] == Dim::Fixed(1)
+        && tt.shape.dims() == &xt.shape.dims()[..rank - 1]
+    {
+        let onehot = e.op(Op::OneHot { classes: 2 }, &[t.0], span)?;
+        t.0 = e.op(Op::Slice { axis: rank - 1, start: 1, len: 1 }, &[onehot], span)?;
+    }
     same_shape(e, x, t, "binary_cross_entropy")?;
     let (x, t) = (x.0, t.0);
     let zero = e.constant(0.0, span);

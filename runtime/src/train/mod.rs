@@ -1,7 +1,8 @@
-//! Training support for the driver that runs a compiled training step: the data it
-//! feeds, the metrics it reports, the checkpoints it saves and resumes from, and the
-//! log and plot of its progress. Nothing here runs a model; the driver owns the loop.
+//! Training: the driver that runs a compiled training step, and what it needs: the data
+//! it feeds, the metrics it reports, the checkpoints it saves and resumes from, and the
+//! log and plot of its progress.
 //!
+//! - [`driver`]: the training loop ([`train`]) and evaluation ([`evaluate`]).
 //! - [`dataset`]: an in-memory [`Dataset`], seeded splits, normalization, batches.
 //! - [`builtin`](mod@builtin): the small real datasets embedded in the binary (`digits`, `iris`, …).
 //! - [`loaders`]: CSV, NPY, IDX and safetensors files, and [`DataSource`] specs from
@@ -14,6 +15,7 @@
 pub mod builtin;
 pub mod checkpoint;
 pub mod dataset;
+pub mod driver;
 pub mod error;
 pub mod loaders;
 pub mod log;
@@ -24,6 +26,10 @@ pub use checkpoint::Checkpoint;
 pub use dataset::{
     Batch, Batches, Dataset, Labels, Normalization, Normalizer, epoch_shuffle_seed,
     normalize_splits, windowed,
+};
+pub use driver::{
+    EvalReport, EvalSplit, StopReason, TrainError, TrainOptions, TrainSummary, evaluate,
+    interrupt_on_ctrl_c, train,
 };
 pub use error::{CheckpointError, DataError, Location, LogError, MetricError};
 pub use loaders::{CsvOptions, DataSource};
