@@ -5,7 +5,12 @@
 //! strata ir    FILE [--stage typed|optimized|kernels|plan] [--format text|dot|json] [--emit clif|wgsl]
 //! strata build FILE -o OUT [--target cpu|gpu]           a standalone native executable
 //! strata run   FILE --input x=x.npy [--target cpu|gpu]  compile and run `infer` in one go
+//! strata train FILE [--data SPEC] [--epochs N] [--run-dir DIR] [--resume] [--quiet]
+//! strata eval  FILE --weights W.safetensors [--data SPEC] [--split test|val|all]
 //! ```
+//! `train` runs the file's `train` section (settings overridable with `--set lr=3e-3`,
+//! `epochs`, `batch`, `seed`, `patience`, `data`) and writes its run directory (default
+//! `runs/<file stem>`); `eval` scores trained weights on the held-out split.
 //! Every command takes `--model NAME` (when a file holds several), `--set name=value`
 //! (hyper-parameter overrides) and `--error-format human|json`.
 
@@ -17,6 +22,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use strata_runtime::Artifact;
+use strata_runtime::artifact::train_config::TrainConfig;
+use strata_runtime::train::driver::complete_weights;
 
 #[derive(Parser, Debug)]
 #[command(name = "strata", version, about = "A compiler for neural networks")]
@@ -35,6 +43,10 @@ enum Command {
     Build(BuildArgs),
     /// Compile a model and run its `infer` entry on .npy inputs.
     Run(RunArgs),
+    /// Compile a model and train it as its `train` section says.
+    Train(TrainArgs),
+    /// Compile a model and score trained weights on held-out data.
+    Eval(EvalArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -138,6 +150,49 @@ struct RunArgs {
     weights: Option<PathBuf>,
 }
 
+#[derive(Args, Debug)]
+struct TrainArgs {
+    #[command(flatten)]
+    common: Common,
+    /// A data source instead of the train section's: digits, csv:PATH[,label=N], …
+    #[arg(long, value_name = "SPEC")]
+    data: Option<String>,
+    /// Train this many epochs in all (same as `--set epochs=N`).
+    #[arg(long, value_name = "N")]
+    epochs: Option<u64>,
+    /// Where checkpoints, the metrics log and the curves go [default: runs/<file stem>].
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    /// Continue the run in the run directory from its last.ckpt.
+    #[arg(long)]
+    resume: bool,
+    /// Print nothing but errors.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The weights to score: best.safetensors, last.ckpt, or a full weights file.
+    #[arg(long, value_name = "PATH")]
+    weights: PathBuf,
+    /// A data source instead of the train section's.
+    #[arg(long, value_name = "SPEC")]
+    data: Option<String>,
+    /// Which samples to score.
+    #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+    split: SplitArg,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum SplitArg {
+    Test,
+    Val,
+    All,
+}
+
 /// The process entry of `strata`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -146,6 +201,8 @@ pub fn main() -> ExitCode {
         Command::Ir(a) => cmd_ir(&a),
         Command::Build(a) => cmd_build(&a),
         Command::Run(a) => cmd_run(&a),
+        Command::Train(a) => cmd_train(&a),
+        Command::Eval(a) => cmd_eval(&a),
     }
 }
 
@@ -182,6 +239,7 @@ fn options(c: &Common) -> Result<CompileOptions, ExitCode> {
             model: c.model.clone(),
             overrides,
             train: true,
+            training_mode: false,
         },
         seed: c.seed,
         target: match c.target {
@@ -306,6 +364,9 @@ fn stub_path() -> Result<PathBuf, String> {
 fn with_weights(compiled: &mut Compiled, weights: Option<&Path>) -> Result<(), String> {
     let Some(path) = weights else { return Ok(()) };
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    // Parameters alone (best.safetensors) or a checkpoint become a file of every buffer.
+    let bytes = complete_weights(&compiled.artifact.weights, &bytes, path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     // Check names and shapes against the model by loading them into a session's store.
     strata_runtime::artifact::weights::match_weights(&compiled.artifact.manifest, &bytes)
         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -401,4 +462,102 @@ fn cmd_run(a: &RunArgs) -> ExitCode {
         &mut std::io::stdout().lock(),
         &mut std::io::stderr().lock(),
     )
+}
+
+/// The compiled artifact of a file with a train section, and its train settings.
+fn compile_trainable(c: &Common) -> Result<(Artifact, TrainConfig), ExitCode> {
+    let (_, compiled) = compile_or_report(c)?;
+    match compiled.artifact.manifest.train.clone() {
+        Some(config) => Ok((compiled.artifact, config)),
+        None => Err(fail(format!(
+            "{}: model `{}` has no train section",
+            c.file.display(),
+            compiled.artifact.manifest.model
+        ))),
+    }
+}
+
+fn cmd_train(a: &TrainArgs) -> ExitCode {
+    use strata_runtime::train::{StopReason, TrainOptions, interrupt_on_ctrl_c, train};
+    let (artifact, config) = match compile_trainable(&a.common) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let run_dir = a.run_dir.clone().unwrap_or_else(|| {
+        let stem = a.common.file.file_stem().unwrap_or("model".as_ref());
+        PathBuf::from("runs").join(stem)
+    });
+    let interrupt = match interrupt_on_ctrl_c() {
+        Ok(flag) => flag,
+        Err(e) => return fail(e),
+    };
+    let options = TrainOptions {
+        run_dir,
+        data_override: a.data.clone(),
+        epochs_override: a.epochs,
+        resume: a.resume,
+        progress: true,
+        quiet: a.quiet,
+        interrupt: Some(interrupt),
+    };
+    let mut session = match strata_runtime::Session::new(&artifact) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    match train(&mut session, &config, &options) {
+        Ok(summary) => match summary.stop {
+            StopReason::Interrupted { step, epoch } => {
+                eprintln!(
+                    "error: interrupted at step {step} (epoch {epoch}); {} is saved: continue with --resume",
+                    summary.paths.last.display()
+                );
+                ExitCode::from(130)
+            }
+            _ => {
+                if !a.quiet {
+                    println!(
+                        "build an executable with these weights: strata build {} -o OUT --weights {}",
+                        a.common.file.display(),
+                        summary.paths.best.display()
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+        },
+        Err(e) => fail(e),
+    }
+}
+
+fn cmd_eval(a: &EvalArgs) -> ExitCode {
+    use strata_runtime::train::driver::load_weights_file;
+    use strata_runtime::train::{EvalSplit, evaluate};
+    let (artifact, config) = match compile_trainable(&a.common) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let mut session = match strata_runtime::Session::new(&artifact) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let loaded = std::fs::read(&a.weights)
+        .map_err(|e| format!("cannot read {}: {e}", a.weights.display()))
+        .and_then(|bytes| {
+            load_weights_file(&mut session, &bytes, &a.weights)
+                .map_err(|e| format!("{}: {e}", a.weights.display()))
+        });
+    if let Err(e) = loaded {
+        return fail(e);
+    }
+    let split = match a.split {
+        SplitArg::Test => EvalSplit::Test,
+        SplitArg::Val => EvalSplit::Val,
+        SplitArg::All => EvalSplit::All,
+    };
+    match evaluate(&mut session, &config, a.data.as_deref(), split) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
 }

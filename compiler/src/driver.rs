@@ -99,7 +99,9 @@ pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled
     let elaborated = check(source, &options.elaborate)?;
     let typed = elaborated.graph.clone();
     let (infer_graph, extra, train_config) = if elaborated.train.is_some() {
-        let tg = crate::train::build(&elaborated, &options.train_overrides)?;
+        let training_options = ElaborateOptions { training_mode: true, ..options.elaborate.clone() };
+        let training = check(source, &training_options)?;
+        let tg = crate::train::build(&elaborated, &training, &options.train_overrides)?;
         (tg.infer, vec![("train_step", tg.train_step), ("eval", tg.eval)], Some(tg.config))
     } else {
         (typed.clone(), Vec::new(), None)

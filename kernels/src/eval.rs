@@ -15,11 +15,15 @@
 //!   CPU code's `fcvt_to_sint_sat` does; loads of `i32` buffers give their integer value.
 //! - Values stored to `f32` buffers keep their `f64` precision: this is the exact answer
 //!   the `f32` code approximates.
+//! - `Uniform` rounds its `step` to `f32` before [`rng::step_word`] (the backends compute
+//!   it in `f32`) and gives exactly [`rng::uniform_at`]'s `f32`; a negative element index
+//!   is an error.
 
 use crate::ir::{
     BinaryOp, Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError, MatrixOperand,
     ReduceOp, ScalarType, Store, UnaryOp,
 };
+use crate::rng;
 
 /// Runs `kernel` over `buffers` (`buffers[slot]` holds the elements of buffer slot `slot`;
 /// `i32` buffers hold integer values as `f64`) for the given batch size.
@@ -168,6 +172,14 @@ impl<'k, 'b> Evaluator<'k, 'b> {
             Expr::Const(c) => *c,
             Expr::Acc => acc.ok_or_else(|| self.error("`acc` outside an epilogue".into()))?,
             Expr::IndexValue(ix) => self.index(ix, vars)? as f64,
+            Expr::Uniform { seed, index, step } => {
+                let i = self.index(index, vars)?;
+                let i = u64::try_from(i)
+                    .map_err(|_| self.error(format!("negative random element index {i}")))?;
+                // The backends compute `step` in f32, so round before converting.
+                let step = rng::step_word(self.expr(step, vars, acc)? as f32);
+                f64::from(rng::uniform_at(*seed, i, step))
+            }
             Expr::Unary(op, x) => unary(*op, self.expr(x, vars, acc)?),
             Expr::Binary(op, a, b) => {
                 binary(*op, self.expr(a, vars, acc)?, self.expr(b, vars, acc)?)
@@ -648,6 +660,88 @@ mod tests {
         let mut bufs = vec![vec![0.0; 6], vec![0.0; 3], vec![0.0; 5]];
         let e = eval_kernel(&bias_add(Dim::Batch), &mut bufs, 2).unwrap_err();
         assert!(e.message.contains("holds 5 elements"), "{e}");
+    }
+
+    /// `out[i, j] = uniform(seed, flat index, step[0])` over `[rows, 5]`.
+    fn uniform_map(rows: Dim, seed: u64) -> Kernel {
+        let shape = [rows, Dim::Fixed(5)];
+        Kernel {
+            name: "uniform".into(),
+            buffers: vec![
+                buffer("step", &[], Access::Read),
+                buffer("out", &shape, Access::Write),
+            ],
+            body: KernelBody::Map {
+                space: shape.to_vec(),
+                stores: vec![Store {
+                    buf: 1,
+                    index: row_major(&shape),
+                    value: Expr::Uniform {
+                        seed,
+                        index: row_major(&shape),
+                        step: Box::new(Expr::load(0, Index::Const(0))),
+                    },
+                }],
+            },
+        }
+    }
+
+    #[test]
+    fn uniform_draws_philox_by_flat_index_and_step() {
+        let mut bufs = vec![vec![3.0], vec![0.0; 15]];
+        eval_kernel(&uniform_map(Dim::Batch, 42), &mut bufs, 3).unwrap();
+        let want: Vec<f64> = (0..15)
+            .map(|i| f64::from(rng::uniform_at(42, i, 3)))
+            .collect();
+        assert_eq!(bufs[1], want);
+    }
+
+    #[test]
+    fn uniform_converts_the_step_like_the_backends() {
+        // 2.7 truncates to 2; a negative or NaN step is step 0.
+        for (step, word) in [(2.7, 2), (-5.0, 0), (f64::NAN, 0)] {
+            let mut bufs = vec![vec![step], vec![0.0; 5]];
+            eval_kernel(&uniform_map(Dim::Fixed(1), 7), &mut bufs, 1).unwrap();
+            assert_eq!(bufs[1][4], f64::from(rng::uniform_at(7, 4, word)), "{step}");
+        }
+    }
+
+    #[test]
+    fn uniform_with_a_negative_index_is_an_error() {
+        let mut kernel = uniform_map(Dim::Fixed(1), 7);
+        if let KernelBody::Map { stores, .. } = &mut kernel.body {
+            stores[0].value = Expr::Uniform {
+                seed: 7,
+                index: var(1).add(Index::Const(-3)),
+                step: Box::new(Expr::Const(0.0)),
+            };
+        }
+        let mut bufs = vec![vec![0.0], vec![0.0; 5]];
+        let e = eval_kernel(&kernel, &mut bufs, 1).unwrap_err();
+        assert!(e.message.contains("negative random element index -3"), "{e}");
+    }
+
+    #[test]
+    fn uniform_index_and_step_are_validated() {
+        let mut kernel = uniform_map(Dim::Fixed(1), 7);
+        if let KernelBody::Map { stores, .. } = &mut kernel.body {
+            stores[0].value = Expr::Uniform {
+                seed: 7,
+                index: var(2),
+                step: Box::new(Expr::Const(0.0)),
+            };
+        }
+        let e = kernel.validate().unwrap_err();
+        assert!(e.message.contains("loop variable 2 out of scope"), "{e}");
+        if let KernelBody::Map { stores, .. } = &mut kernel.body {
+            stores[0].value = Expr::Uniform {
+                seed: 7,
+                index: var(0),
+                step: Box::new(Expr::load(9, Index::Const(0))),
+            };
+        }
+        let e = kernel.validate().unwrap_err();
+        assert!(e.message.contains("undeclared buffer slot 9"), "{e}");
     }
 
     #[test]

@@ -249,6 +249,15 @@ pub enum Expr {
         then: Box<Expr>,
         otherwise: Box<Expr>,
     },
+    /// A uniform draw in `[0, 1)`: [`crate::rng::uniform_at`]`(seed, index, step)`, with
+    /// `index` the element's flat index (never negative) and `step` an `f32` expression
+    /// (typically a load of the training step) converted by [`crate::rng::step_word`].
+    /// Every backend computes the same bits.
+    Uniform {
+        seed: u64,
+        index: Index,
+        step: Box<Expr>,
+    },
 }
 
 impl Expr {
@@ -269,7 +278,7 @@ impl Expr {
         match self {
             Expr::Load { buf, index } => f(*buf, index),
             Expr::Const(_) | Expr::Acc | Expr::IndexValue(_) => {}
-            Expr::Unary(_, x) => x.visit_loads(f),
+            Expr::Unary(_, x) | Expr::Uniform { step: x, .. } => x.visit_loads(f),
             Expr::Binary(_, a, b) => {
                 a.visit_loads(f);
                 b.visit_loads(f);
@@ -290,7 +299,7 @@ impl Expr {
         match self {
             Expr::Acc => true,
             Expr::Load { .. } | Expr::Const(_) | Expr::IndexValue(_) => false,
-            Expr::Unary(_, x) => x.uses_acc(),
+            Expr::Unary(_, x) | Expr::Uniform { step: x, .. } => x.uses_acc(),
             Expr::Binary(_, a, b) => a.uses_acc() || b.uses_acc(),
             Expr::Select {
                 cond,
@@ -307,9 +316,15 @@ impl Expr {
         m
     }
 
+    /// Calls `f` on every index the expression uses as a value rather than as an address
+    /// ([`Expr::IndexValue`], the element index of [`Expr::Uniform`]).
     fn visit_index_values(&self, f: &mut impl FnMut(&Index)) {
         match self {
             Expr::IndexValue(ix) => f(ix),
+            Expr::Uniform { index, step, .. } => {
+                f(index);
+                step.visit_index_values(f);
+            }
             Expr::Load { .. } | Expr::Const(_) | Expr::Acc => {}
             Expr::Unary(_, x) => x.visit_index_values(f),
             Expr::Binary(_, a, b) => {

@@ -94,6 +94,12 @@ impl<'a> Display for ExprText<'a> {
                 sub(then),
                 sub(otherwise)
             ),
+            Expr::Uniform { seed, index, step } => write!(
+                f,
+                "uniform(seed={seed}, {}, step={})",
+                IndexText(index),
+                sub(step)
+            ),
         }
     }
 }

@@ -34,7 +34,9 @@
 //! # From bits to numbers
 //!
 //! - [`uniform_f32`]: `(x >> 8) as f32 * 2^-24`, in `[0, 1)`. Exact in `f32` (24 bits fit
-//!   the significand), so every backend gets the same float. Dropout uses this.
+//!   the significand), so every backend gets the same float. Dropout uses this, through
+//!   [`uniform_at`]: element `i` of a tensor drawn at training step `s` is word 0 of the
+//!   block at counter `[i lo, i hi, s, 0]`.
 //! - [`uniform_f64`]: `((hi as u64) << 21 | (lo >> 11) as u64) as f64 * 2^-53`, in
 //!   `[0, 1)`, from two words (`hi` first). Exact in `f64`.
 //! - [`standard_normal`]: Box-Muller on one whole block `b`:
@@ -113,6 +115,37 @@ pub fn standard_normal(block: [u32; 4]) -> f64 {
 /// The 64-bit key words of a seed: low word first.
 pub fn key_from_seed(seed: u64) -> [u32; 2] {
     [seed as u32, (seed >> 32) as u32]
+}
+
+/// The key of each of the [`PHILOX_ROUNDS`] rounds: round `r` uses `key + r * W`.
+/// Backends that know the key when they generate code (the seed is a constant of the op)
+/// emit these as constants instead of bumping the key at run time.
+pub fn round_keys(key: [u32; 2]) -> [[u32; 2]; PHILOX_ROUNDS] {
+    let mut keys = [key; PHILOX_ROUNDS];
+    for r in 1..PHILOX_ROUNDS {
+        keys[r] = [
+            keys[r - 1][0].wrapping_add(PHILOX_W0),
+            keys[r - 1][1].wrapping_add(PHILOX_W1),
+        ];
+    }
+    keys
+}
+
+/// The counter word of a training step held as a float (the graph's `step` scalar):
+/// truncated towards zero and saturating, NaN and negatives -> 0. This is Rust's `as`,
+/// Cranelift's `fcvt_to_uint_sat`, and what the WGSL emitter spells out.
+pub fn step_word(step: f32) -> u32 {
+    step as u32
+}
+
+/// Element `index` of the uniform tensor drawn at `step` under `seed` (the kernel IR's
+/// `Expr::Uniform` and the graph's `random_uniform`): word 0 of the block at counter
+/// `[index lo, index hi, step, 0]`, as [`uniform_f32`].
+///
+/// Every backend re-implements exactly this; the differential tests compare bits.
+pub fn uniform_at(seed: u64, index: u64, step: u32) -> f32 {
+    let counter = [index as u32, (index >> 32) as u32, step, 0];
+    uniform_f32(philox4x32(counter, key_from_seed(seed))[0])
 }
 
 /// A sequential stream over Philox4x32-10: the words of the blocks at `counter`,
@@ -254,6 +287,44 @@ mod tests {
         let z = standard_normal([u32::MAX, u32::MAX, 0, 0]);
         assert!(z.is_finite());
         assert!((z - (106.0 * std::f64::consts::LN_2).sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn round_keys_bump_by_the_weyl_increments() {
+        let keys = round_keys([u32::MAX, 1]);
+        assert_eq!(keys[0], [u32::MAX, 1]);
+        assert_eq!(
+            keys[2],
+            [
+                u32::MAX.wrapping_add(PHILOX_W0.wrapping_mul(2)),
+                1u32.wrapping_add(PHILOX_W1.wrapping_mul(2))
+            ]
+        );
+        // Ten rounds with the precomputed keys give `philox4x32`.
+        let mut c = [1, 2, 3, 4];
+        for k in keys {
+            c = round(c, k);
+        }
+        assert_eq!(c, philox4x32([1, 2, 3, 4], [u32::MAX, 1]));
+    }
+
+    #[test]
+    fn step_word_truncates_and_saturates() {
+        assert_eq!(step_word(3.0), 3);
+        assert_eq!(step_word(3.9), 3);
+        assert_eq!(step_word(-2.0), 0);
+        assert_eq!(step_word(f32::NAN), 0);
+        assert_eq!(step_word(1e20), u32::MAX);
+    }
+
+    #[test]
+    fn uniform_at_puts_index_and_step_in_the_counter() {
+        let index = (5u64 << 32) | 7;
+        let bits = philox4x32([7, 5, 9, 0], key_from_seed(0x1234_5678_9abc))[0];
+        assert_eq!(uniform_at(0x1234_5678_9abc, index, 9), uniform_f32(bits));
+        assert_ne!(uniform_at(1, 0, 0), uniform_at(1, 0, 1));
+        assert_ne!(uniform_at(1, 0, 0), uniform_at(2, 0, 0));
+        assert_ne!(uniform_at(1, 0, 0), uniform_at(1, 1, 0));
     }
 
     #[test]

@@ -198,6 +198,8 @@ pub enum WeightsError {
     Tensor { key: String, source: TensorError },
     #[error("cannot write safetensors: {0}")]
     Serialize(#[source] safetensors::SafeTensorError),
+    #[error("cannot read the weights back from the GPU: {0}")]
+    Gpu(#[from] crate::gpu::GpuError),
 }
 
 /// A valid artifact that cannot be made ready to run.

@@ -3,6 +3,17 @@
 //! A session runs on a [`Backend`]: the CPU (JIT-compiled CLIF, the rest of this page)
 //! or a GPU (the artifact's WGSL through wgpu; see [`crate::gpu`]).
 //!
+//! # Persistent buffers on a GPU
+//! A CPU session's kernels update the host storage of the persistent buffers in place. A
+//! GPU session's kernels update the device's copy; there, after a run of an entry that
+//! writes a persistent buffer (`train_step`), the host copy is dropped as stale and the
+//! device holds the only current values. The first host read afterwards
+//! ([`Session::weights`], [`Session::save_weights`], a persistent output of a later run)
+//! reads the whole persistent region back in one copy and keeps it until the next such
+//! run; [`Session::load_weights`] replaces the host copy, which is uploaded before the
+//! next run. So training on the GPU copies no weights across per step, and checkpoints
+//! still see the values the device trained.
+//!
 //! A [`Session`] owns everything a run touches. Building one validates the artifact
 //! (again: an artifact built in memory may not have been), JIT-compiles its CLIF once and
 //! copies the initial weights into owned storage. [`Session::run`] then checks the inputs
@@ -20,6 +31,8 @@
 //! The arena is 64-byte aligned, grows when a larger batch needs it and is kept between
 //! runs; it is not cleared between runs (kernels write before they read).
 
+use std::cell::OnceCell;
+
 use bytemuck::{Pod, Zeroable};
 use strata_kernels::ir::Dim;
 
@@ -28,7 +41,8 @@ use crate::artifact::weights::{encode_weights, match_weights, to_host_tensor};
 use crate::artifact::{Artifact, ModelInfo};
 use crate::cpu::{self, JitCode, KernelFn};
 use crate::error::{RunError, SessionError, WeightsError};
-use crate::gpu::{AdapterSummary, GpuEngine, GpuOptions};
+use crate::gpu::engine::writes_persistent;
+use crate::gpu::{AdapterSummary, GpuEngine, GpuError, GpuOptions};
 use crate::tensor::{HostTensor, TensorData, type_string};
 
 /// One cache line of arena storage; a `Vec` of these is a 64-byte aligned allocation.
@@ -71,13 +85,15 @@ enum Engine {
 
 /// A model ready to run, on the CPU or a GPU.
 ///
-/// The persistent buffers' values are kept on the host in both cases; a GPU session
-/// uploads them to the device at its first run and again after [`Session::load_weights`].
+/// A CPU session keeps the persistent buffers' values on the host; a GPU session keeps
+/// them on the device and a host copy that is read back when asked for (see the module
+/// docs).
 pub struct Session {
     manifest: Manifest,
     engine: Engine,
-    /// Storage of each persistent buffer, by buffer id (None for arena buffers).
-    persistent: Vec<Option<HostTensor>>,
+    /// Host storage of each persistent buffer, by buffer id (None for arena buffers).
+    /// Always set on the CPU; unset on a GPU while the device holds newer values.
+    persistent: OnceCell<Vec<Option<HostTensor>>>,
 }
 
 impl Session {
@@ -113,7 +129,7 @@ impl Session {
         Ok(Session {
             manifest,
             engine,
-            persistent,
+            persistent: OnceCell::from(persistent),
         })
     }
 
@@ -172,16 +188,42 @@ impl Session {
         ModelInfo::from_manifest(&self.manifest)
     }
 
-    /// The current value of every persistent buffer, by weight key, in buffer order.
+    /// The current value of every persistent buffer, by weight key, in buffer order. On
+    /// a GPU whose copy is newer than the host's, this reads the weights back first.
+    ///
+    /// # Panics
+    /// If that read-back fails (the GPU was lost or does not answer). Call
+    /// [`Session::sync_weights`] first to have that failure as an error.
     pub fn weights(&self) -> impl Iterator<Item = (&str, &HostTensor)> {
+        let host = self
+            .host_weights()
+            .unwrap_or_else(|e| panic!("cannot read the weights back from the GPU: {e}"));
         self.manifest
             .buffers
             .iter()
-            .zip(&self.persistent)
+            .zip(host)
             .filter_map(|(info, storage)| match (&info.location, storage) {
                 (Location::Persistent { key }, Some(t)) => Some((key.as_str(), t)),
                 _ => None,
             })
+    }
+
+    /// Brings the host copy of the persistent buffers up to date: on a GPU whose copy is
+    /// newer, reads the weights back (one copy); otherwise does nothing.
+    pub fn sync_weights(&self) -> Result<(), GpuError> {
+        self.host_weights().map(|_| ())
+    }
+
+    /// The host copy of the persistent buffers, read back from the GPU if stale.
+    fn host_weights(&self) -> Result<&[Option<HostTensor>], GpuError> {
+        if let Some(host) = self.persistent.get() {
+            return Ok(host);
+        }
+        let Engine::Gpu(gpu) = &self.engine else {
+            return Err(GpuError::Device("the host copy of the weights is missing".into()));
+        };
+        let values = gpu.read_persistent(&self.manifest)?;
+        Ok(self.persistent.get_or_init(|| values))
     }
 
     /// Replaces every persistent buffer with the tensor of the same key in a safetensors
@@ -189,8 +231,12 @@ impl Session {
     /// and no other; on error nothing is replaced.
     pub fn load_weights(&mut self, safetensors_bytes: &[u8]) -> Result<(), WeightsError> {
         let views = match_weights(&self.manifest, safetensors_bytes)?;
+        // Every persistent buffer gets a new value, so a stale host copy needs no read-back.
+        if self.persistent.get().is_none() {
+            let _ = self.persistent.set(vec![None; self.manifest.buffers.len()]);
+        }
         for (id, view) in views {
-            if let Some(slot) = self.persistent.get_mut(id) {
+            if let Some(slot) = self.persistent.get_mut().and_then(|host| host.get_mut(id)) {
                 *slot = Some(to_host_tensor(&view));
             }
         }
@@ -202,6 +248,7 @@ impl Session {
 
     /// The current weights as a safetensors file (loadable by [`Session::load_weights`]).
     pub fn save_weights(&self) -> Result<Vec<u8>, WeightsError> {
+        self.sync_weights()?;
         encode_weights(self.weights())
     }
 
@@ -237,15 +284,19 @@ impl Session {
                         entry_index,
                         &bound.tensors,
                         batch,
-                        &self.persistent,
+                        self.persistent.get().map(Vec::as_slice),
                     )
                     .map_err(RunError::Gpu)?;
+                if writes_persistent(&self.manifest, entry) {
+                    self.persistent.take();
+                }
                 let mut outputs = Vec::with_capacity(entry.outputs.len());
                 for (port, result) in entry.outputs.iter().zip(results) {
                     let tensor = match result {
                         Some(t) => t,
                         None => self
-                            .persistent
+                            .host_weights()
+                            .map_err(RunError::Gpu)?
                             .get(port.buffer)
                             .and_then(Option::clone)
                             .ok_or_else(|| internal(format!("no storage for `{}`", port.name)))?,
@@ -319,7 +370,8 @@ impl Session {
                     }
                     Location::Persistent { .. } => self
                         .persistent
-                        .get_mut(id)
+                        .get_mut()
+                        .and_then(|host| host.get_mut(id))
                         .and_then(Option::as_mut)
                         .map(|t| t.data.as_bytes_mut().as_mut_ptr())
                         .ok_or_else(|| internal(format!("no storage for `{}`", info.name)))?,
@@ -354,7 +406,8 @@ impl Session {
                 }
                 Location::Persistent { .. } => self
                     .persistent
-                    .get(port.buffer)
+                    .get()
+                    .and_then(|host| host.get(port.buffer))
                     .and_then(Option::clone)
                     .ok_or_else(|| internal(format!("no storage for `{}`", info.name)))?,
             };

@@ -16,8 +16,8 @@
 //! [`crate::train::driver`]). `train` writes its run directory (default `runs/<model>`):
 //! `last.ckpt`, `best.safetensors`, `metrics.jsonl`, `curves.svg`; Ctrl-C saves
 //! `last.ckpt` and exits with code 130, and `--resume` continues from it. `--weights`
-//! of `infer` and `eval` takes parameters alone (`best.safetensors`), full weights, or
-//! (for `eval`) a checkpoint.
+//! of `infer` and `eval` takes parameters alone (`best.safetensors`), full weights, or a
+//! checkpoint (`last.ckpt`).
 //!
 //! A model built with `--target gpu` runs on the GPU by default (`--device cpu` runs its
 //! CPU code instead), and `info` names the adapter it would use (`STRATA_ADAPTER` picks
@@ -44,10 +44,9 @@ use crate::gpu::{GpuOptions, describe_adapter};
 use crate::npy::{read_npy, write_npy};
 use crate::session::{Backend, Session};
 use crate::tensor::{HostTensor, TensorData};
-use crate::train::driver::load_params;
+use crate::train::driver::load_weights_file;
 use crate::train::{
-    Checkpoint, DataError, EvalSplit, StopReason, TrainError, TrainOptions, evaluate,
-    interrupt_on_ctrl_c,
+    DataError, EvalSplit, StopReason, TrainError, TrainOptions, evaluate, interrupt_on_ctrl_c,
 };
 
 /// How many values of each output `infer` prints without `--output`.
@@ -284,16 +283,18 @@ fn train(artifact: &Artifact, args: TrainArgs, out: &mut dyn Write) -> Result<()
 
 fn eval(artifact: &Artifact, args: EvalArgs, out: &mut dyn Write) -> Result<(), Failure> {
     let config = train_config(artifact)?;
-    let mut session = Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
+    let mut session =
+        Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
     if let Some(path) = &args.weights {
-        load_weights_file(&mut session, path, true)?;
+        load_weights(&mut session, path)?;
     }
     let split = match args.split {
         SplitArg::Test => EvalSplit::Test,
         SplitArg::Val => EvalSplit::Val,
         SplitArg::All => EvalSplit::All,
     };
-    let report = evaluate(&mut session, config, args.data.as_deref(), split).map_err(train_failure)?;
+    let report =
+        evaluate(&mut session, config, args.data.as_deref(), split).map_err(train_failure)?;
     write!(out, "{report}").map_err(runtime)
 }
 
@@ -306,16 +307,16 @@ fn backend(artifact: &Artifact, device: Option<Device>) -> Backend {
     }
 }
 
-/// Loads `--weights`: parameters alone (the optimizer state stays), full weights, or,
-/// with `checkpoints`, a training checkpoint.
-fn load_weights_file(session: &mut Session, path: &Path, checkpoints: bool) -> Result<(), Failure> {
-    let failure = |e: &dyn Display| Failure::Runtime(format!("{}: {e}", path.display()));
-    let bytes = std::fs::read(path).map_err(|e| failure(&e))?;
-    if checkpoints && let Ok(checkpoint) = Checkpoint::from_bytes(&bytes, path) {
-        let weights = checkpoint.weights_safetensors().map_err(|e| failure(&e))?;
-        return session.load_weights(&weights).map_err(|e| failure(&e));
-    }
-    load_params(session, &bytes).map_err(|e| failure(&e))
+/// Loads `--weights`: parameters alone (the optimizer state stays), full weights, or a
+/// training checkpoint.
+fn load_weights(session: &mut Session, path: &Path) -> Result<(), Failure> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Failure::Runtime(format!("{}: {e}", path.display())))?;
+    load_weights_file(session, &bytes, path).map_err(|e| match e {
+        // Checkpoint errors name the file themselves.
+        TrainError::Checkpoint(_) => runtime(e),
+        _ => Failure::Runtime(format!("{}: {e}", path.display())),
+    })
 }
 
 fn infer(artifact: &Artifact, args: InferArgs, out: &mut dyn Write) -> Result<(), Failure> {
@@ -340,7 +341,7 @@ fn infer(artifact: &Artifact, args: InferArgs, out: &mut dyn Write) -> Result<()
     let mut session =
         Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
     if let Some(path) = &args.weights {
-        load_weights_file(&mut session, path, false)?;
+        load_weights(&mut session, path)?;
     }
     let results = session.run(&args.entry, &tensors).map_err(|e| match e {
         RunError::Internal(_) | RunError::TooLarge { .. } | RunError::Gpu(_) => runtime(e),

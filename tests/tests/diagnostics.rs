@@ -14,6 +14,7 @@ fn diagnose(name: &str, text: &str, overrides: &[(&str, &str)]) -> (ErrorCode, S
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         train: true,
+        training_mode: false,
     };
     match check(&source, &options) {
         Ok(_) => panic!("{name}: expected an error"),

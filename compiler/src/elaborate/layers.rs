@@ -21,6 +21,8 @@ static CROSS_ENTROPY: &[ParamSpec] = &[req("logits"), req("labels")];
 static BCE: &[ParamSpec] = &[req("logits"), req("targets")];
 static REGRESSION: &[ParamSpec] = &[req("predictions"), req("targets")];
 static PENALTY: &[ParamSpec] = &[req("params")];
+static BATCH_NORM: &[ParamSpec] = &[req("x"), opt("momentum"), opt("eps")];
+static DROPOUT: &[ParamSpec] = &[req("x"), req("p")];
 
 /// The parameter list of a built-in, or None if `name` is not one.
 pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
@@ -37,6 +39,8 @@ pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
         "binary_cross_entropy" => BCE,
         "mse" | "mae" => REGRESSION,
         "l1" | "l2" => PENALTY,
+        "batch_norm" => BATCH_NORM,
+        "dropout" => DROPOUT,
         _ => return None,
     })
 }
@@ -62,6 +66,14 @@ pub const NAMES: &[&str] = &[
     "reshape",
     "transpose",
     "concat",
+    "cross_entropy",
+    "binary_cross_entropy",
+    "mse",
+    "mae",
+    "l1",
+    "l2",
+    "batch_norm",
+    "dropout",
 ];
 
 pub fn unknown_layer<'a>(callee: &Ident, blocks: impl Iterator<Item = &'a str>) -> Diagnostic {
@@ -123,6 +135,8 @@ pub(super) fn call_layer(
         "binary_cross_entropy" => super::losses::binary_cross_entropy(e, &args, span),
         "mse" | "mae" => super::losses::regression(e, &args, span, name == "mse"),
         "l1" | "l2" => super::losses::penalty(e, &args, span, name == "l2"),
+        "batch_norm" => super::normalization::batch_norm(e, &args, span, path),
+        "dropout" => super::normalization::dropout(e, &args, span, path),
         _ => Err(unknown_layer(callee, std::iter::empty())),
     }
 }

@@ -23,7 +23,7 @@ fn un(e: &mut Elaborator, op: UnaryOp, a: ValueId, span: Span) -> Result<ValueId
 }
 
 /// The sum of every element: f32[].
-fn sum_all(e: &mut Elaborator, x: ValueId, span: Span) -> Result<ValueId, Diagnostic> {
+pub(super) fn sum_all(e: &mut Elaborator, x: ValueId, span: Span) -> Result<ValueId, Diagnostic> {
     let rank = e.graph.ty(x).shape.rank();
     if rank == 0 {
         return Ok(x);
@@ -42,7 +42,7 @@ fn sum_all(e: &mut Elaborator, x: ValueId, span: Span) -> Result<ValueId, Diagno
 /// The number of rows of a tensor of shape `dims` as an f32[] value: the product of the
 /// fixed dims times the batch size (counted at run time, so a last partial batch is
 /// averaged over its own size).
-fn row_count(e: &mut Elaborator, dims: &[Dim], span: Span) -> Result<ValueId, Diagnostic> {
+pub(super) fn row_count(e: &mut Elaborator, dims: &[Dim], span: Span) -> Result<ValueId, Diagnostic> {
     let fixed: u64 = dims.iter().filter_map(|d| d.fixed()).product();
     let c = e.constant(fixed as f64, span);
     if !dims.contains(&Dim::Batch) {

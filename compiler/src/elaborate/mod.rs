@@ -13,6 +13,7 @@
 pub mod args;
 pub mod layers;
 mod losses;
+mod normalization;
 pub mod value;
 
 use crate::ir::{DType, Dim, Graph, Init, Op, Span, TensorType, ValueId};
@@ -31,6 +32,10 @@ pub struct ElaborateOptions {
     /// Also elaborate the model's `train` section, if it has one: its label input and
     /// its loss.
     pub train: bool,
+    /// Build layers with their training behaviour: dropout draws masks (from a `step`
+    /// input) and batch norm uses batch statistics and updates its running averages.
+    /// Without it they behave as at inference.
+    pub training_mode: bool,
 }
 
 /// A model's `train` section, elaborated into the model's graph.
@@ -44,7 +49,8 @@ pub struct TrainElab {
     pub loss: ValueId,
     /// The model's own outputs (the graph's outputs also hold `loss`).
     pub model_outputs: Vec<(String, ValueId)>,
-    /// The model's trainable parameters, in creation order.
+    /// The model's trainable parameters, in creation order (not batch norm's running
+    /// statistics).
     pub params: Vec<ValueId>,
 }
 
@@ -78,6 +84,9 @@ pub fn elaborate(program: &Program, options: &ElaborateOptions) -> Result<Elabor
         instances: HashMap::new(),
         scopes: vec![NameScope::default()],
         block_stack: Vec::new(),
+        training: options.training_mode,
+        non_trainable: HashSet::new(),
+        step: None,
     };
     let mut env = Env::default();
     let mut hyper_params = Vec::new();
@@ -275,16 +284,9 @@ fn reachable_from_outputs(graph: &Graph) -> HashSet<ValueId> {
     live
 }
 
-/// Drops values no output depends on (bindings computed but never used).
+/// Drops values no output or update depends on (bindings computed but never used).
 fn prune_unreachable(graph: &mut Graph) {
-    let live = reachable_from_outputs(graph);
-    let mut order = graph.topo_order();
-    order.reverse();
-    for v in order {
-        if !live.contains(&v) {
-            graph.remove(v);
-        }
-    }
+    crate::passes::dce::eliminate_dead_code(graph, false);
 }
 
 /// Names bound in one model or block body.
@@ -377,6 +379,12 @@ struct Elaborator<'p> {
     instances: HashMap<String, InstanceDecl>,
     scopes: Vec<NameScope>,
     block_stack: Vec<String>,
+    /// Whether layers take their training behaviour (see [`ElaborateOptions`]).
+    training: bool,
+    /// Persistent values that are not trained (batch norm's running statistics).
+    non_trainable: HashSet<String>,
+    /// The `step` input, created by the first layer that draws random numbers.
+    step: Option<ValueId>,
 }
 
 impl<'p> Elaborator<'p> {
@@ -432,7 +440,13 @@ impl<'p> Elaborator<'p> {
             )
             .with_help("e.g. `loss = cross_entropy(logits, y)`"));
         };
-        let params: Vec<ValueId> = self.graph.params().into_iter().map(|(v, _)| v).collect();
+        let params: Vec<ValueId> = self
+            .graph
+            .params()
+            .into_iter()
+            .filter(|(_, p)| !self.non_trainable.contains(*p))
+            .map(|(v, _)| v)
+            .collect();
         let weights: Vec<Value> = self
             .graph
             .params()
@@ -474,6 +488,16 @@ impl<'p> Elaborator<'p> {
             model_outputs: outputs.to_vec(),
             params,
         })
+    }
+
+    /// The training step number (f32[], 1-based), an input of the `train_step` entry.
+    fn step_input(&mut self, span: Span) -> ValueId {
+        if let Some(v) = self.step {
+            return v;
+        }
+        let v = self.graph.add_leaf(Op::Input { name: "step".into() }, TensorType::new(DType::F32, vec![]), span);
+        self.step = Some(v);
+        v
     }
 
     fn scope(&mut self) -> &mut NameScope {

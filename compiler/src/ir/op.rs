@@ -223,6 +223,15 @@ pub enum Op {
     /// `f32[dims, classes]`, `classes >= 1`. Not differentiable (its operand is an
     /// integer), so autodiff never sends a gradient through it.
     OneHot { classes: u64 },
+    /// Uniform draws in `[0, 1)` for dropout masks, the same bits on every backend:
+    /// element `i` (row-major, over `shape` at the run's batch) is
+    /// `strata_kernels::rng::uniform_at(seed, i, step_word(step))`, Philox4x32-10 with
+    /// `i` and the step in the counter and `seed` as the key. The one operand is the
+    /// training step, an integer held as a float (converted truncating and saturating,
+    /// negatives and NaN -> 0), so each step draws a fresh mask.
+    /// Typing: `f32[]` -> `f32[shape]`. Not differentiable: autodiff sends no gradient
+    /// to the step.
+    RandomUniform { seed: u64, shape: Shape },
 }
 
 impl Op {
@@ -247,6 +256,7 @@ impl Op {
             Op::StopGradient => "stop_gradient",
             Op::Broadcast { .. } => "broadcast",
             Op::OneHot { .. } => "one_hot",
+            Op::RandomUniform { .. } => "random_uniform",
         }
     }
 
@@ -261,7 +271,8 @@ impl Op {
             | Op::Slice { .. }
             | Op::StopGradient
             | Op::Broadcast { .. }
-            | Op::OneHot { .. } => Some(1),
+            | Op::OneHot { .. }
+            | Op::RandomUniform { .. } => Some(1),
             Op::Binary(_) | Op::MatMul => Some(2),
             Op::Concat { .. } => None,
         }
@@ -472,6 +483,18 @@ impl Op {
                 let mut dims = t.shape.0.clone();
                 dims.push(Dim::Fixed(*classes));
                 Ok(TensorType::f32(dims))
+            }
+            Op::RandomUniform { shape, .. } => {
+                let step = operands[0];
+                if *step != TensorType::f32(vec![]) {
+                    return Err(format!(
+                        "`random_uniform` needs the step as an f32[] scalar, got {step}"
+                    ));
+                }
+                checked_shape(shape.clone()).map(|shape| TensorType {
+                    dtype: DType::F32,
+                    shape,
+                })
             }
         }
     }

@@ -44,6 +44,7 @@ pub fn op_text(op: &Op) -> String {
         Op::Slice { axis, start, len } => format!("slice axis={axis} start={start} len={len}"),
         Op::Broadcast { shape } => format!("broadcast {shape}"),
         Op::OneHot { classes } => format!("one_hot classes={classes}"),
+        Op::RandomUniform { seed, shape } => format!("random_uniform seed={seed} {shape}"),
         _ => op.mnemonic().into(),
     }
 }

@@ -1,4 +1,6 @@
-//! The kernel of each op: how one graph op becomes one (or, for concat, a few) kernels.
+//! The kernels of the lowered program: a fused chain (a map, a reduction or a product
+//! with its epilogue), a copy, or an update group, built by substitution: [`element`]
+//! loads a stored value and rebuilds an inlined one from its operands.
 
 use super::{BufferId, LowerError, LoweredLaunch, Lowerer, Storage, kernel_dims};
 use crate::ir::{self, Op, ValueId};
@@ -64,15 +66,21 @@ fn vars(n: usize) -> Vec<Index> {
     (0..n).map(Index::Var).collect()
 }
 
-/// The element of `v` at `coords` (one per dimension of `v`). A view (a reshape, a
-/// folded transpose) is addressed through its own shape: a reshape keeps the row-major
-/// order, so the flat index in the value's shape is the flat index in the buffer.
+/// The element of `v` at `coords` (one per dimension of `v`). A stored value is a load
+/// (a view, a reshape or a folded transpose, is addressed through its own shape: a
+/// reshape keeps the row-major order, so the flat index in the value's shape is the flat
+/// index in the buffer); an inlined value is rebuilt from its operands' elements; in an
+/// epilogue, the product or reduction `acc` is [`Expr::Acc`].
 fn element(
     l: &Lowerer,
     slots: &mut Slots,
     v: ValueId,
     coords: &[Index],
+    acc: Option<ValueId>,
 ) -> Result<Expr, LowerError> {
+    if acc == Some(v) {
+        return Ok(Expr::Acc);
+    }
     let shape = kernel_dims(&l.graph.ty(v).shape);
     match l.storage.get(&v).copied() {
         Some(Storage::Const(c)) => Ok(Expr::Const(c)),
@@ -88,20 +96,17 @@ fn element(
             let s = slots.slot(l, b, Access::Read);
             Ok(Expr::load(s, Index::row_major(&c, &src_shape)))
         }
+        Some(Storage::Inline) => expand(l, slots, v, coords, acc),
         None => Err(LowerError(format!("{v} used before it is lowered"))),
     }
 }
 
-/// The element of `v` broadcast into an iteration space of rank `rank` (NumPy rules).
-fn broadcast_element(
-    l: &Lowerer,
-    slots: &mut Slots,
-    v: ValueId,
-    rank: usize,
-) -> Result<Expr, LowerError> {
-    let shape = l.graph.ty(v).shape.clone();
-    let r = shape.rank();
-    let coords: Vec<Index> = shape
+/// Coordinates of operand `o` read at `coords` of a space of rank `coords.len()`, by
+/// NumPy broadcasting (align from the right, dims of 1 read index 0).
+fn broadcast_coords(l: &Lowerer, o: ValueId, coords: &[Index]) -> Vec<Index> {
+    let shape = &l.graph.ty(o).shape;
+    let (r, rank) = (shape.rank(), coords.len());
+    shape
         .dims()
         .iter()
         .enumerate()
@@ -109,11 +114,95 @@ fn broadcast_element(
             if *d == ir::Dim::Fixed(1) {
                 Index::Const(0)
             } else {
-                Index::Var(rank - r + i)
+                coords[rank - r + i].clone()
             }
         })
-        .collect();
-    element(l, slots, v, &coords)
+        .collect()
+}
+
+/// `v`'s op rebuilt at `coords` from its operands' elements.
+fn expand(
+    l: &Lowerer,
+    slots: &mut Slots,
+    v: ValueId,
+    coords: &[Index],
+    acc: Option<ValueId>,
+) -> Result<Expr, LowerError> {
+    let node = l.graph.node(v);
+    let operands = l.graph.operands(v);
+    let rank = coords.len();
+    let at = |o: ValueId, c: &[Index], slots: &mut Slots| element(l, slots, o, c, acc);
+    Ok(match &node.op {
+        Op::Unary(op) => {
+            let c = broadcast_coords(l, operands[0], coords);
+            Expr::unary(unary(*op), at(operands[0], &c, slots)?)
+        }
+        Op::Binary(op) => {
+            let ca = broadcast_coords(l, operands[0], coords);
+            let cb = broadcast_coords(l, operands[1], coords);
+            let a = at(operands[0], &ca, slots)?;
+            let b = at(operands[1], &cb, slots)?;
+            Expr::binary(binary(*op), a, b)
+        }
+        Op::Broadcast { .. } => {
+            let c = broadcast_coords(l, operands[0], coords);
+            at(operands[0], &c, slots)?
+        }
+        Op::StopGradient => at(operands[0], coords, slots)?,
+        Op::Transpose { perm } => {
+            let mut c = vec![Index::Const(0); rank];
+            for (i, p) in perm.iter().enumerate() {
+                c[*p] = coords[i].clone();
+            }
+            at(operands[0], &c, slots)?
+        }
+        Op::Slice { axis, start, .. } => {
+            let mut c = coords.to_vec();
+            c[*axis] = c[*axis].clone().add(Index::Const(*start as i64));
+            at(operands[0], &c, slots)?
+        }
+        // out[i..., c] = (c == labels[i...]): the comparison gives 1.0 or 0.0, and a label
+        // outside 0..classes matches no c.
+        Op::OneHot { .. } => {
+            let label = at(operands[0], &coords[..rank - 1], slots)?;
+            Expr::binary(
+                BinaryOp::Eq,
+                Expr::IndexValue(coords[rank - 1].clone()),
+                label,
+            )
+        }
+        // Only a reshape adding or removing dims of 1 is inlined: the other dims pair up.
+        Op::Reshape { .. } => {
+            let src = l.graph.ty(operands[0]).shape.clone();
+            let mut kept = node
+                .ty
+                .shape
+                .dims()
+                .iter()
+                .zip(coords)
+                .filter(|(d, _)| **d != ir::Dim::Fixed(1))
+                .map(|(_, c)| c.clone());
+            let c: Vec<Index> = src
+                .dims()
+                .iter()
+                .map(|d| {
+                    if *d == ir::Dim::Fixed(1) {
+                        Some(Index::Const(0))
+                    } else {
+                        kept.next()
+                    }
+                })
+                .collect::<Option<_>>()
+                .ok_or_else(|| LowerError(format!("{v}: reshape cannot be inlined")))?;
+            at(operands[0], &c, slots)?
+        }
+        other => {
+            return Err(LowerError(format!(
+                "{v}: `{}` cannot be inlined",
+                other.mnemonic()
+            )));
+        }
+    })
 }
 
 fn unary(op: ir::UnaryOp) -> UnaryOp {
@@ -157,48 +246,54 @@ fn reduce_op(op: ir::ReduceOp) -> ReduceOp {
 
 /// Emits the kernel(s) computing `v` into buffer `out`.
 pub(super) fn emit(l: &mut Lowerer, v: ValueId, out: BufferId) -> Result<(), LowerError> {
-    let node = l.graph.node(v);
-    let operands = l.graph.operands(v);
+    emit_fused(l, v, v, out)
+}
+
+/// The name of a fused kernel: its ops, producer first (`matmul_add_relu`).
+fn chain_name(l: &Lowerer, producer: ValueId, root: ValueId) -> String {
+    let mut names = vec![l.graph.node(root).op.mnemonic()];
+    let mut v = root;
+    while v != producer {
+        match l.graph.operands(v).into_iter().find(|o| {
+            *o == producer
+                || matches!(l.fusion.get(*o), super::fuse::Placement::Epilogue { .. })
+        }) {
+            Some(o) => {
+                names.push(l.graph.node(o).op.mnemonic());
+                v = o;
+            }
+            None => break,
+        }
+    }
+    names.reverse();
+    names.truncate(4);
+    names.join("_")
+}
+
+/// Emits the kernel(s) computing `producer` followed by its epilogue chain up to `root`
+/// into buffer `out` (`producer == root` for a kernel of one op, or a map).
+pub(super) fn emit_fused(
+    l: &mut Lowerer,
+    producer: ValueId,
+    root: ValueId,
+    out: BufferId,
+) -> Result<(), LowerError> {
+    let node = l.graph.node(producer);
+    let operands = l.graph.operands(producer);
     let space = kernel_dims(&node.ty.shape);
     let rank = space.len();
     let mut slots = Slots::new();
     let out_index = Index::row_major(&vars(rank), &space);
+    let name = chain_name(l, producer, root);
+    // The epilogue: the chain's expression over the producer's coordinates.
+    let epilogue = |l: &Lowerer, slots: &mut Slots| -> Result<Expr, LowerError> {
+        if root == producer {
+            Ok(Expr::Acc)
+        } else {
+            expand(l, slots, root, &vars(rank), Some(producer))
+        }
+    };
     match &node.op {
-        Op::Unary(op) => {
-            let x = broadcast_element(l, &mut slots, operands[0], rank)?;
-            let o = slots.slot(l, out, Access::Write);
-            let stores = vec![Store {
-                buf: o,
-                index: out_index,
-                value: Expr::unary(unary(*op), x),
-            }];
-            push_kernel(l, op.name(), slots, KernelBody::Map { space, stores })
-        }
-        Op::Binary(op) => {
-            let a = broadcast_element(l, &mut slots, operands[0], rank)?;
-            let b = broadcast_element(l, &mut slots, operands[1], rank)?;
-            let o = slots.slot(l, out, Access::Write);
-            let stores = vec![Store {
-                buf: o,
-                index: out_index,
-                value: Expr::binary(binary(*op), a, b),
-            }];
-            push_kernel(l, op.name(), slots, KernelBody::Map { space, stores })
-        }
-        Op::Transpose { perm } => {
-            let mut coords = vec![Index::Const(0); rank];
-            for (i, p) in perm.iter().enumerate() {
-                coords[*p] = Index::Var(i);
-            }
-            let x = element(l, &mut slots, operands[0], &coords)?;
-            let o = slots.slot(l, out, Access::Write);
-            let stores = vec![Store {
-                buf: o,
-                index: out_index,
-                value: x,
-            }];
-            push_kernel(l, "transpose", slots, KernelBody::Map { space, stores })
-        }
         Op::Reduce {
             op,
             axes,
@@ -220,7 +315,8 @@ pub(super) fn emit(l: &mut Lowerer, v: ValueId, out: BufferId) -> Result<(), Low
                     out_pos += 1;
                 }
             }
-            let value = element(l, &mut slots, operands[0], &coords)?;
+            let value = element(l, &mut slots, operands[0], &coords, None)?;
+            let epilogue = epilogue(l, &mut slots)?;
             let o = slots.slot(l, out, Access::Write);
             let body = KernelBody::Reduce {
                 space,
@@ -230,21 +326,22 @@ pub(super) fn emit(l: &mut Lowerer, v: ValueId, out: BufferId) -> Result<(), Low
                 out: Store {
                     buf: o,
                     index: out_index,
-                    value: Expr::Acc,
+                    value: epilogue,
                 },
             };
-            push_kernel(l, op.name(), slots, body)
+            push_kernel(l, &name, slots, body)
         }
         Op::MatMul => {
-            let c = contraction(l, &mut slots, operands[0], operands[1], &space, out)?;
-            push_kernel(l, "matmul", slots, KernelBody::Contract(c))
+            let mut c = contraction(l, &mut slots, operands[0], operands[1], &space, out)?;
+            c.epilogue = epilogue(l, &mut slots)?;
+            push_kernel(l, &name, slots, KernelBody::Contract(c))
         }
         Op::Concat { axis } => {
             let mut offset = 0i64;
             for o in operands {
                 let mut slots = Slots::new();
                 let part_dims = kernel_dims(&l.graph.ty(o).shape);
-                let x = element(l, &mut slots, o, &vars(rank))?;
+                let x = element(l, &mut slots, o, &vars(rank), None)?;
                 let mut coords = vars(rank);
                 coords[*axis] = Index::Var(*axis).add(Index::Const(offset));
                 let ob = slots.slot(l, out, Access::Write);
@@ -269,61 +366,25 @@ pub(super) fn emit(l: &mut Lowerer, v: ValueId, out: BufferId) -> Result<(), Low
             }
             Ok(())
         }
-        Op::Slice { axis, start, .. } => {
-            let mut coords = vars(rank);
-            coords[*axis] = Index::Var(*axis).add(Index::Const(*start as i64));
-            let x = element(l, &mut slots, operands[0], &coords)?;
+        _ => {
+            let value = expand(l, &mut slots, producer, &vars(rank), None)?;
             let o = slots.slot(l, out, Access::Write);
             let stores = vec![Store {
                 buf: o,
                 index: out_index,
-                value: x,
+                value,
             }];
-            push_kernel(l, "slice", slots, KernelBody::Map { space, stores })
+            push_kernel(l, &name, slots, KernelBody::Map { space, stores })
         }
-        // The identity: a copy (simplification may drop it once autodiff has run).
-        Op::StopGradient => {
-            let x = element(l, &mut slots, operands[0], &vars(rank))?;
-            let o = slots.slot(l, out, Access::Write);
-            let stores = vec![Store {
-                buf: o,
-                index: out_index,
-                value: x,
-            }];
-            push_kernel(l, "stop_gradient", slots, KernelBody::Map { space, stores })
-        }
-        Op::Broadcast { .. } => {
-            let x = broadcast_element(l, &mut slots, operands[0], rank)?;
-            let o = slots.slot(l, out, Access::Write);
-            let stores = vec![Store {
-                buf: o,
-                index: out_index,
-                value: x,
-            }];
-            push_kernel(l, "broadcast", slots, KernelBody::Map { space, stores })
-        }
-        // out[i..., c] = (c == labels[i...]): the comparison gives 1.0 or 0.0, and a label
-        // outside 0..classes matches no c.
-        Op::OneHot { .. } => {
-            let label = element(l, &mut slots, operands[0], &vars(rank - 1))?;
-            let o = slots.slot(l, out, Access::Write);
-            let stores = vec![Store {
-                buf: o,
-                index: out_index,
-                value: Expr::binary(BinaryOp::Eq, Expr::IndexValue(Index::Var(rank - 1)), label),
-            }];
-            push_kernel(l, "one_hot", slots, KernelBody::Map { space, stores })
-        }
-        other => Err(LowerError(format!("no kernel for `{}`", other.mnemonic()))),
     }
 }
 
-/// A copy of a constant or a view into its own buffer.
+/// A copy of a constant, an inlined value or a view into its own buffer.
 pub(super) fn emit_copy(l: &mut Lowerer, v: ValueId, out: BufferId) -> Result<(), LowerError> {
     let space = kernel_dims(&l.graph.ty(v).shape);
     let rank = space.len();
     let mut slots = Slots::new();
-    let x = element(l, &mut slots, v, &vars(rank))?;
+    let x = element(l, &mut slots, v, &vars(rank), None)?;
     let o = slots.slot(l, out, Access::Write);
     let stores = vec![Store {
         buf: o,
@@ -331,6 +392,31 @@ pub(super) fn emit_copy(l: &mut Lowerer, v: ValueId, out: BufferId) -> Result<()
         value: x,
     }];
     push_kernel(l, "copy", slots, KernelBody::Map { space, stores })
+}
+
+/// One map storing every `(param, new value)` of an update group into the parameters'
+/// buffers (`targets`), all of one shape.
+pub(super) fn emit_update(
+    l: &mut Lowerer,
+    members: &[(ValueId, ValueId)],
+    targets: &[BufferId],
+) -> Result<(), LowerError> {
+    let space = kernel_dims(&l.graph.ty(members[0].0).shape);
+    let rank = space.len();
+    let mut slots = Slots::new();
+    let mut values = Vec::new();
+    for (_, new) in members {
+        values.push(element(l, &mut slots, *new, &vars(rank), None)?);
+    }
+    let mut stores = Vec::new();
+    for (value, target) in values.into_iter().zip(targets) {
+        stores.push(Store {
+            buf: slots.slot(l, *target, Access::Write),
+            index: Index::row_major(&vars(rank), &space),
+            value,
+        });
+    }
+    push_kernel(l, "update", slots, KernelBody::Map { space, stores })
 }
 
 /// A matrix operand over the contraction's batch variables: `v`'s element

@@ -1,16 +1,25 @@
-//! Graph IR -> kernel IR: one kernel per computing op (fusion, a later pass, merges
-//! them), buffers for the values that need storage, and the launch order.
+//! Graph IR -> kernel IR: the fused kernels, the buffers of the values that need
+//! storage, and the launch order.
 //!
-//! Values that need no kernel: constants (inlined into the expressions that use them),
-//! reshapes (a view of their operand's buffer: same elements, same order), and a
-//! transpose of the last two dimensions that only feeds matrix products (folded into the
-//! product's operand strides).
+//! [`fuse`] decides per value whether it gets a buffer, is computed inside its users'
+//! expressions, or ends a product's or reduction's epilogue; [`kernels_of`] builds the
+//! kernels. Values that need no kernel: constants and inlined values (substituted into
+//! the expressions that use them), reshapes of stored values (a view of their operand's
+//! buffer: same elements, same order), and a transpose of the last two dimensions that
+//! only feeds matrix products (folded into the product's operand strides).
+//!
+//! Launch order is the graph's topological order of the kernel roots, except for the
+//! optimizer updates: each update group (see [`fuse`], rule `update-group`) is launched
+//! as soon as its inputs exist and every kernel reading the old values has run, so the
+//! gradients it consumes die early.
 
+pub mod fuse;
 mod kernels_of;
 pub mod print;
 
 use crate::ir::{self, Graph, Op, ValueId};
-use std::collections::HashMap;
+use fuse::{Fusion, Placement};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use strata_kernels::ir::{Dim, Kernel, ScalarType};
 
 /// Position of a buffer in [`Lowered::buffers`].
@@ -76,7 +85,7 @@ fn scalar_type(d: ir::DType) -> ScalarType {
     }
 }
 
-/// Where the elements of a value live.
+/// Where the elements of a value live once it is lowered.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Storage {
     /// In a buffer, row-major in the value's own shape.
@@ -85,10 +94,59 @@ enum Storage {
     Const(f64),
     /// The transpose (last two dims) of the value stored in this buffer.
     TransposedView(BufferId),
+    /// Rebuilt from its operands wherever it is used (an inlined value or an epilogue
+    /// link).
+    Inline,
 }
 
-/// Lowers every value the outputs depend on.
+/// Optimizer updates stored by one map kernel.
+#[derive(Clone, Debug)]
+struct UpdateGroup {
+    members: Vec<(ValueId, ValueId)>,
+    /// Values that must be lowered before the group runs: its new values and every
+    /// kernel root (or output) that reads one of its parameters' old values.
+    after: HashSet<ValueId>,
+    done: bool,
+}
+
+/// Lowers every value of the graph, fused by the rules of [`fuse`].
 pub fn lower(graph: &Graph) -> Result<Lowered, LowerError> {
+    let mut fusion = fuse::plan_fusion(graph);
+    let groups = update_groups(graph, &mut fusion);
+    lower_with(graph, fusion, groups)
+}
+
+/// Lowers with one kernel per op: no inlining, no epilogues (the reference the fused
+/// lowering is compared against in `--stats`).
+pub fn lower_unfused(graph: &Graph) -> Result<Lowered, LowerError> {
+    let mut fusion = Fusion::default();
+    for v in graph.values() {
+        let p = match &graph.node(v).op {
+            Op::Input { .. } | Op::Param { .. } => Placement::Leaf,
+            Op::Const { .. } => Placement::Const,
+            Op::Reshape { .. } => Placement::View,
+            Op::Transpose { .. } if fuse::folds_into_matmuls(graph, v) => Placement::View,
+            _ => Placement::Buffer,
+        };
+        fusion.placement.insert(v, p);
+    }
+    let groups = graph
+        .updates
+        .iter()
+        .map(|&(p, n)| UpdateGroup {
+            members: vec![(p, n)],
+            after: graph.values().into_iter().collect(),
+            done: false,
+        })
+        .collect();
+    lower_with(graph, fusion, groups)
+}
+
+fn lower_with(
+    graph: &Graph,
+    fusion: Fusion,
+    groups: Vec<UpdateGroup>,
+) -> Result<Lowered, LowerError> {
     let mut l = Lowerer {
         graph,
         out: Lowered {
@@ -99,9 +157,25 @@ pub fn lower(graph: &Graph) -> Result<Lowered, LowerError> {
             outputs: Vec::new(),
         },
         storage: HashMap::new(),
+        fusion,
     };
+    let mut groups = groups;
+    let mut lowered: HashSet<ValueId> = HashSet::new();
+    let mut output_buffers: HashMap<ValueId, BufferId> = HashMap::new();
+    let outputs: HashSet<ValueId> = graph.outputs.iter().map(|(_, v)| *v).collect();
     for v in graph.topo_order() {
         l.value(v)?;
+        // An output is copied out as soon as it exists, before an update may overwrite
+        // the parameter it views.
+        if outputs.contains(&v) {
+            let b = l.output_buffer(v)?;
+            output_buffers.insert(v, b);
+        }
+        lowered.insert(v);
+        l.launch_ready_updates(&mut groups, &lowered)?;
+    }
+    for g in groups.iter_mut().filter(|g| !g.done) {
+        l.launch_update(g)?;
     }
     for &i in &graph.inputs {
         if let (Op::Input { name }, Some(Storage::Buffer(b))) =
@@ -111,27 +185,131 @@ pub fn lower(graph: &Graph) -> Result<Lowered, LowerError> {
         }
     }
     for (name, v) in &graph.outputs {
-        let b = l.output_buffer(*v)?;
+        let b = output_buffers
+            .get(v)
+            .copied()
+            .ok_or_else(|| LowerError(format!("output `{name}` was not lowered")))?;
         l.out.outputs.push((name.clone(), b));
     }
-    // Updates last: every kernel that reads a parameter's old value has run by then.
-    for (param, new) in &graph.updates {
-        let Some(Storage::Buffer(target)) = l.storage.get(param).copied() else {
-            return Err(LowerError(format!("update of {param}: not a parameter buffer")));
-        };
-        if l.out.buffers[target].role == BufferRole::Temp {
-            return Err(LowerError(format!("update of {param}: not a parameter buffer")));
-        }
-        l.materialize(*new)?;
-        kernels_of::emit_copy(&mut l, *new, target)?;
-    }
     Ok(l.out)
+}
+
+/// Groups the updates (rule `update-group` of [`fuse`]) and gives a buffer to every new
+/// value that cannot be stored in place safely.
+fn update_groups(graph: &Graph, fusion: &mut Fusion) -> Vec<UpdateGroup> {
+    let n = graph.updates.len();
+    let param_of: HashMap<ValueId, usize> = graph
+        .updates
+        .iter()
+        .enumerate()
+        .map(|(i, (p, _))| (*p, i))
+        .collect();
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn find(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for (i, &(param, new)) in graph.updates.iter().enumerate() {
+        if fusion.get(new) != Placement::Inline {
+            continue;
+        }
+        // Walk the inlined tree; `aligned` says the path reads element for element.
+        let mut stack = vec![(new, true)];
+        let mut seen = HashSet::new();
+        let mut unsafe_read = false;
+        let mut joins = Vec::new();
+        while let Some((v, aligned)) = stack.pop() {
+            if !seen.insert((v, aligned)) {
+                continue;
+            }
+            // Another update's new value is read through its tree (inlined) or its
+            // buffer (a temp, no hazard); only parameter reads can race a store.
+            if let Some(&j) = param_of.get(&v) {
+                let same_shape = graph.ty(graph.updates[j].0).shape == graph.ty(param).shape;
+                if aligned && same_shape {
+                    joins.push(j);
+                } else {
+                    unsafe_read = true;
+                }
+            }
+            if v != new && fusion.get(v) != Placement::Inline {
+                continue;
+            }
+            let node = graph.node(v);
+            let keeps = matches!(node.op, Op::Unary(_) | Op::Binary(_) | Op::StopGradient);
+            for o in graph.operands(v) {
+                let a = aligned && keeps && graph.ty(o).shape == node.ty.shape;
+                stack.push((o, a));
+            }
+        }
+        if unsafe_read {
+            fusion.placement.insert(new, Placement::Buffer);
+        } else {
+            for j in joins {
+                let (a, b) = (find(&mut parent, i), find(&mut parent, j));
+                parent[a] = b;
+            }
+        }
+    }
+    let mut by_root: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in 0..n {
+        let r = find(&mut parent, i);
+        by_root.entry(r).or_default().push(i);
+    }
+    by_root
+        .into_values()
+        .map(|members| {
+            let members: Vec<(ValueId, ValueId)> =
+                members.iter().map(|&i| graph.updates[i]).collect();
+            let mut after: HashSet<ValueId> = members.iter().map(|(_, v)| *v).collect();
+            for (p, _) in &members {
+                after.extend(old_value_readers(graph, fusion, *p));
+            }
+            UpdateGroup {
+                members,
+                after,
+                done: false,
+            }
+        })
+        .collect()
+}
+
+/// The kernel roots (and outputs) whose kernels read `param`'s buffer.
+fn old_value_readers(graph: &Graph, fusion: &Fusion, param: ValueId) -> HashSet<ValueId> {
+    let outputs: HashSet<ValueId> = graph.outputs.iter().map(|(_, v)| *v).collect();
+    let mut readers = HashSet::new();
+    let mut seen = HashSet::new();
+    let mut stack = vec![param];
+    while let Some(v) = stack.pop() {
+        if !seen.insert(v) {
+            continue;
+        }
+        if outputs.contains(&v) {
+            readers.insert(v);
+        }
+        for u in graph.users(v) {
+            match fusion.get(u) {
+                Placement::Inline | Placement::View | Placement::Const => stack.push(u),
+                Placement::Epilogue { root } => {
+                    readers.insert(root);
+                }
+                Placement::Buffer | Placement::Leaf => {
+                    readers.insert(u);
+                }
+            }
+        }
+    }
+    readers
 }
 
 struct Lowerer<'g> {
     graph: &'g Graph,
     out: Lowered,
     storage: HashMap<ValueId, Storage>,
+    fusion: Fusion,
 }
 
 impl<'g> Lowerer<'g> {
@@ -153,26 +331,30 @@ impl<'g> Lowerer<'g> {
 
     fn value(&mut self, v: ValueId) -> Result<(), LowerError> {
         let node = self.graph.node(v);
-        let storage = match &node.op {
-            Op::Input { name } => {
+        let storage = match (&node.op, self.fusion.get(v)) {
+            (Op::Input { name }, _) => {
                 Storage::Buffer(self.new_buffer(v, BufferRole::Input(name.clone())))
             }
-            Op::Param { path, .. } => {
+            (Op::Param { path, .. }, _) => {
                 Storage::Buffer(self.new_buffer(v, BufferRole::Param(path.clone())))
             }
-            Op::Const { value } => Storage::Const(*value),
-            Op::Reshape { .. } => {
+            (Op::Const { value }, _) => Storage::Const(*value),
+            (_, Placement::Inline | Placement::Epilogue { .. }) => Storage::Inline,
+            (Op::Reshape { .. }, _) => {
                 let src = self.graph.operands(v)[0];
                 Storage::Buffer(self.materialize(src)?)
             }
-            Op::Transpose { perm } if self.folds_into_matmuls(v, perm) => {
+            (Op::Transpose { .. }, Placement::View) => {
                 let src = self.graph.operands(v)[0];
                 Storage::TransposedView(self.materialize(src)?)
             }
             _ => {
                 let out = self.new_buffer(v, BufferRole::Temp);
                 self.storage.insert(v, Storage::Buffer(out));
-                kernels_of::emit(self, v, out)?;
+                match self.fusion.producer_of.get(&v).copied() {
+                    Some(p) => kernels_of::emit_fused(self, p, v, out)?,
+                    None => kernels_of::emit(self, v, out)?,
+                }
                 return Ok(());
             }
         };
@@ -180,29 +362,44 @@ impl<'g> Lowerer<'g> {
         Ok(())
     }
 
-    /// A transpose of the last two dims whose every user is a matmul can be read through
-    /// strides instead of being computed.
-    fn folds_into_matmuls(&self, v: ValueId, perm: &[usize]) -> bool {
-        let r = perm.len();
-        r >= 2
-            && perm[..r - 2].iter().enumerate().all(|(i, p)| *p == i)
-            && perm[r - 2] == r - 1
-            && perm[r - 1] == r - 2
-            && !self.graph.outputs.iter().any(|(_, o)| *o == v)
-            && self
-                .graph
-                .users(v)
-                .iter()
-                .all(|u| matches!(self.graph.node(*u).op, Op::MatMul))
+    fn launch_ready_updates(
+        &mut self,
+        groups: &mut [UpdateGroup],
+        lowered: &HashSet<ValueId>,
+    ) -> Result<(), LowerError> {
+        for g in groups.iter_mut() {
+            if !g.done && g.after.iter().all(|v| lowered.contains(v)) {
+                self.launch_update(g)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn launch_update(&mut self, g: &mut UpdateGroup) -> Result<(), LowerError> {
+        let mut targets = Vec::new();
+        for (param, _) in &g.members {
+            let Some(Storage::Buffer(target)) = self.storage.get(param).copied() else {
+                return Err(LowerError(format!("update of {param}: not a parameter buffer")));
+            };
+            if self.out.buffers[target].role == BufferRole::Temp {
+                return Err(LowerError(format!("update of {param}: not a parameter buffer")));
+            }
+            targets.push(target);
+        }
+        kernels_of::emit_update(self, &g.members, &targets)?;
+        g.done = true;
+        Ok(())
     }
 
     /// A scratch buffer holding exactly output `v` (its own shape), copying it out of an
     /// input, a parameter or a view of another shape if need be.
     fn output_buffer(&mut self, v: ValueId) -> Result<BufferId, LowerError> {
-        let b = self.materialize(v)?;
-        let buf = &self.out.buffers[b];
-        if buf.role == BufferRole::Temp && buf.shape == kernel_dims(&self.graph.ty(v).shape) {
-            return Ok(b);
+        if let Some(Storage::Buffer(b)) = self.storage.get(&v).copied() {
+            let buf = &self.out.buffers[b];
+            if buf.role == BufferRole::Temp && buf.shape == kernel_dims(&self.graph.ty(v).shape)
+            {
+                return Ok(b);
+            }
         }
         let out = self.new_buffer(v, BufferRole::Temp);
         kernels_of::emit_copy(self, v, out)?;
@@ -210,7 +407,7 @@ impl<'g> Lowerer<'g> {
     }
 
     /// The buffer holding `v` in its own layout, computing it with a copy kernel if it is
-    /// only a constant or a view.
+    /// only a constant, an inlined value or a view.
     fn materialize(&mut self, v: ValueId) -> Result<BufferId, LowerError> {
         match self.storage.get(&v).copied() {
             Some(Storage::Buffer(b)) => Ok(b),

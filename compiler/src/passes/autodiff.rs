@@ -5,8 +5,9 @@
 //! *Evaluating Derivatives*, ch. 3; the structure of JAX's `backward_pass`):
 //!
 //! 1. The *active* values are those on a path from some `w` to the loss along edges that
-//!    carry a gradient: every edge except into `stop_gradient`, `one_hot` and the
-//!    comparisons (`lt`, `le`, `gt`, `ge`, `eq`), whose derivative is zero almost everywhere.
+//!    carry a gradient: every edge except into `stop_gradient`, `one_hot`,
+//!    `random_uniform` (its operand is the step counter) and the comparisons (`lt`,
+//!    `le`, `gt`, `ge`, `eq`), whose derivative is zero almost everywhere.
 //!    Only active values get gradient ops; the rest of the graph is left alone.
 //! 2. The loss's cotangent is the constant 1. Visiting the active values in reverse
 //!    topological order, each value's cotangent is complete (all its users came first);
@@ -117,6 +118,7 @@ fn passes_gradient(op: &Op) -> bool {
             | Op::Const { .. }
             | Op::StopGradient
             | Op::OneHot { .. }
+            | Op::RandomUniform { .. }
             | Op::Binary(Lt | Le | Gt | Ge | Eq)
     )
 }

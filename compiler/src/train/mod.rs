@@ -35,9 +35,12 @@ fn err(span: crate::ir::Span, msg: impl Into<String>) -> Diagnostic {
     Diagnostic::error(ErrorCode::BadArgument, msg, span)
 }
 
-/// Builds the entries' graphs. `overrides` are the command line's train settings.
-pub fn build(elab: &Elaborated, overrides: &[(String, String)]) -> Result<TrainingGraphs, Diagnostic> {
+/// Builds the entries' graphs from the model elaborated for inference (`elab`: eval
+/// and infer) and for training (`training`: the train step; dropout and batch norm take
+/// their training behaviour). `overrides` are the command line's train settings.
+pub fn build(elab: &Elaborated, training: &Elaborated, overrides: &[(String, String)]) -> Result<TrainingGraphs, Diagnostic> {
     let t: &TrainElab = elab.train.as_ref().expect("elaborated with train = true");
+    let tt: &TrainElab = training.train.as_ref().expect("elaborated with train = true");
     let hyper: HashMap<String, crate::elaborate::value::Value> = elab.hyper_params.iter().cloned().collect();
     let settings = section::settings(&t.section, &hyper)?;
     let at = t.section.model.span;
@@ -190,27 +193,36 @@ pub fn build(elab: &Elaborated, overrides: &[(String, String)]) -> Result<Traini
     };
 
     // train_step: loss, gradients, clipping, update.
-    let mut train_step = graph.clone();
+    let mut train_step = training.graph.clone();
     let scalar = TensorType::new(DType::F32, vec![]);
     let lr_v = train_step.add_leaf(Op::Input { name: "lr".into() }, scalar.clone(), at);
-    let step_v = train_step.add_leaf(Op::Input { name: "step".into() }, scalar, at);
-    let params: Vec<(crate::ir::ValueId, String)> = t
+    // Dropout already made the `step` input in the training build.
+    let existing_step = train_step
+        .inputs
+        .iter()
+        .copied()
+        .find(|&i| matches!(&train_step.node(i).op, Op::Input { name } if name == "step"));
+    let step_v = match existing_step {
+        Some(v) => v,
+        None => train_step.add_leaf(Op::Input { name: "step".into() }, scalar, at),
+    };
+    let params: Vec<(crate::ir::ValueId, String)> = tt
         .params
         .iter()
-        .map(|&p| match &graph.node(p).op {
+        .map(|&p| match &training.graph.node(p).op {
             Op::Param { path, .. } => (p, path.clone()),
             _ => unreachable!("params are Param ops"),
         })
         .collect();
     let wrt: Vec<crate::ir::ValueId> = params.iter().map(|(v, _)| *v).collect();
     let internal = |e: String| Diagnostic::error(ErrorCode::ShapeMismatch, format!("cannot differentiate this model: {e}"), at);
-    let mut grads = autodiff::gradients(&mut train_step, t.loss, &wrt).map_err(internal)?;
+    let mut grads = autodiff::gradients(&mut train_step, tt.loss, &wrt).map_err(internal)?;
     if let Some(max_norm) = clip {
         grads = optimizer::clip_by_global_norm(&mut train_step, &grads, max_norm, at).map_err(internal)?;
     }
     let triples: Vec<_> = params.iter().zip(&grads).map(|((w, p), g)| (*w, p.clone(), *g)).collect();
     optimizer::apply(&mut train_step, &opt, &triples, lr_v, step_v, at).map_err(internal)?;
-    train_step.outputs = vec![("loss".into(), t.loss)];
+    train_step.outputs = vec![("loss".into(), tt.loss)];
     dce::eliminate_dead_code(&mut train_step, false);
 
     let mut eval = graph.clone();

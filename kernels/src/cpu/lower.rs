@@ -1,7 +1,7 @@
 //! The walk from one [`Kernel`] to the body of its CLIF function: loop nests, index
 //! arithmetic and scalar expressions (the conventions are in the parent module's docs).
 
-use super::math;
+use super::{math, random};
 use crate::ir::{
     BinaryOp, Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError, ReduceOp, ScalarType,
     Store, UnaryOp,
@@ -411,6 +411,11 @@ impl<'k, 'f> Lowering<'k, 'f> {
             Expr::IndexValue(ix) => {
                 let i = self.index(ix)?;
                 self.b.ins().fcvt_from_sint(types::F32, i)
+            }
+            Expr::Uniform { seed, index, step } => {
+                let i = self.index(index)?;
+                let step = self.expr(step, acc)?;
+                random::uniform(&mut self.b, *seed, i, step)
             }
             Expr::Unary(op, x) => {
                 let x = self.expr(x, acc)?;

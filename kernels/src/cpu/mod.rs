@@ -31,7 +31,8 @@
 //! (truncating, saturating, NaN -> 0). Comparisons give 1.0 or 0.0; `Select` takes `then`
 //! when `cond != 0` (NaN included) and branches when an arm loads memory, so a guarded
 //! out-of-range load is never executed. `exp`, `log`, `tanh`, `sigmoid` and `pow` are
-//! polynomial approximations in CLIF: see [`math`].
+//! polynomial approximations in CLIF: see [`math`]. `Uniform` is Philox4x32-10 in `i32`
+//! CLIF ([`random`]), bit-identical to [`crate::rng::uniform_at`].
 //!
 //! Beyond [`Kernel::validate`], this emitter refuses index divisions by a non-positive
 //! constant, contraction operands that are not `f32`, and contractions whose output is
@@ -39,6 +40,7 @@
 
 mod lower;
 pub mod math;
+pub mod random;
 
 #[cfg(test)]
 mod tests;
@@ -149,6 +151,10 @@ fn check_cpu_constraints(kernel: &Kernel) -> Result<(), KernelError> {
     while let Some(e) = exprs.pop() {
         match e {
             Expr::Load { index, .. } | Expr::IndexValue(index) => indices.push(index),
+            Expr::Uniform { index, step, .. } => {
+                indices.push(index);
+                exprs.push(step);
+            }
             Expr::Const(_) | Expr::Acc => {}
             Expr::Unary(_, x) => exprs.push(x),
             Expr::Binary(_, a, b) => exprs.extend([&**a, &**b]),

@@ -175,6 +175,46 @@ fn every_operator() -> Kernel {
     }
 }
 
+/// `out[i, j] = uniform(seed 42, flat index, step[0])` over `[batch, 5]`.
+fn uniform_map() -> Kernel {
+    let shape = [Dim::Batch, Dim::Fixed(5)];
+    Kernel {
+        name: "uniform_map".into(),
+        buffers: vec![
+            f32_buffer("step", &[], Access::Read),
+            f32_buffer("out", &shape, Access::Write),
+        ],
+        body: KernelBody::Map {
+            space: shape.to_vec(),
+            stores: vec![Store {
+                buf: 1,
+                index: row_major(&shape),
+                value: Expr::Uniform {
+                    seed: 42,
+                    index: row_major(&shape),
+                    step: Box::new(Expr::load(0, Index::Const(0))),
+                },
+            }],
+        },
+    }
+}
+
+#[test]
+fn uniform_is_ten_philox_rounds_of_i32_multiplies() {
+    let text = emit_clif(&[uniform_map()]).unwrap();
+    // Two products a round, each an `imul` (low word) and an `umulhi` (high word).
+    assert_eq!(text.matches("= umulhi ").count(), 20, "{text}");
+    assert_eq!(text.matches("= imul v").count(), 20, "{text}");
+    assert!(text.contains("fcvt_to_uint_sat.i32"), "{text}");
+    // The last round's key words are constants, since the seed is (CLIF prints an i32
+    // constant signed).
+    let [k0, k1] = crate::rng::round_keys(crate::rng::key_from_seed(42))[9];
+    for k in [k0, k1] {
+        let constant = format!("iconst.i32 {}", k as i32);
+        assert!(text.contains(&constant), "{constant} in {text}");
+    }
+}
+
 #[test]
 fn bias_add_map_clif() {
     insta::assert_snapshot!(emit_clif(&[bias_add()]).unwrap());
@@ -192,13 +232,25 @@ fn contraction_emits_only_its_epilogue() {
 
 #[test]
 fn clif_text_round_trips_through_the_reader() {
-    let kernels = [bias_add(), row_sum(), dense_relu(), every_operator()];
+    let kernels = [
+        bias_add(),
+        row_sum(),
+        dense_relu(),
+        every_operator(),
+        uniform_map(),
+    ];
     let text = emit_clif(&kernels).unwrap();
     let funcs = cranelift_reader::parse_functions(&text).unwrap();
     let names: Vec<String> = funcs.iter().map(|f| f.name.to_string()).collect();
     assert_eq!(
         names,
-        ["%bias_add", "%row_sum", "%dense_relu", "%every_operator"]
+        [
+            "%bias_add",
+            "%row_sum",
+            "%dense_relu",
+            "%every_operator",
+            "%uniform_map"
+        ]
     );
     let reprinted: String = funcs.iter().map(|f| format!("{}\n", f.display())).collect();
     assert_eq!(reprinted, text);

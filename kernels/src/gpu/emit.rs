@@ -7,6 +7,7 @@ use crate::ir::{
     BinaryOp, Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError, ReduceOp, ScalarType,
     Store, UnaryOp,
 };
+use crate::rng;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 
@@ -23,6 +24,8 @@ enum Helper {
     Sigmoid,
     Pow,
     ToI32,
+    StepWord,
+    Philox,
 }
 
 impl Helper {
@@ -93,6 +96,44 @@ impl Helper {
                  fn to_i32(x: f32) -> i32 {\n    \
                      let c = clamp(x, -2147483648.0, 2147483520.0);\n    \
                      return select(select(i32(c), 2147483647, x >= 2147483648.0), 0, x != x);\n\
+                 }\n"
+            }
+            Helper::StepWord => {
+                "// f32 -> u32 truncating and saturating, NaN and negatives -> 0 (rng::step_word).\n\
+                 fn step_word(x: f32) -> u32 {\n    \
+                     let c = clamp(x, 0.0, 4294967040.0);\n    \
+                     return select(select(u32(c), 4294967295u, x >= 4294967296.0), 0u, x != x);\n\
+                 }\n"
+            }
+            // WGSL has no 64-bit integers: the high word of the product comes from 16-bit
+            // limbs; the low word is the wrapping u32 product.
+            Helper::Philox => {
+                "// The 64-bit product a * b as (high word, low word).\n\
+                 fn mul_hi_lo(a: u32, b: u32) -> vec2<u32> {\n    \
+                     let a0 = a & 0xffffu;\n    \
+                     let a1 = a >> 16u;\n    \
+                     let b0 = b & 0xffffu;\n    \
+                     let b1 = b >> 16u;\n    \
+                     let cross0 = a0 * b1;\n    \
+                     let cross1 = a1 * b0;\n    \
+                     let mid = ((a0 * b0) >> 16u) + (cross0 & 0xffffu) + (cross1 & 0xffffu);\n    \
+                     let hi = a1 * b1 + (cross0 >> 16u) + (cross1 >> 16u) + (mid >> 16u);\n    \
+                     return vec2<u32>(hi, a * b);\n\
+                 }\n\
+                 \n\
+                 // Philox4x32-10 (rng::philox4x32), then rng::uniform_f32 of word 0.\n\
+                 fn philox_uniform(counter: vec4<u32>, key: vec2<u32>) -> f32 {\n    \
+                     var c = counter;\n    \
+                     var k = key;\n    \
+                     for (var r: u32 = 0u; r < 10u; r = r + 1u) {\n        \
+                         if (r > 0u) {\n            \
+                             k = k + vec2<u32>(0x9e3779b9u, 0xbb67ae85u);\n        \
+                         }\n        \
+                         let p0 = mul_hi_lo(0xd2511f53u, c.x);\n        \
+                         let p1 = mul_hi_lo(0xcd9e8d57u, c.z);\n        \
+                         c = vec4<u32>(p1.x ^ c.y ^ k.x, p1.y, p0.x ^ c.w ^ k.y, p0.y);\n    \
+                     }\n    \
+                     return f32(c.x >> 8u) * 5.9604645e-8;\n\
                  }\n"
             }
         }
@@ -527,6 +568,19 @@ impl Writer<'_> {
                     .ok_or_else(|| self.error("`acc` outside an epilogue"));
             }
             Expr::IndexValue(ix) => format!("f32({})", self.index(ix)?),
+            Expr::Uniform { seed, index, step } => {
+                let i = self.index(index)?;
+                let step = self.expr(step, acc)?;
+                self.helpers.insert(Helper::StepWord);
+                self.helpers.insert(Helper::Philox);
+                let [k0, k1] = rng::key_from_seed(*seed);
+                // Indices are i32 and never negative here (the runtime refuses memory of
+                // more than i32::MAX elements), so the counter's high index word is 0.
+                format!(
+                    "philox_uniform(vec4<u32>(u32({i}), 0u, step_word({step}), 0u), \
+                     vec2<u32>({k0:#010x}u, {k1:#010x}u))"
+                )
+            }
             Expr::Unary(op, x) => {
                 let x = self.expr(x, acc)?;
                 self.unary(*op, &x)

@@ -50,7 +50,9 @@
 //! `|x|`; `sigmoid` is `e / (1 + e)` with `e = exp(-|x|)`, flipped for `x >= 0`; `pow` is
 //! `exp(b * log|a|)` with the CPU's special cases and its shortcuts for the common
 //! constant exponents. Stores to `i32` buffers truncate and saturate, NaN -> 0, as on the
-//! CPU. Reductions and contractions accumulate in `f32` (the CPU sums in `f64`).
+//! CPU. `Uniform` is Philox4x32-10 in `u32` arithmetic, the high words of its 32x32-bit
+//! products from 16-bit limbs (WGSL has no 64-bit integers), bit-identical to
+//! [`crate::rng::uniform_at`]. Reductions and contractions accumulate in `f32` (the CPU sums in `f64`).
 //!
 //! Beyond [`Kernel::validate`], this emitter refuses index constants outside `i32`,
 //! index divisions by a non-positive constant, and non-`f32` contraction operands.

@@ -231,6 +231,70 @@ fn every_operator() -> Kernel {
     }
 }
 
+/// `out[i, j] = uniform(seed 42, flat index, step[0])` over `[batch, 5]`.
+fn uniform_map() -> Kernel {
+    let shape = [Dim::Batch, Dim::Fixed(5)];
+    Kernel {
+        name: "uniform_map".into(),
+        buffers: vec![
+            f32_buffer("step", &[], Access::Read),
+            f32_buffer("out", &shape, Access::Write),
+        ],
+        body: KernelBody::Map {
+            space: shape.to_vec(),
+            stores: vec![Store {
+                buf: 1,
+                index: row_major(&shape),
+                value: Expr::Uniform {
+                    seed: 42,
+                    index: row_major(&shape),
+                    step: Box::new(Expr::load(0, Index::Const(0))),
+                },
+            }],
+        },
+    }
+}
+
+#[test]
+fn uniform_map_wgsl() {
+    insta::assert_snapshot!(emit_kernel(&uniform_map()).unwrap());
+}
+
+#[test]
+fn uniform_scales_by_exactly_two_to_the_minus_24() {
+    let literal = "5.9604645e-8";
+    assert!(emit_kernel(&uniform_map()).unwrap().contains(&format!(") * {literal};")));
+    assert_eq!(literal.parse::<f32>(), Ok(2f32.powi(-24)));
+}
+
+/// The WGSL `mul_hi_lo` helper's limb arithmetic, transcribed to Rust with `u32`
+/// wrapping operations, against the 64-bit product (the GPU tests compare whole draws).
+#[test]
+fn sixteen_bit_limbs_give_the_high_word_of_the_product() {
+    fn mul_hi_lo(a: u32, b: u32) -> (u32, u32) {
+        let (a0, a1, b0, b1) = (a & 0xffff, a >> 16, b & 0xffff, b >> 16);
+        let (cross0, cross1) = (a0 * b1, a1 * b0);
+        let mid = ((a0 * b0) >> 16) + (cross0 & 0xffff) + (cross1 & 0xffff);
+        let hi = a1 * b1 + (cross0 >> 16) + (cross1 >> 16) + (mid >> 16);
+        (hi, a.wrapping_mul(b))
+    }
+    let mut x = 0x9e37_79b9u32;
+    for _ in 0..10_000 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        for (a, b) in [
+            (x, crate::rng::PHILOX_M0),
+            (crate::rng::PHILOX_M1, x),
+            (x, u32::MAX),
+            (u32::MAX, u32::MAX),
+        ] {
+            let p = u64::from(a) * u64::from(b);
+            assert_eq!(mul_hi_lo(a, b), ((p >> 32) as u32, p as u32), "{a:#x} * {b:#x}");
+        }
+    }
+}
+
 #[test]
 fn bias_add_map_wgsl() {
     insta::assert_snapshot!(emit_kernel(&bias_add()).unwrap());
@@ -265,6 +329,7 @@ fn every_strategy_and_operator_validates() {
         dense_relu(),
         batched_transposed(),
         every_operator(),
+        uniform_map(),
     ];
     let text = emit_wgsl(&kernels).unwrap_or_else(|e| panic!("{e}"));
     let modules = split_modules(&text);
@@ -277,7 +342,8 @@ fn every_strategy_and_operator_validates() {
             "row_min",
             "dense_relu",
             "batched_bt",
-            "every_operator"
+            "every_operator",
+            "uniform_map"
         ]
     );
     for ((_, module), kernel) in modules.iter().zip(&kernels) {

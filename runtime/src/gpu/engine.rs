@@ -4,8 +4,19 @@
 //! All of a model's buffers live in one wgpu storage buffer (`mem`, see the binding
 //! scheme in `strata_kernels::gpu`): the persistent buffers first, each at a 16-byte
 //! aligned offset, then the arena at a 256-byte aligned base, laid out by the memory plan.
-//! `mem` is sized for the largest batch run so far and re-created (persistent buffers
-//! uploaded again) when a larger batch needs more.
+//! `mem` is sized for the largest batch run so far and re-created when a larger batch
+//! needs more; the new `mem` gets the persistent buffers by a copy on the GPU from the old
+//! one (or by an upload when the host holds newer values).
+//!
+//! # Persistent buffers: which copy is current
+//! An entry whose kernels write a persistent buffer (a `train_step` updating parameters
+//! and optimizer state, batch norm's running statistics) writes the device's copy only;
+//! while a GPU session trains, the device holds the truth and nothing is read back per
+//! run. The session keeps track of the host side (see [`crate::session`]): after such a
+//! run ([`writes_persistent`]) its host copy is stale, and the first host read asks
+//! [`GpuEngine::read_persistent`] for the whole persistent region, one copy. The other
+//! direction is [`GpuEngine::weights_changed`]: new host values (loaded weights) are
+//! uploaded before the next run.
 //!
 //! # A run
 //! The inputs are written into their arena regions, each launch's `Params` (the batch and
@@ -19,7 +30,7 @@ use std::collections::HashMap;
 use std::num::NonZeroU64;
 
 use strata_kernels::gpu as emit;
-use strata_kernels::ir::Kernel;
+use strata_kernels::ir::{Access, Kernel};
 
 use super::GpuError;
 use super::device::{AdapterSummary, GpuDevice, GpuOptions};
@@ -106,7 +117,7 @@ pub struct GpuEngine {
     pipelines: Vec<wgpu::ComputePipeline>,
     uniforms: HashMap<usize, Uniforms>,
     memory: Option<Memory>,
-    /// Whether `mem` lacks the current persistent values.
+    /// Whether `mem` lacks the current persistent values (the host has newer ones).
     weights_stale: bool,
 }
 
@@ -206,10 +217,12 @@ impl GpuEngine {
     }
 
     /// Makes `mem` large enough for `batch` and current in its persistent buffers.
+    /// `persistent` is the host copy, None when the device's copy is the newer one (then
+    /// the device's copy must be current: only the host has the values to upload).
     fn prepare_memory(
         &mut self,
         manifest: &Manifest,
-        persistent: &[Option<HostTensor>],
+        persistent: Option<&[Option<HostTensor>]>,
         batch: u64,
     ) -> Result<(), GpuError> {
         let bytes = self
@@ -233,16 +246,38 @@ impl GpuEngine {
                     | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             });
+            match &self.memory {
+                // The device's persistent values move along, on the device: they may be
+                // newer than the host's. Queue order puts this copy before the run's
+                // writes and launches.
+                Some(old) if !self.weights_stale && self.layout.arena_base > 0 => {
+                    let mut encoder =
+                        self.gpu
+                            .device
+                            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                                label: Some("strata grow memory"),
+                            });
+                    let persistent_bytes = self.layout.arena_base;
+                    encoder.copy_buffer_to_buffer(&old.buffer, 0, &buffer, 0, persistent_bytes);
+                    self.gpu.queue.submit([encoder.finish()]);
+                }
+                Some(_) => {}
+                None => self.weights_stale = true,
+            }
             self.memory = Some(Memory {
                 buffer,
                 bytes,
                 bind_groups: HashMap::new(),
             });
-            self.weights_stale = true;
         }
         if self.weights_stale {
             let Some(memory) = &self.memory else {
                 return Err(GpuError::Device("device memory vanished".into()));
+            };
+            let Some(persistent) = persistent else {
+                return Err(GpuError::Device(
+                    "neither the host nor the device holds the current weights".into(),
+                ));
             };
             for (id, tensor) in persistent.iter().enumerate() {
                 let (Some(tensor), Some(Some(offset))) = (tensor, self.layout.persistent.get(id))
@@ -261,14 +296,15 @@ impl GpuEngine {
 
     /// Runs `entry` (number `entry_index` of the manifest) on `inputs` (one per input port,
     /// in order) and returns the outputs that live in the arena, by output port (None for
-    /// persistent outputs, which the caller holds).
+    /// persistent outputs, which the caller holds). `persistent` is the host copy of the
+    /// persistent buffers, None when the device's copy is newer (see the module docs).
     pub fn run(
         &mut self,
         manifest: &Manifest,
         entry_index: usize,
         inputs: &[&HostTensor],
         batch: u64,
-        persistent: &[Option<HostTensor>],
+        persistent: Option<&[Option<HostTensor>]>,
     ) -> Result<Vec<Option<HostTensor>>, GpuError> {
         let entry = manifest
             .entries
@@ -365,45 +401,10 @@ impl GpuEngine {
         let submission = queue.submit([encoder.finish()]);
         self.gpu.wait(submission)?;
 
-        let mut bytes = Vec::new();
-        if let Some(staging) = &staging {
-            let slice = staging.slice(..);
-            let (sender, receiver) = std::sync::mpsc::channel();
-            slice.map_async(wgpu::MapMode::Read, move |r| {
-                let _ = sender.send(r);
-            });
-            let polled = self.gpu.device.poll(wgpu::PollType::Wait {
-                submission_index: None,
-                timeout: Some(self.gpu.timeout),
-            });
-            if let Some(e) = self.gpu.take_error() {
-                return Err(GpuError::Device(e));
-            }
-            match polled {
-                Ok(_) => {}
-                Err(wgpu::PollError::Timeout) => {
-                    return Err(GpuError::Timeout {
-                        seconds: self.gpu.timeout.as_secs(),
-                    });
-                }
-                Err(e) => return Err(GpuError::Device(e.to_string())),
-            }
-            match receiver.try_recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(GpuError::Device(format!("reading outputs: {e}"))),
-                Err(_) => {
-                    return Err(GpuError::Device(
-                        "the outputs were not ready after the GPU finished".into(),
-                    ));
-                }
-            }
-            let view = slice
-                .get_mapped_range()
-                .map_err(|e| GpuError::Device(format!("reading outputs: {e}")))?;
-            bytes.extend_from_slice(&view);
-            drop(view);
-            staging.unmap();
-        }
+        let bytes = match &staging {
+            Some(staging) => self.map_and_read(staging)?,
+            None => Vec::new(),
+        };
 
         let mut outputs = Vec::with_capacity(entry.outputs.len());
         for (port, copy) in entry.outputs.iter().zip(&copies) {
@@ -424,6 +425,93 @@ impl GpuEngine {
             }));
         }
         Ok(outputs)
+    }
+
+    /// The device's copy of every persistent buffer, by buffer id (None for arena
+    /// buffers): the whole persistent region in one copy.
+    pub fn read_persistent(
+        &self,
+        manifest: &Manifest,
+    ) -> Result<Vec<Option<HostTensor>>, GpuError> {
+        let mut values = vec![None; manifest.buffers.len()];
+        let persistent_bytes = self.layout.arena_base;
+        let Some(memory) = self.memory.as_ref().filter(|_| persistent_bytes > 0) else {
+            return Err(GpuError::Device(
+                "the device holds no weights to read back".into(),
+            ));
+        };
+        let device = &self.gpu.device;
+        let staging = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("strata weights"),
+            size: persistent_bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("strata read weights"),
+        });
+        encoder.copy_buffer_to_buffer(&memory.buffer, 0, &staging, 0, persistent_bytes);
+        let submission = self.gpu.queue.submit([encoder.finish()]);
+        self.gpu.wait(submission)?;
+        let bytes = self.map_and_read(&staging)?;
+        for (id, info) in manifest.buffers.iter().enumerate() {
+            let Some(Some(offset)) = self.layout.persistent.get(id) else {
+                continue;
+            };
+            let (_, len) = self
+                .layout
+                .region(manifest, id, 1)
+                .ok_or_else(|| too_large(&info.name, u64::MAX, 0))?;
+            let data = bytes
+                .get(*offset as usize..(offset + len) as usize)
+                .ok_or_else(|| GpuError::Device("short read of the weights".into()))?;
+            values[id] = Some(HostTensor {
+                shape: info.shape.iter().map(|d| d.resolve(1)).collect(),
+                data: TensorData::from_ne_bytes(info.dtype, data),
+            });
+        }
+        Ok(values)
+    }
+
+    /// Maps `staging` (whose copies the GPU has finished) and returns its bytes.
+    fn map_and_read(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>, GpuError> {
+        let slice = staging.slice(..);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = sender.send(r);
+        });
+        let polled = self.gpu.device.poll(wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: Some(self.gpu.timeout),
+        });
+        if let Some(e) = self.gpu.take_error() {
+            return Err(GpuError::Device(e));
+        }
+        match polled {
+            Ok(_) => {}
+            Err(wgpu::PollError::Timeout) => {
+                return Err(GpuError::Timeout {
+                    seconds: self.gpu.timeout.as_secs(),
+                });
+            }
+            Err(e) => return Err(GpuError::Device(e.to_string())),
+        }
+        match receiver.try_recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(GpuError::Device(format!("reading back: {e}"))),
+            Err(_) => {
+                return Err(GpuError::Device(
+                    "the data was not ready after the GPU finished".into(),
+                ));
+            }
+        }
+        let view = slice
+            .get_mapped_range()
+            .map_err(|e| GpuError::Device(format!("reading back: {e}")))?;
+        let bytes = view.to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(bytes)
     }
 
     /// Each launch's `Params` and workgroup grid at `batch`.
@@ -515,6 +603,27 @@ impl GpuEngine {
         memory.bind_groups.insert(entry_index, groups);
         Ok(())
     }
+}
+
+/// Whether a launch of `entry` writes a persistent buffer: a slot bound to one that its
+/// kernel declares written.
+pub fn writes_persistent(manifest: &Manifest, entry: &Entry) -> bool {
+    entry.launches.iter().any(|launch| {
+        let Some(kernel) = manifest.kernels.get(launch.kernel) else {
+            return false;
+        };
+        launch
+            .bindings
+            .iter()
+            .zip(&kernel.buffers)
+            .any(|(&id, decl)| {
+                decl.access != Access::Read
+                    && manifest
+                        .buffers
+                        .get(id)
+                        .is_some_and(|b| matches!(b.location, Location::Persistent { .. }))
+            })
+    })
 }
 
 /// One launch's uniform words and its workgroup grid (None: nothing to run).

@@ -4,6 +4,7 @@
 
 use super::{Tensor, concrete_shape, dims_text, element_count};
 use crate::ir::op::{BinaryOp, Op, ReduceOp, UnaryOp};
+use strata_kernels::rng;
 
 /// Evaluates a non-leaf op on its operands' values.
 pub(super) fn apply(op: &Op, operands: &[&Tensor], batch: Option<usize>) -> Result<Tensor, String> {
@@ -66,6 +67,11 @@ pub(super) fn apply(op: &Op, operands: &[&Tensor], batch: Option<usize>) -> Resu
             Ok(out)
         }
         Op::OneHot { classes } => one_hot(operand(0)?, *classes),
+        Op::RandomUniform { seed, shape } => {
+            let target = concrete_shape(shape, batch)
+                .ok_or_else(|| format!("shape {shape} needs the batch size"))?;
+            random_uniform(operand(0)?, *seed, target)
+        }
     }
 }
 
@@ -366,6 +372,23 @@ fn slice(x: &Tensor, axis: usize, start: u64, len: u64) -> Result<Tensor, String
         let base = o * row + start * inner;
         data.extend_from_slice(&x.data[base..base + len * inner]);
     }
+    Ok(Tensor { shape, data })
+}
+
+/// `uniform_at(seed, i, step)` at every row-major index `i` of `shape`: the bits every
+/// backend draws. The step is rounded to `f32` first, as the backends hold it.
+fn random_uniform(step: &Tensor, seed: u64, shape: Vec<usize>) -> Result<Tensor, String> {
+    let &[step] = step.data.as_slice() else {
+        return Err(format!(
+            "the step must be a scalar, got {}",
+            dims_text(&step.shape)
+        ));
+    };
+    let step = rng::step_word(step as f32);
+    let n = element_count(&shape).ok_or_else(|| "the random tensor is too large".to_string())?;
+    let data = (0..n as u64)
+        .map(|i| f64::from(rng::uniform_at(seed, i, step)))
+        .collect();
     Ok(Tensor { shape, data })
 }
 

@@ -158,7 +158,8 @@ impl<'g> Emitter<'g> {
             | Op::Param { .. }
             | Op::Const { .. }
             | Op::StopGradient
-            | Op::OneHot { .. } => {}
+            | Op::OneHot { .. }
+            | Op::RandomUniform { .. } => {}
             Op::Unary(u) => out[0] = Some(self.unary_rule(*u, operands[0], y, g, span)?),
             Op::Binary(b) => {
                 let (a, bv) = (operands[0], operands[1]);

@@ -7,7 +7,9 @@ use super::TrainError;
 use crate::artifact::manifest::{Entry, Manifest};
 use crate::artifact::train_config::{Task, TrainConfig};
 use crate::tensor::{HostTensor, TensorData, dtype_name};
-use crate::train::{Batch, DataSource, Dataset, Labels, Normalization, Normalizer, normalize_splits};
+use crate::train::{
+    Batch, DataSource, Dataset, Labels, Normalization, Normalizer, normalize_splits,
+};
 
 /// The entry an artifact trains with, and the one it evaluates with.
 pub const TRAIN_ENTRY: &str = "train_step";
@@ -35,13 +37,22 @@ fn model_error(message: String) -> TrainError {
 }
 
 fn entry<'m>(manifest: &'m Manifest, name: &str) -> Result<&'m Entry, TrainError> {
-    manifest.entries.iter().find(|e| e.name == name).ok_or_else(|| {
-        model_error(format!(
-            "the artifact has no `{name}` entry (it has {}); rebuild it from a model file \
+    manifest
+        .entries
+        .iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| {
+            model_error(format!(
+                "the artifact has no `{name}` entry (it has {}); rebuild it from a model file \
              with a train section",
-            manifest.entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
-        ))
-    })
+                manifest
+                    .entries
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
 }
 
 /// `(dtype, shape)` of the buffer behind `entry`'s input (or output) `name`.
@@ -51,13 +62,21 @@ fn port_type<'m>(
     name: &str,
     output: bool,
 ) -> Result<(ScalarType, &'m [Dim]), TrainError> {
-    let ports = if output { &entry.outputs } else { &entry.inputs };
+    let ports = if output {
+        &entry.outputs
+    } else {
+        &entry.inputs
+    };
     let side = if output { "output" } else { "input" };
-    let port = ports.iter().find(|p| p.name == name).ok_or_else(|| {
-        model_error(format!("entry `{}` has no {side} `{name}`", entry.name))
-    })?;
+    let port = ports
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| model_error(format!("entry `{}` has no {side} `{name}`", entry.name)))?;
     let buffer = manifest.buffers.get(port.buffer).ok_or_else(|| {
-        model_error(format!("entry `{}`: {side} `{name}` has no buffer", entry.name))
+        model_error(format!(
+            "entry `{}`: {side} `{name}` has no buffer",
+            entry.name
+        ))
     })?;
     Ok((buffer.dtype, &buffer.shape))
 }
@@ -82,7 +101,12 @@ fn per_sample(what: &str, shape: &[Dim]) -> Result<Vec<u64>, TrainError> {
                 Dim::Batch => Err(()),
             })
             .collect::<Result<Vec<u64>, ()>>()
-            .map_err(|()| model_error(format!("{what} [{}] has the batch dimension twice", shown()))),
+            .map_err(|()| {
+                model_error(format!(
+                    "{what} [{}] has the batch dimension twice",
+                    shown()
+                ))
+            }),
         _ => Err(model_error(format!(
             "{what} is [{}]; training needs the batch as its first dimension",
             shown()
@@ -92,9 +116,14 @@ fn per_sample(what: &str, shape: &[Dim]) -> Result<Vec<u64>, TrainError> {
 
 impl Ports {
     /// The ports of `eval`, checked against `config`; with `training`, `train_step`'s too.
-    pub fn of(manifest: &Manifest, config: &TrainConfig, training: bool) -> Result<Ports, TrainError> {
+    pub fn of(
+        manifest: &Manifest,
+        config: &TrainConfig,
+        training: bool,
+    ) -> Result<Ports, TrainError> {
         let eval = entry(manifest, EVAL_ENTRY)?;
-        let (features_dtype, features_shape) = port_type(manifest, eval, &config.features_input, false)?;
+        let (features_dtype, features_shape) =
+            port_type(manifest, eval, &config.features_input, false)?;
         if features_dtype != ScalarType::F32 {
             return Err(model_error(format!(
                 "the features input `{}` is {}; data features are f32",
@@ -102,17 +131,31 @@ impl Ports {
                 dtype_name(features_dtype)
             )));
         }
-        let sample_shape = per_sample(&format!("the features input `{}`", config.features_input), features_shape)?;
+        let sample_shape = per_sample(
+            &format!("the features input `{}`", config.features_input),
+            features_shape,
+        )?;
         let (label_dtype, label_shape) = port_type(manifest, eval, &config.label_input, false)?;
-        let label_sample_shape = per_sample(&format!("the label input `{}`", config.label_input), label_shape)?;
+        let label_sample_shape = per_sample(
+            &format!("the label input `{}`", config.label_input),
+            label_shape,
+        )?;
         port_type(manifest, eval, "loss", true)?;
         let (_, prediction_shape) = port_type(manifest, eval, &config.prediction, true)?;
-        let prediction_width = per_sample(&format!("the prediction `{}`", config.prediction), prediction_shape)?
-            .iter()
-            .product::<u64>() as usize;
+        let prediction_width = per_sample(
+            &format!("the prediction `{}`", config.prediction),
+            prediction_shape,
+        )?
+        .iter()
+        .product::<u64>() as usize;
         if training {
             let step = entry(manifest, TRAIN_ENTRY)?;
-            for name in [config.features_input.as_str(), config.label_input.as_str(), "lr", "step"] {
+            for name in [
+                config.features_input.as_str(),
+                config.label_input.as_str(),
+                "lr",
+                "step",
+            ] {
                 port_type(manifest, step, name, false)?;
             }
             port_type(manifest, step, "loss", true)?;
@@ -153,7 +196,9 @@ impl Ports {
                 }
                 Ok(())
             }
-            (Labels::Targets { width, .. }, ScalarType::F32) if *width as u64 == per_sample => Ok(()),
+            (Labels::Targets { width, .. }, ScalarType::F32) if *width as u64 == per_sample => {
+                Ok(())
+            }
             (Labels::Targets { width, .. }, ScalarType::F32) => Err(TrainError::Config(format!(
                 "data `{spec}` has {width} target(s) per sample but the label input `{}` takes {per_sample}",
                 self.label
@@ -179,11 +224,19 @@ impl Ports {
         shape.extend_from_slice(&self.label_sample_shape);
         let labels = HostTensor::new(shape, batch.labels.data)
             .map_err(|e| TrainError::Config(format!("labels do not fit `{}`: {e}", self.label)))?;
-        Ok(vec![(self.features.as_str(), batch.features), (self.label.as_str(), labels)])
+        Ok(vec![
+            (self.features.as_str(), batch.features),
+            (self.label.as_str(), labels),
+        ])
     }
 
     /// The inputs of `train_step` for `batch` at learning rate `lr` and 1-based `step`.
-    pub fn train_inputs(&self, batch: Batch, lr: f32, step: u64) -> Result<Vec<(&str, HostTensor)>, TrainError> {
+    pub fn train_inputs(
+        &self,
+        batch: Batch,
+        lr: f32,
+        step: u64,
+    ) -> Result<Vec<(&str, HostTensor)>, TrainError> {
         let mut inputs = self.inputs(batch)?;
         inputs.push(("lr", scalar(lr)));
         inputs.push(("step", scalar(step as f32)));
@@ -192,7 +245,10 @@ impl Ports {
 }
 
 fn scalar(value: f32) -> HostTensor {
-    HostTensor { shape: Vec::new(), data: TensorData::F32(vec![value]) }
+    HostTensor {
+        shape: Vec::new(),
+        data: TensorData::F32(vec![value]),
+    }
 }
 
 /// The normalization a train section's `normalize` names: `none`, `standardize`,
@@ -227,7 +283,11 @@ pub(super) struct Splits {
 
 /// Loads `spec`, views each sample with the features input's shape, splits it by the
 /// config's fractions and seed, and normalizes (fitted on the train split only).
-pub(super) fn load_splits(spec: &str, config: &TrainConfig, ports: &Ports) -> Result<Splits, TrainError> {
+pub(super) fn load_splits(
+    spec: &str,
+    config: &TrainConfig,
+    ports: &Ports,
+) -> Result<Splits, TrainError> {
     if spec.trim().is_empty() {
         return Err(TrainError::Config(
             "the train section names no data: pass one with --data (e.g. --data digits)".into(),

@@ -67,7 +67,9 @@ impl Metrics {
 /// Whether `task` has the metric `name`.
 pub(super) fn task_has_metric(task: &Task, name: &str) -> bool {
     match task {
-        Task::Classification { .. } => ["accuracy", "precision", "recall", "f1", "auc"].contains(&name),
+        Task::Classification { .. } => {
+            ["accuracy", "precision", "recall", "f1", "auc"].contains(&name)
+        }
         Task::Regression { .. } => ["mae", "mse"].contains(&name),
     }
 }
@@ -123,8 +125,18 @@ fn write_confusion(
 ) -> fmt::Result {
     let matrix = &report.confusion;
     let label = |c: usize| names.get(c).cloned().unwrap_or_else(|| c.to_string());
-    let label_width = (0..matrix.classes).map(|c| label(c).len()).max().unwrap_or(1).max(4);
-    let cell = matrix.counts.iter().map(|n| n.to_string().len()).max().unwrap_or(1).max(3);
+    let label_width = (0..matrix.classes)
+        .map(|c| label(c).len())
+        .max()
+        .unwrap_or(1)
+        .max(4);
+    let cell = matrix
+        .counts
+        .iter()
+        .map(|n| n.to_string().len())
+        .max()
+        .unwrap_or(1)
+        .max(3);
     writeln!(f, "confusion matrix (rows: true class, columns: predicted)")?;
     write!(f, "  {:>label_width$}", "")?;
     for c in 0..matrix.classes {
@@ -162,7 +174,10 @@ pub(super) fn eval_pass(
         let len = b.len;
         let outputs = session
             .run(EVAL_ENTRY, &ports.inputs(b)?)
-            .map_err(|source| TrainError::Run { entry: EVAL_ENTRY, source })?;
+            .map_err(|source| TrainError::Run {
+                entry: EVAL_ENTRY,
+                source,
+            })?;
         let (loss, prediction) = (find(&outputs, "loss")?, find(&outputs, &ports.prediction)?);
         loss_sum += f64::from(loss.first().copied().unwrap_or(f32::NAN)) * len as f64;
         predictions.extend_from_slice(prediction);
@@ -173,7 +188,10 @@ pub(super) fn eval_pass(
     })
 }
 
-fn find<'o>(outputs: &'o [(String, crate::HostTensor)], name: &str) -> Result<&'o [f32], TrainError> {
+fn find<'o>(
+    outputs: &'o [(String, crate::HostTensor)],
+    name: &str,
+) -> Result<&'o [f32], TrainError> {
     outputs
         .iter()
         .find(|(n, _)| n == name)
@@ -192,12 +210,12 @@ pub(super) fn score(
 ) -> Result<EvalReport, TrainError> {
     let pass = eval_pass(session, ports, data, config.batch.max(1) as usize)?;
     let metrics = match &data.labels {
-        Labels::Classes { values, .. } => Metrics::Classification(ClassificationReport::from_logits(
-            &pass.predictions,
-            ports.prediction_width,
-            values,
-        )?),
-        Labels::Targets { values, .. } => Metrics::Regression(RegressionReport::new(&pass.predictions, values)?),
+        Labels::Classes { values, .. } => Metrics::Classification(
+            ClassificationReport::from_logits(&pass.predictions, ports.prediction_width, values)?,
+        ),
+        Labels::Targets { values, .. } => {
+            Metrics::Regression(RegressionReport::new(&pass.predictions, values)?)
+        }
     };
     let selected = if config.metrics.is_empty() {
         metrics.names().iter().map(|s| s.to_string()).collect()
@@ -235,8 +253,12 @@ pub fn evaluate(
             for part in [splits.val, splits.test] {
                 all.features.extend_from_slice(&part.features);
                 match (&mut all.labels, part.labels) {
-                    (Labels::Classes { values, .. }, Labels::Classes { values: more, .. }) => values.extend(more),
-                    (Labels::Targets { values, .. }, Labels::Targets { values: more, .. }) => values.extend(more),
+                    (Labels::Classes { values, .. }, Labels::Classes { values: more, .. }) => {
+                        values.extend(more)
+                    }
+                    (Labels::Targets { values, .. }, Labels::Targets { values: more, .. }) => {
+                        values.extend(more)
+                    }
                     _ => return Err(TrainError::Model("splits disagree on their labels".into())),
                 }
                 all.len += part.len;

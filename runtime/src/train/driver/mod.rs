@@ -34,7 +34,8 @@
 //!
 //! A non-finite loss stops the run with [`TrainError::Diverged`], naming the step and
 //! epoch; the weights it produced are never saved, so `last.ckpt` stays the last good
-//! state (a fresh run writes one for step 0 before its first step). Ctrl-C (see
+//! state (a fresh run writes one for step 0 before its first step). The session is left
+//! with the failed step's weights. Ctrl-C (see
 //! [`interrupt_on_ctrl_c`]) is checked after every step: the run saves `last.ckpt` and
 //! returns [`StopReason::Interrupted`].
 
@@ -43,6 +44,7 @@ pub mod state;
 
 mod data;
 mod evaluation;
+mod monitor;
 mod progress;
 
 use std::path::PathBuf;
@@ -53,10 +55,14 @@ use std::time::Instant;
 pub use data::{EVAL_ENTRY, TRAIN_ENTRY};
 pub use evaluation::{EvalReport, EvalSplit, Metrics, evaluate};
 pub use schedule::{StepPosition, learning_rate};
-pub use state::{OPTIMIZER_PREFIX, RunPaths, load_params, merge_params, params_safetensors};
+pub use state::{
+    OPTIMIZER_PREFIX, RunPaths, complete_weights, load_params, load_weights_file, merge_params,
+    params_safetensors,
+};
 
-use self::data::{Ports, load_splits};
+use self::data::{Ports, Splits, load_splits};
 use self::evaluation::{score, task_has_metric};
+use self::monitor::Monitor;
 use self::progress::Progress;
 use self::state::{PartialEpoch, RunState, write_atomic};
 use crate::artifact::train_config::TrainConfig;
@@ -110,7 +116,13 @@ pub enum TrainError {
     },
 }
 
-fn diverged_text(step: u64, epoch: u64, loss: f32, lr: f32, checkpoint: Option<&(PathBuf, u64)>) -> String {
+fn diverged_text(
+    step: u64,
+    epoch: u64,
+    loss: f32,
+    lr: f32,
+    checkpoint: Option<&(PathBuf, u64)>,
+) -> String {
     let mut text = format!(
         "training diverged: the loss is {loss} at step {step} (epoch {epoch}); \
          try a smaller learning rate than {lr}"
@@ -133,7 +145,8 @@ pub struct TrainOptions {
     pub data_override: Option<String>,
     /// Train this many epochs in all instead of the train section's count.
     pub epochs_override: Option<u64>,
-    /// Continue the run in `run_dir` from its `last.ckpt`.
+    /// Continue the run in `run_dir` from its `last.ckpt` (the same model, data, seed and
+    /// batch size; a run that stopped early stays stopped).
     pub resume: bool,
     /// Draw a progress bar (only on a terminal, and never when `quiet`).
     pub progress: bool,
@@ -177,93 +190,26 @@ pub struct TrainSummary {
     pub paths: RunPaths,
 }
 
-/// A flag that Ctrl-C sets, for [`TrainOptions::interrupt`]. The handler is installed
-/// once per process (the operating system has one SIGINT disposition); later calls
-/// return the same flag, cleared.
+/// A flag that Ctrl-C sets, for [`TrainOptions::interrupt`]; a second Ctrl-C before the
+/// run stops ends the process at once (exit code 130). The handler is installed once per
+/// process (the operating system has one SIGINT disposition); later calls return the
+/// same flag, cleared.
 pub fn interrupt_on_ctrl_c() -> Result<Arc<AtomicBool>, String> {
     static FLAG: OnceLock<Result<Arc<AtomicBool>, String>> = OnceLock::new();
     let flag = FLAG.get_or_init(|| {
         let flag = Arc::new(AtomicBool::new(false));
         let set = Arc::clone(&flag);
-        ctrlc::set_handler(move || set.store(true, Ordering::SeqCst))
-            .map(|()| flag)
-            .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))
+        ctrlc::set_handler(move || {
+            if set.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        })
+        .map(|()| flag)
+        .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))
     });
     let flag = flag.clone()?;
     flag.store(false, Ordering::SeqCst);
     Ok(flag)
-}
-
-/// What picks the best epoch and stops early.
-struct Monitor {
-    /// `val.loss`, `val.<metric>` or `train.loss`.
-    name: String,
-    maximize: bool,
-    min_delta: f64,
-    /// Stop after this many epochs without improvement (None: never).
-    patience: Option<u64>,
-    restore_best: bool,
-}
-
-impl Monitor {
-    fn of(config: &TrainConfig, has_val: bool) -> Result<Monitor, TrainError> {
-        let Some(es) = &config.early_stop else {
-            let name = if has_val { "val.loss" } else { "train.loss" };
-            return Ok(Monitor {
-                name: name.into(),
-                maximize: false,
-                min_delta: 0.0,
-                patience: None,
-                restore_best: false,
-            });
-        };
-        let metric = es.monitor.strip_prefix("val.").unwrap_or(&es.monitor);
-        if metric != "loss" && !task_has_metric(&config.task, metric) {
-            return Err(TrainError::Config(format!(
-                "early stopping watches `{}`, which this {} model does not compute",
-                es.monitor,
-                match config.task {
-                    crate::artifact::train_config::Task::Classification { .. } => "classification",
-                    crate::artifact::train_config::Task::Regression { .. } => "regression",
-                }
-            )));
-        }
-        if !has_val {
-            return Err(TrainError::Config(format!(
-                "early stopping watches `{}` but the validation split is empty (split {:?})",
-                es.monitor, config.split
-            )));
-        }
-        Ok(Monitor {
-            name: format!("val.{metric}"),
-            // Errors go down however the section put it; scores go up.
-            maximize: !["loss", "mae", "mse"].contains(&metric),
-            min_delta: es.min_delta.abs(),
-            patience: Some(es.patience.max(1)),
-            restore_best: es.restore_best,
-        })
-    }
-
-    /// The monitored value of an epoch (NaN where undefined).
-    fn value(&self, train_loss: f64, val: Option<&EvalReport>) -> f64 {
-        match (self.name.as_str(), val) {
-            ("train.loss", _) => train_loss,
-            ("val.loss", Some(v)) => v.loss,
-            (name, Some(v)) => v.metrics.value(name.trim_start_matches("val.")).unwrap_or(f64::NAN),
-            (_, None) => f64::NAN,
-        }
-    }
-
-    fn improves(&self, value: f64, best: Option<f64>) -> bool {
-        if value.is_nan() {
-            return false;
-        }
-        match best {
-            None => true,
-            Some(b) if self.maximize => value > b + self.min_delta,
-            Some(b) => value < b - self.min_delta,
-        }
-    }
 }
 
 /// The run's counters, as checkpointed.
@@ -273,6 +219,34 @@ struct Counters {
     epoch: u64,
     best: Option<f64>,
     state: RunState,
+}
+
+/// How an epoch's steps ended.
+enum EpochEnd {
+    /// Every batch ran: the summed, batch-size-weighted loss and the samples seen.
+    Finished { loss_sum: f64, samples: u64 },
+    /// The interrupt flag was set after `step`.
+    Interrupted { step: u64 },
+}
+
+/// One training run in progress: what [`train`] sets up, and the loop's state.
+struct Run<'a> {
+    session: &'a mut Session,
+    config: &'a TrainConfig,
+    options: &'a TrainOptions,
+    ports: Ports,
+    data: Splits,
+    monitor: Monitor,
+    paths: RunPaths,
+    progress: Progress,
+    counters: Counters,
+    /// Every epoch's record, resumed ones included, and the open log they go to.
+    history: Vec<EpochRecord>,
+    log: Option<MetricsLog>,
+    batch: usize,
+    /// Epochs of the whole run.
+    epochs: u64,
+    steps_per_epoch: u64,
 }
 
 /// Trains the session's model as `config` says (see the module docs), leaving the
@@ -291,297 +265,460 @@ pub fn train(
                 .into(),
         ));
     }
-    let ports = Ports::of(session.manifest(), config, true)?;
-    let spec = options.data_override.as_deref().unwrap_or(&config.data);
-    let data = load_splits(spec, config, &ports)?;
-    let batch = usize::try_from(config.batch)
-        .ok()
-        .filter(|&b| b > 0)
-        .ok_or_else(|| TrainError::Config(format!("batch size {} is not a positive count", config.batch)))?;
-    let epochs = options.epochs_override.unwrap_or(config.epochs);
-    let steps_per_epoch = data.train.batch_count(batch) as u64;
-    let monitor = Monitor::of(config, !data.val.is_empty())?;
-    for name in &config.metrics {
-        if !task_has_metric(&config.task, name) {
-            return Err(TrainError::Config(format!("metric `{name}` does not apply to this model's task")));
-        }
-    }
-    let paths = RunPaths::new(&options.run_dir);
-    std::fs::create_dir_all(&paths.dir).map_err(|source| TrainError::Io { path: paths.dir.clone(), source })?;
-
-    let fresh_state = RunState {
-        seed: config.seed,
-        batch: config.batch,
-        train_samples: data.train.len as u64,
-        normalizer: data.normalizer.clone(),
-        monitor: monitor.name.clone(),
-        best_epoch: 0,
-        bad_epochs: 0,
-        stopped_early: false,
-        partial: None,
-    };
-    let (mut counters, mut log, mut history) = if options.resume {
-        let (counters, log, history) = resume(session, &paths, fresh_state)?;
-        (counters, log, history)
-    } else {
-        // A best.safetensors from an earlier run in this directory must not be restored.
-        match std::fs::remove_file(&paths.best) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(TrainError::Io { path: paths.best.clone(), source: e });
-            }
-            _ => {}
-        }
-        let counters = Counters { step: 0, epoch: 0, best: None, state: fresh_state };
-        save_last(session, &paths, &counters)?;
-        (counters, MetricsLog::create(&paths.metrics)?, Vec::new())
-    };
-
-    let columns: Vec<String> = if config.metrics.is_empty() {
-        Vec::new()
-    } else {
-        config.metrics.iter().map(|m| format!("val_{m}")).collect()
-    };
-    let mut progress = Progress::new(options.quiet, options.progress, columns);
+    let mut run = Run::start(session, config, options)?;
     if options.resume {
-        progress.line(&format!(
-            "resuming {} after epoch {} (step {})",
-            paths.last.display(),
-            counters.epoch,
-            counters.step
-        ));
+        run.resume()?;
+    } else {
+        run.begin()?;
     }
-    progress.line(&format!(
-        "training on {}: {} train / {} validation / {} test samples, batch {batch}, {} steps an epoch, {} ({})",
-        data.spec,
-        data.train.len,
-        data.val.len,
-        data.test.len,
-        steps_per_epoch,
-        config.optimizer,
-        config.lr
-    ));
-    progress.header();
-
-    let mut stop = if counters.state.stopped_early {
-        StopReason::EarlyStopped { epoch: counters.epoch }
+    run.announce();
+    let mut stop = if run.counters.state.stopped_early {
+        StopReason::EarlyStopped {
+            epoch: run.counters.epoch,
+        }
     } else {
         StopReason::Completed
     };
-    let interrupted = || options.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
-    while stop == StopReason::Completed && counters.epoch < epochs {
-        let epoch = counters.epoch + 1;
+    while stop == StopReason::Completed && run.counters.epoch < run.epochs {
+        let epoch = run.counters.epoch + 1;
         let started = Instant::now();
-        let partial = counters.state.partial.take();
+        match run.train_epoch(epoch)? {
+            EpochEnd::Interrupted { step } => {
+                return Ok(run.summary(StopReason::Interrupted { step, epoch }, false, None));
+            }
+            EpochEnd::Finished { loss_sum, samples } => {
+                let train_loss = loss_sum / samples.max(1) as f64;
+                stop = run.end_epoch(epoch, train_loss, started)?;
+            }
+        }
+    }
+    run.finish(stop)
+}
+
+impl<'a> Run<'a> {
+    /// Loads and splits the data and checks the settings; touches no file.
+    fn start(
+        session: &'a mut Session,
+        config: &'a TrainConfig,
+        options: &'a TrainOptions,
+    ) -> Result<Run<'a>, TrainError> {
+        let ports = Ports::of(session.manifest(), config, true)?;
+        let spec = options.data_override.as_deref().unwrap_or(&config.data);
+        let data = load_splits(spec, config, &ports)?;
+        let batch = usize::try_from(config.batch)
+            .ok()
+            .filter(|&b| b > 0)
+            .ok_or_else(|| {
+                TrainError::Config(format!(
+                    "batch size {} is not a positive count",
+                    config.batch
+                ))
+            })?;
+        let monitor = Monitor::of(config, !data.val.is_empty())?;
+        if let Some(name) = config
+            .metrics
+            .iter()
+            .find(|m| !task_has_metric(&config.task, m))
+        {
+            return Err(TrainError::Config(format!(
+                "metric `{name}` does not apply to this model's task"
+            )));
+        }
+        let columns = config.metrics.iter().map(|m| format!("val_{m}")).collect();
+        let counters = Counters {
+            step: 0,
+            epoch: 0,
+            best: None,
+            state: RunState {
+                seed: config.seed,
+                batch: config.batch,
+                train_samples: data.train.len as u64,
+                normalizer: data.normalizer.clone(),
+                monitor: monitor.name.clone(),
+                best_epoch: 0,
+                bad_epochs: 0,
+                stopped_early: false,
+                partial: None,
+            },
+        };
+        Ok(Run {
+            session,
+            config,
+            options,
+            steps_per_epoch: data.train.batch_count(batch) as u64,
+            ports,
+            data,
+            monitor,
+            paths: RunPaths::new(&options.run_dir),
+            progress: Progress::new(options.quiet, options.progress, columns),
+            counters,
+            history: Vec::new(),
+            log: None,
+            batch,
+            epochs: options.epochs_override.unwrap_or(config.epochs),
+        })
+    }
+
+    /// Starts a fresh run directory: a new log, no stale best weights, and a checkpoint
+    /// of step 0 to fall back to.
+    fn begin(&mut self) -> Result<(), TrainError> {
+        std::fs::create_dir_all(&self.paths.dir).map_err(|source| TrainError::Io {
+            path: self.paths.dir.clone(),
+            source,
+        })?;
+        // A best.safetensors from an earlier run in this directory must not be restored.
+        match std::fs::remove_file(&self.paths.best) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(TrainError::Io {
+                    path: self.paths.best.clone(),
+                    source: e,
+                });
+            }
+            _ => {}
+        }
+        self.log = Some(MetricsLog::create(&self.paths.metrics)?);
+        self.save_last()
+    }
+
+    /// Loads `last.ckpt` into the session after checking that it belongs to this run,
+    /// and reopens the log up to its epoch.
+    fn resume(&mut self) -> Result<(), TrainError> {
+        let path = &self.paths.last;
+        if !path.is_file() {
+            return Err(TrainError::Resume(format!(
+                "{} does not exist; train without --resume to start a run there",
+                path.display()
+            )));
+        }
+        let checkpoint = Checkpoint::load(path)?;
+        checkpoint
+            .check_against(
+                self.session
+                    .weights()
+                    .map(|(k, t)| (k.to_string(), t.shape.clone())),
+            )
+            .map_err(|e| TrainError::Resume(format!("{}: {e}", path.display())))?;
+        let state = RunState::from_json(path, &checkpoint.extra)?;
+        let fresh = &self.counters.state;
+        let differs = |what: &str, then: String, now: String| {
+            TrainError::Resume(format!(
+                "{} was trained with {what} {then}, this run has {now}; start a new run instead",
+                path.display()
+            ))
+        };
+        if state.seed != fresh.seed || checkpoint.rng_state != fresh.seed {
+            return Err(differs(
+                "seed",
+                state.seed.to_string(),
+                fresh.seed.to_string(),
+            ));
+        }
+        if state.batch != fresh.batch {
+            return Err(differs(
+                "batch size",
+                state.batch.to_string(),
+                fresh.batch.to_string(),
+            ));
+        }
+        if state.train_samples != fresh.train_samples || state.normalizer != fresh.normalizer {
+            return Err(differs(
+                "a train split of",
+                format!("{} samples", state.train_samples),
+                format!("{} samples (or different data)", fresh.train_samples),
+            ));
+        }
+        if state.monitor != fresh.monitor {
+            return Err(differs(
+                "early stopping on",
+                state.monitor,
+                fresh.monitor.clone(),
+            ));
+        }
+        self.session
+            .load_weights(&checkpoint.weights_safetensors()?)?;
+        let (log, history) = MetricsLog::resume(&self.paths.metrics, checkpoint.epoch)?;
+        self.log = Some(log);
+        self.history = history;
+        self.counters = Counters {
+            step: checkpoint.step,
+            epoch: checkpoint.epoch,
+            best: checkpoint.best_metric,
+            state,
+        };
+        Ok(())
+    }
+
+    /// The lines above the table, and its header.
+    fn announce(&self) {
+        let (data, counters) = (&self.data, &self.counters);
+        if self.options.resume {
+            self.progress.line(&format!(
+                "resuming {} after epoch {} (step {})",
+                self.paths.last.display(),
+                counters.epoch,
+                counters.step
+            ));
+        }
+        self.progress.line(&format!(
+            "training on {}: {} train / {} validation / {} test samples, batch {}, \
+             {} steps an epoch, {} (lr {})",
+            data.spec,
+            data.train.len,
+            data.val.len,
+            data.test.len,
+            self.batch,
+            self.steps_per_epoch,
+            self.config.optimizer,
+            self.config.lr
+        ));
+        self.progress.header();
+    }
+
+    fn interrupted(&self) -> bool {
+        self.options
+            .interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+
+    /// Runs `train_step` on every batch of `epoch` (those an interrupted run already
+    /// took are skipped), stopping at a non-finite loss or an interrupt.
+    fn train_epoch(&mut self, epoch: u64) -> Result<EpochEnd, TrainError> {
+        let partial = self.counters.state.partial.take();
         let (skip, mut loss_sum, mut samples) =
             partial.map_or((0, 0.0, 0), |p| (p.batches, p.loss_sum, p.samples));
-        progress.start_epoch(epoch, epochs, steps_per_epoch, skip);
-        let shuffle = epoch_shuffle_seed(config.seed, epoch);
-        for (index, b) in data.train.batches(batch, Some(shuffle))?.enumerate().skip(skip as usize) {
-            let step = counters.step + 1;
-            let lr = learning_rate(
-                &config.schedule,
-                config.lr,
-                StepPosition { step, epoch, total_steps: epochs * steps_per_epoch },
-            );
-            let len = b.len as u64;
-            let outputs = session
-                .run(TRAIN_ENTRY, &ports.train_inputs(b, lr, step)?)
-                .map_err(|source| TrainError::Run { entry: TRAIN_ENTRY, source })?;
+        self.progress
+            .start_epoch(epoch, self.epochs, self.steps_per_epoch, skip);
+        let shuffle = epoch_shuffle_seed(self.config.seed, epoch);
+        let batches = self.data.train.batches(self.batch, Some(shuffle))?;
+        for (index, batch) in batches.enumerate().skip(skip as usize) {
+            let step = self.counters.step + 1;
+            let at = StepPosition {
+                step,
+                epoch,
+                total_steps: self.epochs * self.steps_per_epoch,
+            };
+            let lr = learning_rate(&self.config.schedule, self.config.lr, at);
+            let len = batch.len as u64;
+            let inputs = self.ports.train_inputs(batch, lr, step)?;
+            let outputs =
+                self.session
+                    .run(TRAIN_ENTRY, &inputs)
+                    .map_err(|source| TrainError::Run {
+                        entry: TRAIN_ENTRY,
+                        source,
+                    })?;
             let loss = outputs
                 .iter()
                 .find(|(n, _)| n == "loss")
                 .and_then(|(_, t)| t.as_f32())
                 .and_then(|v| v.first().copied())
-                .ok_or_else(|| TrainError::Model(format!("`{TRAIN_ENTRY}` returned no f32 `loss`")))?;
+                .ok_or_else(|| {
+                    TrainError::Model(format!("`{TRAIN_ENTRY}` returned no f32 `loss`"))
+                })?;
             if !loss.is_finite() {
-                progress.finish_epoch();
-                let checkpoint = paths.last.is_file().then(|| (paths.last.clone(), counters.epoch));
-                return Err(TrainError::Diverged { step, epoch, loss, lr, checkpoint });
+                self.progress.finish_epoch();
+                let checkpoint = self
+                    .paths
+                    .last
+                    .is_file()
+                    .then(|| (self.paths.last.clone(), self.counters.epoch));
+                return Err(TrainError::Diverged {
+                    step,
+                    epoch,
+                    loss,
+                    lr,
+                    checkpoint,
+                });
             }
-            counters.step = step;
+            self.counters.step = step;
             loss_sum += f64::from(loss) * len as f64;
             samples += len;
-            progress.step(step, loss, len);
-            if interrupted() {
-                progress.finish_epoch();
-                counters.state.partial = Some(PartialEpoch { batches: index as u64 + 1, loss_sum, samples });
-                save_last(session, &paths, &counters)?;
-                progress.line(&format!(
-                    "interrupted at step {step} (epoch {epoch}); saved {} — continue with --resume",
-                    paths.last.display()
+            self.progress.step(step, loss, len);
+            if self.interrupted() {
+                self.progress.finish_epoch();
+                self.counters.state.partial = Some(PartialEpoch {
+                    batches: index as u64 + 1,
+                    loss_sum,
+                    samples,
+                });
+                self.save_last()?;
+                self.progress.line(&format!(
+                    "interrupted at step {step} (epoch {epoch}); saved {}: continue with --resume",
+                    self.paths.last.display()
                 ));
-                let summary = summary(&counters, StopReason::Interrupted { step, epoch }, &monitor, false, history, None, paths);
-                return Ok(summary);
+                return Ok(EpochEnd::Interrupted { step });
             }
         }
-        progress.finish_epoch();
-        counters.epoch = epoch;
-        let train_loss = loss_sum / samples.max(1) as f64;
-        let val = if data.val.is_empty() {
+        self.progress.finish_epoch();
+        Ok(EpochEnd::Finished { loss_sum, samples })
+    }
+
+    /// Validates after `epoch`, keeps the best weights, logs, checkpoints, and says
+    /// whether to stop early.
+    fn end_epoch(
+        &mut self,
+        epoch: u64,
+        train_loss: f64,
+        started: Instant,
+    ) -> Result<StopReason, TrainError> {
+        self.counters.epoch = epoch;
+        let val = if self.data.val.is_empty() {
             None
         } else {
-            Some(score(session, &ports, config, &data.val, EvalSplit::Val, &data.class_names)?)
+            Some(self.score_split(EvalSplit::Val)?)
         };
-        let value = monitor.value(train_loss, val.as_ref());
-        let improved = monitor.improves(value, counters.best);
+        let value = self.monitor.value(train_loss, val.as_ref());
+        let improved = self.monitor.improves(value, self.counters.best);
+        let state = &mut self.counters.state;
         if improved {
-            counters.best = Some(value);
-            counters.state.best_epoch = epoch;
-            counters.state.bad_epochs = 0;
-            write_atomic(&paths.best, &params_safetensors(session)?)?;
+            self.counters.best = Some(value);
+            state.best_epoch = epoch;
+            state.bad_epochs = 0;
+            write_atomic(&self.paths.best, &params_safetensors(self.session)?)?;
         } else {
-            counters.state.bad_epochs += 1;
+            state.bad_epochs += 1;
         }
+        let metrics = val
+            .as_ref()
+            .map(|v| {
+                v.scalars()
+                    .into_iter()
+                    .filter(|(k, _)| self.config.metrics.contains(k))
+                    .map(|(k, x)| (format!("val_{k}"), x))
+                    .collect()
+            })
+            .unwrap_or_default();
         let record = EpochRecord {
             epoch,
-            step: counters.step,
+            step: self.counters.step,
             train_loss,
             val_loss: val.as_ref().map(|v| v.loss),
-            metrics: val
-                .as_ref()
-                .map(|v| v.scalars().into_iter().filter(|(k, _)| config.metrics.contains(k)).map(|(k, x)| (format!("val_{k}"), x)).collect())
-                .unwrap_or_default(),
+            metrics,
             seconds: started.elapsed().as_secs_f64(),
         };
-        log.append(&record)?;
-        history.push(record);
-        plot_curves(&history, &paths.curves)?;
-        if monitor.patience.is_some_and(|p| counters.state.bad_epochs >= p) {
-            counters.state.stopped_early = true;
-            stop = StopReason::EarlyStopped { epoch };
+        if let Some(log) = &mut self.log {
+            log.append(&record)?;
         }
-        let due = match config.checkpoint_every {
-            0 => true,
-            n => epoch % n == 0,
+        let note = if improved {
+            format!("* best {}", self.monitor.name)
+        } else {
+            String::new()
         };
-        if due || epoch == epochs || stop != StopReason::Completed {
-            save_last(session, &paths, &counters)?;
+        self.progress.row(&record, &note);
+        self.history.push(record);
+        plot_curves(&self.history, &self.paths.curves)?;
+
+        let state = &mut self.counters.state;
+        let stop = if self.monitor.patience.is_some_and(|p| state.bad_epochs >= p) {
+            state.stopped_early = true;
+            StopReason::EarlyStopped { epoch }
+        } else {
+            StopReason::Completed
+        };
+        // Every epoch by default, else every `checkpoint_every` epochs.
+        let every = self.config.checkpoint_every;
+        let due = every == 0 || epoch.is_multiple_of(every);
+        if due || epoch == self.epochs || stop != StopReason::Completed {
+            self.save_last()?;
         }
-        let note = if improved { format!("* best {}", monitor.name) } else { String::new() };
-        progress.row(history.last().expect("just pushed"), &note);
-    }
-    if let StopReason::EarlyStopped { epoch } = stop {
-        progress.line(&format!(
-            "stopped early after epoch {epoch}: {} has not improved for {} epochs",
-            monitor.name, counters.state.bad_epochs
-        ));
+        Ok(stop)
     }
 
-    let restored = monitor.restore_best && counters.state.best_epoch > 0 && paths.best.is_file();
-    if restored {
-        let bytes = std::fs::read(&paths.best).map_err(|source| TrainError::Io { path: paths.best.clone(), source })?;
-        load_params(session, &bytes)?;
-        progress.line(&format!(
-            "restored the best weights (epoch {}, {} {:.4})",
-            counters.state.best_epoch,
-            monitor.name,
-            counters.best.unwrap_or(f64::NAN)
-        ));
-    }
-    let test = if data.test.is_empty() {
-        None
-    } else {
-        Some(score(session, &ports, config, &data.test, EvalSplit::Test, &data.class_names)?)
-    };
-    if let Some(report) = &test {
-        let mut line = format!("test: loss {:.4}", report.loss);
-        for (name, value) in report.scalars() {
-            line.push_str(&format!("  {name} {value:.4}"));
+    /// Puts the best weights back if asked to, scores the test split, and sums up.
+    fn finish(mut self, stop: StopReason) -> Result<TrainSummary, TrainError> {
+        if let StopReason::EarlyStopped { epoch } = stop {
+            self.progress.line(&format!(
+                "stopped early after epoch {epoch}: {} has not improved for {} epochs",
+                self.monitor.name, self.counters.state.bad_epochs
+            ));
         }
-        progress.line(&line);
+        let restored = self.monitor.restore_best
+            && self.counters.state.best_epoch > 0
+            && self.paths.best.is_file();
+        if restored {
+            let bytes = std::fs::read(&self.paths.best).map_err(|source| TrainError::Io {
+                path: self.paths.best.clone(),
+                source,
+            })?;
+            load_params(self.session, &bytes)?;
+            self.progress.line(&format!(
+                "restored the best weights (epoch {}, {} {:.4})",
+                self.counters.state.best_epoch,
+                self.monitor.name,
+                self.counters.best.unwrap_or(f64::NAN)
+            ));
+        }
+        let test = if self.data.test.is_empty() {
+            None
+        } else {
+            Some(self.score_split(EvalSplit::Test)?)
+        };
+        if let Some(report) = &test {
+            let mut line = format!("test: loss {:.4}", report.loss);
+            for (name, value) in report.scalars() {
+                line.push_str(&format!("  {name} {value:.4}"));
+            }
+            self.progress.line(&line);
+        }
+        self.progress
+            .line(&format!("run saved in {}", self.paths.dir.display()));
+        Ok(self.summary(stop, restored, test))
     }
-    progress.line(&format!("run saved in {}", paths.dir.display()));
-    Ok(summary(&counters, stop, &monitor, restored, history, test, paths))
-}
 
-fn summary(
-    counters: &Counters,
-    stop: StopReason,
-    monitor: &Monitor,
-    restored_best: bool,
-    history: Vec<EpochRecord>,
-    test: Option<EvalReport>,
-    paths: RunPaths,
-) -> TrainSummary {
-    TrainSummary {
-        stop,
-        epochs: counters.epoch,
-        steps: counters.step,
-        monitor: monitor.name.clone(),
-        best_value: counters.best,
-        best_epoch: (counters.state.best_epoch > 0).then_some(counters.state.best_epoch),
-        restored_best,
-        history,
-        test,
-        paths,
+    /// Scores the session's weights on the validation or the test split.
+    fn score_split(&mut self, split: EvalSplit) -> Result<EvalReport, TrainError> {
+        let data = match split {
+            EvalSplit::Val => &self.data.val,
+            EvalSplit::Test | EvalSplit::All => &self.data.test,
+        };
+        score(
+            self.session,
+            &self.ports,
+            self.config,
+            data,
+            split,
+            &self.data.class_names,
+        )
     }
-}
 
-/// Saves the session's weights and the counters as `last.ckpt`.
-fn save_last(session: &Session, paths: &RunPaths, counters: &Counters) -> Result<(), TrainError> {
-    let checkpoint = Checkpoint {
-        weights: session.weights().map(|(k, t)| (k.to_string(), t.clone())).collect(),
-        step: counters.step,
-        epoch: counters.epoch,
-        rng_state: counters.state.seed,
-        best_metric: counters.best,
-        extra: counters.state.to_json()?,
-    };
-    checkpoint.save_atomic(&paths.last)?;
-    Ok(())
-}
+    fn summary(
+        self,
+        stop: StopReason,
+        restored_best: bool,
+        test: Option<EvalReport>,
+    ) -> TrainSummary {
+        let counters = &self.counters;
+        TrainSummary {
+            stop,
+            epochs: counters.epoch,
+            steps: counters.step,
+            monitor: self.monitor.name.clone(),
+            best_value: counters.best,
+            best_epoch: (counters.state.best_epoch > 0).then_some(counters.state.best_epoch),
+            restored_best,
+            history: self.history,
+            test,
+            paths: self.paths,
+        }
+    }
 
-/// Loads `last.ckpt` into the session and checks that it belongs to this run (`fresh`
-/// is the state a new run would start with); reopens the log up to its epoch.
-fn resume(
-    session: &mut Session,
-    paths: &RunPaths,
-    fresh: RunState,
-) -> Result<(Counters, MetricsLog, Vec<EpochRecord>), TrainError> {
-    let path = &paths.last;
-    if !path.is_file() {
-        return Err(TrainError::Resume(format!(
-            "{} does not exist; train without --resume to start a run there",
-            path.display()
-        )));
+    /// Saves the session's weights and the counters as `last.ckpt`.
+    fn save_last(&self) -> Result<(), TrainError> {
+        let counters = &self.counters;
+        let checkpoint = Checkpoint {
+            weights: self
+                .session
+                .weights()
+                .map(|(k, t)| (k.to_string(), t.clone()))
+                .collect(),
+            step: counters.step,
+            epoch: counters.epoch,
+            rng_state: counters.state.seed,
+            best_metric: counters.best,
+            extra: counters.state.to_json()?,
+        };
+        checkpoint.save_atomic(&self.paths.last)?;
+        Ok(())
     }
-    let checkpoint = Checkpoint::load(path)?;
-    checkpoint
-        .check_against(session.weights().map(|(k, t)| (k.to_string(), t.shape.clone())))
-        .map_err(|e| TrainError::Resume(format!("{}: {e}", path.display())))?;
-    let state = RunState::from_json(path, &checkpoint.extra)?;
-    let differs = |what: &str, then: String, now: String| {
-        TrainError::Resume(format!(
-            "{} was trained with {what} {then}, this run has {now}; start a new run instead",
-            path.display()
-        ))
-    };
-    if state.seed != fresh.seed || checkpoint.rng_state != fresh.seed {
-        return Err(differs("seed", state.seed.to_string(), fresh.seed.to_string()));
-    }
-    if state.batch != fresh.batch {
-        return Err(differs("batch size", state.batch.to_string(), fresh.batch.to_string()));
-    }
-    if state.train_samples != fresh.train_samples || state.normalizer != fresh.normalizer {
-        return Err(differs(
-            "a train split of",
-            format!("{} samples", state.train_samples),
-            format!("{} samples (or different data)", fresh.train_samples),
-        ));
-    }
-    if state.monitor != fresh.monitor {
-        return Err(differs("early stopping on", state.monitor, fresh.monitor));
-    }
-    session.load_weights(&checkpoint.weights_safetensors()?)?;
-    let (log, history) = MetricsLog::resume(&paths.metrics, checkpoint.epoch)?;
-    Ok((
-        Counters {
-            step: checkpoint.step,
-            epoch: checkpoint.epoch,
-            best: checkpoint.best_metric,
-            state,
-        },
-        log,
-        history,
-    ))
 }

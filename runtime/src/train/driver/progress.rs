@@ -62,10 +62,9 @@ impl Progress {
             return;
         }
         let bar = ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template(
-            "epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}",
-        )
-        .map(|s| s.progress_chars("=> "));
+        let style =
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")
+                .map(|s| s.progress_chars("=> "));
         if let Ok(style) = style {
             bar.set_style(style);
         }
@@ -97,7 +96,13 @@ impl Progress {
 
     /// The table row of an epoch.
     pub fn row(&self, record: &EpochRecord, note: &str) {
-        let number = |v: f64| if v.is_finite() { format!("{v:.4}") } else { "-".to_string() };
+        let number = |v: f64| {
+            if v.is_finite() {
+                format!("{v:.4}")
+            } else {
+                "-".to_string()
+            }
+        };
         let mut row = format!(
             "{:>5}  {:>10}  {:>10}",
             record.epoch,
@@ -105,9 +110,15 @@ impl Progress {
             record.val_loss.map_or("-".to_string(), number)
         );
         for c in &self.columns {
-            row.push_str(&format!("  {:>9}", record.metrics.get(c).map_or("-".to_string(), |v| number(*v))));
+            row.push_str(&format!(
+                "  {:>9}",
+                record
+                    .metrics
+                    .get(c)
+                    .map_or("-".to_string(), |v| number(*v))
+            ));
         }
-        row.push_str(&format!("  {:>6.1}s", record.seconds));
+        row.push_str(&format!("  {:>6.2}s", record.seconds));
         if !note.is_empty() {
             row.push_str("  ");
             row.push_str(note);

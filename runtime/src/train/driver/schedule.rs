@@ -28,7 +28,7 @@ pub fn learning_rate(schedule: &Schedule, base: f64, at: StepPosition) -> f32 {
     let rate = match *schedule {
         Schedule::Constant => base,
         Schedule::Step { every, gamma } => {
-            let decays = if every == 0 { 0 } else { at.epoch.saturating_sub(1) / every };
+            let decays = at.epoch.saturating_sub(1).checked_div(every).unwrap_or(0);
             base * gamma.powi(i32::try_from(decays).unwrap_or(i32::MAX))
         }
         Schedule::Cosine { warmup } => {
@@ -49,7 +49,11 @@ mod tests {
     use super::*;
 
     fn at(step: u64, epoch: u64) -> StepPosition {
-        StepPosition { step, epoch, total_steps: 100 }
+        StepPosition {
+            step,
+            epoch,
+            total_steps: 100,
+        }
     }
 
     #[test]
@@ -59,7 +63,10 @@ mod tests {
 
     #[test]
     fn step_decays_every_n_epochs() {
-        let s = Schedule::Step { every: 2, gamma: 0.5 };
+        let s = Schedule::Step {
+            every: 2,
+            gamma: 0.5,
+        };
         assert_eq!(learning_rate(&s, 1.0, at(1, 1)), 1.0);
         assert_eq!(learning_rate(&s, 1.0, at(20, 2)), 1.0);
         assert_eq!(learning_rate(&s, 1.0, at(21, 3)), 0.5);

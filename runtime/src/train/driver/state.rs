@@ -20,7 +20,7 @@ use crate::artifact::weights::{encode_weights, to_host_tensor};
 use crate::error::WeightsError;
 use crate::session::Session;
 use crate::tensor::HostTensor;
-use crate::train::Normalizer;
+use crate::train::{Checkpoint, CheckpointError, Normalizer};
 
 /// The prefix of optimizer-state keys (`optim.m.dense1.weight`): persistent buffers that
 /// are not parameters of the model.
@@ -81,7 +81,8 @@ pub(super) struct RunState {
 
 impl RunState {
     pub fn to_json(&self) -> Result<serde_json::Value, TrainError> {
-        serde_json::to_value(self).map_err(|e| TrainError::Resume(format!("cannot encode the run state: {e}")))
+        serde_json::to_value(self)
+            .map_err(|e| TrainError::Resume(format!("cannot encode the run state: {e}")))
     }
 
     pub fn from_json(path: &Path, value: &serde_json::Value) -> Result<RunState, TrainError> {
@@ -97,12 +98,19 @@ impl RunState {
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, synced,
 /// then renamed over `path`.
 pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let io = |source: std::io::Error| TrainError::Io { path: path.to_path_buf(), source };
+    let io = |source: std::io::Error| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut temp = tempfile::Builder::new().prefix(".strata.").suffix(".tmp").tempfile_in(dir).map_err(io)?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".strata.")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io)?;
     temp.write_all(bytes).map_err(io)?;
     temp.as_file().sync_all().map_err(io)?;
     temp.persist(path).map_err(|e| io(e.error))?;
@@ -112,7 +120,11 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> 
 /// The session's parameters (every persistent buffer but the optimizer state) as a
 /// safetensors file.
 pub fn params_safetensors(session: &Session) -> Result<Vec<u8>, WeightsError> {
-    encode_weights(session.weights().filter(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX)))
+    encode_weights(
+        session
+            .weights()
+            .filter(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX)),
+    )
 }
 
 /// `base` (a safetensors file of every persistent buffer) with the tensors of `params`
@@ -132,8 +144,14 @@ pub fn merge_params(base: &[u8], params: &[u8]) -> Result<Vec<u8>, WeightsError>
         .map(|k| k.to_string())
         .collect();
     if !unknown.is_empty() {
-        let expected = base_names.iter().filter(|k| !k.starts_with(OPTIMIZER_PREFIX)).map(|k| k.to_string());
-        return Err(WeightsError::Unknown { keys: sorted(unknown), expected: sorted(expected.collect()) });
+        let expected = base_names
+            .iter()
+            .filter(|k| !k.starts_with(OPTIMIZER_PREFIX))
+            .map(|k| k.to_string());
+        return Err(WeightsError::Unknown {
+            keys: sorted(unknown),
+            expected: sorted(expected.collect()),
+        });
     }
     let missing: Vec<String> = base_names
         .iter()
@@ -141,11 +159,16 @@ pub fn merge_params(base: &[u8], params: &[u8]) -> Result<Vec<u8>, WeightsError>
         .map(|k| k.to_string())
         .collect();
     if !missing.is_empty() {
-        return Err(WeightsError::Missing { keys: sorted(missing) });
+        return Err(WeightsError::Missing {
+            keys: sorted(missing),
+        });
     }
     let mut merged: Vec<(String, HostTensor)> = Vec::with_capacity(base_names.len());
     for key in base_names {
-        let view = params.tensor(key).or_else(|_| base.tensor(key)).map_err(invalid)?;
+        let view = params
+            .tensor(key)
+            .or_else(|_| base.tensor(key))
+            .map_err(invalid)?;
         merged.push((key.to_string(), to_host_tensor(&view)));
     }
     merged.sort_by(|a, b| a.0.cmp(&b.0));
@@ -162,4 +185,32 @@ fn sorted(mut keys: Vec<String>) -> Vec<String> {
 pub fn load_params(session: &mut Session, params: &[u8]) -> Result<(), WeightsError> {
     let merged = merge_params(&session.save_weights()?, params)?;
     session.load_weights(&merged)
+}
+
+/// A weights file of any kind the driver writes, completed into a file of every
+/// persistent buffer (what [`Session::load_weights`] takes): a training checkpoint
+/// (`last.ckpt`) gives all its tensors; a parameters file (`best.safetensors`) or a full
+/// weights file is merged into `base`, every persistent buffer's current value (see
+/// [`merge_params`]). `origin` names the file in errors.
+pub fn complete_weights(base: &[u8], file: &[u8], origin: &Path) -> Result<Vec<u8>, TrainError> {
+    match Checkpoint::from_bytes(file, origin) {
+        Ok(checkpoint) => Ok(checkpoint.weights_safetensors()?),
+        // Not a checkpoint, or not even safetensors (which merge_params reports as such).
+        Err(CheckpointError::NotACheckpoint { .. }) => Ok(merge_params(base, file)?),
+        Err(CheckpointError::Corrupt { .. }) if SafeTensors::deserialize(file).is_err() => {
+            Ok(merge_params(base, file)?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Loads a weights file of any kind the driver writes (see [`complete_weights`]) into the
+/// session.
+pub fn load_weights_file(
+    session: &mut Session,
+    file: &[u8],
+    origin: &Path,
+) -> Result<(), TrainError> {
+    let weights = complete_weights(&session.save_weights()?, file, origin)?;
+    Ok(session.load_weights(&weights)?)
 }

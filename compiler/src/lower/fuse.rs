@@ -1,0 +1,276 @@
+//! Fusion: which graph values get a buffer of their own and which are computed inside
+//! the expressions of the kernels that use them.
+//!
+//! Fusion here is substitution in the kernel IR (as in XLA's loop and input fusion, or
+//! tinygrad's lazy elementwise ops): a value placed [`Placement::Inline`] has no kernel;
+//! wherever a kernel needs its element at some coordinates, its op is rebuilt there from
+//! its operands' elements. So an element-wise or broadcast chain becomes one loop, a
+//! reduction's element-wise input becomes its prologue, and the kernels of the values a
+//! chain feeds read it without a buffer in between.
+//!
+//! # The rules, in the order they are applied
+//!
+//! 1. **Storage is required** (rule `needs-storage`) for graph outputs, matrix-product
+//!    operands (the product reads strided memory), operands of a reshape that is not only
+//!    adding or removing dimensions of 1 (its coordinates are a flat-index remap), and the
+//!    operand of a transpose folded into a product's strides. Such a value is a buffer, or
+//!    a view of one (a reshape, a folded transpose).
+//! 2. **Epilogue fusion** (rule `epilogue`): a matrix product or reduction `p` whose
+//!    result flows through a chain of element-wise ops over `p`'s own coordinates (each
+//!    link the single user of the previous one, of `p`'s shape, neither output nor
+//!    update, its other operands not computed from `p`) is one kernel: the chain becomes
+//!    the product's or reduction's epilogue with [`Expr::Acc`](strata_kernels::ir::Expr)
+//!    for `p`'s element, writing the chain's last value. Bias, activation, residual add
+//!    and the backward's masks land here. Other operands of the links are loaded or
+//!    inlined; the kernel's output buffer is always a fresh one, never one of them (the
+//!    CPU runs the product into the output before the epilogue reads it).
+//! 3. **Inlining** (rule `inline`) of element-wise values (unary, binary, broadcast,
+//!    one-hot, slice, stop-gradient, transpose, unit reshape) in topological order, when
+//!    storage is not required and
+//!    - the value has one use (one user, or only an update), or its inlined tree holds no
+//!      expensive op (`exp`, `log`, `sqrt`, `tanh`, `sigmoid`, `pow`): the cost guard, so
+//!      an expensive producer is never evaluated twice for one element;
+//!    - and, if its tree is expensive, no user broadcasts it (which would evaluate it
+//!      once per broadcast copy).
+//!    Everything else gets its own buffer and kernel.
+//! 4. **Optimizer updates** (rule `update-group`): an update's new value is stored straight
+//!    into the persistent buffer it replaces, by a map over the parameter's shape. Updates
+//!    whose new values read each other's parameters or new values (Adam's `m`, `v` and
+//!    weight) share one map with one store each: the map computes every store's value
+//!    before writing any, so in-place updates read the old values. A group is launched as
+//!    soon as its inputs exist and every other kernel that reads the old values has run.
+//!    A new value that reads its own group's parameters other than element for element
+//!    (through a transpose, a slice, a broadcast) gets a buffer instead, as does one that
+//!    reads another group's parameters, so no store ever races a load of another element.
+
+use crate::ir::{BinaryOp, Graph, Op, UnaryOp, ValueId};
+use std::collections::{HashMap, HashSet};
+
+/// Where a value's elements come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// An input or a parameter: a buffer the runtime fills or keeps.
+    Leaf,
+    /// A scalar constant, inlined where used.
+    Const,
+    /// Its own buffer, written by its own kernel (or by the kernel of the product or
+    /// reduction whose epilogue it ends).
+    Buffer,
+    /// Computed inside the expressions of the kernels that use it.
+    Inline,
+    /// A reshape or folded transpose that reads its operand's buffer.
+    View,
+    /// A product or reduction, or a link of its epilogue chain, computed by the kernel
+    /// that writes the chain's last value `root`.
+    Epilogue { root: ValueId },
+}
+
+/// The fusion decisions for one graph.
+#[derive(Clone, Debug, Default)]
+pub struct Fusion {
+    pub placement: HashMap<ValueId, Placement>,
+    /// Chain root -> the product or reduction that starts the chain.
+    pub producer_of: HashMap<ValueId, ValueId>,
+}
+
+impl Fusion {
+    pub fn get(&self, v: ValueId) -> Placement {
+        self.placement.get(&v).copied().unwrap_or(Placement::Buffer)
+    }
+}
+
+/// Whether an op is evaluated cheaply enough to recompute (the cost guard's unit).
+pub fn is_expensive(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Unary(
+            UnaryOp::Exp | UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Tanh | UnaryOp::Sigmoid
+        ) | Op::Binary(BinaryOp::Pow)
+    )
+}
+
+/// A reshape that only adds or removes dimensions of 1: coordinates map one to one.
+pub fn is_unit_reshape(graph: &Graph, v: ValueId) -> bool {
+    let Op::Reshape { shape } = &graph.node(v).op else {
+        return false;
+    };
+    let src = graph.operands(v)[0];
+    let strip = |dims: &[crate::ir::Dim]| -> Vec<crate::ir::Dim> {
+        dims.iter()
+            .copied()
+            .filter(|d| *d != crate::ir::Dim::Fixed(1))
+            .collect()
+    };
+    strip(shape.dims()) == strip(graph.ty(src).shape.dims())
+}
+
+/// A transpose of the last two dims whose every user is a matrix product (and that is no
+/// output): it is read through the product's strides.
+pub fn folds_into_matmuls(graph: &Graph, v: ValueId) -> bool {
+    let Op::Transpose { perm } = &graph.node(v).op else {
+        return false;
+    };
+    let r = perm.len();
+    r >= 2
+        && perm[..r - 2].iter().enumerate().all(|(i, p)| *p == i)
+        && perm[r - 2] == r - 1
+        && perm[r - 1] == r - 2
+        && !graph.outputs.iter().any(|(_, o)| *o == v)
+        && !graph.users(v).is_empty()
+        && graph
+            .users(v)
+            .iter()
+            .all(|u| matches!(graph.node(*u).op, Op::MatMul))
+}
+
+fn is_elementwise(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Unary(_)
+            | Op::Binary(_)
+            | Op::Broadcast { .. }
+            | Op::OneHot { .. }
+            | Op::Slice { .. }
+            | Op::StopGradient
+            | Op::Transpose { .. }
+    )
+}
+
+/// Whether user `u` reads `v` at more points than `v` has (a broadcast).
+fn broadcasts(graph: &Graph, v: ValueId, u: ValueId) -> bool {
+    match graph.node(u).op {
+        Op::Binary(_) | Op::Broadcast { .. } => graph.ty(u).shape != graph.ty(v).shape,
+        _ => false,
+    }
+}
+
+/// Decides every value's placement (the rules of the module docs).
+pub fn plan_fusion(graph: &Graph) -> Fusion {
+    let order = graph.topo_order();
+    let outputs: HashSet<ValueId> = graph.outputs.iter().map(|(_, v)| *v).collect();
+    let update_values: HashSet<ValueId> = graph.updates.iter().map(|(_, n)| *n).collect();
+    let mut fusion = Fusion::default();
+
+    // Rule 1: storage required, propagated backwards through views.
+    let mut storage: HashSet<ValueId> = outputs.clone();
+    for &v in order.iter().rev() {
+        match &graph.node(v).op {
+            Op::MatMul => storage.extend(graph.operands(v)),
+            Op::Reshape { .. } if storage.contains(&v) || !is_unit_reshape(graph, v) => {
+                storage.insert(graph.operands(v)[0]);
+            }
+            Op::Transpose { .. } if folds_into_matmuls(graph, v) => {
+                storage.insert(graph.operands(v)[0]);
+            }
+            _ => {}
+        }
+    }
+
+    // Rule 2: epilogue chains.
+    let mut descendants_cache: HashMap<ValueId, HashSet<ValueId>> = HashMap::new();
+    for &p in &order {
+        if !matches!(graph.node(p).op, Op::MatMul | Op::Reduce { .. }) {
+            continue;
+        }
+        let shape = graph.ty(p).shape.clone();
+        let mut chain = vec![p];
+        loop {
+            let root = *chain.last().expect("non-empty");
+            let users = graph.users(root);
+            if users.len() != 1
+                || storage.contains(&root)
+                || outputs.contains(&root)
+                || update_values.contains(&root)
+            {
+                break;
+            }
+            let u = users[0];
+            // A value ends at most one chain: the first product or reduction to reach it.
+            if fusion.placement.contains_key(&u)
+                || !matches!(graph.node(u).op, Op::Unary(_) | Op::Binary(_))
+                || graph.ty(u).shape != shape
+            {
+                break;
+            }
+            let below = descendants_cache
+                .entry(p)
+                .or_insert_with(|| descendants(graph, p));
+            let others_ok = graph
+                .operands(u)
+                .iter()
+                .all(|o| *o == root || !below.contains(o));
+            if !others_ok {
+                break;
+            }
+            chain.push(u);
+        }
+        let root = *chain.last().expect("non-empty");
+        for &c in &chain[..chain.len() - 1] {
+            fusion.placement.insert(c, Placement::Epilogue { root });
+        }
+        fusion.placement.insert(root, Placement::Buffer);
+        if root != p {
+            fusion.producer_of.insert(root, p);
+        }
+    }
+
+    // Rule 3: inlining, with the cost guard. `cost` is the number of expensive ops an
+    // inlined value's expression evaluates.
+    let mut cost: HashMap<ValueId, u32> = HashMap::new();
+    for &v in &order {
+        let node = graph.node(v);
+        if fusion.placement.contains_key(&v) {
+            continue;
+        }
+        let placement = match &node.op {
+            Op::Input { .. } | Op::Param { .. } => Placement::Leaf,
+            Op::Const { .. } => Placement::Const,
+            Op::Reshape { .. } => {
+                let src = graph.operands(v)[0];
+                let inline_src = matches!(fusion.get(src), Placement::Inline | Placement::Const);
+                if inline_src && !storage.contains(&v) {
+                    cost.insert(v, cost.get(&src).copied().unwrap_or(0));
+                    Placement::Inline
+                } else {
+                    Placement::View
+                }
+            }
+            Op::Transpose { .. } if folds_into_matmuls(graph, v) => Placement::View,
+            op if is_elementwise(op) && !storage.contains(&v) => {
+                let own = u32::from(is_expensive(op));
+                let tree: u32 = own
+                    + graph
+                        .operands(v)
+                        .iter()
+                        .filter(|o| fusion.get(**o) == Placement::Inline)
+                        .map(|o| cost.get(o).copied().unwrap_or(0))
+                        .sum::<u32>();
+                let users = graph.users(v);
+                let uses = users.len() + usize::from(update_values.contains(&v));
+                let single = uses <= 1;
+                let broadcast = users.iter().any(|u| broadcasts(graph, v, *u));
+                if (single || tree == 0) && !(tree > 0 && broadcast) {
+                    cost.insert(v, tree);
+                    Placement::Inline
+                } else {
+                    Placement::Buffer
+                }
+            }
+            _ => Placement::Buffer,
+        };
+        fusion.placement.insert(v, placement);
+    }
+    fusion
+}
+
+/// Every value computed from `v` (not `v` itself).
+pub fn descendants(graph: &Graph, v: ValueId) -> HashSet<ValueId> {
+    let mut seen = HashSet::new();
+    let mut stack = graph.users(v);
+    while let Some(u) = stack.pop() {
+        if seen.insert(u) {
+            stack.extend(graph.users(u));
+        }
+    }
+    seen
+}
