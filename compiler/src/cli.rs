@@ -500,7 +500,9 @@ fn cmd_train(a: &TrainArgs) -> ExitCode {
         quiet: a.quiet,
         interrupt: Some(interrupt),
     };
-    let mut session = match strata_runtime::Session::new(&artifact) {
+    // `--target gpu` trains on the GPU.
+    let backend = strata_runtime::session::Backend::default_for(&artifact);
+    let mut session = match strata_runtime::Session::new_with(&artifact, backend) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
@@ -555,8 +557,11 @@ fn cmd_eval(a: &EvalArgs) -> ExitCode {
     };
     match evaluate(&mut session, &config, a.data.as_deref(), split) {
         Ok(report) => {
-            print!("{report}");
-            ExitCode::SUCCESS
+            let mut out = std::io::stdout().lock();
+            match write!(out, "{report}") {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            }
         }
         Err(e) => fail(e),
     }

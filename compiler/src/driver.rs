@@ -53,6 +53,8 @@ impl From<Diagnostic> for CompileError {
 /// One entry's graph after the passes, its kernels and its memory plan.
 pub struct CompiledEntry {
     pub name: String,
+    /// The graph before the passes (`--stage train` for `train_step`).
+    pub unsimplified: Graph,
     pub graph: Graph,
     pub lowered: Lowered,
     pub plan: MemoryPlan,
@@ -65,6 +67,8 @@ pub struct Compiled {
     pub typed: Graph,
     /// The `infer` entry after the pass pipeline.
     pub optimized: Graph,
+    /// The `infer` entry before the passes.
+    pub infer_unsimplified: Graph,
     /// The `infer` entry's kernels and plan.
     pub lowered: Lowered,
     pub plan: MemoryPlan,
@@ -83,6 +87,7 @@ pub fn check(source: &SourceFile, options: &ElaborateOptions) -> Result<Elaborat
 
 /// Passes, lowering (kernels named `{prefix}k…`) and memory planning of one entry.
 fn compile_entry(name: &str, mut graph: Graph, prefix: &str) -> Result<CompiledEntry, CompileError> {
+    let unsimplified = graph.clone();
     crate::passes::run_pipeline(&mut graph, |_, _| {}).map_err(CompileError::Internal)?;
     let mut lowered = lower(&graph).map_err(|e| CompileError::Internal(format!("{name}: {e}")))?;
     for k in &mut lowered.kernels {
@@ -90,7 +95,7 @@ fn compile_entry(name: &str, mut graph: Graph, prefix: &str) -> Result<CompiledE
     }
     let plan = plan_memory(&lowered);
     check_plan(&lowered, &plan).map_err(|e| CompileError::Internal(format!("{name}: memory plan: {e}")))?;
-    Ok(CompiledEntry { name: name.to_string(), graph, lowered, plan })
+    Ok(CompiledEntry { name: name.to_string(), unsimplified, graph, lowered, plan })
 }
 
 /// Compiles a model file all the way to an artifact. With `elaborate.train` and a
@@ -129,6 +134,7 @@ pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled
     Ok(Compiled {
         typed,
         optimized: infer.graph,
+        infer_unsimplified: infer.unsimplified,
         lowered: infer.lowered,
         plan: infer.plan,
         training,

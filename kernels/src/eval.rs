@@ -718,7 +718,10 @@ mod tests {
         }
         let mut bufs = vec![vec![0.0], vec![0.0; 5]];
         let e = eval_kernel(&kernel, &mut bufs, 1).unwrap_err();
-        assert!(e.message.contains("negative random element index -3"), "{e}");
+        assert!(
+            e.message.contains("negative random element index -3"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -220,7 +220,9 @@ impl Session {
             return Ok(host);
         }
         let Engine::Gpu(gpu) = &self.engine else {
-            return Err(GpuError::Device("the host copy of the weights is missing".into()));
+            return Err(GpuError::Device(
+                "the host copy of the weights is missing".into(),
+            ));
         };
         let values = gpu.read_persistent(&self.manifest)?;
         Ok(self.persistent.get_or_init(|| values))

@@ -8,8 +8,8 @@
 //! ./mlp info
 //! ./mlp infer --input x=x.npy [--input NAME=PATH ...] [--output logits=out.npy ...]
 //!             [--weights trained.safetensors] [--entry infer] [--device cpu|gpu]
-//! ./mlp train [--data SPEC] [--epochs N] [--run-dir DIR] [--resume] [--quiet]
-//! ./mlp eval  [--data SPEC] [--weights best.safetensors|last.ckpt] [--split test|val|all]
+//! ./mlp train [--data SPEC] [--epochs N] [--run-dir DIR] [--resume] [--quiet] [--device cpu|gpu]
+//! ./mlp eval  [--data SPEC] [--weights best.safetensors|last.ckpt] [--split test|val|all] [--device cpu|gpu]
 //! ```
 //!
 //! `train` and `eval` need a model built from a file with a `train` section (see
@@ -89,6 +89,9 @@ struct TrainArgs {
     /// Print nothing but errors.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Where to train: the GPU if the model was built with GPU code, else the CPU.
+    #[arg(long, value_enum)]
+    device: Option<Device>,
 }
 
 #[derive(Args, Debug)]
@@ -261,8 +264,8 @@ fn train(artifact: &Artifact, args: TrainArgs, out: &mut dyn Write) -> Result<()
         quiet: args.quiet,
         interrupt: Some(interrupt),
     };
-    // Training runs on the CPU (see `train::driver`).
-    let mut session = Session::new(artifact).map_err(runtime)?;
+    let mut session =
+        Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
     let summary = crate::train::train(&mut session, config, &options).map_err(train_failure)?;
     if let StopReason::Interrupted { step, epoch } = summary.stop {
         return Err(Failure::Interrupted(format!(

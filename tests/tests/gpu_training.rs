@@ -103,7 +103,10 @@ fn step_inputs(rng: &mut TestRng, batch: u64, step: u32) -> Vec<(&'static str, H
         ("x", HostTensor::f32(vec![batch, 12], x).expect("sizes")),
         ("y", HostTensor::i32(vec![batch], y).expect("sizes")),
         ("lr", HostTensor::f32(vec![], vec![0.01]).expect("sizes")),
-        ("step", HostTensor::f32(vec![], vec![step as f32]).expect("sizes")),
+        (
+            "step",
+            HostTensor::f32(vec![], vec![step as f32]).expect("sizes"),
+        ),
     ]
 }
 
@@ -127,7 +130,10 @@ fn values(t: &HostTensor) -> Vec<f64> {
 fn relative_to_scale(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(1.0f64, |m, x| m.max(x.abs()));
-    let diff = a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
     diff / scale
 }
 
@@ -157,11 +163,15 @@ fn check_gpu_training_matches_cpu(name: &str, text: &str, steps: u32, batch: u64
         f64::from(steps) / cpu_time,
         f64::from(steps) / gpu_time
     );
-    let cpu_weights: Vec<(String, Vec<f64>)> =
-        cpu.weights().map(|(k, t)| (k.to_string(), values(t))).collect();
+    let cpu_weights: Vec<(String, Vec<f64>)> = cpu
+        .weights()
+        .map(|(k, t)| (k.to_string(), values(t)))
+        .collect();
     gpu.sync_weights().expect("the GPU's weights read back");
-    let gpu_weights: Vec<(String, Vec<f64>)> =
-        gpu.weights().map(|(k, t)| (k.to_string(), values(t))).collect();
+    let gpu_weights: Vec<(String, Vec<f64>)> = gpu
+        .weights()
+        .map(|(k, t)| (k.to_string(), values(t)))
+        .collect();
     assert_eq!(
         cpu_weights.iter().map(|(k, _)| k).collect::<Vec<_>>(),
         gpu_weights.iter().map(|(k, _)| k).collect::<Vec<_>>()
@@ -208,7 +218,8 @@ fn saved_gpu_weights_are_the_trained_ones_and_load_back() {
     let initial = gpu.save_weights().expect("saves");
     let mut rng = TestRng::new(9);
     for step in 1..=3 {
-        gpu.run("train_step", &step_inputs(&mut rng, 4, step)).expect("GPU step");
+        gpu.run("train_step", &step_inputs(&mut rng, 4, step))
+            .expect("GPU step");
     }
     let trained = gpu.save_weights().expect("reads back and saves");
     assert_ne!(initial, trained, "save_weights sees the device's updates");
@@ -219,7 +230,8 @@ fn saved_gpu_weights_are_the_trained_ones_and_load_back() {
     assert_eq!(gpu.save_weights().expect("saves"), initial);
     let mut rng = TestRng::new(9);
     for step in 1..=3 {
-        gpu.run("train_step", &step_inputs(&mut rng, 4, step)).expect("GPU step");
+        gpu.run("train_step", &step_inputs(&mut rng, 4, step))
+            .expect("GPU step");
     }
     assert_eq!(gpu.save_weights().expect("saves"), trained);
 }
@@ -276,7 +288,11 @@ fn dropout_masks_are_the_same_on_cpu_and_gpu() {
         (0..32usize)
             .map(|feature| {
                 (0..4usize).any(|class| {
-                    let at = if shape[0] == 32 { feature * 4 + class } else { class * 32 + feature };
+                    let at = if shape[0] == 32 {
+                        feature * 4 + class
+                    } else {
+                        class * 32 + feature
+                    };
                     before[at] != after[at]
                 })
             })
@@ -296,10 +312,16 @@ fn dropout_masks_are_the_same_on_cpu_and_gpu() {
         let (_, _, gpu_after) = last_weight(&gpu);
         let cpu_mask = touched(&cpu_before, &cpu_after);
         let gpu_mask = touched(&gpu_before, &gpu_after);
-        assert_eq!(cpu_mask, gpu_mask, "step {step}: `{key}`: features kept on CPU vs GPU");
+        assert_eq!(
+            cpu_mask, gpu_mask,
+            "step {step}: `{key}`: features kept on CPU vs GPU"
+        );
         dropped += cpu_mask.iter().filter(|kept| !**kept).count();
         (cpu_before, gpu_before) = (cpu_after, gpu_after);
     }
     // p = 0.5 over 6 x 32 draws: all kept or all dropped would mean no mask at all.
-    assert!((30..=162).contains(&dropped), "{dropped} of 192 features dropped");
+    assert!(
+        (30..=162).contains(&dropped),
+        "{dropped} of 192 features dropped"
+    );
 }

@@ -120,7 +120,13 @@ impl Run {
             .iter()
             .find(|&&i| matches!(&graph.node(i).op, Op::Input { name } if name == "x"))
             .expect("an input x");
-        let x_dims: Vec<u64> = graph.ty(*x).shape.resolve(batch).iter().map(|&d| d as u64).collect();
+        let x_dims: Vec<u64> = graph
+            .ty(*x)
+            .shape
+            .resolve(batch)
+            .iter()
+            .map(|&d| d as u64)
+            .collect();
         let mut rng = TestRng::new(batch);
         let x = (0..x_dims.iter().product())
             .map(|_| rng.uniform() + 1.5)
@@ -135,15 +141,24 @@ impl Run {
 
     fn host_inputs(&self) -> Vec<(&'static str, HostTensor)> {
         vec![
-            ("x", HostTensor::f32(self.x_dims.clone(), self.x.clone()).expect("sizes")),
-            ("step", HostTensor::f32(vec![], vec![self.step]).expect("sizes")),
+            (
+                "x",
+                HostTensor::f32(self.x_dims.clone(), self.x.clone()).expect("sizes"),
+            ),
+            (
+                "step",
+                HostTensor::f32(vec![], vec![self.step]).expect("sizes"),
+            ),
         ]
     }
 
     fn interpreter_inputs(&self) -> HashMap<String, Tensor> {
         let dims = self.x_dims.iter().map(|&d| d as usize).collect();
         HashMap::from([
-            ("x".to_string(), Tensor::from_f32(dims, &self.x).expect("sizes")),
+            (
+                "x".to_string(),
+                Tensor::from_f32(dims, &self.x).expect("sizes"),
+            ),
             ("step".to_string(), Tensor::scalar(f64::from(self.step))),
         ])
     }
@@ -163,7 +178,15 @@ fn on_kernel_evaluator(lowered: &Lowered, run: &Run) -> HashMap<String, Vec<f32>
     let mut buffers: Vec<Vec<f64>> = lowered
         .buffers
         .iter()
-        .map(|b| vec![0.0; b.shape.iter().map(|d| d.resolve(run.batch)).product::<u64>() as usize])
+        .map(|b| {
+            vec![
+                0.0;
+                b.shape
+                    .iter()
+                    .map(|d| d.resolve(run.batch))
+                    .product::<u64>() as usize
+            ]
+        })
         .collect();
     for (name, b) in &lowered.inputs {
         buffers[*b] = match name.as_str() {
@@ -173,7 +196,11 @@ fn on_kernel_evaluator(lowered: &Lowered, run: &Run) -> HashMap<String, Vec<f32>
         };
     }
     for launch in &lowered.launches {
-        let mut bound: Vec<Vec<f64>> = launch.bindings.iter().map(|&b| buffers[b].clone()).collect();
+        let mut bound: Vec<Vec<f64>> = launch
+            .bindings
+            .iter()
+            .map(|&b| buffers[b].clone())
+            .collect();
         eval_kernel(&lowered.kernels[launch.kernel], &mut bound, run.batch)
             .expect("the evaluator runs");
         for (&b, data) in launch.bindings.iter().zip(bound) {
@@ -183,7 +210,12 @@ fn on_kernel_evaluator(lowered: &Lowered, run: &Run) -> HashMap<String, Vec<f32>
     lowered
         .outputs
         .iter()
-        .map(|(name, b)| (name.clone(), buffers[*b].iter().map(|&v| v as f32).collect()))
+        .map(|(name, b)| {
+            (
+                name.clone(),
+                buffers[*b].iter().map(|&v| v as f32).collect(),
+            )
+        })
         .collect()
 }
 
@@ -238,7 +270,12 @@ fn random_uniform_draws_the_same_bits_in_the_interpreter_evaluator_and_cpu() {
                 .map(|i| rng::uniform_at(42, i, step as u32))
                 .collect();
             assert_eq!(bits(&want["u"]), bits(&reference));
-            assert_same_bits("evaluator", &on_kernel_evaluator(&lowered, &run), &want, &run);
+            assert_same_bits(
+                "evaluator",
+                &on_kernel_evaluator(&lowered, &run),
+                &want,
+                &run,
+            );
             assert_same_bits("cpu", &on_backend(&mut cpu, &run), &want, &run);
         }
     }
@@ -276,11 +313,18 @@ fn random_uniform_has_the_moments_of_u01() {
     assert!(u.iter().all(|x| (0.0..1.0).contains(x)), "values in [0, 1)");
     let n = u.len() as f64;
     let mean = u.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
-    let var = u.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n;
+    let var = u
+        .iter()
+        .map(|&x| (f64::from(x) - mean).powi(2))
+        .sum::<f64>()
+        / n;
     assert!((mean - 0.5).abs() < 0.005, "mean {mean}");
     assert!((var - 1.0 / 12.0).abs() < 0.002, "variance {var}");
     let below_tenth = u.iter().filter(|&&x| x < 0.1).count() as f64 / n;
-    assert!((below_tenth - 0.1).abs() < 0.005, "P(u < 0.1) = {below_tenth}");
+    assert!(
+        (below_tenth - 0.1).abs() < 0.005,
+        "P(u < 0.1) = {below_tenth}"
+    );
 }
 
 #[test]
@@ -321,7 +365,11 @@ fn a_compiled_dropout_mask_matches_the_interpreter_exactly() {
             let want = &on_interpreter(&graph, &run)["y"];
             let got = &on_backend(&mut cpu, &run)["y"];
             let zeros = |v: &[f32]| v.iter().map(|&x| x == 0.0).collect::<Vec<_>>();
-            assert_eq!(zeros(got), zeros(want), "zero pattern at batch {batch} step {step}");
+            assert_eq!(
+                zeros(got),
+                zeros(want),
+                "zero pattern at batch {batch} step {step}"
+            );
             for ((&g, &w), &x) in got.iter().zip(want).zip(&run.x) {
                 assert!(g == 0.0 || (g - w).abs() <= 1e-6 * w.abs(), "{g} vs {w}");
                 assert!(g == 0.0 || (g - x / (1.0 - p as f32)).abs() <= 1e-6 * g.abs());
@@ -348,7 +396,11 @@ fn a_dropout_mask_matches_the_interpreter_on_gpu() {
             let want = &on_interpreter(&graph, &run)["y"];
             let got = &on_backend(&mut gpu, &run)["y"];
             let zeros = |v: &[f32]| v.iter().map(|&x| x == 0.0).collect::<Vec<_>>();
-            assert_eq!(zeros(got), zeros(want), "zero pattern at batch {batch} step {step}");
+            assert_eq!(
+                zeros(got),
+                zeros(want),
+                "zero pattern at batch {batch} step {step}"
+            );
         }
     }
 }
@@ -375,7 +427,13 @@ fn random_uniform_passes_no_gradient_to_its_step() {
     assert_eq!(got["dstep"].data, [0.0]);
     // d(sum y)/dx is the mask scaled by 1 / (1 - p).
     let mask: Vec<f64> = (0..32)
-        .map(|i| if rng::uniform_at(5, i, 9) >= 0.5 { 2.0 } else { 0.0 })
+        .map(|i| {
+            if rng::uniform_at(5, i, 9) >= 0.5 {
+                2.0
+            } else {
+                0.0
+            }
+        })
         .collect();
     assert_eq!(got["dx"].data, mask);
 }
@@ -412,5 +470,60 @@ fn random_uniform_takes_a_scalar_f32_step() {
             )
             .unwrap_err();
         assert!(e.contains("needs the step as an f32[] scalar"), "{e}");
+    }
+}
+
+#[test]
+fn a_dropout_in_a_matrix_product_epilogue_matches_the_interpreter() {
+    // y = (x @ w) * ge(random_uniform, p) / (1 - p): the mask is drawn inside the
+    // product's epilogue, over the product's coordinates.
+    let p = 0.25;
+    let mut g = Graph::new("dense_dropout");
+    let x = input(&mut g, "x", &[B, Dim::Fixed(6)]);
+    let w = input(&mut g, "w", &[Dim::Fixed(6), Dim::Fixed(8)]);
+    let step = input(&mut g, "step", &[]);
+    let z = op(&mut g, Op::MatMul, &[x, w]);
+    let shape = Shape(vec![B, Dim::Fixed(8)]);
+    let u = op(&mut g, Op::RandomUniform { seed: 11, shape }, &[step]);
+    let pv = constant(&mut g, p);
+    let keep = op(&mut g, Op::Binary(BinaryOp::Ge), &[u, pv]);
+    let kept = op(&mut g, Op::Binary(BinaryOp::Mul), &[z, keep]);
+    let scale = constant(&mut g, 1.0 / (1.0 - p));
+    let y = op(&mut g, Op::Binary(BinaryOp::Mul), &[kept, scale]);
+    g.outputs.push(("y".into(), y));
+    let (_, artifact) = compile(&g);
+    let mut sessions = vec![("cpu", Session::new(&artifact).expect("the artifact loads"))];
+    if gpu_available("a_dropout_in_a_matrix_product_epilogue_matches_the_interpreter") {
+        let gpu = Session::new_with(&artifact, Backend::Gpu).expect("the artifact loads");
+        sessions.push(("gpu", gpu));
+    }
+    let mut rng = TestRng::new(99);
+    let w_data: Vec<f32> = (0..48).map(|_| rng.uniform()).collect();
+    for batch in [1u64, 7, 40] {
+        for step in [0.0f32, 3.0] {
+            let run = Run::new(&g, batch, step);
+            let mut host = run.host_inputs();
+            host.push((
+                "w",
+                HostTensor::f32(vec![6, 8], w_data.clone()).expect("sizes"),
+            ));
+            let mut reference = run.interpreter_inputs();
+            reference.insert(
+                "w".into(),
+                Tensor::from_f32(vec![6, 8], &w_data).expect("sizes"),
+            );
+            let want = interpret(&g, &reference, &HashMap::new()).expect("runs")["y"].clone();
+            for (backend, session) in &mut sessions {
+                let outputs = session.run("infer", &host).expect("the entry runs");
+                let got = outputs[0].1.as_f32().expect("f32").to_vec();
+                for (i, (&g, &w)) in got.iter().zip(&want.data).enumerate() {
+                    assert_eq!(g == 0.0, w == 0.0, "{backend} element {i}: {g} vs {w}");
+                    assert!(
+                        (f64::from(g) - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                        "{g} vs {w}"
+                    );
+                }
+            }
+        }
     }
 }

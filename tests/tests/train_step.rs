@@ -132,3 +132,11 @@ fn batch_norm_train_step_updates_running_statistics_like_the_interpreter() {
         &model_with("adam(lr = 0.01)", "|> dense(hidden, bias = false) |> batch_norm"),
     );
 }
+
+#[test]
+fn dropout_train_step_draws_the_interpreters_masks() {
+    check_model(
+        "adam + dropout",
+        &model_with("adam(lr = 0.01)", "|> dense(hidden, init = he_uniform) |> dropout(0.3)"),
+    );
+}

@@ -114,6 +114,13 @@ pub(super) fn dropout(e: &mut Elaborator, args: &BoundArgs, span: Span, path: Op
     if !e.training || p == 0.0 {
         return Ok(Value::Tensor(x));
     }
-    let _ = (e.step_input(span), crate::ir::init::path_hash(&path));
-    Err(Diagnostic::error(ErrorCode::BadArgument, "dropout in training is not available yet", span))
+    let step = e.step_input(span);
+    let shape = e.graph.ty(x).shape.clone();
+    let seed = crate::ir::init::path_hash(&path);
+    let r = e.op(Op::RandomUniform { seed, shape }, &[step], span)?;
+    let pc = e.constant(p, span);
+    let keep = e.op(Op::Binary(BinaryOp::Ge), &[r, pc], span)?;
+    let scale = e.constant(1.0 / (1.0 - p), span);
+    let kept = e.op(Op::Binary(BinaryOp::Mul), &[x, keep], span)?;
+    Ok(Value::Tensor(e.op(Op::Binary(BinaryOp::Mul), &[kept, scale], span)?))
 }

@@ -200,6 +200,35 @@ impl Graph {
         self.inputs.retain(|i| *i != v);
     }
 
+    /// Makes every use of `old` a use of `new`: operand edges (same positions), outputs,
+    /// and the new-value side of updates (a parameter stays the parameter it is). `new`
+    /// must have `old`'s type and must not be computed from `old`; `old` is left without
+    /// users, for the caller (or dead-code elimination) to remove.
+    pub fn replace_all_uses(&mut self, old: ValueId, new: ValueId) {
+        if old == new {
+            return;
+        }
+        let edges: Vec<(NodeIndex<u32>, u32, petgraph::stable_graph::EdgeIndex<u32>)> = self
+            .graph
+            .edges_directed(old.0, Direction::Outgoing)
+            .map(|e| (e.target(), *e.weight(), e.id()))
+            .collect();
+        for (target, pos, id) in edges {
+            self.graph.remove_edge(id);
+            self.graph.add_edge(new.0, target, pos);
+        }
+        for (_, v) in &mut self.outputs {
+            if *v == old {
+                *v = new;
+            }
+        }
+        for (_, v) in &mut self.updates {
+            if *v == old {
+                *v = new;
+            }
+        }
+    }
+
     /// Checks the invariants listed in the module docs.
     pub fn verify(&self) -> Result<(), String> {
         let order = self.topo_order();

@@ -210,6 +210,12 @@ impl Tensor {
     }
 }
 
+/// Evaluates one op on concrete operands (no batch needed): what constant folding uses,
+/// so a folded constant is exactly what the interpreter would compute.
+pub fn apply_op(op: &Op, operands: &[&Tensor]) -> Result<Tensor, String> {
+    ops::apply(op, operands, None)
+}
+
 /// Evaluates `graph` and returns each of its outputs by name.
 ///
 /// `inputs` are keyed by input name and `params` by parameter path; entries the graph

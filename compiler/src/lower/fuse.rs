@@ -25,10 +25,12 @@
 //!    inlined; the kernel's output buffer is always a fresh one, never one of them (the
 //!    CPU runs the product into the output before the epilogue reads it).
 //! 3. **Inlining** (rule `inline`) of element-wise values (unary, binary, broadcast,
-//!    one-hot, slice, stop-gradient, transpose, unit reshape) in topological order, when
+//!    one-hot, slice, stop-gradient, transpose, unit reshape, random-uniform) in
+//!    topological order, when
 //!    storage is not required and
 //!    - the value has one use (one user, or only an update), or its inlined tree holds no
-//!      expensive op (`exp`, `log`, `sqrt`, `tanh`, `sigmoid`, `pow`): the cost guard, so
+//!      expensive op (`exp`, `log`, `sqrt`, `tanh`, `sigmoid`, `pow`, `random_uniform`'s
+//!      ten Philox rounds): the cost guard, so
 //!      an expensive producer is never evaluated twice for one element;
 //!    - and, if its tree is expensive, no user broadcasts it (which would evaluate it
 //!      once per broadcast copy).
@@ -83,9 +85,9 @@ impl Fusion {
 pub fn is_expensive(op: &Op) -> bool {
     matches!(
         op,
-        Op::Unary(
-            UnaryOp::Exp | UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Tanh | UnaryOp::Sigmoid
-        ) | Op::Binary(BinaryOp::Pow)
+        Op::Unary(UnaryOp::Exp | UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Tanh | UnaryOp::Sigmoid)
+            | Op::Binary(BinaryOp::Pow)
+            | Op::RandomUniform { .. }
     )
 }
 
@@ -133,6 +135,7 @@ fn is_elementwise(op: &Op) -> bool {
             | Op::Slice { .. }
             | Op::StopGradient
             | Op::Transpose { .. }
+            | Op::RandomUniform { .. }
     )
 }
 

@@ -171,6 +171,16 @@ fn expand(
                 label,
             )
         }
+        // Element i draws from the counter (i, step), i the row-major index of `coords`
+        // in the value's own shape, wherever the element is computed.
+        Op::RandomUniform { seed, .. } => {
+            let step = at(operands[0], &[], slots)?;
+            Expr::Uniform {
+                seed: *seed,
+                index: Index::row_major(coords, &kernel_dims(&node.ty.shape)),
+                step: Box::new(step),
+            }
+        }
         // Only a reshape adding or removing dims of 1 is inlined: the other dims pair up.
         Op::Reshape { .. } => {
             let src = l.graph.ty(operands[0]).shape.clone();

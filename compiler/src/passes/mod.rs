@@ -2,8 +2,17 @@
 //!
 //! Each pass lives in its own file. In debug builds and tests the graph is verified
 //! after every pass.
+//!
+//! - [`autodiff`]: reverse-mode gradients (run while the training graphs are built).
+//! - [`const_fold`]: scalar constant folding.
+//! - [`cse`]: common-subexpression elimination.
+//! - [`algebraic`]: algebraic identities (a table of named rules).
+//! - [`dce`]: dead-code elimination.
 
+pub mod algebraic;
 pub mod autodiff;
+pub mod const_fold;
+pub mod cse;
 pub mod dce;
 
 use crate::ir::Graph;
@@ -14,21 +23,57 @@ pub struct Pass {
     pub run: fn(&mut Graph) -> Result<(), String>,
 }
 
-/// The passes applied to an inference graph, in order.
+/// The simplification passes applied to every entry's graph, in order. CSE runs twice:
+/// folding and the algebraic rules expose new duplicates (the optimizer's bias
+/// corrections, one per parameter, become one).
 pub fn pipeline() -> Vec<Pass> {
-    vec![Pass {
-        name: "verify",
-        run: |g| g.verify(),
-    }]
+    vec![
+        Pass {
+            name: "verify",
+            run: |g| g.verify(),
+        },
+        Pass {
+            name: "cse",
+            run: cse::eliminate_common_subexpressions,
+        },
+        Pass {
+            name: "const_fold",
+            run: const_fold::fold_constants,
+        },
+        Pass {
+            name: "algebraic",
+            run: algebraic::simplify_algebra,
+        },
+        Pass {
+            name: "cse",
+            run: cse::eliminate_common_subexpressions,
+        },
+        Pass {
+            name: "dce",
+            run: |g| {
+                dce::eliminate_dead_code(g, false);
+                Ok(())
+            },
+        },
+    ]
 }
 
-/// Runs every pass, verifying after each in debug builds; `observe` sees the graph after
-/// each pass (for `--dump-dir`).
+/// Runs every pass, verifying after each in debug builds and tests; `observe` sees the
+/// graph after each pass (for `--dump-dir`).
 pub fn run_pipeline(
     graph: &mut Graph,
     mut observe: impl FnMut(&str, &Graph),
 ) -> Result<(), String> {
-    for pass in pipeline() {
+    run_passes(graph, &pipeline(), &mut observe)
+}
+
+/// Runs `passes` in order, verifying after each in debug builds.
+pub fn run_passes(
+    graph: &mut Graph,
+    passes: &[Pass],
+    observe: &mut impl FnMut(&str, &Graph),
+) -> Result<(), String> {
+    for pass in passes {
         (pass.run)(graph).map_err(|e| format!("pass `{}`: {e}", pass.name))?;
         if cfg!(debug_assertions) {
             graph
@@ -38,4 +83,9 @@ pub fn run_pipeline(
         observe(pass.name, graph);
     }
     Ok(())
+}
+
+/// The pass named `name` (for tests that run one pass alone).
+pub fn pass_named(name: &str) -> Option<Pass> {
+    pipeline().into_iter().find(|p| p.name == name)
 }

@@ -12,16 +12,19 @@
 //! whose lifetime intersects its own.
 
 use crate::lower::{BufferRole, Lowered};
-use strata_kernels::ir::Dim;
+use strata_kernels::ir::{Dim, KernelBody};
 use strata_runtime::artifact::manifest::Extent;
 
 /// Offsets and sizes are multiples of this (per batch row, for the batch region), so
 /// every buffer starts 16-byte aligned for any batch size.
 pub const ALIGN: u64 = 16;
 
-/// When a buffer is live: from the step that first writes it to the last that reads it.
-/// Step 0 is "before the first launch" (inputs), launch `i` is step `i + 1`, and
-/// `launches + 1` is "after the last launch" (outputs are read then).
+/// When a buffer is live, in half-steps. Step 0 is "before the first launch" (inputs),
+/// launch `i` is step `i + 1`, and `launches + 1` is "after the last launch" (outputs are
+/// read then). Step `s` covers half-steps `2s` (its reads) and `2s + 1` (its writes): a
+/// buffer touched at step `s` is live over both, except that an element-wise map's input
+/// that dies there ends at `2s` and the map's outputs start at `2s + 1`, so the output
+/// may take the input's bytes (in-place reuse, see [`in_place_inputs`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lifetime {
     pub first: usize,
@@ -65,28 +68,84 @@ fn size_of(shape: &[Dim]) -> (u64, bool) {
     (round_up(fixed), shape.contains(&Dim::Batch))
 }
 
-/// Computes every scratch buffer's lifetime over the launch order.
+/// The buffers a launch may overwrite in place: its kernel is a map whose stores all
+/// write one index, and every load of the buffer reads exactly that index, so each
+/// element is read before it is written, by the same point (on the CPU, a point computes
+/// every store's value before writing any; on the GPU, one invocation is one point).
+pub fn in_place_inputs(l: &Lowered, launch: usize) -> Vec<usize> {
+    let launch_ = &l.launches[launch];
+    let kernel = &l.kernels[launch_.kernel];
+    let KernelBody::Map { stores, .. } = &kernel.body else {
+        return Vec::new();
+    };
+    let index = &stores[0].index;
+    if stores.iter().any(|s| &s.index != index) {
+        return Vec::new();
+    }
+    let written: Vec<usize> = stores.iter().map(|s| s.buf).collect();
+    let mut ok = vec![true; kernel.buffers.len()];
+    for s in stores {
+        s.value.visit_loads(&mut |slot, ix| {
+            if ix != index {
+                ok[slot] = false;
+            }
+        });
+    }
+    (0..kernel.buffers.len())
+        .filter(|slot| ok[*slot] && !written.contains(slot))
+        .map(|slot| launch_.bindings[slot])
+        .collect()
+}
+
+/// Computes every scratch buffer's lifetime over the launch order (see [`Lifetime`]).
 pub fn lifetimes(l: &Lowered) -> Vec<Option<Lifetime>> {
     let mut life: Vec<Option<Lifetime>> = vec![None; l.buffers.len()];
-    let mut touch = |b: usize, step: usize| {
-        let lt = life[b].get_or_insert(Lifetime {
-            first: step,
-            last: step,
-        });
-        lt.first = lt.first.min(step);
-        lt.last = lt.last.max(step);
+    let mut touch = |b: usize, first: usize, last: usize| {
+        let lt = life[b].get_or_insert(Lifetime { first, last });
+        lt.first = lt.first.min(first);
+        lt.last = lt.last.max(last);
     };
     for (_, b) in &l.inputs {
-        touch(*b, 0);
+        touch(*b, 0, 1);
     }
     for (i, launch) in l.launches.iter().enumerate() {
+        let s = i + 1;
         for b in &launch.bindings {
-            touch(*b, i + 1);
+            touch(*b, 2 * s, 2 * s + 1);
         }
     }
     let end = l.launches.len() + 1;
     for (_, b) in &l.outputs {
-        touch(*b, end);
+        touch(*b, 2 * end, 2 * end + 1);
+    }
+    // In place: an input read for the last time by an in-place map ends at the map's
+    // reads; then the map's fresh outputs start at its writes.
+    for i in 0..l.launches.len() {
+        let s = i + 1;
+        let dying: Vec<usize> = in_place_inputs(l, i)
+            .into_iter()
+            .filter(|b| life[*b].is_some_and(|lt| lt.last == 2 * s + 1))
+            .collect();
+        if dying.is_empty() {
+            continue;
+        }
+        for b in dying {
+            if let Some(lt) = life[b].as_mut() {
+                lt.last = 2 * s;
+            }
+        }
+        let launch = &l.launches[i];
+        let kernel = &l.kernels[launch.kernel];
+        if let KernelBody::Map { stores, .. } = &kernel.body {
+            for st in stores {
+                let b = launch.bindings[st.buf];
+                if let Some(lt) = life[b].as_mut()
+                    && lt.first == 2 * s
+                {
+                    lt.first = 2 * s + 1;
+                }
+            }
+        }
     }
     for (b, buf) in l.buffers.iter().enumerate() {
         if matches!(buf.role, BufferRole::Param(_)) {
@@ -173,7 +232,7 @@ pub fn plan_memory(l: &Lowered) -> MemoryPlan {
 }
 
 fn live_lower_bound(l: &Lowered, lifetimes: &[Option<Lifetime>]) -> Extent {
-    let steps = l.launches.len() + 2;
+    let steps = 2 * (l.launches.len() + 2);
     let mut best = Extent::default();
     for step in 0..steps {
         let mut live = Extent::default();
@@ -196,11 +255,66 @@ fn live_lower_bound(l: &Lowered, lifetimes: &[Option<Lifetime>]) -> Extent {
     best
 }
 
-/// Proves the plan safe: every scratch buffer lies inside the arena, and no two
-/// buffers whose lifetimes intersect share a byte, for any batch size.
+/// Proves the plan safe: every scratch buffer lies inside the arena, and two buffers
+/// that share a byte (for any batch size) are never used by the same launch or across
+/// each other's uses, except an in-place pair. The proof does not trust the plan's own
+/// lifetimes: it recomputes from the launches, in whole steps, when each buffer is first
+/// and last touched; two sharing buffers must have disjoint step ranges, or meet at one
+/// step `s` where one dies as an in-place input of the map at `s` ([`in_place_inputs`])
+/// and the other is first written by that map.
 pub fn check_plan(l: &Lowered, plan: &MemoryPlan) -> Result<(), String> {
+    let mut steps: Vec<Option<(usize, usize)>> = vec![None; l.buffers.len()];
+    let mut touch = |b: usize, s: usize| {
+        let r = steps[b].get_or_insert((s, s));
+        r.0 = r.0.min(s);
+        r.1 = r.1.max(s);
+    };
+    for (_, b) in &l.inputs {
+        touch(*b, 0);
+    }
+    for (i, launch) in l.launches.iter().enumerate() {
+        for b in &launch.bindings {
+            touch(*b, i + 1);
+        }
+    }
+    for (_, b) in &l.outputs {
+        touch(*b, l.launches.len() + 1);
+    }
+    let written_at = |b: usize, s: usize| -> bool {
+        let launch = &l.launches[s - 1];
+        match &l.kernels[launch.kernel].body {
+            KernelBody::Map { stores, .. } => {
+                stores.iter().any(|st| launch.bindings[st.buf] == b)
+            }
+            _ => false,
+        }
+    };
+    let may_share = |a: usize, b: usize| -> bool {
+        let (Some(ra), Some(rb)) = (steps[a], steps[b]) else {
+            return true;
+        };
+        if ra.1 < rb.0 || rb.1 < ra.0 {
+            return true;
+        }
+        let meets = |(x, rx): (usize, (usize, usize)), (y, ry): (usize, (usize, usize))| {
+            let s = rx.1;
+            s == ry.0
+                && s >= 1
+                && s <= l.launches.len()
+                && in_place_inputs(l, s - 1).contains(&x)
+                && written_at(y, s)
+        };
+        meets((a, ra), (b, rb)) || meets((b, rb), (a, ra))
+    };
     let mut spans = Vec::new();
     for (b, buf) in l.buffers.iter().enumerate() {
+        let is_param = matches!(buf.role, BufferRole::Param(_));
+        if is_param && plan.offsets[b].is_some() {
+            return Err(format!(
+                "`{}`: parameters live outside the arena",
+                buf.name
+            ));
+        }
         match (plan.lifetimes[b], plan.offsets[b]) {
             (Some(lt), Some(off)) => {
                 let (size, batched) = size_of(&buf.shape);
@@ -240,7 +354,7 @@ pub fn check_plan(l: &Lowered, plan: &MemoryPlan) -> Result<(), String> {
     }
     for (i, a) in spans.iter().enumerate() {
         for b in &spans[i + 1..] {
-            if a.1 == b.1 && a.4.overlaps(b.4) && a.2 < b.2 + b.3 && b.2 < a.2 + a.3 {
+            if a.1 == b.1 && a.2 < b.2 + b.3 && b.2 < a.2 + a.3 && !may_share(a.0, b.0) {
                 return Err(format!(
                     "`{}` and `{}` are live at the same time and overlap",
                     l.buffers[a.0].name, l.buffers[b.0].name

@@ -2,5 +2,6 @@
 
 pub mod memory_plan;
 pub mod print;
+pub mod stats;
 
 pub use memory_plan::{MemoryPlan, check_plan, plan_memory};

@@ -199,7 +199,8 @@ pub fn early_stop(setting: &Setting, span: Span) -> Result<EarlyStop, Diagnostic
         return Err(bad(span, format!("early stopping watches `val.loss` or `val.<metric>`, not `{monitor}`")));
     }
     Ok(EarlyStop {
-        maximize: monitor != "val.loss",
+        // Losses and errors go down; accuracy, precision, recall, f1 and auc go up.
+        maximize: !matches!(monitor.as_str(), "val.loss" | "val.mae" | "val.mse"),
         monitor,
         patience: m["patience"].max(1.0) as u64,
         min_delta: m["min_delta"],

@@ -263,7 +263,11 @@ fn uniform_map_wgsl() {
 #[test]
 fn uniform_scales_by_exactly_two_to_the_minus_24() {
     let literal = "5.9604645e-8";
-    assert!(emit_kernel(&uniform_map()).unwrap().contains(&format!(") * {literal};")));
+    assert!(
+        emit_kernel(&uniform_map())
+            .unwrap()
+            .contains(&format!(") * {literal};"))
+    );
     assert_eq!(literal.parse::<f32>(), Ok(2f32.powi(-24)));
 }
 
@@ -290,7 +294,11 @@ fn sixteen_bit_limbs_give_the_high_word_of_the_product() {
             (u32::MAX, u32::MAX),
         ] {
             let p = u64::from(a) * u64::from(b);
-            assert_eq!(mul_hi_lo(a, b), ((p >> 32) as u32, p as u32), "{a:#x} * {b:#x}");
+            assert_eq!(
+                mul_hi_lo(a, b),
+                ((p >> 32) as u32, p as u32),
+                "{a:#x} * {b:#x}"
+            );
         }
     }
 }

@@ -10,7 +10,7 @@
 //!    features input's shape, split it by the config's fractions and seed, and normalize
 //!    every split with statistics of the train split.
 //! 2. For each epoch: shuffle the train split with
-//!    [`epoch_shuffle_seed`](crate::train::epoch_shuffle_seed)`(seed, epoch)`, run
+//!    [`epoch_shuffle_seed`]`(seed, epoch)`, run
 //!    `train_step` on every batch (the last partial one too) with the scheduled learning
 //!    rate ([`schedule`]) and the 1-based global step, then run `eval` over the
 //!    validation split and compute the configured metrics.
@@ -67,7 +67,7 @@ use self::progress::Progress;
 use self::state::{PartialEpoch, RunState, write_atomic};
 use crate::artifact::train_config::TrainConfig;
 use crate::error::{RunError, WeightsError};
-use crate::session::{Backend, Session};
+use crate::session::Session;
 use crate::train::{
     Checkpoint, CheckpointError, DataError, EpochRecord, LogError, MetricError, MetricsLog,
     epoch_shuffle_seed, plot_curves,
@@ -256,15 +256,6 @@ pub fn train(
     config: &TrainConfig,
     options: &TrainOptions,
 ) -> Result<TrainSummary, TrainError> {
-    if session.backend() != Backend::Cpu {
-        // The GPU engine keeps the updated weights on the device; checkpoints read the
-        // host copy, which would silently hold the initial weights.
-        return Err(TrainError::Config(
-            "training runs on the CPU for now: a GPU session does not read its updated \
-             weights back for checkpoints (use --device cpu)"
-                .into(),
-        ));
-    }
     let mut run = Run::start(session, config, options)?;
     if options.resume {
         run.resume()?;
@@ -543,10 +534,6 @@ impl<'a> Run<'a> {
                     samples,
                 });
                 self.save_last()?;
-                self.progress.line(&format!(
-                    "interrupted at step {step} (epoch {epoch}); saved {}: continue with --resume",
-                    self.paths.last.display()
-                ));
                 return Ok(EpochEnd::Interrupted { step });
             }
         }
@@ -705,6 +692,8 @@ impl<'a> Run<'a> {
 
     /// Saves the session's weights and the counters as `last.ckpt`.
     fn save_last(&self) -> Result<(), TrainError> {
+        // A GPU session reads its weights back here: an error, not a panic in weights().
+        self.session.sync_weights().map_err(WeightsError::from)?;
         let counters = &self.counters;
         let checkpoint = Checkpoint {
             weights: self

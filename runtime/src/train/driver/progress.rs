@@ -2,7 +2,7 @@
 //! samples per second, time left in the epoch) and a table on stdout with one row per
 //! epoch. The bar is drawn only on a terminal; `quiet` silences both.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -32,14 +32,18 @@ impl Progress {
         }
     }
 
-    /// A line of text (above the bar, if one is drawn).
+    /// A line of text on stdout (above the bar, if one is drawn). A closed stdout (the
+    /// run piped into `head`) does not stop training.
     pub fn line(&self, text: &str) {
         if self.quiet {
             return;
         }
+        let print = || {
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
+        };
         match &self.bar {
-            Some(bar) => bar.suspend(|| println!("{text}")),
-            None => println!("{text}"),
+            Some(bar) => bar.suspend(print),
+            None => print(),
         }
     }
 

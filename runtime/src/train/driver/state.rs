@@ -4,7 +4,7 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `last.ckpt` | a [`Checkpoint`]: every persistent buffer (parameters and optimizer state), the step and epoch, and a [`RunState`] in `extra` |
+//! | `last.ckpt` | a [`Checkpoint`]: every persistent buffer (parameters and optimizer state), the step and epoch, and the driver's counters (best epoch, patience, normalizer, a part-done epoch) as JSON in `extra` |
 //! | `best.safetensors` | the parameters (no `optim.*` state) of the best epoch so far |
 //! | `metrics.jsonl` | one [`EpochRecord`](crate::train::EpochRecord) per epoch |
 //! | `curves.svg` | the training curves drawn from it |
@@ -120,6 +120,7 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> 
 /// The session's parameters (every persistent buffer but the optimizer state) as a
 /// safetensors file.
 pub fn params_safetensors(session: &Session) -> Result<Vec<u8>, WeightsError> {
+    session.sync_weights()?;
     encode_weights(
         session
             .weights()

@@ -1,0 +1,290 @@
+//! Algebraic identities: rewrites that keep every value bit for bit (up to the sign of a
+//! zero) and make the graph smaller or easier to fuse. Each rule is a named function from
+//! a value to its replacement; the pass applies them in topological order until none
+//! fires.
+//!
+//! | rule                  | before                                   | after                        |
+//! |-----------------------|------------------------------------------|------------------------------|
+//! | `mul_one`             | `mul x, 1` / `mul 1, x`                  | `x`                          |
+//! | `div_one`             | `div x, 1`                               | `x`                          |
+//! | `add_zero`            | `add x, 0` / `add 0, x` / `sub x, 0`     | `x`                          |
+//! | `neg_neg`             | `neg (neg x)`                            | `x`                          |
+//! | `transpose_identity`  | `transpose perm=[0, 1, …] x`             | `x`                          |
+//! | `transpose_transpose` | `transpose p2 (transpose p1 x)`          | `transpose p1∘p2 x` or `x`   |
+//! | `transpose_matmul`    | `transpose [1, 0] (matmul a, b)` (rank 2, one user) | `matmul bᵀ, aᵀ`   |
+//! | `reshape_same`        | `reshape` to the operand's own shape     | `x`                          |
+//! | `reshape_reshape`     | `reshape s2 (reshape s1 x)`              | `reshape s2 x`               |
+//! | `broadcast_same`      | `broadcast` to the operand's own shape   | `x`                          |
+//! | `broadcast_broadcast` | `broadcast s2 (broadcast s1 x)`          | `broadcast s2 x`             |
+//! | `broadcast_operand`   | `op (broadcast x), y` where `op` broadcasts `x` itself to the same result | `op x, y` |
+//! | `stop_gradient`       | `stop_gradient x` (after autodiff it is the identity) | `x`             |
+//! | `relu_mask`           | `gt x, 0` where `relu x` exists          | `gt (relu x), 0`             |
+//!
+//! Each rule only fires when the replacement has exactly the replaced value's type.
+//! `x * 0 -> 0` is not a rule: it is wrong for infinities and NaN. `relu_mask` lets the
+//! forward's bias + ReLU be one kernel: the backward's mask then reads the activation,
+//! not the pre-activation (`x > 0` exactly when `relu(x) > 0`, NaN included).
+
+use crate::ir::{BinaryOp, Graph, Op, UnaryOp, ValueId};
+
+/// A rewrite: the value to use instead of `v`, adding ops to the graph if needed.
+type Rule = fn(&mut Graph, ValueId) -> Result<Option<ValueId>, String>;
+
+/// The rules, by name, in the order they are tried.
+pub const RULES: &[(&str, Rule)] = &[
+    ("mul_one", mul_one),
+    ("div_one", div_one),
+    ("add_zero", add_zero),
+    ("neg_neg", neg_neg),
+    ("transpose_identity", transpose_identity),
+    ("transpose_transpose", transpose_transpose),
+    ("transpose_matmul", transpose_matmul),
+    ("reshape_same", reshape_same),
+    ("reshape_reshape", reshape_reshape),
+    ("broadcast_same", broadcast_same),
+    ("broadcast_broadcast", broadcast_broadcast),
+    ("broadcast_operand", broadcast_operand),
+    ("stop_gradient", stop_gradient),
+    ("relu_mask", relu_mask),
+];
+
+fn const_value(graph: &Graph, v: ValueId) -> Option<f64> {
+    match graph.node(v).op {
+        Op::Const { value } => Some(value),
+        _ => None,
+    }
+}
+
+/// `Some(x)` if `x` can stand for `v` (same type).
+fn same_type(graph: &Graph, v: ValueId, x: ValueId) -> Option<ValueId> {
+    (graph.ty(v) == graph.ty(x)).then_some(x)
+}
+
+fn binary_operands(graph: &Graph, v: ValueId, op: BinaryOp) -> Option<(ValueId, ValueId)> {
+    match graph.node(v).op {
+        Op::Binary(b) if b == op => {
+            let o = graph.operands(v);
+            Some((o[0], o[1]))
+        }
+        _ => None,
+    }
+}
+
+fn mul_one(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
+    let Some((a, b)) = binary_operands(g, v, BinaryOp::Mul) else {
+        return Ok(None);
+    };
+    Ok(match (const_value(g, a), const_value(g, b)) {
+        (_, Some(c)) if c == 1.0 => same_type(g, v, a),
+        (Some(c), _) if c == 1.0 => same_type(g, v, b),
+        _ => None,
+    })
+}
+
+fn div_one(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
+    let Some((a, b)) = binary_operands(g, v, BinaryOp::Div) else {
+        return Ok(None);
+    };
+    Ok(match const_value(g, b) {
+        Some(c) if c == 1.0 => same_type(g, v, a),
+        _ => None,
+    })
+}
+
+fn add_zero(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
+    if let Some((a, b)) = binary_operands(g, v, BinaryOp::Add) {
+        return Ok(match (const_value(g, a), const_value(g, b)) {
+            (_, Some(c)) if c == 0.0 => same_type(g, v, a),
+            (Some(c), _) if c == 0.0 => same_type(g, v, b),
+            _ => None,
+        });
+    }
+    if let Some((a, b)) = binary_operands(g, v, BinaryOp::Sub) {
+        return Ok(match const_value(g, b) {
+            Some(c) if c == 0.0 => same_type(g, v, a),
+            _ => None,
+        });
+    }
+    Ok(None)
+}
+
+fn neg_neg(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
+    if g.node(v).op != Op::Unary(UnaryOp::Neg) {
+        return Ok(None);
+    }
+    let x = g.operands(v)[0];
+    if g.node(x).op != Op::Unary(UnaryOp::Neg) {
+        return Ok(None);
+    }
+    let inner = g.operands(x)[0];
+    Ok(same_type(g, v, inner))
+}
+
+fn transpose_identity(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
+    match &g.node(v).op {
+        Op::Transpose { perm } if perm.iter().enumerate().all(|(i, p)| i == *p) => {
+            Ok(same_type(g, v, g.operands(v)[0]))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn transpose_transpose(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
+    let Op::Transpose { perm: outer } = g.node(v).op.clone() else {
+        return Ok(None);
+    };
+    let x = g.operands(v)[0];
+    let Op::Transpose { perm: inner } = g.node(x).op.clone() else {
+        return Ok(None);
+    };
+    // out[i] = x[outer[i]] = src[inner[outer[i]]].
+    let perm: Vec<usize> = outer.iter().map(|&o| inner[o]).collect();
+    let src = g.operands(x)[0];
+    let span = g.node(v).span;
+    if perm.iter().enumerate().all(|(i, p)| i == *p) {
+        return Ok(same_type(g, v, src));
+    }
+    Ok(Some(g.add(Op::Transpose { perm }, &[src], span)?))
+}
+
+fn transpose_matmul(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
+    match &g.node(v).op {
+        Op::Transpose { perm } if perm == &[1, 0] => {}
+        _ => return Ok(None),
+    }
+    let m = g.operands(v)[0];
+    if g.node(m).op != Op::MatMul
+        || g.users(m).len() != 1
+        || g.outputs.iter().any(|(_, o)| *o == m)
+    {
+        return Ok(None);
+    }
+    let ops = g.operands(m);
+    let (a, b) = (ops[0], ops[1]);
+    if g.ty(a).shape.rank() != 2 || g.ty(b).shape.rank() != 2 {
+        return Ok(None);
+    }
+    let span = g.node(v).span;
+    let bt = g.add(Op::Transpose { perm: vec![1, 0] }, &[b], span)?;
+    let at = g.add(Op::Transpose { perm: vec![1, 0] }, &[a], span)?;
+    let new = g.add(Op::MatMul, &[bt, at], span)?;
+    Ok(same_type(g, v, new))
+}
+
+fn reshape_same(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
+    match &g.node(v).op {
+        Op::Reshape { .. } => Ok(same_type(g, v, g.operands(v)[0])),
+        _ => Ok(None),
+    }
+}
+
+fn reshape_reshape(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
+    let Op::Reshape { shape } = g.node(v).op.clone() else {
+        return Ok(None);
+    };
+    let x = g.operands(v)[0];
+    if !matches!(g.node(x).op, Op::Reshape { .. }) {
+        return Ok(None);
+    }
+    let src = g.operands(x)[0];
+    let span = g.node(v).span;
+    if g.ty(src) == g.ty(v) {
+        return Ok(Some(src));
+    }
+    Ok(Some(g.add(Op::Reshape { shape }, &[src], span)?))
+}
+
+fn broadcast_same(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
+    match &g.node(v).op {
+        Op::Broadcast { .. } => Ok(same_type(g, v, g.operands(v)[0])),
+        _ => Ok(None),
+    }
+}
+
+fn broadcast_broadcast(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
+    let Op::Broadcast { shape } = g.node(v).op.clone() else {
+        return Ok(None);
+    };
+    let x = g.operands(v)[0];
+    if !matches!(g.node(x).op, Op::Broadcast { .. }) {
+        return Ok(None);
+    }
+    let src = g.operands(x)[0];
+    let span = g.node(v).span;
+    Ok(Some(g.add(Op::Broadcast { shape }, &[src], span)?))
+}
+
+/// `op (broadcast x), y` -> `op x, y` when the binary op's own broadcasting gives the
+/// same result type: the explicit broadcast was only spelling out what `op` does.
+fn broadcast_operand(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
+    let Op::Binary(op) = g.node(v).op else {
+        return Ok(None);
+    };
+    let ops = g.operands(v);
+    for i in 0..2 {
+        if !matches!(g.node(ops[i]).op, Op::Broadcast { .. }) {
+            continue;
+        }
+        let src = g.operands(ops[i])[0];
+        let mut new_ops = ops.clone();
+        new_ops[i] = src;
+        let tys: Vec<&crate::ir::TensorType> = new_ops.iter().map(|o| g.ty(*o)).collect();
+        if Op::Binary(op).infer(&tys).ok().as_ref() == Some(g.ty(v)) {
+            let span = g.node(v).span;
+            return Ok(Some(g.add(Op::Binary(op), &new_ops, span)?));
+        }
+    }
+    Ok(None)
+}
+
+fn stop_gradient(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
+    match g.node(v).op {
+        Op::StopGradient => Ok(same_type(g, v, g.operands(v)[0])),
+        _ => Ok(None),
+    }
+}
+
+fn relu_mask(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
+    let Some((x, zero)) = binary_operands(g, v, BinaryOp::Gt) else {
+        return Ok(None);
+    };
+    if const_value(g, zero) != Some(0.0) || g.node(x).op == Op::Unary(UnaryOp::Relu) {
+        return Ok(None);
+    }
+    let Some(relu) = g
+        .users(x)
+        .into_iter()
+        .find(|u| g.node(*u).op == Op::Unary(UnaryOp::Relu))
+    else {
+        return Ok(None);
+    };
+    let span = g.node(v).span;
+    Ok(Some(g.add(Op::Binary(BinaryOp::Gt), &[relu, zero], span)?))
+}
+
+/// Applies every rule in topological order until none fires (each firing removes or
+/// replaces a value, so this ends).
+pub fn simplify_algebra(graph: &mut Graph) -> Result<(), String> {
+    for _round in 0..16 {
+        let mut fired = false;
+        for v in graph.topo_order() {
+            if !graph.contains(v) {
+                continue;
+            }
+            for (name, rule) in RULES {
+                if let Some(new) = rule(graph, v).map_err(|e| format!("rule `{name}`: {e}"))? {
+                    if new != v {
+                        graph.replace_all_uses(v, new);
+                        fired = true;
+                    }
+                    break;
+                }
+            }
+        }
+        super::dce::eliminate_dead_code(graph, false);
+        if !fired {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! Common-subexpression elimination: two ops with the same op, attributes, operands and
+//! type compute the same value, so the later one is replaced by the earlier. Operands of
+//! commutative ops (`add`, `mul`, `eq`) are compared as a set. Inputs and parameters are
+//! never merged (each is its own storage). Random draws with the same seed, shape and
+//! step merge: a draw is a function of exactly those and the element index.
+
+use crate::ir::{BinaryOp, Graph, Op, ValueId};
+use std::collections::HashMap;
+
+/// The identity of a computation: op (with attributes), type and operands.
+fn key(graph: &Graph, v: ValueId) -> Option<String> {
+    let node = graph.node(v);
+    if matches!(node.op, Op::Input { .. } | Op::Param { .. }) {
+        return None;
+    }
+    let mut operands: Vec<usize> = graph.operands(v).iter().map(|o| o.index()).collect();
+    if matches!(
+        node.op,
+        Op::Binary(BinaryOp::Add | BinaryOp::Mul | BinaryOp::Eq)
+    ) {
+        operands.sort();
+    }
+    Some(format!("{:?}|{}|{operands:?}", node.op, node.ty))
+}
+
+/// Merges every repeated computation into its first occurrence.
+pub fn eliminate_common_subexpressions(graph: &mut Graph) -> Result<(), String> {
+    let mut seen: HashMap<String, ValueId> = HashMap::new();
+    for v in graph.topo_order() {
+        let Some(k) = key(graph, v) else { continue };
+        match seen.get(&k) {
+            Some(&first) => {
+                graph.replace_all_uses(v, first);
+                graph.remove(v);
+            }
+            None => {
+                seen.insert(k, v);
+            }
+        }
+    }
+    Ok(())
+}
