@@ -87,11 +87,16 @@ enum ErrorFormat {
 enum Stage {
     /// The graph as elaborated from the source, with types.
     Typed,
-    /// After the optimization passes.
+    /// The training step (forward, loss, backward, update) before the passes.
+    Train,
+    /// After the simplification passes.
+    #[value(alias = "simplified")]
     Optimized,
-    /// The kernels the graph lowers to.
+    /// The fused kernels the graph lowers to.
+    #[value(alias = "fused")]
     Kernels,
     /// The memory plan: every buffer's lifetime and arena offset.
+    #[value(alias = "planned")]
     Plan,
 }
 
@@ -121,6 +126,13 @@ struct IrArgs {
     /// Print generated code instead of the IR.
     #[arg(long, value_enum)]
     emit: Option<Emit>,
+    /// The entry whose graph, kernels or plan to print (`infer`, `train_step`, `eval`).
+    #[arg(long, default_value = "infer")]
+    entry: String,
+    /// Print per entry: ops, kernels, bytes moved per step, arena against the naive sum
+    /// and the live-set lower bound.
+    #[arg(long)]
+    stats: bool,
 }
 
 #[derive(Args, Debug)]
@@ -310,6 +322,52 @@ fn cmd_ir(a: &IrArgs) -> ExitCode {
         Ok(x) => x,
         Err(code) => return code,
     };
+    if a.stats {
+        let mut all = Vec::new();
+        let infer = crate::plan::stats::entry_stats(
+            "infer",
+            compiled.infer_unsimplified.len(),
+            &compiled.optimized,
+            &compiled.lowered,
+            &compiled.plan,
+        );
+        all.push(infer);
+        for e in &compiled.training {
+            all.push(crate::plan::stats::entry_stats(
+                &e.name,
+                e.unsimplified.len(),
+                &e.graph,
+                &e.lowered,
+                &e.plan,
+            ));
+        }
+        return match all.into_iter().collect::<Result<Vec<_>, _>>() {
+            Ok(stats) => {
+                print!("{}", crate::plan::stats::print_stats(&stats));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
+    }
+    // The entry `--entry` names: its graph before and after the passes, kernels, plan.
+    let (unsimplified, graph, lowered, plan) = if a.entry == "infer" {
+        (
+            &compiled.infer_unsimplified,
+            &compiled.optimized,
+            &compiled.lowered,
+            &compiled.plan,
+        )
+    } else if let Some(e) = compiled.training.iter().find(|e| e.name == a.entry) {
+        (&e.unsimplified, &e.graph, &e.lowered, &e.plan)
+    } else {
+        return fail(format!("no entry `{}` (the model has no train section?)", a.entry));
+    };
+    let train = compiled
+        .training
+        .iter()
+        .find(|e| e.name == "train_step")
+        .map(|e| &e.unsimplified)
+        .unwrap_or(unsimplified);
     let text = match a.emit {
         Some(Emit::Clif) => compiled.clif.clone(),
         Some(Emit::Wgsl) => match strata_kernels::gpu::emit_wgsl(&compiled.lowered.kernels) {
@@ -321,14 +379,17 @@ fn cmd_ir(a: &IrArgs) -> ExitCode {
         },
         None => match (a.stage, a.format) {
             (Stage::Typed, Format::Text) => print_graph(&compiled.typed, Some(&source)),
-            (Stage::Optimized, Format::Text) => print_graph(&compiled.optimized, Some(&source)),
+            (Stage::Train, Format::Text) => print_graph(train, Some(&source)),
+            (Stage::Optimized, Format::Text) => print_graph(graph, Some(&source)),
             (Stage::Typed, Format::Dot) => graph_to_dot(&compiled.typed),
-            (Stage::Optimized, Format::Dot) => graph_to_dot(&compiled.optimized),
-            (Stage::Kernels, Format::Text) => crate::lower::print::print_kernels(&compiled.lowered),
-            (Stage::Plan, Format::Text) => {
-                crate::plan::print::print_plan(&compiled.lowered, &compiled.plan)
-            }
-            (Stage::Kernels | Stage::Plan | Stage::Typed | Stage::Optimized, Format::Json) => {
+            (Stage::Train, Format::Dot) => graph_to_dot(train),
+            (Stage::Optimized, Format::Dot) => graph_to_dot(graph),
+            (Stage::Kernels, Format::Text) => crate::lower::print::print_kernels(lowered),
+            (Stage::Plan, Format::Text) => crate::plan::print::print_plan(lowered, plan),
+            (
+                Stage::Kernels | Stage::Plan | Stage::Typed | Stage::Train | Stage::Optimized,
+                Format::Json,
+            ) => {
                 match serde_json::to_string_pretty(&compiled.artifact.manifest) {
                     Ok(s) => s + "\n",
                     Err(e) => return fail(e),
