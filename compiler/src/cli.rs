@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! strata check FILE                 diagnostics only; exit 1 on error
-//! strata ir    FILE [--stage typed|optimized|kernels|plan] [--format text|dot|json] [--emit clif|wgsl]
+//! strata ir    FILE [--stage parsed|typed|optimized|kernels|plan] [--format text|dot|json|svg] [--emit clif|wgsl]
+//!              [--dump-dir DIR]                     one file per pass, then kernels and plan
 //! strata build FILE -o OUT [--target cpu|gpu]           a standalone native executable
 //! strata run   FILE --input x=x.npy [--target cpu|gpu]  compile and run `infer` in one go
 //! strata train FILE [--data SPEC] [--epochs N] [--run-dir DIR] [--resume] [--quiet]
@@ -85,6 +86,8 @@ enum ErrorFormat {
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
+    /// The syntax tree the parser builds (a debug dump).
+    Parsed,
     /// The graph as elaborated from the source, with types.
     Typed,
     /// The training step (forward, loss, backward, update) before the passes.
@@ -105,6 +108,8 @@ enum Format {
     Text,
     Dot,
     Json,
+    /// A picture of the memory plan (with `--stage plan`).
+    Svg,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +138,13 @@ struct IrArgs {
     /// and the live-set lower bound.
     #[arg(long)]
     stats: bool,
+    /// Write the entry's graph after every pass (`00-typed.ir`, `01-verify.ir`, …), its
+    /// kernels and its memory plan into DIR, one numbered file each.
+    #[arg(long, value_name = "DIR")]
+    dump_dir: Option<PathBuf>,
+    /// The batch size `--format svg` draws the memory plan at.
+    #[arg(long, default_value_t = 32)]
+    svg_batch: u64,
 }
 
 #[derive(Args, Debug)]
@@ -360,7 +372,10 @@ fn cmd_ir(a: &IrArgs) -> ExitCode {
     } else if let Some(e) = compiled.training.iter().find(|e| e.name == a.entry) {
         (&e.unsimplified, &e.graph, &e.lowered, &e.plan)
     } else {
-        return fail(format!("no entry `{}` (the model has no train section?)", a.entry));
+        return fail(format!(
+            "no entry `{}` (the model has no train section?)",
+            a.entry
+        ));
     };
     let train = compiled
         .training
@@ -368,6 +383,9 @@ fn cmd_ir(a: &IrArgs) -> ExitCode {
         .find(|e| e.name == "train_step")
         .map(|e| &e.unsimplified)
         .unwrap_or(unsimplified);
+    if let Some(dir) = &a.dump_dir {
+        return dump_stages(dir, &a.entry, unsimplified);
+    }
     let text = match a.emit {
         Some(Emit::Clif) => compiled.clif.clone(),
         Some(Emit::Wgsl) => match strata_kernels::gpu::emit_wgsl(&compiled.lowered.kernels) {
@@ -378,6 +396,24 @@ fn cmd_ir(a: &IrArgs) -> ExitCode {
             }
         },
         None => match (a.stage, a.format) {
+            (Stage::Parsed, _) => match crate::syntax::parse(&source.text) {
+                Ok(program) => format!("{program:#?}\n"),
+                Err(d) => {
+                    report(&d, &source, a.common.error_format);
+                    return ExitCode::FAILURE;
+                }
+            },
+            (Stage::Plan, Format::Svg) => crate::plan::svg::plan_to_svg(
+                lowered,
+                plan,
+                &crate::plan::svg::SvgOptions {
+                    batch: a.svg_batch,
+                    ..Default::default()
+                },
+            ),
+            (Stage::Typed | Stage::Train | Stage::Optimized | Stage::Kernels, Format::Svg) => {
+                return fail("--format svg draws the memory plan: use it with --stage plan");
+            }
             (Stage::Typed, Format::Text) => print_graph(&compiled.typed, Some(&source)),
             (Stage::Train, Format::Text) => print_graph(train, Some(&source)),
             (Stage::Optimized, Format::Text) => print_graph(graph, Some(&source)),
@@ -389,12 +425,10 @@ fn cmd_ir(a: &IrArgs) -> ExitCode {
             (
                 Stage::Kernels | Stage::Plan | Stage::Typed | Stage::Train | Stage::Optimized,
                 Format::Json,
-            ) => {
-                match serde_json::to_string_pretty(&compiled.artifact.manifest) {
-                    Ok(s) => s + "\n",
-                    Err(e) => return fail(e),
-                }
-            }
+            ) => match serde_json::to_string_pretty(&compiled.artifact.manifest) {
+                Ok(s) => s + "\n",
+                Err(e) => return fail(e),
+            },
             (Stage::Kernels | Stage::Plan, Format::Dot) => {
                 return fail("--format dot draws graphs: use it with --stage typed or optimized");
             }
@@ -403,6 +437,26 @@ fn cmd_ir(a: &IrArgs) -> ExitCode {
     let mut out = std::io::stdout().lock();
     if out.write_all(text.as_bytes()).is_err() {
         return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// `strata ir --dump-dir`: the entry's stages, one numbered file each.
+fn dump_stages(dir: &Path, entry: &str, graph: &crate::ir::Graph) -> ExitCode {
+    let files = match crate::driver::stage_dumps(entry, graph) {
+        Ok(files) => files,
+        Err(CompileError::Internal(e)) => return fail(format!("internal compiler error: {e}")),
+        Err(CompileError::User(d)) => return fail(d.message),
+    };
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return fail(format!("cannot create {}: {e}", dir.display()));
+    }
+    for (name, text) in files {
+        let path = dir.join(&name);
+        if let Err(e) = std::fs::write(&path, text) {
+            return fail(format!("cannot write {}: {e}", path.display()));
+        }
+        println!("{}", path.display());
     }
     ExitCode::SUCCESS
 }

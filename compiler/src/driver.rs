@@ -86,7 +86,11 @@ pub fn check(source: &SourceFile, options: &ElaborateOptions) -> Result<Elaborat
 }
 
 /// Passes, lowering (kernels named `{prefix}k…`) and memory planning of one entry.
-fn compile_entry(name: &str, mut graph: Graph, prefix: &str) -> Result<CompiledEntry, CompileError> {
+fn compile_entry(
+    name: &str,
+    mut graph: Graph,
+    prefix: &str,
+) -> Result<CompiledEntry, CompileError> {
     let unsimplified = graph.clone();
     crate::passes::run_pipeline(&mut graph, |_, _| {}).map_err(CompileError::Internal)?;
     let mut lowered = lower(&graph).map_err(|e| CompileError::Internal(format!("{name}: {e}")))?;
@@ -94,8 +98,52 @@ fn compile_entry(name: &str, mut graph: Graph, prefix: &str) -> Result<CompiledE
         k.name = format!("{prefix}{}", k.name);
     }
     let plan = plan_memory(&lowered);
-    check_plan(&lowered, &plan).map_err(|e| CompileError::Internal(format!("{name}: memory plan: {e}")))?;
-    Ok(CompiledEntry { name: name.to_string(), unsimplified, graph, lowered, plan })
+    check_plan(&lowered, &plan)
+        .map_err(|e| CompileError::Internal(format!("{name}: memory plan: {e}")))?;
+    Ok(CompiledEntry {
+        name: name.to_string(),
+        unsimplified,
+        graph,
+        lowered,
+        plan,
+    })
+}
+
+/// One entry's graph after every stage, as `(file name, text)` in pipeline order: the
+/// files `strata ir --dump-dir` writes. `00-typed.ir` is the graph given, then one
+/// `NN-<pass>.ir` per pass of [`crate::passes::pipeline`], then `NN-fused.kernels` and
+/// `NN-planned.plan`. Kernel names carry the prefix [`compile`] gives them.
+pub fn stage_dumps(name: &str, graph: &Graph) -> Result<Vec<(String, String)>, CompileError> {
+    let mut files = vec![(
+        "00-typed.ir".to_string(),
+        crate::ir::print::print_graph(graph, None),
+    )];
+    let mut passed = graph.clone();
+    crate::passes::run_pipeline(&mut passed, |pass, g| {
+        let n = files.len();
+        files.push((
+            format!("{n:02}-{pass}.ir"),
+            crate::ir::print::print_graph(g, None),
+        ));
+    })
+    .map_err(CompileError::Internal)?;
+    let prefix = if name == "infer" {
+        String::new()
+    } else {
+        format!("{name}_")
+    };
+    // The same passes again inside, so the kernels and plan are exactly `compile`'s.
+    let entry = compile_entry(name, graph.clone(), &prefix)?;
+    let n = files.len();
+    files.push((
+        format!("{n:02}-fused.kernels"),
+        crate::lower::print::print_kernels(&entry.lowered),
+    ));
+    files.push((
+        format!("{:02}-planned.plan", n + 1),
+        crate::plan::print::print_plan(&entry.lowered, &entry.plan),
+    ));
+    Ok(files)
 }
 
 /// Compiles a model file all the way to an artifact. With `elaborate.train` and a
@@ -104,10 +152,17 @@ pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled
     let elaborated = check(source, &options.elaborate)?;
     let typed = elaborated.graph.clone();
     let (infer_graph, extra, train_config) = if elaborated.train.is_some() {
-        let training_options = ElaborateOptions { training_mode: true, ..options.elaborate.clone() };
+        let training_options = ElaborateOptions {
+            training_mode: true,
+            ..options.elaborate.clone()
+        };
         let training = check(source, &training_options)?;
         let tg = crate::train::build(&elaborated, &training, &options.train_overrides)?;
-        (tg.infer, vec![("train_step", tg.train_step), ("eval", tg.eval)], Some(tg.config))
+        (
+            tg.infer,
+            vec![("train_step", tg.train_step), ("eval", tg.eval)],
+            Some(tg.config),
+        )
     } else {
         (typed.clone(), Vec::new(), None)
     };
@@ -120,16 +175,23 @@ pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled
         .chain(&training)
         .flat_map(|e| e.lowered.kernels.iter().cloned())
         .collect();
-    let clif = strata_kernels::cpu::emit_clif(&all_kernels).map_err(|e| CompileError::Internal(e.to_string()))?;
+    let clif = strata_kernels::cpu::emit_clif(&all_kernels)
+        .map_err(|e| CompileError::Internal(e.to_string()))?;
     let entries: Vec<EntryBuild> = std::iter::once(&infer)
         .chain(&training)
-        .map(|e| EntryBuild { name: &e.name, graph: &e.graph, lowered: &e.lowered, plan: &e.plan })
+        .map(|e| EntryBuild {
+            name: &e.name,
+            graph: &e.graph,
+            lowered: &e.lowered,
+            plan: &e.plan,
+        })
         .collect();
     let mut artifact = build_artifact(&entries, clif.clone(), options.seed, train_config.clone())
         .map_err(CompileError::Internal)?;
     if options.target == Backend::Gpu {
         // A module naga refuses is a compiler bug: the error names the kernel.
-        artifact.wgsl = strata_kernels::gpu::emit_wgsl(&all_kernels).map_err(|e| CompileError::Internal(e.to_string()))?;
+        artifact.wgsl = strata_kernels::gpu::emit_wgsl(&all_kernels)
+            .map_err(|e| CompileError::Internal(e.to_string()))?;
     }
     Ok(Compiled {
         typed,

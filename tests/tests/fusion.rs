@@ -24,7 +24,11 @@ fn options() -> CompileOptions {
 fn mlp_train_step_has_at_most_half_as_many_kernels_as_ops() {
     let source = load_example(&strata_tests::root().join("dsl-examples/mlp.strata"));
     let compiled = compile(&source, &options()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
-    let step = compiled.training.iter().find(|e| e.name == "train_step").expect("train_step");
+    let step = compiled
+        .training
+        .iter()
+        .find(|e| e.name == "train_step")
+        .expect("train_step");
     let (ops, kernels) = (step.graph.len(), step.lowered.kernels.len());
     eprintln!("mlp train_step: {ops} ops after simplification, {kernels} kernels");
     assert!(2 * kernels <= ops, "{kernels} kernels for {ops} ops");
@@ -38,7 +42,12 @@ fn mlp_train_step_has_at_most_half_as_many_kernels_as_ops() {
         .count();
     assert_eq!(contracts, 3 + 3 + 2);
     // One update map per parameter (its Adam moments with it).
-    let updates = step.lowered.kernels.iter().filter(|k| k.name.contains("update")).count();
+    let updates = step
+        .lowered
+        .kernels
+        .iter()
+        .filter(|k| k.name.contains("update"))
+        .count();
     assert_eq!(updates, step.graph.params().len() / 3);
 }
 
@@ -51,26 +60,50 @@ fn fuses_bias_and_relu_into_matmul() {
         panic!("the first kernel is the first dense layer's product: {first}");
     };
     let text = format!("{first}");
-    assert!(matches!(c.epilogue, Expr::Unary(..)), "relu(acc + bias): {text}");
+    assert!(
+        matches!(c.epilogue, Expr::Unary(..)),
+        "relu(acc + bias): {text}"
+    );
     assert!(first.name.contains("matmul_add_relu"), "{}", first.name);
 }
 
 fn leaf(g: &mut Graph, name: &str, dims: Vec<Dim>) -> strata_compiler::ir::ValueId {
-    g.add_leaf(Op::Input { name: name.into() }, TensorType::f32(dims), Span::default())
+    g.add_leaf(
+        Op::Input { name: name.into() },
+        TensorType::f32(dims),
+        Span::default(),
+    )
 }
 
 #[test]
 fn does_not_duplicate_an_expensive_producer() {
     let mut g = Graph::new("T");
     let x = leaf(&mut g, "x", vec![Dim::Batch, Dim::Fixed(8)]);
-    let e = g.add(Op::Unary(UnaryOp::Exp), &[x], Span::default()).unwrap();
-    let one = g.add(Op::Const { value: 1.0 }, &[], Span::default()).unwrap();
-    let a = g.add(Op::Binary(BinaryOp::Add), &[e, one], Span::default()).unwrap();
-    let b = g.add(Op::Binary(BinaryOp::Mul), &[e, e], Span::default()).unwrap();
+    let e = g
+        .add(Op::Unary(UnaryOp::Exp), &[x], Span::default())
+        .unwrap();
+    let one = g
+        .add(Op::Const { value: 1.0 }, &[], Span::default())
+        .unwrap();
+    let a = g
+        .add(Op::Binary(BinaryOp::Add), &[e, one], Span::default())
+        .unwrap();
+    let b = g
+        .add(Op::Binary(BinaryOp::Mul), &[e, e], Span::default())
+        .unwrap();
     g.outputs = vec![("a".into(), a), ("b".into(), b)];
     let l = lower(&g).unwrap();
-    let exps: usize = l.kernels.iter().map(|k| format!("{k}").matches("exp(").count()).sum();
-    assert_eq!(exps, 1, "exp is computed once:\n{}", strata_compiler::lower::print::print_kernels(&l));
+    let exps: usize = l
+        .kernels
+        .iter()
+        .map(|k| format!("{k}").matches("exp(").count())
+        .sum();
+    assert_eq!(
+        exps,
+        1,
+        "exp is computed once:\n{}",
+        strata_compiler::lower::print::print_kernels(&l)
+    );
     assert_eq!(l.kernels.len(), 3);
 }
 
@@ -79,12 +112,23 @@ fn inlines_a_cheap_chain_into_one_loop() {
     let mut g = Graph::new("T");
     let x = leaf(&mut g, "x", vec![Dim::Batch, Dim::Fixed(8)]);
     let y = leaf(&mut g, "y", vec![Dim::Fixed(8)]);
-    let n = g.add(Op::Unary(UnaryOp::Neg), &[x], Span::default()).unwrap();
-    let s = g.add(Op::Binary(BinaryOp::Add), &[n, y], Span::default()).unwrap();
-    let r = g.add(Op::Unary(UnaryOp::Relu), &[s], Span::default()).unwrap();
+    let n = g
+        .add(Op::Unary(UnaryOp::Neg), &[x], Span::default())
+        .unwrap();
+    let s = g
+        .add(Op::Binary(BinaryOp::Add), &[n, y], Span::default())
+        .unwrap();
+    let r = g
+        .add(Op::Unary(UnaryOp::Relu), &[s], Span::default())
+        .unwrap();
     g.outputs = vec![("r".into(), r)];
     let l = lower(&g).unwrap();
-    assert_eq!(l.kernels.len(), 1, "{}", strata_compiler::lower::print::print_kernels(&l));
+    assert_eq!(
+        l.kernels.len(),
+        1,
+        "{}",
+        strata_compiler::lower::print::print_kernels(&l)
+    );
 }
 
 #[test]
@@ -95,10 +139,14 @@ fn does_not_fuse_an_epilogue_that_a_second_user_needs_unfused() {
     let x = leaf(&mut g, "x", vec![Dim::Batch, Dim::Fixed(4)]);
     let w = leaf(&mut g, "w", vec![Dim::Fixed(4), Dim::Fixed(3)]);
     let z = g.add(Op::MatMul, &[x, w], Span::default()).unwrap();
-    let r = g.add(Op::Unary(UnaryOp::Relu), &[z], Span::default()).unwrap();
+    let r = g
+        .add(Op::Unary(UnaryOp::Relu), &[z], Span::default())
+        .unwrap();
     g.outputs = vec![("r".into(), r), ("z".into(), z)];
     let l = lower(&g).unwrap();
-    let KernelBody::Contract(c) = &l.kernels[0].body else { panic!() };
+    let KernelBody::Contract(c) = &l.kernels[0].body else {
+        panic!()
+    };
     assert_eq!(c.epilogue, Expr::Acc);
     assert_eq!(l.kernels.len(), 2);
 }
@@ -107,17 +155,27 @@ fn does_not_fuse_an_epilogue_that_a_second_user_needs_unfused() {
 fn every_example_train_step_plan_is_near_the_lower_bound_and_under_half_the_naive_sum() {
     for path in example_files() {
         let source = load_example(&path);
-        let compiled = compile(&source, &options()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
+        let compiled =
+            compile(&source, &options()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
         for e in &compiled.training {
             let plan = plan_memory(&e.lowered);
             check_plan(&e.lowered, &plan).expect("a safe plan");
-            let s = entry_stats(&e.name, e.unsimplified.len(), &e.graph, &e.lowered, &e.plan).unwrap();
+            let s =
+                entry_stats(&e.name, e.unsimplified.len(), &e.graph, &e.lowered, &e.plan).unwrap();
             eprintln!("{} {}: {s:?}", source.name, e.name);
             if e.name != "train_step" {
                 continue;
             }
-            assert!(s.arena as f64 <= 1.10 * s.lower_bound as f64, "{}: {s:?}", source.name);
-            assert!(s.arena as f64 <= 0.5 * s.naive_unfused as f64, "{}: {s:?}", source.name);
+            assert!(
+                s.arena as f64 <= 1.10 * s.lower_bound as f64,
+                "{}: {s:?}",
+                source.name
+            );
+            assert!(
+                s.arena as f64 <= 0.5 * s.naive_unfused as f64,
+                "{}: {s:?}",
+                source.name
+            );
         }
     }
 }

@@ -170,7 +170,12 @@ impl Gen {
                     let at = target.len() - rank + i;
                     target[at] = Dim::Fixed(3);
                 }
-                self.add(Op::Broadcast { shape: Shape(target) }, &[x]);
+                self.add(
+                    Op::Broadcast {
+                        shape: Shape(target),
+                    },
+                    &[x],
+                );
             }
             11 if rank >= 1 => {
                 let mut to = dims.clone();
@@ -183,7 +188,12 @@ impl Gen {
                     self.pool.push(r);
                 } else {
                     // A non-unit reshape: flatten two fixed dims.
-                    self.add(Op::Reshape { shape: Shape(dims.clone()) }, &[r]);
+                    self.add(
+                        Op::Reshape {
+                            shape: Shape(dims.clone()),
+                        },
+                        &[r],
+                    );
                 }
             }
             12 if rank >= 1 => {
@@ -218,7 +228,9 @@ impl Gen {
         let path = format!("p{}", self.params.len());
         let ty = f32_type(&dims.iter().map(|&d| Dim::Fixed(d)).collect::<Vec<_>>());
         let init = [Init::HeUniform, Init::XavierUniform, Init::Uniform(0.5)][self.pick(3)].clone();
-        let p = self.g.add_leaf(Op::Param { path, init }, ty, Span::default());
+        let p = self
+            .g
+            .add_leaf(Op::Param { path, init }, ty, Span::default());
         self.params.push(p);
         p
     }
@@ -279,14 +291,12 @@ fn random_graph(seed: u64) -> Graph {
             candidates[gn.pick(candidates.len())]
         };
         let lr = gn.constant(0.1);
-        let scaled = gn
-            .g
-            .add(Op::Binary(BinaryOp::Mul), &[lr, delta], Span::default())
-            .expect("mul");
-        let new = gn
-            .g
-            .add(Op::Binary(BinaryOp::Sub), &[p, scaled], Span::default())
-            .expect("sub");
+        let scaled =
+            gn.g.add(Op::Binary(BinaryOp::Mul), &[lr, delta], Span::default())
+                .expect("mul");
+        let new =
+            gn.g.add(Op::Binary(BinaryOp::Sub), &[p, scaled], Span::default())
+                .expect("sub");
         if gn.g.ty(new) == gn.g.ty(p) {
             gn.g.updates.push((p, new));
         }
@@ -296,7 +306,11 @@ fn random_graph(seed: u64) -> Graph {
     gn.g
 }
 
-fn inputs_for(graph: &Graph, batch: u64, seed: u64) -> (HashMap<String, Tensor>, Vec<(String, HostTensor)>) {
+fn inputs_for(
+    graph: &Graph,
+    batch: u64,
+    seed: u64,
+) -> (HashMap<String, Tensor>, Vec<(String, HostTensor)>) {
     let mut rng = TestRng::new(seed ^ 0x5eed);
     let mut reference = HashMap::new();
     let mut host = Vec::new();
@@ -371,7 +385,12 @@ fn check_case(seed: u64) -> (usize, usize, usize) {
             .verify()
             .unwrap_or_else(|e| panic!("seed {seed}: after `{}`: {e}\n{text}", pass.name));
         let got = reference(&passed, &inputs, &params);
-        compare(&format!("seed {seed}, after `{}`\n{text}", pass.name), &got, &want, 1e-9);
+        compare(
+            &format!("seed {seed}, after `{}`\n{text}", pass.name),
+            &got,
+            &want,
+            1e-9,
+        );
     }
 
     // The whole pipeline, fused and planned, on the CPU.

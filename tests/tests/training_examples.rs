@@ -11,14 +11,23 @@ use strata_tests::{load_example, root};
 fn train_example(file: &str) -> TrainSummary {
     let source = load_example(&root().join("dsl-examples").join(file));
     let options = CompileOptions {
-        elaborate: ElaborateOptions { train: true, ..Default::default() },
+        elaborate: ElaborateOptions {
+            train: true,
+            ..Default::default()
+        },
         ..Default::default()
     };
-    let artifact = compile(&source, &options).unwrap_or_else(|e| panic!("{}", e.render(&source))).artifact;
+    let artifact = compile(&source, &options)
+        .unwrap_or_else(|e| panic!("{}", e.render(&source)))
+        .artifact;
     let config = artifact.manifest.train.clone().expect("a train section");
     let dir = tempfile::tempdir().expect("temp dir");
     let mut session = Session::new(&artifact).expect("loads");
-    let options = TrainOptions { run_dir: dir.path().to_path_buf(), quiet: true, ..Default::default() };
+    let options = TrainOptions {
+        run_dir: dir.path().to_path_buf(),
+        quiet: true,
+        ..Default::default()
+    };
     train(&mut session, &config, &options).expect("training runs")
 }
 
@@ -27,8 +36,14 @@ fn breast_cancer_reaches_auc_097() {
     let summary = train_example("breast_cancer.strata");
     let test = summary.test.as_ref().expect("a test split");
     let auc = test.metrics.value("auc").expect("auc is reported");
-    let accuracy = test.metrics.value("accuracy").expect("accuracy is reported");
-    println!("breast_cancer: test AUC {auc:.4}, accuracy {accuracy:.4} after {} epochs", summary.epochs);
+    let accuracy = test
+        .metrics
+        .value("accuracy")
+        .expect("accuracy is reported");
+    println!(
+        "breast_cancer: test AUC {auc:.4}, accuracy {accuracy:.4} after {} epochs",
+        summary.epochs
+    );
     assert!(auc >= 0.97, "test AUC {auc:.4} < 0.97");
 }
 
@@ -46,7 +61,17 @@ fn diabetes_beats_predicting_the_mean() {
     };
     let n = values.len() as f64;
     let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let baseline = values.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
-    println!("diabetes: test MSE {mse:.1} (mean-predictor {baseline:.1}), MAE {mae:.2}, {} epochs", summary.epochs);
-    assert!(mse < 0.8 * baseline, "test MSE {mse:.1} does not beat the mean predictor's {baseline:.1}");
+    let baseline = values
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    println!(
+        "diabetes: test MSE {mse:.1} (mean-predictor {baseline:.1}), MAE {mae:.2}, {} epochs",
+        summary.epochs
+    );
+    assert!(
+        mse < 0.8 * baseline,
+        "test MSE {mse:.1} does not beat the mean predictor's {baseline:.1}"
+    );
 }

@@ -15,7 +15,9 @@ use crate::lower::{BufferRole, Lowered};
 use crate::plan::MemoryPlan;
 use std::collections::HashMap;
 use strata_kernels::ir::Dim;
-use strata_runtime::artifact::manifest::{BufferInfo, Entry, EntryPort, Extent, Launch, Location, Manifest};
+use strata_runtime::artifact::manifest::{
+    BufferInfo, Entry, EntryPort, Extent, Launch, Location, Manifest,
+};
 use strata_runtime::artifact::train_config::TrainConfig;
 use strata_runtime::artifact::{Artifact, append_to_executable, weights::encode_weights};
 use strata_runtime::tensor::HostTensor;
@@ -31,7 +33,12 @@ pub struct EntryBuild<'a> {
 /// Fills in an artifact. Parameters take their initial values from their initializers
 /// with `seed`; kernels of all entries must have distinct names and `clif` must define
 /// them all.
-pub fn build_artifact(entries: &[EntryBuild], clif: String, seed: u64, train: Option<TrainConfig>) -> Result<Artifact, String> {
+pub fn build_artifact(
+    entries: &[EntryBuild],
+    clif: String,
+    seed: u64,
+    train: Option<TrainConfig>,
+) -> Result<Artifact, String> {
     let mut buffers: Vec<BufferInfo> = Vec::new();
     let mut persistent: HashMap<String, usize> = HashMap::new();
     let mut weights: Vec<(String, HostTensor)> = Vec::new();
@@ -54,7 +61,9 @@ pub fn build_artifact(entries: &[EntryBuild], clif: String, seed: u64, train: Op
                 BufferRole::Param(path) => {
                     if let Some(&id) = persistent.get(path) {
                         if buffers[id].shape != buf.shape {
-                            return Err(format!("parameter `{path}` has different shapes in different entries"));
+                            return Err(format!(
+                                "parameter `{path}` has different shapes in different entries"
+                            ));
                         }
                         id
                     } else {
@@ -63,12 +72,19 @@ pub fn build_artifact(entries: &[EntryBuild], clif: String, seed: u64, train: Op
                             .iter()
                             .map(|d| match d {
                                 Dim::Fixed(n) => Ok(*n),
-                                Dim::Batch => Err(format!("parameter `{path}` has a batch dimension")),
+                                Dim::Batch => {
+                                    Err(format!("parameter `{path}` has a batch dimension"))
+                                }
                             })
                             .collect::<Result<_, _>>()?;
-                        let init = inits.get(path.as_str()).ok_or_else(|| format!("parameter `{path}` has no initializer"))?;
+                        let init = inits
+                            .get(path.as_str())
+                            .ok_or_else(|| format!("parameter `{path}` has no initializer"))?;
                         let values = init_param(path, init, &shape, seed);
-                        weights.push((path.clone(), HostTensor::f32(shape, values).map_err(|e| e.to_string())?));
+                        weights.push((
+                            path.clone(),
+                            HostTensor::f32(shape, values).map_err(|e| e.to_string())?,
+                        ));
                         buffers.push(BufferInfo {
                             name: buf.name.clone(),
                             dtype: buf.dtype,
@@ -84,7 +100,9 @@ pub fn build_artifact(entries: &[EntryBuild], clif: String, seed: u64, train: Op
                         name: buf.name.clone(),
                         dtype: buf.dtype,
                         shape: buf.shape.clone(),
-                        location: Location::Arena { offset: entry.plan.offsets[b].unwrap_or_default() },
+                        location: Location::Arena {
+                            offset: entry.plan.offsets[b].unwrap_or_default(),
+                        },
                     });
                     buffers.len() - 1
                 }
@@ -94,7 +112,12 @@ pub fn build_artifact(entries: &[EntryBuild], clif: String, seed: u64, train: Op
         let base = kernels.len();
         kernels.extend(entry.lowered.kernels.iter().cloned());
         let ports = |list: &[(String, usize)]| -> Vec<EntryPort> {
-            list.iter().map(|(name, b)| EntryPort { name: name.clone(), buffer: global[*b] }).collect()
+            list.iter()
+                .map(|(name, b)| EntryPort {
+                    name: name.clone(),
+                    buffer: global[*b],
+                })
+                .collect()
         };
         manifest_entries.push(Entry {
             name: entry.name.to_string(),
@@ -104,13 +127,19 @@ pub fn build_artifact(entries: &[EntryBuild], clif: String, seed: u64, train: Op
                 .lowered
                 .launches
                 .iter()
-                .map(|l| Launch { kernel: base + l.kernel, bindings: l.bindings.iter().map(|b| global[*b]).collect() })
+                .map(|l| Launch {
+                    kernel: base + l.kernel,
+                    bindings: l.bindings.iter().map(|b| global[*b]).collect(),
+                })
                 .collect(),
         });
         arena.fixed = arena.fixed.max(entry.plan.arena.fixed);
         arena.per_batch = arena.per_batch.max(entry.plan.arena.per_batch);
     }
-    let model = entries.first().map(|e| e.graph.name.clone()).unwrap_or_default();
+    let model = entries
+        .first()
+        .map(|e| e.graph.name.clone())
+        .unwrap_or_default();
     let manifest = Manifest {
         model,
         compiler: format!("strata {}", env!("CARGO_PKG_VERSION")),
@@ -120,7 +149,8 @@ pub fn build_artifact(entries: &[EntryBuild], clif: String, seed: u64, train: Op
         arena,
         train,
     };
-    let weights = encode_weights(weights.iter().map(|(k, t)| (k.as_str(), t))).map_err(|e| e.to_string())?;
+    let weights =
+        encode_weights(weights.iter().map(|(k, t)| (k.as_str(), t))).map_err(|e| e.to_string())?;
     let artifact = Artifact {
         manifest,
         clif,
@@ -128,7 +158,9 @@ pub fn build_artifact(entries: &[EntryBuild], clif: String, seed: u64, train: Op
         wgsl: String::new(),
         weights,
     };
-    artifact.validate().map_err(|e| format!("the compiled artifact is invalid: {e}"))?;
+    artifact
+        .validate()
+        .map_err(|e| format!("the compiled artifact is invalid: {e}"))?;
     Ok(artifact)
 }
 

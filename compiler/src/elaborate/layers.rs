@@ -23,6 +23,17 @@ static REGRESSION: &[ParamSpec] = &[req("predictions"), req("targets")];
 static PENALTY: &[ParamSpec] = &[req("params")];
 static BATCH_NORM: &[ParamSpec] = &[req("x"), opt("momentum"), opt("eps")];
 static DROPOUT: &[ParamSpec] = &[req("x"), req("p")];
+static CONV2D: &[ParamSpec] = &[
+    req("x"),
+    req("out_channels"),
+    req("kernel"),
+    opt("stride"),
+    opt("padding"),
+    opt("dilation"),
+    opt("bias"),
+    opt("init"),
+];
+static POOL2D: &[ParamSpec] = &[req("x"), req("kernel"), opt("stride")];
 
 /// The parameter list of a built-in, or None if `name` is not one.
 pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
@@ -41,6 +52,9 @@ pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
         "l1" | "l2" => PENALTY,
         "batch_norm" => BATCH_NORM,
         "dropout" => DROPOUT,
+        "conv2d" => CONV2D,
+        "max_pool2d" | "avg_pool2d" => POOL2D,
+        "global_avg_pool" => X,
         _ => return None,
     })
 }
@@ -74,6 +88,10 @@ pub const NAMES: &[&str] = &[
     "l2",
     "batch_norm",
     "dropout",
+    "conv2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "global_avg_pool",
 ];
 
 pub fn unknown_layer<'a>(callee: &Ident, blocks: impl Iterator<Item = &'a str>) -> Diagnostic {
@@ -137,6 +155,11 @@ pub(super) fn call_layer(
         "l1" | "l2" => super::losses::penalty(e, &args, span, name == "l2"),
         "batch_norm" => super::normalization::batch_norm(e, &args, span, path),
         "dropout" => super::normalization::dropout(e, &args, span, path),
+        "conv2d" => super::convolution::conv2d(e, &args, span, path),
+        "max_pool2d" | "avg_pool2d" => {
+            super::convolution::pool2d(e, &args, span, name == "max_pool2d")
+        }
+        "global_avg_pool" => super::convolution::global_avg_pool(e, &args, span),
         _ => Err(unknown_layer(callee, std::iter::empty())),
     }
 }

@@ -42,7 +42,11 @@ pub(super) fn sum_all(e: &mut Elaborator, x: ValueId, span: Span) -> Result<Valu
 /// The number of rows of a tensor of shape `dims` as an f32[] value: the product of the
 /// fixed dims times the batch size (counted at run time, so a last partial batch is
 /// averaged over its own size).
-pub(super) fn row_count(e: &mut Elaborator, dims: &[Dim], span: Span) -> Result<ValueId, Diagnostic> {
+pub(super) fn row_count(
+    e: &mut Elaborator,
+    dims: &[Dim],
+    span: Span,
+) -> Result<ValueId, Diagnostic> {
     let fixed: u64 = dims.iter().filter_map(|d| d.fixed()).product();
     let c = e.constant(fixed as f64, span);
     if !dims.contains(&Dim::Batch) {
@@ -169,7 +173,15 @@ pub(super) fn binary_cross_entropy(
         && tt.shape.dims() == &xt.shape.dims()[..rank - 1]
     {
         let onehot = e.op(Op::OneHot { classes: 2 }, &[t.0], span)?;
-        t.0 = e.op(Op::Slice { axis: rank - 1, start: 1, len: 1 }, &[onehot], span)?;
+        t.0 = e.op(
+            Op::Slice {
+                axis: rank - 1,
+                start: 1,
+                len: 1,
+            },
+            &[onehot],
+            span,
+        )?;
     }
     same_shape(e, x, t, "binary_cross_entropy")?;
     let (x, t) = (x.0, t.0);

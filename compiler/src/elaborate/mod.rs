@@ -11,6 +11,7 @@
 //! (an instance called twice) is one shared parameter.
 
 pub mod args;
+mod convolution;
 pub mod layers;
 mod losses;
 mod normalization;
@@ -153,7 +154,7 @@ pub fn elaborate(program: &Program, options: &ElaborateOptions) -> Result<Elabor
                 );
                 env.bind(name, Value::Tensor(v))?;
             }
-            Stmt::Output { name, value, span } => {
+            Stmt::Output { name, value, .. } => {
                 let (v, vspan) = match value {
                     Some(expr) => {
                         let s = e.expr(expr, &mut env)?;
@@ -182,7 +183,6 @@ pub fn elaborate(program: &Program, options: &ElaborateOptions) -> Result<Elabor
                 if value.is_some() {
                     env.bind(name, Value::Tensor(id))?;
                 }
-                let _ = span;
                 outputs.push((name.name.clone(), id));
             }
             other => e.stmt(other, &mut env)?.map_or(Ok(()), |(_, sp)| {
@@ -203,7 +203,10 @@ pub fn elaborate(program: &Program, options: &ElaborateOptions) -> Result<Elabor
         .with_label("this model")
         .with_help("declare one with `output name = expr`"));
     }
-    let section = program.trains.iter().find(|t| t.model.name == model.name.name);
+    let section = program
+        .trains
+        .iter()
+        .find(|t| t.model.name == model.name.name);
     let train = match (options.train, section) {
         (true, Some(section)) => {
             let t = e.train_section(section, &mut env, &outputs)?;
@@ -495,7 +498,13 @@ impl<'p> Elaborator<'p> {
         if let Some(v) = self.step {
             return v;
         }
-        let v = self.graph.add_leaf(Op::Input { name: "step".into() }, TensorType::new(DType::F32, vec![]), span);
+        let v = self.graph.add_leaf(
+            Op::Input {
+                name: "step".into(),
+            },
+            TensorType::new(DType::F32, vec![]),
+            span,
+        );
         self.step = Some(v);
         v
     }
@@ -673,7 +682,7 @@ impl<'p> Elaborator<'p> {
                 env.bind(name, v.value)?;
                 Ok(None)
             }
-            Stmt::Layer { name, call, span } => {
+            Stmt::Layer { name, call, .. } => {
                 if layers::lookup(&call.callee.name).is_none() {
                     return Err(layers::unknown_layer(
                         &call.callee,
@@ -689,7 +698,6 @@ impl<'p> Elaborator<'p> {
                         path,
                     },
                 );
-                let _ = span;
                 Ok(None)
             }
             Stmt::Return { value, span } => Ok(Some((self.expr(value, env)?, *span))),

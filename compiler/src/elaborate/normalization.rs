@@ -12,7 +12,13 @@ use super::value::Value;
 use crate::ir::{BinaryOp, Dim, Init, Op, ReduceOp, Shape, Span, UnaryOp, ValueId};
 use crate::syntax::{Diagnostic, ErrorCode};
 
-fn number(args: &BoundArgs, name: &str, default: f64, ok: impl Fn(f64) -> bool, what: &str) -> Result<f64, Diagnostic> {
+fn number(
+    args: &BoundArgs,
+    name: &str,
+    default: f64,
+    ok: impl Fn(f64) -> bool,
+    what: &str,
+) -> Result<f64, Diagnostic> {
     match args.get(name) {
         None => Ok(default),
         Some(s) => match s.value {
@@ -31,9 +37,20 @@ fn number(args: &BoundArgs, name: &str, default: f64, ok: impl Fn(f64) -> bool, 
 /// `[batch, C, H, W]`), as PyTorch's BatchNorm: learned `weight` (ones) and `bias`
 /// (zeros); in training, normalization by the batch's biased variance and running
 /// averages updated with the unbiased one; at inference, the running averages.
-pub(super) fn batch_norm(e: &mut Elaborator, args: &BoundArgs, span: Span, path: Option<String>) -> Result<Value, Diagnostic> {
+pub(super) fn batch_norm(
+    e: &mut Elaborator,
+    args: &BoundArgs,
+    span: Span,
+    path: Option<String>,
+) -> Result<Value, Diagnostic> {
     let (x, xspan) = args.tensor("x")?;
-    let momentum = number(args, "momentum", 0.1, |m| (0.0..=1.0).contains(&m), "in [0, 1]")?;
+    let momentum = number(
+        args,
+        "momentum",
+        0.1,
+        |m| (0.0..=1.0).contains(&m),
+        "in [0, 1]",
+    )?;
     let eps = number(args, "eps", 1e-5, |v| v > 0.0, "positive")?;
     let ty = e.graph.ty(x).clone();
     let dims = ty.shape.dims().to_vec();
@@ -51,26 +68,60 @@ pub(super) fn batch_norm(e: &mut Elaborator, args: &BoundArgs, span: Span, path:
     let path = path.unwrap_or_else(|| e.fresh_path("batch_norm"));
     let weight = e.param(format!("{path}.weight"), vec![channels], Init::Ones, span)?;
     let bias = e.param(format!("{path}.bias"), vec![channels], Init::Zeros, span)?;
-    let running_mean = e.param(format!("{path}.running_mean"), vec![channels], Init::Zeros, span)?;
-    let running_var = e.param(format!("{path}.running_var"), vec![channels], Init::Ones, span)?;
+    let running_mean = e.param(
+        format!("{path}.running_mean"),
+        vec![channels],
+        Init::Zeros,
+        span,
+    )?;
+    let running_var = e.param(
+        format!("{path}.running_var"),
+        vec![channels],
+        Init::Ones,
+        span,
+    )?;
     e.non_trainable.insert(format!("{path}.running_mean"));
     e.non_trainable.insert(format!("{path}.running_var"));
     // Per-channel values broadcast as [C, 1, …, 1] against [batch, C, …].
     let mut bshape = vec![Dim::Fixed(channels)];
     bshape.extend(std::iter::repeat_n(Dim::Fixed(1), dims.len() - 2));
-    let bcast = |e: &mut Elaborator, v: ValueId| e.op(Op::Reshape { shape: Shape(bshape.clone()) }, &[v], span);
+    let bcast = |e: &mut Elaborator, v: ValueId| {
+        e.op(
+            Op::Reshape {
+                shape: Shape(bshape.clone()),
+            },
+            &[v],
+            span,
+        )
+    };
     let bin = |e: &mut Elaborator, op, a, b| e.op(Op::Binary(op), &[a, b], span);
     let (mean, var) = if e.training {
         let axes: Vec<usize> = (0..dims.len()).filter(|&a| a != 1).collect();
         let mut per_channel = dims.clone();
         per_channel.remove(1);
         let n = row_count(e, &per_channel, span)?;
-        let s = e.op(Op::Reduce { op: ReduceOp::Sum, axes: axes.clone(), keep_dims: false }, &[x], span)?;
+        let s = e.op(
+            Op::Reduce {
+                op: ReduceOp::Sum,
+                axes: axes.clone(),
+                keep_dims: false,
+            },
+            &[x],
+            span,
+        )?;
         let mean = bin(e, BinaryOp::Div, s, n)?;
         let mb = bcast(e, mean)?;
         let centered = bin(e, BinaryOp::Sub, x, mb)?;
         let sq = bin(e, BinaryOp::Mul, centered, centered)?;
-        let ss = e.op(Op::Reduce { op: ReduceOp::Sum, axes, keep_dims: false }, &[sq], span)?;
+        let ss = e.op(
+            Op::Reduce {
+                op: ReduceOp::Sum,
+                axes,
+                keep_dims: false,
+            },
+            &[sq],
+            span,
+        )?;
         let var = bin(e, BinaryOp::Div, ss, n)?;
         // Running averages: (1 - m) r + m s, the variance unbiased by n / (n - 1).
         let one = e.constant(1.0, span);
@@ -107,7 +158,12 @@ pub(super) fn batch_norm(e: &mut Elaborator, args: &BoundArgs, span: Span, path:
 /// rest scaled by `1 / (1 - p)` (inverted dropout), the mask drawn by Philox from the
 /// layer's seed, the step and the element's index, so every backend draws the same
 /// mask; at inference, the identity.
-pub(super) fn dropout(e: &mut Elaborator, args: &BoundArgs, span: Span, path: Option<String>) -> Result<Value, Diagnostic> {
+pub(super) fn dropout(
+    e: &mut Elaborator,
+    args: &BoundArgs,
+    span: Span,
+    path: Option<String>,
+) -> Result<Value, Diagnostic> {
     let (x, _) = args.tensor("x")?;
     let p = number(args, "p", 0.5, |p| (0.0..1.0).contains(&p), "in [0, 1)")?;
     let path = path.unwrap_or_else(|| e.fresh_path("dropout"));
@@ -122,5 +178,9 @@ pub(super) fn dropout(e: &mut Elaborator, args: &BoundArgs, span: Span, path: Op
     let keep = e.op(Op::Binary(BinaryOp::Ge), &[r, pc], span)?;
     let scale = e.constant(1.0 / (1.0 - p), span);
     let kept = e.op(Op::Binary(BinaryOp::Mul), &[x, keep], span)?;
-    Ok(Value::Tensor(e.op(Op::Binary(BinaryOp::Mul), &[kept, scale], span)?))
+    Ok(Value::Tensor(e.op(
+        Op::Binary(BinaryOp::Mul),
+        &[kept, scale],
+        span,
+    )?))
 }

@@ -3,7 +3,7 @@
 //! - [`types`]: element types, dimensions (with the symbolic batch), shapes.
 //! - [`op`]: the op set and each op's typing rule.
 //! - [`graph`]: the graph, its invariants and [`Graph::verify`].
-//! - [`print`] / [`dot`]: the text form and Graphviz output.
+//! - [`print`] / [`dot`]: the text form and Graphviz output; [`parse`] reads the text form back.
 //! - [`init`]: parameter initial values (seeded).
 //! - [`interpret`]: the reference interpreter (f64), the oracle for every pass and backend.
 
@@ -12,9 +12,10 @@ pub mod graph;
 pub mod init;
 pub mod interpret;
 pub mod op;
+pub mod parse;
 pub mod print;
 pub mod types;
 
 pub use graph::{Graph, Node, Span, ValueId};
-pub use op::{BinaryOp, Init, Op, ReduceOp, UnaryOp};
+pub use op::{BinaryOp, ConvWindow, Init, Op, ReduceOp, UnaryOp};
 pub use types::{DType, Dim, Shape, TensorType};

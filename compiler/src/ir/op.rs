@@ -176,6 +176,54 @@ impl ReduceOp {
     }
 }
 
+/// The sliding window of a 2-d convolution, PyTorch's `Conv2d` geometry: a `kh x kw`
+/// kernel whose taps are `dilation` apart, moved by `stride`, over an input zero-padded by
+/// `padding` on every side. Every field is at least 1 except `padding`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConvWindow {
+    pub kh: u64,
+    pub kw: u64,
+    pub stride: u64,
+    pub padding: u64,
+    pub dilation: u64,
+}
+
+impl ConvWindow {
+    /// The output extent along an input extent `n` with kernel extent `k`:
+    /// `(n + 2 padding - dilation (k - 1) - 1) / stride + 1`, or why there is none.
+    pub fn out_extent(&self, n: u64, k: u64) -> Result<u64, String> {
+        if self.kh == 0 || self.kw == 0 || self.stride == 0 || self.dilation == 0 {
+            return Err(format!(
+                "kernel {}x{}, stride {} and dilation {} must be at least 1",
+                self.kh, self.kw, self.stride, self.dilation
+            ));
+        }
+        let span = self.dilation * (k - 1) + 1;
+        let padded = n + 2 * self.padding;
+        if span > padded {
+            return Err(format!(
+                "the kernel spans {span} pixels but the padded input has {padded}"
+            ));
+        }
+        Ok((padded - span) / self.stride + 1)
+    }
+
+    /// `(OH, OW)` for an `h x w` input.
+    pub fn out_size(&self, h: u64, w: u64) -> Result<(u64, u64), String> {
+        Ok((self.out_extent(h, self.kh)?, self.out_extent(w, self.kw)?))
+    }
+}
+
+impl fmt::Display for ConvWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "kernel=[{}, {}] stride={} padding={} dilation={}",
+            self.kh, self.kw, self.stride, self.padding, self.dilation
+        )
+    }
+}
+
 /// One operation of the graph IR.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
@@ -232,6 +280,22 @@ pub enum Op {
     /// Typing: `f32[]` -> `f32[shape]`. Not differentiable: autodiff sends no gradient
     /// to the step.
     RandomUniform { seed: u64, shape: Shape },
+    /// The sliding windows of an image as rows (PyTorch's `unfold`), so a convolution is
+    /// a matrix product: `out[n, oh * OW + ow, (c * kh + i) * kw + j] =
+    /// x[n, c, oh * stride + i * dilation - padding, ow * stride + j * dilation - padding]`,
+    /// zero where that falls in the padding. Typing: `f32[n, C, H, W]` (C, H, W fixed) ->
+    /// `f32[n, OH * OW, C * kh * kw]`, with `OH`, `OW` from [`ConvWindow::out_size`]; the
+    /// kernel must fit in the padded input.
+    Im2Col { window: ConvWindow },
+    /// The adjoint of [`Op::Im2Col`] (PyTorch's `fold`): every input pixel sums the
+    /// column entries that read it. Typing: `f32[n, OH * OW, C * kh * kw]` ->
+    /// `f32[n, channels, height, width]`, `OH`, `OW` those of a `height x width` input.
+    Col2Im {
+        window: ConvWindow,
+        channels: u64,
+        height: u64,
+        width: u64,
+    },
 }
 
 impl Op {
@@ -257,6 +321,8 @@ impl Op {
             Op::Broadcast { .. } => "broadcast",
             Op::OneHot { .. } => "one_hot",
             Op::RandomUniform { .. } => "random_uniform",
+            Op::Im2Col { .. } => "im2col",
+            Op::Col2Im { .. } => "col2im",
         }
     }
 
@@ -272,7 +338,9 @@ impl Op {
             | Op::StopGradient
             | Op::Broadcast { .. }
             | Op::OneHot { .. }
-            | Op::RandomUniform { .. } => Some(1),
+            | Op::RandomUniform { .. }
+            | Op::Im2Col { .. }
+            | Op::Col2Im { .. } => Some(1),
             Op::Binary(_) | Op::MatMul => Some(2),
             Op::Concat { .. } => None,
         }
@@ -495,6 +563,50 @@ impl Op {
                     dtype: DType::F32,
                     shape,
                 })
+            }
+            Op::Im2Col { window } => {
+                let t = operands[0];
+                float(t)?;
+                let dims = t.shape.dims();
+                let [n, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)] = *dims else {
+                    return Err(format!(
+                        "`im2col` needs an image `[batch, channels, height, width]` with fixed channels and size, got {t}"
+                    ));
+                };
+                let (oh, ow) = window.out_size(h, w)?;
+                Ok(TensorType::f32(vec![
+                    n,
+                    Dim::Fixed(oh * ow),
+                    Dim::Fixed(c * window.kh * window.kw),
+                ]))
+            }
+            Op::Col2Im {
+                window,
+                channels,
+                height,
+                width,
+            } => {
+                let t = operands[0];
+                float(t)?;
+                let (oh, ow) = window.out_size(*height, *width)?;
+                let want = [
+                    Dim::Fixed(oh * ow),
+                    Dim::Fixed(channels * window.kh * window.kw),
+                ];
+                let dims = t.shape.dims();
+                if dims.len() != 3 || dims[1..] != want {
+                    return Err(format!(
+                        "`col2im` to [{channels}, {height}, {width}] with {window} needs columns `[n, {}, {}]`, got {t}",
+                        oh * ow,
+                        channels * window.kh * window.kw
+                    ));
+                }
+                Ok(TensorType::f32(vec![
+                    dims[0],
+                    Dim::Fixed(*channels),
+                    Dim::Fixed(*height),
+                    Dim::Fixed(*width),
+                ]))
             }
         }
     }

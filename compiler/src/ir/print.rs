@@ -45,6 +45,13 @@ pub fn op_text(op: &Op) -> String {
         Op::Broadcast { shape } => format!("broadcast {shape}"),
         Op::OneHot { classes } => format!("one_hot classes={classes}"),
         Op::RandomUniform { seed, shape } => format!("random_uniform seed={seed} {shape}"),
+        Op::Im2Col { window } => format!("im2col {window}"),
+        Op::Col2Im {
+            window,
+            channels,
+            height,
+            width,
+        } => format!("col2im {window} image=[{channels}, {height}, {width}]"),
         _ => op.mnemonic().into(),
     }
 }

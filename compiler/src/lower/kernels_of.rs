@@ -181,6 +181,28 @@ fn expand(
                 step: Box::new(step),
             }
         }
+        Op::Im2Col { window } => {
+            let image = fixed_dims(l, operands[0])?;
+            im2col_element(
+                window,
+                &image,
+                coords,
+                |c: &[Index], slots: &mut Slots| at(operands[0], c, slots),
+                slots,
+            )?
+        }
+        Op::Col2Im {
+            window,
+            height,
+            width,
+            ..
+        } => col2im_element(
+            window,
+            [*height, *width],
+            coords,
+            |c: &[Index], slots: &mut Slots| at(operands[0], c, slots),
+            slots,
+        )?,
         // Only a reshape adding or removing dims of 1 is inlined: the other dims pair up.
         Op::Reshape { .. } => {
             let src = l.graph.ty(operands[0]).shape.clone();
@@ -213,6 +235,155 @@ fn expand(
             )));
         }
     })
+}
+
+/// The fixed dims of `v`'s type after the first (an image's `[C, H, W]`).
+fn fixed_dims(l: &Lowerer, v: ValueId) -> Result<Vec<u64>, LowerError> {
+    l.graph.ty(v).shape.dims()[1..]
+        .iter()
+        .map(|d| d.fixed())
+        .collect::<Option<_>>()
+        .ok_or_else(|| LowerError(format!("{v}: an image needs fixed channels and size")))
+}
+
+/// `1.0` where `lo <= ix < hi`, else `0.0`.
+fn in_range(ix: &Index, lo: i64, hi: i64) -> Expr {
+    let value = || Expr::IndexValue(ix.clone());
+    Expr::binary(
+        BinaryOp::Mul,
+        Expr::binary(BinaryOp::Ge, value(), Expr::Const(lo as f64)),
+        Expr::binary(BinaryOp::Lt, value(), Expr::Const(hi as f64)),
+    )
+}
+
+/// `(ix + offset) % n` for an `ix + offset` that is never negative: an index always in
+/// `0..n` that equals `ix + offset - k n` for the `k` making it so. Where the tap is
+/// valid this is the wanted coordinate; elsewhere it is some in-range coordinate whose
+/// load is masked to zero (the CPU emitter may evaluate both arms of a select, so an
+/// out-of-range load must never be written at all).
+fn wrapped(ix: Index, offset: i64, n: u64) -> Index {
+    Index::Rem(Box::new(ix.add(Index::Const(offset))), n as i64)
+}
+
+/// The smallest multiple of `n` that is at least `x` (`x >= 0`).
+fn multiple_at_least(x: i64, n: i64) -> i64 {
+    (x + n - 1).div_euclid(n) * n
+}
+
+/// Element `[b, p, q]` of im2col over an image `[C, H, W]`: `p = oh OW + ow`,
+/// `q = (c kh + i) kw + j`, reading row `oh s + i d - pad` and column `ow s + j d - pad`
+/// of the image, masked to zero in the padding.
+fn im2col_element(
+    window: &ir::ConvWindow,
+    image: &[u64],
+    coords: &[Index],
+    mut load: impl FnMut(&[Index], &mut Slots) -> Result<Expr, LowerError>,
+    slots: &mut Slots,
+) -> Result<Expr, LowerError> {
+    let &[_, h, w] = image else {
+        return Err(LowerError(
+            "im2col of an image that is not [C, H, W]".into(),
+        ));
+    };
+    let (_, ow) = window.out_size(h, w).map_err(LowerError)?;
+    let [kh, kw, s, pad, d] = [
+        window.kh,
+        window.kw,
+        window.stride,
+        window.padding,
+        window.dilation,
+    ]
+    .map(|v| v as i64);
+    let (p, q) = (coords[1].clone(), coords[2].clone());
+    let div = |ix: &Index, n: i64| Index::Div(Box::new(ix.clone()), n);
+    let rem = |ix: &Index, n: i64| Index::Rem(Box::new(ix.clone()), n);
+    let (oy, ox) = (div(&p, ow as i64), rem(&p, ow as i64));
+    let channel = div(&q, kh * kw);
+    let (i, j) = (rem(&div(&q, kw), kh), rem(&q, kw));
+    // Rows and columns of the padded image: never negative.
+    let row = oy.mul(Index::Const(s)).add(i.mul(Index::Const(d)));
+    let col = ox.mul(Index::Const(s)).add(j.mul(Index::Const(d)));
+    if pad == 0 {
+        return load(&[coords[0].clone(), channel, row, col], slots);
+    }
+    let (h, w) = (h as i64, w as i64);
+    let image_row = wrapped(row.clone(), multiple_at_least(pad, h) - pad, h as u64);
+    let image_col = wrapped(col.clone(), multiple_at_least(pad, w) - pad, w as u64);
+    let x = load(&[coords[0].clone(), channel, image_row, image_col], slots)?;
+    let mask = Expr::binary(
+        BinaryOp::Mul,
+        in_range(&row, pad, h + pad),
+        in_range(&col, pad, w + pad),
+    );
+    Ok(Expr::binary(BinaryOp::Mul, x, mask))
+}
+
+/// Element `[b, c, y, x]` of col2im into an image `[C, H, W]`: the sum over the taps
+/// `(i, j)` of the windows `(oh, ow)` with `oh s + i d = y + pad` and
+/// `ow s + j d = x + pad`, unrolled over the `kh kw` taps. For tap `i`, `t = y + pad - i d`
+/// must be a multiple of `s` with `t / s` in `0..OH`; adding `m s >= (kh - 1) d` keeps
+/// every divided index non-negative.
+fn col2im_element(
+    window: &ir::ConvWindow,
+    [h, w]: [u64; 2],
+    coords: &[Index],
+    mut load: impl FnMut(&[Index], &mut Slots) -> Result<Expr, LowerError>,
+    slots: &mut Slots,
+) -> Result<Expr, LowerError> {
+    let (oh, ow) = window.out_size(h, w).map_err(LowerError)?;
+    let [kh, kw, s, pad, d] = [
+        window.kh,
+        window.kw,
+        window.stride,
+        window.padding,
+        window.dilation,
+    ]
+    .map(|v| v as i64);
+    // For one tap along one axis: the window index (wrapped into range) and its
+    // validity mask, or None when no window reaches it at any pixel.
+    let axis = |pixel: &Index, tap: i64, k: i64, out: u64| -> (Index, Option<Expr>) {
+        let m = multiple_at_least((k - 1) * d, s) / s;
+        let shifted = pixel.clone().add(Index::Const(pad - tap * d + m * s));
+        let window_plus_m = Index::Div(Box::new(shifted.clone()), s);
+        let out = out as i64;
+        let index = wrapped(
+            window_plus_m.clone(),
+            multiple_at_least(m, out) - m,
+            out as u64,
+        );
+        let mut mask = in_range(&window_plus_m, m, m + out);
+        if s > 1 {
+            let aligned = Expr::binary(
+                BinaryOp::Eq,
+                Expr::IndexValue(Index::Rem(Box::new(shifted), s)),
+                Expr::Const(0.0),
+            );
+            mask = Expr::binary(BinaryOp::Mul, mask, aligned);
+        }
+        (index, Some(mask))
+    };
+    let (b, c) = (coords[0].clone(), coords[1].clone());
+    let mut sum: Option<Expr> = None;
+    for i in 0..kh {
+        let (oy, mask_y) = axis(&coords[2], i, kh, oh);
+        for j in 0..kw {
+            let (ox, mask_x) = axis(&coords[3], j, kw, ow);
+            let p = oy.clone().mul(Index::Const(ow as i64)).add(ox);
+            let q = c
+                .clone()
+                .mul(Index::Const(kh * kw))
+                .add(Index::Const(i * kw + j));
+            let mut term = load(&[b.clone(), p, q], slots)?;
+            for mask in [mask_y.clone(), mask_x].into_iter().flatten() {
+                term = Expr::binary(BinaryOp::Mul, term, mask);
+            }
+            sum = Some(match sum {
+                None => term,
+                Some(acc) => Expr::binary(BinaryOp::Add, acc, term),
+            });
+        }
+    }
+    sum.ok_or_else(|| LowerError("col2im with an empty kernel".into()))
 }
 
 fn unary(op: ir::UnaryOp) -> UnaryOp {
@@ -265,8 +436,7 @@ fn chain_name(l: &Lowerer, producer: ValueId, root: ValueId) -> String {
     let mut v = root;
     while v != producer {
         match l.graph.operands(v).into_iter().find(|o| {
-            *o == producer
-                || matches!(l.fusion.get(*o), super::fuse::Placement::Epilogue { .. })
+            *o == producer || matches!(l.fusion.get(*o), super::fuse::Placement::Epilogue { .. })
         }) {
             Some(o) => {
                 names.push(l.graph.node(o).op.mnemonic());

@@ -379,10 +379,14 @@ impl<'g> Lowerer<'g> {
         let mut targets = Vec::new();
         for (param, _) in &g.members {
             let Some(Storage::Buffer(target)) = self.storage.get(param).copied() else {
-                return Err(LowerError(format!("update of {param}: not a parameter buffer")));
+                return Err(LowerError(format!(
+                    "update of {param}: not a parameter buffer"
+                )));
             };
             if self.out.buffers[target].role == BufferRole::Temp {
-                return Err(LowerError(format!("update of {param}: not a parameter buffer")));
+                return Err(LowerError(format!(
+                    "update of {param}: not a parameter buffer"
+                )));
             }
             targets.push(target);
         }
@@ -396,8 +400,7 @@ impl<'g> Lowerer<'g> {
     fn output_buffer(&mut self, v: ValueId) -> Result<BufferId, LowerError> {
         if let Some(Storage::Buffer(b)) = self.storage.get(&v).copied() {
             let buf = &self.out.buffers[b];
-            if buf.role == BufferRole::Temp && buf.shape == kernel_dims(&self.graph.ty(v).shape)
-            {
+            if buf.role == BufferRole::Temp && buf.shape == kernel_dims(&self.graph.ty(v).shape) {
                 return Ok(b);
             }
         }

@@ -153,9 +153,7 @@ fn transpose_matmul(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String
         _ => return Ok(None),
     }
     let m = g.operands(v)[0];
-    if g.node(m).op != Op::MatMul
-        || g.users(m).len() != 1
-        || g.outputs.iter().any(|(_, o)| *o == m)
+    if g.node(m).op != Op::MatMul || g.users(m).len() != 1 || g.outputs.iter().any(|(_, o)| *o == m)
     {
         return Ok(None);
     }
@@ -259,7 +257,11 @@ fn relu_mask(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
         return Ok(None);
     };
     let span = g.node(v).span;
-    Ok(Some(g.add(Op::Binary(BinaryOp::Gt), &[relu, zero], span)?))
+    Ok(Some(g.add(
+        Op::Binary(BinaryOp::Gt),
+        &[relu, zero],
+        span,
+    )?))
 }
 
 /// Applies every rule in topological order until none fires (each firing removes or

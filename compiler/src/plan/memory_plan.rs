@@ -283,9 +283,7 @@ pub fn check_plan(l: &Lowered, plan: &MemoryPlan) -> Result<(), String> {
     let written_at = |b: usize, s: usize| -> bool {
         let launch = &l.launches[s - 1];
         match &l.kernels[launch.kernel].body {
-            KernelBody::Map { stores, .. } => {
-                stores.iter().any(|st| launch.bindings[st.buf] == b)
-            }
+            KernelBody::Map { stores, .. } => stores.iter().any(|st| launch.bindings[st.buf] == b),
             _ => false,
         }
     };
@@ -310,10 +308,7 @@ pub fn check_plan(l: &Lowered, plan: &MemoryPlan) -> Result<(), String> {
     for (b, buf) in l.buffers.iter().enumerate() {
         let is_param = matches!(buf.role, BufferRole::Param(_));
         if is_param && plan.offsets[b].is_some() {
-            return Err(format!(
-                "`{}`: parameters live outside the arena",
-                buf.name
-            ));
+            return Err(format!("`{}`: parameters live outside the arena", buf.name));
         }
         match (plan.lifetimes[b], plan.offsets[b]) {
             (Some(lt), Some(off)) => {

@@ -1,7 +1,8 @@
-//! Scheduling and memory planning over the lowered kernels.
+//! Scheduling and memory planning over the lowered kernels; [`print`] and [`svg`] show a plan.
 
 pub mod memory_plan;
 pub mod print;
 pub mod stats;
+pub mod svg;
 
 pub use memory_plan::{MemoryPlan, check_plan, plan_memory};

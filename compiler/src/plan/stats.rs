@@ -94,7 +94,11 @@ pub fn print_stats(stats: &[EntryStats]) -> String {
     let _ = writeln!(out, "# figures at batch {STATS_BATCH}");
     for s in stats {
         let _ = writeln!(out, "entry {}", s.name);
-        let _ = writeln!(out, "  ops:          {} typed, {} simplified", s.ops_before, s.ops_after);
+        let _ = writeln!(
+            out,
+            "  ops:          {} typed, {} simplified",
+            s.ops_before, s.ops_after
+        );
         let _ = writeln!(
             out,
             "  kernels:      {} unfused, {} fused",

@@ -38,16 +38,26 @@ fn err(span: crate::ir::Span, msg: impl Into<String>) -> Diagnostic {
 /// Builds the entries' graphs from the model elaborated for inference (`elab`: eval
 /// and infer) and for training (`training`: the train step; dropout and batch norm take
 /// their training behaviour). `overrides` are the command line's train settings.
-pub fn build(elab: &Elaborated, training: &Elaborated, overrides: &[(String, String)]) -> Result<TrainingGraphs, Diagnostic> {
+pub fn build(
+    elab: &Elaborated,
+    training: &Elaborated,
+    overrides: &[(String, String)],
+) -> Result<TrainingGraphs, Diagnostic> {
     let t: &TrainElab = elab.train.as_ref().expect("elaborated with train = true");
-    let tt: &TrainElab = training.train.as_ref().expect("elaborated with train = true");
-    let hyper: HashMap<String, crate::elaborate::value::Value> = elab.hyper_params.iter().cloned().collect();
+    let tt: &TrainElab = training
+        .train
+        .as_ref()
+        .expect("elaborated with train = true");
+    let hyper: HashMap<String, crate::elaborate::value::Value> =
+        elab.hyper_params.iter().cloned().collect();
     let settings = section::settings(&t.section, &hyper)?;
     let at = t.section.model.span;
     let get = |k: &str| settings.get(k);
     let number = |k: &str, default: f64| -> Result<f64, Diagnostic> {
         if let Some((_, v)) = overrides.iter().rev().find(|(key, _)| key == k) {
-            return v.parse().map_err(|_| err(at, format!("--set {k}={v}: not a number")));
+            return v
+                .parse()
+                .map_err(|_| err(at, format!("--set {k}={v}: not a number")));
         }
         match get(k) {
             None => Ok(default),
@@ -59,7 +69,11 @@ pub fn build(elab: &Elaborated, training: &Elaborated, overrides: &[(String, Str
         let v = number(k, default)?;
         if v < 1.0 || v.fract() != 0.0 {
             let span = get(k).map_or(at, |(_, s)| *s);
-            return Err(Diagnostic::error(ErrorCode::BadHyperParam, format!("`{k}` must be a positive integer, got {v}"), span));
+            return Err(Diagnostic::error(
+                ErrorCode::BadHyperParam,
+                format!("`{k}` must be a positive integer, got {v}"),
+                span,
+            ));
         }
         Ok(v as u64)
     };
@@ -84,7 +98,12 @@ pub fn build(elab: &Elaborated, training: &Elaborated, overrides: &[(String, Str
                     .collect::<Result<_, _>>()?;
                 format!("{name}:{}", parts.join(","))
             }
-            Some((_, span)) => return Err(err(*span, "`data` is a dataset name or a source like csv(\"file.csv\")")),
+            Some((_, span)) => {
+                return Err(err(
+                    *span,
+                    "`data` is a dataset name or a source like csv(\"file.csv\")",
+                ));
+            }
         },
     };
     let split = match get("split") {
@@ -92,22 +111,47 @@ pub fn build(elab: &Elaborated, training: &Elaborated, overrides: &[(String, Str
         Some((Setting::List(items), span)) if items.len() == 3 => {
             let mut out = [0.0; 3];
             for (o, i) in out.iter_mut().zip(items) {
-                let Setting::Number(v) = i else { return Err(err(*span, "split fractions are numbers")) };
+                let Setting::Number(v) = i else {
+                    return Err(err(*span, "split fractions are numbers"));
+                };
                 *o = *v;
             }
-            if out.iter().any(|f| *f < 0.0) || (out.iter().sum::<f64>() - 1.0).abs() > 1e-6 || out[0] <= 0.0 {
-                return Err(Diagnostic::error(ErrorCode::BadHyperParam, "split fractions must be >= 0, sum to 1, and train on something", *span));
+            if out.iter().any(|f| *f < 0.0)
+                || (out.iter().sum::<f64>() - 1.0).abs() > 1e-6
+                || out[0] <= 0.0
+            {
+                return Err(Diagnostic::error(
+                    ErrorCode::BadHyperParam,
+                    "split fractions must be >= 0, sum to 1, and train on something",
+                    *span,
+                ));
             }
             out
         }
-        Some((_, span)) => return Err(err(*span, "`split` is train / val / test fractions, e.g. 0.8 / 0.1 / 0.1")),
+        Some((_, span)) => {
+            return Err(err(
+                *span,
+                "`split` is train / val / test fractions, e.g. 0.8 / 0.1 / 0.1",
+            ));
+        }
     };
     let (opt, mut lr) = match get("optimizer") {
-        None => (optimizer::Optimizer::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false }, 1e-3),
+        None => (
+            optimizer::Optimizer::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+                decoupled: false,
+            },
+            1e-3,
+        ),
         Some((s, span)) => section::optimizer(s, *span)?,
     };
     if let Some((_, v)) = overrides.iter().rev().find(|(k, _)| k == "lr") {
-        lr = v.parse().map_err(|_| err(at, format!("--set lr={v}: not a number")))?;
+        lr = v
+            .parse()
+            .map_err(|_| err(at, format!("--set lr={v}: not a number")))?;
     }
     let schedule = match get("schedule") {
         None => Schedule::Constant,
@@ -123,8 +167,16 @@ pub fn build(elab: &Elaborated, training: &Elaborated, overrides: &[(String, Str
         Some((Setting::List(items), span)) => items
             .iter()
             .map(|i| match i {
-                Setting::Word(w) if ["accuracy", "precision", "recall", "f1", "auc", "mae", "mse"].contains(&w.as_str()) => Ok(w.clone()),
-                _ => Err(err(*span, "metrics are: accuracy, precision, recall, f1, auc, mae, mse")),
+                Setting::Word(w)
+                    if ["accuracy", "precision", "recall", "f1", "auc", "mae", "mse"]
+                        .contains(&w.as_str()) =>
+                {
+                    Ok(w.clone())
+                }
+                _ => Err(err(
+                    *span,
+                    "metrics are: accuracy, precision, recall, f1, auc, mae, mse",
+                )),
             })
             .collect::<Result<_, _>>()?,
         Some((_, span)) => return Err(err(*span, "`metrics` is a list, e.g. [accuracy, f1]")),
@@ -133,17 +185,31 @@ pub fn build(elab: &Elaborated, training: &Elaborated, overrides: &[(String, Str
         None => None,
         Some((s, span)) => Some(section::early_stop(s, *span)?),
     };
-    if let (Some(es), Some((_, v))) = (early_stop.as_mut(), overrides.iter().rev().find(|(k, _)| k == "patience")) {
-        es.patience = v.parse().map_err(|_| err(at, format!("--set patience={v}: not an integer")))?;
+    if let (Some(es), Some((_, v))) = (
+        early_stop.as_mut(),
+        overrides.iter().rev().find(|(k, _)| k == "patience"),
+    ) {
+        es.patience = v
+            .parse()
+            .map_err(|_| err(at, format!("--set patience={v}: not an integer")))?;
     }
     let normalize = match get("normalize") {
         None => "none".to_string(),
-        Some((Setting::Word(w), _)) if ["none", "standardize", "minmax"].contains(&w.as_str()) => w.clone(),
-        Some((Setting::Call { name, args }, _)) if name == "scale" && args.len() == 1 => match &args[0].1 {
-            Setting::Number(k) => format!("scale:{k}"),
-            _ => return Err(err(at, "scale(K) divides features by K")),
-        },
-        Some((_, span)) => return Err(err(*span, "`normalize` is none, standardize, minmax or scale(K)")),
+        Some((Setting::Word(w), _)) if ["none", "standardize", "minmax"].contains(&w.as_str()) => {
+            w.clone()
+        }
+        Some((Setting::Call { name, args }, _)) if name == "scale" && args.len() == 1 => {
+            match &args[0].1 {
+                Setting::Number(k) => format!("scale:{k}"),
+                _ => return Err(err(at, "scale(K) divides features by K")),
+            }
+        }
+        Some((_, span)) => {
+            return Err(err(
+                *span,
+                "`normalize` is none, standardize, minmax or scale(K)",
+            ));
+        }
     };
     let checkpoint_every = number("checkpoint_every", 0.0)? as u64;
 
@@ -153,7 +219,8 @@ pub fn build(elab: &Elaborated, training: &Elaborated, overrides: &[(String, Str
         .inputs
         .iter()
         .filter_map(|&i| match &graph.node(i).op {
-            Op::Input { name } if *name != t.label => Some((name.clone(), i)),
+            // `step` feeds dropout in a training-mode build; it is not the model's.
+            Op::Input { name } if *name != t.label && name != "step" => Some((name.clone(), i)),
             _ => None,
         })
         .collect();
@@ -165,7 +232,12 @@ pub fn build(elab: &Elaborated, training: &Elaborated, overrides: &[(String, Str
             w.clone()
         }
         _ if model_inputs.len() == 1 => model_inputs[0].0.clone(),
-        _ => return Err(err(at, "the model has several inputs: say which takes the data with `features = NAME`")),
+        _ => {
+            return Err(err(
+                at,
+                "the model has several inputs: say which takes the data with `features = NAME`",
+            ));
+        }
     };
     let prediction = match get("predict") {
         Some((Setting::Word(w), span)) => {
@@ -176,20 +248,39 @@ pub fn build(elab: &Elaborated, training: &Elaborated, overrides: &[(String, Str
         }
         _ => t.model_outputs[0].0.clone(),
     };
-    let label_v = graph.inputs.iter().copied().find(|&i| matches!(&graph.node(i).op, Op::Input { name } if *name == t.label)).expect("label input");
+    let label_v = graph
+        .inputs
+        .iter()
+        .copied()
+        .find(|&i| matches!(&graph.node(i).op, Op::Input { name } if *name == t.label))
+        .expect("label input");
     let label_ty = graph.ty(label_v).clone();
-    let pred_v = t.model_outputs.iter().find(|(n, _)| *n == prediction).map(|(_, v)| *v).expect("checked above");
+    let pred_v = t
+        .model_outputs
+        .iter()
+        .find(|(n, _)| *n == prediction)
+        .map(|(_, v)| *v)
+        .expect("checked above");
     let pred_ty = graph.ty(pred_v).clone();
     let task = match label_ty.dtype {
         DType::I32 => {
             let classes = match pred_ty.shape.dims().last() {
                 Some(Dim::Fixed(1)) => 2,
                 Some(Dim::Fixed(c)) => *c,
-                _ => return Err(err(at, format!("the prediction `{prediction}` needs a class dimension, got {pred_ty}"))),
+                _ => {
+                    return Err(err(
+                        at,
+                        format!(
+                            "the prediction `{prediction}` needs a class dimension, got {pred_ty}"
+                        ),
+                    ));
+                }
             };
             Task::Classification { classes }
         }
-        DType::F32 => Task::Regression { width: label_ty.shape.fixed_elements() },
+        DType::F32 => Task::Regression {
+            width: label_ty.shape.fixed_elements(),
+        },
     };
 
     // train_step: loss, gradients, clipping, update.
@@ -204,7 +295,13 @@ pub fn build(elab: &Elaborated, training: &Elaborated, overrides: &[(String, Str
         .find(|&i| matches!(&train_step.node(i).op, Op::Input { name } if name == "step"));
     let step_v = match existing_step {
         Some(v) => v,
-        None => train_step.add_leaf(Op::Input { name: "step".into() }, scalar, at),
+        None => train_step.add_leaf(
+            Op::Input {
+                name: "step".into(),
+            },
+            scalar,
+            at,
+        ),
     };
     let params: Vec<(crate::ir::ValueId, String)> = tt
         .params
@@ -215,12 +312,23 @@ pub fn build(elab: &Elaborated, training: &Elaborated, overrides: &[(String, Str
         })
         .collect();
     let wrt: Vec<crate::ir::ValueId> = params.iter().map(|(v, _)| *v).collect();
-    let internal = |e: String| Diagnostic::error(ErrorCode::ShapeMismatch, format!("cannot differentiate this model: {e}"), at);
+    let internal = |e: String| {
+        Diagnostic::error(
+            ErrorCode::ShapeMismatch,
+            format!("cannot differentiate this model: {e}"),
+            at,
+        )
+    };
     let mut grads = autodiff::gradients(&mut train_step, tt.loss, &wrt).map_err(internal)?;
     if let Some(max_norm) = clip {
-        grads = optimizer::clip_by_global_norm(&mut train_step, &grads, max_norm, at).map_err(internal)?;
+        grads = optimizer::clip_by_global_norm(&mut train_step, &grads, max_norm, at)
+            .map_err(internal)?;
     }
-    let triples: Vec<_> = params.iter().zip(&grads).map(|((w, p), g)| (*w, p.clone(), *g)).collect();
+    let triples: Vec<_> = params
+        .iter()
+        .zip(&grads)
+        .map(|((w, p), g)| (*w, p.clone(), *g))
+        .collect();
     optimizer::apply(&mut train_step, &opt, &triples, lr_v, step_v, at).map_err(internal)?;
     train_step.outputs = vec![("loss".into(), tt.loss)];
     dce::eliminate_dead_code(&mut train_step, false);

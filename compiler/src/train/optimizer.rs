@@ -13,10 +13,27 @@ use crate::ir::{BinaryOp, Graph, Init, Op, Span, UnaryOp, ValueId};
 /// Which update rule, with its hyper-parameters.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Optimizer {
-    Sgd { momentum: f64, nesterov: bool, weight_decay: f64 },
-    Adam { beta1: f64, beta2: f64, eps: f64, weight_decay: f64, decoupled: bool },
-    RmsProp { alpha: f64, eps: f64, weight_decay: f64 },
-    Adagrad { eps: f64, weight_decay: f64 },
+    Sgd {
+        momentum: f64,
+        nesterov: bool,
+        weight_decay: f64,
+    },
+    Adam {
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+        decoupled: bool,
+    },
+    RmsProp {
+        alpha: f64,
+        eps: f64,
+        weight_decay: f64,
+    },
+    Adagrad {
+        eps: f64,
+        weight_decay: f64,
+    },
 }
 
 impl Optimizer {
@@ -24,7 +41,9 @@ impl Optimizer {
         match self {
             Optimizer::Sgd { momentum, .. } if *momentum > 0.0 => "sgd+momentum",
             Optimizer::Sgd { .. } => "sgd",
-            Optimizer::Adam { decoupled: true, .. } => "adamw",
+            Optimizer::Adam {
+                decoupled: true, ..
+            } => "adamw",
             Optimizer::Adam { .. } => "adam",
             Optimizer::RmsProp { .. } => "rmsprop",
             Optimizer::Adagrad { .. } => "adagrad",
@@ -71,7 +90,10 @@ impl B<'_> {
     fn state(&mut self, slot: &str, w: ValueId, path: &str) -> ValueId {
         let ty = self.g.ty(w).clone();
         self.g.add_leaf(
-            Op::Param { path: format!("optim.{slot}.{path}"), init: Init::Zeros },
+            Op::Param {
+                path: format!("optim.{slot}.{path}"),
+                init: Init::Zeros,
+            },
             ty,
             self.span,
         )
@@ -80,7 +102,12 @@ impl B<'_> {
 
 /// Clips gradients by their global L2 norm: every gradient scaled by
 /// `min(1, max_norm / (norm + 1e-6))` (PyTorch's `clip_grad_norm_`).
-pub fn clip_by_global_norm(graph: &mut Graph, grads: &[ValueId], max_norm: f64, span: Span) -> Result<Vec<ValueId>, String> {
+pub fn clip_by_global_norm(
+    graph: &mut Graph,
+    grads: &[ValueId],
+    max_norm: f64,
+    span: Span,
+) -> Result<Vec<ValueId>, String> {
     let mut b = B { g: graph, span };
     let mut total = b.c(0.0)?;
     for &g in grads {
@@ -89,7 +116,14 @@ pub fn clip_by_global_norm(graph: &mut Graph, grads: &[ValueId], max_norm: f64, 
         let s = if rank == 0 {
             sq
         } else {
-            b.op(Op::Reduce { op: crate::ir::ReduceOp::Sum, axes: (0..rank).collect(), keep_dims: false }, &[sq])?
+            b.op(
+                Op::Reduce {
+                    op: crate::ir::ReduceOp::Sum,
+                    axes: (0..rank).collect(),
+                    keep_dims: false,
+                },
+                &[sq],
+            )?
         };
         total = b.add(total, s)?;
     }
@@ -126,7 +160,11 @@ pub fn apply(
                 b.add(g, d)
             };
             let new_w = match opt {
-                Optimizer::Sgd { momentum, nesterov, weight_decay } => {
+                Optimizer::Sgd {
+                    momentum,
+                    nesterov,
+                    weight_decay,
+                } => {
                     let g = with_decay(&mut b, *weight_decay)?;
                     let dir = if *momentum > 0.0 {
                         let v = b.state("momentum", w, path);
@@ -145,8 +183,18 @@ pub fn apply(
                     let delta = b.mul(lr, dir)?;
                     b.sub(w, delta)?
                 }
-                Optimizer::Adam { beta1, beta2, eps, weight_decay, decoupled } => {
-                    let g = if *decoupled { g } else { with_decay(&mut b, *weight_decay)? };
+                Optimizer::Adam {
+                    beta1,
+                    beta2,
+                    eps,
+                    weight_decay,
+                    decoupled,
+                } => {
+                    let g = if *decoupled {
+                        g
+                    } else {
+                        with_decay(&mut b, *weight_decay)?
+                    };
                     let m = b.state("adam_m", w, path);
                     let v = b.state("adam_v", w, path);
                     let m1 = b.scale(*beta1, m)?;
@@ -182,7 +230,11 @@ pub fn apply(
                     }
                     nw
                 }
-                Optimizer::RmsProp { alpha, eps, weight_decay } => {
+                Optimizer::RmsProp {
+                    alpha,
+                    eps,
+                    weight_decay,
+                } => {
                     let g = with_decay(&mut b, *weight_decay)?;
                     let s = b.state("rms", w, path);
                     let s1 = b.scale(*alpha, s)?;

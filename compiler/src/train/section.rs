@@ -16,7 +16,10 @@ pub enum Setting {
     Number(f64),
     Word(String),
     List(Vec<Setting>),
-    Call { name: String, args: Vec<(Option<String>, Setting)> },
+    Call {
+        name: String,
+        args: Vec<(Option<String>, Setting)>,
+    },
 }
 
 fn bad(span: Span, msg: impl Into<String>) -> Diagnostic {
@@ -37,7 +40,12 @@ pub fn eval(expr: &Expr, hyper: &HashMap<String, Value>) -> Result<Setting, Diag
                 _ => Setting::Word(name),
             }
         }
-        ExprKind::List(items) => Setting::List(items.iter().map(|i| eval(i, hyper)).collect::<Result<_, _>>()?),
+        ExprKind::List(items) => Setting::List(
+            items
+                .iter()
+                .map(|i| eval(i, hyper))
+                .collect::<Result<_, _>>()?,
+        ),
         ExprKind::Neg(x) => match eval(x, hyper)? {
             Setting::Number(v) => Setting::Number(-v),
             _ => return Err(bad(expr.span, "only numbers can be negated")),
@@ -45,11 +53,13 @@ pub fn eval(expr: &Expr, hyper: &HashMap<String, Value>) -> Result<Setting, Diag
         ExprKind::Binary(op, a, b) => {
             let (a, b) = (eval(a, hyper)?, eval(b, hyper)?);
             match (a, b) {
-                (Setting::Number(x), Setting::Number(y)) if *op != BinOp::Div => Setting::Number(match op {
-                    BinOp::Add => x + y,
-                    BinOp::Sub => x - y,
-                    _ => x * y,
-                }),
+                (Setting::Number(x), Setting::Number(y)) if *op != BinOp::Div => {
+                    Setting::Number(match op {
+                        BinOp::Add => x + y,
+                        BinOp::Sub => x - y,
+                        _ => x * y,
+                    })
+                }
                 // `split = 0.8 / 0.1 / 0.1` reads as a list of fractions.
                 (a, Setting::Number(y)) if *op == BinOp::Div => {
                     let mut items = match a {
@@ -67,7 +77,12 @@ pub fn eval(expr: &Expr, hyper: &HashMap<String, Value>) -> Result<Setting, Diag
             args: call
                 .args
                 .iter()
-                .map(|a| Ok((a.name.as_ref().map(|n| n.name.clone()), eval(&a.value, hyper)?)))
+                .map(|a| {
+                    Ok((
+                        a.name.as_ref().map(|n| n.name.clone()),
+                        eval(&a.value, hyper)?,
+                    ))
+                })
                 .collect::<Result<_, Diagnostic>>()?,
         },
         ExprKind::Pipe(..) => return Err(bad(expr.span, "a setting cannot be a pipeline")),
@@ -75,44 +90,72 @@ pub fn eval(expr: &Expr, hyper: &HashMap<String, Value>) -> Result<Setting, Diag
 }
 
 /// The settings of a section by key, with their spans (the loss and label excluded).
-pub fn settings(section: &TrainDef, hyper: &HashMap<String, Value>) -> Result<HashMap<String, (Setting, Span)>, Diagnostic> {
+pub fn settings(
+    section: &TrainDef,
+    hyper: &HashMap<String, Value>,
+) -> Result<HashMap<String, (Setting, Span)>, Diagnostic> {
     let mut out = HashMap::new();
     for item in &section.items {
         let (key, value, span) = match item {
-            TrainItem::Setting { key, value, span } if key.name != "loss" => (key.name.clone(), eval(value, hyper)?, *span),
+            TrainItem::Setting { key, value, span } if key.name != "loss" => {
+                (key.name.clone(), eval(value, hyper)?, *span)
+            }
             TrainItem::Call(call) => {
-                let e = Expr { kind: ExprKind::Call(call.clone()), span: call.span };
+                let e = Expr {
+                    kind: ExprKind::Call(call.clone()),
+                    span: call.span,
+                };
                 (call.callee.name.clone(), eval(&e, hyper)?, call.span)
             }
             _ => continue,
         };
         if out.insert(key.clone(), (value, span)).is_some() {
-            return Err(Diagnostic::error(ErrorCode::DuplicateBinding, format!("`{key}` is set twice"), span));
+            return Err(Diagnostic::error(
+                ErrorCode::DuplicateBinding,
+                format!("`{key}` is set twice"),
+                span,
+            ));
         }
     }
     Ok(out)
 }
 
 /// Named numeric arguments of a call setting, with defaults; unknown names are errors.
-pub fn call_args(name: &str, args: &[(Option<String>, Setting)], allowed: &[(&str, f64)], span: Span) -> Result<HashMap<String, f64>, Diagnostic> {
+pub fn call_args(
+    name: &str,
+    args: &[(Option<String>, Setting)],
+    allowed: &[(&str, f64)],
+    span: Span,
+) -> Result<HashMap<String, f64>, Diagnostic> {
     let mut out: HashMap<String, f64> = allowed.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     for (i, (key, value)) in args.iter().enumerate() {
         let key = match key {
             Some(k) => k.clone(),
             None => match allowed.get(i) {
                 Some((k, _)) => k.to_string(),
-                None => return Err(bad(span, format!("`{name}` takes at most {} arguments", allowed.len()))),
+                None => {
+                    return Err(bad(
+                        span,
+                        format!("`{name}` takes at most {} arguments", allowed.len()),
+                    ));
+                }
             },
         };
         if !out.contains_key(&key) {
             let names: Vec<&str> = allowed.iter().map(|(k, _)| *k).collect();
-            return Err(bad(span, format!("`{name}` has no argument `{key}`")).with_note(format!("`{name}` takes ({})", names.join(", "))));
+            return Err(bad(span, format!("`{name}` has no argument `{key}`"))
+                .with_note(format!("`{name}` takes ({})", names.join(", "))));
         }
         let v = match value {
             Setting::Number(v) => *v,
             Setting::Word(w) if w == "true" => 1.0,
             Setting::Word(w) if w == "false" => 0.0,
-            _ => return Err(bad(span, format!("argument `{key}` of `{name}` must be a number"))),
+            _ => {
+                return Err(bad(
+                    span,
+                    format!("argument `{key}` of `{name}` must be a number"),
+                ));
+            }
         };
         out.insert(key, v);
     }
@@ -124,37 +167,100 @@ pub fn optimizer(setting: &Setting, span: Span) -> Result<(Optimizer, f64), Diag
     let (name, args) = match setting {
         Setting::Call { name, args } => (name.as_str(), args.as_slice()),
         Setting::Word(w) => (w.as_str(), &[][..]),
-        _ => return Err(bad(span, "`optimizer` must be a call like `adam(lr = 1e-3)`")),
+        _ => {
+            return Err(bad(
+                span,
+                "`optimizer` must be a call like `adam(lr = 1e-3)`",
+            ));
+        }
     };
     let a = |allowed: &[(&str, f64)]| call_args(name, args, allowed, span);
     Ok(match name {
         "sgd" => {
-            let m = a(&[("lr", 0.01), ("momentum", 0.0), ("nesterov", 0.0), ("weight_decay", 0.0)])?;
-            (Optimizer::Sgd { momentum: m["momentum"], nesterov: m["nesterov"] != 0.0, weight_decay: m["weight_decay"] }, m["lr"])
+            let m = a(&[
+                ("lr", 0.01),
+                ("momentum", 0.0),
+                ("nesterov", 0.0),
+                ("weight_decay", 0.0),
+            ])?;
+            (
+                Optimizer::Sgd {
+                    momentum: m["momentum"],
+                    nesterov: m["nesterov"] != 0.0,
+                    weight_decay: m["weight_decay"],
+                },
+                m["lr"],
+            )
         }
         "momentum" => {
-            let m = a(&[("lr", 0.01), ("momentum", 0.9), ("nesterov", 0.0), ("weight_decay", 0.0)])?;
-            (Optimizer::Sgd { momentum: m["momentum"], nesterov: m["nesterov"] != 0.0, weight_decay: m["weight_decay"] }, m["lr"])
+            let m = a(&[
+                ("lr", 0.01),
+                ("momentum", 0.9),
+                ("nesterov", 0.0),
+                ("weight_decay", 0.0),
+            ])?;
+            (
+                Optimizer::Sgd {
+                    momentum: m["momentum"],
+                    nesterov: m["nesterov"] != 0.0,
+                    weight_decay: m["weight_decay"],
+                },
+                m["lr"],
+            )
         }
         "adam" | "adamw" => {
             let wd_default = if name == "adamw" { 0.01 } else { 0.0 };
-            let m = a(&[("lr", 1e-3), ("beta1", 0.9), ("beta2", 0.999), ("eps", 1e-8), ("weight_decay", wd_default)])?;
+            let m = a(&[
+                ("lr", 1e-3),
+                ("beta1", 0.9),
+                ("beta2", 0.999),
+                ("eps", 1e-8),
+                ("weight_decay", wd_default),
+            ])?;
             (
-                Optimizer::Adam { beta1: m["beta1"], beta2: m["beta2"], eps: m["eps"], weight_decay: m["weight_decay"], decoupled: name == "adamw" },
+                Optimizer::Adam {
+                    beta1: m["beta1"],
+                    beta2: m["beta2"],
+                    eps: m["eps"],
+                    weight_decay: m["weight_decay"],
+                    decoupled: name == "adamw",
+                },
                 m["lr"],
             )
         }
         "rmsprop" => {
-            let m = a(&[("lr", 1e-2), ("alpha", 0.99), ("eps", 1e-8), ("weight_decay", 0.0)])?;
-            (Optimizer::RmsProp { alpha: m["alpha"], eps: m["eps"], weight_decay: m["weight_decay"] }, m["lr"])
+            let m = a(&[
+                ("lr", 1e-2),
+                ("alpha", 0.99),
+                ("eps", 1e-8),
+                ("weight_decay", 0.0),
+            ])?;
+            (
+                Optimizer::RmsProp {
+                    alpha: m["alpha"],
+                    eps: m["eps"],
+                    weight_decay: m["weight_decay"],
+                },
+                m["lr"],
+            )
         }
         "adagrad" => {
             let m = a(&[("lr", 1e-2), ("eps", 1e-10), ("weight_decay", 0.0)])?;
-            (Optimizer::Adagrad { eps: m["eps"], weight_decay: m["weight_decay"] }, m["lr"])
+            (
+                Optimizer::Adagrad {
+                    eps: m["eps"],
+                    weight_decay: m["weight_decay"],
+                },
+                m["lr"],
+            )
         }
         other => {
-            return Err(Diagnostic::error(ErrorCode::UnknownLayer, format!("unknown optimizer `{other}`"), span)
-                .with_note("optimizers: sgd, momentum, adam, adamw, rmsprop, adagrad"));
+            return Err(Diagnostic::error(
+                ErrorCode::UnknownLayer,
+                format!("unknown optimizer `{other}`"),
+                span,
+            )
+            .with_note("optimizers: sgd, momentum, adam, adamw, rmsprop, adagrad"));
         }
     })
 }
@@ -164,39 +270,68 @@ pub fn schedule(setting: &Setting, span: Span) -> Result<Schedule, Diagnostic> {
     let (name, args) = match setting {
         Setting::Call { name, args } => (name.as_str(), args.as_slice()),
         Setting::Word(w) => (w.as_str(), &[][..]),
-        _ => return Err(bad(span, "`schedule` must be `constant`, `step(…)` or `cosine(…)`")),
+        _ => {
+            return Err(bad(
+                span,
+                "`schedule` must be `constant`, `step(…)` or `cosine(…)`",
+            ));
+        }
     };
     Ok(match name {
         "constant" => Schedule::Constant,
         "step" => {
             let m = call_args(name, args, &[("every", 10.0), ("gamma", 0.1)], span)?;
-            Schedule::Step { every: m["every"].max(1.0) as u64, gamma: m["gamma"] }
+            Schedule::Step {
+                every: m["every"].max(1.0) as u64,
+                gamma: m["gamma"],
+            }
         }
         "cosine" => {
             let m = call_args(name, args, &[("warmup", 0.0)], span)?;
-            Schedule::Cosine { warmup: m["warmup"].max(0.0) as u64 }
+            Schedule::Cosine {
+                warmup: m["warmup"].max(0.0) as u64,
+            }
         }
-        other => return Err(bad(span, format!("unknown schedule `{other}`")).with_note("schedules: constant, step, cosine")),
+        other => {
+            return Err(bad(span, format!("unknown schedule `{other}`"))
+                .with_note("schedules: constant, step, cosine"));
+        }
     })
 }
 
 /// `early_stop(on = val.loss, patience = 3, restore = true, min_delta = 0)`.
 pub fn early_stop(setting: &Setting, span: Span) -> Result<EarlyStop, Diagnostic> {
     let Setting::Call { args, .. } = setting else {
-        return Err(bad(span, "`early_stop` takes named arguments: early_stop(on = val.loss, patience = 3)"));
+        return Err(bad(
+            span,
+            "`early_stop` takes named arguments: early_stop(on = val.loss, patience = 3)",
+        ));
     };
     let mut monitor = "val.loss".to_string();
     let mut rest = Vec::new();
     for (k, v) in args {
         match (k.as_deref(), v) {
             (Some("on"), Setting::Word(w)) => monitor = w.clone(),
-            (Some("on"), _) => return Err(bad(span, "`on` names what to watch: `val.loss` or `val.<metric>`")),
+            (Some("on"), _) => {
+                return Err(bad(
+                    span,
+                    "`on` names what to watch: `val.loss` or `val.<metric>`",
+                ));
+            }
             _ => rest.push((k.clone(), v.clone())),
         }
     }
-    let m = call_args("early_stop", &rest, &[("patience", 5.0), ("min_delta", 0.0), ("restore", 1.0)], span)?;
+    let m = call_args(
+        "early_stop",
+        &rest,
+        &[("patience", 5.0), ("min_delta", 0.0), ("restore", 1.0)],
+        span,
+    )?;
     if !(monitor == "val.loss" || monitor.starts_with("val.")) {
-        return Err(bad(span, format!("early stopping watches `val.loss` or `val.<metric>`, not `{monitor}`")));
+        return Err(bad(
+            span,
+            format!("early stopping watches `val.loss` or `val.<metric>`, not `{monitor}`"),
+        ));
     }
     Ok(EarlyStop {
         // Losses and errors go down; accuracy, precision, recall, f1 and auc go up.

@@ -3,7 +3,7 @@
 //! message, never panics, on a mismatch; sums run sequentially in row-major order.
 
 use super::{Tensor, concrete_shape, dims_text, element_count};
-use crate::ir::op::{BinaryOp, Op, ReduceOp, UnaryOp};
+use crate::ir::op::{BinaryOp, ConvWindow, Op, ReduceOp, UnaryOp};
 use strata_kernels::rng;
 
 /// Evaluates a non-leaf op on its operands' values.
@@ -72,7 +72,107 @@ pub(super) fn apply(op: &Op, operands: &[&Tensor], batch: Option<usize>) -> Resu
                 .ok_or_else(|| format!("shape {shape} needs the batch size"))?;
             random_uniform(operand(0)?, *seed, target)
         }
+        Op::Im2Col { window } => im2col(operand(0)?, window),
+        Op::Col2Im {
+            window,
+            channels,
+            height,
+            width,
+        } => col2im(operand(0)?, window, [*channels, *height, *width]),
     }
+}
+
+/// Calls `visit(n, c, oh, ow, i, j, column offset, image offset)` for every tap of every
+/// window of an `[n, c, h, w]` image that lands inside the image (not in the padding).
+/// Offsets are row-major into `[n, OH * OW, C * kh * kw]` and `[n, C, H, W]`.
+fn for_each_tap(
+    image: [usize; 4],
+    window: &ConvWindow,
+    mut visit: impl FnMut(usize, usize),
+) -> Result<(usize, usize), String> {
+    let [n, c, h, w] = image;
+    let (oh, ow) = window.out_size(h as u64, w as u64)?;
+    let (oh, ow) = (oh as usize, ow as usize);
+    let [kh, kw, stride, pad, dil] = [
+        window.kh,
+        window.kw,
+        window.stride,
+        window.padding,
+        window.dilation,
+    ]
+    .map(|v| v as usize);
+    let cols = c * kh * kw;
+    for b in 0..n {
+        for ci in 0..c {
+            for i in 0..kh {
+                for j in 0..kw {
+                    let col = (ci * kh + i) * kw + j;
+                    for y in 0..oh {
+                        // The padded row; inside the image when pad <= r < h + pad.
+                        let r = y * stride + i * dil;
+                        if r < pad || r >= h + pad {
+                            continue;
+                        }
+                        for x in 0..ow {
+                            let q = x * stride + j * dil;
+                            if q < pad || q >= w + pad {
+                                continue;
+                            }
+                            let column = (b * oh * ow + y * ow + x) * cols + col;
+                            let pixel = ((b * c + ci) * h + r - pad) * w + q - pad;
+                            visit(column, pixel);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok((oh * ow, cols))
+}
+
+/// `[n, C, H, W]` -> `[n, OH * OW, C * kh * kw]`, zeros for taps in the padding.
+fn im2col(x: &Tensor, window: &ConvWindow) -> Result<Tensor, String> {
+    let &[n, c, h, w] = x.shape.as_slice() else {
+        return Err(format!(
+            "`im2col` needs a rank-4 image, got {}",
+            dims_text(&x.shape)
+        ));
+    };
+    let (rows, cols) = for_each_tap([n, c, h, w], window, |_, _| {})?;
+    let mut data = vec![0.0; n * rows * cols];
+    for_each_tap([n, c, h, w], window, |column, pixel| {
+        data[column] = x.data[pixel];
+    })?;
+    Ok(Tensor {
+        shape: vec![n, rows, cols],
+        data,
+    })
+}
+
+/// `[n, OH * OW, C * kh * kw]` -> `[n, C, H, W]`, each pixel the sum of its columns.
+fn col2im(g: &Tensor, window: &ConvWindow, image: [u64; 3]) -> Result<Tensor, String> {
+    let [c, h, w] = image.map(|v| v as usize);
+    let &[n, rows, cols] = g.shape.as_slice() else {
+        return Err(format!(
+            "`col2im` needs rank-3 columns, got {}",
+            dims_text(&g.shape)
+        ));
+    };
+    let (want_rows, want_cols) = for_each_tap([0, c, h, w], window, |_, _| {})?;
+    if (rows, cols) != (want_rows, want_cols) {
+        return Err(format!(
+            "`col2im` to [{c}, {h}, {w}] needs columns [n, {want_rows}, {want_cols}], got {}",
+            dims_text(&g.shape)
+        ));
+    }
+    let mut data = vec![0.0; n * c * h * w];
+    for_each_tap([n, c, h, w], window, |column, pixel| {
+        data[pixel] += g.data[column];
+    })?;
+    Ok(Tensor {
+        shape: vec![n, c, h, w],
+        data,
+    })
 }
 
 fn unary(op: UnaryOp, x: f64) -> f64 {

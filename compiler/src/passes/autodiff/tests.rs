@@ -702,3 +702,107 @@ fn gradient_graphs_print_the_new_ops_with_their_attributes() {
         assert!(text.contains(needle), "`{needle}` in\n{text}");
     }
 }
+
+#[test]
+fn im2col_and_col2im_rules_match_finite_differences() {
+    use crate::ir::ConvWindow;
+    // Padding, stride, dilation and a non-square kernel, so taps fall in the padding and
+    // some pixels are read by no window.
+    let window = ConvWindow {
+        kh: 2,
+        kw: 3,
+        stride: 2,
+        padding: 1,
+        dilation: 2,
+    };
+    let mut f = Fixture::new(2);
+    let x = f.input("x", &[B, d(2), d(5), d(6)], Draw::Uniform(-1.0, 1.0));
+    let cols = f.op(Op::Im2Col { window }, &[x]);
+    let y = f.unary(UnaryOp::Tanh, cols);
+    let loss = f.probe_loss(y);
+    f.check("im2col", loss, &[x]);
+
+    let mut f = Fixture::new(2);
+    let cols_ty = [B, d(3 * 2), d(2 * 2 * 3)];
+    let g = f.input("g", &cols_ty, Draw::Uniform(-1.0, 1.0));
+    let image = f.op(
+        Op::Col2Im {
+            window,
+            channels: 2,
+            height: 5,
+            width: 6,
+        },
+        &[g],
+    );
+    let y = f.unary(UnaryOp::Tanh, image);
+    let loss = f.probe_loss(y);
+    f.check("col2im", loss, &[g]);
+}
+
+#[test]
+fn col2im_is_the_adjoint_of_im2col() {
+    use crate::ir::ConvWindow;
+    // <im2col(x), c> == <x, col2im(c)> for random x and c.
+    let window = ConvWindow {
+        kh: 3,
+        kw: 3,
+        stride: 1,
+        padding: 1,
+        dilation: 1,
+    };
+    let mut f = Fixture::new(1);
+    let x = f.input("x", &[B, d(2), d(4), d(4)], Draw::Uniform(-1.0, 1.0));
+    let c = f.input("c", &[B, d(16), d(18)], Draw::Uniform(-1.0, 1.0));
+    let cols = f.op(Op::Im2Col { window }, &[x]);
+    let image = f.op(
+        Op::Col2Im {
+            window,
+            channels: 2,
+            height: 4,
+            width: 4,
+        },
+        &[c],
+    );
+    let lhs = f.binary(BinaryOp::Mul, cols, c);
+    let lhs = f.sum_all(lhs);
+    let rhs = f.binary(BinaryOp::Mul, x, image);
+    let rhs = f.sum_all(rhs);
+    f.graph.outputs.push(("lhs".into(), lhs));
+    f.graph.outputs.push(("rhs".into(), rhs));
+    let out = interpret(&f.graph, &f.inputs, &f.params).expect("interprets");
+    let (l, r) = (out["lhs"].data[0], out["rhs"].data[0]);
+    assert!((l - r).abs() <= 1e-12 * l.abs().max(1.0), "{l} vs {r}");
+}
+
+#[test]
+fn im2col_rejects_a_kernel_larger_than_the_padded_input() {
+    use crate::ir::ConvWindow;
+    let window = ConvWindow {
+        kh: 5,
+        kw: 5,
+        stride: 1,
+        padding: 0,
+        dilation: 1,
+    };
+    let mut g = Graph::new("bad");
+    let x = g.add_leaf(
+        Op::Input { name: "x".into() },
+        TensorType::f32(vec![B, d(1), d(4), d(4)]),
+        Span::default(),
+    );
+    let err = g
+        .add(Op::Im2Col { window }, &[x], Span::default())
+        .unwrap_err();
+    assert!(err.contains("kernel spans 5 pixels"), "{err}");
+    let flat = g.add_leaf(
+        Op::Input {
+            name: "flat".into(),
+        },
+        TensorType::f32(vec![B, d(16)]),
+        Span::default(),
+    );
+    let err = g
+        .add(Op::Im2Col { window }, &[flat], Span::default())
+        .unwrap_err();
+    assert!(err.contains("needs an image"), "{err}");
+}

@@ -246,6 +246,23 @@ impl<'g> Emitter<'g> {
                 let shape = self.graph.ty(operands[0]).shape.clone();
                 out[0] = Some(self.unbroadcast(g, &shape, span)?);
             }
+            // im2col is linear and copies each pixel into the columns that read it, so
+            // its adjoint sums those columns back: col2im.
+            Op::Im2Col { window } => {
+                let dims = self.graph.ty(operands[0]).shape.0.clone();
+                let fixed = |i: usize| dims[i].fixed().ok_or("im2col of a batched image dim");
+                let col2im = Op::Col2Im {
+                    window: *window,
+                    channels: fixed(1)?,
+                    height: fixed(2)?,
+                    width: fixed(3)?,
+                };
+                out[0] = Some(self.op(col2im, &[g], span)?);
+            }
+            // col2im is the adjoint of im2col, so its adjoint is im2col again.
+            Op::Col2Im { window, .. } => {
+                out[0] = Some(self.op(Op::Im2Col { window: *window }, &[g], span)?);
+            }
         }
         Ok(out)
     }

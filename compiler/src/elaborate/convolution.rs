@@ -1,0 +1,245 @@
+//! Convolution and pooling layers over NCHW images (PyTorch's layouts).
+//!
+//! `conv2d` is im2col followed by one matrix product with the OIHW weight seen as
+//! `[O, C kh kw]`, so autodiff, fusion and the backends need only [`Op::Im2Col`] and its
+//! adjoint beyond what a dense layer uses. Pooling over non-overlapping windows is a
+//! reshape that splits each window into its own axes followed by a reduction over them;
+//! overlapping or ragged windows are rejected with a diagnostic for now.
+
+use super::Elaborator;
+use super::args::BoundArgs;
+use super::value::Value;
+use crate::ir::{BinaryOp, ConvWindow, Dim, Init, Op, ReduceOp, Shape, Span, ValueId};
+use crate::syntax::{Diagnostic, ErrorCode};
+
+/// The `[C, H, W]` of an image argument `[batch, C, H, W]`, or a diagnostic.
+fn image(e: &Elaborator, args: &BoundArgs, name: &str) -> Result<(ValueId, [u64; 3]), Diagnostic> {
+    let (x, xspan) = args.tensor(name)?;
+    let ty = e.graph.ty(x).clone();
+    match *ty.shape.dims() {
+        [_, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)] => Ok((x, [c, h, w])),
+        _ => Err(Diagnostic::error(
+            ErrorCode::ShapeMismatch,
+            format!(
+                "`{}` needs an image `[batch, channels, height, width]`, got {ty}",
+                args.callee
+            ),
+            xspan,
+        )
+        .with_label(format!("this is {ty}"))
+        .with_help("images are NCHW: reshape a flat input with `reshape(x, [batch, 1, 8, 8])`")),
+    }
+}
+
+/// A kernel size: `3` for 3x3 or `[kh, kw]`.
+fn pair(args: &BoundArgs, name: &str, default: Option<[u64; 2]>) -> Result<[u64; 2], Diagnostic> {
+    let Some(arg) = args.get(name) else {
+        return default.ok_or_else(|| {
+            Diagnostic::error(
+                ErrorCode::Arity,
+                format!("`{}` is missing its argument `{name}`", args.callee),
+                args.call_span,
+            )
+        });
+    };
+    let positive = |v: &Value| match v {
+        Value::Number {
+            value,
+            integer: true,
+        } if *value >= 1.0 => Some(*value as u64),
+        _ => None,
+    };
+    let sizes = match &arg.value {
+        Value::List(items) if items.len() == 2 => positive(&items[0])
+            .zip(positive(&items[1]))
+            .map(|(a, b)| [a, b]),
+        v => positive(v).map(|k| [k, k]),
+    };
+    sizes.ok_or_else(|| {
+        Diagnostic::error(
+            ErrorCode::BadArgument,
+            format!(
+                "argument `{name}` of `{}` must be a positive integer or a list of two",
+                args.callee
+            ),
+            arg.span,
+        )
+        .with_label("expected e.g. `3` or `[3, 5]`")
+    })
+}
+
+/// A non-negative integer argument.
+fn count(args: &BoundArgs, name: &str, default: u64) -> Result<u64, Diagnostic> {
+    let v = args.int(name, default as i64)?;
+    u64::try_from(v).map_err(|_| {
+        Diagnostic::error(
+            ErrorCode::BadHyperParam,
+            format!(
+                "argument `{name}` of `{}` must not be negative",
+                args.callee
+            ),
+            args.get(name).map_or(args.call_span, |s| s.span),
+        )
+    })
+}
+
+/// `conv2d(x, out_channels, kernel, stride = 1, padding = 0, dilation = 1, bias = true,
+/// init = he_uniform)`: `[batch, C, H, W]` -> `[batch, O, OH, OW]` with parameters
+/// `NAME.weight` `[O, C, kh, kw]` and `NAME.bias` `[O]`, as PyTorch's `Conv2d`
+/// (`groups = 1`).
+pub(super) fn conv2d(
+    e: &mut Elaborator,
+    args: &BoundArgs,
+    span: Span,
+    path: Option<String>,
+) -> Result<Value, Diagnostic> {
+    let (x, [c, h, w]) = image(e, args, "x")?;
+    let out = args.positive_int("out_channels", None)?;
+    let [kh, kw] = pair(args, "kernel", None)?;
+    let stride = args.positive_int("stride", Some(1))?;
+    let dilation = args.positive_int("dilation", Some(1))?;
+    let padding = count(args, "padding", 0)?;
+    let bias = args.bool("bias", true)?;
+    args.check_word("init")?;
+    let init = match args.word("init") {
+        None => Init::HeUniform,
+        Some((word, wspan)) => Init::parse(&word).ok_or_else(|| {
+            Diagnostic::error(
+                ErrorCode::BadArgument,
+                format!("unknown initializer `{word}`"),
+                wspan,
+            )
+            .with_label("not an initializer")
+            .with_note(format!("initializers: {}", Init::NAMES.join(", ")))
+        })?,
+    };
+    let window = ConvWindow {
+        kh,
+        kw,
+        stride,
+        padding,
+        dilation,
+    };
+    let (oh, ow) = window.out_size(h, w).map_err(|why| {
+        Diagnostic::error(
+            ErrorCode::ShapeMismatch,
+            format!("a {kh}x{kw} `conv2d` kernel does not fit a {h}x{w} image: {why}"),
+            args.get("kernel").map_or(span, |s| s.span),
+        )
+        .with_label("kernel larger than the input")
+        .with_help("use a smaller kernel or add padding")
+    })?;
+    let batch = e.graph.ty(x).shape.dims()[0];
+    let path = path.unwrap_or_else(|| e.fresh_path("conv2d"));
+    let weight = e.param(format!("{path}.weight"), vec![out, c, kh, kw], init, span)?;
+    let taps = c * kh * kw;
+    let flat = e.op(
+        Op::Reshape {
+            shape: Shape(vec![Dim::Fixed(out), Dim::Fixed(taps)]),
+        },
+        &[weight],
+        span,
+    )?;
+    let wt = e.op(Op::Transpose { perm: vec![1, 0] }, &[flat], span)?;
+    let columns = e.op(Op::Im2Col { window }, &[x], span)?;
+    // [batch, OH OW, C kh kw] x [C kh kw, O] -> [batch, OH OW, O]
+    let mut y = e.op(Op::MatMul, &[columns, wt], span)?;
+    if bias {
+        let b = e.param(format!("{path}.bias"), vec![out], Init::Zeros, span)?;
+        y = e.op(Op::Binary(BinaryOp::Add), &[y, b], span)?;
+    }
+    let channels_first = e.op(
+        Op::Transpose {
+            perm: vec![0, 2, 1],
+        },
+        &[y],
+        span,
+    )?;
+    let nchw = Shape(vec![batch, Dim::Fixed(out), Dim::Fixed(oh), Dim::Fixed(ow)]);
+    Ok(Value::Tensor(e.op(
+        Op::Reshape { shape: nchw },
+        &[channels_first],
+        span,
+    )?))
+}
+
+/// `max_pool2d(x, kernel, stride = kernel)` and `avg_pool2d`: the maximum or mean of each
+/// `k x k` window. Only non-overlapping windows tiling the image (stride == kernel,
+/// dividing height and width) are supported: a reshape to
+/// `[batch, C, OH, kh, OW, kw]` and a reduction over the window axes.
+pub(super) fn pool2d(
+    e: &mut Elaborator,
+    args: &BoundArgs,
+    span: Span,
+    max: bool,
+) -> Result<Value, Diagnostic> {
+    let (x, [c, h, w]) = image(e, args, "x")?;
+    let [kh, kw] = pair(args, "kernel", None)?;
+    let [sh, sw] = pair(args, "stride", Some([kh, kw]))?;
+    let name = &args.callee;
+    if [sh, sw] != [kh, kw] {
+        return Err(Diagnostic::error(
+            ErrorCode::BadHyperParam,
+            format!("`{name}` supports only stride == kernel (non-overlapping windows) for now"),
+            args.get("stride").map_or(span, |s| s.span),
+        )
+        .with_label(format!("stride {sh}x{sw} with a {kh}x{kw} kernel")));
+    }
+    if h % kh != 0 || w % kw != 0 {
+        return Err(Diagnostic::error(
+            ErrorCode::ShapeMismatch,
+            format!("`{name}` with a {kh}x{kw} window needs the {h}x{w} image to divide evenly"),
+            args.get("kernel").map_or(span, |s| s.span),
+        )
+        .with_label("windows must tile the image")
+        .with_note("ragged and padded pooling are not supported yet"));
+    }
+    let batch = e.graph.ty(x).shape.dims()[0];
+    let (oh, ow) = (h / kh, w / kw);
+    let windows = e.op(
+        Op::Reshape {
+            shape: Shape([c, oh, kh, ow, kw].iter().map(|&n| Dim::Fixed(n)).fold(
+                vec![batch],
+                |mut v, d| {
+                    v.push(d);
+                    v
+                },
+            )),
+        },
+        &[x],
+        span,
+    )?;
+    let op = if max { ReduceOp::Max } else { ReduceOp::Sum };
+    let reduce = Op::Reduce {
+        op,
+        axes: vec![3, 5],
+        keep_dims: false,
+    };
+    let mut y = e.op(reduce, &[windows], span)?;
+    if !max {
+        let scale = e.constant(1.0 / (kh * kw) as f64, span);
+        y = e.op(Op::Binary(BinaryOp::Mul), &[y, scale], span)?;
+    }
+    Ok(Value::Tensor(y))
+}
+
+/// `global_avg_pool(x)`: `[batch, C, H, W]` -> `[batch, C]`, the mean over each channel.
+pub(super) fn global_avg_pool(
+    e: &mut Elaborator,
+    args: &BoundArgs,
+    span: Span,
+) -> Result<Value, Diagnostic> {
+    let (x, [_, h, w]) = image(e, args, "x")?;
+    let reduce = Op::Reduce {
+        op: ReduceOp::Sum,
+        axes: vec![2, 3],
+        keep_dims: false,
+    };
+    let sum = e.op(reduce, &[x], span)?;
+    let scale = e.constant(1.0 / (h * w) as f64, span);
+    Ok(Value::Tensor(e.op(
+        Op::Binary(BinaryOp::Mul),
+        &[sum, scale],
+        span,
+    )?))
+}
