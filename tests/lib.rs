@@ -94,3 +94,131 @@ pub mod fuzz_bodies {
         let _ = strata_runtime::artifact::find_in_executable(data);
     }
 }
+
+/// Runs a model's compiled `train_step` and the reference interpreter side by side.
+pub mod train_check {
+    use super::TestRng;
+    use std::collections::HashMap;
+    use strata_compiler::driver::{CompileOptions, compile};
+    use strata_compiler::elaborate::ElaborateOptions;
+    use strata_compiler::ir::Op;
+    use strata_compiler::ir::interpret::{Tensor, interpret_values};
+    use strata_compiler::syntax::SourceFile;
+    use strata_runtime::{HostTensor, Session, TensorData};
+
+    /// A runtime tensor as an interpreter tensor.
+    pub fn to_tensor(t: &HostTensor) -> Tensor {
+        let shape = t.shape.iter().map(|&d| d as usize).collect();
+        let data = match &t.data {
+            TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            TensorData::I32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        };
+        Tensor::new(shape, data).expect("consistent")
+    }
+
+    /// The options that build a model's training entries.
+    pub fn training_options() -> CompileOptions {
+        CompileOptions {
+            elaborate: ElaborateOptions {
+                train: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// Compiles `text` (a model with input `x` of per-sample shape `sample` and integer
+    /// labels `y` in `0..classes`), runs `steps` train steps at batch `batch` on the CPU
+    /// and in the interpreter from the same weights and random inputs, and asserts every
+    /// step's loss and the final weights (parameters and optimizer state) agree to 1e-4
+    /// of their scale.
+    pub fn assert_train_steps_match(
+        what: &str,
+        text: &str,
+        sample: &[u64],
+        classes: u64,
+        batch: u64,
+        steps: u32,
+    ) {
+        let source = SourceFile::new(format!("{what}.strata"), text.to_string());
+        let compiled = compile(&source, &training_options())
+            .unwrap_or_else(|e| panic!("{}", e.render(&source)));
+        let step_graph = &compiled
+            .training
+            .iter()
+            .find(|e| e.name == "train_step")
+            .expect("train_step")
+            .graph;
+        let mut session = Session::new(&compiled.artifact).expect("loads");
+        let mut params: HashMap<String, Tensor> = session
+            .weights()
+            .map(|(k, t)| (k.to_string(), to_tensor(t)))
+            .collect();
+        let mut rng = TestRng::new(11);
+        let mut shape = vec![batch];
+        shape.extend_from_slice(sample);
+        let n: u64 = shape.iter().product();
+        let usize_shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+        for step in 1..=steps {
+            let x: Vec<f32> = (0..n).map(|_| rng.uniform()).collect();
+            let y: Vec<i32> = (0..batch)
+                .map(|_| (rng.next_u64() % classes) as i32)
+                .collect();
+            let lr = 0.01f32;
+            let host = vec![
+                (
+                    "x",
+                    HostTensor::f32(shape.clone(), x.clone()).expect("sizes"),
+                ),
+                ("y", HostTensor::i32(vec![batch], y.clone()).expect("sizes")),
+                ("lr", HostTensor::f32(vec![], vec![lr]).expect("sizes")),
+                (
+                    "step",
+                    HostTensor::f32(vec![], vec![step as f32]).expect("sizes"),
+                ),
+            ];
+            let out = session.run("train_step", &host).expect("runs");
+            let inputs: HashMap<String, Tensor> = HashMap::from([
+                (
+                    "x".to_string(),
+                    Tensor::from_f32(usize_shape.clone(), &x).expect("sizes"),
+                ),
+                (
+                    "y".to_string(),
+                    Tensor::new(
+                        vec![batch as usize],
+                        y.iter().map(|&v| f64::from(v)).collect(),
+                    )
+                    .expect("sizes"),
+                ),
+                ("lr".to_string(), Tensor::scalar(f64::from(lr))),
+                ("step".to_string(), Tensor::scalar(f64::from(step))),
+            ]);
+            let values = interpret_values(step_graph, &inputs, &params).expect("interprets");
+            let (_, loss_v) = step_graph
+                .outputs
+                .iter()
+                .find(|(n, _)| n == "loss")
+                .expect("loss");
+            let want = values[loss_v].data[0];
+            let got = f64::from(out[0].1.as_f32().expect("f32")[0]);
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "{what} step {step}: loss {got} vs {want}"
+            );
+            for (param, new) in &step_graph.updates {
+                let Op::Param { path, .. } = &step_graph.node(*param).op else {
+                    unreachable!("updates replace parameters")
+                };
+                params.insert(path.clone(), values[new].clone());
+            }
+        }
+        for (key, t) in session.weights() {
+            let err = to_tensor(t).max_relative_error(&params[key]);
+            assert!(
+                err <= 1e-4,
+                "{what}: `{key}` after {steps} steps: relative error {err:e}"
+            );
+        }
+    }
+}
