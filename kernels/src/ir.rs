@@ -115,6 +115,9 @@ impl Index {
     }
 
     /// `self + other`, folding constants.
+    // Smart constructors that fold constants while building index expressions, not
+    // arithmetic on values: `std::ops` traits would hide the folding at call sites.
+    #[allow(clippy::should_implement_trait)]
     pub fn add(self, other: Index) -> Index {
         match (self, other) {
             (Index::Const(0), x) | (x, Index::Const(0)) => x,
@@ -124,6 +127,9 @@ impl Index {
     }
 
     /// `self * other`, folding constants.
+    // Smart constructors that fold constants while building index expressions, not
+    // arithmetic on values: `std::ops` traits would hide the folding at call sites.
+    #[allow(clippy::should_implement_trait)]
     pub fn mul(self, other: Index) -> Index {
         match (self, other) {
             (Index::Const(0), _) | (_, Index::Const(0)) => Index::Const(0),

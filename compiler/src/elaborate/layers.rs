@@ -6,7 +6,7 @@
 use super::args::{BoundArgs, ParamSpec, opt, req};
 use super::value::{Spanned, Value};
 use super::{Elaborator, closest, describe};
-use crate::ir::{BinaryOp, Dim, Init, Op, ReduceOp, Shape, Span, UnaryOp};
+use crate::ir::{BinaryOp, Dim, Init, Op, ReduceOp, Shape, Span, UnaryOp, ValueId};
 use crate::syntax::ast::Ident;
 use crate::syntax::{Diagnostic, ErrorCode};
 
@@ -34,6 +34,17 @@ static CONV2D: &[ParamSpec] = &[
     opt("init"),
 ];
 static POOL2D: &[ParamSpec] = &[req("x"), req("kernel"), opt("stride")];
+static LAYER_NORM: &[ParamSpec] = &[req("x"), opt("eps")];
+static EMBEDDING: &[ParamSpec] = &[req("ids"), req("vocab"), req("dim")];
+static POSITIONAL: &[ParamSpec] = &[req("x"), opt("kind")];
+static SELF_ATTENTION: &[ParamSpec] = &[req("x"), req("heads"), opt("causal")];
+static ENCODER_LAYER: &[ParamSpec] = &[
+    req("x"),
+    req("heads"),
+    req("ff"),
+    opt("norm_first"),
+    opt("eps"),
+];
 
 /// The parameter list of a built-in, or None if `name` is not one.
 pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
@@ -55,6 +66,12 @@ pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
         "conv2d" => CONV2D,
         "max_pool2d" | "avg_pool2d" => POOL2D,
         "global_avg_pool" => X,
+        "layer_norm" => LAYER_NORM,
+        "gelu" => X,
+        "embedding" => EMBEDDING,
+        "positional" => POSITIONAL,
+        "self_attention" => SELF_ATTENTION,
+        "transformer_encoder_layer" => ENCODER_LAYER,
         _ => return None,
     })
 }
@@ -92,6 +109,12 @@ pub const NAMES: &[&str] = &[
     "max_pool2d",
     "avg_pool2d",
     "global_avg_pool",
+    "layer_norm",
+    "gelu",
+    "embedding",
+    "positional",
+    "self_attention",
+    "transformer_encoder_layer",
 ];
 
 pub fn unknown_layer<'a>(callee: &Ident, blocks: impl Iterator<Item = &'a str>) -> Diagnostic {
@@ -160,6 +183,12 @@ pub(super) fn call_layer(
             super::convolution::pool2d(e, &args, span, name == "max_pool2d")
         }
         "global_avg_pool" => super::convolution::global_avg_pool(e, &args, span),
+        "layer_norm" => super::attention::layer_norm(e, &args, span, path),
+        "gelu" => super::attention::gelu(e, &args, span),
+        "embedding" => super::attention::embedding(e, &args, span, path),
+        "positional" => super::attention::positional(e, &args, span, path),
+        "self_attention" => super::attention::self_attention(e, &args, span, path),
+        "transformer_encoder_layer" => super::attention::encoder_layer(e, &args, span, path),
         _ => Err(unknown_layer(callee, std::iter::empty())),
     }
 }
@@ -248,6 +277,17 @@ fn softmax(
     let (x, _) = args.tensor("x")?;
     let rank = e.graph.ty(x).shape.rank();
     let ax = axis(args, "axis", rank, -1)?;
+    Ok(Value::Tensor(stable_softmax(e, x, ax, log, span)?))
+}
+
+/// Softmax (or log-softmax) of `x` along `ax`.
+pub(super) fn stable_softmax(
+    e: &mut Elaborator,
+    x: ValueId,
+    ax: usize,
+    log: bool,
+    span: Span,
+) -> Result<ValueId, Diagnostic> {
     // Subtracting the maximum keeps exp from overflowing; it cancels in the ratio.
     let m = e.op(
         Op::Reduce {
@@ -269,13 +309,12 @@ fn softmax(
         &[ex],
         span,
     )?;
-    let y = if log {
+    if log {
         let ls = e.op(Op::Unary(UnaryOp::Log), &[s], span)?;
-        e.op(Op::Binary(BinaryOp::Sub), &[shifted, ls], span)?
+        e.op(Op::Binary(BinaryOp::Sub), &[shifted, ls], span)
     } else {
-        e.op(Op::Binary(BinaryOp::Div), &[ex, s], span)?
-    };
-    Ok(Value::Tensor(y))
+        e.op(Op::Binary(BinaryOp::Div), &[ex, s], span)
+    }
 }
 
 fn reduce(

