@@ -73,8 +73,6 @@ fn size_of(shape: &[Dim]) -> (u64, bool) {
 /// element is read before it is written, by the same point (on the CPU, a point computes
 /// every store's value before writing any; on the GPU, one invocation is one point).
 pub fn in_place_inputs(l: &Lowered, launch: usize) -> Vec<usize> {
-    if std::env::var("NO_INPLACE").is_ok() { return Vec::new(); }
-    if let Ok(v) = std::env::var("IP_LO") { let lo: usize = v.parse().unwrap(); let hi: usize = std::env::var("IP_HI").unwrap().parse().unwrap(); if launch < lo || launch >= hi { return Vec::new(); } }
     let launch_ = &l.launches[launch];
     let kernel = &l.kernels[launch_.kernel];
     let KernelBody::Map { stores, .. } = &kernel.body else {
@@ -157,6 +155,13 @@ pub fn lifetimes(l: &Lowered) -> Vec<Option<Lifetime>> {
     life
 }
 
+/// Whether one lifetime ends at a map's reads (half-step `2s`, an in-place input dying
+/// there) and the other starts at that map's writes (`2s + 1`): they do not overlap, but
+/// their bytes may be shared only at the same offset (see [`plan_memory`]).
+fn in_place_adjacent(a: Lifetime, b: Lifetime) -> bool {
+    (b.first % 2 == 1 && a.last + 1 == b.first) || (a.first % 2 == 1 && b.last + 1 == a.first)
+}
+
 /// Plans the arena for `l`.
 pub fn plan_memory(l: &Lowered) -> MemoryPlan {
     let lifetimes = lifetimes(l);
@@ -178,19 +183,31 @@ pub fn plan_memory(l: &Lowered) -> MemoryPlan {
         items.sort_by_key(|(b, size, lt)| (std::cmp::Reverse(*size), lt.first, *b));
         let mut placed: Vec<(u64, u64, Lifetime)> = Vec::new();
         for (b, size, lt) in items {
-            let mut conflicts: Vec<(u64, u64)> = placed
+            let conflicts: Vec<(u64, u64)> = placed
                 .iter()
                 .filter(|(_, _, plt)| plt.overlaps(lt))
                 .map(|(off, sz, _)| (*off, *sz))
                 .collect();
-            conflicts.sort();
-            let mut offset = 0u64;
-            for (off, sz) in conflicts {
-                if offset + size <= off {
-                    break;
-                }
-                offset = offset.max(off + sz);
-            }
+            // An in-place pair (an input dying at a map's reads, an output of that map
+            // starting at its writes) may share bytes only element for element: at the
+            // same offset, or not at all. A partial overlap would let the map's store of
+            // one element overwrite another element of the input not yet read.
+            let in_place: Vec<(u64, u64)> = placed
+                .iter()
+                .filter(|(_, _, plt)| in_place_adjacent(*plt, lt))
+                .map(|(off, sz, _)| (*off, *sz))
+                .collect();
+            let clear = |o: u64, (off, sz): (u64, u64)| o + size <= off || off + sz <= o;
+            let valid = |o: u64| {
+                conflicts.iter().all(|c| clear(o, *c))
+                    && in_place.iter().all(|c| c.0 == o || clear(o, *c))
+            };
+            let offset = std::iter::once(0)
+                .chain(conflicts.iter().chain(&in_place).map(|(off, sz)| off + sz))
+                .chain(in_place.iter().map(|(off, _)| *off))
+                .filter(|o| valid(*o))
+                .min()
+                .expect("the end of every placed buffer is past them all, or one is valid");
             placed.push((offset, size, lt));
             offsets[b] = Some(offset);
             region_size[region as usize] = region_size[region as usize].max(offset + size);
@@ -263,7 +280,7 @@ fn live_lower_bound(l: &Lowered, lifetimes: &[Option<Lifetime>]) -> Extent {
 /// lifetimes: it recomputes from the launches, in whole steps, when each buffer is first
 /// and last touched; two sharing buffers must have disjoint step ranges, or meet at one
 /// step `s` where one dies as an in-place input of the map at `s` ([`in_place_inputs`])
-/// and the other is first written by that map.
+/// and the other is first written by that map, at the same offset (element for element).
 pub fn check_plan(l: &Lowered, plan: &MemoryPlan) -> Result<(), String> {
     let mut steps: Vec<Option<(usize, usize)>> = vec![None; l.buffers.len()];
     let mut touch = |b: usize, s: usize| {
@@ -289,7 +306,7 @@ pub fn check_plan(l: &Lowered, plan: &MemoryPlan) -> Result<(), String> {
             _ => false,
         }
     };
-    let may_share = |a: usize, b: usize| -> bool {
+    let may_share = |a: usize, b: usize, same_start: bool| -> bool {
         let (Some(ra), Some(rb)) = (steps[a], steps[b]) else {
             return true;
         };
@@ -304,7 +321,8 @@ pub fn check_plan(l: &Lowered, plan: &MemoryPlan) -> Result<(), String> {
                 && in_place_inputs(l, s - 1).contains(&x)
                 && written_at(y, s)
         };
-        meets((a, ra), (b, rb)) || meets((b, rb), (a, ra))
+        // An in-place pair shares element for element: at the same offset only.
+        same_start && (meets((a, ra), (b, rb)) || meets((b, rb), (a, ra)))
     };
     let mut spans = Vec::new();
     for (b, buf) in l.buffers.iter().enumerate() {
@@ -351,7 +369,8 @@ pub fn check_plan(l: &Lowered, plan: &MemoryPlan) -> Result<(), String> {
     }
     for (i, a) in spans.iter().enumerate() {
         for b in &spans[i + 1..] {
-            if a.1 == b.1 && a.2 < b.2 + b.3 && b.2 < a.2 + a.3 && !may_share(a.0, b.0) {
+            if a.1 == b.1 && a.2 < b.2 + b.3 && b.2 < a.2 + a.3 && !may_share(a.0, b.0, a.2 == b.2)
+            {
                 return Err(format!(
                     "`{}` and `{}` are live at the same time and overlap",
                     l.buffers[a.0].name, l.buffers[b.0].name
