@@ -222,3 +222,59 @@ pub mod train_check {
         }
     }
 }
+
+/// Trains an example of `dsl-examples/` per its train section, as `strata train` does.
+pub mod train_run {
+    use super::{load_example, root};
+    use std::time::Instant;
+    use strata_compiler::driver::compile;
+    use strata_runtime::Session;
+    use strata_runtime::train::{TrainOptions, TrainSummary, train};
+
+    /// What one training run gave: the driver's summary, the trainable weight count and
+    /// the wall time of the training loop.
+    pub struct Trained {
+        pub summary: TrainSummary,
+        pub parameters: u64,
+        pub seconds: f64,
+    }
+
+    impl Trained {
+        /// A metric of the test split (panics with the history if it is missing).
+        pub fn test_metric(&self, name: &str) -> f64 {
+            let test = self.summary.test.as_ref().expect("a test split");
+            test.metrics
+                .value(name)
+                .unwrap_or_else(|| panic!("`{name}` is not reported ({:#?})", self.summary.history))
+        }
+    }
+
+    /// Compiles `dsl-examples/<file>` with its train section and trains it quietly in a
+    /// temporary run directory.
+    pub fn train_example(file: &str) -> Trained {
+        let source = load_example(&root().join("dsl-examples").join(file));
+        let artifact = compile(&source, &super::train_check::training_options())
+            .unwrap_or_else(|e| panic!("{}", e.render(&source)))
+            .artifact;
+        let config = artifact.manifest.train.clone().expect("a train section");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut session = Session::new(&artifact).expect("loads");
+        let parameters = session
+            .weights()
+            .filter(|(name, _)| !name.starts_with("optim."))
+            .map(|(_, t)| t.shape.iter().product::<u64>())
+            .sum();
+        let options = TrainOptions {
+            run_dir: dir.path().to_path_buf(),
+            quiet: true,
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let summary = train(&mut session, &config, &options).expect("training runs");
+        Trained {
+            summary,
+            parameters,
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+}

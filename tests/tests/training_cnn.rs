@@ -2,44 +2,21 @@
 //! 1x8x8 images to 97% test accuracy, and a small CNN's compiled train step (im2col,
 //! col2im, pooling, batch norm) agrees with the reference interpreter.
 
-use std::time::Instant;
-
-use strata_compiler::driver::compile;
-use strata_runtime::Session;
-use strata_runtime::train::{TrainOptions, train};
-use strata_tests::train_check::{assert_train_steps_match, training_options};
-use strata_tests::{load_example, root};
+use strata_tests::train_check::assert_train_steps_match;
+use strata_tests::train_run::train_example;
 
 #[test]
 fn the_cnn_example_reaches_97_percent_test_accuracy_on_digits() {
-    let source = load_example(&root().join("dsl-examples/cnn.strata"));
-    let artifact = compile(&source, &training_options())
-        .unwrap_or_else(|e| panic!("{}", e.render(&source)))
-        .artifact;
-    let config = artifact.manifest.train.clone().expect("a train section");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut session = Session::new(&artifact).expect("loads");
-    let started = Instant::now();
-    let options = TrainOptions {
-        run_dir: dir.path().to_path_buf(),
-        quiet: true,
-        ..Default::default()
-    };
-    let summary = train(&mut session, &config, &options).expect("training runs");
-    let seconds = started.elapsed().as_secs_f64();
-    let test = summary.test.as_ref().expect("a test split");
-    let accuracy = test
-        .metrics
-        .value("accuracy")
-        .expect("accuracy is reported");
+    let run = train_example("cnn.strata");
+    let accuracy = run.test_metric("accuracy");
     println!(
-        "cnn on digits: test accuracy {accuracy:.4} after {} epochs ({:?}) in {seconds:.2} s",
-        summary.epochs, summary.stop
+        "cnn on digits ({} weights): test accuracy {accuracy:.4} after {} epochs ({:?}) in {:.2} s",
+        run.parameters, run.summary.epochs, run.summary.stop, run.seconds
     );
     assert!(
         accuracy >= 0.97,
         "test accuracy {accuracy:.4} < 0.97 (history: {:#?})",
-        summary.history
+        run.summary.history
     );
 }
 

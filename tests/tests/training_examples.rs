@@ -2,44 +2,17 @@
 //! issue sets: breast cancer reaches AUC-ROC >= 0.97 on its test split; diabetes reports
 //! MAE and MSE and beats predicting the training mean.
 
-use strata_compiler::driver::{CompileOptions, compile};
-use strata_compiler::elaborate::ElaborateOptions;
-use strata_runtime::Session;
-use strata_runtime::train::{TrainOptions, TrainSummary, builtin, train};
-use strata_tests::{load_example, root};
-
-fn train_example(file: &str) -> TrainSummary {
-    let source = load_example(&root().join("dsl-examples").join(file));
-    let options = CompileOptions {
-        elaborate: ElaborateOptions {
-            train: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let artifact = compile(&source, &options)
-        .unwrap_or_else(|e| panic!("{}", e.render(&source)))
-        .artifact;
-    let config = artifact.manifest.train.clone().expect("a train section");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut session = Session::new(&artifact).expect("loads");
-    let options = TrainOptions {
-        run_dir: dir.path().to_path_buf(),
-        quiet: true,
-        ..Default::default()
-    };
-    train(&mut session, &config, &options).expect("training runs")
-}
+use strata_runtime::train::builtin;
+use strata_tests::train_run::train_example;
 
 #[test]
 fn breast_cancer_reaches_auc_097() {
-    let summary = train_example("breast_cancer.strata");
-    let test = summary.test.as_ref().expect("a test split");
-    let auc = test.metrics.value("auc").expect("auc is reported");
-    let accuracy = test
-        .metrics
-        .value("accuracy")
-        .expect("accuracy is reported");
+    let run = train_example("breast_cancer.strata");
+    let (summary, auc, accuracy) = (
+        &run.summary,
+        run.test_metric("auc"),
+        run.test_metric("accuracy"),
+    );
     println!(
         "breast_cancer: test AUC {auc:.4}, accuracy {accuracy:.4} after {} epochs",
         summary.epochs
@@ -49,10 +22,8 @@ fn breast_cancer_reaches_auc_097() {
 
 #[test]
 fn diabetes_beats_predicting_the_mean() {
-    let summary = train_example("diabetes.strata");
-    let test = summary.test.as_ref().expect("a test split");
-    let mse = test.metrics.value("mse").expect("mse is reported");
-    let mae = test.metrics.value("mae").expect("mae is reported");
+    let run = train_example("diabetes.strata");
+    let (summary, mse, mae) = (&run.summary, run.test_metric("mse"), run.test_metric("mae"));
     // The baseline: the variance of the targets around their mean (the MSE of always
     // predicting the mean), over the whole data set.
     let data = builtin("diabetes").expect("built in");

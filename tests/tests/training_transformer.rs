@@ -3,49 +3,21 @@
 //! compiled train steps (batched 4-d products, layer norm, GELU, causal masks,
 //! sinusoidal positions) agree with the reference interpreter.
 
-use std::time::Instant;
-
-use strata_compiler::driver::compile;
-use strata_runtime::Session;
-use strata_runtime::train::{TrainOptions, train};
-use strata_tests::train_check::{assert_train_steps_match, training_options};
-use strata_tests::{load_example, root};
+use strata_tests::train_check::assert_train_steps_match;
+use strata_tests::train_run::train_example;
 
 #[test]
 fn the_transformer_example_reaches_95_percent_test_accuracy_on_digits() {
-    let source = load_example(&root().join("dsl-examples/transformer_encoder.strata"));
-    let artifact = compile(&source, &training_options())
-        .unwrap_or_else(|e| panic!("{}", e.render(&source)))
-        .artifact;
-    let config = artifact.manifest.train.clone().expect("a train section");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut session = Session::new(&artifact).expect("loads");
-    let parameters: u64 = session
-        .weights()
-        .filter(|(name, _)| !name.starts_with("optim."))
-        .map(|(_, t)| t.shape.iter().product::<u64>())
-        .sum();
-    let started = Instant::now();
-    let options = TrainOptions {
-        run_dir: dir.path().to_path_buf(),
-        quiet: true,
-        ..Default::default()
-    };
-    let summary = train(&mut session, &config, &options).expect("training runs");
-    let seconds = started.elapsed().as_secs_f64();
-    let test = summary.test.as_ref().expect("a test split");
-    let accuracy = test
-        .metrics
-        .value("accuracy")
-        .expect("accuracy is reported");
+    let run = train_example("transformer_encoder.strata");
+    let accuracy = run.test_metric("accuracy");
     println!(
-        "transformer on digits ({parameters} weights): test accuracy {accuracy:.4} after {} epochs ({:?}) in {seconds:.2} s",
-        summary.epochs, summary.stop
+        "transformer on digits ({} weights): test accuracy {accuracy:.4} after {} epochs ({:?}) in {:.2} s",
+        run.parameters, run.summary.epochs, run.summary.stop, run.seconds
     );
     assert!(
         accuracy >= 0.95,
         "test accuracy {accuracy:.4} < 0.95 (history: {:#?})",
-        summary.history
+        run.summary.history
     );
 }
 
