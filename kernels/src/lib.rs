@@ -15,3 +15,5 @@ pub mod gpu;
 pub mod ir;
 pub mod print;
 pub mod rng;
+#[cfg(test)]
+mod test_fixtures;

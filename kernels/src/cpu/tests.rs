@@ -3,51 +3,9 @@
 
 use super::emit_clif;
 use crate::ir::{
-    Access, BinaryOp, BufferDecl, Contraction, Dim, Expr, Index, Kernel, KernelBody, MatrixOperand,
-    ReduceOp, ScalarType, Store, UnaryOp,
+    Access, BinaryOp, Dim, Expr, Index, Kernel, KernelBody, ReduceOp, ScalarType, Store, UnaryOp,
 };
-
-fn buffer(name: &str, dtype: ScalarType, shape: &[Dim], access: Access) -> BufferDecl {
-    BufferDecl {
-        name: name.into(),
-        dtype,
-        shape: shape.to_vec(),
-        access,
-    }
-}
-
-fn f32_buffer(name: &str, shape: &[Dim], access: Access) -> BufferDecl {
-    buffer(name, ScalarType::F32, shape, access)
-}
-
-fn row_major(shape: &[Dim]) -> Index {
-    Index::row_major(&(0..shape.len()).map(Index::Var).collect::<Vec<_>>(), shape)
-}
-
-/// `out[i, j] = x[i, j] + bias[j]` over `[batch, 3]`.
-fn bias_add() -> Kernel {
-    let shape = [Dim::Batch, Dim::Fixed(3)];
-    Kernel {
-        name: "bias_add".into(),
-        buffers: vec![
-            f32_buffer("x", &shape, Access::Read),
-            f32_buffer("bias", &[Dim::Fixed(3)], Access::Read),
-            f32_buffer("out", &shape, Access::Write),
-        ],
-        body: KernelBody::Map {
-            space: shape.to_vec(),
-            stores: vec![Store {
-                buf: 2,
-                index: row_major(&shape),
-                value: Expr::binary(
-                    BinaryOp::Add,
-                    Expr::load(0, row_major(&shape)),
-                    Expr::load(1, Index::Var(1)),
-                ),
-            }],
-        },
-    }
-}
+use crate::test_fixtures::{bias_add, buffer, dense_relu, f32_buffer, row_major, uniform_map};
 
 /// `out[i] = sum_j x[i, j]` over `[4, 8]`.
 fn row_sum() -> Kernel {
@@ -68,42 +26,6 @@ fn row_sum() -> Kernel {
                 value: Expr::Acc,
             },
         },
-    }
-}
-
-/// `out = relu(x @ w + bias)` with `x: [batch, 4]`, `w: [4, 2]`.
-fn dense_relu() -> Kernel {
-    Kernel {
-        name: "dense_relu".into(),
-        buffers: vec![
-            f32_buffer("x", &[Dim::Batch, Dim::Fixed(4)], Access::Read),
-            f32_buffer("w", &[Dim::Fixed(4), Dim::Fixed(2)], Access::Read),
-            f32_buffer("bias", &[Dim::Fixed(2)], Access::Read),
-            f32_buffer("out", &[Dim::Batch, Dim::Fixed(2)], Access::Write),
-        ],
-        body: KernelBody::Contract(Contraction {
-            batch: vec![],
-            m: Dim::Batch,
-            n: Dim::Fixed(2),
-            k: Dim::Fixed(4),
-            a: MatrixOperand {
-                buf: 0,
-                offset: Index::Const(0),
-                row_stride: Index::Const(4),
-                col_stride: Index::Const(1),
-            },
-            b: MatrixOperand {
-                buf: 1,
-                offset: Index::Const(0),
-                row_stride: Index::Const(2),
-                col_stride: Index::Const(1),
-            },
-            out: 3,
-            epilogue: Expr::unary(
-                UnaryOp::Relu,
-                Expr::binary(BinaryOp::Add, Expr::Acc, Expr::load(2, Index::Var(1))),
-            ),
-        }),
     }
 }
 
@@ -171,30 +93,6 @@ fn every_operator() -> Kernel {
                     value: Expr::binary(BinaryOp::Pow, x(), Expr::Const(2.0)),
                 },
             ],
-        },
-    }
-}
-
-/// `out[i, j] = uniform(seed 42, flat index, step[0])` over `[batch, 5]`.
-fn uniform_map() -> Kernel {
-    let shape = [Dim::Batch, Dim::Fixed(5)];
-    Kernel {
-        name: "uniform_map".into(),
-        buffers: vec![
-            f32_buffer("step", &[], Access::Read),
-            f32_buffer("out", &shape, Access::Write),
-        ],
-        body: KernelBody::Map {
-            space: shape.to_vec(),
-            stores: vec![Store {
-                buf: 1,
-                index: row_major(&shape),
-                value: Expr::Uniform {
-                    seed: 42,
-                    index: row_major(&shape),
-                    step: Box::new(Expr::load(0, Index::Const(0))),
-                },
-            }],
         },
     }
 }

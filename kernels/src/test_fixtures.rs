@@ -1,0 +1,109 @@
+//! Small hand-built kernels shared by the emitters' tests (CPU and GPU), so both
+//! backends are tested on exactly the same kernels.
+
+use crate::ir::{
+    Access, BinaryOp, BufferDecl, Contraction, Dim, Expr, Index, Kernel, KernelBody, MatrixOperand,
+    ScalarType, Store, UnaryOp,
+};
+
+pub(crate) fn buffer(name: &str, dtype: ScalarType, shape: &[Dim], access: Access) -> BufferDecl {
+    BufferDecl {
+        name: name.into(),
+        dtype,
+        shape: shape.to_vec(),
+        access,
+    }
+}
+
+pub(crate) fn f32_buffer(name: &str, shape: &[Dim], access: Access) -> BufferDecl {
+    buffer(name, ScalarType::F32, shape, access)
+}
+
+pub(crate) fn row_major(shape: &[Dim]) -> Index {
+    Index::row_major(&(0..shape.len()).map(Index::Var).collect::<Vec<_>>(), shape)
+}
+
+/// `out[i, j] = x[i, j] + bias[j]` over `[batch, 3]`.
+pub(crate) fn bias_add() -> Kernel {
+    let shape = [Dim::Batch, Dim::Fixed(3)];
+    Kernel {
+        name: "bias_add".into(),
+        buffers: vec![
+            f32_buffer("x", &shape, Access::Read),
+            f32_buffer("bias", &[Dim::Fixed(3)], Access::Read),
+            f32_buffer("out", &shape, Access::Write),
+        ],
+        body: KernelBody::Map {
+            space: shape.to_vec(),
+            stores: vec![Store {
+                buf: 2,
+                index: row_major(&shape),
+                value: Expr::binary(
+                    BinaryOp::Add,
+                    Expr::load(0, row_major(&shape)),
+                    Expr::load(1, Index::Var(1)),
+                ),
+            }],
+        },
+    }
+}
+
+/// `out = relu(x @ w + bias)` with `x: [batch, 4]`, `w: [4, 2]`.
+pub(crate) fn dense_relu() -> Kernel {
+    Kernel {
+        name: "dense_relu".into(),
+        buffers: vec![
+            f32_buffer("x", &[Dim::Batch, Dim::Fixed(4)], Access::Read),
+            f32_buffer("w", &[Dim::Fixed(4), Dim::Fixed(2)], Access::Read),
+            f32_buffer("bias", &[Dim::Fixed(2)], Access::Read),
+            f32_buffer("out", &[Dim::Batch, Dim::Fixed(2)], Access::Write),
+        ],
+        body: KernelBody::Contract(Contraction {
+            batch: vec![],
+            m: Dim::Batch,
+            n: Dim::Fixed(2),
+            k: Dim::Fixed(4),
+            a: MatrixOperand {
+                buf: 0,
+                offset: Index::Const(0),
+                row_stride: Index::Const(4),
+                col_stride: Index::Const(1),
+            },
+            b: MatrixOperand {
+                buf: 1,
+                offset: Index::Const(0),
+                row_stride: Index::Const(2),
+                col_stride: Index::Const(1),
+            },
+            out: 3,
+            epilogue: Expr::unary(
+                UnaryOp::Relu,
+                Expr::binary(BinaryOp::Add, Expr::Acc, Expr::load(2, Index::Var(1))),
+            ),
+        }),
+    }
+}
+
+/// `out[i, j] = uniform(seed 42, flat index, step[0])` over `[batch, 5]`.
+pub(crate) fn uniform_map() -> Kernel {
+    let shape = [Dim::Batch, Dim::Fixed(5)];
+    Kernel {
+        name: "uniform_map".into(),
+        buffers: vec![
+            f32_buffer("step", &[], Access::Read),
+            f32_buffer("out", &shape, Access::Write),
+        ],
+        body: KernelBody::Map {
+            space: shape.to_vec(),
+            stores: vec![Store {
+                buf: 1,
+                index: row_major(&shape),
+                value: Expr::Uniform {
+                    seed: 42,
+                    index: row_major(&shape),
+                    step: Box::new(Expr::load(0, Index::Const(0))),
+                },
+            }],
+        },
+    }
+}
