@@ -278,3 +278,74 @@ pub mod train_run {
         }
     }
 }
+
+/// Runs a compiled model's `infer` entry and the reference interpreter on the same random
+/// inputs and compares every output.
+pub mod infer_check {
+    use super::TestRng;
+    use super::train_check::to_tensor;
+    use std::collections::HashMap;
+    use strata_compiler::ir::interpret::{Tensor, interpret};
+    use strata_compiler::ir::{DType, Graph, Op};
+    use strata_runtime::{HostTensor, Session};
+
+    /// The session's persistent values as interpreter parameters.
+    pub fn params_of(session: &Session) -> HashMap<String, Tensor> {
+        session
+            .weights()
+            .map(|(k, t)| (k.to_string(), to_tensor(t)))
+            .collect()
+    }
+
+    /// For each batch size, feeds the same uniform inputs in [-2, 2) to `infer` and to
+    /// the interpreter of `graph` (the entry's graph after the passes) and asserts
+    /// `max |a - b| / max |b| <= tolerance` for every output. `what` names the model in
+    /// messages.
+    pub fn assert_infer_matches(
+        what: &str,
+        session: &mut Session,
+        graph: &Graph,
+        batches: &[u64],
+        tolerance: f64,
+    ) {
+        let params = params_of(session);
+        for (round, &batch) in batches.iter().enumerate() {
+            let mut rng = TestRng::new(round as u64 + 1);
+            let mut host = Vec::new();
+            let mut reference = HashMap::new();
+            for &i in &graph.inputs {
+                let Op::Input { name } = &graph.node(i).op else {
+                    unreachable!("inputs are Input ops")
+                };
+                let ty = graph.ty(i);
+                assert_eq!(ty.dtype, DType::F32, "{what}: examples take f32 inputs");
+                let shape: Vec<u64> = ty.shape.resolve(batch).iter().map(|&d| d as u64).collect();
+                let n: u64 = shape.iter().product();
+                let data: Vec<f32> = (0..n).map(|_| rng.uniform() * 2.0).collect();
+                let dims = shape.iter().map(|&d| d as usize).collect();
+                reference.insert(
+                    name.clone(),
+                    Tensor::from_f32(dims, &data).expect("sizes agree"),
+                );
+                host.push((
+                    name.clone(),
+                    HostTensor::f32(shape, data).expect("sizes agree"),
+                ));
+            }
+            let inputs: Vec<(&str, HostTensor)> =
+                host.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+            let outputs = session
+                .run("infer", &inputs)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let expected = interpret(graph, &reference, &params).expect("the interpreter runs");
+            for (name, got) in outputs {
+                let err = to_tensor(&got).max_relative_error(&expected[&name]);
+                eprintln!("{what} `{name}` batch {batch}: max relative error {err:.2e}");
+                assert!(
+                    err <= tolerance,
+                    "{what} output `{name}` at batch {batch}: relative error {err:e}"
+                );
+            }
+        }
+    }
+}

@@ -6,12 +6,8 @@
 //! `apt-get install mesa-vulkan-drivers libvulkan1`). Without one they are skipped with a
 //! message, except in CI (`CI=true`), where a missing adapter fails them.
 
-use std::collections::HashMap;
-use std::time::Instant;
-
 use strata_compiler::driver::{Backend, CompileOptions, compile};
-use strata_compiler::ir::interpret::{Tensor, interpret};
-use strata_compiler::ir::{DType, Op};
+use strata_compiler::ir::interpret::Tensor;
 use strata_kernels::eval::eval_kernel;
 use strata_kernels::ir::{
     Access, BinaryOp, BufferDecl, Contraction, Dim, Expr, Index, Kernel, KernelBody, MatrixOperand,
@@ -22,7 +18,8 @@ use strata_runtime::artifact::manifest::{
 };
 use strata_runtime::artifact::weights::encode_weights;
 use strata_runtime::gpu::{GpuOptions, describe_adapter};
-use strata_runtime::{Artifact, HostTensor, Session, TensorData};
+use strata_runtime::{Artifact, HostTensor, Session};
+use strata_tests::infer_check::assert_infer_matches;
 use strata_tests::{TestRng, example_files, load_example};
 
 /// The tolerance the GPU issue sets for the GPU against the interpreter.
@@ -84,21 +81,6 @@ fn a_gpu_build_carries_one_wgsl_module_per_kernel() {
     assert!(cpu.artifact.wgsl.is_empty(), "a CPU build has no WGSL");
 }
 
-/// The session's weights as interpreter tensors.
-fn params_of(session: &Session) -> HashMap<String, Tensor> {
-    session
-        .weights()
-        .map(|(k, t)| {
-            let shape = t.shape.iter().map(|&d| d as usize).collect();
-            let data = match &t.data {
-                TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
-                TensorData::I32(v) => v.iter().map(|&x| f64::from(x)).collect(),
-            };
-            (k.to_string(), Tensor::new(shape, data).expect("consistent"))
-        })
-        .collect()
-}
-
 #[test]
 fn every_example_matches_the_interpreter_on_gpu() {
     if !gpu_available("every_example_matches_the_interpreter_on_gpu") {
@@ -114,59 +96,15 @@ fn every_example_matches_the_interpreter_on_gpu() {
         };
         let compiled =
             compile(&source, &options).unwrap_or_else(|e| panic!("{}", e.render(&source)));
-        let graph = &compiled.optimized;
         let mut session = Session::new_with(&compiled.artifact, Backend::Gpu)
             .unwrap_or_else(|e| panic!("{}: {e}", source.name));
-        let params = params_of(&session);
-        for (round, batch) in [1u64, 5, 64, 7].into_iter().enumerate() {
-            let mut rng = TestRng::new(round as u64 + 1);
-            let mut host_inputs = Vec::new();
-            let mut ref_inputs = HashMap::new();
-            for &i in &graph.inputs {
-                let Op::Input { name } = &graph.node(i).op else {
-                    unreachable!()
-                };
-                let ty = graph.ty(i);
-                assert_eq!(ty.dtype, DType::F32, "examples take f32 inputs");
-                let shape: Vec<u64> = ty.shape.resolve(batch).iter().map(|&d| d as u64).collect();
-                let n: u64 = shape.iter().product();
-                let data: Vec<f32> = (0..n).map(|_| rng.uniform() * 2.0).collect();
-                ref_inputs.insert(
-                    name.clone(),
-                    Tensor::from_f32(shape.iter().map(|&d| d as usize).collect(), &data)
-                        .expect("sizes agree"),
-                );
-                host_inputs.push((name.clone(), HostTensor::f32(shape, data).expect("sizes")));
-            }
-            let inputs: Vec<(&str, HostTensor)> = host_inputs
-                .iter()
-                .map(|(n, t)| (n.as_str(), t.clone()))
-                .collect();
-            let start = Instant::now();
-            let outputs = session
-                .run("infer", &inputs)
-                .unwrap_or_else(|e| panic!("{}: {e}", source.name));
-            let elapsed = start.elapsed();
-            let expected = interpret(graph, &ref_inputs, &params).expect("the interpreter runs");
-            for (name, got) in outputs {
-                let want = &expected[&name];
-                let got = Tensor::from_f32(
-                    got.shape.iter().map(|&d| d as usize).collect(),
-                    got.as_f32().expect("f32 output"),
-                )
-                .expect("sizes agree");
-                let err = got.max_relative_error(want);
-                eprintln!(
-                    "{} `{name}` batch {batch}: max relative error {err:.2e} ({elapsed:.2?})",
-                    source.name
-                );
-                assert!(
-                    err <= MAX_RELATIVE_ERROR,
-                    "{} output `{name}` at batch {batch}: relative error {err:e}",
-                    source.name
-                );
-            }
-        }
+        assert_infer_matches(
+            &source.name,
+            &mut session,
+            &compiled.optimized,
+            &[1, 5, 64, 7],
+            MAX_RELATIVE_ERROR,
+        );
     }
 }
 
