@@ -48,12 +48,11 @@ fn read_npy_f32(path: &Path) -> Vec<f32> {
         .collect()
 }
 
-#[test]
-fn built_executable_runs_alone_and_matches_strata_run() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let exe = dir.path().join("mlp");
+/// Builds `dsl-examples/mlp.strata` into `dir/mlp` and returns its path.
+fn build_mlp(dir: &Path) -> PathBuf {
+    let exe = dir.join("mlp");
     let out = strata()
-        .args(["build"])
+        .arg("build")
         .arg(example("mlp.strata"))
         .arg("-o")
         .arg(&exe)
@@ -64,16 +63,30 @@ fn built_executable_runs_alone_and_matches_strata_run() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    exe
+}
+
+/// Marks a copied or rewritten file executable.
+fn make_executable(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+#[test]
+fn built_executable_runs_alone_and_matches_strata_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exe = build_mlp(dir.path());
 
     // A second directory holding only the executable and its input: no compiler, no source.
     let alone = tempfile::tempdir().expect("temp dir");
     let lone_exe = alone.path().join("mlp");
     std::fs::copy(&exe, &lone_exe).expect("copy");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&lone_exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
+    make_executable(&lone_exe);
     let x: Vec<f32> = (0..7 * 64)
         .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
         .collect();
@@ -128,15 +141,7 @@ fn built_executable_runs_alone_and_matches_strata_run() {
 #[test]
 fn executable_rejects_wrong_input_shape_naming_both_shapes() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let exe = dir.path().join("mlp");
-    let out = strata()
-        .arg("build")
-        .arg(example("mlp.strata"))
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .expect("runs");
-    assert!(out.status.success());
+    let exe = build_mlp(dir.path());
     write_npy_f32(&dir.path().join("bad.npy"), &[3, 63], &vec![0.0; 3 * 63]);
     let run = Command::new(&exe)
         .args(["infer", "--input"])
@@ -152,28 +157,16 @@ fn executable_rejects_wrong_input_shape_naming_both_shapes() {
 }
 
 #[test]
-fn truncated_executable_is_a_clear_error() {
+fn altered_executable_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let exe = dir.path().join("mlp");
-    let out = strata()
-        .arg("build")
-        .arg(example("mlp.strata"))
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .expect("runs");
-    assert!(out.status.success());
+    let exe = build_mlp(dir.path());
     let mut bytes = std::fs::read(&exe).expect("read");
     // Flip a byte inside the appended artifact (just before the 16-byte trailer).
     let n = bytes.len();
     bytes[n - 100] ^= 0xff;
     let broken = dir.path().join("broken");
     std::fs::write(&broken, &bytes).expect("write");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
+    make_executable(&broken);
     let run = Command::new(&broken).arg("info").output().expect("runs");
     assert_eq!(run.status.code(), Some(1));
     let err = String::from_utf8_lossy(&run.stderr);

@@ -213,6 +213,28 @@ impl BoundArgs {
         }
     }
 
+    /// An initializer argument (`init = he_normal`), or `default` if not given.
+    pub fn init(
+        &self,
+        name: &str,
+        default: crate::ir::Init,
+    ) -> Result<crate::ir::Init, Diagnostic> {
+        use crate::ir::Init;
+        self.check_word(name)?;
+        match self.word(name) {
+            None => Ok(default),
+            Some((word, span)) => Init::parse(&word).ok_or_else(|| {
+                Diagnostic::error(
+                    ErrorCode::BadArgument,
+                    format!("unknown initializer `{word}`"),
+                    span,
+                )
+                .with_label("not an initializer")
+                .with_note(format!("initializers: {}", Init::NAMES.join(", ")))
+            }),
+        }
+    }
+
     /// Errors if `name` was given but is not a name or string.
     pub fn check_word(&self, name: &str) -> Result<(), Diagnostic> {
         match self.get(name) {

@@ -295,15 +295,7 @@ pub(super) fn self_attention(
     let heads = args.positive_int("heads", None)?;
     let causal = args.bool("causal", false)?;
     let (t, d) = sequence(e, x, xspan, "self_attention")?;
-    if d % heads != 0 {
-        let hspan = args.get("heads").map_or(span, |s| s.span);
-        return Err(Diagnostic::error(
-            ErrorCode::ShapeMismatch,
-            format!("{heads} heads do not divide the {d} features of the sequence"),
-            hspan,
-        )
-        .with_label(format!("must divide {d}")));
-    }
+    check_heads(args, heads, d, span)?;
     let path = path.unwrap_or_else(|| e.fresh_path("self_attention"));
     let y = attend(e, x, t, d, heads, causal, &path, span)?;
     Ok(Value::Tensor(y))
@@ -399,15 +391,7 @@ pub(super) fn encoder_layer(
     let norm_first = args.bool("norm_first", false)?;
     let eps = eps_arg(args)?;
     let (t, d) = sequence(e, x, xspan, "transformer_encoder_layer")?;
-    if d % heads != 0 {
-        let hspan = args.get("heads").map_or(span, |s| s.span);
-        return Err(Diagnostic::error(
-            ErrorCode::ShapeMismatch,
-            format!("{heads} heads do not divide the {d} features of the sequence"),
-            hspan,
-        )
-        .with_label(format!("must divide {d}")));
-    }
+    check_heads(args, heads, d, span)?;
     let path = path.unwrap_or_else(|| e.fresh_path("transformer_encoder_layer"));
     let attention = |e: &mut Elaborator, h: ValueId| {
         attend(e, h, t, d, heads, false, &format!("{path}.self_attn"), span)
@@ -435,4 +419,18 @@ pub(super) fn encoder_layer(
         normalize(e, h2, d, eps, &norm2, span)?
     };
     Ok(Value::Tensor(y))
+}
+
+/// Heads split the features evenly: `heads` must divide `d`.
+fn check_heads(args: &BoundArgs, heads: u64, d: u64, span: Span) -> Result<(), Diagnostic> {
+    if d % heads == 0 {
+        return Ok(());
+    }
+    let hspan = args.get("heads").map_or(span, |s| s.span);
+    Err(Diagnostic::error(
+        ErrorCode::ShapeMismatch,
+        format!("{heads} heads do not divide the {d} features of the sequence"),
+        hspan,
+    )
+    .with_label(format!("must divide {d}")))
 }

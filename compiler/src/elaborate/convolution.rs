@@ -100,19 +100,7 @@ pub(super) fn conv2d(
     let dilation = args.positive_int("dilation", Some(1))?;
     let padding = count(args, "padding", 0)?;
     let bias = args.bool("bias", true)?;
-    args.check_word("init")?;
-    let init = match args.word("init") {
-        None => Init::HeUniform,
-        Some((word, wspan)) => Init::parse(&word).ok_or_else(|| {
-            Diagnostic::error(
-                ErrorCode::BadArgument,
-                format!("unknown initializer `{word}`"),
-                wspan,
-            )
-            .with_label("not an initializer")
-            .with_note(format!("initializers: {}", Init::NAMES.join(", ")))
-        })?,
-    };
+    let init = args.init("init", Init::HeUniform)?;
     let window = ConvWindow {
         kh,
         kw,

@@ -202,19 +202,7 @@ fn dense(
     let (x, xspan) = args.tensor("x")?;
     let units = args.positive_int("units", None)?;
     let bias = args.bool("bias", true)?;
-    args.check_word("init")?;
-    let init = match args.word("init") {
-        None => Init::XavierUniform,
-        Some((w, wspan)) => Init::parse(&w).ok_or_else(|| {
-            Diagnostic::error(
-                ErrorCode::BadArgument,
-                format!("unknown initializer `{w}`"),
-                wspan,
-            )
-            .with_label("not an initializer")
-            .with_note(format!("initializers: {}", Init::NAMES.join(", ")))
-        })?,
-    };
+    let init = args.init("init", Init::XavierUniform)?;
     let xty = e.graph.ty(x).clone();
     let Some(&last) = xty.shape.dims().last() else {
         return Err(Diagnostic::error(
