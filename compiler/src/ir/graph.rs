@@ -193,6 +193,45 @@ impl Graph {
             .collect()
     }
 
+    /// Copies the values of `body` into this graph with `body`'s inputs replaced by
+    /// `inputs` (in order, same types), and returns the copies of `body`'s outputs. Spans
+    /// are kept; `body` must have no parameters.
+    pub fn inline(&mut self, body: &Graph, inputs: &[ValueId]) -> Result<Vec<ValueId>, String> {
+        if inputs.len() != body.inputs.len() {
+            return Err(format!(
+                "`{}` takes {} input(s), got {}",
+                body.name,
+                body.inputs.len(),
+                inputs.len()
+            ));
+        }
+        let mut map: std::collections::HashMap<ValueId, ValueId> =
+            body.inputs.iter().copied().zip(inputs.iter().copied()).collect();
+        for (&i, &v) in body.inputs.iter().zip(inputs) {
+            if body.ty(i) != self.ty(v) {
+                return Err(format!(
+                    "input {i} of `{}` is {} but is given {}",
+                    body.name,
+                    body.ty(i),
+                    self.ty(v)
+                ));
+            }
+        }
+        for v in body.topo_order() {
+            if map.contains_key(&v) {
+                continue;
+            }
+            let node = body.node(v);
+            if matches!(node.op, Op::Input { .. } | Op::Param { .. }) {
+                return Err(format!("`{}` reads a leaf that is not an input", body.name));
+            }
+            let operands: Vec<ValueId> = body.operands(v).iter().map(|o| map[o]).collect();
+            let copy = self.add(node.op.clone(), &operands, node.span)?;
+            map.insert(v, copy);
+        }
+        Ok(body.outputs.iter().map(|(_, v)| map[v]).collect())
+    }
+
     /// Removes `v`; it must have no users.
     pub fn remove(&mut self, v: ValueId) {
         debug_assert!(self.users(v).is_empty());

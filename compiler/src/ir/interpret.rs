@@ -23,6 +23,7 @@ use super::types::{Dim, Shape};
 use std::collections::{HashMap, HashSet};
 
 mod ops;
+mod scan_loop;
 
 /// A dense row-major tensor of `f64`s.
 #[derive(Clone, Debug, PartialEq)]

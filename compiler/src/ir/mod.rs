@@ -14,8 +14,10 @@ pub mod interpret;
 pub mod op;
 pub mod parse;
 pub mod print;
+pub mod scan;
 pub mod types;
 
 pub use graph::{Graph, Node, Span, ValueId};
 pub use op::{BinaryOp, ConvWindow, Init, Op, ReduceOp, UnaryOp};
+pub use scan::Scan;
 pub use types::{DType, Dim, Shape, TensorType};

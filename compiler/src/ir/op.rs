@@ -3,6 +3,7 @@
 //! The set is small and orthogonal: layers (`dense`, `softmax`, …) are built from these
 //! during elaboration, so autodiff, fusion and the backends see few kinds of op.
 
+use super::scan::Scan;
 use super::types::{DType, Dim, Shape, TensorType};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -225,7 +226,7 @@ impl fmt::Display for ConvWindow {
 }
 
 /// One operation of the graph IR.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// A model input. Typing: the declared type.
     Input { name: String },
@@ -296,6 +297,9 @@ pub enum Op {
         height: u64,
         width: u64,
     },
+    /// A loop over a time axis with carried state; see [`super::scan`] for its operands,
+    /// body and result.
+    Scan(Box<Scan>),
 }
 
 impl Op {
@@ -323,6 +327,7 @@ impl Op {
             Op::RandomUniform { .. } => "random_uniform",
             Op::Im2Col { .. } => "im2col",
             Op::Col2Im { .. } => "col2im",
+            Op::Scan(_) => "scan",
         }
     }
 
@@ -342,7 +347,7 @@ impl Op {
             | Op::Im2Col { .. }
             | Op::Col2Im { .. } => Some(1),
             Op::Binary(_) | Op::MatMul => Some(2),
-            Op::Concat { .. } => None,
+            Op::Concat { .. } | Op::Scan(_) => None,
         }
     }
 
@@ -580,6 +585,7 @@ impl Op {
                     Dim::Fixed(c * window.kh * window.kw),
                 ]))
             }
+            Op::Scan(scan) => scan.infer(operands),
             Op::Col2Im {
                 window,
                 channels,

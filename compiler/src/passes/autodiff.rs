@@ -24,6 +24,7 @@
 use crate::ir::{Graph, Op, ValueId};
 use std::collections::{HashMap, HashSet};
 
+mod scan_vjp;
 mod vjp;
 
 use vjp::Emitter;
@@ -46,6 +47,24 @@ pub fn gradients(
     if loss_ty.dtype != crate::ir::DType::F32 || loss_ty.shape.rank() != 0 {
         return Err(format!("the loss must be an f32 scalar, got {loss_ty}"));
     }
+    vector_jacobian_products(graph, loss, None, wrt)
+}
+
+/// Appends the ops computing `seedᵀ (d y / d w)` for each `w` of `wrt`: the reverse sweep
+/// of [`gradients`] started from the cotangent `seed` of `y` (of `y`'s type) instead of
+/// the constant 1. A scan's rule differentiates its body this way, one step at a time.
+pub fn vector_jacobian_products(
+    graph: &mut Graph,
+    y: ValueId,
+    seed: Option<ValueId>,
+    wrt: &[ValueId],
+) -> Result<Vec<ValueId>, String> {
+    if let Some(seed) = seed
+        && (!graph.contains(seed) || graph.ty(seed) != graph.ty(y))
+    {
+        return Err(format!("the cotangent {seed} does not have the type of {y}"));
+    }
+    let loss = y;
     for &w in wrt {
         if !graph.contains(w) {
             return Err(format!("{w} is not a value of the graph"));
@@ -70,8 +89,11 @@ pub fn gradients(
     let mut emit = Emitter::new(graph);
     let mut cotangents: HashMap<ValueId, ValueId> = HashMap::new();
     if active.contains(&loss) {
-        let one = emit.constant(1.0, emit.graph.node(loss).span)?;
-        cotangents.insert(loss, one);
+        let seed = match seed {
+            Some(seed) => seed,
+            None => emit.constant(1.0, emit.graph.node(loss).span)?,
+        };
+        cotangents.insert(loss, seed);
     }
     for v in order {
         let Some(&g) = cotangents.get(&v) else {

@@ -79,6 +79,7 @@ pub(super) fn apply(op: &Op, operands: &[&Tensor], batch: Option<usize>) -> Resu
             height,
             width,
         } => col2im(operand(0)?, window, [*channels, *height, *width]),
+        Op::Scan(scan) => super::scan_loop::run(scan, operands),
     }
 }
 

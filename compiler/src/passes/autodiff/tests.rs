@@ -806,3 +806,56 @@ fn im2col_rejects_a_kernel_larger_than_the_padded_input() {
         .unwrap_err();
     assert!(err.contains("needs an image"), "{err}");
 }
+
+/// An Elman cell `tanh(h Wh + x Wx + b)` as a scan body: carry `[batch, 3]`, step input
+/// `[batch, 2]`, constants `Wh`, `Wx`, `b`.
+fn elman_body() -> Graph {
+    let mut b = Graph::new("cell");
+    let s = Span::default();
+    let leaf = |b: &mut Graph, name: &str, dims: Vec<Dim>| {
+        b.add_leaf(Op::Input { name: name.into() }, TensorType::f32(dims), s)
+    };
+    let h = leaf(&mut b, "h", vec![B, d(3)]);
+    let x = leaf(&mut b, "x", vec![B, d(2)]);
+    let wh = leaf(&mut b, "wh", vec![d(3), d(3)]);
+    let wx = leaf(&mut b, "wx", vec![d(2), d(3)]);
+    let bias = leaf(&mut b, "b", vec![d(3)]);
+    let hw = b.add(Op::MatMul, &[h, wh], s).unwrap();
+    let xw = b.add(Op::MatMul, &[x, wx], s).unwrap();
+    let z = b.add(Op::Binary(BinaryOp::Add), &[hw, xw], s).unwrap();
+    let z = b.add(Op::Binary(BinaryOp::Add), &[z, bias], s).unwrap();
+    let next = b.add(Op::Unary(UnaryOp::Tanh), &[z], s).unwrap();
+    b.outputs.push(("next".into(), next));
+    b
+}
+
+#[test]
+fn scan_rule_matches_finite_differences_in_both_directions() {
+    use crate::ir::Scan;
+    for reverse in [false, true] {
+        let mut f = Fixture::new(2);
+        let h0 = f.input("h0", &[B, d(3)], Draw::Uniform(-0.5, 0.5));
+        let xs = f.input("xs", &[d(4), B, d(2)], Draw::Uniform(-1.0, 1.0));
+        let wh = f.param("wh", &[d(3), d(3)], Draw::Uniform(-0.6, 0.6));
+        let wx = f.param("wx", &[d(2), d(3)], Draw::Uniform(-0.6, 0.6));
+        let b = f.param("b", &[d(3)], Draw::Uniform(-0.3, 0.3));
+        let scan = Scan {
+            body: elman_body(),
+            sequences: 1,
+            reverse,
+            keep_all: true,
+        };
+        let r = f.op(Op::Scan(Box::new(scan)), &[h0, xs, wh, wx, b]);
+        assert_eq!(
+            f.graph.ty(r).shape,
+            Shape(vec![d(5), B, d(3)]),
+            "every carry, stacked"
+        );
+        let loss = f.probe_loss(r);
+        f.check(
+            if reverse { "scan (reverse)" } else { "scan" },
+            loss,
+            &[h0, xs, wh, wx, b],
+        );
+    }
+}

@@ -153,6 +153,7 @@ impl<'g> Emitter<'g> {
         let span = node.span;
         let mut out = vec![None; operands.len()];
         match &node.op {
+            Op::Scan(scan) => return self.scan_rule(y, scan, operands, wanted, g, span),
             // Leaves have no operands; these pass no gradient (see `passes_gradient`).
             Op::Input { .. }
             | Op::Param { .. }
