@@ -112,7 +112,7 @@ pub fn parse_graph(text: &str) -> Result<Graph, ParseError> {
     let mut outputs: Vec<(usize, String, ValueName)> = Vec::new();
     let mut updates: Vec<(usize, ValueName, ValueName)> = Vec::new();
     let mut closed = false;
-    for (line, text) in lines.by_ref() {
+    while let Some((line, text)) = lines.next() {
         if text == "}" {
             closed = true;
             break;
@@ -130,8 +130,31 @@ pub fn parse_graph(text: &str) -> Result<Graph, ParseError> {
             let p = ValueName::parse(p.trim()).map_err(|e| err(line, e))?;
             let v = ValueName::parse(v.trim()).map_err(|e| err(line, e))?;
             updates.push((line, p, v));
+        } else if let Some(head) = text.strip_suffix('{') {
+            // A scan: its body graph follows, up to the matching `}`.
+            let mut depth = 1;
+            let mut body = Vec::new();
+            for (_, inner) in lines.by_ref() {
+                if inner == "}" {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                } else if inner.ends_with('{') {
+                    depth += 1;
+                }
+                body.push(inner);
+            }
+            if depth != 0 {
+                return Err(err(line, "the scan body is not closed by `}`".into()));
+            }
+            let body = parse_graph(&body.join("\n")).map_err(|e| ParseError {
+                line: line + e.line,
+                message: format!("in the scan body: {}", e.message),
+            })?;
+            values.push(parse_value_line(head.trim_end(), Some(body)).map_err(|e| err(line, e))?(line));
         } else {
-            values.push(parse_value_line(text).map_err(|e| err(line, e))?(line));
+            values.push(parse_value_line(text, None).map_err(|e| err(line, e))?(line));
         }
     }
     if !closed {
@@ -156,7 +179,10 @@ fn strip_comment(line: &str) -> &str {
 }
 
 /// `NAME : TYPE = OP ATTRS OPERANDS`; the line number is filled in by the caller.
-fn parse_value_line(text: &str) -> Result<impl FnOnce(usize) -> ValueLine, String> {
+fn parse_value_line(
+    text: &str,
+    body: Option<Graph>,
+) -> Result<impl FnOnce(usize) -> ValueLine, String> {
     let (name, rest) = text
         .split_once(" : ")
         .ok_or("expected `NAME : TYPE = OP …`, `output …`, `update …` or `}`")?;
@@ -178,7 +204,7 @@ fn parse_value_line(text: &str) -> Result<impl FnOnce(usize) -> ValueLine, Strin
             .map(|o| ValueName::parse(o.trim()))
             .collect::<Result<_, _>>()?
     };
-    let op = parse_op(op_text.trim(), &name)?;
+    let op = parse_op(op_text.trim(), &name, body)?;
     Ok(move |line| ValueLine {
         line,
         name,
@@ -202,10 +228,37 @@ fn parse_type(s: &str) -> Result<TensorType, String> {
 }
 
 /// The op and its attributes (`reduce_sum axes=[1] keep_dims`).
-fn parse_op(text: &str, name: &ValueName) -> Result<Op, String> {
+fn parse_op(text: &str, name: &ValueName, body: Option<Graph>) -> Result<Op, String> {
     let (mnemonic, attrs) = text.split_once(' ').unwrap_or((text, ""));
     let mut c = Cursor(attrs.trim());
+    if body.is_some() != (mnemonic == "scan") {
+        return Err("a body `{ … }` goes with `scan` and only with it".into());
+    }
     let op = match mnemonic {
+        "scan" => {
+            let sequences = c.attr("sequences=")? as usize;
+            c.expect("keep=")?;
+            let keep_all = if c.eat("all") {
+                true
+            } else if c.eat("last") {
+                false
+            } else {
+                return Err("expected `keep=all` or `keep=last`".into());
+            };
+            let reverse = if c.eat("reverse") {
+                true
+            } else if c.eat("forward") {
+                false
+            } else {
+                return Err("expected `forward` or `reverse`".into());
+            };
+            Op::Scan(Box::new(crate::ir::Scan {
+                body: body.unwrap_or_default(),
+                sequences,
+                reverse,
+                keep_all,
+            }))
+        }
         "input" => match name {
             ValueName::Input(n) => Op::Input { name: n.clone() },
             _ => return Err("an `input` must be named `%name`".into()),

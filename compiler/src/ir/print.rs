@@ -46,6 +46,7 @@ pub fn op_text(op: &Op) -> String {
         Op::OneHot { classes } => format!("one_hot classes={classes}"),
         Op::RandomUniform { seed, shape } => format!("random_uniform seed={seed} {shape}"),
         Op::Im2Col { window } => format!("im2col {window}"),
+        Op::Scan(scan) => format!("scan {}", scan.attributes()),
         Op::Col2Im {
             window,
             channels,
@@ -89,6 +90,16 @@ pub fn print_graph(graph: &Graph, source: Option<&SourceFile>) -> String {
             text.push_str(&operands.join(", "));
         }
         let loc = source.map(|s| location(s, node.span));
+        if let Op::Scan(scan) = &node.op {
+            // The body follows in braces, one level deeper.
+            text.push_str(" {");
+            lines.push((text, loc));
+            for line in print_graph(&scan.body, source).lines() {
+                lines.push((format!("  {line}"), None));
+            }
+            lines.push(("}".into(), None));
+            continue;
+        }
         lines.push((text, loc));
     }
     let width = lines.iter().map(|(t, _)| t.len()).max().unwrap_or(0);

@@ -857,5 +857,13 @@ fn scan_rule_matches_finite_differences_in_both_directions() {
             loss,
             &[h0, xs, wh, wx, b],
         );
+        // The backward scans print and parse back to the same graph.
+        let mut graph = f.graph.clone();
+        gradients(&mut graph, loss, &[h0, xs, wh, wx, b]).expect("gradients");
+        let text = crate::ir::print::print_graph(&graph, None);
+        assert_eq!(text.matches("scan sequences=3").count(), 5, "{text}");
+        let parsed = crate::ir::parse::parse_graph(&text).expect("parses");
+        parsed.verify().expect("verifies");
+        assert_eq!(crate::ir::print::print_graph(&parsed, None), text);
     }
 }
