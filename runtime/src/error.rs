@@ -150,6 +150,10 @@ pub enum ArtifactError {
         size: Extent,
         arena: Extent,
     },
+    #[error("buffer `{buffer}` is a window that does not fit its parent: {reason}")]
+    BadWindow { buffer: String, reason: String },
+    #[error("entry `{entry}`: {reason}")]
+    BadLoop { entry: String, reason: String },
     #[error("weight key `{key}` is used by two buffers")]
     DuplicateWeightKey { key: String },
     #[error("artifact's weights: {0}")]

@@ -344,7 +344,8 @@ impl Session {
 
         let base = arena.as_mut_ptr();
         let arena_len = arena.len();
-        for launch in &entry.launches {
+        for (index, t) in entry.schedule() {
+            let launch = &entry.launches[index];
             let kernel = self
                 .manifest
                 .kernels
@@ -354,29 +355,61 @@ impl Session {
                 .get(launch.kernel)
                 .ok_or_else(|| internal(format!("no code for kernel `{}`", kernel.name)))?;
             let mut pointers = Vec::with_capacity(launch.bindings.len());
-            for &id in &launch.bindings {
+            for &bound in &launch.bindings {
                 let info = self
+                    .manifest
+                    .buffers
+                    .get(bound)
+                    .ok_or_else(|| internal(format!("no buffer #{bound}")))?;
+                // A window is its parent's storage, `index(t)` slices of its own size in.
+                let len = info
+                    .elements(batch)
+                    .and_then(|n| n.checked_mul(info.dtype.size_bytes()))
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| too_large(&info.name))?;
+                let (id, skip) = match &info.location {
+                    Location::Window(w) => {
+                        let skip = usize::try_from(w.index(t))
+                            .ok()
+                            .and_then(|i| i.checked_mul(len))
+                            .ok_or_else(|| too_large(&info.name))?;
+                        (w.parent, skip)
+                    }
+                    _ => (bound, 0),
+                };
+                let root = self
                     .manifest
                     .buffers
                     .get(id)
                     .ok_or_else(|| internal(format!("no buffer #{id}")))?;
-                let pointer = match &info.location {
+                let outside = || internal(format!("`{}` is outside its storage", info.name));
+                let pointer = match &root.location {
                     Location::Arena { .. } => {
-                        let (offset, len) = arena_region(&self.manifest, id, batch)
-                            .ok_or_else(|| too_large(&info.name))?;
-                        if offset.checked_add(len).is_none_or(|end| end > arena_len) {
-                            return Err(internal(format!("`{}` is outside the arena", info.name)));
+                        let (offset, parent_len) = arena_region(&self.manifest, id, batch)
+                            .ok_or_else(|| too_large(&root.name))?;
+                        let start = offset.checked_add(skip).ok_or_else(outside)?;
+                        if start.checked_add(len).is_none_or(|end| end > arena_len)
+                            || skip.checked_add(len).is_none_or(|end| end > parent_len)
+                        {
+                            return Err(outside());
                         }
                         // In bounds of the arena allocation, checked just above.
-                        base.wrapping_add(offset)
+                        base.wrapping_add(start)
                     }
-                    Location::Persistent { .. } => self
-                        .persistent
-                        .get_mut()
-                        .and_then(|host| host.get_mut(id))
-                        .and_then(Option::as_mut)
-                        .map(|t| t.data.as_bytes_mut().as_mut_ptr())
-                        .ok_or_else(|| internal(format!("no storage for `{}`", info.name)))?,
+                    Location::Persistent { .. } => {
+                        let bytes = self
+                            .persistent
+                            .get_mut()
+                            .and_then(|host| host.get_mut(id))
+                            .and_then(Option::as_mut)
+                            .map(|t| t.data.as_bytes_mut())
+                            .ok_or_else(|| internal(format!("no storage for `{}`", root.name)))?;
+                        bytes
+                            .get_mut(skip..skip.checked_add(len).ok_or_else(outside)?)
+                            .ok_or_else(outside)?
+                            .as_mut_ptr()
+                    }
+                    Location::Window(_) => return Err(outside()),
                 };
                 pointers.push(pointer);
             }
@@ -412,6 +445,9 @@ impl Session {
                     .and_then(|host| host.get(port.buffer))
                     .and_then(Option::clone)
                     .ok_or_else(|| internal(format!("no storage for `{}`", info.name)))?,
+                Location::Window(_) => {
+                    return Err(internal(format!("output `{}` is a window", port.name)));
+                }
             };
             outputs.push((port.name.clone(), tensor));
         }
@@ -564,6 +600,7 @@ mod tests {
                 ],
                 outputs: vec![],
                 launches: vec![],
+                loops: vec![],
             }],
             arena: Extent {
                 fixed: 0,

@@ -104,6 +104,7 @@ fn manifest() -> Manifest {
                 kernel: 0,
                 bindings: vec![0, 1, 2],
             }],
+            loops: vec![],
         }],
         arena: Extent {
             fixed: 0,

@@ -160,6 +160,7 @@ fn manifest() -> Manifest {
                     bindings: vec![3, 4, 5],
                 },
             ],
+            loops: vec![],
         }],
         arena: Extent {
             fixed: 0,

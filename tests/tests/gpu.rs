@@ -167,6 +167,7 @@ fn single_kernel_artifact(kernel: &Kernel) -> Artifact {
                 kernel: 0,
                 bindings: (0..kernel.buffers.len()).collect(),
             }],
+            loops: vec![],
         }],
         arena: next,
         train: None,

@@ -16,7 +16,7 @@ use crate::plan::MemoryPlan;
 use std::collections::HashMap;
 use strata_kernels::ir::Dim;
 use strata_runtime::artifact::manifest::{
-    BufferInfo, Entry, EntryPort, Extent, Launch, Location, Manifest,
+    BufferInfo, Entry, EntryPort, Extent, Launch, Location, Loop, Manifest, Window,
 };
 use strata_runtime::artifact::train_config::TrainConfig;
 use strata_runtime::artifact::{Artifact, append_to_executable, weights::encode_weights};
@@ -95,6 +95,18 @@ pub fn build_artifact(
                         buffers.len() - 1
                     }
                 }
+                BufferRole::Window(w) => {
+                    buffers.push(BufferInfo {
+                        name: buf.name.clone(),
+                        dtype: buf.dtype,
+                        shape: buf.shape.clone(),
+                        location: Location::Window(Window {
+                            parent: global[w.parent],
+                            ..*w
+                        }),
+                    });
+                    buffers.len() - 1
+                }
                 _ => {
                     buffers.push(BufferInfo {
                         name: buf.name.clone(),
@@ -130,6 +142,17 @@ pub fn build_artifact(
                 .map(|l| Launch {
                     kernel: base + l.kernel,
                     bindings: l.bindings.iter().map(|b| global[*b]).collect(),
+                })
+                .collect(),
+            loops: entry
+                .lowered
+                .loops
+                .iter()
+                .map(|lp| Loop {
+                    start: lp.start,
+                    end: lp.end,
+                    count: lp.count,
+                    reverse: lp.reverse,
                 })
                 .collect(),
         });

@@ -38,6 +38,13 @@ static LAYER_NORM: &[ParamSpec] = &[req("x"), opt("eps")];
 static EMBEDDING: &[ParamSpec] = &[req("ids"), req("vocab"), req("dim")];
 static POSITIONAL: &[ParamSpec] = &[req("x"), opt("kind")];
 static SELF_ATTENTION: &[ParamSpec] = &[req("x"), req("heads"), opt("causal")];
+static RECURRENT: &[ParamSpec] = &[
+    req("x"),
+    req("hidden"),
+    opt("layers"),
+    opt("bidirectional"),
+    opt("return_sequences"),
+];
 static ENCODER_LAYER: &[ParamSpec] = &[
     req("x"),
     req("heads"),
@@ -72,6 +79,7 @@ pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
         "positional" => POSITIONAL,
         "self_attention" => SELF_ATTENTION,
         "transformer_encoder_layer" => ENCODER_LAYER,
+        "rnn" | "lstm" | "gru" => RECURRENT,
         _ => return None,
     })
 }
@@ -115,6 +123,9 @@ pub const NAMES: &[&str] = &[
     "positional",
     "self_attention",
     "transformer_encoder_layer",
+    "rnn",
+    "lstm",
+    "gru",
 ];
 
 pub fn unknown_layer<'a>(callee: &Ident, blocks: impl Iterator<Item = &'a str>) -> Diagnostic {
@@ -189,6 +200,10 @@ pub(super) fn call_layer(
         "positional" => super::attention::positional(e, &args, span, path),
         "self_attention" => super::attention::self_attention(e, &args, span, path),
         "transformer_encoder_layer" => super::attention::encoder_layer(e, &args, span, path),
+        "rnn" | "lstm" | "gru" => match super::recurrent::Cell::parse(name) {
+            Some(cell) => super::recurrent::recurrent(e, cell, &args, span, path),
+            None => Err(unknown_layer(callee, std::iter::empty())),
+        },
         _ => Err(unknown_layer(callee, std::iter::empty())),
     }
 }

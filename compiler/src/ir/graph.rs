@@ -205,8 +205,12 @@ impl Graph {
                 inputs.len()
             ));
         }
-        let mut map: std::collections::HashMap<ValueId, ValueId> =
-            body.inputs.iter().copied().zip(inputs.iter().copied()).collect();
+        let mut map: std::collections::HashMap<ValueId, ValueId> = body
+            .inputs
+            .iter()
+            .copied()
+            .zip(inputs.iter().copied())
+            .collect();
         for (&i, &v) in body.inputs.iter().zip(inputs) {
             if body.ty(i) != self.ty(v) {
                 return Err(format!(

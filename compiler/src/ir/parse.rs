@@ -152,9 +152,13 @@ pub fn parse_graph(text: &str) -> Result<Graph, ParseError> {
                 line: line + e.line,
                 message: format!("in the scan body: {}", e.message),
             })?;
-            values.push(parse_value_line(head.trim_end(), Some(body)).map_err(|e| err(line, e))?(line));
+            values.push(
+                parse_value_line(head.trim_end(), Some(body)).map_err(|e| err(line, e))?(line)
+            );
         } else {
-            values.push(parse_value_line(text, None).map_err(|e| err(line, e))?(line));
+            values.push(parse_value_line(text, None).map_err(|e| err(line, e))?(
+                line,
+            ));
         }
     }
     if !closed {

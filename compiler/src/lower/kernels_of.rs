@@ -574,6 +574,26 @@ pub(super) fn emit_copy(l: &mut Lowerer, v: ValueId, out: BufferId) -> Result<()
     push_kernel(l, "copy", slots, KernelBody::Map { space, stores })
 }
 
+/// A copy of buffer `src` into buffer `dst`, element for element (same shape).
+pub(super) fn emit_buffer_copy(
+    l: &mut Lowerer,
+    src: BufferId,
+    dst: BufferId,
+) -> Result<(), LowerError> {
+    let space = l.out.buffers[dst].shape.clone();
+    let rank = space.len();
+    let mut slots = Slots::new();
+    let from = slots.slot(l, src, Access::Read);
+    let to = slots.slot(l, dst, Access::Write);
+    let index = Index::row_major(&vars(rank), &space);
+    let stores = vec![Store {
+        buf: to,
+        index: index.clone(),
+        value: Expr::Load { buf: from, index },
+    }];
+    push_kernel(l, "copy", slots, KernelBody::Map { space, stores })
+}
+
 /// One map storing every `(param, new value)` of an update group into the parameters'
 /// buffers (`targets`), all of one shape.
 pub(super) fn emit_update(

@@ -16,11 +16,13 @@
 pub mod fuse;
 mod kernels_of;
 pub mod print;
+mod scan_loop;
 
 use crate::ir::{self, Graph, Op, ValueId};
 use fuse::{Fusion, Placement};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use strata_kernels::ir::{Dim, Kernel, ScalarType};
+use strata_runtime::artifact::manifest::Window;
 
 /// Position of a buffer in [`Lowered::buffers`].
 pub type BufferId = usize;
@@ -34,6 +36,9 @@ pub enum BufferRole {
     Param(String),
     /// An intermediate or output value.
     Temp,
+    /// A slice of another buffer that moves with the loop running the launch (a scan's
+    /// carry or sequence element); it has no storage of its own.
+    Window(Window),
 }
 
 /// A buffer of the lowered program.
@@ -52,12 +57,39 @@ pub struct LoweredLaunch {
     pub bindings: Vec<BufferId>,
 }
 
+/// Launches `start..end` repeated `count` times (a scan's body), with the sequence index
+/// running down when `reverse`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LoweredLoop {
+    pub start: usize,
+    pub end: usize,
+    pub count: u64,
+    pub reverse: bool,
+}
+
+impl Lowered {
+    /// The buffer whose storage `b` uses: its parent if `b` is a window, else itself.
+    pub fn root(&self, b: BufferId) -> BufferId {
+        match self.buffers[b].role {
+            BufferRole::Window(w) => w.parent,
+            _ => b,
+        }
+    }
+
+    /// Whether launch `i` runs inside a loop.
+    pub fn in_loop(&self, i: usize) -> bool {
+        self.loops.iter().any(|lp| (lp.start..lp.end).contains(&i))
+    }
+}
+
 /// A graph turned into kernels over buffers, in execution order.
 #[derive(Clone, Debug)]
 pub struct Lowered {
     pub buffers: Vec<LoweredBuffer>,
     pub kernels: Vec<Kernel>,
     pub launches: Vec<LoweredLaunch>,
+    /// Ranges of `launches` that repeat (scans), disjoint and in order.
+    pub loops: Vec<LoweredLoop>,
     pub inputs: Vec<(String, BufferId)>,
     pub outputs: Vec<(String, BufferId)>,
 }
@@ -153,11 +185,13 @@ fn lower_with(
             buffers: Vec::new(),
             kernels: Vec::new(),
             launches: Vec::new(),
+            loops: Vec::new(),
             inputs: Vec::new(),
             outputs: Vec::new(),
         },
         storage: HashMap::new(),
         fusion,
+        dest: HashMap::new(),
     };
     let mut groups = groups;
     let mut lowered: HashSet<ValueId> = HashSet::new();
@@ -310,6 +344,9 @@ struct Lowerer<'g> {
     out: Lowered,
     storage: HashMap<ValueId, Storage>,
     fusion: Fusion,
+    /// Values whose kernel writes a given buffer instead of a fresh one (a scan body's
+    /// result, written into the next carry's window).
+    dest: HashMap<ValueId, BufferId>,
 }
 
 impl<'g> Lowerer<'g> {
@@ -318,7 +355,7 @@ impl<'g> Lowerer<'g> {
         let name = match &role {
             BufferRole::Input(n) => n.clone(),
             BufferRole::Param(p) => p.clone(),
-            BufferRole::Temp => format!("t{}", v.index()),
+            BufferRole::Temp | BufferRole::Window(_) => format!("t{}", v.index()),
         };
         self.out.buffers.push(LoweredBuffer {
             name,
@@ -348,8 +385,12 @@ impl<'g> Lowerer<'g> {
                 let src = self.graph.operands(v)[0];
                 Storage::TransposedView(self.materialize(src)?)
             }
+            (Op::Scan(scan), _) => return self.lower_scan(v, scan),
             _ => {
-                let out = self.new_buffer(v, BufferRole::Temp);
+                let out = match self.dest.get(&v) {
+                    Some(&b) => b,
+                    None => self.new_buffer(v, BufferRole::Temp),
+                };
                 self.storage.insert(v, Storage::Buffer(out));
                 match self.fusion.producer_of.get(&v).copied() {
                     Some(p) => kernels_of::emit_fused(self, p, v, out)?,

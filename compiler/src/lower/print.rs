@@ -13,9 +13,17 @@ pub fn print_kernels(l: &Lowered) -> String {
     );
     for (i, b) in l.buffers.iter().enumerate() {
         let role = match &b.role {
-            BufferRole::Input(_) => "input",
-            BufferRole::Param(_) => "param",
-            BufferRole::Temp => "temp",
+            BufferRole::Input(_) => "input".to_string(),
+            BufferRole::Param(_) => "param".to_string(),
+            BufferRole::Temp => "temp".to_string(),
+            BufferRole::Window(w) => {
+                let index = match (w.step, w.modulus) {
+                    (0, _) => format!("{}", w.index(0)),
+                    (_, 0) => format!("t + {}", w.shift),
+                    (_, m) => format!("(t + {}) % {m}", w.shift),
+                };
+                format!("window of b{}, slice [{index}]", w.parent)
+            }
         };
         let dims: Vec<String> = b.shape.iter().map(|d| d.to_string()).collect();
         let _ = writeln!(
@@ -32,7 +40,15 @@ pub fn print_kernels(l: &Lowered) -> String {
     for (name, b) in &l.outputs {
         let _ = writeln!(out, "output {name} = b{b}");
     }
-    for launch in &l.launches {
+    for (i, launch) in l.launches.iter().enumerate() {
+        for lp in l.loops.iter().filter(|lp| lp.start == i) {
+            let order = if lp.reverse { "down to 0" } else { "up" };
+            let _ = writeln!(
+                out,
+                "\nloop t over {} steps, {order}: launches {}..{}",
+                lp.count, lp.start, lp.end
+            );
+        }
         out.push('\n');
         let _ = write!(out, "{}", l.kernels[launch.kernel]);
         let binds: Vec<String> = launch.bindings.iter().map(|b| format!("b{b}")).collect();

@@ -62,7 +62,9 @@ pub fn vector_jacobian_products(
     if let Some(seed) = seed
         && (!graph.contains(seed) || graph.ty(seed) != graph.ty(y))
     {
-        return Err(format!("the cotangent {seed} does not have the type of {y}"));
+        return Err(format!(
+            "the cotangent {seed} does not have the type of {y}"
+        ));
     }
     let loss = y;
     for &w in wrt {

@@ -111,17 +111,32 @@ pub fn lifetimes(l: &Lowered) -> Vec<Option<Lifetime>> {
     for (i, launch) in l.launches.iter().enumerate() {
         let s = i + 1;
         for b in &launch.bindings {
-            touch(*b, 2 * s, 2 * s + 1);
+            touch(l.root(*b), 2 * s, 2 * s + 1);
         }
     }
     let end = l.launches.len() + 1;
     for (_, b) in &l.outputs {
         touch(*b, 2 * end, 2 * end + 1);
     }
+    // A buffer a loop uses that also lives outside it (a carry stack, a sequence, a
+    // weight) is live for the whole loop: the next iteration reads it again.
+    for lp in &l.loops {
+        let (first, last) = (2 * (lp.start + 1), 2 * lp.end + 1);
+        for lt in life.iter_mut().flatten() {
+            let inside = first <= lt.first && lt.last <= last;
+            if !inside && lt.first <= last && first <= lt.last {
+                lt.first = lt.first.min(first);
+                lt.last = lt.last.max(last);
+            }
+        }
+    }
     // In place: an input read for the last time by an in-place map ends at the map's
-    // reads; then the map's fresh outputs start at its writes.
+    // reads; then the map's fresh outputs start at its writes. Not inside loops.
     for i in 0..l.launches.len() {
         let s = i + 1;
+        if l.in_loop(i) {
+            continue;
+        }
         let dying: Vec<usize> = in_place_inputs(l, i)
             .into_iter()
             .filter(|b| life[*b].is_some_and(|lt| lt.last == 2 * s + 1))
@@ -148,7 +163,7 @@ pub fn lifetimes(l: &Lowered) -> Vec<Option<Lifetime>> {
         }
     }
     for (b, buf) in l.buffers.iter().enumerate() {
-        if matches!(buf.role, BufferRole::Param(_)) {
+        if matches!(buf.role, BufferRole::Param(_) | BufferRole::Window(_)) {
             life[b] = None;
         }
     }
@@ -293,11 +308,19 @@ pub fn check_plan(l: &Lowered, plan: &MemoryPlan) -> Result<(), String> {
     }
     for (i, launch) in l.launches.iter().enumerate() {
         for b in &launch.bindings {
-            touch(*b, i + 1);
+            touch(l.root(*b), i + 1);
         }
     }
     for (_, b) in &l.outputs {
         touch(*b, l.launches.len() + 1);
+    }
+    for lp in &l.loops {
+        let (first, last) = (lp.start + 1, lp.end);
+        for r in steps.iter_mut().flatten() {
+            if !(first <= r.0 && r.1 <= last) && r.0 <= last && first <= r.1 {
+                *r = (r.0.min(first), r.1.max(last));
+            }
+        }
     }
     let written_at = |b: usize, s: usize| -> bool {
         let launch = &l.launches[s - 1];
@@ -318,6 +341,7 @@ pub fn check_plan(l: &Lowered, plan: &MemoryPlan) -> Result<(), String> {
             s == ry.0
                 && s >= 1
                 && s <= l.launches.len()
+                && !l.in_loop(s - 1)
                 && in_place_inputs(l, s - 1).contains(&x)
                 && written_at(y, s)
         };

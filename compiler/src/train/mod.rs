@@ -96,7 +96,15 @@ pub fn build(
                         _ => Err(err(*span, "data source arguments are paths and options")),
                     })
                     .collect::<Result<_, _>>()?;
-                format!("{name}:{}", parts.join(","))
+                // A built-in takes options after a comma (`sunspots,window=20`), a file
+                // kind its path after a colon (`csv:f.csv,label=-1`).
+                let builtin = strata_runtime::train::BUILTIN_DATASETS.contains(&name.as_str())
+                    || strata_runtime::train::GENERATED_DATASETS.contains(&name.as_str());
+                format!(
+                    "{name}{}{}",
+                    if builtin { "," } else { ":" },
+                    parts.join(",")
+                )
             }
             Some((_, span)) => {
                 return Err(err(

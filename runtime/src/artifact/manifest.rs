@@ -35,6 +35,51 @@ pub enum Location {
     /// Persistent state (a parameter, later optimizer state) stored under this key in the
     /// weights (safetensors) section.
     Persistent { key: String },
+    /// A slice of another buffer that can move with the loop running the launch: see
+    /// [`Window`].
+    Window(Window),
+}
+
+/// A buffer that is a slice of its `parent`: the `index`-th run of as many elements as
+/// the window's own shape holds, where `index = step * t + shift`, taken modulo
+/// `modulus` unless it is 0, and `t` is the sequence index of the current iteration of
+/// the enclosing [`Loop`] (0 outside loops). A scan's step reads `R[t]` and writes
+/// `R[t + 1]` of its stacked carries through two windows of one buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub parent: BufferId,
+    pub step: u64,
+    pub shift: u64,
+    pub modulus: u64,
+}
+
+impl Window {
+    /// The slice index at sequence index `t`.
+    pub fn index(&self, t: u64) -> u64 {
+        let i = self.step * t + self.shift;
+        if self.modulus == 0 {
+            i
+        } else {
+            i % self.modulus
+        }
+    }
+}
+
+/// Launches `start..end` of an entry run `count` times, with the sequence index `t`
+/// going `0..count`, or `count - 1` down to 0 when `reverse`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Loop {
+    pub start: usize,
+    pub end: usize,
+    pub count: u64,
+    pub reverse: bool,
+}
+
+impl Loop {
+    /// The sequence index of iteration `i`.
+    pub fn index(&self, i: u64) -> u64 {
+        if self.reverse { self.count - 1 - i } else { i }
+    }
 }
 
 /// One buffer of the compiled model.
@@ -101,6 +146,28 @@ pub struct Entry {
     pub outputs: Vec<EntryPort>,
     /// Kernels in the order they run.
     pub launches: Vec<Launch>,
+    /// Ranges of `launches` that repeat (scans), disjoint and in order.
+    #[serde(default)]
+    pub loops: Vec<Loop>,
+}
+
+impl Entry {
+    /// The launches in the order they run, each with its loop's sequence index `t` (0
+    /// outside loops): a loop's range repeats `count` times.
+    pub fn schedule(&self) -> Vec<(usize, u64)> {
+        let mut out = Vec::with_capacity(self.launches.len());
+        let mut next = 0;
+        for lp in &self.loops {
+            out.extend((next..lp.start.min(self.launches.len())).map(|i| (i, 0)));
+            for i in 0..lp.count {
+                let t = lp.index(i);
+                out.extend((lp.start..lp.end.min(self.launches.len())).map(|j| (j, t)));
+            }
+            next = next.max(lp.end);
+        }
+        out.extend((next..self.launches.len()).map(|i| (i, 0)));
+        out
+    }
 }
 
 /// Everything about a compiled model except its code text and its weights.

@@ -113,6 +113,37 @@ fn validate_buffers(manifest: &Manifest) -> Result<(), ArtifactError> {
                     });
                 }
             }
+            Location::Window(w) => {
+                let bad = |reason: &str| ArtifactError::BadWindow {
+                    buffer: buffer(),
+                    reason: reason.into(),
+                };
+                let parent = manifest
+                    .buffers
+                    .get(w.parent)
+                    .ok_or_else(|| bad("its parent does not exist"))?;
+                if matches!(parent.location, Location::Window(_)) {
+                    return Err(bad("its parent is a window itself"));
+                }
+                if parent.dtype != info.dtype
+                    || parent.shape.contains(&Dim::Batch) != info.shape.contains(&Dim::Batch)
+                {
+                    return Err(bad("its element type or batch dimension differs"));
+                }
+                if w.step > 1 || w.modulus == 1 {
+                    return Err(bad("its step is not 0 or 1, or its modulus is 1"));
+                }
+                // The launch checks each slice against the parent's bytes when it runs; a
+                // window that never fits is refused here already.
+                let (Some(ps), Some(ws)) = (parent.byte_size(), info.byte_size()) else {
+                    return Err(bad("its size overflows"));
+                };
+                let slices = |p: u64, s: u64| if s == 0 { u64::MAX } else { p / s };
+                let fits = slices(ps.fixed, size.fixed).min(slices(ps.per_batch, size.per_batch));
+                if ws.fixed == 0 && ws.per_batch == 0 || w.index(0) >= fits {
+                    return Err(bad("its first slice lies outside the parent"));
+                }
+            }
         }
     }
     Ok(())
@@ -146,6 +177,26 @@ fn validate_entries(manifest: &Manifest) -> Result<(), ArtifactError> {
                     });
                 }
             }
+        }
+        let mut next = 0;
+        for lp in &entry.loops {
+            if lp.start < next
+                || lp.start >= lp.end
+                || lp.end > entry.launches.len()
+                || lp.count == 0
+            {
+                return Err(ArtifactError::BadLoop {
+                    entry: entry.name.clone(),
+                    reason: format!(
+                        "loop over launches {}..{} ({} times) is empty, overlaps another or lies outside its {} launches",
+                        lp.start,
+                        lp.end,
+                        lp.count,
+                        entry.launches.len()
+                    ),
+                });
+            }
+            next = lp.end;
         }
         for (index, launch) in entry.launches.iter().enumerate() {
             let Some(kernel) = manifest.kernels.get(launch.kernel) else {
@@ -220,11 +271,28 @@ fn may_overlap(manifest: &Manifest, a: usize, b: usize) -> bool {
     if a == b {
         return true;
     }
+    let location = |id: usize| manifest.buffers.get(id).map(|i| &i.location);
+    let size = |id: usize| manifest.buffers.get(id).and_then(|i| i.byte_size());
+    match (location(a), location(b)) {
+        // Two slices of one parent, of one size, moving together: they overlap exactly
+        // when their indices are equal.
+        (Some(Location::Window(wa)), Some(Location::Window(wb)))
+            if wa.parent == wb.parent
+                && wa.step == wb.step
+                && wa.modulus == wb.modulus
+                && size(a) == size(b) =>
+        {
+            return wa.index(0) == wb.index(0);
+        }
+        (Some(Location::Window(w)), _) => return may_overlap(manifest, w.parent, b),
+        (_, Some(Location::Window(w))) => return may_overlap(manifest, a, w.parent),
+        _ => {}
+    }
     let region = |id: usize| {
         let info = manifest.buffers.get(id)?;
         match &info.location {
             Location::Arena { offset } => Some((*offset, info.byte_size()?)),
-            Location::Persistent { .. } => None,
+            Location::Persistent { .. } | Location::Window(_) => None,
         }
     };
     let (Some((oa, sa)), Some((ob, sb))) = (region(a), region(b)) else {

@@ -62,7 +62,7 @@ impl MemoryLayout {
                     persistent.push(Some(next));
                     next = next.checked_add(size)?.next_multiple_of(PERSISTENT_ALIGN);
                 }
-                Location::Arena { .. } => persistent.push(None),
+                Location::Arena { .. } | Location::Window(_) => persistent.push(None),
             }
         }
         Some(MemoryLayout {
@@ -71,13 +71,25 @@ impl MemoryLayout {
         })
     }
 
-    /// Byte offset and length of buffer `id` at `batch`.
-    fn region(&self, manifest: &Manifest, id: usize, batch: u64) -> Option<(u64, u64)> {
+    /// Byte offset and length of buffer `id` at `batch`, in the iteration of its loop
+    /// with sequence index `t` (a window moves with it; see `Window`).
+    fn region(&self, manifest: &Manifest, id: usize, batch: u64, t: u64) -> Option<(u64, u64)> {
         let info = manifest.buffers.get(id)?;
         let len = info.elements(batch)?.checked_mul(info.dtype.size_bytes())?;
         let offset = match &info.location {
             Location::Persistent { .. } => (*self.persistent.get(id)?)?,
             Location::Arena { offset } => self.arena_base.checked_add(offset.resolve(batch)?)?,
+            Location::Window(w) => {
+                let (parent, parent_len) = match manifest.buffers.get(w.parent)?.location {
+                    Location::Window(_) => return None,
+                    _ => self.region(manifest, w.parent, batch, 0)?,
+                };
+                let skip = w.index(t).checked_mul(len)?;
+                if skip.checked_add(len)? > parent_len {
+                    return None;
+                }
+                parent.checked_add(skip)?
+            }
         };
         Some((offset, len))
     }
@@ -322,7 +334,7 @@ impl GpuEngine {
         for (port, tensor) in entry.inputs.iter().zip(inputs) {
             let (offset, len) = self
                 .layout
-                .region(manifest, port.buffer, batch)
+                .region(manifest, port.buffer, batch, 0)
                 .ok_or_else(|| too_large(&port.name, u64::MAX, 0))?;
             let data = tensor.data.as_bytes();
             if data.len() as u64 != len {
@@ -356,7 +368,9 @@ impl GpuEngine {
                 label: Some(&entry.name),
                 timestamp_writes: None,
             });
-            for ((launch, p), group) in entry.launches.iter().zip(&params).zip(bind_groups) {
+            let schedule = entry.schedule();
+            for (((index, _), p), group) in schedule.iter().zip(&params).zip(bind_groups) {
+                let launch = &entry.launches[*index];
                 let Some((x, y)) = p.grid else { continue };
                 let pipeline = self.pipelines.get(launch.kernel).ok_or_else(|| {
                     GpuError::Device(format!("no pipeline for kernel #{}", launch.kernel))
@@ -375,7 +389,7 @@ impl GpuEngine {
                 Some(Location::Arena { .. }) => {
                     let (offset, len) = self
                         .layout
-                        .region(manifest, port.buffer, batch)
+                        .region(manifest, port.buffer, batch, 0)
                         .ok_or_else(|| too_large(&port.name, u64::MAX, 0))?;
                     copies.push(Some((offset, staging_bytes, len)));
                     staging_bytes += len.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
@@ -460,7 +474,7 @@ impl GpuEngine {
             };
             let (_, len) = self
                 .layout
-                .region(manifest, id, 1)
+                .region(manifest, id, 1, 0)
                 .ok_or_else(|| too_large(&info.name, u64::MAX, 0))?;
             let data = bytes
                 .get(*offset as usize..(offset + len) as usize)
@@ -523,8 +537,10 @@ impl GpuEngine {
     ) -> Result<Vec<LaunchParams>, GpuError> {
         let batch32 = u32::try_from(batch).map_err(|_| too_large("the batch", batch, 0))?;
         let max_dim = self.gpu.limits.max_compute_workgroups_per_dimension;
-        let mut all = Vec::with_capacity(entry.launches.len());
-        for launch in &entry.launches {
+        let schedule = entry.schedule();
+        let mut all = Vec::with_capacity(schedule.len());
+        for (index, t) in schedule {
+            let launch = &entry.launches[index];
             let kernel = manifest
                 .kernels
                 .get(launch.kernel)
@@ -533,7 +549,7 @@ impl GpuEngine {
             for &id in &launch.bindings {
                 let (offset, _) = self
                     .layout
-                    .region(manifest, id, batch)
+                    .region(manifest, id, batch, t)
                     .ok_or_else(|| too_large(&kernel.name, u64::MAX, 0))?;
                 offsets.push(
                     u32::try_from(offset / 4).map_err(|_| too_large(&kernel.name, offset, 0))?,
@@ -559,7 +575,7 @@ impl GpuEngine {
         let stride = largest.unwrap_or(16).next_multiple_of(align);
         let buffer = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(&entry.name),
-            size: stride * (entry.launches.len().max(1) as u64),
+            size: stride * (params.len().max(1) as u64),
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -576,7 +592,7 @@ impl GpuEngine {
         if memory.bind_groups.contains_key(&entry_index) {
             return Ok(());
         }
-        let groups = (0..entry.launches.len())
+        let groups = (0..entry.schedule().len())
             .map(|i| {
                 self.gpu
                     .device

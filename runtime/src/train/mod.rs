@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod dataset;
 pub mod driver;
 pub mod error;
+pub mod generated;
 pub mod loaders;
 pub mod log;
 pub mod metrics;
@@ -32,5 +33,6 @@ pub use driver::{
     interrupt_on_ctrl_c, train,
 };
 pub use error::{CheckpointError, DataError, Location, LogError, MetricError};
+pub use generated::{GENERATED_DATASETS, Generator};
 pub use loaders::{CsvOptions, DataSource};
 pub use log::{EpochRecord, MetricsLog, plot_curves};

@@ -54,11 +54,9 @@ pub(super) fn run(scan: &Scan, operands: &[&Tensor]) -> Result<Tensor, String> {
         for (name, seq) in names[1..=scan.sequences].iter().zip(sequences) {
             inputs.insert(name.clone(), step_slice(seq, t));
         }
-        let mut out = interpret(&scan.body, &inputs, &no_params)
-            .map_err(|e| format!("step {t}: {e}"))?;
-        let next = out
-            .remove(out_name)
-            .ok_or("the scan body has no output")?;
+        let mut out =
+            interpret(&scan.body, &inputs, &no_params).map_err(|e| format!("step {t}: {e}"))?;
+        let next = out.remove(out_name).ok_or("the scan body has no output")?;
         carries[t + write] = next;
     }
     if !scan.keep_all {

@@ -131,7 +131,15 @@ impl Emitter<'_> {
         len: u64,
         span: Span,
     ) -> Result<ValueId, String> {
-        self.graph.add(Op::Slice { axis: 0, start, len }, &[x], span)
+        self.graph.add(
+            Op::Slice {
+                axis: 0,
+                start,
+                len,
+            },
+            &[x],
+            span,
+        )
     }
 
     /// `x[index]` along the time axis, as a value of the carry's type.
@@ -170,9 +178,8 @@ fn backward_body(forward: &Graph, k: usize, target: Target) -> Result<Graph, Str
         Target::Sequence(j) => input_ty(1 + j),
         Target::Constant(i) => input_ty(1 + k + i),
     };
-    let leaf = |b: &mut Graph, name: String, ty: TensorType| {
-        b.add_leaf(Op::Input { name }, ty, span)
-    };
+    let leaf =
+        |b: &mut Graph, name: String, ty: TensorType| b.add_leaf(Op::Input { name }, ty, span);
     let carry = leaf(&mut b, "carry".into(), own_carry_ty);
     let h = leaf(&mut b, "h".into(), carry_ty.clone());
     let xs: Vec<ValueId> = (0..k)

@@ -7,12 +7,14 @@ use super::{CsvOptions, HeaderMode, Task, load_csv, load_idx, load_npy, load_saf
 use crate::train::builtin::{BUILTIN_DATASETS, builtin, builtin_series};
 use crate::train::dataset::Dataset;
 use crate::train::error::DataError;
+use crate::train::generated::Generator;
 
 /// Where a dataset comes from, as written on the command line:
 ///
 /// ```text
 /// digits                      a built-in dataset (see BUILTIN_DATASETS)
 /// sunspots,window=16          a built-in series, windowed
+/// adding,length=100,seed=1    a generated dataset (see `train::generated`)
 /// csv:PATH[,label=-1][,header|,no_header][,drop_missing]
 ///         [,classification|,regression][,delimiter=;|tab|space]
 /// npy:FEATURES.npy,LABELS.npy
@@ -24,6 +26,7 @@ use crate::train::error::DataError;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DataSource {
     Builtin { name: String, window: Option<usize> },
+    Generated(Generator),
     Csv { path: PathBuf, options: CsvOptions },
     Npy { features: PathBuf, labels: PathBuf },
     Idx { images: PathBuf, labels: PathBuf },
@@ -56,6 +59,13 @@ impl DataSource {
             }
         };
         match kind {
+            "builtin" if Generator::parse(first, &options).is_some() => {
+                match Generator::parse(first, &options) {
+                    Some(Ok(g)) => Ok(DataSource::Generated(g)),
+                    Some(Err(message)) => Err(bad(message)),
+                    None => Err(bad(format!("`{first}` is not a generated dataset"))),
+                }
+            }
             "builtin" => {
                 if !BUILTIN_DATASETS.contains(&first) {
                     return Err(DataError::UnknownBuiltin {
@@ -117,6 +127,7 @@ impl DataSource {
                 Some(w) => builtin_series(name, *w),
                 None => builtin(name),
             },
+            DataSource::Generated(g) => g.generate(),
             DataSource::Csv { path, options } => load_csv(path, options),
             DataSource::Npy { features, labels } => load_npy(features, labels),
             DataSource::Idx { images, labels } => load_idx(images, labels),
@@ -143,6 +154,7 @@ impl fmt::Display for DataSource {
                 }
                 Ok(())
             }
+            DataSource::Generated(g) => write!(f, "{g}"),
             DataSource::Csv { path, options } => {
                 write!(f, "csv:{},label={}", path.display(), options.label_column)?;
                 match options.header {
