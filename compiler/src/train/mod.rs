@@ -220,6 +220,17 @@ pub fn build(
         }
     };
     let checkpoint_every = number("checkpoint_every", 0.0)? as u64;
+    let sequential_split = match get("split_order") {
+        None => false,
+        Some((Setting::Word(w), _)) if w == "shuffled" => false,
+        Some((Setting::Word(w), _)) if w == "sequential" => true,
+        Some((_, span)) => {
+            return Err(err(
+                *span,
+                "`split_order` is shuffled (the default) or sequential (in the data's order, for series)",
+            ));
+        }
+    };
 
     // Which model input gets the features, which output the metrics read.
     let graph = &elab.graph;
@@ -365,6 +376,7 @@ pub fn build(
             batch,
             epochs,
             split,
+            sequential_split,
             seed,
             normalize,
             optimizer: opt.name().to_string(),

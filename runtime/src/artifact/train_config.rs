@@ -65,6 +65,10 @@ pub struct TrainConfig {
     pub epochs: u64,
     /// Train / validation / test fractions.
     pub split: [f64; 3],
+    /// Split in the data's order (first samples train, last test) instead of shuffled:
+    /// for series, where a shuffled split would let the model see the future.
+    #[serde(default)]
+    pub sequential_split: bool,
     pub seed: u64,
     /// How features are normalized: `none`, `standardize`, `minmax`, `scale:K`.
     pub normalize: String,

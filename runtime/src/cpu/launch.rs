@@ -38,7 +38,7 @@ impl Default for LaunchOptions {
     fn default() -> Self {
         LaunchOptions {
             threads: host_threads(),
-            min_work_per_thread: 1 << 16,
+            min_work_per_thread: 1 << 20,
         }
     }
 }

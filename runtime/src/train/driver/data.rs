@@ -302,7 +302,11 @@ pub(super) fn load_splits(
     })?;
     ports.check_labels(&data, spec)?;
     let [a, b, c] = config.split;
-    let (mut train, mut val, mut test) = data.split((a, b, c), config.seed)?;
+    let (mut train, mut val, mut test) = if config.sequential_split {
+        data.split_sequential((a, b, c))?
+    } else {
+        data.split((a, b, c), config.seed)?
+    };
     if train.is_empty() {
         return Err(TrainError::Config(format!(
             "the train split of `{spec}` is empty ({} samples, split {a} / {b} / {c})",

@@ -1,0 +1,67 @@
+//! Recurrent models: a scan is a loop, not an unrolled graph, so the IR and the kernels
+//! of the LSTM example do not grow with its sequence length, and compiling a sequence of
+//! 1000 steps costs what compiling 10 does.
+
+use std::time::Instant;
+use strata_compiler::driver::{CompileOptions, compile};
+use strata_compiler::ir::{Graph, Op};
+use strata_tests::train_check::training_options;
+use strata_tests::{load_example, root};
+
+/// Every op of `graph`, those of scan bodies included.
+fn ops(graph: &Graph) -> usize {
+    graph
+        .values()
+        .into_iter()
+        .map(|v| match &graph.node(v).op {
+            Op::Scan(scan) => 1 + ops(&scan.body),
+            _ => 1,
+        })
+        .sum()
+}
+
+/// Ops and kernels of every entry, compiled with `window = length`.
+fn sizes(length: u64) -> (Vec<(String, usize, usize)>, f64) {
+    let source = load_example(&root().join("dsl-examples/lstm.strata"));
+    let mut options: CompileOptions = training_options();
+    options
+        .elaborate
+        .overrides
+        .push(("window".into(), length.to_string()));
+    let started = Instant::now();
+    let compiled = compile(&source, &options).unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    let seconds = started.elapsed().as_secs_f64();
+    let mut sizes = vec![(
+        "infer".to_string(),
+        ops(&compiled.optimized),
+        compiled.lowered.kernels.len(),
+    )];
+    for entry in &compiled.training {
+        sizes.push((
+            entry.name.clone(),
+            ops(&entry.graph),
+            entry.lowered.kernels.len(),
+        ));
+    }
+    (sizes, seconds)
+}
+
+#[test]
+fn the_lstm_ir_does_not_grow_with_the_sequence_length() {
+    let (short, short_s) = sizes(10);
+    let (long, long_s) = sizes(1000);
+    eprintln!(
+        "lstm.strata compiled (train_step, eval, infer): T = 10 in {short_s:.3} s, T = 1000 in {long_s:.3} s"
+    );
+    for ((name, ops, kernels), (_, long_ops, long_kernels)) in short.iter().zip(&long) {
+        eprintln!(
+            "  {name}: {ops} ops, {kernels} kernels at T = 10; {long_ops} ops, {long_kernels} kernels at T = 1000"
+        );
+    }
+    assert_eq!(
+        short, long,
+        "same ops and kernels per entry at T = 10 and T = 1000"
+    );
+    assert!(short.iter().all(|(_, ops, _)| *ops > 0));
+    assert!(short.iter().any(|(name, _, _)| name == "train_step"));
+}

@@ -1,0 +1,54 @@
+//! The recurrent examples train to their bars: on the sunspot series each of the RNN,
+//! LSTM and GRU beats repeating last year's value on the held-out last years.
+
+use strata_runtime::train::{Labels, builtin_series};
+use strata_tests::train_run::train_example;
+
+/// The MSE of predicting each year as the one before, on the test split the examples
+/// use: windows of 20 years, split 0.7 / 0.15 / 0.15 in time order.
+fn repeat_last_year_mse() -> f64 {
+    let data = builtin_series("sunspots", 20).expect("built in");
+    let (_, _, test) = data.split_sequential((0.7, 0.15, 0.15)).expect("splits");
+    let Labels::Targets { values, .. } = &test.labels else {
+        panic!("a regression series")
+    };
+    let errors: Vec<f64> = (0..test.len)
+        .map(|i| {
+            let last = test.sample(i).expect("a sample")[19];
+            f64::from(last - values[i]).powi(2)
+        })
+        .collect();
+    errors.iter().sum::<f64>() / errors.len() as f64
+}
+
+fn check_sunspots(file: &str) {
+    let baseline = repeat_last_year_mse();
+    let run = train_example(file);
+    let mse = run.test_metric("mse");
+    println!(
+        "{file}: test MSE {mse:.1} (repeat last year {baseline:.1}), MAE {:.2}, {} parameters, {} epochs in {:.1} s",
+        run.test_metric("mae"),
+        run.parameters,
+        run.summary.epochs,
+        run.seconds
+    );
+    assert!(
+        mse < baseline,
+        "{file}: test MSE {mse:.1} does not beat repeating last year ({baseline:.1})"
+    );
+}
+
+#[test]
+fn rnn_beats_repeating_last_year_on_sunspots() {
+    check_sunspots("rnn.strata");
+}
+
+#[test]
+fn lstm_beats_repeating_last_year_on_sunspots() {
+    check_sunspots("lstm.strata");
+}
+
+#[test]
+fn gru_beats_repeating_last_year_on_sunspots() {
+    check_sunspots("gru.strata");
+}
