@@ -16,6 +16,7 @@ mod convolution;
 pub mod layers;
 mod losses;
 mod normalization;
+mod transformer;
 pub mod value;
 
 use crate::ir::{DType, Dim, Graph, Init, Op, Span, TensorType, ValueId};

@@ -31,6 +31,18 @@ pub struct TrainingGraphs {
 /// `train` section, not to the model's hyper-parameters.
 pub const OVERRIDABLE: &[&str] = &["lr", "epochs", "batch", "seed", "patience", "data"];
 
+/// The metric names a `metrics = [...]` list may hold.
+const METRICS: &[&str] = &[
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "auc",
+    "sequence_accuracy",
+    "mae",
+    "mse",
+];
+
 fn err(span: crate::ir::Span, msg: impl Into<String>) -> Diagnostic {
     Diagnostic::error(ErrorCode::BadArgument, msg, span)
 }
@@ -167,16 +179,8 @@ pub fn build(
         Some((Setting::List(items), span)) => items
             .iter()
             .map(|i| match i {
-                Setting::Word(w)
-                    if ["accuracy", "precision", "recall", "f1", "auc", "mae", "mse"]
-                        .contains(&w.as_str()) =>
-                {
-                    Ok(w.clone())
-                }
-                _ => Err(err(
-                    *span,
-                    "metrics are: accuracy, precision, recall, f1, auc, mae, mse",
-                )),
+                Setting::Word(w) if METRICS.contains(&w.as_str()) => Ok(w.clone()),
+                _ => Err(err(*span, format!("metrics are: {}", METRICS.join(", ")))),
             })
             .collect::<Result<_, _>>()?,
         Some((_, span)) => return Err(err(*span, "`metrics` is a list, e.g. [accuracy, f1]")),
