@@ -9,8 +9,9 @@
 //! dense layers (`q`, `k`, `v`, `out`).
 //!
 //! There is no constant-tensor op, so the few tables these layers need (the causal
-//! mask's positions, the sinusoidal encoding) are built from scalar constants joined by
-//! `concat`: cheap for the short sequences they serve, one small kernel per element.
+//! mask's positions, the sinusoidal encoding's rates) are built from scalar constants
+//! joined by `concat`: cheap for the short sequences they serve, one small kernel per
+//! element. The sinusoidal table itself is computed from its rates by rotation.
 
 use super::Elaborator;
 use super::args::BoundArgs;
@@ -257,17 +258,7 @@ pub(super) fn positional(
                 span,
             )?
         }
-        Some(("sinusoidal", _)) => {
-            let mut values = Vec::with_capacity((t * d) as usize);
-            for pos in 0..t {
-                for f in 0..d {
-                    let rate = 10000f64.powf(-((f - f % 2) as f64) / d as f64);
-                    let angle = pos as f64 * rate;
-                    values.push(if f % 2 == 0 { angle.sin() } else { angle.cos() });
-                }
-            }
-            table(e, &values, vec![t, d], span)?
-        }
+        Some(("sinusoidal", _)) => sinusoidal_table(e, t, d, span)?,
         Some((other, wspan)) => {
             return Err(Diagnostic::error(
                 ErrorCode::BadArgument,
@@ -279,6 +270,85 @@ pub(super) fn positional(
         }
     };
     Ok(Value::Tensor(bin(e, BinaryOp::Add, x, code, span)?))
+}
+
+/// The sinusoidal table `[T, d]` of Vaswani et al.: `sin(t w_i)` at feature `2i`,
+/// `cos(t w_i)` at `2i + 1`, with `w_i = 10000^(-2i/d)`. Built by doubling: rows
+/// `n..2n` are rows `0..n` rotated by the angles `n w_i`
+/// (`sin((t+n)w) = sin(tw) cos(nw) + cos(tw) sin(nw)`, and `cos` alike), so the graph
+/// holds `O(d log T)` constants instead of `T·d`, and each level reads the previous
+/// one's rows from a buffer (a `concat`) rather than recomputing them. In f32 a row is
+/// off the exact values by about `log2 T` rounding errors.
+fn sinusoidal_table(e: &mut Elaborator, t: u64, d: u64, span: Span) -> Result<ValueId, Diagnostic> {
+    let pairs = d.div_ceil(2);
+    let rates: Vec<f64> = (0..pairs)
+        .map(|i| 10000f64.powf(-((2 * i) as f64) / d as f64))
+        .collect();
+    let row = Shape(vec![Dim::Fixed(1), Dim::Fixed(pairs)]);
+    let filled = |e: &mut Elaborator, value: f64| {
+        let c = e.constant(value, span);
+        e.op(Op::Broadcast { shape: row.clone() }, &[c], span)
+    };
+    let (mut sin, mut cos) = (filled(e, 0.0)?, filled(e, 1.0)?);
+    let mut rows = 1;
+    while rows < t {
+        let angles: Vec<f64> = rates.iter().map(|w| rows as f64 * w).collect();
+        let cos_n: Vec<f64> = angles.iter().map(|a| a.cos()).collect();
+        let sin_n: Vec<f64> = angles.iter().map(|a| a.sin()).collect();
+        let cos_n = table(e, &cos_n, vec![1, pairs], span)?;
+        let sin_n = table(e, &sin_n, vec![1, pairs], span)?;
+        let a = bin(e, BinaryOp::Mul, sin, cos_n, span)?;
+        let b = bin(e, BinaryOp::Mul, cos, sin_n, span)?;
+        let c = bin(e, BinaryOp::Mul, cos, cos_n, span)?;
+        let f = bin(e, BinaryOp::Mul, sin, sin_n, span)?;
+        let next_sin = bin(e, BinaryOp::Add, a, b, span)?;
+        let next_cos = bin(e, BinaryOp::Sub, c, f, span)?;
+        sin = e.op(Op::Concat { axis: 0 }, &[sin, next_sin], span)?;
+        cos = e.op(Op::Concat { axis: 0 }, &[cos, next_cos], span)?;
+        rows *= 2;
+    }
+    let first = |e: &mut Elaborator, v: ValueId| {
+        if rows == t {
+            return Ok(v);
+        }
+        e.op(
+            Op::Slice {
+                axis: 0,
+                start: 0,
+                len: t,
+            },
+            &[v],
+            span,
+        )
+    };
+    let (sins, coss) = (first(e, sin)?, first(e, cos)?);
+    // [T, pairs] twice -> [T, pairs, 2] -> [T, 2 pairs], interleaving sin and cos.
+    let column = Shape(vec![Dim::Fixed(t), Dim::Fixed(pairs), Dim::Fixed(1)]);
+    let mut halves = Vec::with_capacity(2);
+    for rows in [sins, coss] {
+        halves.push(e.op(
+            Op::Reshape {
+                shape: column.clone(),
+            },
+            &[rows],
+            span,
+        )?);
+    }
+    let pairs_of = e.op(Op::Concat { axis: 2 }, &halves, span)?;
+    let flat = Shape(vec![Dim::Fixed(t), Dim::Fixed(2 * pairs)]);
+    let flat = e.op(Op::Reshape { shape: flat }, &[pairs_of], span)?;
+    if 2 * pairs == d {
+        return Ok(flat);
+    }
+    e.op(
+        Op::Slice {
+            axis: 1,
+            start: 0,
+            len: d,
+        },
+        &[flat],
+        span,
+    )
 }
 
 /// What one multi-head attention computes, beside its queries and memory.
@@ -451,7 +521,6 @@ pub(super) fn attend(
     let scale = e.constant(1.0 / (dh as f64).sqrt(), span);
     let mut scores = bin(e, BinaryOp::Mul, scores, scale, span)?;
     // A hidden key gets -1e9 added to its score, so its weight underflows to zero.
-    let big = e.constant(-1e9, span);
     if spec.causal {
         // Query i may not see key j > i.
         let key_positions: Vec<f64> = (0..memory.len).map(|j| j as f64).collect();
@@ -459,6 +528,7 @@ pub(super) fn attend(
         let keys = table(e, &key_positions, vec![1, memory.len], span)?;
         let rows = table(e, &query_positions, vec![queries.len, 1], span)?;
         let future = bin(e, BinaryOp::Gt, keys, rows, span)?; // [Tq, Tk]
+        let big = e.constant(-1e9, span);
         let mask = bin(e, BinaryOp::Mul, future, big, span)?;
         scores = bin(e, BinaryOp::Add, scores, mask, span)?;
     }
@@ -466,6 +536,7 @@ pub(super) fn attend(
         // (keep - 1) * 1e9: 0 for a kept key, -1e9 for padding; [batch, 1, 1, Tk].
         let one = e.constant(1.0, span);
         let hidden = bin(e, BinaryOp::Sub, one, keep, span)?;
+        let big = e.constant(-1e9, span);
         let bias = bin(e, BinaryOp::Mul, hidden, big, span)?;
         let shape = Shape(vec![
             Dim::Batch,
