@@ -227,3 +227,43 @@ fn masked_keys_do_not_change_the_result() {
     memory3[0] += 1.0;
     assert_ne!(before, run(&mut session, &x, &memory3));
 }
+
+/// The executable's `decode` command decodes as the library does, and refuses a start
+/// position that leaves no room for the decoder's tokens.
+#[test]
+fn the_decode_command_matches_greedy_decoding() {
+    use std::process::ExitCode;
+    use strata_runtime::artifact::executable::append_to_executable;
+    use strata_runtime::npy::{read_npy, write_npy};
+    let source = load_example(&root().join("dsl-examples/transformer_seq2seq.strata"));
+    let compiled = compile(&source, &CompileOptions::default())
+        .unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    let exe = append_to_executable(b"stub", &compiled.artifact.to_bytes().expect("packs"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (x_path, y_path) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    let (x, _) = held_out(4);
+    write_npy(&x_path, &x).expect("writes");
+    let decode = |start: &str, out_path: &std::path::Path| {
+        let args = [
+            "seq2seq".to_string(),
+            "decode".into(),
+            "--input".into(),
+            format!("x={}", x_path.display()),
+            "--start".into(),
+            start.into(),
+            "--output".into(),
+            out_path.display().to_string(),
+        ];
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = strata_runtime::stub::run_cli(args, || Ok(exe.clone()), &mut out, &mut err);
+        (code, String::from_utf8_lossy(&err).to_string())
+    };
+    let (code, err) = decode("10", &y_path);
+    assert_eq!(code, ExitCode::SUCCESS, "{err}");
+    let mut session = Session::new(&compiled.artifact).expect("loads");
+    let want = greedy().decode(&mut session, &[("x", x)]).expect("decodes");
+    assert_eq!(read_npy(&y_path).expect("reads"), want);
+    let (code, err) = decode("15", &y_path);
+    assert_eq!(code, ExitCode::from(2), "{err}");
+    assert!(err.contains("do not fit the 20 tokens of `x`"), "{err}");
+}
