@@ -231,12 +231,13 @@ pub mod train_run {
     use strata_runtime::Session;
     use strata_runtime::train::{TrainOptions, TrainSummary, train};
 
-    /// What one training run gave: the driver's summary, the trainable weight count and
-    /// the wall time of the training loop.
+    /// What one training run gave: the driver's summary, the trainable weight count,
+    /// the wall time of the training loop, and the session holding the trained weights.
     pub struct Trained {
         pub summary: TrainSummary,
         pub parameters: u64,
         pub seconds: f64,
+        pub session: Session,
     }
 
     impl Trained {
@@ -275,6 +276,7 @@ pub mod train_run {
             summary,
             parameters,
             seconds: started.elapsed().as_secs_f64(),
+            session,
         }
     }
 }
@@ -297,8 +299,10 @@ pub mod infer_check {
             .collect()
     }
 
-    /// For each batch size, feeds the same uniform inputs in [-2, 2) to `infer` and to
-    /// the interpreter of `graph` (the entry's graph after the passes) and asserts
+    /// For each batch size, feeds the same inputs to `infer` and to the interpreter of
+    /// `graph` (the entry's graph after the passes): uniform in [-2, 2) for f32 inputs,
+    /// integers in `0..16` for i32 ones (token ids, a few out of a small vocabulary),
+    /// and asserts
     /// `max |a - b| / max |b| <= tolerance` for every output. `what` names the model in
     /// messages.
     pub fn assert_infer_matches(
@@ -318,19 +322,26 @@ pub mod infer_check {
                     unreachable!("inputs are Input ops")
                 };
                 let ty = graph.ty(i);
-                assert_eq!(ty.dtype, DType::F32, "{what}: examples take f32 inputs");
                 let shape: Vec<u64> = ty.shape.resolve(batch).iter().map(|&d| d as u64).collect();
                 let n: u64 = shape.iter().product();
-                let data: Vec<f32> = (0..n).map(|_| rng.uniform() * 2.0).collect();
                 let dims = shape.iter().map(|&d| d as usize).collect();
+                let (tensor, values) = match ty.dtype {
+                    DType::F32 => {
+                        let data: Vec<f32> = (0..n).map(|_| rng.uniform() * 2.0).collect();
+                        let values = data.iter().map(|&x| f64::from(x)).collect();
+                        (HostTensor::f32(shape, data), values)
+                    }
+                    DType::I32 => {
+                        let data: Vec<i32> = (0..n).map(|_| (rng.next_u64() % 16) as i32).collect();
+                        let values = data.iter().map(|&x| f64::from(x)).collect();
+                        (HostTensor::i32(shape, data), values)
+                    }
+                };
                 reference.insert(
                     name.clone(),
-                    Tensor::from_f32(dims, &data).expect("sizes agree"),
+                    Tensor::new(dims, values).expect("sizes agree"),
                 );
-                host.push((
-                    name.clone(),
-                    HostTensor::f32(shape, data).expect("sizes agree"),
-                ));
+                host.push((name.clone(), tensor.expect("sizes agree")));
             }
             let inputs: Vec<(&str, HostTensor)> =
                 host.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
@@ -344,6 +355,89 @@ pub mod infer_check {
                 assert!(
                     err <= tolerance,
                     "{what} output `{name}` at batch {batch}: relative error {err:e}"
+                );
+            }
+        }
+    }
+}
+
+/// Gradients of a model's loss, as autodiff builds them, against central finite
+/// differences, both evaluated by the reference interpreter in f64.
+pub mod gradient_check {
+    use super::TestRng;
+    use std::collections::HashMap;
+    use strata_compiler::driver::compile;
+    use strata_compiler::ir::Op;
+    use strata_compiler::ir::interpret::{Tensor, initial_params, interpret};
+    use strata_compiler::passes::autodiff::gradients;
+    use strata_compiler::syntax::SourceFile;
+
+    /// Compiles `text` (a model with a train section whose label is `y`), feeds it
+    /// `inputs` (by name, f64 values in their shapes), and asserts that the gradient of
+    /// the loss with respect to every parameter matches central differences at `probes`
+    /// entries of each parameter (chosen by a seeded draw) to `tolerance`, relative to
+    /// the parameter's largest gradient entry (at least 1e-3).
+    pub fn assert_gradients_match_finite_differences(
+        what: &str,
+        text: &str,
+        inputs: &HashMap<String, Tensor>,
+        probes: usize,
+        tolerance: f64,
+    ) {
+        let source = SourceFile::new(format!("{what}.strata"), text.to_string());
+        let compiled = compile(&source, &super::train_check::training_options())
+            .unwrap_or_else(|e| panic!("{}", e.render(&source)));
+        let forward = compiled.typed;
+        let (_, loss) = forward
+            .outputs
+            .iter()
+            .find(|(n, _)| n == "loss")
+            .cloned()
+            .expect("a loss");
+        let params = initial_params(&forward, 3).expect("initial values");
+        let wrt: Vec<(strata_compiler::ir::ValueId, String)> = forward
+            .params()
+            .into_iter()
+            .map(|(v, p)| (v, p.to_string()))
+            .collect();
+        let mut backward = forward.clone();
+        let ids: Vec<_> = wrt.iter().map(|(v, _)| *v).collect();
+        let grads = gradients(&mut backward, loss, &ids).expect("differentiable");
+        backward.outputs = wrt
+            .iter()
+            .zip(&grads)
+            .map(|((_, path), g)| (path.clone(), *g))
+            .collect();
+        let analytic = interpret(&backward, inputs, &params).expect("interprets");
+        let mut loss_only = forward.clone();
+        loss_only.outputs = vec![("loss".to_string(), loss)];
+        let loss_at = |params: &HashMap<String, Tensor>| {
+            interpret(&loss_only, inputs, params).expect("interprets")["loss"].data[0]
+        };
+        let mut rng = TestRng::new(5);
+        let h = 1e-5;
+        for (v, path) in &wrt {
+            assert!(
+                matches!(forward.node(*v).op, Op::Param { .. }),
+                "{path} is a parameter"
+            );
+            let grad = &analytic[path];
+            let scale = grad.data.iter().fold(1e-3f64, |m, g| m.max(g.abs()));
+            for _ in 0..probes.min(grad.data.len()) {
+                let i = (rng.next_u64() % grad.data.len() as u64) as usize;
+                let mut shifted = params.clone();
+                let p = shifted.get_mut(path).expect("a parameter");
+                p.data[i] += h;
+                let up = loss_at(&shifted);
+                let p = shifted.get_mut(path).expect("a parameter");
+                p.data[i] -= 2.0 * h;
+                let down = loss_at(&shifted);
+                let numeric = (up - down) / (2.0 * h);
+                let err = (numeric - grad.data[i]).abs() / scale;
+                assert!(
+                    err <= tolerance,
+                    "{what}: d loss / d {path}[{i}]: autodiff {} vs finite differences {numeric} (error {err:e} of {scale:e})",
+                    grad.data[i]
                 );
             }
         }

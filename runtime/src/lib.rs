@@ -6,6 +6,7 @@
 //! - [`artifact`]: the compiled-model file, its validation, and executable packing.
 //! - [`session`]: a loaded model: compiled kernels, weights, arena; runs entries.
 //! - [`cpu`]: the CPU backend (JIT of CLIF text, kernel launch).
+//! - [`decode`]: greedy decoding of sequence-to-sequence models through an entry.
 //! - [`gpu`]: the GPU backend (WGSL pipelines through wgpu).
 //! - [`tensor`], [`npy`]: host tensors and `.npy` files.
 //! - [`stub`]: the standalone executable's command line.
@@ -14,6 +15,7 @@
 
 pub mod artifact;
 pub mod cpu;
+pub mod decode;
 pub mod error;
 pub mod gpu;
 pub mod npy;

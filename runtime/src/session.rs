@@ -369,9 +369,9 @@ impl Session {
                     .ok_or_else(|| too_large(&info.name))?;
                 let (id, skip) = match &info.location {
                     Location::Window(w) => {
-                        let skip = usize::try_from(w.index(t))
-                            .ok()
-                            .and_then(|i| i.checked_mul(len))
+                        let skip = w
+                            .offset(t, len as u64)
+                            .and_then(|s| usize::try_from(s).ok())
                             .ok_or_else(|| too_large(&info.name))?;
                         (w.parent, skip)
                     }

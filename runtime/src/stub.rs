@@ -10,7 +10,13 @@
 //!             [--weights trained.safetensors] [--entry infer] [--device cpu|gpu]
 //! ./mlp train [--data SPEC] [--epochs N] [--run-dir DIR] [--resume] [--quiet] [--device cpu|gpu]
 //! ./mlp eval  [--data SPEC] [--weights best.safetensors|last.ckpt] [--split test|val|all] [--device cpu|gpu]
+//! ./seq decode --input x=x.npy --start 10 [--scores logits] [--output tokens.npy]
+//!             [--weights trained.safetensors] [--device cpu|gpu]
 //! ```
+//!
+//! `decode` decodes greedily (see [`crate::decode`]): it runs `infer` once per decoder
+//! position, feeding each prediction back into the i32 input, and writes (or prints) the
+//! predicted tokens `i32 [n, T]`.
 //!
 //! `train` and `eval` need a model built from a file with a `train` section (see
 //! [`crate::train::driver`]). `train` writes its run directory (default `runs/<model>`):
@@ -39,6 +45,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::artifact::train_config::TrainConfig;
 use crate::artifact::{Artifact, ModelInfo, find_in_executable};
+use crate::decode::{DecodeError, GreedyDecoding};
 use crate::error::RunError;
 use crate::gpu::{GpuOptions, describe_adapter};
 use crate::npy::{read_npy, write_npy};
@@ -69,6 +76,32 @@ enum Command {
     Train(TrainArgs),
     /// Score the model (its built-in or given weights) on held-out data.
     Eval(EvalArgs),
+    /// Decode a sequence-to-sequence model greedily, feeding its predictions back.
+    Decode(DecodeArgs),
+}
+
+#[derive(Args, Debug)]
+struct DecodeArgs {
+    /// The inputs of `infer`, as for `infer`; the i32 one holds the decoder's tokens.
+    #[arg(long = "input", short = 'i', value_name = "NAME=PATH", required = true)]
+    inputs: Vec<String>,
+    /// Where the decoder's input starts in each sample's (flattened) tokens: the
+    /// position of its start token.
+    #[arg(long, value_name = "POSITION")]
+    start: usize,
+    /// The output of next-token scores `[n, T, classes]` [default: the only output, or
+    /// the train section's prediction].
+    #[arg(long, value_name = "NAME")]
+    scores: Option<String>,
+    /// Where to write the predicted tokens (.npy, i32 [n, T]); printed without it.
+    #[arg(long, short = 'o', value_name = "PATH")]
+    output: Option<PathBuf>,
+    /// Weights to use instead of the built-in ones (a safetensors file).
+    #[arg(long, value_name = "PATH")]
+    weights: Option<PathBuf>,
+    /// Where to run: the GPU if the model was built with GPU code, else the CPU.
+    #[arg(long, value_enum)]
+    device: Option<Device>,
 }
 
 #[derive(Args, Debug)]
@@ -225,6 +258,7 @@ fn execute(cli: Cli, exe: &[u8], out: &mut dyn Write) -> Result<(), Failure> {
         Command::Infer(args) => infer(&artifact, args, out),
         Command::Train(args) => train(&artifact, args, out),
         Command::Eval(args) => eval(&artifact, args, out),
+        Command::Decode(args) => decode(&artifact, args, out),
     }
 }
 
@@ -363,6 +397,74 @@ fn infer(artifact: &Artifact, args: InferArgs, out: &mut dyn Write) -> Result<()
         }
     }
     Ok(())
+}
+
+fn decode(artifact: &Artifact, args: DecodeArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let manifest = &artifact.manifest;
+    let Some(entry) = manifest.entries.iter().find(|e| e.name == "infer") else {
+        return Err(Failure::Usage("the model has no `infer` entry".into()));
+    };
+    let input_names: Vec<&str> = entry.inputs.iter().map(|p| p.name.as_str()).collect();
+    let inputs = bind_input_args(&input_names, &args.inputs).map_err(Failure::Usage)?;
+    let tensors = inputs
+        .iter()
+        .map(|(name, path)| Ok((name.as_str(), read_npy(path).map_err(runtime)?)))
+        .collect::<Result<Vec<(&str, HostTensor)>, Failure>>()?;
+    let token_inputs: Vec<&str> = tensors
+        .iter()
+        .filter(|(_, t)| matches!(t.data, TensorData::I32(_)))
+        .map(|(name, _)| *name)
+        .collect();
+    let [input] = token_inputs[..] else {
+        return Err(Failure::Usage(format!(
+            "decoding needs exactly one i32 input of token ids, got {}",
+            token_inputs.len()
+        )));
+    };
+    let scores = match (&args.scores, entry.outputs.as_slice(), &manifest.train) {
+        (Some(name), _, _) => name.clone(),
+        (None, [only], _) => only.name.clone(),
+        (None, _, Some(train)) => train.prediction.clone(),
+        (None, _, None) => {
+            return Err(Failure::Usage(
+                "the model has several outputs: say which scores the next token with --scores"
+                    .into(),
+            ));
+        }
+    };
+    let mut session =
+        Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
+    if let Some(path) = &args.weights {
+        load_weights(&mut session, path)?;
+    }
+    let decoding = GreedyDecoding {
+        entry: "infer".into(),
+        input: input.to_string(),
+        output: scores,
+        start: args.start,
+    };
+    let tokens = decoding
+        .decode(&mut session, &tensors)
+        .map_err(|e| match e {
+            DecodeError::Run(
+                RunError::Internal(_) | RunError::TooLarge { .. } | RunError::Gpu(_),
+            ) => runtime(e),
+            _ => Failure::Usage(e.to_string()),
+        })?;
+    match &args.output {
+        Some(path) => write_npy(path, &tokens).map_err(runtime),
+        None => {
+            let TensorData::I32(ids) = &tokens.data else {
+                unreachable!("decoding predicts i32 tokens")
+            };
+            let width = tokens.shape.get(1).copied().unwrap_or(0) as usize;
+            for row in ids.chunks(width.max(1)) {
+                let row: Vec<String> = row.iter().map(i32::to_string).collect();
+                writeln!(out, "{}", row.join(" ")).map_err(runtime)?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// `device  gpu: llvmpipe (...)`: where `infer` runs by default, and on which adapter.

@@ -260,3 +260,51 @@ fn json_format_carries_code_and_position() {
     assert_eq!(json["primary"]["line"], 3);
     assert_eq!(json["primary"]["column"], 21);
 }
+
+diagnostic_case!(
+    cross_attention_memory_must_be_a_sequence,
+    ErrorCode::ShapeMismatch,
+    r#"
+model M {
+    input x: f32[batch, 4, 8]
+    input memory: f32[batch, 8]
+    output y = x |> cross_attention(memory, heads = 2)
+}
+"#
+);
+
+diagnostic_case!(
+    decoder_layer_heads_must_divide_the_features,
+    ErrorCode::ShapeMismatch,
+    r#"
+model M {
+    input x: f32[batch, 4, 8]
+    input memory: f32[batch, 6, 5]
+    output y = x |> transformer_decoder_layer(memory, heads = 3, ff = 16)
+}
+"#
+);
+
+diagnostic_case!(
+    key_mask_must_cover_the_memory_positions,
+    ErrorCode::ShapeMismatch,
+    r#"
+model M {
+    input x: f32[batch, 4, 8]
+    input memory: f32[batch, 6, 8]
+    input mask: f32[batch, 4]
+    output y = x |> transformer_decoder_layer(memory, heads = 2, ff = 16, memory_mask = mask)
+}
+"#
+);
+
+diagnostic_case!(
+    slice_past_the_end,
+    ErrorCode::ShapeMismatch,
+    r#"
+model M {
+    input x: i32[batch, 20]
+    output y = slice(x, 15, 10) |> embedding(vocab = 10, dim = 4)
+}
+"#
+);

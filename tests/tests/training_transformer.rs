@@ -63,3 +63,47 @@ train TinyPost {
 fn a_post_norm_encoder_train_step_matches_the_interpreter() {
     assert_train_steps_match("tiny_post_norm", TINY_POST_NORM, &[4, 3], 2, 3, 5);
 }
+
+/// The sinusoidal table, built by rotation from its rates, against the closed form
+/// `sin(t w_i)`, `cos(t w_i)` with `w_i = 10000^(-2i/d)`: in the interpreter (f64) and
+/// compiled (f32), for an odd width (the last `sin` column alone).
+#[test]
+fn sinusoidal_positions_match_the_closed_form() {
+    use std::collections::HashMap;
+    use strata_compiler::driver::{CompileOptions, compile};
+    use strata_compiler::ir::interpret::{Tensor, interpret};
+    use strata_compiler::syntax::SourceFile;
+    use strata_runtime::{HostTensor, Session};
+    let (t, d) = (300usize, 7usize);
+    let text = format!(
+        "model P {{ input x: f32[batch, {t}, {d}]\n output y = x |> positional(kind = \"sinusoidal\") }}"
+    );
+    let source = SourceFile::new("p.strata", text);
+    let compiled = compile(&source, &CompileOptions::default())
+        .unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    let expected: Vec<f64> = (0..t)
+        .flat_map(|pos| {
+            (0..d).map(move |f| {
+                let rate = 10000f64.powf(-((f - f % 2) as f64) / d as f64);
+                let angle = pos as f64 * rate;
+                if f % 2 == 0 { angle.sin() } else { angle.cos() }
+            })
+        })
+        .collect();
+    let zeros = Tensor::new(vec![1, t, d], vec![0.0; t * d]).expect("sizes");
+    let inputs = HashMap::from([("x".to_string(), zeros)]);
+    let interpreted = interpret(&compiled.optimized, &inputs, &HashMap::new()).expect("runs");
+    let worst = |got: &mut dyn Iterator<Item = f64>| {
+        got.zip(&expected)
+            .map(|(g, w)| (g - w).abs())
+            .fold(0.0, f64::max)
+    };
+    let f64_error = worst(&mut interpreted["y"].data.iter().copied());
+    assert!(f64_error < 1e-12, "interpreter: error {f64_error:e}");
+    let mut session = Session::new(&compiled.artifact).expect("loads");
+    let x = HostTensor::f32(vec![1, t as u64, d as u64], vec![0.0; t * d]).expect("sizes");
+    let out = session.run("infer", &[("x", x)]).expect("runs");
+    let values = out[0].1.as_f32().expect("f32");
+    let f32_error = worst(&mut values.iter().map(|&v| f64::from(v)));
+    assert!(f32_error < 1e-5, "compiled: error {f32_error:e}");
+}

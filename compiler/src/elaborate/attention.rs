@@ -1,24 +1,27 @@
-//! Transformer encoder building blocks (Vaswani et al. 2017), each built from the IR's
-//! primitive ops: layer normalization, GELU, token embeddings, positional encodings,
-//! multi-head self-attention and the encoder layer that combines them.
+//! Transformer building blocks (Vaswani et al. 2017), each built from the IR's primitive
+//! ops: layer normalization, GELU, token embeddings, positional encodings, and
+//! multi-head self- and cross-attention. The encoder and decoder layers that combine
+//! them are in [`super::transformer`].
 //!
 //! Layouts and names follow PyTorch so weights move over by renaming: projections are
-//! dense layers (`weight` `[out, in]`), `embedding.weight` is `[vocab, dim]`, and the
-//! encoder layer's parts are `self_attn`, `linear1`, `linear2`, `norm1`, `norm2` as in
-//! `nn.TransformerEncoderLayer`. Unlike PyTorch's packed `in_proj_weight`, the query, key
-//! and value projections are separate dense layers (`q`, `k`, `v`, `out`).
+//! dense layers (`weight` `[out, in]`) and `embedding.weight` is `[vocab, dim]`. Unlike
+//! PyTorch's packed `in_proj_weight`, the query, key and value projections are separate
+//! dense layers (`q`, `k`, `v`, `out`).
 //!
 //! There is no constant-tensor op, so the few tables these layers need (the causal
-//! mask's positions, the sinusoidal encoding) are built from scalar constants joined by
-//! `concat`: cheap for the short sequences they serve, one small kernel per element.
+//! mask's positions, the sinusoidal encoding's rates) are built from scalar constants
+//! joined by `concat`: cheap for the short sequences they serve, one small kernel per
+//! element. The sinusoidal table itself is computed from its rates by rotation.
 
 use super::Elaborator;
 use super::args::BoundArgs;
 use super::value::Value;
-use crate::ir::{BinaryOp, DType, Dim, Init, Op, ReduceOp, Shape, Span, UnaryOp, ValueId};
+use crate::ir::{
+    BinaryOp, DType, Dim, Init, Op, ReduceOp, Shape, Span, TensorType, UnaryOp, ValueId,
+};
 use crate::syntax::{Diagnostic, ErrorCode};
 
-fn bin(
+pub(super) fn bin(
     e: &mut Elaborator,
     op: BinaryOp,
     a: ValueId,
@@ -88,7 +91,7 @@ fn table(
 }
 
 /// `y = x Wᵀ + b` with `path.weight` `[units, in]` and `path.bias` `[units]`, as `dense`.
-fn linear(
+pub(super) fn linear(
     e: &mut Elaborator,
     x: ValueId,
     inputs: u64,
@@ -120,7 +123,7 @@ fn linear_no_bias(
     e.op(Op::MatMul, &[x, wt], span)
 }
 
-fn eps_arg(args: &BoundArgs) -> Result<f64, Diagnostic> {
+pub(super) fn eps_arg(args: &BoundArgs) -> Result<f64, Diagnostic> {
     match args.get("eps") {
         None => Ok(1e-5),
         Some(s) => match s.value {
@@ -151,7 +154,7 @@ pub(super) fn layer_norm(
     Ok(Value::Tensor(normalize(e, x, d, eps, &path, span)?))
 }
 
-fn normalize(
+pub(super) fn normalize(
     e: &mut Elaborator,
     x: ValueId,
     d: u64,
@@ -183,7 +186,7 @@ pub(super) fn gelu(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<V
     Ok(Value::Tensor(gelu_of(e, x, span)?))
 }
 
-fn gelu_of(e: &mut Elaborator, x: ValueId, span: Span) -> Result<ValueId, Diagnostic> {
+pub(super) fn gelu_of(e: &mut Elaborator, x: ValueId, span: Span) -> Result<ValueId, Diagnostic> {
     let x2 = bin(e, BinaryOp::Mul, x, x, span)?;
     let x3 = bin(e, BinaryOp::Mul, x2, x, span)?;
     let c = e.constant(0.044715, span);
@@ -255,17 +258,7 @@ pub(super) fn positional(
                 span,
             )?
         }
-        Some(("sinusoidal", _)) => {
-            let mut values = Vec::with_capacity((t * d) as usize);
-            for pos in 0..t {
-                for f in 0..d {
-                    let rate = 10000f64.powf(-((f - f % 2) as f64) / d as f64);
-                    let angle = pos as f64 * rate;
-                    values.push(if f % 2 == 0 { angle.sin() } else { angle.cos() });
-                }
-            }
-            table(e, &values, vec![t, d], span)?
-        }
+        Some(("sinusoidal", _)) => sinusoidal_table(e, t, d, span)?,
         Some((other, wspan)) => {
             return Err(Diagnostic::error(
                 ErrorCode::BadArgument,
@@ -279,12 +272,129 @@ pub(super) fn positional(
     Ok(Value::Tensor(bin(e, BinaryOp::Add, x, code, span)?))
 }
 
-/// `self_attention(x, heads, causal = false)` over a sequence `[batch, T, d]`:
-/// multi-head scaled dot-product attention with query, key, value and output projections
-/// `q`, `k`, `v`, `out` (dense `[d, d]` each; `k` without a bias, which the softmax would
-/// cancel). Each head sees `d / heads` features;
-/// scores are scaled by `1 / sqrt(d / heads)`; `causal` lets position `i` attend only to
-/// positions `j <= i`.
+/// The sinusoidal table `[T, d]` of Vaswani et al.: `sin(t w_i)` at feature `2i`,
+/// `cos(t w_i)` at `2i + 1`, with `w_i = 10000^(-2i/d)`. Built by doubling: rows
+/// `n..2n` are rows `0..n` rotated by the angles `n w_i`
+/// (`sin((t+n)w) = sin(tw) cos(nw) + cos(tw) sin(nw)`, and `cos` alike), so the graph
+/// holds `O(d log T)` constants instead of `T·d`, and each level reads the previous
+/// one's rows from a buffer (a `concat`) rather than recomputing them. In f32 a row is
+/// off the exact values by about `log2 T` rounding errors.
+fn sinusoidal_table(e: &mut Elaborator, t: u64, d: u64, span: Span) -> Result<ValueId, Diagnostic> {
+    let pairs = d.div_ceil(2);
+    let rates: Vec<f64> = (0..pairs)
+        .map(|i| 10000f64.powf(-((2 * i) as f64) / d as f64))
+        .collect();
+    let row = Shape(vec![Dim::Fixed(1), Dim::Fixed(pairs)]);
+    let filled = |e: &mut Elaborator, value: f64| {
+        let c = e.constant(value, span);
+        e.op(Op::Broadcast { shape: row.clone() }, &[c], span)
+    };
+    let (mut sin, mut cos) = (filled(e, 0.0)?, filled(e, 1.0)?);
+    let mut rows = 1;
+    while rows < t {
+        let angles: Vec<f64> = rates.iter().map(|w| rows as f64 * w).collect();
+        let cos_n: Vec<f64> = angles.iter().map(|a| a.cos()).collect();
+        let sin_n: Vec<f64> = angles.iter().map(|a| a.sin()).collect();
+        let cos_n = table(e, &cos_n, vec![1, pairs], span)?;
+        let sin_n = table(e, &sin_n, vec![1, pairs], span)?;
+        let a = bin(e, BinaryOp::Mul, sin, cos_n, span)?;
+        let b = bin(e, BinaryOp::Mul, cos, sin_n, span)?;
+        let c = bin(e, BinaryOp::Mul, cos, cos_n, span)?;
+        let f = bin(e, BinaryOp::Mul, sin, sin_n, span)?;
+        let next_sin = bin(e, BinaryOp::Add, a, b, span)?;
+        let next_cos = bin(e, BinaryOp::Sub, c, f, span)?;
+        sin = e.op(Op::Concat { axis: 0 }, &[sin, next_sin], span)?;
+        cos = e.op(Op::Concat { axis: 0 }, &[cos, next_cos], span)?;
+        rows *= 2;
+    }
+    let first = |e: &mut Elaborator, v: ValueId| {
+        if rows == t {
+            return Ok(v);
+        }
+        e.op(
+            Op::Slice {
+                axis: 0,
+                start: 0,
+                len: t,
+            },
+            &[v],
+            span,
+        )
+    };
+    let (sins, coss) = (first(e, sin)?, first(e, cos)?);
+    // [T, pairs] twice -> [T, pairs, 2] -> [T, 2 pairs], interleaving sin and cos.
+    let column = Shape(vec![Dim::Fixed(t), Dim::Fixed(pairs), Dim::Fixed(1)]);
+    let mut halves = Vec::with_capacity(2);
+    for rows in [sins, coss] {
+        halves.push(e.op(
+            Op::Reshape {
+                shape: column.clone(),
+            },
+            &[rows],
+            span,
+        )?);
+    }
+    let pairs_of = e.op(Op::Concat { axis: 2 }, &halves, span)?;
+    let flat = Shape(vec![Dim::Fixed(t), Dim::Fixed(2 * pairs)]);
+    let flat = e.op(Op::Reshape { shape: flat }, &[pairs_of], span)?;
+    if 2 * pairs == d {
+        return Ok(flat);
+    }
+    e.op(
+        Op::Slice {
+            axis: 1,
+            start: 0,
+            len: d,
+        },
+        &[flat],
+        span,
+    )
+}
+
+/// What one multi-head attention computes, beside its queries and memory.
+pub(super) struct AttentionSpec<'a> {
+    /// The parameters' path prefix: `PATH.q`, `PATH.k`, `PATH.v`, `PATH.out`.
+    pub path: &'a str,
+    /// The model width: queries and the output are `[batch, Tq, d]`.
+    pub d: u64,
+    pub heads: u64,
+    /// Query `i` sees only keys `j <= i`.
+    pub causal: bool,
+    /// `f32[batch, Tk]`: 1 where a key may be attended, 0 where it is padding.
+    pub key_mask: Option<ValueId>,
+}
+
+/// A sequence `[batch, T, d]` and its two sizes.
+#[derive(Clone, Copy)]
+pub(super) struct Sequence {
+    pub value: ValueId,
+    pub len: u64,
+    pub features: u64,
+}
+
+impl Sequence {
+    /// `x` checked to be `[batch, T, d]`; `what` names the layer in the diagnostic.
+    pub(super) fn of(
+        e: &Elaborator,
+        x: ValueId,
+        xspan: Span,
+        what: &str,
+    ) -> Result<Sequence, Diagnostic> {
+        let (len, features) = sequence(e, x, xspan, what)?;
+        Ok(Sequence {
+            value: x,
+            len,
+            features,
+        })
+    }
+}
+
+/// `self_attention(x, heads, causal = false, key_mask = none)` over a sequence
+/// `[batch, T, d]`: multi-head scaled dot-product attention with query, key, value and
+/// output projections `q`, `k`, `v`, `out` (dense `[d, d]` each; `k` without a bias,
+/// which the softmax would cancel). Each head sees `d / heads` features; scores are
+/// scaled by `1 / sqrt(d / heads)`; `causal` lets position `i` attend only to positions
+/// `j <= i`; `key_mask` (`f32[batch, T]`, 1 or 0) hides the positions marked 0.
 pub(super) fn self_attention(
     e: &mut Elaborator,
     args: &BoundArgs,
@@ -294,69 +404,151 @@ pub(super) fn self_attention(
     let (x, xspan) = args.tensor("x")?;
     let heads = args.positive_int("heads", None)?;
     let causal = args.bool("causal", false)?;
-    let (t, d) = sequence(e, x, xspan, "self_attention")?;
-    check_heads(args, heads, d, span)?;
+    let x = Sequence::of(e, x, xspan, "self_attention")?;
+    check_heads(args, heads, x.features, span)?;
+    let key_mask = key_mask_arg(e, args, "key_mask", x.len)?;
     let path = path.unwrap_or_else(|| e.fresh_path("self_attention"));
-    let y = attend(e, x, t, d, heads, causal, &path, span)?;
-    Ok(Value::Tensor(y))
+    let spec = AttentionSpec {
+        path: &path,
+        d: x.features,
+        heads,
+        causal,
+        key_mask,
+    };
+    Ok(Value::Tensor(attend(e, &spec, x, x, span)?))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn attend(
+/// `cross_attention(x, memory, heads, key_mask = none)`: multi-head attention whose
+/// queries come from `x` `[batch, Tq, d]` and whose keys and values come from `memory`
+/// `[batch, Tk, dm]` (an encoder's output; `Tk` and `dm` may differ from `Tq` and `d`).
+/// Projections as in [`self_attention`], except that `k` and `v` are `[d, dm]`;
+/// `key_mask` (`f32[batch, Tk]`, 1 or 0) hides the memory positions marked 0. The
+/// result is `[batch, Tq, d]`.
+pub(super) fn cross_attention(
     e: &mut Elaborator,
-    x: ValueId,
-    t: u64,
-    d: u64,
-    heads: u64,
-    causal: bool,
-    path: &str,
+    args: &BoundArgs,
+    span: Span,
+    path: Option<String>,
+) -> Result<Value, Diagnostic> {
+    let (x, xspan) = args.tensor("x")?;
+    let (memory, mspan) = args.tensor("memory")?;
+    let heads = args.positive_int("heads", None)?;
+    let x = Sequence::of(e, x, xspan, "cross_attention")?;
+    let memory = Sequence::of(e, memory, mspan, "cross_attention")?;
+    check_heads(args, heads, x.features, span)?;
+    let key_mask = key_mask_arg(e, args, "key_mask", memory.len)?;
+    let path = path.unwrap_or_else(|| e.fresh_path("cross_attention"));
+    let spec = AttentionSpec {
+        path: &path,
+        d: x.features,
+        heads,
+        causal: false,
+        key_mask,
+    };
+    Ok(Value::Tensor(attend(e, &spec, x, memory, span)?))
+}
+
+/// The optional key mask argument `name`: `f32[batch, keys]` of ones and zeros.
+pub(super) fn key_mask_arg(
+    e: &Elaborator,
+    args: &BoundArgs,
+    name: &str,
+    keys: u64,
+) -> Result<Option<ValueId>, Diagnostic> {
+    let Some(arg) = args.get(name) else {
+        return Ok(None);
+    };
+    let Value::Tensor(m) = arg.value else {
+        return Err(Diagnostic::error(
+            ErrorCode::BadArgument,
+            format!(
+                "argument `{name}` of `{}` must be a tensor, got {}",
+                args.callee,
+                arg.value.kind()
+            ),
+            arg.span,
+        )
+        .with_label("expected a tensor `f32[batch, keys]`"));
+    };
+    let ty = e.graph.ty(m).clone();
+    let want = TensorType::new(DType::F32, vec![Dim::Batch, Dim::Fixed(keys)]);
+    if ty != want {
+        return Err(Diagnostic::error(
+            ErrorCode::ShapeMismatch,
+            format!("`{name}` must be {want} (1 for a key to attend, 0 for padding), got {ty}"),
+            arg.span,
+        )
+        .with_label(format!("this is {ty}")));
+    }
+    Ok(Some(m))
+}
+
+/// Multi-head attention of `queries` over `memory` (the same sequence for
+/// self-attention), as [`AttentionSpec`] says: `[batch, Tq, d]`.
+pub(super) fn attend(
+    e: &mut Elaborator,
+    spec: &AttentionSpec,
+    queries: Sequence,
+    memory: Sequence,
     span: Span,
 ) -> Result<ValueId, Diagnostic> {
+    let (d, heads, path) = (spec.d, spec.heads, spec.path);
     let dh = d / heads;
-    let split = Shape(vec![
-        Dim::Batch,
-        Dim::Fixed(t),
-        Dim::Fixed(heads),
-        Dim::Fixed(dh),
-    ]);
-    // [batch, T, d] -> [batch, T, h, d/h] -> `perm`.
-    let project = |e: &mut Elaborator, name: &str, perm: Vec<usize>| {
+    // [batch, T, dm] -> [batch, T, d] -> [batch, T, h, d/h] -> `perm`.
+    let project = |e: &mut Elaborator, source: Sequence, name: &str, perm: Vec<usize>| {
         let path = format!("{path}.{name}");
         // A key bias adds `q · b` to every score of a query alike, which the softmax
         // cancels: its gradient is identically zero, so the key projection has none
         // (as Whisper's attention).
         let p = if name == "k" {
-            linear_no_bias(e, x, d, d, &path, span)?
+            linear_no_bias(e, source.value, source.features, d, &path, span)?
         } else {
-            linear(e, x, d, d, &path, span)?
+            linear(e, source.value, source.features, d, &path, span)?
         };
-        let p = e.op(
-            Op::Reshape {
-                shape: split.clone(),
-            },
-            &[p],
-            span,
-        )?;
+        let split = Shape(vec![
+            Dim::Batch,
+            Dim::Fixed(source.len),
+            Dim::Fixed(heads),
+            Dim::Fixed(dh),
+        ]);
+        let p = e.op(Op::Reshape { shape: split }, &[p], span)?;
         e.op(Op::Transpose { perm }, &[p], span)
     };
-    let q = project(e, "q", vec![0, 2, 1, 3])?; // [batch, h, T, d/h]
-    let kt = project(e, "k", vec![0, 2, 3, 1])?; // [batch, h, d/h, T]
-    let v = project(e, "v", vec![0, 2, 1, 3])?; // [batch, h, T, d/h]
-    let scores = e.op(Op::MatMul, &[q, kt], span)?; // [batch, h, T, T]
+    let q = project(e, queries, "q", vec![0, 2, 1, 3])?; // [batch, h, Tq, d/h]
+    let kt = project(e, memory, "k", vec![0, 2, 3, 1])?; // [batch, h, d/h, Tk]
+    let v = project(e, memory, "v", vec![0, 2, 1, 3])?; // [batch, h, Tk, d/h]
+    let scores = e.op(Op::MatMul, &[q, kt], span)?; // [batch, h, Tq, Tk]
     let scale = e.constant(1.0 / (dh as f64).sqrt(), span);
     let mut scores = bin(e, BinaryOp::Mul, scores, scale, span)?;
-    if causal {
-        // Query i may not see key j > i: -1e9 there, so its weight underflows to zero.
-        let positions: Vec<f64> = (0..t).map(|i| i as f64).collect();
-        let keys = table(e, &positions, vec![1, t], span)?;
-        let queries = table(e, &positions, vec![t, 1], span)?;
-        let future = bin(e, BinaryOp::Gt, keys, queries, span)?; // [T, T]
+    // A hidden key gets -1e9 added to its score, so its weight underflows to zero.
+    if spec.causal {
+        // Query i may not see key j > i.
+        let key_positions: Vec<f64> = (0..memory.len).map(|j| j as f64).collect();
+        let query_positions: Vec<f64> = (0..queries.len).map(|i| i as f64).collect();
+        let keys = table(e, &key_positions, vec![1, memory.len], span)?;
+        let rows = table(e, &query_positions, vec![queries.len, 1], span)?;
+        let future = bin(e, BinaryOp::Gt, keys, rows, span)?; // [Tq, Tk]
         let big = e.constant(-1e9, span);
         let mask = bin(e, BinaryOp::Mul, future, big, span)?;
         scores = bin(e, BinaryOp::Add, scores, mask, span)?;
     }
+    if let Some(keep) = spec.key_mask {
+        // (keep - 1) * 1e9: 0 for a kept key, -1e9 for padding; [batch, 1, 1, Tk].
+        let one = e.constant(1.0, span);
+        let hidden = bin(e, BinaryOp::Sub, one, keep, span)?;
+        let big = e.constant(-1e9, span);
+        let bias = bin(e, BinaryOp::Mul, hidden, big, span)?;
+        let shape = Shape(vec![
+            Dim::Batch,
+            Dim::Fixed(1),
+            Dim::Fixed(1),
+            Dim::Fixed(memory.len),
+        ]);
+        let bias = e.op(Op::Reshape { shape }, &[bias], span)?;
+        scores = bin(e, BinaryOp::Add, scores, bias, span)?;
+    }
     let weights = super::layers::stable_softmax(e, scores, 3, false, span)?;
-    let mixed = e.op(Op::MatMul, &[weights, v], span)?; // [batch, h, T, d/h]
+    let mixed = e.op(Op::MatMul, &[weights, v], span)?; // [batch, h, Tq, d/h]
     let mixed = e.op(
         Op::Transpose {
             perm: vec![0, 2, 1, 3],
@@ -366,7 +558,7 @@ fn attend(
     )?;
     let joined = e.op(
         Op::Reshape {
-            shape: Shape(vec![Dim::Batch, Dim::Fixed(t), Dim::Fixed(d)]),
+            shape: Shape(vec![Dim::Batch, Dim::Fixed(queries.len), Dim::Fixed(d)]),
         },
         &[mixed],
         span,
@@ -374,55 +566,13 @@ fn attend(
     linear(e, joined, d, d, &format!("{path}.out"), span)
 }
 
-/// `transformer_encoder_layer(x, heads, ff, norm_first = false, eps = 1e-5)` over
-/// `[batch, T, d]`, PyTorch's `TransformerEncoderLayer` without dropout: self-attention
-/// and a feed-forward network `linear2(gelu(linear1(x)))` (`ff` hidden units), each with
-/// a residual connection and a layer norm. Post-norm by default (`x = norm(x + f(x))`,
-/// the original Transformer); `norm_first = true` is pre-norm (`x = x + f(norm(x))`).
-pub(super) fn encoder_layer(
-    e: &mut Elaborator,
-    args: &BoundArgs,
-    span: Span,
-    path: Option<String>,
-) -> Result<Value, Diagnostic> {
-    let (x, xspan) = args.tensor("x")?;
-    let heads = args.positive_int("heads", None)?;
-    let ff = args.positive_int("ff", None)?;
-    let norm_first = args.bool("norm_first", false)?;
-    let eps = eps_arg(args)?;
-    let (t, d) = sequence(e, x, xspan, "transformer_encoder_layer")?;
-    check_heads(args, heads, d, span)?;
-    let path = path.unwrap_or_else(|| e.fresh_path("transformer_encoder_layer"));
-    let attention = |e: &mut Elaborator, h: ValueId| {
-        attend(e, h, t, d, heads, false, &format!("{path}.self_attn"), span)
-    };
-    let feed_forward = |e: &mut Elaborator, h: ValueId| {
-        let h = linear(e, h, d, ff, &format!("{path}.linear1"), span)?;
-        let h = gelu_of(e, h, span)?;
-        linear(e, h, ff, d, &format!("{path}.linear2"), span)
-    };
-    let norm1 = format!("{path}.norm1");
-    let norm2 = format!("{path}.norm2");
-    let y = if norm_first {
-        let n = normalize(e, x, d, eps, &norm1, span)?;
-        let a = attention(e, n)?;
-        let h = bin(e, BinaryOp::Add, x, a, span)?;
-        let n = normalize(e, h, d, eps, &norm2, span)?;
-        let f = feed_forward(e, n)?;
-        bin(e, BinaryOp::Add, h, f, span)?
-    } else {
-        let a = attention(e, x)?;
-        let h = bin(e, BinaryOp::Add, x, a, span)?;
-        let h = normalize(e, h, d, eps, &norm1, span)?;
-        let f = feed_forward(e, h)?;
-        let h2 = bin(e, BinaryOp::Add, h, f, span)?;
-        normalize(e, h2, d, eps, &norm2, span)?
-    };
-    Ok(Value::Tensor(y))
-}
-
 /// Heads split the features evenly: `heads` must divide `d`.
-fn check_heads(args: &BoundArgs, heads: u64, d: u64, span: Span) -> Result<(), Diagnostic> {
+pub(super) fn check_heads(
+    args: &BoundArgs,
+    heads: u64,
+    d: u64,
+    span: Span,
+) -> Result<(), Diagnostic> {
     if d % heads == 0 {
         return Ok(());
     }

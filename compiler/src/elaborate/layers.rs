@@ -37,7 +37,6 @@ static POOL2D: &[ParamSpec] = &[req("x"), req("kernel"), opt("stride")];
 static LAYER_NORM: &[ParamSpec] = &[req("x"), opt("eps")];
 static EMBEDDING: &[ParamSpec] = &[req("ids"), req("vocab"), req("dim")];
 static POSITIONAL: &[ParamSpec] = &[req("x"), opt("kind")];
-static SELF_ATTENTION: &[ParamSpec] = &[req("x"), req("heads"), opt("causal")];
 static RECURRENT: &[ParamSpec] = &[
     req("x"),
     req("hidden"),
@@ -45,12 +44,26 @@ static RECURRENT: &[ParamSpec] = &[
     opt("bidirectional"),
     opt("return_sequences"),
 ];
+static SLICE: &[ParamSpec] = &[req("x"), req("start"), req("len"), opt("axis")];
+static SELF_ATTENTION: &[ParamSpec] = &[req("x"), req("heads"), opt("causal"), opt("key_mask")];
+static CROSS_ATTENTION: &[ParamSpec] = &[req("x"), req("memory"), req("heads"), opt("key_mask")];
 static ENCODER_LAYER: &[ParamSpec] = &[
     req("x"),
     req("heads"),
     req("ff"),
     opt("norm_first"),
     opt("eps"),
+    opt("key_mask"),
+];
+static DECODER_LAYER: &[ParamSpec] = &[
+    req("x"),
+    req("memory"),
+    req("heads"),
+    req("ff"),
+    opt("causal"),
+    opt("norm_first"),
+    opt("eps"),
+    opt("memory_mask"),
 ];
 
 /// The parameter list of a built-in, or None if `name` is not one.
@@ -63,6 +76,7 @@ pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
         "sum" | "mean" | "max" | "min" => REDUCE,
         "reshape" => RESHAPE,
         "transpose" => TRANSPOSE,
+        "slice" => SLICE,
         "concat" => AXIS,
         "cross_entropy" => CROSS_ENTROPY,
         "binary_cross_entropy" => BCE,
@@ -78,7 +92,9 @@ pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
         "embedding" => EMBEDDING,
         "positional" => POSITIONAL,
         "self_attention" => SELF_ATTENTION,
+        "cross_attention" => CROSS_ATTENTION,
         "transformer_encoder_layer" => ENCODER_LAYER,
+        "transformer_decoder_layer" => DECODER_LAYER,
         "rnn" | "lstm" | "gru" => RECURRENT,
         _ => return None,
     })
@@ -104,6 +120,7 @@ pub const NAMES: &[&str] = &[
     "min",
     "reshape",
     "transpose",
+    "slice",
     "concat",
     "cross_entropy",
     "binary_cross_entropy",
@@ -122,7 +139,9 @@ pub const NAMES: &[&str] = &[
     "embedding",
     "positional",
     "self_attention",
+    "cross_attention",
     "transformer_encoder_layer",
+    "transformer_decoder_layer",
     "rnn",
     "lstm",
     "gru",
@@ -182,6 +201,7 @@ pub(super) fn call_layer(
         "flatten" => flatten(e, &args, span),
         "reshape" => reshape(e, &args, span),
         "transpose" => transpose(e, &args, span),
+        "slice" => slice(e, &args, span),
         "concat" => concat(e, &args, span),
         "cross_entropy" => super::losses::cross_entropy(e, &args, span),
         "binary_cross_entropy" => super::losses::binary_cross_entropy(e, &args, span),
@@ -199,7 +219,9 @@ pub(super) fn call_layer(
         "embedding" => super::attention::embedding(e, &args, span, path),
         "positional" => super::attention::positional(e, &args, span, path),
         "self_attention" => super::attention::self_attention(e, &args, span, path),
-        "transformer_encoder_layer" => super::attention::encoder_layer(e, &args, span, path),
+        "cross_attention" => super::attention::cross_attention(e, &args, span, path),
+        "transformer_encoder_layer" => super::transformer::encoder_layer(e, &args, span, path),
+        "transformer_decoder_layer" => super::transformer::decoder_layer(e, &args, span, path),
         "rnn" | "lstm" | "gru" => match super::recurrent::Cell::parse(name) {
             Some(cell) => super::recurrent::recurrent(e, cell, &args, span, path),
             None => Err(unknown_layer(callee, std::iter::empty())),
@@ -503,6 +525,34 @@ fn transpose(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, 
         }
     };
     Ok(Value::Tensor(e.op(Op::Transpose { perm }, &[x], span)?))
+}
+
+/// `slice(x, start, len, axis = -1)`: the `len` elements of `axis` from `start` on (any
+/// element type; not along `batch`).
+fn slice(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Diagnostic> {
+    let (x, _) = args.tensor("x")?;
+    let rank = e.graph.ty(x).shape.rank();
+    let ax = axis(args, "axis", rank, -1)?;
+    let start = args.int("start", 0)?;
+    let Ok(start) = u64::try_from(start) else {
+        let sspan = args.get("start").map_or(span, |s| s.span);
+        return Err(Diagnostic::error(
+            ErrorCode::BadArgument,
+            format!("`slice` starts at an index >= 0, got {start}"),
+            sspan,
+        )
+        .with_label("must be >= 0"));
+    };
+    let len = args.positive_int("len", None)?;
+    Ok(Value::Tensor(e.op(
+        Op::Slice {
+            axis: ax,
+            start,
+            len,
+        },
+        &[x],
+        span,
+    )?))
 }
 
 fn concat(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Diagnostic> {

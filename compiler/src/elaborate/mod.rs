@@ -17,6 +17,7 @@ pub mod layers;
 mod losses;
 mod normalization;
 mod recurrent;
+mod transformer;
 pub mod value;
 
 use crate::ir::{DType, Dim, Graph, Init, Op, Span, TensorType, ValueId};

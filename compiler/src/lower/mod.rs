@@ -386,6 +386,12 @@ impl<'g> Lowerer<'g> {
                 Storage::TransposedView(self.materialize(src)?)
             }
             (Op::Scan(scan), _) => return self.lower_scan(v, scan),
+            (Op::Slice { axis: 0, .. }, Placement::Buffer)
+                if !self.dest.contains_key(&v) && self.leading_slice_view(v).is_some() =>
+            {
+                // `leading_slice_view` made the window; it is the last buffer.
+                Storage::Buffer(self.out.buffers.len() - 1)
+            }
             _ => {
                 let out = match self.dest.get(&v) {
                     Some(&b) => b,
@@ -450,11 +456,56 @@ impl<'g> Lowerer<'g> {
         Ok(out)
     }
 
+    /// A slice along the first axis of a value stored in its own buffer is a contiguous
+    /// run of that buffer: a window of it (see `Window`), no copy. None for any other
+    /// value.
+    fn leading_slice_view(&mut self, v: ValueId) -> Option<BufferId> {
+        let Op::Slice {
+            axis: 0,
+            start,
+            len,
+        } = self.graph.node(v).op
+        else {
+            return None;
+        };
+        let src = self.graph.operands(v)[0];
+        let Some(Storage::Buffer(b)) = self.storage.get(&src).copied() else {
+            return None;
+        };
+        let buf = &self.out.buffers[b];
+        if matches!(buf.role, BufferRole::Window(_))
+            || buf.shape != kernel_dims(&self.graph.ty(src).shape)
+            || len == 0
+        {
+            return None;
+        }
+        let window = Window {
+            parent: b,
+            step: 0,
+            shift: start,
+            modulus: 0,
+            span: len,
+        };
+        let name = format!("{}_{start}_{}", buf.name, start + len);
+        self.out.buffers.push(LoweredBuffer {
+            name,
+            dtype: buf.dtype,
+            shape: kernel_dims(&self.graph.ty(v).shape),
+            role: BufferRole::Window(window),
+        });
+        Some(self.out.buffers.len() - 1)
+    }
+
     /// The buffer holding `v` in its own layout, computing it with a copy kernel if it is
     /// only a constant, an inlined value or a view.
     fn materialize(&mut self, v: ValueId) -> Result<BufferId, LowerError> {
         match self.storage.get(&v).copied() {
             Some(Storage::Buffer(b)) => Ok(b),
+            Some(_) if self.leading_slice_view(v).is_some() => {
+                let b = self.leading_slice_view(v).expect("just checked");
+                self.storage.insert(v, Storage::Buffer(b));
+                Ok(b)
+            }
             Some(_) => {
                 let out = self.new_buffer(v, BufferRole::Temp);
                 kernels_of::emit_copy(self, v, out)?;

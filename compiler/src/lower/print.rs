@@ -22,7 +22,14 @@ pub fn print_kernels(l: &Lowered) -> String {
                     (_, 0) => format!("t + {}", w.shift),
                     (_, m) => format!("(t + {}) % {m}", w.shift),
                 };
-                format!("window of b{}, slice [{index}]", w.parent)
+                if w.span == 1 {
+                    format!("window of b{}, slice [{index}]", w.parent)
+                } else {
+                    format!(
+                        "window of b{}, slices [{index}..{index} + {}]",
+                        w.parent, w.span
+                    )
+                }
             }
         };
         let dims: Vec<String> = b.shape.iter().map(|d| d.to_string()).collect();

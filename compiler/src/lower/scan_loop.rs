@@ -54,19 +54,20 @@ impl Lowerer<'_> {
             step,
             shift: if modulus == 0 { shift } else { shift % modulus },
             modulus,
+            span: 1,
         };
         debug_assert!(init_index < slots);
 
         // Operands in storage: sequences and the initial carry as buffers, constants as
         // buffers or inlined scalars.
         let init = self.materialize(operands[0])?;
-        let init_slot = self.window_buffer(&carry_dims, window(0, init_index), "init");
+        let init_slot = self.window_buffer(&carry_dims, window(0, init_index), "init")?;
         kernels_of::emit_buffer_copy(self, init, init_slot)?;
         let mut inputs = vec![Storage::Buffer(self.window_buffer(
             &carry_dims,
             window(1, read_shift),
             "prev",
-        ))];
+        )?)];
         for &seq in &operands[1..=k] {
             let b = self.materialize(seq)?;
             let dims = kernel_dims(&self.graph.ty(seq).shape)[1..].to_vec();
@@ -75,8 +76,9 @@ impl Lowerer<'_> {
                 step: 1,
                 shift: 0,
                 modulus: 0,
+                span: 1,
             };
-            inputs.push(Storage::Buffer(self.window_buffer(&dims, w, "step")));
+            inputs.push(Storage::Buffer(self.window_buffer(&dims, w, "step")?));
         }
         for &c in &operands[1 + k..] {
             inputs.push(match self.storage.get(&c).copied() {
@@ -84,7 +86,7 @@ impl Lowerer<'_> {
                 _ => Storage::Buffer(self.materialize(c)?),
             });
         }
-        let next = self.window_buffer(&carry_dims, window(1, write_shift), "next");
+        let next = self.window_buffer(&carry_dims, window(1, write_shift), "next")?;
 
         let start = self.out.launches.len();
         self.lower_body(&scan.body, inputs, next)?;
@@ -100,7 +102,7 @@ impl Lowerer<'_> {
         });
 
         if !scan.keep_all {
-            let last = self.window_buffer(&carry_dims, window(0, final_index), "last");
+            let last = self.window_buffer(&carry_dims, window(0, final_index), "last")?;
             let out = self.new_buffer(v, BufferRole::Temp);
             kernels_of::emit_buffer_copy(self, last, out)?;
             self.storage.insert(v, Storage::Buffer(out));
@@ -173,7 +175,33 @@ impl Lowerer<'_> {
     }
 
     /// A window of `shape` into `window.parent` (see [`Window`]).
-    fn window_buffer(&mut self, shape: &[Dim], window: Window, what: &str) -> BufferId {
+    fn window_buffer(
+        &mut self,
+        shape: &[Dim],
+        window: Window,
+        what: &str,
+    ) -> Result<BufferId, LowerError> {
+        let mut window = window;
+        // A step of a sequence that is itself a run of time steps of a buffer (a slice
+        // view) is a step of that buffer, `view.shift` steps later.
+        if let BufferRole::Window(view) = self.out.buffers[window.parent].role {
+            let view_shape = &self.out.buffers[window.parent].shape;
+            let composable = view.step == 0
+                && view.modulus == 0
+                && window.modulus == 0
+                && window.span == 1
+                && view_shape.get(1..) == Some(shape)
+                && view_shape.first() == Some(&Dim::Fixed(view.span));
+            assert!(
+                composable,
+                "a window of a window is always a time step of a slice view"
+            );
+            window = Window {
+                parent: view.parent,
+                shift: window.shift + view.shift,
+                ..window
+            };
+        }
         let parent = &self.out.buffers[window.parent];
         let buffer = LoweredBuffer {
             name: format!("{}_{what}", parent.name),
@@ -182,6 +210,6 @@ impl Lowerer<'_> {
             role: BufferRole::Window(window),
         };
         self.out.buffers.push(buffer);
-        self.out.buffers.len() - 1
+        Ok(self.out.buffers.len() - 1)
     }
 }

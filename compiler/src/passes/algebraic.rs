@@ -19,6 +19,8 @@
 //! | `broadcast_operand`   | `op (broadcast x), y` where `op` broadcasts `x` itself to the same result | `op x, y` |
 //! | `stop_gradient`       | `stop_gradient x` (after autodiff it is the identity) | `x`             |
 //! | `relu_mask`           | `gt x, 0` where `relu x` exists          | `gt (relu x), 0`             |
+//! | `slice_concat`        | `slice` of a `concat` that is exactly one of its parts | that part      |
+//! | `slice_broadcast`     | `slice` of `broadcast x` along an axis `x` does not vary on | `broadcast x` to the slice's shape |
 //!
 //! Each rule only fires when the replacement has exactly the replaced value's type.
 //! `x * 0 -> 0` is not a rule: it is wrong for infinities and NaN. `relu_mask` lets the
@@ -46,7 +48,57 @@ pub const RULES: &[(&str, Rule)] = &[
     ("broadcast_operand", broadcast_operand),
     ("stop_gradient", stop_gradient),
     ("relu_mask", relu_mask),
+    ("slice_concat", slice_concat),
+    ("slice_broadcast", slice_broadcast),
 ];
+
+fn slice_of(g: &Graph, v: ValueId) -> Option<(usize, u64, u64, ValueId)> {
+    match g.node(v).op {
+        Op::Slice { axis, start, len } => Some((axis, start, len, g.operands(v)[0])),
+        _ => None,
+    }
+}
+
+fn slice_concat(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
+    let Some((axis, start, len, x)) = slice_of(g, v) else {
+        return Ok(None);
+    };
+    if g.node(x).op != (Op::Concat { axis }) {
+        return Ok(None);
+    }
+    let mut at = 0u64;
+    for part in g.operands(x) {
+        let Some(n) = g.ty(part).shape.dims().get(axis).and_then(|d| d.fixed()) else {
+            return Ok(None);
+        };
+        if at == start && n == len {
+            return Ok(same_type(g, v, part));
+        }
+        at += n;
+    }
+    Ok(None)
+}
+
+fn slice_broadcast(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
+    let Some((axis, _, _, b)) = slice_of(g, v) else {
+        return Ok(None);
+    };
+    if !matches!(g.node(b).op, Op::Broadcast { .. }) {
+        return Ok(None);
+    }
+    let x = g.operands(b)[0];
+    // `x` aligns with the broadcast's last dims; along `axis` it is absent or 1.
+    let (rank, xrank) = (g.ty(b).shape.rank(), g.ty(x).shape.rank());
+    let invariant = axis + xrank < rank
+        || g.ty(x).shape.dims()[axis + xrank - rank] == crate::ir::Dim::Fixed(1);
+    if !invariant {
+        return Ok(None);
+    }
+    let shape = g.ty(v).shape.clone();
+    let span = g.node(v).span;
+    let new = g.add(Op::Broadcast { shape }, &[x], span)?;
+    Ok(same_type(g, v, new))
+}
 
 fn const_value(graph: &Graph, v: ValueId) -> Option<f64> {
     match graph.node(v).op {

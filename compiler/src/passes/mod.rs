@@ -8,12 +8,14 @@
 //! - [`cse`]: common-subexpression elimination.
 //! - [`algebraic`]: algebraic identities (a table of named rules).
 //! - [`dce`]: dead-code elimination.
+//! - [`scan_operands`]: constants into scan bodies; the pipeline run on every body.
 
 pub mod algebraic;
 pub mod autodiff;
 pub mod const_fold;
 pub mod cse;
 pub mod dce;
+pub mod scan_operands;
 
 use crate::ir::Graph;
 
@@ -47,6 +49,10 @@ pub fn pipeline() -> Vec<Pass> {
         Pass {
             name: "cse",
             run: cse::eliminate_common_subexpressions,
+        },
+        Pass {
+            name: "scan_operands",
+            run: scan_operands::simplify_scans,
         },
         Pass {
             name: "dce",

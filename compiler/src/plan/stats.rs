@@ -4,7 +4,12 @@
 //!
 //! Bytes moved is a model: every launch reads or writes each buffer it binds once,
 //! whole (a kernel reading a buffer at several points still streams it once through
-//! cache). "Unfused" is the same graph lowered one kernel per op.
+//! cache), and a launch in a loop (a scan's body) runs once per step. "Unfused" is the
+//! same graph lowered one kernel per op.
+//!
+//! The naive sums count one buffer per value computed: a buffer used only inside a loop
+//! holds a new value every step, so it counts once per step, as if the loop were
+//! unrolled (what a graph without loops would allocate).
 
 use super::{MemoryPlan, plan_memory};
 use crate::ir::Graph;
@@ -31,30 +36,81 @@ pub struct EntryStats {
     /// Sum of the unfused program's scratch buffers (one buffer per op result).
     pub naive_unfused: u64,
     pub lower_bound: u64,
+    /// Whether the entry has loops (its naive sums count loop buffers per step).
+    pub loops: bool,
 }
 
 fn at(e: Extent) -> u64 {
     e.fixed + e.per_batch * STATS_BATCH
 }
 
+/// How many times launch `i` runs per entry run.
+fn runs(l: &Lowered, i: usize) -> u64 {
+    l.loops
+        .iter()
+        .find(|lp| (lp.start..lp.end).contains(&i))
+        .map_or(1, |lp| lp.count)
+}
+
 /// Bytes every launch reads and writes, at [`STATS_BATCH`].
 pub fn bytes_moved(l: &Lowered) -> u64 {
     l.launches
         .iter()
-        .map(|launch| {
-            let mut seen = launch.bindings.clone();
-            seen.sort();
-            seen.dedup();
-            seen.iter()
-                .map(|b| {
-                    let buf = &l.buffers[*b];
-                    buf.shape
-                        .iter()
-                        .map(|d| d.resolve(STATS_BATCH))
-                        .product::<u64>()
-                        * buf.dtype.size_bytes()
-                })
-                .sum::<u64>()
+        .enumerate()
+        .map(|(i, launch)| {
+            runs(l, i) * {
+                let mut seen = launch.bindings.clone();
+                seen.sort();
+                seen.dedup();
+                seen.iter()
+                    .map(|b| {
+                        let buf = &l.buffers[*b];
+                        buf.shape
+                            .iter()
+                            .map(|d| d.resolve(STATS_BATCH))
+                            .product::<u64>()
+                            * buf.dtype.size_bytes()
+                    })
+                    .sum::<u64>()
+            }
+        })
+        .sum()
+}
+
+/// The sum of scratch buffer sizes at [`STATS_BATCH`], a buffer whose every use is
+/// inside one loop counted once per step of it (see the module docs).
+fn naive_sum(l: &Lowered, plan: &MemoryPlan) -> u64 {
+    let mut loop_of: Vec<Option<Option<usize>>> = vec![None; l.buffers.len()];
+    for (i, launch) in l.launches.iter().enumerate() {
+        let lp = l
+            .loops
+            .iter()
+            .position(|lp| (lp.start..lp.end).contains(&i));
+        for &b in &launch.bindings {
+            let b = l.root(b);
+            loop_of[b] = match loop_of[b] {
+                None => Some(lp),
+                Some(prev) if prev == lp => Some(prev),
+                Some(_) => Some(None),
+            };
+        }
+    }
+    l.buffers
+        .iter()
+        .enumerate()
+        .filter(|(b, _)| plan.lifetimes[*b].is_some())
+        .map(|(b, buf)| {
+            let bytes: u64 = buf
+                .shape
+                .iter()
+                .map(|d| d.resolve(STATS_BATCH))
+                .product::<u64>()
+                * buf.dtype.size_bytes();
+            let steps = match loop_of[b] {
+                Some(Some(lp)) => l.loops[lp].count,
+                _ => 1,
+            };
+            bytes.next_multiple_of(super::memory_plan::ALIGN) * steps
         })
         .sum()
 }
@@ -78,9 +134,10 @@ pub fn entry_stats(
         bytes_moved_unfused: bytes_moved(&unfused),
         bytes_moved: bytes_moved(lowered),
         arena: at(plan.arena),
-        naive: at(plan.naive),
-        naive_unfused: at(unfused_plan.naive),
+        naive: naive_sum(lowered, plan),
+        naive_unfused: naive_sum(&unfused, &unfused_plan),
         lower_bound: at(plan.lower_bound),
+        loops: !lowered.loops.is_empty(),
     })
 }
 
@@ -113,14 +170,19 @@ pub fn print_stats(stats: &[EntryStats]) -> String {
         );
         let _ = writeln!(
             out,
-            "  arena:        {} bytes; {:.3}x the live-set lower bound ({}); {:.3}x the naive sum of fused buffers ({}); {:.3}x the naive sum of one buffer per op ({})",
+            "  arena:        {} bytes; {:.3}x the live-set lower bound ({}); {:.3}x the naive sum of fused buffers ({}); {:.3}x the naive sum of one buffer per op ({}){}",
             s.arena,
             ratio(s.arena, s.lower_bound),
             s.lower_bound,
             ratio(s.arena, s.naive),
             s.naive,
             ratio(s.arena, s.naive_unfused),
-            s.naive_unfused
+            s.naive_unfused,
+            if s.loops {
+                ", loop buffers once per step"
+            } else {
+                ""
+            }
         );
     }
     out

@@ -31,6 +31,18 @@ pub struct TrainingGraphs {
 /// `train` section, not to the model's hyper-parameters.
 pub const OVERRIDABLE: &[&str] = &["lr", "epochs", "batch", "seed", "patience", "data"];
 
+/// The metric names a `metrics = [...]` list may hold.
+const METRICS: &[&str] = &[
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "auc",
+    "sequence_accuracy",
+    "mae",
+    "mse",
+];
+
 fn err(span: crate::ir::Span, msg: impl Into<String>) -> Diagnostic {
     Diagnostic::error(ErrorCode::BadArgument, msg, span)
 }
@@ -98,8 +110,7 @@ pub fn build(
                     .collect::<Result<_, _>>()?;
                 // A built-in takes options after a comma (`sunspots,window=20`), a file
                 // kind its path after a colon (`csv:f.csv,label=-1`).
-                let builtin = strata_runtime::train::BUILTIN_DATASETS.contains(&name.as_str())
-                    || strata_runtime::train::GENERATED_DATASETS.contains(&name.as_str());
+                let builtin = strata_runtime::train::BUILTIN_DATASETS.contains(&name.as_str());
                 format!(
                     "{name}{}{}",
                     if builtin { "," } else { ":" },
@@ -175,16 +186,8 @@ pub fn build(
         Some((Setting::List(items), span)) => items
             .iter()
             .map(|i| match i {
-                Setting::Word(w)
-                    if ["accuracy", "precision", "recall", "f1", "auc", "mae", "mse"]
-                        .contains(&w.as_str()) =>
-                {
-                    Ok(w.clone())
-                }
-                _ => Err(err(
-                    *span,
-                    "metrics are: accuracy, precision, recall, f1, auc, mae, mse",
-                )),
+                Setting::Word(w) if METRICS.contains(&w.as_str()) => Ok(w.clone()),
+                _ => Err(err(*span, format!("metrics are: {}", METRICS.join(", ")))),
             })
             .collect::<Result<_, _>>()?,
         Some((_, span)) => return Err(err(*span, "`metrics` is a list, e.g. [accuracy, f1]")),

@@ -40,17 +40,25 @@ pub enum Location {
     Window(Window),
 }
 
-/// A buffer that is a slice of its `parent`: the `index`-th run of as many elements as
-/// the window's own shape holds, where `index = step * t + shift`, taken modulo
-/// `modulus` unless it is 0, and `t` is the sequence index of the current iteration of
-/// the enclosing [`Loop`] (0 outside loops). A scan's step reads `R[t]` and writes
-/// `R[t + 1]` of its stacked carries through two windows of one buffer.
+/// A buffer that is a slice of its `parent`, starting `index` units in, where a unit is
+/// the window's own element count divided by `span`, `index = step * t + shift` taken
+/// modulo `modulus` unless it is 0, and `t` is the sequence index of the current
+/// iteration of the enclosing [`Loop`] (0 outside loops). A scan's step reads `R[t]` and
+/// writes `R[t + 1]` of its stacked carries through two windows of one buffer (span 1);
+/// `R[1..T + 1]` is a window of span `T` at index 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Window {
     pub parent: BufferId,
     pub step: u64,
     pub shift: u64,
     pub modulus: u64,
+    /// How many units the window covers (its element count is a multiple of it).
+    #[serde(default = "one")]
+    pub span: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 impl Window {
@@ -62,6 +70,12 @@ impl Window {
         } else {
             i % self.modulus
         }
+    }
+
+    /// Where the window starts in its parent, in bytes, at sequence index `t`, for a
+    /// window of `bytes` bytes (None on overflow or a zero span).
+    pub fn offset(&self, t: u64, bytes: u64) -> Option<u64> {
+        self.index(t).checked_mul(bytes.checked_div(self.span)?)
     }
 }
 

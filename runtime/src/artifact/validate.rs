@@ -130,17 +130,28 @@ fn validate_buffers(manifest: &Manifest) -> Result<(), ArtifactError> {
                 {
                     return Err(bad("its element type or batch dimension differs"));
                 }
-                if w.step > 1 || w.modulus == 1 {
-                    return Err(bad("its step is not 0 or 1, or its modulus is 1"));
+                if w.step > 1 || w.modulus == 1 || w.span == 0 {
+                    return Err(bad(
+                        "its step is not 0 or 1, its modulus is 1 or its span 0",
+                    ));
                 }
                 // The launch checks each slice against the parent's bytes when it runs; a
                 // window that never fits is refused here already.
                 let (Some(ps), Some(ws)) = (parent.byte_size(), info.byte_size()) else {
                     return Err(bad("its size overflows"));
                 };
-                let slices = |p: u64, s: u64| if s == 0 { u64::MAX } else { p / s };
-                let fits = slices(ps.fixed, size.fixed).min(slices(ps.per_batch, size.per_batch));
-                if ws.fixed == 0 && ws.per_batch == 0 || w.index(0) >= fits {
+                if ws.fixed % w.span != 0 || ws.per_batch % w.span != 0 {
+                    return Err(bad("its size is not a multiple of its span"));
+                }
+                let end = |p: u64, s: u64| {
+                    (w.index(0).checked_mul(s / w.span))
+                        .and_then(|o| o.checked_add(s))
+                        .is_some_and(|e| e <= p)
+                };
+                if ws.fixed == 0 && ws.per_batch == 0
+                    || !end(ps.fixed, ws.fixed)
+                    || !end(ps.per_batch, ws.per_batch)
+                {
                     return Err(bad("its first slice lies outside the parent"));
                 }
             }
@@ -280,6 +291,8 @@ fn may_overlap(manifest: &Manifest, a: usize, b: usize) -> bool {
             if wa.parent == wb.parent
                 && wa.step == wb.step
                 && wa.modulus == wb.modulus
+                && wa.span == 1
+                && wb.span == 1
                 && size(a) == size(b) =>
         {
             return wa.index(0) == wb.index(0);

@@ -84,7 +84,7 @@ impl MemoryLayout {
                     Location::Window(_) => return None,
                     _ => self.region(manifest, w.parent, batch, 0)?,
                 };
-                let skip = w.index(t).checked_mul(len)?;
+                let skip = w.offset(t, len)?;
                 if skip.checked_add(len)? > parent_len {
                     return None;
                 }

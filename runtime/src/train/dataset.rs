@@ -4,7 +4,8 @@
 //! A [`Dataset`] keeps one invariant, checked by [`Dataset::new`] and kept by every
 //! method here: `features` holds exactly `len * product(feature_shape)` values, row-major
 //! with the sample index outermost, and `labels` holds exactly `len` labels (class
-//! indices in `0..classes`, or `width` targets per sample). Code that fills the public
+//! indices in `0..classes`, `length` of them per sample for sequences, or `width`
+//! targets per sample). Code that fills the public
 //! fields by hand must keep it too; [`Dataset::validate`] checks it again.
 //!
 //! # Determinism
@@ -30,23 +31,33 @@ pub enum Labels {
     Classes { values: Vec<i32>, classes: usize },
     /// `width` real targets per sample, row-major (`values.len() == len * width`).
     Targets { values: Vec<f32>, width: usize },
+    /// A class index in `0..classes` for each of the `length` positions of a sequence,
+    /// row-major (`values.len() == len * length`): a sequence-to-sequence task's targets.
+    Sequences {
+        values: Vec<i32>,
+        classes: usize,
+        length: usize,
+    },
 }
 
 impl Labels {
-    /// Number of samples the labels describe (None if `Targets` is ragged or has width 0).
+    /// Number of samples the labels describe (None if `Targets` or `Sequences` are
+    /// ragged or have width 0).
     pub fn samples(&self) -> Option<usize> {
+        let rows = |values: usize, width: usize| {
+            (width > 0 && values % width == 0).then(|| values / width)
+        };
         match self {
             Labels::Classes { values, .. } => Some(values.len()),
-            Labels::Targets { values, width } => {
-                (*width > 0 && values.len() % width == 0).then(|| values.len() / width)
-            }
+            Labels::Targets { values, width } => rows(values.len(), *width),
+            Labels::Sequences { values, length, .. } => rows(values.len(), *length),
         }
     }
 
-    /// The number of classes, for classification labels.
+    /// The number of classes, for classification labels (sequences included).
     pub fn classes(&self) -> Option<usize> {
         match self {
-            Labels::Classes { classes, .. } => Some(*classes),
+            Labels::Classes { classes, .. } | Labels::Sequences { classes, .. } => Some(*classes),
             Labels::Targets { .. } => None,
         }
     }
@@ -66,10 +77,24 @@ impl Labels {
                     .collect(),
                 width: *width,
             },
+            Labels::Sequences {
+                values,
+                classes,
+                length,
+            } => Labels::Sequences {
+                values: indices
+                    .iter()
+                    .flat_map(|&i| &values[i * length..(i + 1) * length])
+                    .copied()
+                    .collect(),
+                classes: *classes,
+                length: *length,
+            },
         }
     }
 
-    /// The labels of `indices` as a tensor: `i32 [n]` or `f32 [n, width]`.
+    /// The labels of `indices` as a tensor: `i32 [n]`, `f32 [n, width]` or
+    /// `i32 [n, length]`.
     fn gather_tensor(&self, indices: &[usize]) -> HostTensor {
         let n = indices.len() as u64;
         match self.gather(indices) {
@@ -80,6 +105,10 @@ impl Labels {
             Labels::Targets { values, width } => HostTensor {
                 shape: vec![n, width as u64],
                 data: TensorData::F32(values),
+            },
+            Labels::Sequences { values, length, .. } => HostTensor {
+                shape: vec![n, length as u64],
+                data: TensorData::I32(values),
             },
         }
     }
@@ -161,6 +190,10 @@ impl Dataset {
                     "{} targets cannot be split into samples of width {width}",
                     values.len()
                 ),
+                Labels::Sequences { values, length, .. } => format!(
+                    "{} labels cannot be split into sequences of length {length}",
+                    values.len()
+                ),
                 Labels::Classes { .. } => "labels are malformed".into(),
             })
         })?;
@@ -202,14 +235,22 @@ impl Dataset {
                 self.features.len()
             )));
         }
-        if let Labels::Classes { values, classes } = &self.labels
+        let per_sample = match &self.labels {
+            Labels::Sequences { length, .. } => *length,
+            _ => 1,
+        };
+        if let Labels::Classes { values, classes }
+        | Labels::Sequences {
+            values, classes, ..
+        } = &self.labels
             && let Some((i, &v)) = values
                 .iter()
                 .enumerate()
                 .find(|&(_, &v)| v < 0 || v as usize >= *classes)
         {
             return Err(DataError::Invalid(format!(
-                "sample {i} has class {v}, outside 0..{classes}"
+                "sample {} has class {v}, outside 0..{classes}",
+                i / per_sample
             )));
         }
         Ok(())
@@ -566,7 +607,7 @@ pub fn permutation(n: usize, rng: &mut Philox) -> Vec<usize> {
 }
 
 /// A uniform integer in `0..bound` (`bound >= 1`), without modulo bias (Lemire 2019).
-fn uniform_below(rng: &mut Philox, bound: u64) -> u64 {
+pub(crate) fn uniform_below(rng: &mut Philox, bound: u64) -> u64 {
     let mut draw = || (u64::from(rng.next_u32()) << 32) | u64::from(rng.next_u32());
     let mut product = u128::from(draw()) * u128::from(bound);
     if (product as u64) < bound {

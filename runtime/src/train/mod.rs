@@ -5,6 +5,7 @@
 //! - [`driver`]: the training loop ([`train`]) and evaluation ([`evaluate`]).
 //! - [`dataset`]: an in-memory [`Dataset`], seeded splits, normalization, batches.
 //! - [`builtin`](mod@builtin): the small real datasets embedded in the binary (`digits`, `iris`, …).
+//! - [`generated`]: datasets drawn from a seed (`reverse`, a sequence-to-sequence task).
 //! - [`loaders`]: CSV, NPY, IDX and safetensors files, and [`DataSource`] specs from
 //!   the command line.
 //! - [`metrics`]: accuracy, precision/recall/F1, confusion matrix, AUC-ROC, MAE, MSE.
@@ -33,6 +34,6 @@ pub use driver::{
     interrupt_on_ctrl_c, train,
 };
 pub use error::{CheckpointError, DataError, Location, LogError, MetricError};
-pub use generated::{GENERATED_DATASETS, Generator};
+pub use generated::{AddingTask, REVERSE_START, ReverseTask};
 pub use loaders::{CsvOptions, DataSource};
 pub use log::{EpochRecord, MetricsLog, plot_curves};

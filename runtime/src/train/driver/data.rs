@@ -20,6 +20,8 @@ pub const EVAL_ENTRY: &str = "eval";
 #[derive(Clone, Debug)]
 pub(super) struct Ports {
     pub features: String,
+    /// f32, or i32 for token ids (the data's integer-valued features, converted).
+    pub features_dtype: ScalarType,
     /// The features input's shape without its leading batch dimension.
     pub sample_shape: Vec<u64>,
     pub label: String,
@@ -124,9 +126,9 @@ impl Ports {
         let eval = entry(manifest, EVAL_ENTRY)?;
         let (features_dtype, features_shape) =
             port_type(manifest, eval, &config.features_input, false)?;
-        if features_dtype != ScalarType::F32 {
+        if !matches!(features_dtype, ScalarType::F32 | ScalarType::I32) {
             return Err(model_error(format!(
-                "the features input `{}` is {}; data features are f32",
+                "the features input `{}` is {}; data features are f32 (or i32 token ids)",
                 config.features_input,
                 dtype_name(features_dtype)
             )));
@@ -162,6 +164,7 @@ impl Ports {
         }
         Ok(Ports {
             features: config.features_input.clone(),
+            features_dtype,
             sample_shape,
             label: config.label_input.clone(),
             label_dtype,
@@ -199,13 +202,39 @@ impl Ports {
             (Labels::Targets { width, .. }, ScalarType::F32) if *width as u64 == per_sample => {
                 Ok(())
             }
+            (
+                Labels::Sequences {
+                    classes, length, ..
+                },
+                ScalarType::I32,
+            ) => {
+                let model_classes = match self.task {
+                    Task::Classification { classes } => classes,
+                    Task::Regression { .. } => 0,
+                };
+                if per_sample != *length as u64 {
+                    return Err(TrainError::Config(format!(
+                        "data `{spec}` has sequences of {length} labels but the label input `{}` takes {per_sample} values per sample",
+                        self.label
+                    )));
+                }
+                if *classes as u64 > model_classes {
+                    return Err(TrainError::Config(format!(
+                        "data `{spec}` has labels up to {} but the model predicts {model_classes} classes",
+                        classes - 1
+                    )));
+                }
+                Ok(())
+            }
             (Labels::Targets { width, .. }, ScalarType::F32) => Err(TrainError::Config(format!(
                 "data `{spec}` has {width} target(s) per sample but the label input `{}` takes {per_sample}",
                 self.label
             ))),
-            (Labels::Classes { .. }, dtype) | (Labels::Targets { .. }, dtype) => {
+            (_, dtype) => {
                 let (have, want) = match data.labels {
-                    Labels::Classes { .. } => ("class indices", "real-valued targets"),
+                    Labels::Classes { .. } | Labels::Sequences { .. } => {
+                        ("class indices", "real-valued targets")
+                    }
                     Labels::Targets { .. } => ("real-valued targets", "class indices"),
                 };
                 Err(TrainError::Config(format!(
@@ -218,16 +247,43 @@ impl Ports {
     }
 
     /// The features and label of `batch` as the inputs of `eval` (labels reshaped to the
-    /// label input's shape).
+    /// label input's shape; features as token ids for an i32 features input).
     pub fn inputs(&self, batch: Batch) -> Result<Vec<(&str, HostTensor)>, TrainError> {
         let mut shape = vec![batch.len as u64];
         shape.extend_from_slice(&self.label_sample_shape);
         let labels = HostTensor::new(shape, batch.labels.data)
             .map_err(|e| TrainError::Config(format!("labels do not fit `{}`: {e}", self.label)))?;
+        let mut features = batch.features;
+        if self.features_dtype == ScalarType::I32
+            && let TensorData::F32(values) = &features.data
+        {
+            // `check_token_ids` made sure every value is an integer in i32's range.
+            features.data = TensorData::I32(values.iter().map(|&x| x as i32).collect());
+        }
         Ok(vec![
-            (self.features.as_str(), batch.features),
+            (self.features.as_str(), features),
             (self.label.as_str(), labels),
         ])
+    }
+
+    /// For an i32 features input: checks every feature is a whole number that fits i32
+    /// (token ids), so the conversion in [`Ports::inputs`] is exact.
+    pub fn check_token_ids(&self, data: &Dataset, spec: &str) -> Result<(), TrainError> {
+        if self.features_dtype != ScalarType::I32 {
+            return Ok(());
+        }
+        let size = data.sample_size().max(1);
+        let in_range =
+            |x: f32| x.fract() == 0.0 && (-2_147_483_648.0..2_147_483_648.0).contains(&x);
+        match data.features.iter().position(|&x| !in_range(x)) {
+            None => Ok(()),
+            Some(i) => Err(TrainError::Config(format!(
+                "data `{spec}` does not fit the i32 input `{}`: sample {} has the value {}, not a token id",
+                self.features,
+                i / size,
+                data.features[i]
+            ))),
+        }
     }
 
     /// The inputs of `train_step` for `batch` at learning rate `lr` and 1-based `step`.
@@ -301,6 +357,7 @@ pub(super) fn load_splits(
         ))
     })?;
     ports.check_labels(&data, spec)?;
+    ports.check_token_ids(&data, spec)?;
     let [a, b, c] = config.split;
     let (mut train, mut val, mut test) = if config.sequential_split {
         data.split_sequential((a, b, c))?
@@ -314,6 +371,12 @@ pub(super) fn load_splits(
         )));
     }
     let method = parse_normalization(&config.normalize)?;
+    if ports.features_dtype == ScalarType::I32 && method != Normalization::None {
+        return Err(TrainError::Config(format!(
+            "the features input `{}` takes token ids (i32): they cannot be normalized (`normalize = {}`)",
+            ports.features, config.normalize
+        )));
+    }
     let normalizer = normalize_splits(method, &mut train, &mut [&mut val, &mut test])?;
     Ok(Splits {
         spec: spec.to_string(),

@@ -7,7 +7,7 @@ use super::TrainError;
 use super::data::{EVAL_ENTRY, Ports, load_splits};
 use crate::artifact::train_config::{Task, TrainConfig};
 use crate::session::Session;
-use crate::train::metrics::{ClassificationReport, RegressionReport};
+use crate::train::metrics::{ClassificationReport, RegressionReport, argmax_rows};
 use crate::train::{Dataset, Labels};
 
 /// Which samples [`evaluate`] scores.
@@ -36,22 +36,33 @@ impl fmt::Display for EvalSplit {
 pub enum Metrics {
     Classification(ClassificationReport),
     Regression(RegressionReport),
+    /// Sequence labels: the classification metrics over every position, and the
+    /// fraction of samples whose every position is right.
+    Sequences {
+        positions: ClassificationReport,
+        sequence_accuracy: f64,
+    },
 }
 
 impl Metrics {
     /// A metric by its train-section name (`accuracy`, `precision`, `recall`, `f1`,
-    /// `auc`, `mae`, `mse`); None if the task has no such metric or it is undefined
-    /// (AUC of a split with one class).
+    /// `auc`, `sequence_accuracy`, `mae`, `mse`); None if the task has no such metric
+    /// or it is undefined (AUC of a split with one class). For sequences, the
+    /// classification metrics count positions; for single labels, `sequence_accuracy`
+    /// is the accuracy (a sequence of one).
     pub fn value(&self, name: &str) -> Option<f64> {
-        match (self, name) {
-            (Metrics::Classification(r), "accuracy") => Some(r.accuracy),
-            (Metrics::Classification(r), "precision") => Some(r.macro_precision),
-            (Metrics::Classification(r), "recall") => Some(r.macro_recall),
-            (Metrics::Classification(r), "f1") => Some(r.macro_f1),
-            (Metrics::Classification(r), "auc") => r.auc_roc,
-            (Metrics::Regression(r), "mae") => Some(r.mae),
-            (Metrics::Regression(r), "mse") => Some(r.mse),
-            _ => None,
+        match self {
+            Metrics::Classification(r) if name == "sequence_accuracy" => Some(r.accuracy),
+            Metrics::Classification(r) => classification_value(r, name),
+            Metrics::Sequences {
+                sequence_accuracy, ..
+            } if name == "sequence_accuracy" => Some(*sequence_accuracy),
+            Metrics::Sequences { positions, .. } => classification_value(positions, name),
+            Metrics::Regression(r) => match name {
+                "mae" => Some(r.mae),
+                "mse" => Some(r.mse),
+                _ => None,
+            },
         }
     }
 
@@ -60,16 +71,41 @@ impl Metrics {
         match self {
             Metrics::Classification(_) => &["accuracy", "precision", "recall", "f1", "auc"],
             Metrics::Regression(_) => &["mae", "mse"],
+            Metrics::Sequences { .. } => &[
+                "accuracy",
+                "sequence_accuracy",
+                "precision",
+                "recall",
+                "f1",
+                "auc",
+            ],
         }
+    }
+}
+
+fn classification_value(r: &ClassificationReport, name: &str) -> Option<f64> {
+    match name {
+        "accuracy" => Some(r.accuracy),
+        "precision" => Some(r.macro_precision),
+        "recall" => Some(r.macro_recall),
+        "f1" => Some(r.macro_f1),
+        "auc" => r.auc_roc,
+        _ => None,
     }
 }
 
 /// Whether `task` has the metric `name`.
 pub(super) fn task_has_metric(task: &Task, name: &str) -> bool {
     match task {
-        Task::Classification { .. } => {
-            ["accuracy", "precision", "recall", "f1", "auc"].contains(&name)
-        }
+        Task::Classification { .. } => [
+            "accuracy",
+            "precision",
+            "recall",
+            "f1",
+            "auc",
+            "sequence_accuracy",
+        ]
+        .contains(&name),
         Task::Regression { .. } => ["mae", "mse"].contains(&name),
     }
 }
@@ -110,8 +146,12 @@ impl fmt::Display for EvalReport {
                 None => writeln!(f, "  {name:<10} undefined")?,
             }
         }
-        if let Metrics::Classification(report) = &self.metrics {
-            write_confusion(f, report, &self.class_names)?;
+        match &self.metrics {
+            Metrics::Classification(report)
+            | Metrics::Sequences {
+                positions: report, ..
+            } => write_confusion(f, report, &self.class_names)?,
+            Metrics::Regression(_) => {}
         }
         Ok(())
     }
@@ -216,6 +256,26 @@ pub(super) fn score(
         Labels::Targets { values, .. } => {
             Metrics::Regression(RegressionReport::new(&pass.predictions, values)?)
         }
+        Labels::Sequences { values, length, .. } => {
+            let classes = ports.prediction_width / (*length).max(1);
+            if classes * length != ports.prediction_width {
+                return Err(TrainError::Model(format!(
+                    "the prediction `{}` has {} values per sample, not a score per class for each of {length} positions",
+                    ports.prediction, ports.prediction_width
+                )));
+            }
+            let positions = ClassificationReport::from_logits(&pass.predictions, classes, values)?;
+            let predicted = argmax_rows(&pass.predictions, classes)?;
+            let exact = predicted
+                .chunks_exact(*length)
+                .zip(values.chunks_exact(*length))
+                .filter(|(p, t)| p == t)
+                .count();
+            Metrics::Sequences {
+                positions,
+                sequence_accuracy: exact as f64 / data.len.max(1) as f64,
+            }
+        }
     };
     let selected = if config.metrics.is_empty() {
         metrics.names().iter().map(|s| s.to_string()).collect()
@@ -257,6 +317,9 @@ pub fn evaluate(
                         values.extend(more)
                     }
                     (Labels::Targets { values, .. }, Labels::Targets { values: more, .. }) => {
+                        values.extend(more)
+                    }
+                    (Labels::Sequences { values, .. }, Labels::Sequences { values: more, .. }) => {
                         values.extend(more)
                     }
                     _ => return Err(TrainError::Model("splits disagree on their labels".into())),

@@ -7,30 +7,50 @@ use super::{CsvOptions, HeaderMode, Task, load_csv, load_idx, load_npy, load_saf
 use crate::train::builtin::{BUILTIN_DATASETS, builtin, builtin_series};
 use crate::train::dataset::Dataset;
 use crate::train::error::DataError;
-use crate::train::generated::Generator;
+use crate::train::generated::{AddingTask, ReverseTask};
 
 /// Where a dataset comes from, as written on the command line:
 ///
 /// ```text
 /// digits                      a built-in dataset (see BUILTIN_DATASETS)
 /// sunspots,window=16          a built-in series, windowed
-/// adding,length=100,seed=1    a generated dataset (see `train::generated`)
 /// csv:PATH[,label=-1][,header|,no_header][,drop_missing]
 ///         [,classification|,regression][,delimiter=;|tab|space]
 /// npy:FEATURES.npy,LABELS.npy
 /// idx:IMAGES,LABELS           MNIST-format files, gzipped or not
 /// safetensors:PATH            tensors `features` and `labels`
+/// reverse[:length=10][,samples=10000][,seed=0]
+///                             generated: reverse a sequence of digits
+/// adding[:length=100][,samples=10000][,seed=0]
+///                             generated: the adding problem
 /// ```
 ///
 /// Paths cannot contain commas.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DataSource {
-    Builtin { name: String, window: Option<usize> },
-    Generated(Generator),
-    Csv { path: PathBuf, options: CsvOptions },
-    Npy { features: PathBuf, labels: PathBuf },
-    Idx { images: PathBuf, labels: PathBuf },
-    Safetensors { path: PathBuf },
+    Builtin {
+        name: String,
+        window: Option<usize>,
+    },
+    Csv {
+        path: PathBuf,
+        options: CsvOptions,
+    },
+    Npy {
+        features: PathBuf,
+        labels: PathBuf,
+    },
+    Idx {
+        images: PathBuf,
+        labels: PathBuf,
+    },
+    Safetensors {
+        path: PathBuf,
+    },
+    /// A generated sequence-to-sequence task (see [`crate::train::generated`]).
+    Reverse(ReverseTask),
+    /// The adding problem (see [`crate::train::generated::adding`]).
+    Adding(AddingTask),
 }
 
 impl DataSource {
@@ -42,8 +62,16 @@ impl DataSource {
         };
         let (kind, rest) = match spec.split_once(':') {
             Some((kind, rest)) => (kind, rest),
+            None if spec.trim() == "reverse" => return Ok(DataSource::Reverse(Default::default())),
+            None if spec.trim() == "adding" => return Ok(DataSource::Adding(Default::default())),
             None => ("builtin", spec),
         };
+        if kind == "reverse" {
+            return parse_reverse(rest).map(DataSource::Reverse).map_err(bad);
+        }
+        if kind == "adding" {
+            return AddingTask::parse(rest).map(DataSource::Adding).map_err(bad);
+        }
         let mut parts = rest.split(',').map(str::trim);
         let first = parts.next().unwrap_or_default();
         if first.is_empty() {
@@ -59,13 +87,6 @@ impl DataSource {
             }
         };
         match kind {
-            "builtin" if Generator::parse(first, &options).is_some() => {
-                match Generator::parse(first, &options) {
-                    Some(Ok(g)) => Ok(DataSource::Generated(g)),
-                    Some(Err(message)) => Err(bad(message)),
-                    None => Err(bad(format!("`{first}` is not a generated dataset"))),
-                }
-            }
             "builtin" => {
                 if !BUILTIN_DATASETS.contains(&first) {
                     return Err(DataError::UnknownBuiltin {
@@ -127,11 +148,12 @@ impl DataSource {
                 Some(w) => builtin_series(name, *w),
                 None => builtin(name),
             },
-            DataSource::Generated(g) => g.generate(),
             DataSource::Csv { path, options } => load_csv(path, options),
             DataSource::Npy { features, labels } => load_npy(features, labels),
             DataSource::Idx { images, labels } => load_idx(images, labels),
             DataSource::Safetensors { path } => load_safetensors(path),
+            DataSource::Reverse(task) => task.generate(),
+            DataSource::Adding(task) => task.generate(),
         }
     }
 }
@@ -154,7 +176,6 @@ impl fmt::Display for DataSource {
                 }
                 Ok(())
             }
-            DataSource::Generated(g) => write!(f, "{g}"),
             DataSource::Csv { path, options } => {
                 write!(f, "csv:{},label={}", path.display(), options.label_column)?;
                 match options.header {
@@ -184,8 +205,44 @@ impl fmt::Display for DataSource {
                 write!(f, "idx:{},{}", images.display(), labels.display())
             }
             DataSource::Safetensors { path } => write!(f, "safetensors:{}", path.display()),
+            DataSource::Reverse(task) => write!(
+                f,
+                "reverse:length={},samples={},seed={}",
+                task.length, task.samples, task.seed
+            ),
+            DataSource::Adding(task) => write!(
+                f,
+                "adding:length={},samples={},seed={}",
+                task.length, task.samples, task.seed
+            ),
         }
     }
+}
+
+/// `length=N,samples=N,seed=N`, each optional, in any order.
+fn parse_reverse(options: &str) -> Result<ReverseTask, String> {
+    let mut task = ReverseTask::default();
+    for option in options.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let (key, value) = option
+            .split_once('=')
+            .ok_or_else(|| format!("`reverse` options are key=value, got `{option}`"))?;
+        let number: u64 = value.trim().parse().map_err(|_| {
+            format!("`{key}` of `reverse` must be a non-negative integer, got `{value}`")
+        })?;
+        let size =
+            || usize::try_from(number).map_err(|_| format!("`{key}` of `reverse` is too large"));
+        match key.trim() {
+            "length" => task.length = size()?,
+            "samples" => task.samples = size()?,
+            "seed" => task.seed = number,
+            other => {
+                return Err(format!(
+                    "unknown option `{other}` for `reverse` (known: length, samples, seed)"
+                ));
+            }
+        }
+    }
+    Ok(task)
 }
 
 fn parse_csv_options(options: &[&str]) -> Result<CsvOptions, String> {
@@ -261,6 +318,30 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_reverse_task_with_defaults() {
+        assert_eq!(
+            DataSource::parse("reverse").unwrap(),
+            DataSource::Reverse(ReverseTask::default())
+        );
+        assert_eq!(
+            DataSource::parse("reverse:seed=3,samples=50").unwrap(),
+            DataSource::Reverse(ReverseTask {
+                length: 10,
+                samples: 50,
+                seed: 3
+            })
+        );
+        for (spec, message) in [
+            ("reverse:width=3", "unknown option `width`"),
+            ("reverse:length=-1", "non-negative integer"),
+            ("reverse:length", "key=value"),
+        ] {
+            let e = DataSource::parse(spec).unwrap_err().to_string();
+            assert!(e.contains(message), "{spec}: {e}");
+        }
+    }
+
+    #[test]
     fn spec_errors_name_the_problem() {
         let e = DataSource::parse("mnist").unwrap_err().to_string();
         assert!(
@@ -286,6 +367,7 @@ mod tests {
             "npy:a.npy,b.npy",
             "idx:i,l",
             "safetensors:d.safetensors",
+            "reverse:length=7,samples=30,seed=2",
         ] {
             let source = DataSource::parse(spec).unwrap();
             assert_eq!(DataSource::parse(&source.to_string()).unwrap(), source);
