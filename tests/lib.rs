@@ -127,11 +127,11 @@ pub mod train_check {
         }
     }
 
-    /// Compiles `text` (a model with input `x` of per-sample shape `sample` and integer
-    /// labels `y` in `0..classes`), runs `steps` train steps at batch `batch` on the CPU
-    /// and in the interpreter from the same weights and random inputs, and asserts every
-    /// step's loss and the final weights (parameters and optimizer state) agree to 1e-4
-    /// of their scale.
+    /// Compiles `text` (a model with input `x` of per-sample shape `sample` and, if its
+    /// train section has a label, integer labels `y` in `0..classes`), runs `steps` train
+    /// steps at batch `batch` on the CPU and in the interpreter from the same weights and
+    /// random inputs, and asserts every step's loss and the final weights (parameters and
+    /// optimizer state) agree to 1e-4 of their scale.
     pub fn assert_train_steps_match(
         what: &str,
         text: &str,
@@ -149,6 +149,10 @@ pub mod train_check {
             .find(|e| e.name == "train_step")
             .expect("train_step")
             .graph;
+        let takes_label = step_graph
+            .inputs
+            .iter()
+            .any(|&i| matches!(&step_graph.node(i).op, Op::Input { name } if name == "y"));
         let mut session = Session::new(&compiled.artifact).expect("loads");
         let mut params: HashMap<String, Tensor> = session
             .weights()
@@ -165,35 +169,37 @@ pub mod train_check {
                 .map(|_| (rng.next_u64() % classes) as i32)
                 .collect();
             let lr = 0.01f32;
-            let host = vec![
+            let mut host = vec![
                 (
                     "x",
                     HostTensor::f32(shape.clone(), x.clone()).expect("sizes"),
                 ),
-                ("y", HostTensor::i32(vec![batch], y.clone()).expect("sizes")),
                 ("lr", HostTensor::f32(vec![], vec![lr]).expect("sizes")),
                 (
                     "step",
                     HostTensor::f32(vec![], vec![step as f32]).expect("sizes"),
                 ),
             ];
-            let out = session.run("train_step", &host).expect("runs");
-            let inputs: HashMap<String, Tensor> = HashMap::from([
+            let mut inputs: HashMap<String, Tensor> = HashMap::from([
                 (
                     "x".to_string(),
                     Tensor::from_f32(usize_shape.clone(), &x).expect("sizes"),
                 ),
-                (
+                ("lr".to_string(), Tensor::scalar(f64::from(lr))),
+                ("step".to_string(), Tensor::scalar(f64::from(step))),
+            ]);
+            if takes_label {
+                host.push(("y", HostTensor::i32(vec![batch], y.clone()).expect("sizes")));
+                inputs.insert(
                     "y".to_string(),
                     Tensor::new(
                         vec![batch as usize],
                         y.iter().map(|&v| f64::from(v)).collect(),
                     )
                     .expect("sizes"),
-                ),
-                ("lr".to_string(), Tensor::scalar(f64::from(lr))),
-                ("step".to_string(), Tensor::scalar(f64::from(step))),
-            ]);
+                );
+            }
+            let out = session.run("train_step", &host).expect("runs");
             let values = interpret_values(step_graph, &inputs, &params).expect("interprets");
             let (_, loss_v) = step_graph
                 .outputs
@@ -231,12 +237,13 @@ pub mod train_run {
     use strata_runtime::Session;
     use strata_runtime::train::{TrainOptions, TrainSummary, train};
 
-    /// What one training run gave: the driver's summary, the trainable weight count and
-    /// the wall time of the training loop.
+    /// What one training run gave: the driver's summary, the trainable weight count,
+    /// the wall time of the training loop, and the run directory (removed on drop).
     pub struct Trained {
         pub summary: TrainSummary,
         pub parameters: u64,
         pub seconds: f64,
+        pub run_dir: tempfile::TempDir,
     }
 
     impl Trained {
@@ -275,6 +282,7 @@ pub mod train_run {
             summary,
             parameters,
             seconds: started.elapsed().as_secs_f64(),
+            run_dir: dir,
         }
     }
 }

@@ -45,8 +45,9 @@ pub struct ElaborateOptions {
 pub struct TrainElab {
     /// The section as written (settings other than the loss are read by `train::`).
     pub section: TrainDef,
-    /// The label input's name.
-    pub label: String,
+    /// The label input's name; None for label-free training (an autoencoder's loss
+    /// compares the model's output with its own input).
+    pub label: Option<String>,
     /// The scalar loss.
     pub loss: ValueId,
     /// The model's own outputs (the graph's outputs also hold `loss`).
@@ -392,7 +393,8 @@ struct Elaborator<'p> {
 }
 
 impl<'p> Elaborator<'p> {
-    /// Binds the label input and `params`/`weights`, then builds the loss.
+    /// Binds the label input (if the section declares one) and `params`/`weights`, then
+    /// builds the loss.
     fn train_section(
         &mut self,
         section: &TrainDef,
@@ -428,14 +430,6 @@ impl<'p> Elaborator<'p> {
                 _ => {}
             }
         }
-        let Some(label) = label else {
-            return Err(Diagnostic::error(
-                ErrorCode::MissingOutput,
-                "the train section declares no `label`",
-                section.model.span,
-            )
-            .with_help("declare the targets, e.g. `label y: i32[batch]`"));
-        };
         let Some((key, loss_expr)) = loss_expr else {
             return Err(Diagnostic::error(
                 ErrorCode::MissingOutput,

@@ -38,6 +38,14 @@ fn span(pair: &Pair<Rule>) -> Span {
     Span::new(s.start(), s.end())
 }
 
+/// A pair's span without the whitespace pest's implicit whitespace can leave at its end
+/// (after a repetition that found nothing more), so a diagnostic underlines what was
+/// written and not the lines after it.
+fn trimmed_span(pair: &Pair<Rule>) -> Span {
+    let s = pair.as_span();
+    Span::new(s.start(), s.start() + s.as_str().trim_end().len())
+}
+
 fn ident(pair: Pair<Rule>) -> Ident {
     Ident {
         name: pair.as_str().to_string(),
@@ -123,7 +131,7 @@ fn train_def(pair: Pair<Rule>) -> Result<TrainDef, Diagnostic> {
     let model = ident(it.next().expect("grammar: train model name"));
     let mut items = Vec::new();
     for p in it {
-        let psp = span(&p);
+        let psp = trimmed_span(&p);
         items.push(match p.as_rule() {
             Rule::label_stmt => {
                 let mut i = p.into_inner();

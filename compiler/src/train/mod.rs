@@ -8,6 +8,7 @@
 //!
 //! plus the [`TrainConfig`] the runtime's training driver follows.
 
+pub mod images;
 pub mod optimizer;
 pub mod section;
 
@@ -220,7 +221,9 @@ pub fn build(
         .iter()
         .filter_map(|&i| match &graph.node(i).op {
             // `step` feeds dropout in a training-mode build; it is not the model's.
-            Op::Input { name } if *name != t.label && name != "step" => Some((name.clone(), i)),
+            Op::Input { name } if Some(name) != t.label.as_ref() && name != "step" => {
+                Some((name.clone(), i))
+            }
             _ => None,
         })
         .collect();
@@ -248,13 +251,14 @@ pub fn build(
         }
         _ => t.model_outputs[0].0.clone(),
     };
-    let label_v = graph
-        .inputs
-        .iter()
-        .copied()
-        .find(|&i| matches!(&graph.node(i).op, Op::Input { name } if *name == t.label))
-        .expect("label input");
-    let label_ty = graph.ty(label_v).clone();
+    let label_v = t.label.as_ref().map(|label| {
+        graph
+            .inputs
+            .iter()
+            .copied()
+            .find(|&i| matches!(&graph.node(i).op, Op::Input { name } if name == label))
+            .expect("the label is an input")
+    });
     let pred_v = t
         .model_outputs
         .iter()
@@ -262,8 +266,13 @@ pub fn build(
         .map(|(_, v)| *v)
         .expect("checked above");
     let pred_ty = graph.ty(pred_v).clone();
-    let task = match label_ty.dtype {
-        DType::I32 => {
+    let features_v = model_inputs
+        .iter()
+        .find(|(n, _)| *n == features_input)
+        .map(|(_, v)| *v)
+        .expect("checked above");
+    let task = match label_v.map(|v| graph.ty(v).clone()) {
+        Some(label_ty) if label_ty.dtype == DType::I32 => {
             let classes = match pred_ty.shape.dims().last() {
                 Some(Dim::Fixed(1)) => 2,
                 Some(Dim::Fixed(c)) => *c,
@@ -278,9 +287,43 @@ pub fn build(
             };
             Task::Classification { classes }
         }
-        DType::F32 => Task::Regression {
+        Some(label_ty) => Task::Regression {
             width: label_ty.shape.fixed_elements(),
         },
+        None => Task::Unlabelled {
+            reconstruction: pred_ty == *graph.ty(features_v),
+        },
+    };
+    if let Some((Setting::List(_), span)) = get("metrics")
+        && let Some(m) = metrics
+            .iter()
+            .find(|m| !task.metric_names().contains(&m.as_str()))
+    {
+        let mut d = err(
+            *span,
+            format!(
+                "metric `{m}` does not apply to this {} model",
+                task.describe()
+            ),
+        );
+        if matches!(task, Task::Unlabelled { .. }) {
+            d = d.with_note(format!(
+                "without a `label`, `mae` and `mse` compare the prediction `{prediction}` \
+                 ({pred_ty}) with the features `{features_input}` ({}); other metrics need labels",
+                graph.ty(features_v)
+            ));
+        }
+        return Err(d);
+    }
+    let images = match get("images") {
+        None => None,
+        Some((s, span)) => Some(images::image_grid(
+            s,
+            *span,
+            graph,
+            &features_input,
+            &t.model_outputs,
+        )?),
     };
 
     // train_step: loss, gradients, clipping, update.
@@ -340,7 +383,10 @@ pub fn build(
     let mut infer = graph.clone();
     infer.outputs = t.model_outputs.clone();
     dce::eliminate_dead_code(&mut infer, false);
-    if infer.contains(label_v) && infer.users(label_v).is_empty() {
+    if let Some(label_v) = label_v
+        && infer.contains(label_v)
+        && infer.users(label_v).is_empty()
+    {
         infer.remove(label_v);
     }
 
@@ -365,6 +411,7 @@ pub fn build(
             metrics,
             early_stop,
             checkpoint_every,
+            images,
         },
     })
 }

@@ -2,12 +2,14 @@
 //! compiler and carried in the manifest, so a built executable trains without the source.
 //!
 //! Entries a trainable artifact has, by convention:
-//! - `train_step`: inputs = the model's inputs, the label input, `lr` (f32[], the
-//!   learning rate of this step) and `step` (f32[], 1 for the first step); outputs =
-//!   `loss` (f32[]). Running it updates the parameters and the optimizer state in place.
-//! - `eval`: inputs = the model's inputs and the label; outputs = `loss` and the
+//! - `train_step`: inputs = the model's inputs, the label input (if the section has
+//!   one), `lr` (f32[], the learning rate of this step) and `step` (f32[], 1 for the
+//!   first step); outputs = `loss` (f32[]). Running it updates the parameters and the
+//!   optimizer state in place.
+//! - `eval`: inputs = the model's inputs and the label (if any); outputs = `loss` and the
 //!   prediction output named by [`TrainConfig::prediction`].
-//! - `infer`: the model's inputs and outputs.
+//! - `infer`: the model's inputs and outputs (and `step`, f32[], when the model draws
+//!   random numbers at inference: the draw's counter).
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +21,62 @@ pub enum Task {
     Classification { classes: u64 },
     /// Real-valued targets, `width` per sample.
     Regression { width: u64 },
+    /// No labels: the loss alone says how well the model does. When the prediction has
+    /// the features' shape (`reconstruction`: an autoencoder's output), the metrics `mae`
+    /// and `mse` compare the two; otherwise there are no metrics.
+    Unlabelled { reconstruction: bool },
+}
+
+impl Task {
+    /// The metrics a model of this task can report, by train-section name.
+    pub fn metric_names(&self) -> &'static [&'static str] {
+        match self {
+            Task::Classification { .. } => &["accuracy", "precision", "recall", "f1", "auc"],
+            Task::Regression { .. }
+            | Task::Unlabelled {
+                reconstruction: true,
+            } => &["mae", "mse"],
+            Task::Unlabelled {
+                reconstruction: false,
+            } => &[],
+        }
+    }
+
+    /// The task in words, for messages.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Task::Classification { .. } => "classification",
+            Task::Regression { .. } => "regression",
+            Task::Unlabelled {
+                reconstruction: true,
+            } => "reconstruction",
+            Task::Unlabelled {
+                reconstruction: false,
+            } => "label-free",
+        }
+    }
+}
+
+/// A picture of samples the driver writes after training (the `images = grid(…)`
+/// setting): for each of the first `samples` samples of the test split, the named
+/// tensors side by side as grayscale images, the samples in rows of `columns` cells.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageGrid {
+    /// The features input and/or outputs of the `infer` entry, drawn left to right in
+    /// each cell.
+    pub tensors: Vec<String>,
+    pub samples: u64,
+    /// Cells per row of the grid.
+    pub columns: u64,
+    /// Every tensor's sample is drawn as a `height x width` image.
+    pub height: u64,
+    pub width: u64,
+    /// The values drawn black and white; values outside are clamped.
+    pub range: [f64; 2],
+    /// Each value becomes a `scale x scale` block of pixels.
+    pub scale: u64,
+    /// The file name in the run directory.
+    pub file: String,
 }
 
 /// A learning-rate schedule over steps.
@@ -56,8 +114,8 @@ pub struct TrainConfig {
     pub data: String,
     /// The model input fed with the features.
     pub features_input: String,
-    /// The label input of `train_step` and `eval`.
-    pub label_input: String,
+    /// The label input of `train_step` and `eval`; None for label-free training.
+    pub label_input: Option<String>,
     /// The model output whose values the metrics are computed from.
     pub prediction: String,
     pub task: Task,
@@ -77,4 +135,6 @@ pub struct TrainConfig {
     pub early_stop: Option<EarlyStop>,
     /// Write a checkpoint every this many epochs (0: only the best and the last).
     pub checkpoint_every: u64,
+    /// A grid of sample images to write after training.
+    pub images: Option<ImageGrid>,
 }

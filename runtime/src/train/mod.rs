@@ -10,6 +10,7 @@
 //! - [`metrics`]: accuracy, precision/recall/F1, confusion matrix, AUC-ROC, MAE, MSE.
 //! - [`checkpoint`]: a [`Checkpoint`] as one safetensors file, saved atomically.
 //! - [`log`]: the JSON-lines metrics log and the SVG training-curve plot.
+//! - [`image_grid`]: samples drawn as a grid of grayscale images, encoded as PNG.
 //! - [`error`]: the error types.
 
 pub mod builtin;
@@ -17,6 +18,7 @@ pub mod checkpoint;
 pub mod dataset;
 pub mod driver;
 pub mod error;
+pub mod image_grid;
 pub mod loaders;
 pub mod log;
 pub mod metrics;

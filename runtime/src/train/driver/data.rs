@@ -22,14 +22,21 @@ pub(super) struct Ports {
     pub features: String,
     /// The features input's shape without its leading batch dimension.
     pub sample_shape: Vec<u64>,
-    pub label: String,
-    pub label_dtype: ScalarType,
-    /// The label input's shape without its leading batch dimension.
-    pub label_sample_shape: Vec<u64>,
+    /// The label input, if the model trains with labels.
+    pub label: Option<LabelPort>,
     pub prediction: String,
     /// Values of the prediction per sample (classes, or 1 for a binary logit).
     pub prediction_width: usize,
     pub task: Task,
+}
+
+/// The label input of `eval` and `train_step`.
+#[derive(Clone, Debug)]
+pub(super) struct LabelPort {
+    pub name: String,
+    pub dtype: ScalarType,
+    /// The label input's shape without its leading batch dimension.
+    pub sample_shape: Vec<u64>,
 }
 
 fn model_error(message: String) -> TrainError {
@@ -135,11 +142,18 @@ impl Ports {
             &format!("the features input `{}`", config.features_input),
             features_shape,
         )?;
-        let (label_dtype, label_shape) = port_type(manifest, eval, &config.label_input, false)?;
-        let label_sample_shape = per_sample(
-            &format!("the label input `{}`", config.label_input),
-            label_shape,
-        )?;
+        let label = match &config.label_input {
+            None => None,
+            Some(name) => {
+                let (dtype, shape) = port_type(manifest, eval, name, false)?;
+                let sample_shape = per_sample(&format!("the label input `{name}`"), shape)?;
+                Some(LabelPort {
+                    name: name.clone(),
+                    dtype,
+                    sample_shape,
+                })
+            }
+        };
         port_type(manifest, eval, "loss", true)?;
         let (_, prediction_shape) = port_type(manifest, eval, &config.prediction, true)?;
         let prediction_width = per_sample(
@@ -150,12 +164,8 @@ impl Ports {
         .product::<u64>() as usize;
         if training {
             let step = entry(manifest, TRAIN_ENTRY)?;
-            for name in [
-                config.features_input.as_str(),
-                config.label_input.as_str(),
-                "lr",
-                "step",
-            ] {
+            let names = [config.features_input.as_str(), "lr", "step"];
+            for name in names.into_iter().chain(config.label_input.as_deref()) {
                 port_type(manifest, step, name, false)?;
             }
             port_type(manifest, step, "loss", true)?;
@@ -163,9 +173,7 @@ impl Ports {
         Ok(Ports {
             features: config.features_input.clone(),
             sample_shape,
-            label: config.label_input.clone(),
-            label_dtype,
-            label_sample_shape,
+            label,
             prediction: config.prediction.clone(),
             prediction_width,
             task: config.task.clone(),
@@ -174,18 +182,22 @@ impl Ports {
 
     /// Checks that `data`'s labels suit the label input and the task: class indices in
     /// range for an i32 label, the right number of targets for an f32 one.
+    /// Label-free training ignores whatever labels the data has.
     pub fn check_labels(&self, data: &Dataset, spec: &str) -> Result<(), TrainError> {
-        let per_sample: u64 = self.label_sample_shape.iter().product();
-        match (&data.labels, self.label_dtype) {
+        let Some(label) = &self.label else {
+            return Ok(());
+        };
+        let per_sample: u64 = label.sample_shape.iter().product();
+        match (&data.labels, label.dtype) {
             (Labels::Classes { classes, .. }, ScalarType::I32) => {
                 let model_classes = match self.task {
                     Task::Classification { classes } => classes,
-                    Task::Regression { .. } => 0,
+                    Task::Regression { .. } | Task::Unlabelled { .. } => 0,
                 };
                 if per_sample != 1 {
                     return Err(TrainError::Config(format!(
                         "the label input `{}` takes {per_sample} values per sample; class labels are one",
-                        self.label
+                        label.name
                     )));
                 }
                 if *classes as u64 > model_classes {
@@ -201,7 +213,7 @@ impl Ports {
             }
             (Labels::Targets { width, .. }, ScalarType::F32) => Err(TrainError::Config(format!(
                 "data `{spec}` has {width} target(s) per sample but the label input `{}` takes {per_sample}",
-                self.label
+                label.name
             ))),
             (Labels::Classes { .. }, dtype) | (Labels::Targets { .. }, dtype) => {
                 let (have, want) = match data.labels {
@@ -210,24 +222,26 @@ impl Ports {
                 };
                 Err(TrainError::Config(format!(
                     "data `{spec}` has {have} but the label input `{}` is {} ({want})",
-                    self.label,
+                    label.name,
                     dtype_name(dtype)
                 )))
             }
         }
     }
 
-    /// The features and label of `batch` as the inputs of `eval` (labels reshaped to the
-    /// label input's shape).
+    /// The features and label (if the model takes one) of `batch` as the inputs of
+    /// `eval` (labels reshaped to the label input's shape).
     pub fn inputs(&self, batch: Batch) -> Result<Vec<(&str, HostTensor)>, TrainError> {
-        let mut shape = vec![batch.len as u64];
-        shape.extend_from_slice(&self.label_sample_shape);
-        let labels = HostTensor::new(shape, batch.labels.data)
-            .map_err(|e| TrainError::Config(format!("labels do not fit `{}`: {e}", self.label)))?;
-        Ok(vec![
-            (self.features.as_str(), batch.features),
-            (self.label.as_str(), labels),
-        ])
+        let mut inputs = vec![(self.features.as_str(), batch.features)];
+        if let Some(label) = &self.label {
+            let mut shape = vec![batch.len as u64];
+            shape.extend_from_slice(&label.sample_shape);
+            let labels = HostTensor::new(shape, batch.labels.data).map_err(|e| {
+                TrainError::Config(format!("labels do not fit `{}`: {e}", label.name))
+            })?;
+            inputs.push((label.name.as_str(), labels));
+        }
+        Ok(inputs)
     }
 
     /// The inputs of `train_step` for `batch` at learning rate `lr` and 1-based `step`.
@@ -244,7 +258,7 @@ impl Ports {
     }
 }
 
-fn scalar(value: f32) -> HostTensor {
+pub(super) fn scalar(value: f32) -> HostTensor {
     HostTensor {
         shape: Vec::new(),
         data: TensorData::F32(vec![value]),

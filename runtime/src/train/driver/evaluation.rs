@@ -35,7 +35,12 @@ impl fmt::Display for EvalSplit {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Metrics {
     Classification(ClassificationReport),
+    /// Regression against the labels, or (label-free) a reconstruction against the
+    /// features.
     Regression(RegressionReport),
+    /// Label-free training of a model whose prediction is no reconstruction: the loss
+    /// is the only score.
+    LossOnly,
 }
 
 impl Metrics {
@@ -60,18 +65,14 @@ impl Metrics {
         match self {
             Metrics::Classification(_) => &["accuracy", "precision", "recall", "f1", "auc"],
             Metrics::Regression(_) => &["mae", "mse"],
+            Metrics::LossOnly => &[],
         }
     }
 }
 
 /// Whether `task` has the metric `name`.
 pub(super) fn task_has_metric(task: &Task, name: &str) -> bool {
-    match task {
-        Task::Classification { .. } => {
-            ["accuracy", "precision", "recall", "f1", "auc"].contains(&name)
-        }
-        Task::Regression { .. } => ["mae", "mse"].contains(&name),
-    }
+    task.metric_names().contains(&name)
 }
 
 /// The result of evaluating a model on a split.
@@ -209,11 +210,18 @@ pub(super) fn score(
     class_names: &[String],
 ) -> Result<EvalReport, TrainError> {
     let pass = eval_pass(session, ports, data, config.batch.max(1) as usize)?;
-    let metrics = match &data.labels {
-        Labels::Classes { values, .. } => Metrics::Classification(
+    let metrics = match (&config.task, &data.labels) {
+        (
+            Task::Unlabelled {
+                reconstruction: true,
+            },
+            _,
+        ) => Metrics::Regression(RegressionReport::new(&pass.predictions, &data.features)?),
+        (Task::Unlabelled { .. }, _) => Metrics::LossOnly,
+        (_, Labels::Classes { values, .. }) => Metrics::Classification(
             ClassificationReport::from_logits(&pass.predictions, ports.prediction_width, values)?,
         ),
-        Labels::Targets { values, .. } => {
+        (_, Labels::Targets { values, .. }) => {
             Metrics::Regression(RegressionReport::new(&pass.predictions, values)?)
         }
     };

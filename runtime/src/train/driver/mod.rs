@@ -17,7 +17,8 @@
 //! 3. Log the epoch (`metrics.jsonl`, `curves.svg`), save `last.ckpt`, and save
 //!    `best.safetensors` when the monitored value improves (see [`state`] for the run
 //!    directory's files); stop early when it has not improved for `patience` epochs.
-//! 4. Optionally put the best weights back, then score the test split.
+//! 4. Optionally put the best weights back, then score the test split, and draw the
+//!    train section's image grid if it asks for one ([`images`]).
 //!
 //! # Determinism and exact resume
 //!
@@ -44,6 +45,7 @@ pub mod state;
 
 mod data;
 mod evaluation;
+mod images;
 mod monitor;
 mod progress;
 
@@ -68,6 +70,7 @@ use self::state::{PartialEpoch, RunState, write_atomic};
 use crate::artifact::train_config::TrainConfig;
 use crate::error::{RunError, WeightsError};
 use crate::session::Session;
+use crate::train::image_grid::ImageGridError;
 use crate::train::{
     Checkpoint, CheckpointError, DataError, EpochRecord, LogError, MetricError, MetricsLog,
     epoch_shuffle_seed, plot_curves,
@@ -86,6 +89,8 @@ pub enum TrainError {
     Log(#[from] LogError),
     #[error("weights: {0}")]
     Weights(#[from] WeightsError),
+    #[error(transparent)]
+    Image(#[from] ImageGridError),
     /// The artifact does not follow the training entry conventions.
     #[error("this model cannot be trained: {0}")]
     Model(String),
@@ -188,6 +193,8 @@ pub struct TrainSummary {
     /// run was interrupted).
     pub test: Option<EvalReport>,
     pub paths: RunPaths,
+    /// The image grid the train section asked for, once written.
+    pub images: Option<PathBuf>,
 }
 
 /// A flag that Ctrl-C sets, for [`TrainOptions::interrupt`]; a second Ctrl-C before the
@@ -275,7 +282,8 @@ pub fn train(
         let started = Instant::now();
         match run.train_epoch(epoch)? {
             EpochEnd::Interrupted { step } => {
-                return Ok(run.summary(StopReason::Interrupted { step, epoch }, false, None));
+                let stop = StopReason::Interrupted { step, epoch };
+                return Ok(run.summary(stop, false, None, None));
             }
             EpochEnd::Finished { loss_sum, samples } => {
                 let train_loss = loss_sum / samples.max(1) as f64;
@@ -648,9 +656,24 @@ impl<'a> Run<'a> {
             }
             self.progress.line(&line);
         }
+        let images = match &self.config.images {
+            None => None,
+            Some(grid) => {
+                let path = images::write_image_grid(
+                    self.session,
+                    self.config,
+                    grid,
+                    &self.data,
+                    self.counters.step,
+                    &self.paths.dir,
+                )?;
+                self.progress.line(&format!("images: {}", path.display()));
+                Some(path)
+            }
+        };
         self.progress
             .line(&format!("run saved in {}", self.paths.dir.display()));
-        Ok(self.summary(stop, restored, test))
+        Ok(self.summary(stop, restored, test, images))
     }
 
     /// Scores the session's weights on the validation or the test split.
@@ -674,6 +697,7 @@ impl<'a> Run<'a> {
         stop: StopReason,
         restored_best: bool,
         test: Option<EvalReport>,
+        images: Option<PathBuf>,
     ) -> TrainSummary {
         let counters = &self.counters;
         TrainSummary {
@@ -687,6 +711,7 @@ impl<'a> Run<'a> {
             history: self.history,
             test,
             paths: self.paths,
+            images,
         }
     }
 

@@ -8,6 +8,7 @@
 //! | `best.safetensors` | the parameters (no `optim.*` state) of the best epoch so far |
 //! | `metrics.jsonl` | one [`EpochRecord`](crate::train::EpochRecord) per epoch |
 //! | `curves.svg` | the training curves drawn from it |
+//! | `images.png` | with `images = grid(…)` (which may name another file): samples drawn after training, see [`images`](super::images) |
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
