@@ -229,6 +229,106 @@ pub mod train_check {
     }
 }
 
+/// Runs the training entries of a model whose section has several `step` blocks (or
+/// one) in the driver's order, compiled and in the interpreter side by side.
+pub mod steps_check {
+    use super::TestRng;
+    use super::train_check::{to_tensor, training_options};
+    use std::collections::HashMap;
+    use strata_compiler::driver::compile;
+    use strata_compiler::ir::Op;
+    use strata_compiler::ir::interpret::{Tensor, interpret_values};
+    use strata_compiler::syntax::SourceFile;
+    use strata_runtime::{HostTensor, Session};
+
+    /// Compiles `text` (a label-free model with input `x` of per-sample shape `sample`),
+    /// then for `rounds` batches of random inputs runs every training entry in the
+    /// section's order, on the CPU and in the interpreter from the same weights, and
+    /// asserts every loss and the final weights (parameters and every optimizer's state)
+    /// agree to 1e-4 of their scale. Returns the entries' names.
+    pub fn assert_step_entries_match(
+        what: &str,
+        text: &str,
+        sample: &[u64],
+        batch: u64,
+        rounds: u32,
+    ) -> Vec<String> {
+        let source = SourceFile::new(format!("{what}.strata"), text.to_string());
+        let compiled = compile(&source, &training_options())
+            .unwrap_or_else(|e| panic!("{}", e.render(&source)));
+        let config = compiled.train_config.clone().expect("a train section");
+        let mut session = Session::new(&compiled.artifact).expect("loads");
+        let mut params: HashMap<String, Tensor> = session
+            .weights()
+            .map(|(k, t)| (k.to_string(), to_tensor(t)))
+            .collect();
+        let mut rng = TestRng::new(5);
+        let mut shape = vec![batch];
+        shape.extend_from_slice(sample);
+        let n: u64 = shape.iter().product();
+        let usize_shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+        for round in 1..=rounds {
+            let x: Vec<f32> = (0..n).map(|_| rng.uniform() * 0.5 + 0.5).collect();
+            for update in &config.steps {
+                let graph = &compiled
+                    .training
+                    .iter()
+                    .find(|e| e.name == update.entry)
+                    .unwrap_or_else(|| panic!("entry `{}`", update.entry))
+                    .graph;
+                let lr = 0.01f32;
+                let host = vec![
+                    (
+                        "x",
+                        HostTensor::f32(shape.clone(), x.clone()).expect("sizes"),
+                    ),
+                    ("lr", HostTensor::f32(vec![], vec![lr]).expect("sizes")),
+                    (
+                        "step",
+                        HostTensor::f32(vec![], vec![round as f32]).expect("sizes"),
+                    ),
+                ];
+                let inputs: HashMap<String, Tensor> = HashMap::from([
+                    (
+                        "x".to_string(),
+                        Tensor::from_f32(usize_shape.clone(), &x).expect("sizes"),
+                    ),
+                    ("lr".to_string(), Tensor::scalar(f64::from(lr))),
+                    ("step".to_string(), Tensor::scalar(f64::from(round))),
+                ]);
+                let out = session.run(&update.entry, &host).expect("runs");
+                let values = interpret_values(graph, &inputs, &params).expect("interprets");
+                let (_, loss_v) = graph
+                    .outputs
+                    .iter()
+                    .find(|(n, _)| n == "loss")
+                    .expect("loss");
+                let want = values[loss_v].data[0];
+                let got = f64::from(out[0].1.as_f32().expect("f32")[0]);
+                assert!(
+                    (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                    "{what} `{}` round {round}: loss {got} vs {want}",
+                    update.entry
+                );
+                for (param, new) in &graph.updates {
+                    let Op::Param { path, .. } = &graph.node(*param).op else {
+                        unreachable!("updates replace parameters")
+                    };
+                    params.insert(path.clone(), values[new].clone());
+                }
+            }
+        }
+        for (key, t) in session.weights() {
+            let err = to_tensor(t).max_relative_error(&params[key]);
+            assert!(
+                err <= 1e-4,
+                "{what}: `{key}` after {rounds} rounds: relative error {err:e}"
+            );
+        }
+        config.steps.iter().map(|s| s.entry.clone()).collect()
+    }
+}
+
 /// Trains an example of `dsl-examples/` per its train section, as `strata train` does.
 pub mod train_run {
     use super::{load_example, root};
@@ -244,6 +344,8 @@ pub mod train_run {
         pub parameters: u64,
         pub seconds: f64,
         pub run_dir: tempfile::TempDir,
+        /// The session holding the trained weights.
+        pub session: Session,
     }
 
     impl Trained {
@@ -283,6 +385,7 @@ pub mod train_run {
             parameters,
             seconds: started.elapsed().as_secs_f64(),
             run_dir: dir,
+            session,
         }
     }
 }

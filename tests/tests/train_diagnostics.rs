@@ -118,3 +118,140 @@ train Reconstruct {
         "{rendered}"
     );
 }
+
+// ---- sections with several `step` blocks ----
+
+const TWO_PARTS: &str = r#"
+model Parts {
+    input x: f32[batch, 8]
+    layer a = dense(4)
+    layer b = dense(8)
+    output y = x |> a |> relu |> b
+}
+"#;
+
+fn diagnose_steps(name: &str, section: &str) -> (ErrorCode, String) {
+    diagnose(name, &format!("{TWO_PARTS}{section}"))
+}
+
+macro_rules! steps_case {
+    ($test:ident, $code:expr, $section:expr) => {
+        #[test]
+        fn $test() {
+            let (code, rendered) = diagnose_steps(stringify!($test), $section);
+            assert_eq!(code, $code, "{rendered}");
+            insta::assert_snapshot!(rendered);
+        }
+    };
+}
+
+steps_case!(
+    step_updates_a_prefix_of_no_parameter,
+    ErrorCode::BadArgument,
+    r#"
+train Parts {
+    step first { loss = mse(y, x)  updates = [c] }
+    step second { loss = mae(y, x)  updates = b }
+}
+"#
+);
+
+steps_case!(
+    two_steps_update_one_parameter,
+    ErrorCode::BadArgument,
+    r#"
+train Parts {
+    step first { loss = mse(y, x)  updates = [a, b] }
+    step second { loss = mae(y, x)  updates = b }
+}
+"#
+);
+
+steps_case!(
+    no_step_updates_a_parameter,
+    ErrorCode::BadArgument,
+    r#"
+train Parts {
+    step first { loss = mse(y, x)  updates = a }
+}
+"#
+);
+
+steps_case!(
+    step_without_updates,
+    ErrorCode::MissingOutput,
+    r#"
+train Parts {
+    step first { loss = mse(y, x)  updates = a }
+    step second { loss = mae(y, x) }
+}
+"#
+);
+
+steps_case!(
+    step_without_loss,
+    ErrorCode::MissingOutput,
+    r#"
+train Parts {
+    step first { loss = mse(y, x)  updates = a }
+    step second { updates = b }
+}
+"#
+);
+
+steps_case!(
+    section_loss_beside_steps,
+    ErrorCode::Misplaced,
+    r#"
+train Parts {
+    loss = mse(y, x)
+    step first { loss = mse(y, x)  updates = a }
+    step second { loss = mae(y, x)  updates = b }
+}
+"#
+);
+
+steps_case!(
+    section_setting_inside_a_step,
+    ErrorCode::Misplaced,
+    r#"
+train Parts {
+    step first { loss = mse(y, x)  updates = a  epochs = 3 }
+    step second { loss = mae(y, x)  updates = b }
+}
+"#
+);
+
+steps_case!(
+    early_stopping_with_steps,
+    ErrorCode::Misplaced,
+    r#"
+train Parts {
+    early_stop(on = val.loss, patience = 3)
+    step first { loss = mse(y, x)  updates = a }
+    step second { loss = mae(y, x)  updates = b }
+}
+"#
+);
+
+steps_case!(
+    step_defined_twice,
+    ErrorCode::DuplicateBinding,
+    r#"
+train Parts {
+    step first { loss = mse(y, x)  updates = a }
+    step first { loss = mae(y, x)  updates = b }
+}
+"#
+);
+
+#[test]
+fn step_is_still_a_setting_name() {
+    // `step` is a keyword only before a name and a brace.
+    let text = format!(
+        "{TWO_PARTS}{}",
+        "train Parts {\n    loss = mse(y, x)\n    step = 3\n}\n"
+    );
+    let source = SourceFile::new("step_setting.strata", text);
+    compile(&source, &training_options()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
+}

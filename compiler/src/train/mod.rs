@@ -2,7 +2,8 @@
 //!
 //! - `train_step`: forward, loss, backward (autodiff), gradient clipping and the
 //!   optimizer update, as ONE graph whose updates replace the parameters and optimizer
-//!   state in place;
+//!   state in place; a section with `step` blocks gets one such entry per block,
+//!   `train_<name>`, over its own loss and parameters ([`steps`]);
 //! - `eval`: forward and loss, plus the prediction output the metrics use;
 //! - `infer`: the model alone.
 //!
@@ -11,6 +12,7 @@
 pub mod images;
 pub mod optimizer;
 pub mod section;
+pub mod steps;
 
 use crate::elaborate::{Elaborated, TrainElab};
 use crate::ir::{DType, Dim, Graph, Op, TensorType};
@@ -18,11 +20,13 @@ use crate::passes::{autodiff, dce};
 use crate::syntax::{Diagnostic, ErrorCode};
 use section::Setting;
 use std::collections::HashMap;
-use strata_runtime::artifact::train_config::{Schedule, Task, TrainConfig};
+use strata_runtime::artifact::train_config::{Schedule, Task, TrainConfig, TrainStep};
 
 /// The graphs of a trainable model's entries.
 pub struct TrainingGraphs {
-    pub train_step: Graph,
+    /// One training entry per update, in order: `train_step`, or `train_<name>` per
+    /// `step` block.
+    pub steps: Vec<(String, Graph)>,
     pub eval: Graph,
     pub infer: Graph,
     pub config: TrainConfig,
@@ -136,32 +140,16 @@ pub fn build(
             ));
         }
     };
-    let (opt, mut lr) = match get("optimizer") {
-        None => (
-            optimizer::Optimizer::Adam {
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: 0.0,
-                decoupled: false,
-            },
-            1e-3,
+    let lr_override: Option<f64> = match overrides.iter().rev().find(|(k, _)| k == "lr") {
+        None => None,
+        Some((_, v)) => Some(
+            v.parse()
+                .map_err(|_| err(at, format!("--set lr={v}: not a number")))?,
         ),
-        Some((s, span)) => section::optimizer(s, *span)?,
     };
-    if let Some((_, v)) = overrides.iter().rev().find(|(k, _)| k == "lr") {
-        lr = v
-            .parse()
-            .map_err(|_| err(at, format!("--set lr={v}: not a number")))?;
-    }
     let schedule = match get("schedule") {
         None => Schedule::Constant,
         Some((s, span)) => section::schedule(s, *span)?,
-    };
-    let clip = match get("clip") {
-        None => None,
-        Some((Setting::Number(v), _)) if *v > 0.0 => Some(*v),
-        Some((_, span)) => return Err(err(*span, "`clip` is a positive maximum gradient norm")),
     };
     let metrics = match get("metrics") {
         None => Vec::new(),
@@ -290,8 +278,10 @@ pub fn build(
         Some(label_ty) => Task::Regression {
             width: label_ty.shape.fixed_elements(),
         },
+        // A section with several steps (a GAN) is judged by its losses alone, even when
+        // an output happens to have the features' shape.
         None => Task::Unlabelled {
-            reconstruction: pred_ty == *graph.ty(features_v),
+            reconstruction: tt.steps.len() <= 1 && pred_ty == *graph.ty(features_v),
         },
     };
     if let Some((Setting::List(_), span)) = get("metrics")
@@ -326,26 +316,6 @@ pub fn build(
         )?),
     };
 
-    // train_step: loss, gradients, clipping, update.
-    let mut train_step = training.graph.clone();
-    let scalar = TensorType::new(DType::F32, vec![]);
-    let lr_v = train_step.add_leaf(Op::Input { name: "lr".into() }, scalar.clone(), at);
-    // Dropout already made the `step` input in the training build.
-    let existing_step = train_step
-        .inputs
-        .iter()
-        .copied()
-        .find(|&i| matches!(&train_step.node(i).op, Op::Input { name } if name == "step"));
-    let step_v = match existing_step {
-        Some(v) => v,
-        None => train_step.add_leaf(
-            Op::Input {
-                name: "step".into(),
-            },
-            scalar,
-            at,
-        ),
-    };
     let params: Vec<(crate::ir::ValueId, String)> = tt
         .params
         .iter()
@@ -354,30 +324,21 @@ pub fn build(
             _ => unreachable!("params are Param ops"),
         })
         .collect();
-    let wrt: Vec<crate::ir::ValueId> = params.iter().map(|(v, _)| *v).collect();
-    let internal = |e: String| {
-        Diagnostic::error(
-            ErrorCode::ShapeMismatch,
-            format!("cannot differentiate this model: {e}"),
-            at,
-        )
-    };
-    let mut grads = autodiff::gradients(&mut train_step, tt.loss, &wrt).map_err(internal)?;
-    if let Some(max_norm) = clip {
-        grads = optimizer::clip_by_global_norm(&mut train_step, &grads, max_norm, at)
-            .map_err(internal)?;
+    let plans = steps::plan_steps(t, tt, &params, &settings, &hyper)?;
+    let mut step_entries = Vec::with_capacity(plans.len());
+    for plan in &plans {
+        step_entries.push((plan.entry.clone(), step_graph(training, plan, at)?));
     }
-    let triples: Vec<_> = params
-        .iter()
-        .zip(&grads)
-        .map(|((w, p), g)| (*w, p.clone(), *g))
-        .collect();
-    optimizer::apply(&mut train_step, &opt, &triples, lr_v, step_v, at).map_err(internal)?;
-    train_step.outputs = vec![("loss".into(), tt.loss)];
-    dce::eliminate_dead_code(&mut train_step, false);
 
     let mut eval = graph.clone();
     eval.outputs = vec![("loss".into(), t.loss), (prediction.clone(), pred_v)];
+    let several = plans.len() > 1;
+    if several {
+        for plan in &plans {
+            eval.outputs
+                .push((format!("loss.{}", plan.name), plan.eval_loss));
+        }
+    }
     dce::eliminate_dead_code(&mut eval, false);
 
     let mut infer = graph.clone();
@@ -391,7 +352,7 @@ pub fn build(
     }
 
     Ok(TrainingGraphs {
-        train_step,
+        steps: step_entries,
         eval,
         infer,
         config: TrainConfig {
@@ -405,8 +366,16 @@ pub fn build(
             split,
             seed,
             normalize,
-            optimizer: opt.name().to_string(),
-            lr,
+            steps: plans
+                .iter()
+                .map(|p| TrainStep {
+                    name: p.name.clone(),
+                    entry: p.entry.clone(),
+                    optimizer: p.optimizer.name().to_string(),
+                    lr: lr_override.unwrap_or(p.lr),
+                    eval_loss: several.then(|| format!("loss.{}", p.name)),
+                })
+                .collect(),
             schedule,
             metrics,
             early_stop,
@@ -414,4 +383,55 @@ pub fn build(
             images,
         },
     })
+}
+
+/// One update's entry: the training-mode graph, its loss differentiated with respect to
+/// the update's parameters, clipped, and the optimizer's update appended.
+fn step_graph(
+    training: &Elaborated,
+    plan: &steps::StepPlan,
+    at: crate::ir::Span,
+) -> Result<Graph, Diagnostic> {
+    let mut graph = training.graph.clone();
+    let scalar = TensorType::new(DType::F32, vec![]);
+    let lr_v = graph.add_leaf(Op::Input { name: "lr".into() }, scalar.clone(), at);
+    // Dropout or a random source already made the `step` input in the training build.
+    let existing_step = graph
+        .inputs
+        .iter()
+        .copied()
+        .find(|&i| matches!(&graph.node(i).op, Op::Input { name } if name == "step"));
+    let step_v = match existing_step {
+        Some(v) => v,
+        None => graph.add_leaf(
+            Op::Input {
+                name: "step".into(),
+            },
+            scalar,
+            at,
+        ),
+    };
+    let wrt: Vec<crate::ir::ValueId> = plan.params.iter().map(|(v, _)| *v).collect();
+    let internal = |e: String| {
+        Diagnostic::error(
+            ErrorCode::ShapeMismatch,
+            format!("cannot differentiate this model: {e}"),
+            at,
+        )
+    };
+    let mut grads = autodiff::gradients(&mut graph, plan.train_loss, &wrt).map_err(internal)?;
+    if let Some(max_norm) = plan.clip {
+        grads =
+            optimizer::clip_by_global_norm(&mut graph, &grads, max_norm, at).map_err(internal)?;
+    }
+    let triples: Vec<_> = plan
+        .params
+        .iter()
+        .zip(&grads)
+        .map(|((w, p), g)| (*w, p.clone(), *g))
+        .collect();
+    optimizer::apply(&mut graph, &plan.optimizer, &triples, lr_v, step_v, at).map_err(internal)?;
+    graph.outputs = vec![("loss".into(), plan.train_loss)];
+    dce::eliminate_dead_code(&mut graph, false);
+    Ok(graph)
 }

@@ -5,9 +5,13 @@
 //! - `train_step`: inputs = the model's inputs, the label input (if the section has
 //!   one), `lr` (f32[], the learning rate of this step) and `step` (f32[], 1 for the
 //!   first step); outputs = `loss` (f32[]). Running it updates the parameters and the
-//!   optimizer state in place.
-//! - `eval`: inputs = the model's inputs and the label (if any); outputs = `loss` and the
-//!   prediction output named by [`TrainConfig::prediction`].
+//!   optimizer state in place. A section with `step NAME { … }` blocks has one such
+//!   entry per block instead, `train_NAME`, each updating its own parameters; every
+//!   batch runs them in order ([`TrainConfig::steps`]).
+//! - `eval`: inputs = the model's inputs, the label (if any) and `step` (if the model
+//!   draws random numbers); outputs = `loss`, the prediction output named by
+//!   [`TrainConfig::prediction`], and with several steps each step's loss
+//!   ([`TrainStep::eval_loss`]).
 //! - `infer`: the model's inputs and outputs (and `step`, f32[], when the model draws
 //!   random numbers at inference: the draw's counter).
 
@@ -107,6 +111,21 @@ pub struct EarlyStop {
     pub restore_best: bool,
 }
 
+/// One update of a training step: the entry that makes it and its learning rate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainStep {
+    /// The step's name in the train section (`train` for a section without steps).
+    pub name: String,
+    /// The entry that runs it: `train_step`, or `train_<name>`.
+    pub entry: String,
+    /// The optimizer's name, for messages (its update is in the entry's graph).
+    pub optimizer: String,
+    pub lr: f64,
+    /// The `eval` output holding this step's loss (`loss.<name>`), when the section has
+    /// several steps (`loss` is then their sum).
+    pub eval_loss: Option<String>,
+}
+
 /// The `train` section, resolved.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -126,9 +145,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// How features are normalized: `none`, `standardize`, `minmax`, `scale:K`.
     pub normalize: String,
-    /// The optimizer's name, for messages (its update is in the `train_step` graph).
-    pub optimizer: String,
-    pub lr: f64,
+    /// The updates each batch makes, in order: one for a plain section, one per
+    /// `step NAME { … }` block otherwise.
+    pub steps: Vec<TrainStep>,
+    /// The schedule scales every step's learning rate alike.
     pub schedule: Schedule,
     /// Metric names: `accuracy`, `precision`, `recall`, `f1`, `auc`, `mae`, `mse`.
     pub metrics: Vec<String>,

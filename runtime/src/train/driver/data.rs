@@ -11,7 +11,8 @@ use crate::train::{
     Batch, DataSource, Dataset, Labels, Normalization, Normalizer, normalize_splits,
 };
 
-/// The entry an artifact trains with, and the one it evaluates with.
+/// The entry a section without `step` blocks trains with, and the one every artifact
+/// evaluates with.
 pub const TRAIN_ENTRY: &str = "train_step";
 pub const EVAL_ENTRY: &str = "eval";
 
@@ -28,7 +29,15 @@ pub(super) struct Ports {
     /// Values of the prediction per sample (classes, or 1 for a binary logit).
     pub prediction_width: usize,
     pub task: Task,
+    /// `eval` takes the `step` input (the model draws random numbers): it is fed
+    /// [`EVAL_DRAW`], so every evaluation sees the same draws.
+    pub eval_takes_step: bool,
+    /// The `eval` outputs holding each step's loss (several steps only).
+    pub step_losses: Vec<(String, String)>,
 }
+
+/// The `step` fed to `eval` (training steps count from 1, so it is no training draw).
+pub(super) const EVAL_DRAW: u64 = 0;
 
 /// The label input of `eval` and `train_step`.
 #[derive(Clone, Debug)]
@@ -162,18 +171,33 @@ impl Ports {
         )?
         .iter()
         .product::<u64>() as usize;
-        if training {
-            let step = entry(manifest, TRAIN_ENTRY)?;
-            let names = [config.features_input.as_str(), "lr", "step"];
-            for name in names.into_iter().chain(config.label_input.as_deref()) {
-                port_type(manifest, step, name, false)?;
+        let mut step_losses = Vec::new();
+        for update in &config.steps {
+            if let Some(output) = &update.eval_loss {
+                port_type(manifest, eval, output, true)?;
+                step_losses.push((update.name.clone(), output.clone()));
             }
-            port_type(manifest, step, "loss", true)?;
         }
+        if training {
+            if config.steps.is_empty() {
+                return Err(model_error("the train section has no steps".into()));
+            }
+            for update in &config.steps {
+                let step = entry(manifest, &update.entry)?;
+                let names = [config.features_input.as_str(), "lr", "step"];
+                for name in names.into_iter().chain(config.label_input.as_deref()) {
+                    port_type(manifest, step, name, false)?;
+                }
+                port_type(manifest, step, "loss", true)?;
+            }
+        }
+        let eval_takes_step = eval.inputs.iter().any(|p| p.name == "step");
         Ok(Ports {
             features: config.features_input.clone(),
             sample_shape,
             label,
+            eval_takes_step,
+            step_losses,
             prediction: config.prediction.clone(),
             prediction_width,
             task: config.task.clone(),
@@ -241,6 +265,9 @@ impl Ports {
             })?;
             inputs.push((label.name.as_str(), labels));
         }
+        if self.eval_takes_step {
+            inputs.push(("step", scalar(EVAL_DRAW as f32)));
+        }
         Ok(inputs)
     }
 
@@ -252,6 +279,7 @@ impl Ports {
         step: u64,
     ) -> Result<Vec<(&str, HostTensor)>, TrainError> {
         let mut inputs = self.inputs(batch)?;
+        inputs.retain(|(name, _)| *name != "step");
         inputs.push(("lr", scalar(lr)));
         inputs.push(("step", scalar(step as f32)));
         Ok(inputs)

@@ -80,8 +80,11 @@ pub(super) fn task_has_metric(task: &Task, name: &str) -> bool {
 pub struct EvalReport {
     pub split: EvalSplit,
     pub samples: usize,
-    /// The loss averaged over samples (each batch's mean loss weighted by its size).
+    /// The loss averaged over samples (each batch's mean loss weighted by its size);
+    /// with several steps, the sum of theirs.
     pub loss: f64,
+    /// With several steps: each step's loss, averaged the same way, by step name.
+    pub step_losses: Vec<(String, f64)>,
     pub metrics: Metrics,
     /// The metrics the train section asks for, in its order (every metric of the task
     /// when it names none).
@@ -105,6 +108,9 @@ impl fmt::Display for EvalReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{} split: {} samples", self.split, self.samples)?;
         writeln!(f, "  {:<10} {:.4}", "loss", self.loss)?;
+        for (name, loss) in &self.step_losses {
+            writeln!(f, "  {:<10} {loss:.4}", format!("{name} loss"))?;
+        }
         for name in self.metrics.names() {
             match self.metrics.value(name) {
                 Some(v) => writeln!(f, "  {name:<10} {v:.4}")?,
@@ -158,6 +164,8 @@ fn write_confusion(
 /// The `eval` entry over a dataset, in order.
 pub(super) struct EvalPass {
     pub loss: f64,
+    /// Each step's loss, in [`Ports::step_losses`]' order.
+    pub step_losses: Vec<f64>,
     /// The prediction output of every sample, concatenated.
     pub predictions: Vec<f32>,
 }
@@ -170,21 +178,28 @@ pub(super) fn eval_pass(
     batch: usize,
 ) -> Result<EvalPass, TrainError> {
     let mut loss_sum = 0.0;
+    let mut step_sums = vec![0.0; ports.step_losses.len()];
     let mut predictions = Vec::with_capacity(data.len * ports.prediction_width);
+    let scalar_of = |v: &[f32]| f64::from(v.first().copied().unwrap_or(f32::NAN));
     for b in data.batches(batch, None)? {
-        let len = b.len;
+        let len = b.len as f64;
         let outputs = session
             .run(EVAL_ENTRY, &ports.inputs(b)?)
             .map_err(|source| TrainError::Run {
-                entry: EVAL_ENTRY,
+                entry: EVAL_ENTRY.to_string(),
                 source,
             })?;
         let (loss, prediction) = (find(&outputs, "loss")?, find(&outputs, &ports.prediction)?);
-        loss_sum += f64::from(loss.first().copied().unwrap_or(f32::NAN)) * len as f64;
+        loss_sum += scalar_of(loss) * len;
+        for (sum, (_, output)) in step_sums.iter_mut().zip(&ports.step_losses) {
+            *sum += scalar_of(find(&outputs, output)?) * len;
+        }
         predictions.extend_from_slice(prediction);
     }
+    let samples = data.len.max(1) as f64;
     Ok(EvalPass {
-        loss: loss_sum / data.len.max(1) as f64,
+        loss: loss_sum / samples,
+        step_losses: step_sums.into_iter().map(|s| s / samples).collect(),
         predictions,
     })
 }
@@ -234,6 +249,12 @@ pub(super) fn score(
         split,
         samples: data.len,
         loss: pass.loss,
+        step_losses: ports
+            .step_losses
+            .iter()
+            .map(|(name, _)| name.clone())
+            .zip(pass.step_losses)
+            .collect(),
         metrics,
         selected,
         class_names: class_names.to_vec(),

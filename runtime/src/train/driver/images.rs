@@ -65,7 +65,7 @@ pub(super) fn write_image_grid(
     let outputs = session
         .run(INFER_ENTRY, &inputs)
         .map_err(|source| TrainError::Run {
-            entry: INFER_ENTRY,
+            entry: INFER_ENTRY.to_string(),
             source,
         })?;
     let mut values = Vec::with_capacity(grid.tensors.len());

@@ -56,6 +56,9 @@ pub(super) struct PartialEpoch {
     pub batches: u64,
     pub loss_sum: f64,
     pub samples: u64,
+    /// Each step's part of `loss_sum` (a section with several steps).
+    #[serde(default)]
+    pub step_loss_sums: Vec<f64>,
 }
 
 /// The driver's state beyond the weights and counters, kept in a checkpoint's `extra`.
