@@ -127,11 +127,11 @@ pub mod train_check {
         }
     }
 
-    /// Compiles `text` (a model with input `x` of per-sample shape `sample` and integer
-    /// labels `y` in `0..classes`), runs `steps` train steps at batch `batch` on the CPU
-    /// and in the interpreter from the same weights and random inputs, and asserts every
-    /// step's loss and the final weights (parameters and optimizer state) agree to 1e-4
-    /// of their scale.
+    /// Compiles `text` (a model with input `x` of per-sample shape `sample` and, if its
+    /// train section has a label, integer labels `y` in `0..classes`), runs `steps` train
+    /// steps at batch `batch` on the CPU and in the interpreter from the same weights and
+    /// random inputs, and asserts every step's loss and the final weights (parameters and
+    /// optimizer state) agree to 1e-4 of their scale.
     pub fn assert_train_steps_match(
         what: &str,
         text: &str,
@@ -149,6 +149,10 @@ pub mod train_check {
             .find(|e| e.name == "train_step")
             .expect("train_step")
             .graph;
+        let takes_label = step_graph
+            .inputs
+            .iter()
+            .any(|&i| matches!(&step_graph.node(i).op, Op::Input { name } if name == "y"));
         let mut session = Session::new(&compiled.artifact).expect("loads");
         let mut params: HashMap<String, Tensor> = session
             .weights()
@@ -165,35 +169,37 @@ pub mod train_check {
                 .map(|_| (rng.next_u64() % classes) as i32)
                 .collect();
             let lr = 0.01f32;
-            let host = vec![
+            let mut host = vec![
                 (
                     "x",
                     HostTensor::f32(shape.clone(), x.clone()).expect("sizes"),
                 ),
-                ("y", HostTensor::i32(vec![batch], y.clone()).expect("sizes")),
                 ("lr", HostTensor::f32(vec![], vec![lr]).expect("sizes")),
                 (
                     "step",
                     HostTensor::f32(vec![], vec![step as f32]).expect("sizes"),
                 ),
             ];
-            let out = session.run("train_step", &host).expect("runs");
-            let inputs: HashMap<String, Tensor> = HashMap::from([
+            let mut inputs: HashMap<String, Tensor> = HashMap::from([
                 (
                     "x".to_string(),
                     Tensor::from_f32(usize_shape.clone(), &x).expect("sizes"),
                 ),
-                (
+                ("lr".to_string(), Tensor::scalar(f64::from(lr))),
+                ("step".to_string(), Tensor::scalar(f64::from(step))),
+            ]);
+            if takes_label {
+                host.push(("y", HostTensor::i32(vec![batch], y.clone()).expect("sizes")));
+                inputs.insert(
                     "y".to_string(),
                     Tensor::new(
                         vec![batch as usize],
                         y.iter().map(|&v| f64::from(v)).collect(),
                     )
                     .expect("sizes"),
-                ),
-                ("lr".to_string(), Tensor::scalar(f64::from(lr))),
-                ("step".to_string(), Tensor::scalar(f64::from(step))),
-            ]);
+                );
+            }
+            let out = session.run("train_step", &host).expect("runs");
             let values = interpret_values(step_graph, &inputs, &params).expect("interprets");
             let (_, loss_v) = step_graph
                 .outputs
@@ -223,6 +229,106 @@ pub mod train_check {
     }
 }
 
+/// Runs the training entries of a model whose section has several `step` blocks (or
+/// one) in the driver's order, compiled and in the interpreter side by side.
+pub mod steps_check {
+    use super::TestRng;
+    use super::train_check::{to_tensor, training_options};
+    use std::collections::HashMap;
+    use strata_compiler::driver::compile;
+    use strata_compiler::ir::Op;
+    use strata_compiler::ir::interpret::{Tensor, interpret_values};
+    use strata_compiler::syntax::SourceFile;
+    use strata_runtime::{HostTensor, Session};
+
+    /// Compiles `text` (a label-free model with input `x` of per-sample shape `sample`),
+    /// then for `rounds` batches of random inputs runs every training entry in the
+    /// section's order, on the CPU and in the interpreter from the same weights, and
+    /// asserts every loss and the final weights (parameters and every optimizer's state)
+    /// agree to 1e-4 of their scale. Returns the entries' names.
+    pub fn assert_step_entries_match(
+        what: &str,
+        text: &str,
+        sample: &[u64],
+        batch: u64,
+        rounds: u32,
+    ) -> Vec<String> {
+        let source = SourceFile::new(format!("{what}.strata"), text.to_string());
+        let compiled = compile(&source, &training_options())
+            .unwrap_or_else(|e| panic!("{}", e.render(&source)));
+        let config = compiled.train_config.clone().expect("a train section");
+        let mut session = Session::new(&compiled.artifact).expect("loads");
+        let mut params: HashMap<String, Tensor> = session
+            .weights()
+            .map(|(k, t)| (k.to_string(), to_tensor(t)))
+            .collect();
+        let mut rng = TestRng::new(5);
+        let mut shape = vec![batch];
+        shape.extend_from_slice(sample);
+        let n: u64 = shape.iter().product();
+        let usize_shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+        for round in 1..=rounds {
+            let x: Vec<f32> = (0..n).map(|_| rng.uniform() * 0.5 + 0.5).collect();
+            for update in &config.steps {
+                let graph = &compiled
+                    .training
+                    .iter()
+                    .find(|e| e.name == update.entry)
+                    .unwrap_or_else(|| panic!("entry `{}`", update.entry))
+                    .graph;
+                let lr = 0.01f32;
+                let host = vec![
+                    (
+                        "x",
+                        HostTensor::f32(shape.clone(), x.clone()).expect("sizes"),
+                    ),
+                    ("lr", HostTensor::f32(vec![], vec![lr]).expect("sizes")),
+                    (
+                        "step",
+                        HostTensor::f32(vec![], vec![round as f32]).expect("sizes"),
+                    ),
+                ];
+                let inputs: HashMap<String, Tensor> = HashMap::from([
+                    (
+                        "x".to_string(),
+                        Tensor::from_f32(usize_shape.clone(), &x).expect("sizes"),
+                    ),
+                    ("lr".to_string(), Tensor::scalar(f64::from(lr))),
+                    ("step".to_string(), Tensor::scalar(f64::from(round))),
+                ]);
+                let out = session.run(&update.entry, &host).expect("runs");
+                let values = interpret_values(graph, &inputs, &params).expect("interprets");
+                let (_, loss_v) = graph
+                    .outputs
+                    .iter()
+                    .find(|(n, _)| n == "loss")
+                    .expect("loss");
+                let want = values[loss_v].data[0];
+                let got = f64::from(out[0].1.as_f32().expect("f32")[0]);
+                assert!(
+                    (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                    "{what} `{}` round {round}: loss {got} vs {want}",
+                    update.entry
+                );
+                for (param, new) in &graph.updates {
+                    let Op::Param { path, .. } = &graph.node(*param).op else {
+                        unreachable!("updates replace parameters")
+                    };
+                    params.insert(path.clone(), values[new].clone());
+                }
+            }
+        }
+        for (key, t) in session.weights() {
+            let err = to_tensor(t).max_relative_error(&params[key]);
+            assert!(
+                err <= 1e-4,
+                "{what}: `{key}` after {rounds} rounds: relative error {err:e}"
+            );
+        }
+        config.steps.iter().map(|s| s.entry.clone()).collect()
+    }
+}
+
 /// Trains an example of `dsl-examples/` per its train section, as `strata train` does.
 pub mod train_run {
     use super::{load_example, root};
@@ -232,11 +338,13 @@ pub mod train_run {
     use strata_runtime::train::{TrainOptions, TrainSummary, train};
 
     /// What one training run gave: the driver's summary, the trainable weight count,
-    /// the wall time of the training loop, and the session holding the trained weights.
+    /// the wall time of the training loop, the run directory (removed on drop) and the
+    /// session holding the trained weights.
     pub struct Trained {
         pub summary: TrainSummary,
         pub parameters: u64,
         pub seconds: f64,
+        pub run_dir: tempfile::TempDir,
         pub session: Session,
     }
 
@@ -276,6 +384,7 @@ pub mod train_run {
             summary,
             parameters,
             seconds: started.elapsed().as_secs_f64(),
+            run_dir: dir,
             session,
         }
     }

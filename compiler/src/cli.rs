@@ -131,7 +131,8 @@ struct IrArgs {
     /// Print generated code instead of the IR.
     #[arg(long, value_enum)]
     emit: Option<Emit>,
-    /// The entry whose graph, kernels or plan to print (`infer`, `train_step`, `eval`).
+    /// The entry whose graph, kernels or plan to print (`infer`, `train_step` or
+    /// `train_<step>`, `eval`).
     #[arg(long, default_value = "infer")]
     entry: String,
     /// Print per entry: ops, kernels, bytes moved per step, arena against the naive sum
@@ -377,10 +378,14 @@ fn cmd_ir(a: &IrArgs) -> ExitCode {
             a.entry
         ));
     };
+    // `--stage train`: the training entry `--entry` names, else `train_step`, else the
+    // first step of a section with several.
     let train = compiled
         .training
         .iter()
-        .find(|e| e.name == "train_step")
+        .find(|e| e.name == a.entry && e.name != "eval")
+        .or_else(|| compiled.training.iter().find(|e| e.name == "train_step"))
+        .or_else(|| compiled.training.iter().find(|e| e.name != "eval"))
         .map(|e| &e.unsimplified)
         .unwrap_or(unsimplified);
     if let Some(dir) = &a.dump_dir {

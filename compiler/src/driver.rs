@@ -158,18 +158,16 @@ pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled
         };
         let training = check(source, &training_options)?;
         let tg = crate::train::build(&elaborated, &training, &options.train_overrides)?;
-        (
-            tg.infer,
-            vec![("train_step", tg.train_step), ("eval", tg.eval)],
-            Some(tg.config),
-        )
+        let mut entries = tg.steps;
+        entries.push(("eval".to_string(), tg.eval));
+        (tg.infer, entries, Some(tg.config))
     } else {
         (typed.clone(), Vec::new(), None)
     };
     let infer = compile_entry("infer", infer_graph, "")?;
     let training = extra
         .into_iter()
-        .map(|(name, g)| compile_entry(name, g, &format!("{name}_")))
+        .map(|(name, g)| compile_entry(&name, g, &format!("{name}_")))
         .collect::<Result<Vec<_>, _>>()?;
     let all_kernels: Vec<strata_kernels::ir::Kernel> = std::iter::once(&infer)
         .chain(&training)

@@ -273,7 +273,7 @@ fn early_stopping_puts_the_best_weights_back() {
 fn a_diverging_run_names_the_step_and_keeps_a_loadable_checkpoint() {
     let artifact = artifact(16);
     let mut config = config(&artifact);
-    config.lr = 1e30;
+    config.steps[0].lr = 1e30;
     let dir = tempfile::tempdir().unwrap();
     let mut session = Session::new(&artifact).unwrap();
     let error = train(&mut session, &config, &options(dir.path())).expect_err("the loss blows up");

@@ -248,6 +248,54 @@ model M {
 "#
 );
 
+diagnostic_case!(
+    random_source_with_a_bad_shape,
+    ErrorCode::BadArgument,
+    r#"
+model M {
+    input x: f32[batch, 4]
+    output y = x + normal([batch, 0])
+}
+"#
+);
+
+diagnostic_case!(
+    random_source_with_a_bad_seed,
+    ErrorCode::BadHyperParam,
+    r#"
+model M {
+    input x: f32[batch, 4]
+    output y = x + uniform([batch, 4], seed = 1.5)
+}
+"#
+);
+
+diagnostic_case!(
+    uniform_with_an_empty_range,
+    ErrorCode::BadHyperParam,
+    r#"
+model M {
+    input x: f32[batch, 4]
+    output y = x * uniform([4], low = 1, high = 1)
+}
+"#
+);
+
+diagnostic_case!(
+    layer_instance_of_an_unknown_block,
+    ErrorCode::UnknownLayer,
+    r#"
+block Critic(x) {
+    return x |> dense(1)
+}
+model M {
+    input x: f32[batch, 4]
+    layer d = Critc()
+    output y = x |> d
+}
+"#
+);
+
 #[test]
 fn json_format_carries_code_and_position() {
     let source = SourceFile::new(

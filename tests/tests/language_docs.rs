@@ -1,6 +1,7 @@
-//! Every example in docs/language.md compiles, or fails with exactly the error it claims.
+//! Every example in docs/language.md compiles (with its train section, if it has one),
+//! or fails with exactly the error it claims.
 
-use strata_compiler::driver::{CompileOptions, compile};
+use strata_compiler::driver::compile;
 use strata_compiler::syntax::SourceFile;
 use strata_tests::root;
 
@@ -44,7 +45,7 @@ fn every_language_doc_example_compiles_or_fails_as_claimed() {
     assert!(examples.len() >= 15, "found {} examples", examples.len());
     for ex in examples {
         let source = SourceFile::new(format!("language.md:{}", ex.line), ex.text.clone());
-        let result = compile(&source, &CompileOptions::default());
+        let result = compile(&source, &strata_tests::train_check::training_options());
         match (&ex.expect_error, result) {
             (None, Ok(_)) => {}
             (None, Err(e)) => panic!("example at line {} fails:\n{}", ex.line, e.render(&source)),

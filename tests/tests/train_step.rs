@@ -88,3 +88,18 @@ fn dropout_train_step_draws_the_interpreters_masks() {
         ),
     );
 }
+
+#[test]
+fn label_free_train_step_matches_the_interpreter() {
+    let text = r#"
+model Reconstruct(hidden = 5) {
+    input x: f32[batch, 12]
+    output recon = x |> dense(hidden) |> relu |> dense(12) |> sigmoid
+}
+train Reconstruct {
+    loss      = mse(recon, x) + 1e-3 * l2(weights)
+    optimizer = adam(lr = 0.01)
+}
+"#;
+    assert_train_steps_match("label-free", text, &[12], 1, 6, 10);
+}

@@ -82,5 +82,8 @@ fn gru_solves_the_adding_problem_at_length_100() {
 #[test]
 fn rnn_on_the_adding_problem_is_reported() {
     let mse = adding("rnn_adding.strata");
-    assert!(mse.is_finite() && mse < 0.5, "RNN adding problem diverged: {mse}");
+    assert!(
+        mse.is_finite() && mse < 0.5,
+        "RNN adding problem diverged: {mse}"
+    );
 }

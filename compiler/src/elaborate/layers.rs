@@ -47,6 +47,8 @@ static RECURRENT: &[ParamSpec] = &[
 static SLICE: &[ParamSpec] = &[req("x"), req("start"), req("len"), opt("axis")];
 static SELF_ATTENTION: &[ParamSpec] = &[req("x"), req("heads"), opt("causal"), opt("key_mask")];
 static CROSS_ATTENTION: &[ParamSpec] = &[req("x"), req("memory"), req("heads"), opt("key_mask")];
+static RANDOM_UNIFORM: &[ParamSpec] = &[req("shape"), opt("low"), opt("high"), opt("seed")];
+static RANDOM_NORMAL: &[ParamSpec] = &[req("shape"), opt("mean"), opt("std"), opt("seed")];
 static ENCODER_LAYER: &[ParamSpec] = &[
     req("x"),
     req("heads"),
@@ -72,6 +74,9 @@ pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
         "dense" => DENSE,
         "matmul" => MATMUL,
         "relu" | "sigmoid" | "tanh" | "exp" | "log" | "sqrt" | "abs" | "flatten" => X,
+        "stop_gradient" => X,
+        "uniform" => RANDOM_UNIFORM,
+        "normal" => RANDOM_NORMAL,
         "softmax" | "log_softmax" => AXIS,
         "sum" | "mean" | "max" | "min" => REDUCE,
         "reshape" => RESHAPE,
@@ -112,6 +117,9 @@ pub const NAMES: &[&str] = &[
     "sqrt",
     "abs",
     "flatten",
+    "stop_gradient",
+    "uniform",
+    "normal",
     "softmax",
     "log_softmax",
     "sum",
@@ -196,6 +204,12 @@ pub(super) fn call_layer(
             let (b, _) = args.tensor("b")?;
             Ok(Value::Tensor(e.op(Op::MatMul, &[a, b], span)?))
         }
+        "stop_gradient" => {
+            let (x, _) = args.tensor("x")?;
+            Ok(Value::Tensor(e.op(Op::StopGradient, &[x], span)?))
+        }
+        "uniform" => super::random::uniform(e, &args, span, path),
+        "normal" => super::random::normal(e, &args, span, path),
         "softmax" | "log_softmax" => softmax(e, &args, span, name == "log_softmax"),
         "sum" | "mean" | "max" | "min" => reduce(e, &args, span, name),
         "flatten" => flatten(e, &args, span),
@@ -443,14 +457,13 @@ fn flatten(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Di
     Ok(Value::Tensor(e.op(Op::Reshape { shape }, &[x], span)?))
 }
 
-fn reshape(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Diagnostic> {
-    let (x, _) = args.tensor("x")?;
-    let shape_arg = args.get("shape").cloned().expect("required argument");
+/// A shape argument: a list of positive integers and at most one `batch`.
+pub(super) fn shape_list(shape_arg: &Spanned, callee: &str) -> Result<Vec<Dim>, Diagnostic> {
     let Value::List(items) = &shape_arg.value else {
         return Err(Diagnostic::error(
             ErrorCode::BadArgument,
             format!(
-                "`reshape` needs a shape list like `[batch, 8, 8]`, got {}",
+                "`{callee}` needs a shape list like `[batch, 8, 8]`, got {}",
                 describe(&shape_arg.value)
             ),
             shape_arg.span,
@@ -459,7 +472,9 @@ fn reshape(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Di
     let mut dims = Vec::new();
     for it in items {
         match it {
-            Value::Symbol(s) if s == "batch" => dims.push(Dim::Batch),
+            Value::Symbol(s) if s == "batch" && !dims.contains(&Dim::Batch) => {
+                dims.push(Dim::Batch)
+            }
             Value::Number {
                 value,
                 integer: true,
@@ -468,7 +483,7 @@ fn reshape(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Di
                 return Err(Diagnostic::error(
                     ErrorCode::BadArgument,
                     format!(
-                        "a dimension must be a positive integer or `batch`, got {}",
+                        "a dimension must be a positive integer or `batch` (once), got {}",
                         describe(v)
                     ),
                     shape_arg.span,
@@ -476,6 +491,13 @@ fn reshape(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Di
             }
         }
     }
+    Ok(dims)
+}
+
+fn reshape(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Diagnostic> {
+    let (x, _) = args.tensor("x")?;
+    let shape_arg = args.get("shape").cloned().expect("required argument");
+    let dims = shape_list(&shape_arg, "reshape")?;
     Ok(Value::Tensor(e.op(
         Op::Reshape { shape: Shape(dims) },
         &[x],

@@ -156,13 +156,28 @@ pub(super) fn cross_entropy(
 }
 
 /// `binary_cross_entropy(logits, targets)`: sigmoid cross-entropy from logits, targets
-/// in [0, 1] of the same shape: `max(x, 0) - x t + log(1 + exp(-|x|))`.
+/// in [0, 1] of the same shape (or one number for all): `max(x, 0) - x t +
+/// log(1 + exp(-|x|))`.
 pub(super) fn binary_cross_entropy(
     e: &mut Elaborator,
     args: &BoundArgs,
     span: Span,
 ) -> Result<Value, Diagnostic> {
     let x = args.tensor("logits")?;
+    // A number target (a GAN's 1 for real, 0 for fake) holds for every logit.
+    if let Some(target) = args.get("targets")
+        && let Value::Number { value, .. } = target.value
+    {
+        if !(0.0..=1.0).contains(&value) {
+            return Err(Diagnostic::error(
+                ErrorCode::BadArgument,
+                format!("a `binary_cross_entropy` target is in [0, 1], got {value}"),
+                target.span,
+            ));
+        }
+        let t = e.constant(value, target.span);
+        return Ok(Value::Tensor(bce_mean(e, x.0, t, span)?));
+    }
     let mut t = args.tensor("targets")?;
     // Integer labels `i32[batch]` with logits `f32[batch, 1]` are classes 0 and 1.
     let (xt, tt) = (e.graph.ty(x.0).clone(), e.graph.ty(t.0).clone());
@@ -184,7 +199,12 @@ pub(super) fn binary_cross_entropy(
         )?;
     }
     same_shape(e, x, t, "binary_cross_entropy")?;
-    let (x, t) = (x.0, t.0);
+    Ok(Value::Tensor(bce_mean(e, x.0, t.0, span)?))
+}
+
+/// The mean over every logit of `max(x, 0) - x t + log(1 + exp(-|x|))` (`t` of the
+/// logits' shape, or a constant).
+fn bce_mean(e: &mut Elaborator, x: ValueId, t: ValueId, span: Span) -> Result<ValueId, Diagnostic> {
     let zero = e.constant(0.0, span);
     let one = e.constant(1.0, span);
     let relu = bin(e, BinaryOp::Max, x, zero, span)?;
@@ -196,7 +216,7 @@ pub(super) fn binary_cross_entropy(
     let softplus = un(e, UnaryOp::Log, onep, span)?;
     let a = bin(e, BinaryOp::Sub, relu, xt, span)?;
     let per = bin(e, BinaryOp::Add, a, softplus, span)?;
-    Ok(Value::Tensor(mean_all(e, per, span)?))
+    mean_all(e, per, span)
 }
 
 /// `mse(predictions, targets)` and `mae(predictions, targets)`: the mean squared or

@@ -8,7 +8,8 @@
 //! instance is named `enc`; a block call opens a scope named after the block
 //! (`residual0`), and `repeat N` numbers its copies (`residual0.2`). So the weight of the
 //! first dense layer of the third copy is `residual0.2.dense0.weight`. A path used twice
-//! (an instance called twice) is one shared parameter.
+//! (an instance called twice) is one shared parameter; a `layer d = Block(…)` instance
+//! opens the scope `d` at every call, so all its calls share every parameter inside.
 
 pub mod args;
 mod attention;
@@ -16,11 +17,12 @@ mod convolution;
 pub mod layers;
 mod losses;
 mod normalization;
+mod random;
 mod recurrent;
 mod transformer;
 pub mod value;
 
-use crate::ir::{DType, Dim, Graph, Init, Op, Span, TensorType, ValueId};
+use crate::ir::{BinaryOp, DType, Dim, Graph, Init, Op, Span, TensorType, ValueId};
 use crate::syntax::ast::*;
 use crate::syntax::{Diagnostic, ErrorCode};
 use std::collections::{HashMap, HashSet};
@@ -47,15 +49,28 @@ pub struct ElaborateOptions {
 pub struct TrainElab {
     /// The section as written (settings other than the loss are read by `train::`).
     pub section: TrainDef,
-    /// The label input's name.
-    pub label: String,
-    /// The scalar loss.
+    /// The label input's name; None for label-free training (an autoencoder's loss
+    /// compares the model's output with its own input).
+    pub label: Option<String>,
+    /// The scalar loss; with `step`s, the sum of theirs (what logs and `val.loss` show).
     pub loss: ValueId,
+    /// The section's `step NAME { … }` blocks, in order (none for a one-loss section).
+    pub steps: Vec<StepElab>,
     /// The model's own outputs (the graph's outputs also hold `loss`).
     pub model_outputs: Vec<(String, ValueId)>,
     /// The model's trainable parameters, in creation order (not batch norm's running
     /// statistics).
     pub params: Vec<ValueId>,
+}
+
+/// One `step NAME { … }` of a train section: its name, its loss in the model's graph,
+/// and its other settings (read by `train::`).
+#[derive(Clone, Debug)]
+pub struct StepElab {
+    pub name: Ident,
+    pub loss: ValueId,
+    pub items: Vec<TrainItem>,
+    pub span: Span,
 }
 
 /// The result of elaboration: the graph and the hyper-parameter values it was built with.
@@ -394,7 +409,8 @@ struct Elaborator<'p> {
 }
 
 impl<'p> Elaborator<'p> {
-    /// Binds the label input and `params`/`weights`, then builds the loss.
+    /// Binds the label input (if the section declares one) and `params`/`weights`, then
+    /// builds the loss.
     fn train_section(
         &mut self,
         section: &TrainDef,
@@ -403,6 +419,7 @@ impl<'p> Elaborator<'p> {
     ) -> Result<TrainElab, Diagnostic> {
         let mut label = None;
         let mut loss_expr = None;
+        let mut step_defs = Vec::new();
         for item in &section.items {
             match item {
                 TrainItem::Label { name, ty, span } => {
@@ -424,28 +441,27 @@ impl<'p> Elaborator<'p> {
                     env.bind(name, Value::Tensor(v))?;
                     label = Some(name.name.clone());
                 }
-                TrainItem::Setting { key, value, .. } if key.name == "loss" => {
-                    loss_expr = Some((key, value))
+                TrainItem::Setting { key, value, span } if key.name == "loss" => {
+                    loss_expr = Some((key, value, *span))
+                }
+                TrainItem::Step { name, items, span } => {
+                    if let Some((_, _, first)) = step_defs
+                        .iter()
+                        .find(|(n, _, _): &&(&Ident, _, Span)| n.name == name.name)
+                    {
+                        return Err(Diagnostic::error(
+                            ErrorCode::DuplicateBinding,
+                            format!("step `{}` is defined twice", name.name),
+                            name.span,
+                        )
+                        .with_label("defined again here")
+                        .with_secondary(*first, "first defined here"));
+                    }
+                    step_defs.push((name, items, *span));
                 }
                 _ => {}
             }
         }
-        let Some(label) = label else {
-            return Err(Diagnostic::error(
-                ErrorCode::MissingOutput,
-                "the train section declares no `label`",
-                section.model.span,
-            )
-            .with_help("declare the targets, e.g. `label y: i32[batch]`"));
-        };
-        let Some((key, loss_expr)) = loss_expr else {
-            return Err(Diagnostic::error(
-                ErrorCode::MissingOutput,
-                "the train section has no `loss`",
-                section.model.span,
-            )
-            .with_help("e.g. `loss = cross_entropy(logits, y)`"));
-        };
         let params: Vec<ValueId> = self
             .graph
             .params()
@@ -462,14 +478,87 @@ impl<'p> Elaborator<'p> {
             .collect();
         let at = |name: &str| Ident {
             name: name.to_string(),
-            span: key.span,
+            span: section.model.span,
         };
         env.bind(
             &at("params"),
             Value::List(params.iter().map(|v| Value::Tensor(*v)).collect()),
         )?;
         env.bind(&at("weights"), Value::List(weights))?;
-        let loss = self.expr(loss_expr, env)?;
+        let mut steps = Vec::new();
+        for (name, items, span) in step_defs {
+            let mut step_loss = None;
+            for item in items {
+                match item {
+                    TrainItem::Setting { key, value, span } if key.name == "loss" => {
+                        if step_loss.is_some() {
+                            return Err(Diagnostic::error(
+                                ErrorCode::DuplicateBinding,
+                                format!("step `{}` sets `loss` twice", name.name),
+                                *span,
+                            ));
+                        }
+                        step_loss = Some(self.scalar_loss(value, env)?);
+                    }
+                    _ => {}
+                }
+            }
+            let Some(loss) = step_loss else {
+                return Err(Diagnostic::error(
+                    ErrorCode::MissingOutput,
+                    format!("step `{}` has no `loss`", name.name),
+                    name.span,
+                )
+                .with_label("this step")
+                .with_help("every step minimizes its own loss, e.g. `loss = binary_cross_entropy(fake_logit, 1)`"));
+            };
+            steps.push(StepElab {
+                name: name.clone(),
+                loss,
+                items: items.clone(),
+                span,
+            });
+        }
+        let loss = match (loss_expr, steps.is_empty()) {
+            (Some((_, value, _)), true) => self.scalar_loss(value, env)?,
+            (Some((_, _, span)), false) => {
+                return Err(Diagnostic::error(
+                    ErrorCode::Misplaced,
+                    "with `step`s, each step has its own `loss`",
+                    span,
+                )
+                .with_label("a loss for the whole section")
+                .with_help("move it into the step it belongs to"));
+            }
+            (None, true) => {
+                return Err(Diagnostic::error(
+                    ErrorCode::MissingOutput,
+                    "the train section has no `loss`",
+                    section.model.span,
+                )
+                .with_help("e.g. `loss = cross_entropy(logits, y)`"));
+            }
+            (None, false) => {
+                let mut total = steps[0].loss;
+                for step in &steps[1..] {
+                    total = self.op(Op::Binary(BinaryOp::Add), &[total, step.loss], step.span)?;
+                }
+                total
+            }
+        };
+        Ok(TrainElab {
+            section: section.clone(),
+            label,
+            loss,
+            steps,
+            model_outputs: outputs.to_vec(),
+            params,
+        })
+    }
+
+    /// Elaborates a loss expression, which must be a scalar f32[].
+    fn scalar_loss(&mut self, expr: &Expr, env: &mut Env) -> Result<ValueId, Diagnostic> {
+        let loss = self.expr(expr, env)?;
         let Value::Tensor(loss_v) = loss.value else {
             return Err(Diagnostic::error(
                 ErrorCode::BadArgument,
@@ -487,13 +576,7 @@ impl<'p> Elaborator<'p> {
             .with_label(format!("this is {ty}"))
             .with_help("losses like `cross_entropy` and `mse` already average over the batch"));
         }
-        Ok(TrainElab {
-            section: section.clone(),
-            label,
-            loss: loss_v,
-            model_outputs: outputs.to_vec(),
-            params,
-        })
+        Ok(loss_v)
     }
 
     /// The training step number (f32[], 1-based), an input of the `train_step` entry.
@@ -686,7 +769,9 @@ impl<'p> Elaborator<'p> {
                 Ok(None)
             }
             Stmt::Layer { name, call, .. } => {
-                if layers::lookup(&call.callee.name).is_none() {
+                if layers::lookup(&call.callee.name).is_none()
+                    && !self.blocks.contains_key(&call.callee.name)
+                {
                     return Err(layers::unknown_layer(
                         &call.callee,
                         self.blocks.keys().map(|s| s.as_str()),
@@ -980,14 +1065,21 @@ impl<'p> Elaborator<'p> {
                     None => positional.push(v),
                 }
             }
-            let value = layers::call_layer(
-                self,
-                &decl.call.callee,
-                call.span,
-                positional,
-                named,
-                Some(decl.path.clone()),
-            )?;
+            // A block instance: every call opens the same scope, so its layers take the
+            // same paths and share their parameters.
+            let value = match self.blocks.get(&decl.call.callee.name).copied() {
+                Some(block) => {
+                    self.call_block(block, call, positional, named, Some(decl.path.clone()))?
+                }
+                None => layers::call_layer(
+                    self,
+                    &decl.call.callee,
+                    call.span,
+                    positional,
+                    named,
+                    Some(decl.path.clone()),
+                )?,
+            };
             return Ok(Spanned {
                 value,
                 span: call.span,

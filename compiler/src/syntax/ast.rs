@@ -88,6 +88,14 @@ pub enum TrainItem {
     Setting { key: Ident, value: Expr, span: Span },
     /// `early_stop(on = val.loss, patience = 3)`
     Call(Call),
+    /// `step generator { loss = …  optimizer = …  updates = generator }`: one of the
+    /// updates a training step makes in turn, with its own loss, optimizer and
+    /// parameters. Its items are settings and calls.
+    Step {
+        name: Ident,
+        items: Vec<TrainItem>,
+        span: Span,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -38,6 +38,14 @@ fn span(pair: &Pair<Rule>) -> Span {
     Span::new(s.start(), s.end())
 }
 
+/// A pair's span without the whitespace pest's implicit whitespace can leave at its end
+/// (after a repetition that found nothing more), so a diagnostic underlines what was
+/// written and not the lines after it.
+fn trimmed_span(pair: &Pair<Rule>) -> Span {
+    let s = pair.as_span();
+    Span::new(s.start(), s.start() + s.as_str().trim_end().len())
+}
+
 fn ident(pair: Pair<Rule>) -> Ident {
     Ident {
         name: pair.as_str().to_string(),
@@ -121,10 +129,29 @@ fn train_def(pair: Pair<Rule>) -> Result<TrainDef, Diagnostic> {
     let sp = span(&pair);
     let mut it = pair.into_inner();
     let model = ident(it.next().expect("grammar: train model name"));
+    Ok(TrainDef {
+        model,
+        items: train_items(it)?,
+        span: sp,
+    })
+}
+
+/// The items of a train section or of one of its steps.
+fn train_items<'i>(
+    pairs: impl Iterator<Item = Pair<'i, Rule>>,
+) -> Result<Vec<TrainItem>, Diagnostic> {
     let mut items = Vec::new();
-    for p in it {
-        let psp = span(&p);
+    for p in pairs {
+        let psp = trimmed_span(&p);
         items.push(match p.as_rule() {
+            Rule::step_def => {
+                let mut i = p.into_inner().skip(1);
+                TrainItem::Step {
+                    name: ident(i.next().expect("grammar: step name")),
+                    items: train_items(i)?,
+                    span: psp,
+                }
+            }
             Rule::label_stmt => {
                 let mut i = p.into_inner();
                 TrainItem::Label {
@@ -144,11 +171,7 @@ fn train_def(pair: Pair<Rule>) -> Result<TrainDef, Diagnostic> {
             _ => TrainItem::Call(call(p)?),
         });
     }
-    Ok(TrainDef {
-        model,
-        items,
-        span: sp,
-    })
+    Ok(items)
 }
 
 fn expr(pair: Pair<Rule>) -> Result<Expr, Diagnostic> {
@@ -303,6 +326,7 @@ fn rule_words(rule: &Rule) -> &'static str {
         Rule::let_stmt => "a binding `name = …`",
         Rule::tensor_type => "a tensor type like `f32[batch, 64]`",
         Rule::label_stmt | Rule::setting => "a train setting",
+        Rule::step_def | Rule::step_kw => "a `step NAME { … }`",
         Rule::expr | Rule::pipeline | Rule::arith | Rule::term | Rule::unary => "an expression",
         Rule::stage | Rule::repeat => "a layer after `|>`",
         Rule::add_op => "`+` or `-`",

@@ -2,14 +2,17 @@
 //!
 //! - `train_step`: forward, loss, backward (autodiff), gradient clipping and the
 //!   optimizer update, as ONE graph whose updates replace the parameters and optimizer
-//!   state in place;
+//!   state in place; a section with `step` blocks gets one such entry per block,
+//!   `train_<name>`, over its own loss and parameters ([`steps`]);
 //! - `eval`: forward and loss, plus the prediction output the metrics use;
 //! - `infer`: the model alone.
 //!
 //! plus the [`TrainConfig`] the runtime's training driver follows.
 
+pub mod images;
 pub mod optimizer;
 pub mod section;
+pub mod steps;
 
 use crate::elaborate::{Elaborated, TrainElab};
 use crate::ir::{DType, Dim, Graph, Op, TensorType};
@@ -17,11 +20,13 @@ use crate::passes::{autodiff, dce};
 use crate::syntax::{Diagnostic, ErrorCode};
 use section::Setting;
 use std::collections::HashMap;
-use strata_runtime::artifact::train_config::{Schedule, Task, TrainConfig};
+use strata_runtime::artifact::train_config::{Schedule, Task, TrainConfig, TrainStep};
 
 /// The graphs of a trainable model's entries.
 pub struct TrainingGraphs {
-    pub train_step: Graph,
+    /// One training entry per update, in order: `train_step`, or `train_<name>` per
+    /// `step` block.
+    pub steps: Vec<(String, Graph)>,
     pub eval: Graph,
     pub infer: Graph,
     pub config: TrainConfig,
@@ -154,32 +159,16 @@ pub fn build(
             ));
         }
     };
-    let (opt, mut lr) = match get("optimizer") {
-        None => (
-            optimizer::Optimizer::Adam {
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: 0.0,
-                decoupled: false,
-            },
-            1e-3,
+    let lr_override: Option<f64> = match overrides.iter().rev().find(|(k, _)| k == "lr") {
+        None => None,
+        Some((_, v)) => Some(
+            v.parse()
+                .map_err(|_| err(at, format!("--set lr={v}: not a number")))?,
         ),
-        Some((s, span)) => section::optimizer(s, *span)?,
     };
-    if let Some((_, v)) = overrides.iter().rev().find(|(k, _)| k == "lr") {
-        lr = v
-            .parse()
-            .map_err(|_| err(at, format!("--set lr={v}: not a number")))?;
-    }
     let schedule = match get("schedule") {
         None => Schedule::Constant,
         Some((s, span)) => section::schedule(s, *span)?,
-    };
-    let clip = match get("clip") {
-        None => None,
-        Some((Setting::Number(v), _)) if *v > 0.0 => Some(*v),
-        Some((_, span)) => return Err(err(*span, "`clip` is a positive maximum gradient norm")),
     };
     let metrics = match get("metrics") {
         None => Vec::new(),
@@ -242,7 +231,9 @@ pub fn build(
         .iter()
         .filter_map(|&i| match &graph.node(i).op {
             // `step` feeds dropout in a training-mode build; it is not the model's.
-            Op::Input { name } if *name != t.label && name != "step" => Some((name.clone(), i)),
+            Op::Input { name } if Some(name) != t.label.as_ref() && name != "step" => {
+                Some((name.clone(), i))
+            }
             _ => None,
         })
         .collect();
@@ -270,13 +261,14 @@ pub fn build(
         }
         _ => t.model_outputs[0].0.clone(),
     };
-    let label_v = graph
-        .inputs
-        .iter()
-        .copied()
-        .find(|&i| matches!(&graph.node(i).op, Op::Input { name } if *name == t.label))
-        .expect("label input");
-    let label_ty = graph.ty(label_v).clone();
+    let label_v = t.label.as_ref().map(|label| {
+        graph
+            .inputs
+            .iter()
+            .copied()
+            .find(|&i| matches!(&graph.node(i).op, Op::Input { name } if name == label))
+            .expect("the label is an input")
+    });
     let pred_v = t
         .model_outputs
         .iter()
@@ -284,8 +276,13 @@ pub fn build(
         .map(|(_, v)| *v)
         .expect("checked above");
     let pred_ty = graph.ty(pred_v).clone();
-    let task = match label_ty.dtype {
-        DType::I32 => {
+    let features_v = model_inputs
+        .iter()
+        .find(|(n, _)| *n == features_input)
+        .map(|(_, v)| *v)
+        .expect("checked above");
+    let task = match label_v.map(|v| graph.ty(v).clone()) {
+        Some(label_ty) if label_ty.dtype == DType::I32 => {
             let classes = match pred_ty.shape.dims().last() {
                 Some(Dim::Fixed(1)) => 2,
                 Some(Dim::Fixed(c)) => *c,
@@ -300,31 +297,47 @@ pub fn build(
             };
             Task::Classification { classes }
         }
-        DType::F32 => Task::Regression {
+        Some(label_ty) => Task::Regression {
             width: label_ty.shape.fixed_elements(),
         },
+        // A section with several steps (a GAN) is judged by its losses alone, even when
+        // an output happens to have the features' shape.
+        None => Task::Unlabelled {
+            reconstruction: tt.steps.len() <= 1 && pred_ty == *graph.ty(features_v),
+        },
+    };
+    if let Some((Setting::List(_), span)) = get("metrics")
+        && let Some(m) = metrics
+            .iter()
+            .find(|m| !task.metric_names().contains(&m.as_str()))
+    {
+        let mut d = err(
+            *span,
+            format!(
+                "metric `{m}` does not apply to this {} model",
+                task.describe()
+            ),
+        );
+        if matches!(task, Task::Unlabelled { .. }) {
+            d = d.with_note(format!(
+                "without a `label`, `mae` and `mse` compare the prediction `{prediction}` \
+                 ({pred_ty}) with the features `{features_input}` ({}); other metrics need labels",
+                graph.ty(features_v)
+            ));
+        }
+        return Err(d);
+    }
+    let images = match get("images") {
+        None => None,
+        Some((s, span)) => Some(images::image_grid(
+            s,
+            *span,
+            graph,
+            &features_input,
+            &t.model_outputs,
+        )?),
     };
 
-    // train_step: loss, gradients, clipping, update.
-    let mut train_step = training.graph.clone();
-    let scalar = TensorType::new(DType::F32, vec![]);
-    let lr_v = train_step.add_leaf(Op::Input { name: "lr".into() }, scalar.clone(), at);
-    // Dropout already made the `step` input in the training build.
-    let existing_step = train_step
-        .inputs
-        .iter()
-        .copied()
-        .find(|&i| matches!(&train_step.node(i).op, Op::Input { name } if name == "step"));
-    let step_v = match existing_step {
-        Some(v) => v,
-        None => train_step.add_leaf(
-            Op::Input {
-                name: "step".into(),
-            },
-            scalar,
-            at,
-        ),
-    };
     let params: Vec<(crate::ir::ValueId, String)> = tt
         .params
         .iter()
@@ -333,41 +346,35 @@ pub fn build(
             _ => unreachable!("params are Param ops"),
         })
         .collect();
-    let wrt: Vec<crate::ir::ValueId> = params.iter().map(|(v, _)| *v).collect();
-    let internal = |e: String| {
-        Diagnostic::error(
-            ErrorCode::ShapeMismatch,
-            format!("cannot differentiate this model: {e}"),
-            at,
-        )
-    };
-    let mut grads = autodiff::gradients(&mut train_step, tt.loss, &wrt).map_err(internal)?;
-    if let Some(max_norm) = clip {
-        grads = optimizer::clip_by_global_norm(&mut train_step, &grads, max_norm, at)
-            .map_err(internal)?;
+    let plans = steps::plan_steps(t, tt, &params, &settings, &hyper)?;
+    let mut step_entries = Vec::with_capacity(plans.len());
+    for plan in &plans {
+        step_entries.push((plan.entry.clone(), step_graph(training, plan, at)?));
     }
-    let triples: Vec<_> = params
-        .iter()
-        .zip(&grads)
-        .map(|((w, p), g)| (*w, p.clone(), *g))
-        .collect();
-    optimizer::apply(&mut train_step, &opt, &triples, lr_v, step_v, at).map_err(internal)?;
-    train_step.outputs = vec![("loss".into(), tt.loss)];
-    dce::eliminate_dead_code(&mut train_step, false);
 
     let mut eval = graph.clone();
     eval.outputs = vec![("loss".into(), t.loss), (prediction.clone(), pred_v)];
+    let several = plans.len() > 1;
+    if several {
+        for plan in &plans {
+            eval.outputs
+                .push((format!("loss.{}", plan.name), plan.eval_loss));
+        }
+    }
     dce::eliminate_dead_code(&mut eval, false);
 
     let mut infer = graph.clone();
     infer.outputs = t.model_outputs.clone();
     dce::eliminate_dead_code(&mut infer, false);
-    if infer.contains(label_v) && infer.users(label_v).is_empty() {
+    if let Some(label_v) = label_v
+        && infer.contains(label_v)
+        && infer.users(label_v).is_empty()
+    {
         infer.remove(label_v);
     }
 
     Ok(TrainingGraphs {
-        train_step,
+        steps: step_entries,
         eval,
         infer,
         config: TrainConfig {
@@ -382,12 +389,72 @@ pub fn build(
             sequential_split,
             seed,
             normalize,
-            optimizer: opt.name().to_string(),
-            lr,
+            steps: plans
+                .iter()
+                .map(|p| TrainStep {
+                    name: p.name.clone(),
+                    entry: p.entry.clone(),
+                    optimizer: p.optimizer.name().to_string(),
+                    lr: lr_override.unwrap_or(p.lr),
+                    eval_loss: several.then(|| format!("loss.{}", p.name)),
+                })
+                .collect(),
             schedule,
             metrics,
             early_stop,
             checkpoint_every,
+            images,
         },
     })
+}
+
+/// One update's entry: the training-mode graph, its loss differentiated with respect to
+/// the update's parameters, clipped, and the optimizer's update appended.
+fn step_graph(
+    training: &Elaborated,
+    plan: &steps::StepPlan,
+    at: crate::ir::Span,
+) -> Result<Graph, Diagnostic> {
+    let mut graph = training.graph.clone();
+    let scalar = TensorType::new(DType::F32, vec![]);
+    let lr_v = graph.add_leaf(Op::Input { name: "lr".into() }, scalar.clone(), at);
+    // Dropout or a random source already made the `step` input in the training build.
+    let existing_step = graph
+        .inputs
+        .iter()
+        .copied()
+        .find(|&i| matches!(&graph.node(i).op, Op::Input { name } if name == "step"));
+    let step_v = match existing_step {
+        Some(v) => v,
+        None => graph.add_leaf(
+            Op::Input {
+                name: "step".into(),
+            },
+            scalar,
+            at,
+        ),
+    };
+    let wrt: Vec<crate::ir::ValueId> = plan.params.iter().map(|(v, _)| *v).collect();
+    let internal = |e: String| {
+        Diagnostic::error(
+            ErrorCode::ShapeMismatch,
+            format!("cannot differentiate this model: {e}"),
+            at,
+        )
+    };
+    let mut grads = autodiff::gradients(&mut graph, plan.train_loss, &wrt).map_err(internal)?;
+    if let Some(max_norm) = plan.clip {
+        grads =
+            optimizer::clip_by_global_norm(&mut graph, &grads, max_norm, at).map_err(internal)?;
+    }
+    let triples: Vec<_> = plan
+        .params
+        .iter()
+        .zip(&grads)
+        .map(|((w, p), g)| (*w, p.clone(), *g))
+        .collect();
+    optimizer::apply(&mut graph, &plan.optimizer, &triples, lr_v, step_v, at).map_err(internal)?;
+    graph.outputs = vec![("loss".into(), plan.train_loss)];
+    dce::eliminate_dead_code(&mut graph, false);
+    Ok(graph)
 }

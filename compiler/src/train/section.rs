@@ -89,13 +89,22 @@ pub fn eval(expr: &Expr, hyper: &HashMap<String, Value>) -> Result<Setting, Diag
     })
 }
 
-/// The settings of a section by key, with their spans (the loss and label excluded).
+/// The settings of a section by key, with their spans (the loss, the label and the
+/// `step` blocks excluded).
 pub fn settings(
     section: &TrainDef,
     hyper: &HashMap<String, Value>,
 ) -> Result<HashMap<String, (Setting, Span)>, Diagnostic> {
+    settings_of(&section.items, hyper)
+}
+
+/// The settings among `items` (a section's or a step's) by key, with their spans.
+pub fn settings_of(
+    items: &[TrainItem],
+    hyper: &HashMap<String, Value>,
+) -> Result<HashMap<String, (Setting, Span)>, Diagnostic> {
     let mut out = HashMap::new();
-    for item in &section.items {
+    for item in items {
         let (key, value, span) = match item {
             TrainItem::Setting { key, value, span } if key.name != "loss" => {
                 (key.name.clone(), eval(value, hyper)?, *span)

@@ -2,12 +2,18 @@
 //! compiler and carried in the manifest, so a built executable trains without the source.
 //!
 //! Entries a trainable artifact has, by convention:
-//! - `train_step`: inputs = the model's inputs, the label input, `lr` (f32[], the
-//!   learning rate of this step) and `step` (f32[], 1 for the first step); outputs =
-//!   `loss` (f32[]). Running it updates the parameters and the optimizer state in place.
-//! - `eval`: inputs = the model's inputs and the label; outputs = `loss` and the
-//!   prediction output named by [`TrainConfig::prediction`].
-//! - `infer`: the model's inputs and outputs.
+//! - `train_step`: inputs = the model's inputs, the label input (if the section has
+//!   one), `lr` (f32[], the learning rate of this step) and `step` (f32[], 1 for the
+//!   first step); outputs = `loss` (f32[]). Running it updates the parameters and the
+//!   optimizer state in place. A section with `step NAME { … }` blocks has one such
+//!   entry per block instead, `train_NAME`, each updating its own parameters; every
+//!   batch runs them in order ([`TrainConfig::steps`]).
+//! - `eval`: inputs = the model's inputs, the label (if any) and `step` (if the model
+//!   draws random numbers); outputs = `loss`, the prediction output named by
+//!   [`TrainConfig::prediction`], and with several steps each step's loss
+//!   ([`TrainStep::eval_loss`]).
+//! - `infer`: the model's inputs and outputs (and `step`, f32[], when the model draws
+//!   random numbers at inference: the draw's counter).
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +25,69 @@ pub enum Task {
     Classification { classes: u64 },
     /// Real-valued targets, `width` per sample.
     Regression { width: u64 },
+    /// No labels: the loss alone says how well the model does. When the prediction has
+    /// the features' shape (`reconstruction`: an autoencoder's output), the metrics `mae`
+    /// and `mse` compare the two; otherwise there are no metrics.
+    Unlabelled { reconstruction: bool },
+}
+
+impl Task {
+    /// The metrics a model of this task can report, by train-section name.
+    pub fn metric_names(&self) -> &'static [&'static str] {
+        match self {
+            Task::Classification { .. } => &[
+                "accuracy",
+                "precision",
+                "recall",
+                "f1",
+                "auc",
+                "sequence_accuracy",
+            ],
+            Task::Regression { .. }
+            | Task::Unlabelled {
+                reconstruction: true,
+            } => &["mae", "mse"],
+            Task::Unlabelled {
+                reconstruction: false,
+            } => &[],
+        }
+    }
+
+    /// The task in words, for messages.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Task::Classification { .. } => "classification",
+            Task::Regression { .. } => "regression",
+            Task::Unlabelled {
+                reconstruction: true,
+            } => "reconstruction",
+            Task::Unlabelled {
+                reconstruction: false,
+            } => "label-free",
+        }
+    }
+}
+
+/// A picture of samples the driver writes after training (the `images = grid(…)`
+/// setting): for each of the first `samples` samples of the test split, the named
+/// tensors side by side as grayscale images, the samples in rows of `columns` cells.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageGrid {
+    /// The features input and/or outputs of the `infer` entry, drawn left to right in
+    /// each cell.
+    pub tensors: Vec<String>,
+    pub samples: u64,
+    /// Cells per row of the grid.
+    pub columns: u64,
+    /// Every tensor's sample is drawn as a `height x width` image.
+    pub height: u64,
+    pub width: u64,
+    /// The values drawn black and white; values outside are clamped.
+    pub range: [f64; 2],
+    /// Each value becomes a `scale x scale` block of pixels.
+    pub scale: u64,
+    /// The file name in the run directory.
+    pub file: String,
 }
 
 /// A learning-rate schedule over steps.
@@ -49,6 +118,21 @@ pub struct EarlyStop {
     pub restore_best: bool,
 }
 
+/// One update of a training step: the entry that makes it and its learning rate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainStep {
+    /// The step's name in the train section (`train` for a section without steps).
+    pub name: String,
+    /// The entry that runs it: `train_step`, or `train_<name>`.
+    pub entry: String,
+    /// The optimizer's name, for messages (its update is in the entry's graph).
+    pub optimizer: String,
+    pub lr: f64,
+    /// The `eval` output holding this step's loss (`loss.<name>`), when the section has
+    /// several steps (`loss` is then their sum).
+    pub eval_loss: Option<String>,
+}
+
 /// The `train` section, resolved.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -56,8 +140,8 @@ pub struct TrainConfig {
     pub data: String,
     /// The model input fed with the features.
     pub features_input: String,
-    /// The label input of `train_step` and `eval`.
-    pub label_input: String,
+    /// The label input of `train_step` and `eval`; None for label-free training.
+    pub label_input: Option<String>,
     /// The model output whose values the metrics are computed from.
     pub prediction: String,
     pub task: Task,
@@ -72,13 +156,16 @@ pub struct TrainConfig {
     pub seed: u64,
     /// How features are normalized: `none`, `standardize`, `minmax`, `scale:K`.
     pub normalize: String,
-    /// The optimizer's name, for messages (its update is in the `train_step` graph).
-    pub optimizer: String,
-    pub lr: f64,
+    /// The updates each batch makes, in order: one for a plain section, one per
+    /// `step NAME { … }` block otherwise.
+    pub steps: Vec<TrainStep>,
+    /// The schedule scales every step's learning rate alike.
     pub schedule: Schedule,
     /// Metric names: `accuracy`, `precision`, `recall`, `f1`, `auc`, `mae`, `mse`.
     pub metrics: Vec<String>,
     pub early_stop: Option<EarlyStop>,
     /// Write a checkpoint every this many epochs (0: only the best and the last).
     pub checkpoint_every: u64,
+    /// A grid of sample images to write after training.
+    pub images: Option<ImageGrid>,
 }

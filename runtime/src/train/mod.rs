@@ -11,6 +11,7 @@
 //! - [`metrics`]: accuracy, precision/recall/F1, confusion matrix, AUC-ROC, MAE, MSE.
 //! - [`checkpoint`]: a [`Checkpoint`] as one safetensors file, saved atomically.
 //! - [`log`]: the JSON-lines metrics log and the SVG training-curve plot.
+//! - [`image_grid`]: samples drawn as a grid of grayscale images, encoded as PNG.
 //! - [`error`]: the error types.
 
 pub mod builtin;
@@ -19,6 +20,7 @@ pub mod dataset;
 pub mod driver;
 pub mod error;
 pub mod generated;
+pub mod image_grid;
 pub mod loaders;
 pub mod log;
 pub mod metrics;

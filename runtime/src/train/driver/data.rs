@@ -11,7 +11,8 @@ use crate::train::{
     Batch, DataSource, Dataset, Labels, Normalization, Normalizer, normalize_splits,
 };
 
-/// The entry an artifact trains with, and the one it evaluates with.
+/// The entry a section without `step` blocks trains with, and the one every artifact
+/// evaluates with.
 pub const TRAIN_ENTRY: &str = "train_step";
 pub const EVAL_ENTRY: &str = "eval";
 
@@ -24,14 +25,29 @@ pub(super) struct Ports {
     pub features_dtype: ScalarType,
     /// The features input's shape without its leading batch dimension.
     pub sample_shape: Vec<u64>,
-    pub label: String,
-    pub label_dtype: ScalarType,
-    /// The label input's shape without its leading batch dimension.
-    pub label_sample_shape: Vec<u64>,
+    /// The label input, if the model trains with labels.
+    pub label: Option<LabelPort>,
     pub prediction: String,
     /// Values of the prediction per sample (classes, or 1 for a binary logit).
     pub prediction_width: usize,
     pub task: Task,
+    /// `eval` takes the `step` input (the model draws random numbers): it is fed
+    /// [`EVAL_DRAW`], so every evaluation sees the same draws.
+    pub eval_takes_step: bool,
+    /// The `eval` outputs holding each step's loss (several steps only).
+    pub step_losses: Vec<(String, String)>,
+}
+
+/// The `step` fed to `eval` (training steps count from 1, so it is no training draw).
+pub(super) const EVAL_DRAW: u64 = 0;
+
+/// The label input of `eval` and `train_step`.
+#[derive(Clone, Debug)]
+pub(super) struct LabelPort {
+    pub name: String,
+    pub dtype: ScalarType,
+    /// The label input's shape without its leading batch dimension.
+    pub sample_shape: Vec<u64>,
 }
 
 fn model_error(message: String) -> TrainError {
@@ -137,11 +153,18 @@ impl Ports {
             &format!("the features input `{}`", config.features_input),
             features_shape,
         )?;
-        let (label_dtype, label_shape) = port_type(manifest, eval, &config.label_input, false)?;
-        let label_sample_shape = per_sample(
-            &format!("the label input `{}`", config.label_input),
-            label_shape,
-        )?;
+        let label = match &config.label_input {
+            None => None,
+            Some(name) => {
+                let (dtype, shape) = port_type(manifest, eval, name, false)?;
+                let sample_shape = per_sample(&format!("the label input `{name}`"), shape)?;
+                Some(LabelPort {
+                    name: name.clone(),
+                    dtype,
+                    sample_shape,
+                })
+            }
+        };
         port_type(manifest, eval, "loss", true)?;
         let (_, prediction_shape) = port_type(manifest, eval, &config.prediction, true)?;
         let prediction_width = per_sample(
@@ -150,25 +173,34 @@ impl Ports {
         )?
         .iter()
         .product::<u64>() as usize;
-        if training {
-            let step = entry(manifest, TRAIN_ENTRY)?;
-            for name in [
-                config.features_input.as_str(),
-                config.label_input.as_str(),
-                "lr",
-                "step",
-            ] {
-                port_type(manifest, step, name, false)?;
+        let mut step_losses = Vec::new();
+        for update in &config.steps {
+            if let Some(output) = &update.eval_loss {
+                port_type(manifest, eval, output, true)?;
+                step_losses.push((update.name.clone(), output.clone()));
             }
-            port_type(manifest, step, "loss", true)?;
         }
+        if training {
+            if config.steps.is_empty() {
+                return Err(model_error("the train section has no steps".into()));
+            }
+            for update in &config.steps {
+                let step = entry(manifest, &update.entry)?;
+                let names = [config.features_input.as_str(), "lr", "step"];
+                for name in names.into_iter().chain(config.label_input.as_deref()) {
+                    port_type(manifest, step, name, false)?;
+                }
+                port_type(manifest, step, "loss", true)?;
+            }
+        }
+        let eval_takes_step = eval.inputs.iter().any(|p| p.name == "step");
         Ok(Ports {
             features: config.features_input.clone(),
             features_dtype,
             sample_shape,
-            label: config.label_input.clone(),
-            label_dtype,
-            label_sample_shape,
+            label,
+            eval_takes_step,
+            step_losses,
             prediction: config.prediction.clone(),
             prediction_width,
             task: config.task.clone(),
@@ -177,18 +209,22 @@ impl Ports {
 
     /// Checks that `data`'s labels suit the label input and the task: class indices in
     /// range for an i32 label, the right number of targets for an f32 one.
+    /// Label-free training ignores whatever labels the data has.
     pub fn check_labels(&self, data: &Dataset, spec: &str) -> Result<(), TrainError> {
-        let per_sample: u64 = self.label_sample_shape.iter().product();
-        match (&data.labels, self.label_dtype) {
+        let Some(label) = &self.label else {
+            return Ok(());
+        };
+        let per_sample: u64 = label.sample_shape.iter().product();
+        match (&data.labels, label.dtype) {
             (Labels::Classes { classes, .. }, ScalarType::I32) => {
                 let model_classes = match self.task {
                     Task::Classification { classes } => classes,
-                    Task::Regression { .. } => 0,
+                    Task::Regression { .. } | Task::Unlabelled { .. } => 0,
                 };
                 if per_sample != 1 {
                     return Err(TrainError::Config(format!(
                         "the label input `{}` takes {per_sample} values per sample; class labels are one",
-                        self.label
+                        label.name
                     )));
                 }
                 if *classes as u64 > model_classes {
@@ -210,12 +246,12 @@ impl Ports {
             ) => {
                 let model_classes = match self.task {
                     Task::Classification { classes } => classes,
-                    Task::Regression { .. } => 0,
+                    Task::Regression { .. } | Task::Unlabelled { .. } => 0,
                 };
                 if per_sample != *length as u64 {
                     return Err(TrainError::Config(format!(
                         "data `{spec}` has sequences of {length} labels but the label input `{}` takes {per_sample} values per sample",
-                        self.label
+                        label.name
                     )));
                 }
                 if *classes as u64 > model_classes {
@@ -228,7 +264,7 @@ impl Ports {
             }
             (Labels::Targets { width, .. }, ScalarType::F32) => Err(TrainError::Config(format!(
                 "data `{spec}` has {width} target(s) per sample but the label input `{}` takes {per_sample}",
-                self.label
+                label.name
             ))),
             (_, dtype) => {
                 let (have, want) = match data.labels {
@@ -239,20 +275,17 @@ impl Ports {
                 };
                 Err(TrainError::Config(format!(
                     "data `{spec}` has {have} but the label input `{}` is {} ({want})",
-                    self.label,
+                    label.name,
                     dtype_name(dtype)
                 )))
             }
         }
     }
 
-    /// The features and label of `batch` as the inputs of `eval` (labels reshaped to the
-    /// label input's shape; features as token ids for an i32 features input).
+    /// The features and label (if the model takes one) of `batch` as the inputs of
+    /// `eval` (labels reshaped to the label input's shape; features as token ids for an
+    /// i32 features input).
     pub fn inputs(&self, batch: Batch) -> Result<Vec<(&str, HostTensor)>, TrainError> {
-        let mut shape = vec![batch.len as u64];
-        shape.extend_from_slice(&self.label_sample_shape);
-        let labels = HostTensor::new(shape, batch.labels.data)
-            .map_err(|e| TrainError::Config(format!("labels do not fit `{}`: {e}", self.label)))?;
         let mut features = batch.features;
         if self.features_dtype == ScalarType::I32
             && let TensorData::F32(values) = &features.data
@@ -260,10 +293,19 @@ impl Ports {
             // `check_token_ids` made sure every value is an integer in i32's range.
             features.data = TensorData::I32(values.iter().map(|&x| x as i32).collect());
         }
-        Ok(vec![
-            (self.features.as_str(), features),
-            (self.label.as_str(), labels),
-        ])
+        let mut inputs = vec![(self.features.as_str(), features)];
+        if let Some(label) = &self.label {
+            let mut shape = vec![batch.len as u64];
+            shape.extend_from_slice(&label.sample_shape);
+            let labels = HostTensor::new(shape, batch.labels.data).map_err(|e| {
+                TrainError::Config(format!("labels do not fit `{}`: {e}", label.name))
+            })?;
+            inputs.push((label.name.as_str(), labels));
+        }
+        if self.eval_takes_step {
+            inputs.push(("step", scalar(EVAL_DRAW as f32)));
+        }
+        Ok(inputs)
     }
 
     /// For an i32 features input: checks every feature is a whole number that fits i32
@@ -294,13 +336,14 @@ impl Ports {
         step: u64,
     ) -> Result<Vec<(&str, HostTensor)>, TrainError> {
         let mut inputs = self.inputs(batch)?;
+        inputs.retain(|(name, _)| *name != "step");
         inputs.push(("lr", scalar(lr)));
         inputs.push(("step", scalar(step as f32)));
         Ok(inputs)
     }
 }
 
-fn scalar(value: f32) -> HostTensor {
+pub(super) fn scalar(value: f32) -> HostTensor {
     HostTensor {
         shape: Vec::new(),
         data: TensorData::F32(vec![value]),

@@ -35,6 +35,8 @@ impl fmt::Display for EvalSplit {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Metrics {
     Classification(ClassificationReport),
+    /// Regression against the labels, or (label-free) a reconstruction against the
+    /// features.
     Regression(RegressionReport),
     /// Sequence labels: the classification metrics over every position, and the
     /// fraction of samples whose every position is right.
@@ -42,6 +44,9 @@ pub enum Metrics {
         positions: ClassificationReport,
         sequence_accuracy: f64,
     },
+    /// Label-free training of a model whose prediction is no reconstruction: the loss
+    /// is the only score.
+    LossOnly,
 }
 
 impl Metrics {
@@ -63,6 +68,7 @@ impl Metrics {
                 "mse" => Some(r.mse),
                 _ => None,
             },
+            Metrics::LossOnly => None,
         }
     }
 
@@ -79,6 +85,7 @@ impl Metrics {
                 "f1",
                 "auc",
             ],
+            Metrics::LossOnly => &[],
         }
     }
 }
@@ -96,18 +103,7 @@ fn classification_value(r: &ClassificationReport, name: &str) -> Option<f64> {
 
 /// Whether `task` has the metric `name`.
 pub(super) fn task_has_metric(task: &Task, name: &str) -> bool {
-    match task {
-        Task::Classification { .. } => [
-            "accuracy",
-            "precision",
-            "recall",
-            "f1",
-            "auc",
-            "sequence_accuracy",
-        ]
-        .contains(&name),
-        Task::Regression { .. } => ["mae", "mse"].contains(&name),
-    }
+    task.metric_names().contains(&name)
 }
 
 /// The result of evaluating a model on a split.
@@ -115,8 +111,11 @@ pub(super) fn task_has_metric(task: &Task, name: &str) -> bool {
 pub struct EvalReport {
     pub split: EvalSplit,
     pub samples: usize,
-    /// The loss averaged over samples (each batch's mean loss weighted by its size).
+    /// The loss averaged over samples (each batch's mean loss weighted by its size);
+    /// with several steps, the sum of theirs.
     pub loss: f64,
+    /// With several steps: each step's loss, averaged the same way, by step name.
+    pub step_losses: Vec<(String, f64)>,
     pub metrics: Metrics,
     /// The metrics the train section asks for, in its order (every metric of the task
     /// when it names none).
@@ -140,6 +139,9 @@ impl fmt::Display for EvalReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{} split: {} samples", self.split, self.samples)?;
         writeln!(f, "  {:<10} {:.4}", "loss", self.loss)?;
+        for (name, loss) in &self.step_losses {
+            writeln!(f, "  {:<10} {loss:.4}", format!("{name} loss"))?;
+        }
         for name in self.metrics.names() {
             match self.metrics.value(name) {
                 Some(v) => writeln!(f, "  {name:<10} {v:.4}")?,
@@ -151,7 +153,7 @@ impl fmt::Display for EvalReport {
             | Metrics::Sequences {
                 positions: report, ..
             } => write_confusion(f, report, &self.class_names)?,
-            Metrics::Regression(_) => {}
+            Metrics::Regression(_) | Metrics::LossOnly => {}
         }
         Ok(())
     }
@@ -197,6 +199,8 @@ fn write_confusion(
 /// The `eval` entry over a dataset, in order.
 pub(super) struct EvalPass {
     pub loss: f64,
+    /// Each step's loss, in [`Ports::step_losses`]' order.
+    pub step_losses: Vec<f64>,
     /// The prediction output of every sample, concatenated.
     pub predictions: Vec<f32>,
 }
@@ -209,21 +213,28 @@ pub(super) fn eval_pass(
     batch: usize,
 ) -> Result<EvalPass, TrainError> {
     let mut loss_sum = 0.0;
+    let mut step_sums = vec![0.0; ports.step_losses.len()];
     let mut predictions = Vec::with_capacity(data.len * ports.prediction_width);
+    let scalar_of = |v: &[f32]| f64::from(v.first().copied().unwrap_or(f32::NAN));
     for b in data.batches(batch, None)? {
-        let len = b.len;
+        let len = b.len as f64;
         let outputs = session
             .run(EVAL_ENTRY, &ports.inputs(b)?)
             .map_err(|source| TrainError::Run {
-                entry: EVAL_ENTRY,
+                entry: EVAL_ENTRY.to_string(),
                 source,
             })?;
         let (loss, prediction) = (find(&outputs, "loss")?, find(&outputs, &ports.prediction)?);
-        loss_sum += f64::from(loss.first().copied().unwrap_or(f32::NAN)) * len as f64;
+        loss_sum += scalar_of(loss) * len;
+        for (sum, (_, output)) in step_sums.iter_mut().zip(&ports.step_losses) {
+            *sum += scalar_of(find(&outputs, output)?) * len;
+        }
         predictions.extend_from_slice(prediction);
     }
+    let samples = data.len.max(1) as f64;
     Ok(EvalPass {
-        loss: loss_sum / data.len.max(1) as f64,
+        loss: loss_sum / samples,
+        step_losses: step_sums.into_iter().map(|s| s / samples).collect(),
         predictions,
     })
 }
@@ -249,14 +260,21 @@ pub(super) fn score(
     class_names: &[String],
 ) -> Result<EvalReport, TrainError> {
     let pass = eval_pass(session, ports, data, config.batch.max(1) as usize)?;
-    let metrics = match &data.labels {
-        Labels::Classes { values, .. } => Metrics::Classification(
+    let metrics = match (&config.task, &data.labels) {
+        (
+            Task::Unlabelled {
+                reconstruction: true,
+            },
+            _,
+        ) => Metrics::Regression(RegressionReport::new(&pass.predictions, &data.features)?),
+        (Task::Unlabelled { .. }, _) => Metrics::LossOnly,
+        (_, Labels::Classes { values, .. }) => Metrics::Classification(
             ClassificationReport::from_logits(&pass.predictions, ports.prediction_width, values)?,
         ),
-        Labels::Targets { values, .. } => {
+        (_, Labels::Targets { values, .. }) => {
             Metrics::Regression(RegressionReport::new(&pass.predictions, values)?)
         }
-        Labels::Sequences { values, length, .. } => {
+        (_, Labels::Sequences { values, length, .. }) => {
             let classes = ports.prediction_width / (*length).max(1);
             if classes * length != ports.prediction_width {
                 return Err(TrainError::Model(format!(
@@ -286,6 +304,12 @@ pub(super) fn score(
         split,
         samples: data.len,
         loss: pass.loss,
+        step_losses: ports
+            .step_losses
+            .iter()
+            .map(|(name, _)| name.clone())
+            .zip(pass.step_losses)
+            .collect(),
         metrics,
         selected,
         class_names: class_names.to_vec(),

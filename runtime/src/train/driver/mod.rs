@@ -13,11 +13,14 @@
 //!    [`epoch_shuffle_seed`]`(seed, epoch)`, run
 //!    `train_step` on every batch (the last partial one too) with the scheduled learning
 //!    rate ([`schedule`]) and the 1-based global step, then run `eval` over the
-//!    validation split and compute the configured metrics.
+//!    validation split and compute the configured metrics. A section with several
+//!    steps runs each step's entry on every batch, in order, with the same step number
+//!    (so a GAN's two steps see the same noise, as in the usual alternating update).
 //! 3. Log the epoch (`metrics.jsonl`, `curves.svg`), save `last.ckpt`, and save
 //!    `best.safetensors` when the monitored value improves (see [`state`] for the run
 //!    directory's files); stop early when it has not improved for `patience` epochs.
-//! 4. Optionally put the best weights back, then score the test split.
+//! 4. Optionally put the best weights back, then score the test split, and draw the
+//!    train section's image grid if it asks for one ([`images`]).
 //!
 //! # Determinism and exact resume
 //!
@@ -44,6 +47,7 @@ pub mod state;
 
 mod data;
 mod evaluation;
+mod images;
 mod monitor;
 mod progress;
 
@@ -68,6 +72,7 @@ use self::state::{PartialEpoch, RunState, write_atomic};
 use crate::artifact::train_config::TrainConfig;
 use crate::error::{RunError, WeightsError};
 use crate::session::Session;
+use crate::train::image_grid::ImageGridError;
 use crate::train::{
     Checkpoint, CheckpointError, DataError, EpochRecord, LogError, MetricError, MetricsLog,
     epoch_shuffle_seed, plot_curves,
@@ -86,6 +91,8 @@ pub enum TrainError {
     Log(#[from] LogError),
     #[error("weights: {0}")]
     Weights(#[from] WeightsError),
+    #[error(transparent)]
+    Image(#[from] ImageGridError),
     /// The artifact does not follow the training entry conventions.
     #[error("this model cannot be trained: {0}")]
     Model(String),
@@ -93,10 +100,7 @@ pub enum TrainError {
     #[error("{0}")]
     Config(String),
     #[error("`{entry}` failed: {source}")]
-    Run {
-        entry: &'static str,
-        source: RunError,
-    },
+    Run { entry: String, source: RunError },
     /// The loss became NaN or infinite.
     #[error("{}", diverged_text(*step, *epoch, *loss, *lr, checkpoint.as_ref()))]
     Diverged {
@@ -134,6 +138,21 @@ fn diverged_text(
         ));
     }
     text
+}
+
+/// The optimizers in words: `adam (lr 0.001)`, or per step
+/// `discriminator: adam (lr 0.0002), generator: adam (lr 0.0002)`.
+fn describe_steps(steps: &[crate::artifact::train_config::TrainStep]) -> String {
+    let one =
+        |s: &crate::artifact::train_config::TrainStep| format!("{} (lr {})", s.optimizer, s.lr);
+    match steps {
+        [only] => one(only),
+        _ => steps
+            .iter()
+            .map(|s| format!("{}: {}", s.name, one(s)))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
 }
 
 /// How to run [`train`].
@@ -188,6 +207,8 @@ pub struct TrainSummary {
     /// run was interrupted).
     pub test: Option<EvalReport>,
     pub paths: RunPaths,
+    /// The image grid the train section asked for, once written.
+    pub images: Option<PathBuf>,
 }
 
 /// A flag that Ctrl-C sets, for [`TrainOptions::interrupt`]; a second Ctrl-C before the
@@ -223,8 +244,13 @@ struct Counters {
 
 /// How an epoch's steps ended.
 enum EpochEnd {
-    /// Every batch ran: the summed, batch-size-weighted loss and the samples seen.
-    Finished { loss_sum: f64, samples: u64 },
+    /// Every batch ran: the summed, batch-size-weighted loss (of every step together,
+    /// and of each step) and the samples seen.
+    Finished {
+        loss_sum: f64,
+        samples: u64,
+        step_loss_sums: Vec<f64>,
+    },
     /// The interrupt flag was set after `step`.
     Interrupted { step: u64 },
 }
@@ -275,11 +301,17 @@ pub fn train(
         let started = Instant::now();
         match run.train_epoch(epoch)? {
             EpochEnd::Interrupted { step } => {
-                return Ok(run.summary(StopReason::Interrupted { step, epoch }, false, None));
+                let stop = StopReason::Interrupted { step, epoch };
+                return Ok(run.summary(stop, false, None, None));
             }
-            EpochEnd::Finished { loss_sum, samples } => {
-                let train_loss = loss_sum / samples.max(1) as f64;
-                stop = run.end_epoch(epoch, train_loss, started)?;
+            EpochEnd::Finished {
+                loss_sum,
+                samples,
+                step_loss_sums,
+            } => {
+                let per_sample = |sum: f64| sum / samples.max(1) as f64;
+                let step_losses: Vec<f64> = step_loss_sums.into_iter().map(per_sample).collect();
+                stop = run.end_epoch(epoch, per_sample(loss_sum), &step_losses, started)?;
             }
         }
     }
@@ -452,15 +484,14 @@ impl<'a> Run<'a> {
         }
         self.progress.line(&format!(
             "training on {}: {} train / {} validation / {} test samples, batch {}, \
-             {} steps an epoch, {} (lr {})",
+             {} steps an epoch, {}",
             data.spec,
             data.train.len,
             data.val.len,
             data.test.len,
             self.batch,
             self.steps_per_epoch,
-            self.config.optimizer,
-            self.config.lr
+            describe_steps(&self.config.steps)
         ));
         self.progress.header();
     }
@@ -472,12 +503,17 @@ impl<'a> Run<'a> {
             .is_some_and(|f| f.load(Ordering::SeqCst))
     }
 
-    /// Runs `train_step` on every batch of `epoch` (those an interrupted run already
-    /// took are skipped), stopping at a non-finite loss or an interrupt.
+    /// Runs the training step (each of the section's steps in turn) on every batch of
+    /// `epoch` (those an interrupted run already took are skipped), stopping at a
+    /// non-finite loss or an interrupt.
     fn train_epoch(&mut self, epoch: u64) -> Result<EpochEnd, TrainError> {
         let partial = self.counters.state.partial.take();
-        let (skip, mut loss_sum, mut samples) =
-            partial.map_or((0, 0.0, 0), |p| (p.batches, p.loss_sum, p.samples));
+        let steps = &self.config.steps;
+        let (skip, mut loss_sum, mut samples, mut step_sums) = match partial {
+            Some(p) => (p.batches, p.loss_sum, p.samples, p.step_loss_sums),
+            None => (0, 0.0, 0, vec![0.0; steps.len()]),
+        };
+        step_sums.resize(steps.len(), 0.0);
         self.progress
             .start_epoch(epoch, self.epochs, self.steps_per_epoch, skip);
         let shuffle = epoch_shuffle_seed(self.config.seed, epoch);
@@ -489,56 +525,66 @@ impl<'a> Run<'a> {
                 epoch,
                 total_steps: self.epochs * self.steps_per_epoch,
             };
-            let lr = learning_rate(&self.config.schedule, self.config.lr, at);
             let len = batch.len as u64;
-            let inputs = self.ports.train_inputs(batch, lr, step)?;
-            let outputs =
-                self.session
-                    .run(TRAIN_ENTRY, &inputs)
-                    .map_err(|source| TrainError::Run {
-                        entry: TRAIN_ENTRY,
-                        source,
+            let mut batch_loss = 0.0f32;
+            for (k, update) in steps.iter().enumerate() {
+                let lr = learning_rate(&self.config.schedule, update.lr, at);
+                let inputs = self.ports.train_inputs(batch.clone(), lr, step)?;
+                let outputs =
+                    self.session
+                        .run(&update.entry, &inputs)
+                        .map_err(|source| TrainError::Run {
+                            entry: update.entry.clone(),
+                            source,
+                        })?;
+                let loss = outputs
+                    .iter()
+                    .find(|(n, _)| n == "loss")
+                    .and_then(|(_, t)| t.as_f32())
+                    .and_then(|v| v.first().copied())
+                    .ok_or_else(|| {
+                        TrainError::Model(format!("`{}` returned no f32 `loss`", update.entry))
                     })?;
-            let loss = outputs
-                .iter()
-                .find(|(n, _)| n == "loss")
-                .and_then(|(_, t)| t.as_f32())
-                .and_then(|v| v.first().copied())
-                .ok_or_else(|| {
-                    TrainError::Model(format!("`{TRAIN_ENTRY}` returned no f32 `loss`"))
-                })?;
-            if !loss.is_finite() {
-                self.progress.finish_epoch();
-                let checkpoint = self
-                    .paths
-                    .last
-                    .is_file()
-                    .then(|| (self.paths.last.clone(), self.counters.epoch));
-                return Err(TrainError::Diverged {
-                    step,
-                    epoch,
-                    loss,
-                    lr,
-                    checkpoint,
-                });
+                if !loss.is_finite() {
+                    self.progress.finish_epoch();
+                    let checkpoint = self
+                        .paths
+                        .last
+                        .is_file()
+                        .then(|| (self.paths.last.clone(), self.counters.epoch));
+                    return Err(TrainError::Diverged {
+                        step,
+                        epoch,
+                        loss,
+                        lr,
+                        checkpoint,
+                    });
+                }
+                step_sums[k] += f64::from(loss) * len as f64;
+                batch_loss += loss;
             }
             self.counters.step = step;
-            loss_sum += f64::from(loss) * len as f64;
+            loss_sum += f64::from(batch_loss) * len as f64;
             samples += len;
-            self.progress.step(step, loss, len);
+            self.progress.step(step, batch_loss, len);
             if self.interrupted() {
                 self.progress.finish_epoch();
                 self.counters.state.partial = Some(PartialEpoch {
                     batches: index as u64 + 1,
                     loss_sum,
                     samples,
+                    step_loss_sums: step_sums,
                 });
                 self.save_last()?;
                 return Ok(EpochEnd::Interrupted { step });
             }
         }
         self.progress.finish_epoch();
-        Ok(EpochEnd::Finished { loss_sum, samples })
+        Ok(EpochEnd::Finished {
+            loss_sum,
+            samples,
+            step_loss_sums: step_sums,
+        })
     }
 
     /// Validates after `epoch`, keeps the best weights, logs, checkpoints, and says
@@ -547,6 +593,7 @@ impl<'a> Run<'a> {
         &mut self,
         epoch: u64,
         train_loss: f64,
+        step_losses: &[f64],
         started: Instant,
     ) -> Result<StopReason, TrainError> {
         self.counters.epoch = epoch;
@@ -566,7 +613,7 @@ impl<'a> Run<'a> {
         } else {
             state.bad_epochs += 1;
         }
-        let metrics = val
+        let mut metrics: std::collections::BTreeMap<String, f64> = val
             .as_ref()
             .map(|v| {
                 v.scalars()
@@ -576,6 +623,15 @@ impl<'a> Run<'a> {
                     .collect()
             })
             .unwrap_or_default();
+        // With several steps, each one's loss too (the losses above are their sum).
+        if self.config.steps.len() > 1 {
+            for (update, loss) in self.config.steps.iter().zip(step_losses) {
+                metrics.insert(format!("train_{}_loss", update.name), *loss);
+            }
+            for (name, loss) in val.iter().flat_map(|v| &v.step_losses) {
+                metrics.insert(format!("val_{name}_loss"), *loss);
+            }
+        }
         let record = EpochRecord {
             epoch,
             step: self.counters.step,
@@ -648,9 +704,24 @@ impl<'a> Run<'a> {
             }
             self.progress.line(&line);
         }
+        let images = match &self.config.images {
+            None => None,
+            Some(grid) => {
+                let path = images::write_image_grid(
+                    self.session,
+                    self.config,
+                    grid,
+                    &self.data,
+                    self.counters.step,
+                    &self.paths.dir,
+                )?;
+                self.progress.line(&format!("images: {}", path.display()));
+                Some(path)
+            }
+        };
         self.progress
             .line(&format!("run saved in {}", self.paths.dir.display()));
-        Ok(self.summary(stop, restored, test))
+        Ok(self.summary(stop, restored, test, images))
     }
 
     /// Scores the session's weights on the validation or the test split.
@@ -674,6 +745,7 @@ impl<'a> Run<'a> {
         stop: StopReason,
         restored_best: bool,
         test: Option<EvalReport>,
+        images: Option<PathBuf>,
     ) -> TrainSummary {
         let counters = &self.counters;
         TrainSummary {
@@ -687,6 +759,7 @@ impl<'a> Run<'a> {
             history: self.history,
             test,
             paths: self.paths,
+            images,
         }
     }
 

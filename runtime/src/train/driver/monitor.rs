@@ -4,7 +4,7 @@
 
 use super::TrainError;
 use super::evaluation::{EvalReport, task_has_metric};
-use crate::artifact::train_config::{Task, TrainConfig};
+use crate::artifact::train_config::TrainConfig;
 
 /// What picks the best epoch and stops early.
 pub(super) struct Monitor {
@@ -34,10 +34,7 @@ impl Monitor {
             return Err(TrainError::Config(format!(
                 "early stopping watches `{}`, which this {} model does not compute",
                 es.monitor,
-                match config.task {
-                    Task::Classification { .. } => "classification",
-                    Task::Regression { .. } => "regression",
-                }
+                config.task.describe()
             )));
         }
         if !has_val {

@@ -8,6 +8,7 @@
 //! | `best.safetensors` | the parameters (no `optim.*` state) of the best epoch so far |
 //! | `metrics.jsonl` | one [`EpochRecord`](crate::train::EpochRecord) per epoch |
 //! | `curves.svg` | the training curves drawn from it |
+//! | `images.png` | with `images = grid(…)` (which may name another file): samples drawn after training, see [`images`](super::images) |
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -55,6 +56,9 @@ pub(super) struct PartialEpoch {
     pub batches: u64,
     pub loss_sum: f64,
     pub samples: u64,
+    /// Each step's part of `loss_sum` (a section with several steps).
+    #[serde(default)]
+    pub step_loss_sums: Vec<f64>,
 }
 
 /// The driver's state beyond the weights and counters, kept in a checkpoint's `extra`.

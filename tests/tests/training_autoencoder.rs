@@ -1,0 +1,115 @@
+//! `dsl-examples/autoencoder.strata` trains without labels on the built-in digits: its
+//! test-split reconstruction error is at most half that of predicting every pixel's
+//! training-split mean, and the run directory holds the PNG grid its `images` setting
+//! asks for (inputs beside their reconstructions).
+
+use strata_runtime::artifact::train_config::{Task, TrainConfig};
+use strata_runtime::train::{Normalization, builtin, normalize_splits};
+use strata_tests::train_run::{Trained, train_example};
+
+/// The MSE, over the test split, of predicting each pixel's mean over the train split:
+/// the splits and normalization recomputed as the driver makes them.
+fn mean_pixel_baseline(config: &TrainConfig) -> f64 {
+    let data = builtin("digits").expect("built in");
+    let [a, b, c] = config.split;
+    let (mut train, mut val, mut test) = data.split((a, b, c), config.seed).expect("splits");
+    assert_eq!(config.normalize, "scale:16");
+    normalize_splits(
+        Normalization::Scale(16.0),
+        &mut train,
+        &mut [&mut val, &mut test],
+    )
+    .expect("normalizes");
+    let width = 64;
+    let mut mean = vec![0.0f64; width];
+    for row in train.features.chunks(width) {
+        for (m, &x) in mean.iter_mut().zip(row) {
+            *m += f64::from(x) / train.len as f64;
+        }
+    }
+    let squared: f64 = test
+        .features
+        .chunks(width)
+        .flat_map(|row| {
+            row.iter()
+                .zip(&mean)
+                .map(|(&x, m)| (f64::from(x) - m).powi(2))
+        })
+        .sum();
+    squared / test.features.len() as f64
+}
+
+/// Decodes a PNG: (width, height, 8-bit gray pixels).
+fn decode_png(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = decoder.read_info().expect("a PNG header");
+    let mut buf = vec![0; reader.output_buffer_size().expect("a sane size")];
+    let info = reader.next_frame(&mut buf).expect("the image decodes");
+    assert_eq!(info.color_type, png::ColorType::Grayscale);
+    assert_eq!(info.bit_depth, png::BitDepth::Eight);
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, buf)
+}
+
+fn check_image_grid(run: &Trained, config: &TrainConfig) {
+    let grid = config.images.as_ref().expect("the example asks for images");
+    let path = run
+        .summary
+        .images
+        .as_ref()
+        .expect("the driver wrote the grid");
+    assert_eq!(path, &run.summary.paths.dir.join("images.png"));
+    let (width, height, pixels) = decode_png(&std::fs::read(path).expect("readable"));
+    // The documented layout: cells of the two 8x8 images with a 1-pixel gap, 2 pixels
+    // around and between cells, 8 cells a row, every value a scale x scale block.
+    assert_eq!((grid.samples, grid.columns, grid.scale), (32, 8, 4));
+    let cell = 8 + 1 + 8;
+    let expected_width = (8 * cell + 9 * 2) * 4;
+    let expected_height = (4 * 8 + 5 * 2) * 4;
+    assert_eq!((width, height), (expected_width, expected_height));
+    let distinct = {
+        let mut seen = [false; 256];
+        pixels.iter().for_each(|&p| seen[p as usize] = true);
+        seen.iter().filter(|&&s| s).count()
+    };
+    assert!(distinct > 16, "the grid has only {distinct} gray levels");
+}
+
+#[test]
+fn autoencoder_halves_the_mean_pixel_error_and_draws_its_reconstructions() {
+    let run = train_example("autoencoder.strata");
+    let source =
+        strata_tests::load_example(&strata_tests::root().join("dsl-examples/autoencoder.strata"));
+    let config =
+        strata_compiler::driver::compile(&source, &strata_tests::train_check::training_options())
+            .expect("compiles")
+            .train_config
+            .expect("a train section");
+    assert_eq!(config.label_input, None, "training is label-free");
+    assert_eq!(
+        config.task,
+        Task::Unlabelled {
+            reconstruction: true
+        }
+    );
+    let (mse, mae) = (run.test_metric("mse"), run.test_metric("mae"));
+    let baseline = mean_pixel_baseline(&config);
+    println!(
+        "autoencoder: test MSE {mse:.4} (per-pixel mean {baseline:.4}, ratio {:.3}), MAE {mae:.4}, \
+         {} epochs ({:?}) in {:.1} s",
+        mse / baseline,
+        run.summary.epochs,
+        run.summary.stop,
+        run.seconds
+    );
+    let test_loss = run.summary.test.as_ref().expect("a test split").loss;
+    assert!(
+        (test_loss - mse).abs() <= 1e-4 * mse.max(1e-3),
+        "the loss is the reconstruction MSE: {test_loss} vs {mse}"
+    );
+    assert!(
+        mse <= 0.5 * baseline,
+        "test MSE {mse:.4} is more than half the mean predictor's {baseline:.4}"
+    );
+    check_image_grid(&run, &config);
+}
