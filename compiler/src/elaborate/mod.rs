@@ -19,6 +19,7 @@ mod losses;
 mod normalization;
 mod random;
 mod recurrent;
+mod scan_call;
 mod transformer;
 pub mod value;
 
@@ -106,6 +107,7 @@ pub fn elaborate(program: &Program, options: &ElaborateOptions) -> Result<Elabor
         training: options.training_mode,
         non_trainable: HashSet::new(),
         step: None,
+        cell: None,
     };
     let mut env = Env::default();
     let mut hyper_params = Vec::new();
@@ -406,6 +408,9 @@ struct Elaborator<'p> {
     non_trainable: HashSet<String>,
     /// The `step` input, created by the first layer that draws random numbers.
     step: Option<ValueId>,
+    /// While a `scan` cell is elaborated: `graph` is the cell's body, and this holds
+    /// the model's graph and the parameters the body reads as operands.
+    cell: Option<scan_call::CellFrame>,
 }
 
 impl<'p> Elaborator<'p> {
@@ -639,6 +644,13 @@ impl<'p> Elaborator<'p> {
         span: Span,
     ) -> Result<ValueId, Diagnostic> {
         let ty = TensorType::new(DType::F32, dims.iter().map(|&d| Dim::Fixed(d)).collect());
+        if self.cell.is_some() {
+            // Parameters live in the model's graph; a cell reads them as operands.
+            let frame = self.enter_model_graph();
+            let made = self.param(path.clone(), dims, init, span);
+            self.leave_model_graph(frame);
+            return self.cell_operand(made?, &path);
+        }
         if let Some(&v) = self.params.get(&path) {
             let existing = self.graph.ty(v).clone();
             if existing != ty {
@@ -1093,6 +1105,13 @@ impl<'p> Elaborator<'p> {
                 Some(n) => named.push((n.name.clone(), n.span, v)),
                 None => positional.push(v),
             }
+        }
+        if callee.name == "scan" && !self.blocks.contains_key("scan") {
+            let value = self.scan_call(call, positional, named)?;
+            return Ok(Spanned {
+                value,
+                span: call.span,
+            });
         }
         if let Some(block) = self.blocks.get(&callee.name).copied() {
             let value = self.call_block(block, call, positional, named, forced_path)?;
