@@ -103,3 +103,31 @@ train Reconstruct {
 "#;
     assert_train_steps_match("label-free", text, &[12], 1, 6, 10);
 }
+
+#[test]
+fn leaky_relu_and_softplus_train_step_matches_the_interpreter() {
+    check_model(
+        "adam + leaky_relu + softplus",
+        &model_with(
+            "adam(lr = 0.01)",
+            "|> dense(hidden) |> leaky_relu(slope = 0.1) |> dense(hidden) |> softplus",
+        ),
+    );
+}
+
+#[test]
+fn upsampling_decoder_train_step_matches_the_interpreter() {
+    let text = r#"
+model Up {
+    input x: f32[batch, 1, 4, 4]
+    h = x |> conv2d(2, 3, padding = 1) |> leaky_relu |> upsample2d(2)
+    output logits = h |> conv2d(1, 3, stride = 2) |> flatten |> dense(4)
+}
+train Up {
+    label y: i32[batch]
+    loss = cross_entropy(logits, y)
+    optimizer = adam(lr = 0.01)
+}
+"#;
+    assert_train_steps_match("upsample2d", text, &[1, 4, 4], 4, 5, 10);
+}

@@ -37,6 +37,8 @@ static POOL2D: &[ParamSpec] = &[req("x"), req("kernel"), opt("stride")];
 static LAYER_NORM: &[ParamSpec] = &[req("x"), opt("eps")];
 static EMBEDDING: &[ParamSpec] = &[req("ids"), req("vocab"), req("dim")];
 static POSITIONAL: &[ParamSpec] = &[req("x"), opt("kind")];
+static LEAKY_RELU: &[ParamSpec] = &[req("x"), opt("slope")];
+static UPSAMPLE: &[ParamSpec] = &[req("x"), opt("factor")];
 static RECURRENT: &[ParamSpec] = &[
     req("x"),
     req("hidden"),
@@ -93,7 +95,9 @@ pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
         "max_pool2d" | "avg_pool2d" => POOL2D,
         "global_avg_pool" => X,
         "layer_norm" => LAYER_NORM,
-        "gelu" => X,
+        "gelu" | "softplus" => X,
+        "leaky_relu" => LEAKY_RELU,
+        "upsample2d" => UPSAMPLE,
         "embedding" => EMBEDDING,
         "positional" => POSITIONAL,
         "self_attention" => SELF_ATTENTION,
@@ -144,6 +148,9 @@ pub const NAMES: &[&str] = &[
     "global_avg_pool",
     "layer_norm",
     "gelu",
+    "leaky_relu",
+    "softplus",
+    "upsample2d",
     "embedding",
     "positional",
     "self_attention",
@@ -230,6 +237,9 @@ pub(super) fn call_layer(
         "global_avg_pool" => super::convolution::global_avg_pool(e, &args, span),
         "layer_norm" => super::attention::layer_norm(e, &args, span, path),
         "gelu" => super::attention::gelu(e, &args, span),
+        "leaky_relu" => super::activations::leaky_relu(e, &args, span),
+        "softplus" => super::activations::softplus(e, &args, span),
+        "upsample2d" => super::activations::upsample2d(e, &args, span),
         "embedding" => super::attention::embedding(e, &args, span, path),
         "positional" => super::attention::positional(e, &args, span, path),
         "self_attention" => super::attention::self_attention(e, &args, span, path),

@@ -12,6 +12,7 @@
 //! opens the scope `d` at every call, so all its calls share every parameter inside.
 
 pub mod args;
+mod activations;
 mod attention;
 mod convolution;
 pub mod layers;

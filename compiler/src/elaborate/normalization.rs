@@ -12,7 +12,7 @@ use super::value::Value;
 use crate::ir::{BinaryOp, Dim, Init, Op, ReduceOp, Shape, Span, UnaryOp, ValueId};
 use crate::syntax::{Diagnostic, ErrorCode};
 
-fn number(
+pub(super) fn number(
     args: &BoundArgs,
     name: &str,
     default: f64,

@@ -1,0 +1,68 @@
+//! `leaky_relu`, `softplus` and `upsample2d` compute their definitions (checked in the
+//! reference interpreter against closed forms).
+
+use std::collections::HashMap;
+use strata_compiler::driver::{CompileOptions, compile};
+use strata_compiler::ir::interpret::{Tensor, interpret};
+use strata_compiler::syntax::SourceFile;
+
+fn run(text: &str, x: Tensor) -> HashMap<String, Tensor> {
+    let source = SourceFile::new("act.strata", text.to_string());
+    let compiled = compile(&source, &CompileOptions::default())
+        .unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    let inputs = HashMap::from([("x".to_string(), x)]);
+    interpret(&compiled.typed, &inputs, &HashMap::new()).expect("interprets")
+}
+
+#[test]
+fn leaky_relu_and_softplus_match_their_definitions() {
+    let xs = [-800.0, -30.0, -2.5, -0.1, 0.0, 0.3, 4.0, 50.0, 800.0];
+    let out = run(
+        r#"
+model Act {
+    input x: f32[batch, 9]
+    output leaky = leaky_relu(x, slope = 0.2)
+    output soft = softplus(x)
+}
+"#,
+        Tensor::new(vec![1, 9], xs.to_vec()).unwrap(),
+    );
+    for (i, &x) in xs.iter().enumerate() {
+        let leaky = if x > 0.0 { x } else { 0.2 * x };
+        assert_eq!(out["leaky"].data[i], leaky, "leaky_relu({x})");
+        // ln(1 + e^x), written to stay exact at both ends.
+        let soft = if x > 30.0 { x + (-x).exp() } else { x.exp().ln_1p() };
+        let got = out["soft"].data[i];
+        // Without a log1p op, `log(1 + e^-|x|)` is exact to the rounding of `1 + …`:
+        // an absolute error of one epsilon (relative for large results).
+        assert!(
+            (got - soft).abs() <= 4.0 * f64::EPSILON * soft.abs().max(1.0),
+            "softplus({x}) = {got}, want {soft}"
+        );
+        assert!(got.is_finite());
+    }
+}
+
+#[test]
+fn upsample2d_repeats_every_pixel() {
+    let x: Vec<f64> = (0..12).map(f64::from).collect();
+    let out = run(
+        r#"
+model Up {
+    input x: f32[batch, 2, 2, 3]
+    output y = upsample2d(x, factor = 2)
+}
+"#,
+        Tensor::new(vec![1, 2, 2, 3], x.clone()).unwrap(),
+    );
+    let y = &out["y"];
+    assert_eq!(y.shape, vec![1, 2, 4, 6]);
+    for c in 0..2 {
+        for i in 0..4 {
+            for j in 0..6 {
+                let want = x[(c * 2 + i / 2) * 3 + j / 2];
+                assert_eq!(y.data[(c * 4 + i) * 6 + j], want, "channel {c}, ({i}, {j})");
+            }
+        }
+    }
+}
