@@ -31,7 +31,11 @@ model Act {
         let leaky = if x > 0.0 { x } else { 0.2 * x };
         assert_eq!(out["leaky"].data[i], leaky, "leaky_relu({x})");
         // ln(1 + e^x), written to stay exact at both ends.
-        let soft = if x > 30.0 { x + (-x).exp() } else { x.exp().ln_1p() };
+        let soft = if x > 30.0 {
+            x + (-x).exp()
+        } else {
+            x.exp().ln_1p()
+        };
         let got = out["soft"].data[i];
         // Without a log1p op, `log(1 + e^-|x|)` is exact to the rounding of `1 + …`:
         // an absolute error of one epsilon (relative for large results).
@@ -65,4 +69,45 @@ model Up {
             }
         }
     }
+}
+
+/// A grouped convolution is the convolutions of its channel groups side by side: with
+/// one group's weights zeroed, that group's outputs are its bias alone.
+#[test]
+fn grouped_conv2d_keeps_groups_apart() {
+    let text = r#"
+model G {
+    input x: f32[batch, 2, 3, 3]
+    output y = conv2d(x, 2, 3, padding = 1, groups = 2)
+}
+"#;
+    let source = SourceFile::new("g.strata", text.to_string());
+    let compiled = compile(&source, &CompileOptions::default())
+        .unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    let x: Vec<f64> = (0..18).map(|i| f64::from(i) * 0.1 - 0.5).collect();
+    // Output channel 0 reads only input channel 0 (weights [2, 1, 3, 3]).
+    let mut w = vec![0.0; 18];
+    w[4] = 1.0; // channel 0: the centre tap copies its input
+    let params = HashMap::from([
+        (
+            "conv2d0.weight".to_string(),
+            Tensor::new(vec![2, 1, 3, 3], w).unwrap(),
+        ),
+        (
+            "conv2d0.bias".to_string(),
+            Tensor::new(vec![2], vec![0.0, 0.25]).unwrap(),
+        ),
+    ]);
+    let inputs = HashMap::from([(
+        "x".to_string(),
+        Tensor::new(vec![1, 2, 3, 3], x.clone()).unwrap(),
+    )]);
+    let y = &interpret(&compiled.typed, &inputs, &params).expect("interprets")["y"];
+    assert_eq!(y.shape, vec![1, 2, 3, 3]);
+    assert_eq!(&y.data[..9], &x[..9], "group 0 copies channel 0");
+    assert!(
+        y.data[9..].iter().all(|&v| v == 0.25),
+        "group 1 is its bias: {:?}",
+        &y.data[9..]
+    );
 }

@@ -131,3 +131,20 @@ train Up {
 "#;
     assert_train_steps_match("upsample2d", text, &[1, 4, 4], 4, 5, 10);
 }
+
+#[test]
+fn grouped_convolution_train_step_matches_the_interpreter() {
+    let text = r#"
+model Grouped {
+    input x: f32[batch, 4, 5, 5]
+    h = x |> conv2d(6, 3, padding = 1, groups = 2) |> relu |> conv2d(6, 1, groups = 6)
+    output logits = h |> flatten |> dense(4)
+}
+train Grouped {
+    label y: i32[batch]
+    loss = cross_entropy(logits, y)
+    optimizer = adam(lr = 0.01)
+}
+"#;
+    assert_train_steps_match("conv2d groups", text, &[4, 5, 5], 4, 5, 10);
+}

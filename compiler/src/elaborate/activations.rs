@@ -16,7 +16,13 @@ pub(super) fn leaky_relu(
     span: Span,
 ) -> Result<Value, Diagnostic> {
     let (x, _) = args.tensor("x")?;
-    let slope = number(args, "slope", 0.01, |s| (0.0..=1.0).contains(&s), "in [0, 1]")?;
+    let slope = number(
+        args,
+        "slope",
+        0.01,
+        |s| (0.0..=1.0).contains(&s),
+        "in [0, 1]",
+    )?;
     let k = e.constant(slope, span);
     let scaled = e.op(Op::Binary(BinaryOp::Mul), &[x, k], span)?;
     Ok(Value::Tensor(e.op(

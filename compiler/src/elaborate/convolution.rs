@@ -101,6 +101,17 @@ pub(super) fn conv2d(
     let padding = count(args, "padding", 0)?;
     let bias = args.bool("bias", true)?;
     let init = args.init("init", Init::HeUniform)?;
+    let groups = args.positive_int("groups", Some(1))?;
+    if c % groups != 0 || out % groups != 0 {
+        return Err(Diagnostic::error(
+            ErrorCode::ShapeMismatch,
+            format!(
+                "`conv2d` with {groups} groups needs input channels ({c}) and out_channels ({out}) divisible by it"
+            ),
+            args.get("groups").map_or(span, |s| s.span),
+        )
+        .with_label(format!("{groups} groups")));
+    }
     let window = ConvWindow {
         kh,
         kw,
@@ -119,8 +130,9 @@ pub(super) fn conv2d(
     })?;
     let batch = e.graph.ty(x).shape.dims()[0];
     let path = path.unwrap_or_else(|| e.fresh_path("conv2d"));
-    let weight = e.param(format!("{path}.weight"), vec![out, c, kh, kw], init, span)?;
-    let taps = c * kh * kw;
+    let (cg, og) = (c / groups, out / groups);
+    let weight = e.param(format!("{path}.weight"), vec![out, cg, kh, kw], init, span)?;
+    let taps = cg * kh * kw;
     let flat = e.op(
         Op::Reshape {
             shape: Shape(vec![Dim::Fixed(out), Dim::Fixed(taps)]),
@@ -128,10 +140,29 @@ pub(super) fn conv2d(
         &[weight],
         span,
     )?;
-    let wt = e.op(Op::Transpose { perm: vec![1, 0] }, &[flat], span)?;
-    let columns = e.op(Op::Im2Col { window }, &[x], span)?;
-    // [batch, OH OW, C kh kw] x [C kh kw, O] -> [batch, OH OW, O]
-    let mut y = e.op(Op::MatMul, &[columns, wt], span)?;
+    // Group `i` convolves input channels `i cg..(i + 1) cg` into outputs
+    // `i og..(i + 1) og` (PyTorch's `groups`); one group is the plain convolution.
+    let mut parts = Vec::with_capacity(groups as usize);
+    for i in 0..groups {
+        let (xi, wi) = if groups == 1 {
+            (x, flat)
+        } else {
+            let slice = |axis, start, len| Op::Slice { axis, start, len };
+            (
+                e.op(slice(1, i * cg, cg), &[x], span)?,
+                e.op(slice(0, i * og, og), &[flat], span)?,
+            )
+        };
+        let wt = e.op(Op::Transpose { perm: vec![1, 0] }, &[wi], span)?;
+        let columns = e.op(Op::Im2Col { window }, &[xi], span)?;
+        // [batch, OH OW, cg kh kw] x [cg kh kw, og] -> [batch, OH OW, og]
+        parts.push(e.op(Op::MatMul, &[columns, wt], span)?);
+    }
+    let mut y = if groups == 1 {
+        parts[0]
+    } else {
+        e.op(Op::Concat { axis: 2 }, &parts, span)?
+    };
     if bias {
         let b = e.param(format!("{path}.bias"), vec![out], Init::Zeros, span)?;
         y = e.op(Op::Binary(BinaryOp::Add), &[y, b], span)?;

@@ -32,6 +32,7 @@ static CONV2D: &[ParamSpec] = &[
     opt("dilation"),
     opt("bias"),
     opt("init"),
+    opt("groups"),
 ];
 static POOL2D: &[ParamSpec] = &[req("x"), req("kernel"), opt("stride")];
 static LAYER_NORM: &[ParamSpec] = &[req("x"), opt("eps")];

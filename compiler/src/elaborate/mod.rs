@@ -11,8 +11,8 @@
 //! (an instance called twice) is one shared parameter; a `layer d = Block(…)` instance
 //! opens the scope `d` at every call, so all its calls share every parameter inside.
 
-pub mod args;
 mod activations;
+pub mod args;
 mod attention;
 mod convolution;
 pub mod layers;
