@@ -253,5 +253,13 @@ fn step_is_still_a_setting_name() {
         "train Parts {\n    loss = mse(y, x)\n    step = 3\n}\n"
     );
     let source = SourceFile::new("step_setting.strata", text);
-    compile(&source, &training_options()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    // It parses as a setting (no syntax error), which the section then does not know.
+    let Err(e) = compile(&source, &training_options()) else {
+        panic!("`step = 3` is no train setting");
+    };
+    let rendered = e.render(&source);
+    assert!(
+        rendered.contains("E0005") && rendered.contains("`step` is not a train setting"),
+        "{rendered}"
+    );
 }

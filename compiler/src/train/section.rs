@@ -95,8 +95,47 @@ pub fn settings(
     section: &TrainDef,
     hyper: &HashMap<String, Value>,
 ) -> Result<HashMap<String, (Setting, Span)>, Diagnostic> {
-    settings_of(&section.items, hyper)
+    let settings = settings_of(&section.items, hyper)?;
+    let mut keys: Vec<(&String, &Span)> = settings.iter().map(|(k, (_, s))| (k, s)).collect();
+    keys.sort_by_key(|(_, s)| s.start);
+    if let Some((key, span)) = keys
+        .into_iter()
+        .find(|(k, _)| !SECTION_KEYS.contains(&k.as_str()))
+    {
+        let mut d = Diagnostic::error(
+            ErrorCode::BadArgument,
+            format!("`{key}` is not a train setting"),
+            *span,
+        )
+        .with_label("unknown setting");
+        d = match crate::elaborate::closest(key, SECTION_KEYS.iter().copied()) {
+            Some(close) => d.with_help(format!("did you mean `{close}`?")),
+            None => d.with_note(format!("train settings: {}", SECTION_KEYS.join(", "))),
+        };
+        return Err(d);
+    }
+    Ok(settings)
 }
+
+/// Every setting a section may hold (besides `loss`, `label` and `step` blocks).
+pub const SECTION_KEYS: &[&str] = &[
+    "data",
+    "normalize",
+    "optimizer",
+    "schedule",
+    "clip",
+    "batch",
+    "epochs",
+    "split",
+    "split_order",
+    "seed",
+    "metrics",
+    "early_stop",
+    "checkpoint_every",
+    "features",
+    "predict",
+    "images",
+];
 
 /// The settings among `items` (a section's or a step's) by key, with their spans.
 pub fn settings_of(
