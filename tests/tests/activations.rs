@@ -111,3 +111,33 @@ model G {
         &y.data[9..]
     );
 }
+
+#[test]
+fn overlapping_max_pooling_takes_each_windows_maximum() {
+    let text = r#"
+model P {
+    input x: f32[batch, 1, 5, 5]
+    output y = max_pool2d(x, 3, stride = 2)
+    output z = avg_pool2d(x, 2, stride = 3)
+}
+"#;
+    let x: Vec<f64> = (0..25).map(|i| f64::from((i * 7) % 11)).collect();
+    let out = run(text, Tensor::new(vec![1, 1, 5, 5], x.clone()).unwrap());
+    let at = |i: usize, j: usize| x[i * 5 + j];
+    let y = &out["y"];
+    assert_eq!(y.shape, vec![1, 1, 2, 2]);
+    for (k, (oi, oj)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+        let mut m = f64::MIN;
+        for i in 0..3 {
+            for j in 0..3 {
+                m = m.max(at(2 * oi + i, 2 * oj + j));
+            }
+        }
+        assert_eq!(y.data[k], m, "window ({oi}, {oj})");
+    }
+    // 2x2 windows every 3 pixels: rows/cols 0-1 and 3-4.
+    let z = &out["z"];
+    assert_eq!(z.shape, vec![1, 1, 2, 2]);
+    let mean = (at(3, 3) + at(3, 4) + at(4, 3) + at(4, 4)) / 4.0;
+    assert!((z.data[3] - mean).abs() < 1e-12);
+}

@@ -148,3 +148,21 @@ train Grouped {
 "#;
     assert_train_steps_match("conv2d groups", text, &[4, 5, 5], 4, 5, 10);
 }
+
+#[test]
+fn overlapping_pooling_train_step_matches_the_interpreter() {
+    let text = r#"
+model Pools {
+    input x: f32[batch, 2, 7, 7]
+    a = x |> max_pool2d(3, stride = 2)
+    b = x |> avg_pool2d(2, stride = 1)
+    output logits = concat(flatten(a), flatten(b)) |> dense(4)
+}
+train Pools {
+    label y: i32[batch]
+    loss = cross_entropy(logits, y)
+    optimizer = adam(lr = 0.01)
+}
+"#;
+    assert_train_steps_match("overlapping pooling", text, &[2, 7, 7], 4, 5, 10);
+}

@@ -183,9 +183,9 @@ pub(super) fn conv2d(
 }
 
 /// `max_pool2d(x, kernel, stride = kernel)` and `avg_pool2d`: the maximum or mean of each
-/// `k x k` window. Only non-overlapping windows tiling the image (stride == kernel,
-/// dividing height and width) are supported: a reshape to
-/// `[batch, C, OH, kh, OW, kw]` and a reduction over the window axes.
+/// `kh x kw` window. Windows tiling the image (stride == kernel, dividing height and
+/// width) are a reshape to `[batch, C, OH, kh, OW, kw]` and a reduction over the window
+/// axes; overlapping or ragged ones go through im2col (see [`sliding_pool2d`]).
 pub(super) fn pool2d(
     e: &mut Elaborator,
     args: &BoundArgs,
@@ -195,23 +195,8 @@ pub(super) fn pool2d(
     let (x, [c, h, w]) = image(e, args, "x")?;
     let [kh, kw] = pair(args, "kernel", None)?;
     let [sh, sw] = pair(args, "stride", Some([kh, kw]))?;
-    let name = &args.callee;
-    if [sh, sw] != [kh, kw] {
-        return Err(Diagnostic::error(
-            ErrorCode::BadHyperParam,
-            format!("`{name}` supports only stride == kernel (non-overlapping windows) for now"),
-            args.get("stride").map_or(span, |s| s.span),
-        )
-        .with_label(format!("stride {sh}x{sw} with a {kh}x{kw} kernel")));
-    }
-    if h % kh != 0 || w % kw != 0 {
-        return Err(Diagnostic::error(
-            ErrorCode::ShapeMismatch,
-            format!("`{name}` with a {kh}x{kw} window needs the {h}x{w} image to divide evenly"),
-            args.get("kernel").map_or(span, |s| s.span),
-        )
-        .with_label("windows must tile the image")
-        .with_note("ragged and padded pooling are not supported yet"));
+    if [sh, sw] != [kh, kw] || h % kh != 0 || w % kw != 0 {
+        return sliding_pool2d(e, args, span, max, x, [c, h, w], [kh, kw], [sh, sw]);
     }
     let batch = e.graph.ty(x).shape.dims()[0];
     let (oh, ow) = (h / kh, w / kw);
@@ -240,6 +225,83 @@ pub(super) fn pool2d(
         y = e.op(Op::Binary(BinaryOp::Mul), &[y, scale], span)?;
     }
     Ok(Value::Tensor(y))
+}
+
+/// Pooling over overlapping or ragged windows (PyTorch's default `ceil_mode = False`:
+/// windows that would run past the image are dropped): the windows as im2col columns
+/// `[batch, OH OW, C, kh kw]`, reduced over the taps, back to `[batch, C, OH, OW]`.
+#[allow(clippy::too_many_arguments)]
+fn sliding_pool2d(
+    e: &mut Elaborator,
+    args: &BoundArgs,
+    span: Span,
+    max: bool,
+    x: crate::ir::ValueId,
+    [c, h, w]: [u64; 3],
+    [kh, kw]: [u64; 2],
+    [sh, sw]: [u64; 2],
+) -> Result<Value, Diagnostic> {
+    let name = &args.callee;
+    if sh != sw {
+        return Err(Diagnostic::error(
+            ErrorCode::BadHyperParam,
+            format!(
+                "`{name}` over overlapping windows takes one stride for both axes, got {sh}x{sw}"
+            ),
+            args.get("stride").map_or(span, |s| s.span),
+        )
+        .with_label("use the same stride along height and width"));
+    }
+    let window = ConvWindow {
+        kh,
+        kw,
+        stride: sh,
+        padding: 0,
+        dilation: 1,
+    };
+    let (oh, ow) = window.out_size(h, w).map_err(|why| {
+        Diagnostic::error(
+            ErrorCode::ShapeMismatch,
+            format!("a {kh}x{kw} `{name}` window does not fit a {h}x{w} image: {why}"),
+            args.get("kernel").map_or(span, |s| s.span),
+        )
+        .with_label("window larger than the image")
+    })?;
+    let batch = e.graph.ty(x).shape.dims()[0];
+    let fixed = Dim::Fixed;
+    let columns = e.op(Op::Im2Col { window }, &[x], span)?;
+    let taps = e.op(
+        Op::Reshape {
+            shape: Shape(vec![batch, fixed(oh * ow), fixed(c), fixed(kh * kw)]),
+        },
+        &[columns],
+        span,
+    )?;
+    let op = if max { ReduceOp::Max } else { ReduceOp::Sum };
+    let reduce = Op::Reduce {
+        op,
+        axes: vec![3],
+        keep_dims: false,
+    };
+    let mut y = e.op(reduce, &[taps], span)?;
+    if !max {
+        let scale = e.constant(1.0 / (kh * kw) as f64, span);
+        y = e.op(Op::Binary(BinaryOp::Mul), &[y, scale], span)?;
+    }
+    let channels_first = e.op(
+        Op::Transpose {
+            perm: vec![0, 2, 1],
+        },
+        &[y],
+        span,
+    )?;
+    Ok(Value::Tensor(e.op(
+        Op::Reshape {
+            shape: Shape(vec![batch, fixed(c), fixed(oh), fixed(ow)]),
+        },
+        &[channels_first],
+        span,
+    )?))
 }
 
 /// `global_avg_pool(x)`: `[batch, C, H, W]` -> `[batch, C]`, the mean over each channel.
