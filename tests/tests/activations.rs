@@ -141,3 +141,24 @@ model P {
     let mean = (at(3, 3) + at(3, 4) + at(4, 3) + at(4, 4)) / 4.0;
     assert!((z.data[3] - mean).abs() < 1e-12);
 }
+
+#[test]
+fn split_cuts_into_the_parts_concat_joins() {
+    let x: Vec<f64> = (0..10).map(f64::from).collect();
+    let out = run(
+        r#"
+model S {
+    input x: f32[batch, 10]
+    a, b = split(x, [3, 7])
+    c, d = split(x, 2)
+    output first = a
+    output rest = b
+    output again = concat(c, d)
+}
+"#,
+        Tensor::new(vec![1, 10], x.clone()).unwrap(),
+    );
+    assert_eq!(out["first"].data, x[..3]);
+    assert_eq!(out["rest"].data, x[3..]);
+    assert_eq!(out["again"].data, x);
+}

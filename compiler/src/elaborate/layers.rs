@@ -48,6 +48,7 @@ static RECURRENT: &[ParamSpec] = &[
     opt("return_sequences"),
 ];
 static SLICE: &[ParamSpec] = &[req("x"), req("start"), req("len"), opt("axis")];
+static SPLIT: &[ParamSpec] = &[req("x"), req("parts"), opt("axis")];
 static SELF_ATTENTION: &[ParamSpec] = &[req("x"), req("heads"), opt("causal"), opt("key_mask")];
 static CROSS_ATTENTION: &[ParamSpec] = &[req("x"), req("memory"), req("heads"), opt("key_mask")];
 static RANDOM_UNIFORM: &[ParamSpec] = &[req("shape"), opt("low"), opt("high"), opt("seed")];
@@ -85,6 +86,7 @@ pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
         "reshape" => RESHAPE,
         "transpose" => TRANSPOSE,
         "slice" => SLICE,
+        "split" => SPLIT,
         "concat" => AXIS,
         "cross_entropy" => CROSS_ENTROPY,
         "binary_cross_entropy" => BCE,
@@ -134,6 +136,7 @@ pub const NAMES: &[&str] = &[
     "reshape",
     "transpose",
     "slice",
+    "split",
     "concat",
     "cross_entropy",
     "binary_cross_entropy",
@@ -224,6 +227,7 @@ pub(super) fn call_layer(
         "reshape" => reshape(e, &args, span),
         "transpose" => transpose(e, &args, span),
         "slice" => slice(e, &args, span),
+        "split" => split(e, &args, span),
         "concat" => concat(e, &args, span),
         "cross_entropy" => super::losses::cross_entropy(e, &args, span),
         "binary_cross_entropy" => super::losses::binary_cross_entropy(e, &args, span),
@@ -586,6 +590,81 @@ fn slice(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Diag
         &[x],
         span,
     )?))
+}
+
+/// `split(x, parts, axis = -1)`: `x` cut along an axis into `parts` equal pieces, or
+/// into pieces of the sizes listed (`[2, 3]`); a list of tensors, taken apart by a
+/// binding `a, b = split(…)`. The inverse of `concat`.
+fn split(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Diagnostic> {
+    let (x, xspan) = args.tensor("x")?;
+    let ty = e.graph.ty(x).clone();
+    let ax = axis(args, "axis", ty.shape.rank(), -1)?;
+    let pspan = args.get("parts").map_or(span, |s| s.span);
+    let bad = |msg: String| {
+        Diagnostic::error(ErrorCode::BadArgument, msg, pspan).with_label("how to cut")
+    };
+    let Dim::Fixed(n) = ty.shape.dims()[ax] else {
+        return Err(Diagnostic::error(
+            ErrorCode::ShapeMismatch,
+            "`split` cannot cut the batch dimension",
+            xspan,
+        )
+        .with_label(format!("this is {ty}")));
+    };
+    let sizes: Vec<u64> = match args.get("parts").map(|s| &s.value) {
+        Some(Value::Number {
+            value,
+            integer: true,
+        }) if *value >= 1.0 => {
+            let k = *value as u64;
+            if n % k != 0 {
+                return Err(bad(format!(
+                    "`split` into {k} equal parts needs a size divisible by {k}, got {n}"
+                )));
+            }
+            vec![n / k; k as usize]
+        }
+        Some(Value::List(items)) if !items.is_empty() => {
+            let mut sizes = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Value::Number {
+                        value,
+                        integer: true,
+                    } if *value >= 1.0 => sizes.push(*value as u64),
+                    _ => return Err(bad("`split` sizes are positive integers".into())),
+                }
+            }
+            if sizes.iter().sum::<u64>() != n {
+                return Err(bad(format!(
+                    "`split` sizes {sizes:?} add up to {}, not the axis size {n}",
+                    sizes.iter().sum::<u64>()
+                )));
+            }
+            sizes
+        }
+        _ => {
+            return Err(bad(
+                "`parts` of `split` is a count of equal parts or a list of sizes".into(),
+            ));
+        }
+    };
+    let mut start = 0;
+    let mut parts = Vec::with_capacity(sizes.len());
+    for len in sizes {
+        let part = e.op(
+            Op::Slice {
+                axis: ax,
+                start,
+                len,
+            },
+            &[x],
+            span,
+        )?;
+        parts.push(Value::Tensor(part));
+        start += len;
+    }
+    Ok(Value::List(parts))
 }
 
 fn concat(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Diagnostic> {

@@ -776,9 +776,37 @@ impl<'p> Elaborator<'p> {
     /// `return`.
     fn stmt(&mut self, stmt: &Stmt, env: &mut Env) -> Result<Option<(Spanned, Span)>, Diagnostic> {
         match stmt {
-            Stmt::Let { name, value, .. } => {
+            Stmt::Let {
+                name, more, value, ..
+            } if more.is_empty() => {
                 let v = self.expr(value, env)?;
                 env.bind(name, v.value)?;
+                Ok(None)
+            }
+            Stmt::Let {
+                name, more, value, ..
+            } => {
+                let v = self.expr(value, env)?;
+                let names: Vec<&Ident> = std::iter::once(name).chain(more).collect();
+                let parts = match v.value {
+                    Value::List(parts) if parts.len() == names.len() => parts,
+                    other => {
+                        let got = match &other {
+                            Value::List(p) => format!("a list of {}", p.len()),
+                            o => o.kind().to_string(),
+                        };
+                        return Err(Diagnostic::error(
+                            ErrorCode::Arity,
+                            format!("{} names are bound to {got}", names.len()),
+                            v.span,
+                        )
+                        .with_label(format!("this gives {got}"))
+                        .with_help("`a, b = split(x, 2)` takes a list apart into as many names as it has parts"));
+                    }
+                };
+                for (n, part) in names.into_iter().zip(parts) {
+                    env.bind(n, part)?;
+                }
                 Ok(None)
             }
             Stmt::Layer { name, call, .. } => {

@@ -60,9 +60,11 @@ pub enum Stmt {
     Layer { name: Ident, call: Call, span: Span },
     /// `return expr` (blocks only).
     Return { value: Expr, span: Span },
-    /// `name = expr`
+    /// `name = expr`, or `a, b = expr` binding the parts of a list (`split`).
     Let {
         name: Ident,
+        /// The names after the first, when the binding takes a list apart.
+        more: Vec<Ident>,
         value: Expr,
         span: Span,
     },

@@ -116,11 +116,17 @@ fn stmt(pair: Pair<Rule>) -> Result<Stmt, Diagnostic> {
             value: expr(it.next().expect("grammar: return value"))?,
             span: sp,
         },
-        Rule::let_stmt => Stmt::Let {
-            name: ident(it.next().expect("grammar: binding name")),
-            value: expr(it.next().expect("grammar: binding value"))?,
-            span: sp,
-        },
+        Rule::let_stmt => {
+            let mut parts: Vec<Pair<Rule>> = it.collect();
+            let value = expr(parts.pop().expect("grammar: binding value"))?;
+            let mut names = parts.into_iter().map(ident);
+            Stmt::Let {
+                name: names.next().expect("grammar: binding name"),
+                more: names.collect(),
+                value,
+                span: sp,
+            }
+        }
         r => unreachable!("grammar: unexpected statement {r:?}"),
     })
 }
