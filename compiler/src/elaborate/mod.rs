@@ -21,6 +21,7 @@ mod normalization;
 mod random;
 mod recurrent;
 mod scan_call;
+pub mod stdlib;
 mod transformer;
 pub mod value;
 
@@ -97,6 +98,10 @@ pub fn elaborate(program: &Program, options: &ElaborateOptions) -> Result<Elabor
             )
             .with_label("defined again here"));
         }
+    }
+    // The standard library's blocks, unless the file defines one of the same name.
+    for b in &stdlib::program().blocks {
+        blocks.entry(b.name.name.clone()).or_insert(b);
     }
     let mut e = Elaborator {
         graph: Graph::new(model.name.name.clone()),
@@ -1163,6 +1168,45 @@ impl<'p> Elaborator<'p> {
     }
 
     fn call_block(
+        &mut self,
+        block: &'p ModelDef,
+        call: &Call,
+        positional: Vec<Spanned>,
+        named: Vec<(String, Span, Spanned)>,
+        forced_path: Option<String>,
+    ) -> Result<Value, Diagnostic> {
+        if !stdlib::contains(block) {
+            return self.call_block_body(block, call, positional, named, forced_path);
+        }
+        // A standard-library block: what it builds, and what goes wrong in it, is put at
+        // the call (its own spans are offsets into the library's text).
+        let before: HashSet<ValueId> = self.graph.values().into_iter().collect();
+        let result = self.call_block_body(block, call, positional, named, forced_path);
+        for v in self.graph.values() {
+            if !before.contains(&v) {
+                self.graph.set_span(v, call.span);
+            }
+        }
+        result.map_err(|d| {
+            let mut moved = Diagnostic::error(
+                d.code,
+                format!("in `{}`: {}", block.name.name, d.message),
+                call.span,
+            )
+            .with_label(if d.label.is_empty() {
+                "in this standard-library block".to_string()
+            } else {
+                d.label
+            });
+            moved.notes = d.notes;
+            moved.with_note(format!(
+                "`{}` is a block of the standard library (docs/language.md, \"Standard library\")",
+                block.name.name
+            ))
+        })
+    }
+
+    fn call_block_body(
         &mut self,
         block: &'p ModelDef,
         call: &Call,

@@ -236,6 +236,11 @@ impl Graph {
         Ok(body.outputs.iter().map(|(_, v)| map[v]).collect())
     }
 
+    /// Sets the source span of `v` (for values built from text other than the model's).
+    pub fn set_span(&mut self, v: ValueId, span: Span) {
+        self.graph[v.0].span = span;
+    }
+
     /// Removes `v`; it must have no users.
     pub fn remove(&mut self, v: ValueId) {
         debug_assert!(self.users(v).is_empty());
