@@ -29,11 +29,8 @@ impl Lowerer<'_> {
             }
         };
         let carry_dims = kernel_dims(&carry_ty.shape);
-        let (slots, modulus) = if scan.keep_all {
-            (steps + 1, 0)
-        } else {
-            (2, 2)
-        };
+        // All carries, or two slots used in turn (`keep = last`).
+        let modulus = if scan.keep_all { 0 } else { 2 };
         let stack = if scan.keep_all {
             let r = self.new_buffer(v, BufferRole::Temp);
             self.storage.insert(v, Storage::Buffer(r));
@@ -41,7 +38,7 @@ impl Lowerer<'_> {
         } else {
             let mut shape = vec![Dim::Fixed(2)];
             shape.extend(&carry_dims);
-            self.push_buffer(format!("t{}_carries", v.index()), &carry_dims, shape)
+            self.push_buffer(format!("t{}_carries", v.index()), shape)
         };
         // Slot indices: forward reads R[t] and writes R[t + 1]; reverse the other way.
         let (init_index, read_shift, write_shift, final_index) = if scan.reverse {
@@ -56,7 +53,6 @@ impl Lowerer<'_> {
             modulus,
             span: 1,
         };
-        debug_assert!(init_index < slots);
 
         // Operands in storage: sequences and the initial carry as buffers, constants as
         // buffers or inlined scalars.
@@ -162,9 +158,8 @@ impl Lowerer<'_> {
         lowered
     }
 
-    /// A buffer that is not a graph value's own.
-    fn push_buffer(&mut self, name: String, like: &[Dim], shape: Vec<Dim>) -> BufferId {
-        let _ = like;
+    /// A scratch buffer that is not a graph value's own (a double-buffered carry).
+    fn push_buffer(&mut self, name: String, shape: Vec<Dim>) -> BufferId {
         self.out.buffers.push(LoweredBuffer {
             name,
             dtype: strata_kernels::ir::ScalarType::F32,
