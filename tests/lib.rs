@@ -101,8 +101,8 @@ pub mod train_check {
     use std::collections::HashMap;
     use strata_compiler::driver::{CompileOptions, compile};
     use strata_compiler::elaborate::ElaborateOptions;
-    use strata_compiler::ir::Op;
     use strata_compiler::ir::interpret::{Tensor, interpret_values};
+    use strata_compiler::ir::{Graph, Op};
     use strata_compiler::syntax::SourceFile;
     use strata_runtime::{HostTensor, Session, TensorData};
 
@@ -199,9 +199,36 @@ pub mod train_check {
                     .expect("sizes"),
                 );
             }
-            let out = session.run("train_step", &host).expect("runs");
-            let values = interpret_values(step_graph, &inputs, &params).expect("interprets");
-            let (_, loss_v) = step_graph
+            let run = EntryRun {
+                session: &mut session,
+                entry: "train_step",
+                graph: step_graph,
+                host: &host,
+                inputs: &inputs,
+            };
+            run.step_both(&format!("{what} step {step}"), &mut params);
+        }
+        assert_weights_match(what, &session, &params, &format!("{steps} steps"));
+    }
+
+    /// One run of a training entry: on the CPU with `host`, and of its `graph` in the
+    /// interpreter with `inputs`.
+    pub struct EntryRun<'a> {
+        pub session: &'a mut Session,
+        pub entry: &'a str,
+        pub graph: &'a Graph,
+        pub host: &'a [(&'a str, HostTensor)],
+        pub inputs: &'a HashMap<String, Tensor>,
+    }
+
+    impl EntryRun<'_> {
+        /// Runs both from `params`, asserts the losses agree to 1e-4 of their scale, and
+        /// takes the interpreter's updated values as the next `params`.
+        pub fn step_both(self, what: &str, params: &mut HashMap<String, Tensor>) {
+            let out = self.session.run(self.entry, self.host).expect("runs");
+            let values = interpret_values(self.graph, self.inputs, params).expect("interprets");
+            let (_, loss_v) = self
+                .graph
                 .outputs
                 .iter()
                 .find(|(n, _)| n == "loss")
@@ -210,20 +237,30 @@ pub mod train_check {
             let got = f64::from(out[0].1.as_f32().expect("f32")[0]);
             assert!(
                 (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                "{what} step {step}: loss {got} vs {want}"
+                "{what}: loss {got} vs {want}"
             );
-            for (param, new) in &step_graph.updates {
-                let Op::Param { path, .. } = &step_graph.node(*param).op else {
+            for (param, new) in &self.graph.updates {
+                let Op::Param { path, .. } = &self.graph.node(*param).op else {
                     unreachable!("updates replace parameters")
                 };
                 params.insert(path.clone(), values[new].clone());
             }
         }
+    }
+
+    /// Asserts the session's persistent values (parameters, optimizer state) agree
+    /// with `params` to 1e-4 of their scale, `after` saying when.
+    pub fn assert_weights_match(
+        what: &str,
+        session: &Session,
+        params: &HashMap<String, Tensor>,
+        after: &str,
+    ) {
         for (key, t) in session.weights() {
             let err = to_tensor(t).max_relative_error(&params[key]);
             assert!(
                 err <= 1e-4,
-                "{what}: `{key}` after {steps} steps: relative error {err:e}"
+                "{what}: `{key}` after {after}: relative error {err:e}"
             );
         }
     }
@@ -233,11 +270,10 @@ pub mod train_check {
 /// one) in the driver's order, compiled and in the interpreter side by side.
 pub mod steps_check {
     use super::TestRng;
-    use super::train_check::{to_tensor, training_options};
+    use super::train_check::{EntryRun, assert_weights_match, to_tensor, training_options};
     use std::collections::HashMap;
     use strata_compiler::driver::compile;
-    use strata_compiler::ir::Op;
-    use strata_compiler::ir::interpret::{Tensor, interpret_values};
+    use strata_compiler::ir::interpret::Tensor;
     use strata_compiler::syntax::SourceFile;
     use strata_runtime::{HostTensor, Session};
 
@@ -296,35 +332,20 @@ pub mod steps_check {
                     ("lr".to_string(), Tensor::scalar(f64::from(lr))),
                     ("step".to_string(), Tensor::scalar(f64::from(round))),
                 ]);
-                let out = session.run(&update.entry, &host).expect("runs");
-                let values = interpret_values(graph, &inputs, &params).expect("interprets");
-                let (_, loss_v) = graph
-                    .outputs
-                    .iter()
-                    .find(|(n, _)| n == "loss")
-                    .expect("loss");
-                let want = values[loss_v].data[0];
-                let got = f64::from(out[0].1.as_f32().expect("f32")[0]);
-                assert!(
-                    (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                    "{what} `{}` round {round}: loss {got} vs {want}",
-                    update.entry
+                let run = EntryRun {
+                    session: &mut session,
+                    entry: &update.entry,
+                    graph,
+                    host: &host,
+                    inputs: &inputs,
+                };
+                run.step_both(
+                    &format!("{what} `{}` round {round}", update.entry),
+                    &mut params,
                 );
-                for (param, new) in &graph.updates {
-                    let Op::Param { path, .. } = &graph.node(*param).op else {
-                        unreachable!("updates replace parameters")
-                    };
-                    params.insert(path.clone(), values[new].clone());
-                }
             }
         }
-        for (key, t) in session.weights() {
-            let err = to_tensor(t).max_relative_error(&params[key]);
-            assert!(
-                err <= 1e-4,
-                "{what}: `{key}` after {rounds} rounds: relative error {err:e}"
-            );
-        }
+        assert_weights_match(what, &session, &params, &format!("{rounds} rounds"));
         config.steps.iter().map(|s| s.entry.clone()).collect()
     }
 }
