@@ -387,10 +387,9 @@ impl<'g> Lowerer<'g> {
             }
             (Op::Scan(scan), _) => return self.lower_scan(v, scan),
             (Op::Slice { axis: 0, .. }, Placement::Buffer)
-                if !self.dest.contains_key(&v) && self.leading_slice_view(v).is_some() =>
+                if !self.dest.contains_key(&v) && self.slice_view_source(v).is_some() =>
             {
-                // `leading_slice_view` made the window; it is the last buffer.
-                Storage::Buffer(self.out.buffers.len() - 1)
+                Storage::Buffer(self.leading_slice_view(v)?)
             }
             _ => {
                 let out = match self.dest.get(&v) {
@@ -456,16 +455,12 @@ impl<'g> Lowerer<'g> {
         Ok(out)
     }
 
-    /// A slice along the first axis of a value stored in its own buffer is a contiguous
-    /// run of that buffer: a window of it (see `Window`), no copy. None for any other
-    /// value.
-    fn leading_slice_view(&mut self, v: ValueId) -> Option<BufferId> {
-        let Op::Slice {
-            axis: 0,
-            start,
-            len,
-        } = self.graph.node(v).op
-        else {
+    /// The buffer a slice along the first axis reads, when that buffer holds the
+    /// operand in its own layout (and is no window itself): the slice is then a
+    /// contiguous run of it, a window (see [`Lowerer::leading_slice_view`]). None for
+    /// any other value.
+    fn slice_view_source(&self, v: ValueId) -> Option<BufferId> {
+        let Op::Slice { axis: 0, len, .. } = self.graph.node(v).op else {
             return None;
         };
         let src = self.graph.operands(v)[0];
@@ -473,27 +468,34 @@ impl<'g> Lowerer<'g> {
             return None;
         };
         let buf = &self.out.buffers[b];
-        if matches!(buf.role, BufferRole::Window(_))
-            || buf.shape != kernel_dims(&self.graph.ty(src).shape)
-            || len == 0
-        {
-            return None;
-        }
+        let own_layout = buf.shape == kernel_dims(&self.graph.ty(src).shape);
+        (!matches!(buf.role, BufferRole::Window(_)) && own_layout && len > 0).then_some(b)
+    }
+
+    /// The window of a slice along the first axis (no copy); `v` must have a
+    /// [`Lowerer::slice_view_source`].
+    fn leading_slice_view(&mut self, v: ValueId) -> Result<BufferId, LowerError> {
+        let (Some(b), Op::Slice { start, len, .. }) =
+            (self.slice_view_source(v), &self.graph.node(v).op)
+        else {
+            return Err(LowerError(format!("{v} is not a slice of a stored value")));
+        };
+        let buf = &self.out.buffers[b];
         let window = Window {
             parent: b,
             step: 0,
-            shift: start,
+            shift: *start,
             modulus: 0,
-            span: len,
+            span: *len,
         };
-        let name = format!("{}_{start}_{}", buf.name, start + len);
-        self.out.buffers.push(LoweredBuffer {
-            name,
+        let buffer = LoweredBuffer {
+            name: format!("{}_{start}_{}", buf.name, start + len),
             dtype: buf.dtype,
             shape: kernel_dims(&self.graph.ty(v).shape),
             role: BufferRole::Window(window),
-        });
-        Some(self.out.buffers.len() - 1)
+        };
+        self.out.buffers.push(buffer);
+        Ok(self.out.buffers.len() - 1)
     }
 
     /// The buffer holding `v` in its own layout, computing it with a copy kernel if it is
@@ -501,8 +503,8 @@ impl<'g> Lowerer<'g> {
     fn materialize(&mut self, v: ValueId) -> Result<BufferId, LowerError> {
         match self.storage.get(&v).copied() {
             Some(Storage::Buffer(b)) => Ok(b),
-            Some(_) if self.leading_slice_view(v).is_some() => {
-                let b = self.leading_slice_view(v).expect("just checked");
+            Some(_) if self.slice_view_source(v).is_some() => {
+                let b = self.leading_slice_view(v)?;
                 self.storage.insert(v, Storage::Buffer(b));
                 Ok(b)
             }
