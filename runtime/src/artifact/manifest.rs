@@ -167,20 +167,23 @@ pub struct Entry {
 
 impl Entry {
     /// The launches in the order they run, each with its loop's sequence index `t` (0
-    /// outside loops): a loop's range repeats `count` times.
-    pub fn schedule(&self) -> Vec<(usize, u64)> {
-        let mut out = Vec::with_capacity(self.launches.len());
+    /// outside loops): a loop's range repeats `count` times. Lazy, so running an entry
+    /// allocates nothing for it.
+    pub fn schedule(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        let n = self.launches.len();
+        // Each loop with the straight run of launches before it, then the tail.
         let mut next = 0;
-        for lp in &self.loops {
-            out.extend((next..lp.start.min(self.launches.len())).map(|i| (i, 0)));
-            for i in 0..lp.count {
-                let t = lp.index(i);
-                out.extend((lp.start..lp.end.min(self.launches.len())).map(|j| (j, t)));
-            }
+        let parts = self.loops.iter().map(move |lp| {
+            let before = (next..lp.start.min(n)).map(|i| (i, 0));
             next = next.max(lp.end);
-        }
-        out.extend((next..self.launches.len()).map(|i| (i, 0)));
-        out
+            let body = (0..lp.count).flat_map(move |i| {
+                let t = lp.index(i);
+                (lp.start..lp.end.min(n)).map(move |j| (j, t))
+            });
+            before.chain(body)
+        });
+        let last = self.loops.iter().map(|lp| lp.end).max().unwrap_or(0);
+        parts.flatten().chain((last..n).map(|i| (i, 0)))
     }
 }
 
@@ -201,4 +204,51 @@ pub struct Manifest {
     /// How to train the model, if its source has a `train` section.
     #[serde(default)]
     pub train: Option<super::train_config::TrainConfig>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schedule_repeats_each_loop_with_its_sequence_index() {
+        let launch = |kernel| Launch {
+            kernel,
+            bindings: vec![],
+        };
+        let entry = Entry {
+            name: "e".into(),
+            inputs: vec![],
+            outputs: vec![],
+            launches: (0..6).map(launch).collect(),
+            loops: vec![
+                Loop {
+                    start: 1,
+                    end: 3,
+                    count: 2,
+                    reverse: true,
+                },
+                Loop {
+                    start: 4,
+                    end: 5,
+                    count: 3,
+                    reverse: false,
+                },
+            ],
+        };
+        let got: Vec<(usize, u64)> = entry.schedule().collect();
+        let want = vec![
+            (0, 0),
+            (1, 1),
+            (2, 1),
+            (1, 0),
+            (2, 0),
+            (3, 0),
+            (4, 0),
+            (4, 1),
+            (4, 2),
+            (5, 0),
+        ];
+        assert_eq!(got, want);
+    }
 }

@@ -368,9 +368,8 @@ impl GpuEngine {
                 label: Some(&entry.name),
                 timestamp_writes: None,
             });
-            let schedule = entry.schedule();
-            for (((index, _), p), group) in schedule.iter().zip(&params).zip(bind_groups) {
-                let launch = &entry.launches[*index];
+            for (((index, _), p), group) in entry.schedule().zip(&params).zip(bind_groups) {
+                let launch = &entry.launches[index];
                 let Some((x, y)) = p.grid else { continue };
                 let pipeline = self.pipelines.get(launch.kernel).ok_or_else(|| {
                     GpuError::Device(format!("no pipeline for kernel #{}", launch.kernel))
@@ -537,9 +536,8 @@ impl GpuEngine {
     ) -> Result<Vec<LaunchParams>, GpuError> {
         let batch32 = u32::try_from(batch).map_err(|_| too_large("the batch", batch, 0))?;
         let max_dim = self.gpu.limits.max_compute_workgroups_per_dimension;
-        let schedule = entry.schedule();
-        let mut all = Vec::with_capacity(schedule.len());
-        for (index, t) in schedule {
+        let mut all = Vec::with_capacity(entry.launches.len());
+        for (index, t) in entry.schedule() {
             let launch = &entry.launches[index];
             let kernel = manifest
                 .kernels
@@ -592,7 +590,7 @@ impl GpuEngine {
         if memory.bind_groups.contains_key(&entry_index) {
             return Ok(());
         }
-        let groups = (0..entry.schedule().len())
+        let groups = (0..entry.schedule().count())
             .map(|i| {
                 self.gpu
                     .device
