@@ -44,6 +44,16 @@ fn at(e: Extent) -> u64 {
     e.fixed + e.per_batch * STATS_BATCH
 }
 
+/// Bytes of buffer `b` at [`STATS_BATCH`].
+fn buffer_bytes(l: &Lowered, b: usize) -> u64 {
+    let buf = &l.buffers[b];
+    buf.shape
+        .iter()
+        .map(|d| d.resolve(STATS_BATCH))
+        .product::<u64>()
+        * buf.dtype.size_bytes()
+}
+
 /// How many times launch `i` runs per entry run.
 fn runs(l: &Lowered, i: usize) -> u64 {
     l.loops
@@ -58,21 +68,10 @@ pub fn bytes_moved(l: &Lowered) -> u64 {
         .iter()
         .enumerate()
         .map(|(i, launch)| {
-            runs(l, i) * {
-                let mut seen = launch.bindings.clone();
-                seen.sort();
-                seen.dedup();
-                seen.iter()
-                    .map(|b| {
-                        let buf = &l.buffers[*b];
-                        buf.shape
-                            .iter()
-                            .map(|d| d.resolve(STATS_BATCH))
-                            .product::<u64>()
-                            * buf.dtype.size_bytes()
-                    })
-                    .sum::<u64>()
-            }
+            let mut seen = launch.bindings.clone();
+            seen.sort();
+            seen.dedup();
+            runs(l, i) * seen.iter().map(|b| buffer_bytes(l, *b)).sum::<u64>()
         })
         .sum()
 }
@@ -99,13 +98,8 @@ fn naive_sum(l: &Lowered, plan: &MemoryPlan) -> u64 {
         .iter()
         .enumerate()
         .filter(|(b, _)| plan.lifetimes[*b].is_some())
-        .map(|(b, buf)| {
-            let bytes: u64 = buf
-                .shape
-                .iter()
-                .map(|d| d.resolve(STATS_BATCH))
-                .product::<u64>()
-                * buf.dtype.size_bytes();
+        .map(|(b, _)| {
+            let bytes = buffer_bytes(l, b);
             let steps = match loop_of[b] {
                 Some(Some(lp)) => l.loops[lp].count,
                 _ => 1,
