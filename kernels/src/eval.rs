@@ -35,6 +35,13 @@ pub fn eval_kernel(
     batch: u64,
 ) -> Result<(), KernelError> {
     kernel.validate()?;
+    if let KernelBody::Parts(parts) = &kernel.body {
+        // Independent parts: any order gives the same buffers.
+        for i in 0..parts.len() {
+            eval_kernel(&kernel.part(i), buffers, batch)?;
+        }
+        return Ok(());
+    }
     let eval = Evaluator::new(kernel, buffers, batch)?;
     match &kernel.body {
         KernelBody::Map { space, stores } => eval.map(space, stores),
@@ -46,6 +53,7 @@ pub fn eval_kernel(
             out,
         } => eval.reduce(space, reduce, *op, value, out),
         KernelBody::Contract(c) => eval.contract(c),
+        KernelBody::Parts(_) => unreachable!("handled above"),
     }
 }
 

@@ -301,6 +301,28 @@ impl Expr {
         }
     }
 
+    /// Renames every buffer slot the expression loads from with `f`.
+    pub fn remap_slots(&mut self, f: &impl Fn(usize) -> usize) {
+        match self {
+            Expr::Load { buf, .. } => *buf = f(*buf),
+            Expr::Const(_) | Expr::Acc | Expr::IndexValue(_) => {}
+            Expr::Unary(_, x) | Expr::Uniform { step: x, .. } => x.remap_slots(f),
+            Expr::Binary(_, a, b) => {
+                a.remap_slots(f);
+                b.remap_slots(f);
+            }
+            Expr::Select {
+                cond,
+                then,
+                otherwise,
+            } => {
+                cond.remap_slots(f);
+                then.remap_slots(f);
+                otherwise.remap_slots(f);
+            }
+        }
+    }
+
     fn uses_acc(&self) -> bool {
         match self {
             Expr::Acc => true,
@@ -413,6 +435,87 @@ pub enum KernelBody {
         out: Store,
     },
     Contract(Contraction),
+    /// Independent bodies run by one launch: multi-output (horizontal) fusion, as in
+    /// XLA's sibling and horizontal fusion. No part reads or writes a buffer slot that
+    /// another part writes, so the parts may run in any order or at the same time; each
+    /// keeps its own iteration space. Parts are never nested.
+    Parts(Vec<KernelBody>),
+}
+
+impl KernelBody {
+    /// The bodies a launch runs: the parts of [`KernelBody::Parts`], else the body itself.
+    pub fn bodies(&self) -> &[KernelBody] {
+        match self {
+            KernelBody::Parts(parts) => parts,
+            body => std::slice::from_ref(body),
+        }
+    }
+
+    /// Renames every buffer slot the body loads from or stores to with `f`.
+    pub fn remap_slots(&mut self, f: &impl Fn(usize) -> usize) {
+        match self {
+            KernelBody::Map { stores, .. } => {
+                for s in stores {
+                    s.buf = f(s.buf);
+                    s.value.remap_slots(f);
+                }
+            }
+            KernelBody::Reduce { value, out, .. } => {
+                value.remap_slots(f);
+                out.buf = f(out.buf);
+                out.value.remap_slots(f);
+            }
+            KernelBody::Contract(c) => {
+                c.a.buf = f(c.a.buf);
+                c.b.buf = f(c.b.buf);
+                c.out = f(c.out);
+                c.epilogue.remap_slots(f);
+            }
+            KernelBody::Parts(parts) => parts.iter_mut().for_each(|p| p.remap_slots(f)),
+        }
+    }
+
+    /// Buffer slots this body stores to (a contraction's output included).
+    pub fn written_slots(&self) -> Vec<usize> {
+        let mut slots: Vec<usize> = Vec::new();
+        for body in self.bodies() {
+            match body {
+                KernelBody::Map { stores, .. } => slots.extend(stores.iter().map(|s| s.buf)),
+                KernelBody::Reduce { out, .. } => slots.push(out.buf),
+                KernelBody::Contract(c) => slots.push(c.out),
+                KernelBody::Parts(_) => {}
+            }
+        }
+        slots.sort_unstable();
+        slots.dedup();
+        slots
+    }
+
+    /// Buffer slots this body loads from (contraction operands included).
+    pub fn read_slots(&self) -> Vec<usize> {
+        let mut slots: Vec<usize> = Vec::new();
+        let mut mark = |b: usize, _: &Index| slots.push(b);
+        for body in self.bodies() {
+            match body {
+                KernelBody::Map { stores, .. } => {
+                    stores.iter().for_each(|s| s.value.visit_loads(&mut mark))
+                }
+                KernelBody::Reduce { value, out, .. } => {
+                    value.visit_loads(&mut mark);
+                    out.value.visit_loads(&mut mark);
+                }
+                KernelBody::Contract(c) => {
+                    mark(c.a.buf, &c.a.offset);
+                    mark(c.b.buf, &c.b.offset);
+                    c.epilogue.visit_loads(&mut mark);
+                }
+                KernelBody::Parts(_) => {}
+            }
+        }
+        slots.sort_unstable();
+        slots.dedup();
+        slots
+    }
 }
 
 /// One kernel: writes its outputs over an iteration space.
@@ -433,15 +536,41 @@ pub struct KernelError {
 }
 
 impl Kernel {
-    /// The iteration space whose outermost dimension the runtime splits into row ranges.
-    pub fn space(&self) -> Vec<Dim> {
+    /// The number of bodies a launch of this kernel runs (1 unless it has parts).
+    pub fn part_count(&self) -> usize {
+        self.body.bodies().len()
+    }
+
+    /// Part `i` as a kernel of its own: the same buffer table, the body of that part, and
+    /// the name [`Kernel::part_name`]. A kernel without parts is its own part 0.
+    pub fn part(&self, i: usize) -> Kernel {
         match &self.body {
-            KernelBody::Map { space, .. } | KernelBody::Reduce { space, .. } => space.clone(),
-            KernelBody::Contract(c) => c.space(),
+            KernelBody::Parts(parts) => Kernel {
+                name: Kernel::part_name(&self.name, i),
+                buffers: self.buffers.clone(),
+                body: parts[i].clone(),
+            },
+            _ => self.clone(),
         }
     }
 
-    /// Checks the invariants listed in the module docs.
+    /// The name of part `i` of kernel `name` (the name of its CPU function).
+    pub fn part_name(name: &str, i: usize) -> String {
+        format!("{name}__part{i}")
+    }
+
+    /// The names of the kernel's CPU functions, one per part in order: its own name when
+    /// it has no parts.
+    pub fn function_names(&self) -> Vec<String> {
+        match &self.body {
+            KernelBody::Parts(parts) => (0..parts.len())
+                .map(|i| Kernel::part_name(&self.name, i))
+                .collect(),
+            _ => vec![self.name.clone()],
+        }
+    }
+
+    /// Checks the invariants listed in the module docs (and, for parts, their independence).
     pub fn validate(&self) -> Result<(), KernelError> {
         let err = |message: String| KernelError {
             kernel: self.name.clone(),
@@ -459,6 +588,41 @@ impl Kernel {
         if !valid_name {
             return Err(err(format!("`{}` is not an identifier", self.name)));
         }
+        let parts = self.body.bodies();
+        if let KernelBody::Parts(_) = &self.body {
+            if parts.len() < 2 {
+                return Err(err(format!(
+                    "{} part(s): parts need at least 2",
+                    parts.len()
+                )));
+            }
+            for (i, part) in parts.iter().enumerate() {
+                if let KernelBody::Parts(_) = part {
+                    return Err(err(format!("part {i} has parts of its own")));
+                }
+                let writes = part.written_slots();
+                for (j, other) in parts.iter().enumerate().filter(|(j, _)| *j != i) {
+                    let touched = [other.read_slots(), other.written_slots()].concat();
+                    if let Some(s) = writes.iter().find(|s| touched.contains(s)) {
+                        let name = self.buffers.get(*s).map_or("?", |b| b.name.as_str());
+                        return Err(err(format!(
+                            "part {i} writes `{name}`, which part {j} also uses"
+                        )));
+                    }
+                }
+            }
+        }
+        for body in parts {
+            self.validate_body(body, &err)?;
+        }
+        Ok(())
+    }
+
+    fn validate_body(
+        &self,
+        body: &KernelBody,
+        err: &impl Fn(String) -> KernelError,
+    ) -> Result<(), KernelError> {
         let check_expr = |e: &Expr, nvars: usize, acc_ok: bool| -> Result<(), KernelError> {
             if !acc_ok && e.uses_acc() {
                 return Err(err("`acc` outside an epilogue".into()));
@@ -497,7 +661,8 @@ impl Kernel {
             }
             check_expr(&s.value, nvars, acc_ok)
         };
-        match &self.body {
+        match body {
+            KernelBody::Parts(_) => return Err(err("nested parts".into())),
             KernelBody::Map { space, stores } => {
                 if stores.is_empty() {
                     return Err(err("a map with no stores".into()));

@@ -130,77 +130,90 @@ impl Display for Kernel {
             .to_string()
         };
         let name = |b: usize| self.buffers.get(b).map_or("?", |d| d.name.as_str());
-        match &self.body {
-            KernelBody::Map { space, stores } => {
-                writeln!(
-                    f,
-                    "kernel {} map {} ({}) {{",
-                    self.name,
-                    dims(space),
-                    params.join(", ")
-                )?;
-                for s in stores {
-                    writeln!(
-                        f,
-                        "  {}[{}] = {}",
-                        name(s.buf),
-                        IndexText(&s.index),
-                        e(&s.value)
-                    )?;
+        let body_text = |body: &KernelBody, pad: &str| -> (String, Vec<String>) {
+            match body {
+                KernelBody::Map { space, stores } => (
+                    format!("map {}", dims(space)),
+                    stores
+                        .iter()
+                        .map(|s| {
+                            format!(
+                                "{pad}{}[{}] = {}",
+                                name(s.buf),
+                                IndexText(&s.index),
+                                e(&s.value)
+                            )
+                        })
+                        .collect(),
+                ),
+                KernelBody::Reduce {
+                    space,
+                    reduce,
+                    op,
+                    value,
+                    out,
+                } => (
+                    format!("reduce {} over {}", dims(space), dims(reduce)),
+                    vec![
+                        format!(
+                            "{pad}acc = {}({})",
+                            format!("{op:?}").to_lowercase(),
+                            e(value)
+                        ),
+                        format!(
+                            "{pad}{}[{}] = {}",
+                            name(out.buf),
+                            IndexText(&out.index),
+                            e(&out.value)
+                        ),
+                    ],
+                ),
+                KernelBody::Contract(c) => {
+                    let mut lines: Vec<String> = [("a", &c.a), ("b", &c.b)]
+                        .iter()
+                        .map(|(label, op)| {
+                            format!(
+                                "{pad}{label} = {}[{} + row * {} + col * {}]",
+                                name(op.buf),
+                                IndexText(&op.offset),
+                                IndexText(&op.row_stride),
+                                IndexText(&op.col_stride)
+                            )
+                        })
+                        .collect();
+                    lines.push(format!("{pad}acc = sum_k a[m, k] * b[k, n]"));
+                    lines.push(format!(
+                        "{pad}{}[row-major] = {}",
+                        name(c.out),
+                        e(&c.epilogue)
+                    ));
+                    (
+                        format!(
+                            "contract batch {} m {} n {} k {}",
+                            dims(&c.batch),
+                            c.m,
+                            c.n,
+                            c.k
+                        ),
+                        lines,
+                    )
                 }
+                KernelBody::Parts(parts) => (format!("parts {}", parts.len()), Vec::new()),
             }
-            KernelBody::Reduce {
-                space,
-                reduce,
-                op,
-                value,
-                out,
-            } => {
-                writeln!(
-                    f,
-                    "kernel {} reduce {} over {} ({}) {{",
-                    self.name,
-                    dims(space),
-                    dims(reduce),
-                    params.join(", ")
-                )?;
-                writeln!(
-                    f,
-                    "  acc = {}({})",
-                    format!("{op:?}").to_lowercase(),
-                    e(value)
-                )?;
-                writeln!(
-                    f,
-                    "  {}[{}] = {}",
-                    name(out.buf),
-                    IndexText(&out.index),
-                    e(&out.value)
-                )?;
-            }
-            KernelBody::Contract(c) => {
-                writeln!(
-                    f,
-                    "kernel {} contract batch {} m {} n {} k {} ({}) {{",
-                    self.name,
-                    dims(&c.batch),
-                    c.m,
-                    c.n,
-                    c.k,
-                    params.join(", ")
-                )?;
-                for (label, op) in [("a", &c.a), ("b", &c.b)] {
-                    writeln!(
-                        f,
-                        "  {label} = {}[{} + row * {} + col * {}]",
-                        name(op.buf),
-                        IndexText(&op.offset),
-                        IndexText(&op.row_stride),
-                        IndexText(&op.col_stride)
-                    )?;
+        };
+        let (kind, lines) = body_text(&self.body, "  ");
+        writeln!(f, "kernel {} {kind} ({}) {{", self.name, params.join(", "))?;
+        for line in lines {
+            writeln!(f, "{line}")?;
+        }
+        if let KernelBody::Parts(parts) = &self.body {
+            for (i, part) in parts.iter().enumerate() {
+                let (kind, lines) = body_text(part, "    ");
+                writeln!(f, "  part {i} {kind} {{")?;
+                for line in lines {
+                    writeln!(f, "{line}")?;
                 }
-                writeln!(f, "  acc = sum_k a[m, k] * b[k, n]")?;
-                writeln!(f, "  {}[row-major] = {}", name(c.out), e(&c.epilogue))?;
+                writeln!(f, "  }}")?;
             }
         }
         f.write_str("}\n")

@@ -127,6 +127,20 @@ pub enum ArtifactError {
         operand: String,
         out: String,
     },
+    #[error(
+        "entry `{entry}`, launch {launch}: part {} of kernel `{kernel}` writes `{written}`, \
+         which overlaps `{used}` of part {}",
+        parts.0,
+        parts.1
+    )]
+    AliasedParts {
+        entry: String,
+        launch: usize,
+        kernel: String,
+        parts: (usize, usize),
+        written: String,
+        used: String,
+    },
     #[error("buffer `{buffer}` has the batch dimension more than once")]
     RepeatedBatch { buffer: String },
     #[error("persistent buffer `{buffer}` has a batch dimension")]
@@ -158,8 +172,8 @@ pub enum ArtifactError {
     DuplicateWeightKey { key: String },
     #[error("artifact's weights: {0}")]
     Weights(#[from] WeightsError),
-    #[error("the CLIF section defines no function `%{kernel}` for kernel `{kernel}`")]
-    MissingFunction { kernel: String },
+    #[error("the CLIF section defines no function `%{function}` for kernel `{kernel}`")]
+    MissingFunction { function: String, kernel: String },
     #[error("the WGSL section has no module for kernel `{kernel}`")]
     MissingWgslModule { kernel: String },
 }

@@ -75,8 +75,9 @@ impl Backend {
 /// What runs the kernels.
 enum Engine {
     Cpu {
-        /// Compiled code of every kernel, by kernel position; valid while `code` lives.
-        functions: Vec<KernelFn>,
+        /// Compiled code of every kernel (one function per part), by kernel position;
+        /// valid while `code` lives.
+        functions: Vec<Vec<KernelFn>>,
         code: JitCode,
         arena: Vec<ArenaLine>,
     },
@@ -157,10 +158,13 @@ fn cpu_engine(artifact: &Artifact, manifest: &Manifest) -> Result<Engine, Sessio
             .kernels
             .iter()
             .map(|k| {
-                code.get(&k.name)
-                    .ok_or_else(|| SessionError::MissingFunction {
-                        kernel: k.name.clone(),
+                k.function_names()
+                    .into_iter()
+                    .map(|name| {
+                        code.get(&name)
+                            .ok_or(SessionError::MissingFunction { kernel: name })
                     })
+                    .collect::<Result<Vec<_>, _>>()
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Engine::Cpu {
@@ -351,8 +355,9 @@ impl Session {
                 .kernels
                 .get(launch.kernel)
                 .ok_or_else(|| internal(format!("no kernel #{}", launch.kernel)))?;
-            let f = *functions
+            let f = functions
                 .get(launch.kernel)
+                .filter(|fns| fns.len() == kernel.part_count())
                 .ok_or_else(|| internal(format!("no code for kernel `{}`", kernel.name)))?;
             let mut pointers = Vec::with_capacity(launch.bindings.len());
             for &bound in &launch.bindings {

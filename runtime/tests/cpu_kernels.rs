@@ -22,7 +22,11 @@ fn run_cpu(
 ) -> Vec<Vec<f64>> {
     let text = emit_clif(std::slice::from_ref(kernel)).unwrap();
     let code = JitCode::compile(&text).unwrap();
-    let f = code.get(&kernel.name).unwrap();
+    let f: Vec<_> = kernel
+        .function_names()
+        .iter()
+        .map(|name| code.get(name).unwrap())
+        .collect();
     let mut storage: Vec<Vec<u32>> = kernel
         .buffers
         .iter()
@@ -34,8 +38,8 @@ fn run_cpu(
     // reference run on the same data), and `f` was compiled from `kernel` by `code`, alive.
     unsafe {
         match options {
-            Some(o) => launch_with(kernel, f, &ptrs, batch, o),
-            None => launch(kernel, f, &ptrs, batch),
+            Some(o) => launch_with(kernel, &f, &ptrs, batch, o),
+            None => launch(kernel, &f, &ptrs, batch),
         }
     }
     kernel

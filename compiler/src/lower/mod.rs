@@ -11,9 +11,11 @@
 //! Launch order is the graph's topological order of the kernel roots, except for the
 //! optimizer updates: each update group (see [`fuse`], rule `update-group`) is launched
 //! as soon as its inputs exist and every kernel reading the old values has run, so the
-//! gradients it consumes die early.
+//! gradients it consumes die early. Then [`group`] launches kernels that do not depend
+//! on each other together, as one kernel with parts (horizontal fusion).
 
 pub mod fuse;
+mod group;
 mod kernels_of;
 pub mod print;
 mod scan_loop;
@@ -145,7 +147,9 @@ struct UpdateGroup {
 pub fn lower(graph: &Graph) -> Result<Lowered, LowerError> {
     let mut fusion = fuse::plan_fusion(graph);
     let groups = update_groups(graph, &mut fusion);
-    lower_with(graph, fusion, groups)
+    let mut lowered = lower_with(graph, fusion, groups)?;
+    group::group_independent(&mut lowered)?;
+    Ok(lowered)
 }
 
 /// Lowers with one kernel per op: no inlining, no epilogues (the reference the fused

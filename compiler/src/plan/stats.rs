@@ -4,8 +4,9 @@
 //!
 //! Bytes moved is a model: every launch reads or writes each buffer it binds once,
 //! whole (a kernel reading a buffer at several points still streams it once through
-//! cache), and a launch in a loop (a scan's body) runs once per step. "Unfused" is the
-//! same graph lowered one kernel per op.
+//! cache), each part of a kernel with parts on its own (parts are separate loop nests),
+//! and a launch in a loop (a scan's body) runs once per step. "Unfused" is the same
+//! graph lowered one kernel per op.
 //!
 //! The naive sums count one buffer per value computed: a buffer used only inside a loop
 //! holds a new value every step, so it counts once per step, as if the loop were
@@ -28,6 +29,8 @@ pub struct EntryStats {
     pub ops_after: usize,
     pub kernels_unfused: usize,
     pub kernels: usize,
+    /// Loop nests of the fused kernels (a kernel with parts has one per part).
+    pub loop_nests: usize,
     pub bytes_moved_unfused: u64,
     pub bytes_moved: u64,
     pub arena: u64,
@@ -68,10 +71,18 @@ pub fn bytes_moved(l: &Lowered) -> u64 {
         .iter()
         .enumerate()
         .map(|(i, launch)| {
-            let mut seen = launch.bindings.clone();
-            seen.sort();
-            seen.dedup();
-            runs(l, i) * seen.iter().map(|b| buffer_bytes(l, *b)).sum::<u64>()
+            let parts = l.kernels[launch.kernel].body.bodies();
+            let per_part = parts.iter().map(|part| {
+                let mut seen: Vec<usize> = [part.read_slots(), part.written_slots()]
+                    .concat()
+                    .into_iter()
+                    .map(|s| launch.bindings[s])
+                    .collect();
+                seen.sort();
+                seen.dedup();
+                seen.iter().map(|b| buffer_bytes(l, *b)).sum::<u64>()
+            });
+            runs(l, i) * per_part.sum::<u64>()
         })
         .sum()
 }
@@ -125,6 +136,7 @@ pub fn entry_stats(
         ops_after: graph.len(),
         kernels_unfused: unfused.kernels.len(),
         kernels: lowered.kernels.len(),
+        loop_nests: lowered.kernels.iter().map(|k| k.part_count()).sum(),
         bytes_moved_unfused: bytes_moved(&unfused),
         bytes_moved: bytes_moved(lowered),
         arena: at(plan.arena),
@@ -152,8 +164,8 @@ pub fn print_stats(stats: &[EntryStats]) -> String {
         );
         let _ = writeln!(
             out,
-            "  kernels:      {} unfused, {} fused",
-            s.kernels_unfused, s.kernels
+            "  kernels:      {} unfused, {} fused ({} loop nests)",
+            s.kernels_unfused, s.kernels, s.loop_nests
         );
         let _ = writeln!(
             out,

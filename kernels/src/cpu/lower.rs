@@ -79,6 +79,8 @@ fn used_slots(kernel: &Kernel) -> Vec<usize> {
             mark(c.out, &Index::Const(0));
             c.epilogue.visit_loads(&mut mark);
         }
+        // Emitted one function per part (`Kernel::part`): never lowered whole.
+        KernelBody::Parts(_) => {}
     }
     (0..used.len()).filter(|&s| used[s]).collect()
 }
@@ -137,6 +139,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 let out_index = Index::row_major(&vars, &space);
                 self.rows(&space, start, end, &mut |l| l.epilogue_point(c, &out_index))
             }
+            KernelBody::Parts(_) => Err(self.error("parts are emitted one function each")),
         }
     }
 

@@ -55,9 +55,14 @@ use cranelift_codegen::settings;
 pub fn emit_clif(kernels: &[Kernel]) -> Result<String, KernelError> {
     let mut text = String::new();
     for kernel in kernels {
-        let func = emit_function(kernel)?;
-        text.push_str(&func.display().to_string());
-        text.push('\n');
+        kernel.validate()?;
+        // A kernel with parts is one function per part (see `Kernel::part`); the
+        // runtime runs them all in one launch.
+        for i in 0..kernel.part_count() {
+            let func = emit_function(&kernel.part(i))?;
+            text.push_str(&func.display().to_string());
+            text.push('\n');
+        }
     }
     Ok(text)
 }
@@ -118,6 +123,7 @@ fn check_cpu_constraints(kernel: &Kernel) -> Result<(), KernelError> {
     let mut indices: Vec<&Index> = Vec::new();
     let mut exprs: Vec<&Expr> = Vec::new();
     match &kernel.body {
+        KernelBody::Parts(_) => return Err(err("parts are emitted one function each".into())),
         KernelBody::Map { stores, .. } => {
             for s in stores {
                 indices.push(&s.index);

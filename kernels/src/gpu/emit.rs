@@ -2,7 +2,7 @@
 //! [`Strategy`], index arithmetic and scalar expressions (the conventions are in the
 //! parent module's docs).
 
-use super::{Strategy, TILE, WORKGROUP_SIZE, strategy};
+use super::{Strategy, TILE, WORKGROUP_SIZE, body_strategy, strategy};
 use crate::ir::{
     BinaryOp, Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError, ReduceOp, ScalarType,
     Store, UnaryOp,
@@ -153,33 +153,97 @@ pub(super) fn emit_module(kernel: &Kernel) -> EmitResult<String> {
         temps: 0,
         vars: 0,
         memo: Memo::default(),
+        wg: "wg".to_string(),
+        strategies: BTreeSet::new(),
     };
-    let strategy = strategy(kernel);
-    match (&kernel.body, strategy) {
-        (KernelBody::Map { space, stores }, _) => w.map(space, stores)?,
-        (
-            KernelBody::Reduce {
-                space,
-                reduce,
-                op,
-                value,
-                out,
-            },
-            Strategy::ReduceLoop,
-        ) => w.reduce_loop(space, reduce, *op, value, out)?,
-        (
-            KernelBody::Reduce {
-                space,
-                reduce,
-                op,
-                value,
-                out,
-            },
-            _,
-        ) => w.reduce_tree(space, reduce, *op, value, out)?,
-        (KernelBody::Contract(c), _) => w.contract(c)?,
+    match &kernel.body {
+        KernelBody::Parts(parts) => w.parts(parts)?,
+        body => w.body(body)?,
     }
-    Ok(w.finish(strategy))
+    Ok(w.finish(strategy(kernel)))
+}
+
+impl Writer<'_> {
+    /// One body (not parts) with its strategy, on the workgroups numbered from `self.wg`.
+    fn body(&mut self, body: &KernelBody) -> EmitResult<()> {
+        let strategy = body_strategy(body);
+        self.strategies.insert(strategy);
+        match (body, strategy) {
+            (KernelBody::Parts(_), _) => return Err(self.error("nested parts")),
+            (KernelBody::Map { space, stores }, _) => self.map(space, stores)?,
+            (
+                KernelBody::Reduce {
+                    space,
+                    reduce,
+                    op,
+                    value,
+                    out,
+                },
+                Strategy::ReduceLoop,
+            ) => self.reduce_loop(space, reduce, *op, value, out)?,
+            (
+                KernelBody::Reduce {
+                    space,
+                    reduce,
+                    op,
+                    value,
+                    out,
+                },
+                _,
+            ) => self.reduce_tree(space, reduce, *op, value, out)?,
+            (KernelBody::Contract(c), _) => self.contract(c)?,
+        }
+        Ok(())
+    }
+
+    /// The parts of a kernel: part `i` runs on the next `workgroups(part i)` workgroups
+    /// of the grid, renumbered from 0 (see the parent module's docs).
+    fn parts(&mut self, parts: &[KernelBody]) -> EmitResult<()> {
+        let mut ends: Vec<String> = Vec::new();
+        for part in parts {
+            let count = self.workgroup_count(part)?;
+            let end = match ends.last() {
+                Some(prev) => format!("{prev} + {count}"),
+                None => count,
+            };
+            let name = self.bind("part_end", &end);
+            ends.push(name);
+        }
+        for (i, part) in parts.iter().enumerate() {
+            let open = if i == 0 { "if" } else { "} else if" };
+            self.line(&format!("{open} (wg < {}) {{", ends[i]));
+            self.indent += 1;
+            self.wg = match i {
+                0 => "wg".to_string(),
+                _ => self.bind("wg", &format!("wg - {}", ends[i - 1])),
+            };
+            self.memo = Memo::default();
+            self.vars = 0;
+            self.body(part)?;
+            self.indent -= 1;
+        }
+        self.line("}");
+        Ok(())
+    }
+
+    /// The `u32` expression of the number of workgroups `body` needs (as
+    /// [`super::workgroups`]).
+    fn workgroup_count(&mut self, body: &KernelBody) -> EmitResult<String> {
+        Ok(match (body, body_strategy(body)) {
+            (KernelBody::Map { space, .. }, _)
+            | (KernelBody::Reduce { space, .. }, Strategy::ReduceLoop) => {
+                let n = self.count(space);
+                format!("(({n} + {}u) / {WORKGROUP_SIZE}u)", WORKGROUP_SIZE - 1)
+            }
+            (KernelBody::Reduce { space, .. }, _) => self.count(space),
+            (KernelBody::Contract(c), _) => {
+                let batches = self.count(&c.batch);
+                let tiles = |d: Dim| format!("(({} + {}u) / {TILE}u)", extent_u32(d), TILE - 1);
+                format!("({batches} * {} * {})", tiles(c.m), tiles(c.n))
+            }
+            (KernelBody::Parts(_), _) => return Err(self.error("nested parts")),
+        })
+    }
 }
 
 /// The constraints this emitter adds to [`Kernel::validate`] (see the module docs).
@@ -188,7 +252,10 @@ fn check_gpu_constraints(kernel: &Kernel) -> EmitResult<()> {
         kernel: kernel.name.clone(),
         message,
     };
-    if let KernelBody::Contract(c) = &kernel.body {
+    for body in kernel.body.bodies() {
+        let KernelBody::Contract(c) = body else {
+            continue;
+        };
         for op in [&c.a, &c.b] {
             if kernel.buffers[op.buf].dtype != ScalarType::F32 {
                 return Err(err(format!(
@@ -222,6 +289,10 @@ struct Writer<'k> {
     /// Loop variables in scope (`x0..x{vars}`).
     vars: usize,
     memo: Memo,
+    /// The `u32` name of the linear workgroup index the current body counts from.
+    wg: String,
+    /// The strategies of the bodies emitted, for the workgroup memory they need.
+    strategies: BTreeSet<Strategy>,
 }
 
 impl Writer<'_> {
@@ -242,8 +313,13 @@ impl Writer<'_> {
 
     /// Binds `value` to a fresh name with prefix `prefix` and returns the name.
     fn bind(&mut self, prefix: &str, value: &str) -> String {
-        let name = format!("{prefix}{}", self.temps);
+        let mut name = format!("{prefix}{}", self.temps);
         self.temps += 1;
+        // `i` + 32 would shadow the type `i32` (and `f` + 32, `u` + 32, ...).
+        while matches!(name.as_str(), "i32" | "u32" | "f32" | "f16" | "i64" | "u64") {
+            name = format!("{prefix}{}", self.temps);
+            self.temps += 1;
+        }
         self.line(&format!("let {name} = {value};"));
         name
     }
@@ -279,12 +355,10 @@ impl Writer<'_> {
 
     fn map(&mut self, space: &[Dim], stores: &[Store]) -> EmitResult<()> {
         let total = self.count(space);
-        self.line(&format!(
-            "let point = (wid.y * nwg.x + wid.x) * {WORKGROUP_SIZE}u + lid;"
-        ));
-        self.line(&format!("if (point >= {total}) {{"));
-        self.line("    return;");
-        self.line("}");
+        let wg = self.wg.clone();
+        self.line(&format!("let point = {wg} * {WORKGROUP_SIZE}u + lid;"));
+        self.line(&format!("if (point < {total}) {{"));
+        self.indent += 1;
         self.coordinates("point", space, 0);
         let values = stores
             .iter()
@@ -293,6 +367,8 @@ impl Writer<'_> {
         for (s, v) in stores.iter().zip(values) {
             self.store(s.buf, &s.index, &v)?;
         }
+        self.indent -= 1;
+        self.line("}");
         Ok(())
     }
 
@@ -348,16 +424,17 @@ impl Writer<'_> {
         out: &Store,
     ) -> EmitResult<()> {
         let total = self.count(space);
-        self.line(&format!(
-            "let point = (wid.y * nwg.x + wid.x) * {WORKGROUP_SIZE}u + lid;"
-        ));
-        self.line(&format!("if (point >= {total}) {{"));
-        self.line("    return;");
-        self.line("}");
+        let wg = self.wg.clone();
+        self.line(&format!("let point = {wg} * {WORKGROUP_SIZE}u + lid;"));
+        self.line(&format!("if (point < {total}) {{"));
+        self.indent += 1;
         self.coordinates("point", space, 0);
         self.fold_loop(reduce, op, value, "0u", "1u")?;
         let v = self.expr(&out.value, Some("acc"))?;
-        self.store(out.buf, &out.index, &v)
+        self.store(out.buf, &out.index, &v)?;
+        self.indent -= 1;
+        self.line("}");
+        Ok(())
     }
 
     fn reduce_tree(
@@ -371,7 +448,8 @@ impl Writer<'_> {
         let total = self.count(space);
         // The workgroup's output point is uniform across it; surplus workgroups of the
         // folded grid compute nothing but still meet every barrier.
-        self.line("let point = wid.y * nwg.x + wid.x;");
+        let wg = self.wg.clone();
+        self.line(&format!("let point = {wg};"));
         self.line(&format!("let live = point < {total};"));
         self.coordinates("select(0u, point, live)", space, 0);
         self.line(&format!("var part: f32 = {};", f32_literal(op.identity())));
@@ -413,15 +491,19 @@ impl Writer<'_> {
         let batches = self.count(&c.batch);
         self.line(&format!("let tiles_n = u32({n} + {}) / {TILE}u;", TILE - 1));
         self.line(&format!("let tiles_m = u32({m} + {}) / {TILE}u;", TILE - 1));
-        self.line("let tile = wid.y * nwg.x + wid.x;");
+        let wg = self.wg.clone();
+        self.line(&format!("let tile = {wg};"));
+        // The tile's invocation: the linear local index cut in rows of TILE.
+        self.line(&format!("let lx = lid % {TILE}u;"));
+        self.line(&format!("let ly = lid / {TILE}u;"));
         self.line("let tile_col = tile % tiles_n;");
         self.line("let tile_row = (tile / tiles_n) % tiles_m;");
         self.line("let flat_batch = tile / tiles_n / tiles_m;");
         // Uniform across the workgroup: surplus workgroups still meet every barrier.
         self.line(&format!("let live = flat_batch < {batches};"));
         self.coordinates("select(0u, flat_batch, live)", &c.batch, 0);
-        self.line(&format!("let row = i32(tile_row * {TILE}u + lid.y);"));
-        self.line(&format!("let col = i32(tile_col * {TILE}u + lid.x);"));
+        self.line(&format!("let row = i32(tile_row * {TILE}u + ly);"));
+        self.line(&format!("let col = i32(tile_col * {TILE}u + lx);"));
         let operand = |w: &mut Self, o: &crate::ir::MatrixOperand| -> EmitResult<_> {
             Ok((
                 w.index(&o.offset)?,
@@ -440,21 +522,21 @@ impl Writer<'_> {
         ));
         self.indent += 1;
         for line in [
-            "let ka = k0 + i32(lid.x);".to_string(),
+            "let ka = k0 + i32(lx);".to_string(),
             "var a: f32 = 0.0;".to_string(),
             format!("if (live && row < {m} && ka < {k}) {{"),
             format!("    a = load{la}({a_off} + row * {a_rs} + ka * {a_cs});"),
             "}".to_string(),
-            "tile_a[lid.y][lid.x] = a;".to_string(),
-            "let kb = k0 + i32(lid.y);".to_string(),
+            "tile_a[ly][lx] = a;".to_string(),
+            "let kb = k0 + i32(ly);".to_string(),
             "var b: f32 = 0.0;".to_string(),
             format!("if (live && kb < {k} && col < {n}) {{"),
             format!("    b = load{lb}({b_off} + kb * {b_rs} + col * {b_cs});"),
             "}".to_string(),
-            "tile_b[lid.y][lid.x] = b;".to_string(),
+            "tile_b[ly][lx] = b;".to_string(),
             "workgroupBarrier();".to_string(),
             format!("for (var kk: u32 = 0u; kk < {TILE}u; kk = kk + 1u) {{"),
-            "    sum = sum + tile_a[lid.y][kk] * tile_b[kk][lid.x];".to_string(),
+            "    sum = sum + tile_a[ly][kk] * tile_b[kk][lx];".to_string(),
             "}".to_string(),
             "workgroupBarrier();".to_string(),
         ] {
@@ -689,13 +771,24 @@ impl Writer<'_> {
     fn finish(self, strategy: Strategy) -> String {
         let k = self.kernel;
         let mut s = String::new();
-        let what = match strategy {
+        let what = |strategy: Strategy| match strategy {
             Strategy::Map => "map, one invocation per point",
             Strategy::ReduceLoop => "reduction, one invocation per output point",
             Strategy::ReduceTree => "reduction, one workgroup per output point",
             Strategy::Contract => "contraction, one workgroup per output tile",
+            Strategy::Parts => "parts",
         };
-        let _ = writeln!(s, "// Strata kernel `{}`: {what}.", k.name);
+        match &k.body {
+            KernelBody::Parts(parts) => {
+                let _ = writeln!(s, "// Strata kernel `{}`: {} parts,", k.name, parts.len());
+                for (i, part) in parts.iter().enumerate() {
+                    let _ = writeln!(s, "// part {i}: {};", what(body_strategy(part)));
+                }
+            }
+            _ => {
+                let _ = writeln!(s, "// Strata kernel `{}`: {}.", k.name, what(strategy));
+            }
+        }
         s.push_str("struct Params {\n    batch: u32,\n");
         for (slot, b) in k.buffers.iter().enumerate() {
             let _ = writeln!(s, "    off{slot}: u32, // `{}`", b.name.replace('\n', " "));
@@ -703,18 +796,15 @@ impl Writer<'_> {
         s.push_str("}\n\n");
         s.push_str("@group(0) @binding(0) var<uniform> p: Params;\n");
         s.push_str("@group(0) @binding(1) var<storage, read_write> mem: array<u32>;\n");
-        match strategy {
-            Strategy::ReduceTree => {
-                let _ = writeln!(s, "var<workgroup> partial: array<f32, {WORKGROUP_SIZE}>;");
-            }
-            Strategy::Contract => {
-                let _ = writeln!(
-                    s,
-                    "var<workgroup> tile_a: array<array<f32, {TILE}>, {TILE}>;\n\
-                     var<workgroup> tile_b: array<array<f32, {TILE}>, {TILE}>;"
-                );
-            }
-            Strategy::Map | Strategy::ReduceLoop => {}
+        if self.strategies.contains(&Strategy::ReduceTree) {
+            let _ = writeln!(s, "var<workgroup> partial: array<f32, {WORKGROUP_SIZE}>;");
+        }
+        if self.strategies.contains(&Strategy::Contract) {
+            let _ = writeln!(
+                s,
+                "var<workgroup> tile_a: array<array<f32, {TILE}>, {TILE}>;\n\
+                 var<workgroup> tile_b: array<array<f32, {TILE}>, {TILE}>;"
+            );
         }
         for h in &self.helpers {
             s.push('\n');
@@ -741,25 +831,16 @@ impl Writer<'_> {
                 "\nfn store{slot}(i: i32, v: f32) {{\n    mem[p.off{slot} + u32(i)] = {write};\n}}\n"
             );
         }
-        let (size, local) = match strategy {
-            Strategy::Contract => (
-                format!("{TILE}, {TILE}"),
-                "@builtin(local_invocation_id) lid: vec3<u32>",
-            ),
-            _ => (
-                WORKGROUP_SIZE.to_string(),
-                "@builtin(local_invocation_index) lid: u32",
-            ),
-        };
         let _ = write!(
             s,
-            "\n@compute @workgroup_size({size})\n\
+            "\n@compute @workgroup_size({WORKGROUP_SIZE})\n\
              fn main(\n    \
                  @builtin(workgroup_id) wid: vec3<u32>,\n    \
                  @builtin(num_workgroups) nwg: vec3<u32>,\n    \
-                 {local},\n\
+                 @builtin(local_invocation_index) lid: u32,\n\
              ) {{\n    \
-                 let batch = i32(p.batch);\n"
+                 let batch = i32(p.batch);\n    \
+                 let wg = wid.y * nwg.x + wid.x;\n"
         );
         s.push_str(&self.body);
         s.push_str("}\n");

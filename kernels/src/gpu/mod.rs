@@ -38,6 +38,12 @@
 //! - Contract: [`TILE`]x[`TILE`] output tiles, one workgroup per tile (per batch
 //!   point); `A` and `B` stream through workgroup-memory tiles along `k`; each invocation
 //!   accumulates one output element in `f32` and applies the fused epilogue to it.
+//! - Parts ([`KernelBody::Parts`]): one dispatch for all of them. Part `i` gets the next
+//!   `workgroups(part i)` workgroups of the linear grid, and runs its own strategy on
+//!   them; the branch is on the workgroup id, uniform across a workgroup, so each
+//!   workgroup runs one part and its barriers stay in uniform control flow. Every
+//!   strategy uses [`WORKGROUP_SIZE`] invocations (a contraction's `TILE x TILE` tile is
+//!   the linear local index cut in rows of `TILE`), so the parts share one entry point.
 //!
 //! # Arithmetic
 //! Indices are `i32` (the runtime refuses memory of more than `i32::MAX` elements);
@@ -67,6 +73,10 @@ use crate::ir::{Dim, Kernel, KernelBody, KernelError};
 pub const WORKGROUP_SIZE: u32 = 256;
 /// Side of a contraction's output tile (the workgroup is `TILE x TILE`).
 pub const TILE: u32 = 16;
+const _: () = assert!(
+    TILE * TILE == WORKGROUP_SIZE,
+    "one workgroup size for every strategy"
+);
 /// Reductions of at least this many points per output use a workgroup per output.
 pub const TREE_REDUCE_MIN: u64 = 64;
 
@@ -74,7 +84,7 @@ pub const TREE_REDUCE_MIN: u64 = 64;
 const MODULE_MARKER: &str = "// @kernel ";
 
 /// How a kernel's work is cut into workgroups (see the module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Strategy {
     Map,
     /// One invocation per output point.
@@ -82,11 +92,19 @@ pub enum Strategy {
     /// One workgroup per output point.
     ReduceTree,
     Contract,
+    /// Each part of a [`KernelBody::Parts`] kernel with its own strategy, over its own
+    /// range of the workgroups.
+    Parts,
 }
 
 /// The strategy the emitter uses for `kernel`.
 pub fn strategy(kernel: &Kernel) -> Strategy {
-    match &kernel.body {
+    body_strategy(&kernel.body)
+}
+
+fn body_strategy(body: &KernelBody) -> Strategy {
+    match body {
+        KernelBody::Parts(_) => Strategy::Parts,
         KernelBody::Map { .. } => Strategy::Map,
         KernelBody::Reduce { reduce, .. } => {
             let fixed: Option<u64> = reduce.iter().try_fold(1u64, |acc, d| match d {
@@ -121,11 +139,18 @@ pub fn params(kernel: &Kernel, batch: u32, offsets: &[u32]) -> Vec<u32> {
 /// How many workgroups (linear, before folding) one launch of `kernel` at `batch` needs;
 /// `None` if the count overflows `u64`.
 pub fn workgroups(kernel: &Kernel, batch: u64) -> Option<u64> {
+    body_workgroups(&kernel.body, batch)
+}
+
+fn body_workgroups(body: &KernelBody, batch: u64) -> Option<u64> {
     let product = |dims: &[Dim]| {
         dims.iter()
             .try_fold(1u64, |acc, d| acc.checked_mul(d.resolve(batch)))
     };
-    match (&kernel.body, strategy(kernel)) {
+    match (body, body_strategy(body)) {
+        (KernelBody::Parts(parts), _) => parts
+            .iter()
+            .try_fold(0u64, |acc, p| acc.checked_add(body_workgroups(p, batch)?)),
         (KernelBody::Map { space, .. }, _)
         | (KernelBody::Reduce { space, .. }, Strategy::ReduceLoop) => {
             Some(product(space)?.div_ceil(u64::from(WORKGROUP_SIZE)))
@@ -143,11 +168,18 @@ pub fn workgroups(kernel: &Kernel, batch: u64) -> Option<u64> {
 /// The largest number of invocations (or of points of a reduction's folded space) one
 /// launch indexes with a `u32`, so the runtime can refuse a batch that would overflow it.
 pub fn points(kernel: &Kernel, batch: u64) -> Option<u64> {
+    body_points(&kernel.body, batch)
+}
+
+fn body_points(body: &KernelBody, batch: u64) -> Option<u64> {
     let product = |dims: &[Dim]| {
         dims.iter()
             .try_fold(1u64, |acc, d| acc.checked_mul(d.resolve(batch)))
     };
-    match &kernel.body {
+    match body {
+        KernelBody::Parts(parts) => parts
+            .iter()
+            .try_fold(0u64, |acc, p| Some(acc.max(body_points(p, batch)?))),
         KernelBody::Map { space, .. } => product(space),
         KernelBody::Reduce { space, reduce, .. } => Some(product(space)?.max(product(reduce)?)),
         KernelBody::Contract(c) => product(&c.space()),

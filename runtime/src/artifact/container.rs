@@ -189,13 +189,17 @@ fn to_array<const N: usize>(b: &[u8]) -> [u8; N] {
 fn check_representable(artifact: &Artifact) -> Result<(), ArtifactError> {
     for kernel in &artifact.manifest.kernels {
         let mut exprs: Vec<&Expr> = Vec::new();
-        match &kernel.body {
-            KernelBody::Map { stores, .. } => exprs.extend(stores.iter().map(|s| &s.value)),
-            KernelBody::Reduce { value, out, .. } => {
-                exprs.push(value);
-                exprs.push(&out.value);
+        for body in kernel.body.bodies() {
+            match body {
+                KernelBody::Map { stores, .. } => exprs.extend(stores.iter().map(|s| &s.value)),
+                KernelBody::Reduce { value, out, .. } => {
+                    exprs.push(value);
+                    exprs.push(&out.value);
+                }
+                KernelBody::Contract(c) => exprs.push(&c.epilogue),
+                // `bodies` never yields parts.
+                KernelBody::Parts(_) => {}
             }
-            KernelBody::Contract(c) => exprs.push(&c.epilogue),
         }
         for expr in exprs {
             if let Some(c) = non_finite_constant(expr) {

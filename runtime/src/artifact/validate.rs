@@ -35,10 +35,10 @@
 
 use std::collections::HashSet;
 
-use strata_kernels::ir::{Dim, KernelBody};
+use strata_kernels::ir::{Dim, Kernel, KernelBody};
 
 use super::Artifact;
-use super::manifest::{BufferInfo, Extent, Location, Manifest};
+use super::manifest::{BufferInfo, Entry, Extent, Location, Manifest};
 use super::weights;
 use crate::error::ArtifactError;
 use crate::tensor::type_string;
@@ -246,7 +246,11 @@ fn validate_entries(manifest: &Manifest) -> Result<(), ArtifactError> {
                     });
                 }
             }
-            if let KernelBody::Contract(c) = &kernel.body {
+            check_parts_apart(manifest, entry, index, kernel, &launch.bindings)?;
+            for c in kernel.body.bodies().iter().filter_map(|b| match b {
+                KernelBody::Contract(c) => Some(c),
+                _ => None,
+            }) {
                 let bound = |slot: usize| launch.bindings.get(slot).copied();
                 for operand in [c.a.buf, c.b.buf] {
                     let (Some(out), Some(input)) = (bound(c.out), bound(operand)) else {
@@ -261,6 +265,45 @@ fn validate_entries(manifest: &Manifest) -> Result<(), ArtifactError> {
                             out: name_of(manifest, out),
                         });
                     }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a launch of a kernel with parts where a buffer one part writes may share
+/// bytes with a buffer another part uses: the parts run in any order or at once.
+fn check_parts_apart(
+    manifest: &Manifest,
+    entry: &Entry,
+    index: usize,
+    kernel: &Kernel,
+    bindings: &[usize],
+) -> Result<(), ArtifactError> {
+    let parts = kernel.body.bodies();
+    if parts.len() < 2 {
+        return Ok(());
+    }
+    let bound = |slots: Vec<usize>| -> Vec<usize> {
+        slots
+            .iter()
+            .filter_map(|s| bindings.get(*s).copied())
+            .collect()
+    };
+    for (i, part) in parts.iter().enumerate() {
+        for written in bound(part.written_slots()) {
+            for (j, other) in parts.iter().enumerate().filter(|(j, _)| *j != i) {
+                let used = bound([other.read_slots(), other.written_slots()].concat());
+                if let Some(&clash) = used.iter().find(|&&u| may_overlap(manifest, written, u)) {
+                    return Err(ArtifactError::AliasedParts {
+                        entry: entry.name.clone(),
+                        launch: index,
+                        kernel: kernel.name.clone(),
+                        parts: (i, j),
+                        written: name_of(manifest, written),
+                        used: name_of(manifest, clash),
+                    });
                 }
             }
         }
@@ -349,10 +392,13 @@ pub fn clif_function_names(clif: &str) -> HashSet<&str> {
 fn validate_clif(manifest: &Manifest, clif: &str) -> Result<(), ArtifactError> {
     let defined = clif_function_names(clif);
     for kernel in &manifest.kernels {
-        if !defined.contains(kernel.name.as_str()) {
-            return Err(ArtifactError::MissingFunction {
-                kernel: kernel.name.clone(),
-            });
+        for function in kernel.function_names() {
+            if !defined.contains(function.as_str()) {
+                return Err(ArtifactError::MissingFunction {
+                    function,
+                    kernel: kernel.name.clone(),
+                });
+            }
         }
     }
     Ok(())

@@ -63,64 +63,121 @@ fn contract_row_block(m: u64) -> u64 {
 ///
 /// # Safety
 /// `bufs[slot]` must point to storage for the kernel's buffer `slot`, large enough for its
-/// shape at `batch`, and `f` must be the compiled code of `kernel` (from a `JitCode` that
-/// is still alive). Points of different outermost rows must not store to the same element
-/// (true of every kernel whose stores are indexed by its space).
-pub unsafe fn launch(kernel: &Kernel, f: KernelFn, bufs: &[*mut u8], batch: u64) {
+/// shape at `batch`, and `fns` must be the compiled code of `kernel`, one function per
+/// part in order (from a `JitCode` that is still alive; see
+/// [`Kernel::function_names`](strata_kernels::ir::Kernel::function_names)). Points of
+/// different outermost rows must not store to the same element (true of every kernel
+/// whose stores are indexed by its space).
+pub unsafe fn launch(kernel: &Kernel, fns: &[KernelFn], bufs: &[*mut u8], batch: u64) {
     // SAFETY: the caller upholds the same contract.
-    unsafe { launch_with(kernel, f, bufs, batch, &LaunchOptions::default()) }
+    unsafe { launch_with(kernel, fns, bufs, batch, &LaunchOptions::default()) }
 }
 
 /// [`launch`] with explicit threading options.
+///
+/// The units of work are the rows of each body (a contraction's row blocks), the bodies'
+/// units laid end to end: the parts of a kernel share one split across threads, so a
+/// launch starts its threads once however many parts it has.
 ///
 /// # Safety
 /// As for [`launch`].
 pub unsafe fn launch_with(
     kernel: &Kernel,
-    f: KernelFn,
+    fns: &[KernelFn],
     bufs: &[*mut u8],
     batch: u64,
     options: &LaunchOptions,
 ) {
     let bufs = SharedBuffers(bufs);
-    let batch_arg = batch as i64;
-    match &kernel.body {
-        KernelBody::Map { space, .. } => {
-            let work = points(space, batch);
-            let rows = outer_rows(space, batch);
-            split(rows, thread_count(options, rows, work), |start, end| {
-                // SAFETY: the caller guarantees `f` and `bufs` fit the kernel; rows
+    let jobs: Vec<Job> = kernel
+        .body
+        .bodies()
+        .iter()
+        .zip(fns)
+        .map(|(body, f)| Job::new(body, *f, batch))
+        .collect();
+    let units = jobs.iter().fold(0u64, |acc, j| acc.saturating_add(j.units));
+    let work = jobs.iter().fold(0u64, |acc, j| acc.saturating_add(j.work));
+    split(units, thread_count(options, units, work), |start, end| {
+        let mut first = 0u64;
+        for job in &jobs {
+            let (lo, hi) = (start.max(first), end.min(first + job.units));
+            if lo < hi {
+                // SAFETY: the caller guarantees `fns` and `bufs` fit the kernel; units
                 // `start..end` are this thread's alone.
-                unsafe { f(bufs.as_ptr(), batch_arg, start as i64, end as i64) }
-            });
+                unsafe { job.run(&bufs, batch, lo - first, hi - first) };
+            }
+            first += job.units;
         }
-        KernelBody::Reduce { space, reduce, .. } => {
-            let work = points(space, batch).saturating_mul(points(reduce, batch));
-            let rows = outer_rows(space, batch);
-            split(rows, thread_count(options, rows, work), |start, end| {
-                // SAFETY: as for a map.
-                unsafe { f(bufs.as_ptr(), batch_arg, start as i64, end as i64) }
-            });
+    });
+}
+
+/// One body of a launch: its function, its units (rows, or a contraction's row blocks)
+/// and its work (points of the space, times the reduced points or the contraction's
+/// depth).
+struct Job<'k> {
+    f: KernelFn,
+    units: u64,
+    work: u64,
+    contract: Option<ContractPlan<'k>>,
+}
+
+impl<'k> Job<'k> {
+    fn new(body: &'k KernelBody, f: KernelFn, batch: u64) -> Job<'k> {
+        match body {
+            KernelBody::Map { space, .. } => Job {
+                f,
+                units: outer_rows(space, batch),
+                work: points(space, batch),
+                contract: None,
+            },
+            KernelBody::Reduce { space, reduce, .. } => Job {
+                f,
+                units: outer_rows(space, batch),
+                work: points(space, batch).saturating_mul(points(reduce, batch)),
+                contract: None,
+            },
+            KernelBody::Contract(c) => {
+                let plan = ContractPlan::new(c, batch);
+                Job {
+                    f,
+                    units: plan.blocks(),
+                    work: plan.work(),
+                    contract: Some(plan),
+                }
+            }
+            // Validation refuses nested parts; a kernel's parts are its bodies.
+            KernelBody::Parts(_) => Job {
+                f,
+                units: 0,
+                work: 0,
+                contract: None,
+            },
         }
-        KernelBody::Contract(c) => {
-            let plan = ContractPlan::new(c, batch);
-            let work = plan.work();
-            let blocks = plan.blocks();
-            split(
-                blocks,
-                thread_count(options, blocks, work),
-                |first, last| {
-                    for block in first..last {
-                        let (start, end) = plan.block_rows(block);
-                        // SAFETY: the caller guarantees the buffers hold the operands and the
-                        // output at this batch size; the block's output rows are this thread's
-                        // alone, and no operand is the output (the emitter refuses that).
-                        unsafe { plan.product(&bufs, start, end) };
-                        // SAFETY: as for a map; the epilogue reads the rows just written.
-                        unsafe { f(bufs.as_ptr(), batch_arg, start as i64, end as i64) };
-                    }
-                },
-            );
+    }
+
+    /// Runs units `start..end`.
+    ///
+    /// # Safety
+    /// As for [`launch`], for this body's function and buffers.
+    unsafe fn run(&self, bufs: &SharedBuffers, batch: u64, start: u64, end: u64) {
+        let batch_arg = batch as i64;
+        match &self.contract {
+            None => {
+                // SAFETY: the caller's contract; rows `start..end` are this call's alone.
+                unsafe { (self.f)(bufs.as_ptr(), batch_arg, start as i64, end as i64) }
+            }
+            Some(plan) => {
+                for block in start..end {
+                    let (first, last) = plan.block_rows(block);
+                    // SAFETY: the caller guarantees the buffers hold the operands and the
+                    // output at this batch size; the block's output rows are this call's
+                    // alone, and no operand is the output (the emitter refuses that).
+                    unsafe { plan.product(bufs, first, last) };
+                    // SAFETY: as for a map; the epilogue reads the rows just written.
+                    unsafe { (self.f)(bufs.as_ptr(), batch_arg, first as i64, last as i64) };
+                }
+            }
         }
     }
 }
