@@ -485,6 +485,50 @@ mod tests {
     }
 
     #[test]
+    fn parts_run_as_their_kernels_would_alone() {
+        let kernel = Kernel::join("two", &[bias_add(Dim::Batch), bias_add(Dim::Fixed(1))]);
+        let mut bufs = vec![
+            vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            vec![10.0, 20.0, 30.0],
+            vec![0.0; 6],
+            vec![-1.0, -2.0, -3.0],
+            vec![1.0, 1.0, 1.0],
+            vec![0.0; 3],
+        ];
+        eval_kernel(&kernel, &mut bufs, 2).unwrap();
+        assert_eq!(bufs[2], [11.0, 22.0, 33.0, 14.0, 25.0, 36.0]);
+        assert_eq!(bufs[5], [0.0, -1.0, -2.0]);
+    }
+
+    #[test]
+    fn parts_that_depend_on_each_other_or_nest_are_refused() {
+        let mut kernel = Kernel::join("two", &[bias_add(Dim::Batch), bias_add(Dim::Batch)]);
+        // Part 1 reads what part 0 writes.
+        if let KernelBody::Parts(parts) = &mut kernel.body {
+            parts[1].remap_slots(&|s| if s == 3 { 2 } else { s });
+        }
+        let e = kernel.validate().unwrap_err();
+        assert!(e.message.contains("part 0 writes `bias_add_out`"), "{e}");
+
+        let inner = Kernel::join("inner", &[bias_add(Dim::Batch), bias_add(Dim::Batch)]);
+        let mut nested = Kernel::join("outer", &[inner, bias_add(Dim::Batch)]);
+        if let KernelBody::Parts(parts) = &mut nested.body {
+            let first = parts.remove(0);
+            let second = parts.remove(0);
+            parts.insert(0, KernelBody::Parts(vec![first, second]));
+        }
+        let e = nested.validate().unwrap_err();
+        assert!(e.message.contains("part 0 has parts of its own"), "{e}");
+
+        let single = Kernel {
+            body: KernelBody::Parts(vec![bias_add(Dim::Batch).body]),
+            ..bias_add(Dim::Batch)
+        };
+        let e = single.validate().unwrap_err();
+        assert!(e.message.contains("parts need at least 2"), "{e}");
+    }
+
+    #[test]
     fn map_evaluates_every_store_before_writing() {
         // Swap two elements in place: both values are read before either is written.
         let kernel = Kernel {

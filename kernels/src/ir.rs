@@ -559,6 +559,32 @@ impl Kernel {
         format!("{name}__part{i}")
     }
 
+    /// One kernel whose parts are `kernels`' bodies, each with its own buffers: the
+    /// buffer tables are laid end to end, each buffer renamed `<kernel>_<buffer>`, and
+    /// every part's slots renumbered. (The compiler's grouping shares the slot of a
+    /// buffer that several parts bind.)
+    pub fn join(name: &str, kernels: &[Kernel]) -> Kernel {
+        let mut buffers = Vec::new();
+        let mut parts = Vec::new();
+        for k in kernels {
+            let first = buffers.len();
+            buffers.extend(k.buffers.iter().map(|b| BufferDecl {
+                name: format!("{}_{}", k.name, b.name),
+                ..b.clone()
+            }));
+            for body in k.body.bodies() {
+                let mut body = body.clone();
+                body.remap_slots(&|s| first + s);
+                parts.push(body);
+            }
+        }
+        Kernel {
+            name: name.to_string(),
+            buffers,
+            body: KernelBody::Parts(parts),
+        }
+    }
+
     /// The names of the kernel's CPU functions, one per part in order: its own name when
     /// it has no parts.
     pub fn function_names(&self) -> Vec<String> {

@@ -851,3 +851,33 @@ fn multithreaded_launches_are_bitwise_identical_to_single_threaded() {
     assert_thread_count_invariant(&dense_relu(Dim::Batch, 70, 300), 333);
     assert_thread_count_invariant(&batched_attention_scores(2, 33, 40, 24), 9);
 }
+
+// ---------------------------------------------------------------------------------------
+// Parts
+
+/// A map, a reduction and a contraction as the parts of one kernel.
+fn three_parts() -> Kernel {
+    Kernel::join(
+        "three_parts",
+        &[
+            bias_add(),
+            log_sum_exp(Dim::Batch, Dim::Fixed(257)).0,
+            dense_relu(Dim::Batch, 70, 300),
+        ],
+    )
+}
+
+#[test]
+fn parts_of_one_launch_match_the_reference() {
+    let kernel = three_parts();
+    for batch in [0, 1, 7, 333] {
+        let bufs = inputs(&kernel, batch, -2.0, 2.0);
+        // The product sums 300 terms in f32 (the reference in f64).
+        assert_matches_reference(&kernel, &bufs, batch, 1e-4, 1e-4);
+    }
+}
+
+#[test]
+fn parts_split_across_threads_are_bitwise_identical_to_single_threaded() {
+    assert_thread_count_invariant(&three_parts(), 333);
+}

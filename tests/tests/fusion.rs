@@ -198,3 +198,74 @@ fn every_example_train_step_plan_is_near_the_lower_bound_and_under_half_the_naiv
         }
     }
 }
+
+/// Two row sums of `x` (over each axis) and a sum of the first: the siblings share one
+/// kernel; the sum of a sum waits for it.
+#[test]
+fn groups_siblings_but_not_a_kernel_with_its_consumer() {
+    let mut g = Graph::new("T");
+    let x = leaf(&mut g, "x", vec![Dim::Batch, Dim::Fixed(8)]);
+    let reduce = |g: &mut Graph, v, axes: Vec<usize>| {
+        g.add(
+            Op::Reduce {
+                op: strata_compiler::ir::ReduceOp::Sum,
+                axes,
+                keep_dims: false,
+            },
+            &[v],
+            Span::default(),
+        )
+        .unwrap()
+    };
+    let rows = reduce(&mut g, x, vec![1]);
+    let cols = reduce(&mut g, x, vec![0]);
+    let total = reduce(&mut g, rows, vec![0]);
+    g.outputs = vec![
+        ("rows".into(), rows),
+        ("cols".into(), cols),
+        ("total".into(), total),
+    ];
+    let l = lower(&g).unwrap();
+    let parts: Vec<usize> = l.kernels.iter().map(|k| k.part_count()).collect();
+    assert_eq!(parts, [2, 1], "{}", print_kernels(&l));
+}
+
+/// An update of a parameter never runs with a kernel that reads its old value, even
+/// though neither reads what the other computes.
+#[test]
+fn does_not_group_an_update_with_a_reader_of_the_old_value() {
+    let mut g = Graph::new("T");
+    let p = g.add_leaf(
+        Op::Param {
+            path: "p".into(),
+            init: strata_compiler::ir::Init::Uniform(0.1),
+        },
+        TensorType::f32(vec![Dim::Fixed(8)]),
+        Span::default(),
+    );
+    let x = leaf(&mut g, "x", vec![Dim::Fixed(8)]);
+    let total = g
+        .add(
+            Op::Reduce {
+                op: strata_compiler::ir::ReduceOp::Sum,
+                axes: vec![0],
+                keep_dims: false,
+            },
+            &[p],
+            Span::default(),
+        )
+        .unwrap();
+    let new = g
+        .add(Op::Binary(BinaryOp::Add), &[p, x], Span::default())
+        .unwrap();
+    g.outputs = vec![("total".into(), total)];
+    g.updates = vec![(p, new)];
+    let l = lower(&g).unwrap();
+    let parts: Vec<usize> = l.kernels.iter().map(|k| k.part_count()).collect();
+    assert_eq!(parts, [1, 1], "{}", print_kernels(&l));
+    assert!(
+        l.kernels[1].name.contains("update"),
+        "{}",
+        print_kernels(&l)
+    );
+}

@@ -391,8 +391,12 @@ fn a_dense_layer_with_batch_rows_matches_on_gpu() {
     if !gpu_available("a_dense_layer_with_batch_rows_matches_on_gpu") {
         return;
     }
-    // out = x wᵀ with x [batch, 70] and w [20, 70] (PyTorch's dense layout); m = batch.
-    let kernel = Kernel {
+    check_kernel_on_gpu(&dense(), &[1, 7, 33]);
+}
+
+/// out = x wᵀ with x [batch, 70] and w [20, 70] (PyTorch's dense layout); m = batch.
+fn dense() -> Kernel {
+    Kernel {
         name: "dense".into(),
         buffers: vec![
             decl("x", &[Dim::Batch, Dim::Fixed(70)], Access::Read),
@@ -419,7 +423,23 @@ fn a_dense_layer_with_batch_rows_matches_on_gpu() {
             out: 2,
             epilogue: Expr::Acc,
         }),
-    };
+    }
+}
+
+#[test]
+fn the_parts_of_one_kernel_match_on_gpu() {
+    if !gpu_available("the_parts_of_one_kernel_match_on_gpu") {
+        return;
+    }
+    // One dispatch: a contraction, a workgroup-tree reduction and a looped one.
+    let kernel = Kernel::join(
+        "three_parts",
+        &[
+            dense(),
+            row_reduce("max_long", 777, ReduceOp::Max),
+            row_reduce("sum_short", 10, ReduceOp::Sum),
+        ],
+    );
     check_kernel_on_gpu(&kernel, &[1, 7, 33]);
 }
 

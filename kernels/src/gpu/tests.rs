@@ -227,6 +227,37 @@ fn contraction_tiles_and_fuses_its_epilogue() {
     insta::assert_snapshot!(emit_kernel(&dense_relu()).unwrap());
 }
 
+/// A map, a short and a long reduction and a contraction as the parts of one kernel.
+fn four_parts() -> Kernel {
+    Kernel::join(
+        "four_parts",
+        &[
+            bias_add(),
+            row_reduce("row_sum", 8, ReduceOp::Sum),
+            row_reduce("row_max", 300, ReduceOp::Max),
+            dense_relu(),
+        ],
+    )
+}
+
+#[test]
+fn parts_share_one_dispatch_on_consecutive_workgroups() {
+    let kernel = four_parts();
+    assert_eq!(strategy(&kernel), Strategy::Parts);
+    // Each part's own count, laid end to end: 1 + 1 + 4 + 3 at batch 33.
+    assert_eq!(workgroups(&kernel, 33), Some(1 + 1 + 4 + 3));
+    let text = emit_kernel(&kernel).unwrap_or_else(|e| panic!("{e}"));
+    for strategy_name in [
+        "part 0: map",
+        "part 1: reduction, one invocation",
+        "part 2: reduction, one workgroup",
+        "part 3: contraction",
+    ] {
+        assert!(text.contains(strategy_name), "{strategy_name}:\n{text}");
+    }
+    insta::assert_snapshot!(text);
+}
+
 #[test]
 fn every_strategy_and_operator_validates() {
     let kernels = [
