@@ -86,8 +86,12 @@ pub enum ArtifactError {
         buffer: usize,
         count: usize,
     },
-    #[error("entry `{entry}`: input `{name}` must live in the arena")]
-    InputNotInArena { entry: String, name: String },
+    #[error("entry `{entry}`: {side} `{name}` must live in the I/O block")]
+    PortNotInIo {
+        entry: String,
+        side: &'static str,
+        name: String,
+    },
     #[error(
         "entry `{entry}`, launch {launch}: kernel #{kernel} does not exist (the manifest has {count} kernels)"
     )]
@@ -153,13 +157,14 @@ pub enum ArtifactError {
     )]
     MisalignedBuffer { buffer: String, offset: Extent },
     #[error(
-        "buffer `{buffer}` ({} bytes at offset {}) does not fit in the arena ({} bytes)",
+        "buffer `{buffer}` ({} bytes at offset {}) does not fit in the {block} ({} bytes)",
         extent_text(size),
         extent_text(offset),
         extent_text(arena)
     )]
     OutsideArena {
         buffer: String,
+        block: &'static str,
         offset: Extent,
         size: Extent,
         arena: Extent,

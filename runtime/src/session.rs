@@ -17,19 +17,22 @@
 //! A [`Session`] owns everything a run touches. Building one validates the artifact
 //! (again: an artifact built in memory may not have been), JIT-compiles its CLIF once and
 //! copies the initial weights into owned storage. [`Session::run`] then checks the inputs
-//! against the entry, sizes the arena for their batch, copies them in, launches the
-//! entry's kernels in order and copies the outputs out.
+//! against the entry, sizes the arena and the I/O block for their batch, copies them
+//! into the I/O block, launches the entry's kernels in order and copies the outputs out
+//! of it.
 //!
 //! # Safety argument
 //! Kernels get raw pointers. Validation guarantees that every launch binds, per kernel
-//! slot, a buffer of exactly the slot's dtype and shape, and that every arena buffer lies
-//! inside the arena for every batch size; the arena is allocated for the run's batch and
+//! slot, a buffer of exactly the slot's dtype and shape, and that every arena (I/O)
+//! buffer lies inside the arena (I/O block) for every batch size; both are allocated for
+//! the run's batch and
 //! persistent buffers hold exactly their elements. So every pointer handed to a kernel
 //! points at storage as large as the kernel's declaration of that slot. That the
 //! generated code stays inside its declared buffers is the compiler's guarantee.
 //!
-//! The arena is 64-byte aligned, grows when a larger batch needs it and is kept between
-//! runs; it is not cleared between runs (kernels write before they read).
+//! The arena and, after it, the I/O block are one 64-byte aligned allocation, which grows
+//! when a larger batch needs it and is kept between runs; it is not cleared between runs
+//! (kernels write before they read).
 
 use std::cell::OnceCell;
 
@@ -317,13 +320,8 @@ impl Session {
             batch,
             what: what.to_string(),
         };
-        let arena_bytes = self
-            .manifest
-            .arena
-            .resolve(batch)
-            .and_then(|b| usize::try_from(b).ok())
-            .ok_or_else(|| too_large("the arena"))?;
-        let lines = arena_bytes.div_ceil(size_of::<ArenaLine>());
+        let blocks = Blocks::new(&self.manifest, batch).ok_or_else(|| too_large("the arena"))?;
+        let lines = blocks.bytes.div_ceil(size_of::<ArenaLine>());
         if arena_lines.len() < lines {
             arena_lines
                 .try_reserve_exact(lines - arena_lines.len())
@@ -333,9 +331,12 @@ impl Session {
         let arena: &mut [u8] = bytemuck::cast_slice_mut(arena_lines);
 
         for (port, tensor) in entry.inputs.iter().zip(&bound.tensors) {
-            let region = arena_region(&self.manifest, port.buffer, batch)
+            let region = blocks
+                .region(&self.manifest, port.buffer, batch)
                 .and_then(|(offset, len)| arena.get_mut(offset..offset.checked_add(len)?))
-                .ok_or_else(|| internal(format!("input `{}` is outside the arena", port.name)))?;
+                .ok_or_else(|| {
+                    internal(format!("input `{}` is outside the I/O block", port.name))
+                })?;
             let bytes = tensor.data.as_bytes();
             if region.len() != bytes.len() {
                 return Err(internal(format!(
@@ -389,8 +390,9 @@ impl Session {
                     .ok_or_else(|| internal(format!("no buffer #{id}")))?;
                 let outside = || internal(format!("`{}` is outside its storage", info.name));
                 let pointer = match &root.location {
-                    Location::Arena { .. } => {
-                        let (offset, parent_len) = arena_region(&self.manifest, id, batch)
+                    Location::Arena { .. } | Location::Io { .. } => {
+                        let (offset, parent_len) = blocks
+                            .region(&self.manifest, id, batch)
                             .ok_or_else(|| too_large(&root.name))?;
                         let start = offset.checked_add(skip).ok_or_else(outside)?;
                         if start.checked_add(len).is_none_or(|end| end > arena_len)
@@ -433,11 +435,12 @@ impl Session {
                 .ok_or_else(|| internal(format!("no buffer #{}", port.buffer)))?;
             let shape: Vec<u64> = info.shape.iter().map(|d| d.resolve(batch)).collect();
             let tensor = match &info.location {
-                Location::Arena { .. } => {
-                    let bytes = arena_region(&self.manifest, port.buffer, batch)
+                Location::Arena { .. } | Location::Io { .. } => {
+                    let bytes = blocks
+                        .region(&self.manifest, port.buffer, batch)
                         .and_then(|(offset, len)| arena.get(offset..offset.checked_add(len)?))
                         .ok_or_else(|| {
-                            internal(format!("output `{}` is outside the arena", port.name))
+                            internal(format!("output `{}` is outside its block", port.name))
                         })?;
                     HostTensor {
                         shape,
@@ -464,16 +467,37 @@ fn internal(message: String) -> RunError {
     RunError::Internal(message)
 }
 
-/// Byte offset and length of arena buffer `id` at `batch` (None if not in the arena or
-/// too large to address).
-fn arena_region(manifest: &Manifest, id: usize, batch: u64) -> Option<(usize, usize)> {
-    let info = manifest.buffers.get(id)?;
-    let Location::Arena { offset } = &info.location else {
-        return None;
-    };
-    let offset = usize::try_from(offset.resolve(batch)?).ok()?;
-    let len = info.elements(batch)?.checked_mul(info.dtype.size_bytes())?;
-    Some((offset, usize::try_from(len).ok()?))
+/// The run's scratch allocation at one batch size: the arena, then the I/O block at the
+/// next cache line.
+struct Blocks {
+    io_base: usize,
+    bytes: usize,
+}
+
+impl Blocks {
+    fn new(manifest: &Manifest, batch: u64) -> Option<Blocks> {
+        let size = |e: crate::artifact::manifest::Extent| usize::try_from(e.resolve(batch)?).ok();
+        let io_base = size(manifest.arena)?.checked_next_multiple_of(size_of::<ArenaLine>())?;
+        Some(Blocks {
+            io_base,
+            bytes: io_base.checked_add(size(manifest.io)?)?,
+        })
+    }
+
+    /// Byte offset (in the allocation) and length of arena or I/O buffer `id` at `batch`
+    /// (None for other buffers, or if too large to address).
+    fn region(&self, manifest: &Manifest, id: usize, batch: u64) -> Option<(usize, usize)> {
+        let info = manifest.buffers.get(id)?;
+        let offset = match &info.location {
+            Location::Arena { offset } => usize::try_from(offset.resolve(batch)?).ok()?,
+            Location::Io { offset } => self
+                .io_base
+                .checked_add(usize::try_from(offset.resolve(batch)?).ok()?)?,
+            Location::Persistent { .. } | Location::Window(_) => return None,
+        };
+        let len = info.elements(batch)?.checked_mul(info.dtype.size_bytes())?;
+        Some((offset, usize::try_from(len).ok()?))
+    }
 }
 
 /// An entry's inputs, matched to its ports.
@@ -570,7 +594,7 @@ mod tests {
     use strata_kernels::ir::ScalarType;
 
     fn manifest() -> Manifest {
-        let arena = |fixed, per_batch| Location::Arena {
+        let io = |fixed, per_batch| Location::Io {
             offset: Extent { fixed, per_batch },
         };
         Manifest {
@@ -581,13 +605,13 @@ mod tests {
                     name: "x".into(),
                     dtype: ScalarType::F32,
                     shape: vec![Dim::Batch, Dim::Fixed(64)],
-                    location: arena(0, 0),
+                    location: io(0, 0),
                 },
                 BufferInfo {
                     name: "labels".into(),
                     dtype: ScalarType::I32,
                     shape: vec![Dim::Batch],
-                    location: arena(0, 256),
+                    location: io(0, 256),
                 },
             ],
             kernels: vec![],
@@ -607,7 +631,8 @@ mod tests {
                 launches: vec![],
                 loops: vec![],
             }],
-            arena: Extent {
+            arena: Extent::default(),
+            io: Extent {
                 fixed: 0,
                 per_batch: 260,
             },

@@ -19,10 +19,10 @@ use strata_runtime::npy::{read_npy, read_npy_bytes, write_npy};
 use strata_runtime::{HostTensor, TensorData};
 
 // ---------------------------------------------------------------------------------------
-// Fixture: y = relu(x + b), x and y in the arena, b persistent.
+// Fixture: y = relu(x + b), x and y in the I/O block, b persistent.
 
-fn arena_at(fixed: u64, per_batch: u64) -> Location {
-    Location::Arena {
+fn io_at(fixed: u64, per_batch: u64) -> Location {
+    Location::Io {
         offset: Extent { fixed, per_batch },
     }
 }
@@ -72,7 +72,7 @@ fn manifest() -> Manifest {
                 name: "x".into(),
                 dtype: ScalarType::F32,
                 shape: vec![Dim::Batch, Dim::Fixed(4)],
-                location: arena_at(0, 0),
+                location: io_at(0, 0),
             },
             BufferInfo {
                 name: "b".into(),
@@ -86,7 +86,7 @@ fn manifest() -> Manifest {
                 name: "y".into(),
                 dtype: ScalarType::F32,
                 shape: vec![Dim::Batch, Dim::Fixed(4)],
-                location: arena_at(0, 16),
+                location: io_at(0, 16),
             },
         ],
         kernels: vec![add_relu_kernel()],
@@ -106,7 +106,8 @@ fn manifest() -> Manifest {
             }],
             loops: vec![],
         }],
-        arena: Extent {
+        arena: Extent::default(),
+        io: Extent {
             fixed: 0,
             per_batch: 32,
         },
@@ -385,12 +386,19 @@ fn a_valid_artifact_validates() {
 }
 
 #[test]
-fn refuses_a_buffer_outside_the_arena() {
+fn refuses_a_buffer_outside_its_block() {
     let mut a = artifact();
-    a.manifest.buffers[2].location = arena_at(0, 20);
+    a.manifest.buffers[2].location = io_at(0, 20);
     assert_eq!(
         error_of(&a),
-        "buffer `y` (16*batch bytes at offset 20*batch) does not fit in the arena (32*batch bytes)"
+        "buffer `y` (16*batch bytes at offset 20*batch) does not fit in the I/O block (32*batch bytes)"
+    );
+    a.manifest.buffers[2].location = Location::Arena {
+        offset: Extent::default(),
+    };
+    assert_eq!(
+        error_of(&a),
+        "buffer `y` (16*batch bytes at offset 0) does not fit in the arena (0 bytes)"
     );
 }
 
@@ -399,20 +407,20 @@ fn refuses_a_buffer_that_fits_only_for_some_batch_sizes() {
     // `y` ends at 32 * batch + 16 * batch: inside 64 + 16 * batch bytes at batch 1 (48 <= 80)
     // but not at batch 5 (240 > 144).
     let mut a = artifact();
-    a.manifest.arena = Extent {
+    a.manifest.io = Extent {
         fixed: 64,
         per_batch: 16,
     };
-    a.manifest.buffers[0].location = arena_at(0, 0);
-    a.manifest.buffers[2].location = arena_at(0, 32);
-    assert!(error_of(&a).contains("does not fit in the arena"));
+    a.manifest.buffers[0].location = io_at(0, 0);
+    a.manifest.buffers[2].location = io_at(0, 32);
+    assert!(error_of(&a).contains("does not fit in the I/O block"));
 }
 
 #[test]
 fn refuses_a_misaligned_buffer() {
     let mut a = artifact();
-    a.manifest.buffers[2].location = arena_at(2, 16);
-    a.manifest.arena.fixed = 16;
+    a.manifest.buffers[2].location = io_at(2, 16);
+    a.manifest.io.fixed = 16;
     assert!(error_of(&a).contains("not a multiple of its element size"));
 }
 
@@ -586,7 +594,7 @@ fn with_contraction(out_offset: Extent) -> Artifact {
         name: "z".into(),
         dtype: ScalarType::F32,
         shape: vec![Dim::Batch, Dim::Fixed(4)],
-        location: Location::Arena { offset: out_offset },
+        location: Location::Io { offset: out_offset },
     });
     a.manifest.entries[0].launches.push(Launch {
         kernel: 1,
@@ -614,12 +622,12 @@ fn refuses_a_contraction_whose_output_overlaps_an_operand() {
 }
 
 #[test]
-fn refuses_an_input_outside_the_arena() {
+fn refuses_an_input_outside_the_io_block() {
     let mut a = artifact();
     a.manifest.entries[0].inputs[0].buffer = 1;
     assert_eq!(
         error_of(&a),
-        "entry `infer`: input `x` must live in the arena"
+        "entry `infer`: input `x` must live in the I/O block"
     );
 }
 
@@ -708,7 +716,8 @@ fn model_info_counts_parameters_and_prints_a_table() {
         "model       AddRelu\n\
          compiler    strata test\n\
          parameters  4\n\
-         arena       32 bytes × batch\n\
+         arena       0 bytes\n\
+         I/O block   32 bytes × batch\n\
          \n\
          entry infer\n  \
            input   x  f32[batch, 4]\n  \

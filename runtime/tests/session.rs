@@ -19,7 +19,7 @@ use strata_runtime::{HostTensor, Session};
 //   h = x W^T + c      (Contract; W stored [out, in] = [2, 3] as in PyTorch)
 //   y = relu(h + b)    (Map)
 //
-// x: f32[batch, 3], h, y: f32[batch, 2] in the arena; W, c, b persistent.
+// x: f32[batch, 3], h, y: f32[batch, 2] in the I/O block; W, c, b persistent.
 
 fn decl(name: &str, shape: Vec<Dim>, access: Access) -> BufferDecl {
     BufferDecl {
@@ -103,8 +103,8 @@ fn buffer(name: &str, shape: Vec<Dim>, location: Location) -> BufferInfo {
     }
 }
 
-fn arena_at(per_batch: u64) -> Location {
-    Location::Arena {
+fn io_at(per_batch: u64) -> Location {
+    Location::Io {
         offset: Extent {
             fixed: 0,
             per_batch,
@@ -122,16 +122,16 @@ fn manifest() -> Manifest {
         compiler: "strata test".into(),
         buffers: vec![
             // 0..12*batch: x, 12..20: h, 20..28: y
-            buffer("x", vec![Dim::Batch, Dim::Fixed(3)], arena_at(0)),
+            buffer("x", vec![Dim::Batch, Dim::Fixed(3)], io_at(0)),
             buffer(
                 "w",
                 vec![Dim::Fixed(2), Dim::Fixed(3)],
                 persistent("dense.weight"),
             ),
             buffer("c", vec![Dim::Fixed(2)], persistent("dense.bias")),
-            buffer("h", vec![Dim::Batch, Dim::Fixed(2)], arena_at(12)),
+            buffer("h", vec![Dim::Batch, Dim::Fixed(2)], io_at(12)),
             buffer("b", vec![Dim::Fixed(2)], persistent("shift")),
-            buffer("y", vec![Dim::Batch, Dim::Fixed(2)], arena_at(20)),
+            buffer("y", vec![Dim::Batch, Dim::Fixed(2)], io_at(20)),
         ],
         kernels: vec![dense_kernel(), bias_relu_kernel()],
         entries: vec![Entry {
@@ -162,7 +162,8 @@ fn manifest() -> Manifest {
             ],
             loops: vec![],
         }],
-        arena: Extent {
+        arena: Extent::default(),
+        io: Extent {
             fixed: 0,
             per_batch: 28,
         },

@@ -179,6 +179,25 @@ fn every_example_train_step_plan_is_near_the_lower_bound_and_under_half_the_naiv
         for e in &compiled.training {
             let plan = plan_memory(&e.lowered);
             check_plan(&e.lowered, &plan).expect("a safe plan");
+            // Parameters, optimizer state, inputs and outputs live outside the arena.
+            let l = &e.lowered;
+            for (name, b) in l.inputs.iter().chain(&l.outputs) {
+                assert!(
+                    plan.offsets[*b].is_none(),
+                    "{}: `{name}` in the arena",
+                    source.name
+                );
+                assert!(
+                    plan.io_offsets[*b].is_some(),
+                    "{}: `{name}` has no I/O place",
+                    source.name
+                );
+            }
+            for (b, buf) in l.buffers.iter().enumerate() {
+                if let BufferRole::Param(_) = buf.role {
+                    assert!(plan.offsets[b].is_none(), "{}: `{}`", source.name, buf.name);
+                }
+            }
             let s =
                 entry_stats(&e.name, e.unsimplified.len(), &e.graph, &e.lowered, &e.plan).unwrap();
             eprintln!("{} {}: {s:?}", source.name, e.name);

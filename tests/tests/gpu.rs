@@ -123,7 +123,7 @@ fn row_major(shape: &[Dim]) -> Index {
     Index::row_major(&(0..shape.len()).map(Index::Var).collect::<Vec<_>>(), shape)
 }
 
-/// A model of one kernel: every slot is its own arena buffer; readable slots are the
+/// A model of one kernel: every slot is its own I/O buffer; readable slots are the
 /// entry's inputs and writable ones its outputs (named after the slots).
 fn single_kernel_artifact(kernel: &Kernel) -> Artifact {
     let mut buffers = Vec::new();
@@ -133,7 +133,7 @@ fn single_kernel_artifact(kernel: &Kernel) -> Artifact {
             name: b.name.clone(),
             dtype: b.dtype,
             shape: b.shape.clone(),
-            location: Location::Arena { offset: next },
+            location: Location::Io { offset: next },
         };
         let size = info.byte_size().expect("small");
         next = Extent {
@@ -169,7 +169,8 @@ fn single_kernel_artifact(kernel: &Kernel) -> Artifact {
             }],
             loops: vec![],
         }],
-        arena: next,
+        arena: Extent::default(),
+        io: next,
         train: None,
     };
     Artifact {

@@ -45,6 +45,7 @@ pub fn build_artifact(
     let mut kernels = Vec::new();
     let mut manifest_entries = Vec::new();
     let mut arena = Extent::default();
+    let mut io = Extent::default();
     for entry in entries {
         let inits: HashMap<&str, &Init> = entry
             .graph
@@ -108,13 +109,17 @@ pub fn build_artifact(
                     buffers.len() - 1
                 }
                 _ => {
+                    let location = match (entry.plan.offsets[b], entry.plan.io_offsets[b]) {
+                        (_, Some(offset)) => Location::Io { offset },
+                        (offset, None) => Location::Arena {
+                            offset: offset.unwrap_or_default(),
+                        },
+                    };
                     buffers.push(BufferInfo {
                         name: buf.name.clone(),
                         dtype: buf.dtype,
                         shape: buf.shape.clone(),
-                        location: Location::Arena {
-                            offset: entry.plan.offsets[b].unwrap_or_default(),
-                        },
+                        location,
                     });
                     buffers.len() - 1
                 }
@@ -158,6 +163,8 @@ pub fn build_artifact(
         });
         arena.fixed = arena.fixed.max(entry.plan.arena.fixed);
         arena.per_batch = arena.per_batch.max(entry.plan.arena.per_batch);
+        io.fixed = io.fixed.max(entry.plan.io.fixed);
+        io.per_batch = io.per_batch.max(entry.plan.io.per_batch);
     }
     let model = entries
         .first()
@@ -170,6 +177,7 @@ pub fn build_artifact(
         kernels,
         entries: manifest_entries,
         arena,
+        io,
         train,
     };
     let weights =

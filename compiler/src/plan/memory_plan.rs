@@ -1,6 +1,10 @@
 //! Memory planning: every scratch buffer gets an offset in one arena, buffers that are
 //! never live at the same time share bytes.
 //!
+//! Parameters and optimizer state are persistent (outside the plan); the entry's inputs
+//! and outputs get their own bytes in an I/O block apart from the arena ([`is_io`]): the
+//! caller writes and reads them around the run, so they never constrain the scratch.
+//!
 //! Sizes are [`Extent`]s, `fixed + per_batch * batch`. A buffer's shape holds the batch
 //! at most once, so each buffer is either batch-independent or proportional to the
 //! batch; the arena is split into a fixed region followed by a batch region, each planned
@@ -40,8 +44,12 @@ impl Lifetime {
 /// The plan: an arena offset for every scratch buffer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemoryPlan {
-    /// Per buffer: its offset in the arena, or None for parameters.
+    /// Per buffer: its offset in the arena, or None for parameters, windows and I/O.
     pub offsets: Vec<Option<Extent>>,
+    /// Per buffer: its offset in the I/O block, for inputs and outputs.
+    pub io_offsets: Vec<Option<Extent>>,
+    /// Size of the I/O block.
+    pub io: Extent,
     pub lifetimes: Vec<Option<Lifetime>>,
     pub arena: Extent,
     /// Sum of all scratch buffer sizes: the arena without reuse.
@@ -97,7 +105,48 @@ pub fn in_place_inputs(l: &Lowered, launch: usize) -> Vec<usize> {
         .collect()
 }
 
+/// Whether buffer `b` is an entry input or output: it lives in the I/O block.
+pub fn is_io(l: &Lowered, b: usize) -> bool {
+    matches!(l.buffers[b].role, BufferRole::Input(_)) || l.outputs.iter().any(|(_, o)| *o == b)
+}
+
+/// Lays out the inputs then the outputs, each once, in an I/O block: fixed-size buffers
+/// first, then the batched ones (per batch row), as in the arena.
+fn plan_io(l: &Lowered) -> (Vec<Option<Extent>>, Extent) {
+    let mut offsets: Vec<Option<(u64, bool)>> = vec![None; l.buffers.len()];
+    let mut size = [0u64; 2];
+    for (_, b) in l.inputs.iter().chain(&l.outputs) {
+        if offsets[*b].is_some() {
+            continue;
+        }
+        let (bytes, batched) = size_of(&l.buffers[*b].shape);
+        offsets[*b] = Some((size[batched as usize], batched));
+        size[batched as usize] += bytes;
+    }
+    let offsets = offsets
+        .into_iter()
+        .map(|o| {
+            o.map(|(off, batched)| match batched {
+                true => Extent {
+                    fixed: size[0],
+                    per_batch: off,
+                },
+                false => Extent {
+                    fixed: off,
+                    per_batch: 0,
+                },
+            })
+        })
+        .collect();
+    let io = Extent {
+        fixed: size[0],
+        per_batch: size[1],
+    };
+    (offsets, io)
+}
+
 /// Computes every scratch buffer's lifetime over the launch order (see [`Lifetime`]).
+/// Buffers outside the arena (parameters, windows, inputs and outputs) have none.
 pub fn lifetimes(l: &Lowered) -> Vec<Option<Lifetime>> {
     let mut life: Vec<Option<Lifetime>> = vec![None; l.buffers.len()];
     let mut touch = |b: usize, first: usize, last: usize| {
@@ -130,6 +179,11 @@ pub fn lifetimes(l: &Lowered) -> Vec<Option<Lifetime>> {
             }
         }
     }
+    for (b, buf) in l.buffers.iter().enumerate() {
+        if matches!(buf.role, BufferRole::Param(_) | BufferRole::Window(_)) || is_io(l, b) {
+            life[b] = None;
+        }
+    }
     // In place: an input read for the last time by an in-place map ends at the map's
     // reads; then the map's fresh outputs start at its writes. Not inside loops.
     for i in 0..l.launches.len() {
@@ -160,11 +214,6 @@ pub fn lifetimes(l: &Lowered) -> Vec<Option<Lifetime>> {
                     lt.first = 2 * s + 1;
                 }
             }
-        }
-    }
-    for (b, buf) in l.buffers.iter().enumerate() {
-        if matches!(buf.role, BufferRole::Param(_) | BufferRole::Window(_)) {
-            life[b] = None;
         }
     }
     life
@@ -250,8 +299,11 @@ pub fn plan_memory(l: &Lowered) -> MemoryPlan {
         })
         .collect();
     let lower_bound = live_lower_bound(l, &lifetimes);
+    let (io_offsets, io) = plan_io(l);
     MemoryPlan {
         offsets,
+        io_offsets,
+        io,
         lifetimes,
         arena: Extent {
             fixed: region_size[0],
@@ -349,10 +401,46 @@ pub fn check_plan(l: &Lowered, plan: &MemoryPlan) -> Result<(), String> {
         same_start && (meets((a, ra), (b, rb)) || meets((b, rb), (a, ra)))
     };
     let mut spans = Vec::new();
+    let mut io_spans: Vec<(usize, bool, u64, u64)> = Vec::new();
     for (b, buf) in l.buffers.iter().enumerate() {
         let is_param = matches!(buf.role, BufferRole::Param(_));
-        if is_param && plan.offsets[b].is_some() {
-            return Err(format!("`{}`: parameters live outside the arena", buf.name));
+        if (is_param || is_io(l, b)) && plan.offsets[b].is_some() {
+            return Err(format!(
+                "`{}`: parameters and I/O live outside the arena",
+                buf.name
+            ));
+        }
+        match (is_io(l, b), plan.io_offsets[b]) {
+            (true, Some(off)) => {
+                let (size, batched) = size_of(&buf.shape);
+                let (start, region) = match batched {
+                    true if off.fixed == plan.io.fixed => (off.per_batch, plan.io.per_batch),
+                    false if off.per_batch == 0 => (off.fixed, plan.io.fixed),
+                    _ => return Err(format!("`{}` is in the wrong I/O region", buf.name)),
+                };
+                if start % ALIGN != 0 || start + size > region {
+                    return Err(format!("`{}` lies outside the I/O block", buf.name));
+                }
+                // No two inputs or outputs share a byte, whatever their lifetimes.
+                if let Some(other) = io_spans.iter().find(|&&(o, ob, os, osz)| {
+                    o != b && ob == batched && os < start + size && start < os + osz
+                }) {
+                    return Err(format!(
+                        "inputs/outputs `{}` and `{}` overlap",
+                        buf.name, l.buffers[other.0].name
+                    ));
+                }
+                io_spans.push((b, batched, start, size));
+                continue;
+            }
+            (false, None) => {}
+            (true, None) => return Err(format!("`{}` has no place in the I/O block", buf.name)),
+            (false, Some(_)) => {
+                return Err(format!(
+                    "`{}` is in the I/O block but no input or output",
+                    buf.name
+                ));
+            }
         }
         match (plan.lifetimes[b], plan.offsets[b]) {
             (Some(lt), Some(off)) => {

@@ -8,7 +8,8 @@
 //! and a launch in a loop (a scan's body) runs once per step. "Unfused" is the same
 //! graph lowered one kernel per op.
 //!
-//! The naive sums count one buffer per value computed: a buffer used only inside a loop
+//! The naive sums count one scratch buffer per value computed (parameters, inputs and
+//! outputs live outside the arena and are not counted): a buffer used only inside a loop
 //! holds a new value every step, so it counts once per step, as if the loop were
 //! unrolled (what a graph without loops would allocate).
 
@@ -34,6 +35,8 @@ pub struct EntryStats {
     pub bytes_moved_unfused: u64,
     pub bytes_moved: u64,
     pub arena: u64,
+    /// The inputs and outputs, outside the arena.
+    pub io: u64,
     /// Sum of the fused program's scratch buffers.
     pub naive: u64,
     /// Sum of the unfused program's scratch buffers (one buffer per op result).
@@ -140,6 +143,7 @@ pub fn entry_stats(
         bytes_moved_unfused: bytes_moved(&unfused),
         bytes_moved: bytes_moved(lowered),
         arena: at(plan.arena),
+        io: at(plan.io),
         naive: naive_sum(lowered, plan),
         naive_unfused: naive_sum(&unfused, &unfused_plan),
         lower_bound: at(plan.lower_bound),
@@ -190,6 +194,7 @@ pub fn print_stats(stats: &[EntryStats]) -> String {
                 ""
             }
         );
+        let _ = writeln!(out, "  I/O block:    {} bytes (inputs and outputs)", s.io);
     }
     out
 }

@@ -35,6 +35,8 @@ pub struct ModelInfo {
     pub parameters: u64,
     /// Scratch memory for one run, in bytes.
     pub arena: Extent,
+    /// The largest entry's inputs and outputs, in bytes.
+    pub io: Extent,
 }
 
 impl ModelInfo {
@@ -72,6 +74,7 @@ impl ModelInfo {
             entries,
             parameters,
             arena: manifest.arena,
+            io: manifest.io,
         }
     }
 }
@@ -102,7 +105,8 @@ impl fmt::Display for ModelInfo {
         writeln!(f, "model       {}", self.model)?;
         writeln!(f, "compiler    {}", self.compiler)?;
         writeln!(f, "parameters  {}", grouped(self.parameters))?;
-        write!(f, "arena       {}", bytes_text(self.arena))?;
+        writeln!(f, "arena       {}", bytes_text(self.arena))?;
+        write!(f, "I/O block   {}", bytes_text(self.io))?;
         for entry in &self.entries {
             let rows: Vec<(&str, &PortInfo)> = entry
                 .inputs

@@ -32,6 +32,11 @@ impl Extent {
 pub enum Location {
     /// Scratch memory at this byte offset of the arena (valid during one entry run).
     Arena { offset: Extent },
+    /// An entry's input or output at this byte offset of the I/O block: the runtime
+    /// writes the input there before the entry runs and reads the output after. The
+    /// block is apart from the arena, so the memory plan's scratch never competes with
+    /// the caller's data; its buffers never share bytes.
+    Io { offset: Extent },
     /// Persistent state (a parameter, later optimizer state) stored under this key in the
     /// weights (safetensors) section.
     Persistent { key: String },
@@ -196,11 +201,14 @@ pub struct Manifest {
     pub compiler: String,
     pub buffers: Vec<BufferInfo>,
     /// The kernel IR of every kernel; the generated CPU code for kernel `k` is the CLIF
-    /// function named `kernels[k].name`.
+    /// functions named by `kernels[k].function_names()` (one per part).
     pub kernels: Vec<Kernel>,
     pub entries: Vec<Entry>,
     /// Size of the scratch arena.
     pub arena: Extent,
+    /// Size of the I/O block (the largest entry's inputs and outputs).
+    #[serde(default)]
+    pub io: Extent,
     /// How to train the model, if its source has a `train` section.
     #[serde(default)]
     pub train: Option<super::train_config::TrainConfig>,

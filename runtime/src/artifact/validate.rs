@@ -92,7 +92,11 @@ fn validate_buffers(manifest: &Manifest) -> Result<(), ArtifactError> {
                     return Err(ArtifactError::DuplicateWeightKey { key: key.clone() });
                 }
             }
-            Location::Arena { offset } => {
+            Location::Arena { offset } | Location::Io { offset } => {
+                let (block, arena) = match &info.location {
+                    Location::Io { .. } => ("I/O block", manifest.io),
+                    _ => ("arena", manifest.arena),
+                };
                 let align = info.dtype.size_bytes();
                 if offset.fixed % align != 0 || offset.per_batch % align != 0 {
                     return Err(ArtifactError::MisalignedBuffer {
@@ -100,13 +104,13 @@ fn validate_buffers(manifest: &Manifest) -> Result<(), ArtifactError> {
                         offset: *offset,
                     });
                 }
-                let arena = manifest.arena;
                 let fits = |o: u64, s: u64, a: u64| o.checked_add(s).is_some_and(|end| end <= a);
                 if !fits(offset.fixed, size.fixed, arena.fixed)
                     || !fits(offset.per_batch, size.per_batch, arena.per_batch)
                 {
                     return Err(ArtifactError::OutsideArena {
                         buffer: buffer(),
+                        block,
                         offset: *offset,
                         size,
                         arena,
@@ -181,9 +185,16 @@ fn validate_entries(manifest: &Manifest) -> Result<(), ArtifactError> {
                 let info = buffer(manifest, port.buffer, || {
                     format!("entry `{}`, {side} `{}`", entry.name, port.name)
                 })?;
-                if side == "input" && !matches!(info.location, Location::Arena { .. }) {
-                    return Err(ArtifactError::InputNotInArena {
+                // An output may also be a persistent buffer: its current value is read.
+                let allowed = match (&info.location, side) {
+                    (Location::Io { .. }, _) => true,
+                    (Location::Persistent { .. }, "output") => true,
+                    _ => false,
+                };
+                if !allowed {
+                    return Err(ArtifactError::PortNotInIo {
                         entry: entry.name.clone(),
+                        side,
                         name: port.name.clone(),
                     });
                 }
@@ -347,13 +358,17 @@ fn may_overlap(manifest: &Manifest, a: usize, b: usize) -> bool {
     let region = |id: usize| {
         let info = manifest.buffers.get(id)?;
         match &info.location {
-            Location::Arena { offset } => Some((*offset, info.byte_size()?)),
+            Location::Arena { offset } => Some((false, *offset, info.byte_size()?)),
+            Location::Io { offset } => Some((true, *offset, info.byte_size()?)),
             Location::Persistent { .. } | Location::Window(_) => None,
         }
     };
-    let (Some((oa, sa)), Some((ob, sb))) = (region(a), region(b)) else {
+    let (Some((io_a, oa, sa)), Some((io_b, ob, sb))) = (region(a), region(b)) else {
         return false;
     };
+    if io_a != io_b {
+        return false;
+    }
     let empty = |s: Extent| s.fixed == 0 && s.per_batch == 0;
     let before = |o1: Extent, s1: Extent, o2: Extent| {
         o1.fixed.saturating_add(s1.fixed) <= o2.fixed

@@ -23,7 +23,7 @@ pub fn persistent_buffers(manifest: &Manifest) -> Vec<(BufferId, &str)> {
         .enumerate()
         .filter_map(|(id, b)| match &b.location {
             Location::Persistent { key } => Some((id, key.as_str())),
-            Location::Arena { .. } | Location::Window(_) => None,
+            Location::Arena { .. } | Location::Io { .. } | Location::Window(_) => None,
         })
         .collect()
 }

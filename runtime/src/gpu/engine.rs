@@ -3,7 +3,8 @@
 //! # Device memory
 //! All of a model's buffers live in one wgpu storage buffer (`mem`, see the binding
 //! scheme in `strata_kernels::gpu`): the persistent buffers first, each at a 16-byte
-//! aligned offset, then the arena at a 256-byte aligned base, laid out by the memory plan.
+//! aligned offset, then the arena at a 256-byte aligned base, laid out by the memory plan,
+//! then the I/O block (the entry's inputs and outputs) at the next 256-byte boundary.
 //! `mem` is sized for the largest batch run so far and re-created when a larger batch
 //! needs more; the new `mem` gets the persistent buffers by a copy on the GPU from the old
 //! one (or by an upload when the host holds newer values).
@@ -19,10 +20,10 @@
 //! uploaded before the next run.
 //!
 //! # A run
-//! The inputs are written into their arena regions, each launch's `Params` (the batch and
+//! The inputs are written into their I/O regions, each launch's `Params` (the batch and
 //! its slots' element offsets) into its own 256-byte window of a uniform buffer, and then
 //! every launch of the entry is recorded into ONE command buffer, in order, followed by
-//! copies of the arena outputs into a staging buffer, which is the only thing read back.
+//! copies of the I/O outputs into a staging buffer, which is the only thing read back.
 //! Pipelines and bind groups are made once (bind groups again only when `mem` grows).
 //! Waiting for the GPU is bounded by [`GpuOptions::timeout`](super::GpuOptions).
 
@@ -62,7 +63,9 @@ impl MemoryLayout {
                     persistent.push(Some(next));
                     next = next.checked_add(size)?.next_multiple_of(PERSISTENT_ALIGN);
                 }
-                Location::Arena { .. } | Location::Window(_) => persistent.push(None),
+                Location::Arena { .. } | Location::Io { .. } | Location::Window(_) => {
+                    persistent.push(None)
+                }
             }
         }
         Some(MemoryLayout {
@@ -79,6 +82,9 @@ impl MemoryLayout {
         let offset = match &info.location {
             Location::Persistent { .. } => (*self.persistent.get(id)?)?,
             Location::Arena { offset } => self.arena_base.checked_add(offset.resolve(batch)?)?,
+            Location::Io { offset } => self
+                .io_base(manifest, batch)?
+                .checked_add(offset.resolve(batch)?)?,
             Location::Window(w) => {
                 let (parent, parent_len) = match manifest.buffers.get(w.parent)?.location {
                     Location::Window(_) => return None,
@@ -94,12 +100,19 @@ impl MemoryLayout {
         Some((offset, len))
     }
 
+    /// Byte offset of the I/O block at `batch`: after the arena.
+    fn io_base(&self, manifest: &Manifest, batch: u64) -> Option<u64> {
+        self.arena_base
+            .checked_add(manifest.arena.resolve(batch)?)?
+            .checked_next_multiple_of(ARENA_ALIGN)
+    }
+
     /// Bytes of `mem` at `batch` (a multiple of 4, at least 4).
     fn bytes(&self, manifest: &Manifest, batch: u64) -> Option<u64> {
-        let arena = manifest.arena.resolve(batch)?;
+        let io = manifest.io.resolve(batch)?;
         Some(
-            self.arena_base
-                .checked_add(arena)?
+            self.io_base(manifest, batch)?
+                .checked_add(io)?
                 .next_multiple_of(4)
                 .max(4),
         )
@@ -380,12 +393,12 @@ impl GpuEngine {
             }
         }
 
-        // Arena outputs are copied into one staging buffer, each at a 4-aligned offset.
+        // I/O outputs are copied into one staging buffer, each at a 4-aligned offset.
         let mut copies = Vec::with_capacity(entry.outputs.len());
         let mut staging_bytes = 0u64;
         for port in &entry.outputs {
             match manifest.buffers.get(port.buffer).map(|b| &b.location) {
-                Some(Location::Arena { .. }) => {
+                Some(Location::Arena { .. } | Location::Io { .. }) => {
                     let (offset, len) = self
                         .layout
                         .region(manifest, port.buffer, batch, 0)
