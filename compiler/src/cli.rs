@@ -8,6 +8,7 @@
 //! strata run   FILE --input x=x.npy [--target cpu|gpu]  compile and run `infer` in one go
 //! strata train FILE [--data SPEC] [--epochs N] [--run-dir DIR] [--resume] [--quiet]
 //! strata eval  FILE --weights W.safetensors [--data SPEC] [--split test|val|all]
+//! strata bench FILE [--entry NAME]... [--batch N]... [--seconds S] [--target cpu|gpu]
 //! ```
 //! `train` runs the file's `train` section (settings overridable with `--set lr=3e-3`,
 //! `epochs`, `batch`, `seed`, `patience`, `data`) and writes its run directory (default
@@ -48,6 +49,8 @@ enum Command {
     Train(TrainArgs),
     /// Compile a model and score trained weights on held-out data.
     Eval(EvalArgs),
+    /// Compile a model and time its entries on synthetic inputs.
+    Bench(BenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -176,6 +179,25 @@ struct RunArgs {
 }
 
 #[derive(Args, Debug)]
+struct BenchArgs {
+    #[command(flatten)]
+    common: Common,
+    /// An entry to time (repeatable) [default: infer, and train_step if there is one].
+    #[arg(long)]
+    entry: Vec<String>,
+    /// A batch size to time at (repeatable) [default: 32].
+    #[arg(long)]
+    batch: Vec<u64>,
+    /// Time each entry for at least this long.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Also time the model lowered without kernels with parts (horizontal fusion off),
+    /// alternating with the normal build, and print the speed ratio.
+    #[arg(long)]
+    compare_parts: bool,
+}
+
+#[derive(Args, Debug)]
 struct TrainArgs {
     #[command(flatten)]
     common: Common,
@@ -228,6 +250,7 @@ pub fn main() -> ExitCode {
         Command::Run(a) => cmd_run(&a),
         Command::Train(a) => cmd_train(&a),
         Command::Eval(a) => cmd_eval(&a),
+        Command::Bench(a) => cmd_bench(&a),
     }
 }
 
@@ -260,6 +283,7 @@ fn options(c: &Common) -> Result<CompileOptions, ExitCode> {
         .partition(|(k, _)| crate::train::OVERRIDABLE.contains(&k.as_str()));
     Ok(CompileOptions {
         train_overrides,
+        without_parts: false,
         elaborate: ElaborateOptions {
             model: c.model.clone(),
             overrides,
@@ -685,4 +709,101 @@ fn cmd_eval(a: &EvalArgs) -> ExitCode {
         }
         Err(e) => fail(e),
     }
+}
+
+fn cmd_bench(a: &BenchArgs) -> ExitCode {
+    use strata_runtime::bench::{BenchOptions, BenchReport, bench_entry};
+    let Ok(source) = load_source(&a.common.file) else {
+        return ExitCode::FAILURE;
+    };
+    let Ok(options) = options(&a.common) else {
+        return ExitCode::FAILURE;
+    };
+    if !(a.seconds.is_finite() && a.seconds >= 0.0) {
+        return fail(format!(
+            "--seconds takes a time in seconds, got {}",
+            a.seconds
+        ));
+    }
+    // The build to time, and with --compare-parts the same model without parts.
+    let mut builds = vec![(false, "")];
+    if a.compare_parts {
+        builds.push((true, " without parts"));
+    }
+    let mut sessions = Vec::new();
+    for (without_parts, label) in builds {
+        let options = CompileOptions {
+            without_parts,
+            ..options.clone()
+        };
+        let artifact = match compile(&source, &options) {
+            Ok(compiled) => compiled.artifact,
+            Err(CompileError::User(d)) => {
+                report(&d, &source, a.common.error_format);
+                return ExitCode::FAILURE;
+            }
+            Err(e) => return fail(e.render(&source)),
+        };
+        let backend = strata_runtime::session::Backend::default_for(&artifact);
+        match strata_runtime::Session::new_with(&artifact, backend) {
+            Ok(s) => {
+                println!(
+                    "{}{label}: {} kernels, {backend:?} backend",
+                    artifact.manifest.model,
+                    artifact.manifest.kernels.len()
+                );
+                sessions.push((label, s));
+            }
+            Err(e) => return fail(e),
+        }
+    }
+    let manifest = sessions[0].1.manifest().clone();
+    let entries: Vec<String> = match a.entry.is_empty() {
+        false => a.entry.clone(),
+        true => ["infer", "train_step"]
+            .iter()
+            .filter(|e| manifest.entries.iter().any(|x| x.name == **e))
+            .map(|e| e.to_string())
+            .collect(),
+    };
+    let batches = match a.batch.is_empty() {
+        false => a.batch.clone(),
+        true => vec![32],
+    };
+    // Builds are timed in alternating rounds, so a noisy machine slows both alike; each
+    // build's figure is its best round.
+    let rounds = if sessions.len() > 1 { 3 } else { 1 };
+    for entry in &entries {
+        for &batch in &batches {
+            let options = BenchOptions {
+                batch,
+                min_time: std::time::Duration::from_secs_f64(a.seconds / rounds as f64),
+                ..BenchOptions::default()
+            };
+            let mut best: Vec<Option<BenchReport>> = vec![None; sessions.len()];
+            for _ in 0..rounds {
+                for (i, (_, session)) in sessions.iter_mut().enumerate() {
+                    let report = match bench_entry(session, entry, &options) {
+                        Ok(r) => r,
+                        Err(e) => return fail(e),
+                    };
+                    if best[i].as_ref().is_none_or(|b| report.median < b.median) {
+                        best[i] = Some(report);
+                    }
+                }
+            }
+            for ((label, _), report) in sessions.iter().zip(&best) {
+                if let Some(report) = report {
+                    println!("{report}{label}");
+                }
+            }
+            if let [Some(with), Some(without)] = best.as_slice() {
+                println!(
+                    "{entry:<12} batch {batch:>5}  parts: {:.2}x the speed without",
+                    without.median.as_secs_f64() / with.median.as_secs_f64()
+                );
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -23,6 +23,9 @@ pub struct CompileOptions {
     pub target: Backend,
     /// Command-line overrides of `train` settings (`lr`, `epochs`, …).
     pub train_overrides: Vec<(String, String)>,
+    /// Lower without horizontal fusion (every kernel its own launch), to measure what
+    /// the kernels with parts save.
+    pub without_parts: bool,
 }
 
 /// Why compilation stopped.
@@ -90,10 +93,15 @@ fn compile_entry(
     name: &str,
     mut graph: Graph,
     prefix: &str,
+    without_parts: bool,
 ) -> Result<CompiledEntry, CompileError> {
     let unsimplified = graph.clone();
     crate::passes::run_pipeline(&mut graph, |_, _| {}).map_err(CompileError::Internal)?;
-    let mut lowered = lower(&graph).map_err(|e| CompileError::Internal(format!("{name}: {e}")))?;
+    let lowered = match without_parts {
+        false => lower(&graph),
+        true => crate::lower::lower_without_parts(&graph),
+    };
+    let mut lowered = lowered.map_err(|e| CompileError::Internal(format!("{name}: {e}")))?;
     for k in &mut lowered.kernels {
         k.name = format!("{prefix}{}", k.name);
     }
@@ -133,7 +141,7 @@ pub fn stage_dumps(name: &str, graph: &Graph) -> Result<Vec<(String, String)>, C
         format!("{name}_")
     };
     // The same passes again inside, so the kernels and plan are exactly `compile`'s.
-    let entry = compile_entry(name, graph.clone(), &prefix)?;
+    let entry = compile_entry(name, graph.clone(), &prefix, false)?;
     let n = files.len();
     files.push((
         format!("{n:02}-fused.kernels"),
@@ -164,10 +172,10 @@ pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled
     } else {
         (typed.clone(), Vec::new(), None)
     };
-    let infer = compile_entry("infer", infer_graph, "")?;
+    let infer = compile_entry("infer", infer_graph, "", options.without_parts)?;
     let training = extra
         .into_iter()
-        .map(|(name, g)| compile_entry(&name, g, &format!("{name}_")))
+        .map(|(name, g)| compile_entry(&name, g, &format!("{name}_"), options.without_parts))
         .collect::<Result<Vec<_>, _>>()?;
     let all_kernels: Vec<strata_kernels::ir::Kernel> = std::iter::once(&infer)
         .chain(&training)

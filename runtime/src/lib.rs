@@ -4,6 +4,7 @@
 //! artifact's manifest.
 //!
 //! - [`artifact`]: the compiled-model file, its validation, and executable packing.
+//! - [`bench`]: timing an entry's runs.
 //! - [`session`]: a loaded model: compiled kernels, weights, arena; runs entries.
 //! - [`cpu`]: the CPU backend (JIT of CLIF text, kernel launch).
 //! - [`decode`]: greedy decoding of sequence-to-sequence models through an entry.
@@ -14,6 +15,7 @@
 //! - [`error`]: the error types.
 
 pub mod artifact;
+pub mod bench;
 pub mod cpu;
 pub mod decode;
 pub mod error;

@@ -152,6 +152,13 @@ pub fn lower(graph: &Graph) -> Result<Lowered, LowerError> {
     Ok(lowered)
 }
 
+/// [`lower`] without [`group`]: each kernel its own launch (for comparisons).
+pub fn lower_without_parts(graph: &Graph) -> Result<Lowered, LowerError> {
+    let mut fusion = fuse::plan_fusion(graph);
+    let groups = update_groups(graph, &mut fusion);
+    lower_with(graph, fusion, groups)
+}
+
 /// Lowers with one kernel per op: no inlining, no epilogues (the reference the fused
 /// lowering is compared against in `--stats`).
 pub fn lower_unfused(graph: &Graph) -> Result<Lowered, LowerError> {
