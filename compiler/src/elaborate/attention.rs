@@ -573,7 +573,7 @@ pub(super) fn check_heads(
     d: u64,
     span: Span,
 ) -> Result<(), Diagnostic> {
-    if d % heads == 0 {
+    if d.is_multiple_of(heads) {
         return Ok(());
     }
     let hspan = args.get("heads").map_or(span, |s| s.span);

@@ -186,11 +186,10 @@ fn validate_entries(manifest: &Manifest) -> Result<(), ArtifactError> {
                     format!("entry `{}`, {side} `{}`", entry.name, port.name)
                 })?;
                 // An output may also be a persistent buffer: its current value is read.
-                let allowed = match (&info.location, side) {
-                    (Location::Io { .. }, _) => true,
-                    (Location::Persistent { .. }, "output") => true,
-                    _ => false,
-                };
+                let allowed = matches!(
+                    (&info.location, side),
+                    (Location::Io { .. }, _) | (Location::Persistent { .. }, "output")
+                );
                 if !allowed {
                     return Err(ArtifactError::PortNotInIo {
                         entry: entry.name.clone(),

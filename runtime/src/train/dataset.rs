@@ -45,7 +45,7 @@ impl Labels {
     /// ragged or have width 0).
     pub fn samples(&self) -> Option<usize> {
         let rows = |values: usize, width: usize| {
-            (width > 0 && values % width == 0).then(|| values / width)
+            (width > 0 && values.is_multiple_of(width)).then(|| values / width)
         };
         match self {
             Labels::Classes { values, .. } => Some(values.len()),
