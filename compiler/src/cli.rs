@@ -195,6 +195,9 @@ struct BenchArgs {
     /// alternating with the normal build, and print the speed ratio.
     #[arg(long)]
     compare_parts: bool,
+    /// Print each kernel's share of the time (CPU).
+    #[arg(long)]
+    profile: bool,
 }
 
 #[derive(Args, Debug)]
@@ -797,6 +800,16 @@ fn cmd_bench(a: &BenchArgs) -> ExitCode {
                     println!("{report}{label}");
                 }
             }
+            if a.profile {
+                let session = &mut sessions[0].1;
+                if !session.start_profiling() {
+                    return fail("--profile times CPU launches; this session runs on a GPU");
+                }
+                if let Err(e) = bench_entry(session, entry, &options) {
+                    return fail(e);
+                }
+                print_profile(session);
+            }
             if let [Some(with), Some(without)] = best.as_slice() {
                 println!(
                     "{entry:<12} batch {batch:>5}  parts: {:.2}x the speed without",
@@ -806,4 +819,22 @@ fn cmd_bench(a: &BenchArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Each launched kernel's time, largest first, with its share and per-launch mean.
+fn print_profile(session: &strata_runtime::Session) {
+    let mut times: Vec<_> = session
+        .kernel_times()
+        .into_iter()
+        .filter(|(_, _, n)| *n > 0)
+        .collect();
+    let total: f64 = times.iter().map(|(_, t, _)| t.as_secs_f64()).sum();
+    times.sort_by(|a, b| b.1.cmp(&a.1));
+    for (name, t, n) in times {
+        println!(
+            "  {:>5.1}%  {:>9.2} us/launch  {name}",
+            100.0 * t.as_secs_f64() / total.max(f64::MIN_POSITIVE),
+            t.as_secs_f64() * 1e6 / n as f64
+        );
+    }
 }

@@ -83,6 +83,8 @@ enum Engine {
         functions: Vec<Vec<KernelFn>>,
         code: JitCode,
         arena: Vec<ArenaLine>,
+        /// Per kernel: time spent in its launches and their count, while profiling.
+        profile: Option<Vec<(std::time::Duration, u64)>>,
     },
     Gpu(GpuEngine),
 }
@@ -174,11 +176,42 @@ fn cpu_engine(artifact: &Artifact, manifest: &Manifest) -> Result<Engine, Sessio
             functions,
             code,
             arena: Vec::new(),
+            profile: None,
         })
     }
 }
 
 impl Session {
+    /// Starts (or restarts from zero) timing every kernel launch, on the CPU; false on
+    /// a GPU session, whose launches run asynchronously in one command buffer.
+    pub fn start_profiling(&mut self) -> bool {
+        match &mut self.engine {
+            Engine::Cpu { profile, .. } => {
+                *profile = Some(vec![Default::default(); self.manifest.kernels.len()]);
+                true
+            }
+            Engine::Gpu(_) => false,
+        }
+    }
+
+    /// Per kernel, in manifest order: its name, the time its launches took and their
+    /// count since [`Session::start_profiling`] (empty if not profiling).
+    pub fn kernel_times(&self) -> Vec<(&str, std::time::Duration, u64)> {
+        match &self.engine {
+            Engine::Cpu {
+                profile: Some(times),
+                ..
+            } => self
+                .manifest
+                .kernels
+                .iter()
+                .zip(times)
+                .map(|(k, (t, n))| (k.name.as_str(), *t, *n))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
@@ -282,10 +315,13 @@ impl Session {
         let entry = &self.manifest.entries[entry_index];
         let bound = bind_inputs(&self.manifest, entry, inputs)?;
         let batch = bound.batch;
-        let (functions, arena_lines) = match &mut self.engine {
+        let (functions, arena_lines, mut profile) = match &mut self.engine {
             Engine::Cpu {
-                functions, arena, ..
-            } => (&*functions, arena),
+                functions,
+                arena,
+                profile,
+                ..
+            } => (&*functions, arena, profile.as_mut()),
             Engine::Gpu(gpu) => {
                 let results = gpu
                     .run(
@@ -420,9 +456,16 @@ impl Session {
                 };
                 pointers.push(pointer);
             }
+            let started = profile.is_some().then(std::time::Instant::now);
             // SAFETY: see the module docs: each pointer addresses storage of at least the
             // size of the slot it is bound to at `batch`, and `f` is `kernel`'s code.
             unsafe { cpu::launch(kernel, f, &pointers, batch) };
+            if let (Some(times), Some(started)) = (profile.as_deref_mut(), started)
+                && let Some((total, count)) = times.get_mut(launch.kernel)
+            {
+                *total += started.elapsed();
+                *count += 1;
+            }
         }
 
         let arena: &[u8] = bytemuck::cast_slice(arena_lines);
