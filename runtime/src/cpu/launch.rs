@@ -77,7 +77,9 @@ pub unsafe fn launch(kernel: &Kernel, fns: &[KernelFn], bufs: &[*mut u8], batch:
 ///
 /// The units of work are the rows of each body (a contraction's row blocks), the bodies'
 /// units laid end to end: the parts of a kernel share one split across threads, so a
-/// launch starts its threads once however many parts it has.
+/// launch starts its threads once however many parts it has. The split gives each thread
+/// an equal share of the work, not of the units: a unit of a product may be thousands of
+/// times a unit of a map.
 ///
 /// # Safety
 /// As for [`launch`].
@@ -98,7 +100,9 @@ pub unsafe fn launch_with(
         .collect();
     let units = jobs.iter().fold(0u64, |acc, j| acc.saturating_add(j.units));
     let work = jobs.iter().fold(0u64, |acc, j| acc.saturating_add(j.work));
-    split(units, thread_count(options, units, work), |start, end| {
+    let threads = thread_count(options, units, work);
+    let bounds = work_bounds(&jobs, threads);
+    split(&bounds, |start, end| {
         let mut first = 0u64;
         for job in &jobs {
             let (lo, hi) = (start.max(first), end.min(first + job.units));
@@ -221,21 +225,57 @@ fn thread_count(options: &LaunchOptions, rows: u64, work: u64) -> u64 {
 
 /// Calls `run(start, end)` on `threads` contiguous ranges covering `0..rows`, the last one
 /// on the calling thread.
-fn split(rows: u64, threads: u64, run: impl Fn(u64, u64) + Sync) {
-    let bound = |t: u64| (u128::from(rows) * u128::from(t) / u128::from(threads)) as u64;
-    if threads <= 1 {
-        if rows > 0 {
-            run(0, rows);
+/// Where each of `threads` contiguous ranges of the jobs' units (laid end to end) starts,
+/// then the end: cut where the work done before reaches `t / threads` of the total, a
+/// job's work spread evenly over its units. A function of the shapes only, so results do
+/// not depend on timing.
+fn work_bounds(jobs: &[Job], threads: u64) -> Vec<u64> {
+    let total: u128 = jobs.iter().map(|j| u128::from(j.work.max(j.units))).sum();
+    let units: u64 = jobs.iter().map(|j| j.units).sum();
+    let mut bounds = vec![0u64];
+    for t in 1..threads {
+        let target = total * u128::from(t) / u128::from(threads);
+        // The first unit at which the work before it reaches `target`.
+        let (mut first, mut before) = (0u64, 0u128);
+        let mut cut = units;
+        for job in jobs {
+            let work = u128::from(job.work.max(job.units));
+            if job.units > 0 && before + work > target {
+                let per_unit = work / u128::from(job.units);
+                let inside = (target - before).div_ceil(per_unit.max(1));
+                cut = first + (inside as u64).min(job.units);
+                break;
+            }
+            before += work;
+            first += job.units;
         }
+        bounds.push(cut.max(*bounds.last().unwrap_or(&0)));
+    }
+    bounds.push(units);
+    bounds
+}
+
+/// Calls `run(bounds[t], bounds[t + 1])` for each range, the last one on the calling
+/// thread and the others on threads of their own; empty ranges are skipped.
+fn split(bounds: &[u64], run: impl Fn(u64, u64) + Sync) {
+    let ranges: Vec<(u64, u64)> = bounds
+        .windows(2)
+        .map(|w| (w[0], w[1]))
+        .filter(|(start, end)| start < end)
+        .collect();
+    let Some((&last, others)) = ranges.split_last() else {
+        return;
+    };
+    if others.is_empty() {
+        run(last.0, last.1);
         return;
     }
     std::thread::scope(|scope| {
         let run = &run;
-        for t in 0..threads - 1 {
-            let (start, end) = (bound(t), bound(t + 1));
+        for &(start, end) in others {
             scope.spawn(move || run(start, end));
         }
-        run(bound(threads - 1), rows);
+        run(last.0, last.1);
     });
 }
 
@@ -404,5 +444,37 @@ impl<'c> ContractPlan<'c> {
                 Parallelism::None,
             )
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    unsafe extern "C" fn nothing(_: *const *mut u8, _: i64, _: i64, _: i64) {}
+
+    fn job(units: u64, work: u64) -> Job<'static> {
+        Job {
+            f: nothing,
+            units,
+            work,
+            contract: None,
+        }
+    }
+
+    #[test]
+    fn threads_get_equal_work_not_equal_units() {
+        // One heavy unit (a product's block), then 99 light ones (a map's rows).
+        let jobs = [job(1, 1000), job(99, 99)];
+        assert_eq!(work_bounds(&jobs, 1), [0, 100]);
+        // Half the work is inside the first unit: the second thread gets the rest.
+        assert_eq!(work_bounds(&jobs, 2), [0, 1, 100]);
+        // Even work: even units.
+        assert_eq!(
+            work_bounds(&[job(10, 10), job(10, 10)], 4),
+            [0, 5, 10, 15, 20]
+        );
+        // No units at all.
+        assert_eq!(work_bounds(&[], 3), [0, 0, 0, 0]);
     }
 }
