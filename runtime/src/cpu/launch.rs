@@ -255,8 +255,23 @@ fn work_bounds(jobs: &[Job], threads: u64) -> Vec<u64> {
     bounds
 }
 
+/// The launches' threads besides the caller's: one fewer than the host runs at once, since
+/// the calling thread takes a share too (a pool as large as the host would leave its
+/// threads spinning against the caller between launches).
+fn pool() -> &'static rayon::ThreadPool {
+    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(host_threads().saturating_sub(1).max(1))
+            .thread_name(|i| format!("strata-launch-{i}"))
+            .build()
+            .or_else(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
+            .expect("a one-thread pool")
+    })
+}
+
 /// Calls `run(bounds[t], bounds[t + 1])` for each range, the last one on the calling
-/// thread and the others on threads of their own; empty ranges are skipped.
+/// thread and the others on [`pool`]'s threads; empty ranges are skipped.
 fn split(bounds: &[u64], run: impl Fn(u64, u64) + Sync) {
     let ranges: Vec<(u64, u64)> = bounds
         .windows(2)
@@ -270,10 +285,10 @@ fn split(bounds: &[u64], run: impl Fn(u64, u64) + Sync) {
         run(last.0, last.1);
         return;
     }
-    std::thread::scope(|scope| {
+    pool().in_place_scope(|scope| {
         let run = &run;
         for &(start, end) in others {
-            scope.spawn(move || run(start, end));
+            scope.spawn(move |_| run(start, end));
         }
         run(last.0, last.1);
     });
