@@ -1,6 +1,8 @@
 //! The kernels of the lowered program: a fused chain (a map, a reduction or a product
 //! with its epilogue), a copy, or an update group, built by substitution: [`element`]
-//! loads a stored value and rebuilds an inlined one from its operands.
+//! loads a stored value and rebuilds an inlined one from its operands, a nested
+//! reduction as an [`Expr::Reduce`] whose loop variables follow those in scope where it
+//! is built (the [`Site`]).
 
 use super::{BufferId, LowerError, LoweredLaunch, Lowerer, Storage, kernel_dims};
 use crate::ir::{self, Op, ValueId};

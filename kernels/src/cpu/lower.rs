@@ -210,6 +210,14 @@ impl<'k, 'f> Lowering<'k, 'f> {
         let zero = self.b.ins().iconst(types::I64, 0);
         let lo = self.b.ins().smax(start, zero);
         let invariants = self.invariants.clone();
+        // What depends on no loop variable and reads no memory is safe to compute even if
+        // the rows are empty: once, before them.
+        let constants: Vec<Invariant> = invariants
+            .iter()
+            .filter(|i| i.level == 0 && !has_load(&i.expr))
+            .cloned()
+            .collect();
+        self.hoist(&constants)?;
         match space.split_first() {
             // Rank 0: one point, in row 0.
             None => {
