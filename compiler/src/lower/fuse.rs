@@ -49,9 +49,9 @@
 //!      [`NESTED_REDUCE_MAX_POINTS`] points: a per-row value (`log` of a row sum, shape
 //!      `[.., 1]`) read across its row, which the CPU computes once per row (hoisted)
 //!      and the GPU once per point of the row.
+//!
 //!    A nested reduction counts as cheap: it evaluates its operand a bounded number of
-//!    times per row, whatever reads it.
-//!    Everything else gets its own buffer and kernel.
+//!    times per row, whatever reads it. Everything else gets its own buffer and kernel.
 //! 5. **Optimizer updates** (rule `update-group`): an update's new value is stored straight
 //!    into the persistent buffer it replaces, by a map over the parameter's shape. Updates
 //!    whose new values read each other's parameters or new values (Adam's `m`, `v` and
@@ -306,7 +306,7 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
     }
 
     // Rule 4: inlining, with the cost guard. `cost` is the number of expensive ops an
-    // inlined value's expression evaluates; a nested reduction's is 0 (it has none).
+    // inlined value's expression evaluates; a nested reduction's is 0 (it counts as cheap).
     let mut cost: HashMap<ValueId, u32> = HashMap::new();
     for &v in &order {
         let node = graph.node(v);
