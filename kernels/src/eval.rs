@@ -203,6 +203,17 @@ impl<'k, 'b> Evaluator<'k, 'b> {
                     self.expr(otherwise, vars, acc)?
                 }
             }
+            Expr::Reduce { op, extent, value } => {
+                let mut folded = op.identity();
+                let mut inner = vars.to_vec();
+                let mut points = self.points(extent)?;
+                while let Some(r) = points.next_point() {
+                    inner.truncate(vars.len());
+                    inner.extend_from_slice(r);
+                    folded = fold(*op, folded, self.expr(value, &inner, None)?);
+                }
+                folded
+            }
         })
     }
 
@@ -254,12 +265,7 @@ impl<'k, 'b> Evaluator<'k, 'b> {
                 vars.clear();
                 vars.extend_from_slice(p);
                 vars.extend_from_slice(r);
-                let v = self.expr(value, &vars, None)?;
-                acc = match op {
-                    ReduceOp::Sum => acc + v,
-                    ReduceOp::Max => nan_max(acc, v),
-                    ReduceOp::Min => nan_min(acc, v),
-                };
+                acc = fold(op, acc, self.expr(value, &vars, None)?);
             }
             let v = self.expr(&out.value, p, Some(acc))?;
             self.write(out.buf, &out.index, p, v)?;
@@ -370,6 +376,15 @@ impl Points {
         }
         self.state = PointsState::Done;
         None
+    }
+}
+
+/// One step of a reduction: `acc` and `v` folded with `op`.
+fn fold(op: ReduceOp, acc: f64, v: f64) -> f64 {
+    match op {
+        ReduceOp::Sum => acc + v,
+        ReduceOp::Max => nan_max(acc, v),
+        ReduceOp::Min => nan_min(acc, v),
     }
 }
 
@@ -797,6 +812,53 @@ mod tests {
         }
         let e = kernel.validate().unwrap_err();
         assert!(e.message.contains("undeclared buffer slot 9"), "{e}");
+    }
+
+    #[test]
+    fn nested_reductions_fold_each_row_inside_a_map() {
+        let kernel = crate::test_fixtures::nested_softmax();
+        let x: Vec<f64> = (0..20).map(|i| f64::from(i % 7) - 3.0).collect();
+        let mut bufs = vec![x.clone(), vec![0.0; 20]];
+        eval_kernel(&kernel, &mut bufs, 2).unwrap();
+        for row in x.chunks(10).zip(bufs[1].chunks(10)) {
+            let (x, out) = row;
+            let m = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let s: f64 = x.iter().map(|v| (v - m).exp()).sum();
+            for (v, o) in x.iter().zip(out) {
+                assert!(((v - m).exp() / s - o).abs() < 1e-15, "{o}");
+            }
+        }
+    }
+
+    #[test]
+    fn nested_reductions_are_scoped() {
+        let mut kernel = crate::test_fixtures::nested_softmax();
+        let KernelBody::Map { stores, .. } = &mut kernel.body else {
+            unreachable!()
+        };
+        // The nested reduction's variable is 2; 3 is out of its scope.
+        stores[0].value = Expr::Reduce {
+            op: ReduceOp::Sum,
+            extent: vec![Dim::Fixed(10)],
+            value: Box::new(Expr::load(0, var(3))),
+        };
+        let e = kernel.validate().unwrap_err();
+        assert!(
+            e.message
+                .contains("loop variable 3 out of scope (3 in scope)"),
+            "{e}"
+        );
+        let mut kernel = crate::test_fixtures::dense_relu();
+        let KernelBody::Contract(c) = &mut kernel.body else {
+            unreachable!()
+        };
+        c.epilogue = Expr::Reduce {
+            op: ReduceOp::Max,
+            extent: vec![Dim::Fixed(2)],
+            value: Box::new(Expr::Acc),
+        };
+        let e = kernel.validate().unwrap_err();
+        assert!(e.message.contains("`acc` inside a nested reduction"), "{e}");
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! Expressions and indices refer to loop variables by position ([`Index::Var`]). In a map,
 //! variable `d` is the coordinate along `space[d]`. In a reduction, variables
 //! `0..space.len()` are the output coordinates and `space.len()..` the reduced ones. In a
-//! contraction's epilogue the variables are `batch..., m, n`.
+//! contraction's epilogue the variables are `batch..., m, n`. Inside the value of a nested
+//! [`Expr::Reduce`], the variables in scope are those of the enclosing expression followed
+//! by one per dimension of the nested reduction's extent.
 //!
 //! # Sizes
 //! A dimension is either fixed or the symbolic batch ([`Dim::Batch`]), known only when the
@@ -25,7 +27,8 @@
 //!
 //! # Invariants (checked by [`Kernel::validate`])
 //! Every buffer reference names a declared buffer, every variable is in scope, stores
-//! write only to buffers declared writable, and `Acc` appears only in epilogues.
+//! write only to buffers declared writable, and `Acc` appears only in epilogues, never
+//! inside a nested reduction.
 //!
 //! Neither the DSL nor the graph IR is known here: both emitters (CPU and GPU) walk this
 //! IR and nothing else.
@@ -264,6 +267,17 @@ pub enum Expr {
         index: Index,
         step: Box<Expr>,
     },
+    /// `value` folded with `op` over every point of `extent`: a small reduction computed
+    /// inside the expression that uses it (a softmax's row max and row sum inside the map
+    /// that writes the probabilities), instead of by a kernel of its own and a buffer.
+    /// Inside `value`, the variables in scope are the enclosing expression's followed by
+    /// `extent.len()` new ones, the coordinates of the folded point; `Acc` is not allowed
+    /// there. It folds as [`KernelBody::Reduce`] does (the CPU sums in `f64`).
+    Reduce {
+        op: ReduceOp,
+        extent: Vec<Dim>,
+        value: Box<Expr>,
+    },
 }
 
 impl Expr {
@@ -284,7 +298,9 @@ impl Expr {
         match self {
             Expr::Load { buf, index } => f(*buf, index),
             Expr::Const(_) | Expr::Acc | Expr::IndexValue(_) => {}
-            Expr::Unary(_, x) | Expr::Uniform { step: x, .. } => x.visit_loads(f),
+            Expr::Unary(_, x) | Expr::Uniform { step: x, .. } | Expr::Reduce { value: x, .. } => {
+                x.visit_loads(f)
+            }
             Expr::Binary(_, a, b) => {
                 a.visit_loads(f);
                 b.visit_loads(f);
@@ -320,56 +336,54 @@ impl Expr {
                 then.remap_slots(f);
                 otherwise.remap_slots(f);
             }
+            Expr::Reduce { value, .. } => value.remap_slots(f),
         }
     }
 
-    fn uses_acc(&self) -> bool {
+    /// The first scoping rule the expression breaks with `nvars` variables in scope: a
+    /// variable out of scope, or `acc` where `acc` says it may not be.
+    fn scope_error(&self, nvars: usize, acc: AccRule) -> Option<String> {
+        let index = |ix: &Index| {
+            ix.max_var()
+                .filter(|v| *v >= nvars)
+                .map(|v| format!("loop variable {v} out of scope ({nvars} in scope)"))
+        };
         match self {
-            Expr::Acc => true,
-            Expr::Load { .. } | Expr::Const(_) | Expr::IndexValue(_) => false,
-            Expr::Unary(_, x) | Expr::Uniform { step: x, .. } => x.uses_acc(),
-            Expr::Binary(_, a, b) => a.uses_acc() || b.uses_acc(),
+            Expr::Acc => match acc {
+                AccRule::Allowed => None,
+                AccRule::OutsideEpilogue => Some("`acc` outside an epilogue".into()),
+                AccRule::InsideNestedReduce => Some("`acc` inside a nested reduction".into()),
+            },
+            Expr::Const(_) => None,
+            Expr::Load { index: ix, .. } | Expr::IndexValue(ix) => index(ix),
+            Expr::Uniform {
+                index: ix, step, ..
+            } => index(ix).or_else(|| step.scope_error(nvars, acc)),
+            Expr::Unary(_, x) => x.scope_error(nvars, acc),
+            Expr::Binary(_, a, b) => a
+                .scope_error(nvars, acc)
+                .or_else(|| b.scope_error(nvars, acc)),
             Expr::Select {
                 cond,
                 then,
                 otherwise,
-            } => cond.uses_acc() || then.uses_acc() || otherwise.uses_acc(),
-        }
-    }
-
-    fn max_var(&self) -> Option<usize> {
-        let mut m: Option<usize> = None;
-        self.visit_loads(&mut |_, ix| m = m.max(ix.max_var()));
-        self.visit_index_values(&mut |ix| m = m.max(ix.max_var()));
-        m
-    }
-
-    /// Calls `f` on every index the expression uses as a value rather than as an address
-    /// ([`Expr::IndexValue`], the element index of [`Expr::Uniform`]).
-    fn visit_index_values(&self, f: &mut impl FnMut(&Index)) {
-        match self {
-            Expr::IndexValue(ix) => f(ix),
-            Expr::Uniform { index, step, .. } => {
-                f(index);
-                step.visit_index_values(f);
-            }
-            Expr::Load { .. } | Expr::Const(_) | Expr::Acc => {}
-            Expr::Unary(_, x) => x.visit_index_values(f),
-            Expr::Binary(_, a, b) => {
-                a.visit_index_values(f);
-                b.visit_index_values(f);
-            }
-            Expr::Select {
-                cond,
-                then,
-                otherwise,
-            } => {
-                cond.visit_index_values(f);
-                then.visit_index_values(f);
-                otherwise.visit_index_values(f);
+            } => cond
+                .scope_error(nvars, acc)
+                .or_else(|| then.scope_error(nvars, acc))
+                .or_else(|| otherwise.scope_error(nvars, acc)),
+            Expr::Reduce { extent, value, .. } => {
+                value.scope_error(nvars + extent.len(), AccRule::InsideNestedReduce)
             }
         }
     }
+}
+
+/// Where [`Expr::Acc`] may appear in an expression being validated.
+#[derive(Clone, Copy)]
+enum AccRule {
+    Allowed,
+    OutsideEpilogue,
+    InsideNestedReduce,
 }
 
 /// Write `value` to element `index` of buffer slot `buf`.
@@ -650,15 +664,13 @@ impl Kernel {
         err: &impl Fn(String) -> KernelError,
     ) -> Result<(), KernelError> {
         let check_expr = |e: &Expr, nvars: usize, acc_ok: bool| -> Result<(), KernelError> {
-            if !acc_ok && e.uses_acc() {
-                return Err(err("`acc` outside an epilogue".into()));
-            }
-            if let Some(v) = e.max_var()
-                && v >= nvars
-            {
-                return Err(err(format!(
-                    "loop variable {v} out of scope ({nvars} in scope)"
-                )));
+            let acc = if acc_ok {
+                AccRule::Allowed
+            } else {
+                AccRule::OutsideEpilogue
+            };
+            if let Some(message) = e.scope_error(nvars, acc) {
+                return Err(err(message));
             }
             let mut bad = None;
             e.visit_loads(&mut |b, _| {

@@ -6,12 +6,15 @@
 //!   apart from the emitters.
 //! - [`cpu`]: kernel IR -> Cranelift IR (CLIF text).
 //! - [`gpu`]: kernel IR -> WGSL compute shaders, validated by naga.
+//! - `hoist`: the loop-invariant subexpressions both emitters compute outside the loops
+//!   they do not depend on.
 //!
 //! This crate knows nothing of the DSL or of the graph IR.
 
 pub mod cpu;
 pub mod eval;
 pub mod gpu;
+mod hoist;
 pub mod ir;
 pub mod print;
 pub mod rng;

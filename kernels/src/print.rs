@@ -43,6 +43,8 @@ impl Display for IndexText<'_> {
 struct ExprText<'a> {
     expr: &'a Expr,
     buffers: &'a [BufferDecl],
+    /// Loop variables in scope: a nested reduction names its own from here.
+    scope: usize,
 }
 
 impl<'a> Display for ExprText<'a> {
@@ -50,6 +52,7 @@ impl<'a> Display for ExprText<'a> {
         let sub = |e: &'a Expr| ExprText {
             expr: e,
             buffers: self.buffers,
+            scope: self.scope,
         };
         match self.expr {
             Expr::Load { buf, index } => {
@@ -100,6 +103,25 @@ impl<'a> Display for ExprText<'a> {
                 IndexText(index),
                 sub(step)
             ),
+            // `max(x[i0 * 10 + i2] for i2 < 10)`
+            Expr::Reduce { op, extent, value } => {
+                let value = ExprText {
+                    expr: value,
+                    buffers: self.buffers,
+                    scope: self.scope + extent.len(),
+                };
+                let bounds: Vec<String> = extent
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| format!("i{} < {d}", self.scope + i))
+                    .collect();
+                write!(
+                    f,
+                    "{}({value} for {})",
+                    format!("{op:?}").to_lowercase(),
+                    bounds.join(", ")
+                )
+            }
         }
     }
 }
@@ -122,10 +144,11 @@ impl Display for Kernel {
                 format!("{}: {ty}{} {access}", b.name, dims(&b.shape))
             })
             .collect();
-        let e = |x: &'_ Expr| {
+        let e = |x: &'_ Expr, scope: usize| {
             ExprText {
                 expr: x,
                 buffers: &self.buffers,
+                scope,
             }
             .to_string()
         };
@@ -141,7 +164,7 @@ impl Display for Kernel {
                                 "{pad}{}[{}] = {}",
                                 name(s.buf),
                                 IndexText(&s.index),
-                                e(&s.value)
+                                e(&s.value, space.len())
                             )
                         })
                         .collect(),
@@ -158,13 +181,13 @@ impl Display for Kernel {
                         format!(
                             "{pad}acc = {}({})",
                             format!("{op:?}").to_lowercase(),
-                            e(value)
+                            e(value, space.len() + reduce.len())
                         ),
                         format!(
                             "{pad}{}[{}] = {}",
                             name(out.buf),
                             IndexText(&out.index),
-                            e(&out.value)
+                            e(&out.value, space.len())
                         ),
                     ],
                 ),
@@ -185,7 +208,7 @@ impl Display for Kernel {
                     lines.push(format!(
                         "{pad}{}[row-major] = {}",
                         name(c.out),
-                        e(&c.epilogue)
+                        e(&c.epilogue, c.space().len())
                     ));
                     (
                         format!(
@@ -217,5 +240,19 @@ impl Display for Kernel {
             }
         }
         f.write_str("}\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_nested_reduction_names_its_variables_after_the_enclosing_ones() {
+        let text = crate::test_fixtures::nested_softmax().to_string();
+        assert!(
+            text.contains(
+                "sum(exp((x[i0 * 10 + i2] - max(x[i0 * 10 + i3] for i3 < 10))) for i2 < 10)"
+            ),
+            "{text}"
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::ir::{
     Access, BinaryOp, BufferDecl, Contraction, Dim, Expr, Index, Kernel, KernelBody, MatrixOperand,
-    ScalarType, Store, UnaryOp,
+    ReduceOp, ScalarType, Store, UnaryOp,
 };
 
 pub(crate) fn buffer(name: &str, dtype: ScalarType, shape: &[Dim], access: Access) -> BufferDecl {
@@ -104,6 +104,83 @@ pub(crate) fn uniform_map() -> Kernel {
                     step: Box::new(Expr::load(0, Index::Const(0))),
                 },
             }],
+        },
+    }
+}
+
+/// `op_k x[row, k]` over a row of `x: [batch, 10]`, binding `k` as variable `scope`.
+fn row_reduce(op: ReduceOp, row: usize, scope: usize, x: impl Fn(Index) -> Expr) -> Expr {
+    Expr::Reduce {
+        op,
+        extent: vec![Dim::Fixed(10)],
+        value: Box::new(x(Index::Var(row)
+            .mul(Index::Const(10))
+            .add(Index::Var(scope)))),
+    }
+}
+
+/// A row softmax over `x: [batch, 10]` as one map: `out[i, j] = exp(x[i, j] - m) / s`
+/// with the row max `m` and the row sum `s` of `exp(x[i, k] - m)` nested reductions (`m`
+/// nested again inside `s`).
+pub(crate) fn nested_softmax() -> Kernel {
+    let shape = [Dim::Batch, Dim::Fixed(10)];
+    let x = |ix: Index| Expr::load(0, ix);
+    let shifted_exp = |at: Index, scope: usize| {
+        Expr::unary(
+            UnaryOp::Exp,
+            Expr::binary(BinaryOp::Sub, x(at), row_reduce(ReduceOp::Max, 0, scope, x)),
+        )
+    };
+    let sum = Expr::Reduce {
+        op: ReduceOp::Sum,
+        extent: vec![Dim::Fixed(10)],
+        value: Box::new(shifted_exp(
+            Index::Var(0).mul(Index::Const(10)).add(Index::Var(2)),
+            3,
+        )),
+    };
+    Kernel {
+        name: "nested_softmax".into(),
+        buffers: vec![
+            f32_buffer("x", &shape, Access::Read),
+            f32_buffer("out", &shape, Access::Write),
+        ],
+        body: KernelBody::Map {
+            space: shape.to_vec(),
+            stores: vec![Store {
+                buf: 1,
+                index: row_major(&shape),
+                value: Expr::binary(BinaryOp::Div, shifted_exp(row_major(&shape), 2), sum),
+            }],
+        },
+    }
+}
+
+/// `out = sum_{i, j} (x[i, j] - max_k x[i, k]) / batch` over `x: [batch, 10]`: a
+/// reduction over the batch (a workgroup tree on the GPU) whose value holds a nested one.
+pub(crate) fn centered_total() -> Kernel {
+    let shape = [Dim::Batch, Dim::Fixed(10)];
+    let x = |ix: Index| Expr::load(0, ix);
+    Kernel {
+        name: "centered_total".into(),
+        buffers: vec![
+            f32_buffer("x", &shape, Access::Read),
+            f32_buffer("out", &[], Access::Write),
+        ],
+        body: KernelBody::Reduce {
+            space: vec![],
+            reduce: shape.to_vec(),
+            op: ReduceOp::Sum,
+            value: Expr::binary(
+                BinaryOp::Sub,
+                x(row_major(&shape)),
+                row_reduce(ReduceOp::Max, 0, 2, x),
+            ),
+            out: Store {
+                buf: 1,
+                index: Index::Const(0),
+                value: Expr::binary(BinaryOp::Div, Expr::Acc, Expr::IndexValue(Index::Batch)),
+            },
         },
     }
 }

@@ -663,6 +663,93 @@ fn softmax_style_max_then_sum_matches_the_reference() {
     }
 }
 
+/// A row softmax over `[rows, cols]` as one map, the row max and sum nested reductions
+/// (the max nested again inside the sum): `exp(x - max) / sum(exp(x - max))`.
+fn nested_softmax(rows: Dim, cols: u64) -> Kernel {
+    let shape = [rows, Dim::Fixed(cols)];
+    let x = |col: Index| Expr::load(0, var(0).mul(Index::Const(cols as i64)).add(col));
+    let row_max = |scope: usize| Expr::Reduce {
+        op: ReduceOp::Max,
+        extent: vec![Dim::Fixed(cols)],
+        value: Box::new(x(var(scope))),
+    };
+    let shifted_exp = |col: Index, scope: usize| {
+        Expr::unary(
+            UnaryOp::Exp,
+            Expr::binary(BinaryOp::Sub, x(col), row_max(scope)),
+        )
+    };
+    let sum = Expr::Reduce {
+        op: ReduceOp::Sum,
+        extent: vec![Dim::Fixed(cols)],
+        value: Box::new(shifted_exp(var(2), 3)),
+    };
+    map_kernel(
+        "nested_softmax",
+        vec![
+            buffer("x", &shape, Access::Read),
+            buffer("out", &shape, Access::Write),
+        ],
+        &shape,
+        vec![Store {
+            buf: 1,
+            index: identity_index(&shape),
+            value: Expr::binary(BinaryOp::Div, shifted_exp(var(1), 2), sum),
+        }],
+    )
+}
+
+#[test]
+fn nested_reductions_in_a_map_match_the_reference() {
+    let kernel = nested_softmax(Dim::Batch, 10);
+    for batch in [1, 7, 33] {
+        let bufs = inputs(&kernel, batch, -30.0, 30.0);
+        assert_matches_reference(&kernel, &bufs, batch, 1e-6, 1e-12);
+    }
+}
+
+#[test]
+fn a_nested_reduction_in_a_reduction_over_the_batch_matches_the_reference() {
+    // out = sum_{i, j} log(x[i, j] - min_k x[i, k] + 1) / batch: the row min is hoisted
+    // out of the reduction's loop over the row.
+    let shape = [Dim::Batch, Dim::Fixed(12)];
+    let x = |col: Index| Expr::load(0, var(0).mul(Index::Const(12)).add(col));
+    let row_min = Expr::Reduce {
+        op: ReduceOp::Min,
+        extent: vec![Dim::Fixed(12)],
+        value: Box::new(x(var(2))),
+    };
+    let kernel = Kernel {
+        name: "centered_log_total".into(),
+        buffers: vec![
+            buffer("x", &shape, Access::Read),
+            buffer("out", &[], Access::Write),
+        ],
+        body: KernelBody::Reduce {
+            space: vec![],
+            reduce: shape.to_vec(),
+            op: ReduceOp::Sum,
+            value: Expr::unary(
+                UnaryOp::Log,
+                Expr::binary(
+                    BinaryOp::Add,
+                    Expr::binary(BinaryOp::Sub, x(var(1)), row_min),
+                    Expr::Const(1.0),
+                ),
+            ),
+            out: Store {
+                buf: 1,
+                index: Index::Const(0),
+                value: Expr::binary(BinaryOp::Div, Expr::Acc, Expr::IndexValue(Index::Batch)),
+            },
+        },
+    };
+    for batch in [1, 7, 33] {
+        let bufs = inputs(&kernel, batch, -5.0, 5.0);
+        assert_matches_reference(&kernel, &bufs, batch, 1e-6, 0.0);
+    }
+}
+
 #[test]
 fn sum_over_the_middle_axis_matches_the_reference() {
     // out[i, k] = sum_j x[i, j, k] over x: [4, 6, 5]; variables: i = 0, k = 1, j = 2.

@@ -3,12 +3,12 @@
 
 use strata_compiler::driver::{CompileOptions, compile};
 use strata_compiler::elaborate::ElaborateOptions;
-use strata_compiler::ir::{BinaryOp, Dim, Graph, Op, Span, TensorType, UnaryOp};
+use strata_compiler::ir::{BinaryOp, Dim, Graph, Op, ReduceOp, Span, TensorType, UnaryOp, ValueId};
 use strata_compiler::lower::print::print_kernels;
 use strata_compiler::lower::{BufferRole, lower};
 use strata_compiler::plan::stats::entry_stats;
 use strata_compiler::plan::{check_plan, plan_memory};
-use strata_kernels::ir::{Expr, KernelBody};
+use strata_kernels::ir::{Expr, Kernel, KernelBody};
 use strata_tests::{example_files, load_example};
 
 fn options() -> CompileOptions {
@@ -52,6 +52,9 @@ fn mlp_train_step_has_at_most_half_as_many_kernels_as_ops() {
         .filter(|k| k.body.bodies().iter().any(is_contract))
         .count();
     assert_eq!(with_products, 3 + 3, "{}", print_kernels(l));
+    // The bar: at most one kernel per dense layer per direction, plus the loss
+    // (its value and its gradient) and the fused optimizer update.
+    assert!(kernels <= 3 * 2 + 1 + 1, "{}", print_kernels(l));
     // One update map per parameter (its Adam moments with it), stored in place.
     let updates = l
         .launches
@@ -168,6 +171,127 @@ fn does_not_fuse_an_epilogue_that_a_second_user_needs_unfused() {
     };
     assert_eq!(c.epilogue, Expr::Acc);
     assert_eq!(l.kernels.len(), 2);
+}
+
+/// Whether the kernel computes a nested reduction.
+fn nests_a_reduction(k: &Kernel) -> bool {
+    // The printer writes a nested reduction as `op(value for i2 < n)`.
+    format!("{k}").contains(" for i")
+}
+
+#[test]
+fn softmax_is_one_map_with_its_row_max_and_sum_nested() {
+    let source = load_example(&strata_tests::root().join("dsl-examples/mlp.strata"));
+    let compiled = compile(&source, &options()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    let kernels = &compiled.lowered.kernels;
+    let text: String = kernels.iter().map(|k| format!("{k}")).collect();
+    // Three dense layers, then the softmax.
+    assert_eq!(kernels.len(), 4, "{text}");
+    let softmax = &kernels[3];
+    assert!(matches!(softmax.body, KernelBody::Map { .. }), "{text}");
+    let body = format!("{softmax}");
+    assert!(
+        body.contains("max(t17[i0 * 10 + i2] for i2 < 10)"),
+        "{body}"
+    );
+    assert!(body.contains("/ sum(exp("), "{body}");
+}
+
+#[test]
+fn the_mlp_loss_and_its_gradient_are_one_kernel() {
+    let source = load_example(&strata_tests::root().join("dsl-examples/mlp.strata"));
+    let compiled = compile(&source, &options()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    let step = compiled
+        .training
+        .iter()
+        .find(|e| e.name == "train_step")
+        .expect("train_step");
+    let l = &step.lowered;
+    let text = strata_compiler::lower::print::print_kernels(l);
+    // The logits: the buffer the last forward product writes.
+    let last_forward = &l.launches[2];
+    let KernelBody::Contract(c) = &l.kernels[last_forward.kernel].body else {
+        panic!("the third kernel is the last dense layer: {text}");
+    };
+    let logits = last_forward.bindings[c.out];
+    // Every loop nest that reads the logits, but the products.
+    let readers: Vec<(usize, &KernelBody)> = l
+        .launches
+        .iter()
+        .enumerate()
+        .flat_map(|(i, launch)| {
+            let kernel = &l.kernels[launch.kernel];
+            kernel
+                .body
+                .bodies()
+                .iter()
+                .filter(move |b| b.read_slots().iter().any(|s| launch.bindings[*s] == logits))
+                .map(move |b| (i, b))
+        })
+        .filter(|(_, b)| !matches!(b, KernelBody::Contract(_)))
+        .collect();
+    assert_eq!(readers.len(), 2, "the loss and dlogits: {text}");
+    assert_eq!(readers[0].0, readers[1].0, "one launch: {text}");
+    assert!(matches!(readers[0].1, KernelBody::Reduce { .. }), "{text}");
+    assert!(matches!(readers[1].1, KernelBody::Map { .. }), "{text}");
+    let kernel = &l.kernels[l.launches[readers[0].0].kernel];
+    for (_, body) in &readers {
+        let part = Kernel {
+            body: (*body).clone(),
+            ..kernel.clone()
+        };
+        assert!(nests_a_reduction(&part), "{text}");
+    }
+    // The mean's count, `sum(1.0)` over the batch, is the batch size: no kernel.
+    assert!(format!("{kernel}").contains("float(batch)"), "{text}");
+}
+
+/// `x - reduce_sum(x, axis, keep_dims)` over `x: dims`, output.
+fn centered(dims: Vec<Dim>, axis: usize) -> Graph {
+    let mut g = Graph::new("T");
+    let x: ValueId = leaf(&mut g, "x", dims);
+    let s = g
+        .add(
+            Op::Reduce {
+                op: ReduceOp::Sum,
+                axes: vec![axis],
+                keep_dims: true,
+            },
+            &[x],
+            Span::default(),
+        )
+        .unwrap();
+    let d = g
+        .add(Op::Binary(BinaryOp::Sub), &[x, s], Span::default())
+        .unwrap();
+    g.outputs = vec![("d".into(), d)];
+    g
+}
+
+#[test]
+fn nests_a_short_row_reduction_into_its_user() {
+    let l = lower(&centered(vec![Dim::Batch, Dim::Fixed(64)], 1)).unwrap();
+    let text = strata_compiler::lower::print::print_kernels(&l);
+    assert_eq!(l.kernels.len(), 1, "{text}");
+    assert!(nests_a_reduction(&l.kernels[0]), "{text}");
+}
+
+#[test]
+fn does_not_nest_a_reduction_over_the_batch_or_a_long_row() {
+    // A batch-norm style mean over the batch, and a row of 1000 points.
+    for (dims, axis) in [
+        (vec![Dim::Batch, Dim::Fixed(8)], 0),
+        (vec![Dim::Batch, Dim::Fixed(1000)], 1),
+    ] {
+        let l = lower(&centered(dims, axis)).unwrap();
+        let text = strata_compiler::lower::print::print_kernels(&l);
+        assert_eq!(l.kernels.len(), 2, "{text}");
+        assert!(
+            matches!(l.kernels[0].body, KernelBody::Reduce { .. }),
+            "{text}"
+        );
+        assert!(!l.kernels.iter().any(nests_a_reduction), "{text}");
+    }
 }
 
 #[test]

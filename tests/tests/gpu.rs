@@ -316,6 +316,90 @@ fn short_and_long_reductions_match_the_evaluator_on_gpu() {
     }
 }
 
+/// `op_k x[i0, k]` over a row of `x: [batch, cols]`, binding `k` as variable `scope`.
+fn nested_row(op: ReduceOp, cols: u64, scope: usize) -> Expr {
+    Expr::Reduce {
+        op,
+        extent: vec![Dim::Fixed(cols)],
+        value: Box::new(Expr::load(
+            0,
+            Index::Var(0)
+                .mul(Index::Const(cols as i64))
+                .add(Index::Var(scope)),
+        )),
+    }
+}
+
+#[test]
+fn nested_reductions_match_the_evaluator_on_gpu() {
+    if !gpu_available("nested_reductions_match_the_evaluator_on_gpu") {
+        return;
+    }
+    let cols = 10;
+    let shape = [Dim::Batch, Dim::Fixed(cols)];
+    let x = |col: Index| Expr::load(0, Index::Var(0).mul(Index::Const(10)).add(col));
+    let shifted_exp = |col: Index, scope: usize| {
+        Expr::unary(
+            UnaryOp::Exp,
+            Expr::binary(
+                BinaryOp::Sub,
+                x(col),
+                nested_row(ReduceOp::Max, cols, scope),
+            ),
+        )
+    };
+    // A softmax as one map: the row max nested in the map and again in the row sum.
+    let softmax = Kernel {
+        name: "nested_softmax".into(),
+        buffers: vec![
+            decl("x", &shape, Access::Read),
+            decl("probs", &shape, Access::Write),
+        ],
+        body: KernelBody::Map {
+            space: shape.to_vec(),
+            stores: vec![Store {
+                buf: 1,
+                index: row_major(&shape),
+                value: Expr::binary(
+                    BinaryOp::Div,
+                    shifted_exp(Index::Var(1), 2),
+                    Expr::Reduce {
+                        op: ReduceOp::Sum,
+                        extent: vec![Dim::Fixed(cols)],
+                        value: Box::new(shifted_exp(Index::Var(2), 3)),
+                    },
+                ),
+            }],
+        },
+    };
+    // A workgroup-tree reduction over the batch whose value nests the row min.
+    let centered = Kernel {
+        name: "centered_mean".into(),
+        buffers: vec![
+            decl("x", &shape, Access::Read),
+            decl("mean", &[], Access::Write),
+        ],
+        body: KernelBody::Reduce {
+            space: vec![],
+            reduce: shape.to_vec(),
+            op: ReduceOp::Sum,
+            value: Expr::binary(
+                BinaryOp::Sub,
+                x(Index::Var(1)),
+                nested_row(ReduceOp::Min, cols, 2),
+            ),
+            out: Store {
+                buf: 1,
+                index: Index::Const(0),
+                value: Expr::binary(BinaryOp::Div, Expr::Acc, Expr::IndexValue(Index::Batch)),
+            },
+        },
+    };
+    for kernel in [softmax, centered] {
+        check_kernel_on_gpu(&kernel, &[1, 7, 33]);
+    }
+}
+
 #[test]
 fn a_reduction_over_the_batch_matches_on_gpu() {
     if !gpu_available("a_reduction_over_the_batch_matches_on_gpu") {

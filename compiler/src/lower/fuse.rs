@@ -15,7 +15,17 @@
 //!    adding or removing dimensions of 1 (its coordinates are a flat-index remap), and the
 //!    operand of a transpose folded into a product's strides. Such a value is a buffer, or
 //!    a view of one (a reshape, a folded transpose).
-//! 2. **Epilogue fusion** (rule `epilogue`): a matrix product or reduction `p` whose
+//! 2. **Nested reductions** (rule `nested-reduce`: such a reduction starts no epilogue
+//!    chain): a reduction whose reduced extent is fixed and at most
+//!    [`NESTED_REDUCE_MAX_POINTS`] points, that is neither an output nor an update
+//!    and needs no storage, is computed inside the expressions of its users, as an
+//!    [`Expr::Reduce`](strata_kernels::ir::Expr) (a softmax's row max and row sum inside
+//!    the map writing the probabilities). So is a reduction of a constant over any extent
+//!    (`sum(1.0)` over the batch is the batch size), as its closed form. The CPU computes
+//!    a nested reduction once per row of the loops it depends on (hoisted out of the
+//!    inner ones); the GPU once per point that reads it, which the extent limit keeps
+//!    cheap. A reduction over the batch or a long row keeps its own kernel.
+//! 3. **Epilogue fusion** (rule `epilogue`): a matrix product or reduction `p` whose
 //!    result flows through a chain of element-wise ops over `p`'s own coordinates (each
 //!    link the single user of the previous one, of `p`'s shape, neither output nor
 //!    update, its other operands not computed from `p`) is one kernel: the chain becomes
@@ -24,18 +34,25 @@
 //!    and the backward's masks land here. Other operands of the links are loaded or
 //!    inlined; the kernel's output buffer is always a fresh one, never one of them (the
 //!    CPU runs the product into the output before the epilogue reads it).
-//! 3. **Inlining** (rule `inline`) of element-wise values (unary, binary, broadcast,
+//! 4. **Inlining** (rule `inline`) of element-wise values (unary, binary, broadcast,
 //!    one-hot, slice, stop-gradient, transpose, unit reshape, random-uniform) in
 //!    topological order, when
 //!    storage is not required and
-//!    - the value has one use (one user, or only an update), or its inlined tree holds no
-//!      expensive op (`exp`, `log`, `sqrt`, `tanh`, `sigmoid`, `pow`, `random_uniform`'s
-//!      ten Philox rounds): the cost guard, so
-//!      an expensive producer is never evaluated twice for one element;
+//!    - the value has one use (one user, or only an update) not counting nested
+//!      reductions, or its inlined tree holds no expensive op (`exp`, `log`, `sqrt`,
+//!      `tanh`, `sigmoid`, `pow`, `random_uniform`'s ten Philox rounds): the cost guard,
+//!      so an expensive producer is evaluated at most once per element and use, plus
+//!      once per nested reduction reading it (the price of a kernel and a buffer fewer:
+//!      `exp(x - max)` feeds both a softmax's row sum and its division);
 //!    - and, if its tree is expensive, no user broadcasts it (which would evaluate it
-//!      once per broadcast copy).
-//!    Everything else gets its own buffer and kernel.
-//! 4. **Optimizer updates** (rule `update-group`): an update's new value is stored straight
+//!      once per broadcast copy), except along trailing axes over at most
+//!      [`NESTED_REDUCE_MAX_POINTS`] points: a per-row value (`log` of a row sum, shape
+//!      `[.., 1]`) read across its row, which the CPU computes once per row (hoisted)
+//!      and the GPU once per point of the row.
+//!
+//!    A nested reduction counts as cheap: it evaluates its operand a bounded number of
+//!    times per row, whatever reads it. Everything else gets its own buffer and kernel.
+//! 5. **Optimizer updates** (rule `update-group`): an update's new value is stored straight
 //!    into the persistent buffer it replaces, by a map over the parameter's shape. Updates
 //!    whose new values read each other's parameters or new values (Adam's `m`, `v` and
 //!    weight) share one map with one store each: the map computes every store's value
@@ -45,8 +62,13 @@
 //!    (through a transpose, a slice, a broadcast) gets a buffer instead, as does one that
 //!    reads another group's parameters, so no store ever races a load of another element.
 
-use crate::ir::{BinaryOp, Graph, Op, UnaryOp, ValueId};
+use crate::ir::{BinaryOp, Dim, Graph, Op, UnaryOp, ValueId};
 use std::collections::{HashMap, HashSet};
+
+/// The most points a nested reduction folds (rule `nested-reduce`), and the most copies of
+/// a per-row value a broadcast may make of an expensive tree (rule `inline`): on the GPU
+/// every point of a row recomputes them, so they must stay small.
+pub const NESTED_REDUCE_MAX_POINTS: u64 = 64;
 
 /// Where a value's elements come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +147,65 @@ pub fn folds_into_matmuls(graph: &Graph, v: ValueId) -> bool {
             .all(|u| matches!(graph.node(*u).op, Op::MatMul))
 }
 
+/// The value of `v` if it is a constant, possibly broadcast or reshaped (the same at every
+/// point).
+pub fn constant_value(graph: &Graph, v: ValueId) -> Option<f64> {
+    match &graph.node(v).op {
+        Op::Const { value } => Some(*value),
+        Op::Broadcast { .. } | Op::Reshape { .. } | Op::StopGradient => {
+            constant_value(graph, graph.operands(v)[0])
+        }
+        _ => None,
+    }
+}
+
+/// The reductions computed inside their users' expressions (rule `nested-reduce`).
+fn nested_reductions(graph: &Graph, pinned: &HashSet<ValueId>) -> HashSet<ValueId> {
+    graph
+        .values()
+        .into_iter()
+        .filter(|&v| {
+            let Op::Reduce { axes, .. } = &graph.node(v).op else {
+                return false;
+            };
+            let operand = graph.operands(v)[0];
+            let dims = graph.ty(operand).shape.dims().to_vec();
+            let points = axes.iter().try_fold(1u64, |n, a| match dims[*a] {
+                Dim::Fixed(d) => n.checked_mul(d),
+                Dim::Batch => None,
+            });
+            let small = points.is_some_and(|n| n <= NESTED_REDUCE_MAX_POINTS);
+            !pinned.contains(&v) && (small || constant_value(graph, operand).is_some())
+        })
+        .collect()
+}
+
+/// Whether user `u` evaluates `v`'s tree more than once per element of `v` in a way the
+/// emitters do not undo: a broadcast, unless only along trailing axes over at most
+/// [`NESTED_REDUCE_MAX_POINTS`] points (a per-row value read across its row).
+fn duplicates(graph: &Graph, v: ValueId, u: ValueId) -> bool {
+    if !broadcasts(graph, v, u) {
+        return false;
+    }
+    let (own, wide) = (graph.ty(v).shape.dims(), graph.ty(u).shape.dims());
+    let lead = wide.len() - own.len();
+    let mut copies = 1u64;
+    let mut broadcast_seen = false;
+    for (i, w) in wide.iter().enumerate() {
+        let copied = *w != Dim::Fixed(1) && (i < lead || own[i - lead] == Dim::Fixed(1));
+        if copied {
+            broadcast_seen = true;
+            copies = match w {
+                Dim::Fixed(n) => copies.saturating_mul(*n),
+                Dim::Batch => u64::MAX,
+            };
+        } else if broadcast_seen && *w != Dim::Fixed(1) {
+            return true;
+        }
+    }
+    copies > NESTED_REDUCE_MAX_POINTS
+}
+
 fn is_elementwise(op: &Op) -> bool {
     matches!(
         op,
@@ -169,10 +250,17 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
         }
     }
 
-    // Rule 2: epilogue chains.
+    // Rule 2: nested reductions.
+    let pinned: HashSet<ValueId> = storage.iter().chain(&update_values).copied().collect();
+    let nested = nested_reductions(graph, &pinned);
+    for &r in &nested {
+        fusion.placement.insert(r, Placement::Inline);
+    }
+
+    // Rule 3: epilogue chains.
     let mut descendants_cache: HashMap<ValueId, HashSet<ValueId>> = HashMap::new();
     for &p in &order {
-        if !matches!(graph.node(p).op, Op::MatMul | Op::Reduce { .. }) {
+        if !matches!(graph.node(p).op, Op::MatMul | Op::Reduce { .. }) || nested.contains(&p) {
             continue;
         }
         let shape = graph.ty(p).shape.clone();
@@ -217,8 +305,8 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
         }
     }
 
-    // Rule 3: inlining, with the cost guard. `cost` is the number of expensive ops an
-    // inlined value's expression evaluates.
+    // Rule 4: inlining, with the cost guard. `cost` is the number of expensive ops an
+    // inlined value's expression evaluates; a nested reduction's is 0 (it counts as cheap).
     let mut cost: HashMap<ValueId, u32> = HashMap::new();
     for &v in &order {
         let node = graph.node(v);
@@ -249,9 +337,10 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
                         .map(|o| cost.get(o).copied().unwrap_or(0))
                         .sum::<u32>();
                 let users = graph.users(v);
-                let uses = users.len() + usize::from(update_values.contains(&v));
+                let uses = users.iter().filter(|u| !nested.contains(u)).count()
+                    + usize::from(update_values.contains(&v));
                 let single = uses <= 1;
-                let broadcast = users.iter().any(|u| broadcasts(graph, v, *u));
+                let broadcast = users.iter().any(|u| duplicates(graph, v, *u));
                 if (single || tree == 0) && !(tree > 0 && broadcast) {
                     cost.insert(v, tree);
                     Placement::Inline

@@ -1,6 +1,8 @@
 //! The kernels of the lowered program: a fused chain (a map, a reduction or a product
 //! with its epilogue), a copy, or an update group, built by substitution: [`element`]
-//! loads a stored value and rebuilds an inlined one from its operands.
+//! loads a stored value and rebuilds an inlined one from its operands, a nested
+//! reduction as an [`Expr::Reduce`] whose loop variables follow those in scope where it
+//! is built (the [`Site`]).
 
 use super::{BufferId, LowerError, LoweredLaunch, Lowerer, Storage, kernel_dims};
 use crate::ir::{self, Op, ValueId};
@@ -66,18 +68,33 @@ fn vars(n: usize) -> Vec<Index> {
     (0..n).map(Index::Var).collect()
 }
 
+/// Where an element is built: how many loop variables are in scope (a nested reduction
+/// numbers its own after them), and the product or reduction whose epilogue it is in.
+#[derive(Clone, Copy)]
+struct Site {
+    scope: usize,
+    acc: Option<ValueId>,
+}
+
+impl Site {
+    fn new(scope: usize) -> Site {
+        Site { scope, acc: None }
+    }
+}
+
 /// The element of `v` at `coords` (one per dimension of `v`). A stored value is a load
 /// (a view, a reshape or a folded transpose, is addressed through its own shape: a
 /// reshape keeps the row-major order, so the flat index in the value's shape is the flat
 /// index in the buffer); an inlined value is rebuilt from its operands' elements; in an
-/// epilogue, the product or reduction `acc` is [`Expr::Acc`].
+/// epilogue, the product or reduction `site.acc` is [`Expr::Acc`].
 fn element(
     l: &Lowerer,
     slots: &mut Slots,
     v: ValueId,
     coords: &[Index],
-    acc: Option<ValueId>,
+    site: Site,
 ) -> Result<Expr, LowerError> {
+    let acc = site.acc;
     if acc == Some(v) {
         return Ok(Expr::Acc);
     }
@@ -96,7 +113,7 @@ fn element(
             let s = slots.slot(l, b, Access::Read);
             Ok(Expr::load(s, Index::row_major(&c, &src_shape)))
         }
-        Some(Storage::Inline) => expand(l, slots, v, coords, acc),
+        Some(Storage::Inline) => expand(l, slots, v, coords, site),
         None => Err(LowerError(format!("{v} used before it is lowered"))),
     }
 }
@@ -126,12 +143,12 @@ fn expand(
     slots: &mut Slots,
     v: ValueId,
     coords: &[Index],
-    acc: Option<ValueId>,
+    site: Site,
 ) -> Result<Expr, LowerError> {
     let node = l.graph.node(v);
     let operands = l.graph.operands(v);
     let rank = coords.len();
-    let at = |o: ValueId, c: &[Index], slots: &mut Slots| element(l, slots, o, c, acc);
+    let at = |o: ValueId, c: &[Index], slots: &mut Slots| element(l, slots, o, c, site);
     Ok(match &node.op {
         Op::Unary(op) => {
             let c = broadcast_coords(l, operands[0], coords);
@@ -228,12 +245,88 @@ fn expand(
                 .ok_or_else(|| LowerError(format!("{v}: reshape cannot be inlined")))?;
             at(operands[0], &c, slots)?
         }
+        Op::Reduce {
+            op,
+            axes,
+            keep_dims,
+        } => {
+            let in_shape = &l.graph.ty(operands[0]).shape;
+            let (c, extent) = reduced_coords(in_shape, axes, *keep_dims, coords, site.scope);
+            nested_reduce(l, slots, reduce_op(*op), operands[0], &c, extent, site)?
+        }
         other => {
             return Err(LowerError(format!(
                 "{v}: `{}` cannot be inlined",
                 other.mnemonic()
             )));
         }
+    })
+}
+
+/// The coordinates of a reduction's operand, reading the output's `coords` along the
+/// kept axes and new loop variables from `first_var` on along the reduced ones, and the
+/// reduced extent.
+fn reduced_coords(
+    in_shape: &ir::Shape,
+    axes: &[usize],
+    keep_dims: bool,
+    coords: &[Index],
+    first_var: usize,
+) -> (Vec<Index>, Vec<Dim>) {
+    let mut operand = Vec::new();
+    let mut extent = Vec::new();
+    let mut out_pos = 0;
+    for (i, d) in in_shape.dims().iter().enumerate() {
+        if axes.contains(&i) {
+            operand.push(Index::Var(first_var + extent.len()));
+            extent.push(super::kernel_dim(*d));
+            if keep_dims {
+                out_pos += 1;
+            }
+        } else {
+            operand.push(coords[out_pos].clone());
+            out_pos += 1;
+        }
+    }
+    (operand, extent)
+}
+
+/// A reduction of `operand` inside the expression being built (rule `nested-reduce`):
+/// its closed form if the operand is a constant (`sum` of `c` over `n` points is `c n`),
+/// else an [`Expr::Reduce`] over `extent` of the operand at `coords`.
+fn nested_reduce(
+    l: &Lowerer,
+    slots: &mut Slots,
+    op: ReduceOp,
+    operand: ValueId,
+    coords: &[Index],
+    extent: Vec<Dim>,
+    site: Site,
+) -> Result<Expr, LowerError> {
+    if let Some(c) = super::fuse::constant_value(l.graph, operand) {
+        return Ok(match op {
+            ReduceOp::Max | ReduceOp::Min => Expr::Const(c),
+            ReduceOp::Sum => {
+                let points = extent
+                    .iter()
+                    .fold(Index::Const(1), |n, d| n.mul(Index::of_dim(*d)));
+                match points {
+                    Index::Const(n) => Expr::Const(c * n as f64),
+                    n if c == 1.0 => Expr::IndexValue(n),
+                    n => Expr::binary(BinaryOp::Mul, Expr::Const(c), Expr::IndexValue(n)),
+                }
+            }
+        });
+    }
+    let inner = Site {
+        scope: site.scope + extent.len(),
+        ..site
+    };
+    let value = element(l, slots, operand, coords, inner)?;
+    Ok(Expr::Reduce {
+        op,
+        extent,
+        value: Box::new(value),
     })
 }
 
@@ -470,7 +563,11 @@ pub(super) fn emit_fused(
         if root == producer {
             Ok(Expr::Acc)
         } else {
-            expand(l, slots, root, &vars(rank), Some(producer))
+            let site = Site {
+                scope: rank,
+                acc: Some(producer),
+            };
+            expand(l, slots, root, &vars(rank), site)
         }
     };
     match &node.op {
@@ -479,23 +576,10 @@ pub(super) fn emit_fused(
             axes,
             keep_dims,
         } => {
-            let in_shape = l.graph.ty(operands[0]).shape.clone();
-            let mut coords = Vec::new();
-            let mut reduce = Vec::new();
-            let mut out_pos = 0;
-            for (i, d) in in_shape.dims().iter().enumerate() {
-                if axes.contains(&i) {
-                    coords.push(Index::Var(rank + reduce.len()));
-                    reduce.push(super::kernel_dim(*d));
-                    if *keep_dims {
-                        out_pos += 1;
-                    }
-                } else {
-                    coords.push(Index::Var(out_pos));
-                    out_pos += 1;
-                }
-            }
-            let value = element(l, &mut slots, operands[0], &coords, None)?;
+            let in_shape = &l.graph.ty(operands[0]).shape;
+            let (coords, reduce) = reduced_coords(in_shape, axes, *keep_dims, &vars(rank), rank);
+            let site = Site::new(rank + reduce.len());
+            let value = element(l, &mut slots, operands[0], &coords, site)?;
             let epilogue = epilogue(l, &mut slots)?;
             let o = slots.slot(l, out, Access::Write);
             let body = KernelBody::Reduce {
@@ -521,7 +605,7 @@ pub(super) fn emit_fused(
             for o in operands {
                 let mut slots = Slots::new();
                 let part_dims = kernel_dims(&l.graph.ty(o).shape);
-                let x = element(l, &mut slots, o, &vars(rank), None)?;
+                let x = element(l, &mut slots, o, &vars(rank), Site::new(rank))?;
                 let mut coords = vars(rank);
                 coords[*axis] = Index::Var(*axis).add(Index::Const(offset));
                 let ob = slots.slot(l, out, Access::Write);
@@ -547,7 +631,7 @@ pub(super) fn emit_fused(
             Ok(())
         }
         _ => {
-            let value = expand(l, &mut slots, producer, &vars(rank), None)?;
+            let value = expand(l, &mut slots, producer, &vars(rank), Site::new(rank))?;
             let o = slots.slot(l, out, Access::Write);
             let stores = vec![Store {
                 buf: o,
@@ -564,7 +648,7 @@ pub(super) fn emit_copy(l: &mut Lowerer, v: ValueId, out: BufferId) -> Result<()
     let space = kernel_dims(&l.graph.ty(v).shape);
     let rank = space.len();
     let mut slots = Slots::new();
-    let x = element(l, &mut slots, v, &vars(rank), None)?;
+    let x = element(l, &mut slots, v, &vars(rank), Site::new(rank))?;
     let o = slots.slot(l, out, Access::Write);
     let stores = vec![Store {
         buf: o,
@@ -606,7 +690,7 @@ pub(super) fn emit_update(
     let mut slots = Slots::new();
     let mut values = Vec::new();
     for (_, new) in members {
-        values.push(element(l, &mut slots, *new, &vars(rank), None)?);
+        values.push(element(l, &mut slots, *new, &vars(rank), Site::new(rank))?);
     }
     let mut stores = Vec::new();
     for (value, target) in values.into_iter().zip(targets) {

@@ -1,10 +1,15 @@
 //! The walk from one [`Kernel`] to the body of its CLIF function: loop nests, index
 //! arithmetic and scalar expressions (the conventions are in the parent module's docs).
+//!
+//! Loop-invariant subexpressions ([`crate::hoist`]) are computed at the start of the
+//! outermost loop body they depend on: the kernel's own invariants at the start of each
+//! of its loops, a nested reduction's before its loops and at the start of each of them.
 
 use super::{math, random};
+use crate::hoist::{self, Invariant};
 use crate::ir::{
-    BinaryOp, Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError, ReduceOp, ScalarType,
-    Store, UnaryOp,
+    Access, BinaryOp, Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError, ReduceOp,
+    ScalarType, Store, UnaryOp,
 };
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{BlockArg, Function, InstBuilder, MemFlagsData, Value, types};
@@ -40,6 +45,11 @@ pub(super) fn lower_kernel(
         })?;
         bases[slot] = Some(b.ins().load(types::I64, MemFlagsData::new(), bufs, offset));
     }
+    let readable = kernel
+        .buffers
+        .iter()
+        .map(|d| d.access == Access::Read)
+        .collect();
     let mut lowering = Lowering {
         kernel,
         b,
@@ -47,7 +57,10 @@ pub(super) fn lower_kernel(
         batch,
         vars: Vec::new(),
         memo: Memo::default(),
+        invariants: Vec::new(),
+        readable,
     };
+    lowering.invariants = kernel_invariants(kernel, &|slot| lowering.readable[slot]);
     lowering.body(start, end)?;
     lowering.b.ins().return_(&[]);
     lowering.b.seal_all_blocks();
@@ -85,15 +98,59 @@ fn used_slots(kernel: &Kernel) -> Vec<usize> {
     (0..used.len()).filter(|&s| used[s]).collect()
 }
 
-/// Values already computed at the current point, shared by identical index expressions
-/// and loads. Only values that dominate the current insertion point are in it: it is
-/// cleared at each point and saved/restored around the arms of a branching `Select`.
+/// The invariants of the kernel's own expressions that its loops can hoist.
+fn kernel_invariants(kernel: &Kernel, readable: &impl Fn(usize) -> bool) -> Vec<Invariant> {
+    let mut out = Vec::new();
+    let mut collect = |e: &Expr, extents: &[Dim], depth: usize| {
+        hoist::collect(e, extents, depth, readable, &mut out)
+    };
+    match &kernel.body {
+        KernelBody::Map { space, stores } => {
+            for s in stores {
+                collect(&s.value, space, space.len());
+            }
+        }
+        KernelBody::Reduce {
+            space,
+            reduce,
+            value,
+            out,
+            ..
+        } => {
+            let all = [space.as_slice(), reduce].concat();
+            collect(value, &all, all.len());
+            collect(&out.value, space, space.len());
+        }
+        KernelBody::Contract(c) => {
+            let space = c.space();
+            collect(&c.epilogue, &space, space.len());
+        }
+        // Emitted one function per part (`Kernel::part`): never lowered whole.
+        KernelBody::Parts(_) => {}
+    }
+    out
+}
+
+/// Values already computed, shared by identical index expressions, loads and invariant
+/// subexpressions. Only values that dominate the current insertion point are in it: it is
+/// saved/restored around every loop body and around the arms of a branching `Select`.
 #[derive(Clone, Default)]
 struct Memo {
     indices: HashMap<Index, Value>,
     /// Element addresses, by buffer slot and index.
     addresses: HashMap<(usize, Index), Value>,
     loads: HashMap<(usize, Index), Value>,
+    /// Hoisted invariants, by canonical form (few, so a list).
+    invariants: Vec<(Expr, Value)>,
+}
+
+impl Memo {
+    fn invariant(&self, canonical: &Expr) -> Option<Value> {
+        self.invariants
+            .iter()
+            .find(|(e, _)| e == canonical)
+            .map(|(_, v)| *v)
+    }
 }
 
 struct Lowering<'k, 'f> {
@@ -105,6 +162,10 @@ struct Lowering<'k, 'f> {
     /// The loop variables in scope, outermost first.
     vars: Vec<Value>,
     memo: Memo,
+    /// The kernel's own invariants, computed by its loops.
+    invariants: Vec<Invariant>,
+    /// Per buffer slot: whether the kernel only reads it (its loads may be hoisted).
+    readable: Vec<bool>,
 }
 
 /// A loop body: called with the lowering positioned inside the loop.
@@ -153,37 +214,78 @@ impl<'k, 'f> Lowering<'k, 'f> {
     ) -> LowerResult<()> {
         let zero = self.b.ins().iconst(types::I64, 0);
         let lo = self.b.ins().smax(start, zero);
+        let invariants = self.invariants.clone();
+        // What depends on no loop variable and reads no memory is safe to compute even if
+        // the rows are empty: once, before them.
+        let constants: Vec<Invariant> = invariants
+            .iter()
+            .filter(|i| i.level == 0 && !has_load(&i.expr))
+            .cloned()
+            .collect();
+        self.hoist(&constants)?;
         match space.split_first() {
             // Rank 0: one point, in row 0.
             None => {
                 let one = self.b.ins().iconst(types::I64, 1);
                 let hi = self.b.ins().smin(end, one);
-                self.counted_loop(lo, hi, false, body)
+                self.counted_loop(lo, hi, false, &mut |l| {
+                    l.hoist(&invariants)?;
+                    body(l)
+                })
             }
             Some((outer, inner)) => {
                 let extent = self.extent(*outer);
                 let hi = self.b.ins().smin(end, extent);
-                self.counted_loop(lo, hi, true, &mut |l| l.nest(inner, body))
+                self.counted_loop(lo, hi, true, &mut |l| {
+                    l.hoist(&invariants)?;
+                    l.nest(inner, &invariants, body)
+                })
             }
         }
     }
 
-    /// Loops over every point of `dims`, pushing one loop variable per dimension.
-    fn nest(&mut self, dims: &[Dim], body: &mut Body<'_, 'k, 'f>) -> LowerResult<()> {
+    /// Loops over every point of `dims`, pushing one loop variable per dimension and
+    /// computing the `invariants` of each loop's level at the start of its body.
+    fn nest(
+        &mut self,
+        dims: &[Dim],
+        invariants: &[Invariant],
+        body: &mut Body<'_, 'k, 'f>,
+    ) -> LowerResult<()> {
         match dims.split_first() {
             None => body(self),
             Some((d, rest)) => {
                 let lo = self.b.ins().iconst(types::I64, 0);
                 let hi = self.extent(*d);
-                self.counted_loop(lo, hi, true, &mut |l| l.nest(rest, body))
+                self.counted_loop(lo, hi, true, &mut |l| {
+                    l.hoist(invariants)?;
+                    l.nest(rest, invariants, body)
+                })
             }
         }
+    }
+
+    /// Computes the `invariants` that the loop variables bound so far determine and that
+    /// are not computed yet, and records them in the memo.
+    fn hoist(&mut self, invariants: &[Invariant]) -> LowerResult<()> {
+        let depth = self.vars.len();
+        for inv in invariants.iter().filter(|i| i.level <= depth) {
+            if self.memo.invariant(&inv.expr).is_none() {
+                // Recorded by `expr` unless it depends on the innermost bound variable.
+                let v = self.expr(&inv.at_depth(depth), None)?;
+                if self.memo.invariant(&inv.expr).is_none() {
+                    self.memo.invariants.push((inv.expr.clone(), v));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `for i in lo..hi { body }`, leaving the builder in the loop's exit block.
     ///
     /// The loop is rotated: one test before it, then one at the bottom of each iteration,
-    /// so an iteration takes a single branch.
+    /// so an iteration takes a single branch. What the body computes does not dominate the
+    /// exit, so the memo is restored after it.
     fn counted_loop(
         &mut self,
         lo: Value,
@@ -202,7 +304,9 @@ impl<'k, 'f> Lowering<'k, 'f> {
         if is_var {
             self.vars.push(i);
         }
+        let saved = self.memo.clone();
         body(self)?;
+        self.memo = saved;
         if is_var {
             self.vars.pop();
         }
@@ -223,7 +327,6 @@ impl<'k, 'f> Lowering<'k, 'f> {
     }
 
     fn map_point(&mut self, stores: &[Store]) -> LowerResult<()> {
-        self.memo = Memo::default();
         let values = stores
             .iter()
             .map(|s| self.expr(&s.value, None))
@@ -241,7 +344,22 @@ impl<'k, 'f> Lowering<'k, 'f> {
         value: &Expr,
         out: &Store,
     ) -> LowerResult<()> {
-        // Sums accumulate in f64: cheap here, and the order of a long sum matters less.
+        let invariants = self.invariants.clone();
+        let a = self.fold(reduce, op, value, &invariants)?;
+        let v = self.expr(&out.value, Some(a))?;
+        self.store(out.buf, &out.index, v)
+    }
+
+    /// `value` folded with `op` over every point of `dims` (new loop variables after the
+    /// bound ones), computing `invariants` at the start of each loop. Sums accumulate in
+    /// `f64`: cheap here, and the order of a long sum matters less.
+    fn fold(
+        &mut self,
+        dims: &[Dim],
+        op: ReduceOp,
+        value: &Expr,
+        invariants: &[Invariant],
+    ) -> LowerResult<Value> {
         let acc_type = match op {
             ReduceOp::Sum => types::F64,
             ReduceOp::Max | ReduceOp::Min => types::F32,
@@ -253,8 +371,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
             ReduceOp::Min => self.b.ins().f32const(f32::INFINITY),
         };
         self.b.def_var(acc, init);
-        self.nest(reduce, &mut |l| {
-            l.memo = Memo::default();
+        self.nest(dims, invariants, &mut |l| {
             let v = l.expr(value, None)?;
             let a = l.b.use_var(acc);
             let folded = match op {
@@ -268,17 +385,25 @@ impl<'k, 'f> Lowering<'k, 'f> {
             l.b.def_var(acc, folded);
             Ok(())
         })?;
-        self.memo = Memo::default();
-        let mut a = self.b.use_var(acc);
-        if acc_type == types::F64 {
-            a = self.b.ins().fdemote(types::F32, a);
-        }
-        let v = self.expr(&out.value, Some(a))?;
-        self.store(out.buf, &out.index, v)
+        let a = self.b.use_var(acc);
+        Ok(if acc_type == types::F64 {
+            self.b.ins().fdemote(types::F32, a)
+        } else {
+            a
+        })
+    }
+
+    /// A nested reduction at the current point: its invariants of the bound variables
+    /// first, then its loops.
+    fn nested_reduce(&mut self, op: ReduceOp, extent: &[Dim], value: &Expr) -> LowerResult<Value> {
+        let readable = &self.readable;
+        let invariants =
+            hoist::nested_invariants(value, self.vars.len(), extent, &|slot| readable[slot]);
+        self.hoist(&invariants)?;
+        self.fold(extent, op, value, &invariants)
     }
 
     fn epilogue_point(&mut self, c: &Contraction, out_index: &Index) -> LowerResult<()> {
-        self.memo = Memo::default();
         let acc = self.load(c.out, out_index)?;
         let v = self.expr(&c.epilogue, Some(acc))?;
         self.store(c.out, out_index, v)
@@ -405,8 +530,32 @@ impl<'k, 'f> Lowering<'k, 'f> {
         self.b.ins().f32const(x)
     }
 
-    /// A scalar expression as an `f32` value; `acc` is the value of [`Expr::Acc`].
+    /// A scalar expression as an `f32` value; `acc` is the value of [`Expr::Acc`]. An
+    /// invariant already computed is reused, and one computed here is recorded.
     fn expr(&mut self, e: &Expr, acc: Option<Value>) -> LowerResult<Value> {
+        let invariant = self.invariant_of(e);
+        if let Some(inv) = &invariant
+            && let Some(v) = self.memo.invariant(&inv.expr)
+        {
+            return Ok(v);
+        }
+        let v = self.compute(e, acc)?;
+        if let Some(inv) = invariant {
+            self.memo.invariants.push((inv.expr, v));
+        }
+        Ok(v)
+    }
+
+    /// `e` as an invariant of the bound variables, if it is one worth recording (loads
+    /// and indices have memos of their own).
+    fn invariant_of(&self, e: &Expr) -> Option<Invariant> {
+        match e {
+            Expr::Load { .. } | Expr::Const(_) | Expr::Acc | Expr::IndexValue(_) => None,
+            _ => Invariant::of(e, self.vars.len(), &|slot| self.readable[slot]),
+        }
+    }
+
+    fn compute(&mut self, e: &Expr, acc: Option<Value>) -> LowerResult<Value> {
         Ok(match e {
             Expr::Load { buf, index } => self.load(*buf, index)?,
             Expr::Const(c) => self.f32const(*c as f32),
@@ -456,6 +605,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
                     self.b.ins().select(taken, t, o)
                 }
             }
+            Expr::Reduce { op, extent, value } => self.nested_reduce(*op, extent, value)?,
         })
     }
 

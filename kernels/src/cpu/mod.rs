@@ -20,13 +20,17 @@
 //! - Reduce: a loop nest over the space, inside it one over the reduced dimensions folding
 //!   `value` (sums in `f64`, max/min in `f32`), then the epilogue with `Acc` bound to the
 //!   folded value.
+//! - A nested reduction ([`Expr::Reduce`](crate::ir::Expr)): a loop nest inside the
+//!   point, folding as a kernel-level reduction does.
 //! - Contract: *only the epilogue*, a map over `[batch..., m, n]` doing
 //!   `out[idx] = epilogue` with `Acc = out[idx]`. The runtime computes the product into
 //!   `out` with the `gemm` crate first, then calls this function on the same rows.
 //!
 //! The loops are simple and already scheduled: scalar `f32` code, indices recomputed at each
 //! point (identical index expressions and loads are shared within a point), no reliance on
-//! Cranelift's optimizer. Memory accesses carry no `aligned` flag. Loads of `i32` buffers
+//! Cranelift's optimizer, except that a subexpression that does not depend on the inner
+//! loops' variables (a row's nested max inside a map over the row) is computed once at
+//! the start of the outermost loop body it depends on ([`crate::hoist`]). Memory accesses carry no `aligned` flag. Loads of `i32` buffers
 //! are converted with `fcvt_from_sint`; stores to them with `fcvt_to_sint_sat`
 //! (truncating, saturating, NaN -> 0). Comparisons give 1.0 or 0.0; `Select` takes `then`
 //! when `cond != 0` (NaN included) and branches when an arm loads memory, so a guarded
@@ -162,7 +166,7 @@ fn check_cpu_constraints(kernel: &Kernel) -> Result<(), KernelError> {
                 exprs.push(step);
             }
             Expr::Const(_) | Expr::Acc => {}
-            Expr::Unary(_, x) => exprs.push(x),
+            Expr::Unary(_, x) | Expr::Reduce { value: x, .. } => exprs.push(x),
             Expr::Binary(_, a, b) => exprs.extend([&**a, &**b]),
             Expr::Select {
                 cond,

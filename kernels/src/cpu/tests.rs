@@ -5,7 +5,9 @@ use super::emit_clif;
 use crate::ir::{
     Access, BinaryOp, Dim, Expr, Index, Kernel, KernelBody, ReduceOp, ScalarType, Store, UnaryOp,
 };
-use crate::test_fixtures::{bias_add, buffer, dense_relu, f32_buffer, row_major, uniform_map};
+use crate::test_fixtures::{
+    bias_add, buffer, dense_relu, f32_buffer, nested_softmax, row_major, uniform_map,
+};
 
 /// `out[i] = sum_j x[i, j]` over `[4, 8]`.
 fn row_sum() -> Kernel {
@@ -129,6 +131,22 @@ fn contraction_emits_only_its_epilogue() {
 }
 
 #[test]
+fn a_row_invariant_nested_reduction_is_computed_once_per_row() {
+    // The row max appears twice (in the map and inside the row sum) and the sum once; each
+    // is hoisted to the row loop and computed once there, so the function has one fold of
+    // each, and the row loop's body computes both before its inner loop over the row.
+    let text = emit_clif(&[nested_softmax()]).unwrap();
+    // Each `exp` clamps its argument with one `fmax`; the max fold is the third.
+    assert_eq!(text.matches(" = fmax ").count(), 3, "{text}");
+    assert_eq!(text.matches(" = fdemote.f32 ").count(), 1, "{text}");
+    let first_store = text.find("store ").unwrap();
+    assert!(
+        text.find(" = fdemote.f32 ").unwrap() < first_store,
+        "{text}"
+    );
+}
+
+#[test]
 fn clif_text_round_trips_through_the_reader() {
     let kernels = [
         bias_add(),
@@ -136,6 +154,7 @@ fn clif_text_round_trips_through_the_reader() {
         dense_relu(),
         every_operator(),
         uniform_map(),
+        nested_softmax(),
     ];
     let text = emit_clif(&kernels).unwrap();
     let funcs = cranelift_reader::parse_functions(&text).unwrap();
@@ -147,7 +166,8 @@ fn clif_text_round_trips_through_the_reader() {
             "%row_sum",
             "%dense_relu",
             "%every_operator",
-            "%uniform_map"
+            "%uniform_map",
+            "%nested_softmax"
         ]
     );
     let reprinted: String = funcs.iter().map(|f| format!("{}\n", f.display())).collect();

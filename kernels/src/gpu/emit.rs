@@ -3,9 +3,10 @@
 //! parent module's docs).
 
 use super::{Strategy, TILE, WORKGROUP_SIZE, body_strategy, strategy};
+use crate::hoist::{self, Invariant};
 use crate::ir::{
-    BinaryOp, Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError, ReduceOp, ScalarType,
-    Store, UnaryOp,
+    Access, BinaryOp, Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError, ReduceOp,
+    ScalarType, Store, UnaryOp,
 };
 use crate::rng;
 use std::collections::{BTreeSet, HashMap};
@@ -268,12 +269,23 @@ fn check_gpu_constraints(kernel: &Kernel) -> EmitResult<()> {
     Ok(())
 }
 
-/// Names already bound at the current point, shared by identical index expressions and
-/// loads.
+/// Names already bound at the current point, shared by identical index expressions,
+/// loads and invariant subexpressions computed before a loop.
 #[derive(Clone, Default)]
 struct Memo {
     indices: HashMap<Index, String>,
     loads: HashMap<(usize, Index), String>,
+    /// Hoisted invariants, by canonical form (few, so a list).
+    invariants: Vec<(Expr, String)>,
+}
+
+impl Memo {
+    fn invariant(&self, canonical: &Expr) -> Option<&str> {
+        self.invariants
+            .iter()
+            .find(|(e, _)| e == canonical)
+            .map(|(_, name)| name.as_str())
+    }
 }
 
 struct Writer<'k> {
@@ -387,7 +399,10 @@ impl Writer<'_> {
     }
 
     /// The folded value of `value` over `reduce` for the points `start, start + step, ...`,
-    /// into `var acc` (the output coordinates are bound).
+    /// into `var {acc}`, its loop counting the points in `point` (the enclosing
+    /// coordinates are bound). What `value` computes from the enclosing coordinates alone
+    /// is computed once, before the loop.
+    #[allow(clippy::too_many_arguments)]
     fn fold_loop(
         &mut self,
         reduce: &[Dim],
@@ -395,24 +410,53 @@ impl Writer<'_> {
         value: &Expr,
         start: &str,
         step: &str,
+        [acc, point]: [&str; 2],
     ) -> EmitResult<()> {
         let outer = self.vars;
-        let saved = std::mem::take(&mut self.memo);
+        let kernel = self.kernel;
+        let readable = |slot: usize| kernel.buffers[slot].access == Access::Read;
+        self.hoist(&hoist::nested_invariants(value, outer, reduce, &readable))?;
+        let saved = self.memo.clone();
         let folded = self.count(reduce);
-        self.line(&format!("var acc: f32 = {};", f32_literal(op.identity())));
+        self.line(&format!("var {acc}: f32 = {};", f32_literal(op.identity())));
         self.line(&format!(
-            "for (var r: u32 = {start}; r < {folded}; r = r + {step}) {{"
+            "for (var {point}: u32 = {start}; {point} < {folded}; {point} = {point} + {step}) {{"
         ));
         self.indent += 1;
-        self.coordinates("r", reduce, outer);
+        self.coordinates(point, reduce, outer);
         let v = self.expr(value, None)?;
-        let folded = self.fold(op, "acc", &v);
-        self.line(&format!("acc = {folded};"));
+        let folded = self.fold(op, acc, &v);
+        self.line(&format!("{acc} = {folded};"));
         self.indent -= 1;
         self.line("}");
         self.vars = outer;
         self.memo = saved;
         Ok(())
+    }
+
+    /// Computes the `invariants` that the bound coordinates determine and that are not
+    /// computed yet, and records them in the memo.
+    fn hoist(&mut self, invariants: &[Invariant]) -> EmitResult<()> {
+        let depth = self.vars;
+        for inv in invariants.iter().filter(|i| i.level <= depth) {
+            if self.memo.invariant(&inv.expr).is_none() {
+                // Recorded by `expr` unless it depends on the innermost bound coordinate.
+                let name = self.expr(&inv.at_depth(depth), None)?;
+                if self.memo.invariant(&inv.expr).is_none() {
+                    self.memo.invariants.push((inv.expr.clone(), name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A nested reduction: a loop inside the invocation, into a fresh `var`.
+    fn nested_reduce(&mut self, op: ReduceOp, extent: &[Dim], value: &Expr) -> EmitResult<String> {
+        let n = self.temps;
+        self.temps += 1;
+        let (acc, point) = (format!("acc{n}"), format!("r{n}"));
+        self.fold_loop(extent, op, value, "0u", "1u", [&acc, &point])?;
+        Ok(acc)
     }
 
     fn reduce_loop(
@@ -429,7 +473,7 @@ impl Writer<'_> {
         self.line(&format!("if (point < {total}) {{"));
         self.indent += 1;
         self.coordinates("point", space, 0);
-        self.fold_loop(reduce, op, value, "0u", "1u")?;
+        self.fold_loop(reduce, op, value, "0u", "1u", ["acc", "r"])?;
         let v = self.expr(&out.value, Some("acc"))?;
         self.store(out.buf, &out.index, &v)?;
         self.indent -= 1;
@@ -455,8 +499,12 @@ impl Writer<'_> {
         self.line(&format!("var part: f32 = {};", f32_literal(op.identity())));
         self.line("if (live) {");
         self.indent += 1;
-        self.fold_loop(reduce, op, value, "lid", &format!("{WORKGROUP_SIZE}u"))?;
+        // What the fold hoists is bound inside this block only.
+        let saved = self.memo.clone();
+        let stride = format!("{WORKGROUP_SIZE}u");
+        self.fold_loop(reduce, op, value, "lid", &stride, ["acc", "r"])?;
         self.line("part = acc;");
+        self.memo = saved;
         self.indent -= 1;
         self.line("}");
         self.line("partial[lid] = part;");
@@ -639,8 +687,35 @@ impl Writer<'_> {
     }
 
     /// A scalar expression as an `f32` WGSL expression (a name or a literal); `acc` names
-    /// the value of [`Expr::Acc`].
+    /// the value of [`Expr::Acc`]. An invariant already computed is reused, and one
+    /// computed here is recorded.
     fn expr(&mut self, e: &Expr, acc: Option<&str>) -> EmitResult<String> {
+        let invariant = self.invariant_of(e);
+        if let Some(inv) = &invariant
+            && let Some(name) = self.memo.invariant(&inv.expr)
+        {
+            return Ok(name.to_string());
+        }
+        let name = self.compute(e, acc)?;
+        if let Some(inv) = invariant {
+            self.memo.invariants.push((inv.expr, name.clone()));
+        }
+        Ok(name)
+    }
+
+    /// `e` as an invariant of the bound coordinates, if it is one worth recording (loads
+    /// and indices have memos of their own).
+    fn invariant_of(&self, e: &Expr) -> Option<Invariant> {
+        let kernel = self.kernel;
+        match e {
+            Expr::Load { .. } | Expr::Const(_) | Expr::Acc | Expr::IndexValue(_) => None,
+            _ => Invariant::of(e, self.vars, &|slot: usize| {
+                kernel.buffers[slot].access == Access::Read
+            }),
+        }
+    }
+
+    fn compute(&mut self, e: &Expr, acc: Option<&str>) -> EmitResult<String> {
         let text = match e {
             Expr::Load { buf, index } => return self.load(*buf, index),
             Expr::Const(c) => return Ok(f32_literal(*c)),
@@ -693,6 +768,9 @@ impl Writer<'_> {
                 let o = self.expr(otherwise, acc)?;
                 // `!=` is true for NaN, as `cond != 0` is.
                 format!("select({o}, {t}, {c} != 0.0)")
+            }
+            Expr::Reduce { op, extent, value } => {
+                return self.nested_reduce(*op, extent, value);
             }
         };
         Ok(self.bind("v", &text))

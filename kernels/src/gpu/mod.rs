@@ -35,6 +35,13 @@
 //! - Longer reductions: one workgroup per output point; each of its [`WORKGROUP_SIZE`]
 //!   invocations folds a strided share of the reduced points, then a tree reduction in
 //!   workgroup memory combines them, and invocation 0 writes the epilogue.
+//! - A nested reduction ([`Expr::Reduce`](crate::ir::Expr)) is a loop inside the
+//!   invocation that needs it, over its flattened extent; what its value computes from the
+//!   enclosing coordinates alone is computed before the loop ([`crate::hoist`]), as is
+//!   the invariant part of a kernel-level reduction's value. Invocations share nothing,
+//!   so every point of a map recomputes the nested reductions it reads (a softmax's row
+//!   max and sum, once per element of the row): the fusion rule that places them keeps
+//!   their extent small for that reason.
 //! - Contract: [`TILE`]x[`TILE`] output tiles, one workgroup per tile (per batch
 //!   point); `A` and `B` stream through workgroup-memory tiles along `k`; each invocation
 //!   accumulates one output element in `f32` and applies the fused epilogue to it.

@@ -6,7 +6,10 @@ use crate::ir::{
     Access, BinaryOp, Contraction, Dim, Expr, Index, Kernel, KernelBody, MatrixOperand, ReduceOp,
     ScalarType, Store, UnaryOp,
 };
-use crate::test_fixtures::{bias_add, buffer, dense_relu, f32_buffer, row_major, uniform_map};
+use crate::test_fixtures::{
+    bias_add, buffer, centered_total, dense_relu, f32_buffer, nested_softmax, row_major,
+    uniform_map,
+};
 
 /// `out[i] = op_j x[i, j]` over `[4, cols]`.
 fn row_reduce(name: &str, cols: u64, op: ReduceOp) -> Kernel {
@@ -259,6 +262,26 @@ fn parts_share_one_dispatch_on_consecutive_workgroups() {
 }
 
 #[test]
+fn nested_reductions_loop_inside_the_invocation() {
+    // The row max is computed once and found again inside the row sum's loop.
+    let text = emit_kernel(&nested_softmax()).unwrap();
+    assert_eq!(
+        text.matches("max_nan(").count(),
+        2,
+        "the helper and one fold: {text}"
+    );
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn a_tree_reduction_hoists_its_nested_reduction_only_per_point() {
+    // The row max depends on the reduced row, so it stays inside the strided loop.
+    let text = emit_kernel(&centered_total()).unwrap();
+    assert_eq!(strategy(&centered_total()), Strategy::ReduceTree);
+    super::validate_wgsl("centered_total", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+}
+
+#[test]
 fn every_strategy_and_operator_validates() {
     let kernels = [
         bias_add(),
@@ -268,6 +291,8 @@ fn every_strategy_and_operator_validates() {
         batched_transposed(),
         every_operator(),
         uniform_map(),
+        nested_softmax(),
+        centered_total(),
     ];
     let text = emit_wgsl(&kernels).unwrap_or_else(|e| panic!("{e}"));
     let modules = split_modules(&text);
@@ -281,7 +306,9 @@ fn every_strategy_and_operator_validates() {
             "dense_relu",
             "batched_bt",
             "every_operator",
-            "uniform_map"
+            "uniform_map",
+            "nested_softmax",
+            "centered_total"
         ]
     );
     for ((_, module), kernel) in modules.iter().zip(&kernels) {

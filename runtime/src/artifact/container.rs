@@ -217,7 +217,9 @@ fn non_finite_constant(expr: &Expr) -> Option<f64> {
     match expr {
         Expr::Const(c) if !c.is_finite() => Some(*c),
         Expr::Const(_) | Expr::Load { .. } | Expr::Acc | Expr::IndexValue(_) => None,
-        Expr::Unary(_, x) | Expr::Uniform { step: x, .. } => non_finite_constant(x),
+        Expr::Unary(_, x) | Expr::Uniform { step: x, .. } | Expr::Reduce { value: x, .. } => {
+            non_finite_constant(x)
+        }
         Expr::Binary(_, a, b) => non_finite_constant(a).or_else(|| non_finite_constant(b)),
         Expr::Select {
             cond,
