@@ -52,6 +52,25 @@ impl Invariant {
         })
     }
 
+    /// A nested reduction at a position with `scope` variables in scope, in canonical form
+    /// even when it depends on the innermost of them: no loop can hoist it, but a second
+    /// occurrence at the same point (a row sum used twice) is the same value. `None` when
+    /// it may not be hoisted at all (see the module docs).
+    pub fn at_point(
+        e: &Expr,
+        scope: usize,
+        readable: &impl Fn(usize) -> bool,
+    ) -> Option<Invariant> {
+        if !matches!(e, Expr::Reduce { .. }) || !hoistable(e, readable) {
+            return None;
+        }
+        let level = level(e, scope).min(scope);
+        Some(Invariant {
+            expr: renumbered(e, &|v| if v >= scope { v - scope + level } else { v }),
+            level,
+        })
+    }
+
     /// The expression to compute with variables `0..depth` bound (`depth >= level`).
     pub fn at_depth(&self, depth: usize) -> Expr {
         let level = self.level;

@@ -548,10 +548,14 @@ impl<'k, 'f> Lowering<'k, 'f> {
 
     /// `e` as an invariant of the bound variables, if it is one worth recording (loads
     /// and indices have memos of their own).
+    /// A nested reduction that depends on the innermost bound variable is recorded too, for
+    /// the rest of the point: the same row sum used twice is folded once.
     fn invariant_of(&self, e: &Expr) -> Option<Invariant> {
+        let readable = |slot: usize| self.readable[slot];
         match e {
             Expr::Load { .. } | Expr::Const(_) | Expr::Acc | Expr::IndexValue(_) => None,
-            _ => Invariant::of(e, self.vars.len(), &|slot| self.readable[slot]),
+            _ => Invariant::of(e, self.vars.len(), &readable)
+                .or_else(|| Invariant::at_point(e, self.vars.len(), &readable)),
         }
     }
 

@@ -147,6 +147,43 @@ fn a_row_invariant_nested_reduction_is_computed_once_per_row() {
 }
 
 #[test]
+fn a_nested_reduction_used_twice_at_one_point_is_folded_once() {
+    // sum over rows i of (S(i) + log S(i)), S(i) = sum_j x[i, j]: S depends on the row,
+    // the innermost bound variable, so no loop can hoist it, but its second use at the
+    // same point reuses the first. Two f64 folds in all: the outer sum and S.
+    let x = || Expr::load(0, Index::Var(0).mul(Index::Const(10)).add(Index::Var(1)));
+    let row_sum = || Expr::Reduce {
+        op: ReduceOp::Sum,
+        extent: vec![Dim::Fixed(10)],
+        value: Box::new(x()),
+    };
+    let kernel = Kernel {
+        name: "twice".into(),
+        buffers: vec![
+            f32_buffer("x", &[Dim::Fixed(4), Dim::Fixed(10)], Access::Read),
+            f32_buffer("out", &[], Access::Write),
+        ],
+        body: KernelBody::Reduce {
+            space: vec![],
+            reduce: vec![Dim::Fixed(4)],
+            op: ReduceOp::Sum,
+            value: Expr::binary(
+                BinaryOp::Add,
+                row_sum(),
+                Expr::unary(UnaryOp::Log, row_sum()),
+            ),
+            out: Store {
+                buf: 1,
+                index: Index::Const(0),
+                value: Expr::Acc,
+            },
+        },
+    };
+    let text = emit_clif(&[kernel]).unwrap();
+    assert_eq!(text.matches(" = fdemote.f32 ").count(), 2, "{text}");
+}
+
+#[test]
 fn clif_text_round_trips_through_the_reader() {
     let kernels = [
         bias_add(),
