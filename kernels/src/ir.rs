@@ -11,6 +11,9 @@
 //!   folded value) at `out`.
 //! - [`KernelBody::Contract`]: a (batched) matrix product `C = A x B` with strided
 //!   operands, followed by an element-wise epilogue over `C` (bias, activation, residual).
+//! - [`KernelBody::Parts`]: several of the above, independent of each other, run by one
+//!   launch (multi-output, horizontal fusion); each part keeps its own space. On the CPU
+//!   part `i` is the function [`Kernel::part_name`]`(name, i)`.
 //!
 //! # Loop variables
 //! Expressions and indices refer to loop variables by position ([`Index::Var`]). In a map,
@@ -28,7 +31,8 @@
 //! # Invariants (checked by [`Kernel::validate`])
 //! Every buffer reference names a declared buffer, every variable is in scope, stores
 //! write only to buffers declared writable, and `Acc` appears only in epilogues, never
-//! inside a nested reduction.
+//! inside a nested reduction. Parts are at least two, not nested, and no part writes a
+//! slot another part reads or writes.
 //!
 //! Neither the DSL nor the graph IR is known here: both emitters (CPU and GPU) walk this
 //! IR and nothing else.

@@ -1,4 +1,5 @@
-//! Kernel IR -> Cranelift IR (CLIF text), one function per kernel.
+//! Kernel IR -> Cranelift IR (CLIF text), one function per kernel, or per part of a
+//! kernel with parts ([`Kernel::part_name`]).
 //!
 //! # Calling convention
 //! Every function is `(bufs: i64, batch: i64, start: i64, end: i64)` with no result, in
@@ -7,9 +8,10 @@
 //! - `bufs` points to an array of buffer base pointers, one per buffer slot of the kernel;
 //!   element `i` of slot `s` is at `bufs[s] + 4 * i`;
 //! - `batch` is the value of [`Dim::Batch`](crate::ir::Dim::Batch);
-//! - the function runs the points whose *outermost* coordinate of
-//!   [`Kernel::space`] lies in `start..end` (clamped to the extent), all the other
-//!   dimensions fully. A rank-0 space has the single outermost row `0..1`.
+//! - the function runs the points whose *outermost* coordinate of its body's iteration
+//!   space (a contraction's: `batch..., m, n`) lies in `start..end` (clamped to the
+//!   extent), all the other dimensions fully. A rank-0 space has the single outermost
+//!   row `0..1`.
 //!
 //! So the runtime can split a kernel across threads by rows, and a reduction's folded
 //! dimensions are never split.
@@ -30,8 +32,9 @@
 //! point (identical index expressions and loads are shared within a point), no reliance on
 //! Cranelift's optimizer, except that a subexpression that does not depend on the inner
 //! loops' variables (a row's nested max inside a map over the row) is computed once at
-//! the start of the outermost loop body it depends on ([`crate::hoist`]). Memory accesses carry no `aligned` flag. Loads of `i32` buffers
-//! are converted with `fcvt_from_sint`; stores to them with `fcvt_to_sint_sat`
+//! the start of the outermost loop body it depends on (`hoist.rs`). Memory accesses
+//! carry no `aligned` flag. Loads of `i32` buffers are converted with `fcvt_from_sint`;
+//! stores to them with `fcvt_to_sint_sat`
 //! (truncating, saturating, NaN -> 0). Comparisons give 1.0 or 0.0; `Select` takes `then`
 //! when `cond != 0` (NaN included) and branches when an arm loads memory, so a guarded
 //! out-of-range load is never executed. `exp`, `log`, `tanh`, `sigmoid` and `pow` are

@@ -37,7 +37,7 @@
 //!   workgroup memory combines them, and invocation 0 writes the epilogue.
 //! - A nested reduction ([`Expr::Reduce`](crate::ir::Expr)) is a loop inside the
 //!   invocation that needs it, over its flattened extent; what its value computes from the
-//!   enclosing coordinates alone is computed before the loop ([`crate::hoist`]), as is
+//!   enclosing coordinates alone is computed before the loop (`hoist.rs`), as is
 //!   the invariant part of a kernel-level reduction's value. Invocations share nothing,
 //!   so every point of a map recomputes the nested reductions it reads (a softmax's row
 //!   max and sum, once per element of the row): the fusion rule that places them keeps
