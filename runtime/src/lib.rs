@@ -4,7 +4,7 @@
 //! artifact's manifest.
 //!
 //! - [`artifact`]: the compiled-model file, its validation, and executable packing.
-//! - [`bench`]: timing an entry's runs.
+//! - [`bench`](mod@bench): timing an entry's runs.
 //! - [`session`]: a loaded model: compiled kernels, weights, arena; runs entries.
 //! - [`cpu`]: the CPU backend (JIT of CLIF text, kernel launch).
 //! - [`decode`]: greedy decoding of sequence-to-sequence models through an entry.
