@@ -93,9 +93,10 @@ pub fn bench_entry(
 ) -> Result<BenchReport, RunError> {
     let manifest = session.manifest().clone();
     let Some(info) = manifest.entries.iter().find(|e| e.name == entry) else {
-        // Let the session produce its error naming the entries there are.
-        session.run(entry, &[])?;
-        return Err(RunError::Internal(format!("no entry `{entry}`")));
+        return Err(RunError::UnknownEntry {
+            name: entry.to_string(),
+            available: manifest.entries.iter().map(|e| e.name.clone()).collect(),
+        });
     };
     let inputs = synthetic_inputs(&manifest, info, options.batch)?;
     let named: Vec<(&str, HostTensor)> = inputs
@@ -107,7 +108,8 @@ pub fn bench_entry(
     }
     let mut times = Vec::new();
     let started = Instant::now();
-    while times.len() < options.min_runs || started.elapsed() < options.min_time {
+    // At least one timed run, whatever the options say.
+    while times.len() < options.min_runs.max(1) || started.elapsed() < options.min_time {
         let t = Instant::now();
         session.run(entry, &named)?;
         times.push(t.elapsed());

@@ -258,16 +258,17 @@ fn work_bounds(jobs: &[Job], threads: u64) -> Vec<u64> {
 /// The launches' threads besides the caller's: one fewer than the host runs at once, since
 /// the calling thread takes a share too (a pool as large as the host would leave its
 /// threads spinning against the caller between launches).
-fn pool() -> &'static rayon::ThreadPool {
-    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+/// None if the host refused to start its threads: launches then run on the caller alone.
+fn pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
     POOL.get_or_init(|| {
         rayon::ThreadPoolBuilder::new()
             .num_threads(host_threads().saturating_sub(1).max(1))
             .thread_name(|i| format!("strata-launch-{i}"))
             .build()
-            .or_else(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
-            .expect("a one-thread pool")
+            .ok()
     })
+    .as_ref()
 }
 
 /// Calls `run(bounds[t], bounds[t + 1])` for each range, the last one on the calling
@@ -281,11 +282,14 @@ fn split(bounds: &[u64], run: impl Fn(u64, u64) + Sync) {
     let Some((&last, others)) = ranges.split_last() else {
         return;
     };
-    if others.is_empty() {
-        run(last.0, last.1);
-        return;
-    }
-    pool().in_place_scope(|scope| {
+    let pool = match pool() {
+        Some(pool) if !others.is_empty() => pool,
+        _ => {
+            ranges.iter().for_each(|&(start, end)| run(start, end));
+            return;
+        }
+    };
+    pool.in_place_scope(|scope| {
         let run = &run;
         for &(start, end) in others {
             scope.spawn(move |_| run(start, end));
