@@ -311,14 +311,24 @@ fn report(d: &Diagnostic, source: &SourceFile, format: ErrorFormat) {
 fn compile_or_report(c: &Common) -> Result<(SourceFile, Compiled), ExitCode> {
     let source = load_source(&c.file)?;
     let opts = options(c)?;
-    match compile(&source, &opts) {
-        Ok(compiled) => Ok((source, compiled)),
+    let compiled = compile_reported(&source, &opts, c.error_format)?;
+    Ok((source, compiled))
+}
+
+/// Compiles `source`, reporting a mistake in it (exit 1) or a compiler bug (exit 3).
+fn compile_reported(
+    source: &SourceFile,
+    opts: &CompileOptions,
+    error_format: ErrorFormat,
+) -> Result<Compiled, ExitCode> {
+    match compile(source, opts) {
+        Ok(compiled) => Ok(compiled),
         Err(CompileError::User(d)) => {
-            report(&d, &source, c.error_format);
+            report(&d, source, error_format);
             Err(ExitCode::FAILURE)
         }
         Err(e) => {
-            eprint!("{}", e.render(&source));
+            eprint!("{}", e.render(source));
             Err(ExitCode::from(3))
         }
     }
@@ -716,12 +726,11 @@ fn cmd_eval(a: &EvalArgs) -> ExitCode {
 
 fn cmd_bench(a: &BenchArgs) -> ExitCode {
     use strata_runtime::bench::{BenchOptions, BenchReport, bench_entry};
-    let Ok(source) = load_source(&a.common.file) else {
-        return ExitCode::FAILURE;
-    };
-    let Ok(options) = options(&a.common) else {
-        return ExitCode::FAILURE;
-    };
+    let (source, options) =
+        match load_source(&a.common.file).and_then(|source| Ok((source, options(&a.common)?))) {
+            Ok(x) => x,
+            Err(code) => return code,
+        };
     if !(a.seconds.is_finite() && a.seconds >= 0.0) {
         return fail(format!(
             "--seconds takes a time in seconds, got {}",
@@ -739,13 +748,9 @@ fn cmd_bench(a: &BenchArgs) -> ExitCode {
             without_parts,
             ..options.clone()
         };
-        let artifact = match compile(&source, &options) {
+        let artifact = match compile_reported(&source, &options, a.common.error_format) {
             Ok(compiled) => compiled.artifact,
-            Err(CompileError::User(d)) => {
-                report(&d, &source, a.common.error_format);
-                return ExitCode::FAILURE;
-            }
-            Err(e) => return fail(e.render(&source)),
+            Err(code) => return code,
         };
         let backend = strata_runtime::session::Backend::default_for(&artifact);
         match strata_runtime::Session::new_with(&artifact, backend) {
