@@ -145,9 +145,7 @@ struct UpdateGroup {
 
 /// Lowers every value of the graph, fused by the rules of [`fuse`].
 pub fn lower(graph: &Graph) -> Result<Lowered, LowerError> {
-    let mut fusion = fuse::plan_fusion(graph);
-    let groups = update_groups(graph, &mut fusion);
-    let mut lowered = lower_with(graph, fusion, groups)?;
+    let mut lowered = lower_without_parts(graph)?;
     group::group_independent(&mut lowered)?;
     Ok(lowered)
 }

@@ -301,17 +301,21 @@ fn check_parts_apart(
             .filter_map(|s| bindings.get(*s).copied())
             .collect()
     };
-    for (i, part) in parts.iter().enumerate() {
-        for written in bound(part.written_slots()) {
-            for (j, other) in parts.iter().enumerate().filter(|(j, _)| *j != i) {
-                let used = bound([other.read_slots(), other.written_slots()].concat());
-                if let Some(&clash) = used.iter().find(|&&u| may_overlap(manifest, written, u)) {
+    let written: Vec<Vec<usize>> = parts.iter().map(|p| bound(p.written_slots())).collect();
+    let used: Vec<Vec<usize>> = parts
+        .iter()
+        .map(|p| bound([p.read_slots(), p.written_slots()].concat()))
+        .collect();
+    for (i, writes) in written.iter().enumerate() {
+        for (j, uses) in used.iter().enumerate().filter(|(j, _)| *j != i) {
+            for &w in writes {
+                if let Some(&clash) = uses.iter().find(|&&u| may_overlap(manifest, w, u)) {
                     return Err(ArtifactError::AliasedParts {
                         entry: entry.name.clone(),
                         launch: index,
                         kernel: kernel.name.clone(),
                         parts: (i, j),
-                        written: name_of(manifest, written),
+                        written: name_of(manifest, w),
                         used: name_of(manifest, clash),
                     });
                 }
