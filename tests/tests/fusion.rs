@@ -246,21 +246,21 @@ fn the_mlp_loss_and_its_gradient_are_one_kernel() {
     assert!(format!("{kernel}").contains("float(batch)"), "{text}");
 }
 
+/// `reduce_sum(v, axes, keep_dims)` added to `g`.
+fn sum(g: &mut Graph, v: ValueId, axes: Vec<usize>, keep_dims: bool) -> ValueId {
+    let op = Op::Reduce {
+        op: ReduceOp::Sum,
+        axes,
+        keep_dims,
+    };
+    g.add(op, &[v], Span::default()).unwrap()
+}
+
 /// `x - reduce_sum(x, axis, keep_dims)` over `x: dims`, output.
 fn centered(dims: Vec<Dim>, axis: usize) -> Graph {
     let mut g = Graph::new("T");
     let x: ValueId = leaf(&mut g, "x", dims);
-    let s = g
-        .add(
-            Op::Reduce {
-                op: ReduceOp::Sum,
-                axes: vec![axis],
-                keep_dims: true,
-            },
-            &[x],
-            Span::default(),
-        )
-        .unwrap();
+    let s = sum(&mut g, x, vec![axis], true);
     let d = g
         .add(Op::Binary(BinaryOp::Sub), &[x, s], Span::default())
         .unwrap();
@@ -348,21 +348,9 @@ fn every_example_train_step_plan_is_near_the_lower_bound_and_under_half_the_naiv
 fn groups_siblings_but_not_a_kernel_with_its_consumer() {
     let mut g = Graph::new("T");
     let x = leaf(&mut g, "x", vec![Dim::Batch, Dim::Fixed(8)]);
-    let reduce = |g: &mut Graph, v, axes: Vec<usize>| {
-        g.add(
-            Op::Reduce {
-                op: strata_compiler::ir::ReduceOp::Sum,
-                axes,
-                keep_dims: false,
-            },
-            &[v],
-            Span::default(),
-        )
-        .unwrap()
-    };
-    let rows = reduce(&mut g, x, vec![1]);
-    let cols = reduce(&mut g, x, vec![0]);
-    let total = reduce(&mut g, rows, vec![0]);
+    let rows = sum(&mut g, x, vec![1], false);
+    let cols = sum(&mut g, x, vec![0], false);
+    let total = sum(&mut g, rows, vec![0], false);
     g.outputs = vec![
         ("rows".into(), rows),
         ("cols".into(), cols),
@@ -387,17 +375,7 @@ fn does_not_group_an_update_with_a_reader_of_the_old_value() {
         Span::default(),
     );
     let x = leaf(&mut g, "x", vec![Dim::Fixed(8)]);
-    let total = g
-        .add(
-            Op::Reduce {
-                op: strata_compiler::ir::ReduceOp::Sum,
-                axes: vec![0],
-                keep_dims: false,
-            },
-            &[p],
-            Span::default(),
-        )
-        .unwrap();
+    let total = sum(&mut g, p, vec![0], false);
     let new = g
         .add(Op::Binary(BinaryOp::Add), &[p, x], Span::default())
         .unwrap();

@@ -226,34 +226,9 @@ fn direction(
         &operands,
         span,
     )?;
-    // `R[t + 1]` forward and `R[t]` reverse is the state after reading `x[t]`.
-    let start = if reverse { 0 } else { 1 };
-    let mut all = e.op(
-        Op::Slice {
-            axis: 0,
-            start,
-            len: steps,
-        },
-        &[stacked],
-        span,
-    )?;
-    let final_index = if reverse { 0 } else { steps };
-    let last = e.op(
-        Op::Slice {
-            axis: 0,
-            start: final_index,
-            len: 1,
-        },
-        &[stacked],
-        span,
-    )?;
-    let mut last = e.op(
-        Op::Reshape {
-            shape: Shape(vec![Dim::Batch, Dim::Fixed(state)]),
-        },
-        &[last],
-        span,
-    )?;
+    let mut all = states_after_each_step(e, stacked, steps, reverse, span)?;
+    let carry = Shape(vec![Dim::Batch, Dim::Fixed(state)]);
+    let mut last = final_state(e, stacked, steps, reverse, carry, span)?;
     if cell == Cell::Lstm {
         // The hidden state is the first half of `[h | c]`.
         all = e.op(
@@ -276,6 +251,44 @@ fn direction(
         )?;
     }
     Ok((all, last))
+}
+
+/// From a scan's stacked carries `[T + 1, carry...]`, the state after reading each input,
+/// `[T, carry...]`: `R[t + 1]` forward, `R[t]` reverse.
+pub(super) fn states_after_each_step(
+    e: &mut Elaborator,
+    stacked: ValueId,
+    steps: u64,
+    reverse: bool,
+    span: Span,
+) -> Result<ValueId, Diagnostic> {
+    let start = if reverse { 0 } else { 1 };
+    let slice = Op::Slice {
+        axis: 0,
+        start,
+        len: steps,
+    };
+    e.op(slice, &[stacked], span)
+}
+
+/// From a scan's stacked carries `[T + 1, carry...]`, the state after the last input read
+/// (`R[T]` forward, `R[0]` reverse), of shape `carry`.
+pub(super) fn final_state(
+    e: &mut Elaborator,
+    stacked: ValueId,
+    steps: u64,
+    reverse: bool,
+    carry: Shape,
+    span: Span,
+) -> Result<ValueId, Diagnostic> {
+    let index = if reverse { 0 } else { steps };
+    let slice = Op::Slice {
+        axis: 0,
+        start: index,
+        len: 1,
+    };
+    let one = e.op(slice, &[stacked], span)?;
+    e.op(Op::Reshape { shape: carry }, &[one], span)
 }
 
 fn internal(message: String, span: Span) -> Diagnostic {

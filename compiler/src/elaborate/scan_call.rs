@@ -14,6 +14,7 @@
 
 use super::Elaborator;
 use super::args::{self, BoundArgs, ParamSpec};
+use super::recurrent::{final_state, states_after_each_step};
 use super::value::{Spanned, Value};
 use crate::ir::{DType, Dim, Graph, Op, Scan, Shape, Span, TensorType, ValueId};
 use crate::syntax::ast::Call;
@@ -204,16 +205,7 @@ impl<'p> Elaborator<'p> {
             span,
         )?;
         if keep_sequence {
-            let start = if reverse { 0 } else { 1 };
-            let states = self.op(
-                Op::Slice {
-                    axis: 0,
-                    start,
-                    len: steps,
-                },
-                &[stacked],
-                span,
-            )?;
+            let states = states_after_each_step(self, stacked, steps, reverse, span)?;
             let mut perm: Vec<usize> = (0..carry_ty.shape.rank() + 1).collect();
             perm.swap(0, 1);
             Ok(Value::Tensor(self.op(
@@ -222,22 +214,9 @@ impl<'p> Elaborator<'p> {
                 span,
             )?))
         } else {
-            let last = if reverse { 0 } else { steps };
-            let one = self.op(
-                Op::Slice {
-                    axis: 0,
-                    start: last,
-                    len: 1,
-                },
-                &[stacked],
-                span,
-            )?;
-            let shape = carry_ty.shape.clone();
-            Ok(Value::Tensor(self.op(
-                Op::Reshape { shape },
-                &[one],
-                span,
-            )?))
+            let carry = carry_ty.shape.clone();
+            let last = final_state(self, stacked, steps, reverse, carry, span)?;
+            Ok(Value::Tensor(last))
         }
     }
 }
