@@ -834,7 +834,7 @@ fn print_profile(session: &strata_runtime::Session) {
         .filter(|(_, _, n)| *n > 0)
         .collect();
     let total: f64 = times.iter().map(|(_, t, _)| t.as_secs_f64()).sum();
-    times.sort_by(|a, b| b.1.cmp(&a.1));
+    times.sort_by_key(|t| std::cmp::Reverse(t.1));
     for (name, t, n) in times {
         println!(
             "  {:>5.1}%  {:>9.2} us/launch  {name}",
