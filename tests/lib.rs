@@ -1,7 +1,7 @@
 //! Shared helpers for Strata's end-to-end tests.
 
 use std::path::{Path, PathBuf};
-use strata_compiler::syntax::SourceFile;
+use strata_compiler::source::SourceFile;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -60,7 +60,7 @@ impl TestRng {
 /// for any input.
 pub mod fuzz_bodies {
     use strata_compiler::driver::{CompileOptions, check, compile};
-    use strata_compiler::syntax::SourceFile;
+    use strata_compiler::source::SourceFile;
 
     fn source(data: &[u8]) -> Option<SourceFile> {
         std::str::from_utf8(data)
@@ -90,8 +90,8 @@ pub mod fuzz_bodies {
 
     /// The artifact loader: arbitrary bytes are a valid artifact or an error.
     pub fn load_artifact(data: &[u8]) {
-        let _ = strata_runtime::Artifact::from_bytes(data);
-        let _ = strata_runtime::artifact::find_in_executable(data);
+        let _ = strata_artifact::Artifact::from_bytes(data);
+        let _ = strata_artifact::find_in_executable(data);
     }
 }
 
@@ -99,12 +99,13 @@ pub mod fuzz_bodies {
 pub mod train_check {
     use super::TestRng;
     use std::collections::HashMap;
+    use strata_artifact::{HostTensor, TensorData};
     use strata_compiler::driver::{CompileOptions, compile};
     use strata_compiler::elaborate::ElaborateOptions;
     use strata_compiler::ir::interpret::{Tensor, interpret_values};
     use strata_compiler::ir::{Graph, Op};
-    use strata_compiler::syntax::SourceFile;
-    use strata_runtime::{HostTensor, Session, TensorData};
+    use strata_compiler::source::SourceFile;
+    use strata_runtime::Session;
 
     /// A runtime tensor as an interpreter tensor.
     pub fn to_tensor(t: &HostTensor) -> Tensor {
@@ -272,10 +273,11 @@ pub mod steps_check {
     use super::TestRng;
     use super::train_check::{EntryRun, assert_weights_match, to_tensor, training_options};
     use std::collections::HashMap;
+    use strata_artifact::HostTensor;
     use strata_compiler::driver::compile;
     use strata_compiler::ir::interpret::Tensor;
-    use strata_compiler::syntax::SourceFile;
-    use strata_runtime::{HostTensor, Session};
+    use strata_compiler::source::SourceFile;
+    use strata_runtime::Session;
 
     /// Compiles `text` (a label-free model with input `x` of per-sample shape `sample`),
     /// then for `rounds` batches of random inputs runs every training entry in the
@@ -356,7 +358,7 @@ pub mod train_run {
     use std::time::Instant;
     use strata_compiler::driver::compile;
     use strata_runtime::Session;
-    use strata_runtime::train::{TrainOptions, TrainSummary, train};
+    use strata_training::{TrainOptions, TrainSummary, train};
 
     /// What one training run gave: the driver's summary, the trainable weight count,
     /// the wall time of the training loop, the run directory (removed on drop) and the
@@ -373,8 +375,8 @@ pub mod train_run {
         /// A metric of the test split (panics with the history if it is missing).
         pub fn test_metric(&self, name: &str) -> f64 {
             let test = self.summary.test.as_ref().expect("a test split");
-            test.metrics
-                .value(name)
+            strata_artifact::Metric::from_name(name)
+                .and_then(|m| test.metrics.value(m))
                 .unwrap_or_else(|| panic!("`{name}` is not reported ({:#?})", self.summary.history))
         }
     }
@@ -417,9 +419,10 @@ pub mod infer_check {
     use super::TestRng;
     use super::train_check::to_tensor;
     use std::collections::HashMap;
+    use strata_artifact::HostTensor;
     use strata_compiler::ir::interpret::{Tensor, interpret};
     use strata_compiler::ir::{DType, Graph, Op};
-    use strata_runtime::{HostTensor, Session};
+    use strata_runtime::Session;
 
     /// The session's persistent values as interpreter parameters.
     pub fn params_of(session: &Session) -> HashMap<String, Tensor> {
@@ -500,7 +503,7 @@ pub mod gradient_check {
     use strata_compiler::ir::Op;
     use strata_compiler::ir::interpret::{Tensor, initial_params, interpret};
     use strata_compiler::passes::autodiff::gradients;
-    use strata_compiler::syntax::SourceFile;
+    use strata_compiler::source::SourceFile;
 
     /// Compiles `text` (a model with a train section whose label is `y`), feeds it
     /// `inputs` (by name, f64 values in their shapes), and asserts that the gradient of

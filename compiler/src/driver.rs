@@ -7,10 +7,11 @@ use crate::elaborate::{ElaborateOptions, Elaborated, elaborate};
 use crate::ir::Graph;
 use crate::lower::{Lowered, lower};
 use crate::plan::{MemoryPlan, check_plan, plan_memory};
-use crate::syntax::{Diagnostic, SourceFile, parse};
-use strata_runtime::Artifact;
-use strata_runtime::artifact::train_config::TrainConfig;
-pub use strata_runtime::session::Backend;
+use crate::source::{Diagnostic, SourceFile};
+use crate::syntax::parse;
+use strata_artifact::Artifact;
+pub use strata_artifact::Backend;
+use strata_artifact::train_config::TrainConfig;
 
 /// What to compile and how.
 #[derive(Clone, Debug, Default)]

@@ -2,16 +2,21 @@
 //!
 //! The pipeline, one module per stage:
 //! [`syntax`] (text -> AST) -> [`elaborate`] (AST -> graph IR) -> [`passes`] ->
-//! [`lower`] (graph -> kernel IR + memory plan) -> [`artifact`] (manifest, CLIF, weights;
-//! executables). [`driver`] strings them together for the `strata` command.
+//! [`lower`] (graph -> kernel IR) -> [`plan`] (memory plan) -> [`artifact`] (manifest,
+//! CLIF, weights). [`train`] turns a model's `train` section into its training entries.
+//! [`driver`] strings them together for the `strata` command (crate `strata-cli`).
+//!
+//! The compiler never runs generated code (only its reference interpreter evaluates
+//! graphs) and depends on no runtime: what it hands over is a
+//! [`strata_artifact::Artifact`].
 
 pub mod artifact;
-pub mod cli;
 pub mod driver;
 pub mod elaborate;
 pub mod ir;
 pub mod lower;
 pub mod passes;
 pub mod plan;
+pub mod source;
 pub mod syntax;
 pub mod train;

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use strata_kernels::ir::{Dim, KernelBody, ScalarType};
 
-use crate::artifact::manifest::{Entry, Manifest};
 use crate::error::RunError;
 use crate::session::Session;
-use crate::tensor::HostTensor;
+use strata_artifact::manifest::{Entry, Manifest};
+use strata_artifact::tensor::HostTensor;
 
 /// How long to measure.
 #[derive(Clone, Debug)]

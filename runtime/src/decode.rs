@@ -12,8 +12,7 @@
 
 use crate::error::RunError;
 use crate::session::Session;
-use crate::tensor::{HostTensor, TensorData};
-use crate::train::metrics::argmax_rows;
+use strata_artifact::tensor::{HostTensor, TensorData, argmax};
 
 /// Which entry, input and output greedy decoding uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,13 +95,12 @@ impl GreedyDecoding {
                 predicted = vec![0; n * len];
             }
             let values = scores.as_f32().expect("checked f32");
-            let at_t: Vec<f32> = (0..n)
-                .flat_map(|i| {
+            let best: Vec<i32> = (0..n)
+                .map(|i| {
                     let from = (i * len + t) * classes;
-                    values[from..from + classes].iter().copied()
+                    argmax(&values[from..from + classes]) as i32
                 })
                 .collect();
-            let best = argmax_rows(&at_t, classes).expect("whole rows of classes");
             let TensorData::I32(ids) = &mut inputs[slot].1.data else {
                 unreachable!("checked i32 above")
             };

@@ -39,41 +39,21 @@ use std::cell::OnceCell;
 use bytemuck::{Pod, Zeroable};
 use strata_kernels::ir::Dim;
 
-use crate::artifact::manifest::{Entry, Location, Manifest};
-use crate::artifact::weights::{encode_weights, match_weights, to_host_tensor};
-use crate::artifact::{Artifact, ModelInfo};
 use crate::cpu::{self, JitCode, KernelFn};
-use crate::error::{RunError, SessionError, WeightsError};
+use crate::error::{RunError, SessionError};
 use crate::gpu::engine::writes_persistent;
 use crate::gpu::{AdapterSummary, GpuEngine, GpuError, GpuOptions};
-use crate::tensor::{HostTensor, TensorData, type_string};
+use strata_artifact::Backend;
+use strata_artifact::WeightsError;
+use strata_artifact::manifest::{Entry, Location, Manifest};
+use strata_artifact::tensor::{HostTensor, TensorData, type_string};
+use strata_artifact::weights::{encode_weights, match_weights, to_host_tensor};
+use strata_artifact::{Artifact, ModelInfo};
 
 /// One cache line of arena storage; a `Vec` of these is a 64-byte aligned allocation.
 #[derive(Clone, Copy, Pod, Zeroable)]
 #[repr(C, align(64))]
 struct ArenaLine([u8; 64]);
-
-/// Which device runs a session's kernels.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Backend {
-    /// The artifact's CLIF, JIT-compiled for this CPU.
-    #[default]
-    Cpu,
-    /// The artifact's WGSL, through wgpu on the adapter `GpuOptions` selects.
-    Gpu,
-}
-
-impl Backend {
-    /// The backend an artifact runs on unless told otherwise: the GPU when it holds GPU
-    /// code (it was built with `--target gpu`), else the CPU.
-    pub fn default_for(artifact: &Artifact) -> Backend {
-        if artifact.wgsl.is_empty() {
-            Backend::Cpu
-        } else {
-            Backend::Gpu
-        }
-    }
-}
 
 /// What runs the kernels.
 enum Engine {
@@ -289,9 +269,9 @@ impl Session {
     }
 
     /// The current weights as a safetensors file (loadable by [`Session::load_weights`]).
-    pub fn save_weights(&self) -> Result<Vec<u8>, WeightsError> {
+    pub fn save_weights(&self) -> Result<Vec<u8>, SessionError> {
         self.sync_weights()?;
-        encode_weights(self.weights())
+        Ok(encode_weights(self.weights())?)
     }
 
     /// Runs entry `entry` on `inputs` (each input of the entry exactly once, by name) and
@@ -519,7 +499,7 @@ struct Blocks {
 
 impl Blocks {
     fn new(manifest: &Manifest, batch: u64) -> Option<Blocks> {
-        let size = |e: crate::artifact::manifest::Extent| usize::try_from(e.resolve(batch)?).ok();
+        let size = |e: strata_artifact::manifest::Extent| usize::try_from(e.resolve(batch)?).ok();
         let io_base = size(manifest.arena)?.checked_next_multiple_of(size_of::<ArenaLine>())?;
         Some(Blocks {
             io_base,
@@ -633,7 +613,7 @@ fn bind_inputs<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::artifact::manifest::{BufferInfo, EntryPort, Extent};
+    use strata_artifact::manifest::{BufferInfo, EntryPort, Extent};
     use strata_kernels::ir::ScalarType;
 
     fn manifest() -> Manifest {

@@ -1,17 +1,16 @@
 //! Sessions running real generated code: hand-built manifests and kernel IR, CLIF from
 //! `strata_kernels::cpu::emit_clif`, outputs compared with values computed by hand.
 
+use strata_artifact::Artifact;
+use strata_artifact::manifest::{BufferInfo, Entry, EntryPort, Extent, Launch, Location, Manifest};
+use strata_artifact::weights::encode_weights;
 use strata_kernels::ir::{
     Access, BinaryOp, BufferDecl, Contraction, Dim, Expr, Index, Kernel, KernelBody, MatrixOperand,
     ScalarType, Store, UnaryOp,
 };
-use strata_runtime::artifact::manifest::{
-    BufferInfo, Entry, EntryPort, Extent, Launch, Location, Manifest,
-};
-use strata_runtime::artifact::weights::encode_weights;
-use strata_runtime::artifact::{Artifact, append_to_executable};
-use strata_runtime::npy::{read_npy, write_npy};
-use strata_runtime::{HostTensor, Session};
+
+use strata_artifact::HostTensor;
+use strata_runtime::Session;
 
 // ---------------------------------------------------------------------------------------
 // Fixture: a dense layer then a biased relu, one entry, two launches.
@@ -366,47 +365,4 @@ fn refuses_an_artifact_whose_code_lacks_a_kernel() {
     a.manifest.kernels[1].name = "renamed".into();
     a.manifest.entries[0].launches.pop();
     assert!(Session::new(&a).is_err());
-}
-
-#[test]
-fn the_executable_runs_inference_on_npy_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let x_path = dir.path().join("x.npy");
-    let y_path = dir.path().join("y.npy");
-    let x = input(3);
-    write_npy(&x_path, &x).unwrap();
-    let exe = append_to_executable(b"stub", &artifact().to_bytes().unwrap());
-    let args = [
-        "model".to_string(),
-        "infer".into(),
-        "--input".into(),
-        format!("x={}", x_path.display()),
-        "--output".into(),
-        format!("y={}", y_path.display()),
-    ];
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let exe_bytes = exe.clone();
-    let code = strata_runtime::stub::run_cli(args, || Ok(exe_bytes), &mut out, &mut err);
-    assert_eq!(
-        code,
-        std::process::ExitCode::SUCCESS,
-        "{}",
-        String::from_utf8_lossy(&err)
-    );
-    let (_, want_y) = expected(&PARAMS, x.as_f32().unwrap());
-    assert_close(read_npy(&y_path).unwrap().as_f32().unwrap(), &want_y);
-
-    // Without --output it prints a preview; a single input needs no name.
-    let args = [
-        "model".to_string(),
-        "infer".into(),
-        "-i".into(),
-        x_path.display().to_string(),
-    ];
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = strata_runtime::stub::run_cli(args, || Ok(exe), &mut out, &mut err);
-    assert_eq!(code, std::process::ExitCode::SUCCESS);
-    let out = String::from_utf8(out).unwrap();
-    assert!(out.contains("h: f32[3, 2] = ["), "{out}");
-    assert!(out.contains("y: f32[3, 2] = ["), "{out}");
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use strata_compiler::driver::{CompileOptions, compile};
 use strata_compiler::ir::interpret::{Tensor, interpret};
-use strata_compiler::syntax::SourceFile;
+use strata_compiler::source::SourceFile;
 
 fn run(text: &str, x: Tensor) -> HashMap<String, Tensor> {
     let source = SourceFile::new("act.strata", text.to_string());

@@ -3,7 +3,7 @@
 
 use strata_compiler::driver::check;
 use strata_compiler::elaborate::ElaborateOptions;
-use strata_compiler::syntax::{ErrorCode, SourceFile};
+use strata_compiler::source::{ErrorCode, SourceFile};
 
 fn diagnose(name: &str, text: &str, overrides: &[(&str, &str)]) -> (ErrorCode, String) {
     let source = SourceFile::new(format!("{name}.strata"), text);

@@ -3,11 +3,12 @@
 
 use strata_compiler::driver::{CompileOptions, compile};
 use strata_compiler::elaborate::ElaborateOptions;
-use strata_compiler::ir::{BinaryOp, Dim, Graph, Op, ReduceOp, Span, TensorType, UnaryOp, ValueId};
+use strata_compiler::ir::{BinaryOp, Dim, Graph, Op, ReduceOp, TensorType, UnaryOp, ValueId};
 use strata_compiler::lower::print::print_kernels;
 use strata_compiler::lower::{BufferRole, lower};
 use strata_compiler::plan::stats::entry_stats;
 use strata_compiler::plan::{check_plan, plan_memory};
+use strata_compiler::source::Span;
 use strata_kernels::ir::{Expr, Kernel, KernelBody};
 use strata_tests::{example_files, load_example};
 

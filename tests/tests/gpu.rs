@@ -6,6 +6,9 @@
 //! `apt-get install mesa-vulkan-drivers libvulkan1`). Without one they are skipped with a
 //! message, except in CI (`CI=true`), where a missing adapter fails them.
 
+use strata_artifact::manifest::{BufferInfo, Entry, EntryPort, Extent, Launch, Location, Manifest};
+use strata_artifact::weights::encode_weights;
+use strata_artifact::{Artifact, HostTensor};
 use strata_compiler::driver::{Backend, CompileOptions, compile};
 use strata_compiler::ir::interpret::Tensor;
 use strata_kernels::eval::eval_kernel;
@@ -13,12 +16,8 @@ use strata_kernels::ir::{
     Access, BinaryOp, BufferDecl, Contraction, Dim, Expr, Index, Kernel, KernelBody, MatrixOperand,
     ReduceOp, ScalarType, Store, UnaryOp,
 };
-use strata_runtime::artifact::manifest::{
-    BufferInfo, Entry, EntryPort, Extent, Launch, Location, Manifest,
-};
-use strata_runtime::artifact::weights::encode_weights;
+use strata_runtime::Session;
 use strata_runtime::gpu::{GpuOptions, describe_adapter};
-use strata_runtime::{Artifact, HostTensor, Session};
 use strata_tests::infer_check::assert_infer_matches;
 use strata_tests::{TestRng, example_files, load_example};
 

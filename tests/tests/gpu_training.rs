@@ -8,12 +8,13 @@
 
 use std::time::Instant;
 
+use strata_artifact::Backend as Device;
+use strata_artifact::{Artifact, HostTensor, TensorData};
 use strata_compiler::driver::{Backend, CompileOptions, compile};
 use strata_compiler::elaborate::ElaborateOptions;
-use strata_compiler::syntax::SourceFile;
+use strata_compiler::source::SourceFile;
+use strata_runtime::Session;
 use strata_runtime::gpu::{GpuOptions, describe_adapter};
-use strata_runtime::session::Backend as Device;
-use strata_runtime::{Artifact, HostTensor, Session, TensorData};
 use strata_tests::TestRng;
 
 /// Relative tolerance for the GPU against the CPU, per step and for the final weights.

@@ -3,15 +3,17 @@
 //! against finite differences in the compiler's unit tests.)
 
 use std::collections::HashMap;
+use strata_artifact::{Artifact, HostTensor, TensorData};
 use strata_compiler::artifact::{EntryBuild, build_artifact};
 use strata_compiler::ir::interpret::{Tensor, interpret};
 use strata_compiler::ir::{
-    BinaryOp, DType, Dim, Graph, Init, Op, ReduceOp, Shape, Span, TensorType, UnaryOp, ValueId,
+    BinaryOp, DType, Dim, Graph, Init, Op, ReduceOp, Shape, TensorType, UnaryOp, ValueId,
 };
 use strata_compiler::lower::lower;
 use strata_compiler::passes::autodiff::gradients;
 use strata_compiler::plan::{check_plan, plan_memory};
-use strata_runtime::{Artifact, HostTensor, Session, TensorData};
+use strata_compiler::source::Span;
+use strata_runtime::Session;
 use strata_tests::TestRng;
 
 /// The tolerance the training issue sets for compiled gradients against the interpreter

@@ -2,7 +2,7 @@
 //! or fails with exactly the error it claims.
 
 use strata_compiler::driver::compile;
-use strata_compiler::syntax::SourceFile;
+use strata_compiler::source::SourceFile;
 use strata_tests::root;
 
 struct DocExample {

@@ -6,20 +6,20 @@
 //! CI (`CI=true`), where a missing adapter fails them (as in `gpu.rs`).
 
 use std::collections::HashMap;
+use strata_artifact::{Artifact, HostTensor};
 use strata_compiler::artifact::{EntryBuild, build_artifact};
 use strata_compiler::driver::Backend;
 use strata_compiler::ir::interpret::{Tensor, interpret};
 use strata_compiler::ir::print::print_graph;
-use strata_compiler::ir::{
-    BinaryOp, DType, Dim, Graph, Op, ReduceOp, Shape, Span, TensorType, ValueId,
-};
+use strata_compiler::ir::{BinaryOp, DType, Dim, Graph, Op, ReduceOp, Shape, TensorType, ValueId};
 use strata_compiler::lower::{Lowered, lower};
 use strata_compiler::passes::autodiff::gradients;
 use strata_compiler::plan::{check_plan, plan_memory};
+use strata_compiler::source::Span;
 use strata_kernels::eval::eval_kernel;
 use strata_kernels::rng;
+use strata_runtime::Session;
 use strata_runtime::gpu::{GpuOptions, describe_adapter};
-use strata_runtime::{Artifact, HostTensor, Session};
 use strata_tests::TestRng;
 
 const B: Dim = Dim::Batch;

@@ -6,16 +6,18 @@
 //! replays exactly: `RANDOM_GRAPH_SEED=17 cargo test -p strata-tests --test random_graphs`.
 
 use std::collections::HashMap;
+use strata_artifact::{HostTensor, TensorData};
 use strata_compiler::artifact::{EntryBuild, build_artifact};
 use strata_compiler::ir::interpret::{Tensor, interpret_values};
 use strata_compiler::ir::print::print_graph;
 use strata_compiler::ir::{
-    BinaryOp, DType, Dim, Graph, Init, Op, ReduceOp, Shape, Span, TensorType, UnaryOp, ValueId,
+    BinaryOp, DType, Dim, Graph, Init, Op, ReduceOp, Shape, TensorType, UnaryOp, ValueId,
 };
 use strata_compiler::lower::lower;
 use strata_compiler::passes::{pipeline, run_pipeline};
 use strata_compiler::plan::{check_plan, plan_memory};
-use strata_runtime::{HostTensor, Session, TensorData};
+use strata_compiler::source::Span;
+use strata_runtime::Session;
 use strata_tests::TestRng;
 
 /// Cases in the normal suite.

@@ -3,11 +3,12 @@
 //! for the same step; `stop_gradient` and block instances reach the graph from the DSL.
 
 use std::collections::HashMap;
+use strata_artifact::HostTensor;
 use strata_compiler::driver::{CompileOptions, compile};
 use strata_compiler::ir::Op;
 use strata_compiler::ir::interpret::{Tensor, interpret};
-use strata_compiler::syntax::SourceFile;
-use strata_runtime::{HostTensor, Session};
+use strata_compiler::source::SourceFile;
+use strata_runtime::Session;
 use strata_tests::infer_check::params_of;
 use strata_tests::train_check::to_tensor;
 

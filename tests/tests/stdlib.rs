@@ -8,7 +8,7 @@ use strata_compiler::elaborate::ElaborateOptions;
 use strata_compiler::ir::Graph;
 use strata_compiler::ir::interpret::{Tensor, initial_params, interpret};
 use strata_compiler::ir::print::print_graph;
-use strata_compiler::syntax::SourceFile;
+use strata_compiler::source::SourceFile;
 use strata_tests::TestRng;
 
 fn graph_of(source: &SourceFile, model: &str) -> Graph {

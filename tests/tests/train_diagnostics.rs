@@ -2,7 +2,7 @@
 //! one diagnostic with its code and the setting's span. The rendered text is a snapshot.
 
 use strata_compiler::driver::{CompileError, compile};
-use strata_compiler::syntax::{ErrorCode, SourceFile};
+use strata_compiler::source::{ErrorCode, SourceFile};
 use strata_tests::train_check::training_options;
 
 const RECONSTRUCT: &str = r#"

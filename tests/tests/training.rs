@@ -6,13 +6,14 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use strata_artifact::Artifact;
+use strata_artifact::append_to_executable;
 use strata_compiler::driver::{CompileOptions, compile};
 use strata_compiler::elaborate::ElaborateOptions;
-use strata_compiler::syntax::SourceFile;
-use strata_runtime::artifact::append_to_executable;
-use strata_runtime::train::{StopReason, TrainOptions, train};
-use strata_runtime::{Artifact, Session};
+use strata_compiler::source::SourceFile;
+use strata_runtime::Session;
 use strata_tests::{load_example, root};
+use strata_training::{StopReason, TrainOptions, train};
 
 fn compile_trainable(source: &SourceFile) -> Artifact {
     let options = CompileOptions {
@@ -46,7 +47,10 @@ fn the_mlp_example_reaches_96_percent_test_accuracy_on_digits() {
     let summary = train(&mut session, &config, &options).expect("training runs");
     let seconds = started.elapsed().as_secs_f64();
     let test = summary.test.as_ref().expect("a test split");
-    let accuracy = test.metrics.value("accuracy").unwrap();
+    let accuracy = test
+        .metrics
+        .value(strata_artifact::Metric::Accuracy)
+        .unwrap();
     println!(
         "mlp on digits: test accuracy {accuracy:.4} after {} epochs ({:?}) in {seconds:.2} s",
         summary.epochs, summary.stop
@@ -79,7 +83,7 @@ fn executable(artifact: &Artifact, args: &[&str]) -> (ExitCode, String, String) 
     let exe = append_to_executable(&[], &artifact.to_bytes().unwrap());
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let argv = std::iter::once("tiny").chain(args.iter().copied());
-    let code = strata_runtime::stub::run_cli(argv, || Ok(exe), &mut out, &mut err);
+    let code = strata_cli::executable::run_cli(argv, || Ok(exe), &mut out, &mut err);
     (
         code,
         String::from_utf8(out).unwrap(),
@@ -123,9 +127,9 @@ fn the_executable_trains_then_scores_and_infers_with_the_best_weights() {
 
     // `infer` takes the parameters-only file too (the optimizer state is not needed).
     let x = dir.path().join("x.npy");
-    strata_runtime::npy::write_npy(
+    strata_artifact::npy::write_npy(
         &x,
-        &strata_runtime::HostTensor::f32(vec![2, 64], vec![0.5; 128]).unwrap(),
+        &strata_artifact::HostTensor::f32(vec![2, 64], vec![0.5; 128]).unwrap(),
     )
     .unwrap();
     let (code, out, err) = executable(
@@ -210,6 +214,6 @@ fn the_executable_resumes_a_run_stopped_by_ctrl_c() {
         ],
     );
     assert_eq!(code, ExitCode::SUCCESS, "{err}");
-    let log = strata_runtime::train::log::read_log(&dir.path().join("metrics.jsonl")).unwrap();
+    let log = strata_training::log::read_log(&dir.path().join("metrics.jsonl")).unwrap();
     assert_eq!(log.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![1, 2]);
 }

@@ -3,9 +3,9 @@
 //! training-split mean, and the run directory holds the PNG grid its `images` setting
 //! asks for (inputs beside their reconstructions).
 
-use strata_runtime::artifact::train_config::{Task, TrainConfig};
-use strata_runtime::train::{Normalization, builtin, normalize_splits};
+use strata_artifact::train_config::{Task, TrainConfig};
 use strata_tests::train_run::{Trained, train_example};
+use strata_training::{Normalization, builtin, normalize_splits};
 
 /// The MSE, over the test split, of predicting each pixel's mean over the train split:
 /// the splits and normalization recomputed as the driver makes them.

@@ -2,8 +2,8 @@
 //! issue sets: breast cancer reaches AUC-ROC >= 0.97 on its test split; diabetes reports
 //! MAE and MSE and beats predicting the training mean.
 
-use strata_runtime::train::builtin;
 use strata_tests::train_run::train_example;
+use strata_training::builtin;
 
 #[test]
 fn breast_cancer_reaches_auc_097() {
@@ -27,7 +27,7 @@ fn diabetes_beats_predicting_the_mean() {
     // The baseline: the variance of the targets around their mean (the MSE of always
     // predicting the mean), over the whole data set.
     let data = builtin("diabetes").expect("built in");
-    let strata_runtime::train::Labels::Targets { values, .. } = &data.labels else {
+    let strata_training::Labels::Targets { values, .. } = &data.labels else {
         panic!("diabetes is a regression set")
     };
     let n = values.len() as f64;

@@ -4,7 +4,7 @@
 //! least 1% of the samples that way.
 //! The run also writes its grid of samples.
 
-use strata_runtime::HostTensor;
+use strata_artifact::HostTensor;
 use strata_tests::train_run::{Trained, train_example};
 
 const SAMPLES: usize = 1000;

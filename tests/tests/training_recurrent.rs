@@ -1,8 +1,8 @@
 //! The recurrent examples train to their bars: on the sunspot series each of the RNN,
 //! LSTM and GRU beats repeating last year's value on the held-out last years.
 
-use strata_runtime::train::{Labels, builtin_series};
 use strata_tests::train_run::train_example;
+use strata_training::{Labels, builtin_series};
 
 /// The MSE of predicting each year as the one before, on the test split the examples
 /// use: windows of 20 years, split 0.7 / 0.15 / 0.15 in time order.

@@ -6,17 +6,18 @@
 //! interpreter; and the key masks hide what they say.
 
 use std::collections::HashMap;
+use strata_artifact::{HostTensor, TensorData};
 use strata_compiler::driver::{CompileOptions, compile};
 use strata_compiler::ir::interpret::Tensor;
-use strata_compiler::syntax::SourceFile;
+use strata_compiler::source::SourceFile;
+use strata_runtime::Session;
 use strata_runtime::decode::GreedyDecoding;
-use strata_runtime::train::{Labels, REVERSE_START, ReverseTask};
-use strata_runtime::{HostTensor, Session, TensorData};
 use strata_tests::gradient_check::assert_gradients_match_finite_differences;
 use strata_tests::infer_check::assert_infer_matches;
 use strata_tests::train_check::assert_train_steps_match;
 use strata_tests::train_run::train_example;
 use strata_tests::{TestRng, load_example, root};
+use strata_training::{Labels, REVERSE_START, ReverseTask};
 
 const LENGTH: usize = 10;
 
@@ -98,7 +99,7 @@ fn the_seq2seq_example_reverses_95_percent_of_held_out_sequences_decoding_greedi
     }
     let outputs = run.session.run("infer", &[("x", completed)]).expect("runs");
     let logits = outputs[0].1.as_f32().expect("f32 logits");
-    let at_once = strata_runtime::train::metrics::argmax_rows(logits, 10).expect("rows");
+    let at_once = strata_training::metrics::argmax_rows(logits, 10).expect("rows");
     assert_eq!(
         &at_once, predicted,
         "one pass over the decoded sequence disagrees with decoding step by step"
@@ -233,8 +234,8 @@ fn masked_keys_do_not_change_the_result() {
 #[test]
 fn the_decode_command_matches_greedy_decoding() {
     use std::process::ExitCode;
-    use strata_runtime::artifact::executable::append_to_executable;
-    use strata_runtime::npy::{read_npy, write_npy};
+    use strata_artifact::executable::append_to_executable;
+    use strata_artifact::npy::{read_npy, write_npy};
     let source = load_example(&root().join("dsl-examples/transformer_seq2seq.strata"));
     let compiled = compile(&source, &CompileOptions::default())
         .unwrap_or_else(|e| panic!("{}", e.render(&source)));
@@ -255,7 +256,7 @@ fn the_decode_command_matches_greedy_decoding() {
             out_path.display().to_string(),
         ];
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = strata_runtime::stub::run_cli(args, || Ok(exe.clone()), &mut out, &mut err);
+        let code = strata_cli::executable::run_cli(args, || Ok(exe.clone()), &mut out, &mut err);
         (code, String::from_utf8_lossy(&err).to_string())
     };
     let (code, err) = decode("10", &y_path);

@@ -70,10 +70,11 @@ fn a_post_norm_encoder_train_step_matches_the_interpreter() {
 #[test]
 fn sinusoidal_positions_match_the_closed_form() {
     use std::collections::HashMap;
+    use strata_artifact::HostTensor;
     use strata_compiler::driver::{CompileOptions, compile};
     use strata_compiler::ir::interpret::{Tensor, interpret};
-    use strata_compiler::syntax::SourceFile;
-    use strata_runtime::{HostTensor, Session};
+    use strata_compiler::source::SourceFile;
+    use strata_runtime::Session;
     let (t, d) = (300usize, 7usize);
     let text = format!(
         "model P {{ input x: f32[batch, {t}, {d}]\n output y = x |> positional(kind = \"sinusoidal\") }}"

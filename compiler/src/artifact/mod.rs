@@ -2,9 +2,9 @@
 //! kernels, entries, the training configuration), the generated CLIF, and the initial
 //! weights (parameters and optimizer state).
 //!
-//! The container format itself belongs to the runtime (`strata_runtime::artifact`),
-//! which is the one that must read it; this module fills it in. Executables are the
-//! runtime's stub binary with the artifact appended ([`pack_executable`]).
+//! The container format itself is the contract crate's ([`strata_artifact`]), which
+//! every reader shares; this module fills it in. An executable is the `strata` binary
+//! with the artifact appended ([`pack_executable`]).
 //!
 //! Entries share persistent buffers by key (a parameter is one buffer whichever entry
 //! uses it) and share the scratch arena: entries never run at the same time, so the arena
@@ -14,13 +14,13 @@ use crate::ir::{Graph, Init, Op, init::init_param};
 use crate::lower::{BufferRole, Lowered};
 use crate::plan::MemoryPlan;
 use std::collections::HashMap;
-use strata_kernels::ir::Dim;
-use strata_runtime::artifact::manifest::{
+use strata_artifact::manifest::{
     BufferInfo, Entry, EntryPort, Extent, Launch, Location, Loop, Manifest, Window,
 };
-use strata_runtime::artifact::train_config::TrainConfig;
-use strata_runtime::artifact::{Artifact, append_to_executable, weights::encode_weights};
-use strata_runtime::tensor::HostTensor;
+use strata_artifact::tensor::HostTensor;
+use strata_artifact::train_config::TrainConfig;
+use strata_artifact::{Artifact, append_to_executable, weights::encode_weights};
+use strata_kernels::ir::Dim;
 
 /// One entry to put in the artifact: its graph (for initializers), kernels and plan.
 pub struct EntryBuild<'a> {

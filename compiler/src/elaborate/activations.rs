@@ -5,8 +5,8 @@ use super::Elaborator;
 use super::args::BoundArgs;
 use super::normalization::number;
 use super::value::Value;
-use crate::ir::{BinaryOp, Dim, Op, Shape, Span, UnaryOp};
-use crate::syntax::{Diagnostic, ErrorCode};
+use crate::ir::{BinaryOp, Dim, Op, Shape, UnaryOp};
+use crate::source::{Diagnostic, ErrorCode, Span};
 
 /// `leaky_relu(x, slope = 0.01)`: `x` where positive, `slope * x` elsewhere, computed as
 /// `max(x, slope * x)` (exact for `0 <= slope <= 1`).

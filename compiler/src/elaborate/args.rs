@@ -1,8 +1,7 @@
 //! Binding a call's arguments to a callee's parameter list, with clear errors.
 
 use super::value::{Spanned, Value};
-use crate::ir::Span;
-use crate::syntax::{Diagnostic, ErrorCode};
+use crate::source::{Diagnostic, ErrorCode, Span};
 use std::borrow::Cow;
 
 /// A callee's parameter: its name and whether it may be left out.

@@ -16,10 +16,8 @@
 use super::Elaborator;
 use super::args::BoundArgs;
 use super::value::Value;
-use crate::ir::{
-    BinaryOp, DType, Dim, Init, Op, ReduceOp, Shape, Span, TensorType, UnaryOp, ValueId,
-};
-use crate::syntax::{Diagnostic, ErrorCode};
+use crate::ir::{BinaryOp, DType, Dim, Init, Op, ReduceOp, Shape, TensorType, UnaryOp, ValueId};
+use crate::source::{Diagnostic, ErrorCode, Span};
 
 pub(super) fn bin(
     e: &mut Elaborator,

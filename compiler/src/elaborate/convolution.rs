@@ -9,8 +9,8 @@
 use super::Elaborator;
 use super::args::BoundArgs;
 use super::value::Value;
-use crate::ir::{BinaryOp, ConvWindow, Dim, Init, Op, ReduceOp, Shape, Span, ValueId};
-use crate::syntax::{Diagnostic, ErrorCode};
+use crate::ir::{BinaryOp, ConvWindow, Dim, Init, Op, ReduceOp, Shape, ValueId};
+use crate::source::{Diagnostic, ErrorCode, Span};
 
 /// The `[C, H, W]` of an image argument `[batch, C, H, W]`, or a diagnostic.
 fn image(e: &Elaborator, args: &BoundArgs, name: &str) -> Result<(ValueId, [u64; 3]), Diagnostic> {

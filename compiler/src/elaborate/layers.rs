@@ -6,9 +6,10 @@
 use super::args::{BoundArgs, ParamSpec, opt, req};
 use super::value::{Spanned, Value};
 use super::{Elaborator, closest, describe};
-use crate::ir::{BinaryOp, Dim, Init, Op, ReduceOp, Shape, Span, UnaryOp, ValueId};
+use crate::ir::{BinaryOp, Dim, Init, Op, ReduceOp, Shape, UnaryOp, ValueId};
+use crate::source::Span;
+use crate::source::{Diagnostic, ErrorCode};
 use crate::syntax::ast::Ident;
-use crate::syntax::{Diagnostic, ErrorCode};
 
 static X: &[ParamSpec] = &[req("x")];
 static AXIS: &[ParamSpec] = &[req("x"), opt("axis")];
@@ -17,10 +18,6 @@ static DENSE: &[ParamSpec] = &[req("x"), req("units"), opt("bias"), opt("init")]
 static MATMUL: &[ParamSpec] = &[req("a"), req("b")];
 static RESHAPE: &[ParamSpec] = &[req("x"), req("shape")];
 static TRANSPOSE: &[ParamSpec] = &[req("x"), opt("perm")];
-static CROSS_ENTROPY: &[ParamSpec] = &[req("logits"), req("labels")];
-static BCE: &[ParamSpec] = &[req("logits"), req("targets")];
-static REGRESSION: &[ParamSpec] = &[req("predictions"), req("targets")];
-static PENALTY: &[ParamSpec] = &[req("params")];
 static BATCH_NORM: &[ParamSpec] = &[req("x"), opt("momentum"), opt("eps")];
 static DROPOUT: &[ParamSpec] = &[req("x"), req("p")];
 static CONV2D: &[ParamSpec] = &[
@@ -74,6 +71,9 @@ static DECODER_LAYER: &[ParamSpec] = &[
 
 /// The parameter list of a built-in, or None if `name` is not one.
 pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
+    if let Some(loss) = crate::train::losses::find(name) {
+        return Some(loss.params);
+    }
     Some(match name {
         "dense" => DENSE,
         "matmul" => MATMUL,
@@ -88,10 +88,6 @@ pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
         "slice" => SLICE,
         "split" => SPLIT,
         "concat" => AXIS,
-        "cross_entropy" => CROSS_ENTROPY,
-        "binary_cross_entropy" => BCE,
-        "mse" | "mae" => REGRESSION,
-        "l1" | "l2" => PENALTY,
         "batch_norm" => BATCH_NORM,
         "dropout" => DROPOUT,
         "conv2d" => CONV2D,
@@ -112,8 +108,8 @@ pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
     })
 }
 
-/// Every built-in's name, for suggestions and docs.
-pub const NAMES: &[&str] = &[
+/// Every built-in's name but the losses' ([`crate::train::losses::LOSSES`]), for suggestions.
+const NAMES: &[&str] = &[
     "dense",
     "matmul",
     "relu",
@@ -138,12 +134,6 @@ pub const NAMES: &[&str] = &[
     "slice",
     "split",
     "concat",
-    "cross_entropy",
-    "binary_cross_entropy",
-    "mse",
-    "mae",
-    "l1",
-    "l2",
     "batch_norm",
     "dropout",
     "conv2d",
@@ -174,7 +164,12 @@ pub fn unknown_layer<'a>(callee: &Ident, blocks: impl Iterator<Item = &'a str>) 
         callee.span,
     )
     .with_label("not a layer, block or function");
-    let candidates = NAMES.iter().copied().chain(blocks.iter().copied());
+    let losses = crate::train::losses::LOSSES.iter().map(|l| l.name);
+    let candidates = NAMES
+        .iter()
+        .copied()
+        .chain(losses)
+        .chain(blocks.iter().copied());
     if let Some(c) = closest(&callee.name, candidates) {
         d = d.with_help(format!("did you mean `{c}`?"));
     }
@@ -208,6 +203,9 @@ pub(super) fn call_layer(
         let (x, _) = args.tensor("x")?;
         return Ok(Value::Tensor(e.op(Op::Unary(op), &[x], span)?));
     }
+    if let Some(loss) = crate::train::losses::find(name) {
+        return (loss.build)(e, &args, span);
+    }
     match name {
         "dense" => dense(e, &args, span, path),
         "matmul" => {
@@ -229,10 +227,6 @@ pub(super) fn call_layer(
         "slice" => slice(e, &args, span),
         "split" => split(e, &args, span),
         "concat" => concat(e, &args, span),
-        "cross_entropy" => super::losses::cross_entropy(e, &args, span),
-        "binary_cross_entropy" => super::losses::binary_cross_entropy(e, &args, span),
-        "mse" | "mae" => super::losses::regression(e, &args, span, name == "mse"),
-        "l1" | "l2" => super::losses::penalty(e, &args, span, name == "l2"),
         "batch_norm" => super::normalization::batch_norm(e, &args, span, path),
         "dropout" => super::normalization::dropout(e, &args, span, path),
         "conv2d" => super::convolution::conv2d(e, &args, span, path),

@@ -16,7 +16,6 @@ pub mod args;
 mod attention;
 mod convolution;
 pub mod layers;
-mod losses;
 mod normalization;
 mod random;
 mod recurrent;
@@ -25,9 +24,11 @@ pub mod stdlib;
 mod transformer;
 pub mod value;
 
-use crate::ir::{BinaryOp, DType, Dim, Graph, Init, Op, Span, TensorType, ValueId};
+use crate::ir::{DType, Dim, Graph, Init, Op, TensorType, ValueId};
+use crate::source::Span;
+use crate::source::{Diagnostic, ErrorCode};
 use crate::syntax::ast::*;
-use crate::syntax::{Diagnostic, ErrorCode};
+pub use crate::train::section_graph::{StepElab, TrainElab};
 use std::collections::{HashMap, HashSet};
 use value::{Spanned, Value};
 
@@ -45,35 +46,6 @@ pub struct ElaborateOptions {
     /// input) and batch norm uses batch statistics and updates its running averages.
     /// Without it they behave as at inference.
     pub training_mode: bool,
-}
-
-/// A model's `train` section, elaborated into the model's graph.
-#[derive(Clone, Debug)]
-pub struct TrainElab {
-    /// The section as written (settings other than the loss are read by `train::`).
-    pub section: TrainDef,
-    /// The label input's name; None for label-free training (an autoencoder's loss
-    /// compares the model's output with its own input).
-    pub label: Option<String>,
-    /// The scalar loss; with `step`s, the sum of theirs (what logs and `val.loss` show).
-    pub loss: ValueId,
-    /// The section's `step NAME { … }` blocks, in order (none for a one-loss section).
-    pub steps: Vec<StepElab>,
-    /// The model's own outputs (the graph's outputs also hold `loss`).
-    pub model_outputs: Vec<(String, ValueId)>,
-    /// The model's trainable parameters, in creation order (not batch norm's running
-    /// statistics).
-    pub params: Vec<ValueId>,
-}
-
-/// One `step NAME { … }` of a train section: its name, its loss in the model's graph,
-/// and its other settings (read by `train::`).
-#[derive(Clone, Debug)]
-pub struct StepElab {
-    pub name: Ident,
-    pub loss: ValueId,
-    pub items: Vec<TrainItem>,
-    pub span: Span,
 }
 
 /// The result of elaboration: the graph and the hyper-parameter values it was built with.
@@ -320,12 +292,12 @@ fn prune_unreachable(graph: &mut Graph) {
 
 /// Names bound in one model or block body.
 #[derive(Default)]
-struct Env {
+pub(crate) struct Env {
     bindings: HashMap<String, Spanned>,
 }
 
 impl Env {
-    fn bind(&mut self, name: &Ident, value: Value) -> Result<(), Diagnostic> {
+    pub(crate) fn bind(&mut self, name: &Ident, value: Value) -> Result<(), Diagnostic> {
         if let Some(prev) = self.bindings.get(&name.name) {
             return Err(Diagnostic::error(
                 ErrorCode::DuplicateBinding,
@@ -400,8 +372,8 @@ struct InstanceDecl {
     path: String,
 }
 
-struct Elaborator<'p> {
-    graph: Graph,
+pub(crate) struct Elaborator<'p> {
+    pub(crate) graph: Graph,
     blocks: HashMap<String, &'p ModelDef>,
     /// Parameters by path, so a path used twice is one shared parameter.
     params: HashMap<String, ValueId>,
@@ -411,7 +383,7 @@ struct Elaborator<'p> {
     /// Whether layers take their training behaviour (see [`ElaborateOptions`]).
     training: bool,
     /// Persistent values that are not trained (batch norm's running statistics).
-    non_trainable: HashSet<String>,
+    pub(crate) non_trainable: HashSet<String>,
     /// The `step` input, created by the first layer that draws random numbers.
     step: Option<ValueId>,
     /// While a `scan` cell is elaborated: `graph` is the cell's body, and this holds
@@ -420,176 +392,6 @@ struct Elaborator<'p> {
 }
 
 impl<'p> Elaborator<'p> {
-    /// Binds the label input (if the section declares one) and `params`/`weights`, then
-    /// builds the loss.
-    fn train_section(
-        &mut self,
-        section: &TrainDef,
-        env: &mut Env,
-        outputs: &[(String, ValueId)],
-    ) -> Result<TrainElab, Diagnostic> {
-        let mut label = None;
-        let mut loss_expr = None;
-        let mut step_defs = Vec::new();
-        for item in &section.items {
-            match item {
-                TrainItem::Label { name, ty, span } => {
-                    if label.is_some() {
-                        return Err(Diagnostic::error(
-                            ErrorCode::DuplicateBinding,
-                            "a train section has one `label`",
-                            *span,
-                        ));
-                    }
-                    let tt = self.tensor_type(ty, env)?;
-                    let v = self.graph.add_leaf(
-                        Op::Input {
-                            name: name.name.clone(),
-                        },
-                        tt,
-                        *span,
-                    );
-                    env.bind(name, Value::Tensor(v))?;
-                    label = Some(name.name.clone());
-                }
-                TrainItem::Setting { key, value, span } if key.name == "loss" => {
-                    loss_expr = Some((key, value, *span))
-                }
-                TrainItem::Step { name, items, span } => {
-                    if let Some((_, _, first)) = step_defs
-                        .iter()
-                        .find(|(n, _, _): &&(&Ident, _, Span)| n.name == name.name)
-                    {
-                        return Err(Diagnostic::error(
-                            ErrorCode::DuplicateBinding,
-                            format!("step `{}` is defined twice", name.name),
-                            name.span,
-                        )
-                        .with_label("defined again here")
-                        .with_secondary(*first, "first defined here"));
-                    }
-                    step_defs.push((name, items, *span));
-                }
-                _ => {}
-            }
-        }
-        let params: Vec<ValueId> = self
-            .graph
-            .params()
-            .into_iter()
-            .filter(|(_, p)| !self.non_trainable.contains(*p))
-            .map(|(v, _)| v)
-            .collect();
-        let weights: Vec<Value> = self
-            .graph
-            .params()
-            .into_iter()
-            .filter(|(_, p)| p.ends_with(".weight"))
-            .map(|(v, _)| Value::Tensor(v))
-            .collect();
-        let at = |name: &str| Ident {
-            name: name.to_string(),
-            span: section.model.span,
-        };
-        env.bind(
-            &at("params"),
-            Value::List(params.iter().map(|v| Value::Tensor(*v)).collect()),
-        )?;
-        env.bind(&at("weights"), Value::List(weights))?;
-        let mut steps = Vec::new();
-        for (name, items, span) in step_defs {
-            let mut step_loss = None;
-            for item in items {
-                match item {
-                    TrainItem::Setting { key, value, span } if key.name == "loss" => {
-                        if step_loss.is_some() {
-                            return Err(Diagnostic::error(
-                                ErrorCode::DuplicateBinding,
-                                format!("step `{}` sets `loss` twice", name.name),
-                                *span,
-                            ));
-                        }
-                        step_loss = Some(self.scalar_loss(value, env)?);
-                    }
-                    _ => {}
-                }
-            }
-            let Some(loss) = step_loss else {
-                return Err(Diagnostic::error(
-                    ErrorCode::MissingOutput,
-                    format!("step `{}` has no `loss`", name.name),
-                    name.span,
-                )
-                .with_label("this step")
-                .with_help("every step minimizes its own loss, e.g. `loss = binary_cross_entropy(fake_logit, 1)`"));
-            };
-            steps.push(StepElab {
-                name: name.clone(),
-                loss,
-                items: items.clone(),
-                span,
-            });
-        }
-        let loss = match (loss_expr, steps.is_empty()) {
-            (Some((_, value, _)), true) => self.scalar_loss(value, env)?,
-            (Some((_, _, span)), false) => {
-                return Err(Diagnostic::error(
-                    ErrorCode::Misplaced,
-                    "with `step`s, each step has its own `loss`",
-                    span,
-                )
-                .with_label("a loss for the whole section")
-                .with_help("move it into the step it belongs to"));
-            }
-            (None, true) => {
-                return Err(Diagnostic::error(
-                    ErrorCode::MissingOutput,
-                    "the train section has no `loss`",
-                    section.model.span,
-                )
-                .with_help("e.g. `loss = cross_entropy(logits, y)`"));
-            }
-            (None, false) => {
-                let mut total = steps[0].loss;
-                for step in &steps[1..] {
-                    total = self.op(Op::Binary(BinaryOp::Add), &[total, step.loss], step.span)?;
-                }
-                total
-            }
-        };
-        Ok(TrainElab {
-            section: section.clone(),
-            label,
-            loss,
-            steps,
-            model_outputs: outputs.to_vec(),
-            params,
-        })
-    }
-
-    /// Elaborates a loss expression, which must be a scalar f32[].
-    fn scalar_loss(&mut self, expr: &Expr, env: &mut Env) -> Result<ValueId, Diagnostic> {
-        let loss = self.expr(expr, env)?;
-        let Value::Tensor(loss_v) = loss.value else {
-            return Err(Diagnostic::error(
-                ErrorCode::BadArgument,
-                "the loss must be a tensor",
-                loss.span,
-            ));
-        };
-        let ty = self.graph.ty(loss_v).clone();
-        if ty.shape.rank() != 0 || ty.dtype != DType::F32 {
-            return Err(Diagnostic::error(
-                ErrorCode::ShapeMismatch,
-                format!("the loss must be a scalar f32[], got {ty}"),
-                loss.span,
-            )
-            .with_label(format!("this is {ty}"))
-            .with_help("losses like `cross_entropy` and `mse` already average over the batch"));
-        }
-        Ok(loss_v)
-    }
-
     /// The training step number (f32[], 1-based), an input of the `train_step` entry.
     fn step_input(&mut self, span: Span) -> ValueId {
         if let Some(v) = self.step {
@@ -685,7 +487,12 @@ impl<'p> Elaborator<'p> {
 
     /// Adds an op, turning a typing error into a diagnostic at `span` that shows the
     /// operands' types where they were made.
-    fn op(&mut self, op: Op, operands: &[ValueId], span: Span) -> Result<ValueId, Diagnostic> {
+    pub(crate) fn op(
+        &mut self,
+        op: Op,
+        operands: &[ValueId],
+        span: Span,
+    ) -> Result<ValueId, Diagnostic> {
         let needs_float = !matches!(
             op,
             Op::Reshape { .. }
@@ -727,7 +534,11 @@ impl<'p> Elaborator<'p> {
         })
     }
 
-    fn tensor_type(&mut self, ty_expr: &TypeExpr, env: &mut Env) -> Result<TensorType, Diagnostic> {
+    pub(crate) fn tensor_type(
+        &mut self,
+        ty_expr: &TypeExpr,
+        env: &mut Env,
+    ) -> Result<TensorType, Diagnostic> {
         let ty = ty_expr;
         let Some(dtype) = DType::parse(&ty.dtype.name) else {
             return Err(Diagnostic::error(
@@ -843,7 +654,7 @@ impl<'p> Elaborator<'p> {
         }
     }
 
-    fn expr(&mut self, expr: &Expr, env: &mut Env) -> Result<Spanned, Diagnostic> {
+    pub(crate) fn expr(&mut self, expr: &Expr, env: &mut Env) -> Result<Spanned, Diagnostic> {
         let span = expr.span;
         let value = match &expr.kind {
             ExprKind::Number { value, integer } => Value::Number {
@@ -999,7 +810,7 @@ impl<'p> Elaborator<'p> {
         }
     }
 
-    fn constant(&mut self, value: f64, span: Span) -> ValueId {
+    pub(crate) fn constant(&mut self, value: f64, span: Span) -> ValueId {
         self.graph
             .add(Op::Const { value }, &[], span)
             .expect("a constant always types")

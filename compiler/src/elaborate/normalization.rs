@@ -7,10 +7,10 @@
 
 use super::Elaborator;
 use super::args::BoundArgs;
-use super::losses::row_count;
 use super::value::Value;
-use crate::ir::{BinaryOp, Dim, Init, Op, ReduceOp, Shape, Span, UnaryOp, ValueId};
-use crate::syntax::{Diagnostic, ErrorCode};
+use crate::ir::{BinaryOp, Dim, Init, Op, ReduceOp, Shape, UnaryOp, ValueId};
+use crate::source::{Diagnostic, ErrorCode, Span};
+use crate::train::losses::row_count;
 
 pub(super) fn number(
     args: &BoundArgs,

@@ -22,8 +22,8 @@ use super::Elaborator;
 use super::args::BoundArgs;
 use super::layers::shape_list;
 use super::value::Value;
-use crate::ir::{BinaryOp, Op, Shape, Span, UnaryOp, ValueId};
-use crate::syntax::{Diagnostic, ErrorCode};
+use crate::ir::{BinaryOp, Op, Shape, UnaryOp, ValueId};
+use crate::source::{Diagnostic, ErrorCode, Span};
 
 /// Giles' erfinv polynomial for `w = -ln(1 - x²) < 5`, in `w - 2.5`, highest power first.
 const CENTRAL: [f64; 9] = [

@@ -28,8 +28,8 @@
 use super::Elaborator;
 use super::args::BoundArgs;
 use super::value::Value;
-use crate::ir::{BinaryOp, Dim, Graph, Init, Op, Scan, Shape, Span, TensorType, UnaryOp, ValueId};
-use crate::syntax::{Diagnostic, ErrorCode};
+use crate::ir::{BinaryOp, Dim, Graph, Init, Op, Scan, Shape, TensorType, UnaryOp, ValueId};
+use crate::source::{Diagnostic, ErrorCode, Span};
 
 /// Which cell a recurrent layer runs.
 #[derive(Clone, Copy, PartialEq, Eq)]

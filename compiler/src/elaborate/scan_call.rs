@@ -16,9 +16,10 @@ use super::Elaborator;
 use super::args::{self, BoundArgs, ParamSpec};
 use super::recurrent::{final_state, states_after_each_step};
 use super::value::{Spanned, Value};
-use crate::ir::{DType, Dim, Graph, Op, Scan, Shape, Span, TensorType, ValueId};
+use crate::ir::{DType, Dim, Graph, Op, Scan, Shape, TensorType, ValueId};
+use crate::source::Span;
+use crate::source::{Diagnostic, ErrorCode};
 use crate::syntax::ast::Call;
-use crate::syntax::{Diagnostic, ErrorCode};
 
 /// What the elaborator keeps while a cell's body is built in its `graph`.
 pub(super) struct CellFrame {

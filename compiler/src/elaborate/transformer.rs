@@ -16,8 +16,8 @@ use super::attention::{
     normalize,
 };
 use super::value::Value;
-use crate::ir::{BinaryOp, Span, ValueId};
-use crate::syntax::Diagnostic;
+use crate::ir::{BinaryOp, ValueId};
+use crate::source::{Diagnostic, Span};
 
 /// What every sub-layer of one encoder or decoder layer shares.
 struct LayerSpec {

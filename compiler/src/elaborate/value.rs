@@ -1,6 +1,7 @@
 //! Values that elaboration computes: tensors (graph values) and compile-time constants.
 
-use crate::ir::{Span, ValueId};
+use crate::ir::ValueId;
+use crate::source::Span;
 
 /// What a name or an expression stands for during elaboration.
 #[derive(Clone, Debug, PartialEq)]

@@ -17,7 +17,7 @@ pub mod print;
 pub mod scan;
 pub mod types;
 
-pub use graph::{Graph, Node, Span, ValueId};
+pub use graph::{Graph, Node, ValueId};
 pub use op::{BinaryOp, ConvWindow, Init, Op, ReduceOp, UnaryOp};
 pub use scan::Scan;
 pub use types::{DType, Dim, Shape, TensorType};

@@ -12,9 +12,10 @@
 //! `@param`) the smallest free index above every value printed before it, which keeps the
 //! printed order (see [`leaf_indices`]).
 
-use super::graph::{Graph, Span, ValueId};
+use super::graph::{Graph, ValueId};
 use super::op::{BinaryOp, ConvWindow, Init, Op, ReduceOp, UnaryOp};
 use super::types::{DType, Dim, Shape, TensorType};
+use crate::source::Span;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 

@@ -11,9 +11,10 @@
 //! Inputs print as `%name`, parameters as `@path`, every other value as `%N` (its node
 //! index). Values are listed in a topological order with ties broken by id.
 
-use super::graph::{Graph, Span, ValueId};
+use super::graph::{Graph, ValueId};
 use super::op::Op;
-use crate::syntax::SourceFile;
+use crate::source::SourceFile;
+use crate::source::Span;
 use std::fmt::Write;
 
 /// How a value is referred to in the text form.

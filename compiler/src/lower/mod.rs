@@ -23,8 +23,8 @@ mod scan_loop;
 use crate::ir::{self, Graph, Op, ValueId};
 use fuse::{Fusion, Placement};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use strata_artifact::manifest::Window;
 use strata_kernels::ir::{Dim, Kernel, ScalarType};
-use strata_runtime::artifact::manifest::Window;
 
 /// Position of a buffer in [`Lowered::buffers`].
 pub type BufferId = usize;

@@ -11,8 +11,8 @@ use super::{BufferId, BufferRole, LowerError, LoweredBuffer, LoweredLoop, Lowere
 use super::{fuse, kernel_dims, kernels_of};
 use crate::ir::{Op, Scan, ValueId};
 use std::collections::HashMap;
+use strata_artifact::manifest::Window;
 use strata_kernels::ir::Dim;
-use strata_runtime::artifact::manifest::Window;
 
 impl Lowerer<'_> {
     /// Lowers scan `v`: the init copy, the loop, and (for `keep = last`) the final copy.

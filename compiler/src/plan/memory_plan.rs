@@ -16,8 +16,8 @@
 //! whose lifetime intersects its own.
 
 use crate::lower::{BufferRole, Lowered};
+use strata_artifact::manifest::Extent;
 use strata_kernels::ir::{Dim, KernelBody};
-use strata_runtime::artifact::manifest::Extent;
 
 /// Offsets and sizes are multiples of this (per batch row, for the batch region), so
 /// every buffer starts 16-byte aligned for any batch size.

@@ -4,7 +4,7 @@
 use super::MemoryPlan;
 use crate::lower::Lowered;
 use std::fmt::Write;
-use strata_runtime::artifact::manifest::Extent;
+use strata_artifact::manifest::Extent;
 
 fn extent(e: Extent) -> String {
     match (e.fixed, e.per_batch) {

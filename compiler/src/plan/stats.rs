@@ -17,7 +17,7 @@ use super::{MemoryPlan, plan_memory};
 use crate::ir::Graph;
 use crate::lower::{Lowered, lower_unfused};
 use std::fmt::Write;
-use strata_runtime::artifact::manifest::Extent;
+use strata_artifact::manifest::Extent;
 
 /// The batch size the figures are quoted at.
 pub const STATS_BATCH: u64 = 32;

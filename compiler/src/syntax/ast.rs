@@ -1,6 +1,6 @@
 //! The abstract syntax tree of a model file. Every node keeps its source span.
 
-use crate::ir::Span;
+use crate::source::Span;
 
 /// A name as written, with where it was written.
 #[derive(Clone, Debug, PartialEq)]

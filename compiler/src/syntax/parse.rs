@@ -2,8 +2,8 @@
 //! [`Diagnostic`]s pointing at the offending position.
 
 use super::ast::*;
-use super::diagnostic::{Diagnostic, ErrorCode};
-use crate::ir::Span;
+use crate::source::Span;
+use crate::source::{Diagnostic, ErrorCode};
 use pest::Parser;
 use pest::iterators::Pair;
 

@@ -8,9 +8,9 @@
 //! left out when the per-sample shape already ends in two dims (`[1, 8, 8]`) or is a
 //! square number of values (`[64]` is 8x8).
 
-use crate::ir::{DType, Dim, Graph, Op, Span, ValueId};
-use crate::syntax::{Diagnostic, ErrorCode};
-use strata_runtime::artifact::train_config::ImageGrid;
+use crate::ir::{DType, Dim, Graph, Op, ValueId};
+use crate::source::{Diagnostic, ErrorCode, Span};
+use strata_artifact::train_config::ImageGrid;
 
 use super::section::Setting;
 

@@ -8,19 +8,27 @@
 //! - `infer`: the model alone.
 //!
 //! plus the [`TrainConfig`] the runtime's training driver follows.
+//!
+//! Everything a `train` section means is here: [`section_graph`] elaborates its label
+//! and loss inside the model's graph, [`losses`] are the built-in losses and penalties,
+//! [`section`] reads its settings, [`optimizer`] and [`steps`] build the updates, and
+//! [`images`] the picture it may ask for.
 
 pub mod images;
+pub mod losses;
 pub mod optimizer;
 pub mod section;
+pub mod section_graph;
 pub mod steps;
 
 use crate::elaborate::{Elaborated, TrainElab};
 use crate::ir::{DType, Dim, Graph, Op, TensorType};
 use crate::passes::{autodiff, dce};
-use crate::syntax::{Diagnostic, ErrorCode};
+use crate::source::{Diagnostic, ErrorCode};
 use section::Setting;
 use std::collections::HashMap;
-use strata_runtime::artifact::train_config::{Schedule, Task, TrainConfig, TrainStep};
+use strata_artifact::Metric;
+use strata_artifact::train_config::{Schedule, Task, TrainConfig, TrainStep};
 
 /// The graphs of a trainable model's entries.
 pub struct TrainingGraphs {
@@ -36,19 +44,7 @@ pub struct TrainingGraphs {
 /// `train` section, not to the model's hyper-parameters.
 pub const OVERRIDABLE: &[&str] = &["lr", "epochs", "batch", "seed", "patience", "data"];
 
-/// The metric names a `metrics = [...]` list may hold.
-const METRICS: &[&str] = &[
-    "accuracy",
-    "precision",
-    "recall",
-    "f1",
-    "auc",
-    "sequence_accuracy",
-    "mae",
-    "mse",
-];
-
-fn err(span: crate::ir::Span, msg: impl Into<String>) -> Diagnostic {
+fn err(span: crate::source::Span, msg: impl Into<String>) -> Diagnostic {
     Diagnostic::error(ErrorCode::BadArgument, msg, span)
 }
 
@@ -115,7 +111,8 @@ pub fn build(
                     .collect::<Result<_, _>>()?;
                 // A built-in takes options after a comma (`sunspots,window=20`), a file
                 // kind its path after a colon (`csv:f.csv,label=-1`).
-                let builtin = strata_runtime::train::BUILTIN_DATASETS.contains(&name.as_str());
+                let builtin =
+                    strata_artifact::train_config::BUILTIN_DATASETS.contains(&name.as_str());
                 format!(
                     "{name}{}{}",
                     if builtin { "," } else { ":" },
@@ -175,8 +172,9 @@ pub fn build(
         Some((Setting::List(items), span)) => items
             .iter()
             .map(|i| match i {
-                Setting::Word(w) if METRICS.contains(&w.as_str()) => Ok(w.clone()),
-                _ => Err(err(*span, format!("metrics are: {}", METRICS.join(", ")))),
+                Setting::Word(w) => Metric::from_name(w)
+                    .ok_or_else(|| err(*span, format!("metrics are: {}", Metric::names_list()))),
+                _ => Err(err(*span, format!("metrics are: {}", Metric::names_list()))),
             })
             .collect::<Result<_, _>>()?,
         Some((_, span)) => return Err(err(*span, "`metrics` is a list, e.g. [accuracy, f1]")),
@@ -307,9 +305,7 @@ pub fn build(
         },
     };
     if let Some((Setting::List(_), span)) = get("metrics")
-        && let Some(m) = metrics
-            .iter()
-            .find(|m| !task.metric_names().contains(&m.as_str()))
+        && let Some(m) = metrics.iter().find(|m| !m.applies_to(&task))
     {
         let mut d = err(
             *span,
@@ -413,7 +409,7 @@ pub fn build(
 fn step_graph(
     training: &Elaborated,
     plan: &steps::StepPlan,
-    at: crate::ir::Span,
+    at: crate::source::Span,
 ) -> Result<Graph, Diagnostic> {
     let mut graph = training.graph.clone();
     let scalar = TensorType::new(DType::F32, vec![]);

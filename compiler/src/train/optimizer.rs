@@ -8,7 +8,8 @@
 //! autodiff never differentiates. The step's learning rate (`lr`) and its 1-based number
 //! (`step`, for Adam's bias correction) are scalar inputs of the entry.
 
-use crate::ir::{BinaryOp, Graph, Init, Op, Span, UnaryOp, ValueId};
+use crate::ir::{BinaryOp, Graph, Init, Op, UnaryOp, ValueId};
+use crate::source::Span;
 
 /// Which update rule, with its hyper-parameters.
 #[derive(Clone, Debug, PartialEq)]

@@ -4,11 +4,12 @@
 
 use super::optimizer::Optimizer;
 use crate::elaborate::value::Value;
-use crate::ir::Span;
+use crate::source::Span;
+use crate::source::{Diagnostic, ErrorCode};
 use crate::syntax::ast::{BinOp, Expr, ExprKind, TrainDef, TrainItem};
-use crate::syntax::{Diagnostic, ErrorCode};
 use std::collections::HashMap;
-use strata_runtime::artifact::train_config::{EarlyStop, Schedule};
+use strata_artifact::Metric;
+use strata_artifact::train_config::{EarlyStop, Schedule};
 
 /// A setting's value, evaluated.
 #[derive(Clone, Debug, PartialEq)]
@@ -382,8 +383,11 @@ pub fn early_stop(setting: &Setting, span: Span) -> Result<EarlyStop, Diagnostic
         ));
     }
     Ok(EarlyStop {
-        // Losses and errors go down; accuracy, precision, recall, f1 and auc go up.
-        maximize: !matches!(monitor.as_str(), "val.loss" | "val.mae" | "val.mse"),
+        // Losses and errors go down; scores go up.
+        maximize: monitor
+            .strip_prefix("val.")
+            .and_then(Metric::from_name)
+            .is_some_and(Metric::maximize),
         monitor,
         patience: m["patience"].max(1.0) as u64,
         min_delta: m["min_delta"],

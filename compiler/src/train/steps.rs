@@ -15,9 +15,10 @@ use super::optimizer::Optimizer;
 use super::section::{self, Setting};
 use crate::elaborate::value::Value;
 use crate::elaborate::{StepElab, TrainElab};
-use crate::ir::{Span, ValueId};
+use crate::ir::ValueId;
+use crate::source::Span;
+use crate::source::{Diagnostic, ErrorCode};
 use crate::syntax::ast::TrainItem;
-use crate::syntax::{Diagnostic, ErrorCode};
 use std::collections::HashMap;
 
 /// The entry of a section without steps.

@@ -35,8 +35,8 @@ use strata_kernels::ir::{Access, Kernel};
 
 use super::GpuError;
 use super::device::{AdapterSummary, GpuDevice, GpuOptions};
-use crate::artifact::manifest::{Entry, Location, Manifest};
-use crate::tensor::{HostTensor, TensorData};
+use strata_artifact::manifest::{Entry, Location, Manifest};
+use strata_artifact::tensor::{HostTensor, TensorData};
 
 /// Alignment of the arena's base in `mem`.
 const ARENA_ALIGN: u64 = 256;

@@ -2,10 +2,10 @@
 //! whole graphs so the driver (batch resolution, shape checks) is exercised too.
 
 use super::*;
-use crate::ir::graph::Span;
 use crate::ir::op::Init;
 use crate::ir::op::{BinaryOp, ReduceOp, UnaryOp};
 use crate::ir::types::TensorType;
+use crate::source::Span;
 
 fn fixed(dims: &[u64]) -> Vec<Dim> {
     dims.iter().map(|&d| Dim::Fixed(d)).collect()

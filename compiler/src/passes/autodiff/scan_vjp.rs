@@ -22,7 +22,8 @@
 use super::vector_jacobian_products;
 use super::vjp::Emitter;
 use crate::ir::scan::Scan;
-use crate::ir::{BinaryOp, Graph, Op, Shape, Span, TensorType, ValueId};
+use crate::ir::{BinaryOp, Graph, Op, Shape, TensorType, ValueId};
+use crate::source::Span;
 
 /// What a backward body computes.
 #[derive(Clone, Copy)]

@@ -9,8 +9,9 @@
 use super::gradients;
 use crate::ir::interpret::{Tensor, interpret, interpret_values};
 use crate::ir::{
-    BinaryOp, DType, Dim, Graph, Init, Op, ReduceOp, Shape, Span, TensorType, UnaryOp, ValueId,
+    BinaryOp, DType, Dim, Graph, Init, Op, ReduceOp, Shape, TensorType, UnaryOp, ValueId,
 };
+use crate::source::Span;
 use std::collections::HashMap;
 
 /// The largest relative error a rule may have against central differences.

@@ -7,7 +7,8 @@
 //! Where a function has a kink, the rule picks a subgradient and says which; the
 //! finite-difference tests stay away from kinks.
 
-use crate::ir::{BinaryOp, Dim, Graph, Node, Op, ReduceOp, Shape, Span, UnaryOp, ValueId};
+use crate::ir::{BinaryOp, Dim, Graph, Node, Op, ReduceOp, Shape, UnaryOp, ValueId};
+use crate::source::Span;
 use std::collections::HashMap;
 
 /// Appends ops to the graph, sharing scalar constants.

@@ -1,0 +1,233 @@
+//! The artifact's byte layout.
+//!
+//! ```text
+//! offset      size  field
+//! 0           8     MAGIC, b"\x89STRATA\n"
+//! 8           4     format version, u32 LE (FORMAT_VERSION)
+//! 12          8     manifest length M, u64 LE
+//! 20          8     CLIF length C, u64 LE
+//! 28          8     WGSL length G, u64 LE (0: no GPU code)
+//! 36          8     weights length W, u64 LE
+//! 44          M     manifest, JSON (UTF-8)
+//! 44+M        C     CLIF text (UTF-8)
+//! 44+M+C      G     WGSL text (UTF-8)
+//! 44+M+C+G    W     weights, a safetensors file
+//! 44+M+C+G+W  4     CRC-32 (IEEE) of every byte before it, u32 LE
+//! ```
+//!
+//! Version 2 added the WGSL section, 3 windows, loops and train steps in the manifest,
+//! 4 the I/O block (`Location::Io`); files of other versions are refused (rebuild them).
+//!
+//! The magic follows PNG's trick: a high first byte catches 7-bit transfers and the
+//! trailing `\n` catches newline conversion. The version is read before the checksum, so
+//! a file from another format version says so instead of looking corrupt. Nothing after
+//! the checksum is allowed: an artifact is exactly as long as its header says.
+
+use strata_kernels::ir::{Expr, KernelBody};
+
+use super::Artifact;
+use crate::error::ArtifactError;
+
+/// The first eight bytes of every artifact.
+pub const MAGIC: [u8; 8] = *b"\x89STRATA\n";
+
+/// The layout version this runtime writes and reads.
+pub const FORMAT_VERSION: u32 = 4;
+
+const HEADER_LEN: usize = 8 + 4 + 4 * 8;
+const CHECKSUM_LEN: usize = 4;
+
+impl Artifact {
+    /// Serializes the artifact in the layout above.
+    ///
+    /// Fails only if the manifest holds a value JSON cannot carry: a non-finite kernel
+    /// constant (serde_json would write `null`, which could not be read back).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, ArtifactError> {
+        check_representable(self)?;
+        let manifest = serde_json::to_vec(&self.manifest)
+            .map_err(|e| ArtifactError::Unrepresentable(e.to_string()))?;
+        let sections = [
+            &manifest[..],
+            self.clif.as_bytes(),
+            self.wgsl.as_bytes(),
+            &self.weights,
+        ];
+        let body: usize = sections.iter().map(|s| s.len()).sum();
+        let mut out = Vec::with_capacity(HEADER_LEN + body + CHECKSUM_LEN);
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        for section in sections {
+            out.extend_from_slice(&(section.len() as u64).to_le_bytes());
+        }
+        for section in sections {
+            out.extend_from_slice(section);
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        Ok(out)
+    }
+
+    /// Parses and validates an artifact; any defect is an error, never a panic.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Artifact, ArtifactError> {
+        let got = bytes.len() as u64;
+        let mut reader = Reader { bytes, pos: 0 };
+        if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
+            return Err(ArtifactError::Truncated {
+                needed: (HEADER_LEN + CHECKSUM_LEN) as u64,
+                got,
+            });
+        }
+        let magic = reader.take(MAGIC.len()).ok_or(ArtifactError::BadMagic {
+            found: bytes.to_vec(),
+        })?;
+        if magic != MAGIC {
+            return Err(ArtifactError::BadMagic {
+                found: magic.to_vec(),
+            });
+        }
+        let truncated = ArtifactError::Truncated {
+            needed: (HEADER_LEN + CHECKSUM_LEN) as u64,
+            got,
+        };
+        let version = reader.u32().ok_or(truncated)?;
+        if version != FORMAT_VERSION {
+            return Err(ArtifactError::UnsupportedVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let mut lengths = [0u64; 4];
+        for len in &mut lengths {
+            *len = reader.u64().ok_or(ArtifactError::Truncated {
+                needed: (HEADER_LEN + CHECKSUM_LEN) as u64,
+                got,
+            })?;
+        }
+        let needed = lengths
+            .iter()
+            .try_fold((HEADER_LEN + CHECKSUM_LEN) as u64, |acc, &l| {
+                acc.checked_add(l)
+            })
+            .unwrap_or(u64::MAX);
+        if needed > got {
+            return Err(ArtifactError::Truncated { needed, got });
+        }
+        if needed < got {
+            return Err(ArtifactError::TrailingBytes {
+                extra: got - needed,
+            });
+        }
+        // `needed == got` fits in usize, so every length below does too.
+        let body_len = bytes.len() - CHECKSUM_LEN;
+        let (body, stored) = bytes.split_at(body_len);
+        let stored = u32::from_le_bytes(to_array(stored));
+        let computed = crc32fast::hash(body);
+        if stored != computed {
+            return Err(ArtifactError::Checksum { stored, computed });
+        }
+        let [manifest_len, clif_len, wgsl_len, weights_len] = lengths.map(|l| l as usize);
+        let manifest = reader.take(manifest_len).unwrap_or_default();
+        let clif = reader.take(clif_len).unwrap_or_default();
+        let wgsl = reader.take(wgsl_len).unwrap_or_default();
+        let weights = reader.take(weights_len).unwrap_or_default();
+
+        let manifest = std::str::from_utf8(manifest).map_err(|source| ArtifactError::NotUtf8 {
+            section: "manifest",
+            source,
+        })?;
+        let manifest = serde_json::from_str(manifest).map_err(ArtifactError::ManifestJson)?;
+        let clif = std::str::from_utf8(clif).map_err(|source| ArtifactError::NotUtf8 {
+            section: "CLIF",
+            source,
+        })?;
+        let wgsl = std::str::from_utf8(wgsl).map_err(|source| ArtifactError::NotUtf8 {
+            section: "WGSL",
+            source,
+        })?;
+        let artifact = Artifact {
+            manifest,
+            clif: clif.to_owned(),
+            wgsl: wgsl.to_owned(),
+            weights: weights.to_vec(),
+        };
+        artifact.validate()?;
+        Ok(artifact)
+    }
+}
+
+/// Reads fixed-size little-endian fields off the front of a byte slice.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let slice = self.bytes.get(self.pos..end)?;
+        self.pos = end;
+        Some(slice)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4).map(|b| u32::from_le_bytes(to_array(b)))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8).map(|b| u64::from_le_bytes(to_array(b)))
+    }
+}
+
+/// The first `N` bytes of `b` (zero-padded if shorter; callers pass exactly `N`).
+fn to_array<const N: usize>(b: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    let n = b.len().min(N);
+    out[..n].copy_from_slice(&b[..n]);
+    out
+}
+
+/// Refuses kernel constants that JSON cannot carry.
+fn check_representable(artifact: &Artifact) -> Result<(), ArtifactError> {
+    for kernel in &artifact.manifest.kernels {
+        let mut exprs: Vec<&Expr> = Vec::new();
+        for body in kernel.body.bodies() {
+            match body {
+                KernelBody::Map { stores, .. } => exprs.extend(stores.iter().map(|s| &s.value)),
+                KernelBody::Reduce { value, out, .. } => {
+                    exprs.push(value);
+                    exprs.push(&out.value);
+                }
+                KernelBody::Contract(c) => exprs.push(&c.epilogue),
+                // `bodies` never yields parts.
+                KernelBody::Parts(_) => {}
+            }
+        }
+        for expr in exprs {
+            if let Some(c) = non_finite_constant(expr) {
+                return Err(ArtifactError::Unrepresentable(format!(
+                    "kernel `{}` holds the constant {c}, which JSON cannot represent",
+                    kernel.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn non_finite_constant(expr: &Expr) -> Option<f64> {
+    match expr {
+        Expr::Const(c) if !c.is_finite() => Some(*c),
+        Expr::Const(_) | Expr::Load { .. } | Expr::Acc | Expr::IndexValue(_) => None,
+        Expr::Unary(_, x) | Expr::Uniform { step: x, .. } | Expr::Reduce { value: x, .. } => {
+            non_finite_constant(x)
+        }
+        Expr::Binary(_, a, b) => non_finite_constant(a).or_else(|| non_finite_constant(b)),
+        Expr::Select {
+            cond,
+            then,
+            otherwise,
+        } => non_finite_constant(cond)
+            .or_else(|| non_finite_constant(then))
+            .or_else(|| non_finite_constant(otherwise)),
+    }
+}

@@ -1,0 +1,140 @@
+//! A standalone executable: the runtime's stub binary with an artifact appended.
+//!
+//! ```text
+//! [stub binary][artifact bytes][artifact length: u64 LE][TRAILER_MAGIC: 8 bytes]
+//! ```
+//!
+//! Operating systems load an executable by its headers and ignore bytes after its last
+//! section, so the stub runs unchanged; at start it reads the last 16 bytes of its own
+//! file and, when they are a trailer, only the artifact's bytes before them
+//! ([`read_appended`]): a start never reads the binary itself. Only the trailer is looked
+//! at, so the magic's copy in the stub's own read-only data never confuses the search.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use crate::error::ArtifactError;
+
+/// The last eight bytes of an executable that carries an artifact.
+pub const TRAILER_MAGIC: [u8; 8] = *b"\x89STRAT\xe5\n";
+
+const TRAILER_LEN: usize = 8 + 8;
+
+/// The stub followed by the artifact and the trailer that locates it.
+pub fn append_to_executable(stub: &[u8], artifact: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(stub.len() + artifact.len() + TRAILER_LEN);
+    out.extend_from_slice(stub);
+    out.extend_from_slice(artifact);
+    out.extend_from_slice(&(artifact.len() as u64).to_le_bytes());
+    out.extend_from_slice(&TRAILER_MAGIC);
+    out
+}
+
+/// The artifact bytes appended to `exe`: `Ok(None)` if it carries none, an error if its
+/// trailer is present but announces more bytes than the file has.
+pub fn find_in_executable(exe: &[u8]) -> Result<Option<&[u8]>, ArtifactError> {
+    let Some(split) = exe.len().checked_sub(TRAILER_LEN) else {
+        return Ok(None);
+    };
+    let (rest, trailer) = exe.split_at(split);
+    let (len, magic) = trailer.split_at(8);
+    if magic != TRAILER_MAGIC {
+        return Ok(None);
+    }
+    let mut len_bytes = [0u8; 8];
+    len_bytes.copy_from_slice(len);
+    let announced = u64::from_le_bytes(len_bytes);
+    let available = rest.len() as u64;
+    if announced > available {
+        return Err(ArtifactError::BadTrailer {
+            announced,
+            available,
+        });
+    }
+    // `announced <= rest.len()`, so it fits in usize.
+    let start = rest.len() - announced as usize;
+    Ok(rest.get(start..))
+}
+
+/// The artifact appended to the file at `path` (`Ok(None)` if it carries none), reading
+/// the trailer and then only the artifact's bytes.
+pub fn read_appended(path: &Path) -> Result<Option<Vec<u8>>, ArtifactError> {
+    let io = |source| ArtifactError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let len = file.seek(SeekFrom::End(0)).map_err(io)?;
+    let Some(trailer_at) = len.checked_sub(TRAILER_LEN as u64) else {
+        return Ok(None);
+    };
+    let mut trailer = [0u8; TRAILER_LEN];
+    file.seek(SeekFrom::Start(trailer_at)).map_err(io)?;
+    file.read_exact(&mut trailer).map_err(io)?;
+    let (len_bytes, magic) = trailer.split_at(8);
+    if magic != TRAILER_MAGIC {
+        return Ok(None);
+    }
+    let mut announced = [0u8; 8];
+    announced.copy_from_slice(len_bytes);
+    let announced = u64::from_le_bytes(announced);
+    if announced > trailer_at {
+        return Err(ArtifactError::BadTrailer {
+            announced,
+            available: trailer_at,
+        });
+    }
+    let size = usize::try_from(announced).map_err(|_| ArtifactError::BadTrailer {
+        announced,
+        available: trailer_at,
+    })?;
+    let mut bytes = vec![0u8; size];
+    file.seek(SeekFrom::Start(trailer_at - announced))
+        .map_err(io)?;
+    file.read_exact(&mut bytes).map_err(io)?;
+    Ok(Some(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(bytes: &[u8]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, bytes).unwrap();
+        f
+    }
+
+    #[test]
+    fn reads_the_appended_artifact_and_nothing_else() {
+        let exe = append_to_executable(b"\x7fELF code", b"the artifact");
+        let f = file_with(&exe);
+        assert_eq!(
+            read_appended(f.path()).unwrap().as_deref(),
+            Some(&b"the artifact"[..])
+        );
+        assert_eq!(
+            find_in_executable(&exe).unwrap(),
+            Some(&b"the artifact"[..])
+        );
+    }
+
+    #[test]
+    fn a_plain_binary_or_a_short_file_carries_none() {
+        assert_eq!(
+            read_appended(file_with(b"\x7fELF code").path()).unwrap(),
+            None
+        );
+        assert_eq!(read_appended(file_with(b"").path()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_trailer_announcing_more_than_the_file_is_an_error() {
+        let mut exe = append_to_executable(b"stub", b"artifact");
+        let at = exe.len() - TRAILER_LEN;
+        exe[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        let err = read_appended(file_with(&exe).path()).unwrap_err();
+        assert!(matches!(err, ArtifactError::BadTrailer { .. }), "{err}");
+    }
+}

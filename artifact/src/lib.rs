@@ -1,0 +1,57 @@
+//! The contract between Strata's compiler and its runtime: the compiled-model file.
+//!
+//! The compiler writes an [`Artifact`]; the runtime, the training driver and every built
+//! executable read it. Everything both sides must agree on lives here and nowhere else:
+//!
+//! - [`container`]: the byte layout (magic, version, section lengths, checksum).
+//! - [`manifest`]: what the runtime must know about the model (buffers and their
+//!   [`Extent`](manifest::Extent)s, windows, loops, kernels, entries).
+//! - [`train_config`]: how to train the model (the resolved `train` section).
+//! - [`metric`]: the metrics a train section may ask for, by name.
+//! - [`backend`]: which code of an artifact runs (CPU or GPU).
+//! - [`validate`]: every invariant of a loaded artifact that running it relies on.
+//! - [`weights`]: matching a safetensors blob against the model's persistent buffers.
+//! - [`info`]: a printable summary of a model (entries, ports, parameters, arena).
+//! - [`executable`]: appending an artifact to a binary and finding it again.
+//! - [`tensor`], [`npy`]: host tensors and `.npy` files.
+//! - [`error`]: the error types.
+//!
+//! An [`Artifact`] returned by [`Artifact::from_bytes`] has passed [`Artifact::validate`];
+//! one built in memory has not until it is validated (a runtime session validates it
+//! again).
+
+pub mod backend;
+pub mod container;
+pub mod error;
+pub mod executable;
+pub mod info;
+pub mod manifest;
+pub mod metric;
+pub mod npy;
+pub mod tensor;
+pub mod train_config;
+pub mod validate;
+pub mod weights;
+
+pub use backend::Backend;
+pub use container::{FORMAT_VERSION, MAGIC};
+pub use error::{ArtifactError, NpyError, TensorError, WeightsError};
+pub use executable::{TRAILER_MAGIC, append_to_executable, find_in_executable, read_appended};
+pub use info::{EntryInfo, ModelInfo, PortInfo};
+pub use manifest::Manifest;
+pub use metric::Metric;
+pub use tensor::{HostTensor, TensorData};
+
+/// A compiled model: everything a runtime needs, with nothing of the source.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Artifact {
+    pub manifest: Manifest,
+    /// The CPU code: one CLIF function per kernel, named after it (`function %name(...)`).
+    pub clif: String,
+    /// The GPU code: one WGSL module per kernel (`strata_kernels::gpu::emit_wgsl`), or
+    /// empty when the model was built for the CPU only. A model with GPU code runs on the
+    /// GPU by default.
+    pub wgsl: String,
+    /// The initial value of every persistent buffer, as a safetensors file.
+    pub weights: Vec<u8>,
+}

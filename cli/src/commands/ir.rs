@@ -1,0 +1,210 @@
+//! `strata ir FILE`: any stage of the pipeline as text, DOT, JSON or SVG, the generated
+//! code (`--emit`), per-entry statistics (`--stats`), or every pass to files (`--dump-dir`).
+
+use super::{Common, compile_or_report, fail, report};
+use clap::{Args, ValueEnum};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use strata_compiler::driver::CompileError;
+use strata_compiler::ir::{dot::graph_to_dot, print::print_graph};
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// The syntax tree the parser builds (a debug dump).
+    Parsed,
+    /// The graph as elaborated from the source, with types.
+    Typed,
+    /// The training step (forward, loss, backward, update) before the passes.
+    Train,
+    /// After the simplification passes.
+    #[value(alias = "simplified")]
+    Optimized,
+    /// The fused kernels the graph lowers to.
+    #[value(alias = "fused")]
+    Kernels,
+    /// The memory plan: every buffer's lifetime and arena offset.
+    #[value(alias = "planned")]
+    Plan,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Text,
+    Dot,
+    Json,
+    /// A picture of the memory plan (with `--stage plan`).
+    Svg,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Emit {
+    /// The generated Cranelift IR of every kernel.
+    Clif,
+    /// The generated WGSL of every kernel (validated by naga).
+    Wgsl,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct IrArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, value_enum, default_value_t = Stage::Typed)]
+    stage: Stage,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Print generated code instead of the IR.
+    #[arg(long, value_enum)]
+    emit: Option<Emit>,
+    /// The entry whose graph, kernels or plan to print (`infer`, `train_step` or
+    /// `train_<step>`, `eval`).
+    #[arg(long, default_value = "infer")]
+    entry: String,
+    /// Print per entry: ops, kernels, bytes moved per step, arena against the naive sum
+    /// and the live-set lower bound.
+    #[arg(long)]
+    stats: bool,
+    /// Write the entry's graph after every pass (`00-typed.ir`, `01-verify.ir`, …), its
+    /// kernels and its memory plan into DIR, one numbered file each.
+    #[arg(long, value_name = "DIR")]
+    dump_dir: Option<PathBuf>,
+    /// The batch size `--format svg` draws the memory plan at.
+    #[arg(long, default_value_t = 32)]
+    svg_batch: u64,
+}
+
+pub(super) fn run(a: &IrArgs) -> ExitCode {
+    let (source, compiled) = match compile_or_report(&a.common) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    if a.stats {
+        let mut all = Vec::new();
+        let infer = strata_compiler::plan::stats::entry_stats(
+            "infer",
+            compiled.infer_unsimplified.len(),
+            &compiled.optimized,
+            &compiled.lowered,
+            &compiled.plan,
+        );
+        all.push(infer);
+        for e in &compiled.training {
+            all.push(strata_compiler::plan::stats::entry_stats(
+                &e.name,
+                e.unsimplified.len(),
+                &e.graph,
+                &e.lowered,
+                &e.plan,
+            ));
+        }
+        return match all.into_iter().collect::<Result<Vec<_>, _>>() {
+            Ok(stats) => {
+                print!("{}", strata_compiler::plan::stats::print_stats(&stats));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
+    }
+    // The entry `--entry` names: its graph before and after the passes, kernels, plan.
+    let (unsimplified, graph, lowered, plan) = if a.entry == "infer" {
+        (
+            &compiled.infer_unsimplified,
+            &compiled.optimized,
+            &compiled.lowered,
+            &compiled.plan,
+        )
+    } else if let Some(e) = compiled.training.iter().find(|e| e.name == a.entry) {
+        (&e.unsimplified, &e.graph, &e.lowered, &e.plan)
+    } else {
+        return fail(format!(
+            "no entry `{}` (the model has no train section?)",
+            a.entry
+        ));
+    };
+    // `--stage train`: the training entry `--entry` names, else `train_step`, else the
+    // first step of a section with several.
+    let train = compiled
+        .training
+        .iter()
+        .find(|e| e.name == a.entry && e.name != "eval")
+        .or_else(|| compiled.training.iter().find(|e| e.name == "train_step"))
+        .or_else(|| compiled.training.iter().find(|e| e.name != "eval"))
+        .map(|e| &e.unsimplified)
+        .unwrap_or(unsimplified);
+    if let Some(dir) = &a.dump_dir {
+        return dump_stages(dir, &a.entry, unsimplified);
+    }
+    let text = match a.emit {
+        Some(Emit::Clif) => compiled.clif.clone(),
+        Some(Emit::Wgsl) => match strata_kernels::gpu::emit_wgsl(&compiled.lowered.kernels) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("internal compiler error: {e}");
+                return ExitCode::from(3);
+            }
+        },
+        None => match (a.stage, a.format) {
+            (Stage::Parsed, _) => match strata_compiler::syntax::parse(&source.text) {
+                Ok(program) => format!("{program:#?}\n"),
+                Err(d) => {
+                    report(&d, &source, a.common.error_format);
+                    return ExitCode::FAILURE;
+                }
+            },
+            (Stage::Plan, Format::Svg) => strata_compiler::plan::svg::plan_to_svg(
+                lowered,
+                plan,
+                &strata_compiler::plan::svg::SvgOptions {
+                    batch: a.svg_batch,
+                    ..Default::default()
+                },
+            ),
+            (Stage::Typed | Stage::Train | Stage::Optimized | Stage::Kernels, Format::Svg) => {
+                return fail("--format svg draws the memory plan: use it with --stage plan");
+            }
+            (Stage::Typed, Format::Text) => print_graph(&compiled.typed, Some(&source)),
+            (Stage::Train, Format::Text) => print_graph(train, Some(&source)),
+            (Stage::Optimized, Format::Text) => print_graph(graph, Some(&source)),
+            (Stage::Typed, Format::Dot) => graph_to_dot(&compiled.typed),
+            (Stage::Train, Format::Dot) => graph_to_dot(train),
+            (Stage::Optimized, Format::Dot) => graph_to_dot(graph),
+            (Stage::Kernels, Format::Text) => strata_compiler::lower::print::print_kernels(lowered),
+            (Stage::Plan, Format::Text) => strata_compiler::plan::print::print_plan(lowered, plan),
+            (
+                Stage::Kernels | Stage::Plan | Stage::Typed | Stage::Train | Stage::Optimized,
+                Format::Json,
+            ) => match serde_json::to_string_pretty(&compiled.artifact.manifest) {
+                Ok(s) => s + "\n",
+                Err(e) => return fail(e),
+            },
+            (Stage::Kernels | Stage::Plan, Format::Dot) => {
+                return fail("--format dot draws graphs: use it with --stage typed or optimized");
+            }
+        },
+    };
+    let mut out = std::io::stdout().lock();
+    if out.write_all(text.as_bytes()).is_err() {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// `strata ir --dump-dir`: the entry's stages, one numbered file each.
+fn dump_stages(dir: &Path, entry: &str, graph: &strata_compiler::ir::Graph) -> ExitCode {
+    let files = match strata_compiler::driver::stage_dumps(entry, graph) {
+        Ok(files) => files,
+        Err(CompileError::Internal(e)) => return fail(format!("internal compiler error: {e}")),
+        Err(CompileError::User(d)) => return fail(d.message),
+    };
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return fail(format!("cannot create {}: {e}", dir.display()));
+    }
+    for (name, text) in files {
+        let path = dir.join(&name);
+        if let Err(e) = std::fs::write(&path, text) {
+            return fail(format!("cannot write {}: {e}", path.display()));
+        }
+        println!("{}", path.display());
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,230 @@
+//! The `strata` command line, one module per subcommand.
+//!
+//! ```text
+//! strata check FILE                 diagnostics only; exit 1 on error
+//! strata ir    FILE [--stage parsed|typed|optimized|kernels|plan] [--format text|dot|json|svg] [--emit clif|wgsl]
+//!              [--dump-dir DIR]                     one file per pass, then kernels and plan
+//! strata build FILE -o OUT [--target cpu|gpu]           a standalone native executable
+//! strata run   FILE --input x=x.npy [--target cpu|gpu]  compile and run `infer` in one go
+//! strata train FILE [--data SPEC] [--epochs N] [--run-dir DIR] [--resume] [--quiet]
+//! strata eval  FILE --weights W.safetensors [--data SPEC] [--split test|val|all]
+//! strata bench FILE [--entry NAME]... [--batch N]... [--seconds S] [--target cpu|gpu]
+//! ```
+//! `train` runs the file's `train` section (settings overridable with `--set lr=3e-3`,
+//! `epochs`, `batch`, `seed`, `patience`, `data`) and writes its run directory (default
+//! `runs/<file stem>`); `eval` scores trained weights on the held-out split.
+//! Every command takes `--model NAME` (when a file holds several), `--set name=value`
+//! (hyper-parameter overrides) and `--error-format human|json`.
+//!
+//! This module holds what every subcommand shares: the compile settings ([`Common`]),
+//! compiling with diagnostics reported, and loading weights into a compiled model.
+
+mod bench;
+mod build;
+mod check;
+mod eval;
+mod ir;
+mod run;
+mod train;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use strata_artifact::Artifact;
+use strata_artifact::train_config::TrainConfig;
+use strata_compiler::driver::{CompileError, CompileOptions, Compiled, compile};
+use strata_compiler::elaborate::ElaborateOptions;
+use strata_compiler::source::{Diagnostic, SourceFile};
+use strata_training::driver::complete_weights;
+
+#[derive(Parser, Debug)]
+#[command(name = "strata", version, about = "A compiler for neural networks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check a model file and report every mistake.
+    Check(Common),
+    /// Print the IR of a model at a stage of the pipeline.
+    Ir(ir::IrArgs),
+    /// Compile a model into a standalone executable.
+    Build(build::BuildArgs),
+    /// Compile a model and run its `infer` entry on .npy inputs.
+    Run(run::RunArgs),
+    /// Compile a model and train it as its `train` section says.
+    Train(train::TrainCommand),
+    /// Compile a model and score trained weights on held-out data.
+    Eval(eval::EvalCommand),
+    /// Compile a model and time its entries on synthetic inputs.
+    Bench(bench::BenchArgs),
+}
+
+/// What every subcommand takes: the model file and how to compile it.
+#[derive(Args, Debug, Clone)]
+struct Common {
+    /// The model file (`.strata`).
+    file: PathBuf,
+    /// Which model of the file (default: the first).
+    #[arg(long)]
+    model: Option<String>,
+    /// Override a hyper-parameter: `--set hidden=256` (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    set: Vec<String>,
+    /// Seed of the parameters' initial values.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// How to print diagnostics.
+    #[arg(long, value_enum, default_value_t = ErrorFormat::Human)]
+    error_format: ErrorFormat,
+    /// The device to compile for (build, run): `gpu` adds WGSL kernels and makes the GPU
+    /// the executable's default device.
+    #[arg(long, value_enum, default_value_t = Target::Cpu)]
+    target: Target,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Cpu,
+    Gpu,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ErrorFormat {
+    Human,
+    Json,
+}
+
+/// The process entry of `strata` (when no model is appended to it).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(c) => check::run(&c),
+        Command::Ir(a) => ir::run(&a),
+        Command::Build(a) => build::run(&a),
+        Command::Run(a) => run::run(&a),
+        Command::Train(a) => train::run(&a),
+        Command::Eval(a) => eval::run(&a),
+        Command::Bench(a) => bench::run(&a),
+    }
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+fn load_source(path: &Path) -> Result<SourceFile, ExitCode> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(SourceFile::new(path.display().to_string(), text)),
+        Err(e) => Err(fail(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+fn options(c: &Common) -> Result<CompileOptions, ExitCode> {
+    let mut overrides = Vec::new();
+    for s in &c.set {
+        match s.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                overrides.push((k.trim().to_string(), v.trim().to_string()));
+            }
+            _ => return Err(fail(format!("--set takes NAME=VALUE, got `{s}`"))),
+        }
+    }
+    // Training settings (`lr`, `epochs`, …) go to the train section; the rest are the
+    // model's hyper-parameters.
+    let (train_overrides, overrides): (Vec<_>, Vec<_>) = overrides
+        .into_iter()
+        .partition(|(k, _)| strata_compiler::train::OVERRIDABLE.contains(&k.as_str()));
+    Ok(CompileOptions {
+        train_overrides,
+        without_parts: false,
+        elaborate: ElaborateOptions {
+            model: c.model.clone(),
+            overrides,
+            train: true,
+            training_mode: false,
+        },
+        seed: c.seed,
+        target: match c.target {
+            Target::Cpu => strata_artifact::Backend::Cpu,
+            Target::Gpu => strata_artifact::Backend::Gpu,
+        },
+    })
+}
+
+fn report(d: &Diagnostic, source: &SourceFile, format: ErrorFormat) {
+    match format {
+        ErrorFormat::Human => eprint!("{}", d.render(source)),
+        ErrorFormat::Json => eprintln!("{}", d.to_json(source)),
+    }
+}
+
+fn compile_or_report(c: &Common) -> Result<(SourceFile, Compiled), ExitCode> {
+    let source = load_source(&c.file)?;
+    let opts = options(c)?;
+    let compiled = compile_reported(&source, &opts, c.error_format)?;
+    Ok((source, compiled))
+}
+
+/// Compiles `source`, reporting a mistake in it (exit 1) or a compiler bug (exit 3).
+fn compile_reported(
+    source: &SourceFile,
+    opts: &CompileOptions,
+    error_format: ErrorFormat,
+) -> Result<Compiled, ExitCode> {
+    match compile(source, opts) {
+        Ok(compiled) => Ok(compiled),
+        Err(CompileError::User(d)) => {
+            report(&d, source, error_format);
+            Err(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprint!("{}", e.render(source));
+            Err(ExitCode::from(3))
+        }
+    }
+}
+
+/// Replaces the compiled model's initial weights with a file's (`--weights`).
+fn with_weights(compiled: &mut Compiled, weights: Option<&Path>) -> Result<(), String> {
+    let Some(path) = weights else { return Ok(()) };
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    // Parameters alone (best.safetensors) or a checkpoint become a file of every buffer.
+    let bytes = complete_weights(&compiled.artifact.weights, &bytes, path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // Check names and shapes against the model by loading them into a session's store.
+    strata_artifact::weights::match_weights(&compiled.artifact.manifest, &bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    compiled.artifact.weights = bytes;
+    compiled
+        .artifact
+        .validate()
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The compiled artifact of a file with a train section, and its train settings.
+fn compile_trainable(c: &Common) -> Result<(Artifact, TrainConfig), ExitCode> {
+    let (_, compiled) = compile_or_report(c)?;
+    match compiled.artifact.manifest.train.clone() {
+        Some(config) => Ok((compiled.artifact, config)),
+        None => Err(fail(format!(
+            "{}: model `{}` has no train section",
+            c.file.display(),
+            compiled.artifact.manifest.model
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,475 @@
+//! The command line of a standalone model executable (`strata build` output).
+//!
+//! The executable is the `strata` binary with an artifact appended (see
+//! [`strata_artifact::executable`]). At start, `main` looks at its own file's last bytes;
+//! when they locate an artifact, it reads and validates it and runs one command:
+//!
+//! ```text
+//! ./mlp info
+//! ./mlp infer --input x=x.npy [--input NAME=PATH ...] [--output logits=out.npy ...]
+//!             [--weights trained.safetensors] [--entry infer] [--device cpu|gpu]
+//! ./mlp train [--data SPEC] [--epochs N] [--run-dir DIR] [--resume] [--quiet] [--device cpu|gpu]
+//! ./mlp eval  [--data SPEC] [--weights best.safetensors|last.ckpt] [--split test|val|all] [--device cpu|gpu]
+//! ./seq decode --input x=x.npy --start 10 [--scores logits] [--output tokens.npy]
+//!             [--weights trained.safetensors] [--device cpu|gpu]
+//! ```
+//!
+//! `decode` decodes greedily (see [`strata_runtime::decode`]): it runs `infer` once per decoder
+//! position, feeding each prediction back into the i32 input, and writes (or prints) the
+//! predicted tokens `i32 [n, T]`.
+//!
+//! `train` and `eval` need a model built from a file with a `train` section (see
+//! [`strata_training::driver`]); their arguments are the same as `strata train`'s and
+//! `strata eval`'s ([`strata_training::args`]). `train` writes its run directory (default `runs/<model>`):
+//! `last.ckpt`, `best.safetensors`, `metrics.jsonl`, `curves.svg`; Ctrl-C saves
+//! `last.ckpt` and exits with code 130, and `--resume` continues from it. `--weights`
+//! of `infer` and `eval` takes parameters alone (`best.safetensors`), full weights, or a
+//! checkpoint (`last.ckpt`).
+//!
+//! A model built with `--target gpu` runs on the GPU by default (`--device cpu` runs its
+//! CPU code instead), and `info` names the adapter it would use (`STRATA_ADAPTER` picks
+//! one by a substring of its name). A missing adapter or a failing GPU is a runtime error
+//! (exit code 1) with a message saying so.
+//!
+//! With a single input (or output) the `NAME=` may be left out. Without `--output`, the
+//! outputs' shapes and first values are printed. Errors are printed as `error: ...`;
+//! the exit code is 2 for a usage error (bad arguments, names or shapes the model does
+//! not take) and 1 for anything else (unreadable files, a corrupt executable).
+
+use std::ffi::OsString;
+use std::fmt::Display;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use strata_artifact::npy::{read_npy, write_npy};
+use strata_artifact::train_config::TrainConfig;
+use strata_artifact::{Artifact, Backend, HostTensor, ModelInfo, TensorData, find_in_executable};
+use strata_runtime::decode::{DecodeError, GreedyDecoding};
+use strata_runtime::gpu::{GpuOptions, describe_adapter};
+use strata_runtime::{RunError, Session};
+use strata_training::TrainError;
+use strata_training::args::{TrainOutcome, is_usage_error};
+use strata_training::driver::load_weights_file;
+
+mod ports;
+use ports::{bind_input_args, bind_output_args};
+
+/// How many values of each output `infer` prints without `--output`.
+const PREVIEW_VALUES: usize = 8;
+
+#[derive(Parser, Debug)]
+#[command(about = "A neural network compiled by Strata", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the model's entries, their inputs and outputs, its parameter count and memory.
+    Info,
+    /// Run the model on inputs read from .npy files.
+    Infer(InferArgs),
+    /// Train the model on the data of its train section (or --data).
+    Train(TrainCommand),
+    /// Score the model (its built-in or given weights) on held-out data.
+    Eval(EvalCommand),
+    /// Decode a sequence-to-sequence model greedily, feeding its predictions back.
+    Decode(DecodeArgs),
+}
+
+#[derive(Args, Debug)]
+struct DecodeArgs {
+    /// The inputs of `infer`, as for `infer`; the i32 one holds the decoder's tokens.
+    #[arg(long = "input", short = 'i', value_name = "NAME=PATH", required = true)]
+    inputs: Vec<String>,
+    /// Where the decoder's input starts in each sample's (flattened) tokens: the
+    /// position of its start token.
+    #[arg(long, value_name = "POSITION")]
+    start: usize,
+    /// The output of next-token scores `[n, T, classes]` [default: the only output, or
+    /// the train section's prediction].
+    #[arg(long, value_name = "NAME")]
+    scores: Option<String>,
+    /// Where to write the predicted tokens (.npy, i32 [n, T]); printed without it.
+    #[arg(long, short = 'o', value_name = "PATH")]
+    output: Option<PathBuf>,
+    /// Weights to use instead of the built-in ones (a safetensors file).
+    #[arg(long, value_name = "PATH")]
+    weights: Option<PathBuf>,
+    /// Where to run: the GPU if the model was built with GPU code, else the CPU.
+    #[arg(long, value_enum)]
+    device: Option<Device>,
+}
+
+#[derive(Args, Debug)]
+struct TrainCommand {
+    #[command(flatten)]
+    train: strata_training::args::TrainArgs,
+    /// Where to train: the GPU if the model was built with GPU code, else the CPU.
+    #[arg(long, value_enum)]
+    device: Option<Device>,
+}
+
+#[derive(Args, Debug)]
+struct EvalCommand {
+    /// Weights to score instead of the built-in ones: parameters (best.safetensors),
+    /// full weights, or a checkpoint (last.ckpt).
+    #[arg(long, value_name = "PATH")]
+    weights: Option<PathBuf>,
+    #[command(flatten)]
+    eval: strata_training::args::EvalArgs,
+    /// Where to run: the GPU if the model was built with GPU code, else the CPU.
+    #[arg(long, value_enum)]
+    device: Option<Device>,
+}
+
+#[derive(Args, Debug)]
+struct InferArgs {
+    /// An input, as NAME=PATH.npy (just PATH.npy if the entry has one input); repeat per input.
+    #[arg(long = "input", short = 'i', value_name = "NAME=PATH", required = true)]
+    inputs: Vec<String>,
+    /// Where to write outputs, as NAME=PATH.npy (just PATH.npy if the entry has one output).
+    /// Without it, the outputs' shapes and first values are printed.
+    #[arg(long = "output", short = 'o', value_name = "NAME=PATH")]
+    outputs: Vec<String>,
+    /// Weights to use instead of the built-in ones (a safetensors file).
+    #[arg(long, value_name = "PATH")]
+    weights: Option<PathBuf>,
+    /// The entry to run.
+    #[arg(long, default_value = "infer")]
+    entry: String,
+    /// Where to run: the GPU if the model was built with GPU code, else the CPU.
+    #[arg(long, value_enum)]
+    device: Option<Device>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Device {
+    Cpu,
+    Gpu,
+}
+
+/// Why a command failed, and with which exit code.
+enum Failure {
+    /// The arguments do not fit the model (exit code 2).
+    Usage(String),
+    /// Anything else (exit code 1).
+    Runtime(String),
+    /// Stopped by Ctrl-C (exit code 130, as a shell reports SIGINT); the message says
+    /// how to resume.
+    Interrupted(String),
+}
+
+fn runtime(e: impl Display) -> Failure {
+    Failure::Runtime(e.to_string())
+}
+
+/// The executable's `main`: runs the command line against `artifact`, the bytes
+/// appended to the running binary.
+pub fn main(artifact: Vec<u8>) -> ExitCode {
+    run_on_artifact(
+        std::env::args_os(),
+        || Ok(artifact),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )
+}
+
+/// Runs the command line `args` (program name first) against the executable whose bytes
+/// `load_executable` returns, writing to `out` and `err`: `main` without the process.
+pub fn run_cli(
+    args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+    load_executable: impl FnOnce() -> Result<Vec<u8>, String>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> ExitCode {
+    let load_artifact = || {
+        let exe = load_executable()?;
+        match find_in_executable(&exe) {
+            Ok(Some(bytes)) => Ok(bytes.to_vec()),
+            Ok(None) => Err(
+                "this executable holds no compiled model (build one with `strata build`)".into(),
+            ),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    run_on_artifact(args, load_artifact, out, err)
+}
+
+/// [`run_cli`] with the artifact's bytes instead of the executable's.
+fn run_on_artifact(
+    args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+    load_artifact: impl FnOnce() -> Result<Vec<u8>, String>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let text = e.render().to_string();
+            let sink: &mut dyn Write = if e.use_stderr() { err } else { out };
+            let _ = write!(sink, "{text}");
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    let result = load_artifact()
+        .map_err(Failure::Runtime)
+        .and_then(|bytes| execute(cli, &bytes, out));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            let (message, code) = match failure {
+                Failure::Usage(m) => (m, 2),
+                Failure::Runtime(m) => (m, 1),
+                Failure::Interrupted(m) => (m, 130),
+            };
+            let _ = writeln!(err, "error: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn execute(cli: Cli, artifact: &[u8], out: &mut dyn Write) -> Result<(), Failure> {
+    let artifact = Artifact::from_bytes(artifact).map_err(runtime)?;
+    match cli.command {
+        Command::Info => {
+            let info = ModelInfo::from_manifest(&artifact.manifest);
+            writeln!(out, "{info}").map_err(runtime)?;
+            writeln!(out, "\n{}", device_line(&artifact)).map_err(runtime)
+        }
+        Command::Infer(args) => infer(&artifact, args, out),
+        Command::Train(args) => train(&artifact, args, out),
+        Command::Eval(args) => eval(&artifact, args, out),
+        Command::Decode(args) => decode(&artifact, args, out),
+    }
+}
+
+/// The train section, or the error every training command gives without one.
+fn train_config(artifact: &Artifact) -> Result<&TrainConfig, Failure> {
+    artifact.manifest.train.as_ref().ok_or_else(|| {
+        Failure::Usage(format!(
+            "this model has no train section: `{}` was built from a file without `train {}`",
+            artifact.manifest.model, artifact.manifest.model
+        ))
+    })
+}
+
+/// Exit code 2 for what the user can fix in the command line or the settings.
+fn train_failure(e: TrainError) -> Failure {
+    if is_usage_error(&e) {
+        Failure::Usage(e.to_string())
+    } else {
+        Failure::Runtime(e.to_string())
+    }
+}
+
+fn train(artifact: &Artifact, args: TrainCommand, out: &mut dyn Write) -> Result<(), Failure> {
+    let config = train_config(artifact)?;
+    let default_run_dir = PathBuf::from("runs").join(artifact.manifest.model.to_lowercase());
+    let options = args
+        .train
+        .options(default_run_dir)
+        .map_err(Failure::Runtime)?;
+    let mut session =
+        Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
+    let summary = strata_training::train(&mut session, config, &options).map_err(train_failure)?;
+    match TrainOutcome::of(summary, "`train --resume`") {
+        TrainOutcome::Interrupted(message) => Err(Failure::Interrupted(message)),
+        TrainOutcome::Finished(summary) if !args.train.quiet => writeln!(
+            out,
+            "use the trained weights with `--weights {}`",
+            summary.paths.best.display()
+        )
+        .map_err(runtime),
+        TrainOutcome::Finished(_) => Ok(()),
+    }
+}
+
+fn eval(artifact: &Artifact, args: EvalCommand, out: &mut dyn Write) -> Result<(), Failure> {
+    let config = train_config(artifact)?;
+    let mut session =
+        Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
+    if let Some(path) = &args.weights {
+        load_weights(&mut session, path)?;
+    }
+    let report = strata_training::evaluate(
+        &mut session,
+        config,
+        args.eval.data.as_deref(),
+        args.eval.split,
+    )
+    .map_err(train_failure)?;
+    write!(out, "{report}").map_err(runtime)
+}
+
+/// The backend `--device` picks (default: the artifact's).
+fn backend(artifact: &Artifact, device: Option<Device>) -> Backend {
+    match device {
+        None => Backend::default_for(artifact),
+        Some(Device::Cpu) => Backend::Cpu,
+        Some(Device::Gpu) => Backend::Gpu,
+    }
+}
+
+/// Loads `--weights`: parameters alone (the optimizer state stays), full weights, or a
+/// training checkpoint.
+fn load_weights(session: &mut Session, path: &Path) -> Result<(), Failure> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Failure::Runtime(format!("{}: {e}", path.display())))?;
+    load_weights_file(session, &bytes, path).map_err(|e| match e {
+        // Checkpoint errors name the file themselves.
+        TrainError::Checkpoint(_) => runtime(e),
+        _ => Failure::Runtime(format!("{}: {e}", path.display())),
+    })
+}
+
+fn infer(artifact: &Artifact, args: InferArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let manifest = &artifact.manifest;
+    let Some(entry) = manifest.entries.iter().find(|e| e.name == args.entry) else {
+        let names: Vec<&str> = manifest.entries.iter().map(|e| e.name.as_str()).collect();
+        return Err(Failure::Usage(format!(
+            "the model has no entry `{}` (it has {})",
+            args.entry,
+            names.join(", ")
+        )));
+    };
+    let input_names: Vec<&str> = entry.inputs.iter().map(|p| p.name.as_str()).collect();
+    let output_names: Vec<&str> = entry.outputs.iter().map(|p| p.name.as_str()).collect();
+    let inputs = bind_input_args(&input_names, &args.inputs).map_err(Failure::Usage)?;
+    let outputs = bind_output_args(&output_names, &args.outputs).map_err(Failure::Usage)?;
+
+    let tensors = inputs
+        .iter()
+        .map(|(name, path)| Ok((name.as_str(), read_npy(path).map_err(runtime)?)))
+        .collect::<Result<Vec<(&str, HostTensor)>, Failure>>()?;
+    let mut session =
+        Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
+    if let Some(path) = &args.weights {
+        load_weights(&mut session, path)?;
+    }
+    let results = session.run(&args.entry, &tensors).map_err(|e| match e {
+        RunError::Internal(_) | RunError::TooLarge { .. } | RunError::Gpu(_) => runtime(e),
+        _ => Failure::Usage(e.to_string()),
+    })?;
+
+    if outputs.is_empty() {
+        for (name, tensor) in &results {
+            writeln!(out, "{name}: {}", preview(tensor)).map_err(runtime)?;
+        }
+        return Ok(());
+    }
+    for (name, path) in &outputs {
+        if let Some((_, tensor)) = results.iter().find(|(n, _)| n == name) {
+            write_npy(path, tensor).map_err(runtime)?;
+        }
+    }
+    Ok(())
+}
+
+fn decode(artifact: &Artifact, args: DecodeArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let manifest = &artifact.manifest;
+    let Some(entry) = manifest.entries.iter().find(|e| e.name == "infer") else {
+        return Err(Failure::Usage("the model has no `infer` entry".into()));
+    };
+    let input_names: Vec<&str> = entry.inputs.iter().map(|p| p.name.as_str()).collect();
+    let inputs = bind_input_args(&input_names, &args.inputs).map_err(Failure::Usage)?;
+    let tensors = inputs
+        .iter()
+        .map(|(name, path)| Ok((name.as_str(), read_npy(path).map_err(runtime)?)))
+        .collect::<Result<Vec<(&str, HostTensor)>, Failure>>()?;
+    let token_inputs: Vec<&str> = tensors
+        .iter()
+        .filter(|(_, t)| matches!(t.data, TensorData::I32(_)))
+        .map(|(name, _)| *name)
+        .collect();
+    let [input] = token_inputs[..] else {
+        return Err(Failure::Usage(format!(
+            "decoding needs exactly one i32 input of token ids, got {}",
+            token_inputs.len()
+        )));
+    };
+    let scores = match (&args.scores, entry.outputs.as_slice(), &manifest.train) {
+        (Some(name), _, _) => name.clone(),
+        (None, [only], _) => only.name.clone(),
+        (None, _, Some(train)) => train.prediction.clone(),
+        (None, _, None) => {
+            return Err(Failure::Usage(
+                "the model has several outputs: say which scores the next token with --scores"
+                    .into(),
+            ));
+        }
+    };
+    let mut session =
+        Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
+    if let Some(path) = &args.weights {
+        load_weights(&mut session, path)?;
+    }
+    let decoding = GreedyDecoding {
+        entry: "infer".into(),
+        input: input.to_string(),
+        output: scores,
+        start: args.start,
+    };
+    let tokens = decoding
+        .decode(&mut session, &tensors)
+        .map_err(|e| match e {
+            DecodeError::Run(
+                RunError::Internal(_) | RunError::TooLarge { .. } | RunError::Gpu(_),
+            ) => runtime(e),
+            _ => Failure::Usage(e.to_string()),
+        })?;
+    match &args.output {
+        Some(path) => write_npy(path, &tokens).map_err(runtime),
+        None => {
+            let TensorData::I32(ids) = &tokens.data else {
+                unreachable!("decoding predicts i32 tokens")
+            };
+            let width = tokens.shape.get(1).copied().unwrap_or(0) as usize;
+            for row in ids.chunks(width.max(1)) {
+                let row: Vec<String> = row.iter().map(i32::to_string).collect();
+                writeln!(out, "{}", row.join(" ")).map_err(runtime)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `device  gpu: llvmpipe (...)`: where `infer` runs by default, and on which adapter.
+fn device_line(artifact: &Artifact) -> String {
+    match Backend::default_for(artifact) {
+        Backend::Cpu => "device      cpu (built without GPU code)".to_string(),
+        Backend::Gpu => match describe_adapter(&GpuOptions::from_env()) {
+            Ok(adapter) => format!("device      gpu: {adapter}"),
+            Err(e) => format!("device      gpu, unavailable: {e}"),
+        },
+    }
+}
+
+/// `f32[2, 3] = [0.5, 1, -2, 0, 0, 3]`, with at most [`PREVIEW_VALUES`] values.
+fn preview(tensor: &HostTensor) -> String {
+    let values: Vec<String> = match &tensor.data {
+        TensorData::F32(v) => v.iter().take(PREVIEW_VALUES).map(f32::to_string).collect(),
+        TensorData::I32(v) => v.iter().take(PREVIEW_VALUES).map(i32::to_string).collect(),
+    };
+    let more = if tensor.data.len() > PREVIEW_VALUES {
+        format!(", ... ({} values)", tensor.data.len())
+    } else {
+        String::new()
+    };
+    format!("{} = [{}{more}]", tensor.type_string(), values.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

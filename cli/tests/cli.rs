@@ -1,0 +1,245 @@
+//! The `strata` command and the executables it builds, run as a user would run them:
+//! as subprocesses, the executable copied into a directory with nothing else in it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn strata() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+}
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../dsl-examples")
+        .join(name)
+}
+
+/// A minimal .npy (format 1.0, little-endian f32, C order) so this test needs nothing
+/// but the binaries.
+fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_text = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for x in data {
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(path, bytes).expect("write npy");
+}
+
+/// The f32 payload of an .npy this runtime wrote (header length from the preamble).
+fn read_npy_f32(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).expect("output written");
+    assert_eq!(&bytes[..6], b"\x93NUMPY");
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    bytes[10 + header_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Builds `dsl-examples/mlp.strata` into `dir/mlp` and returns its path.
+fn build_mlp(dir: &Path) -> PathBuf {
+    let exe = dir.join("mlp");
+    let out = strata()
+        .arg("build")
+        .arg(example("mlp.strata"))
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .expect("strata runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+/// Runs a program this test wrote, retrying while the kernel reports it busy: another
+/// test's child process, forked while this file was open for writing, can hold the
+/// write descriptor for a moment (ETXTBSY).
+fn output_of(command: &mut Command) -> std::process::Output {
+    for _ in 0..50 {
+        match command.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            result => return result.expect("runs"),
+        }
+    }
+    command.output().expect("runs")
+}
+
+/// Marks a copied or rewritten file executable.
+fn make_executable(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+#[test]
+fn built_executable_runs_alone_and_matches_strata_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exe = build_mlp(dir.path());
+
+    // A second directory holding only the executable and its input: no compiler, no source.
+    let alone = tempfile::tempdir().expect("temp dir");
+    let lone_exe = alone.path().join("mlp");
+    std::fs::copy(&exe, &lone_exe).expect("copy");
+    make_executable(&lone_exe);
+    let x: Vec<f32> = (0..7 * 64)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
+    write_npy_f32(&alone.path().join("x.npy"), &[7, 64], &x);
+
+    let info = output_of(
+        Command::new(&lone_exe)
+            .arg("info")
+            .current_dir(alone.path()),
+    );
+    assert!(
+        info.status.success(),
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+    let info_text = String::from_utf8_lossy(&info.stdout);
+    assert!(info_text.contains("infer"), "{info_text}");
+    assert!(info_text.contains("logits"), "{info_text}");
+
+    let run = output_of(
+        Command::new(&lone_exe)
+            .args(["infer", "--input", "x=x.npy", "--output", "logits=y.npy"])
+            .current_dir(alone.path()),
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let from_exe = read_npy_f32(&alone.path().join("y.npy"));
+    assert_eq!(from_exe.len(), 7 * 10);
+
+    // `strata run` compiles the same file with the same seed: identical numbers.
+    let y2 = alone.path().join("y2.npy");
+    let run2 = strata()
+        .arg("run")
+        .arg(example("mlp.strata"))
+        .arg("--input")
+        .arg(format!("x={}", alone.path().join("x.npy").display()))
+        .arg("--output")
+        .arg(format!("logits={}", y2.display()))
+        .output()
+        .expect("strata runs");
+    assert!(
+        run2.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run2.stderr)
+    );
+    assert_eq!(read_npy_f32(&y2), from_exe);
+}
+
+#[test]
+fn executable_rejects_wrong_input_shape_naming_both_shapes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exe = build_mlp(dir.path());
+    write_npy_f32(&dir.path().join("bad.npy"), &[3, 63], &vec![0.0; 3 * 63]);
+    let run = output_of(
+        Command::new(&exe)
+            .args(["infer", "--input"])
+            .arg(format!("x={}", dir.path().join("bad.npy").display())),
+    );
+    assert_eq!(run.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("f32[batch, 64]") && err.contains("f32[3, 63]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn altered_executable_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exe = build_mlp(dir.path());
+    let mut bytes = std::fs::read(&exe).expect("read");
+    // Flip a byte inside the appended artifact (just before the 16-byte trailer).
+    let n = bytes.len();
+    bytes[n - 100] ^= 0xff;
+    let broken = dir.path().join("broken");
+    std::fs::write(&broken, &bytes).expect("write");
+    make_executable(&broken);
+    let run = output_of(Command::new(&broken).arg("info"));
+    assert_eq!(run.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.starts_with("error:"), "{err}");
+}
+
+#[test]
+fn check_reports_diagnostics_with_exit_code_1() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("bad.strata");
+    std::fs::write(
+        &file,
+        "model M {\n    input x: f32[batch, 4]\n    output y = x |> rellu\n}\n",
+    )
+    .expect("write");
+    let out = strata().arg("check").arg(&file).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("E0003") && err.contains("did you mean `relu`"),
+        "{err}"
+    );
+
+    let ok = strata()
+        .arg("check")
+        .arg(example("mlp.strata"))
+        .output()
+        .expect("runs");
+    assert!(ok.status.success());
+}
+
+#[test]
+fn set_overrides_a_hyper_parameter() {
+    let out = strata()
+        .args(["ir", "--set", "hidden=32"])
+        .arg(example("mlp.strata"))
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("@dense0.weight : f32[32, 64]"), "{text}");
+}
+
+#[test]
+fn ir_dot_is_a_digraph() {
+    let out = strata()
+        .args(["ir", "--format", "dot"])
+        .arg(example("residual.strata"))
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("digraph \"ResMlp\" {") && text.trim_end().ends_with('}'),
+        "{text}"
+    );
+}

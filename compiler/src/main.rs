@@ -1,3 +1,0 @@
-fn main() -> std::process::ExitCode {
-    strata_compiler::cli::main()
-}

@@ -1,0 +1,213 @@
+//! A `train` section inside the model's graph: its label input, the `params` and
+//! `weights` lists its penalties read, and its loss (or each `step`'s), elaborated in the
+//! model's scope so the loss can name any of the model's values.
+//!
+//! What the section's other settings mean (optimizers, schedule, data, metrics) is read
+//! from the section by [`super::build`]; the built-in losses are [`super::losses`].
+
+use crate::elaborate::value::Value;
+use crate::elaborate::{Elaborator, Env};
+use crate::ir::{BinaryOp, DType, Op, ValueId};
+use crate::source::{Diagnostic, ErrorCode, Span};
+use crate::syntax::ast::{Expr, Ident, TrainDef, TrainItem};
+
+/// A model's `train` section, elaborated into the model's graph.
+#[derive(Clone, Debug)]
+pub struct TrainElab {
+    /// The section as written (settings other than the loss are read by `train::`).
+    pub section: TrainDef,
+    /// The label input's name; None for label-free training (an autoencoder's loss
+    /// compares the model's output with its own input).
+    pub label: Option<String>,
+    /// The scalar loss; with `step`s, the sum of theirs (what logs and `val.loss` show).
+    pub loss: ValueId,
+    /// The section's `step NAME { … }` blocks, in order (none for a one-loss section).
+    pub steps: Vec<StepElab>,
+    /// The model's own outputs (the graph's outputs also hold `loss`).
+    pub model_outputs: Vec<(String, ValueId)>,
+    /// The model's trainable parameters, in creation order (not batch norm's running
+    /// statistics).
+    pub params: Vec<ValueId>,
+}
+
+/// One `step NAME { … }` of a train section: its name, its loss in the model's graph,
+/// and its other settings (read by `train::`).
+#[derive(Clone, Debug)]
+pub struct StepElab {
+    pub name: Ident,
+    pub loss: ValueId,
+    pub items: Vec<TrainItem>,
+    pub span: Span,
+}
+
+impl Elaborator<'_> {
+    /// Binds the label input (if the section declares one) and `params`/`weights`, then
+    /// builds the loss.
+    pub(crate) fn train_section(
+        &mut self,
+        section: &TrainDef,
+        env: &mut Env,
+        outputs: &[(String, ValueId)],
+    ) -> Result<TrainElab, Diagnostic> {
+        let mut label = None;
+        let mut loss_expr = None;
+        let mut step_defs = Vec::new();
+        for item in &section.items {
+            match item {
+                TrainItem::Label { name, ty, span } => {
+                    if label.is_some() {
+                        return Err(Diagnostic::error(
+                            ErrorCode::DuplicateBinding,
+                            "a train section has one `label`",
+                            *span,
+                        ));
+                    }
+                    let tt = self.tensor_type(ty, env)?;
+                    let v = self.graph.add_leaf(
+                        Op::Input {
+                            name: name.name.clone(),
+                        },
+                        tt,
+                        *span,
+                    );
+                    env.bind(name, Value::Tensor(v))?;
+                    label = Some(name.name.clone());
+                }
+                TrainItem::Setting { key, value, span } if key.name == "loss" => {
+                    loss_expr = Some((key, value, *span))
+                }
+                TrainItem::Step { name, items, span } => {
+                    if let Some((_, _, first)) = step_defs
+                        .iter()
+                        .find(|(n, _, _): &&(&Ident, _, Span)| n.name == name.name)
+                    {
+                        return Err(Diagnostic::error(
+                            ErrorCode::DuplicateBinding,
+                            format!("step `{}` is defined twice", name.name),
+                            name.span,
+                        )
+                        .with_label("defined again here")
+                        .with_secondary(*first, "first defined here"));
+                    }
+                    step_defs.push((name, items, *span));
+                }
+                _ => {}
+            }
+        }
+        let params: Vec<ValueId> = self
+            .graph
+            .params()
+            .into_iter()
+            .filter(|(_, p)| !self.non_trainable.contains(*p))
+            .map(|(v, _)| v)
+            .collect();
+        let weights: Vec<Value> = self
+            .graph
+            .params()
+            .into_iter()
+            .filter(|(_, p)| p.ends_with(".weight"))
+            .map(|(v, _)| Value::Tensor(v))
+            .collect();
+        let at = |name: &str| Ident {
+            name: name.to_string(),
+            span: section.model.span,
+        };
+        env.bind(
+            &at("params"),
+            Value::List(params.iter().map(|v| Value::Tensor(*v)).collect()),
+        )?;
+        env.bind(&at("weights"), Value::List(weights))?;
+        let mut steps = Vec::new();
+        for (name, items, span) in step_defs {
+            let mut step_loss = None;
+            for item in items {
+                match item {
+                    TrainItem::Setting { key, value, span } if key.name == "loss" => {
+                        if step_loss.is_some() {
+                            return Err(Diagnostic::error(
+                                ErrorCode::DuplicateBinding,
+                                format!("step `{}` sets `loss` twice", name.name),
+                                *span,
+                            ));
+                        }
+                        step_loss = Some(self.scalar_loss(value, env)?);
+                    }
+                    _ => {}
+                }
+            }
+            let Some(loss) = step_loss else {
+                return Err(Diagnostic::error(
+                    ErrorCode::MissingOutput,
+                    format!("step `{}` has no `loss`", name.name),
+                    name.span,
+                )
+                .with_label("this step")
+                .with_help("every step minimizes its own loss, e.g. `loss = binary_cross_entropy(fake_logit, 1)`"));
+            };
+            steps.push(StepElab {
+                name: name.clone(),
+                loss,
+                items: items.clone(),
+                span,
+            });
+        }
+        let loss = match (loss_expr, steps.is_empty()) {
+            (Some((_, value, _)), true) => self.scalar_loss(value, env)?,
+            (Some((_, _, span)), false) => {
+                return Err(Diagnostic::error(
+                    ErrorCode::Misplaced,
+                    "with `step`s, each step has its own `loss`",
+                    span,
+                )
+                .with_label("a loss for the whole section")
+                .with_help("move it into the step it belongs to"));
+            }
+            (None, true) => {
+                return Err(Diagnostic::error(
+                    ErrorCode::MissingOutput,
+                    "the train section has no `loss`",
+                    section.model.span,
+                )
+                .with_help("e.g. `loss = cross_entropy(logits, y)`"));
+            }
+            (None, false) => {
+                let mut total = steps[0].loss;
+                for step in &steps[1..] {
+                    total = self.op(Op::Binary(BinaryOp::Add), &[total, step.loss], step.span)?;
+                }
+                total
+            }
+        };
+        Ok(TrainElab {
+            section: section.clone(),
+            label,
+            loss,
+            steps,
+            model_outputs: outputs.to_vec(),
+            params,
+        })
+    }
+
+    /// Elaborates a loss expression, which must be a scalar f32[].
+    fn scalar_loss(&mut self, expr: &Expr, env: &mut Env) -> Result<ValueId, Diagnostic> {
+        let loss = self.expr(expr, env)?;
+        let Value::Tensor(loss_v) = loss.value else {
+            return Err(Diagnostic::error(
+                ErrorCode::BadArgument,
+                "the loss must be a tensor",
+                loss.span,
+            ));
+        };
+        let ty = self.graph.ty(loss_v).clone();
+        if ty.shape.rank() != 0 || ty.dtype != DType::F32 {
+            return Err(Diagnostic::error(
+                ErrorCode::ShapeMismatch,
+                format!("the loss must be a scalar f32[], got {ty}"),
+                loss.span,
+            )
+            .with_label(format!("this is {ty}"))
+            .with_help("losses like `cross_entropy` and `mse` already average over the batch"));
+        }
+        Ok(loss_v)
+    }
+}

@@ -1,0 +1,376 @@
+//! Training checkpoints: every tensor the run needs to resume (parameters and optimizer
+//! state) plus its counters, in one safetensors file, written atomically.
+//!
+//! # File format
+//!
+//! A standard safetensors file, loadable by any safetensors reader. Tensors are `F32` or
+//! `I32`, stored under their keys. The header's string metadata holds the scalars:
+//!
+//! | key | value |
+//! |---|---|
+//! | `format` | `strata-checkpoint` |
+//! | `format_version` | [`CHECKPOINT_FORMAT_VERSION`] in decimal |
+//! | `step`, `epoch`, `rng_state` | decimal `u64` |
+//! | `best_metric` | shortest round-trip decimal `f64`; absent for `None` |
+//! | `extra` | JSON text |
+//! | `crc32` | CRC-32 (hex) over every tensor's key, dtype, shape and bytes, in key order |
+//!
+//! safetensors itself checks the header and that the file is exactly as long as the
+//! header says (so truncation is caught); the CRC catches flipped bits in tensor data,
+//! which the format alone cannot.
+//!
+//! # Atomic save
+//!
+//! [`Checkpoint::save_atomic`] writes a temporary file in the target's directory, fsyncs
+//! it, renames it over the target and fsyncs the directory: after a crash at any point
+//! the target is either the old checkpoint or the new one, never a mix, and no
+//! temporary file is left behind by a failed save.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use strata_kernels::ir::ScalarType;
+
+use super::error::{CheckpointError, ShapeMismatch};
+use strata_artifact::tensor::{HostTensor, TensorData};
+
+/// The checkpoint format this runtime writes and reads.
+pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
+
+const FORMAT_NAME: &str = "strata-checkpoint";
+
+/// The state of a training run at the end of a step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    /// Parameters and optimizer state, by key (distinct keys). [`Checkpoint::load`]
+    /// returns them in key order.
+    pub weights: Vec<(String, HostTensor)>,
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// Epochs completed.
+    pub epoch: u64,
+    /// The driver's random state (e.g. the Philox counter or derived seed to resume
+    /// with).
+    pub rng_state: u64,
+    /// The best validation metric so far, for early stopping and best-model tracking.
+    pub best_metric: Option<f64>,
+    /// Anything else the driver wants back on resume (config, normalizer, patience).
+    pub extra: serde_json::Value,
+}
+
+impl Checkpoint {
+    /// The tensor stored under `key`.
+    pub fn tensor(&self, key: &str) -> Option<&HostTensor> {
+        self.weights.iter().find(|(k, _)| k == key).map(|(_, t)| t)
+    }
+
+    /// The checkpoint as safetensors bytes (see the module docs).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, CheckpointError> {
+        let mut seen = BTreeSet::new();
+        for (key, tensor) in &self.weights {
+            if !seen.insert(key.as_str()) {
+                return Err(CheckpointError::DuplicateKey { key: key.clone() });
+            }
+            tensor
+                .check_len()
+                .map_err(|source| CheckpointError::Tensor {
+                    key: key.clone(),
+                    source,
+                })?;
+        }
+        let owned: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)> = self
+            .weights
+            .iter()
+            .map(|(key, tensor)| {
+                let bytes: Vec<u8> = match &tensor.data {
+                    TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    TensorData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                };
+                let shape = tensor.shape.iter().map(|&d| d as usize).collect();
+                (
+                    key.as_str(),
+                    safetensors_dtype(tensor.dtype()),
+                    shape,
+                    bytes,
+                )
+            })
+            .collect();
+        let mut views = Vec::with_capacity(owned.len());
+        for (key, dtype, shape, bytes) in &owned {
+            let view = TensorView::new(*dtype, shape.clone(), bytes)
+                .map_err(|e| CheckpointError::Encode(e.to_string()))?;
+            views.push((*key, view));
+        }
+
+        let mut metadata = HashMap::new();
+        metadata.insert("format".to_string(), FORMAT_NAME.to_string());
+        metadata.insert(
+            "format_version".to_string(),
+            CHECKPOINT_FORMAT_VERSION.to_string(),
+        );
+        metadata.insert("step".to_string(), self.step.to_string());
+        metadata.insert("epoch".to_string(), self.epoch.to_string());
+        metadata.insert("rng_state".to_string(), self.rng_state.to_string());
+        if let Some(best) = self.best_metric {
+            metadata.insert("best_metric".to_string(), best.to_string());
+        }
+        metadata.insert("extra".to_string(), self.extra.to_string());
+        let mut in_key_order: Vec<_> = owned.iter().collect();
+        in_key_order.sort_by_key(|(key, ..)| *key);
+        let checksum = checksum(
+            in_key_order
+                .into_iter()
+                .map(|(k, d, s, b)| (*k, *d, s.as_slice(), b.as_slice())),
+        );
+        metadata.insert("crc32".to_string(), format!("{checksum:08x}"));
+        safetensors::serialize(views, Some(metadata))
+            .map_err(|e| CheckpointError::Encode(e.to_string()))
+    }
+
+    /// Reads a checkpoint from safetensors bytes; `origin` names it in errors.
+    pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Checkpoint, CheckpointError> {
+        let corrupt = |message: String| CheckpointError::Corrupt {
+            path: origin.to_path_buf(),
+            message,
+        };
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| {
+            corrupt(format!(
+                "not a complete safetensors file ({e}); it may be truncated"
+            ))
+        })?;
+        let file = SafeTensors::deserialize(bytes).map_err(|e| corrupt(e.to_string()))?;
+        let empty = HashMap::new();
+        let metadata = header.metadata().as_ref().unwrap_or(&empty);
+        let get = |key: &'static str| metadata.get(key).map(String::as_str);
+
+        if get("format") != Some(FORMAT_NAME) {
+            return Err(CheckpointError::NotACheckpoint {
+                path: origin.to_path_buf(),
+                key: "format",
+            });
+        }
+        let version = get("format_version").unwrap_or("(none)");
+        if version != CHECKPOINT_FORMAT_VERSION.to_string() {
+            return Err(CheckpointError::UnsupportedVersion {
+                path: origin.to_path_buf(),
+                found: version.to_string(),
+                supported: CHECKPOINT_FORMAT_VERSION,
+            });
+        }
+        let bad = |key: &str, message: String| CheckpointError::BadMetadata {
+            path: origin.to_path_buf(),
+            key: key.to_string(),
+            message,
+        };
+        let int = |key: &'static str| -> Result<u64, CheckpointError> {
+            let text = get(key).ok_or_else(|| bad(key, "missing".into()))?;
+            text.parse()
+                .map_err(|_| bad(key, format!("`{text}` is not an unsigned integer")))
+        };
+        let step = int("step")?;
+        let epoch = int("epoch")?;
+        let rng_state = int("rng_state")?;
+        let best_metric = match get("best_metric") {
+            None => None,
+            Some(text) => Some(
+                text.parse::<f64>()
+                    .map_err(|_| bad("best_metric", format!("`{text}` is not a number")))?,
+            ),
+        };
+        let extra = match get("extra") {
+            None => serde_json::Value::Null,
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| bad("extra", format!("not valid JSON: {e}")))?,
+        };
+        let stored_crc = get("crc32").ok_or_else(|| bad("crc32", "missing".into()))?;
+        let stored_crc = u32::from_str_radix(stored_crc, 16)
+            .map_err(|_| bad("crc32", format!("`{stored_crc}` is not hexadecimal")))?;
+
+        let mut names = file.names();
+        names.sort_unstable();
+        let mut views = Vec::with_capacity(names.len());
+        for name in names {
+            let view = file.tensor(name).map_err(|e| corrupt(e.to_string()))?;
+            if !matches!(view.dtype(), Dtype::F32 | Dtype::I32) {
+                return Err(corrupt(format!(
+                    "tensor `{name}` has dtype {:?}; checkpoints hold F32 and I32",
+                    view.dtype()
+                )));
+            }
+            views.push((name, view));
+        }
+        let computed = checksum(
+            views
+                .iter()
+                .map(|(name, view)| (*name, view.dtype(), view.shape(), view.data())),
+        );
+        if computed != stored_crc {
+            return Err(corrupt(format!(
+                "checksum {computed:08x} does not match the stored {stored_crc:08x}: \
+                 tensor data is damaged"
+            )));
+        }
+        let weights = views
+            .into_iter()
+            .map(|(name, view)| (name.to_string(), host_tensor(&view)))
+            .collect();
+        Ok(Checkpoint {
+            weights,
+            step,
+            epoch,
+            rng_state,
+            best_metric,
+            extra,
+        })
+    }
+
+    /// Reads and validates a checkpoint file.
+    pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
+        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Checkpoint::from_bytes(&bytes, path)
+    }
+
+    /// Writes the checkpoint to `path` atomically (see the module docs).
+    pub fn save_atomic(&self, path: &Path) -> Result<(), CheckpointError> {
+        let bytes = self.to_bytes()?;
+        let io = |source: std::io::Error| CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| {
+                io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "a checkpoint path must name a file",
+                ))
+            })?;
+        // Dropping `temp` on any error below removes the temporary file.
+        let mut temp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(io)?;
+        temp.write_all(&bytes).map_err(io)?;
+        temp.as_file().sync_all().map_err(io)?;
+        temp.persist(path).map_err(|e| io(e.error))?;
+        sync_directory(dir).map_err(io)
+    }
+
+    /// Checks the checkpoint's tensors against the `(key, shape)` pairs a model expects;
+    /// the error lists every missing key, unexpected key and shape mismatch at once.
+    pub fn check_against<K, S>(
+        &self,
+        expected: impl IntoIterator<Item = (K, S)>,
+    ) -> Result<(), CheckpointError>
+    where
+        K: AsRef<str>,
+        S: AsRef<[u64]>,
+    {
+        let expected: BTreeMap<String, Vec<u64>> = expected
+            .into_iter()
+            .map(|(k, s)| (k.as_ref().to_string(), s.as_ref().to_vec()))
+            .collect();
+        let present: BTreeMap<&str, &HostTensor> =
+            self.weights.iter().map(|(k, t)| (k.as_str(), t)).collect();
+        let missing: Vec<String> = expected
+            .keys()
+            .filter(|k| !present.contains_key(k.as_str()))
+            .cloned()
+            .collect();
+        let unexpected: Vec<String> = present
+            .keys()
+            .filter(|k| !expected.contains_key(**k))
+            .map(|k| k.to_string())
+            .collect();
+        let shapes: Vec<ShapeMismatch> = expected
+            .iter()
+            .filter_map(|(key, shape)| {
+                let found = &present.get(key.as_str())?.shape;
+                (found != shape).then(|| ShapeMismatch {
+                    key: key.clone(),
+                    expected: shape.clone(),
+                    found: found.clone(),
+                })
+            })
+            .collect();
+        if missing.is_empty() && unexpected.is_empty() && shapes.is_empty() {
+            Ok(())
+        } else {
+            Err(CheckpointError::Mismatch {
+                missing,
+                unexpected,
+                shapes,
+            })
+        }
+    }
+
+    /// The tensors alone as a safetensors file, for [`strata_runtime::Session::load_weights`]
+    /// when the checkpoint holds exactly the model's persistent buffers.
+    pub fn weights_safetensors(&self) -> Result<Vec<u8>, CheckpointError> {
+        strata_artifact::weights::encode_weights(self.weights.iter().map(|(k, t)| (k.as_str(), t)))
+            .map_err(|e| CheckpointError::Encode(e.to_string()))
+    }
+}
+
+fn safetensors_dtype(dtype: ScalarType) -> Dtype {
+    match dtype {
+        ScalarType::F32 => Dtype::F32,
+        ScalarType::I32 => Dtype::I32,
+    }
+}
+
+/// CRC-32 over `(key, dtype, shape, bytes)` of every tensor, in the order given.
+fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    for (key, dtype, shape, bytes) in tensors {
+        hasher.update(&(key.len() as u64).to_le_bytes());
+        hasher.update(key.as_bytes());
+        hasher.update(format!("{dtype:?}").as_bytes());
+        hasher.update(&(shape.len() as u64).to_le_bytes());
+        for &d in shape {
+            hasher.update(&(d as u64).to_le_bytes());
+        }
+        hasher.update(&(bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    }
+    hasher.finalize()
+}
+
+/// Copies a tensor view (F32 or I32, already checked) into a host tensor.
+fn host_tensor(view: &TensorView<'_>) -> HostTensor {
+    let shape = view.shape().iter().map(|&d| d as u64).collect();
+    let words = view
+        .data()
+        .chunks_exact(4)
+        .filter_map(|c| c.first_chunk::<4>().copied());
+    let data = match view.dtype() {
+        Dtype::I32 => TensorData::I32(words.map(i32::from_le_bytes).collect()),
+        _ => TensorData::F32(words.map(f32::from_le_bytes).collect()),
+    };
+    HostTensor { shape, data }
+}
+
+/// Makes a rename in `dir` durable (a no-op where directories cannot be opened).
+fn sync_directory(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}

@@ -1,0 +1,352 @@
+//! Evaluating a model on a split: the `eval` entry run batch by batch, the loss averaged
+//! over samples, and the metrics computed from the concatenated predictions.
+
+use std::fmt;
+
+use super::TrainError;
+use super::data::{EVAL_ENTRY, Ports, load_splits};
+use crate::metrics::{ClassificationReport, RegressionReport, argmax_rows};
+use crate::{Dataset, Labels};
+use strata_artifact::Metric;
+use strata_artifact::train_config::{Task, TrainConfig};
+use strata_runtime::session::Session;
+
+/// Which samples [`evaluate`] scores (`--split test|val|all` on the command line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvalSplit {
+    /// The held-out test split (what training never saw).
+    Test,
+    /// The validation split (what early stopping watched).
+    Val,
+    /// Every sample of the data.
+    All,
+}
+
+impl fmt::Display for EvalSplit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EvalSplit::Test => "test",
+            EvalSplit::Val => "validation",
+            EvalSplit::All => "all",
+        })
+    }
+}
+
+/// The metrics of one evaluation, by task.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Metrics {
+    Classification(ClassificationReport),
+    /// Regression against the labels, or (label-free) a reconstruction against the
+    /// features.
+    Regression(RegressionReport),
+    /// Sequence labels: the classification metrics over every position, and the
+    /// fraction of samples whose every position is right.
+    Sequences {
+        positions: ClassificationReport,
+        sequence_accuracy: f64,
+    },
+    /// Label-free training of a model whose prediction is no reconstruction: the loss
+    /// is the only score.
+    LossOnly,
+}
+
+impl Metrics {
+    /// A metric's value; None if the task has no such metric or it is undefined (AUC of
+    /// a split with one class). For sequences, the classification metrics count
+    /// positions; for single labels, `sequence_accuracy` is the accuracy (a sequence of
+    /// one).
+    pub fn value(&self, metric: Metric) -> Option<f64> {
+        match (self, metric) {
+            (Metrics::Classification(r), Metric::SequenceAccuracy) => Some(r.accuracy),
+            (Metrics::Classification(r), m) => classification_value(r, m),
+            (
+                Metrics::Sequences {
+                    sequence_accuracy, ..
+                },
+                Metric::SequenceAccuracy,
+            ) => Some(*sequence_accuracy),
+            (Metrics::Sequences { positions, .. }, m) => classification_value(positions, m),
+            (Metrics::Regression(r), Metric::Mae) => Some(r.mae),
+            (Metrics::Regression(r), Metric::Mse) => Some(r.mse),
+            (Metrics::Regression(_) | Metrics::LossOnly, _) => None,
+        }
+    }
+
+    /// Every metric the report has, in the order it prints them.
+    pub fn names(&self) -> &'static [Metric] {
+        use Metric::*;
+        match self {
+            Metrics::Classification(_) => &[Accuracy, Precision, Recall, F1, Auc],
+            Metrics::Regression(_) => &[Mae, Mse],
+            Metrics::Sequences { .. } => &[Accuracy, SequenceAccuracy, Precision, Recall, F1, Auc],
+            Metrics::LossOnly => &[],
+        }
+    }
+}
+
+fn classification_value(r: &ClassificationReport, metric: Metric) -> Option<f64> {
+    match metric {
+        Metric::Accuracy => Some(r.accuracy),
+        Metric::Precision => Some(r.macro_precision),
+        Metric::Recall => Some(r.macro_recall),
+        Metric::F1 => Some(r.macro_f1),
+        Metric::Auc => r.auc_roc,
+        Metric::SequenceAccuracy | Metric::Mae | Metric::Mse => None,
+    }
+}
+
+/// The result of evaluating a model on a split.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalReport {
+    pub split: EvalSplit,
+    pub samples: usize,
+    /// The loss averaged over samples (each batch's mean loss weighted by its size);
+    /// with several steps, the sum of theirs.
+    pub loss: f64,
+    /// With several steps: each step's loss, averaged the same way, by step name.
+    pub step_losses: Vec<(String, f64)>,
+    pub metrics: Metrics,
+    /// The metrics the train section asks for, in its order (every metric of the task
+    /// when it names none).
+    pub selected: Vec<Metric>,
+    /// Class names, where the data has them (for the confusion matrix).
+    pub class_names: Vec<String>,
+}
+
+impl EvalReport {
+    /// The selected metrics' values (NaN where undefined).
+    pub fn scalars(&self) -> Vec<(Metric, f64)> {
+        self.selected
+            .iter()
+            .map(|&m| (m, self.metrics.value(m).unwrap_or(f64::NAN)))
+            .collect()
+    }
+}
+
+impl fmt::Display for EvalReport {
+    /// Loss, every metric of the task, and for classification the confusion matrix.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} split: {} samples", self.split, self.samples)?;
+        writeln!(f, "  {:<10} {:.4}", "loss", self.loss)?;
+        for (name, loss) in &self.step_losses {
+            writeln!(f, "  {:<10} {loss:.4}", format!("{name} loss"))?;
+        }
+        for &name in self.metrics.names() {
+            match self.metrics.value(name) {
+                Some(v) => writeln!(f, "  {name:<10} {v:.4}")?,
+                None => writeln!(f, "  {name:<10} undefined")?,
+            }
+        }
+        match &self.metrics {
+            Metrics::Classification(report)
+            | Metrics::Sequences {
+                positions: report, ..
+            } => write_confusion(f, report, &self.class_names)?,
+            Metrics::Regression(_) | Metrics::LossOnly => {}
+        }
+        Ok(())
+    }
+}
+
+/// The confusion matrix, rows the true classes and columns the predicted ones.
+fn write_confusion(
+    f: &mut fmt::Formatter<'_>,
+    report: &ClassificationReport,
+    names: &[String],
+) -> fmt::Result {
+    let matrix = &report.confusion;
+    let label = |c: usize| names.get(c).cloned().unwrap_or_else(|| c.to_string());
+    let label_width = (0..matrix.classes)
+        .map(|c| label(c).len())
+        .max()
+        .unwrap_or(1)
+        .max(4);
+    let cell = matrix
+        .counts
+        .iter()
+        .map(|n| n.to_string().len())
+        .max()
+        .unwrap_or(1)
+        .max(3);
+    writeln!(f, "confusion matrix (rows: true class, columns: predicted)")?;
+    write!(f, "  {:>label_width$}", "")?;
+    for c in 0..matrix.classes {
+        // Column heads are indices: names are too wide for a grid.
+        write!(f, " {:>cell$}", c)?;
+    }
+    writeln!(f)?;
+    for t in 0..matrix.classes {
+        write!(f, "  {:>label_width$}", label(t))?;
+        for p in 0..matrix.classes {
+            write!(f, " {:>cell$}", matrix.get(t, p))?;
+        }
+        writeln!(f)?;
+    }
+    Ok(())
+}
+
+/// The `eval` entry over a dataset, in order.
+pub(super) struct EvalPass {
+    pub loss: f64,
+    /// Each step's loss, in [`Ports::step_losses`]' order.
+    pub step_losses: Vec<f64>,
+    /// The prediction output of every sample, concatenated.
+    pub predictions: Vec<f32>,
+}
+
+/// Runs `eval` over `data` in batches of `batch`.
+pub(super) fn eval_pass(
+    session: &mut Session,
+    ports: &Ports,
+    data: &Dataset,
+    batch: usize,
+) -> Result<EvalPass, TrainError> {
+    let mut loss_sum = 0.0;
+    let mut step_sums = vec![0.0; ports.step_losses.len()];
+    let mut predictions = Vec::with_capacity(data.len * ports.prediction_width);
+    let scalar_of = |v: &[f32]| f64::from(v.first().copied().unwrap_or(f32::NAN));
+    for b in data.batches(batch, None)? {
+        let len = b.len as f64;
+        let outputs = session
+            .run(EVAL_ENTRY, &ports.inputs(b)?)
+            .map_err(|source| TrainError::Run {
+                entry: EVAL_ENTRY.to_string(),
+                source,
+            })?;
+        let (loss, prediction) = (find(&outputs, "loss")?, find(&outputs, &ports.prediction)?);
+        loss_sum += scalar_of(loss) * len;
+        for (sum, (_, output)) in step_sums.iter_mut().zip(&ports.step_losses) {
+            *sum += scalar_of(find(&outputs, output)?) * len;
+        }
+        predictions.extend_from_slice(prediction);
+    }
+    let samples = data.len.max(1) as f64;
+    Ok(EvalPass {
+        loss: loss_sum / samples,
+        step_losses: step_sums.into_iter().map(|s| s / samples).collect(),
+        predictions,
+    })
+}
+
+fn find<'o>(
+    outputs: &'o [(String, strata_artifact::HostTensor)],
+    name: &str,
+) -> Result<&'o [f32], TrainError> {
+    outputs
+        .iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, t)| t.as_f32())
+        .ok_or_else(|| TrainError::Model(format!("`{EVAL_ENTRY}` returned no f32 output `{name}`")))
+}
+
+/// Evaluates the session's current weights on `data`: loss and metrics.
+pub(super) fn score(
+    session: &mut Session,
+    ports: &Ports,
+    config: &TrainConfig,
+    data: &Dataset,
+    split: EvalSplit,
+    class_names: &[String],
+) -> Result<EvalReport, TrainError> {
+    let pass = eval_pass(session, ports, data, config.batch.max(1) as usize)?;
+    let metrics = match (&config.task, &data.labels) {
+        (
+            Task::Unlabelled {
+                reconstruction: true,
+            },
+            _,
+        ) => Metrics::Regression(RegressionReport::new(&pass.predictions, &data.features)?),
+        (Task::Unlabelled { .. }, _) => Metrics::LossOnly,
+        (_, Labels::Classes { values, .. }) => Metrics::Classification(
+            ClassificationReport::from_logits(&pass.predictions, ports.prediction_width, values)?,
+        ),
+        (_, Labels::Targets { values, .. }) => {
+            Metrics::Regression(RegressionReport::new(&pass.predictions, values)?)
+        }
+        (_, Labels::Sequences { values, length, .. }) => {
+            let classes = ports.prediction_width / (*length).max(1);
+            if classes * length != ports.prediction_width {
+                return Err(TrainError::Model(format!(
+                    "the prediction `{}` has {} values per sample, not a score per class for each of {length} positions",
+                    ports.prediction, ports.prediction_width
+                )));
+            }
+            let positions = ClassificationReport::from_logits(&pass.predictions, classes, values)?;
+            let predicted = argmax_rows(&pass.predictions, classes)?;
+            let exact = predicted
+                .chunks_exact(*length)
+                .zip(values.chunks_exact(*length))
+                .filter(|(p, t)| p == t)
+                .count();
+            Metrics::Sequences {
+                positions,
+                sequence_accuracy: exact as f64 / data.len.max(1) as f64,
+            }
+        }
+    };
+    let selected = if config.metrics.is_empty() {
+        metrics.names().to_vec()
+    } else {
+        config.metrics.clone()
+    };
+    Ok(EvalReport {
+        split,
+        samples: data.len,
+        loss: pass.loss,
+        step_losses: ports
+            .step_losses
+            .iter()
+            .map(|(name, _)| name.clone())
+            .zip(pass.step_losses)
+            .collect(),
+        metrics,
+        selected,
+        class_names: class_names.to_vec(),
+    })
+}
+
+/// Evaluates the session's current weights on a split of `data` (default: the train
+/// section's data). The split and the normalization are recomputed exactly as training
+/// did them (same fractions, same seed, statistics of the train split), so `Test` scores
+/// the samples training held out.
+pub fn evaluate(
+    session: &mut Session,
+    config: &TrainConfig,
+    data: Option<&str>,
+    split: EvalSplit,
+) -> Result<EvalReport, TrainError> {
+    let ports = Ports::of(session.manifest(), config, false)?;
+    let splits = load_splits(data.unwrap_or(&config.data), config, &ports)?;
+    let chosen = match split {
+        EvalSplit::Test => splits.test,
+        EvalSplit::Val => splits.val,
+        EvalSplit::All => {
+            // The three splits hold every sample once; their order does not matter.
+            let mut all = splits.train;
+            for part in [splits.val, splits.test] {
+                all.features.extend_from_slice(&part.features);
+                match (&mut all.labels, part.labels) {
+                    (Labels::Classes { values, .. }, Labels::Classes { values: more, .. }) => {
+                        values.extend(more)
+                    }
+                    (Labels::Targets { values, .. }, Labels::Targets { values: more, .. }) => {
+                        values.extend(more)
+                    }
+                    (Labels::Sequences { values, .. }, Labels::Sequences { values: more, .. }) => {
+                        values.extend(more)
+                    }
+                    _ => return Err(TrainError::Model("splits disagree on their labels".into())),
+                }
+                all.len += part.len;
+            }
+            all
+        }
+    };
+    if chosen.is_empty() {
+        return Err(TrainError::Config(format!(
+            "the {split} split of `{}` is empty (split {:?})",
+            splits.spec, config.split
+        )));
+    }
+    score(session, &ports, config, &chosen, split, &splits.class_names)
+}

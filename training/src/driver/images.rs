@@ -1,0 +1,89 @@
+//! The image grid a train section's `images = grid(…)` asks for, written after
+//! training: the first samples of the test split (the validation split, then the train
+//! split, if it is empty), normalized as training saw them, run through `infer`; the
+//! named features input and outputs drawn by [`render_grid`] and saved atomically (like
+//! the checkpoints) in the run directory.
+
+use std::path::{Path, PathBuf};
+
+use super::TrainError;
+use super::data::{Splits, scalar};
+use super::state::write_atomic;
+use crate::image_grid::render_grid;
+use strata_artifact::tensor::HostTensor;
+use strata_artifact::train_config::{ImageGrid, TrainConfig};
+use strata_runtime::session::Session;
+
+/// The entry the grid's outputs come from.
+const INFER_ENTRY: &str = "infer";
+
+/// Draws `grid` with the session's weights and writes it to `dir/<grid.file>`; returns
+/// the path. `step` feeds an `infer` entry that draws random numbers (a generator's
+/// noise): the same run gives the same picture.
+pub(super) fn write_image_grid(
+    session: &mut Session,
+    config: &TrainConfig,
+    grid: &ImageGrid,
+    data: &Splits,
+    step: u64,
+    dir: &Path,
+) -> Result<PathBuf, TrainError> {
+    let split = [&data.test, &data.val, &data.train]
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .ok_or_else(|| TrainError::Config("the image grid has no samples to draw".into()))?;
+    let samples = (grid.samples as usize).min(split.len);
+    let indices: Vec<usize> = (0..samples).collect();
+    let chosen = split.subset(&indices)?;
+    let mut shape = vec![samples as u64];
+    shape.extend_from_slice(&chosen.feature_shape);
+    let features = HostTensor::f32(shape, chosen.features.clone())
+        .map_err(|e| TrainError::Config(format!("image grid: {e}")))?;
+    let entry = session
+        .manifest()
+        .entries
+        .iter()
+        .find(|e| e.name == INFER_ENTRY)
+        .ok_or_else(|| TrainError::Model(format!("the artifact has no `{INFER_ENTRY}` entry")))?;
+    let mut inputs = Vec::new();
+    for port in &entry.inputs {
+        if port.name == config.features_input {
+            inputs.push((port.name.clone(), features.clone()));
+        } else if port.name == "step" {
+            inputs.push((port.name.clone(), scalar(step as f32)));
+        } else {
+            return Err(TrainError::Model(format!(
+                "the image grid cannot feed `{INFER_ENTRY}`'s input `{}`",
+                port.name
+            )));
+        }
+    }
+    let inputs: Vec<(&str, HostTensor)> = inputs
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.clone()))
+        .collect();
+    let outputs = session
+        .run(INFER_ENTRY, &inputs)
+        .map_err(|source| TrainError::Run {
+            entry: INFER_ENTRY.to_string(),
+            source,
+        })?;
+    let mut values = Vec::with_capacity(grid.tensors.len());
+    for name in &grid.tensors {
+        let tensor = if *name == config.features_input {
+            Some(&features)
+        } else {
+            outputs.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+        };
+        let data = tensor.and_then(HostTensor::as_f32).ok_or_else(|| {
+            TrainError::Model(format!(
+                "the image grid draws `{name}`, which `{INFER_ENTRY}` does not give as f32"
+            ))
+        })?;
+        values.push(data.to_vec());
+    }
+    let png = render_grid(grid, &values, samples)?.to_png()?;
+    let path = dir.join(&grid.file);
+    write_atomic(&path, &png)?;
+    Ok(path)
+}

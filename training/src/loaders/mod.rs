@@ -1,0 +1,170 @@
+//! Loading datasets from files: CSV, NPY, IDX (the MNIST format) and safetensors, and
+//! the command-line [`DataSource`] spec that picks one.
+//!
+//! Every loader reads the whole file, checks it against its format before trusting any
+//! count in it (so a hostile header cannot make it allocate or loop without bound), and
+//! answers a [`DataError`] naming the file and the line, column or byte offset of the
+//! first problem: never a panic, never a silently truncated dataset. A file that starts
+//! with the gzip magic is decompressed first, so `train-images-idx3-ubyte.gz` and
+//! `data.csv.gz` load as they are.
+//!
+//! Labels follow the data's own types: integer labels (in a CSV, every label a whole
+//! number in `0..65536`; in NPY, IDX and safetensors, an integer dtype) are class
+//! indices, `classes` being the largest plus one; anything else is a regression target.
+//!
+//! - [`csv_file`]: delimited text, with a header or not, and [`CsvOptions`].
+//! - [`idx_file`]: the IDX format of MNIST.
+//! - [`safetensors_file`]: tensors `features` and `labels` in a safetensors file.
+//! - [`source`]: [`DataSource`], the command-line spec.
+//! - here: gzip detection, NPY pairs, and turning tensors into a [`Dataset`].
+
+pub mod csv_file;
+pub mod idx_file;
+pub mod safetensors_file;
+pub mod source;
+
+use std::io::Read;
+use std::path::Path;
+
+pub use csv_file::{CsvOptions, HeaderMode, MAX_AUTO_CLASSES, Task, load_csv, parse_csv};
+pub(crate) use csv_file::{dataset_from_table, read_csv_table};
+pub use idx_file::{load_idx, parse_idx};
+pub use safetensors_file::{load_safetensors, parse_safetensors};
+pub use source::DataSource;
+
+use super::dataset::{Dataset, Labels};
+use super::error::{DataError, Location};
+use strata_artifact::tensor::{HostTensor, TensorData, element_count};
+
+/// Reads a file, decompressing it if it starts with the gzip magic.
+pub fn read_data_file(path: &Path) -> Result<Vec<u8>, DataError> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    maybe_gunzip(bytes, &path.display().to_string())
+}
+
+/// `bytes` decompressed if they start with the gzip magic, else unchanged.
+pub(crate) fn maybe_gunzip(bytes: Vec<u8>, file: &str) -> Result<Vec<u8>, DataError> {
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(bytes);
+    }
+    let mut out = Vec::new();
+    // MultiGzDecoder: a .gz may hold several members (concatenated gzip files).
+    flate2::read::MultiGzDecoder::new(bytes.as_slice())
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            DataError::malformed(
+                file,
+                Location::File,
+                format!("the gzip stream is corrupt or truncated: {e}"),
+            )
+        })?;
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Tensors (NPY, IDX, safetensors) to datasets
+
+/// Features from a tensor shaped `[n, ...sample]` (`[n]`: one feature per sample).
+fn features_from_tensor(
+    tensor: HostTensor,
+    file: &str,
+) -> Result<(Vec<f32>, Vec<u64>, usize), DataError> {
+    let Some((&n, rest)) = tensor.shape.split_first() else {
+        return Err(DataError::malformed(
+            file,
+            Location::File,
+            "features must have a sample dimension, found a scalar",
+        ));
+    };
+    let sample: Vec<u64> = if rest.is_empty() {
+        vec![1]
+    } else {
+        rest.to_vec()
+    };
+    if n == 0 || element_count(&sample) == Some(0) {
+        return Err(DataError::malformed(
+            file,
+            Location::File,
+            format!(
+                "features of shape {} hold no values",
+                strata_artifact::error::shape_text(&tensor.shape)
+            ),
+        ));
+    }
+    let values = match tensor.data {
+        TensorData::F32(v) => v,
+        TensorData::I32(v) => v.into_iter().map(|x| x as f32).collect(),
+    };
+    Ok((values, sample, n as usize))
+}
+
+/// Labels from a tensor: integers `[n]` (or `[n, 1]`) are class indices, floats `[n]` or
+/// `[n, width]` are targets.
+fn labels_from_tensor(tensor: HostTensor, n: usize, file: &str) -> Result<Labels, DataError> {
+    let shape_error = || {
+        DataError::malformed(
+            file,
+            Location::File,
+            format!(
+                "labels of shape {} do not fit {n} samples (expected [{n}] or [{n}, width])",
+                strata_artifact::error::shape_text(&tensor.shape)
+            ),
+        )
+    };
+    let width = match tensor.shape.as_slice() {
+        [m] if *m == n as u64 => 1,
+        [m, w] if *m == n as u64 && *w > 0 => *w as usize,
+        _ => return Err(shape_error()),
+    };
+    match tensor.data {
+        TensorData::I32(ref values) => {
+            if width != 1 {
+                return Err(shape_error());
+            }
+            if let Some(i) = values.iter().position(|&v| v < 0) {
+                return Err(DataError::malformed(
+                    file,
+                    Location::File,
+                    format!(
+                        "label {i} is {}: class labels must be non-negative",
+                        values[i]
+                    ),
+                ));
+            }
+            let classes = values.iter().max().map_or(0, |&m| m as usize + 1);
+            Ok(Labels::Classes {
+                values: values.clone(),
+                classes,
+            })
+        }
+        TensorData::F32(values) => Ok(Labels::Targets { values, width }),
+    }
+}
+
+pub(crate) fn dataset_from_tensors(
+    features: HostTensor,
+    features_file: &str,
+    labels: HostTensor,
+    labels_file: &str,
+) -> Result<Dataset, DataError> {
+    let (values, sample, n) = features_from_tensor(features, features_file)?;
+    let labels = labels_from_tensor(labels, n, labels_file)?;
+    Dataset::new(values, sample, labels)
+}
+
+/// Loads features and labels from two `.npy` files (gzipped or not).
+pub fn load_npy(features: &Path, labels: &Path) -> Result<Dataset, DataError> {
+    let read = |path: &Path| -> Result<HostTensor, DataError> {
+        let bytes = read_data_file(path)?;
+        Ok(strata_artifact::npy::read_npy_bytes(&bytes, path)?)
+    };
+    dataset_from_tensors(
+        read(features)?,
+        &features.display().to_string(),
+        read(labels)?,
+        &labels.display().to_string(),
+    )
+}

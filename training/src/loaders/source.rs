@@ -1,0 +1,376 @@
+//! [`DataSource`]: where a dataset comes from, as written on the command line.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use super::{CsvOptions, HeaderMode, Task, load_csv, load_idx, load_npy, load_safetensors};
+use crate::builtin::{BUILTIN_DATASETS, builtin, builtin_series};
+use crate::dataset::Dataset;
+use crate::error::DataError;
+use crate::generated::{AddingTask, ReverseTask};
+
+/// Where a dataset comes from, as written on the command line:
+///
+/// ```text
+/// digits                      a built-in dataset (see BUILTIN_DATASETS)
+/// sunspots,window=16          a built-in series, windowed
+/// csv:PATH[,label=-1][,header|,no_header][,drop_missing]
+///         [,classification|,regression][,delimiter=;|tab|space]
+/// npy:FEATURES.npy,LABELS.npy
+/// idx:IMAGES,LABELS           MNIST-format files, gzipped or not
+/// safetensors:PATH            tensors `features` and `labels`
+/// reverse[:length=10][,samples=10000][,seed=0]
+///                             generated: reverse a sequence of digits
+/// adding[:length=100][,samples=10000][,seed=0]
+///                             generated: the adding problem
+/// ```
+///
+/// Paths cannot contain commas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataSource {
+    Builtin {
+        name: String,
+        window: Option<usize>,
+    },
+    Csv {
+        path: PathBuf,
+        options: CsvOptions,
+    },
+    Npy {
+        features: PathBuf,
+        labels: PathBuf,
+    },
+    Idx {
+        images: PathBuf,
+        labels: PathBuf,
+    },
+    Safetensors {
+        path: PathBuf,
+    },
+    /// A generated sequence-to-sequence task (see [`crate::generated`]).
+    Reverse(ReverseTask),
+    /// The adding problem (see [`crate::generated::adding`]).
+    Adding(AddingTask),
+}
+
+impl DataSource {
+    /// Parses a command-line spec (see the type's docs).
+    pub fn parse(spec: &str) -> Result<DataSource, DataError> {
+        let bad = |message: String| DataError::BadSpec {
+            spec: spec.to_string(),
+            message,
+        };
+        let (kind, rest) = match spec.split_once(':') {
+            Some((kind, rest)) => (kind, rest),
+            None if spec.trim() == "reverse" => return Ok(DataSource::Reverse(Default::default())),
+            None if spec.trim() == "adding" => return Ok(DataSource::Adding(Default::default())),
+            None => ("builtin", spec),
+        };
+        if kind == "reverse" {
+            return parse_reverse(rest).map(DataSource::Reverse).map_err(bad);
+        }
+        if kind == "adding" {
+            return AddingTask::parse(rest).map(DataSource::Adding).map_err(bad);
+        }
+        let mut parts = rest.split(',').map(str::trim);
+        let first = parts.next().unwrap_or_default();
+        if first.is_empty() {
+            return Err(bad(format!("`{kind}:` needs a path or name after it")));
+        }
+        let options: Vec<&str> = parts.collect();
+        let pair = |what: &str| -> Result<(PathBuf, PathBuf), DataError> {
+            match options.as_slice() {
+                [second] if !second.is_empty() => Ok((PathBuf::from(first), PathBuf::from(second))),
+                _ => Err(bad(format!(
+                    "expected `{kind}:{what}` (two comma-separated paths)"
+                ))),
+            }
+        };
+        match kind {
+            "builtin" => {
+                if !BUILTIN_DATASETS.contains(&first) {
+                    return Err(DataError::UnknownBuiltin {
+                        name: first.to_string(),
+                        available: BUILTIN_DATASETS.iter().map(|s| s.to_string()).collect(),
+                    });
+                }
+                let mut window = None;
+                for option in options {
+                    match option.split_once('=') {
+                        Some(("window", w)) => {
+                            let w = w.parse().map_err(|_| {
+                                bad(format!("window `{w}` is not a positive integer"))
+                            })?;
+                            window = Some(w);
+                        }
+                        _ => {
+                            return Err(bad(format!(
+                                "unknown option `{option}` for a built-in dataset (known: window=N)"
+                            )));
+                        }
+                    }
+                }
+                Ok(DataSource::Builtin {
+                    name: first.to_string(),
+                    window,
+                })
+            }
+            "csv" => Ok(DataSource::Csv {
+                path: PathBuf::from(first),
+                options: parse_csv_options(&options).map_err(bad)?,
+            }),
+            "npy" => {
+                let (features, labels) = pair("FEATURES.npy,LABELS.npy")?;
+                Ok(DataSource::Npy { features, labels })
+            }
+            "idx" => {
+                let (images, labels) = pair("IMAGES,LABELS")?;
+                Ok(DataSource::Idx { images, labels })
+            }
+            "safetensors" => {
+                if !options.is_empty() {
+                    return Err(bad("`safetensors:PATH` takes no options".into()));
+                }
+                Ok(DataSource::Safetensors {
+                    path: PathBuf::from(first),
+                })
+            }
+            other => Err(bad(format!(
+                "unknown kind `{other}` (use a built-in name, csv:, npy:, idx: or safetensors:)"
+            ))),
+        }
+    }
+
+    /// Loads the dataset.
+    pub fn load(&self) -> Result<Dataset, DataError> {
+        match self {
+            DataSource::Builtin { name, window } => match window {
+                Some(w) => builtin_series(name, *w),
+                None => builtin(name),
+            },
+            DataSource::Csv { path, options } => load_csv(path, options),
+            DataSource::Npy { features, labels } => load_npy(features, labels),
+            DataSource::Idx { images, labels } => load_idx(images, labels),
+            DataSource::Safetensors { path } => load_safetensors(path),
+            DataSource::Reverse(task) => task.generate(),
+            DataSource::Adding(task) => task.generate(),
+        }
+    }
+}
+
+impl std::str::FromStr for DataSource {
+    type Err = DataError;
+
+    fn from_str(spec: &str) -> Result<DataSource, DataError> {
+        DataSource::parse(spec)
+    }
+}
+
+impl fmt::Display for DataSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataSource::Builtin { name, window } => {
+                write!(f, "{name}")?;
+                if let Some(w) = window {
+                    write!(f, ",window={w}")?;
+                }
+                Ok(())
+            }
+            DataSource::Csv { path, options } => {
+                write!(f, "csv:{},label={}", path.display(), options.label_column)?;
+                match options.header {
+                    HeaderMode::Auto => {}
+                    HeaderMode::Present => write!(f, ",header")?,
+                    HeaderMode::Absent => write!(f, ",no_header")?,
+                }
+                match options.task {
+                    Task::Auto => {}
+                    Task::Classification => write!(f, ",classification")?,
+                    Task::Regression => write!(f, ",regression")?,
+                }
+                if options.drop_missing {
+                    write!(f, ",drop_missing")?;
+                }
+                match options.delimiter {
+                    b',' => Ok(()),
+                    b'\t' => write!(f, ",delimiter=tab"),
+                    b' ' => write!(f, ",delimiter=space"),
+                    d => write!(f, ",delimiter={}", d as char),
+                }
+            }
+            DataSource::Npy { features, labels } => {
+                write!(f, "npy:{},{}", features.display(), labels.display())
+            }
+            DataSource::Idx { images, labels } => {
+                write!(f, "idx:{},{}", images.display(), labels.display())
+            }
+            DataSource::Safetensors { path } => write!(f, "safetensors:{}", path.display()),
+            DataSource::Reverse(task) => write!(
+                f,
+                "reverse:length={},samples={},seed={}",
+                task.length, task.samples, task.seed
+            ),
+            DataSource::Adding(task) => write!(
+                f,
+                "adding:length={},samples={},seed={}",
+                task.length, task.samples, task.seed
+            ),
+        }
+    }
+}
+
+/// `length=N,samples=N,seed=N`, each optional, in any order.
+fn parse_reverse(options: &str) -> Result<ReverseTask, String> {
+    let mut task = ReverseTask::default();
+    for option in options.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let (key, value) = option
+            .split_once('=')
+            .ok_or_else(|| format!("`reverse` options are key=value, got `{option}`"))?;
+        let number: u64 = value.trim().parse().map_err(|_| {
+            format!("`{key}` of `reverse` must be a non-negative integer, got `{value}`")
+        })?;
+        let size =
+            || usize::try_from(number).map_err(|_| format!("`{key}` of `reverse` is too large"));
+        match key.trim() {
+            "length" => task.length = size()?,
+            "samples" => task.samples = size()?,
+            "seed" => task.seed = number,
+            other => {
+                return Err(format!(
+                    "unknown option `{other}` for `reverse` (known: length, samples, seed)"
+                ));
+            }
+        }
+    }
+    Ok(task)
+}
+
+fn parse_csv_options(options: &[&str]) -> Result<CsvOptions, String> {
+    let mut parsed = CsvOptions::default();
+    for &option in options {
+        match option.split_once('=') {
+            Some(("label", v)) => {
+                parsed.label_column = v
+                    .parse()
+                    .map_err(|_| format!("label column `{v}` is not an integer"))?;
+            }
+            Some(("delimiter", v)) => {
+                parsed.delimiter = match v {
+                    "tab" => b'\t',
+                    "space" => b' ',
+                    _ if v.len() == 1 => v.as_bytes()[0],
+                    _ => return Err(format!("delimiter `{v}` is not one byte, `tab` or `space`")),
+                };
+            }
+            None if option == "header" => parsed.header = HeaderMode::Present,
+            None if option == "no_header" => parsed.header = HeaderMode::Absent,
+            None if option == "drop_missing" => parsed.drop_missing = true,
+            None if option == "classification" => parsed.task = Task::Classification,
+            None if option == "regression" => parsed.task = Task::Regression,
+            _ => {
+                return Err(format!(
+                    "unknown CSV option `{option}` (known: label=N, header, no_header, \
+                     drop_missing, classification, regression, delimiter=C)"
+                ));
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_builtin_and_file_specs() {
+        assert_eq!(
+            DataSource::parse("digits").unwrap(),
+            DataSource::Builtin {
+                name: "digits".into(),
+                window: None
+            }
+        );
+        assert_eq!(
+            DataSource::parse("sunspots,window=12").unwrap(),
+            DataSource::Builtin {
+                name: "sunspots".into(),
+                window: Some(12)
+            }
+        );
+        let DataSource::Csv { path, options } =
+            DataSource::parse("csv:a.csv,label=0,header,drop_missing,regression").unwrap()
+        else {
+            panic!("not csv");
+        };
+        assert_eq!(path, PathBuf::from("a.csv"));
+        assert_eq!(options.label_column, 0);
+        assert_eq!(options.header, HeaderMode::Present);
+        assert!(options.drop_missing);
+        assert_eq!(options.task, Task::Regression);
+        assert_eq!(
+            DataSource::parse("npy:x.npy,y.npy").unwrap(),
+            DataSource::Npy {
+                features: "x.npy".into(),
+                labels: "y.npy".into()
+            }
+        );
+    }
+
+    #[test]
+    fn parses_the_reverse_task_with_defaults() {
+        assert_eq!(
+            DataSource::parse("reverse").unwrap(),
+            DataSource::Reverse(ReverseTask::default())
+        );
+        assert_eq!(
+            DataSource::parse("reverse:seed=3,samples=50").unwrap(),
+            DataSource::Reverse(ReverseTask {
+                length: 10,
+                samples: 50,
+                seed: 3
+            })
+        );
+        for (spec, message) in [
+            ("reverse:width=3", "unknown option `width`"),
+            ("reverse:length=-1", "non-negative integer"),
+            ("reverse:length", "key=value"),
+        ] {
+            let e = DataSource::parse(spec).unwrap_err().to_string();
+            assert!(e.contains(message), "{spec}: {e}");
+        }
+    }
+
+    #[test]
+    fn spec_errors_name_the_problem() {
+        let e = DataSource::parse("mnist").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown built-in dataset `mnist`") && e.contains("digits"),
+            "{e}"
+        );
+        let e = DataSource::parse("npy:x.npy").unwrap_err().to_string();
+        assert!(e.contains("two comma-separated paths"), "{e}");
+        let e = DataSource::parse("csv:a.csv,labels=2")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown CSV option `labels=2`"), "{e}");
+        let e = DataSource::parse("parquet:a").unwrap_err().to_string();
+        assert!(e.contains("unknown kind `parquet`"), "{e}");
+    }
+
+    #[test]
+    fn display_round_trips_through_parse() {
+        for spec in [
+            "digits",
+            "sunspots,window=5",
+            "csv:a.csv,label=-1,no_header,regression,drop_missing,delimiter=tab",
+            "npy:a.npy,b.npy",
+            "idx:i,l",
+            "safetensors:d.safetensors",
+            "reverse:length=7,samples=30,seed=2",
+        ] {
+            let source = DataSource::parse(spec).unwrap();
+            assert_eq!(DataSource::parse(&source.to_string()).unwrap(), source);
+        }
+    }
+}
