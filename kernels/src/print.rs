@@ -1,4 +1,6 @@
-//! A readable text form of the kernel IR, for `strata ir --stage kernels` and snapshots.
+//! A readable text form of the kernel IR, for `strata ir --stage kernels` and snapshots;
+//! [`crate::parse`] reads it back (`parse(print(k)) == k`), so the text holds everything a
+//! [`Kernel`] holds and never reads two ways.
 //!
 //! ```text
 //! kernel k3_add map [batch, 128] (t2: f32[batch, 128] r, dense0_bias: f32[128] r, t3: f32[batch, 128] w) {
@@ -18,25 +20,84 @@ struct IndexText<'a>(&'a Index);
 
 impl Display for IndexText<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        // `+` and `*` read left to right, so a right operand of the same operation (and an
+        // addition inside a product) is parenthesized: the text is then the one tree.
+        let wrapped = |x: &Index, wrap: bool| {
+            if wrap {
+                format!("({})", IndexText(x))
+            } else {
+                IndexText(x).to_string()
+            }
+        };
         match self.0 {
             Index::Var(v) => write!(f, "i{v}"),
             Index::Const(c) => write!(f, "{c}"),
             Index::Batch => f.write_str("batch"),
-            Index::Add(a, b) => write!(f, "{} + {}", IndexText(a), IndexText(b)),
-            Index::Mul(a, b) => {
-                let wrap = |x: &Index| matches!(x, Index::Add(..));
-                let text = |x: &Index| {
-                    if wrap(x) {
-                        format!("({})", IndexText(x))
-                    } else {
-                        IndexText(x).to_string()
-                    }
-                };
-                write!(f, "{} * {}", text(a), text(b))
-            }
+            Index::Add(a, b) => write!(
+                f,
+                "{} + {}",
+                IndexText(a),
+                wrapped(b, matches!(**b, Index::Add(..)))
+            ),
+            Index::Mul(a, b) => write!(
+                f,
+                "{} * {}",
+                wrapped(a, matches!(**a, Index::Add(..))),
+                wrapped(b, matches!(**b, Index::Add(..) | Index::Mul(..)))
+            ),
             Index::Div(a, d) => write!(f, "({}) / {d}", IndexText(a)),
             Index::Rem(a, d) => write!(f, "({}) % {d}", IndexText(a)),
         }
+    }
+}
+
+/// The name of a unary op in the text: `neg`, `exp`, `relu`.
+pub(crate) fn unary_name(op: UnaryOp) -> &'static str {
+    match op {
+        UnaryOp::Neg => "neg",
+        UnaryOp::Abs => "abs",
+        UnaryOp::Exp => "exp",
+        UnaryOp::Log => "log",
+        UnaryOp::Sqrt => "sqrt",
+        UnaryOp::Recip => "recip",
+        UnaryOp::Tanh => "tanh",
+        UnaryOp::Sigmoid => "sigmoid",
+        UnaryOp::Relu => "relu",
+    }
+}
+
+/// How a binary op is written: an infix symbol (`(a + b)`) or a function name
+/// (`max(a, b)`).
+pub(crate) fn binary_text(op: BinaryOp) -> BinaryText {
+    match op {
+        BinaryOp::Add => BinaryText::Infix("+"),
+        BinaryOp::Sub => BinaryText::Infix("-"),
+        BinaryOp::Mul => BinaryText::Infix("*"),
+        BinaryOp::Div => BinaryText::Infix("/"),
+        BinaryOp::Lt => BinaryText::Infix("<"),
+        BinaryOp::Le => BinaryText::Infix("<="),
+        BinaryOp::Gt => BinaryText::Infix(">"),
+        BinaryOp::Ge => BinaryText::Infix(">="),
+        BinaryOp::Eq => BinaryText::Infix("=="),
+        BinaryOp::Max => BinaryText::Function("max"),
+        BinaryOp::Min => BinaryText::Function("min"),
+        BinaryOp::Pow => BinaryText::Function("pow"),
+    }
+}
+
+/// See [`binary_text`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BinaryText {
+    Infix(&'static str),
+    Function(&'static str),
+}
+
+/// The name of a reduction's fold: `sum`, `max`, `min`.
+pub(crate) fn reduce_name(op: ReduceOp) -> &'static str {
+    match op {
+        ReduceOp::Sum => "sum",
+        ReduceOp::Max => "max",
+        ReduceOp::Min => "min",
     }
 }
 
@@ -62,30 +123,11 @@ impl<'a> Display for ExprText<'a> {
             Expr::Const(c) => write!(f, "{c:?}"),
             Expr::Acc => f.write_str("acc"),
             Expr::IndexValue(i) => write!(f, "float({})", IndexText(i)),
-            Expr::Unary(op, x) => write!(f, "{}({})", format!("{op:?}").to_lowercase(), sub(x)),
-            Expr::Binary(op, a, b) => {
-                let sym = match op {
-                    BinaryOp::Add => "+",
-                    BinaryOp::Sub => "-",
-                    BinaryOp::Mul => "*",
-                    BinaryOp::Div => "/",
-                    BinaryOp::Lt => "<",
-                    BinaryOp::Le => "<=",
-                    BinaryOp::Gt => ">",
-                    BinaryOp::Ge => ">=",
-                    BinaryOp::Eq => "==",
-                    BinaryOp::Max | BinaryOp::Min | BinaryOp::Pow => {
-                        return write!(
-                            f,
-                            "{}({}, {})",
-                            format!("{op:?}").to_lowercase(),
-                            sub(a),
-                            sub(b)
-                        );
-                    }
-                };
-                write!(f, "({} {sym} {})", sub(a), sub(b))
-            }
+            Expr::Unary(op, x) => write!(f, "{}({})", unary_name(*op), sub(x)),
+            Expr::Binary(op, a, b) => match binary_text(*op) {
+                BinaryText::Infix(sym) => write!(f, "({} {sym} {})", sub(a), sub(b)),
+                BinaryText::Function(name) => write!(f, "{name}({}, {})", sub(a), sub(b)),
+            },
             Expr::Select {
                 cond,
                 then,
@@ -115,12 +157,7 @@ impl<'a> Display for ExprText<'a> {
                     .enumerate()
                     .map(|(i, d)| format!("i{} < {d}", self.scope + i))
                     .collect();
-                write!(
-                    f,
-                    "{}({value} for {})",
-                    format!("{op:?}").to_lowercase(),
-                    bounds.join(", ")
-                )
+                write!(f, "{}({value} for {})", reduce_name(*op), bounds.join(", "))
             }
         }
     }
@@ -180,7 +217,7 @@ impl Display for Kernel {
                     vec![
                         format!(
                             "{pad}acc = {}({})",
-                            format!("{op:?}").to_lowercase(),
+                            reduce_name(*op),
                             e(value, space.len() + reduce.len())
                         ),
                         format!(
