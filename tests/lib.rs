@@ -60,7 +60,10 @@ pub mod golden {
 
     /// A case's path relative to `tests/golden/`, for messages.
     pub fn case_name(path: &Path) -> String {
-        path.strip_prefix(dir()).unwrap_or(path).display().to_string()
+        path.strip_prefix(dir())
+            .unwrap_or(path)
+            .display()
+            .to_string()
     }
 
     /// Compares `got` with the golden file `want` (or writes it when blessing), and

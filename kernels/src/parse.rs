@@ -17,13 +17,13 @@
 //! are read with the printer's precedence: `+` and `*` associate to the left, `/` and `%`
 //! apply to the parenthesized index before them, binary expressions are parenthesized.
 //!
-//! Round trip: `parse(print(k)) == k` for every kernel whose buffer names are distinct
-//! (a load names its buffer), and `print(parse(text)) == text` for printed text. A nested
-//! reduction's variables are named by the printer after the enclosing ones, so the parser
-//! checks they are exactly those names.
+//! Round trip: `parse(print(k)) == k` for every kernel, and `print(parse(text)) == text`
+//! for printed text. A load names its buffer, so a buffer whose name an earlier slot
+//! already has is written `name@slot`. A nested reduction's variables are named by the
+//! printer after the enclosing ones, so the parser checks they are exactly those names.
 
 use crate::ir::*;
-use crate::print::{BinaryText, binary_text, reduce_name, unary_name};
+use crate::print::{BinaryText, binary_text, reduce_name, slot_names, unary_name};
 use std::fmt;
 
 /// Why the text is not a kernel, with the 1-based line it was found on.
@@ -147,15 +147,7 @@ fn kernel(lines: &mut Lines) -> Result<Kernel, ParseError> {
         .map(str::trim_end)
         .and_then(|b| b.strip_suffix(')'))
         .ok_or_else(|| err("expected the header to end with `) {`".into()))?;
-    let buffers = buffer_decls(buffers).map_err(err)?;
-    for (i, b) in buffers.iter().enumerate() {
-        if buffers[..i].iter().any(|other| other.name == b.name) {
-            return Err(err(format!(
-                "buffer `{}` is declared twice: a load could not say which",
-                b.name
-            )));
-        }
-    }
+    let (buffers, names) = buffer_decls(buffers).map_err(err)?;
     let body = match parse_header(kind.trim()).map_err(err)? {
         Header::Parts(count) => {
             let mut parts = Vec::with_capacity(count);
@@ -169,12 +161,12 @@ fn kernel(lines: &mut Lines) -> Result<Kernel, ParseError> {
                 let Header::Body(kind) = parse_header(kind.trim()).map_err(err)? else {
                     return Err(err("parts are not nested".into()));
                 };
-                parts.push(body(lines, kind, &buffers)?);
+                parts.push(body(lines, kind, &names)?);
                 lines.close(&format!("part {i}"))?;
             }
             KernelBody::Parts(parts)
         }
-        Header::Body(kind) => body(lines, kind, &buffers)?,
+        Header::Body(kind) => body(lines, kind, &names)?,
     };
     lines.close(&format!("kernel `{name}`"))?;
     Ok(Kernel {
@@ -184,10 +176,12 @@ fn kernel(lines: &mut Lines) -> Result<Kernel, ParseError> {
     })
 }
 
-/// `x: f32[batch, 4] r, out: f32[batch, 4] w`.
-fn buffer_decls(text: &str) -> Result<Vec<BufferDecl>, String> {
+/// `x: f32[batch, 4] r, out: f32[batch, 4] w`: the buffers, and the name each slot is
+/// written with in the body (`name@slot` for a name an earlier slot has, see
+/// [`slot_names`]).
+fn buffer_decls(text: &str) -> Result<(Vec<BufferDecl>, Vec<String>), String> {
     if text.trim().is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     // Split at the commas outside the brackets of the shapes.
     let mut decls = Vec::new();
@@ -204,7 +198,26 @@ fn buffer_decls(text: &str) -> Result<Vec<BufferDecl>, String> {
         }
     }
     decls.push(buffer_decl(text[start..].trim())?);
-    Ok(decls)
+    let names: Vec<String> = decls.iter().map(|d| d.name.clone()).collect();
+    for (i, decl) in decls.iter_mut().enumerate() {
+        if let Some(base) = decl.name.strip_suffix(&format!("@{i}"))
+            && names[..i].iter().any(|n| n == base)
+        {
+            decl.name = base.to_string();
+        }
+    }
+    if slot_names(&decls) != names {
+        let twice = names
+            .iter()
+            .enumerate()
+            .find(|(i, n)| names[..*i].contains(n))
+            .map_or("?", |(_, n)| n.as_str());
+        return Err(format!(
+            "buffer `{twice}` is declared twice: a load could not say which (a later \
+             buffer of the same name is written `{twice}@SLOT`)"
+        ));
+    }
+    Ok((decls, names))
 }
 
 /// `x: f32[batch, 4] r`.
@@ -283,7 +296,7 @@ fn parse_header(text: &str) -> Result<Header, String> {
 }
 
 /// The lines of one body of kind `kind`, up to (not including) its closing `}`.
-fn body(lines: &mut Lines, kind: Kind, buffers: &[BufferDecl]) -> Result<KernelBody, ParseError> {
+fn body(lines: &mut Lines, kind: Kind, names: &[String]) -> Result<KernelBody, ParseError> {
     match kind {
         Kind::Map(space) => {
             let mut stores = Vec::new();
@@ -292,7 +305,7 @@ fn body(lines: &mut Lines, kind: Kind, buffers: &[BufferDecl]) -> Result<KernelB
                     break;
                 }
                 lines.next("a store")?;
-                let store = store(text, space.len(), buffers)
+                let store = store(text, space.len(), names)
                     .map_err(|message| ParseError { line, message })?;
                 stores.push(store);
             }
@@ -300,11 +313,11 @@ fn body(lines: &mut Lines, kind: Kind, buffers: &[BufferDecl]) -> Result<KernelB
         }
         Kind::Reduce(space, reduce) => {
             let (line, text) = lines.next("the reduction's `acc = OP(VALUE)` line")?;
-            let (op, value) = fold_line(text, space.len() + reduce.len(), buffers)
+            let (op, value) = fold_line(text, space.len() + reduce.len(), names)
                 .map_err(|message| ParseError { line, message })?;
             let (line, text) = lines.next("the reduction's store")?;
-            let out = store(text, space.len(), buffers)
-                .map_err(|message| ParseError { line, message })?;
+            let out =
+                store(text, space.len(), names).map_err(|message| ParseError { line, message })?;
             Ok(KernelBody::Reduce {
                 space,
                 reduce,
@@ -316,7 +329,7 @@ fn body(lines: &mut Lines, kind: Kind, buffers: &[BufferDecl]) -> Result<KernelB
         Kind::Contract { batch, m, n, k } => {
             let mut operand = |label: &str| {
                 let (line, text) = lines.next(&format!("operand `{label}`"))?;
-                matrix_operand(text, label, buffers).map_err(|message| ParseError { line, message })
+                matrix_operand(text, label, names).map_err(|message| ParseError { line, message })
             };
             let a = operand("a")?;
             let b = operand("b")?;
@@ -329,7 +342,7 @@ fn body(lines: &mut Lines, kind: Kind, buffers: &[BufferDecl]) -> Result<KernelB
                 });
             }
             let (line, text) = lines.next("the product's store `OUT[row-major] = …`")?;
-            let (out, epilogue) = contract_store(text, batch.len() + 2, buffers)
+            let (out, epilogue) = contract_store(text, batch.len() + 2, names)
                 .map_err(|message| ParseError { line, message })?;
             Ok(KernelBody::Contract(Contraction {
                 batch,
@@ -346,8 +359,8 @@ fn body(lines: &mut Lines, kind: Kind, buffers: &[BufferDecl]) -> Result<KernelB
 }
 
 /// `OUT[INDEX] = VALUE`, with `scope` loop variables.
-fn store(text: &str, scope: usize, buffers: &[BufferDecl]) -> Result<Store, String> {
-    let mut c = Cursor::new(text, buffers);
+fn store(text: &str, scope: usize, names: &[String]) -> Result<Store, String> {
+    let mut c = Cursor::new(text, names);
     let buf = c.buffer()?;
     c.expect("[")?;
     let index = c.index()?;
@@ -359,8 +372,8 @@ fn store(text: &str, scope: usize, buffers: &[BufferDecl]) -> Result<Store, Stri
 }
 
 /// `acc = OP(VALUE)`: a reduction's fold.
-fn fold_line(text: &str, scope: usize, buffers: &[BufferDecl]) -> Result<(ReduceOp, Expr), String> {
-    let mut c = Cursor::new(text, buffers);
+fn fold_line(text: &str, scope: usize, names: &[String]) -> Result<(ReduceOp, Expr), String> {
+    let mut c = Cursor::new(text, names);
     c.expect("acc")?;
     c.expect("=")?;
     let name = c.word();
@@ -374,13 +387,9 @@ fn fold_line(text: &str, scope: usize, buffers: &[BufferDecl]) -> Result<(Reduce
 }
 
 /// `a = NAME[OFFSET + row * ROW_STRIDE + col * COL_STRIDE]`.
-fn matrix_operand(
-    text: &str,
-    label: &str,
-    buffers: &[BufferDecl],
-) -> Result<MatrixOperand, String> {
+fn matrix_operand(text: &str, label: &str, names: &[String]) -> Result<MatrixOperand, String> {
     let shape = format!("`{label} = NAME[OFFSET + row * STRIDE + col * STRIDE]`");
-    let mut c = Cursor::new(text, buffers);
+    let mut c = Cursor::new(text, names);
     c.expect(label)?;
     c.expect("=")?;
     let buf = c.buffer()?;
@@ -397,7 +406,7 @@ fn matrix_operand(
         .split_once("+ col *")
         .ok_or_else(|| format!("expected {shape}"))?;
     let index = |text: &str| {
-        let mut c = Cursor::new(text.trim(), buffers);
+        let mut c = Cursor::new(text.trim(), names);
         let ix = c.index()?;
         c.end()?;
         Ok::<_, String>(ix)
@@ -411,12 +420,8 @@ fn matrix_operand(
 }
 
 /// `OUT[row-major] = EPILOGUE`.
-fn contract_store(
-    text: &str,
-    scope: usize,
-    buffers: &[BufferDecl],
-) -> Result<(usize, Expr), String> {
-    let mut c = Cursor::new(text, buffers);
+fn contract_store(text: &str, scope: usize, names: &[String]) -> Result<(usize, Expr), String> {
+    let mut c = Cursor::new(text, names);
     let out = c.buffer()?;
     c.expect("[")?;
     c.expect("row-major")?;
@@ -445,21 +450,18 @@ fn reduce_named(name: &str) -> Option<ReduceOp> {
         .find(|op| reduce_name(*op) == name)
 }
 
-/// A scanner over one line's text; the buffer table resolves the names of loads.
+/// A scanner over one line's text; the slots' names resolve the buffers of loads.
 struct Cursor<'a> {
     rest: &'a str,
-    buffers: &'a [BufferDecl],
+    names: &'a [String],
 }
 
 /// Characters that end a word (a name, a number, a keyword).
 const DELIMITERS: &str = "()[],=<>+*/%";
 
 impl<'a> Cursor<'a> {
-    fn new(text: &'a str, buffers: &'a [BufferDecl]) -> Cursor<'a> {
-        Cursor {
-            rest: text,
-            buffers,
-        }
+    fn new(text: &'a str, names: &'a [String]) -> Cursor<'a> {
+        Cursor { rest: text, names }
     }
 
     fn skip_ws(&mut self) {
@@ -566,9 +568,9 @@ impl<'a> Cursor<'a> {
     }
 
     fn slot(&self, name: &str) -> Result<usize, String> {
-        self.buffers
+        self.names
             .iter()
-            .position(|b| b.name == name)
+            .position(|n| n == name)
             .ok_or_else(|| format!("`{name}` is not a buffer of this kernel"))
     }
 
@@ -975,6 +977,15 @@ mod tests {
         assert!(text.contains("y[i0 * 6 + (i1 + 2)]"), "{text}");
         assert!(text.contains("x[i0 * (batch * 3)]"), "{text}");
         assert!(text.contains("step[(i1 + -1) / 2 * (i0) % 5]"), "{text}");
+    }
+
+    #[test]
+    fn buffers_of_one_name_are_told_apart_by_their_slot() {
+        let mut k = test_fixtures::bias_add();
+        k.buffers[1].name = "x".into();
+        let text = k.to_string();
+        assert!(text.contains("(x[i0 * 3 + i1] + x@1[i1])"), "{text}");
+        round_trip(&k);
     }
 
     const MAP: &str = "\

@@ -101,9 +101,27 @@ pub(crate) fn reduce_name(op: ReduceOp) -> &'static str {
     }
 }
 
+/// The name each buffer slot is written with: its own, or `name@slot` when an earlier
+/// slot has the same name (a scan body's temporary and a constant of the enclosing graph
+/// may share one), so a load always names one slot.
+pub(crate) fn slot_names(buffers: &[BufferDecl]) -> Vec<String> {
+    buffers
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if buffers[..i].iter().any(|other| other.name == b.name) {
+                format!("{}@{i}", b.name)
+            } else {
+                b.name.clone()
+            }
+        })
+        .collect()
+}
+
 struct ExprText<'a> {
     expr: &'a Expr,
-    buffers: &'a [BufferDecl],
+    /// The slots' names, from [`slot_names`].
+    names: &'a [String],
     /// Loop variables in scope: a nested reduction names its own from here.
     scope: usize,
 }
@@ -112,12 +130,12 @@ impl<'a> Display for ExprText<'a> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let sub = |e: &'a Expr| ExprText {
             expr: e,
-            buffers: self.buffers,
+            names: self.names,
             scope: self.scope,
         };
         match self.expr {
             Expr::Load { buf, index } => {
-                let name = self.buffers.get(*buf).map_or("?", |b| b.name.as_str());
+                let name = self.names.get(*buf).map_or("?", String::as_str);
                 write!(f, "{name}[{}]", IndexText(index))
             }
             Expr::Const(c) => write!(f, "{c:?}"),
@@ -149,7 +167,7 @@ impl<'a> Display for ExprText<'a> {
             Expr::Reduce { op, extent, value } => {
                 let value = ExprText {
                     expr: value,
-                    buffers: self.buffers,
+                    names: self.names,
                     scope: self.scope + extent.len(),
                 };
                 let bounds: Vec<String> = extent
@@ -165,10 +183,12 @@ impl<'a> Display for ExprText<'a> {
 
 impl Display for Kernel {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let names = slot_names(&self.buffers);
         let params: Vec<String> = self
             .buffers
             .iter()
-            .map(|b| {
+            .zip(&names)
+            .map(|(b, name)| {
                 let access = match b.access {
                     Access::Read => "r",
                     Access::Write => "w",
@@ -178,18 +198,18 @@ impl Display for Kernel {
                     ScalarType::F32 => "f32",
                     ScalarType::I32 => "i32",
                 };
-                format!("{}: {ty}{} {access}", b.name, dims(&b.shape))
+                format!("{name}: {ty}{} {access}", dims(&b.shape))
             })
             .collect();
         let e = |x: &'_ Expr, scope: usize| {
             ExprText {
                 expr: x,
-                buffers: &self.buffers,
+                names: &names,
                 scope,
             }
             .to_string()
         };
-        let name = |b: usize| self.buffers.get(b).map_or("?", |d| d.name.as_str());
+        let name = |b: usize| names.get(b).map_or("?", String::as_str);
         let body_text = |body: &KernelBody, pad: &str| -> (String, Vec<String>) {
             match body {
                 KernelBody::Map { space, stores } => (

@@ -15,8 +15,12 @@ fn every_example_kernel_reads_back_as_it_was() {
         let source = load_example(&path);
         let compiled = compile(&source, &training_options())
             .unwrap_or_else(|e| panic!("{}", e.render(&source)));
-        let entries = std::iter::once(("infer", &compiled.lowered))
-            .chain(compiled.training.iter().map(|e| (e.name.as_str(), &e.lowered)));
+        let entries = std::iter::once(("infer", &compiled.lowered)).chain(
+            compiled
+                .training
+                .iter()
+                .map(|e| (e.name.as_str(), &e.lowered)),
+        );
         for (entry, lowered) in entries {
             for k in &lowered.kernels {
                 let text = k.to_string();
@@ -33,5 +37,8 @@ fn every_example_kernel_reads_back_as_it_was() {
             assert!(parsed == lowered.kernels, "{} {entry}", source.name);
         }
     }
-    assert!(kernels > 200, "only {kernels} kernels: are the examples there?");
+    assert!(
+        kernels > 200,
+        "only {kernels} kernels: are the examples there?"
+    );
 }
