@@ -77,7 +77,7 @@ fn check_nothing_fused(stem: &str, graph: &Graph, grouped: &Lowered) -> Result<(
         "parts" => (
             grouped.kernels.len(),
             lower_without_parts(graph).map_err(e)?.kernels.len(),
-            "kernels without grouping",
+            "kernel(s) without grouping",
         ),
         "update-group" => (
             update_maps(&lower_without_parts(graph).map_err(e)?),
@@ -87,14 +87,14 @@ fn check_nothing_fused(stem: &str, graph: &Graph, grouped: &Lowered) -> Result<(
         _ => (
             lower_without_parts(graph).map_err(e)?.kernels.len(),
             lower_unfused(graph).map_err(e)?.kernels.len(),
-            "kernels unfused",
+            "kernel(s) unfused",
         ),
     };
     if got == want {
         Ok(())
     } else {
         Err(format!(
-            "must not fuse by rule `{rule}`, but lowers to {got} kernels for {want} {what}"
+            "must not fuse by rule `{rule}`, but lowers to {got} kernel(s) for {want} {what}"
         ))
     }
 }
