@@ -31,6 +31,86 @@ pub fn load_example(path: &Path) -> SourceFile {
     SourceFile::new(name, text)
 }
 
+/// Golden files: expected outputs kept next to their inputs under `tests/golden/`,
+/// compared verbatim, and rewritten from what the code now produces when the test runs
+/// with `STRATA_BLESS=1` (then review the diff).
+pub mod golden {
+    use std::path::{Path, PathBuf};
+
+    /// `tests/golden/`.
+    pub fn dir() -> PathBuf {
+        super::root().join("tests/golden")
+    }
+
+    /// Whether this run rewrites the golden files (`STRATA_BLESS=1`).
+    pub fn blessing() -> bool {
+        std::env::var_os("STRATA_BLESS").is_some_and(|v| v == "1")
+    }
+
+    /// The files of `tests/golden/<folder>/` whose name ends with `suffix`, sorted.
+    pub fn cases(folder: &str, suffix: &str) -> Vec<PathBuf> {
+        let mut cases: Vec<PathBuf> = std::fs::read_dir(dir().join(folder))
+            .unwrap_or_else(|e| panic!("tests/golden/{folder}: {e}"))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.to_string_lossy().ends_with(suffix))
+            .collect();
+        cases.sort();
+        cases
+    }
+
+    /// A case's path relative to `tests/golden/`, for messages.
+    pub fn case_name(path: &Path) -> String {
+        path.strip_prefix(dir())
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    }
+
+    /// Compares `got` with the golden file `want` (or writes it when blessing), and
+    /// describes a difference: the first line that differs, then all of `got`.
+    pub fn compare(want: &Path, got: &str) -> Result<(), String> {
+        if blessing() {
+            return std::fs::write(want, got).map_err(|e| format!("{}: {e}", want.display()));
+        }
+        let expected = std::fs::read_to_string(want).unwrap_or_default();
+        if expected == got {
+            return Ok(());
+        }
+        let (mut want_lines, mut got_lines) = (expected.lines(), got.lines());
+        let mut line = 1;
+        let (w, g) = loop {
+            match (want_lines.next(), got_lines.next()) {
+                (Some(w), Some(g)) if w == g => line += 1,
+                (w, g) => break (w, g),
+            }
+        };
+        let show = |l: Option<&str>| l.map_or("(nothing)".to_string(), |l| format!("`{l}`"));
+        let got_text: String = got.lines().map(|l| format!("    {l}\n")).collect();
+        Err(format!(
+            "{} differs at line {line}:\n  want {}\n  got  {}\nall of it now:\n{got_text}",
+            case_name(want),
+            show(w),
+            show(g)
+        ))
+    }
+
+    /// The kernels in the text `print_kernels` writes: every line from a `kernel` header
+    /// to the `}` that closes it, without the buffer table and the bindings.
+    pub fn kernel_blocks(text: &str) -> String {
+        let mut blocks = String::new();
+        let mut inside = false;
+        for line in text.lines() {
+            inside |= line.starts_with("kernel ");
+            if inside {
+                blocks.push_str(line);
+                blocks.push('\n');
+            }
+            inside &= line != "}";
+        }
+        blocks
+    }
+}
+
 /// A small deterministic generator for test inputs (xorshift64*), so tests need no
 /// random-number crate and fail the same way every run.
 pub struct TestRng(u64);

@@ -2,6 +2,7 @@
 //!
 //! - [`ir`]: the backend-neutral kernel IR (iteration spaces, scalar expressions,
 //!   contractions).
+//! - [`print`] and [`parse`]: the kernel IR's text form, written and read back.
 //! - [`eval`]: a reference evaluator of the kernel IR (f64), which tests the lowering
 //!   apart from the emitters.
 //! - [`cpu`]: kernel IR -> Cranelift IR (CLIF text).
@@ -16,6 +17,7 @@ pub mod eval;
 pub mod gpu;
 mod hoist;
 pub mod ir;
+pub mod parse;
 pub mod print;
 pub mod rng;
 #[cfg(test)]

@@ -1,4 +1,6 @@
-//! A readable text form of the kernel IR, for `strata ir --stage kernels` and snapshots.
+//! A readable text form of the kernel IR, for `strata ir --stage kernels` and snapshots;
+//! [`crate::parse`] reads it back (`parse(print(k)) == k`), so the text holds everything a
+//! [`Kernel`] holds and never reads two ways.
 //!
 //! ```text
 //! kernel k3_add map [batch, 128] (t2: f32[batch, 128] r, dense0_bias: f32[128] r, t3: f32[batch, 128] w) {
@@ -18,31 +20,108 @@ struct IndexText<'a>(&'a Index);
 
 impl Display for IndexText<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        // `+` and `*` read left to right, so a right operand of the same operation (and an
+        // addition inside a product) is parenthesized: the text is then the one tree.
+        let wrapped = |x: &Index, wrap: bool| {
+            if wrap {
+                format!("({})", IndexText(x))
+            } else {
+                IndexText(x).to_string()
+            }
+        };
         match self.0 {
             Index::Var(v) => write!(f, "i{v}"),
             Index::Const(c) => write!(f, "{c}"),
             Index::Batch => f.write_str("batch"),
-            Index::Add(a, b) => write!(f, "{} + {}", IndexText(a), IndexText(b)),
-            Index::Mul(a, b) => {
-                let wrap = |x: &Index| matches!(x, Index::Add(..));
-                let text = |x: &Index| {
-                    if wrap(x) {
-                        format!("({})", IndexText(x))
-                    } else {
-                        IndexText(x).to_string()
-                    }
-                };
-                write!(f, "{} * {}", text(a), text(b))
-            }
+            Index::Add(a, b) => write!(
+                f,
+                "{} + {}",
+                IndexText(a),
+                wrapped(b, matches!(**b, Index::Add(..)))
+            ),
+            Index::Mul(a, b) => write!(
+                f,
+                "{} * {}",
+                wrapped(a, matches!(**a, Index::Add(..))),
+                wrapped(b, matches!(**b, Index::Add(..) | Index::Mul(..)))
+            ),
             Index::Div(a, d) => write!(f, "({}) / {d}", IndexText(a)),
             Index::Rem(a, d) => write!(f, "({}) % {d}", IndexText(a)),
         }
     }
 }
 
+/// The name of a unary op in the text: `neg`, `exp`, `relu`.
+pub(crate) fn unary_name(op: UnaryOp) -> &'static str {
+    match op {
+        UnaryOp::Neg => "neg",
+        UnaryOp::Abs => "abs",
+        UnaryOp::Exp => "exp",
+        UnaryOp::Log => "log",
+        UnaryOp::Sqrt => "sqrt",
+        UnaryOp::Recip => "recip",
+        UnaryOp::Tanh => "tanh",
+        UnaryOp::Sigmoid => "sigmoid",
+        UnaryOp::Relu => "relu",
+    }
+}
+
+/// How a binary op is written: an infix symbol (`(a + b)`) or a function name
+/// (`max(a, b)`).
+pub(crate) fn binary_text(op: BinaryOp) -> BinaryText {
+    match op {
+        BinaryOp::Add => BinaryText::Infix("+"),
+        BinaryOp::Sub => BinaryText::Infix("-"),
+        BinaryOp::Mul => BinaryText::Infix("*"),
+        BinaryOp::Div => BinaryText::Infix("/"),
+        BinaryOp::Lt => BinaryText::Infix("<"),
+        BinaryOp::Le => BinaryText::Infix("<="),
+        BinaryOp::Gt => BinaryText::Infix(">"),
+        BinaryOp::Ge => BinaryText::Infix(">="),
+        BinaryOp::Eq => BinaryText::Infix("=="),
+        BinaryOp::Max => BinaryText::Function("max"),
+        BinaryOp::Min => BinaryText::Function("min"),
+        BinaryOp::Pow => BinaryText::Function("pow"),
+    }
+}
+
+/// See [`binary_text`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BinaryText {
+    Infix(&'static str),
+    Function(&'static str),
+}
+
+/// The name of a reduction's fold: `sum`, `max`, `min`.
+pub(crate) fn reduce_name(op: ReduceOp) -> &'static str {
+    match op {
+        ReduceOp::Sum => "sum",
+        ReduceOp::Max => "max",
+        ReduceOp::Min => "min",
+    }
+}
+
+/// The name each buffer slot is written with: its own, or `name@slot` when an earlier
+/// slot has the same name (a scan body's temporary and a constant of the enclosing graph
+/// may share one), so a load always names one slot.
+pub(crate) fn slot_names(buffers: &[BufferDecl]) -> Vec<String> {
+    buffers
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if buffers[..i].iter().any(|other| other.name == b.name) {
+                format!("{}@{i}", b.name)
+            } else {
+                b.name.clone()
+            }
+        })
+        .collect()
+}
+
 struct ExprText<'a> {
     expr: &'a Expr,
-    buffers: &'a [BufferDecl],
+    /// The slots' names, from [`slot_names`].
+    names: &'a [String],
     /// Loop variables in scope: a nested reduction names its own from here.
     scope: usize,
 }
@@ -51,41 +130,22 @@ impl<'a> Display for ExprText<'a> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let sub = |e: &'a Expr| ExprText {
             expr: e,
-            buffers: self.buffers,
+            names: self.names,
             scope: self.scope,
         };
         match self.expr {
             Expr::Load { buf, index } => {
-                let name = self.buffers.get(*buf).map_or("?", |b| b.name.as_str());
+                let name = self.names.get(*buf).map_or("?", String::as_str);
                 write!(f, "{name}[{}]", IndexText(index))
             }
             Expr::Const(c) => write!(f, "{c:?}"),
             Expr::Acc => f.write_str("acc"),
             Expr::IndexValue(i) => write!(f, "float({})", IndexText(i)),
-            Expr::Unary(op, x) => write!(f, "{}({})", format!("{op:?}").to_lowercase(), sub(x)),
-            Expr::Binary(op, a, b) => {
-                let sym = match op {
-                    BinaryOp::Add => "+",
-                    BinaryOp::Sub => "-",
-                    BinaryOp::Mul => "*",
-                    BinaryOp::Div => "/",
-                    BinaryOp::Lt => "<",
-                    BinaryOp::Le => "<=",
-                    BinaryOp::Gt => ">",
-                    BinaryOp::Ge => ">=",
-                    BinaryOp::Eq => "==",
-                    BinaryOp::Max | BinaryOp::Min | BinaryOp::Pow => {
-                        return write!(
-                            f,
-                            "{}({}, {})",
-                            format!("{op:?}").to_lowercase(),
-                            sub(a),
-                            sub(b)
-                        );
-                    }
-                };
-                write!(f, "({} {sym} {})", sub(a), sub(b))
-            }
+            Expr::Unary(op, x) => write!(f, "{}({})", unary_name(*op), sub(x)),
+            Expr::Binary(op, a, b) => match binary_text(*op) {
+                BinaryText::Infix(sym) => write!(f, "({} {sym} {})", sub(a), sub(b)),
+                BinaryText::Function(name) => write!(f, "{name}({}, {})", sub(a), sub(b)),
+            },
             Expr::Select {
                 cond,
                 then,
@@ -107,7 +167,7 @@ impl<'a> Display for ExprText<'a> {
             Expr::Reduce { op, extent, value } => {
                 let value = ExprText {
                     expr: value,
-                    buffers: self.buffers,
+                    names: self.names,
                     scope: self.scope + extent.len(),
                 };
                 let bounds: Vec<String> = extent
@@ -115,12 +175,7 @@ impl<'a> Display for ExprText<'a> {
                     .enumerate()
                     .map(|(i, d)| format!("i{} < {d}", self.scope + i))
                     .collect();
-                write!(
-                    f,
-                    "{}({value} for {})",
-                    format!("{op:?}").to_lowercase(),
-                    bounds.join(", ")
-                )
+                write!(f, "{}({value} for {})", reduce_name(*op), bounds.join(", "))
             }
         }
     }
@@ -128,10 +183,12 @@ impl<'a> Display for ExprText<'a> {
 
 impl Display for Kernel {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let names = slot_names(&self.buffers);
         let params: Vec<String> = self
             .buffers
             .iter()
-            .map(|b| {
+            .zip(&names)
+            .map(|(b, name)| {
                 let access = match b.access {
                     Access::Read => "r",
                     Access::Write => "w",
@@ -141,18 +198,18 @@ impl Display for Kernel {
                     ScalarType::F32 => "f32",
                     ScalarType::I32 => "i32",
                 };
-                format!("{}: {ty}{} {access}", b.name, dims(&b.shape))
+                format!("{name}: {ty}{} {access}", dims(&b.shape))
             })
             .collect();
         let e = |x: &'_ Expr, scope: usize| {
             ExprText {
                 expr: x,
-                buffers: &self.buffers,
+                names: &names,
                 scope,
             }
             .to_string()
         };
-        let name = |b: usize| self.buffers.get(b).map_or("?", |d| d.name.as_str());
+        let name = |b: usize| names.get(b).map_or("?", String::as_str);
         let body_text = |body: &KernelBody, pad: &str| -> (String, Vec<String>) {
             match body {
                 KernelBody::Map { space, stores } => (
@@ -180,7 +237,7 @@ impl Display for Kernel {
                     vec![
                         format!(
                             "{pad}acc = {}({})",
-                            format!("{op:?}").to_lowercase(),
+                            reduce_name(*op),
                             e(value, space.len() + reduce.len())
                         ),
                         format!(

@@ -10,12 +10,14 @@ use std::path::{Path, PathBuf};
 use strata_compiler::ir::parse::parse_graph;
 use strata_compiler::ir::print::print_graph;
 use strata_compiler::passes::pass_named;
+use strata_tests::golden::{case_name, compare};
 
 fn golden_dir() -> PathBuf {
-    strata_tests::root().join("tests/golden")
+    strata_tests::golden::dir()
 }
 
-/// Every `(pass, before file)`, sorted.
+/// Every `(pass, before file)`, sorted. (The `lower` and `plan` folders hold the `.ir`
+/// cases of `lower_golden.rs`, none named `.before.ir`.)
 fn cases() -> Vec<(String, PathBuf)> {
     let mut cases = Vec::new();
     for dir in std::fs::read_dir(golden_dir()).expect("tests/golden exists") {
@@ -57,16 +59,11 @@ fn run_case(pass: &str, before: &Path) -> Result<(String, String), String> {
 
 #[test]
 fn every_pass_matches_its_golden_files() {
-    let bless = std::env::var_os("STRATA_BLESS").is_some_and(|v| v == "1");
     let cases = cases();
     assert!(cases.len() >= 20, "the golden cases are there");
     let mut failures = Vec::new();
     for (pass, before) in &cases {
-        let case = before
-            .strip_prefix(golden_dir())
-            .unwrap_or(before)
-            .display()
-            .to_string();
+        let case = case_name(before);
         let (printed_before, got) = match run_case(pass, before) {
             Ok(r) => r,
             Err(e) => {
@@ -74,17 +71,8 @@ fn every_pass_matches_its_golden_files() {
                 continue;
             }
         };
-        let after = after_path(before);
-        if bless {
-            std::fs::write(&after, &got).expect("the after file is writable");
-        } else {
-            let want = std::fs::read_to_string(&after).unwrap_or_default();
-            if want != got {
-                failures.push(format!(
-                    "{case}: the pass printed\n{got}\nbut {} holds\n{want}",
-                    after.display()
-                ));
-            }
+        if let Err(e) = compare(&after_path(before), &got) {
+            failures.push(format!("{case}: {e}"));
         }
         let unchanged = before
             .file_name()
