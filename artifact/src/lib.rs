@@ -6,7 +6,8 @@
 //! - [`container`]: the byte layout (magic, version, section lengths, checksum).
 //! - [`manifest`]: what the runtime must know about the model (buffers and their
 //!   [`Extent`](manifest::Extent)s, windows, loops, kernels, entries).
-//! - [`train_config`]: how to train the model (the resolved `train` section).
+//! - [`train_config`]: how to train the model (the resolved `train` section), and
+//!   [`schedule`]: the learning rate of each step under its schedule.
 //! - [`metric`]: the metrics a train section may ask for, by name.
 //! - [`backend`]: which code of an artifact runs (CPU or GPU).
 //! - [`validate`]: every invariant of a loaded artifact that running it relies on.
@@ -28,6 +29,7 @@ pub mod info;
 pub mod manifest;
 pub mod metric;
 pub mod npy;
+pub mod schedule;
 pub mod tensor;
 pub mod train_config;
 pub mod validate;

@@ -6,6 +6,7 @@
 //! itself and appends the model. [`main`] decides which it is from the file's last 16
 //! bytes, without reading the rest.
 
+pub mod bench;
 pub mod commands;
 pub mod executable;
 

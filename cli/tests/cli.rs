@@ -243,3 +243,27 @@ fn ir_dot_is_a_digraph() {
         "{text}"
     );
 }
+
+#[test]
+fn bench_stops_quietly_when_its_output_closes() {
+    use std::io::{BufRead, BufReader};
+    let mut child = strata()
+        .args(["bench", "--entry", "infer", "--batch", "1", "--batch", "2"])
+        .args(["--batch", "3", "--seconds", "0.2", "--profile"])
+        .arg(example("mlp.strata"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("strata runs");
+    let mut first = String::new();
+    let stdout = child.stdout.take().expect("piped");
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("a line");
+    // The reader goes away (as `| head -1` does) while bench still has lines to print.
+    let out = child.wait_with_output().expect("strata ends");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(first.starts_with("Mlp: "), "{first}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+}

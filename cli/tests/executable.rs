@@ -91,3 +91,38 @@ fn the_executable_runs_inference_on_npy_files() {
     assert!(out.contains("h: f32[3, 2] = ["), "{out}");
     assert!(out.contains("y: f32[3, 2] = ["), "{out}");
 }
+
+#[test]
+fn the_executable_benchmarks_its_entries_as_json_lines() {
+    let args = [
+        "model",
+        "bench",
+        "--entry",
+        "infer",
+        "--batch",
+        "3",
+        "--batch",
+        "5",
+        "--seconds",
+        "0",
+        "--profile",
+        "--json",
+    ];
+    let (code, out, err) = run(&args, executable());
+    assert_eq!(code, ExitCode::SUCCESS, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for (line, batch) in lines.iter().zip([3, 5]) {
+        assert!(line.contains(&format!("\"batch\":{batch},")), "{line}");
+        assert!(line.contains("\"entry\":\"infer\""), "{line}");
+        assert!(line.contains("\"median_ms\":"), "{line}");
+        assert!(line.contains("\"kernels\":[{"), "a profile: {line}");
+    }
+}
+
+#[test]
+fn the_executable_refuses_a_bench_of_an_unknown_entry() {
+    let (code, _, err) = run(&["model", "bench", "--entry", "nope"], executable());
+    assert_eq!(code, ExitCode::from(2));
+    assert!(err.contains("no entry `nope`"), "{err}");
+}

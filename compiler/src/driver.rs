@@ -54,6 +54,30 @@ impl From<Diagnostic> for CompileError {
     }
 }
 
+/// Wall time per stage of one compilation, in pipeline order (a stage that runs once
+/// per entry is summed over entries): what `strata bench` prints as the compile-time
+/// breakdown.
+#[derive(Clone, Debug, Default)]
+pub struct StageTimes(pub Vec<(&'static str, std::time::Duration)>);
+
+impl StageTimes {
+    /// Runs `f`, adding its time to `stage`.
+    fn time<T>(&mut self, stage: &'static str, f: impl FnOnce() -> T) -> T {
+        let started = std::time::Instant::now();
+        let value = f();
+        let elapsed = started.elapsed();
+        match self.0.iter_mut().find(|(s, _)| *s == stage) {
+            Some((_, total)) => *total += elapsed,
+            None => self.0.push((stage, elapsed)),
+        }
+        value
+    }
+
+    pub fn total(&self) -> std::time::Duration {
+        self.0.iter().map(|(_, d)| *d).sum()
+    }
+}
+
 /// One entry's graph after the passes, its kernels and its memory plan.
 pub struct CompiledEntry {
     pub name: String,
@@ -81,6 +105,8 @@ pub struct Compiled {
     pub train_config: Option<TrainConfig>,
     pub clif: String,
     pub artifact: Artifact,
+    /// How long each stage took.
+    pub times: StageTimes,
 }
 
 /// Parses and elaborates: the checks `strata check` runs.
@@ -95,19 +121,25 @@ fn compile_entry(
     mut graph: Graph,
     prefix: &str,
     without_parts: bool,
+    times: &mut StageTimes,
 ) -> Result<CompiledEntry, CompileError> {
     let unsimplified = graph.clone();
-    crate::passes::run_pipeline(&mut graph, |_, _| {}).map_err(CompileError::Internal)?;
-    let lowered = match without_parts {
+    times
+        .time("passes", || {
+            crate::passes::run_pipeline(&mut graph, |_, _| {})
+        })
+        .map_err(CompileError::Internal)?;
+    let lowered = times.time("lowering", || match without_parts {
         false => lower(&graph),
         true => crate::lower::lower_without_parts(&graph),
-    };
+    });
     let mut lowered = lowered.map_err(|e| CompileError::Internal(format!("{name}: {e}")))?;
     for k in &mut lowered.kernels {
         k.name = format!("{prefix}{}", k.name);
     }
-    let plan = plan_memory(&lowered);
-    check_plan(&lowered, &plan)
+    let plan = times.time("planning", || plan_memory(&lowered));
+    times
+        .time("plan check", || check_plan(&lowered, &plan))
         .map_err(|e| CompileError::Internal(format!("{name}: memory plan: {e}")))?;
     Ok(CompiledEntry {
         name: name.to_string(),
@@ -142,7 +174,13 @@ pub fn stage_dumps(name: &str, graph: &Graph) -> Result<Vec<(String, String)>, C
         format!("{name}_")
     };
     // The same passes again inside, so the kernels and plan are exactly `compile`'s.
-    let entry = compile_entry(name, graph.clone(), &prefix, false)?;
+    let entry = compile_entry(
+        name,
+        graph.clone(),
+        &prefix,
+        false,
+        &mut StageTimes::default(),
+    )?;
     let n = files.len();
     files.push((
         format!("{n:02}-fused.kernels"),
@@ -158,31 +196,40 @@ pub fn stage_dumps(name: &str, graph: &Graph) -> Result<Vec<(String, String)>, C
 /// Compiles a model file all the way to an artifact. With `elaborate.train` and a
 /// `train` section, the artifact also has the `train_step` and `eval` entries.
 pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled, CompileError> {
-    let elaborated = check(source, &options.elaborate)?;
+    let mut times = StageTimes::default();
+    let elaborated = times.time("parse and check", || check(source, &options.elaborate))?;
     let typed = elaborated.graph.clone();
     let (infer_graph, extra, train_config) = if elaborated.train.is_some() {
         let training_options = ElaborateOptions {
             training_mode: true,
             ..options.elaborate.clone()
         };
-        let training = check(source, &training_options)?;
-        let tg = crate::train::build(&elaborated, &training, &options.train_overrides)?;
+        let training = times.time("parse and check", || check(source, &training_options))?;
+        let tg = times.time("training graphs", || {
+            crate::train::build(&elaborated, &training, &options.train_overrides)
+        })?;
         let mut entries = tg.steps;
         entries.push(("eval".to_string(), tg.eval));
         (tg.infer, entries, Some(tg.config))
     } else {
         (typed.clone(), Vec::new(), None)
     };
-    let infer = compile_entry("infer", infer_graph, "", options.without_parts)?;
+    let infer = compile_entry("infer", infer_graph, "", options.without_parts, &mut times)?;
     let training = extra
         .into_iter()
-        .map(|(name, g)| compile_entry(&name, g, &format!("{name}_"), options.without_parts))
+        .map(|(name, g)| {
+            let prefix = format!("{name}_");
+            compile_entry(&name, g, &prefix, options.without_parts, &mut times)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let all_kernels: Vec<strata_kernels::ir::Kernel> = std::iter::once(&infer)
         .chain(&training)
         .flat_map(|e| e.lowered.kernels.iter().cloned())
         .collect();
-    let clif = strata_kernels::cpu::emit_clif(&all_kernels)
+    let clif = times
+        .time("CLIF emission", || {
+            strata_kernels::cpu::emit_clif(&all_kernels)
+        })
         .map_err(|e| CompileError::Internal(e.to_string()))?;
     let entries: Vec<EntryBuild> = std::iter::once(&infer)
         .chain(&training)
@@ -193,11 +240,17 @@ pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled
             plan: &e.plan,
         })
         .collect();
-    let mut artifact = build_artifact(&entries, clif.clone(), options.seed, train_config.clone())
+    let mut artifact = times
+        .time("artifact", || {
+            build_artifact(&entries, clif.clone(), options.seed, train_config.clone())
+        })
         .map_err(CompileError::Internal)?;
     if options.target == Backend::Gpu {
         // A module naga refuses is a compiler bug: the error names the kernel.
-        artifact.wgsl = strata_kernels::gpu::emit_wgsl(&all_kernels)
+        artifact.wgsl = times
+            .time("WGSL emission", || {
+                strata_kernels::gpu::emit_wgsl(&all_kernels)
+            })
             .map_err(|e| CompileError::Internal(e.to_string()))?;
     }
     Ok(Compiled {
@@ -210,5 +263,6 @@ pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled
         train_config,
         clif,
         artifact,
+        times,
     })
 }

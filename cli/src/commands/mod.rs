@@ -59,7 +59,7 @@ enum Command {
     /// Compile a model and score trained weights on held-out data.
     Eval(eval::EvalCommand),
     /// Compile a model and time its entries on synthetic inputs.
-    Bench(bench::BenchArgs),
+    Bench(bench::BenchCommand),
 }
 
 /// What every subcommand takes: the model file and how to compile it.

@@ -12,7 +12,11 @@
 //! ./mlp eval  [--data SPEC] [--weights best.safetensors|last.ckpt] [--split test|val|all] [--device cpu|gpu]
 //! ./seq decode --input x=x.npy --start 10 [--scores logits] [--output tokens.npy]
 //!             [--weights trained.safetensors] [--device cpu|gpu]
+//! ./mlp bench [--entry infer]... [--batch 1]... [--seconds S] [--profile] [--json] [--device cpu|gpu]
 //! ```
+//!
+//! `bench` times entries as `strata bench` does ([`crate::bench`]), on the code the
+//! executable carries.
 //!
 //! `decode` decodes greedily (see [`strata_runtime::decode`]): it runs `infer` once per decoder
 //! position, feeding each prediction back into the i32 input, and writes (or prints) the
@@ -79,6 +83,8 @@ enum Command {
     Eval(EvalCommand),
     /// Decode a sequence-to-sequence model greedily, feeding its predictions back.
     Decode(DecodeArgs),
+    /// Time the model's entries on synthetic inputs.
+    Bench(BenchCommand),
 }
 
 #[derive(Args, Debug)]
@@ -100,6 +106,15 @@ struct DecodeArgs {
     /// Weights to use instead of the built-in ones (a safetensors file).
     #[arg(long, value_name = "PATH")]
     weights: Option<PathBuf>,
+    /// Where to run: the GPU if the model was built with GPU code, else the CPU.
+    #[arg(long, value_enum)]
+    device: Option<Device>,
+}
+
+#[derive(Args, Debug)]
+struct BenchCommand {
+    #[command(flatten)]
+    bench: crate::bench::BenchArgs,
     /// Where to run: the GPU if the model was built with GPU code, else the CPU.
     #[arg(long, value_enum)]
     device: Option<Device>,
@@ -245,6 +260,7 @@ fn execute(cli: Cli, artifact: &[u8], out: &mut dyn Write) -> Result<(), Failure
         Command::Train(args) => train(&artifact, args, out),
         Command::Eval(args) => eval(&artifact, args, out),
         Command::Decode(args) => decode(&artifact, args, out),
+        Command::Bench(args) => bench(&artifact, args, out),
     }
 }
 
@@ -304,6 +320,15 @@ fn eval(artifact: &Artifact, args: EvalCommand, out: &mut dyn Write) -> Result<(
     )
     .map_err(train_failure)?;
     write!(out, "{report}").map_err(runtime)
+}
+
+fn bench(artifact: &Artifact, args: BenchCommand, out: &mut dyn Write) -> Result<(), Failure> {
+    let session = Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
+    let mut builds = [crate::bench::Timed { label: "", session }];
+    match crate::bench::run_bench(&mut builds, &args.bench, out) {
+        Ok(()) | Err(crate::bench::BenchFailure::OutputClosed) => Ok(()),
+        Err(crate::bench::BenchFailure::Failed(message)) => Err(Failure::Usage(message)),
+    }
 }
 
 /// The backend `--device` picks (default: the artifact's).

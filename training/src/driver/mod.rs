@@ -12,7 +12,7 @@
 //! 2. For each epoch: shuffle the train split with
 //!    [`epoch_shuffle_seed`]`(seed, epoch)`, run
 //!    `train_step` on every batch (the last partial one too) with the scheduled learning
-//!    rate ([`schedule`]) and the 1-based global step, then run `eval` over the
+//!    rate ([`learning_rate`]) and the 1-based global step, then run `eval` over the
 //!    validation split and compute the configured metrics. A section with several
 //!    steps runs each step's entry on every batch, in order, with the same step number
 //!    (so a GAN's two steps see the same noise, as in the usual alternating update).
@@ -42,7 +42,6 @@
 //! [`interrupt_on_ctrl_c`]) is checked after every step: the run saves `last.ckpt` and
 //! returns [`StopReason::Interrupted`].
 
-pub mod schedule;
 pub mod state;
 
 mod data;
@@ -58,11 +57,11 @@ use std::time::Instant;
 
 pub use data::{EVAL_ENTRY, TRAIN_ENTRY};
 pub use evaluation::{EvalReport, EvalSplit, Metrics, evaluate};
-pub use schedule::{StepPosition, learning_rate};
 pub use state::{
     OPTIMIZER_PREFIX, RunPaths, complete_weights, load_params, load_weights_file, merge_params,
     params_safetensors,
 };
+pub use strata_artifact::schedule::{StepPosition, learning_rate};
 
 use self::data::{Ports, Splits, load_splits};
 use self::evaluation::score;

@@ -4,7 +4,7 @@
 //! split by resumes), so a resumed run feeds every step the rate an uninterrupted run
 //! would. Computed in `f64` and rounded once to the `f32` the `lr` input takes.
 
-use strata_artifact::train_config::Schedule;
+use crate::train_config::Schedule;
 
 /// Where a step falls in the run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
