@@ -1,5 +1,7 @@
 //! Strata's kernel IR and its emitters.
 //!
+//! - [`scalar_op`]: the element-wise op vocabulary (unary, binary, reductions) with its
+//!   names and `f64` semantics, shared with the graph IR.
 //! - [`ir`]: the backend-neutral kernel IR (iteration spaces, scalar expressions,
 //!   contractions).
 //! - [`eval`]: a reference evaluator of the kernel IR (f64), which tests the lowering
@@ -9,7 +11,8 @@
 //! - `hoist`: the loop-invariant subexpressions both emitters compute outside the loops
 //!   they do not depend on.
 //!
-//! This crate knows nothing of the DSL or of the graph IR.
+//! This crate knows nothing of the DSL or of the graph IR; the graph IR imports
+//! [`scalar_op`] from here.
 
 pub mod cpu;
 pub mod eval;
@@ -18,5 +21,6 @@ mod hoist;
 pub mod ir;
 pub mod print;
 pub mod rng;
+pub mod scalar_op;
 #[cfg(test)]
 mod test_fixtures;

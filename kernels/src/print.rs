@@ -62,7 +62,7 @@ impl<'a> Display for ExprText<'a> {
             Expr::Const(c) => write!(f, "{c:?}"),
             Expr::Acc => f.write_str("acc"),
             Expr::IndexValue(i) => write!(f, "float({})", IndexText(i)),
-            Expr::Unary(op, x) => write!(f, "{}({})", format!("{op:?}").to_lowercase(), sub(x)),
+            Expr::Unary(op, x) => write!(f, "{}({})", op.name(), sub(x)),
             Expr::Binary(op, a, b) => {
                 let sym = match op {
                     BinaryOp::Add => "+",
@@ -75,13 +75,7 @@ impl<'a> Display for ExprText<'a> {
                     BinaryOp::Ge => ">=",
                     BinaryOp::Eq => "==",
                     BinaryOp::Max | BinaryOp::Min | BinaryOp::Pow => {
-                        return write!(
-                            f,
-                            "{}({}, {})",
-                            format!("{op:?}").to_lowercase(),
-                            sub(a),
-                            sub(b)
-                        );
+                        return write!(f, "{}({}, {})", op.name(), sub(a), sub(b));
                     }
                 };
                 write!(f, "({} {sym} {})", sub(a), sub(b))
@@ -115,12 +109,7 @@ impl<'a> Display for ExprText<'a> {
                     .enumerate()
                     .map(|(i, d)| format!("i{} < {d}", self.scope + i))
                     .collect();
-                write!(
-                    f,
-                    "{}({value} for {})",
-                    format!("{op:?}").to_lowercase(),
-                    bounds.join(", ")
-                )
+                write!(f, "{}({value} for {})", op.name(), bounds.join(", "))
             }
         }
     }
@@ -180,7 +169,7 @@ impl Display for Kernel {
                     vec![
                         format!(
                             "{pad}acc = {}({})",
-                            format!("{op:?}").to_lowercase(),
+                            op.name(),
                             e(value, space.len() + reduce.len())
                         ),
                         format!(
