@@ -10,7 +10,9 @@
 //!   non-positive constant or an overflowing index is a [`KernelError`], never a panic.
 //! - `Select` evaluates only the branch it takes, so a guarded out-of-range load (padding,
 //!   concatenation) is fine.
-//! - `Max`/`Min` (binary and reductions) and `Relu` propagate NaN, as the CPU code does.
+//! - Every scalar op computes [`crate::scalar_op`]'s `f64` semantics (its `apply`), the
+//!   same code as the graph interpreter's: `Max`/`Min` (binary and reductions) and `Relu`
+//!   propagate NaN and order `-0 < +0`, as the CPU code's `fmax`/`fmin` do.
 //! - Storing to an `i32` buffer truncates towards zero and saturates (NaN -> 0), as the
 //!   CPU code's `fcvt_to_sint_sat` does; loads of `i32` buffers give their integer value.
 //! - Values stored to `f32` buffers keep their `f64` precision: this is the exact answer
@@ -20,8 +22,8 @@
 //!   is an error.
 
 use crate::ir::{
-    BinaryOp, Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError, MatrixOperand,
-    ReduceOp, ScalarType, Store, UnaryOp,
+    Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError, MatrixOperand, ReduceOp,
+    ScalarType, Store,
 };
 use crate::rng;
 
@@ -188,10 +190,8 @@ impl<'k, 'b> Evaluator<'k, 'b> {
                 let step = rng::step_word(self.expr(step, vars, acc)? as f32);
                 f64::from(rng::uniform_at(*seed, i, step))
             }
-            Expr::Unary(op, x) => unary(*op, self.expr(x, vars, acc)?),
-            Expr::Binary(op, a, b) => {
-                binary(*op, self.expr(a, vars, acc)?, self.expr(b, vars, acc)?)
-            }
+            Expr::Unary(op, x) => op.apply(self.expr(x, vars, acc)?),
+            Expr::Binary(op, a, b) => op.apply(self.expr(a, vars, acc)?, self.expr(b, vars, acc)?),
             Expr::Select {
                 cond,
                 then,
@@ -210,7 +210,7 @@ impl<'k, 'b> Evaluator<'k, 'b> {
                 while let Some(r) = points.next_point() {
                     inner.truncate(vars.len());
                     inner.extend_from_slice(r);
-                    folded = fold(*op, folded, self.expr(value, &inner, None)?);
+                    folded = op.combine(folded, self.expr(value, &inner, None)?);
                 }
                 folded
             }
@@ -265,7 +265,7 @@ impl<'k, 'b> Evaluator<'k, 'b> {
                 vars.clear();
                 vars.extend_from_slice(p);
                 vars.extend_from_slice(r);
-                acc = fold(op, acc, self.expr(value, &vars, None)?);
+                acc = op.combine(acc, self.expr(value, &vars, None)?);
             }
             let v = self.expr(&out.value, p, Some(acc))?;
             self.write(out.buf, &out.index, p, v)?;
@@ -379,72 +379,10 @@ impl Points {
     }
 }
 
-/// One step of a reduction: `acc` and `v` folded with `op`.
-fn fold(op: ReduceOp, acc: f64, v: f64) -> f64 {
-    match op {
-        ReduceOp::Sum => acc + v,
-        ReduceOp::Max => nan_max(acc, v),
-        ReduceOp::Min => nan_min(acc, v),
-    }
-}
-
-/// `max` that propagates NaN (IEEE 754-2019 `maximum`, Cranelift's `fmax`).
-fn nan_max(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() {
-        f64::NAN
-    } else {
-        a.max(b)
-    }
-}
-
-/// `min` that propagates NaN (IEEE 754-2019 `minimum`, Cranelift's `fmin`).
-fn nan_min(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() {
-        f64::NAN
-    } else {
-        a.min(b)
-    }
-}
-
-fn bool_value(b: bool) -> f64 {
-    if b { 1.0 } else { 0.0 }
-}
-
-fn unary(op: UnaryOp, x: f64) -> f64 {
-    match op {
-        UnaryOp::Neg => -x,
-        UnaryOp::Abs => x.abs(),
-        UnaryOp::Exp => x.exp(),
-        UnaryOp::Log => x.ln(),
-        UnaryOp::Sqrt => x.sqrt(),
-        UnaryOp::Recip => 1.0 / x,
-        UnaryOp::Tanh => x.tanh(),
-        UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-        UnaryOp::Relu => nan_max(x, 0.0),
-    }
-}
-
-fn binary(op: BinaryOp, a: f64, b: f64) -> f64 {
-    match op {
-        BinaryOp::Add => a + b,
-        BinaryOp::Sub => a - b,
-        BinaryOp::Mul => a * b,
-        BinaryOp::Div => a / b,
-        BinaryOp::Max => nan_max(a, b),
-        BinaryOp::Min => nan_min(a, b),
-        BinaryOp::Pow => a.powf(b),
-        BinaryOp::Lt => bool_value(a < b),
-        BinaryOp::Le => bool_value(a <= b),
-        BinaryOp::Gt => bool_value(a > b),
-        BinaryOp::Ge => bool_value(a >= b),
-        BinaryOp::Eq => bool_value(a == b),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::{Access, BufferDecl};
+    use crate::ir::{Access, BinaryOp, BufferDecl, UnaryOp};
 
     fn buffer(name: &str, shape: &[Dim], access: Access) -> BufferDecl {
         BufferDecl {
@@ -859,12 +797,5 @@ mod tests {
         };
         let e = kernel.validate().unwrap_err();
         assert!(e.message.contains("`acc` inside a nested reduction"), "{e}");
-    }
-
-    #[test]
-    fn max_propagates_nan() {
-        assert!(binary(BinaryOp::Max, f64::NAN, 1.0).is_nan());
-        assert!(unary(UnaryOp::Relu, f64::NAN).is_nan());
-        assert_eq!(unary(UnaryOp::Relu, -3.0), 0.0);
     }
 }

@@ -39,6 +39,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The element-wise ops of [`Expr::Unary`], [`Expr::Binary`] and the folds of reductions:
+/// the vocabulary the graph IR uses too, with its `f64` meaning.
+pub use crate::scalar_op::{BinaryOp, ReduceOp, UnaryOp};
+
 /// One extent of an iteration space or buffer shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Dim {
@@ -183,60 +187,6 @@ impl Index {
             Index::Const(_) | Index::Batch => None,
             Index::Add(a, b) | Index::Mul(a, b) => a.max_var().max(b.max_var()),
             Index::Div(a, _) | Index::Rem(a, _) => a.max_var(),
-        }
-    }
-}
-
-/// A scalar function of one `f32`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum UnaryOp {
-    Neg,
-    Abs,
-    Exp,
-    Log,
-    Sqrt,
-    /// 1 / x
-    Recip,
-    Tanh,
-    /// 1 / (1 + exp(-x))
-    Sigmoid,
-    /// max(x, 0)
-    Relu,
-}
-
-/// A scalar function of two `f32`s. Comparisons give 1.0 (true) or 0.0 (false).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum BinaryOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Max,
-    Min,
-    /// `a ** b`
-    Pow,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Eq,
-}
-
-/// How a reduction folds values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ReduceOp {
-    Sum,
-    Max,
-    Min,
-}
-
-impl ReduceOp {
-    /// The fold's starting value.
-    pub fn identity(self) -> f64 {
-        match self {
-            ReduceOp::Sum => 0.0,
-            ReduceOp::Max => f64::NEG_INFINITY,
-            ReduceOp::Min => f64::INFINITY,
         }
     }
 }

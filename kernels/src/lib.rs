@@ -1,5 +1,7 @@
 //! Strata's kernel IR and its emitters.
 //!
+//! - [`scalar_op`]: the element-wise op vocabulary (unary, binary, reductions) with its
+//!   names and `f64` semantics, shared with the graph IR.
 //! - [`ir`]: the backend-neutral kernel IR (iteration spaces, scalar expressions,
 //!   contractions).
 //! - [`print`] and [`parse`]: the kernel IR's text form, written and read back.
@@ -10,7 +12,8 @@
 //! - `hoist`: the loop-invariant subexpressions both emitters compute outside the loops
 //!   they do not depend on.
 //!
-//! This crate knows nothing of the DSL or of the graph IR.
+//! This crate knows nothing of the DSL or of the graph IR; the graph IR imports
+//! [`scalar_op`] from here.
 
 pub mod cpu;
 pub mod eval;
@@ -20,5 +23,6 @@ pub mod ir;
 pub mod parse;
 pub mod print;
 pub mod rng;
+pub mod scalar_op;
 #[cfg(test)]
 mod test_fixtures;

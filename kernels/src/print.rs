@@ -51,21 +51,6 @@ impl Display for IndexText<'_> {
     }
 }
 
-/// The name of a unary op in the text: `neg`, `exp`, `relu`.
-pub(crate) fn unary_name(op: UnaryOp) -> &'static str {
-    match op {
-        UnaryOp::Neg => "neg",
-        UnaryOp::Abs => "abs",
-        UnaryOp::Exp => "exp",
-        UnaryOp::Log => "log",
-        UnaryOp::Sqrt => "sqrt",
-        UnaryOp::Recip => "recip",
-        UnaryOp::Tanh => "tanh",
-        UnaryOp::Sigmoid => "sigmoid",
-        UnaryOp::Relu => "relu",
-    }
-}
-
 /// How a binary op is written: an infix symbol (`(a + b)`) or a function name
 /// (`max(a, b)`).
 pub(crate) fn binary_text(op: BinaryOp) -> BinaryText {
@@ -79,9 +64,7 @@ pub(crate) fn binary_text(op: BinaryOp) -> BinaryText {
         BinaryOp::Gt => BinaryText::Infix(">"),
         BinaryOp::Ge => BinaryText::Infix(">="),
         BinaryOp::Eq => BinaryText::Infix("=="),
-        BinaryOp::Max => BinaryText::Function("max"),
-        BinaryOp::Min => BinaryText::Function("min"),
-        BinaryOp::Pow => BinaryText::Function("pow"),
+        BinaryOp::Max | BinaryOp::Min | BinaryOp::Pow => BinaryText::Function(op.name()),
     }
 }
 
@@ -90,15 +73,6 @@ pub(crate) fn binary_text(op: BinaryOp) -> BinaryText {
 pub(crate) enum BinaryText {
     Infix(&'static str),
     Function(&'static str),
-}
-
-/// The name of a reduction's fold: `sum`, `max`, `min`.
-pub(crate) fn reduce_name(op: ReduceOp) -> &'static str {
-    match op {
-        ReduceOp::Sum => "sum",
-        ReduceOp::Max => "max",
-        ReduceOp::Min => "min",
-    }
 }
 
 /// The name each buffer slot is written with: its own, or `name@slot` when an earlier
@@ -141,7 +115,7 @@ impl<'a> Display for ExprText<'a> {
             Expr::Const(c) => write!(f, "{c:?}"),
             Expr::Acc => f.write_str("acc"),
             Expr::IndexValue(i) => write!(f, "float({})", IndexText(i)),
-            Expr::Unary(op, x) => write!(f, "{}({})", unary_name(*op), sub(x)),
+            Expr::Unary(op, x) => write!(f, "{}({})", op.name(), sub(x)),
             Expr::Binary(op, a, b) => match binary_text(*op) {
                 BinaryText::Infix(sym) => write!(f, "({} {sym} {})", sub(a), sub(b)),
                 BinaryText::Function(name) => write!(f, "{name}({}, {})", sub(a), sub(b)),
@@ -175,7 +149,7 @@ impl<'a> Display for ExprText<'a> {
                     .enumerate()
                     .map(|(i, d)| format!("i{} < {d}", self.scope + i))
                     .collect();
-                write!(f, "{}({value} for {})", reduce_name(*op), bounds.join(", "))
+                write!(f, "{}({value} for {})", op.name(), bounds.join(", "))
             }
         }
     }
@@ -237,7 +211,7 @@ impl Display for Kernel {
                     vec![
                         format!(
                             "{pad}acc = {}({})",
-                            reduce_name(*op),
+                            op.name(),
                             e(value, space.len() + reduce.len())
                         ),
                         format!(

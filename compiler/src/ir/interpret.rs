@@ -12,9 +12,11 @@
 //! op the computed shape is checked against the type the graph records, so an ill-typed
 //! graph is reported rather than evaluated.
 //!
-//! Semantics where floating point leaves a choice: `max`/`min` (binary and reductions)
-//! propagate NaN; `relu(NaN)` is NaN; a reduction over an empty extent gives 0, -inf or
-//! +inf; comparisons of NaN give 0.
+//! Element-wise ops and reduction steps compute `strata_kernels::scalar_op`'s `f64`
+//! semantics, the same code the kernel IR's evaluator runs, which settles the choices
+//! floating point leaves: `max`/`min` (binary and reductions) and `relu` propagate NaN and
+//! order `-0 < +0`; `sigmoid` never overflows; a reduction over an empty extent gives 0,
+//! -inf or +inf; comparisons of NaN give 0.
 
 use super::graph::{Graph, ValueId};
 use super::init::init_param;

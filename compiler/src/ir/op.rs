@@ -8,6 +8,12 @@ use super::types::{DType, Dim, Shape, TensorType};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// The element-wise ops of [`Op::Unary`], [`Op::Binary`] and [`Op::Reduce`], the same
+/// enums as the kernel IR's, so lowering carries them across unchanged. Their names in the
+/// text form and their `f64` meaning (what the interpreter computes) are defined in
+/// [`strata_kernels::scalar_op`].
+pub use strata_kernels::scalar_op::{BinaryOp, ReduceOp, UnaryOp};
+
 /// How a parameter's initial value is drawn. `fan_in`/`fan_out` come from the layer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Init {
@@ -61,118 +67,6 @@ impl fmt::Display for Init {
             Init::HeNormal => f.write_str("he_normal"),
             Init::Uniform(a) => write!(f, "uniform({a})"),
             Init::Normal(s) => write!(f, "normal({s})"),
-        }
-    }
-}
-
-/// Element-wise functions of one operand. Typing: f32 in, same type out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum UnaryOp {
-    Neg,
-    Abs,
-    Exp,
-    Log,
-    Sqrt,
-    Recip,
-    Tanh,
-    Sigmoid,
-    Relu,
-}
-
-impl UnaryOp {
-    pub fn name(self) -> &'static str {
-        match self {
-            UnaryOp::Neg => "neg",
-            UnaryOp::Abs => "abs",
-            UnaryOp::Exp => "exp",
-            UnaryOp::Log => "log",
-            UnaryOp::Sqrt => "sqrt",
-            UnaryOp::Recip => "recip",
-            UnaryOp::Tanh => "tanh",
-            UnaryOp::Sigmoid => "sigmoid",
-            UnaryOp::Relu => "relu",
-        }
-    }
-
-    pub const ALL: [UnaryOp; 9] = [
-        UnaryOp::Neg,
-        UnaryOp::Abs,
-        UnaryOp::Exp,
-        UnaryOp::Log,
-        UnaryOp::Sqrt,
-        UnaryOp::Recip,
-        UnaryOp::Tanh,
-        UnaryOp::Sigmoid,
-        UnaryOp::Relu,
-    ];
-}
-
-/// Element-wise functions of two operands with NumPy broadcasting. Typing: both f32,
-/// result shape the broadcast of both. Comparisons give 1.0 or 0.0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum BinaryOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Max,
-    Min,
-    Pow,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Eq,
-}
-
-impl BinaryOp {
-    pub fn name(self) -> &'static str {
-        match self {
-            BinaryOp::Add => "add",
-            BinaryOp::Sub => "sub",
-            BinaryOp::Mul => "mul",
-            BinaryOp::Div => "div",
-            BinaryOp::Max => "max",
-            BinaryOp::Min => "min",
-            BinaryOp::Pow => "pow",
-            BinaryOp::Lt => "lt",
-            BinaryOp::Le => "le",
-            BinaryOp::Gt => "gt",
-            BinaryOp::Ge => "ge",
-            BinaryOp::Eq => "eq",
-        }
-    }
-
-    pub const ALL: [BinaryOp; 12] = [
-        BinaryOp::Add,
-        BinaryOp::Sub,
-        BinaryOp::Mul,
-        BinaryOp::Div,
-        BinaryOp::Max,
-        BinaryOp::Min,
-        BinaryOp::Pow,
-        BinaryOp::Lt,
-        BinaryOp::Le,
-        BinaryOp::Gt,
-        BinaryOp::Ge,
-        BinaryOp::Eq,
-    ];
-}
-
-/// How a reduction folds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ReduceOp {
-    Sum,
-    Max,
-    Min,
-}
-
-impl ReduceOp {
-    pub fn name(self) -> &'static str {
-        match self {
-            ReduceOp::Sum => "sum",
-            ReduceOp::Max => "max",
-            ReduceOp::Min => "min",
         }
     }
 }
@@ -235,15 +129,17 @@ pub enum Op {
     Param { path: String, init: Init },
     /// A scalar constant. Typing: `f32[]`.
     Const { value: f64 },
-    /// Typing: operand type.
+    /// Typing: an f32 operand; the result has its type.
     Unary(UnaryOp),
-    /// Typing: broadcast of the two operand shapes (NumPy rules).
+    /// Typing: two f32 operands; the result is f32 with the broadcast of their shapes
+    /// (NumPy rules). Comparisons give 1.0 or 0.0.
     Binary(BinaryOp),
     /// `a[..., m, k] x b[..., k, n] -> [..., m, n]`; `b` may be rank 2 and is then shared
     /// by every leading index of `a`; otherwise the leading dims must be equal. `k` may be
     /// the batch: the product then sums over it and the result has no batch.
     MatMul,
-    /// Fold over `axes` (sorted, distinct), dropping them unless `keep_dims`.
+    /// Fold over `axes` (sorted, distinct), dropping them unless `keep_dims`. Its
+    /// mnemonic is `reduce_` followed by the op's name ([`Op::reduce_mnemonic`]).
     Reduce {
         op: ReduceOp,
         axes: Vec<usize>,
@@ -312,11 +208,7 @@ impl Op {
             Op::Unary(u) => u.name(),
             Op::Binary(b) => b.name(),
             Op::MatMul => "matmul",
-            Op::Reduce { op, .. } => match op {
-                ReduceOp::Sum => "reduce_sum",
-                ReduceOp::Max => "reduce_max",
-                ReduceOp::Min => "reduce_min",
-            },
+            Op::Reduce { op, .. } => Op::reduce_mnemonic(*op),
             Op::Reshape { .. } => "reshape",
             Op::Transpose { .. } => "transpose",
             Op::Concat { .. } => "concat",
@@ -328,6 +220,16 @@ impl Op {
             Op::Im2Col { .. } => "im2col",
             Op::Col2Im { .. } => "col2im",
             Op::Scan(_) => "scan",
+        }
+    }
+
+    /// `reduce_` followed by [`ReduceOp::name`], which is what the parser reads back;
+    /// spelled out so that it is `&'static`, and checked against the name by a test.
+    pub fn reduce_mnemonic(op: ReduceOp) -> &'static str {
+        match op {
+            ReduceOp::Sum => "reduce_sum",
+            ReduceOp::Max => "reduce_max",
+            ReduceOp::Min => "reduce_min",
         }
     }
 
@@ -641,4 +543,16 @@ pub fn broadcast_shapes(a: &Shape, b: &Shape) -> Result<Shape, String> {
         });
     }
     checked_shape(Shape(dims))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reduce_mnemonics_are_reduce_and_the_op_name() {
+        for op in ReduceOp::ALL {
+            assert_eq!(Op::reduce_mnemonic(op), format!("reduce_{}", op.name()));
+        }
+    }
 }

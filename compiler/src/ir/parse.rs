@@ -283,12 +283,7 @@ fn parse_op(text: &str, name: &ValueName, body: Option<Graph>) -> Result<Op, Str
         },
         "matmul" => Op::MatMul,
         "stop_gradient" => Op::StopGradient,
-        "reduce_sum" | "reduce_max" | "reduce_min" => {
-            let op = match mnemonic {
-                "reduce_sum" => ReduceOp::Sum,
-                "reduce_max" => ReduceOp::Max,
-                _ => ReduceOp::Min,
-            };
+        reduce if let Some(op) = reduce.strip_prefix("reduce_").and_then(ReduceOp::from_name) => {
             c.expect("axes=")?;
             let axes = c.list()?;
             let keep_dims = c.eat("keep_dims");
@@ -340,9 +335,9 @@ fn parse_op(text: &str, name: &ValueName, body: Option<Graph>) -> Result<Op, Str
             }
         }
         other => {
-            if let Some(u) = UnaryOp::ALL.into_iter().find(|u| u.name() == other) {
+            if let Some(u) = UnaryOp::from_name(other) {
                 Op::Unary(u)
-            } else if let Some(b) = BinaryOp::ALL.into_iter().find(|b| b.name() == other) {
+            } else if let Some(b) = BinaryOp::from_name(other) {
                 Op::Binary(b)
             } else {
                 return Err(format!("unknown op `{other}`"));

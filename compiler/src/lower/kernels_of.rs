@@ -8,7 +8,7 @@ use super::{BufferId, LowerError, LoweredLaunch, Lowerer, Storage, kernel_dims};
 use crate::ir::{self, Op, ValueId};
 use strata_kernels::ir::{
     Access, BinaryOp, BufferDecl, Contraction, Dim, Expr, Index, Kernel, KernelBody, MatrixOperand,
-    ReduceOp, Store, UnaryOp,
+    ReduceOp, Store,
 };
 
 /// Buffer slots of the kernel being built and the buffers bound to them.
@@ -152,14 +152,14 @@ fn expand(
     Ok(match &node.op {
         Op::Unary(op) => {
             let c = broadcast_coords(l, operands[0], coords);
-            Expr::unary(unary(*op), at(operands[0], &c, slots)?)
+            Expr::unary(*op, at(operands[0], &c, slots)?)
         }
         Op::Binary(op) => {
             let ca = broadcast_coords(l, operands[0], coords);
             let cb = broadcast_coords(l, operands[1], coords);
             let a = at(operands[0], &ca, slots)?;
             let b = at(operands[1], &cb, slots)?;
-            Expr::binary(binary(*op), a, b)
+            Expr::binary(*op, a, b)
         }
         Op::Broadcast { .. } => {
             let c = broadcast_coords(l, operands[0], coords);
@@ -252,7 +252,7 @@ fn expand(
         } => {
             let in_shape = &l.graph.ty(operands[0]).shape;
             let (c, extent) = reduced_coords(in_shape, axes, *keep_dims, coords, site.scope);
-            nested_reduce(l, slots, reduce_op(*op), operands[0], &c, extent, site)?
+            nested_reduce(l, slots, *op, operands[0], &c, extent, site)?
         }
         other => {
             return Err(LowerError(format!(
@@ -479,45 +479,6 @@ fn col2im_element(
     sum.ok_or_else(|| LowerError("col2im with an empty kernel".into()))
 }
 
-fn unary(op: ir::UnaryOp) -> UnaryOp {
-    match op {
-        ir::UnaryOp::Neg => UnaryOp::Neg,
-        ir::UnaryOp::Abs => UnaryOp::Abs,
-        ir::UnaryOp::Exp => UnaryOp::Exp,
-        ir::UnaryOp::Log => UnaryOp::Log,
-        ir::UnaryOp::Sqrt => UnaryOp::Sqrt,
-        ir::UnaryOp::Recip => UnaryOp::Recip,
-        ir::UnaryOp::Tanh => UnaryOp::Tanh,
-        ir::UnaryOp::Sigmoid => UnaryOp::Sigmoid,
-        ir::UnaryOp::Relu => UnaryOp::Relu,
-    }
-}
-
-fn binary(op: ir::BinaryOp) -> BinaryOp {
-    match op {
-        ir::BinaryOp::Add => BinaryOp::Add,
-        ir::BinaryOp::Sub => BinaryOp::Sub,
-        ir::BinaryOp::Mul => BinaryOp::Mul,
-        ir::BinaryOp::Div => BinaryOp::Div,
-        ir::BinaryOp::Max => BinaryOp::Max,
-        ir::BinaryOp::Min => BinaryOp::Min,
-        ir::BinaryOp::Pow => BinaryOp::Pow,
-        ir::BinaryOp::Lt => BinaryOp::Lt,
-        ir::BinaryOp::Le => BinaryOp::Le,
-        ir::BinaryOp::Gt => BinaryOp::Gt,
-        ir::BinaryOp::Ge => BinaryOp::Ge,
-        ir::BinaryOp::Eq => BinaryOp::Eq,
-    }
-}
-
-fn reduce_op(op: ir::ReduceOp) -> ReduceOp {
-    match op {
-        ir::ReduceOp::Sum => ReduceOp::Sum,
-        ir::ReduceOp::Max => ReduceOp::Max,
-        ir::ReduceOp::Min => ReduceOp::Min,
-    }
-}
-
 /// Emits the kernel(s) computing `v` into buffer `out`.
 pub(super) fn emit(l: &mut Lowerer, v: ValueId, out: BufferId) -> Result<(), LowerError> {
     emit_fused(l, v, v, out)
@@ -585,7 +546,7 @@ pub(super) fn emit_fused(
             let body = KernelBody::Reduce {
                 space,
                 reduce,
-                op: reduce_op(*op),
+                op: *op,
                 value,
                 out: Store {
                     buf: o,

@@ -134,7 +134,6 @@ pub fn vector_jacobian_products(
 
 /// Whether a gradient flows from an op's result back into its operands.
 fn passes_gradient(op: &Op) -> bool {
-    use crate::ir::BinaryOp::{Eq, Ge, Gt, Le, Lt};
     !matches!(
         op,
         Op::Input { .. }
@@ -143,8 +142,7 @@ fn passes_gradient(op: &Op) -> bool {
             | Op::StopGradient
             | Op::OneHot { .. }
             | Op::RandomUniform { .. }
-            | Op::Binary(Lt | Le | Gt | Ge | Eq)
-    )
+    ) && !matches!(op, Op::Binary(b) if b.is_comparison())
 }
 
 /// The values on a gradient-carrying path from some `w` to `loss` (both ends included).

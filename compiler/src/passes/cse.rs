@@ -1,10 +1,11 @@
 //! Common-subexpression elimination: two ops with the same op, attributes, operands and
 //! type compute the same value, so the later one is replaced by the earlier. Operands of
-//! commutative ops (`add`, `mul`, `eq`) are compared as a set. Inputs and parameters are
+//! commutative ops ([`is_commutative`](crate::ir::BinaryOp::is_commutative): `add`, `mul`, `max`, `min`, `eq`) are
+//! compared as a set. Inputs and parameters are
 //! never merged (each is its own storage). Random draws with the same seed, shape and
 //! step merge: a draw is a function of exactly those and the element index.
 
-use crate::ir::{BinaryOp, Graph, Op, ValueId};
+use crate::ir::{Graph, Op, ValueId};
 use std::collections::HashMap;
 
 /// The identity of a computation: op (with attributes), type and operands.
@@ -14,10 +15,7 @@ fn key(graph: &Graph, v: ValueId) -> Option<String> {
         return None;
     }
     let mut operands: Vec<usize> = graph.operands(v).iter().map(|o| o.index()).collect();
-    if matches!(
-        node.op,
-        Op::Binary(BinaryOp::Add | BinaryOp::Mul | BinaryOp::Eq)
-    ) {
+    if matches!(node.op, Op::Binary(b) if b.is_commutative()) {
         operands.sort();
     }
     Some(format!("{:?}|{}|{operands:?}", node.op, node.ty))

@@ -2,24 +2,16 @@
 //! expressions, read with the printer's precedence (see the parent module's docs).
 
 use crate::ir::*;
-use crate::print::{BinaryText, binary_text, reduce_name, unary_name};
+use crate::print::{BinaryText, binary_text};
 
 fn unary_named(name: &str) -> Option<UnaryOp> {
-    use UnaryOp::*;
-    [Neg, Abs, Exp, Log, Sqrt, Recip, Tanh, Sigmoid, Relu]
-        .into_iter()
-        .find(|op| unary_name(*op) == name)
+    UnaryOp::from_name(name)
 }
 
-const BINARY_OPS: [BinaryOp; 12] = {
-    use BinaryOp::*;
-    [Add, Sub, Mul, Div, Max, Min, Pow, Lt, Le, Gt, Ge, Eq]
-};
+const BINARY_OPS: [BinaryOp; BinaryOp::ALL.len()] = BinaryOp::ALL;
 
 pub(super) fn reduce_named(name: &str) -> Option<ReduceOp> {
-    [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min]
-        .into_iter()
-        .find(|op| reduce_name(*op) == name)
+    ReduceOp::from_name(name)
 }
 
 /// A scanner over one line's text; the slots' names resolve the buffers of loads.

@@ -1,9 +1,11 @@
 //! The numeric kernels of the reference interpreter: one function per op kind over dense
 //! row-major `f64` tensors. Each checks its operands' concrete shapes and returns a
 //! message, never panics, on a mismatch; sums run sequentially in row-major order.
+//! Element-wise ops and reduction steps compute `strata_kernels::scalar_op`'s semantics
+//! (`apply`, `combine`), the same code as the kernel IR's evaluator.
 
 use super::{Tensor, concrete_shape, dims_text, element_count};
-use crate::ir::op::{BinaryOp, ConvWindow, Op, ReduceOp, UnaryOp};
+use crate::ir::op::{ConvWindow, Op, ReduceOp};
 use strata_kernels::rng;
 
 /// Evaluates a non-leaf op on its operands' values.
@@ -21,10 +23,10 @@ pub(super) fn apply(op: &Op, operands: &[&Tensor], batch: Option<usize>) -> Resu
             let x = operand(0)?;
             Ok(Tensor {
                 shape: x.shape.clone(),
-                data: x.data.iter().map(|&a| unary(*u, a)).collect(),
+                data: x.data.iter().map(|&a| u.apply(a)).collect(),
             })
         }
-        Op::Binary(b) => broadcast(operand(0)?, operand(1)?, |x, y| binary(*b, x, y)),
+        Op::Binary(b) => broadcast(operand(0)?, operand(1)?, |x, y| b.apply(x, y)),
         Op::MatMul => matmul(operand(0)?, operand(1)?),
         Op::Reduce {
             op,
@@ -174,45 +176,6 @@ fn col2im(g: &Tensor, window: &ConvWindow, image: [u64; 3]) -> Result<Tensor, St
         shape: vec![n, c, h, w],
         data,
     })
-}
-
-fn unary(op: UnaryOp, x: f64) -> f64 {
-    match op {
-        UnaryOp::Neg => -x,
-        UnaryOp::Abs => x.abs(),
-        UnaryOp::Exp => x.exp(),
-        UnaryOp::Log => x.ln(),
-        UnaryOp::Sqrt => x.sqrt(),
-        UnaryOp::Recip => 1.0 / x,
-        UnaryOp::Tanh => x.tanh(),
-        // Two forms so that exp never overflows.
-        UnaryOp::Sigmoid if x >= 0.0 => 1.0 / (1.0 + (-x).exp()),
-        UnaryOp::Sigmoid => {
-            let e = x.exp();
-            e / (1.0 + e)
-        }
-        UnaryOp::Relu if x < 0.0 => 0.0,
-        UnaryOp::Relu => x,
-    }
-}
-
-fn binary(op: BinaryOp, x: f64, y: f64) -> f64 {
-    let truth = |b: bool| if b { 1.0 } else { 0.0 };
-    match op {
-        BinaryOp::Add => x + y,
-        BinaryOp::Sub => x - y,
-        BinaryOp::Mul => x * y,
-        BinaryOp::Div => x / y,
-        BinaryOp::Max | BinaryOp::Min if x.is_nan() || y.is_nan() => f64::NAN,
-        BinaryOp::Max => x.max(y),
-        BinaryOp::Min => x.min(y),
-        BinaryOp::Pow => x.powf(y),
-        BinaryOp::Lt => truth(x < y),
-        BinaryOp::Le => truth(x <= y),
-        BinaryOp::Gt => truth(x > y),
-        BinaryOp::Ge => truth(x >= y),
-        BinaryOp::Eq => truth(x == y),
-    }
 }
 
 /// Row-major strides (in elements) of `shape`.
@@ -366,21 +329,9 @@ fn reduce(x: &Tensor, op: ReduceOp, axes: &[usize], keep_dims: bool) -> Result<T
         .enumerate()
         .map(|(d, s)| if axes.contains(&d) { 0 } else { s })
         .collect();
-    let (init, fold): (f64, fn(f64, f64) -> f64) = match op {
-        ReduceOp::Sum => (0.0, |acc, v| acc + v),
-        ReduceOp::Max => (f64::NEG_INFINITY, |acc, v| {
-            if v > acc || v.is_nan() { v } else { acc }
-        }),
-        ReduceOp::Min => (
-            f64::INFINITY,
-            |acc, v| {
-                if v < acc || v.is_nan() { v } else { acc }
-            },
-        ),
-    };
-    let mut data = vec![init; kept.iter().product()];
+    let mut data = vec![op.identity(); kept.iter().product()];
     walk(&x.shape, [&strides(&x.shape), &out_strides], |[i, o]| {
-        data[o] = fold(data[o], x.data[i]);
+        data[o] = op.combine(data[o], x.data[i]);
     });
     let shape = if keep_dims {
         kept
