@@ -67,7 +67,7 @@ pub struct EvalArgs {
 #[derive(Debug)]
 pub enum TrainOutcome {
     /// Trained (every epoch, or stopped early).
-    Finished(TrainSummary),
+    Finished(Box<TrainSummary>),
     /// Stopped by Ctrl-C: the message says how to resume (exit code 130, as a shell
     /// reports SIGINT).
     Interrupted(String),
@@ -82,7 +82,7 @@ impl TrainOutcome {
                 "interrupted at step {step} (epoch {epoch}); {} is saved: continue with {resume_hint}",
                 summary.paths.last.display()
             )),
-            _ => TrainOutcome::Finished(summary),
+            _ => TrainOutcome::Finished(Box::new(summary)),
         }
     }
 }

@@ -127,8 +127,8 @@ fn mul_one(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
         return Ok(None);
     };
     Ok(match (const_value(g, a), const_value(g, b)) {
-        (_, Some(c)) if c == 1.0 => same_type(g, v, a),
-        (Some(c), _) if c == 1.0 => same_type(g, v, b),
+        (_, Some(1.0)) => same_type(g, v, a),
+        (Some(1.0), _) => same_type(g, v, b),
         _ => None,
     })
 }
@@ -138,7 +138,7 @@ fn div_one(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
         return Ok(None);
     };
     Ok(match const_value(g, b) {
-        Some(c) if c == 1.0 => same_type(g, v, a),
+        Some(1.0) => same_type(g, v, a),
         _ => None,
     })
 }
@@ -146,14 +146,14 @@ fn div_one(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
 fn add_zero(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
     if let Some((a, b)) = binary_operands(g, v, BinaryOp::Add) {
         return Ok(match (const_value(g, a), const_value(g, b)) {
-            (_, Some(c)) if c == 0.0 => same_type(g, v, a),
-            (Some(c), _) if c == 0.0 => same_type(g, v, b),
+            (_, Some(0.0)) => same_type(g, v, a),
+            (Some(0.0), _) => same_type(g, v, b),
             _ => None,
         });
     }
     if let Some((a, b)) = binary_operands(g, v, BinaryOp::Sub) {
         return Ok(match const_value(g, b) {
-            Some(c) if c == 0.0 => same_type(g, v, a),
+            Some(0.0) => same_type(g, v, a),
             _ => None,
         });
     }
