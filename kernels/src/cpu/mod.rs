@@ -32,7 +32,9 @@
 //! point (identical index expressions and loads are shared within a point), no reliance on
 //! Cranelift's optimizer, except that a subexpression that does not depend on the inner
 //! loops' variables (a row's nested max inside a map over the row) is computed once at
-//! the start of the outermost loop body it depends on (`hoist.rs`). Memory accesses
+//! the start of the outermost loop body it depends on (`hoist.rs`). Index divisions are
+//! folded by range or kept as per-loop quotient/remainder counters where the loop can
+//! step them ([`strength`]), so im2col and windows divide once per loop, not per point. Memory accesses
 //! carry no `aligned` flag. Loads of `i32` buffers are converted with `fcvt_from_sint`;
 //! stores to them with `fcvt_to_sint_sat`
 //! (truncating, saturating, NaN -> 0). Comparisons give 1.0 or 0.0; `Select` takes `then`
@@ -48,6 +50,7 @@
 mod lower;
 pub mod math;
 pub mod random;
+mod strength;
 
 #[cfg(test)]
 mod tests;
