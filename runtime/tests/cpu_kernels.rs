@@ -473,6 +473,52 @@ fn counted_divisions_match_the_reference_for_every_row_split() {
     assert_thread_count_invariant(&kernel, 5);
 }
 
+/// `out[b, y, x] = max over a 3 x 3 window + sum over a 2 x 2 window weighted by the tap`:
+/// nested reductions small enough to be emitted without loops.
+fn window_reductions() -> Kernel {
+    let image = [Dim::Batch, Dim::Fixed(7), Dim::Fixed(9)];
+    let out = [Dim::Batch, Dim::Fixed(5), Dim::Fixed(7)];
+    let tap = |di: usize, dj: usize| {
+        row_major(&[var(0), var(1).add(var(di)), var(2).add(var(dj))], &image)
+    };
+    let max = Expr::Reduce {
+        op: ReduceOp::Max,
+        extent: vec![Dim::Fixed(3), Dim::Fixed(3)],
+        value: Box::new(Expr::load(0, tap(3, 4))),
+    };
+    let weighted = Expr::Reduce {
+        op: ReduceOp::Sum,
+        extent: vec![Dim::Fixed(2), Dim::Fixed(2)],
+        value: Box::new(Expr::binary(
+            BinaryOp::Mul,
+            Expr::load(0, tap(3, 4)),
+            Expr::IndexValue(var(3).mul(Index::Const(2)).add(var(4))),
+        )),
+    };
+    map_kernel(
+        "window_reductions",
+        vec![
+            buffer("x", &image, Access::Read),
+            buffer("out", &out, Access::Write),
+        ],
+        &out,
+        vec![Store {
+            buf: 1,
+            index: identity_index(&out),
+            value: Expr::binary(BinaryOp::Add, max, weighted),
+        }],
+    )
+}
+
+#[test]
+fn unrolled_window_reductions_match_the_reference() {
+    let kernel = window_reductions();
+    for batch in [1, 2] {
+        let bufs = inputs(&kernel, batch, -1.0, 1.0);
+        assert_matches_reference(&kernel, &bufs, batch, 1e-6, 1e-6);
+    }
+}
+
 #[test]
 fn pow_matches_the_reference() {
     let n = Dim::Fixed(512);

@@ -192,6 +192,17 @@ struct Lowering<'k, 'f> {
     divisions: Vec<Index>,
 }
 
+/// Whether a fold's loops may be unrolled.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unroll {
+    Never,
+    /// When the fold has at most [`MAX_UNROLLED_POINTS`] points, all of fixed extents.
+    Small,
+}
+
+/// The most points of a nested reduction emitted without a loop: a 3 x 3 window.
+const MAX_UNROLLED_POINTS: u64 = 9;
+
 /// A [`Counter`] in the loop being lowered: its quotient and remainder as variables.
 struct LiveCounter {
     counter: Counter,
@@ -294,6 +305,34 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 })
             }
         }
+    }
+
+    /// [`Lowering::nest`] without loops, for dimensions of fixed extents: the body once
+    /// per point, each variable a constant (a pooling window's few taps: no loop tests,
+    /// and the taps' indices fold).
+    fn unrolled_nest(
+        &mut self,
+        dims: &[Dim],
+        invariants: &[Invariant],
+        body: &mut Body<'_, 'k, 'f>,
+    ) -> LowerResult<()> {
+        let Some((d, rest)) = dims.split_first() else {
+            return body(self);
+        };
+        let Dim::Fixed(n) = *d else {
+            return Err(self.error("unrolled a loop over the batch (emitter bug)"));
+        };
+        for i in 0..n {
+            let v = self.b.ins().iconst(types::I64, i as i64);
+            self.vars.push(v);
+            // As around a loop body: what depends on this point's variable stays here.
+            let saved = self.memo.clone();
+            self.hoist(invariants)?;
+            self.unrolled_nest(rest, invariants, body)?;
+            self.memo = saved;
+            self.vars.pop();
+        }
+        Ok(())
     }
 
     /// Computes the `invariants` that the loop variables bound so far determine and that
@@ -470,7 +509,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
         out: &Store,
     ) -> LowerResult<()> {
         let invariants = self.invariants.clone();
-        let a = self.fold(reduce, op, value, &invariants)?;
+        let a = self.fold(reduce, op, value, &invariants, Unroll::Never)?;
         let v = self.expr(&out.value, Some(a))?;
         self.store(out.buf, &out.index, v)
     }
@@ -484,6 +523,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
         op: ReduceOp,
         value: &Expr,
         invariants: &[Invariant],
+        unroll: Unroll,
     ) -> LowerResult<Value> {
         let acc_type = match op {
             ReduceOp::Sum => types::F64,
@@ -499,7 +539,12 @@ impl<'k, 'f> Lowering<'k, 'f> {
         // Inside the fold's loops, the variables from here on are its own.
         let outer_divisions =
             std::mem::replace(&mut self.divisions, strength::divisions_in(&[value], &[]));
-        let folded = self.nest(dims, invariants, &mut |l| {
+        let points = dims.iter().try_fold(1u64, |n, d| match d {
+            Dim::Fixed(e) => n.checked_mul(*e),
+            Dim::Batch => None,
+        });
+        let unrolled = unroll == Unroll::Small && points.is_some_and(|n| n <= MAX_UNROLLED_POINTS);
+        let mut point = |l: &mut Self| {
             let v = l.expr(value, None)?;
             let a = l.b.use_var(acc);
             let folded = match op {
@@ -512,7 +557,12 @@ impl<'k, 'f> Lowering<'k, 'f> {
             };
             l.b.def_var(acc, folded);
             Ok(())
-        });
+        };
+        let folded = if unrolled {
+            self.unrolled_nest(dims, invariants, &mut point)
+        } else {
+            self.nest(dims, invariants, &mut point)
+        };
         self.divisions = outer_divisions;
         folded?;
         let a = self.b.use_var(acc);
@@ -530,7 +580,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
         let invariants =
             hoist::nested_invariants(value, self.vars.len(), extent, &|slot| readable[slot]);
         self.hoist(&invariants)?;
-        self.fold(extent, op, value, &invariants)
+        self.fold(extent, op, value, &invariants, Unroll::Small)
     }
 
     fn epilogue_point(&mut self, c: &Contraction, out_index: &Index) -> LowerResult<()> {

@@ -23,7 +23,8 @@
 //!   `value` (sums in `f64`, max/min in `f32`), then the epilogue with `Acc` bound to the
 //!   folded value.
 //! - A nested reduction ([`Expr::Reduce`](crate::ir::Expr)): a loop nest inside the
-//!   point, folding as a kernel-level reduction does.
+//!   point, folding as a kernel-level reduction does; one of at most 9 points (a pooling
+//!   window) is unrolled, its variables constants.
 //! - Contract: *only the epilogue*, a map over `[batch..., m, n]` doing
 //!   `out[idx] = epilogue` with `Acc = out[idx]`. The runtime computes the product into
 //!   `out` with the `gemm` crate first, then calls this function on the same rows.
