@@ -365,6 +365,8 @@ impl Session {
 
         let base = arena.as_mut_ptr();
         let arena_len = arena.len();
+        // Until the launches are done (or one fails): see `cpu::denormals`.
+        let _flush = cpu::denormals::FlushDenormals::enable();
         for (index, t) in entry.schedule() {
             let launch = &entry.launches[index];
             let kernel = self

@@ -397,6 +397,128 @@ fn index_division_and_remainder_match_the_reference() {
     assert_matches_reference(&kernel, &bufs, 1, 1e-6, 0.0);
 }
 
+/// Divisions the emitter counts per loop instead of dividing per point (chained, with
+/// large and carried steps, offsets, a power of two a counter needs, operands over two
+/// variables) and some it must keep (a division of a remainder, a batch stride), over odd
+/// extents, each stored as an index value; plus a nested reduction dividing its own
+/// variable.
+fn division_patterns() -> Kernel {
+    let space = [Dim::Batch, Dim::Fixed(7), Dim::Fixed(37)];
+    let div = |i: Index, d| Index::Div(Box::new(i), d);
+    let rem = |i: Index, d| Index::Rem(Box::new(i), d);
+    let c = Index::Const;
+    let patterns = vec![
+        div(var(2), 5),
+        rem(var(2), 5),
+        rem(div(var(2), 5), 3),
+        div(var(2), 37),
+        rem(var(2).mul(c(24)).add(c(3)), 5),
+        div(var(2).mul(c(24)).add(c(3)), 5),
+        div(var(1).mul(c(37)).add(var(2)), 9),
+        rem(var(1).mul(c(37)).add(var(2)), 9),
+        rem(var(2).add(c(13)), 12),
+        rem(div(var(2).mul(c(3)), 4), 5),
+        div(rem(div(var(2), 3), 4), 3),
+        div(var(2).mul(Index::Batch), 3),
+        rem(var(0).mul(c(7)).add(var(1)), 6),
+        div(div(var(2), 6).mul(c(11)).add(var(1)), 7),
+    ];
+    let n = patterns.len() as u64;
+    let out = [Dim::Batch, Dim::Fixed(7), Dim::Fixed(37), Dim::Fixed(n + 1)];
+    let at = |k: u64| row_major(&[var(0), var(1), var(2), Index::Const(k as i64)], &out);
+    let mut stores: Vec<Store> = patterns
+        .into_iter()
+        .enumerate()
+        .map(|(k, ix)| Store {
+            buf: 1,
+            index: at(k as u64),
+            value: Expr::IndexValue(ix),
+        })
+        .collect();
+    // sum over j < 10 of x[b, (i2 + 3 j) / 7 % 5]: divisions of the fold's own variable.
+    stores.push(Store {
+        buf: 1,
+        index: at(n),
+        value: Expr::Reduce {
+            op: ReduceOp::Sum,
+            extent: vec![Dim::Fixed(10)],
+            value: Box::new(Expr::load(
+                0,
+                row_major(
+                    &[var(0), rem(div(var(2).add(var(3).mul(c(3))), 7), 5)],
+                    &[Dim::Batch, Dim::Fixed(5)],
+                ),
+            )),
+        },
+    });
+    map_kernel(
+        "division_patterns",
+        vec![
+            buffer("x", &[Dim::Batch, Dim::Fixed(5)], Access::Read),
+            buffer("out", &out, Access::Write),
+        ],
+        &space,
+        stores,
+    )
+}
+
+#[test]
+fn counted_divisions_match_the_reference_for_every_row_split() {
+    let kernel = division_patterns();
+    for batch in [1, 3] {
+        let bufs = inputs(&kernel, batch, -1.0, 1.0);
+        assert_matches_reference(&kernel, &bufs, batch, 1e-6, 0.0);
+    }
+    // Rows that start past 0 start every counter there.
+    assert_thread_count_invariant(&kernel, 5);
+}
+
+/// `out[b, y, x] = max over a 3 x 3 window + sum over a 2 x 2 window weighted by the tap`:
+/// nested reductions small enough to be emitted without loops.
+fn window_reductions() -> Kernel {
+    let image = [Dim::Batch, Dim::Fixed(7), Dim::Fixed(9)];
+    let out = [Dim::Batch, Dim::Fixed(5), Dim::Fixed(7)];
+    let tap = |di: usize, dj: usize| {
+        row_major(&[var(0), var(1).add(var(di)), var(2).add(var(dj))], &image)
+    };
+    let max = Expr::Reduce {
+        op: ReduceOp::Max,
+        extent: vec![Dim::Fixed(3), Dim::Fixed(3)],
+        value: Box::new(Expr::load(0, tap(3, 4))),
+    };
+    let weighted = Expr::Reduce {
+        op: ReduceOp::Sum,
+        extent: vec![Dim::Fixed(2), Dim::Fixed(2)],
+        value: Box::new(Expr::binary(
+            BinaryOp::Mul,
+            Expr::load(0, tap(3, 4)),
+            Expr::IndexValue(var(3).mul(Index::Const(2)).add(var(4))),
+        )),
+    };
+    map_kernel(
+        "window_reductions",
+        vec![
+            buffer("x", &image, Access::Read),
+            buffer("out", &out, Access::Write),
+        ],
+        &out,
+        vec![Store {
+            buf: 1,
+            index: identity_index(&out),
+            value: Expr::binary(BinaryOp::Add, max, weighted),
+        }],
+    )
+}
+
+#[test]
+fn unrolled_window_reductions_match_the_reference() {
+    let kernel = window_reductions();
+    for batch in [1, 2] {
+        let bufs = inputs(&kernel, batch, -1.0, 1.0);
+        assert_matches_reference(&kernel, &bufs, batch, 1e-6, 1e-6);
+    }
+}
+
 #[test]
 fn pow_matches_the_reference() {
     let n = Dim::Fixed(512);

@@ -5,6 +5,7 @@
 //! outermost loop body they depend on: the kernel's own invariants at the start of each
 //! of its loops, a nested reduction's before its loops and at the start of each of them.
 
+use super::strength::{self, Counter, Step};
 use super::{math, random};
 use crate::hoist::{self, Invariant};
 use crate::ir::{
@@ -14,7 +15,7 @@ use crate::ir::{
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{BlockArg, Function, InstBuilder, MemFlagsData, Value, types};
 use cranelift_codegen::isa::TargetFrontendConfig;
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use std::collections::HashMap;
 
 type LowerResult<T> = Result<T, KernelError>;
@@ -25,6 +26,9 @@ pub(super) fn lower_kernel(
     func: &mut Function,
     frontend: TargetFrontendConfig,
 ) -> LowerResult<()> {
+    // Divisions folded by range first: the counters and the memo see the folded indices.
+    let simplified = strength::simplify_kernel(kernel);
+    let kernel = &simplified;
     let mut ctx = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(func, &mut ctx);
     let entry = b.create_block();
@@ -59,6 +63,7 @@ pub(super) fn lower_kernel(
         memo: Memo::default(),
         invariants: Vec::new(),
         readable,
+        divisions: kernel_divisions(kernel),
     };
     lowering.invariants = kernel_invariants(kernel, &|slot| lowering.readable[slot]);
     lowering.body(start, end)?;
@@ -96,6 +101,22 @@ fn used_slots(kernel: &Kernel) -> Vec<usize> {
         KernelBody::Parts(_) => {}
     }
     (0..used.len()).filter(|&s| used[s]).collect()
+}
+
+/// Every division in the kernel's indices, for the loops' counters.
+fn kernel_divisions(kernel: &Kernel) -> Vec<Index> {
+    match &kernel.body {
+        KernelBody::Map { stores, .. } => {
+            let values: Vec<&Expr> = stores.iter().map(|s| &s.value).collect();
+            let indices: Vec<&Index> = stores.iter().map(|s| &s.index).collect();
+            strength::divisions_in(&values, &indices)
+        }
+        KernelBody::Reduce { value, out, .. } => {
+            strength::divisions_in(&[value, &out.value], &[&out.index])
+        }
+        KernelBody::Contract(c) => strength::divisions_in(&[&c.epilogue], &[]),
+        KernelBody::Parts(_) => Vec::new(),
+    }
 }
 
 /// The invariants of the kernel's own expressions that its loops can hoist.
@@ -166,6 +187,27 @@ struct Lowering<'k, 'f> {
     invariants: Vec<Invariant>,
     /// Per buffer slot: whether the kernel only reads it (its loads may be hoisted).
     readable: Vec<bool>,
+    /// The divisions in the indices of the loops being lowered (the kernel's, or a
+    /// reduction's value inside its own loops), for the loops' counters.
+    divisions: Vec<Index>,
+}
+
+/// Whether a fold's loops may be unrolled.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unroll {
+    Never,
+    /// When the fold has at most [`MAX_UNROLLED_POINTS`] points, all of fixed extents.
+    Small,
+}
+
+/// The most points of a nested reduction emitted without a loop: a 3 x 3 window.
+const MAX_UNROLLED_POINTS: u64 = 9;
+
+/// A [`Counter`] in the loop being lowered: its quotient and remainder as variables.
+struct LiveCounter {
+    counter: Counter,
+    quotient: Variable,
+    remainder: Variable,
 }
 
 /// A loop body: called with the lowering positioned inside the loop.
@@ -265,6 +307,34 @@ impl<'k, 'f> Lowering<'k, 'f> {
         }
     }
 
+    /// [`Lowering::nest`] without loops, for dimensions of fixed extents: the body once
+    /// per point, each variable a constant (a pooling window's few taps: no loop tests,
+    /// and the taps' indices fold).
+    fn unrolled_nest(
+        &mut self,
+        dims: &[Dim],
+        invariants: &[Invariant],
+        body: &mut Body<'_, 'k, 'f>,
+    ) -> LowerResult<()> {
+        let Some((d, rest)) = dims.split_first() else {
+            return body(self);
+        };
+        let Dim::Fixed(n) = *d else {
+            return Err(self.error("unrolled a loop over the batch (emitter bug)"));
+        };
+        for i in 0..n {
+            let v = self.b.ins().iconst(types::I64, i as i64);
+            self.vars.push(v);
+            // As around a loop body: what depends on this point's variable stays here.
+            let saved = self.memo.clone();
+            self.hoist(invariants)?;
+            self.unrolled_nest(rest, invariants, body)?;
+            self.memo = saved;
+            self.vars.pop();
+        }
+        Ok(())
+    }
+
     /// Computes the `invariants` that the loop variables bound so far determine and that
     /// are not computed yet, and records them in the memo.
     fn hoist(&mut self, invariants: &[Invariant]) -> LowerResult<()> {
@@ -296,6 +366,11 @@ impl<'k, 'f> Lowering<'k, 'f> {
         let inside = self.b.create_block();
         let i = self.b.append_block_param(inside, types::I64);
         let exit = self.b.create_block();
+        let counters = if is_var {
+            self.start_counters(lo)?
+        } else {
+            Vec::new()
+        };
         let any = self.b.ins().icmp(IntCC::SignedLessThan, lo, hi);
         self.b
             .ins()
@@ -305,7 +380,14 @@ impl<'k, 'f> Lowering<'k, 'f> {
             self.vars.push(i);
         }
         let saved = self.memo.clone();
+        for c in &counters {
+            let q = self.b.use_var(c.quotient);
+            let r = self.b.use_var(c.remainder);
+            self.memo.indices.insert(c.counter.quotient(), q);
+            self.memo.indices.insert(c.counter.remainder(), r);
+        }
         body(self)?;
+        self.advance_counters(&counters);
         self.memo = saved;
         if is_var {
             self.vars.pop();
@@ -317,6 +399,88 @@ impl<'k, 'f> Lowering<'k, 'f> {
             .brif(more, inside, &[BlockArg::Value(next)], exit, &[]);
         self.b.switch_to_block(exit);
         Ok(())
+    }
+
+    /// The counters of the loop about to bind the next variable (see [`strength`]),
+    /// started at its first value `lo`: one division each, here, instead of one per
+    /// iteration.
+    fn start_counters(&mut self, lo: Value) -> LowerResult<Vec<LiveCounter>> {
+        let var = self.vars.len();
+        let plan = strength::plan_counters(&self.divisions, var);
+        if plan.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The operands at `lo`, computed as if the variable were bound to it; nothing of
+        // that computation may be mistaken for a value inside the loop.
+        let saved = self.memo.clone();
+        self.vars.push(lo);
+        let mut live = Vec::with_capacity(plan.len());
+        for counter in plan {
+            let a = self.index(&counter.operand)?;
+            let q = self.floor_div(a, counter.divisor)?;
+            let qd = self.b.ins().imul_imm_s(q, counter.divisor);
+            let r = self.b.ins().isub(a, qd);
+            let quotient = self.b.declare_var(types::I64);
+            let remainder = self.b.declare_var(types::I64);
+            self.b.def_var(quotient, q);
+            self.b.def_var(remainder, r);
+            live.push(LiveCounter {
+                counter,
+                quotient,
+                remainder,
+            });
+        }
+        self.vars.pop();
+        self.memo = saved;
+        Ok(live)
+    }
+
+    /// Steps every counter to the next iteration (at the end of the loop body), in plan
+    /// order so that a step may read the change of an earlier counter.
+    fn advance_counters(&mut self, counters: &[LiveCounter]) {
+        // Per counter: how its quotient and remainder changed.
+        let mut changes: Vec<[Value; 2]> = Vec::with_capacity(counters.len());
+        for c in counters {
+            let d = c.counter.divisor;
+            let q = self.b.use_var(c.quotient);
+            let r = self.b.use_var(c.remainder);
+            let (q1, r1, may_wrap) = match &c.counter.step {
+                Step::Const(s) => {
+                    let q1 = self.b.ins().iadd_imm_s(q, s / d);
+                    let r1 = self.b.ins().iadd_imm_s(r, s % d);
+                    (q1, r1, s % d != 0)
+                }
+                Step::Bounded { constant, terms } => {
+                    let mut step = self.b.ins().iconst(types::I64, *constant);
+                    for t in terms {
+                        let change = changes[t.counter][t.part as usize];
+                        let scaled = self.b.ins().imul_imm_s(change, t.coef);
+                        step = self.b.ins().iadd(step, scaled);
+                    }
+                    (q, self.b.ins().iadd(r, step), true)
+                }
+            };
+            // The remainder grew by less than `d`: at most one carry.
+            let (q_step, r_step) = if may_wrap {
+                let wrap = self
+                    .b
+                    .ins()
+                    .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, r1, d);
+                let r_wrapped = self.b.ins().iadd_imm_s(r1, -d);
+                let q_carried = self.b.ins().iadd_imm_s(q1, 1);
+                (
+                    self.b.ins().select(wrap, q_carried, q1),
+                    self.b.ins().select(wrap, r_wrapped, r1),
+                )
+            } else {
+                (q1, r1)
+            };
+            let q_change = self.b.ins().isub(q_step, q);
+            let r_change = self.b.ins().isub(r_step, r);
+            changes.push([q_change, r_change]);
+            self.b.def_var(c.quotient, q_step);
+            self.b.def_var(c.remainder, r_step);
+        }
     }
 
     fn extent(&mut self, d: Dim) -> Value {
@@ -345,7 +509,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
         out: &Store,
     ) -> LowerResult<()> {
         let invariants = self.invariants.clone();
-        let a = self.fold(reduce, op, value, &invariants)?;
+        let a = self.fold(reduce, op, value, &invariants, Unroll::Never)?;
         let v = self.expr(&out.value, Some(a))?;
         self.store(out.buf, &out.index, v)
     }
@@ -359,6 +523,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
         op: ReduceOp,
         value: &Expr,
         invariants: &[Invariant],
+        unroll: Unroll,
     ) -> LowerResult<Value> {
         let acc_type = match op {
             ReduceOp::Sum => types::F64,
@@ -371,7 +536,15 @@ impl<'k, 'f> Lowering<'k, 'f> {
             ReduceOp::Min => self.b.ins().f32const(f32::INFINITY),
         };
         self.b.def_var(acc, init);
-        self.nest(dims, invariants, &mut |l| {
+        // Inside the fold's loops, the variables from here on are its own.
+        let outer_divisions =
+            std::mem::replace(&mut self.divisions, strength::divisions_in(&[value], &[]));
+        let points = dims.iter().try_fold(1u64, |n, d| match d {
+            Dim::Fixed(e) => n.checked_mul(*e),
+            Dim::Batch => None,
+        });
+        let unrolled = unroll == Unroll::Small && points.is_some_and(|n| n <= MAX_UNROLLED_POINTS);
+        let mut point = |l: &mut Self| {
             let v = l.expr(value, None)?;
             let a = l.b.use_var(acc);
             let folded = match op {
@@ -384,7 +557,14 @@ impl<'k, 'f> Lowering<'k, 'f> {
             };
             l.b.def_var(acc, folded);
             Ok(())
-        })?;
+        };
+        let folded = if unrolled {
+            self.unrolled_nest(dims, invariants, &mut point)
+        } else {
+            self.nest(dims, invariants, &mut point)
+        };
+        self.divisions = outer_divisions;
+        folded?;
         let a = self.b.use_var(acc);
         Ok(if acc_type == types::F64 {
             self.b.ins().fdemote(types::F32, a)
@@ -400,7 +580,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
         let invariants =
             hoist::nested_invariants(value, self.vars.len(), extent, &|slot| readable[slot]);
         self.hoist(&invariants)?;
-        self.fold(extent, op, value, &invariants)
+        self.fold(extent, op, value, &invariants, Unroll::Small)
     }
 
     fn epilogue_point(&mut self, c: &Contraction, out_index: &Index) -> LowerResult<()> {

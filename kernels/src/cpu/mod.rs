@@ -23,7 +23,8 @@
 //!   `value` (sums in `f64`, max/min in `f32`), then the epilogue with `Acc` bound to the
 //!   folded value.
 //! - A nested reduction ([`Expr::Reduce`](crate::ir::Expr)): a loop nest inside the
-//!   point, folding as a kernel-level reduction does.
+//!   point, folding as a kernel-level reduction does; one of at most 9 points (a pooling
+//!   window) is unrolled, its variables constants.
 //! - Contract: *only the epilogue*, a map over `[batch..., m, n]` doing
 //!   `out[idx] = epilogue` with `Acc = out[idx]`. The runtime computes the product into
 //!   `out` with the `gemm` crate first, then calls this function on the same rows.
@@ -32,7 +33,9 @@
 //! point (identical index expressions and loads are shared within a point), no reliance on
 //! Cranelift's optimizer, except that a subexpression that does not depend on the inner
 //! loops' variables (a row's nested max inside a map over the row) is computed once at
-//! the start of the outermost loop body it depends on (`hoist.rs`). Memory accesses
+//! the start of the outermost loop body it depends on (`hoist.rs`). Index divisions are
+//! folded by range or kept as per-loop quotient/remainder counters where the loop can
+//! step them ([`strength`]), so im2col and windows divide once per loop, not per point. Memory accesses
 //! carry no `aligned` flag. Loads of `i32` buffers are converted with `fcvt_from_sint`;
 //! stores to them with `fcvt_to_sint_sat`
 //! (truncating, saturating, NaN -> 0). Comparisons give 1.0 or 0.0; `Select` takes `then`
@@ -48,6 +51,7 @@
 mod lower;
 pub mod math;
 pub mod random;
+mod strength;
 
 #[cfg(test)]
 mod tests;

@@ -265,6 +265,8 @@ fn pool() -> Option<&'static rayon::ThreadPool> {
         rayon::ThreadPoolBuilder::new()
             .num_threads(host_threads().saturating_sub(1).max(1))
             .thread_name(|i| format!("strata-launch-{i}"))
+            // These threads run nothing but kernels.
+            .start_handler(|_| super::denormals::flush_on_this_thread())
             .build()
             .ok()
     })

@@ -3,9 +3,11 @@
 //! - [`jit`]: CLIF text -> native functions ([`JitCode`]).
 //! - [`launch`](mod@launch): runs one kernel over its iteration space, split across threads
 //!   by rows of the outermost dimension; contractions call `gemm` first.
+//! - [`denormals`]: kernels run with denormals flushed to zero.
 //!
 //! The calling convention of the generated code is in `strata_kernels::cpu`.
 
+pub mod denormals;
 pub mod jit;
 pub mod launch;
 

@@ -1,0 +1,144 @@
+//! Prints what splitting a launch across threads costs and saves, to choose
+//! `LaunchOptions::min_work_per_thread`: the fastest of many launches of a map
+//! (`out = tanh(x) * y + x`) and of a contraction, on one thread and on two, by size.
+//!
+//! `cargo run --release -p strata-runtime --example launch_threshold`
+
+use std::time::{Duration, Instant};
+use strata_kernels::cpu::emit_clif;
+use strata_kernels::ir::{
+    Access, BinaryOp, BufferDecl, Contraction, Dim, Expr, Index, Kernel, KernelBody, MatrixOperand,
+    ScalarType, Store, UnaryOp,
+};
+use strata_runtime::cpu::{JitCode, LaunchOptions, launch_with};
+
+fn buffer(name: &str, shape: &[Dim], access: Access) -> BufferDecl {
+    BufferDecl {
+        name: name.into(),
+        dtype: ScalarType::F32,
+        shape: shape.to_vec(),
+        access,
+    }
+}
+
+fn map(rows: u64, cols: u64) -> Kernel {
+    let shape = [Dim::Fixed(rows), Dim::Fixed(cols)];
+    let at = Index::row_major(&[Index::Var(0), Index::Var(1)], &shape);
+    let x = || Expr::load(0, at.clone());
+    Kernel {
+        name: "map".into(),
+        buffers: vec![
+            buffer("x", &shape, Access::Read),
+            buffer("y", &shape, Access::Read),
+            buffer("out", &shape, Access::Write),
+        ],
+        body: KernelBody::Map {
+            space: shape.to_vec(),
+            stores: vec![Store {
+                buf: 2,
+                index: at.clone(),
+                value: Expr::binary(
+                    BinaryOp::Add,
+                    Expr::binary(
+                        BinaryOp::Mul,
+                        Expr::unary(UnaryOp::Tanh, x()),
+                        Expr::load(1, at.clone()),
+                    ),
+                    x(),
+                ),
+            }],
+        },
+    }
+}
+
+fn matmul(m: u64, n: u64, k: u64) -> Kernel {
+    let operand = |buf, rs: u64| MatrixOperand {
+        buf,
+        offset: Index::Const(0),
+        row_stride: Index::Const(rs as i64),
+        col_stride: Index::Const(1),
+    };
+    Kernel {
+        name: "matmul".into(),
+        buffers: vec![
+            buffer("a", &[Dim::Fixed(m), Dim::Fixed(k)], Access::Read),
+            buffer("b", &[Dim::Fixed(k), Dim::Fixed(n)], Access::Read),
+            buffer("out", &[Dim::Fixed(m), Dim::Fixed(n)], Access::Write),
+        ],
+        body: KernelBody::Contract(Contraction {
+            batch: vec![],
+            m: Dim::Fixed(m),
+            n: Dim::Fixed(n),
+            k: Dim::Fixed(k),
+            a: operand(0, k),
+            b: operand(1, n),
+            out: 2,
+            epilogue: Expr::Acc,
+        }),
+    }
+}
+
+/// The fastest of `reps` launches with `threads` threads.
+fn fastest(kernel: &Kernel, sizes: [u64; 3], threads: usize, reps: usize) -> Duration {
+    let code = JitCode::compile(&emit_clif(std::slice::from_ref(kernel)).unwrap()).unwrap();
+    let f = [code.get(&kernel.name).unwrap()];
+    let mut storage: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.5; n as usize]).collect();
+    let ptrs: Vec<*mut u8> = storage.iter_mut().map(|b| b.as_mut_ptr().cast()).collect();
+    let options = LaunchOptions {
+        threads,
+        min_work_per_thread: 1,
+    };
+    let mut best = Duration::MAX;
+    for _ in 0..reps {
+        let started = Instant::now();
+        // SAFETY: every buffer has its declared size; `f` is `kernel`'s code, alive.
+        unsafe { launch_with(kernel, &f, &ptrs, 1, &options) };
+        best = best.min(started.elapsed());
+    }
+    best
+}
+
+fn main() {
+    println!(
+        "{:>28} {:>10} {:>12} {:>12}",
+        "kernel", "work", "1 thread", "2 threads"
+    );
+    let report = |what: String, work: u64, one: Duration, two: Duration| {
+        println!(
+            "{what:>28} {work:>10} {:>9.1} us {:>9.1} us",
+            one.as_secs_f64() * 1e6,
+            two.as_secs_f64() * 1e6
+        );
+    };
+    // The fixed costs: a launch of two points, run by one thread or split between two.
+    let tiny = map(2, 1);
+    report(
+        "map 2 x 1".into(),
+        2,
+        fastest(&tiny, [2, 2, 2], 1, 2000),
+        fastest(&tiny, [2, 2, 2], 2, 2000),
+    );
+    for rows in [4u64, 16, 64, 256, 1024, 4096] {
+        let k = map(rows, 256);
+        let n = rows * 256;
+        let reps = (4_000_000 / n).clamp(20, 2000) as usize;
+        report(
+            format!("map {rows} x 256"),
+            n,
+            fastest(&k, [n, n, n], 1, reps),
+            fastest(&k, [n, n, n], 2, reps),
+        );
+    }
+    for m in [8u64, 32, 128, 512] {
+        let (n, k) = (512, 128);
+        let kernel = matmul(m, n, k);
+        let sizes = [m * k, k * n, m * n];
+        let reps = (200_000_000 / (m * n * k)).clamp(20, 2000) as usize;
+        report(
+            format!("matmul {m} x {n} x {k}"),
+            m * n * k,
+            fastest(&kernel, sizes, 1, reps),
+            fastest(&kernel, sizes, 2, reps),
+        );
+    }
+}
