@@ -31,6 +31,10 @@ pub struct BenchArgs {
     /// Print one JSON object per timed entry and batch instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Run CPU kernels on this many threads, the calling one included [default: the
+    /// host's count].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 /// Why a bench stopped.
@@ -57,6 +61,19 @@ pub struct Timed {
 }
 
 impl BenchArgs {
+    /// Fixes the CPU launch threads (`--threads`); call it before any session is made.
+    pub fn apply_threads(&self) -> Result<(), BenchFailure> {
+        match self.threads {
+            Some(0) => Err(BenchFailure::Failed(
+                "--threads takes a count of at least 1".into(),
+            )),
+            Some(n) if !strata_runtime::cpu::set_threads(n) => Err(BenchFailure::Failed(
+                "--threads came after the first CPU session (an internal ordering bug)".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The entries to time: those asked for, else `infer` and `train_step` where the
     /// model has them.
     pub fn entries(&self, session: &Session) -> Vec<String> {

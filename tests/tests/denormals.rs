@@ -2,9 +2,10 @@
 //! calling thread and on the launch pool's, and gives the caller its own mode back.
 
 use std::hint::black_box;
+use strata_artifact::HostTensor;
 use strata_compiler::driver::{CompileOptions, compile};
-use strata_compiler::syntax::SourceFile;
-use strata_runtime::{HostTensor, Session};
+use strata_compiler::source::SourceFile;
+use strata_runtime::Session;
 
 const SCALE: &str = r#"
 model Scale {

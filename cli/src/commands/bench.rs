@@ -31,6 +31,9 @@ pub(super) fn run(a: &BenchCommand) -> ExitCode {
             Ok(x) => x,
             Err(code) => return code,
         };
+    if let Err(e) = a.bench.apply_threads() {
+        return finish(e);
+    }
     // The build to time, and with --compare-parts the same model without parts.
     let mut variants = vec![(false, "")];
     if a.compare_parts {

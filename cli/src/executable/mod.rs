@@ -12,7 +12,7 @@
 //! ./mlp eval  [--data SPEC] [--weights best.safetensors|last.ckpt] [--split test|val|all] [--device cpu|gpu]
 //! ./seq decode --input x=x.npy --start 10 [--scores logits] [--output tokens.npy]
 //!             [--weights trained.safetensors] [--device cpu|gpu]
-//! ./mlp bench [--entry infer]... [--batch 1]... [--seconds S] [--profile] [--json] [--device cpu|gpu]
+//! ./mlp bench [--entry infer]... [--batch 1]... [--seconds S] [--threads N] [--profile] [--json] [--device cpu|gpu]
 //! ```
 //!
 //! `bench` times entries as `strata bench` does ([`crate::bench`]), on the code the
@@ -323,6 +323,9 @@ fn eval(artifact: &Artifact, args: EvalCommand, out: &mut dyn Write) -> Result<(
 }
 
 fn bench(artifact: &Artifact, args: BenchCommand, out: &mut dyn Write) -> Result<(), Failure> {
+    if let Err(crate::bench::BenchFailure::Failed(message)) = args.bench.apply_threads() {
+        return Err(Failure::Usage(message));
+    }
     let session = Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
     let mut builds = [crate::bench::Timed { label: "", session }];
     match crate::bench::run_bench(&mut builds, &args.bench, out) {

@@ -46,8 +46,16 @@ impl Default for LaunchOptions {
 /// The number of threads this host runs in parallel, asked once: it does not change
 /// while the process runs, and asking reads files under /proc and /sys.
 fn host_threads() -> usize {
-    static THREADS: OnceLock<usize> = OnceLock::new();
     *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+static THREADS: OnceLock<usize> = OnceLock::new();
+
+/// Fixes how many threads CPU launches use, the caller included (`strata bench
+/// --threads N`), instead of the host's count. It must come before the first session is
+/// made: the count is fixed once, so false means it came too late and is ignored.
+pub fn set_threads(threads: usize) -> bool {
+    THREADS.set(threads.max(1)).is_ok()
 }
 
 /// Rows of `m` per `gemm` call in an unbatched contraction: at least a few blocks per
