@@ -165,16 +165,16 @@ fn write_profile(out: &mut dyn Write, report: &BenchReport) -> io::Result<()> {
     let total = report.kernel_time().as_secs_f64().max(f64::MIN_POSITIVE);
     for k in &report.kernels {
         let gflops = match k.contraction_flops {
-            0 => "       -".to_string(),
-            _ => format!("{:>8.1}", k.gflops()),
+            0 => String::new(),
+            _ => format!(", {:.1} GFLOP/s in products", k.gflops()),
         };
         writeln!(
             out,
-            "  {:>5.1}%  {:>9.2} us/launch  {:>6} launches/run  {gflops} GFLOP/s  {}",
+            "  {:>5.1}%  {:>9.2} us/launch  {}  ({} launches/run{gflops})",
             100.0 * k.total.as_secs_f64() / total,
             k.per_launch().as_secs_f64() * 1e6,
+            k.name,
             k.launches / report.runs.max(1) as u64,
-            k.name
         )?;
     }
     Ok(())
