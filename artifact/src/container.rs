@@ -32,7 +32,7 @@ use crate::error::ArtifactError;
 pub const MAGIC: [u8; 8] = *b"\x89STRATA\n";
 
 /// The layout version this runtime writes and reads.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 const HEADER_LEN: usize = 8 + 4 + 4 * 8;
 const CHECKSUM_LEN: usize = 4;

@@ -578,6 +578,7 @@ fn with_contraction(out_offset: Extent) -> Artifact {
         buffers: vec![f32_decl("x", Access::Read), f32_decl("out", Access::Write)],
         body: KernelBody::Contract(Contraction {
             batch: vec![],
+            summed: vec![],
             m: Dim::Batch,
             n: Dim::Fixed(4),
             k: Dim::Fixed(4),

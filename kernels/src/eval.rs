@@ -280,12 +280,18 @@ impl<'k, 'b> Evaluator<'k, 'b> {
         let mut products = Vec::new();
         let mut batches = self.points(&c.batch)?;
         while let Some(b) = batches.next_point() {
+            let b = b.to_vec();
             for row in 0..m as i64 {
                 for col in 0..n as i64 {
                     let mut sum = 0.0;
-                    for depth in 0..k as i64 {
-                        sum += self.operand(&c.a, b, row, depth)?
-                            * self.operand(&c.b, b, depth, col)?;
+                    // The operands' variables: the batch point, then the summed one.
+                    let mut summed = self.points(&c.summed)?;
+                    while let Some(s) = summed.next_point() {
+                        let vars = [b.as_slice(), s].concat();
+                        for depth in 0..k as i64 {
+                            sum += self.operand(&c.a, &vars, row, depth)?
+                                * self.operand(&c.b, &vars, depth, col)?;
+                        }
                     }
                     products.push(sum);
                 }
@@ -535,6 +541,56 @@ mod tests {
     }
 
     #[test]
+    fn contract_sums_over_its_summed_dimensions() {
+        // out = sum_b a[b]ᵀ x g[b]: a of [batch, 2, 1], g of [batch, 2, 1], out of [1, 1].
+        let kernel = Kernel {
+            name: "summed".into(),
+            buffers: vec![
+                buffer(
+                    "a",
+                    &[Dim::Batch, Dim::Fixed(2), Dim::Fixed(1)],
+                    Access::Read,
+                ),
+                buffer(
+                    "g",
+                    &[Dim::Batch, Dim::Fixed(2), Dim::Fixed(1)],
+                    Access::Read,
+                ),
+                buffer("out", &[Dim::Fixed(1), Dim::Fixed(1)], Access::Write),
+            ],
+            body: KernelBody::Contract(Contraction {
+                batch: vec![],
+                summed: vec![Dim::Batch],
+                m: Dim::Fixed(1),
+                n: Dim::Fixed(1),
+                k: Dim::Fixed(2),
+                a: MatrixOperand {
+                    buf: 0,
+                    offset: var(0).mul(Index::Const(2)),
+                    row_stride: Index::Const(1),
+                    col_stride: Index::Const(1),
+                },
+                b: MatrixOperand {
+                    buf: 1,
+                    offset: var(0).mul(Index::Const(2)),
+                    row_stride: Index::Const(1),
+                    col_stride: Index::Const(1),
+                },
+                out: 2,
+                epilogue: Expr::Acc,
+            }),
+        };
+        let mut bufs = vec![
+            vec![1.0, 2.0, 3.0, 4.0],
+            vec![5.0, 6.0, 7.0, 8.0],
+            vec![0.0],
+        ];
+        eval_kernel(&kernel, &mut bufs, 2).unwrap();
+        // 1*5 + 2*6 + 3*7 + 4*8
+        assert_eq!(bufs[2], [70.0]);
+    }
+
+    #[test]
     fn contract_multiplies_strided_operands_then_applies_the_epilogue() {
         // out = relu(a x bᵀ) with b stored as [n, k].
         let (m, n, k) = (2, 2, 3);
@@ -547,6 +603,7 @@ mod tests {
             ],
             body: KernelBody::Contract(Contraction {
                 batch: vec![],
+                summed: vec![],
                 m: Dim::Fixed(m),
                 n: Dim::Fixed(n),
                 k: Dim::Fixed(k),

@@ -10,7 +10,9 @@
 //!   point `r` of `reduce` with `op`, then write `epilogue` (where [`Expr::Acc`] is the
 //!   folded value) at `out`.
 //! - [`KernelBody::Contract`]: a (batched) matrix product `C = A x B` with strided
-//!   operands, followed by an element-wise epilogue over `C` (bias, activation, residual).
+//!   operands, possibly summed over further batch dimensions (a weight gradient summed
+//!   over the batch), followed by an element-wise epilogue over `C` (bias, activation,
+//!   residual).
 //! - [`KernelBody::Parts`]: several of the above, independent of each other, run by one
 //!   launch (multi-output, horizontal fusion); each part keeps its own space. On the CPU
 //!   part `i` is the function [`Kernel::part_name`]`(name, i)`.
@@ -360,13 +362,19 @@ pub struct MatrixOperand {
     pub col_stride: Index,
 }
 
-/// `out[b..., m, n] = epilogue(sum_k a[b..., m, k] * b[b..., k, n])`.
+/// `out[b..., m, n] = epilogue(sum_s... sum_k a[b..., s..., m, k] * b[b..., s..., k, n])`.
 ///
 /// `out` is contiguous `[batch..., m, n]`. The epilogue's variables are `batch..., m, n`
-/// and [`Expr::Acc`] is the product's element; with no fusion it is just `Acc`.
+/// and [`Expr::Acc`] is the product's element; with no fusion it is just `Acc`. The
+/// operands' offsets are indices over the `batch` variables followed by the `summed`
+/// ones: the product is summed over every point of `summed` as it is over `k` (a dense
+/// layer's weight gradient, `sum_b aᵀ[b] x g[b]`, is one contraction).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Contraction {
     pub batch: Vec<Dim>,
+    /// Batch dimensions summed over, innermost of the operands' offset variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub summed: Vec<Dim>,
     pub m: Dim,
     pub n: Dim,
     pub k: Dim,
@@ -681,7 +689,7 @@ impl Kernel {
                     }
                     for ix in [&op.offset, &op.row_stride, &op.col_stride] {
                         if let Some(v) = ix.max_var()
-                            && v >= c.batch.len()
+                            && v >= c.batch.len() + c.summed.len()
                         {
                             return Err(err("operand offset uses a non-batch variable".into()));
                         }

@@ -126,6 +126,7 @@ enum Kind {
     Reduce(Vec<Dim>, Vec<Dim>),
     Contract {
         batch: Vec<Dim>,
+        summed: Vec<Dim>,
         m: Dim,
         n: Dim,
         k: Dim,
@@ -272,13 +273,20 @@ fn parse_header(text: &str) -> Result<Header, String> {
         "contract" => {
             c.expect("batch")?;
             let batch = c.dims()?;
+            let summed = if c.eat("sum") { c.dims()? } else { Vec::new() };
             c.expect("m")?;
             let m = c.dim()?;
             c.expect("n")?;
             let n = c.dim()?;
             c.expect("k")?;
             let k = c.dim()?;
-            Header::Body(Kind::Contract { batch, m, n, k })
+            Header::Body(Kind::Contract {
+                batch,
+                summed,
+                m,
+                n,
+                k,
+            })
         }
         "parts" => {
             let count = c.word();
@@ -329,7 +337,13 @@ fn body(lines: &mut Lines, kind: Kind, names: &[String]) -> Result<KernelBody, P
                 out,
             })
         }
-        Kind::Contract { batch, m, n, k } => {
+        Kind::Contract {
+            batch,
+            summed,
+            m,
+            n,
+            k,
+        } => {
             let mut operand = |label: &str| {
                 let (line, text) = lines.next(&format!("operand `{label}`"))?;
                 matrix_operand(text, label, names).map_err(|message| ParseError { line, message })
@@ -349,6 +363,7 @@ fn body(lines: &mut Lines, kind: Kind, names: &[String]) -> Result<KernelBody, P
                 .map_err(|message| ParseError { line, message })?;
             Ok(KernelBody::Contract(Contraction {
                 batch,
+                summed,
                 m,
                 n,
                 k,

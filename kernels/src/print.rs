@@ -243,8 +243,13 @@ impl Display for Kernel {
                     ));
                     (
                         format!(
-                            "contract batch {} m {} n {} k {}",
+                            "contract batch {}{} m {} n {} k {}",
                             dims(&c.batch),
+                            if c.summed.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" sum {}", dims(&c.summed))
+                            },
                             c.m,
                             c.n,
                             c.k

@@ -60,6 +60,7 @@ pub(crate) fn dense_relu() -> Kernel {
         ],
         body: KernelBody::Contract(Contraction {
             batch: vec![],
+            summed: vec![],
             m: Dim::Batch,
             n: Dim::Fixed(2),
             k: Dim::Fixed(4),

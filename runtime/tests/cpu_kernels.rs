@@ -946,6 +946,7 @@ fn dense_relu(m: Dim, n: u64, k: u64) -> Kernel {
         ],
         body: KernelBody::Contract(Contraction {
             batch: vec![],
+            summed: vec![],
             m,
             n: Dim::Fixed(n),
             k: Dim::Fixed(k),
@@ -994,6 +995,7 @@ fn batched_attention_scores(heads: u64, m: u64, n: u64, d: u64) -> Kernel {
         ],
         body: KernelBody::Contract(Contraction {
             batch: vec![b, h],
+            summed: vec![],
             m: md,
             n: nd,
             k: dd,

@@ -40,6 +40,7 @@ fn dense_kernel() -> Kernel {
         ],
         body: KernelBody::Contract(Contraction {
             batch: vec![],
+            summed: vec![],
             m: Dim::Batch,
             n: Dim::Fixed(2),
             k: Dim::Fixed(3),

@@ -445,6 +445,7 @@ fn a_batched_contraction_with_transposed_operands_matches_on_gpu() {
         ],
         body: KernelBody::Contract(Contraction {
             batch: vec![Dim::Batch],
+            summed: vec![],
             m: fixed(m),
             n: fixed(n),
             k: fixed(k),
@@ -489,6 +490,7 @@ fn dense() -> Kernel {
         ],
         body: KernelBody::Contract(Contraction {
             batch: vec![],
+            summed: vec![],
             m: Dim::Batch,
             n: Dim::Fixed(20),
             k: Dim::Fixed(70),

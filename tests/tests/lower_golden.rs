@@ -30,9 +30,10 @@ use strata_tests::golden::{case_name, cases, compare, kernel_blocks};
 
 /// The rules of `compiler/src/lower/fuse.rs` and of `compiler/src/lower/group.rs`
 /// (`parts`), by the names their module docs give them.
-const RULES: [&str; 6] = [
+const RULES: [&str; 7] = [
     "needs-storage",
     "nested-reduce",
+    "summed-product",
     "epilogue",
     "inline",
     "update-group",

@@ -25,7 +25,20 @@
 //!    a nested reduction once per row of the loops it depends on (hoisted out of the
 //!    inner ones); the GPU once per point that reads it, which the extent limit keeps
 //!    cheap. A reduction over the batch or a long row keeps its own kernel.
-//! 3. **Epilogue fusion** (rule `epilogue`): a matrix product or reduction `p` whose
+//! 3. **Summed products** (rule `summed-product`): a sum over batch axes of a
+//!    matrix product (`reduce_sum(aᵀ x g, [0])`, the weight gradient of a dense layer over
+//!    `[batch, T, d]`, which autodiff writes as a batched product then a sum because
+//!    `batch * T` is no dimension of the graph IR) is one contraction summed over those
+//!    axes ([`Contraction::summed`](strata_kernels::ir::Contraction)), when the product
+//!    has no other user and is neither an output, an update nor needed in storage. The
+//!    product is placed in the reduction's kernel (as a link of its epilogue chain): the
+//!    `[batch, out, in]` temporary never exists, and the CPU runtime runs the sum as the
+//!    depth of one `gemm` call (`k = batch * T`) when the operands are contiguous. The
+//!    reduction then starts its epilogue chain as any other (rule `epilogue`). This is
+//!    decided here rather than rewritten in the graph because the graph cannot reshape
+//!    `[batch, T, d]` to `[batch * T, d]`: a shape holds the batch at most once, as a
+//!    factor of itself alone.
+//! 4. **Epilogue fusion** (rule `epilogue`): a matrix product or reduction `p` whose
 //!    result flows through a chain of element-wise ops over `p`'s own coordinates (each
 //!    link the single user of the previous one, of `p`'s shape, neither output nor
 //!    update, its other operands not computed from `p`) is one kernel: the chain becomes
@@ -34,7 +47,7 @@
 //!    and the backward's masks land here. Other operands of the links are loaded or
 //!    inlined; the kernel's output buffer is always a fresh one, never one of them (the
 //!    CPU runs the product into the output before the epilogue reads it).
-//! 4. **Inlining** (rule `inline`) of element-wise values (unary, binary, broadcast,
+//! 5. **Inlining** (rule `inline`) of element-wise values (unary, binary, broadcast,
 //!    one-hot, slice, stop-gradient, transpose, unit reshape, random-uniform) in
 //!    topological order, when
 //!    storage is not required and
@@ -52,7 +65,7 @@
 //!
 //!    A nested reduction counts as cheap: it evaluates its operand a bounded number of
 //!    times per row, whatever reads it. Everything else gets its own buffer and kernel.
-//! 5. **Optimizer updates** (rule `update-group`): an update's new value is stored straight
+//! 6. **Optimizer updates** (rule `update-group`): an update's new value is stored straight
 //!    into the persistent buffer it replaces, by a map over the parameter's shape. Updates
 //!    whose new values read each other's parameters or new values (Adam's `m`, `v` and
 //!    weight) share one map with one store each: the map computes every store's value
@@ -62,7 +75,7 @@
 //!    (through a transpose, a slice, a broadcast) gets a buffer instead, as does one that
 //!    reads another group's parameters, so no store ever races a load of another element.
 
-use crate::ir::{BinaryOp, Dim, Graph, Op, UnaryOp, ValueId};
+use crate::ir::{BinaryOp, Dim, Graph, Op, ReduceOp, UnaryOp, ValueId};
 use std::collections::{HashMap, HashSet};
 
 /// The most points a nested reduction folds (rule `nested-reduce`), and the most copies of
@@ -95,6 +108,9 @@ pub struct Fusion {
     pub placement: HashMap<ValueId, Placement>,
     /// Chain root -> the product or reduction that starts the chain.
     pub producer_of: HashMap<ValueId, ValueId>,
+    /// A sum over batch axes -> the matrix product it sums (rule
+    /// `summed-product`): one contraction.
+    pub summed_products: HashMap<ValueId, ValueId>,
 }
 
 impl Fusion {
@@ -180,6 +196,29 @@ fn nested_reductions(graph: &Graph, pinned: &HashSet<ValueId>) -> HashSet<ValueI
         .collect()
 }
 
+/// The matrix product that reduction `r` sums over batch axes, if `r` and the
+/// product are one contraction (rule `summed-product`): `r` sums, keeps no dimensions,
+/// and reduces only batch axes of a product that `r` alone uses and that needs no storage
+/// of its own.
+fn summed_product(graph: &Graph, r: ValueId, pinned: &HashSet<ValueId>) -> Option<ValueId> {
+    let Op::Reduce {
+        op: ReduceOp::Sum,
+        axes,
+        keep_dims: false,
+    } = &graph.node(r).op
+    else {
+        return None;
+    };
+    let p = graph.operands(r)[0];
+    let batch_axes = graph.ty(p).shape.rank().checked_sub(2)?;
+    let fits = matches!(graph.node(p).op, Op::MatMul)
+        && !axes.is_empty()
+        && axes.iter().all(|a| *a < batch_axes)
+        && graph.users(p) == [r]
+        && !pinned.contains(&p);
+    fits.then_some(p)
+}
+
 /// Whether user `u` evaluates `v`'s tree more than once per element of `v` in a way the
 /// emitters do not undo: a broadcast, unless only along trailing axes over at most
 /// [`NESTED_REDUCE_MAX_POINTS`] points (a per-row value read across its row).
@@ -257,10 +296,24 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
         fusion.placement.insert(r, Placement::Inline);
     }
 
-    // Rule 3: epilogue chains.
+    // Rule 3: summed products.
+    for &r in &order {
+        if nested.contains(&r) {
+            continue;
+        }
+        if let Some(p) = summed_product(graph, r, &pinned) {
+            fusion.summed_products.insert(r, p);
+        }
+    }
+    let summed: HashSet<ValueId> = fusion.summed_products.values().copied().collect();
+
+    // Rule 4: epilogue chains.
     let mut descendants_cache: HashMap<ValueId, HashSet<ValueId>> = HashMap::new();
     for &p in &order {
-        if !matches!(graph.node(p).op, Op::MatMul | Op::Reduce { .. }) || nested.contains(&p) {
+        if !matches!(graph.node(p).op, Op::MatMul | Op::Reduce { .. })
+            || nested.contains(&p)
+            || summed.contains(&p)
+        {
             continue;
         }
         let shape = graph.ty(p).shape.clone();
@@ -304,8 +357,16 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
             fusion.producer_of.insert(root, p);
         }
     }
+    // A summed product is computed by the kernel of its reduction's chain.
+    for (&r, &p) in &fusion.summed_products {
+        let root = match fusion.get(r) {
+            Placement::Epilogue { root } => root,
+            _ => r,
+        };
+        fusion.placement.insert(p, Placement::Epilogue { root });
+    }
 
-    // Rule 4: inlining, with the cost guard. `cost` is the number of expensive ops an
+    // Rule 5: inlining, with the cost guard. `cost` is the number of expensive ops an
     // inlined value's expression evaluates; a nested reduction's is 0 (it counts as cheap).
     let mut cost: HashMap<ValueId, u32> = HashMap::new();
     for &v in &order {

@@ -531,6 +531,14 @@ pub(super) fn emit_fused(
             expand(l, slots, root, &vars(rank), site)
         }
     };
+    if let (Some(&product), Op::Reduce { axes, .. }) =
+        (l.fusion.summed_products.get(&producer), &node.op)
+    {
+        let mut c = contraction(l, &mut slots, product, axes, out)?;
+        c.epilogue = epilogue(l, &mut slots)?;
+        let name = chain_name(l, product, root);
+        return push_kernel(l, &name, slots, KernelBody::Contract(c));
+    }
     match &node.op {
         Op::Reduce {
             op,
@@ -557,7 +565,7 @@ pub(super) fn emit_fused(
             push_kernel(l, &name, slots, body)
         }
         Op::MatMul => {
-            let mut c = contraction(l, &mut slots, operands[0], operands[1], &space, out)?;
+            let mut c = contraction(l, &mut slots, producer, &[], out)?;
             c.epilogue = epilogue(l, &mut slots)?;
             push_kernel(l, &name, slots, KernelBody::Contract(c))
         }
@@ -664,13 +672,14 @@ pub(super) fn emit_update(
     push_kernel(l, "update", slots, KernelBody::Map { space, stores })
 }
 
-/// A matrix operand over the contraction's batch variables: `v`'s element
-/// `(b..., row, col)`, with `v` of rank 2 shared across the batch.
+/// A matrix operand of a product: `v`'s element `(b..., row, col)`, where `batch_vars`
+/// holds the contraction's variable for each batch axis of the product, and `v`'s own
+/// batch axes align with the last of them (so `v` of rank 2 is shared across the batch).
 fn matrix_operand(
     l: &Lowerer,
     slots: &mut Slots,
     v: ValueId,
-    n_batch: usize,
+    batch_vars: &[Index],
 ) -> Result<MatrixOperand, LowerError> {
     let (buf, transposed) = match l.storage.get(&v).copied() {
         Some(Storage::Buffer(b)) => (b, false),
@@ -685,10 +694,8 @@ fn matrix_operand(
     }
     let own_batch = r - 2;
     // Batch coordinates: the operand's leading dims align with the last of the
-    // contraction's batch variables (rank 2 operands have none).
-    let mut coords: Vec<Index> = (0..own_batch)
-        .map(|i| Index::Var(n_batch - own_batch + i))
-        .collect();
+    // product's batch axes (rank 2 operands have none).
+    let mut coords: Vec<Index> = batch_vars[batch_vars.len() - own_batch..].to_vec();
     coords.push(Index::Const(0));
     coords.push(Index::Const(0));
     let offset = Index::row_major(&coords, &shape);
@@ -706,21 +713,35 @@ fn matrix_operand(
     })
 }
 
+/// The contraction computing product `p` of `a x b`, summed over its batch axes `summed`
+/// (rule `summed-product` of [`super::fuse`]; none for a product of its own): the kept
+/// batch axes are the contraction's batch, the summed ones its `summed` dimensions.
 fn contraction(
     l: &Lowerer,
     slots: &mut Slots,
-    a: ValueId,
-    b: ValueId,
-    space: &[Dim],
+    p: ValueId,
+    summed: &[usize],
     out: BufferId,
 ) -> Result<Contraction, LowerError> {
+    let space = kernel_dims(&l.graph.ty(p).shape);
     let r = space.len();
+    let (a, b) = match l.graph.operands(p)[..] {
+        [a, b] => (a, b),
+        _ => return Err(LowerError(format!("{p}: a product of two operands"))),
+    };
     let a_shape = kernel_dims(&l.graph.ty(a).shape);
     let k = a_shape[a_shape.len() - 1];
-    let a_op = matrix_operand(l, slots, a, r - 2)?;
-    let b_op = matrix_operand(l, slots, b, r - 2)?;
+    let (kept, summed): (Vec<usize>, Vec<usize>) = (0..r - 2).partition(|x| !summed.contains(x));
+    // The operands' variables: the kept batch axes, then the summed ones.
+    let mut batch_vars = vec![Index::Const(0); r - 2];
+    for (var, &axis) in kept.iter().chain(&summed).enumerate() {
+        batch_vars[axis] = Index::Var(var);
+    }
+    let a_op = matrix_operand(l, slots, a, &batch_vars)?;
+    let b_op = matrix_operand(l, slots, b, &batch_vars)?;
     Ok(Contraction {
-        batch: space[..r - 2].to_vec(),
+        batch: kept.iter().map(|&x| space[x]).collect(),
+        summed: summed.iter().map(|&x| space[x]).collect(),
         m: space[r - 2],
         n: space[r - 1],
         k,

@@ -559,12 +559,24 @@ impl Writer<'_> {
                 w.index(&o.col_stride)?,
             ))
         };
+        self.line("var sum: f32 = 0.0;");
+        // Summed dimensions: a loop around the tiles of `k`, its coordinates the operands'
+        // variables after the batch ones.
+        let summed = !c.summed.is_empty();
+        if summed {
+            let points = self.count(&c.summed);
+            self.line(&format!(
+                "for (var summed_point: u32 = 0u; summed_point < {points}; \
+                 summed_point = summed_point + 1u) {{"
+            ));
+            self.indent += 1;
+            self.coordinates("summed_point", &c.summed, nb);
+        }
         let (a_off, a_rs, a_cs) = operand(self, &c.a)?;
         let (b_off, b_rs, b_cs) = operand(self, &c.b)?;
         self.loads.insert(c.a.buf);
         self.loads.insert(c.b.buf);
         let (la, lb) = (c.a.buf, c.b.buf);
-        self.line("var sum: f32 = 0.0;");
         self.line(&format!(
             "for (var k0: i32 = 0; k0 < {k}; k0 = k0 + {TILE}) {{"
         ));
@@ -592,6 +604,10 @@ impl Writer<'_> {
         }
         self.indent -= 1;
         self.line("}");
+        if summed {
+            self.indent -= 1;
+            self.line("}");
+        }
         self.line(&format!("if (live && row < {m} && col < {n}) {{"));
         self.indent += 1;
         self.line(&format!("let x{nb} = row;"));

@@ -58,6 +58,7 @@ fn batched_transposed() -> Kernel {
         ],
         body: KernelBody::Contract(Contraction {
             batch: vec![Dim::Batch],
+            summed: vec![],
             m: Dim::Fixed(m as u64),
             n: Dim::Fixed(n as u64),
             k: Dim::Fixed(k as u64),
@@ -72,6 +73,42 @@ fn batched_transposed() -> Kernel {
                 offset: Index::Var(0).mul(Index::Const(n * k)),
                 row_stride: Index::Const(1),
                 col_stride: Index::Const(k),
+            },
+            out: 2,
+            epilogue: Expr::Acc,
+        }),
+    }
+}
+
+/// A weight gradient summed over the batch: `out = sum_b a[b]ᵀ x g[b]` with `a` of
+/// `[batch, t, d]` and `g` of `[batch, t, o]`.
+fn summed_over_batch() -> Kernel {
+    let (t, d, o) = (4i64, 5i64, 3i64);
+    let fixed = |n: i64| Dim::Fixed(n as u64);
+    Kernel {
+        name: "summed_at_g".into(),
+        buffers: vec![
+            f32_buffer("a", &[Dim::Batch, fixed(t), fixed(d)], Access::Read),
+            f32_buffer("g", &[Dim::Batch, fixed(t), fixed(o)], Access::Read),
+            f32_buffer("out", &[fixed(d), fixed(o)], Access::Write),
+        ],
+        body: KernelBody::Contract(Contraction {
+            batch: vec![],
+            summed: vec![Dim::Batch],
+            m: fixed(d),
+            n: fixed(o),
+            k: fixed(t),
+            a: MatrixOperand {
+                buf: 0,
+                offset: Index::Var(0).mul(Index::Const(t * d)),
+                row_stride: Index::Const(1),
+                col_stride: Index::Const(d),
+            },
+            b: MatrixOperand {
+                buf: 1,
+                offset: Index::Var(0).mul(Index::Const(t * o)),
+                row_stride: Index::Const(o),
+                col_stride: Index::Const(1),
             },
             out: 2,
             epilogue: Expr::Acc,
@@ -289,6 +326,7 @@ fn every_strategy_and_operator_validates() {
         row_reduce("row_min", 1000, ReduceOp::Min),
         dense_relu(),
         batched_transposed(),
+        summed_over_batch(),
         every_operator(),
         uniform_map(),
         nested_softmax(),
@@ -305,6 +343,7 @@ fn every_strategy_and_operator_validates() {
             "row_min",
             "dense_relu",
             "batched_bt",
+            "summed_at_g",
             "every_operator",
             "uniform_map",
             "nested_softmax",

@@ -108,12 +108,13 @@ fn every_construct() -> Kernel {
     };
     let contract = KernelBody::Contract(Contraction {
         batch: vec![Dim::Fixed(2)],
+        summed: vec![Dim::Fixed(5)],
         m: Dim::Batch,
         n: Dim::Fixed(3),
         k: Dim::Fixed(4),
         a: MatrixOperand {
             buf: 6,
-            offset: Index::Mul(var(0), Box::new(Index::Add(Box::new(Index::Batch), var(0)))),
+            offset: Index::Mul(var(0), Box::new(Index::Add(Box::new(Index::Batch), var(1)))),
             row_stride: Index::Const(4),
             col_stride: Index::Const(1),
         },

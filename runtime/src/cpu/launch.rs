@@ -308,6 +308,10 @@ fn split(bounds: &[u64], run: impl Fn(u64, u64) + Sync) {
     });
 }
 
+/// The most matrices a contraction's fold checks look at (they evaluate the operands'
+/// offsets at each): a fold pays off long before this many.
+const MOST_MATRICES: u64 = 1 << 16;
+
 /// Advances `index` to the next tuple of `extents` in row-major order; false after the last.
 fn next_index(index: &mut [i64], extents: &[u64]) -> bool {
     for d in (0..index.len()).rev() {
@@ -323,8 +327,28 @@ fn next_index(index: &mut [i64], extents: &[u64]) -> bool {
 /// How a contraction's product is cut into `gemm` calls.
 ///
 /// Without batch dimensions, a block is [`contract_row_block`] rows of `m` (the outermost
-/// dimension of the epilogue's space); with them, a block is one index of the outermost
-/// batch dimension, all its inner batch indices and whole `m x n` matrices.
+/// dimension of the epilogue's space). With them, there are two cases:
+///
+/// - *Folded*: the right-hand operand is the same matrix at every batch index and the
+///   left-hand one's matrices follow each other at `m` rows' distance (a dense layer over
+///   `[batch, T, d]`, whose input is contiguous). Then the batch dimensions are rows too:
+///   the product is one `[batch... * m, k] x [k, n]` matrix product, as if unbatched
+///   (`out` is contiguous `[batch..., m, n]` in any case), and a block is as many whole
+///   indices of the outermost batch dimension as make about [`contract_row_block`] rows.
+///   One `gemm` call over many rows packs the shared right-hand operand once instead of
+///   once per batch index.
+/// - Otherwise a block is one index of the outermost batch dimension, all its inner batch
+///   indices and whole `m x n` matrices, one `gemm` call per matrix.
+///
+/// A contraction summed over dimensions (`Contraction::summed`) is one `gemm` call per
+/// output matrix when, as for a weight gradient `sum_b a[b]ᵀ x g[b]` over contiguous
+/// `[batch, T, d]` and `[batch, T, o]`, the summed matrices follow each other along `k`:
+/// the depth is then `k` times the summed points. Otherwise each summed index is a `gemm`
+/// call adding into the output.
+///
+/// The fold is decided here, where the batch size is known, by evaluating the operands'
+/// offsets at every batch index: the kernel IR's dimensions are a fixed size or the batch,
+/// so `batch * m` has no dimension to name it there.
 struct ContractPlan<'c> {
     c: &'c Contraction,
     batch: u64,
@@ -333,44 +357,168 @@ struct ContractPlan<'c> {
     k: u64,
     /// Extents of the batch dimensions.
     batch_extents: Vec<u64>,
+    /// With the batch dimensions folded into `m`: the outermost batch indices per block.
+    folded: Option<u64>,
+    /// Extents of the summed dimensions.
+    summed_extents: Vec<u64>,
+    /// Whether the summed dimensions fold into the depth: one `gemm` call over `depth`.
+    summed_in_depth: bool,
+    /// `k` times the summed points when they fold into it, else `k`.
+    depth: u64,
 }
 
 impl<'c> ContractPlan<'c> {
     fn new(c: &'c Contraction, batch: u64) -> ContractPlan<'c> {
-        ContractPlan {
+        let mut plan = ContractPlan {
             c,
             batch,
             m: c.m.resolve(batch),
             n: c.n.resolve(batch),
             k: c.k.resolve(batch),
             batch_extents: c.batch.iter().map(|d| d.resolve(batch)).collect(),
+            folded: None,
+            summed_extents: c.summed.iter().map(|d| d.resolve(batch)).collect(),
+            summed_in_depth: false,
+            depth: c.k.resolve(batch),
+        };
+        if plan.summed_folds_into_depth() {
+            plan.summed_in_depth = true;
+            plan.depth = plan.summed_extents.iter().product::<u64>() * plan.k;
+        } else if plan.summed_extents.is_empty() && plan.batch_folds_into_rows() {
+            // `m` rows per inner batch tuple, so this many per outermost index.
+            let inner: u64 = plan.batch_extents[1..].iter().product();
+            let rows_per_outer = (inner * plan.m).max(1);
+            let rows = plan.batch_extents[0] * rows_per_outer;
+            plan.folded = Some((contract_row_block(rows) / rows_per_outer).max(1));
+        }
+        plan
+    }
+
+    /// Whether the batch dimensions can be folded into `m` (see [`ContractPlan`]): at
+    /// every batch index, `b` and the strides are those of the first, and `a`'s matrix at
+    /// flat batch index `f` starts `f * m` rows after the first.
+    fn batch_folds_into_rows(&self) -> bool {
+        let matrices = self
+            .batch_extents
+            .iter()
+            .try_fold(1u64, |acc, e| acc.checked_mul(*e));
+        if self.batch_extents.is_empty() || !matches!(matrices, Some(1..=MOST_MATRICES)) {
+            return false;
+        }
+        let batch = self.batch as i64;
+        let (a, b) = (&self.c.a, &self.c.b);
+        let at = |vars: &[i64]| {
+            [
+                a.offset.eval(vars, batch),
+                a.row_stride.eval(vars, batch),
+                a.col_stride.eval(vars, batch),
+                b.offset.eval(vars, batch),
+                b.row_stride.eval(vars, batch),
+                b.col_stride.eval(vars, batch),
+            ]
+        };
+        let mut vars = vec![0i64; self.batch_extents.len()];
+        let first = at(&vars);
+        let matrix_step = self.m as i64 * first[1];
+        let mut flat = 0i64;
+        loop {
+            let mut want = first;
+            want[0] += flat * matrix_step;
+            if at(&vars) != want {
+                return false;
+            }
+            flat += 1;
+            if !next_index(&mut vars, &self.batch_extents) {
+                return true;
+            }
+        }
+    }
+
+    /// Whether the summed dimensions fold into the depth (see [`ContractPlan`]): at every
+    /// batch index, the operands' strides do not move with the summed variables, and the
+    /// matrices at flat summed index `f` start `f * k` columns of `a` and rows of `b` after
+    /// the first, so `sum_s a[s] x b[s]` is one product over `k * s` (a weight gradient
+    /// over `[batch, T, d]`: depth `batch * T`).
+    fn summed_folds_into_depth(&self) -> bool {
+        if self.summed_extents.is_empty() {
+            return false;
+        }
+        let extents = [self.batch_extents.as_slice(), &self.summed_extents].concat();
+        let points = extents.iter().try_fold(1u64, |acc, e| acc.checked_mul(*e));
+        match points {
+            Some(0) => return true,
+            Some(1..=MOST_MATRICES) => {}
+            _ => return false,
+        }
+        let batch = self.batch as i64;
+        let (a, b) = (&self.c.a, &self.c.b);
+        let at = |vars: &[i64]| {
+            [
+                a.offset.eval(vars, batch),
+                b.offset.eval(vars, batch),
+                a.row_stride.eval(vars, batch),
+                a.col_stride.eval(vars, batch),
+                b.row_stride.eval(vars, batch),
+                b.col_stride.eval(vars, batch),
+            ]
+        };
+        let nb = self.batch_extents.len();
+        let k = self.k as i64;
+        let mut vars = vec![0i64; extents.len()];
+        let mut first: Option<[i64; 6]> = None;
+        loop {
+            let summed_flat = vars[nb..]
+                .iter()
+                .zip(&self.summed_extents)
+                .fold(0i64, |acc, (v, e)| acc * *e as i64 + v);
+            let here = at(&vars);
+            match first {
+                Some(mut want) if summed_flat > 0 => {
+                    let (a_cs, b_rs) = (want[3], want[4]);
+                    want[0] += summed_flat * k * a_cs;
+                    want[1] += summed_flat * k * b_rs;
+                    if here != want {
+                        return false;
+                    }
+                }
+                _ => first = Some(here),
+            }
+            if !next_index(&mut vars, &extents) {
+                return true;
+            }
         }
     }
 
     fn work(&self) -> u64 {
         self.batch_extents
             .iter()
+            .chain(&self.summed_extents)
             .fold(self.m, |acc, b| acc.saturating_mul(*b))
             .saturating_mul(self.n)
             .saturating_mul(self.k.max(1))
     }
 
     fn blocks(&self) -> u64 {
-        match self.batch_extents.first() {
-            None => self.m.div_ceil(contract_row_block(self.m)),
-            Some(&outer) => outer,
+        match (self.batch_extents.first(), self.folded) {
+            (None, _) => self.m.div_ceil(contract_row_block(self.m)),
+            (Some(&outer), Some(per_block)) => outer.div_ceil(per_block),
+            (Some(&outer), None) => outer,
         }
     }
 
     /// The rows of the outermost dimension of the epilogue's space that a block covers.
     fn block_rows(&self, block: u64) -> (u64, u64) {
-        match self.batch_extents.first() {
-            None => {
+        match (self.batch_extents.first(), self.folded) {
+            (None, _) => {
                 let rows = contract_row_block(self.m);
                 let start = block * rows;
                 (start, (start + rows).min(self.m))
             }
-            Some(_) => (block, block + 1),
+            (Some(&outer), Some(per_block)) => {
+                let start = block * per_block;
+                (start, (start + per_block).min(outer))
+            }
+            (Some(_), None) => (block, block + 1),
         }
     }
 
@@ -386,6 +534,17 @@ impl<'c> ContractPlan<'c> {
         if self.batch_extents.is_empty() {
             // SAFETY: forwarded from the caller.
             unsafe { self.matrix_product(bufs, &[], start, end) };
+            return;
+        }
+        if self.folded.is_some() {
+            // One matrix of `batch... * m` rows, addressed from batch index 0.
+            let rows_per_outer = self.batch_extents[1..].iter().product::<u64>() * self.m;
+            let vars = vec![0i64; self.batch_extents.len()];
+            // SAFETY: forwarded from the caller; the fold holds (`batch_folds_into_rows`),
+            // so these rows are those of outermost batch indices `start..end`.
+            unsafe {
+                self.matrix_product(bufs, &vars, start * rows_per_outer, end * rows_per_outer)
+            };
             return;
         }
         // Every batch index tuple whose outermost index is in `start..end`.
@@ -407,7 +566,10 @@ impl<'c> ContractPlan<'c> {
         }
     }
 
-    /// Rows `rows_start..rows_end` of the product at batch index tuple `vars`.
+    /// Rows `rows_start..rows_end` of the product at batch index tuple `vars` (rows past
+    /// `m` when the batch is folded into the rows: they are the next tuples' rows), summed
+    /// over the summed dimensions: one `gemm` call when they fold into the depth, else
+    /// one per summed index, accumulating into `out`.
     ///
     /// # Safety
     /// As for [`ContractPlan::product`].
@@ -417,6 +579,51 @@ impl<'c> ContractPlan<'c> {
         vars: &[i64],
         rows_start: u64,
         rows_end: u64,
+    ) {
+        // `out` is contiguous [batch..., m, n].
+        let flat_batch = vars
+            .iter()
+            .zip(&self.batch_extents)
+            .fold(0i64, |acc, (v, e)| acc * *e as i64 + v);
+        let dst_row = flat_batch as u64 * self.m + rows_start;
+        let rows = (rows_start, rows_end);
+        let mut operand_vars = vars.to_vec();
+        operand_vars.resize(vars.len() + self.summed_extents.len(), 0);
+        if self.summed_in_depth {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.gemm_call(bufs, &operand_vars, dst_row, rows, self.depth, false) };
+            return;
+        }
+        if self.summed_extents.contains(&0) {
+            return;
+        }
+        let mut first = true;
+        loop {
+            // SAFETY: forwarded from the caller; after the first call, `dst` holds the
+            // sum so far.
+            unsafe { self.gemm_call(bufs, &operand_vars, dst_row, rows, self.k, !first) };
+            first = false;
+            if !next_index(&mut operand_vars[vars.len()..], &self.summed_extents) {
+                break;
+            }
+        }
+    }
+
+    /// `out` rows from `dst_row` on `(:)= a x b` over `depth`, for rows
+    /// `rows.0..rows.1` of the operands at variables `vars` (batch, then summed);
+    /// `accumulate` adds to what `out` holds.
+    ///
+    /// # Safety
+    /// As for [`ContractPlan::product`]; with `accumulate`, those rows of `out` hold
+    /// finite values.
+    unsafe fn gemm_call(
+        &self,
+        bufs: &SharedBuffers<'_>,
+        vars: &[i64],
+        dst_row: u64,
+        rows: (u64, u64),
+        depth: u64,
+        accumulate: bool,
     ) {
         let batch = self.batch as i64;
         let operand = |op: &MatrixOperand| {
@@ -428,20 +635,14 @@ impl<'c> ContractPlan<'c> {
         };
         let (a_offset, a_rs, a_cs) = operand(&self.c.a);
         let (b_offset, b_rs, b_cs) = operand(&self.c.b);
-        // `out` is contiguous [batch..., m, n].
-        let flat_batch = vars
-            .iter()
-            .zip(&self.batch_extents)
-            .fold(0i64, |acc, (v, e)| acc * *e as i64 + v);
-        let (m, n) = (self.m as isize, self.n as isize);
-        let rows = rows_start as isize;
+        let n = self.n as isize;
         let dst = bufs
             .f32_ptr(self.c.out)
-            .wrapping_offset((flat_batch as isize * m + rows) * n);
+            .wrapping_offset(dst_row as isize * n);
         let lhs = bufs
             .f32_ptr(self.c.a.buf)
             .cast_const()
-            .wrapping_offset(a_offset + rows * a_rs);
+            .wrapping_offset(a_offset + rows.0 as isize * a_rs);
         let rhs = bufs
             .f32_ptr(self.c.b.buf)
             .cast_const()
@@ -449,23 +650,24 @@ impl<'c> ContractPlan<'c> {
         // SAFETY: the caller guarantees these rows of `dst` and the operands' elements
         // (addressed with the kernel's own offsets and strides) are valid, and that nobody
         // else writes `dst` meanwhile. `read_dst = false` makes `dst := 1 * lhs * rhs`
-        // (alpha is ignored), so `out` need not be initialised.
+        // (alpha is ignored), so `out` need not be initialised; `read_dst = true` makes
+        // `dst := 1 * dst + 1 * lhs * rhs`.
         unsafe {
             gemm::gemm(
-                (rows_end - rows_start) as usize,
+                (rows.1 - rows.0) as usize,
                 self.n as usize,
-                self.k as usize,
+                depth as usize,
                 dst,
                 1,
                 n,
-                false,
+                accumulate,
                 lhs,
                 a_cs,
                 a_rs,
                 rhs,
                 b_cs,
                 b_rs,
-                0.0f32,
+                1.0f32,
                 1.0f32,
                 false,
                 false,
@@ -479,6 +681,7 @@ impl<'c> ContractPlan<'c> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strata_kernels::ir::{Expr, Index};
 
     unsafe extern "C" fn nothing(_: *const *mut u8, _: i64, _: i64, _: i64) {}
 
@@ -488,6 +691,85 @@ mod tests {
             units,
             work,
             contract: None,
+        }
+    }
+
+    /// `[batch, m, k] x [k, n]` with `a`'s matrices `a_step` elements apart and `b`'s
+    /// `b_step` apart (0: one matrix shared by the batch).
+    fn batched_product(m: u64, n: u64, k: u64, a_step: i64, b_step: i64) -> Contraction {
+        let (n_, k_) = (n as i64, k as i64);
+        Contraction {
+            batch: vec![Dim::Batch],
+            summed: vec![],
+            m: Dim::Fixed(m),
+            n: Dim::Fixed(n),
+            k: Dim::Fixed(k),
+            a: MatrixOperand {
+                buf: 0,
+                offset: Index::Var(0).mul(Index::Const(a_step)),
+                row_stride: Index::Const(k_),
+                col_stride: Index::Const(1),
+            },
+            b: MatrixOperand {
+                buf: 1,
+                offset: Index::Var(0).mul(Index::Const(b_step)),
+                row_stride: Index::Const(n_),
+                col_stride: Index::Const(1),
+            },
+            out: 2,
+            epilogue: Expr::Acc,
+        }
+    }
+
+    #[test]
+    fn dense_over_a_sequence_is_one_product_of_batch_times_m_rows() {
+        // W4's dense layers: [16, 64, 128] x [128, 512], a contiguous input.
+        let c = batched_product(64, 512, 128, 64 * 128, 0);
+        let plan = ContractPlan::new(&c, 16);
+        // 1024 rows in blocks of 128: two batch indices per block.
+        assert_eq!(plan.folded, Some(2));
+        assert_eq!(plan.blocks(), 8);
+        assert_eq!(plan.block_rows(7), (14, 16));
+    }
+
+    #[test]
+    fn batched_rhs_or_gapped_lhs_stays_one_product_per_batch_index() {
+        let per_sample_rhs = batched_product(64, 512, 128, 64 * 128, 128 * 512);
+        assert_eq!(ContractPlan::new(&per_sample_rhs, 16).folded, None);
+        // `a`'s matrices are two matrices apart (a slice of a larger buffer).
+        let gapped = batched_product(64, 512, 128, 2 * 64 * 128, 0);
+        let plan = ContractPlan::new(&gapped, 16);
+        assert_eq!(plan.folded, None);
+        assert_eq!(plan.blocks(), 16);
+    }
+
+    #[test]
+    fn folded_product_matches_per_sample_products() {
+        let (batch, m, n, k) = (5u64, 7u64, 3u64, 4u64);
+        let c = batched_product(m, n, k, (m * k) as i64, 0);
+        let plan = ContractPlan::new(&c, batch);
+        assert!(plan.folded.is_some());
+        let mut a: Vec<f32> = (0..batch * m * k).map(|i| (i % 13) as f32 - 6.0).collect();
+        let mut b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.5).collect();
+        let mut out = vec![f32::NAN; (batch * m * n) as usize];
+        let ptrs = [
+            a.as_mut_ptr().cast::<u8>(),
+            b.as_mut_ptr().cast::<u8>(),
+            out.as_mut_ptr().cast::<u8>(),
+        ];
+        let bufs = SharedBuffers(&ptrs);
+        for block in 0..plan.blocks() {
+            let (start, end) = plan.block_rows(block);
+            // SAFETY: the buffers hold the operands and the output at this batch size.
+            unsafe { plan.product(&bufs, start, end) };
+        }
+        for row in 0..(batch * m) as usize {
+            for col in 0..n as usize {
+                let want: f32 = (0..k as usize)
+                    .map(|i| a[row * k as usize + i] * b[i * n as usize + col])
+                    .sum();
+                assert_eq!(out[row * n as usize + col], want, "({row}, {col})");
+            }
         }
     }
 

@@ -433,7 +433,9 @@ impl<'g> Emitter<'g> {
     ///   fixed dims of 1), `a` and `g` are reshaped to `[N, k]` and `[N, n]` and
     ///   `g_b = aᵀ x g` is one product (contracting over the batch if `N` is the batch);
     /// - otherwise (`[batch, s, k]` with `s > 1`: `batch * s` is no single dimension),
-    ///   `g_b = reduce_sum(aᵀ x g, L)`, a batched product then a sum over its batch.
+    ///   `g_b = reduce_sum(aᵀ x g, L)`, a batched product then a sum over its batch,
+    ///   which lowering makes one contraction summed over `L` (fusion rule
+    ///   `summed-product`; on the CPU one product of depth `batch * s`).
     fn matmul_rhs_rule(
         &mut self,
         a: ValueId,
