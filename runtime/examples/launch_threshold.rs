@@ -67,6 +67,7 @@ fn matmul(m: u64, n: u64, k: u64) -> Kernel {
         ],
         body: KernelBody::Contract(Contraction {
             batch: vec![],
+            summed: vec![],
             m: Dim::Fixed(m),
             n: Dim::Fixed(n),
             k: Dim::Fixed(k),
