@@ -16,7 +16,8 @@
 //! ```
 //!
 //! Version 2 added the WGSL section, 3 windows, loops and train steps in the manifest,
-//! 4 the I/O block (`Location::Io`); files of other versions are refused (rebuild them).
+//! 4 the I/O block (`Location::Io`), 5 contractions summed over batch axes
+//! (`Contraction::summed`); files of other versions are refused (rebuild them).
 //!
 //! The magic follows PNG's trick: a high first byte catches 7-bit transfers and the
 //! trailing `\n` catches newline conversion. The version is read before the checksum, so
