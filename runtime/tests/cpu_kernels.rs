@@ -978,6 +978,52 @@ fn contraction_over_the_batch_matches_the_reference() {
     }
 }
 
+/// A weight gradient summed over the batch, `out = Σ_b x[b]ᵀ @ g[b]` (`x: [batch, t, d]`,
+/// `g: [batch, t, o]`), with `x` read in place (`stored_dk`: stored `[batch, d, t]`, so
+/// its depth axis is contiguous within a sample but not across samples, which the CPU
+/// cannot fold into one deep product and accumulates sample by sample instead).
+fn summed_weight_gradient(t: i64, d: i64, o: i64, stored_dk: bool) -> Kernel {
+    let fixed = |n: i64| Dim::Fixed(n as u64);
+    let x_shape = match stored_dk {
+        true => [Dim::Batch, fixed(d), fixed(t)],
+        false => [Dim::Batch, fixed(t), fixed(d)],
+    };
+    let (x_rows, x_depth) = match stored_dk {
+        true => (t, 1),
+        false => (1, d),
+    };
+    Kernel {
+        name: "summed_weight_gradient".into(),
+        buffers: vec![
+            buffer("x", &x_shape, Access::Read),
+            buffer("g", &[Dim::Batch, fixed(t), fixed(o)], Access::Read),
+            buffer("out", &[fixed(d), fixed(o)], Access::Write),
+        ],
+        body: KernelBody::Contract(Contraction {
+            batch: vec![],
+            summed: vec![Dim::Batch],
+            m: fixed(d),
+            n: fixed(o),
+            k: fixed(t),
+            a: operand(0, var(0).mul(Index::Const(t * d)), x_rows, x_depth),
+            b: operand(1, var(0).mul(Index::Const(t * o)), o, 1),
+            out: 2,
+            epilogue: Expr::Acc,
+        }),
+    }
+}
+
+#[test]
+fn contractions_summed_over_the_batch_match_the_reference_folded_or_not() {
+    for stored_dk in [false, true] {
+        let kernel = summed_weight_gradient(5, 7, 3, stored_dk);
+        for batch in [1, 4, 9] {
+            let bufs = inputs(&kernel, batch, -1.0, 1.0);
+            assert_matches_reference(&kernel, &bufs, batch, 1e-5, 1e-5);
+        }
+    }
+}
+
 /// `out[b, h] = q[b, h] @ kᵀ[b, h] * scale` with `k` stored `[b, h, n, d]` (transposed by
 /// its strides), plus a residual shared across the outer batch.
 fn batched_attention_scores(heads: u64, m: u64, n: u64, d: u64) -> Kernel {

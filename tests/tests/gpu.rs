@@ -472,6 +472,47 @@ fn a_batched_contraction_with_transposed_operands_matches_on_gpu() {
 }
 
 #[test]
+fn a_contraction_summed_over_the_batch_matches_on_gpu() {
+    if !gpu_available("a_contraction_summed_over_the_batch_matches_on_gpu") {
+        return;
+    }
+    // A weight gradient: out = Σ_b x[b]ᵀ x g[b], x stored [batch, t, d], g [batch, t, o];
+    // sizes beyond one 16x16 tile.
+    let (t, d, o) = (21i64, 37i64, 19i64);
+    let fixed = |x: i64| Dim::Fixed(x as u64);
+    let kernel = Kernel {
+        name: "summed_weight_gradient".into(),
+        buffers: vec![
+            decl("x", &[Dim::Batch, fixed(t), fixed(d)], Access::Read),
+            decl("g", &[Dim::Batch, fixed(t), fixed(o)], Access::Read),
+            decl("out", &[fixed(d), fixed(o)], Access::Write),
+        ],
+        body: KernelBody::Contract(Contraction {
+            batch: vec![],
+            summed: vec![Dim::Batch],
+            m: fixed(d),
+            n: fixed(o),
+            k: fixed(t),
+            a: MatrixOperand {
+                buf: 0,
+                offset: Index::Var(0).mul(Index::Const(t * d)),
+                row_stride: Index::Const(1),
+                col_stride: Index::Const(d),
+            },
+            b: MatrixOperand {
+                buf: 1,
+                offset: Index::Var(0).mul(Index::Const(t * o)),
+                row_stride: Index::Const(o),
+                col_stride: Index::Const(1),
+            },
+            out: 2,
+            epilogue: Expr::Acc,
+        }),
+    };
+    check_kernel_on_gpu(&kernel, &[1, 6]);
+}
+
+#[test]
 fn a_dense_layer_with_batch_rows_matches_on_gpu() {
     if !gpu_available("a_dense_layer_with_batch_rows_matches_on_gpu") {
         return;
