@@ -237,6 +237,28 @@ pub enum Expr {
 }
 
 impl Expr {
+    /// Every index that `exprs` (their nested reductions and random draws included)
+    /// load at or compute with, appended to `indices`.
+    pub fn indices_of<'a>(mut exprs: Vec<&'a Expr>, indices: &mut Vec<&'a Index>) {
+        while let Some(e) = exprs.pop() {
+            match e {
+                Expr::Load { index, .. } | Expr::IndexValue(index) => indices.push(index),
+                Expr::Uniform { index, step, .. } => {
+                    indices.push(index);
+                    exprs.push(step);
+                }
+                Expr::Const(_) | Expr::Acc => {}
+                Expr::Unary(_, x) | Expr::Reduce { value: x, .. } => exprs.push(x),
+                Expr::Binary(_, a, b) => exprs.extend([&**a, &**b]),
+                Expr::Select {
+                    cond,
+                    then,
+                    otherwise,
+                } => exprs.extend([&**cond, &**then, &**otherwise]),
+            }
+        }
+    }
+
     pub fn load(buf: usize, index: Index) -> Expr {
         Expr::Load { buf, index }
     }

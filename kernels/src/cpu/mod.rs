@@ -165,23 +165,7 @@ fn check_cpu_constraints(kernel: &Kernel) -> Result<(), KernelError> {
             }
         }
     }
-    while let Some(e) = exprs.pop() {
-        match e {
-            Expr::Load { index, .. } | Expr::IndexValue(index) => indices.push(index),
-            Expr::Uniform { index, step, .. } => {
-                indices.push(index);
-                exprs.push(step);
-            }
-            Expr::Const(_) | Expr::Acc => {}
-            Expr::Unary(_, x) | Expr::Reduce { value: x, .. } => exprs.push(x),
-            Expr::Binary(_, a, b) => exprs.extend([&**a, &**b]),
-            Expr::Select {
-                cond,
-                then,
-                otherwise,
-            } => exprs.extend([&**cond, &**then, &**otherwise]),
-        }
-    }
+    Expr::indices_of(exprs, &mut indices);
     while let Some(ix) = indices.pop() {
         match ix {
             Index::Var(_) | Index::Const(_) | Index::Batch => {}

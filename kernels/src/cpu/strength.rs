@@ -160,25 +160,8 @@ fn range(ix: &Index, vars: &[VarRange]) -> Option<(i64, i64)> {
 /// included), inner ones before the divisions that contain them.
 pub(super) fn divisions_in(exprs: &[&Expr], indices: &[&Index]) -> Vec<Index> {
     let mut out = Vec::new();
-    let mut exprs: Vec<&Expr> = exprs.to_vec();
     let mut indices: Vec<&Index> = indices.to_vec();
-    while let Some(e) = exprs.pop() {
-        match e {
-            Expr::Load { index, .. } | Expr::IndexValue(index) => indices.push(index),
-            Expr::Uniform { index, step, .. } => {
-                indices.push(index);
-                exprs.push(step);
-            }
-            Expr::Const(_) | Expr::Acc => {}
-            Expr::Unary(_, x) | Expr::Reduce { value: x, .. } => exprs.push(x),
-            Expr::Binary(_, a, b) => exprs.extend([&**a, &**b]),
-            Expr::Select {
-                cond,
-                then,
-                otherwise,
-            } => exprs.extend([&**cond, &**then, &**otherwise]),
-        }
-    }
+    Expr::indices_of(exprs.to_vec(), &mut indices);
     for ix in indices {
         collect_divisions(ix, &mut out);
     }
