@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use clap::Args;
 use serde_json::json;
-use strata_runtime::Session;
 use strata_runtime::bench::{BenchOptions, BenchReport, bench_entry};
+use strata_runtime::{RunError, Session};
 
 /// What to time and how to report it.
 #[derive(Args, Debug, Clone)]
@@ -39,7 +39,10 @@ pub struct BenchArgs {
 
 /// Why a bench stopped.
 pub enum BenchFailure {
-    /// The settings or the model are wrong: the message says how.
+    /// The arguments do not fit the model (an unknown entry, a bad count): the message
+    /// says how.
+    Usage(String),
+    /// A run failed (the device, the memory for this batch size, a broken invariant).
     Failed(String),
     /// The output was closed (a pipe's reader exited): nothing more to say.
     OutputClosed,
@@ -64,7 +67,7 @@ impl BenchArgs {
     /// Fixes the CPU launch threads (`--threads`); call it before any session is made.
     pub fn apply_threads(&self) -> Result<(), BenchFailure> {
         match self.threads {
-            Some(0) => Err(BenchFailure::Failed(
+            Some(0) => Err(BenchFailure::Usage(
                 "--threads takes a count of at least 1".into(),
             )),
             Some(n) if !strata_runtime::cpu::set_threads(n) => Err(BenchFailure::Failed(
@@ -104,7 +107,7 @@ pub fn run_bench(
     out: &mut dyn Write,
 ) -> Result<(), BenchFailure> {
     if !(args.seconds.is_finite() && args.seconds >= 0.0) {
-        return Err(BenchFailure::Failed(format!(
+        return Err(BenchFailure::Usage(format!(
             "--seconds takes a time in seconds, got {}",
             args.seconds
         )));
@@ -125,8 +128,11 @@ pub fn run_bench(
             let mut best: Vec<Option<BenchReport>> = vec![None; builds.len()];
             for _ in 0..rounds {
                 for (i, build) in builds.iter_mut().enumerate() {
-                    let report = bench_entry(&mut build.session, entry, &options)
-                        .map_err(|e| BenchFailure::Failed(e.to_string()))?;
+                    let report =
+                        bench_entry(&mut build.session, entry, &options).map_err(|e| match e {
+                            RunError::UnknownEntry { .. } => BenchFailure::Usage(e.to_string()),
+                            _ => BenchFailure::Failed(e.to_string()),
+                        })?;
                     if best[i].as_ref().is_none_or(|b| report.median < b.median) {
                         best[i] = Some(report);
                     }

@@ -80,7 +80,7 @@ pub(super) fn run(a: &BenchCommand) -> ExitCode {
 
 fn finish(failure: BenchFailure) -> ExitCode {
     match failure {
-        BenchFailure::Failed(message) => fail(message),
+        BenchFailure::Usage(message) | BenchFailure::Failed(message) => fail(message),
         BenchFailure::OutputClosed => ExitCode::SUCCESS,
     }
 }

@@ -323,14 +323,18 @@ fn eval(artifact: &Artifact, args: EvalCommand, out: &mut dyn Write) -> Result<(
 }
 
 fn bench(artifact: &Artifact, args: BenchCommand, out: &mut dyn Write) -> Result<(), Failure> {
-    if let Err(crate::bench::BenchFailure::Failed(message)) = args.bench.apply_threads() {
-        return Err(Failure::Usage(message));
+    use crate::bench::BenchFailure;
+    match args.bench.apply_threads() {
+        Err(BenchFailure::Usage(message)) => return Err(Failure::Usage(message)),
+        Err(BenchFailure::Failed(message)) => return Err(Failure::Runtime(message)),
+        Ok(()) | Err(BenchFailure::OutputClosed) => {}
     }
     let session = Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
     let mut builds = [crate::bench::Timed { label: "", session }];
     match crate::bench::run_bench(&mut builds, &args.bench, out) {
-        Ok(()) | Err(crate::bench::BenchFailure::OutputClosed) => Ok(()),
-        Err(crate::bench::BenchFailure::Failed(message)) => Err(Failure::Usage(message)),
+        Ok(()) | Err(BenchFailure::OutputClosed) => Ok(()),
+        Err(BenchFailure::Usage(message)) => Err(Failure::Usage(message)),
+        Err(BenchFailure::Failed(message)) => Err(Failure::Runtime(message)),
     }
 }
 
