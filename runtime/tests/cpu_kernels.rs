@@ -723,6 +723,249 @@ fn math_special_cases() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Vector code: the innermost loop of a map runs four points at a time in `f32x4`.
+
+/// What a point of [`elementwise`] stores, from its `x` and `y`.
+type PointValue = dyn Fn(Expr, Expr) -> Expr;
+
+/// `out[p] = value(x[p], y[p])` over `n` points: as a map over `[n]` (four points at a
+/// time, the last `n % 4` one at a time) or over `[n, 1]` (one at a time throughout).
+fn elementwise(value: &PointValue, n: u64, vector: bool) -> Kernel {
+    let shape = if vector {
+        vec![Dim::Fixed(n)]
+    } else {
+        vec![Dim::Fixed(n), Dim::Fixed(1)]
+    };
+    let point = identity_index(&shape);
+    map_kernel(
+        "elementwise",
+        vec![
+            buffer("x", &shape, Access::Read),
+            buffer("y", &shape, Access::Read),
+            buffer("out", &shape, Access::Write),
+        ],
+        &shape,
+        vec![Store {
+            buf: 2,
+            index: point.clone(),
+            value: value(Expr::load(0, point.clone()), Expr::load(1, point)),
+        }],
+    )
+}
+
+#[test]
+fn vector_lanes_compute_the_bits_of_the_scalar_loop() {
+    // Ordinary values, both signs, special values and subnormals, in an order that puts
+    // each kind in every lane and in the scalar tail (1001 points: 250 vectors and 1).
+    let specials = [
+        0.0,
+        -0.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+        1e-40,
+        -1e-40,
+        1.0,
+        -1.0,
+        0.5,
+        2.0,
+        3.0,
+        100.0,
+        -100.0,
+    ];
+    let n = 1001;
+    let x: Vec<f64> = (0..n)
+        .map(|i| {
+            if i % 3 == 0 {
+                specials[(i / 3) % specials.len()]
+            } else {
+                values(1, -30.0, 30.0, i as u64)[0]
+            }
+        })
+        .collect();
+    let y: Vec<f64> = (0..n)
+        .map(|i| {
+            if i % 5 == 0 {
+                specials[(i / 5 + 3) % specials.len()]
+            } else {
+                values(1, -4.0, 4.0, 7 + i as u64)[0].round()
+            }
+        })
+        .collect();
+    let unary = |op: UnaryOp| move |x: Expr, _: Expr| Expr::unary(op, x);
+    let binary = |op: BinaryOp| move |x: Expr, y: Expr| Expr::binary(op, x, y);
+    let cases: Vec<(String, Box<PointValue>)> = vec![
+        ("exp".into(), Box::new(unary(UnaryOp::Exp))),
+        ("log".into(), Box::new(unary(UnaryOp::Log))),
+        ("tanh".into(), Box::new(unary(UnaryOp::Tanh))),
+        ("sigmoid".into(), Box::new(unary(UnaryOp::Sigmoid))),
+        ("sqrt".into(), Box::new(unary(UnaryOp::Sqrt))),
+        ("recip".into(), Box::new(unary(UnaryOp::Recip))),
+        ("relu".into(), Box::new(unary(UnaryOp::Relu))),
+        ("abs".into(), Box::new(unary(UnaryOp::Abs))),
+        ("neg".into(), Box::new(unary(UnaryOp::Neg))),
+        ("pow".into(), Box::new(binary(BinaryOp::Pow))),
+        ("max".into(), Box::new(binary(BinaryOp::Max))),
+        ("min".into(), Box::new(binary(BinaryOp::Min))),
+        ("div".into(), Box::new(binary(BinaryOp::Div))),
+        ("lt".into(), Box::new(binary(BinaryOp::Lt))),
+        ("eq".into(), Box::new(binary(BinaryOp::Eq))),
+        (
+            "pow 3".into(),
+            Box::new(|x, _| Expr::binary(BinaryOp::Pow, x, Expr::Const(3.0))),
+        ),
+        (
+            "pow 1.5".into(),
+            Box::new(|x, _| Expr::binary(BinaryOp::Pow, x, Expr::Const(1.5))),
+        ),
+        (
+            "select".into(),
+            Box::new(|x: Expr, y: Expr| Expr::Select {
+                cond: Box::new(Expr::binary(BinaryOp::Gt, x.clone(), y.clone())),
+                then: Box::new(Expr::unary(UnaryOp::Tanh, x)),
+                otherwise: Box::new(Expr::binary(BinaryOp::Mul, y, Expr::Const(0.5))),
+            }),
+        ),
+    ];
+    for (name, value) in &cases {
+        let text = emit_clif(&[elementwise(value, n as u64, true)]).unwrap();
+        assert!(text.contains("f32x4"), "{name} is not vectorized:\n{text}");
+        let bufs = vec![x.clone(), y.clone(), vec![0.0; n]];
+        let vector = run_cpu(&elementwise(value, n as u64, true), &bufs, 1, None);
+        let scalar = run_cpu(&elementwise(value, n as u64, false), &bufs, 1, None);
+        for i in 0..n {
+            let (v, s) = (vector[2][i] as f32, scalar[2][i] as f32);
+            assert!(
+                v.to_bits() == s.to_bits() || (v.is_nan() && s.is_nan()),
+                "{name} at point {i} (x = {}, y = {}): {v:e} in a vector, {s:e} alone",
+                x[i],
+                y[i]
+            );
+        }
+        // And both are what the reference computes, for finite inputs (the special cases
+        // have tests of their own).
+        let kernel = elementwise(value, n as u64, true);
+        let want = run_reference(&kernel, &bufs, 1);
+        for i in (0..n).filter(|&i| x[i].is_finite() && y[i].is_finite()) {
+            // The reference computes in f64: compare at f32.
+            let (g, w) = (vector[2][i], f64::from(want[2][i] as f32));
+            let close =
+                (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= 1e-5 * w.abs().max(1e-30);
+            assert!(close, "{name} at point {i}: {g:e}, reference {w:e}");
+        }
+    }
+}
+
+#[test]
+fn an_in_place_update_reads_each_old_value_once_in_vectors() {
+    // `m = 0.9 m + g; w = w - 0.1 m'` with m' the new m: the Adam-like shape of the
+    // optimizer updates, every buffer read at the index it is written. 4k + 3 points.
+    let n = 4 * 37 + 3;
+    let shape = [Dim::Fixed(n)];
+    let p = var(0);
+    let m = || Expr::load(0, var(0));
+    let new_m = || {
+        Expr::binary(
+            BinaryOp::Add,
+            Expr::binary(BinaryOp::Mul, Expr::Const(0.9), m()),
+            Expr::load(2, var(0)),
+        )
+    };
+    let kernel = map_kernel(
+        "update",
+        vec![
+            buffer("m", &shape, Access::ReadWrite),
+            buffer("w", &shape, Access::ReadWrite),
+            buffer("g", &shape, Access::Read),
+        ],
+        &shape,
+        vec![
+            Store {
+                buf: 0,
+                index: p.clone(),
+                value: new_m(),
+            },
+            Store {
+                buf: 1,
+                index: p,
+                value: Expr::binary(
+                    BinaryOp::Sub,
+                    Expr::load(1, var(0)),
+                    Expr::binary(BinaryOp::Mul, Expr::Const(0.1), new_m()),
+                ),
+            },
+        ],
+    );
+    let text = emit_clif(std::slice::from_ref(&kernel)).unwrap();
+    assert!(text.contains("load.f32x4"), "{text}");
+    assert_matches_reference(&kernel, &inputs(&kernel, 1, -1.0, 1.0), 1, 1e-6, 1e-6);
+}
+
+/// `out[j] = epilogue(fold_b value(g[b, j]))` over `[cols]`, folded over the batch: four
+/// columns at a time when `cols` is the innermost extent, one at a time when the space is
+/// `[cols, 1]`.
+fn column_fold(op: ReduceOp, cols: u64, vector: bool) -> Kernel {
+    let space = if vector {
+        vec![Dim::Fixed(cols)]
+    } else {
+        vec![Dim::Fixed(cols), Dim::Fixed(1)]
+    };
+    // The batch variable comes after the space's.
+    let b = Index::Var(space.len());
+    let g = Expr::load(0, b.mul(Index::Const(cols as i64)).add(var(0)));
+    Kernel {
+        name: "column_fold".into(),
+        buffers: vec![
+            buffer("g", &[Dim::Batch, Dim::Fixed(cols)], Access::Read),
+            buffer("scale", &[Dim::Fixed(cols)], Access::Read),
+            buffer("out", &space, Access::Write),
+        ],
+        body: KernelBody::Reduce {
+            space: space.clone(),
+            reduce: vec![Dim::Batch],
+            op,
+            value: Expr::binary(BinaryOp::Mul, g, Expr::Const(0.37)),
+            out: Store {
+                buf: 2,
+                index: identity_index(&space),
+                value: Expr::binary(BinaryOp::Mul, Expr::Acc, Expr::load(1, var(0))),
+            },
+        },
+    }
+}
+
+#[test]
+fn a_reduction_over_the_batch_folds_four_columns_at_a_time_with_the_scalar_bits() {
+    let cols = 4 * 5 + 3;
+    for op in [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min] {
+        let vector = column_fold(op, cols, true);
+        let text = emit_clif(std::slice::from_ref(&vector)).unwrap();
+        assert!(text.contains("f32x4"), "{op:?} is not vectorized:\n{text}");
+        for batch in [0, 1, 7, 100] {
+            let bufs = vec![
+                values(batch as usize * cols as usize, -10.0, 10.0, 3),
+                values(cols as usize, 0.5, 2.0, 4),
+                vec![0.0; cols as usize],
+            ];
+            let got = run_cpu(&vector, &bufs, batch, None);
+            let scalar = run_cpu(&column_fold(op, cols, false), &bufs, batch, None);
+            for j in 0..cols as usize {
+                assert_eq!(
+                    (got[2][j] as f32).to_bits(),
+                    (scalar[2][j] as f32).to_bits(),
+                    "{op:?} column {j} at batch {batch}: {} in a vector, {} alone",
+                    got[2][j],
+                    scalar[2][j]
+                );
+            }
+            if batch > 0 {
+                assert_matches_reference(&vector, &bufs, batch, 1e-6, 1e-6);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Reductions
 
 /// `out[i] = log(sum_j exp(x[i, j] - max[i])) + max[i]` after `max[i] = max_j x[i, j]`.

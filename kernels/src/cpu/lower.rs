@@ -5,6 +5,9 @@
 //! outermost loop body they depend on: the kernel's own invariants at the start of each
 //! of its loops, a nested reduction's before its loops and at the start of each of them.
 
+mod vector;
+
+use super::lanes::Lanes;
 use super::strength::{self, Counter, Step};
 use super::{math, random};
 use crate::hoist::{self, Invariant};
@@ -64,6 +67,7 @@ pub(super) fn lower_kernel(
         invariants: Vec::new(),
         readable,
         divisions: kernel_divisions(kernel),
+        vector: vector::plan(kernel),
     };
     lowering.invariants = kernel_invariants(kernel, &|slot| lowering.readable[slot]);
     lowering.body(start, end)?;
@@ -190,6 +194,9 @@ struct Lowering<'k, 'f> {
     /// The divisions in the indices of the loops being lowered (the kernel's, or a
     /// reduction's value inside its own loops), for the loops' counters.
     divisions: Vec<Index>,
+    /// How the kernel's innermost loop runs four points at a time, if it can
+    /// ([`vector`]); `None` inside a fold's loops.
+    vector: Option<vector::Plan>,
 }
 
 /// Whether a fold's loops may be unrolled.
@@ -270,15 +277,20 @@ impl<'k, 'f> Lowering<'k, 'f> {
             None => {
                 let one = self.b.ins().iconst(types::I64, 1);
                 let hi = self.b.ins().smin(end, one);
-                self.counted_loop(lo, hi, false, &mut |l| {
+                self.counted_loop(lo, hi, 0, &mut |l| {
                     l.hoist(&invariants)?;
                     body(l)
                 })
             }
+            Some((outer, [])) if self.vector.is_some() => {
+                let extent = self.extent(*outer);
+                let hi = self.b.ins().smin(end, extent);
+                self.vector_loop(lo, hi, &invariants, body)
+            }
             Some((outer, inner)) => {
                 let extent = self.extent(*outer);
                 let hi = self.b.ins().smin(end, extent);
-                self.counted_loop(lo, hi, true, &mut |l| {
+                self.counted_loop(lo, hi, 1, &mut |l| {
                     l.hoist(&invariants)?;
                     l.nest(inner, &invariants, body)
                 })
@@ -296,10 +308,15 @@ impl<'k, 'f> Lowering<'k, 'f> {
     ) -> LowerResult<()> {
         match dims.split_first() {
             None => body(self),
+            Some((d, [])) if self.vector.is_some() => {
+                let lo = self.b.ins().iconst(types::I64, 0);
+                let hi = self.extent(*d);
+                self.vector_loop(lo, hi, invariants, body)
+            }
             Some((d, rest)) => {
                 let lo = self.b.ins().iconst(types::I64, 0);
                 let hi = self.extent(*d);
-                self.counted_loop(lo, hi, true, &mut |l| {
+                self.counted_loop(lo, hi, 1, &mut |l| {
                     l.hoist(invariants)?;
                     l.nest(rest, invariants, body)
                 })
@@ -351,7 +368,10 @@ impl<'k, 'f> Lowering<'k, 'f> {
         Ok(())
     }
 
-    /// `for i in lo..hi { body }`, leaving the builder in the loop's exit block.
+    /// `for i in (lo..hi).step_by(step) { body }`, leaving the builder in the loop's exit
+    /// block; `i` is the next loop variable unless `step` is 0 (a loop of at most one
+    /// iteration that binds no variable). The caller makes sure that `hi - lo` is a multiple
+    /// of `step`.
     ///
     /// The loop is rotated: one test before it, then one at the bottom of each iteration,
     /// so an iteration takes a single branch. What the body computes does not dominate the
@@ -360,9 +380,10 @@ impl<'k, 'f> Lowering<'k, 'f> {
         &mut self,
         lo: Value,
         hi: Value,
-        is_var: bool,
+        step: i64,
         body: &mut Body<'_, 'k, 'f>,
     ) -> LowerResult<()> {
+        let is_var = step != 0;
         let inside = self.b.create_block();
         let i = self.b.append_block_param(inside, types::I64);
         let exit = self.b.create_block();
@@ -371,6 +392,9 @@ impl<'k, 'f> Lowering<'k, 'f> {
         } else {
             Vec::new()
         };
+        if step > 1 && !counters.is_empty() {
+            return Err(self.error("index counters in a loop of stride > 1 (emitter bug)"));
+        }
         let any = self.b.ins().icmp(IntCC::SignedLessThan, lo, hi);
         self.b
             .ins()
@@ -392,7 +416,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
         if is_var {
             self.vars.pop();
         }
-        let next = self.b.ins().iadd_imm_s(i, 1);
+        let next = self.b.ins().iadd_imm_s(i, step.max(1));
         let more = self.b.ins().icmp(IntCC::SignedLessThan, next, hi);
         self.b
             .ins()
@@ -536,9 +560,11 @@ impl<'k, 'f> Lowering<'k, 'f> {
             ReduceOp::Min => self.b.ins().f32const(f32::INFINITY),
         };
         self.b.def_var(acc, init);
-        // Inside the fold's loops, the variables from here on are its own.
+        // Inside the fold's loops, the variables from here on are its own, and run one
+        // point at a time.
         let outer_divisions =
             std::mem::replace(&mut self.divisions, strength::divisions_in(&[value], &[]));
+        let outer_vector = self.vector.take();
         let points = dims.iter().try_fold(1u64, |n, d| match d {
             Dim::Fixed(e) => n.checked_mul(*e),
             Dim::Batch => None,
@@ -564,6 +590,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
             self.nest(dims, invariants, &mut point)
         };
         self.divisions = outer_divisions;
+        self.vector = outer_vector;
         folded?;
         let a = self.b.use_var(acc);
         Ok(if acc_type == types::F64 {
@@ -755,22 +782,22 @@ impl<'k, 'f> Lowering<'k, 'f> {
             }
             Expr::Unary(op, x) => {
                 let x = self.expr(x, acc)?;
-                self.unary(*op, x)
+                self.unary(Lanes::SCALAR, *op, x)
             }
             Expr::Binary(BinaryOp::Pow, a, b) => {
                 let a = self.expr(a, acc)?;
                 match **b {
-                    Expr::Const(c) => self.pow_const(a, c),
+                    Expr::Const(c) => self.pow_const(Lanes::SCALAR, a, c),
                     _ => {
                         let b = self.expr(b, acc)?;
-                        math::pow(&mut self.b, a, b)
+                        math::pow(&mut self.b, Lanes::SCALAR, a, b)
                     }
                 }
             }
             Expr::Binary(op, a, b) => {
                 let a = self.expr(a, acc)?;
                 let b = self.expr(b, acc)?;
-                self.binary(*op, a, b)
+                self.binary(Lanes::SCALAR, *op, a, b)
             }
             Expr::Select {
                 cond,
@@ -818,27 +845,27 @@ impl<'k, 'f> Lowering<'k, 'f> {
         Ok(result)
     }
 
-    fn unary(&mut self, op: UnaryOp, x: Value) -> Value {
+    fn unary(&mut self, l: Lanes, op: UnaryOp, x: Value) -> Value {
         match op {
             UnaryOp::Neg => self.b.ins().fneg(x),
             UnaryOp::Abs => self.b.ins().fabs(x),
-            UnaryOp::Exp => math::exp(&mut self.b, x),
-            UnaryOp::Log => math::log(&mut self.b, x),
+            UnaryOp::Exp => math::exp(&mut self.b, l, x),
+            UnaryOp::Log => math::log(&mut self.b, l, x),
             UnaryOp::Sqrt => self.b.ins().sqrt(x),
             UnaryOp::Recip => {
-                let one = self.f32const(1.0);
+                let one = l.f(&mut self.b, 1.0);
                 self.b.ins().fdiv(one, x)
             }
-            UnaryOp::Tanh => math::tanh(&mut self.b, x),
-            UnaryOp::Sigmoid => math::sigmoid(&mut self.b, x),
+            UnaryOp::Tanh => math::tanh(&mut self.b, l, x),
+            UnaryOp::Sigmoid => math::sigmoid(&mut self.b, l, x),
             UnaryOp::Relu => {
-                let zero = self.f32const(0.0);
+                let zero = l.f(&mut self.b, 0.0);
                 self.b.ins().fmax(x, zero)
             }
         }
     }
 
-    fn binary(&mut self, op: BinaryOp, a: Value, b: Value) -> Value {
+    fn binary(&mut self, l: Lanes, op: BinaryOp, a: Value, b: Value) -> Value {
         let cc = match op {
             BinaryOp::Add => return self.b.ins().fadd(a, b),
             BinaryOp::Sub => return self.b.ins().fsub(a, b),
@@ -846,7 +873,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
             BinaryOp::Div => return self.b.ins().fdiv(a, b),
             BinaryOp::Max => return self.b.ins().fmax(a, b),
             BinaryOp::Min => return self.b.ins().fmin(a, b),
-            BinaryOp::Pow => return math::pow(&mut self.b, a, b),
+            BinaryOp::Pow => return math::pow(&mut self.b, l, a, b),
             BinaryOp::Lt => FloatCC::LessThan,
             BinaryOp::Le => FloatCC::LessThanOrEqual,
             BinaryOp::Gt => FloatCC::GreaterThan,
@@ -854,9 +881,9 @@ impl<'k, 'f> Lowering<'k, 'f> {
             BinaryOp::Eq => FloatCC::Equal,
         };
         let holds = self.b.ins().fcmp(cc, a, b);
-        let one = self.f32const(1.0);
-        let zero = self.f32const(0.0);
-        self.b.ins().select(holds, one, zero)
+        let one = l.f(&mut self.b, 1.0);
+        let zero = l.f(&mut self.b, 0.0);
+        l.select(&mut self.b, holds, one, zero)
     }
 
     /// `a ** c` for a constant exponent: multiplications and square roots for the common
@@ -864,8 +891,8 @@ impl<'k, 'f> Lowering<'k, 'f> {
     ///
     /// `x ** 0.5` becomes `sqrt(x)`, which differs from C's `powf` only at `-0` (`-0`
     /// instead of `+0`) and `-inf` (NaN instead of `+inf`).
-    fn pow_const(&mut self, a: Value, c: f64) -> Value {
-        let one = |l: &mut Self| l.f32const(1.0);
+    fn pow_const(&mut self, l: Lanes, a: Value, c: f64) -> Value {
+        let one = |s: &mut Self| l.f(&mut s.b, 1.0);
         match c {
             0.0 => one(self),
             1.0 => a,
@@ -894,8 +921,8 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 self.b.ins().fdiv(o, s)
             }
             _ => {
-                let cv = self.f32const(c as f32);
-                math::pow(&mut self.b, a, cv)
+                let cv = l.f(&mut self.b, c as f32);
+                math::pow(&mut self.b, l, a, cv)
             }
         }
     }

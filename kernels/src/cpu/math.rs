@@ -1,7 +1,9 @@
 //! Transcendental functions in CLIF, since Cranelift has no `exp`, `log` or `tanh`.
 //!
-//! All of them are branch-free straight-line `f32` code (special cases are `select`s), so
-//! they can sit anywhere in a loop body. The algorithms and coefficients are Cephes'
+//! All of them are branch-free straight-line code (special cases are `select`s), so
+//! they can sit anywhere in a loop body, written once for `f32` and `f32x4`
+//! ([`Lanes`]): the vector form is the same instructions lane by lane, so it computes the
+//! same bits. The algorithms and coefficients are Cephes'
 //! single-precision ones (S. L. Moshier, *Methods and Programs for Mathematical
 //! Functions*, `expf.c`, `logf.c`, `tanhf.c`): a range reduction, a short minimax
 //! polynomial, and a reconstruction. None uses `fma`, which Cranelift turns into a libcall
@@ -26,55 +28,52 @@
 // Cephes' coefficients are written as published, with more digits than an f32 holds.
 #![allow(clippy::excessive_precision)]
 
+use super::lanes::Lanes;
 use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_codegen::ir::{InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
 
-/// `f32` constant.
-fn c(b: &mut FunctionBuilder, x: f32) -> Value {
-    b.ins().f32const(x)
-}
-
 /// Horner's scheme: `((coeffs[0] * x + coeffs[1]) * x + ...) + coeffs[last]`.
-fn horner(b: &mut FunctionBuilder, x: Value, coeffs: &[f32]) -> Value {
-    let mut p = c(b, coeffs[0]);
+fn horner(b: &mut FunctionBuilder, l: Lanes, x: Value, coeffs: &[f32]) -> Value {
+    let mut p = l.f(b, coeffs[0]);
     for &k in &coeffs[1..] {
         let px = b.ins().fmul(p, x);
-        let k = c(b, k);
+        let k = l.f(b, k);
         p = b.ins().fadd(px, k);
     }
     p
 }
 
 /// `2^n` as an `f32`, for `-126 <= n <= 127` (an `i32` value), built from its bits.
-fn pow2i(b: &mut FunctionBuilder, n: Value) -> Value {
-    let biased = b.ins().iadd_imm_s(n, 127);
-    let bits = b.ins().ishl_imm_u(biased, 23);
-    b.ins().bitcast(types::F32, MemFlagsData::new(), bits)
+fn pow2i(b: &mut FunctionBuilder, l: Lanes, n: Value) -> Value {
+    let biased = l.iadd_imm(b, n, 127);
+    let bits = l.shl_imm(b, biased, 23);
+    l.from_bits(b, bits)
 }
 
 /// `exp(x)` (Cephes `expf`): `x = n ln2 + r` with `|r| <= ln2 / 2`, `exp(r)` by a degree-7
 /// polynomial, then a scaling by `2^n` in two exact steps so that subnormal results round
 /// once and large ones overflow to `inf`.
-pub fn exp(b: &mut FunctionBuilder, x: Value) -> Value {
+pub fn exp(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
     // Beyond these bounds the result is inf or 0 anyway; clamping keeps `n` small enough
     // for the two-step scaling. `fmax`/`fmin` propagate NaN.
-    let lo = c(b, -110.0);
-    let hi = c(b, 89.0);
+    let lo = l.f(b, -110.0);
+    let hi = l.f(b, 89.0);
     let x = b.ins().fmax(x, lo);
     let x = b.ins().fmin(x, hi);
-    let log2e = c(b, std::f32::consts::LOG2_E);
+    let log2e = l.f(b, std::f32::consts::LOG2_E);
     let t = b.ins().fmul(x, log2e);
     let n = b.ins().nearest(t);
     // ln2 split in two: C1 has 9 significant bits, so `n * C1` and `x - n * C1` are exact.
-    let c1 = c(b, 0.693_359_375);
-    let c2 = c(b, -2.121_944_40e-4);
+    let c1 = l.f(b, 0.693_359_375);
+    let c2 = l.f(b, -2.121_944_40e-4);
     let nc1 = b.ins().fmul(n, c1);
     let r = b.ins().fsub(x, nc1);
     let nc2 = b.ins().fmul(n, c2);
     let r = b.ins().fsub(r, nc2);
     let p = horner(
         b,
+        l,
         r,
         &[
             1.987_569_150_0e-4,
@@ -88,53 +87,54 @@ pub fn exp(b: &mut FunctionBuilder, x: Value) -> Value {
     let rr = b.ins().fmul(r, r);
     let y = b.ins().fmul(p, rr);
     let y = b.ins().fadd(y, r);
-    let one = c(b, 1.0);
+    let one = l.f(b, 1.0);
     let y = b.ins().fadd(y, one);
     // n is in [-159, 128]; split it so both halves are normal exponents.
-    let ni = b.ins().fcvt_to_sint_sat(types::I32, n);
-    let n1 = b.ins().sshr_imm_u(ni, 1);
+    let ni = b.ins().fcvt_to_sint_sat(l.int, n);
+    let n1 = l.sshr_imm(b, ni, 1);
     let n2 = b.ins().isub(ni, n1);
-    let s1 = pow2i(b, n1);
-    let s2 = pow2i(b, n2);
+    let s1 = pow2i(b, l, n1);
+    let s2 = pow2i(b, l, n2);
     let y = b.ins().fmul(y, s1);
     b.ins().fmul(y, s2)
 }
 
 /// `log(x)` (Cephes `logf`): `x = 2^e m` with `sqrt(1/2) <= m < sqrt(2)`, `log(m)` by a
 /// degree-9 polynomial in `m - 1`, plus `e ln2` with ln2 split in two.
-pub fn log(b: &mut FunctionBuilder, x: Value) -> Value {
+pub fn log(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
     // Subnormal inputs are scaled into the normal range first.
-    let min_normal = c(b, f32::MIN_POSITIVE);
+    let min_normal = l.f(b, f32::MIN_POSITIVE);
     let is_sub = b.ins().fcmp(FloatCC::LessThan, x, min_normal);
-    let scale = c(b, 8_388_608.0); // 2^23
+    let scale = l.f(b, 8_388_608.0); // 2^23
     let scaled = b.ins().fmul(x, scale);
-    let xs = b.ins().select(is_sub, scaled, x);
-    let bits = b.ins().bitcast(types::I32, MemFlagsData::new(), xs);
+    let xs = l.select(b, is_sub, scaled, x);
+    let bits = l.to_bits(b, xs);
     // frexp: m in [0.5, 1), x = m * 2^e.
-    let exp_bits = b.ins().ushr_imm_u(bits, 23);
-    let exp_bits = b.ins().band_imm_u(exp_bits, 0xff);
-    let e = b.ins().iadd_imm_s(exp_bits, -126);
-    let sub_adjust = b.ins().iconst(types::I32, 23);
-    let zero_i = b.ins().iconst(types::I32, 0);
-    let adj = b.ins().select(is_sub, sub_adjust, zero_i);
+    let exp_bits = l.ushr_imm(b, bits, 23);
+    let exp_bits = l.band_imm(b, exp_bits, 0xff);
+    let e = l.iadd_imm(b, exp_bits, -126);
+    let sub_adjust = l.i(b, 23);
+    let zero_i = l.i(b, 0);
+    let adj = l.select(b, is_sub, sub_adjust, zero_i);
     let e = b.ins().isub(e, adj);
-    let mant_bits = b.ins().band_imm_u(bits, 0x807f_ffff);
-    let mant_bits = b.ins().bor_imm_u(mant_bits, 0x3f00_0000);
-    let m = b.ins().bitcast(types::F32, MemFlagsData::new(), mant_bits);
+    let mant_bits = l.band_imm(b, bits, 0x807f_ffff);
+    let mant_bits = l.bor_imm(b, mant_bits, 0x3f00_0000);
+    let m = l.from_bits(b, mant_bits);
     // Move m to [sqrt(1/2), sqrt(2)) and subtract 1 (both exact).
-    let sqrth = c(b, std::f32::consts::FRAC_1_SQRT_2);
+    let sqrth = l.f(b, std::f32::consts::FRAC_1_SQRT_2);
     let small = b.ins().fcmp(FloatCC::LessThan, m, sqrth);
-    let one_i = b.ins().iconst(types::I32, 1);
-    let dec = b.ins().select(small, one_i, zero_i);
+    let one_i = l.i(b, 1);
+    let dec = l.select(b, small, one_i, zero_i);
     let e = b.ins().isub(e, dec);
     let m2 = b.ins().fadd(m, m);
-    let m = b.ins().select(small, m2, m);
-    let one = c(b, 1.0);
+    let m = l.select(b, small, m2, m);
+    let one = l.f(b, 1.0);
     let f = b.ins().fsub(m, one);
-    let fe = b.ins().fcvt_from_sint(types::F32, e);
+    let fe = b.ins().fcvt_from_sint(l.float, e);
     let z = b.ins().fmul(f, f);
     let p = horner(
         b,
+        l,
         f,
         &[
             7.037_683_629_2e-2,
@@ -150,44 +150,45 @@ pub fn log(b: &mut FunctionBuilder, x: Value) -> Value {
     );
     let y = b.ins().fmul(p, f);
     let y = b.ins().fmul(y, z);
-    let c2 = c(b, -2.121_944_40e-4);
+    let c2 = l.f(b, -2.121_944_40e-4);
     let t = b.ins().fmul(fe, c2);
     let y = b.ins().fadd(y, t);
-    let half = c(b, -0.5);
+    let half = l.f(b, -0.5);
     let t = b.ins().fmul(z, half);
     let y = b.ins().fadd(y, t);
     let r = b.ins().fadd(f, y);
-    let c1 = c(b, 0.693_359_375);
+    let c1 = l.f(b, 0.693_359_375);
     let t = b.ins().fmul(fe, c1);
     let r = b.ins().fadd(r, t);
     // Special cases, last one wins: +inf -> +inf, ±0 -> -inf, x < 0 or NaN -> NaN.
-    let inf = c(b, f32::INFINITY);
+    let inf = l.f(b, f32::INFINITY);
     let is_inf = b.ins().fcmp(FloatCC::Equal, x, inf);
-    let r = b.ins().select(is_inf, inf, r);
-    let zero = c(b, 0.0);
-    let neg_inf = c(b, f32::NEG_INFINITY);
+    let r = l.select(b, is_inf, inf, r);
+    let zero = l.f(b, 0.0);
+    let neg_inf = l.f(b, f32::NEG_INFINITY);
     let is_zero = b.ins().fcmp(FloatCC::Equal, x, zero);
-    let r = b.ins().select(is_zero, neg_inf, r);
-    let nan = c(b, f32::NAN);
+    let r = l.select(b, is_zero, neg_inf, r);
+    let nan = l.f(b, f32::NAN);
     let bad = b.ins().fcmp(FloatCC::UnorderedOrLessThan, x, zero);
-    b.ins().select(bad, nan, r)
+    l.select(b, bad, nan, r)
 }
 
 /// `tanh(x)` (Cephes `tanhf`): an odd degree-11 polynomial for `|x| < 0.625`, else
 /// `1 - 2 / (exp(2|x|) + 1)` with the sign of `x` (which saturates to ±1 as `exp`
 /// overflows).
-pub fn tanh(b: &mut FunctionBuilder, x: Value) -> Value {
+pub fn tanh(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
     let z = b.ins().fabs(x);
     let z2 = b.ins().fadd(z, z);
-    let e = exp(b, z2);
-    let one = c(b, 1.0);
-    let two = c(b, 2.0);
+    let e = exp(b, l, z2);
+    let one = l.f(b, 1.0);
+    let two = l.f(b, 2.0);
     let e1 = b.ins().fadd(e, one);
     let q = b.ins().fdiv(two, e1);
     let big = b.ins().fsub(one, q);
     let s = b.ins().fmul(x, x);
     let p = horner(
         b,
+        l,
         s,
         &[
             -5.704_988_727_45e-3,
@@ -200,53 +201,53 @@ pub fn tanh(b: &mut FunctionBuilder, x: Value) -> Value {
     let p = b.ins().fmul(p, s);
     let p = b.ins().fmul(p, x);
     let small = b.ins().fadd(p, x);
-    let bound = c(b, 0.625);
+    let bound = l.f(b, 0.625);
     let is_big = b.ins().fcmp(FloatCC::GreaterThanOrEqual, z, bound);
-    let r = b.ins().select(is_big, big, small);
+    let r = l.select(b, is_big, big, small);
     // tanh is odd; this also keeps tanh(-0) = -0, which the polynomial turns into +0.
-    b.ins().fcopysign(r, x)
+    l.copysign(b, r, x)
 }
 
 /// `sigmoid(x) = 1 / (1 + exp(-x))`, computed as `1 / (1 + e)` for `x >= 0` and
 /// `e / (1 + e)` for `x < 0`, with `e = exp(-|x|)`, so no branch overflows.
-pub fn sigmoid(b: &mut FunctionBuilder, x: Value) -> Value {
+pub fn sigmoid(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
     let ax = b.ins().fabs(x);
     let nax = b.ins().fneg(ax);
-    let e = exp(b, nax);
-    let one = c(b, 1.0);
-    let zero = c(b, 0.0);
+    let e = exp(b, l, nax);
+    let one = l.f(b, 1.0);
+    let zero = l.f(b, 0.0);
     let nonneg = b.ins().fcmp(FloatCC::GreaterThanOrEqual, x, zero);
-    let num = b.ins().select(nonneg, one, e);
+    let num = l.select(b, nonneg, one, e);
     let den = b.ins().fadd(one, e);
     b.ins().fdiv(num, den)
 }
 
 /// `a ** b` as `exp(b * log|a|)` with the sign and special cases of C's `powf` (see the
 /// module docs).
-pub fn pow(b: &mut FunctionBuilder, a: Value, e: Value) -> Value {
+pub fn pow(b: &mut FunctionBuilder, l: Lanes, a: Value, e: Value) -> Value {
     let aa = b.ins().fabs(a);
-    let l = log(b, aa);
-    let y = b.ins().fmul(e, l);
-    let r = exp(b, y);
+    let lg = log(b, l, aa);
+    let y = b.ins().fmul(e, lg);
+    let r = exp(b, l, y);
     // Integer and odd exponents: every f32 beyond 2^24 is an even integer.
     let rounded = b.ins().nearest(e);
     let is_int = b.ins().fcmp(FloatCC::Equal, rounded, e);
-    let half_c = c(b, 0.5);
+    let half_c = l.f(b, 0.5);
     let half = b.ins().fmul(e, half_c);
     let half_rounded = b.ins().nearest(half);
     let half_frac = b.ins().fcmp(FloatCC::NotEqual, half_rounded, half);
     let is_odd = b.ins().band(is_int, half_frac);
-    let signed = b.ins().fcopysign(r, a);
-    let r = b.ins().select(is_odd, signed, r);
-    let zero = c(b, 0.0);
+    let signed = l.copysign(b, r, a);
+    let r = l.select(b, is_odd, signed, r);
+    let zero = l.f(b, 0.0);
     let neg_base = b.ins().fcmp(FloatCC::LessThan, a, zero);
-    let not_int = b.ins().bxor_imm_s(is_int, 1);
+    let not_int = l.not(b, is_int);
     let nan_case = b.ins().band(neg_base, not_int);
-    let nan = c(b, f32::NAN);
-    let r = b.ins().select(nan_case, nan, r);
+    let nan = l.f(b, f32::NAN);
+    let r = l.select(b, nan_case, nan, r);
     // pow(a, 0) = 1, pow(1, b) = 1, pow(-1, ±inf) = 1.
-    let one = c(b, 1.0);
-    let inf = c(b, f32::INFINITY);
+    let one = l.f(b, 1.0);
+    let inf = l.f(b, f32::INFINITY);
     let zero_exp = b.ins().fcmp(FloatCC::Equal, e, zero);
     let unit_base = b.ins().fcmp(FloatCC::Equal, a, one);
     let abs_e = b.ins().fabs(e);
@@ -255,5 +256,5 @@ pub fn pow(b: &mut FunctionBuilder, a: Value, e: Value) -> Value {
     let minus_one_inf = b.ins().band(unit_abs, inf_exp);
     let is_one = b.ins().bor(zero_exp, unit_base);
     let is_one = b.ins().bor(is_one, minus_one_inf);
-    b.ins().select(is_one, one, r)
+    l.select(b, is_one, one, r)
 }

@@ -29,7 +29,12 @@
 //!   `out[idx] = epilogue` with `Acc = out[idx]`. The runtime computes the product into
 //!   `out` with the `gemm` crate first, then calls this function on the same rows.
 //!
-//! The loops are simple and already scheduled: scalar `f32` code, indices recomputed at each
+//! The loops are simple and already scheduled: the innermost loop of a map or of an
+//! epilogue runs four points at a time in `f32x4` (Cranelift's 128-bit SIMD, which every
+//! x86-64 host has) when its stores and loads are contiguous along it, with a scalar loop
+//! for the last `extent % 4` points (`lower/vector.rs` says when a kernel qualifies; a
+//! lane computes the bits the scalar loop would). Everything else is scalar `f32` code,
+//! indices recomputed at each
 //! point (identical index expressions and loads are shared within a point), no reliance on
 //! Cranelift's optimizer, except that a subexpression that does not depend on the inner
 //! loops' variables (a row's nested max inside a map over the row) is computed once at
@@ -48,6 +53,7 @@
 //! constant, contraction operands that are not `f32`, and contractions whose output is
 //! also an operand (the product is written into `out` before the epilogue runs).
 
+pub mod lanes;
 mod lower;
 pub mod math;
 pub mod random;

@@ -120,6 +120,41 @@ fn bias_add_map_clif() {
     insta::assert_snapshot!(emit_clif(&[bias_add()]).unwrap());
 }
 
+/// `out[i, j] = relu(x[i, j] + bias[j])` over `[batch, 6]`: wide enough for vectors.
+fn bias_relu_wide() -> Kernel {
+    let shape = [Dim::Batch, Dim::Fixed(6)];
+    Kernel {
+        name: "bias_relu_wide".into(),
+        buffers: vec![
+            f32_buffer("x", &shape, Access::Read),
+            f32_buffer("bias", &[Dim::Fixed(6)], Access::Read),
+            f32_buffer("out", &shape, Access::Write),
+        ],
+        body: KernelBody::Map {
+            space: shape.to_vec(),
+            stores: vec![Store {
+                buf: 2,
+                index: row_major(&shape),
+                value: Expr::unary(
+                    UnaryOp::Relu,
+                    Expr::binary(
+                        BinaryOp::Add,
+                        Expr::load(0, row_major(&shape)),
+                        Expr::load(1, Index::Var(1)),
+                    ),
+                ),
+            }],
+        },
+    }
+}
+
+#[test]
+fn a_wide_map_runs_four_points_at_a_time_then_the_rest() {
+    // The row's first 4 points in one f32x4 iteration (loads, add, max, store), the last
+    // 2 in the scalar loop after it.
+    insta::assert_snapshot!(emit_clif(&[bias_relu_wide()]).unwrap());
+}
+
 #[test]
 fn row_sum_reduce_clif() {
     insta::assert_snapshot!(emit_clif(&[row_sum()]).unwrap());
@@ -136,8 +171,11 @@ fn a_row_invariant_nested_reduction_is_computed_once_per_row() {
     // is hoisted to the row loop and computed once there, so the function has one fold of
     // each, and the row loop's body computes both before its inner loop over the row.
     let text = emit_clif(&[nested_softmax()]).unwrap();
-    // Each `exp` clamps its argument with one `fmax`; the max fold is the third.
-    assert_eq!(text.matches(" = fmax ").count(), 3, "{text}");
+    // Each `exp` clamps its argument with one `fmax`: the one in the sum, and the map's
+    // twice (four points at a time, then the row's last points one at a time); the max
+    // fold is the fourth.
+    assert_eq!(text.matches(" = fmax ").count(), 4, "{text}");
+    assert!(text.contains("load.f32x4"), "{text}");
     assert_eq!(text.matches(" = fdemote.f32 ").count(), 1, "{text}");
     let first_store = text.find("store ").unwrap();
     assert!(
@@ -187,6 +225,7 @@ fn a_nested_reduction_used_twice_at_one_point_is_folded_once() {
 fn clif_text_round_trips_through_the_reader() {
     let kernels = [
         bias_add(),
+        bias_relu_wide(),
         row_sum(),
         dense_relu(),
         every_operator(),
@@ -200,6 +239,7 @@ fn clif_text_round_trips_through_the_reader() {
         names,
         [
             "%bias_add",
+            "%bias_relu_wide",
             "%row_sum",
             "%dense_relu",
             "%every_operator",

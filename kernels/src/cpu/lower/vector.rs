@@ -1,0 +1,563 @@
+//! The innermost loop of a map (or of a contraction's epilogue) four points at a time,
+//! in `f32x4`, with a scalar loop for the last `extent % 4` points.
+//!
+//! A kernel qualifies when, along its innermost loop variable `v`:
+//! - every store is contiguous (its index is `... + v`), to a buffer no other store
+//!   writes;
+//! - every load is contiguous or does not depend on `v` (then it is loaded once and
+//!   broadcast), and a buffer the kernel writes is read only at the index it is written
+//!   (so reading four old values before writing four new ones is what the scalar loop
+//!   does point by point);
+//! - everything else that depends on `v` has a vector form: arithmetic, comparisons,
+//!   `select` without loads in its arms, and the inline `exp`/`log`/`tanh`/`sigmoid`/`pow`
+//!   ([`super::math`] with [`Lanes::X4`], the same instructions lane by lane, so a lane
+//!   computes the bits the scalar loop would). Random numbers, index values and nested
+//!   reductions that depend on `v` keep the kernel scalar; those that do not are computed
+//!   once per row as before and broadcast.
+//!
+//! A reduction whose output is contiguous along the innermost variable of its space (a
+//! sum over the batch of `g[b, j]`, a bias gradient) runs four outputs at once the same
+//! way: each lane folds its own output over the reduced dimensions in the scalar loop's
+//! order (sums in `f64`, two `f64x2` accumulators), so a lane's result has the scalar
+//! loop's bits too.
+//!
+//! Loads and stores carry no alignment claim (`movups`): rows start anywhere.
+
+use super::{LowerResult, Lowering};
+use crate::cpu::lanes::Lanes;
+use crate::cpu::strength;
+use crate::hoist::Invariant;
+use crate::ir::{BinaryOp, Dim, Expr, Index, Kernel, KernelBody, ReduceOp, ScalarType, Store};
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::{
+    ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value, types,
+};
+use cranelift_frontend::Variable;
+use std::collections::HashMap;
+
+/// How a kernel's innermost loop runs in vectors.
+#[derive(Clone)]
+pub(super) struct Plan {
+    /// The innermost loop variable of the kernel's space.
+    var: usize,
+    /// The stores of a point (a contraction's epilogue or a reduction: one, to its
+    /// output).
+    stores: Vec<Store>,
+    /// What `Acc` is.
+    acc: Acc,
+}
+
+#[derive(Clone)]
+enum Acc {
+    /// Not bound (a map).
+    None,
+    /// A contraction's output at the point (the product, before the epilogue).
+    Output(Store),
+    /// A reduction's value folded over its dimensions.
+    Fold {
+        reduce: Vec<Dim>,
+        op: ReduceOp,
+        value: Expr,
+    },
+}
+
+/// The plan for `kernel`'s innermost loop, if it qualifies (see the module docs).
+pub(super) fn plan(kernel: &Kernel) -> Option<Plan> {
+    let (space, stores, acc) = match &kernel.body {
+        KernelBody::Map { space, stores } => (space.clone(), stores.clone(), Acc::None),
+        KernelBody::Contract(c) => {
+            let space = c.space();
+            let vars: Vec<Index> = (0..space.len()).map(Index::Var).collect();
+            let store = Store {
+                buf: c.out,
+                index: Index::row_major(&vars, &space),
+                value: c.epilogue.clone(),
+            };
+            (space, vec![store.clone()], Acc::Output(store))
+        }
+        KernelBody::Reduce {
+            space,
+            reduce,
+            op,
+            value,
+            out,
+        } => (
+            space.clone(),
+            vec![out.clone()],
+            Acc::Fold {
+                reduce: reduce.clone(),
+                op: *op,
+                value: value.clone(),
+            },
+        ),
+        KernelBody::Parts(_) => return None,
+    };
+    let v = space.len().checked_sub(1)?;
+    // Fewer points than a vector holds: nothing to gain.
+    if let Dim::Fixed(n) = space[v]
+        && n < Lanes::WIDTH as u64
+    {
+        return None;
+    }
+    let check = Check {
+        kernel,
+        point: Index::row_major(
+            &(0..space.len()).map(Index::Var).collect::<Vec<_>>(),
+            &space,
+        ),
+        space: &space,
+        v,
+        stores: &stores,
+    };
+    for (i, s) in stores.iter().enumerate() {
+        let contiguous = coefficient(&s.index, v) == Some(1);
+        let alone = stores.iter().skip(i + 1).all(|t| t.buf != s.buf);
+        if !contiguous || !alone {
+            return None;
+        }
+        check.expr(&s.value, !matches!(acc, Acc::None))?;
+    }
+    if let Acc::Fold { value, .. } = &acc {
+        check.expr(value, false)?;
+    }
+    Some(Plan {
+        var: v,
+        stores,
+        acc,
+    })
+}
+
+/// The coefficient of loop variable `v` in `ix`, if `ix` is affine in `v` with a
+/// constant coefficient (0 when it does not depend on `v`).
+fn coefficient(ix: &Index, v: usize) -> Option<i64> {
+    match ix {
+        Index::Var(u) => Some(i64::from(*u == v)),
+        Index::Const(_) | Index::Batch => Some(0),
+        Index::Add(a, b) => coefficient(a, v)?.checked_add(coefficient(b, v)?),
+        Index::Mul(a, b) => match (coefficient(a, v)?, coefficient(b, v)?) {
+            (0, 0) => Some(0),
+            (ca, 0) => match **b {
+                Index::Const(k) => ca.checked_mul(k),
+                _ => None,
+            },
+            (0, cb) => match **a {
+                Index::Const(k) => cb.checked_mul(k),
+                _ => None,
+            },
+            _ => None,
+        },
+        Index::Div(a, _) | Index::Rem(a, _) => (coefficient(a, v)? == 0).then_some(0),
+    }
+}
+
+/// Whether the expressions of a kernel have a vector form along `v`.
+struct Check<'a> {
+    kernel: &'a Kernel,
+    space: &'a [Dim],
+    /// The row-major index of the point in the space.
+    point: Index,
+    v: usize,
+    stores: &'a [Store],
+}
+
+impl Check<'_> {
+    /// `Some(varies)` when `e` can be computed for four points at once (`varies`: whether
+    /// it depends on `v`), `None` when it cannot. `acc` says whether `Acc` is bound (it
+    /// varies).
+    fn expr(&self, e: &Expr, acc: bool) -> Option<bool> {
+        Some(match e {
+            Expr::Load { buf, index } => self.load(*buf, index)?,
+            Expr::Const(_) => false,
+            Expr::Acc => {
+                if !acc {
+                    return None;
+                }
+                true
+            }
+            Expr::IndexValue(ix) => {
+                if coefficient(ix, self.v)? != 0 {
+                    return None;
+                }
+                false
+            }
+            Expr::Uniform { index, step, .. } => {
+                if coefficient(index, self.v)? != 0 || self.expr(step, acc)? {
+                    return None;
+                }
+                false
+            }
+            Expr::Unary(_, x) => self.expr(x, acc)?,
+            Expr::Binary(_, a, b) => {
+                let a = self.expr(a, acc)?;
+                let b = self.expr(b, acc)?;
+                a || b
+            }
+            Expr::Select {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let varies = self.expr(cond, acc)? | self.expr(then, acc)?;
+                let varies = varies | self.expr(otherwise, acc)?;
+                // The scalar code branches around the arms' loads (they may be out of
+                // range when not taken); lanes compute both arms, so only loads that are
+                // in range at every point may be in them.
+                if varies && !(self.in_range(then) && self.in_range(otherwise)) {
+                    return None;
+                }
+                varies
+            }
+            Expr::Reduce { value, .. } => {
+                // Computed once per row and broadcast, if it does not depend on `v`.
+                let mut indices = Vec::new();
+                Expr::indices_of(vec![&**value], &mut indices);
+                if indices.iter().any(|ix| coefficient(ix, self.v) != Some(0)) {
+                    return None;
+                }
+                let mut writes = false;
+                value.visit_loads(&mut |buf, _| writes |= self.written(buf));
+                if writes {
+                    return None;
+                }
+                false
+            }
+        })
+    }
+
+    fn load(&self, buf: usize, index: &Index) -> Option<bool> {
+        let c = coefficient(index, self.v)?;
+        if self.written(buf) {
+            // Only the old value at the point itself.
+            let same = self
+                .stores
+                .iter()
+                .any(|s| s.buf == buf && s.index == *index);
+            return (c == 1 && same).then_some(true);
+        }
+        match c {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+
+    /// Whether every load in `e` is in range at every point of the space: it reads the
+    /// point itself, in a buffer of the space's size (a mask or a gradient of the same
+    /// shape as the output, the common arms of a `select`).
+    fn in_range(&self, e: &Expr) -> bool {
+        let mut all = true;
+        e.visit_loads(&mut |buf, index| {
+            all &= *index == self.point && same_size(&self.kernel.buffers[buf].shape, self.space);
+        });
+        all
+    }
+
+    fn written(&self, buf: usize) -> bool {
+        self.stores.iter().any(|s| s.buf == buf)
+    }
+}
+
+/// Whether two shapes have the same number of elements at every batch size.
+fn same_size(a: &[Dim], b: &[Dim]) -> bool {
+    let size = |shape: &[Dim]| {
+        shape
+            .iter()
+            .fold((1u64, 0usize), |(fixed, batch), d| match d {
+                Dim::Fixed(n) => (fixed.saturating_mul(*n), batch),
+                Dim::Batch => (fixed, batch + 1),
+            })
+    };
+    size(a) == size(b)
+}
+
+/// Broadcasts of scalar values and vector loads within one vector point (or one point of
+/// a vector fold's loops).
+struct PointCache {
+    /// The variable whose four consecutive values the lanes hold.
+    var: usize,
+    splats: HashMap<Value, Value>,
+    loads: HashMap<(usize, Index), Value>,
+}
+
+impl PointCache {
+    fn new(var: usize) -> PointCache {
+        PointCache {
+            var,
+            splats: HashMap::new(),
+            loads: HashMap::new(),
+        }
+    }
+}
+
+impl<'k, 'f> Lowering<'k, 'f> {
+    /// The innermost loop over `lo..hi` (the next loop variable): four points at a time,
+    /// then the rest one at a time with the scalar `body`.
+    pub(super) fn vector_loop(
+        &mut self,
+        lo: Value,
+        hi: Value,
+        invariants: &[Invariant],
+        body: &mut super::Body<'_, 'k, 'f>,
+    ) -> LowerResult<()> {
+        let n = self.b.ins().isub(hi, lo);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        let n = self.b.ins().smax(n, zero);
+        let whole = self.b.ins().band_imm_s(n, -Lanes::WIDTH);
+        let vector_hi = self.b.ins().iadd(lo, whole);
+        let depth = self.vars.len();
+        // The invariants of the outer loops only: what depends on this loop's variable
+        // is computed four points at a time.
+        let outer: Vec<Invariant> = invariants
+            .iter()
+            .filter(|i| i.level <= depth)
+            .cloned()
+            .collect();
+        self.counted_loop(lo, vector_hi, Lanes::WIDTH, &mut |l| {
+            l.hoist(&outer)?;
+            l.vector_point()
+        })?;
+        self.counted_loop(vector_hi, hi, 1, &mut |l| {
+            l.hoist(invariants)?;
+            body(l)
+        })
+    }
+
+    /// Four points of the plan's stores, the innermost variable bound to the first.
+    fn vector_point(&mut self) -> LowerResult<()> {
+        let plan = self
+            .vector
+            .clone()
+            .ok_or_else(|| self.error("vector point without a plan (emitter bug)"))?;
+        let mut cache = PointCache::new(plan.var);
+        let acc = match &plan.acc {
+            Acc::None => None,
+            Acc::Output(out) => Some(self.vector_load(out.buf, &out.index, &mut cache)?),
+            Acc::Fold { reduce, op, value } => {
+                Some(self.vector_fold(plan.var, reduce, *op, value)?)
+            }
+        };
+        let mut values = Vec::with_capacity(plan.stores.len());
+        for s in &plan.stores {
+            let v = self.vector_expr(&s.value, acc, &mut cache)?;
+            values.push(self.broadcast(v, &s.value, &mut cache)?);
+        }
+        for (s, value) in plan.stores.iter().zip(values) {
+            let addr = self.address(s.buf, &s.index)?;
+            let value = match self.kernel.buffers[s.buf].dtype {
+                ScalarType::F32 => value,
+                ScalarType::I32 => self.b.ins().fcvt_to_sint_sat(types::I32X4, value),
+            };
+            self.b.ins().store(MemFlagsData::new(), value, addr, 0);
+        }
+        Ok(())
+    }
+
+    /// `e` for the four points as an `f32x4`, or `None` when it is the same for all four
+    /// (then [`Lowering::broadcast`] computes it once, as a scalar).
+    fn vector_expr(
+        &mut self,
+        e: &Expr,
+        acc: Option<Value>,
+        cache: &mut PointCache,
+    ) -> LowerResult<Option<Value>> {
+        let l = Lanes::X4;
+        Ok(match e {
+            Expr::Load { buf, index } => {
+                if coefficient(index, cache.var) == Some(0) {
+                    None
+                } else {
+                    Some(self.vector_load(*buf, index, cache)?)
+                }
+            }
+            Expr::Acc => acc,
+            Expr::Const(_) | Expr::IndexValue(_) | Expr::Uniform { .. } | Expr::Reduce { .. } => {
+                None
+            }
+            Expr::Unary(op, x) => self
+                .vector_expr(x, acc, cache)?
+                .map(|x| self.unary(l, *op, x)),
+            Expr::Binary(op, a, b) => {
+                let va = self.vector_expr(a, acc, cache)?;
+                let vb = self.vector_expr(b, acc, cache)?;
+                if va.is_none() && vb.is_none() {
+                    return Ok(None);
+                }
+                let va = self.broadcast(va, a, cache)?;
+                match (op, &**b) {
+                    (BinaryOp::Pow, Expr::Const(c)) => Some(self.pow_const(l, va, *c)),
+                    _ => {
+                        let vb = self.broadcast(vb, b, cache)?;
+                        Some(self.binary(l, *op, va, vb))
+                    }
+                }
+            }
+            Expr::Select {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let vc = self.vector_expr(cond, acc, cache)?;
+                let vt = self.vector_expr(then, acc, cache)?;
+                let vo = self.vector_expr(otherwise, acc, cache)?;
+                if vc.is_none() && vt.is_none() && vo.is_none() {
+                    return Ok(None);
+                }
+                let vc = self.broadcast(vc, cond, cache)?;
+                let vt = self.broadcast(vt, then, cache)?;
+                let vo = self.broadcast(vo, otherwise, cache)?;
+                let zero = l.f(&mut self.b, 0.0);
+                // `NotEqual` is true for NaN too, as `cond != 0.0` is.
+                let taken = self.b.ins().fcmp(FloatCC::NotEqual, vc, zero);
+                Some(l.select(&mut self.b, taken, vt, vo))
+            }
+        })
+    }
+
+    /// `value` folded with `op` over `reduce` (new loop variables, one point at a time) for
+    /// the four outputs at once, as `f32x4`: lane by lane what [`Lowering::fold`] computes.
+    fn vector_fold(
+        &mut self,
+        var: usize,
+        reduce: &[Dim],
+        op: ReduceOp,
+        value: &Expr,
+    ) -> LowerResult<Value> {
+        // Sums in two `f64x2` halves, max and min in `f32x4`.
+        let accs: Vec<(Variable, Value)> = match op {
+            ReduceOp::Sum => {
+                let zero = self.b.ins().f64const(0.0);
+                let zero = self.b.ins().splat(types::F64X2, zero);
+                (0..2)
+                    .map(|_| (self.b.declare_var(types::F64X2), zero))
+                    .collect()
+            }
+            ReduceOp::Max | ReduceOp::Min => {
+                let x = if op == ReduceOp::Max {
+                    f32::NEG_INFINITY
+                } else {
+                    f32::INFINITY
+                };
+                let init = Lanes::X4.f(&mut self.b, x);
+                vec![(self.b.declare_var(types::F32X4), init)]
+            }
+        };
+        for (acc, init) in &accs {
+            self.b.def_var(*acc, *init);
+        }
+        let accs: Vec<Variable> = accs.into_iter().map(|(a, _)| a).collect();
+        let outer_vector = self.vector.take();
+        let outer_divisions =
+            std::mem::replace(&mut self.divisions, strength::divisions_in(&[value], &[]));
+        let folded = self.nest(reduce, &[], &mut |l| {
+            let mut cache = PointCache::new(var);
+            let v = l.vector_expr(value, None, &mut cache)?;
+            let v = l.broadcast(v, value, &mut cache)?;
+            match op {
+                ReduceOp::Sum => {
+                    let [low, high] = l.promote(v);
+                    for (acc, part) in accs.iter().zip([low, high]) {
+                        let a = l.b.use_var(*acc);
+                        let sum = l.b.ins().fadd(a, part);
+                        l.b.def_var(*acc, sum);
+                    }
+                }
+                ReduceOp::Max | ReduceOp::Min => {
+                    let a = l.b.use_var(accs[0]);
+                    let folded = if op == ReduceOp::Max {
+                        l.b.ins().fmax(a, v)
+                    } else {
+                        l.b.ins().fmin(a, v)
+                    };
+                    l.b.def_var(accs[0], folded);
+                }
+            }
+            Ok(())
+        });
+        self.divisions = outer_divisions;
+        self.vector = outer_vector;
+        folded?;
+        Ok(match op {
+            ReduceOp::Sum => {
+                let low = self.b.use_var(accs[0]);
+                let high = self.b.use_var(accs[1]);
+                let low = self.b.ins().fvdemote(low);
+                let high = self.b.ins().fvdemote(high);
+                // The two low halves side by side.
+                self.shuffle(low, high, [0, 1, 4, 5])
+            }
+            ReduceOp::Max | ReduceOp::Min => self.b.use_var(accs[0]),
+        })
+    }
+
+    /// An `f32x4` as two `f64x2`: lanes 0-1 and lanes 2-3.
+    fn promote(&mut self, v: Value) -> [Value; 2] {
+        let low = self.b.ins().fvpromote_low(v);
+        let upper = self.shuffle(v, v, [2, 3, 2, 3]);
+        let high = self.b.ins().fvpromote_low(upper);
+        [low, high]
+    }
+
+    /// The `f32x4` whose lane `i` is lane `lanes[i]` of `a` (0-3) or `b` (4-7).
+    fn shuffle(&mut self, a: Value, b: Value, lanes: [u8; 4]) -> Value {
+        // Cranelift shuffles bytes of `i8x16` values.
+        let bytes: Vec<u8> = lanes
+            .iter()
+            .flat_map(|&lane| (0..4).map(move |k| lane * 4 + k))
+            .collect();
+        let mask = self.b.func.dfg.immediates.push(ConstantData::from(bytes));
+        let little = MemFlagsData::new().with_endianness(Endianness::Little);
+        let as_bytes = |l: &mut Self, v: Value| l.b.ins().bitcast(types::I8X16, little, v);
+        let (a, b) = (as_bytes(self, a), as_bytes(self, b));
+        let shuffled = self.b.ins().shuffle(a, b, mask);
+        let f32x4: Type = types::F32X4;
+        self.b.ins().bitcast(f32x4, little, shuffled)
+    }
+
+    /// `v` itself, or `e` computed once as a scalar and put in every lane.
+    fn broadcast(
+        &mut self,
+        v: Option<Value>,
+        e: &Expr,
+        cache: &mut PointCache,
+    ) -> LowerResult<Value> {
+        if let Some(v) = v {
+            return Ok(v);
+        }
+        let s = self.expr(e, None)?;
+        if let Some(v) = cache.splats.get(&s) {
+            return Ok(*v);
+        }
+        let v = Lanes::X4.splat_float(&mut self.b, s);
+        cache.splats.insert(s, v);
+        Ok(v)
+    }
+
+    /// Four consecutive elements of `buf` from `index` (the first point's), as `f32x4`.
+    fn vector_load(
+        &mut self,
+        buf: usize,
+        index: &Index,
+        cache: &mut PointCache,
+    ) -> LowerResult<Value> {
+        let key = (buf, index.clone());
+        if let Some(v) = cache.loads.get(&key) {
+            return Ok(*v);
+        }
+        let addr = self.address(buf, index)?;
+        let v = match self.kernel.buffers[buf].dtype {
+            ScalarType::F32 => self
+                .b
+                .ins()
+                .load(types::F32X4, MemFlagsData::new(), addr, 0),
+            ScalarType::I32 => {
+                let i = self
+                    .b
+                    .ins()
+                    .load(types::I32X4, MemFlagsData::new(), addr, 0);
+                self.b.ins().fcvt_from_sint(types::F32X4, i)
+            }
+        };
+        cache.loads.insert(key, v);
+        Ok(v)
+    }
+}
