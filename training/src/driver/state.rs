@@ -9,6 +9,10 @@
 //! | `metrics.jsonl` | one [`EpochRecord`](crate::EpochRecord) per epoch |
 //! | `curves.svg` | the training curves drawn from it |
 //! | `images.png` | with `images = grid(…)` (which may name another file): samples drawn after training, see [`images`](super::images) |
+//! | `.lock` | the process id of the training that holds the directory's lock, see [`run_directory`](super::run_directory) |
+//!
+//! Every file is written whole or not at all (a temporary file renamed over it), and
+//! only over a regular file ([`check_output_path`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,8 +21,11 @@ use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
+use super::fingerprint::Fingerprint;
+use crate::checkpoint::{TEMPORARY_SUFFIX, temporary_prefix};
 use crate::{Checkpoint, CheckpointError, Normalizer};
 use strata_artifact::WeightsError;
+use strata_artifact::check_output_path;
 use strata_artifact::tensor::HostTensor;
 use strata_artifact::weights::{encode_weights, to_host_tensor};
 use strata_runtime::session::Session;
@@ -26,6 +33,11 @@ use strata_runtime::session::Session;
 /// The prefix of optimizer-state keys (`optim.m.dense1.weight`): persistent buffers that
 /// are not parameters of the model.
 pub const OPTIMIZER_PREFIX: &str = "optim.";
+
+/// The checkpoint's file name in a run directory.
+pub const LAST_FILE: &str = "last.ckpt";
+/// The best parameters' file name in a run directory.
+pub const BEST_FILE: &str = "best.safetensors";
 
 /// The files of a run directory.
 #[derive(Clone, Debug)]
@@ -35,16 +47,18 @@ pub struct RunPaths {
     pub best: PathBuf,
     pub metrics: PathBuf,
     pub curves: PathBuf,
+    pub lock: PathBuf,
 }
 
 impl RunPaths {
     pub fn new(dir: &Path) -> RunPaths {
         RunPaths {
             dir: dir.to_path_buf(),
-            last: dir.join("last.ckpt"),
-            best: dir.join("best.safetensors"),
+            last: dir.join(LAST_FILE),
+            best: dir.join(BEST_FILE),
             metrics: dir.join("metrics.jsonl"),
             curves: dir.join("curves.svg"),
+            lock: dir.join(".lock"),
         }
     }
 }
@@ -73,6 +87,8 @@ pub(super) struct RunState {
     pub normalizer: Normalizer,
     /// What best and early stopping watch (`val.loss`, `val.accuracy`, `train.loss`).
     pub monitor: String,
+    /// What the run was trained from.
+    pub fingerprint: Fingerprint,
     /// The epoch whose weights are in `best.safetensors` (0: none yet).
     pub best_epoch: u64,
     /// Epochs since the monitored value last improved.
@@ -99,20 +115,26 @@ impl RunState {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, synced,
-/// then renamed over `path`.
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory
+/// (`.NAME.XXXXXX.tmp`, as a checkpoint's), synced, then renamed over `path`, which must
+/// be absent or a regular file.
 pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     let io = |source: std::io::Error| TrainError::Io {
         path: path.to_path_buf(),
         source,
     };
+    check_output_path(path).map_err(io)?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut temp = tempfile::Builder::new()
-        .prefix(".strata.")
-        .suffix(".tmp")
+        .prefix(&temporary_prefix(&name))
+        .suffix(TEMPORARY_SUFFIX)
         .tempfile_in(dir)
         .map_err(io)?;
     temp.write_all(bytes).map_err(io)?;
