@@ -48,6 +48,13 @@ pub(super) fn claim(
         let path = path.to_path_buf();
         move |source| TrainError::Io { path, source }
     };
+    if claim == Claim::Resume && !paths.dir.is_dir() {
+        // Nothing to resume: say so without creating the directory.
+        return Err(TrainError::Resume(format!(
+            "{} does not exist; train without --resume to start a run there",
+            paths.last.display()
+        )));
+    }
     std::fs::create_dir_all(&paths.dir).map_err(io(&paths.dir))?;
     let lock = lock(&paths.lock)?;
     remove_stale_temporaries(&paths.dir, written).map_err(io(&paths.dir))?;
