@@ -29,14 +29,12 @@
 //!
 //! # Atomic save
 //!
-//! [`Checkpoint::save_atomic`] writes a temporary file in the target's directory, fsyncs
-//! it, renames it over the target and fsyncs the directory: after a crash at any point
-//! the target is either the old checkpoint or the new one, never a mix. A failed save
-//! removes its temporary file; one left by a killed process (`.last.ckpt.XXXXXX.tmp`,
-//! see [`temporary_prefix`]) is removed by the next run in that directory.
+//! [`Checkpoint::save_atomic`] writes through [`write_atomic`]: after a crash at any point
+//! the target is either the old checkpoint or the new one, never a mix, and a temporary
+//! file a killed save left (`.last.ckpt.XXXXXX.tmp`) is removed by the next run in that
+//! directory.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 use safetensors::tensor::TensorView;
@@ -44,6 +42,7 @@ use safetensors::{Dtype, SafeTensors};
 use strata_kernels::ir::ScalarType;
 
 use super::error::{CheckpointError, ShapeMismatch};
+use crate::atomic_file::write_atomic;
 use strata_artifact::tensor::{HostTensor, TensorData};
 
 /// The checkpoint format this runtime writes and reads.
@@ -53,15 +52,6 @@ const FORMAT_NAME: &str = "strata-checkpoint";
 
 /// The metadata key of the checksum (the one entry it does not cover).
 const CRC_KEY: &str = "crc32";
-
-/// The name prefix of the temporary file an atomic save of `file_name` writes first
-/// (`.last.ckpt.` + random + `.tmp`).
-pub fn temporary_prefix(file_name: &str) -> String {
-    format!(".{file_name}.")
-}
-
-/// The name suffix of every temporary file of an atomic save.
-pub const TEMPORARY_SUFFIX: &str = ".tmp";
 
 /// The state of a training run at the end of a step.
 #[derive(Clone, Debug, PartialEq)]
@@ -268,34 +258,10 @@ impl Checkpoint {
     /// absent or a regular file.
     pub fn save_atomic(&self, path: &Path) -> Result<(), CheckpointError> {
         let bytes = self.to_bytes()?;
-        let io = |source: std::io::Error| CheckpointError::Io {
+        write_atomic(path, &bytes).map_err(|source| CheckpointError::Io {
             path: path.to_path_buf(),
             source,
-        };
-        strata_artifact::check_output_path(path).map_err(io)?;
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| {
-                io(std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "a checkpoint path must name a file",
-                ))
-            })?;
-        // Dropping `temp` on any error below removes the temporary file.
-        let mut temp = tempfile::Builder::new()
-            .prefix(&temporary_prefix(&name))
-            .suffix(TEMPORARY_SUFFIX)
-            .tempfile_in(dir)
-            .map_err(io)?;
-        temp.write_all(&bytes).map_err(io)?;
-        temp.as_file().sync_all().map_err(io)?;
-        temp.persist(path).map_err(|e| io(e.error))?;
-        sync_directory(dir).map_err(io)
+        })
     }
 
     /// Checks the checkpoint's tensors against the `(key, shape)` pairs a model expects;
@@ -445,17 +411,4 @@ fn host_tensor(view: &TensorView<'_>) -> HostTensor {
         _ => TensorData::F32(words.map(f32::from_le_bytes).collect()),
     };
     HostTensor { shape, data }
-}
-
-/// Makes a rename in `dir` durable (a no-op where directories cannot be opened).
-fn sync_directory(dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::fs::File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
 }

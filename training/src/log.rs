@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::error::LogError;
+use crate::atomic_file::write_atomic;
 
 /// What one epoch of training reported.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -103,7 +104,6 @@ impl MetricsLog {
             path: path.to_path_buf(),
             source,
         };
-        strata_artifact::check_output_path(path).map_err(io)?;
         let mut text = String::new();
         for record in &kept {
             text.push_str(
@@ -111,22 +111,7 @@ impl MetricsLog {
             );
             text.push('\n');
         }
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let mut temp = tempfile::Builder::new()
-            .prefix(&crate::checkpoint::temporary_prefix(&name))
-            .suffix(crate::checkpoint::TEMPORARY_SUFFIX)
-            .tempfile_in(dir)
-            .map_err(io)?;
-        temp.write_all(text.as_bytes()).map_err(io)?;
-        temp.as_file().sync_all().map_err(io)?;
-        temp.persist(path).map_err(|e| io(e.error))?;
+        write_atomic(path, text.as_bytes()).map_err(io)?;
         let file = std::fs::OpenOptions::new()
             .append(true)
             .open(path)
@@ -188,13 +173,9 @@ pub fn read_log(path: &Path) -> Result<Vec<EpochRecord>, LogError> {
 }
 
 /// Writes the training curves of `history` as an SVG file: one panel for the losses and
-/// one per metric (see the module docs), each value against the epoch.
+/// one per metric (see the module docs), each value against the epoch; written atomically.
 pub fn plot_curves(history: &[EpochRecord], path: &Path) -> Result<(), LogError> {
-    strata_artifact::check_output_path(path).map_err(|source| LogError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    std::fs::write(path, render_curves_svg(history)).map_err(|source| LogError::Io {
+    write_atomic(path, render_curves_svg(history).as_bytes()).map_err(|source| LogError::Io {
         path: path.to_path_buf(),
         source,
     })

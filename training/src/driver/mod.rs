@@ -324,7 +324,7 @@ pub fn train(
         (false, true) => Claim::Overwrite,
         (false, false) => Claim::Fresh,
     };
-    let mut written = vec![LAST_FILE, BEST_FILE, "metrics.jsonl"];
+    let mut written = vec![LAST_FILE, BEST_FILE, "metrics.jsonl", "curves.svg"];
     written.extend(config.images.as_ref().map(|grid| grid.file.as_str()));
     // Held until this function returns, whichever way.
     let _lock = run_directory::claim(&run.paths, claim, &written)?;

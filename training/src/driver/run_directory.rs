@@ -18,7 +18,7 @@ use std::path::Path;
 
 use super::TrainError;
 use super::state::RunPaths;
-use crate::checkpoint::{TEMPORARY_SUFFIX, temporary_prefix};
+use crate::atomic_file::{TEMPORARY_SUFFIX, temporary_prefix};
 
 /// The lock on a run directory, held until it is dropped (or the process ends).
 #[derive(Debug)]

@@ -12,9 +12,8 @@
 //! | `.lock` | the process id of the training that holds the directory's lock, see [`run_directory`](super::run_directory) |
 //!
 //! Every file is written whole or not at all (a temporary file renamed over it), and
-//! only over a regular file ([`check_output_path`]).
+//! only over a regular file ([`atomic_file`](crate::atomic_file)).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::SafeTensors;
@@ -22,10 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::TrainError;
 use super::fingerprint::Fingerprint;
-use crate::checkpoint::{TEMPORARY_SUFFIX, temporary_prefix};
 use crate::{Checkpoint, CheckpointError, Normalizer};
 use strata_artifact::WeightsError;
-use strata_artifact::check_output_path;
 use strata_artifact::tensor::HostTensor;
 use strata_artifact::weights::{encode_weights, to_host_tensor};
 use strata_runtime::session::Session;
@@ -115,32 +112,12 @@ impl RunState {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory
-/// (`.NAME.XXXXXX.tmp`, as a checkpoint's), synced, then renamed over `path`, which must
-/// be absent or a regular file.
+/// Writes `bytes` to `path` atomically ([`crate::atomic_file`]).
 pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let io = |source: std::io::Error| TrainError::Io {
+    crate::atomic_file::write_atomic(path, bytes).map_err(|source| TrainError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    check_output_path(path).map_err(io)?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut temp = tempfile::Builder::new()
-        .prefix(&temporary_prefix(&name))
-        .suffix(TEMPORARY_SUFFIX)
-        .tempfile_in(dir)
-        .map_err(io)?;
-    temp.write_all(bytes).map_err(io)?;
-    temp.as_file().sync_all().map_err(io)?;
-    temp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    })
 }
 
 /// The session's parameters (every persistent buffer but the optimizer state) as a
