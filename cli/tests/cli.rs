@@ -407,3 +407,55 @@ fn an_executable_evaluates_the_weights_its_train_command_just_wrote() {
         stderr_of(&again)
     );
 }
+
+#[test]
+fn a_second_training_on_a_run_directory_in_use_is_refused_with_the_holders_pid() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run_dir = dir.path().join("run");
+    let train = |epochs: &str, extra: &[&str]| {
+        let mut command = strata();
+        command
+            .arg("train")
+            .arg(example("mlp.strata"))
+            .args([
+                "--set",
+                "hidden=16",
+                "--epochs",
+                epochs,
+                "--quiet",
+                "--run-dir",
+            ])
+            .arg(&run_dir)
+            .args(extra);
+        command
+    };
+    let mut first = train("1000", &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("strata starts");
+    // The lock is taken before the first checkpoint is written.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !run_dir.join("last.ckpt").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = train("1000", &["--resume"]).output().expect("strata runs");
+    first.kill().expect("SIGKILL is sent");
+    first.wait().expect("the first run is reaped");
+    let err = stderr_of(&second);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "is in use by another training (process {})",
+            first.id()
+        )),
+        "{err}"
+    );
+    // Its holder gone, the directory is free again.
+    let third = train("1", &["--resume"]).output().expect("strata runs");
+    assert!(third.status.success(), "{}", stderr_of(&third));
+}
