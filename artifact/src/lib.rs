@@ -15,6 +15,8 @@
 //! - [`info`]: a printable summary of a model (entries, ports, parameters, arena).
 //! - [`executable`]: appending an artifact to a binary and finding it again.
 //! - [`tensor`], [`npy`]: host tensors and `.npy` files.
+//! - [`output_path`]: the paths Strata may write a file to (never over a directory,
+//!   FIFO or device).
 //! - [`error`]: the error types.
 //!
 //! An [`Artifact`] returned by [`Artifact::from_bytes`] has passed [`Artifact::validate`];
@@ -29,6 +31,7 @@ pub mod info;
 pub mod manifest;
 pub mod metric;
 pub mod npy;
+pub mod output_path;
 pub mod schedule;
 pub mod tensor;
 pub mod train_config;
@@ -42,6 +45,7 @@ pub use executable::{TRAILER_MAGIC, append_to_executable, find_in_executable, re
 pub use info::{EntryInfo, ModelInfo, PortInfo};
 pub use manifest::Manifest;
 pub use metric::Metric;
+pub use output_path::check_output_path;
 pub use tensor::{HostTensor, TensorData};
 
 /// A compiled model: everything a runtime needs, with nothing of the source.

@@ -28,10 +28,12 @@ pub fn read_npy(path: &Path) -> Result<HostTensor, NpyError> {
 /// Writes a tensor as a `.npy` file (`float32` or `int32`).
 pub fn write_npy(path: &Path, tensor: &HostTensor) -> Result<(), NpyError> {
     let bytes = npy_bytes(tensor, path)?;
-    std::fs::write(path, bytes).map_err(|source| NpyError::Io {
+    let io = |source| NpyError::Io {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    crate::output_path::check_output_path(path).map_err(io)?;
+    std::fs::write(path, bytes).map_err(io)
 }
 
 /// Parses the contents of a `.npy` file; `path` is only used in error messages.

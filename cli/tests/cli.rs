@@ -267,3 +267,195 @@ fn bench_stops_quietly_when_its_output_closes() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(out.status.success(), "{:?}: {err}", out.status);
 }
+
+fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn build_refuses_to_replace_anything_but_a_regular_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let build_to = |out: &Path| {
+        strata()
+            .arg("build")
+            .arg(example("mlp.strata"))
+            .arg("-o")
+            .arg(out)
+            .output()
+            .expect("strata runs")
+    };
+    let target = dir.path().join("out");
+    std::fs::create_dir(&target).unwrap();
+    let mut refused = vec![(target.clone(), "is a directory")];
+    #[cfg(unix)]
+    {
+        refused.push((PathBuf::from("/dev/null"), "is a character device"));
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        refused.push((link, "is a directory"));
+        let fifo = dir.path().join("fifo");
+        let made = Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            refused.push((fifo, "is a FIFO"));
+        }
+    }
+    for (path, what) in refused {
+        let out = build_to(&path);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{}: {err}", path.display());
+        assert!(
+            err.contains(&format!("{what}, not a regular file")),
+            "{}: {err}",
+            path.display()
+        );
+    }
+    assert!(target.is_dir() && std::fs::read_dir(&target).unwrap().next().is_none());
+    let file = dir.path().join("mlp");
+    std::fs::write(&file, b"an old build").unwrap();
+    let out = build_to(&file);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+}
+
+#[test]
+fn build_and_run_without_weights_say_the_weights_are_untrained() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = strata()
+        .arg("build")
+        .arg(example("mlp.strata"))
+        .arg("-o")
+        .arg(dir.path().join("mlp"))
+        .current_dir(dir.path())
+        .output()
+        .expect("strata runs");
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: no --weights: the model's")
+            && err.contains("parameters are UNTRAINED")
+            && err.contains("strata train"),
+        "{err}"
+    );
+
+    // With a run directory, the warning points at its weights (and still uses none).
+    let run_dir = dir.path().join("runs/mlp");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::fs::write(run_dir.join("best.safetensors"), b"").unwrap();
+    write_npy_f32(&dir.path().join("x.npy"), &[1, 64], &[0.5; 64]);
+    let out = strata()
+        .arg("run")
+        .arg(example("mlp.strata"))
+        .args(["--input", "x=x.npy"])
+        .current_dir(dir.path())
+        .output()
+        .expect("strata runs");
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("UNTRAINED")
+            && err.contains("runs/mlp/best.safetensors holds trained weights: pass --weights"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_executable_evaluates_the_weights_its_train_command_just_wrote() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exe = build_mlp(dir.path());
+    let eval = |extra: &[&str]| {
+        let out = output_of(
+            Command::new(&exe)
+                .arg("eval")
+                .args(extra)
+                .current_dir(dir.path()),
+        );
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr_of(&out),
+        )
+    };
+    let (built_in, note) = eval(&[]);
+    assert!(note.contains("scoring the built-in weights"), "{note}");
+
+    let trained = output_of(
+        Command::new(&exe)
+            .args(["train", "--epochs", "1", "--quiet"])
+            .current_dir(dir.path()),
+    );
+    assert!(trained.status.success(), "{}", stderr_of(&trained));
+    assert!(dir.path().join("runs/mlp/best.safetensors").is_file());
+
+    let (after, note) = eval(&[]);
+    assert!(
+        note.contains("scoring the weights in runs/mlp/best.safetensors"),
+        "{note}"
+    );
+    assert_ne!(after, built_in, "eval still scores the built-in weights");
+    let (named, _) = eval(&["--weights", "runs/mlp/best.safetensors"]);
+    assert_eq!(after, named);
+
+    // A second fresh `train` refuses to replace the run (usage error, exit code 2).
+    let again = output_of(
+        Command::new(&exe)
+            .args(["train", "--epochs", "1", "--quiet"])
+            .current_dir(dir.path()),
+    );
+    assert_eq!(again.status.code(), Some(2), "{}", stderr_of(&again));
+    assert!(
+        stderr_of(&again).contains("runs/mlp already holds a run"),
+        "{}",
+        stderr_of(&again)
+    );
+}
+
+#[test]
+fn a_second_training_on_a_run_directory_in_use_is_refused_with_the_holders_pid() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run_dir = dir.path().join("run");
+    let train = |epochs: &str, extra: &[&str]| {
+        let mut command = strata();
+        command
+            .arg("train")
+            .arg(example("mlp.strata"))
+            .args([
+                "--set",
+                "hidden=16",
+                "--epochs",
+                epochs,
+                "--quiet",
+                "--run-dir",
+            ])
+            .arg(&run_dir)
+            .args(extra);
+        command
+    };
+    let mut first = train("1000", &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("strata starts");
+    // The lock is taken before the first checkpoint is written.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !run_dir.join("last.ckpt").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = train("1000", &["--resume"]).output().expect("strata runs");
+    first.kill().expect("SIGKILL is sent");
+    first.wait().expect("the first run is reaped");
+    let err = stderr_of(&second);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "is in use by another training (process {})",
+            first.id()
+        )),
+        "{err}"
+    );
+    // Its holder gone, the directory is free again.
+    let third = train("1", &["--resume"]).output().expect("strata runs");
+    assert!(third.status.success(), "{}", stderr_of(&third));
+}

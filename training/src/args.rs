@@ -28,8 +28,12 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
     /// Continue the run in the run directory from its last.ckpt.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
+    /// Start a new run even if the run directory holds one (its best.safetensors stays
+    /// until the new run's first epoch replaces it).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Print nothing but errors.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -44,6 +48,7 @@ impl TrainArgs {
             data_override: self.data.clone(),
             epochs_override: self.epochs,
             resume: self.resume,
+            overwrite: self.overwrite,
             progress: true,
             quiet: self.quiet,
             interrupt: Some(interrupt_on_ctrl_c()?),
@@ -93,6 +98,7 @@ pub fn is_usage_error(e: &TrainError) -> bool {
     matches!(
         e,
         TrainError::Config(_)
+            | TrainError::RunExists { .. }
             | TrainError::Data(DataError::BadSpec { .. } | DataError::UnknownBuiltin { .. })
     )
 }

@@ -13,21 +13,28 @@
 //! | `step`, `epoch`, `rng_state` | decimal `u64` |
 //! | `best_metric` | shortest round-trip decimal `f64`; absent for `None` |
 //! | `extra` | JSON text |
-//! | `crc32` | CRC-32 (hex) over every tensor's key, dtype, shape and bytes, in key order |
+//! | `crc32` | CRC-32 (hex) over every other metadata entry (key and value, in key order), then every tensor's key, dtype, shape and bytes, in key order |
 //!
 //! safetensors itself checks the header and that the file is exactly as long as the
-//! header says (so truncation is caught); the CRC catches flipped bits in tensor data,
-//! which the format alone cannot.
+//! header says (so truncation is caught); the CRC catches flipped bits anywhere else,
+//! in a counter as well as in tensor data, which the format alone cannot.
+//!
+//! The same checkpoint is always the same bytes: the header is written with its keys in
+//! sorted order (safetensors writes its metadata in a hash map's order, which changes
+//! from one process to the next), so a resumed run's `last.ckpt` can be compared with an
+//! uninterrupted one's byte for byte.
+//!
+//! Version 1 kept the counters outside the CRC; its files are refused with a message
+//! that says to start a new run.
 //!
 //! # Atomic save
 //!
-//! [`Checkpoint::save_atomic`] writes a temporary file in the target's directory, fsyncs
-//! it, renames it over the target and fsyncs the directory: after a crash at any point
-//! the target is either the old checkpoint or the new one, never a mix, and no
-//! temporary file is left behind by a failed save.
+//! [`Checkpoint::save_atomic`] writes through [`write_atomic`]: after a crash at any point
+//! the target is either the old checkpoint or the new one, never a mix, and a temporary
+//! file a killed save left (`.last.ckpt.XXXXXX.tmp`) is removed by the next run in that
+//! directory.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 use safetensors::tensor::TensorView;
@@ -35,12 +42,16 @@ use safetensors::{Dtype, SafeTensors};
 use strata_kernels::ir::ScalarType;
 
 use super::error::{CheckpointError, ShapeMismatch};
+use crate::atomic_file::write_atomic;
 use strata_artifact::tensor::{HostTensor, TensorData};
 
 /// The checkpoint format this runtime writes and reads.
-pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
+pub const CHECKPOINT_FORMAT_VERSION: u32 = 2;
 
 const FORMAT_NAME: &str = "strata-checkpoint";
+
+/// The metadata key of the checksum (the one entry it does not cover).
+const CRC_KEY: &str = "crc32";
 
 /// The state of a training run at the end of a step.
 #[derive(Clone, Debug, PartialEq)]
@@ -105,7 +116,7 @@ impl Checkpoint {
             views.push((*key, view));
         }
 
-        let mut metadata = HashMap::new();
+        let mut metadata = BTreeMap::new();
         metadata.insert("format".to_string(), FORMAT_NAME.to_string());
         metadata.insert(
             "format_version".to_string(),
@@ -121,13 +132,15 @@ impl Checkpoint {
         let mut in_key_order: Vec<_> = owned.iter().collect();
         in_key_order.sort_by_key(|(key, ..)| *key);
         let checksum = checksum(
+            metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             in_key_order
                 .into_iter()
                 .map(|(k, d, s, b)| (*k, *d, s.as_slice(), b.as_slice())),
         );
-        metadata.insert("crc32".to_string(), format!("{checksum:08x}"));
-        safetensors::serialize(views, Some(metadata))
-            .map_err(|e| CheckpointError::Encode(e.to_string()))
+        metadata.insert(CRC_KEY.to_string(), format!("{checksum:08x}"));
+        let bytes = safetensors::serialize(views, Some(metadata.into_iter().collect()))
+            .map_err(|e| CheckpointError::Encode(e.to_string()))?;
+        with_sorted_metadata(&bytes)
     }
 
     /// Reads a checkpoint from safetensors bytes; `origin` names it in errors.
@@ -160,6 +173,39 @@ impl Checkpoint {
                 supported: CHECKPOINT_FORMAT_VERSION,
             });
         }
+        let stored_crc = get(CRC_KEY).ok_or_else(|| corrupt(format!("no `{CRC_KEY}` entry")))?;
+        let stored_crc = u32::from_str_radix(stored_crc, 16)
+            .map_err(|_| corrupt(format!("`{CRC_KEY}` `{stored_crc}` is not hexadecimal")))?;
+        let mut names = file.names();
+        names.sort_unstable();
+        let mut views = Vec::with_capacity(names.len());
+        for name in names {
+            let view = file.tensor(name).map_err(|e| corrupt(e.to_string()))?;
+            if !matches!(view.dtype(), Dtype::F32 | Dtype::I32) {
+                return Err(corrupt(format!(
+                    "tensor `{name}` has dtype {:?}; checkpoints hold F32 and I32",
+                    view.dtype()
+                )));
+            }
+            views.push((name, view));
+        }
+        let entries: BTreeMap<&str, &str> = metadata
+            .iter()
+            .filter(|(k, _)| k.as_str() != CRC_KEY)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let computed = checksum(
+            entries.into_iter(),
+            views
+                .iter()
+                .map(|(name, view)| (*name, view.dtype(), view.shape(), view.data())),
+        );
+        if computed != stored_crc {
+            return Err(corrupt(format!(
+                "checksum {computed:08x} does not match the stored {stored_crc:08x}: \
+                 the counters or the tensor data are damaged"
+            )));
+        }
         let bad = |key: &str, message: String| CheckpointError::BadMetadata {
             path: origin.to_path_buf(),
             key: key.to_string(),
@@ -185,34 +231,6 @@ impl Checkpoint {
             Some(text) => serde_json::from_str(text)
                 .map_err(|e| bad("extra", format!("not valid JSON: {e}")))?,
         };
-        let stored_crc = get("crc32").ok_or_else(|| bad("crc32", "missing".into()))?;
-        let stored_crc = u32::from_str_radix(stored_crc, 16)
-            .map_err(|_| bad("crc32", format!("`{stored_crc}` is not hexadecimal")))?;
-
-        let mut names = file.names();
-        names.sort_unstable();
-        let mut views = Vec::with_capacity(names.len());
-        for name in names {
-            let view = file.tensor(name).map_err(|e| corrupt(e.to_string()))?;
-            if !matches!(view.dtype(), Dtype::F32 | Dtype::I32) {
-                return Err(corrupt(format!(
-                    "tensor `{name}` has dtype {:?}; checkpoints hold F32 and I32",
-                    view.dtype()
-                )));
-            }
-            views.push((name, view));
-        }
-        let computed = checksum(
-            views
-                .iter()
-                .map(|(name, view)| (*name, view.dtype(), view.shape(), view.data())),
-        );
-        if computed != stored_crc {
-            return Err(corrupt(format!(
-                "checksum {computed:08x} does not match the stored {stored_crc:08x}: \
-                 tensor data is damaged"
-            )));
-        }
         let weights = views
             .into_iter()
             .map(|(name, view)| (name.to_string(), host_tensor(&view)))
@@ -236,36 +254,14 @@ impl Checkpoint {
         Checkpoint::from_bytes(&bytes, path)
     }
 
-    /// Writes the checkpoint to `path` atomically (see the module docs).
+    /// Writes the checkpoint to `path` atomically (see the module docs); `path` must be
+    /// absent or a regular file.
     pub fn save_atomic(&self, path: &Path) -> Result<(), CheckpointError> {
         let bytes = self.to_bytes()?;
-        let io = |source: std::io::Error| CheckpointError::Io {
+        write_atomic(path, &bytes).map_err(|source| CheckpointError::Io {
             path: path.to_path_buf(),
             source,
-        };
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| {
-                io(std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "a checkpoint path must name a file",
-                ))
-            })?;
-        // Dropping `temp` on any error below removes the temporary file.
-        let mut temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".tmp")
-            .tempfile_in(dir)
-            .map_err(io)?;
-        temp.write_all(&bytes).map_err(io)?;
-        temp.as_file().sync_all().map_err(io)?;
-        temp.persist(path).map_err(|e| io(e.error))?;
-        sync_directory(dir).map_err(io)
+        })
     }
 
     /// Checks the checkpoint's tensors against the `(key, shape)` pairs a model expects;
@@ -331,12 +327,23 @@ fn safetensors_dtype(dtype: ScalarType) -> Dtype {
     }
 }
 
-/// CRC-32 over `(key, dtype, shape, bytes)` of every tensor, in the order given.
-fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>) -> u32 {
+/// CRC-32 over every metadata `(key, value)` and then every tensor's `(key, dtype,
+/// shape, bytes)`, each in the order given.
+fn checksum<'a>(
+    metadata: impl Iterator<Item = (&'a str, &'a str)>,
+    tensors: impl Iterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>,
+) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
+    let text = |hasher: &mut crc32fast::Hasher, s: &str| {
+        hasher.update(&(s.len() as u64).to_le_bytes());
+        hasher.update(s.as_bytes());
+    };
+    for (key, value) in metadata {
+        text(&mut hasher, key);
+        text(&mut hasher, value);
+    }
     for (key, dtype, shape, bytes) in tensors {
-        hasher.update(&(key.len() as u64).to_le_bytes());
-        hasher.update(key.as_bytes());
+        text(&mut hasher, key);
         hasher.update(format!("{dtype:?}").as_bytes());
         hasher.update(&(shape.len() as u64).to_le_bytes());
         for &d in shape {
@@ -346,6 +353,50 @@ fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, Dtype, &'a [usize], &'a 
         hasher.update(bytes);
     }
     hasher.finalize()
+}
+
+/// A safetensors file with its header's `__metadata__` written in key order (and the
+/// header's other entries as safetensors wrote them), so that equal checkpoints are
+/// equal bytes. The tensor data and its offsets are unchanged.
+fn with_sorted_metadata(bytes: &[u8]) -> Result<Vec<u8>, CheckpointError> {
+    let encode = |message: String| CheckpointError::Encode(message);
+    let (len, rest) = bytes
+        .split_first_chunk::<8>()
+        .ok_or_else(|| encode("safetensors wrote no header".into()))?;
+    let len = usize::try_from(u64::from_le_bytes(*len))
+        .ok()
+        .filter(|&n| n <= rest.len())
+        .ok_or_else(|| encode("safetensors wrote a header longer than its file".into()))?;
+    let (header, data) = rest.split_at(len);
+    // The outer map and the metadata are BTreeMaps: sorted whatever serde_json's own
+    // map keeps.
+    let mut entries: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| encode(e.to_string()))?;
+    let metadata = entries.remove("__metadata__");
+    let mut text = String::from("{");
+    if let Some(metadata) = metadata {
+        let sorted: BTreeMap<String, String> =
+            serde_json::from_value(metadata).map_err(|e| encode(e.to_string()))?;
+        let sorted = serde_json::to_string(&sorted).map_err(|e| encode(e.to_string()))?;
+        text.push_str(&format!("\"__metadata__\":{sorted}"));
+    }
+    for (key, value) in &entries {
+        if text.len() > 1 {
+            text.push(',');
+        }
+        let key = serde_json::to_string(key).map_err(|e| encode(e.to_string()))?;
+        text.push_str(&format!("{key}:{value}"));
+    }
+    text.push('}');
+    // safetensors pads its header with spaces to a multiple of 8 bytes.
+    while !text.len().is_multiple_of(8) {
+        text.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + data.len());
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(data);
+    Ok(out)
 }
 
 /// Copies a tensor view (F32 or I32, already checked) into a host tensor.
@@ -360,17 +411,4 @@ fn host_tensor(view: &TensorView<'_>) -> HostTensor {
         _ => TensorData::F32(words.map(f32::from_le_bytes).collect()),
     };
     HostTensor { shape, data }
-}
-
-/// Makes a rename in `dir` durable (a no-op where directories cannot be opened).
-fn sync_directory(dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::fs::File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
 }

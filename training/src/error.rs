@@ -168,7 +168,8 @@ pub enum CheckpointError {
     )]
     NotACheckpoint { path: PathBuf, key: &'static str },
     #[error(
-        "{}: checkpoint format version {found} is not supported (this runtime reads {supported})",
+        "{}: checkpoint format version {found} is not supported (this runtime reads \
+         version {supported}); it was written by another version of Strata: start a new run",
         path.display()
     )]
     UnsupportedVersion {

@@ -15,12 +15,14 @@
 //! - [`loaders`]: CSV, NPY, IDX and safetensors files, and [`DataSource`] specs from
 //!   the command line.
 //! - [`metrics`]: accuracy, precision/recall/F1, confusion matrix, AUC-ROC, MAE, MSE.
-//! - [`checkpoint`]: a [`Checkpoint`] as one safetensors file, saved atomically.
+//! - [`checkpoint`]: a [`Checkpoint`] as one safetensors file, saved atomically
+//!   ([`atomic_file`]: how every file of a run directory is written).
 //! - [`log`]: the JSON-lines metrics log and the SVG training-curve plot.
 //! - [`image_grid`]: samples drawn as a grid of grayscale images, encoded as PNG.
 //! - [`error`]: the error types.
 
 pub mod args;
+pub mod atomic_file;
 pub mod builtin;
 pub mod checkpoint;
 pub mod dataset;

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::error::LogError;
+use crate::atomic_file::write_atomic;
 
 /// What one epoch of training reported.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,10 +71,12 @@ pub struct MetricsLog {
 impl MetricsLog {
     /// Starts a new log at `path`, replacing any file there.
     pub fn create(path: &Path) -> Result<MetricsLog, LogError> {
-        let file = File::create(path).map_err(|source| LogError::Io {
+        let io = |source| LogError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        strata_artifact::check_output_path(path).map_err(io)?;
+        let file = File::create(path).map_err(io)?;
         Ok(MetricsLog {
             path: path.to_path_buf(),
             file,
@@ -83,7 +86,8 @@ impl MetricsLog {
     /// Reopens the log of a run resumed after `last_epoch`: keeps the records up to and
     /// including that epoch (later ones were written after the checkpoint and will be
     /// redone), rewrites the file with them, and returns them with the log open for
-    /// appending. A missing file starts an empty log.
+    /// appending. A missing file starts an empty log. The rewrite replaces the file
+    /// atomically, so a run killed during it keeps its log.
     pub fn resume(
         path: &Path,
         last_epoch: u64,
@@ -96,10 +100,26 @@ impl MetricsLog {
         } else {
             Vec::new()
         };
-        let mut log = MetricsLog::create(path)?;
+        let io = |source| LogError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut text = String::new();
         for record in &kept {
-            log.append(record)?;
+            text.push_str(
+                &serde_json::to_string(record).map_err(|e| LogError::Encode(e.to_string()))?,
+            );
+            text.push('\n');
         }
+        write_atomic(path, text.as_bytes()).map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        let log = MetricsLog {
+            path: path.to_path_buf(),
+            file,
+        };
         Ok((log, kept))
     }
 
@@ -153,9 +173,9 @@ pub fn read_log(path: &Path) -> Result<Vec<EpochRecord>, LogError> {
 }
 
 /// Writes the training curves of `history` as an SVG file: one panel for the losses and
-/// one per metric (see the module docs), each value against the epoch.
+/// one per metric (see the module docs), each value against the epoch; written atomically.
 pub fn plot_curves(history: &[EpochRecord], path: &Path) -> Result<(), LogError> {
-    std::fs::write(path, render_curves_svg(history)).map_err(|source| LogError::Io {
+    write_atomic(path, render_curves_svg(history).as_bytes()).map_err(|source| LogError::Io {
         path: path.to_path_buf(),
         source,
     })

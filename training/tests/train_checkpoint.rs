@@ -182,3 +182,75 @@ fn weights_alone_encode_as_plain_safetensors() {
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert_eq!(file.names().len(), 4);
 }
+
+/// `bytes` with the first `from` in the safetensors header replaced by `to` (same
+/// length, so the file stays well-formed).
+fn edit_header(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap();
+    assert!(header.contains(from), "{from} not in {header}");
+    let mut edited = bytes[..8].to_vec();
+    edited.extend_from_slice(header.replacen(from, to, 1).as_bytes());
+    edited.extend_from_slice(&bytes[8 + n..]);
+    edited
+}
+
+#[test]
+fn a_changed_digit_in_any_metadata_fails_the_checksum() {
+    let bytes = checkpoint().to_bytes().unwrap();
+    for (from, to) in [
+        (r#""step":"17""#, r#""step":"18""#),
+        (r#""epoch":"2""#, r#""epoch":"3""#),
+        (r#""best_metric":"0.9375""#, r#""best_metric":"0.9875""#),
+        (r#"\"patience_left\":3"#, r#"\"patience_left\":4"#),
+    ] {
+        let edited = edit_header(&bytes, from, to);
+        let err = Checkpoint::from_bytes(&edited, Path::new("c.st")).unwrap_err();
+        assert!(
+            matches!(err, CheckpointError::Corrupt { .. }) && err.to_string().contains("checksum"),
+            "{from} -> {to}: {err}"
+        );
+    }
+}
+
+#[test]
+fn checkpoints_of_the_same_state_are_the_same_bytes() {
+    // Every map of the standard library is seeded afresh: a header written in a
+    // hash map's order would differ from one save to the next.
+    let first = checkpoint().to_bytes().unwrap();
+    for _ in 0..16 {
+        assert!(checkpoint().to_bytes().unwrap() == first, "bytes differ");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.ckpt"), dir.path().join("b.ckpt"));
+    checkpoint().save_atomic(&a).unwrap();
+    checkpoint().save_atomic(&b).unwrap();
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
+}
+
+#[test]
+fn a_checkpoint_of_an_older_format_is_refused_with_a_hint() {
+    let x = HostTensor::f32(vec![1], vec![1.0]).unwrap();
+    let bytes = strata_artifact::weights::encode_weights([("x", &x)]).unwrap();
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert("format".to_string(), "strata-checkpoint".to_string());
+    metadata.insert("format_version".to_string(), "1".to_string());
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let old = safetensors::serialize(file.tensors(), Some(metadata)).unwrap();
+    let err = Checkpoint::from_bytes(&old, Path::new("old.ckpt")).unwrap_err();
+    assert!(
+        matches!(err, CheckpointError::UnsupportedVersion { .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.starts_with("old.ckpt: checkpoint format version 1")
+            && text.contains(&format!(
+                "reads version {}",
+                strata_training::checkpoint::CHECKPOINT_FORMAT_VERSION
+            ))
+            && text.contains("start a new run"),
+        "{text}"
+    );
+}

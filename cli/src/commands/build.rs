@@ -2,7 +2,7 @@
 //! with the compiled model appended; at start it finds the model and runs it (see
 //! `crate::executable`).
 
-use super::{Common, compile_or_report, fail, with_weights};
+use super::{Common, compile_or_report, fail, warn_untrained, with_weights};
 use clap::Args;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,18 +15,26 @@ pub(super) struct BuildArgs {
     /// The executable to write.
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     output: PathBuf,
-    /// Use these weights (safetensors) instead of freshly initialized ones.
+    /// Use these weights (safetensors) instead of freshly initialized ones [without it:
+    /// the initial, untrained weights, with a warning].
     #[arg(long, value_name = "PATH")]
     weights: Option<PathBuf>,
 }
 
 pub(super) fn run(a: &BuildArgs) -> ExitCode {
+    // Refused before compiling, and checked again when written.
+    if let Err(e) = strata_artifact::check_output_path(&a.output) {
+        return fail(format!("cannot write {}: {e}", a.output.display()));
+    }
     let (_, mut compiled) = match compile_or_report(&a.common) {
         Ok(x) => x,
         Err(code) => return code,
     };
     if let Err(e) = with_weights(&mut compiled, a.weights.as_deref()) {
         return fail(e);
+    }
+    if a.weights.is_none() {
+        warn_untrained(&a.common, &compiled);
     }
     let base = match own_binary() {
         Ok(s) => s,
@@ -49,8 +57,10 @@ pub(super) fn run(a: &BuildArgs) -> ExitCode {
 }
 
 /// Writes to a temporary file beside `path`, marks it executable, then renames it, so a
-/// failed build never leaves a half-written executable.
+/// failed build never leaves a half-written executable. `path` must be absent or a
+/// regular file: a build never replaces a directory, a FIFO or a device.
 fn write_executable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    strata_artifact::check_output_path(path)?;
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

@@ -201,7 +201,9 @@ fn dump_stages(dir: &Path, entry: &str, graph: &strata_compiler::ir::Graph) -> E
     }
     for (name, text) in files {
         let path = dir.join(&name);
-        if let Err(e) = std::fs::write(&path, text) {
+        let written =
+            strata_artifact::check_output_path(&path).and_then(|()| std::fs::write(&path, text));
+        if let Err(e) = written {
             return fail(format!("cannot write {}: {e}", path.display()));
         }
         println!("{}", path.display());

@@ -6,13 +6,15 @@
 //!              [--dump-dir DIR]                     one file per pass, then kernels and plan
 //! strata build FILE -o OUT [--target cpu|gpu]           a standalone native executable
 //! strata run   FILE --input x=x.npy [--target cpu|gpu]  compile and run `infer` in one go
-//! strata train FILE [--data SPEC] [--epochs N] [--run-dir DIR] [--resume] [--quiet]
+//! strata train FILE [--data SPEC] [--epochs N] [--run-dir DIR] [--resume|--overwrite] [--quiet]
 //! strata eval  FILE --weights W.safetensors [--data SPEC] [--split test|val|all]
 //! strata bench FILE [--entry NAME]... [--batch N]... [--seconds S] [--target cpu|gpu]
 //! ```
 //! `train` runs the file's `train` section (settings overridable with `--set lr=3e-3`,
 //! `epochs`, `batch`, `seed`, `patience`, `data`) and writes its run directory (default
-//! `runs/<file stem>`); `eval` scores trained weights on the held-out split.
+//! `runs/<file stem>`; one run a directory, see `strata_training::driver`); `eval`
+//! scores trained weights on the held-out split. `build` and `run` without `--weights`
+//! warn that the weights are untrained (`warn_untrained`).
 //! Every command takes `--model NAME` (when a file holds several), `--set name=value`
 //! (hyper-parameter overrides) and `--error-format human|json`.
 //!
@@ -203,6 +205,43 @@ fn with_weights(compiled: &mut Compiled, weights: Option<&Path>) -> Result<(), S
         .artifact
         .validate()
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The run directory `strata train FILE` writes by default: `runs/<file stem>`.
+fn default_run_dir(file: &Path) -> PathBuf {
+    PathBuf::from("runs").join(file.file_stem().unwrap_or("model".as_ref()))
+}
+
+/// Says on stderr, loudly, that `build`/`run` without `--weights` use the model's
+/// initial weights, and where trained ones are if `strata train` left some.
+///
+/// Neither command picks up a run directory's weights by itself: what a build contains
+/// must follow from its command line, not from what happens to lie in `runs/` (which
+/// may hold a run of an earlier version of the model).
+fn warn_untrained(c: &Common, compiled: &Compiled) {
+    let info = strata_artifact::ModelInfo::from_manifest(&compiled.artifact.manifest);
+    if info.parameters == 0 {
+        return;
+    }
+    let best = default_run_dir(&c.file).join(strata_training::driver::BEST_FILE);
+    let hint = if best.is_file() {
+        format!(
+            "{} holds trained weights: pass --weights {}",
+            best.display(),
+            best.display()
+        )
+    } else {
+        format!(
+            "train them with `strata train {}` and pass --weights {}",
+            c.file.display(),
+            best.display()
+        )
+    };
+    eprintln!(
+        "warning: no --weights: the model's {} parameters are UNTRAINED (initial values \
+         from seed {}); {hint}",
+        info.parameters, c.seed
+    );
 }
 
 /// The compiled artifact of a file with a train section, and its train settings.

@@ -1,7 +1,7 @@
 //! `strata run FILE --input x=x.npy`: compile, then run `infer` exactly as a built
 //! executable would (the same command line code, on the artifact in memory).
 
-use super::{Common, compile_or_report, fail, with_weights};
+use super::{Common, compile_or_report, fail, warn_untrained, with_weights};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +16,8 @@ pub(super) struct RunArgs {
     /// Where to write an output, as NAME=PATH.npy (repeatable); printed otherwise.
     #[arg(long = "output", value_name = "NAME=PATH")]
     outputs: Vec<String>,
-    /// Weights to use (safetensors).
+    /// Weights to use (safetensors) [without it: the initial, untrained weights, with a
+    /// warning].
     #[arg(long, value_name = "PATH")]
     weights: Option<PathBuf>,
 }
@@ -28,6 +29,9 @@ pub(super) fn run(a: &RunArgs) -> ExitCode {
     };
     if let Err(e) = with_weights(&mut compiled, a.weights.as_deref()) {
         return fail(e);
+    }
+    if a.weights.is_none() {
+        warn_untrained(&a.common, &compiled);
     }
     let bytes = match compiled.artifact.to_bytes() {
         Ok(b) => b,

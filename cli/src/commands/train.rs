@@ -1,9 +1,8 @@
 //! `strata train FILE`: compile the model with its train section and train it (the
 //! driver and its arguments are `strata_training`'s, shared with built executables).
 
-use super::{Common, compile_trainable, fail};
+use super::{Common, compile_trainable, default_run_dir, fail};
 use clap::Args;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use strata_artifact::Backend;
 use strata_runtime::Session;
@@ -22,8 +21,7 @@ pub(super) fn run(a: &TrainCommand) -> ExitCode {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let stem = a.common.file.file_stem().unwrap_or("model".as_ref());
-    let options = match a.train.options(PathBuf::from("runs").join(stem)) {
+    let options = match a.train.options(default_run_dir(&a.common.file)) {
         Ok(o) => o,
         Err(e) => return fail(e),
     };

@@ -8,8 +8,8 @@
 //! ./mlp info
 //! ./mlp infer --input x=x.npy [--input NAME=PATH ...] [--output logits=out.npy ...]
 //!             [--weights trained.safetensors] [--entry infer] [--device cpu|gpu]
-//! ./mlp train [--data SPEC] [--epochs N] [--run-dir DIR] [--resume] [--quiet] [--device cpu|gpu]
-//! ./mlp eval  [--data SPEC] [--weights best.safetensors|last.ckpt] [--split test|val|all] [--device cpu|gpu]
+//! ./mlp train [--data SPEC] [--epochs N] [--run-dir DIR] [--resume|--overwrite] [--quiet] [--device cpu|gpu]
+//! ./mlp eval  [--data SPEC] [--weights best.safetensors|last.ckpt] [--run-dir DIR] [--split test|val|all] [--device cpu|gpu]
 //! ./seq decode --input x=x.npy --start 10 [--scores logits] [--output tokens.npy]
 //!             [--weights trained.safetensors] [--device cpu|gpu]
 //! ./mlp bench [--entry infer]... [--batch 1]... [--seconds S] [--threads N] [--profile] [--json] [--device cpu|gpu]
@@ -28,7 +28,9 @@
 //! `last.ckpt`, `best.safetensors`, `metrics.jsonl`, `curves.svg`; Ctrl-C saves
 //! `last.ckpt` and exits with code 130, and `--resume` continues from it. `--weights`
 //! of `infer` and `eval` takes parameters alone (`best.safetensors`), full weights, or a
-//! checkpoint (`last.ckpt`).
+//! checkpoint (`last.ckpt`). Without `--weights`, `eval` scores what `train` left: the
+//! run directory's `best.safetensors` (`runs/<model>`, or `--run-dir`) when there is
+//! one, else the built-in weights; it says on stderr which it scores.
 //!
 //! A model built with `--target gpu` runs on the GPU by default (`--device cpu` runs its
 //! CPU code instead), and `info` names the adapter it would use (`STRATA_ADAPTER` picks
@@ -131,10 +133,15 @@ struct TrainCommand {
 
 #[derive(Args, Debug)]
 struct EvalCommand {
-    /// Weights to score instead of the built-in ones: parameters (best.safetensors),
-    /// full weights, or a checkpoint (last.ckpt).
+    /// Weights to score: parameters (best.safetensors), full weights, or a checkpoint
+    /// (last.ckpt) [default: the run directory's best.safetensors if `train` wrote one,
+    /// else the built-in weights].
     #[arg(long, value_name = "PATH")]
     weights: Option<PathBuf>,
+    /// The run directory whose best weights are scored without --weights [default:
+    /// runs/<model>, where `train` writes].
+    #[arg(long, value_name = "DIR", conflicts_with = "weights")]
+    run_dir: Option<PathBuf>,
     #[command(flatten)]
     eval: strata_training::args::EvalArgs,
     /// Where to run: the GPU if the model was built with GPU code, else the CPU.
@@ -233,7 +240,7 @@ fn run_on_artifact(
     };
     let result = load_artifact()
         .map_err(Failure::Runtime)
-        .and_then(|bytes| execute(cli, &bytes, out));
+        .and_then(|bytes| execute(cli, &bytes, out, err));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
@@ -248,7 +255,12 @@ fn run_on_artifact(
     }
 }
 
-fn execute(cli: Cli, artifact: &[u8], out: &mut dyn Write) -> Result<(), Failure> {
+fn execute(
+    cli: Cli,
+    artifact: &[u8],
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), Failure> {
     let artifact = Artifact::from_bytes(artifact).map_err(runtime)?;
     match cli.command {
         Command::Info => {
@@ -258,7 +270,7 @@ fn execute(cli: Cli, artifact: &[u8], out: &mut dyn Write) -> Result<(), Failure
         }
         Command::Infer(args) => infer(&artifact, args, out),
         Command::Train(args) => train(&artifact, args, out),
-        Command::Eval(args) => eval(&artifact, args, out),
+        Command::Eval(args) => eval(&artifact, args, out, err),
         Command::Decode(args) => decode(&artifact, args, out),
         Command::Bench(args) => bench(&artifact, args, out),
     }
@@ -283,12 +295,16 @@ fn train_failure(e: TrainError) -> Failure {
     }
 }
 
+/// Where `train` writes its run by default: `runs/<model>`, lowercase.
+fn default_run_dir(artifact: &Artifact) -> PathBuf {
+    PathBuf::from("runs").join(artifact.manifest.model.to_lowercase())
+}
+
 fn train(artifact: &Artifact, args: TrainCommand, out: &mut dyn Write) -> Result<(), Failure> {
     let config = train_config(artifact)?;
-    let default_run_dir = PathBuf::from("runs").join(artifact.manifest.model.to_lowercase());
     let options = args
         .train
-        .options(default_run_dir)
+        .options(default_run_dir(artifact))
         .map_err(Failure::Runtime)?;
     let mut session =
         Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
@@ -305,12 +321,35 @@ fn train(artifact: &Artifact, args: TrainCommand, out: &mut dyn Write) -> Result
     }
 }
 
-fn eval(artifact: &Artifact, args: EvalCommand, out: &mut dyn Write) -> Result<(), Failure> {
+/// Scores the weights `--weights` names, else those `train` left in the run directory,
+/// else the built-in ones; says which on `err`.
+fn eval(
+    artifact: &Artifact,
+    args: EvalCommand,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), Failure> {
     let config = train_config(artifact)?;
     let mut session =
         Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
-    if let Some(path) = &args.weights {
-        load_weights(&mut session, path)?;
+    let trained = args
+        .run_dir
+        .unwrap_or_else(|| default_run_dir(artifact))
+        .join(strata_training::driver::BEST_FILE);
+    let weights = args
+        .weights
+        .or_else(|| trained.is_file().then(|| trained.clone()));
+    match &weights {
+        Some(path) => {
+            load_weights(&mut session, path)?;
+            writeln!(err, "scoring the weights in {}", path.display()).map_err(runtime)?;
+        }
+        None => writeln!(
+            err,
+            "scoring the built-in weights (no {} from `train`; pass --weights to score others)",
+            trained.display()
+        )
+        .map_err(runtime)?,
     }
     let report = strata_training::evaluate(
         &mut session,

@@ -19,6 +19,10 @@
 //! 3. Log the epoch (`metrics.jsonl`, `curves.svg`), save `last.ckpt`, and save
 //!    `best.safetensors` when the monitored value improves (see [`state`] for the run
 //!    directory's files); stop early when it has not improved for `patience` epochs.
+//!
+//! Before it touches the run directory, a run claims it ([`run_directory`]): a lock
+//! for one training at a time, no temporary files left by a killed run, and no fresh
+//! run over an earlier one without `--overwrite`.
 //! 4. Optionally put the best weights back, then score the test split, and draw the
 //!    train section's image grid if it asks for one ([`images`]).
 //!
@@ -33,6 +37,11 @@
 //! weights. That includes a run interrupted part-way through an epoch: the checkpoint
 //! says how many of the epoch's batches were done, and the resumed run skips them.
 //!
+//! A checkpoint also holds a [`Fingerprint`](fingerprint) of what it was trained from
+//! (the compiled graph, the optimizers, the data, the normalization): `--resume` with a
+//! changed model is refused with the parts that changed, instead of continuing a run
+//! that can no longer match an uninterrupted one.
+//!
 //! # Failure
 //!
 //! A non-finite loss stops the run with [`TrainError::Diverged`], naming the step and
@@ -46,9 +55,11 @@ pub mod state;
 
 mod data;
 mod evaluation;
+mod fingerprint;
 mod images;
 mod monitor;
 mod progress;
+mod run_directory;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,15 +69,17 @@ use std::time::Instant;
 pub use data::{EVAL_ENTRY, TRAIN_ENTRY};
 pub use evaluation::{EvalReport, EvalSplit, Metrics, evaluate};
 pub use state::{
-    OPTIMIZER_PREFIX, RunPaths, complete_weights, load_params, load_weights_file, merge_params,
-    params_safetensors,
+    BEST_FILE, LAST_FILE, OPTIMIZER_PREFIX, RunPaths, complete_weights, load_params,
+    load_weights_file, merge_params, params_safetensors,
 };
 pub use strata_artifact::schedule::{StepPosition, learning_rate};
 
 use self::data::{Ports, Splits, load_splits};
 use self::evaluation::score;
+use self::fingerprint::Fingerprint;
 use self::monitor::Monitor;
 use self::progress::Progress;
+use self::run_directory::Claim;
 use self::state::{PartialEpoch, RunState, write_atomic};
 use crate::image_grid::ImageGridError;
 use crate::{
@@ -117,6 +130,22 @@ pub enum TrainError {
     },
     #[error("cannot resume: {0}")]
     Resume(String),
+    /// Another training holds the run directory's lock.
+    #[error(
+        "{} is in use by another training{}; wait for it to end, or train into another \
+         directory with --run-dir",
+        dir.display(),
+        holder.map(|pid| format!(" (process {pid})")).unwrap_or_default()
+    )]
+    RunLocked { dir: PathBuf, holder: Option<u32> },
+    /// A fresh run over a directory that holds one, without `overwrite`.
+    #[error(
+        "{} already holds a run ({files}); continue it with --resume, start over there \
+         with --overwrite (its best.safetensors stays until the new run's first epoch \
+         replaces it), or train into another directory with --run-dir",
+        dir.display()
+    )]
+    RunExists { dir: PathBuf, files: String },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -171,6 +200,9 @@ pub struct TrainOptions {
     /// Continue the run in `run_dir` from its `last.ckpt` (the same model, data, seed and
     /// batch size; a run that stopped early stays stopped).
     pub resume: bool,
+    /// Start a new run even if `run_dir` holds one (without it, that is an error). The
+    /// earlier `best.safetensors` stays until the new run's first epoch replaces it.
+    pub overwrite: bool,
     /// Draw a progress bar (only on a terminal, and never when `quiet`).
     pub progress: bool,
     /// Print nothing.
@@ -287,6 +319,15 @@ pub fn train(
     options: &TrainOptions,
 ) -> Result<TrainSummary, TrainError> {
     let mut run = Run::start(session, config, options)?;
+    let claim = match (options.resume, options.overwrite) {
+        (true, _) => Claim::Resume,
+        (false, true) => Claim::Overwrite,
+        (false, false) => Claim::Fresh,
+    };
+    let mut written = vec![LAST_FILE, BEST_FILE, "metrics.jsonl", "curves.svg"];
+    written.extend(config.images.as_ref().map(|grid| grid.file.as_str()));
+    // Held until this function returns, whichever way.
+    let _lock = run_directory::claim(&run.paths, claim, &written)?;
     if options.resume {
         run.resume()?;
     } else {
@@ -348,6 +389,7 @@ impl<'a> Run<'a> {
             )));
         }
         let columns = config.metrics.iter().map(|m| format!("val_{m}")).collect();
+        let fingerprint = Fingerprint::of(session.manifest(), config, spec)?;
         let counters = Counters {
             step: 0,
             epoch: 0,
@@ -358,6 +400,7 @@ impl<'a> Run<'a> {
                 train_samples: data.train.len as u64,
                 normalizer: data.normalizer.clone(),
                 monitor: monitor.name.clone(),
+                fingerprint,
                 best_epoch: 0,
                 bad_epochs: 0,
                 stopped_early: false,
@@ -382,23 +425,11 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// Starts a fresh run directory: a new log, no stale best weights, and a checkpoint
-    /// of step 0 to fall back to.
+    /// Starts a fresh run in the claimed directory: a new log and a checkpoint of step 0
+    /// to fall back to. An earlier run's `best.safetensors` (`--overwrite`) stays until
+    /// this run's first epoch replaces it; it is never restored into this run, whose
+    /// best epoch is 0 until then.
     fn begin(&mut self) -> Result<(), TrainError> {
-        std::fs::create_dir_all(&self.paths.dir).map_err(|source| TrainError::Io {
-            path: self.paths.dir.clone(),
-            source,
-        })?;
-        // A best.safetensors from an earlier run in this directory must not be restored.
-        match std::fs::remove_file(&self.paths.best) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(TrainError::Io {
-                    path: self.paths.best.clone(),
-                    source: e,
-                });
-            }
-            _ => {}
-        }
         self.log = Some(MetricsLog::create(&self.paths.metrics)?);
         self.save_last()
     }
@@ -423,6 +454,15 @@ impl<'a> Run<'a> {
             .map_err(|e| TrainError::Resume(format!("{}: {e}", path.display())))?;
         let state = RunState::from_json(path, &checkpoint.extra)?;
         let fresh = &self.counters.state;
+        let changes = state.fingerprint.changes(&fresh.fingerprint);
+        if !changes.is_empty() {
+            return Err(TrainError::Resume(format!(
+                "{} was trained from a different model: {} changed since; resume with the \
+                 model it was trained from, or start a new run with --overwrite or --run-dir",
+                path.display(),
+                changes.join("; ")
+            )));
+        }
         let differs = |what: &str, then: String, now: String| {
             TrainError::Resume(format!(
                 "{} was trained with {what} {then}, this run has {now}; start a new run instead",

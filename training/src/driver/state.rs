@@ -9,14 +9,18 @@
 //! | `metrics.jsonl` | one [`EpochRecord`](crate::EpochRecord) per epoch |
 //! | `curves.svg` | the training curves drawn from it |
 //! | `images.png` | with `images = grid(…)` (which may name another file): samples drawn after training, see [`images`](super::images) |
+//! | `.lock` | the process id of the training that holds the directory's lock, see [`run_directory`](super::run_directory) |
+//!
+//! Every file is written whole or not at all (a temporary file renamed over it), and
+//! only over a regular file ([`atomic_file`](crate::atomic_file)).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
+use super::fingerprint::Fingerprint;
 use crate::{Checkpoint, CheckpointError, Normalizer};
 use strata_artifact::WeightsError;
 use strata_artifact::tensor::HostTensor;
@@ -27,6 +31,11 @@ use strata_runtime::session::Session;
 /// are not parameters of the model.
 pub const OPTIMIZER_PREFIX: &str = "optim.";
 
+/// The checkpoint's file name in a run directory.
+pub const LAST_FILE: &str = "last.ckpt";
+/// The best parameters' file name in a run directory.
+pub const BEST_FILE: &str = "best.safetensors";
+
 /// The files of a run directory.
 #[derive(Clone, Debug)]
 pub struct RunPaths {
@@ -35,16 +44,18 @@ pub struct RunPaths {
     pub best: PathBuf,
     pub metrics: PathBuf,
     pub curves: PathBuf,
+    pub lock: PathBuf,
 }
 
 impl RunPaths {
     pub fn new(dir: &Path) -> RunPaths {
         RunPaths {
             dir: dir.to_path_buf(),
-            last: dir.join("last.ckpt"),
-            best: dir.join("best.safetensors"),
+            last: dir.join(LAST_FILE),
+            best: dir.join(BEST_FILE),
             metrics: dir.join("metrics.jsonl"),
             curves: dir.join("curves.svg"),
+            lock: dir.join(".lock"),
         }
     }
 }
@@ -73,6 +84,8 @@ pub(super) struct RunState {
     pub normalizer: Normalizer,
     /// What best and early stopping watch (`val.loss`, `val.accuracy`, `train.loss`).
     pub monitor: String,
+    /// What the run was trained from.
+    pub fingerprint: Fingerprint,
     /// The epoch whose weights are in `best.safetensors` (0: none yet).
     pub best_epoch: u64,
     /// Epochs since the monitored value last improved.
@@ -99,26 +112,12 @@ impl RunState {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, synced,
-/// then renamed over `path`.
+/// Writes `bytes` to `path` atomically ([`crate::atomic_file`]).
 pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let io = |source: std::io::Error| TrainError::Io {
+    crate::atomic_file::write_atomic(path, bytes).map_err(|source| TrainError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut temp = tempfile::Builder::new()
-        .prefix(".strata.")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io)?;
-    temp.write_all(bytes).map_err(io)?;
-    temp.as_file().sync_all().map_err(io)?;
-    temp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    })
 }
 
 /// The session's parameters (every persistent buffer but the optimizer state) as a
