@@ -30,6 +30,10 @@ pub struct TrainArgs {
     /// Continue the run in the run directory from its last.ckpt.
     #[arg(long)]
     pub resume: bool,
+    /// Start from these weights (best.safetensors, full weights or last.ckpt) instead of
+    /// the model's initial ones; prints which tensors were loaded, missing or unused.
+    #[arg(long, value_name = "PATH", conflicts_with = "resume")]
+    pub weights: Option<PathBuf>,
     /// Print nothing but errors.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -44,6 +48,7 @@ impl TrainArgs {
             data_override: self.data.clone(),
             epochs_override: self.epochs,
             resume: self.resume,
+            initial_weights: self.weights.clone(),
             progress: true,
             quiet: self.quiet,
             interrupt: Some(interrupt_on_ctrl_c()?),
@@ -61,6 +66,22 @@ pub struct EvalArgs {
     /// Which samples to score: the held-out test split, the validation split, or all.
     #[arg(long, value_enum, default_value_t = EvalSplit::Test)]
     pub split: EvalSplit,
+    /// Print the report as one JSON object: every metric at full precision, per-class
+    /// precision, recall, F1 and support, and the confusion matrix.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl EvalArgs {
+    /// The report as `eval` prints it: text, or with `--json` one JSON object and a
+    /// newline.
+    pub fn render(&self, report: &crate::EvalReport) -> String {
+        if self.json {
+            format!("{}\n", report.to_json())
+        } else {
+            report.to_string()
+        }
+    }
 }
 
 /// How a training command ends, for the process's exit code.
