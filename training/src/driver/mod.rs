@@ -777,7 +777,9 @@ impl<'a> Run<'a> {
         let holds_best = restored || best_epoch == 0 || best_epoch == self.counters.epoch;
         if holds_best || !self.paths.best.is_file() {
             let report = self.score_split(EvalSplit::Test)?;
-            let weights = if best_epoch > 0 && holds_best {
+            let weights = if self.monitor.name == monitor::LATEST_EPOCH {
+                format!("latest epoch {best_epoch}, {}", self.paths.best.display())
+            } else if best_epoch > 0 && holds_best {
                 format!("best weights, epoch {best_epoch}")
             } else {
                 format!("epoch {}", self.counters.epoch)
