@@ -245,3 +245,51 @@ fn trainable_false_on_a_layer_without_parameters_is_an_error() {
     assert_eq!(d.code.code(), "E0005");
     assert!(d.message.contains("no parameters"), "{}", d.message);
 }
+
+#[test]
+fn a_checkpoint_gives_its_parameters_and_leaves_its_optimizer_state_unused() {
+    let artifact = compiled(&mlp_source(false), &[]);
+    let config = artifact.manifest.train.clone().expect("a train section");
+    let first = tempfile::tempdir().expect("temp dir");
+    let mut session = Session::new(&artifact).expect("loads");
+    let options = TrainOptions {
+        run_dir: first.path().to_path_buf(),
+        epochs_override: Some(1),
+        quiet: true,
+        ..Default::default()
+    };
+    let summary = train(&mut session, &config, &options).expect("trains");
+
+    let second = tempfile::tempdir().expect("temp dir");
+    let mut session = Session::new(&artifact).expect("loads");
+    let options = TrainOptions {
+        run_dir: second.path().to_path_buf(),
+        epochs_override: Some(1),
+        initial_weights: Some(summary.paths.last.clone()),
+        quiet: true,
+        ..Default::default()
+    };
+    let summary = train(&mut session, &config, &options).expect("trains from last.ckpt");
+    let report = summary.initial_weights.expect("a load report");
+    assert_eq!(
+        report.loaded.len(),
+        8,
+        "six parameters and the normalization: {report}"
+    );
+    assert!(report.missing.is_empty(), "{report}");
+    assert_eq!(
+        report.unused.len(),
+        12,
+        "Adam's two moments of six parameters: {report}"
+    );
+    assert!(
+        report.unused.iter().all(|k| k.starts_with("optim.")),
+        "{report}"
+    );
+    let text = report.to_string();
+    assert!(
+        text.contains("8 loaded, 0 missing (kept initial), 12 unused")
+            && text.contains("and 4 more"),
+        "{text}"
+    );
+}
