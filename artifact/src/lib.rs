@@ -11,7 +11,8 @@
 //! - [`metric`]: the metrics a train section may ask for, by name.
 //! - [`backend`]: which code of an artifact runs (CPU or GPU).
 //! - [`validate`]: every invariant of a loaded artifact that running it relies on.
-//! - [`weights`]: matching a safetensors blob against the model's persistent buffers.
+//! - [`weights`]: matching a safetensors blob against the model's persistent buffers;
+//!   [`weight_keys`]: what each of them is (parameter, normalization, optimizer state).
 //! - [`info`]: a printable summary of a model (entries, ports, parameters, arena).
 //! - [`executable`]: appending an artifact to a binary and finding it again.
 //! - [`tensor`], [`npy`]: host tensors and `.npy` files.
@@ -36,6 +37,7 @@ pub mod schedule;
 pub mod tensor;
 pub mod train_config;
 pub mod validate;
+pub mod weight_keys;
 pub mod weights;
 
 pub use backend::Backend;
@@ -47,6 +49,7 @@ pub use manifest::Manifest;
 pub use metric::Metric;
 pub use output_path::check_output_path;
 pub use tensor::{HostTensor, TensorData};
+pub use weight_keys::WeightKind;
 
 /// A compiled model: everything a runtime needs, with nothing of the source.
 #[derive(Clone, Debug, PartialEq)]

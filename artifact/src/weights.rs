@@ -119,6 +119,27 @@ pub fn to_host_tensor(view: &TensorView<'_>) -> HostTensor {
     HostTensor { shape, data }
 }
 
+/// Every tensor of a safetensors file as a host tensor, sorted by key; fails
+/// on a dtype other than `F32` and `I32`.
+pub fn read_weights(bytes: &[u8]) -> Result<Vec<(String, HostTensor)>, WeightsError> {
+    let file = SafeTensors::deserialize(bytes).map_err(WeightsError::NotSafetensors)?;
+    let mut names = file.names();
+    names.sort();
+    let mut tensors = Vec::with_capacity(names.len());
+    for key in names {
+        let view = file.tensor(key).map_err(WeightsError::NotSafetensors)?;
+        if !matches!(view.dtype(), Dtype::F32 | Dtype::I32) {
+            return Err(WeightsError::Dtype {
+                key: key.to_string(),
+                expected: "F32 or I32".into(),
+                found: format!("{:?}", view.dtype()),
+            });
+        }
+        tensors.push((key.to_string(), to_host_tensor(&view)));
+    }
+    Ok(tensors)
+}
+
 /// Writes named host tensors as a safetensors file.
 pub fn encode_weights<'t>(
     tensors: impl IntoIterator<Item = (&'t str, &'t HostTensor)>,

@@ -46,3 +46,39 @@ fn representative_examples_have_kernel_and_plan_snapshots() {
         );
     }
 }
+
+/// `strata ir --format json`: each stage's own form (a graph, the kernels, the plan), of a
+/// model small enough to read.
+#[test]
+fn each_stage_has_its_own_json_form() {
+    use strata_compiler::ir::json::graph_to_json;
+    use strata_compiler::lower::json::kernels_to_json;
+    use strata_compiler::plan::json::plan_to_json;
+    let source = strata_compiler::source::SourceFile::new(
+        "tiny.strata",
+        "model Tiny {\n    input x: f32[batch, 4]\n    output y = x |> dense(2) |> relu\n}\n",
+    );
+    let compiled =
+        compile(&source, &Default::default()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    let pretty = |v: serde_json::Value| serde_json::to_string_pretty(&v).expect("serializes");
+    let stages = [
+        ("json_typed", pretty(graph_to_json(&compiled.typed))),
+        ("json_optimized", pretty(graph_to_json(&compiled.optimized))),
+        ("json_kernels", pretty(kernels_to_json(&compiled.lowered))),
+        (
+            "json_plan",
+            pretty(plan_to_json(&compiled.lowered, &compiled.plan)),
+        ),
+    ];
+    // The graph, the kernels and the plan: each stage's own form.
+    for ((name, text), key) in
+        stages
+            .iter()
+            .zip(["\"values\"", "\"values\"", "\"launches\"", "\"arena\""])
+    {
+        assert!(text.contains(key), "{name} holds {key}");
+    }
+    for (name, text) in stages {
+        insta::assert_snapshot!(name, text);
+    }
+}

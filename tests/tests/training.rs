@@ -217,3 +217,99 @@ fn the_executable_resumes_a_run_stopped_by_ctrl_c() {
     let log = strata_training::log::read_log(&dir.path().join("metrics.jsonl")).unwrap();
     assert_eq!(log.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![1, 2]);
 }
+
+#[test]
+fn the_executable_reports_json_scores_its_normalization_and_trains_from_given_weights() {
+    let artifact = compile_trainable(&SourceFile::new("tiny.strata", SMALL.to_string()));
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let (code, _, err) = executable(&artifact, &["train", "--run-dir", path(&run), "--quiet"]);
+    assert_eq!(code, ExitCode::SUCCESS, "{err}");
+    let best = run.join("best.safetensors");
+
+    // `eval --json`: one object, full precision, per-class metrics, agreeing with the text.
+    let (code, out, err) = executable(&artifact, &["eval", "--weights", path(&best), "--json"]);
+    assert_eq!(code, ExitCode::SUCCESS, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    assert_eq!(report["split"], "test");
+    assert_eq!(report["samples"], 179);
+    let accuracy = report["metrics"]["accuracy"].as_f64().expect("accuracy");
+    let classes = report["classes"].as_array().expect("per-class metrics");
+    assert_eq!(classes.len(), 10);
+    let support: u64 = classes.iter().map(|c| c["support"].as_u64().unwrap()).sum();
+    assert_eq!(support, 179, "every test sample counted once");
+    let correct: u64 = (0..10)
+        .map(|c| report["confusion"][c][c].as_u64().unwrap())
+        .sum();
+    assert_eq!(accuracy, correct as f64 / 179.0, "full precision");
+    let (_, text, _) = executable(&artifact, &["eval", "--weights", path(&best)]);
+    assert!(
+        text.contains(&format!("accuracy   {accuracy:.4}")),
+        "the text and JSON agree: {text}"
+    );
+
+    // `info`: parameters apart from Adam's state, and the normalization.
+    let (code, out, err) = executable(&artifact, &["info"]);
+    assert_eq!(code, ExitCode::SUCCESS, "{err}");
+    let parameters = 64 * 16 + 16 + 16 * 10 + 10;
+    assert!(
+        out.contains(&format!("parameters  {}\n", grouped(parameters))),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "optimizer   {} state values",
+            grouped(2 * parameters)
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("normalize   scale:16 of 64 features: (x - offset) / scale, offset [0, 0, 0, 0, …], scale [16, 16, 16, 16, …]"),
+        "{out}"
+    );
+
+    // `train --weights` starts a new run from them (the report goes to the terminal;
+    // the driver's tests read it), and refuses to be mixed with `--resume`.
+    let again = dir.path().join("again");
+    let (code, _, err) = executable(
+        &artifact,
+        &[
+            "train",
+            "--run-dir",
+            path(&again),
+            "--weights",
+            path(&best),
+            "--epochs",
+            "1",
+            "--quiet",
+        ],
+    );
+    assert_eq!(code, ExitCode::SUCCESS, "{err}");
+    assert!(again.join("best.safetensors").is_file());
+    let (code, _, err) = executable(
+        &artifact,
+        &[
+            "train",
+            "--run-dir",
+            path(&again),
+            "--weights",
+            path(&best),
+            "--resume",
+        ],
+    );
+    assert_eq!(code, ExitCode::from(2), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+}
+
+/// `1234` as `1,234`.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

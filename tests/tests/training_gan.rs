@@ -39,10 +39,26 @@ fn generate(gan: &mut Trained) -> Vec<f32> {
     out
 }
 
-/// The classifier's most likely class and its probability, per sample.
+/// The classifier's most likely class and its probability, per sample. The samples are
+/// in the GAN's normalized units; the classifier takes raw pixels and normalizes them
+/// itself, so they are mapped back with its own statistics (`x * scale + offset`).
 fn classify(classifier: &mut Trained, images: &[f32]) -> Vec<(usize, f32)> {
     let n = images.len() / 64;
-    let x = HostTensor::f32(vec![n as u64, 64], images.to_vec()).unwrap();
+    let stat = |key: &str| {
+        classifier
+            .session
+            .weights()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, t)| t.as_f32().map(<[f32]>::to_vec))
+            .unwrap_or_else(|| panic!("the classifier normalizes its input (`{key}`)"))
+    };
+    let (offset, scale) = (stat("normalize.offset"), stat("normalize.scale"));
+    let raw: Vec<f32> = images
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| v * scale[i % 64] + offset[i % 64])
+        .collect();
+    let x = HostTensor::f32(vec![n as u64, 64], raw).unwrap();
     let outputs = classifier
         .session
         .run("infer", &[("x", x)])

@@ -34,6 +34,10 @@ pub struct TrainArgs {
     /// until the new run's first epoch replaces it).
     #[arg(long)]
     pub overwrite: bool,
+    /// Start from these weights (best.safetensors, full weights or last.ckpt) instead of
+    /// the model's initial ones; prints which tensors were loaded, missing or unused.
+    #[arg(long, value_name = "PATH", conflicts_with = "resume")]
+    pub weights: Option<PathBuf>,
     /// Print nothing but errors.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -49,6 +53,7 @@ impl TrainArgs {
             epochs_override: self.epochs,
             resume: self.resume,
             overwrite: self.overwrite,
+            initial_weights: self.weights.clone(),
             progress: true,
             quiet: self.quiet,
             interrupt: Some(interrupt_on_ctrl_c()?),
@@ -66,6 +71,22 @@ pub struct EvalArgs {
     /// Which samples to score: the held-out test split, the validation split, or all.
     #[arg(long, value_enum, default_value_t = EvalSplit::Test)]
     pub split: EvalSplit,
+    /// Print the report as one JSON object: every metric at full precision, per-class
+    /// precision, recall, F1 and support, and the confusion matrix.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl EvalArgs {
+    /// The report as `eval` prints it: text, or with `--json` one JSON object and a
+    /// newline.
+    pub fn render(&self, report: &crate::EvalReport) -> String {
+        if self.json {
+            format!("{}\n", report.to_json())
+        } else {
+            report.to_string()
+        }
+    }
 }
 
 /// How a training command ends, for the process's exit code.

@@ -262,13 +262,17 @@ fn early_stopping_puts_the_best_weights_back() {
             );
             continue;
         }
-        params += 1;
         let stored = best.tensor(key).unwrap();
         assert_eq!(
             stored.data(),
             tensor.data.as_bytes(),
             "`{key}` is not the best epoch's"
         );
+        if key.starts_with("normalize.") {
+            // The fitted normalization is saved with the parameters and never changes.
+            continue;
+        }
+        params += 1;
         assert_ne!(
             last.tensor(key).unwrap(),
             tensor,
@@ -412,5 +416,76 @@ fn evaluate_scores_the_split_training_held_out() {
     assert!(
         text.contains("test split: 179 samples") && text.contains("confusion matrix"),
         "{text}"
+    );
+}
+
+#[test]
+fn checkpoint_every_keeps_a_snapshot_of_every_nth_epoch() {
+    let artifact = artifact(8);
+    let config = TrainConfig {
+        checkpoint_every: 2,
+        ..config(&artifact)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (session, _) = run(
+        &artifact,
+        &config,
+        &TrainOptions {
+            epochs_override: Some(5),
+            ..options(dir.path())
+        },
+    );
+    for epoch in [2, 4] {
+        let snapshot = Checkpoint::load(&dir.path().join(format!("epoch-{epoch}.ckpt")))
+            .unwrap_or_else(|e| panic!("epoch {epoch}'s snapshot: {e}"));
+        assert_eq!(snapshot.epoch, epoch);
+    }
+    for epoch in [1, 3, 5] {
+        assert!(
+            !dir.path().join(format!("epoch-{epoch}.ckpt")).exists(),
+            "no snapshot of epoch {epoch}"
+        );
+    }
+    // last.ckpt holds the end of the run, whatever the snapshots' rhythm.
+    let last = Checkpoint::load(&dir.path().join("last.ckpt")).unwrap();
+    assert_eq!(last.epoch, 5);
+    let mut final_weights: Vec<_> = session
+        .weights()
+        .map(|(k, t)| (k.to_string(), t.clone()))
+        .collect();
+    final_weights.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(last.weights, final_weights);
+}
+
+#[test]
+fn the_test_score_is_of_the_weights_saved_as_best() {
+    let artifact = artifact(16);
+    // A learning rate high enough that the last epoch is not the best one.
+    let mut config = config(&artifact);
+    config.steps[0].lr = 0.05;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, summary) = run(
+        &artifact,
+        &config,
+        &TrainOptions {
+            epochs_override: Some(6),
+            ..options(dir.path())
+        },
+    );
+    let mut best = Session::new(&artifact).unwrap();
+    let bytes = std::fs::read(dir.path().join("best.safetensors")).unwrap();
+    strata_training::driver::load_params(&mut best, &bytes).unwrap();
+    let report = evaluate(&mut best, &config, None, EvalSplit::Test).unwrap();
+    assert_ne!(
+        summary.best_epoch,
+        Some(summary.epochs),
+        "the case this test is about: a last epoch that is not the best"
+    );
+    assert_eq!(
+        Some(&report),
+        summary.test.as_ref(),
+        "the printed test score is best.safetensors' (best epoch {:?} of {})",
+        summary.best_epoch,
+        summary.epochs
     );
 }

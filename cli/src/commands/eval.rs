@@ -40,7 +40,7 @@ pub(super) fn run(a: &EvalCommand) -> ExitCode {
     match strata_training::evaluate(&mut session, &config, a.eval.data.as_deref(), a.eval.split) {
         Ok(report) => {
             let mut out = std::io::stdout().lock();
-            match write!(out, "{report}") {
+            match write!(out, "{}", a.eval.render(&report)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(_) => ExitCode::FAILURE,
             }

@@ -1,5 +1,6 @@
-//! `strata ir FILE`: any stage of the pipeline as text, DOT, JSON or SVG, the generated
-//! code (`--emit`), per-entry statistics (`--stats`), or every pass to files (`--dump-dir`).
+//! `strata ir FILE`: any stage of the pipeline as text, DOT, JSON (each stage's own
+//! form: the graph, the kernels, the plan) or SVG, the generated code (`--emit`),
+//! per-entry statistics (`--stats`), or every pass to files (`--dump-dir`).
 
 use super::{Common, compile_or_report, fail, report};
 use clap::{Args, ValueEnum};
@@ -7,7 +8,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use strata_compiler::driver::CompileError;
-use strata_compiler::ir::{dot::graph_to_dot, print::print_graph};
+use strata_compiler::ir::{dot::graph_to_dot, json::graph_to_json, print::print_graph};
+use strata_compiler::lower::json::kernels_to_json;
+use strata_compiler::plan::json::plan_to_json;
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
@@ -170,13 +173,11 @@ pub(super) fn run(a: &IrArgs) -> ExitCode {
             (Stage::Optimized, Format::Dot) => graph_to_dot(graph),
             (Stage::Kernels, Format::Text) => strata_compiler::lower::print::print_kernels(lowered),
             (Stage::Plan, Format::Text) => strata_compiler::plan::print::print_plan(lowered, plan),
-            (
-                Stage::Kernels | Stage::Plan | Stage::Typed | Stage::Train | Stage::Optimized,
-                Format::Json,
-            ) => match serde_json::to_string_pretty(&compiled.artifact.manifest) {
-                Ok(s) => s + "\n",
-                Err(e) => return fail(e),
-            },
+            (Stage::Typed, Format::Json) => json_text(&graph_to_json(&compiled.typed)),
+            (Stage::Train, Format::Json) => json_text(&graph_to_json(train)),
+            (Stage::Optimized, Format::Json) => json_text(&graph_to_json(graph)),
+            (Stage::Kernels, Format::Json) => json_text(&kernels_to_json(lowered)),
+            (Stage::Plan, Format::Json) => json_text(&plan_to_json(lowered, plan)),
             (Stage::Kernels | Stage::Plan, Format::Dot) => {
                 return fail("--format dot draws graphs: use it with --stage typed or optimized");
             }
@@ -187,6 +188,12 @@ pub(super) fn run(a: &IrArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// A stage's JSON form, pretty-printed, with a final newline.
+fn json_text(value: &serde_json::Value) -> String {
+    // A `Value` always serializes.
+    serde_json::to_string_pretty(value).unwrap_or_default() + "\n"
 }
 
 /// `strata ir --dump-dir`: the entry's stages, one numbered file each.

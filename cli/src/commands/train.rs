@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use strata_artifact::Backend;
 use strata_runtime::Session;
 use strata_training::args::TrainOutcome;
+use strata_training::driver::LATEST_EPOCH;
 
 #[derive(Args, Debug)]
 pub(super) struct TrainCommand {
@@ -41,8 +42,14 @@ pub(super) fn run(a: &TrainCommand) -> ExitCode {
         }
         TrainOutcome::Finished(summary) => {
             if !a.train.quiet {
+                // The weights whose test score was printed last.
+                let which = if summary.monitor == LATEST_EPOCH {
+                    " (the last epoch's: alternating steps have no best epoch)"
+                } else {
+                    ""
+                };
                 println!(
-                    "build an executable with these weights: strata build {} -o OUT --weights {}",
+                    "build an executable with these weights{which}: strata build {} -o OUT --weights {}",
                     a.common.file.display(),
                     summary.paths.best.display()
                 );

@@ -8,8 +8,8 @@
 //! ./mlp info
 //! ./mlp infer --input x=x.npy [--input NAME=PATH ...] [--output logits=out.npy ...]
 //!             [--weights trained.safetensors] [--entry infer] [--device cpu|gpu]
-//! ./mlp train [--data SPEC] [--epochs N] [--run-dir DIR] [--resume|--overwrite] [--quiet] [--device cpu|gpu]
-//! ./mlp eval  [--data SPEC] [--weights best.safetensors|last.ckpt] [--run-dir DIR] [--split test|val|all] [--device cpu|gpu]
+//! ./mlp train [--data SPEC] [--epochs N] [--run-dir DIR] [--resume | --overwrite | --weights W] [--quiet] [--device cpu|gpu]
+//! ./mlp eval  [--data SPEC] [--weights best.safetensors|last.ckpt] [--run-dir DIR] [--split test|val|all] [--json] [--device cpu|gpu]
 //! ./seq decode --input x=x.npy --start 10 [--scores logits] [--output tokens.npy]
 //!             [--weights trained.safetensors] [--device cpu|gpu]
 //! ./mlp bench [--entry infer]... [--batch 1]... [--seconds S] [--threads N] [--profile] [--json] [--device cpu|gpu]
@@ -264,7 +264,7 @@ fn execute(
     let artifact = Artifact::from_bytes(artifact).map_err(runtime)?;
     match cli.command {
         Command::Info => {
-            let info = ModelInfo::from_manifest(&artifact.manifest);
+            let info = ModelInfo::from_artifact(&artifact);
             writeln!(out, "{info}").map_err(runtime)?;
             writeln!(out, "\n{}", device_line(&artifact)).map_err(runtime)
         }
@@ -358,7 +358,7 @@ fn eval(
         args.eval.split,
     )
     .map_err(train_failure)?;
-    write!(out, "{report}").map_err(runtime)
+    write!(out, "{}", args.eval.render(&report)).map_err(runtime)
 }
 
 fn bench(artifact: &Artifact, args: BenchCommand, out: &mut dyn Write) -> Result<(), Failure> {

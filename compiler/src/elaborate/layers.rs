@@ -18,7 +18,7 @@ static DENSE: &[ParamSpec] = &[req("x"), req("units"), opt("bias"), opt("init")]
 static MATMUL: &[ParamSpec] = &[req("a"), req("b")];
 static RESHAPE: &[ParamSpec] = &[req("x"), req("shape")];
 static TRANSPOSE: &[ParamSpec] = &[req("x"), opt("perm")];
-static BATCH_NORM: &[ParamSpec] = &[req("x"), opt("momentum"), opt("eps")];
+static BATCH_NORM: &[ParamSpec] = &[req("x"), opt("momentum"), opt("eps"), opt("frozen")];
 static DROPOUT: &[ParamSpec] = &[req("x"), req("p")];
 static CONV2D: &[ParamSpec] = &[
     req("x"),
@@ -188,7 +188,66 @@ pub(super) fn call_layer(
 ) -> Result<Value, Diagnostic> {
     let name = callee.name.as_str();
     let specs = lookup(name).ok_or_else(|| unknown_layer(callee, std::iter::empty()))?;
+    let mut named = named;
+    let trainable = take_trainable(&mut named)?;
+    let params_before: std::collections::HashSet<String> = e.params.keys().cloned().collect();
     let args = BoundArgs::bind(name, span, specs, positional, named, name == "concat")?;
+    let value = built_in(e, callee, &args, span, path)?;
+    if let Some((false, at)) = trainable {
+        let created: Vec<String> = e
+            .params
+            .keys()
+            .filter(|p| !params_before.contains(*p))
+            .cloned()
+            .collect();
+        if created.is_empty() {
+            return Err(Diagnostic::error(
+                ErrorCode::BadArgument,
+                format!("`{name}` has no parameters of its own to freeze here"),
+                at,
+            )
+            .with_label("`trainable = false` freezes the parameters this call creates")
+            .with_note(
+                "a layer instance called again shares the parameters its first call created: \
+                 freeze it there",
+            ));
+        }
+        e.non_trainable.extend(created);
+    }
+    Ok(value)
+}
+
+/// A named argument of a call: its name, the name's span, and its value.
+type NamedArg = (String, Span, Spanned);
+
+/// Takes the `trainable = true|false` argument every built-in accepts out of `named`:
+/// with `false`, the parameters the call creates are frozen (no gradient, no optimizer
+/// state, never updated by a training step).
+fn take_trainable(named: &mut Vec<NamedArg>) -> Result<Option<(bool, Span)>, Diagnostic> {
+    let Some(at) = named.iter().position(|(key, _, _)| key == "trainable") else {
+        return Ok(None);
+    };
+    let (_, _, arg) = named.remove(at);
+    match arg.value {
+        Value::Bool(b) => Ok(Some((b, arg.span))),
+        _ => Err(Diagnostic::error(
+            ErrorCode::BadArgument,
+            "`trainable` is `true` or `false`",
+            arg.span,
+        )
+        .with_label("not a boolean")),
+    }
+}
+
+/// The built-in `callee` on bound arguments.
+fn built_in(
+    e: &mut Elaborator,
+    callee: &Ident,
+    args: &BoundArgs,
+    span: Span,
+    path: Option<String>,
+) -> Result<Value, Diagnostic> {
+    let name = callee.name.as_str();
     let unary = match name {
         "relu" => Some(UnaryOp::Relu),
         "sigmoid" => Some(UnaryOp::Sigmoid),
@@ -204,10 +263,10 @@ pub(super) fn call_layer(
         return Ok(Value::Tensor(e.op(Op::Unary(op), &[x], span)?));
     }
     if let Some(loss) = crate::train::losses::find(name) {
-        return (loss.build)(e, &args, span);
+        return (loss.build)(e, args, span);
     }
     match name {
-        "dense" => dense(e, &args, span, path),
+        "dense" => dense(e, args, span, path),
         "matmul" => {
             let (a, _) = args.tensor("a")?;
             let (b, _) = args.tensor("b")?;
@@ -217,36 +276,36 @@ pub(super) fn call_layer(
             let (x, _) = args.tensor("x")?;
             Ok(Value::Tensor(e.op(Op::StopGradient, &[x], span)?))
         }
-        "uniform" => super::random::uniform(e, &args, span, path),
-        "normal" => super::random::normal(e, &args, span, path),
-        "softmax" | "log_softmax" => softmax(e, &args, span, name == "log_softmax"),
-        "sum" | "mean" | "max" | "min" => reduce(e, &args, span, name),
-        "flatten" => flatten(e, &args, span),
-        "reshape" => reshape(e, &args, span),
-        "transpose" => transpose(e, &args, span),
-        "slice" => slice(e, &args, span),
-        "split" => split(e, &args, span),
-        "concat" => concat(e, &args, span),
-        "batch_norm" => super::normalization::batch_norm(e, &args, span, path),
-        "dropout" => super::normalization::dropout(e, &args, span, path),
-        "conv2d" => super::convolution::conv2d(e, &args, span, path),
+        "uniform" => super::random::uniform(e, args, span, path),
+        "normal" => super::random::normal(e, args, span, path),
+        "softmax" | "log_softmax" => softmax(e, args, span, name == "log_softmax"),
+        "sum" | "mean" | "max" | "min" => reduce(e, args, span, name),
+        "flatten" => flatten(e, args, span),
+        "reshape" => reshape(e, args, span),
+        "transpose" => transpose(e, args, span),
+        "slice" => slice(e, args, span),
+        "split" => split(e, args, span),
+        "concat" => concat(e, args, span),
+        "batch_norm" => super::normalization::batch_norm(e, args, span, path),
+        "dropout" => super::normalization::dropout(e, args, span, path),
+        "conv2d" => super::convolution::conv2d(e, args, span, path),
         "max_pool2d" | "avg_pool2d" => {
-            super::convolution::pool2d(e, &args, span, name == "max_pool2d")
+            super::convolution::pool2d(e, args, span, name == "max_pool2d")
         }
-        "global_avg_pool" => super::convolution::global_avg_pool(e, &args, span),
-        "layer_norm" => super::attention::layer_norm(e, &args, span, path),
-        "gelu" => super::attention::gelu(e, &args, span),
-        "leaky_relu" => super::activations::leaky_relu(e, &args, span),
-        "softplus" => super::activations::softplus(e, &args, span),
-        "upsample2d" => super::activations::upsample2d(e, &args, span),
-        "embedding" => super::attention::embedding(e, &args, span, path),
-        "positional" => super::attention::positional(e, &args, span, path),
-        "self_attention" => super::attention::self_attention(e, &args, span, path),
-        "cross_attention" => super::attention::cross_attention(e, &args, span, path),
-        "transformer_encoder_layer" => super::transformer::encoder_layer(e, &args, span, path),
-        "transformer_decoder_layer" => super::transformer::decoder_layer(e, &args, span, path),
+        "global_avg_pool" => super::convolution::global_avg_pool(e, args, span),
+        "layer_norm" => super::attention::layer_norm(e, args, span, path),
+        "gelu" => super::attention::gelu(e, args, span),
+        "leaky_relu" => super::activations::leaky_relu(e, args, span),
+        "softplus" => super::activations::softplus(e, args, span),
+        "upsample2d" => super::activations::upsample2d(e, args, span),
+        "embedding" => super::attention::embedding(e, args, span, path),
+        "positional" => super::attention::positional(e, args, span, path),
+        "self_attention" => super::attention::self_attention(e, args, span, path),
+        "cross_attention" => super::attention::cross_attention(e, args, span, path),
+        "transformer_encoder_layer" => super::transformer::encoder_layer(e, args, span, path),
+        "transformer_decoder_layer" => super::transformer::decoder_layer(e, args, span, path),
         "rnn" | "lstm" | "gru" => match super::recurrent::Cell::parse(name) {
-            Some(cell) => super::recurrent::recurrent(e, cell, &args, span, path),
+            Some(cell) => super::recurrent::recurrent(e, cell, args, span, path),
             None => Err(unknown_layer(callee, std::iter::empty())),
         },
         _ => Err(unknown_layer(callee, std::iter::empty())),

@@ -33,10 +33,12 @@ pub(super) fn number(
     }
 }
 
-/// `batch_norm(x, momentum = 0.1, eps = 1e-5)` over channel axis 1 (`[batch, C]` or NCHW
-/// `[batch, C, H, W]`), as PyTorch's BatchNorm: learned `weight` (ones) and `bias`
-/// (zeros); in training, normalization by the batch's biased variance and running
-/// averages updated with the unbiased one; at inference, the running averages.
+/// `batch_norm(x, momentum = 0.1, eps = 1e-5, frozen = false)` over channel axis 1
+/// (`[batch, C]` or NCHW `[batch, C, H, W]`), as PyTorch's BatchNorm: learned `weight`
+/// (ones) and `bias` (zeros); in training, normalization by the batch's biased variance
+/// and running averages updated with the unbiased one; at inference, the running
+/// averages. `frozen = true` keeps it in inference mode while the rest trains (PyTorch's
+/// `bn.eval()` during fine-tuning): the running averages normalize and stay as they are.
 pub(super) fn batch_norm(
     e: &mut Elaborator,
     args: &BoundArgs,
@@ -52,6 +54,8 @@ pub(super) fn batch_norm(
         "in [0, 1]",
     )?;
     let eps = number(args, "eps", 1e-5, |v| v > 0.0, "positive")?;
+    // Frozen: the running averages normalize in training too, and are not updated.
+    let frozen = args.bool("frozen", false)?;
     let ty = e.graph.ty(x).clone();
     let dims = ty.shape.dims().to_vec();
     let channels = match dims.get(1) {
@@ -95,7 +99,7 @@ pub(super) fn batch_norm(
         )
     };
     let bin = |e: &mut Elaborator, op, a, b| e.op(Op::Binary(op), &[a, b], span);
-    let (mean, var) = if e.training {
+    let (mean, var) = if e.training && !frozen {
         let axes: Vec<usize> = (0..dims.len()).filter(|&a| a != 1).collect();
         let mut per_channel = dims.clone();
         per_channel.remove(1);

@@ -257,6 +257,47 @@ impl Graph {
         }
     }
 
+    /// Puts a computation between `old` and its present users: `build` makes a value
+    /// from `old` (of `old`'s type), and every use of `old` that existed before the call
+    /// (operands, outputs, the new-value side of updates) becomes a use of it. The nodes
+    /// `build` adds keep their operand edges from `old`.
+    pub fn interpose(
+        &mut self,
+        old: ValueId,
+        build: impl FnOnce(&mut Graph, ValueId) -> Result<ValueId, String>,
+    ) -> Result<ValueId, String> {
+        let edges: Vec<(NodeIndex<u32>, u32, petgraph::stable_graph::EdgeIndex<u32>)> = self
+            .graph
+            .edges_directed(old.0, Direction::Outgoing)
+            .map(|e| (e.target(), *e.weight(), e.id()))
+            .collect();
+        let outputs: Vec<usize> = (0..self.outputs.len())
+            .filter(|&i| self.outputs[i].1 == old)
+            .collect();
+        let updates: Vec<usize> = (0..self.updates.len())
+            .filter(|&i| self.updates[i].1 == old)
+            .collect();
+        let new = build(self, old)?;
+        if self.ty(new) != self.ty(old) {
+            return Err(format!(
+                "an interposed value must keep the type {}, got {}",
+                self.ty(old),
+                self.ty(new)
+            ));
+        }
+        for (target, pos, id) in edges {
+            self.graph.remove_edge(id);
+            self.graph.add_edge(new.0, target, pos);
+        }
+        for i in outputs {
+            self.outputs[i].1 = new;
+        }
+        for i in updates {
+            self.updates[i].1 = new;
+        }
+        Ok(new)
+    }
+
     /// Checks the invariants listed in the module docs.
     pub fn verify(&self) -> Result<(), String> {
         let order = self.topo_order();

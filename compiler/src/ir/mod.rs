@@ -11,6 +11,7 @@ pub mod dot;
 pub mod graph;
 pub mod init;
 pub mod interpret;
+pub mod json;
 pub mod op;
 pub mod parse;
 pub mod print;

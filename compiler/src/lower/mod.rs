@@ -16,6 +16,7 @@
 
 pub mod fuse;
 mod group;
+pub mod json;
 mod kernels_of;
 pub mod print;
 mod scan_loop;

@@ -1,5 +1,6 @@
 //! Scheduling and memory planning over the lowered kernels; [`print`] and [`svg`] show a plan.
 
+pub mod json;
 pub mod memory_plan;
 pub mod print;
 pub mod stats;

@@ -16,6 +16,7 @@
 
 pub mod images;
 pub mod losses;
+pub mod normalize;
 pub mod optimizer;
 pub mod section;
 pub mod section_graph;
@@ -191,6 +192,7 @@ pub fn build(
             .parse()
             .map_err(|_| err(at, format!("--set patience={v}: not an integer")))?;
     }
+    let normalize_span = get("normalize").map_or(at, |(_, span)| *span);
     let normalize = match get("normalize") {
         None => "none".to_string(),
         Some((Setting::Word(w), _)) if ["none", "standardize", "minmax"].contains(&w.as_str()) => {
@@ -279,6 +281,27 @@ pub fn build(
         .find(|(n, _)| *n == features_input)
         .map(|(_, v)| *v)
         .expect("checked above");
+    // The features' normalization is part of every entry (see [`normalize`]).
+    let normalization =
+        normalize::FeatureNormalization::of_config(&normalize).ok_or_else(|| {
+            err(
+                normalize_span,
+                format!("unknown normalization `{normalize}`"),
+            )
+        })?;
+    let mut model_graph = graph.clone();
+    normalize::normalize_features(&mut model_graph, features_v, &normalization, normalize_span)?;
+    let mut training_graph = training.graph.clone();
+    if let Some(training_features) = training_graph.inputs.iter().copied().find(
+        |&i| matches!(&training_graph.node(i).op, Op::Input { name } if *name == features_input),
+    ) {
+        normalize::normalize_features(
+            &mut training_graph,
+            training_features,
+            &normalization,
+            normalize_span,
+        )?;
+    }
     let task = match label_v.map(|v| graph.ty(v).clone()) {
         Some(label_ty) if label_ty.dtype == DType::I32 => {
             let classes = match pred_ty.shape.dims().last() {
@@ -345,10 +368,10 @@ pub fn build(
     let plans = steps::plan_steps(t, tt, &params, &settings, &hyper)?;
     let mut step_entries = Vec::with_capacity(plans.len());
     for plan in &plans {
-        step_entries.push((plan.entry.clone(), step_graph(training, plan, at)?));
+        step_entries.push((plan.entry.clone(), step_graph(&training_graph, plan, at)?));
     }
 
-    let mut eval = graph.clone();
+    let mut eval = model_graph.clone();
     eval.outputs = vec![("loss".into(), t.loss), (prediction.clone(), pred_v)];
     let several = plans.len() > 1;
     if several {
@@ -359,7 +382,7 @@ pub fn build(
     }
     dce::eliminate_dead_code(&mut eval, false);
 
-    let mut infer = graph.clone();
+    let mut infer = model_graph;
     infer.outputs = t.model_outputs.clone();
     dce::eliminate_dead_code(&mut infer, false);
     if let Some(label_v) = label_v
@@ -407,11 +430,11 @@ pub fn build(
 /// One update's entry: the training-mode graph, its loss differentiated with respect to
 /// the update's parameters, clipped, and the optimizer's update appended.
 fn step_graph(
-    training: &Elaborated,
+    training: &Graph,
     plan: &steps::StepPlan,
     at: crate::source::Span,
 ) -> Result<Graph, Diagnostic> {
-    let mut graph = training.graph.clone();
+    let mut graph = training.clone();
     let scalar = TensorType::new(DType::F32, vec![]);
     let lr_v = graph.add_leaf(Op::Input { name: "lr".into() }, scalar.clone(), at);
     // Dropout or a random source already made the `step` input in the training build.

@@ -1,10 +1,11 @@
 //! What the driver feeds the model: the entry ports the train conventions name, and the
-//! dataset loaded, shaped, split and normalized for them.
+//! dataset loaded, shaped and split for them, with the normalization fitted on its train
+//! split.
 
 use strata_kernels::ir::{Dim, ScalarType};
 
 use super::TrainError;
-use crate::{Batch, DataSource, Dataset, Labels, Normalization, Normalizer, normalize_splits};
+use crate::{Batch, DataSource, Dataset, Labels, Normalization, Normalizer};
 use strata_artifact::manifest::{Entry, Manifest};
 use strata_artifact::tensor::{HostTensor, TensorData, dtype_name};
 use strata_artifact::train_config::{Task, TrainConfig};
@@ -367,7 +368,8 @@ pub(super) fn parse_normalization(text: &str) -> Result<Normalization, TrainErro
     }
 }
 
-/// The train, validation and test splits, normalized with statistics of the train split.
+/// The train, validation and test splits, raw, and the normalization fitted on the train
+/// split (which the model applies itself).
 pub(super) struct Splits {
     /// The data source spec the splits came from.
     pub spec: String,
@@ -379,7 +381,7 @@ pub(super) struct Splits {
 }
 
 /// Loads `spec`, views each sample with the features input's shape, splits it by the
-/// config's fractions and seed, and normalizes (fitted on the train split only).
+/// config's fractions and seed, and fits the normalization on the train split only.
 pub(super) fn load_splits(
     spec: &str,
     config: &TrainConfig,
@@ -400,7 +402,7 @@ pub(super) fn load_splits(
     ports.check_labels(&data, spec)?;
     ports.check_token_ids(&data, spec)?;
     let [a, b, c] = config.split;
-    let (mut train, mut val, mut test) = if config.sequential_split {
+    let (train, val, test) = if config.sequential_split {
         data.split_sequential((a, b, c))?
     } else {
         data.split((a, b, c), config.seed)?
@@ -418,7 +420,9 @@ pub(super) fn load_splits(
             ports.features, config.normalize
         )));
     }
-    let normalizer = normalize_splits(method, &mut train, &mut [&mut val, &mut test])?;
+    // The splits stay raw: the compiled entries normalize their features themselves,
+    // with these statistics once the driver installs them (see `normalization`).
+    let normalizer = Normalizer::fit(method, &train)?;
     Ok(Splits {
         spec: spec.to_string(),
         train,

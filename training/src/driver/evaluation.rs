@@ -5,6 +5,7 @@ use std::fmt;
 
 use super::TrainError;
 use super::data::{EVAL_ENTRY, Ports, load_splits};
+use super::normalization;
 use crate::metrics::{ClassificationReport, RegressionReport, argmax_rows};
 use crate::{Dataset, Labels};
 use strata_artifact::Metric;
@@ -120,6 +121,74 @@ impl EvalReport {
             .iter()
             .map(|&m| (m, self.metrics.value(m).unwrap_or(f64::NAN)))
             .collect()
+    }
+}
+
+impl EvalReport {
+    /// The report as JSON (`eval --json`), numbers at full precision (`null` where a
+    /// metric is undefined):
+    ///
+    /// ```json
+    /// {"split": "test", "samples": 180, "loss": 0.0712…,
+    ///  "metrics": {"accuracy": 0.97…, "f1": 0.96…, …},
+    ///  "step_losses": {},
+    ///  "classes": [{"class": 0, "name": "0", "precision": 1.0, "recall": 0.94…,
+    ///               "f1": 0.97…, "support": 18}, …],
+    ///  "confusion": [[17, 0, …], …]}
+    /// ```
+    /// `metrics` holds every metric of the task; `classes` and `confusion` only for
+    /// class labels (for sequence labels they count positions).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::{Value, json};
+        let number = |x: f64| if x.is_finite() { json!(x) } else { Value::Null };
+        let metrics: serde_json::Map<String, Value> = self
+            .metrics
+            .names()
+            .iter()
+            .map(|&m| {
+                (
+                    m.to_string(),
+                    self.metrics.value(m).map_or(Value::Null, number),
+                )
+            })
+            .collect();
+        let step_losses: serde_json::Map<String, Value> = self
+            .step_losses
+            .iter()
+            .map(|(name, loss)| (name.clone(), number(*loss)))
+            .collect();
+        let mut report = json!({
+            "split": self.split.to_string(),
+            "samples": self.samples,
+            "loss": number(self.loss),
+            "metrics": metrics,
+            "step_losses": step_losses,
+        });
+        if let Metrics::Classification(r) | Metrics::Sequences { positions: r, .. } = &self.metrics
+        {
+            let classes: Vec<Value> = r
+                .per_class
+                .iter()
+                .enumerate()
+                .map(|(c, m)| {
+                    json!({
+                        "class": c,
+                        "name": self.class_names.get(c).cloned().unwrap_or_else(|| c.to_string()),
+                        "precision": number(m.precision),
+                        "recall": number(m.recall),
+                        "f1": number(m.f1),
+                        "support": m.support,
+                    })
+                })
+                .collect();
+            let n = r.confusion.classes;
+            let confusion: Vec<Vec<u64>> = (0..n)
+                .map(|t| (0..n).map(|p| r.confusion.get(t, p)).collect())
+                .collect();
+            report["classes"] = json!(classes);
+            report["confusion"] = json!(confusion);
+        }
+        report
     }
 }
 
@@ -255,7 +324,11 @@ pub(super) fn score(
                 reconstruction: true,
             },
             _,
-        ) => Metrics::Regression(RegressionReport::new(&pass.predictions, &data.features)?),
+        ) => {
+            // The model reconstructs its input as it sees it: normalized.
+            let target = normalization::model_view(session, &data.features)?;
+            Metrics::Regression(RegressionReport::new(&pass.predictions, &target)?)
+        }
         (Task::Unlabelled { .. }, _) => Metrics::LossOnly,
         (_, Labels::Classes { values, .. }) => Metrics::Classification(
             ClassificationReport::from_logits(&pass.predictions, ports.prediction_width, values)?,
@@ -306,9 +379,9 @@ pub(super) fn score(
 }
 
 /// Evaluates the session's current weights on a split of `data` (default: the train
-/// section's data). The split and the normalization are recomputed exactly as training
-/// did them (same fractions, same seed, statistics of the train split), so `Test` scores
-/// the samples training held out.
+/// section's data). The split is recomputed exactly as training made it (same fractions,
+/// same seed), so `Test` scores the samples training held out; the samples are fed raw,
+/// and the model normalizes them with the statistics its weights carry.
 pub fn evaluate(
     session: &mut Session,
     config: &TrainConfig,

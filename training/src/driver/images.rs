@@ -1,6 +1,6 @@
 //! The image grid a train section's `images = grid(…)` asks for, written after
 //! training: the first samples of the test split (the validation split, then the train
-//! split, if it is empty), normalized as training saw them, run through `infer`; the
+//! split, if it is empty), fed raw to `infer` and drawn normalized as the model sees them; the
 //! named features input and outputs drawn by [`render_grid`] and saved atomically (like
 //! the checkpoints) in the run directory.
 
@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::TrainError;
 use super::data::{Splits, scalar};
+use super::normalization;
 use super::state::write_atomic;
 use crate::image_grid::render_grid;
 use strata_artifact::tensor::HostTensor;
@@ -68,10 +69,16 @@ pub(super) fn write_image_grid(
             entry: INFER_ENTRY.to_string(),
             source,
         })?;
+    // The inputs are drawn as the model sees them (normalized).
+    let seen = HostTensor::f32(
+        features.shape.clone(),
+        normalization::model_view(session, &chosen.features)?,
+    )
+    .map_err(|e| TrainError::Config(format!("image grid: {e}")))?;
     let mut values = Vec::with_capacity(grid.tensors.len());
     for name in &grid.tensors {
         let tensor = if *name == config.features_input {
-            Some(&features)
+            Some(&seen)
         } else {
             outputs.iter().find(|(n, _)| n == name).map(|(_, t)| t)
         };

@@ -7,8 +7,11 @@
 //! else is here:
 //!
 //! 1. Load the data ([`DataSource`](crate::DataSource)), view each sample with the
-//!    features input's shape, split it by the config's fractions and seed, and normalize
-//!    every split with statistics of the train split.
+//!    features input's shape, split it by the config's fractions and seed, and fit the
+//!    normalization on the train split. The splits stay raw: the compiled entries
+//!    normalize their features with statistics held in the model's own buffers, which a
+//!    fresh run fills with the fitted ones ([`normalization`]), so they are saved with
+//!    the weights and a built executable applies them to raw inputs.
 //! 2. For each epoch: shuffle the train split with
 //!    [`epoch_shuffle_seed`]`(seed, epoch)`, run
 //!    `train_step` on every batch (the last partial one too) with the scheduled learning
@@ -19,12 +22,14 @@
 //! 3. Log the epoch (`metrics.jsonl`, `curves.svg`), save `last.ckpt`, and save
 //!    `best.safetensors` when the monitored value improves (see [`state`] for the run
 //!    directory's files); stop early when it has not improved for `patience` epochs.
+//! 4. Optionally put the best weights back, then score the test split with the weights
+//!    `best.safetensors` holds (the ones the run recommends; the last epoch's too when
+//!    they differ), and draw the train section's image grid if it asks for one
+//!    ([`images`]).
 //!
 //! Before it touches the run directory, a run claims it ([`run_directory`]): a lock
 //! for one training at a time, no temporary files left by a killed run, and no fresh
 //! run over an earlier one without `--overwrite`.
-//! 4. Optionally put the best weights back, then score the test split, and draw the
-//!    train section's image grid if it asks for one ([`images`]).
 //!
 //! # Determinism and exact resume
 //!
@@ -57,7 +62,9 @@ mod data;
 mod evaluation;
 mod fingerprint;
 mod images;
+mod initial_weights;
 mod monitor;
+mod normalization;
 mod progress;
 mod run_directory;
 
@@ -68,6 +75,8 @@ use std::time::Instant;
 
 pub use data::{EVAL_ENTRY, TRAIN_ENTRY};
 pub use evaluation::{EvalReport, EvalSplit, Metrics, evaluate};
+pub use initial_weights::WeightsReport;
+pub use monitor::LATEST_EPOCH;
 pub use state::{
     BEST_FILE, LAST_FILE, OPTIMIZER_PREFIX, RunPaths, complete_weights, load_params,
     load_weights_file, merge_params, params_safetensors,
@@ -173,6 +182,15 @@ fn diverged_text(
     text
 }
 
+/// `test (WEIGHTS): loss 0.1234  accuracy 0.9700 …`.
+fn test_line(weights: &str, report: &EvalReport) -> String {
+    let mut line = format!("test ({weights}): loss {:.4}", report.loss);
+    for (name, value) in report.scalars() {
+        line.push_str(&format!("  {name} {value:.4}"));
+    }
+    line
+}
+
 /// The optimizers in words: `adam (lr 0.001)`, or per step
 /// `discriminator: adam (lr 0.0002), generator: adam (lr 0.0002)`.
 fn describe_steps(steps: &[strata_artifact::train_config::TrainStep]) -> String {
@@ -203,6 +221,9 @@ pub struct TrainOptions {
     /// Start a new run even if `run_dir` holds one (without it, that is an error). The
     /// earlier `best.safetensors` stays until the new run's first epoch replaces it.
     pub overwrite: bool,
+    /// Start a new run from these weights (`best.safetensors`, a full weights file or a
+    /// checkpoint) instead of the model's initial ones: see [`WeightsReport`].
+    pub initial_weights: Option<PathBuf>,
     /// Draw a progress bar (only on a terminal, and never when `quiet`).
     pub progress: bool,
     /// Print nothing.
@@ -239,12 +260,15 @@ pub struct TrainSummary {
     pub restored_best: bool,
     /// Every epoch's record, resumed ones included.
     pub history: Vec<EpochRecord>,
-    /// The test split's scores of the final weights (None if the split is empty or the
-    /// run was interrupted).
+    /// The test split's scores of the weights `best.safetensors` holds, the ones a run
+    /// recommends (None if the split is empty or the run was interrupted). The session
+    /// still ends with the last epoch's weights unless they were restored.
     pub test: Option<EvalReport>,
     pub paths: RunPaths,
     /// The image grid the train section asked for, once written.
     pub images: Option<PathBuf>,
+    /// What [`TrainOptions::initial_weights`] gave the run.
+    pub initial_weights: Option<WeightsReport>,
 }
 
 /// A flag that Ctrl-C sets, for [`TrainOptions::interrupt`]; a second Ctrl-C before the
@@ -309,6 +333,7 @@ struct Run<'a> {
     /// Epochs of the whole run.
     epochs: u64,
     steps_per_epoch: u64,
+    initial_weights: Option<WeightsReport>,
 }
 
 /// Trains the session's model as `config` says (see the module docs), leaving the
@@ -318,6 +343,13 @@ pub fn train(
     config: &TrainConfig,
     options: &TrainOptions,
 ) -> Result<TrainSummary, TrainError> {
+    if options.resume && options.initial_weights.is_some() {
+        return Err(TrainError::Config(
+            "--weights starts a new run from given weights; --resume continues the run in \
+             the run directory: use one of them"
+                .into(),
+        ));
+    }
     let mut run = Run::start(session, config, options)?;
     let claim = match (options.resume, options.overwrite) {
         (true, _) => Claim::Resume,
@@ -422,14 +454,32 @@ impl<'a> Run<'a> {
             log: None,
             batch,
             epochs: options.epochs_override.unwrap_or(config.epochs),
+            initial_weights: None,
         })
     }
 
-    /// Starts a fresh run in the claimed directory: a new log and a checkpoint of step 0
-    /// to fall back to. An earlier run's `best.safetensors` (`--overwrite`) stays until
-    /// this run's first epoch replaces it; it is never restored into this run, whose
-    /// best epoch is 0 until then.
+    /// Starts a fresh run in the claimed directory: the normalization fitted on the train
+    /// split (or carried by `--weights`) in the model's buffers, a new log and a
+    /// checkpoint of step 0 to fall back to. An earlier run's `best.safetensors`
+    /// (`--overwrite`) stays until this run's first epoch replaces it; it is never
+    /// restored into this run, whose best epoch is 0 until then.
     fn begin(&mut self) -> Result<(), TrainError> {
+        normalization::install(self.session, &self.data.normalizer)?;
+        if let Some(path) = &self.options.initial_weights {
+            let bytes = std::fs::read(path).map_err(|source| TrainError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let report = initial_weights::load_initial_weights(self.session, &bytes, path)?;
+            self.progress.line(&report.to_string());
+            if report.has_normalization() {
+                self.progress.line(
+                    "the features are normalized as the given weights were trained \
+                     (not refitted on this data)",
+                );
+            }
+            self.initial_weights = Some(report);
+        }
         self.log = Some(MetricsLog::create(&self.paths.metrics)?);
         self.save_last()
     }
@@ -642,7 +692,7 @@ impl<'a> Run<'a> {
         } else {
             Some(self.score_split(EvalSplit::Val)?)
         };
-        let value = self.monitor.value(train_loss, val.as_ref());
+        let value = self.monitor.value(epoch, train_loss, val.as_ref());
         let improved = self.monitor.improves(value, self.counters.best);
         let state = &mut self.counters.state;
         if improved {
@@ -683,7 +733,7 @@ impl<'a> Run<'a> {
         if let Some(log) = &mut self.log {
             log.append(&record)?;
         }
-        let note = if improved {
+        let note = if improved && self.monitor.name != monitor::LATEST_EPOCH {
             format!("* best {}", self.monitor.name)
         } else {
             String::new()
@@ -699,11 +749,12 @@ impl<'a> Run<'a> {
         } else {
             StopReason::Completed
         };
-        // Every epoch by default, else every `checkpoint_every` epochs.
+        let checkpoint = self.checkpoint()?;
+        checkpoint.save_atomic(&self.paths.last)?;
+        // `checkpoint_every = N` also keeps every Nth epoch's checkpoint.
         let every = self.config.checkpoint_every;
-        let due = every == 0 || epoch.is_multiple_of(every);
-        if due || epoch == self.epochs || stop != StopReason::Completed {
-            self.save_last()?;
+        if every > 0 && epoch.is_multiple_of(every) {
+            checkpoint.save_atomic(&self.paths.snapshot(epoch))?;
         }
         Ok(stop)
     }
@@ -735,15 +786,8 @@ impl<'a> Run<'a> {
         let test = if self.data.test.is_empty() {
             None
         } else {
-            Some(self.score_split(EvalSplit::Test)?)
+            Some(self.score_test(restored)?)
         };
-        if let Some(report) = &test {
-            let mut line = format!("test: loss {:.4}", report.loss);
-            for (name, value) in report.scalars() {
-                line.push_str(&format!("  {name} {value:.4}"));
-            }
-            self.progress.line(&line);
-        }
         let images = match &self.config.images {
             None => None,
             Some(grid) => {
@@ -762,6 +806,49 @@ impl<'a> Run<'a> {
         self.progress
             .line(&format!("run saved in {}", self.paths.dir.display()));
         Ok(self.summary(stop, restored, test, images))
+    }
+
+    /// Scores the test split with the weights `best.safetensors` holds, the ones a run
+    /// recommends, and prints it; when the session ends with other weights (the last
+    /// epoch was not the best and they were not restored), prints their score first,
+    /// then scores the best ones and puts the last ones back.
+    fn score_test(&mut self, restored: bool) -> Result<EvalReport, TrainError> {
+        let best_epoch = self.counters.state.best_epoch;
+        let holds_best = restored || best_epoch == 0 || best_epoch == self.counters.epoch;
+        if holds_best || !self.paths.best.is_file() {
+            let report = self.score_split(EvalSplit::Test)?;
+            let weights = if self.monitor.name == monitor::LATEST_EPOCH {
+                format!("latest epoch {best_epoch}, {}", self.paths.best.display())
+            } else if best_epoch > 0 && holds_best {
+                format!("best weights, epoch {best_epoch}")
+            } else {
+                format!("epoch {}", self.counters.epoch)
+            };
+            self.progress.line(&test_line(&weights, &report));
+            return Ok(report);
+        }
+        let last = self.score_split(EvalSplit::Test)?;
+        self.progress.line(&test_line(
+            &format!("last epoch {}, not saved as best", self.counters.epoch),
+            &last,
+        ));
+        let final_weights = self.session.save_weights()?;
+        let best = std::fs::read(&self.paths.best).map_err(|source| TrainError::Io {
+            path: self.paths.best.clone(),
+            source,
+        })?;
+        load_params(self.session, &best)?;
+        let report = self.score_split(EvalSplit::Test);
+        self.session.load_weights(&final_weights)?;
+        let report = report?;
+        self.progress.line(&test_line(
+            &format!(
+                "best weights, epoch {best_epoch}, {}",
+                self.paths.best.display()
+            ),
+            &report,
+        ));
+        Ok(report)
     }
 
     /// Scores the session's weights on the validation or the test split.
@@ -800,15 +887,22 @@ impl<'a> Run<'a> {
             test,
             paths: self.paths,
             images,
+            initial_weights: self.initial_weights,
         }
     }
 
     /// Saves the session's weights and the counters as `last.ckpt`.
     fn save_last(&self) -> Result<(), TrainError> {
+        self.checkpoint()?.save_atomic(&self.paths.last)?;
+        Ok(())
+    }
+
+    /// The session's weights and the counters as a checkpoint.
+    fn checkpoint(&self) -> Result<Checkpoint, TrainError> {
         // A GPU session reads its weights back here: an error, not a panic in weights().
         self.session.sync_weights()?;
         let counters = &self.counters;
-        let checkpoint = Checkpoint {
+        Ok(Checkpoint {
             weights: self
                 .session
                 .weights()
@@ -819,8 +913,6 @@ impl<'a> Run<'a> {
             rng_state: counters.state.seed,
             best_metric: counters.best,
             extra: counters.state.to_json()?,
-        };
-        checkpoint.save_atomic(&self.paths.last)?;
-        Ok(())
+        })
     }
 }

@@ -1,6 +1,8 @@
 //! What picks the best epoch and decides to stop early: the monitored value (`val.loss`,
 //! `val.<metric>`, or `train.loss` without a validation split), its direction, and the
-//! patience of [`EarlyStop`](strata_artifact::train_config::EarlyStop).
+//! patience of [`EarlyStop`](strata_artifact::train_config::EarlyStop). A section with
+//! several steps (a GAN) and no `early_stop` monitors the epoch itself
+//! ([`LATEST_EPOCH`]): its `best.safetensors` is the latest epoch's.
 
 use super::TrainError;
 use super::evaluation::EvalReport;
@@ -18,8 +20,21 @@ pub(super) struct Monitor {
     pub restore_best: bool,
 }
 
+/// The monitor of a section with several steps and no `early_stop`: adversarial losses
+/// (a GAN's) do not say which epoch is best, so the latest epoch is.
+pub const LATEST_EPOCH: &str = "epoch";
+
 impl Monitor {
     pub fn of(config: &TrainConfig, has_val: bool) -> Result<Monitor, TrainError> {
+        if config.early_stop.is_none() && config.steps.len() > 1 {
+            return Ok(Monitor {
+                name: LATEST_EPOCH.into(),
+                maximize: true,
+                min_delta: 0.0,
+                patience: None,
+                restore_best: false,
+            });
+        }
         let Some(es) = &config.early_stop else {
             let name = if has_val { "val.loss" } else { "train.loss" };
             return Ok(Monitor {
@@ -56,9 +71,10 @@ impl Monitor {
         })
     }
 
-    /// The monitored value of an epoch (NaN where undefined).
-    pub fn value(&self, train_loss: f64, val: Option<&EvalReport>) -> f64 {
+    /// The monitored value of `epoch` (NaN where undefined).
+    pub fn value(&self, epoch: u64, train_loss: f64, val: Option<&EvalReport>) -> f64 {
         match (self.name.as_str(), val) {
+            (LATEST_EPOCH, _) => epoch as f64,
             ("train.loss", _) => train_loss,
             ("val.loss", Some(v)) => v.loss,
             (name, Some(v)) => Metric::from_name(name.trim_start_matches("val."))

@@ -5,7 +5,8 @@
 //! | file | what |
 //! |---|---|
 //! | `last.ckpt` | a [`Checkpoint`]: every persistent buffer (parameters and optimizer state), the step and epoch, and the driver's counters (best epoch, patience, normalizer, a part-done epoch) as JSON in `extra` |
-//! | `best.safetensors` | the parameters (no `optim.*` state) of the best epoch so far |
+//! | `epoch-N.ckpt` | with `checkpoint_every = K`: the checkpoint of every epoch N that K divides, kept (copy one to `last.ckpt` to resume from it) |
+//! | `best.safetensors` | the parameters (no `optim.*` state) and the features' normalization of the best epoch so far (a section with several steps and no `early_stop`: the latest epoch) |
 //! | `metrics.jsonl` | one [`EpochRecord`](crate::EpochRecord) per epoch |
 //! | `curves.svg` | the training curves drawn from it |
 //! | `images.png` | with `images = grid(…)` (which may name another file): samples drawn after training, see [`images`](super::images) |
@@ -29,7 +30,7 @@ use strata_runtime::session::Session;
 
 /// The prefix of optimizer-state keys (`optim.m.dense1.weight`): persistent buffers that
 /// are not parameters of the model.
-pub const OPTIMIZER_PREFIX: &str = "optim.";
+pub use strata_artifact::weight_keys::OPTIMIZER_PREFIX;
 
 /// The checkpoint's file name in a run directory.
 pub const LAST_FILE: &str = "last.ckpt";
@@ -57,6 +58,11 @@ impl RunPaths {
             curves: dir.join("curves.svg"),
             lock: dir.join(".lock"),
         }
+    }
+
+    /// Where `checkpoint_every` keeps the checkpoint of `epoch`.
+    pub fn snapshot(&self, epoch: u64) -> PathBuf {
+        self.dir.join(format!("epoch-{epoch}.ckpt"))
     }
 }
 
