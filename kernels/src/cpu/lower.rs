@@ -830,6 +830,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 self.b.ins().fdiv(one, x)
             }
             UnaryOp::Tanh => math::tanh(&mut self.b, x),
+            UnaryOp::Erf => math::erf(&mut self.b, x),
             UnaryOp::Sigmoid => math::sigmoid(&mut self.b, x),
             UnaryOp::Relu => {
                 let zero = self.f32const(0.0);
