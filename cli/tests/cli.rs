@@ -369,8 +369,8 @@ fn read_safetensors(path: &Path) -> std::collections::HashMap<String, (Vec<usize
 }
 
 /// `strata step` from PyTorch's weights of an encoder layer, one Adam step on the batch
-/// PyTorch stepped on: the written weights moved as PyTorch's did, and the optimizer
-/// state is written beside them.
+/// PyTorch stepped on: the written weights moved as PyTorch's did, the gradients are
+/// PyTorch's, and the optimizer state is written beside them.
 #[test]
 fn step_runs_adam_on_a_given_batch_as_torch_does() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/torch");
@@ -436,6 +436,23 @@ fn step_runs_adam_on_a_given_batch_as_torch_does() {
     assert!(
         scale > 0.0 && worst / scale < 1e-4,
         "update error {}",
+        worst / scale
+    );
+
+    // The gradients of the step, every parameter's against PyTorch's `.grad`.
+    let (mut worst, mut scale) = (0.0f32, 0.0f32);
+    for key in before.keys() {
+        let (_, ours) = &after[&format!("grad.{key}")];
+        let (_, theirs) = &io[&format!("grad.{key}")];
+        for (a, b) in ours.iter().zip(theirs) {
+            worst = worst.max((a - b).abs());
+            scale = scale.max(b.abs());
+        }
+    }
+    eprintln!("gradient error {:.2e}", worst / scale);
+    assert!(
+        scale > 0.0 && worst / scale < 1e-5,
+        "gradient error {}",
         worst / scale
     );
 }

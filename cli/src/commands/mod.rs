@@ -151,6 +151,7 @@ fn options(c: &Common) -> Result<CompileOptions, ExitCode> {
     Ok(CompileOptions {
         train_overrides,
         without_parts: false,
+        gradient_outputs: false,
         elaborate: ElaborateOptions {
             model: c.model.clone(),
             overrides,

@@ -8,13 +8,18 @@
 //! `step NAME` block's entry) with its learning rate from the schedule at step `i` of
 //! `N` in epoch 1. The weights may be a parameters-only file (a PyTorch `state_dict`);
 //! the optimizer state then starts as training starts it.
+//!
+//! The file written holds the weights (`PATH`) and optimizer state (`optim.…`) after the
+//! last step, and the gradients that step computed (`grad.PATH`, before clipping: the
+//! loss's gradient at the weights the last step started from).
 
-use super::{compile_trainable, fail, with_artifact_weights};
+use super::{compile_reported, fail, load_source, options, with_artifact_weights};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use strata_artifact::HostTensor;
 use strata_artifact::schedule::{StepPosition, learning_rate};
+use strata_artifact::weights::encode_weights;
 use strata_runtime::Session;
 
 #[derive(Args, Debug)]
@@ -59,8 +64,20 @@ fn step(a: &StepArgs) -> Result<(), Failure> {
     if a.steps == 0 {
         return Err(Failure::Message("--steps must be at least 1".into()));
     }
-    // compile_trainable has reported why it failed.
-    let (artifact, config) = compile_trainable(&a.common).map_err(Failure::Reported)?;
+    let c = &a.common;
+    let source = load_source(&c.file).map_err(Failure::Reported)?;
+    let mut opts = options(c).map_err(Failure::Reported)?;
+    opts.gradient_outputs = true;
+    let compiled = compile_reported(&source, &opts, c.error_format).map_err(Failure::Reported)?;
+    let artifact = compiled.artifact;
+    let Some(config) = artifact.manifest.train.clone() else {
+        return Err(format!(
+            "{}: model `{}` has no train section",
+            c.file.display(),
+            artifact.manifest.model
+        )
+        .into());
+    };
     let mut batch: Vec<(String, HostTensor)> = Vec::new();
     for spec in &a.inputs {
         let Some((name, path)) = spec.split_once('=') else {
@@ -73,6 +90,7 @@ fn step(a: &StepArgs) -> Result<(), Failure> {
     let mut artifact = artifact;
     with_artifact_weights(&mut artifact, a.weights.as_deref())?;
     let mut session = Session::new(&artifact).map_err(|e| e.to_string())?;
+    let mut gradients: Vec<(String, HostTensor)> = Vec::new();
     for i in 1..=a.steps {
         let at = StepPosition {
             step: i,
@@ -114,17 +132,29 @@ fn step(a: &StepArgs) -> Result<(), Failure> {
                 .iter()
                 .find(|(n, _)| n == "loss")
                 .and_then(|(_, t)| t.as_f32().and_then(|v| v.first().copied()));
+            if i == a.steps {
+                gradients.extend(
+                    outputs
+                        .iter()
+                        .filter(|(n, _)| n.starts_with("grad."))
+                        .cloned(),
+                );
+            }
             match loss {
                 Some(loss) => println!("step {i} {}: loss {loss} (lr {lr})", update.name),
                 None => println!("step {i} {}: (lr {lr})", update.name),
             }
         }
     }
-    let bytes = session.save_weights().map_err(|e| e.to_string())?;
+    session.sync_weights().map_err(|e| e.to_string())?;
+    let tensors = session
+        .weights()
+        .chain(gradients.iter().map(|(n, t)| (n.as_str(), t)));
+    let bytes = encode_weights(tensors).map_err(|e| e.to_string())?;
     std::fs::write(&a.output, bytes)
         .map_err(|e| format!("cannot write {}: {e}", a.output.display()))?;
     println!(
-        "wrote {} (weights and optimizer state after {} steps)",
+        "wrote {} (weights and optimizer state after {} steps, the last step's gradients)",
         a.output.display(),
         a.steps
     );
