@@ -169,3 +169,70 @@ pub fn encode_weights<'t>(
     }
     safetensors::serialize(views, None).map_err(WeightsError::Serialize)
 }
+
+/// How one tensor name lines up between a weights file and a model (see
+/// [`compare_weights`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WeightsMatch {
+    /// In both, with the same dtype and shape.
+    Matched,
+    /// A persistent buffer of the model that the file lacks.
+    Missing,
+    /// A tensor of the file that the model has no buffer for.
+    Unused,
+    /// In both, with another dtype or shape.
+    Mismatch,
+}
+
+/// One name of a weights comparison: the model's type for it and the file's, each as
+/// text (`f32[24, 8]`), when there is one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WeightsEntry {
+    pub key: String,
+    pub status: WeightsMatch,
+    pub model: Option<String>,
+    pub file: Option<String>,
+}
+
+/// Every tensor name of a weights file and of a model's persistent buffers, sorted by
+/// name, each with how it matches: what `match_weights` would refuse, all at once.
+pub fn compare_weights(
+    manifest: &Manifest,
+    bytes: &[u8],
+) -> Result<Vec<WeightsEntry>, WeightsError> {
+    let file = SafeTensors::deserialize(bytes).map_err(WeightsError::NotSafetensors)?;
+    let mut model_types = std::collections::BTreeMap::new();
+    for (id, key) in persistent_buffers(manifest) {
+        if let Some(info) = manifest.buffers.get(id) {
+            let shape: Vec<String> = info.shape.iter().map(ToString::to_string).collect();
+            let text = format!("{}[{}]", dtype_name(info.dtype), shape.join(", "));
+            model_types.insert(key.to_string(), text);
+        }
+    }
+    let mut file_types = std::collections::BTreeMap::new();
+    for (key, view) in file.tensors() {
+        let shape: Vec<String> = view.shape().iter().map(ToString::to_string).collect();
+        let dtype = format!("{:?}", view.dtype()).to_lowercase();
+        file_types.insert(key, format!("{dtype}[{}]", shape.join(", ")));
+    }
+    let keys: BTreeSet<&String> = model_types.keys().chain(file_types.keys()).collect();
+    Ok(keys
+        .into_iter()
+        .map(|key| {
+            let model = model_types.get(key).cloned();
+            let file = file_types.get(key).cloned();
+            let status = match (&model, &file) {
+                (Some(m), Some(f)) if m == f => WeightsMatch::Matched,
+                (Some(_), Some(_)) => WeightsMatch::Mismatch,
+                (Some(_), None) => WeightsMatch::Missing,
+                (None, _) => WeightsMatch::Unused,
+            };
+            WeightsEntry {
+                key: key.clone(),
+                status,
+                model,
+                file,
+            }
+        })
+        .collect())
+}

@@ -459,3 +459,192 @@ fn a_second_training_on_a_run_directory_in_use_is_refused_with_the_holders_pid()
     let third = train("1", &["--resume"]).output().expect("strata runs");
     assert!(third.status.success(), "{}", stderr_of(&third));
 }
+
+/// `strata weights` on PyTorch's `state_dict` of a `TransformerEncoderLayer` (written by
+/// `tests/fixtures/torch/make_fixtures.py`): every tensor matches the built-in layer; a
+/// model that differs is told apart tensor by tensor, with exit code 1.
+#[test]
+fn weights_lists_a_torch_state_dict_against_the_model() {
+    let weights = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/torch/encoder_relu.safetensors");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = |name: &str, text: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).expect("write");
+        file
+    };
+    let same = model(
+        "same.strata",
+        "model M {\n    input x: f32[batch, 5, 8]\n    layer enc = transformer_encoder_layer(heads = 2, ff = 16)\n    output y = enc(x)\n}\n",
+    );
+    let out = strata()
+        .arg("weights")
+        .arg(&same)
+        .arg(&weights)
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let words = |line: &str| line.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        text.lines()
+            .any(|l| words(l) == "matched enc.self_attn.in_proj_weight f32[24, 8]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("12 matched, 0 missing, 0 unused, 0 mismatched"),
+        "{text}"
+    );
+
+    // A wider feed-forward network, and a layer the file does not have.
+    let other = model(
+        "other.strata",
+        "model M {\n    input x: f32[batch, 5, 8]\n    layer enc = transformer_encoder_layer(heads = 2, ff = 32)\n    layer extra = dense(8)\n    output y = x |> enc |> extra\n}\n",
+    );
+    let out = strata()
+        .arg("weights")
+        .arg(&other)
+        .arg(&weights)
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("mismatch  enc.linear1.weight")
+            && text.contains("model f32[32, 8], file f32[16, 8]"),
+        "{text}"
+    );
+    assert!(text.contains("missing   extra.weight"), "{text}");
+    assert!(
+        text.contains("9 matched, 2 missing, 0 unused, 3 mismatched"),
+        "{text}"
+    );
+
+    let unrelated = model(
+        "unrelated.strata",
+        "model M {\n    input x: f32[batch, 8]\n    output y = x |> dense(4)\n}\n",
+    );
+    let out = strata()
+        .arg("weights")
+        .arg(&unrelated)
+        .arg(&weights)
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("unused    enc.norm2.bias"), "{text}");
+    assert!(
+        text.contains("0 matched, 2 missing, 12 unused, 0 mismatched"),
+        "{text}"
+    );
+}
+
+/// Every f32 tensor of a safetensors file, by name.
+fn read_safetensors(path: &Path) -> std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).expect("readable");
+    let file = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (name, (view.shape().to_vec(), data))
+        })
+        .collect()
+}
+
+/// `strata step` from PyTorch's weights of an encoder layer, one Adam step on the batch
+/// PyTorch stepped on: the written weights moved as PyTorch's did, the gradients are
+/// PyTorch's, and the optimizer state is written beside them.
+#[test]
+fn step_runs_adam_on_a_given_batch_as_torch_does() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/torch");
+    let weights = fixtures.join("encoder_gelu.safetensors");
+    let io = read_safetensors(&fixtures.join("encoder_gelu.io.safetensors"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = dir.path().join("enc.strata");
+    std::fs::write(
+        &model,
+        "model Enc {\n    input x: f32[batch, 5, 8]\n    layer enc = transformer_encoder_layer(heads = 2, ff = 16, activation = gelu)\n    output y = enc(x)\n}\ntrain Enc {\n    label target: f32[batch, 5, 8]\n    loss = mse(y, target)\n    optimizer = adam(lr = 0.01)\n}\n",
+    )
+    .expect("write");
+    for name in ["x", "target"] {
+        let (shape, data) = &io[name];
+        write_npy_f32(&dir.path().join(format!("{name}.npy")), shape, data);
+    }
+    let out_path = dir.path().join("after.safetensors");
+    let out = strata()
+        .arg("step")
+        .arg(&model)
+        .arg("--weights")
+        .arg(&weights)
+        .arg("--input")
+        .arg(format!("x={}", dir.path().join("x.npy").display()))
+        .arg("--input")
+        .arg(format!(
+            "target={}",
+            dir.path().join("target.npy").display()
+        ))
+        .args(["--steps", "1", "-o"])
+        .arg(&out_path)
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("step 1 train: loss"), "{text}");
+    let after = read_safetensors(&out_path);
+    let before = read_safetensors(&weights);
+    assert!(
+        after.keys().any(|k| k.starts_with("optim.")),
+        "optimizer state written"
+    );
+    let (mut worst, mut scale) = (0.0f32, 0.0f32);
+    for (key, (_, old)) in &before {
+        let (_, ours) = &after[key];
+        let (_, theirs) = &io[&format!("adam.{key}")];
+        // The key's part of in_proj_bias: a zero gradient here, rounding noise in
+        // PyTorch (see docs/language.md).
+        let third = old.len() / 3;
+        for i in 0..old.len() {
+            if key.ends_with("in_proj_bias") && (third..2 * third).contains(&i) {
+                continue;
+            }
+            let (mine, want) = (ours[i] - old[i], theirs[i] - old[i]);
+            worst = worst.max((mine - want).abs());
+            scale = scale.max(want.abs());
+        }
+    }
+    assert!(
+        scale > 0.0 && worst / scale < 1e-4,
+        "update error {}",
+        worst / scale
+    );
+
+    // The gradients of the step, every parameter's against PyTorch's `.grad`.
+    let (mut worst, mut scale) = (0.0f32, 0.0f32);
+    for key in before.keys() {
+        let (_, ours) = &after[&format!("grad.{key}")];
+        let (_, theirs) = &io[&format!("grad.{key}")];
+        for (a, b) in ours.iter().zip(theirs) {
+            worst = worst.max((a - b).abs());
+            scale = scale.max(b.abs());
+        }
+    }
+    eprintln!("gradient error {:.2e}", worst / scale);
+    assert!(
+        scale > 0.0 && worst / scale < 1e-5,
+        "gradient error {}",
+        worst / scale
+    );
+}

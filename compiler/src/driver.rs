@@ -27,6 +27,9 @@ pub struct CompileOptions {
     /// Lower without horizontal fusion (every kernel its own launch), to measure what
     /// the kernels with parts save.
     pub without_parts: bool,
+    /// Training entries also output the gradient of their loss with respect to each
+    /// parameter they update, as `grad.PATH` (before clipping), for `strata step`.
+    pub gradient_outputs: bool,
 }
 
 /// Why compilation stopped.
@@ -206,7 +209,12 @@ pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled
         };
         let training = times.time("parse and check", || check(source, &training_options))?;
         let tg = times.time("training graphs", || {
-            crate::train::build(&elaborated, &training, &options.train_overrides)
+            crate::train::build(
+                &elaborated,
+                &training,
+                &options.train_overrides,
+                options.gradient_outputs,
+            )
         })?;
         let mut entries = tg.steps;
         entries.push(("eval".to_string(), tg.eval));

@@ -16,6 +16,7 @@
 //! [`scalar_op`] from here.
 
 pub mod cpu;
+pub mod erf;
 pub mod eval;
 pub mod gpu;
 mod hoist;

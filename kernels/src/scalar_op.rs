@@ -22,6 +22,7 @@
 //! | `sqrt` | `√x` | `sqrt(-0) = -0`, `sqrt(x < 0) = NaN` |
 //! | `recip` | `1 / x` | `recip(±0) = ±inf` |
 //! | `tanh` | `tanh x` | `tanh(±inf) = ±1`, `tanh(-0) = -0` |
+//! | `erf` | `2/√π ∫₀ˣ e^(-t²) dt` | `erf(±inf) = ±1`, `erf(-0) = -0` |
 //! | `sigmoid` | `1 / (1 + e^-x)` | see below; `sigmoid(-inf) = 0`, `sigmoid(inf) = 1` |
 //! | `relu` | `max(x, 0)` | as `max`: `relu(-0) = +0`, `relu(NaN) = NaN` |
 //! | `add`, `sub`, `mul`, `div` | IEEE 754 | `x / ±0 = ±inf` (NaN for `0 / 0`) |
@@ -89,6 +90,8 @@ op_vocabulary! {
         /// `1 / x`
         Recip => "recip",
         Tanh => "tanh",
+        /// The error function `2/√π ∫₀ˣ e^(-t²) dt`.
+        Erf => "erf",
         /// `1 / (1 + exp(-x))`, computed without overflow.
         Sigmoid => "sigmoid",
         /// `max(x, 0)`
@@ -136,6 +139,7 @@ impl UnaryOp {
             UnaryOp::Sqrt => x.sqrt(),
             UnaryOp::Recip => 1.0 / x,
             UnaryOp::Tanh => x.tanh(),
+            UnaryOp::Erf => libm::erf(x),
             UnaryOp::Sigmoid if x >= 0.0 => 1.0 / (1.0 + (-x).exp()),
             // Also NaN, which `exp` passes through.
             UnaryOp::Sigmoid => {

@@ -258,6 +258,7 @@ fn elementwise_activations_match_the_reference() {
         (UnaryOp::Exp, -80.0, 80.0),
         (UnaryOp::Log, 1e-30, 1e30),
         (UnaryOp::Tanh, -12.0, 12.0),
+        (UnaryOp::Erf, -6.0, 6.0),
         (UnaryOp::Sigmoid, -80.0, 80.0),
         (UnaryOp::Sqrt, 0.0, 1e6),
         (UnaryOp::Recip, 0.1, 1e3),
@@ -663,6 +664,50 @@ fn tanh_is_within_2_ulp() {
     assert!(acc.max_ulps <= 2.0 && acc.max_rel < 1e-6);
 }
 
+/// erf's error is absolute (see `strata_kernels::erf`): near zero it is relative too,
+/// since the polynomial is odd, and near ±1 a few ulp of the result.
+#[test]
+fn erf_is_within_1_5e_7_absolute_and_keeps_its_special_values() {
+    let xs = sweep(-8.0, 8.0, 400_000);
+    let kernel = unary_map(UnaryOp::Erf, xs.len() as u64);
+    let bufs = vec![
+        xs.iter().map(|x| f64::from(*x)).collect(),
+        vec![0.0; xs.len()],
+    ];
+    let got = run_cpu(&kernel, &bufs, 1, None);
+    let mut worst = (0.0f64, 0.0f32);
+    for (x, g) in xs.iter().zip(&got[1]) {
+        let err = (g - UnaryOp::Erf.apply(f64::from(*x))).abs();
+        if err > worst.0 {
+            worst = (err, *x);
+        }
+    }
+    eprintln!(
+        "Erf: max absolute error {:.2e} at x = {:e}",
+        worst.0, worst.1
+    );
+    assert!(worst.0 < 1.5e-7, "erf off by {} at {}", worst.0, worst.1);
+    for (x, want) in [
+        (f64::INFINITY, 1.0),
+        (f64::NEG_INFINITY, -1.0),
+        (-0.0, -0.0),
+        (0.0, 0.0),
+    ] {
+        let got = run_cpu(&unary_map(UnaryOp::Erf, 1), &[vec![x], vec![0.0]], 1, None)[1][0];
+        assert!(
+            got == want && got.is_sign_negative() == f64::is_sign_negative(want),
+            "erf({x}) = {got}"
+        );
+    }
+    let got = run_cpu(
+        &unary_map(UnaryOp::Erf, 1),
+        &[vec![f64::NAN], vec![0.0]],
+        1,
+        None,
+    )[1][0];
+    assert!(got.is_nan(), "erf(NaN) = {got}");
+}
+
 #[test]
 fn sigmoid_is_within_2_5_ulp() {
     let acc = measure(UnaryOp::Sigmoid, &sweep(-87.0, 40.0, 200_000));
@@ -798,6 +843,7 @@ fn vector_lanes_compute_the_bits_of_the_scalar_loop() {
         ("exp".into(), Box::new(unary(UnaryOp::Exp))),
         ("log".into(), Box::new(unary(UnaryOp::Log))),
         ("tanh".into(), Box::new(unary(UnaryOp::Tanh))),
+        ("erf".into(), Box::new(unary(UnaryOp::Erf))),
         ("sigmoid".into(), Box::new(unary(UnaryOp::Sigmoid))),
         ("sqrt".into(), Box::new(unary(UnaryOp::Sqrt))),
         ("recip".into(), Box::new(unary(UnaryOp::Recip))),

@@ -1,4 +1,4 @@
-//! `leaky_relu`, `softplus` and `upsample2d` compute their definitions (checked in the
+//! `gelu` (exact and tanh), `leaky_relu`, `softplus` and `upsample2d` compute their definitions (checked in the
 //! reference interpreter against closed forms).
 
 use std::collections::HashMap;
@@ -12,6 +12,85 @@ fn run(text: &str, x: Tensor) -> HashMap<String, Tensor> {
         .unwrap_or_else(|e| panic!("{}", e.render(&source)));
     let inputs = HashMap::from([("x".to_string(), x)]);
     interpret(&compiled.typed, &inputs, &HashMap::new()).expect("interprets")
+}
+
+/// PyTorch's `F.gelu` (`x Φ(x)`, from Python's `math.erf`) and `F.gelu(approximate =
+/// "tanh")`.
+#[test]
+fn gelu_is_exact_by_default_and_tanh_on_request() {
+    let exact = [
+        (-6.0, -5.919525869479969e-09),
+        (-3.0, -0.00404969409489031),
+        (-1.0, -0.15865525393145707),
+        (-0.5, -0.15426876936299344),
+        (0.0, 0.0),
+        (0.5, 0.34573123063700656),
+        (1.0, 0.8413447460685429),
+        (2.0, 1.9544997361036416),
+        (6.0, 5.999999994080474),
+    ];
+    let xs: Vec<f64> = exact.iter().map(|(x, _)| *x).collect();
+    let out = run(
+        r#"
+model Gelu {
+    input x: f32[batch, 9]
+    output exact = gelu(x)
+    output none = x |> gelu(approximate = "none")
+    output tanh = x |> gelu(approximate = tanh)
+}
+"#,
+        Tensor::new(vec![1, 9], xs.clone()).unwrap(),
+    );
+    for (i, &(x, want)) in exact.iter().enumerate() {
+        for name in ["exact", "none"] {
+            let got = out[name].data[i];
+            assert!(
+                (got - want).abs() <= 1e-15,
+                "{name} gelu({x}) = {got}, want {want}"
+            );
+        }
+        let k = (2.0 / std::f64::consts::PI).sqrt();
+        let tanh = 0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh());
+        assert!(
+            (out["tanh"].data[i] - tanh).abs() <= 1e-15,
+            "tanh gelu({x})"
+        );
+    }
+    // The two forms differ (by about 1e-4 at x = 2, 3e-4 at x = -3).
+    let gap = (0..xs.len())
+        .map(|i| (out["tanh"].data[i] - out["exact"].data[i]).abs())
+        .fold(0.0, f64::max);
+    assert!(gap > 5e-5, "tanh and exact forms agree to {gap:e}");
+}
+
+#[test]
+fn unknown_gelu_approximations_and_layer_activations_are_errors_at_the_word() {
+    for (text, word, message) in [
+        (
+            "model A {\n    input x: f32[batch, 4]\n    output y = gelu(x, approximate = sigmoid)\n}\n",
+            "sigmoid",
+            "unknown GELU approximation `sigmoid`",
+        ),
+        (
+            "model B {\n    input x: f32[batch, 3, 4]\n    output y = transformer_encoder_layer(x, 2, 8, activation = tanh)\n}\n",
+            "tanh",
+            "unknown activation `tanh`",
+        ),
+    ] {
+        let source = SourceFile::new("act.strata", text.to_string());
+        let Err(e) = compile(&source, &CompileOptions::default()) else {
+            panic!("{text} compiles");
+        };
+        let rendered = e.render(&source);
+        assert!(rendered.contains(message), "{rendered}");
+        assert!(rendered.contains("E0"), "an error code: {rendered}");
+        let line = text.lines().nth(2).expect("third line");
+        let col = line.find(&format!("= {word}")).expect("the word") + 2;
+        assert!(
+            rendered.contains(&format!("act.strata:3:{}", col + 1)),
+            "located at the word: {rendered}"
+        );
+    }
 }
 
 #[test]

@@ -64,7 +64,7 @@ fn the_library_encoder_block_is_the_post_norm_encoder_layer() {
         r#"
 model BuiltIn {
     input x: f32[batch, 5, 8]
-    output y = x |> transformer_encoder_layer(heads = 2, ff = 16)
+    output y = x |> transformer_encoder_layer(heads = 2, ff = 16, activation = gelu)
 }
 model Library {
     input x: f32[batch, 5, 8]
@@ -82,7 +82,7 @@ fn the_library_decoder_block_is_the_post_norm_decoder_layer() {
 model BuiltIn {
     input x: f32[batch, 4, 8]
     input memory: f32[batch, 6, 8]
-    output y = x |> transformer_decoder_layer(memory, heads = 2, ff = 16)
+    output y = x |> transformer_decoder_layer(memory, heads = 2, ff = 16, activation = gelu)
 }
 model Library {
     input x: f32[batch, 4, 8]

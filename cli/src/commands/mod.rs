@@ -9,6 +9,8 @@
 //! strata train FILE [--data SPEC] [--epochs N] [--run-dir DIR] [--resume|--overwrite] [--quiet]
 //! strata eval  FILE --weights W.safetensors [--data SPEC] [--split test|val|all]
 //! strata bench FILE [--entry NAME]... [--batch N]... [--seconds S] [--target cpu|gpu]
+//! strata weights FILE W.safetensors   the file's tensors against the model's parameters
+//! strata step  FILE --input x=x.npy --input y=y.npy [--weights W] [--steps N] -o OUT.safetensors
 //! ```
 //! `train` runs the file's `train` section (settings overridable with `--set lr=3e-3`,
 //! `epochs`, `batch`, `seed`, `patience`, `data`) and writes its run directory (default
@@ -27,7 +29,9 @@ mod check;
 mod eval;
 mod ir;
 mod run;
+mod step;
 mod train;
+mod weights;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -62,6 +66,10 @@ enum Command {
     Eval(eval::EvalCommand),
     /// Compile a model and time its entries on synthetic inputs.
     Bench(bench::BenchCommand),
+    /// List a weights file's tensors against the model's parameters.
+    Weights(weights::WeightsArgs),
+    /// Run training steps on one given batch from given weights and write the result.
+    Step(step::StepArgs),
 }
 
 /// What every subcommand takes: the model file and how to compile it.
@@ -110,6 +118,8 @@ pub fn main() -> ExitCode {
         Command::Train(a) => train::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::Weights(a) => weights::run(&a),
+        Command::Step(a) => step::run(&a),
     }
 }
 
@@ -143,6 +153,7 @@ fn options(c: &Common) -> Result<CompileOptions, ExitCode> {
     Ok(CompileOptions {
         train_overrides,
         without_parts: false,
+        gradient_outputs: false,
         elaborate: ElaborateOptions {
             model: c.model.clone(),
             overrides,
@@ -192,17 +203,21 @@ fn compile_reported(
 
 /// Replaces the compiled model's initial weights with a file's (`--weights`).
 fn with_weights(compiled: &mut Compiled, weights: Option<&Path>) -> Result<(), String> {
+    with_artifact_weights(&mut compiled.artifact, weights)
+}
+
+/// Replaces an artifact's initial weights with a file's, checked against its buffers.
+fn with_artifact_weights(artifact: &mut Artifact, weights: Option<&Path>) -> Result<(), String> {
     let Some(path) = weights else { return Ok(()) };
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     // Parameters alone (best.safetensors) or a checkpoint become a file of every buffer.
-    let bytes = complete_weights(&compiled.artifact.weights, &bytes, path)
+    let bytes = complete_weights(&artifact.weights, &bytes, path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     // Check names and shapes against the model by loading them into a session's store.
-    strata_artifact::weights::match_weights(&compiled.artifact.manifest, &bytes)
+    strata_artifact::weights::match_weights(&artifact.manifest, &bytes)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    compiled.artifact.weights = bytes;
-    compiled
-        .artifact
+    artifact.weights = bytes;
+    artifact
         .validate()
         .map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -1,12 +1,77 @@
-//! Activations beyond the IR's unary ops, built from them: `leaky_relu` and `softplus`
-//! (PyTorch's definitions), and nearest-neighbour upsampling for decoders.
+//! Activations beyond the IR's unary ops, built from them: `gelu`, `leaky_relu` and
+//! `softplus` (PyTorch's definitions), and nearest-neighbour upsampling for decoders.
 
 use super::Elaborator;
 use super::args::BoundArgs;
 use super::normalization::number;
 use super::value::Value;
-use crate::ir::{BinaryOp, Dim, Op, Shape, UnaryOp};
+use crate::ir::{BinaryOp, Dim, Op, Shape, UnaryOp, ValueId};
 use crate::source::{Diagnostic, ErrorCode, Span};
+
+/// Which GELU: PyTorch's `approximate` argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum GeluForm {
+    /// `x Φ(x) = 0.5 x (1 + erf(x / √2))`, PyTorch's default (`approximate = "none"`).
+    Exact,
+    /// `0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))` (Hendrycks & Gimpel 2016;
+    /// `approximate = "tanh"`).
+    Tanh,
+}
+
+/// `gelu(x, approximate = "none")`: the exact GELU, or with `approximate = tanh` its tanh
+/// approximation (see [`GeluForm`]).
+pub(super) fn gelu(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Diagnostic> {
+    let (x, _) = args.tensor("x")?;
+    args.check_word("approximate")?;
+    let form = match args.word("approximate") {
+        None => GeluForm::Exact,
+        Some((word, wspan)) => match word.as_str() {
+            "none" => GeluForm::Exact,
+            "tanh" => GeluForm::Tanh,
+            _ => {
+                return Err(Diagnostic::error(
+                    ErrorCode::BadArgument,
+                    format!("unknown GELU approximation `{word}`"),
+                    wspan,
+                )
+                .with_label("not an approximation")
+                .with_note("`approximate` is \"none\" (the exact GELU, the default) or tanh"));
+            }
+        },
+    };
+    Ok(Value::Tensor(gelu_of(e, x, form, span)?))
+}
+
+pub(super) fn gelu_of(
+    e: &mut Elaborator,
+    x: ValueId,
+    form: GeluForm,
+    span: Span,
+) -> Result<ValueId, Diagnostic> {
+    let mul = |e: &mut Elaborator, a, b| e.op(Op::Binary(BinaryOp::Mul), &[a, b], span);
+    let inner = match form {
+        GeluForm::Exact => {
+            let k = e.constant(std::f64::consts::FRAC_1_SQRT_2, span);
+            let scaled = mul(e, x, k)?;
+            e.op(Op::Unary(UnaryOp::Erf), &[scaled], span)?
+        }
+        GeluForm::Tanh => {
+            let x2 = mul(e, x, x)?;
+            let x3 = mul(e, x2, x)?;
+            let c = e.constant(0.044715, span);
+            let cx3 = mul(e, x3, c)?;
+            let sum = e.op(Op::Binary(BinaryOp::Add), &[x, cx3], span)?;
+            let k = e.constant((2.0 / std::f64::consts::PI).sqrt(), span);
+            let scaled = mul(e, sum, k)?;
+            e.op(Op::Unary(UnaryOp::Tanh), &[scaled], span)?
+        }
+    };
+    let one = e.constant(1.0, span);
+    let t1 = e.op(Op::Binary(BinaryOp::Add), &[inner, one], span)?;
+    let half = e.constant(0.5, span);
+    let hx = mul(e, x, half)?;
+    mul(e, hx, t1)
+}
 
 /// `leaky_relu(x, slope = 0.01)`: `x` where positive, `slope * x` elsewhere, computed as
 /// `max(x, slope * x)` (exact for `0 <= slope <= 1`).

@@ -1,12 +1,12 @@
 //! Transformer building blocks (Vaswani et al. 2017), each built from the IR's primitive
-//! ops: layer normalization, GELU, token embeddings, positional encodings, and
+//! ops: layer normalization, token embeddings, positional encodings, and
 //! multi-head self- and cross-attention. The encoder and decoder layers that combine
 //! them are in [`super::transformer`].
 //!
-//! Layouts and names follow PyTorch so weights move over by renaming: projections are
-//! dense layers (`weight` `[out, in]`) and `embedding.weight` is `[vocab, dim]`. Unlike
-//! PyTorch's packed `in_proj_weight`, the query, key and value projections are separate
-//! dense layers (`q`, `k`, `v`, `out`).
+//! Layouts and names are PyTorch's, so a `state_dict` loads unchanged: attention has
+//! `nn.MultiheadAttention`'s packed `in_proj_weight` `[3d, d]` and `in_proj_bias` `[3d]`
+//! and its `out_proj` (a dense layer, `weight` `[out, in]`); `embedding.weight` is
+//! `[vocab, dim]`.
 //!
 //! There is no constant-tensor op, so the few tables these layers need (the causal
 //! mask's positions, the sinusoidal encoding's rates) are built from scalar constants
@@ -177,29 +177,6 @@ pub(super) fn normalize(
     bin(e, BinaryOp::Add, scaled, bias, span)
 }
 
-/// `gelu(x)`, the tanh approximation (Hendrycks & Gimpel 2016; PyTorch's
-/// `approximate="tanh"`): `0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))`.
-pub(super) fn gelu(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Diagnostic> {
-    let (x, _) = args.tensor("x")?;
-    Ok(Value::Tensor(gelu_of(e, x, span)?))
-}
-
-pub(super) fn gelu_of(e: &mut Elaborator, x: ValueId, span: Span) -> Result<ValueId, Diagnostic> {
-    let x2 = bin(e, BinaryOp::Mul, x, x, span)?;
-    let x3 = bin(e, BinaryOp::Mul, x2, x, span)?;
-    let c = e.constant(0.044715, span);
-    let cx3 = bin(e, BinaryOp::Mul, x3, c, span)?;
-    let inner = bin(e, BinaryOp::Add, x, cx3, span)?;
-    let k = e.constant((2.0 / std::f64::consts::PI).sqrt(), span);
-    let scaled = bin(e, BinaryOp::Mul, inner, k, span)?;
-    let t = e.op(Op::Unary(UnaryOp::Tanh), &[scaled], span)?;
-    let one = e.constant(1.0, span);
-    let t1 = bin(e, BinaryOp::Add, t, one, span)?;
-    let half = e.constant(0.5, span);
-    let hx = bin(e, BinaryOp::Mul, x, half, span)?;
-    bin(e, BinaryOp::Mul, hx, t1, span)
-}
-
 /// `embedding(ids, vocab, dim)`: integer ids `i32[batch, …]` to rows of `weight`
 /// `[vocab, dim]` (PyTorch's `Embedding`, initialized N(0, 1)), computed as
 /// `one_hot(ids) x weight`. An id outside `0..vocab` gives a row of zeros.
@@ -351,7 +328,8 @@ fn sinusoidal_table(e: &mut Elaborator, t: u64, d: u64, span: Span) -> Result<Va
 
 /// What one multi-head attention computes, beside its queries and memory.
 pub(super) struct AttentionSpec<'a> {
-    /// The parameters' path prefix: `PATH.q`, `PATH.k`, `PATH.v`, `PATH.out`.
+    /// The parameters' path prefix: `PATH.in_proj_weight`, `PATH.in_proj_bias`,
+    /// `PATH.out_proj` (see [`project_qkv`]).
     pub path: &'a str,
     /// The model width: queries and the output are `[batch, Tq, d]`.
     pub d: u64,
@@ -388,9 +366,10 @@ impl Sequence {
 }
 
 /// `self_attention(x, heads, causal = false, key_mask = none)` over a sequence
-/// `[batch, T, d]`: multi-head scaled dot-product attention with query, key, value and
-/// output projections `q`, `k`, `v`, `out` (dense `[d, d]` each; `k` without a bias,
-/// which the softmax would cancel). Each head sees `d / heads` features; scores are
+/// `[batch, T, d]`: multi-head scaled dot-product attention with PyTorch's
+/// `nn.MultiheadAttention` parameters: the query, key and value projections packed in
+/// `in_proj_weight` `[3d, d]` and `in_proj_bias` `[3d]`, and the output projection
+/// `out_proj` (dense `[d, d]`). Each head sees `d / heads` features; scores are
 /// scaled by `1 / sqrt(d / heads)`; `causal` lets position `i` attend only to positions
 /// `j <= i`; `key_mask` (`f32[batch, T]`, 1 or 0) hides the positions marked 0.
 pub(super) fn self_attention(
@@ -419,7 +398,8 @@ pub(super) fn self_attention(
 /// `cross_attention(x, memory, heads, key_mask = none)`: multi-head attention whose
 /// queries come from `x` `[batch, Tq, d]` and whose keys and values come from `memory`
 /// `[batch, Tk, dm]` (an encoder's output; `Tk` and `dm` may differ from `Tq` and `d`).
-/// Projections as in [`self_attention`], except that `k` and `v` are `[d, dm]`;
+/// Projections as in [`self_attention`] when `dm = d`, else separate `q_proj_weight`
+/// `[d, d]`, `k_proj_weight` and `v_proj_weight` `[d, dm]` (see [`project_qkv`]);
 /// `key_mask` (`f32[batch, Tk]`, 1 or 0) hides the memory positions marked 0. The
 /// result is `[batch, Tq, d]`.
 pub(super) fn cross_attention(
@@ -492,29 +472,21 @@ pub(super) fn attend(
 ) -> Result<ValueId, Diagnostic> {
     let (d, heads, path) = (spec.d, spec.heads, spec.path);
     let dh = d / heads;
-    // [batch, T, dm] -> [batch, T, d] -> [batch, T, h, d/h] -> `perm`.
-    let project = |e: &mut Elaborator, source: Sequence, name: &str, perm: Vec<usize>| {
-        let path = format!("{path}.{name}");
-        // A key bias adds `q · b` to every score of a query alike, which the softmax
-        // cancels: its gradient is identically zero, so the key projection has none
-        // (as Whisper's attention).
-        let p = if name == "k" {
-            linear_no_bias(e, source.value, source.features, d, &path, span)?
-        } else {
-            linear(e, source.value, source.features, d, &path, span)?
-        };
-        let split = Shape(vec![
+    let [q, k, v] = project_qkv(e, path, d, queries, memory, span)?;
+    // [batch, T, d] -> [batch, T, h, d/h] -> `perm`.
+    let split = |e: &mut Elaborator, p: ValueId, len: u64, perm: Vec<usize>| {
+        let shape = Shape(vec![
             Dim::Batch,
-            Dim::Fixed(source.len),
+            Dim::Fixed(len),
             Dim::Fixed(heads),
             Dim::Fixed(dh),
         ]);
-        let p = e.op(Op::Reshape { shape: split }, &[p], span)?;
+        let p = e.op(Op::Reshape { shape }, &[p], span)?;
         e.op(Op::Transpose { perm }, &[p], span)
     };
-    let q = project(e, queries, "q", vec![0, 2, 1, 3])?; // [batch, h, Tq, d/h]
-    let kt = project(e, memory, "k", vec![0, 2, 3, 1])?; // [batch, h, d/h, Tk]
-    let v = project(e, memory, "v", vec![0, 2, 1, 3])?; // [batch, h, Tk, d/h]
+    let q = split(e, q, queries.len, vec![0, 2, 1, 3])?; // [batch, h, Tq, d/h]
+    let kt = split(e, k, memory.len, vec![0, 2, 3, 1])?; // [batch, h, d/h, Tk]
+    let v = split(e, v, memory.len, vec![0, 2, 1, 3])?; // [batch, h, Tk, d/h]
     let scores = e.op(Op::MatMul, &[q, kt], span)?; // [batch, h, Tq, Tk]
     let scale = e.constant(1.0 / (dh as f64).sqrt(), span);
     let mut scores = bin(e, BinaryOp::Mul, scores, scale, span)?;
@@ -561,7 +533,101 @@ pub(super) fn attend(
         &[mixed],
         span,
     )?;
-    linear(e, joined, d, d, &format!("{path}.out"), span)
+    linear(e, joined, d, d, &format!("{path}.out_proj"), span)
+}
+
+/// `x`'s slice `start..start + len` along `axis`.
+fn slice(
+    e: &mut Elaborator,
+    x: ValueId,
+    axis: usize,
+    start: u64,
+    len: u64,
+    span: Span,
+) -> Result<ValueId, Diagnostic> {
+    e.op(Op::Slice { axis, start, len }, &[x], span)
+}
+
+/// The query, key and value projections `[batch, T, d]` of `queries` and `memory`, with
+/// the parameters of PyTorch's `nn.MultiheadAttention` under `path`:
+/// - memory as wide as the queries (`dm = d`): `in_proj_weight` `[3d, d]` (the three
+///   weights stacked, query first) and `in_proj_bias` `[3d]`; self-attention is then one
+///   product `x in_proj_weightᵀ` split three ways, cross-attention a product for the
+///   queries and one for the keys and values;
+/// - otherwise (PyTorch's `kdim`, `vdim`): `q_proj_weight` `[d, d]`, `k_proj_weight` and
+///   `v_proj_weight` `[d, dm]`, and `in_proj_bias` `[3d]`.
+///
+/// The key's part of `in_proj_bias` is held (so PyTorch's tensors load unchanged) but not
+/// added: it adds `q · b` to every score of a query alike, which the softmax cancels.
+/// Leaving it out changes no result and keeps its gradient exactly zero, where adding it
+/// would give a gradient of rounding noise that Adam turns into steps of size `lr`.
+fn project_qkv(
+    e: &mut Elaborator,
+    path: &str,
+    d: u64,
+    queries: Sequence,
+    memory: Sequence,
+    span: Span,
+) -> Result<[ValueId; 3], Diagnostic> {
+    let bias = e.param(
+        format!("{path}.in_proj_bias"),
+        vec![3 * d],
+        Init::Zeros,
+        span,
+    )?;
+    let bq = slice(e, bias, 0, 0, d, span)?;
+    let bv = slice(e, bias, 0, 2 * d, d, span)?;
+    let project = |e: &mut Elaborator, x: ValueId, w: ValueId| {
+        let wt = e.op(Op::Transpose { perm: vec![1, 0] }, &[w], span)?;
+        e.op(Op::MatMul, &[x, wt], span)
+    };
+    let (q, k, v) = if memory.features != d {
+        let dm = memory.features;
+        let weight = |e: &mut Elaborator, name: &str, inputs: u64| {
+            e.param(
+                format!("{path}.{name}"),
+                vec![d, inputs],
+                Init::XavierUniform,
+                span,
+            )
+        };
+        let wq = weight(e, "q_proj_weight", d)?;
+        let wk = weight(e, "k_proj_weight", dm)?;
+        let wv = weight(e, "v_proj_weight", dm)?;
+        (
+            project(e, queries.value, wq)?,
+            project(e, memory.value, wk)?,
+            project(e, memory.value, wv)?,
+        )
+    } else {
+        let weight = e.param(
+            format!("{path}.in_proj_weight"),
+            vec![3 * d, d],
+            Init::XavierUniform,
+            span,
+        )?;
+        if queries.value == memory.value {
+            let qkv = project(e, queries.value, weight)?; // [batch, T, 3d]
+            (
+                slice(e, qkv, 2, 0, d, span)?,
+                slice(e, qkv, 2, d, d, span)?,
+                slice(e, qkv, 2, 2 * d, d, span)?,
+            )
+        } else {
+            let wq = slice(e, weight, 0, 0, d, span)?;
+            let wkv = slice(e, weight, 0, d, 2 * d, span)?;
+            let q = project(e, queries.value, wq)?;
+            let kv = project(e, memory.value, wkv)?; // [batch, Tk, 2d]
+            (
+                q,
+                slice(e, kv, 2, 0, d, span)?,
+                slice(e, kv, 2, d, d, span)?,
+            )
+        }
+    };
+    let q = bin(e, BinaryOp::Add, q, bq, span)?;
+    let v = bin(e, BinaryOp::Add, v, bv, span)?;
+    Ok([q, k, v])
 }
 
 /// Heads split the features evenly: `heads` must divide `d`.

@@ -36,6 +36,7 @@ static LAYER_NORM: &[ParamSpec] = &[req("x"), opt("eps")];
 static EMBEDDING: &[ParamSpec] = &[req("ids"), req("vocab"), req("dim")];
 static POSITIONAL: &[ParamSpec] = &[req("x"), opt("kind")];
 static LEAKY_RELU: &[ParamSpec] = &[req("x"), opt("slope")];
+static GELU: &[ParamSpec] = &[req("x"), opt("approximate")];
 static UPSAMPLE: &[ParamSpec] = &[req("x"), opt("factor")];
 static RECURRENT: &[ParamSpec] = &[
     req("x"),
@@ -57,6 +58,7 @@ static ENCODER_LAYER: &[ParamSpec] = &[
     opt("norm_first"),
     opt("eps"),
     opt("key_mask"),
+    opt("activation"),
 ];
 static DECODER_LAYER: &[ParamSpec] = &[
     req("x"),
@@ -67,6 +69,7 @@ static DECODER_LAYER: &[ParamSpec] = &[
     opt("norm_first"),
     opt("eps"),
     opt("memory_mask"),
+    opt("activation"),
 ];
 
 /// The parameter list of a built-in, or None if `name` is not one.
@@ -94,7 +97,8 @@ pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
         "max_pool2d" | "avg_pool2d" => POOL2D,
         "global_avg_pool" => X,
         "layer_norm" => LAYER_NORM,
-        "gelu" | "softplus" => X,
+        "gelu" => GELU,
+        "softplus" | "erf" => X,
         "leaky_relu" => LEAKY_RELU,
         "upsample2d" => UPSAMPLE,
         "embedding" => EMBEDDING,
@@ -115,6 +119,7 @@ const NAMES: &[&str] = &[
     "relu",
     "sigmoid",
     "tanh",
+    "erf",
     "exp",
     "log",
     "sqrt",
@@ -252,6 +257,7 @@ fn built_in(
         "relu" => Some(UnaryOp::Relu),
         "sigmoid" => Some(UnaryOp::Sigmoid),
         "tanh" => Some(UnaryOp::Tanh),
+        "erf" => Some(UnaryOp::Erf),
         "exp" => Some(UnaryOp::Exp),
         "log" => Some(UnaryOp::Log),
         "sqrt" => Some(UnaryOp::Sqrt),
@@ -294,7 +300,7 @@ fn built_in(
         }
         "global_avg_pool" => super::convolution::global_avg_pool(e, args, span),
         "layer_norm" => super::attention::layer_norm(e, args, span, path),
-        "gelu" => super::attention::gelu(e, args, span),
+        "gelu" => super::activations::gelu(e, args, span),
         "leaky_relu" => super::activations::leaky_relu(e, args, span),
         "softplus" => super::activations::softplus(e, args, span),
         "upsample2d" => super::activations::upsample2d(e, args, span),

@@ -1,7 +1,7 @@
 //! The Transformer's encoder and decoder layers (Vaswani et al. 2017), as PyTorch's
-//! `nn.TransformerEncoderLayer` and `nn.TransformerDecoderLayer` without dropout and
-//! with GELU: attention and a feed-forward network `linear2(gelu(linear1(x)))`, each
-//! sub-layer with a residual connection and a layer norm. Post-norm by default
+//! `nn.TransformerEncoderLayer` and `nn.TransformerDecoderLayer` without dropout:
+//! attention and a feed-forward network `linear2(activation(linear1(x)))` (`activation =
+//! relu`, PyTorch's default, or `gelu`, the exact GELU), each sub-layer with a residual connection and a layer norm. Post-norm by default
 //! (`x = norm(x + f(x))`, the original Transformer); `norm_first = true` is pre-norm
 //! (`x = x + f(norm(x))`, Xiong et al. 2020), which trains more stably when deep.
 //!
@@ -10,14 +10,50 @@
 //! blocks' own parts are as in [`super::attention`].
 
 use super::Elaborator;
+use super::activations::{GeluForm, gelu_of};
 use super::args::BoundArgs;
 use super::attention::{
-    AttentionSpec, Sequence, attend, bin, check_heads, eps_arg, gelu_of, key_mask_arg, linear,
-    normalize,
+    AttentionSpec, Sequence, attend, bin, check_heads, eps_arg, key_mask_arg, linear, normalize,
 };
 use super::value::Value;
-use crate::ir::{BinaryOp, ValueId};
-use crate::source::{Diagnostic, Span};
+use crate::ir::{BinaryOp, Op, UnaryOp, ValueId};
+use crate::source::{Diagnostic, ErrorCode, Span};
+
+/// The feed-forward network's activation (PyTorch's `activation`: `"relu"` or `"gelu"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Activation {
+    Relu,
+    /// The exact GELU, as PyTorch's `F.gelu`.
+    Gelu,
+}
+
+impl Activation {
+    /// The `activation` argument: `relu` (the default) or `gelu`.
+    fn of(args: &BoundArgs) -> Result<Activation, Diagnostic> {
+        args.check_word("activation")?;
+        match args.word("activation") {
+            None => Ok(Activation::Relu),
+            Some((word, span)) => match word.as_str() {
+                "relu" => Ok(Activation::Relu),
+                "gelu" => Ok(Activation::Gelu),
+                _ => Err(Diagnostic::error(
+                    ErrorCode::BadArgument,
+                    format!("unknown activation `{word}` for `{}`", args.callee),
+                    span,
+                )
+                .with_label("not relu or gelu")
+                .with_note("`activation` is relu (the default, as PyTorch's) or gelu (exact)")),
+            },
+        }
+    }
+
+    fn apply(self, e: &mut Elaborator, h: ValueId, span: Span) -> Result<ValueId, Diagnostic> {
+        match self {
+            Activation::Relu => e.op(Op::Unary(UnaryOp::Relu), &[h], span),
+            Activation::Gelu => gelu_of(e, h, GeluForm::Exact, span),
+        }
+    }
+}
 
 /// What every sub-layer of one encoder or decoder layer shares.
 struct LayerSpec {
@@ -29,10 +65,11 @@ struct LayerSpec {
     ff: u64,
     norm_first: bool,
     eps: f64,
+    activation: Activation,
 }
 
 impl LayerSpec {
-    /// Reads `heads`, `ff`, `norm_first` and `eps`, and checks the heads divide `x`'s
+    /// Reads `heads`, `ff`, `norm_first`, `eps` and `activation`, and checks the heads divide `x`'s
     /// features.
     fn of(
         e: &mut Elaborator,
@@ -46,6 +83,7 @@ impl LayerSpec {
         let ff = args.positive_int("ff", None)?;
         let norm_first = args.bool("norm_first", false)?;
         let eps = eps_arg(args)?;
+        let activation = Activation::of(args)?;
         check_heads(args, heads, x.features, span)?;
         Ok(LayerSpec {
             path: path.unwrap_or_else(|| e.fresh_path(kind)),
@@ -55,6 +93,7 @@ impl LayerSpec {
             ff,
             norm_first,
             eps,
+            activation,
         })
     }
 
@@ -67,7 +106,7 @@ impl LayerSpec {
         }
     }
 
-    /// `linear2(gelu(linear1(h)))`.
+    /// `linear2(activation(linear1(h)))`.
     fn feed_forward(
         &self,
         e: &mut Elaborator,
@@ -82,7 +121,7 @@ impl LayerSpec {
             &format!("{}.linear1", self.path),
             span,
         )?;
-        let h = gelu_of(e, h, span)?;
+        let h = self.activation.apply(e, h, span)?;
         linear(
             e,
             h,
@@ -145,7 +184,7 @@ struct AttentionPart {
 }
 
 /// `transformer_encoder_layer(x, heads, ff, norm_first = false, eps = 1e-5,
-/// key_mask = none)` over `[batch, T, d]`: self-attention (`key_mask`, `f32[batch, T]`,
+/// key_mask = none, activation = relu)` over `[batch, T, d]`: self-attention (`key_mask`, `f32[batch, T]`,
 /// hides padding) then the feed-forward network, each a residual sub-layer.
 pub(super) fn encoder_layer(
     e: &mut Elaborator,
@@ -170,7 +209,7 @@ pub(super) fn encoder_layer(
 }
 
 /// `transformer_decoder_layer(x, memory, heads, ff, causal = true, norm_first = false,
-/// eps = 1e-5, memory_mask = none)`: over the target sequence `x` `[batch, T, d]`,
+/// eps = 1e-5, memory_mask = none, activation = relu)`: over the target sequence `x` `[batch, T, d]`,
 /// self-attention (causal by default: position `i` sees only positions `j <= i`), then
 /// cross-attention to `memory` `[batch, S, dm]` (the encoder's output; `memory_mask`,
 /// `f32[batch, S]`, hides its padding), then the feed-forward network, each a residual

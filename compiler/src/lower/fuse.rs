@@ -123,8 +123,14 @@ impl Fusion {
 pub fn is_expensive(op: &Op) -> bool {
     matches!(
         op,
-        Op::Unary(UnaryOp::Exp | UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Tanh | UnaryOp::Sigmoid)
-            | Op::Binary(BinaryOp::Pow)
+        Op::Unary(
+            UnaryOp::Exp
+                | UnaryOp::Log
+                | UnaryOp::Sqrt
+                | UnaryOp::Tanh
+                | UnaryOp::Erf
+                | UnaryOp::Sigmoid
+        ) | Op::Binary(BinaryOp::Pow)
             | Op::RandomUniform { .. }
     )
 }

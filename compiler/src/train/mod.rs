@@ -51,11 +51,13 @@ fn err(span: crate::source::Span, msg: impl Into<String>) -> Diagnostic {
 
 /// Builds the entries' graphs from the model elaborated for inference (`elab`: eval
 /// and infer) and for training (`training`: the train step; dropout and batch norm take
-/// their training behaviour). `overrides` are the command line's train settings.
+/// their training behaviour). `overrides` are the command line's train settings;
+/// `gradient_outputs` adds each update's gradients to its entry's outputs (`grad.PATH`).
 pub fn build(
     elab: &Elaborated,
     training: &Elaborated,
     overrides: &[(String, String)],
+    gradient_outputs: bool,
 ) -> Result<TrainingGraphs, Diagnostic> {
     let t: &TrainElab = elab.train.as_ref().expect("elaborated with train = true");
     let tt: &TrainElab = training
@@ -368,7 +370,10 @@ pub fn build(
     let plans = steps::plan_steps(t, tt, &params, &settings, &hyper)?;
     let mut step_entries = Vec::with_capacity(plans.len());
     for plan in &plans {
-        step_entries.push((plan.entry.clone(), step_graph(&training_graph, plan, at)?));
+        step_entries.push((
+            plan.entry.clone(),
+            step_graph(&training_graph, plan, at, gradient_outputs)?,
+        ));
     }
 
     let mut eval = model_graph.clone();
@@ -428,11 +433,14 @@ pub fn build(
 }
 
 /// One update's entry: the training-mode graph, its loss differentiated with respect to
-/// the update's parameters, clipped, and the optimizer's update appended.
+/// the update's parameters, clipped, and the optimizer's update appended. Its output is
+/// the loss, and with `gradient_outputs` each parameter's gradient (`grad.PATH`, before
+/// clipping) too.
 fn step_graph(
     training: &Graph,
     plan: &steps::StepPlan,
     at: crate::source::Span,
+    gradient_outputs: bool,
 ) -> Result<Graph, Diagnostic> {
     let mut graph = training.clone();
     let scalar = TensorType::new(DType::F32, vec![]);
@@ -462,6 +470,12 @@ fn step_graph(
         )
     };
     let mut grads = autodiff::gradients(&mut graph, plan.train_loss, &wrt).map_err(internal)?;
+    let mut outputs = vec![("loss".to_string(), plan.train_loss)];
+    if gradient_outputs {
+        for ((_, path), g) in plan.params.iter().zip(&grads) {
+            outputs.push((format!("grad.{path}"), *g));
+        }
+    }
     if let Some(max_norm) = plan.clip {
         grads =
             optimizer::clip_by_global_norm(&mut graph, &grads, max_norm, at).map_err(internal)?;
@@ -473,7 +487,7 @@ fn step_graph(
         .map(|((w, p), g)| (*w, p.clone(), *g))
         .collect();
     optimizer::apply(&mut graph, &plan.optimizer, &triples, lr_v, step_v, at).map_err(internal)?;
-    graph.outputs = vec![("loss".into(), plan.train_loss)];
+    graph.outputs = outputs;
     dce::eliminate_dead_code(&mut graph, false);
     Ok(graph)
 }

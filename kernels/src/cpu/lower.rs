@@ -857,6 +857,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 self.b.ins().fdiv(one, x)
             }
             UnaryOp::Tanh => math::tanh(&mut self.b, l, x),
+            UnaryOp::Erf => math::erf(&mut self.b, l, x),
             UnaryOp::Sigmoid => math::sigmoid(&mut self.b, l, x),
             UnaryOp::Relu => {
                 let zero = l.f(&mut self.b, 0.0);

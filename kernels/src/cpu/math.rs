@@ -11,7 +11,8 @@
 //!
 //! Accuracy, measured against `f64` over the whole `f32` range where the result is normal
 //! (see `runtime/tests/cpu_kernels.rs`): `exp` and `log` within 1 ulp, `tanh` within 2 ulp
-//! and `sigmoid` within 2.5 ulp (relative errors below 2e-7). Special cases follow C99 Annex F:
+//! and `sigmoid` within 2.5 ulp (relative errors below 2e-7); `erf` (see [`crate::erf`])
+//! within 1.5e-7 absolute. Special cases follow C99 Annex F:
 //!
 //! | function | special cases |
 //! |---|---|
@@ -205,6 +206,33 @@ pub fn tanh(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
     let is_big = b.ins().fcmp(FloatCC::GreaterThanOrEqual, z, bound);
     let r = l.select(b, is_big, big, small);
     // tanh is odd; this also keeps tanh(-0) = -0, which the polynomial turns into +0.
+    l.copysign(b, r, x)
+}
+
+/// `erf(x)` by the algorithm and coefficients of [`crate::erf`]: an odd polynomial below
+/// `|x| = 1`, `1 - exp(-x²) Q(1/|x|)` above, both computed and one selected.
+pub fn erf(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
+    use crate::erf::{LARGE, SATURATION, SMALL, SPLIT};
+    let ax = b.ins().fabs(x);
+    let cap = l.f(b, SATURATION);
+    // fmin propagates NaN, so erf(NaN) is NaN.
+    let a = b.ins().fmin(ax, cap);
+    let a2 = b.ins().fmul(a, a);
+    let p = horner(b, l, a2, &SMALL);
+    let small = b.ins().fmul(a, p);
+    let split = l.f(b, SPLIT);
+    // The large branch is evaluated at max(a, 1) so that 1/a stays finite.
+    let big = b.ins().fmax(a, split);
+    let one = l.f(b, 1.0);
+    let inv = b.ins().fdiv(one, big);
+    let q = horner(b, l, inv, &LARGE);
+    let big2 = b.ins().fmul(big, big);
+    let neg = b.ins().fneg(big2);
+    let e = exp(b, l, neg);
+    let eq = b.ins().fmul(e, q);
+    let large = b.ins().fsub(one, eq);
+    let is_small = b.ins().fcmp(FloatCC::LessThan, a, split);
+    let r = l.select(b, is_small, small, large);
     l.copysign(b, r, x)
 }
 

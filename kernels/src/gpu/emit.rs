@@ -14,6 +14,33 @@ use std::fmt::Write as _;
 
 type EmitResult<T> = Result<T, KernelError>;
 
+/// WGSL's `erf_f`: [`crate::erf`]'s algorithm, with its coefficients written in.
+fn erf_source() -> String {
+    use crate::erf::{LARGE, SATURATION, SMALL, SPLIT};
+    let horner = |var: &str, coeffs: &[f32]| {
+        let mut text = format!("{:?}", coeffs[0]);
+        for k in &coeffs[1..] {
+            text = format!("({text}) * {var} + {k:?}");
+        }
+        text
+    };
+    format!(
+        "// erf as crate::erf: an odd polynomial below 1, 1 - exp(-a^2) Q(1/a) above.\n\
+         fn erf_f(x: f32) -> f32 {{\n    \
+             let a = min(abs(x), {SATURATION:?});\n    \
+             let z = a * a;\n    \
+             let small = a * ({});\n    \
+             let b = max(a, {SPLIT:?});\n    \
+             let t = 1.0 / b;\n    \
+             let large = 1.0 - exp(-(b * b)) * ({});\n    \
+             let r = select(large, small, a < {SPLIT:?});\n    \
+             return select(select(r, -r, x < 0.0), x, x != x);\n\
+         }}\n",
+        horner("z", &SMALL),
+        horner("t", &LARGE),
+    )
+}
+
 /// A WGSL function the body calls, written once before the entry point.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Helper {
@@ -22,6 +49,7 @@ enum Helper {
     MaxNan,
     MinNan,
     Tanh,
+    Erf,
     Sigmoid,
     Pow,
     ToI32,
@@ -68,6 +96,8 @@ impl Helper {
                      return select(p, sign(x) * big, abs(x) >= 0.625);\n\
                  }\n"
             }
+            // Written from the shared coefficients by `erf_source`.
+            Helper::Erf => "",
             Helper::Sigmoid => {
                 "// sigmoid without overflow: e / (1 + e) with e = exp(-|x|), flipped for x >= 0.\n\
                  fn sigmoid_f(x: f32) -> f32 {\n    \
@@ -804,6 +834,10 @@ impl Writer<'_> {
                 self.helpers.insert(Helper::Tanh);
                 format!("tanh_f({x})")
             }
+            UnaryOp::Erf => {
+                self.helpers.insert(Helper::Erf);
+                format!("erf_f({x})")
+            }
             UnaryOp::Sigmoid => {
                 self.helpers.insert(Helper::Sigmoid);
                 format!("sigmoid_f({x})")
@@ -902,7 +936,10 @@ impl Writer<'_> {
         }
         for h in &self.helpers {
             s.push('\n');
-            s.push_str(h.source());
+            match h {
+                Helper::Erf => s.push_str(&erf_source()),
+                _ => s.push_str(h.source()),
+            }
         }
         for &slot in &self.loads {
             let read = match k.buffers[slot].dtype {

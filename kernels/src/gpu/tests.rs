@@ -130,6 +130,7 @@ fn every_operator() -> Kernel {
         UnaryOp::Sqrt,
         UnaryOp::Recip,
         UnaryOp::Tanh,
+        UnaryOp::Erf,
         UnaryOp::Sigmoid,
         UnaryOp::Relu,
     ] {

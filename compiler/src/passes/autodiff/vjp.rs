@@ -314,6 +314,14 @@ impl<'g> Emitter<'g> {
                 let d = self.binary(Sub, one, yy, span)?;
                 self.binary(Mul, g, d, span)
             }
+            // erf: g_x = g * 2/sqrt(pi) * exp(-x^2)
+            UnaryOp::Erf => {
+                let xx = self.binary(Mul, x, x, span)?;
+                let neg = self.unary(UnaryOp::Neg, xx, span)?;
+                let density = self.unary(UnaryOp::Exp, neg, span)?;
+                let d = self.binary_const(Mul, density, std::f64::consts::FRAC_2_SQRT_PI, span)?;
+                self.binary(Mul, g, d, span)
+            }
             // sigmoid: g_x = g * y * (1 - y)
             UnaryOp::Sigmoid => {
                 let one = self.constant(1.0, span)?;
