@@ -269,3 +269,157 @@ fn checking_grows_about_linearly_with_the_number_of_bindings() {
         "checking 50,000 bindings took {took:?}"
     );
 }
+
+/// A model with a train section whose settings are `settings`.
+fn trained(settings: &str) -> String {
+    model("    output y = x |> dense(4)")
+        + &format!("train M {{\n    data = \"d.csv\"\n    loss = mse(y, x)\n{settings}\n}}\n")
+}
+
+/// Compiles `text` with command-line train overrides; the diagnostic it is refused with.
+fn refused_with(text: &str, overrides: &[(&str, &str)]) -> Diagnostic {
+    let source = SourceFile::new("settings.strata", text);
+    let options = CompileOptions {
+        elaborate: ElaborateOptions {
+            train: true,
+            ..Default::default()
+        },
+        train_overrides: overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    };
+    match compile(&source, &options) {
+        Ok(_) => panic!("expected {overrides:?} to be refused in\n{text}"),
+        Err(CompileError::User(d)) => d,
+        Err(CompileError::Internal(e)) => panic!("internal compiler error: {e}"),
+    }
+}
+
+#[test]
+fn out_of_range_settings_are_refused_at_their_span_stating_the_range() {
+    let cases = [
+        (
+            "    optimizer = sgd(lr = -0.1)",
+            "`lr` must be a finite number > 0",
+        ),
+        (
+            "    optimizer = sgd(lr = 0)",
+            "`lr` must be a finite number > 0",
+        ),
+        (
+            "    optimizer = sgd(momentum = 1)",
+            "`momentum` must be a number in [0, 1)",
+        ),
+        (
+            "    optimizer = adam(beta1 = -0.5)",
+            "`beta1` must be a number in [0, 1)",
+        ),
+        (
+            "    optimizer = adam(beta2 = 1.5)",
+            "`beta2` must be a number in [0, 1)",
+        ),
+        (
+            "    optimizer = adam(eps = 0)",
+            "`eps` must be a finite number > 0",
+        ),
+        (
+            "    optimizer = adamw(weight_decay = -1)",
+            "`weight_decay` must be a finite number >= 0",
+        ),
+        (
+            "    optimizer = rmsprop(alpha = 2)",
+            "`alpha` must be a number in [0, 1)",
+        ),
+        ("    epochs = 1e30", "`epochs` must be an integer from 1"),
+        ("    epochs = 2.5", "`epochs` must be an integer from 1"),
+        (
+            "    batch = 0",
+            "`batch` must be an integer from 1 to 2147483648",
+        ),
+        ("    seed = -1", "`seed` must be an integer from 0"),
+        (
+            "    checkpoint_every = -3",
+            "`checkpoint_every` must be an integer from 0",
+        ),
+        (
+            "    schedule = step(every = 0)",
+            "`every` must be an integer from 1",
+        ),
+        (
+            "    schedule = step(gamma = 0)",
+            "`gamma` must be a finite number > 0",
+        ),
+        (
+            "    schedule = cosine(warmup = -5)",
+            "`warmup` must be an integer from 0",
+        ),
+        (
+            "    early_stop(on = val.loss, patience = 0)",
+            "`patience` must be an integer from 1",
+        ),
+        (
+            "    early_stop(on = val.loss, min_delta = -1)",
+            "`min_delta` must be a finite number >= 0",
+        ),
+    ];
+    for (setting, message) in cases {
+        let text = trained(setting);
+        let d = refused_with(&text, &[]);
+        assert!(d.message.starts_with(message), "{setting}: {}", d.message);
+        assert_eq!(spanned(&text, &d), setting.trim(), "{setting}");
+    }
+}
+
+#[test]
+fn split_fractions_must_be_finite_and_sum_to_one() {
+    let text = trained("    split = 0.5 / 0.5 / 0.5");
+    let d = refused_with(&text, &[]);
+    assert!(d.message.contains("split fractions"), "{}", d.message);
+}
+
+#[test]
+fn out_of_range_overrides_name_the_option_and_the_range() {
+    let text = trained("    optimizer = adam(lr = 1e-3)");
+    let cases = [
+        (
+            "lr",
+            "nan",
+            "--set lr=NaN: `lr` must be a finite number > 0",
+        ),
+        (
+            "lr",
+            "inf",
+            "--set lr=inf: `lr` must be a finite number > 0",
+        ),
+        (
+            "lr",
+            "-1",
+            "--set lr=-1.0: `lr` must be a finite number > 0",
+        ),
+        (
+            "epochs",
+            "1e30",
+            "--set epochs=1e30: `epochs` must be an integer from 1",
+        ),
+        (
+            "seed",
+            "-1",
+            "--set seed=-1.0: `seed` must be an integer from 0",
+        ),
+        (
+            "batch",
+            "0.5",
+            "--set batch=0.5: `batch` must be an integer from 1",
+        ),
+    ];
+    for (key, value, message) in cases {
+        let d = refused_with(&text, &[(key, value)]);
+        assert!(
+            d.message.starts_with(message),
+            "{key}={value}: {}",
+            d.message
+        );
+    }
+}
