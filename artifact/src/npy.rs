@@ -77,6 +77,19 @@ pub fn read_npy_bytes(bytes: &[u8], path: &Path) -> Result<HostTensor, NpyError>
             header.data_len
         )));
     }
+    // Bytes after the data mean the header's shape is not the file's (or two files were
+    // joined): refused rather than ignored.
+    if let Some(n) = needed
+        && n < header.data_len
+    {
+        return Err(format(format!(
+            "{} bytes after the data: the header announces {} elements of {} bytes ({n} bytes) but the file holds {} data bytes",
+            header.data_len - n,
+            npy.len(),
+            kind.size(),
+            header.data_len
+        )));
+    }
     let io = |e: std::io::Error| format(e.to_string());
     let data = match kind {
         Kind::F32 => TensorData::F32(npy.into_vec::<f32>().map_err(io)?),

@@ -804,3 +804,11 @@ fn weights_error_lists_names() {
     };
     assert_eq!(err.to_string(), "missing tensors `a.w`, `b.w`");
 }
+
+#[test]
+fn npy_refuses_bytes_after_the_data() {
+    let mut bytes = npy_of(&[2], &[1.0f32, 2.0], false);
+    bytes.extend_from_slice(&[0, 0, 0]);
+    let err = read_npy_bytes(&bytes, Path::new("x.npy")).unwrap_err();
+    assert!(err.to_string().contains("3 bytes after the data"), "{err}");
+}

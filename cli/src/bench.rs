@@ -35,6 +35,9 @@ pub struct BenchArgs {
     /// host's count].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Refuse a batch size whose run would allocate more than this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = strata_runtime::bench::DEFAULT_MAX_BYTES)]
+    pub max_memory: u64,
 }
 
 /// Why a bench stopped.
@@ -123,6 +126,7 @@ pub fn run_bench(
                 batch,
                 min_time: Duration::from_secs_f64(args.seconds / rounds as f64),
                 profile: args.profile,
+                max_bytes: args.max_memory,
                 ..BenchOptions::default()
             };
             let mut best: Vec<Option<BenchReport>> = vec![None; builds.len()];

@@ -14,6 +14,7 @@ pub mod artifact;
 pub mod driver;
 pub mod elaborate;
 pub mod ir;
+pub mod limits;
 pub mod lower;
 pub mod passes;
 pub mod plan;

@@ -45,7 +45,13 @@ pub struct BenchOptions {
     pub min_time: Duration,
     /// Also time every kernel launch of the timed runs (CPU sessions only).
     pub profile: bool,
+    /// The most bytes one run may plan for its scratch, I/O block and host inputs: a
+    /// batch size past it is refused before anything is allocated.
+    pub max_bytes: u64,
 }
+
+/// The default of [`BenchOptions::max_bytes`]: 8 GiB.
+pub const DEFAULT_MAX_BYTES: u64 = 8 << 30;
 
 impl Default for BenchOptions {
     fn default() -> Self {
@@ -55,6 +61,7 @@ impl Default for BenchOptions {
             min_runs: 20,
             min_time: Duration::from_secs(2),
             profile: false,
+            max_bytes: DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -149,6 +156,17 @@ pub fn bench_entry(
             available: manifest.entries.iter().map(|e| e.name.clone()).collect(),
         });
     };
+    let planned = planned_bytes(&manifest, options.batch).ok_or_else(|| RunError::TooLarge {
+        batch: options.batch,
+        what: "the arena".into(),
+    })?;
+    if planned > options.max_bytes {
+        return Err(RunError::OverBudget {
+            batch: options.batch,
+            bytes: planned,
+            budget: options.max_bytes,
+        });
+    }
     let mut inputs = BenchInputs::new(&manifest, info, options.batch)?;
     for _ in 0..options.warmup {
         session.run(entry, &inputs.next_run())?;
@@ -233,8 +251,11 @@ impl BenchInputs {
                 .get(port.buffer)
                 .ok_or_else(|| RunError::Internal(format!("no buffer for `{}`", port.name)))?;
             let shape: Vec<u64> = info.shape.iter().map(|d| d.resolve(batch)).collect();
-            let n =
-                usize::try_from(shape.iter().product::<u64>()).map_err(|_| RunError::TooLarge {
+            let n = shape
+                .iter()
+                .try_fold(1u64, |n, d| n.checked_mul(*d))
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| RunError::TooLarge {
                     batch,
                     what: format!("input `{}`", port.name),
                 })?;
@@ -304,6 +325,17 @@ impl Uniform {
     }
 }
 
+/// The bytes one run at `batch` allocates: the arena and the I/O block, and the host
+/// inputs the I/O block is filled from (at most its size). None if it overflows.
+fn planned_bytes(manifest: &Manifest, batch: u64) -> Option<u64> {
+    let io = manifest.io.resolve(batch)?;
+    manifest
+        .arena
+        .resolve(batch)?
+        .checked_add(io)?
+        .checked_add(io)
+}
+
 /// `2 m n k` per point of every contraction's batch, per run.
 fn contraction_flops(manifest: &Manifest, entry: &Entry, batch: u64) -> u64 {
     let mut flops = 0u64;
@@ -324,8 +356,13 @@ fn kernel_flops(kernel: &Kernel, batch: u64) -> u64 {
     let mut flops = 0u64;
     for body in kernel.body.bodies() {
         if let KernelBody::Contract(c) = body {
-            let points: u64 = c.batch.iter().map(|d: &Dim| d.resolve(batch)).product();
-            let product = 2 * c.m.resolve(batch) * c.n.resolve(batch) * c.k.resolve(batch);
+            let points = c
+                .batch
+                .iter()
+                .fold(1u64, |n, d: &Dim| n.saturating_mul(d.resolve(batch)));
+            let product = [c.m, c.n, c.k]
+                .iter()
+                .fold(2u64, |n, d| n.saturating_mul(d.resolve(batch)));
             flops = flops.saturating_add(points.saturating_mul(product));
         }
     }

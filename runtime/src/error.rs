@@ -65,6 +65,11 @@ pub enum RunError {
     EmptyBatch,
     #[error("batch size {batch} is too large: {what} does not fit in memory")]
     TooLarge { batch: u64, what: String },
+    #[error(
+        "batch size {batch} needs {bytes} bytes of memory, more than the budget of {budget} \
+         bytes (raise it with --max-memory BYTES)"
+    )]
+    OverBudget { batch: u64, bytes: u64, budget: u64 },
     /// A broken invariant of a validated manifest: a bug, reported rather than trusted.
     #[error("internal error: {0}")]
     Internal(String),

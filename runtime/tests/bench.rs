@@ -6,8 +6,8 @@ use strata_artifact::TensorData;
 use strata_compiler::driver::{CompileOptions, compile};
 use strata_compiler::elaborate::ElaborateOptions;
 use strata_compiler::source::SourceFile;
-use strata_runtime::Session;
 use strata_runtime::bench::{BenchInputs, BenchOptions, bench_entry};
+use strata_runtime::{RunError, Session};
 
 const MODEL: &str = "model Tiny {
     input x: f32[batch, 4]
@@ -83,6 +83,7 @@ fn a_benchmarked_train_step_keeps_training_finite() {
         min_runs: 200,
         min_time: std::time::Duration::ZERO,
         profile: true,
+        ..BenchOptions::default()
     };
     let report = bench_entry(&mut session, "train_step", &options).expect("bench");
     assert!(report.runs >= 200);
@@ -93,4 +94,29 @@ fn a_benchmarked_train_step_keeps_training_finite() {
         let values = tensor.as_f32().expect("f32 weights");
         assert!(values.iter().all(|v| v.is_finite()), "{name} is not finite");
     }
+}
+
+#[test]
+fn a_batch_whose_sizes_overflow_is_refused_not_a_panic() {
+    let artifact = artifact();
+    let mut session = Session::new(&artifact).expect("session");
+    let options = BenchOptions {
+        batch: u64::MAX,
+        ..BenchOptions::default()
+    };
+    let e = bench_entry(&mut session, "infer", &options).expect_err("too large");
+    assert!(matches!(e, RunError::TooLarge { .. }), "{e}");
+}
+
+#[test]
+fn a_batch_past_the_memory_budget_is_refused_before_allocating() {
+    let artifact = artifact();
+    let mut session = Session::new(&artifact).expect("session");
+    let options = BenchOptions {
+        batch: 1 << 32,
+        ..BenchOptions::default()
+    };
+    let e = bench_entry(&mut session, "infer", &options).expect_err("over budget");
+    assert!(matches!(e, RunError::OverBudget { .. }), "{e}");
+    assert!(e.to_string().contains("--max-memory"), "{e}");
 }

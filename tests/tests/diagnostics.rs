@@ -15,6 +15,7 @@ fn diagnose(name: &str, text: &str, overrides: &[(&str, &str)]) -> (ErrorCode, S
             .collect(),
         train: true,
         training_mode: false,
+        limits: Default::default(),
     };
     match check(&source, &options) {
         Ok(_) => panic!("{name}: expected an error"),

@@ -23,6 +23,9 @@ pub enum Location {
     Cell { line: u64, column: usize },
     /// A byte offset into a binary file.
     Offset(u64),
+    /// A value of a tensor file: its sample (row) and its position in the sample
+    /// (column), both from 0.
+    Sample { row: u64, column: usize },
 }
 
 impl fmt::Display for Location {
@@ -32,6 +35,9 @@ impl fmt::Display for Location {
             Location::Line(line) => write!(f, ": line {line}"),
             Location::Cell { line, column } => write!(f, ": line {line}, column {column}"),
             Location::Offset(offset) => write!(f, ": byte offset {offset}"),
+            Location::Sample { row, column } => {
+                write!(f, ": row {row}, column {column} (from 0)")
+            }
         }
     }
 }

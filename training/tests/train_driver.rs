@@ -489,3 +489,20 @@ fn the_test_score_is_of_the_weights_saved_as_best() {
         summary.epochs
     );
 }
+
+#[test]
+fn a_directory_where_last_ckpt_should_be_is_reported_as_a_directory() {
+    let artifact = artifact(16);
+    let config = config(&artifact);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("last.ckpt")).unwrap();
+    let mut session = Session::new(&artifact).unwrap();
+    let resume = TrainOptions {
+        resume: true,
+        ..options(dir.path())
+    };
+    let message = train(&mut session, &config, &resume)
+        .expect_err("a directory is no checkpoint")
+        .to_string();
+    assert!(message.contains("is a directory"), "{message}");
+}

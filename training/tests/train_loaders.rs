@@ -7,8 +7,8 @@ use std::path::Path;
 use strata_artifact::HostTensor;
 use strata_kernels::rng::Philox;
 use strata_training::loaders::{
-    CsvOptions, HeaderMode, Task, load_csv, load_idx, load_npy, load_safetensors, parse_csv,
-    parse_idx, parse_safetensors,
+    ALLOW_NONFINITE, CsvOptions, DataSpec, HeaderMode, Task, load_csv, load_idx, load_npy,
+    load_safetensors, maybe_gunzip_at_most, parse_csv, parse_idx, parse_safetensors,
 };
 use strata_training::{DataError, DataSource, Labels};
 
@@ -374,4 +374,52 @@ fn loaders_never_panic_on_garbage_or_truncation() {
         with_magic.extend_from_slice(&bytes);
         let _ = parse_idx(&with_magic, "f");
     }
+}
+
+#[test]
+fn non_finite_values_in_npy_data_are_refused_naming_file_row_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("x.npy");
+    let y = dir.path().join("y.npy");
+    let features = HostTensor::f32(vec![3, 2], vec![0.0, 1.0, 2.0, 3.0, f32::INFINITY, 5.0]);
+    strata_artifact::npy::write_npy(&x, &features.unwrap()).unwrap();
+    strata_artifact::npy::write_npy(&y, &HostTensor::i32(vec![3], vec![0, 1, 0]).unwrap()).unwrap();
+    let spec = format!("npy:{},{}", x.display(), y.display());
+    let message = DataSpec::parse(&spec)
+        .unwrap()
+        .load()
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("x.npy"), "{message}");
+    assert!(message.contains("row 2, column 0"), "{message}");
+    assert!(message.contains(ALLOW_NONFINITE), "{message}");
+    let kept = DataSpec::parse(&format!("{spec},{ALLOW_NONFINITE}"))
+        .unwrap()
+        .load()
+        .expect("allowed");
+    assert!(kept.features[4].is_infinite());
+}
+
+#[test]
+fn a_csv_number_past_f32_is_refused_at_its_cell() {
+    let message = parse_csv(b"1,2,0\n3,1e300,1\n", "big.csv", &CsvOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("big.csv: line 2, column 2"), "{message}");
+}
+
+#[test]
+fn a_gzip_stream_that_inflates_past_the_limit_is_too_large_not_corrupt() {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(&vec![b'0'; 1 << 20]).unwrap();
+    let bomb = encoder.finish().unwrap();
+    assert!(bomb.len() < 8 << 10, "{} bytes", bomb.len());
+    let message = maybe_gunzip_at_most(bomb, "bomb.csv.gz", 64 << 10)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("decompresses to more than 65536 bytes"),
+        "{message}"
+    );
+    assert!(!message.contains("corrupt"), "{message}");
 }

@@ -40,6 +40,7 @@ use strata_artifact::Artifact;
 use strata_artifact::train_config::TrainConfig;
 use strata_compiler::driver::{CompileError, CompileOptions, Compiled, compile};
 use strata_compiler::elaborate::ElaborateOptions;
+use strata_compiler::limits::Limits;
 use strata_compiler::source::{Diagnostic, SourceFile};
 use strata_training::driver::complete_weights;
 
@@ -129,10 +130,26 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 }
 
 fn load_source(path: &Path) -> Result<SourceFile, ExitCode> {
-    match std::fs::read_to_string(path) {
+    let bytes =
+        std::fs::read(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+    match String::from_utf8(bytes) {
         Ok(text) => Ok(SourceFile::new(path.display().to_string(), text)),
-        Err(e) => Err(fail(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => Err(fail(not_utf8(path, e.as_bytes(), e.utf8_error()))),
     }
+}
+
+/// Where a model file stops being UTF-8: `file:line:col`, counted in the valid text
+/// before the first bad byte, and the byte itself.
+fn not_utf8(path: &Path, bytes: &[u8], error: std::str::Utf8Error) -> String {
+    let at = error.valid_up_to();
+    let valid = String::from_utf8_lossy(&bytes[..at]);
+    let line = valid.matches('\n').count() + 1;
+    let column = valid.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!(
+        "{}:{line}:{column}: not valid UTF-8 (byte 0x{:02x} at offset {at}); model files are UTF-8 text",
+        path.display(),
+        bytes[at]
+    )
 }
 
 fn options(c: &Common) -> Result<CompileOptions, ExitCode> {
@@ -159,6 +176,7 @@ fn options(c: &Common) -> Result<CompileOptions, ExitCode> {
             overrides,
             train: true,
             training_mode: false,
+            limits: Limits::from_env().map_err(fail)?,
         },
         seed: c.seed,
         target: match c.target {

@@ -25,6 +25,7 @@ mod transformer;
 pub mod value;
 
 use crate::ir::{DType, Dim, Graph, Init, Op, TensorType, ValueId};
+use crate::limits::{Limits, MAX_BLOCK_DEPTH};
 use crate::source::Span;
 use crate::source::{Diagnostic, ErrorCode};
 use crate::syntax::ast::*;
@@ -46,6 +47,8 @@ pub struct ElaborateOptions {
     /// input) and batch norm uses batch statistics and updates its running averages.
     /// Without it they behave as at inference.
     pub training_mode: bool,
+    /// How large the graph and the parameters may grow.
+    pub limits: Limits,
 }
 
 /// The result of elaboration: the graph and the hyper-parameter values it was built with.
@@ -86,6 +89,9 @@ pub fn elaborate(program: &Program, options: &ElaborateOptions) -> Result<Elabor
         non_trainable: HashSet::new(),
         step: None,
         cell: None,
+        limits: options.limits,
+        parameter_bytes: 0,
+        repeat_copies: 1,
     };
     let mut env = Env::default();
     let mut hyper_params = Vec::new();
@@ -318,8 +324,14 @@ impl Env {
         Ok(())
     }
 
+    /// The value bound to `name`, if any. Elaboration asks this for every name it
+    /// meets, layers included, so it must not build the "did you mean" of an error.
+    fn get(&self, name: &str) -> Option<&Spanned> {
+        self.bindings.get(name)
+    }
+
     fn lookup(&self, name: &Ident) -> Result<Spanned, Diagnostic> {
-        self.bindings.get(&name.name).cloned().ok_or_else(|| {
+        self.get(&name.name).cloned().ok_or_else(|| {
             let mut d = Diagnostic::error(
                 ErrorCode::UnknownName,
                 format!("`{}` is not defined", name.name),
@@ -389,6 +401,12 @@ pub(crate) struct Elaborator<'p> {
     /// While a `scan` cell is elaborated: `graph` is the cell's body, and this holds
     /// the model's graph and the parameters the body reads as operands.
     cell: Option<scan_call::CellFrame>,
+    limits: Limits,
+    /// The bytes of the parameters made so far, against `limits.parameter_bytes`.
+    parameter_bytes: u64,
+    /// How many copies the `repeat`s being elaborated make of what is inside them (the
+    /// product of their counts), against `limits.graph_nodes`.
+    repeat_copies: u64,
 }
 
 impl<'p> Elaborator<'p> {
@@ -473,6 +491,26 @@ impl<'p> Elaborator<'p> {
             }
             return Ok(v);
         }
+        let bytes = dims
+            .iter()
+            .try_fold(4u64, |acc, &d| acc.checked_mul(d))
+            .unwrap_or(u64::MAX);
+        self.parameter_bytes = self.parameter_bytes.saturating_add(bytes);
+        if self.parameter_bytes > self.limits.parameter_bytes {
+            return Err(Diagnostic::error(
+                ErrorCode::TooLarge,
+                format!(
+                    "the parameters need {} bytes, more than the budget of {} bytes",
+                    self.parameter_bytes, self.limits.parameter_bytes
+                ),
+                span,
+            )
+            .with_label(format!("`{path}` ({ty}) crosses the budget"))
+            .with_help(format!(
+                "make the layers smaller, or raise the budget with the environment variable {}",
+                crate::limits::PARAMETER_BYTES_VAR
+            )));
+        }
         let v = self.graph.add_leaf(
             Op::Param {
                 path: path.clone(),
@@ -516,6 +554,9 @@ impl<'p> Elaborator<'p> {
             .with_label("this needs f32")
             .with_secondary(self.graph.node(*bad).span, format!("this is {ty}")));
         }
+        if self.graph.len() >= self.limits.graph_nodes {
+            return Err(self.too_many_nodes(span));
+        }
         let mnemonic = op.mnemonic();
         let result = self.graph.add(op, operands, span);
         if let Ok(v) = result {
@@ -532,6 +573,24 @@ impl<'p> Elaborator<'p> {
             }
             d
         })
+    }
+
+    /// The graph budget is spent: refused at the op (or `repeat`) that would pass it.
+    fn too_many_nodes(&self, span: Span) -> Diagnostic {
+        Diagnostic::error(
+            ErrorCode::TooLarge,
+            format!(
+                "the model elaborates to more than {} values",
+                self.limits.graph_nodes
+            ),
+            span,
+        )
+        .with_label("the graph passes its budget here")
+        .with_note("every `repeat` copy and block call adds its operations to the graph")
+        .with_help(format!(
+            "use fewer or smaller `repeat`s, or raise the budget with the environment variable {}",
+            crate::limits::GRAPH_NODES_VAR
+        ))
     }
 
     pub(crate) fn tensor_type(
@@ -719,9 +778,9 @@ impl<'p> Elaborator<'p> {
             )
             .with_label("dotted names are used only in `train` sections"));
         }
-        if let Ok(v) = env.lookup(first) {
+        if let Some(v) = env.get(&first.name) {
             return Ok(Spanned {
-                value: v.value,
+                value: v.value.clone(),
                 span,
             });
         }
@@ -781,6 +840,14 @@ impl<'p> Elaborator<'p> {
                         x / y
                     }
                 };
+                if !r.is_finite() {
+                    return Err(Diagnostic::error(
+                        ErrorCode::BadHyperParam,
+                        format!("{x} {} {y} overflows to infinity", op.symbol()),
+                        span,
+                    )
+                    .with_label("too large for a number"));
+                }
                 let integer = *ix && *iy && (op != BinOp::Div || r.fract() == 0.0);
                 Ok(Value::Number { value: r, integer })
             }
@@ -800,6 +867,13 @@ impl<'p> Elaborator<'p> {
     fn as_tensor(&mut self, s: &Spanned, context: &str) -> Result<ValueId, Diagnostic> {
         match &s.value {
             Value::Tensor(t) => Ok(*t),
+            Value::Number { value, .. } if (*value as f32).is_infinite() => Err(Diagnostic::error(
+                ErrorCode::BadHyperParam,
+                format!("{value:e} is too large for an f32 tensor"),
+                s.span,
+            )
+            .with_label("overflows to infinity as f32")
+            .with_note(format!("the largest f32 is about {:e}", f32::MAX))),
             Value::Number { value, .. } => Ok(self.constant(*value, s.span)),
             v => Err(Diagnostic::error(
                 ErrorCode::BadArgument,
@@ -866,12 +940,24 @@ impl<'p> Elaborator<'p> {
                         .with_label("not a valid count"));
                     }
                 };
+                // Nested repeats multiply: refused before the first copy when they
+                // would make more copies than the graph may hold values.
+                let outer = self.repeat_copies;
+                let copies = outer.saturating_mul(n);
+                if copies > self.limits.graph_nodes as u64 {
+                    return Err(self
+                        .too_many_nodes(*span)
+                        .with_label(format!("these repeats make {copies} copies")));
+                }
                 let kind = stage_kind(stage);
                 let base = self.fresh_path(&kind);
                 let mut value = input;
-                for i in 0..n {
-                    value = self.stage(stage, value, env, Some(format!("{base}.{i}")))?;
-                }
+                self.repeat_copies = copies;
+                let result = (0..n).try_fold(value, |value, i| {
+                    self.stage(stage, value, env, Some(format!("{base}.{i}")))
+                });
+                self.repeat_copies = outer;
+                value = result?;
                 value.span = Span {
                     start: value.span.start.min(span.start),
                     end: span.end,
@@ -900,12 +986,12 @@ impl<'p> Elaborator<'p> {
     ) -> Result<Spanned, Diagnostic> {
         let callee = &call.callee;
         // A layer instance: its declaration's arguments after the call's own.
-        if let Ok(Spanned {
+        if let Some(Spanned {
             value: Value::Instance(path),
             ..
-        }) = env.lookup(callee)
+        }) = env.get(&callee.name)
         {
-            let decl = self.instances[&path].clone();
+            let decl = self.instances[path].clone();
             let mut positional: Vec<Spanned> = piped.into_iter().collect();
             let mut named = Vec::new();
             for a in &call.args {
@@ -1026,6 +1112,22 @@ impl<'p> Elaborator<'p> {
         forced_path: Option<String>,
     ) -> Result<Value, Diagnostic> {
         let name = &block.name.name;
+        if self.block_stack.len() == MAX_BLOCK_DEPTH {
+            return Err(Diagnostic::error(
+                ErrorCode::TooLarge,
+                format!("blocks call blocks more than {MAX_BLOCK_DEPTH} deep"),
+                call.span,
+            )
+            .with_label(format!("call {} of one nest", MAX_BLOCK_DEPTH + 1))
+            .with_note(format!(
+                "`{}` calls … `{}`, which makes this call",
+                self.block_stack[0],
+                self.block_stack[MAX_BLOCK_DEPTH - 1],
+            ))
+            .with_help(format!(
+                "flatten the chain: blocks may call each other at most {MAX_BLOCK_DEPTH} deep"
+            )));
+        }
         if self.block_stack.contains(name) {
             return Err(Diagnostic::error(
                 ErrorCode::Recursion,

@@ -65,6 +65,13 @@
 //!
 //!    A nested reduction counts as cheap: it evaluates its operand a bounded number of
 //!    times per row, whatever reads it. Everything else gets its own buffer and kernel.
+//!
+//!    An inlined tree (and an epilogue chain) is at most [`MAX_FUSED_DEPTH`] ops deep:
+//!    a value that would make it deeper gets its own buffer (as does a nested reduction,
+//!    then an ordinary reduction). So a long chain of element-wise ops (a model of a
+//!    thousand `|> relu`s) becomes several kernels, and every walk of a kernel's
+//!    expression trees (printers, the evaluator, both emitters) recurses a bounded
+//!    depth.
 //! 6. **Optimizer updates** (rule `update-group`): an update's new value is stored straight
 //!    into the persistent buffer it replaces, by a map over the parameter's shape. Updates
 //!    whose new values read each other's parameters or new values (Adam's `m`, `v` and
@@ -82,6 +89,10 @@ use std::collections::{HashMap, HashSet};
 /// a per-row value a broadcast may make of an expensive tree (rule `inline`): on the GPU
 /// every point of a row recomputes them, so they must stay small.
 pub const NESTED_REDUCE_MAX_POINTS: u64 = 64;
+
+/// The deepest an inlined expression tree, or an epilogue chain, may grow (rules
+/// `inline` and `epilogue`): the kernel IR's expression walkers recurse this deep.
+pub const MAX_FUSED_DEPTH: usize = 32;
 
 /// Where a value's elements come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -336,7 +347,8 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
             }
             let u = users[0];
             // A value ends at most one chain: the first product or reduction to reach it.
-            if fusion.placement.contains_key(&u)
+            if chain.len() > MAX_FUSED_DEPTH
+                || fusion.placement.contains_key(&u)
                 || !matches!(graph.node(u).op, Op::Unary(_) | Op::Binary(_))
                 || graph.ty(u).shape != shape
             {
@@ -374,12 +386,38 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
 
     // Rule 5: inlining, with the cost guard. `cost` is the number of expensive ops an
     // inlined value's expression evaluates; a nested reduction's is 0 (it counts as cheap).
+    // `depth` is the depth of an inlined value's expression tree.
     let mut cost: HashMap<ValueId, u32> = HashMap::new();
+    let mut depth: HashMap<ValueId, usize> = HashMap::new();
+    let tree_depth = |fusion: &Fusion, depth: &HashMap<ValueId, usize>, v: ValueId| {
+        1 + graph
+            .operands(v)
+            .iter()
+            .filter(|o| fusion.get(**o) == Placement::Inline)
+            .map(|o| depth.get(o).copied().unwrap_or(1))
+            .max()
+            .unwrap_or(0)
+    };
     for &v in &order {
         let node = graph.node(v);
+        if nested.contains(&v) {
+            let d = tree_depth(&fusion, &depth, v);
+            if d > MAX_FUSED_DEPTH {
+                fusion.placement.insert(v, Placement::Buffer);
+            } else {
+                depth.insert(v, d);
+            }
+            continue;
+        }
         if fusion.placement.contains_key(&v) {
             continue;
         }
+        let deep = tree_depth(&fusion, &depth, v);
+        if deep > MAX_FUSED_DEPTH && is_elementwise(&node.op) && !folds_into_matmuls(graph, v) {
+            fusion.placement.insert(v, Placement::Buffer);
+            continue;
+        }
+        depth.insert(v, deep);
         let placement = match &node.op {
             Op::Input { .. } | Op::Param { .. } => Placement::Leaf,
             Op::Const { .. } => Placement::Const,

@@ -39,6 +39,11 @@ pub enum ErrorCode {
     Recursion,
     /// E0014: a statement where it is not allowed (e.g. `input` in a block).
     Misplaced,
+    /// E0015: the model exceeds one of the compiler's limits (nesting depth, graph size,
+    /// parameter bytes; see `compiler/src/limits.rs`).
+    TooLarge,
+    /// E0016: a model or train section defined twice.
+    DuplicateSection,
 }
 
 impl ErrorCode {
@@ -58,6 +63,8 @@ impl ErrorCode {
             ErrorCode::MissingOutput => "E0012",
             ErrorCode::Recursion => "E0013",
             ErrorCode::Misplaced => "E0014",
+            ErrorCode::TooLarge => "E0015",
+            ErrorCode::DuplicateSection => "E0016",
         }
     }
 }

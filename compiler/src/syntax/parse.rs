@@ -2,6 +2,7 @@
 //! [`Diagnostic`]s pointing at the offending position.
 
 use super::ast::*;
+use crate::limits::{MAX_BRACKET_DEPTH, MAX_EXPR_DEPTH};
 use crate::source::Span;
 use crate::source::{Diagnostic, ErrorCode};
 use pest::Parser;
@@ -13,24 +14,99 @@ struct StrataParser;
 
 /// Parses a whole model file.
 pub fn parse(text: &str) -> Result<Program, Diagnostic> {
-    let mut pairs = StrataParser::parse(Rule::file, text).map_err(|e| {
-        check_delimiters(text)
-            .err()
-            .unwrap_or_else(|| syntax_error(e))
-    })?;
+    // Brackets are balanced and nest at most `MAX_BRACKET_DEPTH` deep before the grammar,
+    // a recursive-descent parser, sees the text: nesting is what its recursion follows.
+    check_delimiters(text)?;
+    let mut pairs = StrataParser::parse(Rule::file, text).map_err(syntax_error)?;
     let mut program = Program::default();
     let Some(file) = pairs.next() else {
         return Ok(program);
     };
     for item in file.into_inner() {
         match item.as_rule() {
-            Rule::model_def => program.models.push(model_def(item)?),
+            Rule::model_def => {
+                let model = model_def(item)?;
+                refuse_second("model", &model.name, program.models.iter().map(|m| &m.name))?;
+                program.models.push(model);
+            }
             Rule::block_def => program.blocks.push(model_def(item)?),
-            Rule::train_def => program.trains.push(train_def(item)?),
+            Rule::train_def => {
+                let train = train_def(item)?;
+                refuse_second(
+                    "train section for",
+                    &train.model,
+                    program.trains.iter().map(|t| &t.model),
+                )?;
+                program.trains.push(train);
+            }
             _ => {}
         }
     }
     Ok(program)
+}
+
+/// A second `model M` (or `train M`) would make which one is meant depend on the order
+/// of the file: refused, pointing at both.
+fn refuse_second<'a>(
+    what: &str,
+    name: &Ident,
+    earlier: impl Iterator<Item = &'a Ident>,
+) -> Result<(), Diagnostic> {
+    let mut earlier = earlier;
+    match earlier.find(|e| e.name == name.name) {
+        None => Ok(()),
+        Some(first) => Err(Diagnostic::error(
+            ErrorCode::DuplicateSection,
+            format!("{what} `{}` is defined twice", name.name),
+            name.span,
+        )
+        .with_label("defined again here")
+        .with_secondary(first.span, "first defined here")
+        .with_help("rename or remove one of them")),
+    }
+}
+
+/// How deeply an expression nests (a leaf is 1). Called on expressions this parser
+/// built, which are at most [`MAX_EXPR_DEPTH`] + 1 deep, so the recursion is bounded.
+fn depth(e: &Expr) -> usize {
+    1 + match &e.kind {
+        ExprKind::Number { .. } | ExprKind::Str(_) | ExprKind::Path(_) => 0,
+        ExprKind::Call(c) => call_depth(c),
+        ExprKind::List(items) => items.iter().map(depth).max().unwrap_or(0),
+        ExprKind::Neg(x) => depth(x),
+        ExprKind::Binary(_, a, b) => depth(a).max(depth(b)),
+        ExprKind::Pipe(x, stage) => depth(x).max(stage_depth(stage)),
+    }
+}
+
+fn call_depth(c: &Call) -> usize {
+    c.args.iter().map(|a| depth(&a.value)).max().unwrap_or(0)
+}
+
+fn stage_depth(stage: &Stage) -> usize {
+    match stage {
+        Stage::Call(c) => call_depth(c),
+        Stage::Name(_) => 0,
+        Stage::Repeat { count, stage, .. } => depth(count).max(stage_depth(stage)) + 1,
+    }
+}
+
+/// Refuses an expression `deep` levels deep when that is past [`MAX_EXPR_DEPTH`],
+/// pointing at `at`, where the limit was crossed.
+fn check_depth(deep: usize, at: Span) -> Result<(), Diagnostic> {
+    if deep <= MAX_EXPR_DEPTH {
+        return Ok(());
+    }
+    Err(Diagnostic::error(
+        ErrorCode::TooLarge,
+        format!("this expression nests more than {MAX_EXPR_DEPTH} operations deep"),
+        at,
+    )
+    .with_label(format!("operation {deep} of one chain"))
+    .with_note(format!(
+        "an expression may nest at most {MAX_EXPR_DEPTH} operators, pipe stages and calls"
+    ))
+    .with_help("split it into several bindings (`h1 = …`, `h2 = h1 |> …`)"))
 }
 
 fn span(pair: &Pair<Rule>) -> Span {
@@ -187,8 +263,11 @@ fn expr(pair: Pair<Rule>) -> Result<Expr, Diagnostic> {
         Rule::pipeline => {
             let mut it = pair.into_inner();
             let mut value = expr(it.next().expect("grammar: pipeline head"))?;
+            let mut deep = depth(&value);
             for st in it {
                 let stage = stage(st)?;
+                deep = deep.max(stage_depth(&stage)) + 1;
+                check_depth(deep, stage.span())?;
                 let span = Span {
                     start: value.span.start,
                     end: stage.span().end,
@@ -203,7 +282,9 @@ fn expr(pair: Pair<Rule>) -> Result<Expr, Diagnostic> {
         Rule::arith | Rule::term => {
             let mut it = pair.into_inner();
             let mut value = expr(it.next().expect("grammar: operand"))?;
+            let mut deep = depth(&value);
             while let Some(op) = it.next() {
+                let op_span = span(&op);
                 let op = match op.as_str() {
                     "+" => BinOp::Add,
                     "-" => BinOp::Sub,
@@ -211,6 +292,8 @@ fn expr(pair: Pair<Rule>) -> Result<Expr, Diagnostic> {
                     _ => BinOp::Div,
                 };
                 let rhs = expr(it.next().expect("grammar: right operand"))?;
+                deep = deep.max(depth(&rhs)) + 1;
+                check_depth(deep, op_span)?;
                 let span = Span {
                     start: value.span.start,
                     end: rhs.span.end,
@@ -226,6 +309,7 @@ fn expr(pair: Pair<Rule>) -> Result<Expr, Diagnostic> {
             let parts: Vec<Pair<Rule>> = pair.into_inner().collect();
             let (negs, atom) = parts.split_at(parts.len() - 1);
             let mut value = expr(atom[0].clone())?;
+            check_depth(depth(&value) + negs.len(), sp)?;
             for n in negs.iter().rev() {
                 value = Expr {
                     span: Span {
@@ -243,6 +327,15 @@ fn expr(pair: Pair<Rule>) -> Result<Expr, Diagnostic> {
             let value: f64 = text.parse().map_err(|_| {
                 Diagnostic::error(ErrorCode::Syntax, format!("`{text}` is not a number"), sp)
             })?;
+            if !value.is_finite() {
+                return Err(Diagnostic::error(
+                    ErrorCode::BadHyperParam,
+                    format!("`{text}` is too large for a number"),
+                    sp,
+                )
+                .with_label("overflows to infinity")
+                .with_note(format!("the largest number is about {:e}", f64::MAX)));
+            }
             Ok(Expr {
                 kind: ExprKind::Number { value, integer },
                 span: sp,
@@ -257,10 +350,14 @@ fn expr(pair: Pair<Rule>) -> Result<Expr, Diagnostic> {
             ),
             span: sp,
         }),
-        Rule::list => Ok(Expr {
-            kind: ExprKind::List(pair.into_inner().map(expr).collect::<Result<_, _>>()?),
-            span: sp,
-        }),
+        Rule::list => {
+            let list = Expr {
+                kind: ExprKind::List(pair.into_inner().map(expr).collect::<Result<_, _>>()?),
+                span: sp,
+            };
+            check_depth(depth(&list), sp)?;
+            Ok(list)
+        }
         Rule::call => Ok(Expr {
             kind: ExprKind::Call(call(pair)?),
             span: sp,
@@ -289,11 +386,13 @@ fn call(pair: Pair<Rule>) -> Result<Call, Diagnostic> {
         let name = parts.pop().map(ident);
         args.push(Arg { name, value });
     }
-    Ok(Call {
+    let call = Call {
         callee,
         args,
         span: sp,
-    })
+    };
+    check_depth(call_depth(&call) + 1, sp)?;
+    Ok(call)
 }
 
 fn stage(pair: Pair<Rule>) -> Result<Stage, Diagnostic> {
@@ -306,11 +405,13 @@ fn stage(pair: Pair<Rule>) -> Result<Stage, Diagnostic> {
             let mut it = inner.into_inner();
             let count = expr(it.next().expect("grammar: repeat count"))?;
             let stage = stage(it.next().expect("grammar: repeat stage"))?;
-            Ok(Stage::Repeat {
+            let repeat = Stage::Repeat {
                 count: Box::new(count),
                 stage: Box::new(stage),
                 span: sp,
-            })
+            };
+            check_depth(stage_depth(&repeat), sp)?;
+            Ok(repeat)
         }
         r => unreachable!("grammar: unexpected stage {r:?}"),
     }
@@ -377,9 +478,13 @@ fn syntax_error(e: pest::error::Error<Rule>) -> Diagnostic {
 }
 
 /// Finds the first unbalanced bracket, which explains a parse error better than the
-/// grammar's view of the next token can ("unclosed `[`" at the opener).
+/// grammar's view of the next token can ("unclosed `[`" at the opener), or the first
+/// bracket nested past [`MAX_BRACKET_DEPTH`].
 fn check_delimiters(text: &str) -> Result<(), Diagnostic> {
     let mut stack: Vec<(char, usize)> = Vec::new();
+    // `repeat N repeat M stage` nests the grammar's recursion as brackets do: the
+    // repeats of the chain being read, one count per open bracket (and the top level).
+    let mut repeats: Vec<usize> = vec![0];
     let mut chars = text.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
         match c {
@@ -387,9 +492,39 @@ fn check_delimiters(text: &str) -> Result<(), Diagnostic> {
                 while chars.next_if(|(_, n)| *n != '\n').is_some() {}
             }
             '#' => while chars.next_if(|(_, n)| *n != '\n').is_some() {},
-            '"' => while chars.next_if(|(_, n)| *n != '"' && *n != '\n').is_some() {},
-            '(' | '[' | '{' => stack.push((c, i)),
+            '"' => {
+                while chars.next_if(|(_, n)| *n != '"' && *n != '\n').is_some() {}
+                chars.next_if(|(_, n)| *n == '"');
+            }
+            '=' | ',' => *repeats.last_mut().expect("never empty") = 0,
+            '|' if chars.peek().is_some_and(|(_, n)| *n == '>') => {
+                *repeats.last_mut().expect("never empty") = 0;
+            }
+            c if c.is_ascii_alphabetic() || c == '_' => {
+                let mut end = i + 1;
+                while let Some((j, _)) =
+                    chars.next_if(|(_, n)| n.is_ascii_alphanumeric() || *n == '_')
+                {
+                    end = j + 1;
+                }
+                if &text[i..end] == "repeat" {
+                    if nesting(&stack, &repeats) == MAX_BRACKET_DEPTH {
+                        return Err(too_deep(Span::new(i, end)));
+                    }
+                    *repeats.last_mut().expect("never empty") += 1;
+                }
+            }
+            '(' | '[' | '{' if nesting(&stack, &repeats) == MAX_BRACKET_DEPTH => {
+                return Err(too_deep(Span::new(i, i + 1)));
+            }
+            '(' | '[' | '{' => {
+                stack.push((c, i));
+                repeats.push(0);
+            }
             ')' | ']' | '}' => {
+                if repeats.len() > 1 {
+                    repeats.pop();
+                }
                 let open = match c {
                     ')' => '(',
                     ']' => '[',
@@ -428,6 +563,21 @@ fn check_delimiters(text: &str) -> Result<(), Diagnostic> {
         .with_label(format!("this `{o}` is never closed with `{}`", closer(o)))),
         None => Ok(()),
     }
+}
+
+/// How deeply the text nests at a point: its open brackets and `repeat`s.
+fn nesting(stack: &[(char, usize)], repeats: &[usize]) -> usize {
+    stack.len() + repeats.iter().sum::<usize>()
+}
+
+fn too_deep(at: Span) -> Diagnostic {
+    Diagnostic::error(
+        ErrorCode::TooLarge,
+        format!("brackets and `repeat`s nest more than {MAX_BRACKET_DEPTH} deep"),
+        at,
+    )
+    .with_label(format!("level {} of one nest", MAX_BRACKET_DEPTH + 1))
+    .with_help("split the expression into several bindings")
 }
 
 fn closer(open: char) -> char {

@@ -18,6 +18,7 @@ pub mod images;
 pub mod losses;
 pub mod normalize;
 pub mod optimizer;
+pub mod ranges;
 pub mod section;
 pub mod section_graph;
 pub mod steps;
@@ -26,6 +27,7 @@ use crate::elaborate::{Elaborated, TrainElab};
 use crate::ir::{DType, Dim, Graph, Op, TensorType};
 use crate::passes::{autodiff, dce};
 use crate::source::{Diagnostic, ErrorCode};
+use ranges::{Origin, ValidRange};
 use section::Setting;
 use std::collections::HashMap;
 use strata_artifact::Metric;
@@ -69,33 +71,27 @@ pub fn build(
     let settings = section::settings(&t.section, &hyper)?;
     let at = t.section.model.span;
     let get = |k: &str| settings.get(k);
-    let number = |k: &str, default: f64| -> Result<f64, Diagnostic> {
+    // A numeric setting, from the command line or the file, and where it came from.
+    let number = |k: &str, default: f64| -> Result<(f64, Origin), Diagnostic> {
         if let Some((_, v)) = overrides.iter().rev().find(|(key, _)| key == k) {
             return v
                 .parse()
+                .map(|n| (n, Origin::Override(at)))
                 .map_err(|_| err(at, format!("--set {k}={v}: not a number")));
         }
         match get(k) {
-            None => Ok(default),
-            Some((Setting::Number(v), _)) => Ok(*v),
+            None => Ok((default, Origin::File(at))),
+            Some((Setting::Number(v), span)) => Ok((*v, Origin::File(*span))),
             Some((_, span)) => Err(err(*span, format!("`{k}` must be a number"))),
         }
     };
-    let positive = |k: &str, default: f64| -> Result<u64, Diagnostic> {
-        let v = number(k, default)?;
-        if v < 1.0 || v.fract() != 0.0 {
-            let span = get(k).map_or(at, |(_, s)| *s);
-            return Err(Diagnostic::error(
-                ErrorCode::BadHyperParam,
-                format!("`{k}` must be a positive integer, got {v}"),
-                span,
-            ));
-        }
-        Ok(v as u64)
+    let integer = |k: &str, default: f64, range: ValidRange| -> Result<u64, Diagnostic> {
+        let (v, origin) = number(k, default)?;
+        range.check_integer(k, v, origin)
     };
-    let batch = positive("batch", 32.0)?;
-    let epochs = positive("epochs", 10.0)?;
-    let seed = number("seed", 0.0)? as u64;
+    let batch = integer("batch", 32.0, ValidRange::BATCH)?;
+    let epochs = integer("epochs", 10.0, ValidRange::COUNT)?;
+    let seed = integer("seed", 0.0, ValidRange::NON_NEGATIVE_INTEGER)?;
     let data = match overrides.iter().rev().find(|(k, _)| k == "data") {
         Some((_, v)) => v.clone(),
         None => match get("data") {
@@ -140,7 +136,7 @@ pub fn build(
                 };
                 *o = *v;
             }
-            if out.iter().any(|f| *f < 0.0)
+            if out.iter().any(|f| !(f.is_finite() && *f >= 0.0))
                 || (out.iter().sum::<f64>() - 1.0).abs() > 1e-6
                 || out[0] <= 0.0
             {
@@ -161,10 +157,12 @@ pub fn build(
     };
     let lr_override: Option<f64> = match overrides.iter().rev().find(|(k, _)| k == "lr") {
         None => None,
-        Some((_, v)) => Some(
-            v.parse()
-                .map_err(|_| err(at, format!("--set lr={v}: not a number")))?,
-        ),
+        Some((_, v)) => {
+            let lr = v
+                .parse()
+                .map_err(|_| err(at, format!("--set lr={v}: not a number")))?;
+            Some(ValidRange::POSITIVE.check("lr", lr, Origin::Override(at))?)
+        }
     };
     let schedule = match get("schedule") {
         None => Schedule::Constant,
@@ -190,9 +188,11 @@ pub fn build(
         early_stop.as_mut(),
         overrides.iter().rev().find(|(k, _)| k == "patience"),
     ) {
-        es.patience = v
+        let patience = v
             .parse()
             .map_err(|_| err(at, format!("--set patience={v}: not an integer")))?;
+        es.patience =
+            ValidRange::COUNT.check_integer("patience", patience, Origin::Override(at))?;
     }
     let normalize_span = get("normalize").map_or(at, |(_, span)| *span);
     let normalize = match get("normalize") {
@@ -202,7 +202,7 @@ pub fn build(
         }
         Some((Setting::Call { name, args }, _)) if name == "scale" && args.len() == 1 => {
             match &args[0].1 {
-                Setting::Number(k) => format!("scale:{k}"),
+                Setting::Number(k) if ValidRange::POSITIVE.contains(*k) => format!("scale:{k}"),
                 _ => return Err(err(at, "scale(K) divides features by K")),
             }
         }
@@ -213,7 +213,7 @@ pub fn build(
             ));
         }
     };
-    let checkpoint_every = number("checkpoint_every", 0.0)? as u64;
+    let checkpoint_every = integer("checkpoint_every", 0.0, ValidRange::NON_NEGATIVE_INTEGER)?;
     let sequential_split = match get("split_order") {
         None => false,
         Some((Setting::Word(w), _)) if w == "shuffled" => false,

@@ -3,6 +3,7 @@
 //! at the setting's span.
 
 use super::optimizer::Optimizer;
+use super::ranges::{Origin, ValidRange};
 use crate::elaborate::value::Value;
 use crate::source::Span;
 use crate::source::{Diagnostic, ErrorCode};
@@ -211,6 +212,16 @@ pub fn call_args(
     Ok(out)
 }
 
+/// Argument `key` of `m` (what [`call_args`] read), checked against `range`.
+fn ranged(
+    m: &HashMap<String, f64>,
+    key: &str,
+    range: ValidRange,
+    span: Span,
+) -> Result<f64, Diagnostic> {
+    range.check(key, m[key], Origin::File(span))
+}
+
 /// `optimizer = adam(lr = 1e-3)` → the rule and its learning rate.
 pub fn optimizer(setting: &Setting, span: Span) -> Result<(Optimizer, f64), Diagnostic> {
     let (name, args) = match setting {
@@ -234,11 +245,11 @@ pub fn optimizer(setting: &Setting, span: Span) -> Result<(Optimizer, f64), Diag
             ])?;
             (
                 Optimizer::Sgd {
-                    momentum: m["momentum"],
+                    momentum: ranged(&m, "momentum", ValidRange::DECAY, span)?,
                     nesterov: m["nesterov"] != 0.0,
-                    weight_decay: m["weight_decay"],
+                    weight_decay: ranged(&m, "weight_decay", ValidRange::NON_NEGATIVE, span)?,
                 },
-                m["lr"],
+                ranged(&m, "lr", ValidRange::POSITIVE, span)?,
             )
         }
         "momentum" => {
@@ -250,11 +261,11 @@ pub fn optimizer(setting: &Setting, span: Span) -> Result<(Optimizer, f64), Diag
             ])?;
             (
                 Optimizer::Sgd {
-                    momentum: m["momentum"],
+                    momentum: ranged(&m, "momentum", ValidRange::DECAY, span)?,
                     nesterov: m["nesterov"] != 0.0,
-                    weight_decay: m["weight_decay"],
+                    weight_decay: ranged(&m, "weight_decay", ValidRange::NON_NEGATIVE, span)?,
                 },
-                m["lr"],
+                ranged(&m, "lr", ValidRange::POSITIVE, span)?,
             )
         }
         "adam" | "adamw" => {
@@ -268,13 +279,13 @@ pub fn optimizer(setting: &Setting, span: Span) -> Result<(Optimizer, f64), Diag
             ])?;
             (
                 Optimizer::Adam {
-                    beta1: m["beta1"],
-                    beta2: m["beta2"],
-                    eps: m["eps"],
-                    weight_decay: m["weight_decay"],
+                    beta1: ranged(&m, "beta1", ValidRange::DECAY, span)?,
+                    beta2: ranged(&m, "beta2", ValidRange::DECAY, span)?,
+                    eps: ranged(&m, "eps", ValidRange::POSITIVE, span)?,
+                    weight_decay: ranged(&m, "weight_decay", ValidRange::NON_NEGATIVE, span)?,
                     decoupled: name == "adamw",
                 },
-                m["lr"],
+                ranged(&m, "lr", ValidRange::POSITIVE, span)?,
             )
         }
         "rmsprop" => {
@@ -286,21 +297,21 @@ pub fn optimizer(setting: &Setting, span: Span) -> Result<(Optimizer, f64), Diag
             ])?;
             (
                 Optimizer::RmsProp {
-                    alpha: m["alpha"],
-                    eps: m["eps"],
-                    weight_decay: m["weight_decay"],
+                    alpha: ranged(&m, "alpha", ValidRange::DECAY, span)?,
+                    eps: ranged(&m, "eps", ValidRange::POSITIVE, span)?,
+                    weight_decay: ranged(&m, "weight_decay", ValidRange::NON_NEGATIVE, span)?,
                 },
-                m["lr"],
+                ranged(&m, "lr", ValidRange::POSITIVE, span)?,
             )
         }
         "adagrad" => {
             let m = a(&[("lr", 1e-2), ("eps", 1e-10), ("weight_decay", 0.0)])?;
             (
                 Optimizer::Adagrad {
-                    eps: m["eps"],
-                    weight_decay: m["weight_decay"],
+                    eps: ranged(&m, "eps", ValidRange::POSITIVE, span)?,
+                    weight_decay: ranged(&m, "weight_decay", ValidRange::NON_NEGATIVE, span)?,
                 },
-                m["lr"],
+                ranged(&m, "lr", ValidRange::POSITIVE, span)?,
             )
         }
         other => {
@@ -331,14 +342,18 @@ pub fn schedule(setting: &Setting, span: Span) -> Result<Schedule, Diagnostic> {
         "step" => {
             let m = call_args(name, args, &[("every", 10.0), ("gamma", 0.1)], span)?;
             Schedule::Step {
-                every: m["every"].max(1.0) as u64,
-                gamma: m["gamma"],
+                every: ValidRange::COUNT.check_integer("every", m["every"], Origin::File(span))?,
+                gamma: ranged(&m, "gamma", ValidRange::POSITIVE, span)?,
             }
         }
         "cosine" => {
             let m = call_args(name, args, &[("warmup", 0.0)], span)?;
             Schedule::Cosine {
-                warmup: m["warmup"].max(0.0) as u64,
+                warmup: ValidRange::NON_NEGATIVE_INTEGER.check_integer(
+                    "warmup",
+                    m["warmup"],
+                    Origin::File(span),
+                )?,
             }
         }
         other => {
@@ -389,8 +404,8 @@ pub fn early_stop(setting: &Setting, span: Span) -> Result<EarlyStop, Diagnostic
             .and_then(Metric::from_name)
             .is_some_and(Metric::maximize),
         monitor,
-        patience: m["patience"].max(1.0) as u64,
-        min_delta: m["min_delta"],
+        patience: ValidRange::COUNT.check_integer("patience", m["patience"], Origin::File(span))?,
+        min_delta: ranged(&m, "min_delta", ValidRange::NON_NEGATIVE, span)?,
         restore_best: m["restore"] != 0.0,
     })
 }

@@ -12,6 +12,7 @@
 //! step updates is almost always a misspelled prefix.
 
 use super::optimizer::Optimizer;
+use super::ranges::ValidRange;
 use super::section::{self, Setting};
 use crate::elaborate::value::Value;
 use crate::elaborate::{StepElab, TrainElab};
@@ -72,7 +73,7 @@ fn optimizer_and_clip(
     };
     let clip = match settings.get("clip") {
         None => None,
-        Some((Setting::Number(v), _)) if *v > 0.0 => Some(*v),
+        Some((Setting::Number(v), _)) if ValidRange::POSITIVE.contains(*v) => Some(*v),
         Some((_, span)) => return Err(err(*span, "`clip` is a positive maximum gradient norm")),
     };
     Ok((opt, lr, clip))

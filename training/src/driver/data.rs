@@ -5,7 +5,8 @@
 use strata_kernels::ir::{Dim, ScalarType};
 
 use super::TrainError;
-use crate::{Batch, DataSource, Dataset, Labels, Normalization, Normalizer};
+use crate::loaders::DataSpec;
+use crate::{Batch, Dataset, Labels, Normalization, Normalizer};
 use strata_artifact::manifest::{Entry, Manifest};
 use strata_artifact::tensor::{HostTensor, TensorData, dtype_name};
 use strata_artifact::train_config::{Task, TrainConfig};
@@ -392,7 +393,7 @@ pub(super) fn load_splits(
             "the train section names no data: pass one with --data (e.g. --data digits)".into(),
         ));
     }
-    let mut data = DataSource::parse(spec)?.load()?;
+    let mut data = DataSpec::parse(spec)?.load()?;
     data.reshape_features(&ports.sample_shape).map_err(|e| {
         TrainError::Config(format!(
             "data `{spec}` does not fit the features input `{}`: {e}",

@@ -488,6 +488,12 @@ impl<'a> Run<'a> {
     /// and reopens the log up to its epoch.
     fn resume(&mut self) -> Result<(), TrainError> {
         let path = &self.paths.last;
+        if path.is_dir() {
+            return Err(TrainError::Resume(format!(
+                "{} is a directory, not a checkpoint file; move it away to resume",
+                path.display()
+            )));
+        }
         if !path.is_file() {
             return Err(TrainError::Resume(format!(
                 "{} does not exist; train without --resume to start a run there",

@@ -98,13 +98,19 @@ impl Progress {
         }
     }
 
-    /// The table row of an epoch.
+    /// Prints the table row of an epoch.
     pub fn row(&self, record: &EpochRecord, note: &str) {
+        self.line(&self.row_text(record, note));
+    }
+
+    /// The table row of an epoch.
+    fn row_text(&self, record: &EpochRecord, note: &str) -> String {
+        // "-" is a value not measured; NaN and infinities show as themselves.
         let number = |v: f64| {
             if v.is_finite() {
                 format!("{v:.4}")
             } else {
-                "-".to_string()
+                format!("{v}")
             }
         };
         let mut row = format!(
@@ -127,6 +133,29 @@ impl Progress {
             row.push_str("  ");
             row.push_str(note);
         }
-        self.line(&row);
+        row
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nan_loss_is_shown_as_nan_and_a_missing_one_as_a_dash() {
+        let progress = Progress::new(true, false, vec!["accuracy".into()]);
+        let record = |val_loss| EpochRecord {
+            epoch: 3,
+            step: 30,
+            train_loss: f64::NAN,
+            val_loss,
+            metrics: Default::default(),
+            seconds: 0.5,
+        };
+        let row = progress.row_text(&record(Some(f64::NAN)), "");
+        assert_eq!(row.matches("NaN").count(), 2, "{row}");
+        let row = progress.row_text(&record(None), "");
+        assert_eq!(row.matches("NaN").count(), 1, "{row}");
+        assert!(row.contains(" - "), "{row}");
     }
 }

@@ -264,8 +264,19 @@ pub(crate) fn dataset_from_table(
     let n = table.lines.len();
     let mut features = Vec::with_capacity(n * (columns - 1));
     let mut labels = Vec::with_capacity(n);
-    for row in table.values.chunks_exact(columns) {
+    for (i, row) in table.values.chunks_exact(columns).enumerate() {
         for (j, &x) in row.iter().enumerate() {
+            // A finite number past f32's range would become an infinity.
+            if !(x as f32).is_finite() {
+                return Err(DataError::malformed(
+                    file,
+                    Location::Cell {
+                        line: table.lines[i],
+                        column: j + 1,
+                    },
+                    format!("{x} is too large for f32 (at most about {:e})", f32::MAX),
+                ));
+            }
             if j == label {
                 labels.push(x);
             } else {

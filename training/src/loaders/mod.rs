@@ -16,9 +16,12 @@
 //! - [`idx_file`]: the IDX format of MNIST.
 //! - [`safetensors_file`]: tensors `features` and `labels` in a safetensors file.
 //! - [`source`]: [`DataSource`], the command-line spec.
+//! - [`finite`]: [`DataSpec`], a source that refuses NaN and infinities unless it ends in
+//!   `,allow_nonfinite`.
 //! - here: gzip detection, NPY pairs, and turning tensors into a [`Dataset`].
 
 pub mod csv_file;
+pub mod finite;
 pub mod idx_file;
 pub mod safetensors_file;
 pub mod source;
@@ -28,6 +31,7 @@ use std::path::Path;
 
 pub use csv_file::{CsvOptions, HeaderMode, MAX_AUTO_CLASSES, Task, load_csv, parse_csv};
 pub(crate) use csv_file::{dataset_from_table, read_csv_table};
+pub use finite::{ALLOW_NONFINITE, DataSpec};
 pub use idx_file::{load_idx, parse_idx};
 pub use safetensors_file::{load_safetensors, parse_safetensors};
 pub use source::DataSource;
@@ -47,12 +51,20 @@ pub fn read_data_file(path: &Path) -> Result<Vec<u8>, DataError> {
 
 /// `bytes` decompressed if they start with the gzip magic, else unchanged.
 pub(crate) fn maybe_gunzip(bytes: Vec<u8>, file: &str) -> Result<Vec<u8>, DataError> {
+    maybe_gunzip_at_most(bytes, file, MAX_DECOMPRESSED_BYTES)
+}
+
+/// [`maybe_gunzip`] with a limit on the decompressed size.
+pub fn maybe_gunzip_at_most(bytes: Vec<u8>, file: &str, limit: u64) -> Result<Vec<u8>, DataError> {
     if !bytes.starts_with(&[0x1f, 0x8b]) {
         return Ok(bytes);
     }
     let mut out = Vec::new();
-    // MultiGzDecoder: a .gz may hold several members (concatenated gzip files).
+    // MultiGzDecoder: a .gz may hold several members (concatenated gzip files). Read at
+    // most one byte past the limit, so a small file that inflates without bound (a gzip
+    // bomb) stops there.
     flate2::read::MultiGzDecoder::new(bytes.as_slice())
+        .take(limit.saturating_add(1))
         .read_to_end(&mut out)
         .map_err(|e| {
             DataError::malformed(
@@ -61,8 +73,21 @@ pub(crate) fn maybe_gunzip(bytes: Vec<u8>, file: &str) -> Result<Vec<u8>, DataEr
                 format!("the gzip stream is corrupt or truncated: {e}"),
             )
         })?;
+    if out.len() as u64 > limit {
+        return Err(DataError::malformed(
+            file,
+            Location::File,
+            format!(
+                "it decompresses to more than {limit} bytes (the limit on a gzipped data \
+                 file); decompress it yourself to load it"
+            ),
+        ));
+    }
     Ok(out)
 }
+
+/// The most bytes a gzipped data file may decompress to: 4 GiB.
+pub const MAX_DECOMPRESSED_BYTES: u64 = 4 << 30;
 
 // ---------------------------------------------------------------------------------------
 // Tensors (NPY, IDX, safetensors) to datasets
