@@ -1,5 +1,6 @@
 //! Scheduling and memory planning over the lowered kernels; [`print`] and [`svg`] show a plan.
 
+mod lifetime_index;
 pub mod memory_plan;
 pub mod print;
 pub mod stats;
