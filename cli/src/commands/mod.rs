@@ -141,6 +141,7 @@ fn options(c: &Common) -> Result<CompileOptions, ExitCode> {
     Ok(CompileOptions {
         train_overrides,
         without_parts: false,
+        only_artifact: false,
         elaborate: ElaborateOptions {
             model: c.model.clone(),
             overrides,
