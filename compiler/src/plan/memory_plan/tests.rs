@@ -147,7 +147,7 @@ fn live_together(l: &Lowered, a: usize, b: usize) -> bool {
             .filter(|(_, launch)| launch.bindings.iter().any(|&y| l.root(y) == x))
             .map(|(i, _)| i);
         let first = touched.next()?;
-        Some((first, touched.last().unwrap_or(first)))
+        Some((first, touched.next_back().unwrap_or(first)))
     };
     match (range(a), range(b)) {
         (Some((fa, la)), Some((fb, lb))) => fa.max(fb) < la.min(lb),
