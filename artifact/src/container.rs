@@ -24,6 +24,8 @@
 //! a file from another format version says so instead of looking corrupt. Nothing after
 //! the checksum is allowed: an artifact is exactly as long as its header says.
 
+use std::io::Write;
+
 use strata_kernels::ir::{Expr, KernelBody};
 
 use super::Artifact;
@@ -44,28 +46,52 @@ impl Artifact {
     /// Fails only if the manifest holds a value JSON cannot carry: a non-finite kernel
     /// constant (serde_json would write `null`, which could not be read back).
     pub fn to_bytes(&self) -> Result<Vec<u8>, ArtifactError> {
-        check_representable(self)?;
-        let manifest = serde_json::to_vec(&self.manifest)
-            .map_err(|e| ArtifactError::Unrepresentable(e.to_string()))?;
-        let sections = [
-            &manifest[..],
-            self.clif.as_bytes(),
-            self.wgsl.as_bytes(),
-            &self.weights,
-        ];
-        let body: usize = sections.iter().map(|s| s.len()).sum();
-        let mut out = Vec::with_capacity(HEADER_LEN + body + CHECKSUM_LEN);
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        for section in sections {
-            out.extend_from_slice(&(section.len() as u64).to_le_bytes());
-        }
-        for section in sections {
-            out.extend_from_slice(section);
-        }
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
+        let mut out = Vec::with_capacity(self.byte_len_estimate());
+        self.write_to(&mut out)?;
         Ok(out)
+    }
+
+    /// Writes the bytes of [`Artifact::to_bytes`] to `out` without holding them all in
+    /// memory (the checksum is computed as they go), and returns how many it wrote: an
+    /// executable's artifact is mostly weights, which need not exist twice.
+    pub fn write_to(&self, out: &mut impl Write) -> Result<u64, ArtifactError> {
+        check_representable(self)?;
+        // The manifest's JSON is written twice, counted then streamed, rather than held:
+        // a deep model's manifest is tens of megabytes.
+        let mut counted = Counted(0);
+        serde_json::to_writer(&mut counted, &self.manifest)
+            .map_err(|e| ArtifactError::Unrepresentable(e.to_string()))?;
+        let lengths = [
+            counted.0,
+            self.clif.len() as u64,
+            self.wgsl.len() as u64,
+            self.weights.len() as u64,
+        ];
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        header.extend_from_slice(&MAGIC);
+        header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        for len in lengths {
+            header.extend_from_slice(&len.to_le_bytes());
+        }
+        let mut body = Checksummed {
+            out: &mut *out,
+            crc: crc32fast::Hasher::new(),
+        };
+        body.write_all(&header).map_err(ArtifactError::Write)?;
+        serde_json::to_writer(&mut body, &self.manifest)
+            .map_err(|e| ArtifactError::Write(e.into()))?;
+        for section in [self.clif.as_bytes(), self.wgsl.as_bytes(), &self.weights] {
+            body.write_all(section).map_err(ArtifactError::Write)?;
+        }
+        let crc = body.crc.finalize();
+        out.write_all(&crc.to_le_bytes())
+            .map_err(ArtifactError::Write)?;
+        Ok((HEADER_LEN + CHECKSUM_LEN) as u64 + lengths.iter().sum::<u64>())
+    }
+
+    /// The serialized size, give or take the manifest's JSON.
+    fn byte_len_estimate(&self) -> usize {
+        HEADER_LEN + self.clif.len() + self.wgsl.len() + self.weights.len() + CHECKSUM_LEN
     }
 
     /// Parses and validates an artifact; any defect is an error, never a panic.
@@ -185,6 +211,38 @@ fn to_array<const N: usize>(b: &[u8]) -> [u8; N] {
     let n = b.len().min(N);
     out[..n].copy_from_slice(&b[..n]);
     out
+}
+
+/// A writer that only counts bytes.
+struct Counted(u64);
+
+impl Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A writer that keeps the CRC-32 of what goes through it.
+struct Checksummed<'w, W: Write> {
+    out: &'w mut W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> Write for Checksummed<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// Refuses kernel constants that JSON cannot carry.

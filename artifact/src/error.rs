@@ -71,6 +71,8 @@ pub enum ArtifactError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot write the artifact: {0}")]
+    Write(#[source] std::io::Error),
 
     #[error(transparent)]
     Kernel(#[from] KernelError),

@@ -11,9 +11,10 @@
 //! at, so the magic's copy in the stub's own read-only data never confuses the search.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
+use crate::Artifact;
 use crate::error::ArtifactError;
 
 /// The last eight bytes of an executable that carries an artifact.
@@ -29,6 +30,20 @@ pub fn append_to_executable(stub: &[u8], artifact: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&(artifact.len() as u64).to_le_bytes());
     out.extend_from_slice(&TRAILER_MAGIC);
     out
+}
+
+/// Writes an executable: the stub read from `stub` (a file, not held in memory), then
+/// `artifact` and the trailer, the bytes [`append_to_executable`] would build.
+pub fn write_executable(
+    stub: &mut impl Read,
+    artifact: &Artifact,
+    out: &mut impl Write,
+) -> Result<(), ArtifactError> {
+    std::io::copy(stub, out).map_err(ArtifactError::Write)?;
+    let len = artifact.write_to(out)?;
+    out.write_all(&len.to_le_bytes())
+        .and_then(|()| out.write_all(&TRAILER_MAGIC))
+        .map_err(ArtifactError::Write)
 }
 
 /// The artifact bytes appended to `exe`: `Ok(None)` if it carries none, an error if its

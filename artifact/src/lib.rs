@@ -43,7 +43,9 @@ pub mod weights;
 pub use backend::Backend;
 pub use container::{FORMAT_VERSION, MAGIC};
 pub use error::{ArtifactError, NpyError, TensorError, WeightsError};
-pub use executable::{TRAILER_MAGIC, append_to_executable, find_in_executable, read_appended};
+pub use executable::{
+    TRAILER_MAGIC, append_to_executable, find_in_executable, read_appended, write_executable,
+};
 pub use info::{EntryInfo, ModelInfo, PortInfo};
 pub use manifest::Manifest;
 pub use metric::Metric;

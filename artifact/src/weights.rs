@@ -5,9 +5,10 @@
 //! nothing else: a missing parameter would leave the model half-initialized and an extra
 //! one almost always means the file belongs to another model.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
-use safetensors::tensor::TensorView;
+use safetensors::tensor::{TensorView, View};
 use safetensors::{Dtype, SafeTensors};
 use strata_kernels::ir::{Dim, ScalarType};
 
@@ -138,6 +139,61 @@ pub fn read_weights(bytes: &[u8]) -> Result<Vec<(String, HostTensor)>, WeightsEr
         tensors.push((key.to_string(), to_host_tensor(&view)));
     }
     Ok(tensors)
+}
+
+/// An `f32` tensor whose values are computed when the weights file is written, so a
+/// model's initial weights exist once, in the file, rather than also as tensors.
+pub struct ComputedTensor<'a> {
+    shape: Vec<usize>,
+    values: Box<dyn Fn() -> Vec<f32> + 'a>,
+}
+
+impl<'a> ComputedTensor<'a> {
+    /// A tensor of `shape` whose row-major values `values` returns.
+    pub fn f32(shape: &[u64], values: impl Fn() -> Vec<f32> + 'a) -> ComputedTensor<'a> {
+        ComputedTensor {
+            shape: shape.iter().map(|&d| d as usize).collect(),
+            values: Box::new(values),
+        }
+    }
+
+    fn elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+impl View for ComputedTensor<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        let mut values = (self.values)();
+        // The file's offsets come from the shape: the values must fill it exactly.
+        debug_assert_eq!(
+            values.len(),
+            self.elements(),
+            "values do not fill the shape"
+        );
+        values.resize(self.elements(), 0.0);
+        Cow::Owned(values.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+
+    fn data_len(&self) -> usize {
+        self.elements() * std::mem::size_of::<f32>()
+    }
+}
+
+/// [`encode_weights`] of tensors computed one at a time as they are written: the same
+/// bytes for the same keys, shapes and values.
+pub fn encode_computed_weights<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, ComputedTensor<'a>)>,
+) -> Result<Vec<u8>, WeightsError> {
+    safetensors::serialize(tensors, None).map_err(WeightsError::Serialize)
 }
 
 /// Writes named host tensors as a safetensors file.

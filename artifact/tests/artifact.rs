@@ -812,3 +812,33 @@ fn npy_refuses_bytes_after_the_data() {
     let err = read_npy_bytes(&bytes, Path::new("x.npy")).unwrap_err();
     assert!(err.to_string().contains("3 bytes after the data"), "{err}");
 }
+
+#[test]
+fn streams_the_bytes_it_would_build() {
+    let a = artifact();
+    let mut streamed = Vec::new();
+    let len = a.write_to(&mut streamed).expect("writes");
+    assert_eq!(streamed, a.to_bytes().expect("serializes"));
+    assert_eq!(len, streamed.len() as u64);
+    let mut exe = Vec::new();
+    strata_artifact::write_executable(&mut &b"stub"[..], &a, &mut exe).expect("writes");
+    assert_eq!(exe, append_to_executable(b"stub", &streamed));
+    assert_eq!(find_in_executable(&exe).unwrap(), Some(&streamed[..]));
+}
+
+#[test]
+fn computed_weights_encode_as_the_same_tensors_would() {
+    use strata_artifact::weights::{ComputedTensor, encode_computed_weights};
+    let w: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 2.0).collect();
+    let b = vec![1.5f32, -0.25, 3.0];
+    let stored = weights(&[
+        ("w", HostTensor::f32(vec![4, 3], w.clone()).unwrap()),
+        ("b", HostTensor::f32(vec![3], b.clone()).unwrap()),
+    ]);
+    let computed = encode_computed_weights([
+        ("w", ComputedTensor::f32(&[4, 3], || w.clone())),
+        ("b", ComputedTensor::f32(&[3], || b.clone())),
+    ])
+    .unwrap();
+    assert_eq!(computed, stored);
+}

@@ -30,6 +30,11 @@ pub struct CompileOptions {
     /// Training entries also output the gradient of their loss with respect to each
     /// parameter they update, as `grad.PATH` (before clipping), for `strata step`.
     pub gradient_outputs: bool,
+    /// Keep only what the artifact is built from: the graphs before the passes are not
+    /// kept (`Compiled::infer_unsimplified` and every `CompiledEntry::unsimplified` are
+    /// then empty graphs). `strata build` prints no stage, and a deep model's training
+    /// graph is a good part of its compile-time memory.
+    pub only_artifact: bool,
 }
 
 /// Why compilation stopped.
@@ -106,7 +111,7 @@ pub struct Compiled {
     /// `train_step` and `eval`, when the model has a train section.
     pub training: Vec<CompiledEntry>,
     pub train_config: Option<TrainConfig>,
-    pub clif: String,
+    /// The artifact, with the generated CLIF (`artifact.clif`).
     pub artifact: Artifact,
     /// How long each stage took.
     pub times: StageTimes,
@@ -123,16 +128,19 @@ fn compile_entry(
     name: &str,
     mut graph: Graph,
     prefix: &str,
-    without_parts: bool,
+    options: &CompileOptions,
     times: &mut StageTimes,
 ) -> Result<CompiledEntry, CompileError> {
-    let unsimplified = graph.clone();
+    let unsimplified = match options.only_artifact {
+        true => Graph::new(graph.name.clone()),
+        false => graph.clone(),
+    };
     times
         .time("passes", || {
             crate::passes::run_pipeline(&mut graph, |_, _| {})
         })
         .map_err(CompileError::Internal)?;
-    let lowered = times.time("lowering", || match without_parts {
+    let lowered = times.time("lowering", || match options.without_parts {
         false => lower(&graph),
         true => crate::lower::lower_without_parts(&graph),
     });
@@ -181,7 +189,7 @@ pub fn stage_dumps(name: &str, graph: &Graph) -> Result<Vec<(String, String)>, C
         name,
         graph.clone(),
         &prefix,
-        false,
+        &CompileOptions::default(),
         &mut StageTimes::default(),
     )?;
     let n = files.len();
@@ -222,21 +230,24 @@ pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled
     } else {
         (typed.clone(), Vec::new(), None)
     };
-    let infer = compile_entry("infer", infer_graph, "", options.without_parts, &mut times)?;
+    let infer = compile_entry("infer", infer_graph, "", options, &mut times)?;
     let training = extra
         .into_iter()
         .map(|(name, g)| {
             let prefix = format!("{name}_");
-            compile_entry(&name, g, &prefix, options.without_parts, &mut times)
+            compile_entry(&name, g, &prefix, options, &mut times)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let all_kernels: Vec<strata_kernels::ir::Kernel> = std::iter::once(&infer)
-        .chain(&training)
-        .flat_map(|e| e.lowered.kernels.iter().cloned())
-        .collect();
+    // Every entry's kernels, in order; CLIF is one function per kernel part, so the
+    // entries' texts one after the other are the whole program's (joined at their exact
+    // size: the text is a good part of a deep model's memory).
     let clif = times
         .time("CLIF emission", || {
-            strata_kernels::cpu::emit_clif(&all_kernels)
+            std::iter::once(&infer)
+                .chain(&training)
+                .map(|e| strata_kernels::cpu::emit_clif(&e.lowered.kernels))
+                .collect::<Result<Vec<String>, _>>()
+                .map(|texts| texts.concat())
         })
         .map_err(|e| CompileError::Internal(e.to_string()))?;
     let entries: Vec<EntryBuild> = std::iter::once(&infer)
@@ -250,14 +261,14 @@ pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled
         .collect();
     let mut artifact = times
         .time("artifact", || {
-            build_artifact(&entries, clif.clone(), options.seed, train_config.clone())
+            build_artifact(&entries, clif, options.seed, train_config.clone())
         })
         .map_err(CompileError::Internal)?;
     if options.target == Backend::Gpu {
         // A module naga refuses is a compiler bug: the error names the kernel.
         artifact.wgsl = times
             .time("WGSL emission", || {
-                strata_kernels::gpu::emit_wgsl(&all_kernels)
+                strata_kernels::gpu::emit_wgsl(&artifact.manifest.kernels)
             })
             .map_err(|e| CompileError::Internal(e.to_string()))?;
     }
@@ -269,7 +280,6 @@ pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled
         plan: infer.plan,
         training,
         train_config,
-        clif,
         artifact,
         times,
     })

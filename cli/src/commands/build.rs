@@ -2,11 +2,12 @@
 //! with the compiled model appended; at start it finds the model and runs it (see
 //! `crate::executable`).
 
-use super::{Common, compile_or_report, fail, warn_untrained, with_weights};
+use super::{Common, compile_reported, fail, load_source, options, warn_untrained, with_weights};
 use clap::Args;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use strata_artifact::Artifact;
+use strata_compiler::driver::CompileOptions;
 
 #[derive(Args, Debug)]
 pub(super) struct BuildArgs {
@@ -26,8 +27,18 @@ pub(super) fn run(a: &BuildArgs) -> ExitCode {
     if let Err(e) = strata_artifact::check_output_path(&a.output) {
         return fail(format!("cannot write {}: {e}", a.output.display()));
     }
-    let (_, mut compiled) = match compile_or_report(&a.common) {
-        Ok(x) => x,
+    let source = match load_source(&a.common.file) {
+        Ok(source) => source,
+        Err(code) => return code,
+    };
+    let mut compiled = match options(&a.common).and_then(|opts| {
+        let opts = CompileOptions {
+            only_artifact: true,
+            ..opts
+        };
+        compile_reported(&source, &opts, a.common.error_format)
+    }) {
+        Ok(compiled) => compiled,
         Err(code) => return code,
     };
     if let Err(e) = with_weights(&mut compiled, a.weights.as_deref()) {
@@ -36,31 +47,29 @@ pub(super) fn run(a: &BuildArgs) -> ExitCode {
     if a.weights.is_none() {
         warn_untrained(&a.common, &compiled);
     }
-    let base = match own_binary() {
-        Ok(s) => s,
-        Err(e) => return fail(e),
+    let size = match write_executable(&a.output, &compiled.artifact) {
+        Ok(size) => size,
+        Err(e) => return fail(format!("cannot write {}: {e}", a.output.display())),
     };
-    let exe = match strata_compiler::artifact::pack_executable(&base, &compiled.artifact) {
-        Ok(b) => b,
-        Err(e) => return fail(e),
-    };
-    if let Err(e) = write_executable(&a.output, &exe) {
-        return fail(format!("cannot write {}: {e}", a.output.display()));
-    }
     eprintln!(
-        "wrote {} ({} kernels, {} bytes)",
+        "wrote {} ({} kernels, {size} bytes)",
         a.output.display(),
         compiled.lowered.kernels.len(),
-        exe.len()
     );
     ExitCode::SUCCESS
 }
 
-/// Writes to a temporary file beside `path`, marks it executable, then renames it, so a
-/// failed build never leaves a half-written executable. `path` must be absent or a
+/// Writes the executable, this very binary with the artifact appended (its `main` runs
+/// the model it finds appended, see `crate::executable`; the base cannot go missing: it
+/// is running), and returns its size. Both are streamed into the file, never held whole
+/// in memory. It goes to a temporary file beside `path`, marked executable, then renamed,
+/// so a failed build never leaves a half-written executable. `path` must be absent or a
 /// regular file: a build never replaces a directory, a FIFO or a device.
-fn write_executable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    strata_artifact::check_output_path(path)?;
+fn write_executable(path: &Path, artifact: &Artifact) -> Result<u64, String> {
+    strata_artifact::check_output_path(path).map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot locate strata itself: {e}"))?;
+    let mut base =
+        std::fs::File::open(&exe).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -70,24 +79,24 @@ fn write_executable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
-    }
-    std::fs::rename(&tmp, path).inspect_err(|_| {
+    let written = (|| -> Result<u64, String> {
+        let file = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
+        let mut out = std::io::BufWriter::new(file);
+        strata_artifact::write_executable(&mut base, artifact, &mut out)
+            .map_err(|e| e.to_string())?;
+        let file = out.into_inner().map_err(|e| e.error().to_string())?;
+        file.sync_all().map_err(|e| e.to_string())?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| e.to_string())?;
+        }
+        std::fs::rename(&tmp, path).map_err(|e| e.to_string())?;
+        file.metadata().map(|m| m.len()).map_err(|e| e.to_string())
+    })();
+    if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
-    })
-}
-
-/// The base of every executable: this very binary, whose `main` runs the model appended
-/// to it when it finds one (`crate::executable`). It cannot go missing: it is running.
-fn own_binary() -> Result<Vec<u8>, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot locate strata itself: {e}"))?;
-    std::fs::read(&exe).map_err(|e| format!("cannot read {}: {e}", exe.display()))
+    }
+    written
 }

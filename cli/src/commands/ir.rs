@@ -138,7 +138,7 @@ pub(super) fn run(a: &IrArgs) -> ExitCode {
         return dump_stages(dir, &a.entry, unsimplified);
     }
     let text = match a.emit {
-        Some(Emit::Clif) => compiled.clif.clone(),
+        Some(Emit::Clif) => compiled.artifact.clif.clone(),
         Some(Emit::Wgsl) => match strata_kernels::gpu::emit_wgsl(&compiled.lowered.kernels) {
             Ok(text) => text,
             Err(e) => {

@@ -171,6 +171,7 @@ fn options(c: &Common) -> Result<CompileOptions, ExitCode> {
         train_overrides,
         without_parts: false,
         gradient_outputs: false,
+        only_artifact: false,
         elaborate: ElaborateOptions {
             model: c.model.clone(),
             overrides,

@@ -17,9 +17,9 @@ use std::collections::HashMap;
 use strata_artifact::manifest::{
     BufferInfo, Entry, EntryPort, Extent, Launch, Location, Loop, Manifest, Window,
 };
-use strata_artifact::tensor::HostTensor;
 use strata_artifact::train_config::TrainConfig;
-use strata_artifact::{Artifact, append_to_executable, weights::encode_weights};
+use strata_artifact::weights::{ComputedTensor, encode_computed_weights};
+use strata_artifact::{Artifact, write_executable};
 use strata_kernels::ir::Dim;
 
 /// One entry to put in the artifact: its graph (for initializers), kernels and plan.
@@ -41,7 +41,8 @@ pub fn build_artifact(
 ) -> Result<Artifact, String> {
     let mut buffers: Vec<BufferInfo> = Vec::new();
     let mut persistent: HashMap<String, usize> = HashMap::new();
-    let mut weights: Vec<(String, HostTensor)> = Vec::new();
+    // Initial values are computed as the weights file is written, one tensor at a time.
+    let mut weights: Vec<(String, Vec<u64>, &Init)> = Vec::new();
     let mut kernels = Vec::new();
     let mut manifest_entries = Vec::new();
     let mut arena = Extent::default();
@@ -81,11 +82,7 @@ pub fn build_artifact(
                         let init = inits
                             .get(path.as_str())
                             .ok_or_else(|| format!("parameter `{path}` has no initializer"))?;
-                        let values = init_param(path, init, &shape, seed);
-                        weights.push((
-                            path.clone(),
-                            HostTensor::f32(shape, values).map_err(|e| e.to_string())?,
-                        ));
+                        weights.push((path.clone(), shape, *init));
                         buffers.push(BufferInfo {
                             name: buf.name.clone(),
                             dtype: buf.dtype,
@@ -180,8 +177,11 @@ pub fn build_artifact(
         io,
         train,
     };
-    let weights =
-        encode_weights(weights.iter().map(|(k, t)| (k.as_str(), t))).map_err(|e| e.to_string())?;
+    let weights = encode_computed_weights(weights.iter().map(|(path, shape, init)| {
+        let tensor = ComputedTensor::f32(shape, move || init_param(path, init, shape, seed));
+        (path.as_str(), tensor)
+    }))
+    .map_err(|e| e.to_string())?;
     let artifact = Artifact {
         manifest,
         clif,
@@ -197,6 +197,7 @@ pub fn build_artifact(
 
 /// The standalone executable: the runtime's stub binary with the artifact appended.
 pub fn pack_executable(stub: &[u8], artifact: &Artifact) -> Result<Vec<u8>, String> {
-    let bytes = artifact.to_bytes().map_err(|e| e.to_string())?;
-    Ok(append_to_executable(stub, &bytes))
+    let mut exe = Vec::new();
+    write_executable(&mut &stub[..], artifact, &mut exe).map_err(|e| e.to_string())?;
+    Ok(exe)
 }

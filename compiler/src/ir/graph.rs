@@ -10,7 +10,9 @@ use super::types::TensorType;
 use crate::source::Span;
 use petgraph::Direction;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
-use petgraph::visit::EdgeRef;
+use petgraph::visit::{EdgeRef, NodeIndexable};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fmt;
 
 /// A value of the graph (one node's result). Prints as `%N`.
@@ -135,27 +137,24 @@ impl Graph {
 
     /// Values in a topological order, ties broken by id so the order is stable.
     pub fn topo_order(&self) -> Vec<ValueId> {
-        let values = self.values();
-        let mut pending: std::collections::HashMap<ValueId, usize> = values
-            .iter()
-            .map(|&v| {
-                (
-                    v,
-                    self.graph.edges_directed(v.0, Direction::Incoming).count(),
-                )
-            })
-            .collect();
-        let mut ready: std::collections::BTreeSet<ValueId> =
-            values.iter().copied().filter(|v| pending[v] == 0).collect();
-        let mut order = Vec::with_capacity(values.len());
-        while let Some(v) = ready.pop_first() {
+        // Kahn's algorithm with the ready values in a min-heap; counts indexed by node.
+        let mut pending = vec![0usize; self.graph.node_bound()];
+        let mut ready = BinaryHeap::new();
+        for n in self.graph.node_indices() {
+            let count = self.graph.edges_directed(n, Direction::Incoming).count();
+            pending[n.index()] = count;
+            if count == 0 {
+                ready.push(Reverse(ValueId(n)));
+            }
+        }
+        let mut order = Vec::with_capacity(self.graph.node_count());
+        while let Some(Reverse(v)) = ready.pop() {
             order.push(v);
             for e in self.graph.edges_directed(v.0, Direction::Outgoing) {
-                let u = ValueId(e.target());
-                let n = pending.get_mut(&u).expect("every node is pending");
-                *n -= 1;
-                if *n == 0 {
-                    ready.insert(u);
+                let u = e.target();
+                pending[u.index()] -= 1;
+                if pending[u.index()] == 0 {
+                    ready.push(Reverse(ValueId(u)));
                 }
             }
         }
@@ -228,11 +227,52 @@ impl Graph {
         self.inputs.retain(|i| *i != v);
     }
 
+    /// Removes `values`, none of which may have users, freeing their slots in the order
+    /// given (the order later values reuse them in, as [`Graph::remove`] one by one
+    /// would). Their operand edges go first, highest index first, which is mostly newest
+    /// first: an edge is unlinked from its operand's list of users by a walk from the
+    /// newest user, so removing a thousand users of one value (a shared constant, the
+    /// step counter) oldest first would walk a thousand times over the rest.
+    pub fn remove_all(&mut self, values: &[ValueId]) {
+        let mut edges: Vec<petgraph::stable_graph::EdgeIndex<u32>> = values
+            .iter()
+            .flat_map(|v| {
+                self.graph
+                    .edges_directed(v.0, Direction::Incoming)
+                    .map(|e| e.id())
+            })
+            .collect();
+        edges.sort_unstable_by(|a, b| b.cmp(a));
+        for e in edges {
+            self.graph.remove_edge(e);
+        }
+        for &v in values {
+            self.remove(v);
+        }
+    }
+
     /// Makes every use of `old` a use of `new`: operand edges (same positions), outputs,
     /// and the new-value side of updates (a parameter stays the parameter it is). `new`
     /// must have `old`'s type and must not be computed from `old`; `old` is left without
     /// users, for the caller (or dead-code elimination) to remove.
     pub fn replace_all_uses(&mut self, old: ValueId, new: ValueId) {
+        self.replace_operand_uses(old, new);
+        for (_, v) in &mut self.outputs {
+            if *v == old {
+                *v = new;
+            }
+        }
+        for (_, v) in &mut self.updates {
+            if *v == old {
+                *v = new;
+            }
+        }
+    }
+
+    /// [`Graph::replace_all_uses`] for operand edges only: outputs and updates still
+    /// name `old` until [`Graph::replace_in_outputs`]. A pass replacing many values does
+    /// that once at the end, rather than scanning every output and update per value.
+    pub fn replace_operand_uses(&mut self, old: ValueId, new: ValueId) {
         if old == new {
             return;
         }
@@ -245,14 +285,22 @@ impl Graph {
             self.graph.remove_edge(id);
             self.graph.add_edge(new.0, target, pos);
         }
+    }
+
+    /// Replaces, in the outputs and the new-value side of updates, every value that
+    /// `replaced` maps by its replacement.
+    pub fn replace_in_outputs(&mut self, replaced: &std::collections::HashMap<ValueId, ValueId>) {
+        if replaced.is_empty() {
+            return;
+        }
         for (_, v) in &mut self.outputs {
-            if *v == old {
-                *v = new;
+            if let Some(new) = replaced.get(v) {
+                *v = *new;
             }
         }
         for (_, v) in &mut self.updates {
-            if *v == old {
-                *v = new;
+            if let Some(new) = replaced.get(v) {
+                *v = *new;
             }
         }
     }

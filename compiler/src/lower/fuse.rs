@@ -325,7 +325,8 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
     let summed: HashSet<ValueId> = fusion.summed_products.values().copied().collect();
 
     // Rule 4: epilogue chains.
-    let mut descendants_cache: HashMap<ValueId, HashSet<ValueId>> = HashMap::new();
+    let position: HashMap<ValueId, usize> =
+        order.iter().enumerate().map(|(i, v)| (*v, i)).collect();
     for &p in &order {
         if !matches!(graph.node(p).op, Op::MatMul | Op::Reduce { .. })
             || nested.contains(&p)
@@ -354,13 +355,10 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
             {
                 break;
             }
-            let below = descendants_cache
-                .entry(p)
-                .or_insert_with(|| descendants(graph, p));
             let others_ok = graph
                 .operands(u)
                 .iter()
-                .all(|o| *o == root || !below.contains(o));
+                .all(|o| *o == root || !computed_from(graph, &position, *o, p));
             if !others_ok {
                 break;
             }
@@ -460,14 +458,32 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
     fusion
 }
 
-/// Every value computed from `v` (not `v` itself).
-pub fn descendants(graph: &Graph, v: ValueId) -> HashSet<ValueId> {
+/// Whether `v` is computed from `p` (`p` itself is not), given every value's position in
+/// a topological order: a walk up from `v` through operands that stops at values placed
+/// before `p`, which cannot be computed from it. It visits only values between `p` and
+/// `v`, where taking every descendant of every product would cost the whole rest of the
+/// graph per product.
+fn computed_from(
+    graph: &Graph,
+    position: &HashMap<ValueId, usize>,
+    v: ValueId,
+    p: ValueId,
+) -> bool {
+    let floor = position[&p];
+    if position[&v] <= floor {
+        return false;
+    }
     let mut seen = HashSet::new();
-    let mut stack = graph.users(v);
-    while let Some(u) = stack.pop() {
-        if seen.insert(u) {
-            stack.extend(graph.users(u));
+    let mut stack = vec![v];
+    while let Some(x) = stack.pop() {
+        for o in graph.operands(x) {
+            if o == p {
+                return true;
+            }
+            if position[&o] > floor && seen.insert(o) {
+                stack.push(o);
+            }
         }
     }
-    seen
+    false
 }

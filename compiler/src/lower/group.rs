@@ -22,7 +22,7 @@
 //! live until the group runs, and no part writes in place.
 
 use super::{BufferId, LowerError, Lowered, LoweredLaunch, LoweredLoop};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use strata_kernels::ir::{Access, BufferDecl, Kernel, KernelBody};
 
 /// Groups independent launches (see the module docs), renumbering the kernels in launch
@@ -31,11 +31,11 @@ pub fn group_independent(l: &mut Lowered) -> Result<(), LowerError> {
     let n = l.launches.len();
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut loops = Vec::with_capacity(l.loops.len());
-    let mut segment: Vec<Group> = Vec::new();
+    let mut segment = Segment::default();
     let mut i = 0;
     while i < n {
         if let Some(lp) = l.loops.iter().find(|lp| lp.start == i) {
-            groups.extend(segment.drain(..).map(|g| g.members));
+            groups.append(&mut std::mem::take(&mut segment).groups);
             let start = groups.len();
             groups.extend((lp.start..lp.end).map(|j| vec![j]));
             loops.push(LoweredLoop {
@@ -46,22 +46,10 @@ pub fn group_independent(l: &mut Lowered) -> Result<(), LowerError> {
             i = lp.end;
             continue;
         }
-        let access = LaunchAccess::of(l, i);
-        let earliest = segment
-            .iter()
-            .rposition(|g| g.conflicts(&access))
-            .map_or(0, |g| g + 1);
-        match segment.get_mut(earliest) {
-            Some(g) => g.add(i, access),
-            None => segment.push(Group {
-                members: vec![i],
-                reads: access.reads,
-                writes: access.writes,
-            }),
-        }
+        segment.schedule(i, LaunchAccess::of(l, i));
         i += 1;
     }
-    groups.extend(segment.drain(..).map(|g| g.members));
+    groups.append(&mut segment.groups);
 
     let mut kernels = Vec::with_capacity(groups.len());
     let mut launches = Vec::with_capacity(groups.len());
@@ -110,25 +98,43 @@ impl LaunchAccess {
     }
 }
 
-/// Launches scheduled at one step, and the buffers they read and write.
-struct Group {
-    members: Vec<usize>,
-    reads: HashSet<BufferId>,
-    writes: HashSet<BufferId>,
+/// The groups of launches between two loops, in order, and per buffer the last group
+/// that writes it and the last that reads it: what the earliest group a launch may join
+/// depends on, kept so that scheduling a launch looks up its own buffers instead of
+/// comparing it with every group.
+#[derive(Default)]
+struct Segment {
+    groups: Vec<Vec<usize>>,
+    last_write: HashMap<BufferId, usize>,
+    last_read: HashMap<BufferId, usize>,
 }
 
-impl Group {
-    /// Whether a launch with `access` must run after this group.
-    fn conflicts(&self, access: &LaunchAccess) -> bool {
-        !self.writes.is_disjoint(&access.reads)
-            || !self.writes.is_disjoint(&access.writes)
-            || !self.reads.is_disjoint(&access.writes)
-    }
-
-    fn add(&mut self, launch: usize, access: LaunchAccess) {
-        self.members.push(launch);
-        self.reads.extend(access.reads);
-        self.writes.extend(access.writes);
+impl Segment {
+    /// Adds launch `i` to the earliest group after the last one it conflicts with: one
+    /// that writes a buffer it reads or writes, or reads a buffer it writes.
+    fn schedule(&mut self, i: usize, access: LaunchAccess) {
+        let last_write = |b: &BufferId| self.last_write.get(b).copied();
+        let last_read = |b: &BufferId| self.last_read.get(b).copied();
+        let conflict = access
+            .reads
+            .iter()
+            .chain(&access.writes)
+            .filter_map(last_write)
+            .chain(access.writes.iter().filter_map(last_read))
+            .max();
+        let earliest = conflict.map_or(0, |g| g + 1);
+        match self.groups.get_mut(earliest) {
+            Some(g) => g.push(i),
+            None => self.groups.push(vec![i]),
+        }
+        for b in access.writes {
+            let g = self.last_write.entry(b).or_insert(earliest);
+            *g = (*g).max(earliest);
+        }
+        for b in access.reads {
+            let g = self.last_read.entry(b).or_insert(earliest);
+            *g = (*g).max(earliest);
+        }
     }
 }
 
@@ -136,6 +142,7 @@ impl Group {
 fn merge(l: &Lowered, members: &[usize]) -> Result<(Kernel, Vec<BufferId>), LowerError> {
     let mut decls: Vec<BufferDecl> = Vec::new();
     let mut bindings: Vec<BufferId> = Vec::new();
+    let mut slot_of: HashMap<BufferId, usize> = HashMap::new();
     let mut parts = Vec::with_capacity(members.len());
     let mut kinds: Vec<(String, usize)> = Vec::new();
     for &m in members {
@@ -143,8 +150,8 @@ fn merge(l: &Lowered, members: &[usize]) -> Result<(Kernel, Vec<BufferId>), Lowe
         let kernel = &l.kernels[launch.kernel];
         let mut slots = Vec::with_capacity(kernel.buffers.len());
         for (decl, &b) in kernel.buffers.iter().zip(&launch.bindings) {
-            let slot = match bindings.iter().position(|x| *x == b) {
-                Some(s) => {
+            let slot = match slot_of.get(&b) {
+                Some(&s) => {
                     if decls[s].access != decl.access {
                         decls[s].access = Access::ReadWrite;
                     }
@@ -153,6 +160,7 @@ fn merge(l: &Lowered, members: &[usize]) -> Result<(Kernel, Vec<BufferId>), Lowe
                 None => {
                     decls.push(decl.clone());
                     bindings.push(b);
+                    slot_of.insert(b, decls.len() - 1);
                     decls.len() - 1
                 }
             };

@@ -140,8 +140,17 @@ struct UpdateGroup {
     members: Vec<(ValueId, ValueId)>,
     /// Values that must be lowered before the group runs: its new values and every
     /// kernel root (or output) that reads one of its parameters' old values.
-    after: HashSet<ValueId>,
+    after: After,
     done: bool,
+}
+
+/// What an update group waits for.
+#[derive(Clone, Debug)]
+enum After {
+    /// These values.
+    Values(HashSet<ValueId>),
+    /// Every value of the graph.
+    Everything,
 }
 
 /// Lowers every value of the graph, fused by the rules of [`fuse`].
@@ -177,7 +186,7 @@ pub fn lower_unfused(graph: &Graph) -> Result<Lowered, LowerError> {
         .iter()
         .map(|&(p, n)| UpdateGroup {
             members: vec![(p, n)],
-            after: graph.values().into_iter().collect(),
+            after: After::Everything,
             done: false,
         })
         .collect();
@@ -204,10 +213,11 @@ fn lower_with(
         dest: HashMap::new(),
     };
     let mut groups = groups;
-    let mut lowered: HashSet<ValueId> = HashSet::new();
     let mut output_buffers: HashMap<ValueId, BufferId> = HashMap::new();
     let outputs: HashSet<ValueId> = graph.outputs.iter().map(|(_, v)| *v).collect();
-    for v in graph.topo_order() {
+    let order = graph.topo_order();
+    let mut waits = UpdateWaits::new(&groups, &order);
+    for v in order {
         l.value(v)?;
         // An output is copied out as soon as it exists, before an update may overwrite
         // the parameter it views.
@@ -215,8 +225,9 @@ fn lower_with(
             let b = l.output_buffer(v)?;
             output_buffers.insert(v, b);
         }
-        lowered.insert(v);
-        l.launch_ready_updates(&mut groups, &lowered)?;
+        for g in waits.lowered(v) {
+            l.launch_update(&mut groups[g])?;
+        }
     }
     for g in groups.iter_mut().filter(|g| !g.done) {
         l.launch_update(g)?;
@@ -314,7 +325,7 @@ fn update_groups(graph: &Graph, fusion: &mut Fusion) -> Vec<UpdateGroup> {
             }
             UpdateGroup {
                 members,
-                after,
+                after: After::Values(after),
                 done: false,
             }
         })
@@ -347,6 +358,49 @@ fn old_value_readers(graph: &Graph, fusion: &Fusion, param: ValueId) -> HashSet<
         }
     }
     readers
+}
+
+/// When each update group becomes ready, counted instead of re-checked: a group is
+/// launched right after the last of the values it waits for is lowered, groups that
+/// become ready together in group order (an empty wait ends at the first value).
+struct UpdateWaits {
+    /// Per group, how many of its values are still to be lowered.
+    pending: Vec<usize>,
+    /// Per value, the groups waiting for it, in group order.
+    waiting: HashMap<ValueId, Vec<usize>>,
+}
+
+impl UpdateWaits {
+    fn new(groups: &[UpdateGroup], order: &[ValueId]) -> UpdateWaits {
+        let mut pending = vec![0; groups.len()];
+        let mut waiting: HashMap<ValueId, Vec<usize>> = HashMap::new();
+        for (g, group) in groups.iter().enumerate() {
+            let values: Vec<ValueId> = match &group.after {
+                After::Values(values) if !values.is_empty() => values.iter().copied().collect(),
+                After::Values(_) => order.first().copied().into_iter().collect(),
+                After::Everything => order.last().copied().into_iter().collect(),
+            };
+            pending[g] = values.len();
+            for v in values {
+                waiting.entry(v).or_default().push(g);
+            }
+        }
+        UpdateWaits { pending, waiting }
+    }
+
+    /// The groups that `v`, just lowered, makes ready.
+    fn lowered(&mut self, v: ValueId) -> Vec<usize> {
+        let Some(groups) = self.waiting.remove(&v) else {
+            return Vec::new();
+        };
+        groups
+            .into_iter()
+            .filter(|&g| {
+                self.pending[g] -= 1;
+                self.pending[g] == 0
+            })
+            .collect()
+    }
 }
 
 struct Lowerer<'g> {
@@ -415,19 +469,6 @@ impl<'g> Lowerer<'g> {
             }
         };
         self.storage.insert(v, storage);
-        Ok(())
-    }
-
-    fn launch_ready_updates(
-        &mut self,
-        groups: &mut [UpdateGroup],
-        lowered: &HashSet<ValueId>,
-    ) -> Result<(), LowerError> {
-        for g in groups.iter_mut() {
-            if !g.done && g.after.iter().all(|v| lowered.contains(v)) {
-                self.launch_update(g)?;
-            }
-        }
         Ok(())
     }
 

@@ -4,9 +4,11 @@
 
 use crate::ir::interpret::{Tensor, apply_op};
 use crate::ir::{Graph, Op};
+use std::collections::HashMap;
 
 /// Folds every foldable op, in topological order (so chains of constants fold whole).
 pub fn fold_constants(graph: &mut Graph) -> Result<(), String> {
+    let mut replaced = HashMap::new();
     for v in graph.topo_order() {
         let node = graph.node(v);
         if !matches!(node.op, Op::Unary(_) | Op::Binary(_)) || node.ty.shape.rank() != 0 {
@@ -32,8 +34,11 @@ pub fn fold_constants(graph: &mut Graph) -> Result<(), String> {
             &[],
             span,
         )?;
-        graph.replace_all_uses(v, c);
+        graph.replace_operand_uses(v, c);
         graph.remove(v);
+        replaced.insert(v, c);
     }
+    // A constant is never folded again, so one lookup finds a value's replacement.
+    graph.replace_in_outputs(&replaced);
     Ok(())
 }

@@ -24,17 +24,24 @@ fn key(graph: &Graph, v: ValueId) -> Option<String> {
 /// Merges every repeated computation into its first occurrence.
 pub fn eliminate_common_subexpressions(graph: &mut Graph) -> Result<(), String> {
     let mut seen: HashMap<String, ValueId> = HashMap::new();
+    let mut replaced: HashMap<ValueId, ValueId> = HashMap::new();
+    let mut duplicates = Vec::new();
     for v in graph.topo_order() {
         let Some(k) = key(graph, v) else { continue };
         match seen.get(&k) {
             Some(&first) => {
-                graph.replace_all_uses(v, first);
-                graph.remove(v);
+                graph.replace_operand_uses(v, first);
+                replaced.insert(v, first);
+                duplicates.push(v);
             }
             None => {
                 seen.insert(k, v);
             }
         }
     }
+    // Removed together (in the order found, so the graph reuses their slots as before),
+    // and a first occurrence is never replaced, so one lookup finds a replacement.
+    graph.remove_all(&duplicates);
+    graph.replace_in_outputs(&replaced);
     Ok(())
 }

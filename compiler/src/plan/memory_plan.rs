@@ -15,7 +15,9 @@
 //! decreasing size, each at the lowest offset that overlaps no already placed buffer
 //! whose lifetime intersects its own.
 
+use super::lifetime_index::LifetimeIndex;
 use crate::lower::{BufferRole, Lowered};
+use std::collections::BTreeMap;
 use strata_artifact::manifest::Extent;
 use strata_kernels::ir::{Dim, KernelBody};
 
@@ -33,12 +35,6 @@ pub const ALIGN: u64 = 16;
 pub struct Lifetime {
     pub first: usize,
     pub last: usize,
-}
-
-impl Lifetime {
-    fn overlaps(self, o: Lifetime) -> bool {
-        self.first <= o.last && o.first <= self.last
-    }
 }
 
 /// The plan: an arena offset for every scratch buffer.
@@ -226,6 +222,50 @@ fn in_place_adjacent(a: Lifetime, b: Lifetime) -> bool {
     (b.first % 2 == 1 && a.last + 1 == b.first) || (a.first % 2 == 1 && b.last + 1 == a.first)
 }
 
+/// The lowest offset at which `size` bytes overlap none of `conflicts` (the placed
+/// buffers live at the same time, as `(offset, size)`) and share bytes with an
+/// `in_place` partner only at its own offset. That offset is 0, the end of a placed
+/// buffer or a partner's offset: from any other valid offset, moving down stays valid
+/// until one of those.
+fn lowest_offset(size: u64, mut conflicts: Vec<(u64, u64)>, in_place: &[(u64, u64)]) -> u64 {
+    conflicts.sort_unstable();
+    if in_place.is_empty() {
+        // A sweep up the address range: `top` is the highest end below the next
+        // conflict; the first gap of `size` bytes above it is the answer.
+        let mut top = 0;
+        for &(off, sz) in &conflicts {
+            if off >= top + size {
+                break;
+            }
+            top = top.max(off + sz);
+        }
+        return top;
+    }
+    // `reach[k]`: the highest end among the `k + 1` lowest conflicts.
+    let reach: Vec<u64> = conflicts
+        .iter()
+        .scan(0, |top, (off, sz)| {
+            *top = (*top).max(off + sz);
+            Some(*top)
+        })
+        .collect();
+    let clear = |o: u64, (off, sz): (u64, u64)| o + size <= off || off + sz <= o;
+    let valid = |o: u64| {
+        let below_end = conflicts.partition_point(|(off, _)| *off < o + size);
+        (below_end == 0 || reach[below_end - 1] <= o)
+            && in_place.iter().all(|c| c.0 == o || clear(o, *c))
+    };
+    let mut candidates: Vec<u64> = std::iter::once(0)
+        .chain(conflicts.iter().chain(in_place).map(|(off, sz)| off + sz))
+        .chain(in_place.iter().map(|(off, _)| *off))
+        .collect();
+    candidates.sort_unstable();
+    candidates
+        .into_iter()
+        .find(|o| valid(*o))
+        .expect("the end of every placed buffer is past them all, or one is valid")
+}
+
 /// Plans the arena for `l`.
 pub fn plan_memory(l: &Lowered) -> MemoryPlan {
     let lifetimes = lifetimes(l);
@@ -245,34 +285,34 @@ pub fn plan_memory(l: &Lowered) -> MemoryPlan {
             .collect();
         // Largest first; ties by earlier start, then id, so the plan is deterministic.
         items.sort_by_key(|(b, size, lt)| (std::cmp::Reverse(*size), lt.first, *b));
-        let mut placed: Vec<(u64, u64, Lifetime)> = Vec::new();
-        for (b, size, lt) in items {
-            let conflicts: Vec<(u64, u64)> = placed
-                .iter()
-                .filter(|(_, _, plt)| plt.overlaps(lt))
-                .map(|(off, sz, _)| (*off, *sz))
-                .collect();
+        let index = LifetimeIndex::new(&items.iter().map(|(_, _, lt)| *lt).collect::<Vec<_>>());
+        // Per item, its offset once placed.
+        let mut placed: Vec<Option<u64>> = vec![None; items.len()];
+        for (item, &(b, size, lt)) in items.iter().enumerate() {
+            let mut conflicts: Vec<(u64, u64)> = Vec::new();
+            index.overlapping(lt, |other| {
+                if let Some(off) = placed[other] {
+                    conflicts.push((off, items[other].1));
+                }
+            });
             // An in-place pair (an input dying at a map's reads, an output of that map
             // starting at its writes) may share bytes only element for element: at the
             // same offset, or not at all. A partial overlap would let the map's store of
             // one element overwrite another element of the input not yet read.
-            let in_place: Vec<(u64, u64)> = placed
-                .iter()
-                .filter(|(_, _, plt)| in_place_adjacent(*plt, lt))
-                .map(|(off, sz, _)| (*off, *sz))
-                .collect();
-            let clear = |o: u64, (off, sz): (u64, u64)| o + size <= off || off + sz <= o;
-            let valid = |o: u64| {
-                conflicts.iter().all(|c| clear(o, *c))
-                    && in_place.iter().all(|c| c.0 == o || clear(o, *c))
+            let mut in_place: Vec<(u64, u64)> = Vec::new();
+            let mut adjacent = |other: usize| {
+                if let Some(off) = placed[other]
+                    && in_place_adjacent(items[other].2, lt)
+                {
+                    in_place.push((off, items[other].1));
+                }
             };
-            let offset = std::iter::once(0)
-                .chain(conflicts.iter().chain(&in_place).map(|(off, sz)| off + sz))
-                .chain(in_place.iter().map(|(off, _)| *off))
-                .filter(|o| valid(*o))
-                .min()
-                .expect("the end of every placed buffer is past them all, or one is valid");
-            placed.push((offset, size, lt));
+            if lt.first > 0 {
+                index.ending_at(lt.first - 1).for_each(&mut adjacent);
+            }
+            index.starting_at(lt.last + 1).for_each(&mut adjacent);
+            let offset = lowest_offset(size, conflicts, &in_place);
+            placed[item] = Some(offset);
             offsets[b] = Some(offset);
             region_size[region as usize] = region_size[region as usize].max(offset + size);
             naive[region as usize] += size;
@@ -317,28 +357,36 @@ pub fn plan_memory(l: &Lowered) -> MemoryPlan {
     }
 }
 
+/// The most bytes live at one half-step, by a sweep over the steps: each lifetime adds
+/// its size where it starts and takes it away after it ends.
 fn live_lower_bound(l: &Lowered, lifetimes: &[Option<Lifetime>]) -> Extent {
     let steps = 2 * (l.launches.len() + 2);
-    let mut best = Extent::default();
-    for step in 0..steps {
-        let mut live = Extent::default();
-        for (b, lt) in lifetimes.iter().enumerate() {
-            if let Some(lt) = lt
-                && lt.first <= step
-                && step <= lt.last
-            {
-                let (size, batched) = size_of(&l.buffers[b].shape);
-                if batched {
-                    live.per_batch += size;
-                } else {
-                    live.fixed += size;
-                }
+    // Per step, per region (fixed, batched): bytes that start, bytes that end.
+    let mut starts = vec![[0u64; 2]; steps];
+    let mut ends = vec![[0u64; 2]; steps];
+    for (b, lt) in lifetimes.iter().enumerate() {
+        if let Some(lt) = lt
+            && lt.first < steps
+        {
+            let (size, batched) = size_of(&l.buffers[b].shape);
+            starts[lt.first][batched as usize] += size;
+            if lt.last < steps {
+                ends[lt.last][batched as usize] += size;
             }
         }
-        best.fixed = best.fixed.max(live.fixed);
-        best.per_batch = best.per_batch.max(live.per_batch);
     }
-    best
+    let (mut live, mut best) = ([0u64; 2], [0u64; 2]);
+    for step in 0..steps {
+        for r in 0..2 {
+            live[r] += starts[step][r];
+            best[r] = best[r].max(live[r]);
+            live[r] -= ends[step][r];
+        }
+    }
+    Extent {
+        fixed: best[0],
+        per_batch: best[1],
+    }
 }
 
 /// Proves the plan safe: every scratch buffer lies inside the arena, and two buffers
@@ -479,16 +527,54 @@ pub fn check_plan(l: &Lowered, plan: &MemoryPlan) -> Result<(), String> {
             }
         }
     }
-    for (i, a) in spans.iter().enumerate() {
-        for b in &spans[i + 1..] {
-            if a.1 == b.1 && a.2 < b.2 + b.3 && b.2 < a.2 + a.3 && !may_share(a.0, b.0, a.2 == b.2)
-            {
-                return Err(format!(
-                    "`{}` and `{}` are live at the same time and overlap",
-                    l.buffers[a.0].name, l.buffers[b.0].name
-                ));
+    // A sweep over the steps: a span is active from its first step through its last,
+    // and is checked when it becomes active against the active spans of its region that
+    // share a byte with it. Active spans at different offsets never share a byte (the
+    // check would have failed when the later one arrived), so those are the spans at
+    // offsets inside it and the ones at the highest offset below it: a lookup, not a
+    // comparison with every span.
+    let step_count = l.launches.len() + 2;
+    let mut starting: Vec<Vec<usize>> = vec![Vec::new(); step_count];
+    let mut ending: Vec<Vec<usize>> = vec![Vec::new(); step_count];
+    for (i, span) in spans.iter().enumerate() {
+        if let Some((first, last)) = steps[span.0] {
+            starting[first].push(i);
+            ending[last].push(i);
+        }
+    }
+    let mut active: [BTreeMap<u64, Vec<usize>>; 2] = Default::default();
+    for step in 0..step_count {
+        for &i in &starting[step] {
+            let y = spans[i];
+            let region = &mut active[y.1 as usize];
+            let below = region.range(..y.2).next_back();
+            for (_, group) in below.into_iter().chain(region.range(y.2..y.2 + y.3)) {
+                for &j in group {
+                    let x = spans[j];
+                    if x.2 < y.2 + y.3 && y.2 < x.2 + x.3 && !may_share(x.0, y.0, x.2 == y.2) {
+                        let (a, b) = (x.0.min(y.0), x.0.max(y.0));
+                        return Err(format!(
+                            "`{}` and `{}` are live at the same time and overlap",
+                            l.buffers[a].name, l.buffers[b].name
+                        ));
+                    }
+                }
+            }
+            region.entry(y.2).or_default().push(i);
+        }
+        for &i in &ending[step] {
+            let (batched, offset) = (spans[i].1, spans[i].2);
+            let region = &mut active[batched as usize];
+            if let Some(group) = region.get_mut(&offset) {
+                group.retain(|&j| j != i);
+                if group.is_empty() {
+                    region.remove(&offset);
+                }
             }
         }
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,7 @@
 //! Scheduling and memory planning over the lowered kernels; [`print`] and [`svg`] show a plan.
 
 pub mod json;
+mod lifetime_index;
 pub mod memory_plan;
 pub mod print;
 pub mod stats;

@@ -13,7 +13,8 @@
 //! holds a new value every step, so it counts once per step, as if the loop were
 //! unrolled (what a graph without loops would allocate).
 
-use super::{MemoryPlan, plan_memory};
+use super::MemoryPlan;
+use super::memory_plan::{Lifetime, lifetimes};
 use crate::ir::Graph;
 use crate::lower::{Lowered, lower_unfused};
 use std::fmt::Write;
@@ -60,16 +61,20 @@ fn buffer_bytes(l: &Lowered, b: usize) -> u64 {
         * buf.dtype.size_bytes()
 }
 
-/// How many times launch `i` runs per entry run.
-fn runs(l: &Lowered, i: usize) -> u64 {
-    l.loops
-        .iter()
-        .find(|lp| (lp.start..lp.end).contains(&i))
-        .map_or(1, |lp| lp.count)
+/// Per launch, the loop it runs in (loops are disjoint ranges of the launches).
+fn loop_of_launches(l: &Lowered) -> Vec<Option<usize>> {
+    let mut of = vec![None; l.launches.len()];
+    for (n, lp) in l.loops.iter().enumerate() {
+        for slot in &mut of[lp.start..lp.end] {
+            slot.get_or_insert(n);
+        }
+    }
+    of
 }
 
 /// Bytes every launch reads and writes, at [`STATS_BATCH`].
 pub fn bytes_moved(l: &Lowered) -> u64 {
+    let loop_of = loop_of_launches(l);
     l.launches
         .iter()
         .enumerate()
@@ -85,20 +90,19 @@ pub fn bytes_moved(l: &Lowered) -> u64 {
                 seen.dedup();
                 seen.iter().map(|b| buffer_bytes(l, *b)).sum::<u64>()
             });
-            runs(l, i) * per_part.sum::<u64>()
+            let runs = loop_of[i].map_or(1, |lp| l.loops[lp].count);
+            runs * per_part.sum::<u64>()
         })
         .sum()
 }
 
 /// The sum of scratch buffer sizes at [`STATS_BATCH`], a buffer whose every use is
 /// inside one loop counted once per step of it (see the module docs).
-fn naive_sum(l: &Lowered, plan: &MemoryPlan) -> u64 {
+fn naive_sum(l: &Lowered, lifetimes: &[Option<Lifetime>]) -> u64 {
+    let loop_of_launch = loop_of_launches(l);
     let mut loop_of: Vec<Option<Option<usize>>> = vec![None; l.buffers.len()];
     for (i, launch) in l.launches.iter().enumerate() {
-        let lp = l
-            .loops
-            .iter()
-            .position(|lp| (lp.start..lp.end).contains(&i));
+        let lp = loop_of_launch[i];
         for &b in &launch.bindings {
             let b = l.root(b);
             loop_of[b] = match loop_of[b] {
@@ -111,7 +115,7 @@ fn naive_sum(l: &Lowered, plan: &MemoryPlan) -> u64 {
     l.buffers
         .iter()
         .enumerate()
-        .filter(|(b, _)| plan.lifetimes[*b].is_some())
+        .filter(|(b, _)| lifetimes[*b].is_some())
         .map(|(b, _)| {
             let bytes = buffer_bytes(l, b);
             let steps = match loop_of[b] {
@@ -132,7 +136,9 @@ pub fn entry_stats(
     plan: &MemoryPlan,
 ) -> Result<EntryStats, String> {
     let unfused = lower_unfused(graph).map_err(|e| e.to_string())?;
-    let unfused_plan = plan_memory(&unfused);
+    // The unfused program is only summed, never planned: its lifetimes say which of its
+    // buffers are scratch.
+    let unfused_lifetimes = lifetimes(&unfused);
     Ok(EntryStats {
         name: name.to_string(),
         ops_before,
@@ -144,8 +150,8 @@ pub fn entry_stats(
         bytes_moved: bytes_moved(lowered),
         arena: at(plan.arena),
         io: at(plan.io),
-        naive: naive_sum(lowered, plan),
-        naive_unfused: naive_sum(&unfused, &unfused_plan),
+        naive: naive_sum(lowered, &plan.lifetimes),
+        naive_unfused: naive_sum(&unfused, &unfused_lifetimes),
         lower_bound: at(plan.lower_bound),
         loops: !lowered.loops.is_empty(),
     })
