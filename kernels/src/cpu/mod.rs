@@ -71,12 +71,21 @@ use cranelift_codegen::settings;
 /// functions' text, which `cranelift_reader::parse_functions` reads back.
 pub fn emit_clif(kernels: &[Kernel]) -> Result<String, KernelError> {
     let mut text = String::new();
+    // Built once: the ISA lookup and its flags cost more than a small kernel's emission.
+    let mut target: Option<Target> = None;
     for kernel in kernels {
         kernel.validate()?;
+        let target = match &target {
+            Some(t) => t,
+            None => target.insert(Target::x86_64().map_err(|message| KernelError {
+                kernel: kernel.name.clone(),
+                message,
+            })?),
+        };
         // A kernel with parts is one function per part (see `Kernel::part`); the
         // runtime runs them all in one launch.
         for i in 0..kernel.part_count() {
-            let func = emit_function(&kernel.part(i))?;
+            let func = emit_function(&kernel.part(i), target)?;
             text.push_str(&func.display().to_string());
             text.push('\n');
         }
@@ -112,13 +121,9 @@ fn kernel_signature() -> Signature {
     sig
 }
 
-fn emit_function(kernel: &Kernel) -> Result<Function, KernelError> {
+fn emit_function(kernel: &Kernel, target: &Target) -> Result<Function, KernelError> {
     kernel.validate()?;
     check_cpu_constraints(kernel)?;
-    let target = Target::x86_64().map_err(|message| KernelError {
-        kernel: kernel.name.clone(),
-        message,
-    })?;
     let mut func =
         Function::with_name_signature(UserFuncName::testcase(&kernel.name), kernel_signature());
     lower::lower_kernel(kernel, &mut func, target.frontend)?;
