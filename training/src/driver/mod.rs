@@ -182,9 +182,21 @@ fn diverged_text(
     text
 }
 
-/// `test (WEIGHTS): loss 0.1234  accuracy 0.9700 …`.
+/// `test: loss 0.1234  accuracy 0.9700 …  (WEIGHTS)`: the score of the weights the run
+/// recommends. Scripts read the line that starts with `test:`; a score of other weights
+/// starts otherwise ([`other_test_line`]).
 fn test_line(weights: &str, report: &EvalReport) -> String {
-    let mut line = format!("test ({weights}): loss {:.4}", report.loss);
+    format!("test: {}  ({weights})", scores(report))
+}
+
+/// `test, WEIGHTS: loss 0.1234 …`: the test score of weights the run does not recommend.
+fn other_test_line(weights: &str, report: &EvalReport) -> String {
+    format!("test, {weights}: {}", scores(report))
+}
+
+/// `loss 0.1234  accuracy 0.9700 …`.
+fn scores(report: &EvalReport) -> String {
+    let mut line = format!("loss {:.4}", report.loss);
     for (name, value) in report.scalars() {
         line.push_str(&format!("  {name} {value:.4}"));
     }
@@ -501,24 +513,27 @@ impl<'a> Run<'a> {
             )));
         }
         let checkpoint = Checkpoint::load(path)?;
-        checkpoint
-            .check_against(
-                self.session
-                    .weights()
-                    .map(|(k, t)| (k.to_string(), t.shape.clone())),
-            )
-            .map_err(|e| TrainError::Resume(format!("{}: {e}", path.display())))?;
+        // Whether the tensors fit, and what changed (a changed model usually changes its
+        // tensors too, and the fingerprint says how): both, when both differ.
+        let fits = checkpoint.check_against(
+            self.session
+                .weights()
+                .map(|(k, t)| (k.to_string(), t.shape.clone())),
+        );
         let state = RunState::from_json(path, &checkpoint.extra)?;
         let fresh = &self.counters.state;
         let changes = state.fingerprint.changes(&fresh.fingerprint);
         if !changes.is_empty() {
+            let misfit = fits.err().map(|e| format!(" ({e})")).unwrap_or_default();
             return Err(TrainError::Resume(format!(
-                "{} was trained from a different model: {} changed since; resume with the \
-                 model it was trained from, or start a new run with --overwrite or --run-dir",
+                "{} was trained from a different model: {} changed since{misfit}; resume \
+                 with the model it was trained from, or start a new run with --overwrite or \
+                 --run-dir",
                 path.display(),
                 changes.join("; ")
             )));
         }
+        fits.map_err(|e| TrainError::Resume(format!("{}: {e}", path.display())))?;
         let differs = |what: &str, then: String, now: String| {
             TrainError::Resume(format!(
                 "{} was trained with {what} {then}, this run has {now}; start a new run instead",
@@ -834,7 +849,7 @@ impl<'a> Run<'a> {
             return Ok(report);
         }
         let last = self.score_split(EvalSplit::Test)?;
-        self.progress.line(&test_line(
+        self.progress.line(&other_test_line(
             &format!("last epoch {}, not saved as best", self.counters.epoch),
             &last,
         ));
