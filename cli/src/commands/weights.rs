@@ -3,7 +3,10 @@
 //! statistics) by name: matched, missing from the file, unused by the model, or of
 //! another dtype or shape. Exit 0 when every tensor matches, 1 otherwise.
 //!
-//! The model is compiled without its train section, so optimizer state is not expected.
+//! The model is compiled with its train section, so the fitted normalization
+//! (`normalize.offset`, `normalize.scale`) is one of its tensors when the section has
+//! one; optimizer state (`optim.…`) is not expected in the file, and is listed only when
+//! the file holds some.
 
 use super::{Common, compile_reported, fail, load_source, options};
 use clap::Args;
@@ -25,11 +28,10 @@ pub(super) fn run(a: &WeightsArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let mut opts = match options(c) {
+    let opts = match options(c) {
         Ok(o) => o,
         Err(code) => return code,
     };
-    opts.elaborate.train = false;
     let compiled = match compile_reported(&source, &opts, c.error_format) {
         Ok(compiled) => compiled,
         Err(code) => return code,
@@ -38,10 +40,15 @@ pub(super) fn run(a: &WeightsArgs) -> ExitCode {
         Ok(b) => b,
         Err(e) => return fail(format!("cannot read {}: {e}", a.weights.display())),
     };
-    let entries = match compare_weights(&compiled.artifact.manifest, &bytes) {
+    let mut entries = match compare_weights(&compiled.artifact.manifest, &bytes) {
         Ok(entries) => entries,
         Err(e) => return fail(format!("{}: {e}", a.weights.display())),
     };
+    entries.retain(|e| {
+        !(e.status == WeightsMatch::Missing
+            && e.key
+                .starts_with(strata_artifact::weight_keys::OPTIMIZER_PREFIX))
+    });
     let width = entries.iter().map(|e| e.key.len()).max().unwrap_or(0);
     let count = |status: WeightsMatch| entries.iter().filter(|e| e.status == status).count();
     for e in &entries {
