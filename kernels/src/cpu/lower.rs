@@ -560,11 +560,6 @@ impl<'k, 'f> Lowering<'k, 'f> {
             ReduceOp::Min => self.b.ins().f32const(f32::INFINITY),
         };
         self.b.def_var(acc, init);
-        // Inside the fold's loops, the variables from here on are its own, and run one
-        // point at a time.
-        let outer_divisions =
-            std::mem::replace(&mut self.divisions, strength::divisions_in(&[value], &[]));
-        let outer_vector = self.vector.take();
         let points = dims.iter().try_fold(1u64, |n, d| match d {
             Dim::Fixed(e) => n.checked_mul(*e),
             Dim::Batch => None,
@@ -584,20 +579,36 @@ impl<'k, 'f> Lowering<'k, 'f> {
             l.b.def_var(acc, folded);
             Ok(())
         };
-        let folded = if unrolled {
-            self.unrolled_nest(dims, invariants, &mut point)
-        } else {
-            self.nest(dims, invariants, &mut point)
-        };
-        self.divisions = outer_divisions;
-        self.vector = outer_vector;
-        folded?;
+        self.in_fold(value, |l| {
+            if unrolled {
+                l.unrolled_nest(dims, invariants, &mut point)
+            } else {
+                l.nest(dims, invariants, &mut point)
+            }
+        })?;
         let a = self.b.use_var(acc);
         Ok(if acc_type == types::F64 {
             self.b.ins().fdemote(types::F32, a)
         } else {
             a
         })
+    }
+
+    /// Runs `loops`, the loops of a fold of `value`: inside them the variables from here
+    /// on are the fold's own (its divisions are the ones the loops' counters step), and
+    /// they run one point at a time.
+    fn in_fold(
+        &mut self,
+        value: &Expr,
+        loops: impl FnOnce(&mut Self) -> LowerResult<()>,
+    ) -> LowerResult<()> {
+        let outer_divisions =
+            std::mem::replace(&mut self.divisions, strength::divisions_in(&[value], &[]));
+        let outer_vector = self.vector.take();
+        let folded = loops(self);
+        self.divisions = outer_divisions;
+        self.vector = outer_vector;
+        folded
     }
 
     /// A nested reduction at the current point: its invariants of the bound variables

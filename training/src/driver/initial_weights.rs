@@ -82,13 +82,15 @@ impl fmt::Display for WeightsReport {
 
 /// The tensors of a weights file of any kind the driver writes.
 fn tensors_of(bytes: &[u8], origin: &Path) -> Result<Vec<(String, HostTensor)>, TrainError> {
+    let not_weights = |e| TrainError::Config(format!("--weights {}: {e}", origin.display()));
     match Checkpoint::from_bytes(bytes, origin) {
         Ok(checkpoint) => Ok(checkpoint.weights),
-        Err(CheckpointError::NotACheckpoint { .. }) => read_weights(bytes)
-            .map_err(|e| TrainError::Config(format!("--weights {}: {e}", origin.display()))),
+        Err(CheckpointError::NotACheckpoint { .. }) => read_weights(bytes).map_err(not_weights),
         // Not even safetensors: say that, rather than what a checkpoint would need.
-        Err(CheckpointError::Corrupt { .. }) if read_weights(bytes).is_err() => read_weights(bytes)
-            .map_err(|e| TrainError::Config(format!("--weights {}: {e}", origin.display()))),
+        Err(e @ CheckpointError::Corrupt { .. }) => match read_weights(bytes) {
+            Err(w) => Err(not_weights(w)),
+            Ok(_) => Err(e.into()),
+        },
         Err(e) => Err(e.into()),
     }
 }

@@ -25,7 +25,6 @@
 
 use super::{LowerResult, Lowering};
 use crate::cpu::lanes::Lanes;
-use crate::cpu::strength;
 use crate::hoist::Invariant;
 use crate::ir::{BinaryOp, Dim, Expr, Index, Kernel, KernelBody, ReduceOp, ScalarType, Store};
 use cranelift_codegen::ir::condcodes::FloatCC;
@@ -445,37 +444,33 @@ impl<'k, 'f> Lowering<'k, 'f> {
             self.b.def_var(*acc, *init);
         }
         let accs: Vec<Variable> = accs.into_iter().map(|(a, _)| a).collect();
-        let outer_vector = self.vector.take();
-        let outer_divisions =
-            std::mem::replace(&mut self.divisions, strength::divisions_in(&[value], &[]));
-        let folded = self.nest(reduce, &[], &mut |l| {
-            let mut cache = PointCache::new(var);
-            let v = l.vector_expr(value, None, &mut cache)?;
-            let v = l.broadcast(v, value, &mut cache)?;
-            match op {
-                ReduceOp::Sum => {
-                    let [low, high] = l.promote(v);
-                    for (acc, part) in accs.iter().zip([low, high]) {
-                        let a = l.b.use_var(*acc);
-                        let sum = l.b.ins().fadd(a, part);
-                        l.b.def_var(*acc, sum);
+        self.in_fold(value, |l| {
+            l.nest(reduce, &[], &mut |l| {
+                let mut cache = PointCache::new(var);
+                let v = l.vector_expr(value, None, &mut cache)?;
+                let v = l.broadcast(v, value, &mut cache)?;
+                match op {
+                    ReduceOp::Sum => {
+                        let [low, high] = l.promote(v);
+                        for (acc, part) in accs.iter().zip([low, high]) {
+                            let a = l.b.use_var(*acc);
+                            let sum = l.b.ins().fadd(a, part);
+                            l.b.def_var(*acc, sum);
+                        }
+                    }
+                    ReduceOp::Max | ReduceOp::Min => {
+                        let a = l.b.use_var(accs[0]);
+                        let folded = if op == ReduceOp::Max {
+                            l.b.ins().fmax(a, v)
+                        } else {
+                            l.b.ins().fmin(a, v)
+                        };
+                        l.b.def_var(accs[0], folded);
                     }
                 }
-                ReduceOp::Max | ReduceOp::Min => {
-                    let a = l.b.use_var(accs[0]);
-                    let folded = if op == ReduceOp::Max {
-                        l.b.ins().fmax(a, v)
-                    } else {
-                        l.b.ins().fmin(a, v)
-                    };
-                    l.b.def_var(accs[0], folded);
-                }
-            }
-            Ok(())
-        });
-        self.divisions = outer_divisions;
-        self.vector = outer_vector;
-        folded?;
+                Ok(())
+            })
+        })?;
         Ok(match op {
             ReduceOp::Sum => {
                 let low = self.b.use_var(accs[0]);
