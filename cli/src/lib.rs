@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod commands;
 pub mod executable;
+pub mod sweep;
 
 use std::process::ExitCode;
 

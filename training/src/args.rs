@@ -41,12 +41,30 @@ pub struct TrainArgs {
     /// Print nothing but errors.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Do not score the test split at the end (a hyper-parameter search chooses on the
+    /// validation split and scores only its choice: `strata sweep`).
+    #[arg(long)]
+    pub no_test: bool,
+    /// Run CPU kernels on this many threads, the calling one included [default: all
+    /// cores].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 impl TrainArgs {
     /// The driver's options: `--run-dir`, else `default_run_dir`; Ctrl-C stops the run
     /// after the current step, saving `last.ckpt`.
+    ///
+    /// `--threads` fixes the CPU launch threads, so this must come before the first
+    /// session is made.
     pub fn options(&self, default_run_dir: PathBuf) -> Result<TrainOptions, String> {
+        match self.threads {
+            Some(0) => return Err("--threads takes a count of at least 1".into()),
+            Some(n) if !strata_runtime::cpu::set_threads(n) => {
+                return Err("--threads came after the first CPU session".into());
+            }
+            _ => {}
+        }
         Ok(TrainOptions {
             run_dir: self.run_dir.clone().unwrap_or(default_run_dir),
             data_override: self.data.clone(),
@@ -56,6 +74,7 @@ impl TrainArgs {
             initial_weights: self.weights.clone(),
             progress: true,
             quiet: self.quiet,
+            score_test: !self.no_test,
             interrupt: Some(interrupt_on_ctrl_c()?),
         })
     }

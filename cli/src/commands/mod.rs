@@ -11,6 +11,8 @@
 //! strata bench FILE [--entry NAME]... [--batch N]... [--seconds S] [--target cpu|gpu]
 //! strata weights FILE W.safetensors   the file's tensors against the model's parameters
 //! strata step  FILE --input x=x.npy --input y=y.npy [--weights W] [--steps N] -o OUT.safetensors
+//! strata sweep FILE --space lr=log(1e-4,1e-1) --space hidden=[64,128] [--method grid|random|halving]
+//!              [--trials N] [--jobs N] [--dir DIR] [--resume|--overwrite]
 //! ```
 //! `train` runs the file's `train` section (settings overridable with `--set lr=3e-3`,
 //! `epochs`, `batch`, `seed`, `patience`, `data`) and writes its run directory (default
@@ -30,6 +32,7 @@ mod eval;
 mod ir;
 mod run;
 mod step;
+mod sweep;
 mod train;
 mod weights;
 
@@ -71,6 +74,8 @@ enum Command {
     Weights(weights::WeightsArgs),
     /// Run training steps on one given batch from given weights and write the result.
     Step(step::StepArgs),
+    /// Search hyper-parameters on the validation split; score the choice on the test split.
+    Sweep(sweep::SweepCommand),
 }
 
 /// What every subcommand takes: the model file and how to compile it.
@@ -121,6 +126,7 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => bench::run(&a),
         Command::Weights(a) => weights::run(&a),
         Command::Step(a) => step::run(&a),
+        Command::Sweep(a) => sweep::run(&a),
     }
 }
 
