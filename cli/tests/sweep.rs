@@ -224,3 +224,62 @@ fn mistakes_are_refused_before_any_trial_runs() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("different sweep"), "{}", text(&out));
 }
+
+#[test]
+fn a_sweep_section_in_the_file_is_the_space_and_the_command_line_adds_to_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("mlp.strata");
+    let mlp_text = std::fs::read_to_string(mlp()).unwrap();
+    let section =
+        "\nsweep Mlp {\n    hidden = [16, 32]\n    trials = 2   metric = val.accuracy\n}\n";
+    std::fs::write(&file, format!("{mlp_text}{section}")).unwrap();
+    let dir = tmp.path().join("s");
+    let run = |extra: &[&str]| {
+        strata()
+            .arg("sweep")
+            .arg(&file)
+            .args(["--set", "epochs=1", "--jobs", "2", "--dir"])
+            .arg(&dir)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--space", "lr=[0.01]"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let header: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(
+        header["space"],
+        serde_json::json!(["hidden=[16, 32]", "lr=[0.01]"])
+    );
+    assert_eq!(header["metric"], "val.accuracy");
+    assert_eq!(records(&dir).len(), 2);
+    // Still a model file every other command takes.
+    let check = strata().arg("check").arg(&file).output().unwrap();
+    assert!(check.status.success(), "{}", text(&check));
+
+    // A range the sweep cannot read is located in the file.
+    let bad = section.replace("[16, 32]", "log(0, 1)");
+    std::fs::write(&file, format!("{mlp_text}{bad}")).unwrap();
+    let out = run(&["--overwrite"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let lines = mlp_text.lines().count();
+    assert!(
+        text(&out).contains(&format!("mlp.strata:{}:14", lines + 3)),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("above 0"), "{}", text(&out));
+    // A section for a model the file does not have.
+    std::fs::write(
+        &file,
+        format!("{mlp_text}{}", section.replace("Mlp", "Mpl")),
+    )
+    .unwrap();
+    let out = run(&["--overwrite"]);
+    assert!(
+        text(&out).contains("`Mpl`, which is not a model"),
+        "{}",
+        text(&out)
+    );
+}

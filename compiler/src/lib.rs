@@ -19,5 +19,6 @@ pub mod lower;
 pub mod passes;
 pub mod plan;
 pub mod source;
+pub mod sweep;
 pub mod syntax;
 pub mod train;

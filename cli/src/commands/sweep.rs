@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use clap::Args;
+use clap::ValueEnum;
 use strata_artifact::Artifact;
 use strata_compiler::driver::{CompileError, compile};
-use strata_compiler::source::SourceFile;
+use strata_compiler::source::{Diagnostic, ErrorCode, SourceFile};
 
 use super::{Common, ErrorFormat, Target, compile_trainable, fail, load_source, options};
 use crate::sweep::best_file::rewrite;
@@ -29,29 +30,33 @@ pub(super) struct SweepCommand {
     #[command(flatten)]
     common: Common,
     /// A dimension of the search: `lr=log(1e-4,1e-1)`, `dropout=uniform(0,0.5)`,
-    /// `layers=int(1,4)`, `hidden=[64,128,256]` (repeatable; any name `--set` takes).
-    #[arg(long, value_name = "NAME=RANGE", required = true)]
+    /// `layers=int(1,4)`, `hidden=[64,128,256]` (repeatable; any name `--set` takes). It
+    /// adds to (or replaces a range of) the file's `sweep` section.
+    #[arg(long, value_name = "NAME=RANGE")]
     space: Vec<String>,
     /// How to search: every combination, random draws, or successive halving (random
-    /// draws trained briefly, the best third trained on, until the full epochs).
-    #[arg(long, value_enum, default_value_t = Method::Random)]
-    method: Method,
-    /// How many configurations to try (for the grid: at most this many).
-    #[arg(long, default_value_t = 20)]
-    trials: usize,
-    /// Values per continuous dimension in a grid.
-    #[arg(long, default_value_t = 3)]
-    grid_points: usize,
-    /// Halving keeps 1/ETA of a rung's trials and trains them ETA times as long.
-    #[arg(long, default_value_t = 3)]
-    eta: usize,
+    /// draws trained briefly, the best third trained on, until the full epochs)
+    /// [default: the sweep section's, else random].
+    #[arg(long, value_enum)]
+    method: Option<Method>,
+    /// How many configurations to try (for the grid: at most this many) [default: 20].
+    #[arg(long)]
+    trials: Option<usize>,
+    /// Values per continuous dimension in a grid [default: 3].
+    #[arg(long)]
+    grid_points: Option<usize>,
+    /// Halving keeps 1/ETA of a rung's trials and trains them ETA times as long
+    /// [default: 3].
+    #[arg(long)]
+    eta: Option<usize>,
     /// What ranks trials: `val.loss`, `val.accuracy`, … [default: the train section's
     /// early-stopping monitor, else val.loss].
     #[arg(long, value_name = "SPLIT.METRIC")]
     metric: Option<String>,
-    /// Seed of the search's draws (the parameters' initial values take `--seed`).
-    #[arg(long, default_value_t = 0)]
-    search_seed: u64,
+    /// Seed of the search's draws (the parameters' initial values take `--seed`)
+    /// [default: 0].
+    #[arg(long)]
+    search_seed: Option<u64>,
     /// Trials trained at once [default: the cores divided by --threads].
     #[arg(long)]
     jobs: Option<usize>,
@@ -80,14 +85,16 @@ pub(super) fn run(a: &SweepCommand) -> ExitCode {
 }
 
 fn sweep(a: &SweepCommand) -> Result<(), ExitCode> {
-    let space = Space::parse(&a.space).map_err(usage)?;
-    if a.trials == 0 || a.threads == 0 || a.jobs == Some(0) || a.grid_points == 0 || a.eta < 2 {
+    let (artifact, config) = compile_trainable(&a.common)?;
+    let source = load_source(&a.common.file)?;
+    let s = settings(a, &source, &artifact.manifest.model)?;
+    let space = Space::parse(&s.space).map_err(usage)?;
+    if s.trials == 0 || a.threads == 0 || a.jobs == Some(0) || s.grid_points == 0 || s.eta < 2 {
         return Err(usage(
-            "--trials, --threads, --jobs and --grid-points take at least 1, --eta at least 2",
+            "trials, --threads, --jobs and grid_points take at least 1, eta at least 2",
         ));
     }
-    let (_, config) = compile_trainable(&a.common)?;
-    let metric = match &a.metric {
+    let metric = match &s.metric {
         Some(m) => MetricKey::parse(m).map_err(usage)?,
         None => match &config.early_stop {
             Some(es) => MetricKey {
@@ -98,25 +105,24 @@ fn sweep(a: &SweepCommand) -> Result<(), ExitCode> {
         },
     };
     let plan = Plan::new(
-        a.method,
+        s.method,
         &space,
-        a.trials,
-        a.grid_points,
-        a.search_seed,
+        s.trials,
+        s.grid_points,
+        s.search_seed,
         config.epochs,
-        a.eta,
+        s.eta,
     );
-    if a.method == Method::Grid && space.grid_size(a.grid_points) > a.trials {
+    if s.method == Method::Grid && space.grid_size(s.grid_points) > s.trials {
         eprintln!(
             "warning: the grid has {} points; --trials {} runs the first {}",
-            space.grid_size(a.grid_points),
-            a.trials,
-            a.trials
+            space.grid_size(s.grid_points),
+            s.trials,
+            s.trials
         );
     }
     // Every configuration compiles before any trial starts, so a bad value is reported
     // now, with the trial it belongs to.
-    let source = load_source(&a.common.file)?;
     for (i, c) in plan.configs.iter().enumerate() {
         compile_config(&source, &a.common, c).map_err(|e| {
             eprint!("{e}");
@@ -132,12 +138,12 @@ fn sweep(a: &SweepCommand) -> Result<(), ExitCode> {
         file: a.common.file.display().to_string(),
         model: a.common.model.clone(),
         fixed: a.common.set.clone(),
-        space: a.space.clone(),
-        method: a.method,
-        trials: a.trials,
-        grid_points: a.grid_points,
-        eta: a.eta,
-        search_seed: a.search_seed,
+        space: s.space.clone(),
+        method: s.method,
+        trials: s.trials,
+        grid_points: s.grid_points,
+        eta: s.eta,
+        search_seed: s.search_seed,
         init_seed: a.common.seed,
         metric: metric.name.clone(),
     };
@@ -158,7 +164,7 @@ fn sweep(a: &SweepCommand) -> Result<(), ExitCode> {
             "sweep of {}: {} trials ({}, rungs of {:?} epochs), {} at a time, {} thread(s) each, ranked by {}; in {}",
             a.common.file.display(),
             plan.configs.len(),
-            format!("{:?}", a.method).to_lowercase(),
+            format!("{:?}", s.method).to_lowercase(),
             plan.rungs,
             jobs,
             a.threads,
@@ -253,6 +259,94 @@ fn sweep(a: &SweepCommand) -> Result<(), ExitCode> {
         return Err(fail("no trial finished: see the trials' train-rung*.log"));
     };
     choose(a, &source, &launcher, &plan.configs[best.trial], best, &dir)
+}
+
+/// The sweep's settings: the file's `sweep` section, then the command line's.
+struct Settings {
+    /// `NAME=RANGE`, the file's first, a command-line range of the same name replacing it.
+    space: Vec<String>,
+    method: Method,
+    trials: usize,
+    grid_points: usize,
+    eta: usize,
+    search_seed: u64,
+    metric: Option<String>,
+}
+
+fn settings(a: &SweepCommand, source: &SourceFile, model: &str) -> Result<Settings, ExitCode> {
+    let report = |d: Diagnostic| {
+        super::report(&d, source, a.common.error_format);
+        ExitCode::FAILURE
+    };
+    let section = strata_compiler::sweep::section(source, model)
+        .map_err(report)?
+        .unwrap_or_default();
+    let mut s = Settings {
+        space: Vec::new(),
+        method: Method::Random,
+        trials: 20,
+        grid_points: 3,
+        eta: 3,
+        search_seed: 0,
+        metric: None,
+    };
+    for setting in &section {
+        let bad = |why: String| {
+            report(Diagnostic::error(
+                ErrorCode::BadArgument,
+                why,
+                setting.value_span,
+            ))
+        };
+        let count = || -> Result<u64, ExitCode> {
+            setting
+                .value
+                .parse()
+                .map_err(|_| bad(format!("`{}` is a whole number", setting.key)))
+        };
+        match setting.key.as_str() {
+            "method" => {
+                s.method = Method::from_str(&setting.value, false)
+                    .map_err(|_| bad("`method` is grid, random or halving".into()))?;
+            }
+            "trials" => s.trials = count()? as usize,
+            "grid_points" => s.grid_points = count()? as usize,
+            "eta" => s.eta = count()? as usize,
+            "search_seed" => s.search_seed = count()?,
+            "metric" => s.metric = Some(setting.value.clone()),
+            key => {
+                let spec = format!("{key}={}", setting.value);
+                // A range the sweep cannot read is reported at its place in the file.
+                Space::parse(std::slice::from_ref(&spec))
+                    .map_err(|e| bad(e.replacen(&format!("--space {spec}: "), "", 1)))?;
+                if s.space
+                    .iter()
+                    .any(|x| x.split_once('=').map(|p| p.0) == Some(key))
+                {
+                    return Err(bad(format!("`{key}` is set twice")));
+                }
+                s.space.push(spec);
+            }
+        }
+    }
+    for spec in &a.space {
+        let name = spec.split_once('=').map_or(spec.as_str(), |p| p.0).trim();
+        s.space
+            .retain(|x| x.split_once('=').map(|p| p.0) != Some(name));
+        s.space.push(spec.clone());
+    }
+    if s.space.is_empty() {
+        return Err(usage(format!(
+            "nothing to search: give --space NAME=RANGE, or write a `sweep {model} {{ … }}` section"
+        )));
+    }
+    s.method = a.method.unwrap_or(s.method);
+    s.trials = a.trials.unwrap_or(s.trials);
+    s.grid_points = a.grid_points.unwrap_or(s.grid_points);
+    s.eta = a.eta.unwrap_or(s.eta);
+    s.search_seed = a.search_seed.unwrap_or(s.search_seed);
+    s.metric = a.metric.clone().or(s.metric);
+    Ok(s)
 }
 
 /// Reports the chosen trial: its `--set` line, its test score (the only time the sweep

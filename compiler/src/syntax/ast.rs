@@ -15,6 +15,7 @@ pub struct Program {
     pub models: Vec<ModelDef>,
     pub blocks: Vec<ModelDef>,
     pub trains: Vec<TrainDef>,
+    pub sweeps: Vec<SweepDef>,
 }
 
 /// A `model` or a `block`: a name, hyper-parameters (a block's are also its arguments),
@@ -75,6 +76,16 @@ pub enum Stmt {
 pub struct TrainDef {
     pub model: Ident,
     pub items: Vec<TrainItem>,
+    pub span: Span,
+}
+
+/// A `sweep Model { … }` section: the search space and options of `strata sweep`, kept
+/// as written (each value's text is what `--space NAME=TEXT` would take).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepDef {
+    pub model: Ident,
+    /// `key = value`, with the value's span in the source.
+    pub settings: Vec<(Ident, Span)>,
     pub span: Span,
 }
 

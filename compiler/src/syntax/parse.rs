@@ -39,6 +39,15 @@ pub fn parse(text: &str) -> Result<Program, Diagnostic> {
                 )?;
                 program.trains.push(train);
             }
+            Rule::sweep_def => {
+                let sweep = sweep_def(item);
+                refuse_second(
+                    "sweep section for",
+                    &sweep.model,
+                    program.sweeps.iter().map(|s| &s.model),
+                )?;
+                program.sweeps.push(sweep);
+            }
             _ => {}
         }
     }
@@ -205,6 +214,27 @@ fn stmt(pair: Pair<Rule>) -> Result<Stmt, Diagnostic> {
         }
         r => unreachable!("grammar: unexpected statement {r:?}"),
     })
+}
+
+fn sweep_def(pair: Pair<Rule>) -> SweepDef {
+    let sp = span(&pair);
+    let mut it = pair.into_inner().skip(1);
+    let model = ident(it.next().expect("grammar: sweep model name"));
+    let settings = it
+        .map(|setting| {
+            let mut i = setting.into_inner();
+            let key = ident(i.next().expect("grammar: setting key"));
+            (
+                key,
+                trimmed_span(&i.next().expect("grammar: setting value")),
+            )
+        })
+        .collect();
+    SweepDef {
+        model,
+        settings,
+        span: sp,
+    }
 }
 
 fn train_def(pair: Pair<Rule>) -> Result<TrainDef, Diagnostic> {
@@ -424,6 +454,7 @@ fn rule_words(rule: &Rule) -> &'static str {
         Rule::model_def => "`model`",
         Rule::block_def => "`block`",
         Rule::train_def => "`train`",
+        Rule::sweep_def | Rule::sweep_kw => "`sweep`",
         Rule::ident | Rule::path => "a name",
         Rule::hparams => "`(`",
         Rule::hparam => "a hyper-parameter",
