@@ -201,22 +201,6 @@ pub fn check(
     Err(errors)
 }
 
-/// Parses and elaborates the model `options` name (with its train section, when
-/// `options.train`): the first mistake stops it.
-fn parse_and_elaborate(
-    source: &SourceFile,
-    options: &ElaborateOptions,
-) -> Result<Elaborated, Diagnostic> {
-    let program = parse(&source.text)?;
-    if let Some(first) = crate::elaborate::check_train_targets(&program)
-        .into_iter()
-        .next()
-    {
-        return Err(first);
-    }
-    elaborate(&program, options)
-}
-
 /// Passes, lowering (kernels named `{prefix}k…`) and memory planning of one entry.
 fn compile_entry(
     name: &str,
@@ -302,8 +286,9 @@ pub fn stage_dumps(name: &str, graph: &Graph) -> Result<Vec<(String, String)>, C
 /// `train` section, the artifact also has the `train_step` and `eval` entries.
 pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled, CompileError> {
     let mut times = StageTimes::default();
+    let program = times.time("parse and check", || parse(&source.text))?;
     let elaborated = times.time("parse and check", || {
-        parse_and_elaborate(source, &options.elaborate)
+        elaborate(&program, &options.elaborate)
     })?;
     let typed = elaborated.graph.clone();
     let (infer_graph, extra, train_config) = if elaborated.train.is_some() {
@@ -311,9 +296,7 @@ pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled
             training_mode: true,
             ..options.elaborate.clone()
         };
-        let training = times.time("parse and check", || {
-            parse_and_elaborate(source, &training_options)
-        })?;
+        let training = times.time("parse and check", || elaborate(&program, &training_options))?;
         let tg = times.time("training graphs", || {
             crate::train::build(
                 &elaborated,
@@ -328,6 +311,14 @@ pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled
     } else {
         (typed.clone(), Vec::new(), None)
     };
+    // A `train X` for no model of the file: last, as `check` sorts it after the
+    // sections before it.
+    if let Some(first) = crate::elaborate::check_train_targets(&program)
+        .into_iter()
+        .next()
+    {
+        return Err(first.into());
+    }
     let infer = compile_entry("infer", infer_graph, "", options, &mut times)?;
     let training = extra
         .into_iter()

@@ -643,7 +643,7 @@ fn monitored(monitor: &str, task: &Task, span: Span) -> Result<(), Diagnostic> {
 /// and infer) and for training (`training`: the train step; dropout and batch norm take
 /// their training behaviour). `overrides` are the command line's train settings;
 /// `gradient_outputs` adds each update's gradients to its entry's outputs (`grad.PATH`).
-/// The section's first mistake (in the order [`check_section`] lists them) if it has any.
+/// The section's first mistake in the file (of those [`check_section`] lists) if it has any.
 pub fn build(
     elab: &Elaborated,
     training: &Elaborated,
@@ -679,8 +679,14 @@ pub fn build(
         label_v,
         task,
         images,
-    } = read_section(elab, overrides)
-        .map_err(|errors| errors.into_iter().next().expect("an error"))?;
+    } = read_section(elab, overrides).map_err(|errors| {
+        // The first in the file, as `strata check` lists them.
+        let first = errors
+            .iter()
+            .min_by_key(|d| d.span.start)
+            .expect("an error");
+        first.clone()
+    })?;
     let at = t.section.model.span;
     let graph = &elab.graph;
     let mut model_graph = graph.clone();
