@@ -148,14 +148,16 @@ pub mod fuzz_bodies {
             .map(|text| SourceFile::new("fuzz.strata", text))
     }
 
-    /// Parser and checker: any text gives a graph or a diagnostic, and rendering the
-    /// diagnostic works.
+    /// Parser and checker: any text gives well-formed models or diagnostics, and
+    /// rendering every diagnostic works.
     pub fn check_text(data: &[u8]) {
         if let Some(src) = source(data)
-            && let Err(d) = check(&src, &Default::default())
+            && let Err(errors) = check(&src, &Default::default(), &[])
         {
-            let _ = d.render(&src);
-            let _ = d.to_json(&src);
+            for d in errors {
+                let _ = d.render(&src);
+                let _ = d.to_json(&src);
+            }
         }
     }
 

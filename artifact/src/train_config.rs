@@ -29,6 +29,14 @@ pub const BUILTIN_DATASETS: &[&str] = &[
     "sunspots",
 ];
 
+/// The generated datasets (`data = reverse(length = 10)`): sequence tasks the training
+/// driver makes from a seed, named like built-ins or as kinds (`reverse:length=10`).
+pub const GENERATED_DATASETS: &[&str] = &["reverse", "adding"];
+
+/// The kinds of data files a source spec names before its path (`csv:f.csv`,
+/// `data = csv("f.csv")`); the compiler checks a section's `data` against them.
+pub const DATA_SOURCE_KINDS: &[&str] = &["csv", "npy", "idx", "safetensors"];
+
 /// What the model learns to predict.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Task {

@@ -214,6 +214,61 @@ fn check_reports_diagnostics_with_exit_code_1() {
 }
 
 #[test]
+fn check_shows_the_first_twenty_mistakes_and_counts_the_rest() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("many.strata");
+    // 25 bindings, each calling a misspelled layer: 25 independent mistakes.
+    let mut text = String::from("model M {\n    input x: f32[batch, 4]\n");
+    for i in 0..25 {
+        text.push_str(&format!("    h{i} = x |> rellu\n"));
+    }
+    text.push_str("    output y = x |> relu\n}\n");
+    std::fs::write(&file, text).expect("write");
+    let out = strata().arg("check").arg(&file).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("error[E0003]").count(), 20, "{err}");
+    assert!(err.contains("5 more errors not shown"), "{err}");
+    assert!(err.contains("25 errors found"), "{err}");
+
+    let json = strata()
+        .args(["check", "--error-format", "json"])
+        .arg(&file)
+        .output()
+        .expect("runs");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&json.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+        .collect();
+    assert_eq!(lines.len(), 21);
+    assert_eq!(lines[20]["more_errors"], 5);
+}
+
+#[test]
+fn check_lists_every_model_of_a_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("two.strata");
+    std::fs::write(
+        &file,
+        "model A {\n    input x: f32[batch, 4]\n    output y = x |> relu\n}\n\
+         model B {\n    input x: f32[batch, 4]\n    output y = x |> dense(2)\n}\n",
+    )
+    .expect("write");
+    let out = strata().arg("check").arg(&file).output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("model `A` is well-formed"), "{text}");
+    assert!(
+        text.contains("model `B` is well-formed (6 ops, 10 parameters)"),
+        "{text}"
+    );
+}
+
+#[test]
 fn set_overrides_a_hyper_parameter() {
     let out = strata()
         .args(["ir", "--set", "hidden=32"])

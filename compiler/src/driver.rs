@@ -117,10 +117,88 @@ pub struct Compiled {
     pub times: StageTimes,
 }
 
-/// Parses and elaborates: the checks `strata check` runs.
-pub fn check(source: &SourceFile, options: &ElaborateOptions) -> Result<Elaborated, Diagnostic> {
-    let program = parse(&source.text)?;
-    elaborate(&program, options)
+/// One model of a file that `strata check` found well-formed.
+#[derive(Clone, Debug)]
+pub struct CheckedModel {
+    pub name: String,
+    /// Operations of its graph as elaborated (the `typed` stage).
+    pub ops: usize,
+    pub parameters: u64,
+    /// Whether it has a train section (checked with it).
+    pub trained: bool,
+}
+
+/// How many diagnostics `strata check` prints before it only counts the rest.
+pub const MAX_SHOWN_ERRORS: usize = 20;
+
+/// The checks `strata check` runs, on the whole file: parsing, then every model
+/// elaborated with its train section (each model, statement and setting recovering from
+/// its mistake, see [`crate::elaborate::elaborate_model`]), and every train section's
+/// settings read as `strata train` reads them ([`crate::train::check_section`]), with
+/// `train_overrides` (`--set lr=…`) applied. `options.model` checks that model only;
+/// `options.overrides` apply to it (the first model when none is named).
+///
+/// Every mistake, in the order of the file (a syntax error stops everything), or the
+/// models found well-formed. Nothing is compiled.
+pub fn check(
+    source: &SourceFile,
+    options: &ElaborateOptions,
+    train_overrides: &[(String, String)],
+) -> Result<Vec<CheckedModel>, Vec<Diagnostic>> {
+    let program = parse(&source.text).map_err(|d| vec![d])?;
+    let selected = crate::elaborate::select_model(&program, options.model.as_deref())
+        .map_err(|d| vec![d])?
+        .name
+        .name
+        .clone();
+    let mut errors = crate::elaborate::check_train_targets(&program);
+    let mut models = Vec::new();
+    for model in &program.models {
+        let is_selected = model.name.name == selected;
+        if options.model.is_some() && !is_selected {
+            continue;
+        }
+        let model_options = ElaborateOptions {
+            model: Some(model.name.name.clone()),
+            overrides: match is_selected {
+                true => options.overrides.clone(),
+                false => Vec::new(),
+            },
+            train: true,
+            training_mode: false,
+            limits: options.limits,
+        };
+        let outcome = crate::elaborate::elaborate_model(&program, model, &model_options);
+        let elaborated = outcome.elaborated;
+        let mut model_errors = outcome.errors;
+        if elaborated.train.is_some() {
+            model_errors.extend(crate::train::check_section(&elaborated, train_overrides));
+        }
+        if model_errors.is_empty() {
+            let graph = &elaborated.graph;
+            models.push(CheckedModel {
+                name: model.name.name.clone(),
+                ops: graph.len(),
+                parameters: graph
+                    .params()
+                    .iter()
+                    .map(|(v, _)| graph.ty(*v).shape.fixed_elements())
+                    .sum(),
+                trained: elaborated.train.is_some(),
+            });
+        }
+        for d in model_errors {
+            // A block two models call reports its mistake once.
+            if !errors.contains(&d) {
+                errors.push(d);
+            }
+        }
+    }
+    if errors.is_empty() {
+        return Ok(models);
+    }
+    errors.sort_by_key(|d| d.span.start);
+    Err(errors)
 }
 
 /// Passes, lowering (kernels named `{prefix}k…`) and memory planning of one entry.
@@ -208,14 +286,17 @@ pub fn stage_dumps(name: &str, graph: &Graph) -> Result<Vec<(String, String)>, C
 /// `train` section, the artifact also has the `train_step` and `eval` entries.
 pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled, CompileError> {
     let mut times = StageTimes::default();
-    let elaborated = times.time("parse and check", || check(source, &options.elaborate))?;
+    let program = times.time("parse and check", || parse(&source.text))?;
+    let elaborated = times.time("parse and check", || {
+        elaborate(&program, &options.elaborate)
+    })?;
     let typed = elaborated.graph.clone();
     let (infer_graph, extra, train_config) = if elaborated.train.is_some() {
         let training_options = ElaborateOptions {
             training_mode: true,
             ..options.elaborate.clone()
         };
-        let training = times.time("parse and check", || check(source, &training_options))?;
+        let training = times.time("parse and check", || elaborate(&program, &training_options))?;
         let tg = times.time("training graphs", || {
             crate::train::build(
                 &elaborated,
@@ -230,6 +311,14 @@ pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled
     } else {
         (typed.clone(), Vec::new(), None)
     };
+    // A `train X` for no model of the file: last, as `check` sorts it after the
+    // sections before it.
+    if let Some(first) = crate::elaborate::check_train_targets(&program)
+        .into_iter()
+        .next()
+    {
+        return Err(first.into());
+    }
     let infer = compile_entry("infer", infer_graph, "", options, &mut times)?;
     let training = extra
         .into_iter()

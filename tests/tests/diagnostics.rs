@@ -3,6 +3,7 @@
 
 use strata_compiler::driver::check;
 use strata_compiler::elaborate::ElaborateOptions;
+use strata_compiler::source::diagnostic::render_all;
 use strata_compiler::source::{ErrorCode, SourceFile};
 
 fn diagnose(name: &str, text: &str, overrides: &[(&str, &str)]) -> (ErrorCode, String) {
@@ -17,9 +18,9 @@ fn diagnose(name: &str, text: &str, overrides: &[(&str, &str)]) -> (ErrorCode, S
         training_mode: false,
         limits: Default::default(),
     };
-    match check(&source, &options) {
+    match check(&source, &options, &[]) {
         Ok(_) => panic!("{name}: expected an error"),
-        Err(d) => (d.code, d.render(&source)),
+        Err(errors) => (errors[0].code, render_all(&errors, &source)),
     }
 }
 
@@ -303,7 +304,8 @@ fn json_format_carries_code_and_position() {
         "m.strata",
         "model M {\n    input x: f32[batch, 4]\n    output y = x |> rellu\n}\n",
     );
-    let d = check(&source, &ElaborateOptions::default()).expect_err("unknown layer");
+    let d =
+        check(&source, &ElaborateOptions::default(), &[]).expect_err("unknown layer")[0].clone();
     let json = d.to_json(&source);
     assert_eq!(json["code"], "E0003");
     assert_eq!(json["primary"]["line"], 3);

@@ -60,18 +60,42 @@ pub struct Elaborated {
     pub train: Option<TrainElab>,
 }
 
-/// Builds the graph of one model of `program`.
+/// Builds the graph of one model of `program`; its first mistake if it has any.
 pub fn elaborate(program: &Program, options: &ElaborateOptions) -> Result<Elaborated, Diagnostic> {
     let model = select_model(program, options.model.as_deref())?;
+    let outcome = elaborate_model(program, model, options);
+    match outcome.errors.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(outcome.elaborated),
+    }
+}
+
+/// A model elaborated with recovery: every mistake found, and the graph of what did
+/// elaborate (complete when there are no mistakes).
+pub struct Outcome {
+    pub elaborated: Elaborated,
+    /// In the order met; none is a follow-up of another.
+    pub errors: Vec<Diagnostic>,
+}
+
+/// Builds the graph of `model`, recovering from a mistake at each hyper-parameter,
+/// statement of the model's body, and part of its train section: the names a failed
+/// statement binds are poisoned, so what depends on them fails silently instead of
+/// repeating the mistake. A mistake that makes everything after it meaningless (the
+/// graph or the parameters past their budget) ends the model.
+pub fn elaborate_model(program: &Program, model: &ModelDef, options: &ElaborateOptions) -> Outcome {
     let mut blocks = HashMap::new();
+    let mut errors = Vec::new();
     for b in &program.blocks {
         if blocks.insert(b.name.name.clone(), b).is_some() {
-            return Err(Diagnostic::error(
-                ErrorCode::DuplicateBinding,
-                format!("block `{}` is defined twice", b.name.name),
-                b.name.span,
-            )
-            .with_label("defined again here"));
+            errors.push(
+                Diagnostic::error(
+                    ErrorCode::DuplicateBinding,
+                    format!("block `{}` is defined twice", b.name.name),
+                    b.name.span,
+                )
+                .with_label("defined again here"),
+            );
         }
     }
     // The standard library's blocks, unless the file defines one of the same name.
@@ -92,25 +116,199 @@ pub fn elaborate(program: &Program, options: &ElaborateOptions) -> Result<Elabor
         limits: options.limits,
         parameter_bytes: 0,
         repeat_copies: 1,
+        errors,
     };
     let mut env = Env::default();
-    let mut hyper_params = Vec::new();
-    for (name, _) in &options.overrides {
-        if !model.params.iter().any(|p| &p.name.name == name) {
-            let known: Vec<&str> = model.params.iter().map(|p| p.name.name.as_str()).collect();
-            return Err(Diagnostic::error(
-                ErrorCode::BadHyperParam,
-                format!(
-                    "model `{}` has no hyper-parameter `{name}`",
-                    model.name.name
-                ),
-                model.name.span,
-            )
-            .with_label("in this model")
-            .with_note(format!("its hyper-parameters are: {}", known.join(", "))));
+    let (hyper_params, outputs, train) = e.model_body(model, program, options, &mut env);
+    let mut graph = std::mem::replace(&mut e.graph, Graph::new(String::new()));
+    graph.outputs = outputs;
+    if e.errors.is_empty() {
+        // An input whose users failed is no wiring mistake.
+        e.record(check_inputs_used(&graph));
+    }
+    prune_unreachable(&mut graph);
+    Outcome {
+        elaborated: Elaborated {
+            graph,
+            hyper_params,
+            train,
+        },
+        errors: e.errors,
+    }
+}
+
+/// Why [`Elaborator::model_body`] stopped early: a mistake after which nothing more is
+/// worth checking (it is recorded).
+pub(crate) struct Stop;
+
+impl<'p> Elaborator<'p> {
+    /// Keeps `r`'s value, or records its mistake (unless it follows an earlier one).
+    pub(crate) fn record<T>(&mut self, r: Result<T, Diagnostic>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(d) => {
+                if !d.is_follow_up() && !self.errors.contains(&d) {
+                    self.errors.push(d);
+                }
+                None
+            }
         }
     }
-    for p in &model.params {
+
+    /// [`Elaborator::record`], and [`Stop`] when the mistake ends the model.
+    pub(crate) fn record_or_stop<T>(
+        &mut self,
+        r: Result<T, Diagnostic>,
+    ) -> Result<Option<T>, Stop> {
+        let ends = matches!(&r, Err(d) if d.code == ErrorCode::TooLarge);
+        let kept = self.record(r);
+        match ends {
+            true => Err(Stop),
+            false => Ok(kept),
+        }
+    }
+
+    /// The model's hyper-parameters, outputs and (with `options.train`) train section.
+    #[allow(clippy::type_complexity)]
+    fn model_body(
+        &mut self,
+        model: &ModelDef,
+        program: &Program,
+        options: &ElaborateOptions,
+        env: &mut Env,
+    ) -> (
+        Vec<(String, Value)>,
+        Vec<(String, ValueId)>,
+        Option<TrainElab>,
+    ) {
+        let mut hyper_params = Vec::new();
+        let mut outputs = Vec::new();
+        let mut train = None;
+        let _ = self.model_body_parts(
+            model,
+            program,
+            options,
+            env,
+            (&mut hyper_params, &mut outputs, &mut train),
+        );
+        (hyper_params, outputs, train)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn model_body_parts(
+        &mut self,
+        model: &ModelDef,
+        program: &Program,
+        options: &ElaborateOptions,
+        env: &mut Env,
+        (hyper_params, outputs, train): (
+            &mut Vec<(String, Value)>,
+            &mut Vec<(String, ValueId)>,
+            &mut Option<TrainElab>,
+        ),
+    ) -> Result<(), Stop> {
+        for (name, _) in &options.overrides {
+            if !model.params.iter().any(|p| &p.name.name == name) {
+                let known: Vec<&str> = model.params.iter().map(|p| p.name.name.as_str()).collect();
+                self.record::<()>(Err(Diagnostic::error(
+                    ErrorCode::BadHyperParam,
+                    format!(
+                        "model `{}` has no hyper-parameter `{name}`",
+                        model.name.name
+                    ),
+                    model.name.span,
+                )
+                .with_label("in this model")
+                .with_note(format!("its hyper-parameters are: {}", known.join(", ")))));
+            }
+        }
+        for p in &model.params {
+            let value = self.hyper_param(p, options, env);
+            match self.record_or_stop(value)? {
+                Some(value) => {
+                    hyper_params.push((p.name.name.clone(), value.clone()));
+                    let bound = env.bind(&p.name, value);
+                    self.record(bound);
+                }
+                None => env.poison(&p.name),
+            }
+        }
+        let mut any_output = false;
+        for stmt in &model.body {
+            match stmt {
+                Stmt::Input { name, ty, span } => {
+                    let tt = self.tensor_type(ty, env);
+                    let Some(tt) = self.record_or_stop(tt)? else {
+                        env.poison(name);
+                        continue;
+                    };
+                    let v = self.graph.add_leaf(
+                        Op::Input {
+                            name: name.name.clone(),
+                        },
+                        tt,
+                        *span,
+                    );
+                    let bound = env.bind(name, Value::Tensor(v));
+                    self.record(bound);
+                }
+                Stmt::Output { name, value, .. } => {
+                    any_output = true;
+                    let made = self.output(name, value.as_ref(), env, outputs);
+                    if self.record_or_stop(made)?.is_none() && value.is_some() {
+                        env.poison(name);
+                    }
+                }
+                other => {
+                    let made = self.stmt(other, env).and_then(|ret| match ret {
+                        None => Ok(()),
+                        Some((_, sp)) => Err(Diagnostic::error(
+                            ErrorCode::Misplaced,
+                            "`return` belongs in a block; a model declares `output`s",
+                            sp,
+                        )),
+                    });
+                    if self.record_or_stop(made)?.is_none() {
+                        if let Stmt::Let { name, more, .. } = other {
+                            std::iter::once(name)
+                                .chain(more)
+                                .for_each(|n| env.poison(n));
+                        }
+                        if let Stmt::Layer { name, .. } = other {
+                            env.poison(name);
+                        }
+                    }
+                }
+            }
+        }
+        if !any_output {
+            self.record::<()>(Err(Diagnostic::error(
+                ErrorCode::MissingOutput,
+                format!("model `{}` has no outputs", model.name.name),
+                model.name.span,
+            )
+            .with_label("this model")
+            .with_help("declare one with `output name = expr`")));
+        }
+        let section = program
+            .trains
+            .iter()
+            .find(|t| t.model.name == model.name.name);
+        if let (true, Some(section), false) = (options.train, section, outputs.is_empty()) {
+            let t = self.train_section(section, env, outputs)?;
+            outputs.push(("loss".to_string(), t.loss));
+            *train = Some(t);
+        }
+        Ok(())
+    }
+
+    /// A hyper-parameter's value: from `--set`, else its default.
+    fn hyper_param(
+        &mut self,
+        p: &HyperParam,
+        options: &ElaborateOptions,
+        env: &mut Env,
+    ) -> Result<Value, Diagnostic> {
         let value = match options
             .overrides
             .iter()
@@ -119,7 +317,7 @@ pub fn elaborate(program: &Program, options: &ElaborateOptions) -> Result<Elabor
         {
             Some((_, text)) => value::parse_override(text),
             None => match &p.default {
-                Some(d) => e.expr(d, &mut env)?.value,
+                Some(d) => self.expr(d, env)?.value,
                 None => {
                     return Err(Diagnostic::error(
                         ErrorCode::BadHyperParam,
@@ -141,95 +339,52 @@ pub fn elaborate(program: &Program, options: &ElaborateOptions) -> Result<Elabor
                 p.name.span,
             ));
         }
-        hyper_params.push((p.name.name.clone(), value.clone()));
-        env.bind(&p.name, value)?;
+        Ok(value)
     }
-    let mut outputs = Vec::new();
-    for stmt in &model.body {
-        match stmt {
-            Stmt::Input { name, ty, span } => {
-                let tt = e.tensor_type(ty, &mut env)?;
-                let v = e.graph.add_leaf(
-                    Op::Input {
-                        name: name.name.clone(),
-                    },
-                    tt,
-                    *span,
-                );
-                env.bind(name, Value::Tensor(v))?;
+
+    /// `output name = expr` (or `output name` of a binding), added to `outputs`.
+    fn output(
+        &mut self,
+        name: &Ident,
+        value: Option<&Expr>,
+        env: &mut Env,
+        outputs: &mut Vec<(String, ValueId)>,
+    ) -> Result<(), Diagnostic> {
+        let (v, vspan) = match value {
+            Some(expr) => {
+                let s = self.expr(expr, env)?;
+                (s.value, s.span)
             }
-            Stmt::Output { name, value, .. } => {
-                let (v, vspan) = match value {
-                    Some(expr) => {
-                        let s = e.expr(expr, &mut env)?;
-                        (s.value, s.span)
-                    }
-                    None => (env.lookup(name)?.value, name.span),
-                };
-                let Value::Tensor(id) = v else {
-                    return Err(Diagnostic::error(
-                        ErrorCode::BadArgument,
-                        format!("output `{}` must be a tensor, got {}", name.name, v.kind()),
-                        vspan,
-                    ));
-                };
-                if outputs
-                    .iter()
-                    .any(|(n, _): &(String, ValueId)| n == &name.name)
-                {
-                    return Err(Diagnostic::error(
-                        ErrorCode::DuplicateBinding,
-                        format!("output `{}` is declared twice", name.name),
-                        name.span,
-                    )
-                    .with_label("declared again here"));
-                }
-                if value.is_some() {
-                    env.bind(name, Value::Tensor(id))?;
-                }
-                outputs.push((name.name.clone(), id));
-            }
-            other => e.stmt(other, &mut env)?.map_or(Ok(()), |(_, sp)| {
-                Err(Diagnostic::error(
-                    ErrorCode::Misplaced,
-                    "`return` belongs in a block; a model declares `output`s",
-                    sp,
-                ))
-            })?,
+            None => (env.lookup(name)?.value, name.span),
+        };
+        let Value::Tensor(id) = v else {
+            return Err(Diagnostic::error(
+                ErrorCode::BadArgument,
+                format!("output `{}` must be a tensor, got {}", name.name, v.kind()),
+                vspan,
+            ));
+        };
+        if outputs.iter().any(|(n, _)| n == &name.name) {
+            return Err(Diagnostic::error(
+                ErrorCode::DuplicateBinding,
+                format!("output `{}` is declared twice", name.name),
+                name.span,
+            )
+            .with_label("declared again here"));
         }
-    }
-    if outputs.is_empty() {
-        return Err(Diagnostic::error(
-            ErrorCode::MissingOutput,
-            format!("model `{}` has no outputs", model.name.name),
-            model.name.span,
-        )
-        .with_label("this model")
-        .with_help("declare one with `output name = expr`"));
-    }
-    let section = program
-        .trains
-        .iter()
-        .find(|t| t.model.name == model.name.name);
-    let train = match (options.train, section) {
-        (true, Some(section)) => {
-            let t = e.train_section(section, &mut env, &outputs)?;
-            outputs.push(("loss".to_string(), t.loss));
-            Some(t)
+        if value.is_some() {
+            env.bind(name, Value::Tensor(id))?;
         }
-        _ => None,
-    };
-    e.graph.outputs = outputs;
-    check_inputs_used(&e.graph)?;
-    prune_unreachable(&mut e.graph);
-    Ok(Elaborated {
-        graph: e.graph,
-        hyper_params,
-        train,
-    })
+        outputs.push((name.name.clone(), id));
+        Ok(())
+    }
 }
 
-fn select_model<'p>(program: &'p Program, name: Option<&str>) -> Result<&'p ModelDef, Diagnostic> {
+/// The model `name` of `program`, or its first when `name` is None.
+pub fn select_model<'p>(
+    program: &'p Program,
+    name: Option<&str>,
+) -> Result<&'p ModelDef, Diagnostic> {
     match name {
         Some(n) => program
             .models
@@ -257,6 +412,32 @@ fn select_model<'p>(program: &'p Program, name: Option<&str>) -> Result<&'p Mode
             .with_help("start one with `model Name { … }`")
         }),
     }
+}
+
+/// A `train X` section for a model the file does not define: `strata train` would find
+/// no section for the model it trains. One mistake per such section.
+pub fn check_train_targets(program: &Program) -> Vec<Diagnostic> {
+    let models = || program.models.iter().map(|m| m.name.name.as_str());
+    program
+        .trains
+        .iter()
+        .filter(|t| !models().any(|m| m == t.model.name))
+        .map(|t| {
+            let d = Diagnostic::error(
+                ErrorCode::NoModel,
+                format!("`train {}` names no model of this file", t.model.name),
+                t.model.span,
+            )
+            .with_label("no model of this name");
+            match closest(&t.model.name, models()) {
+                Some(close) => d.with_help(format!("did you mean `{close}`?")),
+                None => d.with_note(format!(
+                    "models in this file: {}",
+                    models().collect::<Vec<_>>().join(", ")
+                )),
+            }
+        })
+        .collect()
 }
 
 /// Every input must reach an output: an unused input is almost always a wiring mistake.
@@ -300,6 +481,9 @@ fn prune_unreachable(graph: &mut Graph) {
 #[derive(Default)]
 pub(crate) struct Env {
     bindings: HashMap<String, Spanned>,
+    /// Names whose definition failed (the mistake is reported): a use of one fails
+    /// silently ([`Diagnostic::follow_up`]), so the mistake is not reported again.
+    poisoned: HashSet<String>,
 }
 
 impl Env {
@@ -324,6 +508,22 @@ impl Env {
         Ok(())
     }
 
+    /// Marks `name` as a binding whose definition failed, unless it is bound already
+    /// (then the failure was a second binding, and the first stands).
+    pub(crate) fn poison(&mut self, name: &Ident) {
+        if !self.bindings.contains_key(&name.name) {
+            self.poisoned.insert(name.name.clone());
+        }
+    }
+
+    /// Fails silently when `name` is a binding whose definition failed.
+    fn refuse_poisoned(&self, name: &Ident) -> Result<(), Diagnostic> {
+        match self.poisoned.contains(&name.name) {
+            true => Err(Diagnostic::follow_up(name.span)),
+            false => Ok(()),
+        }
+    }
+
     /// The value bound to `name`, if any. Elaboration asks this for every name it
     /// meets, layers included, so it must not build the "did you mean" of an error.
     fn get(&self, name: &str) -> Option<&Spanned> {
@@ -331,6 +531,7 @@ impl Env {
     }
 
     fn lookup(&self, name: &Ident) -> Result<Spanned, Diagnostic> {
+        self.refuse_poisoned(name)?;
         self.get(&name.name).cloned().ok_or_else(|| {
             let mut d = Diagnostic::error(
                 ErrorCode::UnknownName,
@@ -407,6 +608,8 @@ pub(crate) struct Elaborator<'p> {
     /// How many copies the `repeat`s being elaborated make of what is inside them (the
     /// product of their counts), against `limits.graph_nodes`.
     repeat_copies: u64,
+    /// The mistakes recovered from so far (see [`elaborate_model`]).
+    errors: Vec<Diagnostic>,
 }
 
 impl<'p> Elaborator<'p> {
@@ -778,6 +981,7 @@ impl<'p> Elaborator<'p> {
             )
             .with_label("dotted names are used only in `train` sections"));
         }
+        env.refuse_poisoned(first)?;
         if let Some(v) = env.get(&first.name) {
             return Ok(Spanned {
                 value: v.value.clone(),
@@ -985,6 +1189,7 @@ impl<'p> Elaborator<'p> {
         forced_path: Option<String>,
     ) -> Result<Spanned, Diagnostic> {
         let callee = &call.callee;
+        env.refuse_poisoned(callee)?;
         // A layer instance: its declaration's arguments after the call's own.
         if let Some(Spanned {
             value: Value::Instance(path),
@@ -1085,6 +1290,9 @@ impl<'p> Elaborator<'p> {
             }
         }
         result.map_err(|d| {
+            if d.is_follow_up() {
+                return d;
+            }
             let mut moved = Diagnostic::error(
                 d.code,
                 format!("in `{}`: {}", block.name.name, d.message),

@@ -80,6 +80,10 @@ pub struct Diagnostic {
     pub label: String,
     pub secondary: Vec<(Span, String)>,
     pub notes: Vec<String>,
+    /// This stands for a mistake already reported: a use of a binding whose own
+    /// definition failed. Elaboration's recovery drops it, so one mistake is reported
+    /// once and not again at every binding that depends on it.
+    pub(crate) follows_earlier: bool,
 }
 
 impl Diagnostic {
@@ -91,7 +95,25 @@ impl Diagnostic {
             label: String::new(),
             secondary: Vec::new(),
             notes: Vec::new(),
+            follows_earlier: false,
         }
+    }
+
+    /// The error of a use of `span`'s name, whose definition failed and was reported
+    /// (see the `follows_earlier` field); it is never shown.
+    pub(crate) fn follow_up(span: Span) -> Diagnostic {
+        let mut d = Diagnostic::error(
+            ErrorCode::UnknownName,
+            "uses a binding whose definition failed",
+            span,
+        );
+        d.follows_earlier = true;
+        d
+    }
+
+    /// Whether this stands for a mistake already reported.
+    pub fn is_follow_up(&self) -> bool {
+        self.follows_earlier
     }
 
     pub fn with_label(mut self, label: impl Into<String>) -> Diagnostic {

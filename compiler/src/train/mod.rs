@@ -24,14 +24,17 @@ pub mod section_graph;
 pub mod steps;
 
 use crate::elaborate::{Elaborated, TrainElab};
-use crate::ir::{DType, Dim, Graph, Op, TensorType};
+use crate::ir::{DType, Dim, Graph, Op, TensorType, ValueId};
 use crate::passes::{autodiff, dce};
-use crate::source::{Diagnostic, ErrorCode};
+use crate::source::{Diagnostic, ErrorCode, Span};
 use ranges::{Origin, ValidRange};
 use section::Setting;
 use std::collections::HashMap;
 use strata_artifact::Metric;
-use strata_artifact::train_config::{Schedule, Task, TrainConfig, TrainStep};
+use strata_artifact::train_config::{
+    BUILTIN_DATASETS, DATA_SOURCE_KINDS, EarlyStop, GENERATED_DATASETS, Schedule, Task,
+    TrainConfig, TrainStep,
+};
 
 /// The graphs of a trainable model's entries.
 pub struct TrainingGraphs {
@@ -51,24 +54,70 @@ fn err(span: crate::source::Span, msg: impl Into<String>) -> Diagnostic {
     Diagnostic::error(ErrorCode::BadArgument, msg, span)
 }
 
-/// Builds the entries' graphs from the model elaborated for inference (`elab`: eval
-/// and infer) and for training (`training`: the train step; dropout and batch norm take
-/// their training behaviour). `overrides` are the command line's train settings;
-/// `gradient_outputs` adds each update's gradients to its entry's outputs (`grad.PATH`).
-pub fn build(
+/// `r`'s value, or `None` with its mistake added to `errors`.
+fn keep<T>(errors: &mut Vec<Diagnostic>, r: Result<T, Diagnostic>) -> Option<T> {
+    r.map_err(|d| errors.push(d)).ok()
+}
+
+/// The params of an elaborated model's train section, with their paths.
+fn section_params(elab: &Elaborated, t: &TrainElab) -> Vec<(ValueId, String)> {
+    t.params
+        .iter()
+        .map(|&p| match &elab.graph.node(p).op {
+            Op::Param { path, .. } => (p, path.clone()),
+            _ => unreachable!("params are Param ops"),
+        })
+        .collect()
+}
+
+/// A section's settings, read and checked against the model: what the entries and the
+/// [`TrainConfig`] are built from, short of the graphs.
+struct SectionPlan {
+    settings: HashMap<String, (Setting, Span)>,
+    hyper: HashMap<String, crate::elaborate::value::Value>,
+    data: String,
+    batch: u64,
+    epochs: u64,
+    seed: u64,
+    split: [f64; 3],
+    sequential_split: bool,
+    lr_override: Option<f64>,
+    schedule: Schedule,
+    metrics: Vec<Metric>,
+    early_stop: Option<EarlyStop>,
+    normalize: String,
+    normalize_span: Span,
+    normalization: normalize::FeatureNormalization,
+    checkpoint_every: u64,
+    features_input: String,
+    features_v: ValueId,
+    prediction: String,
+    pred_v: ValueId,
+    label_v: Option<ValueId>,
+    task: Task,
+    images: Option<strata_artifact::train_config::ImageGrid>,
+}
+
+/// Every mistake in the train section of `elab` (elaborated with its section, in
+/// inference mode) that [`build`] would refuse short of building the graphs: each
+/// setting is checked on its own, and a check that needs a setting that failed (the
+/// metrics need the task, which needs the prediction) is skipped, not repeated.
+pub fn check_section(elab: &Elaborated, overrides: &[(String, String)]) -> Vec<Diagnostic> {
+    match read_section(elab, overrides) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors,
+    }
+}
+
+fn read_section(
     elab: &Elaborated,
-    training: &Elaborated,
     overrides: &[(String, String)],
-    gradient_outputs: bool,
-) -> Result<TrainingGraphs, Diagnostic> {
+) -> Result<SectionPlan, Vec<Diagnostic>> {
     let t: &TrainElab = elab.train.as_ref().expect("elaborated with train = true");
-    let tt: &TrainElab = training
-        .train
-        .as_ref()
-        .expect("elaborated with train = true");
     let hyper: HashMap<String, crate::elaborate::value::Value> =
         elab.hyper_params.iter().cloned().collect();
-    let settings = section::settings(&t.section, &hyper)?;
+    let mut errors = Vec::new();
+    let settings = section::settings(&t.section, &hyper, &mut errors);
     let at = t.section.model.span;
     let get = |k: &str| settings.get(k);
     // A numeric setting, from the command line or the file, and where it came from.
@@ -89,45 +138,433 @@ pub fn build(
         let (v, origin) = number(k, default)?;
         range.check_integer(k, v, origin)
     };
-    let batch = integer("batch", 32.0, ValidRange::BATCH)?;
-    let epochs = integer("epochs", 10.0, ValidRange::COUNT)?;
-    let seed = integer("seed", 0.0, ValidRange::NON_NEGATIVE_INTEGER)?;
+    let batch = keep(&mut errors, integer("batch", 32.0, ValidRange::BATCH)).unwrap_or(32);
+    let epochs = keep(&mut errors, integer("epochs", 10.0, ValidRange::COUNT)).unwrap_or(10);
+    let seed = keep(
+        &mut errors,
+        integer("seed", 0.0, ValidRange::NON_NEGATIVE_INTEGER),
+    )
+    .unwrap_or(0);
     let data = match overrides.iter().rev().find(|(k, _)| k == "data") {
         Some((_, v)) => v.clone(),
-        None => match get("data") {
-            None => "digits".to_string(),
-            Some((Setting::Word(w), _)) => w.clone(),
-            Some((Setting::Call { name, args }, span)) => {
-                let parts: Vec<String> = args
-                    .iter()
-                    .map(|(k, v)| match (k, v) {
-                        (None, Setting::Word(w)) => Ok(w.clone()),
-                        (Some(k), Setting::Word(w)) => Ok(format!("{k}={w}")),
-                        (Some(k), Setting::Number(n)) => Ok(format!("{k}={n}")),
-                        (None, Setting::Number(n)) => Ok(format!("{n}")),
-                        _ => Err(err(*span, "data source arguments are paths and options")),
-                    })
-                    .collect::<Result<_, _>>()?;
-                // A built-in takes options after a comma (`sunspots,window=20`), a file
-                // kind its path after a colon (`csv:f.csv,label=-1`).
-                let builtin =
-                    strata_artifact::train_config::BUILTIN_DATASETS.contains(&name.as_str());
-                format!(
-                    "{name}{}{}",
-                    if builtin { "," } else { ":" },
-                    parts.join(",")
-                )
+        None => keep(&mut errors, data_spec(get("data"), &t.section)).unwrap_or_default(),
+    };
+    let split = keep(&mut errors, split_fractions(get("split"))).unwrap_or([0.8, 0.1, 0.1]);
+    let lr_override: Option<f64> = match overrides.iter().rev().find(|(k, _)| k == "lr") {
+        None => None,
+        Some((_, v)) => keep(
+            &mut errors,
+            v.parse()
+                .map_err(|_| err(at, format!("--set lr={v}: not a number")))
+                .and_then(|lr| ValidRange::POSITIVE.check("lr", lr, Origin::Override(at))),
+        ),
+    };
+    let schedule = match get("schedule") {
+        None => Schedule::Constant,
+        Some((s, span)) => {
+            keep(&mut errors, section::schedule(s, *span)).unwrap_or(Schedule::Constant)
+        }
+    };
+    let metrics = match get("metrics") {
+        None => Vec::new(),
+        Some((Setting::List(items), span)) => items
+            .iter()
+            .filter_map(|i| {
+                let metric = metric_named(i, *span, &t.section);
+                keep(&mut errors, metric)
+            })
+            .collect(),
+        Some((_, span)) => {
+            errors.push(err(*span, "`metrics` is a list, e.g. [accuracy, f1]"));
+            Vec::new()
+        }
+    };
+    let mut early_stop = match get("early_stop") {
+        None => None,
+        Some((s, span)) => keep(&mut errors, section::early_stop(s, *span)),
+    };
+    if let (Some(es), Some((_, v))) = (
+        early_stop.as_mut(),
+        overrides.iter().rev().find(|(k, _)| k == "patience"),
+    ) {
+        let patience = v
+            .parse()
+            .map_err(|_| err(at, format!("--set patience={v}: not an integer")))
+            .and_then(|p| ValidRange::COUNT.check_integer("patience", p, Origin::Override(at)));
+        if let Some(p) = keep(&mut errors, patience) {
+            es.patience = p;
+        }
+    }
+    let normalize_span = get("normalize").map_or(at, |(_, span)| *span);
+    let normalize = match get("normalize") {
+        None => "none".to_string(),
+        Some((Setting::Word(w), _)) if ["none", "standardize", "minmax"].contains(&w.as_str()) => {
+            w.clone()
+        }
+        Some((Setting::Call { name, args }, _)) if name == "scale" && args.len() == 1 => {
+            match &args[0].1 {
+                Setting::Number(k) if ValidRange::POSITIVE.contains(*k) => format!("scale:{k}"),
+                _ => {
+                    errors.push(err(normalize_span, "scale(K) divides features by K"));
+                    "none".to_string()
+                }
             }
-            Some((_, span)) => {
-                return Err(err(
-                    *span,
-                    "`data` is a dataset name or a source like csv(\"file.csv\")",
-                ));
+        }
+        Some((_, span)) => {
+            errors.push(err(
+                *span,
+                "`normalize` is none, standardize, minmax or scale(K)",
+            ));
+            "none".to_string()
+        }
+    };
+    let checkpoint_every = keep(
+        &mut errors,
+        integer("checkpoint_every", 0.0, ValidRange::NON_NEGATIVE_INTEGER),
+    )
+    .unwrap_or(0);
+    let sequential_split = match get("split_order") {
+        None => false,
+        Some((Setting::Word(w), _)) if w == "shuffled" => false,
+        Some((Setting::Word(w), _)) if w == "sequential" => true,
+        Some((_, span)) => {
+            errors.push(err(
+                *span,
+                "`split_order` is shuffled (the default) or sequential (in the data's order, for series)",
+            ));
+            false
+        }
+    };
+
+    // Which model input gets the features, which output the metrics read.
+    let graph = &elab.graph;
+    let model_inputs: Vec<(String, ValueId)> = graph
+        .inputs
+        .iter()
+        .filter_map(|&i| match &graph.node(i).op {
+            // `step` feeds dropout in a training-mode build; it is not the model's.
+            Op::Input { name } if Some(name) != t.label.as_ref() && name != "step" => {
+                Some((name.clone(), i))
+            }
+            _ => None,
+        })
+        .collect();
+    let features_input = match get("features") {
+        Some((Setting::Word(w), span)) => match model_inputs.iter().any(|(n, _)| n == w) {
+            true => Some(w.clone()),
+            false => {
+                let mut d = err(*span, format!("the model has no input `{w}`"));
+                let names = model_inputs.iter().map(|(n, _)| n.as_str());
+                if let Some(close) = crate::elaborate::closest(w, names) {
+                    d = d.with_help(format!("did you mean `{close}`?"));
+                }
+                errors.push(d);
+                None
             }
         },
+        _ if model_inputs.len() == 1 => Some(model_inputs[0].0.clone()),
+        _ if model_inputs.is_empty() => {
+            errors.push(err(at, "the model has no input for the data to fill"));
+            None
+        }
+        _ => {
+            errors.push(err(
+                at,
+                "the model has several inputs: say which takes the data with `features = NAME`",
+            ));
+            None
+        }
     };
-    let split = match get("split") {
-        None => [0.8, 0.1, 0.1],
+    // The data fills the features and the label: another input would be missing when
+    // the first batch runs.
+    if let Some(features) = &features_input {
+        for (name, v) in model_inputs.iter().filter(|(n, _)| n != features) {
+            let label = match &t.label {
+                Some(l) => format!(" and `{l}` (the label)"),
+                None => String::new(),
+            };
+            errors.push(
+                err(
+                    graph.node(*v).span,
+                    format!("input `{name}` gets no data in training"),
+                )
+                .with_label("never filled")
+                .with_secondary(at, "this section trains the model")
+                .with_note(format!(
+                    "the data fills `{features}` (the features){label}, and nothing else"
+                )),
+            );
+        }
+    }
+    let prediction = match get("predict") {
+        Some((Setting::Word(w), span)) => match t.model_outputs.iter().any(|(n, _)| n == w) {
+            true => Some(w.clone()),
+            false => {
+                let mut d = err(*span, format!("the model has no output `{w}`"));
+                let names = t.model_outputs.iter().map(|(n, _)| n.as_str());
+                if let Some(close) = crate::elaborate::closest(w, names) {
+                    d = d.with_help(format!("did you mean `{close}`?"));
+                }
+                errors.push(d);
+                None
+            }
+        },
+        _ => t.model_outputs.first().map(|(n, _)| n.clone()),
+    };
+    let label_v = t.label.as_ref().map(|label| {
+        graph
+            .inputs
+            .iter()
+            .copied()
+            .find(|&i| matches!(&graph.node(i).op, Op::Input { name } if name == label))
+            .expect("the label is an input")
+    });
+    let pred_v = prediction.as_ref().map(|prediction| {
+        t.model_outputs
+            .iter()
+            .find(|(n, _)| n == prediction)
+            .map(|(_, v)| *v)
+            .expect("checked above")
+    });
+    let features_v = features_input.as_ref().map(|features| {
+        model_inputs
+            .iter()
+            .find(|(n, _)| n == features)
+            .map(|(_, v)| *v)
+            .expect("checked above")
+    });
+    // The features' normalization is part of every entry (see [`normalize`]).
+    let normalization = keep(
+        &mut errors,
+        normalize::FeatureNormalization::of_config(&normalize).ok_or_else(|| {
+            err(
+                normalize_span,
+                format!("unknown normalization `{normalize}`"),
+            )
+        }),
+    );
+    // The task needs the prediction and the label (or, without one, the features).
+    let task = match (pred_v, features_v, t.label_failed) {
+        (Some(pred_v), Some(features_v), false) => {
+            let pred_ty = graph.ty(pred_v);
+            let prediction = prediction.as_deref().unwrap_or_default();
+            match label_v.map(|v| graph.ty(v).clone()) {
+                Some(label_ty) if label_ty.dtype == DType::I32 => {
+                    match pred_ty.shape.dims().last() {
+                        Some(Dim::Fixed(1)) => Some(Task::Classification { classes: 2 }),
+                        Some(Dim::Fixed(c)) => Some(Task::Classification { classes: *c }),
+                        _ => {
+                            errors.push(err(
+                                at,
+                                format!(
+                                    "the prediction `{prediction}` needs a class dimension, got {pred_ty}"
+                                ),
+                            ));
+                            None
+                        }
+                    }
+                }
+                Some(label_ty) => Some(Task::Regression {
+                    width: label_ty.shape.fixed_elements(),
+                }),
+                // A section with several steps (a GAN) is judged by its losses alone,
+                // even when an output happens to have the features' shape.
+                None => Some(Task::Unlabelled {
+                    reconstruction: t.steps.len() <= 1 && pred_ty == graph.ty(features_v),
+                }),
+            }
+        }
+        _ => None,
+    };
+    if let (Some(task), Some((Setting::List(_), span))) = (&task, get("metrics"))
+        && let Some(m) = metrics.iter().find(|m| !m.applies_to(task))
+    {
+        let mut d = err(
+            *span,
+            format!(
+                "metric `{m}` does not apply to this {} model",
+                task.describe()
+            ),
+        );
+        if let (Task::Unlabelled { .. }, Some(pred_v), Some(features_v)) =
+            (task, pred_v, features_v)
+        {
+            d = d.with_note(format!(
+                "without a `label`, `mae` and `mse` compare the prediction `{}` \
+                 ({}) with the features `{}` ({}); other metrics need labels",
+                prediction.as_deref().unwrap_or_default(),
+                graph.ty(pred_v),
+                features_input.as_deref().unwrap_or_default(),
+                graph.ty(features_v)
+            ));
+        }
+        errors.push(d);
+    }
+    if let (Some(es), Some((_, span))) = (&early_stop, get("early_stop")) {
+        if let Some(task) = &task {
+            let span =
+                section::word_span(&t.section.items, "early_stop", &es.monitor).unwrap_or(*span);
+            keep(&mut errors, monitored(&es.monitor, task, span));
+        }
+        if split[1] == 0.0 {
+            errors.push(
+                err(
+                    *span,
+                    "early stopping watches the validation split, which is empty",
+                )
+                .with_note(format!(
+                    "split is {} / {} / {} (train / val / test)",
+                    split[0], split[1], split[2]
+                )),
+            );
+        }
+    }
+    let images = match (get("images"), &features_input) {
+        (Some((s, span)), Some(features_input)) => keep(
+            &mut errors,
+            images::image_grid(s, *span, graph, features_input, &t.model_outputs),
+        ),
+        _ => None,
+    };
+    // The updates: optimizers, clipping and each step's parameters.
+    if let Err(mut step_errors) =
+        steps::plan_steps(t, t, &section_params(elab, t), &settings, &hyper)
+    {
+        errors.append(&mut step_errors);
+    }
+    match (
+        features_input,
+        features_v,
+        prediction,
+        pred_v,
+        task,
+        normalization,
+    ) {
+        (
+            Some(features_input),
+            Some(features_v),
+            Some(prediction),
+            Some(pred_v),
+            Some(task),
+            Some(normalization),
+        ) if errors.is_empty() => Ok(SectionPlan {
+            settings,
+            hyper,
+            data,
+            batch,
+            epochs,
+            seed,
+            split,
+            sequential_split,
+            lr_override,
+            schedule,
+            metrics,
+            early_stop,
+            normalize,
+            normalize_span,
+            normalization,
+            checkpoint_every,
+            features_input,
+            features_v,
+            prediction,
+            pred_v,
+            label_v,
+            task,
+            images,
+        }),
+        // Without errors here, a part is missing because the model's elaboration
+        // failed (its label), and that mistake is reported there.
+        _ => Err(errors),
+    }
+}
+
+/// `data = …` as the training driver's source spec (`digits`, `sunspots,window=20`,
+/// `csv:f.csv,label=-1`), with the dataset's name or the source's kind checked.
+fn data_spec(
+    setting: Option<&(Setting, Span)>,
+    section: &crate::syntax::ast::TrainDef,
+) -> Result<String, Diagnostic> {
+    let spec = match setting {
+        None => return Ok("digits".to_string()),
+        Some((Setting::Word(w), _)) => w.clone(),
+        Some((Setting::Call { name, args }, span)) => {
+            let parts: Vec<String> = args
+                .iter()
+                .map(|(k, v)| match (k, v) {
+                    (None, Setting::Word(w)) => Ok(w.clone()),
+                    (Some(k), Setting::Word(w)) => Ok(format!("{k}={w}")),
+                    (Some(k), Setting::Number(n)) => Ok(format!("{k}={n}")),
+                    (None, Setting::Number(n)) => Ok(format!("{n}")),
+                    _ => Err(err(*span, "data source arguments are paths and options")),
+                })
+                .collect::<Result<_, _>>()?;
+            // A built-in takes options after a comma (`sunspots,window=20`), a file
+            // kind its path after a colon (`csv:f.csv,label=-1`).
+            let builtin = BUILTIN_DATASETS.contains(&name.as_str());
+            format!(
+                "{name}{}{}",
+                if builtin { "," } else { ":" },
+                parts.join(",")
+            )
+        }
+        Some((_, span)) => {
+            return Err(err(
+                *span,
+                "`data` is a dataset name or a source like csv(\"file.csv\")",
+            ));
+        }
+    };
+    let span = setting.map_or(section.model.span, |(_, s)| *s);
+    // `kind:rest` names a kind of source; a bare spec starts with a dataset's name.
+    let (name, known, what): (&str, Vec<&str>, &str) = match spec.split_once(':') {
+        Some((kind, _)) => (
+            kind,
+            DATA_SOURCE_KINDS
+                .iter()
+                .chain(GENERATED_DATASETS)
+                .copied()
+                .collect(),
+            "kind of data source",
+        ),
+        None => (
+            spec.split(',').next().unwrap_or_default().trim(),
+            BUILTIN_DATASETS
+                .iter()
+                .chain(GENERATED_DATASETS)
+                .copied()
+                .collect(),
+            "dataset",
+        ),
+    };
+    if known.contains(&name) {
+        return Ok(spec);
+    }
+    let span = section::word_span(&section.items, "data", name).unwrap_or(span);
+    let mut d = Diagnostic::error(
+        ErrorCode::UnknownName,
+        format!("unknown {what} `{name}`"),
+        span,
+    )
+    .with_label(format!("not a {what}"));
+    if let Some(close) = crate::elaborate::closest(name, known.iter().copied()) {
+        d = d.with_help(format!("did you mean `{close}`?"));
+    }
+    Err(d.with_note(format!(
+        "built-in datasets: {}; generated: {}; files: {}",
+        BUILTIN_DATASETS.join(", "),
+        GENERATED_DATASETS.join(", "),
+        DATA_SOURCE_KINDS
+            .iter()
+            .map(|k| format!("{k}(\"PATH\")"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
+/// `split = train / val / test` fractions.
+fn split_fractions(setting: Option<&(Setting, Span)>) -> Result<[f64; 3], Diagnostic> {
+    match setting {
+        None => Ok([0.8, 0.1, 0.1]),
         Some((Setting::List(items), span)) if items.len() == 3 => {
             let mut out = [0.0; 3];
             for (o, i) in out.iter_mut().zip(items) {
@@ -146,151 +583,112 @@ pub fn build(
                     *span,
                 ));
             }
-            out
+            Ok(out)
         }
-        Some((_, span)) => {
-            return Err(err(
-                *span,
-                "`split` is train / val / test fractions, e.g. 0.8 / 0.1 / 0.1",
-            ));
-        }
-    };
-    let lr_override: Option<f64> = match overrides.iter().rev().find(|(k, _)| k == "lr") {
-        None => None,
-        Some((_, v)) => {
-            let lr = v
-                .parse()
-                .map_err(|_| err(at, format!("--set lr={v}: not a number")))?;
-            Some(ValidRange::POSITIVE.check("lr", lr, Origin::Override(at))?)
-        }
-    };
-    let schedule = match get("schedule") {
-        None => Schedule::Constant,
-        Some((s, span)) => section::schedule(s, *span)?,
-    };
-    let metrics = match get("metrics") {
-        None => Vec::new(),
-        Some((Setting::List(items), span)) => items
-            .iter()
-            .map(|i| match i {
-                Setting::Word(w) => Metric::from_name(w)
-                    .ok_or_else(|| err(*span, format!("metrics are: {}", Metric::names_list()))),
-                _ => Err(err(*span, format!("metrics are: {}", Metric::names_list()))),
-            })
-            .collect::<Result<_, _>>()?,
-        Some((_, span)) => return Err(err(*span, "`metrics` is a list, e.g. [accuracy, f1]")),
-    };
-    let mut early_stop = match get("early_stop") {
-        None => None,
-        Some((s, span)) => Some(section::early_stop(s, *span)?),
-    };
-    if let (Some(es), Some((_, v))) = (
-        early_stop.as_mut(),
-        overrides.iter().rev().find(|(k, _)| k == "patience"),
-    ) {
-        let patience = v
-            .parse()
-            .map_err(|_| err(at, format!("--set patience={v}: not an integer")))?;
-        es.patience =
-            ValidRange::COUNT.check_integer("patience", patience, Origin::Override(at))?;
+        Some((_, span)) => Err(err(
+            *span,
+            "`split` is train / val / test fractions, e.g. 0.8 / 0.1 / 0.1",
+        )),
     }
-    let normalize_span = get("normalize").map_or(at, |(_, span)| *span);
-    let normalize = match get("normalize") {
-        None => "none".to_string(),
-        Some((Setting::Word(w), _)) if ["none", "standardize", "minmax"].contains(&w.as_str()) => {
-            w.clone()
-        }
-        Some((Setting::Call { name, args }, _)) if name == "scale" && args.len() == 1 => {
-            match &args[0].1 {
-                Setting::Number(k) if ValidRange::POSITIVE.contains(*k) => format!("scale:{k}"),
-                _ => return Err(err(at, "scale(K) divides features by K")),
-            }
-        }
-        Some((_, span)) => {
-            return Err(err(
-                *span,
-                "`normalize` is none, standardize, minmax or scale(K)",
-            ));
-        }
-    };
-    let checkpoint_every = integer("checkpoint_every", 0.0, ValidRange::NON_NEGATIVE_INTEGER)?;
-    let sequential_split = match get("split_order") {
-        None => false,
-        Some((Setting::Word(w), _)) if w == "shuffled" => false,
-        Some((Setting::Word(w), _)) if w == "sequential" => true,
-        Some((_, span)) => {
-            return Err(err(
-                *span,
-                "`split_order` is shuffled (the default) or sequential (in the data's order, for series)",
-            ));
-        }
-    };
+}
 
-    // Which model input gets the features, which output the metrics read.
-    let graph = &elab.graph;
-    let model_inputs: Vec<(String, crate::ir::ValueId)> = graph
-        .inputs
-        .iter()
-        .filter_map(|&i| match &graph.node(i).op {
-            // `step` feeds dropout in a training-mode build; it is not the model's.
-            Op::Input { name } if Some(name) != t.label.as_ref() && name != "step" => {
-                Some((name.clone(), i))
-            }
-            _ => None,
-        })
+/// One item of `metrics = […]`, at its own span when it is a name.
+fn metric_named(
+    item: &Setting,
+    span: Span,
+    section: &crate::syntax::ast::TrainDef,
+) -> Result<Metric, Diagnostic> {
+    let Setting::Word(w) = item else {
+        return Err(err(span, format!("metrics are: {}", Metric::names_list())));
+    };
+    Metric::from_name(w).ok_or_else(|| {
+        let span = section::word_span(&section.items, "metrics", w).unwrap_or(span);
+        let mut d = Diagnostic::error(
+            ErrorCode::UnknownName,
+            format!("unknown metric `{w}`"),
+            span,
+        )
+        .with_label("not a metric");
+        if let Some(close) = crate::elaborate::closest(w, Metric::ALL.iter().map(|m| m.name())) {
+            d = d.with_help(format!("did you mean `{close}`?"));
+        }
+        d.with_note(format!("metrics are: {}", Metric::names_list()))
+    })
+}
+
+/// What `early_stop(on = …)` watches, checked against what a model of `task` computes
+/// (the training driver's monitor accepts the same).
+fn monitored(monitor: &str, task: &Task, span: Span) -> Result<(), Diagnostic> {
+    let watchable: Vec<String> = std::iter::once("val.loss".to_string())
+        .chain(task.metrics().iter().map(|m| format!("val.{}", m.name())))
         .collect();
-    let features_input = match get("features") {
-        Some((Setting::Word(w), span)) => {
-            if !model_inputs.iter().any(|(n, _)| n == w) {
-                return Err(err(*span, format!("the model has no input `{w}`")));
-            }
-            w.clone()
-        }
-        _ if model_inputs.len() == 1 => model_inputs[0].0.clone(),
-        _ => {
-            return Err(err(
-                at,
-                "the model has several inputs: say which takes the data with `features = NAME`",
-            ));
-        }
-    };
-    let prediction = match get("predict") {
-        Some((Setting::Word(w), span)) => {
-            if !t.model_outputs.iter().any(|(n, _)| n == w) {
-                return Err(err(*span, format!("the model has no output `{w}`")));
-            }
-            w.clone()
-        }
-        _ => t.model_outputs[0].0.clone(),
-    };
-    let label_v = t.label.as_ref().map(|label| {
-        graph
-            .inputs
+    if watchable.iter().any(|w| w == monitor) {
+        return Ok(());
+    }
+    let mut d = err(
+        span,
+        format!(
+            "early stopping watches `{monitor}`, which this {} model does not compute",
+            task.describe()
+        ),
+    )
+    .with_label("not computed");
+    if let Some(close) = crate::elaborate::closest(monitor, watchable.iter().map(|s| s.as_str())) {
+        d = d.with_help(format!("did you mean `{close}`?"));
+    }
+    Err(d.with_note(format!("it can watch: {}", watchable.join(", "))))
+}
+
+/// Builds the entries' graphs from the model elaborated for inference (`elab`: eval
+/// and infer) and for training (`training`: the train step; dropout and batch norm take
+/// their training behaviour). `overrides` are the command line's train settings;
+/// `gradient_outputs` adds each update's gradients to its entry's outputs (`grad.PATH`).
+/// The section's first mistake in the file (of those [`check_section`] lists) if it has any.
+pub fn build(
+    elab: &Elaborated,
+    training: &Elaborated,
+    overrides: &[(String, String)],
+    gradient_outputs: bool,
+) -> Result<TrainingGraphs, Diagnostic> {
+    let t: &TrainElab = elab.train.as_ref().expect("elaborated with train = true");
+    let tt: &TrainElab = training
+        .train
+        .as_ref()
+        .expect("elaborated with train = true");
+    let SectionPlan {
+        settings,
+        hyper,
+        data,
+        batch,
+        epochs,
+        seed,
+        split,
+        sequential_split,
+        lr_override,
+        schedule,
+        metrics,
+        early_stop,
+        normalize,
+        normalize_span,
+        normalization,
+        checkpoint_every,
+        features_input,
+        features_v,
+        prediction,
+        pred_v,
+        label_v,
+        task,
+        images,
+    } = read_section(elab, overrides).map_err(|errors| {
+        // The first in the file, as `strata check` lists them.
+        let first = errors
             .iter()
-            .copied()
-            .find(|&i| matches!(&graph.node(i).op, Op::Input { name } if name == label))
-            .expect("the label is an input")
-    });
-    let pred_v = t
-        .model_outputs
-        .iter()
-        .find(|(n, _)| *n == prediction)
-        .map(|(_, v)| *v)
-        .expect("checked above");
-    let pred_ty = graph.ty(pred_v).clone();
-    let features_v = model_inputs
-        .iter()
-        .find(|(n, _)| *n == features_input)
-        .map(|(_, v)| *v)
-        .expect("checked above");
-    // The features' normalization is part of every entry (see [`normalize`]).
-    let normalization =
-        normalize::FeatureNormalization::of_config(&normalize).ok_or_else(|| {
-            err(
-                normalize_span,
-                format!("unknown normalization `{normalize}`"),
-            )
-        })?;
+            .min_by_key(|d| d.span.start)
+            .expect("an error");
+        first.clone()
+    })?;
+    let at = t.section.model.span;
+    let graph = &elab.graph;
     let mut model_graph = graph.clone();
     normalize::normalize_features(&mut model_graph, features_v, &normalization, normalize_span)?;
     let mut training_graph = training.graph.clone();
@@ -304,70 +702,9 @@ pub fn build(
             normalize_span,
         )?;
     }
-    let task = match label_v.map(|v| graph.ty(v).clone()) {
-        Some(label_ty) if label_ty.dtype == DType::I32 => {
-            let classes = match pred_ty.shape.dims().last() {
-                Some(Dim::Fixed(1)) => 2,
-                Some(Dim::Fixed(c)) => *c,
-                _ => {
-                    return Err(err(
-                        at,
-                        format!(
-                            "the prediction `{prediction}` needs a class dimension, got {pred_ty}"
-                        ),
-                    ));
-                }
-            };
-            Task::Classification { classes }
-        }
-        Some(label_ty) => Task::Regression {
-            width: label_ty.shape.fixed_elements(),
-        },
-        // A section with several steps (a GAN) is judged by its losses alone, even when
-        // an output happens to have the features' shape.
-        None => Task::Unlabelled {
-            reconstruction: tt.steps.len() <= 1 && pred_ty == *graph.ty(features_v),
-        },
-    };
-    if let Some((Setting::List(_), span)) = get("metrics")
-        && let Some(m) = metrics.iter().find(|m| !m.applies_to(&task))
-    {
-        let mut d = err(
-            *span,
-            format!(
-                "metric `{m}` does not apply to this {} model",
-                task.describe()
-            ),
-        );
-        if matches!(task, Task::Unlabelled { .. }) {
-            d = d.with_note(format!(
-                "without a `label`, `mae` and `mse` compare the prediction `{prediction}` \
-                 ({pred_ty}) with the features `{features_input}` ({}); other metrics need labels",
-                graph.ty(features_v)
-            ));
-        }
-        return Err(d);
-    }
-    let images = match get("images") {
-        None => None,
-        Some((s, span)) => Some(images::image_grid(
-            s,
-            *span,
-            graph,
-            &features_input,
-            &t.model_outputs,
-        )?),
-    };
-
-    let params: Vec<(crate::ir::ValueId, String)> = tt
-        .params
-        .iter()
-        .map(|&p| match &training.graph.node(p).op {
-            Op::Param { path, .. } => (p, path.clone()),
-            _ => unreachable!("params are Param ops"),
-        })
-        .collect();
-    let plans = steps::plan_steps(t, tt, &params, &settings, &hyper)?;
+    let params = section_params(training, tt);
+    let plans = steps::plan_steps(t, tt, &params, &settings, &hyper)
+        .map_err(|errors| errors.into_iter().next().expect("an error"))?;
     let mut step_entries = Vec::with_capacity(plans.len());
     for plan in &plans {
         step_entries.push((

@@ -92,31 +92,62 @@ pub fn eval(expr: &Expr, hyper: &HashMap<String, Value>) -> Result<Setting, Diag
 }
 
 /// The settings of a section by key, with their spans (the loss, the label and the
-/// `step` blocks excluded).
+/// `step` blocks excluded). A setting that cannot be read, or that is no train setting,
+/// is left out, its mistake added to `errors`.
 pub fn settings(
     section: &TrainDef,
     hyper: &HashMap<String, Value>,
-) -> Result<HashMap<String, (Setting, Span)>, Diagnostic> {
-    let settings = settings_of(&section.items, hyper)?;
-    let mut keys: Vec<(&String, &Span)> = settings.iter().map(|(k, (_, s))| (k, s)).collect();
+    errors: &mut Vec<Diagnostic>,
+) -> HashMap<String, (Setting, Span)> {
+    let mut settings = settings_of(&section.items, hyper, errors);
+    let mut keys: Vec<(String, Span)> =
+        settings.iter().map(|(k, (_, s))| (k.clone(), *s)).collect();
     keys.sort_by_key(|(_, s)| s.start);
-    if let Some((key, span)) = keys
+    for (key, span) in keys
         .into_iter()
-        .find(|(k, _)| !SECTION_KEYS.contains(&k.as_str()))
+        .filter(|(k, _)| !SECTION_KEYS.contains(&k.as_str()))
     {
         let mut d = Diagnostic::error(
             ErrorCode::BadArgument,
             format!("`{key}` is not a train setting"),
-            *span,
+            span,
         )
         .with_label("unknown setting");
-        d = match crate::elaborate::closest(key, SECTION_KEYS.iter().copied()) {
+        d = match crate::elaborate::closest(&key, SECTION_KEYS.iter().copied()) {
             Some(close) => d.with_help(format!("did you mean `{close}`?")),
             None => d.with_note(format!("train settings: {}", SECTION_KEYS.join(", "))),
         };
-        return Err(d);
+        errors.push(d);
+        settings.remove(&key);
     }
-    Ok(settings)
+    settings
+}
+
+/// Where `word` is written in the value of setting `key` among `items` (a name in a
+/// list, a call's name, a string): a finer span for a mistake about that word.
+pub fn word_span(items: &[TrainItem], key: &str, word: &str) -> Option<Span> {
+    fn find(expr: &Expr, word: &str) -> Option<Span> {
+        match &expr.kind {
+            ExprKind::Path(parts) => {
+                let name: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
+                (name.join(".") == word).then_some(expr.span)
+            }
+            ExprKind::Str(s) => (s == word).then_some(expr.span),
+            ExprKind::List(items) => items.iter().find_map(|i| find(i, word)),
+            ExprKind::Call(call) => match call.callee.name == word {
+                true => Some(call.callee.span),
+                false => call.args.iter().find_map(|a| find(&a.value, word)),
+            },
+            _ => None,
+        }
+    }
+    items.iter().find_map(|item| match item {
+        TrainItem::Setting { key: k, value, .. } if k.name == key => find(value, word),
+        TrainItem::Call(call) if call.callee.name == key => {
+            call.args.iter().find_map(|a| find(&a.value, word))
+        }
+        _ => None,
+    })
 }
 
 /// Every setting a section may hold (besides `loss`, `label` and `step` blocks).
@@ -139,35 +170,44 @@ pub const SECTION_KEYS: &[&str] = &[
     "images",
 ];
 
-/// The settings among `items` (a section's or a step's) by key, with their spans.
+/// The settings among `items` (a section's or a step's) by key, with their spans; one
+/// that cannot be read, or is set a second time, is left out with its mistake in `errors`.
 pub fn settings_of(
     items: &[TrainItem],
     hyper: &HashMap<String, Value>,
-) -> Result<HashMap<String, (Setting, Span)>, Diagnostic> {
+    errors: &mut Vec<Diagnostic>,
+) -> HashMap<String, (Setting, Span)> {
     let mut out = HashMap::new();
     for item in items {
         let (key, value, span) = match item {
             TrainItem::Setting { key, value, span } if key.name != "loss" => {
-                (key.name.clone(), eval(value, hyper)?, *span)
+                (key.name.clone(), eval(value, hyper), *span)
             }
             TrainItem::Call(call) => {
                 let e = Expr {
                     kind: ExprKind::Call(call.clone()),
                     span: call.span,
                 };
-                (call.callee.name.clone(), eval(&e, hyper)?, call.span)
+                (call.callee.name.clone(), eval(&e, hyper), call.span)
             }
             _ => continue,
         };
-        if out.insert(key.clone(), (value, span)).is_some() {
-            return Err(Diagnostic::error(
+        if out.contains_key(&key) {
+            errors.push(Diagnostic::error(
                 ErrorCode::DuplicateBinding,
                 format!("`{key}` is set twice"),
                 span,
             ));
+            continue;
+        }
+        match value {
+            Ok(value) => {
+                out.insert(key, (value, span));
+            }
+            Err(d) => errors.push(d),
         }
     }
-    Ok(out)
+    out
 }
 
 /// Named numeric arguments of a call setting, with defaults; unknown names are errors.
@@ -220,6 +260,20 @@ fn ranged(
     span: Span,
 ) -> Result<f64, Diagnostic> {
     range.check(key, m[key], Origin::File(span))
+}
+
+/// The optimizers [`optimizer`] knows.
+pub const OPTIMIZERS: &[&str] = &["sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad"];
+
+/// The schedules [`schedule`] knows.
+pub const SCHEDULES: &[&str] = &["constant", "step", "cosine"];
+
+/// `d` with a "did you mean" for the name among `known` closest to `name`, if any is.
+fn did_you_mean(d: Diagnostic, name: &str, known: &[&str]) -> Diagnostic {
+    match crate::elaborate::closest(name, known.iter().copied()) {
+        Some(close) => d.with_help(format!("did you mean `{close}`?")),
+        None => d,
+    }
 }
 
 /// `optimizer = adam(lr = 1e-3)` → the rule and its learning rate.
@@ -315,12 +369,14 @@ pub fn optimizer(setting: &Setting, span: Span) -> Result<(Optimizer, f64), Diag
             )
         }
         other => {
-            return Err(Diagnostic::error(
+            let d = Diagnostic::error(
                 ErrorCode::UnknownLayer,
                 format!("unknown optimizer `{other}`"),
                 span,
             )
-            .with_note("optimizers: sgd, momentum, adam, adamw, rmsprop, adagrad"));
+            .with_label("not an optimizer");
+            return Err(did_you_mean(d, other, OPTIMIZERS)
+                .with_note(format!("optimizers: {}", OPTIMIZERS.join(", "))));
         }
     })
 }
@@ -357,8 +413,9 @@ pub fn schedule(setting: &Setting, span: Span) -> Result<Schedule, Diagnostic> {
             }
         }
         other => {
-            return Err(bad(span, format!("unknown schedule `{other}`"))
-                .with_note("schedules: constant, step, cosine"));
+            let d = bad(span, format!("unknown schedule `{other}`")).with_label("not a schedule");
+            return Err(did_you_mean(d, other, SCHEDULES)
+                .with_note(format!("schedules: {}", SCHEDULES.join(", "))));
         }
     })
 }

@@ -6,7 +6,7 @@
 //! from the section by [`super::build`]; the built-in losses are [`super::losses`].
 
 use crate::elaborate::value::Value;
-use crate::elaborate::{Elaborator, Env};
+use crate::elaborate::{Elaborator, Env, Stop};
 use crate::ir::{BinaryOp, DType, Op, ValueId};
 use crate::source::{Diagnostic, ErrorCode, Span};
 use crate::syntax::ast::{Expr, Ident, TrainDef, TrainItem};
@@ -19,6 +19,9 @@ pub struct TrainElab {
     /// The label input's name; None for label-free training (an autoencoder's loss
     /// compares the model's output with its own input).
     pub label: Option<String>,
+    /// The section declares a label whose type failed to elaborate (the mistake is
+    /// recorded): `label` is None, but the section is not label-free.
+    pub label_failed: bool,
     /// The scalar loss; with `step`s, the sum of theirs (what logs and `val.loss` show).
     pub loss: ValueId,
     /// The section's `step NAME { … }` blocks, in order (none for a one-loss section).
@@ -42,27 +45,37 @@ pub struct StepElab {
 
 impl Elaborator<'_> {
     /// Binds the label input (if the section declares one) and `params`/`weights`, then
-    /// builds the loss.
+    /// builds the loss. Each part recovers from its mistake (recorded in the
+    /// elaborator): a label whose type fails is poisoned, and a loss that fails is a
+    /// constant 0 here, so the section's other settings are still checked (the model
+    /// then has errors, so no graph of it is ever compiled).
     pub(crate) fn train_section(
         &mut self,
         section: &TrainDef,
         env: &mut Env,
         outputs: &[(String, ValueId)],
-    ) -> Result<TrainElab, Diagnostic> {
+    ) -> Result<TrainElab, Stop> {
         let mut label = None;
+        let mut label_failed = false;
         let mut loss_expr = None;
         let mut step_defs = Vec::new();
         for item in &section.items {
             match item {
                 TrainItem::Label { name, ty, span } => {
-                    if label.is_some() {
-                        return Err(Diagnostic::error(
+                    if label.is_some() || label_failed {
+                        self.record::<()>(Err(Diagnostic::error(
                             ErrorCode::DuplicateBinding,
                             "a train section has one `label`",
                             *span,
-                        ));
+                        )));
+                        continue;
                     }
-                    let tt = self.tensor_type(ty, env)?;
+                    let tt = self.tensor_type(ty, env);
+                    let Some(tt) = self.record_or_stop(tt)? else {
+                        env.poison(name);
+                        label_failed = true;
+                        continue;
+                    };
                     let v = self.graph.add_leaf(
                         Op::Input {
                             name: name.name.clone(),
@@ -70,8 +83,12 @@ impl Elaborator<'_> {
                         tt,
                         *span,
                     );
-                    env.bind(name, Value::Tensor(v))?;
-                    label = Some(name.name.clone());
+                    let bound = env.bind(name, Value::Tensor(v));
+                    if self.record(bound).is_some() {
+                        label = Some(name.name.clone());
+                    } else {
+                        label_failed = true;
+                    }
                 }
                 TrainItem::Setting { key, value, span } if key.name == "loss" => {
                     loss_expr = Some((key, value, *span))
@@ -81,13 +98,15 @@ impl Elaborator<'_> {
                         .iter()
                         .find(|(n, _, _): &&(&Ident, _, Span)| n.name == name.name)
                     {
-                        return Err(Diagnostic::error(
+                        let twice = Diagnostic::error(
                             ErrorCode::DuplicateBinding,
                             format!("step `{}` is defined twice", name.name),
                             name.span,
                         )
                         .with_label("defined again here")
-                        .with_secondary(*first, "first defined here"));
+                        .with_secondary(*first, "first defined here");
+                        self.record::<()>(Err(twice));
+                        continue;
                     }
                     step_defs.push((name, items, *span));
                 }
@@ -112,11 +131,13 @@ impl Elaborator<'_> {
             name: name.to_string(),
             span: section.model.span,
         };
-        env.bind(
+        let bound = env.bind(
             &at("params"),
             Value::List(params.iter().map(|v| Value::Tensor(*v)).collect()),
-        )?;
-        env.bind(&at("weights"), Value::List(weights))?;
+        );
+        self.record(bound);
+        let bound = env.bind(&at("weights"), Value::List(weights));
+        self.record(bound);
         let mut steps = Vec::new();
         for (name, items, span) in step_defs {
             let mut step_loss = None;
@@ -124,25 +145,30 @@ impl Elaborator<'_> {
                 match item {
                     TrainItem::Setting { key, value, span } if key.name == "loss" => {
                         if step_loss.is_some() {
-                            return Err(Diagnostic::error(
+                            self.record::<()>(Err(Diagnostic::error(
                                 ErrorCode::DuplicateBinding,
                                 format!("step `{}` sets `loss` twice", name.name),
                                 *span,
-                            ));
+                            )));
+                            continue;
                         }
-                        step_loss = Some(self.scalar_loss(value, env)?);
+                        step_loss = Some(self.loss_or_placeholder(value, env)?);
                     }
                     _ => {}
                 }
             }
-            let Some(loss) = step_loss else {
-                return Err(Diagnostic::error(
-                    ErrorCode::MissingOutput,
-                    format!("step `{}` has no `loss`", name.name),
-                    name.span,
-                )
-                .with_label("this step")
-                .with_help("every step minimizes its own loss, e.g. `loss = binary_cross_entropy(fake_logit, 1)`"));
+            let loss = match step_loss {
+                Some(loss) => loss,
+                None => {
+                    self.record::<()>(Err(Diagnostic::error(
+                        ErrorCode::MissingOutput,
+                        format!("step `{}` has no `loss`", name.name),
+                        name.span,
+                    )
+                    .with_label("this step")
+                    .with_help("every step minimizes its own loss, e.g. `loss = binary_cross_entropy(fake_logit, 1)`")));
+                    self.constant(0.0, name.span)
+                }
             };
             steps.push(StepElab {
                 name: name.clone(),
@@ -152,39 +178,56 @@ impl Elaborator<'_> {
             });
         }
         let loss = match (loss_expr, steps.is_empty()) {
-            (Some((_, value, _)), true) => self.scalar_loss(value, env)?,
+            (Some((_, value, _)), true) => self.loss_or_placeholder(value, env)?,
             (Some((_, _, span)), false) => {
-                return Err(Diagnostic::error(
+                self.record::<()>(Err(Diagnostic::error(
                     ErrorCode::Misplaced,
                     "with `step`s, each step has its own `loss`",
                     span,
                 )
                 .with_label("a loss for the whole section")
-                .with_help("move it into the step it belongs to"));
+                .with_help("move it into the step it belongs to")));
+                self.step_losses_sum(&steps)
             }
             (None, true) => {
-                return Err(Diagnostic::error(
+                self.record::<()>(Err(Diagnostic::error(
                     ErrorCode::MissingOutput,
                     "the train section has no `loss`",
                     section.model.span,
                 )
-                .with_help("e.g. `loss = cross_entropy(logits, y)`"));
+                .with_help("e.g. `loss = cross_entropy(logits, y)`")));
+                self.constant(0.0, section.model.span)
             }
-            (None, false) => {
-                let mut total = steps[0].loss;
-                for step in &steps[1..] {
-                    total = self.op(Op::Binary(BinaryOp::Add), &[total, step.loss], step.span)?;
-                }
-                total
-            }
+            (None, false) => self.step_losses_sum(&steps),
         };
         Ok(TrainElab {
             section: section.clone(),
             label,
+            label_failed,
             loss,
             steps,
             model_outputs: outputs.to_vec(),
             params,
+        })
+    }
+
+    /// The sum of the steps' losses (what logs and `val.loss` show).
+    fn step_losses_sum(&mut self, steps: &[StepElab]) -> ValueId {
+        let mut total = steps[0].loss;
+        for step in &steps[1..] {
+            let sum = self.op(Op::Binary(BinaryOp::Add), &[total, step.loss], step.span);
+            // Two scalars always add.
+            total = self.record(sum).unwrap_or(total);
+        }
+        total
+    }
+
+    /// The loss `expr`, or (its mistake recorded) a constant 0 in its place.
+    fn loss_or_placeholder(&mut self, expr: &Expr, env: &mut Env) -> Result<ValueId, Stop> {
+        let loss = self.scalar_loss(expr, env);
+        Ok(match self.record_or_stop(loss)? {
+            Some(v) => v,
+            None => self.constant(0.0, expr.span),
         })
     }
 

@@ -63,34 +63,47 @@ fn default_optimizer() -> (Optimizer, f64) {
     )
 }
 
-/// `optimizer` and `clip` from `settings` (a section's or a step's).
+/// `optimizer` and `clip` from `settings` (a section's or a step's); each that is
+/// wrong adds its mistake to `errors` and takes its default.
 fn optimizer_and_clip(
     settings: &HashMap<String, (Setting, Span)>,
-) -> Result<(Optimizer, f64, Option<f64>), Diagnostic> {
+    errors: &mut Vec<Diagnostic>,
+) -> (Optimizer, f64, Option<f64>) {
     let (opt, lr) = match settings.get("optimizer") {
         None => default_optimizer(),
-        Some((s, span)) => section::optimizer(s, *span)?,
+        Some((s, span)) => section::optimizer(s, *span).unwrap_or_else(|d| {
+            errors.push(d);
+            default_optimizer()
+        }),
     };
     let clip = match settings.get("clip") {
         None => None,
         Some((Setting::Number(v), _)) if ValidRange::POSITIVE.contains(*v) => Some(*v),
-        Some((_, span)) => return Err(err(*span, "`clip` is a positive maximum gradient norm")),
+        Some((_, span)) => {
+            errors.push(err(*span, "`clip` is a positive maximum gradient norm"));
+            None
+        }
     };
-    Ok((opt, lr, clip))
+    (opt, lr, clip)
 }
 
 /// The section's updates. `t` and `tt` are the section elaborated in inference and in
 /// training mode (same steps, same parameter paths); `params` are `tt`'s trainable
 /// parameters with their paths; `section_settings` are the section's own settings.
+/// Every mistake is listed, each step's on its own.
 pub fn plan_steps(
     t: &TrainElab,
     tt: &TrainElab,
     params: &[(ValueId, String)],
     section_settings: &HashMap<String, (Setting, Span)>,
     hyper: &HashMap<String, Value>,
-) -> Result<Vec<StepPlan>, Diagnostic> {
+) -> Result<Vec<StepPlan>, Vec<Diagnostic>> {
+    let mut errors = Vec::new();
     if tt.steps.is_empty() {
-        let (optimizer, lr, clip) = optimizer_and_clip(section_settings)?;
+        let (optimizer, lr, clip) = optimizer_and_clip(section_settings, &mut errors);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
         return Ok(vec![StepPlan {
             name: "train".into(),
             entry: SINGLE_ENTRY.into(),
@@ -104,14 +117,14 @@ pub fn plan_steps(
     }
     for key in ["optimizer", "clip", "updates"] {
         if let Some((_, span)) = section_settings.get(key) {
-            return Err(misplaced(
+            errors.push(misplaced(
                 *span,
                 format!("with `step`s, `{key}` belongs inside each step"),
             ));
         }
     }
     if let Some((_, span)) = section_settings.get("early_stop") {
-        return Err(misplaced(
+        errors.push(misplaced(
             *span,
             "early stopping watches one loss; a section with steps has one per step",
         )
@@ -119,23 +132,34 @@ pub fn plan_steps(
     }
     let mut owner: HashMap<String, &str> = HashMap::new();
     let mut plans = Vec::new();
+    let mut every_update_read = true;
     for (step, eval_step) in tt.steps.iter().zip(&t.steps) {
-        let settings = step_settings(step, hyper)?;
-        let (optimizer, lr, clip) = optimizer_and_clip(&settings)?;
-        let chosen = updated_params(step, &settings, params)?;
+        let settings = step_settings(step, hyper, &mut errors);
+        let (optimizer, lr, clip) = optimizer_and_clip(&settings, &mut errors);
+        let chosen = match updated_params(step, &settings, params) {
+            Ok(chosen) => chosen,
+            Err(d) => {
+                errors.push(d);
+                every_update_read = false;
+                continue;
+            }
+        };
         for (_, path) in &chosen {
             if let Some(other) = owner.insert(path.clone(), step.name.name.as_str()) {
                 let span = settings.get("updates").map_or(step.name.span, |(_, s)| *s);
-                return Err(err(
-                    span,
-                    format!(
-                        "parameter `{path}` is updated by step `{other}` and by step `{}`",
-                        step.name.name
+                errors.push(
+                    err(
+                        span,
+                        format!(
+                            "parameter `{path}` is updated by step `{other}` and by step `{}`",
+                            step.name.name
+                        ),
+                    )
+                    .with_note(
+                        "each parameter belongs to one step: give the steps disjoint prefixes",
                     ),
-                )
-                .with_note(
-                    "each parameter belongs to one step: give the steps disjoint prefixes",
-                ));
+                );
+                break;
             }
         }
         plans.push(StepPlan {
@@ -149,26 +173,37 @@ pub fn plan_steps(
             clip,
         });
     }
-    if let Some((_, path)) = params.iter().find(|(_, p)| !owner.contains_key(p)) {
+    // With an `updates` that could not be read, its parameters would be reported too.
+    if every_update_read
+        && let Some((_, path)) = params.iter().find(|(_, p)| !owner.contains_key(p))
+    {
         let names: Vec<&str> = tt.steps.iter().map(|s| s.name.name.as_str()).collect();
-        return Err(err(
-            tt.section.model.span,
-            format!("no step updates parameter `{path}`"),
-        )
-        .with_note(format!(
-            "every parameter is updated by one of the steps ({}): add its prefix to an `updates`",
-            names.join(", ")
-        )));
+        errors.push(
+            err(
+                tt.section.model.span,
+                format!("no step updates parameter `{path}`"),
+            )
+            .with_note(format!(
+                "every parameter is updated by one of the steps ({}): add its prefix to an `updates`",
+                names.join(", ")
+            )),
+        );
     }
-    Ok(plans)
+    match errors.is_empty() {
+        true => Ok(plans),
+        false => Err(errors),
+    }
 }
 
-/// A step's settings; only `loss`, `optimizer`, `updates` and `clip` belong there.
+/// A step's settings; only `loss`, `optimizer`, `updates` and `clip` belong there (a
+/// setting that does not is left out, its mistake in `errors`).
 fn step_settings(
     step: &StepElab,
     hyper: &HashMap<String, Value>,
-) -> Result<HashMap<String, (Setting, Span)>, Diagnostic> {
+    errors: &mut Vec<Diagnostic>,
+) -> HashMap<String, (Setting, Span)> {
     const IN_STEP: [&str; 4] = ["loss", "optimizer", "updates", "clip"];
+    let mut kept = Vec::new();
     for item in &step.items {
         let (key, span) = match item {
             TrainItem::Setting { key, span, .. } => (key.name.as_str(), *span),
@@ -181,17 +216,21 @@ fn step_settings(
             } else {
                 format!("`{key}`")
             };
-            return Err(misplaced(
-                span,
-                format!(
-                    "{what} is a setting of the whole section, not of step `{}`",
-                    step.name.name
-                ),
-            )
-            .with_note("a step sets its loss, optimizer, updates and clip"));
+            errors.push(
+                misplaced(
+                    span,
+                    format!(
+                        "{what} is a setting of the whole section, not of step `{}`",
+                        step.name.name
+                    ),
+                )
+                .with_note("a step sets its loss, optimizer, updates and clip"),
+            );
+            continue;
         }
+        kept.push(item.clone());
     }
-    section::settings_of(&step.items, hyper)
+    section::settings_of(&kept, hyper, errors)
 }
 
 /// The parameters `updates = [prefix, …]` selects, in creation order.
