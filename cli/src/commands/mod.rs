@@ -172,6 +172,7 @@ fn options(c: &Common) -> Result<CompileOptions, ExitCode> {
         without_parts: false,
         gradient_outputs: false,
         only_artifact: false,
+        explain: false,
         elaborate: ElaborateOptions {
             model: c.model.clone(),
             overrides,
