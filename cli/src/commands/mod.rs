@@ -4,13 +4,15 @@
 //! strata check FILE                 diagnostics only; exit 1 on error
 //! strata ir    FILE [--stage parsed|typed|optimized|kernels|plan] [--format text|dot|json|svg] [--emit clif|wgsl]
 //!              [--dump-dir DIR]                     one file per pass, then kernels and plan
-//! strata build FILE -o OUT [--target cpu|gpu]           a standalone native executable
+//! strata build FILE -o OUT [--target cpu|gpu] [--explain]  a standalone native executable
 //! strata run   FILE --input x=x.npy [--target cpu|gpu]  compile and run `infer` in one go
 //! strata train FILE [--data SPEC] [--epochs N] [--run-dir DIR] [--resume|--overwrite] [--quiet]
 //! strata eval  FILE --weights W.safetensors [--data SPEC] [--split test|val|all]
 //! strata bench FILE [--entry NAME]... [--batch N]... [--seconds S] [--target cpu|gpu]
 //! strata weights FILE W.safetensors   the file's tensors against the model's parameters
 //! strata step  FILE --input x=x.npy --input y=y.npy [--weights W] [--steps N] -o OUT.safetensors
+//! strata explain FILE --weights W [--input x=x.npy] [--output NAME] [--target N|all]
+//!              [--method grad|grad-input|ig|smoothgrad] [--steps 64] [-o DIR]
 //! ```
 //! `train` runs the file's `train` section (settings overridable with `--set lr=3e-3`,
 //! `epochs`, `batch`, `seed`, `patience`, `data`) and writes its run directory (default
@@ -27,6 +29,7 @@ mod bench;
 mod build;
 mod check;
 mod eval;
+mod explain;
 mod ir;
 mod run;
 mod step;
@@ -71,6 +74,8 @@ enum Command {
     Weights(weights::WeightsArgs),
     /// Run training steps on one given batch from given weights and write the result.
     Step(step::StepArgs),
+    /// Compile a model with its explain entry and attribute an output to the input.
+    Explain(explain::ExplainCommand),
 }
 
 /// What every subcommand takes: the model file and how to compile it.
@@ -121,6 +126,7 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => bench::run(&a),
         Command::Weights(a) => weights::run(&a),
         Command::Step(a) => step::run(&a),
+        Command::Explain(a) => explain::run(&a),
     }
 }
 

@@ -1,9 +1,10 @@
 //! Attributions drawn for people: what suits the input's kind.
 //!
 //! - An image (`[C, H, W]`, or `[H, W]`): a PNG grid with one row per sample, the input
-//!   in gray first, then one heat map per target. A heat map sums the channels and
-//!   scales by its own largest magnitude: red where the input pushed the explained
-//!   output up, blue where it pushed it down, white where it did not matter.
+//!   in gray first, then one heat map per target. A heat map sums the channels; a row's
+//!   maps share one scale, the largest magnitude among them, so the target with the
+//!   strongest evidence stands out: red where the input pushed the explained output up,
+//!   blue where it pushed it down, white where it did not matter.
 //! - Tabular features (`[F]`): an SVG bar chart ranking the features by their mean
 //!   absolute attribution over the samples, a bar red when the mean attribution is
 //!   positive and blue when negative.
@@ -154,8 +155,8 @@ pub fn diverging(v: f32) -> [u8; 3] {
 }
 
 /// A grid of images, one row per sample: `inputs[i]` (gray, `height x width` values,
-/// channels already combined) then each of `heat[t][i]` as a heat map. Every value is a
-/// `scale x scale` block.
+/// channels already combined) then each of `heat[t][i]` as a heat map, the row's maps on
+/// one scale. Every value is a `scale x scale` block.
 pub fn heat_map_grid(
     height: usize,
     width: usize,
@@ -184,9 +185,12 @@ pub fn heat_map_grid(
             let (x, y) = (gap + (p % width) * scale, y0 + (p / width) * scale);
             image.block(x, y, scale, [level; 3]);
         }
+        let largest = heat
+            .iter()
+            .flat_map(|maps| maps[r].iter())
+            .fold(0f32, |m, v| m.max(v.abs()));
         for (t, maps) in heat.iter().enumerate() {
             let map = &maps[r];
-            let largest = map.iter().fold(0f32, |m, v| m.max(v.abs()));
             let x0 = gap + (t + 1) * (cell_w + gap);
             for (p, v) in map.iter().enumerate() {
                 let v = if largest > 0.0 { v / largest } else { 0.0 };
