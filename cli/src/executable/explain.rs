@@ -301,7 +301,7 @@ impl Names {
     fn class(&self, k: usize) -> String {
         match self.classes.get(k) {
             Some(name) if *name != k.to_string() => format!("{k} ({name})"),
-            None => k.to_string(),
+            _ => k.to_string(),
         }
     }
 }
