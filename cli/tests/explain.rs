@@ -87,9 +87,10 @@ fn the_cnn_gets_a_heat_map_per_class_and_the_executable_agrees() {
     let (shape, values) = read_npy(&out_dir.join("attributions.npy"));
     assert_eq!(shape, "10, 4, 1, 8, 8");
     assert!(values.iter().all(|v| v.is_finite()) && values.iter().any(|v| *v != 0.0));
-    // Four rows of an input and ten maps, 8x8 values at 12 pixels each.
+    // A header of class digits (5 font pixels of 4), then four rows of an input and ten
+    // maps, 8x8 values at 12 pixels each, 12 pixels apart.
     let (w, h) = png_size(&out_dir.join("heatmaps.png"));
-    assert_eq!((w, h), (11 * 96 + 12 * 12, 4 * 96 + 5 * 12));
+    assert_eq!((w, h), (11 * 96 + 12 * 12, 5 * 4 + 12 + 4 * 96 + 5 * 12));
     for k in 0..10 {
         assert_eq!(png_size(&out_dir.join(format!("heatmap-{k}.png"))).1, h);
     }

@@ -278,7 +278,11 @@ pub(super) fn run(
 
 /// What pictures call the classes and features.
 struct Names {
+    /// The data's class names, for labels.
     classes: Vec<String>,
+    /// Whether the output's elements are the classes (one logit per class), so a target
+    /// is named by its class.
+    targets_are_classes: bool,
     features: Vec<String>,
     /// The true class of each sample, where the data has one.
     labels: Option<Vec<usize>>,
@@ -291,17 +295,28 @@ impl Names {
             Some(s) if s.feature_names.len() == width => s.feature_names.clone(),
             _ => (0..width).map(|j| format!("feature {j}")).collect(),
         };
+        let classes = held_out.map(|s| s.class_names.clone()).unwrap_or_default();
         Names {
-            classes: held_out.map(|s| s.class_names.clone()).unwrap_or_default(),
+            targets_are_classes: classes.len() == e.output_width,
+            classes,
             features,
             labels: held_out.and_then(|s| s.labels.clone()),
         }
     }
 
-    fn class(&self, k: usize) -> String {
+    /// A sample's label, by its class name where it has one.
+    fn label(&self, k: usize) -> String {
         match self.classes.get(k) {
             Some(name) if *name != k.to_string() => format!("{k} ({name})"),
             _ => k.to_string(),
+        }
+    }
+
+    /// An output element, by its class name where the elements are the classes.
+    fn target(&self, k: usize) -> String {
+        match self.targets_are_classes {
+            true => self.label(k),
+            false => k.to_string(),
         }
     }
 }
@@ -386,10 +401,10 @@ fn write_all(
             let mut shown = format!(
                 "  sample {i}{}: target {}, score {:.4}, attributions sum to {sum:.4}",
                 match &names.labels {
-                    Some(l) => format!(" (label {})", names.class(l[i])),
+                    Some(l) => format!(" (label {})", names.label(l[i])),
                     None => String::new(),
                 },
-                names.class(t.targets[i]),
+                names.target(t.targets[i]),
                 a.scores[i]
             );
             if let Some(base) = &a.baseline_scores {
@@ -425,13 +440,33 @@ fn write_all(
                 .map(|t| (0..n).map(|i| plane(&t.attributions.values, i)).collect())
                 .collect();
             let scale = (96 / height.max(image_width)).clamp(1, 16);
-            let grid = heat_map_grid(height, image_width, &inputs, &maps, scale);
+            // Column titles: the class of each map, where all samples share it.
+            let titles: Vec<String> = e
+                .targets
+                .iter()
+                .map(|t| match t.targets.iter().all(|k| *k == t.targets[0]) {
+                    true => t.targets[0].to_string(),
+                    false => String::new(),
+                })
+                .collect();
+            let titles = match titles.iter().any(String::is_empty) {
+                true => Vec::new(),
+                false => titles,
+            };
+            let grid = heat_map_grid(height, image_width, &inputs, &maps, scale, &titles);
             write_file(&dir.join("heatmaps.png"), &grid.to_png().map_err(runtime)?)?;
             written.push("heatmaps.png".into());
             if all {
                 for (k, m) in maps.iter().enumerate() {
-                    let one =
-                        heat_map_grid(height, image_width, &inputs, std::slice::from_ref(m), scale);
+                    let title = titles.get(k).cloned().into_iter().collect::<Vec<_>>();
+                    let one = heat_map_grid(
+                        height,
+                        image_width,
+                        &inputs,
+                        std::slice::from_ref(m),
+                        scale,
+                        &title,
+                    );
                     let name = format!("heatmap-{k}.png");
                     write_file(&dir.join(&name), &one.to_png().map_err(runtime)?)?;
                     written.push(name);
@@ -443,9 +478,9 @@ fn write_all(
                 let ranked = rank_features(&t.attributions.values, &names.features);
                 let suffix = if all { format!("-{k}") } else { String::new() };
                 let target = match all {
-                    true => format!("target {}", names.class(k)),
+                    true => format!("target {}", names.target(k)),
                     false => match t.targets.iter().all(|x| *x == t.targets[0]) {
-                        true => format!("target {}", names.class(t.targets[0])),
+                        true => format!("target {}", names.target(t.targets[0])),
                         false => "each sample's predicted class".to_string(),
                     },
                 };
@@ -473,9 +508,18 @@ fn write_all(
                 )?;
                 written.push(format!("ranking{suffix}.svg"));
                 if !all {
-                    p("  features by mean |attribution|:".into(), out)?;
+                    p(
+                        format!(
+                            "  {:<30} {:>12} {:>12}",
+                            "feature", "mean |attr|", "mean attr"
+                        ),
+                        out,
+                    )?;
                     for f in ranked.iter().take(10) {
-                        p(format!("    {:<28} {:>12.4e}", f.name, f.mean), out)?;
+                        p(
+                            format!("  {:<30} {:>12.4e} {:>12.4e}", f.name, f.mean_abs, f.mean),
+                            out,
+                        )?;
                     }
                 }
             }

@@ -4,7 +4,8 @@
 //!   in gray first, then one heat map per target. A heat map sums the channels; a row's
 //!   maps share one scale, the largest magnitude among them, so the target with the
 //!   strongest evidence stands out: red where the input pushed the explained output up,
-//!   blue where it pushed it down, white where it did not matter.
+//!   blue where it pushed it down, white where it did not matter. A header names each
+//!   map's column by its target (a class index).
 //! - Tabular features (`[F]`): an SVG bar chart ranking the features by their mean
 //!   absolute attribution over the samples, a bar red when the mean attribution is
 //!   positive and blue when negative.
@@ -154,28 +155,71 @@ pub fn diverging(v: f32) -> [u8; 3] {
     }
 }
 
+/// The digits 0-9 in a 3x5 pixel font, one row of three bits a line, top first.
+const DIGITS: [[u8; 5]; 10] = [
+    [0b111, 0b101, 0b101, 0b101, 0b111],
+    [0b010, 0b110, 0b010, 0b010, 0b111],
+    [0b111, 0b001, 0b111, 0b100, 0b111],
+    [0b111, 0b001, 0b111, 0b001, 0b111],
+    [0b101, 0b101, 0b111, 0b001, 0b001],
+    [0b111, 0b100, 0b111, 0b001, 0b111],
+    [0b111, 0b100, 0b111, 0b101, 0b111],
+    [0b111, 0b001, 0b001, 0b001, 0b001],
+    [0b111, 0b101, 0b111, 0b101, 0b111],
+    [0b111, 0b101, 0b111, 0b001, 0b111],
+];
+
+/// Draws the digits of `text` (other characters are skipped) with `pixel`-sized dots,
+/// the top left corner at `(x, y)`.
+fn draw_digits(image: &mut RgbImage, text: &str, x: usize, y: usize, pixel: usize) {
+    let digits = text.chars().filter_map(|c| c.to_digit(10));
+    for (n, d) in digits.enumerate() {
+        let x0 = x + n * 4 * pixel;
+        for (row, bits) in DIGITS[d as usize].iter().enumerate() {
+            for col in 0..3 {
+                if bits & (0b100 >> col) != 0 {
+                    image.block(x0 + col * pixel, y + row * pixel, pixel, [0, 0, 0]);
+                }
+            }
+        }
+    }
+}
+
 /// A grid of images, one row per sample: `inputs[i]` (gray, `height x width` values,
 /// channels already combined) then each of `heat[t][i]` as a heat map, the row's maps on
-/// one scale. Every value is a `scale x scale` block.
+/// one scale. Every value is a `scale x scale` block. With `titles` (one per heat map),
+/// a header row names the maps' columns by the digits of their titles (class indices).
 pub fn heat_map_grid(
     height: usize,
     width: usize,
     inputs: &[Vec<f32>],
     heat: &[Vec<Vec<f32>>],
     scale: usize,
+    titles: &[String],
 ) -> RgbImage {
     let scale = scale.max(1);
     let gap = scale.max(2);
     let columns = 1 + heat.len();
     let rows = inputs.len();
     let (cell_w, cell_h) = (width * scale, height * scale);
+    let pixel = (scale / 3).max(1);
+    let header = match titles.is_empty() {
+        true => 0,
+        false => 5 * pixel + gap,
+    };
     let mut image = RgbImage::new(
         columns * cell_w + (columns + 1) * gap,
-        rows * cell_h + (rows + 1) * gap,
+        header + rows * cell_h + (rows + 1) * gap,
         BACKGROUND,
     );
+    for (t, title) in titles.iter().enumerate().take(heat.len()) {
+        let digits = title.chars().filter(char::is_ascii_digit).count();
+        let text_w = (4 * digits).saturating_sub(1) * pixel;
+        let x0 = gap + (t + 1) * (cell_w + gap) + cell_w.saturating_sub(text_w) / 2;
+        draw_digits(&mut image, title, x0, gap, pixel);
+    }
     for (r, input) in inputs.iter().enumerate() {
-        let y0 = gap + r * (cell_h + gap);
+        let y0 = header + gap + r * (cell_h + gap);
         let (lo, hi) = min_max(input);
         for (p, v) in input.iter().enumerate() {
             let level = match hi > lo {
@@ -433,7 +477,7 @@ mod tests {
         assert_eq!(diverging(1.0), [255, 0, 0]);
         assert_eq!(diverging(-1.0), [0, 0, 255]);
         assert_eq!(diverging(0.0), [255, 255, 255]);
-        let image = heat_map_grid(1, 2, &[vec![0.0, 1.0]], &[vec![vec![2.0, -1.0]]], 1);
+        let image = heat_map_grid(1, 2, &[vec![0.0, 1.0]], &[vec![vec![2.0, -1.0]]], 1, &[]);
         // One row: gap 2, input 2 px, gap 2, heat 2 px, gap 2.
         assert_eq!((image.width, image.height), (10, 5));
         let pixel = |x: usize, y: usize| &image.pixels[(y * image.width + x) * 3..][..3];
@@ -442,6 +486,16 @@ mod tests {
         assert_eq!(pixel(6, 2), [255, 0, 0]);
         assert_eq!(pixel(7, 2), [128, 128, 255]);
         assert!(image.to_png().is_ok());
+        // A title adds a header of five font pixels and a gap.
+        let titled = heat_map_grid(
+            1,
+            2,
+            &[vec![0.0, 1.0]],
+            &[vec![vec![2.0, -1.0]]],
+            3,
+            &["7".into()],
+        );
+        assert_eq!(titled.height, 5 + 3 + 3 + 3 + 3);
     }
 
     #[test]
