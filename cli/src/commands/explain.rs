@@ -19,6 +19,9 @@ pub(super) struct ExplainCommand {
     /// Override a hyper-parameter: `--set hidden=256` (repeatable).
     #[arg(long = "set", value_name = "NAME=VALUE")]
     set: Vec<String>,
+    /// Seed of the parameters' initial values (what is explained without --weights).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// How to print diagnostics.
     #[arg(long, value_enum, default_value_t = ErrorFormat::Human)]
     error_format: ErrorFormat,
@@ -32,7 +35,7 @@ pub(super) fn run(a: &ExplainCommand) -> ExitCode {
         file: a.file.clone(),
         model: a.model.clone(),
         set: a.set.clone(),
-        seed: 0,
+        seed: a.seed,
         error_format: a.error_format,
         target: match a.explain.wants_gpu() {
             true => Target::Gpu,

@@ -81,7 +81,7 @@ pub(crate) struct ExplainArgs {
     /// Without --input: the data to take samples from [default: the train section's].
     #[arg(long, value_name = "SPEC")]
     data: Option<String>,
-    /// Without --input: the split to take samples from.
+    /// Without --input: the split to take samples from (`all`: train, validation, test).
     #[arg(long, value_enum, default_value_t = EvalSplit::Test)]
     split: EvalSplit,
     /// The directory written [default: explain/<model>].

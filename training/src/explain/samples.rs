@@ -26,7 +26,8 @@ pub struct SplitSamples {
     pub feature_names: Vec<String>,
 }
 
-/// The first `count` samples of `split` of `data` (default: the section's data).
+/// The first `count` samples of `split` of `data` (default: the section's data); `All`
+/// is the train, validation and test splits one after the other.
 pub fn split_samples(
     manifest: &Manifest,
     config: &TrainConfig,
@@ -37,10 +38,26 @@ pub fn split_samples(
     let ports = Ports::of(manifest, config, false)?;
     let spec = data.unwrap_or(&config.data);
     let splits = load_splits(spec, config, &ports)?;
+    let all;
     let chosen = match split {
         EvalSplit::Test => &splits.test,
         EvalSplit::Val => &splits.val,
-        EvalSplit::All => &splits.train,
+        EvalSplit::All => {
+            let mut whole = splits.train.clone();
+            for part in [&splits.val, &splits.test] {
+                whole.features.extend_from_slice(&part.features);
+                if let (
+                    crate::Labels::Classes { values, .. },
+                    crate::Labels::Classes { values: more, .. },
+                ) = (&mut whole.labels, &part.labels)
+                {
+                    values.extend_from_slice(more);
+                }
+                whole.len += part.len;
+            }
+            all = whole;
+            &all
+        }
     };
     if chosen.is_empty() {
         return Err(TrainError::Config(format!(
@@ -57,7 +74,7 @@ pub fn split_samples(
         data: TensorData::F32(chosen.features[..n * width].to_vec()),
     };
     let labels = match &chosen.labels {
-        crate::Labels::Classes { values, .. } => {
+        crate::Labels::Classes { values, .. } if values.len() >= n => {
             Some(values[..n].iter().map(|c| *c as usize).collect())
         }
         _ => None,
