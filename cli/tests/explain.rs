@@ -173,7 +173,7 @@ fn breast_cancer_gets_a_feature_ranking() {
         text(&output.stderr)
     );
     let out = ok(output);
-    assert!(out.contains("features by mean |attribution|"), "{out}");
+    assert!(out.contains("mean |attr|"), "{out}");
     let svg = std::fs::read_to_string(dir.path().join("ranking.svg")).unwrap();
     assert!(
         svg.starts_with("<svg") && svg.contains("worst radius"),
