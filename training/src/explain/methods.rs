@@ -15,13 +15,17 @@
 //!   (Smilkov et al. 2017), so a run is reproducible.
 //!
 //! The extra points of a sample (integration steps, noisy copies) are evaluated as rows
-//! of one batch, at most [`MAX_ROWS`] rows a run.
+//! of one batch, at most [`MAX_ROWS`] rows (and [`MAX_VALUES`] input values) a run, so
+//! memory does not grow with `steps` or `samples`.
 
 use strata_kernels::rng::Philox;
 
 /// The most rows one run of the gradient is given (integration points and noisy copies
 /// of several samples share runs).
 pub const MAX_ROWS: usize = 512;
+
+/// The most input values one run is given (16 MiB of `f32`): wide inputs run fewer rows.
+pub const MAX_VALUES: usize = 1 << 22;
 
 /// How attributions are computed.
 #[derive(Clone, Debug, PartialEq)]
@@ -83,8 +87,14 @@ pub struct Attributions {
     pub baseline_scores: Option<Vec<f32>>,
 }
 
+/// The rows one run is given: at most [`MAX_ROWS`], and at most [`MAX_VALUES`] input
+/// values in all, so a run's memory stays bounded whatever the method asks for.
+fn rows_per_run(input_width: usize) -> usize {
+    (MAX_VALUES / input_width.max(1)).clamp(1, MAX_ROWS)
+}
+
 /// Runs `source` on `rows` rows (`x`, `samples`, `seeds` as in
-/// [`GradientSource::gradients`]), at most [`MAX_ROWS`] at a time.
+/// [`GradientSource::gradients`]), [`rows_per_run`] at a time.
 fn chunked(
     source: &mut dyn GradientSource,
     x: &[f32],
@@ -92,10 +102,11 @@ fn chunked(
     seeds: &[f32],
 ) -> Result<(Vec<f32>, Vec<f32>), String> {
     let (wi, wo) = (source.input_width(), source.output_width());
+    let per_run = rows_per_run(wi);
     let mut outputs = Vec::with_capacity(samples.len() * wo);
     let mut grads = Vec::with_capacity(samples.len() * wi);
-    for start in (0..samples.len()).step_by(MAX_ROWS) {
-        let end = (start + MAX_ROWS).min(samples.len());
+    for start in (0..samples.len()).step_by(per_run) {
+        let end = (start + per_run).min(samples.len());
         let (o, g) = source.gradients(
             &x[start * wi..end * wi],
             &samples[start..end],
@@ -105,6 +116,55 @@ fn chunked(
         grads.extend(g);
     }
     Ok((outputs, grads))
+}
+
+/// Sums, per sample, the gradients at `points` points of each of `n` samples: point `k`
+/// of sample `i` is written by `point(i, k, row)` (sample-major order, so a random
+/// stream drawn in it is reproducible). Rows run [`rows_per_run`] at a time, whatever
+/// `points` is.
+fn summed_gradients(
+    source: &mut dyn GradientSource,
+    n: usize,
+    points: usize,
+    seeds: &[f32],
+    mut point: impl FnMut(usize, usize, &mut [f32]),
+) -> Result<Vec<f64>, String> {
+    let (wi, wo) = (source.input_width(), source.output_width());
+    let per_run = rows_per_run(wi);
+    let total = n
+        .checked_mul(points)
+        .ok_or_else(|| format!("{n} samples x {points} points is too many"))?;
+    let mut sums = vec![0f64; n * wi];
+    let mut rows = Vec::with_capacity(per_run.min(total) * wi);
+    let mut samples = Vec::with_capacity(per_run.min(total));
+    let mut row_seeds = Vec::with_capacity(per_run.min(total) * wo);
+    for start in (0..total).step_by(per_run) {
+        rows.clear();
+        samples.clear();
+        row_seeds.clear();
+        for r in start..(start + per_run).min(total) {
+            let (i, k) = (r / points, r % points);
+            let at = rows.len();
+            rows.resize(at + wi, 0.0);
+            point(i, k, &mut rows[at..]);
+            samples.push(i);
+            row_seeds.extend_from_slice(&seeds[i * wo..][..wo]);
+        }
+        let (_, grads) = source.gradients(&rows, &samples, &row_seeds)?;
+        if grads.len() != samples.len() * wi {
+            return Err(format!(
+                "the gradient has {} values for {} rows of {wi}",
+                grads.len(),
+                samples.len()
+            ));
+        }
+        for (g, &i) in grads.chunks(wi).zip(&samples) {
+            for (s, g) in sums[i * wi..][..wi].iter_mut().zip(g) {
+                *s += *g as f64;
+            }
+        }
+    }
+    Ok(sums)
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -194,38 +254,19 @@ fn integrated_gradients(
     let baseline_scores = (0..n)
         .map(|i| dot(&seeds[i * wo..][..wo], &base_outputs[i * wo..][..wo]))
         .collect();
-    let mut values = vec![0f32; n * wi];
-    // Whole samples per run, as many as fit in MAX_ROWS rows (at least one).
-    let per_run = (MAX_ROWS / steps).max(1);
-    for first in (0..n).step_by(per_run) {
-        let last = (first + per_run).min(n);
-        let mut rows = Vec::with_capacity((last - first) * steps * wi);
-        let mut samples = Vec::with_capacity((last - first) * steps);
-        let mut row_seeds = Vec::with_capacity((last - first) * steps * wo);
-        for i in first..last {
-            let (xi, bi) = (&x[i * wi..][..wi], base(i));
-            for k in 0..steps {
-                let alpha = (k as f32 + 0.5) / steps as f32;
-                rows.extend(xi.iter().zip(bi).map(|(x, b)| b + alpha * (x - b)));
-                samples.push(i);
-                row_seeds.extend_from_slice(&seeds[i * wo..][..wo]);
-            }
+    let sums = summed_gradients(source, n, steps, seeds, |i, k, row| {
+        let alpha = (k as f32 + 0.5) / steps as f32;
+        let (xi, bi) = (&x[i * wi..][..wi], base(i));
+        for ((r, x), b) in row.iter_mut().zip(xi).zip(bi) {
+            *r = b + alpha * (x - b);
         }
-        let (_, grads) = chunked(source, &rows, &samples, &row_seeds)?;
-        for (j, i) in (first..last).enumerate() {
-            let (xi, bi) = (&x[i * wi..][..wi], base(i));
-            let mut mean = vec![0f64; wi];
-            for k in 0..steps {
-                let g = &grads[(j * steps + k) * wi..][..wi];
-                for (m, g) in mean.iter_mut().zip(g) {
-                    *m += *g as f64;
-                }
-            }
-            for (e, v) in values[i * wi..][..wi].iter_mut().enumerate() {
-                *v = ((xi[e] - bi[e]) as f64 * mean[e] / steps as f64) as f32;
-            }
-        }
-    }
+    })?;
+    let values = (0..n * wi)
+        .map(|e| {
+            let (i, j) = (e / wi, e % wi);
+            ((x[e] - base(i)[j]) as f64 * sums[e] / steps as f64) as f32
+        })
+        .collect();
     Ok(Attributions {
         values,
         scores,
@@ -241,7 +282,7 @@ fn smooth_grad(
     sigma: f32,
     seed: u64,
 ) -> Result<Vec<f32>, String> {
-    let (wi, wo) = (source.input_width(), source.output_width());
+    let wi = source.input_width();
     let n = x.len() / wi;
     if draws == 0 {
         return Err("SmoothGrad needs at least one sample".into());
@@ -250,37 +291,22 @@ fn smooth_grad(
         return Err(format!("SmoothGrad's sigma must be >= 0, got {sigma}"));
     }
     let mut rng = Philox::from_seed(seed);
-    let mut values = vec![0f32; n * wi];
-    let per_run = (MAX_ROWS / draws).max(1);
-    for first in (0..n).step_by(per_run) {
-        let last = (first + per_run).min(n);
-        let mut rows = Vec::with_capacity((last - first) * draws * wi);
-        let mut samples = Vec::with_capacity((last - first) * draws);
-        let mut row_seeds = Vec::with_capacity((last - first) * draws * wo);
-        for i in first..last {
-            let xi = &x[i * wi..][..wi];
+    let mut spread = 0f32;
+    let sums = summed_gradients(source, n, draws, seeds, |i, k, row| {
+        let xi = &x[i * wi..][..wi];
+        if k == 0 {
             let (lo, hi) = xi
                 .iter()
                 .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
                     (lo.min(*v), hi.max(*v))
                 });
-            let spread = sigma * (hi - lo).max(f32::MIN_POSITIVE);
-            for _ in 0..draws {
-                rows.extend(xi.iter().map(|v| v + spread * rng.next_normal() as f32));
-                samples.push(i);
-                row_seeds.extend_from_slice(&seeds[i * wo..][..wo]);
-            }
+            spread = sigma * (hi - lo).max(f32::MIN_POSITIVE);
         }
-        let (_, grads) = chunked(source, &rows, &samples, &row_seeds)?;
-        for (j, i) in (first..last).enumerate() {
-            for k in 0..draws {
-                let g = &grads[(j * draws + k) * wi..][..wi];
-                for (v, g) in values[i * wi..][..wi].iter_mut().zip(g) {
-                    *v += g / draws as f32;
-                }
-            }
+        for (r, v) in row.iter_mut().zip(xi) {
+            *r = v + spread * rng.next_normal() as f32;
         }
-    }
+    })?;
+    let values = sums.iter().map(|s| (s / draws as f64) as f32).collect();
     Ok(values)
 }
 
@@ -291,6 +317,15 @@ mod tests {
     /// `f(x) = [Σ w_j x_j², Σ x_j]`: a known gradient `[2 w ⊙ x, 1]`.
     struct Quadratic {
         w: Vec<f32>,
+        /// The most rows one call was given.
+        widest: usize,
+    }
+
+    fn quadratic(w: &[f32]) -> Quadratic {
+        Quadratic {
+            w: w.to_vec(),
+            widest: 0,
+        }
     }
 
     impl GradientSource for Quadratic {
@@ -307,6 +342,7 @@ mod tests {
             seeds: &[f32],
         ) -> Result<(Vec<f32>, Vec<f32>), String> {
             let d = self.w.len();
+            self.widest = self.widest.max(samples.len());
             let mut outputs = Vec::new();
             let mut grads = Vec::new();
             for r in 0..samples.len() {
@@ -326,7 +362,7 @@ mod tests {
 
     #[test]
     fn gradient_times_input_multiplies_elementwise() {
-        let mut q = Quadratic { w: vec![1.0, 2.0] };
+        let mut q = quadratic(&[1.0, 2.0]);
         let a = attribute(
             &mut q,
             &Method::GradientTimesInput,
@@ -341,7 +377,7 @@ mod tests {
     #[test]
     fn integrated_gradients_of_a_quadratic_are_exact_at_the_midpoints() {
         // Along the path the gradient is linear in α, so the midpoint rule is exact.
-        let mut q = Quadratic { w: vec![1.0, 2.0] };
+        let mut q = quadratic(&[1.0, 2.0]);
         let method = Method::IntegratedGradients {
             steps: 4,
             baseline: vec![1.0, 1.0],
@@ -354,8 +390,29 @@ mod tests {
     }
 
     #[test]
+    fn many_integration_steps_run_in_bounded_batches() {
+        let mut q = quadratic(&[1.0, 2.0]);
+        let method = Method::IntegratedGradients {
+            steps: 3 * MAX_ROWS + 7,
+            baseline: vec![1.0, 1.0],
+        };
+        let a = attribute(
+            &mut q,
+            &method,
+            &[3.0, -1.0, 2.0, 2.0],
+            &[1.0, 0.0, 1.0, 0.0],
+        )
+        .unwrap();
+        assert!(q.widest <= MAX_ROWS, "{} rows in one run", q.widest);
+        // w (x² - x'²) per feature, for both samples.
+        for (got, want) in a.values.iter().zip([8.0, 0.0, 3.0, 6.0]) {
+            assert!((got - want).abs() < 1e-4, "{:?}", a.values);
+        }
+    }
+
+    #[test]
     fn smooth_grad_is_reproducible_and_averages_out_the_noise() {
-        let mut q = Quadratic { w: vec![1.0, 1.0] };
+        let mut q = quadratic(&[1.0, 1.0]);
         let method = Method::SmoothGrad {
             samples: 400,
             sigma: 0.1,
@@ -372,7 +429,7 @@ mod tests {
 
     #[test]
     fn a_baseline_of_the_wrong_size_is_refused() {
-        let mut q = Quadratic { w: vec![1.0, 1.0] };
+        let mut q = quadratic(&[1.0, 1.0]);
         let method = Method::IntegratedGradients {
             steps: 4,
             baseline: vec![0.0; 3],
