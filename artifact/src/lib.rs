@@ -13,6 +13,7 @@
 //! - [`validate`]: every invariant of a loaded artifact that running it relies on.
 //! - [`weights`]: matching a safetensors blob against the model's persistent buffers;
 //!   [`weight_keys`]: what each of them is (parameter, normalization, optimizer state).
+//! - [`explain_entry`]: the ports of the `explain` entry (input gradients of outputs).
 //! - [`info`]: a printable summary of a model (entries, ports, parameters, arena).
 //! - [`executable`]: appending an artifact to a binary and finding it again.
 //! - [`tensor`], [`npy`]: host tensors and `.npy` files.
@@ -28,6 +29,7 @@ pub mod backend;
 pub mod container;
 pub mod error;
 pub mod executable;
+pub mod explain_entry;
 pub mod info;
 pub mod manifest;
 pub mod metric;

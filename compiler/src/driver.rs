@@ -35,6 +35,9 @@ pub struct CompileOptions {
     /// then empty graphs). `strata build` prints no stage, and a deep model's training
     /// graph is a good part of its compile-time memory.
     pub only_artifact: bool,
+    /// Add the `explain` entry: the gradients of the outputs with respect to the inputs,
+    /// weighted by seeds fed at run time ([`crate::explain`]).
+    pub explain: bool,
 }
 
 /// Why compilation stopped.
@@ -283,7 +286,8 @@ pub fn stage_dumps(name: &str, graph: &Graph) -> Result<Vec<(String, String)>, C
 }
 
 /// Compiles a model file all the way to an artifact. With `elaborate.train` and a
-/// `train` section, the artifact also has the `train_step` and `eval` entries.
+/// `train` section, the artifact also has the `train_step` and `eval` entries; with
+/// `explain`, the `explain` entry.
 pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled, CompileError> {
     let mut times = StageTimes::default();
     let program = times.time("parse and check", || parse(&source.text))?;
@@ -318,6 +322,16 @@ pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled
         .next()
     {
         return Err(first.into());
+    }
+    let mut extra = extra;
+    if options.explain {
+        let graph = times.time("explain graph", || {
+            crate::explain::explain_graph(&infer_graph)
+        })?;
+        extra.push((
+            strata_artifact::explain_entry::EXPLAIN_ENTRY.to_string(),
+            graph,
+        ));
     }
     let infer = compile_entry("infer", infer_graph, "", options, &mut times)?;
     let training = extra

@@ -4,6 +4,7 @@
 //! [`syntax`] (text -> AST) -> [`elaborate`] (AST -> graph IR) -> [`passes`] ->
 //! [`lower`] (graph -> kernel IR) -> [`plan`] (memory plan) -> [`artifact`] (manifest,
 //! CLIF, weights). [`train`] turns a model's `train` section into its training entries.
+//! [`explain`] builds the entry of input gradients that attributions come from.
 //! [`driver`] strings them together for the `strata` command (crate `strata-cli`).
 //!
 //! The compiler never runs generated code (only its reference interpreter evaluates
@@ -13,6 +14,7 @@
 pub mod artifact;
 pub mod driver;
 pub mod elaborate;
+pub mod explain;
 pub mod ir;
 pub mod limits;
 pub mod lower;

@@ -49,6 +49,65 @@ pub fn builtin(name: &str) -> Result<Dataset, DataError> {
     }
 }
 
+/// The names of a built-in tabular dataset's features, in column order (scikit-learn's
+/// names), for pictures that rank them; `None` for the others.
+pub fn builtin_feature_names(name: &str) -> Option<&'static [&'static str]> {
+    match name {
+        "iris" => Some(&["sepal length", "sepal width", "petal length", "petal width"]),
+        "wine" => Some(&[
+            "alcohol",
+            "malic acid",
+            "ash",
+            "alcalinity of ash",
+            "magnesium",
+            "total phenols",
+            "flavanoids",
+            "nonflavanoid phenols",
+            "proanthocyanins",
+            "color intensity",
+            "hue",
+            "od280/od315 of diluted wines",
+            "proline",
+        ]),
+        "breast_cancer" => Some(&[
+            "mean radius",
+            "mean texture",
+            "mean perimeter",
+            "mean area",
+            "mean smoothness",
+            "mean compactness",
+            "mean concavity",
+            "mean concave points",
+            "mean symmetry",
+            "mean fractal dimension",
+            "radius error",
+            "texture error",
+            "perimeter error",
+            "area error",
+            "smoothness error",
+            "compactness error",
+            "concavity error",
+            "concave points error",
+            "symmetry error",
+            "fractal dimension error",
+            "worst radius",
+            "worst texture",
+            "worst perimeter",
+            "worst area",
+            "worst smoothness",
+            "worst compactness",
+            "worst concavity",
+            "worst concave points",
+            "worst symmetry",
+            "worst fractal dimension",
+        ]),
+        "diabetes" => Some(&[
+            "age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6",
+        ]),
+        _ => None,
+    }
+}
+
 /// A built-in series as a windowed regression dataset: features the last `window`
 /// values, target the next one (see [`windowed`]).
 pub fn builtin_series(name: &str, window: usize) -> Result<Dataset, DataError> {

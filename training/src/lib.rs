@@ -18,6 +18,8 @@
 //! - [`checkpoint`]: a [`Checkpoint`] as one safetensors file, saved atomically
 //!   ([`atomic_file`]: how every file of a run directory is written).
 //! - [`log`]: the JSON-lines metrics log and the SVG training-curve plot.
+//! - [`explain`]: attributions (gradient, gradient x input, integrated gradients,
+//!   SmoothGrad) from a model's `explain` entry, and their pictures.
 //! - [`image_grid`]: samples drawn as a grid of grayscale images, encoded as PNG.
 //! - [`error`]: the error types.
 
@@ -28,13 +30,14 @@ pub mod checkpoint;
 pub mod dataset;
 pub mod driver;
 pub mod error;
+pub mod explain;
 pub mod generated;
 pub mod image_grid;
 pub mod loaders;
 pub mod log;
 pub mod metrics;
 
-pub use builtin::{BUILTIN_DATASETS, builtin, builtin_series};
+pub use builtin::{BUILTIN_DATASETS, builtin, builtin_feature_names, builtin_series};
 pub use checkpoint::Checkpoint;
 pub use dataset::{
     Batch, Batches, Dataset, Labels, Normalization, Normalizer, epoch_shuffle_seed,

@@ -20,6 +20,9 @@ pub(super) struct BuildArgs {
     /// the initial, untrained weights, with a warning].
     #[arg(long, value_name = "PATH")]
     weights: Option<PathBuf>,
+    /// Add the explain entry (input gradients), for the executable's `explain` command.
+    #[arg(long)]
+    explain: bool,
 }
 
 pub(super) fn run(a: &BuildArgs) -> ExitCode {
@@ -34,6 +37,7 @@ pub(super) fn run(a: &BuildArgs) -> ExitCode {
     let mut compiled = match options(&a.common).and_then(|opts| {
         let opts = CompileOptions {
             only_artifact: true,
+            explain: a.explain,
             ..opts
         };
         compile_reported(&source, &opts, a.common.error_format)

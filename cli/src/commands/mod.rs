@@ -4,7 +4,7 @@
 //! strata check FILE                 diagnostics only; exit 1 on error
 //! strata ir    FILE [--stage parsed|typed|optimized|kernels|plan] [--format text|dot|json|svg] [--emit clif|wgsl]
 //!              [--dump-dir DIR]                     one file per pass, then kernels and plan
-//! strata build FILE -o OUT [--target cpu|gpu]           a standalone native executable
+//! strata build FILE -o OUT [--target cpu|gpu] [--explain]  a standalone native executable
 //! strata run   FILE --input x=x.npy [--target cpu|gpu]  compile and run `infer` in one go
 //! strata train FILE [--data SPEC] [--epochs N] [--run-dir DIR] [--resume|--overwrite] [--quiet]
 //! strata eval  FILE --weights W.safetensors [--data SPEC] [--split test|val|all]
@@ -13,6 +13,8 @@
 //! strata step  FILE --input x=x.npy --input y=y.npy [--weights W] [--steps N] -o OUT.safetensors
 //! strata sweep FILE --space lr=log(1e-4,1e-1) --space hidden=[64,128] [--method grid|random|halving]
 //!              [--trials N] [--jobs N] [--dir DIR] [--resume|--overwrite]
+//! strata explain FILE --weights W [--input x=x.npy] [--output NAME] [--target N|all]
+//!              [--method grad|grad-input|ig|smoothgrad] [--steps 64] [-o DIR]
 //! ```
 //! `train` runs the file's `train` section (settings overridable with `--set lr=3e-3`,
 //! `epochs`, `batch`, `seed`, `patience`, `data`) and writes its run directory (default
@@ -29,6 +31,7 @@ mod bench;
 mod build;
 mod check;
 mod eval;
+mod explain;
 mod ir;
 mod run;
 mod step;
@@ -76,6 +79,8 @@ enum Command {
     Step(step::StepArgs),
     /// Search hyper-parameters on the validation split; score the choice on the test split.
     Sweep(sweep::SweepCommand),
+    /// Compile a model with its explain entry and attribute an output to the input.
+    Explain(explain::ExplainCommand),
 }
 
 /// What every subcommand takes: the model file and how to compile it.
@@ -127,6 +132,7 @@ pub fn main() -> ExitCode {
         Command::Weights(a) => weights::run(&a),
         Command::Step(a) => step::run(&a),
         Command::Sweep(a) => sweep::run(&a),
+        Command::Explain(a) => explain::run(&a),
     }
 }
 
@@ -178,6 +184,7 @@ fn options(c: &Common) -> Result<CompileOptions, ExitCode> {
         without_parts: false,
         gradient_outputs: false,
         only_artifact: false,
+        explain: false,
         elaborate: ElaborateOptions {
             model: c.model.clone(),
             overrides,

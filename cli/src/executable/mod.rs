@@ -12,6 +12,8 @@
 //! ./mlp eval  [--data SPEC] [--weights best.safetensors|last.ckpt] [--run-dir DIR] [--split test|val|all] [--json] [--device cpu|gpu]
 //! ./seq decode --input x=x.npy --start 10 [--scores logits] [--output tokens.npy]
 //!             [--weights trained.safetensors] [--device cpu|gpu]
+//! ./cnn explain [--input x=x.npy] [--output NAME] [--target N|all] [--method grad|grad-input|ig|smoothgrad]
+//!             [--steps 64] [--baseline zeros|mean|PATH] [-o DIR] [--weights W] [--device cpu|gpu]
 //! ./mlp bench [--entry infer]... [--batch 1]... [--seconds S] [--threads N] [--profile] [--json] [--device cpu|gpu]
 //! ```
 //!
@@ -21,6 +23,10 @@
 //! `decode` decodes greedily (see [`strata_runtime::decode`]): it runs `infer` once per decoder
 //! position, feeding each prediction back into the i32 input, and writes (or prints) the
 //! predicted tokens `i32 [n, T]`.
+//!
+//! `explain` needs a model built with `strata build --explain` (its `explain` entry);
+//! without `--input` it explains held-out samples of the train section's data (see
+//! `explain.rs` for the files it writes).
 //!
 //! `train` and `eval` need a model built from a file with a `train` section (see
 //! [`strata_training::driver`]); their arguments are the same as `strata train`'s and
@@ -60,7 +66,9 @@ use strata_training::TrainError;
 use strata_training::args::{TrainOutcome, is_usage_error};
 use strata_training::driver::load_weights_file;
 
+mod explain;
 mod ports;
+pub(crate) use explain::ExplainArgs;
 use ports::{bind_input_args, bind_output_args};
 
 /// How many values of each output `infer` prints without `--output`.
@@ -87,6 +95,9 @@ enum Command {
     Decode(DecodeArgs),
     /// Time the model's entries on synthetic inputs.
     Bench(BenchCommand),
+    /// Attribute an output to the input: heat maps, feature rankings, per-position
+    /// scores (a model built with `strata build --explain`).
+    Explain(ExplainArgs),
 }
 
 #[derive(Args, Debug)]
@@ -241,6 +252,21 @@ fn run_on_artifact(
     let result = load_artifact()
         .map_err(Failure::Runtime)
         .and_then(|bytes| execute(cli, &bytes, out, err));
+    exit_code(result, err)
+}
+
+/// `explain` on an artifact in memory (`strata explain FILE`).
+pub(crate) fn explain_artifact(
+    artifact: &Artifact,
+    args: ExplainArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> ExitCode {
+    exit_code(explain::run(artifact, args, out), err)
+}
+
+/// Says why a command failed on `err`, and its exit code.
+fn exit_code(result: Result<(), Failure>, err: &mut dyn Write) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
@@ -273,6 +299,7 @@ fn execute(
         Command::Eval(args) => eval(&artifact, args, out, err),
         Command::Decode(args) => decode(&artifact, args, out),
         Command::Bench(args) => bench(&artifact, args, out),
+        Command::Explain(args) => explain::run(&artifact, args, out),
     }
 }
 

@@ -19,7 +19,7 @@ pub const EVAL_ENTRY: &str = "eval";
 /// The ports of the `eval` (and `train_step`) entries the driver feeds and reads, with
 /// the per-sample shapes the manifest gives them.
 #[derive(Clone, Debug)]
-pub(super) struct Ports {
+pub(crate) struct Ports {
     pub features: String,
     /// f32, or i32 for token ids (the data's integer-valued features, converted).
     pub features_dtype: ScalarType,
@@ -43,7 +43,7 @@ pub(super) const EVAL_DRAW: u64 = 0;
 
 /// The label input of `eval` and `train_step`.
 #[derive(Clone, Debug)]
-pub(super) struct LabelPort {
+pub(crate) struct LabelPort {
     pub name: String,
     pub dtype: ScalarType,
     /// The label input's shape without its leading batch dimension.
@@ -371,7 +371,7 @@ pub(super) fn parse_normalization(text: &str) -> Result<Normalization, TrainErro
 
 /// The train, validation and test splits, raw, and the normalization fitted on the train
 /// split (which the model applies itself).
-pub(super) struct Splits {
+pub(crate) struct Splits {
     /// The data source spec the splits came from.
     pub spec: String,
     pub train: Dataset,
@@ -383,7 +383,7 @@ pub(super) struct Splits {
 
 /// Loads `spec`, views each sample with the features input's shape, splits it by the
 /// config's fractions and seed, and fits the normalization on the train split only.
-pub(super) fn load_splits(
+pub(crate) fn load_splits(
     spec: &str,
     config: &TrainConfig,
     ports: &Ports,

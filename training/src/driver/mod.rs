@@ -58,7 +58,7 @@
 
 pub mod state;
 
-mod data;
+pub(crate) mod data;
 mod evaluation;
 mod fingerprint;
 mod images;
