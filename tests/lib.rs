@@ -481,7 +481,6 @@ pub mod train_run {
         let options = TrainOptions {
             run_dir: dir.path().to_path_buf(),
             quiet: true,
-            score_test: true,
             ..Default::default()
         };
         let started = Instant::now();

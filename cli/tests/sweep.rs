@@ -278,8 +278,45 @@ fn a_sweep_section_in_the_file_is_the_space_and_the_command_line_adds_to_it() {
     .unwrap();
     let out = run(&["--overwrite"]);
     assert!(
-        text(&out).contains("`Mpl`, which is not a model"),
+        text(&out).contains("`sweep Mpl` names no model"),
         "{}",
         text(&out)
     );
+}
+
+#[test]
+fn check_reports_every_mistake_of_a_sweep_section() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("mlp.strata");
+    let mlp_text = std::fs::read_to_string(mlp()).unwrap();
+    let section = "\nsweep Mlp {\n    hiden = [16, 32]\n    lr = log(0, 1)\n    method = annealing\n    trials = 0\n}\n";
+    std::fs::write(&file, format!("{mlp_text}{section}")).unwrap();
+    let out = strata().arg("check").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = text(&out);
+    let first = mlp_text.lines().count() + 3;
+    for (line, what) in [
+        (
+            first,
+            "`hiden` is neither a hyper-parameter of `Mlp` nor a train setting",
+        ),
+        (first, "did you mean `hidden`?"),
+        (first + 1, "above 0"),
+        (first + 2, "`method` is one of grid, random, halving"),
+        (first + 3, "`trials` is a whole number of at least 1"),
+    ] {
+        assert!(all.contains(what), "{what}: {all}");
+        assert!(
+            all.contains(&format!("mlp.strata:{line}:")),
+            "line {line}: {all}"
+        );
+    }
+    // A section for a model the file does not have, with a suggestion.
+    std::fs::write(
+        &file,
+        format!("{mlp_text}{}", section.replace("Mlp", "Mpl")),
+    )
+    .unwrap();
+    let out = strata().arg("check").arg(&file).output().unwrap();
+    assert!(text(&out).contains("did you mean `Mlp`?"), "{}", text(&out));
 }

@@ -155,6 +155,7 @@ pub fn check(
         .name
         .clone();
     let mut errors = crate::elaborate::check_train_targets(&program);
+    errors.extend(crate::sweep::check_sections(&program, &source.text));
     let mut models = Vec::new();
     for model in &program.models {
         let is_selected = model.name.name == selected;

@@ -69,7 +69,6 @@ fn infer_reproduces_eval(file: &str) {
         run_dir: dir.path().to_path_buf(),
         epochs_override: Some(1),
         quiet: true,
-        score_test: true,
         ..Default::default()
     };
     let summary = train(&mut session, &config, &options).expect("trains");

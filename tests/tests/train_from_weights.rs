@@ -70,7 +70,6 @@ fn training_from_best_weights_with_a_frozen_first_layer_continues_from_its_accur
         run_dir: first_dir.path().to_path_buf(),
         epochs_override: Some(8),
         quiet: true,
-        score_test: true,
         ..Default::default()
     };
     let first_run = train(&mut session, &first_config, &options).expect("trains");
@@ -101,7 +100,6 @@ fn training_from_best_weights_with_a_frozen_first_layer_continues_from_its_accur
         epochs_override: Some(2),
         initial_weights: Some(best_path.clone()),
         quiet: true,
-        score_test: true,
         ..Default::default()
     };
     let summary = train(&mut session, &config, &options).expect("trains from the weights");
@@ -176,7 +174,6 @@ fn a_weights_file_of_another_shape_is_an_error() {
         epochs_override: Some(1),
         initial_weights: Some(wrong),
         quiet: true,
-        score_test: true,
         ..Default::default()
     };
     let err = train(&mut session, &config, &options).expect_err("a shape mismatch");
@@ -212,7 +209,6 @@ fn train_batch_norm(frozen: bool) -> (HashMap<String, HostTensor>, HashMap<Strin
     let options = TrainOptions {
         run_dir: dir.path().to_path_buf(),
         quiet: true,
-        score_test: true,
         ..Default::default()
     };
     train(&mut session, &config, &options).expect("trains");
@@ -260,7 +256,6 @@ fn a_checkpoint_gives_its_parameters_and_leaves_its_optimizer_state_unused() {
         run_dir: first.path().to_path_buf(),
         epochs_override: Some(1),
         quiet: true,
-        score_test: true,
         ..Default::default()
     };
     let summary = train(&mut session, &config, &options).expect("trains");
@@ -272,7 +267,6 @@ fn a_checkpoint_gives_its_parameters_and_leaves_its_optimizer_state_unused() {
         epochs_override: Some(1),
         initial_weights: Some(summary.paths.last.clone()),
         quiet: true,
-        score_test: true,
         ..Default::default()
     };
     let summary = train(&mut session, &config, &options).expect("trains from last.ckpt");

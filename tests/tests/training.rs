@@ -42,7 +42,6 @@ fn the_mlp_example_reaches_96_percent_test_accuracy_on_digits() {
     let options = TrainOptions {
         run_dir: dir.path().to_path_buf(),
         quiet: true,
-        score_test: true,
         ..Default::default()
     };
     let summary = train(&mut session, &config, &options).expect("training runs");
@@ -197,7 +196,6 @@ fn the_executable_resumes_a_run_stopped_by_ctrl_c() {
     let options = TrainOptions {
         run_dir: dir.path().to_path_buf(),
         quiet: true,
-        score_test: true,
         interrupt: Some(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
             true,
         ))),

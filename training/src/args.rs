@@ -74,7 +74,7 @@ impl TrainArgs {
             initial_weights: self.weights.clone(),
             progress: true,
             quiet: self.quiet,
-            score_test: !self.no_test,
+            skip_test: self.no_test,
             interrupt: Some(interrupt_on_ctrl_c()?),
         })
     }

@@ -61,7 +61,6 @@ fn options(dir: &Path) -> TrainOptions {
     TrainOptions {
         run_dir: dir.to_path_buf(),
         quiet: true,
-        score_test: true,
         ..Default::default()
     }
 }

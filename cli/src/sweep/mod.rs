@@ -1,6 +1,7 @@
 //! Hyper-parameter search (`strata sweep`), in the order a sweep uses them:
 //!
-//! - [`space`]: the search space, `--space NAME=RANGE`, and drawing from it.
+//! - [`space`]: the search space, `--space NAME=RANGE`, and drawing from it (the
+//!   compiler's, since a model file's `sweep` section is written in it).
 //! - [`plan`]: which configurations a method tries and for how many epochs (grid,
 //!   random, successive halving).
 //! - [`trial`]: each trial as a `strata train` process in its own run directory.
@@ -15,5 +16,6 @@ pub mod best_file;
 pub mod plan;
 pub mod record;
 pub mod report;
-pub mod space;
 pub mod trial;
+
+pub use strata_compiler::sweep::space;

@@ -195,21 +195,9 @@ pub struct MetricKey {
 
 impl MetricKey {
     pub fn parse(name: &str) -> Result<MetricKey, String> {
-        let (split, metric) = name
-            .split_once('.')
-            .filter(|(s, m)| (*s == "val" || *s == "train") && !m.is_empty())
-            .ok_or_else(|| {
-                format!("--metric {name}: write val.METRIC or train.loss (e.g. val.accuracy)")
-            })?;
-        if split == "train" && metric != "loss" {
-            return Err(format!(
-                "--metric {name}: only the loss is logged for the train split"
-            ));
-        }
-        let minimize = matches!(metric, "loss" | "mae" | "mse" | "rmse");
         Ok(MetricKey {
             name: name.to_string(),
-            maximize: !minimize,
+            maximize: strata_compiler::sweep::space::metric_direction(name)?,
         })
     }
 

@@ -240,8 +240,8 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Print nothing.
     pub quiet: bool,
-    /// Score the test split at the end (off for a hyper-parameter search's trials).
-    pub score_test: bool,
+    /// Do not score the test split at the end (a hyper-parameter search's trials).
+    pub skip_test: bool,
     /// Set (by a Ctrl-C handler, or a test) to stop after the current step.
     pub interrupt: Option<Arc<AtomicBool>>,
 }
@@ -806,7 +806,7 @@ impl<'a> Run<'a> {
                 self.counters.best.unwrap_or(f64::NAN)
             ));
         }
-        let test = if self.data.test.is_empty() || !self.options.score_test {
+        let test = if self.data.test.is_empty() || self.options.skip_test {
             None
         } else {
             Some(self.score_test(restored)?)

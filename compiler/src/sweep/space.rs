@@ -15,6 +15,23 @@ use std::fmt;
 
 use strata_kernels::rng::{Philox, uniform_f64};
 
+/// Whether a sweep's metric (`val.accuracy`, `val.loss`, `train.loss`) is better larger
+/// (accuracy, F1, AUC, precision, recall) or smaller (losses, MAE, MSE).
+pub fn metric_direction(name: &str) -> Result<bool, String> {
+    let (split, metric) = name
+        .split_once('.')
+        .filter(|(s, m)| (*s == "val" || *s == "train") && !m.is_empty())
+        .ok_or_else(|| {
+            format!("the metric `{name}` is val.METRIC or train.loss (e.g. val.accuracy)")
+        })?;
+    if split == "train" && metric != "loss" {
+        return Err(format!(
+            "the metric `{name}`: only the loss is logged for the train split"
+        ));
+    }
+    Ok(!matches!(metric, "loss" | "mae" | "mse" | "rmse"))
+}
+
 /// One hyper-parameter's range.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Range {
@@ -105,6 +122,14 @@ impl Dimension {
         {
             return Err(bad("the name must be a hyper-parameter or setting name"));
         }
+        Dimension::parse_range(name, range).map_err(|why| format!("--space {spec}: {why}"))
+    }
+
+    /// The dimension `name` over `range` as written (`log(1e-4, 1e-1)`, `[64, 128]`, …).
+    pub fn parse_range(name: &str, range: &str) -> Result<Dimension, String> {
+        let bad = |why: &str| {
+            format!("{why}; a range is log(LO,HI), uniform(LO,HI), int(LO,HI) or [A,B,...]")
+        };
         let range = range.trim();
         let range = if let Some(list) = range.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
             let items: Vec<String> = list
