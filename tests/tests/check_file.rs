@@ -379,3 +379,64 @@ model Second {
 }
 "#
 );
+
+/// Recovery leaves partial graphs behind: every section check that reads one must cope
+/// with what a failed part did not make (no panic, no follow-up mistake).
+#[test]
+fn sections_of_models_with_mistakes_report_only_their_own() {
+    let cases: &[(&str, usize)] = &[
+        // The loss fails: the label is still an input, the settings are still read.
+        (
+            "model M {\n    input x: f32[batch, 4]\n    output y = x |> dense(2)\n}\n\
+             train M {\n    label t: i32[batch]\n    metrics = [accuracy]\n    loss = cross_entropy(y, u)\n}\n",
+            1,
+        ),
+        // The label's type fails: no task, so no metric is judged against it.
+        (
+            "model M {\n    input x: f32[batch, 4]\n    output y = x |> dense(2)\n}\n\
+             train M {\n    label t: i32[batch, nope]\n    metrics = [mae]\n    loss = mse(y, y)\n}\n",
+            1,
+        ),
+        // The output `predict` names failed: not reported again.
+        (
+            "model M {\n    input x: f32[batch, 4]\n    output y = x |> dense(2)\n    output z = x |> dnse(2)\n}\n\
+             train M {\n    predict = z\n    loss = mse(y, y)\n}\n",
+            1,
+        ),
+        // An input whose type failed is not an unfilled input.
+        (
+            "model M {\n    input x: f32[batch, 4]\n    input m: f32[batch, nope]\n    output y = x |> dense(2)\n}\n\
+             train M {\n    features = x\n    loss = mse(y, y)\n}\n",
+            1,
+        ),
+        // A binding nothing uses: its parameters are pruned from the graph.
+        (
+            "model M {\n    input x: f32[batch, 4]\n    h = x |> dense(8)\n    output y = x |> dense(2)\n}\n\
+             train M {\n    optimizer = sgdd(lr = 0.1)\n    loss = mse(y, y)\n}\n",
+            1,
+        ),
+    ];
+    for (text, count) in cases {
+        let (errors, rendered) = mistakes("partial", text);
+        assert_eq!(errors.len(), *count, "{text}\n{rendered}");
+    }
+}
+
+#[test]
+fn a_section_compiles_when_an_unused_binding_made_parameters() {
+    // The unused binding's parameters are pruned from the graph before the section
+    // picks the parameters to train; it must not look for them.
+    let text = "model M {\n    input x: f32[batch, 4]\n    h = x |> dense(8)\n    output y = x |> dense(2)\n}\n\
+                train M {\n    label t: f32[batch, 2]\n    data = csv(\"f.csv\")\n    loss = mse(y, t)\n}\n";
+    let source = SourceFile::new("unused.strata", text);
+    check(&source, &ElaborateOptions::default(), &[]).expect("well-formed");
+    let options = CompileOptions {
+        elaborate: ElaborateOptions {
+            train: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let compiled = compile(&source, &options).unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    assert!(compiled.train_config.is_some());
+}

@@ -516,6 +516,13 @@ impl Env {
         }
     }
 
+    /// The names whose definition failed, sorted.
+    pub(crate) fn poisoned_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.poisoned.iter().cloned().collect();
+        names.sort_unstable();
+        names
+    }
+
     /// Fails silently when `name` is a binding whose definition failed.
     fn refuse_poisoned(&self, name: &Ident) -> Result<(), Diagnostic> {
         match self.poisoned.contains(&name.name) {

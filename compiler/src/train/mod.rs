@@ -59,10 +59,13 @@ fn keep<T>(errors: &mut Vec<Diagnostic>, r: Result<T, Diagnostic>) -> Option<T> 
     r.map_err(|d| errors.push(d)).ok()
 }
 
-/// The params of an elaborated model's train section, with their paths.
+/// The params of an elaborated model's train section, with their paths: those still in
+/// its graph (a parameter only an unused binding reads was pruned with it, and nothing
+/// it could change reaches the loss).
 fn section_params(elab: &Elaborated, t: &TrainElab) -> Vec<(ValueId, String)> {
     t.params
         .iter()
+        .filter(|&&p| elab.graph.contains(p))
         .map(|&p| match &elab.graph.node(p).op {
             Op::Param { path, .. } => (p, path.clone()),
             _ => unreachable!("params are Param ops"),
@@ -249,9 +252,11 @@ fn read_section(
             _ => None,
         })
         .collect();
+    let failed = |name: &str| t.failed.iter().any(|f| f == name);
     let features_input = match get("features") {
         Some((Setting::Word(w), span)) => match model_inputs.iter().any(|(n, _)| n == w) {
             true => Some(w.clone()),
+            false if failed(w) => None,
             false => {
                 let mut d = err(*span, format!("the model has no input `{w}`"));
                 let names = model_inputs.iter().map(|(n, _)| n.as_str());
@@ -299,6 +304,7 @@ fn read_section(
     let prediction = match get("predict") {
         Some((Setting::Word(w), span)) => match t.model_outputs.iter().any(|(n, _)| n == w) {
             true => Some(w.clone()),
+            false if failed(w) => None,
             false => {
                 let mut d = err(*span, format!("the model has no output `{w}`"));
                 let names = t.model_outputs.iter().map(|(n, _)| n.as_str());

@@ -22,6 +22,9 @@ pub struct TrainElab {
     /// The section declares a label whose type failed to elaborate (the mistake is
     /// recorded): `label` is None, but the section is not label-free.
     pub label_failed: bool,
+    /// Names of the model whose definition failed (the mistakes are recorded): a
+    /// setting that names one (`predict`, `features`) is not checked again.
+    pub failed: Vec<String>,
     /// The scalar loss; with `step`s, the sum of theirs (what logs and `val.loss` show).
     pub loss: ValueId,
     /// The section's `step NAME { … }` blocks, in order (none for a one-loss section).
@@ -204,6 +207,7 @@ impl Elaborator<'_> {
             section: section.clone(),
             label,
             label_failed,
+            failed: env.poisoned_names(),
             loss,
             steps,
             model_outputs: outputs.to_vec(),

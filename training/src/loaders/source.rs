@@ -283,6 +283,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_name_the_compiler_checks_data_against_parses() {
+        use strata_artifact::train_config::{DATA_SOURCE_KINDS, GENERATED_DATASETS};
+        for kind in DATA_SOURCE_KINDS {
+            let spec = match *kind {
+                "npy" | "idx" => format!("{kind}:a,b"),
+                _ => format!("{kind}:a"),
+            };
+            DataSource::parse(&spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
+        }
+        for name in GENERATED_DATASETS.iter().chain(BUILTIN_DATASETS) {
+            DataSource::parse(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        assert!(DataSource::parse("csvv:a").is_err());
+    }
+
+    #[test]
     fn parses_builtin_and_file_specs() {
         assert_eq!(
             DataSource::parse("digits").unwrap(),
