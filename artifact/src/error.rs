@@ -151,6 +151,24 @@ pub enum ArtifactError {
         written: String,
         used: String,
     },
+    #[error(
+        "entry `{entry}`, launch {launch}: kernel `{kernel}` writes `{}` and `{}`, bound to \
+         `{}` and `{}`, which overlap",
+        slots.0,
+        slots.1,
+        buffers.0,
+        buffers.1
+    )]
+    AliasedOutputs {
+        entry: String,
+        launch: usize,
+        kernel: String,
+        slots: (String, String),
+        buffers: (String, String),
+    },
+    /// A kernel whose index expressions may leave its buffers (`strata_kernels::bounds`).
+    #[error("memory access outside a buffer: {0}")]
+    OutOfBounds(#[source] KernelError),
     #[error("buffer `{buffer}` has the batch dimension more than once")]
     RepeatedBatch { buffer: String },
     #[error("persistent buffer `{buffer}` has a batch dimension")]

@@ -28,13 +28,16 @@
 //! the run's batch and
 //! persistent buffers hold exactly their elements. So every pointer handed to a kernel
 //! points at storage as large as the kernel's declaration of that slot. That the
-//! generated code stays inside its declared buffers is the compiler's guarantee.
+//! generated code stays inside its declared buffers is proven from the kernel IR at each
+//! batch size before the first run at that size ([`validate_bounds`]: every index
+//! expression's range, every `gemm` operand's extent).
 //!
 //! The arena and, after it, the I/O block are one 64-byte aligned allocation, which grows
 //! when a larger batch needs it and is kept between runs; it is not cleared between runs
 //! (kernels write before they read).
 
 use std::cell::OnceCell;
+use std::collections::HashSet;
 
 use bytemuck::{Pod, Zeroable};
 use strata_kernels::ir::Dim;
@@ -47,6 +50,7 @@ use strata_artifact::Backend;
 use strata_artifact::WeightsError;
 use strata_artifact::manifest::{Entry, Location, Manifest};
 use strata_artifact::tensor::{HostTensor, TensorData, type_string};
+use strata_artifact::validate::validate_bounds;
 use strata_artifact::weights::{encode_weights, match_weights, to_host_tensor};
 use strata_artifact::{Artifact, ModelInfo};
 
@@ -80,6 +84,9 @@ pub struct Session {
     /// Host storage of each persistent buffer, by buffer id (None for arena buffers).
     /// Always set on the CPU; unset on a GPU while the device holds newer values.
     persistent: OnceCell<Vec<Option<HostTensor>>>,
+    /// The batch sizes at which every kernel's accesses are proven inside its buffers
+    /// ([`validate_bounds`]); a run at any other batch size proves it first.
+    bounds_checked: HashSet<u64>,
 }
 
 impl Session {
@@ -116,6 +123,8 @@ impl Session {
             manifest,
             engine,
             persistent: OnceCell::from(persistent),
+            // `Artifact::validate` proves batch size 1.
+            bounds_checked: HashSet::from([1]),
         })
     }
 
@@ -295,6 +304,10 @@ impl Session {
         let entry = &self.manifest.entries[entry_index];
         let bound = bind_inputs(&self.manifest, entry, inputs)?;
         let batch = bound.batch;
+        if !self.bounds_checked.contains(&batch) {
+            validate_bounds(&self.manifest, batch).map_err(RunError::OutOfBounds)?;
+            self.bounds_checked.insert(batch);
+        }
         let (functions, arena_lines, mut profile) = match &mut self.engine {
             Engine::Cpu {
                 functions,
