@@ -1,7 +1,8 @@
 //! A loaded model, ready to run: compiled kernels, persistent buffers, and an arena.
 //!
-//! A session runs on a [`Backend`]: the CPU (JIT-compiled CLIF, the rest of this page)
-//! or a GPU (the artifact's WGSL through wgpu; see [`crate::gpu`]).
+//! A session runs on a [`Backend`]: the CPU (CLIF generated from the kernel IR and
+//! JIT-compiled, the rest of this page) or a GPU (WGSL generated from the kernel IR,
+//! through wgpu; see [`crate::gpu`]). The code texts an artifact carries are never run.
 //!
 //! # Persistent buffers on a GPU
 //! A CPU session's kernels update the host storage of the persistent buffers in place. A
@@ -15,11 +16,11 @@
 //! still see the values the device trained.
 //!
 //! A [`Session`] owns everything a run touches. Building one validates the artifact
-//! (again: an artifact built in memory may not have been), JIT-compiles its CLIF once and
-//! copies the initial weights into owned storage. [`Session::run`] then checks the inputs
-//! against the entry, sizes the arena and the I/O block for their batch, copies them
-//! into the I/O block, launches the entry's kernels in order and copies the outputs out
-//! of it.
+//! (again: an artifact built in memory may not have been), generates its CPU code from
+//! the kernel IR and JIT-compiles it once, and copies the initial weights into owned
+//! storage. [`Session::run`] then checks the inputs against the entry, sizes the arena
+//! and the I/O block for their batch, copies them into the I/O block, launches the
+//! entry's kernels in order and copies the outputs out of it.
 //!
 //! # Safety argument
 //! Kernels get raw pointers. Validation guarantees that every launch binds, per kernel
@@ -116,8 +117,21 @@ impl Session {
             }
         }
         let engine = match backend {
-            Backend::Cpu => cpu_engine(artifact, &manifest)?,
-            Backend::Gpu => Engine::Gpu(GpuEngine::new(&manifest, &artifact.wgsl, gpu)?),
+            Backend::Cpu => cpu_engine(&manifest)?,
+            Backend::Gpu => {
+                // A build for the CPU carries no GPU code; one for the GPU is run from
+                // WGSL generated here from the validated kernel IR, not from its text.
+                if artifact.wgsl.trim().is_empty() {
+                    return Err(GpuError::NoGpuCode.into());
+                }
+                let wgsl = strata_kernels::gpu::emit_wgsl(&manifest.kernels).map_err(|e| {
+                    GpuError::Pipeline {
+                        kernel: e.kernel,
+                        message: format!("generating its WGSL: {}", e.message),
+                    }
+                })?;
+                Engine::Gpu(GpuEngine::new(&manifest, &wgsl, gpu)?)
+            }
         };
         Ok(Session {
             manifest,
@@ -144,10 +158,12 @@ impl Session {
     }
 }
 
-/// JIT-compiles the artifact's CLIF.
-fn cpu_engine(artifact: &Artifact, manifest: &Manifest) -> Result<Engine, SessionError> {
+/// Generates the CPU code from the validated kernel IR and JIT-compiles it. The
+/// artifact's CLIF text is never run: machine code comes only from this binary's
+/// emitter, fed the IR that validation (bounds included) has checked.
+fn cpu_engine(manifest: &Manifest) -> Result<Engine, SessionError> {
     {
-        let code = JitCode::compile(&artifact.clif)?;
+        let code = JitCode::from_kernels(&manifest.kernels)?;
         let functions = manifest
             .kernels
             .iter()
