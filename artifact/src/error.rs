@@ -151,20 +151,13 @@ pub enum ArtifactError {
         written: String,
         used: String,
     },
-    #[error(
-        "entry `{entry}`, launch {launch}: kernel `{kernel}` writes `{}` and `{}`, bound to \
-         `{}` and `{}`, which overlap",
-        slots.0,
-        slots.1,
-        buffers.0,
-        buffers.1
-    )]
+    /// `outputs` is e.g. `` `a` and `b`, bound to `x` and `y` ``.
+    #[error("entry `{entry}`, launch {launch}: kernel `{kernel}` writes {outputs}, which overlap")]
     AliasedOutputs {
         entry: String,
         launch: usize,
         kernel: String,
-        slots: (String, String),
-        buffers: (String, String),
+        outputs: String,
     },
     /// A kernel whose index expressions may leave its buffers (`strata_kernels::bounds`).
     #[error("memory access outside a buffer: {0}")]

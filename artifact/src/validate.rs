@@ -364,8 +364,13 @@ fn check_outputs_apart(
                     entry: entry.name.clone(),
                     launch: index,
                     kernel: kernel.name.clone(),
-                    slots: (slot(first).to_string(), slot(second).to_string()),
-                    buffers: (name_of(manifest, a), name_of(manifest, b)),
+                    outputs: format!(
+                        "`{}` and `{}`, bound to `{}` and `{}`",
+                        slot(first),
+                        slot(second),
+                        name_of(manifest, a),
+                        name_of(manifest, b)
+                    ),
                 });
             }
         }

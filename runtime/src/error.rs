@@ -72,7 +72,7 @@ pub enum RunError {
     OverBudget { batch: u64, bytes: u64, budget: u64 },
     /// A kernel whose memory accesses may leave its buffers at this run's batch size.
     #[error("refusing to run the model: {0}")]
-    OutOfBounds(#[source] ArtifactError),
+    OutOfBounds(#[source] Box<ArtifactError>),
     /// A broken invariant of a validated manifest: a bug, reported rather than trusted.
     #[error("internal error: {0}")]
     Internal(String),

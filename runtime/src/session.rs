@@ -321,7 +321,8 @@ impl Session {
         let bound = bind_inputs(&self.manifest, entry, inputs)?;
         let batch = bound.batch;
         if !self.bounds_checked.contains(&batch) {
-            validate_bounds(&self.manifest, batch).map_err(RunError::OutOfBounds)?;
+            validate_bounds(&self.manifest, batch)
+                .map_err(|e| RunError::OutOfBounds(Box::new(e)))?;
             self.bounds_checked.insert(batch);
         }
         let (functions, arena_lines, mut profile) = match &mut self.engine {
