@@ -6,10 +6,11 @@ use crate::Artifact;
 /// Which device runs a model's kernels.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Backend {
-    /// The artifact's CLIF, JIT-compiled for this CPU.
+    /// CPU code generated from the kernel IR, JIT-compiled for this CPU.
     #[default]
     Cpu,
-    /// The artifact's WGSL, through wgpu on the adapter the runtime selects.
+    /// WGSL generated from the kernel IR, through wgpu on the adapter the runtime
+    /// selects.
     Gpu,
 }
 

@@ -151,6 +151,17 @@ pub enum ArtifactError {
         written: String,
         used: String,
     },
+    /// `outputs` is e.g. `` `a` and `b`, bound to `x` and `y` ``.
+    #[error("entry `{entry}`, launch {launch}: kernel `{kernel}` writes {outputs}, which overlap")]
+    AliasedOutputs {
+        entry: String,
+        launch: usize,
+        kernel: String,
+        outputs: String,
+    },
+    /// A kernel whose index expressions may leave its buffers (`strata_kernels::bounds`).
+    #[error("memory access outside a buffer: {0}")]
+    OutOfBounds(#[source] KernelError),
     #[error("buffer `{buffer}` has the batch dimension more than once")]
     RepeatedBatch { buffer: String },
     #[error("persistent buffer `{buffer}` has a batch dimension")]

@@ -13,11 +13,16 @@
 //!    inputs live in the arena;
 //! 5. every launch names an existing kernel and binds exactly one buffer per kernel slot,
 //!    of the slot's dtype and shape (so a kernel's view of its buffers is the buffers),
-//!    and a contraction's output shares no byte with its operands (the product is
-//!    written into the output while the operands are read);
+//!    a contraction's output shares no byte with its operands (the product is
+//!    written into the output while the operands are read), and no two buffer slots a
+//!    launch writes share a byte (the launch's threads write them apart);
 //! 6. the weights hold exactly the persistent buffers, with their dtypes and shapes;
 //! 7. the CLIF text defines a function for every kernel (a textual check; compile errors
-//!    come when a session compiles it).
+//!    come when a session compiles it);
+//! 8. every load, store and `gemm` operand of every kernel stays inside its buffer
+//!    ([`strata_kernels::bounds`]): here at batch size 1, and by a session before its
+//!    first run at each further batch size ([`validate_bounds`]). With rule 5, a kernel's
+//!    slots are its buffers, so a kernel inside its slots is inside its storage.
 //!
 //! # The arena rule
 //! Offsets, sizes and the arena are [`Extent`]s, `fixed + per_batch * batch` bytes. A
@@ -35,6 +40,7 @@
 
 use std::collections::HashSet;
 
+use strata_kernels::bounds::check_bounds;
 use strata_kernels::ir::{Dim, Kernel, KernelBody};
 
 use super::Artifact;
@@ -53,6 +59,7 @@ impl Artifact {
         weights::match_weights(manifest, &self.weights)?;
         validate_clif(manifest, &self.clif)?;
         validate_wgsl(manifest, &self.wgsl)?;
+        validate_bounds(manifest, 1)?;
         Ok(())
     }
 }
@@ -66,6 +73,15 @@ fn validate_kernels(manifest: &Manifest) -> Result<(), ArtifactError> {
                 name: kernel.name.clone(),
             });
         }
+    }
+    Ok(())
+}
+
+/// Rule 8 at one batch size: every memory access of every kernel stays inside the
+/// kernel's buffer slots. The manifest must have passed [`Artifact::validate`].
+pub fn validate_bounds(manifest: &Manifest, batch: u64) -> Result<(), ArtifactError> {
+    for kernel in &manifest.kernels {
+        check_bounds(kernel, batch).map_err(ArtifactError::OutOfBounds)?;
     }
     Ok(())
 }
@@ -257,6 +273,7 @@ fn validate_entries(manifest: &Manifest) -> Result<(), ArtifactError> {
                 }
             }
             check_parts_apart(manifest, entry, index, kernel, &launch.bindings)?;
+            check_outputs_apart(manifest, entry, index, kernel, &launch.bindings)?;
             for c in kernel.body.bodies().iter().filter_map(|b| match b {
                 KernelBody::Contract(c) => Some(c),
                 _ => None,
@@ -319,6 +336,42 @@ fn check_parts_apart(
                         used: name_of(manifest, clash),
                     });
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a launch where two buffer slots the kernel writes may share bytes: its
+/// threads write their rows of each output at the same time, and a store to one would
+/// land in the other.
+fn check_outputs_apart(
+    manifest: &Manifest,
+    entry: &Entry,
+    index: usize,
+    kernel: &Kernel,
+    bindings: &[usize],
+) -> Result<(), ArtifactError> {
+    let written = kernel.body.written_slots();
+    for (i, &first) in written.iter().enumerate() {
+        for &second in &written[i + 1..] {
+            let (Some(&a), Some(&b)) = (bindings.get(first), bindings.get(second)) else {
+                continue;
+            };
+            if may_overlap(manifest, a, b) {
+                let slot = |s: usize| kernel.buffers.get(s).map_or("?", |b| b.name.as_str());
+                return Err(ArtifactError::AliasedOutputs {
+                    entry: entry.name.clone(),
+                    launch: index,
+                    kernel: kernel.name.clone(),
+                    outputs: format!(
+                        "`{}` and `{}`, bound to `{}` and `{}`",
+                        slot(first),
+                        slot(second),
+                        name_of(manifest, a),
+                        name_of(manifest, b)
+                    ),
+                });
             }
         }
     }

@@ -581,7 +581,8 @@ fn with_contraction(out_offset: Extent) -> Artifact {
             summed: vec![],
             m: Dim::Batch,
             n: Dim::Fixed(4),
-            k: Dim::Fixed(4),
+            // Depth 1, so the right operand (one row of `x`) lies inside `x` at batch 1.
+            k: Dim::Fixed(1),
             a: operand.clone(),
             b: operand,
             out: 1,

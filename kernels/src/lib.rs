@@ -7,6 +7,8 @@
 //! - [`print`] and [`parse`]: the kernel IR's text form, written and read back.
 //! - [`eval`]: a reference evaluator of the kernel IR (f64), which tests the lowering
 //!   apart from the emitters.
+//! - [`bounds`]: the proof that a kernel's loads, stores and `gemm` operands stay inside
+//!   its buffers at a batch size.
 //! - [`cpu`]: kernel IR -> Cranelift IR (CLIF text).
 //! - [`gpu`]: kernel IR -> WGSL compute shaders, validated by naga.
 //! - `hoist`: the loop-invariant subexpressions both emitters compute outside the loops
@@ -15,6 +17,7 @@
 //! This crate knows nothing of the DSL or of the graph IR; the graph IR imports
 //! [`scalar_op`] from here.
 
+pub mod bounds;
 pub mod cpu;
 pub mod erf;
 pub mod eval;

@@ -18,6 +18,11 @@ fn dims(d: &[Dim]) -> String {
 
 struct IndexText<'a>(&'a Index);
 
+/// An index expression as the kernel text writes it (`i0 * 128 + i1`).
+pub fn index_text(ix: &Index) -> String {
+    IndexText(ix).to_string()
+}
+
 impl Display for IndexText<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         // `+` and `*` read left to right, so a right operand of the same operation (and an

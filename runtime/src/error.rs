@@ -70,6 +70,9 @@ pub enum RunError {
          bytes (raise it with --max-memory BYTES)"
     )]
     OverBudget { batch: u64, bytes: u64, budget: u64 },
+    /// A kernel whose memory accesses may leave its buffers at this run's batch size.
+    #[error("refusing to run the model: {0}")]
+    OutOfBounds(#[source] Box<ArtifactError>),
     /// A broken invariant of a validated manifest: a bug, reported rather than trusted.
     #[error("internal error: {0}")]
     Internal(String),

@@ -1,7 +1,8 @@
 //! A loaded model, ready to run: compiled kernels, persistent buffers, and an arena.
 //!
-//! A session runs on a [`Backend`]: the CPU (JIT-compiled CLIF, the rest of this page)
-//! or a GPU (the artifact's WGSL through wgpu; see [`crate::gpu`]).
+//! A session runs on a [`Backend`]: the CPU (CLIF generated from the kernel IR and
+//! JIT-compiled, the rest of this page) or a GPU (WGSL generated from the kernel IR,
+//! through wgpu; see [`crate::gpu`]). The code texts an artifact carries are never run.
 //!
 //! # Persistent buffers on a GPU
 //! A CPU session's kernels update the host storage of the persistent buffers in place. A
@@ -15,11 +16,11 @@
 //! still see the values the device trained.
 //!
 //! A [`Session`] owns everything a run touches. Building one validates the artifact
-//! (again: an artifact built in memory may not have been), JIT-compiles its CLIF once and
-//! copies the initial weights into owned storage. [`Session::run`] then checks the inputs
-//! against the entry, sizes the arena and the I/O block for their batch, copies them
-//! into the I/O block, launches the entry's kernels in order and copies the outputs out
-//! of it.
+//! (again: an artifact built in memory may not have been), generates its CPU code from
+//! the kernel IR and JIT-compiles it once, and copies the initial weights into owned
+//! storage. [`Session::run`] then checks the inputs against the entry, sizes the arena
+//! and the I/O block for their batch, copies them into the I/O block, launches the
+//! entry's kernels in order and copies the outputs out of it.
 //!
 //! # Safety argument
 //! Kernels get raw pointers. Validation guarantees that every launch binds, per kernel
@@ -28,13 +29,16 @@
 //! the run's batch and
 //! persistent buffers hold exactly their elements. So every pointer handed to a kernel
 //! points at storage as large as the kernel's declaration of that slot. That the
-//! generated code stays inside its declared buffers is the compiler's guarantee.
+//! generated code stays inside its declared buffers is proven from the kernel IR at each
+//! batch size before the first run at that size ([`validate_bounds`]: every index
+//! expression's range, every `gemm` operand's extent).
 //!
 //! The arena and, after it, the I/O block are one 64-byte aligned allocation, which grows
 //! when a larger batch needs it and is kept between runs; it is not cleared between runs
 //! (kernels write before they read).
 
 use std::cell::OnceCell;
+use std::collections::HashSet;
 
 use bytemuck::{Pod, Zeroable};
 use strata_kernels::ir::Dim;
@@ -47,6 +51,7 @@ use strata_artifact::Backend;
 use strata_artifact::WeightsError;
 use strata_artifact::manifest::{Entry, Location, Manifest};
 use strata_artifact::tensor::{HostTensor, TensorData, type_string};
+use strata_artifact::validate::validate_bounds;
 use strata_artifact::weights::{encode_weights, match_weights, to_host_tensor};
 use strata_artifact::{Artifact, ModelInfo};
 
@@ -80,6 +85,9 @@ pub struct Session {
     /// Host storage of each persistent buffer, by buffer id (None for arena buffers).
     /// Always set on the CPU; unset on a GPU while the device holds newer values.
     persistent: OnceCell<Vec<Option<HostTensor>>>,
+    /// The batch sizes at which every kernel's accesses are proven inside its buffers
+    /// ([`validate_bounds`]); a run at any other batch size proves it first.
+    bounds_checked: HashSet<u64>,
 }
 
 impl Session {
@@ -109,13 +117,28 @@ impl Session {
             }
         }
         let engine = match backend {
-            Backend::Cpu => cpu_engine(artifact, &manifest)?,
-            Backend::Gpu => Engine::Gpu(GpuEngine::new(&manifest, &artifact.wgsl, gpu)?),
+            Backend::Cpu => cpu_engine(&manifest)?,
+            Backend::Gpu => {
+                // A build for the CPU carries no GPU code; one for the GPU is run from
+                // WGSL generated here from the validated kernel IR, not from its text.
+                if artifact.wgsl.trim().is_empty() {
+                    return Err(GpuError::NoGpuCode.into());
+                }
+                let wgsl = strata_kernels::gpu::emit_wgsl(&manifest.kernels).map_err(|e| {
+                    GpuError::Pipeline {
+                        kernel: e.kernel,
+                        message: format!("generating its WGSL: {}", e.message),
+                    }
+                })?;
+                Engine::Gpu(GpuEngine::new(&manifest, &wgsl, gpu)?)
+            }
         };
         Ok(Session {
             manifest,
             engine,
             persistent: OnceCell::from(persistent),
+            // `Artifact::validate` proves batch size 1.
+            bounds_checked: HashSet::from([1]),
         })
     }
 
@@ -135,10 +158,12 @@ impl Session {
     }
 }
 
-/// JIT-compiles the artifact's CLIF.
-fn cpu_engine(artifact: &Artifact, manifest: &Manifest) -> Result<Engine, SessionError> {
+/// Generates the CPU code from the validated kernel IR and JIT-compiles it. The
+/// artifact's CLIF text is never run: machine code comes only from this binary's
+/// emitter, fed the IR that validation (bounds included) has checked.
+fn cpu_engine(manifest: &Manifest) -> Result<Engine, SessionError> {
     {
-        let code = JitCode::compile(&artifact.clif)?;
+        let code = JitCode::from_kernels(&manifest.kernels)?;
         let functions = manifest
             .kernels
             .iter()
@@ -295,6 +320,11 @@ impl Session {
         let entry = &self.manifest.entries[entry_index];
         let bound = bind_inputs(&self.manifest, entry, inputs)?;
         let batch = bound.batch;
+        if !self.bounds_checked.contains(&batch) {
+            validate_bounds(&self.manifest, batch)
+                .map_err(|e| RunError::OutOfBounds(Box::new(e)))?;
+            self.bounds_checked.insert(batch);
+        }
         let (functions, arena_lines, mut profile) = match &mut self.engine {
             Engine::Cpu {
                 functions,

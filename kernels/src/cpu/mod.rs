@@ -71,6 +71,18 @@ use cranelift_codegen::settings;
 /// functions' text, which `cranelift_reader::parse_functions` reads back.
 pub fn emit_clif(kernels: &[Kernel]) -> Result<String, KernelError> {
     let mut text = String::new();
+    for func in emit_functions(kernels)? {
+        text.push_str(&func.display().to_string());
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// Emits every kernel as Cranelift functions, one per part in order (named
+/// [`Kernel::function_names`], as testcase names), verified: what a runtime compiles to
+/// machine code directly, with no text in between.
+pub fn emit_functions(kernels: &[Kernel]) -> Result<Vec<Function>, KernelError> {
+    let mut functions = Vec::new();
     // Built once: the ISA lookup and its flags cost more than a small kernel's emission.
     let mut target: Option<Target> = None;
     for kernel in kernels {
@@ -85,12 +97,10 @@ pub fn emit_clif(kernels: &[Kernel]) -> Result<String, KernelError> {
         // A kernel with parts is one function per part (see `Kernel::part`); the
         // runtime runs them all in one launch.
         for i in 0..kernel.part_count() {
-            let func = emit_function(&kernel.part(i), target)?;
-            text.push_str(&func.display().to_string());
-            text.push('\n');
+            functions.push(emit_function(&kernel.part(i), target)?);
         }
     }
-    Ok(text)
+    Ok(functions)
 }
 
 /// What the emitter needs to know of the target (x86-64): the frontend config and the

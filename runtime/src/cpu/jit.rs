@@ -1,8 +1,10 @@
-//! CLIF text -> native code for this host, with cranelift-jit.
+//! Kernel IR or CLIF -> native code for this host, with cranelift-jit.
 //!
-//! The text comes from an artifact, so everything about it is checked before any of it
-//! runs: it must parse, every function must have a name and the kernel signature, call
-//! nothing, and compile. The code stays mapped as long as the [`JitCode`] lives.
+//! A session compiles the code it runs from the artifact's validated kernel IR
+//! ([`JitCode::from_kernels`]: the emitter's Cranelift functions, no text in between),
+//! never from code an artifact carries. Whatever the functions' origin, each must have a
+//! name and the kernel signature, call nothing, and compile. The code stays mapped as
+//! long as the [`JitCode`] lives.
 
 use super::KernelFn;
 use cranelift_codegen::ir::Function;
@@ -12,6 +14,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
 use std::collections::HashMap;
 use std::mem::ManuallyDrop;
+use strata_kernels::ir::Kernel;
 
 /// Cranelift's optimization level for kernels. The emitter already writes simple,
 /// scheduled loops, and on them "speed" and "none" run at the same speed (measured on
@@ -34,10 +37,23 @@ pub struct JitCode {
 pub struct JitError(pub String);
 
 impl JitCode {
+    /// Generates the CPU code of `kernels` (one function per part, see
+    /// [`Kernel::function_names`]) and compiles it for this host.
+    pub fn from_kernels(kernels: &[Kernel]) -> Result<JitCode, JitError> {
+        let funcs = strata_kernels::cpu::emit_functions(kernels)
+            .map_err(|e| JitError(format!("generating the CPU code: {e}")))?;
+        JitCode::compile_functions(funcs)
+    }
+
     /// Parses CLIF text holding one or more functions and compiles them for this host.
     pub fn compile(clif_text: &str) -> Result<JitCode, JitError> {
         let funcs = cranelift_reader::parse_functions(clif_text)
             .map_err(|e| JitError(format!("CLIF text does not parse: {e}")))?;
+        JitCode::compile_functions(funcs)
+    }
+
+    /// Compiles Cranelift functions (named by testcase names) for this host.
+    pub fn compile_functions(funcs: Vec<Function>) -> Result<JitCode, JitError> {
         // Built first, so that its memory is freed if anything below fails.
         let mut code = JitCode {
             module: ManuallyDrop::new(JITModule::new(JITBuilder::with_isa(
@@ -159,6 +175,24 @@ mod tests {
         // SAFETY: `noop` ignores its arguments and returns.
         unsafe { f(std::ptr::null(), 0, 0, 0) };
         assert!(code.get("other").is_none());
+    }
+
+    #[test]
+    fn compiles_kernels_from_their_ir() {
+        let text = "kernel double map [batch] (x: f32[batch] r, y: f32[batch] w) {
+                      y[i0] = (x[i0] * 2)
+                    }";
+        let kernel = strata_kernels::parse::parse_kernel(text).unwrap();
+        let code = JitCode::from_kernels(&[kernel]).unwrap();
+        let f = code.get("double").unwrap();
+        let (x, mut y) = ([1.5f32, -2.0, 4.0], [0f32; 3]);
+        let bufs = [
+            x.as_ptr().cast_mut().cast::<u8>(),
+            y.as_mut_ptr().cast::<u8>(),
+        ];
+        // SAFETY: both buffers hold the 3 elements of batch 3.
+        unsafe { f(bufs.as_ptr(), 3, 0, 3) };
+        assert_eq!(y, [3.0, -4.0, 8.0]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The CPU backend: JIT-compiles the kernels' CLIF text and launches kernels.
 //!
-//! - [`jit`]: CLIF text -> native functions ([`JitCode`]).
+//! - [`jit`]: kernel IR (or CLIF text) -> native functions ([`JitCode`]).
 //! - [`launch`](mod@launch): runs one kernel over its iteration space, split across threads
 //!   by rows of the outermost dimension; contractions call `gemm` first.
 //! - [`denormals`]: kernels run with denormals flushed to zero.
