@@ -175,6 +175,116 @@ pub mod fuzz_bodies {
         let _ = strata_artifact::Artifact::from_bytes(data);
         let _ = strata_artifact::find_in_executable(data);
     }
+
+    /// The most bytes a fuzzed gzip stream may inflate to: far below the default limit,
+    /// so the fuzzer's memory limit is never what stops a decompression bomb.
+    const FUZZ_DECOMPRESSED_BYTES: u64 = 16 << 20;
+
+    /// The data loaders: the same bytes (gunzipped first when they start with the gzip
+    /// magic) as a CSV file, an IDX file, an NPY file and a safetensors dataset; each
+    /// gives a dataset or an error, and a dataset it gives is consistent.
+    pub fn load_data(data: &[u8]) {
+        use strata_training::loaders::{self, CsvOptions, HeaderMode};
+        let Ok(bytes) =
+            loaders::maybe_gunzip_at_most(data.to_vec(), "fuzz", FUZZ_DECOMPRESSED_BYTES)
+        else {
+            return;
+        };
+        let no_header = CsvOptions {
+            header: HeaderMode::Absent,
+            delimiter: b';',
+            drop_missing: true,
+            ..CsvOptions::default()
+        };
+        for options in [CsvOptions::default(), no_header] {
+            if let Ok(set) = loaders::parse_csv(&bytes, "fuzz.csv", &options) {
+                dataset_is_consistent(&set);
+            }
+        }
+        if let Ok(tensor) = loaders::parse_idx(&bytes, "fuzz.idx") {
+            tensor
+                .check_len()
+                .expect("a parsed IDX tensor holds its shape's elements");
+        }
+        if let Ok(tensor) = strata_artifact::npy::read_npy_bytes(&bytes, "fuzz.npy".as_ref()) {
+            tensor
+                .check_len()
+                .expect("a parsed NPY tensor holds its shape's elements");
+        }
+        if let Ok(set) = loaders::parse_safetensors(&bytes, "fuzz.safetensors") {
+            dataset_is_consistent(&set);
+        }
+    }
+
+    /// A loaded dataset validates, and fitting a normalization to it is a result.
+    fn dataset_is_consistent(set: &strata_training::Dataset) {
+        set.validate().expect("a loaded dataset is valid");
+        let _ = strata_training::Normalizer::fit(strata_training::Normalization::Standardize, set);
+    }
+
+    /// The checkpoint reader: arbitrary bytes are a checkpoint or an error, and a
+    /// checkpoint it reads writes back to bytes that read as the same checkpoint.
+    pub fn load_checkpoint(data: &[u8]) {
+        use strata_training::Checkpoint;
+        let origin = std::path::Path::new("fuzz.ckpt");
+        let Ok(checkpoint) = Checkpoint::from_bytes(data, origin) else {
+            return;
+        };
+        let _ = checkpoint.check_against([("w", [2u64, 3])]);
+        let Ok(bytes) = checkpoint.to_bytes() else {
+            return;
+        };
+        let again = Checkpoint::from_bytes(&bytes, origin).expect("a written checkpoint reads");
+        assert_eq!(
+            again.to_bytes().ok(),
+            Some(bytes),
+            "checkpoint bytes round-trip"
+        );
+    }
+
+    /// The kernel IR text parser: any text gives kernels or a located error, and kernels
+    /// it gives print as text that parses back to the same kernels.
+    pub fn parse_kernel_text(data: &[u8]) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return;
+        };
+        let Ok(kernels) = strata_kernels::parse::parse_kernels(text) else {
+            return;
+        };
+        let printed: String = kernels.iter().map(|k| k.to_string()).collect();
+        let again = strata_kernels::parse::parse_kernels(&printed)
+            .unwrap_or_else(|e| panic!("printed kernels do not parse ({e}):\n{printed}"));
+        assert_eq!(again, kernels, "kernels round-trip through their text");
+    }
+
+    /// The weights loader: arbitrary bytes read as safetensors weights or an error, and
+    /// matched against a small model's buffers, as `strata run --weights` does.
+    pub fn load_weights(data: &[u8]) {
+        use std::sync::OnceLock;
+        static MANIFEST: OnceLock<strata_artifact::Manifest> = OnceLock::new();
+        let manifest = MANIFEST.get_or_init(|| {
+            let source = SourceFile::new(
+                "fuzz.strata",
+                "model M {\n    input x: f32[batch, 3]\n    output y = x |> dense(2) |> relu\n}\n",
+            );
+            compile(&source, &CompileOptions::default())
+                .expect("the fuzz model compiles")
+                .artifact
+                .manifest
+        });
+        if let Ok(tensors) = strata_artifact::weights::read_weights(data) {
+            for (_, tensor) in &tensors {
+                tensor
+                    .check_len()
+                    .expect("a read tensor holds its shape's elements");
+            }
+        }
+        if let Ok(views) = strata_artifact::weights::match_weights(manifest, data) {
+            for (_, view) in &views {
+                let _ = strata_artifact::weights::to_host_tensor(view);
+            }
+        }
+    }
 }
 
 /// Runs a model's compiled `train_step` and the reference interpreter side by side.

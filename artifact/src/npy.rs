@@ -202,6 +202,14 @@ fn precheck_header(bytes: &[u8]) -> Result<HeaderFacts, String> {
         .and_then(|end| bytes.get(start as usize..end))
         .ok_or("the header is truncated")?;
     let text = String::from_utf8_lossy(text);
+    // npyz's header parser backtracks over nested brackets, taking time exponential in
+    // their depth; a header Strata can read nests two deep (`{… 'shape': (…)}`).
+    let depth = nesting_depth(&text);
+    if depth > MAX_HEADER_NESTING {
+        return Err(format!(
+            "the header nests brackets {depth} deep (at most {MAX_HEADER_NESTING} is read)"
+        ));
+    }
     let shape = parse_shape(&text).ok_or("cannot read the `shape` of the header")?;
     // If the product of the non-zero extents fits, so does every partial product npyz
     // computes (in either order).
@@ -216,6 +224,26 @@ fn precheck_header(bytes: &[u8]) -> Result<HeaderFacts, String> {
     Ok(HeaderFacts {
         data_len: bytes.len() as u64 - end,
     })
+}
+
+/// The deepest a header's brackets may nest: a plain dtype's header nests 2 deep, a
+/// record dtype's (refused later, but with a clear message) a few more.
+const MAX_HEADER_NESTING: usize = 8;
+
+/// How deep the brackets `(`, `[` and `{` of `text` nest (closers never go below 0).
+fn nesting_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for c in text.chars() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// The tuple after the `shape` key of a header dict: `'shape': (2, 3)` gives `[2, 3]`.

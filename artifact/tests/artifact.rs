@@ -843,3 +843,33 @@ fn computed_weights_encode_as_the_same_tensors_would() {
     .unwrap();
     assert_eq!(computed, stored);
 }
+
+/// An `.npy` file whose header is `{'descr': …}` with `descr` nested `depth` brackets deep.
+fn npy_with_nested_descr(depth: usize) -> Vec<u8> {
+    let descr = format!("{}'<f4'{}", "[".repeat(depth), "]".repeat(depth));
+    let header = format!("{{'descr': {descr}, 'fortran_order': False, 'shape': (1,), }}\n");
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(&[0; 4]);
+    bytes
+}
+
+/// npyz's header parser takes time exponential in the nesting of brackets (found by the
+/// `data` fuzz target): deep headers are refused before it sees them, quickly.
+#[test]
+fn npy_headers_nested_deeply_are_refused_quickly() {
+    let start = std::time::Instant::now();
+    for depth in [9, 30, 1000] {
+        let err = read_npy_bytes(&npy_with_nested_descr(depth), Path::new("deep.npy"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("nests brackets {} deep", depth + 1)),
+            "{err}"
+        );
+    }
+    // Within the limit, npyz still answers (here: a dtype Strata does not read) quickly.
+    let _ = read_npy_bytes(&npy_with_nested_descr(7), Path::new("deep.npy"));
+    assert!(start.elapsed().as_secs_f64() < 1.0, "{:?}", start.elapsed());
+}

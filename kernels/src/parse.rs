@@ -154,7 +154,8 @@ fn kernel(lines: &mut Lines) -> Result<Kernel, ParseError> {
     let (buffers, names) = buffer_decls(buffers).map_err(err)?;
     let body = match parse_header(kind.trim()).map_err(err)? {
         Header::Parts(count) => {
-            let mut parts = Vec::with_capacity(count);
+            // Not sized by `count`: the text may announce far more parts than it holds.
+            let mut parts = Vec::new();
             for i in 0..count {
                 let (line, text) = lines.next(&format!("part {i}"))?;
                 let err = |message: String| ParseError { line, message };

@@ -1,5 +1,5 @@
-//! Replays the committed fuzz corpus (`fuzz/corpus/<target>/*`) on stable Rust: every
-//! input must be handled without a panic.
+//! Replays the committed fuzz corpus (`fuzz/corpus/<target>/*`) in the normal suite:
+//! every input must be handled without a panic, and in well under the fuzzer's timeout.
 
 use strata_tests::{fuzz_bodies, root};
 
@@ -9,8 +9,16 @@ fn replay(target: &str, body: fn(&[u8])) -> usize {
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.expect("entry").path();
         let data = std::fs::read(&path).expect("readable");
+        let started = std::time::Instant::now();
         let result = std::panic::catch_unwind(|| body(&data));
         assert!(result.is_ok(), "{} panicked on {}", target, path.display());
+        // Inputs that once hung a target stay fast (the fuzzer allows 10 s an input).
+        let took = started.elapsed();
+        assert!(
+            took.as_secs() < 10,
+            "{target} took {took:?} on {}",
+            path.display()
+        );
         n += 1;
     }
     n
@@ -29,6 +37,26 @@ fn compile_corpus_never_panics() {
 #[test]
 fn artifact_corpus_never_panics() {
     assert!(replay("artifact", fuzz_bodies::load_artifact) >= 2);
+}
+
+#[test]
+fn data_corpus_never_panics() {
+    assert!(replay("data", fuzz_bodies::load_data) >= 8);
+}
+
+#[test]
+fn checkpoint_corpus_never_panics() {
+    assert!(replay("checkpoint", fuzz_bodies::load_checkpoint) >= 3);
+}
+
+#[test]
+fn kernel_ir_corpus_never_panics() {
+    assert!(replay("kernel_ir", fuzz_bodies::parse_kernel_text) >= 30);
+}
+
+#[test]
+fn weights_corpus_never_panics() {
+    assert!(replay("weights", fuzz_bodies::load_weights) >= 3);
 }
 
 /// A built artifact, every byte flipped in turn over a stride, never panics the loader.

@@ -424,3 +424,35 @@ fn out_of_range_overrides_name_the_option_and_the_range() {
         );
     }
 }
+
+/// Checks `text` on a small stack and returns how long it took.
+fn time_check(name: &'static str, text: String) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    small_stack(move || {
+        strata_compiler::driver::check(&SourceFile::new(name, text), &ElaborateOptions::default())
+            .map(|e| e.graph.len())
+    })
+    .expect("checks");
+    started.elapsed()
+}
+
+/// Every layer call copied the paths of all earlier parameters, and every call of a
+/// standard-library block the ids of all earlier values, so `check` took time quadratic
+/// in the number of layers: 10,000 repeats of a three-layer block took minutes (found by
+/// the `check` fuzz target).
+#[test]
+fn checking_many_repeated_blocks_grows_about_linearly() {
+    let block = "block B(x) {\n    h = x |> dense(4) |> relu\n    return h + x\n}\n";
+    let took = time_check(
+        "blocks.strata",
+        format!("{block}{}", model("    output y = x |> repeat 10000 B")),
+    );
+    assert!(took.as_secs() < 10, "10,000 repeated blocks took {took:?}");
+    let took = time_check(
+        "encoders.strata",
+        "model M {\n    input x: f32[batch, 4, 8]\n    output y = x |> repeat 1000 \
+         TransformerEncoderBlock(d = 8, heads = 2, ff = 16)\n}\n"
+            .to_string(),
+    );
+    assert!(took.as_secs() < 10, "1,000 encoder blocks took {took:?}");
+}

@@ -200,7 +200,8 @@ impl Checkpoint {
                 .iter()
                 .map(|(name, view)| (*name, view.dtype(), view.shape(), view.data())),
         );
-        if computed != stored_crc {
+        // A fuzzing build reads on past a wrong checksum, to reach the metadata behind it.
+        if computed != stored_crc && !cfg!(fuzzing) {
             return Err(corrupt(format!(
                 "checksum {computed:08x} does not match the stored {stored_crc:08x}: \
                  the counters or the tensor data are damaged"

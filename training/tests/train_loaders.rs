@@ -422,4 +422,22 @@ fn a_gzip_stream_that_inflates_past_the_limit_is_too_large_not_corrupt() {
         "{message}"
     );
     assert!(!message.contains("corrupt"), "{message}");
+    assert!(
+        message.contains("STRATA_MAX_DECOMPRESSED_BYTES"),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_decompression_limit_comes_from_its_environment_variable_or_is_4_gib() {
+    use strata_training::loaders::decompressed_limit;
+    assert_eq!(decompressed_limit(None), Ok(4 << 30));
+    assert_eq!(decompressed_limit(Some("65536")), Ok(65536));
+    for bad in ["0", "-1", "4GB", ""] {
+        let message = decompressed_limit(Some(bad)).unwrap_err();
+        assert!(
+            message.starts_with(&format!("STRATA_MAX_DECOMPRESSED_BYTES={bad} is not")),
+            "{message}"
+        );
+    }
 }

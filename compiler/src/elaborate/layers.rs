@@ -195,16 +195,12 @@ pub(super) fn call_layer(
     let specs = lookup(name).ok_or_else(|| unknown_layer(callee, std::iter::empty()))?;
     let mut named = named;
     let trainable = take_trainable(&mut named)?;
-    let params_before: std::collections::HashSet<String> = e.params.keys().cloned().collect();
+    // Counted, not copied: copying every earlier path made a model of n layers O(n²).
+    let params_before = e.param_order.len();
     let args = BoundArgs::bind(name, span, specs, positional, named, name == "concat")?;
     let value = built_in(e, callee, &args, span, path)?;
     if let Some((false, at)) = trainable {
-        let created: Vec<String> = e
-            .params
-            .keys()
-            .filter(|p| !params_before.contains(*p))
-            .cloned()
-            .collect();
+        let created: Vec<String> = e.param_order[params_before..].to_vec();
         if created.is_empty() {
             return Err(Diagnostic::error(
                 ErrorCode::BadArgument,

@@ -106,6 +106,7 @@ pub fn elaborate_model(program: &Program, model: &ModelDef, options: &ElaborateO
         graph: Graph::new(model.name.name.clone()),
         blocks,
         params: HashMap::new(),
+        param_order: Vec::new(),
         instances: HashMap::new(),
         scopes: vec![NameScope::default()],
         block_stack: Vec::new(),
@@ -597,6 +598,9 @@ pub(crate) struct Elaborator<'p> {
     blocks: HashMap<String, &'p ModelDef>,
     /// Parameters by path, so a path used twice is one shared parameter.
     params: HashMap<String, ValueId>,
+    /// The paths of `params` in the order they were created, so a call can name the
+    /// parameters it created without copying every earlier path.
+    param_order: Vec<String>,
     instances: HashMap<String, InstanceDecl>,
     scopes: Vec<NameScope>,
     block_stack: Vec<String>,
@@ -729,6 +733,7 @@ impl<'p> Elaborator<'p> {
             ty,
             span,
         );
+        self.param_order.push(path.clone());
         self.params.insert(path, v);
         Ok(v)
     }
@@ -1289,12 +1294,13 @@ impl<'p> Elaborator<'p> {
         }
         // A standard-library block: what it builds, and what goes wrong in it, is put at
         // the call (its own spans are offsets into the library's text).
-        let before: HashSet<ValueId> = self.graph.values().into_iter().collect();
+        // Elaboration never removes a value, so the block's are those past the mark
+        // (looked up without visiting the whole graph: a model of n blocks stays O(n)).
+        let mark = self.graph.values_mark();
         let result = self.call_block_body(block, call, positional, named, forced_path);
-        for v in self.graph.values() {
-            if !before.contains(&v) {
-                self.graph.set_span(v, call.span);
-            }
+        let made: Vec<ValueId> = self.graph.values_since(mark).collect();
+        for v in made {
+            self.graph.set_span(v, call.span);
         }
         result.map_err(|d| {
             if d.is_follow_up() {

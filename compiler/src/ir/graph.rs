@@ -127,6 +127,21 @@ impl Graph {
         ids
     }
 
+    /// A mark for [`Graph::values_since`]: one past the highest value slot so far.
+    pub fn values_mark(&self) -> usize {
+        self.graph.node_bound()
+    }
+
+    /// The values added since `mark` was taken, in id order, when nothing was removed
+    /// from the graph before they were added (removal frees slots that new values reuse).
+    /// Costs what was added, not the whole graph.
+    pub fn values_since(&self, mark: usize) -> impl Iterator<Item = ValueId> + '_ {
+        (mark..self.graph.node_bound())
+            .map(NodeIndex::new)
+            .filter(|&i| self.graph.contains_node(i))
+            .map(ValueId)
+    }
+
     pub fn len(&self) -> usize {
         self.graph.node_count()
     }

@@ -302,3 +302,14 @@ fn damaged_text_never_panics() {
         let _ = parse_kernels(&damaged);
     }
 }
+
+/// A part count far past what the text holds is an error at the missing part, not an
+/// allocation sized by the count (found by the `kernel_ir` fuzz target).
+#[test]
+fn a_huge_part_count_is_an_error_at_the_first_missing_part() {
+    for count in ["18446744073709551615", "1000000000000"] {
+        let text = format!("kernel k parts {count} (x: f32[4] w) {{\n}}\n");
+        let e = error(&text);
+        assert!(e.message.contains("part 0"), "{count}: {e}");
+    }
+}

@@ -49,14 +49,42 @@ pub fn read_data_file(path: &Path) -> Result<Vec<u8>, DataError> {
     maybe_gunzip(bytes, &path.display().to_string())
 }
 
-/// `bytes` decompressed if they start with the gzip magic, else unchanged.
+/// `bytes` decompressed if they start with the gzip magic, else unchanged; the limit on
+/// the decompressed size is [`decompressed_limit`]'s.
 pub(crate) fn maybe_gunzip(bytes: Vec<u8>, file: &str) -> Result<Vec<u8>, DataError> {
-    maybe_gunzip_at_most(bytes, file, MAX_DECOMPRESSED_BYTES)
+    if !bytes.starts_with(&GZIP_MAGIC) {
+        return Ok(bytes);
+    }
+    let setting = std::env::var(DECOMPRESSED_LIMIT_VAR).ok();
+    let limit = decompressed_limit(setting.as_deref())
+        .map_err(|message| DataError::malformed(file, Location::File, message))?;
+    maybe_gunzip_at_most(bytes, file, limit)
 }
+
+/// The environment variable that sets the most bytes a gzipped data file may
+/// decompress to.
+pub const DECOMPRESSED_LIMIT_VAR: &str = "STRATA_MAX_DECOMPRESSED_BYTES";
+
+/// The limit on a gzipped data file's decompressed size, from the value of
+/// [`DECOMPRESSED_LIMIT_VAR`] if set (a whole number of bytes), else
+/// [`MAX_DECOMPRESSED_BYTES`].
+pub fn decompressed_limit(setting: Option<&str>) -> Result<u64, String> {
+    match setting {
+        None => Ok(MAX_DECOMPRESSED_BYTES),
+        Some(text) => match text.trim().parse::<u64>() {
+            Ok(limit) if limit > 0 => Ok(limit),
+            _ => Err(format!(
+                "{DECOMPRESSED_LIMIT_VAR}={text} is not a positive whole number of bytes"
+            )),
+        },
+    }
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// [`maybe_gunzip`] with a limit on the decompressed size.
 pub fn maybe_gunzip_at_most(bytes: Vec<u8>, file: &str, limit: u64) -> Result<Vec<u8>, DataError> {
-    if !bytes.starts_with(&[0x1f, 0x8b]) {
+    if !bytes.starts_with(&GZIP_MAGIC) {
         return Ok(bytes);
     }
     let mut out = Vec::new();
@@ -78,15 +106,17 @@ pub fn maybe_gunzip_at_most(bytes: Vec<u8>, file: &str, limit: u64) -> Result<Ve
             file,
             Location::File,
             format!(
-                "it decompresses to more than {limit} bytes (the limit on a gzipped data \
-                 file); decompress it yourself to load it"
+                "it decompresses to more than {limit} bytes, the limit on a gzipped data \
+                 file (raise it with {DECOMPRESSED_LIMIT_VAR}=BYTES, or decompress the file \
+                 yourself)"
             ),
         ));
     }
     Ok(out)
 }
 
-/// The most bytes a gzipped data file may decompress to: 4 GiB.
+/// The most bytes a gzipped data file may decompress to unless [`DECOMPRESSED_LIMIT_VAR`]
+/// says otherwise: 4 GiB.
 pub const MAX_DECOMPRESSED_BYTES: u64 = 4 << 30;
 
 // ---------------------------------------------------------------------------------------
