@@ -429,8 +429,12 @@ fn out_of_range_overrides_name_the_option_and_the_range() {
 fn time_check(name: &'static str, text: String) -> std::time::Duration {
     let started = std::time::Instant::now();
     small_stack(move || {
-        strata_compiler::driver::check(&SourceFile::new(name, text), &ElaborateOptions::default())
-            .map(|e| e.graph.len())
+        strata_compiler::driver::check(
+            &SourceFile::new(name, text),
+            &ElaborateOptions::default(),
+            &[],
+        )
+        .map(|models| models.iter().map(|m| m.ops).sum::<usize>())
     })
     .expect("checks");
     started.elapsed()

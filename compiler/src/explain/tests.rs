@@ -1,7 +1,7 @@
 //! The explain entry's graph, evaluated by the reference interpreter.
 
 use super::explain_graph;
-use crate::driver::{CompileOptions, check, compile};
+use crate::driver::{CompileOptions, compile};
 use crate::elaborate::ElaborateOptions;
 use crate::ir::interpret::{Tensor, interpret};
 use crate::ir::{Graph, Op};
@@ -11,7 +11,9 @@ use strata_artifact::explain_entry::{EXPLAIN_ENTRY, ExplainPorts};
 
 fn graph_of(text: &str) -> Graph {
     let source = SourceFile::new("t.strata", text);
-    check(&source, &ElaborateOptions::default())
+    let program =
+        crate::syntax::parse(&source.text).unwrap_or_else(|d| panic!("{}", d.render(&source)));
+    crate::elaborate::elaborate(&program, &ElaborateOptions::default())
         .unwrap_or_else(|d| panic!("{}", d.render(&source)))
         .graph
 }
