@@ -3,7 +3,7 @@
 //! inspection.
 
 use crate::artifact::{EntryBuild, build_artifact};
-use crate::elaborate::{ElaborateOptions, Elaborated, elaborate};
+use crate::elaborate::{ElaborateOptions, elaborate};
 use crate::ir::Graph;
 use crate::lower::{Lowered, lower};
 use crate::plan::{MemoryPlan, check_plan, plan_memory};
