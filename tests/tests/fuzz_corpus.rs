@@ -36,7 +36,29 @@ fn compile_corpus_never_panics() {
 
 #[test]
 fn artifact_corpus_never_panics() {
-    assert!(replay("artifact", fuzz_bodies::load_artifact) >= 2);
+    assert!(replay("artifact", fuzz_bodies::load_artifact) >= 3);
+}
+
+/// The artifact fuzzer needs one artifact that loads, so its mutations reach the
+/// manifest, the kernels and the bounds checks instead of stopping at the header: a tiny
+/// two-layer model's artifact, of the current format. After a format change,
+/// `STRATA_BLESS=1` writes it again.
+#[test]
+fn the_artifact_corpus_holds_a_valid_artifact() {
+    let path = root().join("fuzz/corpus/artifact/valid_tiny_mlp");
+    if std::env::var_os("STRATA_BLESS").is_some() {
+        let source = strata_compiler::source::SourceFile::new(
+            "tiny.strata",
+            "model Tiny {\n    input x: f32[batch, 3]\n    output y = x |> dense(4) |> relu |> dense(2)\n}\n",
+        );
+        let options = strata_compiler::driver::CompileOptions::default();
+        let compiled = strata_compiler::driver::compile(&source, &options).expect("compiles");
+        std::fs::write(&path, compiled.artifact.to_bytes().expect("encodes")).expect("writes");
+    }
+    let bytes = std::fs::read(&path).expect("the seed exists (STRATA_BLESS=1 writes it)");
+    let artifact = strata_artifact::Artifact::from_bytes(&bytes)
+        .unwrap_or_else(|e| panic!("{}: {e}; re-bless it with STRATA_BLESS=1", path.display()));
+    assert_eq!(artifact.manifest.model, "Tiny");
 }
 
 #[test]
