@@ -3,6 +3,23 @@
 use std::path::{Path, PathBuf};
 use strata_compiler::source::SourceFile;
 
+/// Whether a GPU adapter is there; outside CI, prints why a test is skipped.
+pub fn gpu_available(test: &str) -> bool {
+    match strata_runtime::gpu::describe_adapter(&strata_runtime::gpu::GpuOptions::from_env()) {
+        Ok(adapter) => {
+            eprintln!("{test}: running on {adapter}");
+            true
+        }
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{test}: CI needs a GPU adapter (lavapipe): {e}")
+        }
+        Err(e) => {
+            eprintln!("{test}: skipped: {e}");
+            false
+        }
+    }
+}
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -69,15 +69,11 @@ pub struct Timed {
 impl BenchArgs {
     /// Fixes the CPU launch threads (`--threads`); call it before any session is made.
     pub fn apply_threads(&self) -> Result<(), BenchFailure> {
-        match self.threads {
-            Some(0) => Err(BenchFailure::Usage(
-                "--threads takes a count of at least 1".into(),
-            )),
-            Some(n) if !strata_runtime::cpu::set_threads(n) => Err(BenchFailure::Failed(
-                "--threads came after the first CPU session (an internal ordering bug)".into(),
-            )),
-            _ => Ok(()),
-        }
+        use strata_runtime::cpu::{ThreadsError, apply_threads_option};
+        apply_threads_option(self.threads).map_err(|e| match e {
+            ThreadsError::Zero => BenchFailure::Usage(e.to_string()),
+            ThreadsError::TooLate => BenchFailure::Failed(e.to_string()),
+        })
     }
 
     /// The entries to time: those asked for, else `infer` and `train_step` where the

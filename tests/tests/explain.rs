@@ -12,28 +12,10 @@ use strata_compiler::driver::{Backend, CompileOptions, compile};
 use strata_compiler::elaborate::ElaborateOptions;
 use strata_compiler::source::SourceFile;
 use strata_runtime::Session;
-use strata_runtime::gpu::{GpuOptions, describe_adapter};
-use strata_tests::{TestRng, load_example, root};
+use strata_tests::{TestRng, gpu_available, load_example, root};
 use strata_training::explain::methods::Method;
 use strata_training::explain::{ExplainSettings, Target, explain};
 use strata_training::{TrainOptions, train};
-
-/// Whether a GPU adapter is there; outside CI, prints why a test is skipped.
-fn gpu_available(test: &str) -> bool {
-    match describe_adapter(&GpuOptions::from_env()) {
-        Ok(adapter) => {
-            eprintln!("{test}: running on {adapter}");
-            true
-        }
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{test}: CI needs a GPU adapter (lavapipe): {e}")
-        }
-        Err(e) => {
-            eprintln!("{test}: skipped: {e}");
-            false
-        }
-    }
-}
 
 fn artifact(source: &SourceFile, target: Backend, seed: u64) -> Artifact {
     let options = CompileOptions {

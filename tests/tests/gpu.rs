@@ -17,29 +17,11 @@ use strata_kernels::ir::{
     ReduceOp, ScalarType, Store, UnaryOp,
 };
 use strata_runtime::Session;
-use strata_runtime::gpu::{GpuOptions, describe_adapter};
 use strata_tests::infer_check::assert_infer_matches;
-use strata_tests::{TestRng, example_files, load_example};
+use strata_tests::{TestRng, example_files, gpu_available, load_example};
 
 /// The tolerance the GPU issue sets for the GPU against the interpreter.
 const MAX_RELATIVE_ERROR: f64 = 1e-4;
-
-/// Whether a GPU adapter is there; outside CI, prints why a test is skipped.
-fn gpu_available(test: &str) -> bool {
-    match describe_adapter(&GpuOptions::from_env()) {
-        Ok(adapter) => {
-            eprintln!("{test}: running on {adapter}");
-            true
-        }
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{test}: CI needs a GPU adapter (lavapipe): {e}")
-        }
-        Err(e) => {
-            eprintln!("{test}: skipped: {e}");
-            false
-        }
-    }
-}
 
 #[test]
 fn every_example_kernel_emits_wgsl_that_naga_validates() {

@@ -14,28 +14,11 @@ use strata_compiler::driver::{Backend, CompileOptions, compile};
 use strata_compiler::elaborate::ElaborateOptions;
 use strata_compiler::source::SourceFile;
 use strata_runtime::Session;
-use strata_runtime::gpu::{GpuOptions, describe_adapter};
 use strata_tests::TestRng;
+use strata_tests::gpu_available;
 
 /// Relative tolerance for the GPU against the CPU, per step and for the final weights.
 const MAX_RELATIVE_ERROR: f64 = 1e-3;
-
-/// Whether a GPU adapter is there; outside CI, prints why a test is skipped.
-fn gpu_available(test: &str) -> bool {
-    match describe_adapter(&GpuOptions::from_env()) {
-        Ok(adapter) => {
-            eprintln!("{test}: running on {adapter}");
-            true
-        }
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{test}: CI needs a GPU adapter (lavapipe): {e}")
-        }
-        Err(e) => {
-            eprintln!("{test}: skipped: {e}");
-            false
-        }
-    }
-}
 
 const MLP: &str = r#"
 model Net(hidden = 32) {

@@ -19,27 +19,10 @@ use strata_compiler::source::Span;
 use strata_kernels::eval::eval_kernel;
 use strata_kernels::rng;
 use strata_runtime::Session;
-use strata_runtime::gpu::{GpuOptions, describe_adapter};
 use strata_tests::TestRng;
+use strata_tests::gpu_available;
 
 const B: Dim = Dim::Batch;
-
-/// Whether a GPU adapter is there; outside CI, prints why a test is skipped.
-fn gpu_available(test: &str) -> bool {
-    match describe_adapter(&GpuOptions::from_env()) {
-        Ok(adapter) => {
-            eprintln!("{test}: running on {adapter}");
-            true
-        }
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{test}: CI needs a GPU adapter (lavapipe): {e}")
-        }
-        Err(e) => {
-            eprintln!("{test}: skipped: {e}");
-            false
-        }
-    }
-}
 
 fn input(g: &mut Graph, name: &str, dims: &[Dim]) -> ValueId {
     g.add_leaf(

@@ -58,13 +58,7 @@ impl TrainArgs {
     /// `--threads` fixes the CPU launch threads, so this must come before the first
     /// session is made.
     pub fn options(&self, default_run_dir: PathBuf) -> Result<TrainOptions, String> {
-        match self.threads {
-            Some(0) => return Err("--threads takes a count of at least 1".into()),
-            Some(n) if !strata_runtime::cpu::set_threads(n) => {
-                return Err("--threads came after the first CPU session".into());
-            }
-            _ => {}
-        }
+        strata_runtime::cpu::apply_threads_option(self.threads).map_err(|e| e.to_string())?;
         Ok(TrainOptions {
             run_dir: self.run_dir.clone().unwrap_or(default_run_dir),
             data_override: self.data.clone(),

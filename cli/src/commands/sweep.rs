@@ -217,11 +217,7 @@ fn sweep(a: &SweepCommand) -> Result<(), ExitCode> {
             .iter()
             .filter(|r| r.rung == rung && alive.contains(&r.trial) && r.status == Status::Done)
             .collect();
-        done.sort_by(|x, y| match (x.value, y.value) {
-            (Some(p), Some(q)) if metric.better(p, q) => std::cmp::Ordering::Less,
-            (Some(p), Some(q)) if metric.better(q, p) => std::cmp::Ordering::Greater,
-            _ => x.trial.cmp(&y.trial),
-        });
+        done.sort_by(|x, y| metric.order(x.value, y.value).then(x.trial.cmp(&y.trial)));
         let keep = plan.promoted(alive.len());
         let promoted: Vec<usize> = done.iter().take(keep).map(|r| r.trial).collect();
         let pruned: Vec<TrialRecord> = done
@@ -278,6 +274,7 @@ fn settings(a: &SweepCommand, source: &SourceFile, model: &str) -> Result<Settin
         super::report(&d, source, a.common.error_format);
         ExitCode::FAILURE
     };
+    // The section's mistakes (as `strata check` reports them) are refused here, located.
     let section = strata_compiler::sweep::section(source, model)
         .map_err(report)?
         .unwrap_or_default();
@@ -314,19 +311,8 @@ fn settings(a: &SweepCommand, source: &SourceFile, model: &str) -> Result<Settin
             "eta" => s.eta = count()? as usize,
             "search_seed" => s.search_seed = count()?,
             "metric" => s.metric = Some(setting.value.clone()),
-            key => {
-                let spec = format!("{key}={}", setting.value);
-                // A range the sweep cannot read is reported at its place in the file.
-                Space::parse(std::slice::from_ref(&spec))
-                    .map_err(|e| bad(e.replacen(&format!("--space {spec}: "), "", 1)))?;
-                if s.space
-                    .iter()
-                    .any(|x| x.split_once('=').map(|p| p.0) == Some(key))
-                {
-                    return Err(bad(format!("`{key}` is set twice")));
-                }
-                s.space.push(spec);
-            }
+            // A range: `section` has checked it reads and is not set twice.
+            key => s.space.push(format!("{key}={}", setting.value)),
         }
     }
     for spec in &a.space {

@@ -24,14 +24,16 @@ pub fn rewrite(text: &str, config: &[(String, String)]) -> Result<String, String
     Ok(out)
 }
 
-/// Byte ranges of the literals in `name = literal` outside `//` comments.
+/// Byte ranges of the literals in `name = literal` outside comments.
 fn assignments(text: &str, name: &str) -> Vec<(usize, usize)> {
     let bytes = text.as_bytes();
     let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let mut found = Vec::new();
     let mut line_start = 0;
     for line in text.split_inclusive('\n') {
+        // The language has `//` and `#` comments.
         let code = line.split("//").next().unwrap_or("");
+        let code = code.split('#').next().unwrap_or("");
         let mut from = 0;
         while let Some(i) = code[from..].find(name) {
             let at = line_start + from + i;
@@ -64,7 +66,7 @@ fn assignments(text: &str, name: &str) -> Vec<(usize, usize)> {
             let next = bytes[j..].iter().find(|b| **b != b' ' && **b != b'\t');
             let literal = j > start
                 && next.is_none_or(|b| {
-                    matches!(b, b',' | b')' | b'\n' | b'\r' | b'}' | b'/')
+                    matches!(b, b',' | b')' | b'\n' | b'\r' | b'}' | b'/' | b'#')
                         || b.is_ascii_alphabetic()
                 });
             if literal && line_start + code.len() >= j {
@@ -80,7 +82,7 @@ fn assignments(text: &str, name: &str) -> Vec<(usize, usize)> {
 mod tests {
     use super::*;
 
-    const MLP: &str = "// hidden = 1 in a comment\nmodel Mlp(hidden = 128, classes = 10) {\n  h = x |> dense(hidden)\n}\ntrain Mlp {\n  optimizer = adam(lr = 1e-3)\n  batch = 32   epochs = 30\n}\n";
+    const MLP: &str = "// hidden = 1 in a comment\n# lr = 2 too\nmodel Mlp(hidden = 128, classes = 10) {\n  h = x |> dense(hidden)\n}\ntrain Mlp {\n  optimizer = adam(lr = 1e-3)\n  batch = 32   epochs = 30\n}\n";
 
     #[test]
     fn rewrites_model_parameters_and_train_settings_in_place() {
@@ -96,7 +98,7 @@ mod tests {
                 .replace("lr = 1e-3", "lr = 0.0042")
                 .replace("batch = 32", "batch = 64")
         );
-        assert!(out.starts_with("// hidden = 1 in"));
+        assert!(out.starts_with("// hidden = 1 in a comment\n# lr = 2 too\n"));
     }
 
     #[test]

@@ -20,13 +20,12 @@ pub fn ranked(records: &[TrialRecord], metric: &MetricKey) -> Vec<TrialRecord> {
     }
     let mut out: Vec<TrialRecord> = latest.into_values().cloned().collect();
     out.sort_by(|a, b| {
-        // Trials that went further rank first, then by value; no value last.
+        // No value last; then trials that went further first, then by value.
         let key = |r: &TrialRecord| (r.value.is_none(), std::cmp::Reverse(r.rung));
-        key(a).cmp(&key(b)).then_with(|| match (a.value, b.value) {
-            (Some(x), Some(y)) if metric.better(x, y) => std::cmp::Ordering::Less,
-            (Some(x), Some(y)) if metric.better(y, x) => std::cmp::Ordering::Greater,
-            _ => a.trial.cmp(&b.trial),
-        })
+        key(a)
+            .cmp(&key(b))
+            .then_with(|| metric.order(a.value, b.value))
+            .then_with(|| a.trial.cmp(&b.trial))
     });
     out
 }

@@ -227,4 +227,16 @@ impl MetricKey {
     pub fn better(&self, a: f64, b: f64) -> bool {
         if self.maximize { a > b } else { a < b }
     }
+
+    /// Orders values best first; no value comes last, equal values tie.
+    pub fn order(&self, a: Option<f64>, b: Option<f64>) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        match (a, b) {
+            (Some(x), Some(y)) if self.better(x, y) => Ordering::Less,
+            (Some(x), Some(y)) if self.better(y, x) => Ordering::Greater,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            _ => Ordering::Equal,
+        }
+    }
 }

@@ -58,6 +58,36 @@ pub fn set_threads(threads: usize) -> bool {
     THREADS.set(threads.max(1)).is_ok()
 }
 
+/// Why a `--threads N` option cannot be applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadsError {
+    /// `--threads 0`: the user's mistake.
+    Zero,
+    /// Applied after the first session: an internal ordering bug.
+    TooLate,
+}
+
+impl std::fmt::Display for ThreadsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ThreadsError::Zero => "--threads takes a count of at least 1",
+            ThreadsError::TooLate => {
+                "--threads came after the first CPU session (an internal ordering bug)"
+            }
+        })
+    }
+}
+
+/// Applies a command's `--threads` option (nothing when it is absent): the one check
+/// every command with the option shares.
+pub fn apply_threads_option(threads: Option<usize>) -> Result<(), ThreadsError> {
+    match threads {
+        Some(0) => Err(ThreadsError::Zero),
+        Some(n) if !set_threads(n) => Err(ThreadsError::TooLate),
+        _ => Ok(()),
+    }
+}
+
 /// Rows of `m` per `gemm` call in an unbatched contraction: at least a few blocks per
 /// matrix so that threads can share it, but each `gemm` call packs the whole right-hand
 /// operand again, so not too few rows. Measured on a 2048 x 512 x 2048 product (AVX2

@@ -12,7 +12,9 @@ pub mod jit;
 pub mod launch;
 
 pub use jit::{JitCode, JitError};
-pub use launch::{LaunchOptions, launch, launch_with, set_threads};
+pub use launch::{
+    LaunchOptions, ThreadsError, apply_threads_option, launch, launch_with, set_threads,
+};
 
 /// The generated code's entry: `(buffers, batch, start, end)`; runs rows `start..end` of
 /// the outermost dimension of the kernel's iteration space.
