@@ -645,6 +645,21 @@ fn monitored(monitor: &str, task: &Task, span: Span) -> Result<(), Diagnostic> {
     Err(d.with_note(format!("it can watch: {}", watchable.join(", "))))
 }
 
+/// The first of a section's mistakes in the file, as `strata check` lists them. None
+/// listed means a part of the model the section names failed to elaborate, which a
+/// compile reports before it gets here; said plainly rather than assumed.
+fn first_in_file(errors: Vec<Diagnostic>, t: &TrainElab) -> Diagnostic {
+    errors
+        .into_iter()
+        .min_by_key(|d| d.span.start)
+        .unwrap_or_else(|| {
+            err(
+                t.section.model.span,
+                "this train section names a part of the model that failed to elaborate",
+            )
+        })
+}
+
 /// Builds the entries' graphs from the model elaborated for inference (`elab`: eval
 /// and infer) and for training (`training`: the train step; dropout and batch norm take
 /// their training behaviour). `overrides` are the command line's train settings;
@@ -685,14 +700,7 @@ pub fn build(
         label_v,
         task,
         images,
-    } = read_section(elab, overrides).map_err(|errors| {
-        // The first in the file, as `strata check` lists them.
-        let first = errors
-            .iter()
-            .min_by_key(|d| d.span.start)
-            .expect("an error");
-        first.clone()
-    })?;
+    } = read_section(elab, overrides).map_err(|errors| first_in_file(errors, t))?;
     let at = t.section.model.span;
     let graph = &elab.graph;
     let mut model_graph = graph.clone();
@@ -710,7 +718,7 @@ pub fn build(
     }
     let params = section_params(training, tt);
     let plans = steps::plan_steps(t, tt, &params, &settings, &hyper)
-        .map_err(|errors| errors.into_iter().next().expect("an error"))?;
+        .map_err(|errors| first_in_file(errors, t))?;
     let mut step_entries = Vec::with_capacity(plans.len());
     for plan in &plans {
         step_entries.push((
