@@ -294,6 +294,12 @@ fn warn_untrained(c: &Common, compiled: &Compiled) {
 /// The compiled artifact of a file with a train section, and its train settings.
 fn compile_trainable(c: &Common) -> Result<(Artifact, TrainConfig), ExitCode> {
     let (_, compiled) = compile_or_report(c)?;
+    trainable(c, compiled)
+}
+
+/// A compiled model's artifact and train settings, or the error that it has no train
+/// section.
+fn trainable(c: &Common, compiled: Compiled) -> Result<(Artifact, TrainConfig), ExitCode> {
     match compiled.artifact.manifest.train.clone() {
         Some(config) => Ok((compiled.artifact, config)),
         None => Err(fail(format!(

@@ -17,7 +17,7 @@ use strata_artifact::Artifact;
 use strata_compiler::driver::{CompileError, compile};
 use strata_compiler::source::{Diagnostic, ErrorCode, SourceFile};
 
-use super::{Common, ErrorFormat, Target, compile_trainable, fail, load_source, options};
+use super::{Common, ErrorFormat, Target, compile_or_report, fail, options, trainable};
 use crate::sweep::best_file::rewrite;
 use crate::sweep::plan::{Method, Plan};
 use crate::sweep::record::{self, Header, Status, TrialRecord};
@@ -85,8 +85,8 @@ pub(super) fn run(a: &SweepCommand) -> ExitCode {
 }
 
 fn sweep(a: &SweepCommand) -> Result<(), ExitCode> {
-    let (artifact, config) = compile_trainable(&a.common)?;
-    let source = load_source(&a.common.file)?;
+    let (source, compiled) = compile_or_report(&a.common)?;
+    let (artifact, config) = trainable(&a.common, compiled)?;
     let s = settings(a, &source, &artifact.manifest.model)?;
     let space = Space::parse(&s.space).map_err(usage)?;
     if s.trials == 0 || a.threads == 0 || a.jobs == Some(0) || s.grid_points == 0 || s.eta < 2 {
