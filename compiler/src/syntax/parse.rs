@@ -197,6 +197,15 @@ fn stmt(pair: Pair<Rule>) -> Result<Stmt, Diagnostic> {
             call: call(it.next().expect("grammar: layer call"))?,
             span: sp,
         },
+        Rule::param_stmt => {
+            let mut it = it.skip(1);
+            Stmt::Param {
+                name: ident(it.next().expect("grammar: param name")),
+                ty: type_expr(it.next().expect("grammar: param type"))?,
+                init: expr(it.next().expect("grammar: param initializer"))?,
+                span: sp,
+            }
+        }
         Rule::return_stmt => Stmt::Return {
             value: expr(it.next().expect("grammar: return value"))?,
             span: sp,
