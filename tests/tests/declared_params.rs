@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use strata_compiler::driver::{check, compile};
 use strata_compiler::elaborate::{ElaborateOptions, elaborate};
 use strata_compiler::ir::interpret::Tensor;
+use strata_compiler::ir::parse::parse_graph;
+use strata_compiler::ir::print::print_graph;
 use strata_compiler::ir::{Graph, Init, Op, ValueId};
 use strata_compiler::source::{ErrorCode, SourceFile};
 use strata_compiler::syntax::ast::Stmt;
@@ -85,6 +87,14 @@ model M(d = 4, start = 0.5) {
     assert_eq!(init("h"), Init::XavierUniform);
     assert_eq!(graph.ty(param(&graph, "a").0).to_string(), "f32[4, 4]");
     assert_eq!(graph.ty(param(&graph, "c").0).to_string(), "f32[]");
+    // `strata ir` shows them, and its text reads back with the same initializers.
+    let text = print_graph(&graph, None);
+    assert!(
+        text.contains("@e : f32[1, 4] = param normal(0.02)"),
+        "{text}"
+    );
+    let reread = parse_graph(&text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    assert_eq!(print_graph(&reread, None), text);
 }
 
 #[test]
@@ -342,4 +352,43 @@ fn the_tied_autoencoder_has_fewer_parameters_than_the_untied_one() {
         count("autoencoder.strata"),
     );
     assert_eq!((tied, untied), (2440, 4744));
+}
+
+#[test]
+fn a_scan_cell_declares_parameters_and_names_its_layers_weights() {
+    let text = r#"
+block Decay(h, x) {
+    param rate: f32[4] = 0.5
+    layer proj = dense(4)
+    p = x |> proj
+    return tanh(h * rate + p + proj.bias)
+}
+
+model Cell {
+    input xs: f32[batch, 5, 3]
+    hs = scan(Decay, xs, dense(mean(xs, axis = 1), 4))
+    output out = hs |> mean(axis = 1) |> dense(1)
+}
+train Cell {
+    label y: f32[batch, 1]
+    loss = mse(out, y)
+}
+"#;
+    let graph = graph_of(text);
+    assert!(
+        paths(&graph).contains(&"decay0.rate".to_string()),
+        "{:?}",
+        paths(&graph)
+    );
+    let mut rng = TestRng::new(9);
+    let xs: Vec<f64> = (0..2 * 5 * 3).map(|_| f64::from(rng.uniform())).collect();
+    let y: Vec<f64> = (0..2).map(|_| f64::from(rng.uniform())).collect();
+    let inputs = HashMap::from([
+        (
+            "xs".to_string(),
+            Tensor::new(vec![2, 5, 3], xs).expect("sizes"),
+        ),
+        ("y".to_string(), Tensor::new(vec![2, 1], y).expect("sizes")),
+    ]);
+    assert_gradients_match_finite_differences("cell", text, &inputs, 8, 1e-6);
 }
