@@ -51,11 +51,15 @@ fn a_param_statement_parses_with_its_type_and_initializer() {
     )
     .expect("parses");
     let body = &program.models[0].body;
-    let Stmt::Param { name, ty, .. } = &body[0] else {
+    let Stmt::Param {
+        name, ty, options, ..
+    } = &body[0]
+    else {
         panic!("a param statement: {:?}", body[0])
     };
     assert_eq!((name.name.as_str(), ty.dtype.name.as_str()), ("w", "f32"));
     assert_eq!(ty.dims.len(), 2);
+    assert!(options.is_empty());
     // `param` is a keyword only where a declaration starts: a binding may be named so.
     assert!(matches!(&body[1], Stmt::Let { name, .. } if name.name == "param"));
 }
@@ -248,13 +252,15 @@ fn declared_params_are_saved_under_their_names_and_trained() {
 }
 
 #[test]
-fn a_frozen_layer_stays_frozen_when_its_weight_is_named() {
+fn frozen_parameters_stay_frozen_when_named_or_declared() {
     let text = r#"
 model Frozen {
     input x: f32[batch, 5]
     layer enc = dense(3, trainable = false)
+    param shift: f32[5] = 0.1, trainable = false
+    param gain: f32[5] = ones, trainable = true
     h = x |> enc
-    output recon = matmul(h, enc.weight)
+    output recon = matmul(h, enc.weight) * gain + shift
 }
 train Frozen {
     loss = mse(recon, x)
@@ -277,9 +283,12 @@ train Frozen {
         })
         .collect();
     assert!(
-        !updated.iter().any(|p| p.starts_with("enc.")),
+        !updated
+            .iter()
+            .any(|p| p.starts_with("enc.") || *p == "shift"),
         "frozen parameters are updated: {updated:?}"
     );
+    assert!(updated.contains(&"gain"), "{updated:?}");
 }
 
 #[test]
@@ -299,6 +308,7 @@ model M {
     a = enx.weight
     b = enc.weigth
     c = h.weight
+    param t: f32[4] = ones, trainabel = false
     output y = h + v2
 }
 "#;
@@ -323,6 +333,7 @@ model M {
             (13, ErrorCode::UnknownName),
             (14, ErrorCode::UnknownName),
             (15, ErrorCode::BadArgument),
+            (16, ErrorCode::BadArgument),
         ],
         "{errors:#?}"
     );
@@ -336,6 +347,7 @@ model M {
     assert!(help(6).contains("`xavier_uniform`"), "{}", help(6));
     assert!(help(13).contains("`enc.weight`"), "{}", help(13));
     assert!(help(14).contains("`enc.weight`"), "{}", help(14));
+    assert!(help(16).contains("`trainable`"), "{}", help(16));
 }
 
 #[test]

@@ -20,13 +20,15 @@ const INITIALIZER_FORMS: &str = "a parameter starts as one of zeros, ones, xavie
      xavier_normal, he_uniform, he_normal, as a number, or as `normal(std)` or `uniform(a)`";
 
 impl Elaborator<'_> {
-    /// `param name: ty = init`: the parameter at `name`'s path in the current scope
-    /// (created, or the one an earlier call of the same block instance created).
+    /// `param name: ty = init, options…`: the parameter at `name`'s path in the current
+    /// scope (created, or the one an earlier call of the same block instance created).
+    /// With `trainable = false` it is frozen as a layer's parameters are.
     pub(super) fn declared_param(
         &mut self,
         name: &Ident,
         ty: &TypeExpr,
         init: &Expr,
+        options: &[(Ident, Expr)],
         span: Span,
         env: &mut Env,
     ) -> Result<ValueId, Diagnostic> {
@@ -61,8 +63,58 @@ impl Elaborator<'_> {
             }
         }
         let init = self.param_init(init, env)?;
+        let trainable = self.param_trainable(options, env)?;
         let path = self.qualify(&name.name);
-        self.param(path, dims, init, span)
+        let v = self.param(path.clone(), dims, init, span)?;
+        if !trainable {
+            self.non_trainable.insert(path);
+        }
+        Ok(v)
+    }
+
+    /// The options after a `param`'s initializer; `trainable` is the only one.
+    fn param_trainable(
+        &mut self,
+        options: &[(Ident, Expr)],
+        env: &mut Env,
+    ) -> Result<bool, Diagnostic> {
+        let mut trainable = None;
+        for (key, value) in options {
+            if key.name != "trainable" {
+                let d = Diagnostic::error(
+                    ErrorCode::BadArgument,
+                    format!("a parameter declaration has no option `{}`", key.name),
+                    key.span,
+                )
+                .with_label("not an option")
+                .with_note("its one option is `trainable = false` (frozen: never updated)");
+                return Err(match closest(&key.name, ["trainable"].into_iter()) {
+                    Some(close) => d.with_help(format!("did you mean `{close}`?")),
+                    None => d,
+                });
+            }
+            if trainable.is_some() {
+                return Err(Diagnostic::error(
+                    ErrorCode::DuplicateBinding,
+                    "`trainable` is given twice",
+                    key.span,
+                )
+                .with_label("given again here"));
+            }
+            let v = self.expr(value, env)?;
+            match v.value {
+                Value::Bool(b) => trainable = Some(b),
+                _ => {
+                    return Err(Diagnostic::error(
+                        ErrorCode::BadArgument,
+                        "`trainable` is `true` or `false`",
+                        v.span,
+                    )
+                    .with_label("not a boolean"));
+                }
+            }
+        }
+        Ok(trainable.unwrap_or(true))
     }
 
     /// A `param`'s initializer.

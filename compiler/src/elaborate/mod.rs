@@ -939,9 +939,10 @@ impl<'p> Elaborator<'p> {
                 name,
                 ty,
                 init,
+                options,
                 span,
             } => {
-                let v = self.declared_param(name, ty, init, *span, env)?;
+                let v = self.declared_param(name, ty, init, options, *span, env)?;
                 env.bind(name, Value::Tensor(v))?;
                 Ok(None)
             }

@@ -61,11 +61,12 @@ pub enum Stmt {
     Layer { name: Ident, call: Call, span: Span },
     /// `param w: f32[64, 32] = xavier_uniform`: a parameter declared by name, trained
     /// like a layer's. Its initializer is an initializer's name, a number, or
-    /// `normal(std)` / `uniform(a)`.
+    /// `normal(std)` / `uniform(a)`. Options follow it: `, trainable = false`.
     Param {
         name: Ident,
         ty: TypeExpr,
         init: Expr,
+        options: Vec<(Ident, Expr)>,
         span: Span,
     },
     /// `return expr` (blocks only).

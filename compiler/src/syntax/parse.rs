@@ -203,6 +203,13 @@ fn stmt(pair: Pair<Rule>) -> Result<Stmt, Diagnostic> {
                 name: ident(it.next().expect("grammar: param name")),
                 ty: type_expr(it.next().expect("grammar: param type"))?,
                 init: expr(it.next().expect("grammar: param initializer"))?,
+                options: it
+                    .map(|setting| {
+                        let mut kv = setting.into_inner();
+                        let key = ident(kv.next().expect("grammar: option name"));
+                        Ok((key, expr(kv.next().expect("grammar: option value"))?))
+                    })
+                    .collect::<Result<_, Diagnostic>>()?,
                 span: sp,
             }
         }
