@@ -309,6 +309,8 @@ model M {
     b = enc.weigth
     c = h.weight
     param t: f32[4] = ones, trainabel = false
+    param n: f32[4] = normal(-0.1)
+    param s: f32[4] = "zeros"
     output y = h + v2
 }
 "#;
@@ -334,6 +336,8 @@ model M {
             (14, ErrorCode::UnknownName),
             (15, ErrorCode::BadArgument),
             (16, ErrorCode::BadArgument),
+            (17, ErrorCode::BadArgument),
+            (18, ErrorCode::BadArgument),
         ],
         "{errors:#?}"
     );

@@ -169,9 +169,9 @@ impl Elaborator<'_> {
                         call.span,
                     )
                     .with_label(format!("needs one positive {what}"))
-                    .with_note(format!(
-                        "`normal(0.02)` draws from N(0, 0.02²); `uniform(0.1)` from U(-0.1, 0.1)"
-                    ))),
+                    .with_note(
+                        "`normal(0.02)` draws from N(0, 0.02²); `uniform(0.1)` from U(-0.1, 0.1)",
+                    )),
                 }
             }
             _ => {

@@ -10,6 +10,8 @@
 //! first dense layer of the third copy is `residual0.2.dense0.weight`. A path used twice
 //! (an instance called twice) is one shared parameter; a `layer d = Block(…)` instance
 //! opens the scope `d` at every call, so all its calls share every parameter inside.
+//! A declared `param w` takes its name in its scope (`w`, `residual0.w`), and `enc.weight`
+//! names an instance's parameter by its path (`declared_params.rs`).
 
 mod activations;
 pub mod args;
