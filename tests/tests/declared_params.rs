@@ -5,6 +5,7 @@
 //! names, and that their mistakes are located diagnostics `strata check` lists together.
 
 use std::collections::HashMap;
+use strata_artifact::HostTensor;
 use strata_compiler::driver::{check, compile};
 use strata_compiler::elaborate::{ElaborateOptions, elaborate};
 use strata_compiler::ir::interpret::Tensor;
@@ -407,4 +408,42 @@ train Cell {
         ("y".to_string(), Tensor::new(vec![2, 1], y).expect("sizes")),
     ]);
     assert_gradients_match_finite_differences("cell", text, &inputs, 8, 1e-6);
+}
+
+#[test]
+fn trained_declared_parameters_save_and_load_back_by_name() {
+    let source = SourceFile::new("tied.strata", TIED);
+    let artifact = compile(&source, &training_options())
+        .expect("compiles")
+        .artifact;
+    let value = |session: &Session, key: &str| -> Vec<f32> {
+        let (_, t) = session
+            .weights()
+            .find(|(k, _)| *k == key)
+            .unwrap_or_else(|| panic!("`{key}` is saved"));
+        t.as_f32().expect("f32").to_vec()
+    };
+    let mut trained = Session::new(&artifact).expect("loads");
+    let initial = value(&trained, "scale");
+    assert_eq!(initial, [1.5]);
+    let mut rng = TestRng::new(4);
+    for step in 1..=5 {
+        let x: Vec<f32> = (0..8 * 5).map(|_| rng.uniform()).collect();
+        let inputs = [
+            ("x", HostTensor::f32(vec![8, 5], x).expect("sizes")),
+            ("lr", HostTensor::f32(vec![], vec![0.05]).expect("sizes")),
+            (
+                "step",
+                HostTensor::f32(vec![], vec![step as f32]).expect("sizes"),
+            ),
+        ];
+        trained.run("train_step", &inputs).expect("a step runs");
+    }
+    let bytes = trained.save_weights().expect("saves");
+    let mut fresh = Session::new(&artifact).expect("loads");
+    fresh.load_weights(&bytes).expect("loads back by name");
+    for key in ["scale", "dec_bias", "enc.weight"] {
+        assert_eq!(value(&fresh, key), value(&trained, key), "`{key}`");
+    }
+    assert_ne!(value(&fresh, "scale"), initial, "training moved `scale`");
 }
