@@ -435,3 +435,27 @@ model M {
 }
 "#
 );
+
+diagnostic_case!(
+    declared_param_without_its_type,
+    ErrorCode::Syntax,
+    r#"
+model M {
+    input x: f32[batch, 4]
+    param w = zeros
+    output y = x * w
+}
+"#
+);
+
+diagnostic_case!(
+    declared_param_without_its_initializer,
+    ErrorCode::Syntax,
+    r#"
+model M {
+    input x: f32[batch, 4]
+    param w: f32[4]
+    output y = x * w
+}
+"#
+);
