@@ -312,6 +312,7 @@ model M {
     param t: f32[4] = ones, trainabel = false
     param n: f32[4] = normal(-0.1)
     param s: f32[4] = "zeros"
+    param big: f32[4] = normal(1e300)
     output y = h + v2
 }
 "#;
@@ -339,6 +340,7 @@ model M {
             (16, ErrorCode::BadArgument),
             (17, ErrorCode::BadArgument),
             (18, ErrorCode::BadArgument),
+            (19, ErrorCode::BadArgument),
         ],
         "{errors:#?}"
     );

@@ -150,7 +150,9 @@ impl Elaborator<'_> {
                     [arg] if arg.name.is_none() => {
                         let v = self.expr(&arg.value, env)?;
                         match v.value {
-                            Value::Number { value, .. } if value > 0.0 && value.is_finite() => {
+                            Value::Number { value, .. }
+                                if value > 0.0 && (value as f32).is_finite() =>
+                            {
                                 Some(value)
                             }
                             _ => None,
