@@ -449,3 +449,51 @@ fn trained_declared_parameters_save_and_load_back_by_name() {
     }
     assert_ne!(value(&fresh, "scale"), initial, "training moved `scale`");
 }
+
+#[test]
+fn a_step_updates_a_declared_parameter_by_its_name() {
+    let text = r#"
+model Calibrated {
+    input x: f32[batch, 6]
+    layer enc = dense(4)
+    param temperature: f32[] = 1.0
+    logits = x |> enc
+    output scaled = logits / temperature
+}
+train Calibrated {
+    label y: i32[batch]
+    step fit {
+        loss      = cross_entropy(logits, y)
+        updates   = enc
+    }
+    step calibrate {
+        loss      = cross_entropy(scaled, y)
+        optimizer = sgd(lr = 0.01)
+        updates   = temperature
+    }
+}
+"#;
+    let source = SourceFile::new("steps.strata", text);
+    let compiled =
+        compile(&source, &training_options()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    let updated = |entry: &str| -> Vec<String> {
+        let step = compiled
+            .training
+            .iter()
+            .find(|e| e.name == entry)
+            .unwrap_or_else(|| panic!("no entry {entry}"));
+        let mut paths: Vec<String> = step
+            .graph
+            .updates
+            .iter()
+            .filter_map(|(p, _)| match &step.graph.node(*p).op {
+                Op::Param { path, .. } if !path.starts_with("optim.") => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
+        paths.sort();
+        paths
+    };
+    assert_eq!(updated("train_fit"), ["enc.bias", "enc.weight"]);
+    assert_eq!(updated("train_calibrate"), ["temperature"]);
+}
