@@ -497,3 +497,22 @@ train Calibrated {
     assert_eq!(updated("train_fit"), ["enc.bias", "enc.weight"]);
     assert_eq!(updated("train_calibrate"), ["temperature"]);
 }
+
+#[test]
+fn a_train_section_loss_can_name_a_layer_weight() {
+    let text = r#"
+model Pen {
+    input x: f32[batch, 5]
+    layer enc = dense(3)
+    param gain: f32[] = 0.5
+    output recon = sigmoid(matmul(relu(x |> enc), enc.weight))
+}
+train Pen {
+    loss = mse(recon, x) + 0.1 * sum(enc.weight * enc.weight, axis = [0, 1]) + gain * gain
+}
+"#;
+    let mut rng = TestRng::new(6);
+    let x: Vec<f64> = (0..3 * 5).map(|_| f64::from(rng.uniform())).collect();
+    let inputs = HashMap::from([("x".to_string(), Tensor::new(vec![3, 5], x).expect("sizes"))]);
+    assert_gradients_match_finite_differences("penalty", text, &inputs, 10, 1e-6);
+}
