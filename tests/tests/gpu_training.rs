@@ -63,6 +63,25 @@ train Net {
 }
 "#;
 
+// Declared parameters and a tied weight: `enc.weight` is used by the encoder and, as its
+// transpose, by the decoder, so its gradient on each device is the sum of both uses.
+const TIED: &str = r#"
+model Net {
+    input x: f32[batch, 12]
+    layer enc = dense(8)
+    param temperature: f32[] = 2.0
+    param shift: f32[12] = uniform(0.1)
+    h = x |> enc |> tanh
+    back = matmul(h, enc.weight) + shift
+    output logits = (back |> dense(4)) / temperature
+}
+train Net {
+    label y: i32[batch]
+    loss = cross_entropy(logits, y)
+    optimizer = adam(lr = 0.01)
+}
+"#;
+
 /// `text` compiled with its train section, carrying both CPU and GPU code.
 fn compile_trainable(text: &str) -> Result<Artifact, String> {
     let source = SourceFile::new("net.strata", text.to_string());
@@ -190,6 +209,14 @@ fn batch_norm_running_statistics_update_on_gpu_like_the_cpu() {
         return;
     }
     check_gpu_training_matches_cpu("batch_norm + momentum", BATCH_NORM, 50, 8);
+}
+
+#[test]
+fn declared_and_tied_parameters_train_on_gpu_like_the_cpu() {
+    if !gpu_available("declared_and_tied_parameters_train_on_gpu_like_the_cpu") {
+        return;
+    }
+    check_gpu_training_matches_cpu("declared + tied + adam", TIED, 50, 16);
 }
 
 #[test]

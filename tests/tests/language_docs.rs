@@ -63,3 +63,21 @@ fn every_language_doc_example_compiles_or_fails_as_claimed() {
         }
     }
 }
+
+/// The examples of declared parameters (those with a `param` and a train section, all
+/// on the digits: input `x` of 64 pixels, class labels `y`) train for a few steps, the
+/// compiled `train_step` agreeing with the interpreter at every step.
+#[test]
+fn declared_parameter_examples_train_a_few_steps() {
+    let markdown = std::fs::read_to_string(root().join("docs/language.md")).expect("docs exist");
+    let trained: Vec<DocExample> = examples(&markdown)
+        .into_iter()
+        .filter(|ex| ex.expect_error.is_none())
+        .filter(|ex| ex.text.contains("\n    param ") && ex.text.contains("\ntrain "))
+        .collect();
+    assert!(trained.len() >= 2, "found {} examples", trained.len());
+    for ex in trained {
+        let what = format!("language.md:{}", ex.line);
+        strata_tests::train_check::assert_train_steps_match(&what, &ex.text, &[64], 10, 4, 3);
+    }
+}
