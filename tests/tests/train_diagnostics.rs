@@ -35,6 +35,50 @@ macro_rules! train_case {
 }
 
 train_case!(
+    loss_that_is_not_a_scalar_says_which_axes_remain,
+    ErrorCode::ShapeMismatch,
+    r#"
+train Reconstruct {
+    loss = sum(square(recon - x), axis = 1)
+}
+"#
+);
+
+train_case!(
+    loss_of_integer_labels_asks_for_a_cast,
+    ErrorCode::DTypeMismatch,
+    r#"
+train Reconstruct {
+    label y: i32[batch]
+    loss = mean(code) + y
+}
+"#
+);
+
+train_case!(
+    term_defined_twice,
+    ErrorCode::DuplicateBinding,
+    r#"
+train Reconstruct {
+    term recon_error = mse(recon, x)
+    term recon_error = mae(recon, x)
+    loss = recon_error
+}
+"#
+);
+
+train_case!(
+    term_named_after_a_metric,
+    ErrorCode::DuplicateBinding,
+    r#"
+train Reconstruct {
+    term mse = mse(recon, x)
+    loss = mse
+}
+"#
+);
+
+train_case!(
     label_free_section_asks_for_a_classification_metric,
     ErrorCode::BadArgument,
     r#"

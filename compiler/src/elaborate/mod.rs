@@ -16,6 +16,7 @@ pub mod args;
 mod attention;
 mod convolution;
 pub mod layers;
+mod math;
 mod normalization;
 mod random;
 mod recurrent;
@@ -117,6 +118,7 @@ pub fn elaborate_model(program: &Program, model: &ModelDef, options: &ElaborateO
         limits: options.limits,
         parameter_bytes: 0,
         repeat_copies: 1,
+        reduces_batch: false,
         errors,
     };
     let mut env = Env::default();
@@ -621,6 +623,9 @@ pub(crate) struct Elaborator<'p> {
     repeat_copies: u64,
     /// The mistakes recovered from so far (see [`elaborate_model`]).
     errors: Vec<Diagnostic>,
+    /// While a train section's loss or term is elaborated: reductions may fold the batch
+    /// (a loss averages over samples, where a model's outputs may not mix them).
+    pub(crate) reduces_batch: bool,
 }
 
 impl<'p> Elaborator<'p> {
@@ -754,6 +759,7 @@ impl<'p> Elaborator<'p> {
                 | Op::Slice { .. }
                 | Op::StopGradient
                 | Op::OneHot { .. }
+                | Op::Cast { .. }
         );
         if needs_float
             && let Some(bad) = operands

@@ -13,7 +13,8 @@
 //! 1. **Storage is required** (rule `needs-storage`) for graph outputs, matrix-product
 //!    operands (the product reads strided memory), operands of a reshape that is not only
 //!    adding or removing dimensions of 1 (its coordinates are a flat-index remap), and the
-//!    operand of a transpose folded into a product's strides. Such a value is a buffer, or
+//!    operand of a transpose folded into a product's strides, and a cast to `i32` (the store
+//!    truncates). Such a value is a buffer, or
 //!    a view of one (a reshape, a folded transpose).
 //! 2. **Nested reductions** (rule `nested-reduce`: such a reduction starts no epilogue
 //!    chain): a reduction whose reduced extent is fixed and at most
@@ -82,7 +83,7 @@
 //!    (through a transpose, a slice, a broadcast) gets a buffer instead, as does one that
 //!    reads another group's parameters, so no store ever races a load of another element.
 
-use crate::ir::{BinaryOp, Dim, Graph, Op, ReduceOp, UnaryOp, ValueId};
+use crate::ir::{BinaryOp, DType, Dim, Graph, Op, ReduceOp, UnaryOp, ValueId};
 use std::collections::{HashMap, HashSet};
 
 /// The most points a nested reduction folds (rule `nested-reduce`), and the most copies of
@@ -269,6 +270,7 @@ fn is_elementwise(op: &Op) -> bool {
             | Op::Binary(_)
             | Op::Broadcast { .. }
             | Op::OneHot { .. }
+            | Op::Cast { .. }
             | Op::Slice { .. }
             | Op::StopGradient
             | Op::Transpose { .. }
@@ -301,6 +303,11 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
             }
             Op::Transpose { .. } if folds_into_matmuls(graph, v) => {
                 storage.insert(graph.operands(v)[0]);
+            }
+            // Truncation happens in the store to an i32 buffer; an inlined cast would
+            // hand its users the untruncated value.
+            Op::Cast { to: DType::I32 } => {
+                storage.insert(v);
             }
             _ => {}
         }

@@ -264,6 +264,14 @@ fn train_items<'i>(
                     span: psp,
                 }
             }
+            Rule::term_def => {
+                let mut i = p.into_inner().skip(1);
+                TrainItem::Term {
+                    name: ident(i.next().expect("grammar: term name")),
+                    value: expr(i.next().expect("grammar: term value"))?,
+                    span: psp,
+                }
+            }
             Rule::label_stmt => {
                 let mut i = p.into_inner();
                 TrainItem::Label {
@@ -465,6 +473,7 @@ fn rule_words(rule: &Rule) -> &'static str {
         Rule::tensor_type => "a tensor type like `f32[batch, 64]`",
         Rule::label_stmt | Rule::setting => "a train setting",
         Rule::step_def | Rule::step_kw => "a `step NAME { … }`",
+        Rule::term_def | Rule::term_kw => "a `term NAME = …`",
         Rule::expr | Rule::pipeline | Rule::arith | Rule::term | Rule::unary => "an expression",
         Rule::stage | Rule::repeat => "a layer after `|>`",
         Rule::add_op => "`+` or `-`",

@@ -720,10 +720,12 @@ pub fn build(
     let plans = steps::plan_steps(t, tt, &params, &settings, &hyper)
         .map_err(|errors| first_in_file(errors, t))?;
     let mut step_entries = Vec::with_capacity(plans.len());
-    for plan in &plans {
+    for (i, plan) in plans.iter().enumerate() {
+        // The terms are logged from the first update of each batch (before any update).
+        let terms = if i == 0 { &tt.terms[..] } else { &[] };
         step_entries.push((
             plan.entry.clone(),
-            step_graph(&training_graph, plan, at, gradient_outputs)?,
+            step_graph(&training_graph, plan, terms, at, gradient_outputs)?,
         ));
     }
 
@@ -735,6 +737,9 @@ pub fn build(
             eval.outputs
                 .push((format!("loss.{}", plan.name), plan.eval_loss));
         }
+    }
+    for (name, v) in &t.terms {
+        eval.outputs.push((term_output(name), *v));
     }
     dce::eliminate_dead_code(&mut eval, false);
 
@@ -779,17 +784,24 @@ pub fn build(
             early_stop,
             checkpoint_every,
             images,
+            terms: t.terms.iter().map(|(name, _)| name.clone()).collect(),
         },
     })
 }
 
+/// The output of `eval` and of the first training entry that holds term `name`.
+fn term_output(name: &str) -> String {
+    strata_artifact::train_config::term_output(name)
+}
+
 /// One update's entry: the training-mode graph, its loss differentiated with respect to
 /// the update's parameters, clipped, and the optimizer's update appended. Its output is
-/// the loss, and with `gradient_outputs` each parameter's gradient (`grad.PATH`, before
+/// the loss, each of `terms` (`term.NAME`), and with `gradient_outputs` each parameter's gradient (`grad.PATH`, before
 /// clipping) too.
 fn step_graph(
     training: &Graph,
     plan: &steps::StepPlan,
+    terms: &[(String, ValueId)],
     at: crate::source::Span,
     gradient_outputs: bool,
 ) -> Result<Graph, Diagnostic> {
@@ -822,6 +834,7 @@ fn step_graph(
     };
     let mut grads = autodiff::gradients(&mut graph, plan.train_loss, &wrt).map_err(internal)?;
     let mut outputs = vec![("loss".to_string(), plan.train_loss)];
+    outputs.extend(terms.iter().map(|(name, v)| (term_output(name), *v)));
     if gradient_outputs {
         for ((_, path), g) in plan.params.iter().zip(&grads) {
             outputs.push((format!("grad.{path}"), *g));

@@ -51,8 +51,7 @@ impl Progress {
     pub fn header(&self) {
         let mut head = format!("{:>5}  {:>10}  {:>10}", "epoch", "train loss", "val loss");
         for c in &self.columns {
-            let name = c.strip_prefix("val_").unwrap_or(c);
-            head.push_str(&format!("  {name:>9}"));
+            head.push_str(&format!("  {:>w$}", column_head(c), w = column_width(c)));
         }
         head.push_str(&format!("  {:>7}", "time"));
         self.line(&head);
@@ -121,11 +120,12 @@ impl Progress {
         );
         for c in &self.columns {
             row.push_str(&format!(
-                "  {:>9}",
+                "  {:>w$}",
                 record
                     .metrics
                     .get(c)
-                    .map_or("-".to_string(), |v| number(*v))
+                    .map_or("-".to_string(), |v| number(*v)),
+                w = column_width(c)
             ));
         }
         row.push_str(&format!("  {:>6.2}s", record.seconds));
@@ -135,6 +135,19 @@ impl Progress {
         }
         row
     }
+}
+
+/// A column's head: a validation metric by its name (`accuracy`), a term's column by
+/// its split and name (`train recon`, `val recon`).
+fn column_head(column: &str) -> String {
+    match column.strip_prefix("val_") {
+        Some(metric) if strata_artifact::Metric::from_name(metric).is_some() => metric.into(),
+        _ => column.replacen('_', " ", 1),
+    }
+}
+
+fn column_width(column: &str) -> usize {
+    column_head(column).len().max(9)
 }
 
 #[cfg(test)]
