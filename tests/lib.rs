@@ -565,9 +565,9 @@ pub mod steps_check {
 pub mod train_run {
     use super::{load_example, root};
     use std::time::Instant;
+    use strata_artifact::train_config::TrainConfig;
     use strata_compiler::driver::compile;
     use strata_runtime::Session;
-    use strata_artifact::train_config::TrainConfig;
     use strata_training::{Normalization, builtin, normalize_splits};
     use strata_training::{TrainOptions, TrainSummary, train};
 

@@ -150,7 +150,7 @@ train M {
     term rows = mean(y)
     term accuracy = mean(y)
     term fine = mean(abs(y - x))
-    loss = fine + rows + kl + 0.1 * fien
+    loss = 0.1 * fien + fine + rows + kl
 }
 "#;
     let (errors, rendered) = mistakes("terms", text);
@@ -158,7 +158,10 @@ train M {
     // misspelled term in the loss; the loss's uses of the failed terms stay silent.
     assert_eq!(lines(text, &errors), [8, 9, 10, 11, 13], "{rendered}");
     assert!(rendered.contains("axis 0 (batch) remains"), "{rendered}");
-    assert!(rendered.contains("did you mean `kl_divergence`?"), "{rendered}");
+    assert!(
+        rendered.contains("did you mean `kl_divergence`?"),
+        "{rendered}"
+    );
     assert!(rendered.contains("did you mean `fine`?"), "{rendered}");
     insta::assert_snapshot!(rendered);
 }

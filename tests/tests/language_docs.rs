@@ -87,7 +87,10 @@ fn train_a_few_steps(compiled: &Compiled, line: usize) {
         .iter()
         .filter(|e| e.name.starts_with("train"))
         .collect();
-    assert!(!entries.is_empty(), "example at line {line} has no training entry");
+    assert!(
+        !entries.is_empty(),
+        "example at line {line} has no training entry"
+    );
     for step in 1..=3 {
         for entry in &entries {
             let graph = &entry.graph;
@@ -98,7 +101,13 @@ fn train_a_few_steps(compiled: &Compiled, line: usize) {
                     let Op::Input { name } = &graph.node(i).op else {
                         unreachable!("inputs are Input ops")
                     };
-                    let shape: Vec<u64> = graph.ty(i).shape.resolve(4).iter().map(|&d| d as u64).collect();
+                    let shape: Vec<u64> = graph
+                        .ty(i)
+                        .shape
+                        .resolve(4)
+                        .iter()
+                        .map(|&d| d as u64)
+                        .collect();
                     let n = shape.iter().product::<u64>() as usize;
                     let tensor = match (name.as_str(), graph.ty(i).dtype) {
                         ("lr", _) => HostTensor::f32(shape, vec![0.01]),
@@ -111,8 +120,10 @@ fn train_a_few_steps(compiled: &Compiled, line: usize) {
                     (name.clone(), tensor.expect("sizes"))
                 })
                 .collect();
-            let inputs: Vec<(&str, HostTensor)> =
-                inputs.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+            let inputs: Vec<(&str, HostTensor)> = inputs
+                .iter()
+                .map(|(n, t)| (n.as_str(), t.clone()))
+                .collect();
             let outputs = session
                 .run(&entry.name, &inputs)
                 .unwrap_or_else(|e| panic!("example at line {line}, `{}`: {e}", entry.name));
@@ -130,5 +141,8 @@ fn train_a_few_steps(compiled: &Compiled, line: usize) {
         .weights()
         .filter_map(|(_, t)| t.as_f32().map(<[f32]>::to_vec))
         .collect();
-    assert_ne!(before, after, "example at line {line}: training moved no weight");
+    assert_ne!(
+        before, after,
+        "example at line {line}: training moved no weight"
+    );
 }

@@ -15,7 +15,7 @@ fn vae_reconstructs_digits_and_reports_its_reconstruction_and_kl_terms() {
         .train
         .clone()
         .expect("a train section");
-    assert_eq!(config.terms, ["recon", "kl"]);
+    assert_eq!(config.terms, ["reconstruction", "kl"]);
     let mse = run.test_metric("mse");
     let baseline = mean_pixel_baseline(&config);
     let test = run.summary.test.as_ref().expect("a test split");
@@ -26,7 +26,7 @@ fn vae_reconstructs_digits_and_reports_its_reconstruction_and_kl_terms() {
             .map(|(_, v)| *v)
             .unwrap_or_else(|| panic!("term `{name}` is not reported: {:?}", test.terms))
     };
-    let (recon, kl) = (term("recon"), term("kl"));
+    let (recon, kl) = (term("reconstruction"), term("kl"));
     println!(
         "vae: test MSE {mse:.4} (per-pixel mean {baseline:.4}, ratio {:.3}), reconstruction \
          {recon:.3}, KL {kl:.3}, {} epochs in {:.1} s",
@@ -48,9 +48,18 @@ fn vae_reconstructs_digits_and_reports_its_reconstruction_and_kl_terms() {
         test.loss
     );
     for record in &run.summary.history {
-        for key in ["train_recon", "val_recon", "train_kl", "val_kl"] {
+        for key in [
+            "train_reconstruction",
+            "val_reconstruction",
+            "train_kl",
+            "val_kl",
+        ] {
             let value = record.metrics.get(key).copied().unwrap_or(f64::NAN);
-            assert!(value.is_finite(), "epoch {}: `{key}` is {value}", record.epoch);
+            assert!(
+                value.is_finite(),
+                "epoch {}: `{key}` is {value}",
+                record.epoch
+            );
         }
     }
     let log = std::fs::read_to_string(run.summary.paths.dir.join("metrics.jsonl"))

@@ -80,7 +80,12 @@ fn float_operand(e: &mut Elaborator, args: &BoundArgs, name: &str) -> Result<Val
 }
 
 /// `float(x)`, `int(x)`: `x`'s elements as `f32` or `i32` (`int` truncates toward zero).
-fn cast(e: &mut Elaborator, args: &BoundArgs, span: Span, to: DType) -> Result<ValueId, Diagnostic> {
+fn cast(
+    e: &mut Elaborator,
+    args: &BoundArgs,
+    span: Span,
+    to: DType,
+) -> Result<ValueId, Diagnostic> {
     let x = float_operand(e, args, "x")?;
     if e.graph.ty(x).dtype == to {
         return Ok(x);

@@ -773,7 +773,8 @@ impl<'p> Elaborator<'p> {
                 span,
             )
             .with_label("this needs f32")
-            .with_secondary(self.graph.node(*bad).span, format!("this is {ty}")));
+            .with_secondary(self.graph.node(*bad).span, format!("this is {ty}"))
+            .with_help("`float(x)` converts integers to f32"));
         }
         if self.graph.len() >= self.limits.graph_nodes {
             return Err(self.too_many_nodes(span));

@@ -242,8 +242,8 @@ impl Elaborator<'_> {
     /// `term NAME = EXPR`: the scalar, bound to `NAME` for the losses; None (the name
     /// poisoned, the mistake recorded) if it fails.
     fn term(&mut self, name: &Ident, value: &Expr, env: &mut Env) -> Result<Option<ValueId>, Stop> {
-        let reserved = name.name == "loss"
-            || strata_artifact::Metric::from_name(&name.name).is_some();
+        let reserved =
+            name.name == "loss" || strata_artifact::Metric::from_name(&name.name).is_some();
         if reserved {
             self.record::<()>(Err(Diagnostic::error(
                 ErrorCode::DuplicateBinding,
@@ -251,7 +251,9 @@ impl Elaborator<'_> {
                 name.span,
             )
             .with_label("a name training logs already")
-            .with_note("the loss and the metrics have their own columns; pick another name")));
+            .with_note(
+                "the loss and the metrics have their own columns; pick another name",
+            )));
             env.poison(name);
             return Ok(None);
         }

@@ -406,13 +406,7 @@ pub fn train(
                 let per_sample = |sum: f64| sum / samples.max(1) as f64;
                 let step_losses: Vec<f64> = step_loss_sums.into_iter().map(per_sample).collect();
                 let terms: Vec<f64> = term_sums.into_iter().map(per_sample).collect();
-                stop = run.end_epoch(
-                    epoch,
-                    per_sample(loss_sum),
-                    &step_losses,
-                    &terms,
-                    started,
-                )?;
+                stop = run.end_epoch(epoch, per_sample(loss_sum), &step_losses, &terms, started)?;
             }
         }
     }
