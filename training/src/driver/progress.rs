@@ -155,6 +155,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn term_columns_say_their_split_and_metric_columns_their_name() {
+        assert_eq!(column_head("val_accuracy"), "accuracy");
+        assert_eq!(column_head("train_kl"), "train kl");
+        assert_eq!(column_head("val_kl"), "val kl");
+        // A long term's column is as wide as its head.
+        assert_eq!(
+            column_width("train_reconstruction"),
+            "train reconstruction".len()
+        );
+        let progress = Progress::new(
+            true,
+            false,
+            vec!["train_reconstruction".into(), "val_accuracy".into()],
+        );
+        let record = EpochRecord {
+            epoch: 1,
+            step: 10,
+            train_loss: 1.0,
+            val_loss: None,
+            metrics: [("train_reconstruction".to_string(), 0.25)].into(),
+            seconds: 0.5,
+        };
+        let row = progress.row_text(&record, "");
+        assert!(row.contains(&format!("  {:>20}", "0.2500")), "{row}");
+    }
+
+    #[test]
     fn a_nan_loss_is_shown_as_nan_and_a_missing_one_as_a_dash() {
         let progress = Progress::new(true, false, vec!["accuracy".into()]);
         let record = |val_loss| EpochRecord {
