@@ -436,3 +436,31 @@ fn train_steps_with_loss_expressions_match_the_interpreter() {
     let text = classifier(EVERYTHING_TERMS, EVERYTHING_LOSS).replace("[batch, 6]", "[batch, 12]");
     assert_train_steps_match("loss expressions", &text, &[12], 3, 6, 5);
 }
+
+#[test]
+fn a_metric_that_names_its_output_makes_that_output_the_prediction() {
+    let text = r#"
+model TwoHeads {
+    input x: f32[batch, 6]
+    h = x |> dense(8) |> tanh
+    output score = h |> dense(1)
+    output logits = h |> dense(3)
+}
+train TwoHeads {
+    label y: i32[batch]
+    loss = cross_entropy(logits, y) + 0.1 * mean(square(score))
+    metrics = [accuracy(logits, y), f1(logits, y)]
+}
+"#;
+    let source = SourceFile::new("two_heads.strata", text);
+    let compiled =
+        compile(&source, &training_options()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    let config = compiled.train_config.expect("a train section");
+    assert_eq!(config.prediction, "logits");
+    assert_eq!(
+        config.task,
+        strata_artifact::train_config::Task::Classification { classes: 3 }
+    );
+    let names: Vec<&str> = config.metrics.iter().map(|m| m.name()).collect();
+    assert_eq!(names, ["accuracy", "f1"]);
+}

@@ -79,6 +79,53 @@ train Reconstruct {
 );
 
 train_case!(
+    metrics_name_two_different_outputs,
+    ErrorCode::BadArgument,
+    r#"
+train Reconstruct {
+    loss    = mse(recon, x)
+    metrics = [mse(recon, x), mae(code, x)]
+}
+"#
+);
+
+train_case!(
+    metric_names_an_unknown_output,
+    ErrorCode::BadArgument,
+    r#"
+train Reconstruct {
+    loss    = mse(recon, x)
+    metrics = [mse(recn, x)]
+}
+"#
+);
+
+train_case!(
+    metric_names_a_label_the_section_has_not,
+    ErrorCode::BadArgument,
+    r#"
+train Reconstruct {
+    label t: f32[batch, 64]
+    loss    = mse(recon, t)
+    metrics = [mse(recon, target)]
+}
+"#
+);
+
+train_case!(
+    metric_output_differs_from_predict,
+    ErrorCode::BadArgument,
+    r#"
+train Reconstruct {
+    label t: f32[batch, 64]
+    loss    = mse(recon, t)
+    predict = code
+    metrics = [mse(recon, t)]
+}
+"#
+);
+
+train_case!(
     label_free_section_asks_for_a_classification_metric,
     ErrorCode::BadArgument,
     r#"

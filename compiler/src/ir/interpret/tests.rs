@@ -521,7 +521,7 @@ fn a_cast_to_i32_truncates_toward_zero_saturates_and_maps_nan_to_zero() {
         Op::Cast {
             to: crate::ir::DType::F32,
         },
-        &[got.clone()],
+        std::slice::from_ref(&got),
     );
     assert_eq!(back.data, got.data);
 }
