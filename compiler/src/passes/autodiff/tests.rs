@@ -359,6 +359,28 @@ fn matmul_with_a_shared_rank2_rhs_sums_its_gradient_over_leading_dims() {
 }
 
 #[test]
+fn matmul_with_a_shared_rank2_lhs_sums_its_gradient_over_leading_dims() {
+    // A convolution's weight [O, C kh kw] times each image's columns [C kh kw, OH OW].
+    let cases: [&[Dim]; 4] = [
+        &[d(2), d(4), d(5)],
+        &[B, d(4), d(5)],
+        &[B, d(4), d(1)],
+        &[d(2), B, d(4), d(5)],
+    ];
+    for sb in cases {
+        let mut f = Fixture::new(3);
+        let w = f.param("w", &[d(3), d(4)], Draw::Uniform(-1.0, 1.0));
+        let b = f.input("b", sb, Draw::Uniform(-1.0, 1.0));
+        let c = f.op(Op::MatMul, &[w, b]);
+        let mut want = sb.to_vec();
+        want[sb.len() - 2] = d(3);
+        assert_eq!(f.graph.ty(c).shape, Shape(want));
+        let loss = f.probe_loss(c);
+        f.check(&format!("matmul [3, 4] x {sb:?}"), loss, &[w, b]);
+    }
+}
+
+#[test]
 fn matmul_contracting_over_the_batch_matches_finite_differences() {
     // A dense layer: the weight's gradient is xᵀ x dy, [4, batch] x [batch, 5].
     let mut f = Fixture::new(4);
@@ -740,7 +762,8 @@ fn im2col_and_col2im_rules_match_finite_differences() {
     f.check("im2col", loss, &[x]);
 
     let mut f = Fixture::new(2);
-    let cols_ty = [B, d(3 * 2), d(2 * 2 * 3)];
+    // [batch, C, kh, kw, OH, OW]: a 5x6 image gives 3x2 windows.
+    let cols_ty = [B, d(2), d(2), d(3), d(3), d(2)];
     let g = f.input("g", &cols_ty, Draw::Uniform(-1.0, 1.0));
     let image = f.op(
         Op::Col2Im {
@@ -769,7 +792,11 @@ fn col2im_is_the_adjoint_of_im2col() {
     };
     let mut f = Fixture::new(1);
     let x = f.input("x", &[B, d(2), d(4), d(4)], Draw::Uniform(-1.0, 1.0));
-    let c = f.input("c", &[B, d(16), d(18)], Draw::Uniform(-1.0, 1.0));
+    let c = f.input(
+        "c",
+        &[B, d(2), d(3), d(3), d(4), d(4)],
+        Draw::Uniform(-1.0, 1.0),
+    );
     let cols = f.op(Op::Im2Col { window }, &[x]);
     let image = f.op(
         Op::Col2Im {
