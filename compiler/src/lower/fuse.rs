@@ -20,7 +20,8 @@
 //! 2. **Nested reductions** (rule `nested-reduce`: such a reduction starts no epilogue
 //!    chain): a reduction whose reduced extent is fixed and at most
 //!    [`NESTED_REDUCE_MAX_POINTS`] points, that is neither an output nor an update
-//!    and needs no storage, is computed inside the expressions of its users, as an
+//!    and needs no storage, and that is not a sum of a product over its batch axes
+//!    (rule 3), is computed inside the expressions of its users, as an
 //!    [`Expr::Reduce`](strata_kernels::ir::Expr) (a softmax's row max and row sum inside
 //!    the map writing the probabilities). So is a reduction of a constant over any extent
 //!    (`sum(1.0)` over the batch is the batch size), as its closed form. The CPU computes
@@ -214,7 +215,12 @@ fn nested_reductions(graph: &Graph, pinned: &HashSet<ValueId>) -> HashSet<ValueI
                 Dim::Batch => None,
             });
             let small = points.is_some_and(|n| n <= NESTED_REDUCE_MAX_POINTS);
-            !pinned.contains(&v) && (small || constant_value(graph, operand).is_some())
+            // A sum of a product over its batch axes is one contraction (rule 3), not a
+            // sum recomputed by every user (an LSTM's input-weight gradient summed
+            // over 50 time steps, read by each of an optimizer's updates).
+            !pinned.contains(&v)
+                && (small || constant_value(graph, operand).is_some())
+                && summed_product(graph, v, pinned).is_none()
         })
         .collect()
 }

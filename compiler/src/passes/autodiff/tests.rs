@@ -911,3 +911,82 @@ fn scan_rule_matches_finite_differences_in_both_directions() {
         assert_eq!(crate::ir::print::print_graph(&parsed, None), text);
     }
 }
+
+/// A recurrent step with its input projected outside: `tanh(p Whᵀ + xp[t])` (or
+/// `p Wh`), `p` the carry or its first three columns.
+fn projected_body(transposed: bool, sliced: bool) -> Graph {
+    let mut b = Graph::new("cell");
+    let s = Span::default();
+    let width = if sliced { 5 } else { 3 };
+    let leaf = |b: &mut Graph, name: &str, dims: Vec<Dim>| {
+        b.add_leaf(Op::Input { name: name.into() }, TensorType::f32(dims), s)
+    };
+    let h = leaf(&mut b, "h", vec![B, d(width)]);
+    let xp = leaf(&mut b, "xp", vec![B, d(width)]);
+    let wh_dims = if transposed {
+        vec![d(width), d(3)]
+    } else {
+        vec![d(3), d(width)]
+    };
+    let wh = leaf(&mut b, "wh", wh_dims);
+    let p = if sliced {
+        let slice = Op::Slice {
+            axis: 1,
+            start: 0,
+            len: 3,
+        };
+        b.add(slice, &[h], s).unwrap()
+    } else {
+        h
+    };
+    let w = if transposed {
+        b.add(Op::Transpose { perm: vec![1, 0] }, &[wh], s).unwrap()
+    } else {
+        wh
+    };
+    let z = b.add(Op::MatMul, &[p, w], s).unwrap();
+    let z = b.add(Op::Binary(BinaryOp::Add), &[z, xp], s).unwrap();
+    let next = b.add(Op::Unary(UnaryOp::Tanh), &[z], s).unwrap();
+    b.outputs.push(("next".into(), next));
+    b
+}
+
+#[test]
+fn a_recurrent_weight_next_to_a_sequence_gets_a_summed_product_not_a_scan() {
+    use crate::ir::Scan;
+    for (transposed, sliced, reverse) in [
+        (true, false, false),
+        (false, true, false),
+        (true, true, true),
+    ] {
+        let width = if sliced { 5 } else { 3 };
+        let mut f = Fixture::new(5);
+        let h0 = f.input("h0", &[B, d(width)], Draw::Uniform(-0.5, 0.5));
+        let xp = f.input("xp", &[d(4), B, d(width)], Draw::Uniform(-1.0, 1.0));
+        let wh_dims = if transposed {
+            [d(width), d(3)]
+        } else {
+            [d(3), d(width)]
+        };
+        let wh = f.param("wh", &wh_dims, Draw::Uniform(-0.6, 0.6));
+        let scan = Scan {
+            body: projected_body(transposed, sliced),
+            sequences: 1,
+            reverse,
+            keep_all: true,
+        };
+        let r = f.op(Op::Scan(Box::new(scan)), &[h0, xp, wh]);
+        let loss = f.probe_loss(r);
+        let case = format!("transposed {transposed}, sliced {sliced}, reverse {reverse}");
+        f.check(&case, loss, &[h0, xp, wh]);
+        // Two backward scans (the carries', the sequence's), none for the weight.
+        let mut graph = f.graph.clone();
+        gradients(&mut graph, loss, &[wh]).expect("gradients");
+        let text = crate::ir::print::print_graph(&graph, None);
+        assert_eq!(
+            text.matches("scan sequences=3").count(),
+            2,
+            "{case}\n{text}"
+        );
+    }
+}

@@ -26,7 +26,12 @@ impl<'g> Emitter<'g> {
         }
     }
 
-    fn op(&mut self, op: Op, operands: &[ValueId], span: Span) -> Result<ValueId, String> {
+    pub(super) fn op(
+        &mut self,
+        op: Op,
+        operands: &[ValueId],
+        span: Span,
+    ) -> Result<ValueId, String> {
         self.graph.add(op, operands, span)
     }
 
@@ -80,14 +85,14 @@ impl<'g> Emitter<'g> {
     }
 
     /// The last two dimensions of `x` swapped.
-    fn transpose_last2(&mut self, x: ValueId, span: Span) -> Result<ValueId, String> {
+    pub(super) fn transpose_last2(&mut self, x: ValueId, span: Span) -> Result<ValueId, String> {
         let r = self.graph.ty(x).shape.rank();
         let mut perm: Vec<usize> = (0..r).collect();
         perm.swap(r - 2, r - 1);
         self.op(Op::Transpose { perm }, &[x], span)
     }
 
-    fn reduce_sum(
+    pub(super) fn reduce_sum(
         &mut self,
         x: ValueId,
         axes: Vec<usize>,
