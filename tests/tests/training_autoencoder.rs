@@ -5,40 +5,7 @@
 //! with its decoder reusing the encoder's weights.
 
 use strata_artifact::train_config::{Task, TrainConfig};
-use strata_tests::train_run::{Trained, train_example};
-use strata_training::{Normalization, builtin, normalize_splits};
-
-/// The MSE, over the test split, of predicting each pixel's mean over the train split:
-/// the splits and normalization recomputed as the driver makes them.
-fn mean_pixel_baseline(config: &TrainConfig) -> f64 {
-    let data = builtin("digits").expect("built in");
-    let [a, b, c] = config.split;
-    let (mut train, mut val, mut test) = data.split((a, b, c), config.seed).expect("splits");
-    assert_eq!(config.normalize, "scale:16");
-    normalize_splits(
-        Normalization::Scale(16.0),
-        &mut train,
-        &mut [&mut val, &mut test],
-    )
-    .expect("normalizes");
-    let width = 64;
-    let mut mean = vec![0.0f64; width];
-    for row in train.features.chunks(width) {
-        for (m, &x) in mean.iter_mut().zip(row) {
-            *m += f64::from(x) / train.len as f64;
-        }
-    }
-    let squared: f64 = test
-        .features
-        .chunks(width)
-        .flat_map(|row| {
-            row.iter()
-                .zip(&mean)
-                .map(|(&x, m)| (f64::from(x) - m).powi(2))
-        })
-        .sum();
-    squared / test.features.len() as f64
-}
+use strata_tests::train_run::{Trained, mean_pixel_baseline, train_example};
 
 /// Decodes a PNG: (width, height, 8-bit gray pixels).
 fn decode_png(bytes: &[u8]) -> (u32, u32, Vec<u8>) {

@@ -19,6 +19,7 @@ mod attention;
 mod convolution;
 mod declared_params;
 pub mod layers;
+mod math;
 mod normalization;
 mod random;
 mod recurrent;
@@ -120,6 +121,7 @@ pub fn elaborate_model(program: &Program, model: &ModelDef, options: &ElaborateO
         limits: options.limits,
         parameter_bytes: 0,
         repeat_copies: 1,
+        reduces_batch: false,
         errors,
     };
     let mut env = Env::default();
@@ -639,6 +641,9 @@ pub(crate) struct Elaborator<'p> {
     repeat_copies: u64,
     /// The mistakes recovered from so far (see [`elaborate_model`]).
     errors: Vec<Diagnostic>,
+    /// While a train section's loss or term is elaborated: reductions may fold the batch
+    /// (a loss averages over samples, where a model's outputs may not mix them).
+    pub(crate) reduces_batch: bool,
 }
 
 impl<'p> Elaborator<'p> {
@@ -772,6 +777,7 @@ impl<'p> Elaborator<'p> {
                 | Op::Slice { .. }
                 | Op::StopGradient
                 | Op::OneHot { .. }
+                | Op::Cast { .. }
         );
         if needs_float
             && let Some(bad) = operands
@@ -785,7 +791,8 @@ impl<'p> Elaborator<'p> {
                 span,
             )
             .with_label("this needs f32")
-            .with_secondary(self.graph.node(*bad).span, format!("this is {ty}")));
+            .with_secondary(self.graph.node(*bad).span, format!("this is {ty}"))
+            .with_help("`float(x)` converts integers to f32"));
         }
         if self.graph.len() >= self.limits.graph_nodes {
             return Err(self.too_many_nodes(span));

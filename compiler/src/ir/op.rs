@@ -169,6 +169,12 @@ pub enum Op {
     /// `f32[dims, classes]`, `classes >= 1`. Not differentiable (its operand is an
     /// integer), so autodiff never sends a gradient through it.
     OneHot { classes: u64 },
+    /// The operand's elements as `to`: `i32 -> f32` exactly (rounded to the nearest
+    /// `f32` above 2²⁴), `f32 -> i32` truncated toward zero, saturating at `i32`'s
+    /// bounds, NaN -> 0 (what every backend's store of an `f32` into an `i32` buffer
+    /// does); the identity to the same type. Typing: any dtype -> `to[same shape]`. Not
+    /// differentiable: an integer has no gradient, and truncation is piecewise constant.
+    Cast { to: DType },
     /// Uniform draws in `[0, 1)` for dropout masks, the same bits on every backend:
     /// element `i` (row-major, over `shape` at the run's batch) is
     /// `strata_kernels::rng::uniform_at(seed, i, step_word(step))`, Philox4x32-10 with
@@ -219,6 +225,7 @@ impl Op {
             Op::StopGradient => "stop_gradient",
             Op::Broadcast { .. } => "broadcast",
             Op::OneHot { .. } => "one_hot",
+            Op::Cast { .. } => "cast",
             Op::RandomUniform { .. } => "random_uniform",
             Op::Im2Col { .. } => "im2col",
             Op::Col2Im { .. } => "col2im",
@@ -248,6 +255,7 @@ impl Op {
             | Op::StopGradient
             | Op::Broadcast { .. }
             | Op::OneHot { .. }
+            | Op::Cast { .. }
             | Op::RandomUniform { .. }
             | Op::Im2Col { .. }
             | Op::Col2Im { .. } => Some(1),
@@ -469,6 +477,10 @@ impl Op {
                 dims.push(Dim::Fixed(*classes));
                 Ok(TensorType::f32(dims))
             }
+            Op::Cast { to } => Ok(TensorType {
+                dtype: *to,
+                shape: operands[0].shape.clone(),
+            }),
             Op::RandomUniform { shape, .. } => {
                 let step = operands[0];
                 if *step != TensorType::f32(vec![]) {

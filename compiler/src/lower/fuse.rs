@@ -13,9 +13,10 @@
 //! 1. **Storage is required** (rule `needs-storage`) for graph outputs, matrix-product
 //!    operands (the product reads strided memory), operands of a reshape that is not only
 //!    adding or removing dimensions of 1 (its coordinates are a flat-index remap), the
-//!    operand of a transpose folded into a product's strides, and the operands of im2col
-//!    and col2im (which read each element once per tap of the window). Such a value is a
-//!    buffer, or a view of one (a reshape, a folded transpose).
+//!    operand of a transpose folded into a product's strides, the operands of im2col
+//!    and col2im (which read each element once per tap of the window), and a cast to
+//!    `i32` (the store truncates). Such a value is a buffer, or a view of one (a
+//!    reshape, a folded transpose).
 //! 2. **Nested reductions** (rule `nested-reduce`: such a reduction starts no epilogue
 //!    chain): a reduction whose reduced extent is fixed and at most
 //!    [`NESTED_REDUCE_MAX_POINTS`] points, that is neither an output nor an update
@@ -88,7 +89,7 @@
 //!    (through a transpose, a slice, a broadcast) gets a buffer instead, as does one that
 //!    reads another group's parameters, so no store ever races a load of another element.
 
-use crate::ir::{BinaryOp, Dim, Graph, Op, ReduceOp, UnaryOp, ValueId};
+use crate::ir::{BinaryOp, DType, Dim, Graph, Op, ReduceOp, UnaryOp, ValueId};
 use std::collections::{HashMap, HashSet};
 
 /// The most points a nested reduction folds (rule `nested-reduce`), and the most copies of
@@ -280,6 +281,7 @@ fn is_elementwise(op: &Op) -> bool {
             | Op::Binary(_)
             | Op::Broadcast { .. }
             | Op::OneHot { .. }
+            | Op::Cast { .. }
             | Op::Slice { .. }
             | Op::StopGradient
             | Op::Transpose { .. }
@@ -312,6 +314,11 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
             }
             Op::Transpose { .. } if folds_into_matmuls(graph, v) => {
                 storage.insert(graph.operands(v)[0]);
+            }
+            // Truncation happens in the store to an i32 buffer; an inlined cast would
+            // hand its users the untruncated value.
+            Op::Cast { to: DType::I32 } => {
+                storage.insert(v);
             }
             // im2col and col2im read each element of their operand once per tap: an
             // operand computed inside them (a pooling window's max, a mask) would be

@@ -165,7 +165,10 @@ fn expand(
             let c = broadcast_coords(l, operands[0], coords);
             at(operands[0], &c, slots)?
         }
-        Op::StopGradient => at(operands[0], coords, slots)?,
+        // A load of an i32 buffer converts to f32, and a store into one truncates
+        // (`Op::Cast`'s rule): a cast to i32 always has storage (`fuse`), so its users
+        // read the truncated value.
+        Op::StopGradient | Op::Cast { .. } => at(operands[0], coords, slots)?,
         Op::Transpose { perm } => {
             let mut c = vec![Index::Const(0); rank];
             for (i, p) in perm.iter().enumerate() {

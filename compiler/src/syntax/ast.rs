@@ -109,6 +109,13 @@ pub enum TrainItem {
     },
     /// `key = expr`
     Setting { key: Ident, value: Expr, span: Span },
+    /// `term recon = mse(x_hat, x)`: a named scalar the loss may use by its name, logged
+    /// in training as its own column.
+    Term {
+        name: Ident,
+        value: Expr,
+        span: Span,
+    },
     /// `early_stop(on = val.loss, patience = 3)`
     Call(Call),
     /// `step generator { loss = …  optimizer = …  updates = generator }`: one of the

@@ -288,6 +288,14 @@ fn train_items<'i>(
                     span: psp,
                 }
             }
+            Rule::term_def => {
+                let mut i = p.into_inner().skip(1);
+                TrainItem::Term {
+                    name: ident(i.next().expect("grammar: term name")),
+                    value: expr(i.next().expect("grammar: term value"))?,
+                    span: psp,
+                }
+            }
             Rule::label_stmt => {
                 let mut i = p.into_inner();
                 TrainItem::Label {
@@ -494,6 +502,7 @@ fn rule_words(rule: &Rule) -> &'static str {
         Rule::param_init => "`=` and the parameter's initializer, like `= zeros`",
         Rule::label_stmt | Rule::setting => "a train setting",
         Rule::step_def | Rule::step_kw => "a `step NAME { … }`",
+        Rule::term_def | Rule::term_kw => "a `term NAME = …`",
         Rule::expr | Rule::pipeline | Rule::arith | Rule::term | Rule::unary => "an expression",
         Rule::stage | Rule::repeat => "a layer after `|>`",
         Rule::add_op => "`+` or `-`",

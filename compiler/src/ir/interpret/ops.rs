@@ -5,6 +5,7 @@
 //! (`apply`, `combine`), the same code as the kernel IR's evaluator.
 
 use super::{Tensor, concrete_shape, dims_text, element_count};
+use crate::ir::DType;
 use crate::ir::op::{ConvWindow, Op, ReduceOp};
 use strata_kernels::rng;
 
@@ -69,6 +70,18 @@ pub(super) fn apply(op: &Op, operands: &[&Tensor], batch: Option<usize>) -> Resu
             Ok(out)
         }
         Op::OneHot { classes } => one_hot(operand(0)?, *classes),
+        Op::Cast { to } => {
+            let x = operand(0)?;
+            let convert: fn(f64) -> f64 = match to {
+                // Exact in f64 (the reference); the backends round to f32 above 2²⁴.
+                DType::F32 => |a| a,
+                DType::I32 => to_i32,
+            };
+            Ok(Tensor {
+                shape: x.shape.clone(),
+                data: x.data.iter().map(|&a| convert(a)).collect(),
+            })
+        }
         Op::RandomUniform { seed, shape } => {
             let target = concrete_shape(shape, batch)
                 .ok_or_else(|| format!("shape {shape} needs the batch size"))?;
@@ -82,6 +95,16 @@ pub(super) fn apply(op: &Op, operands: &[&Tensor], batch: Option<usize>) -> Resu
             width,
         } => col2im(operand(0)?, window, [*channels, *height, *width]),
         Op::Scan(scan) => super::scan_loop::run(scan, operands),
+    }
+}
+
+/// `x` truncated toward zero and saturated to `i32`'s range, NaN -> 0: what the
+/// backends' `f32 -> i32` store computes (Cranelift's `fcvt_to_sint_sat`).
+fn to_i32(x: f64) -> f64 {
+    if x.is_nan() {
+        0.0
+    } else {
+        x.trunc().clamp(f64::from(i32::MIN), f64::from(i32::MAX))
     }
 }
 

@@ -553,6 +553,22 @@ fn stop_gradient_blocks_the_gradient() {
 }
 
 #[test]
+fn casts_pass_no_gradient_and_agree_with_finite_differences() {
+    let mut f = Fixture::new(3);
+    let x = f.input("x", &[B, d(4)], Draw::Uniform(-3.0, 3.0));
+    // Truncation is piecewise constant: away from whole numbers, finite differences of
+    // x * float(int(x)) see only the outer x, d/dx = int(x).
+    let whole = f.op(Op::Cast { to: DType::I32 }, &[x]);
+    let back = f.op(Op::Cast { to: DType::F32 }, &[whole]);
+    let y = f.binary(BinaryOp::Mul, x, back);
+    let loss = f.probe_loss(y);
+    f.check("x * float(int(x))", loss, &[x]);
+    let loss = f.sum_all(back);
+    let g = &f.analytic(loss, &[x])[0];
+    assert!(g.data.iter().all(|v| *v == 0.0), "{:?}", g.data);
+}
+
+#[test]
 fn values_that_do_not_influence_the_loss_get_no_gradient_ops() {
     let mut f = Fixture::new(2);
     let x = f.input("x", &[B, d(3)], Draw::Uniform(-1.0, 1.0));

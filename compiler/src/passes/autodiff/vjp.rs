@@ -166,6 +166,7 @@ impl<'g> Emitter<'g> {
             | Op::Const { .. }
             | Op::StopGradient
             | Op::OneHot { .. }
+            | Op::Cast { .. }
             | Op::RandomUniform { .. } => {}
             Op::Unary(u) => out[0] = Some(self.unary_rule(*u, operands[0], y, g, span)?),
             Op::Binary(b) => {
