@@ -119,7 +119,7 @@ pub(super) fn conv2d(
         padding,
         dilation,
     };
-    let (oh, ow) = window.out_size(h, w).map_err(|why| {
+    window.out_size(h, w).map_err(|why| {
         Diagnostic::error(
             ErrorCode::ShapeMismatch,
             format!("a {kh}x{kw} `conv2d` kernel does not fit a {h}x{w} image: {why}"),
@@ -128,11 +128,58 @@ pub(super) fn conv2d(
         .with_label("kernel larger than the input")
         .with_help("use a smaller kernel or add padding")
     })?;
-    let batch = e.graph.ty(x).shape.dims()[0];
     let path = path.unwrap_or_else(|| e.fresh_path("conv2d"));
+    let weight = e.param(
+        format!("{path}.weight"),
+        vec![out, c / groups, kh, kw],
+        init,
+        span,
+    )?;
+    let conv = Convolution {
+        out,
+        groups,
+        window,
+        bias: bias.then(|| format!("{path}.bias")),
+    };
+    convolve(e, x, weight, [c, h, w], &conv, span).map(Value::Tensor)
+}
+
+/// What [`convolve`] computes besides its operands.
+pub(super) struct Convolution {
+    pub out: u64,
+    pub groups: u64,
+    pub window: ConvWindow,
+    /// The bias parameter's name, if the convolution has one.
+    pub bias: Option<String>,
+}
+
+/// The convolution of an image `x` `[batch, C, H, W]` with `weight` (any shape holding
+/// `[O, C / groups, kh, kw]` in that order: conv2d's OIHW, conv1d's `[O, C, k]`), plus
+/// the bias: `[batch, O, OH, OW]`.
+pub(super) fn convolve(
+    e: &mut Elaborator,
+    x: ValueId,
+    weight: ValueId,
+    [c, h, w]: [u64; 3],
+    conv: &Convolution,
+    span: Span,
+) -> Result<ValueId, Diagnostic> {
+    let Convolution {
+        out,
+        groups,
+        window,
+        ref bias,
+    } = *conv;
+    let (oh, ow) = window.out_size(h, w).map_err(|why| {
+        Diagnostic::error(
+            ErrorCode::ShapeMismatch,
+            format!("the convolution does not fit its input: {why}"),
+            span,
+        )
+    })?;
+    let batch = e.graph.ty(x).shape.dims()[0];
     let (cg, og) = (c / groups, out / groups);
-    let weight = e.param(format!("{path}.weight"), vec![out, cg, kh, kw], init, span)?;
-    let taps = cg * kh * kw;
+    let taps = cg * window.kh * window.kw;
     let flat = e.op(
         Op::Reshape {
             shape: Shape(vec![Dim::Fixed(out), Dim::Fixed(taps)]),
@@ -170,8 +217,8 @@ pub(super) fn conv2d(
     } else {
         e.op(Op::Concat { axis: 1 }, &parts, span)?
     };
-    if bias {
-        let b = e.param(format!("{path}.bias"), vec![out], Init::Zeros, span)?;
+    if let Some(name) = bias {
+        let b = e.param(name.clone(), vec![out], Init::Zeros, span)?;
         let column = e.op(
             Op::Reshape {
                 shape: Shape(vec![Dim::Fixed(out), Dim::Fixed(1)]),
@@ -182,11 +229,7 @@ pub(super) fn conv2d(
         y = e.op(Op::Binary(BinaryOp::Add), &[y, column], span)?;
     }
     let nchw = Shape(vec![batch, Dim::Fixed(out), Dim::Fixed(oh), Dim::Fixed(ow)]);
-    Ok(Value::Tensor(e.op(
-        Op::Reshape { shape: nchw },
-        &[y],
-        span,
-    )?))
+    e.op(Op::Reshape { shape: nchw }, &[y], span)
 }
 
 /// `max_pool2d(x, kernel, stride = kernel)` and `avg_pool2d`: the maximum or mean of each
@@ -199,9 +242,25 @@ pub(super) fn pool2d(
     span: Span,
     max: bool,
 ) -> Result<Value, Diagnostic> {
-    let (x, [c, h, w]) = image(e, args, "x")?;
-    let [kh, kw] = pair(args, "kernel", None)?;
-    let [sh, sw] = pair(args, "stride", Some([kh, kw]))?;
+    let (x, image) = image(e, args, "x")?;
+    let kernel = pair(args, "kernel", None)?;
+    let stride = pair(args, "stride", Some(kernel))?;
+    pool_windows(e, args, span, max, x, image, kernel, stride)
+}
+
+/// Pooling of image `x` over `[kh, kw]` windows at `[sh, sw]` strides (see [`pool2d`]);
+/// `args` locate the errors.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn pool_windows(
+    e: &mut Elaborator,
+    args: &BoundArgs,
+    span: Span,
+    max: bool,
+    x: ValueId,
+    [c, h, w]: [u64; 3],
+    [kh, kw]: [u64; 2],
+    [sh, sw]: [u64; 2],
+) -> Result<Value, Diagnostic> {
     if [sh, sw] != [kh, kw] || h % kh != 0 || w % kw != 0 {
         return sliding_pool2d(e, args, span, max, x, [c, h, w], [kh, kw], [sh, sw]);
     }

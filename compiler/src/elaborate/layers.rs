@@ -96,8 +96,8 @@ pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
         "concat" => AXIS,
         "batch_norm" => BATCH_NORM,
         "dropout" => DROPOUT,
-        "conv2d" => CONV2D,
-        "max_pool2d" | "avg_pool2d" => POOL2D,
+        "conv2d" | "conv1d" => CONV2D,
+        "max_pool2d" | "avg_pool2d" | "max_pool1d" | "avg_pool1d" => POOL2D,
         "global_avg_pool" => X,
         "layer_norm" => LAYER_NORM,
         "gelu" => GELU,
@@ -145,8 +145,11 @@ const NAMES: &[&str] = &[
     "batch_norm",
     "dropout",
     "conv2d",
+    "conv1d",
     "max_pool2d",
     "avg_pool2d",
+    "max_pool1d",
+    "avg_pool1d",
     "global_avg_pool",
     "layer_norm",
     "gelu",
@@ -301,6 +304,8 @@ fn built_in(
         "max_pool2d" | "avg_pool2d" => {
             super::convolution::pool2d(e, args, span, name == "max_pool2d")
         }
+        "conv1d" => super::conv1d::conv1d(e, args, span, path),
+        "max_pool1d" | "avg_pool1d" => super::conv1d::pool1d(e, args, span, name == "max_pool1d"),
         "global_avg_pool" => super::convolution::global_avg_pool(e, args, span),
         "layer_norm" => super::attention::layer_norm(e, args, span, path),
         "gelu" => super::activations::gelu(e, args, span),

@@ -16,6 +16,7 @@
 mod activations;
 pub mod args;
 mod attention;
+mod conv1d;
 mod convolution;
 mod declared_params;
 pub mod layers;
