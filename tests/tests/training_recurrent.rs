@@ -1,5 +1,6 @@
 //! The recurrent examples train to their bars: on the sunspot series each of the RNN,
-//! LSTM and GRU beats repeating last year's value on the held-out last years.
+//! LSTM and GRU (and the temporal conv net, `conv1d`) beats repeating last year's value
+//! on the held-out last years.
 
 use strata_tests::train_run::train_example;
 use strata_training::{Labels, builtin_series};
@@ -51,6 +52,11 @@ fn lstm_beats_repeating_last_year_on_sunspots() {
 #[test]
 fn gru_beats_repeating_last_year_on_sunspots() {
     check_sunspots("gru.strata");
+}
+
+#[test]
+fn a_temporal_conv_net_beats_repeating_last_year_on_sunspots() {
+    check_sunspots("tcn.strata");
 }
 
 /// Trains an adding-problem example and returns its test MSE (the mean predictor
