@@ -15,6 +15,7 @@ use crate::proto::{
     Attr, BATCH_DIM, DimSpec, IR_VERSION, OPSET, attribute, f32_tensor, i32_tensor, i64_tensor,
     node, pb, value_info,
 };
+use conv::{ConvMatch, find_convolutions};
 use pb::tensor_proto::DataType;
 use std::collections::{HashMap, HashSet};
 use strata_artifact::{HostTensor, TensorData};
@@ -57,6 +58,9 @@ pub struct ExportOptions {
     pub source: Option<SourceFile>,
     /// Free text for the model's `doc_string` (where the weights came from).
     pub doc: String,
+    /// Write every Strata op on its own, without recognizing layer patterns (a
+    /// convolution's `im2col` chain as one `Conv`, [`conv`]).
+    pub no_layer_patterns: bool,
 }
 
 /// The `infer` graph `graph` (after the passes) with its parameters' values from
@@ -73,6 +77,7 @@ pub fn export_infer(
         .collect();
     let mut writer = Writer {
         source: options.source.as_ref(),
+        layer_patterns: !options.no_layer_patterns,
         tensors: &tensors,
         batch: None,
         batch_needed: false,
@@ -129,6 +134,8 @@ struct GraphOut {
 
 struct Writer<'a> {
     source: Option<&'a SourceFile>,
+    /// Whether chains of ops that make a layer ONNX has are written as that op.
+    layer_patterns: bool,
     tensors: &'a HashMap<String, HostTensor>,
     /// Where the batch size comes from: the first input with a batch dimension, and the
     /// axis it is on.
@@ -217,14 +224,63 @@ impl Writer<'_> {
 
     /// Writes every value of `graph` not yet named (inputs are) in topological order.
     fn write_values(&mut self, graph: &Graph, out: &mut GraphOut) -> Result<(), ExportError> {
+        let convolutions: HashMap<ValueId, ConvMatch> = match self.layer_patterns {
+            true => find_convolutions(graph).into_iter().collect(),
+            false => HashMap::new(),
+        };
+        let replaced: HashSet<ValueId> = convolutions
+            .values()
+            .flat_map(|m| m.inner.iter().copied())
+            .collect();
         for v in graph.topo_order() {
-            if out.names.contains_key(&v) {
+            if out.names.contains_key(&v) || replaced.contains(&v) {
                 continue;
             }
-            let name = self.write_value(graph, v, out)?;
+            let name = match convolutions.get(&v) {
+                Some(m) => self.write_conv(graph, v, m, out)?,
+                None => self.write_value(graph, v, out)?,
+            };
             out.names.insert(v, name);
         }
         Ok(())
+    }
+
+    /// One `Conv` for a convolution's chain of ops ending at `v`.
+    fn write_conv(
+        &mut self,
+        graph: &Graph,
+        v: ValueId,
+        m: &ConvMatch,
+        out: &mut GraphOut,
+    ) -> Result<String, ExportError> {
+        let at = self.at(graph, v);
+        let name = |x: ValueId| {
+            out.names.get(&x).cloned().ok_or_else(|| {
+                ExportError::Internal(format!("convolution {v} reads {x} before it is written"))
+            })
+        };
+        let mut inputs = vec![name(m.input)?, name(m.weight)?];
+        if let Some(b) = m.bias {
+            inputs.push(name(b)?);
+        }
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        let w = &m.window;
+        let (p, s, d) = (w.padding as i64, w.stride as i64, w.dilation as i64);
+        let result = format!("{}{v}", out.prefix);
+        let mut conv = node(
+            "Conv",
+            &inputs,
+            &[&result],
+            vec![
+                attribute("kernel_shape", Attr::Ints(vec![w.kh as i64, w.kw as i64])),
+                attribute("pads", Attr::Ints(vec![p; 4])),
+                attribute("strides", Attr::Ints(vec![s; 2])),
+                attribute("dilations", Attr::Ints(vec![d; 2])),
+            ],
+        );
+        conv.name = result.clone();
+        out.nodes.push(with_doc(conv, &at));
+        Ok(result)
     }
 
     /// A constant tensor: an initializer of the main graph, a `Constant` node in a body.
@@ -761,5 +817,6 @@ fn check_unique_names(
     Ok(())
 }
 
+mod conv;
 #[cfg(test)]
 mod tests;

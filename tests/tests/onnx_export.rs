@@ -100,9 +100,10 @@ fn error(got: &[f32], want: &[f32]) -> f64 {
     diff / scale
 }
 
-/// Exports `file`'s `infer`, runs it under tract and Strata at batch sizes 1 and 5, and
-/// asserts every output agrees; or returns the export error.
-fn check_example(file: &std::path::Path) -> Result<(), ExportError> {
+/// Exports `file`'s `infer` (every op on its own with `no_layer_patterns`), runs it under
+/// tract and Strata at batch sizes 1 and 5, and asserts every output agrees; or returns
+/// the export error.
+fn check_example(file: &std::path::Path, no_layer_patterns: bool) -> Result<(), ExportError> {
     let source = load_example(file);
     let compiled =
         compile(&source, &training_options()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
@@ -113,6 +114,7 @@ fn check_example(file: &std::path::Path) -> Result<(), ExportError> {
     let options = ExportOptions {
         source: Some(source.clone()),
         doc: String::new(),
+        no_layer_patterns,
     };
     let model = export_infer(&compiled.optimized, &weights, &options)?;
     let bytes = strata_onnx::encode_model(&model);
@@ -156,7 +158,10 @@ fn check_example(file: &std::path::Path) -> Result<(), ExportError> {
                 .collect::<Vec<f32>>();
             let want = want.as_f32().expect("an f32 output");
             let err = error(&got, want);
-            eprintln!("{what} `{name}` batch {batch}: error {err:.2e}");
+            eprintln!(
+                "{what} `{name}` batch {batch} (layer patterns {}): error {err:.2e}",
+                !no_layer_patterns
+            );
             assert!(
                 err <= TOLERANCE,
                 "{what} output `{name}` at batch {batch}: tract differs from Strata by {err:e}"
@@ -177,7 +182,11 @@ fn every_examples_infer_exports_and_tract_matches_strata() {
             .to_string_lossy()
             .to_string();
         let expected_failure = NOT_EXPORTABLE.iter().find(|(f, _)| *f == name);
-        match (check_example(&file), expected_failure) {
+        // Every op on its own first (im2col as Gather), then with layers (Conv).
+        if expected_failure.is_none() {
+            check_example(&file, true).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        match (check_example(&file, false), expected_failure) {
             (Ok(()), None) => {}
             (Ok(()), Some((_, op))) => {
                 panic!("{name} exports: remove it from NOT_EXPORTABLE (`{op}`)")

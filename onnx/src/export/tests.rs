@@ -23,6 +23,7 @@ fn export(name: &str, text: &str) -> Result<pb::ModelProto, ExportError> {
     let options = ExportOptions {
         source: Some(source),
         doc: String::new(),
+        no_layer_patterns: false,
     };
     export_infer(&compiled.optimized, &compiled.artifact.weights, &options)
 }
@@ -134,6 +135,7 @@ fn a_parameter_missing_from_the_weights_is_an_error_naming_it() {
     let options = ExportOptions {
         source: Some(source),
         doc: String::new(),
+        no_layer_patterns: false,
     };
     let error = export_infer(&compiled.optimized, &other.artifact.weights, &options)
         .expect_err("the bias is missing");
@@ -164,4 +166,52 @@ fn bytes_that_are_not_safetensors_are_an_error() {
     )
     .expect_err("not safetensors");
     assert!(error.to_string().starts_with("the weights: "), "{error}");
+}
+
+const CONV: &str = "
+model Conv() {
+    input x: f32[batch, 2, 6, 6]
+    output y = x |> conv2d(4, 3, stride = 2, padding = 1)
+}
+";
+
+fn op_types(model: &pb::ModelProto) -> Vec<String> {
+    let graph = model.graph.as_ref().expect("a graph");
+    graph.node.iter().map(|n| n.op_type.clone()).collect()
+}
+
+#[test]
+fn a_convolution_is_one_conv_node_reading_the_kernel_as_it_is() {
+    let model = export("conv.strata", CONV).expect("exports");
+    let ops = op_types(&model);
+    assert_eq!(ops, ["Conv", "Identity"], "{ops:?}");
+    let conv = &model.graph.as_ref().expect("a graph").node[0];
+    assert_eq!(conv.input, ["x", "conv2d0.weight", "conv2d0.bias"]);
+    let ints = |name: &str| {
+        conv.attribute
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| a.ints.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(ints("kernel_shape"), [3, 3]);
+    assert_eq!(ints("strides"), [2, 2]);
+    assert_eq!(ints("pads"), [1, 1, 1, 1]);
+}
+
+#[test]
+fn without_layer_patterns_a_convolution_is_gathered_windows_and_a_product() {
+    let (source, compiled) = compiled("conv.strata", CONV);
+    let options = ExportOptions {
+        source: Some(source),
+        doc: String::new(),
+        no_layer_patterns: true,
+    };
+    let model =
+        export_infer(&compiled.optimized, &compiled.artifact.weights, &options).expect("exports");
+    let ops = op_types(&model);
+    assert!(!ops.contains(&"Conv".to_string()), "{ops:?}");
+    for op in ["Pad", "Gather", "MatMul"] {
+        assert!(ops.contains(&op.to_string()), "{op} in {ops:?}");
+    }
 }
