@@ -565,8 +565,10 @@ pub mod steps_check {
 pub mod train_run {
     use super::{load_example, root};
     use std::time::Instant;
+    use strata_artifact::train_config::TrainConfig;
     use strata_compiler::driver::compile;
     use strata_runtime::Session;
+    use strata_training::{Normalization, builtin, normalize_splits};
     use strata_training::{TrainOptions, TrainSummary, train};
 
     /// What one training run gave: the driver's summary, the trainable weight count,
@@ -588,6 +590,39 @@ pub mod train_run {
                 .and_then(|m| test.metrics.value(m))
                 .unwrap_or_else(|| panic!("`{name}` is not reported ({:#?})", self.summary.history))
         }
+    }
+
+    /// The MSE, over the test split of the digits, of predicting each pixel's mean over the
+    /// train split: the splits and normalization (`scale(16)`) recomputed as the driver
+    /// makes them. The bar reconstructions are measured against.
+    pub fn mean_pixel_baseline(config: &TrainConfig) -> f64 {
+        let data = builtin("digits").expect("built in");
+        let [a, b, c] = config.split;
+        let (mut train, mut val, mut test) = data.split((a, b, c), config.seed).expect("splits");
+        assert_eq!(config.normalize, "scale:16");
+        normalize_splits(
+            Normalization::Scale(16.0),
+            &mut train,
+            &mut [&mut val, &mut test],
+        )
+        .expect("normalizes");
+        let width = 64;
+        let mut mean = vec![0.0f64; width];
+        for row in train.features.chunks(width) {
+            for (m, &x) in mean.iter_mut().zip(row) {
+                *m += f64::from(x) / train.len as f64;
+            }
+        }
+        let squared: f64 = test
+            .features
+            .chunks(width)
+            .flat_map(|row| {
+                row.iter()
+                    .zip(&mean)
+                    .map(|(&x, m)| (f64::from(x) - m).powi(2))
+            })
+            .sum();
+        squared / test.features.len() as f64
     }
 
     /// Compiles `dsl-examples/<file>` with its train section and trains it quietly in a

@@ -4,14 +4,15 @@
 //! Entries a trainable artifact has, by convention:
 //! - `train_step`: inputs = the model's inputs, the label input (if the section has
 //!   one), `lr` (f32[], the learning rate of this step) and `step` (f32[], 1 for the
-//!   first step); outputs = `loss` (f32[]). Running it updates the parameters and the
+//!   first step); outputs = `loss` (f32[]), and in the first entry each named term
+//!   (`term.NAME`, f32[]). Running it updates the parameters and the
 //!   optimizer state in place. A section with `step NAME { … }` blocks has one such
 //!   entry per block instead, `train_NAME`, each updating its own parameters; every
 //!   batch runs them in order ([`TrainConfig::steps`]).
 //! - `eval`: inputs = the model's inputs, the label (if any) and `step` (if the model
 //!   draws random numbers); outputs = `loss`, the prediction output named by
-//!   [`TrainConfig::prediction`], and with several steps each step's loss
-//!   ([`TrainStep::eval_loss`]).
+//!   [`TrainConfig::prediction`], with several steps each step's loss
+//!   ([`TrainStep::eval_loss`]), and each named term ([`TrainConfig::terms`]).
 //! - `infer`: the model's inputs and outputs (and `step`, f32[], when the model draws
 //!   random numbers at inference: the draw's counter).
 
@@ -175,4 +176,13 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// A grid of sample images to write after training.
     pub images: Option<ImageGrid>,
+    /// The section's named loss terms (`term recon = …`), in order: `eval` and the first
+    /// training entry output each as [`term_output`]`(name)`, and the driver logs them.
+    #[serde(default)]
+    pub terms: Vec<String>,
+}
+
+/// The output holding term `name`'s value: `term.NAME`.
+pub fn term_output(name: &str) -> String {
+    format!("term.{name}")
 }

@@ -356,9 +356,11 @@ fn kernel_flops(kernel: &Kernel, batch: u64) -> u64 {
     let mut flops = 0u64;
     for body in kernel.body.bodies() {
         if let KernelBody::Contract(c) = body {
+            // Every batch point computes a product per summed point.
             let points = c
                 .batch
                 .iter()
+                .chain(&c.summed)
                 .fold(1u64, |n, d: &Dim| n.saturating_mul(d.resolve(batch)));
             let product = [c.m, c.n, c.k]
                 .iter()

@@ -137,6 +137,36 @@ model M {
 }
 
 #[test]
+fn mistakes_in_terms_and_the_loss_are_each_reported_at_their_span() {
+    let text = r#"
+model M {
+    input x: f32[batch, 4]
+    output y = x |> dense(4)
+}
+
+train M {
+    term rows = sum(square(y - x), axis = 1)
+    term kl = kl_divergance(y, x)
+    term rows = mean(y)
+    term accuracy = mean(y)
+    term fine = mean(abs(y - x))
+    loss = 0.1 * fien + fine + rows + kl
+}
+"#;
+    let (errors, rendered) = mistakes("terms", text);
+    // The non-scalar term, the misspelled loss, the second `rows`, the metric's name, the
+    // misspelled term in the loss; the loss's uses of the failed terms stay silent.
+    assert_eq!(lines(text, &errors), [8, 9, 10, 11, 13], "{rendered}");
+    assert!(rendered.contains("axis 0 (batch) remains"), "{rendered}");
+    assert!(
+        rendered.contains("did you mean `kl_divergence`?"),
+        "{rendered}"
+    );
+    assert!(rendered.contains("did you mean `fine`?"), "{rendered}");
+    insta::assert_snapshot!(rendered);
+}
+
+#[test]
 fn compile_stops_at_the_first_of_the_mistakes_check_lists() {
     let source = SourceFile::new("ten.strata", TEN_MISTAKES);
     let (errors, _) = mistakes("ten_mistakes", TEN_MISTAKES);

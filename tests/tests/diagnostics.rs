@@ -359,3 +359,103 @@ model M {
 }
 "#
 );
+
+diagnostic_case!(
+    declared_param_with_an_unknown_initializer,
+    ErrorCode::BadArgument,
+    r#"
+model M {
+    input x: f32[batch, 4]
+    param w: f32[4, 4] = xavier_unifrom
+    output y = matmul(x, w)
+}
+"#
+);
+
+diagnostic_case!(
+    declared_param_declared_twice,
+    ErrorCode::DuplicateBinding,
+    r#"
+model M {
+    input x: f32[batch, 4]
+    param scale: f32[] = 1.0
+    param scale: f32[4] = ones
+    output y = x * scale
+}
+"#
+);
+
+diagnostic_case!(
+    declared_param_with_a_zero_dimension,
+    ErrorCode::BadHyperParam,
+    r#"
+model M(width = 0) {
+    input x: f32[batch, 4]
+    param w: f32[4, width] = zeros
+    output y = matmul(x, w)
+}
+"#
+);
+
+diagnostic_case!(
+    layer_param_reference_with_a_misspelled_parameter,
+    ErrorCode::UnknownName,
+    r#"
+model M {
+    input x: f32[batch, 4]
+    layer enc = dense(2)
+    h = x |> enc
+    output y = matmul(h, enc.weigth)
+}
+"#
+);
+
+diagnostic_case!(
+    layer_param_reference_with_a_misspelled_instance,
+    ErrorCode::UnknownName,
+    r#"
+model M {
+    input x: f32[batch, 4]
+    layer encoder = dense(2)
+    h = x |> encoder
+    output y = matmul(h, encodr.weight)
+}
+"#
+);
+
+diagnostic_case!(
+    layer_param_reference_before_the_first_call,
+    ErrorCode::UnknownName,
+    r#"
+model M {
+    input x: f32[batch, 4]
+    layer enc = dense(2)
+    w = enc.weight
+    output y = matmul(x |> enc, w)
+}
+"#
+);
+
+diagnostic_case!(
+    declared_param_without_its_type,
+    ErrorCode::Syntax,
+    r#"
+model M {
+    input x: f32[batch, 4]
+    param w = zeros
+    output y = x * w
+}
+"#
+);
+
+diagnostic_case!(
+    declared_param_without_its_initializer,
+    ErrorCode::Syntax,
+    r#"
+model M {
+    input x: f32[batch, 4]
+    param w: f32[4]
+    output y = x * w
+}
+"#
+);

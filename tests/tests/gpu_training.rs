@@ -63,6 +63,47 @@ train Net {
 }
 "#;
 
+// Declared parameters and a tied weight: `enc.weight` is used by the encoder and, as its
+// transpose, by the decoder, so its gradient on each device is the sum of both uses.
+const TIED: &str = r#"
+model Net {
+    input x: f32[batch, 12]
+    layer enc = dense(8)
+    param temperature: f32[] = 2.0
+    param shift: f32[12] = uniform(0.1)
+    h = x |> enc |> tanh
+    back = matmul(h, enc.weight) + shift
+    output logits = (back |> dense(4)) / temperature
+}
+train Net {
+    label y: i32[batch]
+    loss = cross_entropy(logits, y)
+    optimizer = adam(lr = 0.01)
+}
+"#;
+
+// A loss written as an expression of every kind of function a loss may use (casts,
+// one-hot, reductions over the batch, element-wise maxima, powers) and the new built-in
+// losses, with named terms.
+const LOSS_EXPRESSIONS: &str = r#"
+model Net(hidden = 16) {
+    input x: f32[batch, 12]
+    h = x |> dense(hidden) |> tanh
+    output logits = h |> dense(4)
+    output score = sum(h |> dense(1), axis = 1)
+}
+train Net {
+    label y: i32[batch]
+    term ce = -mean(sum(one_hot(int(float(y) + 0.5), 4) * log_softmax(logits), axis = -1))
+    term margin = mean(maximum(0, 1 - score * (float(y) - 1.5)))
+    term rest = huber(score, float(y) / 4) + hinge(logits, y) + focal(logits, y)
+        + 0.1 * kl_divergence(logits, 0.5 * logits) + cosine(logits, clip(logits, -1, 1))
+        + mean(pow(exp(-abs(score)), 1.5)) + 0.01 * max(square(logits))
+    loss = ce + 0.5 * margin + rest
+    optimizer = adam(lr = 0.01)
+}
+"#;
+
 /// `text` compiled with its train section, carrying both CPU and GPU code.
 fn compile_trainable(text: &str) -> Result<Artifact, String> {
     let source = SourceFile::new("net.strata", text.to_string());
@@ -185,11 +226,27 @@ fn mlp_train_steps_on_gpu_match_the_cpu() {
 }
 
 #[test]
+fn loss_expression_train_steps_on_gpu_match_the_cpu() {
+    if !gpu_available("loss_expression_train_steps_on_gpu_match_the_cpu") {
+        return;
+    }
+    check_gpu_training_matches_cpu("loss expressions", LOSS_EXPRESSIONS, 30, 8);
+}
+
+#[test]
 fn batch_norm_running_statistics_update_on_gpu_like_the_cpu() {
     if !gpu_available("batch_norm_running_statistics_update_on_gpu_like_the_cpu") {
         return;
     }
     check_gpu_training_matches_cpu("batch_norm + momentum", BATCH_NORM, 50, 8);
+}
+
+#[test]
+fn declared_and_tied_parameters_train_on_gpu_like_the_cpu() {
+    if !gpu_available("declared_and_tied_parameters_train_on_gpu_like_the_cpu") {
+        return;
+    }
+    check_gpu_training_matches_cpu("declared + tied + adam", TIED, 50, 16);
 }
 
 #[test]

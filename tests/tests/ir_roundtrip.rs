@@ -143,8 +143,12 @@ fn every_attribute_form_reads_back() {
   %15 : f32[batch, 2, 3] = stop_gradient %14
   %16 : f32[batch, 2, 3] = matmul %15, @w
   %17 : f32[batch, 2, 3] = mul %16, %5
+  %18 : i32[batch, 2, 3] = cast to=i32 %17
+  %19 : f32[batch] = cast to=f32 %labels
   output y = %17
   output parts = %8
+  output whole = %18
+  output labels_f = %19
   update @v = @v
 }
 "#;

@@ -35,6 +35,97 @@ macro_rules! train_case {
 }
 
 train_case!(
+    loss_that_is_not_a_scalar_says_which_axes_remain,
+    ErrorCode::ShapeMismatch,
+    r#"
+train Reconstruct {
+    loss = sum(square(recon - x), axis = 1)
+}
+"#
+);
+
+train_case!(
+    loss_of_integer_labels_asks_for_a_cast,
+    ErrorCode::DTypeMismatch,
+    r#"
+train Reconstruct {
+    label y: i32[batch]
+    loss = mean(code) + y
+}
+"#
+);
+
+train_case!(
+    term_defined_twice,
+    ErrorCode::DuplicateBinding,
+    r#"
+train Reconstruct {
+    term recon_error = mse(recon, x)
+    term recon_error = mae(recon, x)
+    loss = recon_error
+}
+"#
+);
+
+train_case!(
+    term_named_after_a_metric,
+    ErrorCode::DuplicateBinding,
+    r#"
+train Reconstruct {
+    term mse = mse(recon, x)
+    loss = mse
+}
+"#
+);
+
+train_case!(
+    metrics_name_two_different_outputs,
+    ErrorCode::BadArgument,
+    r#"
+train Reconstruct {
+    loss    = mse(recon, x)
+    metrics = [mse(recon, x), mae(code, x)]
+}
+"#
+);
+
+train_case!(
+    metric_names_an_unknown_output,
+    ErrorCode::BadArgument,
+    r#"
+train Reconstruct {
+    loss    = mse(recon, x)
+    metrics = [mse(recn, x)]
+}
+"#
+);
+
+train_case!(
+    metric_names_a_label_the_section_has_not,
+    ErrorCode::BadArgument,
+    r#"
+train Reconstruct {
+    label t: f32[batch, 64]
+    loss    = mse(recon, t)
+    metrics = [mse(recon, target)]
+}
+"#
+);
+
+train_case!(
+    metric_output_differs_from_predict,
+    ErrorCode::BadArgument,
+    r#"
+train Reconstruct {
+    label t: f32[batch, 64]
+    loss    = mse(recon, t)
+    predict = code
+    metrics = [mse(recon, t)]
+}
+"#
+);
+
+train_case!(
     label_free_section_asks_for_a_classification_metric,
     ErrorCode::BadArgument,
     r#"

@@ -1,43 +1,11 @@
 //! `dsl-examples/autoencoder.strata` trains without labels on the built-in digits: its
 //! test-split reconstruction error is at most half that of predicting every pixel's
 //! training-split mean, and the run directory holds the PNG grid its `images` setting
-//! asks for (inputs beside their reconstructions).
+//! asks for (inputs beside their reconstructions). `tied_autoencoder.strata` does as well
+//! with its decoder reusing the encoder's weights.
 
 use strata_artifact::train_config::{Task, TrainConfig};
-use strata_tests::train_run::{Trained, train_example};
-use strata_training::{Normalization, builtin, normalize_splits};
-
-/// The MSE, over the test split, of predicting each pixel's mean over the train split:
-/// the splits and normalization recomputed as the driver makes them.
-fn mean_pixel_baseline(config: &TrainConfig) -> f64 {
-    let data = builtin("digits").expect("built in");
-    let [a, b, c] = config.split;
-    let (mut train, mut val, mut test) = data.split((a, b, c), config.seed).expect("splits");
-    assert_eq!(config.normalize, "scale:16");
-    normalize_splits(
-        Normalization::Scale(16.0),
-        &mut train,
-        &mut [&mut val, &mut test],
-    )
-    .expect("normalizes");
-    let width = 64;
-    let mut mean = vec![0.0f64; width];
-    for row in train.features.chunks(width) {
-        for (m, &x) in mean.iter_mut().zip(row) {
-            *m += f64::from(x) / train.len as f64;
-        }
-    }
-    let squared: f64 = test
-        .features
-        .chunks(width)
-        .flat_map(|row| {
-            row.iter()
-                .zip(&mean)
-                .map(|(&x, m)| (f64::from(x) - m).powi(2))
-        })
-        .sum();
-    squared / test.features.len() as f64
-}
+use strata_tests::train_run::{Trained, mean_pixel_baseline, train_example};
 
 /// Decodes a PNG: (width, height, 8-bit gray pixels).
 fn decode_png(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
@@ -112,4 +80,58 @@ fn autoencoder_halves_the_mean_pixel_error_and_draws_its_reconstructions() {
         "test MSE {mse:.4} is more than half the mean predictor's {baseline:.4}"
     );
     check_image_grid(&run, &config);
+}
+
+/// `dsl-examples/tied_autoencoder.strata`: the decoder reuses the encoder's weights
+/// (`matmul(h, enc1.weight)`), so the model holds under 60% of the untied one's
+/// weights (both count their 128 normalization values), and still reconstructs the test split at under 0.3x the mean predictor's
+/// error.
+#[test]
+fn tied_autoencoder_reconstructs_with_under_60_percent_of_the_weights() {
+    let run = train_example("tied_autoencoder.strata");
+    let untied = train_example_parameters("autoencoder.strata");
+    let source = strata_tests::load_example(
+        &strata_tests::root().join("dsl-examples/tied_autoencoder.strata"),
+    );
+    let config =
+        strata_compiler::driver::compile(&source, &strata_tests::train_check::training_options())
+            .expect("compiles")
+            .train_config
+            .expect("a train section");
+    let (mse, mae) = (run.test_metric("mse"), run.test_metric("mae"));
+    let baseline = mean_pixel_baseline(&config);
+    println!(
+        "tied autoencoder: {} parameters (untied {untied}), test MSE {mse:.4} (per-pixel mean \
+         {baseline:.4}, ratio {:.3}), MAE {mae:.4}, {} epochs ({:?}) in {:.1} s",
+        run.parameters,
+        mse / baseline,
+        run.summary.epochs,
+        run.summary.stop,
+        run.seconds
+    );
+    assert!(
+        10 * run.parameters < 6 * untied,
+        "{} parameters are more than 60% of the untied {untied}",
+        run.parameters
+    );
+    assert!(
+        mse <= 0.3 * baseline,
+        "test MSE {mse:.4} is more than 0.3x the mean predictor's {baseline:.4}"
+    );
+    check_image_grid(&run, &config);
+}
+
+/// The weights an example's session holds, but its optimizer state.
+fn train_example_parameters(file: &str) -> u64 {
+    let source = strata_tests::load_example(&strata_tests::root().join("dsl-examples").join(file));
+    let artifact =
+        strata_compiler::driver::compile(&source, &strata_tests::train_check::training_options())
+            .expect("compiles")
+            .artifact;
+    strata_runtime::Session::new(&artifact)
+        .expect("loads")
+        .weights()
+        .filter(|(name, _)| !name.starts_with("optim."))
+        .map(|(_, t)| t.shape.iter().product::<u64>())
+        .sum()
 }

@@ -1,7 +1,7 @@
 //! Convolution and pooling layers over NCHW images (PyTorch's layouts).
 //!
-//! `conv2d` is im2col followed by one matrix product with the OIHW weight seen as
-//! `[O, C kh kw]`, so autodiff, fusion and the backends need only [`Op::Im2Col`] and its
+//! `conv2d` is im2col followed by one matrix product of the OIHW weight seen as
+//! `[O, C kh kw]` with the columns seen as `[batch, C kh kw, OH OW]`, so autodiff, fusion and the backends need only [`Op::Im2Col`] and its
 //! adjoint beyond what a dense layer uses. Pooling over non-overlapping windows is a
 //! reshape that splits each window into its own axes followed by a reduction over them;
 //! overlapping or ragged windows are rejected with a diagnostic for now.
@@ -153,31 +153,38 @@ pub(super) fn conv2d(
                 e.op(slice(0, i * og, og), &[flat], span)?,
             )
         };
-        let wt = e.op(Op::Transpose { perm: vec![1, 0] }, &[wi], span)?;
-        let columns = e.op(Op::Im2Col { window }, &[xi], span)?;
-        // [batch, OH OW, cg kh kw] x [cg kh kw, og] -> [batch, OH OW, og]
-        parts.push(e.op(Op::MatMul, &[columns, wt], span)?);
+        let windows = e.op(Op::Im2Col { window }, &[xi], span)?;
+        let columns = e.op(
+            Op::Reshape {
+                shape: Shape(vec![batch, Dim::Fixed(taps), Dim::Fixed(oh * ow)]),
+            },
+            &[windows],
+            span,
+        )?;
+        // [og, cg kh kw] x [batch, cg kh kw, OH OW] -> [batch, og, OH OW]: channels first,
+        // so the result is already NCHW.
+        parts.push(e.op(Op::MatMul, &[wi, columns], span)?);
     }
     let mut y = if groups == 1 {
         parts[0]
     } else {
-        e.op(Op::Concat { axis: 2 }, &parts, span)?
+        e.op(Op::Concat { axis: 1 }, &parts, span)?
     };
     if bias {
         let b = e.param(format!("{path}.bias"), vec![out], Init::Zeros, span)?;
-        y = e.op(Op::Binary(BinaryOp::Add), &[y, b], span)?;
+        let column = e.op(
+            Op::Reshape {
+                shape: Shape(vec![Dim::Fixed(out), Dim::Fixed(1)]),
+            },
+            &[b],
+            span,
+        )?;
+        y = e.op(Op::Binary(BinaryOp::Add), &[y, column], span)?;
     }
-    let channels_first = e.op(
-        Op::Transpose {
-            perm: vec![0, 2, 1],
-        },
-        &[y],
-        span,
-    )?;
     let nchw = Shape(vec![batch, Dim::Fixed(out), Dim::Fixed(oh), Dim::Fixed(ow)]);
     Ok(Value::Tensor(e.op(
         Op::Reshape { shape: nchw },
-        &[channels_first],
+        &[y],
         span,
     )?))
 }
@@ -229,7 +236,7 @@ pub(super) fn pool2d(
 
 /// Pooling over overlapping or ragged windows (PyTorch's default `ceil_mode = False`:
 /// windows that would run past the image are dropped): the windows as im2col columns
-/// `[batch, OH OW, C, kh kw]`, reduced over the taps, back to `[batch, C, OH, OW]`.
+/// `[batch, C, kh, kw, OH, OW]`, reduced over the taps.
 #[allow(clippy::too_many_arguments)]
 fn sliding_pool2d(
     e: &mut Elaborator,
@@ -237,7 +244,7 @@ fn sliding_pool2d(
     span: Span,
     max: bool,
     x: crate::ir::ValueId,
-    [c, h, w]: [u64; 3],
+    [_, h, w]: [u64; 3],
     [kh, kw]: [u64; 2],
     [sh, sw]: [u64; 2],
 ) -> Result<Value, Diagnostic> {
@@ -259,7 +266,8 @@ fn sliding_pool2d(
         padding: 0,
         dilation: 1,
     };
-    let (oh, ow) = window.out_size(h, w).map_err(|why| {
+    // The windows must fit (im2col's typing would refuse them without the span).
+    window.out_size(h, w).map_err(|why| {
         Diagnostic::error(
             ErrorCode::ShapeMismatch,
             format!("a {kh}x{kw} `{name}` window does not fit a {h}x{w} image: {why}"),
@@ -267,41 +275,20 @@ fn sliding_pool2d(
         )
         .with_label("window larger than the image")
     })?;
-    let batch = e.graph.ty(x).shape.dims()[0];
-    let fixed = Dim::Fixed;
     let columns = e.op(Op::Im2Col { window }, &[x], span)?;
-    let taps = e.op(
-        Op::Reshape {
-            shape: Shape(vec![batch, fixed(oh * ow), fixed(c), fixed(kh * kw)]),
-        },
-        &[columns],
-        span,
-    )?;
+    // [batch, C, kh, kw, OH, OW] reduced over the taps: [batch, C, OH, OW].
     let op = if max { ReduceOp::Max } else { ReduceOp::Sum };
     let reduce = Op::Reduce {
         op,
-        axes: vec![3],
+        axes: vec![2, 3],
         keep_dims: false,
     };
-    let mut y = e.op(reduce, &[taps], span)?;
+    let mut y = e.op(reduce, &[columns], span)?;
     if !max {
         let scale = e.constant(1.0 / (kh * kw) as f64, span);
         y = e.op(Op::Binary(BinaryOp::Mul), &[y, scale], span)?;
     }
-    let channels_first = e.op(
-        Op::Transpose {
-            perm: vec![0, 2, 1],
-        },
-        &[y],
-        span,
-    )?;
-    Ok(Value::Tensor(e.op(
-        Op::Reshape {
-            shape: Shape(vec![batch, fixed(c), fixed(oh), fixed(ow)]),
-        },
-        &[channels_first],
-        span,
-    )?))
+    Ok(Value::Tensor(y))
 }
 
 /// `global_avg_pool(x)`: `[batch, C, H, W]` -> `[batch, C]`, the mean over each channel.

@@ -77,6 +77,9 @@ pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
     if let Some(loss) = crate::train::losses::find(name) {
         return Some(loss.params);
     }
+    if let Some(params) = super::math::lookup(name) {
+        return Some(params);
+    }
     Some(match name {
         "dense" => DENSE,
         "matmul" => MATMUL,
@@ -172,6 +175,7 @@ pub fn unknown_layer<'a>(callee: &Ident, blocks: impl Iterator<Item = &'a str>) 
     let losses = crate::train::losses::LOSSES.iter().map(|l| l.name);
     let candidates = NAMES
         .iter()
+        .chain(super::math::NAMES)
         .copied()
         .chain(losses)
         .chain(blocks.iter().copied());
@@ -266,6 +270,9 @@ fn built_in(
     }
     if let Some(loss) = crate::train::losses::find(name) {
         return (loss.build)(e, args, span);
+    }
+    if super::math::lookup(name).is_some() {
+        return super::math::call(e, name, args, span);
     }
     match name {
         "dense" => dense(e, args, span, path),
@@ -389,6 +396,16 @@ fn softmax(
     Ok(Value::Tensor(stable_softmax(e, x, ax, log, span)?))
 }
 
+/// Log-softmax of `x` along `ax`.
+pub(crate) fn log_softmax(
+    e: &mut Elaborator,
+    x: ValueId,
+    ax: usize,
+    span: Span,
+) -> Result<ValueId, Diagnostic> {
+    stable_softmax(e, x, ax, true, span)
+}
+
 /// Softmax (or log-softmax) of `x` along `ax`.
 pub(super) fn stable_softmax(
     e: &mut Elaborator,
@@ -426,6 +443,9 @@ pub(super) fn stable_softmax(
     }
 }
 
+/// `sum`, `mean`, `max`, `min` over `axis` (an axis, a list of them, or every axis when
+/// not given), keeping the reduced axes as 1s with `keepdims`. Only a train section's
+/// loss may fold the batch; there `mean` divides by the rows the batch has at run time.
 fn reduce(
     e: &mut Elaborator,
     args: &BoundArgs,
@@ -436,6 +456,7 @@ fn reduce(
     let ty = e.graph.ty(x).clone();
     let rank = ty.shape.rank();
     let mut axes = match args.get("axis").map(|s| s.value.clone()) {
+        None => (0..rank).collect(),
         Some(Value::List(items)) => {
             let mut axes = Vec::new();
             for it in items {
@@ -466,17 +487,26 @@ fn reduce(
             }
             axes
         }
-        _ => vec![axis(args, "axis", rank, -1)?],
+        Some(_) => vec![axis(args, "axis", rank, -1)?],
     };
     axes.sort();
     axes.dedup();
-    if axes.iter().any(|&a| ty.shape.dims()[a] == Dim::Batch) {
-        return Err(Diagnostic::error(
+    // The sum of a scalar is itself.
+    if axes.is_empty() {
+        return Ok(Value::Tensor(x));
+    }
+    let folds_batch = axes.iter().any(|&a| ty.shape.dims()[a] == Dim::Batch);
+    if folds_batch && !e.reduces_batch {
+        let mut d = Diagnostic::error(
             ErrorCode::ShapeMismatch,
             format!("`{name}` over the batch dimension would mix samples of {ty}"),
             xspan,
         )
-        .with_label(format!("this is {ty}")));
+        .with_label(format!("this is {ty}"));
+        if args.get("axis").is_none() {
+            d = d.with_help("without `axis`, every axis is reduced: give the axes within a sample, e.g. `axis = -1`");
+        }
+        return Err(d.with_note("only a train section's `loss` and `term`s reduce over the batch"));
     }
     let keep_dims = args.bool("keepdims", false)?;
     let op = match name {
@@ -494,12 +524,16 @@ fn reduce(
         span,
     )?;
     if name == "mean" {
-        let n: u64 = axes
-            .iter()
-            .map(|&a| ty.shape.dims()[a].fixed().unwrap_or(1))
-            .product();
-        let c = e.constant(1.0 / n as f64, span);
-        y = e.op(Op::Binary(BinaryOp::Mul), &[y, c], span)?;
+        let reduced: Vec<Dim> = axes.iter().map(|&a| ty.shape.dims()[a]).collect();
+        y = if folds_batch {
+            // Counted at run time, so a last partial batch is averaged over its own size.
+            let n = crate::train::losses::row_count(e, &reduced, span)?;
+            e.op(Op::Binary(BinaryOp::Div), &[y, n], span)?
+        } else {
+            let n: u64 = reduced.iter().filter_map(|d| d.fixed()).product();
+            let c = e.constant(1.0 / n as f64, span);
+            e.op(Op::Binary(BinaryOp::Mul), &[y, c], span)?
+        };
     }
     Ok(Value::Tensor(y))
 }

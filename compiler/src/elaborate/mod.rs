@@ -10,12 +10,16 @@
 //! first dense layer of the third copy is `residual0.2.dense0.weight`. A path used twice
 //! (an instance called twice) is one shared parameter; a `layer d = Block(…)` instance
 //! opens the scope `d` at every call, so all its calls share every parameter inside.
+//! A declared `param w` takes its name in its scope (`w`, `residual0.w`), and `enc.weight`
+//! names an instance's parameter by its path (`declared_params.rs`).
 
 mod activations;
 pub mod args;
 mod attention;
 mod convolution;
+mod declared_params;
 pub mod layers;
+mod math;
 mod normalization;
 mod random;
 mod recurrent;
@@ -117,6 +121,7 @@ pub fn elaborate_model(program: &Program, model: &ModelDef, options: &ElaborateO
         limits: options.limits,
         parameter_bytes: 0,
         repeat_copies: 1,
+        reduces_batch: false,
         errors,
     };
     let mut env = Env::default();
@@ -275,7 +280,7 @@ impl<'p> Elaborator<'p> {
                                 .chain(more)
                                 .for_each(|n| env.poison(n));
                         }
-                        if let Stmt::Layer { name, .. } = other {
+                        if let Stmt::Layer { name, .. } | Stmt::Param { name, .. } = other {
                             env.poison(name);
                         }
                     }
@@ -489,16 +494,7 @@ pub(crate) struct Env {
 
 impl Env {
     pub(crate) fn bind(&mut self, name: &Ident, value: Value) -> Result<(), Diagnostic> {
-        if let Some(prev) = self.bindings.get(&name.name) {
-            return Err(Diagnostic::error(
-                ErrorCode::DuplicateBinding,
-                format!("`{}` is already bound", name.name),
-                name.span,
-            )
-            .with_label("bound again here")
-            .with_secondary(prev.span, "first bound here")
-            .with_help("every name is bound once; pick a new name for the new value"));
-        }
+        self.refuse_rebinding(name)?;
         self.bindings.insert(
             name.name.clone(),
             Spanned {
@@ -517,6 +513,30 @@ impl Env {
         }
     }
 
+    /// Refuses to bind `name` a second time (see [`Env::bind`]), before what it would
+    /// be bound to is made.
+    pub(crate) fn refuse_rebinding(&self, name: &Ident) -> Result<(), Diagnostic> {
+        match self.bindings.get(&name.name) {
+            None => Ok(()),
+            Some(prev) => Err(Diagnostic::error(
+                ErrorCode::DuplicateBinding,
+                format!("`{}` is already bound", name.name),
+                name.span,
+            )
+            .with_label("bound again here")
+            .with_secondary(prev.span, "first bound here")
+            .with_help("every name is bound once; pick a new name for the new value")),
+        }
+    }
+
+    /// The names bound to layer instances, for suggestions.
+    pub(crate) fn instance_names(&self) -> impl Iterator<Item = &str> {
+        self.bindings
+            .iter()
+            .filter(|(_, b)| matches!(b.value, Value::Instance(_)))
+            .map(|(n, _)| n.as_str())
+    }
+
     /// The names whose definition failed, sorted.
     pub(crate) fn poisoned_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.poisoned.iter().cloned().collect();
@@ -525,7 +545,7 @@ impl Env {
     }
 
     /// Fails silently when `name` is a binding whose definition failed.
-    fn refuse_poisoned(&self, name: &Ident) -> Result<(), Diagnostic> {
+    pub(crate) fn refuse_poisoned(&self, name: &Ident) -> Result<(), Diagnostic> {
         match self.poisoned.contains(&name.name) {
             true => Err(Diagnostic::follow_up(name.span)),
             false => Ok(()),
@@ -534,11 +554,11 @@ impl Env {
 
     /// The value bound to `name`, if any. Elaboration asks this for every name it
     /// meets, layers included, so it must not build the "did you mean" of an error.
-    fn get(&self, name: &str) -> Option<&Spanned> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Spanned> {
         self.bindings.get(name)
     }
 
-    fn lookup(&self, name: &Ident) -> Result<Spanned, Diagnostic> {
+    pub(crate) fn lookup(&self, name: &Ident) -> Result<Spanned, Diagnostic> {
         self.refuse_poisoned(name)?;
         self.get(&name.name).cloned().ok_or_else(|| {
             let mut d = Diagnostic::error(
@@ -621,6 +641,9 @@ pub(crate) struct Elaborator<'p> {
     repeat_copies: u64,
     /// The mistakes recovered from so far (see [`elaborate_model`]).
     errors: Vec<Diagnostic>,
+    /// While a train section's loss or term is elaborated: reductions may fold the batch
+    /// (a loss averages over samples, where a model's outputs may not mix them).
+    pub(crate) reduces_batch: bool,
 }
 
 impl<'p> Elaborator<'p> {
@@ -754,6 +777,7 @@ impl<'p> Elaborator<'p> {
                 | Op::Slice { .. }
                 | Op::StopGradient
                 | Op::OneHot { .. }
+                | Op::Cast { .. }
         );
         if needs_float
             && let Some(bad) = operands
@@ -767,7 +791,8 @@ impl<'p> Elaborator<'p> {
                 span,
             )
             .with_label("this needs f32")
-            .with_secondary(self.graph.node(*bad).span, format!("this is {ty}")));
+            .with_secondary(self.graph.node(*bad).span, format!("this is {ty}"))
+            .with_help("`float(x)` converts integers to f32"));
         }
         if self.graph.len() >= self.limits.graph_nodes {
             return Err(self.too_many_nodes(span));
@@ -919,6 +944,17 @@ impl<'p> Elaborator<'p> {
                 );
                 Ok(None)
             }
+            Stmt::Param {
+                name,
+                ty,
+                init,
+                options,
+                span,
+            } => {
+                let v = self.declared_param(name, ty, init, options, *span, env)?;
+                env.bind(name, Value::Tensor(v))?;
+                Ok(None)
+            }
             Stmt::Return { value, span } => Ok(Some((self.expr(value, env)?, *span))),
             Stmt::Input { span, .. } | Stmt::Output { span, .. } => Err(Diagnostic::error(
                 ErrorCode::Misplaced,
@@ -979,19 +1015,11 @@ impl<'p> Elaborator<'p> {
     fn path(&mut self, parts: &[Ident], env: &mut Env, span: Span) -> Result<Spanned, Diagnostic> {
         let first = &parts[0];
         if parts.len() > 1 {
-            return Err(Diagnostic::error(
-                ErrorCode::UnknownName,
-                format!(
-                    "`{}` is not defined",
-                    parts
-                        .iter()
-                        .map(|p| p.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(".")
-                ),
+            let value = self.layer_param_ref(parts, env, span)?;
+            return Ok(Spanned {
+                value: Value::Tensor(value),
                 span,
-            )
-            .with_label("dotted names are used only in `train` sections"));
+            });
         }
         env.refuse_poisoned(first)?;
         if let Some(v) = env.get(&first.name) {

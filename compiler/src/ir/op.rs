@@ -134,8 +134,9 @@ pub enum Op {
     /// Typing: two f32 operands; the result is f32 with the broadcast of their shapes
     /// (NumPy rules). Comparisons give 1.0 or 0.0.
     Binary(BinaryOp),
-    /// `a[..., m, k] x b[..., k, n] -> [..., m, n]`; `b` may be rank 2 and is then shared
-    /// by every leading index of `a`; otherwise the leading dims must be equal. `k` may be
+    /// `a[..., m, k] x b[..., k, n] -> [..., m, n]`; either operand may be rank 2 and is
+    /// then shared by every leading index of the other; otherwise the leading dims must
+    /// be equal. `k` may be
     /// the batch: the product then sums over it and the result has no batch.
     MatMul,
     /// Fold over `axes` (sorted, distinct), dropping them unless `keep_dims`. Its
@@ -168,6 +169,12 @@ pub enum Op {
     /// `f32[dims, classes]`, `classes >= 1`. Not differentiable (its operand is an
     /// integer), so autodiff never sends a gradient through it.
     OneHot { classes: u64 },
+    /// The operand's elements as `to`: `i32 -> f32` exactly (rounded to the nearest
+    /// `f32` above 2²⁴), `f32 -> i32` truncated toward zero, saturating at `i32`'s
+    /// bounds, NaN -> 0 (what every backend's store of an `f32` into an `i32` buffer
+    /// does); the identity to the same type. Typing: any dtype -> `to[same shape]`. Not
+    /// differentiable: an integer has no gradient, and truncation is piecewise constant.
+    Cast { to: DType },
     /// Uniform draws in `[0, 1)` for dropout masks, the same bits on every backend:
     /// element `i` (row-major, over `shape` at the run's batch) is
     /// `strata_kernels::rng::uniform_at(seed, i, step_word(step))`, Philox4x32-10 with
@@ -177,15 +184,17 @@ pub enum Op {
     /// Typing: `f32[]` -> `f32[shape]`. Not differentiable: autodiff sends no gradient
     /// to the step.
     RandomUniform { seed: u64, shape: Shape },
-    /// The sliding windows of an image as rows (PyTorch's `unfold`), so a convolution is
-    /// a matrix product: `out[n, oh * OW + ow, (c * kh + i) * kw + j] =
+    /// The sliding windows of an image, one tap per row (PyTorch's `unfold`, with the
+    /// window's axes kept apart), so a convolution is a matrix product of the weight
+    /// `[O, C kh kw]` with this seen as `[n, C kh kw, OH OW]`: `out[n, c, i, j, oh, ow] =
     /// x[n, c, oh * stride + i * dilation - padding, ow * stride + j * dilation - padding]`,
     /// zero where that falls in the padding. Typing: `f32[n, C, H, W]` (C, H, W fixed) ->
-    /// `f32[n, OH * OW, C * kh * kw]`, with `OH`, `OW` from [`ConvWindow::out_size`]; the
-    /// kernel must fit in the padded input.
+    /// `f32[n, C, kh, kw, OH, OW]`, with `OH`, `OW` from [`ConvWindow::out_size`]; the
+    /// kernel must fit in the padded input. The output pixel is the innermost axis, so
+    /// the gather reads image rows in order (contiguous at stride 1), with no division.
     Im2Col { window: ConvWindow },
     /// The adjoint of [`Op::Im2Col`] (PyTorch's `fold`): every input pixel sums the
-    /// column entries that read it. Typing: `f32[n, OH * OW, C * kh * kw]` ->
+    /// column entries that read it. Typing: `f32[n, channels, kh, kw, OH, OW]` ->
     /// `f32[n, channels, height, width]`, `OH`, `OW` those of a `height x width` input.
     Col2Im {
         window: ConvWindow,
@@ -216,6 +225,7 @@ impl Op {
             Op::StopGradient => "stop_gradient",
             Op::Broadcast { .. } => "broadcast",
             Op::OneHot { .. } => "one_hot",
+            Op::Cast { .. } => "cast",
             Op::RandomUniform { .. } => "random_uniform",
             Op::Im2Col { .. } => "im2col",
             Op::Col2Im { .. } => "col2im",
@@ -245,6 +255,7 @@ impl Op {
             | Op::StopGradient
             | Op::Broadcast { .. }
             | Op::OneHot { .. }
+            | Op::Cast { .. }
             | Op::RandomUniform { .. }
             | Op::Im2Col { .. }
             | Op::Col2Im { .. } => Some(1),
@@ -309,11 +320,18 @@ impl Op {
                 }
                 // k may be the batch (both operands hold it there): the product then sums
                 // over the batch, as a dense weight's gradient `xᵀ x dy` does, and has
-                // no batch dimension itself.
-                if rb != 2 && a.shape.0[..ra - 2] != b.shape.0[..rb - 2] {
+                // no batch dimension itself. An operand of rank 2 is shared by the
+                // other's leading dims (a convolution's weight times each image's
+                // columns); otherwise the leading dims must agree.
+                let lead = if ra == 2 {
+                    &b.shape.0[..rb - 2]
+                } else {
+                    &a.shape.0[..ra - 2]
+                };
+                if ra != 2 && rb != 2 && a.shape.0[..ra - 2] != b.shape.0[..rb - 2] {
                     return Err(format!("matmul batch dimensions differ: {a} x {b}"));
                 }
-                let mut dims = a.shape.0[..ra - 2].to_vec();
+                let mut dims = lead.to_vec();
                 dims.push(m);
                 dims.push(n);
                 checked_shape(Shape(dims)).map(|shape| TensorType {
@@ -459,6 +477,10 @@ impl Op {
                 dims.push(Dim::Fixed(*classes));
                 Ok(TensorType::f32(dims))
             }
+            Op::Cast { to } => Ok(TensorType {
+                dtype: *to,
+                shape: operands[0].shape.clone(),
+            }),
             Op::RandomUniform { shape, .. } => {
                 let step = operands[0];
                 if *step != TensorType::f32(vec![]) {
@@ -481,11 +503,8 @@ impl Op {
                     ));
                 };
                 let (oh, ow) = window.out_size(h, w)?;
-                Ok(TensorType::f32(vec![
-                    n,
-                    Dim::Fixed(oh * ow),
-                    Dim::Fixed(c * window.kh * window.kw),
-                ]))
+                let fixed = [c, window.kh, window.kw, oh, ow].map(Dim::Fixed);
+                Ok(TensorType::f32([&[n][..], &fixed].concat()))
             }
             Op::Scan(scan) => scan.infer(operands),
             Op::Col2Im {
@@ -497,16 +516,12 @@ impl Op {
                 let t = operands[0];
                 float(t)?;
                 let (oh, ow) = window.out_size(*height, *width)?;
-                let want = [
-                    Dim::Fixed(oh * ow),
-                    Dim::Fixed(channels * window.kh * window.kw),
-                ];
+                let want = [*channels, window.kh, window.kw, oh, ow].map(Dim::Fixed);
                 let dims = t.shape.dims();
-                if dims.len() != 3 || dims[1..] != want {
+                if dims.len() != 6 || dims[1..] != want {
                     return Err(format!(
-                        "`col2im` to [{channels}, {height}, {width}] with {window} needs columns `[n, {}, {}]`, got {t}",
-                        oh * ow,
-                        channels * window.kh * window.kw
+                        "`col2im` to [{channels}, {height}, {width}] with {window} needs columns `[n, {channels}, {}, {}, {oh}, {ow}]`, got {t}",
+                        window.kh, window.kw
                     ));
                 }
                 Ok(TensorType::f32(vec![

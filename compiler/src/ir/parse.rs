@@ -310,6 +310,13 @@ fn parse_op(text: &str, name: &ValueName, body: Option<Graph>) -> Result<Op, Str
         "one_hot" => Op::OneHot {
             classes: c.attr("classes=")?,
         },
+        "cast" => {
+            c.expect("to=")?;
+            let to = c.rest();
+            Op::Cast {
+                to: DType::parse(to).ok_or_else(|| format!("unknown element type `{to}`"))?,
+            }
+        }
         "random_uniform" => Op::RandomUniform {
             seed: c.attr("seed=")?,
             shape: c.shape()?,

@@ -12,13 +12,16 @@
 //!
 //! 1. **Storage is required** (rule `needs-storage`) for graph outputs, matrix-product
 //!    operands (the product reads strided memory), operands of a reshape that is not only
-//!    adding or removing dimensions of 1 (its coordinates are a flat-index remap), and the
-//!    operand of a transpose folded into a product's strides. Such a value is a buffer, or
-//!    a view of one (a reshape, a folded transpose).
+//!    adding or removing dimensions of 1 (its coordinates are a flat-index remap), the
+//!    operand of a transpose folded into a product's strides, the operands of im2col
+//!    and col2im (which read each element once per tap of the window), and a cast to
+//!    `i32` (the store truncates). Such a value is a buffer, or a view of one (a
+//!    reshape, a folded transpose).
 //! 2. **Nested reductions** (rule `nested-reduce`: such a reduction starts no epilogue
 //!    chain): a reduction whose reduced extent is fixed and at most
 //!    [`NESTED_REDUCE_MAX_POINTS`] points, that is neither an output nor an update
-//!    and needs no storage, is computed inside the expressions of its users, as an
+//!    and needs no storage, and that is not a sum of a product over its batch axes
+//!    (rule 3), is computed inside the expressions of its users, as an
 //!    [`Expr::Reduce`](strata_kernels::ir::Expr) (a softmax's row max and row sum inside
 //!    the map writing the probabilities). So is a reduction of a constant over any extent
 //!    (`sum(1.0)` over the batch is the batch size), as its closed form. The CPU computes
@@ -64,7 +67,11 @@
 //!      and the GPU once per point of the row.
 //!
 //!    A nested reduction counts as cheap: it evaluates its operand a bounded number of
-//!    times per row, whatever reads it. Everything else gets its own buffer and kernel.
+//!    times per row, whatever reads it; but a tree holding one is not inlined into a
+//!    user that broadcasts it as an expensive tree would not be (a max pool's backward
+//!    divides each window's gradient by its count of maxima: that quotient gets a buffer
+//!    of one value per window instead of a count per element of the window). Everything
+//!    else gets its own buffer and kernel.
 //!
 //!    An inlined tree (and an epilogue chain) is at most [`MAX_FUSED_DEPTH`] ops deep:
 //!    a value that would make it deeper gets its own buffer (as does a nested reduction,
@@ -82,7 +89,7 @@
 //!    (through a transpose, a slice, a broadcast) gets a buffer instead, as does one that
 //!    reads another group's parameters, so no store ever races a load of another element.
 
-use crate::ir::{BinaryOp, Dim, Graph, Op, ReduceOp, UnaryOp, ValueId};
+use crate::ir::{BinaryOp, DType, Dim, Graph, Op, ReduceOp, UnaryOp, ValueId};
 use std::collections::{HashMap, HashSet};
 
 /// The most points a nested reduction folds (rule `nested-reduce`), and the most copies of
@@ -208,7 +215,12 @@ fn nested_reductions(graph: &Graph, pinned: &HashSet<ValueId>) -> HashSet<ValueI
                 Dim::Batch => None,
             });
             let small = points.is_some_and(|n| n <= NESTED_REDUCE_MAX_POINTS);
-            !pinned.contains(&v) && (small || constant_value(graph, operand).is_some())
+            // A sum of a product over its batch axes is one contraction (rule 3), not a
+            // sum recomputed by every user (an LSTM's input-weight gradient summed
+            // over 50 time steps, read by each of an optimizer's updates).
+            !pinned.contains(&v)
+                && (small || constant_value(graph, operand).is_some())
+                && summed_product(graph, v, pinned).is_none()
         })
         .collect()
 }
@@ -269,6 +281,7 @@ fn is_elementwise(op: &Op) -> bool {
             | Op::Binary(_)
             | Op::Broadcast { .. }
             | Op::OneHot { .. }
+            | Op::Cast { .. }
             | Op::Slice { .. }
             | Op::StopGradient
             | Op::Transpose { .. }
@@ -300,6 +313,17 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
                 storage.insert(graph.operands(v)[0]);
             }
             Op::Transpose { .. } if folds_into_matmuls(graph, v) => {
+                storage.insert(graph.operands(v)[0]);
+            }
+            // Truncation happens in the store to an i32 buffer; an inlined cast would
+            // hand its users the untruncated value.
+            Op::Cast { to: DType::I32 } => {
+                storage.insert(v);
+            }
+            // im2col and col2im read each element of their operand once per tap: an
+            // operand computed inside them (a pooling window's max, a mask) would be
+            // computed up to kh * kw times over.
+            Op::Im2Col { .. } | Op::Col2Im { .. } => {
                 storage.insert(graph.operands(v)[0]);
             }
             _ => {}
@@ -387,6 +411,11 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
     // `depth` is the depth of an inlined value's expression tree.
     let mut cost: HashMap<ValueId, u32> = HashMap::new();
     let mut depth: HashMap<ValueId, usize> = HashMap::new();
+    // The inlined values whose trees hold a nested reduction: cheap to read several
+    // times per row, but a broadcast along a leading axis recomputes the reduction per
+    // copy, where no emitter can hoist it (a max pool's backward, which divides each
+    // window's gradient by its count of maxima, read at every element of the window).
+    let mut holds_nested: HashSet<ValueId> = nested.clone();
     let tree_depth = |fusion: &Fusion, depth: &HashMap<ValueId, usize>, v: ValueId| {
         1 + graph
             .operands(v)
@@ -424,6 +453,9 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
                 let inline_src = matches!(fusion.get(src), Placement::Inline | Placement::Const);
                 if inline_src && !storage.contains(&v) {
                     cost.insert(v, cost.get(&src).copied().unwrap_or(0));
+                    if holds_nested.contains(&src) {
+                        holds_nested.insert(v);
+                    }
                     Placement::Inline
                 } else {
                     Placement::View
@@ -444,8 +476,15 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
                     + usize::from(update_values.contains(&v));
                 let single = uses <= 1;
                 let broadcast = users.iter().any(|u| duplicates(graph, v, *u));
-                if (single || tree == 0) && !(tree > 0 && broadcast) {
+                let nests = graph
+                    .operands(v)
+                    .iter()
+                    .any(|o| fusion.get(*o) == Placement::Inline && holds_nested.contains(o));
+                if (single || tree == 0) && !((tree > 0 || nests) && broadcast) {
                     cost.insert(v, tree);
+                    if nests {
+                        holds_nested.insert(v);
+                    }
                     Placement::Inline
                 } else {
                     Placement::Buffer

@@ -165,7 +165,10 @@ fn expand(
             let c = broadcast_coords(l, operands[0], coords);
             at(operands[0], &c, slots)?
         }
-        Op::StopGradient => at(operands[0], coords, slots)?,
+        // A load of an i32 buffer converts to f32, and a store into one truncates
+        // (`Op::Cast`'s rule): a cast to i32 always has storage (`fuse`), so its users
+        // read the truncated value.
+        Op::StopGradient | Op::Cast { .. } => at(operands[0], coords, slots)?,
         Op::Transpose { perm } => {
             let mut c = vec![Index::Const(0); rank];
             for (i, p) in perm.iter().enumerate() {
@@ -363,9 +366,9 @@ fn multiple_at_least(x: i64, n: i64) -> i64 {
     (x + n - 1).div_euclid(n) * n
 }
 
-/// Element `[b, p, q]` of im2col over an image `[C, H, W]`: `p = oh OW + ow`,
-/// `q = (c kh + i) kw + j`, reading row `oh s + i d - pad` and column `ow s + j d - pad`
-/// of the image, masked to zero in the padding.
+/// Element `[b, c, i, j, oh, ow]` of im2col over an image `[C, H, W]`: row
+/// `oh s + i d - pad` and column `ow s + j d - pad` of channel `c`, masked to zero in the
+/// padding. Affine in the coordinates (no division) when there is no padding.
 fn im2col_element(
     window: &ir::ConvWindow,
     image: &[u64],
@@ -378,21 +381,12 @@ fn im2col_element(
             "im2col of an image that is not [C, H, W]".into(),
         ));
     };
-    let (_, ow) = window.out_size(h, w).map_err(LowerError)?;
-    let [kh, kw, s, pad, d] = [
-        window.kh,
-        window.kw,
-        window.stride,
-        window.padding,
-        window.dilation,
-    ]
-    .map(|v| v as i64);
-    let (p, q) = (coords[1].clone(), coords[2].clone());
-    let div = |ix: &Index, n: i64| Index::Div(Box::new(ix.clone()), n);
-    let rem = |ix: &Index, n: i64| Index::Rem(Box::new(ix.clone()), n);
-    let (oy, ox) = (div(&p, ow as i64), rem(&p, ow as i64));
-    let channel = div(&q, kh * kw);
-    let (i, j) = (rem(&div(&q, kw), kh), rem(&q, kw));
+    let [s, pad, d] = [window.stride, window.padding, window.dilation].map(|v| v as i64);
+    let [_, channel, i, j, oy, ox] = coords else {
+        return Err(LowerError("im2col columns that are not rank 6".into()));
+    };
+    let channel = channel.clone();
+    let (i, j, oy, ox) = (i.clone(), j.clone(), oy.clone(), ox.clone());
     // Rows and columns of the padded image: never negative.
     let row = oy.mul(Index::Const(s)).add(i.mul(Index::Const(d)));
     let col = ox.mul(Index::Const(s)).add(j.mul(Index::Const(d)));
@@ -461,12 +455,9 @@ fn col2im_element(
         let (oy, mask_y) = axis(&coords[2], i, kh, oh);
         for j in 0..kw {
             let (ox, mask_x) = axis(&coords[3], j, kw, ow);
-            let p = oy.clone().mul(Index::Const(ow as i64)).add(ox);
-            let q = c
-                .clone()
-                .mul(Index::Const(kh * kw))
-                .add(Index::Const(i * kw + j));
-            let mut term = load(&[b.clone(), p, q], slots)?;
+            let tap = [Index::Const(i), Index::Const(j)];
+            let at = [&[b.clone(), c.clone()][..], &tap, &[oy.clone(), ox]].concat();
+            let mut term = load(&at, slots)?;
             for mask in [mask_y.clone(), mask_x].into_iter().flatten() {
                 term = Expr::binary(BinaryOp::Mul, term, mask);
             }

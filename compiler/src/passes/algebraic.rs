@@ -21,6 +21,7 @@
 //! | `relu_mask`           | `gt x, 0` where `relu x` exists          | `gt (relu x), 0`             |
 //! | `slice_concat`        | `slice` of a `concat` that is exactly one of its parts | that part      |
 //! | `slice_broadcast`     | `slice` of `broadcast x` along an axis `x` does not vary on | `broadcast x` to the slice's shape |
+//! | `add_concat`          | `add (concat a…) (concat b…)`, zeros where the other's parts are cut | `concat` of the pieces' sums |
 //!
 //! Each rule only fires when the replacement has exactly the replaced value's type.
 //! `x * 0 -> 0` is not a rule: it is wrong for infinities and NaN. `relu_mask` lets the
@@ -50,7 +51,93 @@ pub const RULES: &[(&str, Rule)] = &[
     ("relu_mask", relu_mask),
     ("slice_concat", slice_concat),
     ("slice_broadcast", slice_broadcast),
+    ("add_concat", add_concat),
 ];
+
+/// Whether `v` is zero everywhere: the constant 0, possibly broadcast.
+fn zero_fill(g: &Graph, v: ValueId) -> bool {
+    match g.node(v).op {
+        Op::Const { value } => value == 0.0,
+        Op::Broadcast { .. } => zero_fill(g, g.operands(v)[0]),
+        _ => false,
+    }
+}
+
+/// The parts of concat `v` along `axis` as `(start, end, part)`.
+fn concat_parts(g: &Graph, v: ValueId, axis: usize) -> Option<Vec<(u64, u64, ValueId)>> {
+    let mut at = 0u64;
+    g.operands(v)
+        .into_iter()
+        .map(|part| {
+            let n = g.ty(part).shape.dims().get(axis)?.fixed()?;
+            at += n;
+            Some((at - n, at, part))
+        })
+        .collect()
+}
+
+/// `add (concat a…) (concat b…)` along one axis, where the parts that the other side's
+/// boundaries cut are zeros (the backward of several slices of one value: each slice's
+/// gradient padded with zeros to the whole): `concat` of the pieces between all
+/// boundaries, each the sum of its non-zero sides, so no zero padding is written and
+/// added. Bit for bit: `x + 0 = x` (up to the sign of a zero).
+fn add_concat(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
+    let Some((a, b)) = binary_operands(g, v, BinaryOp::Add) else {
+        return Ok(None);
+    };
+    let axis = match (&g.node(a).op, &g.node(b).op) {
+        (Op::Concat { axis }, Op::Concat { axis: other }) if axis == other => *axis,
+        _ => return Ok(None),
+    };
+    if g.ty(a) != g.ty(v) || g.ty(b) != g.ty(v) {
+        return Ok(None);
+    }
+    let (Some(pa), Some(pb)) = (concat_parts(g, a, axis), concat_parts(g, b, axis)) else {
+        return Ok(None);
+    };
+    let mut cuts: Vec<u64> = pa.iter().chain(&pb).flat_map(|p| [p.0, p.1]).collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    // Each piece's side: None for zeros, or the part that is exactly that piece.
+    let side = |g: &Graph, parts: &[(u64, u64, ValueId)], s: u64, e: u64| {
+        let &(ps, pe, part) = parts.iter().find(|p| p.0 <= s && e <= p.1)?;
+        if zero_fill(g, part) {
+            Some(None)
+        } else if (ps, pe) == (s, e) {
+            Some(Some(part))
+        } else {
+            None
+        }
+    };
+    let mut pieces = Vec::new();
+    for w in cuts.windows(2) {
+        let (s, e) = (w[0], w[1]);
+        let (Some(x), Some(y)) = (side(g, &pa, s, e), side(g, &pb, s, e)) else {
+            return Ok(None);
+        };
+        pieces.push((s, e, x, y));
+    }
+    let span = g.node(v).span;
+    let mut parts = Vec::with_capacity(pieces.len());
+    for (s, e, x, y) in pieces {
+        parts.push(match (x, y) {
+            (Some(x), Some(y)) => g.add(Op::Binary(BinaryOp::Add), &[x, y], span)?,
+            (Some(x), None) | (None, Some(x)) => x,
+            (None, None) => {
+                let mut dims = g.ty(v).shape.dims().to_vec();
+                dims[axis] = crate::ir::Dim::Fixed(e - s);
+                let zero = g.add(Op::Const { value: 0.0 }, &[], span)?;
+                let shape = crate::ir::Shape(dims);
+                g.add(Op::Broadcast { shape }, &[zero], span)?
+            }
+        });
+    }
+    let new = match parts[..] {
+        [one] => one,
+        _ => g.add(Op::Concat { axis }, &parts, span)?,
+    };
+    Ok(same_type(g, v, new))
+}
 
 fn slice_of(g: &Graph, v: ValueId) -> Option<(usize, u64, u64, ValueId)> {
     match g.node(v).op {

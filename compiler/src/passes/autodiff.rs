@@ -141,6 +141,7 @@ fn passes_gradient(op: &Op) -> bool {
             | Op::Const { .. }
             | Op::StopGradient
             | Op::OneHot { .. }
+            | Op::Cast { .. }
             | Op::RandomUniform { .. }
     ) && !matches!(op, Op::Binary(b) if b.is_comparison())
 }

@@ -59,6 +59,16 @@ pub enum Stmt {
     },
     /// `layer enc = dense(64)`: a layer instance, whose weights every use shares.
     Layer { name: Ident, call: Call, span: Span },
+    /// `param w: f32[64, 32] = xavier_uniform`: a parameter declared by name, trained
+    /// like a layer's. Its initializer is an initializer's name, a number, or
+    /// `normal(std)` / `uniform(a)`. Options follow it: `, trainable = false`.
+    Param {
+        name: Ident,
+        ty: TypeExpr,
+        init: Expr,
+        options: Vec<(Ident, Expr)>,
+        span: Span,
+    },
     /// `return expr` (blocks only).
     Return { value: Expr, span: Span },
     /// `name = expr`, or `a, b = expr` binding the parts of a list (`split`).
@@ -99,6 +109,13 @@ pub enum TrainItem {
     },
     /// `key = expr`
     Setting { key: Ident, value: Expr, span: Span },
+    /// `term recon = mse(x_hat, x)`: a named scalar the loss may use by its name, logged
+    /// in training as its own column.
+    Term {
+        name: Ident,
+        value: Expr,
+        span: Span,
+    },
     /// `early_stop(on = val.loss, patience = 3)`
     Call(Call),
     /// `step generator { loss = …  optimizer = …  updates = generator }`: one of the

@@ -197,6 +197,30 @@ fn stmt(pair: Pair<Rule>) -> Result<Stmt, Diagnostic> {
             call: call(it.next().expect("grammar: layer call"))?,
             span: sp,
         },
+        Rule::param_stmt => {
+            let mut it = it.skip(1);
+            Stmt::Param {
+                name: ident(it.next().expect("grammar: param name")),
+                ty: type_expr(
+                    it.next()
+                        .and_then(|t| t.into_inner().next())
+                        .expect("grammar: param type"),
+                )?,
+                init: expr(
+                    it.next()
+                        .and_then(|i| i.into_inner().next())
+                        .expect("grammar: param initializer"),
+                )?,
+                options: it
+                    .map(|setting| {
+                        let mut kv = setting.into_inner();
+                        let key = ident(kv.next().expect("grammar: option name"));
+                        Ok((key, expr(kv.next().expect("grammar: option value"))?))
+                    })
+                    .collect::<Result<_, Diagnostic>>()?,
+                span: sp,
+            }
+        }
         Rule::return_stmt => Stmt::Return {
             value: expr(it.next().expect("grammar: return value"))?,
             span: sp,
@@ -261,6 +285,14 @@ fn train_items<'i>(
                 TrainItem::Step {
                     name: ident(i.next().expect("grammar: step name")),
                     items: train_items(i)?,
+                    span: psp,
+                }
+            }
+            Rule::term_def => {
+                let mut i = p.into_inner().skip(1);
+                TrainItem::Term {
+                    name: ident(i.next().expect("grammar: term name")),
+                    value: expr(i.next().expect("grammar: term value"))?,
                     span: psp,
                 }
             }
@@ -458,13 +490,19 @@ fn rule_words(rule: &Rule) -> &'static str {
         Rule::ident | Rule::path => "a name",
         Rule::hparams => "`(`",
         Rule::hparam => "a hyper-parameter",
-        Rule::input_stmt | Rule::output_stmt | Rule::layer_stmt | Rule::return_stmt => {
-            "a statement"
-        }
+        Rule::input_stmt
+        | Rule::output_stmt
+        | Rule::layer_stmt
+        | Rule::param_stmt
+        | Rule::param_kw
+        | Rule::return_stmt => "a statement",
         Rule::let_stmt => "a binding `name = …`",
         Rule::tensor_type => "a tensor type like `f32[batch, 64]`",
+        Rule::param_type => "`:` and the parameter's type, like `f32[64, 32]`",
+        Rule::param_init => "`=` and the parameter's initializer, like `= zeros`",
         Rule::label_stmt | Rule::setting => "a train setting",
         Rule::step_def | Rule::step_kw => "a `step NAME { … }`",
+        Rule::term_def | Rule::term_kw => "a `term NAME = …`",
         Rule::expr | Rule::pipeline | Rule::arith | Rule::term | Rule::unary => "an expression",
         Rule::stage | Rule::repeat => "a layer after `|>`",
         Rule::add_op => "`+` or `-`",

@@ -1,13 +1,13 @@
 //! Losses and penalties, built from primitive ops. Every loss is a scalar: the mean over
-//! the batch (and any other leading dimensions) of a per-row loss; penalties are sums
-//! over the parameters they are given.
+//! the batch (and any other leading dimensions) of a per-row loss, PyTorch's definitions
+//! with `reduction = "mean"`; penalties are sums over the parameters they are given.
 //!
 //! [`LOSSES`] is the one list of them: a loss's name, its parameters and its builder.
 //! Adding a loss is a function here and its line in that table; the rest of the compiler
 //! (argument binding, suggestions for misspelled names, autodiff) needs nothing else.
 
 use crate::elaborate::Elaborator;
-use crate::elaborate::args::{BoundArgs, ParamSpec, req};
+use crate::elaborate::args::{BoundArgs, ParamSpec, opt, req};
 use crate::elaborate::value::Value;
 use crate::ir::{BinaryOp, DType, Dim, Op, ReduceOp, Shape, UnaryOp, ValueId};
 use crate::source::{Diagnostic, ErrorCode, Span};
@@ -23,6 +23,10 @@ const LOGITS_LABELS: &[ParamSpec] = &[req("logits"), req("labels")];
 const LOGITS_TARGETS: &[ParamSpec] = &[req("logits"), req("targets")];
 const PREDICTIONS_TARGETS: &[ParamSpec] = &[req("predictions"), req("targets")];
 const PARAMS: &[ParamSpec] = &[req("params")];
+const MEAN_LOG_VAR: &[ParamSpec] = &[req("mean"), req("log_var")];
+const HUBER: &[ParamSpec] = &[req("predictions"), req("targets"), opt("delta")];
+const FOCAL: &[ParamSpec] = &[req("logits"), req("labels"), opt("gamma")];
+const TWO_VECTORS: &[ParamSpec] = &[req("a"), req("b")];
 
 /// Every built-in loss and penalty.
 pub(crate) static LOSSES: &[Loss] = &[
@@ -45,6 +49,31 @@ pub(crate) static LOSSES: &[Loss] = &[
         name: "mae",
         params: PREDICTIONS_TARGETS,
         build: |e, args, span| regression(e, args, span, false),
+    },
+    Loss {
+        name: "kl_divergence",
+        params: MEAN_LOG_VAR,
+        build: kl_divergence,
+    },
+    Loss {
+        name: "huber",
+        params: HUBER,
+        build: huber,
+    },
+    Loss {
+        name: "hinge",
+        params: LOGITS_LABELS,
+        build: hinge,
+    },
+    Loss {
+        name: "focal",
+        params: FOCAL,
+        build: focal,
+    },
+    Loss {
+        name: "cosine",
+        params: TWO_VECTORS,
+        build: cosine,
     },
     Loss {
         name: "l1",
@@ -149,31 +178,13 @@ fn same_shape(
 /// `cross_entropy(logits, labels)`: softmax cross-entropy from logits `[..., classes]`
 /// and integer labels `[...]`, with log-sum-exp for stability.
 fn cross_entropy(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Diagnostic> {
-    let (logits, lspan) = args.tensor("logits")?;
-    let (labels, yspan) = args.tensor("labels")?;
-    let lt = e.graph.ty(logits).clone();
-    let yt = e.graph.ty(labels).clone();
-    let rank = lt.shape.rank();
-    let classes = match lt.shape.dims().last() {
-        Some(Dim::Fixed(c)) if rank >= 1 => *c,
-        _ => {
-            return Err(Diagnostic::error(
-                ErrorCode::ShapeMismatch,
-                format!("`cross_entropy` needs logits with a class dimension last, got {lt}"),
-                lspan,
-            ));
-        }
-    };
-    if yt.dtype != DType::I32 || yt.shape.dims() != &lt.shape.dims()[..rank - 1] {
-        let want = Shape(lt.shape.dims()[..rank - 1].to_vec());
-        return Err(Diagnostic::error(
-            ErrorCode::ShapeMismatch,
-            format!("`cross_entropy` needs integer labels i32{want} for logits {lt}, got {yt}"),
-            yspan,
-        )
-        .with_label(format!("this is {yt}"))
-        .with_secondary(lspan, format!("logits are {lt}")));
-    }
+    let ClassRows {
+        logits,
+        labels,
+        classes,
+        rows,
+    } = class_rows(e, args, "cross_entropy")?;
+    let rank = rows.len() + 1;
     let ax = rank - 1;
     let m = e.op(
         Op::Reduce {
@@ -201,9 +212,235 @@ fn cross_entropy(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Val
     let onehot = e.op(Op::OneHot { classes }, &[labels], span)?;
     let picked = bin(e, BinaryOp::Mul, onehot, logp, span)?;
     let total = sum_all(e, picked, span)?;
-    let n = row_count(e, &lt.shape.dims()[..rank - 1], span)?;
+    let n = row_count(e, &rows, span)?;
     let mean = bin(e, BinaryOp::Div, total, n, span)?;
     Ok(Value::Tensor(un(e, UnaryOp::Neg, mean, span)?))
+}
+
+/// The logits `[..., classes]` and integer labels `[...]` of a classification loss.
+struct ClassRows {
+    logits: ValueId,
+    labels: ValueId,
+    classes: u64,
+    /// The dimensions of the rows (the logits' without the class dimension).
+    rows: Vec<Dim>,
+}
+
+/// Arguments `logits` and `labels` of loss `what`, checked to fit each other.
+fn class_rows(e: &Elaborator, args: &BoundArgs, what: &str) -> Result<ClassRows, Diagnostic> {
+    let (logits, lspan) = args.tensor("logits")?;
+    let (labels, yspan) = args.tensor("labels")?;
+    let lt = e.graph.ty(logits).clone();
+    let yt = e.graph.ty(labels).clone();
+    let rank = lt.shape.rank();
+    let classes = match lt.shape.dims().last() {
+        Some(Dim::Fixed(c)) if rank >= 1 && lt.dtype == DType::F32 => *c,
+        _ => {
+            return Err(Diagnostic::error(
+                ErrorCode::ShapeMismatch,
+                format!("`{what}` needs logits with a class dimension last, got {lt}"),
+                lspan,
+            )
+            .with_label(format!("this is {lt}")));
+        }
+    };
+    if yt.dtype != DType::I32 || yt.shape.dims() != &lt.shape.dims()[..rank - 1] {
+        let want = Shape(lt.shape.dims()[..rank - 1].to_vec());
+        return Err(Diagnostic::error(
+            ErrorCode::ShapeMismatch,
+            format!("`{what}` needs integer labels i32{want} for logits {lt}, got {yt}"),
+            yspan,
+        )
+        .with_label(format!("this is {yt}"))
+        .with_secondary(lspan, format!("logits are {lt}")));
+    }
+    Ok(ClassRows {
+        logits,
+        labels,
+        classes,
+        rows: lt.shape.dims()[..rank - 1].to_vec(),
+    })
+}
+
+/// `reduce_sum` of `x` over its last axis, kept as a dimension of 1 when `keep`.
+fn sum_last(e: &mut Elaborator, x: ValueId, keep: bool, span: Span) -> Result<ValueId, Diagnostic> {
+    let rank = e.graph.ty(x).shape.rank();
+    e.op(
+        Op::Reduce {
+            op: ReduceOp::Sum,
+            axes: vec![rank - 1],
+            keep_dims: keep,
+        },
+        &[x],
+        span,
+    )
+}
+
+/// A non-negative number argument, or `default`.
+fn non_negative(args: &BoundArgs, name: &str, default: f64) -> Result<f64, Diagnostic> {
+    let Some(arg) = args.get(name) else {
+        return Ok(default);
+    };
+    match arg.value {
+        Value::Number { value, .. } if value.is_finite() && value >= 0.0 => Ok(value),
+        _ => Err(Diagnostic::error(
+            ErrorCode::BadArgument,
+            format!("`{name}` of `{}` is a number >= 0", args.callee),
+            arg.span,
+        )
+        .with_label("expected a number >= 0")),
+    }
+}
+
+/// `kl_divergence(mean, log_var)`: the KL divergence of the diagonal Gaussian
+/// `N(mean, exp(log_var))` from the standard normal, a VAE's regularizer (Kingma & Welling
+/// 2014, appendix B): `-0.5 Σ (1 + log_var - mean² - exp(log_var))` summed over the last
+/// (latent) axis and averaged over the rows.
+fn kl_divergence(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Diagnostic> {
+    let mu = args.tensor("mean")?;
+    let lv = args.tensor("log_var")?;
+    same_shape(e, mu, lv, "kl_divergence")?;
+    let dims = e.graph.ty(mu.0).shape.dims().to_vec();
+    if dims.is_empty() {
+        return Err(Diagnostic::error(
+            ErrorCode::ShapeMismatch,
+            "`kl_divergence` needs a latent axis last, got a scalar",
+            mu.1,
+        ));
+    }
+    let one = e.constant(1.0, span);
+    let sq = bin(e, BinaryOp::Mul, mu.0, mu.0, span)?;
+    let var = un(e, UnaryOp::Exp, lv.0, span)?;
+    let a = bin(e, BinaryOp::Add, one, lv.0, span)?;
+    let b = bin(e, BinaryOp::Sub, a, sq, span)?;
+    let per = bin(e, BinaryOp::Sub, b, var, span)?;
+    let total = sum_all(e, per, span)?;
+    let n = row_count(e, &dims[..dims.len() - 1], span)?;
+    let mean = bin(e, BinaryOp::Div, total, n, span)?;
+    let half = e.constant(-0.5, span);
+    Ok(Value::Tensor(bin(e, BinaryOp::Mul, half, mean, span)?))
+}
+
+/// `huber(predictions, targets, delta = 1)`: PyTorch's `HuberLoss`, `0.5 d²` where
+/// `|d| < delta` and `delta (|d| - 0.5 delta)` elsewhere (`d` the difference), averaged
+/// over every element.
+fn huber(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Diagnostic> {
+    let p = args.tensor("predictions")?;
+    let t = args.tensor("targets")?;
+    same_shape(e, p, t, "huber")?;
+    let delta = non_negative(args, "delta", 1.0)?;
+    if delta == 0.0 {
+        let at = args.get("delta").map_or(span, |a| a.span);
+        return Err(Diagnostic::error(
+            ErrorCode::BadArgument,
+            "`delta` of `huber` is a number > 0",
+            at,
+        )
+        .with_help("`delta = 0` would be the mean absolute error: use `mae`"));
+    }
+    // 0.5 c² + delta (|d| - c), with c = min(|d|, delta): both branches in one.
+    let d = bin(e, BinaryOp::Sub, p.0, t.0, span)?;
+    let ad = un(e, UnaryOp::Abs, d, span)?;
+    let dl = e.constant(delta, span);
+    let c = bin(e, BinaryOp::Min, ad, dl, span)?;
+    let c2 = bin(e, BinaryOp::Mul, c, c, span)?;
+    let half = e.constant(0.5, span);
+    let quad = bin(e, BinaryOp::Mul, half, c2, span)?;
+    let over = bin(e, BinaryOp::Sub, ad, c, span)?;
+    let lin = bin(e, BinaryOp::Mul, dl, over, span)?;
+    let per = bin(e, BinaryOp::Add, quad, lin, span)?;
+    Ok(Value::Tensor(mean_all(e, per, span)?))
+}
+
+/// `hinge(logits, labels)`: PyTorch's `MultiMarginLoss` (margin 1, p = 1), the multi-class
+/// hinge loss of Weston & Watkins / Crammer & Singer as PyTorch averages it: for each row,
+/// `Σ_{i ≠ y} max(0, 1 - x_y + x_i) / classes`, averaged over the rows.
+fn hinge(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Diagnostic> {
+    let ClassRows {
+        logits,
+        labels,
+        classes,
+        rows,
+    } = class_rows(e, args, "hinge")?;
+    let onehot = e.op(Op::OneHot { classes }, &[labels], span)?;
+    let picked = bin(e, BinaryOp::Mul, onehot, logits, span)?;
+    let xy = sum_last(e, picked, true, span)?;
+    let one = e.constant(1.0, span);
+    let zero = e.constant(0.0, span);
+    let m = bin(e, BinaryOp::Sub, one, xy, span)?;
+    let m = bin(e, BinaryOp::Add, m, logits, span)?;
+    let m = bin(e, BinaryOp::Max, m, zero, span)?;
+    let others = bin(e, BinaryOp::Sub, one, onehot, span)?;
+    let per = bin(e, BinaryOp::Mul, m, others, span)?;
+    let total = sum_all(e, per, span)?;
+    let n = row_count(e, &rows, span)?;
+    let c = e.constant(classes as f64, span);
+    let n = bin(e, BinaryOp::Mul, n, c, span)?;
+    Ok(Value::Tensor(bin(e, BinaryOp::Div, total, n, span)?))
+}
+
+/// `focal(logits, labels, gamma = 2)`: the focal loss of Lin et al. 2017 over a softmax,
+/// `-(1 - p_y)^gamma log p_y` per row (no class weight α), averaged over the rows;
+/// `gamma = 0` is `cross_entropy`.
+fn focal(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Diagnostic> {
+    let gamma = non_negative(args, "gamma", 2.0)?;
+    let ClassRows {
+        logits,
+        labels,
+        classes,
+        rows,
+    } = class_rows(e, args, "focal")?;
+    let ax = rows.len();
+    let logp = crate::elaborate::layers::log_softmax(e, logits, ax, span)?;
+    let onehot = e.op(Op::OneHot { classes }, &[labels], span)?;
+    let picked = bin(e, BinaryOp::Mul, onehot, logp, span)?;
+    let logp_y = sum_last(e, picked, false, span)?;
+    let mut per = logp_y;
+    if gamma != 0.0 {
+        let p_y = un(e, UnaryOp::Exp, logp_y, span)?;
+        let one = e.constant(1.0, span);
+        // 1 - p never below 0, where rounding could make it -1e-8 and a power NaN.
+        let zero = e.constant(0.0, span);
+        let q = bin(e, BinaryOp::Sub, one, p_y, span)?;
+        let q = bin(e, BinaryOp::Max, q, zero, span)?;
+        let g = e.constant(gamma, span);
+        let w = bin(e, BinaryOp::Pow, q, g, span)?;
+        per = bin(e, BinaryOp::Mul, w, logp_y, span)?;
+    }
+    let total = sum_all(e, per, span)?;
+    let n = row_count(e, &rows, span)?;
+    let mean = bin(e, BinaryOp::Div, total, n, span)?;
+    Ok(Value::Tensor(un(e, UnaryOp::Neg, mean, span)?))
+}
+
+/// `cosine(a, b)`: `1 - cos(a, b)` along the last axis, averaged over the rows (PyTorch's
+/// `CosineEmbeddingLoss` with every target 1); `cos = a·b / max(|a| |b|, 1e-8)`.
+fn cosine(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Diagnostic> {
+    let a = args.tensor("a")?;
+    let b = args.tensor("b")?;
+    same_shape(e, a, b, "cosine")?;
+    let dims = e.graph.ty(a.0).shape.dims().to_vec();
+    if dims.is_empty() {
+        return Err(Diagnostic::error(
+            ErrorCode::ShapeMismatch,
+            "`cosine` compares vectors along the last axis, got scalars",
+            a.1,
+        ));
+    }
+    let ab = bin(e, BinaryOp::Mul, a.0, b.0, span)?;
+    let dot = sum_last(e, ab, false, span)?;
+    let aa = bin(e, BinaryOp::Mul, a.0, a.0, span)?;
+    let na = sum_last(e, aa, false, span)?;
+    let bb = bin(e, BinaryOp::Mul, b.0, b.0, span)?;
+    let nb = sum_last(e, bb, false, span)?;
+    let n2 = bin(e, BinaryOp::Mul, na, nb, span)?;
+    let eps2 = e.constant(1e-16, span);
+    let n2 = bin(e, BinaryOp::Max, n2, eps2, span)?;
+    let norm = un(e, UnaryOp::Sqrt, n2, span)?;
+    let cos = bin(e, BinaryOp::Div, dot, norm, span)?;
+    let one = e.constant(1.0, span);
+    let per = bin(e, BinaryOp::Sub, one, cos, span)?;
+    Ok(Value::Tensor(mean_all(e, per, span)?))
 }
 
 /// `binary_cross_entropy(logits, targets)`: sigmoid cross-entropy from logits, targets

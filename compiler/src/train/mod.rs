@@ -168,12 +168,32 @@ fn read_section(
             keep(&mut errors, section::schedule(s, *span)).unwrap_or(Schedule::Constant)
         }
     };
+    // The output the metrics name (`accuracy(logits, y)`), if they name one, and what
+    // they may score it against: the label, or without one the features (an input).
+    let mut scored: Option<(String, Span)> = None;
+    let references: Vec<String> = match &t.label {
+        Some(label) => vec![label.clone()],
+        None => elab
+            .graph
+            .inputs
+            .iter()
+            .filter_map(|&i| match &elab.graph.node(i).op {
+                Op::Input { name } if name != "step" => Some(name.clone()),
+                _ => None,
+            })
+            .collect(),
+    };
     let metrics = match get("metrics") {
         None => Vec::new(),
         Some((Setting::List(items), span)) => items
             .iter()
             .filter_map(|i| {
-                let metric = metric_named(i, *span, &t.section);
+                let metric = metric_named(i, *span, &t.section).and_then(|(m, target)| {
+                    if let Some(target) = target {
+                        scored_output(&target, t, &references, &mut scored)?;
+                    }
+                    Ok(m)
+                });
                 keep(&mut errors, metric)
             })
             .collect(),
@@ -315,8 +335,22 @@ fn read_section(
                 None
             }
         },
-        _ => t.model_outputs.first().map(|(n, _)| n.clone()),
+        _ => match &scored {
+            Some((output, _)) => Some(output.clone()),
+            None => t.model_outputs.first().map(|(n, _)| n.clone()),
+        },
     };
+    if let (Some((output, at)), Some((Setting::Word(predicted), _))) = (&scored, get("predict"))
+        && output != predicted
+    {
+        errors.push(
+            err(
+                *at,
+                format!("the metrics score `{output}`, but `predict` names `{predicted}`"),
+            )
+            .with_note("the metrics score the prediction: name the same output"),
+        );
+    }
     let label_v = t.label.as_ref().map(|label| {
         graph
             .inputs
@@ -598,16 +632,46 @@ fn split_fractions(setting: Option<&(Setting, Span)>) -> Result<[f64; 3], Diagno
     }
 }
 
-/// One item of `metrics = […]`, at its own span when it is a name.
+/// The output and label a metric names (`accuracy(logits, y)`), with the call's span.
+struct MetricTarget {
+    output: String,
+    label: String,
+    /// Where the output's and the label's names are written.
+    output_span: Span,
+    label_span: Span,
+}
+
+/// One item of `metrics = […]` (a name, or a call naming the output and label it
+/// scores), at its own span when it is a name.
 fn metric_named(
     item: &Setting,
     span: Span,
     section: &crate::syntax::ast::TrainDef,
-) -> Result<Metric, Diagnostic> {
-    let Setting::Word(w) = item else {
-        return Err(err(span, format!("metrics are: {}", Metric::names_list())));
+) -> Result<(Metric, Option<MetricTarget>), Diagnostic> {
+    let (w, target) = match item {
+        Setting::Word(w) => (w, None),
+        Setting::Call { name, args } => {
+            let at = section::word_span(&section.items, "metrics", name).unwrap_or(span);
+            let [(None, Setting::Word(output)), (None, Setting::Word(label))] = &args[..] else {
+                return Err(err(
+                    at,
+                    format!(
+                        "`{name}(…)` names the output and the label it scores, e.g. `{name}(logits, y)`"
+                    ),
+                ));
+            };
+            let word = |w: &str| section::word_span(&section.items, "metrics", w).unwrap_or(at);
+            let target = MetricTarget {
+                output: output.clone(),
+                label: label.clone(),
+                output_span: word(output),
+                label_span: word(label),
+            };
+            (name, Some(target))
+        }
+        _ => return Err(err(span, format!("metrics are: {}", Metric::names_list()))),
     };
-    Metric::from_name(w).ok_or_else(|| {
+    let metric = Metric::from_name(w).ok_or_else(|| {
         let span = section::word_span(&section.items, "metrics", w).unwrap_or(span);
         let mut d = Diagnostic::error(
             ErrorCode::UnknownName,
@@ -619,7 +683,66 @@ fn metric_named(
             d = d.with_help(format!("did you mean `{close}`?"));
         }
         d.with_note(format!("metrics are: {}", Metric::names_list()))
-    })
+    })?;
+    Ok((metric, target))
+}
+
+/// Checks what a metric names against the section: a model output, the same one as
+/// every other metric (`scored` holds the first), and one of `references` (the
+/// section's label, or without one the inputs a reconstruction may be compared with).
+fn scored_output(
+    target: &MetricTarget,
+    t: &TrainElab,
+    references: &[String],
+    scored: &mut Option<(String, Span)>,
+) -> Result<(), Diagnostic> {
+    let outputs = t.model_outputs.iter().map(|(n, _)| n.as_str());
+    if !t.model_outputs.iter().any(|(n, _)| *n == target.output) {
+        let mut d = err(
+            target.output_span,
+            format!(
+                "a metric scores a model output; `{}` is none",
+                target.output
+            ),
+        )
+        .with_label("not an output");
+        if let Some(close) = crate::elaborate::closest(&target.output, outputs) {
+            d = d.with_help(format!("did you mean `{close}`?"));
+        }
+        return Err(d);
+    }
+    if !references.contains(&target.label) {
+        let what = match &t.label {
+            Some(label) => format!("the section's label `{label}`"),
+            None => "the features input (the section has no label)".to_string(),
+        };
+        let mut d = err(
+            target.label_span,
+            format!("a metric scores against {what}, not `{}`", target.label),
+        )
+        .with_label("not the label");
+        if let Some(close) =
+            crate::elaborate::closest(&target.label, references.iter().map(|s| s.as_str()))
+        {
+            d = d.with_help(format!("did you mean `{close}`?"));
+        }
+        return Err(d);
+    }
+    match scored {
+        Some((first, at)) if *first != target.output => Err(err(
+            target.output_span,
+            format!(
+                "the metrics score one output; this one names `{}`, an earlier one `{first}`",
+                target.output
+            ),
+        )
+        .with_secondary(*at, format!("`{first}` here"))),
+        Some(_) => Ok(()),
+        None => {
+            *scored = Some((target.output.clone(), target.output_span));
+            Ok(())
+        }
+    }
 }
 
 /// What `early_stop(on = …)` watches, checked against what a model of `task` computes
@@ -720,10 +843,12 @@ pub fn build(
     let plans = steps::plan_steps(t, tt, &params, &settings, &hyper)
         .map_err(|errors| first_in_file(errors, t))?;
     let mut step_entries = Vec::with_capacity(plans.len());
-    for plan in &plans {
+    for (i, plan) in plans.iter().enumerate() {
+        // The terms are logged from the first update of each batch (before any update).
+        let terms = if i == 0 { &tt.terms[..] } else { &[] };
         step_entries.push((
             plan.entry.clone(),
-            step_graph(&training_graph, plan, at, gradient_outputs)?,
+            step_graph(&training_graph, plan, terms, at, gradient_outputs)?,
         ));
     }
 
@@ -735,6 +860,9 @@ pub fn build(
             eval.outputs
                 .push((format!("loss.{}", plan.name), plan.eval_loss));
         }
+    }
+    for (name, v) in &t.terms {
+        eval.outputs.push((term_output(name), *v));
     }
     dce::eliminate_dead_code(&mut eval, false);
 
@@ -779,17 +907,24 @@ pub fn build(
             early_stop,
             checkpoint_every,
             images,
+            terms: t.terms.iter().map(|(name, _)| name.clone()).collect(),
         },
     })
 }
 
+/// The output of `eval` and of the first training entry that holds term `name`.
+fn term_output(name: &str) -> String {
+    strata_artifact::train_config::term_output(name)
+}
+
 /// One update's entry: the training-mode graph, its loss differentiated with respect to
 /// the update's parameters, clipped, and the optimizer's update appended. Its output is
-/// the loss, and with `gradient_outputs` each parameter's gradient (`grad.PATH`, before
+/// the loss, each of `terms` (`term.NAME`), and with `gradient_outputs` each parameter's gradient (`grad.PATH`, before
 /// clipping) too.
 fn step_graph(
     training: &Graph,
     plan: &steps::StepPlan,
+    terms: &[(String, ValueId)],
     at: crate::source::Span,
     gradient_outputs: bool,
 ) -> Result<Graph, Diagnostic> {
@@ -822,6 +957,7 @@ fn step_graph(
     };
     let mut grads = autodiff::gradients(&mut graph, plan.train_loss, &wrt).map_err(internal)?;
     let mut outputs = vec![("loss".to_string(), plan.train_loss)];
+    outputs.extend(terms.iter().map(|(name, v)| (term_output(name), *v)));
     if gradient_outputs {
         for ((_, path), g) in plan.params.iter().zip(&grads) {
             outputs.push((format!("grad.{path}"), *g));

@@ -34,6 +34,8 @@ pub struct TrainElab {
     /// The model's trainable parameters, in creation order (not batch norm's running
     /// statistics).
     pub params: Vec<ValueId>,
+    /// The section's `term NAME = …` scalars, in order (those that elaborated).
+    pub terms: Vec<(String, ValueId)>,
 }
 
 /// One `step NAME { … }` of a train section: its name, its loss in the model's graph,
@@ -62,8 +64,23 @@ impl Elaborator<'_> {
         let mut label_failed = false;
         let mut loss_expr = None;
         let mut step_defs = Vec::new();
+        let mut term_defs: Vec<(&Ident, &Expr)> = Vec::new();
         for item in &section.items {
             match item {
+                TrainItem::Term { name, value, .. } => {
+                    if let Some((first, _)) = term_defs.iter().find(|(n, _)| n.name == name.name) {
+                        let twice = Diagnostic::error(
+                            ErrorCode::DuplicateBinding,
+                            format!("term `{}` is defined twice", name.name),
+                            name.span,
+                        )
+                        .with_label("defined again here")
+                        .with_secondary(first.span, "first defined here");
+                        self.record::<()>(Err(twice));
+                        continue;
+                    }
+                    term_defs.push((name, value));
+                }
                 TrainItem::Label { name, ty, span } => {
                     if label.is_some() || label_failed {
                         self.record::<()>(Err(Diagnostic::error(
@@ -141,6 +158,12 @@ impl Elaborator<'_> {
         self.record(bound);
         let bound = env.bind(&at("weights"), Value::List(weights));
         self.record(bound);
+        let mut terms = Vec::new();
+        for (name, value) in term_defs {
+            if let Some(v) = self.term(name, value, env)? {
+                terms.push((name.name.clone(), v));
+            }
+        }
         let mut steps = Vec::new();
         for (name, items, span) in step_defs {
             let mut step_loss = None;
@@ -212,7 +235,35 @@ impl Elaborator<'_> {
             steps,
             model_outputs: outputs.to_vec(),
             params,
+            terms,
         })
+    }
+
+    /// `term NAME = EXPR`: the scalar, bound to `NAME` for the losses; None (the name
+    /// poisoned, the mistake recorded) if it fails.
+    fn term(&mut self, name: &Ident, value: &Expr, env: &mut Env) -> Result<Option<ValueId>, Stop> {
+        let reserved =
+            name.name == "loss" || strata_artifact::Metric::from_name(&name.name).is_some();
+        if reserved {
+            self.record::<()>(Err(Diagnostic::error(
+                ErrorCode::DuplicateBinding,
+                format!("a term cannot be called `{}`", name.name),
+                name.span,
+            )
+            .with_label("a name training logs already")
+            .with_note(
+                "the loss and the metrics have their own columns; pick another name",
+            )));
+            env.poison(name);
+            return Ok(None);
+        }
+        let v = self.scalar_loss(value, env, "a term");
+        let Some(v) = self.record_or_stop(v)? else {
+            env.poison(name);
+            return Ok(None);
+        };
+        let bound = env.bind(name, Value::Tensor(v));
+        Ok(self.record(bound).map(|()| v))
     }
 
     /// The sum of the steps' losses (what logs and `val.loss` show).
@@ -228,32 +279,73 @@ impl Elaborator<'_> {
 
     /// The loss `expr`, or (its mistake recorded) a constant 0 in its place.
     fn loss_or_placeholder(&mut self, expr: &Expr, env: &mut Env) -> Result<ValueId, Stop> {
-        let loss = self.scalar_loss(expr, env);
+        let loss = self.scalar_loss(expr, env, "the loss");
         Ok(match self.record_or_stop(loss)? {
             Some(v) => v,
             None => self.constant(0.0, expr.span),
         })
     }
 
-    /// Elaborates a loss expression, which must be a scalar f32[].
-    fn scalar_loss(&mut self, expr: &Expr, env: &mut Env) -> Result<ValueId, Diagnostic> {
-        let loss = self.expr(expr, env)?;
+    /// Elaborates a loss or term expression (`what`, for messages), which must be a
+    /// scalar f32[]; reductions in it may fold the batch.
+    fn scalar_loss(
+        &mut self,
+        expr: &Expr,
+        env: &mut Env,
+        what: &str,
+    ) -> Result<ValueId, Diagnostic> {
+        let outer = std::mem::replace(&mut self.reduces_batch, true);
+        let loss = self.expr(expr, env);
+        self.reduces_batch = outer;
+        let loss = loss?;
         let Value::Tensor(loss_v) = loss.value else {
+            if let Value::Number { .. } = loss.value {
+                return Err(Diagnostic::error(
+                    ErrorCode::BadArgument,
+                    format!("{what} is a number that no parameter changes"),
+                    loss.span,
+                )
+                .with_label("a constant")
+                .with_help("write it from the model's outputs, e.g. `mse(y_hat, y)`"));
+            }
             return Err(Diagnostic::error(
                 ErrorCode::BadArgument,
-                "the loss must be a tensor",
+                format!("{what} must be a tensor"),
                 loss.span,
             ));
         };
         let ty = self.graph.ty(loss_v).clone();
-        if ty.shape.rank() != 0 || ty.dtype != DType::F32 {
+        if ty.dtype != DType::F32 {
             return Err(Diagnostic::error(
-                ErrorCode::ShapeMismatch,
-                format!("the loss must be a scalar f32[], got {ty}"),
+                ErrorCode::DTypeMismatch,
+                format!("{what} must be a scalar f32[], got {ty}"),
                 loss.span,
             )
             .with_label(format!("this is {ty}"))
-            .with_help("losses like `cross_entropy` and `mse` already average over the batch"));
+            .with_help("`float(x)` converts integers to f32"));
+        }
+        if ty.shape.rank() != 0 {
+            let axes: Vec<String> = ty
+                .shape
+                .dims()
+                .iter()
+                .enumerate()
+                .map(|(i, d)| format!("{i} ({d})"))
+                .collect();
+            let remain = match axes.len() {
+                1 => format!("axis {} remains", axes[0]),
+                _ => format!("axes {} remain", axes.join(", ")),
+            };
+            return Err(Diagnostic::error(
+                ErrorCode::ShapeMismatch,
+                format!("{what} must be a scalar f32[], got {ty}: {remain}"),
+                loss.span,
+            )
+            .with_label(format!("this is {ty}"))
+            .with_help(
+                "reduce what remains, e.g. `mean(x)` averages every element and \
+                 `mean(sum(x, axis = -1))` sums each sample's then averages over the batch",
+            ));
         }
         Ok(loss_v)
     }

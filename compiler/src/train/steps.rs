@@ -208,7 +208,9 @@ fn step_settings(
         let (key, span) = match item {
             TrainItem::Setting { key, span, .. } => (key.name.as_str(), *span),
             TrainItem::Call(call) => (call.callee.name.as_str(), call.span),
-            TrainItem::Label { span, .. } | TrainItem::Step { span, .. } => ("", *span),
+            TrainItem::Label { span, .. }
+            | TrainItem::Step { span, .. }
+            | TrainItem::Term { span, .. } => ("", *span),
         };
         if !IN_STEP.contains(&key) {
             let what = if key.is_empty() {

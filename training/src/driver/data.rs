@@ -9,7 +9,7 @@ use crate::loaders::DataSpec;
 use crate::{Batch, Dataset, Labels, Normalization, Normalizer};
 use strata_artifact::manifest::{Entry, Manifest};
 use strata_artifact::tensor::{HostTensor, TensorData, dtype_name};
-use strata_artifact::train_config::{Task, TrainConfig};
+use strata_artifact::train_config::{Task, TrainConfig, term_output};
 
 /// The entry a section without `step` blocks trains with, and the one every artifact
 /// evaluates with.
@@ -36,6 +36,9 @@ pub(crate) struct Ports {
     pub eval_takes_step: bool,
     /// The `eval` outputs holding each step's loss (several steps only).
     pub step_losses: Vec<(String, String)>,
+    /// Each named term and the output holding it (of `eval` and the first training
+    /// entry).
+    pub terms: Vec<(String, String)>,
 }
 
 /// The `step` fed to `eval` (training steps count from 1, so it is no training draw).
@@ -180,9 +183,21 @@ impl Ports {
                 step_losses.push((update.name.clone(), output.clone()));
             }
         }
+        let terms: Vec<(String, String)> = config
+            .terms
+            .iter()
+            .map(|t| (t.clone(), term_output(t)))
+            .collect();
+        for (_, output) in &terms {
+            port_type(manifest, eval, output, true)?;
+        }
         if training {
             if config.steps.is_empty() {
                 return Err(model_error("the train section has no steps".into()));
+            }
+            let first = entry(manifest, &config.steps[0].entry)?;
+            for (_, output) in &terms {
+                port_type(manifest, first, output, true)?;
             }
             for update in &config.steps {
                 let step = entry(manifest, &update.entry)?;
@@ -201,6 +216,7 @@ impl Ports {
             label,
             eval_takes_step,
             step_losses,
+            terms,
             prediction: config.prediction.clone(),
             prediction_width,
             task: config.task.clone(),

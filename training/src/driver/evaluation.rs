@@ -106,6 +106,8 @@ pub struct EvalReport {
     pub loss: f64,
     /// With several steps: each step's loss, averaged the same way, by step name.
     pub step_losses: Vec<(String, f64)>,
+    /// Each named term of the loss (`term NAME = …`), averaged the same way, by name.
+    pub terms: Vec<(String, f64)>,
     pub metrics: Metrics,
     /// The metrics the train section asks for, in its order (every metric of the task
     /// when it names none).
@@ -131,7 +133,7 @@ impl EvalReport {
     /// ```json
     /// {"split": "test", "samples": 180, "loss": 0.0712…,
     ///  "metrics": {"accuracy": 0.97…, "f1": 0.96…, …},
-    ///  "step_losses": {},
+    ///  "step_losses": {}, "terms": {},
     ///  "classes": [{"class": 0, "name": "0", "precision": 1.0, "recall": 0.94…,
     ///               "f1": 0.97…, "support": 18}, …],
     ///  "confusion": [[17, 0, …], …]}
@@ -157,12 +159,18 @@ impl EvalReport {
             .iter()
             .map(|(name, loss)| (name.clone(), number(*loss)))
             .collect();
+        let terms: serde_json::Map<String, Value> = self
+            .terms
+            .iter()
+            .map(|(name, value)| (name.clone(), number(*value)))
+            .collect();
         let mut report = json!({
             "split": self.split.to_string(),
             "samples": self.samples,
             "loss": number(self.loss),
             "metrics": metrics,
             "step_losses": step_losses,
+            "terms": terms,
         });
         if let Metrics::Classification(r) | Metrics::Sequences { positions: r, .. } = &self.metrics
         {
@@ -199,6 +207,9 @@ impl fmt::Display for EvalReport {
         writeln!(f, "  {:<10} {:.4}", "loss", self.loss)?;
         for (name, loss) in &self.step_losses {
             writeln!(f, "  {:<10} {loss:.4}", format!("{name} loss"))?;
+        }
+        for (name, value) in &self.terms {
+            writeln!(f, "  {name:<10} {value:.4}")?;
         }
         for &name in self.metrics.names() {
             match self.metrics.value(name) {
@@ -259,6 +270,8 @@ pub(super) struct EvalPass {
     pub loss: f64,
     /// Each step's loss, in [`Ports::step_losses`]' order.
     pub step_losses: Vec<f64>,
+    /// Each term, in [`Ports::terms`]' order.
+    pub terms: Vec<f64>,
     /// The prediction output of every sample, concatenated.
     pub predictions: Vec<f32>,
 }
@@ -272,6 +285,7 @@ pub(super) fn eval_pass(
 ) -> Result<EvalPass, TrainError> {
     let mut loss_sum = 0.0;
     let mut step_sums = vec![0.0; ports.step_losses.len()];
+    let mut term_sums = vec![0.0; ports.terms.len()];
     let mut predictions = Vec::with_capacity(data.len * ports.prediction_width);
     let scalar_of = |v: &[f32]| f64::from(v.first().copied().unwrap_or(f32::NAN));
     for b in data.batches(batch, None)? {
@@ -287,12 +301,16 @@ pub(super) fn eval_pass(
         for (sum, (_, output)) in step_sums.iter_mut().zip(&ports.step_losses) {
             *sum += scalar_of(find(&outputs, output)?) * len;
         }
+        for (sum, (_, output)) in term_sums.iter_mut().zip(&ports.terms) {
+            *sum += scalar_of(find(&outputs, output)?) * len;
+        }
         predictions.extend_from_slice(prediction);
     }
     let samples = data.len.max(1) as f64;
     Ok(EvalPass {
         loss: loss_sum / samples,
         step_losses: step_sums.into_iter().map(|s| s / samples).collect(),
+        terms: term_sums.into_iter().map(|s| s / samples).collect(),
         predictions,
     })
 }
@@ -371,6 +389,12 @@ pub(super) fn score(
             .iter()
             .map(|(name, _)| name.clone())
             .zip(pass.step_losses)
+            .collect(),
+        terms: ports
+            .terms
+            .iter()
+            .map(|(name, _)| name.clone())
+            .zip(pass.terms)
             .collect(),
         metrics,
         selected,

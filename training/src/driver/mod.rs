@@ -324,6 +324,8 @@ enum EpochEnd {
         loss_sum: f64,
         samples: u64,
         step_loss_sums: Vec<f64>,
+        /// Each named term's sum, weighted the same way.
+        term_sums: Vec<f64>,
     },
     /// The interrupt flag was set after `step`.
     Interrupted { step: u64 },
@@ -399,10 +401,12 @@ pub fn train(
                 loss_sum,
                 samples,
                 step_loss_sums,
+                term_sums,
             } => {
                 let per_sample = |sum: f64| sum / samples.max(1) as f64;
                 let step_losses: Vec<f64> = step_loss_sums.into_iter().map(per_sample).collect();
-                stop = run.end_epoch(epoch, per_sample(loss_sum), &step_losses, started)?;
+                let terms: Vec<f64> = term_sums.into_iter().map(per_sample).collect();
+                stop = run.end_epoch(epoch, per_sample(loss_sum), &step_losses, &terms, started)?;
             }
         }
     }
@@ -434,7 +438,13 @@ impl<'a> Run<'a> {
                 "metric `{name}` does not apply to this model's task"
             )));
         }
-        let columns = config.metrics.iter().map(|m| format!("val_{m}")).collect();
+        // Each named term shows its train and validation means beside the loss.
+        let columns = config
+            .terms
+            .iter()
+            .flat_map(|t| [format!("train_{t}"), format!("val_{t}")])
+            .chain(config.metrics.iter().map(|m| format!("val_{m}")))
+            .collect();
         let fingerprint = Fingerprint::of(session.manifest(), config, spec)?;
         let counters = Counters {
             step: 0,
@@ -622,11 +632,18 @@ impl<'a> Run<'a> {
     fn train_epoch(&mut self, epoch: u64) -> Result<EpochEnd, TrainError> {
         let partial = self.counters.state.partial.take();
         let steps = &self.config.steps;
-        let (skip, mut loss_sum, mut samples, mut step_sums) = match partial {
-            Some(p) => (p.batches, p.loss_sum, p.samples, p.step_loss_sums),
-            None => (0, 0.0, 0, vec![0.0; steps.len()]),
+        let (skip, mut loss_sum, mut samples, mut step_sums, mut term_sums) = match partial {
+            Some(p) => (
+                p.batches,
+                p.loss_sum,
+                p.samples,
+                p.step_loss_sums,
+                p.term_sums,
+            ),
+            None => (0, 0.0, 0, Vec::new(), Vec::new()),
         };
         step_sums.resize(steps.len(), 0.0);
+        term_sums.resize(self.ports.terms.len(), 0.0);
         self.progress
             .start_epoch(epoch, self.epochs, self.steps_per_epoch, skip);
         let shuffle = epoch_shuffle_seed(self.config.seed, epoch);
@@ -675,6 +692,23 @@ impl<'a> Run<'a> {
                 }
                 step_sums[k] += f64::from(loss) * len as f64;
                 batch_loss += loss;
+                // The first update's entry outputs the terms (before any update).
+                if k == 0 {
+                    for (sum, (_, output)) in term_sums.iter_mut().zip(&self.ports.terms) {
+                        let value = outputs
+                            .iter()
+                            .find(|(n, _)| n == output)
+                            .and_then(|(_, t)| t.as_f32())
+                            .and_then(|v| v.first().copied())
+                            .ok_or_else(|| {
+                                TrainError::Model(format!(
+                                    "`{}` returned no f32 `{output}`",
+                                    update.entry
+                                ))
+                            })?;
+                        *sum += f64::from(value) * len as f64;
+                    }
+                }
             }
             self.counters.step = step;
             loss_sum += f64::from(batch_loss) * len as f64;
@@ -687,6 +721,7 @@ impl<'a> Run<'a> {
                     loss_sum,
                     samples,
                     step_loss_sums: step_sums,
+                    term_sums,
                 });
                 self.save_last()?;
                 return Ok(EpochEnd::Interrupted { step });
@@ -697,6 +732,7 @@ impl<'a> Run<'a> {
             loss_sum,
             samples,
             step_loss_sums: step_sums,
+            term_sums,
         })
     }
 
@@ -707,6 +743,7 @@ impl<'a> Run<'a> {
         epoch: u64,
         train_loss: f64,
         step_losses: &[f64],
+        terms: &[f64],
         started: Instant,
     ) -> Result<StopReason, TrainError> {
         self.counters.epoch = epoch;
@@ -744,6 +781,13 @@ impl<'a> Run<'a> {
             for (name, loss) in val.iter().flat_map(|v| &v.step_losses) {
                 metrics.insert(format!("val_{name}_loss"), *loss);
             }
+        }
+        // Each named term, on the train split (as trained on) and the validation split.
+        for ((name, _), value) in self.ports.terms.iter().zip(terms) {
+            metrics.insert(format!("train_{name}"), *value);
+        }
+        for (name, value) in val.iter().flat_map(|v| &v.terms) {
+            metrics.insert(format!("val_{name}"), *value);
         }
         let record = EpochRecord {
             epoch,

@@ -51,8 +51,7 @@ impl Progress {
     pub fn header(&self) {
         let mut head = format!("{:>5}  {:>10}  {:>10}", "epoch", "train loss", "val loss");
         for c in &self.columns {
-            let name = c.strip_prefix("val_").unwrap_or(c);
-            head.push_str(&format!("  {name:>9}"));
+            head.push_str(&format!("  {:>w$}", column_head(c), w = column_width(c)));
         }
         head.push_str(&format!("  {:>7}", "time"));
         self.line(&head);
@@ -121,11 +120,12 @@ impl Progress {
         );
         for c in &self.columns {
             row.push_str(&format!(
-                "  {:>9}",
+                "  {:>w$}",
                 record
                     .metrics
                     .get(c)
-                    .map_or("-".to_string(), |v| number(*v))
+                    .map_or("-".to_string(), |v| number(*v)),
+                w = column_width(c)
             ));
         }
         row.push_str(&format!("  {:>6.2}s", record.seconds));
@@ -137,9 +137,49 @@ impl Progress {
     }
 }
 
+/// A column's head: a validation metric by its name (`accuracy`), a term's column by
+/// its split and name (`train recon`, `val recon`).
+fn column_head(column: &str) -> String {
+    match column.strip_prefix("val_") {
+        Some(metric) if strata_artifact::Metric::from_name(metric).is_some() => metric.into(),
+        _ => column.replacen('_', " ", 1),
+    }
+}
+
+fn column_width(column: &str) -> usize {
+    column_head(column).len().max(9)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn term_columns_say_their_split_and_metric_columns_their_name() {
+        assert_eq!(column_head("val_accuracy"), "accuracy");
+        assert_eq!(column_head("train_kl"), "train kl");
+        assert_eq!(column_head("val_kl"), "val kl");
+        // A long term's column is as wide as its head.
+        assert_eq!(
+            column_width("train_reconstruction"),
+            "train reconstruction".len()
+        );
+        let progress = Progress::new(
+            true,
+            false,
+            vec!["train_reconstruction".into(), "val_accuracy".into()],
+        );
+        let record = EpochRecord {
+            epoch: 1,
+            step: 10,
+            train_loss: 1.0,
+            val_loss: None,
+            metrics: [("train_reconstruction".to_string(), 0.25)].into(),
+            seconds: 0.5,
+        };
+        let row = progress.row_text(&record, "");
+        assert!(row.contains(&format!("  {:>20}", "0.2500")), "{row}");
+    }
 
     #[test]
     fn a_nan_loss_is_shown_as_nan_and_a_missing_one_as_a_dash() {

@@ -76,6 +76,9 @@ pub(super) struct PartialEpoch {
     /// Each step's part of `loss_sum` (a section with several steps).
     #[serde(default)]
     pub step_loss_sums: Vec<f64>,
+    /// Each named term's batch-size-weighted sum, in the section's order.
+    #[serde(default)]
+    pub term_sums: Vec<f64>,
 }
 
 /// The driver's state beyond the weights and counters, kept in a checkpoint's `extra`.

@@ -5,6 +5,7 @@
 //! (`apply`, `combine`), the same code as the kernel IR's evaluator.
 
 use super::{Tensor, concrete_shape, dims_text, element_count};
+use crate::ir::DType;
 use crate::ir::op::{ConvWindow, Op, ReduceOp};
 use strata_kernels::rng;
 
@@ -69,6 +70,18 @@ pub(super) fn apply(op: &Op, operands: &[&Tensor], batch: Option<usize>) -> Resu
             Ok(out)
         }
         Op::OneHot { classes } => one_hot(operand(0)?, *classes),
+        Op::Cast { to } => {
+            let x = operand(0)?;
+            let convert: fn(f64) -> f64 = match to {
+                // Exact in f64 (the reference); the backends round to f32 above 2²⁴.
+                DType::F32 => |a| a,
+                DType::I32 => to_i32,
+            };
+            Ok(Tensor {
+                shape: x.shape.clone(),
+                data: x.data.iter().map(|&a| convert(a)).collect(),
+            })
+        }
         Op::RandomUniform { seed, shape } => {
             let target = concrete_shape(shape, batch)
                 .ok_or_else(|| format!("shape {shape} needs the batch size"))?;
@@ -85,14 +98,25 @@ pub(super) fn apply(op: &Op, operands: &[&Tensor], batch: Option<usize>) -> Resu
     }
 }
 
-/// Calls `visit(n, c, oh, ow, i, j, column offset, image offset)` for every tap of every
-/// window of an `[n, c, h, w]` image that lands inside the image (not in the padding).
-/// Offsets are row-major into `[n, OH * OW, C * kh * kw]` and `[n, C, H, W]`.
+/// `x` truncated toward zero and saturated to `i32`'s range, NaN -> 0: what the
+/// backends' `f32 -> i32` store computes (Cranelift's `fcvt_to_sint_sat`).
+fn to_i32(x: f64) -> f64 {
+    if x.is_nan() {
+        0.0
+    } else {
+        x.trunc().clamp(f64::from(i32::MIN), f64::from(i32::MAX))
+    }
+}
+
+/// Calls `visit(column offset, image offset)` for every tap of every window of an
+/// `[n, c, h, w]` image that lands inside the image (not in the padding). Offsets are
+/// row-major into `[n, C, kh, kw, OH, OW]` and `[n, C, H, W]`; returns the columns'
+/// dims after the batch.
 fn for_each_tap(
     image: [usize; 4],
     window: &ConvWindow,
     mut visit: impl FnMut(usize, usize),
-) -> Result<(usize, usize), String> {
+) -> Result<[usize; 5], String> {
     let [n, c, h, w] = image;
     let (oh, ow) = window.out_size(h as u64, w as u64)?;
     let (oh, ow) = (oh as usize, ow as usize);
@@ -104,12 +128,11 @@ fn for_each_tap(
         window.dilation,
     ]
     .map(|v| v as usize);
-    let cols = c * kh * kw;
     for b in 0..n {
         for ci in 0..c {
             for i in 0..kh {
                 for j in 0..kw {
-                    let col = (ci * kh + i) * kw + j;
+                    let tap = ((b * c + ci) * kh + i) * kw + j;
                     for y in 0..oh {
                         // The padded row; inside the image when pad <= r < h + pad.
                         let r = y * stride + i * dil;
@@ -121,7 +144,7 @@ fn for_each_tap(
                             if q < pad || q >= w + pad {
                                 continue;
                             }
-                            let column = (b * oh * ow + y * ow + x) * cols + col;
+                            let column = (tap * oh + y) * ow + x;
                             let pixel = ((b * c + ci) * h + r - pad) * w + q - pad;
                             visit(column, pixel);
                         }
@@ -130,10 +153,10 @@ fn for_each_tap(
             }
         }
     }
-    Ok((oh * ow, cols))
+    Ok([c, kh, kw, oh, ow])
 }
 
-/// `[n, C, H, W]` -> `[n, OH * OW, C * kh * kw]`, zeros for taps in the padding.
+/// `[n, C, H, W]` -> `[n, C, kh, kw, OH, OW]`, zeros for taps in the padding.
 fn im2col(x: &Tensor, window: &ConvWindow) -> Result<Tensor, String> {
     let &[n, c, h, w] = x.shape.as_slice() else {
         return Err(format!(
@@ -141,30 +164,29 @@ fn im2col(x: &Tensor, window: &ConvWindow) -> Result<Tensor, String> {
             dims_text(&x.shape)
         ));
     };
-    let (rows, cols) = for_each_tap([n, c, h, w], window, |_, _| {})?;
-    let mut data = vec![0.0; n * rows * cols];
+    let dims = for_each_tap([0, c, h, w], window, |_, _| {})?;
+    let mut data = vec![0.0; n * dims.iter().product::<usize>()];
     for_each_tap([n, c, h, w], window, |column, pixel| {
         data[column] = x.data[pixel];
     })?;
     Ok(Tensor {
-        shape: vec![n, rows, cols],
+        shape: [&[n][..], &dims].concat(),
         data,
     })
 }
 
-/// `[n, OH * OW, C * kh * kw]` -> `[n, C, H, W]`, each pixel the sum of its columns.
+/// `[n, C, kh, kw, OH, OW]` -> `[n, C, H, W]`, each pixel the sum of its columns.
 fn col2im(g: &Tensor, window: &ConvWindow, image: [u64; 3]) -> Result<Tensor, String> {
     let [c, h, w] = image.map(|v| v as usize);
-    let &[n, rows, cols] = g.shape.as_slice() else {
-        return Err(format!(
-            "`col2im` needs rank-3 columns, got {}",
-            dims_text(&g.shape)
-        ));
+    let want = for_each_tap([0, c, h, w], window, |_, _| {})?;
+    let (n, dims) = match g.shape.split_first() {
+        Some((&n, dims)) => (n, dims),
+        None => (0, &[][..]),
     };
-    let (want_rows, want_cols) = for_each_tap([0, c, h, w], window, |_, _| {})?;
-    if (rows, cols) != (want_rows, want_cols) {
+    if dims != want {
         return Err(format!(
-            "`col2im` to [{c}, {h}, {w}] needs columns [n, {want_rows}, {want_cols}], got {}",
+            "`col2im` to [{c}, {h}, {w}] needs columns {}, got {}",
+            dims_text(&[&[n][..], &want].concat()),
             dims_text(&g.shape)
         ));
     }
@@ -278,18 +300,23 @@ fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
     }
     let (m, k) = (a.shape[ra - 2], a.shape[ra - 1]);
     let (k2, n) = (b.shape[rb - 2], b.shape[rb - 1]);
-    let shared = rb == 2;
-    if k != k2 || (!shared && a.shape[..ra - 2] != b.shape[..rb - 2]) {
+    // A rank-2 operand is shared by every leading index of the other.
+    let (shared_a, shared_b) = (ra == 2, rb == 2);
+    if k != k2 || (!shared_a && !shared_b && a.shape[..ra - 2] != b.shape[..rb - 2]) {
         return Err(mismatch());
     }
-    let lead = &a.shape[..ra - 2];
+    let lead = if shared_a {
+        &b.shape[..rb - 2]
+    } else {
+        &a.shape[..ra - 2]
+    };
     let batches: usize = lead.iter().product();
     let mut shape = lead.to_vec();
     shape.extend([m, n]);
     let mut data = vec![0.0; batches * m * n];
     for bi in 0..batches {
-        let a_off = bi * m * k;
-        let b_off = if shared { 0 } else { bi * k * n };
+        let a_off = if shared_a { 0 } else { bi * m * k };
+        let b_off = if shared_b { 0 } else { bi * k * n };
         let out = &mut data[bi * m * n..(bi + 1) * m * n];
         for i in 0..m {
             let row = &mut out[i * n..(i + 1) * n];

@@ -506,6 +506,27 @@ fn broadcast_stretches_to_the_target_shape() {
 }
 
 #[test]
+fn a_cast_to_i32_truncates_toward_zero_saturates_and_maps_nan_to_zero() {
+    let x = t(&[7], &[2.9, -2.9, 0.5, f64::NAN, 1e10, -1e10, -0.0]);
+    let got = run(
+        Op::Cast {
+            to: crate::ir::DType::I32,
+        },
+        &[x],
+    );
+    let max = f64::from(i32::MAX);
+    let min = f64::from(i32::MIN);
+    assert_eq!(got.data, vec![2.0, -2.0, 0.0, 0.0, max, min, 0.0]);
+    let back = run(
+        Op::Cast {
+            to: crate::ir::DType::F32,
+        },
+        std::slice::from_ref(&got),
+    );
+    assert_eq!(back.data, got.data);
+}
+
+#[test]
 fn stop_gradient_is_the_identity() {
     let x = t(&[3], &[1.0, -2.0, 3.0]);
     assert_close(&run(Op::StopGradient, std::slice::from_ref(&x)), &x);

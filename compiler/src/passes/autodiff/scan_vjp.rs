@@ -86,13 +86,34 @@ impl Emitter<'_> {
         if wanted[0] {
             out[0] = Some(self.carry_at(gs, first, &carry_ty, span)?);
         }
-        // 2. Per-step contributions to the sequences and constants.
+        // 2. Per-step contributions to the sequences and constants. A constant used only
+        // as a recurrent weight next to a sequence (see [`linear_constant`]) sums a
+        // product of that sequence's gradient with the stacked carries instead.
         let mut step_ops = vec![prev];
         step_ops.extend_from_slice(xs);
         step_ops.push(g_next);
         step_ops.extend_from_slice(cs);
-        for i in 1..operands.len() {
-            if !wanted[i] {
+        let linear: Vec<Option<LinearUse>> = (0..cs.len())
+            .map(|i| {
+                wanted[1 + k + i]
+                    .then(|| linear_constant(&scan.body, k, i))
+                    .flatten()
+            })
+            .collect();
+        let mut order: Vec<usize> = (1..operands.len()).collect();
+        // Sequences first: a linear constant's gradient is computed from one of theirs.
+        order.sort_by_key(|&i| i > k);
+        for i in order {
+            let needed_by_linear = i <= k && linear.iter().flatten().any(|u| u.sequence + 1 == i);
+            if !wanted[i] && !needed_by_linear {
+                continue;
+            }
+            if i > k
+                && let Some(use_) = linear[i - 1 - k]
+            {
+                let g_seq =
+                    out[1 + use_.sequence].ok_or("a linear constant's sequence gradient")?;
+                out[i] = Some(self.linear_constant_gradient(prev, g_seq, use_, span)?);
                 continue;
             }
             let operand_ty = self.graph.ty(operands[i]).clone();
@@ -121,7 +142,47 @@ impl Emitter<'_> {
                 r
             });
         }
+        for (i, o) in out.iter_mut().enumerate() {
+            if !wanted[i] {
+                *o = None;
+            }
+        }
         Ok(out)
+    }
+
+    /// The gradient of a constant `c` with a [`LinearUse`]: the step's product is
+    /// `z[t] = p[t] x cᵀ` (or `p[t] x c`) and `z[t] + x[t]` its only use, so `z[t]`'s
+    /// cotangent is the sequence's gradient `gx[t]` and `g_c = sum_t gx[t]ᵀ x p[t]`
+    /// (or `sum_t p[t]ᵀ x gx[t]`): one product summed over time and batch (fusion rule
+    /// `summed-product`), where a scan would recompute every step's forward to
+    /// accumulate it.
+    fn linear_constant_gradient(
+        &mut self,
+        prev: ValueId,
+        g_seq: ValueId,
+        use_: LinearUse,
+        span: Span,
+    ) -> Result<ValueId, String> {
+        let p = match use_.slice {
+            Some((axis, start, len)) => self.graph.add(
+                Op::Slice {
+                    axis: axis + 1,
+                    start,
+                    len,
+                },
+                &[prev],
+                span,
+            )?,
+            None => prev,
+        };
+        let per_step = if use_.transposed {
+            let gt = self.transpose_last2(g_seq, span)?;
+            self.op(Op::MatMul, &[gt, p], span)?
+        } else {
+            let pt = self.transpose_last2(p, span)?;
+            self.op(Op::MatMul, &[pt, g_seq], span)?
+        };
+        self.reduce_sum(per_step, vec![0], false, span)
     }
 
     /// `x[start..start + len]` along the time axis.
@@ -160,6 +221,67 @@ impl Emitter<'_> {
             span,
         )
     }
+}
+
+/// How a scan body uses a constant that is a recurrent weight: its only use is the
+/// product `p x cᵀ` (`transposed`) or `p x c`, `p` the carry or a slice of it along
+/// `slice`'s axis, and that product's only use is `z + x_j` with the step's element of
+/// sequence `j`, which nothing else reads, of the same type (an LSTM's or RNN's
+/// `h Whhᵀ + (x Wih + b)[t]`). Then `z`'s cotangent is `x_j`'s.
+#[derive(Clone, Copy)]
+struct LinearUse {
+    sequence: usize,
+    slice: Option<(usize, u64, u64)>,
+    transposed: bool,
+}
+
+/// The [`LinearUse`] of constant `i` of a forward body with `k` sequences, if it has one.
+fn linear_constant(body: &Graph, k: usize, i: usize) -> Option<LinearUse> {
+    let only_user = |v: ValueId| match body.users(v)[..] {
+        [u] if body.outputs.iter().all(|(_, o)| *o != v) => Some(u),
+        _ => None,
+    };
+    let c = *body.inputs.get(1 + k + i)?;
+    let mut user = only_user(c)?;
+    let transposed = matches!(&body.node(user).op, Op::Transpose { perm } if perm == &[1, 0]);
+    let weight = if transposed {
+        let t = user;
+        user = only_user(t)?;
+        t
+    } else {
+        c
+    };
+    let product = user;
+    let [p, w] = body.operands(product)[..] else {
+        return None;
+    };
+    if body.node(product).op != Op::MatMul || w != weight || p == weight {
+        return None;
+    }
+    if body.ty(c).shape.rank() != 2 || body.ty(p).shape.rank() != 2 {
+        return None;
+    }
+    let carry = body.inputs[0];
+    let slice = match &body.node(p).op {
+        _ if p == carry => None,
+        Op::Slice { axis, start, len } if body.operands(p) == [carry] => {
+            Some((*axis, *start, *len))
+        }
+        _ => return None,
+    };
+    let add = only_user(product)?;
+    let [a, b] = body.operands(add)[..] else {
+        return None;
+    };
+    let x = if a == product { b } else { a };
+    let sequence = body.inputs[1..=k].iter().position(|s| *s == x)?;
+    let same = body.ty(x) == body.ty(product) && body.ty(add) == body.ty(product);
+    (body.node(add).op == Op::Binary(BinaryOp::Add) && a != b && same && only_user(x) == Some(add))
+        .then_some(LinearUse {
+            sequence,
+            slice,
+            transposed,
+        })
 }
 
 /// A body for one backward scan (see [`Target`]). Its inputs: the carry, then the

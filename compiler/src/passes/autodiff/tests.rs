@@ -359,6 +359,28 @@ fn matmul_with_a_shared_rank2_rhs_sums_its_gradient_over_leading_dims() {
 }
 
 #[test]
+fn matmul_with_a_shared_rank2_lhs_sums_its_gradient_over_leading_dims() {
+    // A convolution's weight [O, C kh kw] times each image's columns [C kh kw, OH OW].
+    let cases: [&[Dim]; 4] = [
+        &[d(2), d(4), d(5)],
+        &[B, d(4), d(5)],
+        &[B, d(4), d(1)],
+        &[d(2), B, d(4), d(5)],
+    ];
+    for sb in cases {
+        let mut f = Fixture::new(3);
+        let w = f.param("w", &[d(3), d(4)], Draw::Uniform(-1.0, 1.0));
+        let b = f.input("b", sb, Draw::Uniform(-1.0, 1.0));
+        let c = f.op(Op::MatMul, &[w, b]);
+        let mut want = sb.to_vec();
+        want[sb.len() - 2] = d(3);
+        assert_eq!(f.graph.ty(c).shape, Shape(want));
+        let loss = f.probe_loss(c);
+        f.check(&format!("matmul [3, 4] x {sb:?}"), loss, &[w, b]);
+    }
+}
+
+#[test]
 fn matmul_contracting_over_the_batch_matches_finite_differences() {
     // A dense layer: the weight's gradient is xᵀ x dy, [4, batch] x [batch, 5].
     let mut f = Fixture::new(4);
@@ -528,6 +550,22 @@ fn stop_gradient_blocks_the_gradient() {
     let loss = f.sum_all(y);
     let g = &f.analytic(loss, &[x])[0];
     assert!(g.data.iter().all(|v| *v == 0.0));
+}
+
+#[test]
+fn casts_pass_no_gradient_and_agree_with_finite_differences() {
+    let mut f = Fixture::new(3);
+    let x = f.input("x", &[B, d(4)], Draw::Uniform(-3.0, 3.0));
+    // Truncation is piecewise constant: away from whole numbers, finite differences of
+    // x * float(int(x)) see only the outer x, d/dx = int(x).
+    let whole = f.op(Op::Cast { to: DType::I32 }, &[x]);
+    let back = f.op(Op::Cast { to: DType::F32 }, &[whole]);
+    let y = f.binary(BinaryOp::Mul, x, back);
+    let loss = f.probe_loss(y);
+    f.check("x * float(int(x))", loss, &[x]);
+    let loss = f.sum_all(back);
+    let g = &f.analytic(loss, &[x])[0];
+    assert!(g.data.iter().all(|v| *v == 0.0), "{:?}", g.data);
 }
 
 #[test]
@@ -724,7 +762,8 @@ fn im2col_and_col2im_rules_match_finite_differences() {
     f.check("im2col", loss, &[x]);
 
     let mut f = Fixture::new(2);
-    let cols_ty = [B, d(3 * 2), d(2 * 2 * 3)];
+    // [batch, C, kh, kw, OH, OW]: a 5x6 image gives 3x2 windows.
+    let cols_ty = [B, d(2), d(2), d(3), d(3), d(2)];
     let g = f.input("g", &cols_ty, Draw::Uniform(-1.0, 1.0));
     let image = f.op(
         Op::Col2Im {
@@ -753,7 +792,11 @@ fn col2im_is_the_adjoint_of_im2col() {
     };
     let mut f = Fixture::new(1);
     let x = f.input("x", &[B, d(2), d(4), d(4)], Draw::Uniform(-1.0, 1.0));
-    let c = f.input("c", &[B, d(16), d(18)], Draw::Uniform(-1.0, 1.0));
+    let c = f.input(
+        "c",
+        &[B, d(2), d(3), d(3), d(4), d(4)],
+        Draw::Uniform(-1.0, 1.0),
+    );
     let cols = f.op(Op::Im2Col { window }, &[x]);
     let image = f.op(
         Op::Col2Im {
@@ -866,5 +909,84 @@ fn scan_rule_matches_finite_differences_in_both_directions() {
         let parsed = crate::ir::parse::parse_graph(&text).expect("parses");
         parsed.verify().expect("verifies");
         assert_eq!(crate::ir::print::print_graph(&parsed, None), text);
+    }
+}
+
+/// A recurrent step with its input projected outside: `tanh(p Whᵀ + xp[t])` (or
+/// `p Wh`), `p` the carry or its first three columns.
+fn projected_body(transposed: bool, sliced: bool) -> Graph {
+    let mut b = Graph::new("cell");
+    let s = Span::default();
+    let width = if sliced { 5 } else { 3 };
+    let leaf = |b: &mut Graph, name: &str, dims: Vec<Dim>| {
+        b.add_leaf(Op::Input { name: name.into() }, TensorType::f32(dims), s)
+    };
+    let h = leaf(&mut b, "h", vec![B, d(width)]);
+    let xp = leaf(&mut b, "xp", vec![B, d(width)]);
+    let wh_dims = if transposed {
+        vec![d(width), d(3)]
+    } else {
+        vec![d(3), d(width)]
+    };
+    let wh = leaf(&mut b, "wh", wh_dims);
+    let p = if sliced {
+        let slice = Op::Slice {
+            axis: 1,
+            start: 0,
+            len: 3,
+        };
+        b.add(slice, &[h], s).unwrap()
+    } else {
+        h
+    };
+    let w = if transposed {
+        b.add(Op::Transpose { perm: vec![1, 0] }, &[wh], s).unwrap()
+    } else {
+        wh
+    };
+    let z = b.add(Op::MatMul, &[p, w], s).unwrap();
+    let z = b.add(Op::Binary(BinaryOp::Add), &[z, xp], s).unwrap();
+    let next = b.add(Op::Unary(UnaryOp::Tanh), &[z], s).unwrap();
+    b.outputs.push(("next".into(), next));
+    b
+}
+
+#[test]
+fn a_recurrent_weight_next_to_a_sequence_gets_a_summed_product_not_a_scan() {
+    use crate::ir::Scan;
+    for (transposed, sliced, reverse) in [
+        (true, false, false),
+        (false, true, false),
+        (true, true, true),
+    ] {
+        let width = if sliced { 5 } else { 3 };
+        let mut f = Fixture::new(5);
+        let h0 = f.input("h0", &[B, d(width)], Draw::Uniform(-0.5, 0.5));
+        let xp = f.input("xp", &[d(4), B, d(width)], Draw::Uniform(-1.0, 1.0));
+        let wh_dims = if transposed {
+            [d(width), d(3)]
+        } else {
+            [d(3), d(width)]
+        };
+        let wh = f.param("wh", &wh_dims, Draw::Uniform(-0.6, 0.6));
+        let scan = Scan {
+            body: projected_body(transposed, sliced),
+            sequences: 1,
+            reverse,
+            keep_all: true,
+        };
+        let r = f.op(Op::Scan(Box::new(scan)), &[h0, xp, wh]);
+        let loss = f.probe_loss(r);
+        let case = format!("transposed {transposed}, sliced {sliced}, reverse {reverse}");
+        f.check(&case, loss, &[h0, xp, wh]);
+        // Two backward scans (the carries', the sequence's), none for the weight.
+        let mut graph = f.graph.clone();
+        gradients(&mut graph, loss, &[wh]).expect("gradients");
+        let text = crate::ir::print::print_graph(&graph, None);
+        assert_eq!(
+            text.matches("scan sequences=3").count(),
+            2,
+            "{case}\n{text}"
+        );
     }
 }

@@ -26,7 +26,12 @@ impl<'g> Emitter<'g> {
         }
     }
 
-    fn op(&mut self, op: Op, operands: &[ValueId], span: Span) -> Result<ValueId, String> {
+    pub(super) fn op(
+        &mut self,
+        op: Op,
+        operands: &[ValueId],
+        span: Span,
+    ) -> Result<ValueId, String> {
         self.graph.add(op, operands, span)
     }
 
@@ -80,14 +85,14 @@ impl<'g> Emitter<'g> {
     }
 
     /// The last two dimensions of `x` swapped.
-    fn transpose_last2(&mut self, x: ValueId, span: Span) -> Result<ValueId, String> {
+    pub(super) fn transpose_last2(&mut self, x: ValueId, span: Span) -> Result<ValueId, String> {
         let r = self.graph.ty(x).shape.rank();
         let mut perm: Vec<usize> = (0..r).collect();
         perm.swap(r - 2, r - 1);
         self.op(Op::Transpose { perm }, &[x], span)
     }
 
-    fn reduce_sum(
+    pub(super) fn reduce_sum(
         &mut self,
         x: ValueId,
         axes: Vec<usize>,
@@ -161,6 +166,7 @@ impl<'g> Emitter<'g> {
             | Op::Const { .. }
             | Op::StopGradient
             | Op::OneHot { .. }
+            | Op::Cast { .. }
             | Op::RandomUniform { .. } => {}
             Op::Unary(u) => out[0] = Some(self.unary_rule(*u, operands[0], y, g, span)?),
             Op::Binary(b) => {
@@ -176,7 +182,7 @@ impl<'g> Emitter<'g> {
             Op::MatMul => {
                 let (a, b) = (operands[0], operands[1]);
                 if wanted[0] {
-                    out[0] = Some(self.matmul_lhs_rule(b, g, span)?);
+                    out[0] = Some(self.matmul_lhs_rule(a, b, g, span)?);
                 }
                 if wanted[1] {
                     out[1] = Some(self.matmul_rhs_rule(a, b, g, span)?);
@@ -429,10 +435,24 @@ impl<'g> Emitter<'g> {
     }
 
     /// `y = a x b`: `g_a = g x bᵀ`. With `b` of rank 2 shared by `a`'s leading dims,
-    /// `g [..., m, n] x bᵀ [n, k]` is again a shared-rhs product.
-    fn matmul_lhs_rule(&mut self, b: ValueId, g: ValueId, span: Span) -> Result<ValueId, String> {
+    /// `g [..., m, n] x bᵀ [n, k]` is again a shared-rhs product. With `a` of rank 2
+    /// shared by `b`'s leading dims `L` (a convolution's weight), `g_a` sums over them:
+    /// `reduce_sum(g x bᵀ, L)`, one contraction summed over `L` after lowering (fusion
+    /// rule `summed-product`).
+    fn matmul_lhs_rule(
+        &mut self,
+        a: ValueId,
+        b: ValueId,
+        g: ValueId,
+        span: Span,
+    ) -> Result<ValueId, String> {
         let bt = self.transpose_last2(b, span)?;
-        self.op(Op::MatMul, &[g, bt], span)
+        let per_index = self.op(Op::MatMul, &[g, bt], span)?;
+        let rb = self.graph.ty(b).shape.rank();
+        if self.graph.ty(a).shape.rank() == 2 && rb > 2 {
+            return self.reduce_sum(per_index, (0..rb - 2).collect(), false, span);
+        }
+        Ok(per_index)
     }
 
     /// `y = a x b`: `g_b = aᵀ x g`, per leading index when `b` has them. When `b` is
