@@ -530,6 +530,13 @@ impl Writer<'_> {
                     .push(single("Slice", &[a(0), &starts, &ends, &axes], vec![]));
             }
             Op::StopGradient => out.nodes.push(single("Identity", &[a(0)], vec![])),
+            // f32 -> i32 truncates toward zero in both; Strata also saturates and sends
+            // NaN to 0, where ONNX leaves out-of-range values undefined.
+            Op::Cast { to } => out.nodes.push(single(
+                "Cast",
+                &[a(0)],
+                vec![attribute("to", Attr::Int(elem_type(*to) as i64))],
+            )),
             Op::Broadcast { shape } => {
                 let target = self.shape_tensor(out, shape, &at);
                 out.nodes.push(single("Expand", &[a(0), &target], vec![]));
@@ -584,9 +591,9 @@ impl Writer<'_> {
     }
 
     /// `im2col` as standard ops: the image padded (`Pad`), flattened per sample
-    /// (`Reshape` to `[n, C * Hp * Wp]`), and every window's pixels gathered by a constant
-    /// index table (`Gather` along axis 1 with `int64[OH * OW, C * kh * kw]`), so the
-    /// result is exactly Strata's, padding zeros included.
+    /// (`Reshape` to `[n, C * Hp * Wp]`), and every tap's pixels gathered by a constant
+    /// index table (`Gather` along axis 1 with `int64[C, kh, kw, OH, OW]`), so the result
+    /// is exactly Strata's `[n, C, kh, kw, OH, OW]`, padding zeros included.
     #[allow(clippy::too_many_arguments)]
     fn write_im2col(
         &mut self,
@@ -628,12 +635,13 @@ impl Writer<'_> {
             at,
         ));
         let (kh, kw, s, d) = (window.kh, window.kw, window.stride, window.dilation);
+        // `out[n, c, i, j, oh, ow]` reads padded pixel `(oh s + i d, ow s + j d)` of `c`.
         let mut index = Vec::with_capacity((oh * ow * c * kh * kw) as usize);
-        for y in 0..oh {
-            for x in 0..ow {
-                for ch in 0..c {
-                    for i in 0..kh {
-                        for j in 0..kw {
+        for ch in 0..c {
+            for i in 0..kh {
+                for j in 0..kw {
+                    for y in 0..oh {
+                        for x in 0..ow {
                             let row = y * s + i * d;
                             let col = x * s + j * d;
                             index.push((ch * hp * wp + row * wp + col) as i64);
@@ -642,7 +650,7 @@ impl Writer<'_> {
                 }
             }
         }
-        let index = self.constant(out, i64_tensor("", &[oh * ow, c * kh * kw], &index));
+        let index = self.constant(out, i64_tensor("", &[c, kh, kw, oh, ow], &index));
         let mut gather = node(
             "Gather",
             &[&flat, &index],

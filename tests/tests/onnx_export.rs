@@ -24,6 +24,8 @@ const TOLERANCE: f64 = 1e-5;
 const NOT_EXPORTABLE: &[(&str, &str)] = &[
     // The generator draws its noise in `infer` (Philox keyed by seed and step).
     ("gan.strata", "random_uniform"),
+    // The reparameterization draws its noise in `infer` too.
+    ("vae.strata", "random_uniform"),
 ];
 
 /// The session's weights with every value moved a little (variances and scales kept

@@ -1,6 +1,6 @@
-//! The convolution pattern: `conv2d` elaborates to `im2col`, a product with the reshaped
-//! and transposed kernel, an optional bias, and a transpose and reshape back to
-//! `[n, O, OH, OW]`. Where the graph holds that chain with no other use of its inner
+//! The convolution pattern: `conv2d` elaborates to `im2col` reshaped to columns
+//! `[n, C kh kw, OH OW]`, the product of the reshaped kernel `[O, C kh kw]` with them, an
+//! optional bias column, and a reshape to `[n, O, OH, OW]`. Where the graph holds that chain with no other use of its inner
 //! values, the export writes one ONNX `Conv` instead of the ops one by one: the same
 //! sums (the product's order of accumulation aside), one node a runtime has a fast
 //! kernel for, and the layer an importer recognizes.
@@ -42,33 +42,32 @@ fn only_user(graph: &Graph, v: ValueId, outputs: &[ValueId]) -> Option<ValueId> 
     }
 }
 
-fn match_from(graph: &Graph, cols: ValueId, outputs: &[ValueId]) -> Option<(ValueId, ConvMatch)> {
-    let Op::Im2Col { window } = graph.node(cols).op else {
+fn match_from(
+    graph: &Graph,
+    windows: ValueId,
+    outputs: &[ValueId],
+) -> Option<(ValueId, ConvMatch)> {
+    let Op::Im2Col { window } = graph.node(windows).op else {
         return None;
     };
-    let input = *graph.operands(cols).first()?;
-    let [_, Dim::Fixed(c), Dim::Fixed(_), Dim::Fixed(_)] = graph.ty(input).shape.dims()[..] else {
+    let input = *graph.operands(windows).first()?;
+    let [n, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)] = graph.ty(input).shape.dims()[..] else {
         return None;
     };
-    let product = only_user(graph, cols, outputs)?;
+    let columns = only_user(graph, windows, outputs)?;
+    if !matches!(graph.node(columns).op, Op::Reshape { .. }) {
+        return None;
+    }
+    let product = only_user(graph, columns, outputs)?;
     if graph.node(product).op != Op::MatMul {
         return None;
     }
-    let [lhs, kernel_t] = graph.operands(product)[..] else {
+    let [kernel_flat, rhs] = graph.operands(product)[..] else {
         return None;
     };
-    if lhs != cols || only_user(graph, kernel_t, outputs)? != product {
-        return None;
-    }
-    let Op::Transpose { perm } = &graph.node(kernel_t).op else {
-        return None;
-    };
-    if perm[..] != [1, 0] {
-        return None;
-    }
-    let kernel_flat = *graph.operands(kernel_t).first()?;
-    if !matches!(graph.node(kernel_flat).op, Op::Reshape { .. })
-        || only_user(graph, kernel_flat, outputs)? != kernel_t
+    if rhs != columns
+        || !matches!(graph.node(kernel_flat).op, Op::Reshape { .. })
+        || only_user(graph, kernel_flat, outputs)? != product
     {
         return None;
     }
@@ -88,34 +87,31 @@ fn match_from(graph: &Graph, cols: ValueId, outputs: &[ValueId]) -> Option<(Valu
     if wc != c || kh != window.kh || kw != window.kw {
         return None;
     }
-    let mut inner = vec![cols, product, kernel_t, kernel_flat];
+    let mut inner = vec![windows, columns, product, kernel_flat];
     let mut last = product;
     let mut bias = None;
     let next = only_user(graph, product, outputs)?;
     if let Op::Binary(BinaryOp::Add) = graph.node(next).op {
-        let other = graph.operands(next).into_iter().find(|x| *x != product)?;
-        let is_bias = matches!(graph.node(other).op, Op::Param { .. })
-            && graph.ty(other).shape.dims() == [Dim::Fixed(o)];
+        // The bias as a column `[O, 1]`, added to every output pixel.
+        let column = graph.operands(next).into_iter().find(|x| *x != product)?;
+        if !matches!(graph.node(column).op, Op::Reshape { .. })
+            || only_user(graph, column, outputs)? != next
+        {
+            return None;
+        }
+        let b = *graph.operands(column).first()?;
+        let is_bias = matches!(graph.node(b).op, Op::Param { .. })
+            && graph.ty(b).shape.dims() == [Dim::Fixed(o)]
+            && graph.ty(column).shape.dims() == [Dim::Fixed(o), Dim::Fixed(1)];
         if !is_bias {
             return None;
         }
-        bias = Some(other);
-        inner.push(next);
+        bias = Some(b);
+        inner.extend([next, column]);
         last = next;
     }
-    let channels_first = only_user(graph, last, outputs)?;
-    match &graph.node(channels_first).op {
-        Op::Transpose { perm } if perm[..] == [0, 2, 1] => {}
-        _ => return None,
-    }
-    inner.push(channels_first);
-    let image = only_user(graph, channels_first, outputs)?;
-    let (h, w) = match graph.ty(input).shape.dims()[..] {
-        [_, _, Dim::Fixed(h), Dim::Fixed(w)] => (h, w),
-        _ => return None,
-    };
+    let image = only_user(graph, last, outputs)?;
     let (oh, ow) = window.out_size(h, w).ok()?;
-    let n = graph.ty(input).shape.dims()[0];
     match &graph.node(image).op {
         Op::Reshape { shape }
             if shape.dims() == [n, Dim::Fixed(o), Dim::Fixed(oh), Dim::Fixed(ow)] => {}
