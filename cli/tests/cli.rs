@@ -703,3 +703,83 @@ fn step_runs_adam_on_a_given_batch_as_torch_does() {
         worst / scale
     );
 }
+
+#[test]
+fn export_writes_the_given_weights_as_initializers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = dir.path().join("tiny.strata");
+    std::fs::write(
+        &model,
+        "model Tiny() {\n    input x: f32[batch, 2]\n    output y = x |> dense(1)\n}\n",
+    )
+    .expect("write model");
+    let weights = dir.path().join("w.safetensors");
+    let w: Vec<u8> = [3.0f32, 4.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let b: Vec<u8> = 5.0f32.to_le_bytes().to_vec();
+    let tensors = [
+        (
+            "dense0.weight",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1, 2], &w)
+                .expect("view"),
+        ),
+        (
+            "dense0.bias",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &b)
+                .expect("view"),
+        ),
+    ];
+    std::fs::write(
+        &weights,
+        safetensors::serialize(tensors, None).expect("serialize"),
+    )
+    .expect("write weights");
+    let onnx = dir.path().join("tiny.onnx");
+    let out = strata()
+        .arg("export")
+        .arg(&model)
+        .arg("--weights")
+        .arg(&weights)
+        .arg("-o")
+        .arg(&onnx)
+        .output()
+        .expect("strata runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("UNTRAINED"), "{stderr}");
+    let bytes = std::fs::read(&onnx).expect("the file is written");
+    let decoded = strata_onnx::decode_model(&bytes).expect("an ONNX model");
+    let graph = decoded.graph.expect("a graph");
+    let raw = |name: &str| {
+        graph
+            .initializer
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("no initializer {name}"))
+            .raw_data
+            .clone()
+    };
+    assert_eq!(raw("dense0.weight"), w);
+    assert_eq!(raw("dense0.bias"), b);
+    assert_eq!(graph.input[0].name, "x");
+    assert_eq!(graph.output[0].name, "y");
+}
+
+#[test]
+fn export_of_a_random_draw_in_infer_is_a_located_error_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let onnx = dir.path().join("gan.onnx");
+    let out = strata()
+        .arg("export")
+        .arg(example("gan.strata"))
+        .arg("-o")
+        .arg(&onnx)
+        .output()
+        .expect("strata runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("gan.strata:20:9: `random_uniform` cannot be exported to ONNX"),
+        "{stderr}"
+    );
+    assert!(!onnx.exists());
+}

@@ -6,6 +6,7 @@
 //!              [--dump-dir DIR]                     one file per pass, then kernels and plan
 //! strata build FILE -o OUT [--target cpu|gpu] [--explain]  a standalone native executable
 //! strata run   FILE --input x=x.npy [--target cpu|gpu]  compile and run `infer` in one go
+//! strata export FILE [--weights W.safetensors] -o model.onnx   `infer` as an ONNX model
 //! strata train FILE [--data SPEC] [--epochs N] [--run-dir DIR] [--resume|--overwrite] [--quiet]
 //! strata eval  FILE --weights W.safetensors [--data SPEC] [--split test|val|all]
 //! strata bench FILE [--entry NAME]... [--batch N]... [--seconds S] [--target cpu|gpu]
@@ -32,6 +33,7 @@ mod build;
 mod check;
 mod eval;
 mod explain;
+mod export;
 mod ir;
 mod run;
 mod step;
@@ -67,6 +69,8 @@ enum Command {
     Build(build::BuildArgs),
     /// Compile a model and run its `infer` entry on .npy inputs.
     Run(run::RunArgs),
+    /// Export a model's `infer` entry, with its weights, as an ONNX model.
+    Export(export::ExportArgs),
     /// Compile a model and train it as its `train` section says.
     Train(train::TrainCommand),
     /// Compile a model and score trained weights on held-out data.
@@ -126,6 +130,7 @@ pub fn main() -> ExitCode {
         Command::Ir(a) => ir::run(&a),
         Command::Build(a) => build::run(&a),
         Command::Run(a) => run::run(&a),
+        Command::Export(a) => export::run(&a),
         Command::Train(a) => train::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Bench(a) => bench::run(&a),
