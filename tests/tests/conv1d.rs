@@ -1,7 +1,7 @@
-//! `conv1d`, `max_pool1d` and `avg_pool1d` over `[batch, C, L]`: the interpreter against
-//! the definitions written out here (PyTorch's `Conv1d`, `MaxPool1d`, `AvgPool1d`), the
-//! CPU and GPU backends against the interpreter, and a train step against the
-//! interpreter's.
+//! `conv1d`, `max_pool1d` and `avg_pool1d` over `[batch, C, L]`, and conv2d's padding
+//! forms: the interpreter against the definitions written out here (PyTorch's `Conv1d`,
+//! `MaxPool1d`, `AvgPool1d`), the CPU and GPU backends against the interpreter, and a
+//! train step against the interpreter's.
 
 use std::collections::HashMap;
 use strata_compiler::driver::{Backend, CompileOptions, compile};
@@ -205,6 +205,69 @@ fn conv1d_mistakes_are_located_errors() {
         assert!(
             rendered.contains("m.strata:3:"),
             "`{call}` is located: {rendered}"
+        );
+    }
+}
+
+/// conv2d's padding forms: `[h, w]` and `[top, bottom, left, right]` written out as zeros
+/// equal the window's own padding where they mean the same, and `"same"` keeps the
+/// size with an even kernel (the extra zero at the bottom and the right).
+#[test]
+fn conv2d_padding_written_out_equals_the_windows_and_same_keeps_the_size() {
+    let text = r#"
+model Pad {
+    input x: f32[batch, 2, 5, 6]
+    layer w = conv2d(3, 3, bias = false)
+    layer e = conv2d(2, 4, bias = false)
+    output inside = x |> w(padding = 1)
+    output pair = x |> w(padding = [1, 1])
+    output four = x |> w(padding = [1, 1, 1, 1])
+    output same3 = x |> w(padding = "same")
+    output same4 = x |> e(padding = "same")
+    output even = x |> e(padding = [1, 2, 1, 2])
+    output uneven = x |> w(padding = [0, 2, 1, 0])
+}
+"#;
+    let source = SourceFile::new("pad.strata", text.to_string());
+    let compiled = compile(&source, &CompileOptions::default())
+        .unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    let mut rng = TestRng::new(3);
+    let x = random(&mut rng, vec![2, 2, 5, 6]);
+    let params = HashMap::from([
+        ("w.weight".to_string(), random(&mut rng, vec![3, 2, 3, 3])),
+        ("e.weight".to_string(), random(&mut rng, vec![2, 2, 4, 4])),
+    ]);
+    let out = interpret(
+        &compiled.typed,
+        &HashMap::from([("x".to_string(), x)]),
+        &params,
+    )
+    .expect("interprets");
+    for name in ["pair", "four", "same3"] {
+        assert!(max_error(&out[name], &out["inside"]) < 1e-12, "{name}");
+    }
+    assert_eq!(out["same4"].shape, vec![2, 2, 5, 6]);
+    assert!(max_error(&out["same4"], &out["even"]) < 1e-12);
+    // Rows: 5 + 0 + 2 - 2 = 5; columns: 6 + 1 + 0 - 2 = 5.
+    assert_eq!(out["uneven"].shape, vec![2, 3, 5, 5]);
+    let mut targets = vec![Backend::Cpu];
+    if gpu_available("conv2d_padding_written_out_equals_the_windows_and_same_keeps_the_size") {
+        targets.push(Backend::Gpu);
+    }
+    for target in targets {
+        let options = CompileOptions {
+            target,
+            ..CompileOptions::default()
+        };
+        let compiled =
+            compile(&source, &options).unwrap_or_else(|e| panic!("{}", e.render(&source)));
+        let mut session = Session::new_with(&compiled.artifact, target).expect("loads");
+        assert_infer_matches(
+            "conv2d padding",
+            &mut session,
+            &compiled.optimized,
+            &[1, 4],
+            1e-5,
         );
     }
 }

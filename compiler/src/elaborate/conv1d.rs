@@ -70,10 +70,12 @@ fn padding(args: &BoundArgs, span_of_stride: u64, reach: u64) -> Result<(u64, u6
     }
 }
 
-/// `x` with `left` and `right` zeros along axis 2 (the length).
-fn pad_length(
+/// `x` with `left` and `right` zeros along `axis`: padding written out, so a
+/// convolution's gather needs no mask (and the two ends may differ).
+pub(super) fn pad_axis(
     e: &mut Elaborator,
     x: ValueId,
+    axis: usize,
     (left, right): (u64, u64),
     span: Span,
 ) -> Result<ValueId, Diagnostic> {
@@ -85,7 +87,7 @@ fn pad_length(
     let zeros = |e: &mut Elaborator, n: u64| -> Result<ValueId, Diagnostic> {
         let zero = e.constant(0.0, span);
         let mut shape = dims.clone();
-        shape[2] = Dim::Fixed(n);
+        shape[axis] = Dim::Fixed(n);
         e.op(
             Op::Broadcast {
                 shape: Shape(shape),
@@ -101,7 +103,7 @@ fn pad_length(
     if right > 0 {
         parts.push(zeros(e, right)?);
     }
-    e.op(Op::Concat { axis: 2 }, &parts, span)
+    e.op(Op::Concat { axis }, &parts, span)
 }
 
 /// `[batch, C, L]` as the image `[batch, C, 1, L]`, or back from `[batch, C, 1, L]`.
@@ -170,7 +172,7 @@ pub(super) fn conv1d(
         init,
         span,
     )?;
-    let x = pad_length(e, x, (left, right), span)?;
+    let x = pad_axis(e, x, 2, (left, right), span)?;
     let image = with_shape(e, x, &[c, 1, padded], span)?;
     let conv = Convolution {
         out,

@@ -68,19 +68,62 @@ fn pair(args: &BoundArgs, name: &str, default: Option<[u64; 2]>) -> Result<[u64;
     })
 }
 
-/// A non-negative integer argument.
-fn count(args: &BoundArgs, name: &str, default: u64) -> Result<u64, Diagnostic> {
-    let v = args.int(name, default as i64)?;
-    u64::try_from(v).map_err(|_| {
+/// How a convolution pads its image.
+enum Sides {
+    /// The same count on every side, inside the window.
+    All(u64),
+    /// `[top, bottom, left, right]`, written out as zeros.
+    Each([u64; 4]),
+}
+
+/// conv2d's `padding`: a count, `[h, w]`, `[top, bottom, left, right]`, or `"same"`
+/// (stride 1: the output as large as the input, an odd total's extra zero at the bottom
+/// and the right, as PyTorch does); `reach` is the kernel's span minus 1 per axis.
+fn padding_sides(args: &BoundArgs, stride: u64, reach: [u64; 2]) -> Result<Sides, Diagnostic> {
+    let Some(arg) = args.get("padding") else {
+        return Ok(Sides::All(0));
+    };
+    let bad = |why: &str| {
         Diagnostic::error(
-            ErrorCode::BadHyperParam,
-            format!(
-                "argument `{name}` of `{}` must not be negative",
-                args.callee
-            ),
-            args.get(name).map_or(args.call_span, |s| s.span),
+            ErrorCode::BadArgument,
+            format!("argument `padding` of `{}` {why}", args.callee),
+            arg.span,
         )
-    })
+    };
+    let counts = |items: &[Value]| -> Option<Vec<u64>> {
+        items
+            .iter()
+            .map(|v| match v {
+                Value::Number {
+                    value,
+                    integer: true,
+                } if *value >= 0.0 => Some(*value as u64),
+                _ => None,
+            })
+            .collect()
+    };
+    match &arg.value {
+        Value::Str(s) if s == "same" => {
+            if stride != 1 {
+                return Err(bad("can be \"same\" only at stride 1")
+                    .with_label(format!("stride is {stride}")));
+            }
+            let [rh, rw] = reach;
+            Ok(Sides::Each([rh / 2, rh - rh / 2, rw / 2, rw - rw / 2]))
+        }
+        Value::List(items) => match counts(items).as_deref() {
+            Some(&[ph, pw]) => Ok(Sides::Each([ph, ph, pw, pw])),
+            Some(&[t, b, l, r]) => Ok(Sides::Each([t, b, l, r])),
+            _ => Err(bad("must list two or four non-negative integers")
+                .with_label("expected `[h, w]` or `[top, bottom, left, right]`")),
+        },
+        v => counts(std::slice::from_ref(v))
+            .map(|c| Sides::All(c[0]))
+            .ok_or_else(|| {
+                bad("must be a non-negative integer, a list of two or four, or \"same\"")
+                    .with_label("expected e.g. `1`, `[1, 2]` or `\"same\"`")
+            }),
+    }
 }
 
 /// `conv2d(x, out_channels, kernel, stride = 1, padding = 0, dilation = 1, bias = true,
@@ -98,7 +141,17 @@ pub(super) fn conv2d(
     let [kh, kw] = pair(args, "kernel", None)?;
     let stride = args.positive_int("stride", Some(1))?;
     let dilation = args.positive_int("dilation", Some(1))?;
-    let padding = count(args, "padding", 0)?;
+    // One count pads all four sides inside the window (masked taps, as before);
+    // `[h, w]`, `[top, bottom, left, right]` and `"same"` are written out as zeros.
+    let sides = padding_sides(args, stride, [(kh - 1) * dilation, (kw - 1) * dilation])?;
+    let (x, padding, [h, w]) = match sides {
+        Sides::All(p) => (x, p, [h, w]),
+        Sides::Each([top, bottom, left, right]) => {
+            let x = super::conv1d::pad_axis(e, x, 2, (top, bottom), span)?;
+            let x = super::conv1d::pad_axis(e, x, 3, (left, right), span)?;
+            (x, 0, [h + top + bottom, w + left + right])
+        }
+    };
     let bias = args.bool("bias", true)?;
     let init = args.init("init", Init::HeUniform)?;
     let groups = args.positive_int("groups", Some(1))?;
