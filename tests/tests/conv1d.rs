@@ -106,6 +106,25 @@ fn max_error(got: &Tensor, want: &Tensor) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// Compiles `source` for the CPU and, where one is found, the GPU, and checks `infer` at
+/// `batches` against the interpreter.
+fn check_backends(test: &str, source: &SourceFile, batches: &[u64]) {
+    let mut targets = vec![Backend::Cpu];
+    if gpu_available(test) {
+        targets.push(Backend::Gpu);
+    }
+    for target in targets {
+        let options = CompileOptions {
+            target,
+            ..CompileOptions::default()
+        };
+        let compiled = compile(source, &options).unwrap_or_else(|e| panic!("{}", e.render(source)));
+        let mut session = Session::new_with(&compiled.artifact, target).expect("loads");
+        let what = format!("{test} on {target:?}");
+        assert_infer_matches(&what, &mut session, &compiled.optimized, batches, 1e-5);
+    }
+}
+
 #[test]
 fn conv1d_and_pooling_compute_pytorchs_definitions() {
     let source = SourceFile::new("seq.strata", MODEL.to_string());
@@ -145,21 +164,11 @@ fn conv1d_and_pooling_compute_pytorchs_definitions() {
 #[test]
 fn conv1d_models_match_the_interpreter_on_cpu_and_gpu() {
     let source = SourceFile::new("seq.strata", MODEL.to_string());
-    let mut targets = vec![Backend::Cpu];
-    if gpu_available("conv1d_models_match_the_interpreter_on_cpu_and_gpu") {
-        targets.push(Backend::Gpu);
-    }
-    for target in targets {
-        let options = CompileOptions {
-            target,
-            ..CompileOptions::default()
-        };
-        let compiled =
-            compile(&source, &options).unwrap_or_else(|e| panic!("{}", e.render(&source)));
-        let mut session = Session::new_with(&compiled.artifact, target).expect("loads");
-        let what = format!("conv1d on {target:?}");
-        assert_infer_matches(&what, &mut session, &compiled.optimized, &[1, 5, 32], 1e-5);
-    }
+    check_backends(
+        "conv1d_models_match_the_interpreter_on_cpu_and_gpu",
+        &source,
+        &[1, 5, 32],
+    );
 }
 
 #[test]
@@ -250,24 +259,9 @@ model Pad {
     assert!(max_error(&out["same4"], &out["even"]) < 1e-12);
     // Rows: 5 + 0 + 2 - 2 = 5; columns: 6 + 1 + 0 - 2 = 5.
     assert_eq!(out["uneven"].shape, vec![2, 3, 5, 5]);
-    let mut targets = vec![Backend::Cpu];
-    if gpu_available("conv2d_padding_written_out_equals_the_windows_and_same_keeps_the_size") {
-        targets.push(Backend::Gpu);
-    }
-    for target in targets {
-        let options = CompileOptions {
-            target,
-            ..CompileOptions::default()
-        };
-        let compiled =
-            compile(&source, &options).unwrap_or_else(|e| panic!("{}", e.render(&source)));
-        let mut session = Session::new_with(&compiled.artifact, target).expect("loads");
-        assert_infer_matches(
-            "conv2d padding",
-            &mut session,
-            &compiled.optimized,
-            &[1, 4],
-            1e-5,
-        );
-    }
+    check_backends(
+        "conv2d_padding_written_out_equals_the_windows_and_same_keeps_the_size",
+        &source,
+        &[1, 4],
+    );
 }

@@ -2,7 +2,7 @@
 //! with the compiled model appended; at start it finds the model and runs it (see
 //! `crate::executable`).
 
-use super::{Common, compile_reported, fail, load_source, options, warn_untrained, with_weights};
+use super::{Common, compile_reported, fail, load_source, options, with_weights};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -45,11 +45,8 @@ pub(super) fn run(a: &BuildArgs) -> ExitCode {
         Ok(compiled) => compiled,
         Err(code) => return code,
     };
-    if let Err(e) = with_weights(&mut compiled, a.weights.as_deref()) {
+    if let Err(e) = with_weights(&a.common, &mut compiled, a.weights.as_deref()) {
         return fail(e);
-    }
-    if a.weights.is_none() {
-        warn_untrained(&a.common, &compiled);
     }
     let size = match write_executable(&a.output, &compiled.artifact) {
         Ok(size) => size,

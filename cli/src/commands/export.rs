@@ -2,7 +2,7 @@
 //! (see `strata_onnx` and docs/onnx.md), its parameters and the features' normalization
 //! as initializers.
 
-use super::{Common, compile_reported, fail, load_source, options, warn_untrained, with_weights};
+use super::{Common, compile_reported, fail, load_source, options, with_weights};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,11 +36,8 @@ pub(super) fn run(a: &ExportArgs) -> ExitCode {
         Ok(compiled) => compiled,
         Err(code) => return code,
     };
-    if let Err(e) = with_weights(&mut compiled, a.weights.as_deref()) {
+    if let Err(e) = with_weights(&a.common, &mut compiled, a.weights.as_deref()) {
         return fail(e);
-    }
-    if a.weights.is_none() {
-        warn_untrained(&a.common, &compiled);
     }
     let doc = match &a.weights {
         Some(w) => format!(

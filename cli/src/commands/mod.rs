@@ -238,8 +238,12 @@ fn compile_reported(
     }
 }
 
-/// Replaces the compiled model's initial weights with a file's (`--weights`).
-fn with_weights(compiled: &mut Compiled, weights: Option<&Path>) -> Result<(), String> {
+/// Replaces the compiled model's initial weights with a file's (`--weights`), or, without
+/// one, warns that they are untrained.
+fn with_weights(c: &Common, compiled: &mut Compiled, weights: Option<&Path>) -> Result<(), String> {
+    if weights.is_none() {
+        warn_untrained(c, compiled);
+    }
     with_artifact_weights(&mut compiled.artifact, weights)
 }
 

@@ -1,7 +1,7 @@
 //! `strata run FILE --input x=x.npy`: compile, then run `infer` exactly as a built
 //! executable would (the same command line code, on the artifact in memory).
 
-use super::{Common, compile_or_report, fail, warn_untrained, with_weights};
+use super::{Common, compile_or_report, fail, with_weights};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,11 +27,8 @@ pub(super) fn run(a: &RunArgs) -> ExitCode {
         Ok(x) => x,
         Err(code) => return code,
     };
-    if let Err(e) = with_weights(&mut compiled, a.weights.as_deref()) {
+    if let Err(e) = with_weights(&a.common, &mut compiled, a.weights.as_deref()) {
         return fail(e);
-    }
-    if a.weights.is_none() {
-        warn_untrained(&a.common, &compiled);
     }
     let bytes = match compiled.artifact.to_bytes() {
         Ok(b) => b,

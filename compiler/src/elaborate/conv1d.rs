@@ -7,6 +7,7 @@
 use super::Elaborator;
 use super::args::BoundArgs;
 use super::convolution::{Convolution, convolve, pool_windows};
+use super::padding::{pad_axis, read_padding};
 use super::value::Value;
 use crate::ir::{ConvWindow, Dim, Init, Op, Shape, ValueId};
 use crate::source::{Diagnostic, ErrorCode, Span};
@@ -28,82 +29,6 @@ fn sequence(e: &Elaborator, args: &BoundArgs) -> Result<(ValueId, [u64; 2]), Dia
         .with_label(format!("this is {ty}"))
         .with_help("sequences are NCL: `transpose(x, [0, 2, 1])` turns `[batch, L, C]` around")),
     }
-}
-
-/// The `(left, right)` zeros of `padding`: a count for both ends, `[left, right]`, or
-/// `"same"` (the output as long as the input at stride 1; an odd total puts the extra
-/// zero on the right, as PyTorch does).
-fn padding(args: &BoundArgs, span_of_stride: u64, reach: u64) -> Result<(u64, u64), Diagnostic> {
-    let Some(arg) = args.get("padding") else {
-        return Ok((0, 0));
-    };
-    let count = |v: &Value| match v {
-        Value::Number {
-            value,
-            integer: true,
-        } if *value >= 0.0 => Some(*value as u64),
-        _ => None,
-    };
-    let bad = |why: &str| {
-        Diagnostic::error(
-            ErrorCode::BadArgument,
-            format!("argument `padding` of `{}` {why}", args.callee),
-            arg.span,
-        )
-    };
-    match &arg.value {
-        Value::Str(s) if s == "same" => {
-            if span_of_stride != 1 {
-                return Err(bad("can be \"same\" only at stride 1")
-                    .with_label(format!("stride is {span_of_stride}")));
-            }
-            Ok((reach / 2, reach - reach / 2))
-        }
-        Value::List(items) if items.len() == 2 => match (count(&items[0]), count(&items[1])) {
-            (Some(l), Some(r)) => Ok((l, r)),
-            _ => Err(bad("must hold two non-negative integers")),
-        },
-        v => count(v).map(|p| (p, p)).ok_or_else(|| {
-            bad("must be a non-negative integer, `[left, right]` or \"same\"")
-                .with_label("expected e.g. `2`, `[2, 0]` or `\"same\"`")
-        }),
-    }
-}
-
-/// `x` with `left` and `right` zeros along `axis`: padding written out, so a
-/// convolution's gather needs no mask (and the two ends may differ).
-pub(super) fn pad_axis(
-    e: &mut Elaborator,
-    x: ValueId,
-    axis: usize,
-    (left, right): (u64, u64),
-    span: Span,
-) -> Result<ValueId, Diagnostic> {
-    if left == 0 && right == 0 {
-        return Ok(x);
-    }
-    let dims = e.graph.ty(x).shape.dims().to_vec();
-    let mut parts = Vec::new();
-    let zeros = |e: &mut Elaborator, n: u64| -> Result<ValueId, Diagnostic> {
-        let zero = e.constant(0.0, span);
-        let mut shape = dims.clone();
-        shape[axis] = Dim::Fixed(n);
-        e.op(
-            Op::Broadcast {
-                shape: Shape(shape),
-            },
-            &[zero],
-            span,
-        )
-    };
-    if left > 0 {
-        parts.push(zeros(e, left)?);
-    }
-    parts.push(x);
-    if right > 0 {
-        parts.push(zeros(e, right)?);
-    }
-    e.op(Op::Concat { axis }, &parts, span)
 }
 
 /// `[batch, C, L]` as the image `[batch, C, 1, L]`, or back from `[batch, C, 1, L]`.
@@ -154,7 +79,13 @@ pub(super) fn conv1d(
         .with_label(format!("{groups} groups")));
     }
     let reach = (k - 1).saturating_mul(dilation);
-    let (left, right) = padding(args, stride, reach)?;
+    let [(left, right)] = read_padding(args, stride, &[reach])?.sides(1)[..] else {
+        return Err(Diagnostic::error(
+            ErrorCode::BadArgument,
+            "conv1d padding",
+            span,
+        ));
+    };
     let padded = l + left + right;
     if padded <= reach {
         return Err(Diagnostic::error(
@@ -209,10 +140,7 @@ pub(super) fn pool1d(
     // Windows that tile the sequence are a reshape and a reduction; others (one stride
     // for both axes of the image, which has height 1) go through im2col.
     let stride = if s == k && l % k == 0 { [1, k] } else { [s, s] };
-    let Value::Tensor(y) = pool_windows(e, args, span, max, image, [c, 1, l], [1, k], stride)?
-    else {
-        return Err(Diagnostic::error(ErrorCode::ShapeMismatch, "pooling", span));
-    };
+    let y = pool_windows(e, args, span, max, image, [c, 1, l], [1, k], stride)?;
     let ol = e.graph.ty(y).shape.dims()[3]
         .fixed()
         .ok_or_else(|| Diagnostic::error(ErrorCode::ShapeMismatch, "pool1d output", span))?;

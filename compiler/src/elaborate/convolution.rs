@@ -8,6 +8,7 @@
 
 use super::Elaborator;
 use super::args::BoundArgs;
+use super::padding::{Padding, pad_axis, read_padding};
 use super::value::Value;
 use crate::ir::{BinaryOp, ConvWindow, Dim, Init, Op, ReduceOp, Shape, ValueId};
 use crate::source::{Diagnostic, ErrorCode, Span};
@@ -68,64 +69,6 @@ fn pair(args: &BoundArgs, name: &str, default: Option<[u64; 2]>) -> Result<[u64;
     })
 }
 
-/// How a convolution pads its image.
-enum Sides {
-    /// The same count on every side, inside the window.
-    All(u64),
-    /// `[top, bottom, left, right]`, written out as zeros.
-    Each([u64; 4]),
-}
-
-/// conv2d's `padding`: a count, `[h, w]`, `[top, bottom, left, right]`, or `"same"`
-/// (stride 1: the output as large as the input, an odd total's extra zero at the bottom
-/// and the right, as PyTorch does); `reach` is the kernel's span minus 1 per axis.
-fn padding_sides(args: &BoundArgs, stride: u64, reach: [u64; 2]) -> Result<Sides, Diagnostic> {
-    let Some(arg) = args.get("padding") else {
-        return Ok(Sides::All(0));
-    };
-    let bad = |why: &str| {
-        Diagnostic::error(
-            ErrorCode::BadArgument,
-            format!("argument `padding` of `{}` {why}", args.callee),
-            arg.span,
-        )
-    };
-    let counts = |items: &[Value]| -> Option<Vec<u64>> {
-        items
-            .iter()
-            .map(|v| match v {
-                Value::Number {
-                    value,
-                    integer: true,
-                } if *value >= 0.0 => Some(*value as u64),
-                _ => None,
-            })
-            .collect()
-    };
-    match &arg.value {
-        Value::Str(s) if s == "same" => {
-            if stride != 1 {
-                return Err(bad("can be \"same\" only at stride 1")
-                    .with_label(format!("stride is {stride}")));
-            }
-            let [rh, rw] = reach;
-            Ok(Sides::Each([rh / 2, rh - rh / 2, rw / 2, rw - rw / 2]))
-        }
-        Value::List(items) => match counts(items).as_deref() {
-            Some(&[ph, pw]) => Ok(Sides::Each([ph, ph, pw, pw])),
-            Some(&[t, b, l, r]) => Ok(Sides::Each([t, b, l, r])),
-            _ => Err(bad("must list two or four non-negative integers")
-                .with_label("expected `[h, w]` or `[top, bottom, left, right]`")),
-        },
-        v => counts(std::slice::from_ref(v))
-            .map(|c| Sides::All(c[0]))
-            .ok_or_else(|| {
-                bad("must be a non-negative integer, a list of two or four, or \"same\"")
-                    .with_label("expected e.g. `1`, `[1, 2]` or `\"same\"`")
-            }),
-    }
-}
-
 /// `conv2d(x, out_channels, kernel, stride = 1, padding = 0, dilation = 1, bias = true,
 /// init = he_uniform)`: `[batch, C, H, W]` -> `[batch, O, OH, OW]` with parameters
 /// `NAME.weight` `[O, C, kh, kw]` and `NAME.bias` `[O]`, as PyTorch's `Conv2d`
@@ -143,12 +86,19 @@ pub(super) fn conv2d(
     let dilation = args.positive_int("dilation", Some(1))?;
     // One count pads all four sides inside the window (masked taps, as before);
     // `[h, w]`, `[top, bottom, left, right]` and `"same"` are written out as zeros.
-    let sides = padding_sides(args, stride, [(kh - 1) * dilation, (kw - 1) * dilation])?;
-    let (x, padding, [h, w]) = match sides {
-        Sides::All(p) => (x, p, [h, w]),
-        Sides::Each([top, bottom, left, right]) => {
-            let x = super::conv1d::pad_axis(e, x, 2, (top, bottom), span)?;
-            let x = super::conv1d::pad_axis(e, x, 3, (left, right), span)?;
+    let reach = [(kh - 1) * dilation, (kw - 1) * dilation];
+    let (x, padding, [h, w]) = match read_padding(args, stride, &reach)? {
+        Padding::Every(p) => (x, p, [h, w]),
+        sides => {
+            let [(top, bottom), (left, right)] = sides.sides(2)[..] else {
+                return Err(Diagnostic::error(
+                    ErrorCode::BadArgument,
+                    "conv2d padding",
+                    span,
+                ));
+            };
+            let x = pad_axis(e, x, 2, (top, bottom), span)?;
+            let x = pad_axis(e, x, 3, (left, right), span)?;
             (x, 0, [h + top + bottom, w + left + right])
         }
     };
@@ -298,7 +248,7 @@ pub(super) fn pool2d(
     let (x, image) = image(e, args, "x")?;
     let kernel = pair(args, "kernel", None)?;
     let stride = pair(args, "stride", Some(kernel))?;
-    pool_windows(e, args, span, max, x, image, kernel, stride)
+    pool_windows(e, args, span, max, x, image, kernel, stride).map(Value::Tensor)
 }
 
 /// Pooling of image `x` over `[kh, kw]` windows at `[sh, sw]` strides (see [`pool2d`]);
@@ -313,7 +263,7 @@ pub(super) fn pool_windows(
     [c, h, w]: [u64; 3],
     [kh, kw]: [u64; 2],
     [sh, sw]: [u64; 2],
-) -> Result<Value, Diagnostic> {
+) -> Result<ValueId, Diagnostic> {
     if [sh, sw] != [kh, kw] || h % kh != 0 || w % kw != 0 {
         return sliding_pool2d(e, args, span, max, x, [c, h, w], [kh, kw], [sh, sw]);
     }
@@ -343,7 +293,7 @@ pub(super) fn pool_windows(
         let scale = e.constant(1.0 / (kh * kw) as f64, span);
         y = e.op(Op::Binary(BinaryOp::Mul), &[y, scale], span)?;
     }
-    Ok(Value::Tensor(y))
+    Ok(y)
 }
 
 /// Pooling over overlapping or ragged windows (PyTorch's default `ceil_mode = False`:
@@ -359,7 +309,7 @@ fn sliding_pool2d(
     [_, h, w]: [u64; 3],
     [kh, kw]: [u64; 2],
     [sh, sw]: [u64; 2],
-) -> Result<Value, Diagnostic> {
+) -> Result<ValueId, Diagnostic> {
     let name = &args.callee;
     if sh != sw {
         return Err(Diagnostic::error(
@@ -400,7 +350,7 @@ fn sliding_pool2d(
         let scale = e.constant(1.0 / (kh * kw) as f64, span);
         y = e.op(Op::Binary(BinaryOp::Mul), &[y, scale], span)?;
     }
-    Ok(Value::Tensor(y))
+    Ok(y)
 }
 
 /// `global_avg_pool(x)`: `[batch, C, H, W]` -> `[batch, C]`, the mean over each channel.

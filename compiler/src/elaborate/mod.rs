@@ -22,6 +22,7 @@ mod declared_params;
 pub mod layers;
 mod math;
 mod normalization;
+mod padding;
 mod random;
 mod recurrent;
 mod scan_call;
