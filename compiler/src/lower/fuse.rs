@@ -187,6 +187,34 @@ pub fn folds_into_matmuls(graph: &Graph, v: ValueId) -> bool {
             .all(|u| matches!(graph.node(*u).op, Op::MatMul))
 }
 
+/// A slice that a matrix product reads (and that is no output), of a value stored
+/// without a kernel of its own (an input, a parameter, a scan's result, or a window of
+/// one along its first axis): the products read it through their strides and offset,
+/// other users load through the same view, with no copy (an LSTM step's `h` out of its carry `[h, c]`, a stacked
+/// sequence's part out of a scan's result).
+pub fn slice_folds_into_matmuls(graph: &Graph, v: ValueId) -> bool {
+    let Op::Slice { .. } = &graph.node(v).op else {
+        return false;
+    };
+    let src = graph.operands(v)[0];
+    let stored = |x: ValueId| {
+        matches!(
+            graph.node(x).op,
+            Op::Input { .. } | Op::Param { .. } | Op::Scan(_)
+        )
+    };
+    let stored_src = stored(src)
+        || matches!(graph.node(src).op, Op::Slice { axis: 0, .. })
+            && stored(graph.operands(src)[0])
+            && !graph.outputs.iter().any(|(_, o)| *o == src);
+    stored_src
+        && !graph.outputs.iter().any(|(_, o)| *o == v)
+        && graph
+            .users(v)
+            .iter()
+            .any(|u| matches!(graph.node(*u).op, Op::MatMul))
+}
+
 /// The value of `v` if it is a constant, possibly broadcast or reshaped (the same at every
 /// point).
 pub fn constant_value(graph: &Graph, v: ValueId) -> Option<f64> {
@@ -315,6 +343,9 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
             Op::Transpose { .. } if folds_into_matmuls(graph, v) => {
                 storage.insert(graph.operands(v)[0]);
             }
+            Op::Slice { .. } if slice_folds_into_matmuls(graph, v) => {
+                storage.insert(graph.operands(v)[0]);
+            }
             // Truncation happens in the store to an i32 buffer; an inlined cast would
             // hand its users the untruncated value.
             Op::Cast { to: DType::I32 } => {
@@ -440,7 +471,11 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
             continue;
         }
         let deep = tree_depth(&fusion, &depth, v);
-        if deep > MAX_FUSED_DEPTH && is_elementwise(&node.op) && !folds_into_matmuls(graph, v) {
+        if deep > MAX_FUSED_DEPTH
+            && is_elementwise(&node.op)
+            && !folds_into_matmuls(graph, v)
+            && !slice_folds_into_matmuls(graph, v)
+        {
             fusion.placement.insert(v, Placement::Buffer);
             continue;
         }
@@ -462,6 +497,7 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
                 }
             }
             Op::Transpose { .. } if folds_into_matmuls(graph, v) => Placement::View,
+            Op::Slice { .. } if slice_folds_into_matmuls(graph, v) => Placement::View,
             op if is_elementwise(op) && !storage.contains(&v) => {
                 let own = u32::from(is_expensive(op));
                 let tree: u32 = own

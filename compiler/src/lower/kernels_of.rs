@@ -113,6 +113,23 @@ fn element(
             let s = slots.slot(l, b, Access::Read);
             Ok(Expr::load(s, Index::row_major(&c, &src_shape)))
         }
+        Some(Storage::SliceView {
+            buf,
+            of,
+            axis,
+            start,
+            transposed,
+        }) => {
+            let mut c = coords.to_vec();
+            if transposed {
+                let r = c.len();
+                c.swap(r - 2, r - 1);
+            }
+            c[axis] = c[axis].clone().add(Index::Const(start as i64));
+            let s = slots.slot(l, buf, Access::Read);
+            let parent = kernel_dims(&l.graph.ty(of).shape);
+            Ok(Expr::load(s, Index::row_major(&c, &parent)))
+        }
         Some(Storage::Inline) => expand(l, slots, v, coords, site),
         None => Err(LowerError(format!("{v} used before it is lowered"))),
     }
@@ -688,6 +705,16 @@ fn matrix_operand(
     let (buf, transposed) = match l.storage.get(&v).copied() {
         Some(Storage::Buffer(b)) => (b, false),
         Some(Storage::TransposedView(b)) => (b, true),
+        Some(Storage::SliceView {
+            buf,
+            of,
+            axis,
+            start,
+            transposed,
+        }) => {
+            let view = (buf, of, axis, start, transposed);
+            return Ok(sliced_matrix_operand(l, slots, v, batch_vars, view));
+        }
         _ => return Err(LowerError(format!("{v}: a matrix operand needs storage"))),
     };
     // The operand's own shape (its buffer may be a reshape's), untransposed.
@@ -715,6 +742,37 @@ fn matrix_operand(
         row_stride,
         col_stride,
     })
+}
+
+/// A matrix operand read through a slice of a stored value: its element `[.., i, j]` is
+/// the parent's at the same coordinates (swapped when `transposed`) with `start` added
+/// along the sliced axis, so the offset moves and the row stride is the parent's last
+/// dim.
+fn sliced_matrix_operand(
+    l: &Lowerer,
+    slots: &mut Slots,
+    v: ValueId,
+    batch_vars: &[Index],
+    (buf, of, axis, start, transposed): (BufferId, ValueId, usize, u64, bool),
+) -> MatrixOperand {
+    let parent = kernel_dims(&l.graph.ty(of).shape);
+    let r = parent.len();
+    let own_batch = kernel_dims(&l.graph.ty(v).shape).len() - 2;
+    let mut coords: Vec<Index> = batch_vars[batch_vars.len() - own_batch..].to_vec();
+    coords.push(Index::Const(0));
+    coords.push(Index::Const(0));
+    coords[axis] = coords[axis].clone().add(Index::Const(start as i64));
+    let (row_stride, col_stride) = if transposed {
+        (Index::Const(1), Index::of_dim(parent[r - 1]))
+    } else {
+        (Index::of_dim(parent[r - 1]), Index::Const(1))
+    };
+    MatrixOperand {
+        buf: slots.slot(l, buf, Access::Read),
+        offset: Index::row_major(&coords, &parent),
+        row_stride,
+        col_stride,
+    }
 }
 
 /// The contraction computing product `p` of `a x b`, summed over its batch axes `summed`

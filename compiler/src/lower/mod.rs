@@ -129,6 +129,15 @@ enum Storage {
     Const(f64),
     /// The transpose (last two dims) of the value stored in this buffer.
     TransposedView(BufferId),
+    /// A slice `[start, start + len)` along `axis` of value `of`, stored in this buffer
+    /// in `of`'s layout; `transposed`: the transpose (last two dims) of that slice.
+    SliceView {
+        buf: BufferId,
+        of: ValueId,
+        axis: usize,
+        start: u64,
+        transposed: bool,
+    },
     /// Rebuilt from its operands wherever it is used (an inlined value or an epilogue
     /// link).
     Inline,
@@ -177,6 +186,7 @@ pub fn lower_unfused(graph: &Graph) -> Result<Lowered, LowerError> {
             Op::Const { .. } => Placement::Const,
             Op::Reshape { .. } => Placement::View,
             Op::Transpose { .. } if fuse::folds_into_matmuls(graph, v) => Placement::View,
+            Op::Slice { .. } if fuse::slice_folds_into_matmuls(graph, v) => Placement::View,
             _ => Placement::Buffer,
         };
         fusion.placement.insert(v, p);
@@ -447,7 +457,32 @@ impl<'g> Lowerer<'g> {
             }
             (Op::Transpose { .. }, Placement::View) => {
                 let src = self.graph.operands(v)[0];
-                Storage::TransposedView(self.materialize(src)?)
+                match self.storage.get(&src).copied() {
+                    Some(Storage::SliceView {
+                        buf,
+                        of,
+                        axis,
+                        start,
+                        transposed: false,
+                    }) => Storage::SliceView {
+                        buf,
+                        of,
+                        axis,
+                        start,
+                        transposed: true,
+                    },
+                    _ => Storage::TransposedView(self.materialize(src)?),
+                }
+            }
+            (Op::Slice { axis, start, .. }, Placement::View) => {
+                let src = self.graph.operands(v)[0];
+                Storage::SliceView {
+                    buf: self.materialize(src)?,
+                    of: src,
+                    axis: *axis,
+                    start: *start,
+                    transposed: false,
+                }
             }
             (Op::Scan(scan), _) => return self.lower_scan(v, scan),
             (Op::Slice { axis: 0, .. }, Placement::Buffer)

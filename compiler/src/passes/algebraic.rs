@@ -21,6 +21,8 @@
 //! | `relu_mask`           | `gt x, 0` where `relu x` exists          | `gt (relu x), 0`             |
 //! | `slice_concat`        | `slice` of a `concat` that is exactly one of its parts | that part      |
 //! | `slice_broadcast`     | `slice` of `broadcast x` along an axis `x` does not vary on | `broadcast x` to the slice's shape |
+//! | `slice_slice`         | `slice a s2 (slice a s1 x)` on the same axis | `slice a (s1 + s2) x`      |
+//! | `slice_order`         | `slice a (slice b x)`, `a < b`              | `slice b (slice a x)`        |
 //! | `concat_concat`       | `concat (concat a, b), c` on the same axis, the inner one used only there | `concat a, b, c` |
 //! | `add_concat`          | `add (concat a…) (concat b…)`, zeros where the other's parts are cut | `concat` of the pieces' sums |
 //!
@@ -52,6 +54,8 @@ pub const RULES: &[(&str, Rule)] = &[
     ("relu_mask", relu_mask),
     ("slice_concat", slice_concat),
     ("slice_broadcast", slice_broadcast),
+    ("slice_slice", slice_slice),
+    ("slice_order", slice_order),
     ("concat_concat", concat_concat),
     ("add_concat", add_concat),
 ];
@@ -171,6 +175,52 @@ fn slice_of(g: &Graph, v: ValueId) -> Option<(usize, u64, u64, ValueId)> {
         Op::Slice { axis, start, len } => Some((axis, start, len, g.operands(v)[0])),
         _ => None,
     }
+}
+
+/// A slice of a slice along the same axis: one slice of the source.
+fn slice_slice(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
+    let Some((axis, start, len, x)) = slice_of(g, v) else {
+        return Ok(None);
+    };
+    let Some((inner_axis, inner_start, _, src)) = slice_of(g, x) else {
+        return Ok(None);
+    };
+    if inner_axis != axis {
+        return Ok(None);
+    }
+    let op = Op::Slice {
+        axis,
+        start: inner_start + start,
+        len,
+    };
+    let new = g.add(op, &[src], g.node(v).span)?;
+    Ok(same_type(g, v, new))
+}
+
+/// Slices along different axes commute; this puts the one along the lower axis next to
+/// the source (a slice is a view or a copy of what it reads, so one kept for its other
+/// users costs no recomputation), so a slice of a stacked result along time (axis 0) is taken first: a
+/// window of the stored buffer, no copy (the lowering reads the other slice through the
+/// window, e.g. as a product's strided operand).
+fn slice_order(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
+    let Some((axis, start, len, x)) = slice_of(g, v) else {
+        return Ok(None);
+    };
+    let Some((inner_axis, inner_start, inner_len, src)) = slice_of(g, x) else {
+        return Ok(None);
+    };
+    if axis >= inner_axis {
+        return Ok(None);
+    }
+    let span = g.node(v).span;
+    let first = g.add(Op::Slice { axis, start, len }, &[src], span)?;
+    let then = Op::Slice {
+        axis: inner_axis,
+        start: inner_start,
+        len: inner_len,
+    };
+    let new = g.add(then, &[first], span)?;
+    Ok(same_type(g, v, new))
 }
 
 fn slice_concat(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {

@@ -62,13 +62,25 @@ impl Emitter<'_> {
         // The forward's products are kept (a tape) when they can ride along with the
         // carry, so the backward steps need not recompute them.
         let tape = tape_values(&scan.body);
-        let (y, tapes) = if tape.is_empty() {
-            (y, Vec::new())
+        // With a tape, the backward bodies read whole rows of the taped scan's result
+        // (the carry with the products after it) and take their parts inside, so no
+        // part is copied out of it: `prev[t]`'s row as the carry, `next[t]`'s row for
+        // the products step `t` recorded.
+        let (y, rows, tapes) = if tape.is_empty() {
+            let prev = self.time_slice(y, prev_start, steps, span)?;
+            (y, prev, Vec::new())
         } else {
-            self.record_tape(y, scan, operands, &tape, next_start, steps, span)?
+            let (carries, stacked) = self.record_tape(y, scan, operands, &tape, span)?;
+            let prev_rows = self.time_slice(stacked, prev_start, steps, span)?;
+            let next_rows = self.time_slice(stacked, next_start, steps, span)?;
+            (carries, prev_rows, vec![next_rows])
         };
         let n = tapes.len();
-        let prev = self.time_slice(y, prev_start, steps, span)?;
+        let prev = if tapes.is_empty() {
+            rows
+        } else {
+            self.time_slice(y, prev_start, steps, span)?
+        };
         let g_prev = self.time_slice(g, prev_start, steps, span)?;
         let g_last = self.carry_at(g, last, &carry_ty, span)?;
         let xs = &operands[1..=k];
@@ -107,7 +119,7 @@ impl Emitter<'_> {
             }
             init = self.graph.add(Op::Concat { axis }, &parts, span)?;
         }
-        let mut ops = vec![init, prev];
+        let mut ops = vec![init, rows];
         ops.extend_from_slice(xs);
         ops.push(g_prev);
         ops.extend_from_slice(&tapes);
@@ -156,7 +168,7 @@ impl Emitter<'_> {
             out[0] = Some(self.carry_at(gs, first, &carry_ty, span)?);
         }
         // 2. Per-step contributions to the other sequences and the constants.
-        let mut step_ops = vec![prev];
+        let mut step_ops = vec![rows];
         step_ops.extend_from_slice(xs);
         step_ops.push(g_next);
         step_ops.extend_from_slice(&tapes);
@@ -212,19 +224,16 @@ impl Emitter<'_> {
 
     /// Replaces the forward scan `y` by one whose carry also holds the body's `tape`
     /// values, concatenated after the carry on the last axis, and returns the carries
-    /// (a slice of the new scan, which now stands for `y` everywhere) and each tape
-    /// value's sequence over the steps (`[T, ...]`, step `t`'s value at `t`).
-    #[allow(clippy::too_many_arguments)]
+    /// (a slice of the new scan, which now stands for `y` everywhere) and the new scan's
+    /// whole result (step `t`'s values are in the row of `next[t]`).
     fn record_tape(
         &mut self,
         y: ValueId,
         scan: &Scan,
         operands: &[ValueId],
         tape: &[ValueId],
-        next_start: u64,
-        steps: u64,
         span: Span,
-    ) -> Result<(ValueId, Vec<ValueId>), String> {
+    ) -> Result<(ValueId, ValueId), String> {
         let body = &scan.body;
         let carry_ty = body.ty(body.inputs[0]).clone();
         let axis = carry_ty.shape.rank() - 1;
@@ -286,22 +295,7 @@ impl Emitter<'_> {
             span,
         )?;
         self.graph.replace_all_uses(y, carries);
-        let mut start = width;
-        let mut tapes = Vec::new();
-        for len in widths {
-            let part = self.graph.add(
-                Op::Slice {
-                    axis: axis + 1,
-                    start,
-                    len,
-                },
-                &[stacked],
-                span,
-            )?;
-            tapes.push(self.time_slice(part, next_start, steps, span)?);
-            start += len;
-        }
-        Ok((carries, tapes))
+        Ok((carries, stacked))
     }
 
     /// The gradient of a constant `c` with a [`LinearUse`]: the step's product is
@@ -473,14 +467,32 @@ impl Step {
         let leaf =
             |b: &mut Graph, name: String, ty: TensorType| b.add_leaf(Op::Input { name }, ty, span);
         let carry = leaf(&mut b, "carry".into(), own_carry_ty);
-        let h = leaf(&mut b, "h".into(), carry_ty.clone());
+        // With a tape, the carry comes as its taped row: the carry, then the products.
+        let widths: Vec<u64> = tape.iter().map(|&m| last_dim(forward.ty(m))).collect();
+        let row_ty = widened(&carry_ty, widths.iter().sum());
+        let axis = carry_ty.shape.rank() - 1;
+        let row_part = |b: &mut Graph, row: ValueId, start: u64, len: u64| {
+            b.add(Op::Slice { axis, start, len }, &[row], span)
+        };
+        let h = if tape.is_empty() {
+            leaf(&mut b, "h".into(), carry_ty.clone())
+        } else {
+            let row = leaf(&mut b, "h".into(), row_ty.clone());
+            row_part(&mut b, row, 0, last_dim(&carry_ty))?
+        };
         let xs: Vec<ValueId> = (0..k)
             .map(|j| leaf(&mut b, format!("x{j}"), input_ty(1 + j)))
             .collect();
-        let cot = leaf(&mut b, "g".into(), carry_ty);
-        let recorded: Vec<ValueId> = (0..tape.len())
-            .map(|i| leaf(&mut b, format!("tape{i}"), forward.ty(tape[i]).clone()))
-            .collect();
+        let cot = leaf(&mut b, "g".into(), carry_ty.clone());
+        let mut recorded = Vec::with_capacity(tape.len());
+        if !tape.is_empty() {
+            let row = leaf(&mut b, "recorded".into(), row_ty);
+            let mut start = last_dim(&carry_ty);
+            for len in widths {
+                recorded.push(row_part(&mut b, row, start, len)?);
+                start += len;
+            }
+        }
         let cs: Vec<ValueId> = (1 + k..forward.inputs.len())
             .map(|i| leaf(&mut b, format!("c{}", i - 1 - k), input_ty(i)))
             .collect();
