@@ -28,8 +28,6 @@ use crate::source::Span;
 /// What a backward body computes.
 #[derive(Clone, Copy)]
 enum Target {
-    /// `g(prev) = G(prev) + (d f / d h)ᵀ carry`: the carry is `g(next)`.
-    Carry,
     /// `(d f / d x_j)ᵀ g(next)`: the carry is unused.
     Sequence(usize),
     /// `carry + (d f / d c_i)ᵀ g(next)`: the carry accumulates.
@@ -64,13 +62,44 @@ impl Emitter<'_> {
         let xs = &operands[1..=k];
         let cs = &operands[1 + k..];
 
-        // 1. The carries' total cotangents, backwards through time.
-        let body = backward_body(&scan.body, k, Target::Carry)?;
-        let mut ops = vec![g_last, prev];
+        // Constants used only as a recurrent weight next to a sequence (see
+        // [`linear_constant`]) sum a product of that sequence's gradient with the stacked
+        // carries instead of running a scan of their own.
+        let linear: Vec<Option<LinearUse>> = (0..cs.len())
+            .map(|i| {
+                wanted[1 + k + i]
+                    .then(|| linear_constant(&scan.body, k, i))
+                    .flatten()
+            })
+            .collect();
+        let needed = |i: usize| {
+            wanted[i] || (i <= k && linear.iter().flatten().any(|u| u.sequence + 1 == i))
+        };
+        // Sequences whose per-step gradient rides along in the carries' scan: the same
+        // backward step computes it from the same `g(next)`, so the cell's forward is
+        // recomputed once for both (an LSTM step runs its cell twice, not three times).
+        let merged: Vec<usize> = (0..k)
+            .filter(|&j| needed(1 + j) && joinable(&carry_ty, &self.graph.ty(xs[j]).shape))
+            .collect();
+
+        // 1. The carries' total cotangents, backwards through time, with the merged
+        // sequences' gradients concatenated after them along the last axis.
+        let body = carry_body(&scan.body, k, &merged)?;
+        let mut init = g_last;
+        if !merged.is_empty() {
+            let axis = carry_ty.shape.rank() - 1;
+            let mut parts = vec![g_last];
+            for &j in &merged {
+                let slice = Shape(self.graph.ty(xs[j]).shape.dims()[1..].to_vec());
+                parts.push(self.zeros(&slice, span)?);
+            }
+            init = self.graph.add(Op::Concat { axis }, &parts, span)?;
+        }
+        let mut ops = vec![init, prev];
         ops.extend_from_slice(xs);
         ops.push(g_prev);
         ops.extend_from_slice(cs);
-        let gs = self.graph.add(
+        let mut gs = self.graph.add(
             Op::Scan(Box::new(Scan {
                 body,
                 sequences: k + 2,
@@ -80,32 +109,49 @@ impl Emitter<'_> {
             &ops,
             span,
         )?;
+        let mut out = vec![None; operands.len()];
+        if !merged.is_empty() {
+            // Step t's output lands at the index of `prev[t]` in the stacked result.
+            let axis = carry_ty.shape.rank();
+            let stacked = gs;
+            let width = |ty: &Shape| match ty.dims().last() {
+                Some(crate::ir::Dim::Fixed(n)) => Ok(*n),
+                _ => Err("a merged scan gradient has a fixed last axis".to_string()),
+            };
+            let mut start = width(&carry_ty.shape)?;
+            gs = self.graph.add(
+                Op::Slice {
+                    axis,
+                    start: 0,
+                    len: start,
+                },
+                &[stacked],
+                span,
+            )?;
+            for &j in &merged {
+                let len = width(&self.graph.ty(xs[j]).shape)?;
+                let part = self
+                    .graph
+                    .add(Op::Slice { axis, start, len }, &[stacked], span)?;
+                out[1 + j] = Some(self.time_slice(part, prev_start, steps, span)?);
+                start += len;
+            }
+        }
         let g_next = self.time_slice(gs, next_start, steps, span)?;
 
-        let mut out = vec![None; operands.len()];
         if wanted[0] {
             out[0] = Some(self.carry_at(gs, first, &carry_ty, span)?);
         }
-        // 2. Per-step contributions to the sequences and constants. A constant used only
-        // as a recurrent weight next to a sequence (see [`linear_constant`]) sums a
-        // product of that sequence's gradient with the stacked carries instead.
+        // 2. Per-step contributions to the other sequences and the constants.
         let mut step_ops = vec![prev];
         step_ops.extend_from_slice(xs);
         step_ops.push(g_next);
         step_ops.extend_from_slice(cs);
-        let linear: Vec<Option<LinearUse>> = (0..cs.len())
-            .map(|i| {
-                wanted[1 + k + i]
-                    .then(|| linear_constant(&scan.body, k, i))
-                    .flatten()
-            })
-            .collect();
         let mut order: Vec<usize> = (1..operands.len()).collect();
         // Sequences first: a linear constant's gradient is computed from one of theirs.
         order.sort_by_key(|&i| i > k);
         for i in order {
-            let needed_by_linear = i <= k && linear.iter().flatten().any(|u| u.sequence + 1 == i);
-            if !wanted[i] && !needed_by_linear {
+            if !needed(i) || out[i].is_some() {
                 continue;
             }
             if i > k
@@ -284,50 +330,144 @@ fn linear_constant(body: &Graph, k: usize, i: usize) -> Option<LinearUse> {
         })
 }
 
-/// A body for one backward scan (see [`Target`]). Its inputs: the carry, then the
-/// sequences `prev`, the forward's `k` sequences and the step's cotangent (`G(prev)` for
-/// [`Target::Carry`], `g(next)` otherwise), then the forward's constants.
+/// A backward body under construction: its inputs and the forward step recomputed from
+/// them. Inputs: the carry, then the sequences `prev`, the forward's `k` sequences and
+/// the step's cotangent (`G(prev)` for the carries' scan, `g(next)` otherwise), then the
+/// forward's constants.
+struct Step {
+    b: Graph,
+    carry: ValueId,
+    h: ValueId,
+    xs: Vec<ValueId>,
+    cot: ValueId,
+    cs: Vec<ValueId>,
+    next: ValueId,
+    span: Span,
+}
+
+impl Step {
+    fn new(forward: &Graph, k: usize, own_carry_ty: TensorType) -> Result<Step, String> {
+        let input_ty = |i: usize| forward.ty(forward.inputs[i]).clone();
+        let carry_ty = input_ty(0);
+        let span = forward
+            .outputs
+            .first()
+            .map(|(_, v)| forward.node(*v).span)
+            .unwrap_or_default();
+        let mut b = Graph::new(format!("{}_vjp", forward.name));
+        let leaf =
+            |b: &mut Graph, name: String, ty: TensorType| b.add_leaf(Op::Input { name }, ty, span);
+        let carry = leaf(&mut b, "carry".into(), own_carry_ty);
+        let h = leaf(&mut b, "h".into(), carry_ty.clone());
+        let xs: Vec<ValueId> = (0..k)
+            .map(|j| leaf(&mut b, format!("x{j}"), input_ty(1 + j)))
+            .collect();
+        let cot = leaf(&mut b, "g".into(), carry_ty);
+        let cs: Vec<ValueId> = (1 + k..forward.inputs.len())
+            .map(|i| leaf(&mut b, format!("c{}", i - 1 - k), input_ty(i)))
+            .collect();
+        let mut args = vec![h];
+        args.extend(&xs);
+        args.extend(&cs);
+        let next = b.inline(forward, &args)?[0];
+        Ok(Step {
+            b,
+            carry,
+            h,
+            xs,
+            cot,
+            cs,
+            next,
+            span,
+        })
+    }
+
+    fn finish(mut self, result: ValueId) -> Graph {
+        self.b.outputs.push(("next".into(), result));
+        crate::passes::dce::eliminate_dead_code(&mut self.b, false);
+        self.b
+    }
+}
+
+/// Whether a sequence's step `[T, ...]` can ride along with a carry of shape `carry`,
+/// concatenated on the last axis: same rank, same dims but the last, all fixed there.
+fn joinable(carry: &crate::ir::TensorType, sequence: &Shape) -> bool {
+    let c = carry.shape.dims();
+    let x = &sequence.dims()[1.min(sequence.rank())..];
+    !c.is_empty()
+        && c.len() == x.len()
+        && c[..c.len() - 1] == x[..x.len() - 1]
+        && matches!(c.last(), Some(crate::ir::Dim::Fixed(_)))
+        && matches!(x.last(), Some(crate::ir::Dim::Fixed(_)))
+}
+
+/// The carries' backward body: `g(prev) = G(prev) + (d f / d h)ᵀ g(next)`, followed on
+/// the last axis by `(d f / d x_j)ᵀ g(next)` for each sequence `j` of `merged`. Its carry
+/// holds `g(next)` (and, after it, the previous step's merged gradients, unused).
+fn carry_body(forward: &Graph, k: usize, merged: &[usize]) -> Result<Graph, String> {
+    let carry_ty = forward.ty(forward.inputs[0]).clone();
+    let axis = carry_ty.shape.rank() - 1;
+    let last = |ty: &TensorType| match ty.shape.dims().last() {
+        Some(crate::ir::Dim::Fixed(n)) => *n,
+        _ => 0,
+    };
+    let mut own = carry_ty.clone();
+    if !merged.is_empty() {
+        let width = last(&carry_ty)
+            + merged
+                .iter()
+                .map(|&j| last(forward.ty(forward.inputs[1 + j])))
+                .sum::<u64>();
+        let mut dims = carry_ty.shape.dims().to_vec();
+        dims[axis] = crate::ir::Dim::Fixed(width);
+        own = TensorType::new(carry_ty.dtype, dims);
+    }
+    let mut s = Step::new(forward, k, own)?;
+    let span = s.span;
+    let seed = if merged.is_empty() {
+        s.carry
+    } else {
+        s.b.add(
+            Op::Slice {
+                axis,
+                start: 0,
+                len: last(&carry_ty),
+            },
+            &[s.carry],
+            span,
+        )?
+    };
+    let mut wrt = vec![s.h];
+    wrt.extend(merged.iter().map(|&j| s.xs[j]));
+    let d = vector_jacobian_products(&mut s.b, s.next, Some(seed), &wrt)?;
+    let g_prev = s.b.add(Op::Binary(BinaryOp::Add), &[s.cot, d[0]], span)?;
+    let result = if merged.is_empty() {
+        g_prev
+    } else {
+        let mut parts = vec![g_prev];
+        parts.extend_from_slice(&d[1..]);
+        s.b.add(Op::Concat { axis }, &parts, span)?
+    };
+    Ok(s.finish(result))
+}
+
+/// A body for one backward scan of a sequence's or a constant's gradient (see
+/// [`Target`]); its inputs are [`Step`]'s, the cotangent being `g(next)`.
 fn backward_body(forward: &Graph, k: usize, target: Target) -> Result<Graph, String> {
     let input_ty = |i: usize| forward.ty(forward.inputs[i]).clone();
-    let carry_ty = input_ty(0);
-    let span = forward
-        .outputs
-        .first()
-        .map(|(_, v)| forward.node(*v).span)
-        .unwrap_or_default();
-    let mut b = Graph::new(format!("{}_vjp", forward.name));
     let own_carry_ty = match target {
-        Target::Carry => carry_ty.clone(),
         Target::Sequence(j) => input_ty(1 + j),
         Target::Constant(i) => input_ty(1 + k + i),
     };
-    let leaf =
-        |b: &mut Graph, name: String, ty: TensorType| b.add_leaf(Op::Input { name }, ty, span);
-    let carry = leaf(&mut b, "carry".into(), own_carry_ty);
-    let h = leaf(&mut b, "h".into(), carry_ty.clone());
-    let xs: Vec<ValueId> = (0..k)
-        .map(|j| leaf(&mut b, format!("x{j}"), input_ty(1 + j)))
-        .collect();
-    let cot = leaf(&mut b, "g".into(), carry_ty);
-    let cs: Vec<ValueId> = (1 + k..forward.inputs.len())
-        .map(|i| leaf(&mut b, format!("c{}", i - 1 - k), input_ty(i)))
-        .collect();
-    let mut args = vec![h];
-    args.extend(&xs);
-    args.extend(&cs);
-    let next = b.inline(forward, &args)?[0];
-    let (seed, wrt) = match target {
-        Target::Carry => (carry, h),
-        Target::Sequence(j) => (cot, xs[j]),
-        Target::Constant(i) => (cot, cs[i]),
+    let mut s = Step::new(forward, k, own_carry_ty)?;
+    let wrt = match target {
+        Target::Sequence(j) => s.xs[j],
+        Target::Constant(i) => s.cs[i],
     };
-    let d = vector_jacobian_products(&mut b, next, Some(seed), &[wrt])?[0];
+    let d = vector_jacobian_products(&mut s.b, s.next, Some(s.cot), &[wrt])?[0];
     let result = match target {
-        Target::Carry => b.add(Op::Binary(BinaryOp::Add), &[cot, d], span)?,
         Target::Sequence(_) => d,
-        Target::Constant(_) => b.add(Op::Binary(BinaryOp::Add), &[carry, d], span)?,
+        Target::Constant(_) => s.b.add(Op::Binary(BinaryOp::Add), &[s.carry, d], s.span)?,
     };
-    b.outputs.push(("next".into(), result));
-    crate::passes::dce::eliminate_dead_code(&mut b, false);
-    Ok(b)
+    Ok(s.finish(result))
 }
