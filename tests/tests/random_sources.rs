@@ -1,8 +1,8 @@
 //! The DSL's random sources, `normal(…)` and `uniform(…)`: the compiled draws agree with
 //! the interpreter's, have the distribution they claim, change with the step and repeat
 //! for the same step; they draw in the training step and are their mean in `eval` and
-//! `infer` unless `at_inference = true`; `stop_gradient` and block instances reach the
-//! graph from the DSL.
+//! `infer` unless `at_inference = true` (which dropout takes too); `stop_gradient` and
+//! block instances reach the graph from the DSL.
 
 use std::collections::HashMap;
 use strata_artifact::HostTensor;
@@ -253,4 +253,38 @@ model M {
     let rendered = err.render(&source);
     assert!(rendered.contains("`at_inference`"), "{rendered}");
     assert!(rendered.contains("m.strata:4:"), "{rendered}");
+}
+
+/// `dropout(…, at_inference = true)` draws masks in `infer` (Monte Carlo dropout): each
+/// element is zero or scaled by `1 / (1 - p)`, about `p` of them zero, other masks at
+/// another step.
+#[test]
+fn dropout_kept_at_inference_draws_masks() {
+    let text = r#"
+model M {
+    input x: f32[batch, 64]
+    output y = dropout(x, 0.25, at_inference = true)
+}
+"#;
+    let source = SourceFile::new("m.strata", text);
+    let compiled = compile(&source, &CompileOptions::default())
+        .unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    let mut session = Session::new(&compiled.artifact).expect("loads");
+    let mut run = |step: f32| {
+        let inputs = [
+            (
+                "x",
+                HostTensor::f32(vec![16, 64], vec![3.0; 16 * 64]).unwrap(),
+            ),
+            ("step", HostTensor::f32(vec![], vec![step]).unwrap()),
+        ];
+        let out = session.run("infer", &inputs).expect("runs");
+        out[0].1.as_f32().unwrap().to_vec()
+    };
+    let y = run(1.0);
+    assert!(y.iter().all(|&v| v == 0.0 || v == 4.0), "zero or 3 / 0.75");
+    let dropped = y.iter().filter(|&&v| v == 0.0).count() as f64 / y.len() as f64;
+    // 1024 draws: the standard error of the fraction is 0.014.
+    assert!((dropped - 0.25).abs() < 0.06, "{dropped} dropped");
+    assert_ne!(y, run(2.0), "another step, another mask");
 }

@@ -19,7 +19,7 @@ static MATMUL: &[ParamSpec] = &[req("a"), req("b")];
 static RESHAPE: &[ParamSpec] = &[req("x"), req("shape")];
 static TRANSPOSE: &[ParamSpec] = &[req("x"), opt("perm")];
 static BATCH_NORM: &[ParamSpec] = &[req("x"), opt("momentum"), opt("eps"), opt("frozen")];
-static DROPOUT: &[ParamSpec] = &[req("x"), req("p")];
+static DROPOUT: &[ParamSpec] = &[req("x"), req("p"), opt("at_inference")];
 static CONV2D: &[ParamSpec] = &[
     req("x"),
     req("out_channels"),
