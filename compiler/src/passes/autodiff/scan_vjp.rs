@@ -16,8 +16,11 @@
 //!    `(d f / d c)ᵀ g(next[t])` over the steps (one carry of memory, not one per step).
 //!
 //! Every backward body recomputes the forward step it needs from `prev[t]` and the
-//! inputs (the forward keeps only the carries): recomputation instead of a tape, so the
-//! IR's size stays independent of `T`.
+//! inputs, except the body's matrix products: when they have the carry's shape but for
+//! the last axis, the forward scan is rebuilt to carry them too (a tape, concatenated
+//! after the carry, see [`Emitter::record_tape`]) and the backward reads them. A
+//! sequence of that shape gets its gradient in the carries' scan (step 1) rather than a
+//! scan of its own. The IR's size stays independent of `T`.
 
 use super::vector_jacobian_products;
 use super::vjp::Emitter;
@@ -56,6 +59,15 @@ impl Emitter<'_> {
         };
         let (prev_start, next_start) = if scan.reverse { (1, 0) } else { (0, 1) };
         let (first, last) = if scan.reverse { (steps, 0) } else { (0, steps) };
+        // The forward's products are kept (a tape) when they can ride along with the
+        // carry, so the backward steps need not recompute them.
+        let tape = tape_values(&scan.body);
+        let (y, tapes) = if tape.is_empty() {
+            (y, Vec::new())
+        } else {
+            self.record_tape(y, scan, operands, &tape, next_start, steps, span)?
+        };
+        let n = tapes.len();
         let prev = self.time_slice(y, prev_start, steps, span)?;
         let g_prev = self.time_slice(g, prev_start, steps, span)?;
         let g_last = self.carry_at(g, last, &carry_ty, span)?;
@@ -84,7 +96,7 @@ impl Emitter<'_> {
 
         // 1. The carries' total cotangents, backwards through time, with the merged
         // sequences' gradients concatenated after them along the last axis.
-        let body = carry_body(&scan.body, k, &merged)?;
+        let body = carry_body(&scan.body, k, &merged, &tape)?;
         let mut init = g_last;
         if !merged.is_empty() {
             let axis = carry_ty.shape.rank() - 1;
@@ -98,11 +110,12 @@ impl Emitter<'_> {
         let mut ops = vec![init, prev];
         ops.extend_from_slice(xs);
         ops.push(g_prev);
+        ops.extend_from_slice(&tapes);
         ops.extend_from_slice(cs);
         let mut gs = self.graph.add(
             Op::Scan(Box::new(Scan {
                 body,
-                sequences: k + 2,
+                sequences: k + 2 + n,
                 reverse: !scan.reverse,
                 keep_all: true,
             })),
@@ -146,6 +159,7 @@ impl Emitter<'_> {
         let mut step_ops = vec![prev];
         step_ops.extend_from_slice(xs);
         step_ops.push(g_next);
+        step_ops.extend_from_slice(&tapes);
         step_ops.extend_from_slice(cs);
         let mut order: Vec<usize> = (1..operands.len()).collect();
         // Sequences first: a linear constant's gradient is computed from one of theirs.
@@ -174,8 +188,8 @@ impl Emitter<'_> {
             ops.extend_from_slice(&step_ops);
             let r = self.graph.add(
                 Op::Scan(Box::new(Scan {
-                    body: backward_body(&scan.body, k, target)?,
-                    sequences: k + 2,
+                    body: backward_body(&scan.body, k, target, &tape)?,
+                    sequences: k + 2 + n,
                     reverse: false,
                     keep_all,
                 })),
@@ -194,6 +208,100 @@ impl Emitter<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// Replaces the forward scan `y` by one whose carry also holds the body's `tape`
+    /// values, concatenated after the carry on the last axis, and returns the carries
+    /// (a slice of the new scan, which now stands for `y` everywhere) and each tape
+    /// value's sequence over the steps (`[T, ...]`, step `t`'s value at `t`).
+    #[allow(clippy::too_many_arguments)]
+    fn record_tape(
+        &mut self,
+        y: ValueId,
+        scan: &Scan,
+        operands: &[ValueId],
+        tape: &[ValueId],
+        next_start: u64,
+        steps: u64,
+        span: Span,
+    ) -> Result<(ValueId, Vec<ValueId>), String> {
+        let body = &scan.body;
+        let carry_ty = body.ty(body.inputs[0]).clone();
+        let axis = carry_ty.shape.rank() - 1;
+        let width = last_dim(&carry_ty);
+        let widths: Vec<u64> = tape.iter().map(|&m| last_dim(body.ty(m))).collect();
+        let mut taped = Graph::new(format!("{}_taped", body.name));
+        let carry = taped.add_leaf(
+            Op::Input {
+                name: "carry".into(),
+            },
+            widened(&carry_ty, widths.iter().sum()),
+            span,
+        );
+        let h = taped.add(
+            Op::Slice {
+                axis,
+                start: 0,
+                len: width,
+            },
+            &[carry],
+            span,
+        )?;
+        let mut args = vec![h];
+        for &i in &body.inputs[1..] {
+            let name = match &body.node(i).op {
+                Op::Input { name } => name.clone(),
+                _ => format!("{i}"),
+            };
+            args.push(taped.add_leaf(Op::Input { name }, body.ty(i).clone(), span));
+        }
+        let map = taped.inline_mapped(body, &args)?;
+        let mut parts = vec![map[&body.outputs[0].1]];
+        parts.extend(tape.iter().map(|m| map[m]));
+        let next = taped.add(Op::Concat { axis }, &parts, span)?;
+        taped.outputs.push(("next".into(), next));
+
+        let mut init = vec![operands[0]];
+        for &m in tape {
+            init.push(self.zeros(&body.ty(m).shape, span)?);
+        }
+        let init = self.graph.add(Op::Concat { axis }, &init, span)?;
+        let mut ops = vec![init];
+        ops.extend_from_slice(&operands[1..]);
+        let stacked = self.graph.add(
+            Op::Scan(Box::new(Scan {
+                body: taped,
+                ..scan.clone()
+            })),
+            &ops,
+            span,
+        )?;
+        let carries = self.graph.add(
+            Op::Slice {
+                axis: axis + 1,
+                start: 0,
+                len: width,
+            },
+            &[stacked],
+            span,
+        )?;
+        self.graph.replace_all_uses(y, carries);
+        let mut start = width;
+        let mut tapes = Vec::new();
+        for len in widths {
+            let part = self.graph.add(
+                Op::Slice {
+                    axis: axis + 1,
+                    start,
+                    len,
+                },
+                &[stacked],
+                span,
+            )?;
+            tapes.push(self.time_slice(part, next_start, steps, span)?);
+            start += len;
+        }
+        Ok((carries, tapes))
     }
 
     /// The gradient of a constant `c` with a [`LinearUse`]: the step's product is
@@ -343,10 +451,17 @@ struct Step {
     cs: Vec<ValueId>,
     next: ValueId,
     span: Span,
+    /// The recomputed copy of each tape value and the input holding the recorded one.
+    recorded: Vec<(ValueId, ValueId)>,
 }
 
 impl Step {
-    fn new(forward: &Graph, k: usize, own_carry_ty: TensorType) -> Result<Step, String> {
+    fn new(
+        forward: &Graph,
+        k: usize,
+        own_carry_ty: TensorType,
+        tape: &[ValueId],
+    ) -> Result<Step, String> {
         let input_ty = |i: usize| forward.ty(forward.inputs[i]).clone();
         let carry_ty = input_ty(0);
         let span = forward
@@ -363,13 +478,18 @@ impl Step {
             .map(|j| leaf(&mut b, format!("x{j}"), input_ty(1 + j)))
             .collect();
         let cot = leaf(&mut b, "g".into(), carry_ty);
+        let recorded: Vec<ValueId> = (0..tape.len())
+            .map(|i| leaf(&mut b, format!("tape{i}"), forward.ty(tape[i]).clone()))
+            .collect();
         let cs: Vec<ValueId> = (1 + k..forward.inputs.len())
             .map(|i| leaf(&mut b, format!("c{}", i - 1 - k), input_ty(i)))
             .collect();
         let mut args = vec![h];
         args.extend(&xs);
         args.extend(&cs);
-        let next = b.inline(forward, &args)?[0];
+        let map = b.inline_mapped(forward, &args)?;
+        let next = map[&forward.outputs[0].1];
+        let recorded = tape.iter().map(|m| map[m]).zip(recorded).collect();
         Ok(Step {
             b,
             carry,
@@ -379,10 +499,17 @@ impl Step {
             cs,
             next,
             span,
+            recorded,
         })
     }
 
+    /// The body returning `result`, reading the recorded tape values instead of
+    /// recomputing them (the products' rules never read their own result, so nothing
+    /// is left computing them).
     fn finish(mut self, result: ValueId) -> Graph {
+        for &(copy, input) in &self.recorded {
+            self.b.replace_all_uses(copy, input);
+        }
         self.b.outputs.push(("next".into(), result));
         crate::passes::dce::eliminate_dead_code(&mut self.b, false);
         self.b
@@ -404,7 +531,12 @@ fn joinable(carry: &crate::ir::TensorType, sequence: &Shape) -> bool {
 /// The carries' backward body: `g(prev) = G(prev) + (d f / d h)ᵀ g(next)`, followed on
 /// the last axis by `(d f / d x_j)ᵀ g(next)` for each sequence `j` of `merged`. Its carry
 /// holds `g(next)` (and, after it, the previous step's merged gradients, unused).
-fn carry_body(forward: &Graph, k: usize, merged: &[usize]) -> Result<Graph, String> {
+fn carry_body(
+    forward: &Graph,
+    k: usize,
+    merged: &[usize],
+    tape: &[ValueId],
+) -> Result<Graph, String> {
     let carry_ty = forward.ty(forward.inputs[0]).clone();
     let axis = carry_ty.shape.rank() - 1;
     let last = |ty: &TensorType| match ty.shape.dims().last() {
@@ -422,7 +554,7 @@ fn carry_body(forward: &Graph, k: usize, merged: &[usize]) -> Result<Graph, Stri
         dims[axis] = crate::ir::Dim::Fixed(width);
         own = TensorType::new(carry_ty.dtype, dims);
     }
-    let mut s = Step::new(forward, k, own)?;
+    let mut s = Step::new(forward, k, own, tape)?;
     let span = s.span;
     let seed = if merged.is_empty() {
         s.carry
@@ -453,13 +585,18 @@ fn carry_body(forward: &Graph, k: usize, merged: &[usize]) -> Result<Graph, Stri
 
 /// A body for one backward scan of a sequence's or a constant's gradient (see
 /// [`Target`]); its inputs are [`Step`]'s, the cotangent being `g(next)`.
-fn backward_body(forward: &Graph, k: usize, target: Target) -> Result<Graph, String> {
+fn backward_body(
+    forward: &Graph,
+    k: usize,
+    target: Target,
+    tape: &[ValueId],
+) -> Result<Graph, String> {
     let input_ty = |i: usize| forward.ty(forward.inputs[i]).clone();
     let own_carry_ty = match target {
         Target::Sequence(j) => input_ty(1 + j),
         Target::Constant(i) => input_ty(1 + k + i),
     };
-    let mut s = Step::new(forward, k, own_carry_ty)?;
+    let mut s = Step::new(forward, k, own_carry_ty, tape)?;
     let wrt = match target {
         Target::Sequence(j) => s.xs[j],
         Target::Constant(i) => s.cs[i],
@@ -470,4 +607,39 @@ fn backward_body(forward: &Graph, k: usize, target: Target) -> Result<Graph, Str
         Target::Constant(_) => s.b.add(Op::Binary(BinaryOp::Add), &[s.carry, d], s.span)?,
     };
     Ok(s.finish(result))
+}
+
+/// The forward body's values worth recording on the tape: its products whose result can
+/// ride along with the carry (see [`joinable`]), in topological order.
+fn tape_values(body: &Graph) -> Vec<ValueId> {
+    let carry = body.ty(body.inputs[0]);
+    body.topo_order()
+        .into_iter()
+        .filter(|&v| body.node(v).op == Op::MatMul && joins(carry, body.ty(v)))
+        .collect()
+}
+
+/// Whether a value of type `x` can be concatenated after a carry of type `carry` on the
+/// last axis.
+fn joins(carry: &TensorType, x: &TensorType) -> bool {
+    let mut shape = vec![crate::ir::Dim::Fixed(1)];
+    shape.extend_from_slice(x.shape.dims());
+    carry.dtype == x.dtype && joinable(carry, &Shape(shape))
+}
+
+/// The fixed last dim of `ty` (0 if it has none).
+fn last_dim(ty: &TensorType) -> u64 {
+    match ty.shape.dims().last() {
+        Some(crate::ir::Dim::Fixed(n)) => *n,
+        _ => 0,
+    }
+}
+
+/// `ty` with `extra` more on its last axis.
+fn widened(ty: &TensorType, extra: u64) -> TensorType {
+    let mut dims = ty.shape.dims().to_vec();
+    if let Some(l) = dims.last_mut() {
+        *l = crate::ir::Dim::Fixed(last_dim(ty) + extra);
+    }
+    TensorType::new(ty.dtype, dims)
 }
