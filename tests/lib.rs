@@ -744,6 +744,7 @@ pub mod gradient_check {
     use super::TestRng;
     use std::collections::HashMap;
     use strata_compiler::driver::compile;
+    use strata_compiler::elaborate::{ElaborateOptions, elaborate};
     use strata_compiler::ir::Op;
     use strata_compiler::ir::interpret::{Tensor, initial_params, interpret};
     use strata_compiler::passes::autodiff::gradients;
@@ -764,7 +765,39 @@ pub mod gradient_check {
         let source = SourceFile::new(format!("{what}.strata"), text.to_string());
         let compiled = compile(&source, &super::train_check::training_options())
             .unwrap_or_else(|e| panic!("{}", e.render(&source)));
-        let forward = compiled.typed;
+        assert_graph_gradients_match(what, compiled.typed, inputs, probes, tolerance);
+    }
+
+    /// [`assert_gradients_match_finite_differences`] on the graph of the training step:
+    /// the model elaborated in training mode (dropout masks, batch statistics, random
+    /// draws and augmentations on), whose `inputs` include `step`, which fixes the draws.
+    pub fn assert_training_gradients_match_finite_differences(
+        what: &str,
+        text: &str,
+        inputs: &HashMap<String, Tensor>,
+        probes: usize,
+        tolerance: f64,
+    ) {
+        let source = SourceFile::new(format!("{what}.strata"), text.to_string());
+        let program = strata_compiler::syntax::parse(&source.text)
+            .unwrap_or_else(|e| panic!("{}", e.render(&source)));
+        let options = ElaborateOptions {
+            train: true,
+            training_mode: true,
+            ..Default::default()
+        };
+        let elaborated =
+            elaborate(&program, &options).unwrap_or_else(|e| panic!("{}", e.render(&source)));
+        assert_graph_gradients_match(what, elaborated.graph, inputs, probes, tolerance);
+    }
+
+    fn assert_graph_gradients_match(
+        what: &str,
+        forward: strata_compiler::ir::Graph,
+        inputs: &HashMap<String, Tensor>,
+        probes: usize,
+        tolerance: f64,
+    ) {
         let (_, loss) = forward
             .outputs
             .iter()

@@ -1,7 +1,7 @@
 //! Training on the GPU: `train_step` run through wgpu updates the device's copy of the
 //! parameters and optimizer state, and agrees with the same steps on the CPU: the loss
 //! at every step, the weights the session reads back at the end, batch norm's running
-//! statistics, and dropout's masks.
+//! statistics, dropout's masks, and augmentation's draws.
 //!
 //! Like `gpu.rs`, these need an adapter (lavapipe will do); without one they are skipped
 //! with a message, except in CI (`CI=true`).
@@ -100,6 +100,22 @@ train Net {
         + 0.1 * kl_divergence(logits, 0.5 * logits) + cosine(logits, clip(logits, -1, 1))
         + mean(pow(exp(-abs(score)), 1.5)) + 0.01 * max(square(logits))
     loss = ce + 0.5 * margin + rest
+    optimizer = adam(lr = 0.01)
+}
+"#;
+
+// Augmentation in the train step (shifts, flips and noise drawn per step), and the
+// transposed convolution's col2im in the forward pass.
+const AUGMENTED: &str = r#"
+model Net {
+    input x: f32[batch, 12]
+    image = reshape(x, [batch, 1, 3, 4]) |> random_shift(1) |> random_flip |> noise(0.1)
+    h = image |> conv_transpose2d(2, 2, stride = 2) |> tanh
+    output logits = h |> flatten |> dense(4)
+}
+train Net {
+    label y: i32[batch]
+    loss = cross_entropy(logits, y)
     optimizer = adam(lr = 0.01)
 }
 "#;
@@ -231,6 +247,14 @@ fn loss_expression_train_steps_on_gpu_match_the_cpu() {
         return;
     }
     check_gpu_training_matches_cpu("loss expressions", LOSS_EXPRESSIONS, 30, 8);
+}
+
+#[test]
+fn augmented_train_steps_on_gpu_match_the_cpu() {
+    if !gpu_available("augmented_train_steps_on_gpu_match_the_cpu") {
+        return;
+    }
+    check_gpu_training_matches_cpu("augmentation + conv_transpose2d", AUGMENTED, 30, 16);
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The DSL's random sources, `normal(…)` and `uniform(…)`: the compiled draws agree with
 //! the interpreter's, have the distribution they claim, change with the step and repeat
-//! for the same step; `stop_gradient` and block instances reach the graph from the DSL.
+//! for the same step; they draw in the training step and are their mean in `eval` and
+//! `infer` unless `at_inference = true` (which dropout takes too); `stop_gradient` and
+//! block instances reach the graph from the DSL.
 
 use std::collections::HashMap;
 use strata_artifact::HostTensor;
@@ -15,8 +17,8 @@ use strata_tests::train_check::to_tensor;
 const SOURCES: &str = r#"
 model Sources {
     input x: f32[batch, 64]
-    output z = x * 0 + normal([batch, 64], mean = 1, std = 2, seed = 9)
-    output u = x * 0 + uniform([batch, 64], low = -3, high = 5)
+    output z = x * 0 + normal([batch, 64], mean = 1, std = 2, seed = 9, at_inference = true)
+    output u = x * 0 + uniform([batch, 64], low = -3, high = 5, at_inference = true)
 }
 "#;
 
@@ -155,4 +157,134 @@ model M {
         .filter(|&v| matches!(graph.node(v).op, Op::StopGradient))
         .count();
     assert_eq!(stops, 1);
+}
+
+/// A source draws in `train_step` only: in `eval` and `infer` it is its mean, and they
+/// take no `step`; `at_inference = true` keeps one drawing in every entry.
+#[test]
+fn sources_draw_in_the_train_step_and_are_their_mean_at_inference() {
+    let text = r#"
+model Noisy {
+    input x: f32[batch, 4]
+    a = normal([batch, 4], mean = 0.5, std = 2)
+    b = uniform([batch, 4], low = 1, high = 2)
+    output y = x + a + b
+}
+train Noisy {
+    loss = mse(y, x)
+}
+"#;
+    let source = SourceFile::new("noisy.strata", text);
+    let compiled = compile(&source, &strata_tests::train_check::training_options())
+        .unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    let draws = |g: &strata_compiler::ir::Graph| {
+        g.values()
+            .into_iter()
+            .filter(|&v| matches!(g.node(v).op, Op::RandomUniform { .. }))
+            .count()
+    };
+    let input_names = |g: &strata_compiler::ir::Graph| -> Vec<String> {
+        g.inputs
+            .iter()
+            .map(|&i| match &g.node(i).op {
+                Op::Input { name } => name.clone(),
+                _ => unreachable!("inputs are Input ops"),
+            })
+            .collect()
+    };
+    let step = compiled
+        .training
+        .iter()
+        .find(|e| e.name == "train_step")
+        .unwrap();
+    let eval = compiled.training.iter().find(|e| e.name == "eval").unwrap();
+    assert_eq!(draws(&step.graph), 2, "both sources draw in train_step");
+    assert!(input_names(&step.graph).contains(&"step".to_string()));
+    for (name, graph) in [("infer", &compiled.optimized), ("eval", &eval.graph)] {
+        assert_eq!(draws(graph), 0, "`{name}` draws nothing");
+        assert!(
+            !input_names(graph).contains(&"step".to_string()),
+            "`{name}` takes no step: {:?}",
+            input_names(graph)
+        );
+    }
+    let mut session = Session::new(&compiled.artifact).expect("loads");
+    let x: Vec<f32> = (0..8).map(|i| i as f32 / 4.0).collect();
+    let out = session
+        .run(
+            "infer",
+            &[("x", HostTensor::f32(vec![2, 4], x.clone()).unwrap())],
+        )
+        .expect("runs without a step");
+    let y = out[0].1.as_f32().unwrap();
+    for (got, x) in y.iter().zip(&x) {
+        assert_eq!(
+            *got,
+            x + 0.5 + 1.5,
+            "x + the normal's mean + the uniform's midpoint"
+        );
+    }
+
+    let kept = text.replace("std = 2)", "std = 2, at_inference = true)");
+    let source = SourceFile::new("kept.strata", kept);
+    let compiled = compile(&source, &strata_tests::train_check::training_options())
+        .unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    let eval = compiled.training.iter().find(|e| e.name == "eval").unwrap();
+    assert_eq!(
+        draws(&compiled.optimized),
+        1,
+        "the kept source draws in infer"
+    );
+    assert_eq!(draws(&eval.graph), 1, "and in eval");
+}
+
+#[test]
+fn at_inference_is_a_boolean() {
+    let text = r#"
+model M {
+    input x: f32[batch, 4]
+    output y = x + normal([batch, 4], at_inference = 1)
+}
+"#;
+    let source = SourceFile::new("m.strata", text);
+    let err = compile(&source, &CompileOptions::default())
+        .err()
+        .expect("refused");
+    let rendered = err.render(&source);
+    assert!(rendered.contains("`at_inference`"), "{rendered}");
+    assert!(rendered.contains("m.strata:4:"), "{rendered}");
+}
+
+/// `dropout(…, at_inference = true)` draws masks in `infer` (Monte Carlo dropout): each
+/// element is zero or scaled by `1 / (1 - p)`, about `p` of them zero, other masks at
+/// another step.
+#[test]
+fn dropout_kept_at_inference_draws_masks() {
+    let text = r#"
+model M {
+    input x: f32[batch, 64]
+    output y = dropout(x, 0.25, at_inference = true)
+}
+"#;
+    let source = SourceFile::new("m.strata", text);
+    let compiled = compile(&source, &CompileOptions::default())
+        .unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    let mut session = Session::new(&compiled.artifact).expect("loads");
+    let mut run = |step: f32| {
+        let inputs = [
+            (
+                "x",
+                HostTensor::f32(vec![16, 64], vec![3.0; 16 * 64]).unwrap(),
+            ),
+            ("step", HostTensor::f32(vec![], vec![step]).unwrap()),
+        ];
+        let out = session.run("infer", &inputs).expect("runs");
+        out[0].1.as_f32().unwrap().to_vec()
+    };
+    let y = run(1.0);
+    assert!(y.iter().all(|&v| v == 0.0 || v == 4.0), "zero or 3 / 0.75");
+    let dropped = y.iter().filter(|&&v| v == 0.0).count() as f64 / y.len() as f64;
+    // 1024 draws: the standard error of the fraction is 0.014.
+    assert!((dropped - 0.25).abs() < 0.06, "{dropped} dropped");
+    assert_ne!(y, run(2.0), "another step, another mask");
 }

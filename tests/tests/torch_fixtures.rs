@@ -217,3 +217,60 @@ fn one_adam_step_from_torch_weights_matches_torch() {
     assert!(loss < MAX_RELATIVE_ERROR, "loss relative error {loss:e}");
     assert!(update < 1e-4, "update relative error {update:e}");
 }
+
+/// PyTorch's `ConvTranspose2d(3, 2, (3, 2), stride = 2, padding = (1, 0),
+/// output_padding = 1, dilation = 2)` as `ct`.
+const CONV_TRANSPOSE: &str = "model Up {
+    input x: f32[batch, 3, 4, 5]
+    layer ct = conv_transpose2d(2, [3, 2], stride = 2, padding = [1, 0], output_padding = 1, dilation = 2)
+    output y = ct(x)
+}";
+
+#[test]
+fn a_torch_conv_transpose2d_loads_unchanged_and_matches() {
+    let err = error_against_torch(CONV_TRANSPOSE, "conv_transpose", &["x"]);
+    assert!(err < MAX_RELATIVE_ERROR, "relative error {err:e}");
+}
+
+/// One SGD step under `mse(y, target)` from PyTorch's weights: the gradients of the
+/// weight `[C, O, kh, kw]` and the bias are PyTorch's.
+#[test]
+fn one_sgd_step_of_a_torch_conv_transpose2d_matches_torch() {
+    let model = format!(
+        "{CONV_TRANSPOSE}
+train Up {{
+    label target: f32[batch, 2, 10, 12]
+    loss = mse(y, target)
+    optimizer = sgd(lr = 0.1)
+}}"
+    );
+    let source = SourceFile::new("up.strata", model);
+    let compiled = compile(&source, &strata_tests::train_check::training_options())
+        .unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    let mut session = Session::new(&compiled.artifact).expect("a CPU session");
+    let weights = std::fs::read(fixture("conv_transpose.safetensors")).expect("weights");
+    session
+        .load_weights(&weights)
+        .unwrap_or_else(|e| panic!("PyTorch's state_dict does not load: {e}"));
+    let io = read_tensors("conv_transpose.io.safetensors");
+    let scalar = |v: f32| HostTensor::f32(vec![], vec![v]).expect("a scalar");
+    let feed = [
+        ("x", io["x"].clone()),
+        ("target", io["target"].clone()),
+        ("lr", scalar(0.1)),
+        ("step", scalar(1.0)),
+    ];
+    let out = session.run("train_step", &feed).expect("train_step runs");
+    let loss = &out.iter().find(|(name, _)| name == "loss").expect("loss").1;
+    let loss_err = relative_error(loss, &io["loss"]);
+    assert!(
+        loss_err < MAX_RELATIVE_ERROR,
+        "loss relative error {loss_err:e}"
+    );
+    let new: HashMap<&str, &HostTensor> = session.weights().collect();
+    for key in ["ct.weight", "ct.bias"] {
+        let err = relative_error(new[key], &io[&format!("sgd.{key}")]);
+        eprintln!("{key} after one SGD step: relative error {err:.2e}");
+        assert!(err < MAX_RELATIVE_ERROR, "`{key}`: relative error {err:e}");
+    }
+}

@@ -2,7 +2,8 @@
 //! test-split reconstruction error is at most half that of predicting every pixel's
 //! training-split mean, and the run directory holds the PNG grid its `images` setting
 //! asks for (inputs beside their reconstructions). `tied_autoencoder.strata` does as well
-//! with its decoder reusing the encoder's weights.
+//! with its decoder reusing the encoder's weights, and `conv_autoencoder.strata`, a
+//! denoising autoencoder decoding with transposed convolutions, from a 16-value code.
 
 use strata_artifact::train_config::{Task, TrainConfig};
 use strata_tests::train_run::{Trained, mean_pixel_baseline, train_example};
@@ -117,6 +118,38 @@ fn tied_autoencoder_reconstructs_with_under_60_percent_of_the_weights() {
     assert!(
         mse <= 0.3 * baseline,
         "test MSE {mse:.4} is more than 0.3x the mean predictor's {baseline:.4}"
+    );
+    check_image_grid(&run, &config);
+}
+
+/// `dsl-examples/conv_autoencoder.strata`: trained on noisy images (`noise` in the train
+/// step), scored on clean ones, its two `conv_transpose2d` layers decode a 4x2x2 code to
+/// under 0.3x the mean predictor's error.
+#[test]
+fn conv_autoencoder_denoises_through_transposed_convolutions() {
+    let run = train_example("conv_autoencoder.strata");
+    let source = strata_tests::load_example(
+        &strata_tests::root().join("dsl-examples/conv_autoencoder.strata"),
+    );
+    let config =
+        strata_compiler::driver::compile(&source, &strata_tests::train_check::training_options())
+            .expect("compiles")
+            .train_config
+            .expect("a train section");
+    let (mse, mae) = (run.test_metric("mse"), run.test_metric("mae"));
+    let baseline = mean_pixel_baseline(&config);
+    println!(
+        "conv autoencoder: {} parameters, test MSE {mse:.4} (per-pixel mean {baseline:.4}, \
+         ratio {:.3}), MAE {mae:.4}, {} epochs ({:?}) in {:.1} s",
+        run.parameters,
+        mse / baseline,
+        run.summary.epochs,
+        run.summary.stop,
+        run.seconds
+    );
+    assert!(
+        mse <= 0.5 * baseline,
+        "test MSE {mse:.4} is more than half the mean predictor's {baseline:.4}"
     );
     check_image_grid(&run, &config);
 }

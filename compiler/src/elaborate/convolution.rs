@@ -14,7 +14,11 @@ use crate::ir::{BinaryOp, ConvWindow, Dim, Init, Op, ReduceOp, Shape, ValueId};
 use crate::source::{Diagnostic, ErrorCode, Span};
 
 /// The `[C, H, W]` of an image argument `[batch, C, H, W]`, or a diagnostic.
-fn image(e: &Elaborator, args: &BoundArgs, name: &str) -> Result<(ValueId, [u64; 3]), Diagnostic> {
+pub(super) fn image(
+    e: &Elaborator,
+    args: &BoundArgs,
+    name: &str,
+) -> Result<(ValueId, [u64; 3]), Diagnostic> {
     let (x, xspan) = args.tensor(name)?;
     let ty = e.graph.ty(x).clone();
     match *ty.shape.dims() {
@@ -33,7 +37,11 @@ fn image(e: &Elaborator, args: &BoundArgs, name: &str) -> Result<(ValueId, [u64;
 }
 
 /// A kernel size: `3` for 3x3 or `[kh, kw]`.
-fn pair(args: &BoundArgs, name: &str, default: Option<[u64; 2]>) -> Result<[u64; 2], Diagnostic> {
+pub(super) fn pair(
+    args: &BoundArgs,
+    name: &str,
+    default: Option<[u64; 2]>,
+) -> Result<[u64; 2], Diagnostic> {
     let Some(arg) = args.get(name) else {
         return default.ok_or_else(|| {
             Diagnostic::error(

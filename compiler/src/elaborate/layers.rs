@@ -19,7 +19,7 @@ static MATMUL: &[ParamSpec] = &[req("a"), req("b")];
 static RESHAPE: &[ParamSpec] = &[req("x"), req("shape")];
 static TRANSPOSE: &[ParamSpec] = &[req("x"), opt("perm")];
 static BATCH_NORM: &[ParamSpec] = &[req("x"), opt("momentum"), opt("eps"), opt("frozen")];
-static DROPOUT: &[ParamSpec] = &[req("x"), req("p")];
+static DROPOUT: &[ParamSpec] = &[req("x"), req("p"), opt("at_inference")];
 static CONV2D: &[ParamSpec] = &[
     req("x"),
     req("out_channels"),
@@ -49,8 +49,40 @@ static SLICE: &[ParamSpec] = &[req("x"), req("start"), req("len"), opt("axis")];
 static SPLIT: &[ParamSpec] = &[req("x"), req("parts"), opt("axis")];
 static SELF_ATTENTION: &[ParamSpec] = &[req("x"), req("heads"), opt("causal"), opt("key_mask")];
 static CROSS_ATTENTION: &[ParamSpec] = &[req("x"), req("memory"), req("heads"), opt("key_mask")];
-static RANDOM_UNIFORM: &[ParamSpec] = &[req("shape"), opt("low"), opt("high"), opt("seed")];
-static RANDOM_NORMAL: &[ParamSpec] = &[req("shape"), opt("mean"), opt("std"), opt("seed")];
+static RANDOM_UNIFORM: &[ParamSpec] = &[
+    req("shape"),
+    opt("low"),
+    opt("high"),
+    opt("seed"),
+    opt("at_inference"),
+];
+static RANDOM_NORMAL: &[ParamSpec] = &[
+    req("shape"),
+    opt("mean"),
+    opt("std"),
+    opt("seed"),
+    opt("at_inference"),
+];
+static RANDOM_FLIP: &[ParamSpec] = &[
+    req("x"),
+    opt("p"),
+    opt("axis"),
+    opt("seed"),
+    opt("at_inference"),
+];
+static RANDOM_SHIFT: &[ParamSpec] = &[req("x"), req("pixels"), opt("seed"), opt("at_inference")];
+static NOISE: &[ParamSpec] = &[req("x"), req("std"), opt("seed"), opt("at_inference")];
+static CONV_TRANSPOSE2D: &[ParamSpec] = &[
+    req("x"),
+    req("out_channels"),
+    req("kernel"),
+    opt("stride"),
+    opt("padding"),
+    opt("output_padding"),
+    opt("dilation"),
+    opt("bias"),
+    opt("init"),
+];
 static ENCODER_LAYER: &[ParamSpec] = &[
     req("x"),
     req("heads"),
@@ -87,6 +119,9 @@ pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
         "stop_gradient" => X,
         "uniform" => RANDOM_UNIFORM,
         "normal" => RANDOM_NORMAL,
+        "random_flip" => RANDOM_FLIP,
+        "random_shift" => RANDOM_SHIFT,
+        "noise" => NOISE,
         "softmax" | "log_softmax" => AXIS,
         "sum" | "mean" | "max" | "min" => REDUCE,
         "reshape" => RESHAPE,
@@ -97,6 +132,7 @@ pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
         "batch_norm" => BATCH_NORM,
         "dropout" => DROPOUT,
         "conv2d" | "conv1d" => CONV2D,
+        "conv_transpose2d" => CONV_TRANSPOSE2D,
         "max_pool2d" | "avg_pool2d" | "max_pool1d" | "avg_pool1d" => POOL2D,
         "global_avg_pool" => X,
         "layer_norm" => LAYER_NORM,
@@ -131,6 +167,9 @@ const NAMES: &[&str] = &[
     "stop_gradient",
     "uniform",
     "normal",
+    "random_flip",
+    "random_shift",
+    "noise",
     "softmax",
     "log_softmax",
     "sum",
@@ -146,6 +185,7 @@ const NAMES: &[&str] = &[
     "dropout",
     "conv2d",
     "conv1d",
+    "conv_transpose2d",
     "max_pool2d",
     "avg_pool2d",
     "max_pool1d",
@@ -290,6 +330,9 @@ fn built_in(
         }
         "uniform" => super::random::uniform(e, args, span, path),
         "normal" => super::random::normal(e, args, span, path),
+        "random_flip" => super::augment::random_flip(e, args, span, path),
+        "random_shift" => super::augment::random_shift(e, args, span, path),
+        "noise" => super::augment::noise(e, args, span, path),
         "softmax" | "log_softmax" => softmax(e, args, span, name == "log_softmax"),
         "sum" | "mean" | "max" | "min" => reduce(e, args, span, name),
         "flatten" => flatten(e, args, span),
@@ -305,6 +348,7 @@ fn built_in(
             super::convolution::pool2d(e, args, span, name == "max_pool2d")
         }
         "conv1d" => super::conv1d::conv1d(e, args, span, path),
+        "conv_transpose2d" => super::conv_transpose::conv_transpose2d(e, args, span, path),
         "max_pool1d" | "avg_pool1d" => super::conv1d::pool1d(e, args, span, name == "max_pool1d"),
         "global_avg_pool" => super::convolution::global_avg_pool(e, args, span),
         "layer_norm" => super::attention::layer_norm(e, args, span, path),
@@ -374,7 +418,12 @@ fn dense(
 }
 
 /// An axis argument, negative counting from the end, checked against `rank`.
-fn axis(args: &BoundArgs, name: &str, rank: usize, default: i64) -> Result<usize, Diagnostic> {
+pub(super) fn axis(
+    args: &BoundArgs,
+    name: &str,
+    rank: usize,
+    default: i64,
+) -> Result<usize, Diagnostic> {
     let a = args.int(name, default)?;
     let r = rank as i64;
     if a < -r || a >= r {

@@ -16,7 +16,9 @@
 mod activations;
 pub mod args;
 mod attention;
+mod augment;
 mod conv1d;
+mod conv_transpose;
 mod convolution;
 mod declared_params;
 pub mod layers;

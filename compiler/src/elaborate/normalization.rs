@@ -158,10 +158,11 @@ pub(super) fn batch_norm(
     Ok(Value::Tensor(bin(e, BinaryOp::Add, scaled, bb)?))
 }
 
-/// `dropout(x, p)`: in training, each element is zeroed with probability `p` and the
-/// rest scaled by `1 / (1 - p)` (inverted dropout), the mask drawn by Philox from the
-/// layer's seed, the step and the element's index, so every backend draws the same
-/// mask; at inference, the identity.
+/// `dropout(x, p, at_inference = false)`: in training, each element is zeroed with
+/// probability `p` and the rest scaled by `1 / (1 - p)` (inverted dropout), the mask
+/// drawn by Philox from the layer's seed, the step and the element's index, so every
+/// backend draws the same mask; at inference, the identity, unless `at_inference = true`
+/// keeps drawing masks (Monte Carlo dropout, Gal & Ghahramani 2016).
 pub(super) fn dropout(
     e: &mut Elaborator,
     args: &BoundArgs,
@@ -171,7 +172,7 @@ pub(super) fn dropout(
     let (x, _) = args.tensor("x")?;
     let p = number(args, "p", 0.5, |p| (0.0..1.0).contains(&p), "in [0, 1)")?;
     let path = path.unwrap_or_else(|| e.fresh_path("dropout"));
-    if !e.training || p == 0.0 {
+    if !super::random::draws(e, args)? || p == 0.0 {
         return Ok(Value::Tensor(x));
     }
     let step = e.step_input(span);

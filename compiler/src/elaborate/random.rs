@@ -1,5 +1,14 @@
 //! Random sources: `uniform(shape, low, high, seed)` and `normal(shape, mean, std, seed)`,
-//! a GAN generator's noise.
+//! a GAN generator's noise, and the modes every random draw of a model follows.
+//!
+//! # Modes
+//! A draw is on in the training step and off in `eval` and `infer`: off, a source is its
+//! mean (`normal` its `mean`, `uniform` `(low + high) / 2`), and an augmentation
+//! (`augment.rs`) the identity, so evaluation and inference are deterministic and need
+//! no `step`. `at_inference = true` keeps a draw on in every entry, for a model whose
+//! inference samples (a GAN's generator, a VAE's decoder fed from the prior). Each
+//! source takes its name (and so its seed) in either mode, so the seeds of the sources
+//! after it do not depend on the mode.
 //!
 //! Both are built on [`Op::RandomUniform`]: Philox4x32-10 keyed by the seed, with the
 //! element's index and the step in the counter, so every backend draws the same numbers,
@@ -93,36 +102,76 @@ impl Builder<'_, '_> {
     }
 }
 
-/// The draw's shape, seed and the Philox uniforms `u` in `[0, 1)`.
-fn uniform_draw(
+/// Whether a random draw of a call with `args` is on in the graph being built: always in
+/// training, and in `eval` and `infer` with `at_inference = true` (see the module docs).
+pub(super) fn draws(e: &Elaborator, args: &BoundArgs) -> Result<bool, Diagnostic> {
+    Ok(args.bool("at_inference", false)? || e.training)
+}
+
+/// The Philox seed of a random call: its `seed` argument, or else the hash of its name
+/// (`path`, or a fresh `kindN`), taken in every mode.
+pub(super) fn seed(
+    e: &mut Elaborator,
+    args: &BoundArgs,
+    kind: &str,
+    path: Option<String>,
+) -> Result<u64, Diagnostic> {
+    let path = path.unwrap_or_else(|| e.fresh_path(kind));
+    match args.get("seed") {
+        None => Ok(crate::ir::init::path_hash(&path)),
+        Some(s) => match s.value {
+            Value::Number {
+                value,
+                integer: true,
+            } if (0.0..=u32::MAX as f64).contains(&value) => Ok(value as u64),
+            _ => Err(Diagnostic::error(
+                ErrorCode::BadHyperParam,
+                format!("the `seed` of `{kind}` is an integer from 0 to 4294967295"),
+                s.span,
+            )
+            .with_label("not a valid seed")),
+        },
+    }
+}
+
+/// Philox uniforms in `[0, 1)` of `shape` for `seed`, fresh at every step.
+pub(super) fn uniforms(
+    e: &mut Elaborator,
+    seed: u64,
+    shape: Shape,
+    span: Span,
+) -> Result<ValueId, Diagnostic> {
+    let step = e.step_input(span);
+    e.op(Op::RandomUniform { seed, shape }, &[step], span)
+}
+
+/// A source's shape and seed (checked in every mode), and its uniforms when it draws;
+/// `None` when it is off.
+fn source_draw(
     e: &mut Elaborator,
     args: &BoundArgs,
     span: Span,
     kind: &str,
     path: Option<String>,
-) -> Result<ValueId, Diagnostic> {
+) -> Result<(Shape, Option<ValueId>), Diagnostic> {
     let shape_arg = args.get("shape").cloned().expect("required argument");
     let shape = Shape(shape_list(&shape_arg, kind)?);
-    let path = path.unwrap_or_else(|| e.fresh_path(kind));
-    let seed = match args.get("seed") {
-        None => crate::ir::init::path_hash(&path),
-        Some(s) => match s.value {
-            Value::Number {
-                value,
-                integer: true,
-            } if (0.0..=u32::MAX as f64).contains(&value) => value as u64,
-            _ => {
-                return Err(Diagnostic::error(
-                    ErrorCode::BadHyperParam,
-                    format!("the `seed` of `{kind}` is an integer from 0 to 4294967295"),
-                    s.span,
-                )
-                .with_label("not a valid seed"));
-            }
-        },
-    };
-    let step = e.step_input(span);
-    e.op(Op::RandomUniform { seed, shape }, &[step], span)
+    let seed = seed(e, args, kind, path)?;
+    match draws(e, args)? {
+        true => Ok((shape.clone(), Some(uniforms(e, seed, shape, span)?))),
+        false => Ok((shape, None)),
+    }
+}
+
+/// A source that is off: its mean, stretched to its shape.
+fn constant_of_shape(
+    e: &mut Elaborator,
+    value: f64,
+    shape: Shape,
+    span: Span,
+) -> Result<Value, Diagnostic> {
+    let c = e.constant(value, span);
+    Ok(Value::Tensor(e.op(Op::Broadcast { shape }, &[c], span)?))
 }
 
 fn number(args: &BoundArgs, name: &str, default: f64) -> Result<f64, Diagnostic> {
@@ -143,7 +192,8 @@ fn number(args: &BoundArgs, name: &str, default: f64) -> Result<f64, Diagnostic>
     }
 }
 
-/// `uniform(shape, low = 0, high = 1, seed)`: independent draws in `[low, high)`.
+/// `uniform(shape, low = 0, high = 1, seed, at_inference = false)`: independent draws in
+/// `[low, high)`; off (see the module docs), `(low + high) / 2`.
 pub(super) fn uniform(
     e: &mut Elaborator,
     args: &BoundArgs,
@@ -158,13 +208,16 @@ pub(super) fn uniform(
             span,
         ));
     }
-    let u = uniform_draw(e, args, span, "uniform", path)?;
+    let (shape, u) = source_draw(e, args, span, "uniform", path)?;
+    let Some(u) = u else {
+        return constant_of_shape(e, (low + high) / 2.0, shape, span);
+    };
     let mut b = Builder { e, span };
     Ok(Value::Tensor(b.affine(u, high - low, low)?))
 }
 
-/// `normal(shape, mean = 0, std = 1, seed)`: independent normal draws (see the module
-/// docs for how).
+/// `normal(shape, mean = 0, std = 1, seed, at_inference = false)`: independent normal
+/// draws (see the module docs for how); off, `mean`.
 pub(super) fn normal(
     e: &mut Elaborator,
     args: &BoundArgs,
@@ -179,7 +232,21 @@ pub(super) fn normal(
             span,
         ));
     }
-    let u = uniform_draw(e, args, span, "normal", path)?;
+    let (shape, u) = source_draw(e, args, span, "normal", path)?;
+    let Some(u) = u else {
+        return constant_of_shape(e, mean, shape, span);
+    };
+    Ok(Value::Tensor(normal_from(e, u, mean, std, span)?))
+}
+
+/// Normal draws N(mean, std²) from Philox uniforms `u` in `[0, 1)` (see the module docs).
+pub(super) fn normal_from(
+    e: &mut Elaborator,
+    u: ValueId,
+    mean: f64,
+    std: f64,
+    span: Span,
+) -> Result<ValueId, Diagnostic> {
     let mut b = Builder { e, span };
     // a = u + 2^-25 and b = (1 - u) - 2^-25: the halves of 2u' - 1 = a - b, never zero,
     // so w = -ln(4ab) = -ln(1 - x^2) stays finite. Each is exact in f32 where it is small
@@ -211,9 +278,5 @@ pub(super) fn normal(
     let tail = b.bin(BinaryOp::Mul, tail, in_tail)?;
     let p = b.bin(BinaryOp::Add, central, tail)?;
     let erfinv = b.bin(BinaryOp::Mul, p, x)?;
-    Ok(Value::Tensor(b.affine(
-        erfinv,
-        std * std::f64::consts::SQRT_2,
-        mean,
-    )?))
+    b.affine(erfinv, std * std::f64::consts::SQRT_2, mean)
 }

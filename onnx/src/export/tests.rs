@@ -116,7 +116,7 @@ fn a_random_draw_in_infer_is_an_error_naming_its_line() {
     let text = "
 model Noisy() {
     input x: f32[batch, 4]
-    z = normal([batch, 4], seed = 1)
+    z = normal([batch, 4], seed = 1, at_inference = true)
     output y = x + z
 }
 ";
