@@ -580,7 +580,9 @@ pub(super) fn emit_fused(
         Op::Concat { axis } => {
             // Parts of the same shape are one launch: one loop over that shape storing
             // each part at its offset (an LSTM's four gate gradients, its `[h, c]`).
-            let mut groups: Vec<(Vec<Dim>, Vec<(ValueId, i64)>)> = Vec::new();
+            // (the parts' shape, each part with its offset along `axis`)
+            type Group = (Vec<Dim>, Vec<(ValueId, i64)>);
+            let mut groups: Vec<Group> = Vec::new();
             let mut offset = 0i64;
             for o in operands {
                 let part_dims = kernel_dims(&l.graph.ty(o).shape);
