@@ -37,7 +37,8 @@ impl SymInt {
         if k == 0 {
             return Ok(SymInt::fixed(0));
         }
-        Ok(SymInt { k, p: self.p + o.p })
+        let p = self.p.checked_add(o.p).ok_or("integer overflow")?;
+        Ok(SymInt { k, p })
     }
 
     pub fn add(self, o: SymInt, sign: i64) -> Result<SymInt, String> {
@@ -59,26 +60,26 @@ impl SymInt {
         })
     }
 
+    /// ONNX's integer division (truncating), exact where the batch is involved.
     pub fn divided_by(self, o: SymInt) -> Result<SymInt, String> {
         if o.k == 0 {
             return Err("division by zero".into());
         }
-        if o.p > self.p && self.k != 0 {
+        if self.k == 0 {
+            return Ok(SymInt::fixed(0));
+        }
+        if o.p > self.p {
             return Err("a division of a number by the batch size".into());
         }
-        if self.p == o.p && self.p > 0 {
-            // (k b^p) / (j b^p) = k / j only when exact
-            if self.k % o.k != 0 {
-                return Err("an inexact division by the batch size".into());
-            }
-            return Ok(SymInt::fixed(self.k / o.k));
-        }
-        if self.p > 0 && self.k % o.k != 0 {
+        let k = self.k.checked_div(o.k).ok_or("integer overflow")?;
+        if self.p > 0 && self.k.checked_rem(o.k) != Some(0) {
             return Err("a division of the batch size that is not exact".into());
         }
-        Ok(SymInt {
-            k: self.k.div_euclid(o.k),
-            p: if self.k == 0 { 0 } else { self.p - o.p },
+        let p = self.p - o.p;
+        Ok(if k == 0 {
+            SymInt::fixed(0)
+        } else {
+            SymInt { k, p }
         })
     }
 }
@@ -477,8 +478,7 @@ impl BinOp {
                     b.concrete().ok_or("the batch size in integer arithmetic")?,
                 );
                 Ok(SymInt::fixed(match self {
-                    BinOp::Mod if y != 0 => x.rem_euclid(y),
-                    BinOp::Mod => return Err("modulo by zero".into()),
+                    BinOp::Mod => x.checked_rem_euclid(y).ok_or("modulo by zero")?,
                     BinOp::Max => x.max(y),
                     BinOp::Min => x.min(y),
                     BinOp::Equal => i64::from(x == y),

@@ -242,6 +242,9 @@ impl Importer<'_> {
                 "a {spatial}-D convolution; Strata has conv1d and conv2d"
             ));
         }
+        if w.dims.contains(&0) {
+            return Err(format!("a kernel of shape {:?}", w.dims));
+        }
         let kernel: Vec<usize> = w.dims[2..].to_vec();
         if let Some(k) = &kernel_shape
             && k.iter().map(|&x| x as usize).ne(kernel.iter().copied())

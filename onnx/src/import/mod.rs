@@ -544,6 +544,9 @@ impl<'g> Importer<'g> {
         if !n.domain.is_empty() && n.domain != "ai.onnx" {
             return Err(format!("op of domain `{}`", n.domain));
         }
+        if n.output.first().is_none_or(|o| o.is_empty()) {
+            return Err("a node without an output".into());
+        }
         let op = n.op_type.as_str();
         let mut a = Attrs::new(n);
         match op {
@@ -1162,7 +1165,9 @@ impl<'g> Importer<'g> {
                 _ => out.push(*t),
             }
         }
-        let total = shape.iter().try_fold(SymInt::fixed(1), |a, &b| a.times(b))?;
+        let total = shape
+            .iter()
+            .try_fold(SymInt::fixed(1), |a, &b| a.times(b))?;
         let known = out.iter().try_fold(SymInt::fixed(1), |a, &b| a.times(b))?;
         if let Some(i) = infer {
             out[i] = total.divided_by(known)?;
