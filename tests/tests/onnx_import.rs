@@ -1,6 +1,7 @@
 //! `strata_onnx::import_model`: ONNX models exported by PyTorch
 //! (`tests/onnx/fixtures/make_fixtures.py`: an MLP, a CNN with batch norm and pooling, an
-//! LSTM and a GRU classifier, a Transformer encoder classifier) import into model files
+//! LSTM and a GRU classifier, a stacked bidirectional LSTM, a Transformer encoder
+//! classifier) import into model files
 //! that compile, reproduce PyTorch's outputs on its reference inputs, and train; models
 //! exported by Strata import back into files that compute what the originals compute;
 //! what Strata cannot express is an error naming the node and the op.
@@ -163,6 +164,19 @@ fn a_torch_gru_model_imports_as_a_gru_layer_and_matches_torch() {
 }
 
 #[test]
+fn a_stacked_bidirectional_torch_lstm_imports_as_two_bidirectional_layers_and_matches_torch() {
+    assert!(error_against_torch("bilstm") < TOLERANCE);
+    let source = import_fixture("bilstm").source;
+    assert!(
+        source.contains("layer rnn_layer = lstm(8, bidirectional = true)")
+            && source.contains("layer rnn_layer_1 = lstm(8, bidirectional = true)"),
+        "{source}"
+    );
+    // The last step of a bidirectional sequence is not the final states: a slice.
+    assert!(source.contains("slice(5, 1, axis = 1)"), "{source}");
+}
+
+#[test]
 fn a_torch_transformer_encoder_imports_with_self_attention_and_matches_torch() {
     assert!(error_against_torch("transformer") < TOLERANCE);
     let source = import_fixture("transformer").source;
@@ -235,7 +249,7 @@ fn trains(name: &str) {
 
 #[test]
 fn every_imported_fixture_trains() {
-    for name in ["mlp", "cnn", "lstm", "gru", "transformer"] {
+    for name in ["mlp", "cnn", "lstm", "gru", "bilstm", "transformer"] {
         trains(name);
     }
 }
@@ -341,6 +355,13 @@ fn an_exported_residual_network_imports_back_to_the_same_outputs() {
 }
 
 #[test]
+fn an_exported_transformer_imports_back_to_the_same_outputs() {
+    // Strata's attention exports as plain products, slices and softmax ops: it comes
+    // back op by op, and computes the same.
+    round_trip("transformer_encoder.strata");
+}
+
+#[test]
 fn an_exported_model_with_normalization_imports_back_to_the_same_outputs() {
     round_trip("diabetes.strata");
 }
@@ -427,7 +448,7 @@ fn an_attribute_strata_cannot_express_is_an_error_naming_it() {
 }
 
 #[test]
-fn a_bidirectional_lstm_node_is_an_error_saying_what_is_read() {
+fn a_reverse_lstm_node_is_an_error_saying_what_is_read() {
     let bytes = std::fs::read(fixture("lstm.onnx")).expect("fixture");
     let mut model = strata_onnx::decode_model(&bytes).expect("decodes");
     let graph = model.graph.as_mut().expect("graph");
@@ -439,12 +460,12 @@ fn a_bidirectional_lstm_node_is_an_error_saying_what_is_read() {
     lstm.attribute.push(pb::AttributeProto {
         name: "direction".into(),
         r#type: pb::attribute_proto::AttributeType::String as i32,
-        s: b"bidirectional".to_vec(),
+        s: b"reverse".to_vec(),
         ..Default::default()
     });
     let err = import_error(&strata_onnx::encode_model(&model));
     assert!(
-        err.starts_with("node `/lstm/LSTM` (LSTM): `direction = bidirectional`"),
+        err.starts_with("node `/lstm/LSTM` (LSTM): `direction = reverse`"),
         "{err}"
     );
 }
@@ -456,7 +477,7 @@ fn malformed_bytes_are_an_error_never_a_panic() {
         Err(ImportError::Decode(_))
     ));
     let mut rng = TestRng::new(3);
-    for name in ["mlp", "cnn", "lstm", "gru", "transformer"] {
+    for name in ["mlp", "cnn", "lstm", "gru", "bilstm", "transformer"] {
         let bytes = std::fs::read(fixture(&format!("{name}.onnx"))).expect("fixture");
         for cut in [1, 10, bytes.len() / 2, bytes.len() - 1] {
             let _ = import_model(&bytes[..cut], &options("cut"));

@@ -5,8 +5,11 @@
 //! PyTorch's, read `[batch, T, F]` and stack `i, f, g, o` and `r, z, n`. PyTorch's
 //! export wraps the node in `Transpose` (to time-major), `Squeeze` (the directions) and
 //! `Transpose` (back): those are followed lazily here ([`RecStage`]) and write nothing,
-//! and reading only the last step (`out[:, -1]`) is the layer with
-//! `return_sequences = false`.
+//! and reading only the last step (`out[:, -1]`) of a forward layer is the layer with
+//! `return_sequences = false`. A bidirectional node is `bidirectional = true` (its
+//! backward weights under `_reverse`), its `Y` joined to `[T, batch, 2H]` by
+//! `Transpose` and `Reshape` as PyTorch writes it; a stacked PyTorch RNN is one node a
+//! layer, so one instance a layer.
 
 use super::known::{Known, SymInt};
 use super::source::Expr;
@@ -20,6 +23,8 @@ pub struct RecLayer {
     kind: &'static str,
     name: String,
     hidden: usize,
+    /// 1, or 2 when bidirectional.
+    dirs: usize,
     /// The input sequence, batch-major.
     input: Expr,
     batch: SymInt,
@@ -31,11 +36,13 @@ pub struct RecLayer {
 /// Where a value derived from a recurrent node's `Y` stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecStage {
-    /// `Y` itself: `[T, 1, batch, H]`.
+    /// `Y` itself: `[T, directions, batch, H]`.
     Onnx,
-    /// `[T, batch, H]`.
+    /// `Y` with its directions next to the hidden axis: `[T, batch, directions, H]`.
+    DirectionsInner,
+    /// `[T, batch, directions·H]`.
     TimeMajor,
-    /// `[batch, T, H]`.
+    /// `[batch, T, directions·H]`.
     BatchMajor,
 }
 
@@ -100,11 +107,15 @@ impl Importer<'_> {
             0
         };
         a.finish()?;
-        if direction != "forward" {
-            return Err(format!(
-                "`direction = {direction}`: import reads forward recurrent nodes (a bidirectional layer is two of them in Strata's export)"
-            ));
-        }
+        let dirs = match direction.as_str() {
+            "forward" => 1,
+            "bidirectional" => 2,
+            _ => {
+                return Err(format!(
+                    "`direction = {direction}`: Strata's recurrent layers run forward, or both ways (`bidirectional = true`)"
+                ));
+            }
+        };
         if clip.is_finite() {
             return Err("`clip`: Strata's recurrent layers do not clip the cell".into());
         }
@@ -158,18 +169,18 @@ impl Importer<'_> {
         let gates = gate_order(kind).len();
         let h = usize::try_from(hidden).map_err(|_| "a negative hidden_size")?;
         let gh = gates * h;
-        let [1, wg, f] = w.dims[..] else {
+        let [wd, wg, f] = w.dims[..] else {
             return Err(format!("W of shape {:?}", w.dims));
         };
-        if wg != gh || r.dims != [1, gh, h] || h == 0 {
+        if wd != dirs || wg != gh || r.dims != [dirs, gh, h] || h == 0 {
             return Err(format!(
                 "W {:?} and R {:?} for hidden size {h}",
                 w.dims, r.dims
             ));
         }
         let b = match self.input_val(n, 3)? {
-            None => vec![0.0; 2 * gh],
-            Some(Val::Known(k)) if k.dims == [1, 2 * gh] => k.as_f32()?,
+            None => vec![0.0; 2 * gh * dirs],
+            Some(Val::Known(k)) if k.dims == [dirs, 2 * gh] => k.as_f32()?,
             Some(_) => return Err("B that is not a known [1, 2·gates·hidden] tensor".into()),
         };
         // The input, batch-major.
@@ -197,30 +208,25 @@ impl Importer<'_> {
         let steps = steps.concrete().ok_or("the batch as the time axis")? as usize;
         let order = gate_order(kind);
         let name = self.instance_name(n, None, kind);
-        self.add_weight(
-            &format!("{name}.weight_ih_l0"),
-            &[gh, f],
-            reorder(&w.as_f32()?, order, h * f),
-        )?;
-        self.add_weight(
-            &format!("{name}.weight_hh_l0"),
-            &[gh, h],
-            reorder(&r.as_f32()?, order, h * h),
-        )?;
-        self.add_weight(
-            &format!("{name}.bias_ih_l0"),
-            &[gh],
-            reorder(&b[..gh], order, h),
-        )?;
-        self.add_weight(
-            &format!("{name}.bias_hh_l0"),
-            &[gh],
-            reorder(&b[gh..], order, h),
-        )?;
+        let (w, r) = (w.as_f32()?, r.as_f32()?);
+        for d in 0..dirs {
+            let suffix = if d == 0 { "" } else { "_reverse" };
+            let (wv, rv, bv) = (
+                &w[d * gh * f..(d + 1) * gh * f],
+                &r[d * gh * h..(d + 1) * gh * h],
+                &b[d * 2 * gh..(d + 1) * 2 * gh],
+            );
+            let key = |k: &str| format!("{name}.{k}_l0{suffix}");
+            self.add_weight(&key("weight_ih"), &[gh, f], reorder(wv, order, h * f))?;
+            self.add_weight(&key("weight_hh"), &[gh, h], reorder(rv, order, h * h))?;
+            self.add_weight(&key("bias_ih"), &[gh], reorder(&bv[..gh], order, h))?;
+            self.add_weight(&key("bias_hh"), &[gh], reorder(&bv[gh..], order, h))?;
+        }
         self.recurrent.push(RecLayer {
             kind,
             name,
             hidden: h,
+            dirs,
             input: x.expr,
             batch,
             steps,
@@ -245,10 +251,13 @@ impl Importer<'_> {
             SymInt::fixed(l.steps as i64),
             SymInt::fixed(l.hidden as i64),
         );
+        let d = SymInt::fixed(l.dirs as i64);
+        let dh = SymInt::fixed((l.dirs * l.hidden) as i64);
         match r.stage {
-            RecStage::Onnx => vec![t, SymInt::fixed(1), l.batch, h],
-            RecStage::TimeMajor => vec![t, l.batch, h],
-            RecStage::BatchMajor => vec![l.batch, t, h],
+            RecStage::Onnx => vec![t, d, l.batch, h],
+            RecStage::DirectionsInner => vec![t, l.batch, d, h],
+            RecStage::TimeMajor => vec![t, l.batch, dh],
+            RecStage::BatchMajor => vec![l.batch, t, dh],
         }
     }
 
@@ -258,9 +267,15 @@ impl Importer<'_> {
             return e.clone();
         }
         let l = self.recurrent[layer].clone();
-        self.text
-            .layers
-            .push(format!("    layer {} = {}({})", l.name, l.kind, l.hidden));
+        let both = if l.dirs == 2 {
+            ", bidirectional = true"
+        } else {
+            ""
+        };
+        self.text.layers.push(format!(
+            "    layer {} = {}({}{both})",
+            l.name, l.kind, l.hidden
+        ));
         let e = self.text.pipe(l.input, &l.name);
         let e = self.text.bind(e);
         self.recurrent[layer].seq = Some(e.clone());
@@ -270,9 +285,9 @@ impl Importer<'_> {
     /// A recurrent value as a model tensor.
     pub(super) fn rec_dyn(&mut self, r: &RecVal) -> R<Dyn> {
         let view = match r.stage {
-            RecStage::Onnx => {
+            RecStage::Onnx | RecStage::DirectionsInner => {
                 return Err(
-                    "the recurrent output `Y` read other than through `Squeeze` of its direction axis"
+                    "the recurrent output `Y` read other than with its direction axis squeezed or joined to the hidden one"
                         .into(),
                 );
             }
@@ -283,7 +298,7 @@ impl Importer<'_> {
         let actual = vec![
             l.batch,
             SymInt::fixed(l.steps as i64),
-            SymInt::fixed(l.hidden as i64),
+            SymInt::fixed((l.dirs * l.hidden) as i64),
         ];
         let expr = self.rec_sequence(r.layer);
         Ok(Dyn {
@@ -299,20 +314,25 @@ impl Importer<'_> {
         let tm = [
             SymInt::fixed(l.steps as i64),
             l.batch,
-            SymInt::fixed(l.hidden as i64),
+            SymInt::fixed((l.dirs * l.hidden) as i64),
         ];
-        Ok(
-            (r.stage == RecStage::Onnx && target == tm).then_some(Val::Rec(RecVal {
-                stage: RecStage::TimeMajor,
-                ..r.clone()
-            })),
-        )
+        // `Squeeze` of the one direction, or `Reshape` joining the two to the hidden axis.
+        let joins = match r.stage {
+            RecStage::Onnx => l.dirs == 1,
+            RecStage::DirectionsInner => true,
+            _ => false,
+        };
+        Ok((joins && target == tm).then_some(Val::Rec(RecVal {
+            stage: RecStage::TimeMajor,
+            ..r.clone()
+        })))
     }
 
     pub(super) fn rec_transpose(&mut self, r: &RecVal, perm: &[usize]) -> R<Val> {
         let stage = match (r.stage, perm) {
             (RecStage::TimeMajor, [1, 0, 2]) => RecStage::BatchMajor,
             (RecStage::BatchMajor, [1, 0, 2]) => RecStage::TimeMajor,
+            (RecStage::Onnx, [0, 2, 1, 3]) => RecStage::DirectionsInner,
             _ => {
                 let d = self.rec_dyn(r)?;
                 let d = self.plain(d)?;
@@ -340,6 +360,7 @@ impl Importer<'_> {
         let is_last =
             idx.dims.is_empty() && matches!(idx.as_i64s()?[..], [i] if i == -1 || i == last);
         if r.stage != RecStage::BatchMajor
+            || l.dirs != 1
             || !(axis == 1 || axis == -2)
             || !is_last
             || !r.single

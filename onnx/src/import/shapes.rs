@@ -241,6 +241,17 @@ impl Importer<'_> {
             cuts.push((ax, s, e, step, dim));
         }
         match v {
+            Val::Fill { value, mut shape } => {
+                for (ax, s, e, step, _) in cuts {
+                    let len = if step > 0 {
+                        (e - s).max(0)
+                    } else {
+                        (s - e).max(0)
+                    };
+                    shape[ax] = SymInt::fixed((len + step.abs() - 1) / step.abs());
+                }
+                self.set(n, 0, Val::Fill { value, shape });
+            }
             Val::Known(mut k) => {
                 for (ax, s, e, step, _) in cuts {
                     k = k.slice_axis(ax, s, e, step)?;
@@ -303,6 +314,12 @@ impl Importer<'_> {
                 dims_show(&shape),
                 dims_show(&out)
             ));
+        }
+        if let Val::Rec(r) = &v
+            && let Some(joined) = self.rec_squeeze(r, &out)?
+        {
+            self.set(n, 0, joined);
+            return Ok(());
         }
         if let Val::Attn(a) = &v {
             let out = self.attention_reshape(a, out)?;
