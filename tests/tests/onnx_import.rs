@@ -494,3 +494,30 @@ fn malformed_bytes_are_an_error_never_a_panic() {
         }
     }
 }
+
+/// docs/onnx.md shows the Transformer fixture imported: the text is what the import
+/// writes now.
+#[test]
+fn the_imported_model_in_the_docs_is_what_import_writes() {
+    let docs = std::fs::read_to_string(strata_tests::root().join("docs/onnx.md")).expect("docs");
+    let start = docs
+        .find("```strata\n// Imported by `strata import` from transformer.onnx")
+        .expect("the imported model in docs/onnx.md")
+        + "```strata\n".len();
+    let end = start + docs[start..].find("```").expect("the block's end");
+    let want = import_model(
+        &std::fs::read(fixture("transformer.onnx")).expect("fixture"),
+        &ImportOptions {
+            model_name: "Transformer".into(),
+            source_name: "transformer.onnx".into(),
+            weights_name: "transformer.safetensors".into(),
+        },
+    )
+    .expect("imports")
+    .source;
+    assert_eq!(
+        &docs[start..end],
+        want,
+        "docs/onnx.md's imported model is stale"
+    );
+}
