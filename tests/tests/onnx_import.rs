@@ -15,7 +15,7 @@ use strata_artifact::weights::{encode_weights, to_host_tensor};
 use strata_artifact::{HostTensor, TensorData};
 use strata_compiler::driver::{CompileOptions, compile};
 use strata_compiler::source::SourceFile;
-use strata_onnx::proto::{Attr, attribute, node, pb, value_info};
+use strata_onnx::proto::{Attr, attribute, i64_tensor, node, pb, value_info};
 use strata_onnx::{
     ExportOptions, ImportError, ImportOptions, Imported, export_infer, import_model,
 };
@@ -520,4 +520,180 @@ fn the_imported_model_in_the_docs_is_what_import_writes() {
         want,
         "docs/onnx.md's imported model is stale"
     );
+}
+
+// ---- single ops against tract (a Rust ONNX runtime) ----
+
+/// A model of `nodes` reading `x` (`[batch, …dims]`) and writing `y`, with float
+/// initializers `(name, dims, values)`.
+fn small_model(
+    dims: &[u64],
+    nodes: Vec<pb::NodeProto>,
+    inits: &[(&str, Vec<u64>, Vec<f32>)],
+) -> Vec<u8> {
+    use pb::tensor_proto::DataType;
+    use strata_onnx::proto::{DimSpec, f32_tensor};
+    let mut x_dims = vec![DimSpec::Symbol("batch")];
+    x_dims.extend(dims.iter().map(|&d| DimSpec::Fixed(d)));
+    let model = pb::ModelProto {
+        ir_version: 8,
+        producer_name: "test".into(),
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(pb::GraphProto {
+            name: "g".into(),
+            node: nodes,
+            initializer: inits.iter().map(|(n, d, v)| f32_tensor(n, d, v)).collect(),
+            input: vec![value_info("x", DataType::Float, &x_dims)],
+            output: vec![pb::ValueInfoProto {
+                name: "y".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    strata_onnx::encode_model(&model)
+}
+
+/// Imports `bytes`, checks its text holds `expect`, and runs it and tract on the same
+/// input at batch 2: the outputs agree.
+fn agrees_with_tract(bytes: &[u8], dims: &[u64], expect: &str) {
+    use tract_onnx::prelude::*;
+    let imported = import_model(bytes, &options("op")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        imported.source.contains(expect),
+        "`{expect}` in\n{}",
+        imported.source
+    );
+    let compiled = compile_source("op", &imported.source, &CompileOptions::default());
+    let mut session = Session::new(&compiled.artifact).expect("a session");
+    session
+        .load_weights(&weights_bytes(&imported))
+        .expect("weights load");
+    let mut shape = vec![2u64];
+    shape.extend_from_slice(dims);
+    let n: u64 = shape.iter().product();
+    let mut rng = TestRng::new(11);
+    let x: Vec<f32> = (0..n).map(|_| rng.uniform() * 2.0).collect();
+    let ours = session
+        .run(
+            "infer",
+            &[(
+                "x",
+                HostTensor::f32(shape.clone(), x.clone()).expect("sizes"),
+            )],
+        )
+        .expect("runs");
+    let ours = output(&ours, "y");
+    let runnable = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .unwrap_or_else(|e| panic!("tract: {e:?}"));
+    let dims_usize: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    let input = Tensor::from_shape(&dims_usize, &x)
+        .expect("tensor")
+        .into_tvalue();
+    let theirs = runnable.run(tvec![input]).expect("tract runs");
+    let theirs = theirs[0].to_plain_array_view::<f32>().expect("f32");
+    let theirs_shape: Vec<u64> = theirs.shape().iter().map(|&d| d as u64).collect();
+    let theirs = HostTensor::f32(theirs_shape, theirs.iter().copied().collect()).expect("sizes");
+    let err = worst_error(ours, &theirs);
+    assert!(err < TOLERANCE, "error {err:e}\n{}", imported.source);
+}
+
+fn values_of(n: usize, rng: &mut TestRng) -> Vec<f32> {
+    (0..n).map(|_| rng.uniform()).collect()
+}
+
+#[test]
+fn a_strided_conv2d_with_padding_on_each_side_imports_exactly() {
+    let mut rng = TestRng::new(1);
+    let conv = node(
+        "Conv",
+        &["x", "w", "b"],
+        &["y"],
+        vec![
+            attribute("kernel_shape", Attr::Ints(vec![3, 2])),
+            attribute("pads", Attr::Ints(vec![1, 0, 0, 1])),
+            attribute("strides", Attr::Ints(vec![2, 2])),
+        ],
+    );
+    let bytes = small_model(
+        &[2, 7, 6],
+        vec![conv],
+        &[
+            ("w", vec![3, 2, 3, 2], values_of(36, &mut rng)),
+            ("b", vec![3], values_of(3, &mut rng)),
+        ],
+    );
+    agrees_with_tract(
+        &bytes,
+        &[2, 7, 6],
+        "conv2d(3, [3, 2], stride = 2, padding = [1, 0, 0, 1])",
+    );
+}
+
+#[test]
+fn a_dilated_conv1d_then_overlapping_average_pooling_imports_exactly() {
+    let mut rng = TestRng::new(2);
+    let conv = node(
+        "Conv",
+        &["x", "w"],
+        &["c"],
+        vec![
+            attribute("dilations", Attr::Ints(vec![2])),
+            attribute("pads", Attr::Ints(vec![2, 2])),
+        ],
+    );
+    let pool = node(
+        "AveragePool",
+        &["c"],
+        &["y"],
+        vec![
+            attribute("kernel_shape", Attr::Ints(vec![3])),
+            attribute("strides", Attr::Ints(vec![2])),
+        ],
+    );
+    let bytes = small_model(
+        &[2, 9],
+        vec![conv, pool],
+        &[("w", vec![4, 2, 3], values_of(24, &mut rng))],
+    );
+    agrees_with_tract(
+        &bytes,
+        &[2, 9],
+        "conv1d(4, 3, padding = 2, dilation = 2, bias = false)",
+    );
+}
+
+#[test]
+fn leaky_relu_a_kept_mean_and_a_slice_import_as_plain_ops() {
+    let leaky = node(
+        "LeakyRelu",
+        &["x"],
+        &["a"],
+        vec![attribute("alpha", Attr::Float(0.2))],
+    );
+    let mean = node(
+        "ReduceMean",
+        &["a"],
+        &["m"],
+        vec![attribute("axes", Attr::Ints(vec![2]))],
+    );
+    let sub = node("Sub", &["a", "m"], &["d"], vec![]);
+    let starts = i64_tensor("starts", &[1], &[1]);
+    let ends = i64_tensor("ends", &[1], &[4]);
+    let axes = i64_tensor("axes", &[1], &[2]);
+    let slice = node("Slice", &["d", "starts", "ends", "axes"], &["y"], vec![]);
+    let mut bytes_model =
+        strata_onnx::decode_model(&small_model(&[3, 5], vec![leaky, mean, sub, slice], &[]))
+            .expect("decodes");
+    let graph = bytes_model.graph.as_mut().expect("graph");
+    graph.initializer.extend([starts, ends, axes]);
+    let bytes = strata_onnx::encode_model(&bytes_model);
+    agrees_with_tract(&bytes, &[3, 5], "leaky_relu(slope = 0.2)");
 }

@@ -57,7 +57,7 @@ impl Importer<'_> {
         Ok(())
     }
 
-    pub(super) fn binary(&mut self, i: usize, n: &pb::NodeProto) -> R<()> {
+    pub(super) fn binary(&mut self, n: &pb::NodeProto) -> R<()> {
         let op = match n.op_type.as_str() {
             "Add" => BinOp::Add,
             "Sub" => BinOp::Sub,
@@ -95,7 +95,6 @@ impl Importer<'_> {
         if matches!(op, BinOp::Mod | BinOp::Equal) {
             return Err("on model tensors; Strata has no such element-wise op".into());
         }
-        let _ = i;
         // A scalar constant is a number; a model tensor in a lazy layout keeps it.
         let scalar = |v: &Val| match v {
             Val::Known(k) if k.elems.len() == 1 && k.dims.len() <= 1 => k.scalar_f32(),
@@ -111,10 +110,10 @@ impl Importer<'_> {
         } else {
             let a = self.tensor(n, 0)?;
             let b = self.tensor(n, 1)?;
-            let (a, b) = if a.view == b.view
+            // Two tensors transposed alike combine as they are, and stay transposed.
+            let (a, b) = if matches!(a.view, View::Perm(_))
+                && a.view == b.view
                 && a.actual.len() == b.actual.len()
-                && a.view != View::Same
-                && matches!(a.view, View::Perm(_))
             {
                 (a, b)
             } else {

@@ -78,7 +78,7 @@ impl Importer<'_> {
 
     /// `MatMul`: a weight (with the bias of the `Add` that follows it, when that is its
     /// only reader) is a dense layer; two model tensors are `matmul`.
-    pub(super) fn matmul(&mut self, _i: usize, n: &pb::NodeProto) -> R<()> {
+    pub(super) fn matmul(&mut self, n: &pb::NodeProto) -> R<()> {
         Attrs::new(n).finish()?;
         let (a, b) = (self.need(n, 0)?, self.need(n, 1)?);
         if let (Val::Attn(x), Val::Attn(y)) = (&a, &b) {
@@ -110,8 +110,7 @@ impl Importer<'_> {
             self.finish_fused(n, add, Val::Dyn(y));
             return Ok(());
         }
-        if let (Val::Known(x), Val::Known(y)) = (&a, &b) {
-            let _ = (x, y);
+        if matches!((&a, &b), (Val::Known(_), Val::Known(_))) {
             return Err("a product of two constants, which import does not fold".into());
         }
         let x = self.tensor(n, 0)?;

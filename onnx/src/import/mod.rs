@@ -258,7 +258,7 @@ impl<'g> Importer<'g> {
             if self.fused[i] {
                 continue;
             }
-            self.node(i, n).map_err(|what| ImportError::Node {
+            self.node(n).map_err(|what| ImportError::Node {
                 node: if n.name.is_empty() {
                     n.output.first().cloned().unwrap_or_default()
                 } else {
@@ -303,9 +303,10 @@ impl<'g> Importer<'g> {
         let mut shape = Vec::new();
         for (axis, d) in dims.dim.iter().enumerate() {
             shape.push(match &d.value {
-                Some(DimValue::DimValue(v)) if *v > 0 => SymInt::fixed(*v),
+                // A symbolic first dimension, or 1 (a model exported at batch 1), is the batch.
                 Some(DimValue::DimParam(_)) | None if axis == 0 => SymInt::BATCH,
-                Some(DimValue::DimValue(v)) if axis == 0 && *v == 1 => SymInt::BATCH,
+                Some(DimValue::DimValue(1)) if axis == 0 => SymInt::BATCH,
+                Some(DimValue::DimValue(v)) if *v > 0 => SymInt::fixed(*v),
                 other => {
                     return Err(format!(
                         "input `{name}` has dimension {axis} = {other:?}: Strata's one symbolic dimension is the batch, the first; the others are fixed positive sizes"
@@ -542,7 +543,7 @@ impl<'g> Importer<'g> {
 
     // ---- nodes ----
 
-    fn node(&mut self, i: usize, n: &pb::NodeProto) -> R<()> {
+    fn node(&mut self, n: &pb::NodeProto) -> R<()> {
         if !n.domain.is_empty() && n.domain != "ai.onnx" {
             return Err(format!("op of domain `{}`", n.domain));
         }
@@ -674,7 +675,7 @@ impl<'g> Importer<'g> {
                     false => Err("`fmod = 1`".to_string()),
                 })?;
                 a.finish()?;
-                self.binary(i, n)?
+                self.binary(n)?
             }
             "Gather" => self.gather(n, a)?,
             "Unsqueeze" | "Squeeze" => self.squeeze(n, a)?,
@@ -715,7 +716,7 @@ impl<'g> Importer<'g> {
                 };
                 self.transpose(n, perm)?
             }
-            "MatMul" => self.matmul(i, n)?,
+            "MatMul" => self.matmul(n)?,
             "Gemm" => self.gemm(n, a)?,
             "Conv" => self.conv(n, a)?,
             "MaxPool" | "AveragePool" => self.pool(n, a)?,
