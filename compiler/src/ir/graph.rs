@@ -191,6 +191,17 @@ impl Graph {
     /// `inputs` (in order, same types), and returns the copies of `body`'s outputs. Spans
     /// are kept; `body` must have no parameters.
     pub fn inline(&mut self, body: &Graph, inputs: &[ValueId]) -> Result<Vec<ValueId>, String> {
+        let map = self.inline_mapped(body, inputs)?;
+        Ok(body.outputs.iter().map(|(_, v)| map[v]).collect())
+    }
+
+    /// [`Graph::inline`], returning the copy of every value of `body` (its inputs map to
+    /// `inputs`).
+    pub fn inline_mapped(
+        &mut self,
+        body: &Graph,
+        inputs: &[ValueId],
+    ) -> Result<std::collections::HashMap<ValueId, ValueId>, String> {
         if inputs.len() != body.inputs.len() {
             return Err(format!(
                 "`{}` takes {} input(s), got {}",
@@ -227,7 +238,7 @@ impl Graph {
             let copy = self.add(node.op.clone(), &operands, node.span)?;
             map.insert(v, copy);
         }
-        Ok(body.outputs.iter().map(|(_, v)| map[v]).collect())
+        Ok(map)
     }
 
     /// Sets the source span of `v` (for values built from text other than the model's).

@@ -15,8 +15,9 @@
 //! one writes a buffer the other reads or writes (buffers compared by their storage, so a
 //! window or view conflicts with its parent). So `j` only ever moves past launches it has
 //! no dependence with, either way, and the parts of a group are independent, as
-//! [`Kernel::validate`] requires. Launches inside a scan's loop are never grouped, and no
-//! launch moves across a loop.
+//! [`Kernel::validate`] requires. Launches inside a scan's loop group only with each
+//! other (the loop's body is a segment of its own, run once per step), and no launch
+//! moves across a loop's boundary.
 //!
 //! The memory plan runs after this pass and sees a group as one step: every part's inputs
 //! live until the group runs, and no part writes in place.
@@ -37,7 +38,14 @@ pub fn group_independent(l: &mut Lowered) -> Result<(), LowerError> {
         if let Some(lp) = l.loops.iter().find(|lp| lp.start == i) {
             groups.append(&mut std::mem::take(&mut segment).groups);
             let start = groups.len();
-            groups.extend((lp.start..lp.end).map(|j| vec![j]));
+            // A loop's body is a segment of its own: its launches group among
+            // themselves (an LSTM step's gate activations run as one launch), never
+            // with launches outside it.
+            let mut body = Segment::default();
+            for j in lp.start..lp.end {
+                body.schedule(j, LaunchAccess::of(l, j));
+            }
+            groups.append(&mut body.groups);
             loops.push(LoweredLoop {
                 start,
                 end: groups.len(),

@@ -21,6 +21,7 @@
 //! | `relu_mask`           | `gt x, 0` where `relu x` exists          | `gt (relu x), 0`             |
 //! | `slice_concat`        | `slice` of a `concat` that is exactly one of its parts | that part      |
 //! | `slice_broadcast`     | `slice` of `broadcast x` along an axis `x` does not vary on | `broadcast x` to the slice's shape |
+//! | `concat_concat`       | `concat (concat a, b), c` on the same axis, the inner one used only there | `concat a, b, c` |
 //! | `add_concat`          | `add (concat a…) (concat b…)`, zeros where the other's parts are cut | `concat` of the pieces' sums |
 //!
 //! Each rule only fires when the replacement has exactly the replaced value's type.
@@ -51,6 +52,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ("relu_mask", relu_mask),
     ("slice_concat", slice_concat),
     ("slice_broadcast", slice_broadcast),
+    ("concat_concat", concat_concat),
     ("add_concat", add_concat),
 ];
 
@@ -136,6 +138,31 @@ fn add_concat(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
         [one] => one,
         _ => g.add(Op::Concat { axis }, &parts, span)?,
     };
+    Ok(same_type(g, v, new))
+}
+
+/// A concat whose part is itself a concat on the same axis with no other user: one
+/// concat of all the parts, so the inner one is written straight into the outer one's
+/// buffer instead of into its own and then copied (an LSTM's carry `[h, c]` with the
+/// forward's products after it).
+fn concat_concat(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
+    let Op::Concat { axis } = g.node(v).op else {
+        return Ok(None);
+    };
+    let parts = g.operands(v);
+    let inner = |g: &Graph, p: ValueId| {
+        g.node(p).op == (Op::Concat { axis })
+            && g.users(p).len() == 1
+            && !g.outputs.iter().any(|(_, o)| *o == p)
+    };
+    if !parts.iter().any(|&p| inner(g, p)) {
+        return Ok(None);
+    }
+    let flat: Vec<ValueId> = parts
+        .iter()
+        .flat_map(|&p| if inner(g, p) { g.operands(p) } else { vec![p] })
+        .collect();
+    let new = g.add(Op::Concat { axis }, &flat, g.node(v).span)?;
     Ok(same_type(g, v, new))
 }
 

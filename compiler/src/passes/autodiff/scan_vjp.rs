@@ -16,8 +16,11 @@
 //!    `(d f / d c)ᵀ g(next[t])` over the steps (one carry of memory, not one per step).
 //!
 //! Every backward body recomputes the forward step it needs from `prev[t]` and the
-//! inputs (the forward keeps only the carries): recomputation instead of a tape, so the
-//! IR's size stays independent of `T`.
+//! inputs, except the body's matrix products: when they have the carry's shape but for
+//! the last axis, the forward scan is rebuilt to carry them too (a tape, concatenated
+//! after the carry, see [`Emitter::record_tape`]) and the backward reads them. A
+//! sequence of that shape gets its gradient in the carries' scan (step 1) rather than a
+//! scan of its own. The IR's size stays independent of `T`.
 
 use super::vector_jacobian_products;
 use super::vjp::Emitter;
@@ -28,8 +31,6 @@ use crate::source::Span;
 /// What a backward body computes.
 #[derive(Clone, Copy)]
 enum Target {
-    /// `g(prev) = G(prev) + (d f / d h)ᵀ carry`: the carry is `g(next)`.
-    Carry,
     /// `(d f / d x_j)ᵀ g(next)`: the carry is unused.
     Sequence(usize),
     /// `carry + (d f / d c_i)ᵀ g(next)`: the carry accumulates.
@@ -58,41 +59,24 @@ impl Emitter<'_> {
         };
         let (prev_start, next_start) = if scan.reverse { (1, 0) } else { (0, 1) };
         let (first, last) = if scan.reverse { (steps, 0) } else { (0, steps) };
+        // The forward's products are kept (a tape) when they can ride along with the
+        // carry, so the backward steps need not recompute them.
+        let tape = tape_values(&scan.body);
+        let (y, tapes) = if tape.is_empty() {
+            (y, Vec::new())
+        } else {
+            self.record_tape(y, scan, operands, &tape, next_start, steps, span)?
+        };
+        let n = tapes.len();
         let prev = self.time_slice(y, prev_start, steps, span)?;
         let g_prev = self.time_slice(g, prev_start, steps, span)?;
         let g_last = self.carry_at(g, last, &carry_ty, span)?;
         let xs = &operands[1..=k];
         let cs = &operands[1 + k..];
 
-        // 1. The carries' total cotangents, backwards through time.
-        let body = backward_body(&scan.body, k, Target::Carry)?;
-        let mut ops = vec![g_last, prev];
-        ops.extend_from_slice(xs);
-        ops.push(g_prev);
-        ops.extend_from_slice(cs);
-        let gs = self.graph.add(
-            Op::Scan(Box::new(Scan {
-                body,
-                sequences: k + 2,
-                reverse: !scan.reverse,
-                keep_all: true,
-            })),
-            &ops,
-            span,
-        )?;
-        let g_next = self.time_slice(gs, next_start, steps, span)?;
-
-        let mut out = vec![None; operands.len()];
-        if wanted[0] {
-            out[0] = Some(self.carry_at(gs, first, &carry_ty, span)?);
-        }
-        // 2. Per-step contributions to the sequences and constants. A constant used only
-        // as a recurrent weight next to a sequence (see [`linear_constant`]) sums a
-        // product of that sequence's gradient with the stacked carries instead.
-        let mut step_ops = vec![prev];
-        step_ops.extend_from_slice(xs);
-        step_ops.push(g_next);
-        step_ops.extend_from_slice(cs);
+        // Constants used only as a recurrent weight next to a sequence (see
+        // [`linear_constant`]) sum a product of that sequence's gradient with the stacked
+        // carries instead of running a scan of their own.
         let linear: Vec<Option<LinearUse>> = (0..cs.len())
             .map(|i| {
                 wanted[1 + k + i]
@@ -100,12 +84,88 @@ impl Emitter<'_> {
                     .flatten()
             })
             .collect();
+        let needed = |i: usize| {
+            wanted[i] || (i <= k && linear.iter().flatten().any(|u| u.sequence + 1 == i))
+        };
+        // Sequences whose per-step gradient rides along in the carries' scan: the same
+        // backward step computes it from the same `g(next)`, so the cell's forward is
+        // recomputed once for both (an LSTM step runs its cell twice, not three times).
+        let merged: Vec<usize> = (0..k)
+            .filter(|&j| needed(1 + j) && joinable(&carry_ty, &self.graph.ty(xs[j]).shape))
+            .collect();
+
+        // 1. The carries' total cotangents, backwards through time, with the merged
+        // sequences' gradients concatenated after them along the last axis.
+        let body = carry_body(&scan.body, k, &merged, &tape)?;
+        let mut init = g_last;
+        if !merged.is_empty() {
+            let axis = carry_ty.shape.rank() - 1;
+            let mut parts = vec![g_last];
+            for &j in &merged {
+                let slice = Shape(self.graph.ty(xs[j]).shape.dims()[1..].to_vec());
+                parts.push(self.zeros(&slice, span)?);
+            }
+            init = self.graph.add(Op::Concat { axis }, &parts, span)?;
+        }
+        let mut ops = vec![init, prev];
+        ops.extend_from_slice(xs);
+        ops.push(g_prev);
+        ops.extend_from_slice(&tapes);
+        ops.extend_from_slice(cs);
+        let mut gs = self.graph.add(
+            Op::Scan(Box::new(Scan {
+                body,
+                sequences: k + 2 + n,
+                reverse: !scan.reverse,
+                keep_all: true,
+            })),
+            &ops,
+            span,
+        )?;
+        let mut out = vec![None; operands.len()];
+        if !merged.is_empty() {
+            // Step t's output lands at the index of `prev[t]` in the stacked result.
+            let axis = carry_ty.shape.rank();
+            let stacked = gs;
+            let width = |ty: &Shape| match ty.dims().last() {
+                Some(crate::ir::Dim::Fixed(n)) => Ok(*n),
+                _ => Err("a merged scan gradient has a fixed last axis".to_string()),
+            };
+            let mut start = width(&carry_ty.shape)?;
+            gs = self.graph.add(
+                Op::Slice {
+                    axis,
+                    start: 0,
+                    len: start,
+                },
+                &[stacked],
+                span,
+            )?;
+            for &j in &merged {
+                let len = width(&self.graph.ty(xs[j]).shape)?;
+                let part = self
+                    .graph
+                    .add(Op::Slice { axis, start, len }, &[stacked], span)?;
+                out[1 + j] = Some(self.time_slice(part, prev_start, steps, span)?);
+                start += len;
+            }
+        }
+        let g_next = self.time_slice(gs, next_start, steps, span)?;
+
+        if wanted[0] {
+            out[0] = Some(self.carry_at(gs, first, &carry_ty, span)?);
+        }
+        // 2. Per-step contributions to the other sequences and the constants.
+        let mut step_ops = vec![prev];
+        step_ops.extend_from_slice(xs);
+        step_ops.push(g_next);
+        step_ops.extend_from_slice(&tapes);
+        step_ops.extend_from_slice(cs);
         let mut order: Vec<usize> = (1..operands.len()).collect();
         // Sequences first: a linear constant's gradient is computed from one of theirs.
         order.sort_by_key(|&i| i > k);
         for i in order {
-            let needed_by_linear = i <= k && linear.iter().flatten().any(|u| u.sequence + 1 == i);
-            if !wanted[i] && !needed_by_linear {
+            if !needed(i) || out[i].is_some() {
                 continue;
             }
             if i > k
@@ -128,8 +188,8 @@ impl Emitter<'_> {
             ops.extend_from_slice(&step_ops);
             let r = self.graph.add(
                 Op::Scan(Box::new(Scan {
-                    body: backward_body(&scan.body, k, target)?,
-                    sequences: k + 2,
+                    body: backward_body(&scan.body, k, target, &tape)?,
+                    sequences: k + 2 + n,
                     reverse: false,
                     keep_all,
                 })),
@@ -148,6 +208,100 @@ impl Emitter<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// Replaces the forward scan `y` by one whose carry also holds the body's `tape`
+    /// values, concatenated after the carry on the last axis, and returns the carries
+    /// (a slice of the new scan, which now stands for `y` everywhere) and each tape
+    /// value's sequence over the steps (`[T, ...]`, step `t`'s value at `t`).
+    #[allow(clippy::too_many_arguments)]
+    fn record_tape(
+        &mut self,
+        y: ValueId,
+        scan: &Scan,
+        operands: &[ValueId],
+        tape: &[ValueId],
+        next_start: u64,
+        steps: u64,
+        span: Span,
+    ) -> Result<(ValueId, Vec<ValueId>), String> {
+        let body = &scan.body;
+        let carry_ty = body.ty(body.inputs[0]).clone();
+        let axis = carry_ty.shape.rank() - 1;
+        let width = last_dim(&carry_ty);
+        let widths: Vec<u64> = tape.iter().map(|&m| last_dim(body.ty(m))).collect();
+        let mut taped = Graph::new(format!("{}_taped", body.name));
+        let carry = taped.add_leaf(
+            Op::Input {
+                name: "carry".into(),
+            },
+            widened(&carry_ty, widths.iter().sum()),
+            span,
+        );
+        let h = taped.add(
+            Op::Slice {
+                axis,
+                start: 0,
+                len: width,
+            },
+            &[carry],
+            span,
+        )?;
+        let mut args = vec![h];
+        for &i in &body.inputs[1..] {
+            let name = match &body.node(i).op {
+                Op::Input { name } => name.clone(),
+                _ => format!("{i}"),
+            };
+            args.push(taped.add_leaf(Op::Input { name }, body.ty(i).clone(), span));
+        }
+        let map = taped.inline_mapped(body, &args)?;
+        let mut parts = vec![map[&body.outputs[0].1]];
+        parts.extend(tape.iter().map(|m| map[m]));
+        let next = taped.add(Op::Concat { axis }, &parts, span)?;
+        taped.outputs.push(("next".into(), next));
+
+        let mut init = vec![operands[0]];
+        for &m in tape {
+            init.push(self.zeros(&body.ty(m).shape, span)?);
+        }
+        let init = self.graph.add(Op::Concat { axis }, &init, span)?;
+        let mut ops = vec![init];
+        ops.extend_from_slice(&operands[1..]);
+        let stacked = self.graph.add(
+            Op::Scan(Box::new(Scan {
+                body: taped,
+                ..scan.clone()
+            })),
+            &ops,
+            span,
+        )?;
+        let carries = self.graph.add(
+            Op::Slice {
+                axis: axis + 1,
+                start: 0,
+                len: width,
+            },
+            &[stacked],
+            span,
+        )?;
+        self.graph.replace_all_uses(y, carries);
+        let mut start = width;
+        let mut tapes = Vec::new();
+        for len in widths {
+            let part = self.graph.add(
+                Op::Slice {
+                    axis: axis + 1,
+                    start,
+                    len,
+                },
+                &[stacked],
+                span,
+            )?;
+            tapes.push(self.time_slice(part, next_start, steps, span)?);
+            start += len;
+        }
+        Ok((carries, tapes))
     }
 
     /// The gradient of a constant `c` with a [`LinearUse`]: the step's product is
@@ -284,50 +438,208 @@ fn linear_constant(body: &Graph, k: usize, i: usize) -> Option<LinearUse> {
         })
 }
 
-/// A body for one backward scan (see [`Target`]). Its inputs: the carry, then the
-/// sequences `prev`, the forward's `k` sequences and the step's cotangent (`G(prev)` for
-/// [`Target::Carry`], `g(next)` otherwise), then the forward's constants.
-fn backward_body(forward: &Graph, k: usize, target: Target) -> Result<Graph, String> {
+/// A backward body under construction: its inputs and the forward step recomputed from
+/// them. Inputs: the carry, then the sequences `prev`, the forward's `k` sequences and
+/// the step's cotangent (`G(prev)` for the carries' scan, `g(next)` otherwise), then the
+/// forward's constants.
+struct Step {
+    b: Graph,
+    carry: ValueId,
+    h: ValueId,
+    xs: Vec<ValueId>,
+    cot: ValueId,
+    cs: Vec<ValueId>,
+    next: ValueId,
+    span: Span,
+    /// The recomputed copy of each tape value and the input holding the recorded one.
+    recorded: Vec<(ValueId, ValueId)>,
+}
+
+impl Step {
+    fn new(
+        forward: &Graph,
+        k: usize,
+        own_carry_ty: TensorType,
+        tape: &[ValueId],
+    ) -> Result<Step, String> {
+        let input_ty = |i: usize| forward.ty(forward.inputs[i]).clone();
+        let carry_ty = input_ty(0);
+        let span = forward
+            .outputs
+            .first()
+            .map(|(_, v)| forward.node(*v).span)
+            .unwrap_or_default();
+        let mut b = Graph::new(format!("{}_vjp", forward.name));
+        let leaf =
+            |b: &mut Graph, name: String, ty: TensorType| b.add_leaf(Op::Input { name }, ty, span);
+        let carry = leaf(&mut b, "carry".into(), own_carry_ty);
+        let h = leaf(&mut b, "h".into(), carry_ty.clone());
+        let xs: Vec<ValueId> = (0..k)
+            .map(|j| leaf(&mut b, format!("x{j}"), input_ty(1 + j)))
+            .collect();
+        let cot = leaf(&mut b, "g".into(), carry_ty);
+        let recorded: Vec<ValueId> = (0..tape.len())
+            .map(|i| leaf(&mut b, format!("tape{i}"), forward.ty(tape[i]).clone()))
+            .collect();
+        let cs: Vec<ValueId> = (1 + k..forward.inputs.len())
+            .map(|i| leaf(&mut b, format!("c{}", i - 1 - k), input_ty(i)))
+            .collect();
+        let mut args = vec![h];
+        args.extend(&xs);
+        args.extend(&cs);
+        let map = b.inline_mapped(forward, &args)?;
+        let next = map[&forward.outputs[0].1];
+        let recorded = tape.iter().map(|m| map[m]).zip(recorded).collect();
+        Ok(Step {
+            b,
+            carry,
+            h,
+            xs,
+            cot,
+            cs,
+            next,
+            span,
+            recorded,
+        })
+    }
+
+    /// The body returning `result`, reading the recorded tape values instead of
+    /// recomputing them (the products' rules never read their own result, so nothing
+    /// is left computing them).
+    fn finish(mut self, result: ValueId) -> Graph {
+        for &(copy, input) in &self.recorded {
+            self.b.replace_all_uses(copy, input);
+        }
+        self.b.outputs.push(("next".into(), result));
+        crate::passes::dce::eliminate_dead_code(&mut self.b, false);
+        self.b
+    }
+}
+
+/// Whether a sequence's step `[T, ...]` can ride along with a carry of shape `carry`,
+/// concatenated on the last axis: same rank, same dims but the last, all fixed there.
+fn joinable(carry: &crate::ir::TensorType, sequence: &Shape) -> bool {
+    let c = carry.shape.dims();
+    let x = &sequence.dims()[1.min(sequence.rank())..];
+    !c.is_empty()
+        && c.len() == x.len()
+        && c[..c.len() - 1] == x[..x.len() - 1]
+        && matches!(c.last(), Some(crate::ir::Dim::Fixed(_)))
+        && matches!(x.last(), Some(crate::ir::Dim::Fixed(_)))
+}
+
+/// The carries' backward body: `g(prev) = G(prev) + (d f / d h)ᵀ g(next)`, followed on
+/// the last axis by `(d f / d x_j)ᵀ g(next)` for each sequence `j` of `merged`. Its carry
+/// holds `g(next)` (and, after it, the previous step's merged gradients, unused).
+fn carry_body(
+    forward: &Graph,
+    k: usize,
+    merged: &[usize],
+    tape: &[ValueId],
+) -> Result<Graph, String> {
+    let carry_ty = forward.ty(forward.inputs[0]).clone();
+    let axis = carry_ty.shape.rank() - 1;
+    let last = |ty: &TensorType| match ty.shape.dims().last() {
+        Some(crate::ir::Dim::Fixed(n)) => *n,
+        _ => 0,
+    };
+    let mut own = carry_ty.clone();
+    if !merged.is_empty() {
+        let width = last(&carry_ty)
+            + merged
+                .iter()
+                .map(|&j| last(forward.ty(forward.inputs[1 + j])))
+                .sum::<u64>();
+        let mut dims = carry_ty.shape.dims().to_vec();
+        dims[axis] = crate::ir::Dim::Fixed(width);
+        own = TensorType::new(carry_ty.dtype, dims);
+    }
+    let mut s = Step::new(forward, k, own, tape)?;
+    let span = s.span;
+    let seed = if merged.is_empty() {
+        s.carry
+    } else {
+        s.b.add(
+            Op::Slice {
+                axis,
+                start: 0,
+                len: last(&carry_ty),
+            },
+            &[s.carry],
+            span,
+        )?
+    };
+    let mut wrt = vec![s.h];
+    wrt.extend(merged.iter().map(|&j| s.xs[j]));
+    let d = vector_jacobian_products(&mut s.b, s.next, Some(seed), &wrt)?;
+    let g_prev = s.b.add(Op::Binary(BinaryOp::Add), &[s.cot, d[0]], span)?;
+    let result = if merged.is_empty() {
+        g_prev
+    } else {
+        let mut parts = vec![g_prev];
+        parts.extend_from_slice(&d[1..]);
+        s.b.add(Op::Concat { axis }, &parts, span)?
+    };
+    Ok(s.finish(result))
+}
+
+/// A body for one backward scan of a sequence's or a constant's gradient (see
+/// [`Target`]); its inputs are [`Step`]'s, the cotangent being `g(next)`.
+fn backward_body(
+    forward: &Graph,
+    k: usize,
+    target: Target,
+    tape: &[ValueId],
+) -> Result<Graph, String> {
     let input_ty = |i: usize| forward.ty(forward.inputs[i]).clone();
-    let carry_ty = input_ty(0);
-    let span = forward
-        .outputs
-        .first()
-        .map(|(_, v)| forward.node(*v).span)
-        .unwrap_or_default();
-    let mut b = Graph::new(format!("{}_vjp", forward.name));
     let own_carry_ty = match target {
-        Target::Carry => carry_ty.clone(),
         Target::Sequence(j) => input_ty(1 + j),
         Target::Constant(i) => input_ty(1 + k + i),
     };
-    let leaf =
-        |b: &mut Graph, name: String, ty: TensorType| b.add_leaf(Op::Input { name }, ty, span);
-    let carry = leaf(&mut b, "carry".into(), own_carry_ty);
-    let h = leaf(&mut b, "h".into(), carry_ty.clone());
-    let xs: Vec<ValueId> = (0..k)
-        .map(|j| leaf(&mut b, format!("x{j}"), input_ty(1 + j)))
-        .collect();
-    let cot = leaf(&mut b, "g".into(), carry_ty);
-    let cs: Vec<ValueId> = (1 + k..forward.inputs.len())
-        .map(|i| leaf(&mut b, format!("c{}", i - 1 - k), input_ty(i)))
-        .collect();
-    let mut args = vec![h];
-    args.extend(&xs);
-    args.extend(&cs);
-    let next = b.inline(forward, &args)?[0];
-    let (seed, wrt) = match target {
-        Target::Carry => (carry, h),
-        Target::Sequence(j) => (cot, xs[j]),
-        Target::Constant(i) => (cot, cs[i]),
+    let mut s = Step::new(forward, k, own_carry_ty, tape)?;
+    let wrt = match target {
+        Target::Sequence(j) => s.xs[j],
+        Target::Constant(i) => s.cs[i],
     };
-    let d = vector_jacobian_products(&mut b, next, Some(seed), &[wrt])?[0];
+    let d = vector_jacobian_products(&mut s.b, s.next, Some(s.cot), &[wrt])?[0];
     let result = match target {
-        Target::Carry => b.add(Op::Binary(BinaryOp::Add), &[cot, d], span)?,
         Target::Sequence(_) => d,
-        Target::Constant(_) => b.add(Op::Binary(BinaryOp::Add), &[carry, d], span)?,
+        Target::Constant(_) => s.b.add(Op::Binary(BinaryOp::Add), &[s.carry, d], s.span)?,
     };
-    b.outputs.push(("next".into(), result));
-    crate::passes::dce::eliminate_dead_code(&mut b, false);
-    Ok(b)
+    Ok(s.finish(result))
+}
+
+/// The forward body's values worth recording on the tape: its products whose result can
+/// ride along with the carry (see [`joinable`]), in topological order.
+fn tape_values(body: &Graph) -> Vec<ValueId> {
+    let carry = body.ty(body.inputs[0]);
+    body.topo_order()
+        .into_iter()
+        .filter(|&v| body.node(v).op == Op::MatMul && joins(carry, body.ty(v)))
+        .collect()
+}
+
+/// Whether a value of type `x` can be concatenated after a carry of type `carry` on the
+/// last axis.
+fn joins(carry: &TensorType, x: &TensorType) -> bool {
+    let mut shape = vec![crate::ir::Dim::Fixed(1)];
+    shape.extend_from_slice(x.shape.dims());
+    carry.dtype == x.dtype && joinable(carry, &Shape(shape))
+}
+
+/// The fixed last dim of `ty` (0 if it has none).
+fn last_dim(ty: &TensorType) -> u64 {
+    match ty.shape.dims().last() {
+        Some(crate::ir::Dim::Fixed(n)) => *n,
+        _ => 0,
+    }
+}
+
+/// `ty` with `extra` more on its last axis.
+fn widened(ty: &TensorType, extra: u64) -> TensorType {
+    let mut dims = ty.shape.dims().to_vec();
+    if let Some(l) = dims.last_mut() {
+        *l = crate::ir::Dim::Fixed(last_dim(ty) + extra);
+    }
+    TensorType::new(ty.dtype, dims)
 }

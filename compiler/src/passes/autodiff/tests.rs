@@ -854,13 +854,19 @@ fn im2col_rejects_a_kernel_larger_than_the_padded_input() {
 /// An Elman cell `tanh(h Wh + x Wx + b)` as a scan body: carry `[batch, 3]`, step input
 /// `[batch, 2]`, constants `Wh`, `Wx`, `b`.
 fn elman_body() -> Graph {
+    elman_body_with_input_rows(B)
+}
+
+/// [`elman_body`] whose step input is `[rows, 2]` (`rows` 1: one input row broadcast
+/// over the batch).
+fn elman_body_with_input_rows(rows: Dim) -> Graph {
     let mut b = Graph::new("cell");
     let s = Span::default();
     let leaf = |b: &mut Graph, name: &str, dims: Vec<Dim>| {
         b.add_leaf(Op::Input { name: name.into() }, TensorType::f32(dims), s)
     };
     let h = leaf(&mut b, "h", vec![B, d(3)]);
-    let x = leaf(&mut b, "x", vec![B, d(2)]);
+    let x = leaf(&mut b, "x", vec![rows, d(2)]);
     let wh = leaf(&mut b, "wh", vec![d(3), d(3)]);
     let wx = leaf(&mut b, "wx", vec![d(2), d(3)]);
     let bias = leaf(&mut b, "b", vec![d(3)]);
@@ -905,11 +911,41 @@ fn scan_rule_matches_finite_differences_in_both_directions() {
         let mut graph = f.graph.clone();
         gradients(&mut graph, loss, &[h0, xs, wh, wx, b]).expect("gradients");
         let text = crate::ir::print::print_graph(&graph, None);
-        assert_eq!(text.matches("scan sequences=3").count(), 5, "{text}");
+        // The carries' scan (the sequence's gradient rides along in it) and one
+        // accumulating scan per constant.
+        assert_eq!(text.matches("graph cell_vjp").count(), 4, "{text}");
+        // The forward's products ride along with its carries (a tape), once.
+        assert_eq!(text.matches("graph cell_taped").count(), 1, "{text}");
         let parsed = crate::ir::parse::parse_graph(&text).expect("parses");
         parsed.verify().expect("verifies");
         assert_eq!(crate::ir::print::print_graph(&parsed, None), text);
     }
+}
+
+#[test]
+fn a_sequence_that_cannot_ride_along_with_the_carry_gets_its_own_backward_scan() {
+    use crate::ir::Scan;
+    // The step input `[1, 2]` differs from the carry `[batch, 3]` before the last axis,
+    // so its gradient cannot be concatenated to the carries' cotangent.
+    let mut f = Fixture::new(3);
+    let h0 = f.input("h0", &[B, d(3)], Draw::Uniform(-0.5, 0.5));
+    let xs = f.input("xs", &[d(4), d(1), d(2)], Draw::Uniform(-1.0, 1.0));
+    let wh = f.param("wh", &[d(3), d(3)], Draw::Uniform(-0.6, 0.6));
+    let wx = f.param("wx", &[d(2), d(3)], Draw::Uniform(-0.6, 0.6));
+    let b = f.param("b", &[d(3)], Draw::Uniform(-0.3, 0.3));
+    let scan = Scan {
+        body: elman_body_with_input_rows(d(1)),
+        sequences: 1,
+        reverse: false,
+        keep_all: true,
+    };
+    let r = f.op(Op::Scan(Box::new(scan)), &[h0, xs, wh, wx, b]);
+    let loss = f.probe_loss(r);
+    f.check("scan with a broadcast input", loss, &[h0, xs, wh, wx, b]);
+    let mut graph = f.graph.clone();
+    gradients(&mut graph, loss, &[xs]).expect("gradients");
+    let text = crate::ir::print::print_graph(&graph, None);
+    assert_eq!(text.matches("graph cell_vjp").count(), 2, "{text}");
 }
 
 /// A recurrent step with its input projected outside: `tanh(p Whᵀ + xp[t])` (or
@@ -979,14 +1015,11 @@ fn a_recurrent_weight_next_to_a_sequence_gets_a_summed_product_not_a_scan() {
         let loss = f.probe_loss(r);
         let case = format!("transposed {transposed}, sliced {sliced}, reverse {reverse}");
         f.check(&case, loss, &[h0, xp, wh]);
-        // Two backward scans (the carries', the sequence's), none for the weight.
+        // One backward scan: the carries', with the sequence's gradient alongside; none
+        // for the weight.
         let mut graph = f.graph.clone();
         gradients(&mut graph, loss, &[wh]).expect("gradients");
         let text = crate::ir::print::print_graph(&graph, None);
-        assert_eq!(
-            text.matches("scan sequences=3").count(),
-            2,
-            "{case}\n{text}"
-        );
+        assert_eq!(text.matches("graph cell_vjp").count(), 1, "{case}\n{text}");
     }
 }
