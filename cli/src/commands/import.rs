@@ -70,6 +70,19 @@ pub(super) fn run(a: &ImportArgs) -> ExitCode {
         Ok(m) => m,
         Err(e) => return fail(format!("{}: {e}", a.file.display())),
     };
+    // The file written must compile: an import that wrote a file the compiler refuses
+    // would be a bug here, said as one rather than left for `strata check` to find.
+    let written = strata_compiler::source::SourceFile::new(
+        a.output.display().to_string(),
+        imported.source.clone(),
+    );
+    if let Err(diagnostics) = strata_compiler::driver::check(&written, &Default::default(), &[]) {
+        return fail(format!(
+            "{}: the model file imported does not compile (a bug of `strata import`; please report it with the ONNX file):\n{}",
+            a.file.display(),
+            strata_compiler::source::diagnostic::render_all(&diagnostics, &written)
+        ));
+    }
     let encoded = match strata_artifact::weights::encode_weights(
         imported.weights.iter().map(|(n, t)| (n.as_str(), t)),
     ) {
