@@ -697,3 +697,79 @@ fn leaky_relu_a_kept_mean_and_a_slice_import_as_plain_ops() {
     let bytes = strata_onnx::encode_model(&bytes_model);
     agrees_with_tract(&bytes, &[3, 5], "leaky_relu(slope = 0.2)");
 }
+
+#[test]
+fn a_gather_of_table_rows_by_integer_ids_imports_as_an_embedding() {
+    use pb::tensor_proto::DataType;
+    use strata_onnx::proto::{DimSpec, f32_tensor};
+    use tract_onnx::prelude::*;
+    let mut rng = TestRng::new(5);
+    let table: Vec<f32> = values_of(30, &mut rng);
+    let mut gather = node("Gather", &["emb.weight", "ids"], &["y"], vec![]);
+    gather.name = "/emb/Gather".into();
+    let model = pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(pb::GraphProto {
+            name: "g".into(),
+            node: vec![gather],
+            initializer: vec![f32_tensor("emb.weight", &[10, 3], &table)],
+            input: vec![value_info(
+                "ids",
+                DataType::Int64,
+                &[DimSpec::Symbol("batch"), DimSpec::Fixed(4)],
+            )],
+            output: vec![pb::ValueInfoProto {
+                name: "y".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let bytes = strata_onnx::encode_model(&model);
+    let imported = import_model(&bytes, &options("emb")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        imported.source.contains("input ids: i32[batch, 4]")
+            && imported
+                .source
+                .contains("layer emb = embedding(vocab = 10, dim = 3)"),
+        "{}",
+        imported.source
+    );
+    let compiled = compile_source("emb", &imported.source, &CompileOptions::default());
+    let mut session = Session::new(&compiled.artifact).expect("a session");
+    session
+        .load_weights(&weights_bytes(&imported))
+        .expect("weights load");
+    let ids: Vec<i32> = vec![0, 9, 3, 3, 7, 1, 2, 5];
+    let ours = session
+        .run(
+            "infer",
+            &[(
+                "ids",
+                HostTensor::i32(vec![2, 4], ids.clone()).expect("sizes"),
+            )],
+        )
+        .expect("runs");
+    let runnable = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .unwrap_or_else(|e| panic!("tract: {e:?}"));
+    let ids64: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+    let input = Tensor::from_shape(&[2, 4], &ids64)
+        .expect("tensor")
+        .into_tvalue();
+    let theirs = runnable.run(tvec![input]).expect("tract runs");
+    let theirs = theirs[0].to_plain_array_view::<f32>().expect("f32");
+    let theirs = HostTensor::f32(
+        theirs.shape().iter().map(|&d| d as u64).collect(),
+        theirs.iter().copied().collect(),
+    )
+    .expect("sizes");
+    assert_eq!(worst_error(output(&ours, "y"), &theirs), 0.0);
+}

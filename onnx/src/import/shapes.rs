@@ -16,6 +16,10 @@ impl Importer<'_> {
     pub(super) fn gather(&mut self, n: &pb::NodeProto, mut a: Attrs) -> R<()> {
         let axis = a.int("axis", 0)?;
         a.finish()?;
+        if let (Val::Known(table), Some(Val::Dyn(ids))) = (self.need(n, 0)?, self.input_val(n, 1)?)
+        {
+            return self.embedding(n, table, ids, axis);
+        }
         let idx = self.known(n, 1, "the indices")?;
         let idx_values = idx.as_i64s()?;
         match self.need(n, 0)? {
@@ -452,6 +456,38 @@ impl Importer<'_> {
                 expr: e,
                 actual,
                 ..d
+            }),
+        );
+        Ok(())
+    }
+
+    /// Rows of a weight table picked by the model's integer ids: `embedding`.
+    fn embedding(&mut self, n: &pb::NodeProto, table: Known, ids: Dyn, axis: i64) -> R<()> {
+        let [vocab, dim] = table.dims[..] else {
+            return Err(format!("rows of a table of shape {:?}", table.dims));
+        };
+        if axis != 0 || ids.float {
+            return Err(
+                "a gather by model values other than rows of a table by integer ids".into(),
+            );
+        }
+        let ids = self.plain(ids)?;
+        let name = self.instance_name(n, Some(&table), "embedding");
+        self.text.layers.push(format!(
+            "    layer {name} = embedding(vocab = {vocab}, dim = {dim})"
+        ));
+        self.add_weight(&format!("{name}.weight"), &[vocab, dim], table.as_f32()?)?;
+        let mut actual = ids.actual.clone();
+        actual.push(SymInt::fixed(dim as i64));
+        let expr = self.text.pipe(ids.expr.clone(), &name);
+        self.set(
+            n,
+            0,
+            Val::Dyn(Dyn {
+                expr,
+                actual,
+                view: View::Same,
+                float: true,
             }),
         );
         Ok(())
