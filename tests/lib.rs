@@ -302,6 +302,24 @@ pub mod fuzz_bodies {
             }
         }
     }
+
+    /// The ONNX reader: arbitrary bytes import as a model file and its weights or give
+    /// an error; a model file it writes goes through the parser and checker (with
+    /// diagnostics rendered) and its weights encode.
+    pub fn import_onnx(data: &[u8]) {
+        let options = strata_onnx::ImportOptions {
+            model_name: "Fuzz".into(),
+            source_name: "fuzz.onnx".into(),
+            weights_name: "fuzz.safetensors".into(),
+        };
+        let Ok(imported) = strata_onnx::import_model(data, &options) else {
+            return;
+        };
+        let _ = strata_artifact::weights::encode_weights(
+            imported.weights.iter().map(|(n, t)| (n.as_str(), t)),
+        );
+        check_text(imported.source.as_bytes());
+    }
 }
 
 /// Runs a model's compiled `train_step` and the reference interpreter side by side.

@@ -783,3 +783,91 @@ fn export_of_a_random_draw_in_infer_is_a_located_error_and_writes_nothing() {
     );
     assert!(!onnx.exists());
 }
+
+/// `strata import` on a PyTorch-exported ONNX model writes a model file and its weights
+/// that `strata build` makes into an executable computing PyTorch's output.
+#[test]
+fn an_imported_onnx_model_builds_to_an_executable_that_matches_torch() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/onnx/fixtures");
+    let model = dir.path().join("mlp.strata");
+    let out = strata()
+        .arg("import")
+        .arg(fixtures.join("mlp.onnx"))
+        .arg("-o")
+        .arg(&model)
+        .output()
+        .expect("strata runs");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let weights = dir.path().join("mlp.safetensors");
+    assert!(
+        stderr_of(&out).contains("wrote") && weights.exists(),
+        "{}",
+        stderr_of(&out)
+    );
+    let text = std::fs::read_to_string(&model).expect("the model file");
+    assert!(text.contains("model Mlp {"), "{text}");
+
+    let exe = dir.path().join("mlp");
+    let out = strata()
+        .arg("build")
+        .arg(&model)
+        .arg("--weights")
+        .arg(&weights)
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .expect("strata runs");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+
+    // PyTorch's input and output, from the fixture's safetensors file.
+    let io = std::fs::read(fixtures.join("mlp.io.safetensors")).expect("io");
+    let io = safetensors::SafeTensors::deserialize(&io).expect("safetensors");
+    let tensor = |name: &str| -> (Vec<usize>, Vec<f32>) {
+        let t = io.tensor(name).expect("a tensor");
+        let v = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        (t.shape().to_vec(), v)
+    };
+    let (x_shape, x) = tensor("x");
+    let (_, want) = tensor("y");
+    write_npy_f32(&dir.path().join("x.npy"), &x_shape, &x);
+    let run = output_of(
+        Command::new(&exe)
+            .args(["infer", "--input", "x=x.npy", "--output", "y=y.npy"])
+            .current_dir(dir.path()),
+    );
+    assert!(run.status.success(), "{}", stderr_of(&run));
+    let got = read_npy_f32(&dir.path().join("y.npy"));
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!(
+            (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+            "{got:?} vs {want:?}"
+        );
+    }
+}
+
+#[test]
+fn import_of_a_file_that_is_not_onnx_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let junk = dir.path().join("junk.onnx");
+    std::fs::write(&junk, b"\xff\xff\xff\xff not protobuf").expect("write");
+    let out = strata()
+        .arg("import")
+        .arg(&junk)
+        .arg("-o")
+        .arg(dir.path().join("m.strata"))
+        .output()
+        .expect("strata runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(
+        err.starts_with("error: ") && err.contains("junk.onnx: not an ONNX model"),
+        "{err}"
+    );
+    assert!(!dir.path().join("m.strata").exists());
+}

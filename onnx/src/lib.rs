@@ -1,5 +1,6 @@
-//! ONNX for Strata: the protobuf layer ([`proto`]) and the export of a compiled model's
-//! `infer` entry ([`export`]).
+//! ONNX for Strata: the protobuf layer ([`proto`]), the export of a compiled model's
+//! `infer` entry ([`export`]), and the import of an ONNX model as a model file and its
+//! weights ([`import`]).
 //!
 //! The export works on the graph IR after the compiler's passes (`Compiled::optimized`),
 //! the level whose ops are few and map one-to-one, or nearly, to ONNX standard ops:
@@ -13,7 +14,9 @@
 //! line it came from.
 
 pub mod export;
+pub mod import;
 pub mod proto;
 
 pub use export::{ExportError, ExportOptions, export_infer};
+pub use import::{ImportError, ImportOptions, Imported, import_model};
 pub use proto::{DecodeError, decode_model, encode_model};

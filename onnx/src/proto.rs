@@ -103,6 +103,7 @@ pub fn f32_tensor(name: &str, dims: &[u64], values: &[f32]) -> pb::TensorProto {
 /// A node attribute.
 pub enum Attr {
     Int(i64),
+    Float(f32),
     Ints(Vec<i64>),
     Tensor(pb::TensorProto),
     Graph(pb::GraphProto),
@@ -118,6 +119,10 @@ pub fn attribute(name: &str, value: Attr) -> pb::AttributeProto {
         Attr::Int(i) => {
             a.r#type = AttributeType::Int as i32;
             a.i = i;
+        }
+        Attr::Float(f) => {
+            a.r#type = AttributeType::Float as i32;
+            a.f = f;
         }
         Attr::Ints(v) => {
             a.r#type = AttributeType::Ints as i32;

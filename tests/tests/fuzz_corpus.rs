@@ -81,6 +81,11 @@ fn weights_corpus_never_panics() {
     assert!(replay("weights", fuzz_bodies::load_weights) >= 3);
 }
 
+#[test]
+fn onnx_corpus_never_panics() {
+    assert!(replay("onnx", fuzz_bodies::import_onnx) >= 5);
+}
+
 /// A built artifact, every byte flipped in turn over a stride, never panics the loader.
 #[test]
 fn mutated_artifacts_never_panic() {

@@ -7,6 +7,7 @@
 //! strata build FILE -o OUT [--target cpu|gpu] [--explain]  a standalone native executable
 //! strata run   FILE --input x=x.npy [--target cpu|gpu]  compile and run `infer` in one go
 //! strata export FILE [--weights W.safetensors] -o model.onnx   `infer` as an ONNX model
+//! strata import model.onnx -o model.strata [--weights-out W.safetensors]   an ONNX model as a model file
 //! strata train FILE [--data SPEC] [--epochs N] [--run-dir DIR] [--resume|--overwrite] [--quiet]
 //! strata eval  FILE --weights W.safetensors [--data SPEC] [--split test|val|all]
 //! strata bench FILE [--entry NAME]... [--batch N]... [--seconds S] [--target cpu|gpu]
@@ -34,6 +35,7 @@ mod check;
 mod eval;
 mod explain;
 mod export;
+mod import;
 mod ir;
 mod run;
 mod step;
@@ -71,6 +73,8 @@ enum Command {
     Run(run::RunArgs),
     /// Export a model's `infer` entry, with its weights, as an ONNX model.
     Export(export::ExportArgs),
+    /// Read an ONNX model as a model file and its weights.
+    Import(import::ImportArgs),
     /// Compile a model and train it as its `train` section says.
     Train(train::TrainCommand),
     /// Compile a model and score trained weights on held-out data.
@@ -131,6 +135,7 @@ pub fn main() -> ExitCode {
         Command::Build(a) => build::run(&a),
         Command::Run(a) => run::run(&a),
         Command::Export(a) => export::run(&a),
+        Command::Import(a) => import::run(&a),
         Command::Train(a) => train::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Bench(a) => bench::run(&a),
