@@ -198,7 +198,8 @@ pub mod fuzz_bodies {
     const FUZZ_DECOMPRESSED_BYTES: u64 = 16 << 20;
 
     /// The data loaders: the same bytes (gunzipped first when they start with the gzip
-    /// magic) as a CSV file, an IDX file, an NPY file and a safetensors dataset; each
+    /// magic) as a CSV file, an IDX file, an NPY file, a safetensors dataset and an NPZ
+    /// archive's members; each
     /// gives a dataset or an error, and a dataset it gives is consistent.
     pub fn load_data(data: &[u8]) {
         use strata_training::loaders::{self, CsvOptions, HeaderMode};
@@ -230,6 +231,18 @@ pub mod fuzz_bodies {
         }
         if let Ok(set) = loaders::parse_safetensors(&bytes, "fuzz.safetensors") {
             dataset_is_consistent(&set);
+        }
+        if let Ok(archive) = loaders::npz_file::NpzArchive::parse(bytes, "fuzz.npz") {
+            for name in archive.names() {
+                if let Ok(Some(npy)) = archive.npy_bytes(&name, FUZZ_DECOMPRESSED_BYTES)
+                    && let Ok(tensor) =
+                        strata_artifact::npy::read_npy_bytes(&npy, "fuzz.npz".as_ref())
+                {
+                    tensor
+                        .check_len()
+                        .expect("a parsed NPZ member holds its shape's elements");
+                }
+            }
         }
     }
 

@@ -442,8 +442,14 @@ mod tests {
             e.contains("unknown built-in dataset `mnist`") && e.contains("digits"),
             "{e}"
         );
-        let e = DataSource::parse("npy:x.npy").unwrap_err().to_string();
+        let e = DataSource::parse("npy:x.npy,y.npy,z.npy")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("two comma-separated paths"), "{e}");
+        let e = DataSource::parse("npz:f.npz,a=left,a=right")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`a` is mapped twice"), "{e}");
         let e = DataSource::parse("csv:a.csv,labels=2")
             .unwrap_err()
             .to_string();
@@ -461,6 +467,10 @@ mod tests {
             "npy:a.npy,b.npy",
             "idx:i,l",
             "safetensors:d.safetensors",
+            "safetensors:d.safetensors,a=left",
+            "npz:d.npz,a=left,y=target",
+            "npy:dir,b=right",
+            "npy:dir",
             "reverse:length=7,samples=30,seed=2",
         ] {
             let source = DataSource::parse(spec).unwrap();
