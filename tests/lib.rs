@@ -596,6 +596,18 @@ pub mod train_run {
     }
 
     impl Trained {
+        /// A metric a head scores against `label` on the test split.
+        pub fn test_head_metric(&self, label: &str, name: &str) -> f64 {
+            let test = self.summary.test.as_ref().expect("a test split");
+            test.heads
+                .iter()
+                .find(|h| h.label == label)
+                .and_then(|h| {
+                    strata_artifact::Metric::from_name(name).and_then(|m| h.metrics.value(m))
+                })
+                .unwrap_or_else(|| panic!("`{label}.{name}` is not reported ({:#?})", test.heads))
+        }
+
         /// A metric of the test split (panics with the history if it is missing).
         pub fn test_metric(&self, name: &str) -> f64 {
             let test = self.summary.test.as_ref().expect("a test split");
@@ -653,9 +665,18 @@ pub mod train_run {
             .filter(|(name, _)| !name.starts_with("optim."))
             .map(|(_, t)| t.shape.iter().product::<u64>())
             .sum();
+        // A file of named arrays is named relative to the repository's root, where the
+        // README's commands run.
+        let data_override = strata_artifact::train_config::names_arrays(&config.data).then(|| {
+            match config.data.split_once(':') {
+                Some((kind, rest)) => format!("{kind}:{}", root().join(rest).display()),
+                None => config.data.clone(),
+            }
+        });
         let options = TrainOptions {
             run_dir: dir.path().to_path_buf(),
             quiet: true,
+            data_override,
             ..Default::default()
         };
         let started = Instant::now();
