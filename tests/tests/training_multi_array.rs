@@ -174,8 +174,7 @@ train Two {{
         ..Default::default()
     };
     let message = train(&mut session, &config, &options)
-        .err()
-        .expect("a missing array")
+        .expect_err("a missing array")
         .to_string();
     assert!(
         message.contains(&file.display().to_string())

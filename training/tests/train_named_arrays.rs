@@ -90,9 +90,12 @@ fn a_mapping_names_the_array_an_input_or_label_takes() {
     // The spec's form reads the same way.
     let spec = format!("safetensors:{},a=left,b=right,same=target", path.display());
     let source = DataSource::parse(&spec).unwrap();
-    let (kind, file, names) = source.array_file().unwrap();
-    assert_eq!((kind, file), (ArrayFileKind::Safetensors, path.as_path()));
-    assert_eq!(names, mapping.as_slice());
+    let file = source.array_file().unwrap();
+    assert_eq!(
+        (file.kind, file.path),
+        (ArrayFileKind::Safetensors, path.as_path())
+    );
+    assert_eq!(file.names, mapping.as_slice());
 }
 
 #[test]

@@ -530,8 +530,8 @@ pub(crate) fn load_splits(
     }
     let data_spec = DataSpec::parse(spec)?;
     let mut data = match data_spec.source.array_file() {
-        Some((kind, path, names)) => {
-            let data = load_named(kind, path, names, &ports.array_requests())?;
+        Some(file) => {
+            let data = load_named(file.kind, file.path, file.names, &ports.array_requests())?;
             if !data_spec.allow_nonfinite {
                 refuse_non_finite(&data, &data_spec.source)?;
             }

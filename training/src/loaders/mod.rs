@@ -38,7 +38,7 @@ pub use csv_file::{CsvOptions, HeaderMode, MAX_AUTO_CLASSES, Task, load_csv, par
 pub(crate) use csv_file::{dataset_from_table, read_csv_table};
 pub use finite::{ALLOW_NONFINITE, DataSpec};
 pub use idx_file::{load_idx, parse_idx};
-pub use named::{ArrayFileKind, ArrayRequest, ArrayRole, load_named};
+pub use named::{ArrayFileKind, ArrayFileSpec, ArrayRequest, ArrayRole, load_named};
 pub use safetensors_file::{load_safetensors, parse_safetensors};
 pub use source::DataSource;
 

@@ -53,6 +53,15 @@ enum ArrayFile {
     NpyDir(PathBuf),
 }
 
+/// A file of named arrays as a data source names it: its kind, its path, and the
+/// `NAME=ARRAY` pairs of the inputs and labels whose arrays have other names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArrayFileSpec<'a> {
+    pub kind: ArrayFileKind,
+    pub path: &'a Path,
+    pub names: &'a [(String, String)],
+}
+
 /// The kinds of files of named arrays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArrayFileKind {
@@ -141,7 +150,7 @@ impl ArrayFile {
                         format!("not a valid safetensors file: {e}"),
                     )
                 })?;
-                if !tensors.names().iter().any(|n| *n == name) {
+                if !tensors.names().contains(&name) {
                     return Ok(None);
                 }
                 read_tensor(&tensors, name, file).map(Some)

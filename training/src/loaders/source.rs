@@ -4,7 +4,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::{
-    ArrayFileKind, CsvOptions, HeaderMode, Task, load_csv, load_idx, load_npy, load_safetensors,
+    ArrayFileKind, ArrayFileSpec, CsvOptions, HeaderMode, Task, load_csv, load_idx, load_npy,
+    load_safetensors,
 };
 use crate::builtin::{BUILTIN_DATASETS, builtin, builtin_series};
 use crate::dataset::Dataset;
@@ -166,15 +167,14 @@ impl DataSource {
 
     /// The file of named arrays this source reads, its kind and its `NAME=ARRAY` pairs
     /// (None for other sources).
-    pub fn array_file(&self) -> Option<(ArrayFileKind, &Path, &[(String, String)])> {
-        match self {
-            DataSource::Safetensors { path, names } => {
-                Some((ArrayFileKind::Safetensors, path, names))
-            }
-            DataSource::Npz { path, names } => Some((ArrayFileKind::Npz, path, names)),
-            DataSource::NpyDir { dir, names } => Some((ArrayFileKind::NpyDir, dir, names)),
-            _ => None,
-        }
+    pub fn array_file(&self) -> Option<ArrayFileSpec<'_>> {
+        let (kind, path, names) = match self {
+            DataSource::Safetensors { path, names } => (ArrayFileKind::Safetensors, path, names),
+            DataSource::Npz { path, names } => (ArrayFileKind::Npz, path, names),
+            DataSource::NpyDir { dir, names } => (ArrayFileKind::NpyDir, dir, names),
+            _ => return None,
+        };
+        Some(ArrayFileSpec { kind, path, names })
     }
 
     /// Loads the dataset (a file of named arrays: its `features` and `labels`; see
