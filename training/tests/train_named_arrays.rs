@@ -250,6 +250,15 @@ fn labels_may_have_any_rank() {
             ..
         }
     ));
+    // A pair of .npy files takes labels of any rank too (per-position targets).
+    let dir = tempfile::tempdir().unwrap();
+    let (x, y) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    strata_artifact::npy::write_npy(&x, &HostTensor::f32(vec![2, 3], vec![0.0; 6]).unwrap())
+        .unwrap();
+    let targets = HostTensor::f32(vec![2, 3, 2], vec![0.5; 12]).unwrap();
+    strata_artifact::npy::write_npy(&y, &targets).unwrap();
+    let data = strata_training::loaders::load_npy(&x, &y).unwrap();
+    assert!(matches!(data.labels, Labels::Targets { width: 6, .. }));
 }
 
 #[test]
