@@ -357,7 +357,7 @@ fn read_section(
     if named_data {
         keep(
             &mut errors,
-            array_mapping(&data, &model_inputs, &labels, &t.section, data_span),
+            array_mapping(&data, &model_inputs, &labels, t, data_span),
         );
     } else if let Some(features) = &features_input {
         for (name, v) in model_inputs.iter().filter(|(n, _)| n != features) {
@@ -671,7 +671,7 @@ fn array_mapping(
     data: &str,
     inputs: &[(String, ValueId)],
     labels: &[String],
-    section: &crate::syntax::ast::TrainDef,
+    t: &TrainElab,
     span: Span,
 ) -> Result<(), Diagnostic> {
     let names: Vec<&str> = inputs
@@ -680,10 +680,11 @@ fn array_mapping(
         .chain(labels.iter().map(|l| l.as_str()))
         .collect();
     for (name, array) in strata_artifact::train_config::array_names(data) {
-        if names.contains(&name.as_str()) {
+        // A label whose declaration failed is reported there.
+        if names.contains(&name.as_str()) || t.failed.contains(&name) {
             continue;
         }
-        let at = section::word_span(&section.items, "data", &array).unwrap_or(span);
+        let at = section::word_span(&t.section.items, "data", &array).unwrap_or(span);
         let mut d = err(
             at,
             format!("`{name} = \"{array}\"` names no input or label of this section"),
@@ -898,6 +899,10 @@ fn scored_output(
             d = d.with_help(format!("did you mean `{close}`?"));
         }
         return Err(d);
+    }
+    // A label whose declaration failed is reported there, not again here.
+    if t.failed.contains(&target.label) {
+        return Ok(());
     }
     if !references.contains(&target.label) {
         let what = match (&t.label, t.extra_labels.is_empty()) {
