@@ -198,7 +198,8 @@ pub mod fuzz_bodies {
     const FUZZ_DECOMPRESSED_BYTES: u64 = 16 << 20;
 
     /// The data loaders: the same bytes (gunzipped first when they start with the gzip
-    /// magic) as a CSV file, an IDX file, an NPY file and a safetensors dataset; each
+    /// magic) as a CSV file, an IDX file, an NPY file, a safetensors dataset and an NPZ
+    /// archive's members; each
     /// gives a dataset or an error, and a dataset it gives is consistent.
     pub fn load_data(data: &[u8]) {
         use strata_training::loaders::{self, CsvOptions, HeaderMode};
@@ -230,6 +231,18 @@ pub mod fuzz_bodies {
         }
         if let Ok(set) = loaders::parse_safetensors(&bytes, "fuzz.safetensors") {
             dataset_is_consistent(&set);
+        }
+        if let Ok(archive) = loaders::npz_file::NpzArchive::parse(bytes, "fuzz.npz") {
+            for name in archive.names() {
+                if let Ok(Some(npy)) = archive.npy_bytes(&name, FUZZ_DECOMPRESSED_BYTES)
+                    && let Ok(tensor) =
+                        strata_artifact::npy::read_npy_bytes(&npy, "fuzz.npz".as_ref())
+                {
+                    tensor
+                        .check_len()
+                        .expect("a parsed NPZ member holds its shape's elements");
+                }
+            }
         }
     }
 
@@ -601,6 +614,18 @@ pub mod train_run {
     }
 
     impl Trained {
+        /// A metric a head scores against `label` on the test split.
+        pub fn test_head_metric(&self, label: &str, name: &str) -> f64 {
+            let test = self.summary.test.as_ref().expect("a test split");
+            test.heads
+                .iter()
+                .find(|h| h.label == label)
+                .and_then(|h| {
+                    strata_artifact::Metric::from_name(name).and_then(|m| h.metrics.value(m))
+                })
+                .unwrap_or_else(|| panic!("`{label}.{name}` is not reported ({:#?})", test.heads))
+        }
+
         /// A metric of the test split (panics with the history if it is missing).
         pub fn test_metric(&self, name: &str) -> f64 {
             let test = self.summary.test.as_ref().expect("a test split");
@@ -658,9 +683,18 @@ pub mod train_run {
             .filter(|(name, _)| !name.starts_with("optim."))
             .map(|(_, t)| t.shape.iter().product::<u64>())
             .sum();
+        // A file of named arrays is named relative to the repository's root, where the
+        // README's commands run.
+        let data_override = strata_artifact::train_config::names_arrays(&config.data).then(|| {
+            match config.data.split_once(':') {
+                Some((kind, rest)) => format!("{kind}:{}", root().join(rest).display()),
+                None => config.data.clone(),
+            }
+        });
         let options = TrainOptions {
             run_dir: dir.path().to_path_buf(),
             quiet: true,
+            data_override,
             ..Default::default()
         };
         let started = Instant::now();

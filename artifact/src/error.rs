@@ -250,7 +250,7 @@ pub enum NpyError {
     },
     #[error("{}: not a valid .npy file: {message}", path.display())]
     Format { path: PathBuf, message: String },
-    #[error("{}: arrays of dtype `{dtype}` are not supported (use float32, float64, int32 or int64)", path.display())]
+    #[error("{}: arrays of dtype `{dtype}` are not supported (use float32, float64, int32, int64, or int8, uint8, int16 or uint16)", path.display())]
     UnsupportedDtype { path: PathBuf, dtype: String },
     #[error("{}: Fortran-ordered arrays are not supported (save it with np.ascontiguousarray)", path.display())]
     FortranOrder { path: PathBuf },

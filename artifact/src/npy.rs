@@ -57,6 +57,10 @@ pub fn read_npy_bytes(bytes: &[u8], path: &Path) -> Result<HostTensor, NpyError>
             (TypeChar::Float, 8) => Some(Kind::F64),
             (TypeChar::Int, 4) => Some(Kind::I32),
             (TypeChar::Int, 8) => Some(Kind::I64),
+            (TypeChar::Int, 1) => Some(Kind::I8),
+            (TypeChar::Int, 2) => Some(Kind::I16),
+            (TypeChar::Uint, 1) => Some(Kind::U8),
+            (TypeChar::Uint, 2) => Some(Kind::U16),
             _ => None,
         },
         DType::Array(..) | DType::Record(_) => None,
@@ -111,8 +115,17 @@ pub fn read_npy_bytes(bytes: &[u8], path: &Path) -> Result<HostTensor, NpyError>
             }
             TensorData::I32(narrow)
         }
+        Kind::U8 => widen(npy.into_vec::<u8>().map_err(io)?),
+        Kind::I8 => widen(npy.into_vec::<i8>().map_err(io)?),
+        Kind::U16 => widen(npy.into_vec::<u16>().map_err(io)?),
+        Kind::I16 => widen(npy.into_vec::<i16>().map_err(io)?),
     };
     HostTensor::new(shape, data).map_err(|e| format(e.to_string()))
+}
+
+/// Narrow integers as i32.
+fn widen<T: Into<i32>>(values: Vec<T>) -> TensorData {
+    TensorData::I32(values.into_iter().map(Into::into).collect())
 }
 
 /// The contents of a `.npy` file holding `tensor`; `path` is only used in error messages.
@@ -158,6 +171,11 @@ enum Kind {
     F64,
     I32,
     I64,
+    /// Narrow integers (`u1`, `i1`, `u2`, `i2`: pixel counts, class labels), widened to i32.
+    U8,
+    I8,
+    U16,
+    I16,
 }
 
 impl Kind {
@@ -165,6 +183,8 @@ impl Kind {
         match self {
             Kind::F32 | Kind::I32 => 4,
             Kind::F64 | Kind::I64 => 8,
+            Kind::U8 | Kind::I8 => 1,
+            Kind::U16 | Kind::I16 => 2,
         }
     }
 }

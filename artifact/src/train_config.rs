@@ -36,7 +36,40 @@ pub const GENERATED_DATASETS: &[&str] = &["reverse", "adding"];
 
 /// The kinds of data files a source spec names before its path (`csv:f.csv`,
 /// `data = csv("f.csv")`); the compiler checks a section's `data` against them.
-pub const DATA_SOURCE_KINDS: &[&str] = &["csv", "npy", "idx", "safetensors"];
+pub const DATA_SOURCE_KINDS: &[&str] = &["csv", "npy", "npz", "idx", "safetensors"];
+
+/// Whether the source spec `spec` names a file of named arrays, which fills every model
+/// input and label by name: `npz:PATH`, `safetensors:PATH` or `npy:DIR` (one path, a
+/// directory of `NAME.npy` files), each optionally followed by `NAME=ARRAY` pairs where an
+/// input's or label's array has another name. `npy:X,Y` (features and labels) does not.
+pub fn names_arrays(spec: &str) -> bool {
+    let Some((kind, rest)) = spec.split_once(':') else {
+        return false;
+    };
+    match kind.trim() {
+        "npz" | "safetensors" => true,
+        // `npy:X.npy,Y.npy` is a pair; `npy:DIR` or `npy:DIR,a=left` a directory.
+        "npy" => rest
+            .split(',')
+            .skip(1)
+            .map(str::trim)
+            .filter(|o| *o != "allow_nonfinite")
+            .all(|o| o.contains('=')),
+        _ => false,
+    }
+}
+
+/// The `NAME=ARRAY` pairs of a named-array source spec (see [`names_arrays`]), in order.
+pub fn array_names(spec: &str) -> Vec<(String, String)> {
+    let Some((_, rest)) = spec.split_once(':') else {
+        return Vec::new();
+    };
+    rest.split(',')
+        .skip(1)
+        .filter_map(|o| o.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
 
 /// What the model learns to predict.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -150,6 +183,18 @@ pub struct TrainConfig {
     pub features_input: String,
     /// The label input of `train_step` and `eval`; None for label-free training.
     pub label_input: Option<String>,
+    /// The other model inputs the data fills, in the model's order (a named-array source,
+    /// [`names_arrays`], fills every input; they are not normalized).
+    #[serde(default)]
+    pub extra_inputs: Vec<String>,
+    /// The section's other labels, in the order declared (`label_input` is the first).
+    #[serde(default)]
+    pub extra_labels: Vec<String>,
+    /// Further outputs the metrics score, each against a label of `extra_labels`
+    /// (`metrics = [accuracy(logits, y), mae(size, s)]`); `prediction` and `task` are the
+    /// first label's.
+    #[serde(default)]
+    pub heads: Vec<ScoredHead>,
     /// The model output whose values the metrics are computed from.
     pub prediction: String,
     pub task: Task,
@@ -180,6 +225,16 @@ pub struct TrainConfig {
     /// training entry output each as [`term_output`]`(name)`, and the driver logs them.
     #[serde(default)]
     pub terms: Vec<String>,
+}
+
+/// An output the metrics score against a label other than the first: `eval` outputs it,
+/// and the driver reports its metrics as `LABEL.METRIC` (`val_s.mae` in the log).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScoredHead {
+    pub output: String,
+    pub label: String,
+    pub task: Task,
+    pub metrics: Vec<Metric>,
 }
 
 /// The output holding term `name`'s value: `term.NAME`.

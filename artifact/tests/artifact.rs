@@ -742,9 +742,19 @@ fn npy_refuses_fortran_order() {
 
 #[test]
 fn npy_refuses_other_dtypes() {
-    let bytes = npy_of(&[2], &[1u8, 2], false);
+    let bytes = npy_of(&[2], &[1u32, 2], false);
     let err = read_npy_bytes(&bytes, Path::new("x.npy")).unwrap_err();
     assert!(matches!(err, NpyError::UnsupportedDtype { .. }), "{err}");
+}
+
+#[test]
+fn npy_widens_narrow_integers_to_i32() {
+    let bytes = npy_of(&[3], &[0u8, 16, 255], false);
+    let t = read_npy_bytes(&bytes, Path::new("x.npy")).unwrap();
+    assert_eq!(t.data, TensorData::I32(vec![0, 16, 255]));
+    let bytes = npy_of(&[2], &[-3i16, 300], false);
+    let t = read_npy_bytes(&bytes, Path::new("x.npy")).unwrap();
+    assert_eq!(t.data, TensorData::I32(vec![-3, 300]));
 }
 
 #[test]

@@ -470,3 +470,29 @@ fn a_section_compiles_when_an_unused_binding_made_parameters() {
     let compiled = compile(&source, &options).unwrap_or_else(|e| panic!("{}", e.render(&source)));
     assert!(compiled.train_config.is_some());
 }
+
+#[test]
+fn a_second_label_whose_type_fails_is_reported_once() {
+    let text = r#"
+model Two {
+    input x: f32[batch, 4]
+    input m: f32[batch, 4]
+    output y = (x * m) |> dense(1)
+    output c = x |> dense(3)
+}
+
+train Two {
+    data    = npz("d.npz", m = "mask", k = "kinds")
+    label t: f32[batch, 1]
+    label k: i32[batch, width]
+    loss    = mse(y, t)
+    metrics = [mae(y, t), accuracy(c, k), f1(c, kk)]
+}
+"#;
+    let (errors, rendered) = mistakes("second_label", text);
+    // The label's unknown `width` (E0002), then the metric's misspelled label: never a
+    // follow-up about `k`, whose declaration failed.
+    assert_eq!(lines(text, &errors), vec![12, 14], "{rendered}");
+    assert_eq!(errors[0].code, ErrorCode::UnknownName, "{rendered}");
+    assert!(rendered.contains("not `kk`"), "{rendered}");
+}

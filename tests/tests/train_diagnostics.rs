@@ -113,6 +113,45 @@ train Reconstruct {
 );
 
 train_case!(
+    second_label_from_a_source_with_one_label_gets_no_data,
+    ErrorCode::BadArgument,
+    r#"
+train Reconstruct {
+    data    = digits
+    label t: f32[batch, 64]
+    label c: f32[batch, 3]
+    loss    = mse(recon, t) + mse(code, c)
+}
+"#
+);
+
+train_case!(
+    array_mapping_names_no_input_or_label,
+    ErrorCode::BadArgument,
+    r#"
+train Reconstruct {
+    data    = npz("d.npz", xs = "pixels")
+    label t: f32[batch, 64]
+    loss    = mse(recon, t)
+}
+"#
+);
+
+train_case!(
+    metric_of_another_label_that_does_not_apply_to_its_head,
+    ErrorCode::BadArgument,
+    r#"
+train Reconstruct {
+    data    = npz("d.npz")
+    label t: f32[batch, 64]
+    label c: f32[batch, 3]
+    loss    = mse(recon, t) + mse(code, c)
+    metrics = [mse(recon, t), accuracy(code, c)]
+}
+"#
+);
+
+train_case!(
     metric_output_differs_from_predict,
     ErrorCode::BadArgument,
     r#"

@@ -114,6 +114,78 @@ impl Labels {
     }
 }
 
+/// A further array of a dataset, one row per sample: a model input other than the
+/// features, or a label other than the first (from a file of named arrays).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedArray {
+    /// The model input or label it fills.
+    pub name: String,
+    /// The shape of one sample's row.
+    pub sample_shape: Vec<u64>,
+    /// Every sample's row, sample index outermost.
+    pub data: TensorData,
+}
+
+impl NamedArray {
+    fn row_size(&self) -> usize {
+        element_count(&self.sample_shape)
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0)
+    }
+
+    fn len(&self) -> usize {
+        match &self.data {
+            TensorData::F32(v) => v.len(),
+            TensorData::I32(v) => v.len(),
+        }
+    }
+
+    /// The rows at `indices` (known to be in range).
+    fn gather(&self, indices: &[usize]) -> NamedArray {
+        let size = self.row_size();
+        fn rows<T: Copy>(values: &[T], indices: &[usize], size: usize) -> Vec<T> {
+            indices
+                .iter()
+                .flat_map(|&i| &values[i * size..(i + 1) * size])
+                .copied()
+                .collect()
+        }
+        NamedArray {
+            name: self.name.clone(),
+            sample_shape: self.sample_shape.clone(),
+            data: match &self.data {
+                TensorData::F32(v) => TensorData::F32(rows(v, indices, size)),
+                TensorData::I32(v) => TensorData::I32(rows(v, indices, size)),
+            },
+        }
+    }
+
+    /// The rows at `indices` as a tensor `[indices.len(), ...sample_shape]`.
+    fn tensor(&self, indices: &[usize]) -> HostTensor {
+        let mut shape = vec![indices.len() as u64];
+        shape.extend_from_slice(&self.sample_shape);
+        HostTensor {
+            shape,
+            data: self.gather(indices).data,
+        }
+    }
+
+    /// Appends `other`'s rows (the same array of another split).
+    pub(crate) fn extend(&mut self, other: NamedArray) -> Result<(), DataError> {
+        match (&mut self.data, other.data) {
+            (TensorData::F32(a), TensorData::F32(b)) => a.extend(b),
+            (TensorData::I32(a), TensorData::I32(b)) => a.extend(b),
+            _ => {
+                return Err(DataError::Invalid(format!(
+                    "the splits disagree on the element type of `{}`",
+                    self.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A labelled dataset held in memory (see the module docs for its invariant).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
@@ -127,6 +199,8 @@ pub struct Dataset {
     /// Names of the classes, index by index, where the source gives them (built-in
     /// classification sets do); empty otherwise.
     pub class_names: Vec<String>,
+    /// Further arrays (other model inputs and labels), each with `len` rows.
+    pub arrays: Vec<NamedArray>,
 }
 
 /// One batch of samples, ready to feed an entry.
@@ -136,6 +210,8 @@ pub struct Batch {
     pub features: HostTensor,
     /// `i32 [len]` class indices, or `f32 [len, width]` targets.
     pub labels: HostTensor,
+    /// The dataset's further arrays, by name, each `[len, ...]`.
+    pub arrays: Vec<(String, HostTensor)>,
     /// Number of samples in the batch: the batch size, or fewer for the last batch.
     pub len: usize,
 }
@@ -203,9 +279,18 @@ impl Dataset {
             labels,
             len,
             class_names: Vec::new(),
+            arrays: Vec::new(),
         };
         dataset.validate()?;
         Ok(dataset)
+    }
+
+    /// The same dataset with further arrays (other inputs and labels), each of which must
+    /// hold one row per sample.
+    pub fn with_arrays(mut self, arrays: Vec<NamedArray>) -> Result<Dataset, DataError> {
+        self.arrays = arrays;
+        self.validate()?;
+        Ok(self)
     }
 
     /// The same dataset with class names attached.
@@ -234,6 +319,18 @@ impl Dataset {
                 self.len.saturating_mul(size),
                 self.features.len()
             )));
+        }
+        for array in &self.arrays {
+            let size = array.row_size();
+            if size == 0 || self.len.checked_mul(size) != Some(array.len()) {
+                return Err(DataError::Invalid(format!(
+                    "array `{}` holds {} values, not {} rows of shape {}",
+                    array.name,
+                    array.len(),
+                    self.len,
+                    strata_artifact::error::shape_text(&array.sample_shape)
+                )));
+            }
         }
         let per_sample = match &self.labels {
             Labels::Sequences { length, .. } => *length,
@@ -323,6 +420,7 @@ impl Dataset {
             labels: self.labels.gather(indices),
             len: indices.len(),
             class_names: self.class_names.clone(),
+            arrays: self.arrays.iter().map(|a| a.gather(indices)).collect(),
         }
     }
 
@@ -419,6 +517,11 @@ impl Dataset {
                 data: TensorData::F32(features),
             },
             labels: self.labels.gather_tensor(indices),
+            arrays: self
+                .arrays
+                .iter()
+                .map(|a| (a.name.clone(), a.tensor(indices)))
+                .collect(),
             len: indices.len(),
         }
     }

@@ -32,7 +32,7 @@ use section::Setting;
 use std::collections::HashMap;
 use strata_artifact::Metric;
 use strata_artifact::train_config::{
-    BUILTIN_DATASETS, DATA_SOURCE_KINDS, EarlyStop, GENERATED_DATASETS, Schedule, Task,
+    BUILTIN_DATASETS, DATA_SOURCE_KINDS, EarlyStop, GENERATED_DATASETS, Schedule, ScoredHead, Task,
     TrainConfig, TrainStep,
 };
 
@@ -98,6 +98,10 @@ struct SectionPlan {
     pred_v: ValueId,
     label_v: Option<ValueId>,
     task: Task,
+    /// The other inputs the data fills (a named-array source) and the other labels.
+    extra_inputs: Vec<String>,
+    extra_label_vs: Vec<ValueId>,
+    heads: Vec<(ScoredHead, ValueId)>,
     images: Option<strata_artifact::train_config::ImageGrid>,
 }
 
@@ -168,11 +172,13 @@ fn read_section(
             keep(&mut errors, section::schedule(s, *span)).unwrap_or(Schedule::Constant)
         }
     };
-    // The output the metrics name (`accuracy(logits, y)`), if they name one, and what
-    // they may score it against: the label, or without one the features (an input).
-    let mut scored: Option<(String, Span)> = None;
+    // The output the metrics name for each label (`accuracy(logits, y)`), if they name
+    // one, and what they may score it against: the labels, or without one the features
+    // (an input).
+    let mut scored: Vec<ScoredBy> = Vec::new();
+    let labels: Vec<String> = t.label.iter().chain(&t.extra_labels).cloned().collect();
     let references: Vec<String> = match &t.label {
-        Some(label) => vec![label.clone()],
+        Some(_) => labels.clone(),
         None => elab
             .graph
             .inputs
@@ -183,16 +189,21 @@ fn read_section(
             })
             .collect(),
     };
-    let metrics = match get("metrics") {
+    // Each metric with the label it scores (None: the first label's prediction).
+    let labelled_metrics: Vec<(Metric, Option<String>)> = match get("metrics") {
         None => Vec::new(),
         Some((Setting::List(items), span)) => items
             .iter()
             .filter_map(|i| {
                 let metric = metric_named(i, *span, &t.section).and_then(|(m, target)| {
-                    if let Some(target) = target {
-                        scored_output(&target, t, &references, &mut scored)?;
-                    }
-                    Ok(m)
+                    let label = match target {
+                        Some(target) => {
+                            scored_output(&target, t, &references, &mut scored)?;
+                            Some(target.label)
+                        }
+                        None => None,
+                    };
+                    Ok((m, label))
                 });
                 keep(&mut errors, metric)
             })
@@ -202,6 +213,17 @@ fn read_section(
             Vec::new()
         }
     };
+    let primary_label = |l: &Option<String>| l.is_none() || *l == t.label;
+    let metrics: Vec<Metric> = labelled_metrics
+        .iter()
+        .filter(|(_, l)| primary_label(l))
+        .map(|(m, _)| *m)
+        .collect();
+    // The first label's output, as the metrics name it.
+    let primary_scored: Option<(String, Span)> = scored
+        .iter()
+        .find(|s| t.label.is_none() || Some(&s.label) == t.label.as_ref())
+        .map(|s| (s.output.clone(), s.output_span));
     let mut early_stop = match get("early_stop") {
         None => None,
         Some((s, span)) => keep(&mut errors, section::early_stop(s, *span)),
@@ -266,13 +288,40 @@ fn read_section(
         .iter()
         .filter_map(|&i| match &graph.node(i).op {
             // `step` feeds dropout in a training-mode build; it is not the model's.
-            Op::Input { name } if Some(name) != t.label.as_ref() && name != "step" => {
+            Op::Input { name } if !labels.contains(name) && name != "step" => {
                 Some((name.clone(), i))
             }
             _ => None,
         })
         .collect();
     let failed = |name: &str| t.failed.iter().any(|f| f == name);
+    let named_data = strata_artifact::train_config::names_arrays(&data);
+    if !named_data {
+        for extra in &t.extra_labels {
+            let span = t
+                .section
+                .items
+                .iter()
+                .find_map(|i| match i {
+                    crate::syntax::ast::TrainItem::Label { name, span, .. }
+                        if name.name == *extra =>
+                    {
+                        Some(*span)
+                    }
+                    _ => None,
+                })
+                .unwrap_or(at);
+            errors.push(
+                err(span, format!("label `{extra}` gets no data in training"))
+                    .with_label("never filled")
+                    .with_secondary(data_span_of(get("data"), at), "this data has one label")
+                    .with_note(
+                        "several labels come from a file of named arrays: \
+                         npz(\"f.npz\"), safetensors(\"f.safetensors\") or npy(\"DIR\")",
+                    ),
+            );
+        }
+    }
     let features_input = match get("features") {
         Some((Setting::Word(w), span)) => match model_inputs.iter().any(|(n, _)| n == w) {
             true => Some(w.clone()),
@@ -288,6 +337,8 @@ fn read_section(
             }
         },
         _ if model_inputs.len() == 1 => Some(model_inputs[0].0.clone()),
+        // Named arrays fill every input; the first is the one `normalize` applies to.
+        _ if named_data && !model_inputs.is_empty() => Some(model_inputs[0].0.clone()),
         _ if model_inputs.is_empty() => {
             errors.push(err(at, "the model has no input for the data to fill"));
             None
@@ -300,9 +351,15 @@ fn read_section(
             None
         }
     };
-    // The data fills the features and the label: another input would be missing when
+    // Other data fills the features and the label: another input would be missing when
     // the first batch runs.
-    if let Some(features) = &features_input {
+    let data_span = get("data").map_or(at, |(_, span)| *span);
+    if named_data {
+        keep(
+            &mut errors,
+            array_mapping(&data, &model_inputs, &labels, t, data_span),
+        );
+    } else if let Some(features) = &features_input {
         for (name, v) in model_inputs.iter().filter(|(n, _)| n != features) {
             let label = match &t.label {
                 Some(l) => format!(" and `{l}` (the label)"),
@@ -317,7 +374,11 @@ fn read_section(
                 .with_secondary(at, "this section trains the model")
                 .with_note(format!(
                     "the data fills `{features}` (the features){label}, and nothing else"
-                )),
+                ))
+                .with_help(
+                    "a file of named arrays fills every input by name: \
+                     npz(\"f.npz\"), safetensors(\"f.safetensors\") or npy(\"DIR\")",
+                ),
             );
         }
     }
@@ -335,12 +396,13 @@ fn read_section(
                 None
             }
         },
-        _ => match &scored {
+        _ => match &primary_scored {
             Some((output, _)) => Some(output.clone()),
             None => t.model_outputs.first().map(|(n, _)| n.clone()),
         },
     };
-    if let (Some((output, at)), Some((Setting::Word(predicted), _))) = (&scored, get("predict"))
+    if let (Some((output, at)), Some((Setting::Word(predicted), _))) =
+        (&primary_scored, get("predict"))
         && output != predicted
     {
         errors.push(
@@ -384,38 +446,81 @@ fn read_section(
         }),
     );
     // The task needs the prediction and the label (or, without one, the features).
+    let input_v = |label: &str| {
+        graph
+            .inputs
+            .iter()
+            .copied()
+            .find(|&i| matches!(&graph.node(i).op, Op::Input { name } if name == label))
+    };
     let task = match (pred_v, features_v, t.label_failed) {
-        (Some(pred_v), Some(features_v), false) => {
-            let pred_ty = graph.ty(pred_v);
-            let prediction = prediction.as_deref().unwrap_or_default();
-            match label_v.map(|v| graph.ty(v).clone()) {
-                Some(label_ty) if label_ty.dtype == DType::I32 => {
-                    match pred_ty.shape.dims().last() {
-                        Some(Dim::Fixed(1)) => Some(Task::Classification { classes: 2 }),
-                        Some(Dim::Fixed(c)) => Some(Task::Classification { classes: *c }),
-                        _ => {
-                            errors.push(err(
-                                at,
-                                format!(
-                                    "the prediction `{prediction}` needs a class dimension, got {pred_ty}"
-                                ),
-                            ));
-                            None
-                        }
-                    }
-                }
-                Some(label_ty) => Some(Task::Regression {
-                    width: label_ty.shape.fixed_elements(),
-                }),
-                // A section with several steps (a GAN) is judged by its losses alone,
-                // even when an output happens to have the features' shape.
-                None => Some(Task::Unlabelled {
-                    reconstruction: t.steps.len() <= 1 && pred_ty == graph.ty(features_v),
-                }),
-            }
-        }
+        (Some(pred_v), Some(features_v), false) => match label_v {
+            Some(label_v) => keep(
+                &mut errors,
+                task_of(
+                    graph.ty(pred_v),
+                    graph.ty(label_v),
+                    prediction.as_deref().unwrap_or_default(),
+                    at,
+                ),
+            ),
+            // A section with several steps (a GAN) is judged by its losses alone,
+            // even when an output happens to have the features' shape.
+            None => Some(Task::Unlabelled {
+                reconstruction: t.steps.len() <= 1 && graph.ty(pred_v) == graph.ty(features_v),
+            }),
+        },
         _ => None,
     };
+    // The outputs the metrics score against the other labels.
+    let mut heads = Vec::new();
+    for by in scored.iter().filter(|s| t.extra_labels.contains(&s.label)) {
+        let output_v = t
+            .model_outputs
+            .iter()
+            .find(|(n, _)| *n == by.output)
+            .map(|(_, v)| *v)
+            .expect("checked by scored_output");
+        let Some(label_v) = input_v(&by.label) else {
+            continue;
+        };
+        let Some(task) = keep(
+            &mut errors,
+            task_of(
+                graph.ty(output_v),
+                graph.ty(label_v),
+                &by.output,
+                by.output_span,
+            ),
+        ) else {
+            continue;
+        };
+        let metrics: Vec<Metric> = labelled_metrics
+            .iter()
+            .filter(|(_, l)| l.as_ref() == Some(&by.label))
+            .map(|(m, _)| *m)
+            .collect();
+        if let Some(m) = metrics.iter().find(|m| !m.applies_to(&task)) {
+            errors.push(err(
+                by.output_span,
+                format!(
+                    "metric `{m}` does not apply to `{}` against `{}`, a {} head",
+                    by.output,
+                    by.label,
+                    task.describe()
+                ),
+            ));
+        }
+        heads.push((
+            ScoredHead {
+                output: by.output.clone(),
+                label: by.label.clone(),
+                task,
+                metrics,
+            },
+            output_v,
+        ));
+    }
     if let (Some(task), Some((Setting::List(_), span))) = (&task, get("metrics"))
         && let Some(m) = metrics.iter().find(|m| !m.applies_to(task))
     {
@@ -466,6 +571,15 @@ fn read_section(
         ),
         _ => None,
     };
+    let extra_inputs: Vec<String> = match (&features_input, named_data) {
+        (Some(features), true) => model_inputs
+            .iter()
+            .filter(|(n, _)| n != features)
+            .map(|(n, _)| n.clone())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let extra_label_vs: Vec<ValueId> = t.extra_labels.iter().filter_map(|l| input_v(l)).collect();
     // The updates: optimizers, clipping and each step's parameters.
     if let Err(mut step_errors) =
         steps::plan_steps(t, t, &section_params(elab, t), &settings, &hyper)
@@ -510,12 +624,78 @@ fn read_section(
             pred_v,
             label_v,
             task,
+            extra_inputs,
+            extra_label_vs,
+            heads,
             images,
         }),
         // Without errors here, a part is missing because the model's elaboration
         // failed (its label), and that mistake is reported there.
         _ => Err(errors),
     }
+}
+
+/// What a model learns from an output of type `pred` against a label of type `label`:
+/// classes for an `i32` label (the output's last dimension, or 2 for one logit), values
+/// for an `f32` one.
+fn task_of(
+    pred: &TensorType,
+    label: &TensorType,
+    output: &str,
+    at: Span,
+) -> Result<Task, Diagnostic> {
+    if label.dtype != DType::I32 {
+        return Ok(Task::Regression {
+            width: label.shape.fixed_elements(),
+        });
+    }
+    match pred.shape.dims().last() {
+        Some(Dim::Fixed(1)) => Ok(Task::Classification { classes: 2 }),
+        Some(Dim::Fixed(c)) => Ok(Task::Classification { classes: *c }),
+        _ => Err(err(
+            at,
+            format!("the prediction `{output}` needs a class dimension, got {pred}"),
+        )),
+    }
+}
+
+/// Where the `data` setting is written, or `at` without one.
+fn data_span_of(setting: Option<&(Setting, Span)>, at: Span) -> Span {
+    setting.map_or(at, |(_, span)| *span)
+}
+
+/// Checks the `NAME = "ARRAY"` pairs of a named-array source (`npz("f.npz", a = "left")`):
+/// each names a model input or a label. (Whether the arrays exist is the file's to say,
+/// when `train` loads it.)
+fn array_mapping(
+    data: &str,
+    inputs: &[(String, ValueId)],
+    labels: &[String],
+    t: &TrainElab,
+    span: Span,
+) -> Result<(), Diagnostic> {
+    let names: Vec<&str> = inputs
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .chain(labels.iter().map(|l| l.as_str()))
+        .collect();
+    for (name, array) in strata_artifact::train_config::array_names(data) {
+        // A label whose declaration failed is reported there.
+        if names.contains(&name.as_str()) || t.failed.contains(&name) {
+            continue;
+        }
+        let at = section::word_span(&t.section.items, "data", &array).unwrap_or(span);
+        let mut d = err(
+            at,
+            format!("`{name} = \"{array}\"` names no input or label of this section"),
+        )
+        .with_label("not an input or label");
+        if let Some(close) = crate::elaborate::closest(&name, names.iter().copied()) {
+            d = d.with_help(format!("did you mean `{close}`?"));
+        }
+        return Err(d.with_note(format!("inputs and labels: {}", names.join(", "))));
+    }
+    Ok(())
 }
 
 /// `data = …` as the training driver's source spec (`digits`, `sunspots,window=20`,
@@ -687,14 +867,23 @@ fn metric_named(
     Ok((metric, target))
 }
 
+/// The output the metrics score against one label, where the first metric naming that
+/// label names it.
+struct ScoredBy {
+    label: String,
+    output: String,
+    output_span: Span,
+}
+
 /// Checks what a metric names against the section: a model output, the same one as
-/// every other metric (`scored` holds the first), and one of `references` (the
-/// section's label, or without one the inputs a reconstruction may be compared with).
+/// every other metric of the same label (`scored` holds the first per label), and one of
+/// `references` (the section's labels, or without one the inputs a reconstruction may be
+/// compared with).
 fn scored_output(
     target: &MetricTarget,
     t: &TrainElab,
     references: &[String],
-    scored: &mut Option<(String, Span)>,
+    scored: &mut Vec<ScoredBy>,
 ) -> Result<(), Diagnostic> {
     let outputs = t.model_outputs.iter().map(|(n, _)| n.as_str());
     if !t.model_outputs.iter().any(|(n, _)| *n == target.output) {
@@ -711,16 +900,24 @@ fn scored_output(
         }
         return Err(d);
     }
+    // A label whose declaration failed is reported there, not again here.
+    if t.failed.contains(&target.label) {
+        return Ok(());
+    }
     if !references.contains(&target.label) {
-        let what = match &t.label {
-            Some(label) => format!("the section's label `{label}`"),
-            None => "the features input (the section has no label)".to_string(),
+        let what = match (&t.label, t.extra_labels.is_empty()) {
+            (Some(label), true) => format!("the section's label `{label}`"),
+            (Some(_), false) => format!("one of the section's labels ({})", references.join(", ")),
+            (None, _) => "the features input (the section has no label)".to_string(),
         };
         let mut d = err(
             target.label_span,
             format!("a metric scores against {what}, not `{}`", target.label),
         )
-        .with_label("not the label");
+        .with_label(match references.len() {
+            1 => "not the label",
+            _ => "not a label",
+        });
         if let Some(close) =
             crate::elaborate::closest(&target.label, references.iter().map(|s| s.as_str()))
         {
@@ -728,18 +925,31 @@ fn scored_output(
         }
         return Err(d);
     }
-    match scored {
-        Some((first, at)) if *first != target.output => Err(err(
+    // Without labels, every metric compares one output with the features.
+    let same_label = |s: &&ScoredBy| t.label.is_none() || s.label == target.label;
+    match scored.iter().find(same_label) {
+        Some(first) if first.output != target.output => Err(err(
             target.output_span,
-            format!(
-                "the metrics score one output; this one names `{}`, an earlier one `{first}`",
-                target.output
-            ),
+            match t.extra_labels.is_empty() {
+                true => format!(
+                    "the metrics score one output; this one names `{}`, an earlier one `{}`",
+                    target.output, first.output
+                ),
+                false => format!(
+                    "the metrics of label `{}` score one output; this one names `{}`, an \
+                     earlier one `{}`",
+                    target.label, target.output, first.output
+                ),
+            },
         )
-        .with_secondary(*at, format!("`{first}` here"))),
+        .with_secondary(first.output_span, format!("`{}` here", first.output))),
         Some(_) => Ok(()),
         None => {
-            *scored = Some((target.output.clone(), target.output_span));
+            scored.push(ScoredBy {
+                label: target.label.clone(),
+                output: target.output.clone(),
+                output_span: target.output_span,
+            });
             Ok(())
         }
     }
@@ -822,6 +1032,9 @@ pub fn build(
         pred_v,
         label_v,
         task,
+        extra_inputs,
+        extra_label_vs,
+        heads,
         images,
     } = read_section(elab, overrides).map_err(|errors| first_in_file(errors, t))?;
     let at = t.section.model.span;
@@ -864,16 +1077,20 @@ pub fn build(
     for (name, v) in &t.terms {
         eval.outputs.push((term_output(name), *v));
     }
+    for (head, v) in &heads {
+        if !eval.outputs.iter().any(|(n, _)| *n == head.output) {
+            eval.outputs.push((head.output.clone(), *v));
+        }
+    }
     dce::eliminate_dead_code(&mut eval, false);
 
     let mut infer = model_graph;
     infer.outputs = t.model_outputs.clone();
     dce::eliminate_dead_code(&mut infer, false);
-    if let Some(label_v) = label_v
-        && infer.contains(label_v)
-        && infer.users(label_v).is_empty()
-    {
-        infer.remove(label_v);
+    for label_v in label_v.iter().chain(&extra_label_vs) {
+        if infer.contains(*label_v) && infer.users(*label_v).is_empty() {
+            infer.remove(*label_v);
+        }
     }
 
     Ok(TrainingGraphs {
@@ -884,6 +1101,9 @@ pub fn build(
             data,
             features_input,
             label_input: t.label.clone(),
+            extra_inputs,
+            extra_labels: t.extra_labels.clone(),
+            heads: heads.into_iter().map(|(h, _)| h).collect(),
             prediction,
             task,
             batch,

@@ -16,9 +16,11 @@ use crate::syntax::ast::{Expr, Ident, TrainDef, TrainItem};
 pub struct TrainElab {
     /// The section as written (settings other than the loss are read by `train::`).
     pub section: TrainDef,
-    /// The label input's name; None for label-free training (an autoencoder's loss
-    /// compares the model's output with its own input).
+    /// The first label input's name; None for label-free training (an autoencoder's
+    /// loss compares the model's output with its own input).
     pub label: Option<String>,
+    /// The section's other labels (`label s: f32[batch, 8]` after the first), in order.
+    pub extra_labels: Vec<String>,
     /// The section declares a label whose type failed to elaborate (the mistake is
     /// recorded): `label` is None, but the section is not label-free.
     pub label_failed: bool,
@@ -61,6 +63,7 @@ impl Elaborator<'_> {
         outputs: &[(String, ValueId)],
     ) -> Result<TrainElab, Stop> {
         let mut label = None;
+        let mut extra_labels: Vec<String> = Vec::new();
         let mut label_failed = false;
         let mut loss_expr = None;
         let mut step_defs = Vec::new();
@@ -82,18 +85,13 @@ impl Elaborator<'_> {
                     term_defs.push((name, value));
                 }
                 TrainItem::Label { name, ty, span } => {
-                    if label.is_some() || label_failed {
-                        self.record::<()>(Err(Diagnostic::error(
-                            ErrorCode::DuplicateBinding,
-                            "a train section has one `label`",
-                            *span,
-                        )));
-                        continue;
-                    }
+                    // A section may declare several labels (a multi-task model's); the
+                    // first is the one the prediction is scored against by default.
+                    let first = label.is_none() && !label_failed;
                     let tt = self.tensor_type(ty, env);
                     let Some(tt) = self.record_or_stop(tt)? else {
                         env.poison(name);
-                        label_failed = true;
+                        label_failed |= first;
                         continue;
                     };
                     let v = self.graph.add_leaf(
@@ -104,10 +102,11 @@ impl Elaborator<'_> {
                         *span,
                     );
                     let bound = env.bind(name, Value::Tensor(v));
-                    if self.record(bound).is_some() {
-                        label = Some(name.name.clone());
-                    } else {
-                        label_failed = true;
+                    match (self.record(bound).is_some(), first) {
+                        (true, true) => label = Some(name.name.clone()),
+                        (true, false) => extra_labels.push(name.name.clone()),
+                        (false, true) => label_failed = true,
+                        (false, false) => {}
                     }
                 }
                 TrainItem::Setting { key, value, span } if key.name == "loss" => {
@@ -229,6 +228,7 @@ impl Elaborator<'_> {
         Ok(TrainElab {
             section: section.clone(),
             label,
+            extra_labels,
             label_failed,
             failed: env.poisoned_names(),
             loss,

@@ -5,11 +5,12 @@
 use strata_kernels::ir::{Dim, ScalarType};
 
 use super::TrainError;
-use crate::loaders::DataSpec;
+use crate::loaders::finite::refuse_non_finite;
+use crate::loaders::{ArrayRequest, ArrayRole, DataSpec, load_named};
 use crate::{Batch, Dataset, Labels, Normalization, Normalizer};
 use strata_artifact::manifest::{Entry, Manifest};
 use strata_artifact::tensor::{HostTensor, TensorData, dtype_name};
-use strata_artifact::train_config::{Task, TrainConfig, term_output};
+use strata_artifact::train_config::{ScoredHead, Task, TrainConfig, term_output};
 
 /// The entry a section without `step` blocks trains with, and the one every artifact
 /// evaluates with.
@@ -39,12 +40,27 @@ pub(crate) struct Ports {
     /// Each named term and the output holding it (of `eval` and the first training
     /// entry).
     pub terms: Vec<(String, String)>,
+    /// The other inputs and labels the data fills (from a file of named arrays).
+    pub arrays: Vec<LabelPort>,
+    /// The outputs the metrics score against the other labels.
+    pub heads: Vec<HeadPort>,
+    /// The inputs of each entry the driver runs, by entry: a label or an input an entry's
+    /// graph does not read is not among them, and is not fed to it.
+    pub accepts: Vec<(String, Vec<String>)>,
+}
+
+/// An output scored against a label other than the first (a [`ScoredHead`]).
+#[derive(Clone, Debug)]
+pub(crate) struct HeadPort {
+    pub head: ScoredHead,
+    /// Values of the output per sample.
+    pub width: usize,
 }
 
 /// The `step` fed to `eval` (training steps count from 1, so it is no training draw).
 pub(super) const EVAL_DRAW: u64 = 0;
 
-/// The label input of `eval` and `train_step`.
+/// The label input of `eval` and `train_step` (or another input or label the data fills).
 #[derive(Clone, Debug)]
 pub(crate) struct LabelPort {
     pub name: String,
@@ -209,7 +225,59 @@ impl Ports {
             }
         }
         let eval_takes_step = eval.inputs.iter().any(|p| p.name == "step");
+        // The other inputs and labels, typed by the first entry that takes each.
+        let runs: Vec<&Entry> = std::iter::once(Ok(eval))
+            .chain(
+                config
+                    .steps
+                    .iter()
+                    .filter(|_| training)
+                    .map(|u| entry(manifest, &u.entry)),
+            )
+            .collect::<Result<_, _>>()?;
+        let mut arrays = Vec::new();
+        for name in config.extra_inputs.iter().chain(&config.extra_labels) {
+            let Some(taker) = runs
+                .iter()
+                .find(|e| e.inputs.iter().any(|p| p.name == *name))
+            else {
+                continue;
+            };
+            let (dtype, shape) = port_type(manifest, taker, name, false)?;
+            arrays.push(LabelPort {
+                name: name.clone(),
+                dtype,
+                sample_shape: per_sample(&format!("the input `{name}`"), shape)?,
+            });
+        }
+        let mut heads = Vec::new();
+        for head in &config.heads {
+            let (_, shape) = port_type(manifest, eval, &head.output, true)?;
+            let width = per_sample(&format!("the output `{}`", head.output), shape)?
+                .iter()
+                .product::<u64>() as usize;
+            if !arrays.iter().any(|a| a.name == head.label) {
+                return Err(model_error(format!(
+                    "the metrics score `{}` against `{}`, which no entry takes",
+                    head.output, head.label
+                )));
+            }
+            heads.push(HeadPort {
+                head: head.clone(),
+                width,
+            });
+        }
+        let accepts = runs
+            .iter()
+            .map(|e| {
+                let names = e.inputs.iter().map(|p| p.name.clone()).collect();
+                (e.name.clone(), names)
+            })
+            .collect();
         Ok(Ports {
+            arrays,
+            heads,
+            accepts,
             features: config.features_input.clone(),
             features_dtype,
             sample_shape,
@@ -301,7 +369,7 @@ impl Ports {
     /// The features and label (if the model takes one) of `batch` as the inputs of
     /// `eval` (labels reshaped to the label input's shape; features as token ids for an
     /// i32 features input).
-    pub fn inputs(&self, batch: Batch) -> Result<Vec<(&str, HostTensor)>, TrainError> {
+    pub fn inputs(&self, batch: Batch, entry: &str) -> Result<Vec<(&str, HostTensor)>, TrainError> {
         let mut features = batch.features;
         if self.features_dtype == ScalarType::I32
             && let TensorData::F32(values) = &features.data
@@ -318,10 +386,60 @@ impl Ports {
             })?;
             inputs.push((label.name.as_str(), labels));
         }
+        for (name, tensor) in batch.arrays {
+            if let Some(port) = self.arrays.iter().find(|a| a.name == name) {
+                inputs.push((port.name.as_str(), tensor));
+            }
+        }
+        // Only what the entry takes: a label its graph never reads is not among its inputs.
+        if let Some((_, takes)) = self.accepts.iter().find(|(e, _)| e == entry) {
+            inputs.retain(|(name, _)| takes.iter().any(|t| t == name));
+        }
         if self.eval_takes_step {
             inputs.push(("step", scalar(EVAL_DRAW as f32)));
         }
         Ok(inputs)
+    }
+
+    /// What the model asks of a file of named arrays: the features input, the first
+    /// label, and every other input and label an entry takes.
+    pub fn array_requests(&self) -> Vec<ArrayRequest> {
+        let mut requests = vec![ArrayRequest {
+            name: self.features.clone(),
+            dtype: self.features_dtype,
+            sample_shape: self.sample_shape.clone(),
+            role: ArrayRole::Features,
+        }];
+        let port = |p: &LabelPort, role| ArrayRequest {
+            name: p.name.clone(),
+            dtype: p.dtype,
+            sample_shape: p.sample_shape.clone(),
+            role,
+        };
+        requests.extend(self.label.iter().map(|l| port(l, ArrayRole::Label)));
+        requests.extend(self.arrays.iter().map(|a| port(a, ArrayRole::Other)));
+        requests
+    }
+
+    /// Checks the other labels' class indices against the heads that score them.
+    pub fn check_head_labels(&self, data: &Dataset, spec: &str) -> Result<(), TrainError> {
+        for port in &self.heads {
+            let Task::Classification { classes } = port.head.task else {
+                continue;
+            };
+            let Some(array) = data.arrays.iter().find(|a| a.name == port.head.label) else {
+                continue;
+            };
+            if let TensorData::I32(values) = &array.data
+                && let Some(&bad) = values.iter().find(|&&v| v < 0 || v as u64 >= classes)
+            {
+                return Err(TrainError::Config(format!(
+                    "data `{spec}` has the label {bad} in `{}`, but `{}` predicts {classes} classes",
+                    port.head.label, port.head.output
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// For an i32 features input: checks every feature is a whole number that fits i32
@@ -348,10 +466,11 @@ impl Ports {
     pub fn train_inputs(
         &self,
         batch: Batch,
+        entry: &str,
         lr: f32,
         step: u64,
     ) -> Result<Vec<(&str, HostTensor)>, TrainError> {
-        let mut inputs = self.inputs(batch)?;
+        let mut inputs = self.inputs(batch, entry)?;
         inputs.retain(|(name, _)| *name != "step");
         inputs.push(("lr", scalar(lr)));
         inputs.push(("step", scalar(step as f32)));
@@ -409,7 +528,17 @@ pub(crate) fn load_splits(
             "the train section names no data: pass one with --data (e.g. --data digits)".into(),
         ));
     }
-    let mut data = DataSpec::parse(spec)?.load()?;
+    let data_spec = DataSpec::parse(spec)?;
+    let mut data = match data_spec.source.array_file() {
+        Some(file) => {
+            let data = load_named(file.kind, file.path, file.names, &ports.array_requests())?;
+            if !data_spec.allow_nonfinite {
+                refuse_non_finite(&data, &data_spec.source)?;
+            }
+            data
+        }
+        None => data_spec.load()?,
+    };
     data.reshape_features(&ports.sample_shape).map_err(|e| {
         TrainError::Config(format!(
             "data `{spec}` does not fit the features input `{}`: {e}",
@@ -417,6 +546,7 @@ pub(crate) fn load_splits(
         ))
     })?;
     ports.check_labels(&data, spec)?;
+    ports.check_head_labels(&data, spec)?;
     ports.check_token_ids(&data, spec)?;
     let [a, b, c] = config.split;
     let (train, val, test) = if config.sequential_split {

@@ -6,9 +6,11 @@ use std::fmt;
 use super::TrainError;
 use super::data::{EVAL_ENTRY, Ports, load_splits};
 use super::normalization;
+use crate::dataset::NamedArray;
 use crate::metrics::{ClassificationReport, RegressionReport, argmax_rows};
 use crate::{Dataset, Labels};
 use strata_artifact::Metric;
+use strata_artifact::tensor::TensorData;
 use strata_artifact::train_config::{Task, TrainConfig};
 use strata_runtime::session::Session;
 
@@ -114,6 +116,18 @@ pub struct EvalReport {
     pub selected: Vec<Metric>,
     /// Class names, where the data has them (for the confusion matrix).
     pub class_names: Vec<String>,
+    /// The outputs scored against the section's other labels.
+    pub heads: Vec<HeadReport>,
+}
+
+/// The metrics of an output scored against a label other than the first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeadReport {
+    pub output: String,
+    pub label: String,
+    pub metrics: Metrics,
+    /// The metrics the train section asks of it, in its order.
+    pub selected: Vec<Metric>,
 }
 
 impl EvalReport {
@@ -122,6 +136,22 @@ impl EvalReport {
         self.selected
             .iter()
             .map(|&m| (m, self.metrics.value(m).unwrap_or(f64::NAN)))
+            .collect()
+    }
+
+    /// The heads' selected metrics as `LABEL.METRIC` and their values (NaN where
+    /// undefined).
+    pub fn head_scalars(&self) -> Vec<(String, f64)> {
+        self.heads
+            .iter()
+            .flat_map(|h| {
+                h.selected.iter().map(|&m| {
+                    (
+                        format!("{}.{m}", h.label),
+                        h.metrics.value(m).unwrap_or(f64::NAN),
+                    )
+                })
+            })
             .collect()
     }
 }
@@ -164,6 +194,27 @@ impl EvalReport {
             .iter()
             .map(|(name, value)| (name.clone(), number(*value)))
             .collect();
+        let heads: serde_json::Map<String, Value> = self
+            .heads
+            .iter()
+            .map(|h| {
+                let metrics: serde_json::Map<String, Value> = h
+                    .metrics
+                    .names()
+                    .iter()
+                    .map(|&m| {
+                        (
+                            m.to_string(),
+                            h.metrics.value(m).map_or(Value::Null, number),
+                        )
+                    })
+                    .collect();
+                (
+                    h.label.clone(),
+                    json!({"output": h.output, "metrics": metrics}),
+                )
+            })
+            .collect();
         let mut report = json!({
             "split": self.split.to_string(),
             "samples": self.samples,
@@ -171,6 +222,7 @@ impl EvalReport {
             "metrics": metrics,
             "step_losses": step_losses,
             "terms": terms,
+            "heads": heads,
         });
         if let Metrics::Classification(r) | Metrics::Sequences { positions: r, .. } = &self.metrics
         {
@@ -215,6 +267,15 @@ impl fmt::Display for EvalReport {
             match self.metrics.value(name) {
                 Some(v) => writeln!(f, "  {name:<10} {v:.4}")?,
                 None => writeln!(f, "  {name:<10} undefined")?,
+            }
+        }
+        for head in &self.heads {
+            writeln!(f, "{} against {}:", head.output, head.label)?;
+            for &name in head.metrics.names() {
+                match head.metrics.value(name) {
+                    Some(v) => writeln!(f, "  {name:<10} {v:.4}")?,
+                    None => writeln!(f, "  {name:<10} undefined")?,
+                }
             }
         }
         match &self.metrics {
@@ -274,6 +335,8 @@ pub(super) struct EvalPass {
     pub terms: Vec<f64>,
     /// The prediction output of every sample, concatenated.
     pub predictions: Vec<f32>,
+    /// Each head's output of every sample, in [`Ports::heads`]' order.
+    pub head_predictions: Vec<Vec<f32>>,
 }
 
 /// Runs `eval` over `data` in batches of `batch`.
@@ -287,11 +350,16 @@ pub(super) fn eval_pass(
     let mut step_sums = vec![0.0; ports.step_losses.len()];
     let mut term_sums = vec![0.0; ports.terms.len()];
     let mut predictions = Vec::with_capacity(data.len * ports.prediction_width);
+    let mut head_predictions: Vec<Vec<f32>> = ports
+        .heads
+        .iter()
+        .map(|h| Vec::with_capacity(data.len * h.width))
+        .collect();
     let scalar_of = |v: &[f32]| f64::from(v.first().copied().unwrap_or(f32::NAN));
     for b in data.batches(batch, None)? {
         let len = b.len as f64;
         let outputs = session
-            .run(EVAL_ENTRY, &ports.inputs(b)?)
+            .run(EVAL_ENTRY, &ports.inputs(b, EVAL_ENTRY)?)
             .map_err(|source| TrainError::Run {
                 entry: EVAL_ENTRY.to_string(),
                 source,
@@ -305,6 +373,9 @@ pub(super) fn eval_pass(
             *sum += scalar_of(find(&outputs, output)?) * len;
         }
         predictions.extend_from_slice(prediction);
+        for (values, port) in head_predictions.iter_mut().zip(&ports.heads) {
+            values.extend_from_slice(find(&outputs, &port.head.output)?);
+        }
     }
     let samples = data.len.max(1) as f64;
     Ok(EvalPass {
@@ -312,6 +383,7 @@ pub(super) fn eval_pass(
         step_losses: step_sums.into_iter().map(|s| s / samples).collect(),
         terms: term_sums.into_iter().map(|s| s / samples).collect(),
         predictions,
+        head_predictions,
     })
 }
 
@@ -348,38 +420,42 @@ pub(super) fn score(
             Metrics::Regression(RegressionReport::new(&pass.predictions, &target)?)
         }
         (Task::Unlabelled { .. }, _) => Metrics::LossOnly,
-        (_, Labels::Classes { values, .. }) => Metrics::Classification(
-            ClassificationReport::from_logits(&pass.predictions, ports.prediction_width, values)?,
-        ),
-        (_, Labels::Targets { values, .. }) => {
-            Metrics::Regression(RegressionReport::new(&pass.predictions, values)?)
-        }
-        (_, Labels::Sequences { values, length, .. }) => {
-            let classes = ports.prediction_width / (*length).max(1);
-            if classes * length != ports.prediction_width {
-                return Err(TrainError::Model(format!(
-                    "the prediction `{}` has {} values per sample, not a score per class for each of {length} positions",
-                    ports.prediction, ports.prediction_width
-                )));
-            }
-            let positions = ClassificationReport::from_logits(&pass.predictions, classes, values)?;
-            let predicted = argmax_rows(&pass.predictions, classes)?;
-            let exact = predicted
-                .chunks_exact(*length)
-                .zip(values.chunks_exact(*length))
-                .filter(|(p, t)| p == t)
-                .count();
-            Metrics::Sequences {
-                positions,
-                sequence_accuracy: exact as f64 / data.len.max(1) as f64,
-            }
-        }
+        (_, labels) => labelled_metrics(
+            labels,
+            &pass.predictions,
+            ports.prediction_width,
+            &ports.prediction,
+            data.len,
+        )?,
     };
     let selected = if config.metrics.is_empty() {
         metrics.names().to_vec()
     } else {
         config.metrics.clone()
     };
+    let mut heads = Vec::new();
+    for (port, predictions) in ports.heads.iter().zip(&pass.head_predictions) {
+        let array = data
+            .arrays
+            .iter()
+            .find(|a| a.name == port.head.label)
+            .ok_or_else(|| {
+                TrainError::Model(format!("the data has no label `{}`", port.head.label))
+            })?;
+        let labels = array_labels(array, data.len);
+        heads.push(HeadReport {
+            output: port.head.output.clone(),
+            label: port.head.label.clone(),
+            metrics: labelled_metrics(
+                &labels,
+                predictions,
+                port.width,
+                &port.head.output,
+                data.len,
+            )?,
+            selected: port.head.metrics.clone(),
+        });
+    }
     Ok(EvalReport {
         split,
         samples: data.len,
@@ -399,7 +475,75 @@ pub(super) fn score(
         metrics,
         selected,
         class_names: class_names.to_vec(),
+        heads,
     })
+}
+
+/// The metrics of `predictions` (`width` values per sample of output `output`) against
+/// `labels`, for `samples` samples.
+fn labelled_metrics(
+    labels: &Labels,
+    predictions: &[f32],
+    width: usize,
+    output: &str,
+    samples: usize,
+) -> Result<Metrics, TrainError> {
+    Ok(match labels {
+        Labels::Classes { values, .. } => Metrics::Classification(
+            ClassificationReport::from_logits(predictions, width, values)?,
+        ),
+        Labels::Targets { values, .. } => {
+            Metrics::Regression(RegressionReport::new(predictions, values)?)
+        }
+        Labels::Sequences { values, length, .. } => {
+            let classes = width / (*length).max(1);
+            if classes * length != width {
+                return Err(TrainError::Model(format!(
+                    "the prediction `{output}` has {width} values per sample, not a score per class for each of {length} positions"
+                )));
+            }
+            let positions = ClassificationReport::from_logits(predictions, classes, values)?;
+            let predicted = argmax_rows(predictions, classes)?;
+            let exact = predicted
+                .chunks_exact(*length)
+                .zip(values.chunks_exact(*length))
+                .filter(|(p, t)| p == t)
+                .count();
+            Metrics::Sequences {
+                positions,
+                sequence_accuracy: exact as f64 / samples.max(1) as f64,
+            }
+        }
+    })
+}
+
+/// A further label's array as [`Labels`]: integers are class indices (a sequence of them
+/// when a sample has several), floats targets.
+fn array_labels(array: &NamedArray, samples: usize) -> Labels {
+    let per_sample = match &array.data {
+        TensorData::F32(v) => v.len(),
+        TensorData::I32(v) => v.len(),
+    } / samples.max(1);
+    match &array.data {
+        TensorData::F32(values) => Labels::Targets {
+            values: values.clone(),
+            width: per_sample,
+        },
+        TensorData::I32(values) => {
+            let classes = values.iter().max().map_or(0, |&m| m.max(0) as usize + 1);
+            match per_sample {
+                1 => Labels::Classes {
+                    values: values.clone(),
+                    classes,
+                },
+                length => Labels::Sequences {
+                    values: values.clone(),
+                    classes,
+                    length,
+                },
+            }
+        }
+    }
 }
 
 /// Evaluates the session's current weights on a split of `data` (default: the train
@@ -433,6 +577,9 @@ pub fn evaluate(
                         values.extend(more)
                     }
                     _ => return Err(TrainError::Model("splits disagree on their labels".into())),
+                }
+                for (array, more) in all.arrays.iter_mut().zip(part.arrays) {
+                    array.extend(more)?;
                 }
                 all.len += part.len;
             }

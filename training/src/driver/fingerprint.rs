@@ -56,13 +56,20 @@ impl Fingerprint {
             graph: format!("{:08x}", crc32fast::hash(&graph)),
             optimizer: format!("{}, schedule {:?}", steps.join(", "), config.schedule),
             data: format!(
-                "{data_spec} into `{}`{}, split {:?}{}",
+                "{data_spec} into `{}`{}{}, split {:?}{}",
                 config.features_input,
                 config
                     .label_input
                     .as_ref()
                     .map(|l| format!(" and `{l}`"))
                     .unwrap_or_default(),
+                // Other inputs and labels (a file of named arrays), when there are any.
+                config
+                    .extra_inputs
+                    .iter()
+                    .chain(&config.extra_labels)
+                    .map(|n| format!(", `{n}`"))
+                    .collect::<String>(),
                 config.split,
                 if config.sequential_split {
                     " in order"

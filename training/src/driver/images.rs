@@ -52,6 +52,13 @@ pub(super) fn write_image_grid(
             inputs.push((port.name.clone(), features.clone()));
         } else if port.name == "step" {
             inputs.push((port.name.clone(), scalar(step as f32)));
+        } else if let Some(array) = chosen.arrays.iter().find(|a| a.name == port.name) {
+            // Another input filled from a file of named arrays.
+            let mut shape = vec![samples as u64];
+            shape.extend_from_slice(&array.sample_shape);
+            let tensor = HostTensor::new(shape, array.data.clone())
+                .map_err(|e| TrainError::Config(format!("image grid: {e}")))?;
+            inputs.push((port.name.clone(), tensor));
         } else {
             return Err(TrainError::Model(format!(
                 "the image grid cannot feed `{INFER_ENTRY}`'s input `{}`",

@@ -200,6 +200,9 @@ fn scores(report: &EvalReport) -> String {
     for (name, value) in report.scalars() {
         line.push_str(&format!("  {name} {value:.4}"));
     }
+    for (name, value) in report.head_scalars() {
+        line.push_str(&format!("  {name} {value:.4}"));
+    }
     line
 }
 
@@ -444,6 +447,12 @@ impl<'a> Run<'a> {
             .iter()
             .flat_map(|t| [format!("train_{t}"), format!("val_{t}")])
             .chain(config.metrics.iter().map(|m| format!("val_{m}")))
+            .chain(
+                config
+                    .heads
+                    .iter()
+                    .flat_map(|h| h.metrics.iter().map(|m| format!("val_{}.{m}", h.label))),
+            )
             .collect();
         let fingerprint = Fingerprint::of(session.manifest(), config, spec)?;
         let counters = Counters {
@@ -659,7 +668,9 @@ impl<'a> Run<'a> {
             let mut batch_loss = 0.0f32;
             for (k, update) in steps.iter().enumerate() {
                 let lr = learning_rate(&self.config.schedule, update.lr, at);
-                let inputs = self.ports.train_inputs(batch.clone(), lr, step)?;
+                let inputs = self
+                    .ports
+                    .train_inputs(batch.clone(), &update.entry, lr, step)?;
                 let outputs =
                     self.session
                         .run(&update.entry, &inputs)
@@ -773,6 +784,9 @@ impl<'a> Run<'a> {
                     .collect()
             })
             .unwrap_or_default();
+        for (name, value) in val.iter().flat_map(|v| v.head_scalars()) {
+            metrics.insert(format!("val_{name}"), value);
+        }
         // With several steps, each one's loss too (the losses above are their sum).
         if self.config.steps.len() > 1 {
             for (update, loss) in self.config.steps.iter().zip(step_losses) {

@@ -61,6 +61,15 @@ pub fn refuse_non_finite(data: &Dataset, source: &DataSource) -> Result<(), Data
     {
         return Err(non_finite(labels_file, "target", values[at], at, *width));
     }
+    for array in &data.arrays {
+        if let strata_artifact::tensor::TensorData::F32(values) = &array.data
+            && let Some(at) = values.iter().position(|x| !x.is_finite())
+        {
+            let width = values.len() / data.len.max(1);
+            let what = format!("`{}`", array.name);
+            return Err(non_finite(features_file, &what, values[at], at, width));
+        }
+    }
     Ok(())
 }
 
@@ -82,7 +91,10 @@ fn non_finite(file: String, what: &str, value: f32, at: usize, width: usize) -> 
 fn files(source: &DataSource) -> (String, String) {
     let show = |p: &std::path::Path| p.display().to_string();
     match source {
-        DataSource::Csv { path, .. } | DataSource::Safetensors { path } => (show(path), show(path)),
+        DataSource::Csv { path, .. }
+        | DataSource::Safetensors { path, .. }
+        | DataSource::Npz { path, .. } => (show(path), show(path)),
+        DataSource::NpyDir { dir, .. } => (show(dir), show(dir)),
         DataSource::Npy { features, labels } => (show(features), show(labels)),
         DataSource::Idx { images, labels } => (show(images), show(labels)),
         other => (other.to_string(), other.to_string()),

@@ -15,6 +15,9 @@
 //! - [`csv_file`]: delimited text, with a header or not, and [`CsvOptions`].
 //! - [`idx_file`]: the IDX format of MNIST.
 //! - [`safetensors_file`]: tensors `features` and `labels` in a safetensors file.
+//! - [`npz_file`]: NumPy's `.npz` archives.
+//! - [`named`]: files of named arrays (`.npz`, safetensors, a directory of `.npy` files)
+//!   read for a model, each input and label taking its array by name.
 //! - [`source`]: [`DataSource`], the command-line spec.
 //! - [`finite`]: [`DataSpec`], a source that refuses NaN and infinities unless it ends in
 //!   `,allow_nonfinite`.
@@ -23,6 +26,8 @@
 pub mod csv_file;
 pub mod finite;
 pub mod idx_file;
+pub mod named;
+pub mod npz_file;
 pub mod safetensors_file;
 pub mod source;
 
@@ -33,6 +38,7 @@ pub use csv_file::{CsvOptions, HeaderMode, MAX_AUTO_CLASSES, Task, load_csv, par
 pub(crate) use csv_file::{dataset_from_table, read_csv_table};
 pub use finite::{ALLOW_NONFINITE, DataSpec};
 pub use idx_file::{load_idx, parse_idx};
+pub use named::{ArrayFileKind, ArrayFileSpec, ArrayRequest, ArrayRole, load_named};
 pub use safetensors_file::{load_safetensors, parse_safetensors};
 pub use source::DataSource;
 
@@ -156,29 +162,28 @@ fn features_from_tensor(
     Ok((values, sample, n as usize))
 }
 
-/// Labels from a tensor: integers `[n]` (or `[n, 1]`) are class indices, floats `[n]` or
-/// `[n, width]` are targets.
+/// Labels from a tensor of `n` samples: integers `[n]` (or `[n, 1]`) are class indices,
+/// integers `[n, T, …]` a sequence of them per sample, floats `[n, …]` targets of any
+/// shape (flattened per sample).
 fn labels_from_tensor(tensor: HostTensor, n: usize, file: &str) -> Result<Labels, DataError> {
-    let shape_error = || {
-        DataError::malformed(
+    let width = match tensor.shape.split_first() {
+        Some((&m, rest)) if m == n as u64 => element_count(rest)
+            .and_then(|w| usize::try_from(w).ok())
+            .filter(|&w| w > 0),
+        _ => None,
+    };
+    let Some(width) = width else {
+        return Err(DataError::malformed(
             file,
             Location::File,
             format!(
-                "labels of shape {} do not fit {n} samples (expected [{n}] or [{n}, width])",
+                "labels of shape {} do not fit {n} samples (expected [{n}, …])",
                 strata_artifact::error::shape_text(&tensor.shape)
             ),
-        )
-    };
-    let width = match tensor.shape.as_slice() {
-        [m] if *m == n as u64 => 1,
-        [m, w] if *m == n as u64 && *w > 0 => *w as usize,
-        _ => return Err(shape_error()),
+        ));
     };
     match tensor.data {
-        TensorData::I32(ref values) => {
-            if width != 1 {
-                return Err(shape_error());
-            }
+        TensorData::I32(values) => {
             if let Some(i) = values.iter().position(|&v| v < 0) {
                 return Err(DataError::malformed(
                     file,
@@ -190,9 +195,13 @@ fn labels_from_tensor(tensor: HostTensor, n: usize, file: &str) -> Result<Labels
                 ));
             }
             let classes = values.iter().max().map_or(0, |&m| m as usize + 1);
-            Ok(Labels::Classes {
-                values: values.clone(),
-                classes,
+            Ok(match width {
+                1 => Labels::Classes { values, classes },
+                length => Labels::Sequences {
+                    values,
+                    classes,
+                    length,
+                },
             })
         }
         TensorData::F32(values) => Ok(Labels::Targets { values, width }),

@@ -1,9 +1,12 @@
 //! [`DataSource`]: where a dataset comes from, as written on the command line.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::{CsvOptions, HeaderMode, Task, load_csv, load_idx, load_npy, load_safetensors};
+use super::{
+    ArrayFileKind, ArrayFileSpec, CsvOptions, HeaderMode, Task, load_csv, load_idx, load_npy,
+    load_safetensors,
+};
 use crate::builtin::{BUILTIN_DATASETS, builtin, builtin_series};
 use crate::dataset::Dataset;
 use crate::error::DataError;
@@ -18,7 +21,12 @@ use crate::generated::{AddingTask, ReverseTask};
 ///         [,classification|,regression][,delimiter=;|tab|space]
 /// npy:FEATURES.npy,LABELS.npy
 /// idx:IMAGES,LABELS           MNIST-format files, gzipped or not
-/// safetensors:PATH            tensors `features` and `labels`
+/// safetensors:PATH[,NAME=ARRAY]…
+///                             named tensors: each model input and label takes the
+///                             tensor of its name (or the one mapped to it), the
+///                             features falling back to `features`, the label to `labels`
+/// npz:PATH[,NAME=ARRAY]…      NumPy's .npz, the same way
+/// npy:DIR[,NAME=ARRAY]…       a directory of NAME.npy files, the same way
 /// reverse[:length=10][,samples=10000][,seed=0]
 ///                             generated: reverse a sequence of digits
 /// adding[:length=100][,samples=10000][,seed=0]
@@ -46,6 +54,17 @@ pub enum DataSource {
     },
     Safetensors {
         path: PathBuf,
+        /// `NAME=ARRAY`: the array of model input or label `NAME`, where it has another
+        /// name.
+        names: Vec<(String, String)>,
+    },
+    Npz {
+        path: PathBuf,
+        names: Vec<(String, String)>,
+    },
+    NpyDir {
+        dir: PathBuf,
+        names: Vec<(String, String)>,
     },
     /// A generated sequence-to-sequence task (see [`crate::generated`]).
     Reverse(ReverseTask),
@@ -119,29 +138,47 @@ impl DataSource {
                 path: PathBuf::from(first),
                 options: parse_csv_options(&options).map_err(bad)?,
             }),
+            "npy" if options.iter().all(|o| o.contains('=')) => Ok(DataSource::NpyDir {
+                dir: PathBuf::from(first),
+                names: array_names(&options).map_err(bad)?,
+            }),
             "npy" => {
                 let (features, labels) = pair("FEATURES.npy,LABELS.npy")?;
                 Ok(DataSource::Npy { features, labels })
             }
+            "npz" => Ok(DataSource::Npz {
+                path: PathBuf::from(first),
+                names: array_names(&options).map_err(bad)?,
+            }),
             "idx" => {
                 let (images, labels) = pair("IMAGES,LABELS")?;
                 Ok(DataSource::Idx { images, labels })
             }
-            "safetensors" => {
-                if !options.is_empty() {
-                    return Err(bad("`safetensors:PATH` takes no options".into()));
-                }
-                Ok(DataSource::Safetensors {
-                    path: PathBuf::from(first),
-                })
-            }
+            "safetensors" => Ok(DataSource::Safetensors {
+                path: PathBuf::from(first),
+                names: array_names(&options).map_err(bad)?,
+            }),
             other => Err(bad(format!(
-                "unknown kind `{other}` (use a built-in name, csv:, npy:, idx: or safetensors:)"
+                "unknown kind `{other}` (use a built-in name, csv:, npy:, npz:, idx: or \
+                 safetensors:)"
             ))),
         }
     }
 
-    /// Loads the dataset.
+    /// The file of named arrays this source reads, its kind and its `NAME=ARRAY` pairs
+    /// (None for other sources).
+    pub fn array_file(&self) -> Option<ArrayFileSpec<'_>> {
+        let (kind, path, names) = match self {
+            DataSource::Safetensors { path, names } => (ArrayFileKind::Safetensors, path, names),
+            DataSource::Npz { path, names } => (ArrayFileKind::Npz, path, names),
+            DataSource::NpyDir { dir, names } => (ArrayFileKind::NpyDir, dir, names),
+            _ => return None,
+        };
+        Some(ArrayFileSpec { kind, path, names })
+    }
+
+    /// Loads the dataset (a file of named arrays: its `features` and `labels`; see
+    /// [`super::load_named`] for a model's inputs and labels by name).
     pub fn load(&self) -> Result<Dataset, DataError> {
         match self {
             DataSource::Builtin { name, window } => match window {
@@ -151,7 +188,9 @@ impl DataSource {
             DataSource::Csv { path, options } => load_csv(path, options),
             DataSource::Npy { features, labels } => load_npy(features, labels),
             DataSource::Idx { images, labels } => load_idx(images, labels),
-            DataSource::Safetensors { path } => load_safetensors(path),
+            DataSource::Safetensors { path, .. } => load_safetensors(path),
+            DataSource::Npz { path, .. } => load_pair(ArrayFileKind::Npz, path),
+            DataSource::NpyDir { dir, .. } => load_pair(ArrayFileKind::NpyDir, dir),
             DataSource::Reverse(task) => task.generate(),
             DataSource::Adding(task) => task.generate(),
         }
@@ -204,7 +243,15 @@ impl fmt::Display for DataSource {
             DataSource::Idx { images, labels } => {
                 write!(f, "idx:{},{}", images.display(), labels.display())
             }
-            DataSource::Safetensors { path } => write!(f, "safetensors:{}", path.display()),
+            DataSource::Safetensors { path, names } => {
+                write!(f, "safetensors:{}{}", path.display(), names_text(names))
+            }
+            DataSource::Npz { path, names } => {
+                write!(f, "npz:{}{}", path.display(), names_text(names))
+            }
+            DataSource::NpyDir { dir, names } => {
+                write!(f, "npy:{}{}", dir.display(), names_text(names))
+            }
             DataSource::Reverse(task) => write!(
                 f,
                 "reverse:length={},samples={},seed={}",
@@ -217,6 +264,37 @@ impl fmt::Display for DataSource {
             ),
         }
     }
+}
+
+/// `,a=left,b=right` after a path, or nothing.
+fn names_text(names: &[(String, String)]) -> String {
+    names.iter().map(|(n, a)| format!(",{n}={a}")).collect()
+}
+
+/// `NAME=ARRAY` options: model inputs and labels mapped to the arrays that fill them.
+fn array_names(options: &[&str]) -> Result<Vec<(String, String)>, String> {
+    let mut names: Vec<(String, String)> = Vec::new();
+    for option in options {
+        let Some((name, array)) = option.split_once('=') else {
+            return Err(format!(
+                "`{option}`: a file of named arrays takes NAME=ARRAY options"
+            ));
+        };
+        let (name, array) = (name.trim(), array.trim());
+        if name.is_empty() || array.is_empty() {
+            return Err(format!("`{option}`: expected NAME=ARRAY"));
+        }
+        if names.iter().any(|(n, _)| n == name) {
+            return Err(format!("`{name}` is mapped twice"));
+        }
+        names.push((name.to_string(), array.to_string()));
+    }
+    Ok(names)
+}
+
+/// Features and labels from the arrays `features` and `labels` of a file of named arrays.
+fn load_pair(kind: ArrayFileKind, path: &Path) -> Result<Dataset, DataError> {
+    super::named::load_features_and_labels(kind, path)
 }
 
 /// `length=N,samples=N,seed=N`, each optional, in any order.
@@ -364,8 +442,14 @@ mod tests {
             e.contains("unknown built-in dataset `mnist`") && e.contains("digits"),
             "{e}"
         );
-        let e = DataSource::parse("npy:x.npy").unwrap_err().to_string();
+        let e = DataSource::parse("npy:x.npy,y.npy,z.npy")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("two comma-separated paths"), "{e}");
+        let e = DataSource::parse("npz:f.npz,a=left,a=right")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`a` is mapped twice"), "{e}");
         let e = DataSource::parse("csv:a.csv,labels=2")
             .unwrap_err()
             .to_string();
@@ -383,6 +467,10 @@ mod tests {
             "npy:a.npy,b.npy",
             "idx:i,l",
             "safetensors:d.safetensors",
+            "safetensors:d.safetensors,a=left",
+            "npz:d.npz,a=left,y=target",
+            "npy:dir,b=right",
+            "npy:dir",
             "reverse:length=7,samples=30,seed=2",
         ] {
             let source = DataSource::parse(spec).unwrap();
