@@ -578,38 +578,23 @@ pub(super) fn emit_fused(
             push_kernel(l, &name, slots, KernelBody::Contract(c))
         }
         Op::Concat { axis } => {
-            // Parts of the same shape are one launch: one loop over that shape storing
-            // each part at its offset (an LSTM's four gate gradients, its `[h, c]`).
-            // (the parts' shape, each part with its offset along `axis`)
-            type Group = (Vec<Dim>, Vec<(ValueId, i64)>);
-            let mut groups: Vec<Group> = Vec::new();
             let mut offset = 0i64;
             for o in operands {
+                let mut slots = Slots::new();
                 let part_dims = kernel_dims(&l.graph.ty(o).shape);
-                let len = match part_dims[*axis] {
+                let x = element(l, &mut slots, o, &vars(rank), Site::new(rank))?;
+                let mut coords = vars(rank);
+                coords[*axis] = Index::Var(*axis).add(Index::Const(offset));
+                let ob = slots.slot(l, out, Access::Write);
+                let stores = vec![Store {
+                    buf: ob,
+                    index: Index::row_major(&coords, &space),
+                    value: x,
+                }];
+                offset += match part_dims[*axis] {
                     Dim::Fixed(n) => n as i64,
                     Dim::Batch => return Err(LowerError("concat along the batch".into())),
                 };
-                match groups.iter_mut().find(|(dims, _)| *dims == part_dims) {
-                    Some((_, parts)) => parts.push((o, offset)),
-                    None => groups.push((part_dims, vec![(o, offset)])),
-                }
-                offset += len;
-            }
-            for (part_dims, parts) in groups {
-                let mut slots = Slots::new();
-                let mut stores = Vec::with_capacity(parts.len());
-                for (o, offset) in parts {
-                    let x = element(l, &mut slots, o, &vars(rank), Site::new(rank))?;
-                    let mut coords = vars(rank);
-                    coords[*axis] = Index::Var(*axis).add(Index::Const(offset));
-                    let ob = slots.slot(l, out, Access::Write);
-                    stores.push(Store {
-                        buf: ob,
-                        index: Index::row_major(&coords, &space),
-                        value: x,
-                    });
-                }
                 push_kernel(
                     l,
                     "concat",
