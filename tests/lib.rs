@@ -20,6 +20,26 @@ pub fn gpu_available(test: &str) -> bool {
     }
 }
 
+/// For each `(call, needle)`, compiles a model whose one output is `call` on an input
+/// `x` of type `input`, and asserts the error mentions `needle` and is located on the
+/// call's line (line 3 of `m.strata`).
+pub fn assert_located_errors(input: &str, cases: &[(&str, &str)]) {
+    use strata_compiler::driver::{CompileOptions, compile};
+    for (call, needle) in cases {
+        let text = format!("model M {{\n    input x: {input}\n    output y = {call}\n}}\n");
+        let source = SourceFile::new("m.strata", text);
+        let err = compile(&source, &CompileOptions::default())
+            .err()
+            .unwrap_or_else(|| panic!("`{call}` compiles"));
+        let rendered = err.render(&source);
+        assert!(rendered.contains(needle), "`{call}`: {rendered}");
+        assert!(
+            rendered.contains("m.strata:3:"),
+            "`{call}` is located: {rendered}"
+        );
+    }
+}
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -718,6 +738,7 @@ pub mod infer_check {
     use strata_artifact::HostTensor;
     use strata_compiler::ir::interpret::{Tensor, interpret};
     use strata_compiler::ir::{DType, Graph, Op};
+    use strata_compiler::source::SourceFile;
     use strata_runtime::Session;
 
     /// The session's persistent values as interpreter parameters.
@@ -786,6 +807,27 @@ pub mod infer_check {
                     "{what} output `{name}` at batch {batch}: relative error {err:e}"
                 );
             }
+        }
+    }
+
+    /// Compiles `source` for the CPU and, where one is found, the GPU, and checks
+    /// `infer` at `batches` against the interpreter (as [`assert_infer_matches`], 1e-5).
+    pub fn check_backends(test: &str, source: &SourceFile, batches: &[u64]) {
+        use strata_compiler::driver::{Backend, CompileOptions, compile};
+        let mut targets = vec![Backend::Cpu];
+        if crate::gpu_available(test) {
+            targets.push(Backend::Gpu);
+        }
+        for target in targets {
+            let options = CompileOptions {
+                target,
+                ..CompileOptions::default()
+            };
+            let compiled =
+                compile(source, &options).unwrap_or_else(|e| panic!("{}", e.render(source)));
+            let mut session = Session::new_with(&compiled.artifact, target).expect("loads");
+            let what = format!("{test} on {target:?}");
+            assert_infer_matches(&what, &mut session, &compiled.optimized, batches, 1e-5);
         }
     }
 }

@@ -5,15 +5,14 @@
 //! augmented data path against finite differences.
 
 use std::collections::{HashMap, HashSet};
-use strata_compiler::driver::{Backend, CompileOptions, compile};
+use strata_compiler::driver::{CompileOptions, compile};
 use strata_compiler::ir::interpret::{Tensor, interpret};
 use strata_compiler::ir::{Graph, Op};
 use strata_compiler::source::SourceFile;
-use strata_runtime::Session;
+use strata_tests::TestRng;
 use strata_tests::gradient_check::assert_training_gradients_match_finite_differences;
-use strata_tests::infer_check::assert_infer_matches;
+use strata_tests::infer_check::check_backends;
 use strata_tests::train_check::training_options;
-use strata_tests::{TestRng, gpu_available};
 
 /// Every augmentation kept on at inference, so `infer` shows what the train step draws.
 const DRAWN: &str = r#"
@@ -182,25 +181,6 @@ train Aug {
     assert_eq!(out["y"].data, x.data);
 }
 
-/// Compiles `source` for the CPU and, where one is found, the GPU, and checks `infer` at
-/// `batches` against the interpreter.
-fn check_backends(test: &str, source: &SourceFile, batches: &[u64]) {
-    let mut targets = vec![Backend::Cpu];
-    if gpu_available(test) {
-        targets.push(Backend::Gpu);
-    }
-    for target in targets {
-        let options = CompileOptions {
-            target,
-            ..CompileOptions::default()
-        };
-        let compiled = compile(source, &options).unwrap_or_else(|e| panic!("{}", e.render(source)));
-        let mut session = Session::new_with(&compiled.artifact, target).expect("loads");
-        let what = format!("{test} on {target:?}");
-        assert_infer_matches(&what, &mut session, &compiled.optimized, batches, 1e-5);
-    }
-}
-
 #[test]
 fn augmentations_match_the_interpreter_on_cpu_and_gpu() {
     let source = SourceFile::new("aug.strata", DRAWN.to_string());
@@ -261,25 +241,15 @@ fn gradients_flow_through_augmented_features_as_finite_differences_say() {
 
 #[test]
 fn augmentation_mistakes_are_located_errors() {
-    for (call, needle) in [
-        ("random_flip(x, axis = 0)", "not the batch"),
-        ("random_flip(x, p = 1.5)", "in [0, 1]"),
-        ("random_shift(reshape(x, [batch, 60]), 2)", "moves images"),
-        ("random_shift(x, 0)", "positive integer"),
-        ("noise(x, -1)", "a number >= 0"),
-        ("noise(x, 0.1, at_inference = \"yes\")", "`at_inference`"),
-    ] {
-        let text =
-            format!("model M {{\n    input x: f32[batch, 2, 5, 6]\n    output y = {call}\n}}\n");
-        let source = SourceFile::new("m.strata", text);
-        let err = compile(&source, &CompileOptions::default())
-            .err()
-            .unwrap_or_else(|| panic!("`{call}` compiles"));
-        let rendered = err.render(&source);
-        assert!(rendered.contains(needle), "`{call}`: {rendered}");
-        assert!(
-            rendered.contains("m.strata:3:"),
-            "`{call}` is located: {rendered}"
-        );
-    }
+    strata_tests::assert_located_errors(
+        "f32[batch, 2, 5, 6]",
+        &[
+            ("random_flip(x, axis = 0)", "not the batch"),
+            ("random_flip(x, p = 1.5)", "in [0, 1]"),
+            ("random_shift(reshape(x, [batch, 60]), 2)", "moves images"),
+            ("random_shift(x, 0)", "positive integer"),
+            ("noise(x, -1)", "a number >= 0"),
+            ("noise(x, 0.1, at_inference = \"yes\")", "`at_inference`"),
+        ],
+    );
 }

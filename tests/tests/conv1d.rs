@@ -4,12 +4,11 @@
 //! train step against the interpreter's.
 
 use std::collections::HashMap;
-use strata_compiler::driver::{Backend, CompileOptions, compile};
+use strata_compiler::driver::{CompileOptions, compile};
 use strata_compiler::ir::interpret::{Tensor, interpret};
 use strata_compiler::source::SourceFile;
-use strata_runtime::Session;
-use strata_tests::infer_check::assert_infer_matches;
-use strata_tests::{TestRng, gpu_available};
+use strata_tests::TestRng;
+use strata_tests::infer_check::check_backends;
 
 const MODEL: &str = r#"
 model Seq {
@@ -106,25 +105,6 @@ fn max_error(got: &Tensor, want: &Tensor) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// Compiles `source` for the CPU and, where one is found, the GPU, and checks `infer` at
-/// `batches` against the interpreter.
-fn check_backends(test: &str, source: &SourceFile, batches: &[u64]) {
-    let mut targets = vec![Backend::Cpu];
-    if gpu_available(test) {
-        targets.push(Backend::Gpu);
-    }
-    for target in targets {
-        let options = CompileOptions {
-            target,
-            ..CompileOptions::default()
-        };
-        let compiled = compile(source, &options).unwrap_or_else(|e| panic!("{}", e.render(source)));
-        let mut session = Session::new_with(&compiled.artifact, target).expect("loads");
-        let what = format!("{test} on {target:?}");
-        assert_infer_matches(&what, &mut session, &compiled.optimized, batches, 1e-5);
-    }
-}
-
 #[test]
 fn conv1d_and_pooling_compute_pytorchs_definitions() {
     let source = SourceFile::new("seq.strata", MODEL.to_string());
@@ -191,31 +171,21 @@ train Tcn {
 
 #[test]
 fn conv1d_mistakes_are_located_errors() {
-    for (call, needle) in [
-        (
-            "conv1d(x, 2, 3, padding = \"same\", stride = 2)",
-            "\"same\" only at stride 1",
-        ),
-        ("conv1d(x, 2, 9)", "does not fit a sequence of 7"),
-        (
-            "conv1d(x, 2, 3, padding = [1])",
-            "must be a non-negative integer",
-        ),
-        ("conv1d(reshape(x, [batch, 14]), 2, 3)", "needs a sequence"),
-    ] {
-        let text =
-            format!("model M {{\n    input x: f32[batch, 2, 7]\n    output y = {call}\n}}\n");
-        let source = SourceFile::new("m.strata", text);
-        let err = compile(&source, &CompileOptions::default())
-            .err()
-            .unwrap_or_else(|| panic!("`{call}` compiles"));
-        let rendered = err.render(&source);
-        assert!(rendered.contains(needle), "`{call}`: {rendered}");
-        assert!(
-            rendered.contains("m.strata:3:"),
-            "`{call}` is located: {rendered}"
-        );
-    }
+    strata_tests::assert_located_errors(
+        "f32[batch, 2, 7]",
+        &[
+            (
+                "conv1d(x, 2, 3, padding = \"same\", stride = 2)",
+                "\"same\" only at stride 1",
+            ),
+            ("conv1d(x, 2, 9)", "does not fit a sequence of 7"),
+            (
+                "conv1d(x, 2, 3, padding = [1])",
+                "must be a non-negative integer",
+            ),
+            ("conv1d(reshape(x, [batch, 14]), 2, 3)", "needs a sequence"),
+        ],
+    );
 }
 
 /// conv2d's padding forms: `[h, w]` and `[top, bottom, left, right]` written out as zeros

@@ -5,13 +5,12 @@
 //! interpreter's. PyTorch's own outputs are checked in `torch_fixtures.rs`.
 
 use std::collections::HashMap;
-use strata_compiler::driver::{Backend, CompileOptions, compile};
+use strata_compiler::driver::{CompileOptions, compile};
 use strata_compiler::ir::interpret::{Tensor, interpret};
 use strata_compiler::source::SourceFile;
-use strata_runtime::Session;
+use strata_tests::TestRng;
 use strata_tests::gradient_check::assert_gradients_match_finite_differences;
-use strata_tests::infer_check::assert_infer_matches;
-use strata_tests::{TestRng, gpu_available};
+use strata_tests::infer_check::check_backends;
 
 fn random(rng: &mut TestRng, shape: Vec<usize>) -> Tensor {
     let n = shape.iter().product();
@@ -235,23 +234,12 @@ fn conv_transpose2d_gradients_match_finite_differences() {
 
 #[test]
 fn conv_transpose2d_matches_the_interpreter_on_cpu_and_gpu() {
-    let test = "conv_transpose2d_matches_the_interpreter_on_cpu_and_gpu";
     let source = SourceFile::new("decoder.strata", DECODER.to_string());
-    let mut targets = vec![Backend::Cpu];
-    if gpu_available(test) {
-        targets.push(Backend::Gpu);
-    }
-    for target in targets {
-        let options = CompileOptions {
-            target,
-            ..CompileOptions::default()
-        };
-        let compiled =
-            compile(&source, &options).unwrap_or_else(|e| panic!("{}", e.render(&source)));
-        let mut session = Session::new_with(&compiled.artifact, target).expect("loads");
-        let what = format!("{test} on {target:?}");
-        assert_infer_matches(&what, &mut session, &compiled.optimized, &[1, 4, 19], 1e-5);
-    }
+    check_backends(
+        "conv_transpose2d_matches_the_interpreter_on_cpu_and_gpu",
+        &source,
+        &[1, 4, 19],
+    );
 }
 
 #[test]
@@ -261,32 +249,22 @@ fn a_conv_transpose2d_train_step_matches_the_interpreter() {
 
 #[test]
 fn conv_transpose2d_mistakes_are_located_errors() {
-    for (call, needle) in [
-        (
-            "conv_transpose2d(x, 2, 3, stride = 2, output_padding = 2)",
-            "smaller than the stride",
-        ),
-        ("conv_transpose2d(x, 2, 1, padding = 3)", "leaves no output"),
-        (
-            "conv_transpose2d(x, 2, 3, padding = [1, 2, 3])",
-            "a list of two",
-        ),
-        (
-            "conv_transpose2d(reshape(x, [batch, 30]), 2, 3)",
-            "needs an image",
-        ),
-    ] {
-        let text =
-            format!("model M {{\n    input x: f32[batch, 2, 3, 5]\n    output y = {call}\n}}\n");
-        let source = SourceFile::new("m.strata", text);
-        let err = compile(&source, &CompileOptions::default())
-            .err()
-            .unwrap_or_else(|| panic!("`{call}` compiles"));
-        let rendered = err.render(&source);
-        assert!(rendered.contains(needle), "`{call}`: {rendered}");
-        assert!(
-            rendered.contains("m.strata:3:"),
-            "`{call}` is located: {rendered}"
-        );
-    }
+    strata_tests::assert_located_errors(
+        "f32[batch, 2, 3, 5]",
+        &[
+            (
+                "conv_transpose2d(x, 2, 3, stride = 2, output_padding = 2)",
+                "smaller than the stride",
+            ),
+            ("conv_transpose2d(x, 2, 1, padding = 3)", "leaves no output"),
+            (
+                "conv_transpose2d(x, 2, 3, padding = [1, 2, 3])",
+                "a list of two",
+            ),
+            (
+                "conv_transpose2d(reshape(x, [batch, 30]), 2, 3)",
+                "needs an image",
+            ),
+        ],
+    );
 }

@@ -103,7 +103,7 @@ impl Emitter<'_> {
         // backward step computes it from the same `g(next)`, so the cell's forward is
         // recomputed once for both (an LSTM step runs its cell twice, not three times).
         let merged: Vec<usize> = (0..k)
-            .filter(|&j| needed(1 + j) && joinable(&carry_ty, &self.graph.ty(xs[j]).shape))
+            .filter(|&j| needed(1 + j) && joins(&carry_ty, &step_type(self.graph.ty(xs[j]))))
             .collect();
 
         // 1. The carries' total cotangents, backwards through time, with the merged
@@ -114,8 +114,8 @@ impl Emitter<'_> {
             let axis = carry_ty.shape.rank() - 1;
             let mut parts = vec![g_last];
             for &j in &merged {
-                let slice = Shape(self.graph.ty(xs[j]).shape.dims()[1..].to_vec());
-                parts.push(self.zeros(&slice, span)?);
+                let step = step_type(self.graph.ty(xs[j]));
+                parts.push(self.zeros(&step.shape, span)?);
             }
             init = self.graph.add(Op::Concat { axis }, &parts, span)?;
         }
@@ -139,11 +139,7 @@ impl Emitter<'_> {
             // Step t's output lands at the index of `prev[t]` in the stacked result.
             let axis = carry_ty.shape.rank();
             let stacked = gs;
-            let width = |ty: &Shape| match ty.dims().last() {
-                Some(crate::ir::Dim::Fixed(n)) => Ok(*n),
-                _ => Err("a merged scan gradient has a fixed last axis".to_string()),
-            };
-            let mut start = width(&carry_ty.shape)?;
+            let mut start = last_dim(&carry_ty);
             gs = self.graph.add(
                 Op::Slice {
                     axis,
@@ -154,7 +150,7 @@ impl Emitter<'_> {
                 span,
             )?;
             for &j in &merged {
-                let len = width(&self.graph.ty(xs[j]).shape)?;
+                let len = last_dim(self.graph.ty(xs[j]));
                 let part = self
                     .graph
                     .add(Op::Slice { axis, start, len }, &[stacked], span)?;
@@ -528,18 +524,6 @@ impl Step {
     }
 }
 
-/// Whether a sequence's step `[T, ...]` can ride along with a carry of shape `carry`,
-/// concatenated on the last axis: same rank, same dims but the last, all fixed there.
-fn joinable(carry: &crate::ir::TensorType, sequence: &Shape) -> bool {
-    let c = carry.shape.dims();
-    let x = &sequence.dims()[1.min(sequence.rank())..];
-    !c.is_empty()
-        && c.len() == x.len()
-        && c[..c.len() - 1] == x[..x.len() - 1]
-        && matches!(c.last(), Some(crate::ir::Dim::Fixed(_)))
-        && matches!(x.last(), Some(crate::ir::Dim::Fixed(_)))
-}
-
 /// The carries' backward body: `g(prev) = G(prev) + (d f / d h)ᵀ g(next)`, followed on
 /// the last axis by `(d f / d x_j)ᵀ g(next)` for each sequence `j` of `merged`. Its carry
 /// holds `g(next)` (and, after it, the previous step's merged gradients, unused).
@@ -551,22 +535,11 @@ fn carry_body(
 ) -> Result<Graph, String> {
     let carry_ty = forward.ty(forward.inputs[0]).clone();
     let axis = carry_ty.shape.rank() - 1;
-    let last = |ty: &TensorType| match ty.shape.dims().last() {
-        Some(crate::ir::Dim::Fixed(n)) => *n,
-        _ => 0,
-    };
-    let mut own = carry_ty.clone();
-    if !merged.is_empty() {
-        let width = last(&carry_ty)
-            + merged
-                .iter()
-                .map(|&j| last(forward.ty(forward.inputs[1 + j])))
-                .sum::<u64>();
-        let mut dims = carry_ty.shape.dims().to_vec();
-        dims[axis] = crate::ir::Dim::Fixed(width);
-        own = TensorType::new(carry_ty.dtype, dims);
-    }
-    let mut s = Step::new(forward, k, own, tape)?;
+    let extra = merged
+        .iter()
+        .map(|&j| last_dim(forward.ty(forward.inputs[1 + j])))
+        .sum();
+    let mut s = Step::new(forward, k, widened(&carry_ty, extra), tape)?;
     let span = s.span;
     let seed = if merged.is_empty() {
         s.carry
@@ -575,7 +548,7 @@ fn carry_body(
             Op::Slice {
                 axis,
                 start: 0,
-                len: last(&carry_ty),
+                len: last_dim(&carry_ty),
             },
             &[s.carry],
             span,
@@ -622,7 +595,7 @@ fn backward_body(
 }
 
 /// The forward body's values worth recording on the tape: its products whose result can
-/// ride along with the carry (see [`joinable`]), in topological order.
+/// ride along with the carry (see [`joins`]), in topological order.
 fn tape_values(body: &Graph) -> Vec<ValueId> {
     let carry = body.ty(body.inputs[0]);
     body.topo_order()
@@ -632,11 +605,20 @@ fn tape_values(body: &Graph) -> Vec<ValueId> {
 }
 
 /// Whether a value of type `x` can be concatenated after a carry of type `carry` on the
-/// last axis.
+/// last axis: same element type and rank, same dims but the last, both fixed there.
 fn joins(carry: &TensorType, x: &TensorType) -> bool {
-    let mut shape = vec![crate::ir::Dim::Fixed(1)];
-    shape.extend_from_slice(x.shape.dims());
-    carry.dtype == x.dtype && joinable(carry, &Shape(shape))
+    let (c, x_dims) = (carry.shape.dims(), x.shape.dims());
+    carry.dtype == x.dtype
+        && !c.is_empty()
+        && c.len() == x_dims.len()
+        && c[..c.len() - 1] == x_dims[..x_dims.len() - 1]
+        && matches!(c.last(), Some(crate::ir::Dim::Fixed(_)))
+        && matches!(x_dims.last(), Some(crate::ir::Dim::Fixed(_)))
+}
+
+/// The type of one step of a sequence `[T, ...]`.
+fn step_type(sequence: &TensorType) -> TensorType {
+    TensorType::new(sequence.dtype, sequence.shape.dims()[1..].to_vec())
 }
 
 /// The fixed last dim of `ty` (0 if it has none).
