@@ -92,9 +92,6 @@ impl Importer<'_> {
             self.set(n, 0, v);
             return Ok(());
         }
-        if matches!(op, BinOp::Mod | BinOp::Equal) {
-            return Err("on model tensors; Strata has no such element-wise op".into());
-        }
         // A scalar constant is a number; a model tensor in a lazy layout keeps it.
         let scalar = |v: &Val| match v {
             Val::Known(k) if k.elems.len() == 1 && k.dims.len() <= 1 => k.scalar_f32(),
@@ -103,10 +100,10 @@ impl Importer<'_> {
         let (sx, sy) = (scalar(&x), scalar(&y));
         let (expr_text, d) = if let Some(c) = sy {
             let d = self.tensor(n, 0)?;
-            (bin_text(op, &d.expr.operand(), &number(c)), d)
+            (bin_text(op, &d.expr.operand(), &number(c))?, d)
         } else if let Some(c) = sx {
             let d = self.tensor(n, 1)?;
-            (bin_text(op, &number(c), &d.expr.operand()), d)
+            (bin_text(op, &number(c), &d.expr.operand())?, d)
         } else {
             let a = self.tensor(n, 0)?;
             let b = self.tensor(n, 1)?;
@@ -120,7 +117,7 @@ impl Importer<'_> {
                 (self.plain(a)?, self.plain(b)?)
             };
             let actual = broadcast(&a.actual, &b.actual)?;
-            let text = bin_text(op, &a.expr.operand(), &b.expr.operand());
+            let text = bin_text(op, &a.expr.operand(), &b.expr.operand())?;
             (text, Dyn { actual, ..a })
         };
         let expr = self.text.operator(expr_text);
@@ -129,8 +126,9 @@ impl Importer<'_> {
     }
 }
 
-fn bin_text(op: BinOp, a: &str, b: &str) -> String {
-    match op {
+/// The expression `op` of `a` and `b` in the language, or why it has none.
+fn bin_text(op: BinOp, a: &str, b: &str) -> Result<String, String> {
+    Ok(match op {
         BinOp::Add => format!("{a} + {b}"),
         BinOp::Sub => format!("{a} - {b}"),
         BinOp::Mul => format!("{a} * {b}"),
@@ -138,6 +136,8 @@ fn bin_text(op: BinOp, a: &str, b: &str) -> String {
         BinOp::Pow => format!("pow({a}, {b})"),
         BinOp::Max => format!("maximum({a}, {b})"),
         BinOp::Min => format!("minimum({a}, {b})"),
-        BinOp::Mod | BinOp::Equal => unreachable!("refused before"),
-    }
+        BinOp::Mod | BinOp::Equal => {
+            return Err("on model tensors; Strata has no such element-wise op".into());
+        }
+    })
 }
