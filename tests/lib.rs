@@ -40,6 +40,39 @@ pub fn assert_located_errors(input: &str, cases: &[(&str, &str)]) {
     }
 }
 
+/// The session's weights with every value moved a little (variances and scales kept
+/// positive), as a safetensors file: weights that differ from a model's initial ones, so
+/// a check comparing two runs of them cannot pass by reading defaults.
+pub fn perturbed_weights(session: &strata_runtime::Session, rng: &mut TestRng) -> Vec<u8> {
+    use strata_artifact::{HostTensor, TensorData};
+    let tensors: Vec<(String, HostTensor)> = session
+        .weights()
+        .map(|(name, t)| {
+            let positive = name.ends_with("running_var") || name == "normalize.scale";
+            let data = match &t.data {
+                TensorData::F32(v) => TensorData::F32(
+                    v.iter()
+                        .map(|&x| match positive {
+                            true => x.abs() + 0.5 + 0.5 * rng.uniform().abs(),
+                            false => x + 0.1 * rng.uniform(),
+                        })
+                        .collect(),
+                ),
+                other => other.clone(),
+            };
+            (
+                name.to_string(),
+                HostTensor {
+                    shape: t.shape.clone(),
+                    data,
+                },
+            )
+        })
+        .collect();
+    strata_artifact::weights::encode_weights(tensors.iter().map(|(n, t)| (n.as_str(), t)))
+        .expect("encodes")
+}
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -14,7 +14,7 @@ use strata_compiler::ir::{DType, Op};
 use strata_onnx::{ExportError, ExportOptions, export_infer};
 use strata_runtime::Session;
 use strata_tests::train_check::training_options;
-use strata_tests::{TestRng, example_files, load_example};
+use strata_tests::{TestRng, example_files, load_example, perturbed_weights};
 use tract_onnx::prelude::*;
 
 /// Agreement asked of the ONNX runtime against Strata's CPU code.
@@ -29,37 +29,6 @@ const NOT_EXPORTABLE: &[(&str, &str)] = &[
     // ConvTranspose would be its pattern).
     ("conv_autoencoder.strata", "col2im"),
 ];
-
-/// The session's weights with every value moved a little (variances and scales kept
-/// positive), as a safetensors file.
-fn perturbed_weights(session: &Session, rng: &mut TestRng) -> Vec<u8> {
-    let tensors: Vec<(String, HostTensor)> = session
-        .weights()
-        .map(|(name, t)| {
-            let positive = name.ends_with("running_var") || name == "normalize.scale";
-            let data = match &t.data {
-                TensorData::F32(v) => TensorData::F32(
-                    v.iter()
-                        .map(|&x| match positive {
-                            true => x.abs() + 0.5 + 0.5 * rng.uniform().abs(),
-                            false => x + 0.1 * rng.uniform(),
-                        })
-                        .collect(),
-                ),
-                other => other.clone(),
-            };
-            (
-                name.to_string(),
-                HostTensor {
-                    shape: t.shape.clone(),
-                    data,
-                },
-            )
-        })
-        .collect();
-    strata_artifact::weights::encode_weights(tensors.iter().map(|(n, t)| (n.as_str(), t)))
-        .expect("encodes")
-}
 
 /// Random inputs of `infer` at `batch`: uniform in [-2, 2) for f32, tokens in `0..16`.
 fn inputs(compiled: &Compiled, batch: u64, rng: &mut TestRng) -> Vec<(String, HostTensor)> {

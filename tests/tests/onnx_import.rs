@@ -263,31 +263,7 @@ fn round_trip(file: &str) {
         .unwrap_or_else(|e| panic!("{}", e.render(&source)));
     let mut session = Session::new(&compiled.artifact).expect("a session");
     let mut rng = TestRng::new(7);
-    let perturbed: Vec<(String, HostTensor)> = session
-        .weights()
-        .map(|(name, t)| {
-            let positive = name.ends_with("running_var") || name == "normalize.scale";
-            let data = match &t.data {
-                TensorData::F32(v) => TensorData::F32(
-                    v.iter()
-                        .map(|&x| match positive {
-                            true => x.abs() + 0.5 + 0.5 * rng.uniform().abs(),
-                            false => x + 0.1 * rng.uniform(),
-                        })
-                        .collect(),
-                ),
-                other => other.clone(),
-            };
-            (
-                name.to_string(),
-                HostTensor {
-                    shape: t.shape.clone(),
-                    data,
-                },
-            )
-        })
-        .collect();
-    let weights = encode_weights(perturbed.iter().map(|(n, t)| (n.as_str(), t))).expect("encodes");
+    let weights = strata_tests::perturbed_weights(&session, &mut rng);
     session.load_weights(&weights).expect("loads");
     let model = export_infer(&compiled.optimized, &weights, &ExportOptions::default())
         .unwrap_or_else(|e| panic!("{file}: {e}"));
