@@ -8,16 +8,19 @@
 //! 20          8     CLIF length C, u64 LE
 //! 28          8     WGSL length G, u64 LE (0: no GPU code)
 //! 36          8     weights length W, u64 LE
-//! 44          M     manifest, JSON (UTF-8)
-//! 44+M        C     CLIF text (UTF-8)
-//! 44+M+C      G     WGSL text (UTF-8)
-//! 44+M+C+G    W     weights, a safetensors file
-//! 44+M+C+G+W  4     CRC-32 (IEEE) of every byte before it, u32 LE
+//! 44          8     machine code length N, u64 LE (0: none)
+//! 52          M     manifest, JSON (UTF-8)
+//! 52+M        C     CLIF text (UTF-8)
+//! 52+M+C      G     WGSL text (UTF-8)
+//! 52+M+C+G    W     weights, a safetensors file
+//! 52+M+C+G+W  N     machine code (crate::machine_code)
+//! …+N         4     CRC-32 (IEEE) of every byte before it, u32 LE
 //! ```
 //!
 //! Version 2 added the WGSL section, 3 windows, loops and train steps in the manifest,
 //! 4 the I/O block (`Location::Io`), 5 contractions summed over batch axes
-//! (`Contraction::summed`); files of other versions are refused (rebuild them).
+//! (`Contraction::summed`), 6 the machine code section; files of other versions are
+//! refused (rebuild them).
 //!
 //! The magic follows PNG's trick: a high first byte catches 7-bit transfers and the
 //! trailing `\n` catches newline conversion. The version is read before the checksum, so
@@ -25,19 +28,21 @@
 //! the checksum is allowed: an artifact is exactly as long as its header says.
 
 use std::io::Write;
+use std::ops::Range;
 
 use strata_kernels::ir::{Expr, KernelBody};
 
 use super::Artifact;
 use crate::error::ArtifactError;
+use crate::{Bytes, MachineCode};
 
 /// The first eight bytes of every artifact.
 pub const MAGIC: [u8; 8] = *b"\x89STRATA\n";
 
 /// The layout version this runtime writes and reads.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
-const HEADER_LEN: usize = 8 + 4 + 4 * 8;
+const HEADER_LEN: usize = 8 + 4 + 5 * 8;
 const CHECKSUM_LEN: usize = 4;
 
 impl Artifact {
@@ -61,11 +66,17 @@ impl Artifact {
         let mut counted = Counted(0);
         serde_json::to_writer(&mut counted, &self.manifest)
             .map_err(|e| ArtifactError::Unrepresentable(e.to_string()))?;
+        let machine_code = self
+            .machine_code
+            .as_ref()
+            .map(|m| m.to_bytes())
+            .unwrap_or_default();
         let lengths = [
             counted.0,
             self.clif.len() as u64,
             self.wgsl.len() as u64,
             self.weights.len() as u64,
+            machine_code.len() as u64,
         ];
         let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(&MAGIC);
@@ -80,7 +91,12 @@ impl Artifact {
         body.write_all(&header).map_err(ArtifactError::Write)?;
         serde_json::to_writer(&mut body, &self.manifest)
             .map_err(|e| ArtifactError::Write(e.into()))?;
-        for section in [self.clif.as_bytes(), self.wgsl.as_bytes(), &self.weights] {
+        for section in [
+            self.clif.as_bytes(),
+            self.wgsl.as_bytes(),
+            &self.weights[..],
+            &machine_code,
+        ] {
             body.write_all(section).map_err(ArtifactError::Write)?;
         }
         let crc = body.crc.finalize();
@@ -91,11 +107,31 @@ impl Artifact {
 
     /// The serialized size, give or take the manifest's JSON.
     fn byte_len_estimate(&self) -> usize {
-        HEADER_LEN + self.clif.len() + self.wgsl.len() + self.weights.len() + CHECKSUM_LEN
+        let machine_code = self.machine_code.as_ref().map_or(0, |m| m.code.len());
+        HEADER_LEN
+            + self.clif.len()
+            + self.wgsl.len()
+            + self.weights.len()
+            + machine_code
+            + CHECKSUM_LEN
     }
 
     /// Parses and validates an artifact; any defect is an error, never a panic.
     pub fn from_bytes(bytes: &[u8]) -> Result<Artifact, ArtifactError> {
+        Artifact::parse(bytes, |range| Bytes::from(bytes[range].to_vec()))
+    }
+
+    /// [`Artifact::from_bytes`], keeping the weights as a view of `bytes` instead of a
+    /// copy (a built executable's start, reading its own mapped file).
+    pub fn from_shared(bytes: &Bytes) -> Result<Artifact, ArtifactError> {
+        Artifact::parse(bytes, |range| bytes.slice(range))
+    }
+
+    /// Parses `bytes`; `weights` gives the weights section's bytes from its range.
+    fn parse(
+        bytes: &[u8],
+        weights: impl FnOnce(Range<usize>) -> Bytes,
+    ) -> Result<Artifact, ArtifactError> {
         let got = bytes.len() as u64;
         let mut reader = Reader { bytes, pos: 0 };
         if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
@@ -123,7 +159,7 @@ impl Artifact {
                 supported: FORMAT_VERSION,
             });
         }
-        let mut lengths = [0u64; 4];
+        let mut lengths = [0u64; 5];
         for len in &mut lengths {
             *len = reader.u64().ok_or(ArtifactError::Truncated {
                 needed: (HEADER_LEN + CHECKSUM_LEN) as u64,
@@ -154,11 +190,14 @@ impl Artifact {
         if stored != computed && !cfg!(fuzzing) {
             return Err(ArtifactError::Checksum { stored, computed });
         }
-        let [manifest_len, clif_len, wgsl_len, weights_len] = lengths.map(|l| l as usize);
+        let [manifest_len, clif_len, wgsl_len, weights_len, machine_len] =
+            lengths.map(|l| l as usize);
         let manifest = reader.take(manifest_len).unwrap_or_default();
         let clif = reader.take(clif_len).unwrap_or_default();
         let wgsl = reader.take(wgsl_len).unwrap_or_default();
-        let weights = reader.take(weights_len).unwrap_or_default();
+        let weights_at = reader.pos;
+        reader.take(weights_len);
+        let machine_code = reader.take(machine_len).unwrap_or_default();
 
         let manifest = std::str::from_utf8(manifest).map_err(|source| ArtifactError::NotUtf8 {
             section: "manifest",
@@ -177,7 +216,9 @@ impl Artifact {
             manifest,
             clif: clif.to_owned(),
             wgsl: wgsl.to_owned(),
-            weights: weights.to_vec(),
+            // `needed == got`: the section is inside `bytes`.
+            weights: weights(weights_at..weights_at + weights_len),
+            machine_code: MachineCode::from_bytes(machine_code)?,
         };
         artifact.validate()?;
         Ok(artifact)

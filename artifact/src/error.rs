@@ -190,6 +190,8 @@ pub enum ArtifactError {
     BadWindow { buffer: String, reason: String },
     #[error("entry `{entry}`: {reason}")]
     BadLoop { entry: String, reason: String },
+    #[error("the machine code section is invalid: {reason}")]
+    BadMachineCode { reason: String },
     #[error("weight key `{key}` is used by two buffers")]
     DuplicateWeightKey { key: String },
     #[error("artifact's weights: {0}")]

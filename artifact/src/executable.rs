@@ -7,15 +7,16 @@
 //! Operating systems load an executable by its headers and ignore bytes after its last
 //! section, so the stub runs unchanged; at start it reads the last 16 bytes of its own
 //! file and, when they are a trailer, only the artifact's bytes before them
-//! ([`read_appended`]): a start never reads the binary itself. Only the trailer is looked
-//! at, so the magic's copy in the stub's own read-only data never confuses the search.
+//! ([`read_appended`], through a mapping of the file): a start never reads the binary
+//! itself. Only the trailer is looked at, so the magic's copy in the stub's own read-only
+//! data never confuses the search.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 
-use crate::Artifact;
 use crate::error::ArtifactError;
+use crate::{Artifact, Bytes};
 
 /// The last eight bytes of an executable that carries an artifact.
 pub const TRAILER_MAGIC: [u8; 8] = *b"\x89STRAT\xe5\n";
@@ -72,43 +73,29 @@ pub fn find_in_executable(exe: &[u8]) -> Result<Option<&[u8]>, ArtifactError> {
     Ok(rest.get(start..))
 }
 
-/// The artifact appended to the file at `path` (`Ok(None)` if it carries none), reading
-/// the trailer and then only the artifact's bytes.
-pub fn read_appended(path: &Path) -> Result<Option<Vec<u8>>, ArtifactError> {
+/// The artifact appended to the file at `path` (`Ok(None)` if it carries none): the
+/// file is mapped ([`Bytes::map_file`]; read into memory where it cannot be mapped), and
+/// only its trailer and then the artifact's pages are touched. `path` must be a file
+/// nobody writes while the bytes live: the running executable.
+pub fn read_appended(path: &Path) -> Result<Option<Bytes>, ArtifactError> {
     let io = |source| ArtifactError::Io {
         path: path.to_path_buf(),
         source,
     };
     let mut file = File::open(path).map_err(io)?;
-    let len = file.seek(SeekFrom::End(0)).map_err(io)?;
-    let Some(trailer_at) = len.checked_sub(TRAILER_LEN as u64) else {
-        return Ok(None);
+    let whole = match Bytes::map_file(&file) {
+        Ok(map) => map,
+        Err(_) => {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).map_err(io)?;
+            Bytes::from(bytes)
+        }
     };
-    let mut trailer = [0u8; TRAILER_LEN];
-    file.seek(SeekFrom::Start(trailer_at)).map_err(io)?;
-    file.read_exact(&mut trailer).map_err(io)?;
-    let (len_bytes, magic) = trailer.split_at(8);
-    if magic != TRAILER_MAGIC {
-        return Ok(None);
-    }
-    let mut announced = [0u8; 8];
-    announced.copy_from_slice(len_bytes);
-    let announced = u64::from_le_bytes(announced);
-    if announced > trailer_at {
-        return Err(ArtifactError::BadTrailer {
-            announced,
-            available: trailer_at,
-        });
-    }
-    let size = usize::try_from(announced).map_err(|_| ArtifactError::BadTrailer {
-        announced,
-        available: trailer_at,
-    })?;
-    let mut bytes = vec![0u8; size];
-    file.seek(SeekFrom::Start(trailer_at - announced))
-        .map_err(io)?;
-    file.read_exact(&mut bytes).map_err(io)?;
-    Ok(Some(bytes))
+    let range = find_in_executable(&whole)?.map(|artifact| {
+        let start = artifact.as_ptr() as usize - whole.as_ptr() as usize;
+        start..start + artifact.len()
+    });
+    Ok(range.map(|r| whole.slice(r)))
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@
 //!   [`weight_keys`]: what each of them is (parameter, normalization, optimizer state).
 //! - [`explain_entry`]: the ports of the `explain` entry (input gradients of outputs).
 //! - [`info`]: a printable summary of a model (entries, ports, parameters, arena).
+//! - [`machine_code`]: kernels compiled ahead of time, carried by built executables.
+//! - [`bytes`]: the bytes an artifact is read from, owned or mapped from a file.
 //! - [`executable`]: appending an artifact to a binary and finding it again.
 //! - [`tensor`], [`npy`]: host tensors and `.npy` files.
 //! - [`output_path`]: the paths Strata may write a file to (never over a directory,
@@ -26,11 +28,13 @@
 //! again).
 
 pub mod backend;
+pub mod bytes;
 pub mod container;
 pub mod error;
 pub mod executable;
 pub mod explain_entry;
 pub mod info;
+pub mod machine_code;
 pub mod manifest;
 pub mod metric;
 pub mod npy;
@@ -43,12 +47,14 @@ pub mod weight_keys;
 pub mod weights;
 
 pub use backend::Backend;
+pub use bytes::Bytes;
 pub use container::{FORMAT_VERSION, MAGIC};
 pub use error::{ArtifactError, NpyError, TensorError, WeightsError};
 pub use executable::{
     TRAILER_MAGIC, append_to_executable, find_in_executable, read_appended, write_executable,
 };
 pub use info::{EntryInfo, ModelInfo, PortInfo};
+pub use machine_code::MachineCode;
 pub use manifest::Manifest;
 pub use metric::Metric;
 pub use output_path::check_output_path;
@@ -65,6 +71,10 @@ pub struct Artifact {
     /// empty when the model was built for the CPU only. A model with GPU code runs on the
     /// GPU by default.
     pub wgsl: String,
-    /// The initial value of every persistent buffer, as a safetensors file.
-    pub weights: Vec<u8>,
+    /// The initial value of every persistent buffer, as a safetensors file (a view of
+    /// the executable's own file when a built executable reads itself).
+    pub weights: Bytes,
+    /// The CPU code compiled ahead of time, when the artifact was built into an
+    /// executable ([`machine_code`]); the runtime otherwise compiles the kernel IR.
+    pub machine_code: Option<MachineCode>,
 }

@@ -19,7 +19,9 @@
 //! 6. the weights hold exactly the persistent buffers, with their dtypes and shapes;
 //! 7. the CLIF text defines a function for every kernel (a textual check; compile errors
 //!    come when a session compiles it);
-//! 8. every load, store and `gemm` operand of every kernel stays inside its buffer
+//! 8. machine code, when carried, has exactly one function per kernel function, each
+//!    inside the code section ([`crate::machine_code`]);
+//! 9. every load, store and `gemm` operand of every kernel stays inside its buffer
 //!    ([`strata_kernels::bounds`]): here at batch size 1, and by a session before its
 //!    first run at each further batch size ([`validate_bounds`]). With rule 5, a kernel's
 //!    slots are its buffers, so a kernel inside its slots is inside its storage.
@@ -59,6 +61,9 @@ impl Artifact {
         weights::match_weights(manifest, &self.weights)?;
         validate_clif(manifest, &self.clif)?;
         validate_wgsl(manifest, &self.wgsl)?;
+        if let Some(code) = &self.machine_code {
+            code.validate(manifest)?;
+        }
         validate_bounds(manifest, 1)?;
         Ok(())
     }
@@ -77,7 +82,7 @@ fn validate_kernels(manifest: &Manifest) -> Result<(), ArtifactError> {
     Ok(())
 }
 
-/// Rule 8 at one batch size: every memory access of every kernel stays inside the
+/// Rule 9 at one batch size: every memory access of every kernel stays inside the
 /// kernel's buffer slots. The manifest must have passed [`Artifact::validate`].
 pub fn validate_bounds(manifest: &Manifest, batch: u64) -> Result<(), ArtifactError> {
     for kernel in &manifest.kernels {

@@ -109,13 +109,21 @@ pub fn match_weights<'a>(
 /// Copies a (checked) tensor view into a host tensor.
 pub fn to_host_tensor(view: &TensorView<'_>) -> HostTensor {
     let shape = view.shape().iter().map(|&d| d as u64).collect();
-    let words = view
-        .data()
-        .chunks_exact(4)
-        .filter_map(|c| c.first_chunk::<4>().copied());
-    let data = match view.dtype() {
-        Dtype::I32 => TensorData::I32(words.map(i32::from_le_bytes).collect()),
-        _ => TensorData::F32(words.map(f32::from_le_bytes).collect()),
+    let bytes = view.data();
+    let whole = &bytes[..bytes.len() / 4 * 4];
+    // Little-endian words: on a little-endian host a copy (a start copies every weight).
+    let data = match (view.dtype(), cfg!(target_endian = "little")) {
+        (Dtype::I32, true) => TensorData::I32(bytemuck::pod_collect_to_vec(whole)),
+        (_, true) => TensorData::F32(bytemuck::pod_collect_to_vec(whole)),
+        (dtype, false) => {
+            let words = whole
+                .chunks_exact(4)
+                .filter_map(|c| c.first_chunk::<4>().copied());
+            match dtype {
+                Dtype::I32 => TensorData::I32(words.map(i32::from_le_bytes).collect()),
+                _ => TensorData::F32(words.map(f32::from_le_bytes).collect()),
+            }
+        }
     };
     HostTensor { shape, data }
 }

@@ -129,7 +129,8 @@ fn artifact() -> Artifact {
         manifest: manifest(),
         clif: CLIF.into(),
         wgsl: String::new(),
-        weights: weights(&[("layer.b", bias())]),
+        weights: weights(&[("layer.b", bias())]).into(),
+        machine_code: None,
     }
 }
 
@@ -148,7 +149,8 @@ fn pack_with_wgsl(
 ) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
     out.extend_from_slice(&version.to_le_bytes());
-    for section in [manifest, clif, wgsl, weights] {
+    // No machine code (an empty fifth section).
+    for section in [manifest, clif, wgsl, weights, b""] {
         out.extend_from_slice(&(section.len() as u64).to_le_bytes());
     }
     for section in [manifest, clif, wgsl, weights] {
@@ -461,7 +463,7 @@ fn refuses_unknown_kernels_and_buffers() {
 #[test]
 fn refuses_a_missing_weight() {
     let mut a = artifact();
-    a.weights = weights(&[]);
+    a.weights = weights(&[]).into();
     assert_eq!(
         error_of(&a),
         "artifact's weights: missing tensors `layer.b`"
@@ -472,13 +474,13 @@ fn refuses_a_missing_weight() {
 fn refuses_a_weight_of_the_wrong_shape_or_dtype() {
     let mut a = artifact();
     let wrong = HostTensor::f32(vec![2, 2], vec![0.0; 4]).unwrap();
-    a.weights = weights(&[("layer.b", wrong)]);
+    a.weights = weights(&[("layer.b", wrong)]).into();
     assert_eq!(
         error_of(&a),
         "artifact's weights: tensor `layer.b`: expected shape [4], got [2, 2]"
     );
     let wrong = HostTensor::i32(vec![4], vec![0; 4]).unwrap();
-    a.weights = weights(&[("layer.b", wrong)]);
+    a.weights = weights(&[("layer.b", wrong)]).into();
     assert_eq!(
         error_of(&a),
         "artifact's weights: tensor `layer.b`: expected dtype f32, got i32"
@@ -488,7 +490,7 @@ fn refuses_a_weight_of_the_wrong_shape_or_dtype() {
 #[test]
 fn refuses_an_unknown_weight() {
     let mut a = artifact();
-    a.weights = weights(&[("layer.b", bias()), ("layer.w", bias())]);
+    a.weights = weights(&[("layer.b", bias()), ("layer.w", bias())]).into();
     assert_eq!(
         error_of(&a),
         "artifact's weights: unknown tensors `layer.w` (the model's parameters are `layer.b`)"
@@ -498,7 +500,7 @@ fn refuses_an_unknown_weight() {
 #[test]
 fn refuses_weights_that_are_not_safetensors() {
     let mut a = artifact();
-    a.weights = b"not safetensors".to_vec();
+    a.weights = b"not safetensors".to_vec().into();
     assert!(error_of(&a).starts_with("artifact's weights: not a valid safetensors file"));
 }
 

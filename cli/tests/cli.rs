@@ -120,6 +120,11 @@ fn built_executable_runs_alone_and_matches_strata_run() {
     let info_text = String::from_utf8_lossy(&info.stdout);
     assert!(info_text.contains("infer"), "{info_text}");
     assert!(info_text.contains("logits"), "{info_text}");
+    // It carries its kernels' machine code, compiled for this machine's CPU.
+    assert!(
+        info_text.contains("cpu code    machine code for") && info_text.contains("runs here"),
+        "{info_text}"
+    );
 
     let run = output_of(
         Command::new(&lone_exe)
@@ -151,6 +156,47 @@ fn built_executable_runs_alone_and_matches_strata_run() {
         String::from_utf8_lossy(&run2.stderr)
     );
     assert_eq!(read_npy_f32(&y2), from_exe);
+}
+
+#[test]
+fn an_executable_built_without_machine_code_compiles_at_start_and_answers_the_same() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let with_code = build_mlp(dir.path());
+    let without = dir.path().join("mlp_jit");
+    let out = strata()
+        .arg("build")
+        .arg(example("mlp.strata"))
+        .args(["--no-machine-code", "-o"])
+        .arg(&without)
+        .output()
+        .expect("strata runs");
+    let err = stderr_of(&out);
+    assert!(
+        out.status.success() && err.contains("no machine code"),
+        "{err}"
+    );
+    let info = output_of(Command::new(&without).arg("info"));
+    let info_text = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info_text.contains("cpu code    compiled at each start (built without machine code)"),
+        "{info_text}"
+    );
+    let x: Vec<f32> = (0..5 * 64)
+        .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
+        .collect();
+    write_npy_f32(&dir.path().join("x.npy"), &[5, 64], &x);
+    let logits = |exe: &Path, name: &str| {
+        let y = dir.path().join(name);
+        let run = output_of(
+            Command::new(exe)
+                .args(["infer", "--input", "x=x.npy", "--output"])
+                .arg(format!("logits={}", y.display()))
+                .current_dir(dir.path()),
+        );
+        assert!(run.status.success(), "{}", stderr_of(&run));
+        read_npy_f32(&y)
+    };
+    assert_eq!(logits(&with_code, "a.npy"), logits(&without, "b.npy"));
 }
 
 #[test]

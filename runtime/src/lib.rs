@@ -19,5 +19,5 @@ pub mod gpu;
 pub mod session;
 
 pub use error::{RunError, SessionError};
-pub use session::Session;
+pub use session::{CarriedCode, CpuCode, Session};
 pub use strata_artifact::Backend;

@@ -43,7 +43,7 @@ use std::collections::HashSet;
 use bytemuck::{Pod, Zeroable};
 use strata_kernels::ir::Dim;
 
-use crate::cpu::{self, JitCode, KernelFn};
+use crate::cpu::{self, JitCode, KernelFn, MappedCode};
 use crate::error::{RunError, SessionError};
 use crate::gpu::engine::writes_persistent;
 use crate::gpu::{AdapterSummary, GpuEngine, GpuError, GpuOptions};
@@ -53,7 +53,7 @@ use strata_artifact::manifest::{Entry, Location, Manifest};
 use strata_artifact::tensor::{HostTensor, TensorData, type_string};
 use strata_artifact::validate::validate_bounds;
 use strata_artifact::weights::{encode_weights, match_weights, to_host_tensor};
-use strata_artifact::{Artifact, ModelInfo};
+use strata_artifact::{Artifact, MachineCode, ModelInfo};
 
 /// One cache line of arena storage; a `Vec` of these is a 64-byte aligned allocation.
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -66,12 +66,68 @@ enum Engine {
         /// Compiled code of every kernel (one function per part), by kernel position;
         /// valid while `code` lives.
         functions: Vec<Vec<KernelFn>>,
-        code: JitCode,
+        code: CpuCode,
         arena: Vec<ArenaLine>,
         /// Per kernel: time spent in its launches and their count, while profiling.
         profile: Option<Vec<(std::time::Duration, u64)>>,
     },
-    Gpu(GpuEngine),
+    // Boxed: a GPU engine (device, queue, pipelines) is far larger than the CPU's fields.
+    Gpu(Box<GpuEngine>),
+}
+
+/// A CPU session's compiled kernels.
+pub enum CpuCode {
+    /// Compiled at the session's start from the validated kernel IR; `carried_unusable`
+    /// says why machine code the executable carries could not be used instead, if any.
+    Compiled {
+        // Boxed: a JIT module is hundreds of bytes, a mapping a few words.
+        code: Box<JitCode>,
+        carried_unusable: Option<String>,
+    },
+    /// The machine code an executable carries, mapped at its start.
+    Carried(MappedCode),
+}
+
+impl CpuCode {
+    /// The function named `name`; valid while this code lives.
+    pub fn get(&self, name: &str) -> Option<KernelFn> {
+        match self {
+            CpuCode::Compiled { code, .. } => code.get(name),
+            CpuCode::Carried(code) => code.get(name),
+        }
+    }
+
+    /// Where the code came from, for a person: `compiled at start` or `carried by the
+    /// executable`, with the reason when carried code could not run here.
+    pub fn origin(&self) -> String {
+        match self {
+            CpuCode::Compiled {
+                carried_unusable: None,
+                ..
+            } => "compiled at start".into(),
+            CpuCode::Compiled {
+                carried_unusable: Some(why),
+                ..
+            } => format!("compiled at start (the executable's machine code is unusable: {why})"),
+            CpuCode::Carried(code) => {
+                format!(
+                    "machine code carried by the executable ({} bytes)",
+                    code.len()
+                )
+            }
+        }
+    }
+}
+
+/// Whether a session may run the machine code its artifact carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CarriedCode {
+    /// Never: the kernels are compiled from their validated IR. For every artifact that
+    /// is not part of the running executable itself.
+    Compile,
+    /// When this host can run it: for an executable running the artifact appended to
+    /// itself, whose code is as trusted as the executable file.
+    UseIfRunnable,
 }
 
 /// A model ready to run, on the CPU or a GPU.
@@ -108,6 +164,18 @@ impl Session {
         backend: Backend,
         gpu: &GpuOptions,
     ) -> Result<Session, SessionError> {
+        Session::new_with_code(artifact, backend, gpu, CarriedCode::Compile)
+    }
+
+    /// [`Session::new_with_options`], running the artifact's machine code when `carried`
+    /// allows it and this host can ([`cpu::machine_code`]); otherwise the kernels are
+    /// compiled as always.
+    pub fn new_with_code(
+        artifact: &Artifact,
+        backend: Backend,
+        gpu: &GpuOptions,
+        carried: CarriedCode,
+    ) -> Result<Session, SessionError> {
         artifact.validate()?;
         let manifest = artifact.manifest.clone();
         let mut persistent = vec![None; manifest.buffers.len()];
@@ -117,7 +185,13 @@ impl Session {
             }
         }
         let engine = match backend {
-            Backend::Cpu => cpu_engine(&manifest)?,
+            Backend::Cpu => {
+                let machine_code = match carried {
+                    CarriedCode::UseIfRunnable => artifact.machine_code.as_ref(),
+                    CarriedCode::Compile => None,
+                };
+                cpu_engine(&manifest, machine_code)?
+            }
             Backend::Gpu => {
                 // A build for the CPU carries no GPU code; one for the GPU is run from
                 // WGSL generated here from the validated kernel IR, not from its text.
@@ -130,7 +204,7 @@ impl Session {
                         message: format!("generating its WGSL: {}", e.message),
                     }
                 })?;
-                Engine::Gpu(GpuEngine::new(&manifest, &wgsl, gpu)?)
+                Engine::Gpu(Box::new(GpuEngine::new(&manifest, &wgsl, gpu)?))
             }
         };
         Ok(Session {
@@ -158,12 +232,20 @@ impl Session {
     }
 }
 
-/// Generates the CPU code from the validated kernel IR and JIT-compiles it. The
-/// artifact's CLIF text is never run: machine code comes only from this binary's
+/// Maps `carried` machine code when there is some and this host can run it; otherwise
+/// generates the CPU code from the validated kernel IR and JIT-compiles it. The
+/// artifact's CLIF text is never run: compiled code comes only from this binary's
 /// emitter, fed the IR that validation (bounds included) has checked.
-fn cpu_engine(manifest: &Manifest) -> Result<Engine, SessionError> {
+fn cpu_engine(manifest: &Manifest, carried: Option<&MachineCode>) -> Result<Engine, SessionError> {
     {
-        let code = JitCode::from_kernels(&manifest.kernels)?;
+        let mapped = carried.map(MappedCode::map);
+        let code = match mapped {
+            Some(Ok(code)) => CpuCode::Carried(code),
+            unusable => CpuCode::Compiled {
+                code: Box::new(JitCode::from_kernels(&manifest.kernels)?),
+                carried_unusable: unusable.and_then(Result::err).map(|e| e.to_string()),
+            },
+        };
         let functions = manifest
             .kernels
             .iter()
@@ -222,7 +304,7 @@ impl Session {
     }
 
     /// The compiled CPU code (kept alive as long as the session); None on the GPU.
-    pub fn code(&self) -> Option<&JitCode> {
+    pub fn code(&self) -> Option<&CpuCode> {
         match &self.engine {
             Engine::Cpu { code, .. } => Some(code),
             Engine::Gpu(_) => None,

@@ -198,7 +198,8 @@ fn artifact() -> Artifact {
         manifest,
         clif,
         wgsl: String::new(),
-        weights: weights(&PARAMS),
+        weights: weights(&PARAMS).into(),
+        machine_code: None,
     }
 }
 

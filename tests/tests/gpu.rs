@@ -158,7 +158,10 @@ fn single_kernel_artifact(kernel: &Kernel) -> Artifact {
         clif: strata_kernels::cpu::emit_clif(&manifest.kernels).expect("CLIF"),
         wgsl: strata_kernels::gpu::emit_wgsl(&manifest.kernels).expect("WGSL"),
         manifest,
-        weights: encode_weights(std::iter::empty()).expect("empty weights"),
+        weights: encode_weights(std::iter::empty())
+            .expect("empty weights")
+            .into(),
+        machine_code: None,
     }
 }
 

@@ -80,8 +80,9 @@ fn infer_reproduces_eval(file: &str) {
     let report = evaluate(&mut scored, &config, None, EvalSplit::Test).expect("evaluates");
 
     // `strata build --weights best.safetensors`, then `infer` on the raw test split.
-    artifact.weights =
-        complete_weights(&artifact.weights, &best, &summary.paths.best).expect("completes");
+    artifact.weights = complete_weights(&artifact.weights, &best, &summary.paths.best)
+        .expect("completes")
+        .into();
     let mut built = Session::new(&artifact).expect("the built model loads");
     let stats = |key: &str| {
         built

@@ -23,6 +23,11 @@ pub(super) struct BuildArgs {
     /// Add the explain entry (input gradients), for the executable's `explain` command.
     #[arg(long)]
     explain: bool,
+    /// Leave out the kernels' machine code: the executable then compiles them at every
+    /// start, as `strata run` does [default: the executable carries machine code for
+    /// this machine's CPU and compiles only on a CPU that lacks one of its features].
+    #[arg(long)]
+    no_machine_code: bool,
 }
 
 pub(super) fn run(a: &BuildArgs) -> ExitCode {
@@ -48,12 +53,22 @@ pub(super) fn run(a: &BuildArgs) -> ExitCode {
     if let Err(e) = with_weights(&a.common, &mut compiled, a.weights.as_deref()) {
         return fail(e);
     }
+    if !a.no_machine_code {
+        match strata_runtime::cpu::compile_machine_code(&compiled.artifact.manifest.kernels) {
+            Ok(code) => compiled.artifact.machine_code = Some(code),
+            Err(e) => return fail(format!("cannot compile the kernels' machine code: {e}")),
+        }
+    }
     let size = match write_executable(&a.output, &compiled.artifact) {
         Ok(size) => size,
         Err(e) => return fail(format!("cannot write {}: {e}", a.output.display())),
     };
+    let code = match &compiled.artifact.machine_code {
+        Some(code) => format!("machine code for {}", code.target),
+        None => "no machine code".into(),
+    };
     eprintln!(
-        "wrote {} ({} kernels, {size} bytes)",
+        "wrote {} ({} kernels, {code}, {size} bytes)",
         a.output.display(),
         compiled.lowered.kernels.len(),
     );

@@ -262,7 +262,7 @@ fn with_artifact_weights(artifact: &mut Artifact, weights: Option<&Path>) -> Res
     // Check names and shapes against the model by loading them into a session's store.
     strata_artifact::weights::match_weights(&artifact.manifest, &bytes)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    artifact.weights = bytes;
+    artifact.weights = bytes.into();
     artifact
         .validate()
         .map_err(|e| format!("{}: {e}", path.display()))

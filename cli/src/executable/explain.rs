@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use strata_artifact::npy::{read_npy, write_npy};
 use strata_artifact::{Artifact, HostTensor, TensorData};
-use strata_runtime::Session;
 use strata_training::driver::EvalSplit;
 use strata_training::explain::methods::Method;
 use strata_training::explain::pictures::{
@@ -31,7 +30,7 @@ use strata_training::explain::samples::{SplitSamples, split_samples};
 use strata_training::explain::{ExplainError, ExplainSettings, Explanation, Target, explain};
 
 use super::ports::parse_input_arg;
-use super::{Device, Failure, backend, load_weights, runtime};
+use super::{Device, Failure, load_weights, runtime};
 
 /// How many held-out samples are explained when no `--input` is given.
 const DEFAULT_COUNT: usize = 8;
@@ -154,8 +153,7 @@ pub(super) fn run(
         })?),
     };
     let config = artifact.manifest.train.as_ref();
-    let mut session =
-        Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
+    let mut session = super::session(artifact, args.device)?;
     if let Some(path) = &args.weights {
         load_weights(&mut session, path)?;
     }

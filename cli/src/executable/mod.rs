@@ -58,10 +58,12 @@ use clap::{Args, Parser, Subcommand};
 
 use strata_artifact::npy::{read_npy, write_npy};
 use strata_artifact::train_config::TrainConfig;
-use strata_artifact::{Artifact, Backend, HostTensor, ModelInfo, TensorData, find_in_executable};
+use strata_artifact::{
+    Artifact, Backend, Bytes, HostTensor, ModelInfo, TensorData, find_in_executable,
+};
 use strata_runtime::decode::{DecodeError, GreedyDecoding};
 use strata_runtime::gpu::{GpuOptions, describe_adapter};
-use strata_runtime::{RunError, Session};
+use strata_runtime::{CarriedCode, RunError, Session};
 use strata_training::TrainError;
 use strata_training::args::{TrainOutcome, is_usage_error};
 use strata_training::driver::load_weights_file;
@@ -203,7 +205,7 @@ fn runtime(e: impl Display) -> Failure {
 
 /// The executable's `main`: runs the command line against `artifact`, the bytes
 /// appended to the running binary.
-pub fn main(artifact: Vec<u8>) -> ExitCode {
+pub fn main(artifact: Bytes) -> ExitCode {
     run_on_artifact(
         std::env::args_os(),
         || Ok(artifact),
@@ -223,7 +225,7 @@ pub fn run_cli(
     let load_artifact = || {
         let exe = load_executable()?;
         match find_in_executable(&exe) {
-            Ok(Some(bytes)) => Ok(bytes.to_vec()),
+            Ok(Some(bytes)) => Ok(Bytes::from(bytes.to_vec())),
             Ok(None) => Err(
                 "this executable holds no compiled model (build one with `strata build`)".into(),
             ),
@@ -236,7 +238,7 @@ pub fn run_cli(
 /// [`run_cli`] with the artifact's bytes instead of the executable's.
 fn run_on_artifact(
     args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
-    load_artifact: impl FnOnce() -> Result<Vec<u8>, String>,
+    load_artifact: impl FnOnce() -> Result<Bytes, String>,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> ExitCode {
@@ -283,16 +285,17 @@ fn exit_code(result: Result<(), Failure>, err: &mut dyn Write) -> ExitCode {
 
 fn execute(
     cli: Cli,
-    artifact: &[u8],
+    artifact: &Bytes,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), Failure> {
-    let artifact = Artifact::from_bytes(artifact).map_err(runtime)?;
+    let artifact = Artifact::from_shared(artifact).map_err(runtime)?;
     match cli.command {
         Command::Info => {
             let info = ModelInfo::from_artifact(&artifact);
             writeln!(out, "{info}").map_err(runtime)?;
-            writeln!(out, "\n{}", device_line(&artifact)).map_err(runtime)
+            writeln!(out, "\n{}", device_line(&artifact)).map_err(runtime)?;
+            writeln!(out, "{}", cpu_code_line(&artifact)).map_err(runtime)
         }
         Command::Infer(args) => infer(&artifact, args, out),
         Command::Train(args) => train(&artifact, args, out),
@@ -333,8 +336,7 @@ fn train(artifact: &Artifact, args: TrainCommand, out: &mut dyn Write) -> Result
         .train
         .options(default_run_dir(artifact))
         .map_err(Failure::Runtime)?;
-    let mut session =
-        Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
+    let mut session = session(artifact, args.device)?;
     let summary = strata_training::train(&mut session, config, &options).map_err(train_failure)?;
     match TrainOutcome::of(summary, "`train --resume`") {
         TrainOutcome::Interrupted(message) => Err(Failure::Interrupted(message)),
@@ -357,8 +359,7 @@ fn eval(
     err: &mut dyn Write,
 ) -> Result<(), Failure> {
     let config = train_config(artifact)?;
-    let mut session =
-        Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
+    let mut session = session(artifact, args.device)?;
     let trained = args
         .run_dir
         .unwrap_or_else(|| default_run_dir(artifact))
@@ -395,13 +396,26 @@ fn bench(artifact: &Artifact, args: BenchCommand, out: &mut dyn Write) -> Result
         Err(BenchFailure::Failed(message)) => return Err(Failure::Runtime(message)),
         Ok(()) | Err(BenchFailure::OutputClosed) => {}
     }
-    let session = Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
+    let session = session(artifact, args.device)?;
     let mut builds = [crate::bench::Timed { label: "", session }];
     match crate::bench::run_bench(&mut builds, &args.bench, out) {
         Ok(()) | Err(BenchFailure::OutputClosed) => Ok(()),
         Err(BenchFailure::Usage(message)) => Err(Failure::Usage(message)),
         Err(BenchFailure::Failed(message)) => Err(Failure::Runtime(message)),
     }
+}
+
+/// A session on the executable's artifact on the backend `--device` picks. The artifact
+/// is the running executable's own (or one compiled in this process), so the machine
+/// code it carries is run when this CPU can run it.
+fn session(artifact: &Artifact, device: Option<Device>) -> Result<Session, Failure> {
+    Session::new_with_code(
+        artifact,
+        backend(artifact, device),
+        &GpuOptions::from_env(),
+        CarriedCode::UseIfRunnable,
+    )
+    .map_err(runtime)
 }
 
 /// The backend `--device` picks (default: the artifact's).
@@ -444,8 +458,7 @@ fn infer(artifact: &Artifact, args: InferArgs, out: &mut dyn Write) -> Result<()
         .iter()
         .map(|(name, path)| Ok((name.as_str(), read_npy(path).map_err(runtime)?)))
         .collect::<Result<Vec<(&str, HostTensor)>, Failure>>()?;
-    let mut session =
-        Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
+    let mut session = session(artifact, args.device)?;
     if let Some(path) = &args.weights {
         load_weights(&mut session, path)?;
     }
@@ -501,8 +514,7 @@ fn decode(artifact: &Artifact, args: DecodeArgs, out: &mut dyn Write) -> Result<
             ));
         }
     };
-    let mut session =
-        Session::new_with(artifact, backend(artifact, args.device)).map_err(runtime)?;
+    let mut session = session(artifact, args.device)?;
     if let Some(path) = &args.weights {
         load_weights(&mut session, path)?;
     }
@@ -544,6 +556,26 @@ fn device_line(artifact: &Artifact) -> String {
             Ok(adapter) => format!("device      gpu: {adapter}"),
             Err(e) => format!("device      gpu, unavailable: {e}"),
         },
+    }
+}
+
+/// `cpu code    machine code for x86_64-…, runs here`: whether a CPU run maps the
+/// carried machine code or compiles the kernels at start.
+fn cpu_code_line(artifact: &Artifact) -> String {
+    match &artifact.machine_code {
+        None => "cpu code    compiled at each start (built without machine code)".to_string(),
+        Some(code) => {
+            let what = format!(
+                "machine code for {} ({} functions, {} bytes)",
+                code.target,
+                code.functions.len(),
+                code.code.len()
+            );
+            match strata_runtime::cpu::machine_code::runnable_here(code) {
+                Ok(()) => format!("cpu code    {what}, runs here"),
+                Err(e) => format!("cpu code    {what}, not run here: {e}; compiled at each start"),
+            }
+        }
     }
 }
 

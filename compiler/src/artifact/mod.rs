@@ -187,7 +187,8 @@ pub fn build_artifact(
         clif,
         // Filled in by the driver when the target is the GPU.
         wgsl: String::new(),
-        weights,
+        weights: weights.into(),
+        machine_code: None,
     };
     artifact
         .validate()

@@ -115,7 +115,7 @@ impl Drop for JitCode {
 }
 
 /// The ISA of this host, with the flags cranelift-jit needs.
-fn host_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa, JitError> {
+pub(super) fn host_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa, JitError> {
     let mut flags = settings::builder();
     for (name, value) in [
         ("opt_level", OPT_LEVEL),
@@ -134,7 +134,7 @@ fn host_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa, JitError> {
 }
 
 /// A kernel function's name: its testcase name (`function %name`).
-fn kernel_name(func: &Function) -> Result<String, JitError> {
+pub(super) fn kernel_name(func: &Function) -> Result<String, JitError> {
     match &func.name {
         UserFuncName::Testcase(name) => std::str::from_utf8(name.raw())
             .map(str::to_owned)
@@ -147,7 +147,7 @@ fn kernel_name(func: &Function) -> Result<String, JitError> {
 }
 
 /// Refuses functions that could not be called as a [`KernelFn`], or that call out.
-fn check_kernel_function(name: &str, func: &Function) -> Result<(), JitError> {
+pub(super) fn check_kernel_function(name: &str, func: &Function) -> Result<(), JitError> {
     let sig = &func.signature;
     let params_ok = sig.params.len() == 4 && sig.params.iter().all(|p| p.value_type == types::I64);
     if !params_ok || !sig.returns.is_empty() {

@@ -322,12 +322,12 @@ fn split(bounds: &[u64], run: impl Fn(u64, u64) + Sync) {
     let Some((&last, others)) = ranges.split_last() else {
         return;
     };
-    let pool = match pool() {
-        Some(pool) if !others.is_empty() => pool,
-        _ => {
-            ranges.iter().for_each(|&(start, end)| run(start, end));
-            return;
-        }
+    // A launch that runs on the caller alone never starts the pool (a batch-1 run of a
+    // small model starts no thread).
+    let pool = if others.is_empty() { None } else { pool() };
+    let Some(pool) = pool else {
+        ranges.iter().for_each(|&(start, end)| run(start, end));
+        return;
     };
     pool.in_place_scope(|scope| {
         let run = &run;

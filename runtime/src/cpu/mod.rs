@@ -1,6 +1,8 @@
 //! The CPU backend: JIT-compiles the kernels' CLIF text and launches kernels.
 //!
 //! - [`jit`]: kernel IR (or CLIF text) -> native functions ([`JitCode`]).
+//! - [`machine_code`]: kernels compiled ahead of time ([`compile_machine_code`], at
+//!   `strata build`) and mapped back at a start ([`MappedCode`]).
 //! - [`launch`](mod@launch): runs one kernel over its iteration space, split across threads
 //!   by rows of the outermost dimension; contractions call `gemm` first.
 //! - [`denormals`]: kernels run with denormals flushed to zero.
@@ -10,11 +12,13 @@
 pub mod denormals;
 pub mod jit;
 pub mod launch;
+pub mod machine_code;
 
 pub use jit::{JitCode, JitError};
 pub use launch::{
     LaunchOptions, ThreadsError, apply_threads_option, launch, launch_with, set_threads,
 };
+pub use machine_code::{MappedCode, Unusable, compile_machine_code};
 
 /// The generated code's entry: `(buffers, batch, start, end)`; runs rows `start..end` of
 /// the outermost dimension of the kernel's iteration space.
