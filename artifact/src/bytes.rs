@@ -2,9 +2,10 @@
 //! shared without a copy.
 //!
 //! A built executable's artifact is mostly weights. Reading it into memory and then
-//! copying the weights out of it touched every page of them twice before the model ran; a
-//! start now maps its own file ([`Bytes::map_file`]) and the artifact keeps a view of the
-//! weights in that mapping ([`crate::Artifact::from_shared`]).
+//! copying the weights out of it touched every page of them twice before the model ran;
+//! a start now maps the artifact's part of its own file ([`Bytes::map_file`]), and the
+//! artifact keeps a view of the weights in that mapping
+//! ([`crate::Artifact::from_shared`]).
 
 use std::fmt;
 use std::fs::File;
@@ -19,15 +20,21 @@ pub struct Bytes {
 }
 
 impl Bytes {
-    /// Maps `file` read-only.
+    /// Maps `len` bytes of `file` from `offset`, read-only, reading them in as it maps
+    /// (one system call instead of a page fault per page touched).
     ///
     /// The mapping is only as stable as the file: whoever maps a file must keep it from
     /// being changed while the bytes live. Strata maps only the running executable, which
     /// the operating system refuses to let anyone write while it runs (`ETXTBSY`).
-    pub fn map_file(file: &File) -> std::io::Result<Bytes> {
+    pub fn map_file(file: &File, offset: u64, len: usize) -> std::io::Result<Bytes> {
         // SAFETY: see above; the mapping is private and read-only.
-        let map = unsafe { memmap2::Mmap::map(file)? };
-        let len = map.len();
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(offset)
+                .len(len)
+                .populate()
+                .map(file)?
+        };
         Ok(Bytes {
             owner: Arc::new(map),
             range: 0..len,

@@ -12,7 +12,7 @@
 //! data never confuses the search.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use crate::error::ArtifactError;
@@ -73,29 +73,48 @@ pub fn find_in_executable(exe: &[u8]) -> Result<Option<&[u8]>, ArtifactError> {
     Ok(rest.get(start..))
 }
 
-/// The artifact appended to the file at `path` (`Ok(None)` if it carries none): the
-/// file is mapped ([`Bytes::map_file`]; read into memory where it cannot be mapped), and
-/// only its trailer and then the artifact's pages are touched. `path` must be a file
-/// nobody writes while the bytes live: the running executable.
+/// The artifact appended to the file at `path` (`Ok(None)` if it carries none), reading
+/// the trailer and then mapping only the artifact's bytes ([`Bytes::map_file`]; read
+/// into memory where they cannot be mapped). `path` must be a file nobody writes while
+/// the bytes live: the running executable.
 pub fn read_appended(path: &Path) -> Result<Option<Bytes>, ArtifactError> {
     let io = |source| ArtifactError::Io {
         path: path.to_path_buf(),
         source,
     };
     let mut file = File::open(path).map_err(io)?;
-    let whole = match Bytes::map_file(&file) {
-        Ok(map) => map,
-        Err(_) => {
-            let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes).map_err(io)?;
-            Bytes::from(bytes)
-        }
+    let len = file.seek(SeekFrom::End(0)).map_err(io)?;
+    let Some(trailer_at) = len.checked_sub(TRAILER_LEN as u64) else {
+        return Ok(None);
     };
-    let range = find_in_executable(&whole)?.map(|artifact| {
-        let start = artifact.as_ptr() as usize - whole.as_ptr() as usize;
-        start..start + artifact.len()
-    });
-    Ok(range.map(|r| whole.slice(r)))
+    let mut trailer = [0u8; TRAILER_LEN];
+    file.seek(SeekFrom::Start(trailer_at)).map_err(io)?;
+    file.read_exact(&mut trailer).map_err(io)?;
+    let (len_bytes, magic) = trailer.split_at(8);
+    if magic != TRAILER_MAGIC {
+        return Ok(None);
+    }
+    let mut announced = [0u8; 8];
+    announced.copy_from_slice(len_bytes);
+    let announced = u64::from_le_bytes(announced);
+    let bad = ArtifactError::BadTrailer {
+        announced,
+        available: trailer_at,
+    };
+    if announced > trailer_at {
+        return Err(bad);
+    }
+    let size = usize::try_from(announced).map_err(|_| bad)?;
+    let start = trailer_at - announced;
+    if size > 0
+        && let Ok(mapped) = Bytes::map_file(&file, start, size)
+    {
+        return Ok(Some(mapped));
+    }
+    let mut bytes = vec![0u8; size];
+    file.seek(SeekFrom::Start(start)).map_err(io)?;
+    file.read_exact(&mut bytes).map_err(io)?;
+    Ok(Some(Bytes::from(bytes)))
 }
 
 #[cfg(test)]

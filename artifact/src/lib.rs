@@ -65,7 +65,8 @@ pub use weight_keys::WeightKind;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Artifact {
     pub manifest: Manifest,
-    /// The CPU code: one CLIF function per kernel, named after it (`function %name(...)`).
+    /// The CPU code as text: one CLIF function per kernel, named after it (`function
+    /// %name(...)`), for reading; empty in a built executable. Never run.
     pub clif: String,
     /// The GPU code: one WGSL module per kernel (`strata_kernels::gpu::emit_wgsl`), or
     /// empty when the model was built for the CPU only. A model with GPU code runs on the

@@ -178,7 +178,7 @@ fn an_executable_built_without_machine_code_compiles_at_start_and_answers_the_sa
     let info = output_of(Command::new(&without).arg("info"));
     let info_text = String::from_utf8_lossy(&info.stdout);
     assert!(
-        info_text.contains("cpu code    compiled at each start (built without machine code)"),
+        info_text.contains("cpu code    compiled when first run (built without machine code)"),
         "{info_text}"
     );
     let x: Vec<f32> = (0..5 * 64)

@@ -17,8 +17,6 @@ pub enum SessionError {
     Artifact(#[from] ArtifactError),
     #[error("cannot compile the model's CPU code: {0}")]
     Jit(#[from] crate::cpu::JitError),
-    #[error("the compiled code has no function `{kernel}`")]
-    MissingFunction { kernel: String },
     #[error(transparent)]
     Weights(#[from] WeightsError),
     #[error(transparent)]
@@ -63,6 +61,8 @@ pub enum RunError {
     },
     #[error("batch size must be at least 1")]
     EmptyBatch,
+    #[error("compiling the kernels of entry `{entry}`: {message}")]
+    Compile { entry: String, message: String },
     #[error("batch size {batch} is too large: {what} does not fit in memory")]
     TooLarge { batch: u64, what: String },
     #[error(

@@ -41,7 +41,7 @@ use std::cell::OnceCell;
 use std::collections::HashSet;
 
 use bytemuck::{Pod, Zeroable};
-use strata_kernels::ir::Dim;
+use strata_kernels::ir::{Dim, Kernel};
 
 use crate::cpu::{self, JitCode, KernelFn, MappedCode};
 use crate::error::{RunError, SessionError};
@@ -63,9 +63,10 @@ struct ArenaLine([u8; 64]);
 /// What runs the kernels.
 enum Engine {
     Cpu {
-        /// Compiled code of every kernel (one function per part), by kernel position;
-        /// valid while `code` lives.
-        functions: Vec<Vec<KernelFn>>,
+        /// Code of each kernel (one function per part), by kernel position: set for the
+        /// kernels the executable carries, and for the others when an entry that
+        /// launches them first runs; valid while `code` lives.
+        functions: Vec<Option<Vec<KernelFn>>>,
         code: CpuCode,
         arena: Vec<ArenaLine>,
         /// Per kernel: time spent in its launches and their count, while profiling.
@@ -75,47 +76,41 @@ enum Engine {
     Gpu(Box<GpuEngine>),
 }
 
-/// A CPU session's compiled kernels.
-pub enum CpuCode {
-    /// Compiled at the session's start from the validated kernel IR; `carried_unusable`
-    /// says why machine code the executable carries could not be used instead, if any.
-    Compiled {
-        // Boxed: a JIT module is hundreds of bytes, a mapping a few words.
-        code: Box<JitCode>,
-        carried_unusable: Option<String>,
-    },
-    /// The machine code an executable carries, mapped at its start.
-    Carried(MappedCode),
+/// A CPU session's code: the machine code an executable carries, mapped at its start,
+/// and the kernels compiled from their validated IR when an entry first needs them.
+pub struct CpuCode {
+    carried: Option<MappedCode>,
+    /// Why machine code the executable carries could not be used, if it could not.
+    carried_unusable: Option<String>,
+    compiled: Vec<JitCode>,
 }
 
 impl CpuCode {
     /// The function named `name`; valid while this code lives.
-    pub fn get(&self, name: &str) -> Option<KernelFn> {
-        match self {
-            CpuCode::Compiled { code, .. } => code.get(name),
-            CpuCode::Carried(code) => code.get(name),
+    fn get(&self, name: &str) -> Option<KernelFn> {
+        let carried = self.carried.as_ref().and_then(|code| code.get(name));
+        carried.or_else(|| self.compiled.iter().find_map(|code| code.get(name)))
+    }
+
+    /// Where the code came from, for a person: `compiled from the kernel IR when first
+    /// run`, `machine code carried by the executable`, with the reason when carried code
+    /// could not run here.
+    pub fn origin(&self) -> String {
+        match (&self.carried, &self.carried_unusable) {
+            (Some(code), _) => format!(
+                "machine code carried by the executable ({} bytes); kernels it lacks are compiled when first run",
+                code.len()
+            ),
+            (None, None) => "compiled from the kernel IR when first run".into(),
+            (None, Some(why)) => format!(
+                "compiled from the kernel IR when first run (the executable's machine code is unusable: {why})"
+            ),
         }
     }
 
-    /// Where the code came from, for a person: `compiled at start` or `carried by the
-    /// executable`, with the reason when carried code could not run here.
-    pub fn origin(&self) -> String {
-        match self {
-            CpuCode::Compiled {
-                carried_unusable: None,
-                ..
-            } => "compiled at start".into(),
-            CpuCode::Compiled {
-                carried_unusable: Some(why),
-                ..
-            } => format!("compiled at start (the executable's machine code is unusable: {why})"),
-            CpuCode::Carried(code) => {
-                format!(
-                    "machine code carried by the executable ({} bytes)",
-                    code.len()
-                )
-            }
-        }
+    /// True when the executable's machine code is mapped.
+    pub fn is_carried(&self) -> bool {
+        self.carried.is_some()
     }
 }
 
@@ -237,35 +232,69 @@ impl Session {
 /// artifact's CLIF text is never run: compiled code comes only from this binary's
 /// emitter, fed the IR that validation (bounds included) has checked.
 fn cpu_engine(manifest: &Manifest, carried: Option<&MachineCode>) -> Result<Engine, SessionError> {
-    {
-        let mapped = carried.map(MappedCode::map);
-        let code = match mapped {
-            Some(Ok(code)) => CpuCode::Carried(code),
-            unusable => CpuCode::Compiled {
-                code: Box::new(JitCode::from_kernels(&manifest.kernels)?),
-                carried_unusable: unusable.and_then(Result::err).map(|e| e.to_string()),
-            },
-        };
-        let functions = manifest
-            .kernels
-            .iter()
-            .map(|k| {
-                k.function_names()
-                    .into_iter()
-                    .map(|name| {
-                        code.get(&name)
-                            .ok_or(SessionError::MissingFunction { kernel: name })
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Engine::Cpu {
-            functions,
-            code,
-            arena: Vec::new(),
-            profile: None,
-        })
+    let (carried, carried_unusable) = match carried.map(MappedCode::map) {
+        Some(Ok(code)) => (Some(code), None),
+        Some(Err(why)) => (None, Some(why.to_string())),
+        None => (None, None),
+    };
+    let code = CpuCode {
+        carried,
+        carried_unusable,
+        compiled: Vec::new(),
+    };
+    // A kernel is carried when every one of its functions is.
+    let functions = manifest
+        .kernels
+        .iter()
+        .map(|k| k.function_names().iter().map(|n| code.get(n)).collect())
+        .collect();
+    Ok(Engine::Cpu {
+        functions,
+        code,
+        arena: Vec::new(),
+        profile: None,
+    })
+}
+
+/// Compiles the kernels `entry` launches that have no code yet, in one module: a session
+/// compiles what it runs, when it first runs it (an executable's `infer` never compiles
+/// the train step).
+fn compile_missing(
+    manifest: &Manifest,
+    entry: &Entry,
+    functions: &mut [Option<Vec<KernelFn>>],
+    code: &mut CpuCode,
+) -> Result<(), RunError> {
+    let mut missing: Vec<usize> = entry
+        .launches
+        .iter()
+        .map(|l| l.kernel)
+        .filter(|&k| functions.get(k).is_some_and(Option::is_none))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
     }
+    missing.sort_unstable();
+    missing.dedup();
+    let kernels: Vec<Kernel> = missing
+        .iter()
+        .map(|&k| manifest.kernels[k].clone())
+        .collect();
+    let compiled = JitCode::from_kernels(&kernels).map_err(|e| RunError::Compile {
+        entry: entry.name.clone(),
+        message: e.0,
+    })?;
+    for (&k, kernel) in missing.iter().zip(&kernels) {
+        let fns = kernel
+            .function_names()
+            .iter()
+            .map(|name| compiled.get(name))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| internal(format!("no code for kernel `{}`", kernel.name)))?;
+        functions[k] = Some(fns);
+    }
+    code.compiled.push(compiled);
+    Ok(())
 }
 
 impl Session {
@@ -407,6 +436,12 @@ impl Session {
                 .map_err(|e| RunError::OutOfBounds(Box::new(e)))?;
             self.bounds_checked.insert(batch);
         }
+        if let Engine::Cpu {
+            functions, code, ..
+        } = &mut self.engine
+        {
+            compile_missing(&self.manifest, entry, functions, code)?;
+        }
         let (functions, arena_lines, mut profile) = match &mut self.engine {
             Engine::Cpu {
                 functions,
@@ -488,6 +523,7 @@ impl Session {
                 .ok_or_else(|| internal(format!("no kernel #{}", launch.kernel)))?;
             let f = functions
                 .get(launch.kernel)
+                .and_then(Option::as_ref)
                 .filter(|fns| fns.len() == kernel.part_count())
                 .ok_or_else(|| internal(format!("no code for kernel `{}`", kernel.name)))?;
             let mut pointers = Vec::with_capacity(launch.bindings.len());

@@ -1,4 +1,4 @@
-//! Machine code compiled ahead of time: it runs exactly as the code compiled at start,
+//! Machine code compiled ahead of time: it runs exactly as the code compiled at a run,
 //! survives the artifact's bytes, is used only when allowed and runnable, and anything
 //! else falls back to compiling the kernel IR.
 
@@ -10,7 +10,7 @@ use strata_compiler::source::SourceFile;
 use strata_runtime::cpu::machine_code::{Unusable, runnable_here};
 use strata_runtime::cpu::{MappedCode, compile_machine_code};
 use strata_runtime::gpu::GpuOptions;
-use strata_runtime::{Backend, CarriedCode, CpuCode, Session};
+use strata_runtime::{Backend, CarriedCode, Session};
 
 // Products, reductions, softmax's inline exp and tanh, and Adam's update (in the train
 // step): code with vector constants and every kind of body.
@@ -69,12 +69,11 @@ fn carried_code_runs_bit_for_bit_as_code_compiled_at_start() {
     let artifact = Artifact::from_bytes(&artifact.to_bytes().unwrap()).unwrap();
     let mut carried = session(&artifact, CarriedCode::UseIfRunnable);
     let mut compiled = session(&artifact, CarriedCode::Compile);
-    assert!(
-        matches!(carried.code(), Some(CpuCode::Carried(_))),
-        "{}",
-        origin(&carried)
+    assert!(carried.code().unwrap().is_carried(), "{}", origin(&carried));
+    assert_eq!(
+        origin(&compiled),
+        "compiled from the kernel IR when first run"
     );
-    assert_eq!(origin(&compiled), "compiled at start");
     assert_eq!(
         carried.run("infer", &input()).unwrap(),
         compiled.run("infer", &input()).unwrap()
@@ -86,7 +85,10 @@ fn an_artifact_file_is_compiled_unless_the_executable_allows_its_code() {
     // `Session::new` (every path that loads an artifact it did not build) never maps code.
     let artifact = with_machine_code(artifact());
     let session = Session::new(&artifact).unwrap();
-    assert_eq!(origin(&session), "compiled at start");
+    assert_eq!(
+        origin(&session),
+        "compiled from the kernel IR when first run"
+    );
 }
 
 #[test]
@@ -101,7 +103,7 @@ fn code_for_features_this_cpu_lacks_falls_back_to_compiling() {
     let mut fallback = session(&artifact, CarriedCode::UseIfRunnable);
     let text = origin(&fallback);
     assert!(
-        text.starts_with("compiled at start (the executable's machine code is unusable: it needs has_a_future_extension"),
+        text.starts_with("compiled from the kernel IR when first run (the executable's machine code is unusable: it needs has_a_future_extension"),
         "{text}"
     );
     let mut reference = session(&artifact, CarriedCode::Compile);
@@ -143,12 +145,6 @@ fn a_malformed_code_section_is_an_error_when_the_artifact_is_read() {
         ),
         ("not a multiple of 64", Box::new(|f, _| f[0].offset += 1)),
         ("appears twice", Box::new(move |f, _| f.push(first.clone()))),
-        (
-            "no code for kernel function",
-            Box::new(|f, _| {
-                f.remove(0);
-            }),
-        ),
         ("overlap", Box::new(|f, _| f[1].offset = f[0].offset)),
         (
             "which is no kernel function",
@@ -199,4 +195,42 @@ fn carried_code_trains_as_code_compiled_at_start() {
             .collect()
     };
     assert_eq!(weights(&carried), weights(&compiled));
+}
+
+#[test]
+fn kernels_without_carried_code_are_compiled_when_their_entry_first_runs() {
+    // The executable carries the inference kernels only, as `strata build` writes it.
+    let mut artifact = artifact();
+    let infer = artifact
+        .manifest
+        .entries
+        .iter()
+        .find(|e| e.name == "infer")
+        .unwrap();
+    let kernels: Vec<_> = infer
+        .launches
+        .iter()
+        .map(|l| artifact.manifest.kernels[l.kernel].clone())
+        .collect();
+    artifact.machine_code = Some(compile_machine_code(&kernels).unwrap());
+    let artifact = Artifact::from_bytes(&artifact.to_bytes().unwrap()).unwrap();
+    let mut partial = session(&artifact, CarriedCode::UseIfRunnable);
+    let mut compiled = session(&artifact, CarriedCode::Compile);
+    assert!(partial.code().unwrap().is_carried());
+    let entry = artifact
+        .manifest
+        .entries
+        .iter()
+        .find(|e| e.name == "train_step")
+        .unwrap();
+    let mut inputs = strata_runtime::bench::BenchInputs::new(&artifact.manifest, entry, 8).unwrap();
+    let run = inputs.next_run();
+    assert_eq!(
+        partial.run("train_step", &run).unwrap(),
+        compiled.run("train_step", &run).unwrap()
+    );
+    assert_eq!(
+        partial.run("infer", &input()).unwrap(),
+        compiled.run("infer", &input()).unwrap()
+    );
 }

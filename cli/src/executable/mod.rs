@@ -560,10 +560,11 @@ fn device_line(artifact: &Artifact) -> String {
 }
 
 /// `cpu code    machine code for x86_64-…, runs here`: whether a CPU run maps the
-/// carried machine code or compiles the kernels at start.
+/// carried machine code or compiles the kernels when an entry first runs (the train
+/// step always is).
 fn cpu_code_line(artifact: &Artifact) -> String {
     match &artifact.machine_code {
-        None => "cpu code    compiled at each start (built without machine code)".to_string(),
+        None => "cpu code    compiled when first run (built without machine code)".to_string(),
         Some(code) => {
             let what = format!(
                 "machine code for {} ({} functions, {} bytes)",
@@ -572,8 +573,10 @@ fn cpu_code_line(artifact: &Artifact) -> String {
                 code.code.len()
             );
             match strata_runtime::cpu::machine_code::runnable_here(code) {
-                Ok(()) => format!("cpu code    {what}, runs here"),
-                Err(e) => format!("cpu code    {what}, not run here: {e}; compiled at each start"),
+                Ok(()) => format!(
+                    "cpu code    {what}, runs here; the train step is compiled when first run"
+                ),
+                Err(e) => format!("cpu code    {what}, not run here: {e}; compiled when first run"),
             }
         }
     }
