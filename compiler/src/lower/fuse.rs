@@ -360,10 +360,10 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
             }
             // A gather's table and ids, and a scatter-add's ids, are read at positions
             // that depend on the ids' values: the kernel IR addresses them in memory.
-            Op::Gather => storage.extend(graph.operands(v)),
-            Op::ScatterAdd { .. } => {
-                storage.insert(graph.operands(v)[0]);
-            }
+            // A scatter-add's values are stored too: each column's owner reads every
+            // point's value, so an inlined value holding a row's reduction (a layer
+            // norm's backward) would fold that row once per column.
+            Op::Gather | Op::ScatterAdd { .. } => storage.extend(graph.operands(v)),
             _ => {}
         }
     }

@@ -526,8 +526,8 @@ fn ids_slot(l: &Lowerer, slots: &mut Slots, v: ValueId) -> Result<usize, LowerEr
     }
 }
 
-/// `out[ids[n], c] += values[n, c]` over the ids' points `n` (rule-free: the values are
-/// rebuilt in place, so the cotangent of an embedding's output is never stored for it).
+/// `out[ids[n], c] += values[n, c]` over the ids' points `n` (ids and values stored, by
+/// rule `needs-storage`).
 fn emit_scatter_add(l: &mut Lowerer, v: ValueId, out: BufferId) -> Result<(), LowerError> {
     let (ids, values) = match l.graph.operands(v)[..] {
         [ids, values] => (ids, values),
