@@ -300,6 +300,7 @@ fn check_representable(artifact: &Artifact) -> Result<(), ArtifactError> {
                     exprs.push(&out.value);
                 }
                 KernelBody::Contract(c) => exprs.push(&c.epilogue),
+                KernelBody::ScatterAdd(s) => exprs.push(&s.value),
                 // `bodies` never yields parts.
                 KernelBody::Parts(_) => {}
             }
@@ -319,7 +320,11 @@ fn check_representable(artifact: &Artifact) -> Result<(), ArtifactError> {
 fn non_finite_constant(expr: &Expr) -> Option<f64> {
     match expr {
         Expr::Const(c) if !c.is_finite() => Some(*c),
-        Expr::Const(_) | Expr::Load { .. } | Expr::Acc | Expr::IndexValue(_) => None,
+        Expr::Const(_)
+        | Expr::Load { .. }
+        | Expr::Gather { .. }
+        | Expr::Acc
+        | Expr::IndexValue(_) => None,
         Expr::Unary(_, x) | Expr::Uniform { step: x, .. } | Expr::Reduce { value: x, .. } => {
             non_finite_constant(x)
         }

@@ -24,12 +24,19 @@
 //! of a select it is in. Code that runs over an empty space (an extent of 0 at this batch
 //! size, a nested reduction over nothing) never runs and is not checked.
 //!
+//! A gather ([`Expr::Gather`]) and a scatter-add ([`KernelBody::ScatterAdd`]) address a
+//! row of a fixed `[rows, cols]` table chosen by an id read from memory: no range of the
+//! id is known here, so the id is checked by the generated code's own mask when the kernel
+//! runs (an id outside `0..rows` reads `0.0` or adds nothing). What is proven here is the
+//! rest: the load of the id, a column inside `0..cols`, the table's slot holding `rows x
+//! cols` elements, and the scatter-add's values.
+//!
 //! A contraction's operand `(b..., s..., row, col)` lies at `offset + row * row_stride +
 //! col * col_stride` for `row < m`, `col < k` (`a`) or `row < k`, `col < n` (`b`), over
 //! every batch and summed index; its output is contiguous `[batch..., m, n]`, so the
 //! slot needs at least that many elements.
 
-use crate::ir::{Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError};
+use crate::ir::{Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError, ScatterAdd};
 use crate::print::index_text;
 
 /// A closed range of integers `lo..=hi`.
@@ -207,6 +214,7 @@ impl Checker<'_> {
                 }
             }
             KernelBody::Contract(c) => self.contraction(c)?,
+            KernelBody::ScatterAdd(s) => self.scatter_add(s)?,
             KernelBody::Parts(_) => return Err("nested parts".into()),
         }
         Ok(())
@@ -216,6 +224,15 @@ impl Checker<'_> {
     fn expr(&self, e: &Expr, vars: &mut Vec<Range>) -> Result<(), String> {
         match e {
             Expr::Load { buf, index } => self.access("load from", *buf, index, vars),
+            Expr::Gather {
+                table,
+                ids,
+                id_index,
+                col,
+            } => {
+                self.access("load of an id from", *ids, id_index, vars)?;
+                self.table(*table, col, vars)
+            }
             // Not memory accesses: an index as a number, and a random draw's counter.
             Expr::Const(_) | Expr::Acc | Expr::IndexValue(_) => Ok(()),
             Expr::Uniform { step, .. } => self.expr(step, vars),
@@ -244,6 +261,45 @@ impl Checker<'_> {
                 result
             }
         }
+    }
+
+    /// Checks a table access at column `col`: the column inside the table's columns and
+    /// the slot holding the whole table. The row is the id's, masked when the code runs.
+    fn table(&self, table: usize, col: &Index, vars: &[Range]) -> Result<(), String> {
+        let (rows, cols) = self
+            .kernel
+            .table_extent(table)
+            .ok_or_else(|| format!("slot {table} is not a fixed [rows, cols] table"))?;
+        let range = index_range(col, vars, self.batch)?;
+        let (n, name) = self.elements(table)?;
+        if range.lo < 0 || range.hi >= i128::from(cols) {
+            return Err(format!(
+                "column `{}` of table `{name}` ranges over {range}, outside its {cols} column(s)",
+                index_text(col)
+            ));
+        }
+        if n < i128::from(rows) * i128::from(cols) {
+            return Err(format!(
+                "table `{name}` of {n} element(s) cannot hold {rows} x {cols}"
+            ));
+        }
+        Ok(())
+    }
+
+    fn scatter_add(&self, s: &ScatterAdd) -> Result<(), String> {
+        let (rows, cols) = self
+            .kernel
+            .table_extent(s.out)
+            .ok_or("a scatter-add's output is not a fixed [rows, cols] table")?;
+        // Zeroing writes the whole table, whatever the points.
+        if rows > 0 && cols > 0 {
+            self.table(s.out, &Index::Const(cols as i64 - 1), &[])?;
+        }
+        let Some(mut vars) = self.space(&s.value_space(cols)) else {
+            return Ok(());
+        };
+        self.access("load of an id from", s.ids, &s.id_index, &vars)?;
+        self.expr(&s.value, &mut vars)
     }
 
     fn contraction(&self, c: &Contraction) -> Result<(), String> {

@@ -17,13 +17,15 @@
 //!   CPU code's `fcvt_to_sint_sat` does; loads of `i32` buffers give their integer value.
 //! - Values stored to `f32` buffers keep their `f64` precision: this is the exact answer
 //!   the `f32` code approximates.
+//! - A gather whose id is outside the table's rows reads `0.0`; a scatter-add adds nothing
+//!   for such an id (both are checked when the kernel runs, not proven beforehand).
 //! - `Uniform` rounds its `step` to `f32` before [`rng::step_word`] (the backends compute
 //!   it in `f32`) and gives exactly [`rng::uniform_at`]'s `f32`; a negative element index
 //!   is an error.
 
 use crate::ir::{
     Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError, MatrixOperand, ReduceOp,
-    ScalarType, Store,
+    ScalarType, ScatterAdd, Store,
 };
 use crate::rng;
 
@@ -55,6 +57,7 @@ pub fn eval_kernel(
             out,
         } => eval.reduce(space, reduce, *op, value, out),
         KernelBody::Contract(c) => eval.contract(c),
+        KernelBody::ScatterAdd(s) => eval.scatter_add(s),
         KernelBody::Parts(_) => unreachable!("handled above"),
     }
 }
@@ -179,6 +182,18 @@ impl<'k, 'b> Evaluator<'k, 'b> {
     fn expr(&self, e: &Expr, vars: &[i64], acc: Option<f64>) -> Result<f64, KernelError> {
         Ok(match e {
             Expr::Load { buf, index } => self.buffers[*buf][self.element(*buf, index, vars)?],
+            Expr::Gather {
+                table,
+                ids,
+                id_index,
+                col,
+            } => {
+                let id = self.buffers[*ids][self.element(*ids, id_index, vars)?];
+                match self.table_position(*table, id, col, vars)? {
+                    Some(at) => self.buffers[*table][at],
+                    None => 0.0,
+                }
+            }
             Expr::Const(c) => *c,
             Expr::Acc => acc.ok_or_else(|| self.error("`acc` outside an epilogue".into()))?,
             Expr::IndexValue(ix) => self.index(ix, vars)? as f64,
@@ -215,6 +230,29 @@ impl<'k, 'b> Evaluator<'k, 'b> {
                 folded
             }
         })
+    }
+
+    /// The element of row `id`, column `col` of the table in slot `table`, or None when
+    /// `id` is outside its rows; `col` outside its columns is an error.
+    fn table_position(
+        &self,
+        table: usize,
+        id: f64,
+        col: &Index,
+        vars: &[i64],
+    ) -> Result<Option<usize>, KernelError> {
+        let (rows, cols) = self
+            .kernel
+            .table_extent(table)
+            .ok_or_else(|| self.error(format!("slot {table} is not a table")))?;
+        let c = self.index(col, vars)?;
+        if !(0..cols as i64).contains(&c) {
+            return Err(self.error(format!("column {c} outside a table of {cols} columns")));
+        }
+        if !(id >= 0.0 && id < rows as f64) {
+            return Ok(None);
+        }
+        Ok(Some(id as usize * cols as usize + c as usize))
     }
 
     fn write(
@@ -269,6 +307,36 @@ impl<'k, 'b> Evaluator<'k, 'b> {
             }
             let v = self.expr(&out.value, p, Some(acc))?;
             self.write(out.buf, &out.index, p, v)?;
+        }
+        Ok(())
+    }
+
+    fn scatter_add(self, s: &ScatterAdd) -> Result<(), KernelError> {
+        let (_, cols) = self
+            .kernel
+            .table_extent(s.out)
+            .ok_or_else(|| self.error("a scatter-add's output is not a table".into()))?;
+        // Every value first, as the values never read the table: then the sums.
+        let mut adds = Vec::new();
+        let mut points = self.points(&s.over)?;
+        let mut vars = Vec::with_capacity(s.over.len() + 1);
+        while let Some(n) = points.next_point() {
+            let id = self.buffers[s.ids][self.element(s.ids, &s.id_index, n)?];
+            for c in 0..cols as i64 {
+                vars.clear();
+                vars.extend_from_slice(n);
+                vars.push(c);
+                let value = self.expr(&s.value, &vars, None)?;
+                let col = Index::Const(c);
+                if let Some(at) = self.table_position(s.out, id, &col, &vars)? {
+                    adds.push((at, value));
+                }
+            }
+        }
+        let out = &mut self.buffers[s.out];
+        out.iter_mut().for_each(|x| *x = 0.0);
+        for (at, value) in adds {
+            out[at] += value;
         }
         Ok(())
     }
@@ -854,5 +922,39 @@ mod tests {
         };
         let e = kernel.validate().unwrap_err();
         assert!(e.message.contains("`acc` inside a nested reduction"), "{e}");
+    }
+
+    #[test]
+    fn a_gather_reads_rows_by_id_and_zeros_outside_the_table() {
+        let k = crate::parse::parse_kernel(
+            "kernel lookup map [4, 2] (t: f32[3, 2] r, ids: i32[4] r, y: f32[4, 2] w) {
+               y[i0 * 2 + i1] = gather(t, ids[i0], i1)
+             }",
+        )
+        .expect("parses");
+        let mut bufs = vec![
+            vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            vec![2.0, -1.0, 0.0, 3.0],
+            vec![0.0; 8],
+        ];
+        eval_kernel(&k, &mut bufs, 1).unwrap();
+        assert_eq!(bufs[2], [5.0, 6.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn a_scatter_add_sums_repeated_ids_and_skips_others() {
+        let k = crate::parse::parse_kernel(
+            "kernel grad scatter_add over [4] (ids: i32[4] r, g: f32[4, 2] r, t: f32[3, 2] w) {
+               t[ids[i0], i1] += g[i0 * 2 + i1]
+             }",
+        )
+        .expect("parses");
+        let mut bufs = vec![
+            vec![2.0, 5.0, 2.0, 0.0],
+            vec![1.0, 2.0, 10.0, 20.0, 3.0, 4.0, 0.5, 0.25],
+            vec![9.0; 6],
+        ];
+        eval_kernel(&k, &mut bufs, 1).unwrap();
+        assert_eq!(bufs[2], [0.5, 0.25, 0.0, 0.0, 4.0, 6.0]);
     }
 }

@@ -93,7 +93,11 @@ pub(crate) fn collect(
 ) {
     let inner = |x: &Expr, out: &mut Vec<Invariant>| collect(x, extents, max_level, readable, out);
     match e {
-        Expr::Load { .. } | Expr::Const(_) | Expr::Acc | Expr::IndexValue(_) => {}
+        Expr::Load { .. }
+        | Expr::Gather { .. }
+        | Expr::Const(_)
+        | Expr::Acc
+        | Expr::IndexValue(_) => {}
         Expr::Unary(_, x) | Expr::Uniform { step: x, .. } => inner(x, out),
         Expr::Binary(_, a, b) => {
             inner(a, out);
@@ -145,7 +149,7 @@ fn hoistable(e: &Expr, readable: &impl Fn(usize) -> bool) -> bool {
 fn reads_acc(e: &Expr) -> bool {
     match e {
         Expr::Acc => true,
-        Expr::Load { .. } | Expr::Const(_) | Expr::IndexValue(_) => false,
+        Expr::Load { .. } | Expr::Gather { .. } | Expr::Const(_) | Expr::IndexValue(_) => false,
         Expr::Unary(_, x) | Expr::Uniform { step: x, .. } | Expr::Reduce { value: x, .. } => {
             reads_acc(x)
         }
@@ -179,6 +183,10 @@ fn index_level(ix: &Index, scope: usize) -> usize {
 fn visit_indices(e: &Expr, f: &mut impl FnMut(&Index)) {
     match e {
         Expr::Load { index, .. } | Expr::IndexValue(index) => f(index),
+        Expr::Gather { id_index, col, .. } => {
+            f(id_index);
+            f(col);
+        }
         Expr::Const(_) | Expr::Acc => {}
         Expr::Uniform { index, step, .. } => {
             f(index);
@@ -208,6 +216,17 @@ fn renumbered(e: &Expr, rename: &impl Fn(usize) -> usize) -> Expr {
         Expr::Load { buf, index } => Expr::Load {
             buf: *buf,
             index: renumbered_index(index, rename),
+        },
+        Expr::Gather {
+            table,
+            ids,
+            id_index,
+            col,
+        } => Expr::Gather {
+            table: *table,
+            ids: *ids,
+            id_index: renumbered_index(id_index, rename),
+            col: renumbered_index(col, rename),
         },
         Expr::Const(c) => Expr::Const(*c),
         Expr::Acc => Expr::Acc,

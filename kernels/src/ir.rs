@@ -13,6 +13,10 @@
 //!   operands, possibly summed over further batch dimensions (a weight gradient summed
 //!   over the batch), followed by an element-wise epilogue over `C` (bias, activation,
 //!   residual).
+//! - [`KernelBody::ScatterAdd`]: the rows of a table selected by integer ids, summed into
+//!   from per-point values (an embedding's weight gradient); race-free because each
+//!   column of the table is owned by one thread or invocation, which adds the points in
+//!   order.
 //! - [`KernelBody::Parts`]: several of the above, independent of each other, run by one
 //!   launch (multi-output, horizontal fusion); each part keeps its own space. On the CPU
 //!   part `i` is the function [`Kernel::part_name`]`(name, i)`.
@@ -25,6 +29,14 @@
 //! [`Expr::Reduce`], the variables in scope are those of the enclosing expression followed
 //! by one per dimension of the nested reduction's extent.
 //!
+//! # Data-dependent positions
+//! Every index is an affine-like expression of loop variables and the batch, so its range
+//! is known before a kernel runs ([`crate::bounds`]) except in two places, both a row of a
+//! fixed `[rows, cols]` table chosen by an `i32` id read from memory: the gather load
+//! [`Expr::Gather`] and the scatter-add body [`KernelBody::ScatterAdd`]. There the id is
+//! checked when the kernel runs: an id outside `0..rows` reads `0.0` or adds nothing, so
+//! no access leaves the table whatever the ids hold.
+//!
 //! # Sizes
 //! A dimension is either fixed or the symbolic batch ([`Dim::Batch`]), known only when the
 //! kernel runs; [`Index::Batch`] lets strides depend on it. Every buffer holds `f32` or
@@ -33,7 +45,8 @@
 //! # Invariants (checked by [`Kernel::validate`])
 //! Every buffer reference names a declared buffer, every variable is in scope, stores
 //! write only to buffers declared writable, and `Acc` appears only in epilogues, never
-//! inside a nested reduction. Parts are at least two, not nested, and no part writes a
+//! inside a nested reduction. A gather's or scatter-add's table is a fixed `f32[rows, cols]`
+//! buffer and its ids an `i32` buffer. Parts are at least two, not nested, and no part writes a
 //! slot another part reads or writes.
 //!
 //! Neither the DSL nor the graph IR is known here: both emitters (CPU and GPU) walk this
@@ -214,6 +227,17 @@ pub enum Expr {
         then: Box<Expr>,
         otherwise: Box<Expr>,
     },
+    /// Element `col` of row `id` of the table in slot `table` (a fixed `f32[rows, cols]`
+    /// buffer), where `id` is element `id_index` of the `i32` buffer in slot `ids`; `0.0`
+    /// when `id` is outside `0..rows` (an embedding's lookup). The one load whose position
+    /// depends on data: `id_index` and `col` are ordinary indices (`col` must lie in
+    /// `0..cols`), the id is checked when the kernel runs.
+    Gather {
+        table: usize,
+        ids: usize,
+        id_index: Index,
+        col: Index,
+    },
     /// A uniform draw in `[0, 1)`: [`crate::rng::uniform_at`]`(seed, index, step)`, with
     /// `index` the element's flat index (never negative) and `step` an `f32` expression
     /// (typically a load of the training step) converted by [`crate::rng::step_word`].
@@ -243,6 +267,7 @@ impl Expr {
         while let Some(e) = exprs.pop() {
             match e {
                 Expr::Load { index, .. } | Expr::IndexValue(index) => indices.push(index),
+                Expr::Gather { id_index, col, .. } => indices.extend([id_index, col]),
                 Expr::Uniform { index, step, .. } => {
                     indices.push(index);
                     exprs.push(step);
@@ -271,10 +296,20 @@ impl Expr {
         Expr::Binary(op, Box::new(a), Box::new(b))
     }
 
-    /// Calls `f` on every load in the expression.
-    pub fn visit_loads(&self, f: &mut impl FnMut(usize, &Index)) {
+    /// Calls `f` on every load in the expression: its slot and element index, `None` for
+    /// the element of a gather's table, whose position depends on data.
+    pub fn visit_loads(&self, f: &mut impl FnMut(usize, Option<&Index>)) {
         match self {
-            Expr::Load { buf, index } => f(*buf, index),
+            Expr::Load { buf, index } => f(*buf, Some(index)),
+            Expr::Gather {
+                table,
+                ids,
+                id_index,
+                ..
+            } => {
+                f(*ids, Some(id_index));
+                f(*table, None);
+            }
             Expr::Const(_) | Expr::Acc | Expr::IndexValue(_) => {}
             Expr::Unary(_, x) | Expr::Uniform { step: x, .. } | Expr::Reduce { value: x, .. } => {
                 x.visit_loads(f)
@@ -299,6 +334,10 @@ impl Expr {
     pub fn remap_slots(&mut self, f: &impl Fn(usize) -> usize) {
         match self {
             Expr::Load { buf, .. } => *buf = f(*buf),
+            Expr::Gather { table, ids, .. } => {
+                *table = f(*table);
+                *ids = f(*ids);
+            }
             Expr::Const(_) | Expr::Acc | Expr::IndexValue(_) => {}
             Expr::Unary(_, x) | Expr::Uniform { step: x, .. } => x.remap_slots(f),
             Expr::Binary(_, a, b) => {
@@ -334,6 +373,7 @@ impl Expr {
             },
             Expr::Const(_) => None,
             Expr::Load { index: ix, .. } | Expr::IndexValue(ix) => index(ix),
+            Expr::Gather { id_index, col, .. } => index(id_index).or_else(|| index(col)),
             Expr::Uniform {
                 index: ix, step, ..
             } => index(ix).or_else(|| step.scope_error(nvars, acc)),
@@ -416,6 +456,33 @@ impl Contraction {
     }
 }
 
+/// `out[ids[id_index(n)], c] += value(n, c)` for every point `n` of `over`, in row-major
+/// order, into a table `out` (a fixed `f32[rows, cols]` buffer) first filled with zeros;
+/// an id outside `0..rows` adds nothing. The adjoint of [`Expr::Gather`]: an embedding's
+/// weight gradient, in O(points x cols) instead of a product with a one-hot matrix.
+///
+/// The loop variables are `n`'s, `0..over.len()`, then the column `c` (variable
+/// `over.len()`); `id_index` reads only `n`'s. Column `c` of the table is written by one
+/// thread (CPU) or invocation (GPU), which adds the points in order, so two points with
+/// the same id never race and the sums are deterministic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScatterAdd {
+    pub over: Vec<Dim>,
+    pub ids: usize,
+    pub id_index: Index,
+    pub value: Expr,
+    pub out: usize,
+}
+
+impl ScatterAdd {
+    /// Every variable of `value`: the points' dims followed by the table's columns.
+    pub fn value_space(&self, cols: u64) -> Vec<Dim> {
+        let mut s = self.over.clone();
+        s.push(Dim::Fixed(cols));
+        s
+    }
+}
+
 /// What a kernel computes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum KernelBody {
@@ -433,6 +500,7 @@ pub enum KernelBody {
         out: Store,
     },
     Contract(Contraction),
+    ScatterAdd(ScatterAdd),
     /// Independent bodies run by one launch: multi-output (horizontal) fusion, as in
     /// XLA's sibling and horizontal fusion. No part reads or writes a buffer slot that
     /// another part writes, so the parts may run in any order or at the same time; each
@@ -469,6 +537,11 @@ impl KernelBody {
                 c.out = f(c.out);
                 c.epilogue.remap_slots(f);
             }
+            KernelBody::ScatterAdd(s) => {
+                s.ids = f(s.ids);
+                s.out = f(s.out);
+                s.value.remap_slots(f);
+            }
             KernelBody::Parts(parts) => parts.iter_mut().for_each(|p| p.remap_slots(f)),
         }
     }
@@ -481,6 +554,7 @@ impl KernelBody {
                 KernelBody::Map { stores, .. } => slots.extend(stores.iter().map(|s| s.buf)),
                 KernelBody::Reduce { out, .. } => slots.push(out.buf),
                 KernelBody::Contract(c) => slots.push(c.out),
+                KernelBody::ScatterAdd(s) => slots.push(s.out),
                 KernelBody::Parts(_) => {}
             }
         }
@@ -492,7 +566,7 @@ impl KernelBody {
     /// Buffer slots this body loads from (contraction operands included).
     pub fn read_slots(&self) -> Vec<usize> {
         let mut slots: Vec<usize> = Vec::new();
-        let mut mark = |b: usize, _: &Index| slots.push(b);
+        let mut mark = |b: usize, _: Option<&Index>| slots.push(b);
         for body in self.bodies() {
             match body {
                 KernelBody::Map { stores, .. } => {
@@ -503,9 +577,13 @@ impl KernelBody {
                     out.value.visit_loads(&mut mark);
                 }
                 KernelBody::Contract(c) => {
-                    mark(c.a.buf, &c.a.offset);
-                    mark(c.b.buf, &c.b.offset);
+                    mark(c.a.buf, Some(&c.a.offset));
+                    mark(c.b.buf, Some(&c.b.offset));
                     c.epilogue.visit_loads(&mut mark);
+                }
+                KernelBody::ScatterAdd(s) => {
+                    mark(s.ids, Some(&s.id_index));
+                    s.value.visit_loads(&mut mark);
                 }
                 KernelBody::Parts(_) => {}
             }
@@ -583,6 +661,57 @@ impl Kernel {
         }
     }
 
+    /// `(rows, cols)` of the table in `slot`: a fixed `f32[rows, cols]` buffer, as a
+    /// gather reads and a scatter-add writes; `None` for any other buffer.
+    pub fn table_extent(&self, slot: usize) -> Option<(u64, u64)> {
+        match self.buffers.get(slot) {
+            Some(BufferDecl {
+                dtype: ScalarType::F32,
+                shape,
+                ..
+            }) => match shape[..] {
+                [Dim::Fixed(rows), Dim::Fixed(cols)] => Some((rows, cols)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Why slots `table` and `ids` cannot be a gather's or scatter-add's table and ids.
+    fn table_error(&self, table: usize, ids: usize) -> Option<String> {
+        let name = |s: usize| self.buffers.get(s).map_or("?", |b| b.name.as_str());
+        if self.table_extent(table).is_none() {
+            return Some(format!(
+                "table `{}` is not a fixed f32[rows, cols] buffer",
+                name(table)
+            ));
+        }
+        match self.buffers.get(ids) {
+            Some(decl) if decl.dtype == ScalarType::I32 => None,
+            _ => Some(format!("ids `{}` are not an i32 buffer", name(ids))),
+        }
+    }
+
+    /// The first gather in `e` whose table or ids break [`Kernel::table_error`].
+    fn gather_error(&self, e: &Expr) -> Option<String> {
+        match e {
+            Expr::Gather { table, ids, .. } => self.table_error(*table, *ids),
+            Expr::Load { .. } | Expr::Const(_) | Expr::Acc | Expr::IndexValue(_) => None,
+            Expr::Unary(_, x) | Expr::Uniform { step: x, .. } | Expr::Reduce { value: x, .. } => {
+                self.gather_error(x)
+            }
+            Expr::Binary(_, a, b) => self.gather_error(a).or_else(|| self.gather_error(b)),
+            Expr::Select {
+                cond,
+                then,
+                otherwise,
+            } => self
+                .gather_error(cond)
+                .or_else(|| self.gather_error(then))
+                .or_else(|| self.gather_error(otherwise)),
+        }
+    }
+
     /// The names of the kernel's CPU functions, one per part in order: its own name when
     /// it has no parts.
     pub fn function_names(&self) -> Vec<String> {
@@ -653,7 +782,7 @@ impl Kernel {
             } else {
                 AccRule::OutsideEpilogue
             };
-            if let Some(message) = e.scope_error(nvars, acc) {
+            if let Some(message) = e.scope_error(nvars, acc).or_else(|| self.gather_error(e)) {
                 return Err(err(message));
             }
             let mut bad = None;
@@ -725,6 +854,31 @@ impl Kernel {
                 check_store(&out, nvars, true)?;
                 if self.buffers[c.out].dtype != ScalarType::F32 {
                     return Err(err("contraction output must be f32".into()));
+                }
+            }
+            KernelBody::ScatterAdd(s) => {
+                if let Some(message) = self.table_error(s.out, s.ids) {
+                    return Err(err(message));
+                }
+                if let Some(v) = s.id_index.max_var()
+                    && v >= s.over.len()
+                {
+                    return Err(err(format!(
+                        "the ids' index uses variable {v}, not one of the {} points'",
+                        s.over.len()
+                    )));
+                }
+                let out = Store {
+                    buf: s.out,
+                    index: Index::Const(0),
+                    value: s.value.clone(),
+                };
+                check_store(&out, s.over.len() + 1, false)?;
+                // The table is zeroed before the points are added: none may read it.
+                let mut reads_out = false;
+                s.value.visit_loads(&mut |b, _| reads_out |= b == s.out);
+                if reads_out {
+                    return Err(err("a scatter-add's values read its own table".into()));
                 }
             }
         }

@@ -12,7 +12,8 @@
 //! where `KIND` is `map [DIMS]` (one store a line), `reduce [DIMS] over [DIMS]` (the
 //! `acc = OP(VALUE)` line, then the store of the epilogue), `contract batch [DIMS] m D n D
 //! k D` (the `a = …` and `b = …` operand lines, the fixed `acc = sum_k …` line, then the
-//! store of the epilogue), or `parts N` (then `N` blocks `part I KIND { … }`). Indentation
+//! store of the epilogue), `scatter_add over [DIMS]` (one line `OUT[IDS[INDEX], iN] +=
+//! VALUE`, `iN` the column, the variable after the points'), or `parts N` (then `N` blocks `part I KIND { … }`). Indentation
 //! is free; `#` starts a comment that runs to the end of the line. Expressions and indices
 //! are read with the printer's precedence: `+` and `*` associate to the left, `/` and `%`
 //! apply to the parenthesized index before them, binary expressions are parenthesized.
@@ -131,6 +132,7 @@ enum Kind {
         n: Dim,
         k: Dim,
     },
+    ScatterAdd(Vec<Dim>),
 }
 
 /// `kernel NAME KIND (BUFFERS) {`, the body, `}`.
@@ -261,7 +263,7 @@ fn buffer_decl(text: &str) -> Result<BufferDecl, String> {
 }
 
 /// `map [DIMS]`, `reduce [DIMS] over [DIMS]`, `contract batch [DIMS] m D n D k D`,
-/// `parts N`.
+/// `scatter_add over [DIMS]`, `parts N`.
 fn parse_header(text: &str) -> Result<Header, String> {
     let mut c = Cursor::new(text, &[]);
     let kind = match c.word() {
@@ -289,6 +291,10 @@ fn parse_header(text: &str) -> Result<Header, String> {
                 k,
             })
         }
+        "scatter_add" => {
+            c.expect("over")?;
+            Header::Body(Kind::ScatterAdd(c.dims()?))
+        }
         "parts" => {
             let count = c.word();
             Header::Parts(
@@ -299,7 +305,7 @@ fn parse_header(text: &str) -> Result<Header, String> {
         }
         other => {
             return Err(format!(
-                "expected `map`, `reduce`, `contract` or `parts`, found `{other}`"
+                "expected `map`, `reduce`, `contract`, `scatter_add` or `parts`, found `{other}`"
             ));
         }
     };
@@ -338,6 +344,12 @@ fn body(lines: &mut Lines, kind: Kind, names: &[String]) -> Result<KernelBody, P
                 out,
             })
         }
+        Kind::ScatterAdd(over) => {
+            let (line, text) = lines.next("the scatter-add's `OUT[IDS[INDEX], iN] += VALUE`")?;
+            scatter_line(text, over, names)
+                .map(KernelBody::ScatterAdd)
+                .map_err(|message| ParseError { line, message })
+        }
         Kind::Contract {
             batch,
             summed,
@@ -375,6 +387,37 @@ fn body(lines: &mut Lines, kind: Kind, names: &[String]) -> Result<KernelBody, P
             }))
         }
     }
+}
+
+/// `OUT[IDS[INDEX], iN] += VALUE`, the line of a scatter-add over `over`.
+fn scatter_line(text: &str, over: Vec<Dim>, names: &[String]) -> Result<ScatterAdd, String> {
+    let mut c = Cursor::new(text, names);
+    let out = c.buffer()?;
+    c.expect("[")?;
+    let ids = c.buffer()?;
+    c.expect("[")?;
+    let id_index = c.index()?;
+    c.expect("]")?;
+    c.expect(",")?;
+    let column = format!("i{}", over.len());
+    let word = c.word();
+    if word != column {
+        return Err(format!(
+            "the column is `{column}` (after the {} points' variables), found `{word}`",
+            over.len()
+        ));
+    }
+    c.expect("]")?;
+    c.expect("+=")?;
+    let value = c.expr(over.len() + 1)?;
+    c.end()?;
+    Ok(ScatterAdd {
+        over,
+        ids,
+        id_index,
+        value,
+        out,
+    })
 }
 
 /// `OUT[INDEX] = VALUE`, with `scope` loop variables.

@@ -117,6 +117,23 @@ impl<'a> Display for ExprText<'a> {
                 let name = self.names.get(*buf).map_or("?", String::as_str);
                 write!(f, "{name}[{}]", IndexText(index))
             }
+            // `gather(table, ids[i0], i1)`: row `ids[i0]`, column `i1`.
+            Expr::Gather {
+                table,
+                ids,
+                id_index,
+                col,
+            } => {
+                let name = |b: usize| self.names.get(b).map_or("?", String::as_str);
+                write!(
+                    f,
+                    "gather({}, {}[{}], {})",
+                    name(*table),
+                    name(*ids),
+                    IndexText(id_index),
+                    IndexText(col)
+                )
+            }
             Expr::Const(c) => write!(f, "{c:?}"),
             Expr::Acc => f.write_str("acc"),
             Expr::IndexValue(i) => write!(f, "float({})", IndexText(i)),
@@ -262,6 +279,18 @@ impl Display for Kernel {
                         lines,
                     )
                 }
+                // `table[ids[i0], i1] += g[i0 * 16 + i1]`: the column is the last variable.
+                KernelBody::ScatterAdd(s) => (
+                    format!("scatter_add over {}", dims(&s.over)),
+                    vec![format!(
+                        "{pad}{}[{}[{}], i{}] += {}",
+                        name(s.out),
+                        name(s.ids),
+                        IndexText(&s.id_index),
+                        s.over.len(),
+                        e(&s.value, s.over.len() + 1)
+                    )],
+                ),
                 KernelBody::Parts(parts) => (format!("parts {}", parts.len()), Vec::new()),
             }
         };

@@ -566,6 +566,60 @@ impl Writer<'_> {
                     vec![attribute("to", Attr::Int(DataType::Float as i64))],
                 ));
             }
+            Op::Gather => {
+                // ONNX's Gather counts a negative id from the end and leaves one past the
+                // rows undefined, where Strata's gives a row of zeros: the ids outside
+                // `0..rows` are replaced by 0 and their rows multiplied by 0.
+                let rows = graph.ty(graph.operands(v)[0]).shape.dims()[0]
+                    .fixed()
+                    .and_then(|r| i32::try_from(r).ok())
+                    .ok_or_else(|| unsupported("more rows than an i32 id can name"))?;
+                let zero = self.constant(out, i32_tensor("", &[], &[0]));
+                let bound = self.constant(out, i32_tensor("", &[], &[rows]));
+                let [not_negative, below, inside, safe, picked, last, column] =
+                    [(); 7].map(|_| self.fresh());
+                for (op, inputs, output) in [
+                    ("GreaterOrEqual", [a(1), zero.as_str()], &not_negative),
+                    ("Less", [a(1), bound.as_str()], &below),
+                    ("And", [not_negative.as_str(), below.as_str()], &inside),
+                ] {
+                    out.nodes
+                        .push(with_doc(node(op, &inputs, &[output], vec![]), &at));
+                }
+                out.nodes.push(with_doc(
+                    node("Where", &[&inside, a(1), &zero], &[&safe], vec![]),
+                    &at,
+                ));
+                out.nodes.push(with_doc(
+                    node(
+                        "Gather",
+                        &[a(0), &safe],
+                        &[&picked],
+                        vec![attribute("axis", Attr::Int(0))],
+                    ),
+                    &at,
+                ));
+                let minus_one = self.i64s(out, &[-1]);
+                out.nodes.push(with_doc(
+                    node("Unsqueeze", &[&inside, &minus_one], &[&last], vec![]),
+                    &at,
+                ));
+                out.nodes.push(with_doc(
+                    node(
+                        "Cast",
+                        &[&last],
+                        &[&column],
+                        vec![attribute("to", Attr::Int(DataType::Float as i64))],
+                    ),
+                    &at,
+                ));
+                out.nodes.push(single("Mul", &[&picked, &column], vec![]));
+            }
+            Op::ScatterAdd { .. } => {
+                return Err(unsupported(
+                    "scatter_add is the gradient of a gather and has no place in `infer`",
+                ));
+            }
             Op::RandomUniform { .. } => {
                 return Err(unsupported(
                     "Strata's draws are Philox4x32-10 keyed by the seed and step, which \

@@ -74,6 +74,8 @@ fn first_map(m: &Manifest) -> usize {
 fn first_load(e: &mut Expr) -> Option<&mut Index> {
     match e {
         Expr::Load { index, .. } => Some(index),
+        // The load of the id: the table's row is checked when the kernel runs.
+        Expr::Gather { id_index, .. } => Some(id_index),
         Expr::Const(_) | Expr::Acc | Expr::IndexValue(_) => None,
         Expr::Unary(_, x) | Expr::Uniform { step: x, .. } | Expr::Reduce { value: x, .. } => {
             first_load(x)

@@ -120,6 +120,22 @@ train Net {
 }
 "#;
 
+// Ids cast from the features, from -1 to 11 for a table of 10 rows: the forward pass
+// gathers rows and the weight gradient is the scatter-add kernel (one invocation per
+// column, the ids in order).
+const EMBEDDING: &str = r#"
+model Net {
+    input x: f32[batch, 12]
+    h = int(x * 14 - 2) |> embedding(vocab = 10, dim = 4) |> tanh
+    output logits = h |> flatten |> dense(4)
+}
+train Net {
+    label y: i32[batch]
+    loss = cross_entropy(logits, y)
+    optimizer = adam(lr = 0.01)
+}
+"#;
+
 /// `text` compiled with its train section, carrying both CPU and GPU code.
 fn compile_trainable(text: &str) -> Result<Artifact, String> {
     let source = SourceFile::new("net.strata", text.to_string());
@@ -239,6 +255,14 @@ fn mlp_train_steps_on_gpu_match_the_cpu() {
         return;
     }
     check_gpu_training_matches_cpu("mlp + adam", MLP, 50, 16);
+}
+
+#[test]
+fn embedding_train_steps_on_gpu_match_the_cpu() {
+    if !gpu_available("embedding_train_steps_on_gpu_match_the_cpu") {
+        return;
+    }
+    check_gpu_training_matches_cpu("embedding + adam", EMBEDDING, 20, 16);
 }
 
 #[test]

@@ -178,8 +178,9 @@ pub(super) fn normalize(
 }
 
 /// `embedding(ids, vocab, dim)`: integer ids `i32[batch, …]` to rows of `weight`
-/// `[vocab, dim]` (PyTorch's `Embedding`, initialized N(0, 1)), computed as
-/// `one_hot(ids) x weight`. An id outside `0..vocab` gives a row of zeros.
+/// `[vocab, dim]` (PyTorch's `Embedding`, initialized N(0, 1)), one [`Op::Gather`]: its
+/// gradient is a scatter-add of the output's, O(ids x dim) rather than the product of a
+/// one-hot matrix. An id outside `0..vocab` gives a row of zeros.
 pub(super) fn embedding(
     e: &mut Elaborator,
     args: &BoundArgs,
@@ -205,8 +206,7 @@ pub(super) fn embedding(
         Init::Normal(1.0),
         span,
     )?;
-    let hot = e.op(Op::OneHot { classes: vocab }, &[ids], span)?;
-    Ok(Value::Tensor(e.op(Op::MatMul, &[hot, w], span)?))
+    Ok(Value::Tensor(e.op(Op::Gather, &[w, ids], span)?))
 }
 
 /// `positional(x, kind = "learned")` adds a position code to a sequence `[batch, T, d]`:

@@ -781,6 +781,8 @@ impl<'p> Elaborator<'p> {
                 | Op::Slice { .. }
                 | Op::StopGradient
                 | Op::OneHot { .. }
+                | Op::Gather
+                | Op::ScatterAdd { .. }
                 | Op::Cast { .. }
         );
         if needs_float

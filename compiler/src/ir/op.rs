@@ -169,6 +169,18 @@ pub enum Op {
     /// `f32[dims, classes]`, `classes >= 1`. Not differentiable (its operand is an
     /// integer), so autodiff never sends a gradient through it.
     OneHot { classes: u64 },
+    /// Rows of a table selected by integer ids (an embedding's lookup, ONNX's `Gather` on
+    /// axis 0): `out[i..., c] = table[ids[i...], c]`, a row of zeros for an id outside
+    /// `0..rows`. Operands `(table, ids)`. Typing: `f32[rows, cols]` (both fixed) and
+    /// `i32[dims]` -> `f32[dims, cols]`. Differentiable in the table only: its
+    /// vector-Jacobian product is [`Op::ScatterAdd`] of the cotangent; the ids are integers.
+    Gather,
+    /// The adjoint of [`Op::Gather`]: `out[r, c] = sum of values[i..., c] over every i...
+    /// with ids[i...] == r`, zero rows where no id is `r`; an id outside `0..rows` adds
+    /// nothing. Operands `(ids, values)`. Typing: `i32[dims]` and `f32[dims, cols]` (cols
+    /// fixed) -> `f32[rows, cols]`, `rows >= 1`. Differentiable in the values (their
+    /// vector-Jacobian product is a [`Op::Gather`] of the cotangent).
+    ScatterAdd { rows: u64 },
     /// The operand's elements as `to`: `i32 -> f32` exactly (rounded to the nearest
     /// `f32` above 2²⁴), `f32 -> i32` truncated toward zero, saturating at `i32`'s
     /// bounds, NaN -> 0 (what every backend's store of an `f32` into an `i32` buffer
@@ -225,6 +237,8 @@ impl Op {
             Op::StopGradient => "stop_gradient",
             Op::Broadcast { .. } => "broadcast",
             Op::OneHot { .. } => "one_hot",
+            Op::Gather => "gather",
+            Op::ScatterAdd { .. } => "scatter_add",
             Op::Cast { .. } => "cast",
             Op::RandomUniform { .. } => "random_uniform",
             Op::Im2Col { .. } => "im2col",
@@ -259,7 +273,7 @@ impl Op {
             | Op::RandomUniform { .. }
             | Op::Im2Col { .. }
             | Op::Col2Im { .. } => Some(1),
-            Op::Binary(_) | Op::MatMul => Some(2),
+            Op::Binary(_) | Op::MatMul | Op::Gather | Op::ScatterAdd { .. } => Some(2),
             Op::Concat { .. } | Op::Scan(_) => None,
         }
     }
@@ -476,6 +490,42 @@ impl Op {
                 let mut dims = t.shape.0.clone();
                 dims.push(Dim::Fixed(*classes));
                 Ok(TensorType::f32(dims))
+            }
+            Op::Gather => {
+                let (table, ids) = (operands[0], operands[1]);
+                let cols = match (table.dtype, table.shape.dims()) {
+                    (DType::F32, [Dim::Fixed(_), Dim::Fixed(cols)]) => *cols,
+                    _ => {
+                        return Err(format!(
+                            "`gather` needs a table `f32[rows, cols]` of fixed size, got {table}"
+                        ));
+                    }
+                };
+                if ids.dtype != DType::I32 {
+                    return Err(format!("`gather` needs i32 ids, got {ids}"));
+                }
+                let mut dims = ids.shape.0.clone();
+                dims.push(Dim::Fixed(cols));
+                Ok(TensorType::f32(dims))
+            }
+            Op::ScatterAdd { rows } => {
+                let (ids, values) = (operands[0], operands[1]);
+                if ids.dtype != DType::I32 {
+                    return Err(format!("`scatter_add` needs i32 ids, got {ids}"));
+                }
+                if *rows == 0 {
+                    return Err("`scatter_add` needs at least one row".into());
+                }
+                float(values)?;
+                let dims = values.shape.dims();
+                match dims.split_last() {
+                    Some((Dim::Fixed(cols), lead)) if *lead == *ids.shape.dims() => {
+                        Ok(TensorType::f32(vec![Dim::Fixed(*rows), Dim::Fixed(*cols)]))
+                    }
+                    _ => Err(format!(
+                        "`scatter_add` needs values `[ids' dims, cols]` (cols fixed) for ids {ids}, got {values}"
+                    )),
+                }
             }
             Op::Cast { to } => Ok(TensorType {
                 dtype: *to,

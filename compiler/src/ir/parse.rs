@@ -282,6 +282,10 @@ fn parse_op(text: &str, name: &ValueName, body: Option<Graph>) -> Result<Op, Str
                 .map_err(|e| format!("bad constant `{}`: {e}", attrs.trim()))?,
         },
         "matmul" => Op::MatMul,
+        "gather" => Op::Gather,
+        "scatter_add" => Op::ScatterAdd {
+            rows: c.attr("rows=")?,
+        },
         "stop_gradient" => Op::StopGradient,
         reduce if let Some(op) = reduce.strip_prefix("reduce_").and_then(ReduceOp::from_name) => {
             c.expect("axes=")?;

@@ -45,6 +45,7 @@ pub fn op_text(op: &Op) -> String {
         Op::Slice { axis, start, len } => format!("slice axis={axis} start={start} len={len}"),
         Op::Broadcast { shape } => format!("broadcast {shape}"),
         Op::OneHot { classes } => format!("one_hot classes={classes}"),
+        Op::ScatterAdd { rows } => format!("scatter_add rows={rows}"),
         Op::Cast { to } => format!("cast to={to}"),
         Op::RandomUniform { seed, shape } => format!("random_uniform seed={seed} {shape}"),
         Op::Im2Col { window } => format!("im2col {window}"),

@@ -51,7 +51,7 @@
 //!    inlined; the kernel's output buffer is always a fresh one, never one of them (the
 //!    CPU runs the product into the output before the epilogue reads it).
 //! 5. **Inlining** (rule `inline`) of element-wise values (unary, binary, broadcast,
-//!    one-hot, slice, stop-gradient, transpose, unit reshape, random-uniform) in
+//!    one-hot, gather, slice, stop-gradient, transpose, unit reshape, random-uniform) in
 //!    topological order, when
 //!    storage is not required and
 //!    - the value has one use (one user, or only an update) not counting nested
@@ -309,6 +309,7 @@ fn is_elementwise(op: &Op) -> bool {
             | Op::Binary(_)
             | Op::Broadcast { .. }
             | Op::OneHot { .. }
+            | Op::Gather
             | Op::Cast { .. }
             | Op::Slice { .. }
             | Op::StopGradient
@@ -357,6 +358,12 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
             Op::Im2Col { .. } | Op::Col2Im { .. } => {
                 storage.insert(graph.operands(v)[0]);
             }
+            // A gather's table and ids, and a scatter-add's ids, are read at positions
+            // that depend on the ids' values: the kernel IR addresses them in memory.
+            // A scatter-add's values are stored too: each column's owner reads every
+            // point's value, so an inlined value holding a row's reduction (a layer
+            // norm's backward) would fold that row once per column.
+            Op::Gather | Op::ScatterAdd { .. } => storage.extend(graph.operands(v)),
             _ => {}
         }
     }

@@ -8,7 +8,7 @@ use super::{BufferId, LowerError, LoweredLaunch, Lowerer, Storage, kernel_dims};
 use crate::ir::{self, Op, ValueId};
 use strata_kernels::ir::{
     Access, BinaryOp, BufferDecl, Contraction, Dim, Expr, Index, Kernel, KernelBody, MatrixOperand,
-    ReduceOp, Store,
+    ReduceOp, ScatterAdd, Store,
 };
 
 /// Buffer slots of the kernel being built and the buffers bound to them.
@@ -207,6 +207,19 @@ fn expand(
                 Expr::IndexValue(coords[rank - 1].clone()),
                 label,
             )
+        }
+        // out[i..., c] = table[ids[i...], c], masked to 0 for an id that is no row.
+        Op::Gather => {
+            let (table, ids) = (operands[0], operands[1]);
+            Expr::Gather {
+                table: table_slot(l, slots, table, Access::Read)?,
+                ids: ids_slot(l, slots, ids)?,
+                id_index: Index::row_major(
+                    &coords[..rank - 1],
+                    &kernel_dims(&l.graph.ty(ids).shape),
+                ),
+                col: coords[rank - 1].clone(),
+            }
         }
         // Element i draws from the counter (i, step), i the row-major index of `coords`
         // in the value's own shape, wherever the element is computed.
@@ -487,6 +500,55 @@ fn col2im_element(
     sum.ok_or_else(|| LowerError("col2im with an empty kernel".into()))
 }
 
+/// The slot of the buffer holding the table `v` (`[rows, cols]`) in its own layout.
+fn table_slot(
+    l: &Lowerer,
+    slots: &mut Slots,
+    v: ValueId,
+    access: Access,
+) -> Result<usize, LowerError> {
+    match l.storage.get(&v).copied() {
+        Some(Storage::Buffer(b)) if l.out.buffers[b].shape == kernel_dims(&l.graph.ty(v).shape) => {
+            Ok(slots.slot(l, b, access))
+        }
+        _ => Err(LowerError(format!(
+            "{v}: a gather's table must be a stored [rows, cols] value, not a view"
+        ))),
+    }
+}
+
+/// The slot of the buffer holding the ids `v`: a stored value, addressed row-major in
+/// its own shape (a reshape's buffer keeps that order).
+fn ids_slot(l: &Lowerer, slots: &mut Slots, v: ValueId) -> Result<usize, LowerError> {
+    match l.storage.get(&v).copied() {
+        Some(Storage::Buffer(b)) => Ok(slots.slot(l, b, Access::Read)),
+        _ => Err(LowerError(format!("{v}: ids must be stored, not a view"))),
+    }
+}
+
+/// `out[ids[n], c] += values[n, c]` over the ids' points `n` (ids and values stored, by
+/// rule `needs-storage`).
+fn emit_scatter_add(l: &mut Lowerer, v: ValueId, out: BufferId) -> Result<(), LowerError> {
+    let (ids, values) = match l.graph.operands(v)[..] {
+        [ids, values] => (ids, values),
+        _ => return Err(LowerError(format!("{v}: a scatter-add of ids and values"))),
+    };
+    let over = kernel_dims(&l.graph.ty(ids).shape);
+    let rank = over.len();
+    let mut slots = Slots::new();
+    let ids_slot = ids_slot(l, &mut slots, ids)?;
+    let value = element(l, &mut slots, values, &vars(rank + 1), Site::new(rank + 1))?;
+    let out = slots.slot(l, out, Access::Write);
+    let body = KernelBody::ScatterAdd(ScatterAdd {
+        id_index: Index::row_major(&vars(rank), &over),
+        over,
+        ids: ids_slot,
+        value,
+        out,
+    });
+    push_kernel(l, "scatter_add", slots, body)
+}
+
 /// Emits the kernel(s) computing `v` into buffer `out`.
 pub(super) fn emit(l: &mut Lowerer, v: ValueId, out: BufferId) -> Result<(), LowerError> {
     emit_fused(l, v, v, out)
@@ -572,6 +634,7 @@ pub(super) fn emit_fused(
             };
             push_kernel(l, &name, slots, body)
         }
+        Op::ScatterAdd { .. } => emit_scatter_add(l, producer, out),
         Op::MatMul => {
             let mut c = contraction(l, &mut slots, producer, &[], out)?;
             c.epilogue = epilogue(l, &mut slots)?;

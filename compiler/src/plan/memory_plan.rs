@@ -90,7 +90,7 @@ pub fn in_place_inputs(l: &Lowered, launch: usize) -> Vec<usize> {
     let mut ok = vec![true; kernel.buffers.len()];
     for s in stores {
         s.value.visit_loads(&mut |slot, ix| {
-            if ix != index {
+            if ix != Some(index) {
                 ok[slot] = false;
             }
         });

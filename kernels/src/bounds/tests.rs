@@ -209,3 +209,34 @@ fn a_batched_contraction_checks_every_batch_index() {
     let e = refused(&kernel(&text.replace("i0 * 12", "i0 * 13")), 1);
     assert!(e.contains("[0, 102]"), "{e}");
 }
+
+const GATHER: &str = "kernel lookup map [batch, 3, 4] (t: f32[10, 4] r, ids: i32[batch, 3] r, y: f32[batch, 3, 4] w) {
+   y[(i0 * 3 + i1) * 4 + i2] = gather(t, ids[i0 * 3 + i1], i2)
+ }";
+
+#[test]
+fn a_gather_is_in_range_whatever_the_ids_hold() {
+    // The row is the id's, checked when the kernel runs: only the id's load and the
+    // column are proven here.
+    for batch in [1, 7, 64] {
+        check_bounds(&kernel(GATHER), batch).unwrap();
+    }
+}
+
+#[test]
+fn a_gather_column_outside_the_table_is_refused() {
+    let k = kernel(&GATHER.replace(", i2)", ", i2 + 1)"));
+    let e = refused(&k, 1);
+    assert!(e.contains("column `i2 + 1` of table `t`"), "{e}");
+    assert!(e.contains("[1, 4]") && e.contains("its 4 column(s)"), "{e}");
+}
+
+#[test]
+fn a_scatter_add_reading_its_ids_past_their_end_is_refused() {
+    let text = "kernel grad scatter_add over [batch, 3] (ids: i32[batch, 3] r, g: f32[batch, 3, 4] r, t: f32[10, 4] w) {
+       t[ids[i0 * 3 + i1], i2] += g[(i0 * 3 + i1) * 4 + i2]
+     }";
+    check_bounds(&kernel(text), 5).unwrap();
+    let past = kernel(&text.replace("ids[i0 * 3 + i1]", "ids[i0 * 3 + i1 + 1]"));
+    assert!(refused(&past, 5).contains("load of an id from `ids`"));
+}

@@ -13,7 +13,7 @@ use super::{math, random};
 use crate::hoist::{self, Invariant};
 use crate::ir::{
     Access, BinaryOp, Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError, ReduceOp,
-    ScalarType, Store, UnaryOp,
+    ScalarType, ScatterAdd, Store, UnaryOp,
 };
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{BlockArg, Function, InstBuilder, MemFlagsData, Value, types};
@@ -80,7 +80,7 @@ pub(super) fn lower_kernel(
 /// Buffer slots that the kernel loads from or stores to, in order.
 fn used_slots(kernel: &Kernel) -> Vec<usize> {
     let mut used = vec![false; kernel.buffers.len()];
-    let mut mark = |slot: usize, _: &Index| {
+    let mut mark = |slot: usize, _: Option<&Index>| {
         if let Some(u) = used.get_mut(slot) {
             *u = true;
         }
@@ -88,18 +88,23 @@ fn used_slots(kernel: &Kernel) -> Vec<usize> {
     match &kernel.body {
         KernelBody::Map { stores, .. } => {
             for s in stores {
-                mark(s.buf, &s.index);
+                mark(s.buf, Some(&s.index));
                 s.value.visit_loads(&mut mark);
             }
         }
         KernelBody::Reduce { value, out, .. } => {
             value.visit_loads(&mut mark);
-            mark(out.buf, &out.index);
+            mark(out.buf, Some(&out.index));
             out.value.visit_loads(&mut mark);
         }
         KernelBody::Contract(c) => {
-            mark(c.out, &Index::Const(0));
+            mark(c.out, None);
             c.epilogue.visit_loads(&mut mark);
+        }
+        KernelBody::ScatterAdd(s) => {
+            mark(s.out, None);
+            mark(s.ids, Some(&s.id_index));
+            s.value.visit_loads(&mut mark);
         }
         // Emitted one function per part (`Kernel::part`): never lowered whole.
         KernelBody::Parts(_) => {}
@@ -119,7 +124,8 @@ fn kernel_divisions(kernel: &Kernel) -> Vec<Index> {
             strength::divisions_in(&[value, &out.value], &[&out.index])
         }
         KernelBody::Contract(c) => strength::divisions_in(&[&c.epilogue], &[]),
-        KernelBody::Parts(_) => Vec::new(),
+        // Its loops are not the plain nest the counters follow (see `scatter_add`).
+        KernelBody::ScatterAdd(_) | KernelBody::Parts(_) => Vec::new(),
     }
 }
 
@@ -150,6 +156,8 @@ fn kernel_invariants(kernel: &Kernel, readable: &impl Fn(usize) -> bool) -> Vec<
             let space = c.space();
             collect(&c.epilogue, &space, space.len());
         }
+        // Its loops are not the plain nest the invariants' levels follow.
+        KernelBody::ScatterAdd(_) => {}
         // Emitted one function per part (`Kernel::part`): never lowered whole.
         KernelBody::Parts(_) => {}
     }
@@ -249,6 +257,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 let out_index = Index::row_major(&vars, &space);
                 self.rows(&space, start, end, &mut |l| l.epilogue_point(c, &out_index))
             }
+            KernelBody::ScatterAdd(s) => self.scatter_add(s, start, end),
             KernelBody::Parts(_) => Err(self.error("parts are emitted one function each")),
         }
     }
@@ -621,6 +630,115 @@ impl<'k, 'f> Lowering<'k, 'f> {
         self.fold(extent, op, value, &invariants, Unroll::Small)
     }
 
+    /// A scatter-add over the table's columns `start..end` (clamped to its columns): zero
+    /// them in every row, then for every point in order add its values to the row of its
+    /// id, if that id is a row. The point's loops bind the variables `0..over.len()`, the
+    /// column loop innermost binds the last.
+    fn scatter_add(&mut self, s: &ScatterAdd, start: Value, end: Value) -> LowerResult<()> {
+        let (rows, cols) = self
+            .kernel
+            .table_extent(s.out)
+            .ok_or_else(|| self.error("a scatter-add's output is not a table"))?;
+        let zero = self.b.ins().iconst(types::I64, 0);
+        let lo = self.b.ins().smax(start, zero);
+        let cols_v = self.b.ins().iconst(types::I64, cols as i64);
+        let hi = self.b.ins().smin(end, cols_v);
+        let base = self.bases[s.out].ok_or_else(|| self.error("table slot not bound"))?;
+        // The address of column `c` of row `row` (an i64 value) of the table.
+        let at = |l: &mut Self, row: Value, c: Value| {
+            let flat = l.b.ins().imul_imm_s(row, cols as i64);
+            let flat = l.b.ins().iadd(flat, c);
+            let offset = l.b.ins().ishl_imm_u(flat, 2);
+            l.b.ins().iadd(base, offset)
+        };
+        let rows_v = self.b.ins().iconst(types::I64, rows as i64);
+        let zero_row = self.b.ins().iconst(types::I64, 0);
+        // No expression is evaluated in these loops: their variables are only addresses.
+        self.counted_loop(zero_row, rows_v, 1, &mut |l| {
+            let row = *l.vars.last().ok_or_else(|| l.error("row loop unbound"))?;
+            l.counted_loop(lo, hi, 1, &mut |l| {
+                let c = *l
+                    .vars
+                    .last()
+                    .ok_or_else(|| l.error("column loop unbound"))?;
+                let addr = at(l, row, c);
+                let z = l.f32const(0.0);
+                l.b.ins().store(MemFlagsData::new(), z, addr, 0);
+                Ok(())
+            })
+        })?;
+        let value = &s.value;
+        let id_index = &s.id_index;
+        self.nest(&s.over, &[], &mut |l| {
+            let id = l.id(s.ids, id_index)?;
+            let inside = l.row_inside(id, rows);
+            let add = l.b.create_block();
+            let done = l.b.create_block();
+            l.b.ins().brif(inside, add, &[], done, &[]);
+            l.b.switch_to_block(add);
+            let saved = l.memo.clone();
+            l.counted_loop(lo, hi, 1, &mut |l| {
+                let c = *l
+                    .vars
+                    .last()
+                    .ok_or_else(|| l.error("column loop unbound"))?;
+                let v = l.expr(value, None)?;
+                let addr = at(l, id, c);
+                let old = l.b.ins().load(types::F32, MemFlagsData::new(), addr, 0);
+                let sum = l.b.ins().fadd(old, v);
+                l.b.ins().store(MemFlagsData::new(), sum, addr, 0);
+                Ok(())
+            })?;
+            l.memo = saved;
+            l.b.ins().jump(done, &[]);
+            l.b.switch_to_block(done);
+            Ok(())
+        })
+    }
+
+    /// Element `index` of the `i32` buffer `ids`, as an `i64` id.
+    fn id(&mut self, ids: usize, index: &Index) -> LowerResult<Value> {
+        let addr = self.address(ids, index)?;
+        let id = self.b.ins().load(types::I32, MemFlagsData::new(), addr, 0);
+        Ok(self.b.ins().sextend(types::I64, id))
+    }
+
+    /// Whether the `i64` id lies in `0..rows` (one unsigned comparison).
+    fn row_inside(&mut self, id: Value, rows: u64) -> Value {
+        self.b
+            .ins()
+            .icmp_imm_u(IntCC::UnsignedLessThan, id, rows as i64)
+    }
+
+    /// A gather: the table's element at row `ids[id_index]`, column `col`, or `0.0` when
+    /// the id is not a row. The row is clamped to 0 first, so the load is always inside
+    /// the table and no branch is needed.
+    fn gather(
+        &mut self,
+        table: usize,
+        ids: usize,
+        id_index: &Index,
+        col: &Index,
+    ) -> LowerResult<Value> {
+        let (rows, cols) = self
+            .kernel
+            .table_extent(table)
+            .ok_or_else(|| self.error("a gather's table is not a table"))?;
+        let id = self.id(ids, id_index)?;
+        let inside = self.row_inside(id, rows);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        let row = self.b.ins().select(inside, id, zero);
+        let c = self.index(col)?;
+        let flat = self.b.ins().imul_imm_s(row, cols as i64);
+        let flat = self.b.ins().iadd(flat, c);
+        let offset = self.b.ins().ishl_imm_u(flat, 2);
+        let base = self.bases[table].ok_or_else(|| self.error("table slot not bound"))?;
+        let addr = self.b.ins().iadd(base, offset);
+        let v = self.b.ins().load(types::F32, MemFlagsData::new(), addr, 0);
+        let z = self.f32const(0.0);
+        Ok(self.b.ins().select(inside, v, z))
+    }
+
     fn epilogue_point(&mut self, c: &Contraction, out_index: &Index) -> LowerResult<()> {
         let acc = self.load(c.out, out_index)?;
         let v = self.expr(&c.epilogue, Some(acc))?;
@@ -780,6 +898,12 @@ impl<'k, 'f> Lowering<'k, 'f> {
     fn compute(&mut self, e: &Expr, acc: Option<Value>) -> LowerResult<Value> {
         Ok(match e {
             Expr::Load { buf, index } => self.load(*buf, index)?,
+            Expr::Gather {
+                table,
+                ids,
+                id_index,
+                col,
+            } => self.gather(*table, *ids, id_index, col)?,
             Expr::Const(c) => self.f32const(*c as f32),
             Expr::Acc => acc.ok_or_else(|| self.error("`acc` outside an epilogue"))?,
             Expr::IndexValue(ix) => {

@@ -25,6 +25,12 @@
 //! - A nested reduction ([`Expr::Reduce`](crate::ir::Expr)): a loop nest inside the
 //!   point, folding as a kernel-level reduction does; one of at most 9 points (a pooling
 //!   window) is unrolled, its variables constants.
+//! - ScatterAdd: the function owns the table's columns `start..end` (its outermost
+//!   "rows" are the table's columns): it zeroes them in every row, then for each point in
+//!   order reads the id and, when it is inside the table's rows, adds the point's values
+//!   of those columns to that row (a contiguous run, so threads never share a column).
+//!   A gather reads its id, clamps it to row 0 when it is out of range (so the address is
+//!   always inside the table) and selects `0.0` then; neither is ever vectorized.
 //! - Contract: *only the epilogue*, a map over `[batch..., m, n]` doing
 //!   `out[idx] = epilogue` with `Acc = out[idx]`. The runtime computes the product into
 //!   `out` with the `gemm` crate first, then calls this function on the same rows.
@@ -166,6 +172,10 @@ fn check_cpu_constraints(kernel: &Kernel) -> Result<(), KernelError> {
             exprs.push(value);
             exprs.push(&out.value);
             indices.push(&out.index);
+        }
+        KernelBody::ScatterAdd(s) => {
+            exprs.push(&s.value);
+            indices.push(&s.id_index);
         }
         KernelBody::Contract(c) => {
             exprs.push(&c.epilogue);

@@ -55,10 +55,24 @@ pub(super) fn simplify_kernel(kernel: &Kernel) -> Kernel {
             let mut vars = ranges(&c.space());
             simplify_expr(&mut c.epilogue, &mut vars);
         }
+        KernelBody::ScatterAdd(s) => {
+            let cols = kernel_cols(&kernel.buffers, s.out);
+            let mut vars = ranges(&s.value_space(cols));
+            s.id_index = simplify(&s.id_index, &vars);
+            simplify_expr(&mut s.value, &mut vars);
+        }
         // Emitted one function per part: each part is simplified on its own.
         KernelBody::Parts(_) => {}
     }
     kernel
+}
+
+/// The columns of a scatter-add's table (validation made it a fixed `[rows, cols]`).
+fn kernel_cols(buffers: &[crate::ir::BufferDecl], slot: usize) -> u64 {
+    match buffers.get(slot).map(|b| &b.shape[..]) {
+        Some([_, Dim::Fixed(cols)]) => *cols,
+        _ => 0,
+    }
 }
 
 fn dim_range(d: Dim) -> VarRange {
@@ -72,6 +86,10 @@ fn dim_range(d: Dim) -> VarRange {
 fn simplify_expr(e: &mut Expr, vars: &mut Vec<VarRange>) {
     match e {
         Expr::Load { index, .. } | Expr::IndexValue(index) => *index = simplify(index, vars),
+        Expr::Gather { id_index, col, .. } => {
+            *id_index = simplify(id_index, vars);
+            *col = simplify(col, vars);
+        }
         Expr::Uniform { index, step, .. } => {
             *index = simplify(index, vars);
             simplify_expr(step, vars);

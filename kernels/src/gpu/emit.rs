@@ -6,7 +6,7 @@ use super::{Strategy, TILE, WORKGROUP_SIZE, body_strategy, strategy};
 use crate::hoist::{self, Invariant};
 use crate::ir::{
     Access, BinaryOp, Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError, ReduceOp,
-    ScalarType, Store, UnaryOp,
+    ScalarType, ScatterAdd, Store, UnaryOp,
 };
 use crate::rng;
 use std::collections::{BTreeSet, HashMap};
@@ -178,6 +178,7 @@ pub(super) fn emit_module(kernel: &Kernel) -> EmitResult<String> {
         kernel,
         helpers: BTreeSet::new(),
         loads: BTreeSet::new(),
+        ids: BTreeSet::new(),
         stores: BTreeSet::new(),
         body: String::new(),
         indent: 1,
@@ -223,6 +224,7 @@ impl Writer<'_> {
                 _,
             ) => self.reduce_tree(space, reduce, *op, value, out)?,
             (KernelBody::Contract(c), _) => self.contract(c)?,
+            (KernelBody::ScatterAdd(s), _) => self.scatter_add(s)?,
         }
         Ok(())
     }
@@ -271,6 +273,10 @@ impl Writer<'_> {
                 let batches = self.count(&c.batch);
                 let tiles = |d: Dim| format!("(({} + {}u) / {TILE}u)", extent_u32(d), TILE - 1);
                 format!("({batches} * {} * {})", tiles(c.m), tiles(c.n))
+            }
+            (KernelBody::ScatterAdd(s), _) => {
+                let (_, cols) = self.table(s.out)?;
+                format!("{}u", (cols as u32).div_ceil(WORKGROUP_SIZE))
             }
             (KernelBody::Parts(_), _) => return Err(self.error("nested parts")),
         })
@@ -321,8 +327,9 @@ impl Memo {
 struct Writer<'k> {
     kernel: &'k Kernel,
     helpers: BTreeSet<Helper>,
-    /// Slots read and written, for the accessor functions.
+    /// Slots read and written, for the accessor functions (`ids`: read as `i32` ids).
     loads: BTreeSet<usize>,
+    ids: BTreeSet<usize>,
     stores: BTreeSet<usize>,
     body: String,
     indent: usize,
@@ -654,6 +661,89 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// `(rows, cols)` of the table in `slot`, both within `i32`.
+    fn table(&self, slot: usize) -> EmitResult<(i32, i32)> {
+        let (rows, cols) = self
+            .kernel
+            .table_extent(slot)
+            .ok_or_else(|| self.error(format!("slot {slot} is not a table")))?;
+        match (i32::try_from(rows), i32::try_from(cols)) {
+            (Ok(r), Ok(c)) => Ok((r, c)),
+            _ => Err(self.error(format!("a table of {rows} x {cols} exceeds i32"))),
+        }
+    }
+
+    /// The id at `index` of slot `ids` and whether it is a row of a table of `rows`:
+    /// two `let` names.
+    fn id(&mut self, ids: usize, index: &Index, rows: i32) -> EmitResult<(String, String)> {
+        let i = self.index(index)?;
+        self.ids.insert(ids);
+        let id = self.bind("id", &format!("id{ids}({i})"));
+        let inside = self.bind("inside", &format!("{id} >= 0 && {id} < {rows}"));
+        Ok((id, inside))
+    }
+
+    /// A gather: row `ids[id_index]` (row 0 when that is no row, and then `0.0`), column
+    /// `col` of the table.
+    fn gather(
+        &mut self,
+        table: usize,
+        ids: usize,
+        id_index: &Index,
+        col: &Index,
+    ) -> EmitResult<String> {
+        let (rows, cols) = self.table(table)?;
+        let (id, inside) = self.id(ids, id_index, rows)?;
+        let c = self.index(col)?;
+        self.loads.insert(table);
+        Ok(format!(
+            "select(0.0, load{table}(select(0, {id}, {inside}) * {cols} + {c}), {inside})"
+        ))
+    }
+
+    /// One invocation per column of the table: zero the column, then add each point's
+    /// value to the row of its id, points in order.
+    fn scatter_add(&mut self, s: &ScatterAdd) -> EmitResult<()> {
+        let (rows, cols) = self.table(s.out)?;
+        let wg = self.wg.clone();
+        let out = s.out;
+        self.loads.insert(out);
+        self.stores.insert(out);
+        self.line(&format!("let point = {wg} * {WORKGROUP_SIZE}u + lid;"));
+        self.line(&format!("if (point < {cols}u) {{"));
+        self.indent += 1;
+        self.line("let column = i32(point);");
+        self.line(&format!(
+            "for (var row: i32 = 0; row < {rows}; row = row + 1) {{"
+        ));
+        self.line(&format!("    store{out}(row * {cols} + column, 0.0);"));
+        self.line("}");
+        let total = self.count(&s.over);
+        let saved = self.memo.clone();
+        self.line(&format!(
+            "for (var n: u32 = 0u; n < {total}; n = n + 1u) {{"
+        ));
+        self.indent += 1;
+        self.coordinates("n", &s.over, 0);
+        let c = s.over.len();
+        self.line(&format!("let x{c} = column;"));
+        self.vars = c + 1;
+        let (id, inside) = self.id(s.ids, &s.id_index, rows)?;
+        self.line(&format!("if ({inside}) {{"));
+        self.indent += 1;
+        let at = self.bind("at", &format!("{id} * {cols} + column"));
+        let v = self.expr(&s.value, None)?;
+        self.line(&format!("store{out}({at}, load{out}({at}) + {v});"));
+        self.indent -= 1;
+        self.line("}");
+        self.indent -= 1;
+        self.line("}");
+        self.memo = saved;
+        self.indent -= 1;
+        self.line("}");
+        Ok(())
+    }
+
     fn store(&mut self, buf: usize, index: &Index, value: &str) -> EmitResult<()> {
         let i = self.index(index)?;
         self.stores.insert(buf);
@@ -764,6 +854,12 @@ impl Writer<'_> {
     fn compute(&mut self, e: &Expr, acc: Option<&str>) -> EmitResult<String> {
         let text = match e {
             Expr::Load { buf, index } => return self.load(*buf, index),
+            Expr::Gather {
+                table,
+                ids,
+                id_index,
+                col,
+            } => self.gather(*table, *ids, id_index, col)?,
             Expr::Const(c) => return Ok(f32_literal(*c)),
             Expr::Acc => {
                 return acc
@@ -904,6 +1000,7 @@ impl Writer<'_> {
             Strategy::ReduceLoop => "reduction, one invocation per output point",
             Strategy::ReduceTree => "reduction, one workgroup per output point",
             Strategy::Contract => "contraction, one workgroup per output tile",
+            Strategy::Scatter => "scatter-add, one invocation per column of the table",
             Strategy::Parts => "parts",
         };
         match &k.body {
@@ -950,6 +1047,12 @@ impl Writer<'_> {
             let _ = write!(
                 s,
                 "\nfn load{slot}(i: i32) -> f32 {{\n    return {read};\n}}\n"
+            );
+        }
+        for &slot in &self.ids {
+            let _ = write!(
+                s,
+                "\nfn id{slot}(i: i32) -> i32 {{\n    return bitcast<i32>(mem[p.off{slot} + u32(i)]);\n}}\n"
             );
         }
         for &slot in &self.stores {

@@ -45,6 +45,11 @@
 //! - Contract: [`TILE`]x[`TILE`] output tiles, one workgroup per tile (per batch
 //!   point); `A` and `B` stream through workgroup-memory tiles along `k`; each invocation
 //!   accumulates one output element in `f32` and applies the fused epilogue to it.
+//! - ScatterAdd: one invocation per column of the table, which zeroes its column, then
+//!   adds every point's value for that column to the row of the point's id, in order
+//!   (WGSL has no atomic `f32` add; the column's owner needs none). A gather reads its id
+//!   as an `i32`, and a row of the table only when the id is one (row 0 otherwise, its
+//!   value then replaced by `0.0`).
 //! - Parts ([`KernelBody::Parts`]): one dispatch for all of them. Part `i` gets the next
 //!   `workgroups(part i)` workgroups of the linear grid, and runs its own strategy on
 //!   them; the branch is on the workgroup id, uniform across a workgroup, so each
@@ -99,6 +104,8 @@ pub enum Strategy {
     /// One workgroup per output point.
     ReduceTree,
     Contract,
+    /// One invocation per column of a scatter-add's table.
+    Scatter,
     /// Each part of a [`KernelBody::Parts`] kernel with its own strategy, over its own
     /// range of the workgroups.
     Parts,
@@ -124,7 +131,14 @@ fn body_strategy(body: &KernelBody) -> Strategy {
             }
         }
         KernelBody::Contract(_) => Strategy::Contract,
+        KernelBody::ScatterAdd(_) => Strategy::Scatter,
     }
+}
+
+/// The columns of a scatter-add's table, the invocations it needs (0 for a buffer that
+/// is not a table, which validation refuses).
+fn scatter_columns(kernel: &Kernel, s: &crate::ir::ScatterAdd) -> u64 {
+    kernel.table_extent(s.out).map_or(0, |(_, cols)| cols)
 }
 
 /// The number of `u32` words of a kernel's uniform `Params`: the batch size, then the
@@ -146,18 +160,18 @@ pub fn params(kernel: &Kernel, batch: u32, offsets: &[u32]) -> Vec<u32> {
 /// How many workgroups (linear, before folding) one launch of `kernel` at `batch` needs;
 /// `None` if the count overflows `u64`.
 pub fn workgroups(kernel: &Kernel, batch: u64) -> Option<u64> {
-    body_workgroups(&kernel.body, batch)
+    body_workgroups(kernel, &kernel.body, batch)
 }
 
-fn body_workgroups(body: &KernelBody, batch: u64) -> Option<u64> {
+fn body_workgroups(kernel: &Kernel, body: &KernelBody, batch: u64) -> Option<u64> {
     let product = |dims: &[Dim]| {
         dims.iter()
             .try_fold(1u64, |acc, d| acc.checked_mul(d.resolve(batch)))
     };
     match (body, body_strategy(body)) {
-        (KernelBody::Parts(parts), _) => parts
-            .iter()
-            .try_fold(0u64, |acc, p| acc.checked_add(body_workgroups(p, batch)?)),
+        (KernelBody::Parts(parts), _) => parts.iter().try_fold(0u64, |acc, p| {
+            acc.checked_add(body_workgroups(kernel, p, batch)?)
+        }),
         (KernelBody::Map { space, .. }, _)
         | (KernelBody::Reduce { space, .. }, Strategy::ReduceLoop) => {
             Some(product(space)?.div_ceil(u64::from(WORKGROUP_SIZE)))
@@ -169,16 +183,19 @@ fn body_workgroups(body: &KernelBody, batch: u64) -> Option<u64> {
                 .checked_mul(tiles(c.m))?
                 .checked_mul(tiles(c.n))
         }
+        (KernelBody::ScatterAdd(s), _) => {
+            Some(scatter_columns(kernel, s).div_ceil(u64::from(WORKGROUP_SIZE)))
+        }
     }
 }
 
 /// The largest number of invocations (or of points of a reduction's folded space) one
 /// launch indexes with a `u32`, so the runtime can refuse a batch that would overflow it.
 pub fn points(kernel: &Kernel, batch: u64) -> Option<u64> {
-    body_points(&kernel.body, batch)
+    body_points(kernel, &kernel.body, batch)
 }
 
-fn body_points(body: &KernelBody, batch: u64) -> Option<u64> {
+fn body_points(kernel: &Kernel, body: &KernelBody, batch: u64) -> Option<u64> {
     let product = |dims: &[Dim]| {
         dims.iter()
             .try_fold(1u64, |acc, d| acc.checked_mul(d.resolve(batch)))
@@ -186,10 +203,12 @@ fn body_points(body: &KernelBody, batch: u64) -> Option<u64> {
     match body {
         KernelBody::Parts(parts) => parts
             .iter()
-            .try_fold(0u64, |acc, p| Some(acc.max(body_points(p, batch)?))),
+            .try_fold(0u64, |acc, p| Some(acc.max(body_points(kernel, p, batch)?))),
         KernelBody::Map { space, .. } => product(space),
         KernelBody::Reduce { space, reduce, .. } => Some(product(space)?.max(product(reduce)?)),
         KernelBody::Contract(c) => product(&c.space()),
+        // The loop over the points counts them in a `u32` too.
+        KernelBody::ScatterAdd(s) => Some(scatter_columns(kernel, s).max(product(&s.over)?)),
     }
 }
 

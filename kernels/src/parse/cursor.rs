@@ -290,6 +290,22 @@ impl<'a> Cursor<'a> {
         }
         match name {
             "float" => Ok(Expr::IndexValue(self.index()?)),
+            "gather" => {
+                let table = self.buffer()?;
+                self.expect(",")?;
+                let ids = self.buffer()?;
+                self.expect("[")?;
+                let id_index = self.index()?;
+                self.expect("]")?;
+                self.expect(",")?;
+                let col = self.index()?;
+                Ok(Expr::Gather {
+                    table,
+                    ids,
+                    id_index,
+                    col,
+                })
+            }
             "select" => {
                 let cond = self.expr(scope)?;
                 self.expect(",")?;

@@ -313,3 +313,18 @@ fn a_huge_part_count_is_an_error_at_the_first_missing_part() {
         assert!(e.message.contains("part 0"), "{count}: {e}");
     }
 }
+
+#[test]
+fn gathers_and_scatter_adds_read_back_as_printed() {
+    let text = "kernel k0_scatter_add scatter_add over [batch, 3] (ids: i32[batch, 3] r, g: f32[batch, 3, 4] r, t: f32[10, 4] w) {
+  t[ids[i0 * 3 + i1], i2] += (g[(i0 * 3 + i1) * 4 + i2] * gather(t2, ids[i0 * 3 + i1], i2))
+}
+";
+    let with_table = text.replace("t: f32[10, 4] w", "t: f32[10, 4] w, t2: f32[10, 4] r");
+    let k = parse_kernel(&with_table).unwrap_or_else(|e| panic!("{e}"));
+    k.validate().unwrap();
+    assert_eq!(k.to_string(), with_table);
+    let wrong_column = with_table.replace("i1], i2] +=", "i1], i1] +=");
+    let e = parse_kernel(&wrong_column).unwrap_err();
+    assert!(e.message.contains("the column is `i2`"), "{e}");
+}

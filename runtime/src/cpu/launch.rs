@@ -134,7 +134,7 @@ pub unsafe fn launch_with(
         .bodies()
         .iter()
         .zip(fns)
-        .map(|(body, f)| Job::new(body, *f, batch))
+        .map(|(body, f)| Job::new(kernel, body, *f, batch))
         .collect();
     let units = jobs.iter().fold(0u64, |acc, j| acc.saturating_add(j.units));
     let work = jobs.iter().fold(0u64, |acc, j| acc.saturating_add(j.work));
@@ -165,7 +165,7 @@ struct Job<'k> {
 }
 
 impl<'k> Job<'k> {
-    fn new(body: &'k KernelBody, f: KernelFn, batch: u64) -> Job<'k> {
+    fn new(kernel: &Kernel, body: &'k KernelBody, f: KernelFn, batch: u64) -> Job<'k> {
         match body {
             KernelBody::Map { space, .. } => Job {
                 f,
@@ -179,6 +179,16 @@ impl<'k> Job<'k> {
                 work: points(space, batch).saturating_mul(points(reduce, batch)),
                 contract: None,
             },
+            // Its function's rows are the table's columns (each thread owns some).
+            KernelBody::ScatterAdd(s) => {
+                let cols = kernel.table_extent(s.out).map_or(0, |(_, cols)| cols);
+                Job {
+                    f,
+                    units: cols,
+                    work: points(&s.over, batch).saturating_mul(cols),
+                    contract: None,
+                }
+            }
             KernelBody::Contract(c) => {
                 let plan = ContractPlan::new(c, batch);
                 Job {

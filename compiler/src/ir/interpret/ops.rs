@@ -70,6 +70,8 @@ pub(super) fn apply(op: &Op, operands: &[&Tensor], batch: Option<usize>) -> Resu
             Ok(out)
         }
         Op::OneHot { classes } => one_hot(operand(0)?, *classes),
+        Op::Gather => gather(operand(0)?, operand(1)?),
+        Op::ScatterAdd { rows } => scatter_add(operand(0)?, operand(1)?, *rows),
         Op::Cast { to } => {
             let x = operand(0)?;
             let convert: fn(f64) -> f64 = match to {
@@ -485,4 +487,59 @@ fn one_hot(labels: &Tensor, classes: u64) -> Result<Tensor, String> {
         }
     }
     Ok(Tensor { shape, data })
+}
+
+/// The row of `table` `[rows, cols]` at each id, a row of zeros for an id outside
+/// `0..rows`: `[ids' dims, cols]`.
+fn gather(table: &Tensor, ids: &Tensor) -> Result<Tensor, String> {
+    let &[rows, cols] = table.shape.as_slice() else {
+        return Err(format!(
+            "gather needs a table of rank 2, got {}",
+            dims_text(&table.shape)
+        ));
+    };
+    let mut shape = ids.shape.clone();
+    shape.push(cols);
+    let mut data = Vec::with_capacity(ids.len().saturating_mul(cols));
+    for &id in &ids.data {
+        if id >= 0.0 && id < rows as f64 && id.fract() == 0.0 {
+            let row = id as usize * cols;
+            data.extend_from_slice(&table.data[row..row + cols]);
+        } else {
+            data.extend(std::iter::repeat_n(0.0, cols));
+        }
+    }
+    Ok(Tensor { shape, data })
+}
+
+/// The adjoint of [`gather`]: a `[rows, cols]` table whose row `r` sums the rows of
+/// `values` `[ids' dims, cols]` whose id is `r`, in order; other ids add nothing.
+fn scatter_add(ids: &Tensor, values: &Tensor, rows: u64) -> Result<Tensor, String> {
+    let rows = usize::try_from(rows).map_err(|_| "too many rows".to_string())?;
+    let cols = match values.shape.split_last() {
+        Some((cols, lead)) if lead == ids.shape.as_slice() => *cols,
+        _ => {
+            return Err(format!(
+                "scatter_add of values {} for ids {}",
+                dims_text(&values.shape),
+                dims_text(&ids.shape)
+            ));
+        }
+    };
+    let n = rows
+        .checked_mul(cols)
+        .ok_or_else(|| "the table is too large".to_string())?;
+    let mut data = vec![0.0; n];
+    for (i, &id) in ids.data.iter().enumerate() {
+        if id >= 0.0 && id < rows as f64 && id.fract() == 0.0 {
+            let row = id as usize * cols;
+            for c in 0..cols {
+                data[row + c] += values.data[i * cols + c];
+            }
+        }
+    }
+    Ok(Tensor {
+        shape: vec![rows, cols],
+        data,
+    })
 }

@@ -267,6 +267,23 @@ impl<'g> Emitter<'g> {
                 };
                 out[0] = Some(self.op(col2im, &[g], span)?);
             }
+            // A gather copies the rows its ids select, so its adjoint adds each row of the
+            // cotangent into the row its id selected; the ids, integers, get none.
+            Op::Gather => {
+                if wanted[0] {
+                    let rows = self.graph.ty(operands[0]).shape.0[0]
+                        .fixed()
+                        .ok_or("gather from a batched table")?;
+                    let scatter = Op::ScatterAdd { rows };
+                    out[0] = Some(self.op(scatter, &[operands[1], g], span)?);
+                }
+            }
+            // And the adjoint of the scatter-add is the gather again.
+            Op::ScatterAdd { .. } => {
+                if wanted[1] {
+                    out[1] = Some(self.op(Op::Gather, &[g, operands[0]], span)?);
+                }
+            }
             // col2im is the adjoint of im2col, so its adjoint is im2col again.
             Op::Col2Im { window, .. } => {
                 out[0] = Some(self.op(Op::Im2Col { window: *window }, &[g], span)?);

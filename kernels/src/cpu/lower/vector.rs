@@ -89,7 +89,7 @@ pub(super) fn plan(kernel: &Kernel) -> Option<Plan> {
                 value: value.clone(),
             },
         ),
-        KernelBody::Parts(_) => return None,
+        KernelBody::Parts(_) | KernelBody::ScatterAdd(_) => return None,
     };
     let v = space.len().checked_sub(1)?;
     // Fewer points than a vector holds: nothing to gain.
@@ -166,6 +166,8 @@ impl Check<'_> {
     fn expr(&self, e: &Expr, acc: bool) -> Option<bool> {
         Some(match e {
             Expr::Load { buf, index } => self.load(*buf, index)?,
+            // A masked load of a data-dependent row: scalar code only.
+            Expr::Gather { .. } => return None,
             Expr::Const(_) => false,
             Expr::Acc => {
                 if !acc {
@@ -246,7 +248,8 @@ impl Check<'_> {
     fn in_range(&self, e: &Expr) -> bool {
         let mut all = true;
         e.visit_loads(&mut |buf, index| {
-            all &= *index == self.point && same_size(&self.kernel.buffers[buf].shape, self.space);
+            all &= index == Some(&self.point)
+                && same_size(&self.kernel.buffers[buf].shape, self.space);
         });
         all
     }
@@ -369,9 +372,12 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 }
             }
             Expr::Acc => acc,
-            Expr::Const(_) | Expr::IndexValue(_) | Expr::Uniform { .. } | Expr::Reduce { .. } => {
-                None
-            }
+            // The plan refuses gathers: never reached with one.
+            Expr::Const(_)
+            | Expr::IndexValue(_)
+            | Expr::Uniform { .. }
+            | Expr::Reduce { .. }
+            | Expr::Gather { .. } => None,
             Expr::Unary(op, x) => self
                 .vector_expr(x, acc, cache)?
                 .map(|x| self.unary(l, *op, x)),
