@@ -8,16 +8,19 @@
 //! 20          8     CLIF length C, u64 LE
 //! 28          8     WGSL length G, u64 LE (0: no GPU code)
 //! 36          8     weights length W, u64 LE
-//! 44          M     manifest, JSON (UTF-8)
-//! 44+M        C     CLIF text (UTF-8)
-//! 44+M+C      G     WGSL text (UTF-8)
-//! 44+M+C+G    W     weights, a safetensors file
-//! 44+M+C+G+W  4     CRC-32 (IEEE) of every byte before it, u32 LE
+//! 44          8     ONNX length X, u64 LE (0: none)
+//! 52          M     manifest, JSON (UTF-8)
+//! 52+M        C     CLIF text (UTF-8)
+//! 52+M+C      G     WGSL text (UTF-8)
+//! 52+M+C+G    W     weights, a safetensors file
+//! 52+M+C+G+W  X     `infer` as ONNX without its parameters' values (protobuf)
+//! 52+M+...+X  4     CRC-32 (IEEE) of every byte before it, u32 LE
 //! ```
 //!
 //! Version 2 added the WGSL section, 3 windows, loops and train steps in the manifest,
 //! 4 the I/O block (`Location::Io`), 5 contractions summed over batch axes
-//! (`Contraction::summed`); files of other versions are refused (rebuild them).
+//! (`Contraction::summed`), 6 the ONNX section; files of other versions are refused
+//! (rebuild them).
 //!
 //! The magic follows PNG's trick: a high first byte catches 7-bit transfers and the
 //! trailing `\n` catches newline conversion. The version is read before the checksum, so
@@ -35,9 +38,9 @@ use crate::error::ArtifactError;
 pub const MAGIC: [u8; 8] = *b"\x89STRATA\n";
 
 /// The layout version this runtime writes and reads.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
-const HEADER_LEN: usize = 8 + 4 + 4 * 8;
+const HEADER_LEN: usize = 8 + 4 + 5 * 8;
 const CHECKSUM_LEN: usize = 4;
 
 impl Artifact {
@@ -66,6 +69,7 @@ impl Artifact {
             self.clif.len() as u64,
             self.wgsl.len() as u64,
             self.weights.len() as u64,
+            self.onnx.len() as u64,
         ];
         let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(&MAGIC);
@@ -80,7 +84,13 @@ impl Artifact {
         body.write_all(&header).map_err(ArtifactError::Write)?;
         serde_json::to_writer(&mut body, &self.manifest)
             .map_err(|e| ArtifactError::Write(e.into()))?;
-        for section in [self.clif.as_bytes(), self.wgsl.as_bytes(), &self.weights] {
+        let sections = [
+            self.clif.as_bytes(),
+            self.wgsl.as_bytes(),
+            &self.weights,
+            &self.onnx,
+        ];
+        for section in sections {
             body.write_all(section).map_err(ArtifactError::Write)?;
         }
         let crc = body.crc.finalize();
@@ -91,7 +101,12 @@ impl Artifact {
 
     /// The serialized size, give or take the manifest's JSON.
     fn byte_len_estimate(&self) -> usize {
-        HEADER_LEN + self.clif.len() + self.wgsl.len() + self.weights.len() + CHECKSUM_LEN
+        HEADER_LEN
+            + self.clif.len()
+            + self.wgsl.len()
+            + self.weights.len()
+            + self.onnx.len()
+            + CHECKSUM_LEN
     }
 
     /// Parses and validates an artifact; any defect is an error, never a panic.
@@ -123,7 +138,7 @@ impl Artifact {
                 supported: FORMAT_VERSION,
             });
         }
-        let mut lengths = [0u64; 4];
+        let mut lengths = [0u64; 5];
         for len in &mut lengths {
             *len = reader.u64().ok_or(ArtifactError::Truncated {
                 needed: (HEADER_LEN + CHECKSUM_LEN) as u64,
@@ -154,11 +169,12 @@ impl Artifact {
         if stored != computed && !cfg!(fuzzing) {
             return Err(ArtifactError::Checksum { stored, computed });
         }
-        let [manifest_len, clif_len, wgsl_len, weights_len] = lengths.map(|l| l as usize);
+        let [manifest_len, clif_len, wgsl_len, weights_len, onnx_len] = lengths.map(|l| l as usize);
         let manifest = reader.take(manifest_len).unwrap_or_default();
         let clif = reader.take(clif_len).unwrap_or_default();
         let wgsl = reader.take(wgsl_len).unwrap_or_default();
         let weights = reader.take(weights_len).unwrap_or_default();
+        let onnx = reader.take(onnx_len).unwrap_or_default();
 
         let manifest = std::str::from_utf8(manifest).map_err(|source| ArtifactError::NotUtf8 {
             section: "manifest",
@@ -178,6 +194,7 @@ impl Artifact {
             clif: clif.to_owned(),
             wgsl: wgsl.to_owned(),
             weights: weights.to_vec(),
+            onnx: onnx.to_vec(),
         };
         artifact.validate()?;
         Ok(artifact)

@@ -67,4 +67,9 @@ pub struct Artifact {
     pub wgsl: String,
     /// The initial value of every persistent buffer, as a safetensors file.
     pub weights: Vec<u8>,
+    /// The `infer` entry as an ONNX model whose parameters' values are left out, for the
+    /// executable's `export` command to fill from the weights it runs
+    /// (`strata_onnx::template`); empty when the artifact was not written by `strata
+    /// build` or its `infer` does not export. The runtime never reads it.
+    pub onnx: Vec<u8>,
 }

@@ -130,6 +130,7 @@ fn artifact() -> Artifact {
         clif: CLIF.into(),
         wgsl: String::new(),
         weights: weights(&[("layer.b", bias())]),
+        onnx: Vec::new(),
     }
 }
 
@@ -148,7 +149,8 @@ fn pack_with_wgsl(
 ) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
     out.extend_from_slice(&version.to_le_bytes());
-    for section in [manifest, clif, wgsl, weights] {
+    // The ONNX section last, empty.
+    for section in [manifest, clif, wgsl, weights, b""] {
         out.extend_from_slice(&(section.len() as u64).to_le_bytes());
     }
     for section in [manifest, clif, wgsl, weights] {

@@ -199,6 +199,7 @@ fn artifact() -> Artifact {
         clif,
         wgsl: String::new(),
         weights: weights(&PARAMS),
+        onnx: Vec::new(),
     }
 }
 

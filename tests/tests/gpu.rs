@@ -159,6 +159,7 @@ fn single_kernel_artifact(kernel: &Kernel) -> Artifact {
         wgsl: strata_kernels::gpu::emit_wgsl(&manifest.kernels).expect("WGSL"),
         manifest,
         weights: encode_weights(std::iter::empty()).expect("empty weights"),
+        onnx: Vec::new(),
     }
 }
 

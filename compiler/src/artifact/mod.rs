@@ -188,6 +188,8 @@ pub fn build_artifact(
         // Filled in by the driver when the target is the GPU.
         wgsl: String::new(),
         weights,
+        // Filled in by `strata build`, which exports `infer`.
+        onnx: Vec::new(),
     };
     artifact
         .validate()
