@@ -9,18 +9,20 @@
 //! 28          8     WGSL length G, u64 LE (0: no GPU code)
 //! 36          8     weights length W, u64 LE
 //! 44          8     machine code length N, u64 LE (0: none)
-//! 52          M     manifest, JSON (UTF-8)
-//! 52+M        C     CLIF text (UTF-8)
-//! 52+M+C      G     WGSL text (UTF-8)
-//! 52+M+C+G    W     weights, a safetensors file
-//! 52+M+C+G+W  N     machine code (crate::machine_code)
-//! …+N         4     CRC-32 (IEEE) of every byte before it, u32 LE
+//! 52          8     ONNX length X, u64 LE (0: none)
+//! 60          M     manifest, JSON (UTF-8)
+//! 60+M        C     CLIF text (UTF-8; empty in a built executable)
+//! 60+M+C      G     WGSL text (UTF-8)
+//! 60+M+C+G    W     weights, a safetensors file
+//! 60+M+C+G+W  N     machine code (crate::machine_code)
+//! …+N         X     `infer` as ONNX without its parameters' values (protobuf)
+//! …+X         4     CRC-32 (IEEE) of every byte before it, u32 LE
 //! ```
 //!
 //! Version 2 added the WGSL section, 3 windows, loops and train steps in the manifest,
 //! 4 the I/O block (`Location::Io`), 5 contractions summed over batch axes
-//! (`Contraction::summed`), 6 the machine code section; files of other versions are
-//! refused (rebuild them).
+//! (`Contraction::summed`), 6 the machine code and ONNX sections; files of other
+//! versions are refused (rebuild them).
 //!
 //! The magic follows PNG's trick: a high first byte catches 7-bit transfers and the
 //! trailing `\n` catches newline conversion. The version is read before the checksum, so
@@ -42,7 +44,7 @@ pub const MAGIC: [u8; 8] = *b"\x89STRATA\n";
 /// The layout version this runtime writes and reads.
 pub const FORMAT_VERSION: u32 = 6;
 
-const HEADER_LEN: usize = 8 + 4 + 5 * 8;
+const HEADER_LEN: usize = 8 + 4 + 6 * 8;
 const CHECKSUM_LEN: usize = 4;
 
 impl Artifact {
@@ -77,6 +79,7 @@ impl Artifact {
             self.wgsl.len() as u64,
             self.weights.len() as u64,
             machine_code.len() as u64,
+            self.onnx.len() as u64,
         ];
         let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(&MAGIC);
@@ -96,6 +99,7 @@ impl Artifact {
             self.wgsl.as_bytes(),
             &self.weights[..],
             &machine_code,
+            &self.onnx,
         ] {
             body.write_all(section).map_err(ArtifactError::Write)?;
         }
@@ -113,6 +117,7 @@ impl Artifact {
             + self.wgsl.len()
             + self.weights.len()
             + machine_code
+            + self.onnx.len()
             + CHECKSUM_LEN
     }
 
@@ -159,7 +164,7 @@ impl Artifact {
                 supported: FORMAT_VERSION,
             });
         }
-        let mut lengths = [0u64; 5];
+        let mut lengths = [0u64; 6];
         for len in &mut lengths {
             *len = reader.u64().ok_or(ArtifactError::Truncated {
                 needed: (HEADER_LEN + CHECKSUM_LEN) as u64,
@@ -190,14 +195,21 @@ impl Artifact {
         if stored != computed && !cfg!(fuzzing) {
             return Err(ArtifactError::Checksum { stored, computed });
         }
-        let [manifest_len, clif_len, wgsl_len, weights_len, machine_len] =
-            lengths.map(|l| l as usize);
+        let [
+            manifest_len,
+            clif_len,
+            wgsl_len,
+            weights_len,
+            machine_len,
+            onnx_len,
+        ] = lengths.map(|l| l as usize);
         let manifest = reader.take(manifest_len).unwrap_or_default();
         let clif = reader.take(clif_len).unwrap_or_default();
         let wgsl = reader.take(wgsl_len).unwrap_or_default();
         let weights_at = reader.pos;
         reader.take(weights_len);
         let machine_code = reader.take(machine_len).unwrap_or_default();
+        let onnx = reader.take(onnx_len).unwrap_or_default();
 
         let manifest = std::str::from_utf8(manifest).map_err(|source| ArtifactError::NotUtf8 {
             section: "manifest",
@@ -219,6 +231,7 @@ impl Artifact {
             // `needed == got`: the section is inside `bytes`.
             weights: weights(weights_at..weights_at + weights_len),
             machine_code: MachineCode::from_bytes(machine_code)?,
+            onnx: onnx.to_vec(),
         };
         artifact.validate()?;
         Ok(artifact)

@@ -78,4 +78,9 @@ pub struct Artifact {
     /// The CPU code compiled ahead of time, when the artifact was built into an
     /// executable ([`machine_code`]); the runtime otherwise compiles the kernel IR.
     pub machine_code: Option<MachineCode>,
+    /// The `infer` entry as an ONNX model whose parameters' values are left out, for the
+    /// executable's `export` command to fill from the weights it runs
+    /// (`strata_onnx::template`); empty when the artifact was not written by `strata
+    /// build` or its `infer` does not export. The runtime never reads it.
+    pub onnx: Vec<u8>,
 }

@@ -131,6 +131,7 @@ fn artifact() -> Artifact {
         wgsl: String::new(),
         weights: weights(&[("layer.b", bias())]).into(),
         machine_code: None,
+        onnx: Vec::new(),
     }
 }
 
@@ -149,8 +150,8 @@ fn pack_with_wgsl(
 ) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
     out.extend_from_slice(&version.to_le_bytes());
-    // No machine code (an empty fifth section).
-    for section in [manifest, clif, wgsl, weights, b""] {
+    // No machine code and no ONNX (empty fifth and sixth sections).
+    for section in [manifest, clif, wgsl, weights, b"", b""] {
         out.extend_from_slice(&(section.len() as u64).to_le_bytes());
     }
     for section in [manifest, clif, wgsl, weights] {

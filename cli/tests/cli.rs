@@ -811,7 +811,7 @@ fn export_writes_the_given_weights_as_initializers() {
 }
 
 #[test]
-fn export_of_a_random_draw_in_infer_is_a_located_error_and_writes_nothing() {
+fn export_of_a_random_draw_in_infer_writes_an_onnx_draw_and_says_so() {
     let dir = tempfile::tempdir().expect("temp dir");
     let onnx = dir.path().join("gan.onnx");
     let out = strata()
@@ -822,12 +822,122 @@ fn export_of_a_random_draw_in_infer_is_a_located_error_and_writes_nothing() {
         .output()
         .expect("strata runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("gan.strata:20:9: `random_uniform` cannot be exported to ONNX"),
+        stderr.contains("gan.strata:20:9): the ONNX model draws them with the runtime's generator")
+            && stderr.contains("not the numbers Strata draws"),
         "{stderr}"
     );
-    assert!(!onnx.exists());
+    let model = strata_onnx::decode_model(&std::fs::read(&onnx).expect("written")).expect("ONNX");
+    let graph = model.graph.expect("a graph");
+    assert!(
+        graph.node.iter().any(|n| n.op_type == "RandomUniformLike"),
+        "the draw is an ONNX draw"
+    );
+}
+
+/// `./model export` writes, byte for byte, the file `strata export` writes for the model
+/// file it was built from and the same weights: the built-in ones (here the initial
+/// weights) and a file given to both.
+#[test]
+fn a_built_executable_exports_the_file_strata_export_writes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = example("conv_autoencoder.strata");
+    let exe = dir.path().join("conv_autoencoder");
+    let out = strata()
+        .arg("build")
+        .arg(&model)
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .expect("strata runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let export = |command: &mut Command, onnx: &Path| {
+        let out = output_of(command.arg("-o").arg(onnx));
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        std::fs::read(onnx).expect("written")
+    };
+    let by_strata = export(
+        strata().arg("export").arg(&model),
+        &dir.path().join("a.onnx"),
+    );
+    let by_exe = export(Command::new(&exe).arg("export"), &dir.path().join("b.onnx"));
+    assert!(
+        by_strata == by_exe,
+        "the built-in weights export as `strata export` writes them"
+    );
+
+    // Other weights, given to both: the exported parameters, changed.
+    let weights = dir.path().join("w.safetensors");
+    let init = strata_onnx::decode_model(&by_strata).expect("ONNX");
+    let graph = init.graph.expect("a graph");
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = graph
+        .initializer
+        .iter()
+        // The parameters and the normalization's statistics; not the export's constants.
+        .filter(|t| !t.name.starts_with("onnx."))
+        .map(|t| {
+            let values: Vec<u8> = t
+                .raw_data
+                .chunks_exact(4)
+                .flat_map(|c| {
+                    (f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * 0.5 + 0.25).to_le_bytes()
+                })
+                .collect();
+            (
+                t.name.clone(),
+                t.dims.iter().map(|&d| d as usize).collect(),
+                values,
+            )
+        })
+        .collect();
+    assert!(
+        tensors.len() >= 10,
+        "every layer's weight and bias, and the normalization"
+    );
+    let views = tensors.iter().map(|(name, dims, values)| {
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, dims.clone(), values)
+                .expect("view");
+        (name.as_str(), view)
+    });
+    std::fs::write(
+        &weights,
+        safetensors::serialize(views, None).expect("serialize"),
+    )
+    .expect("write weights");
+    let by_strata = export(
+        strata()
+            .arg("export")
+            .arg(&model)
+            .arg("--weights")
+            .arg(&weights),
+        &dir.path().join("c.onnx"),
+    );
+    let by_exe = export(
+        Command::new(&exe)
+            .arg("export")
+            .arg("--weights")
+            .arg(&weights),
+        &dir.path().join("d.onnx"),
+    );
+    assert!(
+        by_strata == by_exe,
+        "given weights export as `strata export` writes them"
+    );
+    let trained = strata_onnx::decode_model(&by_exe).expect("ONNX");
+    assert!(
+        trained
+            .doc_string
+            .ends_with(&format!("with the weights of {}", weights.display())),
+        "{}",
+        trained.doc_string
+    );
 }
 
 /// `strata import` on a PyTorch-exported ONNX model writes a model file and its weights

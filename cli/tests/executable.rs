@@ -56,6 +56,23 @@ fn an_executable_without_a_model_says_so() {
 }
 
 #[test]
+fn an_executable_without_an_onnx_model_says_why_it_cannot_export() {
+    // `compile` alone leaves the ONNX section empty (`strata build` fills it).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let onnx = dir.path().join("addrelu.onnx");
+    let path = onnx.to_str().expect("utf-8");
+    let (code, _, err) = run(&["addrelu", "export", "-o", path], executable());
+    assert_eq!(code, ExitCode::from(1));
+    assert!(
+        err.starts_with(
+            "error: this executable carries no ONNX model: the `infer` of `AddRelu` does not export"
+        ),
+        "{err}"
+    );
+    assert!(!onnx.exists());
+}
+
+#[test]
 fn the_executable_refuses_bad_arguments_with_exit_code_2() {
     let (code, _, err) = run(&["stub", "infer", "--bogus"], Vec::new());
     assert_eq!(code, ExitCode::from(2));

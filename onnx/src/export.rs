@@ -16,6 +16,7 @@ use crate::proto::{
     node, pb, value_info,
 };
 use conv::{ConvMatch, find_convolutions};
+use conv_transpose::{ConvTransposeMatch, find_conv_transposes};
 use pb::tensor_proto::DataType;
 use std::collections::{HashMap, HashSet};
 use strata_artifact::{HostTensor, TensorData};
@@ -96,6 +97,57 @@ pub fn export_infer(
         graph: Some(graph_proto),
         ..Default::default()
     })
+}
+
+/// A parameter's initializer: `tensor` (from the weights) as `name`, which the graph
+/// declares of shape `dims` and ONNX element type `data_type`; or why it does not fit.
+pub(crate) fn parameter_tensor(
+    name: &str,
+    dims: &[u64],
+    data_type: i32,
+    tensor: &HostTensor,
+) -> Result<pb::TensorProto, String> {
+    let declared = match DataType::try_from(data_type) {
+        Ok(DataType::Float) => "f32",
+        Ok(DataType::Int32) => "i32",
+        _ => return Err(format!("an initializer of ONNX type {data_type}")),
+    };
+    let list: Vec<String> = dims.iter().map(u64::to_string).collect();
+    let declared = format!("{declared}[{}]", list.join(", "));
+    if tensor.shape != dims {
+        return Err(format!(
+            "the model declares {declared} but the weights hold shape {:?}",
+            tensor.shape
+        ));
+    }
+    match (&tensor.data, DataType::try_from(data_type)) {
+        (TensorData::F32(values), Ok(DataType::Float)) => Ok(f32_tensor(name, dims, values)),
+        (TensorData::I32(values), Ok(DataType::Int32)) => Ok(i32_tensor(name, dims, values)),
+        _ => Err(format!(
+            "the model declares {declared} but the weights hold {}",
+            tensor.type_string()
+        )),
+    }
+}
+
+/// What to tell the user of an exported model that draws random numbers (the nodes'
+/// source locations): the runtime's generator draws them, from the same law as
+/// Strata's but not the same numbers. `None` for a model without draws.
+pub fn draws_note(model: &pb::ModelProto) -> Option<String> {
+    let graph = model.graph.as_ref()?;
+    let draws: Vec<&str> = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "RandomUniformLike")
+        .map(|n| n.doc_string.as_str())
+        .collect();
+    if draws.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "`infer` draws random numbers ({}): the ONNX model draws them with the runtime's generator, from the same distribution but not the numbers Strata draws for a step",
+        draws.join(", ")
+    ))
 }
 
 /// The ONNX element type of a Strata dtype.
@@ -224,25 +276,44 @@ impl Writer<'_> {
 
     /// Writes every value of `graph` not yet named (inputs are) in topological order.
     fn write_values(&mut self, graph: &Graph, out: &mut GraphOut) -> Result<(), ExportError> {
-        let convolutions: HashMap<ValueId, ConvMatch> = match self.layer_patterns {
-            true => find_convolutions(graph).into_iter().collect(),
-            false => HashMap::new(),
-        };
-        let replaced: HashSet<ValueId> = convolutions
-            .values()
-            .flat_map(|m| m.inner.iter().copied())
-            .collect();
+        let mut layers: HashMap<ValueId, LayerMatch> = HashMap::new();
+        if self.layer_patterns {
+            let convolutions = find_convolutions(graph).into_iter();
+            layers.extend(convolutions.map(|(v, m)| (v, LayerMatch::Conv(m))));
+            let transposed = find_conv_transposes(graph).into_iter();
+            layers.extend(transposed.map(|(v, m)| (v, LayerMatch::ConvTranspose(m))));
+        }
+        let replaced = replaced_values(graph, &layers);
         for v in graph.topo_order() {
             if out.names.contains_key(&v) || replaced.contains(&v) {
                 continue;
             }
-            let name = match convolutions.get(&v) {
-                Some(m) => self.write_conv(graph, v, m, out)?,
+            let name = match layers.get(&v) {
+                Some(LayerMatch::Conv(m)) => self.write_conv(graph, v, m, out)?,
+                Some(LayerMatch::ConvTranspose(m)) => {
+                    self.write_conv_transpose(graph, v, m, out)?
+                }
                 None => self.write_value(graph, v, out)?,
             };
             out.names.insert(v, name);
         }
         Ok(())
+    }
+
+    /// The ONNX names of `values`, written before `v` reads them.
+    fn names_of(
+        out: &GraphOut,
+        v: ValueId,
+        values: impl IntoIterator<Item = ValueId>,
+    ) -> Result<Vec<String>, ExportError> {
+        values
+            .into_iter()
+            .map(|x| {
+                out.names.get(&x).cloned().ok_or_else(|| {
+                    ExportError::Internal(format!("{v} reads {x} before it is written"))
+                })
+            })
+            .collect()
     }
 
     /// One `Conv` for a convolution's chain of ops ending at `v`.
@@ -254,15 +325,7 @@ impl Writer<'_> {
         out: &mut GraphOut,
     ) -> Result<String, ExportError> {
         let at = self.at(graph, v);
-        let name = |x: ValueId| {
-            out.names.get(&x).cloned().ok_or_else(|| {
-                ExportError::Internal(format!("convolution {v} reads {x} before it is written"))
-            })
-        };
-        let mut inputs = vec![name(m.input)?, name(m.weight)?];
-        if let Some(b) = m.bias {
-            inputs.push(name(b)?);
-        }
+        let inputs = Self::names_of(out, v, [m.input, m.weight].into_iter().chain(m.bias))?;
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         let w = &m.window;
         let (p, s, d) = (w.padding as i64, w.stride as i64, w.dilation as i64);
@@ -276,6 +339,36 @@ impl Writer<'_> {
                 attribute("pads", Attr::Ints(vec![p; 4])),
                 attribute("strides", Attr::Ints(vec![s; 2])),
                 attribute("dilations", Attr::Ints(vec![d; 2])),
+            ],
+        );
+        conv.name = result.clone();
+        out.nodes.push(with_doc(conv, &at));
+        Ok(result)
+    }
+
+    /// One `ConvTranspose` for a transposed convolution's chain of ops ending at `v`.
+    fn write_conv_transpose(
+        &mut self,
+        graph: &Graph,
+        v: ValueId,
+        m: &ConvTransposeMatch,
+        out: &mut GraphOut,
+    ) -> Result<String, ExportError> {
+        let at = self.at(graph, v);
+        let inputs = Self::names_of(out, v, [m.input, m.weight].into_iter().chain(m.bias))?;
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        let ints = |values: &[u64]| Attr::Ints(values.iter().map(|&x| x as i64).collect());
+        let result = format!("{}{v}", out.prefix);
+        let mut conv = node(
+            "ConvTranspose",
+            &inputs,
+            &[&result],
+            vec![
+                attribute("kernel_shape", ints(&m.kernel)),
+                attribute("pads", ints(&m.pads)),
+                attribute("output_padding", ints(&m.output_padding)),
+                attribute("strides", ints(&[m.stride; 2])),
+                attribute("dilations", ints(&[m.dilation; 2])),
             ],
         );
         conv.name = result.clone();
@@ -383,31 +476,16 @@ impl Writer<'_> {
                     reason: "the weights have no tensor of this name".into(),
                 })?;
                 let want: Vec<u64> = n.ty.shape.dims().iter().filter_map(|d| d.fixed()).collect();
-                if want.len() != n.ty.shape.rank() || tensor.shape != want {
-                    return Err(ExportError::Weight {
-                        name: path.clone(),
-                        at,
-                        reason: format!(
-                            "the model declares {} but the weights hold shape {:?}",
-                            n.ty, tensor.shape
-                        ),
-                    });
-                }
-                let proto = match (&tensor.data, n.ty.dtype) {
-                    (TensorData::F32(values), DType::F32) => f32_tensor(path, &want, values),
-                    (TensorData::I32(values), DType::I32) => i32_tensor(path, &want, values),
-                    _ => {
-                        return Err(ExportError::Weight {
-                            name: path.clone(),
-                            at,
-                            reason: format!(
-                                "the model declares {} but the weights hold {}",
-                                n.ty,
-                                tensor.type_string()
-                            ),
-                        });
-                    }
+                let weight = |reason| ExportError::Weight {
+                    name: path.clone(),
+                    at: at.clone(),
+                    reason,
                 };
+                if want.len() != n.ty.shape.rank() {
+                    return Err(weight(format!("the model declares {}", n.ty)));
+                }
+                let data_type = elem_type(n.ty.dtype) as i32;
+                let proto = parameter_tensor(path, &want, data_type, tensor).map_err(weight)?;
                 out.initializers.push(proto);
                 return Ok(path.clone());
             }
@@ -620,21 +698,45 @@ impl Writer<'_> {
                     "scatter_add is the gradient of a gather and has no place in `infer`",
                 ));
             }
-            Op::RandomUniform { .. } => {
-                return Err(unsupported(
-                    "Strata's draws are Philox4x32-10 keyed by the seed and step, which \
-                     ONNX's RandomUniform does not reproduce; feed the noise as an input \
-                     instead of drawing it in `infer`",
+            Op::RandomUniform { shape, .. } => {
+                // ONNX's generator, not Strata's Philox stream: the same distribution
+                // (uniform in [0, 1)), other numbers, fresh at every run as Strata's are
+                // at every step; the step input is left unread. `RandomUniformLike` of
+                // zeros of the shape, since the batch is known only at run time.
+                let target = self.shape_tensor(out, shape, &at);
+                let zero = self.constant(out, f32_tensor("", &[], &[0.0]));
+                let like = self.fresh();
+                out.nodes.push(with_doc(
+                    node("Expand", &[&zero, &target], &[&like], vec![]),
+                    &at,
                 ));
+                let mut draw = single(
+                    "RandomUniformLike",
+                    &[&like],
+                    vec![
+                        attribute("dtype", Attr::Int(DataType::Float as i64)),
+                        attribute("low", Attr::Float(0.0)),
+                        attribute("high", Attr::Float(1.0)),
+                    ],
+                );
+                // tract (0.23) tells `RandomUniformLike` from `RandomUniform` by the node's
+                // name; naming the node after its op costs nothing elsewhere.
+                draw.name = format!("{result}/RandomUniformLike");
+                out.nodes.push(draw);
             }
             Op::Im2Col { window } => {
                 let result = result.clone();
                 self.write_im2col(graph, v, window, a(0), &result, out, &at)?;
             }
-            Op::Col2Im { .. } => {
-                return Err(unsupported(
-                    "col2im is the gradient of a convolution and has no place in `infer`",
-                ));
+            Op::Col2Im {
+                window,
+                channels,
+                height,
+                width,
+            } => {
+                let result = result.clone();
+                let image = [*channels, *height, *width];
+                self.write_col2im(v, window, image, a(0), &result, out, &at)?;
             }
             Op::Scan(scan) => {
                 let result = result.clone();
@@ -642,78 +744,6 @@ impl Writer<'_> {
             }
         }
         Ok(result)
-    }
-
-    /// `im2col` as standard ops: the image padded (`Pad`), flattened per sample
-    /// (`Reshape` to `[n, C * Hp * Wp]`), and every tap's pixels gathered by a constant
-    /// index table (`Gather` along axis 1 with `int64[C, kh, kw, OH, OW]`), so the result
-    /// is exactly Strata's `[n, C, kh, kw, OH, OW]`, padding zeros included.
-    #[allow(clippy::too_many_arguments)]
-    fn write_im2col(
-        &mut self,
-        graph: &Graph,
-        v: ValueId,
-        window: &strata_compiler::ir::ConvWindow,
-        input: &str,
-        result: &str,
-        out: &mut GraphOut,
-        at: &str,
-    ) -> Result<(), ExportError> {
-        let operand = graph.operands(v)[0];
-        let dims = graph.ty(operand).shape.dims().to_vec();
-        let [_, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)] = dims[..] else {
-            return Err(ExportError::Internal(format!(
-                "im2col {v} of a non-image {}",
-                graph.ty(operand)
-            )));
-        };
-        let (oh, ow) = window
-            .out_size(h, w)
-            .map_err(|e| ExportError::Internal(format!("im2col {v}: {e}")))?;
-        let p = window.padding;
-        let (hp, wp) = (h + 2 * p, w + 2 * p);
-        let mut padded = input.to_string();
-        if p > 0 {
-            let p = p as i64;
-            let pads = self.i64s(out, &[0, 0, p, p, 0, 0, p, p]);
-            padded = self.fresh();
-            out.nodes.push(with_doc(
-                node("Pad", &[input, &pads], &[&padded], vec![]),
-                at,
-            ));
-        }
-        let flat_shape = self.i64s(out, &[0, (c * hp * wp) as i64]);
-        let flat = self.fresh();
-        out.nodes.push(with_doc(
-            node("Reshape", &[&padded, &flat_shape], &[&flat], vec![]),
-            at,
-        ));
-        let (kh, kw, s, d) = (window.kh, window.kw, window.stride, window.dilation);
-        // `out[n, c, i, j, oh, ow]` reads padded pixel `(oh s + i d, ow s + j d)` of `c`.
-        let mut index = Vec::with_capacity((oh * ow * c * kh * kw) as usize);
-        for ch in 0..c {
-            for i in 0..kh {
-                for j in 0..kw {
-                    for y in 0..oh {
-                        for x in 0..ow {
-                            let row = y * s + i * d;
-                            let col = x * s + j * d;
-                            index.push((ch * hp * wp + row * wp + col) as i64);
-                        }
-                    }
-                }
-            }
-        }
-        let index = self.constant(out, i64_tensor("", &[c, kh, kw, oh, ow], &index));
-        let mut gather = node(
-            "Gather",
-            &[&flat, &index],
-            &[result],
-            vec![attribute("axis", Attr::Int(1))],
-        );
-        gather.name = result.to_string();
-        out.nodes.push(with_doc(gather, at));
-        Ok(())
     }
 
     /// `scan` as ONNX `Scan`: Strata's carry is the Scan's one state variable, its
@@ -879,6 +909,42 @@ fn check_unique_names(
     Ok(())
 }
 
+/// The values the layers in `layers` replace: their chains, and what only those chains
+/// read (a reshape of an image that several transposed convolutions share, the zeros
+/// of their output padding).
+fn replaced_values(graph: &Graph, layers: &HashMap<ValueId, LayerMatch>) -> HashSet<ValueId> {
+    let mut replaced: HashSet<ValueId> = HashSet::new();
+    let mut read: HashSet<ValueId> = graph.outputs.iter().map(|(_, v)| *v).collect();
+    for m in layers.values() {
+        let (inner, reads) = match m {
+            LayerMatch::Conv(m) => (&m.inner, [Some(m.input), Some(m.weight), m.bias]),
+            LayerMatch::ConvTranspose(m) => (&m.inner, [Some(m.input), Some(m.weight), m.bias]),
+        };
+        replaced.extend(inner.iter().copied());
+        read.extend(reads.into_iter().flatten());
+    }
+    if replaced.is_empty() {
+        return replaced;
+    }
+    // Backwards through the topological order, so a value's readers are settled first.
+    for v in graph.topo_order().into_iter().rev() {
+        let users = graph.users(v);
+        let dead = !users.is_empty() && users.iter().all(|u| replaced.contains(u));
+        if dead && !read.contains(&v) && !matches!(graph.node(v).op, Op::Input { .. }) {
+            replaced.insert(v);
+        }
+    }
+    replaced
+}
+
+/// A chain of ops written as the one ONNX op of the layer it is.
+enum LayerMatch {
+    Conv(ConvMatch),
+    ConvTranspose(ConvTransposeMatch),
+}
+
+mod columns;
 mod conv;
+mod conv_transpose;
 #[cfg(test)]
 mod tests;

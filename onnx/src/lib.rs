@@ -11,12 +11,15 @@
 //! safetensors file of the model's weights.
 //!
 //! What cannot be exported is an [`ExportError`] naming the op and the model file's
-//! line it came from.
+//! line it came from. A built executable exports itself from an [`ExportTemplate`], the
+//! export without its parameters' values.
 
 pub mod export;
 pub mod import;
 pub mod proto;
+pub mod template;
 
 pub use export::{ExportError, ExportOptions, export_infer};
 pub use import::{ImportError, ImportOptions, Imported, import_model};
 pub use proto::{DecodeError, decode_model, encode_model};
+pub use template::ExportTemplate;

@@ -200,6 +200,7 @@ fn artifact() -> Artifact {
         wgsl: String::new(),
         weights: weights(&PARAMS).into(),
         machine_code: None,
+        onnx: Vec::new(),
     }
 }
 

@@ -162,6 +162,7 @@ fn single_kernel_artifact(kernel: &Kernel) -> Artifact {
             .expect("empty weights")
             .into(),
         machine_code: None,
+        onnx: Vec::new(),
     }
 }
 

@@ -338,6 +338,12 @@ fn an_exported_transformer_imports_back_to_the_same_outputs() {
 }
 
 #[test]
+fn an_exported_conv_autoencoder_imports_back_with_transposed_convolutions() {
+    // `conv_transpose2d` exports as one `ConvTranspose` and comes back as the layer.
+    round_trip("conv_autoencoder.strata");
+}
+
+#[test]
 fn an_exported_model_with_normalization_imports_back_to_the_same_outputs() {
     round_trip("diabetes.strata");
 }
@@ -610,6 +616,37 @@ fn a_strided_conv2d_with_padding_on_each_side_imports_exactly() {
         &bytes,
         &[2, 7, 6],
         "conv2d(3, [3, 2], stride = 2, padding = [1, 0, 0, 1])",
+    );
+}
+
+#[test]
+fn a_conv_transpose_with_unequal_pads_imports_as_a_wider_output_padding() {
+    // pads (top 1, left 0, bottom 0, right 0) with output_padding 1 on the rows: Strata
+    // crops 1 from both sides of the rows and pads 2 at their end, below the stride 3.
+    let mut rng = TestRng::new(4);
+    let deconv = node(
+        "ConvTranspose",
+        &["x", "w", "b"],
+        &["y"],
+        vec![
+            attribute("kernel_shape", Attr::Ints(vec![3, 2])),
+            attribute("pads", Attr::Ints(vec![1, 0, 0, 0])),
+            attribute("output_padding", Attr::Ints(vec![1, 0])),
+            attribute("strides", Attr::Ints(vec![3, 3])),
+        ],
+    );
+    let bytes = small_model(
+        &[2, 4, 3],
+        vec![deconv],
+        &[
+            ("w", vec![2, 3, 3, 2], values_of(36, &mut rng)),
+            ("b", vec![3], values_of(3, &mut rng)),
+        ],
+    );
+    agrees_with_tract(
+        &bytes,
+        &[2, 4, 3],
+        "conv_transpose2d(3, [3, 2], stride = 3, padding = [1, 0], output_padding = [2, 0])",
     );
 }
 

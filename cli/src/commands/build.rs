@@ -1,7 +1,9 @@
 //! `strata build FILE -o OUT`: one standalone executable, the `strata` binary itself
 //! with the compiled model appended; at start it finds the model and runs it (see
-//! `crate::executable`).
+//! `crate::executable`). The executable also carries its `infer` as ONNX without the
+//! weights, for its `export` command (`super::export::export_template`).
 
+use super::export::export_template;
 use super::{Common, compile_reported, fail, load_source, options, with_weights};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -60,6 +62,11 @@ pub(super) fn run(a: &BuildArgs) -> ExitCode {
             Ok(code) => compiled.artifact.machine_code = Some(code),
             Err(e) => return fail(format!("cannot compile the kernels' machine code: {e}")),
         }
+    }
+    // The executable's `export` writes what `strata export` writes with these arguments;
+    // a model whose `infer` does not export carries none, and its `export` says so.
+    if let Ok(template) = export_template(&a.common, source, &compiled, a.weights.as_deref()) {
+        compiled.artifact.onnx = template.encode();
     }
     let size = match write_executable(&a.output, &compiled.artifact) {
         Ok(size) => size,

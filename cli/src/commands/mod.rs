@@ -34,7 +34,7 @@ mod build;
 mod check;
 mod eval;
 mod explain;
-mod export;
+pub(crate) mod export;
 mod import;
 mod ir;
 mod run;
@@ -253,7 +253,10 @@ fn with_weights(c: &Common, compiled: &mut Compiled, weights: Option<&Path>) -> 
 }
 
 /// Replaces an artifact's initial weights with a file's, checked against its buffers.
-fn with_artifact_weights(artifact: &mut Artifact, weights: Option<&Path>) -> Result<(), String> {
+pub(crate) fn with_artifact_weights(
+    artifact: &mut Artifact,
+    weights: Option<&Path>,
+) -> Result<(), String> {
     let Some(path) = weights else { return Ok(()) };
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     // Parameters alone (best.safetensors) or a checkpoint become a file of every buffer.

@@ -15,7 +15,11 @@
 //! ./cnn explain [--input x=x.npy] [--output NAME] [--target N|all] [--method grad|grad-input|ig|smoothgrad]
 //!             [--steps 64] [--baseline zeros|mean|PATH] [-o DIR] [--weights W] [--device cpu|gpu]
 //! ./mlp bench [--entry infer]... [--batch 1]... [--seconds S] [--threads N] [--profile] [--json] [--device cpu|gpu]
+//! ./mlp export -o mlp.onnx [--weights trained.safetensors]
 //! ```
+//!
+//! `export` writes `infer` as ONNX, the file `strata export` writes for the model file
+//! and the same weights (see `export.rs`).
 //!
 //! `bench` times entries as `strata bench` does ([`crate::bench`]), on the code the
 //! executable carries.
@@ -69,6 +73,7 @@ use strata_training::args::{TrainOutcome, is_usage_error};
 use strata_training::driver::load_weights_file;
 
 mod explain;
+mod export;
 mod ports;
 pub(crate) use explain::ExplainArgs;
 use ports::{bind_input_args, bind_output_args};
@@ -100,6 +105,8 @@ enum Command {
     /// Attribute an output to the input: heat maps, feature rankings, per-position
     /// scores (a model built with `strata build --explain`).
     Explain(ExplainArgs),
+    /// Write `infer` as an ONNX model, as `strata export` does.
+    Export(export::ExportArgs),
 }
 
 #[derive(Args, Debug)]
@@ -303,6 +310,7 @@ fn execute(
         Command::Decode(args) => decode(&artifact, args, out),
         Command::Bench(args) => bench(&artifact, args, out),
         Command::Explain(args) => explain::run(&artifact, args, out),
+        Command::Export(args) => export::run(&artifact, args, err),
     }
 }
 

@@ -189,6 +189,8 @@ pub fn build_artifact(
         wgsl: String::new(),
         weights: weights.into(),
         machine_code: None,
+        // Filled in by `strata build`, which exports `infer`.
+        onnx: Vec::new(),
     };
     artifact
         .validate()

@@ -31,7 +31,7 @@ pub(super) fn find_convolutions(graph: &Graph) -> Vec<(ValueId, ConvMatch)> {
 }
 
 /// The one user of `v`, when it has exactly one, uses it once and `v` is no output.
-fn only_user(graph: &Graph, v: ValueId, outputs: &[ValueId]) -> Option<ValueId> {
+pub(super) fn only_user(graph: &Graph, v: ValueId, outputs: &[ValueId]) -> Option<ValueId> {
     match graph.users(v).as_slice() {
         [u] if !outputs.contains(&v)
             && graph.operands(*u).iter().filter(|o| **o == v).count() == 1 =>

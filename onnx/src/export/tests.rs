@@ -112,7 +112,7 @@ fn the_model_is_opset_17_of_the_default_domain_with_nodes_located_in_the_file() 
 }
 
 #[test]
-fn a_random_draw_in_infer_is_an_error_naming_its_line() {
+fn a_random_draw_in_infer_is_a_random_uniform_like_of_the_shape_with_the_batch() {
     let text = "
 model Noisy() {
     input x: f32[batch, 4]
@@ -120,11 +120,29 @@ model Noisy() {
     output y = x + z
 }
 ";
-    let error = export("noisy.strata", text).expect_err("cannot export");
-    let message = error.to_string();
-    assert!(
-        message.starts_with("noisy.strata:4:9: `random_uniform` cannot be exported"),
-        "{message}"
+    let model = export("noisy.strata", text).expect("exports");
+    let graph = model.graph.as_ref().expect("a graph");
+    let draw = graph
+        .node
+        .iter()
+        .find(|n| n.op_type == "RandomUniformLike")
+        .expect("one draw");
+    assert_eq!(draw.doc_string, "noisy.strata:4:9");
+    assert!(draw.name.ends_with("/RandomUniformLike"), "{}", draw.name);
+    let like = graph
+        .node
+        .iter()
+        .find(|n| n.output == draw.input)
+        .expect("the draw's shape");
+    assert_eq!(like.op_type, "Expand");
+    // The shape reads the batch from the input.
+    let ops = op_types(&model);
+    assert!(ops.contains(&"Shape".to_string()), "{ops:?}");
+    let note = draws_note(&model).expect("a note");
+    assert!(note.contains("(noisy.strata:4:9)"), "{note}");
+    assert_eq!(
+        draws_note(&export("small.strata", DENSE).expect("exports")),
+        None
     );
 }
 
@@ -214,4 +232,64 @@ fn without_layer_patterns_a_convolution_is_gathered_windows_and_a_product() {
     for op in ["Pad", "Gather", "MatMul"] {
         assert!(ops.contains(&op.to_string()), "{op} in {ops:?}");
     }
+}
+
+const DECONV: &str = "
+model Deconv() {
+    input x: f32[batch, 3, 4, 5]
+    output y = x |> conv_transpose2d(2, [3, 2], stride = 2, padding = [1, 0], output_padding = 1)
+}
+";
+
+#[test]
+fn a_transposed_convolution_is_one_conv_transpose_node_with_its_pads_and_output_padding() {
+    let model = export("deconv.strata", DECONV).expect("exports");
+    let ops = op_types(&model);
+    assert_eq!(ops, ["ConvTranspose", "Identity"], "{ops:?}");
+    let graph = model.graph.as_ref().expect("a graph");
+    let deconv = &graph.node[0];
+    assert_eq!(
+        deconv.input,
+        ["x", "conv_transpose2d0.weight", "conv_transpose2d0.bias"]
+    );
+    let ints = |name: &str| {
+        deconv
+            .attribute
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| a.ints.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(ints("kernel_shape"), [3, 2]);
+    assert_eq!(ints("strides"), [2, 2]);
+    assert_eq!(ints("dilations"), [1, 1]);
+    // Rows: full 9, 1 zero row past the end, 1 cropped from each side: 8 rows.
+    // Columns: full 10, 1 zero column past the end, nothing cropped: 11 columns.
+    assert_eq!(ints("pads"), [1, 0, 1, 0]);
+    assert_eq!(ints("output_padding"), [1, 1]);
+    assert_eq!(dims(&graph.output[0]), ["batch", "2", "8", "11"]);
+    // Nothing of the replaced chain is left behind: the only initializers are the
+    // layer's parameters.
+    let names: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["conv_transpose2d0.weight", "conv_transpose2d0.bias"]
+    );
+}
+
+#[test]
+fn without_layer_patterns_a_transposed_convolution_folds_its_windows_with_a_product() {
+    let (source, compiled) = compiled("deconv.strata", DECONV);
+    let options = ExportOptions {
+        source: Some(source),
+        doc: String::new(),
+        no_layer_patterns: true,
+    };
+    let model =
+        export_infer(&compiled.optimized, &compiled.artifact.weights, &options).expect("exports");
+    let ops = op_types(&model);
+    assert!(!ops.contains(&"ConvTranspose".to_string()), "{ops:?}");
+    // The kernel product, then the fold matrix's.
+    let products = ops.iter().filter(|op| *op == "MatMul").count();
+    assert_eq!(products, 2, "{ops:?}");
 }

@@ -1,5 +1,5 @@
 //! Nodes that are layers with weights: `Gemm` and `MatMul` (+ `Add`) as `dense`, `Conv`
-//! as `conv2d`/`conv1d`, pooling, `BatchNormalization`, `LayerNormalization`. Each is a
+//! as `conv2d`/`conv1d`, `ConvTranspose` as `conv_transpose2d`, pooling, `BatchNormalization`, `LayerNormalization`. Each is a
 //! named instance (`layer conv1 = conv2d(4, 3, padding = 1)`) whose weights go into the
 //! weights file under `NAME.weight`, `NAME.bias`, … in Strata's (PyTorch's) layouts.
 
@@ -345,6 +345,138 @@ impl Importer<'_> {
         }
         call.push(')');
         let name = self.instance_name(n, Some(&w), if spatial == 2 { "conv2d" } else { "conv1d" });
+        self.declare(&name, call);
+        self.add_weight(&format!("{name}.weight"), &w.dims, w.as_f32()?)?;
+        if let Some(b) = bias {
+            if b.elems.len() != out_c {
+                return Err("a bias of another length than the output channels".into());
+            }
+            self.add_weight(&format!("{name}.bias"), &[out_c], b.as_f32()?)?;
+        }
+        let y = self.apply(x, &name, actual);
+        self.set(n, 0, Val::Dyn(y));
+        Ok(())
+    }
+
+    /// `ConvTranspose` (2-D, one group) as `conv_transpose2d`: the kernel `[C, O, kh,
+    /// kw]` is PyTorch's layout. ONNX's output is the full one with `output_padding`
+    /// zeros past its end, cropped by `pads` (begin, end); Strata's crops `padding` from
+    /// both sides, so unequal pads are a larger `output_padding` where that stays below
+    /// the stride (the end the same, the extra rows zeros either way).
+    pub(super) fn conv_transpose(&mut self, n: &pb::NodeProto, mut a: Attrs) -> R<()> {
+        let auto_pad = a.string("auto_pad")?.unwrap_or_else(|| "NOTSET".into());
+        let dilations = a.ints("dilations")?;
+        let group = a.int("group", 1)?;
+        let kernel_shape = a.ints("kernel_shape")?;
+        let output_padding = a.ints("output_padding")?;
+        let output_shape = a.ints("output_shape")?;
+        let pads = a.ints("pads")?;
+        let strides = a.ints("strides")?;
+        a.finish()?;
+        if auto_pad != "NOTSET" {
+            return Err(format!("`auto_pad = {auto_pad}`: give `pads` instead"));
+        }
+        if output_shape.is_some() {
+            return Err("`output_shape`: give `pads` and `output_padding` instead".into());
+        }
+        if group != 1 {
+            return Err(format!(
+                "`group = {group}`: Strata's conv_transpose2d has one"
+            ));
+        }
+        let w = self.known(n, 1, "the kernel")?;
+        let bias = match self.input_val(n, 2)? {
+            None => None,
+            Some(Val::Known(k)) => Some(k),
+            Some(_) => return Err("a bias computed by the model".into()),
+        };
+        let [c, out_c, kh, kw] = w.dims[..] else {
+            return Err(format!(
+                "a kernel of shape {:?}; Strata has conv_transpose2d",
+                w.dims
+            ));
+        };
+        if w.dims.contains(&0) {
+            return Err(format!("a kernel of shape {:?}", w.dims));
+        }
+        if let Some(k) = &kernel_shape
+            && k[..] != [kh as i64, kw as i64]
+        {
+            return Err("`kernel_shape` differs from the kernel's".into());
+        }
+        let one = |v: Option<Vec<i64>>, what: &str| -> R<usize> {
+            let v = v.unwrap_or_else(|| vec![1; 2]);
+            match v.len() == 2 && v[0] == v[1] && v[0] > 0 {
+                true => Ok(v[0] as usize),
+                false => Err(format!("{what} {v:?}: Strata takes one for both axes")),
+            }
+        };
+        let stride = one(strides, "strides")?;
+        let dilation = one(dilations, "dilations")?;
+        let counts = |v: Option<Vec<i64>>, len: usize, what: &str| -> R<Vec<usize>> {
+            let v = v.unwrap_or_else(|| vec![0; len]);
+            match v.len() == len && v.iter().all(|&x| x >= 0) {
+                true => Ok(v.iter().map(|&x| x as usize).collect()),
+                false => Err(format!("{what} {v:?}")),
+            }
+        };
+        let pads = counts(pads, 4, "pads")?;
+        let extra = counts(output_padding, 2, "output_padding")?;
+        let x = self.tensor(n, 0)?;
+        let x = self.plain(x)?;
+        if x.actual.len() != 4 || x.actual[1] != SymInt::fixed(c as i64) {
+            return Err(format!(
+                "an input of shape {:?} for a kernel of {c} input channels",
+                x.actual
+            ));
+        }
+        let mut padding = [0; 2];
+        let mut out_padding = [0; 2];
+        let mut actual = vec![x.actual[0], SymInt::fixed(out_c as i64)];
+        for (i, k) in [kh, kw].into_iter().enumerate() {
+            let (begin, end) = (pads[i], pads[i + 2]);
+            let size = x.actual[i + 2]
+                .concrete()
+                .ok_or("the batch as a spatial axis")? as usize;
+            let full = (size - 1) * stride + dilation * (k - 1) + 1;
+            // (full ++ zeros(extra))[begin .. full + extra - end], as Strata writes it.
+            let grown = (extra[i] + begin)
+                .checked_sub(end)
+                .filter(|&q| q < stride.max(dilation));
+            let Some(grown) = grown else {
+                return Err(format!(
+                    "pads {:?} with output_padding {extra:?}: Strata crops the same from both sides and pads below the stride",
+                    pads
+                ));
+            };
+            let len = (full + grown).checked_sub(2 * begin).filter(|&n| n > 0);
+            let len = len.ok_or("pads that crop the whole output")?;
+            padding[i] = begin;
+            out_padding[i] = grown;
+            actual.push(SymInt::fixed(len as i64));
+        }
+        let pair = |v: [usize; 2]| match v[0] == v[1] {
+            true => v[0].to_string(),
+            false => format!("[{}, {}]", v[0], v[1]),
+        };
+        let mut call = format!("conv_transpose2d({out_c}, {}", pair([kh, kw]));
+        if stride != 1 {
+            call.push_str(&format!(", stride = {stride}"));
+        }
+        if padding != [0, 0] {
+            call.push_str(&format!(", padding = {}", pair(padding)));
+        }
+        if out_padding != [0, 0] {
+            call.push_str(&format!(", output_padding = {}", pair(out_padding)));
+        }
+        if dilation != 1 {
+            call.push_str(&format!(", dilation = {dilation}"));
+        }
+        if bias.is_none() {
+            call.push_str(", bias = false");
+        }
+        call.push(')');
+        let name = self.instance_name(n, Some(&w), "conv_transpose2d");
         self.declare(&name, call);
         self.add_weight(&format!("{name}.weight"), &w.dims, w.as_f32()?)?;
         if let Some(b) = bias {

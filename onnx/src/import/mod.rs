@@ -719,6 +719,7 @@ impl<'g> Importer<'g> {
             "MatMul" => self.matmul(n)?,
             "Gemm" => self.gemm(n, a)?,
             "Conv" => self.conv(n, a)?,
+            "ConvTranspose" => self.conv_transpose(n, a)?,
             "MaxPool" | "AveragePool" => self.pool(n, a)?,
             "GlobalAveragePool" => {
                 a.finish()?;
