@@ -145,9 +145,13 @@ impl Artifact {
                 got,
             });
         }
-        let magic = reader.take(MAGIC.len()).ok_or(ArtifactError::BadMagic {
-            found: bytes.to_vec(),
-        })?;
+        // `ok_or_else`: the error keeps the (fewer than 8) bytes found; built eagerly, as
+        // `ok_or` did, it copied the whole artifact at every start of an executable.
+        let magic = reader
+            .take(MAGIC.len())
+            .ok_or_else(|| ArtifactError::BadMagic {
+                found: bytes.to_vec(),
+            })?;
         if magic != MAGIC {
             return Err(ArtifactError::BadMagic {
                 found: magic.to_vec(),

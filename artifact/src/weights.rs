@@ -108,20 +108,29 @@ pub fn match_weights<'a>(
 
 /// Copies a (checked) tensor view into a host tensor.
 pub fn to_host_tensor(view: &TensorView<'_>) -> HostTensor {
+    let dtype = match view.dtype() {
+        Dtype::I32 => ScalarType::I32,
+        _ => ScalarType::F32,
+    };
     let shape = view.shape().iter().map(|&d| d as u64).collect();
-    let bytes = view.data();
+    tensor_from_le_bytes(dtype, shape, view.data())
+}
+
+/// A host tensor of `shape` from its elements as little-endian words (safetensors'
+/// layout); a trailing partial word is ignored.
+pub fn tensor_from_le_bytes(dtype: ScalarType, shape: Vec<u64>, bytes: &[u8]) -> HostTensor {
     let whole = &bytes[..bytes.len() / 4 * 4];
     // Little-endian words: on a little-endian host a copy (a start copies every weight).
-    let data = match (view.dtype(), cfg!(target_endian = "little")) {
-        (Dtype::I32, true) => TensorData::I32(bytemuck::pod_collect_to_vec(whole)),
-        (_, true) => TensorData::F32(bytemuck::pod_collect_to_vec(whole)),
+    let data = match (dtype, cfg!(target_endian = "little")) {
+        (ScalarType::I32, true) => TensorData::I32(bytemuck::pod_collect_to_vec(whole)),
+        (ScalarType::F32, true) => TensorData::F32(bytemuck::pod_collect_to_vec(whole)),
         (dtype, false) => {
             let words = whole
                 .chunks_exact(4)
                 .filter_map(|c| c.first_chunk::<4>().copied());
             match dtype {
-                Dtype::I32 => TensorData::I32(words.map(i32::from_le_bytes).collect()),
-                _ => TensorData::F32(words.map(f32::from_le_bytes).collect()),
+                ScalarType::I32 => TensorData::I32(words.map(i32::from_le_bytes).collect()),
+                ScalarType::F32 => TensorData::F32(words.map(f32::from_le_bytes).collect()),
             }
         }
     };

@@ -11,11 +11,13 @@
 //! - [`bench`](mod@bench): timing an entry's runs.
 //! - [`error`]: the error types.
 
+mod arena;
 pub mod bench;
 pub mod cpu;
 pub mod decode;
 pub mod error;
 pub mod gpu;
+mod host_buffers;
 pub mod session;
 
 pub use error::{RunError, SessionError};

@@ -40,7 +40,6 @@
 use std::cell::OnceCell;
 use std::collections::HashSet;
 
-use bytemuck::{Pod, Zeroable};
 use strata_kernels::ir::{Dim, Kernel};
 
 use crate::cpu::{self, JitCode, KernelFn, MappedCode};
@@ -53,12 +52,10 @@ use strata_artifact::manifest::{Entry, Location, Manifest};
 use strata_artifact::tensor::{HostTensor, TensorData, type_string};
 use strata_artifact::validate::validate_bounds;
 use strata_artifact::weights::{encode_weights, match_weights, to_host_tensor};
-use strata_artifact::{Artifact, MachineCode, ModelInfo};
 
-/// One cache line of arena storage; a `Vec` of these is a 64-byte aligned allocation.
-#[derive(Clone, Copy, Pod, Zeroable)]
-#[repr(C, align(64))]
-struct ArenaLine([u8; 64]);
+use crate::arena::{self, Arena};
+use crate::host_buffers::HostBuffers;
+use strata_artifact::{Artifact, MachineCode, ModelInfo};
 
 /// What runs the kernels.
 enum Engine {
@@ -68,7 +65,7 @@ enum Engine {
         /// launches them first runs; valid while `code` lives.
         functions: Vec<Option<Vec<KernelFn>>>,
         code: CpuCode,
-        arena: Vec<ArenaLine>,
+        arena: Arena,
         /// Per kernel: time spent in its launches and their count, while profiling.
         profile: Option<Vec<(std::time::Duration, u64)>>,
     },
@@ -133,9 +130,9 @@ pub enum CarriedCode {
 pub struct Session {
     manifest: Manifest,
     engine: Engine,
-    /// Host storage of each persistent buffer, by buffer id (None for arena buffers).
+    /// Host storage of the persistent buffers (None on a GPU whose copy is newer).
     /// Always set on the CPU; unset on a GPU while the device holds newer values.
-    persistent: OnceCell<Vec<Option<HostTensor>>>,
+    persistent: OnceCell<HostBuffers>,
     /// The batch sizes at which every kernel's accesses are proven inside its buffers
     /// ([`validate_bounds`]); a run at any other batch size proves it first.
     bounds_checked: HashSet<u64>,
@@ -173,12 +170,8 @@ impl Session {
     ) -> Result<Session, SessionError> {
         artifact.validate()?;
         let manifest = artifact.manifest.clone();
-        let mut persistent = vec![None; manifest.buffers.len()];
-        for (id, view) in match_weights(&manifest, &artifact.weights)? {
-            if let Some(slot) = persistent.get_mut(id) {
-                *slot = Some(to_host_tensor(&view));
-            }
-        }
+        // Copied out of the artifact buffer by buffer, as runs first need them.
+        let persistent = HostBuffers::lazy(&manifest, &artifact.weights)?;
         let engine = match backend {
             Backend::Cpu => {
                 let machine_code = match carried {
@@ -251,7 +244,7 @@ fn cpu_engine(manifest: &Manifest, carried: Option<&MachineCode>) -> Result<Engi
     Ok(Engine::Cpu {
         functions,
         code,
-        arena: Vec::new(),
+        arena: Arena::default(),
         profile: None,
     })
 }
@@ -357,9 +350,9 @@ impl Session {
         self.manifest
             .buffers
             .iter()
-            .zip(host)
-            .filter_map(|(info, storage)| match (&info.location, storage) {
-                (Location::Persistent { key }, Some(t)) => Some((key.as_str(), t)),
+            .enumerate()
+            .filter_map(move |(id, info)| match &info.location {
+                Location::Persistent { key } => Some((key.as_str(), host.get(id)?)),
                 _ => None,
             })
     }
@@ -371,7 +364,7 @@ impl Session {
     }
 
     /// The host copy of the persistent buffers, read back from the GPU if stale.
-    fn host_weights(&self) -> Result<&[Option<HostTensor>], GpuError> {
+    fn host_weights(&self) -> Result<&HostBuffers, GpuError> {
         if let Some(host) = self.persistent.get() {
             return Ok(host);
         }
@@ -381,7 +374,9 @@ impl Session {
             ));
         };
         let values = gpu.read_persistent(&self.manifest)?;
-        Ok(self.persistent.get_or_init(|| values))
+        Ok(self
+            .persistent
+            .get_or_init(|| HostBuffers::from_values(values)))
     }
 
     /// Replaces every persistent buffer with the tensor of the same key in a safetensors
@@ -391,11 +386,13 @@ impl Session {
         let views = match_weights(&self.manifest, safetensors_bytes)?;
         // Every persistent buffer gets a new value, so a stale host copy needs no read-back.
         if self.persistent.get().is_none() {
-            let _ = self.persistent.set(vec![None; self.manifest.buffers.len()]);
+            let _ = self
+                .persistent
+                .set(HostBuffers::empty(self.manifest.buffers.len()));
         }
-        for (id, view) in views {
-            if let Some(slot) = self.persistent.get_mut().and_then(|host| host.get_mut(id)) {
-                *slot = Some(to_host_tensor(&view));
+        if let Some(host) = self.persistent.get_mut() {
+            for (id, view) in views {
+                host.set(id, to_host_tensor(&view));
             }
         }
         if let Engine::Gpu(gpu) = &mut self.engine {
@@ -442,7 +439,7 @@ impl Session {
         {
             compile_missing(&self.manifest, entry, functions, code)?;
         }
-        let (functions, arena_lines, mut profile) = match &mut self.engine {
+        let (functions, arena_storage, mut profile) = match &mut self.engine {
             Engine::Cpu {
                 functions,
                 arena,
@@ -456,7 +453,7 @@ impl Session {
                         entry_index,
                         &bound.tensors,
                         batch,
-                        self.persistent.get().map(Vec::as_slice),
+                        self.persistent.get(),
                     )
                     .map_err(RunError::Gpu)?;
                 if writes_persistent(&self.manifest, entry) {
@@ -470,7 +467,7 @@ impl Session {
                             .host_weights()
                             .map_err(RunError::Gpu)?
                             .get(port.buffer)
-                            .and_then(Option::clone)
+                            .cloned()
                             .ok_or_else(|| internal(format!("no storage for `{}`", port.name)))?,
                     };
                     outputs.push((port.name.clone(), tensor));
@@ -484,14 +481,9 @@ impl Session {
             what: what.to_string(),
         };
         let blocks = Blocks::new(&self.manifest, batch).ok_or_else(|| too_large("the arena"))?;
-        let lines = blocks.bytes.div_ceil(size_of::<ArenaLine>());
-        if arena_lines.len() < lines {
-            arena_lines
-                .try_reserve_exact(lines - arena_lines.len())
-                .map_err(|_| too_large("the arena"))?;
-            arena_lines.resize(lines, ArenaLine([0; 64]));
-        }
-        let arena: &mut [u8] = bytemuck::cast_slice_mut(arena_lines);
+        let arena = arena_storage
+            .reserve(blocks.bytes)
+            .map_err(|_| too_large("the arena"))?;
 
         for (port, tensor) in entry.inputs.iter().zip(&bound.tensors) {
             let region = blocks
@@ -574,7 +566,6 @@ impl Session {
                             .persistent
                             .get_mut()
                             .and_then(|host| host.get_mut(id))
-                            .and_then(Option::as_mut)
                             .map(|t| t.data.as_bytes_mut())
                             .ok_or_else(|| internal(format!("no storage for `{}`", root.name)))?;
                         bytes
@@ -598,7 +589,7 @@ impl Session {
             }
         }
 
-        let arena: &[u8] = bytemuck::cast_slice(arena_lines);
+        let arena = arena_storage.bytes();
         let mut outputs = Vec::with_capacity(entry.outputs.len());
         for port in &entry.outputs {
             let info = self
@@ -624,7 +615,7 @@ impl Session {
                     .persistent
                     .get()
                     .and_then(|host| host.get(port.buffer))
-                    .and_then(Option::clone)
+                    .cloned()
                     .ok_or_else(|| internal(format!("no storage for `{}`", info.name)))?,
                 Location::Window(_) => {
                     return Err(internal(format!("output `{}` is a window", port.name)));
@@ -650,7 +641,7 @@ struct Blocks {
 impl Blocks {
     fn new(manifest: &Manifest, batch: u64) -> Option<Blocks> {
         let size = |e: strata_artifact::manifest::Extent| usize::try_from(e.resolve(batch)?).ok();
-        let io_base = size(manifest.arena)?.checked_next_multiple_of(size_of::<ArenaLine>())?;
+        let io_base = size(manifest.arena)?.checked_next_multiple_of(arena::ALIGN)?;
         Some(Blocks {
             io_base,
             bytes: io_base.checked_add(size(manifest.io)?)?,

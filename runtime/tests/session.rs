@@ -369,3 +369,59 @@ fn refuses_an_artifact_whose_code_lacks_a_kernel() {
     a.manifest.entries[0].launches.pop();
     assert!(Session::new(&a).is_err());
 }
+
+/// The fixture with a persistent buffer no entry reads (as an optimizer's state is for
+/// `infer`): a session copies a buffer out of the artifact when something first needs it.
+#[test]
+fn a_buffer_no_run_has_read_still_reads_saves_and_loads_with_the_rest() {
+    let mut a = artifact();
+    a.manifest.buffers.push(buffer(
+        "state",
+        vec![Dim::Fixed(4)],
+        persistent("shift.adam_m"),
+    ));
+    let w = HostTensor::f32(vec![2, 3], PARAMS.w.to_vec()).unwrap();
+    let c = HostTensor::f32(vec![2], PARAMS.c.to_vec()).unwrap();
+    let b = HostTensor::f32(vec![2], PARAMS.b.to_vec()).unwrap();
+    let state = HostTensor::f32(vec![4], vec![0.5, -1.5, 2.0, 7.0]).unwrap();
+    let bytes = encode_weights([
+        ("dense.weight", &w),
+        ("dense.bias", &c),
+        ("shift", &b),
+        ("shift.adam_m", &state),
+    ])
+    .unwrap();
+    a.weights = bytes.into();
+    let mut s = Session::new(&a).unwrap();
+    let (_, y) = run(&mut s, input(2));
+    assert_close(
+        y.as_f32().unwrap(),
+        &expected(&PARAMS, input(2).as_f32().unwrap()).1,
+    );
+    let read: Vec<(String, HostTensor)> = s
+        .weights()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    assert_eq!(
+        read.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        ["dense.weight", "dense.bias", "shift", "shift.adam_m"]
+    );
+    assert_eq!(read[3].1, state);
+    assert_eq!(read[0].1, w);
+
+    // Saved, changed and loaded into a fresh session: every buffer, read or not, moves.
+    let saved = s.save_weights().unwrap();
+    let mut t = Session::new(&a).unwrap();
+    let other = HostTensor::f32(vec![4], vec![1.0; 4]).unwrap();
+    let changed = encode_weights([
+        ("dense.weight", &w),
+        ("dense.bias", &c),
+        ("shift", &b),
+        ("shift.adam_m", &other),
+    ])
+    .unwrap();
+    t.load_weights(&changed).unwrap();
+    assert_eq!(t.weights().nth(3).map(|(_, v)| v.clone()), Some(other));
+    t.load_weights(&saved).unwrap();
+    assert_eq!(t.weights().nth(3).map(|(_, v)| v.clone()), Some(state));
+}

@@ -35,6 +35,7 @@ use strata_kernels::ir::{Access, Kernel};
 
 use super::GpuError;
 use super::device::{AdapterSummary, GpuDevice, GpuOptions};
+use crate::host_buffers::HostBuffers;
 use strata_artifact::manifest::{Entry, Location, Manifest};
 use strata_artifact::tensor::{HostTensor, TensorData};
 
@@ -247,7 +248,7 @@ impl GpuEngine {
     fn prepare_memory(
         &mut self,
         manifest: &Manifest,
-        persistent: Option<&[Option<HostTensor>]>,
+        persistent: Option<&HostBuffers>,
         batch: u64,
     ) -> Result<(), GpuError> {
         let bytes = self
@@ -304,7 +305,7 @@ impl GpuEngine {
                     "neither the host nor the device holds the current weights".into(),
                 ));
             };
-            for (id, tensor) in persistent.iter().enumerate() {
+            for (id, tensor) in persistent.values().enumerate() {
                 let (Some(tensor), Some(Some(offset))) = (tensor, self.layout.persistent.get(id))
                 else {
                     continue;
@@ -323,13 +324,13 @@ impl GpuEngine {
     /// in order) and returns the outputs that live in the arena, by output port (None for
     /// persistent outputs, which the caller holds). `persistent` is the host copy of the
     /// persistent buffers, None when the device's copy is newer (see the module docs).
-    pub fn run(
+    pub(crate) fn run(
         &mut self,
         manifest: &Manifest,
         entry_index: usize,
         inputs: &[&HostTensor],
         batch: u64,
-        persistent: Option<&[Option<HostTensor>]>,
+        persistent: Option<&HostBuffers>,
     ) -> Result<Vec<Option<HostTensor>>, GpuError> {
         let entry = manifest
             .entries
