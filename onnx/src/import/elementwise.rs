@@ -3,7 +3,7 @@
 //! tensor constant a declared parameter), folded when every operand is known. Inside
 //! an attention subgraph a product by a constant scales the tracked value.
 
-use super::known::{BinOp, broadcast};
+use super::known::{BinOp, CmpOp, Known, SymInt, broadcast};
 use super::source::number;
 use super::tensor::Attrs;
 use super::{Dyn, Importer, R, Val, View};
@@ -73,6 +73,12 @@ impl Importer<'_> {
             return Err(format!("{} inputs; import reads two", n.input.len()));
         }
         let (x, y) = (self.need(n, 0)?, self.need(n, 1)?);
+        if op == BinOp::Mul
+            && let Some(rows) = self.guard_product(&x, &y)?
+        {
+            self.set(n, 0, Val::Dyn(rows));
+            return Ok(());
+        }
         if let (Val::Known(a), Val::Known(b)) = (&x, &y) {
             let k = a.binary(b, op)?;
             self.set(n, 0, Val::Known(k));
@@ -122,6 +128,45 @@ impl Importer<'_> {
         };
         let expr = self.text.operator(expr_text);
         self.set(n, 0, Val::Dyn(Dyn { expr, ..d }));
+        Ok(())
+    }
+}
+
+impl Importer<'_> {
+    /// Comparisons, logical ops and `Where`: folded on known values (a causal mask
+    /// built from positions), and on model ids the guard of Strata's gather
+    /// ([`super::masked_gather`]); the language has no booleans to write them with
+    /// otherwise.
+    pub(super) fn logical(&mut self, n: &pb::NodeProto) -> R<()> {
+        let op = n.op_type.as_str();
+        let arity = match op {
+            "Not" => 1,
+            "Where" => 3,
+            _ => 2,
+        };
+        if n.input.len() != arity {
+            return Err(format!("{} inputs", n.input.len()));
+        }
+        let vals: Vec<Val> = (0..arity).map(|i| self.need(n, i)).collect::<R<_>>()?;
+        let known: Option<Vec<&Known>> = vals
+            .iter()
+            .map(|v| match v {
+                Val::Known(k) => Some(k),
+                _ => None,
+            })
+            .collect();
+        let Some(k) = known else {
+            return self.guard_op(n);
+        };
+        let folded = match (op, &k[..]) {
+            ("Not", [a]) => {
+                a.compare(&Known::ints(vec![], vec![SymInt::fixed(0)]), CmpOp::Equal)?
+            }
+            ("Where", [c, a, b]) => c.select(a, b)?,
+            (_, [a, b]) => a.compare(b, CmpOp::of(op).ok_or("an unknown comparison")?)?,
+            _ => return Err(format!("{} inputs", k.len())),
+        };
+        self.set(n, 0, Val::Known(folded));
         Ok(())
     }
 }
