@@ -113,23 +113,42 @@ impl Importer<'_> {
         } else {
             let a = self.tensor(n, 0)?;
             let b = self.tensor(n, 1)?;
-            // Two tensors transposed alike combine as they are, and stay transposed.
+            // Two tensors transposed alike combine as they are, and stay transposed; so
+            // does a transposed one with a smaller one that broadcasts over axes the
+            // transpose leaves in place (a bias on the last).
             let (a, b) = if matches!(a.view, View::Perm(_))
                 && a.view == b.view
                 && a.actual.len() == b.actual.len()
             {
+                (a, b)
+            } else if keeps_trailing_axes(&a, &b) || keeps_trailing_axes(&b, &a) {
                 (a, b)
             } else {
                 (self.plain(a)?, self.plain(b)?)
             };
             let actual = broadcast(&a.actual, &b.actual)?;
             let text = bin_text(op, &a.expr.operand(), &b.expr.operand())?;
-            (text, Dyn { actual, ..a })
+            let view = match (&a.view, &b.view) {
+                (View::Same, v) => v.clone(),
+                (v, _) => v.clone(),
+            };
+            (text, Dyn { actual, view, ..a })
         };
         let expr = self.text.operator(expr_text);
         self.set(n, 0, Val::Dyn(Dyn { expr, ..d }));
         Ok(())
     }
+}
+
+/// Whether `small`, in no lazy layout and of lower rank than `big`, broadcasts against
+/// `big`'s expression as against its ONNX layout: `big`'s transpose keeps the axes
+/// `small` aligns with (the last ones) where they are.
+fn keeps_trailing_axes(big: &Dyn, small: &Dyn) -> bool {
+    let View::Perm(p) = &big.view else {
+        return false;
+    };
+    let (r, k) = (p.len(), small.actual.len());
+    small.view == View::Same && k < r && (r - k..r).all(|i| p[i] == i)
 }
 
 impl Importer<'_> {

@@ -9,7 +9,9 @@
 //! multi-head attention) become that layer, as a named instance (`layer fc1 =
 //! dense(32)`) whose weights take the instance's names; other ops become the language's
 //! plain ops. A value read more than once is bound to a name; the rest reads as pipe
-//! chains (`x |> fc1 |> relu |> fc2`).
+//! chains (`x |> fc1 |> relu |> fc2`). A `Scan` (Strata's own recurrent layers and
+//! cells) is the language's loop: its body, read by an importer of its own, a block,
+//! and the node a `scan(…)` call ([`scan`]).
 //!
 //! Layout changes are kept lazy ([`View`]): PyTorch's recurrent and attention exports
 //! move the batch to the second axis and back, which the language never needs to
@@ -24,6 +26,7 @@ mod known;
 mod layers;
 mod masked_gather;
 mod recurrent;
+mod scan;
 mod shapes;
 mod source;
 mod tensor;
@@ -189,6 +192,8 @@ pub(super) enum Val {
     Attn(attention::AttnVal),
     /// An output of a recurrent node (see [`recurrent`]).
     Rec(recurrent::RecVal),
+    /// The carries a `Scan` stacks (see [`scan`]).
+    Scan(scan::ScanVal),
     /// A part of a gather that guards its ids (see [`masked_gather`]).
     Guard(masked_gather::Guard),
 }
@@ -207,6 +212,10 @@ pub(super) struct Importer<'g> {
     /// The output projection (weight `[d, d]`, bias) of each attention subgraph.
     attention_out: HashMap<usize, (Known, Known)>,
     recurrent: Vec<recurrent::RecLayer>,
+    scans: Vec<scan::ScanLoop>,
+    /// Whether this graph is a `Scan`'s body, written as a block: a weight it reads is
+    /// a declared parameter of the block, and it runs no loop of its own.
+    in_body: bool,
     /// The declared parameter each known tensor read as a model tensor became, by its
     /// ONNX name: read twice, declared once.
     declared: HashMap<String, Dyn>,
@@ -242,6 +251,8 @@ impl<'g> Importer<'g> {
             attention: Vec::new(),
             attention_out: HashMap::new(),
             recurrent: Vec::new(),
+            scans: Vec::new(),
+            in_body: false,
             declared: HashMap::new(),
             counters: HashMap::new(),
             first_input: None,
@@ -445,6 +456,7 @@ impl<'g> Importer<'g> {
                 Val::Dyn(d)
             }
             Val::Rec(r) if self.uses(name) > 1 => Val::Rec(r.shared()),
+            Val::Scan(s) if self.uses(name) > 1 => Val::Scan(s.shared()),
             v => v,
         };
         self.vals.insert(name.clone(), v);
@@ -499,6 +511,7 @@ impl<'g> Importer<'g> {
         match v {
             Val::Dyn(d) => Ok(d),
             Val::Rec(r) => self.rec_dyn(&r),
+            Val::Scan(s) => self.scan_dyn(&s),
             Val::Known(k) => {
                 if let Some(d) = self.declared.get(name) {
                     return Ok(d.clone());
@@ -528,9 +541,16 @@ impl<'g> Importer<'g> {
 
     /// A known tensor used as a model tensor: a declared parameter, its value in the
     /// weights (an initializer is trainable like PyTorch's; a folded constant is not).
+    /// In a loop's body it is the block's parameter, named after the initializer without
+    /// its first part (`lstm0.weight_hh_l0` -> `weight_hh_l0`: the block's scope, after
+    /// that layer, stands for it).
     fn constant_tensor(&mut self, k: &Known) -> R<Dyn> {
         let values = k.as_f32()?;
         let hint = match &k.origin {
+            Some(o) if self.in_body => o
+                .split_once('.')
+                .map_or(o.as_str(), |(_, rest)| rest)
+                .to_string(),
             Some(o) => o.clone(),
             None => "constant".into(),
         };
@@ -797,9 +817,15 @@ impl<'g> Importer<'g> {
             }
             "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" => self.reduce(n, a)?,
             "LSTM" | "GRU" | "RNN" => self.recurrent(n, a)?,
-            "Loop" | "Scan" | "If" => {
+            "Loop" | "Scan" | "If" if self.in_body => {
                 return Err(format!(
-                    "control flow (`{op}`) is not imported: export the model with its loops unrolled or as LSTM/GRU/RNN ops"
+                    "nested control flow (`{op}` inside a scan's body): the language's loop cells run no loop of their own"
+                ));
+            }
+            "Scan" => self.scan(n, a)?,
+            "Loop" | "If" => {
+                return Err(format!(
+                    "control flow (`{op}`) is not imported: export the model with its loops unrolled, as a `Scan`, or as LSTM/GRU/RNN ops"
                 ));
             }
             "Expand" => {
@@ -830,6 +856,7 @@ impl<'g> Importer<'g> {
             Val::Dyn(d) => d.shape(),
             Val::Attn(a) => a.shape.clone(),
             Val::Rec(r) => self.rec_shape(r),
+            Val::Scan(s) => self.scan_shape(s),
             Val::Guard(g) => g.shape.clone(),
         }
     }

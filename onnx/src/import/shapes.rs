@@ -188,13 +188,31 @@ impl Importer<'_> {
             self.set(n, 0, Val::Known(k));
             return Ok(());
         }
+        if let Some(joined) = self.scan_concat(&vals, axis)? {
+            self.set(n, 0, joined);
+            return Ok(());
+        }
         let mut parts = Vec::new();
         for i in 0..n.input.len() {
-            let d = self.tensor(n, i)?;
-            parts.push(self.plain(d)?);
+            parts.push(self.tensor(n, i)?);
         }
-        let rank = parts[0].actual.len();
+        let rank = parts[0].shape().len();
         let axis = norm_axis(axis, rank)?;
+        // Tensors transposed alike join along the axis the transpose moved, and stay
+        // transposed (a bidirectional layer's two time-major directions).
+        let view = match &parts[0].view {
+            View::Perm(p) if parts.iter().all(|d| d.view == parts[0].view) => View::Perm(p.clone()),
+            _ => View::Same,
+        };
+        let axis = match &view {
+            View::Perm(p) => p[axis],
+            _ => {
+                for d in &mut parts {
+                    *d = self.plain(d.clone())?;
+                }
+                axis
+            }
+        };
         let mut shape = parts[0].actual.clone();
         let mut total = SymInt::fixed(0);
         for p in &parts {
@@ -214,6 +232,7 @@ impl Importer<'_> {
             0,
             Val::Dyn(Dyn {
                 float,
+                view,
                 ..Dyn::new(e, shape)
             }),
         );
@@ -268,6 +287,12 @@ impl Importer<'_> {
             };
             cuts.push((ax, s, e, step, dim));
         }
+        if let Val::Scan(sv) = &v
+            && let Some(out) = self.scan_slice(sv, &cuts)?
+        {
+            self.set(n, 0, out);
+            return Ok(());
+        }
         match v {
             Val::Fill { value, mut shape } => {
                 for (ax, s, e, step, _) in cuts {
@@ -287,9 +312,18 @@ impl Importer<'_> {
                 self.set(n, 0, Val::Known(k));
             }
             _ => {
+                // A transposed tensor is sliced along the axis the transpose moved, and
+                // stays transposed (an LSTM's hidden half of its time-major carries).
                 let d = self.tensor(n, 0)?;
-                let mut d = self.plain(d)?;
+                let mut d = match d.view {
+                    View::Perm(_) | View::Same => d,
+                    View::Reshape(_) => self.plain(d)?,
+                };
                 for (ax, s, e, step, dim) in cuts {
+                    let ax = match &d.view {
+                        View::Perm(p) => p[ax],
+                        _ => ax,
+                    };
                     if step != 1 {
                         return Err("a slice with a step other than 1".into());
                     }
