@@ -116,12 +116,10 @@ impl Importer<'_> {
             // Two tensors transposed alike combine as they are, and stay transposed; so
             // does a transposed one with a smaller one that broadcasts over axes the
             // transpose leaves in place (a bias on the last).
-            let (a, b) = if matches!(a.view, View::Perm(_))
+            let alike = matches!(a.view, View::Perm(_))
                 && a.view == b.view
-                && a.actual.len() == b.actual.len()
-            {
-                (a, b)
-            } else if keeps_trailing_axes(&a, &b) || keeps_trailing_axes(&b, &a) {
+                && a.actual.len() == b.actual.len();
+            let (a, b) = if alike || keeps_trailing_axes(&a, &b) || keeps_trailing_axes(&b, &a) {
                 (a, b)
             } else {
                 (self.plain(a)?, self.plain(b)?)

@@ -627,6 +627,21 @@ mod tests {
     }
 
     #[test]
+    fn folds_a_causal_mask_from_positions() {
+        let rows = Known::ints(vec![3, 1], (0..3).map(SymInt::fixed).collect());
+        let cols = Known::ints(vec![1, 3], (0..3).map(SymInt::fixed).collect());
+        let later = cols.compare(&rows, CmpOp::Greater).unwrap();
+        assert_eq!(later.dims, vec![3, 3]);
+        let big = Known::f32(vec![], vec![-1e9]);
+        let zero = Known::f32(vec![], vec![0.0]);
+        let mask = later.select(&big, &zero).unwrap();
+        assert_eq!(
+            mask.elems,
+            Elems::F32(vec![0.0, -1e9, -1e9, 0.0, 0.0, -1e9, 0.0, 0.0, 0.0])
+        );
+    }
+
+    #[test]
     fn gathers_rows_and_broadcasts() {
         let k = Known::f32(vec![2, 2], vec![1., 2., 3., 4.]);
         assert_eq!(
