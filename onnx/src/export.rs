@@ -328,17 +328,18 @@ impl Writer<'_> {
         let inputs = Self::names_of(out, v, [m.input, m.weight].into_iter().chain(m.bias))?;
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         let w = &m.window;
-        let (p, s, d) = (w.padding as i64, w.stride as i64, w.dilation as i64);
+        let (s, d, axes) = (w.stride as i64, w.dilation as i64, m.kernel.len());
+        let ints = |values: &[u64]| Attr::Ints(values.iter().map(|&x| x as i64).collect());
         let result = format!("{}{v}", out.prefix);
         let mut conv = node(
             "Conv",
             &inputs,
             &[&result],
             vec![
-                attribute("kernel_shape", Attr::Ints(vec![w.kh as i64, w.kw as i64])),
-                attribute("pads", Attr::Ints(vec![p; 4])),
-                attribute("strides", Attr::Ints(vec![s; 2])),
-                attribute("dilations", Attr::Ints(vec![d; 2])),
+                attribute("kernel_shape", ints(&m.kernel)),
+                attribute("pads", ints(&m.pads)),
+                attribute("strides", Attr::Ints(vec![s; axes])),
+                attribute("dilations", Attr::Ints(vec![d; axes])),
             ],
         );
         conv.name = result.clone();

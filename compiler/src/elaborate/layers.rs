@@ -17,6 +17,7 @@ static REDUCE: &[ParamSpec] = &[req("x"), opt("axis"), opt("keepdims")];
 static DENSE: &[ParamSpec] = &[req("x"), req("units"), opt("bias"), opt("init")];
 static MATMUL: &[ParamSpec] = &[req("a"), req("b")];
 static RESHAPE: &[ParamSpec] = &[req("x"), req("shape")];
+static SHAPE: &[ParamSpec] = &[req("shape")];
 static TRANSPOSE: &[ParamSpec] = &[req("x"), opt("perm")];
 static BATCH_NORM: &[ParamSpec] = &[req("x"), opt("momentum"), opt("eps"), opt("frozen")];
 static DROPOUT: &[ParamSpec] = &[req("x"), req("p"), opt("at_inference")];
@@ -125,6 +126,7 @@ pub fn lookup(name: &str) -> Option<&'static [ParamSpec]> {
         "softmax" | "log_softmax" => AXIS,
         "sum" | "mean" | "max" | "min" => REDUCE,
         "reshape" => RESHAPE,
+        "zeros" => SHAPE,
         "transpose" => TRANSPOSE,
         "slice" => SLICE,
         "split" => SPLIT,
@@ -177,6 +179,7 @@ const NAMES: &[&str] = &[
     "max",
     "min",
     "reshape",
+    "zeros",
     "transpose",
     "slice",
     "split",
@@ -337,6 +340,7 @@ fn built_in(
         "sum" | "mean" | "max" | "min" => reduce(e, args, span, name),
         "flatten" => flatten(e, args, span),
         "reshape" => reshape(e, args, span),
+        "zeros" => zeros(e, args, span),
         "transpose" => transpose(e, args, span),
         "slice" => slice(e, args, span),
         "split" => split(e, args, span),
@@ -659,6 +663,20 @@ fn reshape(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Di
     Ok(Value::Tensor(e.op(
         Op::Reshape { shape: Shape(dims) },
         &[x],
+        span,
+    )?))
+}
+
+/// `zeros(shape)`: a tensor of zeros, `batch` rows of them when the shape holds it (a
+/// loop's first carry, padding). A constant stretched to the shape, as a recurrent
+/// layer's zero state is: nothing is stored or trained.
+fn zeros(e: &mut Elaborator, args: &BoundArgs, span: Span) -> Result<Value, Diagnostic> {
+    let shape_arg = args.get("shape").cloned().expect("required argument");
+    let dims = shape_list(&shape_arg, "zeros")?;
+    let zero = e.constant(0.0, span);
+    Ok(Value::Tensor(e.op(
+        Op::Broadcast { shape: Shape(dims) },
+        &[zero],
         span,
     )?))
 }

@@ -4,18 +4,27 @@
 //! values, the export writes one ONNX `Conv` instead of the ops one by one: the same
 //! sums (the product's order of accumulation aside), one node a runtime has a fast
 //! kernel for, and the layer an importer recognizes.
+//!
+//! `conv1d` is the same chain on the sequence `[n, C, L]` reshaped to an image of height
+//! 1, with a kernel `[O, C, k]` and the result `[n, O, OL]`; its padding is written out
+//! before it, zeros concatenated along the length (it may differ between the ends).
+//! That is one 1-D `Conv` of the sequence, the zeros its `pads`.
 
 use strata_compiler::ir::{BinaryOp, ConvWindow, Dim, Graph, Op, ValueId};
 
 /// One convolution found in the graph.
 pub(super) struct ConvMatch {
-    /// The image `[n, C, H, W]`.
+    /// The image `[n, C, H, W]`, or the sequence `[n, C, L]`.
     pub input: ValueId,
-    /// The kernel parameter `[O, C, kh, kw]`, PyTorch's layout and ONNX's.
+    /// The kernel parameter `[O, C, kh, kw]` (`[O, C, k]`), PyTorch's layout and ONNX's.
     pub weight: ValueId,
     /// The bias parameter `[O]`, if the chain adds one.
     pub bias: Option<ValueId>,
     pub window: ConvWindow,
+    /// The kernel's extent along each spatial axis (`kernel_shape`).
+    pub kernel: Vec<u64>,
+    /// ONNX's `pads`: the zeros before each spatial axis, then after each.
+    pub pads: Vec<u64>,
     /// The values of the chain that the `Conv` replaces (not written).
     pub inner: Vec<ValueId>,
 }
@@ -75,19 +84,24 @@ fn match_from(
     if !matches!(graph.node(weight).op, Op::Param { .. }) {
         return None;
     }
-    let [
-        Dim::Fixed(o),
-        Dim::Fixed(wc),
-        Dim::Fixed(kh),
-        Dim::Fixed(kw),
-    ] = graph.ty(weight).shape.dims()[..]
-    else {
-        return None;
-    };
-    if wc != c || kh != window.kh || kw != window.kw {
-        return None;
-    }
     let mut inner = vec![windows, columns, product, kernel_flat];
+    let (o, conv_input, kernel, pads) = match graph.ty(weight).shape.dims()[..] {
+        [
+            Dim::Fixed(o),
+            Dim::Fixed(wc),
+            Dim::Fixed(kh),
+            Dim::Fixed(kw),
+        ] if wc == c && kh == window.kh && kw == window.kw => {
+            (o, input, vec![kh, kw], vec![window.padding; 4])
+        }
+        [Dim::Fixed(o), Dim::Fixed(wc), Dim::Fixed(k)]
+            if wc == c && h == 1 && window.kh == 1 && k == window.kw && window.padding == 0 =>
+        {
+            let (sequence, pads) = sequence_of(graph, input, windows, outputs, &mut inner)?;
+            (o, sequence, vec![k], pads)
+        }
+        _ => return None,
+    };
     let mut last = product;
     let mut bias = None;
     let next = only_user(graph, product, outputs)?;
@@ -110,21 +124,90 @@ fn match_from(
         inner.extend([next, column]);
         last = next;
     }
-    let image = only_user(graph, last, outputs)?;
     let (oh, ow) = window.out_size(h, w).ok()?;
-    match &graph.node(image).op {
-        Op::Reshape { shape }
-            if shape.dims() == [n, Dim::Fixed(o), Dim::Fixed(oh), Dim::Fixed(ow)] => {}
-        _ => return None,
-    }
+    let image = if kernel.len() == 1 {
+        // The product is already `[n, O, OL]` where the passes dropped the reshapes to
+        // height 1 and back.
+        let sequence = [n, Dim::Fixed(o), Dim::Fixed(ow)];
+        if graph.ty(last).shape.dims() == sequence {
+            inner.retain(|&v| v != last);
+            last
+        } else {
+            let image = only_user(graph, last, outputs)?;
+            match &graph.node(image).op {
+                Op::Reshape { shape } if shape.dims() == sequence => image,
+                _ => return None,
+            }
+        }
+    } else {
+        let image = only_user(graph, last, outputs)?;
+        match &graph.node(image).op {
+            Op::Reshape { shape }
+                if shape.dims() == [n, Dim::Fixed(o), Dim::Fixed(oh), Dim::Fixed(ow)] =>
+            {
+                image
+            }
+            _ => return None,
+        }
+    };
     Some((
         image,
         ConvMatch {
-            input,
+            input: conv_input,
             weight,
             bias,
             window,
+            kernel,
+            pads,
             inner,
         },
     ))
+}
+
+/// The sequence `[n, C, L]` a conv1d's image `[n, C, 1, L]` is reshaped from (read by
+/// the window `windows` alone), with the zeros concatenated at its ends taken off as
+/// `pads` `[before, after]`; the values left out join `inner`.
+fn sequence_of(
+    graph: &Graph,
+    image: ValueId,
+    windows: ValueId,
+    outputs: &[ValueId],
+    inner: &mut Vec<ValueId>,
+) -> Option<(ValueId, Vec<u64>)> {
+    if !matches!(graph.node(image).op, Op::Reshape { .. })
+        || only_user(graph, image, outputs)? != windows
+    {
+        return None;
+    }
+    let sequence = *graph.operands(image).first()?;
+    let [_, _, Dim::Fixed(_)] = graph.ty(sequence).shape.dims()[..] else {
+        return None;
+    };
+    inner.push(image);
+    let padded = matches!(graph.node(sequence).op, Op::Concat { axis: 2 })
+        && only_user(graph, sequence, outputs) == Some(image);
+    if !padded {
+        return Some((sequence, vec![0, 0]));
+    }
+    let parts = graph.operands(sequence);
+    let data: Vec<usize> = (0..parts.len())
+        .filter(|&i| !is_zeros(graph, parts[i]))
+        .collect();
+    let [at] = data[..] else {
+        return Some((sequence, vec![0, 0]));
+    };
+    let extent = |v: &ValueId| graph.ty(*v).shape.dims()[2].fixed().unwrap_or(0);
+    let before = parts[..at].iter().map(extent).sum();
+    let after = parts[at + 1..].iter().map(extent).sum();
+    inner.push(sequence);
+    Some((parts[at], vec![before, after]))
+}
+
+/// Whether `v` is a constant zero stretched to a shape (written-out padding).
+fn is_zeros(graph: &Graph, v: ValueId) -> bool {
+    matches!(graph.node(v).op, Op::Broadcast { .. })
+        && graph
+            .operands(v)
+            .first()
+            .is_some_and(|&c| matches!(graph.node(c).op, Op::Const { value } if value == 0.0))
 }

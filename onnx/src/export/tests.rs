@@ -293,3 +293,32 @@ fn without_layer_patterns_a_transposed_convolution_folds_its_windows_with_a_prod
     let products = ops.iter().filter(|op| *op == "MatMul").count();
     assert_eq!(products, 2, "{ops:?}");
 }
+
+#[test]
+fn a_conv1d_is_one_1d_conv_node_with_its_written_out_padding_as_pads() {
+    let model = export(
+        "tcn.strata",
+        "
+model Causal() {
+    input x: f32[batch, 2, 12]
+    output y = x |> conv1d(3, 3, padding = [4, 1], dilation = 2)
+}
+",
+    )
+    .expect("exports");
+    let ops = op_types(&model);
+    assert_eq!(ops, ["Conv", "Identity"], "{ops:?}");
+    let conv = &model.graph.as_ref().expect("a graph").node[0];
+    assert_eq!(conv.input, ["x", "conv1d0.weight", "conv1d0.bias"]);
+    let ints = |name: &str| {
+        conv.attribute
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| a.ints.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(ints("kernel_shape"), [3]);
+    assert_eq!(ints("pads"), [4, 1]);
+    assert_eq!(ints("dilations"), [2]);
+    assert_eq!(ints("strides"), [1]);
+}

@@ -3,7 +3,7 @@
 //! tensor constant a declared parameter), folded when every operand is known. Inside
 //! an attention subgraph a product by a constant scales the tracked value.
 
-use super::known::{BinOp, broadcast};
+use super::known::{BinOp, CmpOp, Known, SymInt, broadcast};
 use super::source::number;
 use super::tensor::Attrs;
 use super::{Dyn, Importer, R, Val, View};
@@ -73,6 +73,12 @@ impl Importer<'_> {
             return Err(format!("{} inputs; import reads two", n.input.len()));
         }
         let (x, y) = (self.need(n, 0)?, self.need(n, 1)?);
+        if op == BinOp::Mul
+            && let Some(rows) = self.guard_product(&x, &y)?
+        {
+            self.set(n, 0, Val::Dyn(rows));
+            return Ok(());
+        }
         if let (Val::Known(a), Val::Known(b)) = (&x, &y) {
             let k = a.binary(b, op)?;
             self.set(n, 0, Val::Known(k));
@@ -107,21 +113,77 @@ impl Importer<'_> {
         } else {
             let a = self.tensor(n, 0)?;
             let b = self.tensor(n, 1)?;
-            // Two tensors transposed alike combine as they are, and stay transposed.
-            let (a, b) = if matches!(a.view, View::Perm(_))
+            // Two tensors transposed alike combine as they are, and stay transposed; so
+            // does a transposed one with a smaller one that broadcasts over axes the
+            // transpose leaves in place (a bias on the last).
+            let alike = matches!(a.view, View::Perm(_))
                 && a.view == b.view
-                && a.actual.len() == b.actual.len()
-            {
+                && a.actual.len() == b.actual.len();
+            let (a, b) = if alike || keeps_trailing_axes(&a, &b) || keeps_trailing_axes(&b, &a) {
                 (a, b)
             } else {
                 (self.plain(a)?, self.plain(b)?)
             };
             let actual = broadcast(&a.actual, &b.actual)?;
             let text = bin_text(op, &a.expr.operand(), &b.expr.operand())?;
-            (text, Dyn { actual, ..a })
+            let view = match (&a.view, &b.view) {
+                (View::Same, v) => v.clone(),
+                (v, _) => v.clone(),
+            };
+            (text, Dyn { actual, view, ..a })
         };
         let expr = self.text.operator(expr_text);
         self.set(n, 0, Val::Dyn(Dyn { expr, ..d }));
+        Ok(())
+    }
+}
+
+/// Whether `small`, in no lazy layout and of lower rank than `big`, broadcasts against
+/// `big`'s expression as against its ONNX layout: `big`'s transpose keeps the axes
+/// `small` aligns with (the last ones) where they are.
+fn keeps_trailing_axes(big: &Dyn, small: &Dyn) -> bool {
+    let View::Perm(p) = &big.view else {
+        return false;
+    };
+    let (r, k) = (p.len(), small.actual.len());
+    small.view == View::Same && k < r && (r - k..r).all(|i| p[i] == i)
+}
+
+impl Importer<'_> {
+    /// Comparisons, logical ops and `Where`: folded on known values (a causal mask
+    /// built from positions), and on model ids the guard of Strata's gather
+    /// ([`super::masked_gather`]); the language has no booleans to write them with
+    /// otherwise.
+    pub(super) fn logical(&mut self, n: &pb::NodeProto) -> R<()> {
+        let op = n.op_type.as_str();
+        let arity = match op {
+            "Not" => 1,
+            "Where" => 3,
+            _ => 2,
+        };
+        if n.input.len() != arity {
+            return Err(format!("{} inputs", n.input.len()));
+        }
+        let vals: Vec<Val> = (0..arity).map(|i| self.need(n, i)).collect::<R<_>>()?;
+        let known: Option<Vec<&Known>> = vals
+            .iter()
+            .map(|v| match v {
+                Val::Known(k) => Some(k),
+                _ => None,
+            })
+            .collect();
+        let Some(k) = known else {
+            return self.guard_op(n);
+        };
+        let folded = match (op, &k[..]) {
+            ("Not", [a]) => {
+                a.compare(&Known::ints(vec![], vec![SymInt::fixed(0)]), CmpOp::Equal)?
+            }
+            ("Where", [c, a, b]) => c.select(a, b)?,
+            (_, [a, b]) => a.compare(b, CmpOp::of(op).ok_or("an unknown comparison")?)?,
+            _ => return Err(format!("{} inputs", k.len())),
+        };
+        self.set(n, 0, Val::Known(folded));
         Ok(())
     }
 }

@@ -378,6 +378,63 @@ impl Known {
         })
     }
 
+    /// A comparison or logical op with NumPy broadcasting; booleans are the integers 0
+    /// and 1, as ONNX's `bool` tensors read.
+    pub fn compare(&self, o: &Known, op: CmpOp) -> Result<Known, String> {
+        let dims = broadcast(&self.dims, &o.dims)?;
+        let n = numel(&dims)?;
+        let ia = broadcast_index(&self.dims, &dims);
+        let ib = broadcast_index(&o.dims, &dims);
+        let (a, b) = (self.as_f64s()?, o.as_f64s()?);
+        let truth = (0..n).map(|i| SymInt::fixed(i64::from(op.holds(a[ia(i)], b[ib(i)]))));
+        Ok(Known::ints(dims, truth.collect()))
+    }
+
+    /// `Where`: elements of `a` where `self` is not 0, of `b` elsewhere (broadcast).
+    pub fn select(&self, a: &Known, b: &Known) -> Result<Known, String> {
+        let dims = broadcast(&broadcast(&self.dims, &a.dims)?, &b.dims)?;
+        let n = numel(&dims)?;
+        let ic = broadcast_index(&self.dims, &dims);
+        let (ia, ib) = (
+            broadcast_index(&a.dims, &dims),
+            broadcast_index(&b.dims, &dims),
+        );
+        let cond = self.as_f64s()?;
+        let pick = |i: usize| cond[ic(i)] != 0.0;
+        let elems = match (&a.elems, &b.elems) {
+            (Elems::Int(x), Elems::Int(y)) => Elems::Int(
+                (0..n)
+                    .map(|i| if pick(i) { x[ia(i)] } else { y[ib(i)] })
+                    .collect(),
+            ),
+            _ => {
+                let (x, y) = (a.as_f32()?, b.as_f32()?);
+                Elems::F32(
+                    (0..n)
+                        .map(|i| if pick(i) { x[ia(i)] } else { y[ib(i)] })
+                        .collect(),
+                )
+            }
+        };
+        Ok(Known {
+            dims,
+            elems,
+            origin: None,
+        })
+    }
+
+    /// The elements as `f64` (integers that hold the batch are an error).
+    fn as_f64s(&self) -> Result<Vec<f64>, String> {
+        match &self.elems {
+            Elems::F32(v) => Ok(v.iter().map(|&x| f64::from(x)).collect()),
+            Elems::Int(v) => v
+                .iter()
+                .map(|s| s.concrete().map(|x| x as f64).ok_or("holds the batch size"))
+                .collect::<Result<_, _>>()
+                .map_err(String::from),
+        }
+    }
+
     pub fn unary_f32(&self, f: impl Fn(f32) -> f32) -> Result<Known, String> {
         Ok(Known::f32(
             self.dims.clone(),
@@ -449,6 +506,44 @@ fn broadcast_index(dims: &[usize], out: &[usize]) -> impl Fn(usize) -> usize + u
             }
         }
         at
+    }
+}
+
+/// Comparisons and logical ops, whose results are booleans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpOp {
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+    Equal,
+    And,
+    Or,
+}
+
+impl CmpOp {
+    pub fn of(op: &str) -> Option<CmpOp> {
+        Some(match op {
+            "Less" => CmpOp::Less,
+            "LessOrEqual" => CmpOp::LessOrEqual,
+            "Greater" => CmpOp::Greater,
+            "GreaterOrEqual" => CmpOp::GreaterOrEqual,
+            "And" => CmpOp::And,
+            "Or" => CmpOp::Or,
+            _ => return None,
+        })
+    }
+
+    fn holds(self, a: f64, b: f64) -> bool {
+        match self {
+            CmpOp::Less => a < b,
+            CmpOp::LessOrEqual => a <= b,
+            CmpOp::Greater => a > b,
+            CmpOp::GreaterOrEqual => a >= b,
+            CmpOp::Equal => a == b,
+            CmpOp::And => a != 0.0 && b != 0.0,
+            CmpOp::Or => a != 0.0 || b != 0.0,
+        }
     }
 }
 
@@ -529,6 +624,21 @@ mod tests {
         let heads = Known::ints(vec![], vec![SymInt::fixed(2)]);
         let merged = b.binary(&heads, BinOp::Mul).unwrap();
         assert_eq!(merged.as_ints().unwrap(), &[SymInt { k: 2, p: 1 }]);
+    }
+
+    #[test]
+    fn folds_a_causal_mask_from_positions() {
+        let rows = Known::ints(vec![3, 1], (0..3).map(SymInt::fixed).collect());
+        let cols = Known::ints(vec![1, 3], (0..3).map(SymInt::fixed).collect());
+        let later = cols.compare(&rows, CmpOp::Greater).unwrap();
+        assert_eq!(later.dims, vec![3, 3]);
+        let big = Known::f32(vec![], vec![-1e9]);
+        let zero = Known::f32(vec![], vec![0.0]);
+        let mask = later.select(&big, &zero).unwrap();
+        assert_eq!(
+            mask.elems,
+            Elems::F32(vec![0.0, -1e9, -1e9, 0.0, 0.0, -1e9, 0.0, 0.0, 0.0])
+        );
     }
 
     #[test]

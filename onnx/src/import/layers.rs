@@ -77,7 +77,8 @@ impl Importer<'_> {
     }
 
     /// `MatMul`: a weight (with the bias of the `Add` that follows it, when that is its
-    /// only reader) is a dense layer; two model tensors are `matmul`.
+    /// only reader) is a dense layer, outside a loop's body; two model tensors are
+    /// `matmul`.
     pub(super) fn matmul(&mut self, n: &pb::NodeProto) -> R<()> {
         Attrs::new(n).finish()?;
         let (a, b) = (self.need(n, 0)?, self.need(n, 1)?);
@@ -95,9 +96,12 @@ impl Importer<'_> {
             self.finish_fused(n, add, v);
             return Ok(());
         }
+        // In a loop's body a weight is the block's declared parameter (see `scan`), read
+        // by a plain `matmul`.
         if let Val::Known(w) = &b
             && w.dims.len() == 2
             && !matches!(a, Val::Known(_))
+            && !self.in_body
         {
             let (bias, add) = self.bias_after(n, w.dims[1]);
             let x = self.tensor(n, 0)?;

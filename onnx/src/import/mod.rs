@@ -9,7 +9,9 @@
 //! multi-head attention) become that layer, as a named instance (`layer fc1 =
 //! dense(32)`) whose weights take the instance's names; other ops become the language's
 //! plain ops. A value read more than once is bound to a name; the rest reads as pipe
-//! chains (`x |> fc1 |> relu |> fc2`).
+//! chains (`x |> fc1 |> relu |> fc2`). A `Scan` (Strata's own recurrent layers and
+//! cells) is the language's loop: its body, read by an importer of its own, a block,
+//! and the node a `scan(…)` call ([`scan`]).
 //!
 //! Layout changes are kept lazy ([`View`]): PyTorch's recurrent and attention exports
 //! move the batch to the second axis and back, which the language never needs to
@@ -22,7 +24,9 @@ mod attention;
 mod elementwise;
 mod known;
 mod layers;
+mod masked_gather;
 mod recurrent;
+mod scan;
 mod shapes;
 mod source;
 mod tensor;
@@ -30,7 +34,7 @@ mod tensor;
 use crate::proto::{DecodeError, decode_model, pb};
 use known::{Elems, norm_axis};
 pub use known::{Known, SymInt};
-use source::{Expr, ModelText, axes_arg, identifier};
+use source::{Expr, ModelText, axes_arg, identifier, number};
 use std::collections::HashMap;
 use strata_artifact::HostTensor;
 use tensor::{Attrs, read_tensor};
@@ -188,6 +192,10 @@ pub(super) enum Val {
     Attn(attention::AttnVal),
     /// An output of a recurrent node (see [`recurrent`]).
     Rec(recurrent::RecVal),
+    /// The carries a `Scan` stacks (see [`scan`]).
+    Scan(scan::ScanVal),
+    /// A part of a gather that guards its ids (see [`masked_gather`]).
+    Guard(masked_gather::Guard),
 }
 
 pub(super) struct Importer<'g> {
@@ -204,6 +212,13 @@ pub(super) struct Importer<'g> {
     /// The output projection (weight `[d, d]`, bias) of each attention subgraph.
     attention_out: HashMap<usize, (Known, Known)>,
     recurrent: Vec<recurrent::RecLayer>,
+    scans: Vec<scan::ScanLoop>,
+    /// Whether this graph is a `Scan`'s body, written as a block: a weight it reads is
+    /// a declared parameter of the block, and it runs no loop of its own.
+    in_body: bool,
+    /// The declared parameter each known tensor read as a model tensor became, by its
+    /// ONNX name: read twice, declared once.
+    declared: HashMap<String, Dyn>,
     /// Instance counters per layer kind, for names when the graph gives none.
     counters: HashMap<&'static str, usize>,
     /// The first input's name and whether it is float, for the train template.
@@ -236,6 +251,9 @@ impl<'g> Importer<'g> {
             attention: Vec::new(),
             attention_out: HashMap::new(),
             recurrent: Vec::new(),
+            scans: Vec::new(),
+            in_body: false,
+            declared: HashMap::new(),
             counters: HashMap::new(),
             first_input: None,
             first_output: None,
@@ -252,8 +270,27 @@ impl<'g> Importer<'g> {
             if self.vals.contains_key(&input.name) {
                 continue; // an initializer listed as an input too (IR < 4 style)
             }
+            if self.uses(&input.name) == 0 {
+                // Nothing is computed from it (Strata's export keeps `step` for a model
+                // that draws): the model file leaves it out.
+                continue;
+            }
             self.input(input).map_err(ImportError::Model)?;
         }
+        self.run_nodes()?;
+        if graph.output.is_empty() {
+            return Err(ImportError::Model("the graph has no outputs".into()));
+        }
+        for o in &graph.output {
+            self.output(&o.name)
+                .map_err(|e| ImportError::Model(format!("output `{}`: {e}", o.name)))?;
+        }
+        Ok(())
+    }
+
+    /// Every node of the graph, in order.
+    fn run_nodes(&mut self) -> Result<(), ImportError> {
+        let graph = self.graph;
         for (i, n) in graph.node.iter().enumerate() {
             if self.fused[i] {
                 continue;
@@ -267,13 +304,6 @@ impl<'g> Importer<'g> {
                 op: n.op_type.clone(),
                 what,
             })?;
-        }
-        if graph.output.is_empty() {
-            return Err(ImportError::Model("the graph has no outputs".into()));
-        }
-        for o in &graph.output {
-            self.output(&o.name)
-                .map_err(|e| ImportError::Model(format!("output `{}`: {e}", o.name)))?;
         }
         Ok(())
     }
@@ -336,12 +366,10 @@ impl<'g> Importer<'g> {
 
     fn output(&mut self, name: &str) -> R<()> {
         let d = match self.vals.get(name).cloned() {
-            Some(Val::Dyn(d)) => d,
-            Some(Val::Rec(r)) => self.rec_dyn(&r)?,
             Some(Val::Known(_)) | Some(Val::Fill { .. }) => {
                 return Err("is a constant; Strata's outputs are computed from the inputs".into());
             }
-            Some(Val::Attn(_)) => return Err("is inside an attention subgraph".into()),
+            Some(v) => self.model_tensor(v, name)?,
             None => return Err("is computed by no node".into()),
         };
         let shape = d.shape();
@@ -428,6 +456,7 @@ impl<'g> Importer<'g> {
                 Val::Dyn(d)
             }
             Val::Rec(r) if self.uses(name) > 1 => Val::Rec(r.shared()),
+            Val::Scan(s) if self.uses(name) > 1 => Val::Scan(s.shared()),
             v => v,
         };
         self.vals.insert(name.clone(), v);
@@ -473,24 +502,58 @@ impl<'g> Importer<'g> {
 
     /// Input `i` as a model tensor, whatever it is.
     fn tensor(&mut self, n: &pb::NodeProto, i: usize) -> R<Dyn> {
-        match self.need(n, i)? {
+        let v = self.need(n, i)?;
+        self.model_tensor(v, &n.input[i])
+    }
+
+    /// The value `v` (named `name` in the graph) as a model tensor.
+    fn model_tensor(&mut self, v: Val, name: &str) -> R<Dyn> {
+        match v {
             Val::Dyn(d) => Ok(d),
             Val::Rec(r) => self.rec_dyn(&r),
-            Val::Known(k) => self.constant_tensor(&k),
-            Val::Fill { .. } => Err(format!(
-                "input {i} is a constant filled to a shape that holds the batch, which Strata writes only as a recurrent layer's zero state"
-            )),
+            Val::Scan(s) => self.scan_dyn(&s),
+            Val::Known(k) => {
+                if let Some(d) = self.declared.get(name) {
+                    return Ok(d.clone());
+                }
+                let d = self.constant_tensor(&k)?;
+                self.declared.insert(name.to_string(), d.clone());
+                Ok(d)
+            }
+            Val::Fill { value, shape } => {
+                // Zeros (and a constant added) to a shape with the batch: a loop's first
+                // carry, padding.
+                let zeros = Expr::atom(format!("zeros([{}])", dims_text(&shape)?));
+                let expr = if value == 0.0 {
+                    zeros
+                } else {
+                    self.text
+                        .operator(format!("{} + {}", zeros.text, number(value)))
+                };
+                Ok(Dyn::new(expr, shape))
+            }
             Val::Attn(_) => Err(format!(
-                "input {i} is inside an attention subgraph that this op leaves unrecognized"
+                "`{name}` is inside an attention subgraph that this op leaves unrecognized"
             )),
+            Val::Guard(g) => Err(g.unfinished()),
         }
     }
 
     /// A known tensor used as a model tensor: a declared parameter, its value in the
     /// weights (an initializer is trainable like PyTorch's; a folded constant is not).
+    /// In a loop's body it is the block's parameter, named after the initializer without
+    /// its first part (`lstm0.weight_hh_l0` -> `weight_hh_l0`: the block's scope, after
+    /// that layer, stands for it).
     fn constant_tensor(&mut self, k: &Known) -> R<Dyn> {
         let values = k.as_f32()?;
-        let hint = k.origin.clone().unwrap_or_else(|| "constant".into());
+        let hint = match &k.origin {
+            Some(o) if self.in_body => o
+                .split_once('.')
+                .map_or(o.as_str(), |(_, rest)| rest)
+                .to_string(),
+            Some(o) => o.clone(),
+            None => "constant".into(),
+        };
         let name = self.text.take_name(&hint);
         let dims: Vec<String> = k.dims.iter().map(|d| d.to_string()).collect();
         let frozen = if k.origin.is_some() {
@@ -639,6 +702,7 @@ impl<'g> Importer<'g> {
                     ));
                 }
                 let v = match self.need(n, 0)? {
+                    Val::Guard(g) => self.guard_cast(&g, float)?,
                     Val::Known(k) => Val::Known(match (&k.elems, float) {
                         (Elems::F32(v), false) => Known {
                             elems: Elems::Int(v.iter().map(|&x| SymInt::fixed(x as i64)).collect()),
@@ -753,9 +817,30 @@ impl<'g> Importer<'g> {
             }
             "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" => self.reduce(n, a)?,
             "LSTM" | "GRU" | "RNN" => self.recurrent(n, a)?,
-            "Loop" | "Scan" | "If" => {
+            "Loop" | "Scan" | "If" if self.in_body => {
                 return Err(format!(
-                    "control flow (`{op}`) is not imported: export the model with its loops unrolled or as LSTM/GRU/RNN ops"
+                    "nested control flow (`{op}` inside a scan's body): the language's loop cells run no loop of their own"
+                ));
+            }
+            "Scan" => self.scan(n, a)?,
+            "Loop" | "If" => {
+                return Err(format!(
+                    "control flow (`{op}`) is not imported: export the model with its loops unrolled, as a `Scan`, or as LSTM/GRU/RNN ops"
+                ));
+            }
+            "Expand" => {
+                a.finish()?;
+                self.expand(n)?
+            }
+            "Less" | "LessOrEqual" | "Greater" | "GreaterOrEqual" | "And" | "Or" | "Not"
+            | "Where" => {
+                a.finish()?;
+                self.logical(n)?
+            }
+            "RandomUniform" | "RandomUniformLike" | "RandomNormal" | "RandomNormalLike"
+            | "Bernoulli" | "Multinomial" => {
+                return Err(format!(
+                    "a random draw: import reads graphs that compute the same numbers every run, and `{op}` draws from the runtime's generator, which Strata's (keyed by the seed and the step) does not reproduce; declare the noise as an input"
                 ));
             }
             _ => return Err(format!("Strata has no import for the op `{op}`")),
@@ -771,6 +856,8 @@ impl<'g> Importer<'g> {
             Val::Dyn(d) => d.shape(),
             Val::Attn(a) => a.shape.clone(),
             Val::Rec(r) => self.rec_shape(r),
+            Val::Scan(s) => self.scan_shape(s),
+            Val::Guard(g) => g.shape.clone(),
         }
     }
 }

@@ -6,7 +6,7 @@
 //! and attention values they follow the layout those subgraphs move through.
 
 use super::attention;
-use super::known::{Known, SymInt, check_perm, norm_axis};
+use super::known::{BinOp, Elems, Known, SymInt, broadcast, check_perm, norm_axis, numel};
 use super::source::{Expr, axes_arg};
 use super::tensor::Attrs;
 use super::{Dyn, Importer, R, Val, View, dims_show};
@@ -19,6 +19,12 @@ impl Importer<'_> {
         if let (Val::Known(table), Some(Val::Dyn(ids))) = (self.need(n, 0)?, self.input_val(n, 1)?)
         {
             return self.embedding(n, table, ids, axis);
+        }
+        if let Some(Val::Guard(ids)) = self.input_val(n, 1)? {
+            let table = self.known(n, 0, "the table of a guarded gather")?;
+            let v = self.guard_gather(n, table, &ids, axis)?;
+            self.set(n, 0, v);
+            return Ok(());
         }
         let idx = self.known(n, 1, "the indices")?;
         let idx_values = idx.as_i64s()?;
@@ -132,6 +138,24 @@ impl Importer<'_> {
             self.set(n, 0, out);
             return Ok(());
         }
+        if let Val::Guard(g) = &v {
+            let out = self
+                .guard_unsqueeze(g, &target)
+                .ok_or_else(|| g.unfinished())?;
+            self.set(n, 0, out);
+            return Ok(());
+        }
+        if let Val::Fill { value, .. } = v {
+            self.set(
+                n,
+                0,
+                Val::Fill {
+                    value,
+                    shape: target,
+                },
+            );
+            return Ok(());
+        }
         if let Val::Known(k) = v {
             let dims = target
                 .iter()
@@ -164,13 +188,31 @@ impl Importer<'_> {
             self.set(n, 0, Val::Known(k));
             return Ok(());
         }
+        if let Some(joined) = self.scan_concat(&vals, axis)? {
+            self.set(n, 0, joined);
+            return Ok(());
+        }
         let mut parts = Vec::new();
         for i in 0..n.input.len() {
-            let d = self.tensor(n, i)?;
-            parts.push(self.plain(d)?);
+            parts.push(self.tensor(n, i)?);
         }
-        let rank = parts[0].actual.len();
+        let rank = parts[0].shape().len();
         let axis = norm_axis(axis, rank)?;
+        // Tensors transposed alike join along the axis the transpose moved, and stay
+        // transposed (a bidirectional layer's two time-major directions).
+        let view = match &parts[0].view {
+            View::Perm(p) if parts.iter().all(|d| d.view == parts[0].view) => View::Perm(p.clone()),
+            _ => View::Same,
+        };
+        let axis = match &view {
+            View::Perm(p) => p[axis],
+            _ => {
+                for d in &mut parts {
+                    *d = self.plain(d.clone())?;
+                }
+                axis
+            }
+        };
         let mut shape = parts[0].actual.clone();
         let mut total = SymInt::fixed(0);
         for p in &parts {
@@ -190,6 +232,7 @@ impl Importer<'_> {
             0,
             Val::Dyn(Dyn {
                 float,
+                view,
                 ..Dyn::new(e, shape)
             }),
         );
@@ -244,6 +287,12 @@ impl Importer<'_> {
             };
             cuts.push((ax, s, e, step, dim));
         }
+        if let Val::Scan(sv) = &v
+            && let Some(out) = self.scan_slice(sv, &cuts)?
+        {
+            self.set(n, 0, out);
+            return Ok(());
+        }
         match v {
             Val::Fill { value, mut shape } => {
                 for (ax, s, e, step, _) in cuts {
@@ -263,9 +312,18 @@ impl Importer<'_> {
                 self.set(n, 0, Val::Known(k));
             }
             _ => {
+                // A transposed tensor is sliced along the axis the transpose moved, and
+                // stays transposed (an LSTM's hidden half of its time-major carries).
                 let d = self.tensor(n, 0)?;
-                let mut d = self.plain(d)?;
+                let mut d = match d.view {
+                    View::Perm(_) | View::Same => d,
+                    View::Reshape(_) => self.plain(d)?,
+                };
                 for (ax, s, e, step, dim) in cuts {
+                    let ax = match &d.view {
+                        View::Perm(p) => p[ax],
+                        _ => ax,
+                    };
                     if step != 1 {
                         return Err("a slice with a step other than 1".into());
                     }
@@ -328,6 +386,10 @@ impl Importer<'_> {
         if let Val::Attn(a) = &v {
             let out = self.attention_reshape(a, out)?;
             self.set(n, 0, out);
+            return Ok(());
+        }
+        if let Val::Fill { value, .. } = v {
+            self.set(n, 0, Val::Fill { value, shape: out });
             return Ok(());
         }
         if let Val::Known(k) = v {
@@ -463,10 +525,22 @@ impl Importer<'_> {
 
     /// Rows of a weight table picked by the model's integer ids: `embedding`.
     fn embedding(&mut self, n: &pb::NodeProto, table: Known, ids: Dyn, axis: i64) -> R<()> {
+        if axis != 0 {
+            return Err(
+                "a gather by model values other than rows of a table by integer ids".into(),
+            );
+        }
+        let rows = self.embedding_of(n, table, ids)?;
+        self.set(n, 0, Val::Dyn(rows));
+        Ok(())
+    }
+
+    /// The `embedding` layer of `table` applied to `ids`.
+    pub(super) fn embedding_of(&mut self, n: &pb::NodeProto, table: Known, ids: Dyn) -> R<Dyn> {
         let [vocab, dim] = table.dims[..] else {
             return Err(format!("rows of a table of shape {:?}", table.dims));
         };
-        if axis != 0 || ids.float {
+        if ids.float {
             return Err(
                 "a gather by model values other than rows of a table by integer ids".into(),
             );
@@ -480,16 +554,72 @@ impl Importer<'_> {
         let mut actual = ids.actual.clone();
         actual.push(SymInt::fixed(dim as i64));
         let expr = self.text.pipe(ids.expr.clone(), &name);
-        self.set(
-            n,
-            0,
-            Val::Dyn(Dyn {
-                expr,
-                actual,
-                view: View::Same,
-                float: true,
-            }),
-        );
+        Ok(Dyn {
+            expr,
+            actual,
+            view: View::Same,
+            float: true,
+        })
+    }
+
+    /// `Expand`: a known tensor of one value stretched to a shape that holds the batch
+    /// is a fill (a loop's zero state, padding); a model tensor stretched is itself plus
+    /// zeros of the shape, as the language broadcasts.
+    pub(super) fn expand(&mut self, n: &pb::NodeProto) -> R<()> {
+        let target = self.known(n, 1, "the shape")?.as_ints()?.to_vec();
+        let v = self.need(n, 0)?;
+        let shape = self.shape_of(&v);
+        // ONNX's Expand broadcasts both ways: a 1 in the target keeps the input's extent.
+        let out = broadcast(&shape, &target)?;
+        let concrete: Option<Vec<usize>> = out
+            .iter()
+            .map(|s| s.concrete().and_then(|d| usize::try_from(d).ok()))
+            .collect();
+        let v = match (v, concrete) {
+            (Val::Known(k), Some(dims)) => {
+                let zeros = match &k.elems {
+                    Elems::F32(_) => Known::f32(dims.clone(), vec![0.0; numel(&dims)?]),
+                    Elems::Int(_) => {
+                        Known::ints(dims.clone(), vec![SymInt::fixed(0); numel(&dims)?])
+                    }
+                };
+                Val::Known(k.binary(&zeros, BinOp::Add)?)
+            }
+            (Val::Known(k), None) => {
+                let values = k.as_f32()?;
+                match values.first() {
+                    Some(&x) if values.iter().all(|&y| y.to_bits() == x.to_bits()) => Val::Fill {
+                        value: x,
+                        shape: out,
+                    },
+                    _ => {
+                        return Err(
+                            "a tensor of several values stretched to a shape with the batch: Strata stretches a model tensor, or one value"
+                                .into(),
+                        );
+                    }
+                }
+            }
+            (Val::Fill { value, .. }, _) => Val::Fill { value, shape: out },
+            _ => {
+                let d = self.tensor(n, 0)?;
+                if out == shape {
+                    Val::Dyn(d)
+                } else {
+                    let d = self.plain(d)?;
+                    let zeros = format!("zeros([{}])", super::dims_text(&out)?);
+                    let expr = self
+                        .text
+                        .operator(format!("{} + {zeros}", d.expr.operand()));
+                    Val::Dyn(Dyn {
+                        expr,
+                        actual: out,
+                        ..d
+                    })
+                }
+            }
+        };
+        self.set(n, 0, v);
         Ok(())
     }
 }

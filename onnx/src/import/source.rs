@@ -53,6 +53,8 @@ impl Expr {
 #[derive(Default)]
 pub struct ModelText {
     pub header: Vec<String>,
+    /// Blocks the model calls (a loop's cell), each whole, before the model.
+    pub blocks: Vec<String>,
     pub inputs: Vec<String>,
     pub layers: Vec<String>,
     pub params: Vec<String>,
@@ -112,6 +114,16 @@ impl ModelText {
         name
     }
 
+    /// Whether `name` is taken in this scope or cannot be a name at all.
+    pub fn unavailable(&self, name: &str) -> bool {
+        self.taken.contains(name) || reserved(name)
+    }
+
+    /// Takes `name` as it is (the caller checked [`ModelText::unavailable`]).
+    pub fn reserve(&mut self, name: &str) {
+        self.taken.insert(name.to_string());
+    }
+
     /// `hN = expr`, returning the name.
     pub fn bind(&mut self, e: Expr) -> Expr {
         if e.form == Form::Atom && !e.text.contains('(') {
@@ -127,6 +139,26 @@ impl ModelText {
         };
         self.body.push(format!("    {name} = {}", e.text));
         Expr::atom(name)
+    }
+
+    /// `e` with the binding that named it undone, when it is the last one written (a
+    /// block's result read by nothing else is returned as it is).
+    pub fn unbind_last(&mut self, e: Expr) -> Expr {
+        let bound = self
+            .body
+            .last()
+            .and_then(|l| l.strip_prefix(&format!("    {} = ", e.text)))
+            .map(str::to_string);
+        match bound {
+            Some(text) => {
+                self.body.pop();
+                Expr {
+                    text,
+                    form: Form::Operator,
+                }
+            }
+            None => e,
+        }
     }
 
     /// `x |> stage`, binding `x` first when its chain is long.
@@ -149,10 +181,28 @@ impl ModelText {
         }
     }
 
+    /// This text as a block: `block NAME(args) { … return ret }`, its layers, parameters
+    /// and bindings in the order a model's are written.
+    pub fn render_block(&self, name: &str, args: &[String], ret: &Expr) -> String {
+        let mut out = format!("block {name}({}) {{\n", args.join(", "));
+        for part in [&self.layers, &self.params, &self.body] {
+            for l in part {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out.push_str(&format!("    return {}\n}}\n", ret.text));
+        out
+    }
+
     pub fn render(&self, model: &str) -> String {
         let mut out = String::new();
         for l in &self.header {
             out.push_str(l);
+            out.push('\n');
+        }
+        for b in &self.blocks {
+            out.push_str(b);
             out.push('\n');
         }
         out.push_str(&format!("model {model} {{\n"));

@@ -183,6 +183,13 @@ impl<'n> Attrs<'n> {
             .and_then(|a| a.t.as_ref()))
     }
 
+    /// A subgraph attribute (a `Scan`'s body).
+    pub fn graph(&mut self, name: &'n str) -> Result<Option<&'n pb::GraphProto>, String> {
+        Ok(self
+            .typed(name, AttributeType::Graph)?
+            .and_then(|a| a.g.as_ref()))
+    }
+
     /// Every attribute the node has was read.
     pub fn finish(self) -> Result<(), String> {
         match self
