@@ -40,9 +40,10 @@ impl JitCode {
     /// Generates the CPU code of `kernels` (one function per part, see
     /// [`Kernel::function_names`]) and compiles it for this host.
     pub fn from_kernels(kernels: &[Kernel]) -> Result<JitCode, JitError> {
+        // The emitter verifies every function it generates.
         let funcs = strata_kernels::cpu::emit_functions(kernels)
             .map_err(|e| JitError(format!("generating the CPU code: {e}")))?;
-        JitCode::compile_functions(funcs)
+        JitCode::compile_verified(funcs)
     }
 
     /// Parses CLIF text holding one or more functions and compiles them for this host.
@@ -52,8 +53,21 @@ impl JitCode {
         JitCode::compile_functions(funcs)
     }
 
-    /// Compiles Cranelift functions (named by testcase names) for this host.
+    /// Compiles Cranelift functions (named by testcase names) for this host, after
+    /// checking each one with Cranelift's verifier (the compile itself does not: see
+    /// [`host_isa`]).
     pub fn compile_functions(funcs: Vec<Function>) -> Result<JitCode, JitError> {
+        let flags = settings::Flags::new(settings::builder());
+        for func in &funcs {
+            let name = kernel_name(func)?;
+            cranelift_codegen::verify_function(func, &flags)
+                .map_err(|e| JitError(format!("function `{name}` does not compile: {e}")))?;
+        }
+        JitCode::compile_verified(funcs)
+    }
+
+    /// [`JitCode::compile_functions`] on functions the emitter has verified.
+    fn compile_verified(funcs: Vec<Function>) -> Result<JitCode, JitError> {
         // Built first, so that its memory is freed if anything below fails.
         let mut code = JitCode {
             module: ManuallyDrop::new(JITModule::new(JITBuilder::with_isa(
@@ -119,6 +133,11 @@ pub(super) fn host_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa, JitEr
     let mut flags = settings::builder();
     for (name, value) in [
         ("opt_level", OPT_LEVEL),
+        // Every function is verified once before it gets here (the emitter verifies
+        // what it generates, `JitCode::compile_functions` anything else); the compile
+        // verifying it again, before and after its passes, was 10% of a deep model's
+        // `strata build`.
+        ("enable_verifier", "false"),
         // cranelift-jit needs non-PIC code and absolute libcalls.
         ("is_pic", "false"),
         ("use_colocated_libcalls", "false"),
