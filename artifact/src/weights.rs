@@ -137,6 +137,43 @@ pub fn tensor_from_le_bytes(dtype: ScalarType, shape: Vec<u64>, bytes: &[u8]) ->
     HostTensor { shape, data }
 }
 
+/// A safetensors file read tensor by tensor: its header is parsed once, and a tensor is
+/// decoded only when asked for (an export reads the parameters, not the optimizer's
+/// state beside them).
+pub struct WeightsReader<'a> {
+    file: SafeTensors<'a>,
+}
+
+impl<'a> WeightsReader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Result<Self, WeightsError> {
+        let file = SafeTensors::deserialize(bytes).map_err(WeightsError::NotSafetensors)?;
+        Ok(WeightsReader { file })
+    }
+
+    /// The tensor named `key`, None when the file has none; fails on a dtype other than
+    /// `F32` and `I32`.
+    pub fn get(&self, key: &str) -> Result<Option<HostTensor>, WeightsError> {
+        let Ok(view) = self.file.tensor(key) else {
+            return Ok(None);
+        };
+        if !matches!(view.dtype(), Dtype::F32 | Dtype::I32) {
+            return Err(WeightsError::Dtype {
+                key: key.to_string(),
+                expected: "F32 or I32".into(),
+                found: format!("{:?}", view.dtype()),
+            });
+        }
+        Ok(Some(to_host_tensor(&view)))
+    }
+}
+
+/// The names of the tensors in a safetensors file, from its header alone (no value is
+/// read or copied).
+pub fn weight_names(bytes: &[u8]) -> Result<Vec<String>, WeightsError> {
+    let file = SafeTensors::deserialize(bytes).map_err(WeightsError::NotSafetensors)?;
+    Ok(file.names().into_iter().map(str::to_string).collect())
+}
+
 /// Every tensor of a safetensors file as a host tensor, sorted by key; fails
 /// on a dtype other than `F32` and `I32`.
 pub fn read_weights(bytes: &[u8]) -> Result<Vec<(String, HostTensor)>, WeightsError> {

@@ -19,6 +19,7 @@ use conv::{ConvMatch, find_convolutions};
 use conv_transpose::{ConvTransposeMatch, find_conv_transposes};
 use pb::tensor_proto::DataType;
 use std::collections::{HashMap, HashSet};
+use strata_artifact::weights::WeightsReader;
 use strata_artifact::{HostTensor, TensorData};
 use strata_compiler::ir::print::location;
 use strata_compiler::ir::scan::Scan;
@@ -72,10 +73,10 @@ pub fn export_infer(
     weights: &[u8],
     options: &ExportOptions,
 ) -> Result<pb::ModelProto, ExportError> {
-    let tensors: HashMap<String, HostTensor> = strata_artifact::weights::read_weights(weights)
-        .map_err(|e| ExportError::Weights(e.to_string()))?
-        .into_iter()
-        .collect();
+    // Each parameter is decoded when the graph reads it: decoding the whole file first
+    // held an Adam-trained model's weights three times over (a 1,024-block model's
+    // build peaked on it).
+    let tensors = WeightsReader::new(weights).map_err(|e| ExportError::Weights(e.to_string()))?;
     let mut writer = Writer {
         source: options.source.as_ref(),
         layer_patterns: !options.no_layer_patterns,
@@ -188,7 +189,7 @@ struct Writer<'a> {
     source: Option<&'a SourceFile>,
     /// Whether chains of ops that make a layer ONNX has are written as that op.
     layer_patterns: bool,
-    tensors: &'a HashMap<String, HostTensor>,
+    tensors: &'a WeightsReader<'a>,
     /// Where the batch size comes from: the first input with a batch dimension, and the
     /// axis it is on.
     batch: Option<(String, usize)>,
@@ -471,11 +472,15 @@ impl Writer<'_> {
                 if out.is_body {
                     return Err(unsupported("a scan body holds no parameters"));
                 }
-                let tensor = self.tensors.get(path).ok_or_else(|| ExportError::Weight {
-                    name: path.clone(),
-                    at: at.clone(),
-                    reason: "the weights have no tensor of this name".into(),
-                })?;
+                let tensor = self
+                    .tensors
+                    .get(path)
+                    .map_err(|e| ExportError::Weights(e.to_string()))?
+                    .ok_or_else(|| ExportError::Weight {
+                        name: path.clone(),
+                        at: at.clone(),
+                        reason: "the weights have no tensor of this name".into(),
+                    })?;
                 let want: Vec<u64> = n.ty.shape.dims().iter().filter_map(|d| d.fixed()).collect();
                 let weight = |reason| ExportError::Weight {
                     name: path.clone(),
@@ -486,7 +491,7 @@ impl Writer<'_> {
                     return Err(weight(format!("the model declares {}", n.ty)));
                 }
                 let data_type = elem_type(n.ty.dtype) as i32;
-                let proto = parameter_tensor(path, &want, data_type, tensor).map_err(weight)?;
+                let proto = parameter_tensor(path, &want, data_type, &tensor).map_err(weight)?;
                 out.initializers.push(proto);
                 return Ok(path.clone());
             }

@@ -13,7 +13,7 @@
 use crate::export::{ExportError, parameter_tensor};
 use crate::proto::pb;
 use pb::tensor_proto::DataLocation;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use strata_artifact::HostTensor;
 
 /// Where a template's parameter says its values are (ONNX's external data `location`).
@@ -41,8 +41,11 @@ impl ExportTemplate {
     /// `model` (as [`export_infer`](crate::export_infer) wrote it with `weights`)
     /// without the values of the initializers `weights` holds.
     pub fn new(mut model: pb::ModelProto, weights: &[u8], model_file: &str) -> Self {
-        let names: Vec<String> = strata_artifact::weights::read_weights(weights)
-            .map(|ts| ts.into_iter().map(|(name, _)| name).collect())
+        // The names only: decoding every tensor (the optimizer's state too) to learn
+        // them was a deep model's build's peak memory, and a list searched per
+        // initializer its quadratic time.
+        let names: HashSet<String> = strata_artifact::weights::weight_names(weights)
+            .map(|names| names.into_iter().collect())
             .unwrap_or_default();
         if let Some(graph) = model.graph.as_mut() {
             for t in &mut graph.initializer {
