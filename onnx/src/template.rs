@@ -13,8 +13,8 @@
 use crate::export::{ExportError, parameter_tensor};
 use crate::proto::pb;
 use pb::tensor_proto::DataLocation;
-use std::collections::{HashMap, HashSet};
-use strata_artifact::HostTensor;
+use std::collections::HashSet;
+use strata_artifact::weights::WeightsReader;
 
 /// Where a template's parameter says its values are (ONNX's external data `location`).
 const WEIGHTS_LOCATION: &str = "strata weights";
@@ -87,10 +87,9 @@ impl ExportTemplate {
     /// The exported model with every parameter's values from `weights` (a safetensors
     /// file of at least the parameters), checked against the shape and type exported.
     pub fn fill(&self, weights: &[u8], doc: &str) -> Result<pb::ModelProto, ExportError> {
-        let tensors: HashMap<String, HostTensor> = strata_artifact::weights::read_weights(weights)
-            .map_err(|e| ExportError::Weights(e.to_string()))?
-            .into_iter()
-            .collect();
+        // Decoded one parameter at a time: a checkpoint also holds the optimizer's state.
+        let tensors =
+            WeightsReader::new(weights).map_err(|e| ExportError::Weights(e.to_string()))?;
         let mut model = self.model.clone();
         model.doc_string = doc.to_string();
         let graph = model
@@ -102,13 +101,16 @@ impl ExportTemplate {
                 continue;
             }
             let name = t.name.clone();
-            let tensor = tensors.get(&name).ok_or_else(|| ExportError::Weight {
-                name: name.clone(),
-                at: "the exported model".into(),
-                reason: "the weights have no tensor of this name".into(),
-            })?;
+            let tensor = tensors
+                .get(&name)
+                .map_err(|e| ExportError::Weights(e.to_string()))?
+                .ok_or_else(|| ExportError::Weight {
+                    name: name.clone(),
+                    at: "the exported model".into(),
+                    reason: "the weights have no tensor of this name".into(),
+                })?;
             let dims: Vec<u64> = t.dims.iter().map(|&d| d as u64).collect();
-            *t = parameter_tensor(&name, &dims, t.data_type, tensor).map_err(|reason| {
+            *t = parameter_tensor(&name, &dims, t.data_type, &tensor).map_err(|reason| {
                 ExportError::Weight {
                     name,
                     at: "the exported model".into(),
