@@ -16,11 +16,13 @@
 //! still see the values the device trained.
 //!
 //! A [`Session`] owns everything a run touches. Building one validates the artifact
-//! (again: an artifact built in memory may not have been), generates its CPU code from
-//! the kernel IR and JIT-compiles it once, and copies the initial weights into owned
-//! storage. [`Session::run`] then checks the inputs against the entry, sizes the arena
-//! and the I/O block for their batch, copies them into the I/O block, launches the
-//! entry's kernels in order and copies the outputs out of it.
+//! (again: an artifact built in memory may not have been) and checks its weights against
+//! the manifest; an entry's CPU code is generated from the kernel IR and JIT-compiled
+//! when the entry first runs (or mapped, for an executable carrying machine code), and a
+//! persistent buffer's initial value is copied into owned storage when first needed
+//! (`host_buffers.rs`). [`Session::run`] then checks the inputs against the entry,
+//! sizes the arena and the I/O block for their batch, copies them into the I/O block,
+//! launches the entry's kernels in order and copies the outputs out of it.
 //!
 //! # Safety argument
 //! Kernels get raw pointers. Validation guarantees that every launch binds, per kernel

@@ -55,7 +55,7 @@ impl JitCode {
 
     /// Compiles Cranelift functions (named by testcase names) for this host, after
     /// checking each one with Cranelift's verifier (the compile itself does not: see
-    /// [`host_isa`]).
+    /// `host_isa`).
     pub fn compile_functions(funcs: Vec<Function>) -> Result<JitCode, JitError> {
         let flags = settings::Flags::new(settings::builder());
         for func in &funcs {
