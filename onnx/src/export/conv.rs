@@ -204,7 +204,7 @@ fn sequence_of(
 }
 
 /// Whether `v` is a constant zero stretched to a shape (written-out padding).
-fn is_zeros(graph: &Graph, v: ValueId) -> bool {
+pub(super) fn is_zeros(graph: &Graph, v: ValueId) -> bool {
     matches!(graph.node(v).op, Op::Broadcast { .. })
         && graph
             .operands(v)

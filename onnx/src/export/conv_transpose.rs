@@ -14,7 +14,7 @@
 //! on an axis is `(full ++ zeros(e))[s .. s + len]`, which is `output_padding = e`, `pads =
 //! (s, full + e - s - len)`. The chain is followed as long as it keeps that form.
 
-use super::conv::only_user;
+use super::conv::{is_zeros, only_user};
 use strata_compiler::ir::{BinaryOp, Dim, Graph, Op, ValueId};
 
 /// One transposed convolution found in the graph.
@@ -71,17 +71,6 @@ struct AxisCrop {
 impl AxisCrop {
     fn reaches_end(&self) -> bool {
         self.start + self.len == self.full + self.extension
-    }
-}
-
-/// Whether `v` is zeros: a broadcast constant 0.
-fn is_zeros(graph: &Graph, v: ValueId) -> bool {
-    match graph.node(v).op {
-        Op::Broadcast { .. } => graph
-            .operands(v)
-            .first()
-            .is_some_and(|&c| matches!(graph.node(c).op, Op::Const { value } if value == 0.0)),
-        _ => false,
     }
 }
 

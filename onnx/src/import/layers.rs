@@ -348,18 +348,8 @@ impl Importer<'_> {
             call.push_str(", bias = false");
         }
         call.push(')');
-        let name = self.instance_name(n, Some(&w), if spatial == 2 { "conv2d" } else { "conv1d" });
-        self.declare(&name, call);
-        self.add_weight(&format!("{name}.weight"), &w.dims, w.as_f32()?)?;
-        if let Some(b) = bias {
-            if b.elems.len() != out_c {
-                return Err("a bias of another length than the output channels".into());
-            }
-            self.add_weight(&format!("{name}.bias"), &[out_c], b.as_f32()?)?;
-        }
-        let y = self.apply(x, &name, actual);
-        self.set(n, 0, Val::Dyn(y));
-        Ok(())
+        let kind = if spatial == 2 { "conv2d" } else { "conv1d" };
+        self.convolution_layer(n, kind, call, &w, bias.as_ref(), out_c, x, actual)
     }
 
     /// `ConvTranspose` (2-D, one group) as `conv_transpose2d`: the kernel `[C, O, kh,
@@ -480,7 +470,33 @@ impl Importer<'_> {
             call.push_str(", bias = false");
         }
         call.push(')');
-        let name = self.instance_name(n, Some(&w), "conv_transpose2d");
+        self.convolution_layer(
+            n,
+            "conv_transpose2d",
+            call,
+            &w,
+            bias.as_ref(),
+            out_c,
+            x,
+            actual,
+        )
+    }
+
+    /// A convolution layer's instance (`call` is its text): declared, its kernel `w` and
+    /// optional bias (`out_c` values) as its weights, and applied to `x`.
+    #[allow(clippy::too_many_arguments)]
+    fn convolution_layer(
+        &mut self,
+        n: &pb::NodeProto,
+        kind: &'static str,
+        call: String,
+        w: &Known,
+        bias: Option<&Known>,
+        out_c: usize,
+        x: Dyn,
+        actual: Vec<SymInt>,
+    ) -> R<()> {
+        let name = self.instance_name(n, Some(w), kind);
         self.declare(&name, call);
         self.add_weight(&format!("{name}.weight"), &w.dims, w.as_f32()?)?;
         if let Some(b) = bias {
