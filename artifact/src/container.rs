@@ -13,7 +13,7 @@
 //! 60          M     manifest, JSON (UTF-8)
 //! 60+M        C     CLIF text (UTF-8; empty in a built executable)
 //! 60+M+C      G     WGSL text (UTF-8)
-//! 60+M+C+G    W     weights, a safetensors file
+//! 60+M+C+G    W     weights, a safetensors file (optimizer state at zero left out)
 //! 60+M+C+G+W  N     machine code (crate::machine_code)
 //! …+N         X     `infer` as ONNX without its parameters' values (protobuf)
 //! …+X         4     CRC-32 (IEEE) of every byte before it, u32 LE

@@ -9,7 +9,10 @@
 //!   to raw features as `(x - offset) / scale`, written once by the training driver and
 //!   never trained;
 //! - optimizer state ([`OPTIMIZER_PREFIX`]: Adam's moments, momentum), which only the
-//!   training entries read.
+//!   training entries read. It starts at zero, and a weights file may leave it out: an
+//!   optimizer-state buffer a file does not hold is zero ([`starts_at_zero`]). So an
+//!   artifact stores no fresh optimizer state (two thirds of an Adam-trained model's
+//!   initial weights were zeros), and a checkpoint stores what training made of it.
 
 /// The prefix of optimizer-state keys (`optim.m.dense1.weight`).
 pub const OPTIMIZER_PREFIX: &str = "optim.";
@@ -22,6 +25,12 @@ pub const NORMALIZE_SCALE: &str = "normalize.scale";
 
 /// The prefix the normalization's keys share (no parameter of a model may start with it).
 pub const NORMALIZE_PREFIX: &str = "normalize.";
+
+/// Whether the buffer stored under `key` is zero when a weights file leaves it out
+/// (optimizer state); every other key must be in the file.
+pub fn starts_at_zero(key: &str) -> bool {
+    WeightKind::of(key) == WeightKind::OptimizerState
+}
 
 /// The kind of a persistent buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

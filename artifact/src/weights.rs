@@ -41,7 +41,8 @@ pub fn fixed_shape(shape: &[Dim]) -> Option<Vec<u64>> {
 }
 
 /// Checks `bytes` against the persistent buffers of `manifest` and returns, for each
-/// persistent buffer in order, a view of its tensor.
+/// persistent buffer in order that the file holds, a view of its tensor. Only optimizer
+/// state may be left out: it is then zero ([`crate::weight_keys::starts_at_zero`]).
 pub fn match_weights<'a>(
     manifest: &Manifest,
     bytes: &'a [u8],
@@ -53,6 +54,7 @@ pub fn match_weights<'a>(
 
     let missing: Vec<String> = expected
         .difference(&present)
+        .filter(|k| !crate::weight_keys::starts_at_zero(k))
         .map(|k| k.to_string())
         .collect();
     if !missing.is_empty() {
@@ -74,6 +76,10 @@ pub fn match_weights<'a>(
         let Some(info) = manifest.buffers.get(id) else {
             continue;
         };
+        if !present.contains(key) {
+            // Left out: starts at zero (checked above).
+            continue;
+        }
         let view = file.tensor(key).map_err(|_| WeightsError::Missing {
             keys: vec![key.to_string()],
         })?;
@@ -104,6 +110,23 @@ pub fn match_weights<'a>(
         views.push((id, view));
     }
     Ok(views)
+}
+
+/// The persistent buffers of `manifest` that a file's `views` (from [`match_weights`])
+/// leave out, with their dtype and shape: optimizer state, which then starts at zero.
+pub fn left_out(
+    manifest: &Manifest,
+    views: &[(BufferId, TensorView<'_>)],
+) -> Vec<(BufferId, ScalarType, Vec<u64>)> {
+    let held: BTreeSet<BufferId> = views.iter().map(|(id, _)| *id).collect();
+    persistent_buffers(manifest)
+        .into_iter()
+        .filter(|(id, _)| !held.contains(id))
+        .filter_map(|(id, _)| {
+            let info = manifest.buffers.get(id)?;
+            Some((id, info.dtype, fixed_shape(&info.shape)?))
+        })
+        .collect()
 }
 
 /// Copies a (checked) tensor view into a host tensor.

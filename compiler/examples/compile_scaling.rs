@@ -20,7 +20,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 use strata_compiler::driver::{CompileOptions, compile};
 use strata_compiler::elaborate::ElaborateOptions;
-use strata_compiler::plan::stats::entry_stats;
+use strata_compiler::plan::stats::{entry_stats, unfused_figures};
 use strata_compiler::source::SourceFile;
 
 /// The model file of a residual MLP with `depth` blocks of width 64.
@@ -110,9 +110,13 @@ fn measure(depth: usize) -> Result<(), String> {
         &compiled.optimized,
         &compiled.lowered,
         &compiled.plan,
-    )?];
+        unfused_figures(&compiled.optimized)?,
+    )];
     for e in &compiled.training {
-        stats.push(entry_stats(&e.name, 0, &e.graph, &e.lowered, &e.plan)?);
+        let unfused = unfused_figures(&e.graph)?;
+        stats.push(entry_stats(
+            &e.name, 0, &e.graph, &e.lowered, &e.plan, unfused,
+        ));
     }
     let stats_time = stats_started.elapsed();
     let stats_cpu = cpu_time().unwrap_or_default().saturating_sub(build_cpu);

@@ -6,9 +6,11 @@ use crate::artifact::{EntryBuild, build_artifact};
 use crate::elaborate::{ElaborateOptions, elaborate};
 use crate::ir::Graph;
 use crate::lower::{Lowered, lower};
+use crate::plan::stats::{EntryStats, UnfusedFigures, entry_stats, unfused_figures};
 use crate::plan::{MemoryPlan, check_plan, plan_memory};
 use crate::source::{Diagnostic, SourceFile};
 use crate::syntax::parse;
+use rayon::prelude::*;
 use strata_artifact::Artifact;
 pub use strata_artifact::Backend;
 use strata_artifact::train_config::TrainConfig;
@@ -39,6 +41,10 @@ pub struct CompileOptions {
     /// Add the `explain` entry: the gradients of the outputs with respect to the inputs,
     /// weighted by seeds fed at run time ([`crate::explain`]).
     pub explain: bool,
+    /// Also lower each entry one kernel per op, beside its fused lowering, and keep that
+    /// program's figures ([`CompiledEntry::unfused`]): what `strata ir --stats` compares
+    /// the fused program with.
+    pub unfused_figures: bool,
 }
 
 /// Why compilation stopped.
@@ -77,12 +83,22 @@ impl StageTimes {
     fn time<T>(&mut self, stage: &'static str, f: impl FnOnce() -> T) -> T {
         let started = std::time::Instant::now();
         let value = f();
-        let elapsed = started.elapsed();
+        self.add_one(stage, started.elapsed());
+        value
+    }
+
+    /// Adds `other`'s times to this one's, stage by stage.
+    fn add(&mut self, other: &StageTimes) {
+        for &(stage, elapsed) in &other.0 {
+            self.add_one(stage, elapsed);
+        }
+    }
+
+    fn add_one(&mut self, stage: &'static str, elapsed: std::time::Duration) {
         match self.0.iter_mut().find(|(s, _)| *s == stage) {
             Some((_, total)) => *total += elapsed,
             None => self.0.push((stage, elapsed)),
         }
-        value
     }
 
     pub fn total(&self) -> std::time::Duration {
@@ -98,6 +114,63 @@ pub struct CompiledEntry {
     pub graph: Graph,
     pub lowered: Lowered,
     pub plan: MemoryPlan,
+    /// The graph lowered one kernel per op, summed (with
+    /// [`CompileOptions::unfused_figures`]).
+    pub unfused: Option<UnfusedFigures>,
+}
+
+/// Every stage of one compilation up to the memory plans: what `strata ir` prints. No
+/// machine code, CLIF text or artifact is made ([`compile`] goes on to those).
+pub struct Stages {
+    /// The graph as elaborated (the `typed` stage); with a train section it also holds
+    /// the label input and the loss.
+    pub typed: Graph,
+    /// The `infer` entry.
+    pub infer: CompiledEntry,
+    /// `train_step` and `eval`, when the model has a train section.
+    pub training: Vec<CompiledEntry>,
+    pub train_config: Option<TrainConfig>,
+    /// How long each stage took.
+    pub times: StageTimes,
+}
+
+impl Stages {
+    /// Every entry, `infer` first.
+    pub fn entries(&self) -> impl Iterator<Item = &CompiledEntry> {
+        std::iter::once(&self.infer).chain(&self.training)
+    }
+
+    /// Every entry's figures (`strata ir --stats`), `infer` first. The unfused figures
+    /// are the ones compiled beside the entries, else computed here.
+    pub fn stats(&self) -> Result<Vec<EntryStats>, String> {
+        self.entries()
+            .map(|e| {
+                let unfused = match e.unfused {
+                    Some(figures) => figures,
+                    None => unfused_figures(&e.graph)?,
+                };
+                Ok(entry_stats(
+                    &e.name,
+                    e.unsimplified.len(),
+                    &e.graph,
+                    &e.lowered,
+                    &e.plan,
+                    unfused,
+                ))
+            })
+            .collect()
+    }
+
+    /// The CLIF of every entry's kernels, in order: one function per kernel part, so the
+    /// entries' texts one after the other are the whole program's (joined at their exact
+    /// size: the text is a good part of a deep model's memory).
+    pub fn clif(&self) -> Result<String, CompileError> {
+        self.entries()
+            .map(|e| strata_kernels::cpu::emit_clif(&e.lowered.kernels))
+            .collect::<Result<Vec<String>, _>>()
+            .map(|texts| texts.concat())
+            .map_err(|e| CompileError::Internal(e.to_string()))
+    }
 }
 
 /// Every stage of one compilation.
@@ -223,9 +296,42 @@ fn compile_entry(
             crate::passes::run_pipeline(&mut graph, |_, _| {})
         })
         .map_err(CompileError::Internal)?;
+    // The unfused figures need only the graph: summed on another thread meanwhile. (Not
+    // joined without them: a join from outside the thread pool moves the work onto it.)
+    let (lowered_and_plan, unfused) = match options.unfused_figures {
+        true => rayon::join(
+            || lower_and_plan(name, &graph, prefix, options, times),
+            || unfused_figures(&graph).map(Some),
+        ),
+        false => (
+            lower_and_plan(name, &graph, prefix, options, times),
+            Ok(None),
+        ),
+    };
+    let (lowered, plan) = lowered_and_plan?;
+    let unfused =
+        unfused.map_err(|e| CompileError::Internal(format!("{name}: unfused lowering: {e}")))?;
+    Ok(CompiledEntry {
+        name: name.to_string(),
+        unsimplified,
+        graph,
+        lowered,
+        plan,
+        unfused,
+    })
+}
+
+/// Lowering (kernels named `{prefix}k…`) and memory planning of one entry's graph.
+fn lower_and_plan(
+    name: &str,
+    graph: &Graph,
+    prefix: &str,
+    options: &CompileOptions,
+    times: &mut StageTimes,
+) -> Result<(Lowered, MemoryPlan), CompileError> {
     let lowered = times.time("lowering", || match options.without_parts {
-        false => lower(&graph),
-        true => crate::lower::lower_without_parts(&graph),
+        false => lower(graph),
+        true => crate::lower::lower_without_parts(graph),
     });
     let mut lowered = lowered.map_err(|e| CompileError::Internal(format!("{name}: {e}")))?;
     for k in &mut lowered.kernels {
@@ -235,13 +341,7 @@ fn compile_entry(
     times
         .time("plan check", || check_plan(&lowered, &plan))
         .map_err(|e| CompileError::Internal(format!("{name}: memory plan: {e}")))?;
-    Ok(CompiledEntry {
-        name: name.to_string(),
-        unsimplified,
-        graph,
-        lowered,
-        plan,
-    })
+    Ok((lowered, plan))
 }
 
 /// One entry's graph after every stage, as `(file name, text)` in pipeline order: the
@@ -287,10 +387,14 @@ pub fn stage_dumps(name: &str, graph: &Graph) -> Result<Vec<(String, String)>, C
     Ok(files)
 }
 
-/// Compiles a model file all the way to an artifact. With `elaborate.train` and a
-/// `train` section, the artifact also has the `train_step` and `eval` entries; with
-/// `explain`, the `explain` entry.
-pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled, CompileError> {
+/// Compiles a model file through the passes, lowering and memory planning of every
+/// entry (what [`compile`] does before emitting code). With `elaborate.train` and a
+/// `train` section, the entries include `train_step` and `eval`; with `explain`, the
+/// `explain` entry.
+pub fn compile_stages(
+    source: &SourceFile,
+    options: &CompileOptions,
+) -> Result<Stages, CompileError> {
     let mut times = StageTimes::default();
     let program = times.time("parse and check", || parse(&source.text))?;
     let elaborated = times.time("parse and check", || {
@@ -335,33 +439,57 @@ pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled
             graph,
         ));
     }
-    let infer = compile_entry("infer", infer_graph, "", options, &mut times)?;
-    let training = extra
-        .into_iter()
-        .map(|(name, g)| {
-            let prefix = format!("{name}_");
-            compile_entry(&name, g, &prefix, options, &mut times)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    // Every entry's kernels, in order; CLIF is one function per kernel part, so the
-    // entries' texts one after the other are the whole program's (joined at their exact
-    // size: the text is a good part of a deep model's memory).
+    // The entries are independent: compiled side by side (a deep model's `train_step`
+    // is most of the work; `infer` and `eval` compile beside it), each with its own
+    // stage times, summed afterwards. A build compiles one at a time: the threads'
+    // separate heaps held 10% more memory at its peak (1,024 residual blocks).
+    let mut jobs = vec![("infer".to_string(), infer_graph)];
+    jobs.extend(extra);
+    let job = |(name, g): (String, Graph)| {
+        let prefix = match name.as_str() {
+            "infer" => String::new(),
+            _ => format!("{name}_"),
+        };
+        let mut entry_times = StageTimes::default();
+        compile_entry(&name, g, &prefix, options, &mut entry_times).map(|e| (e, entry_times))
+    };
+    let compiled = match options.only_artifact {
+        true => jobs.into_iter().map(job).collect::<Result<Vec<_>, _>>()?,
+        false => jobs
+            .into_par_iter()
+            .map(job)
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let mut entries = compiled.into_iter().map(|(e, entry_times)| {
+        times.add(&entry_times);
+        e
+    });
+    let infer = entries
+        .next()
+        .ok_or_else(|| CompileError::Internal("no infer entry".into()))?;
+    let training: Vec<CompiledEntry> = entries.collect();
+    Ok(Stages {
+        typed,
+        infer,
+        training,
+        train_config,
+        times,
+    })
+}
+
+/// Compiles a model file all the way to an artifact: [`compile_stages`], then CLIF
+/// text (not for `only_artifact`), the artifact and, for the GPU target, WGSL.
+pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled, CompileError> {
+    let mut stages = compile_stages(source, options)?;
     // A build (`only_artifact`) carries no CLIF text: nothing runs it, and at 1,024
     // residual blocks printing it was half the build's time.
-    let clif = times
-        .time("CLIF emission", || {
-            if options.only_artifact {
-                return Ok(String::new());
-            }
-            std::iter::once(&infer)
-                .chain(&training)
-                .map(|e| strata_kernels::cpu::emit_clif(&e.lowered.kernels))
-                .collect::<Result<Vec<String>, _>>()
-                .map(|texts| texts.concat())
-        })
-        .map_err(|e| CompileError::Internal(e.to_string()))?;
-    let entries: Vec<EntryBuild> = std::iter::once(&infer)
-        .chain(&training)
+    let mut times = std::mem::take(&mut stages.times);
+    let clif = times.time("CLIF emission", || match options.only_artifact {
+        true => Ok(String::new()),
+        false => stages.clif(),
+    })?;
+    let entries: Vec<EntryBuild> = stages
+        .entries()
         .map(|e| EntryBuild {
             name: &e.name,
             graph: &e.graph,
@@ -371,7 +499,7 @@ pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled
         .collect();
     let mut artifact = times
         .time("artifact", || {
-            build_artifact(&entries, clif, options.seed, train_config.clone())
+            build_artifact(&entries, clif, options.seed, stages.train_config.clone())
         })
         .map_err(CompileError::Internal)?;
     if options.target == Backend::Gpu {
@@ -382,6 +510,13 @@ pub fn compile(source: &SourceFile, options: &CompileOptions) -> Result<Compiled
             })
             .map_err(|e| CompileError::Internal(e.to_string()))?;
     }
+    let Stages {
+        typed,
+        infer,
+        training,
+        train_config,
+        times: _,
+    } = stages;
     Ok(Compiled {
         typed,
         optimized: infer.graph,

@@ -16,15 +16,20 @@ use strata_artifact::Bytes;
 use strata_artifact::WeightsError;
 use strata_artifact::manifest::{BufferId, Manifest};
 use strata_artifact::tensor::HostTensor;
-use strata_artifact::weights::{match_weights, tensor_from_le_bytes};
+use strata_artifact::weights::{left_out, match_weights, tensor_from_le_bytes};
 use strata_kernels::ir::ScalarType;
 
-/// Where a buffer's initial value lies in the artifact's weights, checked against the
-/// manifest when the session was made.
-struct Initial {
-    range: Range<usize>,
-    dtype: ScalarType,
-    shape: Vec<u64>,
+/// A buffer's initial value, checked against the manifest when the session was made.
+enum Initial {
+    /// These bytes of the artifact's weights.
+    Stored {
+        range: Range<usize>,
+        dtype: ScalarType,
+        shape: Vec<u64>,
+    },
+    /// Zero: optimizer state the weights leave out
+    /// ([`strata_artifact::weight_keys::starts_at_zero`]).
+    Zeros { dtype: ScalarType, shape: Vec<u64> },
 }
 
 /// Persistent buffers by buffer id: a value once read or set, else its initial value in
@@ -40,29 +45,40 @@ pub(crate) struct HostBuffers {
 
 impl HostBuffers {
     /// Every persistent buffer of `manifest` from `weights` (checked: every key, dtype and
-    /// shape), none of them copied yet.
+    /// shape; optimizer state the weights leave out is zero), none of them copied yet.
     pub(crate) fn lazy(manifest: &Manifest, weights: &Bytes) -> Result<Self, WeightsError> {
         let count = manifest.buffers.len();
         let mut initial: Vec<Option<Initial>> = (0..count).map(|_| None).collect();
         let base = weights.as_ptr() as usize;
-        for (id, view) in match_weights(manifest, weights)? {
+        let views = match_weights(manifest, weights)?;
+        for (id, view) in &views {
             let data = view.data();
             // The view is a slice of `weights` (safetensors borrows, never copies).
             let start = data.as_ptr() as usize - base;
-            if let (Some(slot), Some(info)) = (initial.get_mut(id), manifest.buffers.get(id)) {
-                *slot = Some(Initial {
+            if let (Some(slot), Some(info)) = (initial.get_mut(*id), manifest.buffers.get(*id)) {
+                *slot = Some(Initial::Stored {
                     range: start..start + data.len(),
                     dtype: info.dtype,
                     shape: view.shape().iter().map(|&d| d as u64).collect(),
                 });
             }
         }
+        for (id, dtype, shape) in left_out(manifest, &views) {
+            if let Some(slot) = initial.get_mut(id) {
+                *slot = Some(Initial::Zeros { dtype, shape });
+            }
+        }
+        let stored = initial
+            .iter()
+            .flatten()
+            .filter(|i| matches!(i, Initial::Stored { .. }))
+            .count();
         let pending = initial.iter().flatten().count();
         Ok(HostBuffers {
             slots: (0..count).map(|_| OnceCell::new()).collect(),
             initial,
             pending,
-            bytes: (pending > 0).then(|| weights.clone()),
+            bytes: (stored > 0).then(|| weights.clone()),
         })
     }
 
@@ -93,9 +109,18 @@ impl HostBuffers {
         if let Some(value) = slot.get() {
             return Some(value);
         }
-        let initial = self.initial.get(id)?.as_ref()?;
-        let bytes = self.bytes.as_ref()?.get(initial.range.clone())?;
-        Some(slot.get_or_init(|| tensor_from_le_bytes(initial.dtype, initial.shape.clone(), bytes)))
+        let value = match self.initial.get(id)?.as_ref()? {
+            Initial::Stored {
+                range,
+                dtype,
+                shape,
+            } => {
+                let bytes = self.bytes.as_ref()?.get(range.clone())?;
+                tensor_from_le_bytes(*dtype, shape.clone(), bytes)
+            }
+            Initial::Zeros { dtype, shape } => HostTensor::zeros(*dtype, shape.clone()).ok()?,
+        };
+        Some(slot.get_or_init(|| value))
     }
 
     /// [`HostBuffers::get`], writable.

@@ -16,7 +16,8 @@
 //! still see the values the device trained.
 //!
 //! A [`Session`] owns everything a run touches. Building one validates the artifact
-//! (again: an artifact built in memory may not have been) and checks its weights against
+//! (again: an artifact built in memory may not have been; not an executable's own,
+//! validated as it was parsed) and checks its weights against
 //! the manifest; an entry's CPU code is generated from the kernel IR and JIT-compiled
 //! when the entry first runs (or mapped, for an executable carrying machine code), and a
 //! persistent buffer's initial value is copied into owned storage when first needed
@@ -53,7 +54,7 @@ use strata_artifact::WeightsError;
 use strata_artifact::manifest::{Entry, Location, Manifest};
 use strata_artifact::tensor::{HostTensor, TensorData, type_string};
 use strata_artifact::validate::validate_bounds;
-use strata_artifact::weights::{encode_weights, match_weights, to_host_tensor};
+use strata_artifact::weights::{encode_weights, left_out, match_weights, to_host_tensor};
 
 use crate::arena::{self, Arena};
 use crate::host_buffers::HostBuffers;
@@ -120,7 +121,9 @@ pub enum CarriedCode {
     /// is not part of the running executable itself.
     Compile,
     /// When this host can run it: for an executable running the artifact appended to
-    /// itself, whose code is as trusted as the executable file.
+    /// itself, whose code is as trusted as the executable file. That artifact was
+    /// validated as it was parsed ([`strata_artifact::Artifact::from_shared`]), so the
+    /// session does not validate it a second time (a tenth of a small model's start).
     UseIfRunnable,
 }
 
@@ -170,7 +173,9 @@ impl Session {
         gpu: &GpuOptions,
         carried: CarriedCode,
     ) -> Result<Session, SessionError> {
-        artifact.validate()?;
+        if carried == CarriedCode::Compile {
+            artifact.validate()?;
+        }
         let manifest = artifact.manifest.clone();
         // Copied out of the artifact buffer by buffer, as runs first need them.
         let persistent = HostBuffers::lazy(&manifest, &artifact.weights)?;
@@ -383,7 +388,8 @@ impl Session {
 
     /// Replaces every persistent buffer with the tensor of the same key in a safetensors
     /// file. The file must hold every key of the model, with the same dtype and shape,
-    /// and no other; on error nothing is replaced.
+    /// and no other, except optimizer state, which is zero when left out; on error
+    /// nothing is replaced.
     pub fn load_weights(&mut self, safetensors_bytes: &[u8]) -> Result<(), WeightsError> {
         let views = match_weights(&self.manifest, safetensors_bytes)?;
         // Every persistent buffer gets a new value, so a stale host copy needs no read-back.
@@ -393,6 +399,11 @@ impl Session {
                 .set(HostBuffers::empty(self.manifest.buffers.len()));
         }
         if let Some(host) = self.persistent.get_mut() {
+            for (id, dtype, shape) in left_out(&self.manifest, &views) {
+                if let Ok(zeros) = HostTensor::zeros(dtype, shape) {
+                    host.set(id, zeros);
+                }
+            }
             for (id, view) in views {
                 host.set(id, to_host_tensor(&view));
             }

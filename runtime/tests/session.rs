@@ -425,3 +425,52 @@ fn a_buffer_no_run_has_read_still_reads_saves_and_loads_with_the_rest() {
     t.load_weights(&saved).unwrap();
     assert_eq!(t.weights().nth(3).map(|(_, v)| v.clone()), Some(state));
 }
+
+/// Optimizer state starts at zero: weights may leave it out (a built artifact stores
+/// none), and a session reads it as zeros, saves it and takes it back; only optimizer
+/// state may be left out.
+#[test]
+fn optimizer_state_left_out_of_the_weights_is_zero() {
+    let mut a = artifact();
+    a.manifest.buffers.push(buffer(
+        "m",
+        vec![Dim::Fixed(4)],
+        persistent("optim.m.shift"),
+    ));
+    let mut s = Session::new(&a).expect("the weights may leave optimizer state out");
+    let (_, y) = run(&mut s, input(2));
+    assert_close(
+        y.as_f32().unwrap(),
+        &expected(&PARAMS, input(2).as_f32().unwrap()).1,
+    );
+    let zeros = HostTensor::f32(vec![4], vec![0.0; 4]).unwrap();
+    assert_eq!(s.weights().nth(3), Some(("optim.m.shift", &zeros)));
+
+    // A file with the state sets it; one without it (the parameters alone) zeroes it.
+    let w = HostTensor::f32(vec![2, 3], PARAMS.w.to_vec()).unwrap();
+    let c = HostTensor::f32(vec![2], PARAMS.c.to_vec()).unwrap();
+    let b = HostTensor::f32(vec![2], PARAMS.b.to_vec()).unwrap();
+    let state = HostTensor::f32(vec![4], vec![0.5, -1.5, 2.0, 7.0]).unwrap();
+    let with_state = encode_weights([
+        ("dense.weight", &w),
+        ("dense.bias", &c),
+        ("shift", &b),
+        ("optim.m.shift", &state),
+    ])
+    .unwrap();
+    s.load_weights(&with_state).unwrap();
+    assert_eq!(s.weights().nth(3), Some(("optim.m.shift", &state)));
+    let saved = s.save_weights().unwrap();
+    s.load_weights(&weights(&PARAMS)).unwrap();
+    assert_eq!(s.weights().nth(3), Some(("optim.m.shift", &zeros)));
+    s.load_weights(&saved).unwrap();
+    assert_eq!(s.weights().nth(3), Some(("optim.m.shift", &state)));
+
+    // A parameter is never optional.
+    let without_bias = encode_weights([("dense.weight", &w), ("shift", &b)]).unwrap();
+    let err = s.load_weights(&without_bias).unwrap_err().to_string();
+    assert!(err.contains("dense.bias"), "{err}");
+    let mut missing_param = a.clone();
+    missing_param.weights = without_bias.into();
+    assert!(Session::new(&missing_param).is_err());
+}

@@ -2,24 +2,17 @@
 //! example, plus small graphs for the rules that must and must not fuse.
 
 use strata_compiler::driver::{CompileOptions, compile};
-use strata_compiler::elaborate::ElaborateOptions;
 use strata_compiler::ir::{BinaryOp, Dim, Graph, Op, ReduceOp, TensorType, UnaryOp, ValueId};
 use strata_compiler::lower::print::print_kernels;
 use strata_compiler::lower::{BufferRole, lower};
-use strata_compiler::plan::stats::entry_stats;
+use strata_compiler::plan::stats::{entry_stats, unfused_figures};
 use strata_compiler::plan::{check_plan, plan_memory};
 use strata_compiler::source::Span;
 use strata_kernels::ir::{Expr, Kernel, KernelBody};
 use strata_tests::{example_files, load_example};
 
 fn options() -> CompileOptions {
-    CompileOptions {
-        elaborate: ElaborateOptions {
-            train: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
+    strata_tests::train_check::training_options()
 }
 
 /// `dsl-examples/mlp.strata` without its `normalize` setting. The features'
@@ -365,8 +358,15 @@ fn every_example_train_step_plan_is_near_the_lower_bound_and_under_half_the_naiv
                     assert!(plan.offsets[b].is_none(), "{}: `{}`", source.name, buf.name);
                 }
             }
-            let s =
-                entry_stats(&e.name, e.unsimplified.len(), &e.graph, &e.lowered, &e.plan).unwrap();
+            let unfused = unfused_figures(&e.graph).unwrap();
+            let s = entry_stats(
+                &e.name,
+                e.unsimplified.len(),
+                &e.graph,
+                &e.lowered,
+                &e.plan,
+                unfused,
+            );
             eprintln!("{} {}: {s:?}", source.name, e.name);
             if e.name != "train_step" {
                 continue;

@@ -48,7 +48,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use strata_artifact::Artifact;
 use strata_artifact::train_config::TrainConfig;
-use strata_compiler::driver::{CompileError, CompileOptions, Compiled, compile};
+use strata_compiler::driver::{
+    CompileError, CompileOptions, Compiled, Stages, compile, compile_stages,
+};
 use strata_compiler::elaborate::ElaborateOptions;
 use strata_compiler::limits::Limits;
 use strata_compiler::source::{Diagnostic, SourceFile};
@@ -194,6 +196,7 @@ fn options(c: &Common) -> Result<CompileOptions, ExitCode> {
         without_parts: false,
         gradient_outputs: false,
         only_artifact: false,
+        unfused_figures: false,
         explain: false,
         elaborate: ElaborateOptions {
             model: c.model.clone(),
@@ -224,14 +227,36 @@ fn compile_or_report(c: &Common) -> Result<(SourceFile, Compiled), ExitCode> {
     Ok((source, compiled))
 }
 
+/// [`compile_or_report`] up to the memory plans: no code, no artifact (`strata ir`);
+/// with `unfused_figures`, each entry also lowered one kernel per op and summed.
+fn stages_or_report(c: &Common, unfused_figures: bool) -> Result<(SourceFile, Stages), ExitCode> {
+    let source = load_source(&c.file)?;
+    let opts = CompileOptions {
+        unfused_figures,
+        ..options(c)?
+    };
+    let stages = reported(&source, c.error_format, compile_stages(&source, &opts))?;
+    Ok((source, stages))
+}
+
 /// Compiles `source`, reporting a mistake in it (exit 1) or a compiler bug (exit 3).
 fn compile_reported(
     source: &SourceFile,
     opts: &CompileOptions,
     error_format: ErrorFormat,
 ) -> Result<Compiled, ExitCode> {
-    match compile(source, opts) {
-        Ok(compiled) => Ok(compiled),
+    reported(source, error_format, compile(source, opts))
+}
+
+/// A compilation's result, its error reported: a mistake in the model file (exit 1) or a
+/// compiler bug (exit 3).
+fn reported<T>(
+    source: &SourceFile,
+    error_format: ErrorFormat,
+    result: Result<T, CompileError>,
+) -> Result<T, ExitCode> {
+    match result {
+        Ok(value) => Ok(value),
         Err(CompileError::User(d)) => {
             report(&d, source, error_format);
             Err(ExitCode::FAILURE)

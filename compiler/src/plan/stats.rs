@@ -127,34 +127,53 @@ fn naive_sum(l: &Lowered, lifetimes: &[Option<Lifetime>]) -> u64 {
         .sum()
 }
 
-/// The figures of an entry whose graph had `ops_before` ops before the passes.
+/// What the figures take from the graph lowered one kernel per op.
+#[derive(Clone, Copy, Debug)]
+pub struct UnfusedFigures {
+    pub kernels: usize,
+    pub bytes_moved: u64,
+    pub naive: u64,
+}
+
+/// Lowers `graph` (after the passes) one kernel per op and keeps its figures.
+pub fn unfused_figures(graph: &Graph) -> Result<UnfusedFigures, String> {
+    let unfused = lower_unfused(graph).map_err(|e| e.to_string())?;
+    // The unfused program is only summed, never planned: its lifetimes say which of its
+    // buffers are scratch.
+    let unfused_lifetimes = lifetimes(&unfused);
+    Ok(UnfusedFigures {
+        kernels: unfused.kernels.len(),
+        bytes_moved: bytes_moved(&unfused),
+        naive: naive_sum(&unfused, &unfused_lifetimes),
+    })
+}
+
+/// The figures of an entry whose graph had `ops_before` ops before the passes, with
+/// its graph's [`unfused_figures`].
 pub fn entry_stats(
     name: &str,
     ops_before: usize,
     graph: &Graph,
     lowered: &Lowered,
     plan: &MemoryPlan,
-) -> Result<EntryStats, String> {
-    let unfused = lower_unfused(graph).map_err(|e| e.to_string())?;
-    // The unfused program is only summed, never planned: its lifetimes say which of its
-    // buffers are scratch.
-    let unfused_lifetimes = lifetimes(&unfused);
-    Ok(EntryStats {
+    unfused: UnfusedFigures,
+) -> EntryStats {
+    EntryStats {
         name: name.to_string(),
         ops_before,
         ops_after: graph.len(),
-        kernels_unfused: unfused.kernels.len(),
+        kernels_unfused: unfused.kernels,
         kernels: lowered.kernels.len(),
         loop_nests: lowered.kernels.iter().map(|k| k.part_count()).sum(),
-        bytes_moved_unfused: bytes_moved(&unfused),
+        bytes_moved_unfused: unfused.bytes_moved,
         bytes_moved: bytes_moved(lowered),
         arena: at(plan.arena),
         io: at(plan.io),
         naive: naive_sum(lowered, &plan.lifetimes),
-        naive_unfused: naive_sum(&unfused, &unfused_lifetimes),
+        naive_unfused: unfused.naive,
         lower_bound: at(plan.lower_bound),
         loops: !lowered.loops.is_empty(),
-    })
+    }
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
