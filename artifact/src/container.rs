@@ -10,7 +10,7 @@
 //! 36          8     weights length W, u64 LE
 //! 44          8     machine code length N, u64 LE (0: none)
 //! 52          8     ONNX length X, u64 LE (0: none)
-//! 60          M     manifest, JSON (UTF-8)
+//! 60          M     manifest, JSON (UTF-8), then spaces up to the weights' alignment
 //! 60+M        C     CLIF text (UTF-8; empty in a built executable)
 //! 60+M+C      G     WGSL text (UTF-8)
 //! 60+M+C+G    W     weights, a safetensors file (optimizer state at zero left out)
@@ -23,6 +23,9 @@
 //! 4 the I/O block (`Location::Io`), 5 contractions summed over batch axes
 //! (`Contraction::summed`), 6 the machine code and ONNX sections; files of other
 //! versions are refused (rebuild them).
+//!
+//! The weights start at a multiple of 64 bytes (the manifest's trailing spaces see to
+//! it; a reader does not depend on it): in an aligned mapping, a run reads them in place.
 //!
 //! The magic follows PNG's trick: a high first byte catches 7-bit transfers and the
 //! trailing `\n` catches newline conversion. The version is read before the checksum, so
@@ -45,6 +48,9 @@ pub const MAGIC: [u8; 8] = *b"\x89STRATA\n";
 pub const FORMAT_VERSION: u32 = 6;
 
 const HEADER_LEN: usize = 8 + 4 + 6 * 8;
+
+/// The weights section starts at a multiple of this many bytes of the artifact.
+const WEIGHTS_ALIGN: usize = 64;
 const CHECKSUM_LEN: usize = 4;
 
 impl Artifact {
@@ -68,6 +74,12 @@ impl Artifact {
         let mut counted = Counted(0);
         serde_json::to_writer(&mut counted, &self.manifest)
             .map_err(|e| ArtifactError::Unrepresentable(e.to_string()))?;
+        // Spaces after the manifest's JSON (which a JSON reader skips) start the weights
+        // at a multiple of 64 bytes: an aligned artifact's weights are read in place.
+        let before_weights =
+            HEADER_LEN as u64 + counted.0 + (self.clif.len() + self.wgsl.len()) as u64;
+        let padding = (before_weights.wrapping_neg() % WEIGHTS_ALIGN as u64) as usize;
+        counted.0 += padding as u64;
         let machine_code = self
             .machine_code
             .as_ref()
@@ -94,6 +106,8 @@ impl Artifact {
         body.write_all(&header).map_err(ArtifactError::Write)?;
         serde_json::to_writer(&mut body, &self.manifest)
             .map_err(|e| ArtifactError::Write(e.into()))?;
+        body.write_all(&[b' '; WEIGHTS_ALIGN][..padding])
+            .map_err(ArtifactError::Write)?;
         for section in [
             self.clif.as_bytes(),
             self.wgsl.as_bytes(),

@@ -1,8 +1,11 @@
 //! A standalone executable: the runtime's stub binary with an artifact appended.
 //!
 //! ```text
-//! [stub binary][artifact bytes][artifact length: u64 LE][TRAILER_MAGIC: 8 bytes]
+//! [stub binary][zeros to a multiple of 64 bytes][artifact bytes][artifact length: u64 LE][TRAILER_MAGIC: 8 bytes]
 //! ```
+//!
+//! The zeros align the artifact in the file, so that a mapping of it is aligned as well and
+//! its weights (64-byte aligned inside it) are read in place.
 //!
 //! Operating systems load an executable by its headers and ignore bytes after its last
 //! section, so the stub runs unchanged; at start it reads the last 16 bytes of its own
@@ -23,10 +26,20 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"\x89STRAT\xe5\n";
 
 const TRAILER_LEN: usize = 8 + 8;
 
-/// The stub followed by the artifact and the trailer that locates it.
+/// Where in its file an executable's artifact starts: a multiple of this.
+const ARTIFACT_ALIGN: usize = 64;
+
+/// The zeros between a stub of `len` bytes and the artifact.
+fn padding_after(len: u64) -> usize {
+    (len.wrapping_neg() % ARTIFACT_ALIGN as u64) as usize
+}
+
+/// The stub followed by the artifact (aligned) and the trailer that locates it.
 pub fn append_to_executable(stub: &[u8], artifact: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(stub.len() + artifact.len() + TRAILER_LEN);
+    let padding = padding_after(stub.len() as u64);
+    let mut out = Vec::with_capacity(stub.len() + padding + artifact.len() + TRAILER_LEN);
     out.extend_from_slice(stub);
+    out.resize(stub.len() + padding, 0);
     out.extend_from_slice(artifact);
     out.extend_from_slice(&(artifact.len() as u64).to_le_bytes());
     out.extend_from_slice(&TRAILER_MAGIC);
@@ -40,7 +53,9 @@ pub fn write_executable(
     artifact: &Artifact,
     out: &mut impl Write,
 ) -> Result<(), ArtifactError> {
-    std::io::copy(stub, out).map_err(ArtifactError::Write)?;
+    let stub_len = std::io::copy(stub, out).map_err(ArtifactError::Write)?;
+    out.write_all(&[0; ARTIFACT_ALIGN][..padding_after(stub_len)])
+        .map_err(ArtifactError::Write)?;
     let len = artifact.write_to(out)?;
     out.write_all(&len.to_le_bytes())
         .and_then(|()| out.write_all(&TRAILER_MAGIC))
@@ -139,6 +154,22 @@ mod tests {
             find_in_executable(&exe).unwrap(),
             Some(&b"the artifact"[..])
         );
+    }
+
+    #[test]
+    fn the_artifact_starts_at_a_multiple_of_64_bytes_of_the_file() {
+        for stub_len in [0, 1, 63, 64, 65, 200] {
+            let stub = vec![0x7f; stub_len];
+            let exe = append_to_executable(&stub, b"the artifact");
+            let found = find_in_executable(&exe).unwrap().unwrap();
+            let at = found.as_ptr() as usize - exe.as_ptr() as usize;
+            assert_eq!(
+                (at % 64, found),
+                (0, &b"the artifact"[..]),
+                "stub of {stub_len}"
+            );
+            assert!(at >= stub_len && at < stub_len + 64);
+        }
     }
 
     #[test]

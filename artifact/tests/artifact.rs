@@ -183,6 +183,33 @@ fn round_trips_an_artifact() {
 }
 
 #[test]
+fn weights_start_at_a_multiple_of_64_bytes_in_the_artifact_and_the_executable() {
+    let original = artifact();
+    let bytes = original.to_bytes().unwrap();
+    let len = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+    let weights_at = 60 + len(12) + len(20) + len(28);
+    assert_eq!(weights_at % 64, 0);
+    assert_eq!(
+        &bytes[weights_at..weights_at + len(36)],
+        &original.weights[..]
+    );
+    // The manifest's padding is spaces after its JSON.
+    let manifest = std::str::from_utf8(&bytes[60..60 + len(12)]).unwrap();
+    assert!(manifest.trim_end_matches(' ').ends_with('}'));
+    assert!(manifest.len() - manifest.trim_end_matches(' ').len() < 64);
+
+    for stub_len in [0, 5, 64, 100] {
+        let mut exe = Vec::new();
+        strata_artifact::write_executable(&mut &vec![1u8; stub_len][..], &original, &mut exe)
+            .unwrap();
+        let found = find_in_executable(&exe).unwrap().unwrap();
+        assert_eq!((found.as_ptr() as usize - exe.as_ptr() as usize) % 64, 0);
+        assert_eq!(found, &bytes[..]);
+        assert_eq!(Artifact::from_bytes(found).unwrap(), original);
+    }
+}
+
+#[test]
 fn refuses_every_truncation() {
     let bytes = artifact().to_bytes().unwrap();
     for len in 0..bytes.len() {

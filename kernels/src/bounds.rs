@@ -170,12 +170,21 @@ impl Checker<'_> {
 
     /// Checks that `range`, the elements an access `what` of slot `buf` touches, lies
     /// inside the slot.
-    fn inside(&self, what: &str, buf: usize, range: Range, text: &str) -> Result<(), String> {
+    /// `range` inside buffer `buf`; the error's words (`what` and `text`) are made only
+    /// for an error: a check of a whole model formats nothing.
+    fn inside(
+        &self,
+        what: impl FnOnce() -> String,
+        buf: usize,
+        range: Range,
+        text: impl FnOnce() -> String,
+    ) -> Result<(), String> {
         let (n, name) = self.elements(buf)?;
         if range.lo < 0 || range.hi >= n {
             return Err(format!(
-                "{what} `{name}` at {text} reaches elements {range}, outside its {n} \
-                 element(s)"
+                "{} `{name}` at {} reaches elements {range}, outside its {n} element(s)",
+                what(),
+                text()
             ));
         }
         Ok(())
@@ -183,7 +192,12 @@ impl Checker<'_> {
 
     fn access(&self, what: &str, buf: usize, ix: &Index, vars: &[Range]) -> Result<(), String> {
         let range = index_range(ix, vars, self.batch)?;
-        self.inside(what, buf, range, &format!("`{}`", index_text(ix)))
+        self.inside(
+            || what.to_string(),
+            buf,
+            range,
+            || format!("`{}`", index_text(ix)),
+        )
     }
 
     fn body(&self, body: &KernelBody) -> Result<(), String> {
@@ -312,13 +326,13 @@ impl Checker<'_> {
             .try_fold(1i128, |acc, r| acc.checked_mul(r.hi + 1))
             .ok_or("the output's size overflows")?;
         self.inside(
-            "the product written to",
+            || "the product written to".into(),
             c.out,
             Range {
                 lo: 0,
                 hi: points - 1,
             },
-            "its contiguous [batch..., m, n] layout",
+            || "its contiguous [batch..., m, n] layout".into(),
         )?;
         self.expr(&c.epilogue, &mut epilogue_vars.clone())?;
         // The operands, over every batch and summed index: none are read when the depth
@@ -351,15 +365,17 @@ impl Checker<'_> {
                 lo: offset.lo + r.lo + col.lo,
                 hi: offset.hi + r.hi + col.hi,
             };
-            let text = format!(
-                "offset `{}`, row stride `{}`, column stride `{}` ({} x {} matrix)",
-                index_text(&op.offset),
-                index_text(&op.row_stride),
-                index_text(&op.col_stride),
-                rows.hi + 1,
-                cols.hi + 1
-            );
-            self.inside(&format!("the {name} operand"), op.buf, range, &text)?;
+            let text = || {
+                format!(
+                    "offset `{}`, row stride `{}`, column stride `{}` ({} x {} matrix)",
+                    index_text(&op.offset),
+                    index_text(&op.row_stride),
+                    index_text(&op.col_stride),
+                    rows.hi + 1,
+                    cols.hi + 1
+                )
+            };
+            self.inside(|| format!("the {name} operand"), op.buf, range, text)?;
         }
         Ok(())
     }

@@ -86,7 +86,7 @@ fn fastest(kernel: &Kernel, sizes: [u64; 3], threads: usize, reps: usize) -> Dur
     let mut storage: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.5; n as usize]).collect();
     let ptrs: Vec<*mut u8> = storage.iter_mut().map(|b| b.as_mut_ptr().cast()).collect();
     let options = LaunchOptions {
-        threads,
+        threads: Some(threads),
         min_work_per_thread: 1,
     };
     let mut best = Duration::MAX;

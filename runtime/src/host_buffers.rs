@@ -6,8 +6,12 @@
 //! than the inference itself. So a session keeps the artifact's weights (a view of the
 //! executable's own mapped file, or bytes in memory, shared, not copied) and copies a
 //! buffer's initial value into owned, writable storage the first time anything asks for
-//! it: a run binding it, [`crate::Session::weights`], a checkpoint. Once every buffer is
-//! copied the artifact's bytes are let go.
+//! it: a run binding it where a kernel writes it, [`crate::Session::weights`], a
+//! checkpoint. Once every buffer is copied the artifact's bytes are let go.
+//!
+//! A launch that only reads a buffer not copied yet reads it where it lies
+//! ([`HostBuffers::initial_bytes`]): an executable's `infer` copies no weight at all, so
+//! its start neither copies the parameters nor faults in fresh pages for them.
 
 use std::cell::OnceCell;
 use std::ops::Range;
@@ -121,6 +125,28 @@ impl HostBuffers {
             Initial::Zeros { dtype, shape } => HostTensor::zeros(*dtype, shape.clone()).ok()?,
         };
         Some(slot.get_or_init(|| value))
+    }
+
+    /// The little-endian bytes buffer `id` starts from, in the artifact's weights, while it
+    /// has not been copied out and they can be read as its elements in place (this host
+    /// is little-endian and they are aligned to its dtype); otherwise None, and a reader
+    /// takes [`HostBuffers::get`]. For launches that only read the buffer.
+    pub(crate) fn initial_bytes(&self, id: BufferId) -> Option<&[u8]> {
+        if !cfg!(target_endian = "little") || self.slots.get(id)?.get().is_some() {
+            return None;
+        }
+        let Initial::Stored { range, dtype, .. } = self.initial.get(id)?.as_ref()? else {
+            return None;
+        };
+        let bytes = self.bytes.as_ref()?.get(range.clone())?;
+        (bytes.as_ptr() as usize)
+            .is_multiple_of(dtype.size_bytes() as usize)
+            .then_some(bytes)
+    }
+
+    /// How many buffers hold a value of their own (copied or set).
+    pub(crate) fn copied(&self) -> usize {
+        self.slots.iter().filter(|s| s.get().is_some()).count()
     }
 
     /// [`HostBuffers::get`], writable.

@@ -43,7 +43,7 @@
 use std::cell::OnceCell;
 use std::collections::HashSet;
 
-use strata_kernels::ir::{Dim, Kernel};
+use strata_kernels::ir::{Access, Dim, Kernel};
 
 use crate::cpu::{self, JitCode, KernelFn, MappedCode};
 use crate::error::{RunError, SessionError};
@@ -344,6 +344,13 @@ impl Session {
         ModelInfo::from_manifest(&self.manifest)
     }
 
+    /// How many persistent buffers the host holds in storage of their own, rather than
+    /// still reading them from the artifact: a run copies a buffer when it writes it,
+    /// not when it only reads it (an executable's `infer` copies none).
+    pub fn weights_copied(&self) -> usize {
+        self.persistent.get().map_or(0, HostBuffers::copied)
+    }
+
     /// The current value of every persistent buffer, by weight key, in buffer order. On
     /// a GPU whose copy is newer than the host's, this reads the weights back first.
     ///
@@ -531,6 +538,15 @@ impl Session {
                 .and_then(Option::as_ref)
                 .filter(|fns| fns.len() == kernel.part_count())
                 .ok_or_else(|| internal(format!("no code for kernel `{}`", kernel.name)))?;
+            // The buffers this launch stores to, by their storage: one bound to another
+            // slot as well is never read in place (both slots must see the same storage).
+            let written: Vec<usize> = launch
+                .bindings
+                .iter()
+                .zip(&kernel.buffers)
+                .filter(|(_, decl)| decl.access != Access::Read)
+                .map(|(&b, _)| storage_of(&self.manifest, b))
+                .collect();
             let mut pointers = Vec::with_capacity(launch.bindings.len());
             for &bound in &launch.bindings {
                 let info = self
@@ -575,16 +591,29 @@ impl Session {
                         base.wrapping_add(start)
                     }
                     Location::Persistent { .. } => {
-                        let bytes = self
+                        let end = skip.checked_add(len).ok_or_else(outside)?;
+                        let reads_only = !written.contains(&id);
+                        let host = self
                             .persistent
                             .get_mut()
-                            .and_then(|host| host.get_mut(id))
-                            .map(|t| t.data.as_bytes_mut())
                             .ok_or_else(|| internal(format!("no storage for `{}`", root.name)))?;
-                        bytes
-                            .get_mut(skip..skip.checked_add(len).ok_or_else(outside)?)
-                            .ok_or_else(outside)?
-                            .as_mut_ptr()
+                        match host.initial_bytes(id).filter(|_| reads_only) {
+                            // Not copied yet and only read by this launch: the artifact's
+                            // bytes, in place. The kernel never stores through this pointer
+                            // (a store to a read-only slot fails kernel validation).
+                            Some(bytes) => bytes
+                                .get(skip..end)
+                                .ok_or_else(outside)?
+                                .as_ptr()
+                                .cast_mut(),
+                            None => host
+                                .get_mut(id)
+                                .map(|t| t.data.as_bytes_mut())
+                                .ok_or_else(|| internal(format!("no storage for `{}`", root.name)))?
+                                .get_mut(skip..end)
+                                .ok_or_else(outside)?
+                                .as_mut_ptr(),
+                        }
                     }
                     Location::Window(_) => return Err(outside()),
                 };
@@ -642,6 +671,14 @@ impl Session {
 
 fn internal(message: String) -> RunError {
     RunError::Internal(message)
+}
+
+/// The buffer whose storage buffer `id` is: its parent for a window, else itself.
+fn storage_of(manifest: &Manifest, id: usize) -> usize {
+    match manifest.buffers.get(id).map(|b| &b.location) {
+        Some(Location::Window(w)) => w.parent,
+        _ => id,
+    }
 }
 
 /// The run's scratch allocation at one batch size: the arena, then the I/O block at the

@@ -1370,13 +1370,13 @@ fn contraction_with_zero_depth_gives_the_epilogue_of_zero() {
 fn assert_thread_count_invariant(kernel: &Kernel, batch: u64) {
     let bufs = inputs(kernel, batch, -2.0, 2.0);
     let one = LaunchOptions {
-        threads: 1,
+        threads: Some(1),
         min_work_per_thread: 1,
     };
     let single = run_cpu(kernel, &bufs, batch, Some(&one));
     for threads in [2, 3, 8] {
         let many = LaunchOptions {
-            threads,
+            threads: Some(threads),
             min_work_per_thread: 1,
         };
         let multi = run_cpu(kernel, &bufs, batch, Some(&many));

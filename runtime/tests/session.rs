@@ -283,6 +283,31 @@ fn runs_any_batch_size_reusing_the_arena() {
 }
 
 #[test]
+fn a_run_reads_aligned_parameters_in_place_and_copies_misaligned_ones() {
+    let x = input(3);
+    let (want_h, want_y) = expected(&PARAMS, x.as_f32().unwrap());
+    // `weights()` places the tensors' data at a multiple of 8 bytes of the file; one
+    // byte in front of it misaligns every tensor for `f32`.
+    let aligned = artifact();
+    let mut misaligned = artifact();
+    let mut shifted = vec![0u8];
+    shifted.extend_from_slice(&weights(&PARAMS));
+    misaligned.weights = strata_artifact::Bytes::from(shifted).slice(1..weights(&PARAMS).len() + 1);
+    for (a, copied) in [(aligned, 0), (misaligned, 3)] {
+        let mut s = Session::new(&a).unwrap();
+        let (h, y) = run(&mut s, x.clone());
+        assert_close(h.as_f32().unwrap(), &want_h);
+        assert_close(y.as_f32().unwrap(), &want_y);
+        assert_eq!(s.weights_copied(), copied);
+        // Reading the weights copies them; a later run reads the copies.
+        assert_eq!(s.weights().count(), 3);
+        assert_eq!(s.weights_copied(), 3);
+        let (_, y) = run(&mut s, x.clone());
+        assert_close(y.as_f32().unwrap(), &want_y);
+    }
+}
+
+#[test]
 fn loaded_weights_replace_the_built_in_ones() {
     let mut s = session();
     let other = Params {

@@ -26,8 +26,10 @@ use strata_kernels::ir::{Contraction, Dim, Kernel, KernelBody, MatrixOperand};
 /// How a launch may use threads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LaunchOptions {
-    /// The most threads a launch uses (the calling thread included).
-    pub threads: usize,
+    /// The most threads a launch uses (the calling thread included); None: the host's
+    /// count (or `--threads`), asked only when a launch has work for more than one, so a
+    /// small model's run never reads the files under /proc that hold it.
+    pub threads: Option<usize>,
     /// A launch uses one more thread per this much work (points of the space, times the
     /// reduced points or the contraction's depth).
     pub min_work_per_thread: u64,
@@ -37,7 +39,7 @@ impl Default for LaunchOptions {
     /// All the cores, and threads only for work large enough to pay for starting them.
     fn default() -> Self {
         LaunchOptions {
-            threads: host_threads(),
+            threads: None,
             min_work_per_thread: 1 << 20,
         }
     }
@@ -267,8 +269,12 @@ fn outer_rows(space: &[Dim], batch: u64) -> u64 {
 
 /// How many threads `work` spread over `rows` rows deserves.
 fn thread_count(options: &LaunchOptions, rows: u64, work: u64) -> u64 {
-    let by_work = work / options.min_work_per_thread.max(1);
-    (options.threads as u64).min(rows).min(by_work).max(1)
+    let wanted = (work / options.min_work_per_thread.max(1)).min(rows);
+    if wanted <= 1 {
+        return 1;
+    }
+    let threads = options.threads.unwrap_or_else(host_threads);
+    (threads as u64).min(wanted).max(1)
 }
 
 /// Calls `run(start, end)` on `threads` contiguous ranges covering `0..rows`, the last one
