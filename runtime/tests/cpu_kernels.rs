@@ -520,6 +520,54 @@ fn unrolled_window_reductions_match_the_reference() {
     }
 }
 
+/// `out[b, r, j] = op over w < stride of x[b, r, j * stride + w]`: a pooling window's
+/// reduction, whose loads step by `stride` from one output to the next.
+fn strided_pool(op: ReduceOp, stride: u64) -> Kernel {
+    let cols = 4 * 2 + 3;
+    let space = [Dim::Batch, Dim::Fixed(3), Dim::Fixed(cols)];
+    let image = [Dim::Batch, Dim::Fixed(3), Dim::Fixed(cols * stride)];
+    let column = var(2).mul(Index::Const(stride as i64)).add(var(3));
+    Kernel {
+        name: "strided_pool".into(),
+        buffers: vec![
+            buffer("x", &image, Access::Read),
+            buffer("out", &space, Access::Write),
+        ],
+        body: KernelBody::Reduce {
+            space: space.to_vec(),
+            reduce: vec![Dim::Fixed(stride)],
+            op,
+            value: Expr::load(0, row_major(&[var(0), var(1), column], &image)),
+            out: Store {
+                buf: 1,
+                index: identity_index(&space),
+                value: Expr::Acc,
+            },
+        },
+    }
+}
+
+#[test]
+fn a_pooling_window_reads_strided_elements_four_outputs_at_a_time() {
+    for stride in [2, 3, 16] {
+        for op in [ReduceOp::Max, ReduceOp::Sum] {
+            let kernel = strided_pool(op, stride);
+            let text = emit_clif(std::slice::from_ref(&kernel)).unwrap();
+            assert!(text.contains("f32x4"), "stride {stride} is not vectorized:\n{text}");
+            // Step 2: two overlapping loads of four and a shuffle; larger steps: one load
+            // per lane (a sum shuffles its halves anyway).
+            assert_eq!(text.contains("insertlane"), stride > 2, "{text}");
+            if op == ReduceOp::Max {
+                assert_eq!(text.contains("shuffle"), stride == 2, "{text}");
+            }
+            for batch in [1, 3] {
+                let bufs = inputs(&kernel, batch, -1.0, 1.0);
+                assert_matches_reference(&kernel, &bufs, batch, 1e-6, 1e-6);
+            }
+        }
+    }
+}
+
 #[test]
 fn pow_matches_the_reference() {
     let n = Dim::Fixed(512);

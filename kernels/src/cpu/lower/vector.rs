@@ -4,8 +4,10 @@
 //! A kernel qualifies when, along its innermost loop variable `v`:
 //! - every store is contiguous (its index is `... + v`), to a buffer no other store
 //!   writes;
-//! - every load is contiguous or does not depend on `v` (then it is loaded once and
-//!   broadcast), and a buffer the kernel writes is read only at the index it is written
+//! - every load is contiguous, strided by a small constant (a pooling window's
+//!   elements: read lane by lane, or as two loads and a shuffle at a step of 2) or does
+//!   not depend on `v` (then it is loaded once and broadcast), and a buffer the kernel
+//!   writes is read only at the index it is written
 //!   (so reading four old values before writing four new ones is what the scalar loop
 //!   does point by point);
 //! - everything else that depends on `v` has a vector form: arithmetic, comparisons,
@@ -33,6 +35,10 @@ use cranelift_codegen::ir::{
 };
 use cranelift_frontend::Variable;
 use std::collections::HashMap;
+
+/// The largest step between the elements a load reads for consecutive points that still
+/// runs in vectors (a pooling window's stride, a strided convolution's).
+const MAX_STRIDE: i64 = 16;
 
 /// How a kernel's innermost loop runs in vectors.
 #[derive(Clone)]
@@ -237,7 +243,7 @@ impl Check<'_> {
         }
         match c {
             0 => Some(false),
-            1 => Some(true),
+            1..=MAX_STRIDE => Some(true),
             _ => None,
         }
     }
@@ -533,7 +539,11 @@ impl<'k, 'f> Lowering<'k, 'f> {
         Ok(v)
     }
 
-    /// Four consecutive elements of `buf` from `index` (the first point's), as `f32x4`.
+    /// The elements of `buf` at `index` for the four points (`index` is the first
+    /// point's; consecutive points' elements are `c` apart, `c` its coefficient in the
+    /// lanes' variable), as `f32x4`. Only those elements are read: at a step of 2, two
+    /// overlapping loads of four (elements 0-3 and 3-6) and a shuffle; at larger steps,
+    /// one load per lane.
     fn vector_load(
         &mut self,
         buf: usize,
@@ -544,18 +554,45 @@ impl<'k, 'f> Lowering<'k, 'f> {
         if let Some(v) = cache.loads.get(&key) {
             return Ok(*v);
         }
+        let step = coefficient(index, cache.var)
+            .filter(|c| (1..=MAX_STRIDE).contains(c))
+            .ok_or_else(|| self.error("a vector load that is not strided (emitter bug)"))?;
         let addr = self.address(buf, index)?;
-        let v = match self.kernel.buffers[buf].dtype {
-            ScalarType::F32 => self
-                .b
-                .ins()
-                .load(types::F32X4, MemFlagsData::new(), addr, 0),
+        let dtype = self.kernel.buffers[buf].dtype;
+        let flags = MemFlagsData::new();
+        let load_x4 = |l: &mut Self, offset: i32| match dtype {
+            ScalarType::F32 => l.b.ins().load(types::F32X4, flags, addr, offset),
             ScalarType::I32 => {
-                let i = self
-                    .b
-                    .ins()
-                    .load(types::I32X4, MemFlagsData::new(), addr, 0);
-                self.b.ins().fcvt_from_sint(types::F32X4, i)
+                let i = l.b.ins().load(types::I32X4, flags, addr, offset);
+                l.b.ins().fcvt_from_sint(types::F32X4, i)
+            }
+        };
+        // Every offset is at most 3 * MAX_STRIDE elements of 4 bytes.
+        let v = match step {
+            1 => load_x4(self, 0),
+            2 => {
+                let low = load_x4(self, 0);
+                let high = load_x4(self, 12);
+                self.shuffle(low, high, [0, 2, 5, 7])
+            }
+            _ => {
+                let lanes: Vec<Value> = (0..4)
+                    .map(|k| {
+                        let offset = (k * step * 4) as i32;
+                        match dtype {
+                            ScalarType::F32 => self.b.ins().load(types::F32, flags, addr, offset),
+                            ScalarType::I32 => {
+                                let i = self.b.ins().load(types::I32, flags, addr, offset);
+                                self.b.ins().fcvt_from_sint(types::F32, i)
+                            }
+                        }
+                    })
+                    .collect();
+                let mut v = self.b.ins().scalar_to_vector(types::F32X4, lanes[0]);
+                for (k, &lane) in lanes.iter().enumerate().skip(1) {
+                    v = self.b.ins().insertlane(v, lane, k as u8);
+                }
+                v
             }
         };
         cache.loads.insert(key, v);
