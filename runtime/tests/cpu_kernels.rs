@@ -553,7 +553,10 @@ fn a_pooling_window_reads_strided_elements_four_outputs_at_a_time() {
         for op in [ReduceOp::Max, ReduceOp::Sum] {
             let kernel = strided_pool(op, stride);
             let text = emit_clif(std::slice::from_ref(&kernel)).unwrap();
-            assert!(text.contains("f32x4"), "stride {stride} is not vectorized:\n{text}");
+            assert!(
+                text.contains("f32x4"),
+                "stride {stride} is not vectorized:\n{text}"
+            );
             // Step 2: two overlapping loads of four and a shuffle; larger steps: one load
             // per lane (a sum shuffles its halves anyway).
             assert_eq!(text.contains("insertlane"), stride > 2, "{text}");
