@@ -571,6 +571,66 @@ fn a_pooling_window_reads_strided_elements_four_outputs_at_a_time() {
     }
 }
 
+/// `out[b, i, j] = exp(x[b, i, j] - max_k x[b, i, k]) / sum_k exp(x[b, i, k] - max) +
+/// min_k x[b, i, k]`: a softmax's row folds nested in the map, over rows of `cols`.
+fn row_folds(cols: u64) -> Kernel {
+    let shape = [Dim::Batch, Dim::Fixed(3), Dim::Fixed(cols)];
+    let at = |k: usize| row_major(&[var(0), var(1), var(k)], &shape);
+    let fold = |op, value: Expr| Expr::Reduce {
+        op,
+        extent: vec![Dim::Fixed(cols)],
+        value: Box::new(value),
+    };
+    // A fold's variable is the next one after those bound where it is: 3 in the map, 4
+    // inside the sum's fold.
+    let max = |scope: usize| fold(ReduceOp::Max, Expr::load(0, at(scope)));
+    let shifted = |k: usize| {
+        Expr::unary(
+            UnaryOp::Exp,
+            Expr::binary(BinaryOp::Sub, Expr::load(0, at(k)), max(k + 1)),
+        )
+    };
+    let softmax = Expr::binary(BinaryOp::Div, shifted(2), fold(ReduceOp::Sum, shifted(3)));
+    let value = Expr::binary(
+        BinaryOp::Add,
+        softmax,
+        fold(ReduceOp::Min, Expr::load(0, at(3))),
+    );
+    map_kernel(
+        "row_folds",
+        vec![
+            buffer("x", &shape, Access::Read),
+            buffer("out", &shape, Access::Write),
+        ],
+        &shape,
+        vec![Store {
+            buf: 1,
+            index: identity_index(&shape),
+            value,
+        }],
+    )
+}
+
+#[test]
+fn row_folds_run_four_points_at_a_time_and_match_the_reference() {
+    for cols in [7, 8, 11, 64, 4 * 9 + 3] {
+        let kernel = row_folds(cols);
+        let text = emit_clif(std::slice::from_ref(&kernel)).unwrap();
+        // Rows of more than nine points fold in lanes (the lanes combined at the end);
+        // shorter ones are unrolled.
+        assert_eq!(
+            text.contains("extractlane.f64x2"),
+            cols > 9,
+            "{cols}:\n{text}"
+        );
+        for batch in [1, 2] {
+            let bufs = inputs(&kernel, batch, -3.0, 3.0);
+            assert_matches_reference(&kernel, &bufs, batch, 1e-6, 1e-7);
+        }
+        assert_thread_count_invariant(&kernel, 2);
+    }
+}
+
 #[test]
 fn pow_matches_the_reference() {
     let n = Dim::Fixed(512);

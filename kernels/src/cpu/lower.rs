@@ -588,9 +588,12 @@ impl<'k, 'f> Lowering<'k, 'f> {
             l.b.def_var(acc, folded);
             Ok(())
         };
+        let lanes = !unrolled && vector::fold_has_lanes(self.kernel, dims, value, self.vars.len());
         self.in_fold(value, |l| {
             if unrolled {
                 l.unrolled_nest(dims, invariants, &mut point)
+            } else if lanes {
+                l.lane_fold(dims, op, value, invariants, acc, &mut point)
             } else {
                 l.nest(dims, invariants, &mut point)
             }

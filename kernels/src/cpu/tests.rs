@@ -172,10 +172,11 @@ fn a_row_invariant_nested_reduction_is_computed_once_per_row() {
     // is hoisted to the row loop and computed once there, so the function has one fold of
     // each, and the row loop's body computes both before its inner loop over the row.
     let text = emit_clif(&[nested_softmax()]).unwrap();
-    // Each `exp` clamps its argument with one `fmax`: the one in the sum, and the map's
-    // twice (four points at a time, then the row's last points one at a time); the max
-    // fold is the fourth.
-    assert_eq!(text.matches(" = fmax ").count(), 4, "{text}");
+    // Each fold runs four points of the row at a time in lanes, then the row's rest one
+    // at a time, and combines its lanes once: one combination of four `f32` lanes (the
+    // max) and one of two `f64x2` halves (the sum) in the whole function.
+    assert_eq!(text.matches(" = extractlane.f32x4 ").count(), 4, "{text}");
+    assert_eq!(text.matches(" = extractlane.f64x2 ").count(), 4, "{text}");
     assert!(text.contains("load.f32x4"), "{text}");
     assert_eq!(text.matches(" = fdemote.f32 ").count(), 1, "{text}");
     let first_store = text.find("store ").unwrap();

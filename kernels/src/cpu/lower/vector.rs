@@ -155,6 +155,42 @@ fn coefficient(ix: &Index, v: usize) -> Option<i64> {
     }
 }
 
+/// Whether a fold of `value` over `dims` (inside `kernel`, with `bound` loop variables
+/// bound outside it) runs its last dimension four points at a time: a row of at least
+/// eight points, along which `value` varies and has a vector form, reading no buffer the
+/// kernel writes and dividing no index.
+pub(super) fn fold_has_lanes(kernel: &Kernel, dims: &[Dim], value: &Expr, bound: usize) -> bool {
+    let Some(Dim::Fixed(n)) = dims.last() else {
+        return false;
+    };
+    if *n < 2 * Lanes::WIDTH as u64 {
+        return false;
+    }
+    let written = kernel.body.written_slots();
+    let mut reads_written = false;
+    value.visit_loads(&mut |buf, _| reads_written |= written.contains(&buf));
+    let mut indices = Vec::new();
+    Expr::indices_of(vec![value], &mut indices);
+    let divides = indices.iter().any(|ix| divides(ix));
+    let check = Check {
+        kernel,
+        space: &[],
+        point: Index::Const(0),
+        v: bound + dims.len() - 1,
+        stores: &[],
+    };
+    !reads_written && !divides && check.expr(value, false) == Some(true)
+}
+
+/// Whether `ix` holds a division or a remainder.
+fn divides(ix: &Index) -> bool {
+    match ix {
+        Index::Div(..) | Index::Rem(..) => true,
+        Index::Add(a, b) | Index::Mul(a, b) => divides(a) || divides(b),
+        Index::Var(_) | Index::Const(_) | Index::Batch => false,
+    }
+}
+
 /// Whether the expressions of a kernel have a vector form along `v`.
 struct Check<'a> {
     kernel: &'a Kernel,
@@ -433,7 +469,26 @@ impl<'k, 'f> Lowering<'k, 'f> {
         op: ReduceOp,
         value: &Expr,
     ) -> LowerResult<Value> {
-        // Sums in two `f64x2` halves, max and min in `f32x4`.
+        let accs = self.lane_accumulators(op);
+        self.in_fold(value, |l| {
+            l.nest(reduce, &[], &mut |l| l.fold_lanes(var, op, value, &accs))
+        })?;
+        Ok(match op {
+            ReduceOp::Sum => {
+                let low = self.b.use_var(accs[0]);
+                let high = self.b.use_var(accs[1]);
+                let low = self.b.ins().fvdemote(low);
+                let high = self.b.ins().fvdemote(high);
+                // The two low halves side by side.
+                self.shuffle(low, high, [0, 1, 4, 5])
+            }
+            ReduceOp::Max | ReduceOp::Min => self.b.use_var(accs[0]),
+        })
+    }
+
+    /// A fold's accumulators of four lanes, at the fold's identity: sums in two `f64x2`
+    /// halves, max and min in one `f32x4`.
+    fn lane_accumulators(&mut self, op: ReduceOp) -> Vec<Variable> {
         let accs: Vec<(Variable, Value)> = match op {
             ReduceOp::Sum => {
                 let zero = self.b.ins().f64const(0.0);
@@ -455,45 +510,99 @@ impl<'k, 'f> Lowering<'k, 'f> {
         for (acc, init) in &accs {
             self.b.def_var(*acc, *init);
         }
-        let accs: Vec<Variable> = accs.into_iter().map(|(a, _)| a).collect();
-        self.in_fold(value, |l| {
-            l.nest(reduce, &[], &mut |l| {
-                let mut cache = PointCache::new(var);
-                let v = l.vector_expr(value, None, &mut cache)?;
-                let v = l.broadcast(v, value, &mut cache)?;
-                match op {
-                    ReduceOp::Sum => {
-                        let [low, high] = l.promote(v);
-                        for (acc, part) in accs.iter().zip([low, high]) {
-                            let a = l.b.use_var(*acc);
-                            let sum = l.b.ins().fadd(a, part);
-                            l.b.def_var(*acc, sum);
-                        }
-                    }
-                    ReduceOp::Max | ReduceOp::Min => {
-                        let a = l.b.use_var(accs[0]);
-                        let folded = if op == ReduceOp::Max {
-                            l.b.ins().fmax(a, v)
-                        } else {
-                            l.b.ins().fmin(a, v)
-                        };
-                        l.b.def_var(accs[0], folded);
-                    }
+        accs.into_iter().map(|(a, _)| a).collect()
+    }
+
+    /// Folds `value` at the four points of the lanes (`var` their variable) into `accs`
+    /// ([`Lowering::lane_accumulators`]), each lane into its own accumulator lane.
+    fn fold_lanes(
+        &mut self,
+        var: usize,
+        op: ReduceOp,
+        value: &Expr,
+        accs: &[Variable],
+    ) -> LowerResult<()> {
+        let mut cache = PointCache::new(var);
+        let v = self.vector_expr(value, None, &mut cache)?;
+        let v = self.broadcast(v, value, &mut cache)?;
+        match op {
+            ReduceOp::Sum => {
+                let [low, high] = self.promote(v);
+                for (acc, part) in accs.iter().zip([low, high]) {
+                    let a = self.b.use_var(*acc);
+                    let sum = self.b.ins().fadd(a, part);
+                    self.b.def_var(*acc, sum);
                 }
-                Ok(())
+            }
+            ReduceOp::Max | ReduceOp::Min => {
+                let a = self.b.use_var(accs[0]);
+                let folded = if op == ReduceOp::Max {
+                    self.b.ins().fmax(a, v)
+                } else {
+                    self.b.ins().fmin(a, v)
+                };
+                self.b.def_var(accs[0], folded);
+            }
+        }
+        Ok(())
+    }
+
+    /// A fold over a row (`dims`' last extent, `var` its variable once bound) four points
+    /// at a time in lanes, then the rest one at a time with `point` into the scalar
+    /// accumulator `acc`; the lanes are added to (or compared with) `acc` at the end.
+    /// For a fold that [`fold_has_lanes`]. Sums (in `f64`) are added in another order
+    /// than one point at a time: four partial sums, then those.
+    pub(super) fn lane_fold(
+        &mut self,
+        dims: &[Dim],
+        op: ReduceOp,
+        value: &Expr,
+        invariants: &[Invariant],
+        acc: Variable,
+        point: &mut super::Body<'_, 'k, 'f>,
+    ) -> LowerResult<()> {
+        let Some((row, outer)) = dims.split_last() else {
+            return Err(self.error("a fold in lanes without dimensions (emitter bug)"));
+        };
+        let accs = self.lane_accumulators(op);
+        self.nest(outer, invariants, &mut |l| {
+            let lo = l.b.ins().iconst(types::I64, 0);
+            let hi = l.extent(*row);
+            let whole = l.b.ins().band_imm_s(hi, -Lanes::WIDTH);
+            let var = l.vars.len();
+            let outer: Vec<Invariant> = invariants
+                .iter()
+                .filter(|i| i.level <= var)
+                .cloned()
+                .collect();
+            l.counted_loop(lo, whole, Lanes::WIDTH, &mut |l| {
+                l.hoist(&outer)?;
+                l.fold_lanes(var, op, value, &accs)
+            })?;
+            l.counted_loop(whole, hi, 1, &mut |l| {
+                l.hoist(invariants)?;
+                point(l)
             })
         })?;
-        Ok(match op {
-            ReduceOp::Sum => {
-                let low = self.b.use_var(accs[0]);
-                let high = self.b.use_var(accs[1]);
-                let low = self.b.ins().fvdemote(low);
-                let high = self.b.ins().fvdemote(high);
-                // The two low halves side by side.
-                self.shuffle(low, high, [0, 1, 4, 5])
+        let mut folded = self.b.use_var(acc);
+        for &lanes in &accs {
+            // Two f64 lanes of a sum's half, four f32 lanes of a max or min.
+            let count = match op {
+                ReduceOp::Sum => 2,
+                ReduceOp::Max | ReduceOp::Min => 4,
+            };
+            let v = self.b.use_var(lanes);
+            for k in 0..count {
+                let x = self.b.ins().extractlane(v, k);
+                folded = match op {
+                    ReduceOp::Sum => self.b.ins().fadd(folded, x),
+                    ReduceOp::Max => self.b.ins().fmax(folded, x),
+                    ReduceOp::Min => self.b.ins().fmin(folded, x),
+                };
             }
-            ReduceOp::Max | ReduceOp::Min => self.b.use_var(accs[0]),
-        })
+        }
+        self.b.def_var(acc, folded);
+        Ok(())
     }
 
     /// An `f32x4` as two `f64x2`: lanes 0-1 and lanes 2-3.
