@@ -631,6 +631,69 @@ fn row_folds_run_four_points_at_a_time_and_match_the_reference() {
     }
 }
 
+/// A max pool's backward over windows of `w` in a row: `out[b, r, j, k] = (x[b, r, j w + k]
+/// == max_i x[b, r, j w + i]) * g[b, r, j] / count of the maxima`, over `[batch, 3, 11, w]`
+/// (the lanes run along `j`, each point of `k` unrolled; the stores step by `w`).
+fn window_backward(w: u64) -> Kernel {
+    let space = [Dim::Batch, Dim::Fixed(3), Dim::Fixed(11), Dim::Fixed(w)];
+    let image = [Dim::Batch, Dim::Fixed(3), Dim::Fixed(11 * w)];
+    let pooled = [Dim::Batch, Dim::Fixed(3), Dim::Fixed(11)];
+    let tap = |k: usize| {
+        let column = var(2).mul(Index::Const(w as i64)).add(var(k));
+        Expr::load(0, row_major(&[var(0), var(1), column], &image))
+    };
+    let window = |op, value: Expr| Expr::Reduce {
+        op,
+        extent: vec![Dim::Fixed(w)],
+        value: Box::new(value),
+    };
+    // A fold's variable is the next after those bound where it is.
+    let is_max = |k: usize| Expr::binary(BinaryOp::Eq, tap(k), window(ReduceOp::Max, tap(k + 1)));
+    let count = window(ReduceOp::Sum, is_max(4));
+    let g = Expr::load(1, row_major(&[var(0), var(1), var(2)], &pooled));
+    map_kernel(
+        "window_backward",
+        vec![
+            buffer("x", &image, Access::Read),
+            buffer("g", &pooled, Access::Read),
+            buffer("out", &space, Access::Write),
+        ],
+        &space,
+        vec![Store {
+            buf: 2,
+            index: identity_index(&space),
+            value: Expr::binary(
+                BinaryOp::Div,
+                Expr::binary(BinaryOp::Mul, is_max(3), g),
+                count,
+            ),
+        }],
+    )
+}
+
+#[test]
+fn lanes_run_along_a_row_of_windows_unrolling_each_window() {
+    for w in [1, 2, 3] {
+        let kernel = window_backward(w);
+        let text = emit_clif(std::slice::from_ref(&kernel)).unwrap();
+        assert!(text.contains("f32x4"), "window of {w}:\n{text}");
+        // A window wider than one element stores each lane alone.
+        assert_eq!(text.contains(" = extractlane "), w > 1, "{text}");
+        for batch in [1, 2] {
+            let mut bufs = inputs(&kernel, batch, -1.0, 1.0);
+            // Ties inside windows, so that counts above one occur.
+            for (i, x) in bufs[0].iter_mut().enumerate() {
+                if i % 5 == 1 {
+                    *x = 0.75;
+                }
+            }
+            bufs[0].iter_mut().step_by(7).for_each(|x| *x = 0.75);
+            assert_matches_reference(&kernel, &bufs, batch, 1e-6, 1e-7);
+        }
+        assert_thread_count_invariant(&kernel, 2);
+    }
+}
+
 #[test]
 fn pow_matches_the_reference() {
     let n = Dim::Fixed(512);

@@ -317,9 +317,15 @@ impl<'k, 'f> Lowering<'k, 'f> {
     ) -> LowerResult<()> {
         match dims.split_first() {
             None => body(self),
-            Some((d, [])) if self.vector.is_some() => {
+            Some((d, _))
+                if self
+                    .vector
+                    .as_ref()
+                    .is_some_and(|p| p.var == self.vars.len()) =>
+            {
                 let lo = self.b.ins().iconst(types::I64, 0);
                 let hi = self.extent(*d);
+                // The dimensions after `d` are the plan's unrolled ones.
                 self.vector_loop(lo, hi, invariants, body)
             }
             Some((d, rest)) => {

@@ -17,6 +17,13 @@
 //!   reductions that depend on `v` keep the kernel scalar; those that do not are computed
 //!   once per row as before and broadcast.
 //!
+//! When a map's innermost dimensions are shorter than a vector (a max pool's backward over
+//! `[.., 12, 2]`, a window dimension of 1) and hold at most eight points together, the
+//! lanes run along the dimension before them instead, each point of the short ones
+//! unrolled inside a vector point; a store then steps by their size and is written lane
+//! by lane. A nested reduction that varies along the lanes (the count of a window's
+//! maxima) is folded lane by lane too.
+//!
 //! A reduction whose output is contiguous along the innermost variable of its space (a
 //! sum over the batch of `g[b, j]`, a bias gradient) runs four outputs at once the same
 //! way: each lane folds its own output over the reduced dimensions in the scalar loop's
@@ -44,13 +51,20 @@ const MAX_STRIDE: i64 = 16;
 #[derive(Clone)]
 pub(super) struct Plan {
     /// The innermost loop variable of the kernel's space.
-    var: usize,
+    pub(super) var: usize,
     /// The stores of a point (a contraction's epilogue or a reduction: one, to its
     /// output).
     stores: Vec<Store>,
     /// What `Acc` is.
     acc: Acc,
+    /// The extents of the space's dimensions after `var` (a map's last few, each point of
+    /// them unrolled inside a vector point): empty when `var` is the innermost.
+    unrolled: Vec<u64>,
 }
+
+/// The most points of a map's innermost dimensions that a vector point unrolls when the
+/// lanes run along the dimension before them (a pooling window's `[.., 12, 2]`).
+const MAX_UNROLLED_POINTS: u64 = 8;
 
 #[derive(Clone)]
 enum Acc {
@@ -97,13 +111,7 @@ pub(super) fn plan(kernel: &Kernel) -> Option<Plan> {
         ),
         KernelBody::Parts(_) | KernelBody::ScatterAdd(_) => return None,
     };
-    let v = space.len().checked_sub(1)?;
-    // Fewer points than a vector holds: nothing to gain.
-    if let Dim::Fixed(n) = space[v]
-        && n < Lanes::WIDTH as u64
-    {
-        return None;
-    }
+    let (v, unrolled) = lanes_dimension(&space, matches!(acc, Acc::None))?;
     let check = Check {
         kernel,
         point: Index::row_major(
@@ -115,9 +123,15 @@ pub(super) fn plan(kernel: &Kernel) -> Option<Plan> {
         stores: &stores,
     };
     for (i, s) in stores.iter().enumerate() {
-        let contiguous = coefficient(&s.index, v) == Some(1);
+        // Contiguous, or (lanes along a dimension before unrolled ones) strided.
+        let step = coefficient(&s.index, v);
+        let laid_out = match step {
+            Some(1) => true,
+            Some(c) => !unrolled.is_empty() && (2..=MAX_STRIDE).contains(&c),
+            None => false,
+        };
         let alone = stores.iter().skip(i + 1).all(|t| t.buf != s.buf);
-        if !contiguous || !alone {
+        if !laid_out || !alone {
             return None;
         }
         check.expr(&s.value, !matches!(acc, Acc::None))?;
@@ -129,7 +143,44 @@ pub(super) fn plan(kernel: &Kernel) -> Option<Plan> {
         var: v,
         stores,
         acc,
+        unrolled,
     })
+}
+
+/// The dimension of `space` the lanes run along, and the extents after it: the innermost
+/// if it holds at least a vector's points; for a map (`unroll`), else the innermost that
+/// does when the dimensions after it (not the rows' outermost) hold at most
+/// [`MAX_UNROLLED_POINTS`] points together. None: nothing to gain.
+fn lanes_dimension(space: &[Dim], unroll: bool) -> Option<(usize, Vec<u64>)> {
+    let wide = |d: &Dim| !matches!(d, Dim::Fixed(n) if *n < Lanes::WIDTH as u64);
+    let last = space.len().checked_sub(1)?;
+    if wide(&space[last]) {
+        return Some((last, Vec::new()));
+    }
+    if !unroll {
+        return None;
+    }
+    let mut points = 1u64;
+    for v in (1..last).rev() {
+        let Dim::Fixed(n) = space[v + 1] else {
+            return None;
+        };
+        points = points.checked_mul(n)?;
+        if points > MAX_UNROLLED_POINTS {
+            return None;
+        }
+        if wide(&space[v]) {
+            let unrolled = space[v + 1..]
+                .iter()
+                .map(|d| match d {
+                    Dim::Fixed(n) => Some(*n),
+                    Dim::Batch => None,
+                })
+                .collect::<Option<Vec<u64>>>()?;
+            return Some((v, unrolled));
+        }
+    }
+    None
 }
 
 /// The coefficient of loop variable `v` in `ix`, if `ix` is affine in `v` with a
@@ -251,18 +302,19 @@ impl Check<'_> {
                 varies
             }
             Expr::Reduce { value, .. } => {
-                // Computed once per row and broadcast, if it does not depend on `v`.
-                let mut indices = Vec::new();
-                Expr::indices_of(vec![&**value], &mut indices);
-                if indices.iter().any(|ix| coefficient(ix, self.v) != Some(0)) {
-                    return None;
-                }
+                // Computed once per row and broadcast if it does not depend on `v`; else
+                // folded lane by lane (a max pool's count of maxima per window).
                 let mut writes = false;
                 value.visit_loads(&mut |buf, _| writes |= self.written(buf));
                 if writes {
                     return None;
                 }
-                false
+                let mut indices = Vec::new();
+                Expr::indices_of(vec![&**value], &mut indices);
+                if indices.iter().all(|ix| coefficient(ix, self.v) == Some(0)) {
+                    return Some(false);
+                }
+                self.expr(value, false)?
             }
         })
     }
@@ -356,14 +408,44 @@ impl<'k, 'f> Lowering<'k, 'f> {
             .filter(|i| i.level <= depth)
             .cloned()
             .collect();
+        let unrolled = self
+            .vector
+            .as_ref()
+            .map(|p| p.unrolled.clone())
+            .unwrap_or_default();
         self.counted_loop(lo, vector_hi, Lanes::WIDTH, &mut |l| {
             l.hoist(&outer)?;
-            l.vector_point()
+            l.unrolled_points(&unrolled, &outer, &mut |l| l.vector_point())
         })?;
+        let rest: Vec<Dim> = unrolled.iter().map(|&n| Dim::Fixed(n)).collect();
         self.counted_loop(vector_hi, hi, 1, &mut |l| {
             l.hoist(invariants)?;
-            body(l)
+            l.nest(&rest, invariants, body)
         })
+    }
+
+    /// `point` at every point of `extents` (loop variables bound to constants, one
+    /// dimension after another), the `invariants` of each point computed there and
+    /// forgotten after it.
+    fn unrolled_points(
+        &mut self,
+        extents: &[u64],
+        invariants: &[Invariant],
+        point: &mut super::Body<'_, 'k, 'f>,
+    ) -> LowerResult<()> {
+        let Some((&n, rest)) = extents.split_first() else {
+            return point(self);
+        };
+        for i in 0..n {
+            let v = self.b.ins().iconst(types::I64, i as i64);
+            self.vars.push(v);
+            let saved = self.memo.clone();
+            self.hoist(invariants)?;
+            self.unrolled_points(rest, invariants, point)?;
+            self.memo = saved;
+            self.vars.pop();
+        }
+        Ok(())
     }
 
     /// Four points of the plan's stores, the innermost variable bound to the first.
@@ -391,7 +473,20 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 ScalarType::F32 => value,
                 ScalarType::I32 => self.b.ins().fcvt_to_sint_sat(types::I32X4, value),
             };
-            self.b.ins().store(MemFlagsData::new(), value, addr, 0);
+            match coefficient(&s.index, plan.var) {
+                Some(1) => {
+                    self.b.ins().store(MemFlagsData::new(), value, addr, 0);
+                }
+                // Strided (the plan allows at most MAX_STRIDE): lane by lane.
+                step => {
+                    let step = step.ok_or_else(|| self.error("a store that is not strided"))?;
+                    for k in 0..Lanes::WIDTH {
+                        let lane = self.b.ins().extractlane(value, k as u8);
+                        let offset = (k * step * 4) as i32;
+                        self.b.ins().store(MemFlagsData::new(), lane, addr, offset);
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -414,12 +509,22 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 }
             }
             Expr::Acc => acc,
+            Expr::Reduce { op, extent, value } => {
+                let mut indices = Vec::new();
+                Expr::indices_of(vec![&**value], &mut indices);
+                if indices
+                    .iter()
+                    .all(|ix| coefficient(ix, cache.var) == Some(0))
+                {
+                    None
+                } else {
+                    Some(self.vector_fold(cache.var, extent, *op, value)?)
+                }
+            }
             // The plan refuses gathers: never reached with one.
-            Expr::Const(_)
-            | Expr::IndexValue(_)
-            | Expr::Uniform { .. }
-            | Expr::Reduce { .. }
-            | Expr::Gather { .. } => None,
+            Expr::Const(_) | Expr::IndexValue(_) | Expr::Uniform { .. } | Expr::Gather { .. } => {
+                None
+            }
             Expr::Unary(op, x) => self
                 .vector_expr(x, acc, cache)?
                 .map(|x| self.unary(l, *op, x)),
