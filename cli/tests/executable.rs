@@ -45,6 +45,43 @@ fn the_executable_prints_its_model_info() {
     assert!(out.contains("device      cpu"), "{out}");
 }
 
+/// Output whose reader has gone (`./model info | head -1`).
+struct ClosedPipe;
+
+impl std::io::Write for ClosedPipe {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::BrokenPipe.into())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_closed_output_stops_the_executable_quietly() {
+    let mut err = Vec::new();
+    let exe = executable();
+    let code = run_cli(["addrelu", "info"], || Ok(exe), &mut ClosedPipe, &mut err);
+    assert_eq!(code, ExitCode::SUCCESS);
+    assert_eq!(String::from_utf8(err).unwrap(), "");
+
+    // Any other write error is one.
+    struct Full;
+    impl std::io::Write for Full {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::StorageFull.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut err = Vec::new();
+    let exe = executable();
+    let code = run_cli(["addrelu", "info"], || Ok(exe), &mut Full, &mut err);
+    assert_eq!(code, ExitCode::from(1));
+    assert!(String::from_utf8(err).unwrap().starts_with("error: "));
+}
+
 #[test]
 fn an_executable_without_a_model_says_so() {
     let (code, _, err) = run(&["stub", "info"], b"just a stub".to_vec());

@@ -20,7 +20,8 @@
 //! validated as it was parsed) and checks its weights against
 //! the manifest; an entry's CPU code is generated from the kernel IR and JIT-compiled
 //! when the entry first runs (or mapped, for an executable carrying machine code), and a
-//! persistent buffer's initial value is copied into owned storage when first needed
+//! persistent buffer's initial value is copied into owned storage when first written or
+//! read whole; a launch that only reads it reads the artifact's bytes in place
 //! (`host_buffers.rs`). [`Session::run`] then checks the inputs against the entry,
 //! sizes the arena and the I/O block for their batch, copies them into the I/O block,
 //! launches the entry's kernels in order and copies the outputs out of it.
@@ -30,7 +31,9 @@
 //! slot, a buffer of exactly the slot's dtype and shape, and that every arena (I/O)
 //! buffer lies inside the arena (I/O block) for every batch size; both are allocated for
 //! the run's batch and
-//! persistent buffers hold exactly their elements. So every pointer handed to a kernel
+//! persistent buffers hold exactly their elements (one read in place is its own range of
+//! the artifact's weights, checked against its dtype and shape when the session was made,
+//! and bound only to slots its kernel never stores to). So every pointer handed to a kernel
 //! points at storage as large as the kernel's declaration of that slot. That the
 //! generated code stays inside its declared buffers is proven from the kernel IR at each
 //! batch size before the first run at that size ([`validate_bounds`]: every index

@@ -30,7 +30,7 @@ use strata_training::explain::samples::{SplitSamples, split_samples};
 use strata_training::explain::{ExplainError, ExplainSettings, Explanation, Target, explain};
 
 use super::ports::parse_input_arg;
-use super::{Device, Failure, load_weights, runtime};
+use super::{Device, Failure, load_weights, runtime, written};
 
 /// How many held-out samples are explained when no `--input` is given.
 const DEFAULT_COUNT: usize = 8;
@@ -373,7 +373,7 @@ fn write_all(
         summary.push_str(",baseline_score,completeness_gap");
     }
     summary.push('\n');
-    let p = |text: String, out: &mut dyn Write| writeln!(out, "{text}").map_err(runtime);
+    let p = |text: String, out: &mut dyn Write| writeln!(out, "{text}").map_err(written);
     p(
         format!(
             "{} of `{}` with respect to `{}`, {n} sample{}:",
@@ -536,7 +536,7 @@ fn write_all(
                         "  per-position scores (lag 1 is the last position):".into(),
                         out,
                     )?;
-                    write!(out, "{}", positions_text(&scores)).map_err(runtime)?;
+                    write!(out, "{}", positions_text(&scores)).map_err(super::written)?;
                 }
             }
         }

@@ -204,10 +204,22 @@ enum Failure {
     /// Stopped by Ctrl-C (exit code 130, as a shell reports SIGINT); the message says
     /// how to resume.
     Interrupted(String),
+    /// Whoever read the output stopped reading (`./model info | head`): the command
+    /// stops quietly, as other command-line tools do.
+    OutputClosed,
 }
 
 fn runtime(e: impl Display) -> Failure {
     Failure::Runtime(e.to_string())
+}
+
+/// A failure to write the command's output: quiet when the reader has gone.
+fn written(e: std::io::Error) -> Failure {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Failure::OutputClosed
+    } else {
+        runtime(e)
+    }
 }
 
 /// The executable's `main`: runs the command line against `artifact`, the bytes
@@ -277,12 +289,13 @@ pub(crate) fn explain_artifact(
 /// Says why a command failed on `err`, and its exit code.
 fn exit_code(result: Result<(), Failure>, err: &mut dyn Write) -> ExitCode {
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) | Err(Failure::OutputClosed) => ExitCode::SUCCESS,
         Err(failure) => {
             let (message, code) = match failure {
                 Failure::Usage(m) => (m, 2),
                 Failure::Runtime(m) => (m, 1),
                 Failure::Interrupted(m) => (m, 130),
+                Failure::OutputClosed => return ExitCode::SUCCESS,
             };
             let _ = writeln!(err, "error: {message}");
             ExitCode::from(code)
@@ -300,9 +313,9 @@ fn execute(
     match cli.command {
         Command::Info => {
             let info = ModelInfo::from_artifact(&artifact);
-            writeln!(out, "{info}").map_err(runtime)?;
-            writeln!(out, "\n{}", device_line(&artifact)).map_err(runtime)?;
-            writeln!(out, "{}", cpu_code_line(&artifact)).map_err(runtime)
+            writeln!(out, "{info}").map_err(written)?;
+            writeln!(out, "\n{}", device_line(&artifact)).map_err(written)?;
+            writeln!(out, "{}", cpu_code_line(&artifact)).map_err(written)
         }
         Command::Infer(args) => infer(&artifact, args, out),
         Command::Train(args) => train(&artifact, args, out),
@@ -394,7 +407,7 @@ fn eval(
         args.eval.split,
     )
     .map_err(train_failure)?;
-    write!(out, "{}", args.eval.render(&report)).map_err(runtime)
+    write!(out, "{}", args.eval.render(&report)).map_err(written)
 }
 
 fn bench(artifact: &Artifact, args: BenchCommand, out: &mut dyn Write) -> Result<(), Failure> {
@@ -477,7 +490,7 @@ fn infer(artifact: &Artifact, args: InferArgs, out: &mut dyn Write) -> Result<()
 
     if outputs.is_empty() {
         for (name, tensor) in &results {
-            writeln!(out, "{name}: {}", preview(tensor)).map_err(runtime)?;
+            writeln!(out, "{name}: {}", preview(tensor)).map_err(written)?;
         }
         return Ok(());
     }
@@ -549,7 +562,7 @@ fn decode(artifact: &Artifact, args: DecodeArgs, out: &mut dyn Write) -> Result<
             let width = tokens.shape.get(1).copied().unwrap_or(0) as usize;
             for row in ids.chunks(width.max(1)) {
                 let row: Vec<String> = row.iter().map(i32::to_string).collect();
-                writeln!(out, "{}", row.join(" ")).map_err(runtime)?;
+                writeln!(out, "{}", row.join(" ")).map_err(written)?;
             }
             Ok(())
         }
