@@ -98,3 +98,9 @@ impl fmt::Debug for Bytes {
         write!(f, "Bytes({} bytes)", self.len())
     }
 }
+
+/// How many bytes after `len` bytes reach the next multiple of `align`, a power of two
+/// (0 at a multiple).
+pub(crate) fn padding_to(len: u64, align: usize) -> usize {
+    (len.wrapping_neg() % align as u64) as usize
+}

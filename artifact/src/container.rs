@@ -78,7 +78,7 @@ impl Artifact {
         // at a multiple of 64 bytes: an aligned artifact's weights are read in place.
         let before_weights =
             HEADER_LEN as u64 + counted.0 + (self.clif.len() + self.wgsl.len()) as u64;
-        let padding = (before_weights.wrapping_neg() % WEIGHTS_ALIGN as u64) as usize;
+        let padding = crate::bytes::padding_to(before_weights, WEIGHTS_ALIGN);
         counted.0 += padding as u64;
         let machine_code = self
             .machine_code

@@ -31,7 +31,7 @@ const ARTIFACT_ALIGN: usize = 64;
 
 /// The zeros between a stub of `len` bytes and the artifact.
 fn padding_after(len: u64) -> usize {
-    (len.wrapping_neg() % ARTIFACT_ALIGN as u64) as usize
+    crate::bytes::padding_to(len, ARTIFACT_ALIGN)
 }
 
 /// The stub followed by the artifact (aligned) and the trailer that locates it.

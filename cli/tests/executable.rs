@@ -45,12 +45,13 @@ fn the_executable_prints_its_model_info() {
     assert!(out.contains("device      cpu"), "{out}");
 }
 
-/// Output whose reader has gone (`./model info | head -1`).
-struct ClosedPipe;
+/// Output whose every write fails with this error: `BrokenPipe` when its reader has gone
+/// (`./model info | head -1`).
+struct FailingOutput(std::io::ErrorKind);
 
-impl std::io::Write for ClosedPipe {
+impl std::io::Write for FailingOutput {
     fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-        Err(std::io::ErrorKind::BrokenPipe.into())
+        Err(self.0.into())
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
@@ -59,27 +60,25 @@ impl std::io::Write for ClosedPipe {
 
 #[test]
 fn a_closed_output_stops_the_executable_quietly() {
-    let mut err = Vec::new();
-    let exe = executable();
-    let code = run_cli(["addrelu", "info"], || Ok(exe), &mut ClosedPipe, &mut err);
-    assert_eq!(code, ExitCode::SUCCESS);
-    assert_eq!(String::from_utf8(err).unwrap(), "");
-
+    let info = |kind| {
+        let mut err = Vec::new();
+        let exe = executable();
+        let code = run_cli(
+            ["addrelu", "info"],
+            || Ok(exe),
+            &mut FailingOutput(kind),
+            &mut err,
+        );
+        (code, String::from_utf8(err).unwrap())
+    };
+    assert_eq!(
+        info(std::io::ErrorKind::BrokenPipe),
+        (ExitCode::SUCCESS, String::new())
+    );
     // Any other write error is one.
-    struct Full;
-    impl std::io::Write for Full {
-        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-            Err(std::io::ErrorKind::StorageFull.into())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut err = Vec::new();
-    let exe = executable();
-    let code = run_cli(["addrelu", "info"], || Ok(exe), &mut Full, &mut err);
+    let (code, err) = info(std::io::ErrorKind::StorageFull);
     assert_eq!(code, ExitCode::from(1));
-    assert!(String::from_utf8(err).unwrap().starts_with("error: "));
+    assert!(err.starts_with("error: "), "{err}");
 }
 
 #[test]

@@ -119,6 +119,25 @@ pub struct CompiledEntry {
     pub unfused: Option<UnfusedFigures>,
 }
 
+impl CompiledEntry {
+    /// The entry's figures (`strata ir --stats`); the unfused ones are those compiled
+    /// beside it, else computed here.
+    pub fn stats(&self) -> Result<EntryStats, String> {
+        let unfused = match self.unfused {
+            Some(figures) => figures,
+            None => unfused_figures(&self.graph)?,
+        };
+        Ok(entry_stats(
+            &self.name,
+            self.unsimplified.len(),
+            &self.graph,
+            &self.lowered,
+            &self.plan,
+            unfused,
+        ))
+    }
+}
+
 /// Every stage of one compilation up to the memory plans: what `strata ir` prints. No
 /// machine code, CLIF text or artifact is made ([`compile`] goes on to those).
 pub struct Stages {
@@ -143,22 +162,7 @@ impl Stages {
     /// Every entry's figures (`strata ir --stats`), `infer` first. The unfused figures
     /// are the ones compiled beside the entries, else computed here.
     pub fn stats(&self) -> Result<Vec<EntryStats>, String> {
-        self.entries()
-            .map(|e| {
-                let unfused = match e.unfused {
-                    Some(figures) => figures,
-                    None => unfused_figures(&e.graph)?,
-                };
-                Ok(entry_stats(
-                    &e.name,
-                    e.unsimplified.len(),
-                    &e.graph,
-                    &e.lowered,
-                    &e.plan,
-                    unfused,
-                ))
-            })
-            .collect()
+        self.entries().map(CompiledEntry::stats).collect()
     }
 
     /// The CLIF of every entry's kernels, in order: one function per kernel part, so the

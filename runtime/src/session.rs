@@ -541,15 +541,6 @@ impl Session {
                 .and_then(Option::as_ref)
                 .filter(|fns| fns.len() == kernel.part_count())
                 .ok_or_else(|| internal(format!("no code for kernel `{}`", kernel.name)))?;
-            // The buffers this launch stores to, by their storage: one bound to another
-            // slot as well is never read in place (both slots must see the same storage).
-            let written: Vec<usize> = launch
-                .bindings
-                .iter()
-                .zip(&kernel.buffers)
-                .filter(|(_, decl)| decl.access != Access::Read)
-                .map(|(&b, _)| storage_of(&self.manifest, b))
-                .collect();
             let mut pointers = Vec::with_capacity(launch.bindings.len());
             for &bound in &launch.bindings {
                 let info = self
@@ -595,7 +586,17 @@ impl Session {
                     }
                     Location::Persistent { .. } => {
                         let end = skip.checked_add(len).ok_or_else(outside)?;
-                        let reads_only = !written.contains(&id);
+                        // A buffer this launch also stores to (through any slot) is never
+                        // read in place: every slot must see the same storage.
+                        let reads_only =
+                            !launch
+                                .bindings
+                                .iter()
+                                .zip(&kernel.buffers)
+                                .any(|(&b, decl)| {
+                                    decl.access != Access::Read
+                                        && storage_of(&self.manifest, b) == id
+                                });
                         let host = self
                             .persistent
                             .get_mut()

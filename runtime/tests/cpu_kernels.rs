@@ -169,21 +169,32 @@ fn map_kernel(name: &str, buffers: Vec<BufferDecl>, space: &[Dim], stores: Vec<S
     }
 }
 
+/// `out = value` point by point over `space`, `value` reading slot 0, `x` (of shape
+/// `input`); `out` (slot 1) has the space's shape.
+fn map_of_x(name: &str, input: &[Dim], space: &[Dim], value: Expr) -> Kernel {
+    map_kernel(
+        name,
+        vec![
+            buffer("x", input, Access::Read),
+            buffer("out", space, Access::Write),
+        ],
+        space,
+        vec![Store {
+            buf: 1,
+            index: identity_index(space),
+            value,
+        }],
+    )
+}
+
 /// `out[i] = op(x[i])` over `n` elements.
 fn unary_map(op: UnaryOp, n: u64) -> Kernel {
     let shape = [Dim::Fixed(n)];
-    map_kernel(
+    map_of_x(
         op.name(),
-        vec![
-            buffer("x", &shape, Access::Read),
-            buffer("out", &shape, Access::Write),
-        ],
         &shape,
-        vec![Store {
-            buf: 1,
-            index: var(0),
-            value: Expr::unary(op, Expr::load(0, var(0))),
-        }],
+        &shape,
+        Expr::unary(op, Expr::load(0, var(0))),
     )
 }
 
@@ -496,18 +507,11 @@ fn window_reductions() -> Kernel {
             Expr::IndexValue(var(3).mul(Index::Const(2)).add(var(4))),
         )),
     };
-    map_kernel(
+    map_of_x(
         "window_reductions",
-        vec![
-            buffer("x", &image, Access::Read),
-            buffer("out", &out, Access::Write),
-        ],
+        &image,
         &out,
-        vec![Store {
-            buf: 1,
-            index: identity_index(&out),
-            value: Expr::binary(BinaryOp::Add, max, weighted),
-        }],
+        Expr::binary(BinaryOp::Add, max, weighted),
     )
 }
 
@@ -596,19 +600,7 @@ fn row_folds(cols: u64) -> Kernel {
         softmax,
         fold(ReduceOp::Min, Expr::load(0, at(3))),
     );
-    map_kernel(
-        "row_folds",
-        vec![
-            buffer("x", &shape, Access::Read),
-            buffer("out", &shape, Access::Write),
-        ],
-        &shape,
-        vec![Store {
-            buf: 1,
-            index: identity_index(&shape),
-            value,
-        }],
-    )
+    map_of_x("row_folds", &shape, &shape, value)
 }
 
 #[test]

@@ -5,7 +5,6 @@ use strata_compiler::driver::{CompileOptions, compile};
 use strata_compiler::ir::{BinaryOp, Dim, Graph, Op, ReduceOp, TensorType, UnaryOp, ValueId};
 use strata_compiler::lower::print::print_kernels;
 use strata_compiler::lower::{BufferRole, lower};
-use strata_compiler::plan::stats::{entry_stats, unfused_figures};
 use strata_compiler::plan::{check_plan, plan_memory};
 use strata_compiler::source::Span;
 use strata_kernels::ir::{Expr, Kernel, KernelBody};
@@ -358,15 +357,7 @@ fn every_example_train_step_plan_is_near_the_lower_bound_and_under_half_the_naiv
                     assert!(plan.offsets[b].is_none(), "{}: `{}`", source.name, buf.name);
                 }
             }
-            let unfused = unfused_figures(&e.graph).unwrap();
-            let s = entry_stats(
-                &e.name,
-                e.unsimplified.len(),
-                &e.graph,
-                &e.lowered,
-                &e.plan,
-                unfused,
-            );
+            let s = e.stats().unwrap();
             eprintln!("{} {}: {s:?}", source.name, e.name);
             if e.name != "train_step" {
                 continue;

@@ -34,6 +34,7 @@
 
 use super::{LowerResult, Lowering};
 use crate::cpu::lanes::Lanes;
+use crate::cpu::strength;
 use crate::hoist::Invariant;
 use crate::ir::{BinaryOp, Dim, Expr, Index, Kernel, KernelBody, ReduceOp, ScalarType, Store};
 use cranelift_codegen::ir::condcodes::FloatCC;
@@ -57,9 +58,9 @@ pub(super) struct Plan {
     stores: Vec<Store>,
     /// What `Acc` is.
     acc: Acc,
-    /// The extents of the space's dimensions after `var` (a map's last few, each point of
-    /// them unrolled inside a vector point): empty when `var` is the innermost.
-    unrolled: Vec<u64>,
+    /// The space's dimensions after `var` (a map's last few, all of fixed extent, each
+    /// point of them unrolled inside a vector point): empty when `var` is the innermost.
+    unrolled: Vec<Dim>,
 }
 
 /// The most points of a map's innermost dimensions that a vector point unrolls when the
@@ -151,7 +152,7 @@ pub(super) fn plan(kernel: &Kernel) -> Option<Plan> {
 /// if it holds at least a vector's points; for a map (`unroll`), else the innermost that
 /// does when the dimensions after it (not the rows' outermost) hold at most
 /// [`MAX_UNROLLED_POINTS`] points together. None: nothing to gain.
-fn lanes_dimension(space: &[Dim], unroll: bool) -> Option<(usize, Vec<u64>)> {
+fn lanes_dimension(space: &[Dim], unroll: bool) -> Option<(usize, Vec<Dim>)> {
     let wide = |d: &Dim| !matches!(d, Dim::Fixed(n) if *n < Lanes::WIDTH as u64);
     let last = space.len().checked_sub(1)?;
     if wide(&space[last]) {
@@ -169,15 +170,9 @@ fn lanes_dimension(space: &[Dim], unroll: bool) -> Option<(usize, Vec<u64>)> {
         if points > MAX_UNROLLED_POINTS {
             return None;
         }
+        // Every dimension after `v` is fixed: each was checked as `points` grew.
         if wide(&space[v]) {
-            let unrolled = space[v + 1..]
-                .iter()
-                .map(|d| match d {
-                    Dim::Fixed(n) => Some(*n),
-                    Dim::Batch => None,
-                })
-                .collect::<Option<Vec<u64>>>()?;
-            return Some((v, unrolled));
+            return Some((v, space[v + 1..].to_vec()));
         }
     }
     None
@@ -220,9 +215,7 @@ pub(super) fn fold_has_lanes(kernel: &Kernel, dims: &[Dim], value: &Expr, bound:
     let written = kernel.body.written_slots();
     let mut reads_written = false;
     value.visit_loads(&mut |buf, _| reads_written |= written.contains(&buf));
-    let mut indices = Vec::new();
-    Expr::indices_of(vec![value], &mut indices);
-    let divides = indices.iter().any(|ix| divides(ix));
+    let divides = !strength::divisions_in(&[value], &[]).is_empty();
     let check = Check {
         kernel,
         space: &[],
@@ -233,13 +226,12 @@ pub(super) fn fold_has_lanes(kernel: &Kernel, dims: &[Dim], value: &Expr, bound:
     !reads_written && !divides && check.expr(value, false) == Some(true)
 }
 
-/// Whether `ix` holds a division or a remainder.
-fn divides(ix: &Index) -> bool {
-    match ix {
-        Index::Div(..) | Index::Rem(..) => true,
-        Index::Add(a, b) | Index::Mul(a, b) => divides(a) || divides(b),
-        Index::Var(_) | Index::Const(_) | Index::Batch => false,
-    }
+/// Whether an index inside `value` depends on loop variable `v` (or is not affine in
+/// it): a nested reduction of it differs from one point of the lanes to the next.
+fn varies_along(value: &Expr, v: usize) -> bool {
+    let mut indices = Vec::new();
+    Expr::indices_of(vec![value], &mut indices);
+    indices.iter().any(|ix| coefficient(ix, v) != Some(0))
 }
 
 /// Whether the expressions of a kernel have a vector form along `v`.
@@ -309,9 +301,7 @@ impl Check<'_> {
                 if writes {
                     return None;
                 }
-                let mut indices = Vec::new();
-                Expr::indices_of(vec![&**value], &mut indices);
-                if indices.iter().all(|ix| coefficient(ix, self.v) == Some(0)) {
+                if !varies_along(value, self.v) {
                     return Some(false);
                 }
                 self.expr(value, false)?
@@ -415,37 +405,12 @@ impl<'k, 'f> Lowering<'k, 'f> {
             .unwrap_or_default();
         self.counted_loop(lo, vector_hi, Lanes::WIDTH, &mut |l| {
             l.hoist(&outer)?;
-            l.unrolled_points(&unrolled, &outer, &mut |l| l.vector_point())
+            l.unrolled_nest(&unrolled, &outer, &mut |l| l.vector_point())
         })?;
-        let rest: Vec<Dim> = unrolled.iter().map(|&n| Dim::Fixed(n)).collect();
         self.counted_loop(vector_hi, hi, 1, &mut |l| {
             l.hoist(invariants)?;
-            l.nest(&rest, invariants, body)
+            l.nest(&unrolled, invariants, body)
         })
-    }
-
-    /// `point` at every point of `extents` (loop variables bound to constants, one
-    /// dimension after another), the `invariants` of each point computed there and
-    /// forgotten after it.
-    fn unrolled_points(
-        &mut self,
-        extents: &[u64],
-        invariants: &[Invariant],
-        point: &mut super::Body<'_, 'k, 'f>,
-    ) -> LowerResult<()> {
-        let Some((&n, rest)) = extents.split_first() else {
-            return point(self);
-        };
-        for i in 0..n {
-            let v = self.b.ins().iconst(types::I64, i as i64);
-            self.vars.push(v);
-            let saved = self.memo.clone();
-            self.hoist(invariants)?;
-            self.unrolled_points(rest, invariants, point)?;
-            self.memo = saved;
-            self.vars.pop();
-        }
-        Ok(())
     }
 
     /// Four points of the plan's stores, the innermost variable bound to the first.
@@ -509,18 +474,10 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 }
             }
             Expr::Acc => acc,
-            Expr::Reduce { op, extent, value } => {
-                let mut indices = Vec::new();
-                Expr::indices_of(vec![&**value], &mut indices);
-                if indices
-                    .iter()
-                    .all(|ix| coefficient(ix, cache.var) == Some(0))
-                {
-                    None
-                } else {
-                    Some(self.vector_fold(cache.var, extent, *op, value)?)
-                }
-            }
+            Expr::Reduce { op, extent, value } => match varies_along(value, cache.var) {
+                true => Some(self.vector_fold(cache.var, extent, *op, value)?),
+                false => None,
+            },
             // The plan refuses gathers: never reached with one.
             Expr::Const(_) | Expr::IndexValue(_) | Expr::Uniform { .. } | Expr::Gather { .. } => {
                 None
@@ -689,13 +646,13 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 point(l)
             })
         })?;
+        // Two f64 lanes in each of a sum's halves, four f32 lanes of a max or min.
+        let count = match op {
+            ReduceOp::Sum => 2,
+            ReduceOp::Max | ReduceOp::Min => 4,
+        };
         let mut folded = self.b.use_var(acc);
         for &lanes in &accs {
-            // Two f64 lanes of a sum's half, four f32 lanes of a max or min.
-            let count = match op {
-                ReduceOp::Sum => 2,
-                ReduceOp::Max | ReduceOp::Min => 4,
-            };
             let v = self.b.use_var(lanes);
             for k in 0..count {
                 let x = self.b.ins().extractlane(v, k);
