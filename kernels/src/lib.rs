@@ -18,6 +18,7 @@
 //! [`scalar_op`] from here.
 
 pub mod bounds;
+pub mod cost;
 pub mod cpu;
 pub mod erf;
 pub mod eval;

@@ -9,8 +9,9 @@
 //! - the calling thread while a [`Session`](crate::Session) runs an entry, through
 //!   [`FlushDenormals`], which restores the caller's register when the entry returns, so
 //!   the host program's own arithmetic is unchanged;
-//! - the launch pool's threads for their whole life ([`flush_on_this_thread`], their start
-//!   handler): they run nothing but kernels.
+//! - the launch team's threads take the calling thread's mode with each launch
+//!   ([`mode`], [`set_mode`]), so a result never depends on which thread computed it,
+//!   whether the caller flushes (a session) or not (a bare `launch`).
 //!
 //! Results therefore differ from IEEE arithmetic only where a value below `f32`'s smallest
 //! normal (about 1.2e-38) is involved, which reads and is written as zero. The `gemm`
@@ -47,10 +48,27 @@ impl Drop for FlushDenormals {
     }
 }
 
-/// Sets FTZ and DAZ on this thread for good (for threads that only run kernels).
-pub fn flush_on_this_thread() {
+/// This thread's FTZ and DAZ bits, for [`set_mode`] on another thread.
+pub(crate) fn mode() -> u32 {
     #[cfg(target_arch = "x86_64")]
-    mxcsr::write(mxcsr::read() | FLUSH_BITS);
+    {
+        mxcsr::read() & FLUSH_BITS
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    0
+}
+
+/// Gives this thread the FTZ and DAZ bits of [`mode`], keeping the rest of its register.
+pub(crate) fn set_mode(bits: u32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let now = mxcsr::read();
+        if now & FLUSH_BITS != bits & FLUSH_BITS {
+            mxcsr::write((now & !FLUSH_BITS) | (bits & FLUSH_BITS));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bits;
 }
 
 /// Whether this thread flushes denormals now (FTZ and DAZ both set).

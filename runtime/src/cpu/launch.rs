@@ -19,8 +19,10 @@
 //! the results there either.
 
 use super::KernelFn;
+use super::team::Team;
 use gemm::Parallelism;
 use std::sync::OnceLock;
+use strata_kernels::cost;
 use strata_kernels::ir::{Contraction, Dim, Kernel, KernelBody, MatrixOperand};
 
 /// How a launch may use threads.
@@ -30,8 +32,9 @@ pub struct LaunchOptions {
     /// count (or `--threads`), asked only when a launch has work for more than one, so a
     /// small model's run never reads the files under /proc that hold it.
     pub threads: Option<usize>,
-    /// A launch uses one more thread per this much work (points of the space, times the
-    /// reduced points or the contraction's depth).
+    /// A launch uses one more thread per this much work, in element operations
+    /// ([`strata_kernels::cost`]: a copy's point is two, a `tanh`'s about eighteen, a
+    /// product's multiply-add an eighth).
     pub min_work_per_thread: u64,
 }
 
@@ -40,7 +43,7 @@ impl Default for LaunchOptions {
     fn default() -> Self {
         LaunchOptions {
             threads: None,
-            min_work_per_thread: 1 << 20,
+            min_work_per_thread: 1 << 14,
         }
     }
 }
@@ -99,6 +102,10 @@ fn contract_row_block(m: u64) -> u64 {
     m.div_ceil(8).clamp(64, 256)
 }
 
+/// The fewest columns of a product worth a thread of their own (in a product split by
+/// columns, see `Job::run_by_columns`).
+const MIN_COLUMNS_PER_THREAD: u64 = 32;
+
 /// Runs one kernel over its whole iteration space, with [`LaunchOptions::default`].
 ///
 /// # Safety
@@ -140,6 +147,20 @@ pub unsafe fn launch_with(
         .collect();
     let units = jobs.iter().fold(0u64, |acc, j| acc.saturating_add(j.units));
     let work = jobs.iter().fold(0u64, |acc, j| acc.saturating_add(j.work));
+    if let [job] = jobs.as_slice()
+        && let Some(plan) = &job.contract
+    {
+        // A product of fewer row blocks than the threads it deserves (a batch-1
+        // transformer's dense layer, a recurrent step's product at batch 32): its threads
+        // share the columns instead.
+        let column_blocks = plan.n / MIN_COLUMNS_PER_THREAD;
+        let threads = thread_count(options, column_blocks, work);
+        if threads > job.units {
+            // SAFETY: forwarded from the caller.
+            unsafe { job.run_by_columns(&bufs, batch, threads) };
+            return;
+        }
+    }
     let threads = thread_count(options, units, work);
     let bounds = work_bounds(&jobs, threads);
     split(&bounds, |start, end| {
@@ -168,35 +189,31 @@ struct Job<'k> {
 
 impl<'k> Job<'k> {
     fn new(kernel: &Kernel, body: &'k KernelBody, f: KernelFn, batch: u64) -> Job<'k> {
+        let cols = match body {
+            KernelBody::ScatterAdd(s) => kernel.table_extent(s.out).map_or(0, |(_, cols)| cols),
+            _ => 0,
+        };
+        let work = cost::body_cost(body, batch, cols);
         match body {
-            KernelBody::Map { space, .. } => Job {
+            KernelBody::Map { space, .. } | KernelBody::Reduce { space, .. } => Job {
                 f,
                 units: outer_rows(space, batch),
-                work: points(space, batch),
-                contract: None,
-            },
-            KernelBody::Reduce { space, reduce, .. } => Job {
-                f,
-                units: outer_rows(space, batch),
-                work: points(space, batch).saturating_mul(points(reduce, batch)),
+                work,
                 contract: None,
             },
             // Its function's rows are the table's columns (each thread owns some).
-            KernelBody::ScatterAdd(s) => {
-                let cols = kernel.table_extent(s.out).map_or(0, |(_, cols)| cols);
-                Job {
-                    f,
-                    units: cols,
-                    work: points(&s.over, batch).saturating_mul(cols),
-                    contract: None,
-                }
-            }
+            KernelBody::ScatterAdd(_) => Job {
+                f,
+                units: cols,
+                work,
+                contract: None,
+            },
             KernelBody::Contract(c) => {
                 let plan = ContractPlan::new(c, batch);
                 Job {
                     f,
                     units: plan.blocks(),
-                    work: plan.work(),
+                    work,
                     contract: Some(plan),
                 }
             }
@@ -207,6 +224,35 @@ impl<'k> Job<'k> {
                 work: 0,
                 contract: None,
             },
+        }
+    }
+
+    /// Runs a contraction's products with `threads` threads each computing a range of
+    /// the output's columns for every block, then the epilogue of every block on the
+    /// calling thread. The columns are cut at multiples of 16 (a vector of `gemm`'s), and
+    /// each product's point is computed as in one call, so results do not change.
+    ///
+    /// # Safety
+    /// As for [`launch`]; `self` is a contraction.
+    unsafe fn run_by_columns(&self, bufs: &SharedBuffers, batch: u64, threads: u64) {
+        let Some(plan) = &self.contract else {
+            return;
+        };
+        let step = (plan.n.div_ceil(threads)).next_multiple_of(16);
+        let bounds: Vec<u64> = (0..=threads).map(|t| (t * step).min(plan.n)).collect();
+        split(&bounds, |first_col, end_col| {
+            for block in 0..self.units {
+                let (first, last) = plan.block_rows(block);
+                // SAFETY: as in `run`; these columns of the block's rows are this
+                // thread's alone.
+                unsafe { plan.product(bufs, first, last, (first_col, end_col)) };
+            }
+        });
+        let batch_arg = batch as i64;
+        for block in 0..self.units {
+            let (first, last) = plan.block_rows(block);
+            // SAFETY: as for a map; the product's rows are all written.
+            unsafe { (self.f)(bufs.as_ptr(), batch_arg, first as i64, last as i64) };
         }
     }
 
@@ -227,7 +273,7 @@ impl<'k> Job<'k> {
                     // SAFETY: the caller guarantees the buffers hold the operands and the
                     // output at this batch size; the block's output rows are this call's
                     // alone, and no operand is the output (the emitter refuses that).
-                    unsafe { plan.product(bufs, first, last) };
+                    unsafe { plan.product(bufs, first, last, (0, plan.n)) };
                     // SAFETY: as for a map; the epilogue reads the rows just written.
                     unsafe { (self.f)(bufs.as_ptr(), batch_arg, first as i64, last as i64) };
                 }
@@ -255,11 +301,6 @@ impl SharedBuffers<'_> {
     fn f32_ptr(&self, slot: usize) -> *mut f32 {
         self.0[slot].cast::<f32>()
     }
-}
-
-fn points(dims: &[Dim], batch: u64) -> u64 {
-    dims.iter()
-        .fold(1u64, |acc, d| acc.saturating_mul(d.resolve(batch)))
 }
 
 /// The extent of the outermost dimension; a rank-0 space has one row.
@@ -309,49 +350,27 @@ fn work_bounds(jobs: &[Job], threads: u64) -> Vec<u64> {
     bounds
 }
 
-/// The launches' threads besides the caller's: one fewer than the host runs at once, since
-/// the calling thread takes a share too (a pool as large as the host would leave its
-/// threads spinning against the caller between launches).
-/// None if the host refused to start its threads: launches then run on the caller alone.
-fn pool() -> Option<&'static rayon::ThreadPool> {
-    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(host_threads().saturating_sub(1).max(1))
-            .thread_name(|i| format!("strata-launch-{i}"))
-            // These threads run nothing but kernels.
-            .start_handler(|_| super::denormals::flush_on_this_thread())
-            .build()
-            .ok()
-    })
-    .as_ref()
-}
-
 /// Calls `run(bounds[t], bounds[t + 1])` for each range, the last one on the calling
-/// thread and the others on [`pool`]'s threads; empty ranges are skipped.
+/// thread and the others on the [`Team`]'s threads (one fewer than the host runs at once,
+/// since the caller takes a share too); empty ranges are skipped.
 fn split(bounds: &[u64], run: impl Fn(u64, u64) + Sync) {
     let ranges: Vec<(u64, u64)> = bounds
         .windows(2)
         .map(|w| (w[0], w[1]))
         .filter(|(start, end)| start < end)
         .collect();
-    let Some((&last, others)) = ranges.split_last() else {
-        return;
-    };
-    // A launch that runs on the caller alone never starts the pool (a batch-1 run of a
+    // A launch that runs on the caller alone never starts the team (a batch-1 run of a
     // small model starts no thread).
-    let pool = if others.is_empty() { None } else { pool() };
-    let Some(pool) = pool else {
-        ranges.iter().for_each(|&(start, end)| run(start, end));
-        return;
+    let team = match ranges.len() {
+        0 => return,
+        1 => None,
+        _ => Team::get(host_threads().saturating_sub(1).max(1)),
     };
-    pool.in_place_scope(|scope| {
-        let run = &run;
-        for &(start, end) in others {
-            scope.spawn(move |_| run(start, end));
-        }
-        run(last.0, last.1);
-    });
+    let run_range = |i: usize| run(ranges[i].0, ranges[i].1);
+    match team {
+        Some(team) => team.run(ranges.len(), &run_range),
+        None => (0..ranges.len()).for_each(run_range),
+    }
 }
 
 /// The most matrices a contraction's fold checks look at (they evaluate the operands'
@@ -535,15 +554,6 @@ impl<'c> ContractPlan<'c> {
         }
     }
 
-    fn work(&self) -> u64 {
-        self.batch_extents
-            .iter()
-            .chain(&self.summed_extents)
-            .fold(self.m, |acc, b| acc.saturating_mul(*b))
-            .saturating_mul(self.n)
-            .saturating_mul(self.k.max(1))
-    }
-
     fn blocks(&self) -> u64 {
         match (self.batch_extents.first(), self.folded) {
             (None, _) => self.m.div_ceil(contract_row_block(self.m)),
@@ -568,18 +578,19 @@ impl<'c> ContractPlan<'c> {
         }
     }
 
-    /// Writes the product into `out` for outermost rows `start..end`.
+    /// Writes the product into `out` for outermost rows `start..end`, columns
+    /// `cols.0..cols.1` of `n`.
     ///
     /// # Safety
     /// The buffers must hold the operands and the output at this batch size, and no other
-    /// thread may access these rows of `out` meanwhile.
-    unsafe fn product(&self, bufs: &SharedBuffers<'_>, start: u64, end: u64) {
+    /// thread may access these rows and columns of `out` meanwhile.
+    unsafe fn product(&self, bufs: &SharedBuffers<'_>, start: u64, end: u64, cols: (u64, u64)) {
         if self.m == 0 || self.n == 0 {
             return;
         }
         if self.batch_extents.is_empty() {
             // SAFETY: forwarded from the caller.
-            unsafe { self.matrix_product(bufs, &[], start, end) };
+            unsafe { self.matrix_product(bufs, &[], start, end, cols) };
             return;
         }
         if self.folded.is_some() {
@@ -589,7 +600,13 @@ impl<'c> ContractPlan<'c> {
             // SAFETY: forwarded from the caller; the fold holds (`batch_folds_into_rows`),
             // so these rows are those of outermost batch indices `start..end`.
             unsafe {
-                self.matrix_product(bufs, &vars, start * rows_per_outer, end * rows_per_outer)
+                self.matrix_product(
+                    bufs,
+                    &vars,
+                    start * rows_per_outer,
+                    end * rows_per_outer,
+                    cols,
+                )
             };
             return;
         }
@@ -604,7 +621,7 @@ impl<'c> ContractPlan<'c> {
             vars[0] = outer as i64;
             loop {
                 // SAFETY: forwarded from the caller.
-                unsafe { self.matrix_product(bufs, &vars, 0, self.m) };
+                unsafe { self.matrix_product(bufs, &vars, 0, self.m, cols) };
                 if !next_index(&mut vars[1..], inner_extents) {
                     break;
                 }
@@ -625,6 +642,7 @@ impl<'c> ContractPlan<'c> {
         vars: &[i64],
         rows_start: u64,
         rows_end: u64,
+        cols: (u64, u64),
     ) {
         // `out` is contiguous [batch..., m, n].
         let flat_batch = vars
@@ -637,7 +655,16 @@ impl<'c> ContractPlan<'c> {
         operand_vars.resize(vars.len() + self.summed_extents.len(), 0);
         if self.summed_in_depth {
             // SAFETY: forwarded from the caller.
-            unsafe { self.gemm_call(bufs, &operand_vars, dst_row, rows, self.depth, false) };
+            unsafe {
+                self.gemm_call(
+                    bufs,
+                    &operand_vars,
+                    dst_row,
+                    (rows, cols),
+                    self.depth,
+                    false,
+                )
+            };
             return;
         }
         if self.summed_extents.contains(&0) {
@@ -647,7 +674,7 @@ impl<'c> ContractPlan<'c> {
         loop {
             // SAFETY: forwarded from the caller; after the first call, `dst` holds the
             // sum so far.
-            unsafe { self.gemm_call(bufs, &operand_vars, dst_row, rows, self.k, !first) };
+            unsafe { self.gemm_call(bufs, &operand_vars, dst_row, (rows, cols), self.k, !first) };
             first = false;
             if !next_index(&mut operand_vars[vars.len()..], &self.summed_extents) {
                 break;
@@ -655,8 +682,8 @@ impl<'c> ContractPlan<'c> {
         }
     }
 
-    /// `out` rows from `dst_row` on `(:)= a x b` over `depth`, for rows
-    /// `rows.0..rows.1` of the operands at variables `vars` (batch, then summed);
+    /// `out` rows from `dst_row`, columns `cols.0..cols.1`, `(:)= a x b` over `depth`,
+    /// for rows `rows.0..rows.1` of the operands at variables `vars` (batch, then summed);
     /// `accumulate` adds to what `out` holds.
     ///
     /// # Safety
@@ -667,7 +694,7 @@ impl<'c> ContractPlan<'c> {
         bufs: &SharedBuffers<'_>,
         vars: &[i64],
         dst_row: u64,
-        rows: (u64, u64),
+        (rows, cols): ((u64, u64), (u64, u64)),
         depth: u64,
         accumulate: bool,
     ) {
@@ -682,9 +709,13 @@ impl<'c> ContractPlan<'c> {
         let (a_offset, a_rs, a_cs) = operand(&self.c.a);
         let (b_offset, b_rs, b_cs) = operand(&self.c.b);
         let n = self.n as isize;
+        let (col, cols) = (cols.0 as isize, cols.1.saturating_sub(cols.0));
+        if cols == 0 {
+            return;
+        }
         let dst = bufs
             .f32_ptr(self.c.out)
-            .wrapping_offset(dst_row as isize * n);
+            .wrapping_offset(dst_row as isize * n + col);
         let lhs = bufs
             .f32_ptr(self.c.a.buf)
             .cast_const()
@@ -692,7 +723,7 @@ impl<'c> ContractPlan<'c> {
         let rhs = bufs
             .f32_ptr(self.c.b.buf)
             .cast_const()
-            .wrapping_offset(b_offset);
+            .wrapping_offset(b_offset + col * b_cs);
         // SAFETY: the caller guarantees these rows of `dst` and the operands' elements
         // (addressed with the kernel's own offsets and strides) are valid, and that nobody
         // else writes `dst` meanwhile. `read_dst = false` makes `dst := 1 * lhs * rhs`
@@ -701,7 +732,7 @@ impl<'c> ContractPlan<'c> {
         unsafe {
             gemm::gemm(
                 (rows.1 - rows.0) as usize,
-                self.n as usize,
+                cols as usize,
                 depth as usize,
                 dst,
                 1,
@@ -807,7 +838,7 @@ mod tests {
         for block in 0..plan.blocks() {
             let (start, end) = plan.block_rows(block);
             // SAFETY: the buffers hold the operands and the output at this batch size.
-            unsafe { plan.product(&bufs, start, end) };
+            unsafe { plan.product(&bufs, start, end, (0, n)) };
         }
         for row in 0..(batch * m) as usize {
             for col in 0..n as usize {
@@ -817,6 +848,38 @@ mod tests {
                 assert_eq!(out[row * n as usize + col], want, "({row}, {col})");
             }
         }
+    }
+
+    #[test]
+    fn a_product_by_column_ranges_is_the_whole_product_bit_for_bit() {
+        let (batch, m, n, k) = (1u64, 9u64, 40u64, 33u64);
+        let c = batched_product(m, n, k, (m * k) as i64, 0);
+        let plan = ContractPlan::new(&c, batch);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7) % 13) as f32 * 0.37 - 2.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 3) % 11) as f32 * 0.21 - 1.0)
+            .collect();
+        let run = |ranges: &[(u64, u64)]| {
+            let mut out = vec![f32::NAN; (m * n) as usize];
+            let ptrs = [
+                a.as_ptr().cast_mut().cast::<u8>(),
+                b.as_ptr().cast_mut().cast::<u8>(),
+                out.as_mut_ptr().cast::<u8>(),
+            ];
+            let bufs = SharedBuffers(&ptrs);
+            for &cols in ranges {
+                // SAFETY: the buffers hold the operands and the output.
+                unsafe { plan.product(&bufs, 0, 1, cols) };
+            }
+            out
+        };
+        let whole = run(&[(0, n)]);
+        let by_columns = run(&[(0, 16), (16, 32), (32, n)]);
+        assert!(whole.iter().all(|v| v.is_finite()));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&whole), bits(&by_columns));
     }
 
     #[test]

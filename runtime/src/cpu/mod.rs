@@ -4,7 +4,9 @@
 //! - [`machine_code`]: kernels compiled ahead of time ([`compile_machine_code`], at
 //!   `strata build`) and mapped back at a start ([`MappedCode`]).
 //! - [`launch`](mod@launch): runs one kernel over its iteration space, split across threads
-//!   by rows of the outermost dimension; contractions call `gemm` first.
+//!   by rows of the outermost dimension (a product of few rows: by its columns);
+//!   contractions call `gemm` first.
+//! - `team`: the threads a launch shares its work with, spinning between launches.
 //! - [`denormals`]: kernels run with denormals flushed to zero.
 //!
 //! The calling convention of the generated code is in `strata_kernels::cpu`.
@@ -13,6 +15,7 @@ pub mod denormals;
 pub mod jit;
 pub mod launch;
 pub mod machine_code;
+mod team;
 
 pub use jit::{JitCode, JitError};
 pub use launch::{
