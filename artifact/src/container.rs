@@ -45,7 +45,9 @@ use crate::{Bytes, MachineCode};
 pub const MAGIC: [u8; 8] = *b"\x89STRATA\n";
 
 /// The layout version this runtime writes and reads.
-pub const FORMAT_VERSION: u32 = 6;
+/// 7: a map's or reduction's CPU function over `[batch, n, ...]` takes rows of
+/// `(batch, n)` pairs (`strata_kernels::cpu::row_dims`), so CLIF of 6 would run wrong.
+pub const FORMAT_VERSION: u32 = 7;
 
 const HEADER_LEN: usize = 8 + 4 + 6 * 8;
 

@@ -1553,6 +1553,94 @@ fn assert_thread_count_invariant(kernel: &Kernel, batch: u64) {
     }
 }
 
+/// `out = exp(x - max(row)) / sum(exp(x - max(row)))` over `[batch, heads, t, t]`: an
+/// attention softmax, whose function's rows are `(batch, head)` pairs.
+fn softmax_over_heads(heads: u64, t: u64) -> Kernel {
+    let shape = [Dim::Batch, Dim::Fixed(heads), Dim::Fixed(t), Dim::Fixed(t)];
+    let at = |last: usize| Index::row_major(&[var(0), var(1), var(2), var(last)], &shape);
+    let row_max = |inner: usize| Expr::Reduce {
+        op: ReduceOp::Max,
+        extent: vec![Dim::Fixed(t)],
+        value: Box::new(Expr::load(0, at(inner))),
+    };
+    let shifted = |v: usize, inner: usize| {
+        Expr::unary(
+            UnaryOp::Exp,
+            Expr::binary(BinaryOp::Sub, Expr::load(0, at(v)), row_max(inner)),
+        )
+    };
+    let sum = Expr::Reduce {
+        op: ReduceOp::Sum,
+        extent: vec![Dim::Fixed(t)],
+        value: Box::new(shifted(4, 5)),
+    };
+    map_of_x(
+        "softmax_over_heads",
+        &shape,
+        &shape,
+        Expr::binary(BinaryOp::Div, shifted(3, 4), sum),
+    )
+}
+
+#[test]
+fn rows_of_batch_and_head_pairs_match_the_reference_and_any_split() {
+    assert_eq!(
+        strata_kernels::cpu::row_dims(&[Dim::Batch, Dim::Fixed(3), Dim::Fixed(7)]),
+        2
+    );
+    assert_eq!(
+        strata_kernels::cpu::row_dims(&[Dim::Batch, Dim::Fixed(3)]),
+        1
+    );
+    assert_eq!(
+        strata_kernels::cpu::row_dims(&[Dim::Fixed(5), Dim::Fixed(3), Dim::Fixed(7)]),
+        1
+    );
+    let kernel = softmax_over_heads(3, 7);
+    for batch in [0, 1, 2, 5] {
+        let bufs = inputs(&kernel, batch, -3.0, 3.0);
+        assert_matches_reference(&kernel, &bufs, batch, 1e-5, 1e-6);
+    }
+    // Splits inside one batch index (3 rows at batch 1) and across them.
+    assert_thread_count_invariant(&kernel, 1);
+    assert_thread_count_invariant(&kernel, 5);
+    // A log-sum-exp's reduction over `[batch, 5, 1]`, rows of pairs too.
+    let shape = [Dim::Batch, Dim::Fixed(5), Dim::Fixed(1)];
+    let reduce = Kernel {
+        name: "row_sums".into(),
+        buffers: vec![
+            buffer(
+                "x",
+                &[Dim::Batch, Dim::Fixed(5), Dim::Fixed(9)],
+                Access::Read,
+            ),
+            buffer("out", &shape, Access::Write),
+        ],
+        body: KernelBody::Reduce {
+            space: shape.to_vec(),
+            reduce: vec![Dim::Fixed(9)],
+            op: ReduceOp::Sum,
+            value: Expr::load(
+                0,
+                Index::row_major(
+                    &[var(0), var(1), var(3)],
+                    &[Dim::Batch, Dim::Fixed(5), Dim::Fixed(9)],
+                ),
+            ),
+            out: Store {
+                buf: 1,
+                index: identity_index(&shape),
+                value: Expr::unary(UnaryOp::Log, Expr::Acc),
+            },
+        },
+    };
+    for batch in [1, 3] {
+        let bufs = inputs(&reduce, batch, 0.5, 2.0);
+        assert_matches_reference(&reduce, &bufs, batch, 1e-6, 1e-6);
+    }
+    assert_thread_count_invariant(&reduce, 3);
+}
+
 #[test]
 fn multithreaded_launches_are_bitwise_identical_to_single_threaded() {
     assert_thread_count_invariant(&unary_map(UnaryOp::Tanh, 100_003), 1);

@@ -240,7 +240,8 @@ impl<'k, 'f> Lowering<'k, 'f> {
         let kernel = self.kernel;
         match &kernel.body {
             KernelBody::Map { space, stores } => {
-                self.rows(space, start, end, &mut |l| l.map_point(stores))
+                let rows = super::row_dims(space);
+                self.rows(space, rows, start, end, &mut |l| l.map_point(stores))
             }
             KernelBody::Reduce {
                 space,
@@ -248,24 +249,28 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 op,
                 value,
                 out,
-            } => self.rows(space, start, end, &mut |l| {
+            } => self.rows(space, super::row_dims(space), start, end, &mut |l| {
                 l.reduce_point(reduce, *op, value, out)
             }),
             KernelBody::Contract(c) => {
                 let space = c.space();
                 let vars: Vec<Index> = (0..space.len()).map(Index::Var).collect();
                 let out_index = Index::row_major(&vars, &space);
-                self.rows(&space, start, end, &mut |l| l.epilogue_point(c, &out_index))
+                self.rows(&space, 1, start, end, &mut |l| {
+                    l.epilogue_point(c, &out_index)
+                })
             }
             KernelBody::ScatterAdd(s) => self.scatter_add(s, start, end),
             KernelBody::Parts(_) => Err(self.error("parts are emitted one function each")),
         }
     }
 
-    /// The loop nest over `space`, its outermost dimension restricted to `start..end`.
+    /// The loop nest over `space`, its rows (points of its first `row_dims` dimensions,
+    /// one or two) restricted to `start..end`.
     fn rows(
         &mut self,
         space: &[Dim],
+        row_dims: usize,
         start: Value,
         end: Value,
         body: &mut Body<'_, 'k, 'f>,
@@ -295,6 +300,32 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 let extent = self.extent(*outer);
                 let hi = self.b.ins().smin(end, extent);
                 self.vector_loop(lo, hi, &invariants, body)
+            }
+            Some((outer, [Dim::Fixed(n), inner @ ..])) if row_dims == 2 => {
+                // Rows `lo..hi` of the pairs `(i0, i1)`: the `i0` they touch, and in each
+                // the `i1` among them.
+                let n = *n as i64;
+                let pairs = self.extent(*outer);
+                let pairs = self.b.ins().imul_imm_s(pairs, n);
+                let hi = self.b.ins().smin(end, pairs);
+                let first = self.b.ins().sdiv_imm_s(lo, n);
+                let past = self.b.ins().iadd_imm_s(hi, n - 1);
+                let last = self.b.ins().sdiv_imm_s(past, n);
+                self.counted_loop(first, last, 1, &mut |l| {
+                    l.hoist(&invariants)?;
+                    let i0 = *l.vars.last().expect("the loop binds i0");
+                    let base = l.b.ins().imul_imm_s(i0, n);
+                    let zero = l.b.ins().iconst(types::I64, 0);
+                    let from = l.b.ins().isub(lo, base);
+                    let from = l.b.ins().smax(from, zero);
+                    let to = l.b.ins().isub(hi, base);
+                    let extent = l.b.ins().iconst(types::I64, n);
+                    let to = l.b.ins().smin(to, extent);
+                    l.counted_loop(from, to, 1, &mut |l| {
+                        l.hoist(&invariants)?;
+                        l.nest(inner, &invariants, body)
+                    })
+                })
             }
             Some((outer, inner)) => {
                 let extent = self.extent(*outer);

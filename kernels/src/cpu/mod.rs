@@ -8,10 +8,14 @@
 //! - `bufs` points to an array of buffer base pointers, one per buffer slot of the kernel;
 //!   element `i` of slot `s` is at `bufs[s] + 4 * i`;
 //! - `batch` is the value of [`Dim::Batch`](crate::ir::Dim::Batch);
-//! - the function runs the points whose *outermost* coordinate of its body's iteration
-//!   space (a contraction's: `batch..., m, n`) lies in `start..end` (clamped to the
-//!   extent), all the other dimensions fully. A rank-0 space has the single outermost
-//!   row `0..1`.
+//! - the function runs the points whose *row* lies in `start..end` (clamped to the
+//!   rows), all the other dimensions fully. A row is a point of the space's first
+//!   [`row_dims`] dimensions, in row-major order: the outermost coordinate alone, or,
+//!   for a map or reduction over `[batch, n, ...]` (rank 3 or more, `n` fixed), the pair
+//!   of the first two, so that a batch-1 launch still has rows to share among threads (a
+//!   transformer's attention `[batch, heads, T, T]`). A contraction's epilogue
+//!   (`batch..., m, n`) always has the outermost coordinate as its row. A rank-0 space
+//!   has the single row `0..1`.
 //!
 //! So the runtime can split a kernel across threads by rows, and a reduction's folded
 //! dimensions are never split.
@@ -68,10 +72,27 @@ mod strength;
 #[cfg(test)]
 mod tests;
 
-use crate::ir::{Expr, Index, Kernel, KernelBody, KernelError, ScalarType};
+use crate::ir::{Dim, Expr, Index, Kernel, KernelBody, KernelError, ScalarType};
 use cranelift_codegen::ir::{AbiParam, Function, Signature, UserFuncName, types};
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_codegen::settings;
+
+/// How many leading dimensions of a map's or reduction's `space` make up its function's
+/// rows (see the calling convention): two for `[batch, n, ...]` with a fixed `n` of two
+/// or more and rank 3 or more, else one.
+pub fn row_dims(space: &[Dim]) -> usize {
+    match space {
+        [Dim::Batch, Dim::Fixed(n), _, ..] if *n >= 2 => 2,
+        _ => 1,
+    }
+}
+
+/// The rows of a map's or reduction's `space` at `batch` (1 for rank 0).
+pub fn row_count(space: &[Dim], batch: u64) -> u64 {
+    space[..row_dims(space).min(space.len())]
+        .iter()
+        .fold(1u64, |acc, d| acc.saturating_mul(d.resolve(batch)))
+}
 
 /// Emits every kernel as one CLIF function named after it (`%name`); returns the
 /// functions' text, which `cranelift_reader::parse_functions` reads back.

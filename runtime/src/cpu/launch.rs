@@ -23,7 +23,7 @@ use super::team::Team;
 use gemm::Parallelism;
 use std::sync::OnceLock;
 use strata_kernels::cost;
-use strata_kernels::ir::{Contraction, Dim, Kernel, KernelBody, MatrixOperand};
+use strata_kernels::ir::{Contraction, Kernel, KernelBody, MatrixOperand};
 
 /// How a launch may use threads.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -197,7 +197,7 @@ impl<'k> Job<'k> {
         match body {
             KernelBody::Map { space, .. } | KernelBody::Reduce { space, .. } => Job {
                 f,
-                units: outer_rows(space, batch),
+                units: strata_kernels::cpu::row_count(space, batch),
                 work,
                 contract: None,
             },
@@ -301,11 +301,6 @@ impl SharedBuffers<'_> {
     fn f32_ptr(&self, slot: usize) -> *mut f32 {
         self.0[slot].cast::<f32>()
     }
-}
-
-/// The extent of the outermost dimension; a rank-0 space has one row.
-fn outer_rows(space: &[Dim], batch: u64) -> u64 {
-    space.first().map_or(1, |d| d.resolve(batch))
 }
 
 /// How many threads `work` spread over `rows` rows deserves.
@@ -758,7 +753,7 @@ impl<'c> ContractPlan<'c> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_kernels::ir::{Expr, Index};
+    use strata_kernels::ir::{Dim, Expr, Index};
 
     unsafe extern "C" fn nothing(_: *const *mut u8, _: i64, _: i64, _: i64) {}
 

@@ -112,7 +112,12 @@ pub(super) fn plan(kernel: &Kernel) -> Option<Plan> {
         ),
         KernelBody::Parts(_) | KernelBody::ScatterAdd(_) => return None,
     };
-    let (v, unrolled) = lanes_dimension(&space, matches!(acc, Acc::None))?;
+    // A contraction's epilogue has one row dimension; a map's or reduction's maybe two.
+    let rows = match acc {
+        Acc::Output(_) => 1,
+        _ => super::super::row_dims(&space),
+    };
+    let (v, unrolled) = lanes_dimension(&space, rows, matches!(acc, Acc::None))?;
     let check = Check {
         kernel,
         point: Index::row_major(
@@ -150,9 +155,9 @@ pub(super) fn plan(kernel: &Kernel) -> Option<Plan> {
 
 /// The dimension of `space` the lanes run along, and the extents after it: the innermost
 /// if it holds at least a vector's points; for a map (`unroll`), else the innermost that
-/// does when the dimensions after it (not the rows' outermost) hold at most
+/// does when the dimensions after it (not the `rows` dimensions) hold at most
 /// [`MAX_UNROLLED_POINTS`] points together. None: nothing to gain.
-fn lanes_dimension(space: &[Dim], unroll: bool) -> Option<(usize, Vec<Dim>)> {
+fn lanes_dimension(space: &[Dim], rows: usize, unroll: bool) -> Option<(usize, Vec<Dim>)> {
     let wide = |d: &Dim| !matches!(d, Dim::Fixed(n) if *n < Lanes::WIDTH as u64);
     let last = space.len().checked_sub(1)?;
     if wide(&space[last]) {
@@ -162,7 +167,7 @@ fn lanes_dimension(space: &[Dim], unroll: bool) -> Option<(usize, Vec<Dim>)> {
         return None;
     }
     let mut points = 1u64;
-    for v in (1..last).rev() {
+    for v in (rows..last).rev() {
         let Dim::Fixed(n) = space[v + 1] else {
             return None;
         };
