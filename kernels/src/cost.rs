@@ -7,36 +7,83 @@
 //! inline functions the CPU emitter writes ([`crate::cpu`]): an `exp` is a range
 //! reduction and a degree-6 polynomial, about sixteen multiplies and adds.
 
-use crate::ir::{Dim, Expr, KernelBody};
+use crate::ir::{Dim, Expr, Index, KernelBody};
 use crate::scalar_op::{BinaryOp, UnaryOp};
 
-/// What one multiply-add of a contraction's product costs: `gemm`'s micro-kernels do
-/// sixteen lanes at a time where the emitted code does four, and keep operands in
-/// registers, so a product's point is about an eighth of an element operation.
-const PRODUCT_MACS_PER_OP: u64 = 8;
+/// Multiply-adds of a contraction's product per element operation. A large product runs
+/// at about an eighth of an element operation per multiply-add (`gemm` does sixteen lanes
+/// where the emitted code does four), but a product of one or a few rows is a
+/// matrix-vector product bound by memory (W3's recurrent step, 1 x 512 x 128: ~4x
+/// slower per multiply-add), and a weight gradient summed over time reads transposed,
+/// strided operands: counted at an eighth, those stayed on one thread or split badly
+/// (W3's batch-1 inference 0.40 ms against 0.27 at a half; its training step's weight
+/// gradients 2.7 ms against 1.7).
+const PRODUCT_MACS_PER_OP: u64 = 2;
+
+/// What a load costs whose element moves by a cache line or more from one iteration of
+/// the innermost loop to the next (a bias gradient summed over `[T, batch]` of a
+/// `[T, batch, 4d]` tensor, a transpose): each one a line from beyond L1, where a
+/// contiguous load shares its line with fifteen others. Measured on W3's bias gradient
+/// (819k such loads in ~0.5 ms): about four element operations each.
+const STRIDED_LOAD: u64 = 4;
+
+/// Elements of `f32` in a 64-byte cache line.
+const LINE: u64 = 16;
 
 /// The element operations of one evaluation of `e` (at least one).
 pub fn expr_cost(e: &Expr, batch: u64) -> u64 {
+    expr_cost_along(e, batch, None)
+}
+
+/// [`expr_cost`], with loads that stride by a cache line or more along loop variable
+/// `inner` (the innermost loop's) costing [`STRIDED_LOAD`].
+fn expr_cost_along(e: &Expr, batch: u64, inner: Option<usize>) -> u64 {
+    let cost_of = |e: &Expr| expr_cost_along(e, batch, inner);
     let cost = match e {
         Expr::Const(_) | Expr::Acc | Expr::IndexValue(_) => 0,
-        Expr::Load { .. } => 1,
+        Expr::Load { index, .. } => match inner {
+            Some(v) if stride(index, v, batch).unsigned_abs() >= LINE => STRIDED_LOAD,
+            _ => 1,
+        },
         Expr::Gather { .. } => 2,
-        Expr::Uniform { step, .. } => 8 + expr_cost(step, batch),
-        Expr::Unary(op, x) => unary_cost(*op) + expr_cost(x, batch),
-        Expr::Binary(op, a, b) => binary_cost(*op) + expr_cost(a, batch) + expr_cost(b, batch),
+        Expr::Uniform { step, .. } => 8 + cost_of(step),
+        Expr::Unary(op, x) => unary_cost(*op) + cost_of(x),
+        Expr::Binary(op, a, b) => binary_cost(*op) + cost_of(a) + cost_of(b),
         Expr::Select {
             cond,
             then,
             otherwise,
-        } => 1 + expr_cost(cond, batch) + expr_cost(then, batch) + expr_cost(otherwise, batch),
+        } => 1 + cost_of(cond) + cost_of(then) + cost_of(otherwise),
         // Folded per point (the emitter hoists a fold that does not vary along the
         // innermost dimension, so this overstates a softmax's: such a map is costly
         // either way).
         Expr::Reduce { extent, value, .. } => {
-            points(extent, batch).saturating_mul(1 + expr_cost(value, batch))
+            points(extent, batch).saturating_mul(1 + cost_of(value))
         }
     };
     cost.max(1)
+}
+
+/// How far `index` moves when loop variable `v` goes from 0 to 1, the others at 0 (0
+/// when `index` uses more variables than any kernel nests).
+fn stride(index: &Index, v: usize, batch: u64) -> i64 {
+    let mut vars = [0i64; 32];
+    if v >= vars.len() || max_var(index).is_some_and(|m| m >= vars.len()) {
+        return 0;
+    }
+    let batch = batch as i64;
+    let at_zero = index.eval(&vars, batch);
+    vars[v] = 1;
+    index.eval(&vars, batch).wrapping_sub(at_zero)
+}
+
+fn max_var(index: &Index) -> Option<usize> {
+    match index {
+        Index::Var(v) => Some(*v),
+        Index::Const(_) | Index::Batch => None,
+        Index::Add(a, b) | Index::Mul(a, b) => max_var(a).max(max_var(b)),
+        Index::Div(a, _) | Index::Rem(a, _) => max_var(a),
+    }
 }
 
 fn unary_cost(op: UnaryOp) -> u64 {
@@ -67,8 +114,9 @@ pub fn points(dims: &[Dim], batch: u64) -> u64 {
 pub fn body_cost(body: &KernelBody, batch: u64, table_cols: u64) -> u64 {
     match body {
         KernelBody::Map { space, stores } => {
+            let inner = space.len().checked_sub(1);
             let per_point = stores.iter().fold(0u64, |acc, s| {
-                acc.saturating_add(1 + expr_cost(&s.value, batch))
+                acc.saturating_add(1 + expr_cost_along(&s.value, batch, inner))
             });
             points(space, batch).saturating_mul(per_point)
         }
@@ -79,7 +127,10 @@ pub fn body_cost(body: &KernelBody, batch: u64, table_cols: u64) -> u64 {
             out,
             ..
         } => {
-            let folded = points(reduce, batch).saturating_mul(1 + expr_cost(value, batch));
+            // The folded dimensions are the innermost loops.
+            let inner = (space.len() + reduce.len()).checked_sub(1);
+            let folded =
+                points(reduce, batch).saturating_mul(1 + expr_cost_along(value, batch, inner));
             points(space, batch).saturating_mul(folded.saturating_add(expr_cost(&out.value, batch)))
         }
         KernelBody::Contract(c) => {
@@ -100,7 +151,7 @@ pub fn body_cost(body: &KernelBody, batch: u64, table_cols: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::{Index, Store};
+    use crate::ir::Store;
 
     fn map(value: Expr, rows: u64) -> KernelBody {
         KernelBody::Map {
@@ -131,6 +182,39 @@ mod tests {
         );
         assert_eq!(copy, 32 * 128 * 2);
         assert_eq!(cell, 32 * 128 * (1 + 1 + 16 + 1 + 16 + 1));
+    }
+
+    #[test]
+    fn a_fold_striding_across_lines_costs_more_than_one_along_a_row() {
+        let sum_of = |index: Index| KernelBody::Reduce {
+            space: vec![Dim::Fixed(512)],
+            reduce: vec![Dim::Fixed(50), Dim::Batch],
+            op: crate::scalar_op::ReduceOp::Sum,
+            value: Expr::load(0, index),
+            out: Store {
+                buf: 1,
+                index: Index::Var(0),
+                value: Expr::Acc,
+            },
+        };
+        // A bias gradient: element (t, b, j) of [50, batch, 768], summed over t and b.
+        let strided = Index::row_major(
+            &[Index::Var(1), Index::Var(2), Index::Var(0)],
+            &[Dim::Fixed(50), Dim::Batch, Dim::Fixed(768)],
+        );
+        // The same sum over [512, 50, batch], the folded dimensions innermost.
+        let along_row = Index::row_major(
+            &[Index::Var(0), Index::Var(1), Index::Var(2)],
+            &[Dim::Fixed(512), Dim::Fixed(50), Dim::Batch],
+        );
+        assert_eq!(
+            body_cost(&sum_of(along_row), 32, 0),
+            512 * (50 * 32 * 2 + 1)
+        );
+        assert_eq!(
+            body_cost(&sum_of(strided), 32, 0),
+            512 * (50 * 32 * (1 + STRIDED_LOAD) + 1)
+        );
     }
 
     #[test]

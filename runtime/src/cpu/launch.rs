@@ -22,6 +22,7 @@ use super::KernelFn;
 use super::team::Team;
 use gemm::Parallelism;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use strata_kernels::cost;
 use strata_kernels::ir::{Contraction, Kernel, KernelBody, MatrixOperand};
 
@@ -34,7 +35,7 @@ pub struct LaunchOptions {
     pub threads: Option<usize>,
     /// A launch uses one more thread per this much work, in element operations
     /// ([`strata_kernels::cost`]: a copy's point is two, a `tanh`'s about eighteen, a
-    /// product's multiply-add an eighth).
+    /// product's multiply-add a half).
     pub min_work_per_thread: u64,
 }
 
@@ -102,6 +103,9 @@ fn contract_row_block(m: u64) -> u64 {
     m.div_ceil(8).clamp(64, 256)
 }
 
+/// How many chunks of its units a launch on several threads cuts per thread.
+const CHUNKS_PER_THREAD: u64 = 4;
+
 /// The fewest columns of a product worth a thread of their own (in a product split by
 /// columns, see `Job::run_by_columns`).
 const MIN_COLUMNS_PER_THREAD: u64 = 32;
@@ -162,8 +166,15 @@ pub unsafe fn launch_with(
         }
     }
     let threads = thread_count(options, units, work);
-    let bounds = work_bounds(&jobs, threads);
-    split(&bounds, |start, end| {
+    // More chunks than threads, taken in turn by whichever thread is free: the work
+    // estimate is only an estimate (a product's speed depends on its operands' layout).
+    let chunks = if threads > 1 {
+        threads * CHUNKS_PER_THREAD
+    } else {
+        1
+    };
+    let bounds = work_bounds(&jobs, chunks);
+    split(&bounds, threads, |start, end| {
         let mut first = 0u64;
         for job in &jobs {
             let (lo, hi) = (start.max(first), end.min(first + job.units));
@@ -240,7 +251,7 @@ impl<'k> Job<'k> {
         };
         let step = (plan.n.div_ceil(threads)).next_multiple_of(16);
         let bounds: Vec<u64> = (0..=threads).map(|t| (t * step).min(plan.n)).collect();
-        split(&bounds, |first_col, end_col| {
+        split(&bounds, threads, |first_col, end_col| {
             for block in 0..self.units {
                 let (first, last) = plan.block_rows(block);
                 // SAFETY: as in `run`; these columns of the block's rows are this
@@ -345,27 +356,37 @@ fn work_bounds(jobs: &[Job], threads: u64) -> Vec<u64> {
     bounds
 }
 
-/// Calls `run(bounds[t], bounds[t + 1])` for each range, the last one on the calling
-/// thread and the others on the [`Team`]'s threads (one fewer than the host runs at once,
-/// since the caller takes a share too); empty ranges are skipped.
-fn split(bounds: &[u64], run: impl Fn(u64, u64) + Sync) {
+/// Calls `run(bounds[t], bounds[t + 1])` for each range on `threads` threads, the caller
+/// and the [`Team`]'s (one fewer than the host runs at once, since the caller takes a
+/// share too), each taking the next range not yet taken when it is free; empty ranges are
+/// skipped.
+fn split(bounds: &[u64], threads: u64, run: impl Fn(u64, u64) + Sync) {
     let ranges: Vec<(u64, u64)> = bounds
         .windows(2)
         .map(|w| (w[0], w[1]))
         .filter(|(start, end)| start < end)
         .collect();
+    let threads = (threads as usize).clamp(1, ranges.len().max(1));
     // A launch that runs on the caller alone never starts the team (a batch-1 run of a
     // small model starts no thread).
-    let team = match ranges.len() {
-        0 => return,
+    let team = match threads {
         1 => None,
         _ => Team::get(host_threads().saturating_sub(1).max(1)),
     };
-    let run_range = |i: usize| run(ranges[i].0, ranges[i].1);
-    match team {
-        Some(team) => team.run(ranges.len(), &run_range),
-        None => (0..ranges.len()).for_each(run_range),
-    }
+    let Some(team) = team else {
+        ranges.iter().for_each(|&(start, end)| run(start, end));
+        return;
+    };
+    let next = AtomicUsize::new(0);
+    team.run(threads, &|_| {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&(start, end)) = ranges.get(i) else {
+                break;
+            };
+            run(start, end);
+        }
+    });
 }
 
 /// The most matrices a contraction's fold checks look at (they evaluate the operands'
