@@ -356,10 +356,10 @@ fn work_bounds(jobs: &[Job], threads: u64) -> Vec<u64> {
     bounds
 }
 
-/// Calls `run(bounds[t], bounds[t + 1])` for each range on `threads` threads, the caller
-/// and the [`Team`]'s (one fewer than the host runs at once, since the caller takes a
-/// share too), each taking the next range not yet taken when it is free; empty ranges are
-/// skipped.
+/// Calls `run(bounds[t], bounds[t + 1])` for each range, on the calling thread and, when
+/// `threads` is more than one, on the [`Team`]'s threads (one fewer than the host runs at
+/// once, since the caller takes a share too) that join in time, each taking the next
+/// range not yet taken when it is free; empty ranges are skipped.
 fn split(bounds: &[u64], threads: u64, run: impl Fn(u64, u64) + Sync) {
     let ranges: Vec<(u64, u64)> = bounds
         .windows(2)
@@ -378,7 +378,7 @@ fn split(bounds: &[u64], threads: u64, run: impl Fn(u64, u64) + Sync) {
         return;
     };
     let next = AtomicUsize::new(0);
-    team.run(threads, &|_| {
+    team.run(threads - 1, &|| {
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(&(start, end)) = ranges.get(i) else {

@@ -1,5 +1,5 @@
 //! The threads that run launches beside the caller: a team whose workers wait for the next
-//! launch by spinning a while before they sleep.
+//! launch by spinning a while before they sleep, and join a launch only while it has work.
 //!
 //! A thread pool whose idle workers sleep at once makes every launch that follows some
 //! work on the calling thread alone pay for waking them: measured on a 2-core AMD EPYC
@@ -7,12 +7,18 @@
 //! across two threads 200 us after the previous one took ~45 us more than one split right
 //! after it (0.9 us). A recurrent step's launches, a small model's batch-1 inference and
 //! the kernels between a training step's products all come that way. So a worker spins
-//! for [`SPIN`] after its last range before it sleeps, as OpenMP runtimes do
+//! for [`SPIN`] after its last launch before it sleeps, as OpenMP runtimes do
 //! (`OMP_WAIT_POLICY`, `GOMP_SPINCOUNT`): during a run it answers in well under a
 //! microsecond, and a process that stops launching gets its cores back soon after.
 //!
+//! A launch never waits for a worker that has not started on it: the work is a queue of
+//! chunks that every participant takes from ([`Team::run`]'s `work` pulls until none is
+//! left), and when the caller finds the queue empty it closes the launch, so a worker
+//! that the OS had not scheduled yet (a busy machine) stays out instead of making the
+//! caller wait for a time slice. The caller waits only for workers still inside.
+//!
 //! One launch uses the team at a time. A launch that finds it busy (sessions on several
-//! threads) runs all its ranges on its own thread: results do not depend on the split.
+//! threads) runs all its work on its own thread: results do not depend on the split.
 
 use std::cell::UnsafeCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -20,31 +26,39 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The job before the first: runs nothing.
-static NOTHING: fn(usize) = |_| {};
-
 /// How long an idle worker spins before it sleeps.
 const SPIN: Duration = Duration::from_millis(2);
 
-/// A range's work, as the workers see it: `run(i)` runs worker `i`'s range.
+/// The job before the first: does nothing.
+static NOTHING: fn() = || {};
+
+/// `Shared::entry`: the launch is open to workers.
+const OPEN: u64 = 1 << 32;
+/// `Shared::entry`: the workers inside the launch.
+const INSIDE: u64 = OPEN - 1;
+
+/// A launch's work, as the workers see it.
 #[derive(Clone, Copy)]
 struct JobRef {
-    run: *const (dyn Fn(usize) + Sync),
-    /// How many workers have a range (the first ones).
-    active: usize,
+    work: *const (dyn Fn() + Sync),
     /// The caller's denormal mode, which the workers take ([`super::denormals::mode`]).
     denormals: u32,
 }
 
 struct Shared {
-    /// Bumped when a job is published; a worker runs each generation once.
+    /// Bumped when a job is published (it wakes the workers).
     generation: AtomicU64,
+    /// Who may join the current job: the generation's low 31 bits from bit 33, [`OPEN`],
+    /// and the count of workers inside ([`INSIDE`]). A worker joins by incrementing the
+    /// count while the word still names its generation and is open; the caller closes it
+    /// when no work is left and waits for the count to reach 0.
+    entry: AtomicU64,
+    /// The most workers the current job takes (written before `entry` opens it).
+    helpers: AtomicU64,
     /// The current job; written only by the team's holder before it bumps `generation`,
-    /// read by the workers after they see the bump.
+    /// read by workers after they joined.
     job: UnsafeCell<JobRef>,
-    /// Active workers that have not finished the current job.
-    remaining: AtomicUsize,
-    /// Whether a worker's range panicked during the current job.
+    /// Whether a worker's share panicked during the current job.
     panicked: AtomicBool,
     /// Workers asleep (or about to be): the holder wakes them only then.
     sleepers: AtomicUsize,
@@ -52,20 +66,23 @@ struct Shared {
     wake: Condvar,
 }
 
-// SAFETY: `job` is written only by the thread that holds `Team::busy`, while no worker
-// reads it (every active worker of the previous job has finished, and the others do not
-// read it), and read by workers only after the `generation` bump that publishes it.
+// SAFETY: `job` is written only by the thread that holds `Team::busy`, while no worker is
+// inside a job (the previous one was closed and emptied), and read only by workers that
+// joined the open job it belongs to.
 unsafe impl Sync for Shared {}
 // SAFETY: as for `Sync`; the raw pointer in `job` is only dereferenced while its
-// publisher waits for the job to end.
+// publisher waits for the workers inside.
 unsafe impl Send for Shared {}
 
 /// The launch threads besides the caller.
 pub(crate) struct Team {
     shared: Arc<Shared>,
-    workers: usize,
     /// Held by the launch that uses the team.
     busy: Mutex<()>,
+}
+
+fn entry_word(generation: u64) -> u64 {
+    (generation & ((1 << 31) - 1)) << 33
 }
 
 impl Team {
@@ -79,12 +96,12 @@ impl Team {
     fn start(workers: usize) -> Option<Team> {
         let shared = Arc::new(Shared {
             generation: AtomicU64::new(0),
+            entry: AtomicU64::new(0),
+            helpers: AtomicU64::new(0),
             job: UnsafeCell::new(JobRef {
-                run: &NOTHING,
-                active: 0,
+                work: &NOTHING,
                 denormals: 0,
             }),
-            remaining: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             sleepers: AtomicUsize::new(0),
             sleep: Mutex::new(()),
@@ -94,51 +111,51 @@ impl Team {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name(format!("strata-launch-{index}"))
-                .spawn(move || work(&shared, index))
+                .spawn(move || serve(&shared))
                 .ok()?;
         }
         Some(Team {
             shared,
-            workers,
             busy: Mutex::new(()),
         })
     }
 
-    /// Runs `run(i)` for every `i` in `0..ranges`: the last on the calling thread, the
-    /// others on the workers, and returns when all have. Runs them all on the calling
-    /// thread when another launch holds the team or there are more ranges than threads.
-    pub(crate) fn run(&self, ranges: usize, run: &(dyn Fn(usize) + Sync)) {
-        let Some(others) = ranges.checked_sub(1) else {
+    /// Calls `work` on the calling thread and on up to `helpers` workers that come in
+    /// time, and returns when every call has returned. `work` must take pieces of the
+    /// launch from a shared queue until it is empty: a worker may join late or not at
+    /// all. When another launch holds the team, only the calling thread calls it.
+    pub(crate) fn run(&self, helpers: usize, work: &(dyn Fn() + Sync)) {
+        let Ok(guard) = self.busy.try_lock() else {
+            work();
             return;
         };
-        let guard = match self.busy.try_lock() {
-            Ok(guard) if others <= self.workers => guard,
-            _ => {
-                (0..ranges).for_each(run);
-                return;
-            }
-        };
         let shared = &*self.shared;
-        // SAFETY: erases the borrow's lifetime: the workers call `run` only until they
-        // decrement `remaining`, and this function returns only after that reaches 0.
-        let erased: *const (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(run) };
-        // SAFETY: we hold `busy` and the previous job has ended (see `Shared`).
+        // SAFETY: erases the borrow's lifetime: a worker calls `work` only after joining
+        // the open job, and this function returns only after closing it and seeing no
+        // worker inside.
+        let erased: *const (dyn Fn() + Sync) = unsafe { std::mem::transmute(work) };
+        // SAFETY: we hold `busy` and no worker is inside a job (see `Shared`).
         unsafe {
             *shared.job.get() = JobRef {
-                run: erased,
-                active: others,
+                work: erased,
                 denormals: super::denormals::mode(),
             }
         };
-        shared.remaining.store(others, Ordering::SeqCst);
-        shared.generation.fetch_add(1, Ordering::SeqCst);
+        shared.helpers.store(helpers as u64, Ordering::SeqCst);
+        let generation = shared.generation.load(Ordering::Relaxed).wrapping_add(1);
+        shared
+            .entry
+            .store(entry_word(generation) | OPEN, Ordering::SeqCst);
+        shared.generation.store(generation, Ordering::SeqCst);
         if shared.sleepers.load(Ordering::SeqCst) > 0 {
-            // A sleeper checks `generation` under the lock before it waits (see `work`).
+            // A sleeper checks `generation` under the lock before it waits (see `serve`).
             let _lock = shared.sleep.lock().unwrap_or_else(|e| e.into_inner());
             shared.wake.notify_all();
         }
-        let mine = catch_unwind(AssertUnwindSafe(|| run(others)));
-        while shared.remaining.load(Ordering::Acquire) != 0 {
+        let mine = catch_unwind(AssertUnwindSafe(work));
+        // No work is left: nobody else may join; wait for whoever is inside.
+        shared.entry.fetch_and(!OPEN, Ordering::SeqCst);
+        while shared.entry.load(Ordering::Acquire) & INSIDE != 0 {
             std::hint::spin_loop();
         }
         drop(guard);
@@ -151,21 +168,43 @@ impl Team {
     }
 }
 
-/// A worker: waits for each new generation, runs its range if it has one.
-fn work(shared: &Shared, index: usize) {
+/// A worker: waits for each new generation and joins its job if it is still open.
+fn serve(shared: &Shared) {
     let mut seen = 0u64;
     loop {
         seen = wait_for_job(shared, seen);
-        // SAFETY: published by the bump we just saw; its holder waits for us.
+        if !join(shared, seen) {
+            continue;
+        }
+        // SAFETY: published before the generation we joined; its holder waits for us.
         let job = unsafe { *shared.job.get() };
-        if index < job.active {
-            // SAFETY: `job.run` stays valid until `remaining` reaches 0 (see `Team::run`).
-            let run = unsafe { &*job.run };
-            super::denormals::set_mode(job.denormals);
-            if catch_unwind(AssertUnwindSafe(|| run(index))).is_err() {
-                shared.panicked.store(true, Ordering::SeqCst);
-            }
-            shared.remaining.fetch_sub(1, Ordering::Release);
+        super::denormals::set_mode(job.denormals);
+        // SAFETY: `job.work` stays valid while we are inside (see `Team::run`).
+        let work = unsafe { &*job.work };
+        if catch_unwind(AssertUnwindSafe(work)).is_err() {
+            shared.panicked.store(true, Ordering::SeqCst);
+        }
+        shared.entry.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Counts this worker inside the job of `generation` if it is still open and short of
+/// helpers.
+fn join(shared: &Shared, generation: u64) -> bool {
+    let want = entry_word(generation) | OPEN;
+    let mut word = shared.entry.load(Ordering::Acquire);
+    loop {
+        if word & !INSIDE != want || word & INSIDE >= shared.helpers.load(Ordering::Acquire) {
+            return false;
+        }
+        match shared.entry.compare_exchange_weak(
+            word,
+            word + 1,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return true,
+            Err(now) => word = now,
         }
     }
 }
@@ -200,55 +239,90 @@ fn wait_for_job(shared: &Shared, seen: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
+
+    /// Runs `pieces` pieces on `team`, each taken once from a shared counter; returns how
+    /// often each ran.
+    fn run_pieces(team: &Team, pieces: usize) -> Vec<u64> {
+        let next = AtomicUsize::new(0);
+        let counts: Vec<AtomicU64> = (0..pieces).map(|_| AtomicU64::new(0)).collect();
+        team.run(usize::MAX, &|| {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(count) = counts.get(i) else {
+                    break;
+                };
+                count.fetch_add(1, Ordering::Relaxed);
+                // Long enough for the workers to join.
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        });
+        counts.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
 
     #[test]
-    fn every_range_runs_once_per_launch_after_spinning_and_after_sleeping() {
+    fn every_piece_runs_once_after_spinning_and_after_sleeping() {
         let team = Team::start(3).expect("threads start");
-        let counts: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
-        for round in 0..50 {
-            if round == 25 {
+        for round in 0..40 {
+            if round == 20 {
                 // Long enough for the workers to fall asleep.
                 std::thread::sleep(SPIN * 3);
             }
-            team.run(4, &|i| {
-                counts[i].fetch_add(1, Ordering::Relaxed);
-            });
+            assert!(run_pieces(&team, 9).iter().all(|&c| c == 1));
         }
-        assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 50));
-        // Fewer ranges than threads: the idle worker runs nothing.
-        team.run(2, &|i| {
-            counts[i].fetch_add(1, Ordering::Relaxed);
-        });
-        let after: Vec<u64> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-        assert_eq!(after, [51, 51, 50, 50]);
+        assert!(run_pieces(&team, 0).is_empty());
+    }
+
+    /// Launches (at most 100) until a worker joins one; `check(joined, panicked)` on each
+    /// launch's outcome. A worker joins within microseconds when the machine has a core
+    /// for it, so the bound is only reached on a machine that never schedules it.
+    fn until_a_worker_joins(team: &Team, check: impl Fn(bool, bool)) {
+        let caller = std::thread::current().id();
+        for _ in 0..100 {
+            let joined = AtomicBool::new(false);
+            let next = AtomicUsize::new(0);
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                team.run(usize::MAX, &|| {
+                    let worker = std::thread::current().id() != caller;
+                    if worker {
+                        joined.store(true, Ordering::SeqCst);
+                    }
+                    while next.fetch_add(1, Ordering::Relaxed) < 100 {
+                        std::thread::sleep(Duration::from_micros(100));
+                    }
+                    if worker {
+                        panic!("a worker's share");
+                    }
+                })
+            }));
+            let joined = joined.load(Ordering::SeqCst);
+            check(joined, outcome.is_err());
+            if joined {
+                return;
+            }
+        }
+        panic!("no worker joined 100 launches of 10 ms");
     }
 
     #[test]
-    fn more_ranges_than_threads_run_on_the_caller() {
+    fn a_worker_that_joins_shares_the_work_and_its_panic_panics_the_launch() {
         let team = Team::start(1).expect("threads start");
-        let sum = AtomicU64::new(0);
-        team.run(5, &|i| {
-            sum.fetch_add(i as u64 + 1, Ordering::Relaxed);
-        });
-        assert_eq!(sum.load(Ordering::Relaxed), 15);
+        until_a_worker_joins(&team, |joined, panicked| assert_eq!(joined, panicked));
+        // The team goes on.
+        assert!(run_pieces(&team, 5).iter().all(|&c| c == 1));
     }
 
     #[test]
-    fn a_panicking_range_panics_the_launch_and_the_team_goes_on() {
-        let team = Team::start(1).expect("threads start");
-        let failed = catch_unwind(AssertUnwindSafe(|| {
-            team.run(2, &|i| {
-                if i == 0 {
-                    panic!("range 0");
-                }
-            })
-        }));
-        assert!(failed.is_err());
-        let ran = AtomicU64::new(0);
-        team.run(2, &|_| {
-            ran.fetch_add(1, Ordering::Relaxed);
+    fn no_more_workers_join_than_asked() {
+        let team = Team::start(3).expect("threads start");
+        let inside = Mutex::new(std::collections::HashSet::new());
+        let next = AtomicUsize::new(0);
+        team.run(1, &|| {
+            inside.lock().unwrap().insert(std::thread::current().id());
+            while next.fetch_add(1, Ordering::Relaxed) < 50 {
+                std::thread::sleep(Duration::from_micros(100));
+            }
         });
-        assert_eq!(ran.load(Ordering::Relaxed), 2);
+        // The caller and at most one worker.
+        assert!(inside.lock().unwrap().len() <= 2);
     }
 }
