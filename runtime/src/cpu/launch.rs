@@ -22,7 +22,7 @@ use super::KernelFn;
 use super::team::Team;
 use gemm::Parallelism;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use strata_kernels::cost;
 use strata_kernels::ir::{Contraction, Kernel, KernelBody, MatrixOperand};
 
@@ -102,6 +102,13 @@ pub fn apply_threads_option(threads: Option<usize>) -> Result<(), ThreadsError> 
 fn contract_row_block(m: u64) -> u64 {
     m.div_ceil(8).clamp(64, 256)
 }
+
+/// Launches with work for several threads that run on the caller alone before the team
+/// starts: starting a thread (and a spinning one at that) costs more than a short-lived
+/// process's few launches save. A built W1 executable's batch-1 `infer` (three
+/// launches) took 2.7 ms from process start without the team, 3.4 ms with it. Counts
+/// down past zero (2^63 launches before it could wrap).
+static LAUNCHES_BEFORE_TEAM: AtomicI64 = AtomicI64::new(8);
 
 /// How many chunks of its units a launch on several threads cuts per thread.
 const CHUNKS_PER_THREAD: u64 = 4;
@@ -371,6 +378,7 @@ fn split(bounds: &[u64], threads: u64, run: impl Fn(u64, u64) + Sync) {
     // small model starts no thread).
     let team = match threads {
         1 => None,
+        _ if LAUNCHES_BEFORE_TEAM.fetch_sub(1, Ordering::Relaxed) > 0 => None,
         _ => Team::get(host_threads().saturating_sub(1).max(1)),
     };
     let Some(team) = team else {
