@@ -68,22 +68,13 @@ fn expr_cost_along(e: &Expr, batch: u64, inner: Option<usize>) -> u64 {
 /// when `index` uses more variables than any kernel nests).
 fn stride(index: &Index, v: usize, batch: u64) -> i64 {
     let mut vars = [0i64; 32];
-    if v >= vars.len() || max_var(index).is_some_and(|m| m >= vars.len()) {
+    if v >= vars.len() || index.max_var().is_some_and(|m| m >= vars.len()) {
         return 0;
     }
     let batch = batch as i64;
     let at_zero = index.eval(&vars, batch);
     vars[v] = 1;
     index.eval(&vars, batch).wrapping_sub(at_zero)
-}
-
-fn max_var(index: &Index) -> Option<usize> {
-    match index {
-        Index::Var(v) => Some(*v),
-        Index::Const(_) | Index::Batch => None,
-        Index::Add(a, b) | Index::Mul(a, b) => max_var(a).max(max_var(b)),
-        Index::Div(a, _) | Index::Rem(a, _) => max_var(a),
-    }
 }
 
 fn unary_cost(op: UnaryOp) -> u64 {

@@ -196,7 +196,8 @@ impl Index {
         }
     }
 
-    fn max_var(&self) -> Option<usize> {
+    /// The largest loop variable the index uses.
+    pub(crate) fn max_var(&self) -> Option<usize> {
         match self {
             Index::Var(v) => Some(*v),
             Index::Const(_) | Index::Batch => None,

@@ -89,9 +89,7 @@ pub fn row_dims(space: &[Dim]) -> usize {
 
 /// The rows of a map's or reduction's `space` at `batch` (1 for rank 0).
 pub fn row_count(space: &[Dim], batch: u64) -> u64 {
-    space[..row_dims(space).min(space.len())]
-        .iter()
-        .fold(1u64, |acc, d| acc.saturating_mul(d.resolve(batch)))
+    crate::cost::points(&space[..row_dims(space).min(space.len())], batch)
 }
 
 /// Emits every kernel as one CLIF function named after it (`%name`); returns the
