@@ -1,10 +1,11 @@
 //! Running one compiled kernel over its iteration space, split across threads.
 //!
-//! The generated function runs a range of rows of the outermost dimension of the kernel's
-//! space (see `strata_kernels::cpu`), so a launch cuts that dimension into contiguous
-//! ranges, one per thread. A point's result never depends on how the rows are cut: a map
-//! point is computed alone, and a reduction's folded dimensions are never split (only the
-//! output rows are). So results are bitwise identical for any thread count.
+//! The generated function runs a range of rows of the kernel's space (its outermost
+//! dimension, or (batch, n) pairs: see `strata_kernels::cpu`), so a launch cuts the rows
+//! into contiguous chunks, four per thread, which the calling thread and the launch team's
+//! ([`Team`]) take in turn. A point's result never depends on how the rows are cut or who
+//! runs them: a map point is computed alone, and a reduction's folded dimensions are never
+//! split (only the output rows are). So results are bitwise identical for any thread count.
 //!
 //! # Contractions
 //! The matrix product of a contraction is a call into the `gemm` crate, not generated
