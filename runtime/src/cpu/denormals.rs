@@ -10,7 +10,7 @@
 //!   [`FlushDenormals`], which restores the caller's register when the entry returns, so
 //!   the host program's own arithmetic is unchanged;
 //! - the launch team's threads take the calling thread's mode with each launch
-//!   ([`mode`], [`set_mode`]), so a result never depends on which thread computed it,
+//!   (`mode`, `set_mode`), so a result never depends on which thread computed it,
 //!   whether the caller flushes (a session) or not (a bare `launch`).
 //!
 //! Results therefore differ from IEEE arithmetic only where a value below `f32`'s smallest

@@ -3,7 +3,7 @@
 //! The generated function runs a range of rows of the kernel's space (its outermost
 //! dimension, or (batch, n) pairs: see `strata_kernels::cpu`), so a launch cuts the rows
 //! into contiguous chunks, four per thread, which the calling thread and the launch team's
-//! ([`Team`]) take in turn. A point's result never depends on how the rows are cut or who
+//! (`team.rs`) take in turn. A point's result never depends on how the rows are cut or who
 //! runs them: a map point is computed alone, and a reduction's folded dimensions are never
 //! split (only the output rows are). So results are bitwise identical for any thread count.
 //!
@@ -365,7 +365,7 @@ fn work_bounds(jobs: &[Job], threads: u64) -> Vec<u64> {
 }
 
 /// Calls `run(bounds[t], bounds[t + 1])` for each range, on the calling thread and, when
-/// `threads` is more than one, on the [`Team`]'s threads (one fewer than the host runs at
+/// `threads` is more than one, on the `Team`'s threads (one fewer than the host runs at
 /// once, since the caller takes a share too) that join in time, each taking the next
 /// range not yet taken when it is free; empty ranges are skipped.
 fn split(bounds: &[u64], threads: u64, run: impl Fn(u64, u64) + Sync) {
