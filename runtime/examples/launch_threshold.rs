@@ -1,6 +1,7 @@
 //! Prints what splitting a launch across threads costs and saves, to choose
 //! `LaunchOptions::min_work_per_thread`: the fastest of many launches of a map
-//! (`out = tanh(x) * y + x`) and of a contraction, on one thread and on two, by size.
+//! (`out = tanh(x) * y + x`) and of a contraction, on one thread and on two, by size, and
+//! the median of two-thread launches that each follow 200 us of work on the caller alone.
 //!
 //! `cargo run --release -p strata-runtime --example launch_threshold`
 
@@ -81,7 +82,7 @@ fn matmul(m: u64, n: u64, k: u64) -> Kernel {
 
 /// The fastest of `reps` launches with `threads` threads, or with `idle` the median of
 /// launches that each follow 200 us of work on the calling thread alone.
-fn fastest(kernel: &Kernel, sizes: [u64; 3], threads: usize, reps: usize, idle: bool) -> Duration {
+fn timed(kernel: &Kernel, sizes: [u64; 3], threads: usize, reps: usize, idle: bool) -> Duration {
     let code = JitCode::compile(&emit_clif(std::slice::from_ref(kernel)).unwrap()).unwrap();
     let f = [code.get(&kernel.name).unwrap()];
     let mut storage: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.5; n as usize]).collect();
@@ -130,9 +131,9 @@ fn main() {
     report(
         "map 2 x 1".into(),
         2,
-        fastest(&tiny, [2, 2, 2], 1, 2000, false),
-        fastest(&tiny, [2, 2, 2], 2, 2000, false),
-        fastest(&tiny, [2, 2, 2], 2, 200, true),
+        timed(&tiny, [2, 2, 2], 1, 2000, false),
+        timed(&tiny, [2, 2, 2], 2, 2000, false),
+        timed(&tiny, [2, 2, 2], 2, 200, true),
     );
     for rows in [4u64, 16, 64, 256, 1024, 4096] {
         let k = map(rows, 256);
@@ -141,9 +142,9 @@ fn main() {
         report(
             format!("map {rows} x 256"),
             n,
-            fastest(&k, [n, n, n], 1, reps, false),
-            fastest(&k, [n, n, n], 2, reps, false),
-            fastest(&k, [n, n, n], 2, reps.min(200), true),
+            timed(&k, [n, n, n], 1, reps, false),
+            timed(&k, [n, n, n], 2, reps, false),
+            timed(&k, [n, n, n], 2, reps.min(200), true),
         );
     }
     for (m, n, k) in [
@@ -161,9 +162,9 @@ fn main() {
         report(
             format!("matmul {m} x {n} x {k}"),
             m * n * k,
-            fastest(&kernel, sizes, 1, reps, false),
-            fastest(&kernel, sizes, 2, reps, false),
-            fastest(&kernel, sizes, 2, reps.min(200), true),
+            timed(&kernel, sizes, 1, reps, false),
+            timed(&kernel, sizes, 2, reps, false),
+            timed(&kernel, sizes, 2, reps.min(200), true),
         );
     }
 }

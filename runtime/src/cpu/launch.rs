@@ -108,7 +108,7 @@ fn contract_row_block(m: u64) -> u64 {
 /// starts: starting a thread (and a spinning one at that) costs more than a short-lived
 /// process's few launches save. A built W1 executable's batch-1 `infer` (three
 /// launches) took 2.7 ms from process start without the team, 3.4 ms with it. Counts
-/// down past zero (2^63 launches before it could wrap).
+/// down to 0 (and below by at most the launches racing the last decrement).
 static LAUNCHES_BEFORE_TEAM: AtomicI64 = AtomicI64::new(8);
 
 /// How many chunks of its units a launch on several threads cuts per thread.
@@ -169,7 +169,7 @@ pub unsafe fn launch_with(
         let threads = thread_count(options, column_blocks, work);
         if threads > job.units {
             // SAFETY: forwarded from the caller.
-            unsafe { job.run_by_columns(&bufs, batch, threads) };
+            unsafe { job.run_by_columns(plan, &bufs, batch, threads) };
             return;
         }
     }
@@ -252,11 +252,14 @@ impl<'k> Job<'k> {
     /// each product's point is computed as in one call, so results do not change.
     ///
     /// # Safety
-    /// As for [`launch`]; `self` is a contraction.
-    unsafe fn run_by_columns(&self, bufs: &SharedBuffers, batch: u64, threads: u64) {
-        let Some(plan) = &self.contract else {
-            return;
-        };
+    /// As for [`launch`]; `plan` is this job's.
+    unsafe fn run_by_columns(
+        &self,
+        plan: &ContractPlan,
+        bufs: &SharedBuffers,
+        batch: u64,
+        threads: u64,
+    ) {
         let step = (plan.n.div_ceil(threads)).next_multiple_of(16);
         let bounds: Vec<u64> = (0..=threads).map(|t| (t * step).min(plan.n)).collect();
         split(&bounds, threads, |first_col, end_col| {
@@ -379,7 +382,12 @@ fn split(bounds: &[u64], threads: u64, run: impl Fn(u64, u64) + Sync) {
     // small model starts no thread).
     let team = match threads {
         1 => None,
-        _ if LAUNCHES_BEFORE_TEAM.fetch_sub(1, Ordering::Relaxed) > 0 => None,
+        // Read first, so that once the count is down no launch writes the shared line.
+        _ if LAUNCHES_BEFORE_TEAM.load(Ordering::Relaxed) > 0
+            && LAUNCHES_BEFORE_TEAM.fetch_sub(1, Ordering::Relaxed) > 0 =>
+        {
+            None
+        }
         _ => Team::get(host_threads().saturating_sub(1).max(1)),
     };
     let Some(team) = team else {
