@@ -44,6 +44,7 @@ use std::collections::HashSet;
 
 use strata_kernels::bounds::check_bounds;
 use strata_kernels::ir::{Dim, Kernel, KernelBody};
+use strata_kernels::residue::{residues_apart, written_residues};
 
 use super::Artifact;
 use super::manifest::{BufferInfo, Entry, Extent, Location, Manifest};
@@ -331,7 +332,10 @@ fn check_parts_apart(
     for (i, writes) in written.iter().enumerate() {
         for (j, uses) in used.iter().enumerate().filter(|(j, _)| *j != i) {
             for &w in writes {
-                if let Some(&clash) = uses.iter().find(|&&u| may_overlap(manifest, w, u)) {
+                if let Some(&clash) = uses.iter().find(|&&u| {
+                    may_overlap(manifest, w, u)
+                        && !blocks_apart(manifest, kernel, bindings, (i, w), (j, u))
+                }) {
                     return Err(ArtifactError::AliasedParts {
                         entry: entry.name.clone(),
                         launch: index,
@@ -357,13 +361,28 @@ fn check_outputs_apart(
     kernel: &Kernel,
     bindings: &[usize],
 ) -> Result<(), ArtifactError> {
-    let written = kernel.body.written_slots();
-    for (i, &first) in written.iter().enumerate() {
-        for &second in &written[i + 1..] {
+    // Each written slot with the part writing it.
+    let written: Vec<(usize, usize)> = kernel
+        .body
+        .bodies()
+        .iter()
+        .enumerate()
+        .flat_map(|(part, body)| body.written_slots().into_iter().map(move |s| (s, part)))
+        .collect();
+    for (i, &(first, first_part)) in written.iter().enumerate() {
+        for &(second, second_part) in &written[i + 1..] {
             let (Some(&a), Some(&b)) = (bindings.get(first), bindings.get(second)) else {
                 continue;
             };
-            if may_overlap(manifest, a, b) {
+            let apart = first_part != second_part
+                && blocks_apart(
+                    manifest,
+                    kernel,
+                    bindings,
+                    (first_part, a),
+                    (second_part, b),
+                );
+            if may_overlap(manifest, a, b) && !apart {
                 let slot = |s: usize| kernel.buffers.get(s).map_or("?", |b| b.name.as_str());
                 return Err(ArtifactError::AliasedOutputs {
                     entry: entry.name.clone(),
@@ -381,6 +400,71 @@ fn check_outputs_apart(
         }
     }
     Ok(())
+}
+
+/// Whether part `i`'s use of buffer `a` and part `j`'s of buffer `b` are writes of
+/// blocks proven disjoint ([`strata_kernels::residue`]), as the parts writing a
+/// concatenation's operands are: `a` and `b` are the same memory (one buffer, or equal
+/// one-slice windows), and neither part reads anything overlapping it.
+fn blocks_apart(
+    manifest: &Manifest,
+    kernel: &Kernel,
+    bindings: &[usize],
+    (i, a): (usize, usize),
+    (j, b): (usize, usize),
+) -> bool {
+    if !same_memory(manifest, a, b) {
+        return false;
+    }
+    let parts = kernel.body.bodies();
+    let bound_to = |s: &usize, buf: usize, same: fn(&Manifest, usize, usize) -> bool| {
+        bindings.get(*s).is_some_and(|&x| same(manifest, x, buf))
+    };
+    // The residues of each slot of `part` writing `buf`, unless the part reads it.
+    let residues = |part: usize, buf: usize| {
+        let body = parts.get(part)?;
+        if body
+            .read_slots()
+            .iter()
+            .any(|s| bound_to(s, buf, may_overlap))
+        {
+            return None;
+        }
+        let written = body.written_slots();
+        let slots = written.iter().filter(|s| bound_to(s, buf, same_memory));
+        slots
+            .map(|&s| {
+                let shape = &kernel.buffers.get(s)?.shape;
+                let r = written_residues(body, s, shape);
+                (!r.is_empty()).then_some(r)
+            })
+            .collect::<Option<Vec<_>>>()
+    };
+    let (Some(ra), Some(rb)) = (residues(i, a), residues(j, b)) else {
+        return false;
+    };
+    ra.iter().all(|x| rb.iter().all(|y| residues_apart(x, y)))
+}
+
+/// Whether buffers `a` and `b` are the same bytes: one buffer, or one-slice windows of
+/// one parent at the same index at every step.
+fn same_memory(manifest: &Manifest, a: usize, b: usize) -> bool {
+    if a == b {
+        return true;
+    }
+    let location = |id: usize| manifest.buffers.get(id).map(|i| &i.location);
+    match (location(a), location(b)) {
+        (Some(Location::Window(wa)), Some(Location::Window(wb))) => {
+            wa.parent == wb.parent
+                && wa.step == wb.step
+                && wa.modulus == wb.modulus
+                && wa.span == 1
+                && wb.span == 1
+                && wa.index(0) == wb.index(0)
+                && manifest.buffers[a].shape == manifest.buffers[b].shape
+        }
+        _ => false,
+    }
 }
 
 fn name_of(manifest: &Manifest, id: usize) -> String {

@@ -650,6 +650,65 @@ fn refuses_a_contraction_whose_output_overlaps_an_operand() {
     );
 }
 
+/// `y` (the I/O output `[batch, 4]`) also written by a launch of two parts, each copying
+/// `x` into columns `start..start + len` of `y` through a slot of its own.
+fn with_parts(first: (i64, u64), second: (i64, u64)) -> Artifact {
+    let mut a = artifact();
+    let part = |slot: usize, (start, len): (i64, u64)| KernelBody::Map {
+        space: vec![Dim::Batch, Dim::Fixed(len)],
+        stores: vec![Store {
+            buf: slot,
+            index: Index::row_major(
+                &[Index::Var(0), Index::Var(1).add(Index::Const(start))],
+                &[Dim::Batch, Dim::Fixed(4)],
+            ),
+            value: Expr::load(
+                0,
+                Index::row_major(
+                    &[Index::Var(0), Index::Var(1)],
+                    &[Dim::Batch, Dim::Fixed(4)],
+                ),
+            ),
+        }],
+    };
+    let decl = |name: &str, access| BufferDecl {
+        name: name.into(),
+        dtype: ScalarType::F32,
+        shape: vec![Dim::Batch, Dim::Fixed(4)],
+        access,
+    };
+    let kernel = Kernel {
+        name: "halves".into(),
+        buffers: vec![
+            decl("x", Access::Read),
+            decl("y_0", Access::Write),
+            decl("y_1", Access::Write),
+        ],
+        body: KernelBody::Parts(vec![part(1, first), part(2, second)]),
+    };
+    for name in kernel.function_names() {
+        a.clif.push_str(&CLIF.replace("add_relu", &name));
+    }
+    a.manifest.kernels.push(kernel);
+    a.manifest.entries[0].launches.push(Launch {
+        kernel: 1,
+        bindings: vec![0, 2, 2],
+    });
+    a
+}
+
+#[test]
+fn parts_may_write_one_buffer_only_in_blocks_proven_apart() {
+    // Columns 0..2 and 2..4: a concatenation's two operands.
+    with_parts((0, 2), (2, 2)).validate().unwrap();
+    // Columns 0..3 and 2..4 share column 2.
+    let overlapping = with_parts((0, 3), (2, 2));
+    assert_eq!(
+        error_of(&overlapping),
+        "entry `infer`, launch 1: part 0 of kernel `halves` writes `y`, which overlaps `y` of part 1"
+    );
+}
+
 #[test]
 fn refuses_an_input_outside_the_io_block() {
     let mut a = artifact();

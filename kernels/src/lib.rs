@@ -9,6 +9,7 @@
 //!   apart from the emitters.
 //! - [`bounds`]: the proof that a kernel's loads, stores and `gemm` operands stay inside
 //!   its buffers at a batch size.
+//! - [`residue`]: the proof that two maps write disjoint blocks of one buffer.
 //! - [`cpu`]: kernel IR -> Cranelift IR (CLIF text).
 //! - [`gpu`]: kernel IR -> WGSL compute shaders, validated by naga.
 //! - `hoist`: the loop-invariant subexpressions both emitters compute outside the loops
@@ -27,6 +28,7 @@ mod hoist;
 pub mod ir;
 pub mod parse;
 pub mod print;
+pub mod residue;
 pub mod rng;
 pub mod scalar_op;
 #[cfg(test)]

@@ -424,3 +424,58 @@ fn does_not_group_an_update_with_a_reader_of_the_old_value() {
         print_kernels(&l)
     );
 }
+
+/// An LSTM training step's loop bodies: the launches of the carry's concatenation (`h`,
+/// `c` and the recorded product in forward; the gate gradients and the carry's
+/// cotangent in backward) each write their own block of one buffer, so they run as
+/// parts of the launches their inputs allow; and the forward product reads the
+/// recurrent weight transposed once before the loop.
+#[test]
+fn an_lstm_step_is_three_launches_forward_and_five_backward() {
+    let source = load_example(&strata_tests::root().join("dsl-examples/lstm.strata"));
+    let compiled = compile(&source, &options()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    let step = compiled
+        .training
+        .iter()
+        .find(|e| e.name == "train_step")
+        .expect("train_step");
+    let l = &step.lowered;
+    let per_step: Vec<usize> = l.loops.iter().map(|lp| lp.end - lp.start).collect();
+    assert_eq!(per_step, [3, 5], "{}", print_kernels(l));
+    // The forward product's right-hand side is read row by row: a temporary holding
+    // the transposed weight, not the parameter through its strides.
+    let forward = &l.launches[l.loops[0].start];
+    let KernelBody::Contract(c) = &l.kernels[forward.kernel].body else {
+        panic!(
+            "the forward step starts with its product: {}",
+            print_kernels(l)
+        );
+    };
+    let rhs = forward.bindings[c.b.buf];
+    assert_eq!(
+        l.buffers[rhs].role,
+        BufferRole::Temp,
+        "{}",
+        print_kernels(l)
+    );
+    assert_eq!(c.b.col_stride, strata_kernels::ir::Index::Const(1));
+}
+
+#[test]
+fn a_concatenation_s_operands_are_parts_of_one_launch() {
+    let mut g = Graph::new("T");
+    let x = leaf(&mut g, "x", vec![Dim::Batch, Dim::Fixed(8)]);
+    let e = g
+        .add(Op::Unary(UnaryOp::Exp), &[x], Span::default())
+        .unwrap();
+    let t = g
+        .add(Op::Unary(UnaryOp::Tanh), &[x], Span::default())
+        .unwrap();
+    let c = g
+        .add(Op::Concat { axis: 1 }, &[e, t, x], Span::default())
+        .unwrap();
+    g.outputs = vec![("c".into(), c)];
+    let l = lower(&g).unwrap();
+    let parts: Vec<usize> = l.kernels.iter().map(|k| k.part_count()).collect();
+    assert_eq!(parts, [3], "{}", print_kernels(&l));
+}

@@ -12,19 +12,38 @@
 //! # The rule (`parts`)
 //! Launches are scheduled as soon as possible, in order: launch `j` joins the earliest
 //! group after the last group it depends on, where two launches depend on each other when
-//! one writes a buffer the other reads or writes (buffers compared by their storage, so a
-//! window or view conflicts with its parent). So `j` only ever moves past launches it has
-//! no dependence with, either way, and the parts of a group are independent, as
-//! [`Kernel::validate`] requires. Launches inside a scan's loop group only with each
-//! other (the loop's body is a segment of its own, run once per step), and no launch
-//! moves across a loop's boundary.
+//! one writes memory the other reads or writes. Memory is compared by *place*: the
+//! buffer's storage (a window or view shares its parent's), narrowed by two facts the
+//! lowering knows for certain:
+//! - windows of one parent that move with the loop in step, `span` slices apart or more,
+//!   are disjoint at every step (a scan's `R[t]` read and `R[t + 1]` written);
+//! - maps that write blocks of one buffer proven disjoint by their store indices
+//!   ([`strata_kernels::residue`]: the launches of a concatenation's operands) never
+//!   write the same element.
+//!
+//! So `j` only ever moves past launches it has no dependence with, either way, and the
+//! parts of a group are independent. [`Kernel::validate`] checks that per slot: a buffer
+//! two parts write (each its own block) gets a slot per part. Launches inside a scan's
+//! loop group only with each other (the loop's body is a segment of its own, run once
+//! per step), and no launch moves across a loop's boundary. An LSTM step's forward is
+//! three launches this way (the product; the cell state with the product's copy into the
+//! carry; the hidden state with the cell state's copy), its backward five.
 //!
 //! The memory plan runs after this pass and sees a group as one step: every part's inputs
 //! live until the group runs, and no part writes in place.
 
-use super::{BufferId, LowerError, Lowered, LoweredLaunch, LoweredLoop};
-use std::collections::{HashMap, HashSet};
+use super::{BufferId, BufferRole, LowerError, Lowered, LoweredLaunch, LoweredLoop};
+use std::collections::HashMap;
 use strata_kernels::ir::{Access, BufferDecl, Kernel, KernelBody};
+use strata_kernels::residue::{Residues, residues_apart, written_residues};
+
+/// The most parts a kernel gets: a launch that would make a group larger joins the
+/// next one with room. A concatenation of many small operands (the seq2seq example's
+/// table of positions) would otherwise make one kernel of 142 parts and ~150 slots,
+/// and the GPU path computed wrong results for it on lavapipe (it matched the CPU at
+/// 64 parts, not at 128; before blocks of one buffer could share a launch, no example
+/// had more than 15 parts).
+const MOST_PARTS: usize = 16;
 
 /// Groups independent launches (see the module docs), renumbering the kernels in launch
 /// order.
@@ -83,65 +102,187 @@ pub fn group_independent(l: &mut Lowered) -> Result<(), LowerError> {
     Ok(())
 }
 
-/// The buffers (by storage) a launch reads and writes.
+/// Memory a launch touches: a buffer's storage, narrowed to a window of it that moves
+/// with the loop and to the blocks of that a map writes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Place {
+    root: BufferId,
+    /// `(step, shift, modulus)` of a one-slice window of `root`.
+    window: Option<(u64, u64, u64)>,
+    /// What a map writes there, as residues (empty: all of it).
+    residues: Vec<Residues>,
+}
+
+impl Place {
+    /// The place of buffer `b`, narrowed to `residues`.
+    fn of(l: &Lowered, b: BufferId, residues: Vec<Residues>) -> Place {
+        let mut root = l.root(b);
+        let window = match l.buffers[b].role {
+            BufferRole::Window(w) if w.span == 1 => Some((w.step, w.shift, w.modulus)),
+            // A window of several slices is compared as its parent.
+            BufferRole::Window(_) => None,
+            _ => {
+                root = b;
+                None
+            }
+        };
+        Place {
+            root,
+            window,
+            residues,
+        }
+    }
+
+    /// All of `root`: what a place list collapses to (see `Places`).
+    fn whole(root: BufferId) -> Place {
+        Place {
+            root,
+            window: None,
+            residues: Vec::new(),
+        }
+    }
+
+    /// Whether the two places may share an element at some step.
+    fn overlaps(&self, other: &Place) -> bool {
+        if self.root != other.root {
+            return false;
+        }
+        match (self.window, other.window) {
+            // One-slice windows moving in step (as the artifact's validation compares
+            // them): the same slice at every step, or never.
+            (Some((step, shift, modulus)), Some((step2, shift2, modulus2)))
+                if step == step2 && modulus == modulus2 =>
+            {
+                let index = |s: u64| if modulus == 0 { s } else { s % modulus };
+                index(shift) == index(shift2) && !residues_apart(&self.residues, &other.residues)
+            }
+            (None, None) => !residues_apart(&self.residues, &other.residues),
+            _ => true,
+        }
+    }
+}
+
+/// The places a launch reads and writes.
 struct LaunchAccess {
-    reads: HashSet<BufferId>,
-    writes: HashSet<BufferId>,
+    reads: Vec<Place>,
+    writes: Vec<Place>,
 }
 
 impl LaunchAccess {
     fn of(l: &Lowered, launch: usize) -> LaunchAccess {
         let launch = &l.launches[launch];
-        let body = &l.kernels[launch.kernel].body;
-        let roots = |slots: Vec<usize>| -> HashSet<BufferId> {
-            slots
+        let kernel = &l.kernels[launch.kernel];
+        let places = |slots: Vec<usize>, narrow: bool| -> Vec<Place> {
+            let mut places: Vec<Place> = slots
                 .into_iter()
-                .map(|s| l.root(launch.bindings[s]))
-                .collect()
+                .map(|s| {
+                    let residues = match narrow {
+                        true => written_residues(&kernel.body, s, &kernel.buffers[s].shape),
+                        false => Vec::new(),
+                    };
+                    Place::of(l, launch.bindings[s], residues)
+                })
+                .collect();
+            places.sort_unstable_by_key(|p| (p.root, p.window));
+            places.dedup();
+            places
         };
         LaunchAccess {
-            reads: roots(body.read_slots()),
-            writes: roots(body.written_slots()),
+            reads: places(kernel.body.read_slots(), false),
+            writes: places(kernel.body.written_slots(), true),
         }
     }
 }
 
-/// The groups of launches between two loops, in order, and per buffer the last group
-/// that writes it and the last that reads it: what the earliest group a launch may join
-/// depends on, kept so that scheduling a launch looks up its own buffers instead of
-/// comparing it with every group.
+/// The places of one buffer's storage that groups so far touched, each with the last
+/// group that did.
+#[derive(Default)]
+struct Places(Vec<(Place, usize)>);
+
+impl Places {
+    /// A buffer's place list longer than this becomes one entry for all of it (at the
+    /// latest group of those it replaces), so scheduling stays linear in the launches.
+    const MOST: usize = 16;
+
+    /// The last group touching memory that overlaps `p`.
+    fn last_overlapping(&self, p: &Place) -> Option<usize> {
+        self.0
+            .iter()
+            .filter(|(q, _)| q.overlaps(p))
+            .map(|(_, g)| *g)
+            .max()
+    }
+
+    fn record(&mut self, p: Place, group: usize) {
+        if let Some((_, g)) = self.0.iter_mut().find(|(q, _)| *q == p) {
+            *g = (*g).max(group);
+            return;
+        }
+        match self.0.len() < Self::MOST {
+            true => self.0.push((p, group)),
+            false => {
+                let last = self.0.iter().map(|(_, g)| *g).fold(group, usize::max);
+                self.0 = vec![(Place::whole(p.root), last)];
+            }
+        }
+    }
+}
+
+/// The groups of launches between two loops, in order, and per buffer storage the last
+/// group that writes and the last that reads each place of it: what the earliest group a
+/// launch may join depends on, kept so that scheduling a launch looks up its own buffers
+/// instead of comparing it with every group.
 #[derive(Default)]
 struct Segment {
     groups: Vec<Vec<usize>>,
-    last_write: HashMap<BufferId, usize>,
-    last_read: HashMap<BufferId, usize>,
+    last_write: HashMap<BufferId, Places>,
+    last_read: HashMap<BufferId, Places>,
 }
 
 impl Segment {
     /// Adds launch `i` to the earliest group after the last one it conflicts with: one
-    /// that writes a buffer it reads or writes, or reads a buffer it writes.
+    /// that writes memory it reads or writes, or reads memory it writes.
     fn schedule(&mut self, i: usize, access: LaunchAccess) {
-        let last_write = |b: &BufferId| self.last_write.get(b).copied();
-        let last_read = |b: &BufferId| self.last_read.get(b).copied();
+        let last = |table: &HashMap<BufferId, Places>, p: &Place| {
+            table
+                .get(&p.root)
+                .and_then(|places| places.last_overlapping(p))
+        };
         let conflict = access
             .reads
             .iter()
             .chain(&access.writes)
-            .filter_map(last_write)
-            .chain(access.writes.iter().filter_map(last_read))
+            .filter_map(|p| last(&self.last_write, p))
+            .chain(
+                access
+                    .writes
+                    .iter()
+                    .filter_map(|p| last(&self.last_read, p)),
+            )
             .max();
-        let earliest = conflict.map_or(0, |g| g + 1);
+        let mut earliest = conflict.map_or(0, |g| g + 1);
+        while self
+            .groups
+            .get(earliest)
+            .is_some_and(|g| g.len() >= MOST_PARTS)
+        {
+            earliest += 1;
+        }
         match self.groups.get_mut(earliest) {
             Some(g) => g.push(i),
             None => self.groups.push(vec![i]),
         }
-        for b in access.writes {
-            let g = self.last_write.entry(b).or_insert(earliest);
-            *g = (*g).max(earliest);
+        for p in access.writes {
+            self.last_write
+                .entry(p.root)
+                .or_default()
+                .record(p, earliest);
         }
-        for b in access.reads {
-            let g = self.last_read.entry(b).or_insert(earliest);
-            *g = (*g).max(earliest);
+        for p in access.reads {
+            self.last_read
+                .entry(p.root)
+                .or_default()
+                .record(p, earliest);
         }
     }
 }
@@ -159,6 +300,16 @@ fn merge(l: &Lowered, members: &[usize]) -> Result<(Kernel, Vec<BufferId>), Lowe
         let mut slots = Vec::with_capacity(kernel.buffers.len());
         for (decl, &b) in kernel.buffers.iter().zip(&launch.bindings) {
             let slot = match slot_of.get(&b) {
+                // Another part writes its own block of the same buffer (the grouping
+                // allows nothing else): a slot of this part's own, so that the parts
+                // still share no slot they write.
+                Some(&s) if decl.access != Access::Read || decls[s].access != Access::Read => {
+                    let mut decl = decl.clone();
+                    decl.name = format!("{}_{}", decl.name, parts.len());
+                    decls.push(decl);
+                    bindings.push(b);
+                    decls.len() - 1
+                }
                 Some(&s) => {
                     if decls[s].access != decl.access {
                         decls[s].access = Access::ReadWrite;
