@@ -15,8 +15,8 @@
 //! one writes memory the other reads or writes. Memory is compared by *place*: the
 //! buffer's storage (a window or view shares its parent's), narrowed by two facts the
 //! lowering knows for certain:
-//! - windows of one parent that move with the loop in step, `span` slices apart or more,
-//!   are disjoint at every step (a scan's `R[t]` read and `R[t + 1]` written);
+//! - one-slice windows of one parent that move with the loop in step, at different
+//!   slices, are disjoint at every step (a scan's `R[t]` read and `R[t + 1]` written);
 //! - maps that write blocks of one buffer proven disjoint by their store indices
 //!   ([`strata_kernels::residue`]: the launches of a concatenation's operands) never
 //!   write the same element.
@@ -114,22 +114,22 @@ struct Place {
 }
 
 impl Place {
-    /// The place of buffer `b`, narrowed to `residues`.
+    /// The place of buffer `b`, narrowed to `residues` (indices relative to `b`).
     fn of(l: &Lowered, b: BufferId, residues: Vec<Residues>) -> Place {
-        let mut root = l.root(b);
-        let window = match l.buffers[b].role {
-            BufferRole::Window(w) if w.span == 1 => Some((w.step, w.shift, w.modulus)),
-            // A window of several slices is compared as its parent.
-            BufferRole::Window(_) => None,
-            _ => {
-                root = b;
-                None
-            }
-        };
-        Place {
-            root,
-            window,
-            residues,
+        match l.buffers[b].role {
+            BufferRole::Window(w) if w.span == 1 => Place {
+                root: w.parent,
+                window: Some((w.step, w.shift, w.modulus)),
+                residues,
+            },
+            // A window of several slices: all of its parent (its blocks, relative to
+            // where it starts, are not the parent's).
+            BufferRole::Window(w) => Place::whole(w.parent),
+            _ => Place {
+                root: b,
+                window: None,
+                residues,
+            },
         }
     }
 
