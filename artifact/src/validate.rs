@@ -417,23 +417,19 @@ fn blocks_apart(
         return false;
     }
     let parts = kernel.body.bodies();
-    let bound_to = |s: &usize, buf: usize, same: fn(&Manifest, usize, usize) -> bool| {
-        bindings.get(*s).is_some_and(|&x| same(manifest, x, buf))
-    };
+    let buffer = |s: usize| bindings.get(s).copied();
     // The residues of each slot of `part` writing `buf`, unless the part reads it.
     let residues = |part: usize, buf: usize| {
         let body = parts.get(part)?;
-        if body
-            .read_slots()
-            .iter()
-            .any(|s| bound_to(s, buf, may_overlap))
-        {
+        let reads_it = |s: usize| buffer(s).is_some_and(|x| may_overlap(manifest, x, buf));
+        if body.read_slots().into_iter().any(reads_it) {
             return None;
         }
-        let written = body.written_slots();
-        let slots = written.iter().filter(|s| bound_to(s, buf, same_memory));
-        slots
-            .map(|&s| {
+        let writes_it = |s: &usize| buffer(*s).is_some_and(|x| same_memory(manifest, x, buf));
+        body.written_slots()
+            .into_iter()
+            .filter(writes_it)
+            .map(|s| {
                 let shape = &kernel.buffers.get(s)?.shape;
                 let r = written_residues(body, s, shape);
                 (!r.is_empty()).then_some(r)
@@ -449,22 +445,23 @@ fn blocks_apart(
 /// Whether buffers `a` and `b` are the same bytes: one buffer, or one-slice windows of
 /// one parent at the same index at every step.
 fn same_memory(manifest: &Manifest, a: usize, b: usize) -> bool {
-    if a == b {
-        return true;
-    }
-    let location = |id: usize| manifest.buffers.get(id).map(|i| &i.location);
-    match (location(a), location(b)) {
-        (Some(Location::Window(wa)), Some(Location::Window(wb))) => {
-            wa.parent == wb.parent
-                && wa.step == wb.step
-                && wa.modulus == wb.modulus
-                && wa.span == 1
-                && wb.span == 1
-                && wa.index(0) == wb.index(0)
-                && manifest.buffers[a].shape == manifest.buffers[b].shape
-        }
-        _ => false,
-    }
+    a == b || same_slice_in_step(manifest, a, b) == Some(true)
+}
+
+/// For two one-slice windows of one parent, of one size, moving together: whether they
+/// are the same slice (at every step, or at none). None for other buffers.
+fn same_slice_in_step(manifest: &Manifest, a: usize, b: usize) -> Option<bool> {
+    let (ia, ib) = (manifest.buffers.get(a)?, manifest.buffers.get(b)?);
+    let (Location::Window(wa), Location::Window(wb)) = (&ia.location, &ib.location) else {
+        return None;
+    };
+    let in_step = wa.parent == wb.parent
+        && wa.step == wb.step
+        && wa.modulus == wb.modulus
+        && wa.span == 1
+        && wb.span == 1
+        && ia.byte_size() == ib.byte_size();
+    in_step.then(|| wa.index(0) == wb.index(0))
 }
 
 fn name_of(manifest: &Manifest, id: usize) -> String {
@@ -481,21 +478,11 @@ fn may_overlap(manifest: &Manifest, a: usize, b: usize) -> bool {
     if a == b {
         return true;
     }
+    if let Some(same_slice) = same_slice_in_step(manifest, a, b) {
+        return same_slice;
+    }
     let location = |id: usize| manifest.buffers.get(id).map(|i| &i.location);
-    let size = |id: usize| manifest.buffers.get(id).and_then(|i| i.byte_size());
     match (location(a), location(b)) {
-        // Two slices of one parent, of one size, moving together: they overlap exactly
-        // when their indices are equal.
-        (Some(Location::Window(wa)), Some(Location::Window(wb)))
-            if wa.parent == wb.parent
-                && wa.step == wb.step
-                && wa.modulus == wb.modulus
-                && wa.span == 1
-                && wb.span == 1
-                && size(a) == size(b) =>
-        {
-            return wa.index(0) == wb.index(0);
-        }
         (Some(Location::Window(w)), _) => return may_overlap(manifest, w.parent, b),
         (_, Some(Location::Window(w))) => return may_overlap(manifest, a, w.parent),
         _ => {}

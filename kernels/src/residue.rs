@@ -43,12 +43,14 @@ pub fn written_residues(body: &KernelBody, slot: usize, shape: &[Dim]) -> Vec<Re
     if indices.is_empty() {
         return Vec::new();
     }
+    if space.contains(&Dim::Fixed(0)) {
+        return Vec::new();
+    }
     // The variables' ranges; a batch extent has no bound, and a term using one must be
     // a multiple of the modulus.
     let vars: Vec<Option<Range>> = space
         .iter()
         .map(|d| match d {
-            Dim::Fixed(0) => None,
             Dim::Fixed(n) => Some(Range {
                 lo: 0,
                 hi: i128::from(*n) - 1,
@@ -56,9 +58,6 @@ pub fn written_residues(body: &KernelBody, slot: usize, shape: &[Dim]) -> Vec<Re
             Dim::Batch => None,
         })
         .collect();
-    if space.contains(&Dim::Fixed(0)) {
-        return Vec::new();
-    }
     moduli(shape)
         .into_iter()
         .filter_map(|m| {
@@ -119,16 +118,17 @@ fn remainder_range(ix: &Index, vars: &[Option<Range>], m: u64) -> Option<Range> 
     let mut rest = Range { lo: 0, hi: 0 };
     let mut terms = Vec::new();
     flatten(ix, 1, &mut terms);
+    // Placeholders for the unbounded variables, which no term ranged below reads.
+    let known: Vec<Range> = vars
+        .iter()
+        .map(|r| r.unwrap_or(Range { lo: 0, hi: 0 }))
+        .collect();
     for (term, scale) in terms {
         let d = divisor(term).checked_mul(u128::from(scale.unsigned_abs()))?;
         if d != 0 && d % m.unsigned_abs() == 0 {
             continue;
         }
         // A term with a batch-sized variable or the batch size itself has no bound.
-        let known: Vec<Range> = vars
-            .iter()
-            .map(|r| r.unwrap_or(Range { lo: 0, hi: 0 }))
-            .collect();
         if uses_unbounded(term, vars) {
             return None;
         }

@@ -241,7 +241,6 @@ impl Graph {
         Ok(map)
     }
 
-    /// Sets the source span of `v` (for values built from text other than the model's).
     /// Gives input `v` type `ty`, keeping its place among the inputs. Its users' types
     /// were inferred from the old one: the caller rewires or removes them.
     pub fn retype_input(&mut self, v: ValueId, ty: TensorType) {
@@ -249,6 +248,7 @@ impl Graph {
         self.graph[v.0].ty = ty;
     }
 
+    /// Sets the source span of `v` (for values built from text other than the model's).
     pub fn set_span(&mut self, v: ValueId, span: Span) {
         self.graph[v.0].span = span;
     }
