@@ -172,8 +172,9 @@ impl LaunchAccess {
     fn of(l: &Lowered, launch: usize) -> LaunchAccess {
         let launch = &l.launches[launch];
         let kernel = &l.kernels[launch.kernel];
+        // A buffer bound to two slots gives two equal places; `Places::record` merges them.
         let places = |slots: Vec<usize>, narrow: bool| -> Vec<Place> {
-            let mut places: Vec<Place> = slots
+            slots
                 .into_iter()
                 .map(|s| {
                     let residues = match narrow {
@@ -182,10 +183,7 @@ impl LaunchAccess {
                     };
                     Place::of(l, launch.bindings[s], residues)
                 })
-                .collect();
-            places.sort_unstable_by_key(|p| (p.root, p.window));
-            places.dedup();
-            places
+                .collect()
         };
         LaunchAccess {
             reads: places(kernel.body.read_slots(), false),
