@@ -16,10 +16,10 @@
 //!
 //! | function | special cases |
 //! |---|---|
-//! | `exp` | `exp(x) = inf` for `x > ln(FLT_MAX)`; `0` (or a subnormal) for very negative `x`; NaN -> NaN |
+//! | `exp` | `exp(x) = inf` for `x > ln(FLT_MAX)`; `0` for `x < ln(2^-126)`, where the result would be subnormal (the runtime flushes subnormals to zero anyway); NaN -> NaN |
 //! | `log` | `log(0) = -inf`, `log(x < 0) = NaN`, `log(inf) = inf`, NaN -> NaN; subnormal inputs are exact |
 //! | `tanh` | `tanh(±inf) = ±1`, `tanh(-0) = -0`, NaN -> NaN |
-//! | `sigmoid` | computed as `e / (1 + e)` with `e = exp(-x)` flipped for `x < 0`, so it neither overflows nor loses the tiny results of very negative `x` |
+//! | `sigmoid` | computed as `e / (1 + e)` with `e = exp(-x)` flipped for `x < 0`, so it does not overflow; like `exp`, 0 where the result would be subnormal |
 //! | `pow` | `exp(b * log|a|)`; `pow(a, 0) = 1` and `pow(1, b) = 1` even for NaN, `pow(-1, ±inf) = 1`; for `a < 0` the result is NaN unless `b` is an integer, negated when `b` is odd; `pow(±0, b < 0) = ±inf` |
 //!
 //! `pow`'s relative error grows with `|b * log a|` (about `|b log a| * 6e-8`), as for any
@@ -45,26 +45,23 @@ fn horner(b: &mut FunctionBuilder, l: Lanes, x: Value, coeffs: &[f32]) -> Value 
     p
 }
 
-/// `2^n` as an `f32`, for `-126 <= n <= 127` (an `i32` value), built from its bits.
-fn pow2i(b: &mut FunctionBuilder, l: Lanes, n: Value) -> Value {
-    let biased = l.iadd_imm(b, n, 127);
-    let bits = l.shl_imm(b, biased, 23);
-    l.from_bits(b, bits)
-}
-
 /// `exp(x)` (Cephes `expf`): `x = n ln2 + r` with `|r| <= ln2 / 2`, `exp(r)` by a degree-7
-/// polynomial, then a scaling by `2^n` in two exact steps so that subnormal results round
-/// once and large ones overflow to `inf`.
+/// polynomial, then `2^n` added to the result's exponent field.
+///
+/// `n` is rounded by adding `1.5 * 2^23`, which leaves `n` in the sum's low mantissa bits,
+/// so the exponent comes from those bits with one shift (no float-to-int conversion, whose
+/// saturating vector form is seven instructions on x86-64). Inputs outside
+/// `[ln 2^-126, ln FLT_MAX]` are selected afterwards: 0 below (the results there are
+/// subnormal, which the runtime flushes to zero anyway), `inf` above, and NaN stays NaN.
+/// Inside the range the bits are those of Cephes' `ldexpf(p, n)`.
 pub fn exp(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
-    // Beyond these bounds the result is inf or 0 anyway; clamping keeps `n` small enough
-    // for the two-step scaling. `fmax`/`fmin` propagate NaN.
-    let lo = l.f(b, -110.0);
-    let hi = l.f(b, 89.0);
-    let x = b.ins().fmax(x, lo);
-    let x = b.ins().fmin(x, hi);
     let log2e = l.f(b, std::f32::consts::LOG2_E);
     let t = b.ins().fmul(x, log2e);
-    let n = b.ins().nearest(t);
+    // Exact for |t| < 2^22, rounding to nearest even as `nearest` does; larger |t| lies
+    // outside the range selected below.
+    let round = l.f(b, 12_582_912.0); // 1.5 * 2^23
+    let shifted = b.ins().fadd(t, round);
+    let n = b.ins().fsub(shifted, round);
     // ln2 split in two: C1 has 9 significant bits, so `n * C1` and `x - n * C1` are exact.
     let c1 = l.f(b, 0.693_359_375);
     let c2 = l.f(b, -2.121_944_40e-4);
@@ -90,14 +87,25 @@ pub fn exp(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
     let y = b.ins().fadd(y, r);
     let one = l.f(b, 1.0);
     let y = b.ins().fadd(y, one);
-    // n is in [-159, 128]; split it so both halves are normal exponents.
-    let ni = b.ins().fcvt_to_sint_sat(l.int, n);
-    let n1 = l.sshr_imm(b, ni, 1);
-    let n2 = b.ins().isub(ni, n1);
-    let s1 = pow2i(b, l, n1);
-    let s2 = pow2i(b, l, n2);
-    let y = b.ins().fmul(y, s1);
-    b.ins().fmul(y, s2)
+    // The low bits of `shifted` are `n + 2^22`; shifted into the exponent field, the
+    // `2^22` and the sum's own exponent fall off the top, leaving `n << 23` (mod 2^32).
+    let shifted_bits = l.to_bits(b, shifted);
+    let n_bits = l.shl_imm(b, shifted_bits, 23);
+    let y_bits = l.to_bits(b, y);
+    let scaled = b.ins().iadd(y_bits, n_bits);
+    let scaled = l.from_bits(b, scaled);
+    // The f32 just above ln 2^-126: from it up, n >= -126 and the result is normal.
+    let lo = l.f(b, -87.336_54);
+    let zero = l.f(b, 0.0);
+    let below = b.ins().fcmp(FloatCC::LessThan, x, lo);
+    let r = l.select(b, below, zero, scaled);
+    // The f32 just below ln FLT_MAX: above it the result overflows (`x * inf` is `inf`),
+    // and a NaN input gives `NaN * inf`, NaN.
+    let hi = l.f(b, 88.722_83);
+    let inf = l.f(b, f32::INFINITY);
+    let above = b.ins().fcmp(FloatCC::UnorderedOrGreaterThan, x, hi);
+    let overflow = b.ins().fmul(x, inf);
+    l.select(b, above, overflow, r)
 }
 
 /// `log(x)` (Cephes `logf`): `x = 2^e m` with `sqrt(1/2) <= m < sqrt(2)`, `log(m)` by a
