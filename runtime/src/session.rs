@@ -72,6 +72,8 @@ enum Engine {
         functions: Vec<Option<Vec<KernelFn>>>,
         code: CpuCode,
         arena: Arena,
+        /// Per kernel: how its launches are cut at the batch size last run.
+        plans: Vec<Option<cpu::LaunchPlan>>,
         /// Per kernel: time spent in its launches and their count, while profiling.
         profile: Option<Vec<(std::time::Duration, u64)>>,
     },
@@ -255,6 +257,7 @@ fn cpu_engine(manifest: &Manifest, carried: Option<&MachineCode>) -> Result<Engi
         functions,
         code,
         arena: Arena::default(),
+        plans: manifest.kernels.iter().map(|_| None).collect(),
         profile: None,
     })
 }
@@ -462,13 +465,14 @@ impl Session {
         {
             compile_missing(&self.manifest, entry, functions, code)?;
         }
-        let (functions, arena_storage, mut profile) = match &mut self.engine {
+        let (functions, arena_storage, plans, mut profile) = match &mut self.engine {
             Engine::Cpu {
                 functions,
                 arena,
+                plans,
                 profile,
                 ..
-            } => (&*functions, arena, profile.as_mut()),
+            } => (&*functions, arena, plans, profile.as_mut()),
             Engine::Gpu(gpu) => {
                 let results = gpu
                     .run(
@@ -529,6 +533,8 @@ impl Session {
         let arena_len = arena.len();
         // Until the launches are done (or one fails): see `cpu::denormals`.
         let _flush = cpu::denormals::FlushDenormals::enable();
+        // One list of pointers, refilled for each launch.
+        let mut pointers = Vec::new();
         for (index, t) in entry.schedule() {
             let launch = &entry.launches[index];
             let kernel = self
@@ -541,7 +547,7 @@ impl Session {
                 .and_then(Option::as_ref)
                 .filter(|fns| fns.len() == kernel.part_count())
                 .ok_or_else(|| internal(format!("no code for kernel `{}`", kernel.name)))?;
-            let mut pointers = Vec::with_capacity(launch.bindings.len());
+            pointers.clear();
             for &bound in &launch.bindings {
                 let info = self
                     .manifest
@@ -623,10 +629,18 @@ impl Session {
                 };
                 pointers.push(pointer);
             }
+            let plan = match plans.get_mut(launch.kernel) {
+                Some(Some(plan)) if plan.batch() == batch => &*plan,
+                Some(slot) => &*slot.insert(cpu::LaunchPlan::new(kernel, batch)),
+                None => return Err(internal(format!("no kernel #{}", launch.kernel))),
+            };
             let started = profile.is_some().then(std::time::Instant::now);
             // SAFETY: see the module docs: each pointer addresses storage of at least the
-            // size of the slot it is bound to at `batch`, and `f` is `kernel`'s code.
-            unsafe { cpu::launch(kernel, f, &pointers, batch) };
+            // size of the slot it is bound to at `batch`, `f` is `kernel`'s code and
+            // `plan` was made for `kernel` at `batch`.
+            unsafe {
+                cpu::launch_planned(kernel, plan, f, &pointers, &cpu::LaunchOptions::default())
+            };
             if let (Some(times), Some(started)) = (profile.as_deref_mut(), started)
                 && let Some((total, count)) = times.get_mut(launch.kernel)
             {

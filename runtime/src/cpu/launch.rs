@@ -149,18 +149,69 @@ pub unsafe fn launch_with(
     batch: u64,
     options: &LaunchOptions,
 ) {
+    let plan = LaunchPlan::new(kernel, batch);
+    // SAFETY: the caller upholds the same contract; the plan is this kernel's at `batch`.
+    unsafe { launch_planned(kernel, &plan, fns, bufs, options) }
+}
+
+/// What launching a kernel at one batch size takes from its shapes alone: each body's
+/// units and work, and how a contraction's product is cut into `gemm` calls (whose fold
+/// checks evaluate the operands' offsets at every batch index). A session computes it
+/// once per kernel and batch size instead of at every launch.
+pub struct LaunchPlan {
+    batch: u64,
+    bodies: Vec<BodyPlan>,
+}
+
+/// One body's share of a [`LaunchPlan`].
+struct BodyPlan {
+    units: u64,
+    work: u64,
+    contract: Option<ContractPlan>,
+}
+
+impl LaunchPlan {
+    pub fn new(kernel: &Kernel, batch: u64) -> LaunchPlan {
+        let bodies = kernel
+            .body
+            .bodies()
+            .iter()
+            .map(|body| BodyPlan::new(kernel, body, batch))
+            .collect();
+        LaunchPlan { batch, bodies }
+    }
+
+    /// The batch size it was made for.
+    pub fn batch(&self) -> u64 {
+        self.batch
+    }
+}
+
+/// [`launch_with`] from a plan made for this kernel and batch size.
+///
+/// # Safety
+/// As for [`launch`], at `plan`'s batch size; `plan` must have been made for `kernel`.
+pub unsafe fn launch_planned(
+    kernel: &Kernel,
+    plan: &LaunchPlan,
+    fns: &[KernelFn],
+    bufs: &[*mut u8],
+    options: &LaunchOptions,
+) {
+    let batch = plan.batch;
     let bufs = SharedBuffers(bufs);
     let jobs: Vec<Job> = kernel
         .body
         .bodies()
         .iter()
+        .zip(&plan.bodies)
         .zip(fns)
-        .map(|(body, f)| Job::new(kernel, body, *f, batch))
+        .map(|((body, shares), f)| Job::new(body, shares, *f))
         .collect();
     let units = jobs.iter().fold(0u64, |acc, j| acc.saturating_add(j.units));
     let work = jobs.iter().fold(0u64, |acc, j| acc.saturating_add(j.work));
     if let [job] = jobs.as_slice()
-        && let Some(plan) = &job.contract
+        && let Some((c, plan)) = job.contract
     {
         // A product of fewer row blocks than the threads it deserves (a batch-1
         // transformer's dense layer, a recurrent step's product at batch 32): its threads
@@ -169,7 +220,7 @@ pub unsafe fn launch_with(
         let threads = thread_count(options, column_blocks, work);
         if threads > job.units {
             // SAFETY: forwarded from the caller.
-            unsafe { job.run_by_columns(plan, &bufs, batch, threads) };
+            unsafe { job.run_by_columns(c, plan, &bufs, batch, threads) };
             return;
         }
     }
@@ -203,46 +254,57 @@ struct Job<'k> {
     f: KernelFn,
     units: u64,
     work: u64,
-    contract: Option<ContractPlan<'k>>,
+    contract: Option<(&'k Contraction, &'k ContractPlan)>,
 }
 
-impl<'k> Job<'k> {
-    fn new(kernel: &Kernel, body: &'k KernelBody, f: KernelFn, batch: u64) -> Job<'k> {
+impl BodyPlan {
+    fn new(kernel: &Kernel, body: &KernelBody, batch: u64) -> BodyPlan {
         let cols = match body {
             KernelBody::ScatterAdd(s) => kernel.table_extent(s.out).map_or(0, |(_, cols)| cols),
             _ => 0,
         };
         let work = cost::body_cost(body, batch, cols);
         match body {
-            KernelBody::Map { space, .. } | KernelBody::Reduce { space, .. } => Job {
-                f,
+            KernelBody::Map { space, .. } | KernelBody::Reduce { space, .. } => BodyPlan {
                 units: strata_kernels::cpu::row_count(space, batch),
                 work,
                 contract: None,
             },
             // Its function's rows are the table's columns (each thread owns some).
-            KernelBody::ScatterAdd(_) => Job {
-                f,
+            KernelBody::ScatterAdd(_) => BodyPlan {
                 units: cols,
                 work,
                 contract: None,
             },
             KernelBody::Contract(c) => {
                 let plan = ContractPlan::new(c, batch);
-                Job {
-                    f,
+                BodyPlan {
                     units: plan.blocks(),
                     work,
                     contract: Some(plan),
                 }
             }
             // Validation refuses nested parts; a kernel's parts are its bodies.
-            KernelBody::Parts(_) => Job {
-                f,
+            KernelBody::Parts(_) => BodyPlan {
                 units: 0,
                 work: 0,
                 contract: None,
             },
+        }
+    }
+}
+
+impl<'k> Job<'k> {
+    fn new(body: &'k KernelBody, plan: &'k BodyPlan, f: KernelFn) -> Job<'k> {
+        let contract = match (body, &plan.contract) {
+            (KernelBody::Contract(c), Some(p)) => Some((c, p)),
+            _ => None,
+        };
+        Job {
+            f,
+            units: plan.units,
+            work: plan.work,
+            contract,
         }
     }
 
@@ -255,6 +317,7 @@ impl<'k> Job<'k> {
     /// As for [`launch`]; `plan` is this job's.
     unsafe fn run_by_columns(
         &self,
+        c: &Contraction,
         plan: &ContractPlan,
         bufs: &SharedBuffers,
         batch: u64,
@@ -267,7 +330,7 @@ impl<'k> Job<'k> {
                 let (first, last) = plan.block_rows(block);
                 // SAFETY: as in `run`; these columns of the block's rows are this
                 // thread's alone.
-                unsafe { plan.product(bufs, first, last, (first_col, end_col)) };
+                unsafe { plan.product(c, bufs, first, last, (first_col, end_col)) };
             }
         });
         let batch_arg = batch as i64;
@@ -284,24 +347,31 @@ impl<'k> Job<'k> {
     /// As for [`launch`], for this body's function and buffers.
     unsafe fn run(&self, bufs: &SharedBuffers, batch: u64, start: u64, end: u64) {
         let batch_arg = batch as i64;
-        match &self.contract {
+        match self.contract {
             None => {
                 // SAFETY: the caller's contract; rows `start..end` are this call's alone.
                 unsafe { (self.f)(bufs.as_ptr(), batch_arg, start as i64, end as i64) }
             }
-            Some(plan) => {
+            Some((c, plan)) => {
                 for block in start..end {
                     let (first, last) = plan.block_rows(block);
                     // SAFETY: the caller guarantees the buffers hold the operands and the
                     // output at this batch size; the block's output rows are this call's
                     // alone, and no operand is the output (the emitter refuses that).
-                    unsafe { plan.product(bufs, first, last, (0, plan.n)) };
+                    unsafe { plan.product(c, bufs, first, last, (0, plan.n)) };
                     // SAFETY: as for a map; the epilogue reads the rows just written.
                     unsafe { (self.f)(bufs.as_ptr(), batch_arg, first as i64, last as i64) };
                 }
             }
         }
     }
+}
+
+/// How far one `gemm` call sums, and whether it adds to what the output holds.
+#[derive(Clone, Copy)]
+struct Depth {
+    depth: u64,
+    accumulate: bool,
 }
 
 /// The buffer pointers, shared by the threads of one launch.
@@ -447,8 +517,7 @@ fn next_index(index: &mut [i64], extents: &[u64]) -> bool {
 /// The fold is decided here, where the batch size is known, by evaluating the operands'
 /// offsets at every batch index: the kernel IR's dimensions are a fixed size or the batch,
 /// so `batch * m` has no dimension to name it there.
-struct ContractPlan<'c> {
-    c: &'c Contraction,
+struct ContractPlan {
     batch: u64,
     m: u64,
     n: u64,
@@ -465,10 +534,9 @@ struct ContractPlan<'c> {
     depth: u64,
 }
 
-impl<'c> ContractPlan<'c> {
-    fn new(c: &'c Contraction, batch: u64) -> ContractPlan<'c> {
+impl ContractPlan {
+    fn new(c: &Contraction, batch: u64) -> ContractPlan {
         let mut plan = ContractPlan {
-            c,
             batch,
             m: c.m.resolve(batch),
             n: c.n.resolve(batch),
@@ -479,10 +547,10 @@ impl<'c> ContractPlan<'c> {
             summed_in_depth: false,
             depth: c.k.resolve(batch),
         };
-        if plan.summed_folds_into_depth() {
+        if plan.summed_folds_into_depth(c) {
             plan.summed_in_depth = true;
             plan.depth = plan.summed_extents.iter().product::<u64>() * plan.k;
-        } else if plan.summed_extents.is_empty() && plan.batch_folds_into_rows() {
+        } else if plan.summed_extents.is_empty() && plan.batch_folds_into_rows(c) {
             // `m` rows per inner batch tuple, so this many per outermost index.
             let inner: u64 = plan.batch_extents[1..].iter().product();
             let rows_per_outer = (inner * plan.m).max(1);
@@ -495,7 +563,7 @@ impl<'c> ContractPlan<'c> {
     /// Whether the batch dimensions can be folded into `m` (see [`ContractPlan`]): at
     /// every batch index, `b` and the strides are those of the first, and `a`'s matrix at
     /// flat batch index `f` starts `f * m` rows after the first.
-    fn batch_folds_into_rows(&self) -> bool {
+    fn batch_folds_into_rows(&self, c: &Contraction) -> bool {
         let matrices = self
             .batch_extents
             .iter()
@@ -504,7 +572,7 @@ impl<'c> ContractPlan<'c> {
             return false;
         }
         let batch = self.batch as i64;
-        let (a, b) = (&self.c.a, &self.c.b);
+        let (a, b) = (&c.a, &c.b);
         let at = |vars: &[i64]| {
             [
                 a.offset.eval(vars, batch),
@@ -537,7 +605,7 @@ impl<'c> ContractPlan<'c> {
     /// matrices at flat summed index `f` start `f * k` columns of `a` and rows of `b` after
     /// the first, so `sum_s a[s] x b[s]` is one product over `k * s` (a weight gradient
     /// over `[batch, T, d]`: depth `batch * T`).
-    fn summed_folds_into_depth(&self) -> bool {
+    fn summed_folds_into_depth(&self, c: &Contraction) -> bool {
         if self.summed_extents.is_empty() {
             return false;
         }
@@ -549,7 +617,7 @@ impl<'c> ContractPlan<'c> {
             _ => return false,
         }
         let batch = self.batch as i64;
-        let (a, b) = (&self.c.a, &self.c.b);
+        let (a, b) = (&c.a, &c.b);
         let at = |vars: &[i64]| {
             [
                 a.offset.eval(vars, batch),
@@ -617,13 +685,20 @@ impl<'c> ContractPlan<'c> {
     /// # Safety
     /// The buffers must hold the operands and the output at this batch size, and no other
     /// thread may access these rows and columns of `out` meanwhile.
-    unsafe fn product(&self, bufs: &SharedBuffers<'_>, start: u64, end: u64, cols: (u64, u64)) {
+    unsafe fn product(
+        &self,
+        c: &Contraction,
+        bufs: &SharedBuffers<'_>,
+        start: u64,
+        end: u64,
+        cols: (u64, u64),
+    ) {
         if self.m == 0 || self.n == 0 {
             return;
         }
         if self.batch_extents.is_empty() {
             // SAFETY: forwarded from the caller.
-            unsafe { self.matrix_product(bufs, &[], start, end, cols) };
+            unsafe { self.matrix_product(c, bufs, &[], start, end, cols) };
             return;
         }
         if self.folded.is_some() {
@@ -634,6 +709,7 @@ impl<'c> ContractPlan<'c> {
             // so these rows are those of outermost batch indices `start..end`.
             unsafe {
                 self.matrix_product(
+                    c,
                     bufs,
                     &vars,
                     start * rows_per_outer,
@@ -654,7 +730,7 @@ impl<'c> ContractPlan<'c> {
             vars[0] = outer as i64;
             loop {
                 // SAFETY: forwarded from the caller.
-                unsafe { self.matrix_product(bufs, &vars, 0, self.m, cols) };
+                unsafe { self.matrix_product(c, bufs, &vars, 0, self.m, cols) };
                 if !next_index(&mut vars[1..], inner_extents) {
                     break;
                 }
@@ -671,6 +747,7 @@ impl<'c> ContractPlan<'c> {
     /// As for [`ContractPlan::product`].
     unsafe fn matrix_product(
         &self,
+        c: &Contraction,
         bufs: &SharedBuffers<'_>,
         vars: &[i64],
         rows_start: u64,
@@ -690,12 +767,15 @@ impl<'c> ContractPlan<'c> {
             // SAFETY: forwarded from the caller.
             unsafe {
                 self.gemm_call(
+                    c,
                     bufs,
                     &operand_vars,
                     dst_row,
                     (rows, cols),
-                    self.depth,
-                    false,
+                    Depth {
+                        depth: self.depth,
+                        accumulate: false,
+                    },
                 )
             };
             return;
@@ -707,7 +787,19 @@ impl<'c> ContractPlan<'c> {
         loop {
             // SAFETY: forwarded from the caller; after the first call, `dst` holds the
             // sum so far.
-            unsafe { self.gemm_call(bufs, &operand_vars, dst_row, (rows, cols), self.k, !first) };
+            unsafe {
+                self.gemm_call(
+                    c,
+                    bufs,
+                    &operand_vars,
+                    dst_row,
+                    (rows, cols),
+                    Depth {
+                        depth: self.k,
+                        accumulate: !first,
+                    },
+                )
+            };
             first = false;
             if !next_index(&mut operand_vars[vars.len()..], &self.summed_extents) {
                 break;
@@ -717,20 +809,21 @@ impl<'c> ContractPlan<'c> {
 
     /// `out` rows from `dst_row`, columns `cols.0..cols.1`, `(:)= a x b` over `depth`,
     /// for rows `rows.0..rows.1` of the operands at variables `vars` (batch, then summed);
-    /// `accumulate` adds to what `out` holds.
+    /// [`Depth::accumulate`] adds to what `out` holds.
     ///
     /// # Safety
     /// As for [`ContractPlan::product`]; with `accumulate`, those rows of `out` hold
     /// finite values.
     unsafe fn gemm_call(
         &self,
+        c: &Contraction,
         bufs: &SharedBuffers<'_>,
         vars: &[i64],
         dst_row: u64,
         (rows, cols): ((u64, u64), (u64, u64)),
-        depth: u64,
-        accumulate: bool,
+        depth: Depth,
     ) {
+        let Depth { depth, accumulate } = depth;
         let batch = self.batch as i64;
         let operand = |op: &MatrixOperand| {
             (
@@ -739,22 +832,22 @@ impl<'c> ContractPlan<'c> {
                 op.col_stride.eval(vars, batch) as isize,
             )
         };
-        let (a_offset, a_rs, a_cs) = operand(&self.c.a);
-        let (b_offset, b_rs, b_cs) = operand(&self.c.b);
+        let (a_offset, a_rs, a_cs) = operand(&c.a);
+        let (b_offset, b_rs, b_cs) = operand(&c.b);
         let n = self.n as isize;
         let (col, cols) = (cols.0 as isize, cols.1.saturating_sub(cols.0));
         if cols == 0 {
             return;
         }
         let dst = bufs
-            .f32_ptr(self.c.out)
+            .f32_ptr(c.out)
             .wrapping_offset(dst_row as isize * n + col);
         let lhs = bufs
-            .f32_ptr(self.c.a.buf)
+            .f32_ptr(c.a.buf)
             .cast_const()
             .wrapping_offset(a_offset + rows.0 as isize * a_rs);
         let rhs = bufs
-            .f32_ptr(self.c.b.buf)
+            .f32_ptr(c.b.buf)
             .cast_const()
             .wrapping_offset(b_offset + col * b_cs);
         // SAFETY: the caller guarantees these rows of `dst` and the operands' elements
@@ -871,7 +964,7 @@ mod tests {
         for block in 0..plan.blocks() {
             let (start, end) = plan.block_rows(block);
             // SAFETY: the buffers hold the operands and the output at this batch size.
-            unsafe { plan.product(&bufs, start, end, (0, n)) };
+            unsafe { plan.product(&c, &bufs, start, end, (0, n)) };
         }
         for row in 0..(batch * m) as usize {
             for col in 0..n as usize {
@@ -904,7 +997,7 @@ mod tests {
             let bufs = SharedBuffers(&ptrs);
             for &cols in ranges {
                 // SAFETY: the buffers hold the operands and the output.
-                unsafe { plan.product(&bufs, 0, 1, cols) };
+                unsafe { plan.product(&c, &bufs, 0, 1, cols) };
             }
             out
         };
