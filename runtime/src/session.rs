@@ -44,7 +44,7 @@
 //! (kernels write before they read).
 
 use std::cell::OnceCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use strata_kernels::ir::{Access, Dim, Kernel};
 
@@ -72,13 +72,26 @@ enum Engine {
         functions: Vec<Option<Vec<KernelFn>>>,
         code: CpuCode,
         arena: Arena,
-        /// Per kernel: how its launches are cut at the batch size last run.
-        plans: Vec<Option<cpu::LaunchPlan>>,
+        /// What the runs prepare once for the ones after them.
+        prepared: Box<Prepared>,
         /// Per kernel: time spent in its launches and their count, while profiling.
         profile: Option<Vec<(std::time::Duration, u64)>>,
     },
     // Boxed: a GPU engine (device, queue, pipelines) is far larger than the CPU's fields.
     Gpu(Box<GpuEngine>),
+}
+
+/// What a CPU session's runs prepare once for the runs after them.
+struct Prepared {
+    /// Per kernel: how its launches are cut at the batch size last run.
+    plans: Vec<Option<cpu::LaunchPlan>>,
+    /// Per entry: whether it changes a parameter (a training step).
+    changes_weights: Vec<bool>,
+    /// Row-major copies of the parameters that products read through their transpose
+    /// (`cpu::TransposedRhs`), by buffer and offset, for the entries that change no
+    /// parameter: made when first needed, dropped when the weights change (as onnxruntime
+    /// packs a model's weights once per session).
+    row_major: HashMap<(usize, u64), Box<[f32]>>,
 }
 
 /// A CPU session's code: the machine code an executable carries, mapped at its start,
@@ -257,7 +270,15 @@ fn cpu_engine(manifest: &Manifest, carried: Option<&MachineCode>) -> Result<Engi
         functions,
         code,
         arena: Arena::default(),
-        plans: manifest.kernels.iter().map(|_| None).collect(),
+        prepared: Box::new(Prepared {
+            plans: manifest.kernels.iter().map(|_| None).collect(),
+            changes_weights: manifest
+                .entries
+                .iter()
+                .map(|e| writes_persistent(manifest, e))
+                .collect(),
+            row_major: HashMap::new(),
+        }),
         profile: None,
     })
 }
@@ -421,8 +442,9 @@ impl Session {
                 host.set(id, to_host_tensor(&view));
             }
         }
-        if let Engine::Gpu(gpu) = &mut self.engine {
-            gpu.weights_changed();
+        match &mut self.engine {
+            Engine::Gpu(gpu) => gpu.weights_changed(),
+            Engine::Cpu { prepared, .. } => prepared.row_major.clear(),
         }
         Ok(())
     }
@@ -465,43 +487,61 @@ impl Session {
         {
             compile_missing(&self.manifest, entry, functions, code)?;
         }
-        let (functions, arena_storage, plans, mut profile) = match &mut self.engine {
-            Engine::Cpu {
-                functions,
-                arena,
-                plans,
-                profile,
-                ..
-            } => (&*functions, arena, plans, profile.as_mut()),
-            Engine::Gpu(gpu) => {
-                let results = gpu
-                    .run(
-                        &self.manifest,
-                        entry_index,
-                        &bound.tensors,
-                        batch,
-                        self.persistent.get(),
+        let (functions, arena_storage, plans, row_major, changes_weights, mut profile) =
+            match &mut self.engine {
+                Engine::Cpu {
+                    functions,
+                    arena,
+                    prepared,
+                    profile,
+                    ..
+                } => {
+                    let Prepared {
+                        plans,
+                        changes_weights,
+                        row_major,
+                    } = &mut **prepared;
+                    let changes = changes_weights.get(entry_index).copied().unwrap_or(true);
+                    (
+                        &*functions,
+                        arena,
+                        plans,
+                        row_major,
+                        changes,
+                        profile.as_mut(),
                     )
-                    .map_err(RunError::Gpu)?;
-                if writes_persistent(&self.manifest, entry) {
-                    self.persistent.take();
                 }
-                let mut outputs = Vec::with_capacity(entry.outputs.len());
-                for (port, result) in entry.outputs.iter().zip(results) {
-                    let tensor = match result {
-                        Some(t) => t,
-                        None => self
-                            .host_weights()
-                            .map_err(RunError::Gpu)?
-                            .get(port.buffer)
-                            .cloned()
-                            .ok_or_else(|| internal(format!("no storage for `{}`", port.name)))?,
-                    };
-                    outputs.push((port.name.clone(), tensor));
+                Engine::Gpu(gpu) => {
+                    let results = gpu
+                        .run(
+                            &self.manifest,
+                            entry_index,
+                            &bound.tensors,
+                            batch,
+                            self.persistent.get(),
+                        )
+                        .map_err(RunError::Gpu)?;
+                    if writes_persistent(&self.manifest, entry) {
+                        self.persistent.take();
+                    }
+                    let mut outputs = Vec::with_capacity(entry.outputs.len());
+                    for (port, result) in entry.outputs.iter().zip(results) {
+                        let tensor = match result {
+                            Some(t) => t,
+                            None => self
+                                .host_weights()
+                                .map_err(RunError::Gpu)?
+                                .get(port.buffer)
+                                .cloned()
+                                .ok_or_else(|| {
+                                    internal(format!("no storage for `{}`", port.name))
+                                })?,
+                        };
+                        outputs.push((port.name.clone(), tensor));
+                    }
+                    return Ok(outputs);
                 }
-                return Ok(outputs);
-            }
-        };
+            };
 
         let too_large = |what: &str| RunError::TooLarge {
             batch,
@@ -533,8 +573,12 @@ impl Session {
         let arena_len = arena.len();
         // Until the launches are done (or one fails): see `cpu::denormals`.
         let _flush = cpu::denormals::FlushDenormals::enable();
-        // One list of pointers, refilled for each launch.
+        if changes_weights {
+            row_major.clear();
+        }
+        // One list of pointers, refilled for each launch, and one of row-major copies.
         let mut pointers = Vec::new();
+        let mut copies: Vec<Option<*const f32>> = Vec::new();
         for (index, t) in entry.schedule() {
             let launch = &entry.launches[index];
             let kernel = self
@@ -634,12 +678,65 @@ impl Session {
                 Some(slot) => &*slot.insert(cpu::LaunchPlan::new(kernel, batch)),
                 None => return Err(internal(format!("no kernel #{}", launch.kernel))),
             };
+            copies.clear();
+            if !changes_weights {
+                for (body, rhs) in plan.transposed_rhs() {
+                    let Some(&id) = launch.bindings.get(rhs.slot) else {
+                        continue;
+                    };
+                    let Some(info) = self.manifest.buffers.get(id) else {
+                        continue;
+                    };
+                    // A parameter bound whole (no window), read by this launch.
+                    if !matches!(info.location, Location::Persistent { .. }) {
+                        continue;
+                    }
+                    let copy = match row_major.entry((id, rhs.offset)) {
+                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            let elements = info
+                                .elements(batch)
+                                .and_then(|n| usize::try_from(n).ok())
+                                .ok_or_else(|| too_large(&info.name))?;
+                            let fits = rhs
+                                .end()
+                                .and_then(|end| usize::try_from(end).ok())
+                                .is_some_and(|end| end <= elements);
+                            let (Some(&pointer), true) = (pointers.get(rhs.slot), fits) else {
+                                return Err(internal(format!(
+                                    "`{}` is smaller than the product reading it",
+                                    info.name
+                                )));
+                            };
+                            // SAFETY: the pointer addresses this parameter's storage of
+                            // `elements` f32 values (computed above for its slot), which
+                            // nothing writes during an entry that changes no parameter.
+                            let values = unsafe {
+                                std::slice::from_raw_parts(pointer.cast::<f32>(), elements)
+                            };
+                            v.insert(rhs.row_major(values).into_boxed_slice())
+                        }
+                    };
+                    if copies.len() <= body {
+                        copies.resize(body + 1, None);
+                    }
+                    copies[body] = Some(copy.as_ptr());
+                }
+            }
             let started = profile.is_some().then(std::time::Instant::now);
             // SAFETY: see the module docs: each pointer addresses storage of at least the
             // size of the slot it is bound to at `batch`, `f` is `kernel`'s code and
-            // `plan` was made for `kernel` at `batch`.
+            // `plan` was made for `kernel` at `batch`; each copy is the row-major form of
+            // its parameter's current values (made since the weights last changed).
             unsafe {
-                cpu::launch_planned(kernel, plan, f, &pointers, &cpu::LaunchOptions::default())
+                cpu::launch_planned(
+                    kernel,
+                    plan,
+                    f,
+                    &pointers,
+                    &copies,
+                    &cpu::LaunchOptions::default(),
+                )
             };
             if let (Some(times), Some(started)) = (profile.as_deref_mut(), started)
                 && let Some((total, count)) = times.get_mut(launch.kernel)

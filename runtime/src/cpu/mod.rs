@@ -19,8 +19,8 @@ mod team;
 
 pub use jit::{JitCode, JitError};
 pub use launch::{
-    LaunchOptions, LaunchPlan, ThreadsError, apply_threads_option, launch, launch_planned,
-    launch_with, set_threads,
+    LaunchOptions, LaunchPlan, ThreadsError, TransposedRhs, apply_threads_option, launch,
+    launch_planned, launch_with, set_threads,
 };
 pub use machine_code::{MappedCode, Unusable, compile_machine_code};
 
