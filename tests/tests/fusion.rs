@@ -426,12 +426,13 @@ fn does_not_group_an_update_with_a_reader_of_the_old_value() {
 }
 
 /// An LSTM training step's loop bodies: the launches of the carry's concatenation (`h`,
-/// `c` and the recorded product in forward; the gate gradients and the carry's
-/// cotangent in backward) each write their own block of one buffer, so they run as
-/// parts of the launches their inputs allow; and the forward product reads the
-/// recurrent weight transposed once before the loop.
+/// `c` and the recorded gates in forward; the gate gradients and the carry's cotangent
+/// in backward) each write their own block of one buffer, so they run as parts of the
+/// launches their inputs allow; the backward reads the gates and `tanh(c)` from the
+/// tape instead of recomputing them; and the forward product reads the recurrent weight
+/// transposed once before the loop.
 #[test]
-fn an_lstm_step_is_three_launches_forward_and_five_backward() {
+fn an_lstm_step_is_four_launches_forward_and_three_backward() {
     let source = load_example(&strata_tests::root().join("dsl-examples/lstm.strata"));
     let compiled = compile(&source, &options()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
     let step = compiled
@@ -441,7 +442,15 @@ fn an_lstm_step_is_three_launches_forward_and_five_backward() {
         .expect("train_step");
     let l = &step.lowered;
     let per_step: Vec<usize> = l.loops.iter().map(|lp| lp.end - lp.start).collect();
-    assert_eq!(per_step, [3, 5], "{}", print_kernels(l));
+    assert_eq!(per_step, [4, 3], "{}", print_kernels(l));
+    let backward = &l.launches[l.loops[1].start..l.loops[1].end];
+    for launch in backward {
+        let text = l.kernels[launch.kernel].to_string();
+        assert!(
+            !text.contains("sigmoid(") && !text.contains("tanh("),
+            "the backward step recomputes an activation: {text}"
+        );
+    }
     // The forward product's right-hand side is read row by row: a temporary holding
     // the transposed weight, not the parameter through its strides.
     let forward = &l.launches[l.loops[0].start];

@@ -16,17 +16,19 @@
 //!    `(d f / d c)ᵀ g(next[t])` over the steps (one carry of memory, not one per step).
 //!
 //! Every backward body recomputes the forward step it needs from `prev[t]` and the
-//! inputs, except the body's matrix products: when they have the carry's shape but for
-//! the last axis, the forward scan is rebuilt to carry them too (a tape, concatenated
-//! after the carry, see [`Emitter::record_tape`]) and the backward reads them. A
-//! sequence of that shape gets its gradient in the carries' scan (step 1) rather than a
-//! scan of its own. The IR's size stays independent of `T`.
+//! inputs, except the values on the tape ([`tape_values`]: the body's activations and
+//! the products the backward still reads): when they have the carry's shape but for the
+//! last axis, the forward scan is rebuilt to carry them too (concatenated after the
+//! carry, see [`Emitter::record_tape`]) and the backward reads them. A sequence of that
+//! shape gets its gradient in the carries' scan (step 1) rather than a scan of its own.
+//! The IR's size stays independent of `T`.
 
 use super::vector_jacobian_products;
 use super::vjp::Emitter;
 use crate::ir::scan::Scan;
-use crate::ir::{BinaryOp, Graph, Op, Shape, TensorType, ValueId};
+use crate::ir::{BinaryOp, Graph, Op, Shape, TensorType, UnaryOp, ValueId};
 use crate::source::Span;
+use std::collections::HashSet;
 
 /// What a backward body computes.
 #[derive(Clone, Copy)]
@@ -59,13 +61,13 @@ impl Emitter<'_> {
         };
         let (prev_start, next_start) = if scan.reverse { (1, 0) } else { (0, 1) };
         let (first, last) = if scan.reverse { (steps, 0) } else { (0, steps) };
-        // The forward's products are kept (a tape) when they can ride along with the
-        // carry, so the backward steps need not recompute them.
+        // The forward's activations and products are kept (a tape) when they can ride
+        // along with the carry, so the backward steps need not recompute them.
         let tape = tape_values(&scan.body);
         // With a tape, the backward bodies read whole rows of the taped scan's result
-        // (the carry with the products after it) and take their parts inside, so no
+        // (the carry with the recorded values after it) and take their parts inside, so no
         // part is copied out of it: `prev[t]`'s row as the carry, `next[t]`'s row for
-        // the products step `t` recorded.
+        // the values step `t` recorded.
         let (y, rows, tapes) = if tape.is_empty() {
             let prev = self.time_slice(y, prev_start, steps, span)?;
             (y, prev, Vec::new())
@@ -463,7 +465,7 @@ impl Step {
         let leaf =
             |b: &mut Graph, name: String, ty: TensorType| b.add_leaf(Op::Input { name }, ty, span);
         let carry = leaf(&mut b, "carry".into(), own_carry_ty);
-        // With a tape, the carry comes as its taped row: the carry, then the products.
+        // With a tape, the carry comes as its taped row: the carry, then the recorded values.
         let widths: Vec<u64> = tape.iter().map(|&m| last_dim(forward.ty(m))).collect();
         let row_ty = widened(&carry_ty, widths.iter().sum());
         let axis = carry_ty.shape.rank() - 1;
@@ -512,8 +514,8 @@ impl Step {
     }
 
     /// The body returning `result`, reading the recorded tape values instead of
-    /// recomputing them (the products' rules never read their own result, so nothing
-    /// is left computing them).
+    /// recomputing them (a product's rule never reads its own result, an activation's
+    /// reads only its result, so nothing is left computing them).
     fn finish(mut self, result: ValueId) -> Graph {
         for &(copy, input) in &self.recorded {
             self.b.replace_all_uses(copy, input);
@@ -594,14 +596,76 @@ fn backward_body(
     Ok(s.finish(result))
 }
 
-/// The forward body's values worth recording on the tape: its products whose result can
-/// ride along with the carry (see [`joins`]), in topological order.
+/// The forward body's values worth recording on the tape, among those that can ride
+/// along with the carry (see [`joins`]), in topological order:
+///
+/// - the results of its `sigmoid`, `tanh` and `exp` (an LSTM's gates and `tanh(c)`),
+///   whose rules read only their result, so the backward recomputes no transcendental
+///   (unless the value is already in the carry: the body's result, or a part of it);
+/// - its matrix products that the backward still reads with those recorded
+///   ([`read_by_backward`]): a GRU's `h W_hnᵀ`, multiplied by its reset gate, but not an
+///   LSTM's `h W_hhᵀ`, which only feeds recorded gates through sums and slices.
 fn tape_values(body: &Graph) -> Vec<ValueId> {
     let carry = body.ty(body.inputs[0]);
-    body.topo_order()
+    let result = body.outputs[0].1;
+    let mut in_carry = vec![result];
+    if let Op::Concat { .. } = body.node(result).op {
+        in_carry.extend(body.operands(result));
+    }
+    let order = body.topo_order();
+    let recorded: HashSet<ValueId> = order
+        .iter()
+        .copied()
+        .filter(|&v| {
+            matches!(
+                body.node(v).op,
+                Op::Unary(UnaryOp::Sigmoid | UnaryOp::Tanh | UnaryOp::Exp)
+            ) && joins(carry, body.ty(v))
+                && !in_carry.contains(&v)
+        })
+        .collect();
+    order
         .into_iter()
-        .filter(|&v| body.node(v).op == Op::MatMul && joins(carry, body.ty(v)))
+        .filter(|&v| {
+            recorded.contains(&v)
+                || (body.node(v).op == Op::MatMul
+                    && joins(carry, body.ty(v))
+                    && read_by_backward(body, v, &recorded))
+        })
         .collect()
+}
+
+/// Whether the backward of `body` reads the value of `v` when the values in `recorded`
+/// come from the tape: some value computed from `v` by sums, slices and other ops whose
+/// rules read no operand (a recorded value ends a path: its rule reads its own result)
+/// is an operand of an op whose rule reads it (a product, a multiplication, ...).
+fn read_by_backward(body: &Graph, v: ValueId, recorded: &HashSet<ValueId>) -> bool {
+    let mut seen = HashSet::from([v]);
+    let mut stack = vec![v];
+    while let Some(x) = stack.pop() {
+        for u in body.users(x) {
+            if recorded.contains(&u) {
+                continue;
+            }
+            let reads_no_operand = matches!(
+                body.node(u).op,
+                Op::Binary(BinaryOp::Add | BinaryOp::Sub)
+                    | Op::Unary(UnaryOp::Neg)
+                    | Op::Slice { .. }
+                    | Op::Concat { .. }
+                    | Op::Reshape { .. }
+                    | Op::Transpose { .. }
+                    | Op::Broadcast { .. }
+            );
+            if !reads_no_operand {
+                return true;
+            }
+            if seen.insert(u) {
+                stack.push(u);
+            }
+        }
+    }
+    false
 }
 
 /// Whether a value of type `x` can be concatenated after a carry of type `carry` on the
