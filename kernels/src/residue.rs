@@ -40,6 +40,19 @@ pub fn written_residues(body: &KernelBody, slot: usize, shape: &[Dim]) -> Vec<Re
         .filter(|s| s.buf == slot)
         .map(|s| &s.index)
         .collect();
+    indices_residues(space, &indices, shape)
+}
+
+/// The residues of the flat indices `index` takes over `space` in a buffer of `shape`
+/// (one store of a map: two stores of one map into one buffer with residues apart write
+/// disjoint elements).
+pub fn index_residues(space: &[Dim], index: &Index, shape: &[Dim]) -> Vec<Residues> {
+    indices_residues(space, &[index], shape)
+}
+
+/// For each candidate modulus of `shape`, the residues of every index of `indices` over
+/// `space`, where they are provable.
+fn indices_residues(space: &[Dim], indices: &[&Index], shape: &[Dim]) -> Vec<Residues> {
     if indices.is_empty() {
         return Vec::new();
     }
@@ -62,7 +75,7 @@ pub fn written_residues(body: &KernelBody, slot: usize, shape: &[Dim]) -> Vec<Re
         .into_iter()
         .filter_map(|m| {
             let mut all: Option<Range> = None;
-            for ix in &indices {
+            for ix in indices {
                 let r = remainder_range(ix, &vars, m)?;
                 all = Some(match all {
                     None => r,

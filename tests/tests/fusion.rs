@@ -425,14 +425,14 @@ fn does_not_group_an_update_with_a_reader_of_the_old_value() {
     );
 }
 
-/// An LSTM training step's loop bodies: the launches of the carry's concatenation (`h`,
-/// `c` and the recorded gates in forward; the gate gradients and the carry's cotangent
-/// in backward) each write their own block of one buffer, so they run as parts of the
-/// launches their inputs allow; the backward reads the gates and `tanh(c)` from the
-/// tape instead of recomputing them; and the forward product reads the recurrent weight
-/// transposed once before the loop.
+/// An LSTM training step's loop bodies: the forward step's carry `[h, c]` and the gates
+/// its tape records are one map after the product (operands of one shape); the
+/// backward's gate gradients and the carry's cotangent write their own blocks of one
+/// buffer, so they run as parts of the launches their inputs allow; the backward reads
+/// the gates and `tanh(c)` from the tape instead of recomputing them; and the forward
+/// product reads the recurrent weight transposed once before the loop.
 #[test]
-fn an_lstm_step_is_four_launches_forward_and_three_backward() {
+fn an_lstm_step_is_two_launches_forward_and_three_backward() {
     let source = load_example(&strata_tests::root().join("dsl-examples/lstm.strata"));
     let compiled = compile(&source, &options()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
     let step = compiled
@@ -442,7 +442,7 @@ fn an_lstm_step_is_four_launches_forward_and_three_backward() {
         .expect("train_step");
     let l = &step.lowered;
     let per_step: Vec<usize> = l.loops.iter().map(|lp| lp.end - lp.start).collect();
-    assert_eq!(per_step, [4, 3], "{}", print_kernels(l));
+    assert_eq!(per_step, [2, 3], "{}", print_kernels(l));
     let backward = &l.launches[l.loops[1].start..l.loops[1].end];
     for launch in backward {
         let text = l.kernels[launch.kernel].to_string();
@@ -474,11 +474,12 @@ fn an_lstm_step_is_four_launches_forward_and_three_backward() {
 fn a_concatenation_s_operands_are_parts_of_one_launch() {
     let mut g = Graph::new("T");
     let x = leaf(&mut g, "x", vec![Dim::Batch, Dim::Fixed(8)]);
+    let y = leaf(&mut g, "y", vec![Dim::Batch, Dim::Fixed(4)]);
     let e = g
         .add(Op::Unary(UnaryOp::Exp), &[x], Span::default())
         .unwrap();
     let t = g
-        .add(Op::Unary(UnaryOp::Tanh), &[x], Span::default())
+        .add(Op::Unary(UnaryOp::Tanh), &[y], Span::default())
         .unwrap();
     let c = g
         .add(Op::Concat { axis: 1 }, &[e, t, x], Span::default())
@@ -487,4 +488,37 @@ fn a_concatenation_s_operands_are_parts_of_one_launch() {
     let l = lower(&g).unwrap();
     let parts: Vec<usize> = l.kernels.iter().map(|k| k.part_count()).collect();
     assert_eq!(parts, [3], "{}", print_kernels(&l));
+}
+
+/// Operands of one shape: one map with a store per operand, into which a value that
+/// two operands use (an LSTM's `c` in `[o tanh(c), c]`) is inlined rather than stored.
+#[test]
+fn a_concatenation_of_one_shape_is_one_map_computing_shared_values_inside() {
+    let mut g = Graph::new("T");
+    let x = leaf(&mut g, "x", vec![Dim::Batch, Dim::Fixed(8)]);
+    let y = leaf(&mut g, "y", vec![Dim::Batch, Dim::Fixed(8)]);
+    let c = g
+        .add(Op::Unary(UnaryOp::Sigmoid), &[x], Span::default())
+        .unwrap();
+    let t = g
+        .add(Op::Unary(UnaryOp::Tanh), &[c], Span::default())
+        .unwrap();
+    let h = g
+        .add(Op::Binary(BinaryOp::Mul), &[y, t], Span::default())
+        .unwrap();
+    let carry = g
+        .add(Op::Concat { axis: 1 }, &[h, c], Span::default())
+        .unwrap();
+    g.outputs = vec![("carry".into(), carry)];
+    let l = lower(&g).unwrap();
+    assert_eq!(l.kernels.len(), 1, "{}", print_kernels(&l));
+    let KernelBody::Map { space, stores } = &l.kernels[0].body else {
+        panic!("one map: {}", print_kernels(&l));
+    };
+    use strata_kernels::ir::Dim as KernelDim;
+    assert_eq!(space, &[KernelDim::Batch, KernelDim::Fixed(8)]);
+    assert_eq!(stores.len(), 2, "{}", print_kernels(&l));
+    assert_eq!(stores[0].buf, stores[1].buf);
+    // No buffer besides the inputs and the output: `c` is computed inside.
+    assert_eq!(l.buffers.len(), 3, "{}", print_kernels(&l));
 }

@@ -59,7 +59,11 @@
 //!      `tanh`, `sigmoid`, `pow`, `random_uniform`'s ten Philox rounds): the cost guard,
 //!      so an expensive producer is evaluated at most once per element and use, plus
 //!      once per nested reduction reading it (the price of a kernel and a buffer fewer:
-//!      `exp(x - max)` feeds both a softmax's row sum and its division);
+//!      `exp(x - max)` feeds both a softmax's row sum and its division). Uses that all
+//!      reach one concatenation of operands of one shape at the value's own point count
+//!      as one: such a concatenation is one map with a store per operand
+//!      ([`one_point_concat`]), whose point computes a shared subexpression once (an
+//!      LSTM step's `c` in `[o tanh(c), c]`, and the gates its tape records);
 //!    - and, if its tree is expensive, no user broadcasts it (which would evaluate it
 //!      once per broadcast copy), except along trailing axes over at most
 //!      [`NESTED_REDUCE_MAX_POINTS`] points: a per-row value (`log` of a row sum, shape
@@ -318,6 +322,48 @@ fn is_elementwise(op: &Op) -> bool {
     )
 }
 
+/// A concatenation of operands of one type, lowered as one map over that type with a
+/// store per operand (so its operands are computed at one point).
+pub fn one_point_concat(graph: &Graph, v: ValueId) -> bool {
+    let Op::Concat { .. } = graph.node(v).op else {
+        return false;
+    };
+    let operands = graph.operands(v);
+    operands.len() >= 2
+        && operands
+            .iter()
+            .all(|o| graph.ty(*o) == graph.ty(operands[0]))
+}
+
+/// The one-point concatenation ([`one_point_concat`]) that every use of `v` reaches at
+/// `v`'s own point: directly, or through element-wise ops of `v`'s shape (no broadcast,
+/// no reindexing), each of which reaches it too. Then `v` inlined into each operand is
+/// computed once per point (the CPU emitter's code for one point computes a repeated
+/// pure expression once). At most `depth` ops deep.
+fn reaches_one_concat(graph: &Graph, v: ValueId, depth: usize) -> Option<ValueId> {
+    let users = graph.users(v);
+    if users.is_empty() || depth == 0 || graph.outputs.iter().any(|(_, o)| *o == v) {
+        return None;
+    }
+    let mut target = None;
+    for u in users {
+        let reached = if one_point_concat(graph, u) {
+            u
+        } else if matches!(graph.node(u).op, Op::Unary(_) | Op::Binary(_))
+            && graph.ty(u).shape == graph.ty(v).shape
+        {
+            reaches_one_concat(graph, u, depth - 1)?
+        } else {
+            return None;
+        };
+        if target.is_some_and(|t| t != reached) {
+            return None;
+        }
+        target = Some(reached);
+    }
+    target
+}
+
 /// Whether user `u` reads `v` at more points than `v` has (a broadcast).
 fn broadcasts(graph: &Graph, v: ValueId, u: ValueId) -> bool {
     match graph.node(u).op {
@@ -517,7 +563,11 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
                 let users = graph.users(v);
                 let uses = users.iter().filter(|u| !nested.contains(u)).count()
                     + usize::from(update_values.contains(&v));
-                let single = uses <= 1;
+                // Several uses that all end in one concatenation's single point count as
+                // one (an LSTM's `c` in `[o tanh(c), c]`).
+                let single = uses <= 1
+                    || (!update_values.contains(&v)
+                        && reaches_one_concat(graph, v, MAX_FUSED_DEPTH).is_some());
                 let broadcast = users.iter().any(|u| duplicates(graph, v, *u));
                 let nests = graph
                     .operands(v)

@@ -4,6 +4,7 @@
 //! reduction as an [`Expr::Reduce`] whose loop variables follow those in scope where it
 //! is built (the [`Site`]).
 
+use super::fuse::one_point_concat;
 use super::{BufferId, LowerError, LoweredLaunch, Lowerer, Storage, kernel_dims};
 use crate::ir::{self, Op, ValueId};
 use strata_kernels::ir::{
@@ -639,6 +640,37 @@ pub(super) fn emit_fused(
             let mut c = contraction(l, &mut slots, producer, &[], out)?;
             c.epilogue = epilogue(l, &mut slots)?;
             push_kernel(l, &name, slots, KernelBody::Contract(c))
+        }
+        Op::Concat { axis } if one_point_concat(l.graph, producer) => {
+            // Operands of one shape: one map over it, a store per operand into its block,
+            // so a value the operands share (an LSTM's `c`, in `[o tanh(c), c]`) is
+            // computed once per point (fusion rule `inline` lets it into both).
+            let part_dims = kernel_dims(&l.graph.ty(operands[0]).shape);
+            let width = match part_dims[*axis] {
+                Dim::Fixed(n) => n as i64,
+                Dim::Batch => return Err(LowerError("concat along the batch".into())),
+            };
+            let mut stores = Vec::with_capacity(operands.len());
+            for (i, &o) in operands.iter().enumerate() {
+                let x = element(l, &mut slots, o, &vars(rank), Site::new(rank))?;
+                let mut coords = vars(rank);
+                coords[*axis] = Index::Var(*axis).add(Index::Const(width * i as i64));
+                let ob = slots.slot(l, out, Access::Write);
+                stores.push(Store {
+                    buf: ob,
+                    index: Index::row_major(&coords, &space),
+                    value: x,
+                });
+            }
+            push_kernel(
+                l,
+                "concat",
+                slots,
+                KernelBody::Map {
+                    space: part_dims,
+                    stores,
+                },
+            )
         }
         Op::Concat { axis } => {
             let mut offset = 0i64;

@@ -45,7 +45,8 @@
 //! for the last `extent % 4` points (`lower/vector.rs` says when a kernel qualifies; a
 //! lane computes the bits the scalar loop would). Everything else is scalar `f32` code,
 //! indices recomputed at each
-//! point (identical index expressions and loads are shared within a point), no reliance on
+//! point (identical index expressions and loads are shared within a point, and in a
+//! vector point identical element-wise ops on the same values too), no reliance on
 //! Cranelift's optimizer, except that a subexpression that does not depend on the inner
 //! loops' variables (a row's nested max inside a map over the row) is computed once at
 //! the start of the outermost loop body it depends on (`hoist.rs`). Index divisions are

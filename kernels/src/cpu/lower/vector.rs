@@ -36,7 +36,10 @@ use super::{LowerResult, Lowering};
 use crate::cpu::lanes::Lanes;
 use crate::cpu::strength;
 use crate::hoist::Invariant;
-use crate::ir::{BinaryOp, Dim, Expr, Index, Kernel, KernelBody, ReduceOp, ScalarType, Store};
+use crate::ir::{
+    BinaryOp, Dim, Expr, Index, Kernel, KernelBody, ReduceOp, ScalarType, Store, UnaryOp,
+};
+use crate::residue::{index_residues, residues_apart};
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{
     ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value, types,
@@ -136,7 +139,13 @@ pub(super) fn plan(kernel: &Kernel) -> Option<Plan> {
             Some(c) => !unrolled.is_empty() && (2..=MAX_STRIDE).contains(&c),
             None => false,
         };
-        let alone = stores.iter().skip(i + 1).all(|t| t.buf != s.buf);
+        // Stores into one buffer (a concatenation's blocks) must write disjoint elements,
+        // so that writing four points of one, then of the other, is the scalar order's
+        // result.
+        let alone = stores
+            .iter()
+            .skip(i + 1)
+            .all(|t| t.buf != s.buf || check.apart(s, t));
         if !laid_out || !alone {
             return None;
         }
@@ -343,6 +352,15 @@ impl Check<'_> {
         all
     }
 
+    /// Whether two stores into one buffer provably write disjoint elements.
+    fn apart(&self, a: &Store, b: &Store) -> bool {
+        let shape = &self.kernel.buffers[a.buf].shape;
+        residues_apart(
+            &index_residues(self.space, &a.index, shape),
+            &index_residues(self.space, &b.index, shape),
+        )
+    }
+
     fn written(&self, buf: usize) -> bool {
         self.stores.iter().any(|s| s.buf == buf)
     }
@@ -361,13 +379,23 @@ fn same_size(a: &[Dim], b: &[Dim]) -> bool {
     size(a) == size(b)
 }
 
-/// Broadcasts of scalar values and vector loads within one vector point (or one point of
-/// a vector fold's loops).
+/// Broadcasts of scalar values, vector loads and element-wise results within one vector
+/// point (or one point of a vector fold's loops).
 struct PointCache {
     /// The variable whose four consecutive values the lanes hold.
     var: usize,
     splats: HashMap<Value, Value>,
     loads: HashMap<(usize, Index), Value>,
+    /// An op on the same values gives the same value: a subexpression several stores
+    /// share (an LSTM's `c` in the stores of `[o tanh(c), c]`) is computed once.
+    ops: HashMap<PureOp, Value>,
+}
+
+/// An element-wise op and its operands, as [`PointCache::ops`] keys them.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum PureOp {
+    Unary(UnaryOp, Value),
+    Binary(BinaryOp, Value, Value),
 }
 
 impl PointCache {
@@ -376,6 +404,7 @@ impl PointCache {
             var,
             splats: HashMap::new(),
             loads: HashMap::new(),
+            ops: HashMap::new(),
         }
     }
 }
@@ -487,9 +516,17 @@ impl<'k, 'f> Lowering<'k, 'f> {
             Expr::Const(_) | Expr::IndexValue(_) | Expr::Uniform { .. } | Expr::Gather { .. } => {
                 None
             }
-            Expr::Unary(op, x) => self
-                .vector_expr(x, acc, cache)?
-                .map(|x| self.unary(l, *op, x)),
+            Expr::Unary(op, x) => match self.vector_expr(x, acc, cache)? {
+                Some(x) => Some(match cache.ops.get(&PureOp::Unary(*op, x)) {
+                    Some(&v) => v,
+                    None => {
+                        let v = self.unary(l, *op, x);
+                        cache.ops.insert(PureOp::Unary(*op, x), v);
+                        v
+                    }
+                }),
+                None => None,
+            },
             Expr::Binary(op, a, b) => {
                 let va = self.vector_expr(a, acc, cache)?;
                 let vb = self.vector_expr(b, acc, cache)?;
@@ -501,7 +538,15 @@ impl<'k, 'f> Lowering<'k, 'f> {
                     (BinaryOp::Pow, Expr::Const(c)) => Some(self.pow_const(l, va, *c)),
                     _ => {
                         let vb = self.broadcast(vb, b, cache)?;
-                        Some(self.binary(l, *op, va, vb))
+                        let key = PureOp::Binary(*op, va, vb);
+                        Some(match cache.ops.get(&key) {
+                            Some(&v) => v,
+                            None => {
+                                let v = self.binary(l, *op, va, vb);
+                                cache.ops.insert(key, v);
+                                v
+                            }
+                        })
                     }
                 }
             }
