@@ -652,15 +652,8 @@ pub(super) fn emit_fused(
             };
             let mut stores = Vec::with_capacity(operands.len());
             for (i, &o) in operands.iter().enumerate() {
-                let x = element(l, &mut slots, o, &vars(rank), Site::new(rank))?;
-                let mut coords = vars(rank);
-                coords[*axis] = Index::Var(*axis).add(Index::Const(width * i as i64));
-                let ob = slots.slot(l, out, Access::Write);
-                stores.push(Store {
-                    buf: ob,
-                    index: Index::row_major(&coords, &space),
-                    value: x,
-                });
+                let block = (*axis, width * i as i64);
+                stores.push(concat_store(l, &mut slots, o, block, &space, out)?);
             }
             push_kernel(
                 l,
@@ -677,15 +670,14 @@ pub(super) fn emit_fused(
             for o in operands {
                 let mut slots = Slots::new();
                 let part_dims = kernel_dims(&l.graph.ty(o).shape);
-                let x = element(l, &mut slots, o, &vars(rank), Site::new(rank))?;
-                let mut coords = vars(rank);
-                coords[*axis] = Index::Var(*axis).add(Index::Const(offset));
-                let ob = slots.slot(l, out, Access::Write);
-                let stores = vec![Store {
-                    buf: ob,
-                    index: Index::row_major(&coords, &space),
-                    value: x,
-                }];
+                let stores = vec![concat_store(
+                    l,
+                    &mut slots,
+                    o,
+                    (*axis, offset),
+                    &space,
+                    out,
+                )?];
                 offset += match part_dims[*axis] {
                     Dim::Fixed(n) => n as i64,
                     Dim::Batch => return Err(LowerError("concat along the batch".into())),
@@ -713,6 +705,27 @@ pub(super) fn emit_fused(
             push_kernel(l, &name, slots, KernelBody::Map { space, stores })
         }
     }
+}
+
+/// The store of a concatenation's operand `o` into its block of `out` (of kernel shape
+/// `space`): `block` is the axis and the operand's offset along it.
+fn concat_store(
+    l: &mut Lowerer,
+    slots: &mut Slots,
+    o: ValueId,
+    (axis, offset): (usize, i64),
+    space: &[Dim],
+    out: BufferId,
+) -> Result<Store, LowerError> {
+    let rank = space.len();
+    let value = element(l, slots, o, &vars(rank), Site::new(rank))?;
+    let mut coords = vars(rank);
+    coords[axis] = Index::Var(axis).add(Index::Const(offset));
+    Ok(Store {
+        buf: slots.slot(l, out, Access::Write),
+        index: Index::row_major(&coords, space),
+        value,
+    })
 }
 
 /// A copy of a constant, an inlined value or a view into its own buffer.
