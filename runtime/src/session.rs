@@ -54,7 +54,7 @@ use crate::gpu::engine::writes_persistent;
 use crate::gpu::{AdapterSummary, GpuEngine, GpuError, GpuOptions};
 use strata_artifact::Backend;
 use strata_artifact::WeightsError;
-use strata_artifact::manifest::{Entry, Location, Manifest};
+use strata_artifact::manifest::{Entry, Launch, Location, Manifest};
 use strata_artifact::tensor::{HostTensor, TensorData, type_string};
 use strata_artifact::validate::validate_bounds;
 use strata_artifact::weights::{encode_weights, left_out, match_weights, to_host_tensor};
@@ -680,48 +680,18 @@ impl Session {
             };
             copies.clear();
             if !changes_weights {
-                for (body, rhs) in plan.transposed_rhs() {
-                    let Some(&id) = launch.bindings.get(rhs.slot) else {
-                        continue;
-                    };
-                    let Some(info) = self.manifest.buffers.get(id) else {
-                        continue;
-                    };
-                    // A parameter bound whole (no window), read by this launch.
-                    if !matches!(info.location, Location::Persistent { .. }) {
-                        continue;
-                    }
-                    let copy = match row_major.entry((id, rhs.offset)) {
-                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            let elements = info
-                                .elements(batch)
-                                .and_then(|n| usize::try_from(n).ok())
-                                .ok_or_else(|| too_large(&info.name))?;
-                            let fits = rhs
-                                .end()
-                                .and_then(|end| usize::try_from(end).ok())
-                                .is_some_and(|end| end <= elements);
-                            let (Some(&pointer), true) = (pointers.get(rhs.slot), fits) else {
-                                return Err(internal(format!(
-                                    "`{}` is smaller than the product reading it",
-                                    info.name
-                                )));
-                            };
-                            // SAFETY: the pointer addresses this parameter's storage of
-                            // `elements` f32 values (computed above for its slot), which
-                            // nothing writes during an entry that changes no parameter.
-                            let values = unsafe {
-                                std::slice::from_raw_parts(pointer.cast::<f32>(), elements)
-                            };
-                            v.insert(rhs.row_major(values).into_boxed_slice())
-                        }
-                    };
-                    if copies.len() <= body {
-                        copies.resize(body + 1, None);
-                    }
-                    copies[body] = Some(copy.as_ptr());
-                }
+                // SAFETY: `pointers` are this launch's, bound as computed above.
+                unsafe {
+                    row_major_copies(
+                        &self.manifest,
+                        launch,
+                        plan,
+                        &pointers,
+                        batch,
+                        row_major,
+                        &mut copies,
+                    )?
+                };
             }
             let started = profile.is_some().then(std::time::Instant::now);
             // SAFETY: see the module docs: each pointer addresses storage of at least the
@@ -782,6 +752,68 @@ impl Session {
         }
         Ok(outputs)
     }
+}
+
+/// Sets `copies[body]` to the row-major copy of the parameter that each product of
+/// `launch` reads transposed ([`cpu::LaunchPlan::transposed_rhs`]), making the copies not
+/// yet in `row_major` from the parameter's current values.
+///
+/// # Safety
+/// `pointers` must be the launch's slot pointers, each addressing its buffer's storage at
+/// `batch`, and nothing may write a parameter while the entry runs (an entry that changes
+/// no parameter).
+unsafe fn row_major_copies(
+    manifest: &Manifest,
+    launch: &Launch,
+    plan: &cpu::LaunchPlan,
+    pointers: &[*mut u8],
+    batch: u64,
+    row_major: &mut HashMap<(usize, u64), Box<[f32]>>,
+    copies: &mut Vec<Option<*const f32>>,
+) -> Result<(), RunError> {
+    for (body, rhs) in plan.transposed_rhs() {
+        let Some(&id) = launch.bindings.get(rhs.slot) else {
+            continue;
+        };
+        let Some(info) = manifest.buffers.get(id) else {
+            continue;
+        };
+        // A parameter bound whole (no window).
+        if !matches!(info.location, Location::Persistent { .. }) {
+            continue;
+        }
+        let copy = match row_major.entry((id, rhs.offset)) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let elements = info
+                    .elements(batch)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| RunError::TooLarge {
+                        batch,
+                        what: info.name.clone(),
+                    })?;
+                let fits = rhs
+                    .end()
+                    .and_then(|end| usize::try_from(end).ok())
+                    .is_some_and(|end| end <= elements);
+                let (Some(&pointer), true) = (pointers.get(rhs.slot), fits) else {
+                    return Err(internal(format!(
+                        "`{}` is smaller than the product reading it",
+                        info.name
+                    )));
+                };
+                // SAFETY: the pointer addresses this parameter's storage of `elements`
+                // f32 values (the caller's contract), which nothing writes meanwhile.
+                let values = unsafe { std::slice::from_raw_parts(pointer.cast::<f32>(), elements) };
+                v.insert(rhs.row_major(values).into_boxed_slice())
+            }
+        };
+        if copies.len() <= body {
+            copies.resize(body + 1, None);
+        }
+        copies[body] = Some(copy.as_ptr());
+    }
+    Ok(())
 }
 
 fn internal(message: String) -> RunError {
