@@ -81,17 +81,21 @@ enum Engine {
     Gpu(Box<GpuEngine>),
 }
 
+/// A row-major copy's buffer and the matrix of it that a product reads transposed (the
+/// slot in it, a kernel's own number, set to 0).
+type RowMajorKey = (usize, cpu::TransposedRhs);
+
 /// What a CPU session's runs prepare once for the runs after them.
 struct Prepared {
     /// Per kernel: how its launches are cut at the batch size last run.
     plans: Vec<Option<cpu::LaunchPlan>>,
     /// Per entry: whether it changes a parameter (a training step).
     changes_weights: Vec<bool>,
-    /// Row-major copies of the parameters that products read through their transpose
-    /// (`cpu::TransposedRhs`), by buffer and offset, for the entries that change no
-    /// parameter: made when first needed, dropped when the weights change (as onnxruntime
-    /// packs a model's weights once per session).
-    row_major: HashMap<(usize, u64), Box<[f32]>>,
+    /// Row-major copies of the parameters that products read through their transpose,
+    /// by buffer and matrix (its offset and shape: one buffer may be read as several), for
+    /// the entries that change no parameter: made when first needed, dropped when the
+    /// weights change (as onnxruntime packs a model's weights once per session).
+    row_major: HashMap<RowMajorKey, Box<[f32]>>,
 }
 
 /// A CPU session's code: the machine code an executable carries, mapped at its start,
@@ -768,7 +772,7 @@ unsafe fn row_major_copies(
     plan: &cpu::LaunchPlan,
     pointers: &[*mut u8],
     batch: u64,
-    row_major: &mut HashMap<(usize, u64), Box<[f32]>>,
+    row_major: &mut HashMap<RowMajorKey, Box<[f32]>>,
     copies: &mut Vec<Option<*const f32>>,
 ) -> Result<(), RunError> {
     for (body, rhs) in plan.transposed_rhs() {
@@ -782,7 +786,8 @@ unsafe fn row_major_copies(
         if !matches!(info.location, Location::Persistent { .. }) {
             continue;
         }
-        let copy = match row_major.entry((id, rhs.offset)) {
+        let key = (id, cpu::TransposedRhs { slot: 0, ..rhs });
+        let copy = match row_major.entry(key) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 let elements = info

@@ -499,3 +499,94 @@ fn optimizer_state_left_out_of_the_weights_is_zero() {
     missing_param.weights = without_bias.into();
     assert!(Session::new(&missing_param).is_err());
 }
+
+/// `z = x2 V` with `V[k, n] = w[n * 2 + k]`: the weight of `dense` read as another
+/// transposed matrix (2 x 3 instead of 3 x 2) from the same offset.
+fn reshaped_weight_kernel() -> Kernel {
+    Kernel {
+        name: "reshaped".into(),
+        buffers: vec![
+            decl("x2", vec![Dim::Batch, Dim::Fixed(2)], Access::Read),
+            decl("w", vec![Dim::Fixed(2), Dim::Fixed(3)], Access::Read),
+            decl("z", vec![Dim::Batch, Dim::Fixed(3)], Access::Write),
+        ],
+        body: KernelBody::Contract(Contraction {
+            batch: vec![],
+            summed: vec![],
+            m: Dim::Batch,
+            n: Dim::Fixed(3),
+            k: Dim::Fixed(2),
+            a: MatrixOperand {
+                buf: 0,
+                offset: Index::Const(0),
+                row_stride: Index::Const(2),
+                col_stride: Index::Const(1),
+            },
+            b: MatrixOperand {
+                buf: 1,
+                offset: Index::Const(0),
+                row_stride: Index::Const(1),
+                col_stride: Index::Const(2),
+            },
+            out: 2,
+            epilogue: Expr::Acc,
+        }),
+    }
+}
+
+#[test]
+fn one_weight_read_as_two_transposed_matrices_gets_a_copy_for_each() {
+    let mut manifest = manifest();
+    // x2 after y in the I/O block (8 bytes a row), then z (12).
+    manifest
+        .buffers
+        .push(buffer("x2", vec![Dim::Batch, Dim::Fixed(2)], io_at(28)));
+    manifest
+        .buffers
+        .push(buffer("z", vec![Dim::Batch, Dim::Fixed(3)], io_at(36)));
+    manifest.io.per_batch = 48;
+    manifest.kernels.push(reshaped_weight_kernel());
+    let entry = &mut manifest.entries[0];
+    entry.inputs.push(EntryPort {
+        name: "x2".into(),
+        buffer: 6,
+    });
+    entry.outputs.push(EntryPort {
+        name: "z".into(),
+        buffer: 7,
+    });
+    entry.launches.push(Launch {
+        kernel: 2,
+        bindings: vec![6, 1, 7],
+    });
+    let clif = strata_kernels::cpu::emit_clif(&manifest.kernels).unwrap();
+    let artifact = Artifact {
+        manifest,
+        clif,
+        wgsl: String::new(),
+        weights: weights(&PARAMS).into(),
+        machine_code: None,
+        onnx: Vec::new(),
+    };
+    let mut s = Session::new(&artifact).unwrap();
+    let x = input(4);
+    let x2: Vec<f32> = (0..8).map(|i| i as f32 - 3.0).collect();
+    let inputs = [
+        ("x", x.clone()),
+        ("x2", HostTensor::f32(vec![4, 2], x2.clone()).unwrap()),
+    ];
+    // Twice: the second run reads the copies the first made.
+    for _ in 0..2 {
+        let out = s.run("infer", &inputs).unwrap();
+        let (want_h, _) = expected(&PARAMS, x.as_f32().unwrap());
+        assert_close(out[0].1.as_f32().unwrap(), &want_h);
+        let want_z: Vec<f32> = x2
+            .chunks(2)
+            .flat_map(|row| {
+                (0..3).map(move |n| row[0] * PARAMS.w[n * 2] + row[1] * PARAMS.w[n * 2 + 1])
+            })
+            .collect();
+        assert_eq!(out[2].0, "z");
+        assert_close(out[2].1.as_f32().unwrap(), &want_z);
+    }
+}

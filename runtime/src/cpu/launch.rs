@@ -207,7 +207,7 @@ impl LaunchPlan {
 /// matrix as dot products, as fast or faster. So a runtime that knows the matrix will not
 /// change between runs (a parameter during inference) may keep a row-major copy
 /// ([`TransposedRhs::row_major`]) and pass it to [`launch_planned`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TransposedRhs {
     pub slot: usize,
     pub offset: u64,
@@ -661,13 +661,9 @@ impl ContractPlan {
             summed_extents: c.summed.iter().map(|d| d.resolve(batch)).collect(),
             summed_in_depth: false,
             depth: c.k.resolve(batch),
-            transposed_rhs: TransposedRhs::of(
-                c,
-                c.m.resolve(batch),
-                c.k.resolve(batch),
-                c.n.resolve(batch),
-            ),
+            transposed_rhs: None,
         };
+        plan.transposed_rhs = TransposedRhs::of(c, plan.m, plan.k, plan.n);
         if plan.summed_folds_into_depth(c) {
             plan.summed_in_depth = true;
             plan.depth = plan.summed_extents.iter().product::<u64>() * plan.k;
@@ -875,43 +871,33 @@ impl ContractPlan {
         let rows = (rows_start, rows_end);
         let mut operand_vars = vars.to_vec();
         operand_vars.resize(vars.len() + self.summed_extents.len(), 0);
-        if self.summed_in_depth {
-            // SAFETY: forwarded from the caller.
-            unsafe {
-                self.gemm_call(
-                    ops,
-                    &operand_vars,
-                    dst_row,
-                    (rows, cols),
-                    Depth {
-                        depth: self.depth,
-                        accumulate: false,
-                    },
-                )
-            };
+        // Summed in the depth: one call. Otherwise one call per summed index, each after
+        // the first adding to the sum so far.
+        let depth = if self.summed_in_depth {
+            self.depth
+        } else {
+            self.k
+        };
+        if !self.summed_in_depth && self.summed_extents.contains(&0) {
             return;
         }
-        if self.summed_extents.contains(&0) {
-            return;
-        }
-        let mut first = true;
+        let mut accumulate = false;
         loop {
-            // SAFETY: forwarded from the caller; after the first call, `dst` holds the
-            // sum so far.
+            // SAFETY: forwarded from the caller; with `accumulate`, `dst` holds the sum
+            // so far.
             unsafe {
                 self.gemm_call(
                     ops,
                     &operand_vars,
                     dst_row,
                     (rows, cols),
-                    Depth {
-                        depth: self.k,
-                        accumulate: !first,
-                    },
+                    Depth { depth, accumulate },
                 )
             };
-            first = false;
-            if !next_index(&mut operand_vars[vars.len()..], &self.summed_extents) {
+            accumulate = true;
+            if self.summed_in_depth
+                || !next_index(&mut operand_vars[vars.len()..], &self.summed_extents)
+            {
                 break;
             }
         }
