@@ -337,29 +337,40 @@ pub fn one_point_concat(graph: &Graph, v: ValueId) -> bool {
 
 /// The one-point concatenation ([`one_point_concat`]) that every use of `v` reaches at
 /// `v`'s own point: directly, or through element-wise ops of `v`'s shape (no broadcast,
-/// no reindexing), each of which reaches it too. Then `v` inlined into each operand is
-/// computed once per point (the CPU emitter's code for one point computes a repeated
-/// pure expression once). At most `depth` ops deep.
-fn reaches_one_concat(graph: &Graph, v: ValueId, depth: usize) -> Option<ValueId> {
-    let users = graph.users(v);
-    if users.is_empty() || depth == 0 || graph.outputs.iter().any(|(_, o)| *o == v) {
-        return None;
-    }
+/// no reindexing), each of which reaches it too, none of them an output or an update
+/// (`kept`, whose uses are outside the graph's edges). Then `v` inlined into each operand
+/// is computed once per point (the CPU emitter's code for one point computes a repeated
+/// pure expression once). A walk over at most [`MAX_FUSED_DEPTH`] values, each visited
+/// once, so a graph of many element-wise values stays linear to fuse.
+fn reaches_one_concat(graph: &Graph, v: ValueId, kept: &HashSet<ValueId>) -> Option<ValueId> {
+    let shape = &graph.ty(v).shape;
     let mut target = None;
-    for u in users {
-        let reached = if one_point_concat(graph, u) {
-            u
-        } else if matches!(graph.node(u).op, Op::Unary(_) | Op::Binary(_))
-            && graph.ty(u).shape == graph.ty(v).shape
-        {
-            reaches_one_concat(graph, u, depth - 1)?
-        } else {
-            return None;
-        };
-        if target.is_some_and(|t| t != reached) {
+    let mut seen = HashSet::from([v]);
+    let mut stack = vec![v];
+    while let Some(x) = stack.pop() {
+        let users = graph.users(x);
+        if users.is_empty() || kept.contains(&x) {
             return None;
         }
-        target = Some(reached);
+        for u in users {
+            if one_point_concat(graph, u) {
+                if target.is_some_and(|t| t != u) {
+                    return None;
+                }
+                target = Some(u);
+            } else if matches!(graph.node(u).op, Op::Unary(_) | Op::Binary(_))
+                && graph.ty(u).shape == *shape
+            {
+                if seen.insert(u) {
+                    if seen.len() > MAX_FUSED_DEPTH {
+                        return None;
+                    }
+                    stack.push(u);
+                }
+            } else {
+                return None;
+            }
+        }
     }
     target
 }
@@ -377,6 +388,8 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
     let order = graph.topo_order();
     let outputs: HashSet<ValueId> = graph.outputs.iter().map(|(_, v)| *v).collect();
     let update_values: HashSet<ValueId> = graph.updates.iter().map(|(_, n)| *n).collect();
+    // Values with uses outside the graph's edges.
+    let kept: HashSet<ValueId> = outputs.union(&update_values).copied().collect();
     let mut fusion = Fusion::default();
 
     // Rule 1: storage required, propagated backwards through views.
@@ -565,9 +578,7 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
                     + usize::from(update_values.contains(&v));
                 // Several uses that all end in one concatenation's single point count as
                 // one (an LSTM's `c` in `[o tanh(c), c]`).
-                let single = uses <= 1
-                    || (!update_values.contains(&v)
-                        && reaches_one_concat(graph, v, MAX_FUSED_DEPTH).is_some());
+                let single = uses <= 1 || reaches_one_concat(graph, v, &kept).is_some();
                 let broadcast = users.iter().any(|u| duplicates(graph, v, *u));
                 let nests = graph
                     .operands(v)

@@ -646,10 +646,7 @@ pub(super) fn emit_fused(
             // so a value the operands share (an LSTM's `c`, in `[o tanh(c), c]`) is
             // computed once per point (fusion rule `inline` lets it into both).
             let part_dims = kernel_dims(&l.graph.ty(operands[0]).shape);
-            let width = match part_dims[*axis] {
-                Dim::Fixed(n) => n as i64,
-                Dim::Batch => return Err(LowerError("concat along the batch".into())),
-            };
+            let width = concat_width(&part_dims, *axis)?;
             let mut stores = Vec::with_capacity(operands.len());
             for (i, &o) in operands.iter().enumerate() {
                 let block = (*axis, width * i as i64);
@@ -678,10 +675,7 @@ pub(super) fn emit_fused(
                     &space,
                     out,
                 )?];
-                offset += match part_dims[*axis] {
-                    Dim::Fixed(n) => n as i64,
-                    Dim::Batch => return Err(LowerError("concat along the batch".into())),
-                };
+                offset += concat_width(&part_dims, *axis)?;
                 push_kernel(
                     l,
                     "concat",
@@ -704,6 +698,14 @@ pub(super) fn emit_fused(
             }];
             push_kernel(l, &name, slots, KernelBody::Map { space, stores })
         }
+    }
+}
+
+/// An operand's extent along the concatenation's axis (never the batch).
+fn concat_width(part_dims: &[Dim], axis: usize) -> Result<i64, LowerError> {
+    match part_dims[axis] {
+        Dim::Fixed(n) => Ok(n as i64),
+        Dim::Batch => Err(LowerError("concat along the batch".into())),
     }
 }
 
