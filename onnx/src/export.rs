@@ -317,6 +317,20 @@ impl Writer<'_> {
             .collect()
     }
 
+    /// The name of a `Reshape`'s target `shape`, or why ONNX cannot say it.
+    fn reshape_target(&mut self, out: &mut GraphOut, shape: &Shape) -> Result<String, String> {
+        // The batch is the one unknown extent, so -1 stands for it.
+        let values: Vec<i64> = shape
+            .dims()
+            .iter()
+            .map(|d| d.fixed().map_or(-1, |n| n as i64))
+            .collect();
+        if values.contains(&0) {
+            return Err("a reshape to an empty shape (ONNX reads a 0 extent as `copy`)".into());
+        }
+        Ok(self.i64s(out, &values))
+    }
+
     /// One `Conv` for a convolution's chain of ops ending at `v`.
     fn write_conv(
         &mut self,
@@ -332,10 +346,26 @@ impl Writer<'_> {
         let (s, d, axes) = (w.stride as i64, w.dilation as i64, m.kernel.len());
         let ints = |values: &[u64]| Attr::Ints(values.iter().map(|&x| x as i64).collect());
         let result = format!("{}{v}", out.prefix);
+        // The image: `result`, unless a reshape to another shape follows.
+        let image = match m.reshape_to {
+            Some(_) => format!("{result}_image"),
+            None => result.clone(),
+        };
+        // With activations after it, the `Conv` writes the first one's operand.
+        let names: Vec<String> = m
+            .activations
+            .iter()
+            .map(|(a, _)| format!("{}{a}", out.prefix))
+            .chain([image.clone()])
+            .collect();
+        let conv_out = match m.activations.first() {
+            Some(_) => format!("{image}_conv"),
+            None => image.clone(),
+        };
         let mut conv = node(
             "Conv",
             &inputs,
-            &[&result],
+            &[&conv_out],
             vec![
                 attribute("kernel_shape", ints(&m.kernel)),
                 attribute("pads", ints(&m.pads)),
@@ -343,8 +373,27 @@ impl Writer<'_> {
                 attribute("dilations", Attr::Ints(vec![d; axes])),
             ],
         );
-        conv.name = result.clone();
+        conv.name = conv_out.clone();
         out.nodes.push(with_doc(conv, &at));
+        let mut operand = conv_out;
+        for ((_, u), name) in m.activations.iter().zip(&names[1..]) {
+            let mut activation = node(unary_op(*u), &[&operand], &[name], vec![]);
+            activation.name = name.clone();
+            out.nodes.push(with_doc(activation, &at));
+            operand = name.clone();
+        }
+        if let Some(shape) = &m.reshape_to {
+            let target =
+                self.reshape_target(out, shape)
+                    .map_err(|reason| ExportError::Unsupported {
+                        op: graph.node(v).op.mnemonic(),
+                        at: at.clone(),
+                        reason,
+                    })?;
+            let mut reshape = node("Reshape", &[&image, &target], &[&result], vec![]);
+            reshape.name = result.clone();
+            out.nodes.push(with_doc(reshape, &at));
+        }
         Ok(result)
     }
 
@@ -501,19 +550,7 @@ impl Writer<'_> {
                 return Ok(name);
             }
             Op::Unary(u) => {
-                let op = match u {
-                    UnaryOp::Neg => "Neg",
-                    UnaryOp::Abs => "Abs",
-                    UnaryOp::Exp => "Exp",
-                    UnaryOp::Log => "Log",
-                    UnaryOp::Sqrt => "Sqrt",
-                    UnaryOp::Recip => "Reciprocal",
-                    UnaryOp::Tanh => "Tanh",
-                    UnaryOp::Erf => "Erf",
-                    UnaryOp::Sigmoid => "Sigmoid",
-                    UnaryOp::Relu => "Relu",
-                };
-                out.nodes.push(single(op, &[a(0)], vec![]));
+                out.nodes.push(single(unary_op(*u), &[a(0)], vec![]));
             }
             Op::Binary(b) => {
                 let (op, compares) = match b {
@@ -576,18 +613,9 @@ impl Writer<'_> {
                 }
             }
             Op::Reshape { shape } => {
-                // The batch is the one unknown extent, so -1 stands for it.
-                let values: Vec<i64> = shape
-                    .dims()
-                    .iter()
-                    .map(|d| d.fixed().map_or(-1, |n| n as i64))
-                    .collect();
-                if values.contains(&0) {
-                    return Err(unsupported(
-                        "a reshape to an empty shape (ONNX reads a 0 extent as `copy`)",
-                    ));
-                }
-                let target = self.i64s(out, &values);
+                let target = self
+                    .reshape_target(out, shape)
+                    .map_err(|reason| unsupported(&reason))?;
                 out.nodes.push(single("Reshape", &[a(0), &target], vec![]));
             }
             Op::Transpose { perm } => {
@@ -941,6 +969,22 @@ fn replaced_values(graph: &Graph, layers: &HashMap<ValueId, LayerMatch>) -> Hash
         }
     }
     replaced
+}
+
+/// The ONNX op of an element-wise unary op.
+fn unary_op(u: UnaryOp) -> &'static str {
+    match u {
+        UnaryOp::Neg => "Neg",
+        UnaryOp::Abs => "Abs",
+        UnaryOp::Exp => "Exp",
+        UnaryOp::Log => "Log",
+        UnaryOp::Sqrt => "Sqrt",
+        UnaryOp::Recip => "Reciprocal",
+        UnaryOp::Tanh => "Tanh",
+        UnaryOp::Erf => "Erf",
+        UnaryOp::Sigmoid => "Sigmoid",
+        UnaryOp::Relu => "Relu",
+    }
 }
 
 /// A chain of ops written as the one ONNX op of the layer it is.

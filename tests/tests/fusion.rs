@@ -122,6 +122,42 @@ fn fuses_bias_and_relu_into_matmul() {
     assert!(first.name.contains("matmul_add_relu"), "{}", first.name);
 }
 
+#[test]
+fn a_convolution_s_bias_and_relu_are_its_product_s_epilogue_in_inference_and_training() {
+    let source = strata_compiler::source::SourceFile::new(
+        "conv.strata",
+        "model C {\n    input x: f32[batch, 1, 12, 12]\n    \
+         output y = x |> conv2d(4, 3) |> relu |> max_pool2d(2) |> flatten |> dense(3)\n}\n\
+         train C {\n    label l: i32[batch]\n    loss = cross_entropy(y, l)\n    \
+         optimizer = sgd(lr = 0.1)\n}\n",
+    );
+    let compiled = compile(&source, &options()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    let step = compiled
+        .training
+        .iter()
+        .find(|e| e.name == "train_step")
+        .expect("train_step");
+    for lowered in [&compiled.lowered, &step.lowered] {
+        let listing = print_kernels(lowered);
+        // The product `[batch, 4, 100]` is reshaped to the image `[batch, 4, 10, 10]`;
+        // the relu, applied before that reshape, is the product's epilogue, and the
+        // image's only kernel is the product's.
+        let conv = lowered
+            .kernels
+            .iter()
+            .find(|k| matches!(&k.body, KernelBody::Contract(c) if c.k.resolve(1) == 9))
+            .unwrap_or_else(|| panic!("the convolution's product: {listing}"));
+        assert!(conv.name.contains("matmul_add_relu"), "{listing}");
+        assert!(
+            !lowered
+                .kernels
+                .iter()
+                .any(|k| matches!(&k.body, KernelBody::Map { .. }) && k.name.ends_with("_relu")),
+            "a kernel of its own for the relu: {listing}"
+        );
+    }
+}
+
 fn leaf(g: &mut Graph, name: &str, dims: Vec<Dim>) -> strata_compiler::ir::ValueId {
     g.add_leaf(
         Op::Input { name: name.into() },

@@ -14,11 +14,12 @@
 //! | `transpose_matmul`    | `transpose [1, 0] (matmul a, b)` (rank 2, one user) | `matmul bᵀ, aᵀ`   |
 //! | `reshape_same`        | `reshape` to the operand's own shape     | `x`                          |
 //! | `reshape_reshape`     | `reshape s2 (reshape s1 x)`              | `reshape s2 x`               |
+//! | `unary_reshape`       | `u (reshape s x)`, `u` element-wise, the reshape not only of 1s | `reshape s (u x)` |
 //! | `broadcast_same`      | `broadcast` to the operand's own shape   | `x`                          |
 //! | `broadcast_broadcast` | `broadcast s2 (broadcast s1 x)`          | `broadcast s2 x`             |
 //! | `broadcast_operand`   | `op (broadcast x), y` where `op` broadcasts `x` itself to the same result | `op x, y` |
 //! | `stop_gradient`       | `stop_gradient x` (after autodiff it is the identity) | `x`             |
-//! | `relu_mask`           | `gt x, 0` where `relu x` exists          | `gt (relu x), 0`             |
+//! | `relu_mask`           | `gt x, 0` where `relu x` exists (or `gt (reshape s x), 0`) | `gt (relu x), 0` (`gt (reshape s (relu x)), 0`) |
 //! | `slice_concat`        | `slice` of a `concat` that is exactly one of its parts | that part      |
 //! | `slice_broadcast`     | `slice` of `broadcast x` along an axis `x` does not vary on | `broadcast x` to the slice's shape |
 //! | `slice_slice`         | `slice a s2 (slice a s1 x)` on the same axis | `slice a (s1 + s2) x`      |
@@ -30,8 +31,13 @@
 //! `x * 0 -> 0` is not a rule: it is wrong for infinities and NaN. `relu_mask` lets the
 //! forward's bias + ReLU be one kernel: the backward's mask then reads the activation,
 //! not the pre-activation (`x > 0` exactly when `relu(x) > 0`, NaN included).
+//! `unary_reshape` does the same for a convolution: its product is `[batch, O, OH OW]`,
+//! reshaped to `[batch, O, OH, OW]` before the activation; applied before the reshape,
+//! the activation joins the product's epilogue and the reshape is a view of its output
+//! (fusion cannot carry an epilogue through a reshape that is more than 1s, whose
+//! coordinates are a flat-index remap).
 
-use crate::ir::{BinaryOp, Graph, Op, UnaryOp, ValueId};
+use crate::ir::{BinaryOp, Dim, Graph, Op, UnaryOp, ValueId};
 
 /// A rewrite: the value to use instead of `v`, adding ops to the graph if needed.
 type Rule = fn(&mut Graph, ValueId) -> Result<Option<ValueId>, String>;
@@ -47,6 +53,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ("transpose_matmul", transpose_matmul),
     ("reshape_same", reshape_same),
     ("reshape_reshape", reshape_reshape),
+    ("unary_reshape", unary_reshape),
     ("broadcast_same", broadcast_same),
     ("broadcast_broadcast", broadcast_broadcast),
     ("broadcast_operand", broadcast_operand),
@@ -408,6 +415,36 @@ fn reshape_reshape(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String>
     Ok(Some(g.add(Op::Reshape { shape }, &[src], span)?))
 }
 
+/// Whether reshape `v` does more than add or remove dimensions of 1.
+fn reindexes(g: &Graph, v: ValueId) -> bool {
+    let Op::Reshape { shape } = &g.node(v).op else {
+        return false;
+    };
+    let not_one = |d: &&Dim| **d != Dim::Fixed(1);
+    let src = g.ty(g.operands(v)[0]).shape.dims().to_vec();
+    !shape
+        .dims()
+        .iter()
+        .filter(not_one)
+        .eq(src.iter().filter(not_one))
+}
+
+fn unary_reshape(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
+    let Op::Unary(u) = g.node(v).op else {
+        return Ok(None);
+    };
+    let r = g.operands(v)[0];
+    if !reindexes(g, r) {
+        return Ok(None);
+    }
+    let Op::Reshape { shape } = g.node(r).op.clone() else {
+        return Ok(None);
+    };
+    let span = g.node(v).span;
+    let inner = g.add(Op::Unary(u), &[g.operands(r)[0]], span)?;
+    Ok(Some(g.add(Op::Reshape { shape }, &[inner], span)?))
+}
+
 fn broadcast_same(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
     match &g.node(v).op {
         Op::Broadcast { .. } => Ok(same_type(g, v, g.operands(v)[0])),
@@ -462,22 +499,51 @@ fn relu_mask(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
     let Some((x, zero)) = binary_operands(g, v, BinaryOp::Gt) else {
         return Ok(None);
     };
-    if const_value(g, zero) != Some(0.0) || g.node(x).op == Op::Unary(UnaryOp::Relu) {
+    if const_value(g, zero) != Some(0.0) {
         return Ok(None);
     }
-    let Some(relu) = g
-        .users(x)
-        .into_iter()
-        .find(|u| g.node(*u).op == Op::Unary(UnaryOp::Relu))
-    else {
+    let span = g.node(v).span;
+    // `gt (reshape s y), 0` where `relu y` exists: after `unary_reshape` a convolution's
+    // activation is applied before its reshape.
+    if let Op::Reshape { shape } = g.node(x).op.clone()
+        && reindexes(g, x)
+    {
+        let Some(relu) = relu_of(g, g.operands(x)[0]) else {
+            return Ok(None);
+        };
+        let ty = g.ty(x).clone();
+        let existing = g
+            .users(relu)
+            .into_iter()
+            .find(|u| matches!(g.node(*u).op, Op::Reshape { .. }) && *g.ty(*u) == ty);
+        let reshaped = match existing {
+            Some(r) => r,
+            None => g.add(Op::Reshape { shape }, &[relu], span)?,
+        };
+        return Ok(Some(g.add(
+            Op::Binary(BinaryOp::Gt),
+            &[reshaped, zero],
+            span,
+        )?));
+    }
+    if g.node(x).op == Op::Unary(UnaryOp::Relu) {
+        return Ok(None);
+    }
+    let Some(relu) = relu_of(g, x) else {
         return Ok(None);
     };
-    let span = g.node(v).span;
     Ok(Some(g.add(
         Op::Binary(BinaryOp::Gt),
         &[relu, zero],
         span,
     )?))
+}
+
+/// A `relu` of `x` already in the graph.
+fn relu_of(g: &Graph, x: ValueId) -> Option<ValueId> {
+    g.users(x)
+        .into_iter()
+        .find(|u| g.node(*u).op == Op::Unary(UnaryOp::Relu))
 }
 
 /// Applies every rule in topological order until none fires (each firing removes or

@@ -9,8 +9,15 @@
 //! 1, with a kernel `[O, C, k]` and the result `[n, O, OL]`; its padding is written out
 //! before it, zeros concatenated along the length (it may differ between the ends).
 //! That is one 1-D `Conv` of the sequence, the zeros its `pads`.
+//!
+//! The passes apply an activation of the image before the reshape to it (rule
+//! `unary_reshape`: the activation then joins the product's epilogue), so element-wise
+//! unary ops between the bias and the reshape are part of the chain: they are written
+//! after the `Conv`, on the image. The reshape ending the chain may then have merged
+//! with the next one (a max pool's windows) or gone (a transposed convolution reads
+//! the columns): a `Reshape` of the image to the chain's last shape follows them.
 
-use strata_compiler::ir::{BinaryOp, ConvWindow, Dim, Graph, Op, ValueId};
+use strata_compiler::ir::{BinaryOp, ConvWindow, Dim, Graph, Op, Shape, UnaryOp, ValueId};
 
 /// One convolution found in the graph.
 pub(super) struct ConvMatch {
@@ -25,6 +32,13 @@ pub(super) struct ConvMatch {
     pub kernel: Vec<u64>,
     /// ONNX's `pads`: the zeros before each spatial axis, then after each.
     pub pads: Vec<u64>,
+    /// Element-wise ops applied to the convolution's result before its reshape to the
+    /// image, in order: written after the `Conv`.
+    pub activations: Vec<(ValueId, UnaryOp)>,
+    /// The shape of the chain's last value, where it is not the image's: the passes
+    /// merge the reshape to the image with a reshape after it (a max pool's windows), or
+    /// drop it where a reshape back follows. Written as a `Reshape` of the image.
+    pub reshape_to: Option<Shape>,
     /// The values of the chain that the `Conv` replaces (not written).
     pub inner: Vec<ValueId>,
 }
@@ -125,6 +139,8 @@ fn match_from(
         last = next;
     }
     let (oh, ow) = window.out_size(h, w).ok()?;
+    let mut activations = Vec::new();
+    let mut reshape_to = None;
     let image = if kernel.len() == 1 {
         // The product is already `[n, O, OL]` where the passes dropped the reshapes to
         // height 1 and back.
@@ -140,15 +156,27 @@ fn match_from(
             }
         }
     } else {
-        let image = only_user(graph, last, outputs)?;
-        match &graph.node(image).op {
-            Op::Reshape { shape }
-                if shape.dims() == [n, Dim::Fixed(o), Dim::Fixed(oh), Dim::Fixed(ow)] =>
-            {
-                image
+        // The chain ends at the reshape to the image, or where no activation or reshape
+        // follows (the passes drop a reshape to the image that a reshape back undoes).
+        let mut end = last;
+        while let Some(next) = only_user(graph, end, outputs) {
+            match graph.node(next).op {
+                Op::Unary(u) => activations.push((next, u)),
+                Op::Reshape { .. } => {
+                    end = next;
+                    break;
+                }
+                _ => break,
             }
-            _ => return None,
+            end = next;
         }
+        inner.extend(activations.iter().map(|(a, _)| *a));
+        inner.retain(|&v| v != end);
+        let shape = &graph.ty(end).shape;
+        if shape.dims() != [n, Dim::Fixed(o), Dim::Fixed(oh), Dim::Fixed(ow)] {
+            reshape_to = Some(shape.clone());
+        }
+        end
     };
     Some((
         image,
@@ -159,6 +187,8 @@ fn match_from(
             window,
             kernel,
             pads,
+            activations,
+            reshape_to,
             inner,
         },
     ))
