@@ -96,6 +96,26 @@ struct Prepared {
     /// the entries that change no parameter: made when first needed, dropped when the
     /// weights change (as onnxruntime packs a model's weights once per session).
     row_major: HashMap<RowMajorKey, Box<[f32]>>,
+    /// Row-major copies made afresh for one launch of an entry that changes parameters
+    /// (their storage reused from launch to launch): `gemm` packs a transposed operand
+    /// again for every call, and a product of many rows is several calls.
+    launch_copies: Vec<Vec<f32>>,
+}
+
+/// The fewest `gemm` calls of a product for which a launch of a training step copies its
+/// transposed weight row-major first. Each call packs the transposed matrix again, at
+/// 13-130 us per call for W1's and W4's weights (`4 x 128 x 512`, one thread: 283 us
+/// against 151 us row-major), while the copy takes 5-65 us: at two calls a 784 x 256
+/// weight's copy (65 us) costs what it saves (2 x 35-41 us), from three every shape
+/// measured gains.
+const FRESH_COPY_MIN_CALLS: u64 = 3;
+
+/// Where the row-major copies of a launch come from.
+enum RowMajorStore<'a> {
+    /// Kept from run to run while the weights stay the same.
+    Kept(&'a mut HashMap<RowMajorKey, Box<[f32]>>),
+    /// Made for this launch from the parameters' current values.
+    Fresh(&'a mut Vec<Vec<f32>>),
 }
 
 /// A CPU session's code: the machine code an executable carries, mapped at its start,
@@ -282,6 +302,7 @@ fn cpu_engine(manifest: &Manifest, carried: Option<&MachineCode>) -> Result<Engi
                 .map(|e| writes_persistent(manifest, e))
                 .collect(),
             row_major: HashMap::new(),
+            launch_copies: Vec::new(),
         }),
         profile: None,
     })
@@ -504,13 +525,14 @@ impl Session {
                         plans,
                         changes_weights,
                         row_major,
+                        launch_copies,
                     } = &mut **prepared;
                     let changes = changes_weights.get(entry_index).copied().unwrap_or(true);
                     (
                         &*functions,
                         arena,
                         plans,
-                        row_major,
+                        (row_major, launch_copies),
                         changes,
                         profile.as_mut(),
                     )
@@ -577,6 +599,7 @@ impl Session {
         let arena_len = arena.len();
         // Until the launches are done (or one fails): see `cpu::denormals`.
         let _flush = cpu::denormals::FlushDenormals::enable();
+        let (row_major, launch_copies) = row_major;
         if changes_weights {
             row_major.clear();
         }
@@ -683,20 +706,23 @@ impl Session {
                 None => return Err(internal(format!("no kernel #{}", launch.kernel))),
             };
             copies.clear();
-            if !changes_weights {
-                // SAFETY: `pointers` are this launch's, bound as computed above.
-                unsafe {
-                    row_major_copies(
-                        &self.manifest,
-                        launch,
-                        plan,
-                        &pointers,
-                        batch,
-                        row_major,
-                        &mut copies,
-                    )?
-                };
-            }
+            let store = match changes_weights {
+                false => RowMajorStore::Kept(row_major),
+                true => RowMajorStore::Fresh(launch_copies),
+            };
+            // SAFETY: `pointers` are this launch's, bound as computed above; a kept copy
+            // is only made for an entry that writes no parameter.
+            unsafe {
+                row_major_copies(
+                    &self.manifest,
+                    launch,
+                    plan,
+                    &pointers,
+                    batch,
+                    store,
+                    &mut copies,
+                )?
+            };
             let started = profile.is_some().then(std::time::Instant::now);
             // SAFETY: see the module docs: each pointer addresses storage of at least the
             // size of the slot it is bound to at `batch`, `f` is `kernel`'s code and
@@ -759,23 +785,28 @@ impl Session {
 }
 
 /// Sets `copies[body]` to the row-major copy of the parameter that each product of
-/// `launch` reads transposed ([`cpu::LaunchPlan::transposed_rhs`]), making the copies not
-/// yet in `row_major` from the parameter's current values.
+/// `launch` reads transposed ([`cpu::LaunchPlan::transposed_rhs`]): kept ones made when
+/// not yet in the store, fresh ones made now, from the parameter's current values.
 ///
 /// # Safety
 /// `pointers` must be the launch's slot pointers, each addressing its buffer's storage at
-/// `batch`, and nothing may write a parameter while the entry runs (an entry that changes
-/// no parameter).
+/// `batch`; for a kept copy nothing may write a parameter while the entry runs (an entry
+/// that changes no parameter), and a fresh one is only valid for this launch (whose
+/// parts write no slot another part reads, so none writes the copied parameter).
 unsafe fn row_major_copies(
     manifest: &Manifest,
     launch: &Launch,
     plan: &cpu::LaunchPlan,
     pointers: &[*mut u8],
     batch: u64,
-    row_major: &mut HashMap<RowMajorKey, Box<[f32]>>,
+    mut store: RowMajorStore<'_>,
     copies: &mut Vec<Option<*const f32>>,
 ) -> Result<(), RunError> {
-    for (body, rhs) in plan.transposed_rhs() {
+    let mut fresh = 0;
+    for (body, rhs, calls) in plan.transposed_rhs() {
+        if matches!(store, RowMajorStore::Fresh(_)) && calls < FRESH_COPY_MIN_CALLS {
+            continue;
+        }
         let Some(&id) = launch.bindings.get(rhs.slot) else {
             continue;
         };
@@ -786,37 +817,50 @@ unsafe fn row_major_copies(
         if !matches!(info.location, Location::Persistent { .. }) {
             continue;
         }
-        let key = (id, cpu::TransposedRhs { slot: 0, ..rhs });
-        let copy = match row_major.entry(key) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let elements = info
-                    .elements(batch)
-                    .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| RunError::TooLarge {
-                        batch,
-                        what: info.name.clone(),
-                    })?;
-                let fits = rhs
-                    .end()
-                    .and_then(|end| usize::try_from(end).ok())
-                    .is_some_and(|end| end <= elements);
-                let (Some(&pointer), true) = (pointers.get(rhs.slot), fits) else {
-                    return Err(internal(format!(
-                        "`{}` is smaller than the product reading it",
-                        info.name
-                    )));
-                };
-                // SAFETY: the pointer addresses this parameter's storage of `elements`
-                // f32 values (the caller's contract), which nothing writes meanwhile.
-                let values = unsafe { std::slice::from_raw_parts(pointer.cast::<f32>(), elements) };
-                v.insert(rhs.row_major(values).into_boxed_slice())
+        let values = || {
+            let elements = info
+                .elements(batch)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| RunError::TooLarge {
+                    batch,
+                    what: info.name.clone(),
+                })?;
+            let fits = rhs
+                .end()
+                .and_then(|end| usize::try_from(end).ok())
+                .is_some_and(|end| end <= elements);
+            let (Some(&pointer), true) = (pointers.get(rhs.slot), fits) else {
+                return Err(internal(format!(
+                    "`{}` is smaller than the product reading it",
+                    info.name
+                )));
+            };
+            // SAFETY: the pointer addresses this parameter's storage of `elements` f32
+            // values (the caller's contract), which nothing writes meanwhile.
+            Ok(unsafe { std::slice::from_raw_parts(pointer.cast::<f32>(), elements) })
+        };
+        let copy = match &mut store {
+            RowMajorStore::Kept(kept) => {
+                match kept.entry((id, cpu::TransposedRhs { slot: 0, ..rhs })) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut().as_ptr(),
+                    std::collections::hash_map::Entry::Vacant(v) => v
+                        .insert(rhs.row_major(values()?).into_boxed_slice())
+                        .as_ptr(),
+                }
+            }
+            RowMajorStore::Fresh(scratch) => {
+                if scratch.len() <= fresh {
+                    scratch.push(Vec::new());
+                }
+                rhs.row_major_into(values()?, &mut scratch[fresh]);
+                fresh += 1;
+                scratch[fresh - 1].as_ptr()
             }
         };
         if copies.len() <= body {
             copies.resize(body + 1, None);
         }
-        copies[body] = Some(copy.as_ptr());
+        copies[body] = Some(copy);
     }
     Ok(())
 }

