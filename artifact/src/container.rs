@@ -53,6 +53,9 @@ const HEADER_LEN: usize = 8 + 4 + 6 * 8;
 
 /// The weights section starts at a multiple of this many bytes of the artifact.
 const WEIGHTS_ALIGN: usize = 64;
+
+/// The buffer the manifest's JSON is written through.
+const JSON_BUFFER: usize = 1 << 16;
 const CHECKSUM_LEN: usize = 4;
 
 impl Artifact {
@@ -73,9 +76,15 @@ impl Artifact {
         check_representable(self)?;
         // The manifest's JSON is written twice, counted then streamed, rather than held:
         // a deep model's manifest is tens of megabytes.
-        let mut counted = Counted(0);
+        // Through a buffer: serde_json writes a few bytes at a time, and every write
+        // reaching `Counted` or `Checksummed` was a call of its own (a twentieth of a deep
+        // model's build).
+        let mut counted = std::io::BufWriter::with_capacity(JSON_BUFFER, Counted(0));
         serde_json::to_writer(&mut counted, &self.manifest)
             .map_err(|e| ArtifactError::Unrepresentable(e.to_string()))?;
+        let mut counted = counted
+            .into_inner()
+            .map_err(|e| ArtifactError::Write(e.into_error()))?;
         // Spaces after the manifest's JSON (which a JSON reader skips) start the weights
         // at a multiple of 64 bytes: an aligned artifact's weights are read in place.
         let before_weights =
@@ -106,8 +115,11 @@ impl Artifact {
             crc: crc32fast::Hasher::new(),
         };
         body.write_all(&header).map_err(ArtifactError::Write)?;
-        serde_json::to_writer(&mut body, &self.manifest)
+        let mut buffered = std::io::BufWriter::with_capacity(JSON_BUFFER, &mut body);
+        serde_json::to_writer(&mut buffered, &self.manifest)
             .map_err(|e| ArtifactError::Write(e.into()))?;
+        buffered.flush().map_err(ArtifactError::Write)?;
+        drop(buffered);
         body.write_all(&[b' '; WEIGHTS_ALIGN][..padding])
             .map_err(ArtifactError::Write)?;
         for section in [

@@ -81,6 +81,9 @@ pub(super) fn run(a: &BuildArgs) -> ExitCode {
         a.output.display(),
         compiled.lowered.kernels.len(),
     );
+    // The process ends here: its memory goes back whole, without freeing the graphs,
+    // kernels and artifact one allocation at a time (5-8% of a 1,024-block build).
+    std::mem::forget(compiled);
     ExitCode::SUCCESS
 }
 

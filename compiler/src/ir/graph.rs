@@ -150,8 +150,26 @@ impl Graph {
         self.graph.node_count() == 0
     }
 
+    /// One more than the largest value index: a vector of this length has a slot for
+    /// every value.
+    pub fn index_bound(&self) -> usize {
+        self.graph.node_bound()
+    }
+
     /// Values in a topological order, ties broken by id so the order is stable.
     pub fn topo_order(&self) -> Vec<ValueId> {
+        // Where every operand is older than its user (a graph as built, before passes
+        // rewire uses to newer values), the ids ascending are that order: at each step
+        // the smallest id left is ready. Checked in one scan of the edges.
+        let ascending = self
+            .graph
+            .edge_indices()
+            .all(|e| self.graph.edge_endpoints(e).is_some_and(|(a, b)| a < b));
+        if ascending {
+            let mut order: Vec<ValueId> = self.graph.node_indices().map(ValueId).collect();
+            order.sort_unstable();
+            return order;
+        }
         // Kahn's algorithm with the ready values in a min-heap; counts indexed by node.
         let mut pending = vec![0usize; self.graph.node_bound()];
         let mut ready = BinaryHeap::new();
@@ -448,5 +466,73 @@ impl Graph {
             return Err("duplicate output names".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{BinaryOp, Dim, UnaryOp};
+    use crate::source::Span;
+
+    /// The smallest id whose operands are all placed, repeatedly: the order `topo_order`
+    /// promises, computed the slow way.
+    fn smallest_first(g: &Graph) -> Vec<ValueId> {
+        let mut left = g.values();
+        left.sort_unstable();
+        let mut placed = std::collections::HashSet::new();
+        let mut order = Vec::new();
+        while !left.is_empty() {
+            let at = left
+                .iter()
+                .position(|v| g.operands(*v).iter().all(|o| placed.contains(o)))
+                .expect("a DAG");
+            let v = left.remove(at);
+            placed.insert(v);
+            order.push(v);
+        }
+        order
+    }
+
+    /// A chain of adds and negations over one input, each reading two earlier values.
+    fn grown(n: u64) -> Graph {
+        let mut g = Graph::new("T");
+        let x = g.add_leaf(
+            Op::Input { name: "x".into() },
+            crate::ir::TensorType::f32(vec![Dim::Batch, Dim::Fixed(3)]),
+            Span::default(),
+        );
+        let mut values = vec![x];
+        for i in 0..n {
+            let a = values[(i * 7 % values.len() as u64) as usize];
+            let b = values[(i * 3 % values.len() as u64) as usize];
+            let v = match i % 3 {
+                0 => g.add(Op::Unary(UnaryOp::Neg), &[a], Span::default()),
+                _ => g.add(Op::Binary(BinaryOp::Add), &[a, b], Span::default()),
+            };
+            values.push(v.expect("adds"));
+        }
+        g.outputs
+            .push(("y".into(), *values.last().expect("values")));
+        g
+    }
+
+    #[test]
+    fn topo_order_is_the_smallest_id_first_order_with_and_without_rewired_uses() {
+        let mut g = grown(60);
+        // Operands older than users: the ascending-ids path.
+        assert_eq!(g.topo_order(), smallest_first(&g));
+        // Rewire uses of early values to newer ones: the heap path.
+        for old in [3, 10, 25] {
+            let old = g.values()[old];
+            let op = g.node(old).op.clone();
+            let newer = g.add(op, &g.operands(old), Span::default()).expect("adds");
+            g.replace_all_uses(old, newer);
+            let (mut with_old, mut without) = (g.values(), g.topo_order());
+            with_old.sort_unstable();
+            without.sort_unstable();
+            assert_eq!(with_old, without, "every value once");
+        }
+        assert_eq!(g.topo_order(), smallest_first(&g));
     }
 }

@@ -17,6 +17,7 @@
 //! PyTorch's for the same layouts (see [`fans`]).
 
 use super::op::Init;
+use rayon::prelude::*;
 use strata_kernels::rng::{key_from_seed, philox4x32, standard_normal, uniform_f64};
 
 /// FNV-1a 64-bit offset basis.
@@ -77,20 +78,29 @@ pub fn init_param(path: &str, init: &Init, shape: &[u64], seed: u64) -> Vec<f32>
             key,
         )
     };
-    (0..count)
-        .map(|i| {
-            let x = match sample {
-                Sample::Constant(c) => c,
-                Sample::Uniform(a) => {
-                    let b = block(i);
-                    a * (2.0 * uniform_f64(b[0], b[1]) - 1.0)
-                }
-                Sample::Normal(std) => std * standard_normal(block(i)),
-            };
-            x as f32
-        })
-        .collect()
+    let value = |i: u64| {
+        let x = match sample {
+            Sample::Constant(c) => c,
+            Sample::Uniform(a) => {
+                let b = block(i);
+                a * (2.0 * uniform_f64(b[0], b[1]) - 1.0)
+            }
+            Sample::Normal(std) => std * standard_normal(block(i)),
+        };
+        x as f32
+    };
+    // Each element is its own draw, so a large parameter's are drawn on every core (a
+    // deep model's build spent a tenth of its time in Philox rounds); the values do not
+    // depend on the split.
+    if count >= PARALLEL_INIT_ELEMENTS && !matches!(sample, Sample::Constant(_)) {
+        (0..count).into_par_iter().map(value).collect()
+    } else {
+        (0..count).map(value).collect()
+    }
 }
+
+/// The fewest elements of a parameter drawn on several threads.
+const PARALLEL_INIT_ELEMENTS: u64 = 1 << 14;
 
 /// The distribution an [`Init`] reduces to once its scale is known.
 #[derive(Clone, Copy)]

@@ -2,18 +2,19 @@
 //! Inputs stay (they are an entry's signature) unless `drop_inputs` asks otherwise.
 
 use crate::ir::{Graph, Op, ValueId};
-use std::collections::HashSet;
 
-/// The values the outputs and updates depend on.
-pub fn live_values(graph: &Graph) -> HashSet<ValueId> {
-    let mut live = HashSet::new();
+/// The values the outputs and updates depend on, as a flag per value index (a dense
+/// vector rather than a hash set: this runs after every simplification round).
+pub fn live_values(graph: &Graph) -> Vec<bool> {
+    let mut live = vec![false; graph.index_bound()];
     let mut stack: Vec<ValueId> = graph.outputs.iter().map(|(_, v)| *v).collect();
     for (param, new) in &graph.updates {
         stack.push(*param);
         stack.push(*new);
     }
     while let Some(v) = stack.pop() {
-        if live.insert(v) {
+        if !live[v.index()] {
+            live[v.index()] = true;
             stack.extend(graph.operands(v));
         }
     }
@@ -23,12 +24,21 @@ pub fn live_values(graph: &Graph) -> HashSet<ValueId> {
 /// Removes dead values; dead inputs are removed only with `drop_inputs`.
 pub fn eliminate_dead_code(graph: &mut Graph, drop_inputs: bool) {
     let live = live_values(graph);
-    let mut order = graph.topo_order();
-    order.reverse();
-    for v in order {
-        let is_input = matches!(graph.node(v).op, Op::Input { .. });
-        if !live.contains(&v) && (drop_inputs || !is_input) {
-            graph.remove(v);
-        }
+    let dead = |v: ValueId| {
+        !live[v.index()] && (drop_inputs || !matches!(graph.node(v).op, Op::Input { .. }))
+    };
+    // Most rounds of the simplification passes leave nothing dead: no order needed.
+    if !graph.values().into_iter().any(dead) {
+        return;
+    }
+    // Users before their operands, as always (the graph reuses freed slots in order).
+    let removed: Vec<ValueId> = graph
+        .topo_order()
+        .into_iter()
+        .rev()
+        .filter(|v| dead(*v))
+        .collect();
+    for v in removed {
+        graph.remove(v);
     }
 }
