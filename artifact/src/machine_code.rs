@@ -90,7 +90,8 @@ impl MachineCode {
     }
 
     /// Checks that every function lies inside the code, aligned, without overlapping
-    /// another, and is a kernel function of `manifest`. Not every kernel need have code:
+    /// another (functions may share one span: kernels that differ only in names), and is
+    /// a kernel function of `manifest`. Not every kernel need have code:
     /// those without are compiled when first run.
     pub fn validate(&self, manifest: &Manifest) -> Result<(), ArtifactError> {
         let bad = |reason: String| ArtifactError::BadMachineCode { reason };
@@ -129,7 +130,13 @@ impl MachineCode {
             )));
         }
         spans.sort_unstable();
-        if let Some(w) = spans.windows(2).find(|w| w[0].1 > w[1].0) {
+        // Functions of kernels that compiled to the same code share it: the same span is
+        // one function, a span reaching into another is refused.
+        let shared = |a: &(u64, u64, &str), b: &(u64, u64, &str)| a.0 == b.0 && a.1 == b.1;
+        if let Some(w) = spans
+            .windows(2)
+            .find(|w| w[0].1 > w[1].0 && !shared(&w[0], &w[1]))
+        {
             return Err(bad(format!(
                 "functions `{}` and `{}` overlap",
                 w[0].2, w[1].2

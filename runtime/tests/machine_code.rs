@@ -145,7 +145,13 @@ fn a_malformed_code_section_is_an_error_when_the_artifact_is_read() {
         ),
         ("not a multiple of 64", Box::new(|f, _| f[0].offset += 1)),
         ("appears twice", Box::new(move |f, _| f.push(first.clone()))),
-        ("overlap", Box::new(|f, _| f[1].offset = f[0].offset)),
+        (
+            "overlap",
+            Box::new(|f, _| {
+                f[1].offset = f[0].offset;
+                f[1].len = f[0].len - 1;
+            }),
+        ),
         (
             "which is no kernel function",
             Box::new(|f, _| {
@@ -231,6 +237,50 @@ fn kernels_without_carried_code_are_compiled_when_their_entry_first_runs() {
     );
     assert_eq!(
         partial.run("infer", &input()).unwrap(),
+        compiled.run("infer", &input()).unwrap()
+    );
+}
+
+/// A residual network's blocks are kernels that differ only in their names: each shape is
+/// compiled once and the other blocks' functions point at that code, which runs as the
+/// code compiled at a start.
+#[test]
+fn kernels_that_differ_only_in_names_share_one_compiled_function() {
+    let source = SourceFile::new(
+        "residual.strata",
+        "block Residual(x, width) {\n    return x + (x |> dense(width) |> relu |> dense(width))\n}\n\
+         model R {\n    input x: f32[batch, 4]\n    \
+         output y = x |> dense(4) |> relu |> repeat 6 Residual(4)\n}\n",
+    );
+    let artifact = compile(&source, &CompileOptions::default())
+        .unwrap_or_else(|e| panic!("{}", e.render(&source)))
+        .artifact;
+    let code = compile_machine_code(&artifact.manifest.kernels).unwrap();
+    let names: usize = artifact
+        .manifest
+        .kernels
+        .iter()
+        .map(|k| k.function_names().len())
+        .sum();
+    assert_eq!(code.functions.len(), names, "every function is listed");
+    let mut places: Vec<(u64, u64)> = code.functions.iter().map(|f| (f.offset, f.len)).collect();
+    places.sort_unstable();
+    places.dedup();
+    assert!(
+        places.len() * 3 <= names,
+        "{} places for {names} functions",
+        places.len()
+    );
+    let artifact = Artifact {
+        machine_code: Some(code),
+        ..artifact
+    };
+    let artifact = Artifact::from_bytes(&artifact.to_bytes().unwrap()).unwrap();
+    let mut carried = session(&artifact, CarriedCode::UseIfRunnable);
+    let mut compiled = session(&artifact, CarriedCode::Compile);
+    assert!(carried.code().unwrap().is_carried(), "{}", origin(&carried));
+    assert_eq!(
+        carried.run("infer", &input()).unwrap(),
         compiled.run("infer", &input()).unwrap()
     );
 }

@@ -32,7 +32,12 @@ pub const GENERATOR: &str = concat!("strata ", env!("CARGO_PKG_VERSION"), " (Cra
 /// compiled in parallel (each is independent), in the order of `kernels`.
 pub fn compile_machine_code(kernels: &[Kernel]) -> Result<MachineCode, JitError> {
     let isa = host_isa()?;
-    let funcs = strata_kernels::cpu::emit_functions(kernels)
+    // Kernels that differ only in their names and their buffers' names compile to the
+    // same code (a residual network's blocks: 1,025 `matmul_add_relu` kernels of one
+    // shape in `infer` alone): each distinct one is compiled once, and the others'
+    // functions point at its code.
+    let (distinct, same_as) = distinct_kernels(kernels);
+    let funcs = strata_kernels::cpu::emit_functions(&distinct)
         .map_err(|e| JitError(format!("generating the CPU code: {e}")))?;
     let compiled: Vec<(String, Vec<u8>)> = funcs
         .into_par_iter()
@@ -54,15 +59,26 @@ pub fn compile_machine_code(kernels: &[Kernel]) -> Result<MachineCode, JitError>
         })
         .collect::<Result<_, JitError>>()?;
     let mut code = Vec::new();
-    let mut functions = Vec::with_capacity(compiled.len());
+    let mut placed: HashMap<String, (u64, u64)> = HashMap::with_capacity(compiled.len());
     for (name, bytes) in compiled {
         code.resize(code.len().next_multiple_of(FUNCTION_ALIGN as usize), 0);
-        functions.push(FunctionCode {
-            name,
-            offset: code.len() as u64,
-            len: bytes.len() as u64,
-        });
+        placed.insert(name, (code.len() as u64, bytes.len() as u64));
         code.extend_from_slice(&bytes);
+    }
+    let mut functions = Vec::with_capacity(kernels.len());
+    for (kernel, &d) in kernels.iter().zip(&same_as) {
+        for (name, compiled_as) in kernel
+            .function_names()
+            .into_iter()
+            .zip(distinct[d].function_names())
+        {
+            let &(offset, len) = placed.get(&compiled_as).ok_or_else(|| {
+                JitError(format!(
+                    "no code was generated for function `{compiled_as}`"
+                ))
+            })?;
+            functions.push(FunctionCode { name, offset, len });
+        }
     }
     Ok(MachineCode {
         target: isa.triple().to_string(),
@@ -71,6 +87,30 @@ pub fn compile_machine_code(kernels: &[Kernel]) -> Result<MachineCode, JitError>
         functions,
         code,
     })
+}
+
+/// The distinct kernels of `kernels` up to names (in order of first appearance), and for
+/// each kernel the index of the distinct one it equals. Two kernels are equal when their
+/// bodies and their buffers' types and access modes print the same (so a constant `-0.0`
+/// is not `0.0`); names never reach the machine code.
+fn distinct_kernels(kernels: &[Kernel]) -> (Vec<Kernel>, Vec<usize>) {
+    let mut distinct: Vec<Kernel> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(kernels.len());
+    let mut same_as = Vec::with_capacity(kernels.len());
+    for kernel in kernels {
+        let buffers: Vec<_> = kernel
+            .buffers
+            .iter()
+            .map(|b| (b.dtype, &b.shape, b.access))
+            .collect();
+        let key = format!("{buffers:?} {:?}", kernel.body);
+        let at = *index.entry(key).or_insert_with(|| {
+            distinct.push(kernel.clone());
+            distinct.len() - 1
+        });
+        same_as.push(at);
+    }
+    (distinct, same_as)
 }
 
 /// The boolean code-generator settings an ISA has on (`has_sse41`, `has_avx2`, …).
