@@ -104,10 +104,11 @@ struct Prepared {
 
 /// The fewest `gemm` calls of a product for which a launch of a training step copies its
 /// transposed weight row-major first. Each call packs the transposed matrix again, at
-/// 13-130 us per call for W1's and W4's weights (`4 x 128 x 512`, one thread: 283 us
+/// 5-160 us per call for W1's and W4's weights (`128 x 128 x 512`, one thread: 284 us
 /// against 151 us row-major), while the copy takes 5-65 us: at two calls a 784 x 256
 /// weight's copy (65 us) costs what it saves (2 x 35-41 us), from three every shape
-/// measured gains.
+/// measured gains. (Two calls of W1's 256 x 256 layer: its kernel 159 -> 110 us with a
+/// 22 us copy, not visible in the step's time through this machine's noise; not done.)
 const FRESH_COPY_MIN_CALLS: u64 = 3;
 
 /// Where the row-major copies of a launch come from.
