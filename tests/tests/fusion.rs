@@ -1,11 +1,12 @@
 //! Fusion and memory-plan figures: what the issue's "done when" asks, checked on every
 //! example, plus small graphs for the rules that must and must not fuse.
 
-use strata_compiler::driver::{CompileOptions, compile};
+use strata_compiler::driver::{CompileOptions, Compiled, CompiledEntry, compile};
 use strata_compiler::ir::{BinaryOp, Dim, Graph, Op, ReduceOp, TensorType, UnaryOp, ValueId};
 use strata_compiler::lower::print::print_kernels;
 use strata_compiler::lower::{BufferRole, lower};
 use strata_compiler::plan::{check_plan, plan_memory};
+use strata_compiler::source::SourceFile;
 use strata_compiler::source::Span;
 use strata_kernels::ir::{Expr, Kernel, KernelBody};
 use strata_tests::{example_files, load_example};
@@ -14,35 +15,38 @@ fn options() -> CompileOptions {
     strata_tests::train_check::training_options()
 }
 
+/// `source` compiled with [`options`] (its training entries included).
+fn compiled(source: &SourceFile) -> Compiled {
+    compile(source, &options()).unwrap_or_else(|e| panic!("{}", e.render(source)))
+}
+
+/// The `train_step` entry of `compiled`.
+fn train_step(compiled: &Compiled) -> &CompiledEntry {
+    compiled
+        .training
+        .iter()
+        .find(|e| e.name == "train_step")
+        .expect("train_step")
+}
+
 /// `dsl-examples/mlp.strata` without its `normalize` setting. The features'
 /// normalization is one map of its own over the raw input (a product takes no prologue),
 /// apart from the dense layers these figures are about; it is counted by
 /// [`normalization_adds_one_map_before_the_first_product`].
-fn mlp_without_normalization() -> strata_compiler::source::SourceFile {
+fn mlp_without_normalization() -> SourceFile {
     let example = load_example(&strata_tests::root().join("dsl-examples/mlp.strata"));
     let setting = "    normalize = scale(16)\n";
     assert!(example.text.contains(setting), "the example normalizes");
-    strata_compiler::source::SourceFile::new(
-        example.name.clone(),
-        example.text.replace(setting, ""),
-    )
+    SourceFile::new(example.name.clone(), example.text.replace(setting, ""))
 }
 
 #[test]
 fn normalization_adds_one_map_before_the_first_product() {
     let with = load_example(&strata_tests::root().join("dsl-examples/mlp.strata"));
     let without = mlp_without_normalization();
-    let kernels = |source: &strata_compiler::source::SourceFile| {
-        let compiled =
-            compile(source, &options()).unwrap_or_else(|e| panic!("{}", e.render(source)));
-        let step = compiled
-            .training
-            .iter()
-            .find(|e| e.name == "train_step")
-            .expect("train_step")
-            .lowered
-            .kernels
-            .len();
+    let kernels = |source: &SourceFile| {
+        let compiled = compiled(source);
+        let step = train_step(&compiled).lowered.kernels.len();
         (compiled.lowered.kernels.clone(), step)
     };
     let ((infer, step), (plain_infer, plain_step)) = (kernels(&with), kernels(&without));
@@ -59,12 +63,8 @@ fn normalization_adds_one_map_before_the_first_product() {
 #[test]
 fn mlp_train_step_has_at_most_half_as_many_kernels_as_ops() {
     let source = mlp_without_normalization();
-    let compiled = compile(&source, &options()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
-    let step = compiled
-        .training
-        .iter()
-        .find(|e| e.name == "train_step")
-        .expect("train_step");
+    let compiled = compiled(&source);
+    let step = train_step(&compiled);
     let (ops, kernels) = (step.graph.len(), step.lowered.kernels.len());
     eprintln!("mlp train_step: {ops} ops after simplification, {kernels} kernels");
     assert!(2 * kernels <= ops, "{kernels} kernels for {ops} ops");
@@ -109,7 +109,7 @@ fn mlp_train_step_has_at_most_half_as_many_kernels_as_ops() {
 #[test]
 fn fuses_bias_and_relu_into_matmul() {
     let source = mlp_without_normalization();
-    let compiled = compile(&source, &options()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    let compiled = compiled(&source);
     let first = &compiled.lowered.kernels[0];
     let KernelBody::Contract(c) = &first.body else {
         panic!("the first kernel is the first dense layer's product: {first}");
@@ -124,19 +124,15 @@ fn fuses_bias_and_relu_into_matmul() {
 
 #[test]
 fn a_convolution_s_bias_and_relu_are_its_product_s_epilogue_in_inference_and_training() {
-    let source = strata_compiler::source::SourceFile::new(
+    let source = SourceFile::new(
         "conv.strata",
         "model C {\n    input x: f32[batch, 1, 12, 12]\n    \
          output y = x |> conv2d(4, 3) |> relu |> max_pool2d(2) |> flatten |> dense(3)\n}\n\
          train C {\n    label l: i32[batch]\n    loss = cross_entropy(y, l)\n    \
          optimizer = sgd(lr = 0.1)\n}\n",
     );
-    let compiled = compile(&source, &options()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
-    let step = compiled
-        .training
-        .iter()
-        .find(|e| e.name == "train_step")
-        .expect("train_step");
+    let compiled = compiled(&source);
+    let step = train_step(&compiled);
     for lowered in [&compiled.lowered, &step.lowered] {
         let listing = print_kernels(lowered);
         // The product `[batch, 4, 100]` is reshaped to the image `[batch, 4, 10, 10]`;
@@ -253,7 +249,7 @@ fn nests_a_reduction(k: &Kernel) -> bool {
 #[test]
 fn softmax_is_one_map_with_its_row_max_and_sum_nested() {
     let source = mlp_without_normalization();
-    let compiled = compile(&source, &options()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    let compiled = compiled(&source);
     let kernels = &compiled.lowered.kernels;
     let text: String = kernels.iter().map(|k| format!("{k}")).collect();
     // Three dense layers, then the softmax.
@@ -271,12 +267,8 @@ fn softmax_is_one_map_with_its_row_max_and_sum_nested() {
 #[test]
 fn the_mlp_loss_and_its_gradient_are_one_kernel() {
     let source = mlp_without_normalization();
-    let compiled = compile(&source, &options()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
-    let step = compiled
-        .training
-        .iter()
-        .find(|e| e.name == "train_step")
-        .expect("train_step");
+    let compiled = compiled(&source);
+    let step = train_step(&compiled);
     let l = &step.lowered;
     let text = strata_compiler::lower::print::print_kernels(l);
     // The logits: the buffer the last forward product writes.
@@ -369,8 +361,7 @@ fn does_not_nest_a_reduction_over_the_batch_or_a_long_row() {
 fn every_example_train_step_plan_is_near_the_lower_bound_and_under_half_the_naive_sum() {
     for path in example_files() {
         let source = load_example(&path);
-        let compiled =
-            compile(&source, &options()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
+        let compiled = compiled(&source);
         for e in &compiled.training {
             let plan = plan_memory(&e.lowered);
             check_plan(&e.lowered, &plan).expect("a safe plan");
@@ -470,12 +461,8 @@ fn does_not_group_an_update_with_a_reader_of_the_old_value() {
 #[test]
 fn an_lstm_step_is_two_launches_forward_and_three_backward() {
     let source = load_example(&strata_tests::root().join("dsl-examples/lstm.strata"));
-    let compiled = compile(&source, &options()).unwrap_or_else(|e| panic!("{}", e.render(&source)));
-    let step = compiled
-        .training
-        .iter()
-        .find(|e| e.name == "train_step")
-        .expect("train_step");
+    let compiled = compiled(&source);
+    let step = train_step(&compiled);
     let l = &step.lowered;
     let per_step: Vec<usize> = l.loops.iter().map(|lp| lp.end - lp.start).collect();
     assert_eq!(per_step, [2, 3], "{}", print_kernels(l));

@@ -14,7 +14,7 @@
 //! | `transpose_matmul`    | `transpose [1, 0] (matmul a, b)` (rank 2, one user) | `matmul bᵀ, aᵀ`   |
 //! | `reshape_same`        | `reshape` to the operand's own shape     | `x`                          |
 //! | `reshape_reshape`     | `reshape s2 (reshape s1 x)`              | `reshape s2 x`               |
-//! | `unary_reshape`       | `u (reshape s x)`, `u` element-wise, the reshape not only of 1s | `reshape s (u x)` |
+//! | `unary_reshape`       | `u (reshape s x)`, `u` element-wise, the reshape not only of 1s, `x` a product, reduction or element-wise op | `reshape s (u x)` |
 //! | `broadcast_same`      | `broadcast` to the operand's own shape   | `x`                          |
 //! | `broadcast_broadcast` | `broadcast s2 (broadcast s1 x)`          | `broadcast s2 x`             |
 //! | `broadcast_operand`   | `op (broadcast x), y` where `op` broadcasts `x` itself to the same result | `op x, y` |
@@ -435,6 +435,16 @@ fn unary_reshape(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
     };
     let r = g.operands(v)[0];
     if !reindexes(g, r) {
+        return Ok(None);
+    }
+    // Only where the kernel computing the reshaped value can compute `u` too (a
+    // product's or reduction's epilogue, a map): `u` of an input or a parameter would
+    // be a kernel of its own where its users now compute it inline.
+    let x = g.operands(r)[0];
+    if !matches!(
+        g.node(x).op,
+        Op::MatMul | Op::Reduce { .. } | Op::Unary(_) | Op::Binary(_)
+    ) {
         return Ok(None);
     }
     let Op::Reshape { shape } = g.node(r).op.clone() else {
