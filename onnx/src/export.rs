@@ -351,16 +351,10 @@ impl Writer<'_> {
             Some(_) => format!("{result}_image"),
             None => result.clone(),
         };
-        // With activations after it, the `Conv` writes the first one's operand.
-        let names: Vec<String> = m
-            .activations
-            .iter()
-            .map(|(a, _)| format!("{}{a}", out.prefix))
-            .chain([image.clone()])
-            .collect();
-        let conv_out = match m.activations.first() {
-            Some(_) => format!("{image}_conv"),
-            None => image.clone(),
+        // The `Conv`, then each activation, the last of them writing the image.
+        let conv_out = match m.activations.is_empty() {
+            true => image.clone(),
+            false => format!("{image}_conv"),
         };
         let mut conv = node(
             "Conv",
@@ -376,11 +370,15 @@ impl Writer<'_> {
         conv.name = conv_out.clone();
         out.nodes.push(with_doc(conv, &at));
         let mut operand = conv_out;
-        for ((_, u), name) in m.activations.iter().zip(&names[1..]) {
-            let mut activation = node(unary_op(*u), &[&operand], &[name], vec![]);
+        for (i, (a, u)) in m.activations.iter().enumerate() {
+            let name = match i + 1 == m.activations.len() {
+                true => image.clone(),
+                false => format!("{}{a}", out.prefix),
+            };
+            let mut activation = node(unary_op(*u), &[&operand], &[&name], vec![]);
             activation.name = name.clone();
             out.nodes.push(with_doc(activation, &at));
-            operand = name.clone();
+            operand = name;
         }
         if let Some(shape) = &m.reshape_to {
             let target =

@@ -333,12 +333,14 @@ fn compile_missing(
         .iter()
         .map(|&k| manifest.kernels[k].clone())
         .collect();
-    let compiled = JitCode::from_kernels(&kernels).map_err(|e| RunError::Compile {
+    // Kernels that differ only in names are compiled once (`cpu::distinct_kernels`).
+    let (distinct, same_as) = cpu::distinct_kernels(&kernels);
+    let compiled = JitCode::from_kernels(&distinct).map_err(|e| RunError::Compile {
         entry: entry.name.clone(),
         message: e.0,
     })?;
-    for (&k, kernel) in missing.iter().zip(&kernels) {
-        let fns = kernel
+    for ((&k, kernel), &d) in missing.iter().zip(&kernels).zip(&same_as) {
+        let fns = distinct[d]
             .function_names()
             .iter()
             .map(|name| compiled.get(name))
@@ -853,9 +855,10 @@ unsafe fn row_major_copies(
                 if scratch.len() <= fresh {
                     scratch.push(Vec::new());
                 }
-                rhs.row_major_into(values()?, &mut scratch[fresh]);
+                let copy = &mut scratch[fresh];
                 fresh += 1;
-                scratch[fresh - 1].as_ptr()
+                rhs.row_major_into(values()?, copy);
+                copy.as_ptr()
             }
         };
         if copies.len() <= body {

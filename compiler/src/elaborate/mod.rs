@@ -1330,7 +1330,7 @@ impl<'p> Elaborator<'p> {
         // the call (its own spans are offsets into the library's text).
         // Elaboration never removes a value, so the block's are those past the mark
         // (looked up without visiting the whole graph: a model of n blocks stays O(n)).
-        let mark = self.graph.values_mark();
+        let mark = self.graph.index_bound();
         let result = self.call_block_body(block, call, positional, named, forced_path);
         let made: Vec<ValueId> = self.graph.values_since(mark).collect();
         for v in made {

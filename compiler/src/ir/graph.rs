@@ -127,12 +127,7 @@ impl Graph {
         ids
     }
 
-    /// A mark for [`Graph::values_since`]: one past the highest value slot so far.
-    pub fn values_mark(&self) -> usize {
-        self.graph.node_bound()
-    }
-
-    /// The values added since `mark` was taken, in id order, when nothing was removed
+    /// The values added since `mark` ([`Graph::index_bound`] then) was taken, in id order, when nothing was removed
     /// from the graph before they were added (removal frees slots that new values reuse).
     /// Costs what was added, not the whole graph.
     pub fn values_since(&self, mark: usize) -> impl Iterator<Item = ValueId> + '_ {
@@ -151,7 +146,7 @@ impl Graph {
     }
 
     /// One more than the largest value index: a vector of this length has a slot for
-    /// every value.
+    /// every value, and a mark for [`Graph::values_since`].
     pub fn index_bound(&self) -> usize {
         self.graph.node_bound()
     }

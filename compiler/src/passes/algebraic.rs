@@ -451,7 +451,7 @@ fn unary_reshape(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, String> {
         return Ok(None);
     };
     let span = g.node(v).span;
-    let inner = g.add(Op::Unary(u), &[g.operands(r)[0]], span)?;
+    let inner = g.add(Op::Unary(u), &[x], span)?;
     Ok(Some(g.add(Op::Reshape { shape }, &[inner], span)?))
 }
 

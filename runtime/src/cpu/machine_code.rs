@@ -22,6 +22,7 @@ use strata_artifact::machine_code::{FUNCTION_ALIGN, FunctionCode, MachineCode};
 use strata_kernels::ir::Kernel;
 
 use super::KernelFn;
+use super::distinct::distinct_kernels;
 use super::jit::{JitError, check_kernel_function, host_isa, kernel_name};
 
 /// What generated the code: this runtime and its code generator, whose calling
@@ -32,10 +33,8 @@ pub const GENERATOR: &str = concat!("strata ", env!("CARGO_PKG_VERSION"), " (Cra
 /// compiled in parallel (each is independent), in the order of `kernels`.
 pub fn compile_machine_code(kernels: &[Kernel]) -> Result<MachineCode, JitError> {
     let isa = host_isa()?;
-    // Kernels that differ only in their names and their buffers' names compile to the
-    // same code (a residual network's blocks: 1,025 `matmul_add_relu` kernels of one
-    // shape in `infer` alone): each distinct one is compiled once, and the others'
-    // functions point at its code.
+    // Each kernel distinct up to names is compiled once; the others' functions point at
+    // its code.
     let (distinct, same_as) = distinct_kernels(kernels);
     let funcs = strata_kernels::cpu::emit_functions(&distinct)
         .map_err(|e| JitError(format!("generating the CPU code: {e}")))?;
@@ -87,30 +86,6 @@ pub fn compile_machine_code(kernels: &[Kernel]) -> Result<MachineCode, JitError>
         functions,
         code,
     })
-}
-
-/// The distinct kernels of `kernels` up to names (in order of first appearance), and for
-/// each kernel the index of the distinct one it equals. Two kernels are equal when their
-/// bodies and their buffers' types and access modes print the same (so a constant `-0.0`
-/// is not `0.0`); names never reach the machine code.
-fn distinct_kernels(kernels: &[Kernel]) -> (Vec<Kernel>, Vec<usize>) {
-    let mut distinct: Vec<Kernel> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::with_capacity(kernels.len());
-    let mut same_as = Vec::with_capacity(kernels.len());
-    for kernel in kernels {
-        let buffers: Vec<_> = kernel
-            .buffers
-            .iter()
-            .map(|b| (b.dtype, &b.shape, b.access))
-            .collect();
-        let key = format!("{buffers:?} {:?}", kernel.body);
-        let at = *index.entry(key).or_insert_with(|| {
-            distinct.push(kernel.clone());
-            distinct.len() - 1
-        });
-        same_as.push(at);
-    }
-    (distinct, same_as)
 }
 
 /// The boolean code-generator settings an ISA has on (`has_sse41`, `has_avx2`, …).

@@ -8,15 +8,18 @@
 //!   contractions call `gemm` first.
 //! - `team`: the threads a launch shares its work with, spinning between launches.
 //! - [`denormals`]: kernels run with denormals flushed to zero.
+//! - `distinct`: kernels that differ only in names, compiled once by both of the above.
 //!
 //! The calling convention of the generated code is in `strata_kernels::cpu`.
 
 pub mod denormals;
+mod distinct;
 pub mod jit;
 pub mod launch;
 pub mod machine_code;
 mod team;
 
+pub(crate) use distinct::distinct_kernels;
 pub use jit::{JitCode, JitError};
 pub use launch::{
     LaunchOptions, LaunchPlan, ThreadsError, TransposedRhs, apply_threads_option, launch,

@@ -517,14 +517,12 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 None
             }
             Expr::Unary(op, x) => match self.vector_expr(x, acc, cache)? {
-                Some(x) => Some(match cache.ops.get(&PureOp::Unary(*op, x)) {
-                    Some(&v) => v,
-                    None => {
-                        let v = self.unary(l, *op, x);
-                        cache.ops.insert(PureOp::Unary(*op, x), v);
-                        v
-                    }
-                }),
+                Some(x) => Some(
+                    *cache
+                        .ops
+                        .entry(PureOp::Unary(*op, x))
+                        .or_insert_with(|| self.unary(l, *op, x)),
+                ),
                 None => None,
             },
             Expr::Binary(op, a, b) => {
@@ -538,15 +536,12 @@ impl<'k, 'f> Lowering<'k, 'f> {
                     (BinaryOp::Pow, Expr::Const(c)) => Some(self.pow_const(l, va, *c)),
                     _ => {
                         let vb = self.broadcast(vb, b, cache)?;
-                        let key = PureOp::Binary(*op, va, vb);
-                        Some(match cache.ops.get(&key) {
-                            Some(&v) => v,
-                            None => {
-                                let v = self.binary(l, *op, va, vb);
-                                cache.ops.insert(key, v);
-                                v
-                            }
-                        })
+                        Some(
+                            *cache
+                                .ops
+                                .entry(PureOp::Binary(*op, va, vb))
+                                .or_insert_with(|| self.binary(l, *op, va, vb)),
+                        )
                     }
                 }
             }
