@@ -965,6 +965,23 @@ impl ContractPlan {
                 b_cs,
             ),
         };
+        // SAFETY: as for `gemm` below; one row of `dst` is `cols` contiguous values.
+        if rows.1 - rows.0 == 1
+            && unsafe {
+                super::gemv::row_times_matrix(
+                    lhs,
+                    a_cs,
+                    rhs,
+                    (b_rs, b_cs),
+                    depth as usize,
+                    cols as usize,
+                    dst,
+                    accumulate,
+                )
+            }
+        {
+            return;
+        }
         // SAFETY: the caller guarantees these rows of `dst` and the operands' elements
         // (addressed with the kernel's own offsets and strides) are valid, and that nobody
         // else writes `dst` meanwhile. `read_dst = false` makes `dst := 1 * lhs * rhs`

@@ -5,7 +5,7 @@
 //!   `strata build`) and mapped back at a start ([`MappedCode`]).
 //! - [`launch`](mod@launch): runs one kernel over its iteration space, split across threads
 //!   by rows of the outermost dimension (a product of few rows: by its columns);
-//!   contractions call `gemm` first.
+//!   contractions call `gemm` first (`gemv`: products of one row).
 //! - `team`: the threads a launch shares its work with, spinning between launches.
 //! - [`denormals`]: kernels run with denormals flushed to zero.
 //! - `distinct`: kernels that differ only in names, compiled once by both of the above.
@@ -14,6 +14,7 @@
 
 pub mod denormals;
 mod distinct;
+mod gemv;
 pub mod jit;
 pub mod launch;
 pub mod machine_code;
