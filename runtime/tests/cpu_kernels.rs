@@ -1702,3 +1702,32 @@ fn parts_of_one_launch_match_the_reference() {
 fn parts_split_across_threads_are_bitwise_identical_to_single_threaded() {
     assert_thread_count_invariant(&three_parts(), 333);
 }
+
+#[test]
+fn a_product_of_one_row_block_among_parts_shares_its_columns_and_its_epilogue_rows() {
+    // At these batch sizes the product (70 columns) is one row block, so with two or
+    // more threads it runs by columns before the other parts, its epilogue by rows.
+    let kernel = three_parts();
+    for batch in [1, 3] {
+        assert_thread_count_invariant(&kernel, batch);
+        let bufs = inputs(&kernel, batch, -2.0, 2.0);
+        let many = LaunchOptions {
+            threads: Some(2),
+            min_work_per_thread: 1,
+        };
+        let want = run_reference(&kernel, &bufs, batch);
+        let got = run_cpu(&kernel, &bufs, batch, Some(&many));
+        for (slot, decl) in kernel.buffers.iter().enumerate() {
+            if decl.access == Access::Read {
+                continue;
+            }
+            for (g, w) in got[slot].iter().zip(&want[slot]) {
+                assert!(
+                    (g - w).abs() <= 1e-4 * w.abs() + 1e-4,
+                    "`{}`: {g} vs {w}",
+                    decl.name
+                );
+            }
+        }
+    }
+}

@@ -294,7 +294,7 @@ pub unsafe fn launch_planned(
 ) {
     let batch = plan.batch;
     let bufs = SharedBuffers(bufs);
-    let jobs: Vec<Job> = kernel
+    let mut jobs: Vec<Job> = kernel
         .body
         .bodies()
         .iter()
@@ -306,22 +306,28 @@ pub unsafe fn launch_planned(
             Job::new(body, shares, *f, rhs)
         })
         .collect();
+    // A product of fewer row blocks than the threads it deserves (a batch-1 transformer's
+    // dense layer, a recurrent step's product at batch 32, the input projection of all
+    // steps at batch 1): its threads share the columns instead. A kernel's parts never
+    // read what another writes, so such a product runs on its own, before the others.
+    jobs.retain(|job| {
+        let Some((ops, plan)) = job.operands(bufs) else {
+            return true;
+        };
+        let column_blocks = plan.n / MIN_COLUMNS_PER_THREAD;
+        let threads = thread_count(options, column_blocks, job.work);
+        if threads <= job.units {
+            return true;
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { job.run_by_columns(ops, plan, batch, threads, options) };
+        false
+    });
+    if jobs.is_empty() {
+        return;
+    }
     let units = jobs.iter().fold(0u64, |acc, j| acc.saturating_add(j.units));
     let work = jobs.iter().fold(0u64, |acc, j| acc.saturating_add(j.work));
-    if let [job] = jobs.as_slice()
-        && let Some((ops, plan)) = job.operands(bufs)
-    {
-        // A product of fewer row blocks than the threads it deserves (a batch-1
-        // transformer's dense layer, a recurrent step's product at batch 32): its threads
-        // share the columns instead.
-        let column_blocks = plan.n / MIN_COLUMNS_PER_THREAD;
-        let threads = thread_count(options, column_blocks, work);
-        if threads > job.units {
-            // SAFETY: forwarded from the caller.
-            unsafe { job.run_by_columns(ops, plan, batch, threads) };
-            return;
-        }
-    }
     let threads = thread_count(options, units, work);
     // More chunks than threads, taken in turn by whichever thread is free: the work
     // estimate is only an estimate (a product's speed depends on its operands' layout).
@@ -422,9 +428,10 @@ impl<'k> Job<'k> {
     }
 
     /// Runs a contraction's products with `threads` threads each computing a range of
-    /// the output's columns for every block, then the epilogue of every block on the
-    /// calling thread. The columns are cut at multiples of 16 (a vector of `gemm`'s), and
-    /// each product's point is computed as in one call, so results do not change.
+    /// the output's columns for every block, then the epilogue of every block, by rows,
+    /// on as many threads as its own work deserves. The columns are cut at multiples of
+    /// 16 (a vector of `gemm`'s), and each product's point is computed as in one call,
+    /// so results do not change.
     ///
     /// # Safety
     /// As for [`launch`]; `plan` is this job's.
@@ -434,6 +441,7 @@ impl<'k> Job<'k> {
         plan: &ContractPlan,
         batch: u64,
         threads: u64,
+        options: &LaunchOptions,
     ) {
         let step = (plan.n.div_ceil(threads)).next_multiple_of(16);
         let bounds: Vec<u64> = (0..=threads).map(|t| (t * step).min(plan.n)).collect();
@@ -445,12 +453,21 @@ impl<'k> Job<'k> {
                 unsafe { plan.product(ops, first, last, (first_col, end_col)) };
             }
         });
+        // The blocks' rows follow each other from row 0.
+        let rows = match self.units {
+            0 => return,
+            units => plan.block_rows(units - 1).1,
+        };
+        let per_point = 1 + cost::expr_cost(&ops.c.epilogue, batch);
+        let work = cost::points(&ops.c.space(), batch).saturating_mul(per_point);
+        let threads = thread_count(options, rows, work);
+        let bounds: Vec<u64> = (0..=threads).map(|t| rows * t / threads).collect();
         let batch_arg = batch as i64;
-        for block in 0..self.units {
-            let (first, last) = plan.block_rows(block);
-            // SAFETY: as for a map; the product's rows are all written.
+        split(&bounds, threads, |first, last| {
+            // SAFETY: as for a map; the product's rows are all written, and rows
+            // `first..last` of the output are this call's alone.
             unsafe { (self.f)(ops.bufs.as_ptr(), batch_arg, first as i64, last as i64) };
-        }
+        });
     }
 
     /// Runs units `start..end`.
