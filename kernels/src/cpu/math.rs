@@ -45,8 +45,31 @@ fn horner(b: &mut FunctionBuilder, l: Lanes, x: Value, coeffs: &[f32]) -> Value 
     p
 }
 
+/// `coeffs` (highest degree first) as a polynomial in `x`, given `x2 = x * x`, evaluated
+/// in pairs: `(c0 x + c1) x2 + (c2 x + c3)`, and so on. The pairs do not depend on each
+/// other, so the longest chain of dependent operations is about half of Horner's. That
+/// chain is what bounds a map evaluating several functions in sequence per point (an
+/// LSTM cell: `exp` inside a sigmoid, then inside the `tanh` of the new cell state), where
+/// the core has only about one loop iteration in flight.
+fn pairs(b: &mut FunctionBuilder, l: Lanes, x: Value, x2: Value, coeffs: &[f32]) -> Value {
+    let (head, rest) = coeffs.split_at(coeffs.len() % 2);
+    let mut terms: Vec<Value> = head.iter().map(|&c| l.f(b, c)).collect();
+    for pair in rest.chunks(2) {
+        let hi = l.f(b, pair[0]);
+        let lo = l.f(b, pair[1]);
+        let t = b.ins().fmul(hi, x);
+        terms.push(b.ins().fadd(t, lo));
+    }
+    let mut p = terms[0];
+    for &t in &terms[1..] {
+        let px = b.ins().fmul(p, x2);
+        p = b.ins().fadd(px, t);
+    }
+    p
+}
+
 /// `exp(x)` (Cephes `expf`): `x = n ln2 + r` with `|r| <= ln2 / 2`, `exp(r)` by a degree-7
-/// polynomial, then `2^n` added to the result's exponent field.
+/// polynomial (its terms in pairs, see [`pairs`]), then `2^n` added to the result's exponent field.
 ///
 /// `n` is rounded by adding `1.5 * 2^23`, which leaves `n` in the sum's low mantissa bits,
 /// so the exponent comes from those bits with one shift (no float-to-int conversion, whose
@@ -69,10 +92,12 @@ pub fn exp(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
     let r = b.ins().fsub(x, nc1);
     let nc2 = b.ins().fmul(n, c2);
     let r = b.ins().fsub(r, nc2);
-    let p = horner(
+    let rr = b.ins().fmul(r, r);
+    let p = pairs(
         b,
         l,
         r,
+        rr,
         &[
             1.987_569_150_0e-4,
             1.398_199_950_7e-3,
@@ -82,7 +107,6 @@ pub fn exp(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
             5.000_000_120_1e-1,
         ],
     );
-    let rr = b.ins().fmul(r, r);
     let y = b.ins().fmul(p, rr);
     let y = b.ins().fadd(y, r);
     let one = l.f(b, 1.0);
