@@ -264,6 +264,42 @@ fn softmax_is_one_map_with_its_row_max_and_sum_nested() {
     assert!(body.contains("/ sum(exp("), "{body}");
 }
 
+/// `y = softmax(x)` over rows of 64, with `rows` rows per batch row.
+fn wide_softmax(rows: u64) -> SourceFile {
+    SourceFile::new(
+        "wide_softmax.strata",
+        format!(
+            "model WideSoftmax {{\n    input x: f32[batch, {rows}, 64]\n    output y = softmax(x)\n}}\n"
+        ),
+    )
+}
+
+#[test]
+fn a_wide_softmax_evaluates_its_exp_once_per_element_and_a_narrow_one_stays_one_map() {
+    let exps = |k: &Kernel| format!("{k}").matches("exp(").count();
+    // 16 x 64 points a batch row: `exp(x - max)` gets a buffer, read by the division and
+    // by its row sum, so it is evaluated once per element.
+    let wide = compiled(&wide_softmax(16));
+    let kernels = &wide.lowered.kernels;
+    let text: String = kernels.iter().map(|k| format!("{k}")).collect();
+    assert_eq!(kernels.len(), 2, "{text}");
+    assert_eq!(kernels.iter().map(exps).sum::<usize>(), 1, "{text}");
+    assert!(
+        nests_a_reduction(&kernels[0]) && nests_a_reduction(&kernels[1]),
+        "{text}"
+    );
+    // 4 x 64: one map, evaluating `exp` in the sum and in the division.
+    let narrow = compiled(&wide_softmax(4));
+    let kernels = &narrow.lowered.kernels;
+    let text: String = kernels.iter().map(|k| format!("{k}")).collect();
+    assert_eq!(kernels.len(), 1, "{text}");
+    assert_eq!(exps(&kernels[0]), 2, "{text}");
+    // Both against the interpreter, on every backend at hand.
+    for rows in [16, 4] {
+        strata_tests::infer_check::check_backends("wide_softmax", &wide_softmax(rows), &[1, 3]);
+    }
+}
+
 #[test]
 fn the_mlp_loss_and_its_gradient_are_one_kernel() {
     let source = mlp_without_normalization();

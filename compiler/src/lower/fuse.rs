@@ -59,7 +59,10 @@
 //!      `tanh`, `sigmoid`, `pow`, `random_uniform`'s ten Philox rounds): the cost guard,
 //!      so an expensive producer is evaluated at most once per element and use, plus
 //!      once per nested reduction reading it (the price of a kernel and a buffer fewer:
-//!      `exp(x - max)` feeds both a softmax's row sum and its division). Uses that all
+//!      `exp(x - max)` feeds both a softmax's row sum and its division), unless a batch
+//!      row holds [`EVALUATED_TWICE_MIN_POINTS`] or more of it: then an expensive value
+//!      read by a nested reduction and by another user gets its own buffer, and is
+//!      evaluated once per element (an attention softmax's `exp`). Uses that all
 //!      reach one concatenation of operands of one shape at the value's own point count
 //!      as one: such a concatenation is one map with a store per operand
 //!      ([`one_point_concat`]), whose point computes a shared subexpression once (an
@@ -104,6 +107,13 @@ pub const NESTED_REDUCE_MAX_POINTS: u64 = 64;
 /// The deepest an inlined expression tree, or an epilogue chain, may grow (rules
 /// `inline` and `epilogue`): the kernel IR's expression walkers recurse this deep.
 pub const MAX_FUSED_DEPTH: usize = 32;
+
+/// The fewest points per batch row at which an expensive value read by a nested
+/// reduction and by another user gets its own buffer instead of being evaluated in both
+/// (rule `inline`). W4's attention softmax (`[batch, 4, 64, 64]`): the two launches of
+/// `exp` then the division took 24 us at batch 1 against 36-43 us for the one that
+/// evaluated `exp` twice; a classifier's `[batch, 10]` stays one launch.
+pub const EVALUATED_TWICE_MIN_POINTS: u64 = 1024;
 
 /// Where a value's elements come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,6 +288,14 @@ fn summed_product(graph: &Graph, r: ValueId, pinned: &HashSet<ValueId>) -> Optio
         && graph.users(p) == [r]
         && !pinned.contains(&p);
     fits.then_some(p)
+}
+
+/// The points of `v` per batch row: the product of its fixed dimensions.
+fn points_per_batch_row(graph: &Graph, v: ValueId) -> u64 {
+    graph.ty(v).shape.dims().iter().fold(1u64, |n, d| match d {
+        Dim::Fixed(d) => n.saturating_mul(*d),
+        Dim::Batch => n,
+    })
 }
 
 /// Whether user `u` evaluates `v`'s tree more than once per element of `v` in a way the
@@ -580,11 +598,21 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
                 // one (an LSTM's `c` in `[o tanh(c), c]`).
                 let single = uses <= 1 || reaches_one_concat(graph, v, &kept).is_some();
                 let broadcast = users.iter().any(|u| duplicates(graph, v, *u));
+                // Read by a nested reduction and elsewhere: inlined, it would be evaluated
+                // twice per element (a softmax's `exp(x - max)`, in its row sum and in
+                // its division), which costs more than a kernel and a buffer once a
+                // batch row holds enough points.
+                let twice = uses > 0
+                    && users.iter().any(|u| nested.contains(u))
+                    && points_per_batch_row(graph, v) >= EVALUATED_TWICE_MIN_POINTS;
                 let nests = graph
                     .operands(v)
                     .iter()
                     .any(|o| fusion.get(*o) == Placement::Inline && holds_nested.contains(o));
-                if (single || tree == 0) && !((tree > 0 || nests) && broadcast) {
+                if (single || tree == 0)
+                    && !((tree > 0 || nests) && broadcast)
+                    && !(tree > 0 && twice)
+                {
                     cost.insert(v, tree);
                     if nests {
                         holds_nested.insert(v);
