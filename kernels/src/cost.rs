@@ -7,7 +7,7 @@
 //! inline functions the CPU emitter writes ([`crate::cpu`]): an `exp` is a range
 //! reduction and a degree-6 polynomial, about sixteen multiplies and adds.
 
-use crate::ir::{Dim, Expr, Index, KernelBody};
+use crate::ir::{Contraction, Dim, Expr, Index, KernelBody};
 use crate::scalar_op::{BinaryOp, UnaryOp};
 
 /// Multiply-adds of a contraction's product per element operation. A large product runs
@@ -100,6 +100,12 @@ pub fn points(dims: &[Dim], batch: u64) -> u64 {
         .fold(1u64, |acc, d| acc.saturating_mul(d.resolve(batch)))
 }
 
+/// The work of a contraction's epilogue alone: a point's store and expression, at every
+/// point of its output.
+pub fn epilogue_cost(c: &Contraction, batch: u64) -> u64 {
+    points(&c.space(), batch).saturating_mul(1 + expr_cost(&c.epilogue, batch))
+}
+
 /// The element operations of one body (not of [`KernelBody::Parts`]: sum its parts') at
 /// `batch`. `table_cols` is a scatter-add's table width.
 pub fn body_cost(body: &KernelBody, batch: u64, table_cols: u64) -> u64 {
@@ -125,10 +131,8 @@ pub fn body_cost(body: &KernelBody, batch: u64, table_cols: u64) -> u64 {
             points(space, batch).saturating_mul(folded.saturating_add(expr_cost(&out.value, batch)))
         }
         KernelBody::Contract(c) => {
-            let space = c.space();
-            let macs = points(&space, batch).saturating_mul(c.k.resolve(batch).max(1));
-            let epilogue = points(&space, batch).saturating_mul(1 + expr_cost(&c.epilogue, batch));
-            (macs / PRODUCT_MACS_PER_OP).saturating_add(epilogue)
+            let macs = points(&c.space(), batch).saturating_mul(c.k.resolve(batch).max(1));
+            (macs / PRODUCT_MACS_PER_OP).saturating_add(epilogue_cost(c, batch))
         }
         KernelBody::ScatterAdd(s) => points(&s.over, batch)
             .saturating_mul(table_cols)

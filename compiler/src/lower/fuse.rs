@@ -290,14 +290,6 @@ fn summed_product(graph: &Graph, r: ValueId, pinned: &HashSet<ValueId>) -> Optio
     fits.then_some(p)
 }
 
-/// The points of `v` per batch row: the product of its fixed dimensions.
-fn points_per_batch_row(graph: &Graph, v: ValueId) -> u64 {
-    graph.ty(v).shape.dims().iter().fold(1u64, |n, d| match d {
-        Dim::Fixed(d) => n.saturating_mul(*d),
-        Dim::Batch => n,
-    })
-}
-
 /// Whether user `u` evaluates `v`'s tree more than once per element of `v` in a way the
 /// emitters do not undo: a broadcast, unless only along trailing axes over at most
 /// [`NESTED_REDUCE_MAX_POINTS`] points (a per-row value read across its row).
@@ -604,7 +596,7 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
                 // batch row holds enough points.
                 let twice = uses > 0
                     && users.iter().any(|u| nested.contains(u))
-                    && points_per_batch_row(graph, v) >= EVALUATED_TWICE_MIN_POINTS;
+                    && graph.ty(v).shape.fixed_elements() >= EVALUATED_TWICE_MIN_POINTS;
                 let nests = graph
                     .operands(v)
                     .iter()

@@ -58,13 +58,10 @@ pub(crate) unsafe fn row_times_matrix(
     }
 }
 
+/// Whether the host has AVX2 and FMA (`is_x86_feature_detected!` caches what it finds).
 #[cfg(target_arch = "x86_64")]
 fn avx2_fma() -> bool {
-    use std::sync::OnceLock;
-    static DETECTED: OnceLock<bool> = OnceLock::new();
-    *DETECTED.get_or_init(|| {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    })
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -109,51 +106,55 @@ mod x86 {
         dst: *mut f32,
         accumulate: bool,
     ) {
-        let full = k / 8 * 8;
-        let mask = tail_mask(k - full);
-        // SAFETY (whole body): the caller's contract bounds every load and store.
-        unsafe {
-            let column = |j: usize| b.offset(j as isize * b_cs);
-            let mut j = 0;
-            while j + DOTS <= n {
-                let mut acc = [_mm256_setzero_ps(); DOTS];
-                let mut kk = 0;
-                while kk < full {
-                    let xv = _mm256_loadu_ps(x.add(kk));
-                    for (d, a) in acc.iter_mut().enumerate() {
-                        *a = _mm256_fmadd_ps(xv, _mm256_loadu_ps(column(j + d).add(kk)), *a);
-                    }
-                    kk += 8;
-                }
-                if full < k {
-                    let xv = _mm256_maskload_ps(x.add(full), mask);
-                    for (d, a) in acc.iter_mut().enumerate() {
-                        let bv = _mm256_maskload_ps(column(j + d).add(full), mask);
-                        *a = _mm256_fmadd_ps(xv, bv, *a);
-                    }
-                }
-                for (d, a) in acc.iter().enumerate() {
-                    store(dst.add(j + d), lane_sum(*a), accumulate);
-                }
-                j += DOTS;
+        let mut j = 0;
+        // SAFETY (both loops): the caller's contract bounds every load and store.
+        while j + DOTS <= n {
+            let sums = unsafe { dot_sums::<DOTS>(x, b.offset(j as isize * b_cs), b_cs, k) };
+            for (d, sum) in sums.into_iter().enumerate() {
+                store(unsafe { dst.add(j + d) }, sum, accumulate);
             }
-            // The same sum, one column at a time.
-            for j in j..n {
-                let mut a = _mm256_setzero_ps();
-                let mut kk = 0;
-                while kk < full {
-                    let xv = _mm256_loadu_ps(x.add(kk));
-                    a = _mm256_fmadd_ps(xv, _mm256_loadu_ps(column(j).add(kk)), a);
-                    kk += 8;
+            j += DOTS;
+        }
+        // The same sums, one column at a time.
+        for j in j..n {
+            let [sum] = unsafe { dot_sums::<1>(x, b.offset(j as isize * b_cs), b_cs, k) };
+            store(unsafe { dst.add(j) }, sum, accumulate);
+        }
+    }
+
+    /// The dot products of `x` with `D` columns from `b` (at step `b_cs`), `k` long: each
+    /// in 8 lanes over `k` in order, the tail loaded under a mask, then the lanes summed,
+    /// the same operations whatever `D`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_sums<const D: usize>(
+        x: *const f32,
+        b: *const f32,
+        b_cs: isize,
+        k: usize,
+    ) -> [f32; D] {
+        let full = k / 8 * 8;
+        let column = |d: usize| b.wrapping_offset(d as isize * b_cs);
+        let mut acc = [_mm256_setzero_ps(); D];
+        // SAFETY (whole body): the caller's contract bounds every load.
+        unsafe {
+            let mut kk = 0;
+            while kk < full {
+                let xv = _mm256_loadu_ps(x.add(kk));
+                for (d, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(xv, _mm256_loadu_ps(column(d).add(kk)), *a);
                 }
-                if full < k {
-                    let xv = _mm256_maskload_ps(x.add(full), mask);
-                    let bv = _mm256_maskload_ps(column(j).add(full), mask);
-                    a = _mm256_fmadd_ps(xv, bv, a);
+                kk += 8;
+            }
+            if full < k {
+                let mask = tail_mask(k - full);
+                let xv = _mm256_maskload_ps(x.add(full), mask);
+                for (d, a) in acc.iter_mut().enumerate() {
+                    let bv = _mm256_maskload_ps(column(d).add(full), mask);
+                    *a = _mm256_fmadd_ps(xv, bv, *a);
                 }
-                store(dst.add(j), lane_sum(a), accumulate);
             }
         }
+        acc.map(|a| lane_sum(a))
     }
 
     /// Row-major `b`: row `kk` is `n` contiguous values from `b + kk * b_rs`.

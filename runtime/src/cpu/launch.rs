@@ -458,9 +458,7 @@ impl<'k> Job<'k> {
             0 => return,
             units => plan.block_rows(units - 1).1,
         };
-        let per_point = 1 + cost::expr_cost(&ops.c.epilogue, batch);
-        let work = cost::points(&ops.c.space(), batch).saturating_mul(per_point);
-        let threads = thread_count(options, rows, work);
+        let threads = thread_count(options, rows, plan.epilogue_work);
         let bounds: Vec<u64> = (0..=threads).map(|t| rows * t / threads).collect();
         let batch_arg = batch as i64;
         split(&bounds, threads, |first, last| {
@@ -663,6 +661,9 @@ struct ContractPlan {
     depth: u64,
     /// The right-hand operand, when it is a transposed matrix a runtime may copy.
     transposed_rhs: Option<TransposedRhs>,
+    /// The epilogue's work ([`cost::epilogue_cost`]), which a product split by columns
+    /// shares by rows.
+    epilogue_work: u64,
 }
 
 impl ContractPlan {
@@ -678,6 +679,7 @@ impl ContractPlan {
             summed_in_depth: false,
             depth: c.k.resolve(batch),
             transposed_rhs: None,
+            epilogue_work: cost::epilogue_cost(c, batch),
         };
         plan.transposed_rhs = TransposedRhs::of(c, plan.m, plan.k, plan.n);
         if plan.summed_folds_into_depth(c) {
