@@ -21,8 +21,9 @@
 //!
 //! Version 2 added the WGSL section, 3 windows, loops and train steps in the manifest,
 //! 4 the I/O block (`Location::Io`), 5 contractions summed over batch axes
-//! (`Contraction::summed`), 6 the machine code and ONNX sections; files of other
-//! versions are refused (rebuild them).
+//! (`Contraction::summed`), 6 the machine code and ONNX sections, 7 rows of `(batch, n)`
+//! pairs, 8 window operands (`MatrixOperand::window`); files of other versions are
+//! refused (rebuild them).
 //!
 //! The weights start at a multiple of 64 bytes (the manifest's trailing spaces see to
 //! it; a reader does not depend on it): in an aligned mapping, a run reads them in place.
@@ -47,7 +48,9 @@ pub const MAGIC: [u8; 8] = *b"\x89STRATA\n";
 /// The layout version this runtime writes and reads.
 /// 7: a map's or reduction's CPU function over `[batch, n, ...]` takes rows of
 /// `(batch, n)` pairs (`strata_kernels::cpu::row_dims`), so CLIF of 6 would run wrong.
-pub const FORMAT_VERSION: u32 = 7;
+/// 8: a product's right-hand operand may be a convolution's window over an image
+/// (`MatrixOperand::window`), which a reader of 7 would take for a matrix of zero strides.
+pub const FORMAT_VERSION: u32 = 8;
 
 const HEADER_LEN: usize = 8 + 4 + 6 * 8;
 

@@ -602,6 +602,7 @@ fn with_contraction(out_offset: Extent) -> Artifact {
         offset: Index::Const(0),
         row_stride: Index::Const(4),
         col_stride: Index::Const(1),
+        window: None,
     };
     a.manifest.kernels.push(Kernel {
         name: "mm".into(),

@@ -33,8 +33,9 @@
 //!
 //! A contraction's operand `(b..., s..., row, col)` lies at `offset + row * row_stride +
 //! col * col_stride` for `row < m`, `col < k` (`a`) or `row < k`, `col < n` (`b`), over
-//! every batch and summed index; its output is contiguous `[batch..., m, n]`, so the
-//! slot needs at least that many elements.
+//! every batch and summed index (a window operand anywhere in its image from `offset`);
+//! its output is contiguous `[batch..., m, n]`, so the slot needs at least that many
+//! elements.
 
 use crate::ir::{Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError, ScatterAdd};
 use crate::print::index_text;
@@ -346,6 +347,17 @@ impl Checker<'_> {
         let (m, n, k) = (mnk[0], mnk[1], mnk[2]);
         for (name, op, rows, cols) in [("left", &c.a, m, k), ("right", &c.b, k, n)] {
             let offset = index_range(&op.offset, &operand_vars, self.batch)?;
+            if let Some(w) = op.window.as_deref() {
+                // Every element the window reads lies in the image from the offset.
+                let len = w.image_len().ok_or("the window's image overflows")? as i128;
+                let range = Range {
+                    lo: offset.lo,
+                    hi: offset.hi + len - 1,
+                };
+                let text = || format!("offset `{}`, a window over {w:?}", index_text(&op.offset));
+                self.inside(|| format!("the {name} operand"), op.buf, range, text)?;
+                continue;
+            }
             let rs = index_range(&op.row_stride, &operand_vars, self.batch)?;
             let cs = index_range(&op.col_stride, &operand_vars, self.batch)?;
             let reach = |extent: Range, stride: Range| {

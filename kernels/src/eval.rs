@@ -390,10 +390,16 @@ impl<'k, 'b> Evaluator<'k, 'b> {
         row: i64,
         col: i64,
     ) -> Result<f64, KernelError> {
-        let at = Index::Const(row)
-            .mul(op.row_stride.clone())
-            .add(Index::Const(col).mul(op.col_stride.clone()))
-            .add(op.offset.clone());
+        let at = match op.window.as_deref() {
+            Some(w) => match w.element(row as u64, col as u64) {
+                Some(e) => Index::Const(e as i64).add(op.offset.clone()),
+                None => return Ok(0.0),
+            },
+            None => Index::Const(row)
+                .mul(op.row_stride.clone())
+                .add(Index::Const(col).mul(op.col_stride.clone()))
+                .add(op.offset.clone()),
+        };
         Ok(self.buffers[op.buf][self.element(op.buf, &at, b)?])
     }
 }
@@ -637,12 +643,14 @@ mod tests {
                     offset: var(0).mul(Index::Const(2)),
                     row_stride: Index::Const(1),
                     col_stride: Index::Const(1),
+                    window: None,
                 },
                 b: MatrixOperand {
                     buf: 1,
                     offset: var(0).mul(Index::Const(2)),
                     row_stride: Index::Const(1),
                     col_stride: Index::Const(1),
+                    window: None,
                 },
                 out: 2,
                 epilogue: Expr::Acc,
@@ -680,12 +688,14 @@ mod tests {
                     offset: Index::Const(0),
                     row_stride: Index::Const(k as i64),
                     col_stride: Index::Const(1),
+                    window: None,
                 },
                 b: MatrixOperand {
                     buf: 1,
                     offset: Index::Const(0),
                     row_stride: Index::Const(1),
                     col_stride: Index::Const(k as i64),
+                    window: None,
                 },
                 out: 2,
                 epilogue: Expr::unary(UnaryOp::Relu, Expr::Acc),

@@ -10,9 +10,9 @@
 //!   point `r` of `reduce` with `op`, then write `epilogue` (where [`Expr::Acc`] is the
 //!   folded value) at `out`.
 //! - [`KernelBody::Contract`]: a (batched) matrix product `C = A x B` with strided
-//!   operands, possibly summed over further batch dimensions (a weight gradient summed
-//!   over the batch), followed by an element-wise epilogue over `C` (bias, activation,
-//!   residual).
+//!   operands (or `B` a convolution's window over an image, [`ImageWindow`]), possibly
+//!   summed over further batch dimensions (a weight gradient summed over the batch),
+//!   followed by an element-wise epilogue over `C` (bias, activation, residual).
 //! - [`KernelBody::ScatterAdd`]: the rows of a table selected by integer ids, summed into
 //!   from per-point values (an embedding's weight gradient); race-free because each
 //!   column of the table is owned by one thread or invocation, which adds the points in
@@ -416,13 +416,109 @@ pub struct Store {
 /// One operand of a contraction: a (batched) strided matrix inside a buffer.
 ///
 /// Element `(b..., row, col)` is at `offset(b...) + row * row_stride + col * col_stride`,
-/// where `offset` is an index over the contraction's batch variables.
+/// where `offset` is an index over the contraction's batch variables; or, with a
+/// `window`, it is the window's element `(row, col)` of the image starting at
+/// `offset(b...)` (and both strides are `0`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MatrixOperand {
     pub buf: usize,
     pub offset: Index,
     pub row_stride: Index,
     pub col_stride: Index,
+    /// Read through a convolution's window instead of strides (right-hand operands only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Box<ImageWindow>>,
+}
+
+impl MatrixOperand {
+    /// The strided matrix `(row, col) -> offset + row * row_stride + col * col_stride`.
+    pub fn strided(buf: usize, offset: Index, row_stride: Index, col_stride: Index) -> Self {
+        MatrixOperand {
+            buf,
+            offset,
+            row_stride,
+            col_stride,
+            window: None,
+        }
+    }
+
+    /// The im2col matrix of the image `[channels, height, width]` at `offset`, never
+    /// stored: row `(c, i, j)`, column `(y, x)` (see [`ImageWindow`]).
+    pub fn windowed(buf: usize, offset: Index, window: ImageWindow) -> Self {
+        MatrixOperand {
+            buf,
+            offset,
+            row_stride: Index::Const(0),
+            col_stride: Index::Const(0),
+            window: Some(Box::new(window)),
+        }
+    }
+}
+
+/// The im2col matrix of a convolution read in place from its image (an implicit-GEMM
+/// convolution, as cuDNN's and oneDNN's): row `r` is the tap `(c, i, j)` of
+/// `[channels, kh, kw]`, column `q` the output position `(y, x)` of `[out_h, out_w]`,
+/// and element `(r, q)` is the image's `[c, y stride + i dilation - padding, x stride + j
+/// dilation - padding]`, or `0` where that falls in the padding. The image is
+/// `[channels, height, width]`, row-major.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ImageWindow {
+    pub channels: u64,
+    pub height: u64,
+    pub width: u64,
+    pub kh: u64,
+    pub kw: u64,
+    pub stride: u64,
+    pub padding: u64,
+    pub dilation: u64,
+}
+
+impl ImageWindow {
+    /// `(out_h, out_w)`, or `None` when the window does not fit the padded image (or a
+    /// size is 0 where it may not be).
+    pub fn out_size(&self) -> Option<(u64, u64)> {
+        let along = |n: u64, k: u64| -> Option<u64> {
+            if k == 0 || self.stride == 0 || self.dilation == 0 {
+                return None;
+            }
+            let span = self.dilation.checked_mul(k - 1)?.checked_add(1)?;
+            let padded = n.checked_add(self.padding.checked_mul(2)?)?;
+            Some(padded.checked_sub(span)? / self.stride + 1)
+        };
+        Some((along(self.height, self.kh)?, along(self.width, self.kw)?))
+    }
+
+    /// The matrix's rows: `channels * kh * kw` taps.
+    pub fn rows(&self) -> Option<u64> {
+        self.channels.checked_mul(self.kh)?.checked_mul(self.kw)
+    }
+
+    /// The matrix's columns: `out_h * out_w` positions.
+    pub fn cols(&self) -> Option<u64> {
+        let (oh, ow) = self.out_size()?;
+        oh.checked_mul(ow)
+    }
+
+    /// The image's elements: `channels * height * width`.
+    pub fn image_len(&self) -> Option<u64> {
+        self.channels
+            .checked_mul(self.height)?
+            .checked_mul(self.width)
+    }
+
+    /// The image element (from the image's start) at `(row, col)` of the matrix, or
+    /// `None` in the padding; `row` and `col` must be in range.
+    pub fn element(&self, row: u64, col: u64) -> Option<u64> {
+        let (_, ow) = self.out_size()?;
+        let (c, tap) = (row / (self.kh * self.kw), row % (self.kh * self.kw));
+        let (i, j) = (tap / self.kw, tap % self.kw);
+        let (y, x) = (col / ow, col % ow);
+        let pad = self.padding as i64;
+        let iy = (y * self.stride + i * self.dilation) as i64 - pad;
+        let ix = (x * self.stride + j * self.dilation) as i64 - pad;
+        let inside = (0..self.height as i64).contains(&iy) && (0..self.width as i64).contains(&ix);
+        inside.then(|| (c * self.height + iy as u64) * self.width + ix as u64)
+    }
 }
 
 /// `out[b..., m, n] = epilogue(sum_s... sum_k a[b..., s..., m, k] * b[b..., s..., k, n])`.
@@ -847,6 +943,9 @@ impl Kernel {
                         }
                     }
                 }
+                if let Some(message) = window_error(c) {
+                    return Err(err(message));
+                }
                 let out = Store {
                     buf: c.out,
                     index: Index::Const(0),
@@ -885,4 +984,30 @@ impl Kernel {
         }
         Ok(())
     }
+}
+
+/// Why a contraction's window operand is malformed, if it is: only the right-hand
+/// operand may be one, with zero strides and no summed dimensions, and the product's
+/// depth and columns are the window's rows and columns.
+fn window_error(c: &Contraction) -> Option<String> {
+    if c.a.window.is_some() {
+        return Some("only the right-hand operand may be read through a window".into());
+    }
+    let w = c.b.window.as_deref()?;
+    let (Some(rows), Some(cols), Some(_)) = (w.rows(), w.cols(), w.image_len()) else {
+        return Some(format!("a window that does not fit its image: {w:?}"));
+    };
+    if c.b.row_stride != Index::Const(0) || c.b.col_stride != Index::Const(0) {
+        return Some("a window operand has no strides (both 0)".into());
+    }
+    if !c.summed.is_empty() {
+        return Some("a window operand in a product summed over batch dims".into());
+    }
+    if c.k != Dim::Fixed(rows) || c.n != Dim::Fixed(cols) {
+        return Some(format!(
+            "a window of {rows} x {cols} taps and positions in a product of depth {:?} and {:?} columns",
+            c.k, c.n
+        ));
+    }
+    None
 }

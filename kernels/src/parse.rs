@@ -461,6 +461,16 @@ fn matrix_operand(text: &str, label: &str, names: &[String]) -> Result<MatrixOpe
         .rest()
         .strip_suffix(']')
         .ok_or_else(|| format!("expected {shape}"))?;
+    if let Some((offset, window)) = inner.split_once("+ window ") {
+        let mut c = Cursor::new(offset.trim(), names);
+        let offset = c.index()?;
+        c.end()?;
+        return Ok(MatrixOperand::windowed(
+            buf,
+            offset,
+            window_operand(window)?,
+        ));
+    }
     let (offset, strides) = inner
         .split_once("+ row *")
         .ok_or_else(|| format!("expected {shape}"))?;
@@ -478,6 +488,48 @@ fn matrix_operand(text: &str, label: &str, names: &[String]) -> Result<MatrixOpe
         offset: index(offset)?,
         row_stride: index(row)?,
         col_stride: index(col)?,
+        window: None,
+    })
+}
+
+/// `C x H x W kernel KH x KW stride S padding P dilation D` (after `window`), as
+/// [`crate::print::window_text`] writes it.
+fn window_operand(text: &str) -> Result<ImageWindow, String> {
+    let shape = "`window C x H x W kernel KH x KW stride S padding P dilation D`";
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let [
+        c,
+        "x",
+        h,
+        "x",
+        w,
+        "kernel",
+        kh,
+        "x",
+        kw,
+        "stride",
+        s,
+        "padding",
+        p,
+        "dilation",
+        d,
+    ] = words[..]
+    else {
+        return Err(format!("expected {shape}, got `window {text}`"));
+    };
+    let number = |t: &str| {
+        t.parse::<u64>()
+            .map_err(|_| format!("expected a count in {shape}, got `{t}`"))
+    };
+    Ok(ImageWindow {
+        channels: number(c)?,
+        height: number(h)?,
+        width: number(w)?,
+        kh: number(kh)?,
+        kw: number(kw)?,
+        stride: number(s)?,
+        padding: number(p)?,
+        dilation: number(d)?,
     })
 }
 

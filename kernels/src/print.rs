@@ -247,14 +247,20 @@ impl Display for Kernel {
                 KernelBody::Contract(c) => {
                     let mut lines: Vec<String> = [("a", &c.a), ("b", &c.b)]
                         .iter()
-                        .map(|(label, op)| {
-                            format!(
+                        .map(|(label, op)| match op.window.as_deref() {
+                            Some(w) => format!(
+                                "{pad}{label} = {}[{} + {}]",
+                                name(op.buf),
+                                IndexText(&op.offset),
+                                window_text(w)
+                            ),
+                            None => format!(
                                 "{pad}{label} = {}[{} + row * {} + col * {}]",
                                 name(op.buf),
                                 IndexText(&op.offset),
                                 IndexText(&op.row_stride),
                                 IndexText(&op.col_stride)
-                            )
+                            ),
                         })
                         .collect();
                     lines.push(format!("{pad}acc = sum_k a[m, k] * b[k, n]"));
@@ -311,6 +317,15 @@ impl Display for Kernel {
         }
         f.write_str("}\n")
     }
+}
+
+/// `window C x H x W kernel KH x KW stride S padding P dilation D`: a window operand's
+/// addressing, as the parser reads it back.
+pub fn window_text(w: &ImageWindow) -> String {
+    format!(
+        "window {} x {} x {} kernel {} x {} stride {} padding {} dilation {}",
+        w.channels, w.height, w.width, w.kh, w.kw, w.stride, w.padding, w.dilation
+    )
 }
 
 #[cfg(test)]

@@ -69,12 +69,14 @@ pub(crate) fn dense_relu() -> Kernel {
                 offset: Index::Const(0),
                 row_stride: Index::Const(4),
                 col_stride: Index::Const(1),
+                window: None,
             },
             b: MatrixOperand {
                 buf: 1,
                 offset: Index::Const(0),
                 row_stride: Index::Const(2),
                 col_stride: Index::Const(1),
+                window: None,
             },
             out: 3,
             epilogue: Expr::unary(

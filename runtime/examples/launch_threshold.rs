@@ -58,6 +58,7 @@ fn matmul(m: u64, n: u64, k: u64) -> Kernel {
         offset: Index::Const(0),
         row_stride: Index::Const(rs as i64),
         col_stride: Index::Const(1),
+        window: None,
     };
     Kernel {
         name: "matmul".into(),

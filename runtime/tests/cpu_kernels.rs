@@ -1408,6 +1408,7 @@ fn operand(buf: usize, offset: Index, row_stride: i64, col_stride: i64) -> Matri
         offset,
         row_stride: Index::Const(row_stride),
         col_stride: Index::Const(col_stride),
+        window: None,
     }
 }
 

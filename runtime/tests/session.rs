@@ -50,6 +50,7 @@ fn dense_kernel() -> Kernel {
                 offset: Index::Const(0),
                 row_stride: Index::Const(3),
                 col_stride: Index::Const(1),
+                window: None,
             },
             // b[k, n] = W[n, k] = w[n * 3 + k]: row (k) stride 1, column (n) stride `in`.
             b: MatrixOperand {
@@ -57,6 +58,7 @@ fn dense_kernel() -> Kernel {
                 offset: Index::Const(0),
                 row_stride: Index::Const(1),
                 col_stride: Index::Const(3),
+                window: None,
             },
             out: 3,
             epilogue: Expr::binary(BinaryOp::Add, Expr::Acc, Expr::load(2, Index::Var(1))),
@@ -521,12 +523,14 @@ fn reshaped_weight_kernel() -> Kernel {
                 offset: Index::Const(0),
                 row_stride: Index::Const(2),
                 col_stride: Index::Const(1),
+                window: None,
             },
             b: MatrixOperand {
                 buf: 1,
                 offset: Index::Const(0),
                 row_stride: Index::Const(1),
                 col_stride: Index::Const(2),
+                window: None,
             },
             out: 2,
             epilogue: Expr::Acc,

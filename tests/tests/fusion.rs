@@ -581,3 +581,49 @@ fn a_concatenation_of_one_shape_is_one_map_computing_shared_values_inside() {
     // No buffer besides the inputs and the output: `c` is computed inside.
     assert_eq!(l.buffers.len(), 3, "{}", print_kernels(&l));
 }
+
+/// Convolutions of every kind of window: padded, dilated, strided (the CPU's panel
+/// path), of 20 output channels (three blocks of rows), with a bias and an activation.
+fn convolutions() -> SourceFile {
+    SourceFile::new(
+        "convolutions.strata",
+        "model Convolutions {\n    input x: f32[batch, 2, 11, 13]\n    \
+         a = x |> conv2d(20, 3, padding = 1) |> relu\n    \
+         b = a |> conv2d(5, [3, 2], dilation = 2, padding = 2) |> tanh\n    \
+         output y = b |> conv2d(3, 3, stride = 2, padding = 1)\n}\n\n\
+         train Convolutions {\n    label t: f32[batch, 3, 6, 8]\n    loss = mse(y, t)\n    \
+         optimizer = sgd(lr = 0.1)\n    batch = 2   epochs = 1   seed = 0\n}\n",
+    )
+}
+
+#[test]
+fn an_inference_convolution_reads_its_image_through_a_window_and_training_keeps_the_columns() {
+    let compiled = compiled(&convolutions());
+    let text = print_kernels(&compiled.lowered);
+    // Three products, each reading its image through a window; no im2col kernel.
+    let windows: Vec<_> = compiled
+        .lowered
+        .kernels
+        .iter()
+        .filter_map(|k| match &k.body {
+            KernelBody::Contract(c) => c.b.window.as_deref().copied(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(windows.len(), 3, "{text}");
+    assert_eq!(
+        windows
+            .iter()
+            .map(|w| (w.stride, w.padding, w.dilation))
+            .collect::<Vec<_>>(),
+        [(1, 1, 1), (1, 2, 2), (2, 1, 1)],
+        "{text}"
+    );
+    assert!(!text.contains("im2col"), "{text}");
+    // The training step's weight gradients read the columns: they stay stored.
+    let step = train_step(&compiled);
+    let step_text = print_kernels(&step.lowered);
+    assert!(step_text.contains("im2col"), "{step_text}");
+    // Against the interpreter, on every backend at hand.
+    strata_tests::infer_check::check_backends("convolutions", &convolutions(), &[1, 3]);
+}

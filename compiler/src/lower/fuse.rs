@@ -16,7 +16,12 @@
 //!    operand of a transpose folded into a product's strides, the operands of im2col
 //!    and col2im (which read each element once per tap of the window), and a cast to
 //!    `i32` (the store truncates). Such a value is a buffer, or a view of one (a
-//!    reshape, a folded transpose).
+//!    reshape, a folded transpose). An im2col whose columns only products read, as
+//!    their right-hand operand through a reshape to `[batch, C kh kw, OH OW]` (a
+//!    convolution's forward), is a view too (rule `window`): the products read the
+//!    image through a window ([`ImageWindow`](strata_kernels::ir::ImageWindow), an
+//!    implicit-GEMM convolution) and the `kh kw` times larger columns are never stored.
+//!    A training step's columns, which the weight's gradient reads too, stay a buffer.
 //! 2. **Nested reductions** (rule `nested-reduce`: such a reduction starts no epilogue
 //!    chain): a reduction whose reduced extent is fixed and at most
 //!    [`NESTED_REDUCE_MAX_POINTS`] points, that is neither an output nor an update
@@ -127,7 +132,8 @@ pub enum Placement {
     Buffer,
     /// Computed inside the expressions of the kernels that use it.
     Inline,
-    /// A reshape or folded transpose that reads its operand's buffer.
+    /// A reshape or folded transpose that reads its operand's buffer, or an im2col whose
+    /// products read its operand through the window (rule `window`).
     View,
     /// A product or reduction, or a link of its epilogue chain, computed by the kernel
     /// that writes the chain's last value `root`.
@@ -227,6 +233,47 @@ pub fn slice_folds_into_matmuls(graph: &Graph, v: ValueId) -> bool {
             .users(v)
             .iter()
             .any(|u| matches!(graph.node(*u).op, Op::MatMul))
+}
+
+/// An im2col (no output) whose every user is a reshape to `[batch, C kh kw, OH OW]` (no
+/// output) that only matrix products read, as their right-hand operand: the products
+/// read the image through the window (rule `window`), and the columns are never stored.
+pub fn im2col_folds_into_matmuls(graph: &Graph, v: ValueId) -> bool {
+    let Op::Im2Col { .. } = &graph.node(v).op else {
+        return false;
+    };
+    let is_output = |x: ValueId| graph.outputs.iter().any(|(_, o)| *o == x);
+    let dims = graph.ty(v).shape.dims();
+    let (Some(taps), Some(positions)) = (
+        dims.get(1..4).and_then(fixed_product),
+        dims.get(4..6).and_then(fixed_product),
+    ) else {
+        return false;
+    };
+    let flat = [Dim::Batch, Dim::Fixed(taps), Dim::Fixed(positions)];
+    let read_as_window = |r: ValueId| {
+        let users = graph.users(r);
+        matches!(graph.node(r).op, Op::Reshape { .. })
+            && graph.ty(r).shape.dims() == flat
+            && !is_output(r)
+            && !users.is_empty()
+            && users.iter().all(|u| {
+                let operands = graph.operands(*u);
+                matches!(graph.node(*u).op, Op::MatMul)
+                    && operands[..] == [operands[0], r]
+                    && operands[0] != r
+            })
+    };
+    dims.first() == Some(&Dim::Batch)
+        && !is_output(v)
+        && !graph.users(v).is_empty()
+        && graph.users(v).iter().all(|r| read_as_window(*r))
+}
+
+/// The product of fixed dims, `None` if one is the batch.
+fn fixed_product(dims: &[Dim]) -> Option<u64> {
+    dims.iter()
+        .try_fold(1u64, |acc, d| acc.checked_mul(d.fixed()?))
 }
 
 /// The value of `v` if it is a constant, possibly broadcast or reshaped (the same at every
@@ -574,6 +621,7 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
             }
             Op::Transpose { .. } if folds_into_matmuls(graph, v) => Placement::View,
             Op::Slice { .. } if slice_folds_into_matmuls(graph, v) => Placement::View,
+            Op::Im2Col { .. } if im2col_folds_into_matmuls(graph, v) => Placement::View,
             op if is_elementwise(op) && !storage.contains(&v) => {
                 let own = u32::from(is_expensive(op));
                 let tree: u32 = own

@@ -132,6 +132,9 @@ fn element(
             Ok(Expr::load(s, Index::row_major(&c, &parent)))
         }
         Some(Storage::Inline) => expand(l, slots, v, coords, site),
+        Some(Storage::Im2ColView { .. }) => Err(LowerError(format!(
+            "{v}: im2col columns read only through a window, not element by element"
+        ))),
         None => Err(LowerError(format!("{v} used before it is lowered"))),
     }
 }
@@ -812,6 +815,22 @@ fn matrix_operand(
             let view = (buf, of, axis, start, transposed);
             return Ok(sliced_matrix_operand(l, slots, v, batch_vars, view));
         }
+        // `[batch, taps, positions]`: the image of the product's batch index.
+        Some(Storage::Im2ColView { image, window }) => {
+            let [batch_var] = batch_vars else {
+                return Err(LowerError(format!(
+                    "{v}: a window read by a product of {} batch axes",
+                    batch_vars.len()
+                )));
+            };
+            // The image's buffer holds it row-major, whatever shape it declares.
+            let per_image = window
+                .image_len()
+                .ok_or_else(|| LowerError(format!("{v}: the window's image overflows")))?;
+            let offset = batch_var.clone().mul(Index::Const(per_image as i64));
+            let slot = slots.slot(l, image, Access::Read);
+            return Ok(MatrixOperand::windowed(slot, offset, window));
+        }
         _ => return Err(LowerError(format!("{v}: a matrix operand needs storage"))),
     };
     // The operand's own shape (its buffer may be a reshape's), untransposed.
@@ -838,6 +857,7 @@ fn matrix_operand(
         offset,
         row_stride,
         col_stride,
+        window: None,
     })
 }
 
@@ -869,6 +889,7 @@ fn sliced_matrix_operand(
         offset: Index::row_major(&coords, &parent),
         row_stride,
         col_stride,
+        window: None,
     }
 }
 

@@ -25,7 +25,7 @@ use crate::ir::{self, Graph, Op, ValueId};
 use fuse::{Fusion, Placement};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use strata_artifact::manifest::Window;
-use strata_kernels::ir::{Dim, Kernel, ScalarType};
+use strata_kernels::ir::{Dim, ImageWindow, Kernel, ScalarType};
 
 /// Position of a buffer in [`Lowered::buffers`].
 pub type BufferId = usize;
@@ -141,6 +141,12 @@ enum Storage {
     /// Rebuilt from its operands wherever it is used (an inlined value or an epilogue
     /// link).
     Inline,
+    /// The im2col columns of the image stored in this buffer, or a reshape of them, read
+    /// only by products through the window (fusion rule `window`).
+    Im2ColView {
+        image: BufferId,
+        window: ImageWindow,
+    },
 }
 
 /// Optimizer updates stored by one map kernel.
@@ -451,6 +457,22 @@ impl<'g> Lowerer<'g> {
             }
             (Op::Const { value }, _) => Storage::Const(*value),
             (_, Placement::Inline | Placement::Epilogue { .. }) => Storage::Inline,
+            (Op::Im2Col { window }, Placement::View) => {
+                let src = self.graph.operands(v)[0];
+                let image = self.materialize(src)?;
+                let window = image_window(self.graph, src, window).ok_or_else(|| {
+                    LowerError(format!("{v}: a window over an image of unknown size"))
+                })?;
+                Storage::Im2ColView { image, window }
+            }
+            (Op::Reshape { .. }, _)
+                if matches!(
+                    self.storage.get(&self.graph.operands(v)[0]),
+                    Some(Storage::Im2ColView { .. })
+                ) =>
+            {
+                self.storage[&self.graph.operands(v)[0]]
+            }
             (Op::Reshape { .. }, _) => {
                 let src = self.graph.operands(v)[0];
                 Storage::Buffer(self.materialize(src)?)
@@ -603,4 +625,22 @@ impl<'g> Lowerer<'g> {
             None => Err(LowerError(format!("{v} used before it is lowered"))),
         }
     }
+}
+
+/// The kernel IR's window of `window` over `image`'s `[C, H, W]` (all fixed).
+fn image_window(graph: &Graph, image: ValueId, window: &ir::ConvWindow) -> Option<ImageWindow> {
+    let dims = graph.ty(image).shape.dims();
+    let [_, c, h, w] = dims else {
+        return None;
+    };
+    Some(ImageWindow {
+        channels: c.fixed()?,
+        height: h.fixed()?,
+        width: w.fixed()?,
+        kh: window.kh,
+        kw: window.kw,
+        stride: window.stride,
+        padding: window.padding,
+        dilation: window.dilation,
+    })
 }

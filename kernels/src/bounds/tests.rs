@@ -240,3 +240,20 @@ fn a_scatter_add_reading_its_ids_past_their_end_is_refused() {
     let past = kernel(&text.replace("ids[i0 * 3 + i1]", "ids[i0 * 3 + i1 + 1]"));
     assert!(refused(&past, 5).contains("load of an id from `ids`"));
 }
+
+#[test]
+fn a_window_reaches_its_whole_image_and_no_further() {
+    let text = "kernel conv contract batch [batch] m 4 n 63 k 18 (w: f32[4, 2, 3, 3] r, x: f32[batch, 2, 7, 9] r, y: f32[batch, 4, 63] w) {
+           a = w[0 + row * 18 + col * 1]
+           b = x[i0 * 126 + window 2 x 7 x 9 kernel 3 x 3 stride 1 padding 1 dilation 1]
+           acc = sum_k a[m, k] * b[k, n]
+           y[row-major] = acc
+         }";
+    for batch in [1, 5] {
+        check_bounds(&kernel(text), batch).unwrap();
+    }
+    // One image further along per batch index: the last one ends past the buffer.
+    let e = refused(&kernel(&text.replace("i0 * 126 +", "i0 * 126 + 1 +")), 5);
+    assert!(e.contains("the right operand `x`"), "{e}");
+    assert!(e.contains("a window over"), "{e}");
+}

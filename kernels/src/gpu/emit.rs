@@ -5,8 +5,8 @@
 use super::{Strategy, TILE, WORKGROUP_SIZE, body_strategy, strategy};
 use crate::hoist::{self, Invariant};
 use crate::ir::{
-    Access, BinaryOp, Contraction, Dim, Expr, Index, Kernel, KernelBody, KernelError, ReduceOp,
-    ScalarType, ScatterAdd, Store, UnaryOp,
+    Access, BinaryOp, Contraction, Dim, Expr, ImageWindow, Index, Kernel, KernelBody, KernelError,
+    ReduceOp, ScalarType, ScatterAdd, Store, UnaryOp,
 };
 use crate::rng;
 use std::collections::{BTreeSet, HashMap};
@@ -618,6 +618,20 @@ impl Writer<'_> {
             "for (var k0: i32 = 0; k0 < {k}; k0 = k0 + {TILE}) {{"
         ));
         self.indent += 1;
+        // A window operand: the tap and position of `(kb, col)`, and the image element
+        // they read when it is no padding.
+        let b_load = match c.b.window.as_deref() {
+            Some(w) => window_load(w, lb, &b_off)
+                .ok_or_else(|| self.error(format!("a window whose sizes exceed i32: {w:?}")))?,
+            None => vec![
+                "if (LIVE) {".to_string(),
+                format!("    b = load{lb}({b_off} + kb * {b_rs} + col * {b_cs});"),
+                "}".to_string(),
+            ],
+        };
+        let b_load = b_load
+            .into_iter()
+            .map(|l| l.replace("LIVE", &format!("live && kb < {k} && col < {n}")));
         for line in [
             "let ka = k0 + i32(lx);".to_string(),
             "var a: f32 = 0.0;".to_string(),
@@ -627,16 +641,17 @@ impl Writer<'_> {
             "tile_a[ly][lx] = a;".to_string(),
             "let kb = k0 + i32(ly);".to_string(),
             "var b: f32 = 0.0;".to_string(),
-            format!("if (live && kb < {k} && col < {n}) {{"),
-            format!("    b = load{lb}({b_off} + kb * {b_rs} + col * {b_cs});"),
-            "}".to_string(),
+        ]
+        .into_iter()
+        .chain(b_load)
+        .chain([
             "tile_b[ly][lx] = b;".to_string(),
             "workgroupBarrier();".to_string(),
             format!("for (var kk: u32 = 0u; kk < {TILE}u; kk = kk + 1u) {{"),
             "    sum = sum + tile_a[ly][kk] * tile_b[kk][lx];".to_string(),
             "}".to_string(),
             "workgroupBarrier();".to_string(),
-        ] {
+        ]) {
             self.line(&line);
         }
         self.indent -= 1;
@@ -1120,4 +1135,33 @@ fn f32_literal(c: f64) -> String {
             text
         }
     }
+}
+
+/// WGSL lines setting `b` to element `(kb, col)` of a window operand over the image at
+/// `offset` in slot `slot`, `0.0` in the padding; `LIVE` stands for the tile's bounds
+/// test. `None` when a size exceeds `i32`.
+fn window_load(w: &ImageWindow, slot: usize, offset: &str) -> Option<Vec<String>> {
+    let (_, ow) = w.out_size()?;
+    let i = |v: u64| i32::try_from(v).ok();
+    let [taps, kw, ow, s, d, p, h, wd] = [
+        w.kh.checked_mul(w.kw)?,
+        w.kw,
+        ow,
+        w.stride,
+        w.dilation,
+        w.padding,
+        w.height,
+        w.width,
+    ]
+    .map(i);
+    let [taps, kw, ow, s, d, p, h, wd] = [taps?, kw?, ow?, s?, d?, p?, h?, wd?];
+    let plane = h.checked_mul(wd)?;
+    Some(vec![
+        format!("let wtap = kb % {taps};"),
+        format!("let wy = col / {ow} * {s} + wtap / {kw} * {d} - {p};"),
+        format!("let wx = col % {ow} * {s} + wtap % {kw} * {d} - {p};"),
+        format!("if (LIVE && wy >= 0 && wy < {h} && wx >= 0 && wx < {wd}) {{"),
+        format!("    b = load{slot}({offset} + kb / {taps} * {plane} + wy * {wd} + wx);"),
+        "}".to_string(),
+    ])
 }

@@ -117,12 +117,14 @@ fn every_construct() -> Kernel {
             offset: Index::Mul(var(0), Box::new(Index::Add(Box::new(Index::Batch), var(1)))),
             row_stride: Index::Const(4),
             col_stride: Index::Const(1),
+            window: None,
         },
         b: MatrixOperand {
             buf: 7,
             offset: Index::Const(0),
             row_stride: Index::Add(Box::new(Index::Const(1)), Box::new(Index::Const(2))),
             col_stride: Index::Const(4),
+            window: None,
         },
         out: 8,
         epilogue: Expr::unary(
@@ -327,4 +329,39 @@ fn gathers_and_scatter_adds_read_back_as_printed() {
     let wrong_column = with_table.replace("i1], i2] +=", "i1], i1] +=");
     let e = parse_kernel(&wrong_column).unwrap_err();
     assert!(e.message.contains("the column is `i2`"), "{e}");
+}
+
+const WINDOWED: &str = "\
+kernel k0_conv contract batch [batch] m 4 n 63 k 18 (w: f32[4, 2, 3, 3] r, x: f32[batch, 2, 7, 9] r, y: f32[batch, 4, 63] w) {
+  a = w[0 + row * 18 + col * 1]
+  b = x[i0 * 126 + window 2 x 7 x 9 kernel 3 x 3 stride 1 padding 1 dilation 1]
+  acc = sum_k a[m, k] * b[k, n]
+  y[row-major] = acc
+}
+";
+
+#[test]
+fn a_window_operand_reads_back_as_it_was_and_is_checked() {
+    let k = parse_kernel(WINDOWED).expect("parses");
+    k.validate().expect("a valid kernel");
+    let KernelBody::Contract(c) = &k.body else {
+        panic!("a contraction: {k:?}");
+    };
+    let w = c.b.window.as_deref().expect("a window");
+    assert_eq!((w.channels, w.height, w.width, w.padding), (2, 7, 9, 1));
+    assert_eq!(k.to_string(), WINDOWED);
+    // A depth that is not the window's taps, and a window as the left operand, are
+    // refused by validation.
+    let deep = parse_kernel(&WINDOWED.replace("k 18", "k 17")).expect("parses");
+    let e = deep.validate().expect_err("17 taps");
+    assert!(e.message.contains("a window of 18 x 63"), "{e}");
+    let mut left = k.clone();
+    if let KernelBody::Contract(c) = &mut left.body {
+        c.a.window = c.b.window.clone();
+    }
+    assert!(left.validate().is_err());
+    // A damaged window is a parse error on its line.
+    let e = error(&WINDOWED.replace("kernel 3 x 3", "kernel 3 by 3"));
+    assert_eq!(e.line, 3, "{e}");
+    assert!(e.message.contains("window C x H x W"), "{e}");
 }

@@ -60,7 +60,7 @@ pub(crate) unsafe fn row_times_matrix(
 
 /// Whether the host has AVX2 and FMA (`is_x86_feature_detected!` caches what it finds).
 #[cfg(target_arch = "x86_64")]
-fn avx2_fma() -> bool {
+pub(super) fn avx2_fma() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 

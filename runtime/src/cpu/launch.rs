@@ -703,7 +703,11 @@ impl ContractPlan {
             .batch_extents
             .iter()
             .try_fold(1u64, |acc, e| acc.checked_mul(*e));
-        if self.batch_extents.is_empty() || !matches!(matrices, Some(1..=MOST_MATRICES)) {
+        // A window reads a different image at each batch index: no rows to fold.
+        if self.batch_extents.is_empty()
+            || !matches!(matrices, Some(1..=MOST_MATRICES))
+            || c.b.window.is_some()
+        {
             return false;
         }
         let batch = self.batch as i64;
@@ -962,6 +966,33 @@ impl ContractPlan {
         let (a_offset, a_rs, a_cs) = operand(&c.a);
         let (b_offset, b_rs, b_cs) = operand(&c.b);
         let n = self.n as isize;
+        if let Some(window) = c.b.window.as_deref() {
+            // Validation keeps windows out of summed products: nothing to accumulate.
+            let dst = bufs
+                .f32_ptr(c.out)
+                .wrapping_offset(dst_row as isize * n + cols.0 as isize);
+            let lhs = bufs
+                .f32_ptr(c.a.buf)
+                .cast_const()
+                .wrapping_offset(a_offset + rows.0 as isize * a_rs);
+            let image = bufs.f32_ptr(c.b.buf).cast_const().wrapping_offset(b_offset);
+            let rows = (rows.1 - rows.0) as usize;
+            let cols = (cols.0 as usize, cols.1 as usize);
+            // SAFETY: as for `gemm` below; the bounds check proved the image inside the
+            // operand's slot at every batch index.
+            unsafe {
+                super::window::window_product(
+                    lhs,
+                    (a_rs, a_cs),
+                    image,
+                    window,
+                    rows,
+                    cols,
+                    (dst, n),
+                )
+            };
+            return;
+        }
         let (col, cols) = (cols.0 as isize, cols.1.saturating_sub(cols.0));
         if cols == 0 {
             return;
@@ -1064,12 +1095,14 @@ mod tests {
                 offset: Index::Var(0).mul(Index::Const(a_step)),
                 row_stride: Index::Const(k_),
                 col_stride: Index::Const(1),
+                window: None,
             },
             b: MatrixOperand {
                 buf: 1,
                 offset: Index::Var(0).mul(Index::Const(b_step)),
                 row_stride: Index::Const(n_),
                 col_stride: Index::Const(1),
+                window: None,
             },
             out: 2,
             epilogue: Expr::Acc,
@@ -1182,6 +1215,7 @@ mod tests {
             offset: Index::Const(5),
             row_stride: Index::Const(1),
             col_stride: Index::Const(k as i64),
+            window: None,
         };
         let plan = ContractPlan::new(&c, 1);
         let t = plan.transposed_rhs.expect("a transposed operand");

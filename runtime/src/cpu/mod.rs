@@ -5,7 +5,8 @@
 //!   `strata build`) and mapped back at a start ([`MappedCode`]).
 //! - [`launch`](mod@launch): runs one kernel over its iteration space, split across threads
 //!   by rows of the outermost dimension (a product of few rows: by its columns);
-//!   contractions call `gemm` first (`gemv`: products of one row).
+//!   contractions call `gemm` first (`gemv`: products of one row; `window`: products
+//!   reading a convolution's window over an image in place).
 //! - `team`: the threads a launch shares its work with, spinning between launches.
 //! - [`denormals`]: kernels run with denormals flushed to zero.
 //! - `distinct`: kernels that differ only in names, compiled once by both of the above.
@@ -19,6 +20,7 @@ pub mod jit;
 pub mod launch;
 pub mod machine_code;
 mod team;
+mod window;
 
 pub(crate) use distinct::distinct_kernels;
 pub use jit::{JitCode, JitError};
