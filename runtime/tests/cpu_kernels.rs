@@ -1732,3 +1732,29 @@ fn a_product_of_one_row_block_among_parts_shares_its_columns_and_its_epilogue_ro
         }
     }
 }
+
+/// Attention's scores: a `[batch, 4]` batch of 64 x 64 products over 32, scaled. At
+/// batch 1 they are one block of four matrices.
+fn scores_of_heads() -> Kernel {
+    strata_kernels::parse::parse_kernel(
+        "kernel scores contract batch [batch, 4] m 64 n 64 k 32 (q: f32[batch, 4, 64, 32] r, k: f32[batch, 4, 32, 64] r, s: f32[batch, 4, 64, 64] w) {
+  a = q[(i0 * 4 + i1) * 64 * 32 + row * 32 + col * 1]
+  b = k[(i0 * 4 + i1) * 32 * 64 + row * 64 + col * 1]
+  acc = sum_k a[m, k] * b[k, n]
+  s[row-major] = (acc * 0.125)
+}",
+    )
+    .expect("parses")
+}
+
+#[test]
+fn the_matrices_of_one_block_are_shared_out_whole_across_threads() {
+    // At batch 1 the four heads are one block: threads take whole matrices (at 2, 3 or 4
+    // threads) instead of cutting each matrix's 64 columns.
+    let kernel = scores_of_heads();
+    for batch in [1, 2] {
+        assert_thread_count_invariant(&kernel, batch);
+        let bufs = inputs(&kernel, batch, -2.0, 2.0);
+        assert_matches_reference(&kernel, &bufs, batch, 1e-4, 1e-4);
+    }
+}

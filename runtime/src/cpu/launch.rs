@@ -315,7 +315,8 @@ pub unsafe fn launch_planned(
             return true;
         };
         let column_blocks = plan.n / MIN_COLUMNS_PER_THREAD;
-        let threads = thread_count(options, column_blocks, job.work);
+        let matrices = job.units.saturating_mul(plan.matrices_per_block());
+        let threads = thread_count(options, column_blocks.max(matrices), job.work);
         if threads <= job.units {
             return true;
         }
@@ -427,11 +428,12 @@ impl<'k> Job<'k> {
         })
     }
 
-    /// Runs a contraction's products with `threads` threads each computing a range of
-    /// the output's columns for every block, then the epilogue of every block, by rows,
-    /// on as many threads as its own work deserves. The columns are cut at multiples of
-    /// 16 (a vector of `gemm`'s), and each product's point is computed as in one call,
-    /// so results do not change.
+    /// Runs a contraction's products with `threads` threads each computing some of the
+    /// blocks' matrices whole, when they hold at least one per thread (a batch-1
+    /// attention's heads), else a range of the output's columns of every block; then the
+    /// epilogue of every block, by rows, on as many threads as its own work deserves.
+    /// The columns are cut at multiples of 16 (a vector of `gemm`'s), and each product's
+    /// point is computed as in one call, so results do not change.
     ///
     /// # Safety
     /// As for [`launch`]; `plan` is this job's.
@@ -443,16 +445,28 @@ impl<'k> Job<'k> {
         threads: u64,
         options: &LaunchOptions,
     ) {
-        let step = (plan.n.div_ceil(threads)).next_multiple_of(16);
-        let bounds: Vec<u64> = (0..=threads).map(|t| (t * step).min(plan.n)).collect();
-        split(&bounds, threads, |first_col, end_col| {
-            for block in 0..self.units {
-                let (first, last) = plan.block_rows(block);
-                // SAFETY: as in `run`; these columns of the block's rows are this
-                // thread's alone.
-                unsafe { plan.product(ops, first, last, (first_col, end_col)) };
-            }
-        });
+        let per_block = plan.matrices_per_block();
+        let matrices = self.units.saturating_mul(per_block);
+        if matrices >= threads {
+            let bounds: Vec<u64> = (0..=threads).map(|t| matrices * t / threads).collect();
+            split(&bounds, threads, |first, end| {
+                for matrix in first..end {
+                    // SAFETY: as in `run`; this matrix's rows are this thread's alone.
+                    unsafe { plan.matrix_of_block(ops, matrix / per_block, matrix % per_block) };
+                }
+            });
+        } else {
+            let step = (plan.n.div_ceil(threads)).next_multiple_of(16);
+            let bounds: Vec<u64> = (0..=threads).map(|t| (t * step).min(plan.n)).collect();
+            split(&bounds, threads, |first_col, end_col| {
+                for block in 0..self.units {
+                    let (first, last) = plan.block_rows(block);
+                    // SAFETY: as in `run`; these columns of the block's rows are this
+                    // thread's alone.
+                    unsafe { plan.product(ops, first, last, (first_col, end_col)) };
+                }
+            });
+        }
         // The blocks' rows follow each other from row 0.
         let rows = match self.units {
             0 => return,
@@ -829,6 +843,39 @@ impl ContractPlan {
             }
             (Some(_), None) => (block, block + 1),
         }
+    }
+
+    /// How many batch index tuples (matrices) one block holds: those of its outermost
+    /// index when the batch is not folded into the rows, else 1.
+    fn matrices_per_block(&self) -> u64 {
+        match (self.batch_extents.split_first(), self.folded) {
+            (Some((_, inner)), None) => inner.iter().product(),
+            _ => 1,
+        }
+    }
+
+    /// The whole product of matrix `matrix` (of [`Self::matrices_per_block`]) of block
+    /// `block`: its batch index tuple in row-major order after the block's outermost
+    /// index.
+    ///
+    /// # Safety
+    /// As for [`ContractPlan::product`], for that matrix's rows.
+    unsafe fn matrix_of_block(&self, ops: Operands<'_>, block: u64, matrix: u64) {
+        if self.matrices_per_block() == 1 {
+            let (first, last) = self.block_rows(block);
+            // SAFETY: forwarded from the caller.
+            unsafe { self.product(ops, first, last, (0, self.n)) };
+            return;
+        }
+        let mut vars = vec![0i64; self.batch_extents.len()];
+        vars[0] = block as i64;
+        let mut rest = matrix;
+        for (v, e) in vars[1..].iter_mut().zip(&self.batch_extents[1..]).rev() {
+            *v = (rest % e) as i64;
+            rest /= e;
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.matrix_product(ops, &vars, 0, self.m, (0, self.n)) };
     }
 
     /// Writes the product into `out` for outermost rows `start..end`, columns
