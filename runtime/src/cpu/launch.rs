@@ -114,6 +114,10 @@ static LAUNCHES_BEFORE_TEAM: AtomicI64 = AtomicI64::new(8);
 /// How many chunks of its units a launch on several threads cuts per thread.
 const CHUNKS_PER_THREAD: u64 = 4;
 
+/// The smallest right-hand operand (`k x n` elements) whose product of at most 256 rows
+/// is one block split by columns rather than row blocks (`ContractPlan::unbatched_row_block`).
+const ONE_BLOCK_MIN_RHS: u64 = 1 << 14;
+
 /// The fewest columns of a product worth a thread of their own (in a product split by
 /// columns, see `Job::run_by_columns`).
 const MIN_COLUMNS_PER_THREAD: u64 = 32;
@@ -810,9 +814,27 @@ impl ContractPlan {
 
     fn blocks(&self) -> u64 {
         match (self.batch_extents.first(), self.folded) {
-            (None, _) => self.m.div_ceil(contract_row_block(self.m)),
+            (None, _) => self.m.div_ceil(self.unbatched_row_block()),
             (Some(&outer), Some(per_block)) => outer.div_ceil(per_block),
             (Some(&outer), None) => outer,
+        }
+    }
+
+    /// Rows per block of an unbatched product. At most 256 rows whose columns threads
+    /// can share, times a right-hand operand of at least [`ONE_BLOCK_MIN_RHS`] elements,
+    /// are one block, run by columns (`Job::run_by_columns`): every row block packs the
+    /// whole right-hand operand again, which costs most when it is transposed (a training
+    /// step's weight). One thread, `128 x 256 x 784` from a transposed operand: two
+    /// 64-row calls 556 us, two column halves 502 us (`x 256`: 251 against 199 us);
+    /// row-major, 477 against 460 us. A small product (W1's `128 x 10 x 256` backward)
+    /// keeps its rows: run by columns, it would no longer share a fork with the other
+    /// parts of its launch.
+    fn unbatched_row_block(&self) -> u64 {
+        let rhs = self.k.saturating_mul(self.n);
+        if self.m <= 256 && self.n >= 2 * MIN_COLUMNS_PER_THREAD && rhs >= ONE_BLOCK_MIN_RHS {
+            self.m.max(1)
+        } else {
+            contract_row_block(self.m)
         }
     }
 
@@ -833,7 +855,7 @@ impl ContractPlan {
     fn block_rows(&self, block: u64) -> (u64, u64) {
         match (self.batch_extents.first(), self.folded) {
             (None, _) => {
-                let rows = contract_row_block(self.m);
+                let rows = self.unbatched_row_block();
                 let start = block * rows;
                 (start, (start + rows).min(self.m))
             }
