@@ -703,9 +703,12 @@ impl Session {
                 };
                 pointers.push(pointer);
             }
+            // An entry that writes no parameter keeps row-major copies of its transposed
+            // weights (`row_major_copies`), which changes how a plan cuts products.
+            let kept = !changes_weights;
             let plan = match plans.get_mut(launch.kernel) {
-                Some(Some(plan)) if plan.batch() == batch => &*plan,
-                Some(slot) => &*slot.insert(cpu::LaunchPlan::new(kernel, batch)),
+                Some(Some(plan)) if plan.batch() == batch && plan.copies() == kept => &*plan,
+                Some(slot) => &*slot.insert(cpu::LaunchPlan::with_copies(kernel, batch, kept)),
                 None => return Err(internal(format!("no kernel #{}", launch.kernel))),
             };
             copies.clear();

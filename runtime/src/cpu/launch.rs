@@ -164,6 +164,7 @@ pub unsafe fn launch_with(
 /// once per kernel and batch size instead of at every launch.
 pub struct LaunchPlan {
     batch: u64,
+    copies: bool,
     bodies: Vec<BodyPlan>,
 }
 
@@ -175,19 +176,37 @@ struct BodyPlan {
 }
 
 impl LaunchPlan {
+    /// A plan for launches given no row-major copies ([`TransposedRhs`]).
     pub fn new(kernel: &Kernel, batch: u64) -> LaunchPlan {
+        LaunchPlan::with_copies(kernel, batch, false)
+    }
+
+    /// A plan for launches given a row-major copy of every transposed right-hand
+    /// operand that [`LaunchPlan::transposed_rhs`] lists (`copies`, as an inference
+    /// session keeps them), or of none: whether a product packs a transposed operand at
+    /// each of its row blocks decides how it is cut (`ContractPlan::unbatched_row_block`).
+    pub fn with_copies(kernel: &Kernel, batch: u64, copies: bool) -> LaunchPlan {
         let bodies = kernel
             .body
             .bodies()
             .iter()
-            .map(|body| BodyPlan::new(kernel, body, batch))
+            .map(|body| BodyPlan::new(kernel, body, batch, copies))
             .collect();
-        LaunchPlan { batch, bodies }
+        LaunchPlan {
+            batch,
+            copies,
+            bodies,
+        }
     }
 
     /// The batch size it was made for.
     pub fn batch(&self) -> u64 {
         self.batch
+    }
+
+    /// Whether it was made for launches given row-major copies.
+    pub fn copies(&self) -> bool {
+        self.copies
     }
 
     /// The products whose right-hand operand is a matrix read through its transpose,
@@ -368,7 +387,7 @@ struct Job<'k> {
 }
 
 impl BodyPlan {
-    fn new(kernel: &Kernel, body: &KernelBody, batch: u64) -> BodyPlan {
+    fn new(kernel: &Kernel, body: &KernelBody, batch: u64, copies: bool) -> BodyPlan {
         let cols = match body {
             KernelBody::ScatterAdd(s) => kernel.table_extent(s.out).map_or(0, |(_, cols)| cols),
             _ => 0,
@@ -387,7 +406,7 @@ impl BodyPlan {
                 contract: None,
             },
             KernelBody::Contract(c) => {
-                let plan = ContractPlan::new(c, batch);
+                let plan = ContractPlan::with_copies(c, batch, copies);
                 BodyPlan {
                     units: plan.blocks(),
                     work,
@@ -682,10 +701,19 @@ struct ContractPlan {
     /// The epilogue's work ([`cost::epilogue_cost`]), which a product split by columns
     /// shares by rows.
     epilogue_work: u64,
+    /// Rows per block of an unbatched product ([`ContractPlan::unbatched_row_block`]).
+    row_block: u64,
 }
 
 impl ContractPlan {
+    #[cfg(test)]
     fn new(c: &Contraction, batch: u64) -> ContractPlan {
+        ContractPlan::with_copies(c, batch, false)
+    }
+
+    /// The plan of `c` at `batch`, given a row-major copy of a transposed right-hand
+    /// operand if `copies` (see [`LaunchPlan::with_copies`]).
+    fn with_copies(c: &Contraction, batch: u64, copies: bool) -> ContractPlan {
         let mut plan = ContractPlan {
             batch,
             m: c.m.resolve(batch),
@@ -698,8 +726,10 @@ impl ContractPlan {
             depth: c.k.resolve(batch),
             transposed_rhs: None,
             epilogue_work: cost::epilogue_cost(c, batch),
+            row_block: 0,
         };
         plan.transposed_rhs = TransposedRhs::of(c, plan.m, plan.k, plan.n);
+        plan.row_block = plan.unbatched_row_block(c, copies);
         if plan.summed_folds_into_depth(c) {
             plan.summed_in_depth = true;
             plan.depth = plan.summed_extents.iter().product::<u64>() * plan.k;
@@ -814,24 +844,36 @@ impl ContractPlan {
 
     fn blocks(&self) -> u64 {
         match (self.batch_extents.first(), self.folded) {
-            (None, _) => self.m.div_ceil(self.unbatched_row_block()),
+            (None, _) => self.m.div_ceil(self.row_block),
             (Some(&outer), Some(per_block)) => outer.div_ceil(per_block),
             (Some(&outer), None) => outer,
         }
     }
 
-    /// Rows per block of an unbatched product. At most 256 rows whose columns threads
-    /// can share, times a right-hand operand of at least [`ONE_BLOCK_MIN_RHS`] elements,
-    /// are one block, run by columns (`Job::run_by_columns`): every row block packs the
-    /// whole right-hand operand again, which costs most when it is transposed (a training
-    /// step's weight). One thread, `128 x 256 x 784` from a transposed operand: two
-    /// 64-row calls 556 us, two column halves 502 us (`x 256`: 251 against 199 us);
-    /// row-major, 477 against 460 us. A small product (W1's `128 x 10 x 256` backward)
-    /// keeps its rows: run by columns, it would no longer share a fork with the other
-    /// parts of its launch.
-    fn unbatched_row_block(&self) -> u64 {
+    /// Rows per block of an unbatched product. Every row block packs the whole
+    /// right-hand operand again, and every thread of a product run by columns
+    /// (`Job::run_by_columns`) the whole left-hand one: so at most 256 rows are one block,
+    /// run by columns, when the right-hand operand is read transposed (a training step's
+    /// weight, no row-major copy: ~2x the packing cost of a row-major one) or the
+    /// left-hand one is (a weight gradient's `gᵀ`, which packs cheaply), its columns
+    /// can be shared, and it holds at least [`ONE_BLOCK_MIN_RHS`] elements. One thread,
+    /// `128 x 256 x 784` from a transposed right-hand operand: two 64-row calls 556 us,
+    /// two column halves 502 us (`x 256`: 251 against 199 us). Both row-major (inference
+    /// with copies), one block cost W1's batch-128 run 3-4% (0.356-0.365 against
+    /// 0.370-0.375 ms, 8 alternating rounds). A small product (W1's `128 x 10 x 256`
+    /// backward) keeps its rows: run by columns, it would no longer share a fork with the
+    /// other parts of its launch.
+    fn unbatched_row_block(&self, c: &Contraction, copies: bool) -> u64 {
+        let unit = |i: &Index| *i == Index::Const(1);
+        let copied = copies && self.transposed_rhs.is_some();
+        let packs_transposed = c.b.window.is_none() && unit(&c.b.row_stride) && !copied;
+        let cheap_lhs = unit(&c.a.row_stride) && !unit(&c.a.col_stride);
         let rhs = self.k.saturating_mul(self.n);
-        if self.m <= 256 && self.n >= 2 * MIN_COLUMNS_PER_THREAD && rhs >= ONE_BLOCK_MIN_RHS {
+        if self.m <= 256
+            && self.n >= 2 * MIN_COLUMNS_PER_THREAD
+            && rhs >= ONE_BLOCK_MIN_RHS
+            && (packs_transposed || cheap_lhs)
+        {
             self.m.max(1)
         } else {
             contract_row_block(self.m)
@@ -855,7 +897,7 @@ impl ContractPlan {
     fn block_rows(&self, block: u64) -> (u64, u64) {
         match (self.batch_extents.first(), self.folded) {
             (None, _) => {
-                let rows = self.unbatched_row_block();
+                let rows = self.row_block;
                 let start = block * rows;
                 (start, (start + rows).min(self.m))
             }
