@@ -1086,22 +1086,18 @@ impl ContractPlan {
                 .f32_ptr(c.a.buf)
                 .cast_const()
                 .wrapping_offset(a_offset + rows.0 as isize * a_rs);
-            let image = bufs.f32_ptr(c.b.buf).cast_const().wrapping_offset(b_offset);
-            let rows = (rows.1 - rows.0) as usize;
-            let cols = (cols.0 as usize, cols.1 as usize);
+            let p = super::window::WindowOperands {
+                a: lhs,
+                a_strides: (a_rs, a_cs),
+                image: bufs.f32_ptr(c.b.buf).cast_const().wrapping_offset(b_offset),
+                rows: (rows.1 - rows.0) as usize,
+                cols: (cols.0 as usize, cols.1 as usize),
+                dst,
+                dst_rs: n,
+            };
             // SAFETY: as for `gemm` below; the bounds check proved the image inside the
             // operand's slot at every batch index.
-            unsafe {
-                super::window::window_product(
-                    lhs,
-                    (a_rs, a_cs),
-                    image,
-                    window,
-                    rows,
-                    cols,
-                    (dst, n),
-                )
-            };
+            unsafe { super::window::window_product(&p, window) };
             return;
         }
         let (col, cols) = (cols.0 as isize, cols.1.saturating_sub(cols.0));

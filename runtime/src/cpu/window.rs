@@ -21,42 +21,48 @@ use strata_kernels::ir::ImageWindow;
 
 /// The most rows (output channels) the direct way takes: beyond it `gemm`'s packing and
 /// cache blocking of the weights pay for the panel copy.
-pub(crate) const DIRECT_MAX_ROWS: usize = 64;
+const DIRECT_MAX_ROWS: usize = 64;
 
 /// The most elements of one panel (256 KB), a share of a core's L2 cache.
 const PANEL_FLOATS: usize = 1 << 16;
 
-/// `dst[r * dst_rs + (q - cols.0)] = sum_t a[r * a_rs + t * a_cs] * window(t, q)` for rows
-/// `r` in `0..rows` and columns `q` in `cols.0..cols.1`, the window over the image at
-/// `image`.
+/// What one product over a window reads and writes: `dst[r * dst_rs + (q - cols.0)] =
+/// sum_t a[r * a_rs + t * a_cs] * window(t, q)` for rows `r` in `0..rows` and columns `q`
+/// in `cols.0..cols.1`, the window over the image at `image`.
+#[derive(Clone, Copy)]
+pub(crate) struct WindowOperands {
+    pub a: *const f32,
+    /// `(a_rs, a_cs)`.
+    pub a_strides: (isize, isize),
+    pub image: *const f32,
+    pub rows: usize,
+    pub cols: (usize, usize),
+    /// Row `0`, column `cols.0` of the output.
+    pub dst: *mut f32,
+    pub dst_rs: isize,
+}
+
+/// The product `p` describes, over the window `w`.
 ///
 /// # Safety
-/// `a` must address `rows` rows of `w.rows()` values at the given strides, `image` the
-/// window's whole image, and `dst` those rows and columns, which nothing else accesses
+/// `p.a` must address `p.rows` rows of `w.rows()` values at its strides, `p.image` the
+/// window's whole image, and `p.dst` those rows and columns, which nothing else accesses
 /// meanwhile. The window must be valid ([`ImageWindow::out_size`] is `Some`).
-pub(crate) unsafe fn window_product(
-    a: *const f32,
-    (a_rs, a_cs): (isize, isize),
-    image: *const f32,
-    w: &ImageWindow,
-    rows: usize,
-    cols: (usize, usize),
-    (dst, dst_rs): (*mut f32, isize),
-) {
+pub(crate) unsafe fn window_product(p: &WindowOperands, w: &ImageWindow) {
     let Some(g) = Geometry::of(w) else {
         return;
     };
-    if rows == 0 || cols.0 >= cols.1 || g.taps == 0 {
+    if p.rows == 0 || p.cols.0 >= p.cols.1 || g.taps == 0 {
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if w.stride == 1 && rows <= DIRECT_MAX_ROWS && super::gemv::avx2_fma() {
+    if w.stride == 1 && p.rows <= DIRECT_MAX_ROWS && super::gemv::avx2_fma() {
         // SAFETY: the features are present; the caller's contract.
-        unsafe { x86::direct(a, (a_rs, a_cs), image, &g, rows, cols, (dst, dst_rs)) };
+        unsafe { x86::direct(p, &g) };
         return;
     }
     // SAFETY: the caller's contract.
-    unsafe { panels(a, (a_rs, a_cs), image, &g, rows, cols, (dst, dst_rs)) };
+    unsafe { panels(p, &g) };
 }
 
 /// A window's sizes as signed offsets.
@@ -124,15 +130,8 @@ thread_local! {
 ///
 /// # Safety
 /// As for [`window_product`].
-unsafe fn panels(
-    a: *const f32,
-    (a_rs, a_cs): (isize, isize),
-    image: *const f32,
-    g: &Geometry,
-    rows: usize,
-    cols: (usize, usize),
-    (dst, dst_rs): (*mut f32, isize),
-) {
+unsafe fn panels(p: &WindowOperands, g: &Geometry) {
+    let cols = p.cols;
     let chunk = (PANEL_FLOATS / g.taps).max(16) / 16 * 16;
     PANEL.with_borrow_mut(|panel| {
         let mut first = cols.0;
@@ -151,7 +150,7 @@ unsafe fn panels(
                             if let Some(e) = g.element((c, i, j), (y, x)) {
                                 // SAFETY: `element` is inside the image, which the caller
                                 // guarantees `image` addresses.
-                                *v = unsafe { *image.offset(e) };
+                                *v = unsafe { *p.image.offset(e) };
                             }
                             x += 1;
                             if x == g.out_w {
@@ -166,16 +165,16 @@ unsafe fn panels(
             // `taps x width`, row-major. `read_dst = false`: `dst := a x panel`.
             unsafe {
                 gemm::gemm(
-                    rows,
+                    p.rows,
                     width,
                     g.taps,
-                    dst.wrapping_add(first - cols.0),
+                    p.dst.wrapping_add(first - cols.0),
                     1,
-                    dst_rs,
+                    p.dst_rs,
                     false,
-                    a,
-                    a_cs,
-                    a_rs,
+                    p.a,
+                    p.a_strides.1,
+                    p.a_strides.0,
                     panel.as_ptr(),
                     1,
                     width as isize,
@@ -194,7 +193,7 @@ unsafe fn panels(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::Geometry;
+    use super::{Geometry, WindowOperands};
     use std::arch::x86_64::*;
 
     /// The most rows (output channels) of a tile: with two vectors of positions, 12
@@ -209,15 +208,16 @@ mod x86 {
     /// # Safety
     /// As for [`super::window_product`], with `g`'s stride 1, on a host with AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn direct(
-        a: *const f32,
-        (a_rs, a_cs): (isize, isize),
-        image: *const f32,
-        g: &Geometry,
-        rows: usize,
-        cols: (usize, usize),
-        (dst, dst_rs): (*mut f32, isize),
-    ) {
+    pub(super) unsafe fn direct(p: &WindowOperands, g: &Geometry) {
+        let WindowOperands {
+            a,
+            a_strides: (a_rs, a_cs),
+            image,
+            rows,
+            cols,
+            dst,
+            dst_rs,
+        } = *p;
         // Output positions `x` whose taps all fall inside the image's width.
         let span = (g.kw - 1) * g.dilation;
         let inner = (g.padding, g.width + g.padding - span);
@@ -474,18 +474,17 @@ mod tests {
         let a = values(rows * taps, 7);
         let image = values(w.image_len().unwrap() as usize, 11);
         let mut dst = vec![f32::NAN; rows * n];
-        // SAFETY: the operand, image and output are the sizes the window names.
-        unsafe {
-            window_product(
-                a.as_ptr(),
-                (taps as isize, 1),
-                image.as_ptr(),
-                w,
-                rows,
-                cols,
-                (dst.as_mut_ptr().add(cols.0), n as isize),
-            )
+        let p = WindowOperands {
+            a: a.as_ptr(),
+            a_strides: (taps as isize, 1),
+            image: image.as_ptr(),
+            rows,
+            cols,
+            dst: dst.as_mut_ptr().wrapping_add(cols.0),
+            dst_rs: n as isize,
         };
+        // SAFETY: the operand, image and output are the sizes the window names.
+        unsafe { window_product(&p, w) };
         (dst, reference(&a, &image, w, rows))
     }
 
