@@ -52,7 +52,16 @@ pub(crate) unsafe fn window_product(p: &WindowOperands, w: &ImageWindow) {
     let Some(g) = Geometry::of(w) else {
         return;
     };
-    if p.rows == 0 || p.cols.0 >= p.cols.1 || g.taps == 0 {
+    if p.rows == 0 || p.cols.0 >= p.cols.1 {
+        return;
+    }
+    if g.taps == 0 {
+        // An image of no channels: every sum is empty.
+        for r in 0..p.rows {
+            let row = p.dst.wrapping_offset(r as isize * p.dst_rs);
+            // SAFETY: the caller guarantees these outputs.
+            unsafe { std::ptr::write_bytes(row, 0, p.cols.1 - p.cols.0) };
+        }
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -521,6 +530,12 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_window_over_no_channels_writes_zeros() {
+        let (got, _) = product(&window(0, (5, 5), (3, 3), 1, 1, 1), 2, (0, 25));
+        assert!(got.iter().all(|v| *v == 0.0), "{got:?}");
     }
 
     #[test]
