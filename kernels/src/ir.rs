@@ -511,13 +511,16 @@ impl ImageWindow {
     pub fn element(&self, row: u64, col: u64) -> Option<u64> {
         let (_, ow) = self.out_size()?;
         let (c, tap) = (row / (self.kh * self.kw), row % (self.kh * self.kw));
-        let (i, j) = (tap / self.kw, tap % self.kw);
-        let (y, x) = (col / ow, col % ow);
-        let pad = self.padding as i64;
-        let iy = (y * self.stride + i * self.dilation) as i64 - pad;
-        let ix = (x * self.stride + j * self.dilation) as i64 - pad;
-        let inside = (0..self.height as i64).contains(&iy) && (0..self.width as i64).contains(&ix);
-        inside.then(|| (c * self.height + iy as u64) * self.width + ix as u64)
+        let tap = (c, tap / self.kw, tap % self.kw);
+        self.tap_element(tap, (col / ow, col % ow))
+    }
+
+    /// The image element (from the image's start) that tap `(c, i, j)` reads for output
+    /// position `(y, x)`, or `None` in the padding; all four in range.
+    pub fn tap_element(&self, (c, i, j): (u64, u64, u64), (y, x): (u64, u64)) -> Option<u64> {
+        let iy = (y * self.stride + i * self.dilation).checked_sub(self.padding)?;
+        let ix = (x * self.stride + j * self.dilation).checked_sub(self.padding)?;
+        (iy < self.height && ix < self.width).then(|| (c * self.height + iy) * self.width + ix)
     }
 }
 

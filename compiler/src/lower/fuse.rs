@@ -259,9 +259,7 @@ pub fn im2col_folds_into_matmuls(graph: &Graph, v: ValueId) -> bool {
             && !users.is_empty()
             && users.iter().all(|u| {
                 let operands = graph.operands(*u);
-                matches!(graph.node(*u).op, Op::MatMul)
-                    && operands[..] == [operands[0], r]
-                    && operands[0] != r
+                matches!(graph.node(*u).op, Op::MatMul) && operands[1] == r && operands[0] != r
             })
     };
     dims.first() == Some(&Dim::Batch)

@@ -470,7 +470,8 @@ impl<'k> Job<'k> {
     ) {
         let per_block = plan.matrices_per_block();
         let matrices = self.units.saturating_mul(per_block);
-        if matrices >= threads {
+        // One matrix a block: `threads > units` (the caller's test), so cut columns.
+        if per_block > 1 && matrices >= threads {
             let bounds: Vec<u64> = (0..=threads).map(|t| matrices * t / threads).collect();
             split(&bounds, threads, |first, end| {
                 for matrix in first..end {
@@ -918,19 +919,14 @@ impl ContractPlan {
         }
     }
 
-    /// The whole product of matrix `matrix` (of [`Self::matrices_per_block`]) of block
-    /// `block`: its batch index tuple in row-major order after the block's outermost
-    /// index.
+    /// The whole product of matrix `matrix` (of [`Self::matrices_per_block`], more than
+    /// one: the batch is not folded) of block `block`: its batch index tuple in row-major
+    /// order after the block's outermost index.
     ///
     /// # Safety
     /// As for [`ContractPlan::product`], for that matrix's rows.
     unsafe fn matrix_of_block(&self, ops: Operands<'_>, block: u64, matrix: u64) {
-        if self.matrices_per_block() == 1 {
-            let (first, last) = self.block_rows(block);
-            // SAFETY: forwarded from the caller.
-            unsafe { self.product(ops, first, last, (0, self.n)) };
-            return;
-        }
+        debug_assert!(self.folded.is_none() && !self.batch_extents.is_empty());
         let mut vars = vec![0i64; self.batch_extents.len()];
         vars[0] = block as i64;
         let mut rest = matrix;
@@ -1077,29 +1073,6 @@ impl ContractPlan {
         let (a_offset, a_rs, a_cs) = operand(&c.a);
         let (b_offset, b_rs, b_cs) = operand(&c.b);
         let n = self.n as isize;
-        if let Some(window) = c.b.window.as_deref() {
-            // Validation keeps windows out of summed products: nothing to accumulate.
-            let dst = bufs
-                .f32_ptr(c.out)
-                .wrapping_offset(dst_row as isize * n + cols.0 as isize);
-            let lhs = bufs
-                .f32_ptr(c.a.buf)
-                .cast_const()
-                .wrapping_offset(a_offset + rows.0 as isize * a_rs);
-            let p = super::window::WindowOperands {
-                a: lhs,
-                a_strides: (a_rs, a_cs),
-                image: bufs.f32_ptr(c.b.buf).cast_const().wrapping_offset(b_offset),
-                rows: (rows.1 - rows.0) as usize,
-                cols: (cols.0 as usize, cols.1 as usize),
-                dst,
-                dst_rs: n,
-            };
-            // SAFETY: as for `gemm` below; the bounds check proved the image inside the
-            // operand's slot at every batch index.
-            unsafe { super::window::window_product(&p, window) };
-            return;
-        }
         let (col, cols) = (cols.0 as isize, cols.1.saturating_sub(cols.0));
         if cols == 0 {
             return;
@@ -1111,6 +1084,22 @@ impl ContractPlan {
             .f32_ptr(c.a.buf)
             .cast_const()
             .wrapping_offset(a_offset + rows.0 as isize * a_rs);
+        if let Some(window) = c.b.window.as_deref() {
+            // Validation keeps windows out of summed products: nothing to accumulate.
+            let p = super::window::WindowOperands {
+                a: lhs,
+                a_strides: (a_rs, a_cs),
+                image: bufs.f32_ptr(c.b.buf).cast_const().wrapping_offset(b_offset),
+                rows: (rows.1 - rows.0) as usize,
+                cols: (col as usize, col as usize + cols as usize),
+                dst,
+                dst_rs: n,
+            };
+            // SAFETY: as for `gemm` below; the bounds check proved the image inside the
+            // operand's slot at every batch index.
+            unsafe { super::window::window_product(&p, window) };
+            return;
+        }
         // A row-major copy (`TransposedRhs`) starts at its matrix's first element.
         let (rhs, b_rs, b_cs) = match rhs {
             Some(RowMajorRhs(copy)) => (copy.wrapping_offset(col), n, 1),

@@ -76,6 +76,7 @@ pub(crate) unsafe fn window_product(p: &WindowOperands, w: &ImageWindow) {
 
 /// A window's sizes as signed offsets.
 struct Geometry {
+    window: ImageWindow,
     channels: isize,
     height: isize,
     width: isize,
@@ -93,7 +94,9 @@ impl Geometry {
     fn of(w: &ImageWindow) -> Option<Geometry> {
         let (_, out_w) = w.out_size()?;
         let i = |v: u64| isize::try_from(v).ok();
+        i(w.image_len()?)?;
         Some(Geometry {
+            window: *w,
             channels: i(w.channels)?,
             height: i(w.height)?,
             width: i(w.width)?,
@@ -119,13 +122,12 @@ impl Geometry {
         (first(0), first(self.height))
     }
 
-    /// The window's element `(t, q)` for tap `t = (c, i, j)` and output position
-    /// `q = (y, x)`: its image element, `None` in the padding.
+    /// [`ImageWindow::tap_element`] at these (in-range, so non-negative) coordinates.
     fn element(&self, (c, i, j): (isize, isize, isize), (y, x): (isize, isize)) -> Option<isize> {
-        let iy = y * self.stride + i * self.dilation - self.padding;
-        let ix = x * self.stride + j * self.dilation - self.padding;
-        let inside = (0..self.height).contains(&iy) && (0..self.width).contains(&ix);
-        inside.then_some((c * self.height + iy) * self.width + ix)
+        let u = |v: isize| v as u64;
+        let e = self.window.tap_element((u(c), u(i), u(j)), (u(y), u(x)))?;
+        // Inside the image, whose size `Geometry::of` checked fits an `isize`.
+        Some(e as isize)
     }
 }
 
