@@ -52,12 +52,12 @@ fn map(rows: u64, cols: u64) -> Kernel {
     }
 }
 
-fn matmul(m: u64, n: u64, k: u64) -> Kernel {
-    let operand = |buf, rs: u64| MatrixOperand {
+fn matmul(m: u64, n: u64, k: u64, b_transposed: bool) -> Kernel {
+    let operand = |buf, rs: u64, cs: u64| MatrixOperand {
         buf,
         offset: Index::Const(0),
         row_stride: Index::Const(rs as i64),
-        col_stride: Index::Const(1),
+        col_stride: Index::Const(cs as i64),
         window: None,
     };
     Kernel {
@@ -73,8 +73,12 @@ fn matmul(m: u64, n: u64, k: u64) -> Kernel {
             m: Dim::Fixed(m),
             n: Dim::Fixed(n),
             k: Dim::Fixed(k),
-            a: operand(0, k),
-            b: operand(1, n),
+            a: operand(0, k, 1),
+            b: if b_transposed {
+                operand(1, 1, k)
+            } else {
+                operand(1, n, 1)
+            },
             out: 2,
             epilogue: Expr::Acc,
         }),
@@ -149,7 +153,8 @@ fn main() {
         );
     }
     for (m, n, k) in [
-        (8u64, 512, 128),
+        (1u64, 512, 128),
+        (8, 512, 128),
         (32, 512, 128),
         (64, 128, 128),
         (64, 512, 128),
@@ -157,7 +162,8 @@ fn main() {
         (128, 512, 128),
         (512, 512, 128),
     ] {
-        let kernel = matmul(m, n, k);
+        // Batch 1 reads the weight transposed, as a recurrent step's `h W_hhᵀ` does.
+        let kernel = matmul(m, n, k, m == 1);
         let sizes = [m * k, k * n, m * n];
         let reps = (200_000_000 / (m * n * k)).clamp(20, 2000) as usize;
         report(
