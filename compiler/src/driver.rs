@@ -165,12 +165,16 @@ impl Stages {
         self.entries().map(CompiledEntry::stats).collect()
     }
 
-    /// The CLIF of every entry's kernels, in order: one function per kernel part, so the
+    /// The CLIF of every entry's kernels for this host (as a run compiles them), in
+    /// order: one function per kernel part, so the
     /// entries' texts one after the other are the whole program's (joined at their exact
     /// size: the text is a good part of a deep model's memory).
     pub fn clif(&self) -> Result<String, CompileError> {
         self.entries()
-            .map(|e| strata_kernels::cpu::emit_clif(&e.lowered.kernels))
+            .map(|e| {
+                let host = strata_kernels::cpu::Features::host();
+                strata_kernels::cpu::emit_clif_for(&e.lowered.kernels, host)
+            })
             .collect::<Result<Vec<String>, _>>()
             .map(|texts| texts.concat())
             .map_err(|e| CompileError::Internal(e.to_string()))

@@ -1,7 +1,7 @@
 //! The CPU backend end to end: kernels built by hand, emitted as CLIF, JIT-compiled,
 //! launched, and compared with the reference evaluator (`strata_kernels::eval`).
 
-use strata_kernels::cpu::emit_clif;
+use strata_kernels::cpu::{Features, emit_clif_for};
 use strata_kernels::eval::eval_kernel;
 use strata_kernels::ir::{
     Access, BinaryOp, BufferDecl, Contraction, Dim, Expr, Index, Kernel, KernelBody, MatrixOperand,
@@ -12,15 +12,40 @@ use strata_runtime::cpu::{JitCode, LaunchOptions, launch, launch_with};
 // ---------------------------------------------------------------------------------------
 // Harness
 
-/// Runs `kernel` on the CPU backend; `buffers[slot]` holds each slot's initial contents
-/// (rounded to the slot's dtype) and comes back with the results.
+/// Runs `kernel` on the CPU backend, its code emitted for the baseline target;
+/// `buffers[slot]` holds each slot's initial contents (rounded to the slot's dtype) and
+/// comes back with the results.
 fn run_cpu(
     kernel: &Kernel,
     buffers: &[Vec<f64>],
     batch: u64,
     options: Option<&LaunchOptions>,
 ) -> Vec<Vec<f64>> {
-    let text = emit_clif(std::slice::from_ref(kernel)).unwrap();
+    run_cpu_on(Features::default(), kernel, buffers, batch, options)
+}
+
+/// The targets whose code the math tests run: the baseline (no FMA) and this host, when
+/// it has more (a session's code).
+fn targets() -> Vec<Features> {
+    let mut all = vec![Features::default(), Features::host()];
+    all.dedup();
+    all
+}
+
+/// The CLIF of `kernels` for the baseline target.
+fn emit_clif_base(kernels: &[Kernel]) -> Result<String, strata_kernels::ir::KernelError> {
+    emit_clif_for(kernels, Features::default())
+}
+
+/// [`run_cpu`] with the code emitted for a target with `features`.
+fn run_cpu_on(
+    features: Features,
+    kernel: &Kernel,
+    buffers: &[Vec<f64>],
+    batch: u64,
+    options: Option<&LaunchOptions>,
+) -> Vec<Vec<f64>> {
+    let text = emit_clif_for(std::slice::from_ref(kernel), features).unwrap();
     let code = JitCode::compile(&text).unwrap();
     let f: Vec<_> = kernel
         .function_names()
@@ -556,7 +581,7 @@ fn a_pooling_window_reads_strided_elements_four_outputs_at_a_time() {
     for stride in [2, 3, 16] {
         for op in [ReduceOp::Max, ReduceOp::Sum] {
             let kernel = strided_pool(op, stride);
-            let text = emit_clif(std::slice::from_ref(&kernel)).unwrap();
+            let text = emit_clif_base(std::slice::from_ref(&kernel)).unwrap();
             assert!(
                 text.contains("f32x4"),
                 "stride {stride} is not vectorized:\n{text}"
@@ -607,7 +632,7 @@ fn row_folds(cols: u64) -> Kernel {
 fn row_folds_run_four_points_at_a_time_and_match_the_reference() {
     for cols in [7, 8, 11, 64, 4 * 9 + 3] {
         let kernel = row_folds(cols);
-        let text = emit_clif(std::slice::from_ref(&kernel)).unwrap();
+        let text = emit_clif_base(std::slice::from_ref(&kernel)).unwrap();
         // Rows of more than nine points fold in lanes (the lanes combined at the end);
         // shorter ones are unrolled.
         assert_eq!(
@@ -667,7 +692,7 @@ fn window_backward(w: u64) -> Kernel {
 fn lanes_run_along_a_row_of_windows_unrolling_each_window() {
     for w in [1, 2, 3] {
         let kernel = window_backward(w);
-        let text = emit_clif(std::slice::from_ref(&kernel)).unwrap();
+        let text = emit_clif_base(std::slice::from_ref(&kernel)).unwrap();
         assert!(text.contains("f32x4"), "window of {w}:\n{text}");
         // A window wider than one element stores each lane alone.
         assert_eq!(text.contains(" = extractlane "), w > 1, "{text}");
@@ -772,13 +797,17 @@ fn measure(op: UnaryOp, xs: &[f32]) -> Accuracy {
         xs.iter().map(|x| f64::from(*x)).collect(),
         vec![0.0; xs.len()],
     ];
-    let got = run_cpu(&kernel, &bufs, 1, None);
     let mut acc = Accuracy {
         max_ulps: 0.0,
         max_rel: 0.0,
         worst_x: 0.0,
     };
-    for (x, g) in xs.iter().zip(&got[1]) {
+    // The worst over every target's code (multiply-adds fused or not).
+    let results: Vec<f64> = targets()
+        .into_iter()
+        .flat_map(|f| run_cpu_on(f, &kernel, &bufs, 1, None).swap_remove(1))
+        .collect();
+    for (x, g) in xs.iter().cycle().zip(&results) {
         let want = op.apply(f64::from(*x));
         if want.abs() < f64::from(f32::MIN_POSITIVE) || want.abs() > f64::from(f32::MAX) {
             continue;
@@ -834,44 +863,53 @@ fn tanh_is_within_2_ulp() {
 /// since the polynomial is odd, and near ±1 a few ulp of the result.
 #[test]
 fn erf_is_within_1_5e_7_absolute_and_keeps_its_special_values() {
-    let xs = sweep(-8.0, 8.0, 400_000);
-    let kernel = unary_map(UnaryOp::Erf, xs.len() as u64);
-    let bufs = vec![
-        xs.iter().map(|x| f64::from(*x)).collect(),
-        vec![0.0; xs.len()],
-    ];
-    let got = run_cpu(&kernel, &bufs, 1, None);
-    let mut worst = (0.0f64, 0.0f32);
-    for (x, g) in xs.iter().zip(&got[1]) {
-        let err = (g - UnaryOp::Erf.apply(f64::from(*x))).abs();
-        if err > worst.0 {
-            worst = (err, *x);
+    for features in targets() {
+        let xs = sweep(-8.0, 8.0, 400_000);
+        let kernel = unary_map(UnaryOp::Erf, xs.len() as u64);
+        let bufs = vec![
+            xs.iter().map(|x| f64::from(*x)).collect(),
+            vec![0.0; xs.len()],
+        ];
+        let got = run_cpu_on(features, &kernel, &bufs, 1, None);
+        let mut worst = (0.0f64, 0.0f32);
+        for (x, g) in xs.iter().zip(&got[1]) {
+            let err = (g - UnaryOp::Erf.apply(f64::from(*x))).abs();
+            if err > worst.0 {
+                worst = (err, *x);
+            }
         }
-    }
-    eprintln!(
-        "Erf: max absolute error {:.2e} at x = {:e}",
-        worst.0, worst.1
-    );
-    assert!(worst.0 < 1.5e-7, "erf off by {} at {}", worst.0, worst.1);
-    for (x, want) in [
-        (f64::INFINITY, 1.0),
-        (f64::NEG_INFINITY, -1.0),
-        (-0.0, -0.0),
-        (0.0, 0.0),
-    ] {
-        let got = run_cpu(&unary_map(UnaryOp::Erf, 1), &[vec![x], vec![0.0]], 1, None)[1][0];
-        assert!(
-            got == want && got.is_sign_negative() == f64::is_sign_negative(want),
-            "erf({x}) = {got}"
+        eprintln!(
+            "Erf: max absolute error {:.2e} at x = {:e}",
+            worst.0, worst.1
         );
+        assert!(worst.0 < 1.5e-7, "erf off by {} at {}", worst.0, worst.1);
+        for (x, want) in [
+            (f64::INFINITY, 1.0),
+            (f64::NEG_INFINITY, -1.0),
+            (-0.0, -0.0),
+            (0.0, 0.0),
+        ] {
+            let got = run_cpu_on(
+                features,
+                &unary_map(UnaryOp::Erf, 1),
+                &[vec![x], vec![0.0]],
+                1,
+                None,
+            )[1][0];
+            assert!(
+                got == want && got.is_sign_negative() == f64::is_sign_negative(want),
+                "erf({x}) = {got}"
+            );
+        }
+        let got = run_cpu_on(
+            features,
+            &unary_map(UnaryOp::Erf, 1),
+            &[vec![f64::NAN], vec![0.0]],
+            1,
+            None,
+        )[1][0];
+        assert!(got.is_nan(), "erf(NaN) = {got}");
     }
-    let got = run_cpu(
-        &unary_map(UnaryOp::Erf, 1),
-        &[vec![f64::NAN], vec![0.0]],
-        1,
-        None,
-    )[1][0];
-    assert!(got.is_nan(), "erf(NaN) = {got}");
 }
 
 #[test]
@@ -883,76 +921,90 @@ fn sigmoid_is_within_2_5_ulp() {
 
 #[test]
 fn math_special_cases() {
-    let inf = f64::INFINITY;
-    let cases: [(UnaryOp, f64, f64); 20] = [
-        (UnaryOp::Exp, inf, inf),
-        (UnaryOp::Exp, -inf, 0.0),
-        (UnaryOp::Exp, 89.0, inf),
-        (UnaryOp::Exp, -104.0, 0.0),
-        (UnaryOp::Exp, 0.0, 1.0),
-        (UnaryOp::Log, 0.0, -inf),
-        (UnaryOp::Log, -0.0, -inf),
-        (UnaryOp::Log, -1.0, f64::NAN),
-        (UnaryOp::Log, inf, inf),
-        (UnaryOp::Log, -inf, f64::NAN),
-        (UnaryOp::Log, 1.0, 0.0),
-        (UnaryOp::Tanh, inf, 1.0),
-        (UnaryOp::Tanh, -inf, -1.0),
-        (UnaryOp::Tanh, 100.0, 1.0),
-        (UnaryOp::Tanh, -0.0, -0.0),
-        (UnaryOp::Sigmoid, inf, 1.0),
-        (UnaryOp::Sigmoid, -inf, 0.0),
-        (UnaryOp::Sigmoid, 0.0, 0.5),
-        (UnaryOp::Relu, -0.0, 0.0),
-        (UnaryOp::Relu, -inf, 0.0),
-    ];
-    for (op, x, want) in cases {
-        let kernel = unary_map(op, 1);
-        let got = run_cpu(&kernel, &[vec![x], vec![0.0]], 1, None)[1][0];
-        let ok = (got.is_nan() && want.is_nan())
-            || (got == want && got.is_sign_negative() == want.is_sign_negative());
-        assert!(ok, "{op:?}({x}) = {got}, expected {want}");
+    for features in targets() {
+        let inf = f64::INFINITY;
+        let cases: [(UnaryOp, f64, f64); 20] = [
+            (UnaryOp::Exp, inf, inf),
+            (UnaryOp::Exp, -inf, 0.0),
+            (UnaryOp::Exp, 89.0, inf),
+            (UnaryOp::Exp, -104.0, 0.0),
+            (UnaryOp::Exp, 0.0, 1.0),
+            (UnaryOp::Log, 0.0, -inf),
+            (UnaryOp::Log, -0.0, -inf),
+            (UnaryOp::Log, -1.0, f64::NAN),
+            (UnaryOp::Log, inf, inf),
+            (UnaryOp::Log, -inf, f64::NAN),
+            (UnaryOp::Log, 1.0, 0.0),
+            (UnaryOp::Tanh, inf, 1.0),
+            (UnaryOp::Tanh, -inf, -1.0),
+            (UnaryOp::Tanh, 100.0, 1.0),
+            (UnaryOp::Tanh, -0.0, -0.0),
+            (UnaryOp::Sigmoid, inf, 1.0),
+            (UnaryOp::Sigmoid, -inf, 0.0),
+            (UnaryOp::Sigmoid, 0.0, 0.5),
+            (UnaryOp::Relu, -0.0, 0.0),
+            (UnaryOp::Relu, -inf, 0.0),
+        ];
+        for (op, x, want) in cases {
+            let kernel = unary_map(op, 1);
+            let got = run_cpu_on(features, &kernel, &[vec![x], vec![0.0]], 1, None)[1][0];
+            let ok = (got.is_nan() && want.is_nan())
+                || (got == want && got.is_sign_negative() == want.is_sign_negative());
+            assert!(ok, "{op:?}({x}) = {got}, expected {want}");
+        }
+        for op in [UnaryOp::Exp, UnaryOp::Log, UnaryOp::Tanh, UnaryOp::Sigmoid] {
+            let kernel = unary_map(op, 1);
+            let got = run_cpu_on(features, &kernel, &[vec![f64::NAN], vec![0.0]], 1, None)[1][0];
+            assert!(got.is_nan(), "{op:?}(NaN) = {got}");
+        }
+        // Results that would be subnormal are 0 (the runtime flushes subnormals anyway); the
+        // smallest normal results are exact to an ulp, down to ln 2^-126.
+        let kernel = unary_map(UnaryOp::Exp, 1);
+        let got = run_cpu_on(features, &kernel, &[vec![-100.0], vec![0.0]], 1, None)[1][0];
+        assert_eq!(got, 0.0);
+        let edge = -87.336_54f32;
+        let got = run_cpu_on(
+            features,
+            &kernel,
+            &[vec![f64::from(edge)], vec![0.0]],
+            1,
+            None,
+        )[1][0];
+        let want = f64::from(edge).exp();
+        assert!(got >= f64::from(f32::MIN_POSITIVE), "exp({edge}) = {got}");
+        assert!(
+            ulps(got as f32, want) <= 1.0,
+            "exp({edge}) = {got}, want {want}"
+        );
+        let top = 88.722_83f32;
+        let got = run_cpu_on(
+            features,
+            &kernel,
+            &[vec![f64::from(top)], vec![0.0]],
+            1,
+            None,
+        )[1][0];
+        assert!(
+            got.is_finite() && ulps(got as f32, f64::from(top).exp()) <= 1.0,
+            "exp({top}) = {got}"
+        );
+        let got = run_cpu_on(features, &kernel, &[vec![88.722_84], vec![0.0]], 1, None)[1][0];
+        assert_eq!(got, f64::INFINITY);
+        let kernel = unary_map(UnaryOp::Log, 1);
+        let got = run_cpu_on(features, &kernel, &[vec![1e-40], vec![0.0]], 1, None)[1][0];
+        assert!(
+            (got - (1e-40f32 as f64).ln()).abs() < 1e-5,
+            "log(1e-40) = {got}"
+        );
+        let kernel = unary_map(UnaryOp::Sigmoid, 1);
+        let got = run_cpu_on(features, &kernel, &[vec![-100.0], vec![0.0]], 1, None)[1][0];
+        assert_eq!(got, 0.0);
+        let got = run_cpu_on(features, &kernel, &[vec![-80.0], vec![0.0]], 1, None)[1][0];
+        assert!(
+            ulps(got as f32, (-80f64).exp() / (1.0 + (-80f64).exp())) <= 2.5,
+            "{got}"
+        );
     }
-    for op in [UnaryOp::Exp, UnaryOp::Log, UnaryOp::Tanh, UnaryOp::Sigmoid] {
-        let kernel = unary_map(op, 1);
-        let got = run_cpu(&kernel, &[vec![f64::NAN], vec![0.0]], 1, None)[1][0];
-        assert!(got.is_nan(), "{op:?}(NaN) = {got}");
-    }
-    // Results that would be subnormal are 0 (the runtime flushes subnormals anyway); the
-    // smallest normal results are exact to an ulp, down to ln 2^-126.
-    let kernel = unary_map(UnaryOp::Exp, 1);
-    let got = run_cpu(&kernel, &[vec![-100.0], vec![0.0]], 1, None)[1][0];
-    assert_eq!(got, 0.0);
-    let edge = -87.336_54f32;
-    let got = run_cpu(&kernel, &[vec![f64::from(edge)], vec![0.0]], 1, None)[1][0];
-    let want = f64::from(edge).exp();
-    assert!(got >= f64::from(f32::MIN_POSITIVE), "exp({edge}) = {got}");
-    assert!(
-        ulps(got as f32, want) <= 1.0,
-        "exp({edge}) = {got}, want {want}"
-    );
-    let top = 88.722_83f32;
-    let got = run_cpu(&kernel, &[vec![f64::from(top)], vec![0.0]], 1, None)[1][0];
-    assert!(
-        got.is_finite() && ulps(got as f32, f64::from(top).exp()) <= 1.0,
-        "exp({top}) = {got}"
-    );
-    let got = run_cpu(&kernel, &[vec![88.722_84], vec![0.0]], 1, None)[1][0];
-    assert_eq!(got, f64::INFINITY);
-    let kernel = unary_map(UnaryOp::Log, 1);
-    let got = run_cpu(&kernel, &[vec![1e-40], vec![0.0]], 1, None)[1][0];
-    assert!(
-        (got - (1e-40f32 as f64).ln()).abs() < 1e-5,
-        "log(1e-40) = {got}"
-    );
-    let kernel = unary_map(UnaryOp::Sigmoid, 1);
-    let got = run_cpu(&kernel, &[vec![-100.0], vec![0.0]], 1, None)[1][0];
-    assert_eq!(got, 0.0);
-    let got = run_cpu(&kernel, &[vec![-80.0], vec![0.0]], 1, None)[1][0];
-    assert!(
-        ulps(got as f32, (-80f64).exp() / (1.0 + (-80f64).exp())) <= 2.5,
-        "{got}"
-    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -988,104 +1040,119 @@ fn elementwise(value: &PointValue, n: u64, vector: bool) -> Kernel {
 
 #[test]
 fn vector_lanes_compute_the_bits_of_the_scalar_loop() {
-    // Ordinary values, both signs, special values and subnormals, in an order that puts
-    // each kind in every lane and in the scalar tail (1001 points: 250 vectors and 1).
-    let specials = [
-        0.0,
-        -0.0,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        f64::NAN,
-        1e-40,
-        -1e-40,
-        1.0,
-        -1.0,
-        0.5,
-        2.0,
-        3.0,
-        100.0,
-        -100.0,
-    ];
-    let n = 1001;
-    let x: Vec<f64> = (0..n)
-        .map(|i| {
-            if i % 3 == 0 {
-                specials[(i / 3) % specials.len()]
-            } else {
-                values(1, -30.0, 30.0, i as u64)[0]
-            }
-        })
-        .collect();
-    let y: Vec<f64> = (0..n)
-        .map(|i| {
-            if i % 5 == 0 {
-                specials[(i / 5 + 3) % specials.len()]
-            } else {
-                values(1, -4.0, 4.0, 7 + i as u64)[0].round()
-            }
-        })
-        .collect();
-    let unary = |op: UnaryOp| move |x: Expr, _: Expr| Expr::unary(op, x);
-    let binary = |op: BinaryOp| move |x: Expr, y: Expr| Expr::binary(op, x, y);
-    let cases: Vec<(String, Box<PointValue>)> = vec![
-        ("exp".into(), Box::new(unary(UnaryOp::Exp))),
-        ("log".into(), Box::new(unary(UnaryOp::Log))),
-        ("tanh".into(), Box::new(unary(UnaryOp::Tanh))),
-        ("erf".into(), Box::new(unary(UnaryOp::Erf))),
-        ("sigmoid".into(), Box::new(unary(UnaryOp::Sigmoid))),
-        ("sqrt".into(), Box::new(unary(UnaryOp::Sqrt))),
-        ("recip".into(), Box::new(unary(UnaryOp::Recip))),
-        ("relu".into(), Box::new(unary(UnaryOp::Relu))),
-        ("abs".into(), Box::new(unary(UnaryOp::Abs))),
-        ("neg".into(), Box::new(unary(UnaryOp::Neg))),
-        ("pow".into(), Box::new(binary(BinaryOp::Pow))),
-        ("max".into(), Box::new(binary(BinaryOp::Max))),
-        ("min".into(), Box::new(binary(BinaryOp::Min))),
-        ("div".into(), Box::new(binary(BinaryOp::Div))),
-        ("lt".into(), Box::new(binary(BinaryOp::Lt))),
-        ("eq".into(), Box::new(binary(BinaryOp::Eq))),
-        (
-            "pow 3".into(),
-            Box::new(|x, _| Expr::binary(BinaryOp::Pow, x, Expr::Const(3.0))),
-        ),
-        (
-            "pow 1.5".into(),
-            Box::new(|x, _| Expr::binary(BinaryOp::Pow, x, Expr::Const(1.5))),
-        ),
-        (
-            "select".into(),
-            Box::new(|x: Expr, y: Expr| Expr::Select {
-                cond: Box::new(Expr::binary(BinaryOp::Gt, x.clone(), y.clone())),
-                then: Box::new(Expr::unary(UnaryOp::Tanh, x)),
-                otherwise: Box::new(Expr::binary(BinaryOp::Mul, y, Expr::Const(0.5))),
-            }),
-        ),
-    ];
-    for (name, value) in &cases {
-        let text = emit_clif(&[elementwise(value, n as u64, true)]).unwrap();
-        assert!(text.contains("f32x4"), "{name} is not vectorized:\n{text}");
-        let bufs = vec![x.clone(), y.clone(), vec![0.0; n]];
-        let vector = run_cpu(&elementwise(value, n as u64, true), &bufs, 1, None);
-        let scalar = run_cpu(&elementwise(value, n as u64, false), &bufs, 1, None);
-        for i in 0..n {
-            let (v, s) = (vector[2][i] as f32, scalar[2][i] as f32);
-            assert!(
-                v.to_bits() == s.to_bits() || (v.is_nan() && s.is_nan()),
-                "{name} at point {i} (x = {}, y = {}): {v:e} in a vector, {s:e} alone",
-                x[i],
-                y[i]
+    for features in targets() {
+        // Ordinary values, both signs, special values and subnormals, in an order that puts
+        // each kind in every lane and in the scalar tail (1001 points: 250 vectors and 1).
+        let specials = [
+            0.0,
+            -0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            1e-40,
+            -1e-40,
+            1.0,
+            -1.0,
+            0.5,
+            2.0,
+            3.0,
+            100.0,
+            -100.0,
+        ];
+        let n = 1001;
+        let x: Vec<f64> = (0..n)
+            .map(|i| {
+                if i % 3 == 0 {
+                    specials[(i / 3) % specials.len()]
+                } else {
+                    values(1, -30.0, 30.0, i as u64)[0]
+                }
+            })
+            .collect();
+        let y: Vec<f64> = (0..n)
+            .map(|i| {
+                if i % 5 == 0 {
+                    specials[(i / 5 + 3) % specials.len()]
+                } else {
+                    values(1, -4.0, 4.0, 7 + i as u64)[0].round()
+                }
+            })
+            .collect();
+        let unary = |op: UnaryOp| move |x: Expr, _: Expr| Expr::unary(op, x);
+        let binary = |op: BinaryOp| move |x: Expr, y: Expr| Expr::binary(op, x, y);
+        let cases: Vec<(String, Box<PointValue>)> = vec![
+            ("exp".into(), Box::new(unary(UnaryOp::Exp))),
+            ("log".into(), Box::new(unary(UnaryOp::Log))),
+            ("tanh".into(), Box::new(unary(UnaryOp::Tanh))),
+            ("erf".into(), Box::new(unary(UnaryOp::Erf))),
+            ("sigmoid".into(), Box::new(unary(UnaryOp::Sigmoid))),
+            ("sqrt".into(), Box::new(unary(UnaryOp::Sqrt))),
+            ("recip".into(), Box::new(unary(UnaryOp::Recip))),
+            ("relu".into(), Box::new(unary(UnaryOp::Relu))),
+            ("abs".into(), Box::new(unary(UnaryOp::Abs))),
+            ("neg".into(), Box::new(unary(UnaryOp::Neg))),
+            ("pow".into(), Box::new(binary(BinaryOp::Pow))),
+            ("max".into(), Box::new(binary(BinaryOp::Max))),
+            ("min".into(), Box::new(binary(BinaryOp::Min))),
+            ("div".into(), Box::new(binary(BinaryOp::Div))),
+            ("lt".into(), Box::new(binary(BinaryOp::Lt))),
+            ("eq".into(), Box::new(binary(BinaryOp::Eq))),
+            (
+                "pow 3".into(),
+                Box::new(|x, _| Expr::binary(BinaryOp::Pow, x, Expr::Const(3.0))),
+            ),
+            (
+                "pow 1.5".into(),
+                Box::new(|x, _| Expr::binary(BinaryOp::Pow, x, Expr::Const(1.5))),
+            ),
+            (
+                "select".into(),
+                Box::new(|x: Expr, y: Expr| Expr::Select {
+                    cond: Box::new(Expr::binary(BinaryOp::Gt, x.clone(), y.clone())),
+                    then: Box::new(Expr::unary(UnaryOp::Tanh, x)),
+                    otherwise: Box::new(Expr::binary(BinaryOp::Mul, y, Expr::Const(0.5))),
+                }),
+            ),
+        ];
+        for (name, value) in &cases {
+            let text = emit_clif_for(&[elementwise(value, n as u64, true)], features).unwrap();
+            assert!(text.contains("f32x4"), "{name} is not vectorized:\n{text}");
+            let bufs = vec![x.clone(), y.clone(), vec![0.0; n]];
+            let vector = run_cpu_on(
+                features,
+                &elementwise(value, n as u64, true),
+                &bufs,
+                1,
+                None,
             );
-        }
-        // And both are what the reference computes, for finite inputs (the special cases
-        // have tests of their own).
-        let kernel = elementwise(value, n as u64, true);
-        let want = run_reference(&kernel, &bufs, 1);
-        for i in (0..n).filter(|&i| x[i].is_finite() && y[i].is_finite()) {
-            // The reference computes in f64: compare at f32.
-            let (g, w) = (vector[2][i], f64::from(want[2][i] as f32));
-            let close =
-                (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= 1e-5 * w.abs().max(1e-30);
-            assert!(close, "{name} at point {i}: {g:e}, reference {w:e}");
+            let scalar = run_cpu_on(
+                features,
+                &elementwise(value, n as u64, false),
+                &bufs,
+                1,
+                None,
+            );
+            for i in 0..n {
+                let (v, s) = (vector[2][i] as f32, scalar[2][i] as f32);
+                assert!(
+                    v.to_bits() == s.to_bits() || (v.is_nan() && s.is_nan()),
+                    "{name} at point {i} (x = {}, y = {}): {v:e} in a vector, {s:e} alone",
+                    x[i],
+                    y[i]
+                );
+            }
+            // And both are what the reference computes, for finite inputs (the special cases
+            // have tests of their own).
+            let kernel = elementwise(value, n as u64, true);
+            let want = run_reference(&kernel, &bufs, 1);
+            for i in (0..n).filter(|&i| x[i].is_finite() && y[i].is_finite()) {
+                // The reference computes in f64: compare at f32.
+                let (g, w) = (vector[2][i], f64::from(want[2][i] as f32));
+                let close = (g.is_nan() && w.is_nan())
+                    || g == w
+                    || (g - w).abs() <= 1e-5 * w.abs().max(1e-30);
+                assert!(close, "{name} at point {i}: {g:e}, reference {w:e}");
+            }
         }
     }
 }
@@ -1130,7 +1197,7 @@ fn an_in_place_update_reads_each_old_value_once_in_vectors() {
             },
         ],
     );
-    let text = emit_clif(std::slice::from_ref(&kernel)).unwrap();
+    let text = emit_clif_base(std::slice::from_ref(&kernel)).unwrap();
     assert!(text.contains("load.f32x4"), "{text}");
     assert_matches_reference(&kernel, &inputs(&kernel, 1, -1.0, 1.0), 1, 1e-6, 1e-6);
 }
@@ -1173,7 +1240,7 @@ fn a_reduction_over_the_batch_folds_four_columns_at_a_time_with_the_scalar_bits(
     let cols = 4 * 5 + 3;
     for op in [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min] {
         let vector = column_fold(op, cols, true);
-        let text = emit_clif(std::slice::from_ref(&vector)).unwrap();
+        let text = emit_clif_base(std::slice::from_ref(&vector)).unwrap();
         assert!(text.contains("f32x4"), "{op:?} is not vectorized:\n{text}");
         for batch in [0, 1, 7, 100] {
             let bufs = vec![

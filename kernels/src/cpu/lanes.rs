@@ -19,6 +19,9 @@ pub struct Lanes {
     pub float: Type,
     /// The integer type of the same shape: `i32` or `i32x4`.
     pub int: Type,
+    /// Whether a multiply-add is one fused instruction (`fma`: the target has FMA, see
+    /// [`super::Features`]) or a multiplication and an addition.
+    pub fused: bool,
 }
 
 impl Lanes {
@@ -26,14 +29,44 @@ impl Lanes {
     pub const SCALAR: Lanes = Lanes {
         float: types::F32,
         int: types::I32,
+        fused: false,
     };
     /// Four values in a 128-bit register.
     pub const X4: Lanes = Lanes {
         float: types::F32X4,
         int: types::I32X4,
+        fused: false,
     };
     /// How many values a vector of this shape holds.
     pub const WIDTH: i64 = 4;
+
+    /// The same shape, its multiply-adds fused or not.
+    pub fn fused(self, fused: bool) -> Lanes {
+        Lanes { fused, ..self }
+    }
+
+    /// `a * x + c`: one `fma` (rounded once) when fused, else a multiplication and an
+    /// addition.
+    pub fn mul_add(self, b: &mut FunctionBuilder, a: Value, x: Value, c: Value) -> Value {
+        if self.fused {
+            b.ins().fma(a, x, c)
+        } else {
+            let ax = b.ins().fmul(a, x);
+            b.ins().fadd(ax, c)
+        }
+    }
+
+    /// `c - a * x`: one `fma` of `-a` when fused, else a multiplication and a
+    /// subtraction.
+    pub fn neg_mul_add(self, b: &mut FunctionBuilder, a: Value, x: Value, c: Value) -> Value {
+        if self.fused {
+            let na = b.ins().fneg(a);
+            b.ins().fma(na, x, c)
+        } else {
+            let ax = b.ins().fmul(a, x);
+            b.ins().fsub(c, ax)
+        }
+    }
 
     pub fn is_vector(self) -> bool {
         self.float.is_vector()

@@ -28,6 +28,7 @@ pub(super) fn lower_kernel(
     kernel: &Kernel,
     func: &mut Function,
     frontend: TargetFrontendConfig,
+    features: super::Features,
 ) -> LowerResult<()> {
     // Divisions folded by range first: the counters and the memo see the folded indices.
     let simplified = strength::simplify_kernel(kernel);
@@ -68,6 +69,7 @@ pub(super) fn lower_kernel(
         readable,
         divisions: kernel_divisions(kernel),
         vector: vector::plan(kernel),
+        fused: features.fma,
     };
     lowering.invariants = kernel_invariants(kernel, &|slot| lowering.readable[slot]);
     lowering.body(start, end)?;
@@ -205,6 +207,8 @@ struct Lowering<'k, 'f> {
     /// How the kernel's innermost loop runs four points at a time, if it can
     /// ([`vector`]); `None` inside a fold's loops.
     vector: Option<vector::Plan>,
+    /// Whether multiply-adds are fused ([`Lanes::fused`]).
+    fused: bool,
 }
 
 /// Whether a fold's loops may be unrolled.
@@ -902,6 +906,16 @@ impl<'k, 'f> Lowering<'k, 'f> {
         Ok(self.b.ins().select(negative, r1, r))
     }
 
+    /// One value at a time, multiply-adds fused as the target allows.
+    fn scalar(&self) -> Lanes {
+        Lanes::SCALAR.fused(self.fused)
+    }
+
+    /// Four values at a time, multiply-adds fused as the target allows.
+    fn x4(&self) -> Lanes {
+        Lanes::X4.fused(self.fused)
+    }
+
     fn f32const(&mut self, x: f32) -> Value {
         self.b.ins().f32const(x)
     }
@@ -957,22 +971,23 @@ impl<'k, 'f> Lowering<'k, 'f> {
             }
             Expr::Unary(op, x) => {
                 let x = self.expr(x, acc)?;
-                self.unary(Lanes::SCALAR, *op, x)
+                self.unary(self.scalar(), *op, x)
             }
             Expr::Binary(BinaryOp::Pow, a, b) => {
                 let a = self.expr(a, acc)?;
                 match **b {
-                    Expr::Const(c) => self.pow_const(Lanes::SCALAR, a, c),
+                    Expr::Const(c) => self.pow_const(self.scalar(), a, c),
                     _ => {
                         let b = self.expr(b, acc)?;
-                        math::pow(&mut self.b, Lanes::SCALAR, a, b)
+                        let l = self.scalar();
+                        math::pow(&mut self.b, l, a, b)
                     }
                 }
             }
             Expr::Binary(op, a, b) => {
                 let a = self.expr(a, acc)?;
                 let b = self.expr(b, acc)?;
-                self.binary(Lanes::SCALAR, *op, a, b)
+                self.binary(self.scalar(), *op, a, b)
             }
             Expr::Select {
                 cond,

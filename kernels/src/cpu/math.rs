@@ -6,8 +6,16 @@
 //! same bits. The algorithms and coefficients are Cephes'
 //! single-precision ones (S. L. Moshier, *Methods and Programs for Mathematical
 //! Functions*, `expf.c`, `logf.c`, `tanhf.c`): a range reduction, a short minimax
-//! polynomial, and a reconstruction. None uses `fma`, which Cranelift turns into a libcall
-//! on hosts without FMA, so every host computes the same bits.
+//! polynomial, and a reconstruction.
+//!
+//! Their multiply-adds (the polynomials' steps, `exp`'s range reduction) are single `fma`
+//! instructions when the target has FMA ([`Lanes::fused`], from [`super::Features`]),
+//! else a multiplication and an addition (Cranelift would turn an `fma` into a library
+//! call there). Fused, each step rounds once instead of twice and the chain of dependent
+//! operations is shorter: an LSTM cell, five such functions in a row per point, is bound
+//! by that chain's latency. So the last bits of a result depend on whether the host has
+//! FMA, as a matrix product's do on the host's vector width; on one host they are the same
+//! in scalar and vector code and on every thread.
 //!
 //! Accuracy, measured against `f64` over the whole `f32` range where the result is normal
 //! (see `runtime/tests/cpu_kernels.rs`): `exp` and `log` within 1 ulp, `tanh` within 2 ulp
@@ -38,9 +46,8 @@ use cranelift_frontend::FunctionBuilder;
 fn horner(b: &mut FunctionBuilder, l: Lanes, x: Value, coeffs: &[f32]) -> Value {
     let mut p = l.f(b, coeffs[0]);
     for &k in &coeffs[1..] {
-        let px = b.ins().fmul(p, x);
         let k = l.f(b, k);
-        p = b.ins().fadd(px, k);
+        p = l.mul_add(b, p, x, k);
     }
     p
 }
@@ -57,13 +64,11 @@ fn pairs(b: &mut FunctionBuilder, l: Lanes, x: Value, x2: Value, coeffs: &[f32])
     for pair in rest.chunks(2) {
         let hi = l.f(b, pair[0]);
         let lo = l.f(b, pair[1]);
-        let t = b.ins().fmul(hi, x);
-        terms.push(b.ins().fadd(t, lo));
+        terms.push(l.mul_add(b, hi, x, lo));
     }
     let mut p = terms[0];
     for &t in &terms[1..] {
-        let px = b.ins().fmul(p, x2);
-        p = b.ins().fadd(px, t);
+        p = l.mul_add(b, p, x2, t);
     }
     p
 }
@@ -79,19 +84,17 @@ fn pairs(b: &mut FunctionBuilder, l: Lanes, x: Value, x2: Value, coeffs: &[f32])
 /// Inside the range the bits are those of Cephes' `ldexpf(p, n)`.
 pub fn exp(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
     let log2e = l.f(b, std::f32::consts::LOG2_E);
-    let t = b.ins().fmul(x, log2e);
-    // Exact for |t| < 2^22, rounding to nearest even as `nearest` does; larger |t| lies
+    // `t = x log2(e)` rounded to an integer: exact for |t| < 2^22, rounding to nearest
+    // even as `nearest` does (fused, `t` itself is not rounded first); larger |t| lies
     // outside the range selected below.
     let round = l.f(b, 12_582_912.0); // 1.5 * 2^23
-    let shifted = b.ins().fadd(t, round);
+    let shifted = l.mul_add(b, x, log2e, round);
     let n = b.ins().fsub(shifted, round);
     // ln2 split in two: C1 has 9 significant bits, so `n * C1` and `x - n * C1` are exact.
     let c1 = l.f(b, 0.693_359_375);
     let c2 = l.f(b, -2.121_944_40e-4);
-    let nc1 = b.ins().fmul(n, c1);
-    let r = b.ins().fsub(x, nc1);
-    let nc2 = b.ins().fmul(n, c2);
-    let r = b.ins().fsub(r, nc2);
+    let r = l.neg_mul_add(b, n, c1, x);
+    let r = l.neg_mul_add(b, n, c2, r);
     let rr = b.ins().fmul(r, r);
     let p = pairs(
         b,
@@ -107,8 +110,7 @@ pub fn exp(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
             5.000_000_120_1e-1,
         ],
     );
-    let y = b.ins().fmul(p, rr);
-    let y = b.ins().fadd(y, r);
+    let y = l.mul_add(b, p, rr, r);
     let one = l.f(b, 1.0);
     let y = b.ins().fadd(y, one);
     // The low bits of `shifted` are `n + 2^22`; shifted into the exponent field, the
@@ -184,15 +186,12 @@ pub fn log(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
     let y = b.ins().fmul(p, f);
     let y = b.ins().fmul(y, z);
     let c2 = l.f(b, -2.121_944_40e-4);
-    let t = b.ins().fmul(fe, c2);
-    let y = b.ins().fadd(y, t);
+    let y = l.mul_add(b, fe, c2, y);
     let half = l.f(b, -0.5);
-    let t = b.ins().fmul(z, half);
-    let y = b.ins().fadd(y, t);
+    let y = l.mul_add(b, z, half, y);
     let r = b.ins().fadd(f, y);
     let c1 = l.f(b, 0.693_359_375);
-    let t = b.ins().fmul(fe, c1);
-    let r = b.ins().fadd(r, t);
+    let r = l.mul_add(b, fe, c1, r);
     // Special cases, last one wins: +inf -> +inf, ±0 -> -inf, x < 0 or NaN -> NaN.
     let inf = l.f(b, f32::INFINITY);
     let is_inf = b.ins().fcmp(FloatCC::Equal, x, inf);
@@ -232,8 +231,7 @@ pub fn tanh(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
         ],
     );
     let p = b.ins().fmul(p, s);
-    let p = b.ins().fmul(p, x);
-    let small = b.ins().fadd(p, x);
+    let small = l.mul_add(b, p, x, x);
     let bound = l.f(b, 0.625);
     let is_big = b.ins().fcmp(FloatCC::GreaterThanOrEqual, z, bound);
     let r = l.select(b, is_big, big, small);

@@ -93,11 +93,39 @@ pub fn row_count(space: &[Dim], batch: u64) -> u64 {
     crate::cost::points(&space[..row_dims(space).min(space.len())], batch)
 }
 
-/// Emits every kernel as one CLIF function named after it (`%name`); returns the
-/// functions' text, which `cranelift_reader::parse_functions` reads back.
+/// What the emitted code may use of its target beyond x86-64's baseline (SSE2, which
+/// its `f32x4` code needs). The default is the baseline: code that every x86-64 host
+/// runs and computes the same bits on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Features {
+    /// Fused multiply-add: the transcendental functions' multiply-adds are `fma`
+    /// instructions ([`math`]). Cranelift compiles `fma` to `vfmadd` only for a target
+    /// with FMA (and to a library call otherwise), so set it only for such a target.
+    pub fma: bool,
+}
+
+impl Features {
+    /// What this host has: the features Cranelift's native target enables.
+    pub fn host() -> Features {
+        #[cfg(target_arch = "x86_64")]
+        let fma = std::arch::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let fma = false;
+        Features { fma }
+    }
+}
+
+/// Emits every kernel as one CLIF function named after it (`%name`), for the baseline
+/// target ([`Features::default`]); returns the functions' text, which
+/// `cranelift_reader::parse_functions` reads back.
 pub fn emit_clif(kernels: &[Kernel]) -> Result<String, KernelError> {
+    emit_clif_for(kernels, Features::default())
+}
+
+/// [`emit_clif`] for a target with `features`.
+pub fn emit_clif_for(kernels: &[Kernel], features: Features) -> Result<String, KernelError> {
     let mut text = String::new();
-    for func in emit_functions(kernels)? {
+    for func in emit_functions(kernels, features)? {
         text.push_str(&func.display().to_string());
         text.push('\n');
     }
@@ -105,9 +133,12 @@ pub fn emit_clif(kernels: &[Kernel]) -> Result<String, KernelError> {
 }
 
 /// Emits every kernel as Cranelift functions, one per part in order (named
-/// [`Kernel::function_names`], as testcase names), verified: what a runtime compiles to
-/// machine code directly, with no text in between.
-pub fn emit_functions(kernels: &[Kernel]) -> Result<Vec<Function>, KernelError> {
+/// [`Kernel::function_names`], as testcase names), verified, for a target with
+/// `features`: what a runtime compiles to machine code directly, with no text in between.
+pub fn emit_functions(
+    kernels: &[Kernel],
+    features: Features,
+) -> Result<Vec<Function>, KernelError> {
     let mut functions = Vec::new();
     // Built once: the ISA lookup and its flags cost more than a small kernel's emission.
     let mut target: Option<Target> = None;
@@ -115,7 +146,7 @@ pub fn emit_functions(kernels: &[Kernel]) -> Result<Vec<Function>, KernelError> 
         kernel.validate()?;
         let target = match &target {
             Some(t) => t,
-            None => target.insert(Target::x86_64().map_err(|message| KernelError {
+            None => target.insert(Target::x86_64(features).map_err(|message| KernelError {
                 kernel: kernel.name.clone(),
                 message,
             })?),
@@ -134,10 +165,11 @@ pub fn emit_functions(kernels: &[Kernel]) -> Result<Vec<Function>, KernelError> 
 struct Target {
     frontend: TargetFrontendConfig,
     flags: settings::Flags,
+    features: Features,
 }
 
 impl Target {
-    fn x86_64() -> Result<Target, String> {
+    fn x86_64(features: Features) -> Result<Target, String> {
         let flags = settings::Flags::new(settings::builder());
         let isa = cranelift_codegen::isa::lookup_by_name("x86_64")
             .map_err(|e| format!("no x86-64 backend in this build of Cranelift: {e}"))?
@@ -146,6 +178,7 @@ impl Target {
         Ok(Target {
             frontend: isa.frontend_config(),
             flags,
+            features,
         })
     }
 }
@@ -162,7 +195,7 @@ fn emit_function(kernel: &Kernel, target: &Target) -> Result<Function, KernelErr
     check_cpu_constraints(kernel)?;
     let mut func =
         Function::with_name_signature(UserFuncName::testcase(&kernel.name), kernel_signature());
-    lower::lower_kernel(kernel, &mut func, target.frontend)?;
+    lower::lower_kernel(kernel, &mut func, target.frontend, target.features)?;
     // The SSA builder leaves value aliases behind; resolving them keeps the text plain.
     func.dfg.resolve_all_aliases();
     cranelift_codegen::verify_function(&func, &target.flags).map_err(|errors| KernelError {

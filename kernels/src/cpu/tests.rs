@@ -1,7 +1,7 @@
 //! Snapshots of the CLIF of tiny kernels, its round trip through the reader, and the
 //! emitter's refusals.
 
-use super::emit_clif;
+use super::{Features, emit_clif, emit_clif_for};
 use crate::ir::{
     Access, BinaryOp, Dim, Expr, Index, Kernel, KernelBody, ReduceOp, ScalarType, Store, UnaryOp,
 };
@@ -251,6 +251,18 @@ fn clif_text_round_trips_through_the_reader() {
     );
     let reprinted: String = funcs.iter().map(|f| format!("{}\n", f.display())).collect();
     assert_eq!(reprinted, text);
+}
+
+#[test]
+fn fused_multiply_adds_only_for_a_target_with_fma() {
+    let baseline = emit_clif(&[every_operator()]).unwrap();
+    assert!(!baseline.contains(" fma "), "{baseline}");
+    let fused = emit_clif_for(&[every_operator()], Features { fma: true }).unwrap();
+    // `exp`'s rounding and reduction, and every polynomial step of the functions.
+    let count = fused.matches(" fma ").count();
+    assert!(count >= 20, "{count} fused multiply-adds in:\n{fused}");
+    // The rest is the same code, one instruction fewer per fused pair.
+    assert!(fused.lines().count() < baseline.lines().count());
 }
 
 #[test]

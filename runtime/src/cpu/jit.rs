@@ -9,11 +9,13 @@
 use super::KernelFn;
 use cranelift_codegen::ir::Function;
 use cranelift_codegen::ir::{UserFuncName, types};
+use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
 use std::collections::HashMap;
 use std::mem::ManuallyDrop;
+use strata_kernels::cpu::Features;
 use strata_kernels::ir::Kernel;
 
 /// Cranelift's optimization level for kernels. The emitter already writes simple,
@@ -40,10 +42,11 @@ impl JitCode {
     /// Generates the CPU code of `kernels` (one function per part, see
     /// [`Kernel::function_names`]) and compiles it for this host.
     pub fn from_kernels(kernels: &[Kernel]) -> Result<JitCode, JitError> {
+        let isa = host_isa()?;
         // The emitter verifies every function it generates.
-        let funcs = strata_kernels::cpu::emit_functions(kernels)
+        let funcs = strata_kernels::cpu::emit_functions(kernels, features_of(&*isa))
             .map_err(|e| JitError(format!("generating the CPU code: {e}")))?;
-        JitCode::compile_verified(funcs)
+        JitCode::compile_verified(funcs, isa)
     }
 
     /// Parses CLIF text holding one or more functions and compiles them for this host.
@@ -63,15 +66,15 @@ impl JitCode {
             cranelift_codegen::verify_function(func, &flags)
                 .map_err(|e| JitError(format!("function `{name}` does not compile: {e}")))?;
         }
-        JitCode::compile_verified(funcs)
+        JitCode::compile_verified(funcs, host_isa()?)
     }
 
-    /// [`JitCode::compile_functions`] on functions the emitter has verified.
-    fn compile_verified(funcs: Vec<Function>) -> Result<JitCode, JitError> {
+    /// [`JitCode::compile_functions`] on functions the emitter has verified, for `isa`.
+    fn compile_verified(funcs: Vec<Function>, isa: OwnedTargetIsa) -> Result<JitCode, JitError> {
         // Built first, so that its memory is freed if anything below fails.
         let mut code = JitCode {
             module: ManuallyDrop::new(JITModule::new(JITBuilder::with_isa(
-                host_isa()?,
+                isa,
                 default_libcall_names(),
             ))),
             functions: HashMap::new(),
@@ -128,8 +131,20 @@ impl Drop for JitCode {
     }
 }
 
+/// What the emitter may use of `isa` ([`Features`]): the settings Cranelift compiles
+/// with decide it, so an `fma` is never emitted for a target that would call a library
+/// for it.
+pub(super) fn features_of(isa: &dyn TargetIsa) -> Features {
+    let on = |name: &str| {
+        isa.isa_flags()
+            .iter()
+            .any(|v| v.name == name && v.as_bool() == Some(true))
+    };
+    Features { fma: on("has_fma") }
+}
+
 /// The ISA of this host, with the flags cranelift-jit needs.
-pub(super) fn host_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa, JitError> {
+pub(super) fn host_isa() -> Result<OwnedTargetIsa, JitError> {
     let mut flags = settings::builder();
     for (name, value) in [
         ("opt_level", OPT_LEVEL),

@@ -23,7 +23,7 @@ use strata_kernels::ir::Kernel;
 
 use super::KernelFn;
 use super::distinct::distinct_kernels;
-use super::jit::{JitError, check_kernel_function, host_isa, kernel_name};
+use super::jit::{JitError, check_kernel_function, features_of, host_isa, kernel_name};
 
 /// What generated the code: this runtime and its code generator, whose calling
 /// convention and buffer layout the code assumes.
@@ -36,7 +36,7 @@ pub fn compile_machine_code(kernels: &[Kernel]) -> Result<MachineCode, JitError>
     // Each kernel distinct up to names is compiled once; the others' functions point at
     // its code.
     let (distinct, same_as) = distinct_kernels(kernels);
-    let funcs = strata_kernels::cpu::emit_functions(&distinct)
+    let funcs = strata_kernels::cpu::emit_functions(&distinct, features_of(&*isa))
         .map_err(|e| JitError(format!("generating the CPU code: {e}")))?;
     let compiled: Vec<(String, Vec<u8>)> = funcs
         .into_par_iter()

@@ -498,7 +498,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
         acc: Option<Value>,
         cache: &mut PointCache,
     ) -> LowerResult<Option<Value>> {
-        let l = Lanes::X4;
+        let l = self.x4();
         Ok(match e {
             Expr::Load { buf, index } => {
                 if coefficient(index, cache.var) == Some(0) {
