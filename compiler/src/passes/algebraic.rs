@@ -10,7 +10,7 @@
 //! | `add_zero`            | `add x, 0` / `add 0, x` / `sub x, 0`     | `x`                          |
 //! | `neg_neg`             | `neg (neg x)`                            | `x`                          |
 //! | `transpose_identity`  | `transpose perm=[0, 1, …] x`             | `x`                          |
-//! | `transpose_transpose` | `transpose p2 (transpose p1 x)`          | `transpose p1∘p2 x` or `x`   |
+//! | `transpose_transpose` | `transpose p2 (transpose p1 x)` (not a swap of the last two axes of a transpose with other users) | `transpose p1∘p2 x` or `x`   |
 //! | `transpose_matmul`    | `transpose [1, 0] (matmul a, b)` (rank 2, one user) | `matmul bᵀ, aᵀ`   |
 //! | `reshape_same`        | `reshape` to the operand's own shape     | `x`                          |
 //! | `reshape_reshape`     | `reshape s2 (reshape s1 x)`              | `reshape s2 x`               |
@@ -366,6 +366,18 @@ fn transpose_transpose(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, Str
     let span = g.node(v).span;
     if perm.iter().enumerate().all(|(i, p)| i == *p) {
         return Ok(same_type(g, v, src));
+    }
+    // A swap of the last two axes of a transpose that is stored anyway (it has other
+    // users) stays: a matrix product reads it through its strides, where the composed
+    // permutation would be one more copy (W3's input weight gradient reads the
+    // time-major copy of `x`, transposed, instead of a second copy of `x`).
+    let r = outer.len();
+    let swaps_last_two = r >= 2
+        && outer[..r - 2].iter().enumerate().all(|(i, p)| i == *p)
+        && outer[r - 2] == r - 1
+        && outer[r - 1] == r - 2;
+    if swaps_last_two && g.users(x).len() > 1 {
+        return Ok(None);
     }
     Ok(Some(g.add(Op::Transpose { perm }, &[src], span)?))
 }
