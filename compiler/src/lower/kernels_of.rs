@@ -114,6 +114,16 @@ fn element(
             let s = slots.slot(l, b, Access::Read);
             Ok(Expr::load(s, Index::row_major(&c, &src_shape)))
         }
+        Some(Storage::PermutedView { buf, of }) => {
+            let (perm, src_shape) = permutation_of(l, of)?;
+            // Coordinate `i` of the transpose is coordinate `perm[i]` of its operand.
+            let mut c = vec![Index::Const(0); perm.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                c[p] = coords[i].clone();
+            }
+            let s = slots.slot(l, buf, Access::Read);
+            Ok(Expr::load(s, Index::row_major(&c, &src_shape)))
+        }
         Some(Storage::SliceView {
             buf,
             of,
@@ -805,6 +815,9 @@ fn matrix_operand(
     let (buf, transposed) = match l.storage.get(&v).copied() {
         Some(Storage::Buffer(b)) => (b, false),
         Some(Storage::TransposedView(b)) => (b, true),
+        Some(Storage::PermutedView { buf, of }) => {
+            return permuted_matrix_operand(l, slots, buf, of, batch_vars);
+        }
         Some(Storage::SliceView {
             buf,
             of,
@@ -857,6 +870,57 @@ fn matrix_operand(
         offset,
         row_stride,
         col_stride,
+        window: None,
+    })
+}
+
+/// Transpose `v`'s permutation and its operand's shape.
+fn permutation_of(l: &Lowerer, v: ValueId) -> Result<(Vec<usize>, Vec<Dim>), LowerError> {
+    let Op::Transpose { perm } = &l.graph.node(v).op else {
+        return Err(LowerError(format!("{v}: a permuted view of no transpose")));
+    };
+    let src = l.graph.operands(v)[0];
+    Ok((perm.clone(), kernel_dims(&l.graph.ty(src).shape)))
+}
+
+/// A matrix operand read through a transpose (any permutation) of a value stored
+/// row-major in `buf`: its batch coordinates and its rows and columns are coordinates of
+/// that value, so the offset sums each batch coordinate times its axis's stride, and
+/// the row and column strides are their axes' strides.
+fn permuted_matrix_operand(
+    l: &Lowerer,
+    slots: &mut Slots,
+    buf: BufferId,
+    v: ValueId,
+    batch_vars: &[Index],
+) -> Result<MatrixOperand, LowerError> {
+    let (perm, src_shape) = permutation_of(l, v)?;
+    let r = perm.len();
+    let stride = |axis: usize| {
+        src_shape[axis + 1..]
+            .iter()
+            .fold(Index::Const(1), |s, d| s.mul(Index::of_dim(*d)))
+    };
+    let own_batch = r - 2;
+    let coords = batch_vars
+        .get(batch_vars.len().saturating_sub(own_batch)..)
+        .filter(|c| c.len() == own_batch)
+        .ok_or_else(|| {
+            LowerError(format!(
+                "{v}: a product of fewer batch axes than its operand"
+            ))
+        })?;
+    let offset = coords
+        .iter()
+        .zip(&perm)
+        .fold(Index::Const(0), |o, (c, &p)| {
+            o.add(c.clone().mul(stride(p)))
+        });
+    Ok(MatrixOperand {
+        buf: slots.slot(l, buf, Access::Read),
+        offset,
+        row_stride: stride(perm[r - 2]),
+        col_stride: stride(perm[r - 1]),
         window: None,
     })
 }

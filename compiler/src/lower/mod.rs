@@ -129,6 +129,9 @@ enum Storage {
     Const(f64),
     /// The transpose (last two dims) of the value stored in this buffer.
     TransposedView(BufferId),
+    /// Transpose `of` (another permutation) of its operand, stored row-major in this
+    /// buffer; read only by products (fusion rule `view`).
+    PermutedView { buf: BufferId, of: ValueId },
     /// A slice `[start, start + len)` along `axis` of value `of`, stored in this buffer
     /// in `of`'s layout; `transposed`: the transpose (last two dims) of that slice.
     SliceView {
@@ -476,6 +479,13 @@ impl<'g> Lowerer<'g> {
             (Op::Reshape { .. }, _) => {
                 let src = self.graph.operands(v)[0];
                 Storage::Buffer(self.materialize(src)?)
+            }
+            (Op::Transpose { perm }, Placement::View) if !fuse::swaps_last_two(perm) => {
+                let src = self.graph.operands(v)[0];
+                Storage::PermutedView {
+                    buf: self.materialize(src)?,
+                    of: v,
+                }
             }
             (Op::Transpose { .. }, Placement::View) => {
                 let src = self.graph.operands(v)[0];
