@@ -922,6 +922,10 @@ fn sigmoid_is_within_2_5_ulp() {
 #[test]
 fn math_special_cases() {
     for features in targets() {
+        // `kernel` at one point `x`.
+        let one = |kernel: &Kernel, x: f64| {
+            run_cpu_on(features, kernel, &[vec![x], vec![0.0]], 1, None)[1][0]
+        };
         let inf = f64::INFINITY;
         let cases: [(UnaryOp, f64, f64); 20] = [
             (UnaryOp::Exp, inf, inf),
@@ -947,29 +951,23 @@ fn math_special_cases() {
         ];
         for (op, x, want) in cases {
             let kernel = unary_map(op, 1);
-            let got = run_cpu_on(features, &kernel, &[vec![x], vec![0.0]], 1, None)[1][0];
+            let got = one(&kernel, x);
             let ok = (got.is_nan() && want.is_nan())
                 || (got == want && got.is_sign_negative() == want.is_sign_negative());
             assert!(ok, "{op:?}({x}) = {got}, expected {want}");
         }
         for op in [UnaryOp::Exp, UnaryOp::Log, UnaryOp::Tanh, UnaryOp::Sigmoid] {
             let kernel = unary_map(op, 1);
-            let got = run_cpu_on(features, &kernel, &[vec![f64::NAN], vec![0.0]], 1, None)[1][0];
+            let got = one(&kernel, f64::NAN);
             assert!(got.is_nan(), "{op:?}(NaN) = {got}");
         }
         // Results that would be subnormal are 0 (the runtime flushes subnormals anyway); the
         // smallest normal results are exact to an ulp, down to ln 2^-126.
         let kernel = unary_map(UnaryOp::Exp, 1);
-        let got = run_cpu_on(features, &kernel, &[vec![-100.0], vec![0.0]], 1, None)[1][0];
+        let got = one(&kernel, -100.0);
         assert_eq!(got, 0.0);
         let edge = -87.336_54f32;
-        let got = run_cpu_on(
-            features,
-            &kernel,
-            &[vec![f64::from(edge)], vec![0.0]],
-            1,
-            None,
-        )[1][0];
+        let got = one(&kernel, f64::from(edge));
         let want = f64::from(edge).exp();
         assert!(got >= f64::from(f32::MIN_POSITIVE), "exp({edge}) = {got}");
         assert!(
@@ -977,29 +975,23 @@ fn math_special_cases() {
             "exp({edge}) = {got}, want {want}"
         );
         let top = 88.722_83f32;
-        let got = run_cpu_on(
-            features,
-            &kernel,
-            &[vec![f64::from(top)], vec![0.0]],
-            1,
-            None,
-        )[1][0];
+        let got = one(&kernel, f64::from(top));
         assert!(
             got.is_finite() && ulps(got as f32, f64::from(top).exp()) <= 1.0,
             "exp({top}) = {got}"
         );
-        let got = run_cpu_on(features, &kernel, &[vec![88.722_84], vec![0.0]], 1, None)[1][0];
+        let got = one(&kernel, 88.722_84);
         assert_eq!(got, f64::INFINITY);
         let kernel = unary_map(UnaryOp::Log, 1);
-        let got = run_cpu_on(features, &kernel, &[vec![1e-40], vec![0.0]], 1, None)[1][0];
+        let got = one(&kernel, 1e-40);
         assert!(
             (got - (1e-40f32 as f64).ln()).abs() < 1e-5,
             "log(1e-40) = {got}"
         );
         let kernel = unary_map(UnaryOp::Sigmoid, 1);
-        let got = run_cpu_on(features, &kernel, &[vec![-100.0], vec![0.0]], 1, None)[1][0];
+        let got = one(&kernel, -100.0);
         assert_eq!(got, 0.0);
-        let got = run_cpu_on(features, &kernel, &[vec![-80.0], vec![0.0]], 1, None)[1][0];
+        let got = one(&kernel, -80.0);
         assert!(
             ulps(got as f32, (-80f64).exp() / (1.0 + (-80f64).exp())) <= 2.5,
             "{got}"
