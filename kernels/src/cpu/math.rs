@@ -83,6 +83,24 @@ fn pairs(b: &mut FunctionBuilder, l: Lanes, x: Value, x2: Value, coeffs: &[f32])
 /// subnormal, which the runtime flushes to zero anyway), `inf` above, and NaN stays NaN.
 /// Inside the range the bits are those of Cephes' `ldexpf(p, n)`.
 pub fn exp(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
+    exp_over(b, l, x, Sign::Any)
+}
+
+/// What an argument of [`exp_over`] can be, besides NaN.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sign {
+    Any,
+    /// At most 0 (`sigmoid`'s `-|x|`, `erf`'s `-x²`): never above the overflow bound, so
+    /// only NaN needs that select, and it is kept by selecting `x` itself.
+    NonPositive,
+    /// At least 0 (`tanh`'s `2|x|`): never below the underflow bound.
+    NonNegative,
+}
+
+/// [`exp`] for an argument of `sign`: the selects that `sign` makes impossible are left
+/// out (fewer instructions and fewer constants held in registers in a loop of them, an
+/// LSTM cell's five). The same bits as [`exp`] for every such argument and NaN.
+fn exp_over(b: &mut FunctionBuilder, l: Lanes, x: Value, sign: Sign) -> Value {
     let log2e = l.f(b, std::f32::consts::LOG2_E);
     // `t = x log2(e)` rounded to an integer: exact for |t| < 2^22, rounding to nearest
     // even as `nearest` does (fused, `t` itself is not rounded first); larger |t| lies
@@ -121,10 +139,20 @@ pub fn exp(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
     let scaled = b.ins().iadd(y_bits, n_bits);
     let scaled = l.from_bits(b, scaled);
     // The f32 just above ln 2^-126: from it up, n >= -126 and the result is normal.
-    let lo = l.f(b, -87.336_54);
-    let zero = l.f(b, 0.0);
-    let below = b.ins().fcmp(FloatCC::LessThan, x, lo);
-    let r = l.select(b, below, zero, scaled);
+    let r = match sign {
+        Sign::NonNegative => scaled,
+        Sign::Any | Sign::NonPositive => {
+            let lo = l.f(b, -87.336_54);
+            let zero = l.f(b, 0.0);
+            let below = b.ins().fcmp(FloatCC::LessThan, x, lo);
+            l.select(b, below, zero, scaled)
+        }
+    };
+    if sign == Sign::NonPositive {
+        // NaN in, NaN out (the integer steps above may have made a number of it).
+        let nan = b.ins().fcmp(FloatCC::Unordered, x, x);
+        return l.select(b, nan, x, r);
+    }
     // The f32 just below ln FLT_MAX: above it the result overflows (`x * inf` is `inf`),
     // and a NaN input gives `NaN * inf`, NaN.
     let hi = l.f(b, 88.722_83);
@@ -211,7 +239,7 @@ pub fn log(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
 pub fn tanh(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
     let z = b.ins().fabs(x);
     let z2 = b.ins().fadd(z, z);
-    let e = exp(b, l, z2);
+    let e = exp_over(b, l, z2, Sign::NonNegative);
     let one = l.f(b, 1.0);
     let two = l.f(b, 2.0);
     let e1 = b.ins().fadd(e, one);
@@ -258,7 +286,7 @@ pub fn erf(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
     let q = horner(b, l, inv, &LARGE);
     let big2 = b.ins().fmul(big, big);
     let neg = b.ins().fneg(big2);
-    let e = exp(b, l, neg);
+    let e = exp_over(b, l, neg, Sign::NonPositive);
     let eq = b.ins().fmul(e, q);
     let large = b.ins().fsub(one, eq);
     let is_small = b.ins().fcmp(FloatCC::LessThan, a, split);
@@ -271,7 +299,7 @@ pub fn erf(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
 pub fn sigmoid(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
     let ax = b.ins().fabs(x);
     let nax = b.ins().fneg(ax);
-    let e = exp(b, l, nax);
+    let e = exp_over(b, l, nax, Sign::NonPositive);
     let one = l.f(b, 1.0);
     let zero = l.f(b, 0.0);
     let nonneg = b.ins().fcmp(FloatCC::GreaterThanOrEqual, x, zero);
