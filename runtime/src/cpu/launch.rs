@@ -691,6 +691,9 @@ struct ContractPlan {
     batch_extents: Vec<u64>,
     /// With the batch dimensions folded into `m`: the outermost batch indices per block.
     folded: Option<u64>,
+    /// The folded matrix's row stride in `a`: the operand's own, or, for a product of one
+    /// row per batch index, the step between the batch indices' rows.
+    folded_row_stride: i64,
     /// Extents of the summed dimensions.
     summed_extents: Vec<u64>,
     /// Whether the summed dimensions fold into the depth: one `gemm` call over `depth`.
@@ -722,6 +725,7 @@ impl ContractPlan {
             k: c.k.resolve(batch),
             batch_extents: c.batch.iter().map(|d| d.resolve(batch)).collect(),
             folded: None,
+            folded_row_stride: 0,
             summed_extents: c.summed.iter().map(|d| d.resolve(batch)).collect(),
             summed_in_depth: false,
             depth: c.k.resolve(batch),
@@ -734,7 +738,13 @@ impl ContractPlan {
         if plan.summed_folds_into_depth(c) {
             plan.summed_in_depth = true;
             plan.depth = plan.summed_extents.iter().product::<u64>() * plan.k;
-        } else if plan.summed_extents.is_empty() && plan.batch_folds_into_rows(c) {
+        } else if let Some(row_stride) = plan
+            .summed_extents
+            .is_empty()
+            .then(|| plan.batch_folds_into_rows(c))
+            .flatten()
+        {
+            plan.folded_row_stride = row_stride;
             // `m` rows per inner batch tuple, so this many per outermost index.
             let inner: u64 = plan.batch_extents[1..].iter().product();
             let rows_per_outer = (inner * plan.m).max(1);
@@ -744,10 +754,14 @@ impl ContractPlan {
         plan
     }
 
-    /// Whether the batch dimensions can be folded into `m` (see [`ContractPlan`]): at
-    /// every batch index, `b` and the strides are those of the first, and `a`'s matrix at
-    /// flat batch index `f` starts `f * m` rows after the first.
-    fn batch_folds_into_rows(&self, c: &Contraction) -> bool {
+    /// The row stride of `a` with the batch dimensions folded into `m` (see
+    /// [`ContractPlan`]), if they fold: at every batch index, `b` and the strides are
+    /// those of the first, and `a`'s matrix at flat batch index `f` starts `f * m` rows
+    /// after the first. A product of one row per batch index folds whenever its rows
+    /// are evenly spaced, whatever the operand's row stride (which such a row never
+    /// uses): the step between them is the folded matrix's row stride (a recurrent
+    /// layer's input projection at batch 1, reading `x[0, t, :]` for every step `t`).
+    fn batch_folds_into_rows(&self, c: &Contraction) -> Option<i64> {
         let matrices = self
             .batch_extents
             .iter()
@@ -757,7 +771,7 @@ impl ContractPlan {
             || !matches!(matrices, Some(1..=MOST_MATRICES))
             || c.b.window.is_some()
         {
-            return false;
+            return None;
         }
         let batch = self.batch as i64;
         let (a, b) = (&c.a, &c.b);
@@ -773,17 +787,32 @@ impl ContractPlan {
         };
         let mut vars = vec![0i64; self.batch_extents.len()];
         let first = at(&vars);
-        let matrix_step = self.m as i64 * first[1];
+        let row_stride = match self.m {
+            // The second row's offset from the first's, forward (the first's own stride
+            // when there is one matrix).
+            1 => {
+                let mut second = vars.clone();
+                match next_index(&mut second, &self.batch_extents) {
+                    true => Some(at(&second)[0].checked_sub(first[0])?).filter(|s| *s > 0)?,
+                    false => first[1],
+                }
+            }
+            _ => first[1],
+        };
+        let matrix_step = (self.m as i64).checked_mul(row_stride)?;
         let mut flat = 0i64;
         loop {
             let mut want = first;
-            want[0] += flat * matrix_step;
+            want[0] = first[0].checked_add(flat.checked_mul(matrix_step)?)?;
+            if self.m == 1 {
+                want[1] = at(&vars)[1];
+            }
             if at(&vars) != want {
-                return false;
+                return None;
             }
             flat += 1;
             if !next_index(&mut vars, &self.batch_extents) {
-                return true;
+                return Some(row_stride);
             }
         }
     }
@@ -1071,6 +1100,11 @@ impl ContractPlan {
         };
         let Operands { c, bufs, rhs } = ops;
         let (a_offset, a_rs, a_cs) = operand(&c.a);
+        // Folded, the rows of the batch indices are one matrix's (`batch_folds_into_rows`).
+        let a_rs = match self.folded {
+            Some(_) => self.folded_row_stride as isize,
+            None => a_rs,
+        };
         let (b_offset, b_rs, b_cs) = operand(&c.b);
         let n = self.n as isize;
         let (col, cols) = (cols.0 as isize, cols.1.saturating_sub(cols.0));
@@ -1260,6 +1294,55 @@ mod tests {
                 assert_eq!(out[row * n as usize + col], want, "({row}, {col})");
             }
         }
+    }
+
+    #[test]
+    fn one_row_per_batch_index_folds_at_the_step_between_the_rows() {
+        // A recurrent layer's input projection at batch 1: product `t` reads row `t` of
+        // `x[1, T, k]` through a time-major view (offset `t * k`, row stride `T * k`,
+        // which one row never uses).
+        let (steps, n, k) = (6u64, 5u64, 3u64);
+        let mut c = batched_product(1, n, k, k as i64, 0);
+        c.batch = vec![Dim::Fixed(steps)];
+        c.a.row_stride = Index::Const((steps * k) as i64);
+        let plan = ContractPlan::new(&c, 1);
+        assert!(plan.folded.is_some());
+        assert_eq!(plan.folded_row_stride, k as i64);
+        let mut a: Vec<f32> = (0..steps * k).map(|i| (i % 7) as f32 - 3.0).collect();
+        let mut b: Vec<f32> = (0..k * n).map(|i| (i % 4) as f32 * 0.25).collect();
+        let mut out = vec![f32::NAN; (steps * n) as usize];
+        let ptrs = [
+            a.as_mut_ptr().cast::<u8>(),
+            b.as_mut_ptr().cast::<u8>(),
+            out.as_mut_ptr().cast::<u8>(),
+        ];
+        let bufs = SharedBuffers(&ptrs);
+        for block in 0..plan.blocks() {
+            let (start, end) = plan.block_rows(block);
+            let ops = Operands {
+                c: &c,
+                bufs,
+                rhs: None,
+            };
+            // SAFETY: the buffers hold the operands and the output at this batch size.
+            unsafe { plan.product(ops, start, end, (0, n)) };
+        }
+        for t in 0..steps as usize {
+            for col in 0..n as usize {
+                let want: f32 = (0..k as usize)
+                    .map(|i| a[t * k as usize + i] * b[i * n as usize + col])
+                    .sum();
+                assert_eq!(out[t * n as usize + col], want, "({t}, {col})");
+            }
+        }
+        // Rows that go backwards, or two rows a batch index, do not fold this way.
+        let mut backwards = c.clone();
+        backwards.a.offset = Index::Const(((steps - 1) * k) as i64)
+            .add(Index::Var(0).mul(Index::Const(-(k as i64))));
+        assert_eq!(ContractPlan::new(&backwards, 1).folded, None);
+        let mut two_rows = c;
+        two_rows.m = Dim::Fixed(2);
+        assert_eq!(ContractPlan::new(&two_rows, 1).folded, None);
     }
 
     #[test]
