@@ -170,11 +170,9 @@ impl Stages {
     /// entries' texts one after the other are the whole program's (joined at their exact
     /// size: the text is a good part of a deep model's memory).
     pub fn clif(&self) -> Result<String, CompileError> {
+        let host = strata_kernels::cpu::Features::host();
         self.entries()
-            .map(|e| {
-                let host = strata_kernels::cpu::Features::host();
-                strata_kernels::cpu::emit_clif_for(&e.lowered.kernels, host)
-            })
+            .map(|e| strata_kernels::cpu::emit_clif_for(&e.lowered.kernels, host))
             .collect::<Result<Vec<String>, _>>()
             .map(|texts| texts.concat())
             .map_err(|e| CompileError::Internal(e.to_string()))

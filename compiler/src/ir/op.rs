@@ -592,6 +592,16 @@ fn checked_shape(shape: Shape) -> Result<Shape, String> {
     Ok(shape)
 }
 
+/// Whether a transpose's `perm` swaps the last two axes and keeps the others (a matrix
+/// transposed, batch by batch).
+pub fn swaps_last_two(perm: &[usize]) -> bool {
+    let r = perm.len();
+    r >= 2
+        && perm[..r - 2].iter().enumerate().all(|(i, p)| *p == i)
+        && perm[r - 2] == r - 1
+        && perm[r - 1] == r - 2
+}
+
 /// NumPy broadcasting: align from the right; a dimension of 1 stretches.
 pub fn broadcast_shapes(a: &Shape, b: &Shape) -> Result<Shape, String> {
     let rank = a.rank().max(b.rank());

@@ -101,6 +101,7 @@
 //!    (through a transpose, a slice, a broadcast) gets a buffer instead, as does one that
 //!    reads another group's parameters, so no store ever races a load of another element.
 
+use crate::ir::op::swaps_last_two;
 use crate::ir::{BinaryOp, DType, Dim, Graph, Op, ReduceOp, UnaryOp, ValueId};
 use std::collections::{HashMap, HashSet};
 
@@ -208,15 +209,6 @@ pub fn folds_into_matmuls(graph: &Graph, v: ValueId) -> bool {
             .users(v)
             .iter()
             .all(|u| matches!(graph.node(*u).op, Op::MatMul))
-}
-
-/// Whether `perm` swaps the last two axes and keeps the others.
-pub fn swaps_last_two(perm: &[usize]) -> bool {
-    let r = perm.len();
-    r >= 2
-        && perm[..r - 2].iter().enumerate().all(|(i, p)| *p == i)
-        && perm[r - 2] == r - 1
-        && perm[r - 1] == r - 2
 }
 
 /// A slice that a matrix product reads (and that is no output), of a value stored

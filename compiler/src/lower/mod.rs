@@ -480,7 +480,7 @@ impl<'g> Lowerer<'g> {
                 let src = self.graph.operands(v)[0];
                 Storage::Buffer(self.materialize(src)?)
             }
-            (Op::Transpose { perm }, Placement::View) if !fuse::swaps_last_two(perm) => {
+            (Op::Transpose { perm }, Placement::View) if !ir::op::swaps_last_two(perm) => {
                 let src = self.graph.operands(v)[0];
                 Storage::PermutedView {
                     buf: self.materialize(src)?,

@@ -37,6 +37,7 @@
 //! (fusion cannot carry an epilogue through a reshape that is more than 1s, whose
 //! coordinates are a flat-index remap).
 
+use crate::ir::op::swaps_last_two;
 use crate::ir::{BinaryOp, Dim, Graph, Op, UnaryOp, ValueId};
 
 /// A rewrite: the value to use instead of `v`, adding ops to the graph if needed.
@@ -371,12 +372,7 @@ fn transpose_transpose(g: &mut Graph, v: ValueId) -> Result<Option<ValueId>, Str
     // users) stays: a matrix product reads it through its strides, where the composed
     // permutation would be one more copy (W3's input weight gradient reads the
     // time-major copy of `x`, transposed, instead of a second copy of `x`).
-    let r = outer.len();
-    let swaps_last_two = r >= 2
-        && outer[..r - 2].iter().enumerate().all(|(i, p)| i == *p)
-        && outer[r - 2] == r - 1
-        && outer[r - 1] == r - 2;
-    if swaps_last_two && g.users(x).len() > 1 {
+    if swaps_last_two(&outer) && g.users(x).len() > 1 {
         return Ok(None);
     }
     Ok(Some(g.add(Op::Transpose { perm }, &[src], span)?))

@@ -1261,15 +1261,17 @@ mod tests {
         assert_eq!(plan.blocks(), 16);
     }
 
-    #[test]
-    fn folded_product_matches_per_sample_products() {
-        let (batch, m, n, k) = (5u64, 7u64, 3u64, 4u64);
-        let c = batched_product(m, n, k, (m * k) as i64, 0);
-        let plan = ContractPlan::new(&c, batch);
-        assert!(plan.folded.is_some());
-        let mut a: Vec<f32> = (0..batch * m * k).map(|i| (i % 13) as f32 - 6.0).collect();
+    /// Runs `plan`'s product of `c` block by block, its left-hand operand `rows x k`
+    /// and its right-hand one `k x n`, both row-major from element 0, and checks every
+    /// output against its sum.
+    fn assert_blocks_compute_the_product(
+        c: &Contraction,
+        plan: &ContractPlan,
+        (rows, n, k): (u64, u64, u64),
+    ) {
+        let mut a: Vec<f32> = (0..rows * k).map(|i| (i % 13) as f32 - 6.0).collect();
         let mut b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.5).collect();
-        let mut out = vec![f32::NAN; (batch * m * n) as usize];
+        let mut out = vec![f32::NAN; (rows * n) as usize];
         let ptrs = [
             a.as_mut_ptr().cast::<u8>(),
             b.as_mut_ptr().cast::<u8>(),
@@ -1278,15 +1280,11 @@ mod tests {
         let bufs = SharedBuffers(&ptrs);
         for block in 0..plan.blocks() {
             let (start, end) = plan.block_rows(block);
+            let ops = Operands { c, bufs, rhs: None };
             // SAFETY: the buffers hold the operands and the output at this batch size.
-            let ops = Operands {
-                c: &c,
-                bufs,
-                rhs: None,
-            };
             unsafe { plan.product(ops, start, end, (0, n)) };
         }
-        for row in 0..(batch * m) as usize {
+        for row in 0..rows as usize {
             for col in 0..n as usize {
                 let want: f32 = (0..k as usize)
                     .map(|i| a[row * k as usize + i] * b[i * n as usize + col])
@@ -1294,6 +1292,15 @@ mod tests {
                 assert_eq!(out[row * n as usize + col], want, "({row}, {col})");
             }
         }
+    }
+
+    #[test]
+    fn folded_product_matches_per_sample_products() {
+        let (batch, m, n, k) = (5u64, 7u64, 3u64, 4u64);
+        let c = batched_product(m, n, k, (m * k) as i64, 0);
+        let plan = ContractPlan::new(&c, batch);
+        assert!(plan.folded.is_some());
+        assert_blocks_compute_the_product(&c, &plan, (batch * m, n, k));
     }
 
     #[test]
@@ -1308,33 +1315,7 @@ mod tests {
         let plan = ContractPlan::new(&c, 1);
         assert!(plan.folded.is_some());
         assert_eq!(plan.folded_row_stride, k as i64);
-        let mut a: Vec<f32> = (0..steps * k).map(|i| (i % 7) as f32 - 3.0).collect();
-        let mut b: Vec<f32> = (0..k * n).map(|i| (i % 4) as f32 * 0.25).collect();
-        let mut out = vec![f32::NAN; (steps * n) as usize];
-        let ptrs = [
-            a.as_mut_ptr().cast::<u8>(),
-            b.as_mut_ptr().cast::<u8>(),
-            out.as_mut_ptr().cast::<u8>(),
-        ];
-        let bufs = SharedBuffers(&ptrs);
-        for block in 0..plan.blocks() {
-            let (start, end) = plan.block_rows(block);
-            let ops = Operands {
-                c: &c,
-                bufs,
-                rhs: None,
-            };
-            // SAFETY: the buffers hold the operands and the output at this batch size.
-            unsafe { plan.product(ops, start, end, (0, n)) };
-        }
-        for t in 0..steps as usize {
-            for col in 0..n as usize {
-                let want: f32 = (0..k as usize)
-                    .map(|i| a[t * k as usize + i] * b[i * n as usize + col])
-                    .sum();
-                assert_eq!(out[t * n as usize + col], want, "({t}, {col})");
-            }
-        }
+        assert_blocks_compute_the_product(&c, &plan, (steps, n, k));
         // Rows that go backwards, or two rows a batch index, do not fold this way.
         let mut backwards = c.clone();
         backwards.a.offset = Index::Const(((steps - 1) * k) as i64)
