@@ -9,6 +9,8 @@
 //! (64) makes the standard allocator write every byte. So the allocation is made with
 //! 16 and the arena starts at its first 64-byte boundary.
 
+use strata_artifact::manifest::{Location, Manifest};
+
 /// The alignment every arena buffer's offset is planned to (a cache line).
 pub(crate) const ALIGN: usize = 64;
 
@@ -47,6 +49,44 @@ impl Arena {
 
     fn len(&self) -> usize {
         self.bytes().len()
+    }
+}
+
+/// The run's scratch allocation at one batch size: the arena, then the I/O block at the
+/// next cache line.
+pub(crate) struct Blocks {
+    io_base: usize,
+    pub(crate) bytes: usize,
+}
+
+impl Blocks {
+    pub(crate) fn new(manifest: &Manifest, batch: u64) -> Option<Blocks> {
+        let size = |e: strata_artifact::manifest::Extent| usize::try_from(e.resolve(batch)?).ok();
+        let io_base = size(manifest.arena)?.checked_next_multiple_of(ALIGN)?;
+        Some(Blocks {
+            io_base,
+            bytes: io_base.checked_add(size(manifest.io)?)?,
+        })
+    }
+
+    /// Byte offset (in the allocation) and length of arena or I/O buffer `id` at `batch`
+    /// (None for other buffers, or if too large to address).
+    pub(crate) fn region(
+        &self,
+        manifest: &Manifest,
+        id: usize,
+        batch: u64,
+    ) -> Option<(usize, usize)> {
+        let info = manifest.buffers.get(id)?;
+        let offset = match &info.location {
+            Location::Arena { offset } => usize::try_from(offset.resolve(batch)?).ok()?,
+            Location::Io { offset } => self
+                .io_base
+                .checked_add(usize::try_from(offset.resolve(batch)?).ok()?)?,
+            Location::Persistent { .. } | Location::Window(_) => return None,
+        };
+        let len = info.elements(batch)?.checked_mul(info.dtype.size_bytes())?;
+        Some((offset, usize::try_from(len).ok()?))
     }
 }
 

@@ -6,6 +6,7 @@
 //!
 //! - [`session`]: a loaded model: compiled kernels, weights, arena; runs entries.
 //! - [`cpu`]: the CPU backend (JIT of CLIF text, kernel launch).
+//! - `launches`: an entry's launches on the CPU, bound to the run's storage (loops seated).
 //! - [`gpu`]: the GPU backend (WGSL pipelines through wgpu).
 //! - [`decode`]: greedy decoding of sequence-to-sequence models through an entry.
 //! - [`bench`](mod@bench): timing an entry's runs.
@@ -18,6 +19,7 @@ pub mod decode;
 pub mod error;
 pub mod gpu;
 mod host_buffers;
+mod launches;
 pub mod session;
 
 pub use error::{RunError, SessionError};

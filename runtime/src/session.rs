@@ -46,7 +46,7 @@
 use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 
-use strata_kernels::ir::{Access, Dim, Kernel};
+use strata_kernels::ir::{Dim, Kernel};
 
 use crate::cpu::{self, JitCode, KernelFn, MappedCode};
 use crate::error::{RunError, SessionError};
@@ -54,13 +54,14 @@ use crate::gpu::engine::writes_persistent;
 use crate::gpu::{AdapterSummary, GpuEngine, GpuError, GpuOptions};
 use strata_artifact::Backend;
 use strata_artifact::WeightsError;
-use strata_artifact::manifest::{Entry, Launch, Location, Manifest};
+use strata_artifact::manifest::{Entry, Location, Manifest};
 use strata_artifact::tensor::{HostTensor, TensorData, type_string};
 use strata_artifact::validate::validate_bounds;
 use strata_artifact::weights::{encode_weights, left_out, match_weights, to_host_tensor};
 
-use crate::arena::{self, Arena};
+use crate::arena::{Arena, Blocks};
 use crate::host_buffers::HostBuffers;
+use crate::launches::{CpuLaunches, RowMajorKey};
 use strata_artifact::{Artifact, MachineCode, ModelInfo};
 
 /// What runs the kernels.
@@ -81,10 +82,6 @@ enum Engine {
     Gpu(Box<GpuEngine>),
 }
 
-/// A row-major copy's buffer and the matrix of it that a product reads transposed (the
-/// slot in it, a kernel's own number, set to 0).
-type RowMajorKey = (usize, cpu::TransposedRhs);
-
 /// What a CPU session's runs prepare once for the runs after them.
 struct Prepared {
     /// Per kernel: how its launches are cut at the batch size last run.
@@ -100,23 +97,6 @@ struct Prepared {
     /// (their storage reused from launch to launch): `gemm` packs a transposed operand
     /// again for every call, and a product of many rows is several calls.
     launch_copies: Vec<Vec<f32>>,
-}
-
-/// The fewest `gemm` calls of a product for which a launch of a training step copies its
-/// transposed weight row-major first. Each call packs the transposed matrix again, at
-/// 5-160 us per call for W1's and W4's weights (`128 x 128 x 512`, one thread: 284 us
-/// against 151 us row-major), while the copy takes 5-65 us: at two calls a 784 x 256
-/// weight's copy (65 us) costs what it saves (2 x 35-41 us), from three every shape
-/// measured gains. (Two calls of W1's 256 x 256 layer: its kernel 159 -> 110 us with a
-/// 22 us copy, not visible in the step's time through this machine's noise; not done.)
-const FRESH_COPY_MIN_CALLS: u64 = 3;
-
-/// Where the row-major copies of a launch come from.
-enum RowMajorStore<'a> {
-    /// Kept from run to run while the weights stay the same.
-    Kept(&'a mut HashMap<RowMajorKey, Box<[f32]>>),
-    /// Made for this launch from the parameters' current values.
-    Fresh(&'a mut Vec<Vec<f32>>),
 }
 
 /// A CPU session's code: the machine code an executable carries, mapped at its start,
@@ -515,7 +495,7 @@ impl Session {
         {
             compile_missing(&self.manifest, entry, functions, code)?;
         }
-        let (functions, arena_storage, plans, row_major, changes_weights, mut profile) =
+        let (functions, arena_storage, plans, row_major, changes_weights, profile) =
             match &mut self.engine {
                 Engine::Cpu {
                     functions,
@@ -598,159 +578,27 @@ impl Session {
             region.copy_from_slice(bytes);
         }
 
-        let base = arena.as_mut_ptr();
-        let arena_len = arena.len();
         // Until the launches are done (or one fails): see `cpu::denormals`.
         let _flush = cpu::denormals::FlushDenormals::enable();
         let (row_major, launch_copies) = row_major;
         if changes_weights {
             row_major.clear();
         }
-        // One list of pointers, refilled for each launch, and one of row-major copies.
-        let mut pointers = Vec::new();
-        let mut copies: Vec<Option<*const f32>> = Vec::new();
-        for (index, t) in entry.schedule() {
-            let launch = &entry.launches[index];
-            let kernel = self
-                .manifest
-                .kernels
-                .get(launch.kernel)
-                .ok_or_else(|| internal(format!("no kernel #{}", launch.kernel)))?;
-            let f = functions
-                .get(launch.kernel)
-                .and_then(Option::as_ref)
-                .filter(|fns| fns.len() == kernel.part_count())
-                .ok_or_else(|| internal(format!("no code for kernel `{}`", kernel.name)))?;
-            pointers.clear();
-            for &bound in &launch.bindings {
-                let info = self
-                    .manifest
-                    .buffers
-                    .get(bound)
-                    .ok_or_else(|| internal(format!("no buffer #{bound}")))?;
-                // A window is its parent's storage, `index(t)` slices of its own size in.
-                let len = info
-                    .elements(batch)
-                    .and_then(|n| n.checked_mul(info.dtype.size_bytes()))
-                    .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| too_large(&info.name))?;
-                let (id, skip) = match &info.location {
-                    Location::Window(w) => {
-                        let skip = w
-                            .offset(t, len as u64)
-                            .and_then(|s| usize::try_from(s).ok())
-                            .ok_or_else(|| too_large(&info.name))?;
-                        (w.parent, skip)
-                    }
-                    _ => (bound, 0),
-                };
-                let root = self
-                    .manifest
-                    .buffers
-                    .get(id)
-                    .ok_or_else(|| internal(format!("no buffer #{id}")))?;
-                let outside = || internal(format!("`{}` is outside its storage", info.name));
-                let pointer = match &root.location {
-                    Location::Arena { .. } | Location::Io { .. } => {
-                        let (offset, parent_len) = blocks
-                            .region(&self.manifest, id, batch)
-                            .ok_or_else(|| too_large(&root.name))?;
-                        let start = offset.checked_add(skip).ok_or_else(outside)?;
-                        if start.checked_add(len).is_none_or(|end| end > arena_len)
-                            || skip.checked_add(len).is_none_or(|end| end > parent_len)
-                        {
-                            return Err(outside());
-                        }
-                        // In bounds of the arena allocation, checked just above.
-                        base.wrapping_add(start)
-                    }
-                    Location::Persistent { .. } => {
-                        let end = skip.checked_add(len).ok_or_else(outside)?;
-                        // A buffer this launch also stores to (through any slot) is never
-                        // read in place: every slot must see the same storage.
-                        let reads_only =
-                            !launch
-                                .bindings
-                                .iter()
-                                .zip(&kernel.buffers)
-                                .any(|(&b, decl)| {
-                                    decl.access != Access::Read
-                                        && storage_of(&self.manifest, b) == id
-                                });
-                        let host = self
-                            .persistent
-                            .get_mut()
-                            .ok_or_else(|| internal(format!("no storage for `{}`", root.name)))?;
-                        match host.initial_bytes(id).filter(|_| reads_only) {
-                            // Not copied yet and only read by this launch: the artifact's
-                            // bytes, in place. The kernel never stores through this pointer
-                            // (a store to a read-only slot fails kernel validation).
-                            Some(bytes) => bytes
-                                .get(skip..end)
-                                .ok_or_else(outside)?
-                                .as_ptr()
-                                .cast_mut(),
-                            None => host
-                                .get_mut(id)
-                                .map(|t| t.data.as_bytes_mut())
-                                .ok_or_else(|| internal(format!("no storage for `{}`", root.name)))?
-                                .get_mut(skip..end)
-                                .ok_or_else(outside)?
-                                .as_mut_ptr(),
-                        }
-                    }
-                    Location::Window(_) => return Err(outside()),
-                };
-                pointers.push(pointer);
-            }
-            // An entry that writes no parameter keeps row-major copies of its transposed
-            // weights (`row_major_copies`), which changes how a plan cuts products.
-            let kept = !changes_weights;
-            let plan = match plans.get_mut(launch.kernel) {
-                Some(Some(plan)) if plan.batch() == batch && plan.copies() == kept => &*plan,
-                Some(slot) => &*slot.insert(cpu::LaunchPlan::with_copies(kernel, batch, kept)),
-                None => return Err(internal(format!("no kernel #{}", launch.kernel))),
-            };
-            copies.clear();
-            let store = match changes_weights {
-                false => RowMajorStore::Kept(row_major),
-                true => RowMajorStore::Fresh(launch_copies),
-            };
-            // SAFETY: `pointers` are this launch's, bound as computed above; a kept copy
-            // is only made for an entry that writes no parameter.
-            unsafe {
-                row_major_copies(
-                    &self.manifest,
-                    launch,
-                    plan,
-                    &pointers,
-                    batch,
-                    store,
-                    &mut copies,
-                )?
-            };
-            let started = profile.is_some().then(std::time::Instant::now);
-            // SAFETY: see the module docs: each pointer addresses storage of at least the
-            // size of the slot it is bound to at `batch`, `f` is `kernel`'s code and
-            // `plan` was made for `kernel` at `batch`; each copy is the row-major form of
-            // its parameter's current values (made since the weights last changed).
-            unsafe {
-                cpu::launch_planned(
-                    kernel,
-                    plan,
-                    f,
-                    &pointers,
-                    &copies,
-                    &cpu::LaunchOptions::default(),
-                )
-            };
-            if let (Some(times), Some(started)) = (profile.as_deref_mut(), started)
-                && let Some((total, count)) = times.get_mut(launch.kernel)
-            {
-                *total += started.elapsed();
-                *count += 1;
-            }
+        CpuLaunches {
+            manifest: &self.manifest,
+            functions,
+            blocks: &blocks,
+            base: arena.as_mut_ptr(),
+            arena_len: arena.len(),
+            batch,
+            host: self.persistent.get_mut(),
+            plans,
+            changes_weights,
+            row_major,
+            launch_copies,
+            profile,
         }
+        .run(entry)?;
 
         let arena = arena_storage.bytes();
         let mut outputs = Vec::with_capacity(entry.outputs.len());
@@ -790,131 +638,8 @@ impl Session {
     }
 }
 
-/// Sets `copies[body]` to the row-major copy of the parameter that each product of
-/// `launch` reads transposed ([`cpu::LaunchPlan::transposed_rhs`]): kept ones made when
-/// not yet in the store, fresh ones made now, from the parameter's current values.
-///
-/// # Safety
-/// `pointers` must be the launch's slot pointers, each addressing its buffer's storage at
-/// `batch`; for a kept copy nothing may write a parameter while the entry runs (an entry
-/// that changes no parameter), and a fresh one is only valid for this launch (whose
-/// parts write no slot another part reads, so none writes the copied parameter).
-unsafe fn row_major_copies(
-    manifest: &Manifest,
-    launch: &Launch,
-    plan: &cpu::LaunchPlan,
-    pointers: &[*mut u8],
-    batch: u64,
-    mut store: RowMajorStore<'_>,
-    copies: &mut Vec<Option<*const f32>>,
-) -> Result<(), RunError> {
-    let mut fresh = 0;
-    for (body, rhs, calls) in plan.transposed_rhs() {
-        if matches!(store, RowMajorStore::Fresh(_)) && calls < FRESH_COPY_MIN_CALLS {
-            continue;
-        }
-        let Some(&id) = launch.bindings.get(rhs.slot) else {
-            continue;
-        };
-        let Some(info) = manifest.buffers.get(id) else {
-            continue;
-        };
-        // A parameter bound whole (no window).
-        if !matches!(info.location, Location::Persistent { .. }) {
-            continue;
-        }
-        let values = || {
-            let elements = info
-                .elements(batch)
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| RunError::TooLarge {
-                    batch,
-                    what: info.name.clone(),
-                })?;
-            let fits = rhs
-                .end()
-                .and_then(|end| usize::try_from(end).ok())
-                .is_some_and(|end| end <= elements);
-            let (Some(&pointer), true) = (pointers.get(rhs.slot), fits) else {
-                return Err(internal(format!(
-                    "`{}` is smaller than the product reading it",
-                    info.name
-                )));
-            };
-            // SAFETY: the pointer addresses this parameter's storage of `elements` f32
-            // values (the caller's contract), which nothing writes meanwhile.
-            Ok(unsafe { std::slice::from_raw_parts(pointer.cast::<f32>(), elements) })
-        };
-        let copy = match &mut store {
-            RowMajorStore::Kept(kept) => {
-                match kept.entry((id, cpu::TransposedRhs { slot: 0, ..rhs })) {
-                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut().as_ptr(),
-                    std::collections::hash_map::Entry::Vacant(v) => v
-                        .insert(rhs.row_major(values()?).into_boxed_slice())
-                        .as_ptr(),
-                }
-            }
-            RowMajorStore::Fresh(scratch) => {
-                if scratch.len() <= fresh {
-                    scratch.push(Vec::new());
-                }
-                let copy = &mut scratch[fresh];
-                fresh += 1;
-                rhs.row_major_into(values()?, copy);
-                copy.as_ptr()
-            }
-        };
-        if copies.len() <= body {
-            copies.resize(body + 1, None);
-        }
-        copies[body] = Some(copy);
-    }
-    Ok(())
-}
-
 fn internal(message: String) -> RunError {
     RunError::Internal(message)
-}
-
-/// The buffer whose storage buffer `id` is: its parent for a window, else itself.
-fn storage_of(manifest: &Manifest, id: usize) -> usize {
-    match manifest.buffers.get(id).map(|b| &b.location) {
-        Some(Location::Window(w)) => w.parent,
-        _ => id,
-    }
-}
-
-/// The run's scratch allocation at one batch size: the arena, then the I/O block at the
-/// next cache line.
-struct Blocks {
-    io_base: usize,
-    bytes: usize,
-}
-
-impl Blocks {
-    fn new(manifest: &Manifest, batch: u64) -> Option<Blocks> {
-        let size = |e: strata_artifact::manifest::Extent| usize::try_from(e.resolve(batch)?).ok();
-        let io_base = size(manifest.arena)?.checked_next_multiple_of(arena::ALIGN)?;
-        Some(Blocks {
-            io_base,
-            bytes: io_base.checked_add(size(manifest.io)?)?,
-        })
-    }
-
-    /// Byte offset (in the allocation) and length of arena or I/O buffer `id` at `batch`
-    /// (None for other buffers, or if too large to address).
-    fn region(&self, manifest: &Manifest, id: usize, batch: u64) -> Option<(usize, usize)> {
-        let info = manifest.buffers.get(id)?;
-        let offset = match &info.location {
-            Location::Arena { offset } => usize::try_from(offset.resolve(batch)?).ok()?,
-            Location::Io { offset } => self
-                .io_base
-                .checked_add(usize::try_from(offset.resolve(batch)?).ok()?)?,
-            Location::Persistent { .. } | Location::Window(_) => return None,
-        };
-        let len = info.elements(batch)?.checked_mul(info.dtype.size_bytes())?;
-        Some((offset, usize::try_from(len).ok()?))
-    }
 }
 
 /// An entry's inputs, matched to its ports.

@@ -7,7 +7,9 @@ use strata_kernels::ir::{
     Access, BinaryOp, BufferDecl, Contraction, Dim, Expr, Index, Kernel, KernelBody, MatrixOperand,
     ReduceOp, ScalarType, Store, UnaryOp,
 };
-use strata_runtime::cpu::{JitCode, LaunchOptions, launch, launch_with};
+use strata_runtime::cpu::{
+    JitCode, LaunchOptions, LaunchPlan, SeatedLaunch, launch, launch_seated, launch_with,
+};
 
 // ---------------------------------------------------------------------------------------
 // Harness
@@ -1469,6 +1471,196 @@ fn operand(buf: usize, offset: Index, row_stride: i64, col_stride: i64) -> Matri
         col_stride: Index::Const(col_stride),
         window: None,
     }
+}
+
+/// `g = s @ w` (`s: [batch, n]`, `w: [n, 2n]`) and `s = tanh(g[.., j]) * sigmoid(g[.., j +
+/// n])`: a recurrent step's product and cell, two kernels over the same slots `(s, w, g)`.
+fn recurrent_step(n: u64) -> [Kernel; 2] {
+    let slots = || {
+        vec![
+            buffer("s", &[Dim::Batch, Dim::Fixed(n)], Access::ReadWrite),
+            buffer("w", &[Dim::Fixed(n), Dim::Fixed(2 * n)], Access::Read),
+            buffer("g", &[Dim::Batch, Dim::Fixed(2 * n)], Access::ReadWrite),
+        ]
+    };
+    let n_ = n as i64;
+    let product = Kernel {
+        name: "step_product".into(),
+        buffers: slots(),
+        body: KernelBody::Contract(Contraction {
+            batch: vec![],
+            summed: vec![],
+            m: Dim::Batch,
+            n: Dim::Fixed(2 * n),
+            k: Dim::Fixed(n),
+            a: operand(0, Index::Const(0), n_, 1),
+            b: operand(1, Index::Const(0), 2 * n_, 1),
+            out: 2,
+            epilogue: Expr::Acc,
+        }),
+    };
+    let gate = |offset: i64| {
+        Expr::load(
+            2,
+            var(0)
+                .mul(Index::Const(2 * n_))
+                .add(var(1).add(Index::Const(offset))),
+        )
+    };
+    let cell = map_kernel(
+        "step_cell",
+        slots(),
+        &[Dim::Batch, Dim::Fixed(n)],
+        vec![Store {
+            buf: 0,
+            index: identity_index(&[Dim::Batch, Dim::Fixed(n)]),
+            value: Expr::binary(
+                BinaryOp::Mul,
+                Expr::unary(UnaryOp::Tanh, gate(0)),
+                Expr::unary(UnaryOp::Sigmoid, gate(n_)),
+            ),
+        }],
+    );
+    [product, cell]
+}
+
+#[test]
+fn a_seated_loop_computes_the_bits_of_launches_one_by_one() {
+    let (n, steps) = (128, 12);
+    let kernels = recurrent_step(n);
+    let code = JitCode::compile(&emit_clif_base(&kernels).unwrap()).unwrap();
+    let functions: Vec<Vec<_>> = kernels
+        .iter()
+        .map(|k| {
+            k.function_names()
+                .iter()
+                .map(|f| code.get(f).unwrap())
+                .collect()
+        })
+        .collect();
+    // Small work per thread, so that both kernels split on every seat.
+    let options = LaunchOptions {
+        threads: Some(2),
+        min_work_per_thread: 64,
+    };
+    for batch in [1, 3] {
+        let plans: Vec<LaunchPlan> = kernels.iter().map(|k| LaunchPlan::new(k, batch)).collect();
+        // Weights of at most 2 / n, so that the recurrence does not amplify rounding.
+        let scale = [1.0, 2.0 / n as f64, 1.0];
+        let start: Vec<Vec<f32>> = inputs(&kernels[0], batch, -1.0, 1.0)
+            .iter()
+            .zip(scale)
+            .map(|(b, scale)| b.iter().map(|&v| (v * scale) as f32).collect())
+            .collect();
+        let run = |seated: bool| {
+            let mut storage = start.clone();
+            let ptrs: Vec<*mut u8> = storage.iter_mut().map(|b| b.as_mut_ptr().cast()).collect();
+            let launches: Vec<SeatedLaunch> = (0..steps)
+                .flat_map(|_| 0..2)
+                .map(|k| SeatedLaunch {
+                    kernel: &kernels[k],
+                    plan: &plans[k],
+                    functions: &functions[k],
+                    bufs: &ptrs,
+                    row_major: &[],
+                })
+                .collect();
+            let mut times = vec![std::time::Duration::ZERO; launches.len()];
+            // SAFETY: every slot has its declared size at `batch`; the functions are the
+            // kernels' code, alive with `code`.
+            unsafe {
+                match seated {
+                    true => launch_seated(&launches, &options, Some(&mut times)),
+                    false => launches.iter().for_each(|l| {
+                        strata_runtime::cpu::launch_planned(
+                            l.kernel,
+                            l.plan,
+                            l.functions,
+                            l.bufs,
+                            &[],
+                            &options,
+                        )
+                    }),
+                }
+            }
+            assert!(
+                !seated || times.iter().all(|t| !t.is_zero()),
+                "every launch timed"
+            );
+            storage
+        };
+        let (one_by_one, seated) = (run(false), run(true));
+        assert!(
+            one_by_one[0].iter().any(|&v| v != start[0][0]),
+            "the state changed"
+        );
+        for (slot, (a, b)) in one_by_one.iter().zip(&seated).enumerate() {
+            let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "batch {batch}: slot {slot} differs seated");
+        }
+        // And the reference's: the step `steps` times.
+        let mut want: Vec<Vec<f64>> = start
+            .iter()
+            .map(|b| b.iter().map(|&v| f64::from(v)).collect())
+            .collect();
+        for _ in 0..steps {
+            for k in &kernels {
+                want = run_reference(k, &want, batch);
+            }
+        }
+        for (got, want) in seated[0].iter().zip(&want[0]) {
+            assert!(
+                (f64::from(*got) - want).abs() <= 1e-5,
+                "{got} vs the reference's {want}"
+            );
+        }
+    }
+}
+
+/// `out[b, j] = sigmoid(x[b, j]) * tanh(x[b, j] + h[b, j])` over `[batch, n]`: the
+/// arithmetic of an LSTM cell.
+fn cell_like(n: u64) -> Kernel {
+    let shape = [Dim::Batch, Dim::Fixed(n)];
+    let x = || Expr::load(0, identity_index(&shape));
+    map_kernel(
+        "cell_like",
+        vec![
+            buffer("x", &shape, Access::Read),
+            buffer("h", &shape, Access::Read),
+            buffer("out", &shape, Access::Write),
+        ],
+        &shape,
+        vec![Store {
+            buf: 2,
+            index: identity_index(&shape),
+            value: Expr::binary(
+                BinaryOp::Mul,
+                Expr::unary(UnaryOp::Sigmoid, x()),
+                Expr::unary(
+                    UnaryOp::Tanh,
+                    Expr::binary(BinaryOp::Add, x(), Expr::load(1, identity_index(&shape))),
+                ),
+            ),
+        }],
+    )
+}
+
+#[test]
+fn a_map_over_long_rows_runs_by_chunks_of_a_row_and_matches_the_reference() {
+    use strata_kernels::cpu::{Rows, row_count, rows_of};
+    let kernel = cell_like(192);
+    assert_eq!(rows_of(&kernel.body), Rows::Chunks);
+    assert_eq!(row_count(&kernel.body, 2), 6);
+    for batch in [1, 3] {
+        let bufs = inputs(&kernel, batch, -3.0, 3.0);
+        assert_matches_reference(&kernel, &bufs, batch, 1e-6, 1e-6);
+        // Rows that start inside a batch index: chunk 1 of 3 alone, and so on.
+        assert_thread_count_invariant(&kernel, batch);
+    }
+    // A row of 200: not whole chunks, one row per batch index.
+    let kernel = cell_like(200);
+    assert_eq!(rows_of(&kernel.body), Rows::Leading);
+    assert_matches_reference(&kernel, &inputs(&kernel, 2, -3.0, 3.0), 2, 1e-6, 1e-6);
 }
 
 /// `out = relu(x @ w + bias)` with `x: [m, k]`, `w: [k, n]`.

@@ -7,6 +7,8 @@
 
 mod vector;
 
+pub(super) use vector::coefficient as index_coefficient;
+
 use super::lanes::Lanes;
 use super::strength::{self, Counter, Step};
 use super::{math, random};
@@ -243,10 +245,15 @@ impl<'k, 'f> Lowering<'k, 'f> {
     fn body(&mut self, start: Value, end: Value) -> LowerResult<()> {
         let kernel = self.kernel;
         match &kernel.body {
-            KernelBody::Map { space, stores } => {
-                let rows = super::row_dims(space);
-                self.rows(space, rows, start, end, &mut |l| l.map_point(stores))
-            }
+            KernelBody::Map { space, stores } => match super::rows_of(&kernel.body) {
+                super::Rows::Chunks => {
+                    self.chunk_rows(space, start, end, &mut |l| l.map_point(stores))
+                }
+                super::Rows::Leading => {
+                    let rows = super::row_dims(space);
+                    self.rows(space, rows, start, end, &mut |l| l.map_point(stores))
+                }
+            },
             KernelBody::Reduce {
                 space,
                 reduce,
@@ -340,6 +347,59 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 })
             }
         }
+    }
+
+    /// The loop nest over a map's `[m, n]` space whose rows are chunks of
+    /// [`super::ROW_CHUNK`] points ([`super::Rows::Chunks`]), rows `start..end`: the `i0`
+    /// they touch, and in each the points of its chunks among them.
+    fn chunk_rows(
+        &mut self,
+        space: &[Dim],
+        start: Value,
+        end: Value,
+        body: &mut Body<'_, 'k, 'f>,
+    ) -> LowerResult<()> {
+        let [outer, Dim::Fixed(n)] = *space else {
+            return Err(self.error("chunked rows of a space not [m, n] (emitter bug)"));
+        };
+        let chunk = super::ROW_CHUNK as i64;
+        let per = n as i64 / chunk;
+        let zero = self.b.ins().iconst(types::I64, 0);
+        let lo = self.b.ins().smax(start, zero);
+        let invariants = self.invariants.clone();
+        let constants: Vec<Invariant> = invariants
+            .iter()
+            .filter(|i| i.level == 0 && !has_load(&i.expr))
+            .cloned()
+            .collect();
+        self.hoist(&constants)?;
+        let rows = self.extent(outer);
+        let rows = self.b.ins().imul_imm_s(rows, per);
+        let hi = self.b.ins().smin(end, rows);
+        let first = self.b.ins().sdiv_imm_s(lo, per);
+        let past = self.b.ins().iadd_imm_s(hi, per - 1);
+        let last = self.b.ins().sdiv_imm_s(past, per);
+        self.counted_loop(first, last, 1, &mut |l| {
+            l.hoist(&invariants)?;
+            let i0 = *l.vars.last().expect("the loop binds i0");
+            let base = l.b.ins().imul_imm_s(i0, per);
+            let zero = l.b.ins().iconst(types::I64, 0);
+            let from = l.b.ins().isub(lo, base);
+            let from = l.b.ins().smax(from, zero);
+            let from = l.b.ins().imul_imm_s(from, chunk);
+            let to = l.b.ins().isub(hi, base);
+            let chunks = l.b.ins().iconst(types::I64, per);
+            let to = l.b.ins().smin(to, chunks);
+            let to = l.b.ins().imul_imm_s(to, chunk);
+            let lanes = l.vector.as_ref().is_some_and(|p| p.var == l.vars.len());
+            match lanes {
+                true => l.vector_loop(from, to, &invariants, body),
+                false => l.counted_loop(from, to, 1, &mut |l| {
+                    l.hoist(&invariants)?;
+                    body(l)
+                }),
+            }
+        })
     }
 
     /// Loops over every point of `dims`, pushing one loop variable per dimension and

@@ -13,9 +13,12 @@
 //!   [`row_dims`] dimensions, in row-major order: the outermost coordinate alone, or,
 //!   for a map or reduction over `[batch, n, ...]` (rank 3 or more, `n` fixed), the pair
 //!   of the first two, so that a batch-1 launch still has rows to share among threads (a
-//!   transformer's attention `[batch, heads, T, T]`). A contraction's epilogue
-//!   (`batch..., m, n`) always has the outermost coordinate as its row. A rank-0 space
-//!   has the single row `0..1`.
+//!   transformer's attention `[batch, heads, T, T]`). A map over `[m, n]` whose `n` is
+//!   a multiple of [`ROW_CHUNK`], at least two of them, and whose every store moves with
+//!   the inner coordinate has a row per chunk of [`ROW_CHUNK`] consecutive points instead
+//!   (a batch-1 LSTM cell `[batch, 128]` is two rows, one a thread). A contraction's
+//!   epilogue (`batch..., m, n`) always has the outermost coordinate as its row. A rank-0
+//!   space has the single row `0..1` ([`Rows`], [`rows_of`]).
 //!
 //! So the runtime can split a kernel across threads by rows, and a reduction's folded
 //! dimensions are never split.
@@ -88,9 +91,52 @@ pub fn row_dims(space: &[Dim]) -> usize {
     }
 }
 
-/// The rows of a map's or reduction's `space` at `batch` (1 for rank 0).
-pub fn row_count(space: &[Dim], batch: u64) -> u64 {
-    crate::cost::points(&space[..row_dims(space).min(space.len())], batch)
+/// The points of a row of a map whose rows are chunks ([`Rows::Chunks`]): sixteen
+/// vectors, enough that a row's loop overhead is small, few enough that a batch-1 row of
+/// 128 or more points is two rows or more.
+pub const ROW_CHUNK: u64 = 64;
+
+/// What a map's or reduction's function calls a row (see the calling convention).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rows {
+    /// A point of the first [`row_dims`] dimensions of the space.
+    Leading,
+    /// [`ROW_CHUNK`] consecutive points of the inner dimension of a map over `[m, n]`:
+    /// row `r` is `i0 = r / (n / ROW_CHUNK)` and its chunk `r % (n / ROW_CHUNK)`.
+    Chunks,
+}
+
+/// How `body`'s function numbers its rows: [`Rows::Chunks`] for a map over `[m, n]`
+/// with `n` a multiple of [`ROW_CHUNK`], at least two chunks, whose every store index is
+/// affine in `i1` with a nonzero coefficient (so two chunks of one `i0` never store to
+/// the same element, and threads may own them); [`Rows::Leading`] otherwise.
+pub fn rows_of(body: &KernelBody) -> Rows {
+    match body {
+        KernelBody::Map { space, stores }
+            if matches!(space.as_slice(), [_, Dim::Fixed(n)]
+                if n % ROW_CHUNK == 0 && *n >= 2 * ROW_CHUNK)
+                && stores
+                    .iter()
+                    .all(|s| lower::index_coefficient(&s.index, 1).is_some_and(|c| c != 0)) =>
+        {
+            Rows::Chunks
+        }
+        _ => Rows::Leading,
+    }
+}
+
+/// The rows of a map's or reduction's function at `batch` (1 for rank 0).
+pub fn row_count(body: &KernelBody, batch: u64) -> u64 {
+    let space = match body {
+        KernelBody::Map { space, .. } | KernelBody::Reduce { space, .. } => space,
+        _ => return 0,
+    };
+    match (rows_of(body), space.as_slice()) {
+        (Rows::Chunks, [outer, Dim::Fixed(n)]) => {
+            crate::cost::points(&[*outer], batch).saturating_mul(n / ROW_CHUNK)
+        }
+        _ => crate::cost::points(&space[..row_dims(space).min(space.len())], batch),
+    }
 }
 
 /// What the emitted code may use of its target beyond x86-64's baseline (SSE2, which

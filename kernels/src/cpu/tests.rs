@@ -296,3 +296,47 @@ fn returns_validation_errors() {
     let e = emit_clif(&[kernel]).unwrap_err();
     assert!(e.message.contains("is not an identifier"), "{e}");
 }
+
+/// `out[i0, i1] = x[i0, i1]` and `first[i0] = x[i0, i1]` over `[batch, 128]`, or only the
+/// former: the second store does not move with `i1`.
+fn copy_rows(with_first: bool) -> Kernel {
+    let shape = [Dim::Batch, Dim::Fixed(128)];
+    let mut stores = vec![Store {
+        buf: 1,
+        index: row_major(&shape),
+        value: Expr::load(0, row_major(&shape)),
+    }];
+    if with_first {
+        stores.push(Store {
+            buf: 2,
+            index: Index::Var(0),
+            value: Expr::load(0, row_major(&shape)),
+        });
+    }
+    Kernel {
+        name: "copy_rows".into(),
+        buffers: vec![
+            f32_buffer("x", &shape, Access::Read),
+            f32_buffer("out", &shape, Access::Write),
+            f32_buffer("first", &[Dim::Batch], Access::Write),
+        ],
+        body: KernelBody::Map {
+            space: shape.to_vec(),
+            stores,
+        },
+    }
+}
+
+#[test]
+fn rows_are_chunks_only_where_every_store_moves_with_the_inner_coordinate() {
+    use super::{Rows, row_count, rows_of};
+    let chunked = copy_rows(false);
+    assert_eq!(rows_of(&chunked.body), Rows::Chunks);
+    assert_eq!(row_count(&chunked.body, 3), 6);
+    // Two chunks of one row would both store `first[i0]`.
+    let shared = copy_rows(true);
+    assert_eq!(rows_of(&shared.body), Rows::Leading);
+    assert_eq!(row_count(&shared.body, 3), 3);
+    // Reductions keep their rows.
+    assert_eq!(rows_of(&row_sum().body), Rows::Leading);
+}

@@ -20,7 +20,7 @@
 //! the results there either.
 
 use super::KernelFn;
-use super::team::Team;
+use super::team::{Seat, Team};
 use gemm::Parallelism;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -118,6 +118,9 @@ const CHUNKS_PER_THREAD: u64 = 4;
 /// is one block split by columns rather than row blocks (`ContractPlan::unbatched_row_block`).
 const ONE_BLOCK_MIN_RHS: u64 = 1 << 14;
 
+/// How much less work a seat takes than a thread of a team (`Crew::staff`).
+const SEATED_WORK_SHARE: u64 = 4;
+
 /// The fewest columns of a product worth a thread of their own (in a product split by
 /// columns, see `Job::run_by_columns`).
 const MIN_COLUMNS_PER_THREAD: u64 = 32;
@@ -207,6 +210,28 @@ impl LaunchPlan {
     /// Whether it was made for launches given row-major copies.
     pub fn copies(&self) -> bool {
         self.copies
+    }
+
+    /// The most threads a launch of this plan uses under `options` (the calling thread
+    /// included): what [`launch_planned`] decides, body by body.
+    pub fn threads(&self, options: &LaunchOptions) -> u64 {
+        let one_split = |units: u64, work: u64| thread_count(options, units, work);
+        let by_columns = self.bodies.iter().filter_map(|b| {
+            let c = b.contract.as_ref()?;
+            let column_blocks = c.n / MIN_COLUMNS_PER_THREAD;
+            let matrices = b.units.saturating_mul(c.matrices_per_block());
+            let threads = one_split(column_blocks.max(matrices), b.work);
+            (threads > b.units).then_some(threads)
+        });
+        let units = self
+            .bodies
+            .iter()
+            .fold(0u64, |a, b| a.saturating_add(b.units));
+        let work = self
+            .bodies
+            .iter()
+            .fold(0u64, |a, b| a.saturating_add(b.work));
+        by_columns.fold(one_split(units, work), u64::max)
     }
 
     /// The products whose right-hand operand is a matrix read through its transpose,
@@ -315,6 +340,176 @@ pub unsafe fn launch_planned(
     row_major: &[Option<*const f32>],
     options: &LaunchOptions,
 ) {
+    // SAFETY: forwarded from the caller.
+    unsafe { launch_by(Crew::Team, kernel, plan, fns, bufs, row_major, options) }
+}
+
+/// One launch of a sequence run seated ([`launch_seated`]): what [`launch_planned`]
+/// takes.
+pub struct SeatedLaunch<'a> {
+    pub kernel: &'a Kernel,
+    pub plan: &'a LaunchPlan,
+    pub functions: &'a [KernelFn],
+    pub bufs: &'a [*mut u8],
+    pub row_major: &'a [Option<*const f32>],
+}
+
+/// The launches of a seated sequence, shared by its seats.
+struct SeatedLaunches<'l, 'a>(&'l [SeatedLaunch<'a>]);
+
+// SAFETY: the pointers are only dereferenced by kernel code and `gemm`, each seat on its
+// own share of a launch's outputs, while `launch_seated` borrows them.
+unsafe impl Sync for SeatedLaunches<'_, '_> {}
+
+impl<'a> SeatedLaunches<'_, 'a> {
+    fn list(&self) -> &[SeatedLaunch<'a>] {
+        self.0
+    }
+}
+
+/// Runs `launches` in order, as [`launch_planned`] would one after the other, on *seats*:
+/// the calling thread and the team's threads that take a seat in time, each running the
+/// whole sequence and computing its own share of every launch (the same share for the
+/// same seat and count every time), the seats meeting at a barrier after each launch and
+/// where a launch reads what another seat wrote (between a product and its epilogue),
+/// instead of a fork and a join per launch. For a recurrent loop's many short launches
+/// (see `team`). A seat takes less work than a team's thread (`Crew::staff`): the seats
+/// meet after every launch anyway. With `times`, its element `i` gets what launch `i`
+/// took on the calling thread, from its start to the barrier after it.
+///
+/// # Safety
+/// As for [`launch_planned`], for each launch in turn: each launch's pointers address its
+/// kernel's buffers as they are when the launches before it have run.
+pub unsafe fn launch_seated(
+    launches: &[SeatedLaunch],
+    options: &LaunchOptions,
+    times: Option<&mut [std::time::Duration]>,
+) {
+    let threads = launches
+        .iter()
+        .map(|l| l.plan.threads(options))
+        .max()
+        .unwrap_or(1);
+    let threads = (threads as usize).min(options.threads.unwrap_or_else(host_threads));
+    let nanos: Option<Vec<std::sync::atomic::AtomicU64>> = times
+        .as_ref()
+        .map(|t| t.iter().map(|_| Default::default()).collect());
+    let shared = SeatedLaunches(launches);
+    let work = |seat: &Seat| {
+        for (i, l) in shared.list().iter().enumerate() {
+            let started = nanos
+                .as_ref()
+                .filter(|_| seat.index == 0)
+                .map(|_| std::time::Instant::now());
+            // SAFETY: the caller's contract; every seat runs the same sequence.
+            unsafe {
+                launch_by(
+                    Crew::Seated(seat),
+                    l.kernel,
+                    l.plan,
+                    l.functions,
+                    l.bufs,
+                    l.row_major,
+                    options,
+                )
+            };
+            // What this launch wrote, the next ones read.
+            if !seat.sync() {
+                return;
+            }
+            if let (Some(nanos), Some(started)) = (&nanos, started)
+                && let Some(n) = nanos.get(i)
+            {
+                n.store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            }
+        }
+    };
+    match (threads > 1)
+        .then(|| Team::get(host_threads().saturating_sub(1).max(1)))
+        .flatten()
+    {
+        Some(team) => team.run_seated(threads - 1, &work),
+        None => Team::alone(&work),
+    }
+    if let (Some(times), Some(nanos)) = (times, nanos) {
+        for (t, n) in times.iter_mut().zip(&nanos) {
+            *t = std::time::Duration::from_nanos(n.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// Who runs a launch's ranges: the team, joining a fork per launch and taking ranges
+/// from a queue, or one seat of a seated run, taking its own.
+#[derive(Clone, Copy)]
+enum Crew<'s, 't> {
+    Team,
+    Seated(&'s Seat<'t>),
+}
+
+impl Crew<'_, '_> {
+    /// How many threads `work` spread over `rows` rows gets: [`thread_count`] for a
+    /// team; for seats, which meet after every launch anyway, a quarter of the work a
+    /// thread takes to pay for its fork and join, at most the seats.
+    fn staff(self, options: &LaunchOptions, rows: u64, work: u64) -> u64 {
+        match self {
+            Crew::Team => thread_count(options, rows, work),
+            Crew::Seated(seat) => {
+                let options = LaunchOptions {
+                    threads: Some(seat.count),
+                    min_work_per_thread: options.min_work_per_thread / SEATED_WORK_SHARE,
+                };
+                thread_count(&options, rows, work)
+            }
+        }
+    }
+
+    /// How many ranges a launch on `threads` threads is cut into: more than the threads
+    /// for a team (the work estimate is only an estimate, and whichever thread is free
+    /// takes the next), one a seat for seats.
+    fn chunks(self, threads: u64) -> u64 {
+        match (self, threads) {
+            (_, 0 | 1) => 1,
+            (Crew::Team, _) => threads * CHUNKS_PER_THREAD,
+            (Crew::Seated(_), _) => threads,
+        }
+    }
+
+    /// Calls `run(bounds[i], bounds[i + 1])` for this crew's ranges: all of them across
+    /// the team ([`split`]), or the seat's own.
+    fn share(self, bounds: &[u64], threads: u64, run: impl Fn(u64, u64) + Sync) {
+        match self {
+            Crew::Team => split(bounds, threads, run),
+            Crew::Seated(seat) => {
+                if let Some(&[start, end]) = bounds.get(seat.index..seat.index + 2)
+                    && start < end
+                {
+                    run(start, end);
+                }
+            }
+        }
+    }
+
+    /// Waits until the crew's shares so far are done: a team's are when `share` returns.
+    fn sync(self) {
+        if let Crew::Seated(seat) = self {
+            seat.sync();
+        }
+    }
+}
+
+/// [`launch_planned`] by `crew`.
+///
+/// # Safety
+/// As for [`launch_planned`].
+unsafe fn launch_by(
+    crew: Crew,
+    kernel: &Kernel,
+    plan: &LaunchPlan,
+    fns: &[KernelFn],
+    bufs: &[*mut u8],
+    row_major: &[Option<*const f32>],
+    options: &LaunchOptions,
+) {
     let batch = plan.batch;
     let bufs = SharedBuffers(bufs);
     let mut jobs: Vec<Job> = kernel
@@ -339,12 +534,12 @@ pub unsafe fn launch_planned(
         };
         let column_blocks = plan.n / MIN_COLUMNS_PER_THREAD;
         let matrices = job.units.saturating_mul(plan.matrices_per_block());
-        let threads = thread_count(options, column_blocks.max(matrices), job.work);
+        let threads = crew.staff(options, column_blocks.max(matrices), job.work);
         if threads <= job.units {
             return true;
         }
         // SAFETY: forwarded from the caller.
-        unsafe { job.run_by_columns(ops, plan, batch, threads, options) };
+        unsafe { job.run_by_columns(crew, ops, plan, batch, threads, options) };
         false
     });
     if jobs.is_empty() {
@@ -352,16 +547,9 @@ pub unsafe fn launch_planned(
     }
     let units = jobs.iter().fold(0u64, |acc, j| acc.saturating_add(j.units));
     let work = jobs.iter().fold(0u64, |acc, j| acc.saturating_add(j.work));
-    let threads = thread_count(options, units, work);
-    // More chunks than threads, taken in turn by whichever thread is free: the work
-    // estimate is only an estimate (a product's speed depends on its operands' layout).
-    let chunks = if threads > 1 {
-        threads * CHUNKS_PER_THREAD
-    } else {
-        1
-    };
-    let bounds = work_bounds(&jobs, chunks);
-    split(&bounds, threads, |start, end| {
+    let threads = crew.staff(options, units, work);
+    let bounds = work_bounds(&jobs, crew.chunks(threads));
+    crew.share(&bounds, threads, |start, end| {
         let mut first = 0u64;
         for job in &jobs {
             let (lo, hi) = (start.max(first), end.min(first + job.units));
@@ -394,8 +582,8 @@ impl BodyPlan {
         };
         let work = cost::body_cost(body, batch, cols);
         match body {
-            KernelBody::Map { space, .. } | KernelBody::Reduce { space, .. } => BodyPlan {
-                units: strata_kernels::cpu::row_count(space, batch),
+            KernelBody::Map { .. } | KernelBody::Reduce { .. } => BodyPlan {
+                units: strata_kernels::cpu::row_count(body, batch),
                 work,
                 contract: None,
             },
@@ -462,6 +650,7 @@ impl<'k> Job<'k> {
     /// As for [`launch`]; `plan` is this job's.
     unsafe fn run_by_columns(
         &self,
+        crew: Crew,
         ops: Operands<'_>,
         plan: &ContractPlan,
         batch: u64,
@@ -473,7 +662,7 @@ impl<'k> Job<'k> {
         // One matrix a block: `threads > units` (the caller's test), so cut columns.
         if per_block > 1 && matrices >= threads {
             let bounds: Vec<u64> = (0..=threads).map(|t| matrices * t / threads).collect();
-            split(&bounds, threads, |first, end| {
+            crew.share(&bounds, threads, |first, end| {
                 for matrix in first..end {
                     // SAFETY: as in `run`; this matrix's rows are this thread's alone.
                     unsafe { plan.matrix_of_block(ops, matrix / per_block, matrix % per_block) };
@@ -482,7 +671,7 @@ impl<'k> Job<'k> {
         } else {
             let step = (plan.n.div_ceil(threads)).next_multiple_of(16);
             let bounds: Vec<u64> = (0..=threads).map(|t| (t * step).min(plan.n)).collect();
-            split(&bounds, threads, |first_col, end_col| {
+            crew.share(&bounds, threads, |first_col, end_col| {
                 for block in 0..self.units {
                     let (first, last) = plan.block_rows(block);
                     // SAFETY: as in `run`; these columns of the block's rows are this
@@ -491,15 +680,17 @@ impl<'k> Job<'k> {
                 }
             });
         }
+        // The epilogue reads every column of its rows.
+        crew.sync();
         // The blocks' rows follow each other from row 0.
         let rows = match self.units {
             0 => return,
             units => plan.block_rows(units - 1).1,
         };
-        let threads = thread_count(options, rows, plan.epilogue_work);
+        let threads = crew.staff(options, rows, plan.epilogue_work);
         let bounds: Vec<u64> = (0..=threads).map(|t| rows * t / threads).collect();
         let batch_arg = batch as i64;
-        split(&bounds, threads, |first, last| {
+        crew.share(&bounds, threads, |first, last| {
             // SAFETY: as for a map; the product's rows are all written, and rows
             // `first..last` of the output are this call's alone.
             unsafe { (self.f)(ops.bufs.as_ptr(), batch_arg, first as i64, last as i64) };

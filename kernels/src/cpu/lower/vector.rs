@@ -194,7 +194,7 @@ fn lanes_dimension(space: &[Dim], rows: usize, unroll: bool) -> Option<(usize, V
 
 /// The coefficient of loop variable `v` in `ix`, if `ix` is affine in `v` with a
 /// constant coefficient (0 when it does not depend on `v`).
-fn coefficient(ix: &Index, v: usize) -> Option<i64> {
+pub(in crate::cpu) fn coefficient(ix: &Index, v: usize) -> Option<i64> {
     match ix {
         Index::Var(u) => Some(i64::from(*u == v)),
         Index::Const(_) | Index::Batch => Some(0),

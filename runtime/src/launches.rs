@@ -1,0 +1,490 @@
+//! An entry's launches on the CPU: each launch's slots bound to storage (the arena, the
+//! I/O block, a parameter's host copy or the artifact's bytes in place, a window at its
+//! loop index), the row-major copies its products read, then the launch.
+//!
+//! # Seated loops
+//! A loop whose launches use several threads runs *seated* ([`cpu::launch_seated`]): its
+//! launches' slots are bound for every iteration first, then the calling thread and the
+//! team's threads run the whole loop together, each seat its own share of every launch,
+//! meeting at a barrier after each launch instead of forking and joining a team per
+//! launch (W3's batch-1 step: 104 launches a run, each product's fork and join ~0.8 us
+//! of its 1.9). Results are the same bits either way: a launch's points never depend on
+//! how it is split. A loop runs launch by launch instead when none of its launches uses
+//! more than one thread (a barrier per launch would cost what nothing saves), when a
+//! launch of it writes a persistent buffer (bound ahead, a parameter read in place from
+//! the artifact's bytes would stay bound there after its first write), or when a launch
+//! of it needs a row-major copy made afresh (one scratch copy serves one launch at a
+//! time).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use strata_artifact::manifest::{Entry, Launch, Location, Loop, Manifest};
+use strata_kernels::ir::{Access, Kernel};
+
+use crate::arena::Blocks;
+use crate::cpu::{self, KernelFn, LaunchOptions, LaunchPlan, TransposedRhs};
+use crate::error::RunError;
+use crate::host_buffers::HostBuffers;
+
+/// The fewest `gemm` calls of a product for which a launch of a training step copies its
+/// transposed weight row-major first. Each call packs the transposed matrix again, at
+/// 5-160 us per call for W1's and W4's weights (`128 x 128 x 512`, one thread: 284 us
+/// against 151 us row-major), while the copy takes 5-65 us: at two calls a 784 x 256
+/// weight's copy (65 us) costs what it saves (2 x 35-41 us), from three every shape
+/// measured gains. (Two calls of W1's 256 x 256 layer: its kernel 159 -> 110 us with a
+/// 22 us copy, not visible in the step's time through this machine's noise; not done.)
+const FRESH_COPY_MIN_CALLS: u64 = 3;
+
+/// Where the row-major copies of a launch come from.
+enum RowMajorStore<'a> {
+    /// Kept from run to run while the weights stay the same.
+    Kept(&'a mut HashMap<RowMajorKey, Box<[f32]>>),
+    /// Made for this launch from the parameters' current values.
+    Fresh(&'a mut Vec<Vec<f32>>),
+}
+
+/// A row-major copy's buffer and the matrix of it that a product reads transposed (the
+/// slot in it, a kernel's own number, set to 0).
+pub(crate) type RowMajorKey = (usize, TransposedRhs);
+
+/// What an entry's launches on the CPU need: the code, the run's storage and what the
+/// session keeps between runs.
+pub(crate) struct CpuLaunches<'a> {
+    pub manifest: &'a Manifest,
+    /// Code of each kernel, by kernel position.
+    pub functions: &'a [Option<Vec<KernelFn>>],
+    pub blocks: &'a Blocks,
+    /// The arena and I/O block of this run, `arena_len` bytes.
+    pub base: *mut u8,
+    pub arena_len: usize,
+    pub batch: u64,
+    /// The persistent buffers' host storage.
+    pub host: Option<&'a mut HostBuffers>,
+    /// Per kernel: how its launches are cut at the batch size last run.
+    pub plans: &'a mut Vec<Option<LaunchPlan>>,
+    /// Whether the entry writes a parameter (its row-major copies are made per launch).
+    pub changes_weights: bool,
+    pub row_major: &'a mut HashMap<RowMajorKey, Box<[f32]>>,
+    pub launch_copies: &'a mut Vec<Vec<f32>>,
+    /// Per kernel: time spent in its launches and their count, while profiling.
+    pub profile: Option<&'a mut Vec<(Duration, u64)>>,
+}
+
+/// One launch bound for a seated loop: its kernel, code and slots.
+struct BoundLaunch<'a> {
+    kernel: &'a Kernel,
+    kernel_index: usize,
+    functions: &'a [KernelFn],
+    /// Range of the loop's pointer list that holds its slots.
+    pointers: std::ops::Range<usize>,
+    copies: Vec<Option<*const f32>>,
+}
+
+impl<'a> CpuLaunches<'a> {
+    /// Runs `entry`'s launches in order, its loops seated where they can be.
+    pub(crate) fn run(&mut self, entry: &Entry) -> Result<(), RunError> {
+        // One list of pointers, refilled for each launch, and one of row-major copies.
+        let mut pointers = Vec::new();
+        let mut copies: Vec<Option<*const f32>> = Vec::new();
+        let mut schedule = entry.schedule();
+        while let Some((index, t)) = schedule.next() {
+            let first_of_loop = entry
+                .loops
+                .iter()
+                .find(|lp| lp.start == index && lp.count > 0 && t == lp.index(0));
+            if let Some(lp) = first_of_loop
+                && self.run_seated(entry, lp)?
+            {
+                let launches = (lp.end.min(entry.launches.len()) - lp.start) as u64;
+                for _ in 1..lp.count * launches {
+                    schedule.next();
+                }
+                continue;
+            }
+            let launch = &entry.launches[index];
+            let (kernel, functions) = self.code(launch)?;
+            self.bind(launch, kernel, t, &mut pointers)?;
+            self.make_plan(launch.kernel, kernel)?;
+            let plan = planned(self.plans, launch.kernel)?;
+            copies.clear();
+            let store = match self.changes_weights {
+                false => RowMajorStore::Kept(self.row_major),
+                true => RowMajorStore::Fresh(self.launch_copies),
+            };
+            // SAFETY: `pointers` are this launch's, bound as computed above; a kept copy
+            // is only made for an entry that writes no parameter.
+            unsafe {
+                row_major_copies(
+                    self.manifest,
+                    launch,
+                    plan,
+                    &pointers,
+                    self.batch,
+                    store,
+                    &mut copies,
+                )?
+            };
+            let started = self.profile.is_some().then(Instant::now);
+            // SAFETY: see the session's safety argument: each pointer addresses storage
+            // of at least the size of the slot it is bound to at `batch`, `functions` are
+            // `kernel`'s code and `plan` was made for `kernel` at `batch`; each copy is
+            // the row-major form of its parameter's current values (made since the
+            // weights last changed).
+            unsafe {
+                cpu::launch_planned(
+                    kernel,
+                    plan,
+                    functions,
+                    &pointers,
+                    &copies,
+                    &LaunchOptions::default(),
+                )
+            };
+            if let (Some(times), Some(started)) = (self.profile.as_deref_mut(), started)
+                && let Some((total, count)) = times.get_mut(launch.kernel)
+            {
+                *total += started.elapsed();
+                *count += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs loop `lp` of `entry` seated (see the module docs); false, having run
+    /// nothing, when it should run launch by launch.
+    fn run_seated(&mut self, entry: &Entry, lp: &Loop) -> Result<bool, RunError> {
+        let options = LaunchOptions::default();
+        let body = entry
+            .launches
+            .get(lp.start..lp.end.min(entry.launches.len()))
+            .unwrap_or_default();
+        let mut threads = 1;
+        for launch in body {
+            let (kernel, _) = self.code(launch)?;
+            let writes_persistent =
+                launch
+                    .bindings
+                    .iter()
+                    .zip(&kernel.buffers)
+                    .any(|(&b, decl)| {
+                        decl.access != Access::Read
+                            && matches!(
+                                self.manifest
+                                    .buffers
+                                    .get(storage_of(self.manifest, b))
+                                    .map(|i| &i.location),
+                                Some(Location::Persistent { .. })
+                            )
+                    });
+            self.make_plan(launch.kernel, kernel)?;
+            let plan = planned(self.plans, launch.kernel)?;
+            let fresh_copy = self.changes_weights
+                && plan
+                    .transposed_rhs()
+                    .any(|(_, _, calls)| calls >= FRESH_COPY_MIN_CALLS);
+            if writes_persistent || fresh_copy {
+                return Ok(false);
+            }
+            threads = threads.max(plan.threads(&options));
+        }
+        if threads <= 1 {
+            return Ok(false);
+        }
+        // Every iteration's slots, then the launches that read them.
+        let mut pointers = Vec::new();
+        let mut slots = Vec::new();
+        let mut bound = Vec::with_capacity(body.len() * lp.count as usize);
+        for i in 0..lp.count {
+            let t = lp.index(i);
+            for launch in body {
+                let (kernel, functions) = self.code(launch)?;
+                self.bind(launch, kernel, t, &mut slots)?;
+                let plan = planned(self.plans, launch.kernel)?;
+                let mut copies = Vec::new();
+                if !self.changes_weights {
+                    // SAFETY: `slots` are this launch's; the entry writes no parameter.
+                    unsafe {
+                        row_major_copies(
+                            self.manifest,
+                            launch,
+                            plan,
+                            &slots,
+                            self.batch,
+                            RowMajorStore::Kept(self.row_major),
+                            &mut copies,
+                        )?
+                    };
+                }
+                let start = pointers.len();
+                pointers.extend_from_slice(&slots);
+                bound.push(BoundLaunch {
+                    kernel,
+                    kernel_index: launch.kernel,
+                    functions,
+                    pointers: start..pointers.len(),
+                    copies,
+                });
+            }
+        }
+        let plans: &[Option<LaunchPlan>] = self.plans;
+        let seated = bound
+            .iter()
+            .map(|b| {
+                Ok(cpu::SeatedLaunch {
+                    kernel: b.kernel,
+                    plan: planned(plans, b.kernel_index)?,
+                    functions: b.functions,
+                    bufs: &pointers[b.pointers.clone()],
+                    row_major: &b.copies,
+                })
+            })
+            .collect::<Result<Vec<_>, RunError>>()?;
+        let mut times = vec![Duration::ZERO; bound.len()];
+        let timed = self.profile.is_some().then_some(times.as_mut_slice());
+        // SAFETY: as for a launch in `run`: each launch bound above for its iteration
+        // (no launch of the loop writes a persistent buffer, so none moves).
+        unsafe { cpu::launch_seated(&seated, &options, timed) };
+        if let Some(profile) = self.profile.as_deref_mut() {
+            for (b, time) in bound.iter().zip(times) {
+                if let Some((total, count)) = profile.get_mut(b.kernel_index) {
+                    *total += time;
+                    *count += 1;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// `launch`'s kernel and its code.
+    fn code(&self, launch: &Launch) -> Result<(&'a Kernel, &'a [KernelFn]), RunError> {
+        let (manifest, functions) = (self.manifest, self.functions);
+        let kernel = manifest
+            .kernels
+            .get(launch.kernel)
+            .ok_or_else(|| internal(format!("no kernel #{}", launch.kernel)))?;
+        let functions = functions
+            .get(launch.kernel)
+            .and_then(Option::as_ref)
+            .filter(|fns| fns.len() == kernel.part_count())
+            .ok_or_else(|| internal(format!("no code for kernel `{}`", kernel.name)))?;
+        Ok((kernel, functions))
+    }
+
+    /// Makes the plan of `kernel` (number `index`) for this run if the one kept is not.
+    fn make_plan(&mut self, index: usize, kernel: &Kernel) -> Result<(), RunError> {
+        // An entry that writes no parameter keeps row-major copies of its transposed
+        // weights (`row_major_copies`), which changes how a plan cuts products.
+        let kept = !self.changes_weights;
+        let batch = self.batch;
+        match self.plans.get_mut(index) {
+            Some(Some(plan)) if plan.batch() == batch && plan.copies() == kept => Ok(()),
+            Some(slot) => {
+                *slot = Some(LaunchPlan::with_copies(kernel, batch, kept));
+                Ok(())
+            }
+            None => Err(internal(format!("no kernel #{index}"))),
+        }
+    }
+
+    /// Fills `pointers` with the storage of `launch`'s slots at loop index `t` (0 outside
+    /// loops).
+    fn bind(
+        &mut self,
+        launch: &Launch,
+        kernel: &Kernel,
+        t: u64,
+        pointers: &mut Vec<*mut u8>,
+    ) -> Result<(), RunError> {
+        let batch = self.batch;
+        let too_large = |what: &str| RunError::TooLarge {
+            batch,
+            what: what.to_string(),
+        };
+        pointers.clear();
+        for &bound in &launch.bindings {
+            let info = self
+                .manifest
+                .buffers
+                .get(bound)
+                .ok_or_else(|| internal(format!("no buffer #{bound}")))?;
+            // A window is its parent's storage, `index(t)` slices of its own size in.
+            let len = info
+                .elements(batch)
+                .and_then(|n| n.checked_mul(info.dtype.size_bytes()))
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| too_large(&info.name))?;
+            let (id, skip) = match &info.location {
+                Location::Window(w) => {
+                    let skip = w
+                        .offset(t, len as u64)
+                        .and_then(|s| usize::try_from(s).ok())
+                        .ok_or_else(|| too_large(&info.name))?;
+                    (w.parent, skip)
+                }
+                _ => (bound, 0),
+            };
+            let root = self
+                .manifest
+                .buffers
+                .get(id)
+                .ok_or_else(|| internal(format!("no buffer #{id}")))?;
+            let outside = || internal(format!("`{}` is outside its storage", info.name));
+            let pointer = match &root.location {
+                Location::Arena { .. } | Location::Io { .. } => {
+                    let (offset, parent_len) = self
+                        .blocks
+                        .region(self.manifest, id, batch)
+                        .ok_or_else(|| too_large(&root.name))?;
+                    let start = offset.checked_add(skip).ok_or_else(outside)?;
+                    if start
+                        .checked_add(len)
+                        .is_none_or(|end| end > self.arena_len)
+                        || skip.checked_add(len).is_none_or(|end| end > parent_len)
+                    {
+                        return Err(outside());
+                    }
+                    // In bounds of the arena allocation, checked just above.
+                    self.base.wrapping_add(start)
+                }
+                Location::Persistent { .. } => {
+                    let end = skip.checked_add(len).ok_or_else(outside)?;
+                    // A buffer this launch also stores to (through any slot) is never
+                    // read in place: every slot must see the same storage.
+                    let reads_only =
+                        !launch
+                            .bindings
+                            .iter()
+                            .zip(&kernel.buffers)
+                            .any(|(&b, decl)| {
+                                decl.access != Access::Read && storage_of(self.manifest, b) == id
+                            });
+                    let host = self
+                        .host
+                        .as_deref_mut()
+                        .ok_or_else(|| internal(format!("no storage for `{}`", root.name)))?;
+                    match host.initial_bytes(id).filter(|_| reads_only) {
+                        // Not copied yet and only read by this launch: the artifact's
+                        // bytes, in place. The kernel never stores through this pointer
+                        // (a store to a read-only slot fails kernel validation).
+                        Some(bytes) => bytes
+                            .get(skip..end)
+                            .ok_or_else(outside)?
+                            .as_ptr()
+                            .cast_mut(),
+                        None => host
+                            .get_mut(id)
+                            .map(|t| t.data.as_bytes_mut())
+                            .ok_or_else(|| internal(format!("no storage for `{}`", root.name)))?
+                            .get_mut(skip..end)
+                            .ok_or_else(outside)?
+                            .as_mut_ptr(),
+                    }
+                }
+                Location::Window(_) => return Err(outside()),
+            };
+            pointers.push(pointer);
+        }
+        Ok(())
+    }
+}
+
+/// The buffer whose storage buffer `id` is: its parent for a window, else itself.
+fn storage_of(manifest: &Manifest, id: usize) -> usize {
+    match manifest.buffers.get(id).map(|b| &b.location) {
+        Some(Location::Window(w)) => w.parent,
+        _ => id,
+    }
+}
+
+/// Sets `copies[body]` to the row-major copy of the parameter that each product of
+/// `launch` reads transposed ([`LaunchPlan::transposed_rhs`]): kept ones made when
+/// not yet in the store, fresh ones made now, from the parameter's current values.
+///
+/// # Safety
+/// `pointers` must be the launch's slot pointers, each addressing its buffer's storage at
+/// `batch`; for a kept copy nothing may write a parameter while the entry runs (an entry
+/// that changes no parameter), and a fresh one is only valid for this launch (whose
+/// parts write no slot another part reads, so none writes the copied parameter).
+unsafe fn row_major_copies(
+    manifest: &Manifest,
+    launch: &Launch,
+    plan: &LaunchPlan,
+    pointers: &[*mut u8],
+    batch: u64,
+    mut store: RowMajorStore<'_>,
+    copies: &mut Vec<Option<*const f32>>,
+) -> Result<(), RunError> {
+    let mut fresh = 0;
+    for (body, rhs, calls) in plan.transposed_rhs() {
+        if matches!(store, RowMajorStore::Fresh(_)) && calls < FRESH_COPY_MIN_CALLS {
+            continue;
+        }
+        let Some(&id) = launch.bindings.get(rhs.slot) else {
+            continue;
+        };
+        let Some(info) = manifest.buffers.get(id) else {
+            continue;
+        };
+        // A parameter bound whole (no window).
+        if !matches!(info.location, Location::Persistent { .. }) {
+            continue;
+        }
+        let values = || {
+            let elements = info
+                .elements(batch)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| RunError::TooLarge {
+                    batch,
+                    what: info.name.clone(),
+                })?;
+            let fits = rhs
+                .end()
+                .and_then(|end| usize::try_from(end).ok())
+                .is_some_and(|end| end <= elements);
+            let (Some(&pointer), true) = (pointers.get(rhs.slot), fits) else {
+                return Err(internal(format!(
+                    "`{}` is smaller than the product reading it",
+                    info.name
+                )));
+            };
+            // SAFETY: the pointer addresses this parameter's storage of `elements` f32
+            // values (the caller's contract), which nothing writes meanwhile.
+            Ok(unsafe { std::slice::from_raw_parts(pointer.cast::<f32>(), elements) })
+        };
+        let copy = match &mut store {
+            RowMajorStore::Kept(kept) => match kept.entry((id, TransposedRhs { slot: 0, ..rhs })) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut().as_ptr(),
+                std::collections::hash_map::Entry::Vacant(v) => v
+                    .insert(rhs.row_major(values()?).into_boxed_slice())
+                    .as_ptr(),
+            },
+            RowMajorStore::Fresh(scratch) => {
+                if scratch.len() <= fresh {
+                    scratch.push(Vec::new());
+                }
+                let copy = &mut scratch[fresh];
+                fresh += 1;
+                rhs.row_major_into(values()?, copy);
+                copy.as_ptr()
+            }
+        };
+        if copies.len() <= body {
+            copies.resize(body + 1, None);
+        }
+        copies[body] = Some(copy);
+    }
+    Ok(())
+}
+
+/// The plan of kernel `index` that `CpuLaunches::make_plan` made.
+fn planned(plans: &[Option<LaunchPlan>], index: usize) -> Result<&LaunchPlan, RunError> {
+    plans
+        .get(index)
+        .and_then(Option::as_ref)
+        .ok_or_else(|| internal(format!("no plan for kernel #{index}")))
+}
+
+fn internal(message: String) -> RunError {
+    RunError::Internal(message)
+}
