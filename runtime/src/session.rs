@@ -495,62 +495,61 @@ impl Session {
         {
             compile_missing(&self.manifest, entry, functions, code)?;
         }
-        let (functions, arena_storage, plans, row_major, changes_weights, profile) =
-            match &mut self.engine {
-                Engine::Cpu {
-                    functions,
+        let (functions, arena_storage, plans, row_major, changes_weights, profile) = match &mut self
+            .engine
+        {
+            Engine::Cpu {
+                functions,
+                arena,
+                prepared,
+                profile,
+                ..
+            } => {
+                let Prepared {
+                    plans,
+                    changes_weights,
+                    row_major,
+                    launch_copies,
+                } = &mut **prepared;
+                let changes = changes_weights.get(entry_index).copied().unwrap_or(true);
+                (
+                    &*functions,
                     arena,
-                    prepared,
-                    profile,
-                    ..
-                } => {
-                    let Prepared {
-                        plans,
-                        changes_weights,
-                        row_major,
-                        launch_copies,
-                    } = &mut **prepared;
-                    let changes = changes_weights.get(entry_index).copied().unwrap_or(true);
-                    (
-                        &*functions,
-                        arena,
-                        plans,
-                        (row_major, launch_copies),
-                        changes,
-                        profile.as_mut(),
+                    plans,
+                    (row_major, launch_copies),
+                    changes,
+                    profile.as_mut(),
+                )
+            }
+            Engine::Gpu(gpu) => {
+                let results = gpu
+                    .run(
+                        &self.manifest,
+                        entry_index,
+                        &bound.tensors,
+                        batch,
+                        self.persistent.get(),
                     )
+                    .map_err(RunError::Gpu)?;
+                if writes_persistent(&self.manifest, entry) {
+                    self.persistent.take();
                 }
-                Engine::Gpu(gpu) => {
-                    let results = gpu
-                        .run(
-                            &self.manifest,
-                            entry_index,
-                            &bound.tensors,
-                            batch,
-                            self.persistent.get(),
-                        )
-                        .map_err(RunError::Gpu)?;
-                    if writes_persistent(&self.manifest, entry) {
-                        self.persistent.take();
-                    }
-                    let mut outputs = Vec::with_capacity(entry.outputs.len());
-                    for (port, result) in entry.outputs.iter().zip(results) {
-                        let tensor = match result {
-                            Some(t) => t,
-                            None => self
-                                .host_weights()
-                                .map_err(RunError::Gpu)?
-                                .get(port.buffer)
-                                .cloned()
-                                .ok_or_else(|| {
-                                    internal(format!("no storage for `{}`", port.name))
-                                })?,
-                        };
-                        outputs.push((port.name.clone(), tensor));
-                    }
-                    return Ok(outputs);
+                let mut outputs = Vec::with_capacity(entry.outputs.len());
+                for (port, result) in entry.outputs.iter().zip(results) {
+                    let tensor = match result {
+                        Some(t) => t,
+                        None => self
+                            .host_weights()
+                            .map_err(RunError::Gpu)?
+                            .get(port.buffer)
+                            .cloned()
+                            .ok_or_else(|| internal(format!("no storage for `{}`", port.name)))?,
+                    };
+                    outputs.push((port.name.clone(), tensor));
                 }
-            };
+                return Ok(outputs);
+            }
+        };
 
         let too_large = |what: &str| RunError::TooLarge {
             batch,

@@ -1663,6 +1663,106 @@ fn a_map_over_long_rows_runs_by_chunks_of_a_row_and_matches_the_reference() {
     assert_matches_reference(&kernel, &inputs(&kernel, 2, -3.0, 3.0), 2, 1e-6, 1e-6);
 }
 
+/// An LSTM cell's chain over `space` (its last dimension `n`, the rest the batch):
+/// `out = σ(o) tanh(σ(f) h + σ(i) tanh(g))` with the gates `i, f, g, o` at `x[.., j +
+/// q n]` and `h`: activations applied to activations.
+fn lstm_cell(space: &[Dim]) -> Kernel {
+    let n = match space.last() {
+        Some(Dim::Fixed(n)) => *n as i64,
+        _ => panic!("a fixed last dimension"),
+    };
+    let vars: Vec<Index> = (0..space.len()).map(var).collect();
+    let gates: Vec<Dim> = space[..space.len() - 1]
+        .iter()
+        .copied()
+        .chain([Dim::Fixed(4 * n as u64)])
+        .collect();
+    let gate = |q: i64| {
+        let mut at = vars.clone();
+        let last = at.len() - 1;
+        at[last] = var(last).add(Index::Const(q * n));
+        Expr::load(0, row_major(&at, &gates))
+    };
+    let sigmoid = |q: i64| Expr::unary(UnaryOp::Sigmoid, gate(q));
+    let c = Expr::binary(
+        BinaryOp::Add,
+        Expr::binary(
+            BinaryOp::Mul,
+            sigmoid(1),
+            Expr::load(1, identity_index(space)),
+        ),
+        Expr::binary(
+            BinaryOp::Mul,
+            sigmoid(0),
+            Expr::unary(UnaryOp::Tanh, gate(2)),
+        ),
+    );
+    map_kernel(
+        "lstm_cell",
+        vec![
+            buffer("x", &gates, Access::Read),
+            buffer("h", space, Access::Read),
+            buffer("out", space, Access::Write),
+            buffer("c", space, Access::Write),
+        ],
+        space,
+        vec![
+            Store {
+                buf: 2,
+                index: identity_index(space),
+                value: Expr::binary(
+                    BinaryOp::Mul,
+                    sigmoid(3),
+                    Expr::unary(UnaryOp::Tanh, c.clone()),
+                ),
+            },
+            Store {
+                buf: 3,
+                index: identity_index(space),
+                value: c,
+            },
+        ],
+    )
+}
+
+#[test]
+fn a_cell_whose_activations_run_in_a_loop_of_their_own_computes_the_same_bits() {
+    use strata_kernels::cpu::{Rows, rows_of};
+    let n = 128;
+    // Chunked rows: its activations are staged (`cpu/lower/stages.rs`).
+    let staged = lstm_cell(&[Dim::Batch, Dim::Fixed(n)]);
+    assert_eq!(rows_of(&staged.body), Rows::Chunks);
+    // The same points over `[batch, 1, n]`: one loop.
+    let plain = lstm_cell(&[Dim::Batch, Dim::Fixed(1), Dim::Fixed(n)]);
+    assert_eq!(rows_of(&plain.body), Rows::Leading);
+    let text = emit_clif_for(std::slice::from_ref(&staged), Features::host()).unwrap();
+    assert!(
+        text.contains("explicit_slot"),
+        "the staged cell keeps its stages on the stack"
+    );
+    let text = emit_clif_for(std::slice::from_ref(&plain), Features::host()).unwrap();
+    assert!(!text.contains("explicit_slot"));
+    for batch in [1, 3] {
+        let bufs = inputs(&staged, batch, -4.0, 4.0);
+        assert_matches_reference(&staged, &bufs, batch, 1e-5, 1e-6);
+        for features in targets() {
+            let a = run_cpu_on(features, &staged, &bufs, batch, None);
+            let b = run_cpu_on(features, &plain, &bufs, batch, None);
+            for slot in [2, 3] {
+                let same = a[slot]
+                    .iter()
+                    .zip(&b[slot])
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(
+                    same,
+                    "batch {batch}, {features:?}: slot {slot} differs staged"
+                );
+            }
+        }
+        assert_thread_count_invariant(&staged, batch);
+    }
+}
+
 /// `out = relu(x @ w + bias)` with `x: [m, k]`, `w: [k, n]`.
 fn dense_relu(m: Dim, n: u64, k: u64) -> Kernel {
     Kernel {

@@ -5,6 +5,7 @@
 //! outermost loop body they depend on: the kernel's own invariants at the start of each
 //! of its loops, a nested reduction's before its loops and at the start of each of them.
 
+mod stages;
 mod vector;
 
 pub(super) use vector::coefficient as index_coefficient;
@@ -72,6 +73,7 @@ pub(super) fn lower_kernel(
         divisions: kernel_divisions(kernel),
         vector: vector::plan(kernel),
         fused: features.fma,
+        staged: Vec::new(),
     };
     lowering.invariants = kernel_invariants(kernel, &|slot| lowering.readable[slot]);
     lowering.body(start, end)?;
@@ -211,6 +213,8 @@ struct Lowering<'k, 'f> {
     vector: Option<vector::Plan>,
     /// Whether multiply-adds are fused ([`Lanes::fused`]).
     fused: bool,
+    /// In a staged map's point loop: each stage's value at the point (`stages`).
+    staged: Vec<(Expr, Value)>,
 }
 
 /// Whether a fold's loops may be unrolled.
@@ -310,7 +314,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
             Some((outer, [])) if self.vector.is_some() => {
                 let extent = self.extent(*outer);
                 let hi = self.b.ins().smin(end, extent);
-                self.vector_loop(lo, hi, &invariants, body)
+                self.vector_loop(lo, hi, None, &invariants, body)
             }
             Some((outer, [Dim::Fixed(n), inner @ ..])) if row_dims == 2 => {
                 // Rows `lo..hi` of the pairs `(i0, i1)`: the `i0` they touch, and in each
@@ -393,7 +397,8 @@ impl<'k, 'f> Lowering<'k, 'f> {
             let to = l.b.ins().imul_imm_s(to, chunk);
             let lanes = l.vector.as_ref().is_some_and(|p| p.var == l.vars.len());
             match lanes {
-                true => l.vector_loop(from, to, &invariants, body),
+                // Rows `lo..hi` may cover every chunk of `i0`: up to `n` points.
+                true => l.vector_loop(from, to, Some(n), &invariants, body),
                 false => l.counted_loop(from, to, 1, &mut |l| {
                     l.hoist(&invariants)?;
                     body(l)
@@ -421,7 +426,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 let lo = self.b.ins().iconst(types::I64, 0);
                 let hi = self.extent(*d);
                 // The dimensions after `d` are the plan's unrolled ones.
-                self.vector_loop(lo, hi, invariants, body)
+                self.vector_loop(lo, hi, None, invariants, body)
             }
             Some((d, rest)) => {
                 let lo = self.b.ins().iconst(types::I64, 0);

@@ -64,6 +64,9 @@ pub(super) struct Plan {
     /// The space's dimensions after `var` (a map's last few, all of fixed extent, each
     /// point of them unrolled inside a vector point): empty when `var` is the innermost.
     unrolled: Vec<Dim>,
+    /// A map's transcendentals computed by a loop of their own before the points, where
+    /// the loop's length is bounded (`super::stages`).
+    stages: Vec<Expr>,
 }
 
 /// The most points of a map's innermost dimensions that a vector point unrolls when the
@@ -154,11 +157,19 @@ pub(super) fn plan(kernel: &Kernel) -> Option<Plan> {
     if let Acc::Fold { value, .. } = &acc {
         check.expr(value, false)?;
     }
+    let stages = match (&acc, unrolled.is_empty()) {
+        (Acc::None, true) => {
+            let values: Vec<&Expr> = stores.iter().map(|s| &s.value).collect();
+            super::stages::stages_of(&values, &|e| varies_along(e, v))
+        }
+        _ => Vec::new(),
+    };
     Some(Plan {
         var: v,
         stores,
         acc,
         unrolled,
+        stages,
     })
 }
 
@@ -412,10 +423,13 @@ impl PointCache {
 impl<'k, 'f> Lowering<'k, 'f> {
     /// The innermost loop over `lo..hi` (the next loop variable): four points at a time,
     /// then the rest one at a time with the scalar `body`.
+    /// `points`: the most points the loop can run, when known (a chunked row's), which
+    /// lets a map's stages run as a loop of their own (`super::stages`).
     pub(super) fn vector_loop(
         &mut self,
         lo: Value,
         hi: Value,
+        points: Option<u64>,
         invariants: &[Invariant],
         body: &mut super::Body<'_, 'k, 'f>,
     ) -> LowerResult<()> {
@@ -437,18 +451,41 @@ impl<'k, 'f> Lowering<'k, 'f> {
             .as_ref()
             .map(|p| p.unrolled.clone())
             .unwrap_or_default();
-        self.counted_loop(lo, vector_hi, Lanes::WIDTH, &mut |l| {
-            l.hoist(&outer)?;
-            l.unrolled_nest(&unrolled, &outer, &mut |l| l.vector_point())
-        })?;
+        let stages = self
+            .vector
+            .as_ref()
+            .map(|p| p.stages.clone())
+            .unwrap_or_default();
+        match points {
+            Some(points) if !stages.is_empty() && points <= super::stages::MOST_POINTS => {
+                self.staged_vector_loops(lo, vector_hi, points, &stages, &outer)?
+            }
+            _ => self.counted_loop(lo, vector_hi, Lanes::WIDTH, &mut |l| {
+                l.hoist(&outer)?;
+                l.unrolled_nest(&unrolled, &outer, &mut |l| l.vector_point())
+            })?,
+        }
         self.counted_loop(vector_hi, hi, 1, &mut |l| {
             l.hoist(invariants)?;
             l.nest(&unrolled, invariants, body)
         })
     }
 
+    /// `e` for the four points of the innermost variable's current value, as an `f32x4`
+    /// (broadcast when it is the same for all four).
+    pub(super) fn vector_value(&mut self, e: &Expr) -> LowerResult<Value> {
+        let var = self
+            .vector
+            .as_ref()
+            .map(|p| p.var)
+            .ok_or_else(|| self.error("vector value without a plan (emitter bug)"))?;
+        let mut cache = PointCache::new(var);
+        let v = self.vector_expr(e, None, &mut cache)?;
+        self.broadcast(v, e, &mut cache)
+    }
+
     /// Four points of the plan's stores, the innermost variable bound to the first.
-    fn vector_point(&mut self) -> LowerResult<()> {
+    pub(super) fn vector_point(&mut self) -> LowerResult<()> {
         let plan = self
             .vector
             .clone()
@@ -499,6 +536,9 @@ impl<'k, 'f> Lowering<'k, 'f> {
         cache: &mut PointCache,
     ) -> LowerResult<Option<Value>> {
         let l = self.x4();
+        if let Some((_, v)) = self.staged.iter().find(|(staged, _)| staged == e) {
+            return Ok(Some(*v));
+        }
         Ok(match e {
             Expr::Load { buf, index } => {
                 if coefficient(index, cache.var) == Some(0) {
