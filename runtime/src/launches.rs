@@ -48,6 +48,10 @@ enum RowMajorStore<'a> {
 /// slot in it, a kernel's own number, set to 0).
 pub(crate) type RowMajorKey = (usize, TransposedRhs);
 
+/// The most launches a seated run binds ahead (a longer loop is several runs): W3's
+/// 50 steps are 100 to 250.
+const MOST_BOUND_LAUNCHES: u64 = 4096;
+
 /// What an entry's launches on the CPU need: the code, the run's storage and what the
 /// session keeps between runs.
 pub(crate) struct CpuLaunches<'a> {
@@ -191,11 +195,31 @@ impl<'a> CpuLaunches<'a> {
         if threads <= 1 {
             return Ok(false);
         }
+        // A long loop runs as several seated runs, so that what is bound stays small.
+        let per_run = (MOST_BOUND_LAUNCHES / body.len().max(1) as u64).max(1);
+        let mut first = 0;
+        while first < lp.count {
+            let iterations = first..(first + per_run).min(lp.count);
+            first = iterations.end;
+            self.run_iterations_seated(body, lp, iterations, &options)?;
+        }
+        Ok(true)
+    }
+
+    /// Runs `iterations` of loop `lp`, whose launches are `body`, seated.
+    fn run_iterations_seated(
+        &mut self,
+        body: &[Launch],
+        lp: &Loop,
+        iterations: std::ops::Range<u64>,
+        options: &LaunchOptions,
+    ) -> Result<(), RunError> {
         // Every iteration's slots, then the launches that read them.
         let mut pointers = Vec::new();
         let mut slots = Vec::new();
-        let mut bound = Vec::with_capacity(body.len() * lp.count as usize);
-        for i in 0..lp.count {
+        let mut bound =
+            Vec::with_capacity(body.len() * (iterations.end - iterations.start) as usize);
+        for i in iterations {
             let t = lp.index(i);
             for launch in body {
                 let (kernel, functions) = self.code(launch)?;
@@ -244,7 +268,7 @@ impl<'a> CpuLaunches<'a> {
         let timed = self.profile.is_some().then_some(times.as_mut_slice());
         // SAFETY: as for a launch in `run`: each launch bound above for its iteration
         // (no launch of the loop writes a persistent buffer, so none moves).
-        unsafe { cpu::launch_seated(&seated, &options, timed) };
+        unsafe { cpu::launch_seated(&seated, options, timed) };
         if let Some(profile) = self.profile.as_deref_mut() {
             for (b, time) in bound.iter().zip(times) {
                 if let Some((total, count)) = profile.get_mut(b.kernel_index) {
@@ -253,7 +277,7 @@ impl<'a> CpuLaunches<'a> {
                 }
             }
         }
-        Ok(true)
+        Ok(())
     }
 
     /// `launch`'s kernel and its code.

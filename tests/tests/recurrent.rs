@@ -67,3 +67,28 @@ fn the_lstm_ir_does_not_grow_with_the_sequence_length() {
     assert!(short.iter().all(|(_, ops, _)| *ops > 0));
     assert!(short.iter().any(|(name, _, _)| name == "train_step"));
 }
+
+/// A loop longer than one seated run binds ahead (`runtime/src/launches.rs`): an LSTM of
+/// 2,100 steps, whose step product splits across threads (hidden 128), runs as two
+/// seated runs and still matches the interpreter, at batch 1 (its cell in two chunks)
+/// and 2.
+#[test]
+fn a_long_recurrent_loop_runs_seated_in_parts_and_matches_the_interpreter() {
+    let text = "model Long(features = 4, hidden = 128, steps = 2100) {
+    input x: f32[batch, steps, features]
+    h = x |> lstm(hidden, return_sequences = false)
+    output y = h |> dense(3)
+}
+";
+    let source = strata_compiler::source::SourceFile::new("long.strata", text.to_string());
+    let compiled = compile(&source, &CompileOptions::default())
+        .unwrap_or_else(|e| panic!("{}", e.render(&source)));
+    let mut session = strata_runtime::Session::new(&compiled.artifact).expect("it loads");
+    strata_tests::infer_check::assert_infer_matches(
+        "long.strata",
+        &mut session,
+        &compiled.optimized,
+        &[1, 2],
+        1e-4,
+    );
+}
