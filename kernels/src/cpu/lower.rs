@@ -290,17 +290,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
         end: Value,
         body: &mut Body<'_, 'k, 'f>,
     ) -> LowerResult<()> {
-        let zero = self.b.ins().iconst(types::I64, 0);
-        let lo = self.b.ins().smax(start, zero);
-        let invariants = self.invariants.clone();
-        // What depends on no loop variable and reads no memory is safe to compute even if
-        // the rows are empty: once, before them.
-        let constants: Vec<Invariant> = invariants
-            .iter()
-            .filter(|i| i.level == 0 && !has_load(&i.expr))
-            .cloned()
-            .collect();
-        self.hoist(&constants)?;
+        let (lo, invariants) = self.row_start(start)?;
         match space.split_first() {
             // Rank 0: one point, in row 0.
             None => {
@@ -317,30 +307,20 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 self.vector_loop(lo, hi, None, &invariants, body)
             }
             Some((outer, [Dim::Fixed(n), inner @ ..])) if row_dims == 2 => {
-                // Rows `lo..hi` of the pairs `(i0, i1)`: the `i0` they touch, and in each
-                // the `i1` among them.
-                let n = *n as i64;
-                let pairs = self.extent(*outer);
-                let pairs = self.b.ins().imul_imm_s(pairs, n);
-                let hi = self.b.ins().smin(end, pairs);
-                let first = self.b.ins().sdiv_imm_s(lo, n);
-                let past = self.b.ins().iadd_imm_s(hi, n - 1);
-                let last = self.b.ins().sdiv_imm_s(past, n);
-                self.counted_loop(first, last, 1, &mut |l| {
-                    l.hoist(&invariants)?;
-                    let i0 = *l.vars.last().expect("the loop binds i0");
-                    let base = l.b.ins().imul_imm_s(i0, n);
-                    let zero = l.b.ins().iconst(types::I64, 0);
-                    let from = l.b.ins().isub(lo, base);
-                    let from = l.b.ins().smax(from, zero);
-                    let to = l.b.ins().isub(hi, base);
-                    let extent = l.b.ins().iconst(types::I64, n);
-                    let to = l.b.ins().smin(to, extent);
-                    l.counted_loop(from, to, 1, &mut |l| {
-                        l.hoist(&invariants)?;
-                        l.nest(inner, &invariants, body)
-                    })
-                })
+                // The `i1` of the pairs `(i0, i1)` among the rows.
+                self.rows_per_index(
+                    *outer,
+                    *n as i64,
+                    lo,
+                    end,
+                    &invariants,
+                    &mut |l, from, to| {
+                        l.counted_loop(from, to, 1, &mut |l| {
+                            l.hoist(&invariants)?;
+                            l.nest(inner, &invariants, body)
+                        })
+                    },
+                )
             }
             Some((outer, inner)) => {
                 let extent = self.extent(*outer);
@@ -367,7 +347,34 @@ impl<'k, 'f> Lowering<'k, 'f> {
             return Err(self.error("chunked rows of a space not [m, n] (emitter bug)"));
         };
         let chunk = super::ROW_CHUNK as i64;
-        let per = n as i64 / chunk;
+        let (lo, invariants) = self.row_start(start)?;
+        self.rows_per_index(
+            outer,
+            n as i64 / chunk,
+            lo,
+            end,
+            &invariants,
+            &mut |l, from, to| {
+                // The chunks' points.
+                let from = l.b.ins().imul_imm_s(from, chunk);
+                let to = l.b.ins().imul_imm_s(to, chunk);
+                let lanes = l.vector.as_ref().is_some_and(|p| p.var == l.vars.len());
+                match lanes {
+                    // Rows `lo..hi` may cover every chunk of `i0`: up to `n` points.
+                    true => l.vector_loop(from, to, Some(n), &invariants, body),
+                    false => l.counted_loop(from, to, 1, &mut |l| {
+                        l.hoist(&invariants)?;
+                        body(l)
+                    }),
+                }
+            },
+        )
+    }
+
+    /// `start` clamped to 0, and the kernel's invariants, those that depend on no loop
+    /// variable and read no memory computed now: safe to compute even if the rows are
+    /// empty, once, before them.
+    fn row_start(&mut self, start: Value) -> LowerResult<(Value, Vec<Invariant>)> {
         let zero = self.b.ins().iconst(types::I64, 0);
         let lo = self.b.ins().smax(start, zero);
         let invariants = self.invariants.clone();
@@ -377,6 +384,21 @@ impl<'k, 'f> Lowering<'k, 'f> {
             .cloned()
             .collect();
         self.hoist(&constants)?;
+        Ok((lo, invariants))
+    }
+
+    /// Rows `lo..end` of a space with `per` rows per index of its `outer` dimension: a
+    /// loop over the `i0` they touch, calling `inner(from, to)` in each with the range of
+    /// its own rows among them (`0..per` but at the ends).
+    fn rows_per_index(
+        &mut self,
+        outer: Dim,
+        per: i64,
+        lo: Value,
+        end: Value,
+        invariants: &[Invariant],
+        inner: &mut dyn FnMut(&mut Lowering<'k, 'f>, Value, Value) -> LowerResult<()>,
+    ) -> LowerResult<()> {
         let rows = self.extent(outer);
         let rows = self.b.ins().imul_imm_s(rows, per);
         let hi = self.b.ins().smin(end, rows);
@@ -384,26 +406,16 @@ impl<'k, 'f> Lowering<'k, 'f> {
         let past = self.b.ins().iadd_imm_s(hi, per - 1);
         let last = self.b.ins().sdiv_imm_s(past, per);
         self.counted_loop(first, last, 1, &mut |l| {
-            l.hoist(&invariants)?;
+            l.hoist(invariants)?;
             let i0 = *l.vars.last().expect("the loop binds i0");
             let base = l.b.ins().imul_imm_s(i0, per);
             let zero = l.b.ins().iconst(types::I64, 0);
             let from = l.b.ins().isub(lo, base);
             let from = l.b.ins().smax(from, zero);
-            let from = l.b.ins().imul_imm_s(from, chunk);
             let to = l.b.ins().isub(hi, base);
-            let chunks = l.b.ins().iconst(types::I64, per);
-            let to = l.b.ins().smin(to, chunks);
-            let to = l.b.ins().imul_imm_s(to, chunk);
-            let lanes = l.vector.as_ref().is_some_and(|p| p.var == l.vars.len());
-            match lanes {
-                // Rows `lo..hi` may cover every chunk of `i0`: up to `n` points.
-                true => l.vector_loop(from, to, Some(n), &invariants, body),
-                false => l.counted_loop(from, to, 1, &mut |l| {
-                    l.hoist(&invariants)?;
-                    body(l)
-                }),
-            }
+            let extent = l.b.ins().iconst(types::I64, per);
+            let to = l.b.ins().smin(to, extent);
+            inner(l, from, to)
         })
     }
 
