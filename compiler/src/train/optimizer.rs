@@ -216,9 +216,12 @@ pub fn apply(
                     let c1 = b.sub(one, p1)?;
                     let c2 = b.sub(one, p2)?;
                     let lr_t = b.div(lr, c1)?;
+                    // `sqrt(v) / sqrt(c2)` as a product with the scalar's reciprocal: a
+                    // division per element fewer (the update is bound by the divider).
                     let sc2 = b.sqrt(c2)?;
+                    let inv_sc2 = b.div(one, sc2)?;
                     let vhat = b.sqrt(v_new)?;
-                    let vhat = b.div(vhat, sc2)?;
+                    let vhat = b.mul(vhat, inv_sc2)?;
                     let e = b.c(*eps)?;
                     let denom = b.add(vhat, e)?;
                     let ratio = b.div(m_new, denom)?;
