@@ -75,16 +75,6 @@ pub(crate) struct CpuLaunches<'a> {
     pub profile: Option<&'a mut Vec<(Duration, u64)>>,
 }
 
-/// One launch bound for a seated loop: its kernel, code and slots.
-struct BoundLaunch<'a> {
-    kernel: &'a Kernel,
-    kernel_index: usize,
-    functions: &'a [KernelFn],
-    /// Range of the loop's pointer list that holds its slots.
-    pointers: std::ops::Range<usize>,
-    copies: Vec<Option<*const f32>>,
-}
-
 impl<'a> CpuLaunches<'a> {
     /// Runs `entry`'s launches in order, its loops seated where they can be.
     pub(crate) fn run(&mut self, entry: &Entry) -> Result<(), RunError> {
@@ -145,11 +135,8 @@ impl<'a> CpuLaunches<'a> {
                     &LaunchOptions::default(),
                 )
             };
-            if let (Some(times), Some(started)) = (self.profile.as_deref_mut(), started)
-                && let Some((total, count)) = times.get_mut(launch.kernel)
-            {
-                *total += started.elapsed();
-                *count += 1;
+            if let Some(started) = started {
+                self.record(launch.kernel, started.elapsed());
             }
         }
         Ok(())
@@ -214,53 +201,54 @@ impl<'a> CpuLaunches<'a> {
         iterations: std::ops::Range<u64>,
         options: &LaunchOptions,
     ) -> Result<(), RunError> {
+        // Each body launch's kernel, code and row-major copies, once: the copies are of
+        // parameters, bound whole, the same at every iteration.
+        let mut slots = Vec::new();
+        let mut resolved = Vec::with_capacity(body.len());
+        for launch in body {
+            let (kernel, functions) = self.code(launch)?;
+            let mut copies = Vec::new();
+            if !self.changes_weights {
+                self.bind(launch, kernel, lp.index(iterations.start), &mut slots)?;
+                let plan = planned(self.plans, launch.kernel)?;
+                // SAFETY: `slots` are this launch's; the entry writes no parameter.
+                unsafe {
+                    row_major_copies(
+                        self.manifest,
+                        launch,
+                        plan,
+                        &slots,
+                        self.batch,
+                        RowMajorStore::Kept(self.row_major),
+                        &mut copies,
+                    )?
+                };
+            }
+            resolved.push((kernel, functions, copies));
+        }
         // Every iteration's slots, then the launches that read them.
         let mut pointers = Vec::new();
-        let mut slots = Vec::new();
         let mut bound =
             Vec::with_capacity(body.len() * (iterations.end - iterations.start) as usize);
         for i in iterations {
-            let t = lp.index(i);
-            for launch in body {
-                let (kernel, functions) = self.code(launch)?;
-                self.bind(launch, kernel, t, &mut slots)?;
-                let plan = planned(self.plans, launch.kernel)?;
-                let mut copies = Vec::new();
-                if !self.changes_weights {
-                    // SAFETY: `slots` are this launch's; the entry writes no parameter.
-                    unsafe {
-                        row_major_copies(
-                            self.manifest,
-                            launch,
-                            plan,
-                            &slots,
-                            self.batch,
-                            RowMajorStore::Kept(self.row_major),
-                            &mut copies,
-                        )?
-                    };
-                }
+            for (launch, (kernel, ..)) in body.iter().zip(&resolved) {
+                self.bind(launch, kernel, lp.index(i), &mut slots)?;
                 let start = pointers.len();
                 pointers.extend_from_slice(&slots);
-                bound.push(BoundLaunch {
-                    kernel,
-                    kernel_index: launch.kernel,
-                    functions,
-                    pointers: start..pointers.len(),
-                    copies,
-                });
+                bound.push(start..pointers.len());
             }
         }
         let plans: &[Option<LaunchPlan>] = self.plans;
         let seated = bound
             .iter()
-            .map(|b| {
+            .zip(body.iter().zip(&resolved).cycle())
+            .map(|(slots, (launch, (kernel, functions, copies)))| {
                 Ok(cpu::SeatedLaunch {
-                    kernel: b.kernel,
-                    plan: planned(plans, b.kernel_index)?,
-                    functions: b.functions,
-                    bufs: &pointers[b.pointers.clone()],
-                    row_major: &b.copies,
+                    kernel,
+                    plan: planned(plans, launch.kernel)?,
+                    functions,
+                    bufs: &pointers[slots.clone()],
+                    row_major: copies,
                 })
             })
             .collect::<Result<Vec<_>, RunError>>()?;
@@ -269,15 +257,18 @@ impl<'a> CpuLaunches<'a> {
         // SAFETY: as for a launch in `run`: each launch bound above for its iteration
         // (no launch of the loop writes a persistent buffer, so none moves).
         unsafe { cpu::launch_seated(&seated, options, timed) };
-        if let Some(profile) = self.profile.as_deref_mut() {
-            for (b, time) in bound.iter().zip(times) {
-                if let Some((total, count)) = profile.get_mut(b.kernel_index) {
-                    *total += time;
-                    *count += 1;
-                }
-            }
+        for (launch, time) in body.iter().cycle().zip(times) {
+            self.record(launch.kernel, time);
         }
         Ok(())
+    }
+
+    /// Adds a launch of kernel `kernel` that took `time` to the profile, if profiling.
+    fn record(&mut self, kernel: usize, time: Duration) {
+        if let Some((total, count)) = self.profile.as_deref_mut().and_then(|p| p.get_mut(kernel)) {
+            *total += time;
+            *count += 1;
+        }
     }
 
     /// `launch`'s kernel and its code.

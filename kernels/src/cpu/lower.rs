@@ -304,7 +304,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
             Some((outer, [])) if self.vector.is_some() => {
                 let extent = self.extent(*outer);
                 let hi = self.b.ins().smin(end, extent);
-                self.vector_loop(lo, hi, None, &invariants, body)
+                self.vector_loop(lo, hi, &invariants, body)
             }
             Some((outer, [Dim::Fixed(n), inner @ ..])) if row_dims == 2 => {
                 // The `i1` of the pairs `(i0, i1)` among the rows.
@@ -360,8 +360,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 let to = l.b.ins().imul_imm_s(to, chunk);
                 let lanes = l.vector.as_ref().is_some_and(|p| p.var == l.vars.len());
                 match lanes {
-                    // Rows `lo..hi` may cover every chunk of `i0`: up to `n` points.
-                    true => l.vector_loop(from, to, Some(n), &invariants, body),
+                    true => l.vector_loop(from, to, &invariants, body),
                     false => l.counted_loop(from, to, 1, &mut |l| {
                         l.hoist(&invariants)?;
                         body(l)
@@ -438,7 +437,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 let lo = self.b.ins().iconst(types::I64, 0);
                 let hi = self.extent(*d);
                 // The dimensions after `d` are the plan's unrolled ones.
-                self.vector_loop(lo, hi, None, invariants, body)
+                self.vector_loop(lo, hi, invariants, body)
             }
             Some((d, rest)) => {
                 let lo = self.b.ins().iconst(types::I64, 0);

@@ -215,23 +215,22 @@ impl LaunchPlan {
     /// The most threads a launch of this plan uses under `options` (the calling thread
     /// included): what [`launch_planned`] decides, body by body.
     pub fn threads(&self, options: &LaunchOptions) -> u64 {
-        let one_split = |units: u64, work: u64| thread_count(options, units, work);
-        let by_columns = self.bodies.iter().filter_map(|b| {
-            let c = b.contract.as_ref()?;
-            let column_blocks = c.n / MIN_COLUMNS_PER_THREAD;
-            let matrices = b.units.saturating_mul(c.matrices_per_block());
-            let threads = one_split(column_blocks.max(matrices), b.work);
-            (threads > b.units).then_some(threads)
-        });
-        let units = self
-            .bodies
-            .iter()
-            .fold(0u64, |a, b| a.saturating_add(b.units));
-        let work = self
-            .bodies
-            .iter()
-            .fold(0u64, |a, b| a.saturating_add(b.work));
-        by_columns.fold(one_split(units, work), u64::max)
+        let staff = |units: u64, work: u64| thread_count(options, units, work);
+        let (mut units, mut work, mut most) = (0u64, 0u64, 1u64);
+        for body in &self.bodies {
+            let by_columns = body
+                .contract
+                .as_ref()
+                .and_then(|c| column_threads(c, body.units, body.work, staff));
+            match by_columns {
+                Some(threads) => most = most.max(threads),
+                None => {
+                    units = units.saturating_add(body.units);
+                    work = work.saturating_add(body.work);
+                }
+            }
+        }
+        most.max(staff(units, work))
     }
 
     /// The products whose right-hand operand is a matrix read through its transpose,
@@ -385,12 +384,12 @@ pub unsafe fn launch_seated(
     options: &LaunchOptions,
     times: Option<&mut [std::time::Duration]>,
 ) {
+    // At most the host's (or `options`') threads: `thread_count` caps them.
     let threads = launches
         .iter()
         .map(|l| l.plan.threads(options))
         .max()
-        .unwrap_or(1);
-    let threads = (threads as usize).min(options.threads.unwrap_or_else(host_threads));
+        .unwrap_or(1) as usize;
     let nanos: Option<Vec<std::sync::atomic::AtomicU64>> = times
         .as_ref()
         .map(|t| t.iter().map(|_| Default::default()).collect());
@@ -424,10 +423,7 @@ pub unsafe fn launch_seated(
             }
         }
     };
-    match (threads > 1)
-        .then(|| Team::get(host_threads().saturating_sub(1).max(1)))
-        .flatten()
-    {
+    match (threads > 1).then(launch_team).flatten() {
         Some(team) => team.run_seated(threads - 1, &work),
         None => Team::alone(&work),
     }
@@ -436,6 +432,25 @@ pub unsafe fn launch_seated(
             *t = std::time::Duration::from_nanos(n.load(Ordering::Relaxed));
         }
     }
+}
+
+/// The threads a product of `units` row blocks (of `work` in all) gets when they are
+/// more than its blocks: then it is split by its columns or its blocks' matrices
+/// (`Job::run_by_columns`), on `staff(columns or matrices, work)` threads.
+fn column_threads(
+    plan: &ContractPlan,
+    units: u64,
+    work: u64,
+    staff: impl Fn(u64, u64) -> u64,
+) -> Option<u64> {
+    let column_blocks = plan.n / MIN_COLUMNS_PER_THREAD;
+    let matrices = units.saturating_mul(plan.matrices_per_block());
+    Some(staff(column_blocks.max(matrices), work)).filter(|&threads| threads > units)
+}
+
+/// The launch team: the host's threads but the caller's (started on first use).
+fn launch_team() -> Option<&'static Team> {
+    Team::get(host_threads().saturating_sub(1).max(1))
 }
 
 /// Who runs a launch's ranges: the team, joining a fork per launch and taking ranges
@@ -532,12 +547,10 @@ unsafe fn launch_by(
         let Some((ops, plan)) = job.operands(bufs) else {
             return true;
         };
-        let column_blocks = plan.n / MIN_COLUMNS_PER_THREAD;
-        let matrices = job.units.saturating_mul(plan.matrices_per_block());
-        let threads = crew.staff(options, column_blocks.max(matrices), job.work);
-        if threads <= job.units {
+        let staff = |units: u64, work: u64| crew.staff(options, units, work);
+        let Some(threads) = column_threads(plan, job.units, job.work, staff) else {
             return true;
-        }
+        };
         // SAFETY: forwarded from the caller.
         unsafe { job.run_by_columns(crew, ops, plan, batch, threads, options) };
         false
@@ -814,7 +827,7 @@ fn split(bounds: &[u64], threads: u64, run: impl Fn(u64, u64) + Sync) {
         {
             None
         }
-        _ => Team::get(host_threads().saturating_sub(1).max(1)),
+        _ => launch_team(),
     };
     let Some(team) = team else {
         ranges.iter().for_each(|&(start, end)| run(start, end));

@@ -65,20 +65,36 @@ struct JobRef {
 pub(crate) struct Seat<'t> {
     pub index: usize,
     pub count: usize,
-    /// The job's barrier: arrivals so far, and whether a seat panicked.
-    arrived: &'t AtomicU64,
-    poisoned: &'t AtomicBool,
+    barrier: &'t Barrier,
     /// Barriers this seat has passed.
     passed: std::cell::Cell<u64>,
 }
 
+/// A seated job's barrier: arrivals so far, and whether a seat panicked (which releases
+/// the others' waits).
+struct Barrier {
+    arrived: AtomicU64,
+    poisoned: AtomicBool,
+}
+
+/// The barrier of a lone seat, which never waits at it.
+static LONE: Barrier = Barrier::new();
+
+impl Barrier {
+    const fn new() -> Barrier {
+        Barrier {
+            arrived: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
+        }
+    }
+}
+
 impl<'t> Seat<'t> {
-    fn new(index: usize, count: usize, shared: &'t Shared) -> Seat<'t> {
+    fn new(index: usize, count: usize, barrier: &'t Barrier) -> Seat<'t> {
         Seat {
             index,
             count,
-            arrived: &shared.arrived,
-            poisoned: &shared.poisoned,
+            barrier,
             passed: std::cell::Cell::new(0),
         }
     }
@@ -95,9 +111,9 @@ impl<'t> Seat<'t> {
         // The n-th barrier is passed when n arrivals of every seat are in: no seat
         // arrives at the next one before the last arrives at this one.
         let target = passed * self.count as u64;
-        self.arrived.fetch_add(1, Ordering::AcqRel);
-        while self.arrived.load(Ordering::Acquire) < target {
-            if self.poisoned.load(Ordering::Relaxed) {
+        self.barrier.arrived.fetch_add(1, Ordering::AcqRel);
+        while self.barrier.arrived.load(Ordering::Acquire) < target {
+            if self.barrier.poisoned.load(Ordering::Relaxed) {
                 return false;
             }
             std::hint::spin_loop();
@@ -124,10 +140,8 @@ struct Shared {
     /// A seated job's count of seats, tagged with its generation (`seats_word`); the
     /// workers that joined wait for it.
     seats: AtomicU64,
-    /// A seated job's barrier: arrivals, and whether a seat panicked (which releases
-    /// the others' waits).
-    arrived: AtomicU64,
-    poisoned: AtomicBool,
+    /// A seated job's barrier.
+    barrier: Barrier,
     /// Workers asleep (or about to be): the holder wakes them only then.
     sleepers: AtomicUsize,
     sleep: Mutex<()>,
@@ -178,8 +192,7 @@ impl Team {
             }),
             panicked: AtomicBool::new(false),
             seats: AtomicU64::new(0),
-            arrived: AtomicU64::new(0),
-            poisoned: AtomicBool::new(false),
+            barrier: Barrier::new(),
             sleepers: AtomicUsize::new(0),
             sleep: Mutex::new(()),
             wake: Condvar::new(),
@@ -221,18 +234,17 @@ impl Team {
     /// launch holds the team, `work` runs on the calling thread alone (one seat).
     pub(crate) fn run_seated(&self, helpers: usize, work: &(dyn Fn(&Seat) + Sync)) {
         let shared = &*self.shared;
-        let alone = || work(&Seat::new(0, 1, shared));
         let Ok(guard) = self.busy.try_lock() else {
-            alone();
+            Team::alone(work);
             return;
         };
         if helpers == 0 {
             drop(guard);
-            alone();
+            Team::alone(work);
             return;
         }
-        shared.arrived.store(0, Ordering::SeqCst);
-        shared.poisoned.store(false, Ordering::SeqCst);
+        shared.barrier.arrived.store(0, Ordering::SeqCst);
+        shared.barrier.poisoned.store(false, Ordering::SeqCst);
         let generation = self.publish(helpers, work, true);
         let started = Instant::now();
         while shared.entry.load(Ordering::Acquire) & INSIDE < helpers as u64
@@ -246,24 +258,18 @@ impl Team {
         shared
             .seats
             .store(seats_word(generation, count), Ordering::SeqCst);
-        let mine = catch_unwind(AssertUnwindSafe(|| work(&Seat::new(0, count, shared))));
+        let mine = catch_unwind(AssertUnwindSafe(|| {
+            work(&Seat::new(0, count, &shared.barrier))
+        }));
         if mine.is_err() {
-            shared.poisoned.store(true, Ordering::SeqCst);
+            shared.barrier.poisoned.store(true, Ordering::SeqCst);
         }
         self.finish(guard, mine);
     }
 
     /// Calls `work` as the only seat of a seated run (no team: one thread).
     pub(crate) fn alone(work: &(dyn Fn(&Seat) + Sync)) {
-        let arrived = AtomicU64::new(0);
-        let poisoned = AtomicBool::new(false);
-        work(&Seat {
-            index: 0,
-            count: 1,
-            arrived: &arrived,
-            poisoned: &poisoned,
-            passed: std::cell::Cell::new(0),
-        });
+        work(&Seat::new(0, 1, &LONE));
     }
 
     /// Publishes `work` to up to `helpers` workers; returns its generation.
@@ -336,9 +342,9 @@ fn serve(shared: &Shared) {
             },
             false => 1,
         };
-        let seat = Seat::new(index, count, shared);
+        let seat = Seat::new(index, count, &shared.barrier);
         if catch_unwind(AssertUnwindSafe(|| work(&seat))).is_err() {
-            shared.poisoned.store(true, Ordering::SeqCst);
+            shared.barrier.poisoned.store(true, Ordering::SeqCst);
             shared.panicked.store(true, Ordering::SeqCst);
         }
         shared.entry.fetch_sub(1, Ordering::Release);

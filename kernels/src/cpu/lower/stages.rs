@@ -30,8 +30,16 @@ use cranelift_codegen::ir::{
 /// The most stages a map gets.
 const MOST_STAGES: usize = 8;
 
-/// The most points a staged loop runs (its stack buffer: at most 8 x 1,024 x 4 bytes).
+/// The longest row of a staged map (its stack buffer: at most 8 x 1,024 x 4 bytes).
 pub(super) const MOST_POINTS: u64 = 1024;
+
+/// A map's stages, and the most points its function's loop runs (the stack buffer holds
+/// each stage's value at each of them).
+#[derive(Clone)]
+pub(super) struct Stages {
+    pub(super) exprs: Vec<Expr>,
+    pub(super) points: u64,
+}
 
 /// Whether `op` is a transcendental function: a polynomial chain of ~20-40 dependent
 /// instructions ([`crate::cpu::math`]).
@@ -96,52 +104,61 @@ pub(super) fn stages_of(values: &[&Expr], varies: &dyn Fn(&Expr) -> bool) -> Vec
 }
 
 impl<'k, 'f> Lowering<'k, 'f> {
-    /// The vector loop over `lo..vector_hi` (whole vectors, at most `points` points) in
-    /// two: `stages` for every point into a stack buffer, then the points, each stage's
+    /// The vector loop over `lo..vector_hi` (whole vectors, at most `stages.points`
+    /// points) in two: `stages` for every point into a stack buffer, then the points, each stage's
     /// value read back where the point's expressions reach it.
     pub(super) fn staged_vector_loops(
         &mut self,
         lo: Value,
         vector_hi: Value,
-        points: u64,
-        stages: &[Expr],
+        stages: &Stages,
         outer: &[Invariant],
     ) -> LowerResult<()> {
+        let Stages {
+            exprs: stages,
+            points,
+        } = stages;
+        // Stage `k` of the loop's point is `k * stage_bytes` after the point's address.
         let stage_bytes = points * 4;
-        let size = u32::try_from(stage_bytes * stages.len() as u64)
-            .map_err(|_| self.error("a stage buffer beyond 4 GB (emitter bug)"))?;
+        let size = stage_bytes * stages.len() as u64;
+        let (Ok(size), Ok(stage_bytes)) = (u32::try_from(size), i32::try_from(stage_bytes)) else {
+            return Err(self.error("a stage buffer beyond 2 GB (emitter bug)"));
+        };
         let slot = self.b.create_sized_stack_slot(StackSlotData::new(
             StackSlotKind::ExplicitSlot,
             size,
             4,
         ));
-        // The address of stage `k`'s four values at the loop's point.
-        let at = |l: &mut Lowering<'k, 'f>, k: usize| {
+        // The address of the loop's point in stage 0.
+        let at = |l: &mut Lowering<'k, 'f>| {
             let i = *l.vars.last().expect("the loop binds its variable");
             let offset = l.b.ins().isub(i, lo);
             let offset = l.b.ins().ishl_imm_s(offset, 2);
             let base = l.b.ins().stack_addr(types::I64, slot, 0);
-            let at = l.b.ins().iadd(base, offset);
-            l.b.ins().iadd_imm_s(at, (k as u64 * stage_bytes) as i64)
+            l.b.ins().iadd(base, offset)
         };
+        let offset = |k: usize| k as i32 * stage_bytes;
         self.counted_loop(lo, vector_hi, Lanes::WIDTH, &mut |l| {
             l.hoist(outer)?;
+            let addr = at(l);
             for (k, stage) in stages.iter().enumerate() {
                 let value = l.vector_value(stage)?;
-                let addr = at(l, k);
-                l.b.ins().store(MemFlagsData::new(), value, addr, 0);
+                l.b.ins().store(MemFlagsData::new(), value, addr, offset(k));
             }
             Ok(())
         })?;
         self.counted_loop(lo, vector_hi, Lanes::WIDTH, &mut |l| {
             l.hoist(outer)?;
-            let mut staged = Vec::with_capacity(stages.len());
-            for (k, stage) in stages.iter().enumerate() {
-                let addr = at(l, k);
-                let value = l.b.ins().load(types::F32X4, MemFlagsData::new(), addr, 0);
-                staged.push((stage.clone(), value));
-            }
-            l.staged = staged;
+            let addr = at(l);
+            l.staged = stages
+                .iter()
+                .enumerate()
+                .map(|(k, stage)| {
+                    let flags = MemFlagsData::new();
+                    let value = l.b.ins().load(types::F32X4, flags, addr, offset(k));
+                    (stage.clone(), value)
+                })
+                .collect();
             let done = l.vector_point();
             l.staged.clear();
             done

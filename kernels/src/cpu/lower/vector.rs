@@ -64,9 +64,9 @@ pub(super) struct Plan {
     /// The space's dimensions after `var` (a map's last few, all of fixed extent, each
     /// point of them unrolled inside a vector point): empty when `var` is the innermost.
     unrolled: Vec<Dim>,
-    /// A map's transcendentals computed by a loop of their own before the points, where
-    /// the loop's length is bounded (`super::stages`).
-    stages: Vec<Expr>,
+    /// A chunked map's transcendentals computed by a loop of their own before the
+    /// points (`super::stages`).
+    stages: Option<super::stages::Stages>,
 }
 
 /// The most points of a map's innermost dimensions that a vector point unrolls when the
@@ -157,12 +157,18 @@ pub(super) fn plan(kernel: &Kernel) -> Option<Plan> {
     if let Acc::Fold { value, .. } = &acc {
         check.expr(value, false)?;
     }
-    let stages = match (&acc, unrolled.is_empty()) {
-        (Acc::None, true) => {
+    // A chunked map's function runs at most a row of `n` points a loop (its rows may be
+    // every chunk of an `i0`): a stage buffer of `n` points.
+    let stages = match (&acc, unrolled.is_empty(), space.as_slice()) {
+        (Acc::None, true, [_, Dim::Fixed(n)])
+            if crate::cpu::rows_of(&kernel.body) == crate::cpu::Rows::Chunks
+                && *n <= super::stages::MOST_POINTS =>
+        {
             let values: Vec<&Expr> = stores.iter().map(|s| &s.value).collect();
-            super::stages::stages_of(&values, &|e| varies_along(e, v))
+            let exprs = super::stages::stages_of(&values, &|e| varies_along(e, v));
+            Some(super::stages::Stages { exprs, points: *n }).filter(|s| !s.exprs.is_empty())
         }
-        _ => Vec::new(),
+        _ => None,
     };
     Some(Plan {
         var: v,
@@ -423,13 +429,11 @@ impl PointCache {
 impl<'k, 'f> Lowering<'k, 'f> {
     /// The innermost loop over `lo..hi` (the next loop variable): four points at a time,
     /// then the rest one at a time with the scalar `body`.
-    /// `points`: the most points the loop can run, when known (a chunked row's), which
-    /// lets a map's stages run as a loop of their own (`super::stages`).
+    /// A map with stages runs them in a loop of their own first (`super::stages`).
     pub(super) fn vector_loop(
         &mut self,
         lo: Value,
         hi: Value,
-        points: Option<u64>,
         invariants: &[Invariant],
         body: &mut super::Body<'_, 'k, 'f>,
     ) -> LowerResult<()> {
@@ -451,16 +455,9 @@ impl<'k, 'f> Lowering<'k, 'f> {
             .as_ref()
             .map(|p| p.unrolled.clone())
             .unwrap_or_default();
-        let stages = self
-            .vector
-            .as_ref()
-            .map(|p| p.stages.clone())
-            .unwrap_or_default();
-        match points {
-            Some(points) if !stages.is_empty() && points <= super::stages::MOST_POINTS => {
-                self.staged_vector_loops(lo, vector_hi, points, &stages, &outer)?
-            }
-            _ => self.counted_loop(lo, vector_hi, Lanes::WIDTH, &mut |l| {
+        match self.vector.as_ref().and_then(|p| p.stages.clone()) {
+            Some(stages) => self.staged_vector_loops(lo, vector_hi, &stages, &outer)?,
+            None => self.counted_loop(lo, vector_hi, Lanes::WIDTH, &mut |l| {
                 l.hoist(&outer)?;
                 l.unrolled_nest(&unrolled, &outer, &mut |l| l.vector_point())
             })?,
