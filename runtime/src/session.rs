@@ -115,6 +115,12 @@ impl CpuCode {
         carried.or_else(|| self.compiled.iter().find_map(|code| code.get(name)))
     }
 
+    /// How many modules of kernels have been JIT-compiled so far (one per entry's first
+    /// run or [`Session::prepare`] that found kernels without code).
+    pub fn compiled_modules(&self) -> usize {
+        self.compiled.len()
+    }
+
     /// Where the code came from, for a person: `compiled from the kernel IR when first
     /// run`, `machine code carried by the executable`, with the reason when carried code
     /// could not run here.
@@ -463,27 +469,30 @@ impl Session {
         Ok(encode_weights(self.weights())?)
     }
 
-    /// Runs entry `entry` on `inputs` (each input of the entry exactly once, by name) and
-    /// returns its outputs in the entry's order.
-    pub fn run(
-        &mut self,
-        entry: &str,
-        inputs: &[(&str, HostTensor)],
-    ) -> Result<Vec<(String, HostTensor)>, RunError> {
-        let Some(entry_index) = self.manifest.entries.iter().position(|e| e.name == entry) else {
-            return Err(RunError::UnknownEntry {
+    /// Readies entry `entry` for runs at batch size `batch` without running it: proves
+    /// its kernels' accesses in bounds at that size and compiles the CPU code it lacks,
+    /// as its first run at that size would. A training loop calls this before its clock
+    /// starts, so that an epoch's time is the time its steps take.
+    pub fn prepare(&mut self, entry: &str, batch: u64) -> Result<(), RunError> {
+        let entry_index = self.entry_index(entry)?;
+        self.ready(entry_index, batch)
+    }
+
+    /// The index of entry `entry` in the manifest.
+    fn entry_index(&self, entry: &str) -> Result<usize, RunError> {
+        let entries = &self.manifest.entries;
+        entries
+            .iter()
+            .position(|e| e.name == entry)
+            .ok_or_else(|| RunError::UnknownEntry {
                 name: entry.to_string(),
-                available: self
-                    .manifest
-                    .entries
-                    .iter()
-                    .map(|e| e.name.clone())
-                    .collect(),
-            });
-        };
-        let entry = &self.manifest.entries[entry_index];
-        let bound = bind_inputs(&self.manifest, entry, inputs)?;
-        let batch = bound.batch;
+                available: entries.iter().map(|e| e.name.clone()).collect(),
+            })
+    }
+
+    /// Proves the kernels' accesses in bounds at `batch` (once per size) and compiles the
+    /// CPU code entry `entry_index` lacks.
+    fn ready(&mut self, entry_index: usize, batch: u64) -> Result<(), RunError> {
         if !self.bounds_checked.contains(&batch) {
             validate_bounds(&self.manifest, batch)
                 .map_err(|e| RunError::OutOfBounds(Box::new(e)))?;
@@ -493,8 +502,24 @@ impl Session {
             functions, code, ..
         } = &mut self.engine
         {
+            let entry = &self.manifest.entries[entry_index];
             compile_missing(&self.manifest, entry, functions, code)?;
         }
+        Ok(())
+    }
+
+    /// Runs entry `entry` on `inputs` (each input of the entry exactly once, by name) and
+    /// returns its outputs in the entry's order.
+    pub fn run(
+        &mut self,
+        entry: &str,
+        inputs: &[(&str, HostTensor)],
+    ) -> Result<Vec<(String, HostTensor)>, RunError> {
+        let entry_index = self.entry_index(entry)?;
+        let bound = bind_inputs(&self.manifest, &self.manifest.entries[entry_index], inputs)?;
+        let batch = bound.batch;
+        self.ready(entry_index, batch)?;
+        let entry = &self.manifest.entries[entry_index];
         let (functions, arena_storage, plans, row_major, changes_weights, profile) = match &mut self
             .engine
         {

@@ -10,7 +10,7 @@ use strata_kernels::ir::{
 };
 
 use strata_artifact::HostTensor;
-use strata_runtime::Session;
+use strata_runtime::{RunError, Session};
 
 // ---------------------------------------------------------------------------------------
 // Fixture: a dense layer then a biased relu, one entry, two launches.
@@ -259,6 +259,26 @@ fn runs_a_contraction_with_transposed_weights_and_a_bias_epilogue() {
     let (h, _) = run(&mut s, x);
     assert_eq!(h.shape, vec![4, 2]);
     assert_close(h.as_f32().unwrap(), &want_h);
+}
+
+#[test]
+fn prepare_compiles_an_entry_before_its_first_run_and_refuses_unknown_ones() {
+    let mut s = session();
+    let modules = |s: &Session| s.code().map(|c| c.compiled_modules());
+    assert_eq!(modules(&s), Some(0));
+    s.prepare("infer", 4).unwrap();
+    assert_eq!(modules(&s), Some(1));
+    let x = input(4);
+    let (want_h, want_y) = expected(&PARAMS, x.as_f32().unwrap());
+    let (h, y) = run(&mut s, x);
+    assert_close(h.as_f32().unwrap(), &want_h);
+    assert_close(y.as_f32().unwrap(), &want_y);
+    // The run found its code ready.
+    assert_eq!(modules(&s), Some(1));
+    assert!(matches!(
+        s.prepare("train", 4),
+        Err(RunError::UnknownEntry { name, .. }) if name == "train"
+    ));
 }
 
 #[test]

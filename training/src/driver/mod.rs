@@ -385,6 +385,7 @@ pub fn train(
         run.begin()?;
     }
     run.announce();
+    run.prepare()?;
     let mut stop = if run.counters.state.stopped_early {
         StopReason::EarlyStopped {
             epoch: run.counters.epoch,
@@ -626,6 +627,21 @@ impl<'a> Run<'a> {
             describe_steps(&self.config.steps)
         ));
         self.progress.header();
+    }
+
+    /// Compiles the update steps' entries for the batch size before the first epoch's
+    /// clock starts (as the peers' benchmarks leave their compilation out of a step's
+    /// time): an epoch's seconds are its steps' and its evaluation's.
+    fn prepare(&mut self) -> Result<(), TrainError> {
+        for update in &self.config.steps {
+            self.session
+                .prepare(&update.entry, self.batch as u64)
+                .map_err(|source| TrainError::Run {
+                    entry: update.entry.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     fn interrupted(&self) -> bool {
