@@ -117,7 +117,8 @@ static LAUNCHES_BEFORE_TEAM: AtomicI64 = AtomicI64::new(8);
 /// threads, `128 x 784 x 256`: 16-row calls 230 us, 64-row calls 248 us (`128 x 256 x 256`:
 /// 80 against 85 us); over 36 shapes of 128 and 256 rows, 0.75-1.0x the time of 64-row
 /// calls. W1's batch-128 inference (a session's row-major weight copies): 0.354-0.356 ->
-/// 0.335-0.340 ms. Fewer rows (a recurrent step's 32) gain nothing.
+/// 0.335-0.340 ms. Fewer rows (a recurrent step's 32) gain nothing, nor do few columns
+/// (W1's 10 logits: 7.9 us in 64-row blocks, 13-14 us in 16-row ones).
 const SHORT_ROW_BLOCK: u64 = 16;
 
 /// The most columns one `gemm` call computes from a right-hand operand it reads transposed
@@ -1207,7 +1208,10 @@ impl ContractPlan {
             && (packs_transposed || cheap_lhs)
         {
             self.m.max(1)
-        } else if (128..=256).contains(&self.m) && !packs_transposed {
+        } else if (128..=256).contains(&self.m)
+            && self.n >= 2 * MIN_COLUMNS_PER_THREAD
+            && !packs_transposed
+        {
             SHORT_ROW_BLOCK
         } else {
             contract_row_block(self.m)
