@@ -56,6 +56,7 @@
 //! [`interrupt_on_ctrl_c`]) is checked after every step: the run saves `last.ckpt` and
 //! returns [`StopReason::Interrupted`].
 
+mod background_writes;
 pub mod state;
 
 pub(crate) mod data;
@@ -83,13 +84,14 @@ pub use state::{
 };
 pub use strata_artifact::schedule::{StepPosition, learning_rate};
 
+use self::background_writes::BackgroundWrites;
 use self::data::{Ports, Splits, load_splits};
 use self::evaluation::score;
 use self::fingerprint::Fingerprint;
 use self::monitor::Monitor;
 use self::progress::Progress;
 use self::run_directory::Claim;
-use self::state::{PartialEpoch, RunState, write_atomic};
+use self::state::{PartialEpoch, RunState};
 use crate::image_grid::ImageGridError;
 use crate::{
     Checkpoint, CheckpointError, DataError, EpochRecord, LogError, MetricError, MetricsLog,
@@ -353,6 +355,8 @@ struct Run<'a> {
     epochs: u64,
     steps_per_epoch: u64,
     initial_weights: Option<WeightsReport>,
+    /// `best.safetensors` and `last.ckpt` as epochs end, written while the next trains.
+    writes: BackgroundWrites,
 }
 
 /// Trains the session's model as `config` says (see the module docs), leaving the
@@ -398,6 +402,7 @@ pub fn train(
         let started = Instant::now();
         match run.train_epoch(epoch)? {
             EpochEnd::Interrupted { step } => {
+                run.writes.finish()?;
                 let stop = StopReason::Interrupted { step, epoch };
                 return Ok(run.summary(stop, false, None, None));
             }
@@ -489,6 +494,7 @@ impl<'a> Run<'a> {
             batch,
             epochs: options.epochs_override.unwrap_or(config.epochs),
             initial_weights: None,
+            writes: BackgroundWrites::default(),
         })
     }
 
@@ -786,7 +792,8 @@ impl<'a> Run<'a> {
             self.counters.best = Some(value);
             state.best_epoch = epoch;
             state.bad_epochs = 0;
-            write_atomic(&self.paths.best, &params_safetensors(self.session)?)?;
+            let best = params_safetensors(self.session)?;
+            self.writes.write(self.paths.best.clone(), best)?;
         } else {
             state.bad_epochs += 1;
         }
@@ -846,18 +853,21 @@ impl<'a> Run<'a> {
         } else {
             StopReason::Completed
         };
-        let checkpoint = self.checkpoint()?;
-        checkpoint.save_atomic(&self.paths.last)?;
+        let checkpoint = self.checkpoint()?.to_bytes()?;
+        self.writes
+            .write(self.paths.last.clone(), checkpoint.clone())?;
         // `checkpoint_every = N` also keeps every Nth epoch's checkpoint.
         let every = self.config.checkpoint_every;
         if every > 0 && epoch.is_multiple_of(every) {
-            checkpoint.save_atomic(&self.paths.snapshot(epoch))?;
+            self.writes.write(self.paths.snapshot(epoch), checkpoint)?;
         }
         Ok(stop)
     }
 
     /// Puts the best weights back if asked to, scores the test split, and sums up.
     fn finish(mut self, stop: StopReason) -> Result<TrainSummary, TrainError> {
+        // `best.safetensors` is read below, and the run is done when its files are.
+        self.writes.finish()?;
         if let StopReason::EarlyStopped { epoch } = stop {
             self.progress.line(&format!(
                 "stopped early after epoch {epoch}: {} has not improved for {} epochs",
@@ -989,7 +999,9 @@ impl<'a> Run<'a> {
     }
 
     /// Saves the session's weights and the counters as `last.ckpt`.
-    fn save_last(&self) -> Result<(), TrainError> {
+    fn save_last(&mut self) -> Result<(), TrainError> {
+        // After the epochs' writes, which would otherwise replace this one.
+        self.writes.finish()?;
         self.checkpoint()?.save_atomic(&self.paths.last)?;
         Ok(())
     }
