@@ -1218,8 +1218,8 @@ impl ContractPlan {
         }
     }
 
-    /// The most columns one `gemm` call of `rows` rows and `depth` computes, if fewer than
-    /// the call's range: a transposed operand is packed a call's columns at a time, and
+    /// The most columns one `gemm` call of `rows` rows computes, if fewer than the call's
+    /// range: a transposed operand is packed a call's columns at a time, and
     /// a narrow panel stays in the first-level cache ([`TRANSPOSED_RHS_CALL_COLUMNS`],
     /// [`TRANSPOSED_LHS_CALL_COLUMNS`]; a row-major copy of the right-hand operand, when
     /// the launch gives one, is read in place). Calls of at most [`NARROW_CALL_MIN_ROWS`]
