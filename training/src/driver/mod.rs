@@ -373,7 +373,7 @@ pub fn train(
                 .into(),
         ));
     }
-    let mut run = Run::start(session, config, options)?;
+    let run = Run::start(session, config, options)?;
     let claim = match (options.resume, options.overwrite) {
         (true, _) => Claim::Resume,
         (false, true) => Claim::Overwrite,
@@ -383,6 +383,13 @@ pub fn train(
     written.extend(config.images.as_ref().map(|grid| grid.file.as_str()));
     // Held until this function returns, whichever way.
     let _lock = run_directory::claim(&run.paths, claim, &written)?;
+    // `run`, and with it any checkpoint write still in flight, ends in there: before the
+    // lock does, however it ends.
+    train_claimed(run, options)
+}
+
+/// [`train`] in a run directory it holds.
+fn train_claimed(mut run: Run<'_>, options: &TrainOptions) -> Result<TrainSummary, TrainError> {
     if options.resume {
         run.resume()?;
     } else {
