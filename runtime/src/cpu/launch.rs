@@ -548,6 +548,13 @@ fn call_pieces(
     })
 }
 
+/// Whether a product reads `op` transposed: consecutive rows of the matrix are adjacent
+/// elements (`gemm` packs such an operand, about twice as slowly as a row-major one).
+fn read_transposed(op: &MatrixOperand) -> bool {
+    let unit = |i: &Index| *i == Index::Const(1);
+    unit(&op.row_stride) && !unit(&op.col_stride)
+}
+
 /// The launch team: the host's threads but the caller's (started on first use).
 fn launch_team() -> Option<&'static Team> {
     Team::get(host_threads().saturating_sub(1).max(1))
@@ -1197,10 +1204,9 @@ impl ContractPlan {
     /// backward) keeps its rows: run by columns, it would no longer share a fork with the
     /// other parts of its launch.
     fn unbatched_row_block(&self, c: &Contraction, copies: bool) -> u64 {
-        let unit = |i: &Index| *i == Index::Const(1);
         let copied = copies && self.transposed_rhs.is_some();
-        let packs_transposed = c.b.window.is_none() && unit(&c.b.row_stride) && !copied;
-        let cheap_lhs = unit(&c.a.row_stride) && !unit(&c.a.col_stride);
+        let packs_transposed = c.b.window.is_none() && read_transposed(&c.b) && !copied;
+        let cheap_lhs = read_transposed(&c.a);
         let rhs = self.k.saturating_mul(self.n);
         if self.m <= 256
             && self.n >= 2 * MIN_COLUMNS_PER_THREAD
@@ -1225,14 +1231,12 @@ impl ContractPlan {
     /// the launch gives one, is read in place). Calls of at most [`NARROW_CALL_MIN_ROWS`]
     /// rows compute all their columns at once.
     fn call_columns(&self, ops: Operands<'_>, rows: u64) -> Option<u64> {
-        let unit = |i: &Index| *i == Index::Const(1);
-        let transposed = |op: &MatrixOperand| unit(&op.row_stride) && !unit(&op.col_stride);
         let Operands { c, rhs, .. } = ops;
         if rows <= NARROW_CALL_MIN_ROWS {
             None
-        } else if c.b.window.is_none() && rhs.is_none() && transposed(&c.b) {
+        } else if c.b.window.is_none() && rhs.is_none() && read_transposed(&c.b) {
             Some(TRANSPOSED_RHS_CALL_COLUMNS)
-        } else if transposed(&c.a) {
+        } else if read_transposed(&c.a) {
             Some(TRANSPOSED_LHS_CALL_COLUMNS)
         } else {
             None
@@ -1628,6 +1632,36 @@ mod tests {
         }
     }
 
+    /// The bits of `plan`'s product of `c` over outermost rows `outer`, computed column
+    /// range by column range (`ranges`), from operands `a` and `b` and, if given, a
+    /// row-major copy of the right-hand operand's matrix.
+    fn product_bits(
+        (c, plan): (&Contraction, &ContractPlan),
+        (a, b): (&[f32], &[f32]),
+        copy: Option<&[f32]>,
+        outer: (u64, u64),
+        ranges: &[(u64, u64)],
+    ) -> Vec<u32> {
+        let matrices: u64 = plan.batch_extents.iter().product();
+        let mut out = vec![f32::NAN; (matrices * plan.m * plan.n) as usize];
+        let ptrs = [
+            a.as_ptr().cast_mut().cast::<u8>(),
+            b.as_ptr().cast_mut().cast::<u8>(),
+            out.as_mut_ptr().cast::<u8>(),
+        ];
+        let ops = Operands {
+            c,
+            bufs: SharedBuffers(&ptrs),
+            rhs: copy.map(|copy| RowMajorRhs(copy.as_ptr())),
+        };
+        for &cols in ranges {
+            // SAFETY: the buffers hold the operands and the output, and the copy (if any)
+            // is the right-hand operand's matrix row-major.
+            unsafe { plan.product(ops, outer.0, outer.1, cols) };
+        }
+        out.iter().map(|x| x.to_bits()).collect()
+    }
+
     #[test]
     fn folded_product_matches_per_sample_products() {
         let (batch, m, n, k) = (5u64, 7u64, 3u64, 4u64);
@@ -1671,30 +1705,10 @@ mod tests {
         let b: Vec<f32> = (0..k * n)
             .map(|i| ((i * 3) % 11) as f32 * 0.21 - 1.0)
             .collect();
-        let run = |ranges: &[(u64, u64)]| {
-            let mut out = vec![f32::NAN; (m * n) as usize];
-            let ptrs = [
-                a.as_ptr().cast_mut().cast::<u8>(),
-                b.as_ptr().cast_mut().cast::<u8>(),
-                out.as_mut_ptr().cast::<u8>(),
-            ];
-            let bufs = SharedBuffers(&ptrs);
-            for &cols in ranges {
-                // SAFETY: the buffers hold the operands and the output.
-                let ops = Operands {
-                    c: &c,
-                    bufs,
-                    rhs: None,
-                };
-                unsafe { plan.product(ops, 0, 1, cols) };
-            }
-            out
-        };
+        let run = |ranges: &[(u64, u64)]| product_bits((&c, &plan), (&a, &b), None, (0, 1), ranges);
         let whole = run(&[(0, n)]);
-        let by_columns = run(&[(0, 16), (16, 32), (32, n)]);
-        assert!(whole.iter().all(|v| v.is_finite()));
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&whole), bits(&by_columns));
+        assert!(whole.iter().all(|&x| f32::from_bits(x).is_finite()));
+        assert_eq!(run(&[(0, 16), (16, 32), (32, n)]), whole);
     }
 
     #[test]
@@ -1732,32 +1746,17 @@ mod tests {
                     .map(|i| ((i * 5) % 23) as f32 * 0.091 - 1.0)
                     .collect();
                 let copy = plan.transposed_rhs.map(|t| t.row_major(&b));
-                let run = |threads: u64, rhs: Option<RowMajorRhs>| {
-                    let mut out = vec![f32::NAN; (m * n) as usize];
-                    let ptrs = [
-                        a.as_ptr().cast_mut().cast::<u8>(),
-                        b.as_ptr().cast_mut().cast::<u8>(),
-                        out.as_mut_ptr().cast::<u8>(),
-                    ];
-                    let ops = Operands {
-                        c: &c,
-                        bufs: SharedBuffers(&ptrs),
-                        rhs,
-                    };
-                    for cols in column_bounds(n, threads, plan.depth).windows(2) {
-                        // SAFETY: the buffers hold the operands and the output, and the
-                        // copy (if any) is `b`'s matrix row-major.
-                        unsafe { plan.product(ops, 0, m, (cols[0], cols[1])) };
-                    }
-                    out.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+                let run = |threads: u64, copy: Option<&[f32]>| {
+                    let bounds = column_bounds(n, threads, plan.depth);
+                    let ranges: Vec<(u64, u64)> = bounds.windows(2).map(|w| (w[0], w[1])).collect();
+                    product_bits((&c, &plan), (&a, &b), copy, (0, m), &ranges)
                 };
                 let one = run(1, None);
                 assert!(one.iter().all(|&x| f32::from_bits(x).is_finite()));
                 for threads in 1..=6 {
-                    let rhs = copy.as_ref().map(|copy| RowMajorRhs(copy.as_ptr()));
                     for (what, bits) in [
                         ("", run(threads, None)),
-                        (" from a copy", run(threads, rhs)),
+                        (" from a copy", run(threads, copy.as_deref())),
                     ] {
                         let differ = bits.iter().zip(&one).filter(|(x, y)| x != y).count();
                         assert_eq!(differ, 0, "{layout} {m}x{k}x{n} on {threads} threads{what}");
@@ -1819,31 +1818,12 @@ mod tests {
                 assert_eq!(copy[i * n as usize + j], w[5 + j * k as usize + i]);
             }
         }
-        let run = |rhs: Option<RowMajorRhs>, cols: &[(u64, u64)]| {
-            let mut out = vec![f32::NAN; (m * n) as usize];
-            let ptrs = [
-                a.as_ptr().cast_mut().cast::<u8>(),
-                w.as_ptr().cast_mut().cast::<u8>(),
-                out.as_mut_ptr().cast::<u8>(),
-            ];
-            let ops = Operands {
-                c: &c,
-                bufs: SharedBuffers(&ptrs),
-                rhs,
-            };
-            for &range in cols {
-                // SAFETY: the buffers hold the operands and the output; the copy is
-                // `w`'s matrix row-major.
-                unsafe { plan.product(ops, 0, m, range) };
-            }
-            out.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        let run = |copy: Option<&[f32]>, cols: &[(u64, u64)]| {
+            product_bits((&c, &plan), (&a, &w), copy, (0, m), cols)
         };
         let whole = run(None, &[(0, n)]);
-        assert_eq!(run(Some(RowMajorRhs(copy.as_ptr())), &[(0, n)]), whole);
-        assert_eq!(
-            run(Some(RowMajorRhs(copy.as_ptr())), &[(0, 16), (16, n)]),
-            whole
-        );
+        assert_eq!(run(Some(&copy), &[(0, n)]), whole);
+        assert_eq!(run(Some(&copy), &[(0, 16), (16, n)]), whole);
         // One row (read as dot products), not transposed (row-major already), or varying
         // with the batch: no copy.
         let mut one_row = c.clone();

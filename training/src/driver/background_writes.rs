@@ -18,10 +18,16 @@ use std::thread::JoinHandle;
 use super::state::write_atomic;
 use crate::TrainError;
 
-/// The writes asked for so far: the last one's thread, which waits for the one before.
+/// The writes asked for so far: the last one's, whose thread waits for the one before.
 #[derive(Default)]
 pub(super) struct BackgroundWrites {
-    last: Option<JoinHandle<Result<(), TrainError>>>,
+    last: Option<Pending>,
+}
+
+/// A write in flight: its file and its thread.
+struct Pending {
+    path: PathBuf,
+    thread: JoinHandle<Result<(), TrainError>>,
 }
 
 impl BackgroundWrites {
@@ -30,32 +36,29 @@ impl BackgroundWrites {
     /// the writes after it, and [`Self::finish`] returns its error.
     pub(super) fn write(&mut self, path: PathBuf, bytes: Vec<u8>) -> Result<(), TrainError> {
         let mut before = self.last.take();
-        if let Some(done) = before.take_if(|b| b.is_finished()) {
-            joined(done)?;
+        if let Some(done) = before.take_if(|b| b.thread.is_finished()) {
+            done.joined()?;
         }
         let target = path.clone();
-        let handle = std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("strata-checkpoint".into())
             .spawn(move || {
                 if let Some(before) = before {
-                    joined(before)?;
+                    before.joined()?;
                 }
-                write_atomic(&path, &bytes)
+                write_atomic(&target, &bytes)
             })
             .map_err(|source| TrainError::Io {
-                path: target,
+                path: path.clone(),
                 source,
             })?;
-        self.last = Some(handle);
+        self.last = Some(Pending { path, thread });
         Ok(())
     }
 
     /// Waits until every write asked for is on disk; the first failure's error.
     pub(super) fn finish(&mut self) -> Result<(), TrainError> {
-        match self.last.take() {
-            Some(last) => joined(last),
-            None => Ok(()),
-        }
+        self.last.take().map_or(Ok(()), Pending::joined)
     }
 }
 
@@ -66,13 +69,18 @@ impl Drop for BackgroundWrites {
     }
 }
 
-/// The result of a write's thread; a panic in it (none is expected) as an error.
-fn joined(handle: JoinHandle<Result<(), TrainError>>) -> Result<(), TrainError> {
-    handle.join().unwrap_or_else(|_| {
-        Err(TrainError::Model(
-            "the thread writing a checkpoint panicked".into(),
-        ))
-    })
+impl Pending {
+    /// The write's result once its thread is done; a panic in it (none is expected) as
+    /// an error on its file.
+    fn joined(self) -> Result<(), TrainError> {
+        let Pending { path, thread } = self;
+        thread.join().unwrap_or_else(|_| {
+            Err(TrainError::Io {
+                path,
+                source: std::io::Error::other("the thread writing it panicked"),
+            })
+        })
+    }
 }
 
 #[cfg(test)]
