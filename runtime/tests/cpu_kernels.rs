@@ -1231,7 +1231,8 @@ fn column_fold(op: ReduceOp, cols: u64, vector: bool) -> Kernel {
 
 #[test]
 fn a_reduction_over_the_batch_folds_four_columns_at_a_time_with_the_scalar_bits() {
-    let cols = 4 * 5 + 3;
+    // Three passes of four vectors, one of one vector, three columns alone.
+    let cols = 16 * 3 + 4 + 3;
     for op in [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min] {
         let vector = column_fold(op, cols, true);
         let text = emit_clif_base(std::slice::from_ref(&vector)).unwrap();
@@ -1256,6 +1257,51 @@ fn a_reduction_over_the_batch_folds_four_columns_at_a_time_with_the_scalar_bits(
             if batch > 0 {
                 assert_matches_reference(&vector, &bufs, batch, 1e-6, 1e-6);
             }
+        }
+    }
+}
+
+#[test]
+fn a_column_reduction_splits_its_outputs_in_chunks_across_threads_with_the_same_bits() {
+    // `[192]` and `[1, 1, 192]`: three chunks of 64 columns, rows a thread may take.
+    for shape in [vec![192], vec![1, 1, 192]] {
+        let space: Vec<Dim> = shape.iter().map(|&n| Dim::Fixed(n)).collect();
+        let cols = 192;
+        let last = space.len() - 1;
+        let b = Index::Var(space.len());
+        let g = Expr::load(0, b.mul(Index::Const(cols)).add(var(last)));
+        let kernel = Kernel {
+            name: "chunked_column_sum".into(),
+            buffers: vec![
+                buffer("g", &[Dim::Batch, Dim::Fixed(cols as u64)], Access::Read),
+                buffer("out", &space, Access::Write),
+            ],
+            body: KernelBody::Reduce {
+                space: space.clone(),
+                reduce: vec![Dim::Batch],
+                op: ReduceOp::Sum,
+                value: g,
+                out: Store {
+                    buf: 1,
+                    index: identity_index(&space),
+                    value: Expr::Acc,
+                },
+            },
+        };
+        assert_eq!(
+            strata_kernels::cpu::row_count(&kernel.body, 5),
+            3,
+            "{shape:?}"
+        );
+        for batch in [1, 37] {
+            assert_thread_count_invariant(&kernel, batch);
+            assert_matches_reference(
+                &kernel,
+                &inputs(&kernel, batch, -1.0, 1.0),
+                batch,
+                1e-6,
+                1e-6,
+            );
         }
     }
 }

@@ -264,9 +264,15 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 op,
                 value,
                 out,
-            } => self.rows(space, super::row_dims(space), start, end, &mut |l| {
-                l.reduce_point(reduce, *op, value, out)
-            }),
+            } => {
+                let mut point = |l: &mut Self| l.reduce_point(reduce, *op, value, out);
+                match super::rows_of(&kernel.body) {
+                    super::Rows::Chunks => self.chunked_outputs(space, start, end, &mut point),
+                    super::Rows::Leading => {
+                        self.rows(space, super::row_dims(space), start, end, &mut point)
+                    }
+                }
+            }
             KernelBody::Contract(c) => {
                 let space = c.space();
                 let vars: Vec<Index> = (0..space.len()).map(Index::Var).collect();
@@ -368,6 +374,39 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 }
             },
         )
+    }
+
+    /// The rows of a reduction over `[n]` or `[1, .., 1, m, n]` whose rows are chunks of
+    /// its outputs ([`super::Rows::Chunks`]), `start..end`: the unit dimensions' variables
+    /// are constants, then the rows are those of a chunked map over `[m, n]`.
+    fn chunked_outputs(
+        &mut self,
+        space: &[Dim],
+        start: Value,
+        end: Value,
+        body: &mut Body<'_, 'k, 'f>,
+    ) -> LowerResult<()> {
+        if let [Dim::Fixed(n)] = *space {
+            let chunk = super::ROW_CHUNK as i64;
+            let (lo, invariants) = self.row_start(start)?;
+            let rows = self.b.ins().iconst(types::I64, n as i64 / chunk);
+            let hi = self.b.ins().smin(end, rows);
+            let from = self.b.ins().imul_imm_s(lo, chunk);
+            let to = self.b.ins().imul_imm_s(hi, chunk);
+            return match self.vector.is_some() {
+                true => self.vector_loop(from, to, &invariants, body),
+                false => self.counted_loop(from, to, 1, &mut |l| {
+                    l.hoist(&invariants)?;
+                    body(l)
+                }),
+            };
+        }
+        let ones = space.len().saturating_sub(2);
+        let invariants = self.invariants.clone();
+        let rows = &space[ones..];
+        self.unrolled_nest(&space[..ones], &invariants, &mut |l| {
+            l.chunk_rows(rows, start, end, body)
+        })
     }
 
     /// `start` clamped to 0, and the kernel's invariants, those that depend on no loop
@@ -731,8 +770,17 @@ impl<'k, 'f> Lowering<'k, 'f> {
         value: &Expr,
         loops: impl FnOnce(&mut Self) -> LowerResult<()>,
     ) -> LowerResult<()> {
+        self.in_folds(&[value], loops)
+    }
+
+    /// [`Lowering::in_fold`] for loops that fold several values together.
+    fn in_folds(
+        &mut self,
+        values: &[&Expr],
+        loops: impl FnOnce(&mut Self) -> LowerResult<()>,
+    ) -> LowerResult<()> {
         let outer_divisions =
-            std::mem::replace(&mut self.divisions, strength::divisions_in(&[value], &[]));
+            std::mem::replace(&mut self.divisions, strength::divisions_in(values, &[]));
         let outer_vector = self.vector.take();
         let folded = loops(self);
         self.divisions = outer_divisions;

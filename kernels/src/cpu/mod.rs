@@ -102,7 +102,9 @@ pub enum Rows {
     /// A point of the first [`row_dims`] dimensions of the space.
     Leading,
     /// [`ROW_CHUNK`] consecutive points of the inner dimension of a map over `[m, n]`:
-    /// row `r` is `i0 = r / (n / ROW_CHUNK)` and its chunk `r % (n / ROW_CHUNK)`.
+    /// row `r` is `i0 = r / (n / ROW_CHUNK)` and its chunk `r % (n / ROW_CHUNK)`. For a
+    /// reduction over `[1, .., 1, n]` (a bias gradient, the sum over the batch of each
+    /// column), row `r` is chunk `r` of the outputs.
     Chunks,
 }
 
@@ -121,8 +123,33 @@ pub fn rows_of(body: &KernelBody) -> Rows {
         {
             Rows::Chunks
         }
+        KernelBody::Reduce { space, out, .. } if chunked_reduction(space, &out.index) => {
+            Rows::Chunks
+        }
         _ => Rows::Leading,
     }
+}
+
+/// Whether a reduction's outputs `space` (its store at `out`) are chunked rows: a space
+/// `[n]` or `[1, .., 1, m, n]`, `n` a multiple of [`ROW_CHUNK`] of at least two chunks,
+/// stored contiguously along it and a row of `n` apart along `m`. A column sum's outputs
+/// are one row otherwise, so one thread: W3's bias gradient (512 sums of 1,600 rows each)
+/// ran on one.
+fn chunked_reduction(space: &[Dim], out: &Index) -> bool {
+    let Some((&Dim::Fixed(n), rest)) = space.split_last() else {
+        return false;
+    };
+    let apart = match rest.split_last() {
+        None => true,
+        Some((_, ones)) => {
+            ones.iter().all(|d| *d == Dim::Fixed(1))
+                && lower::index_coefficient(out, space.len() - 2) == Some(n as i64)
+        }
+    };
+    n % ROW_CHUNK == 0
+        && n >= 2 * ROW_CHUNK
+        && apart
+        && lower::index_coefficient(out, space.len() - 1) == Some(1)
 }
 
 /// The rows of a map's or reduction's function at `batch` (1 for rank 0).
@@ -132,7 +159,8 @@ pub fn row_count(body: &KernelBody, batch: u64) -> u64 {
         _ => return 0,
     };
     match (rows_of(body), space.as_slice()) {
-        (Rows::Chunks, [outer, Dim::Fixed(n)]) => {
+        (Rows::Chunks, [Dim::Fixed(n)]) => n / ROW_CHUNK,
+        (Rows::Chunks, [.., outer, Dim::Fixed(n)]) => {
             crate::cost::points(&[*outer], batch).saturating_mul(n / ROW_CHUNK)
         }
         _ => crate::cost::points(&space[..row_dims(space).min(space.len())], batch),

@@ -51,6 +51,70 @@ use std::collections::HashMap;
 /// runs in vectors (a pooling window's stride, a strided convolution's).
 const MAX_STRIDE: i64 = 16;
 
+/// How many vectors of a reduction's outputs one pass over its reduced points folds
+/// ([`Lowering::folded_vectors`]): a cache line of contiguous outputs.
+const FOLDED_VECTORS: usize = 4;
+
+/// `e` with loop variable `var` replaced by `var + by` (nested reductions' own variables
+/// come after it and are left as they are).
+fn shifted_expr(e: &Expr, var: usize, by: i64) -> Expr {
+    let ix = |i: &Index| shifted_index(i, var, by);
+    let ex = |x: &Expr| Box::new(shifted_expr(x, var, by));
+    match e {
+        Expr::Load { buf, index } => Expr::Load {
+            buf: *buf,
+            index: ix(index),
+        },
+        Expr::Const(_) | Expr::Acc => e.clone(),
+        Expr::IndexValue(index) => Expr::IndexValue(ix(index)),
+        Expr::Unary(op, x) => Expr::Unary(*op, ex(x)),
+        Expr::Binary(op, a, b) => Expr::Binary(*op, ex(a), ex(b)),
+        Expr::Select {
+            cond,
+            then,
+            otherwise,
+        } => Expr::Select {
+            cond: ex(cond),
+            then: ex(then),
+            otherwise: ex(otherwise),
+        },
+        Expr::Gather {
+            table,
+            ids,
+            id_index,
+            col,
+        } => Expr::Gather {
+            table: *table,
+            ids: *ids,
+            id_index: ix(id_index),
+            col: ix(col),
+        },
+        Expr::Uniform { seed, index, step } => Expr::Uniform {
+            seed: *seed,
+            index: ix(index),
+            step: ex(step),
+        },
+        Expr::Reduce { op, extent, value } => Expr::Reduce {
+            op: *op,
+            extent: extent.clone(),
+            value: ex(value),
+        },
+    }
+}
+
+/// `ix` with loop variable `var` replaced by `var + by`.
+fn shifted_index(ix: &Index, var: usize, by: i64) -> Index {
+    let sub = |i: &Index| Box::new(shifted_index(i, var, by));
+    match ix {
+        Index::Var(v) if *v == var => Index::Var(*v).add(Index::Const(by)),
+        Index::Var(_) | Index::Const(_) | Index::Batch => ix.clone(),
+        Index::Add(a, b) => Index::Add(sub(a), sub(b)),
+        Index::Mul(a, b) => Index::Mul(sub(a), sub(b)),
+        Index::Div(a, d) => Index::Div(sub(a), *d),
+        Index::Rem(a, d) => Index::Rem(sub(a), *d),
+    }
+}
+
 /// How a kernel's innermost loop runs in vectors.
 #[derive(Clone)]
 pub(super) struct Plan {
@@ -67,6 +131,9 @@ pub(super) struct Plan {
     /// A chunked map's transcendentals computed by a loop of their own before the
     /// points (`super::stages`).
     stages: Option<super::stages::Stages>,
+    /// A reduction whose lanes' dimension may hold [`FOLDED_VECTORS`] vectors: it folds
+    /// that many at a time first ([`Lowering::folded_vectors`]).
+    folds_wide: bool,
 }
 
 /// The most points of a map's innermost dimensions that a vector point unrolls when the
@@ -170,12 +237,15 @@ pub(super) fn plan(kernel: &Kernel) -> Option<Plan> {
         }
         _ => None,
     };
+    let folds_wide = matches!(acc, Acc::Fold { .. })
+        && !matches!(space[v], Dim::Fixed(n) if n < (Lanes::WIDTH as u64) * FOLDED_VECTORS as u64);
     Some(Plan {
         var: v,
         stores,
         acc,
         unrolled,
         stages,
+        folds_wide,
     })
 }
 
@@ -455,8 +525,23 @@ impl<'k, 'f> Lowering<'k, 'f> {
             .as_ref()
             .map(|p| p.unrolled.clone())
             .unwrap_or_default();
+        let folds = self.vector.as_ref().is_some_and(|p| p.folds_wide);
         match self.vector.as_ref().and_then(|p| p.stages.clone()) {
             Some(stages) => self.staged_vector_loops(lo, vector_hi, &stages, &outer)?,
+            None if folds => {
+                // Several vectors of outputs a pass over the reduced points first.
+                let wide = Lanes::WIDTH * FOLDED_VECTORS as i64;
+                let whole = self.b.ins().band_imm_s(n, -wide);
+                let wide_hi = self.b.ins().iadd(lo, whole);
+                self.counted_loop(lo, wide_hi, wide, &mut |l| {
+                    l.hoist(&outer)?;
+                    l.folded_vectors(FOLDED_VECTORS)
+                })?;
+                self.counted_loop(wide_hi, vector_hi, Lanes::WIDTH, &mut |l| {
+                    l.hoist(&outer)?;
+                    l.vector_point()
+                })?
+            }
             None => self.counted_loop(lo, vector_hi, Lanes::WIDTH, &mut |l| {
                 l.hoist(&outer)?;
                 l.unrolled_nest(&unrolled, &outer, &mut |l| l.vector_point())
@@ -495,18 +580,30 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 Some(self.vector_fold(plan.var, reduce, *op, value)?)
             }
         };
-        let mut values = Vec::with_capacity(plan.stores.len());
-        for s in &plan.stores {
-            let v = self.vector_expr(&s.value, acc, &mut cache)?;
-            values.push(self.broadcast(v, &s.value, &mut cache)?);
+        self.vector_stores(&plan.stores, plan.var, acc, &mut cache)
+    }
+
+    /// Four points of `stores` (the lanes' variable `var`), `acc` their `Acc`: every value
+    /// first, then the stores.
+    fn vector_stores(
+        &mut self,
+        stores: &[Store],
+        var: usize,
+        acc: Option<Value>,
+        cache: &mut PointCache,
+    ) -> LowerResult<()> {
+        let mut values = Vec::with_capacity(stores.len());
+        for s in stores {
+            let v = self.vector_expr(&s.value, acc, cache)?;
+            values.push(self.broadcast(v, &s.value, cache)?);
         }
-        for (s, value) in plan.stores.iter().zip(values) {
+        for (s, value) in stores.iter().zip(values) {
             let addr = self.address(s.buf, &s.index)?;
             let value = match self.kernel.buffers[s.buf].dtype {
                 ScalarType::F32 => value,
                 ScalarType::I32 => self.b.ins().fcvt_to_sint_sat(types::I32X4, value),
             };
-            match coefficient(&s.index, plan.var) {
+            match coefficient(&s.index, var) {
                 Some(1) => {
                     self.b.ins().store(MemFlagsData::new(), value, addr, 0);
                 }
@@ -520,6 +617,41 @@ impl<'k, 'f> Lowering<'k, 'f> {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// `groups` vectors of a reduction's outputs (the lanes' variable bound to the first
+    /// of `4 * groups` consecutive points), folded in one pass over the reduced points:
+    /// each vector's loads and accumulators are its own, so every lane adds what it adds
+    /// in [`Lowering::vector_point`], in the same order (the same bits), but the passes
+    /// read each cache line of a contiguous row once instead of once per vector, and the
+    /// vectors' chains of additions overlap instead of each waiting on its own latency.
+    fn folded_vectors(&mut self, groups: usize) -> LowerResult<()> {
+        let plan = self
+            .vector
+            .clone()
+            .ok_or_else(|| self.error("folded vectors without a plan (emitter bug)"))?;
+        let Acc::Fold { reduce, op, value } = &plan.acc else {
+            return Err(self.error("folded vectors of a kernel that is no reduction (emitter bug)"));
+        };
+        let shift = |g: usize| Lanes::WIDTH * g as i64;
+        let values: Vec<Expr> = (0..groups)
+            .map(|g| shifted_expr(value, plan.var, shift(g)))
+            .collect();
+        let accs = self.vector_folds(plan.var, reduce, *op, &values)?;
+        for (g, acc) in accs.into_iter().enumerate() {
+            let stores: Vec<Store> = plan
+                .stores
+                .iter()
+                .map(|s| Store {
+                    buf: s.buf,
+                    index: shifted_index(&s.index, plan.var, shift(g)),
+                    value: shifted_expr(&s.value, plan.var, shift(g)),
+                })
+                .collect();
+            let mut cache = PointCache::new(plan.var);
+            self.vector_stores(&stores, plan.var, Some(acc), &mut cache)?;
         }
         Ok(())
     }
@@ -613,21 +745,44 @@ impl<'k, 'f> Lowering<'k, 'f> {
         op: ReduceOp,
         value: &Expr,
     ) -> LowerResult<Value> {
-        let accs = self.lane_accumulators(op);
-        self.in_fold(value, |l| {
-            l.nest(reduce, &[], &mut |l| l.fold_lanes(var, op, value, &accs))
+        let folded = self.vector_folds(var, reduce, op, std::slice::from_ref(value))?;
+        Ok(folded[0])
+    }
+
+    /// [`Lowering::vector_fold`] of several values in the same loops, each into
+    /// accumulators of its own.
+    fn vector_folds(
+        &mut self,
+        var: usize,
+        reduce: &[Dim],
+        op: ReduceOp,
+        values: &[Expr],
+    ) -> LowerResult<Vec<Value>> {
+        let accs: Vec<Vec<Variable>> = values.iter().map(|_| self.lane_accumulators(op)).collect();
+        let refs: Vec<&Expr> = values.iter().collect();
+        self.in_folds(&refs, |l| {
+            l.nest(reduce, &[], &mut |l| {
+                for (value, accs) in values.iter().zip(&accs) {
+                    l.fold_lanes(var, op, value, accs)?;
+                }
+                Ok(())
+            })
         })?;
-        Ok(match op {
-            ReduceOp::Sum => {
-                let low = self.b.use_var(accs[0]);
-                let high = self.b.use_var(accs[1]);
-                let low = self.b.ins().fvdemote(low);
-                let high = self.b.ins().fvdemote(high);
-                // The two low halves side by side.
-                self.shuffle(low, high, [0, 1, 4, 5])
-            }
-            ReduceOp::Max | ReduceOp::Min => self.b.use_var(accs[0]),
-        })
+        let mut folded = Vec::with_capacity(accs.len());
+        for accs in &accs {
+            folded.push(match op {
+                ReduceOp::Sum => {
+                    let low = self.b.use_var(accs[0]);
+                    let high = self.b.use_var(accs[1]);
+                    let low = self.b.ins().fvdemote(low);
+                    let high = self.b.ins().fvdemote(high);
+                    // The two low halves side by side.
+                    self.shuffle(low, high, [0, 1, 4, 5])
+                }
+                ReduceOp::Max | ReduceOp::Min => self.b.use_var(accs[0]),
+            });
+        }
+        Ok(folded)
     }
 
     /// A fold's accumulators of four lanes, at the fold's identity: sums in two `f64x2`
