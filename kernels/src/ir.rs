@@ -196,6 +196,29 @@ impl Index {
         }
     }
 
+    /// The coefficient of loop variable `v` in the index, if it is affine in `v` with a
+    /// constant coefficient (0 when it does not depend on `v`).
+    pub fn coefficient(&self, v: usize) -> Option<i64> {
+        match self {
+            Index::Var(u) => Some(i64::from(*u == v)),
+            Index::Const(_) | Index::Batch => Some(0),
+            Index::Add(a, b) => a.coefficient(v)?.checked_add(b.coefficient(v)?),
+            Index::Mul(a, b) => match (a.coefficient(v)?, b.coefficient(v)?) {
+                (0, 0) => Some(0),
+                (ca, 0) => match **b {
+                    Index::Const(k) => ca.checked_mul(k),
+                    _ => None,
+                },
+                (0, cb) => match **a {
+                    Index::Const(k) => cb.checked_mul(k),
+                    _ => None,
+                },
+                _ => None,
+            },
+            Index::Div(a, _) | Index::Rem(a, _) => (a.coefficient(v)? == 0).then_some(0),
+        }
+    }
+
     /// The largest loop variable the index uses.
     pub(crate) fn max_var(&self) -> Option<usize> {
         match self {

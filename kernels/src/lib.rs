@@ -10,6 +10,7 @@
 //! - [`bounds`]: the proof that a kernel's loads, stores and `gemm` operands stay inside
 //!   its buffers at a batch size.
 //! - [`residue`]: the proof that two maps write disjoint blocks of one buffer.
+//! - [`batch_rows`]: which buffers a kernel touches only at the batch row of each point.
 //! - [`cpu`]: kernel IR -> Cranelift IR (CLIF text).
 //! - [`gpu`]: kernel IR -> WGSL compute shaders, validated by naga.
 //! - `hoist`: the loop-invariant subexpressions both emitters compute outside the loops
@@ -18,6 +19,7 @@
 //! This crate knows nothing of the DSL or of the graph IR; the graph IR imports
 //! [`scalar_op`] from here.
 
+pub mod batch_rows;
 pub mod bounds;
 pub mod cost;
 pub mod cpu;

@@ -23,7 +23,7 @@ use strata_artifact::manifest::{Entry, Launch, Location, Loop, Manifest};
 use strata_kernels::ir::{Access, Kernel};
 
 use crate::arena::Blocks;
-use crate::cpu::{self, KernelFn, LaunchOptions, LaunchPlan, TransposedRhs};
+use crate::cpu::{self, KernelFn, LaunchOptions, LaunchPlan, SeatShares, TransposedRhs};
 use crate::error::RunError;
 use crate::host_buffers::HostBuffers;
 
@@ -182,15 +182,96 @@ impl<'a> CpuLaunches<'a> {
         if threads <= 1 {
             return Ok(false);
         }
+        let shares = self.seat_shares(body, threads)?;
         // A long loop runs as several seated runs, so that what is bound stays small.
         let per_run = (MOST_BOUND_LAUNCHES / body.len().max(1) as u64).max(1);
         let mut first = 0;
         while first < lp.count {
             let iterations = first..(first + per_run).min(lp.count);
             first = iterations.end;
-            self.run_iterations_seated(body, lp, iterations, &options)?;
+            self.run_iterations_seated(body, lp, iterations, &options, shares)?;
         }
         Ok(true)
+    }
+
+    /// How the seats of a loop whose launches are `body` share them, at most `threads`
+    /// seats: by batch rows ([`SeatShares::BatchRows`]) when every launch's points are
+    /// batch rows, every buffer the loop writes, and every buffer sharing its storage, is
+    /// touched only at its points' rows with one row length and one row grid (a window
+    /// moves by whole batches of rows), and each seat's rows of every product are enough
+    /// to be computed as the whole product; launch by launch otherwise.
+    fn seat_shares(&mut self, body: &[Launch], threads: u64) -> Result<SeatShares, RunError> {
+        let batch = self.batch;
+        let seat_rows = batch / threads.max(1);
+        if threads < 2 || seat_rows < cpu::launch::BY_ROWS_MIN_ROWS {
+            return Ok(SeatShares::Launches);
+        }
+        /// A slot's storage in the arena or I/O block, the start of its row grid and its
+        /// row length in elements if its every access is row-aligned.
+        struct Touch {
+            start: usize,
+            end: usize,
+            grid: usize,
+            row: Option<u64>,
+            writes: bool,
+        }
+        let mut touches = Vec::new();
+        for launch in body {
+            let (kernel, _) = self.code(launch)?;
+            let plan = planned(self.plans, launch.kernel)?;
+            let Some(rows) = plan.batch_rows() else {
+                return Ok(SeatShares::Launches);
+            };
+            if !plan.rows_split_keeps_bits(seat_rows) {
+                return Ok(SeatShares::Launches);
+            }
+            for ((&bound, decl), &row) in launch.bindings.iter().zip(&kernel.buffers).zip(rows) {
+                let root = storage_of(self.manifest, bound);
+                let in_arena = matches!(
+                    self.manifest.buffers.get(root).map(|b| &b.location),
+                    Some(Location::Arena { .. } | Location::Io { .. })
+                );
+                // A seated loop writes no persistent buffer (see `run_seated`), and a
+                // parameter shares no storage with the arena.
+                if !in_arena {
+                    continue;
+                }
+                let Some((start, len)) = self.blocks.region(self.manifest, root, batch) else {
+                    return Ok(SeatShares::Launches);
+                };
+                // A window of one slice moves by whole copies of itself, `batch` rows.
+                let whole_rows = match self.manifest.buffers.get(bound).map(|b| &b.location) {
+                    Some(Location::Window(w)) => w.span == 1,
+                    _ => true,
+                };
+                touches.push(Touch {
+                    start,
+                    end: start + len,
+                    grid: start,
+                    row: row.filter(|_| whole_rows),
+                    writes: decl.access != Access::Read,
+                });
+            }
+        }
+        for w in touches.iter().filter(|t| t.writes) {
+            let Some(r) = w.row else {
+                return Ok(SeatShares::Launches);
+            };
+            let rows_bytes = (batch as usize)
+                .saturating_mul(r as usize)
+                .saturating_mul(4);
+            for t in &touches {
+                let overlaps = t.start < w.end && w.start < t.end;
+                let same_grid =
+                    t.row == Some(r) && rows_bytes > 0 && t.grid.abs_diff(w.grid) % rows_bytes == 0;
+                if overlaps && !same_grid {
+                    return Ok(SeatShares::Launches);
+                }
+            }
+        }
+        Ok(SeatShares::BatchRows {
+            most_seats: threads,
+        })
     }
 
     /// Runs `iterations` of loop `lp`, whose launches are `body`, seated.
@@ -200,6 +281,7 @@ impl<'a> CpuLaunches<'a> {
         lp: &Loop,
         iterations: std::ops::Range<u64>,
         options: &LaunchOptions,
+        shares: SeatShares,
     ) -> Result<(), RunError> {
         // Each body launch's kernel, code and row-major copies, once: the copies are of
         // parameters, bound whole, the same at every iteration.
@@ -256,7 +338,7 @@ impl<'a> CpuLaunches<'a> {
         let timed = self.profile.is_some().then_some(times.as_mut_slice());
         // SAFETY: as for a launch in `run`: each launch bound above for its iteration
         // (no launch of the loop writes a persistent buffer, so none moves).
-        unsafe { cpu::launch_seated(&seated, options, timed) };
+        unsafe { cpu::launch_seated(&seated, options, shares, timed) };
         for (launch, time) in body.iter().cycle().zip(times) {
             self.record(launch.kernel, time);
         }

@@ -8,7 +8,8 @@ use strata_kernels::ir::{
     ReduceOp, ScalarType, Store, UnaryOp,
 };
 use strata_runtime::cpu::{
-    JitCode, LaunchOptions, LaunchPlan, SeatedLaunch, launch, launch_seated, launch_with,
+    JitCode, LaunchOptions, LaunchPlan, SeatShares, SeatedLaunch, launch, launch_seated,
+    launch_with,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -1589,8 +1590,12 @@ fn a_seated_loop_computes_the_bits_of_launches_one_by_one() {
         threads: Some(2),
         min_work_per_thread: 64,
     };
-    for batch in [1, 3] {
+    for batch in [1, 3, 17, 40] {
         let plans: Vec<LaunchPlan> = kernels.iter().map(|k| LaunchPlan::new(k, batch)).collect();
+        // Both kernels touch the state and the gates only at their points' batch rows.
+        for plan in &plans {
+            assert_eq!(plan.batch_rows(), Some(&[Some(n), None, Some(2 * n)][..]));
+        }
         // Weights of at most 2 / n, so that the recurrence does not amplify rounding.
         let scale = [1.0, 2.0 / n as f64, 1.0];
         let start: Vec<Vec<f32>> = inputs(&kernels[0], batch, -1.0, 1.0)
@@ -1598,7 +1603,7 @@ fn a_seated_loop_computes_the_bits_of_launches_one_by_one() {
             .zip(scale)
             .map(|(b, scale)| b.iter().map(|&v| (v * scale) as f32).collect())
             .collect();
-        let run = |seated: bool| {
+        let run = |seated: Option<SeatShares>| {
             let mut storage = start.clone();
             let ptrs: Vec<*mut u8> = storage.iter_mut().map(|b| b.as_mut_ptr().cast()).collect();
             let launches: Vec<SeatedLaunch> = (0..steps)
@@ -1616,8 +1621,8 @@ fn a_seated_loop_computes_the_bits_of_launches_one_by_one() {
             // kernels' code, alive with `code`.
             unsafe {
                 match seated {
-                    true => launch_seated(&launches, &options, Some(&mut times)),
-                    false => launches.iter().for_each(|l| {
+                    Some(shares) => launch_seated(&launches, &options, shares, Some(&mut times)),
+                    None => launches.iter().for_each(|l| {
                         strata_runtime::cpu::launch_planned(
                             l.kernel,
                             l.plan,
@@ -1630,12 +1635,12 @@ fn a_seated_loop_computes_the_bits_of_launches_one_by_one() {
                 }
             }
             assert!(
-                !seated || times.iter().all(|t| !t.is_zero()),
+                seated.is_none() || times.iter().all(|t| !t.is_zero()),
                 "every launch timed"
             );
             storage
         };
-        let (one_by_one, seated) = (run(false), run(true));
+        let (one_by_one, seated) = (run(None), run(Some(SeatShares::Launches)));
         assert!(
             one_by_one[0].iter().any(|&v| v != start[0][0]),
             "the state changed"
@@ -1643,6 +1648,19 @@ fn a_seated_loop_computes_the_bits_of_launches_one_by_one() {
         for (slot, (a, b)) in one_by_one.iter().zip(&seated).enumerate() {
             let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
             assert!(same, "batch {batch}: slot {slot} differs seated");
+        }
+        // Each seat its own batch rows through every step, when a seat's share of the
+        // product is enough rows to be computed as the whole product.
+        if batch / 2 >= strata_runtime::cpu::launch::BY_ROWS_MIN_ROWS {
+            assert!(plans.iter().all(|p| p.rows_split_keeps_bits(batch / 2)));
+            let by_rows = run(Some(SeatShares::BatchRows { most_seats: 2 }));
+            for (slot, (a, b)) in one_by_one.iter().zip(&by_rows).enumerate() {
+                let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(
+                    same,
+                    "batch {batch}: slot {slot} differs seated by batch rows"
+                );
+            }
         }
         // And the reference's: the step `steps` times.
         let mut want: Vec<Vec<f64>> = start

@@ -24,6 +24,7 @@ use super::team::{Seat, Team};
 use gemm::Parallelism;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use strata_kernels::batch_rows::{BatchRows, batch_rows};
 use strata_kernels::cost;
 use strata_kernels::ir::{Contraction, Index, Kernel, KernelBody, MatrixOperand};
 
@@ -171,6 +172,13 @@ const ONE_BLOCK_MIN_RHS: u64 = 1 << 14;
 /// How much less work a seat takes than a thread of a team (`Crew::staff`).
 const SEATED_WORK_SHARE: u64 = 4;
 
+/// The fewest batch rows, and columns, of a product that a seat computes alone in a
+/// sequence shared by batch rows ([`SeatShares::BatchRows`]): `gemm` computes a call of
+/// at most 16 rows and 256 outputs as dot products (another summation order), so a
+/// share must stay clear of that for its bits to be the whole product's.
+pub const BY_ROWS_MIN_ROWS: u64 = 8;
+const BY_ROWS_MIN_COLUMNS: u64 = 64;
+
 /// The fewest columns of a product worth a thread of their own (in a product split by
 /// columns, see `Job::run_by_columns`).
 const MIN_COLUMNS_PER_THREAD: u64 = 32;
@@ -219,6 +227,9 @@ pub struct LaunchPlan {
     batch: u64,
     copies: bool,
     bodies: Vec<BodyPlan>,
+    /// Which slots the kernel touches only at its points' batch rows, if its points are
+    /// batch rows (see [`strata_kernels::batch_rows`]).
+    batch_rows: Option<BatchRows>,
 }
 
 /// One body's share of a [`LaunchPlan`].
@@ -249,7 +260,23 @@ impl LaunchPlan {
             batch,
             copies,
             bodies,
+            batch_rows: batch_rows(kernel, batch),
         }
+    }
+
+    /// Per slot, the row length of a slot that every point reads and writes only at its
+    /// own batch row; `None` when the kernel's points are not batch rows.
+    pub fn batch_rows(&self) -> Option<&[Option<u64>]> {
+        self.batch_rows.as_ref().map(|r| r.slots.as_slice())
+    }
+
+    /// Whether a share of `rows` batch rows of every product of the plan is computed as
+    /// the whole product is (see [`BY_ROWS_MIN_ROWS`]).
+    pub fn rows_split_keeps_bits(&self, rows: u64) -> bool {
+        self.bodies.iter().all(|b| match &b.contract {
+            None => true,
+            Some(c) => rows >= BY_ROWS_MIN_ROWS && c.n >= BY_ROWS_MIN_COLUMNS,
+        })
     }
 
     /// The batch size it was made for.
@@ -403,6 +430,19 @@ pub struct SeatedLaunch<'a> {
     pub row_major: &'a [Option<*const f32>],
 }
 
+/// How the seats of a seated sequence share its launches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeatShares {
+    /// Each launch split across the seats as its work deserves, the seats meeting at a
+    /// barrier after it.
+    Launches,
+    /// Each seat runs every launch for its own range of batch rows, at most this many
+    /// seats, and the seats never meet until the end: every launch's points are batch
+    /// rows and every buffer the sequence writes is touched only at its points' rows
+    /// (the caller's proof), so a seat reads only what it wrote itself.
+    BatchRows { most_seats: u64 },
+}
+
 /// The launches of a seated sequence, shared by its seats.
 struct SeatedLaunches<'l, 'a>(&'l [SeatedLaunch<'a>]);
 
@@ -432,6 +472,7 @@ impl<'a> SeatedLaunches<'_, 'a> {
 pub unsafe fn launch_seated(
     launches: &[SeatedLaunch],
     options: &LaunchOptions,
+    shares: SeatShares,
     times: Option<&mut [std::time::Duration]>,
 ) {
     // At most the host's (or `options`') threads: `thread_count` caps them.
@@ -439,12 +480,37 @@ pub unsafe fn launch_seated(
         .iter()
         .map(|l| l.plan.threads(options))
         .max()
-        .unwrap_or(1) as usize;
+        .unwrap_or(1);
+    let threads = match shares {
+        SeatShares::Launches => threads,
+        SeatShares::BatchRows { most_seats } => threads.min(most_seats.max(1)),
+    } as usize;
     let nanos: Option<Vec<std::sync::atomic::AtomicU64>> = times
         .as_ref()
         .map(|t| t.iter().map(|_| Default::default()).collect());
     let shared = SeatedLaunches(launches);
     let work = |seat: &Seat| {
+        if matches!(shares, SeatShares::BatchRows { .. }) {
+            let batch = shared.list().first().map_or(0, |l| l.plan.batch);
+            let (seat_index, count) = (seat.index as u64, seat.count as u64);
+            let rows = (batch * seat_index / count, batch * (seat_index + 1) / count);
+            for (i, l) in shared.list().iter().enumerate() {
+                let started = nanos
+                    .as_ref()
+                    .filter(|_| seat.index == 0)
+                    .map(|_| std::time::Instant::now());
+                // SAFETY: the caller's contract; these batch rows are this seat's alone
+                // in every launch, and every buffer the sequence writes is touched only
+                // at its points' rows.
+                unsafe { launch_rows(l, rows) };
+                if let (Some(nanos), Some(started)) = (&nanos, started)
+                    && let Some(n) = nanos.get(i)
+                {
+                    n.store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                }
+            }
+            return;
+        }
         for (i, l) in shared.list().iter().enumerate() {
             let started = nanos
                 .as_ref()
@@ -480,6 +546,47 @@ pub unsafe fn launch_seated(
     if let (Some(times), Some(nanos)) = (times, nanos) {
         for (t, n) in times.iter_mut().zip(&nanos) {
             *t = std::time::Duration::from_nanos(n.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// Runs launch `l` for batch rows `rows.0..rows.1` alone: each map's or reduction's rows
+/// of those batch indices, each product's rows (all its columns) then its epilogue's.
+///
+/// # Safety
+/// As for [`launch_planned`]; every body's points are batch rows (`LaunchPlan::batch_rows`)
+/// and nobody else touches these rows meanwhile.
+unsafe fn launch_rows(l: &SeatedLaunch, rows: (u64, u64)) {
+    let (first, end) = rows;
+    let batch = l.plan.batch;
+    if first >= end || batch == 0 {
+        return;
+    }
+    let bufs = SharedBuffers(l.bufs);
+    let bodies = l.kernel.body.bodies();
+    for (i, ((body, plan), f)) in bodies
+        .iter()
+        .zip(&l.plan.bodies)
+        .zip(l.functions)
+        .enumerate()
+    {
+        let rhs = l.row_major.get(i).copied().flatten().map(RowMajorRhs);
+        let job = Job::new(body, plan, *f, rhs);
+        match job.operands(bufs) {
+            // A map's or reduction's rows are `units / batch` per batch index.
+            None => {
+                let per = job.units / batch;
+                // SAFETY: the caller's contract: these rows are the seat's alone.
+                unsafe { job.run(bufs, batch, first * per, end * per) };
+            }
+            Some((ops, c)) => {
+                // SAFETY: as in `Job::run`: the product's rows `first..end` (its rows are
+                // the batch), every column, then the epilogue of those rows.
+                unsafe {
+                    c.product(ops, first, end, (0, c.n));
+                    (job.f)(bufs.as_ptr(), batch as i64, first as i64, end as i64);
+                }
+            }
         }
     }
 }

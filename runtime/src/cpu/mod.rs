@@ -25,8 +25,8 @@ mod window;
 pub(crate) use distinct::distinct_kernels;
 pub use jit::{JitCode, JitError};
 pub use launch::{
-    LaunchOptions, LaunchPlan, SeatedLaunch, ThreadsError, TransposedRhs, apply_threads_option,
-    launch, launch_planned, launch_seated, launch_with, set_threads,
+    LaunchOptions, LaunchPlan, SeatShares, SeatedLaunch, ThreadsError, TransposedRhs,
+    apply_threads_option, launch, launch_planned, launch_seated, launch_with, set_threads,
 };
 pub use machine_code::{MappedCode, Unusable, compile_machine_code};
 

@@ -279,27 +279,9 @@ fn lanes_dimension(space: &[Dim], rows: usize, unroll: bool) -> Option<(usize, V
     None
 }
 
-/// The coefficient of loop variable `v` in `ix`, if `ix` is affine in `v` with a
-/// constant coefficient (0 when it does not depend on `v`).
+/// [`Index::coefficient`].
 pub(in crate::cpu) fn coefficient(ix: &Index, v: usize) -> Option<i64> {
-    match ix {
-        Index::Var(u) => Some(i64::from(*u == v)),
-        Index::Const(_) | Index::Batch => Some(0),
-        Index::Add(a, b) => coefficient(a, v)?.checked_add(coefficient(b, v)?),
-        Index::Mul(a, b) => match (coefficient(a, v)?, coefficient(b, v)?) {
-            (0, 0) => Some(0),
-            (ca, 0) => match **b {
-                Index::Const(k) => ca.checked_mul(k),
-                _ => None,
-            },
-            (0, cb) => match **a {
-                Index::Const(k) => cb.checked_mul(k),
-                _ => None,
-            },
-            _ => None,
-        },
-        Index::Div(a, _) | Index::Rem(a, _) => (coefficient(a, v)? == 0).then_some(0),
-    }
+    ix.coefficient(v)
 }
 
 /// Whether a fold of `value` over `dims` (inside `kernel`, with `bound` loop variables
