@@ -2148,6 +2148,36 @@ fn a_product_of_one_row_block_among_parts_shares_its_columns_and_its_epilogue_ro
     }
 }
 
+/// A recurrent step's product at batch 1 plus the step's input projection, `g = h W +
+/// x`, the epilogue's addend on either side.
+fn step_onto_projection(addend_first: bool) -> Kernel {
+    let epilogue = match addend_first {
+        true => "(x[i0 * 512 + i1] + acc)",
+        false => "(acc + x[i0 * 512 + i1])",
+    };
+    strata_kernels::parse::parse_kernel(&format!(
+        "kernel step contract batch [] m batch n 512 k 128 (h: f32[batch, 896] r, w: f32[512, 128] r, g: f32[batch, 512] w, x: f32[batch, 512] r) {{
+  a = h[0 + row * 896 + col * 1]
+  b = w[0 + row * 1 + col * 128]
+  acc = sum_k a[m, k] * b[k, n]
+  g[row-major] = {epilogue}
+}}"
+    ))
+    .expect("parses")
+}
+
+#[test]
+fn a_one_row_product_split_by_columns_adds_itself_onto_its_addend_with_the_epilogues_bits() {
+    // On two or more threads the one row runs by columns, each thread's starting at `x`
+    // with the product added on (no epilogue pass); on one, product then epilogue.
+    for addend_first in [true, false] {
+        let kernel = step_onto_projection(addend_first);
+        assert_thread_count_invariant(&kernel, 1);
+        let bufs = inputs(&kernel, 1, -2.0, 2.0);
+        assert_matches_reference(&kernel, &bufs, 1, 1e-5, 1e-5);
+    }
+}
+
 /// Attention's scores: a `[batch, 4]` batch of 64 x 64 products over 32, scaled. At
 /// batch 1 they are one block of four matrices.
 fn scores_of_heads() -> Kernel {

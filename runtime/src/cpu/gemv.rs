@@ -58,6 +58,19 @@ pub(crate) unsafe fn row_times_matrix(
     }
 }
 
+/// Whether [`row_times_matrix`] computes on this host (for a contiguous row and a matrix
+/// read by rows or by columns).
+pub(crate) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx2_fma()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Whether the host has AVX2 and FMA (`is_x86_feature_detected!` caches what it finds).
 #[cfg(target_arch = "x86_64")]
 pub(super) fn avx2_fma() -> bool {

@@ -22,11 +22,12 @@
 use super::KernelFn;
 use super::team::{Seat, Team};
 use gemm::Parallelism;
+use smallvec::SmallVec;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use strata_kernels::batch_rows::{BatchRows, batch_rows};
 use strata_kernels::cost;
-use strata_kernels::ir::{Contraction, Index, Kernel, KernelBody, MatrixOperand};
+use strata_kernels::ir::{BinaryOp, Contraction, Expr, Index, Kernel, KernelBody, MatrixOperand};
 
 /// How a launch may use threads.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,6 +172,13 @@ const ONE_BLOCK_MIN_RHS: u64 = 1 << 14;
 
 /// How much less work a seat takes than a thread of a team (`Crew::staff`).
 const SEATED_WORK_SHARE: u64 = 4;
+
+/// A launch's jobs held without a heap allocation: a kernel's parts, most often few.
+const INLINE_JOBS: usize = 8;
+
+/// The bounds of a launch's ranges (threads or chunks plus one), without a heap
+/// allocation for up to 16 ranges: a seated loop's every launch on every seat cuts them.
+type Bounds = SmallVec<[u64; 17]>;
 
 /// The fewest batch rows, and columns, of a product that a seat computes alone in a
 /// sequence shared by batch rows ([`SeatShares::BatchRows`]): `gemm` computes a call of
@@ -609,7 +617,7 @@ fn column_threads(
 /// many groups of [`COLUMN_GROUP`] columns each (the last group takes the columns left
 /// over, so none is narrower than a group unless `n` is), and each output's `gemm` call
 /// is the same whatever the thread count ([`call_pieces`]).
-fn column_bounds(n: u64, threads: u64, depth: u64) -> Vec<u64> {
+fn column_bounds(n: u64, threads: u64, depth: u64) -> Bounds {
     let groups = (n / COLUMN_GROUP).max(1);
     // A deep product's ranges stay too wide for a call of another kind (`gemm` sums a
     // call of at most 64 columns in other blocks), on fewer threads if need be.
@@ -741,7 +749,7 @@ unsafe fn launch_by(
 ) {
     let batch = plan.batch;
     let bufs = SharedBuffers(bufs);
-    let mut jobs: Vec<Job> = kernel
+    let mut jobs: SmallVec<[Job; INLINE_JOBS]> = kernel
         .body
         .bodies()
         .iter()
@@ -888,13 +896,21 @@ impl<'k> Job<'k> {
         let matrices = self.units.saturating_mul(per_block);
         // One matrix a block: `threads > units` (the caller's test), so cut columns.
         if per_block > 1 && matrices >= threads {
-            let bounds: Vec<u64> = (0..=threads).map(|t| matrices * t / threads).collect();
+            let bounds: Bounds = (0..=threads).map(|t| matrices * t / threads).collect();
             crew.share(&bounds, threads, |first, end| {
                 for matrix in first..end {
                     // SAFETY: as in `run`; this matrix's rows are this thread's alone.
                     unsafe { plan.matrix_of_block(ops, matrix / per_block, matrix % per_block) };
                 }
             });
+        } else if let Some(addend) = plan.addend {
+            // One row, its epilogue `y + acc`: each thread's columns start at `y`.
+            let bounds = column_bounds(plan.n, threads, plan.depth);
+            crew.share(&bounds, threads, |first_col, end_col| {
+                // SAFETY: as in `run`; these columns of the one row are this thread's.
+                unsafe { plan.product_onto(ops, addend, (first_col, end_col)) };
+            });
+            return;
         } else {
             let bounds = column_bounds(plan.n, threads, plan.depth);
             crew.share(&bounds, threads, |first_col, end_col| {
@@ -914,7 +930,7 @@ impl<'k> Job<'k> {
             units => plan.block_rows(units - 1).1,
         };
         let threads = crew.staff(options, rows, plan.epilogue_work);
-        let bounds: Vec<u64> = (0..=threads).map(|t| rows * t / threads).collect();
+        let bounds: Bounds = (0..=threads).map(|t| rows * t / threads).collect();
         let batch_arg = batch as i64;
         crew.share(&bounds, threads, |first, last| {
             // SAFETY: as for a map; the product's rows are all written, and rows
@@ -993,10 +1009,11 @@ fn thread_count(options: &LaunchOptions, rows: u64, work: u64) -> u64 {
 /// then the end: cut where the work done before reaches `t / threads` of the total, a
 /// job's work spread evenly over its units. A function of the shapes only, so results do
 /// not depend on timing.
-fn work_bounds(jobs: &[Job], threads: u64) -> Vec<u64> {
+fn work_bounds(jobs: &[Job], threads: u64) -> Bounds {
     let total: u128 = jobs.iter().map(|j| u128::from(j.work.max(j.units))).sum();
     let units: u64 = jobs.iter().map(|j| j.units).sum();
-    let mut bounds = vec![0u64];
+    let mut bounds = Bounds::new();
+    bounds.push(0);
     for t in 1..threads {
         let target = total * u128::from(t) / u128::from(threads);
         // The first unit at which the work before it reaches `target`.
@@ -1124,6 +1141,9 @@ struct ContractPlan {
     epilogue_work: u64,
     /// Rows per block of an unbatched product ([`ContractPlan::unbatched_row_block`]).
     row_block: u64,
+    /// The slot of `y` when the product is one row that `gemv` computes whole and its
+    /// epilogue is `y[point] + acc` ([`ContractPlan::onto_addend`]).
+    addend: Option<usize>,
 }
 
 impl ContractPlan {
@@ -1149,9 +1169,11 @@ impl ContractPlan {
             transposed_rhs: None,
             epilogue_work: cost::epilogue_cost(c, batch),
             row_block: 0,
+            addend: None,
         };
         plan.transposed_rhs = TransposedRhs::of(c, plan.m, plan.k, plan.n);
         plan.row_block = plan.unbatched_row_block(c, copies);
+        plan.addend = plan.onto_addend(c);
         if plan.summed_folds_into_depth(c) {
             plan.summed_in_depth = true;
             plan.depth = plan.summed_extents.iter().product::<u64>() * plan.k;
@@ -1169,6 +1191,43 @@ impl ContractPlan {
             plan.folded = Some((contract_row_block(rows) / rows_per_outer).max(1));
         }
         plan
+    }
+
+    /// The slot of `y` when `c` is one unbatched row computed by one `gemv` call per
+    /// column range (a contiguous row, a matrix read by rows or by columns, a host with
+    /// AVX2 and FMA) and its epilogue is `y[point] + acc`, `y` another slot: a recurrent
+    /// step's product plus its input projection at batch 1. Then each thread starts its
+    /// columns of the output at `y` and adds the product onto them, which is the
+    /// epilogue's sum (`gemv` adds each column's dot product, once, to what the output
+    /// holds): no epilogue pass, and no wait between the product and it.
+    fn onto_addend(&self, c: &Contraction) -> Option<usize> {
+        let batch = self.batch as i64;
+        let one_row = self.m == 1 && c.batch.is_empty() && c.summed.is_empty();
+        let gemv = c.b.window.is_none()
+            && c.a.col_stride.eval(&[], batch) == 1
+            && (c.b.row_stride.eval(&[], batch) == 1 || c.b.col_stride.eval(&[], batch) == 1)
+            && super::gemv::available();
+        if !one_row || !gemv || self.n == 0 || self.k == 0 {
+            return None;
+        }
+        // `y[i0 * n + i1]` at row 0: `i1` itself.
+        let at_point = |e: &Expr| match e {
+            Expr::Load { buf, index }
+                if *buf != c.out
+                    && index.coefficient(1) == Some(1)
+                    && index.eval(&[0, 0], batch) == 0 =>
+            {
+                Some(*buf)
+            }
+            _ => None,
+        };
+        match &c.epilogue {
+            Expr::Binary(BinaryOp::Add, a, b) => match (&**a, &**b) {
+                (Expr::Acc, y) | (y, Expr::Acc) => at_point(y),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// The row stride of `a` with the batch dimensions folded into `m` (see
@@ -1458,6 +1517,27 @@ impl ContractPlan {
         }
     }
 
+    /// Columns `cols` of the one row of a product with an addend ([`Self::addend`]):
+    /// the addend's values, then the product added onto them.
+    ///
+    /// # Safety
+    /// As for [`ContractPlan::product`]; `addend` is the plan's.
+    unsafe fn product_onto(&self, ops: Operands<'_>, addend: usize, cols: (u64, u64)) {
+        let (first, end) = (cols.0 as usize, cols.1.min(self.n) as usize);
+        if first >= end {
+            return;
+        }
+        let from = ops.bufs.f32_ptr(addend).cast_const().wrapping_add(first);
+        let to = ops.bufs.f32_ptr(ops.c.out).wrapping_add(first);
+        // SAFETY: both slots hold the row's `n` values (the bounds check proved the
+        // epilogue's load and the output), they are distinct slots of distinct
+        // buffers, and these columns of the output are the caller's alone.
+        unsafe { std::ptr::copy_nonoverlapping(from, to, end - first) };
+        // SAFETY: as for `product`; these columns of `out` now hold `y`'s, onto which
+        // `gemv` adds each column's dot product (`y + acc`, as the epilogue would).
+        unsafe { self.matrix_product_from(ops, &[], (0, 1), cols, true) };
+    }
+
     /// Rows `rows_start..rows_end` of the product at batch index tuple `vars` (rows past
     /// `m` when the batch is folded into the rows: they are the next tuples' rows), summed
     /// over the summed dimensions: one `gemm` call when they fold into the depth, else
@@ -1472,6 +1552,23 @@ impl ContractPlan {
         rows_start: u64,
         rows_end: u64,
         cols: (u64, u64),
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.matrix_product_from(ops, vars, (rows_start, rows_end), cols, false) }
+    }
+
+    /// [`Self::matrix_product`], its first `gemm` call adding onto what `out` holds when
+    /// `onto`.
+    ///
+    /// # Safety
+    /// As for [`ContractPlan::product`]; with `onto`, those elements of `out` are set.
+    unsafe fn matrix_product_from(
+        &self,
+        ops: Operands<'_>,
+        vars: &[i64],
+        (rows_start, rows_end): (u64, u64),
+        cols: (u64, u64),
+        onto: bool,
     ) {
         // `out` is contiguous [batch..., m, n].
         let flat_batch = vars
@@ -1492,7 +1589,7 @@ impl ContractPlan {
         if !self.summed_in_depth && self.summed_extents.contains(&0) {
             return;
         }
-        let mut accumulate = false;
+        let mut accumulate = onto;
         loop {
             // SAFETY: forwarded from the caller; with `accumulate`, `dst` holds the sum
             // so far.
@@ -1885,12 +1982,15 @@ mod tests {
         // Fewer than a group left over: the last call takes them.
         assert_eq!(pieces((0, 70), 0, Some(64)), [(0, 70)]);
         assert_eq!(pieces((0, 40), 0, Some(16)), [(0, 16), (16, 24)]);
-        assert_eq!(column_bounds(200, 4, 100), [0, 48, 96, 144, 200]);
-        assert_eq!(column_bounds(10, 3, 100), [0, 10, 10, 10]);
-        assert_eq!(column_bounds(784, 2, 100), [0, 400, 784]);
+        assert_eq!(column_bounds(200, 4, 100).as_slice(), [0, 48, 96, 144, 200]);
+        assert_eq!(column_bounds(10, 3, 100).as_slice(), [0, 10, 10, 10]);
+        assert_eq!(column_bounds(784, 2, 100).as_slice(), [0, 400, 784]);
         // Deep: at least 80 columns a thread.
-        assert_eq!(column_bounds(200, 4, 600), [0, 96, 200, 200, 200]);
-        assert_eq!(column_bounds(64, 2, 600), [0, 64, 64]);
+        assert_eq!(
+            column_bounds(200, 4, 600).as_slice(),
+            [0, 96, 200, 200, 200]
+        );
+        assert_eq!(column_bounds(64, 2, 600).as_slice(), [0, 64, 64]);
     }
 
     #[test]
@@ -1948,15 +2048,15 @@ mod tests {
     fn threads_get_equal_work_not_equal_units() {
         // One heavy unit (a product's block), then 99 light ones (a map's rows).
         let jobs = [job(1, 1000), job(99, 99)];
-        assert_eq!(work_bounds(&jobs, 1), [0, 100]);
+        assert_eq!(work_bounds(&jobs, 1).as_slice(), [0, 100]);
         // Half the work is inside the first unit: the second thread gets the rest.
-        assert_eq!(work_bounds(&jobs, 2), [0, 1, 100]);
+        assert_eq!(work_bounds(&jobs, 2).as_slice(), [0, 1, 100]);
         // Even work: even units.
         assert_eq!(
-            work_bounds(&[job(10, 10), job(10, 10)], 4),
+            work_bounds(&[job(10, 10), job(10, 10)], 4).as_slice(),
             [0, 5, 10, 15, 20]
         );
         // No units at all.
-        assert_eq!(work_bounds(&[], 3), [0, 0, 0, 0]);
+        assert_eq!(work_bounds(&[], 3).as_slice(), [0, 0, 0, 0]);
     }
 }
