@@ -224,20 +224,9 @@ impl Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::{Access, BinaryOp, BufferDecl, ReduceOp, ScalarType, Store, UnaryOp};
-
-    fn buffer(name: &str, shape: &[Dim], access: Access) -> BufferDecl {
-        BufferDecl {
-            name: name.into(),
-            dtype: ScalarType::F32,
-            shape: shape.to_vec(),
-            access,
-        }
-    }
-
-    fn var(v: usize) -> Index {
-        Index::Var(v)
-    }
+    use crate::ir::{Access, BinaryOp, ReduceOp, Store, UnaryOp};
+    use crate::test_fixtures::f32_buffer as buffer;
+    use Index::Var as var;
 
     /// `next[b, j] = tanh(gates[b, j + 128]) * prev[b, j + 128]` over `[batch, 128]`, as
     /// an LSTM step's map reads its gates and carry.

@@ -211,61 +211,11 @@ fn visit_indices(e: &Expr, f: &mut impl FnMut(&Index)) {
 
 /// `e` with every variable `v` renamed `rename(v)`.
 fn renumbered(e: &Expr, rename: &impl Fn(usize) -> usize) -> Expr {
-    let sub = |x: &Expr| Box::new(renumbered(x, rename));
-    match e {
-        Expr::Load { buf, index } => Expr::Load {
-            buf: *buf,
-            index: renumbered_index(index, rename),
-        },
-        Expr::Gather {
-            table,
-            ids,
-            id_index,
-            col,
-        } => Expr::Gather {
-            table: *table,
-            ids: *ids,
-            id_index: renumbered_index(id_index, rename),
-            col: renumbered_index(col, rename),
-        },
-        Expr::Const(c) => Expr::Const(*c),
-        Expr::Acc => Expr::Acc,
-        Expr::IndexValue(ix) => Expr::IndexValue(renumbered_index(ix, rename)),
-        Expr::Unary(op, x) => Expr::Unary(*op, sub(x)),
-        Expr::Binary(op, a, b) => Expr::Binary(*op, sub(a), sub(b)),
-        Expr::Select {
-            cond,
-            then,
-            otherwise,
-        } => Expr::Select {
-            cond: sub(cond),
-            then: sub(then),
-            otherwise: sub(otherwise),
-        },
-        Expr::Uniform { seed, index, step } => Expr::Uniform {
-            seed: *seed,
-            index: renumbered_index(index, rename),
-            step: sub(step),
-        },
-        Expr::Reduce { op, extent, value } => Expr::Reduce {
-            op: *op,
-            extent: extent.clone(),
-            value: sub(value),
-        },
-    }
+    e.map_indices(&|ix| renumbered_index(ix, rename))
 }
 
 fn renumbered_index(ix: &Index, rename: &impl Fn(usize) -> usize) -> Index {
-    let sub = |x: &Index| Box::new(renumbered_index(x, rename));
-    match ix {
-        Index::Var(v) => Index::Var(rename(*v)),
-        Index::Const(c) => Index::Const(*c),
-        Index::Batch => Index::Batch,
-        Index::Add(a, b) => Index::Add(sub(a), sub(b)),
-        Index::Mul(a, b) => Index::Mul(sub(a), sub(b)),
-        Index::Div(a, d) => Index::Div(sub(a), *d),
-        Index::Rem(a, d) => Index::Rem(sub(a), *d),
-    }
+    ix.map_vars(&|v| Index::Var(rename(v)))
 }
 
 #[cfg(test)]

@@ -219,6 +219,20 @@ impl Index {
         }
     }
 
+    /// The index with every loop variable `v` replaced by `f(v)`, its structure kept.
+    pub fn map_vars(&self, f: &impl Fn(usize) -> Index) -> Index {
+        let sub = |x: &Index| Box::new(x.map_vars(f));
+        match self {
+            Index::Var(v) => f(*v),
+            Index::Const(c) => Index::Const(*c),
+            Index::Batch => Index::Batch,
+            Index::Add(a, b) => Index::Add(sub(a), sub(b)),
+            Index::Mul(a, b) => Index::Mul(sub(a), sub(b)),
+            Index::Div(a, d) => Index::Div(sub(a), *d),
+            Index::Rem(a, d) => Index::Rem(sub(a), *d),
+        }
+    }
+
     /// The largest loop variable the index uses.
     pub(crate) fn max_var(&self) -> Option<usize> {
         match self {
@@ -305,6 +319,53 @@ impl Expr {
                     otherwise,
                 } => exprs.extend([&**cond, &**then, &**otherwise]),
             }
+        }
+    }
+
+    /// The expression with every index it loads at or computes with (its nested
+    /// reductions' and random draws' included) replaced by `f(index)`.
+    pub fn map_indices(&self, f: &impl Fn(&Index) -> Index) -> Expr {
+        let sub = |x: &Expr| Box::new(x.map_indices(f));
+        match self {
+            Expr::Load { buf, index } => Expr::Load {
+                buf: *buf,
+                index: f(index),
+            },
+            Expr::Gather {
+                table,
+                ids,
+                id_index,
+                col,
+            } => Expr::Gather {
+                table: *table,
+                ids: *ids,
+                id_index: f(id_index),
+                col: f(col),
+            },
+            Expr::Const(c) => Expr::Const(*c),
+            Expr::Acc => Expr::Acc,
+            Expr::IndexValue(ix) => Expr::IndexValue(f(ix)),
+            Expr::Unary(op, x) => Expr::Unary(*op, sub(x)),
+            Expr::Binary(op, a, b) => Expr::Binary(*op, sub(a), sub(b)),
+            Expr::Select {
+                cond,
+                then,
+                otherwise,
+            } => Expr::Select {
+                cond: sub(cond),
+                then: sub(then),
+                otherwise: sub(otherwise),
+            },
+            Expr::Uniform { seed, index, step } => Expr::Uniform {
+                seed: *seed,
+                index: f(index),
+                step: sub(step),
+            },
+            Expr::Reduce { op, extent, value } => Expr::Reduce {
+                op: *op,
+                extent: extent.clone(),
+                value: sub(value),
+            },
         }
     }
 

@@ -364,16 +364,31 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 // The chunks' points.
                 let from = l.b.ins().imul_imm_s(from, chunk);
                 let to = l.b.ins().imul_imm_s(to, chunk);
-                let lanes = l.vector.as_ref().is_some_and(|p| p.var == l.vars.len());
-                match lanes {
-                    true => l.vector_loop(from, to, &invariants, body),
-                    false => l.counted_loop(from, to, 1, &mut |l| {
-                        l.hoist(&invariants)?;
-                        body(l)
-                    }),
-                }
+                l.points(from, to, &invariants, body)
             },
         )
+    }
+
+    /// The innermost loop over points `from..to` (the next loop variable): in vectors when
+    /// the kernel's plan runs along it, else one point at a time.
+    fn points(
+        &mut self,
+        from: Value,
+        to: Value,
+        invariants: &[Invariant],
+        body: &mut Body<'_, 'k, 'f>,
+    ) -> LowerResult<()> {
+        match self
+            .vector
+            .as_ref()
+            .is_some_and(|p| p.var == self.vars.len())
+        {
+            true => self.vector_loop(from, to, invariants, body),
+            false => self.counted_loop(from, to, 1, &mut |l| {
+                l.hoist(invariants)?;
+                body(l)
+            }),
+        }
     }
 
     /// The rows of a reduction over `[n]` or `[1, .., 1, m, n]` whose rows are chunks of
@@ -393,13 +408,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
             let hi = self.b.ins().smin(end, rows);
             let from = self.b.ins().imul_imm_s(lo, chunk);
             let to = self.b.ins().imul_imm_s(hi, chunk);
-            return match self.vector.is_some() {
-                true => self.vector_loop(from, to, &invariants, body),
-                false => self.counted_loop(from, to, 1, &mut |l| {
-                    l.hoist(&invariants)?;
-                    body(l)
-                }),
-            };
+            return self.points(from, to, &invariants, body);
         }
         let ones = space.len().saturating_sub(2);
         let invariants = self.invariants.clone();

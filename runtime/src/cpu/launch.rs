@@ -473,10 +473,17 @@ impl<'a> SeatedLaunches<'_, 'a> {
 /// (see `team`). A seat takes less work than a team's thread (`Crew::staff`): the seats
 /// meet after every launch anyway. With `times`, its element `i` gets what launch `i`
 /// took on the calling thread, from its start to the barrier after it.
+/// With [`SeatShares::BatchRows`], each seat runs every launch for its own batch rows
+/// instead, and the seats meet only at the end.
 ///
 /// # Safety
 /// As for [`launch_planned`], for each launch in turn: each launch's pointers address its
-/// kernel's buffers as they are when the launches before it have run.
+/// kernel's buffers as they are when the launches before it have run. With
+/// [`SeatShares::BatchRows`], every launch's points are batch rows
+/// ([`LaunchPlan::batch_rows`]), every buffer any launch writes, and every one sharing
+/// storage with it, is touched only at its points' batch rows with one row length and
+/// row grid, and each seat's rows of every product keep its bits
+/// ([`LaunchPlan::rows_split_keeps_bits`] at `batch / most_seats` rows).
 pub unsafe fn launch_seated(
     launches: &[SeatedLaunch],
     options: &LaunchOptions,
@@ -498,47 +505,38 @@ pub unsafe fn launch_seated(
         .map(|t| t.iter().map(|_| Default::default()).collect());
     let shared = SeatedLaunches(launches);
     let work = |seat: &Seat| {
-        if matches!(shares, SeatShares::BatchRows { .. }) {
-            let batch = shared.list().first().map_or(0, |l| l.plan.batch);
-            let (seat_index, count) = (seat.index as u64, seat.count as u64);
-            let rows = (batch * seat_index / count, batch * (seat_index + 1) / count);
-            for (i, l) in shared.list().iter().enumerate() {
-                let started = nanos
-                    .as_ref()
-                    .filter(|_| seat.index == 0)
-                    .map(|_| std::time::Instant::now());
-                // SAFETY: the caller's contract; these batch rows are this seat's alone
-                // in every launch, and every buffer the sequence writes is touched only
-                // at its points' rows.
-                unsafe { launch_rows(l, rows) };
-                if let (Some(nanos), Some(started)) = (&nanos, started)
-                    && let Some(n) = nanos.get(i)
-                {
-                    n.store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                }
-            }
-            return;
-        }
+        // By batch rows: this seat's rows of every launch.
+        let batch = shared.list().first().map_or(0, |l| l.plan.batch);
+        let (seat_index, count) = (seat.index as u64, seat.count as u64);
+        let rows = (batch * seat_index / count, batch * (seat_index + 1) / count);
         for (i, l) in shared.list().iter().enumerate() {
             let started = nanos
                 .as_ref()
                 .filter(|_| seat.index == 0)
                 .map(|_| std::time::Instant::now());
-            // SAFETY: the caller's contract; every seat runs the same sequence.
-            unsafe {
-                launch_by(
-                    Crew::Seated(seat),
-                    l.kernel,
-                    l.plan,
-                    l.functions,
-                    l.bufs,
-                    l.row_major,
-                    options,
-                )
-            };
-            // What this launch wrote, the next ones read.
-            if !seat.sync() {
-                return;
+            match shares {
+                // SAFETY: the caller's contract; these batch rows are this seat's alone in
+                // every launch, and every buffer the sequence writes is touched only at
+                // its points' rows.
+                SeatShares::BatchRows { .. } => unsafe { launch_rows(l, rows) },
+                SeatShares::Launches => {
+                    // SAFETY: the caller's contract; every seat runs the same sequence.
+                    unsafe {
+                        launch_by(
+                            Crew::Seated(seat),
+                            l.kernel,
+                            l.plan,
+                            l.functions,
+                            l.bufs,
+                            l.row_major,
+                            options,
+                        )
+                    };
+                    // What this launch wrote, the next ones read.
+                    if !seat.sync() {
+                        return;
+                    }
+                }
             }
             if let (Some(nanos), Some(started)) = (&nanos, started)
                 && let Some(n) = nanos.get(i)

@@ -58,61 +58,15 @@ const FOLDED_VECTORS: usize = 4;
 /// `e` with loop variable `var` replaced by `var + by` (nested reductions' own variables
 /// come after it and are left as they are).
 fn shifted_expr(e: &Expr, var: usize, by: i64) -> Expr {
-    let ix = |i: &Index| shifted_index(i, var, by);
-    let ex = |x: &Expr| Box::new(shifted_expr(x, var, by));
-    match e {
-        Expr::Load { buf, index } => Expr::Load {
-            buf: *buf,
-            index: ix(index),
-        },
-        Expr::Const(_) | Expr::Acc => e.clone(),
-        Expr::IndexValue(index) => Expr::IndexValue(ix(index)),
-        Expr::Unary(op, x) => Expr::Unary(*op, ex(x)),
-        Expr::Binary(op, a, b) => Expr::Binary(*op, ex(a), ex(b)),
-        Expr::Select {
-            cond,
-            then,
-            otherwise,
-        } => Expr::Select {
-            cond: ex(cond),
-            then: ex(then),
-            otherwise: ex(otherwise),
-        },
-        Expr::Gather {
-            table,
-            ids,
-            id_index,
-            col,
-        } => Expr::Gather {
-            table: *table,
-            ids: *ids,
-            id_index: ix(id_index),
-            col: ix(col),
-        },
-        Expr::Uniform { seed, index, step } => Expr::Uniform {
-            seed: *seed,
-            index: ix(index),
-            step: ex(step),
-        },
-        Expr::Reduce { op, extent, value } => Expr::Reduce {
-            op: *op,
-            extent: extent.clone(),
-            value: ex(value),
-        },
-    }
+    e.map_indices(&|ix| shifted_index(ix, var, by))
 }
 
 /// `ix` with loop variable `var` replaced by `var + by`.
 fn shifted_index(ix: &Index, var: usize, by: i64) -> Index {
-    let sub = |i: &Index| Box::new(shifted_index(i, var, by));
-    match ix {
-        Index::Var(v) if *v == var => Index::Var(*v).add(Index::Const(by)),
-        Index::Var(_) | Index::Const(_) | Index::Batch => ix.clone(),
-        Index::Add(a, b) => Index::Add(sub(a), sub(b)),
-        Index::Mul(a, b) => Index::Mul(sub(a), sub(b)),
-        Index::Div(a, d) => Index::Div(sub(a), *d),
-        Index::Rem(a, d) => Index::Rem(sub(a), *d),
-    }
+    ix.map_vars(&|v| match v == var {
+        true => Index::Var(v).add(Index::Const(by)),
+        false => Index::Var(v),
+    })
 }
 
 /// How a kernel's innermost loop runs in vectors.
