@@ -92,3 +92,29 @@ fn a_long_recurrent_loop_runs_seated_in_parts_and_matches_the_interpreter() {
         1e-4,
     );
 }
+
+/// At batch 32 on two or more threads, a recurrent training step's loops run each
+/// thread's own batch rows with no barrier between launches (`SeatShares::BatchRows`):
+/// an LSTM's and a GRU's train steps (forward loop with its tape, backward loop, weight
+/// gradients) still match the interpreter step after step. (SGD: Adam's normalization
+/// turns float32's rounding of tiny gradients into relative errors over the bound at
+/// any thread count.)
+#[test]
+fn recurrent_train_steps_by_batch_rows_match_the_interpreter() {
+    for cell in ["lstm", "gru"] {
+        let text = format!(
+            "model Rows(features = 4, hidden = 64, steps = 12) {{
+    input x: f32[batch, steps, features]
+    h = x |> {cell}(hidden, return_sequences = false)
+    output logits = h |> dense(3)
+}}
+train Rows {{
+    label y: i32[batch]
+    loss = cross_entropy(logits, y)
+    optimizer = sgd(lr = 0.1)
+}}
+"
+        );
+        strata_tests::train_check::assert_train_steps_match(cell, &text, &[12, 4], 3, 32, 3);
+    }
+}
