@@ -202,16 +202,17 @@ impl<'a> CpuLaunches<'a> {
     /// to be computed as the whole product; launch by launch otherwise.
     fn seat_shares(&mut self, body: &[Launch], threads: u64) -> Result<SeatShares, RunError> {
         let batch = self.batch;
+        // The fewest rows a seat gets (`threads` seats at most).
         let seat_rows = batch / threads.max(1);
-        if threads < 2 || seat_rows < cpu::launch::BY_ROWS_MIN_ROWS {
+        if threads < 2 || seat_rows == 0 {
             return Ok(SeatShares::Launches);
         }
-        /// A slot's storage in the arena or I/O block, the start of its row grid and its
-        /// row length in elements if its every access is row-aligned.
+        /// A slot's storage in the arena or I/O block (a window's: its parent's, whose
+        /// start is where its row grid starts), and its row length in elements if its
+        /// every access is row-aligned.
         struct Touch {
             start: usize,
             end: usize,
-            grid: usize,
             row: Option<u64>,
             writes: bool,
         }
@@ -247,7 +248,6 @@ impl<'a> CpuLaunches<'a> {
                 touches.push(Touch {
                     start,
                     end: start + len,
-                    grid: start,
                     row: row.filter(|_| whole_rows),
                     writes: decl.access != Access::Read,
                 });
@@ -262,16 +262,15 @@ impl<'a> CpuLaunches<'a> {
                 .saturating_mul(4);
             for t in &touches {
                 let overlaps = t.start < w.end && w.start < t.end;
-                let same_grid =
-                    t.row == Some(r) && rows_bytes > 0 && t.grid.abs_diff(w.grid) % rows_bytes == 0;
+                let same_grid = t.row == Some(r)
+                    && rows_bytes > 0
+                    && t.start.abs_diff(w.start) % rows_bytes == 0;
                 if overlaps && !same_grid {
                     return Ok(SeatShares::Launches);
                 }
             }
         }
-        Ok(SeatShares::BatchRows {
-            most_seats: threads,
-        })
+        Ok(SeatShares::BatchRows)
     }
 
     /// Runs `iterations` of loop `lp`, whose launches are `body`, seated.

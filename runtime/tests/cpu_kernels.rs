@@ -1650,10 +1650,11 @@ fn a_seated_loop_computes_the_bits_of_launches_one_by_one() {
             assert!(same, "batch {batch}: slot {slot} differs seated");
         }
         // Each seat its own batch rows through every step, when a seat's share of the
-        // product is enough rows to be computed as the whole product.
-        if batch / 2 >= strata_runtime::cpu::launch::BY_ROWS_MIN_ROWS {
-            assert!(plans.iter().all(|p| p.rows_split_keeps_bits(batch / 2)));
-            let by_rows = run(Some(SeatShares::BatchRows { most_seats: 2 }));
+        // product is enough rows (8) to be computed as the whole product.
+        let keeps_bits = plans.iter().all(|p| p.rows_split_keeps_bits(batch / 2));
+        assert_eq!(keeps_bits, batch >= 16, "batch {batch}");
+        if keeps_bits {
+            let by_rows = run(Some(SeatShares::BatchRows));
             for (slot, (a, b)) in one_by_one.iter().zip(&by_rows).enumerate() {
                 let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
                 assert!(

@@ -8,8 +8,6 @@
 mod stages;
 mod vector;
 
-pub(super) use vector::coefficient as index_coefficient;
-
 use super::lanes::Lanes;
 use super::strength::{self, Counter, Step};
 use super::{math, random};
@@ -360,24 +358,22 @@ impl<'k, 'f> Lowering<'k, 'f> {
             lo,
             end,
             &invariants,
-            &mut |l, from, to| {
-                // The chunks' points.
-                let from = l.b.ins().imul_imm_s(from, chunk);
-                let to = l.b.ins().imul_imm_s(to, chunk);
-                l.points(from, to, &invariants, body)
-            },
+            &mut |l, from, to| l.chunk_points((from, to), &invariants, body),
         )
     }
 
-    /// The innermost loop over points `from..to` (the next loop variable): in vectors when
-    /// the kernel's plan runs along it, else one point at a time.
-    fn points(
+    /// The innermost loop over the points of chunks `rows.0..rows.1` of a row (the next
+    /// loop variable): in vectors when the kernel's plan runs along it, else one point at
+    /// a time.
+    fn chunk_points(
         &mut self,
-        from: Value,
-        to: Value,
+        (from, to): (Value, Value),
         invariants: &[Invariant],
         body: &mut Body<'_, 'k, 'f>,
     ) -> LowerResult<()> {
+        let chunk = super::ROW_CHUNK as i64;
+        let from = self.b.ins().imul_imm_s(from, chunk);
+        let to = self.b.ins().imul_imm_s(to, chunk);
         match self
             .vector
             .as_ref()
@@ -402,13 +398,13 @@ impl<'k, 'f> Lowering<'k, 'f> {
         body: &mut Body<'_, 'k, 'f>,
     ) -> LowerResult<()> {
         if let [Dim::Fixed(n)] = *space {
-            let chunk = super::ROW_CHUNK as i64;
             let (lo, invariants) = self.row_start(start)?;
-            let rows = self.b.ins().iconst(types::I64, n as i64 / chunk);
+            let rows = self
+                .b
+                .ins()
+                .iconst(types::I64, (n / super::ROW_CHUNK) as i64);
             let hi = self.b.ins().smin(end, rows);
-            let from = self.b.ins().imul_imm_s(lo, chunk);
-            let to = self.b.ins().imul_imm_s(hi, chunk);
-            return self.points(from, to, &invariants, body);
+            return self.chunk_points((lo, hi), &invariants, body);
         }
         let ones = space.len().saturating_sub(2);
         let invariants = self.invariants.clone();

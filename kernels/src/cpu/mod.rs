@@ -119,7 +119,7 @@ pub fn rows_of(body: &KernelBody) -> Rows {
                 if n % ROW_CHUNK == 0 && *n >= 2 * ROW_CHUNK)
                 && stores
                     .iter()
-                    .all(|s| lower::index_coefficient(&s.index, 1).is_some_and(|c| c != 0)) =>
+                    .all(|s| s.index.coefficient(1).is_some_and(|c| c != 0)) =>
         {
             Rows::Chunks
         }
@@ -143,13 +143,10 @@ fn chunked_reduction(space: &[Dim], out: &Index) -> bool {
         None => true,
         Some((_, ones)) => {
             ones.iter().all(|d| *d == Dim::Fixed(1))
-                && lower::index_coefficient(out, space.len() - 2) == Some(n as i64)
+                && out.coefficient(space.len() - 2) == Some(n as i64)
         }
     };
-    n % ROW_CHUNK == 0
-        && n >= 2 * ROW_CHUNK
-        && apart
-        && lower::index_coefficient(out, space.len() - 1) == Some(1)
+    n % ROW_CHUNK == 0 && n >= 2 * ROW_CHUNK && apart && out.coefficient(space.len() - 1) == Some(1)
 }
 
 /// The rows of a map's or reduction's function at `batch` (1 for rank 0).

@@ -36,7 +36,7 @@ pub(crate) unsafe fn row_times_matrix(
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        if x_step != 1 || !avx2_fma() {
+        if !computes(x_step, (b_rs, b_cs)) {
             return false;
         }
         if b_rs == 1 {
@@ -58,15 +58,17 @@ pub(crate) unsafe fn row_times_matrix(
     }
 }
 
-/// Whether [`row_times_matrix`] computes on this host (for a contiguous row and a matrix
-/// read by rows or by columns).
-pub(crate) fn available() -> bool {
+/// Whether [`row_times_matrix`] computes a row at step `x_step` times a matrix of these
+/// strides on this host (a contiguous row, a matrix read by rows or by columns, AVX2 and
+/// FMA), rather than returning false.
+pub(crate) fn computes(x_step: isize, (b_rs, b_cs): (isize, isize)) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        avx2_fma()
+        x_step == 1 && (b_rs == 1 || b_cs == 1) && avx2_fma()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
+        let _ = (x_step, b_rs, b_cs);
         false
     }
 }

@@ -184,7 +184,7 @@ type Bounds = SmallVec<[u64; 17]>;
 /// sequence shared by batch rows ([`SeatShares::BatchRows`]): `gemm` computes a call of
 /// at most 16 rows and 256 outputs as dot products (another summation order), so a
 /// share must stay clear of that for its bits to be the whole product's.
-pub const BY_ROWS_MIN_ROWS: u64 = 8;
+const BY_ROWS_MIN_ROWS: u64 = 8;
 const BY_ROWS_MIN_COLUMNS: u64 = 64;
 
 /// The fewest columns of a product worth a thread of their own (in a product split by
@@ -444,11 +444,11 @@ pub enum SeatShares {
     /// Each launch split across the seats as its work deserves, the seats meeting at a
     /// barrier after it.
     Launches,
-    /// Each seat runs every launch for its own range of batch rows, at most this many
-    /// seats, and the seats never meet until the end: every launch's points are batch
-    /// rows and every buffer the sequence writes is touched only at its points' rows
-    /// (the caller's proof), so a seat reads only what it wrote itself.
-    BatchRows { most_seats: u64 },
+    /// Each seat runs every launch for its own range of batch rows, and the seats never
+    /// meet until the end: every launch's points are batch rows and every buffer the
+    /// sequence writes is touched only at its points' rows (the caller's proof), so a
+    /// seat reads only what it wrote itself.
+    BatchRows,
 }
 
 /// The launches of a seated sequence, shared by its seats.
@@ -483,7 +483,8 @@ impl<'a> SeatedLaunches<'_, 'a> {
 /// ([`LaunchPlan::batch_rows`]), every buffer any launch writes, and every one sharing
 /// storage with it, is touched only at its points' batch rows with one row length and
 /// row grid, and each seat's rows of every product keep its bits
-/// ([`LaunchPlan::rows_split_keeps_bits`] at `batch / most_seats` rows).
+/// ([`LaunchPlan::rows_split_keeps_bits`] at `batch / seats` rows, the seats at most the
+/// most threads a launch's plan takes).
 pub unsafe fn launch_seated(
     launches: &[SeatedLaunch],
     options: &LaunchOptions,
@@ -495,11 +496,7 @@ pub unsafe fn launch_seated(
         .iter()
         .map(|l| l.plan.threads(options))
         .max()
-        .unwrap_or(1);
-    let threads = match shares {
-        SeatShares::Launches => threads,
-        SeatShares::BatchRows { most_seats } => threads.min(most_seats.max(1)),
-    } as usize;
+        .unwrap_or(1) as usize;
     let nanos: Option<Vec<std::sync::atomic::AtomicU64>> = times
         .as_ref()
         .map(|t| t.iter().map(|_| Default::default()).collect());
@@ -518,7 +515,7 @@ pub unsafe fn launch_seated(
                 // SAFETY: the caller's contract; these batch rows are this seat's alone in
                 // every launch, and every buffer the sequence writes is touched only at
                 // its points' rows.
-                SeatShares::BatchRows { .. } => unsafe { launch_rows(l, rows) },
+                SeatShares::BatchRows => unsafe { launch_rows(l, rows) },
                 SeatShares::Launches => {
                     // SAFETY: the caller's contract; every seat runs the same sequence.
                     unsafe {
@@ -901,17 +898,15 @@ impl<'k> Job<'k> {
                     unsafe { plan.matrix_of_block(ops, matrix / per_block, matrix % per_block) };
                 }
             });
-        } else if let Some(addend) = plan.addend {
-            // One row, its epilogue `y + acc`: each thread's columns start at `y`.
-            let bounds = column_bounds(plan.n, threads, plan.depth);
-            crew.share(&bounds, threads, |first_col, end_col| {
-                // SAFETY: as in `run`; these columns of the one row are this thread's.
-                unsafe { plan.product_onto(ops, addend, (first_col, end_col)) };
-            });
-            return;
         } else {
             let bounds = column_bounds(plan.n, threads, plan.depth);
             crew.share(&bounds, threads, |first_col, end_col| {
+                if let Some(addend) = plan.addend {
+                    // One row, its epilogue `y + acc`: the thread's columns start at `y`.
+                    // SAFETY: as in `run`; these columns of the one row are this thread's.
+                    unsafe { plan.product_onto(ops, addend, (first_col, end_col)) };
+                    return;
+                }
                 for block in 0..self.units {
                     let (first, last) = plan.block_rows(block);
                     // SAFETY: as in `run`; these columns of the block's rows are this
@@ -919,6 +914,10 @@ impl<'k> Job<'k> {
                     unsafe { plan.product(ops, first, last, (first_col, end_col)) };
                 }
             });
+        }
+        if plan.addend.is_some() {
+            // The product was added onto the epilogue's addend: nothing is left.
+            return;
         }
         // The epilogue reads every column of its rows.
         crew.sync();
@@ -1201,10 +1200,12 @@ impl ContractPlan {
     fn onto_addend(&self, c: &Contraction) -> Option<usize> {
         let batch = self.batch as i64;
         let one_row = self.m == 1 && c.batch.is_empty() && c.summed.is_empty();
+        let stride = |i: &Index| i.eval(&[], batch) as isize;
         let gemv = c.b.window.is_none()
-            && c.a.col_stride.eval(&[], batch) == 1
-            && (c.b.row_stride.eval(&[], batch) == 1 || c.b.col_stride.eval(&[], batch) == 1)
-            && super::gemv::available();
+            && super::gemv::computes(
+                stride(&c.a.col_stride),
+                (stride(&c.b.row_stride), stride(&c.b.col_stride)),
+            );
         if !one_row || !gemv || self.n == 0 || self.k == 0 {
             return None;
         }

@@ -157,7 +157,7 @@ pub(super) fn plan(kernel: &Kernel) -> Option<Plan> {
     };
     for (i, s) in stores.iter().enumerate() {
         // Contiguous, or (lanes along a dimension before unrolled ones) strided.
-        let step = coefficient(&s.index, v);
+        let step = s.index.coefficient(v);
         let laid_out = match step {
             Some(1) => true,
             Some(c) => !unrolled.is_empty() && (2..=MAX_STRIDE).contains(&c),
@@ -233,11 +233,6 @@ fn lanes_dimension(space: &[Dim], rows: usize, unroll: bool) -> Option<(usize, V
     None
 }
 
-/// [`Index::coefficient`].
-pub(in crate::cpu) fn coefficient(ix: &Index, v: usize) -> Option<i64> {
-    ix.coefficient(v)
-}
-
 /// Whether a fold of `value` over `dims` (inside `kernel`, with `bound` loop variables
 /// bound outside it) runs its last dimension four points at a time: a row of at least
 /// eight points, along which `value` varies and has a vector form, reading no buffer the
@@ -268,7 +263,7 @@ pub(super) fn fold_has_lanes(kernel: &Kernel, dims: &[Dim], value: &Expr, bound:
 fn varies_along(value: &Expr, v: usize) -> bool {
     let mut indices = Vec::new();
     Expr::indices_of(vec![value], &mut indices);
-    indices.iter().any(|ix| coefficient(ix, v) != Some(0))
+    indices.iter().any(|ix| ix.coefficient(v) != Some(0))
 }
 
 /// Whether the expressions of a kernel have a vector form along `v`.
@@ -298,13 +293,13 @@ impl Check<'_> {
                 true
             }
             Expr::IndexValue(ix) => {
-                if coefficient(ix, self.v)? != 0 {
+                if ix.coefficient(self.v)? != 0 {
                     return None;
                 }
                 false
             }
             Expr::Uniform { index, step, .. } => {
-                if coefficient(index, self.v)? != 0 || self.expr(step, acc)? {
+                if index.coefficient(self.v)? != 0 || self.expr(step, acc)? {
                     return None;
                 }
                 false
@@ -347,7 +342,7 @@ impl Check<'_> {
     }
 
     fn load(&self, buf: usize, index: &Index) -> Option<bool> {
-        let c = coefficient(index, self.v)?;
+        let c = index.coefficient(self.v)?;
         if self.written(buf) {
             // Only the old value at the point itself.
             let same = self
@@ -539,7 +534,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
                 ScalarType::F32 => value,
                 ScalarType::I32 => self.b.ins().fcvt_to_sint_sat(types::I32X4, value),
             };
-            match coefficient(&s.index, var) {
+            match s.index.coefficient(var) {
                 Some(1) => {
                     self.b.ins().store(MemFlagsData::new(), value, addr, 0);
                 }
@@ -606,7 +601,7 @@ impl<'k, 'f> Lowering<'k, 'f> {
         }
         Ok(match e {
             Expr::Load { buf, index } => {
-                if coefficient(index, cache.var) == Some(0) {
+                if index.coefficient(cache.var) == Some(0) {
                     None
                 } else {
                     Some(self.vector_load(*buf, index, cache)?)
@@ -898,7 +893,8 @@ impl<'k, 'f> Lowering<'k, 'f> {
         if let Some(v) = cache.loads.get(&key) {
             return Ok(*v);
         }
-        let step = coefficient(index, cache.var)
+        let step = index
+            .coefficient(cache.var)
             .filter(|c| (1..=MAX_STRIDE).contains(c))
             .ok_or_else(|| self.error("a vector load that is not strided (emitter bug)"))?;
         let addr = self.address(buf, index)?;
