@@ -279,7 +279,7 @@ impl LaunchPlan {
     }
 
     /// Whether a share of `rows` batch rows of every product of the plan is computed as
-    /// the whole product is (see [`BY_ROWS_MIN_ROWS`]).
+    /// the whole product is: at least 8 rows and 64 columns (`BY_ROWS_MIN_ROWS`).
     pub fn rows_split_keeps_bits(&self, rows: u64) -> bool {
         self.bodies.iter().all(|b| match &b.contract {
             None => true,
