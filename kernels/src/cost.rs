@@ -131,7 +131,10 @@ pub fn body_cost(body: &KernelBody, batch: u64, table_cols: u64) -> u64 {
             points(space, batch).saturating_mul(folded.saturating_add(expr_cost(&out.value, batch)))
         }
         KernelBody::Contract(c) => {
-            let macs = points(&c.space(), batch).saturating_mul(c.k.resolve(batch).max(1));
+            // Each output sums `k` products per summed index (a weight gradient over time).
+            let macs = points(&c.space(), batch)
+                .saturating_mul(c.k.resolve(batch).max(1))
+                .saturating_mul(points(&c.summed, batch));
             (macs / PRODUCT_MACS_PER_OP).saturating_add(epilogue_cost(c, batch))
         }
         KernelBody::ScatterAdd(s) => points(&s.over, batch)
@@ -146,7 +149,7 @@ pub fn body_cost(body: &KernelBody, batch: u64, table_cols: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::Store;
+    use crate::ir::{MatrixOperand, Store};
 
     fn map(value: Expr, rows: u64) -> KernelBody {
         KernelBody::Map {
@@ -209,6 +212,34 @@ mod tests {
         assert_eq!(
             body_cost(&sum_of(strided), 32, 0),
             512 * (50 * 32 * (1 + STRIDED_LOAD) + 1)
+        );
+    }
+
+    #[test]
+    fn a_product_summed_over_time_costs_every_step() {
+        let product = |summed: Vec<Dim>| {
+            KernelBody::Contract(Contraction {
+                batch: vec![],
+                summed,
+                m: Dim::Fixed(512),
+                n: Dim::Fixed(128),
+                k: Dim::Batch,
+                a: MatrixOperand::strided(0, Index::Const(0), Index::Const(1), Index::Const(512)),
+                b: MatrixOperand::strided(1, Index::Const(0), Index::Const(128), Index::Const(1)),
+                out: 2,
+                epilogue: Expr::Acc,
+            })
+        };
+        // W3's recurrent weight gradient: 50 steps of a `512 x 128` product `batch` deep.
+        // Counted as one step, the launch gave its bias gradient's sum most of the work
+        // and one thread five of the product's eight row blocks.
+        let one_step = body_cost(&product(vec![]), 32, 0);
+        let over_time = body_cost(&product(vec![Dim::Fixed(50)]), 32, 0);
+        let epilogue = 512 * 128 * 2;
+        assert_eq!(one_step, 512 * 128 * 32 / PRODUCT_MACS_PER_OP + epilogue);
+        assert_eq!(
+            over_time,
+            50 * 512 * 128 * 32 / PRODUCT_MACS_PER_OP + epilogue
         );
     }
 
