@@ -120,6 +120,42 @@ impl Lanes {
         }
     }
 
+    /// `|x|`. In vectors a mask held like any constant: Cranelift's `fabs` of `f32x4`
+    /// builds its mask from all-ones and a shift at every use (three instructions where
+    /// this is one, in a loop of five activations whose constants are already spilled).
+    pub fn abs(self, b: &mut FunctionBuilder, x: Value) -> Value {
+        if !self.is_vector() {
+            return b.ins().fabs(x);
+        }
+        let bits = self.to_bits(b, x);
+        let bits = self.band_imm(b, bits, 0x7fff_ffff);
+        self.from_bits(b, bits)
+    }
+
+    /// `-|x|`: the sign bit set (one instruction in vectors, where `fneg(fabs(x))` is six).
+    pub fn neg_abs(self, b: &mut FunctionBuilder, x: Value) -> Value {
+        if !self.is_vector() {
+            let ax = b.ins().fabs(x);
+            return b.ins().fneg(ax);
+        }
+        let bits = self.to_bits(b, x);
+        let bits = self.bor_imm(b, bits, 0x8000_0000);
+        self.from_bits(b, bits)
+    }
+
+    /// `x` with the sign bit of `y` added, for `x` whose sign bit is clear (`|x|`,
+    /// +0, a NaN): `copysign(x, y)` in two instructions where `copysign` takes three.
+    pub fn or_sign(self, b: &mut FunctionBuilder, x: Value, y: Value) -> Value {
+        if !self.is_vector() {
+            return b.ins().fcopysign(x, y);
+        }
+        let xb = self.to_bits(b, x);
+        let yb = self.to_bits(b, y);
+        let sign = self.band_imm(b, yb, 0x8000_0000);
+        let bits = b.ins().bor(xb, sign);
+        self.from_bits(b, bits)
+    }
+
     /// `x + k` for integers.
     pub fn iadd_imm(self, b: &mut FunctionBuilder, x: Value, k: i32) -> Value {
         if self.is_vector() {

@@ -237,7 +237,7 @@ pub fn log(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
 /// `1 - 2 / (exp(2|x|) + 1)` with the sign of `x` (which saturates to ±1 as `exp`
 /// overflows).
 pub fn tanh(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
-    let z = b.ins().fabs(x);
+    let z = l.abs(b, x);
     let z2 = b.ins().fadd(z, z);
     let e = exp_over(b, l, z2, Sign::NonNegative);
     let one = l.f(b, 1.0);
@@ -259,12 +259,14 @@ pub fn tanh(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
         ],
     );
     let p = b.ins().fmul(p, s);
-    let small = l.mul_add(b, p, x, x);
+    // At |x|: an odd polynomial, so the same magnitude as at `x` (a fused multiply-add
+    // rounds symmetrically), and never negative.
+    let small = l.mul_add(b, p, z, z);
     let bound = l.f(b, 0.625);
     let is_big = b.ins().fcmp(FloatCC::GreaterThanOrEqual, z, bound);
     let r = l.select(b, is_big, big, small);
-    // tanh is odd; this also keeps tanh(-0) = -0, which the polynomial turns into +0.
-    l.copysign(b, r, x)
+    // tanh is odd; this also keeps tanh(-0) = -0.
+    l.or_sign(b, r, x)
 }
 
 /// `erf(x)` by the algorithm and coefficients of [`crate::erf`]: an odd polynomial below
@@ -297,8 +299,7 @@ pub fn erf(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
 /// `sigmoid(x) = 1 / (1 + exp(-x))`, computed as `1 / (1 + e)` for `x >= 0` and
 /// `e / (1 + e)` for `x < 0`, with `e = exp(-|x|)`, so no branch overflows.
 pub fn sigmoid(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
-    let ax = b.ins().fabs(x);
-    let nax = b.ins().fneg(ax);
+    let nax = l.neg_abs(b, x);
     let e = exp_over(b, l, nax, Sign::NonPositive);
     let one = l.f(b, 1.0);
     let zero = l.f(b, 0.0);
