@@ -1002,8 +1002,8 @@ fn thread_count(options: &LaunchOptions, rows: u64, work: u64) -> u64 {
 
 /// Where each of `threads` contiguous ranges of the jobs' units (laid end to end) starts,
 /// then the end: cut at the unit nearest to where the work done before it is `t /
-/// threads` of the total, a job's work spread evenly over its units. A function of the shapes only, so results do
-/// not depend on timing.
+/// threads` of the total ([`nearest_unit`]). A function of the shapes only, so results
+/// do not depend on timing.
 fn work_bounds(jobs: &[Job], threads: u64) -> Bounds {
     let total = total_work(jobs);
     let units: u64 = jobs.iter().map(|j| j.units).sum();
@@ -1049,44 +1049,61 @@ fn guided_bounds(jobs: &[Job], threads: u64) -> Bounds {
     bounds
 }
 
-/// The work of `jobs`, each at least one per unit.
-fn total_work(jobs: &[Job]) -> u128 {
-    jobs.iter().map(|j| u128::from(j.work.max(j.units))).sum()
+/// A job's units among a launch's (laid end to end): its first unit, how many, the work
+/// of the units before it, and its work spread evenly over its units (each at least
+/// one).
+struct Span {
+    first: u64,
+    units: u64,
+    before: u128,
+    work: u128,
 }
 
-/// The work of the units before `unit`, a job's work spread evenly over its units.
-fn work_before(jobs: &[Job], unit: u64) -> u128 {
-    let (mut first, mut before) = (0u64, 0u128);
-    for job in jobs {
-        let work = u128::from(job.work.max(job.units));
-        if unit < first + job.units {
-            let per_unit = (work / u128::from(job.units)).max(1);
-            return before + u128::from(unit - first) * per_unit;
-        }
-        before += work;
-        first += job.units;
+impl Span {
+    fn per_unit(&self) -> u128 {
+        (self.work / u128::from(self.units.max(1))).max(1)
     }
-    before
+}
+
+fn spans<'a>(jobs: &'a [Job]) -> impl Iterator<Item = Span> + 'a {
+    jobs.iter().scan((0u64, 0u128), |(first, before), job| {
+        let span = Span {
+            first: *first,
+            units: job.units,
+            before: *before,
+            work: u128::from(job.work.max(job.units)),
+        };
+        *first += span.units;
+        *before += span.work;
+        Some(span)
+    })
+}
+
+/// The work of `jobs`, each at least one per unit.
+fn total_work(jobs: &[Job]) -> u128 {
+    spans(jobs).map(|s| s.work).sum()
+}
+
+/// The work of the units before `unit`.
+fn work_before(jobs: &[Job], unit: u64) -> u128 {
+    spans(jobs).find(|s| unit < s.first + s.units).map_or_else(
+        || total_work(jobs),
+        |s| s.before + u128::from(unit - s.first) * s.per_unit(),
+    )
 }
 
 /// The unit whose start is nearest to `target` in work done before it (or the end), and
-/// that work: a job's work spread evenly over its units. Nearest, not the first to reach
-/// it: a light unit before a heavy one (a bias gradient's sum before its weight's
-/// product) is a range of its own.
+/// that work. Nearest, not the first to reach it: a light unit before a heavy one (a bias
+/// gradient's sum before its weight's product) is a range of its own.
 fn nearest_unit(jobs: &[Job], target: u128) -> (u64, u128) {
-    let (mut first, mut before) = (0u64, 0u128);
-    for job in jobs {
-        let work = u128::from(job.work.max(job.units));
-        if job.units > 0 && before + work > target {
-            let per_unit = (work / u128::from(job.units)).max(1);
-            let inside = ((target - before + per_unit / 2) / per_unit).min(u128::from(job.units));
-            let inside = inside as u64;
-            return (first + inside, before + u128::from(inside) * per_unit);
+    match spans(jobs).find(|s| s.units > 0 && s.before + s.work > target) {
+        Some(s) => {
+            let per_unit = s.per_unit();
+            let inside = ((target - s.before + per_unit / 2) / per_unit).min(u128::from(s.units));
+            (s.first + inside as u64, s.before + inside * per_unit)
         }
-        before += work;
-        first += job.units;
+        None => (jobs.iter().map(|j| j.units).sum(), total_work(jobs)),
     }
-    (first, before)
 }
 
 /// Calls `run(bounds[t], bounds[t + 1])` for each range, on the calling thread and, when
