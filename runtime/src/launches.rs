@@ -73,6 +73,67 @@ pub(crate) struct CpuLaunches<'a> {
     pub launch_copies: &'a mut Vec<Vec<f32>>,
     /// Per kernel: time spent in its launches and their count, while profiling.
     pub profile: Option<&'a mut Vec<(Duration, u64)>>,
+    /// How each seated loop of barriers ran with its seats and alone (see [`SeatTimer`]).
+    pub seat_timers: &'a mut Vec<SeatTimer>,
+}
+
+/// Every how many runs a seated loop of barriers is run the other way (with its seats
+/// or alone) for two runs, to see whether the other is faster now: two slower runs in
+/// 128 cost ~1% of W3's batch-1 inference when the seats are faster.
+const SEAT_PROBE_RUNS: u64 = 128;
+
+/// How a seated loop whose seats meet at a barrier after each launch
+/// ([`SeatShares::Launches`]) ran, with its seats and alone, for choosing between them
+/// run by run. On a machine whose CPUs are fast alone but slow together (this project's
+/// 2-vCPU machine spends minutes in such a state: W3's batch-1 inference 0.13 ms on two
+/// threads and 0.20 on one in some minutes, 0.26 on two and still 0.20 on one in
+/// others), a barrier every microsecond costs more than the second seat saves. The
+/// results are the same bits either way: a launch's points never depend on how it is
+/// split.
+#[derive(Clone, Debug)]
+pub(crate) struct SeatTimer {
+    /// The entry, the loop's first launch and the batch size.
+    key: (String, usize, u64),
+    runs: u64,
+    /// Recent nanoseconds a run, with the seats and alone.
+    seated: Option<f64>,
+    alone: Option<f64>,
+}
+
+impl SeatTimer {
+    fn new(key: (String, usize, u64)) -> SeatTimer {
+        SeatTimer {
+            key,
+            runs: 0,
+            seated: None,
+            alone: None,
+        }
+    }
+
+    /// Whether this run goes alone: the faster way lately, but the other way for two runs
+    /// every [`SEAT_PROBE_RUNS`] (the first of them only to settle the caches after the
+    /// switch), to know (and keep knowing) both. The first two runs go with the seats.
+    fn alone(&self) -> bool {
+        let faster_alone = matches!((self.alone, self.seated), (Some(a), Some(s)) if a < s);
+        let probe = matches!(self.runs % SEAT_PROBE_RUNS, 2 | 3);
+        faster_alone != probe
+    }
+
+    /// Records a run: a probe's second run replaces its way's time, the other runs but
+    /// the very first (a cold one) and a probe's first move their way's moving average.
+    fn record(&mut self, alone: bool, took: Duration) {
+        let nanos = took.as_nanos() as f64;
+        let time = match alone {
+            true => &mut self.alone,
+            false => &mut self.seated,
+        };
+        match (self.runs, self.runs % SEAT_PROBE_RUNS) {
+            (0, _) | (_, 2) => {}
+            (_, 3) => *time = Some(nanos),
+            _ => *time = Some(time.map_or(nanos, |t| 0.75 * t + 0.25 * nanos)),
+        }
+        self.runs += 1;
+    }
 }
 
 impl<'a> CpuLaunches<'a> {
@@ -183,6 +244,17 @@ impl<'a> CpuLaunches<'a> {
             return Ok(false);
         }
         let shares = self.seat_shares(body, threads)?;
+        // A loop of barriers runs alone when that has been faster lately.
+        let timer = (shares == SeatShares::Launches).then(|| self.seat_timer(entry, lp));
+        let alone = timer.is_some_and(|t| self.seat_timers[t].alone());
+        let options = match alone {
+            true => LaunchOptions {
+                threads: Some(1),
+                ..options
+            },
+            false => options,
+        };
+        let started = Instant::now();
         // A long loop runs as several seated runs, so that what is bound stays small.
         let per_run = (MOST_BOUND_LAUNCHES / body.len().max(1) as u64).max(1);
         let mut first = 0;
@@ -191,7 +263,23 @@ impl<'a> CpuLaunches<'a> {
             first = iterations.end;
             self.run_iterations_seated(body, lp, iterations, &options, shares)?;
         }
+        if let Some(t) = timer {
+            self.seat_timers[t].record(alone, started.elapsed());
+        }
         Ok(true)
+    }
+
+    /// The position of loop `lp`'s timer at this batch size in `seat_timers`, made if new.
+    fn seat_timer(&mut self, entry: &Entry, lp: &Loop) -> usize {
+        let found = self.seat_timers.iter().position(|t| {
+            let (name, start, batch) = &t.key;
+            name == &entry.name && *start == lp.start && *batch == self.batch
+        });
+        found.unwrap_or_else(|| {
+            let key = (entry.name.clone(), lp.start, self.batch);
+            self.seat_timers.push(SeatTimer::new(key));
+            self.seat_timers.len() - 1
+        })
     }
 
     /// How the seats of a loop whose launches are `body` share them, at most `threads`
@@ -583,4 +671,38 @@ fn planned(plans: &[Option<LaunchPlan>], index: usize) -> Result<&LaunchPlan, Ru
 
 fn internal(message: String) -> RunError {
     RunError::Internal(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `timer` for `runs` runs, each taking `seated` or `alone` microseconds as it
+    /// goes, and returns how many went alone.
+    fn drive(timer: &mut SeatTimer, runs: u64, seated: u64, alone: u64) -> u64 {
+        let mut went_alone = 0;
+        for _ in 0..runs {
+            let a = timer.alone();
+            went_alone += u64::from(a);
+            let took = if a { alone } else { seated };
+            timer.record(a, Duration::from_micros(took));
+        }
+        went_alone
+    }
+
+    #[test]
+    fn a_loop_of_barriers_goes_alone_while_that_is_faster_and_back_when_not() {
+        let mut timer = SeatTimer::new(("infer".into(), 2, 1));
+        // The first runs go with the seats; the cold first run is not held against them.
+        assert!(!timer.alone());
+        timer.record(false, Duration::from_millis(50));
+        // Seats faster: alone only for the probes, two runs in 128.
+        assert_eq!(drive(&mut timer, 511, 130, 200), 8);
+        // The CPUs slow together: after the next probe, alone but for the probes.
+        let alone = drive(&mut timer, 512, 250, 200);
+        assert!(alone >= 512 - 128 - 8, "{alone}");
+        // Fast together again: back with the seats within a probe's period.
+        let alone = drive(&mut timer, 512, 130, 200);
+        assert!(alone <= 128 + 8, "{alone}");
+    }
 }
