@@ -84,12 +84,12 @@ const SEAT_PROBE_RUNS: u64 = 128;
 
 /// How a seated loop whose seats meet at a barrier after each launch
 /// ([`SeatShares::Launches`]) ran, with its seats and alone, for choosing between them
-/// run by run. On a machine whose CPUs are fast alone but slow together (this project's
-/// 2-vCPU machine spends minutes in such a state: W3's batch-1 inference 0.13 ms on two
-/// threads and 0.20 on one in some minutes, 0.26 on two and still 0.20 on one in
-/// others), a barrier every microsecond costs more than the second seat saves. The
-/// results are the same bits either way: a launch's points never depend on how it is
-/// split.
+/// run by run. On a machine whose CPUs are fast alone but slow together (the 2-vCPU
+/// virtual machine of docs/performance.md spends minutes in such a state: W3's batch-1
+/// inference 0.13 ms on two threads and 0.20 on one in some minutes, 0.26 on two and
+/// still 0.20 on one in others), a barrier every microsecond costs more than the second
+/// seat saves. The results are the same bits either way: a launch's points never depend
+/// on how it is split.
 #[derive(Clone, Debug)]
 pub(crate) struct SeatTimer {
     /// The entry, the loop's first launch and the batch size.
@@ -119,8 +119,8 @@ impl SeatTimer {
         faster_alone != probe
     }
 
-    /// Records a run: a probe's second run replaces its way's time, the other runs but
-    /// the very first (a cold one) and a probe's first move their way's moving average.
+    /// Records a run: a probe's second run replaces its way's time; every other run moves
+    /// its way's moving average, except the very first (a cold one) and a probe's first.
     fn record(&mut self, alone: bool, took: Duration) {
         let nanos = took.as_nanos() as f64;
         let time = match alone {
