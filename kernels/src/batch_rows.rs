@@ -14,8 +14,9 @@
 //! through a gather, as a product's right-hand operand, or at an index it cannot prove
 //! row-aligned is simply not row-aligned.
 
-use crate::bounds::{self, Range};
+use crate::bounds::{self, Range, Read};
 use crate::ir::{Contraction, Dim, Expr, Index, Kernel, KernelBody, MatrixOperand};
+use std::convert::Infallible;
 
 /// What [`batch_rows`] found: per slot, the row length `R` (elements) when every access
 /// of the kernel to that slot is row-aligned, `None` when some access is not (or the slot
@@ -86,26 +87,13 @@ struct Check {
 }
 
 impl Check {
-    /// The ranges of `dims`' loop variables; with `batch_first`, `None` unless the first
-    /// is the batch.
+    /// The ranges of `dims`' loop variables (None for an empty space: no point, no
+    /// access); with `batch_first`, `None` unless the first is the batch.
     fn ranges(&self, dims: &[Dim], batch_first: bool) -> Option<Vec<Range>> {
         if batch_first && dims.first() != Some(&Dim::Batch) {
             return None;
         }
-        Some(
-            dims.iter()
-                .map(|d| {
-                    let extent = match d {
-                        Dim::Fixed(n) => i128::from(*n),
-                        Dim::Batch => self.batch,
-                    };
-                    Range {
-                        lo: 0,
-                        hi: extent - 1,
-                    }
-                })
-                .collect(),
-        )
+        bounds::space_ranges(dims, self.batch)
     }
 
     /// Keeps `slot` row-aligned only if `index` (over `vars`, variable 0 the batch row) is.
@@ -133,44 +121,17 @@ impl Check {
 
     /// Checks every load of `e` (its nested reductions' variables pushed onto `vars`).
     fn expr(&mut self, e: &Expr, vars: &mut Vec<Range>) {
-        match e {
-            Expr::Load { buf, index } => self.access(*buf, index, vars),
-            Expr::Gather {
-                table,
-                ids,
-                id_index,
-                ..
-            } => {
-                // The table's row is data, not the point's.
-                self.unaligned(*table);
-                self.access(*ids, id_index, vars);
-            }
-            Expr::Const(_) | Expr::Acc | Expr::IndexValue(_) => {}
-            Expr::Uniform { step, .. } => self.expr(step, vars),
-            Expr::Unary(_, x) => self.expr(x, vars),
-            Expr::Binary(_, a, b) => {
-                self.expr(a, vars);
-                self.expr(b, vars);
-            }
-            Expr::Select {
-                cond,
-                then,
-                otherwise,
-            } => {
-                self.expr(cond, vars);
-                self.expr(then, vars);
-                self.expr(otherwise, vars);
-            }
-            Expr::Reduce { extent, value, .. } => {
-                let depth = vars.len();
-                match self.ranges(extent, false) {
-                    Some(inner) => vars.extend(inner),
-                    None => return,
+        let batch = self.batch;
+        let Ok(()) = bounds::visit_reads::<Infallible, _>(e, vars, batch, &mut |read, vars| {
+            match read {
+                Read::Element { buf, index } | Read::Id { buf, index } => {
+                    self.access(buf, index, vars)
                 }
-                self.expr(value, vars);
-                vars.truncate(depth);
+                // The table's row is data, not the point's.
+                Read::TableRow { table, .. } => self.unaligned(table),
             }
-        }
+            Ok(())
+        });
     }
 
     /// A product whose rows are the batch: its left-hand operand's row `b` and its

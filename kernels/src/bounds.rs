@@ -132,24 +132,98 @@ pub fn index_range(ix: &Index, vars: &[Range], batch: i128) -> Result<Range, Str
     Ok(r)
 }
 
+/// The ranges of the variables of a space at `batch`, or None if the space is empty (a
+/// body over it never runs).
+pub(crate) fn space_ranges(dims: &[Dim], batch: i128) -> Option<Vec<Range>> {
+    dims.iter()
+        .map(|d| {
+            let n = match d {
+                Dim::Fixed(n) => i128::from(*n),
+                Dim::Batch => batch,
+            };
+            (n > 0).then_some(Range { lo: 0, hi: n - 1 })
+        })
+        .collect()
+}
+
+/// A read of memory in an expression.
+pub(crate) enum Read<'e> {
+    /// An element of slot `buf`: a load.
+    Element { buf: usize, index: &'e Index },
+    /// A gather's id, an element of slot `buf`.
+    Id { buf: usize, index: &'e Index },
+    /// A gather's row of table `table` (the row is data), at column `col`.
+    TableRow { table: usize, col: &'e Index },
+}
+
+/// Calls `visit` on every read of `e` with the ranges of the variables in scope: `vars`,
+/// and a nested reduction's own while inside it (a reduction over nothing reads
+/// nothing). `vars` is as it was on return.
+pub(crate) fn visit_reads<E, F>(
+    e: &Expr,
+    vars: &mut Vec<Range>,
+    batch: i128,
+    visit: &mut F,
+) -> Result<(), E>
+where
+    F: FnMut(Read<'_>, &[Range]) -> Result<(), E>,
+{
+    let mut walk = |e: &Expr, vars: &mut Vec<Range>| visit_reads(e, vars, batch, &mut *visit);
+    match e {
+        Expr::Load { buf, index } => visit(Read::Element { buf: *buf, index }, vars),
+        Expr::Gather {
+            table,
+            ids,
+            id_index,
+            col,
+        } => {
+            visit(
+                Read::Id {
+                    buf: *ids,
+                    index: id_index,
+                },
+                vars,
+            )?;
+            visit(Read::TableRow { table: *table, col }, vars)
+        }
+        // Not memory accesses: an index as a number, and a random draw's counter.
+        Expr::Const(_) | Expr::Acc | Expr::IndexValue(_) => Ok(()),
+        Expr::Uniform { step, .. } => walk(step, vars),
+        Expr::Unary(_, x) => walk(x, vars),
+        Expr::Binary(_, a, b) => {
+            walk(a, vars)?;
+            walk(b, vars)
+        }
+        Expr::Select {
+            cond,
+            then,
+            otherwise,
+        } => {
+            walk(cond, vars)?;
+            walk(then, vars)?;
+            walk(otherwise, vars)
+        }
+        Expr::Reduce { extent, value, .. } => {
+            let Some(inner) = space_ranges(extent, batch) else {
+                return Ok(());
+            };
+            let scope = vars.len();
+            vars.extend(inner);
+            let result = walk(value, vars);
+            vars.truncate(scope);
+            result
+        }
+    }
+}
+
 struct Checker<'k> {
     kernel: &'k Kernel,
     batch: i128,
 }
 
 impl Checker<'_> {
-    /// The ranges of the variables of a space, or None if the space is empty (its body
-    /// never runs).
     fn space(&self, dims: &[Dim]) -> Option<Vec<Range>> {
-        dims.iter()
-            .map(|d| {
-                let n = match d {
-                    Dim::Fixed(n) => i128::from(*n),
-                    Dim::Batch => self.batch,
-                };
-                (n > 0).then_some(Range { lo: 0, hi: n - 1 })
-            })
-            .collect()
+        space_ranges(dims, self.batch)
     }
 
     /// Elements of slot `buf` at this batch size.
@@ -237,45 +311,11 @@ impl Checker<'_> {
 
     /// Every load of `e`, with `vars` in scope (restored on return).
     fn expr(&self, e: &Expr, vars: &mut Vec<Range>) -> Result<(), String> {
-        match e {
-            Expr::Load { buf, index } => self.access("load from", *buf, index, vars),
-            Expr::Gather {
-                table,
-                ids,
-                id_index,
-                col,
-            } => {
-                self.access("load of an id from", *ids, id_index, vars)?;
-                self.table(*table, col, vars)
-            }
-            // Not memory accesses: an index as a number, and a random draw's counter.
-            Expr::Const(_) | Expr::Acc | Expr::IndexValue(_) => Ok(()),
-            Expr::Uniform { step, .. } => self.expr(step, vars),
-            Expr::Unary(_, x) => self.expr(x, vars),
-            Expr::Binary(_, a, b) => {
-                self.expr(a, vars)?;
-                self.expr(b, vars)
-            }
-            Expr::Select {
-                cond,
-                then,
-                otherwise,
-            } => {
-                self.expr(cond, vars)?;
-                self.expr(then, vars)?;
-                self.expr(otherwise, vars)
-            }
-            Expr::Reduce { extent, value, .. } => {
-                let Some(inner) = self.space(extent) else {
-                    return Ok(());
-                };
-                let scope = vars.len();
-                vars.extend(inner);
-                let result = self.expr(value, vars);
-                vars.truncate(scope);
-                result
-            }
-        }
+        visit_reads(e, vars, self.batch, &mut |read, vars| match read {
+            Read::Element { buf, index } => self.access("load from", buf, index, vars),
+            Read::Id { buf, index } => self.access("load of an id from", buf, index, vars),
+            Read::TableRow { table, col } => self.table(table, col, vars),
+        })
     }
 
     /// Checks a table access at column `col`: the column inside the table's columns and

@@ -232,11 +232,7 @@ impl Lanes {
         if !self.is_vector() {
             return b.ins().fcopysign(x, y);
         }
-        let xb = self.to_bits(b, x);
-        let yb = self.to_bits(b, y);
-        let magnitude = self.band_imm(b, xb, 0x7fff_ffff);
-        let sign = self.band_imm(b, yb, 0x8000_0000);
-        let bits = b.ins().bor(magnitude, sign);
-        self.from_bits(b, bits)
+        let magnitude = self.abs(b, x);
+        self.or_sign(b, magnitude, y)
     }
 }
