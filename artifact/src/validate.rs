@@ -285,7 +285,7 @@ fn validate_entries(manifest: &Manifest) -> Result<(), ArtifactError> {
                 _ => None,
             }) {
                 let bound = |slot: usize| launch.bindings.get(slot).copied();
-                for operand in [c.a.buf, c.b.buf] {
+                for operand in c.products().flat_map(|(_, a, b)| [a.buf, b.buf]) {
                     let (Some(out), Some(input)) = (bound(c.out), bound(operand)) else {
                         continue;
                     };

@@ -618,6 +618,7 @@ fn with_contraction(out_offset: Extent) -> Artifact {
             b: operand,
             out: 1,
             epilogue: Expr::Acc,
+            terms: Vec::new(),
         }),
     });
     a.manifest.buffers.push(BufferInfo {

@@ -150,6 +150,14 @@ impl Check {
         };
         self.operand_rows(&c.a, k);
         self.unaligned(c.b.buf);
+        for t in &c.terms {
+            let k = match t.k {
+                Dim::Fixed(k) => i128::from(k),
+                Dim::Batch => self.batch,
+            };
+            self.operand_rows(&t.a, k);
+            self.unaligned(t.b.buf);
+        }
         // The output is `[m, n]` row-major: row `b` is its elements `b n .. (b + 1) n`.
         if self.slots.get(c.out).copied().flatten() != Some(n) {
             self.unaligned(c.out);
@@ -291,6 +299,7 @@ mod tests {
                     Expr::Acc,
                     Expr::load(3, var(0).mul(Index::Const(512)).add(var(1))),
                 ),
+                terms: Vec::new(),
             }),
         };
         let rows = batch_rows(&kernel, 32).unwrap();

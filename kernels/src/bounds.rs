@@ -379,13 +379,23 @@ impl Checker<'_> {
         // The operands, over every batch and summed index: none are read when the depth
         // or a summed extent is 0.
         let operand_dims = [c.batch.as_slice(), &c.summed].concat();
-        let (Some(operand_vars), Some(mnk)) =
-            (self.space(&operand_dims), self.space(&[c.m, c.n, c.k]))
-        else {
+        let Some(operand_vars) = self.space(&operand_dims) else {
             return Ok(());
         };
-        let (m, n, k) = (mnk[0], mnk[1], mnk[2]);
-        for (name, op, rows, cols) in [("left", &c.a, m, k), ("right", &c.b, k, n)] {
+        let mut operands = Vec::new();
+        for (term, (depth, a, b)) in c.products().enumerate() {
+            let Some(mnk) = self.space(&[c.m, c.n, depth]) else {
+                continue;
+            };
+            let (m, n, k) = (mnk[0], mnk[1], mnk[2]);
+            let side = |side: &str| match term {
+                0 => format!("{side} operand"),
+                t => format!("{side} operand of term {t}"),
+            };
+            operands.push((side("left"), a, m, k));
+            operands.push((side("right"), b, k, n));
+        }
+        for (name, op, rows, cols) in operands {
             let offset = index_range(&op.offset, &operand_vars, self.batch)?;
             if let Some(w) = op.window.as_deref() {
                 // Every element the window reads lies in the image from the offset.
@@ -395,7 +405,7 @@ impl Checker<'_> {
                     hi: offset.hi + len - 1,
                 };
                 let text = || format!("offset `{}`, a window over {w:?}", index_text(&op.offset));
-                self.inside(|| format!("the {name} operand"), op.buf, range, text)?;
+                self.inside(|| format!("the {name}"), op.buf, range, text)?;
                 continue;
             }
             let rs = index_range(&op.row_stride, &operand_vars, self.batch)?;
@@ -427,7 +437,7 @@ impl Checker<'_> {
                     cols.hi + 1
                 )
             };
-            self.inside(|| format!("the {name} operand"), op.buf, range, text)?;
+            self.inside(|| format!("the {name}"), op.buf, range, text)?;
         }
         Ok(())
     }

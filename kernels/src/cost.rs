@@ -132,8 +132,12 @@ pub fn body_cost(body: &KernelBody, batch: u64, table_cols: u64) -> u64 {
         }
         KernelBody::Contract(c) => {
             // Each output sums `k` products per summed index (a weight gradient over time).
+            // Each term adds its own depth.
+            let depth = c.terms.iter().fold(c.k.resolve(batch).max(1), |d, t| {
+                d.saturating_add(t.k.resolve(batch))
+            });
             let macs = points(&c.space(), batch)
-                .saturating_mul(c.k.resolve(batch).max(1))
+                .saturating_mul(depth)
                 .saturating_mul(points(&c.summed, batch));
             (macs / PRODUCT_MACS_PER_OP).saturating_add(epilogue_cost(c, batch))
         }
@@ -228,6 +232,7 @@ mod tests {
                 b: MatrixOperand::strided(1, Index::Const(0), Index::Const(128), Index::Const(1)),
                 out: 2,
                 epilogue: Expr::Acc,
+                terms: Vec::new(),
             })
         };
         // W3's recurrent weight gradient: 50 steps of a `512 x 128` product `batch` deep.

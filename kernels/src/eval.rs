@@ -361,6 +361,14 @@ impl<'k, 'b> Evaluator<'k, 'b> {
                                 * self.operand(&c.b, &vars, depth, col)?;
                         }
                     }
+                    // The terms (unbatched, unsummed: no variables), each after the
+                    // product, in order.
+                    for t in &c.terms {
+                        for depth in 0..self.extent(t.k) as i64 {
+                            sum += self.operand(&t.a, &b, row, depth)?
+                                * self.operand(&t.b, &b, depth, col)?;
+                        }
+                    }
                     products.push(sum);
                 }
             }
@@ -654,6 +662,7 @@ mod tests {
                 },
                 out: 2,
                 epilogue: Expr::Acc,
+                terms: Vec::new(),
             }),
         };
         let mut bufs = vec![
@@ -699,6 +708,7 @@ mod tests {
                 },
                 out: 2,
                 epilogue: Expr::unary(UnaryOp::Relu, Expr::Acc),
+                terms: Vec::new(),
             }),
         };
         let mut bufs = vec![
@@ -966,5 +976,32 @@ mod tests {
         ];
         eval_kernel(&k, &mut bufs, 1).unwrap();
         assert_eq!(bufs[2], [0.5, 0.25, 0.0, 0.0, 4.0, 6.0]);
+    }
+
+    #[test]
+    fn a_term_adds_its_own_product_over_its_own_depth() {
+        // y = h w + x v: h [2, 2], w [2, 3], x [2, 1], v [1, 3].
+        let k = crate::parse::parse_kernel(
+            "kernel step contract batch [] m batch n 3 k 2 terms [1] (h: f32[batch, 2] r, w: f32[2, 3] r, y: f32[batch, 3] w, x: f32[batch, 1] r, v: f32[1, 3] r) {
+  a = h[0 + row * 2 + col * 1]
+  b = w[0 + row * 3 + col * 1]
+  a1 = x[0 + row * 1 + col * 1]
+  b1 = v[0 + row * 3 + col * 1]
+  acc = sum_k a[m, k] * b[k, n] + sum_k a1[m, k] * b1[k, n]
+  y[row-major] = (acc + 0.5)
+}",
+        )
+        .expect("parses");
+        let mut bufs = vec![
+            vec![1.0, 2.0, 3.0, 4.0],
+            vec![1.0, 0.0, 2.0, 0.0, 1.0, 1.0],
+            vec![0.0; 6],
+            vec![10.0, 20.0],
+            vec![1.0, 2.0, 3.0],
+        ];
+        eval_kernel(&k, &mut bufs, 2).unwrap();
+        // Row 0: [1, 2] w = [1, 2, 4], + 10 v = [10, 20, 30]; row 1: [3, 4] w = [3, 4,
+        // 10], + 20 v.
+        assert_eq!(bufs[2], vec![11.5, 22.5, 34.5, 23.5, 44.5, 70.5]);
     }
 }

@@ -12,6 +12,7 @@
 //! - [`KernelBody::Contract`]: a (batched) matrix product `C = A x B` with strided
 //!   operands (or `B` a convolution's window over an image, [`ImageWindow`]), possibly
 //!   summed over further batch dimensions (a weight gradient summed over the batch),
+//!   or plus further products ([`Term`]s: a recurrent step's `x W_ihᵀ + h W_hhᵀ`),
 //!   followed by an element-wise epilogue over `C` (bias, activation, residual).
 //! - [`KernelBody::ScatterAdd`]: the rows of a table selected by integer ids, summed into
 //!   from per-point values (an embedding's weight gradient); race-free because each
@@ -628,9 +629,31 @@ pub struct Contraction {
     pub b: MatrixOperand,
     pub out: usize,
     pub epilogue: Expr,
+    /// Further products of the same `m x n` summed into [`Expr::Acc`], each over its own
+    /// depth: `acc = sum_k a b + sum_t sum_k' a_t b_t`. A recurrent step's `x_t W_ihᵀ +
+    /// h W_hhᵀ` is one contraction this way (the CPU adds each term's `gemm` onto the
+    /// output), so the input projection of every step is never stored. Only unbatched,
+    /// unsummed products without windows have terms.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub terms: Vec<Term>,
+}
+
+/// A product summed into a contraction's element ([`Contraction::terms`]):
+/// `sum_k a[m, k] * b[k, n]` over `k`, its operands' offsets and strides constant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Term {
+    pub k: Dim,
+    pub a: MatrixOperand,
+    pub b: MatrixOperand,
 }
 
 impl Contraction {
+    /// Every product of the element: the contraction's own `(k, a, b)`, then its terms'.
+    pub fn products(&self) -> impl Iterator<Item = (Dim, &MatrixOperand, &MatrixOperand)> {
+        std::iter::once((self.k, &self.a, &self.b))
+            .chain(self.terms.iter().map(|t| (t.k, &t.a, &t.b)))
+    }
+
     /// The epilogue's iteration space: `batch..., m, n`.
     pub fn space(&self) -> Vec<Dim> {
         let mut s = self.batch.clone();
@@ -718,6 +741,10 @@ impl KernelBody {
             KernelBody::Contract(c) => {
                 c.a.buf = f(c.a.buf);
                 c.b.buf = f(c.b.buf);
+                for t in &mut c.terms {
+                    t.a.buf = f(t.a.buf);
+                    t.b.buf = f(t.b.buf);
+                }
                 c.out = f(c.out);
                 c.epilogue.remap_slots(f);
             }
@@ -761,8 +788,10 @@ impl KernelBody {
                     out.value.visit_loads(&mut mark);
                 }
                 KernelBody::Contract(c) => {
-                    mark(c.a.buf, Some(&c.a.offset));
-                    mark(c.b.buf, Some(&c.b.offset));
+                    for (_, a, b) in c.products() {
+                        mark(a.buf, Some(&a.offset));
+                        mark(b.buf, Some(&b.offset));
+                    }
                     c.epilogue.visit_loads(&mut mark);
                 }
                 KernelBody::ScatterAdd(s) => {
@@ -1018,7 +1047,17 @@ impl Kernel {
             }
             KernelBody::Contract(c) => {
                 let nvars = c.batch.len() + 2;
-                for op in [&c.a, &c.b] {
+                if !c.terms.is_empty()
+                    && (!c.batch.is_empty()
+                        || !c.summed.is_empty()
+                        || c.products()
+                            .any(|(_, a, b)| a.window.is_some() || b.window.is_some()))
+                {
+                    return Err(err(
+                        "only an unbatched, unsummed product without windows has terms".into(),
+                    ));
+                }
+                for op in c.products().flat_map(|(_, a, b)| [a, b]) {
                     if op.buf >= self.buffers.len() {
                         return Err(err(format!("operand from undeclared slot {}", op.buf)));
                     }

@@ -131,6 +131,7 @@ enum Kind {
         m: Dim,
         n: Dim,
         k: Dim,
+        terms: Vec<Dim>,
     },
     ScatterAdd(Vec<Dim>),
 }
@@ -283,12 +284,18 @@ fn parse_header(text: &str) -> Result<Header, String> {
             let n = c.dim()?;
             c.expect("k")?;
             let k = c.dim()?;
+            let terms = if c.eat("terms") {
+                c.dims()?
+            } else {
+                Vec::new()
+            };
             Header::Body(Kind::Contract {
                 batch,
                 summed,
                 m,
                 n,
                 k,
+                terms,
             })
         }
         "scatter_add" => {
@@ -356,6 +363,7 @@ fn body(lines: &mut Lines, kind: Kind, names: &[String]) -> Result<KernelBody, P
             m,
             n,
             k,
+            terms: depths,
         } => {
             let mut operand = |label: &str| {
                 let (line, text) = lines.next(&format!("operand `{label}`"))?;
@@ -363,8 +371,14 @@ fn body(lines: &mut Lines, kind: Kind, names: &[String]) -> Result<KernelBody, P
             };
             let a = operand("a")?;
             let b = operand("b")?;
-            let (line, text) = lines.next("`acc = sum_k a[m, k] * b[k, n]`")?;
-            let product = "acc = sum_k a[m, k] * b[k, n]";
+            let mut terms = Vec::with_capacity(depths.len());
+            for (t, k) in depths.into_iter().enumerate() {
+                let a = operand(&format!("a{}", t + 1))?;
+                let b = operand(&format!("b{}", t + 1))?;
+                terms.push(Term { k, a, b });
+            }
+            let product = format!("acc = {}", crate::print::product_sum(terms.len()));
+            let (line, text) = lines.next(&format!("`{product}`"))?;
             if text.split_whitespace().ne(product.split_whitespace()) {
                 return Err(ParseError {
                     line,
@@ -384,6 +398,7 @@ fn body(lines: &mut Lines, kind: Kind, names: &[String]) -> Result<KernelBody, P
                 b,
                 out,
                 epilogue,
+                terms,
             }))
         }
     }

@@ -245,7 +245,16 @@ impl Display for Kernel {
                     ],
                 ),
                 KernelBody::Contract(c) => {
-                    let mut lines: Vec<String> = [("a", &c.a), ("b", &c.b)]
+                    // `a`, `b`, then each term's `a1`, `b1`, `a2`, ...
+                    let labels: Vec<(String, &MatrixOperand)> = c
+                        .products()
+                        .enumerate()
+                        .flat_map(|(t, (_, a, b))| {
+                            let t = if t == 0 { String::new() } else { t.to_string() };
+                            [(format!("a{t}"), a), (format!("b{t}"), b)]
+                        })
+                        .collect();
+                    let mut lines: Vec<String> = labels
                         .iter()
                         .map(|(label, op)| match op.window.as_deref() {
                             Some(w) => format!(
@@ -263,7 +272,7 @@ impl Display for Kernel {
                             ),
                         })
                         .collect();
-                    lines.push(format!("{pad}acc = sum_k a[m, k] * b[k, n]"));
+                    lines.push(format!("{pad}acc = {}", product_sum(c.terms.len())));
                     lines.push(format!(
                         "{pad}{}[row-major] = {}",
                         name(c.out),
@@ -271,7 +280,7 @@ impl Display for Kernel {
                     ));
                     (
                         format!(
-                            "contract batch {}{} m {} n {} k {}",
+                            "contract batch {}{} m {} n {} k {}{}",
                             dims(&c.batch),
                             if c.summed.is_empty() {
                                 String::new()
@@ -280,7 +289,13 @@ impl Display for Kernel {
                             },
                             c.m,
                             c.n,
-                            c.k
+                            c.k,
+                            if c.terms.is_empty() {
+                                String::new()
+                            } else {
+                                let depths: Vec<Dim> = c.terms.iter().map(|t| t.k).collect();
+                                format!(" terms {}", dims(&depths))
+                            }
                         ),
                         lines,
                     )
@@ -326,6 +341,16 @@ pub fn window_text(w: &ImageWindow) -> String {
         "window {} x {} x {} kernel {} x {} stride {} padding {} dilation {}",
         w.channels, w.height, w.width, w.kh, w.kw, w.stride, w.padding, w.dilation
     )
+}
+
+/// A contraction's sum of products as printed: `sum_k a[m, k] * b[k, n]`, then
+/// ` + sum_k a1[m, k] * b1[k, n]` per term.
+pub fn product_sum(terms: usize) -> String {
+    let mut text = "sum_k a[m, k] * b[k, n]".to_string();
+    for t in 1..=terms {
+        text += &format!(" + sum_k a{t}[m, k] * b{t}[k, n]");
+    }
+    text
 }
 
 #[cfg(test)]

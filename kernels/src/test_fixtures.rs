@@ -83,6 +83,7 @@ pub(crate) fn dense_relu() -> Kernel {
                 UnaryOp::Relu,
                 Expr::binary(BinaryOp::Add, Expr::Acc, Expr::load(2, Index::Var(1))),
             ),
+            terms: Vec::new(),
         }),
     }
 }

@@ -81,6 +81,7 @@ fn matmul(m: u64, n: u64, k: u64, b_transposed: bool) -> Kernel {
             },
             out: 2,
             epilogue: Expr::Acc,
+            terms: Vec::new(),
         }),
     }
 }

@@ -362,10 +362,13 @@ fn kernel_flops(kernel: &Kernel, batch: u64) -> u64 {
                 .iter()
                 .chain(&c.summed)
                 .fold(1u64, |n, d: &Dim| n.saturating_mul(d.resolve(batch)));
-            let product = [c.m, c.n, c.k]
-                .iter()
-                .fold(2u64, |n, d| n.saturating_mul(d.resolve(batch)));
-            flops = flops.saturating_add(points.saturating_mul(product));
+            // Its terms add their depths.
+            for (k, _, _) in c.products() {
+                let product = [c.m, c.n, k]
+                    .iter()
+                    .fold(2u64, |n, d| n.saturating_mul(d.resolve(batch)));
+                flops = flops.saturating_add(points.saturating_mul(product));
+            }
         }
     }
     flops

@@ -1544,6 +1544,7 @@ fn recurrent_step(n: u64) -> [Kernel; 2] {
             b: operand(1, Index::Const(0), 2 * n_, 1),
             out: 2,
             epilogue: Expr::Acc,
+            terms: Vec::new(),
         }),
     };
     let gate = |offset: i64| {
@@ -1851,6 +1852,7 @@ fn dense_relu(m: Dim, n: u64, k: u64) -> Kernel {
                 UnaryOp::Relu,
                 Expr::binary(BinaryOp::Add, Expr::Acc, Expr::load(2, var(1))),
             ),
+            terms: Vec::new(),
         }),
     }
 }
@@ -1903,6 +1905,7 @@ fn summed_weight_gradient(t: i64, d: i64, o: i64, stored_dk: bool) -> Kernel {
             b: operand(1, var(0).mul(Index::Const(t * o)), o, 1),
             out: 2,
             epilogue: Expr::Acc,
+            terms: Vec::new(),
         }),
     }
 }
@@ -1947,6 +1950,7 @@ fn batched_attention_scores(heads: u64, m: u64, n: u64, d: u64) -> Kernel {
                 Expr::binary(BinaryOp::Mul, Expr::Acc, Expr::Const(0.25)),
                 Expr::load(2, row_major(&[var(1), var(2), var(3)], &[h, md, nd])),
             ),
+            terms: Vec::new(),
         }),
     }
 }
@@ -2176,6 +2180,62 @@ fn a_one_row_product_split_by_columns_adds_itself_onto_its_addend_with_the_epilo
         assert_thread_count_invariant(&kernel, 1);
         let bufs = inputs(&kernel, 1, -2.0, 2.0);
         assert_matches_reference(&kernel, &bufs, 1, 1e-5, 1e-5);
+    }
+}
+
+/// A recurrent step with its input's projection as a term: `g = x_t W_ihᵀ + h W_hhᵀ +
+/// epilogue`, the weights read transposed (`w_hh`) or row-major (`w_ih`); `addend`
+/// makes the epilogue `y + acc` (the one-row path that starts at `y`), else a bias.
+fn step_with_input_term(addend: bool) -> Kernel {
+    let epilogue = match addend {
+        true => "(y[i0 * 512 + i1] + acc)",
+        false => "((acc + bias[i1]) + 0.5)",
+    };
+    strata_kernels::parse::parse_kernel(&format!(
+        "kernel step contract batch [] m batch n 512 k 128 terms [32] (h: f32[batch, 896] r, w_hh: f32[512, 128] r, g: f32[batch, 512] w, x: f32[batch, 32] r, w_ih: f32[32, 512] r, bias: f32[512] r, y: f32[batch, 512] r) {{
+  a = h[0 + row * 896 + col * 1]
+  b = w_hh[0 + row * 1 + col * 128]
+  a1 = x[0 + row * 32 + col * 1]
+  b1 = w_ih[0 + row * 512 + col * 1]
+  acc = sum_k a[m, k] * b[k, n] + sum_k a1[m, k] * b1[k, n]
+  g[row-major] = {epilogue}
+}}"
+    ))
+    .expect("parses")
+}
+
+#[test]
+fn a_product_with_a_term_adds_both_products_at_every_batch_and_thread_count() {
+    // Batch 1 runs `gemv` (onto the addend, or then the epilogue), 3 and 32 one block of
+    // `gemm` calls by columns, 300 several row blocks.
+    for addend in [true, false] {
+        let kernel = step_with_input_term(addend);
+        kernel.validate().expect("valid");
+        for batch in [1, 3, 32, 300] {
+            // Two and three threads (a session's): the same bits as one. (At eight, a
+            // 3-row product is cut otherwise and differs in its last bits with or
+            // without terms.)
+            let bufs = inputs(&kernel, batch, -2.0, 2.0);
+            let run = |threads| {
+                let options = LaunchOptions {
+                    threads: Some(threads),
+                    min_work_per_thread: 1,
+                };
+                run_cpu(&kernel, &bufs, batch, Some(&options))
+            };
+            let single = run(1);
+            for threads in [2, 3] {
+                let bits = |r: &[Vec<f64>]| -> Vec<u32> {
+                    r.iter().flatten().map(|v| (*v as f32).to_bits()).collect()
+                };
+                assert_eq!(
+                    bits(&single),
+                    bits(&run(threads)),
+                    "batch {batch}, {threads} threads"
+                );
+            }
+            assert_matches_reference(&kernel, &bufs, batch, 1e-5, 1e-4);
+        }
     }
 }
 

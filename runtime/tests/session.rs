@@ -62,6 +62,7 @@ fn dense_kernel() -> Kernel {
             },
             out: 3,
             epilogue: Expr::binary(BinaryOp::Add, Expr::Acc, Expr::load(2, Index::Var(1))),
+            terms: Vec::new(),
         }),
     }
 }
@@ -554,6 +555,7 @@ fn reshaped_weight_kernel() -> Kernel {
             },
             out: 2,
             epilogue: Expr::Acc,
+            terms: Vec::new(),
         }),
     }
 }

@@ -627,3 +627,42 @@ fn an_inference_convolution_reads_its_image_through_a_window_and_training_keeps_
     // Against the interpreter, on every backend at hand.
     strata_tests::infer_check::check_backends("convolutions", &convolutions(), &[1, 3]);
 }
+
+#[test]
+fn a_recurrent_step_adds_its_input_projection_as_a_term_and_never_stores_it() {
+    // The LSTM example (hidden 32, so gates of 4 x 32): in the training step the input
+    // projection `x_t W_ihᵀ + b` of every step is a term of the step's product, and no
+    // buffer holds it for the whole sequence (`[T, batch, 128]`). Inference keeps the
+    // projection before its loop (cheaper at batch 1).
+    let source = load_example(&strata_tests::root().join("dsl-examples/lstm.strata"));
+    let compiled = compiled(&source);
+    let step = train_step(&compiled);
+    let has_terms = |k: &Kernel| {
+        k.body
+            .bodies()
+            .iter()
+            .any(|b| matches!(b, KernelBody::Contract(c) if !c.terms.is_empty()))
+    };
+    assert!(!compiled.lowered.kernels.iter().any(has_terms));
+    let lowered = &step.lowered;
+    let listing = print_kernels(lowered);
+    let first_loop = lowered.loops.first().expect("the scan's loop");
+    let with_terms: Vec<&Kernel> = (first_loop.start..first_loop.end)
+        .map(|i| &lowered.kernels[lowered.launches[i].kernel])
+        .filter(|k| {
+            k.body
+                .bodies()
+                .iter()
+                .any(|b| matches!(b, KernelBody::Contract(c) if c.terms.len() == 1))
+        })
+        .collect();
+    assert_eq!(with_terms.len(), 1, "{listing}");
+    use strata_kernels::ir::Dim as KDim;
+    let stacked = lowered.buffers.iter().find(|b| {
+        b.shape.len() == 3 && b.shape[1] == KDim::Batch && b.shape[2] == KDim::Fixed(4 * 32)
+    });
+    assert!(
+        stacked.is_none(),
+        "a stacked projection {stacked:?}: {listing}"
+    );
+}

@@ -454,8 +454,30 @@ fn a_batched_contraction_with_transposed_operands_matches_on_gpu() {
                 UnaryOp::Relu,
                 Expr::binary(BinaryOp::Add, Expr::Acc, Expr::load(2, Index::Var(2))),
             ),
+            terms: Vec::new(),
         }),
     };
+    check_kernel_on_gpu(&kernel, &[1, 7, 33]);
+}
+
+#[test]
+fn a_contraction_with_a_term_matches_on_gpu() {
+    if !gpu_available("a_contraction_with_a_term_matches_on_gpu") {
+        return;
+    }
+    // A recurrent step's `h W_hhᵀ + x W_ih + bias`, depths 45 and 21 (neither a whole
+    // tile), 37 columns.
+    let kernel = strata_kernels::parse::parse_kernel(
+        "kernel step contract batch [] m batch n 37 k 45 terms [21] (h: f32[batch, 50] r, w_hh: f32[37, 45] r, g: f32[batch, 37] w, x: f32[batch, 21] r, w_ih: f32[21, 37] r, bias: f32[37] r) {
+  a = h[0 + row * 50 + col * 1]
+  b = w_hh[0 + row * 1 + col * 45]
+  a1 = x[0 + row * 21 + col * 1]
+  b1 = w_ih[0 + row * 37 + col * 1]
+  acc = sum_k a[m, k] * b[k, n] + sum_k a1[m, k] * b1[k, n]
+  g[row-major] = (acc + bias[i1])
+}",
+    )
+    .expect("parses");
     check_kernel_on_gpu(&kernel, &[1, 7, 33]);
 }
 
@@ -497,6 +519,7 @@ fn a_contraction_summed_over_the_batch_matches_on_gpu() {
             },
             out: 2,
             epilogue: Expr::Acc,
+            terms: Vec::new(),
         }),
     };
     check_kernel_on_gpu(&kernel, &[1, 6]);
@@ -541,6 +564,7 @@ fn dense() -> Kernel {
             },
             out: 2,
             epilogue: Expr::Acc,
+            terms: Vec::new(),
         }),
     }
 }

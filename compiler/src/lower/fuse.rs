@@ -55,6 +55,14 @@
 //!    and the backward's masks land here. Other operands of the links are loaded or
 //!    inlined; the kernel's output buffer is always a fresh one, never one of them (the
 //!    CPU runs the product into the output before the epilogue reads it).
+//!
+//!    **Terms** (rule `terms`): when a link of an unbatched product's chain adds another
+//!    unbatched product `q` of the same shape, directly or through additions each used
+//!    once (`(x W_ihᵀ + b_ih) + b_hh`), and every link from the product to it is an
+//!    addition, `q` is a term of the product's contraction
+//!    ([`Contraction::terms`](strata_kernels::ir::Contraction)): its element joins `acc`,
+//!    and the additions' expression leaves it out. A recurrent training step's input
+//!    product and recurrent product are one contraction this way.
 //! 5. **Inlining** (rule `inline`) of element-wise values (unary, binary, broadcast,
 //!    one-hot, gather, slice, stop-gradient, transpose, unit reshape, random-uniform) in
 //!    topological order, when
@@ -114,6 +122,12 @@ pub const NESTED_REDUCE_MAX_POINTS: u64 = 64;
 /// `inline` and `epilogue`): the kernel IR's expression walkers recurse this deep.
 pub const MAX_FUSED_DEPTH: usize = 32;
 
+/// The most products a contraction adds to its own (rule `terms`).
+pub const MAX_TERMS: usize = 3;
+
+/// The most additions between a term's product and the chain (rule `terms`).
+const MAX_TERM_ADDITIONS: usize = 4;
+
 /// The fewest points per batch row at which an expensive value read by a nested
 /// reduction and by another user gets its own buffer instead of being evaluated in both
 /// (rule `inline`). W4's attention softmax (`[batch, 4, 64, 64]`): the two launches of
@@ -150,6 +164,11 @@ pub struct Fusion {
     /// A sum over batch axes -> the matrix product it sums (rule
     /// `summed-product`): one contraction.
     pub summed_products: HashMap<ValueId, ValueId>,
+    /// A chain's product -> the products its chain adds (rule `terms`), which its
+    /// contraction computes as [`Term`](strata_kernels::ir::Term)s.
+    pub terms: HashMap<ValueId, Vec<ValueId>>,
+    /// Every product that is another's term.
+    pub term_products: HashSet<ValueId>,
 }
 
 impl Fusion {
@@ -511,11 +530,13 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
         if !matches!(graph.node(p).op, Op::MatMul | Op::Reduce { .. })
             || nested.contains(&p)
             || summed.contains(&p)
+            || fusion.placement.contains_key(&p)
         {
             continue;
         }
         let shape = graph.ty(p).shape.clone();
         let mut chain = vec![p];
+        let mut terms = Vec::new();
         loop {
             let root = *chain.last().expect("non-empty");
             let users = graph.users(root);
@@ -542,9 +563,32 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
             if !others_ok {
                 break;
             }
+            // Rule `terms`: a sum of products is one contraction.
+            let additive = chain[1..]
+                .iter()
+                .chain([&u])
+                .all(|&x| matches!(graph.node(x).op, Op::Binary(BinaryOp::Add)));
+            if additive && terms.len() < MAX_TERMS && is_unbatched_product(graph, p) {
+                let other = graph.operands(u).into_iter().find(|o| *o != root);
+                let claimed = |q: ValueId| fusion.placement.contains_key(&q);
+                if let Some(q) = other.and_then(|o| added_product(graph, o, &shape, &pinned))
+                    && q != p
+                    && !claimed(q)
+                    && !summed.contains(&q)
+                {
+                    terms.push(q);
+                }
+            }
             chain.push(u);
         }
         let root = *chain.last().expect("non-empty");
+        for &q in &terms {
+            fusion.placement.insert(q, Placement::Epilogue { root });
+            fusion.term_products.insert(q);
+        }
+        if !terms.is_empty() {
+            fusion.terms.insert(p, terms);
+        }
         for &c in &chain[..chain.len() - 1] {
             fusion.placement.insert(c, Placement::Epilogue { root });
         }
@@ -669,6 +713,50 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
         fusion.placement.insert(v, placement);
     }
     fusion
+}
+
+/// Whether `p` is a matrix product of two matrices (no batch axes): a contraction that
+/// may have terms.
+fn is_unbatched_product(graph: &Graph, p: ValueId) -> bool {
+    matches!(graph.node(p).op, Op::MatMul)
+        && graph.ty(p).shape.rank() == 2
+        && graph
+            .operands(p)
+            .iter()
+            .all(|o| graph.ty(*o).shape.rank() == 2)
+}
+
+/// The one matrix product of `shape` that `o` adds (rule `terms`): `o` itself, or a leaf
+/// of the additions of `shape` that `o` is, each used once and needing no storage
+/// (`(x W_ihᵀ + b_ih) + b_hh`). Its element is then `acc`'s share in the chain's sum,
+/// and 0 in the additions' own expression.
+fn added_product(
+    graph: &Graph,
+    o: ValueId,
+    shape: &crate::ir::Shape,
+    pinned: &HashSet<ValueId>,
+) -> Option<ValueId> {
+    let mut products = Vec::new();
+    let mut stack = vec![o];
+    let mut additions = 0;
+    while let Some(x) = stack.pop() {
+        if graph.ty(x).shape != *shape || pinned.contains(&x) || graph.users(x).len() != 1 {
+            continue;
+        }
+        match graph.node(x).op {
+            Op::MatMul if is_unbatched_product(graph, x) => products.push(x),
+            // A few additions deep: each is inlined into the chain's epilogue.
+            Op::Binary(BinaryOp::Add) if additions < MAX_TERM_ADDITIONS => {
+                additions += 1;
+                stack.extend(graph.operands(x));
+            }
+            _ => {}
+        }
+    }
+    match products[..] {
+        [q] => Some(q),
+        _ => None,
+    }
 }
 
 /// Whether `v` is computed from `p` (`p` itself is not), given every value's position in

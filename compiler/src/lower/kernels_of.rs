@@ -9,7 +9,7 @@ use super::{BufferId, LowerError, LoweredLaunch, Lowerer, Storage, kernel_dims};
 use crate::ir::{self, Op, ValueId};
 use strata_kernels::ir::{
     Access, BinaryOp, BufferDecl, Contraction, Dim, Expr, Index, Kernel, KernelBody, MatrixOperand,
-    ReduceOp, ScatterAdd, Store,
+    ReduceOp, ScatterAdd, Store, Term,
 };
 
 /// Buffer slots of the kernel being built and the buffers bound to them.
@@ -184,6 +184,19 @@ fn expand(
         Op::Unary(op) => {
             let c = broadcast_coords(l, operands[0], coords);
             Expr::unary(*op, at(operands[0], &c, slots)?)
+        }
+        // A product added here is a term of the chain's contraction (fusion rule
+        // `terms`): its share is in `acc`, so the sum is the other operand.
+        Op::Binary(BinaryOp::Add)
+            if operands.iter().any(|o| l.fusion.term_products.contains(o)) =>
+        {
+            let other = if l.fusion.term_products.contains(&operands[0]) {
+                operands[1]
+            } else {
+                operands[0]
+            };
+            let c = broadcast_coords(l, other, coords);
+            at(other, &c, slots)?
         }
         Op::Binary(op) => {
             let ca = broadcast_coords(l, operands[0], coords);
@@ -651,6 +664,14 @@ pub(super) fn emit_fused(
         Op::ScatterAdd { .. } => emit_scatter_add(l, producer, out),
         Op::MatMul => {
             let mut c = contraction(l, &mut slots, producer, &[], out)?;
+            for &q in l.fusion.terms.get(&producer).into_iter().flatten() {
+                let t = contraction(l, &mut slots, q, &[], out)?;
+                c.terms.push(Term {
+                    k: t.k,
+                    a: t.a,
+                    b: t.b,
+                });
+            }
             c.epilogue = epilogue(l, &mut slots)?;
             push_kernel(l, &name, slots, KernelBody::Contract(c))
         }
@@ -993,5 +1014,6 @@ fn contraction(
         b: b_op,
         out: slots.slot(l, out, Access::Write),
         epilogue: Expr::Acc,
+        terms: Vec::new(),
     })
 }

@@ -180,6 +180,10 @@ pub fn lower(graph: &Graph) -> Result<Lowered, LowerError> {
 
 /// [`lower`] without [`group`]: each kernel its own launch (for comparisons).
 pub fn lower_without_parts(graph: &Graph) -> Result<Lowered, LowerError> {
+    // Projected sequences computed inside their loops, as terms of the steps' products
+    // (`passes::scan_projection`): a schedule of the kernels, so made on a copy.
+    let sunk = crate::passes::scan_projection::sunk(graph).map_err(LowerError)?;
+    let graph = sunk.as_ref().unwrap_or(graph);
     let mut fusion = fuse::plan_fusion(graph);
     let groups = update_groups(graph, &mut fusion);
     lower_with(graph, fusion, groups)

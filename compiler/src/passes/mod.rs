@@ -10,6 +10,10 @@
 //! - [`algebraic`]: algebraic identities (a table of named rules).
 //! - [`dce`]: dead-code elimination.
 //! - [`scan_operands`]: constants into scan bodies; the pipeline run on every body.
+//!
+//! Lowering runs one more on a copy of the graph: [`scan_projection`], a projected
+//! sequence computed inside its scan's loop (a schedule for the kernels; the graph IR,
+//! and what is exported from it, keeps the projection before the loop).
 
 pub mod algebraic;
 pub mod autodiff;
@@ -17,6 +21,7 @@ pub mod const_fold;
 pub mod cse;
 pub mod dce;
 pub mod scan_operands;
+pub mod scan_projection;
 
 use crate::ir::Graph;
 

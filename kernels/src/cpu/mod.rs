@@ -303,7 +303,7 @@ fn check_cpu_constraints(kernel: &Kernel) -> Result<(), KernelError> {
         }
         KernelBody::Contract(c) => {
             exprs.push(&c.epilogue);
-            for op in [&c.a, &c.b] {
+            for op in c.products().flat_map(|(_, a, b)| [a, b]) {
                 indices.extend([&op.offset, &op.row_stride, &op.col_stride]);
                 if kernel.buffers[op.buf].dtype != ScalarType::F32 {
                     return Err(err(format!(

@@ -293,7 +293,7 @@ fn check_gpu_constraints(kernel: &Kernel) -> EmitResult<()> {
         let KernelBody::Contract(c) = body else {
             continue;
         };
-        for op in [&c.a, &c.b] {
+        for op in c.products().flat_map(|(_, a, b)| [a, b]) {
             if kernel.buffers[op.buf].dtype != ScalarType::F32 {
                 return Err(err(format!(
                     "contraction operand `{}` is not f32",
@@ -589,13 +589,6 @@ impl Writer<'_> {
         self.coordinates("select(0u, flat_batch, live)", &c.batch, 0);
         self.line(&format!("let row = i32(tile_row * {TILE}u + ly);"));
         self.line(&format!("let col = i32(tile_col * {TILE}u + lx);"));
-        let operand = |w: &mut Self, o: &crate::ir::MatrixOperand| -> EmitResult<_> {
-            Ok((
-                w.index(&o.offset)?,
-                w.index(&o.row_stride)?,
-                w.index(&o.col_stride)?,
-            ))
-        };
         self.line("var sum: f32 = 0.0;");
         // Summed dimensions: a loop around the tiles of `k`, its coordinates the operands'
         // variables after the batch ones.
@@ -609,18 +602,59 @@ impl Writer<'_> {
             self.indent += 1;
             self.coordinates("summed_point", &c.summed, nb);
         }
-        let (a_off, a_rs, a_cs) = operand(self, &c.a)?;
-        let (b_off, b_rs, b_cs) = operand(self, &c.b)?;
-        self.loads.insert(c.a.buf);
-        self.loads.insert(c.b.buf);
-        let (la, lb) = (c.a.buf, c.b.buf);
+        self.product_tiles(&k, &c.a, &c.b, (&m, &n))?;
+        if summed {
+            self.indent -= 1;
+            self.line("}");
+        }
+        // Terms (unbatched, unsummed) add their products to the same sum.
+        for t in &c.terms {
+            let k = self.bind("k", &extent_i32(t.k));
+            self.product_tiles(&k, &t.a, &t.b, (&m, &n))?;
+        }
+        self.line(&format!("if (live && row < {m} && col < {n}) {{"));
+        self.indent += 1;
+        self.line(&format!("let x{nb} = row;"));
+        self.line(&format!("let x{} = col;", nb + 1));
+        self.vars = nb + 2;
+        self.memo = Memo::default();
+        let space = c.space();
+        let vars: Vec<Index> = (0..space.len()).map(Index::Var).collect();
+        let out_index = Index::row_major(&vars, &space);
+        let v = self.expr(&c.epilogue, Some("sum"))?;
+        self.store(c.out, &out_index, &v)?;
+        self.indent -= 1;
+        self.line("}");
+        Ok(())
+    }
+
+    /// The loop over `k` in tiles adding `a x b` (of `m x n`, depth `k`) to `sum`.
+    fn product_tiles(
+        &mut self,
+        k: &str,
+        a: &crate::ir::MatrixOperand,
+        b: &crate::ir::MatrixOperand,
+        (m, n): (&str, &str),
+    ) -> EmitResult<()> {
+        let operand = |w: &mut Self, o: &crate::ir::MatrixOperand| -> EmitResult<_> {
+            Ok((
+                w.index(&o.offset)?,
+                w.index(&o.row_stride)?,
+                w.index(&o.col_stride)?,
+            ))
+        };
+        let (a_off, a_rs, a_cs) = operand(self, a)?;
+        let (b_off, b_rs, b_cs) = operand(self, b)?;
+        self.loads.insert(a.buf);
+        self.loads.insert(b.buf);
+        let (la, lb) = (a.buf, b.buf);
         self.line(&format!(
             "for (var k0: i32 = 0; k0 < {k}; k0 = k0 + {TILE}) {{"
         ));
         self.indent += 1;
         // A window operand: the tap and position of `(kb, col)`, and the image element
         // they read when it is no padding.
-        let b_load = match c.b.window.as_deref() {
+        let b_load = match b.window.as_deref() {
             Some(w) => window_load(w, lb, &b_off)
                 .ok_or_else(|| self.error(format!("a window whose sizes exceed i32: {w:?}")))?,
             None => vec![
@@ -654,23 +688,6 @@ impl Writer<'_> {
         ]) {
             self.line(&line);
         }
-        self.indent -= 1;
-        self.line("}");
-        if summed {
-            self.indent -= 1;
-            self.line("}");
-        }
-        self.line(&format!("if (live && row < {m} && col < {n}) {{"));
-        self.indent += 1;
-        self.line(&format!("let x{nb} = row;"));
-        self.line(&format!("let x{} = col;", nb + 1));
-        self.vars = nb + 2;
-        self.memo = Memo::default();
-        let space = c.space();
-        let vars: Vec<Index> = (0..space.len()).map(Index::Var).collect();
-        let out_index = Index::row_major(&vars, &space);
-        let v = self.expr(&c.epilogue, Some("sum"))?;
-        self.store(c.out, &out_index, &v)?;
         self.indent -= 1;
         self.line("}");
         Ok(())

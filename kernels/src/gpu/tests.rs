@@ -78,6 +78,7 @@ fn batched_transposed() -> Kernel {
             },
             out: 2,
             epilogue: Expr::Acc,
+            terms: Vec::new(),
         }),
     }
 }
@@ -116,6 +117,7 @@ fn summed_over_batch() -> Kernel {
             },
             out: 2,
             epilogue: Expr::Acc,
+            terms: Vec::new(),
         }),
     }
 }

@@ -131,6 +131,7 @@ fn every_construct() -> Kernel {
             UnaryOp::Relu,
             Expr::binary(BinaryOp::Sub, Expr::Acc, Expr::Const(-0.25)),
         ),
+        terms: Vec::new(),
     });
     Kernel {
         name: "every_construct".into(),
@@ -364,4 +365,42 @@ fn a_window_operand_reads_back_as_it_was_and_is_checked() {
     let e = error(&WINDOWED.replace("kernel 3 x 3", "kernel 3 by 3"));
     assert_eq!(e.line, 3, "{e}");
     assert!(e.message.contains("window C x H x W"), "{e}");
+}
+
+const STEP_WITH_TERM: &str = "kernel step contract batch [] m batch n 8 k 4 terms [3] (h: f32[batch, 4] r, w: f32[4, 8] r, y: f32[batch, 8] w, x: f32[batch, 3] r, v: f32[3, 8] r) {
+  a = h[0 + row * 4 + col * 1]
+  b = w[0 + row * 8 + col * 1]
+  a1 = x[0 + row * 3 + col * 1]
+  b1 = v[0 + row * 8 + col * 1]
+  acc = sum_k a[m, k] * b[k, n] + sum_k a1[m, k] * b1[k, n]
+  y[row-major] = acc
+}
+";
+
+#[test]
+fn a_contraction_with_terms_reads_back_as_it_was() {
+    let k = parse_kernel(STEP_WITH_TERM).expect("parses");
+    let KernelBody::Contract(c) = &k.body else {
+        panic!("a contraction: {k:?}");
+    };
+    assert_eq!(c.terms.len(), 1);
+    assert_eq!(
+        (c.terms[0].k, c.terms[0].a.buf, c.terms[0].b.buf),
+        (Dim::Fixed(3), 3, 4)
+    );
+    k.validate().expect("valid");
+    assert_eq!(k.to_string(), STEP_WITH_TERM);
+    // The sum line must name every term.
+    let e = error(&STEP_WITH_TERM.replace(" + sum_k a1[m, k] * b1[k, n]", ""));
+    assert_eq!(e.line, 6, "{e}");
+}
+
+#[test]
+fn only_an_unbatched_product_has_terms() {
+    let batched = STEP_WITH_TERM
+        .replace("batch [] m batch", "batch [2] m batch")
+        .replace("h[0 +", "h[i0 * 0 +");
+    let k = parse_kernel(&batched).expect("parses");
+    let e = k.validate().expect_err("refused");
+    assert!(e.message.contains("has terms"), "{e}");
 }

@@ -27,7 +27,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use strata_kernels::batch_rows::{BatchRows, batch_rows};
 use strata_kernels::cost;
-use strata_kernels::ir::{BinaryOp, Contraction, Expr, Index, Kernel, KernelBody, MatrixOperand};
+use strata_kernels::ir::{
+    BinaryOp, Contraction, Expr, Index, Kernel, KernelBody, MatrixOperand, Term,
+};
 
 /// How a launch may use threads.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -402,6 +404,9 @@ unsafe impl Sync for RowMajorRhs {}
 
 /// What a product reads: the kernel's contraction, the launch's buffers, and a row-major
 /// copy of the right-hand operand in place of the slot's transposed matrix, if given.
+/// A product's left- and right-hand operands.
+type Pair<'a> = (&'a MatrixOperand, &'a MatrixOperand);
+
 #[derive(Clone, Copy)]
 struct Operands<'a> {
     c: &'a Contraction,
@@ -1468,13 +1473,12 @@ impl ContractPlan {
     /// [`TRANSPOSED_LHS_CALL_COLUMNS`]; a row-major copy of the right-hand operand, when
     /// the launch gives one, is read in place). Calls of at most [`NARROW_CALL_MIN_ROWS`]
     /// rows compute all their columns at once.
-    fn call_columns(&self, ops: Operands<'_>, rows: u64) -> Option<u64> {
-        let Operands { c, rhs, .. } = ops;
+    fn call_columns(&self, (a, b): Pair<'_>, rhs: Option<RowMajorRhs>, rows: u64) -> Option<u64> {
         if rows <= NARROW_CALL_MIN_ROWS {
             None
-        } else if c.b.window.is_none() && rhs.is_none() && read_transposed(&c.b) {
+        } else if b.window.is_none() && rhs.is_none() && read_transposed(b) {
             Some(TRANSPOSED_RHS_CALL_COLUMNS)
-        } else if read_transposed(&c.a) {
+        } else if read_transposed(a) {
             Some(TRANSPOSED_LHS_CALL_COLUMNS)
         } else {
             None
@@ -1601,13 +1605,32 @@ impl ContractPlan {
         }
         let from = ops.bufs.f32_ptr(addend).cast_const().wrapping_add(first);
         let to = ops.bufs.f32_ptr(ops.c.out).wrapping_add(first);
-        // SAFETY: both slots hold the row's `n` values (the bounds check proved the
-        // epilogue's load and the output), they are distinct slots of distinct
-        // buffers, and these columns of the output are the caller's alone.
-        unsafe { std::ptr::copy_nonoverlapping(from, to, end - first) };
-        // SAFETY: as for `product`; these columns of `out` now hold `y`'s, onto which
-        // `gemv` adds each column's dot product (`y + acc`, as the epilogue would).
-        unsafe { self.matrix_product_from(ops, &[], (0, 1), cols, true) };
+        if ops.c.terms.is_empty() {
+            // SAFETY: both slots hold the row's `n` values (the bounds check proved the
+            // epilogue's load and the output), they are distinct slots of distinct
+            // buffers, and these columns of the output are the caller's alone.
+            unsafe { std::ptr::copy_nonoverlapping(from, to, end - first) };
+            // SAFETY: as for `product`; these columns of `out` now hold `y`'s, onto
+            // which `gemv` adds each column's dot product (`y + acc`, as the epilogue
+            // would).
+            unsafe { self.matrix_product_from(ops, &[], (0, 1), cols, true) };
+            return;
+        }
+        // With terms, `acc` is the products' sum, then `y` is added to it: the
+        // epilogue's bits (`y + (p + t)`, not `(y + p) + t`).
+        // SAFETY: as for `product`.
+        unsafe { self.matrix_product_from(ops, &[], (0, 1), cols, false) };
+        // SAFETY: as above for the two slots; the products have set these columns.
+        let (y, out) = unsafe {
+            (
+                std::slice::from_raw_parts(from, end - first),
+                std::slice::from_raw_parts_mut(to, end - first),
+            )
+        };
+        for (o, y) in out.iter_mut().zip(y) {
+            // `acc + y`: the same bits as the epilogue's `y + acc`.
+            *o += *y;
+        }
     }
 
     /// Rows `rows_start..rows_end` of the product at batch index tuple `vars` (rows past
@@ -1668,6 +1691,7 @@ impl ContractPlan {
             unsafe {
                 self.gemm_call(
                     ops,
+                    None,
                     &operand_vars,
                     dst_row,
                     (rows, cols),
@@ -1681,6 +1705,15 @@ impl ContractPlan {
                 break;
             }
         }
+        // Each term adds its product (unbatched: no variables) onto the sum so far.
+        for t in &ops.c.terms {
+            let depth = Depth {
+                depth: t.k.resolve(self.batch),
+                accumulate: true,
+            };
+            // SAFETY: forwarded from the caller; `dst` holds the product so far.
+            unsafe { self.gemm_call(ops, Some(t), &[], dst_row, (rows, cols), depth) };
+        }
     }
 
     /// `out` rows from `dst_row`, columns `cols.0..cols.1`, `(:)= a x b` over `depth`,
@@ -1693,6 +1726,7 @@ impl ContractPlan {
     unsafe fn gemm_call(
         &self,
         ops: Operands<'_>,
+        term: Option<&Term>,
         vars: &[i64],
         dst_row: u64,
         (rows, cols): ((u64, u64), (u64, u64)),
@@ -1708,13 +1742,18 @@ impl ContractPlan {
             )
         };
         let Operands { c, bufs, rhs } = ops;
-        let (a_offset, a_rs, a_cs) = operand(&c.a);
+        // A term's operands, never copied nor folded; else the contraction's own.
+        let (a, b, copy) = match term {
+            Some(t) => (&t.a, &t.b, None),
+            None => (&c.a, &c.b, rhs),
+        };
+        let (a_offset, a_rs, a_cs) = operand(a);
         // Folded, the rows of the batch indices are one matrix's (`batch_folds_into_rows`).
         let a_rs = match self.folded {
             Some(_) => self.folded_row_stride as isize,
             None => a_rs,
         };
-        let (b_offset, b_rs, b_cs) = operand(&c.b);
+        let (b_offset, b_rs, b_cs) = operand(b);
         let n = self.n as isize;
         let (col, cols) = (cols.0 as isize, cols.1.saturating_sub(cols.0));
         if cols == 0 {
@@ -1724,15 +1763,15 @@ impl ContractPlan {
             .f32_ptr(c.out)
             .wrapping_offset(dst_row as isize * n + col);
         let lhs = bufs
-            .f32_ptr(c.a.buf)
+            .f32_ptr(a.buf)
             .cast_const()
             .wrapping_offset(a_offset + rows.0 as isize * a_rs);
-        if let Some(window) = c.b.window.as_deref() {
+        if let Some(window) = b.window.as_deref() {
             // Validation keeps windows out of summed products: nothing to accumulate.
             let p = super::window::WindowOperands {
                 a: lhs,
                 a_strides: (a_rs, a_cs),
-                image: bufs.f32_ptr(c.b.buf).cast_const().wrapping_offset(b_offset),
+                image: bufs.f32_ptr(b.buf).cast_const().wrapping_offset(b_offset),
                 rows: (rows.1 - rows.0) as usize,
                 cols: (col as usize, col as usize + cols as usize),
                 dst,
@@ -1744,10 +1783,10 @@ impl ContractPlan {
             return;
         }
         // A row-major copy (`TransposedRhs`) starts at its matrix's first element.
-        let (rhs, b_rs, b_cs) = match rhs {
+        let (rhs, b_rs, b_cs) = match copy {
             Some(RowMajorRhs(copy)) => (copy.wrapping_offset(col), n, 1),
             None => (
-                bufs.f32_ptr(c.b.buf)
+                bufs.f32_ptr(b.buf)
                     .cast_const()
                     .wrapping_offset(b_offset + col * b_cs),
                 b_rs,
@@ -1771,7 +1810,7 @@ impl ContractPlan {
         {
             return;
         }
-        let call_columns = self.call_columns(ops, rows.1 - rows.0);
+        let call_columns = self.call_columns((a, b), copy, rows.1 - rows.0);
         for (first, width) in call_pieces((0, cols), col as u64, call_columns) {
             let first = first as isize;
             // SAFETY: the caller guarantees these rows of `dst` and the operands' elements
@@ -1850,6 +1889,7 @@ mod tests {
             },
             out: 2,
             epilogue: Expr::Acc,
+            terms: Vec::new(),
         }
     }
 
