@@ -19,6 +19,18 @@ pub(crate) fn f32_buffer(name: &str, shape: &[Dim], access: Access) -> BufferDec
     buffer(name, ScalarType::F32, shape, access)
 }
 
+/// A step's product with its input's projection as a term, `y = h w + x v` over 8
+/// columns (depths 4 and 3), as the kernel text prints it.
+pub(crate) const STEP_WITH_TERM: &str = "kernel step contract batch [] m batch n 8 k 4 terms [3] (h: f32[batch, 4] r, w: f32[4, 8] r, y: f32[batch, 8] w, x: f32[batch, 3] r, v: f32[3, 8] r) {
+  a = h[0 + row * 4 + col * 1]
+  b = w[0 + row * 8 + col * 1]
+  a1 = x[0 + row * 3 + col * 1]
+  b1 = v[0 + row * 8 + col * 1]
+  acc = sum_k a[m, k] * b[k, n] + sum_k a1[m, k] * b1[k, n]
+  y[row-major] = acc
+}
+";
+
 pub(crate) fn row_major(shape: &[Dim]) -> Index {
     Index::row_major(&(0..shape.len()).map(Index::Var).collect::<Vec<_>>(), shape)
 }

@@ -17,13 +17,8 @@ pub const MIN_STEPS_TO_TRANSPOSE: u64 = 4;
 /// Moves constant operands into scan bodies, transposed ones out, and simplifies every
 /// body.
 pub fn simplify_scans(graph: &mut Graph) -> Result<(), String> {
-    for v in graph.topo_order() {
-        let Op::Scan(scan) = &graph.node(v).op else {
-            continue;
-        };
-        let mut scan: Scan = (**scan).clone();
+    rewrite_scans(graph, |graph, v, scan, operands| {
         let before = crate::ir::print::print_graph(&scan.body, None);
-        let mut operands = graph.operands(v);
         let count = operands.len();
         let mut i = 1;
         while i < operands.len() {
@@ -81,7 +76,23 @@ pub fn simplify_scans(graph: &mut Graph) -> Result<(), String> {
                 }
             }
         }
-        if operands.len() == count && crate::ir::print::print_graph(&scan.body, None) == before {
+        Ok(operands.len() != count || crate::ir::print::print_graph(&scan.body, None) != before)
+    })
+}
+
+/// Rebuilds every scan `v` (in topological order) that `rewrite` changes, given `v`, a
+/// copy of its loop and its operands: the new scan replaces the old one's uses.
+pub(super) fn rewrite_scans(
+    graph: &mut Graph,
+    mut rewrite: impl FnMut(&mut Graph, ValueId, &mut Scan, &mut Vec<ValueId>) -> Result<bool, String>,
+) -> Result<(), String> {
+    for v in graph.topo_order() {
+        let Op::Scan(scan) = &graph.node(v).op else {
+            continue;
+        };
+        let mut scan: Scan = (**scan).clone();
+        let mut operands = graph.operands(v);
+        if !rewrite(graph, v, &mut scan, &mut operands)? {
             continue;
         }
         let span = graph.node(v).span;

@@ -30,6 +30,7 @@
 //! (consecutive biases of one type summed once before the loop, `b_ih + b_hh`), and the
 //! body rebuilds the chain from `x_t`: `x_t W + b`.
 
+use super::scan_operands::rewrite_scans;
 use crate::ir::{BinaryOp, Dim, Graph, Op, Scan, Shape, TensorType, ValueId};
 
 /// `graph` with its projected sequences moved into their scans' bodies (and what that
@@ -59,9 +60,11 @@ pub fn sunk(graph: &Graph) -> Result<Option<Graph>, String> {
 pub fn sink_projections(graph: &mut Graph) -> Result<bool, String> {
     // Every scan's unused operands first: a later scan's may be an earlier one's
     // sequence.
-    rewrite_scans(graph, |_, scan, operands| Ok(drop_unused(scan, operands)))?;
+    rewrite_scans(graph, |_, _, scan, operands| {
+        Ok(drop_unused(scan, operands))
+    })?;
     let mut moved = false;
-    rewrite_scans(graph, |graph, scan, operands| {
+    rewrite_scans(graph, |graph, _, scan, operands| {
         let mut changed = false;
         for i in 1..=scan.sequences {
             changed |= sink(graph, scan, operands, i)?;
@@ -70,28 +73,6 @@ pub fn sink_projections(graph: &mut Graph) -> Result<bool, String> {
         Ok(changed)
     })?;
     Ok(moved)
-}
-
-/// Rebuilds every scan that `rewrite` changes (given its scan and operands).
-fn rewrite_scans(
-    graph: &mut Graph,
-    mut rewrite: impl FnMut(&mut Graph, &mut Scan, &mut Vec<ValueId>) -> Result<bool, String>,
-) -> Result<(), String> {
-    for v in graph.topo_order() {
-        let Op::Scan(scan) = &graph.node(v).op else {
-            continue;
-        };
-        let mut scan: Scan = (**scan).clone();
-        let mut operands = graph.operands(v);
-        if !rewrite(graph, &mut scan, &mut operands)? {
-            continue;
-        }
-        let span = graph.node(v).span;
-        let new = graph.add(Op::Scan(Box::new(scan)), &operands, span)?;
-        graph.replace_all_uses(v, new);
-        graph.remove(v);
-    }
-    Ok(())
 }
 
 /// Removes the operands whose body inputs have no users (keeping one sequence).

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::parse::parse_kernel;
+use crate::test_fixtures::STEP_WITH_TERM;
 
 fn kernel(text: &str) -> Kernel {
     let k = parse_kernel(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -257,17 +258,6 @@ fn a_window_reaches_its_whole_image_and_no_further() {
     assert!(e.contains("the right operand `x`"), "{e}");
     assert!(e.contains("a window over"), "{e}");
 }
-
-/// A step's product with its input's projection as a term: `h W + x V` over 8 columns.
-const STEP_WITH_TERM: &str = "kernel step contract batch [] m batch n 8 k 4 terms [3] \
-    (h: f32[batch, 4] r, w: f32[4, 8] r, y: f32[batch, 8] w, x: f32[batch, 3] r, v: f32[3, 8] r) {
-   a = h[0 + row * 4 + col * 1]
-   b = w[0 + row * 8 + col * 1]
-   a1 = x[0 + row * 3 + col * 1]
-   b1 = v[0 + row * 8 + col * 1]
-   acc = sum_k a[m, k] * b[k, n] + sum_k a1[m, k] * b1[k, n]
-   y[row-major] = acc
- }";
 
 #[test]
 fn a_terms_operands_are_checked_over_its_own_depth() {

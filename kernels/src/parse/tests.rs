@@ -1,7 +1,7 @@
 //! The parser's own tests: hand-built kernels read back, and bad text located.
 
 use super::*;
-use crate::test_fixtures::{self, f32_buffer};
+use crate::test_fixtures::{self, STEP_WITH_TERM, f32_buffer};
 
 fn round_trip(k: &Kernel) {
     let text = k.to_string();
@@ -366,16 +366,6 @@ fn a_window_operand_reads_back_as_it_was_and_is_checked() {
     assert_eq!(e.line, 3, "{e}");
     assert!(e.message.contains("window C x H x W"), "{e}");
 }
-
-const STEP_WITH_TERM: &str = "kernel step contract batch [] m batch n 8 k 4 terms [3] (h: f32[batch, 4] r, w: f32[4, 8] r, y: f32[batch, 8] w, x: f32[batch, 3] r, v: f32[3, 8] r) {
-  a = h[0 + row * 4 + col * 1]
-  b = w[0 + row * 8 + col * 1]
-  a1 = x[0 + row * 3 + col * 1]
-  b1 = v[0 + row * 8 + col * 1]
-  acc = sum_k a[m, k] * b[k, n] + sum_k a1[m, k] * b1[k, n]
-  y[row-major] = acc
-}
-";
 
 #[test]
 fn a_contraction_with_terms_reads_back_as_it_was() {
