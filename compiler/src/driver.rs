@@ -352,8 +352,9 @@ fn lower_and_plan(
 
 /// One entry's graph after every stage, as `(file name, text)` in pipeline order: the
 /// files `strata ir --dump-dir` writes. `00-typed.ir` is the graph given, then one
-/// `NN-<pass>.ir` per pass of [`crate::passes::pipeline`], then `NN-fused.kernels` and
-/// `NN-planned.plan`. Kernel names carry the prefix [`compile`] gives them.
+/// `NN-<pass>.ir` per pass of [`crate::passes::pipeline`], `NN-scan_projection.ir` when
+/// lowering moves a projected sequence into its loop (a training step), then
+/// `NN-fused.kernels` and `NN-planned.plan`. Kernel names carry the prefix [`compile`] gives them.
 pub fn stage_dumps(name: &str, graph: &Graph) -> Result<Vec<(String, String)>, CompileError> {
     let mut files = vec![(
         "00-typed.ir".to_string(),
@@ -368,6 +369,17 @@ pub fn stage_dumps(name: &str, graph: &Graph) -> Result<Vec<(String, String)>, C
         ));
     })
     .map_err(CompileError::Internal)?;
+    // What lowering does to the graph before fusing it (a training step's projected
+    // sequences moved into their loops), when it does anything.
+    if let Some(sunk) =
+        crate::passes::scan_projection::sunk(&passed).map_err(CompileError::Internal)?
+    {
+        let n = files.len();
+        files.push((
+            format!("{n:02}-scan_projection.ir"),
+            crate::ir::print::print_graph(&sunk, None),
+        ));
+    }
     let prefix = if name == "infer" {
         String::new()
     } else {

@@ -666,3 +666,29 @@ fn a_recurrent_step_adds_its_input_projection_as_a_term_and_never_stores_it() {
         "a stacked projection {stacked:?}: {listing}"
     );
 }
+
+#[test]
+fn the_stage_dumps_show_the_projection_moved_into_a_training_step_s_loop() {
+    // `strata ir --dump-dir`: a file for what lowering does to a training step's graph
+    // before fusing it, and none for inference, which keeps its projection.
+    let source = load_example(&strata_tests::root().join("dsl-examples/lstm.strata"));
+    let compiled = compiled(&source);
+    let names = |entry: &str, graph: &Graph| -> Vec<String> {
+        strata_compiler::driver::stage_dumps(entry, graph)
+            .unwrap_or_else(|e| panic!("{}", e.render(&source)))
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    };
+    let step = names("train_step", &train_step(&compiled).unsimplified);
+    let moved: Vec<&String> = step
+        .iter()
+        .filter(|n| n.ends_with("-scan_projection.ir"))
+        .collect();
+    assert_eq!(moved.len(), 1, "{step:?}");
+    let infer = names("infer", &compiled.infer_unsimplified);
+    assert!(
+        !infer.iter().any(|n| n.contains("scan_projection")),
+        "{infer:?}"
+    );
+}
