@@ -140,23 +140,18 @@ impl Check {
         if !c.batch.is_empty() || !c.summed.is_empty() || c.m != Dim::Batch {
             return None;
         }
-        let k = match c.k {
-            Dim::Fixed(k) => i128::from(k),
-            Dim::Batch => self.batch,
-        };
         let n = match c.n {
             Dim::Fixed(n) => n,
             Dim::Batch => return None,
         };
-        self.operand_rows(&c.a, k);
-        self.unaligned(c.b.buf);
-        for t in &c.terms {
-            let k = match t.k {
+        // Each product's (the contraction's and its terms') over its own depth.
+        for (k, a, b) in c.products() {
+            let k = match k {
                 Dim::Fixed(k) => i128::from(k),
                 Dim::Batch => self.batch,
             };
-            self.operand_rows(&t.a, k);
-            self.unaligned(t.b.buf);
+            self.operand_rows(a, k);
+            self.unaligned(b.buf);
         }
         // The output is `[m, n]` row-major: row `b` is its elements `b n .. (b + 1) n`.
         if self.slots.get(c.out).copied().flatten() != Some(n) {

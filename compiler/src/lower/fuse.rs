@@ -123,7 +123,7 @@ pub const NESTED_REDUCE_MAX_POINTS: u64 = 64;
 pub const MAX_FUSED_DEPTH: usize = 32;
 
 /// The most products a contraction adds to its own (rule `terms`).
-pub const MAX_TERMS: usize = 3;
+const MAX_TERMS: usize = 3;
 
 /// The most additions between a term's product and the chain (rule `terms`).
 const MAX_TERM_ADDITIONS: usize = 4;
@@ -570,10 +570,9 @@ pub fn plan_fusion(graph: &Graph) -> Fusion {
                 .all(|&x| matches!(graph.node(x).op, Op::Binary(BinaryOp::Add)));
             if additive && terms.len() < MAX_TERMS && is_unbatched_product(graph, p) {
                 let other = graph.operands(u).into_iter().find(|o| *o != root);
-                let claimed = |q: ValueId| fusion.placement.contains_key(&q);
                 if let Some(q) = other.and_then(|o| added_product(graph, o, &shape, &pinned))
                     && q != p
-                    && !claimed(q)
+                    && !fusion.placement.contains_key(&q)
                     && !summed.contains(&q)
                 {
                     terms.push(q);

@@ -96,16 +96,17 @@ fn drop_unused(scan: &mut Scan, operands: &mut Vec<ValueId>) -> bool {
     changed
 }
 
-/// A projection `x W + b...`: the sequence `x`, the matrix `W`, and the chain's links
-/// from the product up, each with its bias and whether the bias is the left operand.
+/// A projection `x W + b...`: the sequence `x`, the matrix `W`, and the biases the
+/// chain adds, from the product up (an addition commutes, bit for bit, so which side
+/// each was on does not matter).
 struct Projection {
     x: ValueId,
     w: ValueId,
-    biases: Vec<(ValueId, bool)>,
+    biases: Vec<ValueId>,
 }
 
-/// The projection that sequence operand `s` of scan `v` is, if it moves in (see the
-/// module docs).
+/// The projection that sequence operand `s` (of `steps` steps) is, if it is one that
+/// moves in (see the module docs).
 fn projection(graph: &Graph, s: ValueId, steps: u64) -> Option<Projection> {
     let kept = |x: ValueId| {
         graph.outputs.iter().any(|(_, o)| *o == x) || graph.updates.iter().any(|(_, n)| *n == x)
@@ -123,15 +124,15 @@ fn projection(graph: &Graph, s: ValueId, steps: u64) -> Option<Projection> {
                 let ops = graph.operands(link);
                 // The bias is the operand without the time axis (lower rank).
                 let low = |o: ValueId| graph.ty(o).shape.rank() < rank;
-                let (next, bias, left) = match (low(ops[0]), low(ops[1])) {
-                    (false, true) => (ops[0], ops[1], false),
-                    (true, false) => (ops[1], ops[0], true),
+                let (next, bias) = match (low(ops[0]), low(ops[1])) {
+                    (false, true) => (ops[0], ops[1]),
+                    (true, false) => (ops[1], ops[0]),
                     _ => return None,
                 };
                 if graph.ty(next).shape != graph.ty(s).shape {
                     return None;
                 }
-                biases.push((bias, left));
+                biases.push(bias);
                 link = next;
             }
             _ => return None,
@@ -182,13 +183,13 @@ fn sink(
     // Biases of one type are summed once, before the loop: the step adds one (and a
     // one-row product then starts at it, `y + acc`).
     let span = graph.node(s).span;
-    let mut folded: Vec<(ValueId, bool)> = Vec::new();
-    for (b, left) in p.biases {
+    let mut folded: Vec<ValueId> = Vec::new();
+    for b in p.biases {
         match folded.last_mut() {
-            Some((sum, _)) if graph.ty(*sum) == graph.ty(b) => {
+            Some(sum) if graph.ty(*sum) == graph.ty(b) => {
                 *sum = graph.add(Op::Binary(BinaryOp::Add), &[*sum, b], span)?;
             }
-            _ => folded.push((b, left)),
+            _ => folded.push(b),
         }
     }
     p.biases = folded;
@@ -207,11 +208,11 @@ fn sink(
     };
     // Names of the body's inputs are unique: suffixed with the sequence's position.
     let w = constant(body, p.w, &format!("projection_{i}"));
-    let biases: Vec<(ValueId, bool)> = p
+    let biases: Vec<ValueId> = p
         .biases
         .iter()
         .enumerate()
-        .map(|(j, &(b, left))| (constant(body, b, &format!("projection_{i}_bias_{j}")), left))
+        .map(|(j, &b)| constant(body, b, &format!("projection_{i}_bias_{j}")))
         .collect();
     // The step's slice of `x`, in the place of the projected sequence's.
     let x_ty = graph.ty(p.x);
@@ -227,9 +228,8 @@ fn sink(
     );
     body.inputs.pop();
     let mut value = body.add(Op::MatMul, &[step, w], span)?;
-    for (b, left) in biases {
-        let pair = if left { [b, value] } else { [value, b] };
-        value = body.add(Op::Binary(BinaryOp::Add), &pair, span)?;
+    for b in biases {
+        value = body.add(Op::Binary(BinaryOp::Add), &[value, b], span)?;
     }
     if body.ty(value) != body.ty(input) {
         return Err(format!(
