@@ -73,72 +73,150 @@ pub(crate) struct CpuLaunches<'a> {
     pub launch_copies: &'a mut Vec<Vec<f32>>,
     /// Per kernel: time spent in its launches and their count, while profiling.
     pub profile: Option<&'a mut Vec<(Duration, u64)>>,
-    /// How each seated loop of barriers ran with its seats and alone (see [`SeatTimer`]).
-    pub seat_timers: &'a mut Vec<SeatTimer>,
+    /// How each seated loop of barriers, and each entry's whole run, went with several
+    /// threads and alone (see [`AloneTimer`]), and which entries' runs are never timed.
+    pub alone_timers: &'a mut Vec<AloneTimer>,
 }
 
-/// Every how many runs a seated loop of barriers is run the other way (with its seats
-/// or alone) for two runs, to see whether the other is faster now: two slower runs in
-/// 128 cost ~1% of W3's batch-1 inference when the seats are faster.
-const SEAT_PROBE_RUNS: u64 = 128;
+/// What probing the slower way may cost, as a share of the time: after a probe, the next
+/// comes after as many runs as keep the two slower runs of each probe to this share
+/// (W1's training step, 1.7 ms alone against 0.96 with the team: a probe every ~300 runs;
+/// W5's, about as fast either way: every [`FEWEST_RUNS_BETWEEN_PROBES`]).
+const PROBE_COST_SHARE: f64 = 0.005;
+
+/// The fewest and most runs from one probe to the next.
+const FEWEST_RUNS_BETWEEN_PROBES: u64 = 16;
+const MOST_RUNS_BETWEEN_PROBES: u64 = 4096;
 
 /// How a seated loop whose seats meet at a barrier after each launch
-/// ([`SeatShares::Launches`]) ran, with its seats and alone, for choosing between them
-/// run by run. On a machine whose CPUs are fast alone but slow together (the 2-vCPU
-/// virtual machine of docs/performance.md spends minutes in such a state: W3's batch-1
-/// inference 0.13 ms on two threads and 0.20 on one in some minutes, 0.26 on two and
-/// still 0.20 on one in others), a barrier every microsecond costs more than the second
-/// seat saves. The results are the same bits either way: a launch's points never depend
-/// on how it is split.
+/// ([`SeatShares::Launches`]), or a whole run, went with several threads and alone, for
+/// choosing between them run by run. On a machine whose CPUs are fast alone but slow
+/// together (the 2-vCPU virtual machine of docs/performance.md spends seconds to minutes
+/// in such a state: W3's batch-1 inference 0.13 ms on two threads and 0.20 on one in some
+/// minutes, 0.26 on two and still 0.20 on one in others; W5's 900 training steps 0.040 s
+/// on either in some, 0.088 on two and 0.043 on one in others), a barrier every
+/// microsecond, or a fork and a join every few, costs more than the second thread saves.
+/// The choice is made only where the results are the same bits either way
+/// ([`LaunchPlan::same_bits_as_one_thread`]).
 #[derive(Clone, Debug)]
-pub(crate) struct SeatTimer {
-    /// The entry, the loop's first launch and the batch size.
-    key: (String, usize, u64),
+pub(crate) struct AloneTimer {
+    /// The entry, the loop's first launch (none: the whole run) and the batch size.
+    key: (String, Option<usize>, u64),
     runs: u64,
-    /// Recent nanoseconds a run, with the seats and alone.
-    seated: Option<f64>,
+    /// The run at which the next probe of the other way starts.
+    next_probe: u64,
+    /// Recent nanoseconds a run, with the threads and alone.
+    together: Option<f64>,
     alone: Option<f64>,
+    /// Whether the loop or run may go alone at all: the same bits alone as together (for
+    /// a whole run, known after its first run, which makes its launches' plans).
+    may_go_alone: Option<bool>,
 }
 
-impl SeatTimer {
-    fn new(key: (String, usize, u64)) -> SeatTimer {
-        SeatTimer {
+impl AloneTimer {
+    fn new(key: (String, Option<usize>, u64)) -> AloneTimer {
+        AloneTimer {
             key,
             runs: 0,
-            seated: None,
+            next_probe: 2,
+            together: None,
             alone: None,
+            may_go_alone: None,
         }
     }
 
-    /// Whether this run goes alone: the faster way lately, but the other way for two runs
-    /// every [`SEAT_PROBE_RUNS`] (the first of them only to settle the caches after the
-    /// switch), to know (and keep knowing) both. The first two runs go with the seats.
-    fn alone(&self) -> bool {
-        let faster_alone = matches!((self.alone, self.seated), (Some(a), Some(s)) if a < s);
-        let probe = matches!(self.runs % SEAT_PROBE_RUNS, 2 | 3);
-        faster_alone != probe
+    fn probing(&self) -> bool {
+        self.runs == self.next_probe || self.runs == self.next_probe + 1
     }
 
-    /// Records a run: a probe's second run replaces its way's time; every other run moves
-    /// its way's moving average, except the very first (a cold one) and a probe's first.
+    /// Whether this run goes alone: the faster way lately, but the other way for the two
+    /// runs of a probe (the first of them only to settle the caches after the switch), to
+    /// know (and keep knowing) both. The first two runs go with the threads.
+    fn alone(&self) -> bool {
+        let faster_alone = matches!((self.alone, self.together), (Some(a), Some(s)) if a < s);
+        faster_alone != self.probing()
+    }
+
+    /// Records a run: a probe's second run replaces its way's time and sets when the
+    /// next probe comes ([`PROBE_COST_SHARE`]); every other run moves its way's moving
+    /// average, except the very first (a cold one) and a probe's first.
     fn record(&mut self, alone: bool, took: Duration) {
         let nanos = took.as_nanos() as f64;
         let time = match alone {
             true => &mut self.alone,
-            false => &mut self.seated,
+            false => &mut self.together,
         };
-        match (self.runs, self.runs % SEAT_PROBE_RUNS) {
-            (0, _) | (_, 2) => {}
-            (_, 3) => *time = Some(nanos),
-            _ => *time = Some(time.map_or(nanos, |t| 0.75 * t + 0.25 * nanos)),
+        if self.runs == self.next_probe + 1 {
+            *time = Some(nanos);
+            let slower = match (self.alone, self.together) {
+                (Some(a), Some(t)) if a > 0.0 && t > 0.0 => a.max(t) / a.min(t),
+                _ => 1.0,
+            };
+            // Two runs each `slower - 1` runs' time too long, every `gap` runs.
+            let gap = (2.0 * (slower - 1.0) / PROBE_COST_SHARE) as u64;
+            self.next_probe =
+                self.runs + 1 + gap.clamp(FEWEST_RUNS_BETWEEN_PROBES, MOST_RUNS_BETWEEN_PROBES);
+        } else if self.runs > 0 && self.runs != self.next_probe {
+            *time = Some(time.map_or(nanos, |t| 0.75 * t + 0.25 * nanos));
         }
         self.runs += 1;
     }
 }
 
 impl<'a> CpuLaunches<'a> {
-    /// Runs `entry`'s launches in order, its loops seated where they can be.
+    /// Runs `entry`'s launches in order, its loops seated where they can be; the whole
+    /// run on the calling thread alone when that has been faster lately and gives the
+    /// same bits ([`AloneTimer`]).
     pub(crate) fn run(&mut self, entry: &Entry) -> Result<(), RunError> {
+        let timer = self.alone_timer(entry, None);
+        if self.alone_timers[timer].may_go_alone.is_none() && self.alone_timers[timer].runs > 0 {
+            let may = self.run_may_go_alone(entry);
+            self.alone_timers[timer].may_go_alone = Some(may);
+        }
+        let timed = self.alone_timers[timer].may_go_alone != Some(false);
+        let alone =
+            self.alone_timers[timer].may_go_alone == Some(true) && self.alone_timers[timer].alone();
+        let options = match alone {
+            true => LaunchOptions {
+                threads: Some(1),
+                ..LaunchOptions::default()
+            },
+            false => LaunchOptions::default(),
+        };
+        let started = Instant::now();
+        self.run_launches(entry, &options)?;
+        if timed {
+            self.alone_timers[timer].record(alone, started.elapsed());
+        }
+        Ok(())
+    }
+
+    /// Whether a run of `entry` may go alone: its launches would use several threads,
+    /// and each computes the same bits on them as on one. Asked after a first run, which
+    /// made every launch's plan at this batch size.
+    fn run_may_go_alone(&self, entry: &Entry) -> bool {
+        let options = LaunchOptions::default();
+        let threads = options.most_threads();
+        let mut uses_threads = false;
+        for launch in &entry.launches {
+            let Some(plan) = self.plans.get(launch.kernel).and_then(Option::as_ref) else {
+                return false;
+            };
+            // A launch of a loop may run seated, its share a seat's.
+            if plan.batch() != self.batch
+                || !plan.same_bits_as_one_thread(&options, false)
+                || !plan.same_bits_as_one_thread(&options, true)
+            {
+                return false;
+            }
+            uses_threads |= plan.threads(&options) > 1;
+        }
+        threads > 1 && uses_threads
+    }
+
+    /// Runs `entry`'s launches in order under `options`, its loops seated where they
+    /// can be.
+    fn run_launches(&mut self, entry: &Entry, options: &LaunchOptions) -> Result<(), RunError> {
         // One list of pointers, refilled for each launch, and one of row-major copies.
         let mut pointers = Vec::new();
         let mut copies: Vec<Option<*const f32>> = Vec::new();
@@ -149,7 +227,7 @@ impl<'a> CpuLaunches<'a> {
                 .iter()
                 .find(|lp| lp.start == index && lp.count > 0 && t == lp.index(0));
             if let Some(lp) = first_of_loop
-                && self.run_seated(entry, lp)?
+                && self.run_seated(entry, lp, options)?
             {
                 let launches = (lp.end.min(entry.launches.len()) - lp.start) as u64;
                 for _ in 1..lp.count * launches {
@@ -186,16 +264,7 @@ impl<'a> CpuLaunches<'a> {
             // `kernel`'s code and `plan` was made for `kernel` at `batch`; each copy is
             // the row-major form of its parameter's current values (made since the
             // weights last changed).
-            unsafe {
-                cpu::launch_planned(
-                    kernel,
-                    plan,
-                    functions,
-                    &pointers,
-                    &copies,
-                    &LaunchOptions::default(),
-                )
-            };
+            unsafe { cpu::launch_planned(kernel, plan, functions, &pointers, &copies, options) };
             if let Some(started) = started {
                 self.record(launch.kernel, started.elapsed());
             }
@@ -205,8 +274,13 @@ impl<'a> CpuLaunches<'a> {
 
     /// Runs loop `lp` of `entry` seated (see the module docs); false, having run
     /// nothing, when it should run launch by launch.
-    fn run_seated(&mut self, entry: &Entry, lp: &Loop) -> Result<bool, RunError> {
-        let options = LaunchOptions::default();
+    fn run_seated(
+        &mut self,
+        entry: &Entry,
+        lp: &Loop,
+        options: &LaunchOptions,
+    ) -> Result<bool, RunError> {
+        let options = options.clone();
         let body = entry
             .launches
             .get(lp.start..lp.end.min(entry.launches.len()))
@@ -245,8 +319,20 @@ impl<'a> CpuLaunches<'a> {
         }
         let shares = self.seat_shares(body, threads)?;
         // A loop of barriers runs alone when that has been faster lately.
-        let timer = (shares == SeatShares::Launches).then(|| self.seat_timer(entry, lp));
-        let alone = timer.is_some_and(|t| self.seat_timers[t].alone());
+        let timer =
+            (shares == SeatShares::Launches).then(|| self.alone_timer(entry, Some(lp.start)));
+        if let Some(t) = timer
+            && self.alone_timers[t].may_go_alone.is_none()
+        {
+            let plans: &[Option<LaunchPlan>] = self.plans;
+            let may = body.iter().all(|launch| {
+                planned(plans, launch.kernel)
+                    .is_ok_and(|plan| plan.same_bits_as_one_thread(&options, true))
+            });
+            self.alone_timers[t].may_go_alone = Some(may);
+        }
+        let timer = timer.filter(|&t| self.alone_timers[t].may_go_alone == Some(true));
+        let alone = timer.is_some_and(|t| self.alone_timers[t].alone());
         let options = match alone {
             true => LaunchOptions {
                 threads: Some(1),
@@ -264,21 +350,22 @@ impl<'a> CpuLaunches<'a> {
             self.run_iterations_seated(body, lp, iterations, &options, shares)?;
         }
         if let Some(t) = timer {
-            self.seat_timers[t].record(alone, started.elapsed());
+            self.alone_timers[t].record(alone, started.elapsed());
         }
         Ok(true)
     }
 
-    /// The position of loop `lp`'s timer at this batch size in `seat_timers`, made if new.
-    fn seat_timer(&mut self, entry: &Entry, lp: &Loop) -> usize {
-        let found = self.seat_timers.iter().position(|t| {
-            let (name, start, batch) = &t.key;
-            name == &entry.name && *start == lp.start && *batch == self.batch
+    /// The position of the timer of `entry`'s loop starting at launch `start` (none: the
+    /// whole run) at this batch size in `alone_timers`, made if new.
+    fn alone_timer(&mut self, entry: &Entry, start: Option<usize>) -> usize {
+        let found = self.alone_timers.iter().position(|t| {
+            let (name, first, batch) = &t.key;
+            name == &entry.name && *first == start && *batch == self.batch
         });
         found.unwrap_or_else(|| {
-            let key = (entry.name.clone(), lp.start, self.batch);
-            self.seat_timers.push(SeatTimer::new(key));
-            self.seat_timers.len() - 1
+            let key = (entry.name.clone(), start, self.batch);
+            self.alone_timers.push(AloneTimer::new(key));
+            self.alone_timers.len() - 1
         })
     }
 
@@ -679,7 +766,7 @@ mod tests {
 
     /// Runs `timer` for `runs` runs, each taking `seated` or `alone` microseconds as it
     /// goes, and returns how many went alone.
-    fn drive(timer: &mut SeatTimer, runs: u64, seated: u64, alone: u64) -> u64 {
+    fn drive(timer: &mut AloneTimer, runs: u64, seated: u64, alone: u64) -> u64 {
         let mut went_alone = 0;
         for _ in 0..runs {
             let a = timer.alone();
@@ -692,17 +779,31 @@ mod tests {
 
     #[test]
     fn a_loop_of_barriers_goes_alone_while_that_is_faster_and_back_when_not() {
-        let mut timer = SeatTimer::new(("infer".into(), 2, 1));
+        let mut timer = AloneTimer::new(("infer".into(), Some(2), 1));
         // The first runs go with the seats; the cold first run is not held against them.
         assert!(!timer.alone());
         timer.record(false, Duration::from_millis(50));
-        // Seats faster: alone only for the probes, two runs in 128.
-        assert_eq!(drive(&mut timer, 511, 130, 200), 8);
-        // The CPUs slow together: after the next probe, alone but for the probes.
+        // Seats faster (alone 1.54x as slow): alone only for the probes, two runs every
+        // ~215 runs (0.5% of the time spent in slower runs).
+        assert_eq!(drive(&mut timer, 511, 130, 200), 6);
+        // The CPUs slow together: as soon as the seats' runs show it, alone.
         let alone = drive(&mut timer, 512, 250, 200);
-        assert!(alone >= 512 - 128 - 8, "{alone}");
-        // Fast together again: back with the seats within a probe's period.
+        assert!(alone >= 480, "{alone}");
+        // Fast together again: back with the seats at the next probe, within ~100 runs.
         let alone = drive(&mut timer, 512, 130, 200);
-        assert!(alone <= 128 + 8, "{alone}");
+        assert!(alone <= 110, "{alone}");
+    }
+
+    #[test]
+    fn probes_come_as_often_as_their_cost_allows() {
+        // Alone twice as slow: a probe every ~400 runs.
+        let mut timer = AloneTimer::new(("train_step".into(), None, 128));
+        timer.record(false, Duration::from_millis(5));
+        assert_eq!(drive(&mut timer, 1000, 100, 200), 6);
+        // As fast either way: a probe every 16 runs (and no loss when it happens).
+        let mut timer = AloneTimer::new(("train_step".into(), None, 32));
+        timer.record(false, Duration::from_millis(5));
+        let alone = drive(&mut timer, 1000, 100, 100);
+        assert!((100..=120).contains(&alone), "{alone}");
     }
 }

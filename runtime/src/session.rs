@@ -61,7 +61,7 @@ use strata_artifact::weights::{encode_weights, left_out, match_weights, to_host_
 
 use crate::arena::{Arena, Blocks};
 use crate::host_buffers::HostBuffers;
-use crate::launches::{CpuLaunches, RowMajorKey, SeatTimer};
+use crate::launches::{AloneTimer, CpuLaunches, RowMajorKey};
 use strata_artifact::{Artifact, MachineCode, ModelInfo};
 
 /// What runs the kernels.
@@ -97,8 +97,9 @@ struct Prepared {
     /// (their storage reused from launch to launch): `gemm` packs a transposed operand
     /// again for every call, and a product of many rows is several calls.
     launch_copies: Vec<Vec<f32>>,
-    /// How each seated loop of barriers ran with its seats and alone.
-    seat_timers: Vec<SeatTimer>,
+    /// How each seated loop of barriers, and each entry's whole run, went with several
+    /// threads and alone.
+    alone_timers: Vec<AloneTimer>,
 }
 
 /// A CPU session's code: the machine code an executable carries, mapped at its start,
@@ -292,7 +293,7 @@ fn cpu_engine(manifest: &Manifest, carried: Option<&MachineCode>) -> Result<Engi
                 .collect(),
             row_major: HashMap::new(),
             launch_copies: Vec::new(),
-            seat_timers: Vec::new(),
+            alone_timers: Vec::new(),
         }),
         profile: None,
     })
@@ -538,14 +539,14 @@ impl Session {
                     changes_weights,
                     row_major,
                     launch_copies,
-                    seat_timers,
+                    alone_timers,
                 } = &mut **prepared;
                 let changes = changes_weights.get(entry_index).copied().unwrap_or(true);
                 (
                     &*functions,
                     arena,
                     plans,
-                    (row_major, launch_copies, seat_timers),
+                    (row_major, launch_copies, alone_timers),
                     changes,
                     profile.as_mut(),
                 )
@@ -608,7 +609,7 @@ impl Session {
 
         // Until the launches are done (or one fails): see `cpu::denormals`.
         let _flush = cpu::denormals::FlushDenormals::enable();
-        let (row_major, launch_copies, seat_timers) = row_major;
+        let (row_major, launch_copies, alone_timers) = row_major;
         if changes_weights {
             row_major.clear();
         }
@@ -625,7 +626,7 @@ impl Session {
             row_major,
             launch_copies,
             profile,
-            seat_timers,
+            alone_timers,
         }
         .run(entry)?;
 

@@ -54,6 +54,23 @@ impl Default for LaunchOptions {
     }
 }
 
+impl LaunchOptions {
+    /// The most threads a launch under these options may use, the caller included.
+    pub fn most_threads(&self) -> u64 {
+        self.threads.unwrap_or_else(host_threads) as u64
+    }
+
+    /// What the seats of a seated loop under these options go by: for seats, which meet
+    /// after every launch anyway, a quarter of the work a thread takes to pay for its
+    /// fork and join.
+    fn seated(&self) -> LaunchOptions {
+        LaunchOptions {
+            threads: self.threads,
+            min_work_per_thread: self.min_work_per_thread / SEATED_WORK_SHARE,
+        }
+    }
+}
+
 /// The number of threads this host runs in parallel, asked once: it does not change
 /// while the process runs, and asking reads files under /proc and /sys.
 fn host_threads() -> usize {
@@ -194,6 +211,13 @@ const BY_ROWS_MIN_COLUMNS: u64 = 64;
 /// columns, see `Job::run_by_columns`).
 const MIN_COLUMNS_PER_THREAD: u64 = 32;
 
+/// `gemm` computes a call of at most this many rows and [`GEMM_DOT_MOST_OUTPUTS`] outputs
+/// as dot products, summing each output in another order than a larger call does: the
+/// one case where the calls a product is cut into change its bits (docs/design.md,
+/// "Contractions on the CPU").
+const GEMM_DOT_MOST_ROWS: u64 = 16;
+const GEMM_DOT_MOST_OUTPUTS: u64 = 256;
+
 /// Runs one kernel over its whole iteration space, with [`LaunchOptions::default`].
 ///
 /// # Safety
@@ -287,6 +311,37 @@ impl LaunchPlan {
         self.bodies.iter().all(|b| match &b.contract {
             None => true,
             Some(c) => rows >= BY_ROWS_MIN_ROWS && c.n >= BY_ROWS_MIN_COLUMNS,
+        })
+    }
+
+    /// Whether launches of this plan under `options` compute the same bits as on one
+    /// thread (by a team, or by seats of a seated loop if `seated`). A launch's points
+    /// never depend on how its rows are cut, and a product's `gemm` calls are cut where
+    /// one thread would cut them, but for one case: a product of few rows run by columns
+    /// gives each thread one call of its range of columns, and `gemm` sums a call of at
+    /// most [`GEMM_DOT_MOST_ROWS`] rows and [`GEMM_DOT_MOST_OUTPUTS`] outputs as dot
+    /// products, in another order than a larger call (docs/design.md, "Contractions on
+    /// the CPU"). A plan with such a product, or with a window's product run by columns
+    /// (conservatively), answers false.
+    pub fn same_bits_as_one_thread(&self, options: &LaunchOptions, seated: bool) -> bool {
+        // A seated run has as many seats as workers came in time: any count up to all.
+        let counts = match seated {
+            false => vec![options.clone()],
+            true => (2..=options.most_threads())
+                .map(|n| LaunchOptions {
+                    threads: Some(n as usize),
+                    ..options.seated()
+                })
+                .collect(),
+        };
+        counts.iter().all(|options| {
+            let staff = |units: u64, work: u64| thread_count(options, units, work);
+            self.bodies.iter().all(|b| {
+                b.contract.as_ref().is_none_or(|c| {
+                    column_threads(c, b.units, b.work, staff)
+                        .is_none_or(|threads| c.columns_keep_bits(threads, b.units))
+                })
+            })
         })
     }
 
@@ -1219,6 +1274,11 @@ struct ContractPlan {
     /// The slot of `y` when the product is one row that `gemv` computes whole and its
     /// epilogue is `y[point] + acc` ([`ContractPlan::onto_addend`]).
     addend: Option<usize>,
+    /// Whether a row of the product is computed by `gemv` (each column's sum the same
+    /// wherever a thread's columns start) rather than by `gemm`.
+    one_row_gemv: bool,
+    /// Whether the right-hand operand is a window over an image (`window.rs`).
+    windowed: bool,
 }
 
 impl ContractPlan {
@@ -1245,10 +1305,13 @@ impl ContractPlan {
             epilogue_work: cost::epilogue_cost(c, batch),
             row_block: 0,
             addend: None,
+            one_row_gemv: false,
+            windowed: c.b.window.is_some(),
         };
         plan.transposed_rhs = TransposedRhs::of(c, plan.m, plan.k, plan.n);
         plan.row_block = plan.unbatched_row_block(c, copies);
         plan.addend = plan.onto_addend(c);
+        plan.one_row_gemv = plan.one_row_gemv(c, copies);
         if plan.summed_folds_into_depth(c) {
             plan.summed_in_depth = true;
             plan.depth = plan.summed_extents.iter().product::<u64>() * plan.k;
@@ -1423,6 +1486,67 @@ impl ContractPlan {
                 return true;
             }
         }
+    }
+
+    /// Whether `gemv` computes a row of this product ([`super::gemv::computes`]): the
+    /// left-hand row contiguous and the right-hand matrix read by rows or by columns (a
+    /// row-major copy is read by rows).
+    fn one_row_gemv(&self, c: &Contraction, copies: bool) -> bool {
+        let batch = self.batch as i64;
+        let stride = |i: &Index| i.eval(&[], batch) as isize;
+        let copied = copies && self.transposed_rhs.is_some();
+        let b_strides = match copied {
+            true => (self.n as isize, 1),
+            false => (stride(&c.b.row_stride), stride(&c.b.col_stride)),
+        };
+        !self.windowed && super::gemv::computes(stride(&c.a.col_stride), b_strides)
+    }
+
+    /// The fewest rows of a `gemm` call of the product's blocks: a row block of an
+    /// unbatched product (the last may be short), a folded block's rows, or one batch
+    /// index's matrix.
+    fn fewest_call_rows(&self) -> u64 {
+        let (rows, per_block) = match (self.batch_extents.split_first(), self.folded) {
+            (None, _) => (self.m, self.row_block.clamp(1, self.m.max(1))),
+            (Some((&outer, inner)), Some(per_block)) => {
+                let per_outer = inner.iter().product::<u64>().saturating_mul(self.m);
+                (
+                    outer.saturating_mul(per_outer),
+                    per_block.saturating_mul(per_outer),
+                )
+            }
+            (Some(_), None) => return self.m,
+        };
+        match rows % per_block.max(1) {
+            0 => per_block.min(rows),
+            last => last,
+        }
+    }
+
+    /// Whether this product, of `units` row blocks, run by columns on `threads` threads
+    /// (`Job::run_by_columns`), computes the same bits as on one: see
+    /// [`LaunchPlan::same_bits_as_one_thread`].
+    fn columns_keep_bits(&self, threads: u64, units: u64) -> bool {
+        let per_block = self.matrices_per_block();
+        if per_block > 1 && units.saturating_mul(per_block) >= threads {
+            // Whole matrices a thread: each one call, whoever computes it.
+            return true;
+        }
+        if self.windowed {
+            return false;
+        }
+        let rows = self.fewest_call_rows();
+        if (rows == 1 && self.one_row_gemv)
+            || rows > GEMM_DOT_MOST_ROWS
+            || rows.saturating_mul(self.n) <= GEMM_DOT_MOST_OUTPUTS
+        {
+            return true;
+        }
+        let bounds = column_bounds(self.n, threads, self.depth);
+        bounds
+            .windows(2)
+            .filter(|w| w[1] > w[0])
+            .all(|w| rows.saturating_mul(w[1] - w[0]) > GEMM_DOT_MOST_OUTPUTS)
     }
 
     fn blocks(&self) -> u64 {
