@@ -2268,34 +2268,19 @@ fn the_matrices_of_one_block_are_shared_out_whole_across_threads() {
 /// `out = x w` for `x: [m, k]` and `w` stored `[k, n]`, or `[n, k]` read transposed (a
 /// training step's dense weight).
 fn product(m: u64, n: u64, k: u64, transposed: bool) -> Kernel {
-    let w_shape = match transposed {
-        true => [Dim::Fixed(n), Dim::Fixed(k)],
-        false => [Dim::Fixed(k), Dim::Fixed(n)],
+    let (w_shape, b) = match transposed {
+        true => (format!("{n}, {k}"), format!("w[0 + row * 1 + col * {k}]")),
+        false => (format!("{k}, {n}"), format!("w[0 + row * {n} + col * 1]")),
     };
-    let (rs, cs) = match transposed {
-        true => (1, k as i64),
-        false => (n as i64, 1),
-    };
-    Kernel {
-        name: "product".into(),
-        buffers: vec![
-            buffer("x", &[Dim::Fixed(m), Dim::Fixed(k)], Access::Read),
-            buffer("w", &w_shape, Access::Read),
-            buffer("out", &[Dim::Fixed(m), Dim::Fixed(n)], Access::Write),
-        ],
-        body: KernelBody::Contract(Contraction {
-            batch: vec![],
-            summed: vec![],
-            m: Dim::Fixed(m),
-            n: Dim::Fixed(n),
-            k: Dim::Fixed(k),
-            a: operand(0, Index::Const(0), k as i64, 1),
-            b: operand(1, Index::Const(0), rs, cs),
-            out: 2,
-            epilogue: Expr::Acc,
-            terms: Vec::new(),
-        }),
-    }
+    strata_kernels::parse::parse_kernel(&format!(
+        "kernel product contract batch [] m {m} n {n} k {k} (x: f32[{m}, {k}] r, w: f32[{w_shape}] r, out: f32[{m}, {n}] w) {{
+  a = x[0 + row * {k} + col * 1]
+  b = {b}
+  acc = sum_k a[m, k] * b[k, n]
+  out[row-major] = acc
+}}"
+    ))
+    .expect("parses")
 }
 
 /// A session lets a whole run, or a loop, go on one thread when that has been faster

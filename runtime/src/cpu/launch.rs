@@ -749,7 +749,7 @@ impl Crew<'_, '_> {
             Crew::Seated(seat) => {
                 let options = LaunchOptions {
                     threads: Some(seat.count),
-                    min_work_per_thread: options.min_work_per_thread / SEATED_WORK_SHARE,
+                    ..options.seated()
                 };
                 thread_count(&options, rows, work)
             }
@@ -1310,8 +1310,8 @@ impl ContractPlan {
         };
         plan.transposed_rhs = TransposedRhs::of(c, plan.m, plan.k, plan.n);
         plan.row_block = plan.unbatched_row_block(c, copies);
-        plan.addend = plan.onto_addend(c);
         plan.one_row_gemv = plan.one_row_gemv(c, copies);
+        plan.addend = plan.onto_addend(c);
         if plan.summed_folds_into_depth(c) {
             plan.summed_in_depth = true;
             plan.depth = plan.summed_extents.iter().product::<u64>() * plan.k;
@@ -1341,13 +1341,7 @@ impl ContractPlan {
     fn onto_addend(&self, c: &Contraction) -> Option<usize> {
         let batch = self.batch as i64;
         let one_row = self.m == 1 && c.batch.is_empty() && c.summed.is_empty();
-        let stride = |i: &Index| i.eval(&[], batch) as isize;
-        let gemv = c.b.window.is_none()
-            && super::gemv::computes(
-                stride(&c.a.col_stride),
-                (stride(&c.b.row_stride), stride(&c.b.col_stride)),
-            );
-        if !one_row || !gemv || self.n == 0 || self.k == 0 {
+        if !one_row || !self.one_row_gemv || self.n == 0 || self.k == 0 {
             return None;
         }
         // `y[i0 * n + i1]` at row 0: `i1` itself.
