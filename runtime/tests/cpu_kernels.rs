@@ -857,9 +857,10 @@ fn log_is_within_2_ulp() {
 }
 
 #[test]
-fn tanh_is_within_2_ulp() {
+fn tanh_is_within_2_5_ulp() {
     let acc = measure(UnaryOp::Tanh, &sweep(-20.0, 20.0, 200_000));
-    assert!(acc.max_ulps <= 2.0 && acc.max_rel < 1e-6);
+    // expm1 (as exp's), an addition and a division (2.29 ulp at worst, near x = 0.06).
+    assert!(acc.max_ulps <= 2.5 && acc.max_rel < 1e-6);
 }
 
 /// erf's error is absolute (see `strata_kernels::erf`): near zero it is relative too,
@@ -918,7 +919,7 @@ fn erf_is_within_1_5e_7_absolute_and_keeps_its_special_values() {
 #[test]
 fn sigmoid_is_within_2_5_ulp() {
     let acc = measure(UnaryOp::Sigmoid, &sweep(-87.0, 40.0, 200_000));
-    // exp, an addition and a division: one more rounding than tanh's large-|x| path.
+    // exp, an addition and a division, as tanh.
     assert!(acc.max_ulps <= 2.5 && acc.max_rel < 1e-6);
 }
 

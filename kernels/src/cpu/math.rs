@@ -5,8 +5,8 @@
 //! ([`Lanes`]): the vector form is the same instructions lane by lane, so it computes the
 //! same bits. The algorithms and coefficients are Cephes'
 //! single-precision ones (S. L. Moshier, *Methods and Programs for Mathematical
-//! Functions*, `expf.c`, `logf.c`, `tanhf.c`): a range reduction, a short minimax
-//! polynomial, and a reconstruction.
+//! Functions*, `expf.c`, `logf.c`): a range reduction, a short minimax polynomial, and a
+//! reconstruction; `tanh` is built on `exp`'s (see [`tanh`]).
 //!
 //! Their multiply-adds (the polynomials' steps, `exp`'s range reduction) are single `fma`
 //! instructions when the target has FMA ([`Lanes::fused`], from [`super::Features`]),
@@ -18,8 +18,8 @@
 //! in scalar and vector code and on every thread.
 //!
 //! Accuracy, measured against `f64` over the whole `f32` range where the result is normal
-//! (see `runtime/tests/cpu_kernels.rs`): `exp` and `log` within 1 ulp, `tanh` within 2 ulp
-//! and `sigmoid` within 2.5 ulp (relative errors below 2e-7); `erf` (see [`crate::erf`])
+//! (see `runtime/tests/cpu_kernels.rs`): `exp` and `log` within 1 ulp, `tanh` and `sigmoid`
+//! within 2.5 ulp (relative errors below 2e-7); `erf` (see [`crate::erf`])
 //! within 1.5e-7 absolute. Special cases follow C99 Annex F:
 //!
 //! | function | special cases |
@@ -93,18 +93,16 @@ enum Sign {
     /// At most 0 (`sigmoid`'s `-|x|`, `erf`'s `-x²`): never above the overflow bound, so
     /// only NaN needs that select, and it is kept by selecting `x` itself.
     NonPositive,
-    /// At least 0 (`tanh`'s `2|x|`): never below the underflow bound.
-    NonNegative,
 }
 
-/// [`exp`] for an argument of `sign`: the selects that `sign` makes impossible are left
-/// out (fewer instructions and fewer constants held in registers in a loop of them, an
-/// LSTM cell's five). The same bits as [`exp`] for every such argument and NaN.
-fn exp_over(b: &mut FunctionBuilder, l: Lanes, x: Value, sign: Sign) -> Value {
+/// The range reduction and polynomial [`exp`] and [`tanh`] share: `x = n ln2 + r` with
+/// `|r| <= ln2 / 2`; returns `x log2(e) + 1.5 * 2^23` (whose low mantissa bits hold `n`,
+/// see [`exp`]) and `expm1(r)`, a degree-7 polynomial (its terms in pairs, see [`pairs`]).
+fn reduce(b: &mut FunctionBuilder, l: Lanes, x: Value) -> (Value, Value) {
     let log2e = l.f(b, std::f32::consts::LOG2_E);
     // `t = x log2(e)` rounded to an integer: exact for |t| < 2^22, rounding to nearest
     // even as `nearest` does (fused, `t` itself is not rounded first); larger |t| lies
-    // outside the range selected below.
+    // outside the range the callers select.
     let round = l.f(b, 12_582_912.0); // 1.5 * 2^23
     let shifted = l.mul_add(b, x, log2e, round);
     let n = b.ins().fsub(shifted, round);
@@ -128,7 +126,14 @@ fn exp_over(b: &mut FunctionBuilder, l: Lanes, x: Value, sign: Sign) -> Value {
             5.000_000_120_1e-1,
         ],
     );
-    let y = l.mul_add(b, p, rr, r);
+    (shifted, l.mul_add(b, p, rr, r))
+}
+
+/// [`exp`] for an argument of `sign`: the selects that `sign` makes impossible are left
+/// out (fewer instructions and fewer constants held in registers in a loop of them, an
+/// LSTM cell's five). The same bits as [`exp`] for every such argument and NaN.
+fn exp_over(b: &mut FunctionBuilder, l: Lanes, x: Value, sign: Sign) -> Value {
+    let (shifted, y) = reduce(b, l, x);
     let one = l.f(b, 1.0);
     let y = b.ins().fadd(y, one);
     // The low bits of `shifted` are `n + 2^22`; shifted into the exponent field, the
@@ -139,15 +144,10 @@ fn exp_over(b: &mut FunctionBuilder, l: Lanes, x: Value, sign: Sign) -> Value {
     let scaled = b.ins().iadd(y_bits, n_bits);
     let scaled = l.from_bits(b, scaled);
     // The f32 just above ln 2^-126: from it up, n >= -126 and the result is normal.
-    let r = match sign {
-        Sign::NonNegative => scaled,
-        Sign::Any | Sign::NonPositive => {
-            let lo = l.f(b, -87.336_54);
-            let zero = l.f(b, 0.0);
-            let below = b.ins().fcmp(FloatCC::LessThan, x, lo);
-            l.select(b, below, zero, scaled)
-        }
-    };
+    let lo = l.f(b, -87.336_54);
+    let zero = l.f(b, 0.0);
+    let below = b.ins().fcmp(FloatCC::LessThan, x, lo);
+    let r = l.select(b, below, zero, scaled);
     if sign == Sign::NonPositive {
         // NaN in, NaN out (the integer steps above may have made a number of it).
         let nan = b.ins().fcmp(FloatCC::Unordered, x, x);
@@ -233,38 +233,32 @@ pub fn log(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
     l.select(b, bad, nan, r)
 }
 
-/// `tanh(x)` (Cephes `tanhf`): an odd degree-11 polynomial for `|x| < 0.625`, else
-/// `1 - 2 / (exp(2|x|) + 1)` with the sign of `x` (which saturates to ±1 as `exp`
-/// overflows).
+/// `tanh(x) = e / (e + 2)` with `e = expm1(2|x|)` and the sign of `x`. `expm1` comes from
+/// [`exp`]'s reduction: `expm1(t) = 2^n expm1(r) + (2^n - 1)`, one multiply-add whose
+/// terms never cancel (for `n >= 1`, `2^n (1 + expm1(r)) >= 1.4`) and exact `2^n - 1`
+/// (`n <= 26` here), so small `|x|` keeps its relative accuracy without a second
+/// polynomial (Cephes `tanhf` evaluates an odd one below 0.625 and `1 - 2 / (exp(2|x|) +
+/// 1)` above, and a vector computes both). `|x|` is capped at 9, where `e + 2` rounds to
+/// `e` and the result is 1 (tanh(±inf) = ±1); NaN stays NaN.
 pub fn tanh(b: &mut FunctionBuilder, l: Lanes, x: Value) -> Value {
     let z = l.abs(b, x);
-    let z2 = b.ins().fadd(z, z);
-    let e = exp_over(b, l, z2, Sign::NonNegative);
+    let cap = l.f(b, 9.0);
+    let over = b.ins().fcmp(FloatCC::GreaterThan, z, cap);
+    let z = l.select(b, over, cap, z);
+    let t = b.ins().fadd(z, z);
+    let (shifted, y) = reduce(b, l, t);
+    // `2^n`: `n << 23` (see `exp_over`) plus the exponent field of 1.
+    let shifted_bits = l.to_bits(b, shifted);
+    let n_bits = l.shl_imm(b, shifted_bits, 23);
+    let one_bits = l.i(b, 0x3f80_0000);
+    let scale = b.ins().iadd(n_bits, one_bits);
+    let scale = l.from_bits(b, scale);
     let one = l.f(b, 1.0);
+    let scale_less_one = b.ins().fsub(scale, one);
+    let e = l.mul_add(b, scale, y, scale_less_one);
     let two = l.f(b, 2.0);
-    let e1 = b.ins().fadd(e, one);
-    let q = b.ins().fdiv(two, e1);
-    let big = b.ins().fsub(one, q);
-    let s = b.ins().fmul(x, x);
-    let p = horner(
-        b,
-        l,
-        s,
-        &[
-            -5.704_988_727_45e-3,
-            2.063_908_879_54e-2,
-            -5.373_971_555_31e-2,
-            1.333_144_220_36e-1,
-            -3.333_328_194_22e-1,
-        ],
-    );
-    let p = b.ins().fmul(p, s);
-    // At |x|: an odd polynomial, so the same magnitude as at `x` (a fused multiply-add
-    // rounds symmetrically), and never negative.
-    let small = l.mul_add(b, p, z, z);
-    let bound = l.f(b, 0.625);
-    let is_big = b.ins().fcmp(FloatCC::GreaterThanOrEqual, z, bound);
-    let r = l.select(b, is_big, big, small);
+    let den = b.ins().fadd(e, two);
+    let r = b.ins().fdiv(e, den);
     // tanh is odd; this also keeps tanh(-0) = -0.
     l.or_sign(b, r, x)
 }
