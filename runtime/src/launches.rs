@@ -176,13 +176,7 @@ impl<'a> CpuLaunches<'a> {
         let timed = self.alone_timers[timer].may_go_alone != Some(false);
         let alone =
             self.alone_timers[timer].may_go_alone == Some(true) && self.alone_timers[timer].alone();
-        let options = match alone {
-            true => LaunchOptions {
-                threads: Some(1),
-                ..LaunchOptions::default()
-            },
-            false => LaunchOptions::default(),
-        };
+        let options = LaunchOptions::default().alone_if(alone);
         let started = Instant::now();
         self.run_launches(entry, &options)?;
         if timed {
@@ -196,7 +190,9 @@ impl<'a> CpuLaunches<'a> {
     /// made every launch's plan at this batch size.
     fn run_may_go_alone(&self, entry: &Entry) -> bool {
         let options = LaunchOptions::default();
-        let threads = options.most_threads();
+        if options.most_threads() <= 1 {
+            return false;
+        }
         let mut uses_threads = false;
         for launch in &entry.launches {
             let Some(plan) = self.plans.get(launch.kernel).and_then(Option::as_ref) else {
@@ -211,7 +207,7 @@ impl<'a> CpuLaunches<'a> {
             }
             uses_threads |= plan.threads(&options) > 1;
         }
-        threads > 1 && uses_threads
+        uses_threads
     }
 
     /// Runs `entry`'s launches in order under `options`, its loops seated where they
@@ -333,13 +329,7 @@ impl<'a> CpuLaunches<'a> {
         }
         let timer = timer.filter(|&t| self.alone_timers[t].may_go_alone == Some(true));
         let alone = timer.is_some_and(|t| self.alone_timers[t].alone());
-        let options = match alone {
-            true => LaunchOptions {
-                threads: Some(1),
-                ..options
-            },
-            false => options,
-        };
+        let options = options.alone_if(alone);
         let started = Instant::now();
         // A long loop runs as several seated runs, so that what is bound stays small.
         let per_run = (MOST_BOUND_LAUNCHES / body.len().max(1) as u64).max(1);

@@ -60,6 +60,17 @@ impl LaunchOptions {
         self.threads.unwrap_or_else(host_threads) as u64
     }
 
+    /// These options, on the calling thread alone if `alone`.
+    pub fn alone_if(self, alone: bool) -> LaunchOptions {
+        match alone {
+            true => LaunchOptions {
+                threads: Some(1),
+                ..self
+            },
+            false => self,
+        }
+    }
+
     /// What the seats of a seated loop under these options go by: for seats, which meet
     /// after every launch anyway, a quarter of the work a thread takes to pay for its
     /// fork and join.
